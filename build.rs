@@ -1,0 +1,15 @@
+//! Compiles `proto/` with protox, a pure-Rust protobuf compiler, so that no
+//! `protoc` is needed on the build machine.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/certd/v1/ca.proto", "proto/certd/v1/admin.proto"];
+    for file in &files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

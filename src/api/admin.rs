@@ -1,0 +1,126 @@
+//! `certd.v1.Admin`: operator RPCs, served on the local admin socket.
+//!
+//! Who may call them is decided by the socket itself: it lives in the
+//! private data directory and is mode 0600, so only the daemon's user (and
+//! root) can connect.
+
+use std::time::{Duration, SystemTime};
+
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use super::client::summary_to_proto;
+use super::proto;
+use super::proto::admin_server::Admin;
+use super::status;
+use crate::authority::{Authority, Caller};
+use crate::ca::unix_seconds;
+
+pub struct AdminApi {
+    authority: Authority,
+}
+
+impl AdminApi {
+    pub fn new(authority: Authority) -> Self {
+        AdminApi { authority }
+    }
+
+    fn record(&self, record: &crate::store::IssuanceRecord, now: i64) -> proto::CertificateRecord {
+        summary_to_proto(self.authority.summary(record, now))
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Caller {
+    let uid = request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|cred| cred.uid().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    Caller(format!("admin-socket uid={uid}"))
+}
+
+fn ttl(seconds: u64) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn create_join_token(
+        &self,
+        request: Request<proto::CreateJoinTokenRequest>,
+    ) -> Result<Response<proto::CreateJoinTokenResponse>, Status> {
+        let caller = caller(&request);
+        let message = request.into_inner();
+        let created = self
+            .authority
+            .create_join_token(&caller, &message.service, ttl(message.ttl_seconds))
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(proto::CreateJoinTokenResponse {
+            token: created.token.expose_secret().to_owned(),
+            expires_at_unix: created.expires_at,
+        }))
+    }
+
+    async fn issue_for_ci(
+        &self,
+        request: Request<proto::IssueForCiRequest>,
+    ) -> Result<Response<proto::CertificateRecord>, Status> {
+        let caller = caller(&request);
+        let message = request.into_inner();
+        let issued = self
+            .authority
+            .issue_for_operator(
+                &caller,
+                &message.service,
+                &message.csr_der,
+                ttl(message.ttl_seconds),
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(
+            self.record(&issued.record, unix_seconds(SystemTime::now())),
+        ))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<proto::ListCertificatesRequest>,
+    ) -> Result<Response<proto::ListCertificatesResponse>, Status> {
+        let service = &request.get_ref().service;
+        let service = (!service.is_empty()).then_some(service.as_str());
+        let records = self
+            .authority
+            .certificates(service)
+            .map_err(|e| status(&e))?;
+        let now = unix_seconds(SystemTime::now());
+        let certificates = records
+            .iter()
+            .map(|record| {
+                let mut summary = self.record(record, now);
+                // Listings stay small: PEMs are for `show`.
+                summary.certificate_pem.clear();
+                summary.chain_pem.clear();
+                summary.trust_bundle_pem.clear();
+                summary
+            })
+            .collect();
+        Ok(Response::new(proto::ListCertificatesResponse {
+            certificates,
+        }))
+    }
+
+    async fn get_certificate(
+        &self,
+        request: Request<proto::GetCertificateRequest>,
+    ) -> Result<Response<proto::CertificateRecord>, Status> {
+        let record = self
+            .authority
+            .certificate(&request.get_ref().serial)
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(
+            self.record(&record, unix_seconds(SystemTime::now())),
+        ))
+    }
+}

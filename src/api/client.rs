@@ -1,0 +1,399 @@
+//! gRPC clients for the CLI (and for anything else that acts as a workload
+//! or an operator): the workload API over TLS, the admin API over the local
+//! socket. They speak in certd's own types, so callers never see tonic.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+use tonic::{Code, Status};
+
+use super::proto;
+use super::proto::admin_client::AdminClient as AdminRpc;
+use super::proto::certificate_authority_client::CertificateAuthorityClient;
+use crate::authority::CertificateSummary;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What went wrong talking to certd.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach certd at {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+    #[error("certd refused ({kind}): {message}")]
+    Refused { kind: Refusal, message: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The kind of refusal, from the gRPC status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    Unavailable,
+    Other,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::InvalidArgument => "invalid argument",
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::PermissionDenied => "permission denied",
+            Refusal::NotFound => "not found",
+            Refusal::Unavailable => "unavailable",
+            Refusal::Other => "error",
+        })
+    }
+}
+
+fn refused(target: &str, status: Status) -> ClientError {
+    let kind = match status.code() {
+        Code::InvalidArgument | Code::OutOfRange => Refusal::InvalidArgument,
+        Code::Unauthenticated => Refusal::Unauthenticated,
+        Code::PermissionDenied => Refusal::PermissionDenied,
+        Code::NotFound => Refusal::NotFound,
+        Code::Unavailable
+            if status.message().contains("transport") || status.message().contains("connect") =>
+        {
+            return ClientError::Unreachable {
+                target: target.to_owned(),
+                reason: describe_status(&status),
+            };
+        }
+        Code::Unavailable => Refusal::Unavailable,
+        _ => Refusal::Other,
+    };
+    ClientError::Refused {
+        kind,
+        message: status.message().to_owned(),
+    }
+}
+
+/// A transport failure's message plus its innermost cause, which is where
+/// TLS alerts such as "certificate expired" are found.
+fn describe_status(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    let mut innermost = None;
+    while let Some(cause) = source {
+        innermost = Some(cause.to_string());
+        source = cause.source();
+    }
+    if let Some(cause) = innermost
+        && !text.contains(&cause)
+    {
+        text.push_str(": ");
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// A certificate as the workload API returns it.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    pub serial: String,
+    pub certificate_pem: String,
+    pub chain_pem: String,
+    pub trust_bundle_pem: String,
+    pub not_after: i64,
+    pub spiffe_id: String,
+}
+
+impl From<proto::IssueResponse> for IssuedCertificate {
+    fn from(response: proto::IssueResponse) -> Self {
+        IssuedCertificate {
+            serial: response.serial,
+            certificate_pem: response.certificate_pem,
+            chain_pem: response.chain_pem,
+            trust_bundle_pem: response.trust_bundle_pem,
+            not_after: response.not_after_unix,
+            spiffe_id: response.spiffe_id,
+        }
+    }
+}
+
+/// A certificate's status from `GetStatus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusAnswer {
+    /// "good", "revoked" or "unknown".
+    pub status: &'static str,
+    pub revoked_at: i64,
+    pub revocation_reason: String,
+}
+
+/// TLS client material for the workload API.
+#[derive(Debug, Clone)]
+pub struct TlsClientSettings {
+    /// PEM roots to trust for the server.
+    pub ca_bundle_pem: String,
+    /// PEM chain and key to present (for renewal), if any.
+    pub identity: Option<(String, String)>,
+}
+
+/// Client of `certd.v1.CertificateAuthority`.
+pub struct WorkloadClient {
+    target: String,
+    rpc: CertificateAuthorityClient<Channel>,
+}
+
+impl WorkloadClient {
+    /// Connects to `server` (an `https://host:port` URL).
+    pub async fn connect(server: &str, tls: &TlsClientSettings) -> Result<Self, ClientError> {
+        let mut tls_config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_bundle_pem));
+        if let Some((chain, key)) = &tls.identity {
+            tls_config = tls_config.identity(Identity::from_pem(chain, key));
+        }
+        let endpoint = Endpoint::from_shared(server.to_owned())
+            .map_err(|e| ClientError::Setup(format!("server URL {server:?} is not valid: {e}")))?;
+        if !server.starts_with("https://") {
+            return Err(ClientError::Setup(format!(
+                "server URL {server:?} must start with https://"
+            )));
+        }
+        let channel = endpoint
+            .tls_config(tls_config)
+            .map_err(|e| ClientError::Setup(format!("TLS setup failed: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                target: server.to_owned(),
+                reason: error_chain(&e),
+            })?;
+        Ok(WorkloadClient {
+            target: server.to_owned(),
+            rpc: CertificateAuthorityClient::new(channel)
+                .max_decoding_message_size(super::MAX_REQUEST_BYTES),
+        })
+    }
+
+    /// Bootstrap with a join token.
+    pub async fn issue(
+        &mut self,
+        csr_der: Vec<u8>,
+        join_token: &str,
+    ) -> Result<IssuedCertificate, ClientError> {
+        let request = proto::IssueRequest {
+            csr_der,
+            attestation: Some(proto::issue_request::Attestation::JoinToken(
+                join_token.to_owned(),
+            )),
+        };
+        let response = self
+            .rpc
+            .issue(request)
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Renew with the certificate this client presents.
+    pub async fn renew(&mut self, csr_der: Vec<u8>) -> Result<IssuedCertificate, ClientError> {
+        let response = self
+            .rpc
+            .renew(proto::RenewRequest { csr_der })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// The trust bundle PEM and trust domain.
+    pub async fn trust_bundle(&mut self) -> Result<(String, String), ClientError> {
+        let response = self
+            .rpc
+            .get_trust_bundle(proto::GetTrustBundleRequest {})
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok((response.trust_bundle_pem, response.trust_domain))
+    }
+
+    /// The status of a serial.
+    pub async fn status(&mut self, serial: &str) -> Result<StatusAnswer, ClientError> {
+        let response = self
+            .rpc
+            .get_status(proto::GetStatusRequest {
+                serial: serial.to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        let status = match response.status() {
+            proto::Status::Good => "good",
+            proto::Status::Revoked => "revoked",
+            proto::Status::Unknown | proto::Status::Unspecified => "unknown",
+        };
+        Ok(StatusAnswer {
+            status,
+            revoked_at: response.revoked_at_unix,
+            revocation_reason: response.revocation_reason,
+        })
+    }
+}
+
+/// Client of `certd.v1.Admin` over the daemon's admin socket.
+pub struct AdminClient {
+    target: String,
+    rpc: AdminRpc<Channel>,
+}
+
+impl AdminClient {
+    /// Connects to the admin socket at `socket`.
+    pub async fn connect(socket: &Path) -> Result<Self, ClientError> {
+        let target = socket.display().to_string();
+        let path: PathBuf = socket.to_owned();
+        // The URI is required by the HTTP/2 layer but unused: the connector
+        // always dials the socket.
+        let channel =
+            Endpoint::from_static("http://certd.admin")
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    }
+                }))
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    target: target.clone(),
+                    reason: format!(
+                        "{} (is `certd serve` running with this data directory?)",
+                        error_chain(&e)
+                    ),
+                })?;
+        Ok(AdminClient {
+            target,
+            rpc: AdminRpc::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+
+    /// Creates a join token; returns the secret and its expiry.
+    pub async fn create_join_token(
+        &mut self,
+        service: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(String, i64), ClientError> {
+        let response = self
+            .rpc
+            .create_join_token(proto::CreateJoinTokenRequest {
+                service: service.to_owned(),
+                ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok((response.token, response.expires_at_unix))
+    }
+
+    /// Has the daemon sign `csr_der` for `service`.
+    pub async fn issue(
+        &mut self,
+        service: &str,
+        csr_der: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<CertificateSummary, ClientError> {
+        let response = self
+            .rpc
+            .issue_for_ci(proto::IssueForCiRequest {
+                service: service.to_owned(),
+                csr_der,
+                ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(summary_from_proto(response.into_inner()))
+    }
+
+    pub async fn list(
+        &mut self,
+        service: Option<&str>,
+    ) -> Result<Vec<CertificateSummary>, ClientError> {
+        let response = self
+            .rpc
+            .list_certificates(proto::ListCertificatesRequest {
+                service: service.unwrap_or_default().to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response
+            .into_inner()
+            .certificates
+            .into_iter()
+            .map(summary_from_proto)
+            .collect())
+    }
+
+    pub async fn show(&mut self, serial: &str) -> Result<CertificateSummary, ClientError> {
+        let response = self
+            .rpc
+            .get_certificate(proto::GetCertificateRequest {
+                serial: serial.to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(summary_from_proto(response.into_inner()))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn summary_from_proto(record: proto::CertificateRecord) -> CertificateSummary {
+    CertificateSummary {
+        serial: record.serial,
+        service: record.service,
+        dns_names: record.dns_names,
+        uris: record.uris,
+        not_before: record.not_before_unix,
+        not_after: record.not_after_unix,
+        issued_at: record.issued_at_unix,
+        sha256_fingerprint: record.sha256_fingerprint,
+        attestation: record.attestation,
+        renewed_from: (!record.renewed_from.is_empty()).then_some(record.renewed_from),
+        status: record.status,
+        certificate_pem: record.certificate_pem,
+        chain_pem: record.chain_pem,
+        trust_bundle_pem: record.trust_bundle_pem,
+    }
+}
+
+/// The wire form of a summary.
+pub(super) fn summary_to_proto(summary: CertificateSummary) -> proto::CertificateRecord {
+    proto::CertificateRecord {
+        serial: summary.serial,
+        service: summary.service,
+        dns_names: summary.dns_names,
+        uris: summary.uris,
+        not_before_unix: summary.not_before,
+        not_after_unix: summary.not_after,
+        issued_at_unix: summary.issued_at,
+        sha256_fingerprint: summary.sha256_fingerprint,
+        attestation: summary.attestation,
+        renewed_from: summary.renewed_from.unwrap_or_default(),
+        status: summary.status,
+        certificate_pem: summary.certificate_pem,
+        chain_pem: summary.chain_pem,
+        trust_bundle_pem: summary.trust_bundle_pem,
+    }
+}

@@ -1,0 +1,153 @@
+//! TLS for the gRPC listener: the server configuration, certd's rotating
+//! serving certificate, and the stream of accepted TLS connections.
+//!
+//! Client certificates are requested but optional, so one port serves
+//! bootstrap (no certificate yet) and renewal (certificate required by the
+//! RPC). A presented certificate must chain to certd's root and be valid
+//! now; otherwise the handshake fails.
+
+use std::io;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// A handshake that has not finished by then is dropped, so slow or idle
+/// clients cannot hold connection slots.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in flight at once; more wait in the kernel's accept queue.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// The crypto provider certd uses everywhere (ring).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The serving certificate, swapped in place when it is renewed.
+#[derive(Debug)]
+pub struct ServingCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServingCertificate {
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key_pkcs8: Vec<u8>,
+    ) -> Result<Self, TlsSetupError> {
+        Ok(ServingCertificate {
+            current: RwLock::new(certified_key(chain, key_pkcs8)?),
+        })
+    }
+
+    pub fn replace(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key_pkcs8: Vec<u8>,
+    ) -> Result<(), TlsSetupError> {
+        let next = certified_key(chain, key_pkcs8)?;
+        match self.current.write() {
+            Ok(mut current) => *current = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServingCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = match self.current.read() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Some(current.clone())
+    }
+}
+
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: Vec<u8>,
+) -> Result<Arc<CertifiedKey>, TlsSetupError> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8));
+    Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider())?))
+}
+
+/// The rustls configuration of the gRPC listener.
+pub fn server_config(
+    root: CertificateDer<'static>,
+    serving: Arc<ServingCertificate>,
+) -> Result<rustls::ServerConfig, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(root)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(serving);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently,
+/// yielding finished TLS streams. A failed or slow handshake is logged and
+/// dropped; it never stalls the others.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    let (ready, stream) = mpsc::channel(MAX_PENDING_HANDSHAKES);
+    let acceptor = TlsAcceptor::from(config);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off, do not spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let handshake_done = ready.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = handshake_done.send(Ok(tls)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+            if ready.is_closed() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(stream)
+}

@@ -1,0 +1,133 @@
+//! `certd.v1.CertificateAuthority`: the workload-facing RPCs.
+
+use std::time::SystemTime;
+
+use tonic::{Request, Response, Status};
+
+use super::proto::certificate_authority_server::CertificateAuthority;
+use super::proto::{self, issue_request};
+use super::status;
+use crate::attest::AttestError;
+use crate::authority::{Authority, Caller, Issued};
+use crate::ca::unix_seconds;
+use crate::store::CertificateState;
+
+pub struct WorkloadApi {
+    authority: Authority,
+}
+
+impl WorkloadApi {
+    pub fn new(authority: Authority) -> Self {
+        WorkloadApi { authority }
+    }
+
+    fn response(&self, issued: Issued) -> proto::IssueResponse {
+        proto::IssueResponse {
+            serial: issued.record.serial.to_hex(),
+            certificate_pem: issued.certificate_pem,
+            chain_pem: issued.chain_pem,
+            trust_bundle_pem: self.authority.ca().trust_bundle_pem().to_owned(),
+            not_after_unix: issued.record.not_after,
+            spiffe_id: issued.record.uris.first().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Caller {
+    match request.remote_addr() {
+        Some(address) => Caller(format!("peer {address}")),
+        None => Caller("peer unknown".into()),
+    }
+}
+
+#[tonic::async_trait]
+impl CertificateAuthority for WorkloadApi {
+    async fn issue(
+        &self,
+        request: Request<proto::IssueRequest>,
+    ) -> Result<Response<proto::IssueResponse>, Status> {
+        let caller = caller(&request);
+        let message = request.into_inner();
+        let token = match message.attestation {
+            Some(issue_request::Attestation::JoinToken(token)) => token,
+            None => return Err(status(&AttestError::Missing.into())),
+        };
+        let issued = self
+            .authority
+            .issue_with_join_token(&caller, &message.csr_der, &token)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(self.response(issued)))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<proto::RenewRequest>,
+    ) -> Result<Response<proto::IssueResponse>, Status> {
+        let caller = caller(&request);
+        let peer_certificates = request.peer_certs();
+        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let issued = self
+            .authority
+            .renew(
+                &caller,
+                &request.get_ref().csr_der,
+                client_leaf.map(|c| c.as_ref()),
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(self.response(issued)))
+    }
+
+    async fn get_trust_bundle(
+        &self,
+        _request: Request<proto::GetTrustBundleRequest>,
+    ) -> Result<Response<proto::TrustBundle>, Status> {
+        let ca = self.authority.ca();
+        Ok(Response::new(proto::TrustBundle {
+            trust_bundle_pem: ca.trust_bundle_pem().to_owned(),
+            trust_domain: ca.trust_domain().to_string(),
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<proto::GetStatusRequest>,
+    ) -> Result<Response<proto::CertificateStatus>, Status> {
+        let serial = &request.get_ref().serial;
+        let record = match self.authority.certificate(serial) {
+            Ok(record) => Some(record),
+            Err(crate::Error::NotFound(_)) => None,
+            Err(error) => return Err(status(&error)),
+        };
+        let now = unix_seconds(SystemTime::now());
+        let answer = match record {
+            None => proto::CertificateStatus {
+                serial: serial.clone(),
+                status: proto::Status::Unknown.into(),
+                ..Default::default()
+            },
+            Some(record) => {
+                let state = match record.state(now) {
+                    CertificateState::Revoked => proto::Status::Revoked,
+                    // An expired certificate is still known: its status is
+                    // good unless revoked, as in OCSP (RFC 6960 2.2).
+                    CertificateState::Good | CertificateState::Expired => proto::Status::Good,
+                };
+                proto::CertificateStatus {
+                    serial: record.serial.to_hex(),
+                    status: state.into(),
+                    not_before_unix: record.not_before,
+                    not_after_unix: record.not_after,
+                    revoked_at_unix: record.revocation.as_ref().map_or(0, |r| r.revoked_at),
+                    revocation_reason: record
+                        .revocation
+                        .as_ref()
+                        .map(|r| crate::store::reason_name(r.reason_code).to_owned())
+                        .unwrap_or_default(),
+                }
+            }
+        };
+        Ok(Response::new(answer))
+    }
+}

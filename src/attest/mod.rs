@@ -1,0 +1,33 @@
+//! Attestation: how a caller proves which identity it may hold.
+//!
+//! Two attestors exist: a one-time join token (bootstrap) and the caller's
+//! current certificate presented over mTLS (renewal). Each turns evidence
+//! into a `WorkloadIdentity`, or refuses with an `AttestError`. This module
+//! reads the store but never writes it: consuming a token happens in the
+//! same transaction as recording the certificate, in `store`.
+
+mod join_token;
+mod renewal;
+
+pub use join_token::{JOIN_TOKEN_PREFIX, JoinToken};
+pub use renewal::RenewalEvidence;
+
+/// Why attestation failed. Every variant means "you have not proven who you
+/// are", so all map to `UNAUTHENTICATED`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AttestError {
+    #[error("no attestation given: send a join token")]
+    Missing,
+    #[error("join token is not valid (unknown, malformed or already used)")]
+    InvalidJoinToken,
+    #[error("join token expired at {expired_at} (unix time)")]
+    ExpiredJoinToken { expired_at: i64 },
+    #[error("renewal needs the current certificate as a TLS client certificate")]
+    NoClientCertificate,
+    #[error("client certificate was not issued to a workload by this CA: {0}")]
+    UnknownClientCertificate(String),
+    #[error("client certificate {serial} is revoked")]
+    RevokedClientCertificate { serial: String },
+    #[error("client certificate {serial} expired at {not_after} (unix time)")]
+    ExpiredClientCertificate { serial: String, not_after: i64 },
+}

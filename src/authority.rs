@@ -1,0 +1,424 @@
+//! The authority: every issuance decision, start to finish.
+//!
+//! It strings the pieces together in one fixed order: parse the CSR, attest
+//! the caller, check policy, sign, record durably, and only then return the
+//! certificate. It writes one audit event per decision. It knows nothing of
+//! gRPC or of the CLI; `api` and `cli` call it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::attest::{AttestError, JoinToken, RenewalEvidence};
+use crate::ca::csr::ValidatedCsr;
+use crate::ca::{CertificateAuthority, SignedCertificate, unix_seconds};
+use crate::config::Lifetimes;
+use crate::identity::{Serial, ServiceName, WorkloadIdentity};
+use crate::policy;
+use crate::store::{Attestation, IssuanceRecord, JoinTokenRecord, Store, StoreError, TokenHash};
+use crate::{Error, Result};
+
+/// Target of audit events in the structured log.
+pub const AUDIT_TARGET: &str = "certd::audit";
+
+/// How many fresh serials to try if one is, against all odds, taken.
+const SERIAL_ATTEMPTS: usize = 3;
+
+/// A certificate that has been issued and durably recorded.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub record: IssuanceRecord,
+    pub certificate_pem: String,
+    pub chain_pem: String,
+}
+
+/// A join token just created; the secret is shown once.
+#[derive(Debug)]
+pub struct CreatedJoinToken {
+    pub token: JoinToken,
+    pub expires_at: i64,
+}
+
+/// An issuance record as operators see it (`certd list`, `certd show`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertificateSummary {
+    pub serial: String,
+    pub service: String,
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issued_at: i64,
+    pub sha256_fingerprint: String,
+    pub attestation: String,
+    pub renewed_from: Option<String>,
+    pub status: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub certificate_pem: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub chain_pem: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub trust_bundle_pem: String,
+}
+
+/// Who is asking, for the audit log: a peer address or the admin socket.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Authority {
+    ca: Arc<CertificateAuthority>,
+    store: Store,
+    lifetimes: Lifetimes,
+}
+
+/// What one issuance needs besides the CSR.
+struct IssuanceRequest {
+    identity: WorkloadIdentity,
+    ttl: Duration,
+    attestation: Attestation,
+    renewed_from: Option<Serial>,
+    token: Option<TokenHash>,
+}
+
+impl Authority {
+    pub fn new(ca: Arc<CertificateAuthority>, store: Store, lifetimes: Lifetimes) -> Self {
+        Authority {
+            ca,
+            store,
+            lifetimes,
+        }
+    }
+
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.ca
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Bootstrap: a CSR attested by a one-time join token.
+    pub async fn issue_with_join_token(
+        &self,
+        caller: &Caller,
+        csr_der: &[u8],
+        token: &str,
+    ) -> Result<Issued> {
+        let outcome = self.issue_with_join_token_inner(csr_der, token).await;
+        audit("issue", caller, "join-token", &outcome);
+        outcome
+    }
+
+    async fn issue_with_join_token_inner(&self, csr_der: &[u8], token: &str) -> Result<Issued> {
+        let csr = ValidatedCsr::from_der(csr_der)?;
+        let token = JoinToken::from_presented(token)?;
+        let now = unix_seconds(SystemTime::now());
+        let claim = token.verify(&self.store, now)?;
+        let request = IssuanceRequest {
+            identity: self.identity(claim.service),
+            ttl: self.lifetimes.default_cert_ttl,
+            attestation: Attestation::JoinToken {
+                token_id: token.id(),
+            },
+            renewed_from: None,
+            token: Some(token.hash()),
+        };
+        self.issue(&csr, request).await
+    }
+
+    /// Renewal: a CSR for a fresh key, attested by the caller's current
+    /// certificate (`client_leaf`, from the mTLS handshake).
+    pub async fn renew(
+        &self,
+        caller: &Caller,
+        csr_der: &[u8],
+        client_leaf: Option<&[u8]>,
+    ) -> Result<Issued> {
+        let outcome = self.renew_inner(csr_der, client_leaf).await;
+        audit("renew", caller, "renewal", &outcome);
+        outcome
+    }
+
+    async fn renew_inner(&self, csr_der: &[u8], client_leaf: Option<&[u8]>) -> Result<Issued> {
+        let evidence =
+            RenewalEvidence::check(client_leaf, &self.store, unix_seconds(SystemTime::now()))?;
+        let csr = ValidatedCsr::from_der(csr_der)?;
+        let current = evidence.current;
+        let request = IssuanceRequest {
+            identity: self.identity(current.service),
+            ttl: self.lifetimes.default_cert_ttl,
+            attestation: Attestation::Renewal,
+            renewed_from: Some(current.serial),
+            token: None,
+        };
+        self.issue(&csr, request).await
+    }
+
+    /// An operator issues directly (CI): `ttl` of `None` means the default.
+    pub async fn issue_for_operator(
+        &self,
+        caller: &Caller,
+        service: &str,
+        csr_der: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Issued> {
+        let outcome = self
+            .issue_for_operator_inner(caller, service, csr_der, ttl)
+            .await;
+        audit("issue", caller, "admin", &outcome);
+        outcome
+    }
+
+    async fn issue_for_operator_inner(
+        &self,
+        caller: &Caller,
+        service: &str,
+        csr_der: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Issued> {
+        let service: ServiceName = service.parse()?;
+        let csr = ValidatedCsr::from_der(csr_der)?;
+        let ttl = ttl.unwrap_or(self.lifetimes.default_cert_ttl);
+        policy::check_ttl(ttl, self.lifetimes.max_cert_ttl)?;
+        let request = IssuanceRequest {
+            identity: self.identity(service),
+            ttl,
+            attestation: Attestation::Admin {
+                caller: caller.0.clone(),
+            },
+            renewed_from: None,
+            token: None,
+        };
+        self.issue(&csr, request).await
+    }
+
+    /// Creates a one-time join token for `service`.
+    pub async fn create_join_token(
+        &self,
+        caller: &Caller,
+        service: &str,
+        ttl: Option<Duration>,
+    ) -> Result<CreatedJoinToken> {
+        let outcome = self.create_join_token_inner(service, ttl).await;
+        match &outcome {
+            Ok(created) => tracing::info!(
+                target: AUDIT_TARGET,
+                event = "create-join-token",
+                decision = "allow",
+                %caller,
+                service,
+                token_id = %created.token.id(),
+                expires_at = created.expires_at,
+            ),
+            Err(error) => tracing::warn!(
+                target: AUDIT_TARGET,
+                event = "create-join-token",
+                decision = "deny",
+                %caller,
+                service,
+                reason = %error,
+            ),
+        }
+        outcome
+    }
+
+    async fn create_join_token_inner(
+        &self,
+        service: &str,
+        ttl: Option<Duration>,
+    ) -> Result<CreatedJoinToken> {
+        let service: ServiceName = service.parse()?;
+        let ttl = ttl.unwrap_or(self.lifetimes.default_join_token_ttl);
+        policy::check_ttl(ttl, self.lifetimes.max_join_token_ttl)?;
+        let token = JoinToken::generate();
+        let now = unix_seconds(SystemTime::now());
+        let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let record = JoinTokenRecord {
+            service,
+            created_at: now,
+            expires_at,
+        };
+        self.store.insert_join_token(&token.hash(), &record).await?;
+        Ok(CreatedJoinToken { token, expires_at })
+    }
+
+    /// Issues and records certd's own serving certificate.
+    pub async fn issue_serving_certificate(
+        &self,
+        key: &rcgen::KeyPair,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<Issued> {
+        let now = SystemTime::now();
+        for _ in 0..SERIAL_ATTEMPTS {
+            let serial = self.fresh_serial()?;
+            let signed = self.ca.sign_server(key, names, serial, ttl, now)?;
+            let service: ServiceName = "certd".parse()?;
+            let record =
+                self.record_of(&signed, service, Attestation::ServingCertificate, None, now);
+            match self.store.record_issuance(&record, None).await {
+                Err(StoreError::SerialTaken(_)) => continue,
+                outcome => outcome?,
+            }
+            return Ok(self.issued(record, &signed));
+        }
+        Err(Error::Store(StoreError::Corrupt(
+            "no free serial found".into(),
+        )))
+    }
+
+    /// The record of one certificate.
+    pub fn certificate(&self, serial: &str) -> Result<IssuanceRecord> {
+        let serial: Serial = serial.parse()?;
+        self.store
+            .certificate(&serial)?
+            .ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
+    }
+
+    /// Every record, or one service's.
+    pub fn certificates(&self, service: Option<&str>) -> Result<Vec<IssuanceRecord>> {
+        let service = service.map(str::parse::<ServiceName>).transpose()?;
+        Ok(self.store.certificates(service.as_ref())?)
+    }
+
+    /// What operators see of a record: its facts, status at `now`, and PEMs.
+    pub fn summary(&self, record: &IssuanceRecord, now: i64) -> CertificateSummary {
+        let certificate_pem = crate::ca::pem_encode("CERTIFICATE", &record.der);
+        let mut chain_pem = certificate_pem.clone();
+        chain_pem.push_str(&crate::ca::pem_encode(
+            "CERTIFICATE",
+            self.ca.intermediate_der(),
+        ));
+        CertificateSummary {
+            serial: record.serial.to_hex(),
+            service: record.service.to_string(),
+            dns_names: record.dns_names.clone(),
+            uris: record.uris.clone(),
+            not_before: record.not_before,
+            not_after: record.not_after,
+            issued_at: record.issued_at,
+            sha256_fingerprint: hex::encode(record.sha256_fingerprint),
+            attestation: record.attestation.kind().to_owned(),
+            renewed_from: record.renewed_from.as_ref().map(Serial::to_hex),
+            status: record.state(now).as_str().to_owned(),
+            certificate_pem,
+            chain_pem,
+            trust_bundle_pem: self.ca.trust_bundle_pem().to_owned(),
+        }
+    }
+
+    fn identity(&self, service: ServiceName) -> WorkloadIdentity {
+        WorkloadIdentity {
+            trust_domain: self.ca.trust_domain().clone(),
+            service,
+        }
+    }
+
+    /// Policy, signing and recording: the common end of every issuance.
+    async fn issue(&self, csr: &ValidatedCsr, request: IssuanceRequest) -> Result<Issued> {
+        policy::check_csr(csr, &request.identity)?;
+        let now = SystemTime::now();
+        for _ in 0..SERIAL_ATTEMPTS {
+            let serial = self.fresh_serial()?;
+            let signed = self
+                .ca
+                .sign_workload(csr, &request.identity, serial, request.ttl, now)?;
+            let record = self.record_of(
+                &signed,
+                request.identity.service.clone(),
+                request.attestation.clone(),
+                request.renewed_from.clone(),
+                now,
+            );
+            match self
+                .store
+                .record_issuance(&record, request.token.as_ref())
+                .await
+            {
+                Err(StoreError::SerialTaken(_)) => continue,
+                Err(StoreError::TokenAlreadyUsed) => {
+                    return Err(AttestError::InvalidJoinToken.into());
+                }
+                outcome => outcome?,
+            }
+            return Ok(self.issued(record, &signed));
+        }
+        Err(Error::Store(StoreError::Corrupt(
+            "no free serial found".into(),
+        )))
+    }
+
+    fn fresh_serial(&self) -> Result<Serial> {
+        // 158 random bits make a collision practically impossible; checking
+        // first keeps a broken RNG from signing a duplicate, and the store's
+        // transaction refuses one in any case.
+        let serial = Serial::generate();
+        if self.store.serial_exists(&serial)? {
+            return Err(StoreError::SerialTaken(serial).into());
+        }
+        Ok(serial)
+    }
+
+    fn record_of(
+        &self,
+        signed: &SignedCertificate,
+        service: ServiceName,
+        attestation: Attestation,
+        renewed_from: Option<Serial>,
+        now: SystemTime,
+    ) -> IssuanceRecord {
+        IssuanceRecord {
+            serial: signed.serial.clone(),
+            service,
+            dns_names: signed.dns_names.clone(),
+            uris: signed.uris.clone(),
+            not_before: signed.not_before,
+            not_after: signed.not_after,
+            issued_at: unix_seconds(now),
+            sha256_fingerprint: signed.sha256_fingerprint,
+            der: signed.der.to_vec(),
+            attestation,
+            renewed_from,
+            revocation: None,
+        }
+    }
+
+    fn issued(&self, record: IssuanceRecord, signed: &SignedCertificate) -> Issued {
+        Issued {
+            certificate_pem: signed.pem(),
+            chain_pem: self.ca.chain_pem(signed),
+            record,
+        }
+    }
+}
+
+/// One audit event per issuance decision. Never includes tokens or keys.
+fn audit(event: &str, caller: &Caller, attestation: &str, outcome: &Result<Issued>) {
+    match outcome {
+        Ok(issued) => tracing::info!(
+            target: AUDIT_TARGET,
+            event,
+            decision = "allow",
+            %caller,
+            attestation,
+            service = %issued.record.service,
+            serial = %issued.record.serial,
+            not_after = issued.record.not_after,
+            renewed_from = issued.record.renewed_from.as_ref().map(|s| s.to_hex()),
+        ),
+        Err(error) => tracing::warn!(
+            target: AUDIT_TARGET,
+            event,
+            decision = "deny",
+            %caller,
+            attestation,
+            reason = %error,
+        ),
+    }
+}

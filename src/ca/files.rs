@@ -1,0 +1,255 @@
+//! The CA's files in the data directory, and `certd init`, which creates them.
+//!
+//! Layout: `root.pem`, `root.key`, `intermediate.pem`, `intermediate.key`,
+//! `bundle.pem` (the trust bundle: the root) and `ca.toml` (metadata, written
+//! last so that its presence means the CA is complete). Keys are created 0600.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SignatureAlgorithm,
+};
+use rustls::pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::profile::timestamp;
+use super::{CLOCK_SKEW_ALLOWANCE, CaError, unix_seconds};
+use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+use crate::identity::TrustDomain;
+
+/// Lifetime of the self-signed root.
+pub const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Lifetime of the intermediate that signs workloads.
+pub const INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The algorithm of the CA's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    #[default]
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+impl KeyType {
+    fn algorithm(self) -> &'static SignatureAlgorithm {
+        match self {
+            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+}
+
+/// What `ca.toml` records: facts fixed when the CA was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaMetadata {
+    pub trust_domain: TrustDomain,
+    pub key_type: KeyType,
+    pub created_at: i64,
+}
+
+/// Options of `certd init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub trust_domain: TrustDomain,
+    pub key_type: KeyType,
+}
+
+/// Paths of the CA's files in one data directory.
+#[derive(Debug, Clone)]
+pub struct CaFiles {
+    pub dir: PathBuf,
+    pub root_cert: PathBuf,
+    pub root_key: PathBuf,
+    pub intermediate_cert: PathBuf,
+    pub intermediate_key: PathBuf,
+    pub bundle: PathBuf,
+    pub metadata: PathBuf,
+}
+
+impl CaFiles {
+    pub fn new(dir: &Path) -> Self {
+        CaFiles {
+            dir: dir.to_owned(),
+            root_cert: dir.join("root.pem"),
+            root_key: dir.join("root.key"),
+            intermediate_cert: dir.join("intermediate.pem"),
+            intermediate_key: dir.join("intermediate.key"),
+            bundle: dir.join("bundle.pem"),
+            metadata: dir.join("ca.toml"),
+        }
+    }
+
+    /// Whether any CA file is present (a complete CA or the remains of one).
+    pub fn exists(&self) -> bool {
+        [
+            &self.root_cert,
+            &self.root_key,
+            &self.intermediate_cert,
+            &self.intermediate_key,
+            &self.metadata,
+        ]
+        .iter()
+        .any(|path| path.exists())
+    }
+
+    pub fn read_metadata(&self) -> Result<CaMetadata, CaError> {
+        let text = read_to_string(&self.metadata)?;
+        toml::from_str(&text).map_err(|e| CaError::Invalid {
+            path: self.metadata.display().to_string(),
+            reason: e.message().to_owned(),
+        })
+    }
+}
+
+/// Creates a new CA in `dir`: a self-signed root and an intermediate
+/// (pathLen 0) signed by it. Refuses if any CA file is already there.
+pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
+    let files = CaFiles::new(dir);
+    fsutil::create_private_dir(dir).map_err(io_error("create", dir))?;
+    if files.exists() {
+        return Err(CaError::AlreadyExists(dir.display().to_string()));
+    }
+    let now = SystemTime::now();
+    let algorithm = options.key_type.algorithm();
+
+    let root_key = KeyPair::generate_for(algorithm)?;
+    let root_params = ca_params(
+        &options.trust_domain,
+        "certd root CA",
+        None,
+        now,
+        ROOT_LIFETIME,
+    );
+    let root_cert = root_params.self_signed(&root_key)?;
+
+    let intermediate_key = KeyPair::generate_for(algorithm)?;
+    let intermediate_params = ca_params(
+        &options.trust_domain,
+        "certd intermediate CA",
+        Some(0),
+        now,
+        INTERMEDIATE_LIFETIME,
+    );
+    let root_issuer = rcgen::Issuer::new(root_params, root_key);
+    let intermediate_cert = intermediate_params.signed_by(&intermediate_key, &root_issuer)?;
+
+    let metadata = CaMetadata {
+        trust_domain: options.trust_domain.clone(),
+        key_type: options.key_type,
+        created_at: unix_seconds(now),
+    };
+    let metadata_text = toml::to_string(&metadata).map_err(|e| CaError::Invalid {
+        path: files.metadata.display().to_string(),
+        reason: e.to_string(),
+    })?;
+
+    let secret = |key: &KeyPair| zeroize::Zeroizing::new(key.serialize_pem());
+    write_new(
+        &files.root_key,
+        secret(root_issuer.key()).as_bytes(),
+        SECRET_FILE_MODE,
+    )?;
+    write_new(
+        &files.intermediate_key,
+        secret(&intermediate_key).as_bytes(),
+        SECRET_FILE_MODE,
+    )?;
+    write_new(
+        &files.root_cert,
+        root_cert.pem().as_bytes(),
+        PUBLIC_FILE_MODE,
+    )?;
+    write_new(
+        &files.intermediate_cert,
+        intermediate_cert.pem().as_bytes(),
+        PUBLIC_FILE_MODE,
+    )?;
+    fsutil::replace_file(&files.bundle, root_cert.pem().as_bytes(), PUBLIC_FILE_MODE)
+        .map_err(io_error("write", &files.bundle))?;
+    write_new(&files.metadata, metadata_text.as_bytes(), PUBLIC_FILE_MODE)?;
+    fsutil::sync_dir(dir).map_err(io_error("sync", dir))?;
+    Ok(metadata)
+}
+
+fn ca_params(
+    trust_domain: &TrustDomain,
+    common_name: &str,
+    path_len: Option<u8>,
+    now: SystemTime,
+    lifetime: Duration,
+) -> CertificateParams {
+    let now = unix_seconds(now);
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, trust_domain.as_str());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    let serial = crate::identity::Serial::generate();
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(serial.as_bytes()));
+    params.not_before = timestamp(now - CLOCK_SKEW_ALLOWANCE.as_secs() as i64);
+    params.not_after = timestamp(now + lifetime.as_secs() as i64);
+    params.is_ca = IsCa::Ca(match path_len {
+        Some(len) => BasicConstraints::Constrained(len),
+        None => BasicConstraints::Unconstrained,
+    });
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = path_len.is_some();
+    params
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    fsutil::create_new_file(path, contents, mode).map_err(io_error("create", path))
+}
+
+pub(super) fn io_error(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> CaError {
+    let path = path.display().to_string();
+    move |source| CaError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+pub(super) fn read_to_string(path: &Path) -> Result<String, CaError> {
+    std::fs::read_to_string(path).map_err(io_error("read", path))
+}
+
+/// Reads a PEM file holding exactly one certificate.
+pub(super) fn read_single_cert(path: &Path) -> Result<CertificateDer<'static>, CaError> {
+    let text = read_to_string(path)?;
+    let invalid = |reason: &str| CaError::Invalid {
+        path: path.display().to_string(),
+        reason: reason.to_owned(),
+    };
+    let mut reader = text.as_bytes();
+    let mut certs = rustls_pemfile::certs(&mut reader);
+    let cert = certs
+        .next()
+        .ok_or_else(|| invalid("no certificate"))?
+        .map_err(|_| invalid("not PEM"))?;
+    Ok(cert)
+}
+
+/// The notAfter of a certificate, in Unix seconds.
+pub(super) fn not_after(path: &Path, der: &[u8]) -> Result<i64, CaError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CaError::Invalid {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(cert.validity().not_after.timestamp())
+}

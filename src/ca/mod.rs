@@ -1,0 +1,235 @@
+//! The certificate authority: its keys and certificates on disk, and the one
+//! place where certificates are signed.
+//!
+//! `ca` owns the issuance profile. It takes only validated inputs (a
+//! `ValidatedCsr`, a `WorkloadIdentity`, a `Serial`) and decides every field
+//! of the certificate itself. It does no network I/O and never touches the
+//! store: recording an issuance is the authority's job.
+
+pub mod csr;
+mod files;
+mod profile;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{Issuer, KeyPair};
+use rustls::pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+pub use files::{CaFiles, CaMetadata, InitOptions, KeyType, init};
+pub use profile::CLOCK_SKEW_ALLOWANCE;
+
+use crate::identity::{Serial, TrustDomain, WorkloadIdentity};
+use csr::ValidatedCsr;
+
+/// Why the CA could not be created, loaded or could not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("a CA already exists in {0}; refusing to overwrite it")]
+    AlreadyExists(String),
+    #[error("no CA in {0}; run `certd init` first")]
+    Missing(String),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("the intermediate CA expired at {not_after}; certd cannot issue until it is replaced")]
+    IntermediateExpired { not_after: i64 },
+    #[error("signing failed: {0}")]
+    Signing(#[from] rcgen::Error),
+}
+
+/// A certificate just signed, with the facts the store records about it.
+#[derive(Debug, Clone)]
+pub struct SignedCertificate {
+    pub serial: Serial,
+    pub der: CertificateDer<'static>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
+    pub sha256_fingerprint: [u8; 32],
+}
+
+impl SignedCertificate {
+    pub fn pem(&self) -> String {
+        pem_encode("CERTIFICATE", &self.der)
+    }
+}
+
+/// The loaded, ready-to-sign CA: the intermediate's key and the chain.
+///
+/// Everything is parsed once at load, so that signing does no file I/O and
+/// no re-parsing on the hot path.
+pub struct CertificateAuthority {
+    metadata: CaMetadata,
+    issuer: Issuer<'static, KeyPair>,
+    intermediate_der: CertificateDer<'static>,
+    intermediate_pem: String,
+    intermediate_not_after: i64,
+    trust_bundle_pem: String,
+    root_der: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The signing key stays out of every debug print.
+        f.debug_struct("CertificateAuthority")
+            .field("trust_domain", &self.metadata.trust_domain)
+            .field("intermediate_not_after", &self.intermediate_not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// Loads the CA from a data directory. Needs the intermediate's key, but
+    /// not the root's: an operator may keep the root key offline.
+    pub fn load(dir: &Path) -> Result<Self, CaError> {
+        let files = CaFiles::new(dir);
+        if !files.exists() {
+            return Err(CaError::Missing(dir.display().to_string()));
+        }
+        let metadata = files.read_metadata()?;
+        let root_der = files::read_single_cert(&files.root_cert)?;
+        let intermediate_der = files::read_single_cert(&files.intermediate_cert)?;
+        let key_pem = Zeroizing::new(files::read_to_string(&files.intermediate_key)?);
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Invalid {
+            path: files.intermediate_key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let intermediate_not_after = files::not_after(&files.intermediate_cert, &intermediate_der)?;
+        let issuer =
+            Issuer::from_ca_cert_der(&intermediate_der, key).map_err(|e| CaError::Invalid {
+                path: files.intermediate_cert.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(CertificateAuthority {
+            metadata,
+            issuer,
+            intermediate_pem: pem_encode("CERTIFICATE", &intermediate_der),
+            intermediate_der,
+            intermediate_not_after,
+            trust_bundle_pem: pem_encode("CERTIFICATE", &root_der),
+            root_der,
+        })
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.metadata.trust_domain
+    }
+
+    /// The roots workloads should trust, PEM.
+    pub fn trust_bundle_pem(&self) -> &str {
+        &self.trust_bundle_pem
+    }
+
+    pub fn root_der(&self) -> &CertificateDer<'static> {
+        &self.root_der
+    }
+
+    pub fn intermediate_der(&self) -> &CertificateDer<'static> {
+        &self.intermediate_der
+    }
+
+    /// The leaf followed by the intermediate, PEM: what a TLS peer presents.
+    pub fn chain_pem(&self, leaf: &SignedCertificate) -> String {
+        let mut chain = leaf.pem();
+        chain.push_str(&self.intermediate_pem);
+        chain
+    }
+
+    /// Signs a workload certificate for `identity` with the CSR's key.
+    ///
+    /// The profile is fixed here; see `profile::workload`. `ttl` is clamped
+    /// so the certificate never outlives the intermediate.
+    pub fn sign_workload(
+        &self,
+        csr: &ValidatedCsr,
+        identity: &WorkloadIdentity,
+        serial: Serial,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<SignedCertificate, CaError> {
+        let validity = self.validity(ttl, now)?;
+        let params = profile::workload(identity, csr.key_kind(), &serial, &validity);
+        self.sign(params, csr.public_key(), serial, validity)
+    }
+
+    /// Signs the daemon's own TLS serving certificate for `names` (DNS names
+    /// or IP addresses).
+    pub fn sign_server(
+        &self,
+        key: &KeyPair,
+        names: &[String],
+        serial: Serial,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<SignedCertificate, CaError> {
+        let validity = self.validity(ttl, now)?;
+        let params = profile::server(names, &serial, &validity)?;
+        self.sign(params, key, serial, validity)
+    }
+
+    fn validity(&self, ttl: Duration, now: SystemTime) -> Result<profile::Validity, CaError> {
+        let now = unix_seconds(now);
+        if now >= self.intermediate_not_after {
+            return Err(CaError::IntermediateExpired {
+                not_after: self.intermediate_not_after,
+            });
+        }
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        Ok(profile::Validity {
+            not_before: now - CLOCK_SKEW_ALLOWANCE.as_secs() as i64,
+            not_after: now.saturating_add(ttl).min(self.intermediate_not_after),
+        })
+    }
+
+    fn sign(
+        &self,
+        params: rcgen::CertificateParams,
+        public_key: &impl rcgen::PublicKeyData,
+        serial: Serial,
+        validity: profile::Validity,
+    ) -> Result<SignedCertificate, CaError> {
+        let certificate = params.signed_by(public_key, &self.issuer)?;
+        let der = certificate.der().clone();
+        let (dns_names, uris) = profile::names_of(&params);
+        Ok(SignedCertificate {
+            serial,
+            sha256_fingerprint: Sha256::digest(&der).into(),
+            der,
+            not_before: validity.not_before,
+            not_after: validity.not_after,
+            dns_names,
+            uris,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch; times before it count as 0.
+pub fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// PEM text for one DER object.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        // Base64 output is ASCII, so every chunk is valid UTF-8.
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}

@@ -1,0 +1,236 @@
+//! Operator commands: `init`, `token create`, `issue`, `list`, `show`.
+//!
+//! They go through the running daemon's admin socket; `issue`, `list` and
+//! `show` can instead open the data directory directly with `--offline` when
+//! no daemon runs (CI).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+
+use super::{DataDir, UsageError, duration, format_time};
+use crate::api::client::{AdminClient, IssuedCertificate};
+use crate::authority::{Authority, Caller, CertificateSummary};
+use crate::ca::{self, CertificateAuthority, InitOptions, KeyType, unix_seconds};
+use crate::config::ConfigFile;
+use crate::store::Store;
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// Service the token may obtain a certificate for.
+    #[arg(long)]
+    service: String,
+    /// Lifetime of the token (default 1h).
+    #[arg(long, value_parser = duration)]
+    ttl: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// Service to issue for.
+    #[arg(long)]
+    service: String,
+    /// Directory to write key.pem, cert.pem and bundle.pem to.
+    #[arg(long)]
+    out: PathBuf,
+    /// Lifetime of the certificate (default 24h).
+    #[arg(long, value_parser = duration)]
+    ttl: Option<Duration>,
+    /// Sign with the data directory's CA directly, without a daemon.
+    #[arg(long)]
+    offline: bool,
+    /// With --offline: configuration file for lifetimes.
+    #[arg(long, env = "CERTD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// Only this service's certificates.
+    #[arg(long)]
+    service: Option<String>,
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Read the data directory directly, without a daemon.
+    #[arg(long)]
+    offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// Serial number in hex; any case, colons allowed.
+    serial: String,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Read the data directory directly, without a daemon.
+    #[arg(long)]
+    offline: bool,
+}
+
+pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result<()> {
+    let options = InitOptions {
+        trust_domain: trust_domain.parse().map_err(crate::Error::from)?,
+        key_type,
+    };
+    let metadata = ca::init(dir, &options).map_err(crate::Error::from)?;
+    println!(
+        "created a CA for trust domain {} in {}; trust bundle: {}",
+        metadata.trust_domain,
+        dir.display(),
+        dir.join("bundle.pem").display()
+    );
+    Ok(())
+}
+
+pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
+    let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+    let (token, _expires_at) = client.create_join_token(&args.service, args.ttl).await?;
+    println!("{token}");
+    Ok(())
+}
+
+pub async fn issue(args: IssueArgs) -> anyhow::Result<()> {
+    let (key, csr_der) = super::workload::new_key_and_csr()?;
+    let summary = if args.offline {
+        let authority = offline_authority(&args.data_dir, args.config.as_deref())?;
+        let caller = Caller(format!("offline-cli uid={}", current_uid()));
+        let issued = authority
+            .issue_for_operator(&caller, &args.service, &csr_der, args.ttl)
+            .await?;
+        authority.summary(&issued.record, unix_seconds(SystemTime::now()))
+    } else {
+        let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+        client.issue(&args.service, csr_der, args.ttl).await?
+    };
+    let issued = IssuedCertificate {
+        serial: summary.serial.clone(),
+        certificate_pem: summary.certificate_pem.clone(),
+        chain_pem: summary.chain_pem.clone(),
+        trust_bundle_pem: summary.trust_bundle_pem.clone(),
+        not_after: summary.not_after,
+        spiffe_id: summary.uris.first().cloned().unwrap_or_default(),
+    };
+    super::workload::write_identity(&args.out, &key, &issued)?;
+    println!(
+        "issued {} serial {} until {} in {}",
+        issued.spiffe_id,
+        issued.serial,
+        format_time(issued.not_after),
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let mut certificates = if args.offline {
+        let authority = offline_authority(&args.data_dir, None)?;
+        let now = unix_seconds(SystemTime::now());
+        authority
+            .certificates(args.service.as_deref())?
+            .iter()
+            .map(|record| {
+                let mut summary = authority.summary(record, now);
+                summary.certificate_pem.clear();
+                summary.chain_pem.clear();
+                summary.trust_bundle_pem.clear();
+                summary
+            })
+            .collect()
+    } else {
+        let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+        client.list(args.service.as_deref()).await?
+    };
+    certificates.sort_by(|a, b| (a.issued_at, &a.serial).cmp(&(b.issued_at, &b.serial)));
+    if args.json {
+        println!("{}", serde_json::to_string(&certificates)?);
+        return Ok(());
+    }
+    println!(
+        "{:<40}  {:<20}  {:<8}  {:<20}  ATTESTATION",
+        "SERIAL", "SERVICE", "STATUS", "NOT AFTER"
+    );
+    for certificate in &certificates {
+        println!(
+            "{:<40}  {:<20}  {:<8}  {:<20}  {}",
+            certificate.serial,
+            certificate.service,
+            certificate.status,
+            format_time(certificate.not_after),
+            certificate.attestation
+        );
+    }
+    Ok(())
+}
+
+pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let summary = if args.offline {
+        let authority = offline_authority(&args.data_dir, None)?;
+        let record = authority.certificate(&args.serial)?;
+        authority.summary(&record, unix_seconds(SystemTime::now()))
+    } else {
+        let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+        client.show(&args.serial).await?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn print_summary(summary: &CertificateSummary) {
+    println!("serial:       {}", summary.serial);
+    println!("service:      {}", summary.service);
+    println!("status:       {}", summary.status);
+    println!("dns names:    {}", summary.dns_names.join(", "));
+    println!("uris:         {}", summary.uris.join(", "));
+    println!("not before:   {}", format_time(summary.not_before));
+    println!("not after:    {}", format_time(summary.not_after));
+    println!("issued at:    {}", format_time(summary.issued_at));
+    println!("attestation:  {}", summary.attestation);
+    if let Some(renewed_from) = &summary.renewed_from {
+        println!("renewed from: {renewed_from}");
+    }
+    println!("sha256:       {}", summary.sha256_fingerprint);
+    print!("{}", summary.certificate_pem);
+}
+
+fn admin_socket(data_dir: &DataDir) -> PathBuf {
+    data_dir.data_dir.join("admin.sock")
+}
+
+/// The authority over the data directory itself, for when no daemon runs.
+/// Fails clearly if a daemon holds the database.
+fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Result<Authority> {
+    let dir = &data_dir.data_dir;
+    let config = ConfigFile::load(config)?.validate()?;
+    let ca = CertificateAuthority::load(dir).map_err(crate::Error::from)?;
+    let store = Store::open(&dir.join("db")).map_err(|error| match error {
+        crate::store::StoreError::Locked(_) => anyhow::Error::new(crate::Error::from(error)).context(UsageError(
+            "certd serve is running on this data directory; drop --offline to go through its admin socket".into(),
+        )),
+        other => crate::Error::from(other).into(),
+    })?;
+    Ok(Authority::new(Arc::new(ca), store, config.lifetimes))
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of /proc/self is the process's effective user.
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}

@@ -1,0 +1,182 @@
+//! The command line: one binary for the daemon, operators, workloads and CI.
+//!
+//! `cli` is the only module that knows clap. It turns arguments into calls
+//! on the library and maps every failure to one line and an exit code, in
+//! `exit_code`.
+
+mod admin;
+mod serve;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::api::client::{ClientError, Refusal};
+use crate::ca::KeyType;
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const INVALID_INPUT: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+    pub const REFUSED: u8 = 4;
+    pub const NOT_FOUND: u8 = 5;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "certd",
+    version,
+    about = "An internal certificate authority daemon: short-lived X.509 identities for workloads"
+)]
+pub struct Cli {
+    /// Log format of the daemon and the CLI (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CERTD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DataDir {
+    /// The CA's data directory.
+    #[arg(long, env = "CERTD_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new CA (root and intermediate) in the data directory.
+    Init {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// Trust domain of every identity this CA issues.
+        #[arg(long, default_value = "certd.internal")]
+        trust_domain: String,
+        /// Algorithm of the CA's keys.
+        #[arg(long, value_enum, default_value_t = KeyTypeArg::EcdsaP256)]
+        key_type: KeyTypeArg,
+    },
+    /// Run the daemon (creates a CA with the defaults if there is none).
+    Serve(serve::ServeArgs),
+    /// Manage join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Workload: get a first certificate with a join token.
+    Request(workload::RequestArgs),
+    /// Workload: renew the certificate in a directory over mTLS, with a fresh key.
+    Renew(workload::RenewArgs),
+    /// CI: issue a certificate for a service straight into a directory.
+    Issue(admin::IssueArgs),
+    /// List issued certificates.
+    List(admin::ListArgs),
+    /// Show one certificate by serial (hex, any case, colons allowed).
+    Show(admin::ShowArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a one-time join token for a service; prints only the token.
+    Create(admin::TokenCreateArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyTypeArg {
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+impl From<KeyTypeArg> for KeyType {
+    fn from(value: KeyTypeArg) -> Self {
+        match value {
+            KeyTypeArg::EcdsaP256 => KeyType::EcdsaP256,
+            KeyTypeArg::EcdsaP384 => KeyType::EcdsaP384,
+            KeyTypeArg::Ed25519 => KeyType::Ed25519,
+        }
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init {
+            data_dir,
+            trust_domain,
+            key_type,
+        } => admin::init(&data_dir.data_dir, &trust_domain, key_type.into()),
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Token {
+            command: TokenCommand::Create(args),
+        } => admin::token_create(args).await,
+        Command::Request(args) => workload::request(args).await,
+        Command::Renew(args) => workload::renew(args).await,
+        Command::Issue(args) => admin::issue(args).await,
+        Command::List(args) => admin::list(args).await,
+        Command::Show(args) => admin::show(args).await,
+    }
+}
+
+/// The one mapping from failures to exit codes.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(client) = cause.downcast_ref::<ClientError>() {
+            return match client {
+                ClientError::Unreachable { .. } => exit::UNREACHABLE,
+                ClientError::Setup(_) => exit::INVALID_INPUT,
+                ClientError::Refused { kind, .. } => match kind {
+                    Refusal::InvalidArgument => exit::INVALID_INPUT,
+                    Refusal::Unauthenticated | Refusal::PermissionDenied => exit::REFUSED,
+                    Refusal::NotFound => exit::NOT_FOUND,
+                    Refusal::Unavailable => exit::UNREACHABLE,
+                    Refusal::Other => exit::FAILURE,
+                },
+            };
+        }
+        if let Some(certd) = cause.downcast_ref::<crate::Error>() {
+            use crate::Error;
+            return match certd {
+                Error::Csr(_) | Error::Name(_) | Error::InvalidArgument(_) | Error::Config(_) => {
+                    exit::INVALID_INPUT
+                }
+                Error::Policy(crate::policy::PolicyError::TtlTooLong { .. }) => exit::INVALID_INPUT,
+                Error::Attest(_) | Error::Policy(_) => exit::REFUSED,
+                Error::NotFound(_) => exit::NOT_FOUND,
+                Error::Store(crate::store::StoreError::Locked(_)) => exit::UNREACHABLE,
+                Error::Store(_) | Error::Ca(_) => exit::FAILURE,
+            };
+        }
+        if cause.downcast_ref::<crate::config::ConfigError>().is_some()
+            || cause.downcast_ref::<UsageError>().is_some()
+        {
+            return exit::INVALID_INPUT;
+        }
+    }
+    exit::FAILURE
+}
+
+/// A command-line value that does not make sense.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// clap value parser for durations such as `1h`.
+fn duration(value: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(value)
+}
+
+/// A Unix time as RFC 3339, for humans.
+fn format_time(unix: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}

@@ -1,0 +1,127 @@
+//! `certd request` and `certd renew`: the workload's side. Keys are made
+//! here and never leave the machine; only CSRs are sent.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::api::client::{IssuedCertificate, TlsClientSettings, WorkloadClient};
+use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// certd's gRPC URL.
+    #[arg(long, env = "CERTD_SERVER", default_value = "https://127.0.0.1:8443")]
+    server: String,
+    /// PEM file of the roots to trust for certd (its bundle.pem).
+    #[arg(long, env = "CERTD_CA_BUNDLE")]
+    ca_bundle: PathBuf,
+    /// The one-time join token (prefer the environment variable: arguments
+    /// are visible in the process list).
+    #[arg(long, env = "CERTD_JOIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Directory to write key.pem, cert.pem and bundle.pem to.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// certd's gRPC URL.
+    #[arg(long, env = "CERTD_SERVER", default_value = "https://127.0.0.1:8443")]
+    server: String,
+    /// PEM file of the roots to trust for certd; default DIR/bundle.pem.
+    #[arg(long, env = "CERTD_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
+    /// Directory holding the current key.pem and cert.pem; they are replaced.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
+    let ca_bundle_pem = read(&args.ca_bundle)?;
+    let (key, csr_der) = new_key_and_csr()?;
+    let tls = TlsClientSettings {
+        ca_bundle_pem,
+        identity: None,
+    };
+    let mut client = WorkloadClient::connect(&args.server, &tls).await?;
+    let issued = client.issue(csr_der, &args.token).await?;
+    write_identity(&args.out, &key, &issued)?;
+    report(&issued, &args.out);
+    Ok(())
+}
+
+pub async fn renew(args: RenewArgs) -> anyhow::Result<()> {
+    let bundle_path = args
+        .ca_bundle
+        .unwrap_or_else(|| args.dir.join("bundle.pem"));
+    let ca_bundle_pem = read(&bundle_path)?;
+    let chain = read(&args.dir.join("cert.pem"))?;
+    let current_key = zeroize::Zeroizing::new(read(&args.dir.join("key.pem"))?);
+    let (key, csr_der) = new_key_and_csr()?;
+    let tls = TlsClientSettings {
+        ca_bundle_pem,
+        identity: Some((chain, current_key.to_string())),
+    };
+    let mut client = WorkloadClient::connect(&args.server, &tls).await?;
+    let issued = client.renew(csr_der).await?;
+    write_identity(&args.dir, &key, &issued)?;
+    report(&issued, &args.dir);
+    Ok(())
+}
+
+/// A fresh P-256 key and a CSR for it that asks for no names: the identity
+/// is decided by certd from the attestation.
+pub(super) fn new_key_and_csr() -> anyhow::Result<(rcgen::KeyPair, Vec<u8>)> {
+    let key = rcgen::KeyPair::generate().context("cannot generate a key")?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .context("cannot build the CSR")?;
+    Ok((key, csr.der().to_vec()))
+}
+
+/// Writes key.pem (0600), cert.pem (leaf then intermediate) and bundle.pem.
+/// Each file is replaced atomically, so a reader never sees half a file; a
+/// crash in the instant between two renames can pair a new key with the old
+/// certificate, which a new `certd request` repairs.
+pub(super) fn write_identity(
+    dir: &Path,
+    key: &rcgen::KeyPair,
+    issued: &IssuedCertificate,
+) -> anyhow::Result<()> {
+    fsutil::create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
+    let files: [(&str, &[u8], u32); 3] = [
+        ("key.pem", key_pem.as_bytes(), SECRET_FILE_MODE),
+        ("cert.pem", issued.chain_pem.as_bytes(), PUBLIC_FILE_MODE),
+        (
+            "bundle.pem",
+            issued.trust_bundle_pem.as_bytes(),
+            PUBLIC_FILE_MODE,
+        ),
+    ];
+    for (name, contents, mode) in files {
+        let path = dir.join(name);
+        fsutil::replace_file(&path, contents, mode)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn report(issued: &IssuedCertificate, dir: &Path) {
+    println!(
+        "issued {} serial {} until {} in {}",
+        issued.spiffe_id,
+        issued.serial,
+        super::format_time(issued.not_after),
+        dir.display()
+    );
+}
+
+pub(super) fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}

@@ -1,0 +1,320 @@
+//! The daemon's configuration: `certd.toml`, command-line overrides, and the
+//! documented defaults.
+//!
+//! Loading is two steps: serde reads the file into `ConfigFile` (every field
+//! optional, unknown fields refused), then `ConfigFile::validate` produces a
+//! `Config` whose errors name the field. Validation never mutates the file's
+//! values; defaults are filled in only where a field is absent.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Lifetime of workload certificates when the caller asks for none.
+pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest workload certificate certd issues unless configured otherwise.
+pub const DEFAULT_MAX_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Lifetime of a join token when the operator asks for none.
+pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// The longest join token certd creates unless configured otherwise.
+pub const DEFAULT_MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// No setting may make a workload certificate live longer than this.
+pub const CERT_TTL_CEILING: Duration = Duration::from_secs(365 * 24 * 3600);
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8443";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
+/// Data directory when neither `--data-dir` nor `CERTD_DATA_DIR` is given.
+pub const DEFAULT_DATA_DIR: &str = "ca-data";
+
+/// A configuration value that is missing, malformed or out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config field `{field}`: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// `certd.toml` as written by the operator.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub grpc_addr: Option<String>,
+    pub http_addr: Option<String>,
+    pub server_names: Option<Vec<String>>,
+    pub issuance: Option<IssuanceSection>,
+    pub join_tokens: Option<JoinTokenSection>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuanceSection {
+    /// e.g. "24h".
+    pub default_ttl: Option<String>,
+    pub max_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenSection {
+    pub default_ttl: Option<String>,
+    pub max_ttl: Option<String>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub server_names: Vec<String>,
+    pub lifetimes: Lifetimes,
+}
+
+/// Lifetimes of what certd hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub default_cert_ttl: Duration,
+    pub max_cert_ttl: Duration,
+    pub default_join_token_ttl: Duration,
+    pub max_join_token_ttl: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes {
+            default_cert_ttl: DEFAULT_CERT_TTL,
+            max_cert_ttl: DEFAULT_MAX_CERT_TTL,
+            default_join_token_ttl: DEFAULT_JOIN_TOKEN_TTL,
+            max_join_token_ttl: DEFAULT_MAX_JOIN_TOKEN_TTL,
+        }
+    }
+}
+
+impl ConfigFile {
+    /// Reads `path`; an absent `path` means an empty file (all defaults).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(ConfigFile::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// Checks every value and fills in defaults for absent ones.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let issuance = self.issuance.clone().unwrap_or_default();
+        let tokens = self.join_tokens.clone().unwrap_or_default();
+        let lifetimes = Lifetimes {
+            default_cert_ttl: duration(
+                "issuance.default_ttl",
+                &issuance.default_ttl,
+                DEFAULT_CERT_TTL,
+            )?,
+            max_cert_ttl: duration("issuance.max_ttl", &issuance.max_ttl, DEFAULT_MAX_CERT_TTL)?,
+            default_join_token_ttl: duration(
+                "join_tokens.default_ttl",
+                &tokens.default_ttl,
+                DEFAULT_JOIN_TOKEN_TTL,
+            )?,
+            max_join_token_ttl: duration(
+                "join_tokens.max_ttl",
+                &tokens.max_ttl,
+                DEFAULT_MAX_JOIN_TOKEN_TTL,
+            )?,
+        };
+        if lifetimes.max_cert_ttl > CERT_TTL_CEILING {
+            return Err(invalid(
+                "issuance.max_ttl",
+                format!(
+                    "must be at most {}",
+                    humantime::format_duration(CERT_TTL_CEILING)
+                ),
+            ));
+        }
+        if lifetimes.default_cert_ttl > lifetimes.max_cert_ttl {
+            return Err(invalid(
+                "issuance.default_ttl",
+                "must not exceed issuance.max_ttl".into(),
+            ));
+        }
+        if lifetimes.default_join_token_ttl > lifetimes.max_join_token_ttl {
+            return Err(invalid(
+                "join_tokens.default_ttl",
+                "must not exceed join_tokens.max_ttl".into(),
+            ));
+        }
+        let server_names = match &self.server_names {
+            Some(names) => names.clone(),
+            None => DEFAULT_SERVER_NAMES.iter().map(|s| s.to_string()).collect(),
+        };
+        if server_names.is_empty() {
+            return Err(invalid(
+                "server_names",
+                "must name at least one DNS name or IP address".into(),
+            ));
+        }
+        for name in &server_names {
+            validate_server_name(name)?;
+        }
+        Ok(Config {
+            grpc_addr: address(
+                "grpc_addr",
+                self.grpc_addr.as_deref().unwrap_or(DEFAULT_GRPC_ADDR),
+            )?,
+            http_addr: address(
+                "http_addr",
+                self.http_addr.as_deref().unwrap_or(DEFAULT_HTTP_ADDR),
+            )?,
+            server_names,
+            lifetimes,
+        })
+    }
+}
+
+/// Resolves the data directory: the flag, else `CERTD_DATA_DIR` (clap reads
+/// it), else `ca-data`.
+pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+/// Parses a human duration such as `90s`, `1h` or `24h`; must be positive.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let parsed = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{value:?} is not a duration like 30m, 1h or 24h ({e})"))?;
+    if parsed.is_zero() {
+        return Err(format!("{value:?} must be longer than zero"));
+    }
+    Ok(parsed)
+}
+
+fn duration(
+    field: &'static str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => parse_duration(text).map_err(|message| invalid(field, message)),
+    }
+}
+
+fn address(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            field,
+            format!("{value:?} is not an address like 127.0.0.1:8443"),
+        )
+    })
+}
+
+fn validate_server_name(name: &str) -> Result<(), ConfigError> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            "server_names",
+            format!("{name:?} is not a DNS name or IP address"),
+        ))
+    }
+}
+
+fn invalid(field: &'static str, message: String) -> ConfigError {
+    ConfigError::Invalid { field, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected_error: Option<&str>) -> Option<Config> {
+        let result = ConfigFile::parse(text, Path::new("certd.toml")).and_then(|f| f.validate());
+        match (result, expected_error) {
+            (Ok(config), None) => Some(config),
+            (Err(error), Some(expected)) => {
+                assert!(
+                    error.to_string().contains(expected),
+                    "{error} lacks {expected:?}"
+                );
+                None
+            }
+            (result, expected) => panic!("{text:?}: got {result:?}, expected error {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let config = check("", None).unwrap();
+        assert_eq!(config.grpc_addr, DEFAULT_GRPC_ADDR.parse().unwrap());
+        assert_eq!(config.lifetimes, Lifetimes::default());
+        assert_eq!(config.server_names, ["localhost", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn values_are_read() {
+        let config = check(
+            "grpc_addr = \"0.0.0.0:9443\"\nserver_names = [\"certd.example\"]\n[issuance]\ndefault_ttl = \"1h\"\nmax_ttl = \"48h\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.lifetimes.default_cert_ttl, Duration::from_secs(3600));
+        assert_eq!(
+            config.lifetimes.max_cert_ttl,
+            Duration::from_secs(48 * 3600)
+        );
+        assert_eq!(config.server_names, ["certd.example"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        check("grpc_addr = \"nowhere\"", Some("grpc_addr"));
+        check(
+            "[issuance]\ndefault_ttl = \"soon\"",
+            Some("issuance.default_ttl"),
+        );
+        check(
+            "[issuance]\ndefault_ttl = \"0s\"",
+            Some("issuance.default_ttl"),
+        );
+        check(
+            "[issuance]\ndefault_ttl = \"48h\"",
+            Some("issuance.default_ttl"),
+        );
+        check("[issuance]\nmax_ttl = \"400d\"", Some("issuance.max_ttl"));
+        check("server_names = []", Some("server_names"));
+        check("server_names = [\"a b\"]", Some("server_names"));
+        check("colour = \"blue\"", Some("unknown field"));
+    }
+}

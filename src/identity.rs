@@ -1,0 +1,316 @@
+//! Names that make up a workload identity: the trust domain, service names,
+//! SPIFFE IDs and certificate serial numbers.
+//!
+//! Every type here is parsed once at the edge and can then be trusted: a
+//! `ServiceName` is always a valid RFC 1123 label, a `Serial` is always in its
+//! canonical form. This module does no I/O and knows nothing of X.509.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a name or serial given from outside was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error(
+        "service name {0:?} is not an RFC 1123 label (1-63 of a-z, 0-9 and '-', not starting or ending with '-')"
+    )]
+    InvalidServiceName(String),
+    #[error(
+        "trust domain {0:?} is not a valid DNS name (lower-case labels of a-z, 0-9 and '-', separated by dots)"
+    )]
+    InvalidTrustDomain(String),
+    #[error("serial {0:?} is not a hex serial number of 1 to 20 bytes")]
+    InvalidSerial(String),
+}
+
+/// The trust domain: the DNS suffix of every workload name and the authority
+/// part of every SPIFFE ID this CA issues.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrustDomain(String);
+
+impl TrustDomain {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for TrustDomain {
+    type Err = NameError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let valid =
+            !value.is_empty() && value.len() <= 253 && value.split('.').all(is_rfc1123_label);
+        if valid {
+            Ok(TrustDomain(value.to_owned()))
+        } else {
+            Err(NameError::InvalidTrustDomain(value.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for TrustDomain {
+    type Error = NameError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<TrustDomain> for String {
+    fn from(value: TrustDomain) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for TrustDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A service name: one lower-case RFC 1123 label such as `billing`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ServiceName {
+    type Err = NameError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if is_rfc1123_label(value) {
+            Ok(ServiceName(value.to_owned()))
+        } else {
+            Err(NameError::InvalidServiceName(value.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for ServiceName {
+    type Error = NameError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<ServiceName> for String {
+    fn from(value: ServiceName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The identity a certificate asserts: a service within a trust domain.
+///
+/// It decides every name in the certificate, so that names can never come
+/// from the CSR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadIdentity {
+    pub trust_domain: TrustDomain,
+    pub service: ServiceName,
+}
+
+impl WorkloadIdentity {
+    /// The SAN DNS name, `<service>.<trust-domain>`.
+    pub fn dns_name(&self) -> String {
+        format!("{}.{}", self.service, self.trust_domain)
+    }
+
+    /// The SAN URI, `spiffe://<trust-domain>/svc/<service>`.
+    pub fn spiffe_id(&self) -> String {
+        format!("spiffe://{}/svc/{}", self.trust_domain, self.service)
+    }
+
+    /// Recovers the identity from a SPIFFE ID this CA issued; `None` for any
+    /// other URI, including one of another trust domain.
+    pub fn from_spiffe_id(trust_domain: &TrustDomain, uri: &str) -> Option<Self> {
+        let rest = uri.strip_prefix("spiffe://")?;
+        let (domain, path) = rest.split_once('/')?;
+        if domain != trust_domain.as_str() {
+            return None;
+        }
+        let service = path.strip_prefix("svc/")?.parse().ok()?;
+        Some(WorkloadIdentity {
+            trust_domain: trust_domain.clone(),
+            service,
+        })
+    }
+}
+
+/// A certificate serial number in canonical form: big-endian bytes without
+/// leading zeros, at most 20 bytes (RFC 5280 section 4.1.2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Serial(Vec<u8>);
+
+/// Length of the serials certd generates: 20 bytes with the top bit clear
+/// (positive) and the next bit set (so no leading zero shortens them), which
+/// leaves 158 random bits.
+pub const GENERATED_SERIAL_LEN: usize = 20;
+
+impl Serial {
+    /// A fresh random serial from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; GENERATED_SERIAL_LEN];
+        crate::fsutil::fill_random(&mut bytes);
+        bytes[0] = (bytes[0] & 0x7f) | 0x40;
+        Serial(bytes.to_vec())
+    }
+
+    /// From the bytes of a DER INTEGER; `None` if it is empty, too long or
+    /// negative.
+    pub fn from_der_integer(bytes: &[u8]) -> Option<Self> {
+        if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+            return None;
+        }
+        Self::from_unsigned(bytes)
+    }
+
+    fn from_unsigned(bytes: &[u8]) -> Option<Self> {
+        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+        let trimmed = &bytes[start..];
+        if trimmed.is_empty() || trimmed.len() > 20 {
+            return None;
+        }
+        Some(Serial(trimmed.to_vec()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Lower-case hex without separators, the form certd prints.
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.0)
+    }
+}
+
+impl FromStr for Serial {
+    type Err = NameError;
+
+    /// Accepts hex in either case, with or without colons, as printed by
+    /// certd or by `openssl x509 -serial`.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let invalid = || NameError::InvalidSerial(value.to_owned());
+        let mut digits: String = value.trim().chars().filter(|c| *c != ':').collect();
+        if digits.len() % 2 == 1 {
+            digits.insert(0, '0');
+        }
+        let bytes = hex::decode(&digits).map_err(|_| invalid())?;
+        Serial::from_unsigned(&bytes).ok_or_else(invalid)
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+fn is_rfc1123_label(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_service(input: &str, valid: bool) {
+        assert_eq!(input.parse::<ServiceName>().is_ok(), valid, "{input:?}");
+    }
+
+    #[test]
+    fn service_names_are_rfc1123_labels() {
+        check_service("billing", true);
+        check_service("a", true);
+        check_service("web-1", true);
+        check_service(&"a".repeat(63), true);
+        check_service("", false);
+        check_service(&"a".repeat(64), false);
+        check_service("-web", false);
+        check_service("web-", false);
+        check_service("Web", false);
+        check_service("web.prod", false);
+        check_service("web_1", false);
+        check_service("wéb", false);
+    }
+
+    #[test]
+    fn trust_domains_are_dns_names() {
+        assert!("certd.internal".parse::<TrustDomain>().is_ok());
+        assert!("example".parse::<TrustDomain>().is_ok());
+        assert!("".parse::<TrustDomain>().is_err());
+        assert!("a..b".parse::<TrustDomain>().is_err());
+        assert!("a/b".parse::<TrustDomain>().is_err());
+        assert!("A.b".parse::<TrustDomain>().is_err());
+    }
+
+    fn check_serial(input: &str, expected: Option<&str>) {
+        let parsed = input.parse::<Serial>().ok().map(|s| s.to_hex());
+        assert_eq!(parsed.as_deref(), expected, "{input:?}");
+    }
+
+    #[test]
+    fn serials_parse_in_every_common_spelling() {
+        check_serial("4a0b", Some("4a0b"));
+        check_serial("4A:0B", Some("4a0b"));
+        check_serial("00:4a:0b", Some("4a0b"));
+        check_serial("a0b", Some("0a0b"));
+        check_serial("", None);
+        check_serial("00", None);
+        check_serial("xyz", None);
+        check_serial(&"11".repeat(21), None);
+    }
+
+    #[test]
+    fn generated_serials_are_positive_full_length_and_distinct() {
+        let a = Serial::generate();
+        let b = Serial::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.as_bytes().len(), GENERATED_SERIAL_LEN);
+        assert_eq!(a.as_bytes()[0] & 0xc0, 0x40);
+        assert_eq!(Serial::from_der_integer(a.as_bytes()), Some(a));
+    }
+
+    #[test]
+    fn spiffe_ids_round_trip_within_the_trust_domain_only() {
+        let td: TrustDomain = "certd.internal".parse().unwrap();
+        let identity = WorkloadIdentity {
+            trust_domain: td.clone(),
+            service: "billing".parse().unwrap(),
+        };
+        assert_eq!(identity.spiffe_id(), "spiffe://certd.internal/svc/billing");
+        assert_eq!(identity.dns_name(), "billing.certd.internal");
+        assert_eq!(
+            WorkloadIdentity::from_spiffe_id(&td, &identity.spiffe_id()),
+            Some(identity)
+        );
+        let other: TrustDomain = "other.internal".parse().unwrap();
+        assert_eq!(
+            WorkloadIdentity::from_spiffe_id(&other, "spiffe://certd.internal/svc/billing"),
+            None
+        );
+        assert_eq!(
+            WorkloadIdentity::from_spiffe_id(&td, "spiffe://certd.internal/operator/alice"),
+            None
+        );
+    }
+}

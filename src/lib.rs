@@ -1,0 +1,21 @@
+//! certd: an internal certificate authority daemon.
+//!
+//! See `docs/ARCHITECTURE.md` for the map of modules and how a request flows
+//! through them.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod attest;
+pub mod authority;
+pub mod ca;
+pub mod cli;
+pub mod config;
+mod error;
+pub mod fsutil;
+pub mod identity;
+pub mod policy;
+pub mod server;
+pub mod store;
+
+pub use error::{Error, Result};

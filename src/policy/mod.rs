@@ -1,0 +1,157 @@
+//! Policy: whether an attested identity may have what its request asks for.
+//!
+//! The identity decides the certificate's names; policy only checks that the
+//! CSR asks for nothing beyond them and for no CA powers, and that a
+//! requested lifetime is within bounds. Pure functions: no I/O, no store.
+
+use std::time::Duration;
+
+use crate::ca::csr::{RequestedName, ValidatedCsr};
+use crate::identity::WorkloadIdentity;
+
+/// Why policy refused. Every variant maps to `PERMISSION_DENIED`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("CSR asks for {name}, which identity {identity} may not have (allowed: {allowed})")]
+    NameNotAllowed {
+        name: String,
+        identity: String,
+        allowed: String,
+    },
+    #[error(
+        "CSR asks for CA powers (CA:TRUE, keyCertSign or cRLSign); certd only issues end-entity certificates"
+    )]
+    CaRequested,
+    #[error("requested lifetime {requested:?} exceeds the maximum of {maximum:?}")]
+    TtlTooLong {
+        requested: Duration,
+        maximum: Duration,
+    },
+}
+
+/// Checks a CSR against the identity it will be issued for.
+pub fn check_csr(csr: &ValidatedCsr, identity: &WorkloadIdentity) -> Result<(), PolicyError> {
+    if csr.requests_ca() {
+        return Err(PolicyError::CaRequested);
+    }
+    let dns_name = identity.dns_name();
+    let spiffe_id = identity.spiffe_id();
+    for requested in csr.requested_names() {
+        let allowed = match requested {
+            RequestedName::CommonName(cn) => {
+                cn == identity.service.as_str() || *cn == dns_name || *cn == spiffe_id
+            }
+            RequestedName::Dns(dns) => dns.eq_ignore_ascii_case(&dns_name),
+            RequestedName::Uri(uri) => *uri == spiffe_id,
+            RequestedName::Other(_) => false,
+        };
+        if !allowed {
+            return Err(PolicyError::NameNotAllowed {
+                name: requested.to_string(),
+                identity: spiffe_id.clone(),
+                allowed: format!("CN={}, DNS:{dns_name}, URI:{spiffe_id}", identity.service),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a requested lifetime against the maximum.
+pub fn check_ttl(requested: Duration, maximum: Duration) -> Result<(), PolicyError> {
+    if requested > maximum {
+        return Err(PolicyError::TtlTooLong { requested, maximum });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+
+    use super::*;
+
+    fn identity() -> WorkloadIdentity {
+        WorkloadIdentity {
+            trust_domain: "certd.internal".parse().unwrap(),
+            service: "billing".parse().unwrap(),
+        }
+    }
+
+    fn csr_asking(cn: Option<&str>, sans: Vec<SanType>) -> ValidatedCsr {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        if let Some(cn) = cn {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.subject_alt_names = sans;
+        let der = params.serialize_request(&key).unwrap().der().to_vec();
+        ValidatedCsr::from_der(&der).unwrap()
+    }
+
+    fn dns(name: &str) -> SanType {
+        SanType::DnsName(name.try_into().unwrap())
+    }
+
+    fn uri(name: &str) -> SanType {
+        SanType::URI(name.try_into().unwrap())
+    }
+
+    fn check(cn: Option<&str>, sans: Vec<SanType>, refused_name: Option<&str>) {
+        let result = check_csr(&csr_asking(cn, sans), &identity());
+        match refused_name {
+            None => assert_eq!(result, Ok(())),
+            Some(expected) => match result {
+                Err(PolicyError::NameNotAllowed { name, .. }) => assert_eq!(name, expected),
+                other => panic!("expected {expected} to be refused, got {other:?}"),
+            },
+        }
+    }
+
+    #[test]
+    fn names_of_the_identity_are_allowed() {
+        check(None, vec![], None);
+        check(Some("billing"), vec![], None);
+        check(
+            Some("billing"),
+            vec![
+                dns("billing.certd.internal"),
+                uri("spiffe://certd.internal/svc/billing"),
+            ],
+            None,
+        );
+        check(None, vec![dns("BILLING.certd.internal")], None);
+    }
+
+    #[test]
+    fn any_other_name_is_refused_by_name() {
+        check(Some("payments"), vec![], Some("CN=payments"));
+        check(
+            None,
+            vec![dns("payments.certd.internal")],
+            Some("DNS:payments.certd.internal"),
+        );
+        check(
+            None,
+            vec![dns("billing.other.internal")],
+            Some("DNS:billing.other.internal"),
+        );
+        check(
+            None,
+            vec![uri("spiffe://certd.internal/svc/payments")],
+            Some("URI:spiffe://certd.internal/svc/payments"),
+        );
+        check(
+            None,
+            vec![SanType::IpAddress([10, 0, 0, 1].into())],
+            Some("IP:0a000001"),
+        );
+    }
+
+    #[test]
+    fn ttl_is_bounded() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(check_ttl(day, day), Ok(()));
+        assert!(check_ttl(day * 2, day).is_err());
+    }
+}

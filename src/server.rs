@@ -1,0 +1,262 @@
+//! The daemon: binds nothing itself, but runs every server and background
+//! task on the listeners it is given until `shutdown` completes, so tests
+//! can start it on ephemeral ports (mini-redis' `server::run`).
+//!
+//! Owns: the gRPC server over TLS, the admin server on the Unix socket, the
+//! HTTP server, the serving certificate's rotation and the purge of expired
+//! join tokens. Background tasks stop with the servers.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::CertificateDer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+
+use crate::api::proto::admin_server::AdminServer;
+use crate::api::proto::certificate_authority_server::CertificateAuthorityServer;
+use crate::api::{self, MAX_REQUEST_BYTES, admin::AdminApi, tls, workload::WorkloadApi};
+use crate::authority::Authority;
+use crate::ca::unix_seconds;
+use crate::config::Config;
+use crate::fsutil;
+
+/// Lifetime of certd's own serving certificate; it is renewed at half-life.
+pub const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often expired join tokens are deleted.
+const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// Longest time one RPC may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent RPCs on one HTTP/2 connection.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot bind {what} on {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another certd is already serving on {0}")]
+    AlreadyRunning(String),
+    #[error(transparent)]
+    Certd(#[from] crate::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("serving certificate key: {0}")]
+    Key(#[from] rcgen::Error),
+    #[error("{what} server failed: {reason}")]
+    Server { what: &'static str, reason: String },
+}
+
+/// The sockets the daemon serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+    pub admin: UnixListener,
+    pub admin_path: PathBuf,
+}
+
+impl Listeners {
+    /// Binds the configured addresses and `DATA_DIR/admin.sock` (mode 0600).
+    pub async fn bind(config: &Config, data_dir: &Path) -> Result<Self, ServeError> {
+        let grpc = bind_tcp("gRPC", config.grpc_addr).await?;
+        let http = bind_tcp("HTTP", config.http_addr).await?;
+        let admin_path = data_dir.join("admin.sock");
+        let admin = bind_admin_socket(&admin_path).await?;
+        Ok(Listeners {
+            grpc,
+            http,
+            admin,
+            admin_path,
+        })
+    }
+}
+
+async fn bind_tcp(
+    what: &'static str,
+    address: std::net::SocketAddr,
+) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what,
+            address: address.to_string(),
+            source,
+        })
+}
+
+async fn bind_admin_socket(path: &Path) -> Result<UnixListener, ServeError> {
+    let bind_error = |source| ServeError::Bind {
+        what: "admin socket",
+        address: path.display().to_string(),
+        source,
+    };
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(ServeError::AlreadyRunning(path.display().to_string()));
+        }
+        // A socket left behind by a daemon that died: nobody listens on it.
+        std::fs::remove_file(path).map_err(bind_error)?;
+    }
+    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    // The data directory is 0700, so nobody else could reach the socket in
+    // the moment before this narrows it further.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(fsutil::SECRET_FILE_MODE),
+    )
+    .map_err(bind_error)?;
+    Ok(listener)
+}
+
+/// Runs certd until `shutdown` completes, then stops every server gracefully.
+pub async fn run(
+    authority: Authority,
+    config: &Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let serving = Arc::new(issue_serving_certificate(&authority, &config.server_names).await?);
+    let tls_config = Arc::new(tls::server_config(
+        authority.ca().root_der().clone(),
+        serving.clone(),
+    )?);
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let workload = CertificateAuthorityServer::new(WorkloadApi::new(authority.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let grpc = Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .add_service(workload)
+        .serve_with_incoming_shutdown(tls::incoming(listeners.grpc, tls_config), until_stopped());
+
+    let admin = AdminServer::new(AdminApi::new(authority.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let admin = Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listeners.admin), until_stopped());
+
+    let http =
+        axum::serve(listeners.http, api::http::router()).with_graceful_shutdown(until_stopped());
+
+    let rotation = tokio::spawn(rotate_serving_certificate(
+        authority.clone(),
+        config.server_names.clone(),
+        serving,
+        until_stopped(),
+    ));
+    let purge = tokio::spawn(purge_expired_tokens(authority.clone(), until_stopped()));
+
+    let servers = async {
+        let (grpc, admin, http) = tokio::join!(grpc, admin, http);
+        grpc.map_err(|e| server_error("gRPC", &e))?;
+        admin.map_err(|e| server_error("admin", &e))?;
+        http.map_err(|e| server_error("HTTP", &e))
+    };
+    let signal = async {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    };
+    let (result, ()) = tokio::join!(servers, signal);
+    let _ = stop.send(true);
+    let _ = tokio::join!(rotation, purge);
+    let _ = std::fs::remove_file(&listeners.admin_path);
+    authority
+        .store()
+        .durable()
+        .await
+        .map_err(crate::Error::from)?;
+    result
+}
+
+fn server_error(what: &'static str, error: &dyn std::fmt::Display) -> ServeError {
+    ServeError::Server {
+        what,
+        reason: error.to_string(),
+    }
+}
+
+async fn issue_serving_certificate(
+    authority: &Authority,
+    names: &[String],
+) -> Result<tls::ServingCertificate, ServeError> {
+    let (chain, key) = new_serving_material(authority, names).await?;
+    Ok(tls::ServingCertificate::new(chain, key)?)
+}
+
+async fn new_serving_material(
+    authority: &Authority,
+    names: &[String],
+) -> Result<(Vec<CertificateDer<'static>>, Vec<u8>), ServeError> {
+    let key = rcgen::KeyPair::generate()?;
+    let issued = authority
+        .issue_serving_certificate(&key, names, SERVING_CERT_TTL)
+        .await?;
+    let chain = vec![
+        CertificateDer::from(issued.record.der.clone()),
+        authority.ca().intermediate_der().clone(),
+    ];
+    Ok((chain, key.serialize_der()))
+}
+
+async fn rotate_serving_certificate(
+    authority: Authority,
+    names: Vec<String>,
+    serving: Arc<tls::ServingCertificate>,
+    stopped: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(SERVING_CERT_TTL / 2) => {}
+        }
+        let renewed = match new_serving_material(&authority, &names).await {
+            Ok((chain, key)) => serving.replace(chain, key).map_err(ServeError::from),
+            Err(error) => Err(error),
+        };
+        match renewed {
+            Ok(()) => tracing::info!("serving certificate renewed"),
+            Err(error) => {
+                tracing::error!(%error, "cannot renew the serving certificate; will retry")
+            }
+        }
+    }
+}
+
+async fn purge_expired_tokens(authority: Authority, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(TOKEN_PURGE_INTERVAL) => {}
+        }
+        match authority
+            .store()
+            .purge_expired_tokens(unix_seconds(SystemTime::now()))
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted expired join tokens"),
+            Err(error) => tracing::warn!(%error, "cannot purge expired join tokens"),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The durable store: issuance records and join tokens in an embedded sled
+//! database under `DATA_DIR/db`.
+//!
+//! `store` is the only module that knows sled. Its API is narrow: record an
+//! issuance (consuming a join token in the same transaction), look up and
+//! list records, create and look up tokens. Every write is durable (see
+//! `commit`) before the call returns. It knows nothing of X.509 or gRPC.
+
+mod commit;
+mod record;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+pub use record::{
+    Attestation, CertificateState, IssuanceRecord, JoinTokenRecord, Revocation, reason_name,
+};
+
+use crate::identity::{Serial, ServiceName};
+use commit::GroupCommit;
+
+/// Issuance records by serial.
+const CERTIFICATES_TREE: &str = "certificates";
+/// Index: `service/serial` → empty.
+const CERTIFICATES_BY_SERVICE_TREE: &str = "certificates-by-service";
+/// Join tokens by SHA-256 of the token.
+const JOIN_TOKENS_TREE: &str = "join-tokens";
+
+/// The SHA-256 of a join token: all the store ever sees of it.
+pub type TokenHash = [u8; 32];
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the database {0} is in use by another process (is certd serve running? use the admin socket instead)"
+    )]
+    Locked(String),
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sled::Error),
+    #[error("cannot make the write durable: {0}")]
+    Durability(std::sync::Arc<std::io::Error>),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the join token was already used")]
+    TokenAlreadyUsed,
+    #[error("serial {0} is already recorded")]
+    SerialTaken(Serial),
+}
+
+/// What may stop an issuance from being recorded.
+#[derive(Debug)]
+enum RecordConflict {
+    TokenAlreadyUsed,
+    SerialTaken,
+}
+
+/// Handle to the open database. Cheap to clone; clones share one database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    certificates: sled::Tree,
+    certificates_by_service: sled::Tree,
+    join_tokens: sled::Tree,
+    commit: GroupCommit,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`. Fails with `Locked` if
+    /// another process has it open.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.to_owned();
+        crate::fsutil::create_private_dir(&path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source: sled::Error::Io(source),
+        })?;
+        let db = sled::Config::new().path(&path).open().map_err(|source| {
+            if is_lock_error(&source) {
+                StoreError::Locked(path.display().to_string())
+            } else {
+                StoreError::Open {
+                    path: path.display().to_string(),
+                    source,
+                }
+            }
+        })?;
+        let data_file = File::open(path.join("db")).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source: sled::Error::Io(source),
+        })?;
+        let commit =
+            GroupCommit::start(db.clone(), data_file).map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source: sled::Error::Io(source),
+            })?;
+        Ok(Store {
+            certificates: db.open_tree(CERTIFICATES_TREE)?,
+            certificates_by_service: db.open_tree(CERTIFICATES_BY_SERVICE_TREE)?,
+            join_tokens: db.open_tree(JOIN_TOKENS_TREE)?,
+            commit,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records an issuance, consuming `token` in the same transaction when
+    /// given, and returns once the record is durable. Exactly one of several
+    /// concurrent calls with one token succeeds.
+    pub async fn record_issuance(
+        &self,
+        record: &IssuanceRecord,
+        token: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        let value = record::encode(record)?;
+        let serial = record.serial.as_bytes();
+        let index_key = service_index_key(&record.service, &record.serial);
+        let outcome = (
+            &self.join_tokens,
+            &self.certificates,
+            &self.certificates_by_service,
+        )
+            .transaction(|(tokens, certificates, by_service)| {
+                if let Some(token) = token
+                    && tokens.remove(token.as_slice())?.is_none()
+                {
+                    return Err(ConflictableTransactionError::Abort(
+                        RecordConflict::TokenAlreadyUsed,
+                    ));
+                }
+                if certificates.get(serial)?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(
+                        RecordConflict::SerialTaken,
+                    ));
+                }
+                certificates.insert(serial, value.as_slice())?;
+                by_service.insert(index_key.as_slice(), &[])?;
+                Ok(())
+            });
+        match outcome {
+            Ok(()) => self.durable().await,
+            Err(TransactionError::Abort(RecordConflict::TokenAlreadyUsed)) => {
+                Err(StoreError::TokenAlreadyUsed)
+            }
+            Err(TransactionError::Abort(RecordConflict::SerialTaken)) => {
+                Err(StoreError::SerialTaken(record.serial.clone()))
+            }
+            Err(TransactionError::Storage(error)) => Err(error.into()),
+        }
+    }
+
+    /// Whether a serial is already recorded.
+    pub fn serial_exists(&self, serial: &Serial) -> Result<bool, StoreError> {
+        Ok(self.certificates.contains_key(serial.as_bytes())?)
+    }
+
+    pub fn certificate(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
+        self.certificates
+            .get(serial.as_bytes())?
+            .map(|bytes| record::decode(&bytes))
+            .transpose()
+    }
+
+    /// Every record, or those of one service, in serial order.
+    pub fn certificates(
+        &self,
+        service: Option<&ServiceName>,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        let Some(service) = service else {
+            return self
+                .certificates
+                .iter()
+                .map(|entry| record::decode(&entry?.1))
+                .collect();
+        };
+        let prefix = service_prefix(service);
+        let mut records = Vec::new();
+        for entry in self.certificates_by_service.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            let serial = &key[prefix.len()..];
+            if let Some(bytes) = self.certificates.get(serial)? {
+                records.push(record::decode(&bytes)?);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Stores a new join token and returns once it is durable.
+    pub async fn insert_join_token(
+        &self,
+        hash: &TokenHash,
+        token: &JoinTokenRecord,
+    ) -> Result<(), StoreError> {
+        self.join_tokens
+            .insert(hash.as_slice(), record::encode(token)?)?;
+        self.durable().await
+    }
+
+    pub fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
+        self.join_tokens
+            .get(hash.as_slice())?
+            .map(|bytes| record::decode(&bytes))
+            .transpose()
+    }
+
+    /// Deletes tokens that expired before `now`; returns how many.
+    pub fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for entry in self.join_tokens.iter() {
+            let (key, value) = entry?;
+            let token: JoinTokenRecord = record::decode(&value)?;
+            if token.expires_at < now
+                && self
+                    .join_tokens
+                    .compare_and_swap(&key, Some(&value), None as Option<&[u8]>)?
+                    .is_ok()
+            {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Waits until every write made so far is on stable storage.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.commit.durable().await.map_err(StoreError::Durability)
+    }
+
+    /// How many issuance records exist.
+    pub fn record_count(&self) -> usize {
+        self.certificates.len()
+    }
+
+    /// How many join tokens exist (unused, used ones are deleted).
+    pub fn join_token_count(&self) -> usize {
+        self.join_tokens.len()
+    }
+}
+
+fn service_prefix(service: &ServiceName) -> Vec<u8> {
+    let mut key = Vec::with_capacity(service.as_str().len() + 1 + 20);
+    key.extend_from_slice(service.as_str().as_bytes());
+    // '/' cannot appear in a service name, so `billing/` never matches `billing-2/`.
+    key.push(b'/');
+    key
+}
+
+fn service_index_key(service: &ServiceName, serial: &Serial) -> Vec<u8> {
+    let mut key = service_prefix(service);
+    key.extend_from_slice(serial.as_bytes());
+    key
+}
+
+fn is_lock_error(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("lock"))
+}
