@@ -54,6 +54,15 @@ impl std::fmt::Display for Refusal {
 }
 
 fn refused(target: &str, status: Status) -> ClientError {
+    // A status that wraps an error never reached certd's handlers: the
+    // connection or the TLS session failed (a rejected client certificate
+    // shows up here, as a TLS alert).
+    if std::error::Error::source(&status).is_some() {
+        return ClientError::Unreachable {
+            target: target.to_owned(),
+            reason: describe_status(&status),
+        };
+    }
     let kind = match status.code() {
         Code::InvalidArgument | Code::OutOfRange => Refusal::InvalidArgument,
         Code::Unauthenticated => Refusal::Unauthenticated,

@@ -3,18 +3,26 @@
 //!
 //! Client certificates are requested but optional, so one port serves
 //! bootstrap (no certificate yet) and renewal (certificate required by the
-//! RPC). A presented certificate must chain to certd's root and be valid
-//! now; otherwise the handshake fails.
+//! RPC). A presented certificate must chain to certd's root with valid
+//! signatures, or the handshake fails. One thing is deliberately left to the
+//! RPC: expiry. A client whose certificate merely expired gets a clear
+//! `UNAUTHENTICATED` from `Renew` naming the expiry, rather than a TLS alert
+//! that most clients report as a broken pipe; `attest` refuses it all the
+//! same.
 
 use std::io;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rustls::RootCertStore;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -96,15 +104,92 @@ pub fn server_config(
 ) -> Result<rustls::ServerConfig, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     roots.add(root)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()
         .build()?;
+    let verifier = Arc::new(ExpiryReportingVerifier { webpki });
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// The WebPKI client verifier, except that a chain which fails *only*
+/// because the leaf has expired is accepted, so the RPC can refuse it with a
+/// clear message. The chain is then verified again at the leaf's notAfter,
+/// so every signature, name and usage check still applies.
+#[derive(Debug)]
+struct ExpiryReportingVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for ExpiryReportingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.webpki.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.webpki.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) => {
+                let not_after = leaf_not_after(end_entity).ok_or(
+                    rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
+                )?;
+                self.webpki
+                    .verify_client_cert(end_entity, intermediates, not_after)
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// The leaf's notAfter as a `UnixTime`, the last moment it was valid.
+fn leaf_not_after(leaf: &CertificateDer<'_>) -> Option<UnixTime> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, certificate) = X509Certificate::from_der(leaf).ok()?;
+    let seconds = u64::try_from(certificate.validity().not_after.timestamp()).ok()?;
+    Some(UnixTime::since_unix_epoch(Duration::from_secs(seconds)))
 }
 
 /// Accepts TCP connections and completes TLS handshakes concurrently,

@@ -1,0 +1,258 @@
+//! The test harness: starts the real `certd` binary on loopback with
+//! ephemeral ports in a temporary data directory, and acts as workloads and
+//! operators do.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use certd::api::client::{IssuedCertificate, TlsClientSettings, WorkloadClient};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tempfile::TempDir;
+
+pub const CERTD: &str = env!("CARGO_BIN_EXE_certd");
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub tmp: TempDir,
+    pub data_dir: PathBuf,
+    pub grpc: String,
+    pub http: String,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `certd serve` in a fresh temporary data directory.
+    pub fn start() -> Daemon {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("ca");
+        Self::start_in(tmp, data_dir, &[])
+    }
+
+    /// Starts `certd serve` on an existing data directory, with extra args.
+    pub fn start_in(tmp: TempDir, data_dir: PathBuf, extra: &[&str]) -> Daemon {
+        let log = tmp.path().join(format!("certd-{}.log", std::process::id()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut child = Command::new(CERTD)
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .args(extra)
+            .env("CERTD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawn certd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ready line");
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "certd did not become ready: {line:?}\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                })
+        };
+        let grpc = field("grpc");
+        let http = field("http");
+        Daemon {
+            child: Some(child),
+            tmp,
+            data_dir,
+            grpc,
+            http,
+            log,
+        }
+    }
+
+    pub fn bundle_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("bundle.pem")).expect("bundle.pem")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs the certd CLI against this daemon's data directory.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_cli(&self.data_dir, args)
+    }
+
+    /// Creates a join token through the CLI, as an operator would.
+    pub fn token(&self, service: &str) -> String {
+        let output = self.cli(&["token", "create", "--service", service]);
+        assert!(
+            output.status.success(),
+            "token create failed: {}",
+            stderr(&output)
+        );
+        String::from_utf8(output.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    }
+
+    /// A client of the workload API, optionally presenting a certificate.
+    pub async fn client(&self, identity: Option<&Identity>) -> WorkloadClient {
+        self.try_client(identity).await.expect("connect to certd")
+    }
+
+    pub async fn try_client(
+        &self,
+        identity: Option<&Identity>,
+    ) -> Result<WorkloadClient, certd::api::client::ClientError> {
+        let tls = TlsClientSettings {
+            ca_bundle_pem: self.bundle_pem(),
+            identity: identity.map(|id| (id.chain_pem.clone(), id.key_pem.clone())),
+        };
+        WorkloadClient::connect(&self.grpc, &tls).await
+    }
+
+    /// Bootstraps a workload for `service` with a fresh token.
+    pub async fn bootstrap(&self, service: &str) -> Identity {
+        let token = self.token(service);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let csr = csr_for(&key, None, vec![]);
+        let issued = self
+            .client(None)
+            .await
+            .issue(csr, &token)
+            .await
+            .expect("issue");
+        Identity::new(key, issued)
+    }
+
+    /// Number of certificates recorded (through the admin API).
+    pub fn certificate_count(&self) -> usize {
+        let output = self.cli(&["list", "--json"]);
+        assert!(output.status.success(), "list failed: {}", stderr(&output));
+        let list: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        list.as_array().expect("array").len()
+    }
+
+    /// Kills the daemon at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        child.wait().expect("wait")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(CERTD)
+        .args(args)
+        .env("CERTD_DATA_DIR", data_dir)
+        .env_remove("CERTD_JOIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run certd")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A workload's key and the certificate certd gave it.
+pub struct Identity {
+    pub key: rcgen::KeyPair,
+    pub key_pem: String,
+    pub chain_pem: String,
+    pub issued: IssuedCertificate,
+}
+
+impl Identity {
+    pub fn new(key: rcgen::KeyPair, issued: IssuedCertificate) -> Self {
+        Identity {
+            key_pem: key.serialize_pem(),
+            chain_pem: issued.chain_pem.clone(),
+            key,
+            issued,
+        }
+    }
+
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        pem_certs(&self.chain_pem)
+    }
+
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.key.serialize_der().into())
+    }
+}
+
+pub fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    let mut reader = pem.as_bytes();
+    rustls_pemfile::certs(&mut reader)
+        .collect::<Result<_, _>>()
+        .expect("PEM certificates")
+}
+
+/// A CSR for `key` with an optional CN and the given SANs.
+pub fn csr_for(
+    key: &rcgen::KeyPair,
+    common_name: Option<&str>,
+    sans: Vec<rcgen::SanType>,
+) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(cn) = common_name {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+    }
+    params.subject_alt_names = sans;
+    params.serialize_request(key).expect("CSR").der().to_vec()
+}
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn openssl_available() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
