@@ -120,17 +120,20 @@ async fn bind_admin_socket(path: &Path) -> Result<UnixListener, ServeError> {
 }
 
 /// Runs certd until `shutdown` completes, then stops every server gracefully.
+/// `ready` is called once everything is set up, just before serving.
 pub async fn run(
     authority: Authority,
     config: &Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
     let serving = Arc::new(issue_serving_certificate(&authority, &config.server_names).await?);
     let tls_config = Arc::new(tls::server_config(
         authority.ca().root_der().clone(),
         serving.clone(),
     )?);
+    ready();
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
         let mut stopped = stopped.clone();

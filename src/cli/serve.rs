@@ -68,30 +68,31 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .http
         .local_addr()
         .context("HTTP listener address")?;
-    tracing::info!(%grpc, %http, admin = %listeners.admin_path.display(), trust_domain = %authority.ca().trust_domain(), "certd ready");
-    // One machine-readable line on stdout, for scripts and tests that start
-    // certd on ephemeral ports.
-    println!(
-        "certd ready grpc=https://{grpc} http=http://{http} admin={}",
-        listeners.admin_path.display()
-    );
-    server::run(authority, &config, listeners, shutdown_signal()).await?;
+    let admin = listeners.admin_path.clone();
+    let trust_domain = authority.ca().trust_domain().clone();
+    let ready = move || {
+        tracing::info!(%grpc, %http, admin = %admin.display(), %trust_domain, "certd ready");
+        // One machine-readable line on stdout, for scripts and tests that
+        // start certd on ephemeral ports.
+        println!(
+            "certd ready grpc=https://{grpc} http=http://{http} admin={}",
+            admin.display()
+        );
+    };
+    server::run(authority, &config, listeners, shutdown_signal()?, ready).await?;
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// A future that completes on SIGINT or SIGTERM. The handlers are installed
+/// now, before certd reports ready, so no early signal is missed.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(terminate) => terminate,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT will stop certd");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    })
 }

@@ -1,0 +1,503 @@
+//! The `certd` command line as operators, workloads and CI use it, against
+//! a real daemon; and what OpenSSL thinks of the certificates.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::{Daemon, run_cli, stderr, stdout};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn request(daemon: &Daemon, token: &str, out: &Path) -> std::process::Output {
+    let bundle = daemon.data_dir.join("bundle.pem");
+    daemon.cli(&[
+        "request",
+        "--server",
+        &daemon.grpc,
+        "--ca-bundle",
+        bundle.to_str().unwrap(),
+        "--token",
+        token,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    (
+        output.status.success(),
+        format!("{}{}", stdout(&output), stderr(&output)),
+    )
+}
+
+/// `certd token create` prints only the token, so `T=$(...)` works.
+#[test]
+fn token_create_prints_only_the_token() {
+    let daemon = Daemon::start();
+    let output = daemon.cli(&["token", "create", "--service", "billing", "--ttl", "10m"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.trim().starts_with("certd-jt-"), "{text}");
+    assert!(
+        !daemon.log_text().contains(text.trim()),
+        "the token must never be logged"
+    );
+}
+
+/// `certd request` writes key.pem (0600), cert.pem (leaf, intermediate) and
+/// bundle.pem; OpenSSL verifies the chain and shows the issuance profile.
+#[test]
+fn request_writes_files_that_openssl_accepts() {
+    let daemon = Daemon::start();
+    let out = daemon.tmp.path().join("billing");
+    let output = request(&daemon, &daemon.token("billing"), &out);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("spiffe://certd.internal/svc/billing"));
+    assert_eq!(mode(&out.join("key.pem")), 0o600);
+    assert_eq!(
+        common::pem_certs(&std::fs::read_to_string(out.join("cert.pem")).unwrap()).len(),
+        2
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("bundle.pem")).unwrap(),
+        daemon.bundle_pem()
+    );
+
+    if !common::openssl_available() {
+        eprintln!("openssl not installed: skipping the OpenSSL checks");
+        return;
+    }
+    let cert = out.join("cert.pem");
+    let bundle = out.join("bundle.pem");
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        bundle.to_str().unwrap(),
+        "-untrusted",
+        cert.to_str().unwrap(),
+        "-purpose",
+        "sslclient",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
+    let (ok, text) = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-text"]);
+    assert!(ok, "{text}");
+    for expected in [
+        "Subject: CN = billing",
+        "Issuer: O = certd.internal, CN = certd intermediate CA",
+        "DNS:billing.certd.internal, URI:spiffe://certd.internal/svc/billing",
+        "X509v3 Basic Constraints: critical\n                CA:FALSE",
+        "X509v3 Key Usage: critical\n                Digital Signature\n",
+        "TLS Web Server Authentication, TLS Web Client Authentication",
+        "X509v3 Subject Key Identifier",
+        "X509v3 Authority Key Identifier",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let (ok, serial) = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
+    assert!(ok);
+    let hex = serial.trim().trim_start_matches("serial=");
+    assert_eq!(hex.len(), 40, "a 20-byte serial: {hex}");
+
+    let intermediate = daemon.data_dir.join("intermediate.pem");
+    let (_, text) = openssl(&[
+        "x509",
+        "-in",
+        intermediate.to_str().unwrap(),
+        "-noout",
+        "-text",
+    ]);
+    assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
+}
+
+/// `certd renew` replaces the files with a new key and certificate for the
+/// same identity.
+#[test]
+fn renew_replaces_key_and_certificate() {
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path().join("billing");
+    assert!(
+        request(&daemon, &daemon.token("billing"), &dir)
+            .status
+            .success()
+    );
+    let old_key = std::fs::read_to_string(dir.join("key.pem")).unwrap();
+    let old_cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+    let output = daemon.cli(&[
+        "renew",
+        "--server",
+        &daemon.grpc,
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_ne!(
+        std::fs::read_to_string(dir.join("key.pem")).unwrap(),
+        old_key
+    );
+    assert_ne!(
+        std::fs::read_to_string(dir.join("cert.pem")).unwrap(),
+        old_cert
+    );
+    assert_eq!(mode(&dir.join("key.pem")), 0o600);
+    assert!(stdout(&output).contains("spiffe://certd.internal/svc/billing"));
+}
+
+/// CI: `certd issue` through the daemon, and `--offline` without one; with
+/// a daemon running, `--offline` says to use the socket instead.
+#[test]
+fn issue_for_ci_online_and_offline() {
+    let mut daemon = Daemon::start();
+    let online = daemon.tmp.path().join("online");
+    let output = daemon.cli(&[
+        "issue",
+        "--service",
+        "ci-test",
+        "--out",
+        online.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(mode(&online.join("key.pem")), 0o600);
+
+    let blocked = daemon.tmp.path().join("blocked");
+    let output = daemon.cli(&[
+        "issue",
+        "--offline",
+        "--service",
+        "ci-test",
+        "--out",
+        blocked.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("drop --offline"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+    assert!(!blocked.exists());
+
+    daemon.terminate();
+    let offline = daemon.tmp.path().join("offline");
+    let output = daemon.cli(&[
+        "issue",
+        "--offline",
+        "--service",
+        "ci-test",
+        "--ttl",
+        "1h",
+        "--out",
+        offline.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = daemon.cli(&["list", "--offline", "--service", "ci-test", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "both CI certificates are recorded"
+    );
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["attestation"] == "admin")
+    );
+}
+
+/// `certd list` filters by service; `certd show` takes a serial in any case,
+/// with colons, and prints the record.
+#[test]
+fn list_and_show() {
+    let daemon = Daemon::start();
+    let out = daemon.tmp.path().join("w");
+    assert!(
+        request(&daemon, &daemon.token("billing"), &out)
+            .status
+            .success()
+    );
+    assert!(
+        request(&daemon, &daemon.token("payments"), &out)
+            .status
+            .success()
+    );
+
+    let output = daemon.cli(&["list", "--service", "billing", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["status"], "good");
+    let serial = list[0]["serial"].as_str().unwrap().to_owned();
+
+    let table = stdout(&daemon.cli(&["list"]));
+    assert!(
+        table.contains("billing") && table.contains("payments") && table.contains("SERIAL"),
+        "{table}"
+    );
+
+    let spelled: String = serial
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| std::str::from_utf8(pair).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let output = daemon.cli(&["show", &spelled]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains(&serial) && text.contains("join-token") && text.contains("BEGIN CERTIFICATE"),
+        "{text}"
+    );
+}
+
+/// Bad input: one clear line on stderr and the documented exit code.
+#[test]
+fn bad_input_gets_one_line_and_an_exit_code() {
+    let daemon = Daemon::start();
+    let out = daemon.tmp.path().join("w");
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["token", "create", "--service", "Bad_Name"],
+            2,
+            "RFC 1123",
+        ),
+        (
+            vec!["token", "create", "--service", "billing", "--ttl", "30d"],
+            2,
+            "exceeds the maximum",
+        ),
+        (vec!["show", "0123abcd"], 5, "not found"),
+        (vec!["show", "zz"], 2, "not a hex serial"),
+        (
+            vec![
+                "issue",
+                "--service",
+                "billing",
+                "--ttl",
+                "48h",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            2,
+            "exceeds the maximum",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let output = daemon.cli(&args);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {text}");
+        assert!(text.contains(message), "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+    }
+    let output = request(&daemon, "certd-jt-wrong", &out);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(stderr(&output).contains("unauthenticated"));
+    assert!(!out.exists(), "a refused request writes no files");
+
+    let nowhere = tempfile::tempdir().unwrap();
+    let output = run_cli(nowhere.path(), &["token", "create", "--service", "billing"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is `certd serve` running"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// `certd init` makes a CA with the chosen trust domain and key type, keys
+/// 0600 in a 0700 directory, and refuses to overwrite it.
+#[test]
+fn init_creates_a_private_ca_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let output = run_cli(
+        &dir,
+        &[
+            "init",
+            "--trust-domain",
+            "prod.example",
+            "--key-type",
+            "ed25519",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("root.key")), 0o600);
+    assert_eq!(mode(&dir.join("intermediate.key")), 0o600);
+    let root_key = std::fs::read(dir.join("root.key")).unwrap();
+
+    let output = run_cli(&dir, &["init"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("refusing to overwrite"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read(dir.join("root.key")).unwrap(), root_key);
+
+    let output = run_cli(&dir, &["init", "--trust-domain", "Not A Domain"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+
+    let daemon = Daemon::start_in(tmp, dir, &[]);
+    let out = daemon.tmp.path().join("w");
+    assert!(
+        request(&daemon, &daemon.token("billing"), &out)
+            .status
+            .success()
+    );
+    let chain = std::fs::read_to_string(out.join("cert.pem")).unwrap();
+    let (_, cert) = x509_parser::pem::parse_x509_pem(chain.as_bytes()).unwrap();
+    let cert = cert.parse_x509().unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap().value;
+    assert!(format!("{san:?}").contains("spiffe://prod.example/svc/billing"));
+}
+
+/// Every command answers `--help`.
+#[test]
+fn every_command_has_help() {
+    let tmp = tempfile::tempdir().unwrap();
+    for command in [
+        vec!["--help"],
+        vec!["init", "--help"],
+        vec!["serve", "--help"],
+        vec!["token", "create", "--help"],
+        vec!["request", "--help"],
+        vec!["renew", "--help"],
+        vec!["issue", "--help"],
+        vec!["list", "--help"],
+        vec!["show", "--help"],
+    ] {
+        let output = run_cli(tmp.path(), &command);
+        assert!(output.status.success(), "{command:?}");
+        assert!(stdout(&output).contains("Usage:"), "{command:?}");
+    }
+}
+
+/// A crash right after answering loses nothing: every certificate a client
+/// received is in the store after SIGKILL and restart, and serials are
+/// never reused.
+#[test]
+fn a_crash_loses_no_issued_certificate() {
+    let mut daemon = Daemon::start();
+    let mut serials = Vec::new();
+    for index in 0..5 {
+        let out = daemon.tmp.path().join(format!("w{index}"));
+        let output = request(&daemon, &daemon.token("billing"), &out);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let cert = std::fs::read_to_string(out.join("cert.pem")).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
+        serials.push(hex::encode(pem.parse_x509().unwrap().raw_serial()));
+    }
+    daemon.kill();
+
+    let output = run_cli(
+        &daemon.data_dir,
+        &["list", "--offline", "--service", "billing", "--json"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let recorded: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["serial"].as_str().unwrap())
+        .collect();
+    for serial in &serials {
+        assert!(
+            recorded.contains(&serial.as_str()),
+            "{serial} lost in the crash"
+        );
+    }
+    let tmp = std::mem::replace(&mut daemon.tmp, tempfile::tempdir().unwrap());
+    let restarted = Daemon::start_in(tmp, daemon.data_dir.clone(), &[]);
+    let out = restarted.tmp.path().join("after");
+    assert!(
+        request(&restarted, &restarted.token("billing"), &out)
+            .status
+            .success()
+    );
+    let output = restarted.cli(&["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut all: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["serial"].as_str().unwrap())
+        .collect();
+    let count = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), count, "no serial is reused");
+}
+
+/// SIGTERM stops the daemon cleanly: exit 0 and the admin socket removed.
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let mut daemon = Daemon::start();
+    let socket = daemon.data_dir.join("admin.sock");
+    assert!(socket.exists());
+    assert_eq!(mode(&socket), 0o600);
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}\n{}", daemon.log_text());
+    assert!(!socket.exists());
+}
+
+/// `/healthz` answers over plain HTTP.
+#[test]
+fn healthz_answers() {
+    use std::io::{Read, Write};
+    let daemon = Daemon::start();
+    let address = daemon.http.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: certd\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("ok\n"), "{response}");
+}
+
+/// The audit log has one event per decision, naming the caller, and never
+/// the token.
+#[test]
+fn audit_log_records_decisions_without_secrets() {
+    let daemon = Daemon::start();
+    let token = daemon.token("billing");
+    let out = daemon.tmp.path().join("w");
+    assert!(request(&daemon, &token, &out).status.success());
+    assert!(!request(&daemon, &token, &out).status.success());
+    let log = daemon.log_text();
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("certd::audit")).collect();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("create-join-token") && l.contains("allow")),
+        "{log}"
+    );
+    assert!(
+        audit.iter().any(|l| l.contains("\"issue\"")
+            && l.contains("allow")
+            && l.contains("peer 127.0.0.1")),
+        "{log}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("\"issue\"") && l.contains("deny") && l.contains("already used")),
+        "{log}"
+    );
+    assert!(!log.contains(&token), "the token must never be logged");
+}
