@@ -501,3 +501,53 @@ fn audit_log_records_decisions_without_secrets() {
     );
     assert!(!log.contains(&token), "the token must never be logged");
 }
+
+/// CSRs made by OpenSSL are accepted (RSA 2048 gets keyEncipherment) and a
+/// weak RSA 1024 key is refused with INVALID_ARGUMENT.
+#[tokio::test]
+async fn openssl_made_csrs_interoperate() {
+    if !common::openssl_available() {
+        eprintln!("openssl not installed: skipping");
+        return;
+    }
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path();
+    let mut client = daemon.client(None).await;
+    for (bits, accepted) in [("2048", true), ("1024", false)] {
+        let key = dir.join(format!("rsa{bits}.key"));
+        let csr = dir.join(format!("rsa{bits}.csr"));
+        let (ok, text) = openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            &format!("rsa:{bits}"),
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-subj",
+            "/CN=billing",
+            "-outform",
+            "DER",
+            "-out",
+            csr.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        let result = client
+            .issue(std::fs::read(&csr).unwrap(), &daemon.token("billing"))
+            .await;
+        if accepted {
+            let issued = result.expect("RSA 2048 is accepted");
+            let certs = common::pem_certs(&issued.chain_pem);
+            let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+            assert!(cert.key_usage().unwrap().unwrap().value.key_encipherment());
+        } else {
+            match result {
+                Err(certd::api::client::ClientError::Refused { kind, message }) => {
+                    assert_eq!(kind, certd::api::client::Refusal::InvalidArgument);
+                    assert!(message.contains("RSA 1024"), "{message}");
+                }
+                other => panic!("RSA 1024 must be refused: {other:?}"),
+            }
+        }
+    }
+}

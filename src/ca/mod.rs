@@ -233,3 +233,139 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     pem.push_str(&format!("-----END {label}-----\n"));
     pem
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    use super::*;
+
+    fn new_ca(dir: &Path) -> CertificateAuthority {
+        let options = InitOptions {
+            trust_domain: "certd.internal".parse().unwrap(),
+            key_type: KeyType::EcdsaP256,
+        };
+        init(dir, &options).unwrap();
+        CertificateAuthority::load(dir).unwrap()
+    }
+
+    fn csr(key: &KeyPair) -> ValidatedCsr {
+        let der = CertificateParams::default()
+            .serialize_request(key)
+            .unwrap()
+            .der()
+            .to_vec();
+        ValidatedCsr::from_der(&der).unwrap()
+    }
+
+    fn identity() -> WorkloadIdentity {
+        WorkloadIdentity {
+            trust_domain: "certd.internal".parse().unwrap(),
+            service: "billing".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn workload_certificates_follow_the_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = new_ca(dir.path());
+        let now = SystemTime::now();
+        let serial = Serial::generate();
+        let signed = ca
+            .sign_workload(
+                &csr(&KeyPair::generate().unwrap()),
+                &identity(),
+                serial.clone(),
+                Duration::from_secs(3600),
+                now,
+            )
+            .unwrap();
+        let (_, cert) = X509Certificate::from_der(&signed.der).unwrap();
+        assert_eq!(cert.raw_serial(), serial.as_bytes());
+        assert_eq!(signed.not_after - signed.not_before, 3600 + 60);
+        let constraints = cert.basic_constraints().unwrap().unwrap();
+        assert!(constraints.critical && !constraints.value.ca);
+        let usage = cert.key_usage().unwrap().unwrap();
+        assert!(
+            usage.critical && usage.value.digital_signature() && !usage.value.key_encipherment()
+        );
+        let extended = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(extended.server_auth && extended.client_auth && extended.other.is_empty());
+        assert_eq!(signed.dns_names, ["billing.certd.internal"]);
+        assert_eq!(signed.uris, ["spiffe://certd.internal/svc/billing"]);
+        assert_eq!(
+            cert.issuer().to_string(),
+            "O=certd.internal, CN=certd intermediate CA"
+        );
+    }
+
+    #[test]
+    fn rsa_keys_also_get_key_encipherment() {
+        let validity = profile::Validity {
+            not_before: 0,
+            not_after: 60,
+        };
+        let rsa = profile::workload(
+            &identity(),
+            csr::SubjectKeyKind::Rsa { bits: 2048 },
+            &Serial::generate(),
+            &validity,
+        );
+        assert!(
+            rsa.key_usages
+                .contains(&rcgen::KeyUsagePurpose::KeyEncipherment)
+        );
+        let ec = profile::workload(
+            &identity(),
+            csr::SubjectKeyKind::EcdsaP256,
+            &Serial::generate(),
+            &validity,
+        );
+        assert_eq!(ec.key_usages, [rcgen::KeyUsagePurpose::DigitalSignature]);
+    }
+
+    #[test]
+    fn certificates_never_outlive_the_intermediate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = new_ca(dir.path());
+        let key = KeyPair::generate().unwrap();
+        let near_the_end = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(ca.intermediate_not_after - 100).unwrap());
+        let signed = ca
+            .sign_workload(
+                &csr(&key),
+                &identity(),
+                Serial::generate(),
+                Duration::from_secs(86_400),
+                near_the_end,
+            )
+            .unwrap();
+        assert_eq!(signed.not_after, ca.intermediate_not_after);
+        let after = near_the_end + Duration::from_secs(200);
+        let refused = ca.sign_workload(
+            &csr(&key),
+            &identity(),
+            Serial::generate(),
+            Duration::from_secs(60),
+            after,
+        );
+        assert!(
+            matches!(refused, Err(CaError::IntermediateExpired { .. })),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn loading_needs_no_root_key_and_reports_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = CertificateAuthority::load(dir.path());
+        assert!(matches!(missing, Err(CaError::Missing(_))), "{missing:?}");
+        new_ca(dir.path());
+        std::fs::remove_file(dir.path().join("root.key")).unwrap();
+        assert!(CertificateAuthority::load(dir.path()).is_ok());
+        std::fs::write(dir.path().join("intermediate.key"), "not a key").unwrap();
+        let broken = CertificateAuthority::load(dir.path());
+        assert!(matches!(broken, Err(CaError::Invalid { .. })), "{broken:?}");
+    }
+}

@@ -21,28 +21,51 @@ use tokio::sync::oneshot;
 
 type Reply = oneshot::Sender<Result<(), Arc<io::Error>>>;
 
-/// Handle to the committer thread; the thread stops when the last handle is
-/// dropped.
+/// Handle to the committer thread. When the last clone is dropped the
+/// thread finishes its queue and is joined, so the database is closed (and
+/// its lock released) by the time the `Store` is gone.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    requests: mpsc::Sender<Reply>,
+    inner: Arc<Committer>,
+}
+
+#[derive(Debug)]
+struct Committer {
+    requests: Option<mpsc::Sender<Reply>>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl GroupCommit {
     pub fn start(db: sled::Db, data_file: File) -> io::Result<Self> {
         let (requests, queue) = mpsc::channel::<Reply>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("certd-commit".into())
             .spawn(move || commit_loop(&db, &data_file, &queue))?;
-        Ok(GroupCommit { requests })
+        Ok(GroupCommit {
+            inner: Arc::new(Committer {
+                requests: Some(requests),
+                thread: Some(thread),
+            }),
+        })
     }
 
     /// Waits until every write made before this call is on stable storage.
     pub async fn durable(&self) -> Result<(), Arc<io::Error>> {
         let (reply, answer) = oneshot::channel();
         let stopped = || Arc::new(io::Error::other("the commit thread has stopped"));
-        self.requests.send(reply).map_err(|_| stopped())?;
+        let requests = self.inner.requests.as_ref().ok_or_else(stopped)?;
+        requests.send(reply).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop once the queue is empty.
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

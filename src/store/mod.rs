@@ -266,3 +266,149 @@ fn is_lock_error(error: &sled::Error) -> bool {
     matches!(error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
         || io.to_string().contains("lock"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(service: &str) -> IssuanceRecord {
+        IssuanceRecord {
+            serial: Serial::generate(),
+            service: service.parse().unwrap(),
+            dns_names: vec![format!("{service}.certd.internal")],
+            uris: vec![format!("spiffe://certd.internal/svc/{service}")],
+            not_before: 100,
+            not_after: 200,
+            issued_at: 160,
+            sha256_fingerprint: [7; 32],
+            der: vec![1, 2, 3],
+            attestation: Attestation::Renewal,
+            renewed_from: None,
+            revocation: None,
+        }
+    }
+
+    fn token(service: &str, expires_at: i64) -> JoinTokenRecord {
+        JoinTokenRecord {
+            service: service.parse().unwrap(),
+            created_at: 0,
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening_and_are_indexed_by_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let billing = record("billing");
+        let billing_2 = record("billing-2");
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.record_issuance(&billing, None).await.unwrap();
+            store.record_issuance(&billing_2, None).await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.certificate(&billing.serial).unwrap(),
+            Some(billing.clone())
+        );
+        let service = "billing".parse().unwrap();
+        assert_eq!(store.certificates(Some(&service)).unwrap(), vec![billing]);
+        assert_eq!(store.certificates(None).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_token_is_consumed_exactly_once_with_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let hash = [9u8; 32];
+        store
+            .insert_join_token(&hash, &token("billing", 1_000))
+            .await
+            .unwrap();
+        let mut attempts = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            attempts.push(tokio::spawn(async move {
+                store.record_issuance(&record("billing"), Some(&hash)).await
+            }));
+        }
+        let mut succeeded = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(()) => succeeded += 1,
+                Err(StoreError::TokenAlreadyUsed) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(succeeded, 1);
+        assert_eq!(store.record_count(), 1);
+        assert_eq!(store.join_token(&hash).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_taken_serial_is_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = record("billing");
+        store.record_issuance(&first, None).await.unwrap();
+        let hash = [3u8; 32];
+        store
+            .insert_join_token(&hash, &token("payments", 1_000))
+            .await
+            .unwrap();
+        let mut clash = record("payments");
+        clash.serial = first.serial.clone();
+        let outcome = store.record_issuance(&clash, Some(&hash)).await;
+        assert!(
+            matches!(outcome, Err(StoreError::SerialTaken(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(store.certificate(&first.serial).unwrap(), Some(first));
+        assert!(
+            store.join_token(&hash).unwrap().is_some(),
+            "the token was not consumed"
+        );
+        assert_eq!(
+            store
+                .certificates(Some(&"payments".parse().unwrap()))
+                .unwrap(),
+            vec![]
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .insert_join_token(&[1; 32], &token("a", 10))
+            .await
+            .unwrap();
+        store
+            .insert_join_token(&[2; 32], &token("b", 1_000))
+            .await
+            .unwrap();
+        assert_eq!(store.purge_expired_tokens(500).unwrap(), 1);
+        assert_eq!(store.join_token_count(), 1);
+        assert!(store.join_token(&[2; 32]).unwrap().is_some());
+    }
+
+    #[test]
+    fn unknown_record_formats_are_reported_not_misread() {
+        let bytes = record::encode(&token("a", 1)).unwrap();
+        let mut future = bytes.clone();
+        future[0] = 99;
+        assert!(matches!(
+            record::decode::<JoinTokenRecord>(&future),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            record::decode::<JoinTokenRecord>(&[]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(
+            record::decode::<JoinTokenRecord>(&bytes).unwrap(),
+            token("a", 1)
+        );
+    }
+}
