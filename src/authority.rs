@@ -14,7 +14,11 @@ use crate::ca::{CertificateAuthority, SignedCertificate, unix_seconds};
 use crate::config::Lifetimes;
 use crate::identity::{Serial, ServiceName, WorkloadIdentity};
 use crate::policy;
-use crate::store::{Attestation, IssuanceRecord, JoinTokenRecord, Store, StoreError, TokenHash};
+use crate::revocation::{RevocationReason, RevocationSettings, Revocations};
+use crate::store::{
+    Attestation, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome, Store, StoreError,
+    TokenHash,
+};
 use crate::{Error, Result};
 
 /// Target of audit events in the structured log.
@@ -75,6 +79,22 @@ pub struct Authority {
     ca: Arc<CertificateAuthority>,
     store: Store,
     lifetimes: Lifetimes,
+    revocations: Arc<Revocations>,
+}
+
+/// What a revocation did, for one certificate.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    pub record: IssuanceRecord,
+    pub newly_revoked: bool,
+}
+
+/// The result of a revocation request: the certificates and the number of
+/// the CRL that lists them.
+#[derive(Debug, Clone)]
+pub struct RevocationResult {
+    pub certificates: Vec<Revoked>,
+    pub crl_number: u64,
 }
 
 /// What one issuance needs besides the CSR.
@@ -87,12 +107,110 @@ struct IssuanceRequest {
 }
 
 impl Authority {
-    pub fn new(ca: Arc<CertificateAuthority>, store: Store, lifetimes: Lifetimes) -> Self {
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        store: Store,
+        lifetimes: Lifetimes,
+        revocation: RevocationSettings,
+    ) -> Self {
+        let revocations = Arc::new(Revocations::new(ca.clone(), store.clone(), revocation));
         Authority {
             ca,
             store,
             lifetimes,
+            revocations,
         }
+    }
+
+    /// The CRL and OCSP publisher.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// Revokes one certificate by serial. Idempotent: revoking again keeps
+    /// the first time and reason. Returns once the revocation is durable and
+    /// the published CRL lists it.
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        serial: &str,
+        reason: RevocationReason,
+    ) -> Result<RevocationResult> {
+        let outcome = match self.revoke_serial(serial, reason).await {
+            Ok(revoked) => self.publish(vec![revoked]).await,
+            Err(error) => Err(error),
+        };
+        audit_revocation(caller, serial, reason, &outcome);
+        outcome
+    }
+
+    /// Revokes every unexpired certificate of `service`.
+    pub async fn revoke_service(
+        &self,
+        caller: &Caller,
+        service: &str,
+        reason: RevocationReason,
+    ) -> Result<RevocationResult> {
+        let outcome = self.revoke_service_inner(service, reason).await;
+        audit_revocation(caller, &format!("service {service}"), reason, &outcome);
+        outcome
+    }
+
+    async fn revoke_service_inner(
+        &self,
+        service: &str,
+        reason: RevocationReason,
+    ) -> Result<RevocationResult> {
+        let service: ServiceName = service.parse()?;
+        let now = unix_seconds(SystemTime::now());
+        let mut revoked = Vec::new();
+        for record in self.store.certificates(Some(&service))? {
+            if record.not_after >= now {
+                revoked.push(self.revoke_serial(&record.serial.to_hex(), reason).await?);
+            }
+        }
+        if revoked.is_empty() {
+            return Err(Error::NotFound(format!(
+                "unexpired certificate of service {service}"
+            )));
+        }
+        self.publish(revoked).await
+    }
+
+    async fn revoke_serial(&self, serial: &str, reason: RevocationReason) -> Result<Revoked> {
+        let serial: Serial = serial.parse()?;
+        let revocation = Revocation {
+            revoked_at: unix_seconds(SystemTime::now()),
+            reason_code: reason.code(),
+        };
+        let outcome = self
+            .store
+            .revoke(&serial, revocation)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
+        self.revocations.note_revocation(&serial);
+        Ok(match outcome {
+            RevokeOutcome::Revoked(record) => Revoked {
+                record,
+                newly_revoked: true,
+            },
+            RevokeOutcome::AlreadyRevoked(record) => Revoked {
+                record,
+                newly_revoked: false,
+            },
+        })
+    }
+
+    async fn publish(&self, certificates: Vec<Revoked>) -> Result<RevocationResult> {
+        let crl = if certificates.iter().any(|c| c.newly_revoked) {
+            self.revocations.refresh_crl().await?
+        } else {
+            self.revocations.current_crl().await?
+        };
+        Ok(RevocationResult {
+            certificates,
+            crl_number: crl.number,
+        })
     }
 
     pub fn ca(&self) -> &CertificateAuthority {
@@ -395,6 +513,41 @@ impl Authority {
             chain_pem: self.ca.chain_pem(signed),
             record,
         }
+    }
+}
+
+/// One audit event per revocation request.
+fn audit_revocation(
+    caller: &Caller,
+    target: &str,
+    reason: RevocationReason,
+    outcome: &Result<RevocationResult>,
+) {
+    match outcome {
+        Ok(result) => {
+            for revoked in &result.certificates {
+                tracing::info!(
+                    target: AUDIT_TARGET,
+                    event = "revoke",
+                    decision = "allow",
+                    %caller,
+                    serial = %revoked.record.serial,
+                    service = %revoked.record.service,
+                    reason = %reason,
+                    newly_revoked = revoked.newly_revoked,
+                    crl_number = result.crl_number,
+                );
+            }
+        }
+        Err(error) => tracing::warn!(
+            target: AUDIT_TARGET,
+            event = "revoke",
+            decision = "deny",
+            %caller,
+            subject = target,
+            reason = %reason,
+            error = %error,
+        ),
     }
 }
 

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::ca::RevocationUrls;
+use crate::revocation::{DEFAULT_CRL_VALIDITY, DEFAULT_OCSP_VALIDITY, RevocationSettings};
+
 /// Lifetime of workload certificates when the caller asks for none.
 pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The longest workload certificate certd issues unless configured otherwise.
@@ -53,8 +56,21 @@ pub struct ConfigFile {
     pub grpc_addr: Option<String>,
     pub http_addr: Option<String>,
     pub server_names: Option<Vec<String>>,
+    /// Base URL at which relying parties reach the HTTP listener; the CRL
+    /// distribution point and OCSP URL in certificates are built from it.
+    pub public_base_url: Option<String>,
     pub issuance: Option<IssuanceSection>,
     pub join_tokens: Option<JoinTokenSection>,
+    pub revocation: Option<RevocationSection>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationSection {
+    /// How long a CRL is valid (its nextUpdate), e.g. "1h".
+    pub crl_validity: Option<String>,
+    /// How long an OCSP answer is valid (its nextUpdate).
+    pub ocsp_validity: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -79,6 +95,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub server_names: Vec<String>,
     pub lifetimes: Lifetimes,
+    /// `None`: derived from the HTTP listener's bound address.
+    pub public_base_url: Option<String>,
+    pub revocation: RevocationSettings,
 }
 
 /// Lifetimes of what certd hands out.
@@ -177,7 +196,34 @@ impl ConfigFile {
         for name in &server_names {
             validate_server_name(name)?;
         }
+        let revocation_section = self.revocation.clone().unwrap_or_default();
+        let revocation = RevocationSettings {
+            crl_validity: duration(
+                "revocation.crl_validity",
+                &revocation_section.crl_validity,
+                DEFAULT_CRL_VALIDITY,
+            )?,
+            ocsp_validity: duration(
+                "revocation.ocsp_validity",
+                &revocation_section.ocsp_validity,
+                DEFAULT_OCSP_VALIDITY,
+            )?,
+        };
+        for (field, value) in [
+            ("revocation.crl_validity", revocation.crl_validity),
+            ("revocation.ocsp_validity", revocation.ocsp_validity),
+        ] {
+            if value < Duration::from_secs(60) || value > Duration::from_secs(7 * 24 * 3600) {
+                return Err(invalid(field, "must be between 1m and 7d".into()));
+            }
+        }
+        let public_base_url = match &self.public_base_url {
+            None => None,
+            Some(url) => Some(validate_base_url(url)?),
+        };
         Ok(Config {
+            public_base_url,
+            revocation,
             grpc_addr: address(
                 "grpc_addr",
                 self.grpc_addr.as_deref().unwrap_or(DEFAULT_GRPC_ADDR),
@@ -226,6 +272,35 @@ fn address(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> 
             format!("{value:?} is not an address like 127.0.0.1:8443"),
         )
     })
+}
+
+/// Where relying parties fetch revocation information, for a base URL.
+pub fn revocation_urls(base: &str) -> RevocationUrls {
+    let base = base.trim_end_matches('/');
+    RevocationUrls {
+        crl: format!("{base}/crl"),
+        ocsp: format!("{base}/ocsp"),
+    }
+}
+
+fn validate_base_url(url: &str) -> Result<String, ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let valid = rest.is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+    });
+    if valid {
+        Ok(url.trim_end_matches('/').to_owned())
+    } else {
+        Err(invalid(
+            "public_base_url",
+            format!("{url:?} is not an http:// or https:// URL without query or fragment"),
+        ))
+    }
 }
 
 fn validate_server_name(name: &str) -> Result<(), ConfigError> {
@@ -295,6 +370,20 @@ mod tests {
             Duration::from_secs(48 * 3600)
         );
         assert_eq!(config.server_names, ["certd.example"]);
+        let config = check(
+            "public_base_url = \"https://ca.example/\"\n[revocation]\ncrl_validity = \"2h\"",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.public_base_url.as_deref(),
+            Some("https://ca.example")
+        );
+        assert_eq!(config.revocation.crl_validity, Duration::from_secs(7200));
+        assert_eq!(
+            revocation_urls("https://ca.example").ocsp,
+            "https://ca.example/ocsp"
+        );
     }
 
     #[test]
@@ -316,5 +405,10 @@ mod tests {
         check("server_names = []", Some("server_names"));
         check("server_names = [\"a b\"]", Some("server_names"));
         check("colour = \"blue\"", Some("unknown field"));
+        check("public_base_url = \"ftp://x\"", Some("public_base_url"));
+        check(
+            "[revocation]\ncrl_validity = \"1s\"",
+            Some("revocation.crl_validity"),
+        );
     }
 }

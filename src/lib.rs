@@ -15,6 +15,7 @@ mod error;
 pub mod fsutil;
 pub mod identity;
 pub mod policy;
+pub mod revocation;
 pub mod server;
 pub mod store;
 

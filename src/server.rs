@@ -3,8 +3,8 @@
 //! can start it on ephemeral ports (mini-redis' `server::run`).
 //!
 //! Owns: the gRPC server over TLS, the admin server on the Unix socket, the
-//! HTTP server, the serving certificate's rotation and the purge of expired
-//! join tokens. Background tasks stop with the servers.
+//! HTTP server, the serving certificate's rotation, the CRL's refresh and
+//! the purge of expired join tokens. Background tasks stop with the servers.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -27,8 +27,8 @@ use crate::fsutil;
 
 /// Lifetime of certd's own serving certificate; it is renewed at half-life.
 pub const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
-/// How often expired join tokens are deleted.
-const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// How often expired join tokens and revocation entries are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Longest time one RPC may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent RPCs on one HTTP/2 connection.
@@ -133,6 +133,9 @@ pub async fn run(
         authority.ca().root_der().clone(),
         serving.clone(),
     )?);
+    // Publish a CRL before answering anything, so the first request for it
+    // finds one and the CRL number moves forward at every start.
+    authority.revocations().refresh_crl().await?;
     ready();
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
@@ -157,8 +160,8 @@ pub async fn run(
         .add_service(admin)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listeners.admin), until_stopped());
 
-    let http =
-        axum::serve(listeners.http, api::http::router()).with_graceful_shutdown(until_stopped());
+    let http = axum::serve(listeners.http, api::http::router(authority.clone()))
+        .with_graceful_shutdown(until_stopped());
 
     let rotation = tokio::spawn(rotate_serving_certificate(
         authority.clone(),
@@ -166,7 +169,8 @@ pub async fn run(
         serving,
         until_stopped(),
     ));
-    let purge = tokio::spawn(purge_expired_tokens(authority.clone(), until_stopped()));
+    let purge = tokio::spawn(purge_expired(authority.clone(), until_stopped()));
+    let crl = tokio::spawn(refresh_crl(authority.clone(), until_stopped()));
 
     let servers = async {
         let (grpc, admin, http) = tokio::join!(grpc, admin, http);
@@ -181,7 +185,7 @@ pub async fn run(
     };
     let (result, ()) = tokio::join!(servers, signal);
     let _ = stop.send(true);
-    let _ = tokio::join!(rotation, purge);
+    let _ = tokio::join!(rotation, purge, crl);
     let _ = std::fs::remove_file(&listeners.admin_path);
     authority
         .store()
@@ -246,20 +250,47 @@ async fn rotate_serving_certificate(
     }
 }
 
-async fn purge_expired_tokens(authority: Authority, stopped: impl Future<Output = ()>) {
+/// Rebuilds the CRL at half its validity, so the one served always has at
+/// least half its validity left even when nothing is revoked.
+async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    loop {
+        let now = unix_seconds(SystemTime::now());
+        let wait = authority
+            .revocations()
+            .crl_refresh_at()
+            .map_or(0, |at| (at - now).max(0));
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(0))) => {}
+        }
+        if let Err(error) = authority.revocations().current_crl().await {
+            tracing::error!(%error, "cannot refresh the CRL; retrying in a minute");
+            tokio::select! {
+                () = &mut stopped => return,
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+        }
+    }
+}
+
+/// Deletes expired join tokens and drops expired certificates from the
+/// revocation index, so neither grows without bound.
+async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     loop {
         tokio::select! {
             () = &mut stopped => return,
-            () = tokio::time::sleep(TOKEN_PURGE_INTERVAL) => {}
+            () = tokio::time::sleep(PURGE_INTERVAL) => {}
         }
-        match authority
-            .store()
-            .purge_expired_tokens(unix_seconds(SystemTime::now()))
-        {
+        let now = unix_seconds(SystemTime::now());
+        match authority.store().purge_expired_tokens(now) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "deleted expired join tokens"),
             Err(error) => tracing::warn!(%error, "cannot purge expired join tokens"),
+        }
+        if let Err(error) = authority.store().prune_expired_revocations(now) {
+            tracing::warn!(%error, "cannot prune the revocation index");
         }
     }
 }

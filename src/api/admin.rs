@@ -15,6 +15,7 @@ use super::proto::admin_server::Admin;
 use super::status;
 use crate::authority::{Authority, Caller};
 use crate::ca::unix_seconds;
+use crate::revocation::{RevocationReason, reason_name};
 
 pub struct AdminApi {
     authority: Authority,
@@ -108,6 +109,60 @@ impl Admin for AdminApi {
             .collect();
         Ok(Response::new(proto::ListCertificatesResponse {
             certificates,
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<proto::RevokeRequest>,
+    ) -> Result<Response<proto::RevokeResponse>, Status> {
+        let caller = caller(&request);
+        let message = request.into_inner();
+        let reason = if message.reason.is_empty() {
+            RevocationReason::Unspecified
+        } else {
+            message
+                .reason
+                .parse()
+                .map_err(|e: String| status(&crate::Error::InvalidArgument(e)))?
+        };
+        let result = match message.target {
+            Some(proto::revoke_request::Target::Serial(serial)) => {
+                self.authority.revoke(&caller, &serial, reason).await
+            }
+            Some(proto::revoke_request::Target::Service(service)) => {
+                self.authority
+                    .revoke_service(&caller, &service, reason)
+                    .await
+            }
+            None => Err(crate::Error::InvalidArgument(
+                "name a serial or a service to revoke".into(),
+            )),
+        }
+        .map_err(|e| status(&e))?;
+        let certificates = result
+            .certificates
+            .iter()
+            .map(|revoked| {
+                let revocation = revoked
+                    .record
+                    .revocation
+                    .unwrap_or(crate::store::Revocation {
+                        revoked_at: 0,
+                        reason_code: 0,
+                    });
+                proto::RevokedCertificate {
+                    serial: revoked.record.serial.to_hex(),
+                    service: revoked.record.service.to_string(),
+                    revoked_at_unix: revocation.revoked_at,
+                    reason: reason_name(revocation.reason_code).to_owned(),
+                    newly_revoked: revoked.newly_revoked,
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::RevokeResponse {
+            certificates,
+            crl_number: result.crl_number,
         }))
     }
 

@@ -14,6 +14,7 @@ use super::proto;
 use super::proto::admin_client::AdminClient as AdminRpc;
 use super::proto::certificate_authority_client::CertificateAuthorityClient;
 use crate::authority::CertificateSummary;
+use crate::revocation::RevocationReason;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -351,6 +352,93 @@ impl AdminClient {
             .await
             .map_err(|s| refused(&self.target, s))?;
         Ok(summary_from_proto(response.into_inner()))
+    }
+}
+
+/// What a revocation did, as the admin API reports it.
+#[derive(Debug, Clone)]
+pub struct RevokedSummary {
+    pub serial: String,
+    pub service: String,
+    pub revoked_at: i64,
+    pub reason: String,
+    pub newly_revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RevokeSummary {
+    pub certificates: Vec<RevokedSummary>,
+    pub crl_number: u64,
+}
+
+impl AdminClient {
+    /// Revokes one certificate.
+    pub async fn revoke_serial(
+        &mut self,
+        serial: &str,
+        reason: RevocationReason,
+    ) -> Result<RevokeSummary, ClientError> {
+        self.revoke(
+            proto::revoke_request::Target::Serial(serial.to_owned()),
+            reason,
+        )
+        .await
+    }
+
+    /// Revokes every unexpired certificate of a service.
+    pub async fn revoke_service(
+        &mut self,
+        service: &str,
+        reason: RevocationReason,
+    ) -> Result<RevokeSummary, ClientError> {
+        self.revoke(
+            proto::revoke_request::Target::Service(service.to_owned()),
+            reason,
+        )
+        .await
+    }
+
+    async fn revoke(
+        &mut self,
+        target: proto::revoke_request::Target,
+        reason: RevocationReason,
+    ) -> Result<RevokeSummary, ClientError> {
+        let response = self
+            .rpc
+            .revoke(proto::RevokeRequest {
+                target: Some(target),
+                reason: reason.name().to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok(RevokeSummary {
+            certificates: response
+                .certificates
+                .into_iter()
+                .map(|c| RevokedSummary {
+                    serial: c.serial,
+                    service: c.service,
+                    revoked_at: c.revoked_at_unix,
+                    reason: c.reason,
+                    newly_revoked: c.newly_revoked,
+                })
+                .collect(),
+            crl_number: response.crl_number,
+        })
+    }
+}
+
+impl WorkloadClient {
+    /// The current CRL (DER) and its number.
+    pub async fn crl(&mut self) -> Result<(Vec<u8>, u64), ClientError> {
+        let response = self
+            .rpc
+            .get_crl(proto::GetCrlRequest {})
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok((response.crl_der, response.crl_number))
     }
 }
 

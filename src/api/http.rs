@@ -1,14 +1,136 @@
-//! Plain HTTP, for what is public or signed: `/healthz` now; the CRL and
-//! OCSP responder live here too.
+//! Plain HTTP, for what is public or signed: `/healthz`, the CRL (`/crl`,
+//! `/crl.pem`) and the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`).
+//!
+//! Nothing here trusts the client: bodies are size-capped before they are
+//! read, and OCSP failures are OCSP error responses, never a 500.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+
+use crate::authority::Authority;
+use crate::ca::unix_seconds;
+use crate::revocation::ocsp::MAX_OCSP_REQUEST_LEN;
+use crate::revocation::{OcspAnswer, PublishedCrl};
+
+const CRL_DER: &str = "application/pkix-crl";
+const CRL_PEM: &str = "application/x-pem-file";
+const OCSP_RESPONSE: &str = "application/ocsp-response";
 
 /// The HTTP routes.
-pub fn router() -> Router {
-    Router::new().route("/healthz", get(healthz))
+pub fn router(authority: Authority) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/crl", get(crl_der))
+        .route("/crl.pem", get(crl_pem))
+        .route("/ocsp", post(ocsp_post))
+        .route("/ocsp/{*request}", get(ocsp_get))
+        .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST_LEN))
+        .with_state(authority)
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+async fn crl_der(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    crl_response(&authority, &headers, CRL_DER, |crl| crl.der.clone()).await
+}
+
+async fn crl_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    crl_response(&authority, &headers, CRL_PEM, |crl| {
+        crl.pem.clone().into_bytes()
+    })
+    .await
+}
+
+async fn crl_response(
+    authority: &Authority,
+    headers: &HeaderMap,
+    content_type: &'static str,
+    body: impl Fn(&PublishedCrl) -> Vec<u8>,
+) -> Response {
+    let crl = match authority.revocations().current_crl().await {
+        Ok(crl) => crl,
+        Err(error) => {
+            tracing::error!(%error, "cannot publish a CRL");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CRL temporarily unavailable\n",
+            )
+                .into_response();
+        }
+    };
+    let etag = crl.etag();
+    let mut response_headers = caching_headers(crl.this_update, crl.next_update);
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response_headers.insert(header::ETAG, value);
+    }
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
+    if not_modified {
+        return (StatusCode::NOT_MODIFIED, response_headers).into_response();
+    }
+    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    (StatusCode::OK, response_headers, body(&crl)).into_response()
+}
+
+async fn ocsp_post(State(authority): State<Authority>, body: Bytes) -> Response {
+    let answer = authority.revocations().ocsp(&body);
+    // RFC 5019: responses to POST are not cached by intermediaries.
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    ocsp_response(answer, headers)
+}
+
+async fn ocsp_get(State(authority): State<Authority>, Path(encoded): Path<String>) -> Response {
+    // Base64 of a request at most MAX_OCSP_REQUEST_LEN long.
+    if encoded.len() > MAX_OCSP_REQUEST_LEN * 4 / 3 + 4 {
+        return ocsp_response(authority.revocations().ocsp(&[]), HeaderMap::new());
+    }
+    let request = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(encoded.trim()))
+        .unwrap_or_default();
+    let answer = authority.revocations().ocsp(&request);
+    let headers = match (answer.this_update, answer.next_update) {
+        (Some(this_update), Some(next_update)) => caching_headers(this_update, next_update),
+        _ => HeaderMap::new(),
+    };
+    ocsp_response(answer, headers)
+}
+
+fn ocsp_response(answer: OcspAnswer, mut headers: HeaderMap) -> Response {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(OCSP_RESPONSE),
+    );
+    (StatusCode::OK, headers, answer.der.as_ref().clone()).into_response()
+}
+
+/// Last-Modified and a Cache-Control max-age that ends at nextUpdate.
+fn caching_headers(this_update: i64, next_update: i64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let max_age = (next_update - unix_seconds(SystemTime::now())).max(0);
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "public, max-age={max_age}, no-transform, must-revalidate"
+    )) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    let last_modified = UNIX_EPOCH + Duration::from_secs(u64::try_from(this_update).unwrap_or(0));
+    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified)) {
+        headers.insert(header::LAST_MODIFIED, value);
+    }
+    headers
 }

@@ -90,6 +90,24 @@ impl CertificateAuthority for WorkloadApi {
         }))
     }
 
+    async fn get_crl(
+        &self,
+        _request: Request<proto::GetCrlRequest>,
+    ) -> Result<Response<proto::Crl>, Status> {
+        let crl = self
+            .authority
+            .revocations()
+            .current_crl()
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(proto::Crl {
+            crl_der: crl.der.clone(),
+            crl_number: crl.number,
+            this_update_unix: crl.this_update,
+            next_update_unix: crl.next_update,
+        }))
+    }
+
     async fn get_status(
         &self,
         request: Request<proto::GetStatusRequest>,
@@ -123,7 +141,7 @@ impl CertificateAuthority for WorkloadApi {
                     revocation_reason: record
                         .revocation
                         .as_ref()
-                        .map(|r| crate::store::reason_name(r.reason_code).to_owned())
+                        .map(|r| crate::revocation::reason_name(r.reason_code).to_owned())
                         .unwrap_or_default(),
                 }
             }

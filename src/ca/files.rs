@@ -245,11 +245,36 @@ pub(super) fn read_single_cert(path: &Path) -> Result<CertificateDer<'static>, C
     Ok(cert)
 }
 
-/// The notAfter of a certificate, in Unix seconds.
-pub(super) fn not_after(path: &Path, der: &[u8]) -> Result<i64, CaError> {
+/// What the CA needs to know of its intermediate besides the DER.
+pub(super) struct CertificateFacts {
+    pub not_after: i64,
+    pub subject_der: Vec<u8>,
+    pub public_key_bits: Vec<u8>,
+    pub key_id: Vec<u8>,
+}
+
+pub(super) fn certificate_facts(path: &Path, der: &[u8]) -> Result<CertificateFacts, CaError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| CaError::Invalid {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    Ok(cert.validity().not_after.timestamp())
+    let key_id = cert
+        .extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
+                Some(id.0.to_vec())
+            }
+            _ => None,
+        })
+        .ok_or_else(|| CaError::Invalid {
+            path: path.display().to_string(),
+            reason: "the intermediate has no subject key identifier".into(),
+        })?;
+    Ok(CertificateFacts {
+        key_id,
+        not_after: cert.validity().not_after.timestamp(),
+        subject_der: cert.subject().as_raw().to_vec(),
+        public_key_bits: cert.public_key().subject_public_key.data.to_vec(),
+    })
 }

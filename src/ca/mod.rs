@@ -64,6 +64,14 @@ impl SignedCertificate {
     }
 }
 
+/// Where relying parties find revocation information. Every workload
+/// certificate carries both: a CRL distribution point and an AIA OCSP URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationUrls {
+    pub crl: String,
+    pub ocsp: String,
+}
+
 /// The loaded, ready-to-sign CA: the intermediate's key and the chain.
 ///
 /// Everything is parsed once at load, so that signing does no file I/O and
@@ -76,6 +84,12 @@ pub struct CertificateAuthority {
     intermediate_not_after: i64,
     trust_bundle_pem: String,
     root_der: CertificateDer<'static>,
+    /// DER of the intermediate's subject Name and the bits of its public
+    /// key: what OCSP CertIDs hash.
+    intermediate_subject_der: Vec<u8>,
+    intermediate_public_key_bits: Vec<u8>,
+    intermediate_key_id: Vec<u8>,
+    revocation_urls: Option<RevocationUrls>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -104,7 +118,7 @@ impl CertificateAuthority {
             path: files.intermediate_key.display().to_string(),
             reason: e.to_string(),
         })?;
-        let intermediate_not_after = files::not_after(&files.intermediate_cert, &intermediate_der)?;
+        let facts = files::certificate_facts(&files.intermediate_cert, &intermediate_der)?;
         let issuer =
             Issuer::from_ca_cert_der(&intermediate_der, key).map_err(|e| CaError::Invalid {
                 path: files.intermediate_cert.display().to_string(),
@@ -115,10 +129,54 @@ impl CertificateAuthority {
             issuer,
             intermediate_pem: pem_encode("CERTIFICATE", &intermediate_der),
             intermediate_der,
-            intermediate_not_after,
+            intermediate_not_after: facts.not_after,
             trust_bundle_pem: pem_encode("CERTIFICATE", &root_der),
             root_der,
+            intermediate_subject_der: facts.subject_der,
+            intermediate_public_key_bits: facts.public_key_bits,
+            intermediate_key_id: facts.key_id,
+            revocation_urls: None,
         })
+    }
+
+    /// Puts these URLs in every workload certificate signed from now on.
+    pub fn set_revocation_urls(&mut self, urls: RevocationUrls) {
+        self.revocation_urls = Some(urls);
+    }
+
+    pub fn key_type(&self) -> KeyType {
+        self.metadata.key_type
+    }
+
+    /// DER of the intermediate's subject Name.
+    pub fn intermediate_subject_der(&self) -> &[u8] {
+        &self.intermediate_subject_der
+    }
+
+    /// The intermediate's subjectPublicKey bits (without the BIT STRING
+    /// header), as OCSP's issuerKeyHash hashes them.
+    pub fn intermediate_public_key_bits(&self) -> &[u8] {
+        &self.intermediate_public_key_bits
+    }
+
+    /// The intermediate's subject key identifier: the AKI of its CRLs.
+    pub fn intermediate_key_id(&self) -> &[u8] {
+        &self.intermediate_key_id
+    }
+
+    /// Signs a CRL with the intermediate.
+    pub fn sign_crl(
+        &self,
+        params: &rcgen::CertificateRevocationListParams,
+    ) -> Result<Vec<u8>, CaError> {
+        Ok(params.signed_by(&self.issuer)?.der().to_vec())
+    }
+
+    /// Signs arbitrary bytes (an OCSP ResponseData) with the intermediate
+    /// key; ECDSA signatures are DER-encoded, as X.509 wants them.
+    pub fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, CaError> {
+        use rcgen::SigningKey;
+        Ok(self.issuer.key().sign(message)?)
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {
@@ -158,7 +216,13 @@ impl CertificateAuthority {
         now: SystemTime,
     ) -> Result<SignedCertificate, CaError> {
         let validity = self.validity(ttl, now)?;
-        let params = profile::workload(identity, csr.key_kind(), &serial, &validity);
+        let params = profile::workload(
+            identity,
+            csr.key_kind(),
+            &serial,
+            &validity,
+            self.revocation_urls.as_ref(),
+        );
         self.sign(params, csr.public_key(), serial, validity)
     }
 

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
-    SanType, SerialNumber,
+    CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 
-use super::CaError;
 use super::csr::SubjectKeyKind;
+use super::{CaError, RevocationUrls};
 use crate::identity::{Serial, WorkloadIdentity};
 
 /// How far notBefore is backdated, so that a peer whose clock is slightly
@@ -32,8 +32,15 @@ pub fn workload(
     key_kind: SubjectKeyKind,
     serial: &Serial,
     validity: &Validity,
+    revocation_urls: Option<&RevocationUrls>,
 ) -> CertificateParams {
     let mut params = end_entity(serial, validity);
+    if let Some(urls) = revocation_urls {
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![urls.crl.clone()],
+        }];
+        params.custom_extensions.push(ocsp_access(&urls.ocsp));
+    }
     params
         .distinguished_name
         .push(DnType::CommonName, identity.service.as_str());
@@ -96,6 +103,35 @@ fn end_entity(serial: &Serial, validity: &Validity) -> CertificateParams {
     ];
     params.use_authority_key_identifier_extension = true;
     params
+}
+
+/// id-pe-authorityInfoAccess.
+const AUTHORITY_INFO_ACCESS: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+/// DER of the OID id-ad-ocsp (1.3.6.1.5.5.7.48.1).
+const ID_AD_OCSP_DER: &[u8] = &[0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+
+/// The AIA extension with one OCSP access description (RFC 5280 4.2.2.1).
+/// rcgen has no builder for it, so its few bytes of DER are written here.
+fn ocsp_access(url: &str) -> CustomExtension {
+    let location = der_tlv(0x86, url.as_bytes()); // [6] IMPLICIT IA5String
+    let description = der_tlv(0x30, &[ID_AD_OCSP_DER, &location].concat());
+    CustomExtension::from_oid_content(AUTHORITY_INFO_ACCESS, der_tlv(0x30, &description))
+}
+
+/// One DER tag-length-value.
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
 }
 
 pub(super) fn timestamp(unix_seconds: i64) -> OffsetDateTime {

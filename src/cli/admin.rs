@@ -14,7 +14,8 @@ use super::{DataDir, UsageError, duration, format_time};
 use crate::api::client::{AdminClient, IssuedCertificate};
 use crate::authority::{Authority, Caller, CertificateSummary};
 use crate::ca::{self, CertificateAuthority, InitOptions, KeyType, unix_seconds};
-use crate::config::ConfigFile;
+use crate::config::{ConfigFile, revocation_urls};
+use crate::revocation::RevocationReason;
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -77,6 +78,50 @@ pub struct ShowArgs {
     /// Read the data directory directly, without a daemon.
     #[arg(long)]
     offline: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["serial", "service"]))]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// Serial number in hex; any case, colons allowed.
+    serial: Option<String>,
+    /// Revoke every unexpired certificate of this service instead.
+    #[arg(long)]
+    service: Option<String>,
+    /// RFC 5280 reason.
+    #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
+    reason: RevocationReason,
+}
+
+fn parse_reason(value: &str) -> Result<RevocationReason, String> {
+    value.parse()
+}
+
+pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+    let result = match (&args.serial, &args.service) {
+        (Some(serial), _) => client.revoke_serial(serial, args.reason).await?,
+        (None, Some(service)) => client.revoke_service(service, args.reason).await?,
+        (None, None) => return Err(UsageError("name a serial or --service".into()).into()),
+    };
+    for revoked in &result.certificates {
+        let verb = if revoked.newly_revoked {
+            "revoked"
+        } else {
+            "already revoked"
+        };
+        println!(
+            "{verb} {} ({}) at {} reason {}",
+            revoked.serial,
+            revoked.service,
+            format_time(revoked.revoked_at),
+            revoked.reason
+        );
+    }
+    println!("published CRL number {}", result.crl_number);
+    Ok(())
 }
 
 pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result<()> {
@@ -217,14 +262,24 @@ fn admin_socket(data_dir: &DataDir) -> PathBuf {
 fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Result<Authority> {
     let dir = &data_dir.data_dir;
     let config = ConfigFile::load(config)?.validate()?;
-    let ca = CertificateAuthority::load(dir).map_err(crate::Error::from)?;
+    let mut ca = CertificateAuthority::load(dir).map_err(crate::Error::from)?;
+    let base = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.http_addr));
+    ca.set_revocation_urls(revocation_urls(&base));
     let store = Store::open(&dir.join("db")).map_err(|error| match error {
         crate::store::StoreError::Locked(_) => anyhow::Error::new(crate::Error::from(error)).context(UsageError(
             "certd serve is running on this data directory; drop --offline to go through its admin socket".into(),
         )),
         other => crate::Error::from(other).into(),
     })?;
-    Ok(Authority::new(Arc::new(ca), store, config.lifetimes))
+    Ok(Authority::new(
+        Arc::new(ca),
+        store,
+        config.lifetimes,
+        config.revocation,
+    ))
 }
 
 fn current_uid() -> u32 {

@@ -82,6 +82,8 @@ pub enum Command {
     List(admin::ListArgs),
     /// Show one certificate by serial (hex, any case, colons allowed).
     Show(admin::ShowArgs),
+    /// Revoke a certificate by serial, or every certificate of a service.
+    Revoke(admin::RevokeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Issue(args) => admin::issue(args).await,
         Command::List(args) => admin::list(args).await,
         Command::Show(args) => admin::show(args).await,
+        Command::Revoke(args) => admin::revoke(args).await,
     }
 }
 

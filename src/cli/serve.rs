@@ -9,7 +9,7 @@ use clap::Args;
 use super::DataDir;
 use crate::authority::Authority;
 use crate::ca::{self, CaFiles, CertificateAuthority, InitOptions, KeyType};
-use crate::config::ConfigFile;
+use crate::config::{ConfigFile, revocation_urls};
 use crate::server::{self, Listeners};
 use crate::store::Store;
 
@@ -56,9 +56,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         ca::init(&dir, &options).map_err(crate::Error::from)?;
     }
-    let ca = CertificateAuthority::load(&dir).map_err(crate::Error::from)?;
+    let mut ca = CertificateAuthority::load(&dir).map_err(crate::Error::from)?;
     let store = Store::open(&dir.join("db")).map_err(crate::Error::from)?;
-    let authority = Authority::new(Arc::new(ca), store, config.lifetimes);
     let listeners = Listeners::bind(&config, &dir).await?;
     let grpc = listeners
         .grpc
@@ -68,6 +67,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .http
         .local_addr()
         .context("HTTP listener address")?;
+    let public_base_url = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http}"));
+    ca.set_revocation_urls(revocation_urls(&public_base_url));
+    let authority = Authority::new(Arc::new(ca), store, config.lifetimes, config.revocation);
     let admin = listeners.admin_path.clone();
     let trust_domain = authority.ca().trust_domain().clone();
     let ready = move || {

@@ -16,7 +16,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use record::{
-    Attestation, CertificateState, IssuanceRecord, JoinTokenRecord, Revocation, reason_name,
+    Attestation, CertificateState, IssuanceRecord, JoinTokenRecord, Revocation, RevokedEntry,
 };
 
 use crate::identity::{Serial, ServiceName};
@@ -28,6 +28,13 @@ const CERTIFICATES_TREE: &str = "certificates";
 const CERTIFICATES_BY_SERVICE_TREE: &str = "certificates-by-service";
 /// Join tokens by SHA-256 of the token.
 const JOIN_TOKENS_TREE: &str = "join-tokens";
+/// Index of revoked certificates by serial, for building CRLs without
+/// reading every record.
+const REVOCATIONS_TREE: &str = "revocations";
+/// Counters and other single values.
+const META_TREE: &str = "meta";
+/// Key in `meta` of the last CRL number handed out (u64, big-endian).
+const CRL_NUMBER_KEY: &[u8] = b"crl-number";
 
 /// The SHA-256 of a join token: all the store ever sees of it.
 pub type TokenHash = [u8; 32];
@@ -57,6 +64,23 @@ pub enum StoreError {
     SerialTaken(Serial),
 }
 
+/// The result of a revocation request for one serial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Revoked now.
+    Revoked(IssuanceRecord),
+    /// Was already revoked; the first time and reason are kept.
+    AlreadyRevoked(IssuanceRecord),
+}
+
+impl RevokeOutcome {
+    pub fn record(&self) -> &IssuanceRecord {
+        match self {
+            RevokeOutcome::Revoked(record) | RevokeOutcome::AlreadyRevoked(record) => record,
+        }
+    }
+}
+
 /// What may stop an issuance from being recorded.
 #[derive(Debug)]
 enum RecordConflict {
@@ -70,6 +94,8 @@ pub struct Store {
     certificates: sled::Tree,
     certificates_by_service: sled::Tree,
     join_tokens: sled::Tree,
+    revocations: sled::Tree,
+    meta: sled::Tree,
     commit: GroupCommit,
     path: PathBuf,
 }
@@ -106,6 +132,8 @@ impl Store {
             certificates: db.open_tree(CERTIFICATES_TREE)?,
             certificates_by_service: db.open_tree(CERTIFICATES_BY_SERVICE_TREE)?,
             join_tokens: db.open_tree(JOIN_TOKENS_TREE)?,
+            revocations: db.open_tree(REVOCATIONS_TREE)?,
+            meta: db.open_tree(META_TREE)?,
             commit,
             path,
         })
@@ -158,6 +186,95 @@ impl Store {
             }
             Err(TransactionError::Storage(error)) => Err(error.into()),
         }
+    }
+
+    /// Revokes one certificate and returns once that is durable; `None` if
+    /// the serial is unknown. Revoking twice keeps the first time and reason.
+    pub async fn revoke(
+        &self,
+        serial: &Serial,
+        revocation: Revocation,
+    ) -> Result<Option<RevokeOutcome>, StoreError> {
+        let key = serial.as_bytes();
+        let outcome =
+            (&self.certificates, &self.revocations).transaction(|(certificates, revocations)| {
+                let Some(bytes) = certificates.get(key)? else {
+                    return Ok(None);
+                };
+                let mut record: IssuanceRecord =
+                    record::decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                if record.revocation.is_some() {
+                    return Ok(Some(RevokeOutcome::AlreadyRevoked(record)));
+                }
+                record.revocation = Some(revocation);
+                let entry = RevokedEntry {
+                    serial: record.serial.clone(),
+                    revocation,
+                    not_after: record.not_after,
+                };
+                let encoded =
+                    record::encode(&record).map_err(ConflictableTransactionError::Abort)?;
+                let encoded_entry =
+                    record::encode(&entry).map_err(ConflictableTransactionError::Abort)?;
+                certificates.insert(key, encoded)?;
+                revocations.insert(key, encoded_entry)?;
+                Ok(Some(RevokeOutcome::Revoked(record)))
+            });
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(TransactionError::Abort(error)) => return Err(error),
+            Err(TransactionError::Storage(error)) => return Err(error.into()),
+        };
+        if matches!(outcome, Some(RevokeOutcome::Revoked(_))) {
+            self.durable().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Revoked certificates that have not yet expired at `now`: what a CRL
+    /// lists. Entries of expired certificates are skipped.
+    pub fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for item in self.revocations.iter() {
+            let (_, value) = item?;
+            let entry: RevokedEntry = record::decode(&value)?;
+            if entry.not_after >= now {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Deletes revocation index entries of certificates expired before
+    /// `now` (the records themselves stay); returns how many.
+    pub fn prune_expired_revocations(&self, now: i64) -> Result<usize, StoreError> {
+        let mut pruned = 0;
+        for item in self.revocations.iter() {
+            let (key, value) = item?;
+            let entry: RevokedEntry = record::decode(&value)?;
+            if entry.not_after < now {
+                self.revocations.remove(key)?;
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// The next CRL number: strictly greater than every number handed out
+    /// before, across restarts and crashes (it is durable when returned).
+    pub async fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let updated = self.meta.update_and_fetch(CRL_NUMBER_KEY, |old| {
+            let last = old
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(last.saturating_add(1).to_be_bytes().to_vec())
+        })?;
+        let number = updated
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt("CRL number".into()))?;
+        self.durable().await?;
+        Ok(number)
     }
 
     /// Whether a serial is already recorded.

@@ -54,11 +54,20 @@ impl Attestation {
 }
 
 /// When and why a certificate was revoked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
     pub revoked_at: i64,
     /// RFC 5280 CRLReason code.
     pub reason_code: u8,
+}
+
+/// An entry of the revocation index: what a CRL needs, without the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedEntry {
+    pub serial: Serial,
+    pub revocation: Revocation,
+    /// The certificate's notAfter: once past, the entry leaves the CRL.
+    pub not_after: i64,
 }
 
 /// The status of a certificate at some moment.
@@ -115,22 +124,5 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
             "record format {version} is not known to this certd"
         ))),
         None => Err(StoreError::Corrupt("empty record".into())),
-    }
-}
-
-/// The name of an RFC 5280 CRLReason code, as the CLI spells it.
-pub fn reason_name(code: u8) -> &'static str {
-    match code {
-        0 => "unspecified",
-        1 => "key-compromise",
-        2 => "ca-compromise",
-        3 => "affiliation-changed",
-        4 => "superseded",
-        5 => "cessation-of-operation",
-        6 => "certificate-hold",
-        8 => "remove-from-crl",
-        9 => "privilege-withdrawn",
-        10 => "aa-compromise",
-        _ => "unknown",
     }
 }

@@ -1,0 +1,63 @@
+//! Building a CRL from the revocation index.
+
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+use time::OffsetDateTime;
+
+use crate::ca::{CaError, CertificateAuthority};
+use crate::store::RevokedEntry;
+
+/// Builds and signs an X.509 v2 CRL listing `entries`, with the given CRL
+/// number and validity. The authority key identifier is the intermediate's
+/// subject key identifier.
+pub fn build(
+    ca: &CertificateAuthority,
+    entries: &[RevokedEntry],
+    number: u64,
+    this_update: i64,
+    next_update: i64,
+) -> Result<Vec<u8>, CaError> {
+    let revoked_certs = entries
+        .iter()
+        .map(|entry| RevokedCertParams {
+            serial_number: SerialNumber::from_slice(entry.serial.as_bytes()),
+            revocation_time: timestamp(entry.revocation.revoked_at),
+            reason_code: reason(entry.revocation.reason_code),
+            invalidity_date: None,
+        })
+        .collect();
+    let params = CertificateRevocationListParams {
+        this_update: timestamp(this_update),
+        next_update: timestamp(next_update),
+        crl_number: SerialNumber::from_slice(&minimal_be(number)),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::PreSpecified(ca.intermediate_key_id().to_vec()),
+    };
+    ca.sign_crl(&params)
+}
+
+fn reason(code: u8) -> Option<rcgen::RevocationReason> {
+    use rcgen::RevocationReason as R;
+    Some(match code {
+        1 => R::KeyCompromise,
+        3 => R::AffiliationChanged,
+        4 => R::Superseded,
+        5 => R::CessationOfOperation,
+        6 => R::CertificateHold,
+        _ => R::Unspecified,
+    })
+}
+
+fn timestamp(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Big-endian bytes of `value` without leading zeros (at least one byte).
+fn minimal_be(value: u64) -> Vec<u8> {
+    let bytes = value.to_be_bytes();
+    let start = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len() - 1);
+    bytes[start..].to_vec()
+}

@@ -1,0 +1,328 @@
+//! Revocation: the published CRL and the OCSP responder, both kept current
+//! with the store.
+//!
+//! `revocation` owns what relying parties see: a signed CRL, rebuilt at
+//! once after every revocation (revocations that arrive together share one
+//! rebuild) and again at half its validity so it is never stale; and OCSP
+//! answers, cached per serial and dropped from the cache when that serial's
+//! status changes or its answer nears its nextUpdate. It reads the store and
+//! signs through `ca`; recording a revocation is `authority`'s job.
+
+mod crl;
+pub mod ocsp;
+mod reason;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+pub use reason::{RevocationReason, reason_name};
+
+use crate::Result;
+use crate::ca::{CertificateAuthority, pem_encode, unix_seconds};
+use crate::identity::Serial;
+use crate::store::{CertificateState, Store};
+use ocsp::{IssuerHashes, KnownStatus};
+
+/// Default validity of a CRL: its nextUpdate is this long after thisUpdate.
+pub const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(3600);
+/// Default validity of an OCSP answer.
+pub const DEFAULT_OCSP_VALIDITY: Duration = Duration::from_secs(3600);
+/// Cached OCSP answers kept at most; past that the cache starts over.
+const OCSP_CACHE_CAPACITY: usize = 100_000;
+
+/// How long what `revocation` publishes stays valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationSettings {
+    pub crl_validity: Duration,
+    pub ocsp_validity: Duration,
+}
+
+impl Default for RevocationSettings {
+    fn default() -> Self {
+        RevocationSettings {
+            crl_validity: DEFAULT_CRL_VALIDITY,
+            ocsp_validity: DEFAULT_OCSP_VALIDITY,
+        }
+    }
+}
+
+/// A signed CRL as served.
+#[derive(Debug)]
+pub struct PublishedCrl {
+    pub der: Vec<u8>,
+    pub pem: String,
+    pub number: u64,
+    pub this_update: i64,
+    pub next_update: i64,
+    pub entries: usize,
+}
+
+impl PublishedCrl {
+    /// A strong validator for HTTP caching: the CRL number identifies the
+    /// content.
+    pub fn etag(&self) -> String {
+        format!("\"crl-{}\"", self.number)
+    }
+}
+
+/// An OCSP answer ready to send.
+#[derive(Debug, Clone)]
+pub struct OcspAnswer {
+    pub der: Arc<Vec<u8>>,
+    /// For successful answers, when the client should ask again.
+    pub next_update: Option<i64>,
+    pub this_update: Option<i64>,
+}
+
+#[derive(Debug)]
+struct CachedOcsp {
+    answer: OcspAnswer,
+    /// Rebuild after this moment (half the validity), so a served answer
+    /// always has at least half its validity left.
+    refresh_at: i64,
+}
+
+/// The CRL and OCSP publisher.
+pub struct Revocations {
+    ca: Arc<CertificateAuthority>,
+    store: Store,
+    settings: RevocationSettings,
+    issuer_hashes: IssuerHashes,
+    published: RwLock<Option<Arc<PublishedCrl>>>,
+    /// The revocation sequence number the published CRL covers; held while
+    /// rebuilding, so concurrent requests for a new CRL share one build.
+    rebuild: tokio::sync::Mutex<u64>,
+    /// Bumped after every durable revocation.
+    revocations_seen: AtomicU64,
+    ocsp_cache: RwLock<HashMap<Vec<u8>, CachedOcsp>>,
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Revocations {
+    pub fn new(ca: Arc<CertificateAuthority>, store: Store, settings: RevocationSettings) -> Self {
+        Revocations {
+            issuer_hashes: IssuerHashes::new(&ca),
+            ca,
+            store,
+            settings,
+            published: RwLock::new(None),
+            rebuild: tokio::sync::Mutex::new(0),
+            revocations_seen: AtomicU64::new(0),
+            ocsp_cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> RevocationSettings {
+        self.settings
+    }
+
+    /// The CRL to serve: the published one while it has more than half its
+    /// validity left, else a fresh one.
+    pub async fn current_crl(&self) -> Result<Arc<PublishedCrl>> {
+        if let Some(published) = self.published_if_fresh(unix_seconds(SystemTime::now())) {
+            return Ok(published);
+        }
+        self.refresh_crl().await
+    }
+
+    /// Tells the publisher that `serial` was revoked (durably): its OCSP
+    /// answer is dropped and the next CRL request rebuilds. Call
+    /// `refresh_crl` to wait for the new CRL.
+    pub fn note_revocation(&self, serial: &Serial) {
+        self.revocations_seen.fetch_add(1, Ordering::SeqCst);
+        let mut cache = match self.ocsp_cache.write() {
+            Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        cache.retain(|key, _| key.get(1..) != Some(serial.as_bytes()));
+    }
+
+    /// Publishes a CRL that includes every revocation noted before this
+    /// call. Concurrent callers share one build.
+    pub async fn refresh_crl(&self) -> Result<Arc<PublishedCrl>> {
+        let wanted = self.revocations_seen.load(Ordering::SeqCst);
+        let mut covered = self.rebuild.lock().await;
+        let now = unix_seconds(SystemTime::now());
+        if *covered >= wanted
+            && let Some(published) = self.published_if_fresh(now)
+        {
+            return Ok(published);
+        }
+        let covering = self.revocations_seen.load(Ordering::SeqCst);
+        let published = Arc::new(self.build_crl(now).await?);
+        tracing::info!(
+            number = published.number,
+            entries = published.entries,
+            "published a new CRL"
+        );
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = Some(published.clone());
+        *covered = covering;
+        Ok(published)
+    }
+
+    async fn build_crl(&self, now: i64) -> Result<PublishedCrl> {
+        let entries = self.store.revoked_unexpired(now)?;
+        let number = self.store.next_crl_number().await?;
+        let this_update = now;
+        let next_update = now + duration_seconds(self.settings.crl_validity);
+        let ca = self.ca.clone();
+        let count = entries.len();
+        // Signing a large CRL takes a while: keep it off the async workers.
+        let der = tokio::task::spawn_blocking(move || {
+            crl::build(&ca, &entries, number, this_update, next_update)
+        })
+        .await
+        .map_err(|e| crate::Error::InvalidArgument(format!("CRL build task failed: {e}")))??;
+        Ok(PublishedCrl {
+            pem: pem_encode("X509 CRL", &der),
+            der,
+            number,
+            this_update,
+            next_update,
+            entries: count,
+        })
+    }
+
+    fn published_if_fresh(&self, now: i64) -> Option<Arc<PublishedCrl>> {
+        let published = self
+            .published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let half_life = (published.next_update - published.this_update) / 2;
+        (now < published.this_update + half_life).then_some(published)
+    }
+
+    /// When the published CRL should be rebuilt; `None` if there is none.
+    pub fn crl_refresh_at(&self) -> Option<i64> {
+        let published = self
+            .published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        Some(published.this_update + (published.next_update - published.this_update) / 2)
+    }
+
+    /// Answers a DER OCSP request. Never fails: errors become OCSP error
+    /// statuses.
+    pub fn ocsp(&self, request: &[u8]) -> OcspAnswer {
+        let now = unix_seconds(SystemTime::now());
+        let parsed = match ocsp::parse_request(request, &self.issuer_hashes) {
+            Ok(parsed) => parsed,
+            Err(status) => return error_answer(status),
+        };
+        // Only single, nonce-free questions are cacheable: a nonce must be
+        // echoed, so its answer is unique.
+        let cache_key = match (&parsed.queries[..], &parsed.nonce) {
+            ([(id, Some(serial))], None) => Some(ocsp_cache_key(id, serial)),
+            _ => None,
+        };
+        if let Some(key) = &cache_key
+            && let Some(answer) = self.cached_ocsp(key, now)
+        {
+            return answer;
+        }
+        // Read before the status lookup: if a revocation lands meanwhile, the
+        // answer built here may be stale and must not be cached.
+        let generation = self.revocations_seen.load(Ordering::SeqCst);
+        let mut answers = Vec::with_capacity(parsed.queries.len());
+        for (id, serial) in &parsed.queries {
+            match self.known_status(serial.as_ref(), now) {
+                Ok(status) => answers.push((id.clone(), status)),
+                Err(error) => {
+                    tracing::error!(%error, "OCSP status lookup failed");
+                    return error_answer(x509_ocsp::OcspResponseStatus::TryLater);
+                }
+            }
+        }
+        let next_update = now + duration_seconds(self.settings.ocsp_validity);
+        let der = match ocsp::build_response(
+            &self.ca,
+            &self.issuer_hashes,
+            &answers,
+            parsed.nonce,
+            now,
+            next_update,
+        ) {
+            Ok(der) => der,
+            Err(error) => {
+                tracing::error!(%error, "cannot build an OCSP response");
+                return error_answer(x509_ocsp::OcspResponseStatus::InternalError);
+            }
+        };
+        let answer = OcspAnswer {
+            der: Arc::new(der),
+            next_update: Some(next_update),
+            this_update: Some(now),
+        };
+        if let Some(key) = cache_key {
+            let refresh_at = now + duration_seconds(self.settings.ocsp_validity) / 2;
+            self.cache_ocsp(key, answer.clone(), refresh_at, generation);
+        }
+        answer
+    }
+
+    fn known_status(&self, serial: Option<&Serial>, now: i64) -> Result<KnownStatus> {
+        let Some(serial) = serial else {
+            return Ok(KnownStatus::Unknown);
+        };
+        Ok(match self.store.certificate(serial)? {
+            None => KnownStatus::Unknown,
+            Some(record) => match (record.state(now), record.revocation) {
+                (CertificateState::Revoked, Some(revocation)) => KnownStatus::Revoked {
+                    at: revocation.revoked_at,
+                    reason_code: revocation.reason_code,
+                },
+                _ => KnownStatus::Good,
+            },
+        })
+    }
+
+    fn cached_ocsp(&self, key: &[u8], now: i64) -> Option<OcspAnswer> {
+        let cache = self.ocsp_cache.read().unwrap_or_else(|p| p.into_inner());
+        let cached = cache.get(key)?;
+        (now < cached.refresh_at).then(|| cached.answer.clone())
+    }
+
+    fn cache_ocsp(&self, key: Vec<u8>, answer: OcspAnswer, refresh_at: i64, generation: u64) {
+        let mut cache = self.ocsp_cache.write().unwrap_or_else(|p| p.into_inner());
+        if self.revocations_seen.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        if cache.len() >= OCSP_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key, CachedOcsp { answer, refresh_at });
+    }
+}
+
+/// Cache key: the hash algorithm (1 byte) then the serial, so a revocation
+/// can drop every entry of its serial.
+fn ocsp_cache_key(id: &x509_ocsp::CertId, serial: &Serial) -> Vec<u8> {
+    let algorithm = u8::from(ocsp::is_sha256(id));
+    let mut key = Vec::with_capacity(1 + serial.as_bytes().len());
+    key.push(algorithm);
+    key.extend_from_slice(serial.as_bytes());
+    key
+}
+
+fn error_answer(status: x509_ocsp::OcspResponseStatus) -> OcspAnswer {
+    OcspAnswer {
+        der: Arc::new(ocsp::error_response(status)),
+        next_update: None,
+        this_update: None,
+    }
+}
+
+fn duration_seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 4)
+}

@@ -1,0 +1,237 @@
+//! The OCSP responder's protocol work (RFC 6960): parse a request, answer
+//! each CertID from the store, sign a BasicOCSPResponse with the CA's key.
+//!
+//! Every failure becomes an OCSP error status, never a panic: a request that
+//! does not parse is `malformedRequest`, a CertID of an issuer certd does not
+//! know (or hashed with an algorithm it does not support) is `unauthorized`.
+
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use x509_cert::der::asn1::{BitString, GeneralizedTime, Null, ObjectIdentifier, OctetString};
+use x509_cert::der::{Decode, Encode};
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::CrlReason;
+use x509_cert::spki::AlgorithmIdentifierOwned;
+use x509_ocsp::{
+    BasicOcspResponse, CertId, CertStatus, OcspGeneralizedTime, OcspRequest, OcspResponse,
+    OcspResponseStatus, ResponderId, ResponseData, RevokedInfo, SingleResponse, Version,
+};
+
+use crate::ca::{CertificateAuthority, KeyType};
+use crate::identity::Serial;
+
+/// The largest OCSP request certd reads. Real ones are under 200 bytes.
+pub const MAX_OCSP_REQUEST_LEN: usize = 8 * 1024;
+/// The longest nonce echoed (RFC 8954 allows 1 to 32 octets).
+const MAX_NONCE_LEN: usize = 32;
+
+const ID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
+const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+const ID_PKIX_OCSP_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2");
+const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+
+/// The status of one certificate, as the store knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownStatus {
+    Good,
+    Revoked { at: i64, reason_code: u8 },
+    Unknown,
+}
+
+/// A parsed request: the serials asked about and the nonce to echo. A
+/// serial certd could never have issued (negative, zero, over 20 bytes) is
+/// `None`: still a fair question about this issuer, answered "unknown".
+#[derive(Debug, Clone)]
+pub struct ParsedRequest {
+    pub queries: Vec<(CertId, Option<Serial>)>,
+    pub nonce: Option<Extension>,
+}
+
+/// What the CA's identity hashes to, under each supported algorithm.
+#[derive(Debug, Clone)]
+pub struct IssuerHashes {
+    sha1_name: Vec<u8>,
+    sha1_key: Vec<u8>,
+    sha256_name: Vec<u8>,
+    sha256_key: Vec<u8>,
+}
+
+impl IssuerHashes {
+    pub fn new(ca: &CertificateAuthority) -> Self {
+        let name = ca.intermediate_subject_der();
+        let key = ca.intermediate_public_key_bits();
+        IssuerHashes {
+            sha1_name: Sha1::digest(name).to_vec(),
+            sha1_key: Sha1::digest(key).to_vec(),
+            sha256_name: Sha256::digest(name).to_vec(),
+            sha256_key: Sha256::digest(key).to_vec(),
+        }
+    }
+
+    fn matches(&self, id: &CertId) -> bool {
+        let (name, key) = if id.hash_algorithm.oid == ID_SHA1 {
+            (&self.sha1_name, &self.sha1_key)
+        } else if id.hash_algorithm.oid == ID_SHA256 {
+            (&self.sha256_name, &self.sha256_key)
+        } else {
+            return false;
+        };
+        id.issuer_name_hash.as_bytes() == name.as_slice()
+            && id.issuer_key_hash.as_bytes() == key.as_slice()
+    }
+
+    /// The responder ID: SHA-1 of the signing key (RFC 6960 4.2.1).
+    fn key_hash(&self) -> &[u8] {
+        &self.sha1_key
+    }
+}
+
+/// Whether a CertID is hashed with SHA-256 (else SHA-1).
+pub fn is_sha256(id: &CertId) -> bool {
+    id.hash_algorithm.oid == ID_SHA256
+}
+
+/// Parses a DER OCSP request and checks that certd may answer every
+/// CertID in it. Returns the OCSP status to send when it may not.
+pub fn parse_request(
+    der: &[u8],
+    issuer: &IssuerHashes,
+) -> Result<ParsedRequest, OcspResponseStatus> {
+    if der.is_empty() || der.len() > MAX_OCSP_REQUEST_LEN {
+        return Err(OcspResponseStatus::MalformedRequest);
+    }
+    let request = OcspRequest::from_der(der).map_err(|_| OcspResponseStatus::MalformedRequest)?;
+    let list = &request.tbs_request.request_list;
+    if list.is_empty() {
+        return Err(OcspResponseStatus::MalformedRequest);
+    }
+    let mut queries = Vec::with_capacity(list.len());
+    for single in list {
+        if !issuer.matches(&single.req_cert) {
+            return Err(OcspResponseStatus::Unauthorized);
+        }
+        let serial = Serial::from_der_integer(single.req_cert.serial_number.as_bytes());
+        queries.push((single.req_cert.clone(), serial));
+    }
+    let nonce = match &request.tbs_request.request_extensions {
+        Some(extensions) => nonce_of(extensions)?,
+        None => None,
+    };
+    Ok(ParsedRequest { queries, nonce })
+}
+
+fn nonce_of(extensions: &[Extension]) -> Result<Option<Extension>, OcspResponseStatus> {
+    let Some(nonce) = extensions.iter().find(|e| e.extn_id == ID_PKIX_OCSP_NONCE) else {
+        return Ok(None);
+    };
+    // The nonce's value is itself an OCTET STRING (RFC 8954); bound it so a
+    // client cannot make certd sign arbitrary amounts of data.
+    let inner = OctetString::from_der(nonce.extn_value.as_bytes())
+        .map_err(|_| OcspResponseStatus::MalformedRequest)?;
+    if inner.as_bytes().is_empty() || inner.as_bytes().len() > MAX_NONCE_LEN {
+        return Err(OcspResponseStatus::MalformedRequest);
+    }
+    Ok(Some(Extension {
+        extn_id: ID_PKIX_OCSP_NONCE,
+        critical: false,
+        extn_value: nonce.extn_value.clone(),
+    }))
+}
+
+/// Builds and signs a successful response.
+pub fn build_response(
+    ca: &CertificateAuthority,
+    issuer: &IssuerHashes,
+    answers: &[(CertId, KnownStatus)],
+    nonce: Option<Extension>,
+    this_update: i64,
+    next_update: i64,
+) -> Result<Vec<u8>, String> {
+    let responses = answers
+        .iter()
+        .map(|(id, status)| {
+            Ok(SingleResponse {
+                cert_id: id.clone(),
+                cert_status: cert_status(*status)?,
+                this_update: time(this_update)?,
+                next_update: Some(time(next_update)?),
+                single_extensions: None,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let data = ResponseData {
+        version: Version::V1,
+        responder_id: ResponderId::ByKey(
+            OctetString::new(issuer.key_hash()).map_err(|e| e.to_string())?,
+        ),
+        produced_at: time(this_update)?,
+        responses,
+        response_extensions: nonce.map(|n| vec![n]),
+    };
+    let tbs = data.to_der().map_err(|e| e.to_string())?;
+    let signature = ca.sign_bytes(&tbs).map_err(|e| e.to_string())?;
+    let basic = BasicOcspResponse {
+        tbs_response_data: data,
+        signature_algorithm: signature_algorithm(ca.key_type()),
+        signature: BitString::from_bytes(&signature).map_err(|e| e.to_string())?,
+        certs: None,
+    };
+    let response = OcspResponse::successful(basic).map_err(|e| e.to_string())?;
+    response.to_der().map_err(|e| e.to_string())
+}
+
+/// An unsigned error response (RFC 6960 2.3).
+pub fn error_response(status: OcspResponseStatus) -> Vec<u8> {
+    let response = OcspResponse {
+        response_status: status,
+        response_bytes: None,
+    };
+    // Encoding an enum and nothing else cannot fail; fall back to the
+    // fixed bytes of internalError just in case.
+    response
+        .to_der()
+        .unwrap_or_else(|_| vec![0x30, 0x03, 0x0a, 0x01, 0x02])
+}
+
+fn cert_status(status: KnownStatus) -> Result<CertStatus, String> {
+    Ok(match status {
+        KnownStatus::Good => CertStatus::Good(Null),
+        KnownStatus::Unknown => CertStatus::Unknown(Null),
+        KnownStatus::Revoked { at, reason_code } => CertStatus::Revoked(RevokedInfo {
+            revocation_time: time(at)?,
+            revocation_reason: crl_reason(reason_code),
+        }),
+    })
+}
+
+fn crl_reason(code: u8) -> Option<CrlReason> {
+    Some(match code {
+        1 => CrlReason::KeyCompromise,
+        3 => CrlReason::AffiliationChanged,
+        4 => CrlReason::Superseded,
+        5 => CrlReason::CessationOfOperation,
+        6 => CrlReason::CertificateHold,
+        _ => CrlReason::Unspecified,
+    })
+}
+
+fn time(unix: i64) -> Result<OcspGeneralizedTime, String> {
+    let seconds = u64::try_from(unix).map_err(|_| format!("time {unix} is before 1970"))?;
+    let time = GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(seconds))
+        .map_err(|e| e.to_string())?;
+    Ok(OcspGeneralizedTime(time))
+}
+
+fn signature_algorithm(key_type: KeyType) -> AlgorithmIdentifierOwned {
+    let oid = match key_type {
+        KeyType::EcdsaP256 => ECDSA_WITH_SHA256,
+        KeyType::EcdsaP384 => ECDSA_WITH_SHA384,
+        KeyType::Ed25519 => ED25519,
+    };
+    AlgorithmIdentifierOwned {
+        oid,
+        parameters: None,
+    }
+}
