@@ -333,7 +333,11 @@ mod tests {
     #[test]
     fn workload_certificates_follow_the_profile() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = new_ca(dir.path());
+        let mut ca = new_ca(dir.path());
+        ca.set_revocation_urls(RevocationUrls {
+            crl: "http://ca.example:8080/crl".into(),
+            ocsp: "http://ca.example:8080/ocsp".into(),
+        });
         let now = SystemTime::now();
         let serial = Serial::generate();
         let signed = ca
@@ -375,6 +379,7 @@ mod tests {
             csr::SubjectKeyKind::Rsa { bits: 2048 },
             &Serial::generate(),
             &validity,
+            None,
         );
         assert!(
             rsa.key_usages
@@ -385,6 +390,7 @@ mod tests {
             csr::SubjectKeyKind::EcdsaP256,
             &Serial::generate(),
             &validity,
+            None,
         );
         assert_eq!(ec.key_usages, [rcgen::KeyUsagePurpose::DigitalSignature]);
     }
