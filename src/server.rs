@@ -31,6 +31,8 @@ pub const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Longest time one RPC may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Concurrent RPCs on one HTTP/2 connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 
@@ -178,12 +180,24 @@ pub async fn run(
         admin.map_err(|e| server_error("admin", &e))?;
         http.map_err(|e| server_error("HTTP", &e))
     };
-    let signal = async {
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop.send(true);
+    tokio::pin!(servers);
+    let result = tokio::select! {
+        // The servers only end by themselves on an error.
+        result = &mut servers => result,
+        () = shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+            // In-flight requests finish; a client that keeps its connection
+            // open past the grace period does not keep certd alive.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut servers).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("connections still open after the grace period; closing them");
+                    Ok(())
+                }
+            }
+        }
     };
-    let (result, ()) = tokio::join!(servers, signal);
     let _ = stop.send(true);
     let _ = tokio::join!(rotation, purge, crl);
     let _ = std::fs::remove_file(&listeners.admin_path);

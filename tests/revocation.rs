@@ -1,0 +1,578 @@
+//! Revocation end to end: `certd revoke`, the CRL and the OCSP responder, as
+//! relying parties (rustls, OpenSSL, raw HTTP) see them.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use certd::api::client::{ClientError, Refusal};
+use common::{Daemon, Identity, http, pem_certs, provider, stderr, stdout};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateRevocationListDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use x509_cert::der::asn1::{ObjectIdentifier, OctetString};
+use x509_cert::der::{Decode, Encode};
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::spki::AlgorithmIdentifierOwned;
+use x509_ocsp::{
+    CertId, CertStatus, OcspRequest, OcspResponse, OcspResponseStatus, Request, TbsRequest, Version,
+};
+
+fn roots(bundle_pem: &str) -> Arc<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in pem_certs(bundle_pem) {
+        roots.add(cert).unwrap();
+    }
+    Arc::new(roots)
+}
+
+/// A server that requires client certificates and checks them against `crl`.
+fn crl_checking_server(
+    identity: &Identity,
+    bundle: &str,
+    crl: Vec<u8>,
+) -> Arc<rustls::ServerConfig> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(bundle), provider())
+        .with_crls(vec![CertificateRevocationListDer::from(crl)])
+        .only_check_end_entity_revocation()
+        .build()
+        .unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(identity.chain(), identity.private_key())
+            .unwrap(),
+    )
+}
+
+/// One mTLS exchange; Ok if both sides completed it.
+async fn handshake(
+    server: Arc<rustls::ServerConfig>,
+    client: &Identity,
+    bundle: &str,
+) -> Result<(), String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server_side = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = TlsAcceptor::from(server)
+            .accept(tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+        tls.write_all(&byte).await.map_err(|e| e.to_string())?;
+        tls.shutdown().await.map_err(|e| e.to_string())
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots(bundle))
+        .with_client_auth_cert(client.chain(), client.private_key())
+        .unwrap();
+    let client_side = async {
+        let tcp = TcpStream::connect(address).await.unwrap();
+        let name = ServerName::try_from("billing.certd.internal").unwrap();
+        let mut tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        tls.write_all(b"x").await.map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(())
+    }
+    .await;
+    let server_result = server_side.await.unwrap();
+    client_result_then_server(client_side, server_result)
+}
+
+fn client_result_then_server(
+    client: Result<(), String>,
+    server: Result<(), String>,
+) -> Result<(), String> {
+    server?;
+    client
+}
+
+fn revoke(daemon: &Daemon, args: &[&str]) -> String {
+    let mut all = vec!["revoke"];
+    all.extend_from_slice(args);
+    let output = daemon.cli(&all);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+/// After `certd revoke`, a server that reloads the CRL refuses the revoked
+/// workload's handshake while another workload still gets through.
+#[tokio::test]
+async fn a_crl_checking_server_refuses_a_revoked_workload() {
+    let daemon = Daemon::start();
+    let billing = daemon.bootstrap("billing").await;
+    let payments = daemon.bootstrap("payments").await;
+    let orders = daemon.bootstrap("orders").await;
+    let bundle = daemon.bundle_pem();
+
+    let crl = http("GET", &format!("{}/crl", daemon.http), &[], b"").body;
+    let server = crl_checking_server(&billing, &bundle, crl);
+    handshake(server.clone(), &payments, &bundle)
+        .await
+        .expect("payments before revocation");
+    handshake(server, &orders, &bundle)
+        .await
+        .expect("orders before revocation");
+
+    let output = revoke(
+        &daemon,
+        &[&payments.issued.serial, "--reason", "key-compromise"],
+    );
+    assert!(
+        output.contains("revoked") && output.contains("key-compromise"),
+        "{output}"
+    );
+
+    let (crl, _) = daemon.client(None).await.crl().await.unwrap();
+    let server = crl_checking_server(&billing, &bundle, crl);
+    let refused = handshake(server.clone(), &payments, &bundle).await;
+    let error = refused.expect_err("the revoked workload must be refused");
+    assert!(
+        error.contains("Revoked") || error.contains("revoked") || error.contains("alert"),
+        "{error}"
+    );
+    handshake(server, &orders, &bundle)
+        .await
+        .expect("orders after revocation");
+}
+
+/// Revocation is idempotent, keeps the first time and reason, reaches
+/// GetStatus, blocks renewal; unknown serials are NOT_FOUND.
+#[tokio::test]
+async fn revocation_is_idempotent_visible_and_final() {
+    let daemon = Daemon::start();
+    let payments = daemon.bootstrap("payments").await;
+    let serial = payments.issued.serial.clone();
+    revoke(&daemon, &[&serial, "--reason", "superseded"]);
+    let again = revoke(
+        &daemon,
+        &[&serial.to_uppercase(), "--reason", "key-compromise"],
+    );
+    assert!(
+        again.contains("already revoked") && again.contains("superseded"),
+        "{again}"
+    );
+
+    let status = daemon.client(None).await.status(&serial).await.unwrap();
+    assert_eq!(status.status, "revoked");
+    assert_eq!(status.revocation_reason, "superseded");
+    assert!(status.revoked_at > 0);
+
+    let renewal = daemon
+        .client(Some(&payments))
+        .await
+        .renew(common::csr_for(
+            &rcgen::KeyPair::generate().unwrap(),
+            None,
+            vec![],
+        ))
+        .await;
+    match renewal {
+        Err(ClientError::Refused { kind, message }) => {
+            assert_eq!(kind, Refusal::Unauthenticated);
+            assert!(message.contains("revoked"), "{message}");
+        }
+        other => panic!("a revoked certificate must not renew: {other:?}"),
+    }
+
+    let output = daemon.cli(&["revoke", "0123abcd"]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(stderr(&output).contains("not found"));
+    let output = daemon.cli(&["revoke", &serial, "--reason", "because"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let output = daemon.cli(&["revoke"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}
+
+/// `certd revoke --service` revokes every unexpired certificate of it.
+#[tokio::test]
+async fn revoking_a_service_revokes_all_its_certificates() {
+    let daemon = Daemon::start();
+    let first = daemon.bootstrap("payments").await;
+    let second = daemon.bootstrap("payments").await;
+    let other = daemon.bootstrap("billing").await;
+    let output = revoke(
+        &daemon,
+        &[
+            "--service",
+            "payments",
+            "--reason",
+            "cessation-of-operation",
+        ],
+    );
+    assert_eq!(
+        output.lines().filter(|l| l.starts_with("revoked")).count(),
+        2,
+        "{output}"
+    );
+    let mut client = daemon.client(None).await;
+    assert_eq!(
+        client.status(&first.issued.serial).await.unwrap().status,
+        "revoked"
+    );
+    assert_eq!(
+        client.status(&second.issued.serial).await.unwrap().status,
+        "revoked"
+    );
+    assert_eq!(
+        client.status(&other.issued.serial).await.unwrap().status,
+        "good"
+    );
+    let output = daemon.cli(&["revoke", "--service", "nobody"]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+}
+
+/// The CRL number only grows, across revocations and restarts, and
+/// revocations survive a restart.
+// Multi-threaded: the gRPC client's connection must keep being served while
+// the test thread waits for the daemon to exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn crl_numbers_increase_across_restarts_and_revocations_survive() {
+    let mut daemon = Daemon::start();
+    let payments = daemon.bootstrap("payments").await;
+    let (_, first) = daemon.client(None).await.crl().await.unwrap();
+    revoke(&daemon, &[&payments.issued.serial]);
+    let (_, second) = daemon.client(None).await.crl().await.unwrap();
+    assert!(second > first, "{second} > {first}");
+    daemon.terminate();
+
+    let tmp = std::mem::replace(&mut daemon.tmp, tempfile::tempdir().unwrap());
+    let restarted = Daemon::start_in(tmp, daemon.data_dir.clone(), &[]);
+    let (crl, third) = restarted.client(None).await.crl().await.unwrap();
+    assert!(third > second, "{third} > {second}");
+    let (_, parsed) = x509_parser::parse_x509_crl(&crl).unwrap();
+    let listed: Vec<String> = parsed
+        .iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&payments.issued.serial));
+    let status = restarted
+        .client(None)
+        .await
+        .status(&payments.issued.serial)
+        .await
+        .unwrap();
+    assert_eq!(status.status, "revoked");
+}
+
+/// The CRL is served as DER and PEM with caching headers, and a matching
+/// If-None-Match gets 304.
+#[tokio::test]
+async fn crl_is_served_with_caching_headers() {
+    let daemon = Daemon::start();
+    let response = http("GET", &format!("{}/crl", daemon.http), &[], b"");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/pkix-crl")
+    );
+    let etag = response.header("etag").unwrap().to_owned();
+    assert!(response.header("last-modified").is_some());
+    let cache_control = response.header("cache-control").unwrap();
+    let max_age: i64 = cache_control
+        .split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3500..=3600).contains(&max_age), "{cache_control}");
+
+    let again = http(
+        "GET",
+        &format!("{}/crl", daemon.http),
+        &[("If-None-Match", &etag)],
+        b"",
+    );
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+
+    let pem = http("GET", &format!("{}/crl.pem", daemon.http), &[], b"");
+    assert_eq!(pem.status, 200);
+    assert!(
+        String::from_utf8(pem.body)
+            .unwrap()
+            .starts_with("-----BEGIN X509 CRL-----")
+    );
+}
+
+const ID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
+
+/// An OCSP request for `serial` under the issuer in `issuer_pem`, with an
+/// optional nonce.
+fn ocsp_request(issuer_pem: &str, serial: &[u8], nonce: Option<&[u8]>) -> Vec<u8> {
+    let issuer = &pem_certs(issuer_pem)[0];
+    let (_, issuer) = x509_parser::parse_x509_certificate(issuer).unwrap();
+    let cert_id = CertId {
+        hash_algorithm: AlgorithmIdentifierOwned {
+            oid: ID_SHA1,
+            parameters: None,
+        },
+        issuer_name_hash: OctetString::new(Sha1::digest(issuer.subject().as_raw()).to_vec())
+            .unwrap(),
+        issuer_key_hash: OctetString::new(
+            Sha1::digest(&issuer.public_key().subject_public_key.data).to_vec(),
+        )
+        .unwrap(),
+        serial_number: SerialNumber::new(serial).unwrap(),
+    };
+    let request_extensions = nonce.map(|nonce| {
+        vec![x509_cert::ext::Extension {
+            extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2"),
+            critical: false,
+            extn_value: OctetString::new(OctetString::new(nonce).unwrap().to_der().unwrap())
+                .unwrap(),
+        }]
+    });
+    OcspRequest {
+        tbs_request: TbsRequest {
+            version: Version::V1,
+            requestor_name: None,
+            request_list: vec![Request {
+                req_cert: cert_id,
+                single_request_extensions: None,
+            }],
+            request_extensions,
+        },
+        optional_signature: None,
+    }
+    .to_der()
+    .unwrap()
+}
+
+fn ocsp_post(daemon: &Daemon, body: &[u8]) -> OcspResponse {
+    let response = http(
+        "POST",
+        &format!("{}/ocsp", daemon.http),
+        &[("Content-Type", "application/ocsp-request")],
+        body,
+    );
+    assert_eq!(
+        response.status, 200,
+        "OCSP errors travel inside a 200 response"
+    );
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/ocsp-response")
+    );
+    OcspResponse::from_der(&response.body).expect("a DER OCSP response")
+}
+
+fn single_status(response: &OcspResponse) -> (CertStatus, Option<Vec<u8>>) {
+    assert_eq!(response.response_status, OcspResponseStatus::Successful);
+    let bytes = response.response_bytes.as_ref().unwrap();
+    let basic = x509_ocsp::BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
+    let nonce = basic.nonce().map(|n| n.0.as_bytes().to_vec());
+    (basic.tbs_response_data.responses[0].cert_status, nonce)
+}
+
+/// Bad OCSP requests get the right OCSP error status, never a 500 or a
+/// dropped connection; good ones answer good, revoked or unknown and echo a
+/// nonce.
+#[tokio::test]
+async fn ocsp_answers_and_refuses_precisely() {
+    let daemon = Daemon::start();
+    let other = Daemon::start();
+    let payments = daemon.bootstrap("payments").await;
+    let intermediate = std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
+    let serial = hex::decode(&payments.issued.serial).unwrap();
+
+    let good = ocsp_request(&intermediate, &serial, Some(b"0123456789abcdef"));
+    for malformed in [
+        Vec::new(),
+        good[..good.len() / 2].to_vec(),
+        b"\x30\x82\xff\xffgarbage".to_vec(),
+        vec![0x42; 300],
+    ] {
+        assert_eq!(
+            ocsp_post(&daemon, &malformed).response_status,
+            OcspResponseStatus::MalformedRequest
+        );
+    }
+    let other_intermediate =
+        std::fs::read_to_string(other.data_dir.join("intermediate.pem")).unwrap();
+    let foreign = ocsp_request(&other_intermediate, &serial, None);
+    assert_eq!(
+        ocsp_post(&daemon, &foreign).response_status,
+        OcspResponseStatus::Unauthorized
+    );
+    let oversized = http(
+        "POST",
+        &format!("{}/ocsp", daemon.http),
+        &[],
+        &vec![0x30; 64 * 1024],
+    );
+    assert_eq!(oversized.status, 413);
+
+    let (status, nonce) = single_status(&ocsp_post(&daemon, &good));
+    assert!(matches!(status, CertStatus::Good(_)), "{status:?}");
+    assert_eq!(nonce.as_deref(), Some(b"0123456789abcdef".as_slice()));
+    let (status, _) = single_status(&ocsp_post(
+        &daemon,
+        &ocsp_request(&intermediate, &[0x01, 0x02], None),
+    ));
+    assert!(matches!(status, CertStatus::Unknown(_)), "{status:?}");
+
+    // GET, base64 in the path, answered from the cache once built.
+    use base64::Engine;
+    let plain = ocsp_request(&intermediate, &serial, None);
+    let path = base64::engine::general_purpose::STANDARD.encode(&plain);
+    let get = http("GET", &format!("{}/ocsp/{path}", daemon.http), &[], b"");
+    assert_eq!(get.status, 200);
+    assert!(get.header("cache-control").unwrap().contains("max-age="));
+    let (status, _) = single_status(&OcspResponse::from_der(&get.body).unwrap());
+    assert!(matches!(status, CertStatus::Good(_)));
+    let garbage = http(
+        "GET",
+        &format!("{}/ocsp/!!notbase64!!", daemon.http),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        OcspResponse::from_der(&garbage.body)
+            .unwrap()
+            .response_status,
+        OcspResponseStatus::MalformedRequest
+    );
+
+    // Revocation replaces the cached answer at once.
+    revoke(
+        &daemon,
+        &[&payments.issued.serial, "--reason", "key-compromise"],
+    );
+    let get = http("GET", &format!("{}/ocsp/{path}", daemon.http), &[], b"");
+    match single_status(&OcspResponse::from_der(&get.body).unwrap()).0 {
+        CertStatus::Revoked(info) => {
+            assert_eq!(
+                info.revocation_reason,
+                Some(x509_cert::ext::pkix::CrlReason::KeyCompromise)
+            );
+        }
+        other => panic!("expected revoked, got {other:?}"),
+    }
+}
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    (
+        output.status.success(),
+        format!("{}{}", stdout(&output), stderr(&output)),
+    )
+}
+
+fn write(path: &Path, contents: &str) -> String {
+    std::fs::write(path, contents).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// OpenSSL verifies the CRL's signature, says revoked / OK with
+/// `verify -crl_check`, and its OCSP client reports good, then revoked with
+/// the reason, verifying the response signature.
+#[tokio::test]
+async fn openssl_checks_the_crl_and_the_ocsp_responder() {
+    if !common::openssl_available() {
+        eprintln!("openssl not installed: skipping");
+        return;
+    }
+    let daemon = Daemon::start();
+    let payments = daemon.bootstrap("payments").await;
+    let orders = daemon.bootstrap("orders").await;
+    let dir = daemon.tmp.path();
+    let bundle = daemon
+        .data_dir
+        .join("bundle.pem")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let intermediate = daemon
+        .data_dir
+        .join("intermediate.pem")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let payments_chain = write(&dir.join("payments.pem"), &payments.chain_pem);
+    let orders_chain = write(&dir.join("orders.pem"), &orders.chain_pem);
+    let ocsp_url = format!("{}/ocsp", daemon.http);
+
+    let ocsp = |cert: &str| {
+        openssl(&[
+            "ocsp",
+            "-issuer",
+            &intermediate,
+            "-cert",
+            cert,
+            "-url",
+            &ocsp_url,
+            "-CAfile",
+            &bundle,
+        ])
+    };
+    let (ok, text) = ocsp(&payments_chain);
+    assert!(
+        ok && text.contains("Response verify OK") && text.contains(": good"),
+        "{text}"
+    );
+
+    revoke(
+        &daemon,
+        &[&payments.issued.serial, "--reason", "key-compromise"],
+    );
+
+    let (ok, text) = ocsp(&payments_chain);
+    assert!(
+        ok && text.contains("Response verify OK") && text.contains(": revoked"),
+        "{text}"
+    );
+    assert!(text.contains("Reason: keyCompromise"), "{text}");
+    let (_, text) = ocsp(&orders_chain);
+    assert!(text.contains(": good"), "{text}");
+
+    let crl = http("GET", &format!("{}/crl.pem", daemon.http), &[], b"").body;
+    let crl = write(&dir.join("crl.pem"), &String::from_utf8(crl).unwrap());
+    let chain_file = write(
+        &dir.join("ca-chain.pem"),
+        &format!(
+            "{}{}",
+            std::fs::read_to_string(&intermediate).unwrap(),
+            daemon.bundle_pem()
+        ),
+    );
+    let (ok, text) = openssl(&["crl", "-in", &crl, "-CAfile", &chain_file, "-noout"]);
+    assert!(ok && text.contains("verify OK"), "{text}");
+
+    let verify = |cert: &str| {
+        openssl(&[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            &bundle,
+            "-untrusted",
+            cert,
+            "-CRLfile",
+            &crl,
+            cert,
+        ])
+    };
+    let (ok, text) = verify(&payments_chain);
+    assert!(!ok && text.contains("certificate revoked"), "{text}");
+    let (ok, text) = verify(&orders_chain);
+    assert!(ok && text.contains(": OK"), "{text}");
+}
