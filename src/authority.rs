@@ -35,12 +35,15 @@ pub struct Issued {
     pub chain_pem: String,
 }
 
-/// A join token just created; the secret is shown once.
+/// Join tokens just created; the secrets are shown once.
 #[derive(Debug)]
-pub struct CreatedJoinToken {
-    pub token: JoinToken,
+pub struct CreatedJoinTokens {
+    pub tokens: Vec<JoinToken>,
     pub expires_at: i64,
 }
+
+/// Most join tokens one request may create.
+pub const MAX_TOKENS_PER_REQUEST: usize = 100_000;
 
 /// An issuance record as operators see it (`certd list`, `certd show`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -316,14 +319,16 @@ impl Authority {
         self.issue(&csr, request).await
     }
 
-    /// Creates a one-time join token for `service`.
-    pub async fn create_join_token(
+    /// Creates `count` one-time join tokens for `service`, all durable
+    /// when this returns.
+    pub async fn create_join_tokens(
         &self,
         caller: &Caller,
         service: &str,
         ttl: Option<Duration>,
-    ) -> Result<CreatedJoinToken> {
-        let outcome = self.create_join_token_inner(service, ttl).await;
+        count: usize,
+    ) -> Result<CreatedJoinTokens> {
+        let outcome = self.create_join_tokens_inner(service, ttl, count).await;
         match &outcome {
             Ok(created) => tracing::info!(
                 target: AUDIT_TARGET,
@@ -331,7 +336,8 @@ impl Authority {
                 decision = "allow",
                 %caller,
                 service,
-                token_id = %created.token.id(),
+                count = created.tokens.len(),
+                token_id = %created.tokens.first().map(JoinToken::id).unwrap_or_default(),
                 expires_at = created.expires_at,
             ),
             Err(error) => tracing::warn!(
@@ -346,15 +352,20 @@ impl Authority {
         outcome
     }
 
-    async fn create_join_token_inner(
+    async fn create_join_tokens_inner(
         &self,
         service: &str,
         ttl: Option<Duration>,
-    ) -> Result<CreatedJoinToken> {
+        count: usize,
+    ) -> Result<CreatedJoinTokens> {
         let service: ServiceName = service.parse()?;
+        if !(1..=MAX_TOKENS_PER_REQUEST).contains(&count) {
+            return Err(Error::InvalidArgument(format!(
+                "token count {count} is not between 1 and {MAX_TOKENS_PER_REQUEST}"
+            )));
+        }
         let ttl = ttl.unwrap_or(self.lifetimes.default_join_token_ttl);
         policy::check_ttl(ttl, self.lifetimes.max_join_token_ttl)?;
-        let token = JoinToken::generate();
         let now = unix_seconds(SystemTime::now());
         let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let record = JoinTokenRecord {
@@ -362,8 +373,10 @@ impl Authority {
             created_at: now,
             expires_at,
         };
-        self.store.insert_join_token(&token.hash(), &record).await?;
-        Ok(CreatedJoinToken { token, expires_at })
+        let tokens: Vec<JoinToken> = (0..count).map(|_| JoinToken::generate()).collect();
+        let entries: Vec<_> = tokens.iter().map(|t| (t.hash(), record.clone())).collect();
+        self.store.insert_join_tokens(&entries).await?;
+        Ok(CreatedJoinTokens { tokens, expires_at })
     }
 
     /// Issues and records certd's own serving certificate.

@@ -53,13 +53,18 @@ impl Admin for AdminApi {
     ) -> Result<Response<proto::CreateJoinTokenResponse>, Status> {
         let caller = caller(&request);
         let message = request.into_inner();
+        let count = usize::try_from(message.count.max(1)).unwrap_or(usize::MAX);
         let created = self
             .authority
-            .create_join_token(&caller, &message.service, ttl(message.ttl_seconds))
+            .create_join_tokens(&caller, &message.service, ttl(message.ttl_seconds), count)
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(proto::CreateJoinTokenResponse {
-            token: created.token.expose_secret().to_owned(),
+            tokens: created
+                .tokens
+                .iter()
+                .map(|t| t.expose_secret().to_owned())
+                .collect(),
             expires_at_unix: created.expires_at,
         }))
     }

@@ -287,22 +287,24 @@ impl AdminClient {
         })
     }
 
-    /// Creates a join token; returns the secret and its expiry.
-    pub async fn create_join_token(
+    /// Creates `count` join tokens; returns the secrets and their expiry.
+    pub async fn create_join_tokens(
         &mut self,
         service: &str,
         ttl: Option<Duration>,
-    ) -> Result<(String, i64), ClientError> {
+        count: u32,
+    ) -> Result<(Vec<String>, i64), ClientError> {
         let response = self
             .rpc
             .create_join_token(proto::CreateJoinTokenRequest {
                 service: service.to_owned(),
                 ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
+                count,
             })
             .await
             .map_err(|s| refused(&self.target, s))?
             .into_inner();
-        Ok((response.token, response.expires_at_unix))
+        Ok((response.tokens, response.expires_at_unix))
     }
 
     /// Has the daemon sign `csr_der` for `service`.

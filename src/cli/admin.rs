@@ -28,6 +28,9 @@ pub struct TokenCreateArgs {
     /// Lifetime of the token (default 1h).
     #[arg(long, value_parser = duration)]
     ttl: Option<Duration>,
+    /// Create this many tokens, one per line.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    count: u32,
 }
 
 #[derive(Debug, Args)]
@@ -141,8 +144,12 @@ pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result
 
 pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
-    let (token, _expires_at) = client.create_join_token(&args.service, args.ttl).await?;
-    println!("{token}");
+    let (tokens, _expires_at) = client
+        .create_join_tokens(&args.service, args.ttl, args.count)
+        .await?;
+    for token in tokens {
+        println!("{token}");
+    }
     Ok(())
 }
 

@@ -88,7 +88,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a one-time join token for a service; prints only the token.
+    /// Create one-time join tokens for a service; prints only the tokens, one per line.
     Create(admin::TokenCreateArgs),
 }
 

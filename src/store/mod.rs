@@ -313,14 +313,16 @@ impl Store {
         Ok(records)
     }
 
-    /// Stores a new join token and returns once it is durable.
-    pub async fn insert_join_token(
+    /// Stores new join tokens in one batch and returns once they are durable.
+    pub async fn insert_join_tokens(
         &self,
-        hash: &TokenHash,
-        token: &JoinTokenRecord,
+        tokens: &[(TokenHash, JoinTokenRecord)],
     ) -> Result<(), StoreError> {
-        self.join_tokens
-            .insert(hash.as_slice(), record::encode(token)?)?;
+        let mut batch = sled::Batch::default();
+        for (hash, token) in tokens {
+            batch.insert(hash.as_slice(), record::encode(token)?);
+        }
+        self.join_tokens.apply_batch(batch)?;
         self.durable().await
     }
 
