@@ -441,7 +441,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let hash = [9u8; 32];
         store
-            .insert_join_token(&hash, &token("billing", 1_000))
+            .insert_join_tokens(&[(hash, token("billing", 1_000))])
             .await
             .unwrap();
         let mut attempts = Vec::new();
@@ -472,7 +472,7 @@ mod tests {
         store.record_issuance(&first, None).await.unwrap();
         let hash = [3u8; 32];
         store
-            .insert_join_token(&hash, &token("payments", 1_000))
+            .insert_join_tokens(&[(hash, token("payments", 1_000))])
             .await
             .unwrap();
         let mut clash = record("payments");
@@ -500,11 +500,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store
-            .insert_join_token(&[1; 32], &token("a", 10))
+            .insert_join_tokens(&[([1; 32], token("a", 10))])
             .await
             .unwrap();
         store
-            .insert_join_token(&[2; 32], &token("b", 1_000))
+            .insert_join_tokens(&[([2; 32], token("b", 1_000))])
             .await
             .unwrap();
         assert_eq!(store.purge_expired_tokens(500).unwrap(), 1);
