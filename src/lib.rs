@@ -8,6 +8,7 @@
 pub mod api;
 pub mod attest;
 pub mod authority;
+pub mod bench;
 pub mod ca;
 pub mod cli;
 pub mod config;

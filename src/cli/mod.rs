@@ -5,6 +5,7 @@
 //! `exit_code`.
 
 mod admin;
+mod bench;
 mod serve;
 mod workload;
 
@@ -84,6 +85,8 @@ pub enum Command {
     Show(admin::ShowArgs),
     /// Revoke a certificate by serial, or every certificate of a service.
     Revoke(admin::RevokeArgs),
+    /// Load a running certd and report throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => admin::list(args).await,
         Command::Show(args) => admin::show(args).await,
         Command::Revoke(args) => admin::revoke(args).await,
+        Command::Bench(args) => bench::bench(args).await,
     }
 }
 

@@ -1,0 +1,576 @@
+//! The load generator behind `certd bench`: drives a running certd as many
+//! concurrent workloads would, and measures throughput and latency.
+//!
+//! Everything a request needs is prepared before the clock starts (join
+//! tokens in bulk through the admin socket, keys and CSRs generated once and
+//! reused, mTLS identities for renewal, one OCSP request), so the loader
+//! spends its CPU on the protocol, not on set-up. Every response is checked;
+//! a failed or wrong answer counts as an error, never as a success.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::api::client::{AdminClient, ClientError, TlsClientSettings, WorkloadClient};
+
+/// Service name the load tool issues for.
+pub const BENCH_SERVICE: &str = "certd-bench";
+/// Join tokens created per admin call while preparing.
+const TOKEN_BATCH: u32 = 50_000;
+/// Distinct keys (and CSRs) the loader cycles through.
+const CSR_POOL: usize = 256;
+/// In duration mode, tokens prepared per second of run time, and the cap.
+const TOKENS_PER_SECOND: u64 = 20_000;
+const MAX_PREPARED_TOKENS: u64 = 1_000_000;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Issue,
+    Renew,
+    Ocsp,
+    Crl,
+}
+
+/// When to stop.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    Duration(Duration),
+    Count(u64),
+}
+
+/// A load run's settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub operation: Operation,
+    /// gRPC URL (`https://…`).
+    pub server: String,
+    /// HTTP base URL for `ocsp` and `crl`; `None`: the OCSP URL in an issued
+    /// certificate (its `/ocsp` stripped).
+    pub http: Option<String>,
+    pub ca_bundle_pem: String,
+    pub admin_socket: PathBuf,
+    pub concurrency: usize,
+    pub limit: Limit,
+}
+
+/// The result, printed as text and as one JSON line.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub op: Operation,
+    pub ok: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub concurrency: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+/// Counters shared with the progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub ok: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Why a load run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("preparing the run: {0}")]
+    Prepare(String),
+}
+
+/// What each request of the run sends.
+enum Workload {
+    Issue {
+        tokens: Arc<Vec<String>>,
+        next_token: Arc<AtomicUsize>,
+        csrs: Arc<Vec<Vec<u8>>>,
+    },
+    Renew {
+        identities: Vec<TlsClientSettings>,
+        csrs: Arc<Vec<Vec<u8>>>,
+    },
+    Ocsp {
+        http: String,
+        request: Arc<Vec<u8>>,
+    },
+    Crl {
+        http: String,
+    },
+}
+
+/// Prepares, then runs the load until the limit, then reports.
+pub async fn run(
+    options: &BenchOptions,
+    progress: Arc<Progress>,
+) -> Result<BenchReport, BenchError> {
+    let workload = prepare(options).await?;
+    let connections = connect_all(options, &workload).await?;
+    let remaining = Arc::new(AtomicU64::new(match options.limit {
+        Limit::Count(count) => count,
+        Limit::Duration(_) => u64::MAX,
+    }));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let started = Instant::now();
+    let deadline = match options.limit {
+        Limit::Duration(duration) => Some(started + duration),
+        Limit::Count(_) => None,
+    };
+    let workload = Arc::new(workload);
+    let mut workers = Vec::new();
+    for (index, connection) in connections.into_iter().enumerate() {
+        let worker = Worker {
+            index,
+            workload: workload.clone(),
+            connection,
+            remaining: remaining.clone(),
+            deadline,
+            progress: progress.clone(),
+            first_error: first_error.clone(),
+        };
+        workers.push(tokio::spawn(worker.run()));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(
+            worker
+                .await
+                .map_err(|e| BenchError::Prepare(e.to_string()))?,
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let ok = progress.ok.load(Ordering::Relaxed);
+    let errors = progress.errors.load(Ordering::Relaxed);
+    let first_error = first_error.lock().map(|e| e.clone()).unwrap_or(None);
+    Ok(BenchReport {
+        op: options.operation,
+        ok,
+        errors,
+        seconds,
+        rate: ok as f64 / seconds.max(f64::EPSILON),
+        p50_ms: percentile(&latencies, 0.50),
+        p90_ms: percentile(&latencies, 0.90),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.last().map_or(0.0, |m| *m as f64 / 1000.0),
+        concurrency: options.concurrency,
+        first_error,
+    })
+}
+
+fn percentile(sorted_micros: &[u32], quantile: f64) -> f64 {
+    if sorted_micros.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted_micros.len() as f64 - 1.0) * quantile).round() as usize;
+    sorted_micros[rank.min(sorted_micros.len() - 1)] as f64 / 1000.0
+}
+
+async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
+    let csrs = Arc::new(csr_pool()?);
+    match options.operation {
+        Operation::Issue => {
+            let wanted = match options.limit {
+                Limit::Count(count) => count,
+                Limit::Duration(duration) => {
+                    (duration.as_secs().max(1) * TOKENS_PER_SECOND).min(MAX_PREPARED_TOKENS)
+                }
+            };
+            let tokens = create_tokens(options, wanted).await?;
+            Ok(Workload::Issue {
+                tokens: Arc::new(tokens),
+                next_token: Arc::new(AtomicUsize::new(0)),
+                csrs,
+            })
+        }
+        Operation::Renew => {
+            let tokens = create_tokens(options, options.concurrency as u64).await?;
+            let mut identities = Vec::with_capacity(tokens.len());
+            let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
+            for token in tokens {
+                let (key, csr) = key_and_csr()?;
+                let issued = client.issue(csr, &token).await?;
+                identities.push(TlsClientSettings {
+                    ca_bundle_pem: options.ca_bundle_pem.clone(),
+                    identity: Some((issued.chain_pem, key.serialize_pem())),
+                });
+            }
+            Ok(Workload::Renew { identities, csrs })
+        }
+        Operation::Ocsp => {
+            let token = create_tokens(options, 1).await?;
+            let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
+            let issued = client.issue(csrs[0].clone(), &token[0]).await?;
+            let (request, ocsp_url) = ocsp_request_for(&issued.chain_pem)?;
+            let http = match &options.http {
+                Some(http) => http.clone(),
+                None => ocsp_url
+                    .strip_suffix("/ocsp")
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        BenchError::Prepare("the certificate has no OCSP URL; pass --http".into())
+                    })?,
+            };
+            Ok(Workload::Ocsp {
+                http,
+                request: Arc::new(request),
+            })
+        }
+        Operation::Crl => Ok(Workload::Crl {
+            http: options
+                .http
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+        }),
+    }
+}
+
+fn anonymous(options: &BenchOptions) -> TlsClientSettings {
+    TlsClientSettings {
+        ca_bundle_pem: options.ca_bundle_pem.clone(),
+        identity: None,
+    }
+}
+
+async fn create_tokens(options: &BenchOptions, count: u64) -> Result<Vec<String>, BenchError> {
+    let mut admin = AdminClient::connect(&options.admin_socket).await?;
+    let mut tokens = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut left = count;
+    while left > 0 {
+        let batch = u32::try_from(left.min(u64::from(TOKEN_BATCH))).unwrap_or(TOKEN_BATCH);
+        let (created, _) = admin
+            .create_join_tokens(BENCH_SERVICE, Some(Duration::from_secs(3600)), batch)
+            .await?;
+        tokens.extend(created);
+        left -= u64::from(batch);
+    }
+    Ok(tokens)
+}
+
+fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), BenchError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| BenchError::Prepare(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| BenchError::Prepare(e.to_string()))?;
+    Ok((key, csr.der().to_vec()))
+}
+
+fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
+    (0..CSR_POOL)
+        .map(|_| key_and_csr().map(|(_, csr)| csr))
+        .collect()
+}
+
+/// An OCSP request (SHA-1 CertID, no nonce: the cacheable kind relying
+/// parties send) for the leaf of `chain_pem`, and the leaf's OCSP URL.
+fn ocsp_request_for(chain_pem: &str) -> Result<(Vec<u8>, String), BenchError> {
+    use sha1::{Digest, Sha1};
+    use x509_cert::der::Encode;
+    use x509_cert::der::asn1::{ObjectIdentifier, OctetString};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    let prepare = |e: &dyn std::fmt::Display| BenchError::Prepare(e.to_string());
+    let mut reader = chain_pem.as_bytes();
+    let chain: Vec<_> = rustls_pemfile::certs(&mut reader)
+        .collect::<Result<_, _>>()
+        .map_err(|e| prepare(&e))?;
+    let [leaf, issuer, ..] = chain.as_slice() else {
+        return Err(BenchError::Prepare("the chain has no intermediate".into()));
+    };
+    let (_, leaf) = X509Certificate::from_der(leaf).map_err(|e| prepare(&e))?;
+    let (_, issuer) = X509Certificate::from_der(issuer).map_err(|e| prepare(&e))?;
+    let ocsp_url = leaf
+        .extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityInfoAccess(aia) => aia
+                .accessdescs
+                .iter()
+                .find_map(|access| match &access.access_location {
+                    x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
+                    _ => None,
+                }),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let octets = |bytes: Vec<u8>| OctetString::new(bytes).map_err(|e| prepare(&e));
+    let cert_id = x509_ocsp::CertId {
+        hash_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
+            oid: ObjectIdentifier::new_unwrap("1.3.14.3.2.26"),
+            parameters: None,
+        },
+        issuer_name_hash: octets(Sha1::digest(issuer.subject().as_raw()).to_vec())?,
+        issuer_key_hash: octets(
+            Sha1::digest(&issuer.public_key().subject_public_key.data).to_vec(),
+        )?,
+        serial_number: x509_cert::serial_number::SerialNumber::new(leaf.raw_serial())
+            .map_err(|e| prepare(&e))?,
+    };
+    let request = x509_ocsp::OcspRequest {
+        tbs_request: x509_ocsp::TbsRequest {
+            version: x509_ocsp::Version::V1,
+            requestor_name: None,
+            request_list: vec![x509_ocsp::Request {
+                req_cert: cert_id,
+                single_request_extensions: None,
+            }],
+            request_extensions: None,
+        },
+        optional_signature: None,
+    };
+    Ok((request.to_der().map_err(|e| prepare(&e))?, ocsp_url))
+}
+
+/// One worker's connection.
+enum Connection {
+    Grpc(WorkloadClient),
+    Http(HttpConnection),
+}
+
+async fn connect_all(
+    options: &BenchOptions,
+    workload: &Workload,
+) -> Result<Vec<Connection>, BenchError> {
+    let mut connections = Vec::with_capacity(options.concurrency);
+    for index in 0..options.concurrency {
+        let connection = match workload {
+            Workload::Issue { .. } => Connection::Grpc(
+                WorkloadClient::connect(&options.server, &anonymous(options)).await?,
+            ),
+            Workload::Renew { identities, .. } => Connection::Grpc(
+                WorkloadClient::connect(&options.server, &identities[index % identities.len()])
+                    .await?,
+            ),
+            Workload::Ocsp { http, .. } | Workload::Crl { http } => Connection::Http(
+                HttpConnection::connect(http)
+                    .await
+                    .map_err(|e| BenchError::Prepare(format!("cannot connect to {http}: {e}")))?,
+            ),
+        };
+        connections.push(connection);
+    }
+    Ok(connections)
+}
+
+struct Worker {
+    index: usize,
+    workload: Arc<Workload>,
+    connection: Connection,
+    remaining: Arc<AtomicU64>,
+    deadline: Option<Instant>,
+    progress: Arc<Progress>,
+    first_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Worker {
+    async fn run(mut self) -> Vec<u32> {
+        let mut latencies = Vec::new();
+        let mut round = self.index;
+        loop {
+            if self
+                .deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                break;
+            }
+            if self
+                .remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_err()
+            {
+                break;
+            }
+            let started = Instant::now();
+            let outcome = self.one_request(round).await;
+            let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+            round = round.wrapping_add(1);
+            match outcome {
+                Ok(()) => {
+                    latencies.push(micros);
+                    self.progress.ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    self.progress.errors.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut first) = self.first_error.lock()
+                        && first.is_none()
+                    {
+                        *first = Some(error);
+                    }
+                }
+            }
+        }
+        latencies
+    }
+
+    async fn one_request(&mut self, round: usize) -> Result<(), String> {
+        match (&*self.workload, &mut self.connection) {
+            (
+                Workload::Issue {
+                    tokens,
+                    next_token,
+                    csrs,
+                },
+                Connection::Grpc(client),
+            ) => {
+                let index = next_token.fetch_add(1, Ordering::Relaxed);
+                let token = tokens
+                    .get(index)
+                    .ok_or("ran out of prepared join tokens; use --count")?;
+                let issued = client
+                    .issue(csrs[round % csrs.len()].clone(), token)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check_issued(&issued)
+            }
+            (Workload::Renew { csrs, .. }, Connection::Grpc(client)) => {
+                let issued = client
+                    .renew(csrs[round % csrs.len()].clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check_issued(&issued)
+            }
+            (Workload::Ocsp { request, .. }, Connection::Http(http)) => {
+                let (status, body) = http
+                    .request("POST", "/ocsp", Some(("application/ocsp-request", request)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check_ocsp(status, &body)
+            }
+            (Workload::Crl { .. }, Connection::Http(http)) => {
+                let (status, body) = http
+                    .request("GET", "/crl", None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if status == 200 && body.first() == Some(&0x30) {
+                    Ok(())
+                } else {
+                    Err(format!("CRL answer: HTTP {status}, {} bytes", body.len()))
+                }
+            }
+            _ => Err("connection does not match the operation".into()),
+        }
+    }
+}
+
+fn check_issued(issued: &crate::api::client::IssuedCertificate) -> Result<(), String> {
+    if issued.serial.len() == 40 && issued.chain_pem.matches("BEGIN CERTIFICATE").count() == 2 {
+        Ok(())
+    } else {
+        Err(format!(
+            "unexpected certificate answer for serial {:?}",
+            issued.serial
+        ))
+    }
+}
+
+fn check_ocsp(status: u16, body: &[u8]) -> Result<(), String> {
+    use x509_cert::der::Decode;
+    if status != 200 {
+        return Err(format!("OCSP answer: HTTP {status}"));
+    }
+    let response = x509_ocsp::OcspResponse::from_der(body)
+        .map_err(|e| format!("OCSP answer does not parse: {e}"))?;
+    let bytes = response
+        .response_bytes
+        .ok_or_else(|| format!("OCSP status {:?}", response.response_status))?;
+    let basic = x509_ocsp::BasicOcspResponse::from_der(bytes.response.as_bytes())
+        .map_err(|e| e.to_string())?;
+    match basic
+        .tbs_response_data
+        .responses
+        .first()
+        .map(|r| r.cert_status)
+    {
+        Some(x509_ocsp::CertStatus::Good(_)) => Ok(()),
+        other => Err(format!("OCSP certificate status {other:?}, expected good")),
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection: enough of a client for two fixed
+/// requests, with nothing between the loader and the socket.
+struct HttpConnection {
+    stream: BufReader<TcpStream>,
+    host: String,
+}
+
+impl HttpConnection {
+    async fn connect(base_url: &str) -> std::io::Result<Self> {
+        let host = base_url
+            .strip_prefix("http://")
+            .ok_or_else(|| std::io::Error::other("only http:// URLs"))?
+            .trim_end_matches('/')
+            .to_owned();
+        let stream = TcpStream::connect(&host).await?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConnection {
+            stream: BufReader::new(stream),
+            host,
+        })
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if let Some((content_type, body)) = body {
+            head.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        let mut message = head.into_bytes();
+        if let Some((_, body)) = body {
+            message.extend_from_slice(body);
+        }
+        self.stream.get_mut().write_all(&message).await?;
+
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::Error::other("connection closed"));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().map_err(std::io::Error::other)?;
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok((status, body))
+    }
+}

@@ -1,0 +1,137 @@
+//! `certd bench`: load a running certd and report throughput and latency.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+
+use super::{DataDir, UsageError, duration};
+use crate::bench::{self, BenchOptions, Limit, Operation, Progress};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to load: `issue` (bootstrap with join tokens), `renew` (over
+    /// mTLS), `ocsp` (cached OCSP answers over HTTP) or `crl` (CRL downloads).
+    #[arg(value_enum)]
+    operation: BenchOperation,
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// certd's gRPC URL.
+    #[arg(long, env = "CERTD_SERVER", default_value = "https://127.0.0.1:8443")]
+    server: String,
+    /// certd's HTTP base URL (for `ocsp` and `crl`); default: from the
+    /// certificate's OCSP URL, or http://127.0.0.1:8080.
+    #[arg(long)]
+    http: Option<String>,
+    /// PEM roots to trust for certd; default DATA_DIR/bundle.pem.
+    #[arg(long, env = "CERTD_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
+    /// Concurrent callers, each with its own connection.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// Run for this long (default 10s).
+    #[arg(long, value_parser = duration, conflicts_with = "count")]
+    duration: Option<Duration>,
+    /// Stop after this many requests instead.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    count: Option<u64>,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BenchOperation {
+    Issue,
+    Renew,
+    Ocsp,
+    Crl,
+}
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let bundle_path = args
+        .ca_bundle
+        .clone()
+        .unwrap_or_else(|| args.data_dir.data_dir.join("bundle.pem"));
+    let ca_bundle_pem = super::workload::read(&bundle_path)?;
+    let limit = match (args.count, args.duration) {
+        (Some(count), _) => Limit::Count(count),
+        (None, Some(duration)) => Limit::Duration(duration),
+        (None, None) => Limit::Duration(Duration::from_secs(10)),
+    };
+    let options = BenchOptions {
+        operation: match args.operation {
+            BenchOperation::Issue => Operation::Issue,
+            BenchOperation::Renew => Operation::Renew,
+            BenchOperation::Ocsp => Operation::Ocsp,
+            BenchOperation::Crl => Operation::Crl,
+        },
+        server: args.server,
+        http: args.http,
+        ca_bundle_pem,
+        admin_socket: args.data_dir.data_dir.join("admin.sock"),
+        concurrency: usize::try_from(args.concurrency).map_err(|e| UsageError(e.to_string()))?,
+        limit,
+    };
+    eprintln!(
+        "preparing {:?} with {} callers…",
+        options.operation, options.concurrency
+    );
+    let progress = Arc::new(Progress::default());
+    let display = tokio::spawn(show_progress(progress.clone()));
+    let report = bench::run(&options, progress).await;
+    display.abort();
+    let report = report?;
+    println!(
+        "{:?}: {} ok, {} errors in {:.2}s = {:.0}/s with {} callers; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        report.op,
+        report.ok,
+        report.errors,
+        report.seconds,
+        report.rate,
+        report.concurrency,
+        report.p50_ms,
+        report.p90_ms,
+        report.p99_ms,
+        report.max_ms
+    );
+    if let Some(error) = &report.first_error {
+        println!("first error: {error}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    if report.ok == 0 {
+        return Err(UsageError(format!(
+            "no request succeeded: {}",
+            report.first_error.as_deref().unwrap_or("unknown error")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// One line a second on stderr while the run lasts.
+async fn show_progress(progress: Arc<Progress>) {
+    let started = Instant::now();
+    let mut last = 0;
+    // Preparation is not measured: wait for the first answer.
+    while progress.ok.load(Ordering::Relaxed) + progress.errors.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let ok = progress.ok.load(Ordering::Relaxed);
+        let errors = progress.errors.load(Ordering::Relaxed);
+        eprintln!(
+            "  {:>5.1}s  {ok:>9} ok  {errors:>6} errors  {:>8}/s",
+            started.elapsed().as_secs_f64(),
+            ok - last
+        );
+        last = ok;
+    }
+}
