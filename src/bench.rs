@@ -215,7 +215,7 @@ async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
             let token = create_tokens(options, 1).await?;
             let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
             let issued = client.issue(csrs[0].clone(), &token[0]).await?;
-            let (request, ocsp_url) = ocsp_request_for(&issued.chain_pem)?;
+            let (request, ocsp_url) = ocsp_request_for(&issued.chain_pem, None)?;
             let http = match &options.http {
                 Some(http) => http.clone(),
                 None => ocsp_url
@@ -277,9 +277,12 @@ fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
         .collect()
 }
 
-/// An OCSP request (SHA-1 CertID, no nonce: the cacheable kind relying
-/// parties send) for the leaf of `chain_pem`, and the leaf's OCSP URL.
-fn ocsp_request_for(chain_pem: &str) -> Result<(Vec<u8>, String), BenchError> {
+/// An OCSP request (SHA-1 CertID; without a nonce, the cacheable kind most
+/// relying parties send) for the leaf of `chain_pem`, and the leaf's OCSP URL.
+pub fn ocsp_request_for(
+    chain_pem: &str,
+    nonce: Option<&[u8]>,
+) -> Result<(Vec<u8>, String), BenchError> {
     use sha1::{Digest, Sha1};
     use x509_cert::der::Encode;
     use x509_cert::der::asn1::{ObjectIdentifier, OctetString};
@@ -330,7 +333,17 @@ fn ocsp_request_for(chain_pem: &str) -> Result<(Vec<u8>, String), BenchError> {
                 req_cert: cert_id,
                 single_request_extensions: None,
             }],
-            request_extensions: None,
+            request_extensions: nonce
+                .map(|nonce| -> Result<_, BenchError> {
+                    Ok(vec![x509_cert::ext::Extension {
+                        extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2"),
+                        critical: false,
+                        extn_value: octets(
+                            octets(nonce.to_vec())?.to_der().map_err(|e| prepare(&e))?,
+                        )?,
+                    }])
+                })
+                .transpose()?,
         },
         optional_signature: None,
     };

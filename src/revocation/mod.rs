@@ -8,7 +8,7 @@
 //! status changes or its answer nears its nextUpdate. It reads the store and
 //! signs through `ca`; recording a revocation is `authority`'s job.
 
-mod crl;
+pub mod crl;
 pub mod ocsp;
 mod reason;
 

@@ -1,0 +1,31 @@
+//! Fixtures shared by the benchmarks: a fresh CA in a temporary directory
+//! and CSRs made the way workloads make them.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use certd::ca::{CertificateAuthority, InitOptions, KeyType};
+
+pub fn new_ca(dir: &std::path::Path) -> Arc<CertificateAuthority> {
+    let options = InitOptions {
+        trust_domain: "certd.internal".parse().unwrap(),
+        key_type: KeyType::EcdsaP256,
+    };
+    certd::ca::init(dir, &options).unwrap();
+    Arc::new(CertificateAuthority::load(dir).unwrap())
+}
+
+pub fn csr_der() -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.serialize_request(&key).unwrap().der().to_vec()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
