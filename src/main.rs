@@ -8,9 +8,15 @@ use tracing_subscriber::EnvFilter;
 
 use certd::cli::{self, Cli, LogFormat};
 
+// sled allocates heavily from many threads; glibc's malloc spent over a tenth
+// of the daemon's CPU under load (docs/PERFORMANCE.md), mimalloc a fraction.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Dropped at the end of main, which flushes what is still queued.
+    let _log_writer = init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -36,6 +36,11 @@ const META_TREE: &str = "meta";
 /// Key in `meta` of the last CRL number handed out (u64, big-endian).
 const CRL_NUMBER_KEY: &[u8] = b"crl-number";
 
+/// sled's page cache. Its default (1 GiB) would let a busy daemon grow far
+/// past its memory budget; the working set (recent records, tokens, index
+/// nodes) fits easily in this.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The SHA-256 of a join token: all the store ever sees of it.
 pub type TokenHash = [u8; 32];
 
