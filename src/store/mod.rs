@@ -107,16 +107,20 @@ impl Store {
             path: path.display().to_string(),
             source: sled::Error::Io(source),
         })?;
-        let db = sled::Config::new().path(&path).open().map_err(|source| {
-            if is_lock_error(&source) {
-                StoreError::Locked(path.display().to_string())
-            } else {
-                StoreError::Open {
-                    path: path.display().to_string(),
-                    source,
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|source| {
+                if is_lock_error(&source) {
+                    StoreError::Locked(path.display().to_string())
+                } else {
+                    StoreError::Open {
+                        path: path.display().to_string(),
+                        source,
+                    }
                 }
-            }
-        })?;
+            })?;
         let data_file = File::open(path.join("db")).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source: sled::Error::Io(source),
