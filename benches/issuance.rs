@@ -16,6 +16,32 @@ fn csr_parse_and_verify(c: &mut Criterion) {
     });
 }
 
+/// The two halves of the CSR check, to see which bounds it: DER parsing, and
+/// the ECDSA signature verification alone (ring, as x509-parser calls it).
+fn csr_parse_and_verify_parts(c: &mut Criterion) {
+    use x509_parser::prelude::{FromDer, X509CertificationRequest};
+    let der = common::csr_der();
+    c.bench_function("csr_parse_only", |b| {
+        b.iter(|| X509CertificationRequest::from_der(std::hint::black_box(&der)).unwrap())
+    });
+    let (_, csr) = X509CertificationRequest::from_der(&der).unwrap();
+    let key = csr
+        .certification_request_info
+        .subject_pki
+        .subject_public_key
+        .data
+        .to_vec();
+    let message = csr.certification_request_info.raw.to_vec();
+    let signature = csr.signature_value.data.to_vec();
+    c.bench_function("ecdsa_p256_verify_only", |b| {
+        b.iter(|| {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &key)
+                .verify(&message, &signature)
+                .unwrap()
+        })
+    });
+}
+
 fn sign_certificate(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let ca = common::new_ca(dir.path());
@@ -38,5 +64,10 @@ fn sign_certificate(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, csr_parse_and_verify, sign_certificate);
+criterion_group!(
+    benches,
+    csr_parse_and_verify,
+    csr_parse_and_verify_parts,
+    sign_certificate
+);
 criterion_main!(benches);

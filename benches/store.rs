@@ -67,5 +67,45 @@ fn store_insert(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, store_insert);
+/// A store of many records (1M by default; `CERTD_BENCH_RECORDS` to change,
+/// `CERTD_BENCH_DATA_DIR` to keep it, with a CA, for `certd serve`): how
+/// long it takes to open, and to list one service's certificates.
+fn store_at_scale(c: &mut Criterion) {
+    let records: usize = std::env::var("CERTD_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let services = 1_000;
+    let kept = std::env::var_os("CERTD_BENCH_DATA_DIR").map(std::path::PathBuf::from);
+    let temporary = tempfile::tempdir().unwrap();
+    let data_dir = kept.unwrap_or_else(|| temporary.path().to_owned());
+    let db = data_dir.join("db");
+    if !db.exists() {
+        common::new_ca(&data_dir);
+        let runtime = common::runtime();
+        let store = Store::open(&db).unwrap();
+        let started = std::time::Instant::now();
+        for index in 0..records {
+            let mut record = record();
+            record.service = format!("svc-{}", index % services).parse().unwrap();
+            store.write_issuance(&record, None).unwrap();
+        }
+        runtime.block_on(store.durable()).unwrap();
+        eprintln!("wrote {records} records in {:.1?}", started.elapsed());
+    }
+    let mut group = c.benchmark_group(format!("store_{records}_records"));
+    group.sample_size(10);
+    group.bench_function("open", |b| b.iter(|| drop(Store::open(&db).unwrap())));
+    let store = Store::open(&db).unwrap();
+    let service = "svc-7".parse().unwrap();
+    group.bench_function("list_one_service", |b| {
+        b.iter(|| {
+            let listed = store.certificates(Some(&service)).unwrap();
+            assert_eq!(listed.len(), records / services);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, store_insert, store_at_scale);
 criterion_main!(benches);

@@ -7,6 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use x509_parser::prelude::FromDer;
+
 use common::{Daemon, run_cli, stderr, stdout};
 
 fn mode(path: &Path) -> u32 {
@@ -540,6 +542,15 @@ async fn openssl_made_csrs_interoperate() {
             let certs = common::pem_certs(&issued.chain_pem);
             let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
             assert!(cert.key_usage().unwrap().unwrap().value.key_encipherment());
+            let csr_der = std::fs::read(&csr).unwrap();
+            let (_, request) =
+                x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der)
+                    .unwrap();
+            assert_eq!(
+                cert.public_key().raw,
+                request.certification_request_info.subject_pki.raw,
+                "the certificate carries exactly the CSR's key"
+            );
         } else {
             match result {
                 Err(certd::api::client::ClientError::Refused { kind, message }) => {

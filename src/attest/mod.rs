@@ -4,7 +4,7 @@
 //! current certificate presented over mTLS (renewal). Each turns evidence
 //! into a `WorkloadIdentity`, or refuses with an `AttestError`. This module
 //! reads the store but never writes it: consuming a token happens in the
-//! same transaction as recording the certificate, in `store`.
+//! same step as recording the certificate, in `store`.
 
 mod join_token;
 mod renewal;

@@ -69,10 +69,35 @@ impl std::fmt::Display for RequestedName {
     }
 }
 
+/// A subject public key certd accepts: its kind and its raw bits.
+#[derive(Debug, Clone)]
+pub struct SubjectPublicKey {
+    kind: SubjectKeyKind,
+    bits: Vec<u8>,
+}
+
+impl rcgen::PublicKeyData for SubjectPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    /// The algorithm whose identifier rcgen writes into the certificate's
+    /// subjectPublicKeyInfo. For RSA every PKCS#1 variant writes the same
+    /// rsaEncryption identifier.
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self.kind {
+            SubjectKeyKind::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            SubjectKeyKind::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            SubjectKeyKind::Ed25519 => &rcgen::PKCS_ED25519,
+            SubjectKeyKind::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+}
+
 /// A CSR whose signature verified and whose key is acceptable.
 #[derive(Debug, Clone)]
 pub struct ValidatedCsr {
-    public_key: rcgen::SubjectPublicKeyInfo,
+    public_key: SubjectPublicKey,
     key_kind: SubjectKeyKind,
     requested_names: Vec<RequestedName>,
     requests_ca: bool,
@@ -98,9 +123,15 @@ impl ValidatedCsr {
         }
         let key_kind = subject_key_kind(&csr)?;
         csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
-        let spki = &csr.certification_request_info.subject_pki;
-        let public_key = rcgen::SubjectPublicKeyInfo::from_der(spki.raw)
-            .map_err(|e| CsrError::UnsupportedKey(e.to_string()))?;
+        let public_key = SubjectPublicKey {
+            kind: key_kind,
+            bits: csr
+                .certification_request_info
+                .subject_pki
+                .subject_public_key
+                .data
+                .to_vec(),
+        };
         let (requested_names, requests_ca) = requested_names_and_powers(&csr)?;
         Ok(ValidatedCsr {
             public_key,
@@ -110,7 +141,7 @@ impl ValidatedCsr {
         })
     }
 
-    pub fn public_key(&self) -> &rcgen::SubjectPublicKeyInfo {
+    pub fn public_key(&self) -> &SubjectPublicKey {
         &self.public_key
     }
 

@@ -300,7 +300,7 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{CertificateParams, KeyPair};
+    use rcgen::{CertificateParams, KeyPair, PublicKeyData};
     use x509_parser::prelude::{FromDer, X509Certificate};
 
     use super::*;
@@ -366,6 +366,34 @@ mod tests {
             cert.issuer().to_string(),
             "O=certd.internal, CN=certd intermediate CA"
         );
+    }
+
+    #[test]
+    fn the_certificate_carries_exactly_the_csrs_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = new_ca(dir.path());
+        for algorithm in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+        ] {
+            let key = KeyPair::generate_for(algorithm).unwrap();
+            let signed = ca
+                .sign_workload(
+                    &csr(&key),
+                    &identity(),
+                    Serial::generate(),
+                    Duration::from_secs(60),
+                    SystemTime::now(),
+                )
+                .unwrap();
+            let (_, cert) = X509Certificate::from_der(&signed.der).unwrap();
+            assert_eq!(
+                cert.public_key().raw,
+                key.subject_public_key_info().as_slice(),
+                "{algorithm:?}"
+            );
+        }
     }
 
     #[test]

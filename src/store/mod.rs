@@ -2,7 +2,7 @@
 //! database under `DATA_DIR/db`.
 //!
 //! `store` is the only module that knows sled. Its API is narrow: record an
-//! issuance (consuming a join token in the same transaction), look up and
+//! issuance (consuming a join token atomically), look up and
 //! list records, create and look up tokens. Every write is durable (see
 //! `commit`) before the call returns. It knows nothing of X.509 or gRPC.
 
@@ -145,8 +145,8 @@ impl Store {
         &self.path
     }
 
-    /// Records an issuance, consuming `token` in the same transaction when
-    /// given, and returns once the record is durable. Exactly one of several
+    /// Records an issuance, consuming `token` first when given (see
+    /// `write_issuance`), and returns once the record is durable. Exactly one of several
     /// concurrent calls with one token succeeds.
     pub async fn record_issuance(
         &self,
