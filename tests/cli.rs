@@ -562,3 +562,35 @@ async fn openssl_made_csrs_interoperate() {
         }
     }
 }
+
+/// `certd bench` drives every operation against a real daemon, checks every
+/// answer and ends with one JSON summary line.
+#[test]
+fn bench_reports_each_operation() {
+    let daemon = Daemon::start();
+    for operation in ["issue", "renew", "ocsp", "crl"] {
+        let output = daemon.cli(&[
+            "bench",
+            operation,
+            "--server",
+            &daemon.grpc,
+            "--http",
+            &daemon.http,
+            "--concurrency",
+            "4",
+            "--count",
+            "40",
+            "--json",
+        ]);
+        assert!(output.status.success(), "{operation}: {}", stderr(&output));
+        let text = stdout(&output);
+        let summary: serde_json::Value =
+            serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["op"], operation);
+        assert_eq!(summary["ok"], 40, "{text}");
+        assert_eq!(summary["errors"], 0, "{text}");
+        for field in ["seconds", "rate", "p50_ms", "p90_ms", "p99_ms", "max_ms"] {
+            assert!(summary[field].as_f64().unwrap() > 0.0, "{field} in {text}");
+        }
+    }
+}
