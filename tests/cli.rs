@@ -5,11 +5,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use x509_parser::prelude::FromDer;
 
-use common::{Daemon, run_cli, stderr, stdout};
+use common::{Daemon, openssl, run_cli, stderr, stdout};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -28,17 +27,6 @@ fn request(daemon: &Daemon, token: &str, out: &Path) -> std::process::Output {
         "--out",
         out.to_str().unwrap(),
     ])
-}
-
-fn openssl(args: &[&str]) -> (bool, String) {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl");
-    (
-        output.status.success(),
-        format!("{}{}", stdout(&output), stderr(&output)),
-    )
 }
 
 /// `certd token create` prints only the token, so `T=$(...)` works.

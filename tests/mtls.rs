@@ -5,21 +5,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Daemon, Identity, pem_certs, provider};
-use rustls::RootCertStore;
+use common::{Daemon, Identity, provider, roots};
 use rustls::pki_types::ServerName;
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-
-fn roots(bundle_pem: &str) -> Arc<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    for cert in pem_certs(bundle_pem) {
-        roots.add(cert).unwrap();
-    }
-    Arc::new(roots)
-}
 
 /// A server that requires a client certificate chaining to `bundle_pem`.
 fn server_config(identity: &Identity, bundle_pem: &str) -> Arc<rustls::ServerConfig> {

@@ -4,12 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use certd::api::client::{ClientError, Refusal};
-use common::{Daemon, Identity, http, pem_certs, provider, stderr, stdout};
-use rustls::RootCertStore;
+use common::{Daemon, Identity, http, openssl, pem_certs, provider, roots, stderr, stdout};
 use rustls::pki_types::{CertificateRevocationListDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use sha1::{Digest, Sha1};
@@ -23,14 +21,6 @@ use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_ocsp::{
     CertId, CertStatus, OcspRequest, OcspResponse, OcspResponseStatus, Request, TbsRequest, Version,
 };
-
-fn roots(bundle_pem: &str) -> Arc<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    for cert in pem_certs(bundle_pem) {
-        roots.add(cert).unwrap();
-    }
-    Arc::new(roots)
-}
 
 /// A server that requires client certificates and checks them against `crl`.
 fn crl_checking_server(
@@ -465,17 +455,6 @@ async fn ocsp_answers_and_refuses_precisely() {
         }
         other => panic!("expected revoked, got {other:?}"),
     }
-}
-
-fn openssl(args: &[&str]) -> (bool, String) {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl");
-    (
-        output.status.success(),
-        format!("{}{}", stdout(&output), stderr(&output)),
-    )
 }
 
 fn write(path: &Path, contents: &str) -> String {

@@ -318,3 +318,24 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> H
         body: raw[split + 4..].to_vec(),
     }
 }
+
+/// Runs `openssl` with `args`: whether it succeeded, and stdout then stderr.
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    (
+        output.status.success(),
+        format!("{}{}", stdout(&output), stderr(&output)),
+    )
+}
+
+/// A rustls root store holding the certificates of `bundle_pem`.
+pub fn roots(bundle_pem: &str) -> Arc<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem_certs(bundle_pem) {
+        roots.add(cert).expect("a root certificate");
+    }
+    Arc::new(roots)
+}
