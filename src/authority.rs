@@ -11,10 +11,11 @@ use std::time::{Duration, SystemTime};
 use crate::attest::{AttestError, JoinToken, RenewalEvidence};
 use crate::ca::csr::ValidatedCsr;
 use crate::ca::{CertificateAuthority, SignedCertificate, unix_seconds};
-use crate::config::Lifetimes;
+use crate::config::{AuthoritySettings, Lifetimes};
 use crate::identity::{Serial, ServiceName, WorkloadIdentity};
+use crate::limits::Limits;
 use crate::policy;
-use crate::revocation::{RevocationReason, RevocationSettings, Revocations};
+use crate::revocation::{RevocationReason, Revocations};
 use crate::store::{
     Attestation, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome, Store, StoreError,
     TokenHash,
@@ -83,6 +84,7 @@ pub struct Authority {
     store: Store,
     lifetimes: Lifetimes,
     revocations: Arc<Revocations>,
+    limits: Arc<Limits>,
 }
 
 /// What a revocation did, for one certificate.
@@ -110,18 +112,18 @@ struct IssuanceRequest {
 }
 
 impl Authority {
-    pub fn new(
-        ca: Arc<CertificateAuthority>,
-        store: Store,
-        lifetimes: Lifetimes,
-        revocation: RevocationSettings,
-    ) -> Self {
-        let revocations = Arc::new(Revocations::new(ca.clone(), store.clone(), revocation));
+    pub fn new(ca: Arc<CertificateAuthority>, store: Store, settings: AuthoritySettings) -> Self {
+        let revocations = Arc::new(Revocations::new(
+            ca.clone(),
+            store.clone(),
+            settings.revocation,
+        ));
         Authority {
             ca,
             store,
-            lifetimes,
+            lifetimes: settings.lifetimes,
             revocations,
+            limits: Arc::new(Limits::new(settings.limits)),
         }
     }
 
@@ -237,6 +239,9 @@ impl Authority {
     }
 
     async fn issue_with_join_token_inner(&self, csr_der: &[u8], token: &str) -> Result<Issued> {
+        // Limits come first, before any expensive work is done for the caller.
+        let _admission = self.limits.admit()?;
+        self.limits.issuance()?;
         let csr = ValidatedCsr::from_der(csr_der)?;
         let token = JoinToken::from_presented(token)?;
         let now = unix_seconds(SystemTime::now());
@@ -267,6 +272,8 @@ impl Authority {
     }
 
     async fn renew_inner(&self, csr_der: &[u8], client_leaf: Option<&[u8]>) -> Result<Issued> {
+        let _admission = self.limits.admit()?;
+        self.limits.issuance()?;
         let evidence =
             RenewalEvidence::check(client_leaf, &self.store, unix_seconds(SystemTime::now()))?;
         let csr = ValidatedCsr::from_der(csr_der)?;
@@ -454,6 +461,11 @@ impl Authority {
     /// Policy, signing and recording: the common end of every issuance.
     async fn issue(&self, csr: &ValidatedCsr, request: IssuanceRequest) -> Result<Issued> {
         policy::check_csr(csr, &request.identity)?;
+        // Operators (`certd issue`) are not rate limited; workloads are,
+        // per service, once their identity is known.
+        if !matches!(request.attestation, Attestation::Admin { .. }) {
+            self.limits.service_issuance(&request.identity.service)?;
+        }
         let now = SystemTime::now();
         for _ in 0..SERIAL_ATTEMPTS {
             let serial = self.fresh_serial()?;

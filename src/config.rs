@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ca::RevocationUrls;
+use crate::limits::{DEFAULT_MAX_CONCURRENT_REQUESTS, LimitSettings, Rate};
 use crate::revocation::{DEFAULT_CRL_VALIDITY, DEFAULT_OCSP_VALIDITY, RevocationSettings};
 
 /// Lifetime of workload certificates when the caller asks for none.
@@ -62,6 +63,23 @@ pub struct ConfigFile {
     pub issuance: Option<IssuanceSection>,
     pub join_tokens: Option<JoinTokenSection>,
     pub revocation: Option<RevocationSection>,
+    pub limits: Option<LimitsSection>,
+}
+
+/// Admission limits; every rate is per second, and 0 (the default) turns
+/// that limit off.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Issuances (Issue and Renew) per second across all callers.
+    pub issuance_rate: Option<f64>,
+    /// How many may come at once before the rate applies.
+    pub issuance_burst: Option<f64>,
+    /// Issuances per second for any one service.
+    pub service_issuance_rate: Option<f64>,
+    pub service_issuance_burst: Option<f64>,
+    /// Issue and Renew requests in flight at once; more are refused.
+    pub max_concurrent_requests: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -89,7 +107,7 @@ pub struct JoinTokenSection {
 }
 
 /// The validated configuration the daemon runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -98,6 +116,26 @@ pub struct Config {
     /// `None`: derived from the HTTP listener's bound address.
     pub public_base_url: Option<String>,
     pub revocation: RevocationSettings,
+    pub limits: LimitSettings,
+}
+
+impl Config {
+    /// What the authority needs of the configuration.
+    pub fn authority_settings(&self) -> AuthoritySettings {
+        AuthoritySettings {
+            lifetimes: self.lifetimes,
+            revocation: self.revocation,
+            limits: self.limits,
+        }
+    }
+}
+
+/// The settings the `Authority` runs with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AuthoritySettings {
+    pub lifetimes: Lifetimes,
+    pub revocation: RevocationSettings,
+    pub limits: LimitSettings,
 }
 
 /// Lifetimes of what certd hands out.
@@ -221,7 +259,9 @@ impl ConfigFile {
             None => None,
             Some(url) => Some(validate_base_url(url)?),
         };
+        let limits = validate_limits(&self.limits.clone().unwrap_or_default())?;
         Ok(Config {
+            limits,
             public_base_url,
             revocation,
             grpc_addr: address(
@@ -272,6 +312,58 @@ fn address(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> 
             format!("{value:?} is not an address like 127.0.0.1:8443"),
         )
     })
+}
+
+fn validate_limits(section: &LimitsSection) -> Result<LimitSettings, ConfigError> {
+    let rate = |rate_field: &'static str,
+                rate: Option<f64>,
+                burst_field: &'static str,
+                burst: Option<f64>| {
+        let per_second = non_negative(rate_field, rate.unwrap_or(0.0))?;
+        let burst = non_negative(burst_field, burst.unwrap_or(per_second))?;
+        if per_second > 0.0 && burst < 1.0 {
+            return Err(invalid(
+                burst_field,
+                "must be at least 1 when the rate is on".into(),
+            ));
+        }
+        Ok(Rate { per_second, burst })
+    };
+    let max_concurrent_requests = section
+        .max_concurrent_requests
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS);
+    if max_concurrent_requests == 0 {
+        return Err(invalid(
+            "limits.max_concurrent_requests",
+            "must be at least 1".into(),
+        ));
+    }
+    Ok(LimitSettings {
+        global_issuance: rate(
+            "limits.issuance_rate",
+            section.issuance_rate,
+            "limits.issuance_burst",
+            section.issuance_burst,
+        )?,
+        service_issuance: rate(
+            "limits.service_issuance_rate",
+            section.service_issuance_rate,
+            "limits.service_issuance_burst",
+            section.service_issuance_burst,
+        )?,
+        max_concurrent_requests,
+    })
+}
+
+fn non_negative(field: &'static str, value: f64) -> Result<f64, ConfigError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} is not a number of zero or more"),
+        ))
+    }
 }
 
 /// Where relying parties fetch revocation information, for a base URL.
@@ -384,6 +476,20 @@ mod tests {
             revocation_urls("https://ca.example").ocsp,
             "https://ca.example/ocsp"
         );
+        let config = check(
+            "[limits]\nservice_issuance_rate = 5.0\nmax_concurrent_requests = 10",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.limits.service_issuance,
+            Rate {
+                per_second: 5.0,
+                burst: 5.0
+            }
+        );
+        assert_eq!(config.limits.global_issuance, Rate::UNLIMITED);
+        assert_eq!(config.limits.max_concurrent_requests, 10);
     }
 
     #[test]
@@ -409,6 +515,18 @@ mod tests {
         check(
             "[revocation]\ncrl_validity = \"1s\"",
             Some("revocation.crl_validity"),
+        );
+        check(
+            "[limits]\nissuance_rate = -1.0",
+            Some("limits.issuance_rate"),
+        );
+        check(
+            "[limits]\nservice_issuance_rate = 5.0\nservice_issuance_burst = 0.5",
+            Some("limits.service_issuance_burst"),
+        );
+        check(
+            "[limits]\nmax_concurrent_requests = 0",
+            Some("limits.max_concurrent_requests"),
         );
     }
 }

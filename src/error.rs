@@ -7,6 +7,7 @@ use crate::ca::CaError;
 use crate::ca::csr::CsrError;
 use crate::config::ConfigError;
 use crate::identity::NameError;
+use crate::limits::LimitError;
 use crate::policy::PolicyError;
 use crate::store::StoreError;
 
@@ -27,6 +28,9 @@ pub enum Error {
     /// The caller's identity may not have what it asked for.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A rate or concurrency limit refused the request for now.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// What the caller named does not exist.
     #[error("{0} not found")]
     NotFound(String),

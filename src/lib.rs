@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 pub mod fsutil;
 pub mod identity;
+pub mod limits;
 pub mod policy;
 pub mod revocation;
 pub mod server;

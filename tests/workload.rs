@@ -373,3 +373,46 @@ async fn trust_bundle_and_status_are_public() {
     let (kind, _) = refusal(client.status("not hex").await);
     assert_eq!(kind, Refusal::InvalidArgument);
 }
+
+/// Per-service rate limits refuse with RESOURCE_EXHAUSTED and a retry hint,
+/// write nothing, leave the token usable, and do not touch other services.
+#[tokio::test]
+async fn per_service_rate_limits_refuse_with_a_retry_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nservice_issuance_rate = 0.1\nservice_issuance_burst = 2\n",
+    )
+    .unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = config.to_str().unwrap().to_owned();
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    daemon.bootstrap("billing").await;
+    daemon.bootstrap("billing").await;
+    let token = daemon.token("billing");
+    let before = daemon.certificate_count();
+    let key = KeyPair::generate().unwrap();
+    let (kind, message) = refusal(
+        daemon
+            .client(None)
+            .await
+            .issue(csr_for(&key, None, vec![]), &token)
+            .await,
+    );
+    assert_eq!(kind, Refusal::ResourceExhausted);
+    assert!(
+        message.contains("service billing") && message.contains("retry after"),
+        "{message}"
+    );
+    assert_eq!(
+        daemon.certificate_count(),
+        before,
+        "a refusal writes nothing"
+    );
+    daemon.bootstrap("payments").await;
+    assert!(
+        daemon.log_text().contains("rate limit"),
+        "the refusal is audited"
+    );
+}

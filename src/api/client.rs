@@ -38,6 +38,8 @@ pub enum Refusal {
     PermissionDenied,
     NotFound,
     Unavailable,
+    /// A limit was reached; retry later.
+    ResourceExhausted,
     Other,
 }
 
@@ -49,6 +51,7 @@ impl std::fmt::Display for Refusal {
             Refusal::PermissionDenied => "permission denied",
             Refusal::NotFound => "not found",
             Refusal::Unavailable => "unavailable",
+            Refusal::ResourceExhausted => "resource exhausted",
             Refusal::Other => "error",
         })
     }
@@ -69,6 +72,7 @@ fn refused(target: &str, status: Status) -> ClientError {
         Code::Unauthenticated => Refusal::Unauthenticated,
         Code::PermissionDenied => Refusal::PermissionDenied,
         Code::NotFound => Refusal::NotFound,
+        Code::ResourceExhausted => Refusal::ResourceExhausted,
         Code::Unavailable
             if status.message().contains("transport") || status.message().contains("connect") =>
         {

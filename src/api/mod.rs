@@ -37,6 +37,7 @@ pub fn status(error: &Error) -> Status {
         Error::Attest(_) => Code::Unauthenticated,
         Error::Policy(_) => Code::PermissionDenied,
         Error::NotFound(_) => Code::NotFound,
+        Error::Limit(_) => Code::ResourceExhausted,
         Error::Store(StoreError::Durability(_) | StoreError::Locked(_)) => Code::Unavailable,
         Error::Ca(crate::ca::CaError::IntermediateExpired { .. }) => Code::FailedPrecondition,
         Error::Store(_) | Error::Ca(_) | Error::Config(_) => Code::Internal,
@@ -50,5 +51,41 @@ pub fn status(error: &Error) -> Status {
         };
         return Status::new(code, message);
     }
-    Status::new(code, error.to_string())
+    let mut status = Status::new(code, error.to_string());
+    if let Error::Limit(limit) = error
+        && let Ok(value) = limit.retry_after().as_millis().to_string().parse()
+    {
+        // The retry hint, machine-readable; the message says it in words.
+        status.metadata_mut().insert(RETRY_AFTER_MS, value);
+    }
+    status
+}
+
+/// Metadata key of the retry hint on `RESOURCE_EXHAUSTED`.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::limits::LimitError;
+
+    #[test]
+    fn limits_map_to_resource_exhausted_with_a_retry_hint() {
+        let error = Error::Limit(LimitError::GlobalRate {
+            retry_after: Duration::from_millis(250),
+        });
+        let status = status(&error);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.metadata().get(RETRY_AFTER_MS).unwrap(), "250");
+        assert!(status.message().contains("retry after 250 ms"));
+    }
+
+    #[test]
+    fn internal_errors_keep_their_details_off_the_wire() {
+        let status = status(&Error::Store(StoreError::Corrupt("secret detail".into())));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret detail"));
+    }
 }

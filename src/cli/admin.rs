@@ -284,8 +284,7 @@ fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Resul
     Ok(Authority::new(
         Arc::new(ca),
         store,
-        config.lifetimes,
-        config.revocation,
+        config.authority_settings(),
     ))
 }
 

@@ -145,7 +145,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                     Refusal::InvalidArgument => exit::INVALID_INPUT,
                     Refusal::Unauthenticated | Refusal::PermissionDenied => exit::REFUSED,
                     Refusal::NotFound => exit::NOT_FOUND,
-                    Refusal::Unavailable => exit::UNREACHABLE,
+                    Refusal::Unavailable | Refusal::ResourceExhausted => exit::UNREACHABLE,
                     Refusal::Other => exit::FAILURE,
                 },
             };
@@ -159,6 +159,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                 Error::Policy(crate::policy::PolicyError::TtlTooLong { .. }) => exit::INVALID_INPUT,
                 Error::Attest(_) | Error::Policy(_) => exit::REFUSED,
                 Error::NotFound(_) => exit::NOT_FOUND,
+                Error::Limit(_) => exit::UNREACHABLE,
                 Error::Store(crate::store::StoreError::Locked(_)) => exit::UNREACHABLE,
                 Error::Store(_) | Error::Ca(_) => exit::FAILURE,
             };

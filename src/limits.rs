@@ -1,0 +1,248 @@
+//! Admission limits on issuance: a global and a per-service rate (token
+//! buckets) and a cap on requests in flight.
+//!
+//! `limits` only decides "now, or retry after this long"; `authority` asks it
+//! before doing any expensive work, and `api` turns a refusal into
+//! `RESOURCE_EXHAUSTED` with a retry hint. No I/O.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::identity::ServiceName;
+
+/// Requests in flight when the configuration says nothing.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Per-service buckets kept before idle (full) ones are forgotten.
+const MAX_TRACKED_SERVICES: usize = 10_000;
+
+/// A rate: `per_second` on average, up to `burst` at once. Zero disables.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Rate {
+    pub const UNLIMITED: Rate = Rate {
+        per_second: 0.0,
+        burst: 0.0,
+    };
+
+    fn enabled(&self) -> bool {
+        self.per_second > 0.0
+    }
+}
+
+/// The configured limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimitSettings {
+    pub global_issuance: Rate,
+    pub service_issuance: Rate,
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            global_issuance: Rate::UNLIMITED,
+            service_issuance: Rate::UNLIMITED,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+        }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LimitError {
+    #[error("certd's issuance rate limit is reached; retry after {} ms", retry_after.as_millis())]
+    GlobalRate { retry_after: Duration },
+    #[error("the issuance rate limit of service {service} is reached; retry after {} ms", retry_after.as_millis())]
+    ServiceRate {
+        service: String,
+        retry_after: Duration,
+    },
+    #[error("too many requests in flight; retry after {} ms", retry_after.as_millis())]
+    TooManyRequests { retry_after: Duration },
+}
+
+impl LimitError {
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            LimitError::GlobalRate { retry_after }
+            | LimitError::ServiceRate { retry_after, .. }
+            | LimitError::TooManyRequests { retry_after } => *retry_after,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn full(rate: Rate, now: Instant) -> Self {
+        Bucket {
+            tokens: rate.burst.max(1.0),
+            updated: now,
+        }
+    }
+
+    /// Takes one token, or says how long until one is there.
+    fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.burst.max(1.0));
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / rate.per_second,
+            ))
+        }
+    }
+}
+
+/// Shared admission state.
+#[derive(Debug)]
+pub struct Limits {
+    settings: LimitSettings,
+    global: Mutex<Bucket>,
+    services: Mutex<HashMap<ServiceName, Bucket>>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// Held while a request runs; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Limits {
+    pub fn new(settings: LimitSettings) -> Self {
+        Limits {
+            global: Mutex::new(Bucket::full(settings.global_issuance, Instant::now())),
+            services: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
+            settings,
+        }
+    }
+
+    /// A slot for one request, or a refusal if all are taken.
+    pub fn admit(&self) -> Result<Admission, LimitError> {
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map(Admission)
+            .map_err(|_| LimitError::TooManyRequests {
+                retry_after: Duration::from_millis(100),
+            })
+    }
+
+    /// Counts one issuance against the global rate.
+    pub fn issuance(&self) -> Result<(), LimitError> {
+        let rate = self.settings.global_issuance;
+        if !rate.enabled() {
+            return Ok(());
+        }
+        let mut bucket = self.global.lock().unwrap_or_else(|p| p.into_inner());
+        bucket
+            .take(rate, Instant::now())
+            .map_err(|retry_after| LimitError::GlobalRate { retry_after })
+    }
+
+    /// Counts one issuance against `service`'s rate.
+    pub fn service_issuance(&self, service: &ServiceName) -> Result<(), LimitError> {
+        let rate = self.settings.service_issuance;
+        if !rate.enabled() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        if services.len() >= MAX_TRACKED_SERVICES && !services.contains_key(service) {
+            // Forget services whose bucket has refilled: they are idle.
+            services.retain(|_, bucket| {
+                let idle = now.saturating_duration_since(bucket.updated).as_secs_f64();
+                bucket.tokens + idle * rate.per_second < rate.burst.max(1.0)
+            });
+        }
+        services
+            .entry(service.clone())
+            .or_insert_with(|| Bucket::full(rate, now))
+            .take(rate, now)
+            .map_err(|retry_after| LimitError::ServiceRate {
+                service: service.to_string(),
+                retry_after,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(global: Rate, service: Rate, concurrent: usize) -> Limits {
+        Limits::new(LimitSettings {
+            global_issuance: global,
+            service_issuance: service,
+            max_concurrent_requests: concurrent,
+        })
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_names_the_wait() {
+        let rate = Rate {
+            per_second: 2.0,
+            burst: 3.0,
+        };
+        let start = Instant::now();
+        let mut bucket = Bucket::full(rate, start);
+        for _ in 0..3 {
+            assert_eq!(bucket.take(rate, start), Ok(()));
+        }
+        let wait = bucket.take(rate, start).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        assert_eq!(
+            bucket.take(rate, start + Duration::from_millis(500)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn services_are_limited_separately() {
+        let limits = limits(
+            Rate::UNLIMITED,
+            Rate {
+                per_second: 1.0,
+                burst: 1.0,
+            },
+            8,
+        );
+        let billing = "billing".parse().unwrap();
+        let payments = "payments".parse().unwrap();
+        assert!(limits.service_issuance(&billing).is_ok());
+        let refused = limits.service_issuance(&billing).unwrap_err();
+        assert!(
+            matches!(refused, LimitError::ServiceRate { ref service, .. } if service == "billing")
+        );
+        assert!(refused.retry_after() > Duration::ZERO);
+        assert!(limits.service_issuance(&payments).is_ok());
+        assert!(limits.issuance().is_ok(), "the global limit is off");
+    }
+
+    #[test]
+    fn in_flight_requests_are_capped() {
+        let limits = limits(Rate::UNLIMITED, Rate::UNLIMITED, 2);
+        let first = limits.admit().unwrap();
+        let _second = limits.admit().unwrap();
+        assert!(matches!(
+            limits.admit(),
+            Err(LimitError::TooManyRequests { .. })
+        ));
+        drop(first);
+        assert!(limits.admit().is_ok());
+    }
+}
