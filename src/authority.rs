@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::attest::{AttestError, JoinToken, RenewalEvidence};
+use crate::audit::{self, Decision};
 use crate::ca::csr::ValidatedCsr;
 use crate::ca::{CertificateAuthority, SignedCertificate, unix_seconds};
 use crate::config::{AuthoritySettings, Lifetimes};
@@ -21,9 +22,6 @@ use crate::store::{
     TokenHash,
 };
 use crate::{Error, Result};
-
-/// Target of audit events in the structured log.
-pub const AUDIT_TARGET: &str = "certd::audit";
 
 /// How many fresh serials to try if one is, against all odds, taken.
 const SERIAL_ATTEMPTS: usize = 3;
@@ -145,7 +143,7 @@ impl Authority {
             Ok(revoked) => self.publish(vec![revoked]).await,
             Err(error) => Err(error),
         };
-        audit_revocation(caller, serial, reason, &outcome);
+        audit_revocation(&self.store, caller, serial, reason, &outcome);
         outcome
     }
 
@@ -157,7 +155,13 @@ impl Authority {
         reason: RevocationReason,
     ) -> Result<RevocationResult> {
         let outcome = self.revoke_service_inner(service, reason).await;
-        audit_revocation(caller, &format!("service {service}"), reason, &outcome);
+        audit_revocation(
+            &self.store,
+            caller,
+            &format!("service {service}"),
+            reason,
+            &outcome,
+        );
         outcome
     }
 
@@ -234,7 +238,7 @@ impl Authority {
         token: &str,
     ) -> Result<Issued> {
         let outcome = self.issue_with_join_token_inner(csr_der, token).await;
-        audit("issue", caller, "join-token", &outcome);
+        audit_issuance(&self.store, "issue", caller, "join-token", &outcome);
         outcome
     }
 
@@ -267,7 +271,7 @@ impl Authority {
         client_leaf: Option<&[u8]>,
     ) -> Result<Issued> {
         let outcome = self.renew_inner(csr_der, client_leaf).await;
-        audit("renew", caller, "renewal", &outcome);
+        audit_issuance(&self.store, "renew", caller, "renewal", &outcome);
         outcome
     }
 
@@ -299,7 +303,7 @@ impl Authority {
         let outcome = self
             .issue_for_operator_inner(caller, service, csr_der, ttl)
             .await;
-        audit("issue", caller, "admin", &outcome);
+        audit_issuance(&self.store, "issue", caller, "admin", &outcome);
         outcome
     }
 
@@ -336,26 +340,34 @@ impl Authority {
         count: usize,
     ) -> Result<CreatedJoinTokens> {
         let outcome = self.create_join_tokens_inner(service, ttl, count).await;
-        match &outcome {
-            Ok(created) => tracing::info!(
-                target: AUDIT_TARGET,
-                event = "create-join-token",
-                decision = "allow",
-                %caller,
-                service,
-                count = created.tokens.len(),
-                token_id = %created.tokens.first().map(JoinToken::id).unwrap_or_default(),
-                expires_at = created.expires_at,
-            ),
-            Err(error) => tracing::warn!(
-                target: AUDIT_TARGET,
-                event = "create-join-token",
-                decision = "deny",
-                %caller,
-                service,
-                reason = %error,
-            ),
-        }
+        let decision = match &outcome {
+            Ok(created) => Decision {
+                event: "create-join-token",
+                allowed: true,
+                caller: &caller.0,
+                service: Some(service.to_owned()),
+                reason: Some(format!(
+                    "{} token(s), first id {}, expire at {}",
+                    created.tokens.len(),
+                    created
+                        .tokens
+                        .first()
+                        .map(JoinToken::id)
+                        .unwrap_or_default(),
+                    created.expires_at
+                )),
+                ..Decision::default()
+            },
+            Err(error) => Decision {
+                event: "create-join-token",
+                allowed: false,
+                caller: &caller.0,
+                service: Some(service.to_owned()),
+                reason: Some(error.to_string()),
+                ..Decision::default()
+            },
+        };
+        audit::record(&self.store, decision);
         outcome
     }
 
@@ -541,8 +553,10 @@ impl Authority {
     }
 }
 
-/// One audit event per revocation request.
+/// One audit entry per certificate a revocation request touched, or one
+/// for its refusal.
 fn audit_revocation(
+    store: &Store,
     caller: &Caller,
     target: &str,
     reason: RevocationReason,
@@ -551,52 +565,69 @@ fn audit_revocation(
     match outcome {
         Ok(result) => {
             for revoked in &result.certificates {
-                tracing::info!(
-                    target: AUDIT_TARGET,
-                    event = "revoke",
-                    decision = "allow",
-                    %caller,
-                    serial = %revoked.record.serial,
-                    service = %revoked.record.service,
-                    reason = %reason,
-                    newly_revoked = revoked.newly_revoked,
-                    crl_number = result.crl_number,
+                let state = if revoked.newly_revoked {
+                    "revoked"
+                } else {
+                    "already revoked"
+                };
+                audit::record(
+                    store,
+                    Decision {
+                        event: "revoke",
+                        allowed: true,
+                        caller: &caller.0,
+                        service: Some(revoked.record.service.to_string()),
+                        serial: Some(revoked.record.serial.to_hex()),
+                        reason: Some(format!("{state}: {reason}; CRL {}", result.crl_number)),
+                        ..Decision::default()
+                    },
                 );
             }
         }
-        Err(error) => tracing::warn!(
-            target: AUDIT_TARGET,
-            event = "revoke",
-            decision = "deny",
-            %caller,
-            subject = target,
-            reason = %reason,
-            error = %error,
+        Err(error) => audit::record(
+            store,
+            Decision {
+                event: "revoke",
+                allowed: false,
+                caller: &caller.0,
+                serial: Some(target.to_owned()),
+                reason: Some(format!("{error} (asked reason: {reason})")),
+                ..Decision::default()
+            },
         ),
     }
 }
 
-/// One audit event per issuance decision. Never includes tokens or keys.
-fn audit(event: &str, caller: &Caller, attestation: &str, outcome: &Result<Issued>) {
-    match outcome {
-        Ok(issued) => tracing::info!(
-            target: AUDIT_TARGET,
+/// One audit entry per issuance decision. Never includes tokens or keys.
+fn audit_issuance(
+    store: &Store,
+    event: &str,
+    caller: &Caller,
+    attestation: &str,
+    outcome: &Result<Issued>,
+) {
+    let decision = match outcome {
+        Ok(issued) => Decision {
             event,
-            decision = "allow",
-            %caller,
-            attestation,
-            service = %issued.record.service,
-            serial = %issued.record.serial,
-            not_after = issued.record.not_after,
-            renewed_from = issued.record.renewed_from.as_ref().map(|s| s.to_hex()),
-        ),
-        Err(error) => tracing::warn!(
-            target: AUDIT_TARGET,
+            allowed: true,
+            caller: &caller.0,
+            attestation: Some(attestation),
+            service: Some(issued.record.service.to_string()),
+            serial: Some(issued.record.serial.to_hex()),
+            reason: issued
+                .record
+                .renewed_from
+                .as_ref()
+                .map(|s| format!("renewed {s}")),
+        },
+        Err(error) => Decision {
             event,
-            decision = "deny",
-            %caller,
-            attestation,
-            reason = %error,
-        ),
-    }
+            allowed: false,
+            caller: &caller.0,
+            attestation: Some(attestation),
+            reason: Some(error.to_string()),
+            ..Decision::default()
+        },
+    };
+    audit::record(store, decision);
 }

@@ -490,6 +490,45 @@ fn audit_log_records_decisions_without_secrets() {
         "{log}"
     );
     assert!(!log.contains(&token), "the token must never be logged");
+
+    // The same decisions are in the store's audit trail, in order, and
+    // survive in `certd audit`; the token is not there either.
+    let output = daemon.cli(&["audit", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(!text.contains(&token), "the token must never be audited");
+    let entries: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entries: Vec<(String, bool)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["allowed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("create-join-token".to_owned(), true),
+        ("issue".to_owned(), true),
+        ("issue".to_owned(), false),
+    ];
+    assert!(entries.ends_with(&expected), "{entries:?}");
+    let refusal = stdout(&daemon.cli(&["audit", "--since", "1h"]));
+    assert!(
+        refusal
+            .lines()
+            .last()
+            .unwrap()
+            .contains("deny issue by peer 127.0.0.1"),
+        "{refusal}"
+    );
+    assert!(refusal.contains("already used"), "{refusal}");
+    let future = stdout(&daemon.cli(&["audit", "--since", "2999-01-01T00:00:00Z"]));
+    assert!(future.is_empty(), "{future}");
+    let output = daemon.cli(&["audit", "--since", "yesterday-ish"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
 
 /// CSRs made by OpenSSL are accepted (RSA 2048 gets keyEncipherment) and a

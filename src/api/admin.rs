@@ -41,6 +41,11 @@ fn caller<T>(request: &Request<T>) -> Caller {
     Caller(format!("admin-socket uid={uid}"))
 }
 
+/// Audit entries returned when the caller asks for no particular number.
+const DEFAULT_AUDIT_LIMIT: usize = 1000;
+/// Most audit entries one call returns.
+const MAX_AUDIT_LIMIT: usize = 100_000;
+
 fn ttl(seconds: u64) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
@@ -169,6 +174,36 @@ impl Admin for AdminApi {
             certificates,
             crl_number: result.crl_number,
         }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        let message = request.into_inner();
+        let limit = if message.limit == 0 {
+            DEFAULT_AUDIT_LIMIT
+        } else {
+            message.limit as usize
+        };
+        let entries = self
+            .authority
+            .store()
+            .audit_since(message.since_unix, limit.min(MAX_AUDIT_LIMIT))
+            .map_err(|e| status(&e.into()))?
+            .into_iter()
+            .map(|entry| proto::AuditEntry {
+                at_unix: entry.at,
+                event: entry.event,
+                allowed: entry.allowed,
+                caller: entry.caller,
+                attestation: entry.attestation.unwrap_or_default(),
+                service: entry.service.unwrap_or_default(),
+                serial: entry.serial.unwrap_or_default(),
+                reason: entry.reason.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListAuditResponse { entries }))
     }
 
     async fn get_certificate(

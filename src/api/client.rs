@@ -435,6 +435,48 @@ impl AdminClient {
     }
 }
 
+/// One audit entry, as the admin API returns it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditLine {
+    pub at: i64,
+    pub event: String,
+    pub allowed: bool,
+    pub caller: String,
+    pub attestation: String,
+    pub service: String,
+    pub serial: String,
+    pub reason: String,
+}
+
+impl AdminClient {
+    /// Audit entries at or after `since` (Unix seconds), at most `limit`.
+    pub async fn audit(&mut self, since: i64, limit: u32) -> Result<Vec<AuditLine>, ClientError> {
+        let response = self
+            .rpc
+            .list_audit(proto::ListAuditRequest {
+                since_unix: since,
+                limit,
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok(response
+            .entries
+            .into_iter()
+            .map(|e| AuditLine {
+                at: e.at_unix,
+                event: e.event,
+                allowed: e.allowed,
+                caller: e.caller,
+                attestation: e.attestation,
+                service: e.service,
+                serial: e.serial,
+                reason: e.reason,
+            })
+            .collect())
+    }
+}
+
 impl WorkloadClient {
     /// The current CRL (DER) and its number.
     pub async fn crl(&mut self) -> Result<(Vec<u8>, u64), ClientError> {

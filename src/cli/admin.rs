@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 
 use super::{DataDir, UsageError, duration, format_time};
-use crate::api::client::{AdminClient, IssuedCertificate};
+use crate::api::client::{AdminClient, AuditLine, IssuedCertificate};
 use crate::authority::{Authority, Caller, CertificateSummary};
 use crate::ca::{self, CertificateAuthority, InitOptions, KeyType, unix_seconds};
 use crate::config::{ConfigFile, revocation_urls};
@@ -125,6 +125,94 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     }
     println!("published CRL number {}", result.crl_number);
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    /// Only entries since this long ago (e.g. 1h) or this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many entries, the most recent.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    limit: u32,
+    /// One JSON array instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Read the data directory directly, without a daemon.
+    #[arg(long)]
+    offline: bool,
+}
+
+pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let since = match &args.since {
+        None => 0,
+        Some(text) => parse_since(text)?,
+    };
+    let lines = if args.offline {
+        let authority = offline_authority(&args.data_dir, None)?;
+        authority
+            .store()
+            .audit_since(since, args.limit as usize)
+            .map_err(crate::Error::from)?
+            .into_iter()
+            .map(|e| AuditLine {
+                at: e.at,
+                event: e.event,
+                allowed: e.allowed,
+                caller: e.caller,
+                attestation: e.attestation.unwrap_or_default(),
+                service: e.service.unwrap_or_default(),
+                serial: e.serial.unwrap_or_default(),
+                reason: e.reason.unwrap_or_default(),
+            })
+            .collect()
+    } else {
+        let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+        client.audit(since, args.limit).await?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&lines)?);
+        return Ok(());
+    }
+    for line in &lines {
+        let decision = if line.allowed { "allow" } else { "deny" };
+        let mut text = format!(
+            "{} {decision} {} by {}",
+            format_time(line.at),
+            line.event,
+            line.caller
+        );
+        for (label, value) in [
+            ("attestation", &line.attestation),
+            ("service", &line.service),
+            ("serial", &line.serial),
+        ] {
+            if !value.is_empty() {
+                text.push_str(&format!(" {label}={value}"));
+            }
+        }
+        if !line.reason.is_empty() {
+            text.push_str(&format!(": {}", line.reason));
+        }
+        println!("{text}");
+    }
+    Ok(())
+}
+
+/// `1h` (that long ago) or an RFC 3339 time, as Unix seconds.
+fn parse_since(text: &str) -> anyhow::Result<i64> {
+    if let Ok(ago) = crate::config::parse_duration(text) {
+        let now = unix_seconds(SystemTime::now());
+        return Ok(now - i64::try_from(ago.as_secs()).unwrap_or(i64::MAX / 2));
+    }
+    let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
+        UsageError(format!(
+            "--since {text:?} is neither a duration like 1h nor an RFC 3339 time"
+        ))
+    })?;
+    Ok(unix_seconds(time))
 }
 
 pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result<()> {

@@ -85,6 +85,8 @@ pub enum Command {
     Show(admin::ShowArgs),
     /// Revoke a certificate by serial, or every certificate of a service.
     Revoke(admin::RevokeArgs),
+    /// Show the audit trail: every decision, newest last.
+    Audit(admin::AuditArgs),
     /// Load a running certd and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -131,6 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => admin::show(args).await,
         Command::Revoke(args) => admin::revoke(args).await,
         Command::Bench(args) => bench::bench(args).await,
+        Command::Audit(args) => admin::audit(args).await,
     }
 }
 

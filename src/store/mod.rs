@@ -16,7 +16,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use record::{
-    Attestation, CertificateState, IssuanceRecord, JoinTokenRecord, Revocation, RevokedEntry,
+    Attestation, AuditEntry, CertificateState, IssuanceRecord, JoinTokenRecord, Revocation,
+    RevokedEntry,
 };
 
 use crate::identity::{Serial, ServiceName};
@@ -31,6 +32,8 @@ const JOIN_TOKENS_TREE: &str = "join-tokens";
 /// Index of revoked certificates by serial, for building CRLs without
 /// reading every record.
 const REVOCATIONS_TREE: &str = "revocations";
+/// Audit entries by a monotonic sequence number; only ever appended to.
+const AUDIT_TREE: &str = "audit";
 /// Counters and other single values.
 const META_TREE: &str = "meta";
 /// Key in `meta` of the last CRL number handed out (u64, big-endian).
@@ -89,6 +92,8 @@ impl RevokeOutcome {
 /// Handle to the open database. Cheap to clone; clones share one database.
 #[derive(Debug, Clone)]
 pub struct Store {
+    db: sled::Db,
+    audit: sled::Tree,
     certificates: sled::Tree,
     certificates_by_service: sled::Tree,
     join_tokens: sled::Tree,
@@ -136,6 +141,8 @@ impl Store {
             join_tokens: db.open_tree(JOIN_TOKENS_TREE)?,
             revocations: db.open_tree(REVOCATIONS_TREE)?,
             meta: db.open_tree(META_TREE)?,
+            audit: db.open_tree(AUDIT_TREE)?,
+            db,
             commit,
             path,
         })
@@ -292,6 +299,33 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("CRL number".into()))?;
         self.durable().await?;
         Ok(number)
+    }
+
+    /// Appends an audit entry. It becomes durable with the next flush (the
+    /// next issuance's group commit, or sled's own within half a second);
+    /// the decision it describes was made durable before, where that matters.
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let sequence = self.db.generate_id()?;
+        self.audit
+            .insert(sequence.to_be_bytes(), record::encode(entry)?)?;
+        Ok(())
+    }
+
+    /// Audit entries at or after `since` (Unix seconds), oldest first; at
+    /// most the last `limit` of them.
+    pub fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut entries = std::collections::VecDeque::new();
+        for item in self.audit.iter() {
+            let (_, value) = item?;
+            let entry: AuditEntry = record::decode(&value)?;
+            if entry.at >= since {
+                if entries.len() == limit {
+                    entries.pop_front();
+                }
+                entries.push_back(entry);
+            }
+        }
+        Ok(entries.into())
     }
 
     /// Whether a serial is already recorded.

@@ -100,6 +100,23 @@ impl IssuanceRecord {
     }
 }
 
+/// One audited decision, as kept in the append-only audit tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub at: i64,
+    /// What was asked: "issue", "renew", "revoke", "create-join-token".
+    pub event: String,
+    pub allowed: bool,
+    /// Who asked: a peer address or the admin socket's uid.
+    pub caller: String,
+    pub attestation: Option<String>,
+    pub service: Option<String>,
+    pub serial: Option<String>,
+    /// Why it was refused, or details of what was done. Never a secret.
+    pub reason: Option<String>,
+}
+
 /// A join token, stored under the SHA-256 of its secret value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinTokenRecord {
