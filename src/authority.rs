@@ -432,9 +432,9 @@ impl Authority {
     }
 
     /// Every record, or one service's.
-    pub fn certificates(&self, service: Option<&str>) -> Result<Vec<IssuanceRecord>> {
+    pub fn certificates(&self, service: Option<&str>, limit: usize) -> Result<Vec<IssuanceRecord>> {
         let service = service.map(str::parse::<ServiceName>).transpose()?;
-        Ok(self.store.certificates(service.as_ref())?)
+        Ok(self.store.newest_certificates(service.as_ref(), limit)?)
     }
 
     /// What operators see of a record: its facts, status at `now`, and PEMs.

@@ -230,6 +230,10 @@ fn list_and_show() {
     assert_eq!(list[0]["status"], "good");
     let serial = list[0]["serial"].as_str().unwrap().to_owned();
 
+    let newest = daemon.cli(&["list", "--limit", "1", "--json"]);
+    let newest: serde_json::Value = serde_json::from_slice(&newest.stdout).unwrap();
+    assert_eq!(newest.as_array().unwrap().len(), 1);
+
     let table = stdout(&daemon.cli(&["list"]));
     assert!(
         table.contains("billing") && table.contains("payments") && table.contains("SERIAL"),

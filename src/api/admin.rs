@@ -41,6 +41,10 @@ fn caller<T>(request: &Request<T>) -> Caller {
     Caller(format!("admin-socket uid={uid}"))
 }
 
+/// Records listed when the caller asks for no particular number.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+/// Most records one listing returns (about 300 bytes each on the wire).
+const MAX_LIST_LIMIT: usize = 100_000;
 /// Audit entries returned when the caller asks for no particular number.
 const DEFAULT_AUDIT_LIMIT: usize = 1000;
 /// Most audit entries one call returns.
@@ -101,9 +105,13 @@ impl Admin for AdminApi {
     ) -> Result<Response<proto::ListCertificatesResponse>, Status> {
         let service = &request.get_ref().service;
         let service = (!service.is_empty()).then_some(service.as_str());
+        let limit = match request.get_ref().limit {
+            0 => DEFAULT_LIST_LIMIT,
+            limit => (limit as usize).min(MAX_LIST_LIMIT),
+        };
         let records = self
             .authority
-            .certificates(service)
+            .certificates(service, limit)
             .map_err(|e| status(&e))?;
         let now = unix_seconds(SystemTime::now());
         let certificates = records

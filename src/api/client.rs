@@ -330,14 +330,17 @@ impl AdminClient {
         Ok(summary_from_proto(response.into_inner()))
     }
 
+    /// The `limit` most recently issued records, or one service's.
     pub async fn list(
         &mut self,
         service: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<CertificateSummary>, ClientError> {
         let response = self
             .rpc
             .list_certificates(proto::ListCertificatesRequest {
                 service: service.unwrap_or_default().to_owned(),
+                limit,
             })
             .await
             .map_err(|s| refused(&self.target, s))?;

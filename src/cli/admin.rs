@@ -61,6 +61,9 @@ pub struct ListArgs {
     /// Only this service's certificates.
     #[arg(long)]
     service: Option<String>,
+    /// At most this many, the most recently issued.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    limit: u32,
     /// One JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -278,7 +281,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
         let authority = offline_authority(&args.data_dir, None)?;
         let now = unix_seconds(SystemTime::now());
         authority
-            .certificates(args.service.as_deref())?
+            .certificates(args.service.as_deref(), args.limit as usize)?
             .iter()
             .map(|record| {
                 let mut summary = authority.summary(record, now);
@@ -290,7 +293,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
             .collect()
     } else {
         let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
-        client.list(args.service.as_deref()).await?
+        client.list(args.service.as_deref(), args.limit).await?
     };
     certificates.sort_by(|a, b| (a.issued_at, &a.serial).cmp(&(b.issued_at, &b.serial)));
     if args.json {

@@ -364,6 +364,62 @@ impl Store {
         Ok(records)
     }
 
+    /// The `limit` most recently issued records, or one service's, newest
+    /// first. Memory stays bounded by `limit` however large the store.
+    pub fn newest_certificates(
+        &self,
+        service: Option<&ServiceName>,
+        limit: usize,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // (issued_at, serial, encoded record), ordered by time then serial.
+        type Candidate = (i64, Vec<u8>, Vec<u8>);
+        // A min-heap holding the newest seen so far.
+        let mut newest: BinaryHeap<Reverse<Candidate>> = BinaryHeap::new();
+        let mut consider = |bytes: &[u8]| -> Result<(), StoreError> {
+            let record: IssuanceRecord = record::decode(bytes)?;
+            let key = (
+                record.issued_at,
+                record.serial.as_bytes().to_vec(),
+                bytes.to_vec(),
+            );
+            if newest.len() < limit {
+                newest.push(Reverse(key));
+            } else if newest
+                .peek()
+                .is_some_and(|Reverse(oldest)| (oldest.0, &oldest.1) < (key.0, &key.1))
+            {
+                newest.pop();
+                newest.push(Reverse(key));
+            }
+            Ok(())
+        };
+        match service {
+            None => {
+                for entry in self.certificates.iter() {
+                    consider(&entry?.1)?;
+                }
+            }
+            Some(service) => {
+                let prefix = service_prefix(service);
+                for entry in self.certificates_by_service.scan_prefix(&prefix) {
+                    let (key, _) = entry?;
+                    if let Some(bytes) = self.certificates.get(&key[prefix.len()..])? {
+                        consider(&bytes)?;
+                    }
+                }
+            }
+        }
+        let mut records = newest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse((_, _, bytes))| record::decode(&bytes))
+            .collect::<Result<Vec<IssuanceRecord>, _>>()?;
+        records.sort_by(|a, b| (b.issued_at, &b.serial).cmp(&(a.issued_at, &a.serial)));
+        Ok(records)
+    }
+
     /// Stores new join tokens in one batch and returns once they are durable.
     pub async fn insert_join_tokens(
         &self,
@@ -543,6 +599,42 @@ mod tests {
                 .certificates(Some(&"payments".parse().unwrap()))
                 .unwrap(),
             vec![]
+        );
+    }
+
+    #[tokio::test]
+    async fn listings_keep_the_newest_records_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (issued_at, service) in [
+            (1, "billing"),
+            (5, "payments"),
+            (3, "billing"),
+            (4, "billing"),
+            (2, "orders"),
+        ] {
+            let mut record = record(service);
+            record.issued_at = issued_at;
+            store.record_issuance(&record, None).await.unwrap();
+        }
+        let times =
+            |records: Vec<IssuanceRecord>| records.iter().map(|r| r.issued_at).collect::<Vec<_>>();
+        let billing = "billing".parse().unwrap();
+        assert_eq!(
+            times(store.newest_certificates(Some(&billing), 2).unwrap()),
+            [4, 3]
+        );
+        assert_eq!(
+            times(store.newest_certificates(Some(&billing), 10).unwrap()),
+            [4, 3, 1]
+        );
+        assert_eq!(
+            times(store.newest_certificates(None, 3).unwrap()),
+            [5, 4, 3]
+        );
+        assert_eq!(
+            times(store.newest_certificates(None, 0).unwrap()),
+            Vec::<i64>::new()
         );
     }
 
