@@ -31,6 +31,8 @@ pub const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Longest time one RPC may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How soon a failed background renewal (serving certificate, CRL) retries.
+const RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for open connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Concurrent RPCs on one HTTP/2 connection.
@@ -246,21 +248,28 @@ async fn rotate_serving_certificate(
     stopped: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopped);
+    let mut wait = SERVING_CERT_TTL / 2;
     loop {
         tokio::select! {
             () = &mut stopped => return,
-            () = tokio::time::sleep(SERVING_CERT_TTL / 2) => {}
+            () = tokio::time::sleep(wait) => {}
         }
         let renewed = match new_serving_material(&authority, &names).await {
             Ok((chain, key)) => serving.replace(chain, key).map_err(ServeError::from),
             Err(error) => Err(error),
         };
-        match renewed {
-            Ok(()) => tracing::info!("serving certificate renewed"),
-            Err(error) => {
-                tracing::error!(%error, "cannot renew the serving certificate; will retry")
+        wait = match renewed {
+            Ok(()) => {
+                tracing::info!("serving certificate renewed");
+                SERVING_CERT_TTL / 2
             }
-        }
+            Err(error) => {
+                // Half the lifetime is left: retry soon rather than at the
+                // next half-life, when the certificate would have expired.
+                tracing::error!(%error, "cannot renew the serving certificate; retrying in a minute");
+                RETRY_INTERVAL
+            }
+        };
     }
 }
 
@@ -282,7 +291,7 @@ async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
             tracing::error!(%error, "cannot refresh the CRL; retrying in a minute");
             tokio::select! {
                 () = &mut stopped => return,
-                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                () = tokio::time::sleep(RETRY_INTERVAL) => {}
             }
         }
     }
