@@ -35,7 +35,7 @@ pub const DEFAULT_DATA_DIR: &str = "ca-data";
 /// A configuration value that is missing, malformed or out of range.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         #[source]

@@ -41,7 +41,7 @@ const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot bind {what} on {address}: {source}")]
+    #[error("cannot bind {what} on {address}")]
     Bind {
         what: &'static str,
         address: String,

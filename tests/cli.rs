@@ -300,6 +300,32 @@ fn bad_input_gets_one_line_and_an_exit_code() {
     assert!(stderr(&output).contains("unauthenticated"));
     assert!(!out.exists(), "a refused request writes no files");
 
+    let output = daemon.cli(&[
+        "request",
+        "--server",
+        &daemon.grpc,
+        "--ca-bundle",
+        "/dev/null",
+        "--token",
+        "certd-jt-x",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no PEM certificate"),
+        "{}",
+        stderr(&output)
+    );
+    let output = daemon.cli(&["serve", "--config", "/nonexistent/certd.toml"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output).matches("No such file").count(),
+        1,
+        "each cause once: {}",
+        stderr(&output)
+    );
+
     let nowhere = tempfile::tempdir().unwrap();
     let output = run_cli(nowhere.path(), &["token", "create", "--service", "billing"]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));

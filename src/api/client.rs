@@ -160,6 +160,12 @@ pub struct WorkloadClient {
 impl WorkloadClient {
     /// Connects to `server` (an `https://host:port` URL).
     pub async fn connect(server: &str, tls: &TlsClientSettings) -> Result<Self, ClientError> {
+        let mut bundle = tls.ca_bundle_pem.as_bytes();
+        if !rustls_pemfile::certs(&mut bundle).any(|cert| cert.is_ok()) {
+            return Err(ClientError::Setup(
+                "the CA bundle holds no PEM certificate".into(),
+            ));
+        }
         let mut tls_config =
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_bundle_pem));
         if let Some((chain, key)) = &tls.identity {

@@ -43,7 +43,7 @@ pub fn status(error: &Error) -> Status {
         Error::Store(_) | Error::Ca(_) | Error::Config(_) => Code::Internal,
     };
     if code == Code::Internal || code == Code::Unavailable {
-        tracing::error!(error = %error, "request failed");
+        tracing::error!(error = %with_causes(error), "request failed");
         let message = if code == Code::Unavailable {
             "certd cannot store the result right now; retry later"
         } else {
@@ -59,6 +59,18 @@ pub fn status(error: &Error) -> Status {
         status.metadata_mut().insert(RETRY_AFTER_MS, value);
     }
     status
+}
+
+/// An error and its chain of causes on one line, for the log.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Metadata key of the retry hint on `RESOURCE_EXHAUSTED`.

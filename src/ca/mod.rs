@@ -31,7 +31,7 @@ pub enum CaError {
     AlreadyExists(String),
     #[error("no CA in {0}; run `certd init` first")]
     Missing(String),
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
         path: String,

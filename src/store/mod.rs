@@ -54,7 +54,7 @@ pub enum StoreError {
         "the database {0} is in use by another process (is certd serve running? use the admin socket instead)"
     )]
     Locked(String),
-    #[error("cannot open the database {path}: {source}")]
+    #[error("cannot open the database {path}")]
     Open {
         path: String,
         #[source]
