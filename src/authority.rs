@@ -5,17 +5,18 @@
 //! certificate. It writes one audit event per decision. It knows nothing of
 //! gRPC or of the CLI; `api` and `cli` call it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::attest::{AttestError, JoinToken, RenewalEvidence};
+use crate::attest::{AdminCaller, AttestError, JoinToken, RenewalEvidence};
 use crate::audit::{self, Decision};
 use crate::ca::csr::ValidatedCsr;
 use crate::ca::{CertificateAuthority, SignedCertificate, unix_seconds};
 use crate::config::{AuthoritySettings, Lifetimes};
-use crate::identity::{Serial, ServiceName, WorkloadIdentity};
+use crate::identity::{OperatorIdentity, Serial, ServiceName, WorkloadIdentity};
 use crate::limits::Limits;
-use crate::policy;
+use crate::policy::{self, PolicyError};
 use crate::revocation::{RevocationReason, Revocations};
 use crate::store::{
     Attestation, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome, Store, StoreError,
@@ -83,6 +84,8 @@ pub struct Authority {
     lifetimes: Lifetimes,
     revocations: Arc<Revocations>,
     limits: Arc<Limits>,
+    /// SPIFFE IDs of operators allowed on the admin API over mTLS.
+    admins: Arc<HashSet<String>>,
 }
 
 /// What a revocation did, for one certificate.
@@ -122,7 +125,83 @@ impl Authority {
             lifetimes: settings.lifetimes,
             revocations,
             limits: Arc::new(Limits::new(settings.limits)),
+            admins: Arc::new(settings.admins.into_iter().collect()),
         }
+    }
+
+    /// Decides whether an mTLS caller of the admin API may use it: only a
+    /// current operator certificate certd issued, for an operator listed in
+    /// `admins`. Refusals are audited with who tried.
+    pub fn authorize_admin(&self, peer: &str, client_leaf: Option<&[u8]>) -> Result<Caller> {
+        let outcome =
+            match AdminCaller::check(client_leaf, &self.store, unix_seconds(SystemTime::now())) {
+                Ok(AdminCaller::Operator { spiffe_id }) if self.admins.contains(&spiffe_id) => {
+                    Ok(Caller(spiffe_id))
+                }
+                Ok(
+                    AdminCaller::Operator { spiffe_id } | AdminCaller::NotOperator { spiffe_id },
+                ) => Err((
+                    spiffe_id.clone(),
+                    PolicyError::NotAnAdmin { spiffe_id }.into(),
+                )),
+                Err(error) => Err((peer.to_owned(), error)),
+            };
+        outcome.map_err(|(who, error): (String, Error)| {
+            audit::record(
+                &self.store,
+                Decision {
+                    event: "admin-access",
+                    allowed: false,
+                    caller: &who,
+                    reason: Some(error.to_string()),
+                    ..Decision::default()
+                },
+            );
+            error
+        })
+    }
+
+    /// Issues an operator certificate (`certd operator issue`): the admin
+    /// API over mTLS accepts it when its SPIFFE ID is listed in `admins`.
+    pub async fn issue_operator_certificate(
+        &self,
+        caller: &Caller,
+        name: &str,
+        csr_der: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Issued> {
+        let outcome = self
+            .issue_operator_certificate_inner(caller, name, csr_der, ttl)
+            .await;
+        audit_issuance(&self.store, "issue-operator", caller, "admin", &outcome);
+        outcome
+    }
+
+    async fn issue_operator_certificate_inner(
+        &self,
+        caller: &Caller,
+        name: &str,
+        csr_der: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Issued> {
+        let operator = OperatorIdentity {
+            trust_domain: self.ca.trust_domain().clone(),
+            name: name.parse()?,
+        };
+        let csr = ValidatedCsr::from_der(csr_der)?;
+        policy::check_operator_csr(&csr, &operator)?;
+        let ttl = ttl.unwrap_or(self.lifetimes.default_cert_ttl);
+        policy::check_ttl(ttl, self.lifetimes.max_cert_ttl)?;
+        let now = SystemTime::now();
+        let signed = self
+            .ca
+            .sign_operator(&csr, &operator, self.fresh_serial()?, ttl, now)?;
+        let attestation = Attestation::Operator {
+            caller: caller.0.clone(),
+        };
+        let record = self.record_of(&signed, operator.name.clone(), attestation, None, now);
+        self.store.record_issuance(&record, None).await?;
+        Ok(self.issued(record, &signed))
     }
 
     /// The CRL and OCSP publisher.

@@ -64,6 +64,9 @@ pub struct ConfigFile {
     pub join_tokens: Option<JoinTokenSection>,
     pub revocation: Option<RevocationSection>,
     pub limits: Option<LimitsSection>,
+    /// SPIFFE IDs of operators who may call the admin API over mTLS on the
+    /// gRPC port, e.g. "spiffe://certd.internal/operator/alice".
+    pub admins: Option<Vec<String>>,
 }
 
 /// Admission limits; every rate is per second, and 0 (the default) turns
@@ -117,6 +120,7 @@ pub struct Config {
     pub public_base_url: Option<String>,
     pub revocation: RevocationSettings,
     pub limits: LimitSettings,
+    pub admins: Vec<String>,
 }
 
 impl Config {
@@ -126,16 +130,19 @@ impl Config {
             lifetimes: self.lifetimes,
             revocation: self.revocation,
             limits: self.limits,
+            admins: self.admins.clone(),
         }
     }
 }
 
 /// The settings the `Authority` runs with.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthoritySettings {
     pub lifetimes: Lifetimes,
     pub revocation: RevocationSettings,
     pub limits: LimitSettings,
+    /// Operators allowed on the admin API over mTLS.
+    pub admins: Vec<String>,
 }
 
 /// Lifetimes of what certd hands out.
@@ -260,7 +267,24 @@ impl ConfigFile {
             Some(url) => Some(validate_base_url(url)?),
         };
         let limits = validate_limits(&self.limits.clone().unwrap_or_default())?;
+        let admins = self.admins.clone().unwrap_or_default();
+        for admin in &admins {
+            let valid = admin
+                .strip_prefix("spiffe://")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(domain, path)| !domain.is_empty() && !path.is_empty())
+                && admin.bytes().all(|b| b.is_ascii_graphic());
+            if !valid {
+                return Err(invalid(
+                    "admins",
+                    format!(
+                        "{admin:?} is not a SPIFFE ID like spiffe://certd.internal/operator/alice"
+                    ),
+                ));
+            }
+        }
         Ok(Config {
+            admins,
             limits,
             public_base_url,
             revocation,
@@ -528,5 +552,13 @@ mod tests {
             "[limits]\nmax_concurrent_requests = 0",
             Some("limits.max_concurrent_requests"),
         );
+        check("admins = [\"alice\"]", Some("admins"));
+        check("admins = [\"spiffe://certd.internal\"]", Some("admins"));
+        let config = check(
+            "admins = [\"spiffe://certd.internal/operator/alice\"]",
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.admins, ["spiffe://certd.internal/operator/alice"]);
     }
 }

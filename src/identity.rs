@@ -149,6 +149,20 @@ impl WorkloadIdentity {
     }
 }
 
+/// An operator's identity: `spiffe://<trust-domain>/operator/<name>`, where
+/// the name is an RFC 1123 label like a service name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorIdentity {
+    pub trust_domain: TrustDomain,
+    pub name: ServiceName,
+}
+
+impl OperatorIdentity {
+    pub fn spiffe_id(&self) -> String {
+        format!("spiffe://{}/operator/{}", self.trust_domain, self.name)
+    }
+}
+
 /// A certificate serial number in canonical form: big-endian bytes without
 /// leading zeros, at most 20 bytes (RFC 5280 section 4.1.2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -17,9 +17,10 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
+use crate::api::admin::{AdminAccess, AdminApi};
 use crate::api::proto::admin_server::AdminServer;
 use crate::api::proto::certificate_authority_server::CertificateAuthorityServer;
-use crate::api::{self, MAX_REQUEST_BYTES, admin::AdminApi, tls, workload::WorkloadApi};
+use crate::api::{self, MAX_REQUEST_BYTES, tls, workload::WorkloadApi};
 use crate::authority::Authority;
 use crate::ca::unix_seconds;
 use crate::config::Config;
@@ -151,13 +152,18 @@ pub async fn run(
 
     let workload = CertificateAuthorityServer::new(WorkloadApi::new(authority.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+    // Operators with a certificate listed in `admins` reach the admin API on
+    // the same TLS port; everyone else is refused by `AdminAccess::Mtls`.
+    let remote_admin = AdminServer::new(AdminApi::new(authority.clone(), AdminAccess::Mtls))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
     let grpc = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .add_service(workload)
+        .add_service(remote_admin)
         .serve_with_incoming_shutdown(tls::incoming(listeners.grpc, tls_config), until_stopped());
 
-    let admin = AdminServer::new(AdminApi::new(authority.clone()))
+    let admin = AdminServer::new(AdminApi::new(authority.clone(), AdminAccess::LocalSocket))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let admin = Server::builder()
         .timeout(REQUEST_TIMEOUT)

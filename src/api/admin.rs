@@ -19,11 +19,41 @@ use crate::revocation::{RevocationReason, reason_name};
 
 pub struct AdminApi {
     authority: Authority,
+    access: AdminAccess,
+}
+
+/// How callers reach this instance of the admin API, which decides how
+/// they are authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// The 0600 Unix socket: whoever can connect is an operator.
+    LocalSocket,
+    /// The gRPC port: only an operator certificate listed in `admins`.
+    Mtls,
 }
 
 impl AdminApi {
-    pub fn new(authority: Authority) -> Self {
-        AdminApi { authority }
+    pub fn new(authority: Authority, access: AdminAccess) -> Self {
+        AdminApi { authority, access }
+    }
+
+    /// Who is calling, or the refusal if they may not.
+    #[allow(clippy::result_large_err)]
+    fn authorize<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        match self.access {
+            AdminAccess::LocalSocket => Ok(socket_caller(request)),
+            AdminAccess::Mtls => {
+                let peer = request.remote_addr().map_or_else(
+                    || "peer unknown".to_owned(),
+                    |address| format!("peer {address}"),
+                );
+                let certificates = request.peer_certs();
+                let leaf = certificates.as_ref().and_then(|chain| chain.first());
+                self.authority
+                    .authorize_admin(&peer, leaf.map(|c| c.as_ref()))
+                    .map_err(|e| status(&e))
+            }
+        }
     }
 
     fn record(&self, record: &crate::store::IssuanceRecord, now: i64) -> proto::CertificateRecord {
@@ -31,7 +61,7 @@ impl AdminApi {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Caller {
+fn socket_caller<T>(request: &Request<T>) -> Caller {
     let uid = request
         .extensions()
         .get::<UdsConnectInfo>()
@@ -60,7 +90,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::CreateJoinTokenRequest>,
     ) -> Result<Response<proto::CreateJoinTokenResponse>, Status> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request)?;
         let message = request.into_inner();
         let count = usize::try_from(message.count.max(1)).unwrap_or(usize::MAX);
         let created = self
@@ -82,7 +112,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::IssueForCiRequest>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request)?;
         let message = request.into_inner();
         let issued = self
             .authority
@@ -103,6 +133,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ListCertificatesRequest>,
     ) -> Result<Response<proto::ListCertificatesResponse>, Status> {
+        self.authorize(&request)?;
         let service = &request.get_ref().service;
         let service = (!service.is_empty()).then_some(service.as_str());
         let limit = match request.get_ref().limit {
@@ -134,7 +165,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::RevokeRequest>,
     ) -> Result<Response<proto::RevokeResponse>, Status> {
-        let caller = caller(&request);
+        let caller = self.authorize(&request)?;
         let message = request.into_inner();
         let reason = if message.reason.is_empty() {
             RevocationReason::Unspecified
@@ -188,6 +219,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ListAuditRequest>,
     ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        self.authorize(&request)?;
         let message = request.into_inner();
         let limit = if message.limit == 0 {
             DEFAULT_AUDIT_LIMIT
@@ -214,10 +246,32 @@ impl Admin for AdminApi {
         Ok(Response::new(proto::ListAuditResponse { entries }))
     }
 
+    async fn issue_operator_certificate(
+        &self,
+        request: Request<proto::IssueOperatorCertificateRequest>,
+    ) -> Result<Response<proto::CertificateRecord>, Status> {
+        let caller = self.authorize(&request)?;
+        let message = request.into_inner();
+        let issued = self
+            .authority
+            .issue_operator_certificate(
+                &caller,
+                &message.name,
+                &message.csr_der,
+                ttl(message.ttl_seconds),
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(
+            self.record(&issued.record, unix_seconds(SystemTime::now())),
+        ))
+    }
+
     async fn get_certificate(
         &self,
         request: Request<proto::GetCertificateRequest>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
+        self.authorize(&request)?;
         let record = self
             .authority
             .certificate(&request.get_ref().serial)

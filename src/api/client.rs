@@ -155,6 +155,7 @@ pub struct TlsClientSettings {
 pub struct WorkloadClient {
     target: String,
     rpc: CertificateAuthorityClient<Channel>,
+    channel: Channel,
 }
 
 impl WorkloadClient {
@@ -191,6 +192,7 @@ impl WorkloadClient {
             })?;
         Ok(WorkloadClient {
             target: server.to_owned(),
+            channel: channel.clone(),
             rpc: CertificateAuthorityClient::new(channel)
                 .max_decoding_message_size(super::MAX_REQUEST_BYTES),
         })
@@ -295,6 +297,38 @@ impl AdminClient {
             target,
             rpc: AdminRpc::new(channel).max_decoding_message_size(64 * 1024 * 1024),
         })
+    }
+
+    /// Connects to a remote certd's admin API over mTLS at `server`,
+    /// presenting an operator certificate.
+    pub async fn connect_remote(
+        server: &str,
+        tls: &TlsClientSettings,
+    ) -> Result<Self, ClientError> {
+        let workload = WorkloadClient::connect(server, tls).await?;
+        Ok(AdminClient {
+            target: server.to_owned(),
+            rpc: AdminRpc::new(workload.channel).max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+
+    /// Has the daemon sign an operator certificate for `name`.
+    pub async fn issue_operator(
+        &mut self,
+        name: &str,
+        csr_der: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<CertificateSummary, ClientError> {
+        let response = self
+            .rpc
+            .issue_operator_certificate(proto::IssueOperatorCertificateRequest {
+                name: name.to_owned(),
+                csr_der,
+                ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(summary_from_proto(response.into_inner()))
     }
 
     /// Creates `count` join tokens; returns the secrets and their expiry.

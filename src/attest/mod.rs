@@ -10,7 +10,7 @@ mod join_token;
 mod renewal;
 
 pub use join_token::{JOIN_TOKEN_PREFIX, JoinToken};
-pub use renewal::RenewalEvidence;
+pub use renewal::{AdminCaller, RenewalEvidence};
 
 /// Why attestation failed. Every variant means "you have not proven who you
 /// are", so all map to `UNAUTHENTICATED`.

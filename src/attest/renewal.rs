@@ -40,6 +40,9 @@ impl RenewalEvidence {
         if matches!(record.attestation, Attestation::ServingCertificate) {
             return unknown("it is certd's own serving certificate");
         }
+        if matches!(record.attestation, Attestation::Operator { .. }) {
+            return unknown("it is an operator certificate, not a workload's");
+        }
         if record.revocation.is_some() {
             return Err(AttestError::RevokedClientCertificate {
                 serial: serial.to_hex(),
@@ -54,5 +57,60 @@ impl RenewalEvidence {
             .into());
         }
         Ok(RenewalEvidence { current: record })
+    }
+}
+
+/// What a client certificate presented to the admin API turned out to be.
+#[derive(Debug)]
+pub enum AdminCaller {
+    /// A current operator certificate certd issued, with its SPIFFE ID.
+    Operator { spiffe_id: String },
+    /// A valid certificate certd issued, but not an operator's (a workload's).
+    NotOperator { spiffe_id: String },
+}
+
+impl AdminCaller {
+    /// Checks the leaf certificate of an mTLS caller of the admin API: it must
+    /// be a recorded, current, unrevoked certificate certd issued.
+    pub fn check(client_leaf: Option<&[u8]>, store: &Store, now: i64) -> Result<Self, Error> {
+        let Some(der) = client_leaf else {
+            return Err(AttestError::NoClientCertificate.into());
+        };
+        let unknown =
+            |reason: &str| Err(AttestError::UnknownClientCertificate(reason.into()).into());
+        let Ok((_, certificate)) = X509Certificate::from_der(der) else {
+            return unknown("it does not parse");
+        };
+        let Some(serial) = Serial::from_der_integer(certificate.raw_serial()) else {
+            return unknown("its serial is not one certd issues");
+        };
+        let Some(record) = store.certificate(&serial)? else {
+            return unknown("no issuance record for its serial");
+        };
+        if record.der != der {
+            return unknown("it differs from the recorded certificate");
+        }
+        if record.revocation.is_some() {
+            return Err(AttestError::RevokedClientCertificate {
+                serial: serial.to_hex(),
+            }
+            .into());
+        }
+        if now > record.not_after {
+            return Err(AttestError::ExpiredClientCertificate {
+                serial: serial.to_hex(),
+                not_after: record.not_after,
+            }
+            .into());
+        }
+        let spiffe_id = record
+            .uris
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("serial {serial}"));
+        Ok(match record.attestation {
+            Attestation::Operator { .. } => AdminCaller::Operator { spiffe_id },
+            _ => AdminCaller::NotOperator { spiffe_id },
+        })
     }
 }

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 pub use files::{CaFiles, CaMetadata, InitOptions, KeyType, init};
 pub use profile::CLOCK_SKEW_ALLOWANCE;
 
-use crate::identity::{Serial, TrustDomain, WorkloadIdentity};
+use crate::identity::{OperatorIdentity, Serial, TrustDomain, WorkloadIdentity};
 use csr::ValidatedCsr;
 
 /// Why the CA could not be created, loaded or could not sign.
@@ -223,6 +223,20 @@ impl CertificateAuthority {
             &validity,
             self.revocation_urls.as_ref(),
         );
+        self.sign(params, csr.public_key(), serial, validity)
+    }
+
+    /// Signs an operator certificate (admin API access over mTLS).
+    pub fn sign_operator(
+        &self,
+        csr: &ValidatedCsr,
+        identity: &OperatorIdentity,
+        serial: Serial,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<SignedCertificate, CaError> {
+        let validity = self.validity(ttl, now)?;
+        let params = profile::operator(identity, &serial, &validity);
         self.sign(params, csr.public_key(), serial, validity)
     }
 

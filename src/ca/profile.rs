@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::csr::SubjectKeyKind;
 use super::{CaError, RevocationUrls};
-use crate::identity::{Serial, WorkloadIdentity};
+use crate::identity::{OperatorIdentity, Serial, WorkloadIdentity};
 
 /// How far notBefore is backdated, so that a peer whose clock is slightly
 /// behind still accepts a certificate issued a moment ago.
@@ -48,6 +48,22 @@ pub fn workload(
     if matches!(key_kind, SubjectKeyKind::Rsa { .. }) {
         params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
     }
+    params
+}
+
+/// The operator profile: the operator's SPIFFE ID as the only SAN, and
+/// clientAuth only, so the certificate cannot serve TLS.
+pub fn operator(
+    identity: &OperatorIdentity,
+    serial: &Serial,
+    validity: &Validity,
+) -> CertificateParams {
+    let mut params = end_entity(serial, validity);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("operator {}", identity.name));
+    params.subject_alt_names = vec![uri_san(identity.spiffe_id())];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params
 }
 

@@ -22,6 +22,8 @@ use crate::store::Store;
 pub struct TokenCreateArgs {
     #[command(flatten)]
     data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
     /// Service the token may obtain a certificate for.
     #[arg(long)]
     service: String,
@@ -37,6 +39,8 @@ pub struct TokenCreateArgs {
 pub struct IssueArgs {
     #[command(flatten)]
     data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
     /// Service to issue for.
     #[arg(long)]
     service: String,
@@ -58,6 +62,8 @@ pub struct IssueArgs {
 pub struct ListArgs {
     #[command(flatten)]
     data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
     /// Only this service's certificates.
     #[arg(long)]
     service: Option<String>,
@@ -76,6 +82,8 @@ pub struct ListArgs {
 pub struct ShowArgs {
     #[command(flatten)]
     data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
     /// Serial number in hex; any case, colons allowed.
     serial: String,
     /// JSON instead of text.
@@ -91,6 +99,8 @@ pub struct ShowArgs {
 pub struct RevokeArgs {
     #[command(flatten)]
     data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
     /// Serial number in hex; any case, colons allowed.
     serial: Option<String>,
     /// Revoke every unexpired certificate of this service instead.
@@ -106,7 +116,7 @@ fn parse_reason(value: &str) -> Result<RevocationReason, String> {
 }
 
 pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
-    let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+    let mut client = args.target.connect(&args.data_dir).await?;
     let result = match (&args.serial, &args.service) {
         (Some(serial), _) => client.revoke_serial(serial, args.reason).await?,
         (None, Some(service)) => client.revoke_service(service, args.reason).await?,
@@ -134,6 +144,8 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
 pub struct AuditArgs {
     #[command(flatten)]
     data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
     /// Only entries since this long ago (e.g. 1h) or this time (RFC 3339).
     #[arg(long)]
     since: Option<String>,
@@ -172,7 +184,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             })
             .collect()
     } else {
-        let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+        let mut client = args.target.connect(&args.data_dir).await?;
         client.audit(since, args.limit).await?
     };
     if args.json {
@@ -234,7 +246,7 @@ pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result
 }
 
 pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
-    let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+    let mut client = args.target.connect(&args.data_dir).await?;
     let (tokens, _expires_at) = client
         .create_join_tokens(&args.service, args.ttl, args.count)
         .await?;
@@ -254,26 +266,10 @@ pub async fn issue(args: IssueArgs) -> anyhow::Result<()> {
             .await?;
         authority.summary(&issued.record, unix_seconds(SystemTime::now()))
     } else {
-        let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+        let mut client = args.target.connect(&args.data_dir).await?;
         client.issue(&args.service, csr_der, args.ttl).await?
     };
-    let issued = IssuedCertificate {
-        serial: summary.serial.clone(),
-        certificate_pem: summary.certificate_pem.clone(),
-        chain_pem: summary.chain_pem.clone(),
-        trust_bundle_pem: summary.trust_bundle_pem.clone(),
-        not_after: summary.not_after,
-        spiffe_id: summary.uris.first().cloned().unwrap_or_default(),
-    };
-    super::workload::write_identity(&args.out, &key, &issued)?;
-    println!(
-        "issued {} serial {} until {} in {}",
-        issued.spiffe_id,
-        issued.serial,
-        format_time(issued.not_after),
-        args.out.display()
-    );
-    Ok(())
+    write_summary(&args.out, &key, &summary)
 }
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
@@ -292,7 +288,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
             })
             .collect()
     } else {
-        let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+        let mut client = args.target.connect(&args.data_dir).await?;
         client.list(args.service.as_deref(), args.limit).await?
     };
     certificates.sort_by(|a, b| (a.issued_at, &a.serial).cmp(&(b.issued_at, &b.serial)));
@@ -323,7 +319,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
         let record = authority.certificate(&args.serial)?;
         authority.summary(&record, unix_seconds(SystemTime::now()))
     } else {
-        let mut client = AdminClient::connect(&admin_socket(&args.data_dir)).await?;
+        let mut client = args.target.connect(&args.data_dir).await?;
         client.show(&args.serial).await?
     };
     if args.json {
@@ -351,8 +347,95 @@ fn print_summary(summary: &CertificateSummary) {
     print!("{}", summary.certificate_pem);
 }
 
-fn admin_socket(data_dir: &DataDir) -> PathBuf {
-    data_dir.data_dir.join("admin.sock")
+/// Where an admin command goes: the local socket of the data directory, or
+/// a remote certd over mTLS with an operator certificate.
+#[derive(Debug, Args, Clone)]
+pub struct AdminTarget {
+    /// Use the admin API of the certd at this gRPC URL, over mTLS, instead
+    /// of the local admin socket.
+    #[arg(long = "server", env = "CERTD_ADMIN_SERVER")]
+    server: Option<String>,
+    /// With --server: the operator certificate chain (PEM).
+    #[arg(long, env = "CERTD_ADMIN_CERT", requires = "server")]
+    cert: Option<PathBuf>,
+    /// With --server: the operator's private key (PEM).
+    #[arg(long, env = "CERTD_ADMIN_KEY", requires = "server")]
+    key: Option<PathBuf>,
+    /// With --server: roots to trust for certd; default DATA_DIR/bundle.pem.
+    #[arg(long, env = "CERTD_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
+}
+
+impl AdminTarget {
+    async fn connect(&self, data_dir: &DataDir) -> anyhow::Result<AdminClient> {
+        let Some(server) = &self.server else {
+            return Ok(AdminClient::connect(&data_dir.data_dir.join("admin.sock")).await?);
+        };
+        let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
+            return Err(UsageError(
+                "--server needs --cert and --key (an operator certificate)".into(),
+            )
+            .into());
+        };
+        let bundle = self
+            .ca_bundle
+            .clone()
+            .unwrap_or_else(|| data_dir.data_dir.join("bundle.pem"));
+        let tls = crate::api::client::TlsClientSettings {
+            ca_bundle_pem: super::workload::read(&bundle)?,
+            identity: Some((super::workload::read(cert)?, super::workload::read(key)?)),
+        };
+        Ok(AdminClient::connect_remote(server, &tls).await?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorIssueArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The operator's name: the certificate is for spiffe://<trust-domain>/operator/<name>.
+    #[arg(long)]
+    name: String,
+    /// Directory to write key.pem, cert.pem and bundle.pem to.
+    #[arg(long)]
+    out: PathBuf,
+    /// Lifetime of the certificate (default 24h).
+    #[arg(long, value_parser = duration)]
+    ttl: Option<Duration>,
+}
+
+pub async fn operator_issue(args: OperatorIssueArgs) -> anyhow::Result<()> {
+    let (key, csr_der) = super::workload::new_key_and_csr()?;
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let summary = client.issue_operator(&args.name, csr_der, args.ttl).await?;
+    write_summary(&args.out, &key, &summary)
+}
+
+/// Writes the key and a certificate the admin API returned into `dir`.
+fn write_summary(
+    dir: &Path,
+    key: &rcgen::KeyPair,
+    summary: &CertificateSummary,
+) -> anyhow::Result<()> {
+    let issued = IssuedCertificate {
+        serial: summary.serial.clone(),
+        certificate_pem: summary.certificate_pem.clone(),
+        chain_pem: summary.chain_pem.clone(),
+        trust_bundle_pem: summary.trust_bundle_pem.clone(),
+        not_after: summary.not_after,
+        spiffe_id: summary.uris.first().cloned().unwrap_or_default(),
+    };
+    super::workload::write_identity(dir, key, &issued)?;
+    println!(
+        "issued {} serial {} until {} in {}",
+        issued.spiffe_id,
+        issued.serial,
+        format_time(issued.not_after),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// The authority over the data directory itself, for when no daemon runs.

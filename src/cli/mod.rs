@@ -85,6 +85,11 @@ pub enum Command {
     Show(admin::ShowArgs),
     /// Revoke a certificate by serial, or every certificate of a service.
     Revoke(admin::RevokeArgs),
+    /// Operator certificates for the admin API over mTLS.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// Show the audit trail: every decision, newest last.
     Audit(admin::AuditArgs),
     /// Load a running certd and report throughput and latency.
@@ -95,6 +100,12 @@ pub enum Command {
 pub enum TokenCommand {
     /// Create one-time join tokens for a service; prints only the tokens, one per line.
     Create(admin::TokenCreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Issue an operator certificate (spiffe://<trust-domain>/operator/<name>).
+    Issue(admin::OperatorIssueArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -134,6 +145,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(args) => admin::revoke(args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Audit(args) => admin::audit(args).await,
+        Command::Operator {
+            command: OperatorCommand::Issue(args),
+        } => admin::operator_issue(args).await,
     }
 }
 

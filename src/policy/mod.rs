@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::ca::csr::{RequestedName, ValidatedCsr};
-use crate::identity::WorkloadIdentity;
+use crate::identity::{OperatorIdentity, WorkloadIdentity};
 
 /// Why policy refused. Every variant maps to `PERMISSION_DENIED`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub enum PolicyError {
         requested: Duration,
         maximum: Duration,
     },
+    #[error("{spiffe_id} may not call the admin API: only operators listed in `admins` may")]
+    NotAnAdmin { spiffe_id: String },
 }
 
 /// Checks a CSR against the identity it will be issued for.
@@ -50,6 +52,33 @@ pub fn check_csr(csr: &ValidatedCsr, identity: &WorkloadIdentity) -> Result<(), 
                 name: requested.to_string(),
                 identity: spiffe_id.clone(),
                 allowed: format!("CN={}, DNS:{dns_name}, URI:{spiffe_id}", identity.service),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a CSR for an operator certificate: no CA powers, and no name but
+/// the operator's SPIFFE ID (or its name as CN).
+pub fn check_operator_csr(
+    csr: &ValidatedCsr,
+    operator: &OperatorIdentity,
+) -> Result<(), PolicyError> {
+    if csr.requests_ca() {
+        return Err(PolicyError::CaRequested);
+    }
+    let spiffe_id = operator.spiffe_id();
+    for requested in csr.requested_names() {
+        let allowed = match requested {
+            RequestedName::CommonName(cn) => cn == operator.name.as_str() || *cn == spiffe_id,
+            RequestedName::Uri(uri) => *uri == spiffe_id,
+            RequestedName::Dns(_) | RequestedName::Other(_) => false,
+        };
+        if !allowed {
+            return Err(PolicyError::NameNotAllowed {
+                name: requested.to_string(),
+                identity: spiffe_id.clone(),
+                allowed: format!("URI:{spiffe_id}"),
             });
         }
     }

@@ -40,6 +40,8 @@ pub enum Attestation {
     Admin { caller: String },
     /// certd's own TLS serving certificate.
     ServingCertificate,
+    /// An operator certificate, issued through the admin API by `caller`.
+    Operator { caller: String },
 }
 
 impl Attestation {
@@ -49,6 +51,7 @@ impl Attestation {
             Attestation::Renewal => "renewal",
             Attestation::Admin { .. } => "admin",
             Attestation::ServingCertificate => "serving-certificate",
+            Attestation::Operator { .. } => "operator",
         }
     }
 }

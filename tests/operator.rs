@@ -1,0 +1,184 @@
+//! Operators on the admin API over mTLS: a listed operator certificate may
+//! use it from the network; anyone else is refused, and the audit says who.
+
+mod common;
+
+use certd::api::client::{AdminClient, ClientError, Refusal, TlsClientSettings};
+use common::{Daemon, stderr, stdout};
+
+fn daemon_with_admins() -> Daemon {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        "admins = [\"spiffe://certd.internal/operator/alice\"]\n",
+    )
+    .unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = config.to_str().unwrap().to_owned();
+    Daemon::start_in(tmp, data_dir, &["--config", &config])
+}
+
+fn operator(daemon: &Daemon, name: &str) -> std::path::PathBuf {
+    let out = daemon.tmp.path().join(name);
+    let output = daemon.cli(&[
+        "operator",
+        "issue",
+        "--name",
+        name,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains(&format!("spiffe://certd.internal/operator/{name}")));
+    out
+}
+
+/// Runs an admin command against the daemon's gRPC port with the
+/// certificate in `dir`.
+fn remote(daemon: &Daemon, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut all: Vec<&str> = args.to_vec();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    all.extend_from_slice(&[
+        "--server",
+        &daemon.grpc,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    // No socket to fall back on: the data directory is somewhere else.
+    let elsewhere = daemon.tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::copy(
+        daemon.data_dir.join("bundle.pem"),
+        elsewhere.join("bundle.pem"),
+    )
+    .unwrap();
+    common::run_cli(&elsewhere, &all)
+}
+
+/// A listed operator creates a join token over mTLS, and it works.
+#[tokio::test]
+async fn a_listed_operator_uses_the_admin_api_over_mtls() {
+    let daemon = daemon_with_admins();
+    let alice = operator(&daemon, "alice");
+    let output = remote(
+        &daemon,
+        &alice,
+        &["token", "create", "--service", "billing"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let token = stdout(&output).trim().to_owned();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let issued = daemon
+        .client(None)
+        .await
+        .issue(common::csr_for(&key, None, vec![]), &token)
+        .await;
+    assert!(issued.is_ok(), "{issued:?}");
+    let output = remote(&daemon, &alice, &["list", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// An unlisted operator, a workload and a revoked operator are refused with
+/// PERMISSION_DENIED or UNAUTHENTICATED, and the audit names who tried.
+#[tokio::test]
+async fn everyone_else_is_refused_and_audited() {
+    let daemon = daemon_with_admins();
+    let alice = operator(&daemon, "alice");
+    let bob = operator(&daemon, "bob");
+    let output = remote(&daemon, &bob, &["token", "create", "--service", "billing"]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("permission denied"),
+        "{}",
+        stderr(&output)
+    );
+
+    let workload = daemon.tmp.path().join("billing");
+    let output = daemon.cli(&[
+        "issue",
+        "--service",
+        "billing",
+        "--out",
+        workload.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = remote(&daemon, &workload, &["revoke", "--service", "billing"]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let audit = stdout(&daemon.cli(&["audit"]));
+    assert!(
+        audit.contains("deny admin-access by spiffe://certd.internal/svc/billing"),
+        "the audit names the workload that tried: {audit}"
+    );
+    assert!(
+        audit.contains("deny admin-access by spiffe://certd.internal/operator/bob"),
+        "{audit}"
+    );
+
+    let status = daemon.cli(&["list", "--service", "billing", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        listed[0]["status"], "good",
+        "the refused revocation changed nothing"
+    );
+
+    let tls = TlsClientSettings {
+        ca_bundle_pem: daemon.bundle_pem(),
+        identity: None,
+    };
+    let mut anonymous = AdminClient::connect_remote(&daemon.grpc, &tls)
+        .await
+        .unwrap();
+    match anonymous.create_join_tokens("billing", None, 1).await {
+        Err(ClientError::Refused { kind, .. }) => assert_eq!(kind, Refusal::Unauthenticated),
+        other => panic!("no client certificate must be refused: {other:?}"),
+    }
+
+    let serial = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-serial",
+            "-in",
+            alice.join("cert.pem").to_str().unwrap(),
+        ])
+        .output()
+        .map(|o| stdout(&o).trim().trim_start_matches("serial=").to_owned());
+    if let Ok(serial) = serial
+        && !serial.is_empty()
+    {
+        let output = daemon.cli(&["revoke", &serial]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let output = remote(&daemon, &alice, &["list"]);
+        assert_eq!(
+            output.status.code(),
+            Some(4),
+            "a revoked operator is refused: {}",
+            stderr(&output)
+        );
+        assert!(stderr(&output).contains("revoked"), "{}", stderr(&output));
+    }
+}
+
+/// An operator certificate is not a workload identity: it cannot renew.
+#[tokio::test]
+async fn an_operator_certificate_cannot_renew_as_a_workload() {
+    let daemon = daemon_with_admins();
+    let alice = operator(&daemon, "alice");
+    let output = daemon.cli(&[
+        "renew",
+        "--server",
+        &daemon.grpc,
+        "--dir",
+        alice.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("operator certificate"),
+        "{}",
+        stderr(&output)
+    );
+}
