@@ -1,7 +1,8 @@
-//! Renewal attestation: the caller's current certificate, already verified
-//! by the TLS handshake against certd's root, is matched to its issuance
-//! record. The identity comes from that record, not from the certificate's
-//! text, so only certificates certd itself recorded for a workload count.
+//! Certificate attestation, for renewal and for operators on the admin API:
+//! the caller's current certificate, already verified by the TLS handshake
+//! against certd's root, is matched to its issuance record. The identity
+//! comes from that record, not from the certificate's text, so only
+//! certificates certd itself recorded count.
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -20,43 +21,16 @@ pub struct RenewalEvidence {
 impl RenewalEvidence {
     /// Checks the caller's leaf certificate (DER) at time `now`.
     pub fn check(client_leaf: Option<&[u8]>, store: &Store, now: i64) -> Result<Self, Error> {
-        let Some(der) = client_leaf else {
-            return Err(AttestError::NoClientCertificate.into());
-        };
-        let unknown =
+        let record = current_record(client_leaf, store, now)?;
+        let refuse =
             |reason: &str| Err(AttestError::UnknownClientCertificate(reason.into()).into());
-        let Ok((_, certificate)) = X509Certificate::from_der(der) else {
-            return unknown("it does not parse");
-        };
-        let Some(serial) = Serial::from_der_integer(certificate.raw_serial()) else {
-            return unknown("its serial is not one certd issues");
-        };
-        let Some(record) = store.certificate(&serial)? else {
-            return unknown("no issuance record for its serial");
-        };
-        if record.der != der {
-            return unknown("it differs from the recorded certificate");
-        }
-        if matches!(record.attestation, Attestation::ServingCertificate) {
-            return unknown("it is certd's own serving certificate");
-        }
-        if matches!(record.attestation, Attestation::Operator { .. }) {
-            return unknown("it is an operator certificate, not a workload's");
-        }
-        if record.revocation.is_some() {
-            return Err(AttestError::RevokedClientCertificate {
-                serial: serial.to_hex(),
+        match record.attestation {
+            Attestation::ServingCertificate => refuse("it is certd's own serving certificate"),
+            Attestation::Operator { .. } => {
+                refuse("it is an operator certificate, not a workload's")
             }
-            .into());
+            _ => Ok(RenewalEvidence { current: record }),
         }
-        if now > record.not_after {
-            return Err(AttestError::ExpiredClientCertificate {
-                serial: serial.to_hex(),
-                not_after: record.not_after,
-            }
-            .into());
-        }
-        Ok(RenewalEvidence { current: record })
     }
 }
 
@@ -70,47 +44,56 @@ pub enum AdminCaller {
 }
 
 impl AdminCaller {
-    /// Checks the leaf certificate of an mTLS caller of the admin API: it must
-    /// be a recorded, current, unrevoked certificate certd issued.
+    /// Checks the leaf certificate of an mTLS caller of the admin API.
     pub fn check(client_leaf: Option<&[u8]>, store: &Store, now: i64) -> Result<Self, Error> {
-        let Some(der) = client_leaf else {
-            return Err(AttestError::NoClientCertificate.into());
-        };
-        let unknown =
-            |reason: &str| Err(AttestError::UnknownClientCertificate(reason.into()).into());
-        let Ok((_, certificate)) = X509Certificate::from_der(der) else {
-            return unknown("it does not parse");
-        };
-        let Some(serial) = Serial::from_der_integer(certificate.raw_serial()) else {
-            return unknown("its serial is not one certd issues");
-        };
-        let Some(record) = store.certificate(&serial)? else {
-            return unknown("no issuance record for its serial");
-        };
-        if record.der != der {
-            return unknown("it differs from the recorded certificate");
-        }
-        if record.revocation.is_some() {
-            return Err(AttestError::RevokedClientCertificate {
-                serial: serial.to_hex(),
-            }
-            .into());
-        }
-        if now > record.not_after {
-            return Err(AttestError::ExpiredClientCertificate {
-                serial: serial.to_hex(),
-                not_after: record.not_after,
-            }
-            .into());
-        }
+        let record = current_record(client_leaf, store, now)?;
         let spiffe_id = record
             .uris
             .first()
             .cloned()
-            .unwrap_or_else(|| format!("serial {serial}"));
+            .unwrap_or_else(|| format!("serial {}", record.serial));
         Ok(match record.attestation {
             Attestation::Operator { .. } => AdminCaller::Operator { spiffe_id },
             _ => AdminCaller::NotOperator { spiffe_id },
         })
     }
+}
+
+/// The issuance record of a client certificate: it must be one certd
+/// recorded (byte for byte), unrevoked and unexpired at `now`.
+fn current_record(
+    client_leaf: Option<&[u8]>,
+    store: &Store,
+    now: i64,
+) -> Result<IssuanceRecord, Error> {
+    let Some(der) = client_leaf else {
+        return Err(AttestError::NoClientCertificate.into());
+    };
+    let unknown = |reason: &str| Err(AttestError::UnknownClientCertificate(reason.into()).into());
+    let Ok((_, certificate)) = X509Certificate::from_der(der) else {
+        return unknown("it does not parse");
+    };
+    let Some(serial) = Serial::from_der_integer(certificate.raw_serial()) else {
+        return unknown("its serial is not one certd issues");
+    };
+    let Some(record) = store.certificate(&serial)? else {
+        return unknown("no issuance record for its serial");
+    };
+    if record.der != der {
+        return unknown("it differs from the recorded certificate");
+    }
+    if record.revocation.is_some() {
+        return Err(AttestError::RevokedClientCertificate {
+            serial: serial.to_hex(),
+        }
+        .into());
+    }
+    if now > record.not_after {
+        return Err(AttestError::ExpiredClientCertificate {
+            serial: serial.to_hex(),
+            not_after: record.not_after,
+        }
+        .into());
+    }
+    Ok(record)
 }
