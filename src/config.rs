@@ -13,7 +13,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ca::RevocationUrls;
-use crate::limits::{DEFAULT_MAX_CONCURRENT_REQUESTS, LimitSettings, Rate};
+use crate::limits::{
+    DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, LimitSettings,
+    MIN_MAX_REQUEST_BYTES, Rate,
+};
 use crate::revocation::{DEFAULT_CRL_VALIDITY, DEFAULT_OCSP_VALIDITY, RevocationSettings};
 
 /// Lifetime of workload certificates when the caller asks for none.
@@ -83,6 +86,8 @@ pub struct LimitsSection {
     pub service_issuance_burst: Option<f64>,
     /// Issue and Renew requests in flight at once; more are refused.
     pub max_concurrent_requests: Option<usize>,
+    /// Largest gRPC request message in bytes (default 65536).
+    pub max_request_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -362,7 +367,17 @@ fn validate_limits(section: &LimitsSection) -> Result<LimitSettings, ConfigError
             "must be at least 1".into(),
         ));
     }
+    let max_request_bytes = section
+        .max_request_bytes
+        .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+    if !(MIN_MAX_REQUEST_BYTES..=16 * 1024 * 1024).contains(&max_request_bytes) {
+        return Err(invalid(
+            "limits.max_request_bytes",
+            format!("must be between {MIN_MAX_REQUEST_BYTES} and 16777216"),
+        ));
+    }
     Ok(LimitSettings {
+        max_request_bytes,
         global_issuance: rate(
             "limits.issuance_rate",
             section.issuance_rate,
@@ -553,6 +568,10 @@ mod tests {
             Some("limits.max_concurrent_requests"),
         );
         check("admins = [\"alice\"]", Some("admins"));
+        check(
+            "[limits]\nmax_request_bytes = 100",
+            Some("limits.max_request_bytes"),
+        );
         check("admins = [\"spiffe://certd.internal\"]", Some("admins"));
         let config = check(
             "admins = [\"spiffe://certd.internal/operator/alice\"]",

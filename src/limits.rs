@@ -15,6 +15,13 @@ use crate::identity::ServiceName;
 
 /// Requests in flight when the configuration says nothing.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Largest gRPC message certd accepts when the configuration says nothing.
+/// A CSR may be 16 KiB; the margin lets an oversized CSR reach the CSR check
+/// and get a precise error.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// The smallest allowed message cap: below this a legitimate RSA 4096 CSR
+/// would not fit.
+pub const MIN_MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// Per-service buckets kept before idle (full) ones are forgotten.
 const MAX_TRACKED_SERVICES: usize = 10_000;
 
@@ -42,6 +49,8 @@ pub struct LimitSettings {
     pub global_issuance: Rate,
     pub service_issuance: Rate,
     pub max_concurrent_requests: usize,
+    /// Largest gRPC request message, in bytes.
+    pub max_request_bytes: usize,
 }
 
 impl Default for LimitSettings {
@@ -50,6 +59,7 @@ impl Default for LimitSettings {
             global_issuance: Rate::UNLIMITED,
             service_issuance: Rate::UNLIMITED,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -189,6 +199,7 @@ mod tests {
             global_issuance: global,
             service_issuance: service,
             max_concurrent_requests: concurrent,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         })
     }
 

@@ -20,7 +20,7 @@ use tonic::transport::Server;
 use crate::api::admin::{AdminAccess, AdminApi};
 use crate::api::proto::admin_server::AdminServer;
 use crate::api::proto::certificate_authority_server::CertificateAuthorityServer;
-use crate::api::{self, MAX_REQUEST_BYTES, tls, workload::WorkloadApi};
+use crate::api::{self, tls, workload::WorkloadApi};
 use crate::authority::Authority;
 use crate::ca::unix_seconds;
 use crate::config::Config;
@@ -142,6 +142,7 @@ pub async fn run(
     // finds one and the CRL number moves forward at every start.
     authority.revocations().refresh_crl().await?;
     ready();
+    let max_request_bytes = config.limits.max_request_bytes;
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
         let mut stopped = stopped.clone();
@@ -151,11 +152,11 @@ pub async fn run(
     };
 
     let workload = CertificateAuthorityServer::new(WorkloadApi::new(authority.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        .max_decoding_message_size(max_request_bytes);
     // Operators with a certificate listed in `admins` reach the admin API on
     // the same TLS port; everyone else is refused by `AdminAccess::Mtls`.
     let remote_admin = AdminServer::new(AdminApi::new(authority.clone(), AdminAccess::Mtls))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        .max_decoding_message_size(max_request_bytes);
     let grpc = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -164,7 +165,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(tls::incoming(listeners.grpc, tls_config), until_stopped());
 
     let admin = AdminServer::new(AdminApi::new(authority.clone(), AdminAccess::LocalSocket))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        .max_decoding_message_size(max_request_bytes);
     let admin = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .add_service(admin)

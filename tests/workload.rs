@@ -416,3 +416,35 @@ async fn per_service_rate_limits_refuse_with_a_retry_hint() {
         "the refusal is audited"
     );
 }
+
+/// A request larger than `limits.max_request_bytes` is refused before it is
+/// decoded, and nothing is written.
+#[tokio::test]
+async fn requests_over_the_configured_size_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(&config, "[limits]\nmax_request_bytes = 8192\n").unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = config.to_str().unwrap().to_owned();
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    let token = daemon.token("billing");
+    let before = daemon.certificate_count();
+    let key = KeyPair::generate().unwrap();
+    let large = csr_for(
+        &key,
+        None,
+        vec![SanType::DnsName("a".repeat(10 * 1024).try_into().unwrap())],
+    );
+    let (kind, message) = refusal(daemon.client(None).await.issue(large, &token).await);
+    assert_eq!(kind, Refusal::InvalidArgument, "{message}");
+    assert!(
+        message.contains("too large") || message.contains("length"),
+        "{message}"
+    );
+    assert_eq!(daemon.certificate_count(), before);
+    let small = csr_for(&key, None, vec![]);
+    assert!(
+        daemon.client(None).await.issue(small, &token).await.is_ok(),
+        "the token is still good"
+    );
+}

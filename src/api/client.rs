@@ -17,6 +17,8 @@ use crate::authority::CertificateSummary;
 use crate::revocation::RevocationReason;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer the workload client reads: a certificate chain and bundle.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What went wrong talking to certd.
@@ -194,7 +196,7 @@ impl WorkloadClient {
             target: server.to_owned(),
             channel: channel.clone(),
             rpc: CertificateAuthorityClient::new(channel)
-                .max_decoding_message_size(super::MAX_REQUEST_BYTES),
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
         })
     }
 

@@ -24,10 +24,6 @@ pub mod proto {
     tonic::include_proto!("certd.v1");
 }
 
-/// Largest gRPC message certd accepts. A CSR may be 16 KiB; the margin lets
-/// an oversized CSR reach the CSR check and get a precise error.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-
 /// The one mapping from certd's errors to gRPC status codes. Internal
 /// failures get a generic message; their details go to the log only.
 pub fn status(error: &Error) -> Status {
