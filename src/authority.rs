@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::attest::{AdminCaller, AttestError, JoinToken, RenewalEvidence};
 use crate::audit::{self, Decision};
 use crate::ca::csr::ValidatedCsr;
-use crate::ca::{CertificateAuthority, SignedCertificate, unix_seconds};
+use crate::ca::{CaError, CertificateAuthority, SignedCertificate, unix_seconds};
 use crate::config::{AuthoritySettings, Lifetimes};
 use crate::identity::{OperatorIdentity, Serial, ServiceName, WorkloadIdentity};
 use crate::limits::Limits;
@@ -101,6 +101,37 @@ pub struct Revoked {
 pub struct RevocationResult {
     pub certificates: Vec<Revoked>,
     pub crl_number: u64,
+}
+
+/// How an issuance is recorded: under which service, attested how, and
+/// which token it consumes.
+struct RecordedAs {
+    service: ServiceName,
+    attestation: Attestation,
+    renewed_from: Option<Serial>,
+    token: Option<TokenHash>,
+}
+
+/// The issuance record of a certificate just signed.
+fn record_of(
+    signed: &SignedCertificate,
+    recorded_as: &RecordedAs,
+    now: SystemTime,
+) -> IssuanceRecord {
+    IssuanceRecord {
+        serial: signed.serial.clone(),
+        service: recorded_as.service.clone(),
+        dns_names: signed.dns_names.clone(),
+        uris: signed.uris.clone(),
+        not_before: signed.not_before,
+        not_after: signed.not_after,
+        issued_at: unix_seconds(now),
+        sha256_fingerprint: signed.sha256_fingerprint,
+        der: signed.der.to_vec(),
+        attestation: recorded_as.attestation.clone(),
+        renewed_from: recorded_as.renewed_from.clone(),
+        revocation: None,
+    }
 }
 
 /// What one issuance needs besides the CSR.
@@ -192,16 +223,19 @@ impl Authority {
         policy::check_operator_csr(&csr, &operator)?;
         let ttl = ttl.unwrap_or(self.lifetimes.default_cert_ttl);
         policy::check_ttl(ttl, self.lifetimes.max_cert_ttl)?;
-        let now = SystemTime::now();
-        let signed = self
-            .ca
-            .sign_operator(&csr, &operator, self.fresh_serial()?, ttl, now)?;
-        let attestation = Attestation::Operator {
-            caller: caller.0.clone(),
+        let recorded_as = RecordedAs {
+            service: operator.name.clone(),
+            attestation: Attestation::Operator {
+                caller: caller.0.clone(),
+            },
+            renewed_from: None,
+            token: None,
         };
-        let record = self.record_of(&signed, operator.name.clone(), attestation, None, now);
-        self.store.record_issuance(&record, None).await?;
-        Ok(self.issued(record, &signed))
+        self.sign_and_record(
+            |serial, now| self.ca.sign_operator(&csr, &operator, serial, ttl, now),
+            recorded_as,
+        )
+        .await
     }
 
     /// The CRL and OCSP publisher.
@@ -484,22 +518,17 @@ impl Authority {
         names: &[String],
         ttl: Duration,
     ) -> Result<Issued> {
-        let now = SystemTime::now();
-        for _ in 0..SERIAL_ATTEMPTS {
-            let serial = self.fresh_serial()?;
-            let signed = self.ca.sign_server(key, names, serial, ttl, now)?;
-            let service: ServiceName = "certd".parse()?;
-            let record =
-                self.record_of(&signed, service, Attestation::ServingCertificate, None, now);
-            match self.store.record_issuance(&record, None).await {
-                Err(StoreError::SerialTaken(_)) => continue,
-                outcome => outcome?,
-            }
-            return Ok(self.issued(record, &signed));
-        }
-        Err(Error::Store(StoreError::Corrupt(
-            "no free serial found".into(),
-        )))
+        let recorded_as = RecordedAs {
+            service: "certd".parse()?,
+            attestation: Attestation::ServingCertificate,
+            renewed_from: None,
+            token: None,
+        };
+        self.sign_and_record(
+            |serial, now| self.ca.sign_server(key, names, serial, ttl, now),
+            recorded_as,
+        )
+        .await
     }
 
     /// The record of one certificate.
@@ -510,10 +539,22 @@ impl Authority {
             .ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
     }
 
-    /// Every record, or one service's.
-    pub fn certificates(&self, service: Option<&str>, limit: usize) -> Result<Vec<IssuanceRecord>> {
+    /// The `limit` most recently issued certificates, or one service's, as
+    /// listings show them: without PEMs, which are for `certificate`.
+    pub fn listing(&self, service: Option<&str>, limit: usize) -> Result<Vec<CertificateSummary>> {
         let service = service.map(str::parse::<ServiceName>).transpose()?;
-        Ok(self.store.newest_certificates(service.as_ref(), limit)?)
+        let now = unix_seconds(SystemTime::now());
+        let records = self.store.newest_certificates(service.as_ref(), limit)?;
+        Ok(records
+            .iter()
+            .map(|record| {
+                let mut summary = self.summary(record, now);
+                summary.certificate_pem.clear();
+                summary.chain_pem.clear();
+                summary.trust_bundle_pem.clear();
+                summary
+            })
+            .collect())
     }
 
     /// What operators see of a record: its facts, status at `now`, and PEMs.
@@ -557,22 +598,36 @@ impl Authority {
         if !matches!(request.attestation, Attestation::Admin { .. }) {
             self.limits.service_issuance(&request.identity.service)?;
         }
+        let recorded_as = RecordedAs {
+            service: request.identity.service.clone(),
+            attestation: request.attestation,
+            renewed_from: request.renewed_from,
+            token: request.token,
+        };
+        let (identity, ttl) = (&request.identity, request.ttl);
+        self.sign_and_record(
+            |serial, now| self.ca.sign_workload(csr, identity, serial, ttl, now),
+            recorded_as,
+        )
+        .await
+    }
+
+    /// The common end of every issuance: sign with a fresh serial, record
+    /// durably (consuming the token, if any), and only then hand the
+    /// certificate out. A taken serial, practically impossible, is retried
+    /// with a new one.
+    async fn sign_and_record(
+        &self,
+        sign: impl Fn(Serial, SystemTime) -> std::result::Result<SignedCertificate, CaError>,
+        recorded_as: RecordedAs,
+    ) -> Result<Issued> {
         let now = SystemTime::now();
         for _ in 0..SERIAL_ATTEMPTS {
-            let serial = self.fresh_serial()?;
-            let signed = self
-                .ca
-                .sign_workload(csr, &request.identity, serial, request.ttl, now)?;
-            let record = self.record_of(
-                &signed,
-                request.identity.service.clone(),
-                request.attestation.clone(),
-                request.renewed_from.clone(),
-                now,
-            );
+            let signed = sign(self.fresh_serial()?, now)?;
+            let record = record_of(&signed, &recorded_as, now);
             match self
                 .store
-                .record_issuance(&record, request.token.as_ref())
+                .record_issuance(&record, recorded_as.token.as_ref())
                 .await
             {
                 Err(StoreError::SerialTaken(_)) => continue,
@@ -597,30 +652,6 @@ impl Authority {
             return Err(StoreError::SerialTaken(serial).into());
         }
         Ok(serial)
-    }
-
-    fn record_of(
-        &self,
-        signed: &SignedCertificate,
-        service: ServiceName,
-        attestation: Attestation,
-        renewed_from: Option<Serial>,
-        now: SystemTime,
-    ) -> IssuanceRecord {
-        IssuanceRecord {
-            serial: signed.serial.clone(),
-            service,
-            dns_names: signed.dns_names.clone(),
-            uris: signed.uris.clone(),
-            not_before: signed.not_before,
-            not_after: signed.not_after,
-            issued_at: unix_seconds(now),
-            sha256_fingerprint: signed.sha256_fingerprint,
-            der: signed.der.to_vec(),
-            attestation,
-            renewed_from,
-            revocation: None,
-        }
     }
 
     fn issued(&self, record: IssuanceRecord, signed: &SignedCertificate) -> Issued {

@@ -140,21 +140,12 @@ impl Admin for AdminApi {
             0 => DEFAULT_LIST_LIMIT,
             limit => (limit as usize).min(MAX_LIST_LIMIT),
         };
-        let records = self
+        let certificates = self
             .authority
-            .certificates(service, limit)
-            .map_err(|e| status(&e))?;
-        let now = unix_seconds(SystemTime::now());
-        let certificates = records
-            .iter()
-            .map(|record| {
-                let mut summary = self.record(record, now);
-                // Listings stay small: PEMs are for `show`.
-                summary.certificate_pem.clear();
-                summary.chain_pem.clear();
-                summary.trust_bundle_pem.clear();
-                summary
-            })
+            .listing(service, limit)
+            .map_err(|e| status(&e))?
+            .into_iter()
+            .map(summary_to_proto)
             .collect();
         Ok(Response::new(proto::ListCertificatesResponse {
             certificates,

@@ -493,6 +493,21 @@ pub struct AuditLine {
     pub reason: String,
 }
 
+impl From<crate::store::AuditEntry> for AuditLine {
+    fn from(entry: crate::store::AuditEntry) -> Self {
+        AuditLine {
+            at: entry.at,
+            event: entry.event,
+            allowed: entry.allowed,
+            caller: entry.caller,
+            attestation: entry.attestation.unwrap_or_default(),
+            service: entry.service.unwrap_or_default(),
+            serial: entry.serial.unwrap_or_default(),
+            reason: entry.reason.unwrap_or_default(),
+        }
+    }
+}
+
 impl AdminClient {
     /// Audit entries at or after `since` (Unix seconds), at most `limit`.
     pub async fn audit(&mut self, since: i64, limit: u32) -> Result<Vec<AuditLine>, ClientError> {

@@ -172,16 +172,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             .audit_since(since, args.limit as usize)
             .map_err(crate::Error::from)?
             .into_iter()
-            .map(|e| AuditLine {
-                at: e.at,
-                event: e.event,
-                allowed: e.allowed,
-                caller: e.caller,
-                attestation: e.attestation.unwrap_or_default(),
-                service: e.service.unwrap_or_default(),
-                serial: e.serial.unwrap_or_default(),
-                reason: e.reason.unwrap_or_default(),
-            })
+            .map(AuditLine::from)
             .collect()
     } else {
         let mut client = args.target.connect(&args.data_dir).await?;
@@ -275,18 +266,7 @@ pub async fn issue(args: IssueArgs) -> anyhow::Result<()> {
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     let mut certificates = if args.offline {
         let authority = offline_authority(&args.data_dir, None)?;
-        let now = unix_seconds(SystemTime::now());
-        authority
-            .certificates(args.service.as_deref(), args.limit as usize)?
-            .iter()
-            .map(|record| {
-                let mut summary = authority.summary(record, now);
-                summary.certificate_pem.clear();
-                summary.chain_pem.clear();
-                summary.trust_bundle_pem.clear();
-                summary
-            })
-            .collect()
+        authority.listing(args.service.as_deref(), args.limit as usize)?
     } else {
         let mut client = args.target.connect(&args.data_dir).await?;
         client.list(args.service.as_deref(), args.limit).await?
