@@ -46,10 +46,10 @@ fn sign_certificate(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let ca = common::new_ca(dir.path());
     let csr = ValidatedCsr::from_der(&common::csr_der()).unwrap();
-    let identity = WorkloadIdentity {
-        trust_domain: "certd.internal".parse().unwrap(),
-        service: "billing".parse().unwrap(),
-    };
+    let identity = WorkloadIdentity::for_service(
+        &"certd.internal".parse().unwrap(),
+        "billing".parse().unwrap(),
+    );
     c.bench_function("sign_workload_certificate_p256", |b| {
         b.iter(|| {
             ca.sign_workload(

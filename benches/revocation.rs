@@ -45,10 +45,10 @@ fn ocsp_answers(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let ca = common::new_ca(dir.path());
     let store = Store::open(&dir.path().join("db")).unwrap();
-    let identity = WorkloadIdentity {
-        trust_domain: "certd.internal".parse().unwrap(),
-        service: "billing".parse().unwrap(),
-    };
+    let identity = WorkloadIdentity::for_service(
+        &"certd.internal".parse().unwrap(),
+        "billing".parse().unwrap(),
+    );
     let csr = ValidatedCsr::from_der(&common::csr_der()).unwrap();
     let signed = ca
         .sign_workload(

@@ -1,10 +1,10 @@
 //! The audit trail: one entry per decision (issue, renew, revoke, token
-//! creation, and every refusal), written both to the structured log (target
+//! creation, entry changes, and every refusal), written both to the structured log (target
 //! `certd::audit`) and to the store's append-only audit tree, which
 //! `certd audit` reads back.
 //!
-//! Entries name the caller, the attestation, the service, the serial and the
-//! outcome or the reason for a refusal. They never hold a token or a key:
+//! Entries name the caller, the attestation, the selectors it proved, the
+//! service, the serial and the outcome or the reason for a refusal. They never hold a token or a key:
 //! tokens appear only as their hash-derived id.
 
 use std::time::SystemTime;
@@ -25,6 +25,8 @@ pub struct Decision<'a> {
     pub service: Option<String>,
     pub serial: Option<String>,
     pub reason: Option<String>,
+    /// The selectors the caller proved, if its attestation proves any.
+    pub selectors: Vec<String>,
 }
 
 /// Logs the decision and appends it to the audit tree. A failure to append
@@ -40,6 +42,7 @@ pub fn record(store: &Store, decision: Decision<'_>) {
             attestation = decision.attestation,
             service = decision.service.as_deref(),
             serial = decision.serial.as_deref(),
+            selectors = ?decision.selectors,
             detail = decision.reason.as_deref(),
         );
     } else {
@@ -51,6 +54,7 @@ pub fn record(store: &Store, decision: Decision<'_>) {
             attestation = decision.attestation,
             service = decision.service.as_deref(),
             serial = decision.serial.as_deref(),
+            selectors = ?decision.selectors,
             reason = decision.reason.as_deref(),
         );
     }
@@ -63,6 +67,7 @@ pub fn record(store: &Store, decision: Decision<'_>) {
         service: decision.service,
         serial: decision.serial,
         reason: decision.reason,
+        selectors: decision.selectors,
     };
     if let Err(error) = store.append_audit(&entry) {
         tracing::error!(%error, "cannot append to the audit tree");

@@ -1,7 +1,8 @@
 //! The authority: every issuance decision, start to finish.
 //!
 //! It strings the pieces together in one fixed order: parse the CSR, attest
-//! the caller, check policy, sign, record durably, and only then return the
+//! the caller, match its proven selectors to exactly one registration
+//! entry, check policy, sign, record durably, and only then return the
 //! certificate. It writes one audit event per decision. It knows nothing of
 //! gRPC or of the CLI; `api` and `cli` call it.
 
@@ -9,18 +10,19 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::attest::{AdminCaller, AttestError, JoinToken, RenewalEvidence};
+use crate::attest::{AdminCaller, AttestError, JoinToken, KubernetesAttestor, RenewalEvidence};
 use crate::audit::{self, Decision};
 use crate::ca::csr::ValidatedCsr;
 use crate::ca::{CaError, CertificateAuthority, SignedCertificate, unix_seconds};
-use crate::config::{AuthoritySettings, Lifetimes};
+use crate::config::{AuthoritySettings, ConfigError, Lifetimes};
 use crate::identity::{OperatorIdentity, Serial, ServiceName, WorkloadIdentity};
 use crate::limits::Limits;
 use crate::policy::{self, PolicyError};
+use crate::registry::{self, EntryBounds, EntrySpec, Registry, RegistryError, Selector};
 use crate::revocation::{RevocationReason, Revocations};
 use crate::store::{
-    Attestation, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome, Store, StoreError,
-    TokenHash,
+    Attestation, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof, Revocation, RevokeOutcome,
+    Store, StoreError, TokenHash,
 };
 use crate::{Error, Result};
 
@@ -40,6 +42,17 @@ pub struct Issued {
 pub struct CreatedJoinTokens {
     pub tokens: Vec<JoinToken>,
     pub expires_at: i64,
+    /// The registration entry they were made for.
+    pub entry: EntryRecord,
+}
+
+/// Which registration entry join tokens are made for.
+#[derive(Debug, Clone)]
+pub enum TokenFor {
+    /// The entry with this id.
+    Entry(String),
+    /// The one entry of this service that a join token can satisfy.
+    Service(String),
 }
 
 /// Most join tokens one request may create.
@@ -57,6 +70,9 @@ pub struct CertificateSummary {
     pub issued_at: i64,
     pub sha256_fingerprint: String,
     pub attestation: String,
+    /// The registration entry it was issued for, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_id: Option<String>,
     pub renewed_from: Option<String>,
     pub status: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -86,6 +102,10 @@ pub struct Authority {
     limits: Arc<Limits>,
     /// SPIFFE IDs of operators allowed on the admin API over mTLS.
     admins: Arc<HashSet<String>>,
+    registry: Arc<Registry>,
+    entry_bounds: Arc<EntryBounds>,
+    /// `None` when Kubernetes service-account tokens are not accepted.
+    kubernetes: Option<Arc<KubernetesAttestor>>,
 }
 
 /// What a revocation did, for one certificate.
@@ -144,20 +164,43 @@ struct IssuanceRequest {
 }
 
 impl Authority {
-    pub fn new(ca: Arc<CertificateAuthority>, store: Store, settings: AuthoritySettings) -> Self {
+    /// Loads the registration entries and, if configured, the Kubernetes
+    /// issuer's keys.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        store: Store,
+        settings: AuthoritySettings,
+    ) -> Result<Self> {
         let revocations = Arc::new(Revocations::new(
             ca.clone(),
             store.clone(),
             settings.revocation,
         ));
-        Authority {
+        let kubernetes = settings
+            .kubernetes
+            .map(KubernetesAttestor::load)
+            .transpose()
+            .map_err(|error| ConfigError::Invalid {
+                field: "kubernetes",
+                message: error.to_string(),
+            })?
+            .map(Arc::new);
+        let entry_bounds = EntryBounds {
+            trust_domain: ca.trust_domain().clone(),
+            max_ttl: settings.lifetimes.max_cert_ttl,
+            reserved_dns_names: settings.server_names,
+        };
+        Ok(Authority {
+            registry: Arc::new(Registry::load(store.clone())?),
+            entry_bounds: Arc::new(entry_bounds),
+            kubernetes,
             ca,
             store,
             lifetimes: settings.lifetimes,
             revocations,
             limits: Arc::new(Limits::new(settings.limits)),
             admins: Arc::new(settings.admins.into_iter().collect()),
-        }
+        })
     }
 
     /// Decides whether an mTLS caller of the admin API may use it: only a
@@ -204,7 +247,11 @@ impl Authority {
         let outcome = self
             .issue_operator_certificate_inner(caller, name, csr_der, ttl)
             .await;
-        audit_issuance(&self.store, "issue-operator", caller, "admin", &outcome);
+        audit_issuance(
+            &self.store,
+            IssuanceEvent::new("issue-operator", caller, "admin", &[]),
+            &outcome,
+        );
         outcome
     }
 
@@ -343,19 +390,32 @@ impl Authority {
         &self.store
     }
 
-    /// Bootstrap: a CSR attested by a one-time join token.
+    /// Bootstrap: a CSR attested by a one-time join token, which proves
+    /// the `token:` selectors of the entry it was made for.
     pub async fn issue_with_join_token(
         &self,
         caller: &Caller,
         csr_der: &[u8],
         token: &str,
     ) -> Result<Issued> {
-        let outcome = self.issue_with_join_token_inner(csr_der, token).await;
-        audit_issuance(&self.store, "issue", caller, "join-token", &outcome);
+        let mut proven = Vec::new();
+        let outcome = self
+            .issue_with_join_token_inner(csr_der, token, &mut proven)
+            .await;
+        audit_issuance(
+            &self.store,
+            IssuanceEvent::new("issue", caller, "join-token", &proven),
+            &outcome,
+        );
         outcome
     }
 
-    async fn issue_with_join_token_inner(&self, csr_der: &[u8], token: &str) -> Result<Issued> {
+    async fn issue_with_join_token_inner(
+        &self,
+        csr_der: &[u8],
+        token: &str,
+        proven: &mut Vec<Selector>,
+    ) -> Result<Issued> {
         // Limits come first, before any expensive work is done for the caller.
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
@@ -363,16 +423,80 @@ impl Authority {
         let token = JoinToken::from_presented(token)?;
         let now = unix_seconds(SystemTime::now());
         let claim = token.verify(&self.store, now)?;
-        let request = IssuanceRequest {
-            identity: self.identity(claim.service),
-            ttl: self.lifetimes.default_cert_ttl,
-            attestation: Attestation::JoinToken {
-                token_id: token.id(),
+        *proven = claim
+            .selectors
+            .iter()
+            .map(|s| s.parse())
+            .collect::<std::result::Result<_, String>>()
+            .map_err(StoreError::Corrupt)?;
+        let entry = self.registry.resolve(proven)?;
+        let proof = Proof::JoinToken {
+            token_id: token.id(),
+        };
+        let mut request = self.request_for_entry(&entry, proof);
+        request.token = Some(token.hash());
+        self.issue(&csr, request).await
+    }
+
+    /// Bootstrap: a CSR attested by a Kubernetes projected service-account
+    /// token, which proves `k8s:` selectors.
+    pub async fn issue_with_kubernetes_token(
+        &self,
+        caller: &Caller,
+        csr_der: &[u8],
+        token: &str,
+    ) -> Result<Issued> {
+        let mut proven = Vec::new();
+        let outcome = self
+            .issue_with_kubernetes_token_inner(csr_der, token, &mut proven)
+            .await;
+        audit_issuance(
+            &self.store,
+            IssuanceEvent::new("issue", caller, "kubernetes", &proven),
+            &outcome,
+        );
+        outcome
+    }
+
+    async fn issue_with_kubernetes_token_inner(
+        &self,
+        csr_der: &[u8],
+        token: &str,
+        proven: &mut Vec<Selector>,
+    ) -> Result<Issued> {
+        let _admission = self.limits.admit()?;
+        self.limits.issuance()?;
+        let csr = ValidatedCsr::from_der(csr_der)?;
+        let attestor = self
+            .kubernetes
+            .as_ref()
+            .ok_or(AttestError::KubernetesNotConfigured)?;
+        let evidence = attestor.verify(token)?;
+        proven.clone_from(&evidence.selectors);
+        let entry = self.registry.resolve(proven)?;
+        let proof = Proof::KubernetesToken {
+            subject: evidence.subject,
+        };
+        self.issue(&csr, self.request_for_entry(&entry, proof))
+            .await
+    }
+
+    /// An issuance for a registration entry: its names and lifetime.
+    fn request_for_entry(&self, entry: &EntryRecord, proof: Proof) -> IssuanceRequest {
+        let ttl = entry
+            .ttl_seconds
+            .map_or(self.lifetimes.default_cert_ttl, Duration::from_secs)
+            .min(self.lifetimes.max_cert_ttl);
+        IssuanceRequest {
+            identity: registry::identity_of(entry),
+            ttl,
+            attestation: Attestation::Registered {
+                entry_id: entry.id.clone(),
+                proof,
             },
             renewed_from: None,
-            token: Some(token.hash()),
-        };
-        self.issue(&csr, request).await
+            token: None,
+        }
     }
 
     /// Renewal: a CSR for a fresh key, attested by the caller's current
@@ -384,7 +508,11 @@ impl Authority {
         client_leaf: Option<&[u8]>,
     ) -> Result<Issued> {
         let outcome = self.renew_inner(csr_der, client_leaf).await;
-        audit_issuance(&self.store, "renew", caller, "renewal", &outcome);
+        audit_issuance(
+            &self.store,
+            IssuanceEvent::new("renew", caller, "renewal", &[]),
+            &outcome,
+        );
         outcome
     }
 
@@ -395,13 +523,26 @@ impl Authority {
             RenewalEvidence::check(client_leaf, &self.store, unix_seconds(SystemTime::now()))?;
         let csr = ValidatedCsr::from_der(csr_der)?;
         let current = evidence.current;
-        let request = IssuanceRequest {
-            identity: self.identity(current.service),
-            ttl: self.lifetimes.default_cert_ttl,
-            attestation: Attestation::Renewal,
-            renewed_from: Some(current.serial),
-            token: None,
+        // A certificate issued for an entry renews only while the entry
+        // exists, and gets the entry's names and lifetime; one issued
+        // without (by an operator) keeps its service's default identity.
+        let mut request = match current.attestation.entry_id() {
+            Some(id) => {
+                let entry = self
+                    .registry
+                    .get(id)
+                    .ok_or_else(|| RegistryError::EntryDeleted { id: id.to_owned() })?;
+                self.request_for_entry(&entry, Proof::Renewal)
+            }
+            None => IssuanceRequest {
+                identity: self.identity(current.service),
+                ttl: self.lifetimes.default_cert_ttl,
+                attestation: Attestation::Renewal,
+                renewed_from: None,
+                token: None,
+            },
         };
+        request.renewed_from = Some(current.serial);
         self.issue(&csr, request).await
     }
 
@@ -416,7 +557,11 @@ impl Authority {
         let outcome = self
             .issue_for_operator_inner(caller, service, csr_der, ttl)
             .await;
-        audit_issuance(&self.store, "issue", caller, "admin", &outcome);
+        audit_issuance(
+            &self.store,
+            IssuanceEvent::new("issue", caller, "admin", &[]),
+            &outcome,
+        );
         outcome
     }
 
@@ -443,25 +588,27 @@ impl Authority {
         self.issue(&csr, request).await
     }
 
-    /// Creates `count` one-time join tokens for `service`, all durable
-    /// when this returns.
+    /// Creates `count` one-time join tokens for a registration entry, all
+    /// durable when this returns. Each proves the entry's `token:`
+    /// selectors, so it stops working if the entry is deleted.
     pub async fn create_join_tokens(
         &self,
         caller: &Caller,
-        service: &str,
+        target: &TokenFor,
         ttl: Option<Duration>,
         count: usize,
     ) -> Result<CreatedJoinTokens> {
-        let outcome = self.create_join_tokens_inner(service, ttl, count).await;
+        let outcome = self.create_join_tokens_inner(target, ttl, count).await;
         let decision = match &outcome {
             Ok(created) => Decision {
                 event: "create-join-token",
                 allowed: true,
                 caller: &caller.0,
-                service: Some(service.to_owned()),
+                service: Some(created.entry.service.to_string()),
                 reason: Some(format!(
-                    "{} token(s), first id {}, expire at {}",
+                    "{} token(s) for entry {}, first id {}, expire at {}",
                     created.tokens.len(),
+                    created.entry.id,
                     created
                         .tokens
                         .first()
@@ -469,14 +616,21 @@ impl Authority {
                         .unwrap_or_default(),
                     created.expires_at
                 )),
+                selectors: created.entry.selectors.clone(),
                 ..Decision::default()
             },
             Err(error) => Decision {
                 event: "create-join-token",
                 allowed: false,
                 caller: &caller.0,
-                service: Some(service.to_owned()),
-                reason: Some(error.to_string()),
+                service: match target {
+                    TokenFor::Service(service) => Some(service.clone()),
+                    TokenFor::Entry(_) => None,
+                },
+                reason: Some(match target {
+                    TokenFor::Entry(id) => format!("entry {id:?}: {error}"),
+                    TokenFor::Service(_) => error.to_string(),
+                }),
                 ..Decision::default()
             },
         };
@@ -486,11 +640,18 @@ impl Authority {
 
     async fn create_join_tokens_inner(
         &self,
-        service: &str,
+        target: &TokenFor,
         ttl: Option<Duration>,
         count: usize,
     ) -> Result<CreatedJoinTokens> {
-        let service: ServiceName = service.parse()?;
+        let entry = match target {
+            TokenFor::Entry(id) => self
+                .registry
+                .get(id)
+                .ok_or_else(|| Error::NotFound(format!("registration entry {id:?}")))?,
+            TokenFor::Service(service) => self.registry.token_entry_of(&service.parse()?)?,
+        };
+        let selectors = self.registry.token_selectors(&entry.id)?;
         if !(1..=MAX_TOKENS_PER_REQUEST).contains(&count) {
             return Err(Error::InvalidArgument(format!(
                 "token count {count} is not between 1 and {MAX_TOKENS_PER_REQUEST}"
@@ -501,14 +662,91 @@ impl Authority {
         let now = unix_seconds(SystemTime::now());
         let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let record = JoinTokenRecord {
-            service,
+            selectors: selectors.iter().map(Selector::to_string).collect(),
             created_at: now,
             expires_at,
         };
         let tokens: Vec<JoinToken> = (0..count).map(|_| JoinToken::generate()).collect();
         let entries: Vec<_> = tokens.iter().map(|t| (t.hash(), record.clone())).collect();
         self.store.insert_join_tokens(&entries).await?;
-        Ok(CreatedJoinTokens { tokens, expires_at })
+        Ok(CreatedJoinTokens {
+            tokens,
+            expires_at,
+            entry,
+        })
+    }
+
+    /// Creates a registration entry; it applies to the next request.
+    pub async fn create_entry(&self, caller: &Caller, spec: &EntrySpec) -> Result<EntryRecord> {
+        let outcome = match spec.validate(&self.entry_bounds) {
+            Ok(valid) => {
+                let now = unix_seconds(SystemTime::now());
+                self.registry.create(valid, now, &caller.0).await
+            }
+            Err(error) => Err(error),
+        };
+        let decision = match &outcome {
+            Ok(entry) => Decision {
+                event: "create-entry",
+                allowed: true,
+                caller: &caller.0,
+                service: Some(entry.service.to_string()),
+                reason: Some(format!(
+                    "entry {}: {}, DNS {}, TTL {}",
+                    entry.id,
+                    entry.spiffe_id,
+                    entry.dns_names.join(" "),
+                    entry
+                        .ttl_seconds
+                        .map_or("default".to_owned(), |s| format!("{s}s"))
+                )),
+                selectors: entry.selectors.clone(),
+                ..Decision::default()
+            },
+            Err(error) => Decision {
+                event: "create-entry",
+                allowed: false,
+                caller: &caller.0,
+                service: Some(spec.service.clone()),
+                reason: Some(error.to_string()),
+                selectors: spec.selectors.clone(),
+                ..Decision::default()
+            },
+        };
+        audit::record(&self.store, decision);
+        outcome
+    }
+
+    /// Deletes a registration entry: no new certificate is issued for it,
+    /// and certificates issued for it no longer renew.
+    pub async fn delete_entry(&self, caller: &Caller, id: &str) -> Result<EntryRecord> {
+        let outcome = self.registry.delete(id).await;
+        let decision = match &outcome {
+            Ok(entry) => Decision {
+                event: "delete-entry",
+                allowed: true,
+                caller: &caller.0,
+                service: Some(entry.service.to_string()),
+                reason: Some(format!("entry {}", entry.id)),
+                selectors: entry.selectors.clone(),
+                ..Decision::default()
+            },
+            Err(error) => Decision {
+                event: "delete-entry",
+                allowed: false,
+                caller: &caller.0,
+                reason: Some(format!("entry {id:?}: {error}")),
+                ..Decision::default()
+            },
+        };
+        audit::record(&self.store, decision);
+        outcome
+    }
+
+    /// Every registration entry, or one service's, oldest first.
+    pub fn entries(&self, service: Option<&str>) -> Result<Vec<EntryRecord>> {
+        let service = service.map(str::parse::<ServiceName>).transpose()?;
+        Ok(self.registry.list(service.as_ref()))
     }
 
     /// Issues and records certd's own serving certificate.
@@ -575,6 +813,7 @@ impl Authority {
             issued_at: record.issued_at,
             sha256_fingerprint: hex::encode(record.sha256_fingerprint),
             attestation: record.attestation.kind().to_owned(),
+            entry_id: record.attestation.entry_id().map(str::to_owned),
             renewed_from: record.renewed_from.as_ref().map(Serial::to_hex),
             status: record.state(now).as_str().to_owned(),
             certificate_pem,
@@ -584,10 +823,7 @@ impl Authority {
     }
 
     fn identity(&self, service: ServiceName) -> WorkloadIdentity {
-        WorkloadIdentity {
-            trust_domain: self.ca.trust_domain().clone(),
-            service,
-        }
+        WorkloadIdentity::for_service(self.ca.trust_domain(), service)
     }
 
     /// Policy, signing and recording: the common end of every issuance.
@@ -708,34 +944,55 @@ fn audit_revocation(
     }
 }
 
+/// What an issuance decision is audited as.
+struct IssuanceEvent<'a> {
+    event: &'a str,
+    caller: &'a Caller,
+    attestation: &'a str,
+    selectors: Vec<String>,
+}
+
+impl<'a> IssuanceEvent<'a> {
+    fn new(event: &'a str, caller: &'a Caller, attestation: &'a str, proven: &[Selector]) -> Self {
+        IssuanceEvent {
+            event,
+            caller,
+            attestation,
+            selectors: proven.iter().map(Selector::to_string).collect(),
+        }
+    }
+}
+
 /// One audit entry per issuance decision. Never includes tokens or keys.
-fn audit_issuance(
-    store: &Store,
-    event: &str,
-    caller: &Caller,
-    attestation: &str,
-    outcome: &Result<Issued>,
-) {
+fn audit_issuance(store: &Store, event: IssuanceEvent<'_>, outcome: &Result<Issued>) {
     let decision = match outcome {
-        Ok(issued) => Decision {
-            event,
-            allowed: true,
-            caller: &caller.0,
-            attestation: Some(attestation),
-            service: Some(issued.record.service.to_string()),
-            serial: Some(issued.record.serial.to_hex()),
-            reason: issued
-                .record
-                .renewed_from
-                .as_ref()
-                .map(|s| format!("renewed {s}")),
-        },
+        Ok(issued) => {
+            let record = &issued.record;
+            let mut details = Vec::new();
+            if let Some(entry_id) = record.attestation.entry_id() {
+                details.push(format!("entry {entry_id}"));
+            }
+            if let Some(serial) = &record.renewed_from {
+                details.push(format!("renewed {serial}"));
+            }
+            Decision {
+                event: event.event,
+                allowed: true,
+                caller: &event.caller.0,
+                attestation: Some(event.attestation),
+                service: Some(record.service.to_string()),
+                serial: Some(record.serial.to_hex()),
+                reason: (!details.is_empty()).then(|| details.join("; ")),
+                selectors: event.selectors,
+            }
+        }
         Err(error) => Decision {
-            event,
+            event: event.event,
             allowed: false,
-            caller: &caller.0,
-            attestation: Some(attestation),
+            caller: &event.caller.0,
+            attestation: Some(event.attestation),
             reason: Some(error.to_string()),
+            selectors: event.selectors,
             ..Decision::default()
         },
     };

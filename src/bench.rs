@@ -17,6 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::api::client::{AdminClient, ClientError, TlsClientSettings, WorkloadClient};
+use crate::authority::TokenFor;
+use crate::registry::EntrySpec;
 
 /// Service name the load tool issues for.
 pub const BENCH_SERVICE: &str = "certd-bench";
@@ -248,17 +250,34 @@ fn anonymous(options: &BenchOptions) -> TlsClientSettings {
 
 async fn create_tokens(options: &BenchOptions, count: u64) -> Result<Vec<String>, BenchError> {
     let mut admin = AdminClient::connect(&options.admin_socket).await?;
+    let entry = bench_entry(&mut admin).await?;
     let mut tokens = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     let mut left = count;
     while left > 0 {
         let batch = u32::try_from(left.min(u64::from(TOKEN_BATCH))).unwrap_or(TOKEN_BATCH);
-        let (created, _) = admin
-            .create_join_tokens(BENCH_SERVICE, Some(Duration::from_secs(3600)), batch)
+        let created = admin
+            .create_join_tokens(&entry, Some(Duration::from_secs(3600)), batch)
             .await?;
-        tokens.extend(created);
+        tokens.extend(created.tokens);
         left -= u64::from(batch);
     }
     Ok(tokens)
+}
+
+/// The registration entry bench tokens are made for: the bench service's
+/// `token:` entry, created on first use.
+async fn bench_entry(admin: &mut AdminClient) -> Result<TokenFor, BenchError> {
+    let selector = format!("token:{BENCH_SERVICE}");
+    let existing = admin.entries(Some(BENCH_SERVICE)).await?;
+    if let Some(entry) = existing.iter().find(|e| e.selectors == [selector.clone()]) {
+        return Ok(TokenFor::Entry(entry.id.clone()));
+    }
+    let spec = EntrySpec {
+        service: BENCH_SERVICE.to_owned(),
+        selectors: vec![selector],
+        ..EntrySpec::default()
+    };
+    Ok(TokenFor::Entry(admin.create_entry(&spec).await?.id))
 }
 
 fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), BenchError> {

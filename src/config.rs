@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::attest::KubernetesSettings;
 use crate::ca::RevocationUrls;
 use crate::limits::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, LimitSettings,
@@ -70,7 +71,35 @@ pub struct ConfigFile {
     /// SPIFFE IDs of operators who may call the admin API over mTLS on the
     /// gRPC port, e.g. "spiffe://certd.internal/operator/alice".
     pub admins: Option<Vec<String>>,
+    /// Accept Kubernetes projected service-account tokens in `Issue`.
+    pub kubernetes: Option<KubernetesSection>,
+    /// Directory relative paths in the file are resolved against: the
+    /// file's own directory.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
+
+/// The Kubernetes service-account token attestor.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSection {
+    /// The `iss` of the cluster's tokens, e.g.
+    /// "https://kubernetes.default.svc.cluster.local".
+    pub issuer: Option<String>,
+    /// The audience tokens must be minted for (default "certd").
+    pub audience: Option<String>,
+    /// The issuer's JWKS (`kubectl get --raw /openid/v1/jwks`).
+    pub jwks_file: Option<PathBuf>,
+    /// PEM public keys (the API server's --service-account-key-file).
+    pub public_key_files: Option<Vec<PathBuf>>,
+    /// Allowance for clock differences on exp and nbf (default "30s").
+    pub clock_skew: Option<String>,
+}
+
+/// Audience a service-account token must carry unless configured otherwise.
+pub const DEFAULT_KUBERNETES_AUDIENCE: &str = "certd";
+/// Clock difference allowed on a token's exp and nbf by default.
+pub const DEFAULT_KUBERNETES_CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 /// Admission limits; every rate is per second, and 0 (the default) turns
 /// that limit off.
@@ -126,6 +155,7 @@ pub struct Config {
     pub revocation: RevocationSettings,
     pub limits: LimitSettings,
     pub admins: Vec<String>,
+    pub kubernetes: Option<KubernetesSettings>,
 }
 
 impl Config {
@@ -136,6 +166,8 @@ impl Config {
             revocation: self.revocation,
             limits: self.limits,
             admins: self.admins.clone(),
+            server_names: self.server_names.clone(),
+            kubernetes: self.kubernetes.clone(),
         }
     }
 }
@@ -148,6 +180,10 @@ pub struct AuthoritySettings {
     pub limits: LimitSettings,
     /// Operators allowed on the admin API over mTLS.
     pub admins: Vec<String>,
+    /// certd's own TLS names, which no registration entry may grant.
+    pub server_names: Vec<String>,
+    /// `None`: Kubernetes service-account tokens are not accepted.
+    pub kubernetes: Option<KubernetesSettings>,
 }
 
 /// Lifetimes of what certd hands out.
@@ -180,7 +216,9 @@ impl ConfigFile {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, path)
+        let mut file = Self::parse(&text, path)?;
+        file.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(file)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
@@ -288,7 +326,13 @@ impl ConfigFile {
                 ));
             }
         }
+        let kubernetes = self
+            .kubernetes
+            .as_ref()
+            .map(|section| validate_kubernetes(section, self.base_dir.as_deref()))
+            .transpose()?;
         Ok(Config {
+            kubernetes,
             admins,
             limits,
             public_base_url,
@@ -391,6 +435,64 @@ fn validate_limits(section: &LimitsSection) -> Result<LimitSettings, ConfigError
             section.service_issuance_burst,
         )?,
         max_concurrent_requests,
+    })
+}
+
+fn validate_kubernetes(
+    section: &KubernetesSection,
+    base_dir: Option<&Path>,
+) -> Result<KubernetesSettings, ConfigError> {
+    let issuer = section.issuer.clone().unwrap_or_default();
+    if issuer.is_empty() || !issuer.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "kubernetes.issuer",
+            "must be the issuer (iss) of the cluster's service-account tokens".into(),
+        ));
+    }
+    let audience = section
+        .audience
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KUBERNETES_AUDIENCE.to_owned());
+    if audience.is_empty() || !audience.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "kubernetes.audience",
+            "must be a non-empty string without spaces".into(),
+        ));
+    }
+    let resolve = |path: &PathBuf| match base_dir {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.clone(),
+    };
+    let jwks_file = section.jwks_file.as_ref().map(resolve);
+    let public_key_files: Vec<PathBuf> = section
+        .public_key_files
+        .iter()
+        .flatten()
+        .map(resolve)
+        .collect();
+    if jwks_file.is_none() && public_key_files.is_empty() {
+        return Err(invalid(
+            "kubernetes.jwks_file",
+            "set jwks_file or public_key_files: certd needs the issuer's public keys".into(),
+        ));
+    }
+    let clock_skew = match &section.clock_skew {
+        None => DEFAULT_KUBERNETES_CLOCK_SKEW,
+        Some(text) => humantime::parse_duration(text.trim())
+            .map_err(|e| invalid("kubernetes.clock_skew", format!("{text:?}: {e}")))?,
+    };
+    if clock_skew > Duration::from_secs(300) {
+        return Err(invalid(
+            "kubernetes.clock_skew",
+            "must be at most 5m".into(),
+        ));
+    }
+    Ok(KubernetesSettings {
+        issuer,
+        audience,
+        jwks_file,
+        public_key_files,
+        clock_skew,
     })
 }
 
@@ -579,5 +681,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.admins, ["spiffe://certd.internal/operator/alice"]);
+    }
+
+    #[test]
+    fn the_kubernetes_section_is_checked_and_paths_resolved() {
+        check(
+            "[kubernetes]\njwks_file = \"k.json\"",
+            Some("kubernetes.issuer"),
+        );
+        check(
+            "[kubernetes]\nissuer = \"https://k8s\"",
+            Some("kubernetes.jwks_file"),
+        );
+        check(
+            "[kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"\nclock_skew = \"1h\"",
+            Some("kubernetes.clock_skew"),
+        );
+        check(
+            "[kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"\naudience = \"\"",
+            Some("kubernetes.audience"),
+        );
+        let mut file = ConfigFile::parse(
+            "[kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"\npublic_key_files = [\"/abs/sa.pub\"]",
+            Path::new("certd.toml"),
+        )
+        .unwrap();
+        file.base_dir = Some(PathBuf::from("/etc/certd"));
+        let kubernetes = file.validate().unwrap().kubernetes.unwrap();
+        assert_eq!(
+            kubernetes.jwks_file,
+            Some(PathBuf::from("/etc/certd/k.json"))
+        );
+        assert_eq!(kubernetes.public_key_files, [PathBuf::from("/abs/sa.pub")]);
+        assert_eq!(kubernetes.audience, "certd");
+        assert_eq!(kubernetes.clock_skew, Duration::from_secs(30));
+        assert!(check("", None).unwrap().kubernetes.is_none());
     }
 }

@@ -9,6 +9,7 @@ use crate::config::ConfigError;
 use crate::identity::NameError;
 use crate::limits::LimitError;
 use crate::policy::PolicyError;
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,9 @@ pub enum Error {
     /// The caller's identity may not have what it asked for.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A registration entry is invalid, or no single entry matched.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// A rate or concurrency limit refused the request for now.
     #[error(transparent)]
     Limit(#[from] LimitError),

@@ -112,40 +112,30 @@ impl fmt::Display for ServiceName {
     }
 }
 
-/// The identity a certificate asserts: a service within a trust domain.
+/// The identity a workload certificate asserts: its service (the CN), its
+/// SPIFFE ID (the SAN URI) and its DNS names (SAN DNS names).
 ///
 /// It decides every name in the certificate, so that names can never come
-/// from the CSR.
+/// from the CSR. It comes from a registration entry, or for certificates
+/// issued without one (operators' `certd issue`) from the service name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadIdentity {
-    pub trust_domain: TrustDomain,
     pub service: ServiceName,
+    pub spiffe_id: String,
+    /// Never empty; the first is `<service>.<trust-domain>`.
+    pub dns_names: Vec<String>,
 }
 
 impl WorkloadIdentity {
-    /// The SAN DNS name, `<service>.<trust-domain>`.
-    pub fn dns_name(&self) -> String {
-        format!("{}.{}", self.service, self.trust_domain)
-    }
-
-    /// The SAN URI, `spiffe://<trust-domain>/svc/<service>`.
-    pub fn spiffe_id(&self) -> String {
-        format!("spiffe://{}/svc/{}", self.trust_domain, self.service)
-    }
-
-    /// Recovers the identity from a SPIFFE ID this CA issued; `None` for any
-    /// other URI, including one of another trust domain.
-    pub fn from_spiffe_id(trust_domain: &TrustDomain, uri: &str) -> Option<Self> {
-        let rest = uri.strip_prefix("spiffe://")?;
-        let (domain, path) = rest.split_once('/')?;
-        if domain != trust_domain.as_str() {
-            return None;
-        }
-        let service = path.strip_prefix("svc/")?.parse().ok()?;
-        Some(WorkloadIdentity {
-            trust_domain: trust_domain.clone(),
+    /// The default identity of a service: DNS name
+    /// `<service>.<trust-domain>` and SPIFFE ID
+    /// `spiffe://<trust-domain>/svc/<service>`.
+    pub fn for_service(trust_domain: &TrustDomain, service: ServiceName) -> Self {
+        WorkloadIdentity {
+            dns_names: vec![format!("{service}.{trust_domain}")],
+            spiffe_id: format!("spiffe://{trust_domain}/svc/{service}"),
             service,
-        })
+        }
     }
 }
 
@@ -305,26 +295,10 @@ mod tests {
     }
 
     #[test]
-    fn spiffe_ids_round_trip_within_the_trust_domain_only() {
+    fn a_service_has_default_names_in_the_trust_domain() {
         let td: TrustDomain = "certd.internal".parse().unwrap();
-        let identity = WorkloadIdentity {
-            trust_domain: td.clone(),
-            service: "billing".parse().unwrap(),
-        };
-        assert_eq!(identity.spiffe_id(), "spiffe://certd.internal/svc/billing");
-        assert_eq!(identity.dns_name(), "billing.certd.internal");
-        assert_eq!(
-            WorkloadIdentity::from_spiffe_id(&td, &identity.spiffe_id()),
-            Some(identity)
-        );
-        let other: TrustDomain = "other.internal".parse().unwrap();
-        assert_eq!(
-            WorkloadIdentity::from_spiffe_id(&other, "spiffe://certd.internal/svc/billing"),
-            None
-        );
-        assert_eq!(
-            WorkloadIdentity::from_spiffe_id(&td, "spiffe://certd.internal/operator/alice"),
-            None
-        );
+        let identity = WorkloadIdentity::for_service(&td, "billing".parse().unwrap());
+        assert_eq!(identity.spiffe_id, "spiffe://certd.internal/svc/billing");
+        assert_eq!(identity.dns_names, ["billing.certd.internal"]);
     }
 }

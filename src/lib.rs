@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod limits;
 pub mod policy;
+pub mod registry;
 pub mod revocation;
 pub mod server;
 pub mod store;

@@ -33,6 +33,7 @@ fn request(daemon: &Daemon, token: &str, out: &Path) -> std::process::Output {
 #[test]
 fn token_create_prints_only_the_token() {
     let daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &[]);
     let output = daemon.cli(&["token", "create", "--service", "billing", "--ttl", "10m"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
@@ -260,6 +261,7 @@ fn list_and_show() {
 #[test]
 fn bad_input_gets_one_line_and_an_exit_code() {
     let daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &[]);
     let out = daemon.tmp.path().join("w");
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (

@@ -4,6 +4,7 @@
 mod common;
 
 use certd::api::client::{AdminClient, ClientError, Refusal, TlsClientSettings};
+use certd::authority::TokenFor;
 use common::{Daemon, stderr, stdout};
 
 fn daemon_with_admins() -> Daemon {
@@ -64,6 +65,19 @@ fn remote(daemon: &Daemon, dir: &std::path::Path, args: &[&str]) -> std::process
 async fn a_listed_operator_uses_the_admin_api_over_mtls() {
     let daemon = daemon_with_admins();
     let alice = operator(&daemon, "alice");
+    let output = remote(
+        &daemon,
+        &alice,
+        &[
+            "entry",
+            "create",
+            "--service",
+            "billing",
+            "--selector",
+            "token:billing",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
     let output = remote(
         &daemon,
         &alice,
@@ -132,7 +146,10 @@ async fn everyone_else_is_refused_and_audited() {
     let mut anonymous = AdminClient::connect_remote(&daemon.grpc, &tls)
         .await
         .unwrap();
-    match anonymous.create_join_tokens("billing", None, 1).await {
+    match anonymous
+        .create_join_tokens(&TokenFor::Service("billing".into()), None, 1)
+        .await
+    {
         Err(ClientError::Refused { kind, .. }) => assert_eq!(kind, Refusal::Unauthenticated),
         other => panic!("no client certificate must be refused: {other:?}"),
     }

@@ -284,6 +284,7 @@ async fn refusals_have_exact_codes_and_change_nothing() {
 #[tokio::test]
 async fn expired_join_token_is_unauthenticated() {
     let daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &[]);
     let output = daemon.cli(&["token", "create", "--service", "billing", "--ttl", "1s"]);
     assert!(output.status.success(), "{}", common::stderr(&output));
     let token = common::stdout(&output).trim().to_owned();

@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
-use super::client::summary_to_proto;
+use super::client::{entry_to_proto, summary_to_proto};
 use super::proto;
 use super::proto::admin_server::Admin;
 use super::status;
-use crate::authority::{Authority, Caller};
+use crate::authority::{Authority, Caller, TokenFor};
 use crate::ca::unix_seconds;
+use crate::registry::EntrySpec;
 use crate::revocation::{RevocationReason, reason_name};
 
 pub struct AdminApi {
@@ -93,9 +94,19 @@ impl Admin for AdminApi {
         let caller = self.authorize(&request)?;
         let message = request.into_inner();
         let count = usize::try_from(message.count.max(1)).unwrap_or(usize::MAX);
+        use proto::create_join_token_request::Target;
+        let target = match message.target {
+            Some(Target::EntryId(id)) => TokenFor::Entry(id),
+            Some(Target::Service(service)) => TokenFor::Service(service),
+            None => {
+                return Err(status(&crate::Error::InvalidArgument(
+                    "name the registration entry (or service) the tokens are for".into(),
+                )));
+            }
+        };
         let created = self
             .authority
-            .create_join_tokens(&caller, &message.service, ttl(message.ttl_seconds), count)
+            .create_join_tokens(&caller, &target, ttl(message.ttl_seconds), count)
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(proto::CreateJoinTokenResponse {
@@ -105,6 +116,7 @@ impl Admin for AdminApi {
                 .map(|t| t.expose_secret().to_owned())
                 .collect(),
             expires_at_unix: created.expires_at,
+            entry: Some(entry_to_proto(created.entry)),
         }))
     }
 
@@ -232,6 +244,7 @@ impl Admin for AdminApi {
                 service: entry.service.unwrap_or_default(),
                 serial: entry.serial.unwrap_or_default(),
                 reason: entry.reason.unwrap_or_default(),
+                selectors: entry.selectors,
             })
             .collect();
         Ok(Response::new(proto::ListAuditResponse { entries }))
@@ -270,5 +283,55 @@ impl Admin for AdminApi {
         Ok(Response::new(
             self.record(&record, unix_seconds(SystemTime::now())),
         ))
+    }
+
+    async fn create_entry(
+        &self,
+        request: Request<proto::CreateEntryRequest>,
+    ) -> Result<Response<proto::Entry>, Status> {
+        let caller = self.authorize(&request)?;
+        let message = request.into_inner();
+        let spec = EntrySpec {
+            service: message.service,
+            selectors: message.selectors,
+            spiffe_id: (!message.spiffe_id.is_empty()).then_some(message.spiffe_id),
+            dns_names: message.dns_names,
+            ttl: ttl(message.ttl_seconds),
+        };
+        let entry = self
+            .authority
+            .create_entry(&caller, &spec)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(entry_to_proto(entry)))
+    }
+
+    async fn delete_entry(
+        &self,
+        request: Request<proto::DeleteEntryRequest>,
+    ) -> Result<Response<proto::Entry>, Status> {
+        let caller = self.authorize(&request)?;
+        let entry = self
+            .authority
+            .delete_entry(&caller, &request.get_ref().id)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(entry_to_proto(entry)))
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<proto::ListEntriesRequest>,
+    ) -> Result<Response<proto::ListEntriesResponse>, Status> {
+        self.authorize(&request)?;
+        let service = &request.get_ref().service;
+        let entries = self
+            .authority
+            .entries((!service.is_empty()).then_some(service.as_str()))
+            .map_err(|e| status(&e))?
+            .into_iter()
+            .map(entry_to_proto)
+            .collect();
+        Ok(Response::new(proto::ListEntriesResponse { entries }))
     }
 }

@@ -13,8 +13,10 @@ use tonic::{Code, Status};
 use super::proto;
 use super::proto::admin_client::AdminClient as AdminRpc;
 use super::proto::certificate_authority_client::CertificateAuthorityClient;
-use crate::authority::CertificateSummary;
+use crate::authority::{CertificateSummary, TokenFor};
+use crate::registry::EntrySpec;
 use crate::revocation::RevocationReason;
+use crate::store::EntryRecord;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer the workload client reads: a certificate chain and bundle.
@@ -39,6 +41,8 @@ pub enum Refusal {
     Unauthenticated,
     PermissionDenied,
     NotFound,
+    /// What was to be created exists already.
+    AlreadyExists,
     Unavailable,
     /// A limit was reached; retry later.
     ResourceExhausted,
@@ -52,6 +56,7 @@ impl std::fmt::Display for Refusal {
             Refusal::Unauthenticated => "unauthenticated",
             Refusal::PermissionDenied => "permission denied",
             Refusal::NotFound => "not found",
+            Refusal::AlreadyExists => "already exists",
             Refusal::Unavailable => "unavailable",
             Refusal::ResourceExhausted => "resource exhausted",
             Refusal::Other => "error",
@@ -74,6 +79,7 @@ fn refused(target: &str, status: Status) -> ClientError {
         Code::Unauthenticated => Refusal::Unauthenticated,
         Code::PermissionDenied => Refusal::PermissionDenied,
         Code::NotFound => Refusal::NotFound,
+        Code::AlreadyExists => Refusal::AlreadyExists,
         Code::ResourceExhausted => Refusal::ResourceExhausted,
         Code::Unavailable
             if status.message().contains("transport") || status.message().contains("connect") =>
@@ -206,11 +212,34 @@ impl WorkloadClient {
         csr_der: Vec<u8>,
         join_token: &str,
     ) -> Result<IssuedCertificate, ClientError> {
+        self.issue_attested(
+            csr_der,
+            proto::issue_request::Attestation::JoinToken(join_token.to_owned()),
+        )
+        .await
+    }
+
+    /// Bootstrap with a Kubernetes projected service-account token.
+    pub async fn issue_with_kubernetes_token(
+        &mut self,
+        csr_der: Vec<u8>,
+        token: &str,
+    ) -> Result<IssuedCertificate, ClientError> {
+        self.issue_attested(
+            csr_der,
+            proto::issue_request::Attestation::KubernetesToken(token.to_owned()),
+        )
+        .await
+    }
+
+    async fn issue_attested(
+        &mut self,
+        csr_der: Vec<u8>,
+        attestation: proto::issue_request::Attestation,
+    ) -> Result<IssuedCertificate, ClientError> {
         let request = proto::IssueRequest {
             csr_der,
-            attestation: Some(proto::issue_request::Attestation::JoinToken(
-                join_token.to_owned(),
-            )),
+            attestation: Some(attestation),
         };
         let response = self
             .rpc
@@ -333,24 +362,80 @@ impl AdminClient {
         Ok(summary_from_proto(response.into_inner()))
     }
 
-    /// Creates `count` join tokens; returns the secrets and their expiry.
+    /// Creates `count` join tokens for an entry; returns the secrets,
+    /// their expiry and the entry.
     pub async fn create_join_tokens(
         &mut self,
-        service: &str,
+        target: &TokenFor,
         ttl: Option<Duration>,
         count: u32,
-    ) -> Result<(Vec<String>, i64), ClientError> {
+    ) -> Result<CreatedTokens, ClientError> {
+        use proto::create_join_token_request::Target;
+        let target = match target {
+            TokenFor::Entry(id) => Target::EntryId(id.clone()),
+            TokenFor::Service(service) => Target::Service(service.clone()),
+        };
         let response = self
             .rpc
             .create_join_token(proto::CreateJoinTokenRequest {
-                service: service.to_owned(),
+                target: Some(target),
                 ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
                 count,
             })
             .await
             .map_err(|s| refused(&self.target, s))?
             .into_inner();
-        Ok((response.tokens, response.expires_at_unix))
+        Ok(CreatedTokens {
+            tokens: response.tokens,
+            expires_at: response.expires_at_unix,
+            entry: response.entry.map(EntrySummary::from).unwrap_or_default(),
+        })
+    }
+
+    /// Creates a registration entry.
+    pub async fn create_entry(&mut self, spec: &EntrySpec) -> Result<EntrySummary, ClientError> {
+        let response = self
+            .rpc
+            .create_entry(proto::CreateEntryRequest {
+                service: spec.service.clone(),
+                selectors: spec.selectors.clone(),
+                spiffe_id: spec.spiffe_id.clone().unwrap_or_default(),
+                dns_names: spec.dns_names.clone(),
+                ttl_seconds: spec.ttl.map_or(0, |d| d.as_secs()),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Deletes a registration entry; returns what it was.
+    pub async fn delete_entry(&mut self, id: &str) -> Result<EntrySummary, ClientError> {
+        let response = self
+            .rpc
+            .delete_entry(proto::DeleteEntryRequest { id: id.to_owned() })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Every registration entry, or one service's.
+    pub async fn entries(
+        &mut self,
+        service: Option<&str>,
+    ) -> Result<Vec<EntrySummary>, ClientError> {
+        let response = self
+            .rpc
+            .list_entries(proto::ListEntriesRequest {
+                service: service.unwrap_or_default().to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(EntrySummary::from)
+            .collect())
     }
 
     /// Has the daemon sign `csr_der` for `service`.
@@ -480,6 +565,72 @@ impl AdminClient {
     }
 }
 
+/// Join tokens as the admin API returns them.
+#[derive(Debug, Clone)]
+pub struct CreatedTokens {
+    pub tokens: Vec<String>,
+    pub expires_at: i64,
+    pub entry: EntrySummary,
+}
+
+/// A registration entry as the admin API returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EntrySummary {
+    pub id: String,
+    pub service: String,
+    pub spiffe_id: String,
+    pub dns_names: Vec<String>,
+    /// Seconds; `None` for the configured default.
+    pub ttl_seconds: Option<u64>,
+    pub selectors: Vec<String>,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+impl From<proto::Entry> for EntrySummary {
+    fn from(entry: proto::Entry) -> Self {
+        EntrySummary {
+            id: entry.id,
+            service: entry.service,
+            spiffe_id: entry.spiffe_id,
+            dns_names: entry.dns_names,
+            ttl_seconds: (entry.ttl_seconds > 0).then_some(entry.ttl_seconds),
+            selectors: entry.selectors,
+            created_at: entry.created_at_unix,
+            created_by: entry.created_by,
+        }
+    }
+}
+
+impl From<EntryRecord> for EntrySummary {
+    fn from(entry: EntryRecord) -> Self {
+        EntrySummary {
+            id: entry.id,
+            service: entry.service.to_string(),
+            spiffe_id: entry.spiffe_id,
+            dns_names: entry.dns_names,
+            ttl_seconds: entry.ttl_seconds,
+            selectors: entry.selectors,
+            created_at: entry.created_at,
+            created_by: entry.created_by,
+        }
+    }
+}
+
+/// The wire form of an entry.
+pub(super) fn entry_to_proto(entry: EntryRecord) -> proto::Entry {
+    proto::Entry {
+        id: entry.id,
+        service: entry.service.to_string(),
+        spiffe_id: entry.spiffe_id,
+        dns_names: entry.dns_names,
+        ttl_seconds: entry.ttl_seconds.unwrap_or(0),
+        selectors: entry.selectors,
+        created_at_unix: entry.created_at,
+        created_by: entry.created_by,
+    }
+}
+
 /// One audit entry, as the admin API returns it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditLine {
@@ -491,6 +642,7 @@ pub struct AuditLine {
     pub service: String,
     pub serial: String,
     pub reason: String,
+    pub selectors: Vec<String>,
 }
 
 impl From<crate::store::AuditEntry> for AuditLine {
@@ -504,6 +656,7 @@ impl From<crate::store::AuditEntry> for AuditLine {
             service: entry.service.unwrap_or_default(),
             serial: entry.serial.unwrap_or_default(),
             reason: entry.reason.unwrap_or_default(),
+            selectors: entry.selectors,
         }
     }
 }
@@ -532,6 +685,7 @@ impl AdminClient {
                 service: e.service,
                 serial: e.serial,
                 reason: e.reason,
+                selectors: e.selectors,
             })
             .collect())
     }
@@ -575,6 +729,7 @@ fn summary_from_proto(record: proto::CertificateRecord) -> CertificateSummary {
         issued_at: record.issued_at_unix,
         sha256_fingerprint: record.sha256_fingerprint,
         attestation: record.attestation,
+        entry_id: (!record.entry_id.is_empty()).then_some(record.entry_id),
         renewed_from: (!record.renewed_from.is_empty()).then_some(record.renewed_from),
         status: record.status,
         certificate_pem: record.certificate_pem,
@@ -595,6 +750,7 @@ pub(super) fn summary_to_proto(summary: CertificateSummary) -> proto::Certificat
         issued_at_unix: summary.issued_at,
         sha256_fingerprint: summary.sha256_fingerprint,
         attestation: summary.attestation,
+        entry_id: summary.entry_id.unwrap_or_default(),
         renewed_from: summary.renewed_from.unwrap_or_default(),
         status: summary.status,
         certificate_pem: summary.certificate_pem,

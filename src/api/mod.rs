@@ -16,6 +16,7 @@ use tonic::{Code, Status};
 
 use crate::Error;
 use crate::policy::PolicyError;
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 /// Generated protobuf and gRPC code for `proto/certd/v1`.
@@ -32,6 +33,15 @@ pub fn status(error: &Error) -> Status {
         Error::Policy(PolicyError::TtlTooLong { .. }) => Code::InvalidArgument,
         Error::Attest(_) => Code::Unauthenticated,
         Error::Policy(_) => Code::PermissionDenied,
+        Error::Registry(RegistryError::InvalidEntry(_) | RegistryError::NotATokenEntry { .. }) => {
+            Code::InvalidArgument
+        }
+        Error::Registry(RegistryError::DuplicateSelectors { .. }) => Code::AlreadyExists,
+        Error::Registry(
+            RegistryError::NoMatchingEntry { .. }
+            | RegistryError::AmbiguousEntries { .. }
+            | RegistryError::EntryDeleted { .. },
+        ) => Code::PermissionDenied,
         Error::NotFound(_) => Code::NotFound,
         Error::Limit(_) => Code::ResourceExhausted,
         Error::Store(StoreError::Durability(_) | StoreError::Locked(_)) => Code::Unavailable,

@@ -48,15 +48,20 @@ impl CertificateAuthority for WorkloadApi {
     ) -> Result<Response<proto::IssueResponse>, Status> {
         let caller = caller(&request);
         let message = request.into_inner();
-        let token = match message.attestation {
-            Some(issue_request::Attestation::JoinToken(token)) => token,
-            None => return Err(status(&AttestError::Missing.into())),
-        };
-        let issued = self
-            .authority
-            .issue_with_join_token(&caller, &message.csr_der, &token)
-            .await
-            .map_err(|e| status(&e))?;
+        let issued = match message.attestation {
+            Some(issue_request::Attestation::JoinToken(token)) => {
+                self.authority
+                    .issue_with_join_token(&caller, &message.csr_der, &token)
+                    .await
+            }
+            Some(issue_request::Attestation::KubernetesToken(token)) => {
+                self.authority
+                    .issue_with_kubernetes_token(&caller, &message.csr_der, &token)
+                    .await
+            }
+            None => Err(AttestError::Missing.into()),
+        }
+        .map_err(|e| status(&e))?;
         Ok(Response::new(self.response(issued)))
     }
 

@@ -338,10 +338,10 @@ mod tests {
     }
 
     fn identity() -> WorkloadIdentity {
-        WorkloadIdentity {
-            trust_domain: "certd.internal".parse().unwrap(),
-            service: "billing".parse().unwrap(),
-        }
+        WorkloadIdentity::for_service(
+            &"certd.internal".parse().unwrap(),
+            "billing".parse().unwrap(),
+        )
     }
 
     #[test]

@@ -44,7 +44,12 @@ pub fn workload(
     params
         .distinguished_name
         .push(DnType::CommonName, identity.service.as_str());
-    params.subject_alt_names = vec![dns_san(identity.dns_name()), uri_san(identity.spiffe_id())];
+    params.subject_alt_names = identity
+        .dns_names
+        .iter()
+        .map(|name| dns_san(name.clone()))
+        .chain([uri_san(identity.spiffe_id.clone())])
+        .collect();
     if matches!(key_kind, SubjectKeyKind::Rsa { .. }) {
         params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
     }

@@ -1,4 +1,5 @@
-//! Operator commands: `init`, `token create`, `issue`, `list`, `show`.
+//! Operator commands: `init`, `token create`, `issue`, `list`, `show`,
+//! `revoke`, `audit`, `operator issue`.
 //!
 //! They go through the running daemon's admin socket; `issue`, `list` and
 //! `show` can instead open the data directory directly with `--offline` when
@@ -12,21 +13,26 @@ use clap::Args;
 
 use super::{DataDir, UsageError, duration, format_time};
 use crate::api::client::{AdminClient, AuditLine, IssuedCertificate};
-use crate::authority::{Authority, Caller, CertificateSummary};
+use crate::authority::{Authority, Caller, CertificateSummary, TokenFor};
 use crate::ca::{self, CertificateAuthority, InitOptions, KeyType, unix_seconds};
 use crate::config::{ConfigFile, revocation_urls};
 use crate::revocation::RevocationReason;
 use crate::store::Store;
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("for").required(true).args(["entry", "service"]))]
 pub struct TokenCreateArgs {
     #[command(flatten)]
     data_dir: DataDir,
     #[command(flatten)]
     target: AdminTarget,
-    /// Service the token may obtain a certificate for.
+    /// Registration entry the tokens are for (its selectors must all be
+    /// token:<label>).
     #[arg(long)]
-    service: String,
+    entry: Option<String>,
+    /// Instead of --entry: the one entry of this service a token can satisfy.
+    #[arg(long)]
+    service: Option<String>,
     /// Lifetime of the token (default 1h).
     #[arg(long, value_parser = duration)]
     ttl: Option<Duration>,
@@ -199,6 +205,9 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
                 text.push_str(&format!(" {label}={value}"));
             }
         }
+        if !line.selectors.is_empty() {
+            text.push_str(&format!(" selectors=[{}]", line.selectors.join(",")));
+        }
         if !line.reason.is_empty() {
             text.push_str(&format!(": {}", line.reason));
         }
@@ -238,10 +247,15 @@ pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result
 
 pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
-    let (tokens, _expires_at) = client
-        .create_join_tokens(&args.service, args.ttl, args.count)
+    let target = match (args.entry, args.service) {
+        (Some(id), _) => TokenFor::Entry(id),
+        (None, Some(service)) => TokenFor::Service(service),
+        (None, None) => return Err(UsageError("name --entry or --service".into()).into()),
+    };
+    let created = client
+        .create_join_tokens(&target, args.ttl, args.count)
         .await?;
-    for token in tokens {
+    for token in created.tokens {
         println!("{token}");
     }
     Ok(())
@@ -320,6 +334,9 @@ fn print_summary(summary: &CertificateSummary) {
     println!("not after:    {}", format_time(summary.not_after));
     println!("issued at:    {}", format_time(summary.issued_at));
     println!("attestation:  {}", summary.attestation);
+    if let Some(entry_id) = &summary.entry_id {
+        println!("entry:        {entry_id}");
+    }
     if let Some(renewed_from) = &summary.renewed_from {
         println!("renewed from: {renewed_from}");
     }
@@ -347,7 +364,7 @@ pub struct AdminTarget {
 }
 
 impl AdminTarget {
-    async fn connect(&self, data_dir: &DataDir) -> anyhow::Result<AdminClient> {
+    pub(super) async fn connect(&self, data_dir: &DataDir) -> anyhow::Result<AdminClient> {
         let Some(server) = &self.server else {
             return Ok(AdminClient::connect(&data_dir.data_dir.join("admin.sock")).await?);
         };
@@ -439,7 +456,7 @@ fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Resul
         Arc::new(ca),
         store,
         config.authority_settings(),
-    ))
+    )?)
 }
 
 fn current_uid() -> u32 {

@@ -6,6 +6,7 @@
 
 mod admin;
 mod bench;
+mod entry;
 mod serve;
 mod workload;
 
@@ -73,7 +74,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Workload: get a first certificate with a join token.
+    /// Registration entries: which identity a workload proving some selectors gets.
+    Entry {
+        #[command(subcommand)]
+        command: EntryCommand,
+    },
+    /// Workload: get a first certificate with a join token or a Kubernetes service-account token.
     Request(workload::RequestArgs),
     /// Workload: renew the certificate in a directory over mTLS, with a fresh key.
     Renew(workload::RenewArgs),
@@ -98,8 +104,18 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create one-time join tokens for a service; prints only the tokens, one per line.
+    /// Create one-time join tokens for a registration entry; prints only the tokens, one per line.
     Create(admin::TokenCreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Create an entry; prints its id.
+    Create(entry::EntryCreateArgs),
+    /// List entries.
+    List(entry::EntryListArgs),
+    /// Delete an entry: no new certificates for it, and its certificates stop renewing.
+    Delete(entry::EntryDeleteArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +153,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::Create(args),
         } => admin::token_create(args).await,
+        Command::Entry { command } => match command {
+            EntryCommand::Create(args) => entry::create(args).await,
+            EntryCommand::List(args) => entry::list(args).await,
+            EntryCommand::Delete(args) => entry::delete(args).await,
+        },
         Command::Request(args) => workload::request(args).await,
         Command::Renew(args) => workload::renew(args).await,
         Command::Issue(args) => admin::issue(args).await,
@@ -160,7 +181,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                 ClientError::Setup(_) => exit::INVALID_INPUT,
                 ClientError::Refused { kind, .. } => match kind {
                     Refusal::InvalidArgument => exit::INVALID_INPUT,
-                    Refusal::Unauthenticated | Refusal::PermissionDenied => exit::REFUSED,
+                    Refusal::Unauthenticated
+                    | Refusal::PermissionDenied
+                    | Refusal::AlreadyExists => exit::REFUSED,
                     Refusal::NotFound => exit::NOT_FOUND,
                     Refusal::Unavailable | Refusal::ResourceExhausted => exit::UNREACHABLE,
                     Refusal::Other => exit::FAILURE,
@@ -169,12 +192,17 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         }
         if let Some(certd) = cause.downcast_ref::<crate::Error>() {
             use crate::Error;
+            use crate::registry::RegistryError;
             return match certd {
                 Error::Csr(_) | Error::Name(_) | Error::InvalidArgument(_) | Error::Config(_) => {
                     exit::INVALID_INPUT
                 }
                 Error::Policy(crate::policy::PolicyError::TtlTooLong { .. }) => exit::INVALID_INPUT,
                 Error::Attest(_) | Error::Policy(_) => exit::REFUSED,
+                Error::Registry(
+                    RegistryError::InvalidEntry(_) | RegistryError::NotATokenEntry { .. },
+                ) => exit::INVALID_INPUT,
+                Error::Registry(_) => exit::REFUSED,
                 Error::NotFound(_) => exit::NOT_FOUND,
                 Error::Limit(_) => exit::UNREACHABLE,
                 Error::Store(crate::store::StoreError::Locked(_)) => exit::UNREACHABLE,

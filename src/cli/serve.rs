@@ -72,7 +72,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{http}"));
     ca.set_revocation_urls(revocation_urls(&public_base_url));
-    let authority = Authority::new(Arc::new(ca), store, config.authority_settings());
+    let authority = Authority::new(Arc::new(ca), store, config.authority_settings())?;
     let admin = listeners.admin_path.clone();
     let trust_domain = authority.ca().trust_domain().clone();
     let ready = move || {

@@ -19,8 +19,18 @@ pub struct RequestArgs {
     ca_bundle: PathBuf,
     /// The one-time join token (prefer the environment variable: arguments
     /// are visible in the process list).
-    #[arg(long, env = "CERTD_JOIN_TOKEN", hide_env_values = true)]
-    token: String,
+    #[arg(
+        long,
+        env = "CERTD_JOIN_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "k8s_token_file",
+        conflicts_with = "k8s_token_file"
+    )]
+    token: Option<String>,
+    /// Instead of a join token: a file holding a Kubernetes projected
+    /// service-account token (read fresh on every run, as kubelet rotates it).
+    #[arg(long, env = "CERTD_K8S_TOKEN_FILE")]
+    k8s_token_file: Option<PathBuf>,
     /// Directory to write key.pem, cert.pem and bundle.pem to.
     #[arg(long)]
     out: PathBuf,
@@ -47,7 +57,18 @@ pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
         identity: None,
     };
     let mut client = WorkloadClient::connect(&args.server, &tls).await?;
-    let issued = client.issue(csr_der, &args.token).await?;
+    let issued = match (&args.token, &args.k8s_token_file) {
+        (Some(token), _) => client.issue(csr_der, token).await?,
+        (None, Some(path)) => {
+            let token = zeroize::Zeroizing::new(read(path)?);
+            client
+                .issue_with_kubernetes_token(csr_der, token.trim())
+                .await?
+        }
+        (None, None) => {
+            return Err(super::UsageError("give --token or --k8s-token-file".into()).into());
+        }
+    };
     write_identity(&args.out, &key, &issued)?;
     report(&issued, &args.out);
     Ok(())

@@ -36,22 +36,36 @@ pub fn check_csr(csr: &ValidatedCsr, identity: &WorkloadIdentity) -> Result<(), 
     if csr.requests_ca() {
         return Err(PolicyError::CaRequested);
     }
-    let dns_name = identity.dns_name();
-    let spiffe_id = identity.spiffe_id();
+    let spiffe_id = &identity.spiffe_id;
+    let is_dns_name = |name: &str| {
+        identity
+            .dns_names
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(name))
+    };
     for requested in csr.requested_names() {
         let allowed = match requested {
             RequestedName::CommonName(cn) => {
-                cn == identity.service.as_str() || *cn == dns_name || *cn == spiffe_id
+                cn == identity.service.as_str() || is_dns_name(cn) || cn == spiffe_id
             }
-            RequestedName::Dns(dns) => dns.eq_ignore_ascii_case(&dns_name),
-            RequestedName::Uri(uri) => *uri == spiffe_id,
+            RequestedName::Dns(dns) => is_dns_name(dns),
+            RequestedName::Uri(uri) => uri == spiffe_id,
             RequestedName::Other(_) => false,
         };
         if !allowed {
+            let dns: Vec<String> = identity
+                .dns_names
+                .iter()
+                .map(|d| format!("DNS:{d}"))
+                .collect();
             return Err(PolicyError::NameNotAllowed {
                 name: requested.to_string(),
                 identity: spiffe_id.clone(),
-                allowed: format!("CN={}, DNS:{dns_name}, URI:{spiffe_id}", identity.service),
+                allowed: format!(
+                    "CN={}, {}, URI:{spiffe_id}",
+                    identity.service,
+                    dns.join(", ")
+                ),
             });
         }
     }
@@ -100,10 +114,10 @@ mod tests {
     use super::*;
 
     fn identity() -> WorkloadIdentity {
-        WorkloadIdentity {
-            trust_domain: "certd.internal".parse().unwrap(),
-            service: "billing".parse().unwrap(),
-        }
+        WorkloadIdentity::for_service(
+            &"certd.internal".parse().unwrap(),
+            "billing".parse().unwrap(),
+        )
     }
 
     fn csr_asking(cn: Option<&str>, sans: Vec<SanType>) -> ValidatedCsr {

@@ -16,8 +16,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use record::{
-    Attestation, AuditEntry, CertificateState, IssuanceRecord, JoinTokenRecord, Revocation,
-    RevokedEntry,
+    Attestation, AuditEntry, CertificateState, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
+    Revocation, RevokedEntry,
 };
 
 use crate::identity::{Serial, ServiceName};
@@ -32,6 +32,8 @@ const JOIN_TOKENS_TREE: &str = "join-tokens";
 /// Index of revoked certificates by serial, for building CRLs without
 /// reading every record.
 const REVOCATIONS_TREE: &str = "revocations";
+/// Registration entries by id.
+const ENTRIES_TREE: &str = "entries";
 /// Audit entries by a monotonic sequence number; only ever appended to.
 const AUDIT_TREE: &str = "audit";
 /// Counters and other single values.
@@ -97,6 +99,7 @@ pub struct Store {
     certificates: sled::Tree,
     certificates_by_service: sled::Tree,
     join_tokens: sled::Tree,
+    entries: sled::Tree,
     revocations: sled::Tree,
     meta: sled::Tree,
     commit: GroupCommit,
@@ -139,6 +142,7 @@ impl Store {
             certificates: db.open_tree(CERTIFICATES_TREE)?,
             certificates_by_service: db.open_tree(CERTIFICATES_BY_SERVICE_TREE)?,
             join_tokens: db.open_tree(JOIN_TOKENS_TREE)?,
+            entries: db.open_tree(ENTRIES_TREE)?,
             revocations: db.open_tree(REVOCATIONS_TREE)?,
             meta: db.open_tree(META_TREE)?,
             audit: db.open_tree(AUDIT_TREE)?,
@@ -458,6 +462,41 @@ impl Store {
         Ok(purged)
     }
 
+    /// Stores a new registration entry and returns once it is durable;
+    /// `false` (and nothing written) if its id is taken.
+    pub async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        let inserted = self
+            .entries
+            .compare_and_swap(
+                entry.id.as_bytes(),
+                None as Option<&[u8]>,
+                Some(record::encode(entry)?),
+            )?
+            .is_ok();
+        if inserted {
+            self.durable().await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Deletes a registration entry and returns it once that is durable;
+    /// `None` if there is no such entry.
+    pub async fn remove_entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
+        let Some(bytes) = self.entries.remove(id.as_bytes())? else {
+            return Ok(None);
+        };
+        self.durable().await?;
+        record::decode(&bytes).map(Some)
+    }
+
+    /// Every registration entry, in id order.
+    pub fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
+        self.entries
+            .iter()
+            .map(|item| record::decode(&item?.1))
+            .collect()
+    }
+
     /// Waits until every write made so far is on stable storage.
     pub async fn durable(&self) -> Result<(), StoreError> {
         self.commit.durable().await.map_err(StoreError::Durability)
@@ -516,7 +555,7 @@ mod tests {
 
     fn token(service: &str, expires_at: i64) -> JoinTokenRecord {
         JoinTokenRecord {
-            service: service.parse().unwrap(),
+            selectors: vec![format!("token:{service}")],
             created_at: 0,
             expires_at,
         }
@@ -672,5 +711,59 @@ mod tests {
             record::decode::<JoinTokenRecord>(&bytes).unwrap(),
             token("a", 1)
         );
+    }
+
+    #[test]
+    fn version_1_values_still_read() {
+        #[derive(serde::Serialize)]
+        struct TokenV1 {
+            service: ServiceName,
+            created_at: i64,
+            expires_at: i64,
+        }
+        let v1 = TokenV1 {
+            service: "billing".parse().unwrap(),
+            created_at: 0,
+            expires_at: 1,
+        };
+        let mut bytes = vec![1];
+        bytes.extend(postcard::to_stdvec(&v1).unwrap());
+        assert_eq!(
+            record::decode::<JoinTokenRecord>(&bytes).unwrap(),
+            token("billing", 1),
+            "a pre-entry token proves token:<its service>"
+        );
+        // Issuance records did not change shape: the version byte alone differs.
+        let record = record("billing");
+        let mut bytes = record::encode(&record).unwrap();
+        bytes[0] = 1;
+        assert_eq!(record::decode::<IssuanceRecord>(&bytes).unwrap(), record);
+    }
+
+    #[tokio::test]
+    async fn entries_are_durable_unique_by_id_and_removable() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = EntryRecord {
+            id: "e1".into(),
+            service: "billing".parse().unwrap(),
+            spiffe_id: "spiffe://certd.internal/svc/billing".into(),
+            dns_names: vec!["billing.certd.internal".into()],
+            ttl_seconds: Some(3600),
+            selectors: vec!["k8s:ns:payments".into()],
+            created_at: 1,
+            created_by: "test".into(),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.insert_entry(&entry).await.unwrap());
+            let mut clash = entry.clone();
+            clash.service = "orders".parse().unwrap();
+            assert!(!store.insert_entry(&clash).await.unwrap());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.entries().unwrap(), vec![entry.clone()]);
+        assert_eq!(store.remove_entry("e1").await.unwrap(), Some(entry));
+        assert_eq!(store.remove_entry("e1").await.unwrap(), None);
+        assert!(store.entries().unwrap().is_empty());
     }
 }

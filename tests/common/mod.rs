@@ -99,8 +99,40 @@ impl Daemon {
         run_cli(&self.data_dir, args)
     }
 
-    /// Creates a join token through the CLI, as an operator would.
+    /// Creates a registration entry through the CLI; returns its id.
+    pub fn entry(&self, service: &str, selectors: &[&str], extra: &[&str]) -> String {
+        let mut args = vec!["entry", "create", "--service", service];
+        for selector in selectors {
+            args.extend(["--selector", selector]);
+        }
+        args.extend(extra);
+        let output = self.cli(&args);
+        assert!(
+            output.status.success(),
+            "entry create failed: {}",
+            stderr(&output)
+        );
+        stdout(&output).trim().to_owned()
+    }
+
+    /// Creates a join token through the CLI, as an operator would: for the
+    /// service's `token:<service>` entry, which is created the first time.
     pub fn token(&self, service: &str) -> String {
+        let selector = format!("token:{service}");
+        let output = self.cli(&[
+            "entry",
+            "create",
+            "--service",
+            service,
+            "--selector",
+            &selector,
+        ]);
+        assert!(
+            output.status.success()
+                || stderr(&output).contains("already has exactly these selectors"),
+            "entry create failed: {}",
+            stderr(&output)
+        );
         let output = self.cli(&["token", "create", "--service", service]);
         assert!(
             output.status.success(),

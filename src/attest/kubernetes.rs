@@ -1,0 +1,337 @@
+//! Kubernetes projected service-account tokens: a JWT signed by the
+//! cluster's service-account issuer, proving the pod's namespace, service
+//! account and (when present) pod name and uid.
+//!
+//! The keys come from a JWKS file (what the issuer publishes at
+//! `/openid/v1/jwks`) and/or PEM public keys (the API server's
+//! `--service-account-key-file`). Both are re-read when they change, so a
+//! key rotation needs no restart. Only RS256 and ES256 are accepted: a
+//! token naming any other algorithm (`none`, HS256) is refused before any
+//! key is tried.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde::Deserialize;
+
+use super::AttestError;
+use crate::registry::Selector;
+
+/// Longest token certd reads; real ones are about 1 KiB.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// How often, at most, key files are checked for changes.
+const KEY_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `[kubernetes]` section of the configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must include (default `certd`).
+    pub audience: String,
+    pub jwks_file: Option<PathBuf>,
+    pub public_key_files: Vec<PathBuf>,
+    /// Allowance for clock differences when checking `exp` and `nbf`.
+    pub clock_skew: Duration,
+}
+
+/// Why the key files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("no RS256 or ES256 public key found in the configured key files")]
+    NoKeys,
+}
+
+/// What a verified token proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesEvidence {
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub subject: String,
+    pub selectors: Vec<Selector>,
+}
+
+/// Verifies projected service-account tokens against the configured keys.
+#[derive(Debug)]
+pub struct KubernetesAttestor {
+    settings: KubernetesSettings,
+    keys: Mutex<KeySet>,
+}
+
+#[derive(Debug)]
+struct KeySet {
+    keys: Arc<Vec<VerificationKey>>,
+    /// Modification time and length of each key file when it was read.
+    stamps: Vec<Option<(SystemTime, u64)>>,
+    checked_at: Instant,
+}
+
+struct VerificationKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerificationKey({:?}, {:?})", self.kid, self.algorithm)
+    }
+}
+
+/// The claims certd reads; the rest are ignored.
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(rename = "kubernetes.io")]
+    kubernetes: Option<KubernetesClaims>,
+}
+
+#[derive(Deserialize)]
+struct KubernetesClaims {
+    namespace: String,
+    serviceaccount: ObjectRef,
+    pod: Option<ObjectRef>,
+}
+
+#[derive(Deserialize)]
+struct ObjectRef {
+    name: String,
+    uid: Option<String>,
+}
+
+impl KubernetesAttestor {
+    /// Reads the key files; fails if none holds a usable key.
+    pub fn load(settings: KubernetesSettings) -> Result<Self, KeyFileError> {
+        let keys = read_keys(&settings)?;
+        Ok(KubernetesAttestor {
+            settings,
+            keys: Mutex::new(keys),
+        })
+    }
+
+    /// Verifies `token` and returns the selectors it proves.
+    pub fn verify(&self, token: &str) -> Result<KubernetesEvidence, AttestError> {
+        let refuse = |reason: &str| Err(AttestError::KubernetesToken(reason.to_owned()));
+        if token.len() > MAX_TOKEN_BYTES {
+            return refuse("it is longer than 16 KiB");
+        }
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return refuse("it is not a JWT signed with RS256 or ES256");
+        };
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return refuse("it is signed with an algorithm other than RS256 or ES256");
+        }
+        let keys = self.current_keys();
+        let candidates: Vec<&VerificationKey> = keys
+            .iter()
+            .filter(|key| key.algorithm == header.alg)
+            .filter(|key| match (&header.kid, &key.kid) {
+                (Some(wanted), Some(kid)) => wanted == kid,
+                _ => true,
+            })
+            .collect();
+        let validation = self.validation(header.alg);
+        let mut outcome = refuse("no trusted key verifies its signature");
+        for key in candidates {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+                Ok(data) => return evidence(data.claims),
+                // Another key of the set may have signed it.
+                Err(error) if *error.kind() == ErrorKind::InvalidSignature => {}
+                Err(error) => {
+                    outcome = Err(AttestError::KubernetesToken(describe(error.kind())));
+                    break;
+                }
+            }
+        }
+        outcome
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.settings.clock_skew.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation
+    }
+
+    /// The keys, re-read first if a key file changed. A key file that
+    /// became unreadable or invalid leaves the last good keys in use.
+    fn current_keys(&self) -> Arc<Vec<VerificationKey>> {
+        let mut key_set = match self.keys.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if key_set.checked_at.elapsed() >= KEY_RECHECK_INTERVAL {
+            key_set.checked_at = Instant::now();
+            let stamps = key_file_stamps(&self.settings);
+            if stamps != key_set.stamps {
+                match read_keys(&self.settings) {
+                    Ok(fresh) => {
+                        tracing::info!(keys = fresh.keys.len(), "reloaded Kubernetes issuer keys");
+                        *key_set = fresh;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot reload Kubernetes issuer keys; keeping the previous ones");
+                        key_set.stamps = stamps;
+                    }
+                }
+            }
+        }
+        key_set.keys.clone()
+    }
+}
+
+/// Turns verified claims into selectors. The subject must agree with the
+/// Kubernetes claims, as the API server always makes it.
+fn evidence(claims: Claims) -> Result<KubernetesEvidence, AttestError> {
+    let refuse = |reason: &str| Err(AttestError::KubernetesToken(reason.to_owned()));
+    let Some(kubernetes) = claims.kubernetes else {
+        return refuse(
+            "it has no kubernetes.io claim: only projected service-account tokens are accepted",
+        );
+    };
+    let namespace = &kubernetes.namespace;
+    let account = &kubernetes.serviceaccount.name;
+    if claims.sub != format!("system:serviceaccount:{namespace}:{account}") {
+        return refuse("its subject does not match its namespace and service account");
+    }
+    let invalid = |_: String| {
+        AttestError::KubernetesToken("it names an invalid namespace, service account or pod".into())
+    };
+    let mut selectors = vec![
+        Selector::k8s_namespace(namespace).map_err(invalid)?,
+        Selector::k8s_service_account(account).map_err(invalid)?,
+    ];
+    if let Some(pod) = &kubernetes.pod {
+        selectors.push(Selector::k8s_pod_name(&pod.name).map_err(invalid)?);
+        if let Some(uid) = &pod.uid {
+            selectors.push(Selector::k8s_pod_uid(uid).map_err(invalid)?);
+        }
+    }
+    Ok(KubernetesEvidence {
+        subject: claims.sub,
+        selectors,
+    })
+}
+
+/// Why a token whose signature verified was still refused.
+fn describe(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "it has expired".into(),
+        ErrorKind::ImmatureSignature => "it is not valid yet (nbf is in the future)".into(),
+        ErrorKind::InvalidIssuer => "it was issued by an issuer certd does not trust".into(),
+        ErrorKind::InvalidAudience => "its audience does not include certd's".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("it has no {claim} claim"),
+        ErrorKind::InvalidAlgorithm => "its algorithm does not match the key".into(),
+        _ => "its claims are malformed".into(),
+    }
+}
+
+fn key_files(settings: &KubernetesSettings) -> impl Iterator<Item = &PathBuf> {
+    settings.jwks_file.iter().chain(&settings.public_key_files)
+}
+
+fn key_file_stamps(settings: &KubernetesSettings) -> Vec<Option<(SystemTime, u64)>> {
+    key_files(settings)
+        .map(|path| {
+            let metadata = std::fs::metadata(path).ok()?;
+            Some((metadata.modified().ok()?, metadata.len()))
+        })
+        .collect()
+}
+
+fn read_keys(settings: &KubernetesSettings) -> Result<KeySet, KeyFileError> {
+    // Stamps first: a file changing while it is read is read again later.
+    let stamps = key_file_stamps(settings);
+    let mut keys = Vec::new();
+    if let Some(path) = &settings.jwks_file {
+        keys.extend(jwks_keys(path)?);
+    }
+    for path in &settings.public_key_files {
+        keys.push(pem_key(path)?);
+    }
+    if keys.is_empty() {
+        return Err(KeyFileError::NoKeys);
+    }
+    Ok(KeySet {
+        keys: Arc::new(keys),
+        stamps,
+        checked_at: Instant::now(),
+    })
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, KeyFileError> {
+    std::fs::read(path).map_err(|source| KeyFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The signature keys of a JWKS: RSA keys for RS256, P-256 keys for ES256.
+/// Encryption keys and keys for other algorithms are skipped.
+fn jwks_keys(path: &Path) -> Result<Vec<VerificationKey>, KeyFileError> {
+    let invalid = |message: String| KeyFileError::Invalid {
+        path: path.display().to_string(),
+        message,
+    };
+    let set: JwkSet = serde_json::from_slice(&read_file(path)?)
+        .map_err(|e| invalid(format!("not a JWKS: {e}")))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        let algorithm = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+            (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+                if ec.curve == EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            _ => continue,
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| {
+            invalid(format!(
+                "key {}: {e}",
+                jwk.common.key_id.as_deref().unwrap_or("without kid")
+            ))
+        })?;
+        keys.push(VerificationKey {
+            kid: jwk.common.key_id.clone(),
+            algorithm,
+            key,
+        });
+    }
+    Ok(keys)
+}
+
+/// A PEM public key (or certificate): RSA for RS256, otherwise EC for ES256.
+fn pem_key(path: &Path) -> Result<VerificationKey, KeyFileError> {
+    let pem = read_file(path)?;
+    let (algorithm, key) = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+        (Algorithm::RS256, key)
+    } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+        (Algorithm::ES256, key)
+    } else {
+        return Err(KeyFileError::Invalid {
+            path: path.display().to_string(),
+            message: "not a PEM RSA or EC public key".into(),
+        });
+    };
+    Ok(VerificationKey {
+        kid: None,
+        algorithm,
+        key,
+    })
+}

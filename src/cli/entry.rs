@@ -1,0 +1,127 @@
+//! `certd entry create|list|delete`: registration entries, through the admin
+//! API of the running daemon (local socket or mTLS).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::admin::AdminTarget;
+use super::{DataDir, duration, format_time};
+use crate::api::client::EntrySummary;
+use crate::registry::EntrySpec;
+
+#[derive(Debug, Args)]
+pub struct EntryCreateArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Service the identity belongs to (the certificate's CN).
+    #[arg(long)]
+    service: String,
+    /// A selector the workload must prove, e.g. k8s:ns:payments,
+    /// k8s:sa:billing or token:billing-vm. Repeat for several; all must hold.
+    #[arg(long = "selector", required = true)]
+    selectors: Vec<String>,
+    /// SPIFFE ID to issue (default spiffe://<trust-domain>/svc/<service>).
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    /// An extra DNS name for the certificate; repeat for several.
+    #[arg(long = "dns")]
+    dns_names: Vec<String>,
+    /// Certificate lifetime (default: the configured one); at most the maximum.
+    #[arg(long, value_parser = duration)]
+    ttl: Option<Duration>,
+    /// Print the entry as JSON instead of its id.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EntryListArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Only this service's entries.
+    #[arg(long)]
+    service: Option<String>,
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EntryDeleteArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The entry's id, as `certd entry list` shows it.
+    id: String,
+}
+
+pub async fn create(args: EntryCreateArgs) -> anyhow::Result<()> {
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let spec = EntrySpec {
+        service: args.service,
+        selectors: args.selectors,
+        spiffe_id: args.spiffe_id,
+        dns_names: args.dns_names,
+        ttl: args.ttl,
+    };
+    let entry = client.create_entry(&spec).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&entry)?);
+    } else {
+        // The id alone, so scripts can capture it.
+        println!("{}", entry.id);
+    }
+    Ok(())
+}
+
+pub async fn list(args: EntryListArgs) -> anyhow::Result<()> {
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let entries = client.entries(args.service.as_deref()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&entries)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16}  {:<20}  {:<8}  {:<40}  SELECTORS",
+        "ID", "SERVICE", "TTL", "SPIFFE ID"
+    );
+    for entry in &entries {
+        println!(
+            "{:<16}  {:<20}  {:<8}  {:<40}  {}",
+            entry.id,
+            entry.service,
+            ttl_text(entry),
+            entry.spiffe_id,
+            entry.selectors.join(" ")
+        );
+        if entry.dns_names.len() > 1 {
+            println!("{:<16}  dns: {}", "", entry.dns_names.join(" "));
+        }
+    }
+    Ok(())
+}
+
+pub async fn delete(args: EntryDeleteArgs) -> anyhow::Result<()> {
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let entry = client.delete_entry(&args.id).await?;
+    println!(
+        "deleted entry {} ({}, created {} by {}); its certificates can no longer renew",
+        entry.id,
+        entry.service,
+        format_time(entry.created_at),
+        entry.created_by
+    );
+    Ok(())
+}
+
+fn ttl_text(entry: &EntrySummary) -> String {
+    entry.ttl_seconds.map_or("default".to_owned(), |seconds| {
+        humantime::format_duration(Duration::from_secs(seconds)).to_string()
+    })
+}

@@ -1,0 +1,639 @@
+//! Registration entries: which identity a workload may hold, given the
+//! selectors its attestation proved.
+//!
+//! An entry maps a set of selectors to a service, a SPIFFE ID, DNS names and
+//! a lifetime. A workload gets a certificate only when the selectors it
+//! proved include the full set of exactly one entry; the certificate's names
+//! come from that entry alone. This module owns entry validation, the
+//! in-memory index used on every issuance, and matching. It writes entries
+//! to the store but nothing else, and knows nothing of X.509 or gRPC.
+
+mod selector;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub use selector::Selector;
+
+use crate::identity::{ServiceName, TrustDomain, WorkloadIdentity};
+use crate::store::{EntryRecord, Store, StoreError};
+
+/// Most selectors one entry may require.
+pub const MAX_SELECTORS: usize = 16;
+/// Most extra DNS names one entry may grant.
+pub const MAX_DNS_NAMES: usize = 32;
+/// Longest SPIFFE ID an entry may grant.
+const MAX_SPIFFE_ID_LEN: usize = 2048;
+
+/// Why an entry could not be created or matched.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    /// The entry asked for is not valid; nothing was stored.
+    #[error("{0}")]
+    InvalidEntry(String),
+    #[error("entry {existing} already has exactly these selectors; delete it first")]
+    DuplicateSelectors { existing: String },
+    #[error("no registration entry matches the proven selectors [{selectors}]")]
+    NoMatchingEntry { selectors: String },
+    #[error(
+        "the proven selectors [{selectors}] match {} registration entries ({}); an attestation must match exactly one, so narrow or delete entries",
+        entries.len(),
+        entries.join(", ")
+    )]
+    AmbiguousEntries {
+        selectors: String,
+        entries: Vec<String>,
+    },
+    #[error("registration entry {id}, which this certificate was issued for, has been deleted")]
+    EntryDeleted { id: String },
+    #[error(
+        "entry {id} requires selectors a join token cannot prove ({selectors}); join tokens prove token:<label> selectors only"
+    )]
+    NotATokenEntry { id: String, selectors: String },
+}
+
+/// What an operator asks for in `certd entry create`.
+#[derive(Debug, Clone, Default)]
+pub struct EntrySpec {
+    pub service: String,
+    pub selectors: Vec<String>,
+    /// `None` for `spiffe://<trust-domain>/svc/<service>`.
+    pub spiffe_id: Option<String>,
+    /// DNS names beyond the default `<service>.<trust-domain>`.
+    pub dns_names: Vec<String>,
+    /// `None` for the configured default certificate lifetime.
+    pub ttl: Option<Duration>,
+}
+
+/// What an entry may not grant, whoever creates it.
+#[derive(Debug, Clone)]
+pub struct EntryBounds {
+    pub trust_domain: TrustDomain,
+    pub max_ttl: Duration,
+    /// certd's own TLS names: a workload holding one could pose as certd.
+    pub reserved_dns_names: Vec<String>,
+}
+
+/// The validated content of a new entry (everything but id and creation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidEntry {
+    pub service: ServiceName,
+    pub spiffe_id: String,
+    pub dns_names: Vec<String>,
+    pub ttl_seconds: Option<u64>,
+    pub selectors: Vec<Selector>,
+}
+
+impl EntrySpec {
+    /// Checks every field; the error names the first one that is wrong.
+    pub fn validate(&self, bounds: &EntryBounds) -> Result<ValidEntry, crate::Error> {
+        let service: ServiceName = self.service.parse()?;
+        let invalid = |message: String| RegistryError::InvalidEntry(message);
+        let selectors = self
+            .selectors
+            .iter()
+            .map(|s| s.parse::<Selector>().map_err(invalid))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        if selectors.is_empty() || selectors.len() > MAX_SELECTORS {
+            return Err(invalid(format!(
+                "an entry needs 1 to {MAX_SELECTORS} selectors, got {}",
+                selectors.len()
+            ))
+            .into());
+        }
+        let default = WorkloadIdentity::for_service(&bounds.trust_domain, service.clone());
+        let spiffe_id = match &self.spiffe_id {
+            None => default.spiffe_id,
+            Some(id) => check_spiffe_id(id, &bounds.trust_domain, &service).map_err(invalid)?,
+        };
+        let mut dns_names = default.dns_names;
+        for name in &self.dns_names {
+            let name = check_dns_name(name, bounds).map_err(invalid)?;
+            if !dns_names.contains(&name) {
+                dns_names.push(name);
+            }
+        }
+        if dns_names.len() > MAX_DNS_NAMES + 1 {
+            return Err(invalid(format!(
+                "an entry may add at most {MAX_DNS_NAMES} DNS names"
+            ))
+            .into());
+        }
+        if let Some(ttl) = self.ttl {
+            crate::policy::check_ttl(ttl, bounds.max_ttl)?;
+        }
+        Ok(ValidEntry {
+            service,
+            spiffe_id,
+            dns_names,
+            ttl_seconds: self.ttl.map(|ttl| ttl.as_secs()),
+            selectors: selectors.into_iter().collect(),
+        })
+    }
+}
+
+/// A SPIFFE ID in this trust domain, outside the paths certd reserves.
+fn check_spiffe_id(
+    id: &str,
+    trust_domain: &TrustDomain,
+    service: &ServiceName,
+) -> Result<String, String> {
+    let prefix = format!("spiffe://{trust_domain}/");
+    let Some(path) = id.strip_prefix(&prefix) else {
+        return Err(format!(
+            "SPIFFE ID {id:?} must start with {prefix:?}: certd issues only in its own trust domain"
+        ));
+    };
+    let segments_valid = id.len() <= MAX_SPIFFE_ID_LEN
+        && path.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        });
+    if !segments_valid {
+        return Err(format!(
+            "SPIFFE ID {id:?} has an invalid path: segments of letters, digits, '.', '-' and '_', none empty, '.' or '..'"
+        ));
+    }
+    let first = path.split('/').next().unwrap_or_default();
+    if first == "operator" {
+        return Err(format!(
+            "SPIFFE ID {id:?} is under /operator/, which only operator certificates may carry"
+        ));
+    }
+    if first == "svc" && path != format!("svc/{service}") {
+        return Err(format!(
+            "SPIFFE ID {id:?} is under /svc/ but is not /svc/{service}: /svc/<name> belongs to service <name>"
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+/// A DNS name an entry may grant: a plain host name, lower-cased, no
+/// wildcard, no IP address, none of certd's own names.
+fn check_dns_name(name: &str, bounds: &EntryBounds) -> Result<String, String> {
+    let name = name.to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<std::net::IpAddr>().is_err()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !valid {
+        return Err(format!(
+            "DNS name {name:?} is not a host name (labels of a-z, 0-9 and '-'; no wildcards or IP addresses)"
+        ));
+    }
+    if bounds
+        .reserved_dns_names
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(&name))
+    {
+        return Err(format!(
+            "DNS name {name:?} is one of certd's own server names; a workload holding it could pose as certd"
+        ));
+    }
+    Ok(name)
+}
+
+/// The identity a certificate for `entry` carries.
+pub fn identity_of(entry: &EntryRecord) -> WorkloadIdentity {
+    WorkloadIdentity {
+        service: entry.service.clone(),
+        spiffe_id: entry.spiffe_id.clone(),
+        dns_names: entry.dns_names.clone(),
+    }
+}
+
+/// Selectors as one line, for messages and the audit log.
+pub fn describe(selectors: &[Selector]) -> String {
+    selectors
+        .iter()
+        .map(Selector::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every entry, held in memory and indexed by selector so that matching
+/// costs a few hash lookups however many entries exist. Writes go to the
+/// store first, then replace the snapshot, so changes apply to the next
+/// request without a restart.
+#[derive(Debug)]
+pub struct Registry {
+    store: Store,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Serialises writers, so a duplicate check and its insert are one step.
+    writer: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    entries: Vec<EntryRecord>,
+    by_id: HashMap<String, usize>,
+    by_selector: HashMap<String, Vec<usize>>,
+}
+
+impl Snapshot {
+    fn new(mut entries: Vec<EntryRecord>) -> Self {
+        entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let mut snapshot = Snapshot {
+            by_id: HashMap::with_capacity(entries.len()),
+            ..Snapshot::default()
+        };
+        for (index, entry) in entries.iter().enumerate() {
+            snapshot.by_id.insert(entry.id.clone(), index);
+            for selector in &entry.selectors {
+                snapshot
+                    .by_selector
+                    .entry(selector.clone())
+                    .or_default()
+                    .push(index);
+            }
+        }
+        snapshot.entries = entries;
+        snapshot
+    }
+}
+
+impl Registry {
+    /// Loads every entry from the store.
+    pub fn load(store: Store) -> Result<Self, StoreError> {
+        let snapshot = Snapshot::new(store.entries()?);
+        Ok(Registry {
+            store,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            writer: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace(&self, entries: Vec<EntryRecord>) {
+        let snapshot = Arc::new(Snapshot::new(entries));
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+
+    /// Stores a new entry and returns it once durable. Refuses an entry
+    /// whose selector set another entry already has: no attestation could
+    /// ever tell the two apart.
+    pub async fn create(
+        &self,
+        entry: ValidEntry,
+        created_at: i64,
+        created_by: &str,
+    ) -> Result<EntryRecord, crate::Error> {
+        let _writer = self.writer.lock().await;
+        let snapshot = self.snapshot();
+        let selectors: Vec<String> = entry.selectors.iter().map(|s| s.to_string()).collect();
+        if let Some(existing) = snapshot.entries.iter().find(|e| e.selectors == selectors) {
+            return Err(RegistryError::DuplicateSelectors {
+                existing: existing.id.clone(),
+            }
+            .into());
+        }
+        let mut record = EntryRecord {
+            id: String::new(),
+            service: entry.service,
+            spiffe_id: entry.spiffe_id,
+            dns_names: entry.dns_names,
+            ttl_seconds: entry.ttl_seconds,
+            selectors,
+            created_at,
+            created_by: created_by.to_owned(),
+        };
+        loop {
+            record.id = new_entry_id();
+            if self.store.insert_entry(&record).await? {
+                break;
+            }
+        }
+        let mut entries = snapshot.entries.clone();
+        entries.push(record.clone());
+        self.replace(entries);
+        Ok(record)
+    }
+
+    /// Deletes an entry; certificates issued for it can no longer renew.
+    pub async fn delete(&self, id: &str) -> Result<EntryRecord, crate::Error> {
+        let _writer = self.writer.lock().await;
+        let removed = self
+            .store
+            .remove_entry(id)
+            .await?
+            .ok_or_else(|| crate::Error::NotFound(format!("registration entry {id:?}")))?;
+        let entries = self
+            .snapshot()
+            .entries
+            .iter()
+            .filter(|e| e.id != id)
+            .cloned()
+            .collect();
+        self.replace(entries);
+        Ok(removed)
+    }
+
+    /// Every entry, oldest first; optionally one service's.
+    pub fn list(&self, service: Option<&ServiceName>) -> Vec<EntryRecord> {
+        self.snapshot()
+            .entries
+            .iter()
+            .filter(|e| service.is_none_or(|s| &e.service == s))
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<EntryRecord> {
+        let snapshot = self.snapshot();
+        snapshot
+            .by_id
+            .get(id)
+            .map(|&index| snapshot.entries[index].clone())
+    }
+
+    /// The one entry whose every selector is among `proven`.
+    pub fn resolve(&self, proven: &[Selector]) -> Result<EntryRecord, RegistryError> {
+        let snapshot = self.snapshot();
+        let proven_set: BTreeSet<&str> = proven.iter().map(Selector::as_str).collect();
+        let mut candidates: Vec<usize> = proven
+            .iter()
+            .filter_map(|s| snapshot.by_selector.get(s.as_str()))
+            .flatten()
+            .copied()
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let matching: Vec<&EntryRecord> = candidates
+            .into_iter()
+            .map(|index| &snapshot.entries[index])
+            .filter(|entry| {
+                entry
+                    .selectors
+                    .iter()
+                    .all(|s| proven_set.contains(s.as_str()))
+            })
+            .collect();
+        match matching.as_slice() {
+            [entry] => Ok((*entry).clone()),
+            [] => Err(RegistryError::NoMatchingEntry {
+                selectors: describe(proven),
+            }),
+            many => Err(RegistryError::AmbiguousEntries {
+                selectors: describe(proven),
+                entries: many.iter().map(|e| e.id.clone()).collect(),
+            }),
+        }
+    }
+
+    /// The selectors a join token made for entry `id` proves: its own,
+    /// which must all be `token:` selectors.
+    pub fn token_selectors(&self, id: &str) -> Result<Vec<Selector>, crate::Error> {
+        let entry = self
+            .get(id)
+            .ok_or_else(|| crate::Error::NotFound(format!("registration entry {id:?}")))?;
+        token_selectors_of(&entry)
+    }
+
+    /// The entry of `service` a join token can satisfy: the shorthand
+    /// `certd token create --service NAME`. There must be exactly one.
+    pub fn token_entry_of(&self, service: &ServiceName) -> Result<EntryRecord, crate::Error> {
+        let candidates: Vec<EntryRecord> = self
+            .list(Some(service))
+            .into_iter()
+            .filter(|entry| entry.selectors.iter().all(|s| s.starts_with("token:")))
+            .collect();
+        match candidates.as_slice() {
+            [entry] => Ok(entry.clone()),
+            [] => Err(crate::Error::NotFound(format!(
+                "registration entry of service {service} that a join token can satisfy \
+                 (create one: certd entry create --service {service} --selector token:{service})"
+            ))),
+            many => Err(crate::Error::InvalidArgument(format!(
+                "service {service} has {} entries a join token can satisfy ({}); name one with --entry",
+                many.len(),
+                many.iter()
+                    .map(|e| e.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+fn token_selectors_of(entry: &EntryRecord) -> Result<Vec<Selector>, crate::Error> {
+    let selectors = entry
+        .selectors
+        .iter()
+        .map(|s| s.parse::<Selector>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("entry {}: {e}", entry.id)))?;
+    if selectors.iter().all(Selector::is_token) {
+        Ok(selectors)
+    } else {
+        Err(RegistryError::NotATokenEntry {
+            id: entry.id.clone(),
+            selectors: entry.selectors.join(", "),
+        }
+        .into())
+    }
+}
+
+/// A fresh entry id: 16 hex digits from the OS CSPRNG.
+fn new_entry_id() -> String {
+    let mut bytes = [0u8; 8];
+    crate::fsutil::fill_random(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds() -> EntryBounds {
+        EntryBounds {
+            trust_domain: "certd.internal".parse().unwrap(),
+            max_ttl: Duration::from_secs(24 * 3600),
+            reserved_dns_names: vec!["localhost".into()],
+        }
+    }
+
+    fn spec(service: &str, selectors: &[&str]) -> EntrySpec {
+        EntrySpec {
+            service: service.into(),
+            selectors: selectors.iter().map(|s| s.to_string()).collect(),
+            ..EntrySpec::default()
+        }
+    }
+
+    fn selectors(values: &[&str]) -> Vec<Selector> {
+        values.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_entry_gets_default_names_plus_its_own() {
+        let mut spec = spec(
+            "billing",
+            &["k8s:sa:billing", "k8s:ns:payments", "k8s:ns:payments"],
+        );
+        spec.dns_names = vec![
+            "Billing.Payments.svc.cluster.local".into(),
+            "billing.certd.internal".into(),
+        ];
+        spec.ttl = Some(Duration::from_secs(3600));
+        let entry = spec.validate(&bounds()).unwrap();
+        assert_eq!(entry.spiffe_id, "spiffe://certd.internal/svc/billing");
+        assert_eq!(
+            entry.dns_names,
+            [
+                "billing.certd.internal",
+                "billing.payments.svc.cluster.local"
+            ]
+        );
+        assert_eq!(
+            entry.selectors,
+            selectors(&["k8s:ns:payments", "k8s:sa:billing"])
+        );
+        assert_eq!(entry.ttl_seconds, Some(3600));
+    }
+
+    #[test]
+    fn entries_that_would_grant_too_much_are_refused() {
+        let check = |change: &dyn Fn(&mut EntrySpec), says: &str| {
+            let mut spec = spec("billing", &["token:b"]);
+            change(&mut spec);
+            let error = spec.validate(&bounds()).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+        };
+        check(&|s| s.selectors.clear(), "1 to 16 selectors");
+        check(&|s| s.service = "Billing".into(), "RFC 1123");
+        check(
+            &|s| s.spiffe_id = Some("spiffe://other.org/svc/billing".into()),
+            "own trust domain",
+        );
+        check(
+            &|s| s.spiffe_id = Some("spiffe://certd.internal/operator/alice".into()),
+            "/operator/",
+        );
+        check(
+            &|s| s.spiffe_id = Some("spiffe://certd.internal/svc/payments".into()),
+            "belongs to service",
+        );
+        check(
+            &|s| s.spiffe_id = Some("spiffe://certd.internal/a//b".into()),
+            "invalid path",
+        );
+        check(
+            &|s| s.dns_names = vec!["*.example.com".into()],
+            "no wildcards",
+        );
+        check(&|s| s.dns_names = vec!["10.0.0.1".into()], "IP addresses");
+        check(&|s| s.dns_names = vec!["LOCALHOST".into()], "pose as certd");
+        check(
+            &|s| s.ttl = Some(Duration::from_secs(48 * 3600)),
+            "exceeds the maximum",
+        );
+        check(
+            &|s| s.dns_names = (0..40).map(|i| format!("n{i}.example.com")).collect(),
+            "at most 32",
+        );
+    }
+
+    #[test]
+    fn a_custom_spiffe_id_is_kept() {
+        let mut spec = spec("billing", &["token:b"]);
+        spec.spiffe_id = Some("spiffe://certd.internal/ns/payments/sa/billing".into());
+        assert_eq!(
+            spec.validate(&bounds()).unwrap().spiffe_id,
+            "spiffe://certd.internal/ns/payments/sa/billing"
+        );
+    }
+
+    #[tokio::test]
+    async fn matching_needs_exactly_one_full_selector_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::load(Store::open(dir.path()).unwrap()).unwrap();
+        let create = |service: &str, sel: &[&str]| {
+            let entry = spec(service, sel).validate(&bounds()).unwrap();
+            registry.create(entry, 1, "test")
+        };
+        let billing = create("billing", &["k8s:ns:payments", "k8s:sa:billing"])
+            .await
+            .unwrap();
+        let ns_wide = create("payments", &["k8s:ns:payments"]).await.unwrap();
+        let duplicate = create("other", &["k8s:sa:billing", "k8s:ns:payments"]).await;
+        assert!(
+            matches!(duplicate, Err(crate::Error::Registry(RegistryError::DuplicateSelectors { ref existing })) if *existing == billing.id),
+            "{duplicate:?}"
+        );
+
+        let proven = selectors(&["k8s:ns:payments", "k8s:sa:reports"]);
+        assert_eq!(registry.resolve(&proven).unwrap().id, ns_wide.id);
+        let proven = selectors(&["k8s:ns:orders", "k8s:sa:billing"]);
+        assert!(matches!(
+            registry.resolve(&proven),
+            Err(RegistryError::NoMatchingEntry { .. })
+        ));
+        let proven = selectors(&["k8s:ns:payments", "k8s:sa:billing"]);
+        match registry.resolve(&proven) {
+            Err(RegistryError::AmbiguousEntries { entries, .. }) => {
+                assert_eq!(entries.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        registry.delete(&ns_wide.id).await.unwrap();
+        assert_eq!(registry.resolve(&proven).unwrap().id, billing.id);
+        assert!(matches!(
+            registry.delete(&ns_wide.id).await,
+            Err(crate::Error::NotFound(_))
+        ));
+        // Changes are in the store, not only in memory.
+        let reloaded = Registry::load(registry.store.clone()).unwrap();
+        assert_eq!(reloaded.list(None), vec![billing]);
+    }
+
+    #[tokio::test]
+    async fn join_tokens_are_for_entries_of_token_selectors_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::load(Store::open(dir.path()).unwrap()).unwrap();
+        let vm = spec("billing", &["token:billing-vm"])
+            .validate(&bounds())
+            .unwrap();
+        let vm = registry.create(vm, 1, "test").await.unwrap();
+        let pod = spec("billing", &["k8s:ns:payments"])
+            .validate(&bounds())
+            .unwrap();
+        let pod = registry.create(pod, 2, "test").await.unwrap();
+        assert_eq!(
+            registry.token_selectors(&vm.id).unwrap(),
+            selectors(&["token:billing-vm"])
+        );
+        assert!(matches!(
+            registry.token_selectors(&pod.id),
+            Err(crate::Error::Registry(RegistryError::NotATokenEntry { .. }))
+        ));
+        let billing = "billing".parse().unwrap();
+        assert_eq!(registry.token_entry_of(&billing).unwrap().id, vm.id);
+        assert!(matches!(
+            registry.token_entry_of(&"orders".parse().unwrap()),
+            Err(crate::Error::NotFound(_))
+        ));
+    }
+}

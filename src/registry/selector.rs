@@ -1,0 +1,161 @@
+//! Selectors: the facts an attestor proves about a workload, such as
+//! `k8s:ns:payments` or `token:billing-vm`.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest selector certd accepts.
+const MAX_SELECTOR_LEN: usize = 300;
+
+/// A selector in canonical form. Only kinds some attestor can prove are
+/// accepted, so an entry can never wait on a selector nothing proves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Selector(String);
+
+impl Selector {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What the join-token attestor proves: `token:<label>`.
+    pub fn is_token(&self) -> bool {
+        self.0.starts_with("token:")
+    }
+
+    pub fn k8s_namespace(namespace: &str) -> Result<Self, String> {
+        format!("k8s:ns:{namespace}").parse()
+    }
+
+    pub fn k8s_service_account(name: &str) -> Result<Self, String> {
+        format!("k8s:sa:{name}").parse()
+    }
+
+    pub fn k8s_pod_name(name: &str) -> Result<Self, String> {
+        format!("k8s:pod-name:{name}").parse()
+    }
+
+    pub fn k8s_pod_uid(uid: &str) -> Result<Self, String> {
+        format!("k8s:pod-uid:{uid}").parse()
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Selector {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.len() > MAX_SELECTOR_LEN {
+            return Err(format!(
+                "selector is longer than {MAX_SELECTOR_LEN} characters"
+            ));
+        }
+        let (kind, rest) = value.split_once(':').ok_or_else(|| {
+            format!("selector {value:?} is not kind:value, e.g. k8s:ns:payments or token:billing")
+        })?;
+        let valid = match kind {
+            "k8s" => k8s_selector(rest)?,
+            "token" => is_label(rest),
+            "unix" => {
+                return Err(format!(
+                    "selector {value:?}: no attestor of this certd proves unix: selectors \
+                     (they need a host agent), so no workload could match it"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "selector {value:?} has unknown kind {kind:?}; known kinds: k8s, token"
+                ));
+            }
+        };
+        if !valid {
+            return Err(format!("selector {value:?} has an invalid value"));
+        }
+        Ok(Selector(value.to_owned()))
+    }
+}
+
+/// `ns:<namespace>`, `sa:<service account>`, `pod-name:<name>` or
+/// `pod-uid:<uid>`; `Ok(false)` when the key is known but the value is not.
+fn k8s_selector(rest: &str) -> Result<bool, String> {
+    let (key, value) = rest.split_once(':').unwrap_or((rest, ""));
+    match key {
+        "ns" | "sa" | "pod-name" => Ok(is_dns_subdomain(value)),
+        "pod-uid" => Ok(!value.is_empty()
+            && value.len() <= 64
+            && value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')),
+        _ => Err(format!(
+            "selector k8s:{rest} has unknown key {key:?}; known: k8s:ns, k8s:sa, k8s:pod-name, k8s:pod-uid"
+        )),
+    }
+}
+
+/// A Kubernetes object name: a lower-case RFC 1123 subdomain.
+fn is_dns_subdomain(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 253
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A token label: 1-128 of letters, digits, '.', '_' and '-'.
+fn is_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_kinds_parse() {
+        for value in [
+            "k8s:ns:payments",
+            "k8s:sa:billing",
+            "k8s:pod-name:billing-7d9f.x",
+            "k8s:pod-uid:0b1c2d3e-aaaa-bbbb-cccc-1234567890ab",
+            "token:billing-vm",
+            "token:Host_1.a",
+        ] {
+            assert_eq!(value.parse::<Selector>().unwrap().as_str(), value);
+        }
+    }
+
+    #[test]
+    fn malformed_or_unprovable_selectors_are_refused_with_a_reason() {
+        for (value, says) in [
+            ("payments", "not kind:value"),
+            ("k8s:namespace:payments", "unknown key"),
+            ("k8s:ns:Payments", "invalid value"),
+            ("k8s:ns:", "invalid value"),
+            ("k8s:sa:-x", "invalid value"),
+            ("token:", "invalid value"),
+            ("token:a b", "invalid value"),
+            ("unix:uid:1000", "host agent"),
+            ("aws:iid:1", "unknown kind"),
+        ] {
+            let error = value.parse::<Selector>().unwrap_err();
+            assert!(error.contains(says), "{value}: {error}");
+        }
+        assert!(
+            format!("token:{}", "a".repeat(400))
+                .parse::<Selector>()
+                .is_err()
+        );
+    }
+}
