@@ -4,15 +4,8 @@
 mod common;
 
 use certd::api::client::{ClientError, Refusal};
-use common::{Daemon, Identity, csr_for};
+use common::{Daemon, Identity, csr_for, refusal};
 use rcgen::{BasicConstraints, IsCa, KeyPair, SanType};
-
-fn refusal<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (Refusal, String) {
-    match result {
-        Err(ClientError::Refused { kind, message }) => (kind, message),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
 
 /// A workload bootstrapped with a join token gets a 24-hour certificate whose
 /// names come from the token's service, with the chain and the bundle.

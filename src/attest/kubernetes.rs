@@ -335,3 +335,258 @@ fn pem_key(path: &Path) -> Result<VerificationKey, KeyFileError> {
         key,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+    const RSA_KEY: &str = include_str!("../../tests/fixtures/k8s-issuer-rsa.key");
+    const RSA_PUBLIC: &str = include_str!("../../tests/fixtures/k8s-issuer-rsa.pub");
+
+    /// A cluster issuer: an ES256 key published in a JWKS file and the RSA
+    /// fixture as a PEM key file.
+    struct Cluster {
+        dir: tempfile::TempDir,
+        ec: rcgen::KeyPair,
+    }
+
+    impl Cluster {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let cluster = Cluster {
+                ec: rcgen::KeyPair::generate().unwrap(),
+                dir,
+            };
+            cluster.publish(&[&cluster.ec]);
+            std::fs::write(cluster.dir.path().join("sa.pub"), RSA_PUBLIC).unwrap();
+            cluster
+        }
+
+        fn publish(&self, keys: &[&rcgen::KeyPair]) {
+            let jwks = json!({ "keys": keys.iter().map(|k| jwk(k)).collect::<Vec<_>>() });
+            std::fs::write(self.dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+        }
+
+        fn attestor(&self) -> KubernetesAttestor {
+            KubernetesAttestor::load(KubernetesSettings {
+                issuer: ISSUER.into(),
+                audience: "certd".into(),
+                jwks_file: Some(self.dir.path().join("jwks.json")),
+                public_key_files: vec![self.dir.path().join("sa.pub")],
+                clock_skew: Duration::from_secs(30),
+            })
+            .unwrap()
+        }
+    }
+
+    fn kid(key: &rcgen::KeyPair) -> String {
+        hex::encode(&key.public_key_raw()[1..9])
+    }
+
+    fn jwk(key: &rcgen::KeyPair) -> Value {
+        let raw = key.public_key_raw();
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid(key),
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        })
+    }
+
+    fn now() -> i64 {
+        crate::ca::unix_seconds(SystemTime::now())
+    }
+
+    /// Claims as the API server writes them for a pod's projected token.
+    fn claims() -> Value {
+        json!({
+            "iss": ISSUER, "aud": ["certd"], "sub": "system:serviceaccount:payments:billing",
+            "iat": now(), "nbf": now(), "exp": now() + 600,
+            "kubernetes.io": {
+                "namespace": "payments",
+                "serviceaccount": { "name": "billing", "uid": "3f0a" },
+                "pod": { "name": "billing-7d9f", "uid": "0b1c2d3e-aaaa-bbbb-cccc-1234567890ab" },
+            },
+        })
+    }
+
+    fn with(mut claims: Value, field: &str, value: Value) -> Value {
+        claims[field] = value;
+        claims
+    }
+
+    fn es256(key: &rcgen::KeyPair, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid(key));
+        let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, claims, &signing).unwrap()
+    }
+
+    fn rs256(claims: &Value) -> String {
+        let signing = EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &signing).unwrap()
+    }
+
+    fn refusal(attestor: &KubernetesAttestor, token: &str) -> String {
+        match attestor.verify(token) {
+            Err(AttestError::KubernetesToken(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn es256_from_the_jwks_and_rs256_from_a_pem_key_are_accepted() {
+        let cluster = Cluster::new();
+        let attestor = cluster.attestor();
+        let evidence = attestor.verify(&es256(&cluster.ec, &claims())).unwrap();
+        assert_eq!(evidence.subject, "system:serviceaccount:payments:billing");
+        let selectors: Vec<&str> = evidence.selectors.iter().map(Selector::as_str).collect();
+        assert_eq!(
+            selectors,
+            [
+                "k8s:ns:payments",
+                "k8s:sa:billing",
+                "k8s:pod-name:billing-7d9f",
+                "k8s:pod-uid:0b1c2d3e-aaaa-bbbb-cccc-1234567890ab"
+            ]
+        );
+        let mut without_pod = claims();
+        without_pod["kubernetes.io"]
+            .as_object_mut()
+            .unwrap()
+            .remove("pod");
+        let evidence = attestor.verify(&rs256(&without_pod)).unwrap();
+        assert_eq!(evidence.selectors.len(), 2);
+    }
+
+    #[test]
+    fn each_way_a_token_can_be_wrong_is_refused_with_its_reason() {
+        let cluster = Cluster::new();
+        let attestor = cluster.attestor();
+        let stranger = rcgen::KeyPair::generate().unwrap();
+        let mut forged = Header::new(Algorithm::ES256);
+        forged.kid = Some(kid(&cluster.ec));
+        let forged = jsonwebtoken::encode(
+            &forged,
+            &claims(),
+            &EncodingKey::from_ec_pem(stranger.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let hs256 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(),
+            &EncodingKey::from_secret(RSA_PUBLIC.as_bytes()),
+        )
+        .unwrap();
+        let signed = es256(&cluster.ec, &claims());
+        let payload = signed.split('.').nth(1).unwrap();
+        let unsigned = format!(
+            "{}.{payload}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#)
+        );
+        let mut legacy = claims();
+        legacy.as_object_mut().unwrap().remove("kubernetes.io");
+        for (token, says) in [
+            (forged, "no trusted key verifies its signature"),
+            (es256(&stranger, &claims()), "no trusted key"),
+            (
+                es256(&cluster.ec, &with(claims(), "iss", json!("https://evil"))),
+                "issuer",
+            ),
+            (
+                es256(&cluster.ec, &with(claims(), "aud", json!(["vault"]))),
+                "audience",
+            ),
+            (
+                es256(&cluster.ec, &with(claims(), "exp", json!(now() - 120))),
+                "expired",
+            ),
+            (
+                es256(&cluster.ec, &with(claims(), "nbf", json!(now() + 120))),
+                "not valid yet",
+            ),
+            (
+                rs256(&with(
+                    claims(),
+                    "sub",
+                    json!("system:serviceaccount:payments:admin"),
+                )),
+                "subject does not match",
+            ),
+            (rs256(&legacy), "no kubernetes.io claim"),
+            (hs256, "algorithm other than RS256 or ES256"),
+            (unsigned, "not a JWT"),
+            ("garbage".to_owned(), "not a JWT"),
+            ("x".repeat(20_000), "longer than 16 KiB"),
+        ] {
+            let reason = refusal(&attestor, &token);
+            assert!(reason.contains(says), "{says:?} not in {reason:?}");
+        }
+        let mut no_exp = claims();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert!(refusal(&attestor, &rs256(&no_exp)).contains("no exp claim"));
+    }
+
+    #[test]
+    fn clock_skew_is_allowed_on_exp_and_nbf() {
+        let cluster = Cluster::new();
+        let attestor = cluster.attestor();
+        let expired_a_moment_ago = with(claims(), "exp", json!(now() - 10));
+        assert!(
+            attestor
+                .verify(&es256(&cluster.ec, &expired_a_moment_ago))
+                .is_ok()
+        );
+        let valid_in_a_moment = with(claims(), "nbf", json!(now() + 10));
+        assert!(
+            attestor
+                .verify(&es256(&cluster.ec, &valid_in_a_moment))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn rotated_keys_are_picked_up_and_a_broken_file_keeps_the_old_ones() {
+        let cluster = Cluster::new();
+        let attestor = cluster.attestor();
+        let next = rcgen::KeyPair::generate().unwrap();
+        assert!(attestor.verify(&es256(&next, &claims())).is_err());
+        cluster.publish(&[&cluster.ec, &next]);
+        std::thread::sleep(KEY_RECHECK_INTERVAL + Duration::from_millis(100));
+        assert!(attestor.verify(&es256(&next, &claims())).is_ok());
+
+        std::fs::write(cluster.dir.path().join("jwks.json"), "{ not json").unwrap();
+        std::thread::sleep(KEY_RECHECK_INTERVAL + Duration::from_millis(100));
+        assert!(attestor.verify(&es256(&next, &claims())).is_ok());
+    }
+
+    #[test]
+    fn key_files_without_usable_keys_are_refused_at_load() {
+        let cluster = Cluster::new();
+        std::fs::write(cluster.dir.path().join("jwks.json"), r#"{"keys":[]}"#).unwrap();
+        let settings = |public_key_files| KubernetesSettings {
+            issuer: ISSUER.into(),
+            audience: "certd".into(),
+            jwks_file: Some(cluster.dir.path().join("jwks.json")),
+            public_key_files,
+            clock_skew: Duration::ZERO,
+        };
+        assert!(matches!(
+            KubernetesAttestor::load(settings(vec![])),
+            Err(KeyFileError::NoKeys)
+        ));
+        std::fs::write(cluster.dir.path().join("bad.pub"), "hello").unwrap();
+        assert!(matches!(
+            KubernetesAttestor::load(settings(vec![cluster.dir.path().join("bad.pub")])),
+            Err(KeyFileError::Invalid { .. })
+        ));
+        assert!(matches!(
+            KubernetesAttestor::load(settings(vec![cluster.dir.path().join("missing.pub")])),
+            Err(KeyFileError::Read { .. })
+        ));
+    }
+}

@@ -192,6 +192,35 @@ mod tests {
     }
 
     #[test]
+    fn an_entrys_extra_names_and_spiffe_id_are_allowed_and_nothing_else() {
+        let identity = WorkloadIdentity {
+            service: "billing".parse().unwrap(),
+            spiffe_id: "spiffe://certd.internal/ns/payments/sa/billing".into(),
+            dns_names: vec![
+                "billing.certd.internal".into(),
+                "billing.payments.svc.cluster.local".into(),
+            ],
+        };
+        let check = |sans: Vec<SanType>| check_csr(&csr_asking(None, sans), &identity);
+        assert_eq!(
+            check(vec![
+                dns("billing.payments.svc.cluster.local"),
+                uri("spiffe://certd.internal/ns/payments/sa/billing"),
+            ]),
+            Ok(())
+        );
+        for refused in [
+            dns("orders.payments.svc.cluster.local"),
+            uri("spiffe://certd.internal/svc/billing"),
+        ] {
+            assert!(matches!(
+                check(vec![refused]),
+                Err(PolicyError::NameNotAllowed { .. })
+            ));
+        }
+    }
+
+    #[test]
     fn ttl_is_bounded() {
         let day = Duration::from_secs(86_400);
         assert_eq!(check_ttl(day, day), Ok(()));

@@ -219,6 +219,16 @@ pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
         .expect("run certd")
 }
 
+/// The kind and message of a refusal; panics on anything else.
+pub fn refusal<T: std::fmt::Debug>(
+    result: Result<T, certd::api::client::ClientError>,
+) -> (certd::api::client::Refusal, String) {
+    match result {
+        Err(certd::api::client::ClientError::Refused { kind, message }) => (kind, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

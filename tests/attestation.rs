@@ -1,0 +1,463 @@
+//! Attestation and registration entries, end to end: Kubernetes
+//! service-account tokens (made here with the test's own issuer keys, no
+//! cluster needed), join tokens for entries, selector matching, and entry
+//! changes taking effect without a restart.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use certd::api::client::{IssuedCertificate, Refusal};
+use common::{Daemon, Identity, csr_for, refusal, stderr, stdout};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::{KeyPair, SanType};
+use serde_json::{Value, json};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const RSA_KEY: &str = include_str!("fixtures/k8s-issuer-rsa.key");
+const RSA_PUBLIC: &str = include_str!("fixtures/k8s-issuer-rsa.pub");
+
+/// A daemon that trusts a test cluster's service-account issuer: an ES256
+/// key in a JWKS file and the RSA fixture as a PEM key.
+struct Cluster {
+    daemon: Daemon,
+    issuer_key: KeyPair,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let issuer_key = KeyPair::generate().unwrap();
+        let raw = issuer_key.public_key_raw();
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let jwks = json!({ "keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "cluster-1",
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        }]});
+        std::fs::write(tmp.path().join("jwks.json"), jwks.to_string()).unwrap();
+        std::fs::write(tmp.path().join("sa.pub"), RSA_PUBLIC).unwrap();
+        let config = tmp.path().join("certd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[kubernetes]\nissuer = \"{ISSUER}\"\njwks_file = \"jwks.json\"\npublic_key_files = [\"sa.pub\"]\n"
+            ),
+        )
+        .unwrap();
+        let data_dir = tmp.path().join("ca");
+        let config = config.to_str().unwrap().to_owned();
+        let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+        Cluster { daemon, issuer_key }
+    }
+
+    /// A projected token for pod `billing-7d9f` of service account
+    /// `payments/billing`, with `changes` applied to its claims.
+    fn token(&self, changes: &[(&str, Value)]) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("cluster-1".into());
+        let key = EncodingKey::from_ec_pem(self.issuer_key.serialize_pem().as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims(changes), &key).unwrap()
+    }
+
+    async fn issue(
+        &self,
+        token: &str,
+        csr: Vec<u8>,
+    ) -> Result<IssuedCertificate, certd::api::client::ClientError> {
+        self.daemon
+            .client(None)
+            .await
+            .issue_with_kubernetes_token(csr, token)
+            .await
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn claims(changes: &[(&str, Value)]) -> Value {
+    let mut claims = json!({
+        "iss": ISSUER, "aud": ["certd"], "sub": "system:serviceaccount:payments:billing",
+        "iat": now(), "nbf": now(), "exp": now() + 600,
+        "kubernetes.io": {
+            "namespace": "payments",
+            "serviceaccount": { "name": "billing", "uid": "3f0a" },
+            "pod": { "name": "billing-7d9f", "uid": "0b1c2d3e-aaaa-bbbb-cccc-1234567890ab" },
+        },
+    });
+    for (field, value) in changes {
+        claims[*field] = value.clone();
+    }
+    claims
+}
+
+fn rs256(claims: &Value) -> String {
+    let key = EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).unwrap()
+}
+
+fn blank_csr() -> Vec<u8> {
+    csr_for(&KeyPair::generate().unwrap(), None, vec![])
+}
+
+/// The SAN DNS names and URIs, and the lifetime in seconds, of a leaf.
+fn names_and_lifetime(issued: &IssuedCertificate) -> (Vec<String>, Vec<String>, i64) {
+    let der = &common::pem_certs(&issued.certificate_pem)[0];
+    let (_, certificate) = X509Certificate::from_der(der).unwrap();
+    let (mut dns, mut uris) = (Vec::new(), Vec::new());
+    let san = certificate.subject_alternative_name().unwrap().unwrap();
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(name) => dns.push(name.to_string()),
+            GeneralName::URI(uri) => uris.push(uri.to_string()),
+            other => panic!("unexpected SAN {other:?}"),
+        }
+    }
+    let validity = certificate.validity();
+    let lifetime = validity.not_after.timestamp() - validity.not_before.timestamp();
+    (dns, uris, lifetime)
+}
+
+fn audit(daemon: &Daemon) -> Vec<Value> {
+    let output = daemon.cli(&["audit", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A pod's service-account token gets exactly the names, SPIFFE ID and
+/// lifetime of the entry its namespace and service account match, with
+/// ES256 (JWKS) and RS256 (PEM key) alike; the audit shows the selectors.
+#[tokio::test]
+async fn a_kubernetes_token_gets_the_names_of_its_entry() {
+    let cluster = Cluster::start();
+    let daemon = &cluster.daemon;
+    daemon.entry(
+        "billing",
+        &["k8s:ns:payments", "k8s:sa:billing"],
+        &[
+            "--dns",
+            "billing.payments.svc.cluster.local",
+            "--spiffe-id",
+            "spiffe://certd.internal/ns/payments/sa/billing",
+            "--ttl",
+            "1h",
+        ],
+    );
+    let issued = cluster
+        .issue(&cluster.token(&[]), blank_csr())
+        .await
+        .unwrap();
+    let (dns, uris, lifetime) = names_and_lifetime(&issued);
+    assert_eq!(
+        dns,
+        [
+            "billing.certd.internal",
+            "billing.payments.svc.cluster.local"
+        ]
+    );
+    assert_eq!(uris, ["spiffe://certd.internal/ns/payments/sa/billing"]);
+    assert_eq!(issued.spiffe_id, uris[0]);
+    assert_eq!(lifetime, 3600 + 60, "the entry's TTL plus the backdating");
+
+    let issued = cluster.issue(&rs256(&claims(&[])), blank_csr()).await;
+    assert!(issued.is_ok(), "{issued:?}");
+
+    let issues: Vec<Value> = audit(daemon)
+        .into_iter()
+        .filter(|e| e["event"] == "issue" && e["attestation"] == "kubernetes")
+        .collect();
+    assert_eq!(issues.len(), 2);
+    assert_eq!(issues[0]["allowed"], true);
+    assert!(
+        issues[0]["selectors"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("k8s:pod-name:billing-7d9f")),
+        "{issues:?}"
+    );
+    assert!(issues[0]["reason"].as_str().unwrap().starts_with("entry "));
+}
+
+/// A token with a wrong signature, issuer or audience, or an expired one,
+/// is UNAUTHENTICATED, says why, and issues nothing.
+#[tokio::test]
+async fn each_bad_kubernetes_token_is_unauthenticated_and_changes_nothing() {
+    let cluster = Cluster::start();
+    let daemon = &cluster.daemon;
+    daemon.entry("billing", &["k8s:ns:payments", "k8s:sa:billing"], &[]);
+    let good = cluster.token(&[]);
+    let forged = {
+        let (body, _) = good.rsplit_once('.').unwrap();
+        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 64]);
+        format!("{body}.{signature}")
+    };
+    let before = daemon.certificate_count();
+    for (token, says) in [
+        (forged, "no trusted key verifies its signature"),
+        (
+            cluster.token(&[("iss", json!("https://other-cluster"))]),
+            "issuer certd does not trust",
+        ),
+        (
+            cluster.token(&[("aud", json!(["https://kubernetes.default.svc"]))]),
+            "audience",
+        ),
+        (cluster.token(&[("exp", json!(now() - 300))]), "expired"),
+    ] {
+        let (kind, message) = refusal(cluster.issue(&token, blank_csr()).await);
+        assert_eq!(kind, Refusal::Unauthenticated, "{message}");
+        assert!(message.contains(says), "{says:?} not in {message:?}");
+    }
+    assert_eq!(daemon.certificate_count(), before);
+    let refusals = audit(daemon)
+        .into_iter()
+        .filter(|e| e["event"] == "issue" && e["allowed"] == false)
+        .count();
+    assert_eq!(refusals, 4);
+    let log = daemon.log_text();
+    assert!(!log.contains(&good), "a token must never be logged");
+}
+
+/// Proven selectors must cover exactly one entry's full set: none and two
+/// are PERMISSION_DENIED with the reason; fixing the entries works at once,
+/// without a restart.
+#[tokio::test]
+async fn selectors_must_match_exactly_one_entry() {
+    let cluster = Cluster::start();
+    let daemon = &cluster.daemon;
+    let before = daemon.certificate_count();
+    daemon.entry("reports", &["k8s:ns:payments", "k8s:sa:reports"], &[]);
+    let (kind, message) = refusal(cluster.issue(&cluster.token(&[]), blank_csr()).await);
+    assert_eq!(kind, Refusal::PermissionDenied);
+    assert!(
+        message.contains("no registration entry matches the proven selectors"),
+        "{message}"
+    );
+    assert!(message.contains("k8s:sa:billing"), "{message}");
+
+    let namespace_wide = daemon.entry("payments", &["k8s:ns:payments"], &[]);
+    let billing = daemon.entry("billing", &["k8s:sa:billing"], &[]);
+    let (kind, message) = refusal(cluster.issue(&cluster.token(&[]), blank_csr()).await);
+    assert_eq!(kind, Refusal::PermissionDenied);
+    assert!(
+        message.contains("match 2 registration entries"),
+        "{message}"
+    );
+    assert!(message.contains(&namespace_wide) && message.contains(&billing));
+    assert_eq!(daemon.certificate_count(), before);
+
+    let output = daemon.cli(&["entry", "delete", &namespace_wide]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let issued = cluster
+        .issue(&cluster.token(&[]), blank_csr())
+        .await
+        .unwrap();
+    assert_eq!(issued.spiffe_id, "spiffe://certd.internal/svc/billing");
+}
+
+/// A CSR may ask for the entry's extra DNS name, but for nothing outside
+/// the entry.
+#[tokio::test]
+async fn a_csr_asking_for_names_outside_the_entry_is_refused() {
+    let cluster = Cluster::start();
+    let daemon = &cluster.daemon;
+    daemon.entry(
+        "billing",
+        &["k8s:ns:payments", "k8s:sa:billing"],
+        &["--dns", "billing.payments.svc.cluster.local"],
+    );
+    let key = KeyPair::generate().unwrap();
+    let outside = csr_for(
+        &key,
+        None,
+        vec![SanType::DnsName(
+            "orders.payments.svc.cluster.local".try_into().unwrap(),
+        )],
+    );
+    let (kind, message) = refusal(cluster.issue(&cluster.token(&[]), outside).await);
+    assert_eq!(kind, Refusal::PermissionDenied);
+    assert!(
+        message.contains("orders.payments.svc.cluster.local"),
+        "{message}"
+    );
+    let inside = csr_for(
+        &key,
+        Some("billing"),
+        vec![SanType::DnsName(
+            "billing.payments.svc.cluster.local".try_into().unwrap(),
+        )],
+    );
+    assert!(cluster.issue(&cluster.token(&[]), inside).await.is_ok());
+}
+
+/// Deleting an entry stops new certificates for it (outstanding join
+/// tokens included) and renewals of the certificates issued for it.
+#[tokio::test]
+async fn deleting_an_entry_stops_issuance_and_renewal() {
+    let daemon = Daemon::start();
+    let workload = daemon.bootstrap("billing").await;
+    let spare_token = daemon.token("billing");
+    let key = KeyPair::generate().unwrap();
+    let renewed = daemon
+        .client(Some(&workload))
+        .await
+        .renew(csr_for(&key, None, vec![]))
+        .await
+        .expect("renewal while the entry exists");
+    let renewed = Identity::new(key, renewed);
+
+    let output = daemon.cli(&["entry", "list", "--service", "billing", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let entries: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(entries.len(), 1);
+    let id = entries[0]["id"].as_str().unwrap();
+    let output = daemon.cli(&["entry", "delete", id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("can no longer renew"));
+
+    let before = daemon.certificate_count();
+    for identity in [&workload, &renewed] {
+        let (kind, message) = refusal(
+            daemon
+                .client(Some(identity))
+                .await
+                .renew(csr_for(&KeyPair::generate().unwrap(), None, vec![]))
+                .await,
+        );
+        assert_eq!(kind, Refusal::PermissionDenied);
+        assert!(message.contains("has been deleted"), "{message}");
+    }
+    let (kind, message) = refusal(
+        daemon
+            .client(None)
+            .await
+            .issue(blank_csr(), &spare_token)
+            .await,
+    );
+    assert_eq!(kind, Refusal::PermissionDenied);
+    assert!(message.contains("token:billing"), "{message}");
+    assert_eq!(daemon.certificate_count(), before);
+    let deletions = audit(&daemon)
+        .into_iter()
+        .filter(|e| e["event"] == "delete-entry" && e["allowed"] == true)
+        .count();
+    assert_eq!(deletions, 1);
+}
+
+/// The entry commands check what they are given: one line, exit code.
+#[test]
+fn entry_commands_refuse_bad_input_with_one_line_and_an_exit_code() {
+    let daemon = Daemon::start();
+    let pods = daemon.entry("billing", &["k8s:ns:payments"], &[]);
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec![
+                "entry",
+                "create",
+                "--service",
+                "billing",
+                "--selector",
+                "unix:uid:1000",
+            ],
+            2,
+            "host agent",
+        ),
+        (
+            vec![
+                "entry",
+                "create",
+                "--service",
+                "billing",
+                "--selector",
+                "k8s:ns:payments",
+            ],
+            4,
+            "already has exactly these selectors",
+        ),
+        (
+            vec![
+                "entry",
+                "create",
+                "--service",
+                "billing",
+                "--selector",
+                "token:b",
+                "--spiffe-id",
+                "spiffe://certd.internal/operator/mallory",
+            ],
+            2,
+            "/operator/",
+        ),
+        (
+            vec![
+                "entry",
+                "create",
+                "--service",
+                "billing",
+                "--selector",
+                "token:b",
+                "--dns",
+                "localhost",
+            ],
+            2,
+            "pose as certd",
+        ),
+        (
+            vec![
+                "entry",
+                "create",
+                "--service",
+                "billing",
+                "--selector",
+                "token:b",
+                "--ttl",
+                "30d",
+            ],
+            2,
+            "exceeds the maximum",
+        ),
+        (vec!["entry", "delete", "0000000000000000"], 5, "not found"),
+        (vec!["token", "create", "--entry", &pods], 2, "cannot prove"),
+        (
+            vec!["token", "create", "--service", "orders"],
+            5,
+            "certd entry create",
+        ),
+    ];
+    for (args, code, says) in cases {
+        let output = daemon.cli(&args);
+        let error = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {error}");
+        assert!(error.contains(says), "{args:?}: {error}");
+        assert_eq!(error.trim().lines().count(), 1, "{args:?}: {error}");
+    }
+    let output = daemon.cli(&["entry", "list"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let listing = stdout(&output);
+    assert!(
+        listing.contains(&pods) && listing.contains("k8s:ns:payments"),
+        "{listing}"
+    );
+}
+
+/// Without a [kubernetes] section, service-account tokens are refused with
+/// a message that says so.
+#[tokio::test]
+async fn kubernetes_tokens_need_the_attestor_configured() {
+    let daemon = Daemon::start();
+    let (kind, message) = refusal(
+        daemon
+            .client(None)
+            .await
+            .issue_with_kubernetes_token(blank_csr(), &rs256(&claims(&[])))
+            .await,
+    );
+    assert_eq!(kind, Refusal::Unauthenticated);
+    assert!(message.contains("[kubernetes]"), "{message}");
+}
