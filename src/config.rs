@@ -591,6 +591,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid_and_states_the_defaults() {
+        let example = include_str!("../deploy/certd.toml");
+        assert_eq!(check(example, None), check("", None));
+        // Its commented-out Kubernetes section is valid too, once uncommented.
+        let kubernetes: String = example
+            .lines()
+            .skip_while(|line| !line.starts_with("# [kubernetes]"))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with('[') || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = check(&kubernetes, None).unwrap();
+        assert_eq!(config.kubernetes.unwrap().audience, "certd");
+    }
+
+    #[test]
     fn values_are_read() {
         let config = check(
             "grpc_addr = \"0.0.0.0:9443\"\nserver_names = [\"certd.example\"]\n[issuance]\ndefault_ttl = \"1h\"\nmax_ttl = \"48h\"\n",
