@@ -10,7 +10,7 @@
 
 mod selector;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -226,69 +226,81 @@ pub fn describe(selectors: &[Selector]) -> String {
 
 /// Every entry, held in memory and indexed by selector so that matching
 /// costs a few hash lookups however many entries exist. Writes go to the
-/// store first, then replace the snapshot, so changes apply to the next
-/// request without a restart.
+/// store first, then to the index, so changes apply to the next request
+/// without a restart; each index update touches only the entry's own
+/// selectors.
 #[derive(Debug)]
 pub struct Registry {
     store: Store,
-    snapshot: RwLock<Arc<Snapshot>>,
+    index: RwLock<Index>,
     /// Serialises writers, so a duplicate check and its insert are one step.
     writer: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
-struct Snapshot {
-    entries: Vec<EntryRecord>,
-    by_id: HashMap<String, usize>,
-    by_selector: HashMap<String, Vec<usize>>,
+struct Index {
+    by_id: HashMap<String, Arc<EntryRecord>>,
+    /// Selector → ids of the entries that require it.
+    by_selector: HashMap<String, HashSet<String>>,
 }
 
-impl Snapshot {
-    fn new(mut entries: Vec<EntryRecord>) -> Self {
-        entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        let mut snapshot = Snapshot {
-            by_id: HashMap::with_capacity(entries.len()),
-            ..Snapshot::default()
+impl Index {
+    fn insert(&mut self, entry: EntryRecord) {
+        for selector in &entry.selectors {
+            self.by_selector
+                .entry(selector.clone())
+                .or_default()
+                .insert(entry.id.clone());
+        }
+        self.by_id.insert(entry.id.clone(), Arc::new(entry));
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(entry) = self.by_id.remove(id) else {
+            return;
         };
-        for (index, entry) in entries.iter().enumerate() {
-            snapshot.by_id.insert(entry.id.clone(), index);
-            for selector in &entry.selectors {
-                snapshot
-                    .by_selector
-                    .entry(selector.clone())
-                    .or_default()
-                    .push(index);
+        for selector in &entry.selectors {
+            if let Some(ids) = self.by_selector.get_mut(selector) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_selector.remove(selector);
+                }
             }
         }
-        snapshot.entries = entries;
-        snapshot
+    }
+
+    /// Entries that require `selector` (and possibly more).
+    fn requiring<'a>(&'a self, selector: &str) -> impl Iterator<Item = &'a Arc<EntryRecord>> {
+        self.by_selector
+            .get(selector)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id))
     }
 }
 
 impl Registry {
     /// Loads every entry from the store.
     pub fn load(store: Store) -> Result<Self, StoreError> {
-        let snapshot = Snapshot::new(store.entries()?);
+        let mut index = Index::default();
+        for entry in store.entries()? {
+            index.insert(entry);
+        }
         Ok(Registry {
             store,
-            snapshot: RwLock::new(Arc::new(snapshot)),
+            index: RwLock::new(index),
             writer: tokio::sync::Mutex::new(()),
         })
     }
 
-    fn snapshot(&self) -> Arc<Snapshot> {
-        match self.snapshot.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn replace(&self, entries: Vec<EntryRecord>) {
-        let snapshot = Arc::new(Snapshot::new(entries));
-        match self.snapshot.write() {
-            Ok(mut guard) => *guard = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
-        }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Stores a new entry and returns it once durable. Refuses an entry
@@ -301,13 +313,14 @@ impl Registry {
         created_by: &str,
     ) -> Result<EntryRecord, crate::Error> {
         let _writer = self.writer.lock().await;
-        let snapshot = self.snapshot();
         let selectors: Vec<String> = entry.selectors.iter().map(|s| s.to_string()).collect();
-        if let Some(existing) = snapshot.entries.iter().find(|e| e.selectors == selectors) {
-            return Err(RegistryError::DuplicateSelectors {
-                existing: existing.id.clone(),
-            }
-            .into());
+        let existing = self
+            .read()
+            .requiring(&selectors[0])
+            .find(|e| e.selectors == selectors)
+            .map(|e| e.id.clone());
+        if let Some(existing) = existing {
+            return Err(RegistryError::DuplicateSelectors { existing }.into());
         }
         let mut record = EntryRecord {
             id: String::new(),
@@ -325,9 +338,7 @@ impl Registry {
                 break;
             }
         }
-        let mut entries = snapshot.entries.clone();
-        entries.push(record.clone());
-        self.replace(entries);
+        self.write().insert(record.clone());
         Ok(record)
     }
 
@@ -339,66 +350,58 @@ impl Registry {
             .remove_entry(id)
             .await?
             .ok_or_else(|| crate::Error::NotFound(format!("registration entry {id:?}")))?;
-        let entries = self
-            .snapshot()
-            .entries
-            .iter()
-            .filter(|e| e.id != id)
-            .cloned()
-            .collect();
-        self.replace(entries);
+        self.write().remove(id);
         Ok(removed)
     }
 
     /// Every entry, oldest first; optionally one service's.
     pub fn list(&self, service: Option<&ServiceName>) -> Vec<EntryRecord> {
-        self.snapshot()
-            .entries
-            .iter()
+        let mut entries: Vec<EntryRecord> = self
+            .read()
+            .by_id
+            .values()
             .filter(|e| service.is_none_or(|s| &e.service == s))
-            .cloned()
-            .collect()
+            .map(|e| EntryRecord::clone(e))
+            .collect();
+        entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        entries
     }
 
     pub fn get(&self, id: &str) -> Option<EntryRecord> {
-        let snapshot = self.snapshot();
-        snapshot
-            .by_id
-            .get(id)
-            .map(|&index| snapshot.entries[index].clone())
+        self.read().by_id.get(id).map(|e| EntryRecord::clone(e))
     }
 
     /// The one entry whose every selector is among `proven`.
     pub fn resolve(&self, proven: &[Selector]) -> Result<EntryRecord, RegistryError> {
-        let snapshot = self.snapshot();
         let proven_set: BTreeSet<&str> = proven.iter().map(Selector::as_str).collect();
-        let mut candidates: Vec<usize> = proven
-            .iter()
-            .filter_map(|s| snapshot.by_selector.get(s.as_str()))
-            .flatten()
-            .copied()
-            .collect();
-        candidates.sort_unstable();
-        candidates.dedup();
-        let matching: Vec<&EntryRecord> = candidates
-            .into_iter()
-            .map(|index| &snapshot.entries[index])
-            .filter(|entry| {
-                entry
-                    .selectors
-                    .iter()
-                    .all(|s| proven_set.contains(s.as_str()))
-            })
-            .collect();
+        let mut matching: Vec<Arc<EntryRecord>> = Vec::new();
+        {
+            let index = self.read();
+            for selector in proven {
+                for entry in index.requiring(selector.as_str()) {
+                    let covered = entry
+                        .selectors
+                        .iter()
+                        .all(|s| proven_set.contains(s.as_str()));
+                    if covered && !matching.iter().any(|m| m.id == entry.id) {
+                        matching.push(entry.clone());
+                    }
+                }
+            }
+        }
         match matching.as_slice() {
-            [entry] => Ok((*entry).clone()),
+            [entry] => Ok(EntryRecord::clone(entry)),
             [] => Err(RegistryError::NoMatchingEntry {
                 selectors: describe(proven),
             }),
-            many => Err(RegistryError::AmbiguousEntries {
-                selectors: describe(proven),
-                entries: many.iter().map(|e| e.id.clone()).collect(),
-            }),
+            many => {
+                let mut entries: Vec<String> = many.iter().map(|e| e.id.clone()).collect();
+                entries.sort();
+                Err(RegistryError::AmbiguousEntries {
+                    selectors: describe(proven),
+                    entries,
+                })
+            }
         }
     }
 
