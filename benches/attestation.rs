@@ -65,7 +65,9 @@ fn match_among_entries(c: &mut Criterion) {
                 ..EntrySpec::default()
             };
             let entry = spec.validate(&bounds).unwrap();
-            runtime.block_on(registry.create(entry, 0, "bench")).unwrap()
+            runtime
+                .block_on(registry.create(entry, 0, "bench"))
+                .unwrap()
         })
     });
 }

@@ -154,6 +154,14 @@ fn record_of(
     }
 }
 
+/// What a bootstrap attestor proved.
+struct Proven {
+    selectors: Vec<Selector>,
+    proof: Proof,
+    /// The join token to consume with the record, if one was presented.
+    token: Option<TokenHash>,
+}
+
 /// What one issuance needs besides the CSR.
 struct IssuanceRequest {
     identity: WorkloadIdentity,
@@ -398,44 +406,25 @@ impl Authority {
         csr_der: &[u8],
         token: &str,
     ) -> Result<Issued> {
-        let mut proven = Vec::new();
-        let outcome = self
-            .issue_with_join_token_inner(csr_der, token, &mut proven)
-            .await;
-        audit_issuance(
-            &self.store,
-            IssuanceEvent::new("issue", caller, "join-token", &proven),
-            &outcome,
-        );
-        outcome
-    }
-
-    async fn issue_with_join_token_inner(
-        &self,
-        csr_der: &[u8],
-        token: &str,
-        proven: &mut Vec<Selector>,
-    ) -> Result<Issued> {
-        // Limits come first, before any expensive work is done for the caller.
-        let _admission = self.limits.admit()?;
-        self.limits.issuance()?;
-        let csr = ValidatedCsr::from_der(csr_der)?;
-        let token = JoinToken::from_presented(token)?;
-        let now = unix_seconds(SystemTime::now());
-        let claim = token.verify(&self.store, now)?;
-        *proven = claim
-            .selectors
-            .iter()
-            .map(|s| s.parse())
-            .collect::<std::result::Result<_, String>>()
-            .map_err(StoreError::Corrupt)?;
-        let entry = self.registry.resolve(proven)?;
-        let proof = Proof::JoinToken {
-            token_id: token.id(),
-        };
-        let mut request = self.request_for_entry(&entry, proof);
-        request.token = Some(token.hash());
-        self.issue(&csr, request).await
+        self.bootstrap(caller, "join-token", csr_der, || {
+            let token = JoinToken::from_presented(token)?;
+            let now = unix_seconds(SystemTime::now());
+            let claim = token.verify(&self.store, now)?;
+            let selectors = claim
+                .selectors
+                .iter()
+                .map(|s| s.parse())
+                .collect::<std::result::Result<_, String>>()
+                .map_err(StoreError::Corrupt)?;
+            Ok(Proven {
+                selectors,
+                proof: Proof::JoinToken {
+                    token_id: token.id(),
+                },
+                token: Some(token.hash()),
+            })
+        })
+        .await
     }
 
     /// Bootstrap: a CSR attested by a Kubernetes projected service-account
@@ -446,39 +435,61 @@ impl Authority {
         csr_der: &[u8],
         token: &str,
     ) -> Result<Issued> {
-        let mut proven = Vec::new();
+        self.bootstrap(caller, "kubernetes", csr_der, || {
+            let attestor = self
+                .kubernetes
+                .as_ref()
+                .ok_or(AttestError::KubernetesNotConfigured)?;
+            let evidence = attestor.verify(token)?;
+            Ok(Proven {
+                selectors: evidence.selectors,
+                proof: Proof::KubernetesToken {
+                    subject: evidence.subject,
+                },
+                token: None,
+            })
+        })
+        .await
+    }
+
+    /// The common path of every bootstrap: limits, the CSR, the attestor's
+    /// proof, the one matching entry, then issuance; audited with the
+    /// selectors proven, whatever the outcome.
+    async fn bootstrap(
+        &self,
+        caller: &Caller,
+        attestation: &str,
+        csr_der: &[u8],
+        attest: impl FnOnce() -> Result<Proven>,
+    ) -> Result<Issued> {
+        let mut proven_selectors = Vec::new();
         let outcome = self
-            .issue_with_kubernetes_token_inner(csr_der, token, &mut proven)
+            .bootstrap_inner(csr_der, attest, &mut proven_selectors)
             .await;
         audit_issuance(
             &self.store,
-            IssuanceEvent::new("issue", caller, "kubernetes", &proven),
+            IssuanceEvent::new("issue", caller, attestation, &proven_selectors),
             &outcome,
         );
         outcome
     }
 
-    async fn issue_with_kubernetes_token_inner(
+    async fn bootstrap_inner(
         &self,
         csr_der: &[u8],
-        token: &str,
-        proven: &mut Vec<Selector>,
+        attest: impl FnOnce() -> Result<Proven>,
+        proven_selectors: &mut Vec<Selector>,
     ) -> Result<Issued> {
+        // Limits come first, before any expensive work is done for the caller.
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
         let csr = ValidatedCsr::from_der(csr_der)?;
-        let attestor = self
-            .kubernetes
-            .as_ref()
-            .ok_or(AttestError::KubernetesNotConfigured)?;
-        let evidence = attestor.verify(token)?;
-        proven.clone_from(&evidence.selectors);
-        let entry = self.registry.resolve(proven)?;
-        let proof = Proof::KubernetesToken {
-            subject: evidence.subject,
-        };
-        self.issue(&csr, self.request_for_entry(&entry, proof))
-            .await
+        let proven = attest()?;
+        proven_selectors.clone_from(&proven.selectors);
+        let entry = self.registry.resolve(&proven.selectors)?;
+        let mut request = self.request_for_entry(&entry, proven.proof);
+        request.token = proven.token;
+        self.issue(&csr, request).await
     }
 
     /// An issuance for a registration entry: its names and lifetime.

@@ -41,9 +41,7 @@ impl FromStr for TrustDomain {
     type Err = NameError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let valid =
-            !value.is_empty() && value.len() <= 253 && value.split('.').all(is_rfc1123_label);
-        if valid {
+        if is_dns_name(value) {
             Ok(TrustDomain(value.to_owned()))
         } else {
             Err(NameError::InvalidTrustDomain(value.to_owned()))
@@ -220,6 +218,12 @@ impl fmt::Display for Serial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
     }
+}
+
+/// A lower-case DNS name (RFC 1123 labels separated by dots, at most 253
+/// characters), such as a trust domain, a Kubernetes object name or a SAN.
+pub fn is_dns_name(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 253 && value.split('.').all(is_rfc1123_label)
 }
 
 fn is_rfc1123_label(label: &str) -> bool {

@@ -52,6 +52,13 @@ impl Cluster {
         Cluster { daemon, issuer_key }
     }
 
+    /// The entry for the test pod's namespace and service account, with
+    /// `extra` arguments to `certd entry create`.
+    fn billing_entry(&self, extra: &[&str]) -> String {
+        self.daemon
+            .entry("billing", &["k8s:ns:payments", "k8s:sa:billing"], extra)
+    }
+
     /// A projected token for pod `billing-7d9f` of service account
     /// `payments/billing`, with `changes` applied to its claims.
     fn token(&self, changes: &[(&str, Value)]) -> String {
@@ -137,18 +144,14 @@ fn audit(daemon: &Daemon) -> Vec<Value> {
 async fn a_kubernetes_token_gets_the_names_of_its_entry() {
     let cluster = Cluster::start();
     let daemon = &cluster.daemon;
-    daemon.entry(
-        "billing",
-        &["k8s:ns:payments", "k8s:sa:billing"],
-        &[
-            "--dns",
-            "billing.payments.svc.cluster.local",
-            "--spiffe-id",
-            "spiffe://certd.internal/ns/payments/sa/billing",
-            "--ttl",
-            "1h",
-        ],
-    );
+    cluster.billing_entry(&[
+        "--dns",
+        "billing.payments.svc.cluster.local",
+        "--spiffe-id",
+        "spiffe://certd.internal/ns/payments/sa/billing",
+        "--ttl",
+        "1h",
+    ]);
     let issued = cluster
         .issue(&cluster.token(&[]), blank_csr())
         .await
@@ -190,7 +193,7 @@ async fn a_kubernetes_token_gets_the_names_of_its_entry() {
 async fn each_bad_kubernetes_token_is_unauthenticated_and_changes_nothing() {
     let cluster = Cluster::start();
     let daemon = &cluster.daemon;
-    daemon.entry("billing", &["k8s:ns:payments", "k8s:sa:billing"], &[]);
+    cluster.billing_entry(&[]);
     let good = cluster.token(&[]);
     let forged = {
         let (body, _) = good.rsplit_once('.').unwrap();
@@ -266,12 +269,7 @@ async fn selectors_must_match_exactly_one_entry() {
 #[tokio::test]
 async fn a_csr_asking_for_names_outside_the_entry_is_refused() {
     let cluster = Cluster::start();
-    let daemon = &cluster.daemon;
-    daemon.entry(
-        "billing",
-        &["k8s:ns:payments", "k8s:sa:billing"],
-        &["--dns", "billing.payments.svc.cluster.local"],
-    );
+    cluster.billing_entry(&["--dns", "billing.payments.svc.cluster.local"]);
     let key = KeyPair::generate().unwrap();
     let outside = csr_for(
         &key,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use selector::Selector;
 
-use crate::identity::{ServiceName, TrustDomain, WorkloadIdentity};
+use crate::identity::{ServiceName, TrustDomain, WorkloadIdentity, is_dns_name};
 use crate::store::{EntryRecord, Store, StoreError};
 
 /// Most selectors one entry may require.
@@ -177,19 +177,7 @@ fn check_spiffe_id(
 /// wildcard, no IP address, none of certd's own names.
 fn check_dns_name(name: &str, bounds: &EntryBounds) -> Result<String, String> {
     let name = name.to_ascii_lowercase();
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.parse::<std::net::IpAddr>().is_err()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if !valid {
+    if !is_dns_name(&name) || name.parse::<std::net::IpAddr>().is_ok() {
         return Err(format!(
             "DNS name {name:?} is not a host name (labels of a-z, 0-9 and '-'; no wildcards or IP addresses)"
         ));
@@ -294,7 +282,9 @@ impl Registry {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {

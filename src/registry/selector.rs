@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::identity::is_dns_name;
+
 /// Longest selector certd accepts.
 const MAX_SELECTOR_LEN: usize = 300;
 
@@ -84,7 +86,8 @@ impl FromStr for Selector {
 fn k8s_selector(rest: &str) -> Result<bool, String> {
     let (key, value) = rest.split_once(':').unwrap_or((rest, ""));
     match key {
-        "ns" | "sa" | "pod-name" => Ok(is_dns_subdomain(value)),
+        // Kubernetes object names are lower-case RFC 1123 subdomains.
+        "ns" | "sa" | "pod-name" => Ok(is_dns_name(value)),
         "pod-uid" => Ok(!value.is_empty()
             && value.len() <= 64
             && value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')),
@@ -92,21 +95,6 @@ fn k8s_selector(rest: &str) -> Result<bool, String> {
             "selector k8s:{rest} has unknown key {key:?}; known: k8s:ns, k8s:sa, k8s:pod-name, k8s:pod-uid"
         )),
     }
-}
-
-/// A Kubernetes object name: a lower-case RFC 1123 subdomain.
-fn is_dns_subdomain(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 253
-        && value.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// A token label: 1-128 of letters, digits, '.', '_' and '-'.
