@@ -353,70 +353,36 @@ async fn deleting_an_entry_stops_issuance_and_renewal() {
 fn entry_commands_refuse_bad_input_with_one_line_and_an_exit_code() {
     let daemon = Daemon::start();
     let pods = daemon.entry("billing", &["k8s:ns:payments"], &[]);
+    // `entry create --service billing` followed by these arguments.
+    let create = |rest: &[&'static str]| {
+        let mut args = vec!["entry", "create", "--service", "billing"];
+        args.extend_from_slice(rest);
+        args
+    };
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (create(&["--selector", "unix:uid:1000"]), 2, "host agent"),
         (
-            vec![
-                "entry",
-                "create",
-                "--service",
-                "billing",
-                "--selector",
-                "unix:uid:1000",
-            ],
-            2,
-            "host agent",
-        ),
-        (
-            vec![
-                "entry",
-                "create",
-                "--service",
-                "billing",
-                "--selector",
-                "k8s:ns:payments",
-            ],
+            create(&["--selector", "k8s:ns:payments"]),
             4,
             "already has exactly these selectors",
         ),
         (
-            vec![
-                "entry",
-                "create",
-                "--service",
-                "billing",
+            create(&[
                 "--selector",
                 "token:b",
                 "--spiffe-id",
                 "spiffe://certd.internal/operator/mallory",
-            ],
+            ]),
             2,
             "/operator/",
         ),
         (
-            vec![
-                "entry",
-                "create",
-                "--service",
-                "billing",
-                "--selector",
-                "token:b",
-                "--dns",
-                "localhost",
-            ],
+            create(&["--selector", "token:b", "--dns", "localhost"]),
             2,
             "pose as certd",
         ),
         (
-            vec![
-                "entry",
-                "create",
-                "--service",
-                "billing",
-                "--selector",
-                "token:b",
-                "--ttl",
-                "30d",
-            ],
+            create(&["--selector", "token:b", "--ttl", "30d"]),
             2,
             "exceeds the maximum",
         ),
