@@ -171,11 +171,39 @@ async fn a_kubernetes_token_gets_the_names_of_its_entry() {
     let issued = cluster.issue(&rs256(&claims(&[])), blank_csr()).await;
     assert!(issued.is_ok(), "{issued:?}");
 
-    let issues: Vec<Value> = audit(daemon)
-        .into_iter()
+    // The command line, as an init container runs it.
+    let token_file = daemon.tmp.path().join("k8s-token");
+    std::fs::write(&token_file, format!("{}\n", cluster.token(&[]))).unwrap();
+    let out = daemon.tmp.path().join("pod-identity");
+    let output = daemon.cli(&[
+        "request",
+        "--server",
+        &daemon.grpc,
+        "--ca-bundle",
+        daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+        "--k8s-token-file",
+        token_file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("spiffe://certd.internal/ns/payments/sa/billing"));
+    assert!(out.join("key.pem").exists() && out.join("cert.pem").exists());
+
+    let trail = audit(daemon);
+    let created = trail
+        .iter()
+        .find(|e| e["event"] == "create-entry")
+        .expect("entry creation is audited");
+    assert_eq!(
+        created["selectors"],
+        json!(["k8s:ns:payments", "k8s:sa:billing"])
+    );
+    let issues: Vec<&Value> = trail
+        .iter()
         .filter(|e| e["event"] == "issue" && e["attestation"] == "kubernetes")
         .collect();
-    assert_eq!(issues.len(), 2);
+    assert_eq!(issues.len(), 3);
     assert_eq!(issues[0]["allowed"], true);
     assert!(
         issues[0]["selectors"]

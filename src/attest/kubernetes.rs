@@ -1,6 +1,6 @@
 //! Kubernetes projected service-account tokens: a JWT signed by the
 //! cluster's service-account issuer, proving the pod's namespace, service
-//! account and (when present) pod name and uid.
+//! account and (when present) pod name and uid and node name.
 //!
 //! The keys come from a JWKS file (what the issuer publishes at
 //! `/openid/v1/jwks`) and/or PEM public keys (the API server's
@@ -100,6 +100,8 @@ struct KubernetesClaims {
     namespace: String,
     serviceaccount: ObjectRef,
     pod: Option<ObjectRef>,
+    /// Set by Kubernetes 1.30 and later for tokens bound to a pod.
+    node: Option<ObjectRef>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +220,9 @@ fn evidence(claims: Claims) -> Result<KubernetesEvidence, AttestError> {
         if let Some(uid) = &pod.uid {
             selectors.push(Selector::k8s_pod_uid(uid).map_err(invalid)?);
         }
+    }
+    if let Some(node) = &kubernetes.node {
+        selectors.push(Selector::k8s_node_name(&node.name).map_err(invalid)?);
     }
     Ok(KubernetesEvidence {
         subject: claims.sub,
@@ -410,6 +415,7 @@ mod tests {
                 "namespace": "payments",
                 "serviceaccount": { "name": "billing", "uid": "3f0a" },
                 "pod": { "name": "billing-7d9f", "uid": "0b1c2d3e-aaaa-bbbb-cccc-1234567890ab" },
+                "node": { "name": "node-1.example", "uid": "77aa" },
             },
         })
     }
@@ -451,14 +457,14 @@ mod tests {
                 "k8s:ns:payments",
                 "k8s:sa:billing",
                 "k8s:pod-name:billing-7d9f",
-                "k8s:pod-uid:0b1c2d3e-aaaa-bbbb-cccc-1234567890ab"
+                "k8s:pod-uid:0b1c2d3e-aaaa-bbbb-cccc-1234567890ab",
+                "k8s:node-name:node-1.example"
             ]
         );
         let mut without_pod = claims();
-        without_pod["kubernetes.io"]
-            .as_object_mut()
-            .unwrap()
-            .remove("pod");
+        let kubernetes = without_pod["kubernetes.io"].as_object_mut().unwrap();
+        kubernetes.remove("pod");
+        kubernetes.remove("node");
         let evidence = attestor.verify(&rs256(&without_pod)).unwrap();
         assert_eq!(evidence.selectors.len(), 2);
     }

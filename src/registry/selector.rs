@@ -39,6 +39,10 @@ impl Selector {
     pub fn k8s_pod_uid(uid: &str) -> Result<Self, String> {
         format!("k8s:pod-uid:{uid}").parse()
     }
+
+    pub fn k8s_node_name(name: &str) -> Result<Self, String> {
+        format!("k8s:node-name:{name}").parse()
+    }
 }
 
 impl fmt::Display for Selector {
@@ -81,18 +85,18 @@ impl FromStr for Selector {
     }
 }
 
-/// `ns:<namespace>`, `sa:<service account>`, `pod-name:<name>` or
-/// `pod-uid:<uid>`; `Ok(false)` when the key is known but the value is not.
+/// `ns:<namespace>`, `sa:<service account>`, `pod-name:<name>`,
+/// `pod-uid:<uid>` or `node-name:<name>`; `Ok(false)` when the key is known but the value is not.
 fn k8s_selector(rest: &str) -> Result<bool, String> {
     let (key, value) = rest.split_once(':').unwrap_or((rest, ""));
     match key {
         // Kubernetes object names are lower-case RFC 1123 subdomains.
-        "ns" | "sa" | "pod-name" => Ok(is_dns_name(value)),
+        "ns" | "sa" | "pod-name" | "node-name" => Ok(is_dns_name(value)),
         "pod-uid" => Ok(!value.is_empty()
             && value.len() <= 64
             && value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')),
         _ => Err(format!(
-            "selector k8s:{rest} has unknown key {key:?}; known: k8s:ns, k8s:sa, k8s:pod-name, k8s:pod-uid"
+            "selector k8s:{rest} has unknown key {key:?}; known: k8s:ns, k8s:sa, k8s:pod-name, k8s:pod-uid, k8s:node-name"
         )),
     }
 }
@@ -117,6 +121,7 @@ mod tests {
             "k8s:sa:billing",
             "k8s:pod-name:billing-7d9f.x",
             "k8s:pod-uid:0b1c2d3e-aaaa-bbbb-cccc-1234567890ab",
+            "k8s:node-name:node-1.example",
             "token:billing-vm",
             "token:Host_1.a",
         ] {

@@ -42,9 +42,12 @@ pub struct IssuanceRecord {
 /// How the caller proved it may hold the identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Attestation {
-    /// A one-time join token; `token_id` is a non-secret prefix of its hash.
+    /// A one-time join token, before registration entries existed (now
+    /// `Registered`); kept so that older records still decode.
     JoinToken { token_id: String },
-    /// The caller's current certificate, presented over mTLS.
+    /// The caller's current certificate, presented over mTLS, for a
+    /// certificate issued without an entry (by an operator, or before
+    /// entries existed).
     Renewal,
     /// An operator, through the admin API (`certd issue`).
     Admin { caller: String },
