@@ -538,6 +538,35 @@ mod tests {
     }
 
     #[test]
+    fn truncated_and_mutated_tokens_are_refused_without_panicking() {
+        let cluster = Cluster::new();
+        let attestor = cluster.attestor();
+        let token = rs256(&claims());
+        for end in 0..token.len() {
+            assert!(
+                attestor.verify(&token[..end]).is_err(),
+                "truncated at {end}"
+            );
+        }
+        let bytes = token.as_bytes();
+        for position in 0..bytes.len() {
+            for replacement in [b'A', b'.', b'_', b'='] {
+                if bytes[position] == replacement {
+                    continue;
+                }
+                let mut mutated = bytes.to_vec();
+                mutated[position] = replacement;
+                let mutated = String::from_utf8(mutated).unwrap();
+                // Base64 padding bits may change without changing the bytes;
+                // any other change must be refused.
+                if let Ok(evidence) = attestor.verify(&mutated) {
+                    assert_eq!(evidence, attestor.verify(&token).unwrap());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn clock_skew_is_allowed_on_exp_and_nbf() {
         let cluster = Cluster::new();
         let attestor = cluster.attestor();

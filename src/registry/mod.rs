@@ -304,9 +304,12 @@ impl Registry {
     ) -> Result<EntryRecord, crate::Error> {
         let _writer = self.writer.lock().await;
         let selectors: Vec<String> = entry.selectors.iter().map(|s| s.to_string()).collect();
+        let Some(first) = selectors.first() else {
+            return Err(RegistryError::InvalidEntry("an entry needs a selector".into()).into());
+        };
         let existing = self
             .read()
-            .requiring(&selectors[0])
+            .requiring(first)
             .find(|e| e.selectors == selectors)
             .map(|e| e.id.clone());
         if let Some(existing) = existing {
