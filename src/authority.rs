@@ -518,22 +518,29 @@ impl Authority {
         csr_der: &[u8],
         client_leaf: Option<&[u8]>,
     ) -> Result<Issued> {
-        let outcome = self.renew_inner(csr_der, client_leaf).await;
-        audit_issuance(
-            &self.store,
-            IssuanceEvent::new("renew", caller, "renewal", &[]),
-            &outcome,
-        );
+        let mut presented = None;
+        let outcome = self.renew_inner(csr_der, client_leaf, &mut presented).await;
+        let mut event = IssuanceEvent::new("renew", caller, "renewal", &[]);
+        event.presented = presented;
+        audit_issuance(&self.store, event, &outcome);
         outcome
     }
 
-    async fn renew_inner(&self, csr_der: &[u8], client_leaf: Option<&[u8]>) -> Result<Issued> {
+    /// Renewal; `presented` learns the service and serial of the caller's
+    /// certificate once it is known, so a refusal says whose it was.
+    async fn renew_inner(
+        &self,
+        csr_der: &[u8],
+        client_leaf: Option<&[u8]>,
+        presented: &mut Option<(ServiceName, Serial)>,
+    ) -> Result<Issued> {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
         let evidence =
             RenewalEvidence::check(client_leaf, &self.store, unix_seconds(SystemTime::now()))?;
-        let csr = ValidatedCsr::from_der(csr_der)?;
         let current = evidence.current;
+        *presented = Some((current.service.clone(), current.serial.clone()));
+        let csr = ValidatedCsr::from_der(csr_der)?;
         // A certificate issued for an entry renews only while the entry
         // exists, and gets the entry's names and lifetime; one issued
         // without (by an operator) keeps its service's default identity.
@@ -961,6 +968,8 @@ struct IssuanceEvent<'a> {
     caller: &'a Caller,
     attestation: &'a str,
     selectors: Vec<String>,
+    /// For a renewal: the service and serial of the certificate presented.
+    presented: Option<(ServiceName, Serial)>,
 }
 
 impl<'a> IssuanceEvent<'a> {
@@ -970,6 +979,7 @@ impl<'a> IssuanceEvent<'a> {
             caller,
             attestation,
             selectors: proven.iter().map(Selector::to_string).collect(),
+            presented: None,
         }
     }
 }
@@ -1002,7 +1012,11 @@ fn audit_issuance(store: &Store, event: IssuanceEvent<'_>, outcome: &Result<Issu
             allowed: false,
             caller: &event.caller.0,
             attestation: Some(event.attestation),
-            reason: Some(error.to_string()),
+            reason: Some(match &event.presented {
+                Some((_, serial)) => format!("presented certificate {serial}: {error}"),
+                None => error.to_string(),
+            }),
+            service: event.presented.map(|(service, _)| service.to_string()),
             selectors: event.selectors,
             ..Decision::default()
         },

@@ -369,11 +369,22 @@ async fn deleting_an_entry_stops_issuance_and_renewal() {
     assert_eq!(kind, Refusal::PermissionDenied);
     assert!(message.contains("token:billing"), "{message}");
     assert_eq!(daemon.certificate_count(), before);
-    let deletions = audit(&daemon)
-        .into_iter()
+    let trail = audit(&daemon);
+    let deletions = trail
+        .iter()
         .filter(|e| e["event"] == "delete-entry" && e["allowed"] == true)
         .count();
     assert_eq!(deletions, 1);
+    let refused_renewal = trail
+        .iter()
+        .find(|e| e["event"] == "renew" && e["allowed"] == false)
+        .expect("the refused renewal is audited");
+    assert_eq!(refused_renewal["service"], "billing");
+    let reason = refused_renewal["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("presented certificate {}", workload.issued.serial)),
+        "{reason}"
+    );
 }
 
 /// The entry commands check what they are given: one line, exit code.
