@@ -1,0 +1,537 @@
+//! The authority: every issuance decision, start to finish.
+//!
+//! It strings the pieces together in one fixed order: parse the CSR, attest
+//! the caller, match its proven selectors to exactly one registration
+//! entry, check policy, sign, record durably, and only then return the
+//! certificate. It writes one audit event per decision. It knows nothing of
+//! gRPC or of the CLI; `api` and `cli` call it.
+//!
+//! This file holds issuance (bootstrap, renewal, CI, certd's own serving
+//! certificate); operators' changes live beside it: `registration` (entries
+//! and join tokens), `revoke`, `operators` (admin access and operator
+//! certificates) and `views` (what `certd list` and `show` print).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::attest::{AttestError, JoinToken, KubernetesAttestor, RenewalEvidence};
+use crate::audit::{self, Decision};
+use crate::ca::csr::ValidatedCsr;
+use crate::ca::{CaError, CertificateAuthority, SignedCertificate, unix_seconds};
+use crate::config::{AuthoritySettings, ConfigError, Lifetimes};
+use crate::identity::{Serial, ServiceName, WorkloadIdentity};
+use crate::limits::Limits;
+use crate::policy;
+use crate::registry::{self, EntryBounds, Registry, RegistryError, Selector};
+use crate::revocation::Revocations;
+use crate::store::{Attestation, EntryRecord, IssuanceRecord, Proof, Store, StoreError, TokenHash};
+use crate::{Error, Result};
+
+mod operators;
+mod registration;
+mod revoke;
+mod views;
+
+pub use registration::{CreatedJoinTokens, MAX_TOKENS_PER_REQUEST, TokenFor};
+pub use revoke::{RevocationResult, Revoked};
+pub use views::CertificateSummary;
+
+/// How many fresh serials to try if one is, against all odds, taken.
+const SERIAL_ATTEMPTS: usize = 3;
+
+/// A certificate that has been issued and durably recorded.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub record: IssuanceRecord,
+    pub certificate_pem: String,
+    pub chain_pem: String,
+}
+
+/// Who is asking, for the audit log: a peer address or the admin socket.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Authority {
+    ca: Arc<CertificateAuthority>,
+    store: Store,
+    lifetimes: Lifetimes,
+    revocations: Arc<Revocations>,
+    limits: Arc<Limits>,
+    /// SPIFFE IDs of operators allowed on the admin API over mTLS.
+    admins: Arc<HashSet<String>>,
+    registry: Arc<Registry>,
+    entry_bounds: Arc<EntryBounds>,
+    /// `None` when Kubernetes service-account tokens are not accepted.
+    kubernetes: Option<Arc<KubernetesAttestor>>,
+}
+
+/// How an issuance is recorded: under which service, attested how, and
+/// which token it consumes.
+struct RecordedAs {
+    service: ServiceName,
+    attestation: Attestation,
+    renewed_from: Option<Serial>,
+    token: Option<TokenHash>,
+}
+
+/// The issuance record of a certificate just signed.
+fn record_of(
+    signed: &SignedCertificate,
+    recorded_as: &RecordedAs,
+    now: SystemTime,
+) -> IssuanceRecord {
+    IssuanceRecord {
+        serial: signed.serial.clone(),
+        service: recorded_as.service.clone(),
+        dns_names: signed.dns_names.clone(),
+        uris: signed.uris.clone(),
+        not_before: signed.not_before,
+        not_after: signed.not_after,
+        issued_at: unix_seconds(now),
+        sha256_fingerprint: signed.sha256_fingerprint,
+        der: signed.der.to_vec(),
+        attestation: recorded_as.attestation.clone(),
+        renewed_from: recorded_as.renewed_from.clone(),
+        revocation: None,
+    }
+}
+
+/// What a bootstrap attestor proved.
+struct Proven {
+    selectors: Vec<Selector>,
+    proof: Proof,
+    /// The join token to consume with the record, if one was presented.
+    token: Option<TokenHash>,
+}
+
+/// What one issuance needs besides the CSR.
+struct IssuanceRequest {
+    identity: WorkloadIdentity,
+    ttl: Duration,
+    attestation: Attestation,
+    renewed_from: Option<Serial>,
+    token: Option<TokenHash>,
+}
+
+impl Authority {
+    /// Loads the registration entries and, if configured, the Kubernetes
+    /// issuer's keys.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        store: Store,
+        settings: AuthoritySettings,
+    ) -> Result<Self> {
+        let revocations = Arc::new(Revocations::new(
+            ca.clone(),
+            store.clone(),
+            settings.revocation,
+        ));
+        let kubernetes = settings
+            .kubernetes
+            .map(KubernetesAttestor::load)
+            .transpose()
+            .map_err(|error| ConfigError::Invalid {
+                field: "kubernetes",
+                message: error.to_string(),
+            })?
+            .map(Arc::new);
+        let entry_bounds = EntryBounds {
+            trust_domain: ca.trust_domain().clone(),
+            max_ttl: settings.lifetimes.max_cert_ttl,
+            reserved_dns_names: settings.server_names,
+        };
+        Ok(Authority {
+            registry: Arc::new(Registry::load(store.clone())?),
+            entry_bounds: Arc::new(entry_bounds),
+            kubernetes,
+            ca,
+            store,
+            lifetimes: settings.lifetimes,
+            revocations,
+            limits: Arc::new(Limits::new(settings.limits)),
+            admins: Arc::new(settings.admins.into_iter().collect()),
+        })
+    }
+
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.ca
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Bootstrap: a CSR attested by a one-time join token, which proves
+    /// the `token:` selectors of the entry it was made for.
+    pub async fn issue_with_join_token(
+        &self,
+        caller: &Caller,
+        csr_der: &[u8],
+        token: &str,
+    ) -> Result<Issued> {
+        self.bootstrap(caller, "join-token", csr_der, || {
+            let token = JoinToken::from_presented(token)?;
+            let now = unix_seconds(SystemTime::now());
+            let claim = token.verify(&self.store, now)?;
+            let selectors = claim
+                .selectors
+                .iter()
+                .map(|s| s.parse())
+                .collect::<std::result::Result<_, String>>()
+                .map_err(StoreError::Corrupt)?;
+            Ok(Proven {
+                selectors,
+                proof: Proof::JoinToken {
+                    token_id: token.id(),
+                },
+                token: Some(token.hash()),
+            })
+        })
+        .await
+    }
+
+    /// Bootstrap: a CSR attested by a Kubernetes projected service-account
+    /// token, which proves `k8s:` selectors.
+    pub async fn issue_with_kubernetes_token(
+        &self,
+        caller: &Caller,
+        csr_der: &[u8],
+        token: &str,
+    ) -> Result<Issued> {
+        self.bootstrap(caller, "kubernetes", csr_der, || {
+            let attestor = self
+                .kubernetes
+                .as_ref()
+                .ok_or(AttestError::KubernetesNotConfigured)?;
+            let evidence = attestor.verify(token)?;
+            Ok(Proven {
+                selectors: evidence.selectors,
+                proof: Proof::KubernetesToken {
+                    subject: evidence.subject,
+                },
+                token: None,
+            })
+        })
+        .await
+    }
+
+    /// The common path of every bootstrap: limits, the CSR, the attestor's
+    /// proof, the one matching entry, then issuance; audited with the
+    /// selectors proven, whatever the outcome.
+    async fn bootstrap(
+        &self,
+        caller: &Caller,
+        attestation: &str,
+        csr_der: &[u8],
+        attest: impl FnOnce() -> Result<Proven>,
+    ) -> Result<Issued> {
+        let mut proven_selectors = Vec::new();
+        let outcome = self
+            .bootstrap_inner(csr_der, attest, &mut proven_selectors)
+            .await;
+        audit_issuance(
+            &self.store,
+            IssuanceEvent::new("issue", caller, attestation, &proven_selectors),
+            &outcome,
+        );
+        outcome
+    }
+
+    async fn bootstrap_inner(
+        &self,
+        csr_der: &[u8],
+        attest: impl FnOnce() -> Result<Proven>,
+        proven_selectors: &mut Vec<Selector>,
+    ) -> Result<Issued> {
+        // Limits come first, before any expensive work is done for the caller.
+        let _admission = self.limits.admit()?;
+        self.limits.issuance()?;
+        let csr = ValidatedCsr::from_der(csr_der)?;
+        let proven = attest()?;
+        proven_selectors.clone_from(&proven.selectors);
+        let entry = self.registry.resolve(&proven.selectors)?;
+        let mut request = self.request_for_entry(&entry, proven.proof);
+        request.token = proven.token;
+        self.issue(&csr, request).await
+    }
+
+    /// An issuance for a registration entry: its names and lifetime.
+    fn request_for_entry(&self, entry: &EntryRecord, proof: Proof) -> IssuanceRequest {
+        let ttl = entry
+            .ttl_seconds
+            .map_or(self.lifetimes.default_cert_ttl, Duration::from_secs)
+            .min(self.lifetimes.max_cert_ttl);
+        IssuanceRequest {
+            identity: registry::identity_of(entry),
+            ttl,
+            attestation: Attestation::Registered {
+                entry_id: entry.id.clone(),
+                proof,
+            },
+            renewed_from: None,
+            token: None,
+        }
+    }
+
+    /// Renewal: a CSR for a fresh key, attested by the caller's current
+    /// certificate (`client_leaf`, from the mTLS handshake).
+    pub async fn renew(
+        &self,
+        caller: &Caller,
+        csr_der: &[u8],
+        client_leaf: Option<&[u8]>,
+    ) -> Result<Issued> {
+        let mut presented = None;
+        let outcome = self.renew_inner(csr_der, client_leaf, &mut presented).await;
+        let mut event = IssuanceEvent::new("renew", caller, "renewal", &[]);
+        event.presented = presented;
+        audit_issuance(&self.store, event, &outcome);
+        outcome
+    }
+
+    /// Renewal; `presented` learns the service and serial of the caller's
+    /// certificate once it is known, so a refusal says whose it was.
+    async fn renew_inner(
+        &self,
+        csr_der: &[u8],
+        client_leaf: Option<&[u8]>,
+        presented: &mut Option<(ServiceName, Serial)>,
+    ) -> Result<Issued> {
+        let _admission = self.limits.admit()?;
+        self.limits.issuance()?;
+        let evidence =
+            RenewalEvidence::check(client_leaf, &self.store, unix_seconds(SystemTime::now()))?;
+        let current = evidence.current;
+        *presented = Some((current.service.clone(), current.serial.clone()));
+        let csr = ValidatedCsr::from_der(csr_der)?;
+        // A certificate issued for an entry renews only while the entry
+        // exists, and gets the entry's names and lifetime; one issued
+        // without (by an operator) keeps its service's default identity.
+        let mut request = match current.attestation.entry_id() {
+            Some(id) => {
+                let entry = self
+                    .registry
+                    .get(id)
+                    .ok_or_else(|| RegistryError::EntryDeleted { id: id.to_owned() })?;
+                self.request_for_entry(&entry, Proof::Renewal)
+            }
+            None => IssuanceRequest {
+                identity: self.identity(current.service),
+                ttl: self.lifetimes.default_cert_ttl,
+                attestation: Attestation::Renewal,
+                renewed_from: None,
+                token: None,
+            },
+        };
+        request.renewed_from = Some(current.serial);
+        self.issue(&csr, request).await
+    }
+
+    /// An operator issues directly (CI): `ttl` of `None` means the default.
+    pub async fn issue_for_operator(
+        &self,
+        caller: &Caller,
+        service: &str,
+        csr_der: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Issued> {
+        let outcome = self
+            .issue_for_operator_inner(caller, service, csr_der, ttl)
+            .await;
+        audit_issuance(
+            &self.store,
+            IssuanceEvent::new("issue", caller, "admin", &[]),
+            &outcome,
+        );
+        outcome
+    }
+
+    async fn issue_for_operator_inner(
+        &self,
+        caller: &Caller,
+        service: &str,
+        csr_der: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Issued> {
+        let service: ServiceName = service.parse()?;
+        let csr = ValidatedCsr::from_der(csr_der)?;
+        let ttl = ttl.unwrap_or(self.lifetimes.default_cert_ttl);
+        policy::check_ttl(ttl, self.lifetimes.max_cert_ttl)?;
+        let request = IssuanceRequest {
+            identity: self.identity(service),
+            ttl,
+            attestation: Attestation::Admin {
+                caller: caller.0.clone(),
+            },
+            renewed_from: None,
+            token: None,
+        };
+        self.issue(&csr, request).await
+    }
+
+    /// Issues and records certd's own serving certificate.
+    pub async fn issue_serving_certificate(
+        &self,
+        key: &rcgen::KeyPair,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<Issued> {
+        let recorded_as = RecordedAs {
+            service: "certd".parse()?,
+            attestation: Attestation::ServingCertificate,
+            renewed_from: None,
+            token: None,
+        };
+        self.sign_and_record(
+            |serial, now| self.ca.sign_server(key, names, serial, ttl, now),
+            recorded_as,
+        )
+        .await
+    }
+
+    fn identity(&self, service: ServiceName) -> WorkloadIdentity {
+        WorkloadIdentity::for_service(self.ca.trust_domain(), service)
+    }
+
+    /// Policy, signing and recording: the common end of every issuance.
+    async fn issue(&self, csr: &ValidatedCsr, request: IssuanceRequest) -> Result<Issued> {
+        policy::check_csr(csr, &request.identity)?;
+        // Operators (`certd issue`) are not rate limited; workloads are,
+        // per service, once their identity is known.
+        if !matches!(request.attestation, Attestation::Admin { .. }) {
+            self.limits.service_issuance(&request.identity.service)?;
+        }
+        let recorded_as = RecordedAs {
+            service: request.identity.service.clone(),
+            attestation: request.attestation,
+            renewed_from: request.renewed_from,
+            token: request.token,
+        };
+        let (identity, ttl) = (&request.identity, request.ttl);
+        self.sign_and_record(
+            |serial, now| self.ca.sign_workload(csr, identity, serial, ttl, now),
+            recorded_as,
+        )
+        .await
+    }
+
+    /// The common end of every issuance: sign with a fresh serial, record
+    /// durably (consuming the token, if any), and only then hand the
+    /// certificate out. A taken serial, practically impossible, is retried
+    /// with a new one.
+    async fn sign_and_record(
+        &self,
+        sign: impl Fn(Serial, SystemTime) -> std::result::Result<SignedCertificate, CaError>,
+        recorded_as: RecordedAs,
+    ) -> Result<Issued> {
+        let now = SystemTime::now();
+        for _ in 0..SERIAL_ATTEMPTS {
+            let signed = sign(self.fresh_serial()?, now)?;
+            let record = record_of(&signed, &recorded_as, now);
+            match self
+                .store
+                .record_issuance(&record, recorded_as.token.as_ref())
+                .await
+            {
+                Err(StoreError::SerialTaken(_)) => continue,
+                Err(StoreError::TokenAlreadyUsed) => {
+                    return Err(AttestError::InvalidJoinToken.into());
+                }
+                outcome => outcome?,
+            }
+            return Ok(self.issued(record, &signed));
+        }
+        Err(Error::Store(StoreError::Corrupt(
+            "no free serial found".into(),
+        )))
+    }
+
+    fn fresh_serial(&self) -> Result<Serial> {
+        // 158 random bits make a collision practically impossible; checking
+        // first keeps a broken RNG from signing a duplicate, and the store's
+        // transaction refuses one in any case.
+        let serial = Serial::generate();
+        if self.store.serial_exists(&serial)? {
+            return Err(StoreError::SerialTaken(serial).into());
+        }
+        Ok(serial)
+    }
+
+    fn issued(&self, record: IssuanceRecord, signed: &SignedCertificate) -> Issued {
+        Issued {
+            certificate_pem: signed.pem(),
+            chain_pem: self.ca.chain_pem(signed),
+            record,
+        }
+    }
+}
+
+/// What an issuance decision is audited as.
+struct IssuanceEvent<'a> {
+    event: &'a str,
+    caller: &'a Caller,
+    attestation: &'a str,
+    selectors: Vec<String>,
+    /// For a renewal: the service and serial of the certificate presented.
+    presented: Option<(ServiceName, Serial)>,
+}
+
+impl<'a> IssuanceEvent<'a> {
+    fn new(event: &'a str, caller: &'a Caller, attestation: &'a str, proven: &[Selector]) -> Self {
+        IssuanceEvent {
+            event,
+            caller,
+            attestation,
+            selectors: proven.iter().map(Selector::to_string).collect(),
+            presented: None,
+        }
+    }
+}
+
+/// One audit entry per issuance decision. Never includes tokens or keys.
+fn audit_issuance(store: &Store, event: IssuanceEvent<'_>, outcome: &Result<Issued>) {
+    let decision = match outcome {
+        Ok(issued) => {
+            let record = &issued.record;
+            let mut details = Vec::new();
+            if let Some(entry_id) = record.attestation.entry_id() {
+                details.push(format!("entry {entry_id}"));
+            }
+            if let Some(serial) = &record.renewed_from {
+                details.push(format!("renewed {serial}"));
+            }
+            Decision {
+                event: event.event,
+                allowed: true,
+                caller: &event.caller.0,
+                attestation: Some(event.attestation),
+                service: Some(record.service.to_string()),
+                serial: Some(record.serial.to_hex()),
+                reason: (!details.is_empty()).then(|| details.join("; ")),
+                selectors: event.selectors,
+            }
+        }
+        Err(error) => Decision {
+            event: event.event,
+            allowed: false,
+            caller: &event.caller.0,
+            attestation: Some(event.attestation),
+            reason: Some(match &event.presented {
+                Some((_, serial)) => format!("presented certificate {serial}: {error}"),
+                None => error.to_string(),
+            }),
+            service: event.presented.map(|(service, _)| service.to_string()),
+            selectors: event.selectors,
+            ..Decision::default()
+        },
+    };
+    audit::record(store, decision);
+}

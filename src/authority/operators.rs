@@ -1,0 +1,97 @@
+//! Operators: who may use the admin API over mTLS, and their certificates.
+
+use std::time::{Duration, SystemTime};
+
+use super::{Authority, Caller, IssuanceEvent, Issued, RecordedAs, audit_issuance};
+use crate::attest::AdminCaller;
+use crate::audit::{self, Decision};
+use crate::ca::csr::ValidatedCsr;
+use crate::ca::unix_seconds;
+use crate::identity::OperatorIdentity;
+use crate::policy::{self, PolicyError};
+use crate::store::Attestation;
+use crate::{Error, Result};
+
+impl Authority {
+    /// Decides whether an mTLS caller of the admin API may use it: only a
+    /// current operator certificate certd issued, for an operator listed in
+    /// `admins`. Refusals are audited with who tried.
+    pub fn authorize_admin(&self, peer: &str, client_leaf: Option<&[u8]>) -> Result<Caller> {
+        let outcome =
+            match AdminCaller::check(client_leaf, &self.store, unix_seconds(SystemTime::now())) {
+                Ok(AdminCaller::Operator { spiffe_id }) if self.admins.contains(&spiffe_id) => {
+                    Ok(Caller(spiffe_id))
+                }
+                Ok(
+                    AdminCaller::Operator { spiffe_id } | AdminCaller::NotOperator { spiffe_id },
+                ) => Err((
+                    spiffe_id.clone(),
+                    PolicyError::NotAnAdmin { spiffe_id }.into(),
+                )),
+                Err(error) => Err((peer.to_owned(), error)),
+            };
+        outcome.map_err(|(who, error): (String, Error)| {
+            audit::record(
+                &self.store,
+                Decision {
+                    event: "admin-access",
+                    allowed: false,
+                    caller: &who,
+                    reason: Some(error.to_string()),
+                    ..Decision::default()
+                },
+            );
+            error
+        })
+    }
+
+    /// Issues an operator certificate (`certd operator issue`): the admin
+    /// API over mTLS accepts it when its SPIFFE ID is listed in `admins`.
+    pub async fn issue_operator_certificate(
+        &self,
+        caller: &Caller,
+        name: &str,
+        csr_der: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Issued> {
+        let outcome = self
+            .issue_operator_certificate_inner(caller, name, csr_der, ttl)
+            .await;
+        audit_issuance(
+            &self.store,
+            IssuanceEvent::new("issue-operator", caller, "admin", &[]),
+            &outcome,
+        );
+        outcome
+    }
+
+    async fn issue_operator_certificate_inner(
+        &self,
+        caller: &Caller,
+        name: &str,
+        csr_der: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Issued> {
+        let operator = OperatorIdentity {
+            trust_domain: self.ca.trust_domain().clone(),
+            name: name.parse()?,
+        };
+        let csr = ValidatedCsr::from_der(csr_der)?;
+        policy::check_operator_csr(&csr, &operator)?;
+        let ttl = ttl.unwrap_or(self.lifetimes.default_cert_ttl);
+        policy::check_ttl(ttl, self.lifetimes.max_cert_ttl)?;
+        let recorded_as = RecordedAs {
+            service: operator.name.clone(),
+            attestation: Attestation::Operator {
+                caller: caller.0.clone(),
+            },
+            renewed_from: None,
+            token: None,
+        };
+        self.sign_and_record(
+            |serial, now| self.ca.sign_operator(&csr, &operator, serial, ttl, now),
+            recorded_as,
+        )
+        .await
+    }
+}

@@ -1,0 +1,198 @@
+//! Registration entries and the join tokens made for them: what operators
+//! change so that workloads can attest.
+
+use std::time::{Duration, SystemTime};
+
+use super::{Authority, Caller};
+use crate::attest::JoinToken;
+use crate::audit::{self, Decision};
+use crate::ca::unix_seconds;
+use crate::identity::ServiceName;
+use crate::policy;
+use crate::registry::{EntrySpec, Selector};
+use crate::store::{EntryRecord, JoinTokenRecord};
+use crate::{Error, Result};
+
+/// Join tokens just created; the secrets are shown once.
+#[derive(Debug)]
+pub struct CreatedJoinTokens {
+    pub tokens: Vec<JoinToken>,
+    pub expires_at: i64,
+    /// The registration entry they were made for.
+    pub entry: EntryRecord,
+}
+
+/// Which registration entry join tokens are made for.
+#[derive(Debug, Clone)]
+pub enum TokenFor {
+    /// The entry with this id.
+    Entry(String),
+    /// The one entry of this service that a join token can satisfy.
+    Service(String),
+}
+
+/// Most join tokens one request may create.
+pub const MAX_TOKENS_PER_REQUEST: usize = 100_000;
+
+impl Authority {
+    /// Creates `count` one-time join tokens for a registration entry, all
+    /// durable when this returns. Each proves the entry's `token:`
+    /// selectors, so it stops working if the entry is deleted.
+    pub async fn create_join_tokens(
+        &self,
+        caller: &Caller,
+        target: &TokenFor,
+        ttl: Option<Duration>,
+        count: usize,
+    ) -> Result<CreatedJoinTokens> {
+        let outcome = self.create_join_tokens_inner(target, ttl, count).await;
+        let decision = match &outcome {
+            Ok(created) => Decision {
+                event: "create-join-token",
+                allowed: true,
+                caller: &caller.0,
+                service: Some(created.entry.service.to_string()),
+                reason: Some(format!(
+                    "{} token(s) for entry {}, first id {}, expire at {}",
+                    created.tokens.len(),
+                    created.entry.id,
+                    created
+                        .tokens
+                        .first()
+                        .map(JoinToken::id)
+                        .unwrap_or_default(),
+                    created.expires_at
+                )),
+                selectors: created.entry.selectors.clone(),
+                ..Decision::default()
+            },
+            Err(error) => Decision {
+                event: "create-join-token",
+                allowed: false,
+                caller: &caller.0,
+                service: match target {
+                    TokenFor::Service(service) => Some(service.clone()),
+                    TokenFor::Entry(_) => None,
+                },
+                reason: Some(match target {
+                    TokenFor::Entry(id) => format!("entry {id:?}: {error}"),
+                    TokenFor::Service(_) => error.to_string(),
+                }),
+                ..Decision::default()
+            },
+        };
+        audit::record(&self.store, decision);
+        outcome
+    }
+
+    async fn create_join_tokens_inner(
+        &self,
+        target: &TokenFor,
+        ttl: Option<Duration>,
+        count: usize,
+    ) -> Result<CreatedJoinTokens> {
+        let entry = match target {
+            TokenFor::Entry(id) => self
+                .registry
+                .get(id)
+                .ok_or_else(|| Error::NotFound(format!("registration entry {id:?}")))?,
+            TokenFor::Service(service) => self.registry.token_entry_of(&service.parse()?)?,
+        };
+        let selectors = self.registry.token_selectors(&entry.id)?;
+        if !(1..=MAX_TOKENS_PER_REQUEST).contains(&count) {
+            return Err(Error::InvalidArgument(format!(
+                "token count {count} is not between 1 and {MAX_TOKENS_PER_REQUEST}"
+            )));
+        }
+        let ttl = ttl.unwrap_or(self.lifetimes.default_join_token_ttl);
+        policy::check_ttl(ttl, self.lifetimes.max_join_token_ttl)?;
+        let now = unix_seconds(SystemTime::now());
+        let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let record = JoinTokenRecord {
+            selectors: selectors.iter().map(Selector::to_string).collect(),
+            created_at: now,
+            expires_at,
+        };
+        let tokens: Vec<JoinToken> = (0..count).map(|_| JoinToken::generate()).collect();
+        let entries: Vec<_> = tokens.iter().map(|t| (t.hash(), record.clone())).collect();
+        self.store.insert_join_tokens(&entries).await?;
+        Ok(CreatedJoinTokens {
+            tokens,
+            expires_at,
+            entry,
+        })
+    }
+
+    /// Creates a registration entry; it applies to the next request.
+    pub async fn create_entry(&self, caller: &Caller, spec: &EntrySpec) -> Result<EntryRecord> {
+        let outcome = match spec.validate(&self.entry_bounds) {
+            Ok(valid) => {
+                let now = unix_seconds(SystemTime::now());
+                self.registry.create(valid, now, &caller.0).await
+            }
+            Err(error) => Err(error),
+        };
+        let decision = match &outcome {
+            Ok(entry) => Decision {
+                event: "create-entry",
+                allowed: true,
+                caller: &caller.0,
+                service: Some(entry.service.to_string()),
+                reason: Some(format!(
+                    "entry {}: {}, DNS {}, TTL {}",
+                    entry.id,
+                    entry.spiffe_id,
+                    entry.dns_names.join(" "),
+                    entry
+                        .ttl_seconds
+                        .map_or("default".to_owned(), |s| format!("{s}s"))
+                )),
+                selectors: entry.selectors.clone(),
+                ..Decision::default()
+            },
+            Err(error) => Decision {
+                event: "create-entry",
+                allowed: false,
+                caller: &caller.0,
+                service: Some(spec.service.clone()),
+                reason: Some(error.to_string()),
+                selectors: spec.selectors.clone(),
+                ..Decision::default()
+            },
+        };
+        audit::record(&self.store, decision);
+        outcome
+    }
+
+    /// Deletes a registration entry: no new certificate is issued for it,
+    /// and certificates issued for it no longer renew.
+    pub async fn delete_entry(&self, caller: &Caller, id: &str) -> Result<EntryRecord> {
+        let outcome = self.registry.delete(id).await;
+        let decision = match &outcome {
+            Ok(entry) => Decision {
+                event: "delete-entry",
+                allowed: true,
+                caller: &caller.0,
+                service: Some(entry.service.to_string()),
+                reason: Some(format!("entry {}", entry.id)),
+                selectors: entry.selectors.clone(),
+                ..Decision::default()
+            },
+            Err(error) => Decision {
+                event: "delete-entry",
+                allowed: false,
+                caller: &caller.0,
+                reason: Some(format!("entry {id:?}: {error}")),
+                ..Decision::default()
+            },
+        };
+        audit::record(&self.store, decision);
+        outcome
+    }
+
+    /// Every registration entry, or one service's, oldest first.
+    pub fn entries(&self, service: Option<&str>) -> Result<Vec<EntryRecord>> {
+        let service = service.map(str::parse::<ServiceName>).transpose()?;
+        Ok(self.registry.list(service.as_ref()))
+    }
+}
