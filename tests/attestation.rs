@@ -387,6 +387,56 @@ async fn deleting_an_entry_stops_issuance_and_renewal() {
     );
 }
 
+/// Updating an entry applies to the next request, and a certificate issued
+/// for it renews with the entry's new names.
+#[tokio::test]
+async fn an_updated_entry_gives_its_new_names_at_renewal() {
+    let daemon = Daemon::start();
+    let workload = daemon.bootstrap("billing").await;
+    let output = daemon.cli(&["entry", "list", "--json"]);
+    let entries: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let id = entries[0]["id"].as_str().unwrap().to_owned();
+    let output = daemon.cli(&[
+        "entry",
+        "update",
+        &id,
+        "--selector",
+        "token:billing",
+        "--dns",
+        "billing.example.com",
+        "--ttl",
+        "2h",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), id);
+
+    let renewed = daemon
+        .client(Some(&workload))
+        .await
+        .renew(blank_csr())
+        .await
+        .unwrap();
+    let (dns, uris, lifetime) = names_and_lifetime(&renewed);
+    assert_eq!(dns, ["billing.certd.internal", "billing.example.com"]);
+    assert_eq!(uris, ["spiffe://certd.internal/svc/billing"]);
+    assert_eq!(lifetime, 2 * 3600 + 60);
+
+    let output = daemon.cli(&[
+        "entry",
+        "update",
+        "0000000000000000",
+        "--selector",
+        "token:x",
+    ]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    let updates = audit(&daemon)
+        .into_iter()
+        .filter(|e| e["event"] == "update-entry")
+        .map(|e| e["allowed"].as_bool().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(updates, [true, false]);
+}
+
 /// The entry commands check what they are given: one line, exit code.
 #[test]
 fn entry_commands_refuse_bad_input_with_one_line_and_an_exit_code() {

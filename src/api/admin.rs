@@ -306,6 +306,28 @@ impl Admin for AdminApi {
         Ok(Response::new(entry_to_proto(entry)))
     }
 
+    async fn update_entry(
+        &self,
+        request: Request<proto::UpdateEntryRequest>,
+    ) -> Result<Response<proto::Entry>, Status> {
+        let caller = self.authorize(&request)?;
+        let message = request.into_inner();
+        let spec = EntrySpec {
+            // The entry's own service: it cannot change.
+            service: String::new(),
+            selectors: message.selectors,
+            spiffe_id: (!message.spiffe_id.is_empty()).then_some(message.spiffe_id),
+            dns_names: message.dns_names,
+            ttl: ttl(message.ttl_seconds),
+        };
+        let entry = self
+            .authority
+            .update_entry(&caller, &message.id, &spec)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(entry_to_proto(entry)))
+    }
+
     async fn delete_entry(
         &self,
         request: Request<proto::DeleteEntryRequest>,

@@ -408,6 +408,27 @@ impl AdminClient {
         Ok(response.into_inner().into())
     }
 
+    /// Replaces entry `id`'s content with `spec` (whose service is ignored:
+    /// an entry's service cannot change).
+    pub async fn update_entry(
+        &mut self,
+        id: &str,
+        spec: &EntrySpec,
+    ) -> Result<EntrySummary, ClientError> {
+        let response = self
+            .rpc
+            .update_entry(proto::UpdateEntryRequest {
+                id: id.to_owned(),
+                selectors: spec.selectors.clone(),
+                spiffe_id: spec.spiffe_id.clone().unwrap_or_default(),
+                dns_names: spec.dns_names.clone(),
+                ttl_seconds: spec.ttl.map_or(0, |d| d.as_secs()),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
     /// Deletes a registration entry; returns what it was.
     pub async fn delete_entry(&mut self, id: &str) -> Result<EntrySummary, ClientError> {
         let response = self

@@ -10,7 +10,7 @@ use crate::ca::unix_seconds;
 use crate::identity::ServiceName;
 use crate::policy;
 use crate::registry::{EntrySpec, Selector};
-use crate::store::{EntryRecord, JoinTokenRecord};
+use crate::store::{EntryRecord, JoinTokenRecord, Store};
 use crate::{Error, Result};
 
 /// Join tokens just created; the secrets are shown once.
@@ -132,35 +132,46 @@ impl Authority {
             }
             Err(error) => Err(error),
         };
-        let decision = match &outcome {
-            Ok(entry) => Decision {
-                event: "create-entry",
-                allowed: true,
-                caller: &caller.0,
-                service: Some(entry.service.to_string()),
-                reason: Some(format!(
-                    "entry {}: {}, DNS {}, TTL {}",
-                    entry.id,
-                    entry.spiffe_id,
-                    entry.dns_names.join(" "),
-                    entry
-                        .ttl_seconds
-                        .map_or("default".to_owned(), |s| format!("{s}s"))
-                )),
-                selectors: entry.selectors.clone(),
-                ..Decision::default()
-            },
-            Err(error) => Decision {
-                event: "create-entry",
-                allowed: false,
-                caller: &caller.0,
-                service: Some(spec.service.clone()),
-                reason: Some(error.to_string()),
-                selectors: spec.selectors.clone(),
-                ..Decision::default()
-            },
+        let attempted = EntryChange {
+            event: "create-entry",
+            id: None,
+            service: Some(&spec.service),
+            selectors: &spec.selectors,
         };
-        audit::record(&self.store, decision);
+        audit_entry_change(&self.store, caller, attempted, &outcome);
+        outcome
+    }
+
+    /// Replaces entry `id`'s selectors, SPIFFE ID, DNS names and lifetime
+    /// with those of `spec`. Its service stays: `spec.service` may be empty,
+    /// or must name it. It applies to the next request; certificates issued
+    /// for the entry get the new names when they renew.
+    pub async fn update_entry(
+        &self,
+        caller: &Caller,
+        id: &str,
+        spec: &EntrySpec,
+    ) -> Result<EntryRecord> {
+        let mut spec = spec.clone();
+        let outcome = match self.registry.get(id) {
+            None => Err(Error::NotFound(format!("registration entry {id:?}"))),
+            Some(current) => {
+                if spec.service.is_empty() {
+                    spec.service = current.service.to_string();
+                }
+                match spec.validate(&self.entry_bounds) {
+                    Ok(valid) => self.registry.update(id, valid).await,
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        let attempted = EntryChange {
+            event: "update-entry",
+            id: Some(id),
+            service: Some(&spec.service),
+            selectors: &spec.selectors,
+        };
+        audit_entry_change(&self.store, caller, attempted, &outcome);
         outcome
     }
 
@@ -168,25 +179,13 @@ impl Authority {
     /// and certificates issued for it no longer renew.
     pub async fn delete_entry(&self, caller: &Caller, id: &str) -> Result<EntryRecord> {
         let outcome = self.registry.delete(id).await;
-        let decision = match &outcome {
-            Ok(entry) => Decision {
-                event: "delete-entry",
-                allowed: true,
-                caller: &caller.0,
-                service: Some(entry.service.to_string()),
-                reason: Some(format!("entry {}", entry.id)),
-                selectors: entry.selectors.clone(),
-                ..Decision::default()
-            },
-            Err(error) => Decision {
-                event: "delete-entry",
-                allowed: false,
-                caller: &caller.0,
-                reason: Some(format!("entry {id:?}: {error}")),
-                ..Decision::default()
-            },
+        let attempted = EntryChange {
+            event: "delete-entry",
+            id: Some(id),
+            service: None,
+            selectors: &[],
         };
-        audit::record(&self.store, decision);
+        audit_entry_change(&self.store, caller, attempted, &outcome);
         outcome
     }
 
@@ -195,4 +194,54 @@ impl Authority {
         let service = service.map(str::parse::<ServiceName>).transpose()?;
         Ok(self.registry.list(service.as_ref()))
     }
+}
+
+/// An operator's change to an entry, as asked.
+struct EntryChange<'a> {
+    event: &'a str,
+    id: Option<&'a str>,
+    service: Option<&'a str>,
+    selectors: &'a [String],
+}
+
+/// One audit entry per entry change: the entry as it now is, or what was
+/// asked and why it was refused.
+fn audit_entry_change(
+    store: &Store,
+    caller: &Caller,
+    attempted: EntryChange<'_>,
+    outcome: &Result<EntryRecord>,
+) {
+    let decision = match outcome {
+        Ok(entry) => Decision {
+            event: attempted.event,
+            allowed: true,
+            caller: &caller.0,
+            service: Some(entry.service.to_string()),
+            reason: Some(format!(
+                "entry {}: {}, DNS {}, TTL {}",
+                entry.id,
+                entry.spiffe_id,
+                entry.dns_names.join(" "),
+                entry
+                    .ttl_seconds
+                    .map_or("default".to_owned(), |s| format!("{s}s"))
+            )),
+            selectors: entry.selectors.clone(),
+            ..Decision::default()
+        },
+        Err(error) => Decision {
+            event: attempted.event,
+            allowed: false,
+            caller: &caller.0,
+            service: attempted.service.map(str::to_owned),
+            reason: Some(match attempted.id {
+                Some(id) => format!("entry {id:?}: {error}"),
+                None => error.to_string(),
+            }),
+            selectors: attempted.selectors.to_vec(),
+            ..Decision::default()
+        },
+    };
+    audit::record(store, decision);
 }

@@ -1,4 +1,4 @@
-//! `certd entry create|list|delete`: registration entries, through the admin
+//! `certd entry create|update|list|delete`: registration entries, through the admin
 //! API of the running daemon (local socket or mTLS).
 
 use std::time::Duration;
@@ -19,6 +19,27 @@ pub struct EntryCreateArgs {
     /// Service the identity belongs to (the certificate's CN).
     #[arg(long)]
     service: String,
+    #[command(flatten)]
+    content: EntryContent,
+}
+
+#[derive(Debug, Args)]
+pub struct EntryUpdateArgs {
+    #[command(flatten)]
+    data_dir: DataDir,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The entry's id. Its service stays; everything else becomes what the
+    /// flags say, with the defaults for what they leave out.
+    id: String,
+    #[command(flatten)]
+    content: EntryContent,
+}
+
+/// What an entry grants, besides its service: as `create` and `update`
+/// take it.
+#[derive(Debug, Args)]
+struct EntryContent {
     /// A selector the workload must prove, e.g. k8s:ns:payments,
     /// k8s:sa:billing or token:billing-vm. Repeat for several; all must hold.
     #[arg(long = "selector", required = true)]
@@ -35,6 +56,18 @@ pub struct EntryCreateArgs {
     /// Print the entry as JSON instead of its id.
     #[arg(long)]
     json: bool,
+}
+
+impl EntryContent {
+    fn spec(self, service: String) -> EntrySpec {
+        EntrySpec {
+            service,
+            selectors: self.selectors,
+            spiffe_id: self.spiffe_id,
+            dns_names: self.dns_names,
+            ttl: self.ttl,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -63,16 +96,25 @@ pub struct EntryDeleteArgs {
 
 pub async fn create(args: EntryCreateArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
-    let spec = EntrySpec {
-        service: args.service,
-        selectors: args.selectors,
-        spiffe_id: args.spiffe_id,
-        dns_names: args.dns_names,
-        ttl: args.ttl,
-    };
-    let entry = client.create_entry(&spec).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&entry)?);
+    let json = args.content.json;
+    let entry = client
+        .create_entry(&args.content.spec(args.service))
+        .await?;
+    print_entry(&entry, json)
+}
+
+pub async fn update(args: EntryUpdateArgs) -> anyhow::Result<()> {
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let json = args.content.json;
+    let entry = client
+        .update_entry(&args.id, &args.content.spec(String::new()))
+        .await?;
+    print_entry(&entry, json)
+}
+
+fn print_entry(entry: &EntrySummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(entry)?);
     } else {
         // The id alone, so scripts can capture it.
         println!("{}", entry.id);

@@ -112,6 +112,9 @@ pub enum TokenCommand {
 pub enum EntryCommand {
     /// Create an entry; prints its id.
     Create(entry::EntryCreateArgs),
+    /// Replace an entry's selectors, SPIFFE ID, DNS names and TTL (its service stays);
+    /// its certificates get the new names when they renew.
+    Update(entry::EntryUpdateArgs),
     /// List entries.
     List(entry::EntryListArgs),
     /// Delete an entry: no new certificates for it, and its certificates stop renewing.
@@ -155,6 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => admin::token_create(args).await,
         Command::Entry { command } => match command {
             EntryCommand::Create(args) => entry::create(args).await,
+            EntryCommand::Update(args) => entry::update(args).await,
             EntryCommand::List(args) => entry::list(args).await,
             EntryCommand::Delete(args) => entry::delete(args).await,
         },

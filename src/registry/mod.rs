@@ -4,7 +4,8 @@
 //! An entry maps a set of selectors to a service, a SPIFFE ID, DNS names and
 //! a lifetime. A workload gets a certificate only when the selectors it
 //! proved include the full set of exactly one entry; the certificate's names
-//! come from that entry alone. This module owns entry validation, the
+//! come from that entry alone. Entries are created, updated (all but their
+//! id and service) and deleted by operators. This module owns entry validation, the
 //! in-memory index used on every issuance, and matching. It writes entries
 //! to the store but nothing else, and knows nothing of X.509 or gRPC.
 
@@ -304,15 +305,10 @@ impl Registry {
     ) -> Result<EntryRecord, crate::Error> {
         let _writer = self.writer.lock().await;
         let selectors: Vec<String> = entry.selectors.iter().map(|s| s.to_string()).collect();
-        let Some(first) = selectors.first() else {
+        if selectors.is_empty() {
             return Err(RegistryError::InvalidEntry("an entry needs a selector".into()).into());
-        };
-        let existing = self
-            .read()
-            .requiring(first)
-            .find(|e| e.selectors == selectors)
-            .map(|e| e.id.clone());
-        if let Some(existing) = existing {
+        }
+        if let Some(existing) = self.same_selectors(&selectors) {
             return Err(RegistryError::DuplicateSelectors { existing }.into());
         }
         let mut record = EntryRecord {
@@ -333,6 +329,49 @@ impl Registry {
         }
         self.write().insert(record.clone());
         Ok(record)
+    }
+
+    /// Replaces entry `id`'s selectors, SPIFFE ID, DNS names and lifetime
+    /// (its service, id and creation stay). Certificates issued for it get
+    /// the new names at their next renewal.
+    pub async fn update(&self, id: &str, entry: ValidEntry) -> Result<EntryRecord, crate::Error> {
+        let _writer = self.writer.lock().await;
+        let not_found = || crate::Error::NotFound(format!("registration entry {id:?}"));
+        let current = self.get(id).ok_or_else(not_found)?;
+        if entry.service != current.service {
+            return Err(RegistryError::InvalidEntry(format!(
+                "entry {id} is for service {}; an entry's service cannot change (create a new entry)",
+                current.service
+            ))
+            .into());
+        }
+        let selectors: Vec<String> = entry.selectors.iter().map(|s| s.to_string()).collect();
+        if let Some(existing) = self.same_selectors(&selectors).filter(|other| other != id) {
+            return Err(RegistryError::DuplicateSelectors { existing }.into());
+        }
+        let updated = EntryRecord {
+            spiffe_id: entry.spiffe_id,
+            dns_names: entry.dns_names,
+            ttl_seconds: entry.ttl_seconds,
+            selectors,
+            ..current
+        };
+        if !self.store.replace_entry(&updated).await? {
+            return Err(not_found());
+        }
+        let mut index = self.write();
+        index.remove(id);
+        index.insert(updated.clone());
+        Ok(updated)
+    }
+
+    /// The id of the entry with exactly `selectors` (sorted), if any.
+    fn same_selectors(&self, selectors: &[String]) -> Option<String> {
+        let first = selectors.first()?;
+        self.read()
+            .requiring(first)
+            .find(|e| e.selectors == selectors)
+            .map(|e| e.id.clone())
     }
 
     /// Deletes an entry; certificates issued for it can no longer renew.
@@ -603,6 +642,59 @@ mod tests {
         // Changes are in the store, not only in memory.
         let reloaded = Registry::load(registry.store.clone()).unwrap();
         assert_eq!(reloaded.list(None), vec![billing]);
+    }
+
+    #[tokio::test]
+    async fn an_update_replaces_the_content_but_not_the_service_or_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::load(Store::open(dir.path()).unwrap()).unwrap();
+        let valid = |service: &str, selectors: &[&str]| {
+            spec(service, selectors).validate(&bounds()).unwrap()
+        };
+        let billing = registry
+            .create(valid("billing", &["k8s:sa:billing"]), 1, "test")
+            .await
+            .unwrap();
+        let other = registry
+            .create(valid("orders", &["k8s:sa:orders"]), 2, "test")
+            .await
+            .unwrap();
+        let mut change = spec("billing", &["k8s:sa:billing", "k8s:ns:payments"]);
+        change.dns_names = vec!["billing.example.com".into()];
+        let updated = registry
+            .update(&billing.id, change.validate(&bounds()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (updated.id.as_str(), updated.created_at),
+            (billing.id.as_str(), 1)
+        );
+        assert_eq!(updated.dns_names[1], "billing.example.com");
+        let proven = selectors(&["k8s:ns:payments", "k8s:sa:billing"]);
+        assert_eq!(registry.resolve(&proven).unwrap(), updated);
+        assert!(matches!(
+            registry.resolve(&selectors(&["k8s:sa:billing"])),
+            Err(RegistryError::NoMatchingEntry { .. })
+        ));
+        for (id, change, refused) in [
+            (&billing.id, valid("orders", &["k8s:sa:x"]), "cannot change"),
+            (
+                &billing.id,
+                valid("billing", &["k8s:sa:orders"]),
+                "already has",
+            ),
+            (
+                &"0000".to_owned(),
+                valid("billing", &["k8s:sa:x"]),
+                "not found",
+            ),
+        ] {
+            let error = registry.update(id, change).await.unwrap_err().to_string();
+            assert!(error.contains(refused), "{error}");
+        }
+        assert_eq!(registry.get(&other.id).unwrap(), other);
+        let reloaded = Registry::load(registry.store.clone()).unwrap();
+        assert_eq!(reloaded.get(&billing.id).unwrap(), updated);
     }
 
     #[tokio::test]

@@ -479,6 +479,23 @@ impl Store {
         Ok(inserted)
     }
 
+    /// Replaces an existing registration entry (same id) and returns once
+    /// that is durable; `false` (and nothing written) if there is none.
+    pub async fn replace_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        let key = entry.id.as_bytes();
+        let Some(current) = self.entries.get(key)? else {
+            return Ok(false);
+        };
+        let replaced = self
+            .entries
+            .compare_and_swap(key, Some(current), Some(record::encode(entry)?))?
+            .is_ok();
+        if replaced {
+            self.durable().await?;
+        }
+        Ok(replaced)
+    }
+
     /// Deletes a registration entry and returns it once that is durable;
     /// `None` if there is no such entry.
     pub async fn remove_entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
