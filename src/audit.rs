@@ -1,7 +1,7 @@
 //! The audit trail: one entry per decision (issue, renew, revoke, token
-//! creation, entry changes, and every refusal), written both to the structured log (target
-//! `certd::audit`) and to the store's append-only audit tree, which
-//! `certd audit` reads back.
+//! creation, entry changes, and every refusal), written both to the
+//! structured log (target `certd::audit`) and to the store's append-only
+//! audit tree, which `certd audit` reads back.
 //!
 //! Entries name the caller, the attestation, the selectors it proved, the
 //! service, the serial and the outcome or the reason for a refusal. They never hold a token or a key:

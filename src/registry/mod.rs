@@ -4,8 +4,8 @@
 //! An entry maps a set of selectors to a service, a SPIFFE ID, DNS names and
 //! a lifetime. A workload gets a certificate only when the selectors it
 //! proved include the full set of exactly one entry; the certificate's names
-//! come from that entry alone. Entries are created, updated (all but their
-//! id and service) and deleted by operators. This module owns entry validation, the
+//! come from that entry alone. Operators create, update (all but id and
+//! service) and delete entries. This module owns entry validation, the
 //! in-memory index used on every issuance, and matching. It writes entries
 //! to the store but nothing else, and knows nothing of X.509 or gRPC.
 
