@@ -92,6 +92,7 @@ fn verify_kubernetes_tokens(c: &mut Criterion) {
         jwks_file: Some(dir.path().join("jwks.json")),
         public_key_files: vec![dir.path().join("sa.pub")],
         clock_skew: Duration::from_secs(30),
+        jwks_url: None,
     })
     .unwrap();
     let now = SystemTime::now()

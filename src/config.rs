@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::attest::KubernetesSettings;
+use crate::attest::{JwksUrlSettings, KubernetesSettings};
 use crate::ca::RevocationUrls;
 use crate::limits::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, LimitSettings,
@@ -92,12 +92,22 @@ pub struct KubernetesSection {
     pub jwks_file: Option<PathBuf>,
     /// PEM public keys (the API server's --service-account-key-file).
     pub public_key_files: Option<Vec<PathBuf>>,
+    /// Fetch the issuer's JWKS from this https:// URL too.
+    pub jwks_url: Option<String>,
+    /// PEM roots for the JWKS URL's server (default: the Mozilla roots).
+    pub jwks_url_ca_file: Option<PathBuf>,
+    /// A file with a bearer token to send to the JWKS URL.
+    pub jwks_url_token_file: Option<PathBuf>,
+    /// How often the JWKS URL is fetched again (default "5m").
+    pub jwks_refresh: Option<String>,
     /// Allowance for clock differences on exp and nbf (default "30s").
     pub clock_skew: Option<String>,
 }
 
 /// Audience a service-account token must carry unless configured otherwise.
 pub const DEFAULT_KUBERNETES_AUDIENCE: &str = "certd";
+/// How often a JWKS URL is fetched again by default.
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
 /// Clock difference allowed on a token's exp and nbf by default.
 pub const DEFAULT_KUBERNETES_CLOCK_SKEW: Duration = Duration::from_secs(30);
 
@@ -470,10 +480,32 @@ fn validate_kubernetes(
         .flatten()
         .map(resolve)
         .collect();
-    if jwks_file.is_none() && public_key_files.is_empty() {
+    let jwks_url = match &section.jwks_url {
+        None => None,
+        Some(url) => Some(JwksUrlSettings {
+            url: validate_jwks_url(url)?,
+            ca_file: section.jwks_url_ca_file.as_ref().map(resolve),
+            token_file: section.jwks_url_token_file.as_ref().map(resolve),
+            refresh: duration(
+                "kubernetes.jwks_refresh",
+                &section.jwks_refresh,
+                DEFAULT_JWKS_REFRESH,
+            )?,
+        }),
+    };
+    if jwks_file.is_none() && public_key_files.is_empty() && jwks_url.is_none() {
         return Err(invalid(
             "kubernetes.jwks_file",
-            "set jwks_file or public_key_files: certd needs the issuer's public keys".into(),
+            "set jwks_file, public_key_files or jwks_url: certd needs the issuer's public keys"
+                .into(),
+        ));
+    }
+    if let Some(url) = &jwks_url
+        && !(Duration::from_secs(30)..=Duration::from_secs(24 * 3600)).contains(&url.refresh)
+    {
+        return Err(invalid(
+            "kubernetes.jwks_refresh",
+            "must be between 30s and 24h".into(),
         ));
     }
     let clock_skew = match &section.clock_skew {
@@ -493,7 +525,23 @@ fn validate_kubernetes(
         jwks_file,
         public_key_files,
         clock_skew,
+        jwks_url,
     })
+}
+
+/// Keys fetched over plain HTTP could be swapped by anyone on the path.
+fn validate_jwks_url(url: &str) -> Result<String, ConfigError> {
+    let valid = url.strip_prefix("https://").is_some_and(|rest| {
+        !rest.is_empty() && !rest.starts_with('/') && rest.bytes().all(|b| b.is_ascii_graphic())
+    });
+    if valid {
+        Ok(url.to_owned())
+    } else {
+        Err(invalid(
+            "kubernetes.jwks_url",
+            format!("{url:?} is not an https:// URL"),
+        ))
+    }
 }
 
 fn non_negative(field: &'static str, value: f64) -> Result<f64, ConfigError> {
@@ -716,6 +764,24 @@ mod tests {
         check(
             "[kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"\naudience = \"\"",
             Some("kubernetes.audience"),
+        );
+        check(
+            "[kubernetes]\nissuer = \"https://k8s\"\njwks_url = \"http://k8s/openid/v1/jwks\"",
+            Some("kubernetes.jwks_url"),
+        );
+        check(
+            "[kubernetes]\nissuer = \"https://k8s\"\njwks_url = \"https://k8s/keys\"\njwks_refresh = \"1s\"",
+            Some("kubernetes.jwks_refresh"),
+        );
+        let url_only = check(
+            "[kubernetes]\nissuer = \"https://k8s\"\njwks_url = \"https://k8s/keys\"",
+            None,
+        )
+        .unwrap();
+        let url = url_only.kubernetes.unwrap().jwks_url.unwrap();
+        assert_eq!(
+            (url.url.as_str(), url.refresh),
+            ("https://k8s/keys", DEFAULT_JWKS_REFRESH)
         );
         let mut file = ConfigFile::parse(
             "[kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"\npublic_key_files = [\"/abs/sa.pub\"]",

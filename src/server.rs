@@ -141,6 +141,7 @@ pub async fn run(
     // Publish a CRL before answering anything, so the first request for it
     // finds one and the CRL number moves forward at every start.
     authority.revocations().refresh_crl().await?;
+    fetch_kubernetes_keys(&authority).await;
     ready();
     let max_request_bytes = config.limits.max_request_bytes;
     let (stop, stopped) = watch::channel(false);
@@ -182,6 +183,10 @@ pub async fn run(
     ));
     let purge = tokio::spawn(purge_expired(authority.clone(), until_stopped()));
     let crl = tokio::spawn(refresh_crl(authority.clone(), until_stopped()));
+    let kubernetes_keys = authority.kubernetes().cloned().map(|attestor| {
+        let stopped = until_stopped();
+        tokio::spawn(async move { attestor.keep_fresh(stopped).await })
+    });
 
     let servers = async {
         let (grpc, admin, http) = tokio::join!(grpc, admin, http);
@@ -209,6 +214,9 @@ pub async fn run(
     };
     let _ = stop.send(true);
     let _ = tokio::join!(rotation, purge, crl);
+    if let Some(task) = kubernetes_keys {
+        let _ = task.await;
+    }
     let _ = std::fs::remove_file(&listeners.admin_path);
     authority
         .store()
@@ -216,6 +224,26 @@ pub async fn run(
         .await
         .map_err(crate::Error::from)?;
     result
+}
+
+/// Fetches the Kubernetes issuer's JWKS URL once before serving, so that
+/// service-account tokens are accepted from the first request. A failure
+/// is logged, not fatal: join tokens and renewals need no Kubernetes keys,
+/// and `keep_fresh` retries.
+async fn fetch_kubernetes_keys(authority: &Authority) {
+    let Some(attestor) = authority.kubernetes() else {
+        return;
+    };
+    if !attestor.fetches_keys() {
+        return;
+    }
+    match attestor.refresh_from_url().await {
+        Ok(keys) => tracing::info!(keys, "fetched the Kubernetes issuer's JWKS"),
+        Err(error) => tracing::error!(
+            %error,
+            "cannot fetch the Kubernetes issuer's JWKS; service-account tokens signed with its keys are refused until it is fetched"
+        ),
+    }
 }
 
 fn server_error(what: &'static str, error: &dyn std::fmt::Display) -> ServeError {

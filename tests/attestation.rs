@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use certd::api::client::{IssuedCertificate, Refusal};
+use common::jwks_server::JwksServer;
 use common::{Daemon, Identity, csr_for, refusal, stderr, stdout};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{KeyPair, SanType};
@@ -497,6 +498,49 @@ fn entry_commands_refuse_bad_input_with_one_line_and_an_exit_code() {
         listing.contains(&pods) && listing.contains("k8s:ns:payments"),
         "{listing}"
     );
+}
+
+/// With `jwks_url`, the daemon fetches the issuer's keys over HTTPS (with
+/// the configured roots and bearer token) before it serves, so the first
+/// service-account token is accepted.
+// Multi-threaded: the JWKS server must answer while the test blocks on
+// starting the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_fetches_the_issuers_keys_from_a_jwks_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = JwksServer::start(tmp.path()).await;
+    let issuer_key = KeyPair::generate().unwrap();
+    let raw = issuer_key.public_key_raw();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwks = json!({ "keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "cluster-1",
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+    }]});
+    server.serve(200, jwks.to_string());
+    std::fs::write(tmp.path().join("reader-token"), "reader-secret").unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kubernetes]\nissuer = \"{ISSUER}\"\njwks_url = \"{}\"\njwks_url_ca_file = \"ca.pem\"\njwks_url_token_file = \"reader-token\"\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = config.to_str().unwrap().to_owned();
+    let cluster = Cluster {
+        daemon: Daemon::start_in(tmp, data_dir, &["--config", &config]),
+        issuer_key,
+    };
+    cluster.billing_entry(&[]);
+    let issued = cluster.issue(&cluster.token(&[]), blank_csr()).await;
+    assert!(issued.is_ok(), "{issued:?}");
+    assert_eq!(
+        *server.authorizations.lock().unwrap(),
+        ["Bearer reader-secret"]
+    );
+    assert!(!cluster.daemon.log_text().contains("reader-secret"));
 }
 
 /// Without a [kubernetes] section, service-account tokens are refused with

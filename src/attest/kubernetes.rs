@@ -3,9 +3,10 @@
 //! account and (when present) pod name and uid and node name.
 //!
 //! The keys come from a JWKS file (what the issuer publishes at
-//! `/openid/v1/jwks`) and/or PEM public keys (the API server's
-//! `--service-account-key-file`). Both are re-read when they change, so a
-//! key rotation needs no restart. Only RS256 and ES256 are accepted: a
+//! `/openid/v1/jwks`), PEM public keys (the API server's
+//! `--service-account-key-file`) and/or a JWKS URL (`jwks_url`). Files are
+//! re-read when they change and the URL is fetched again periodically and
+//! when a token names an unknown key id, so a key rotation needs no restart. Only RS256 and ES256 are accepted: a
 //! token naming any other algorithm (`none`, HS256) is refused before any
 //! key is tried.
 
@@ -18,12 +19,18 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 
 use super::AttestError;
+use super::jwks_url::JwksUrl;
 use crate::registry::Selector;
 
 /// Longest token certd reads; real ones are about 1 KiB.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// How often, at most, key files are checked for changes.
 const KEY_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How soon a failed fetch of the JWKS URL is retried.
+const FETCH_RETRY_INTERVAL: Duration = Duration::from_secs(10);
+/// Least time between two fetches of the JWKS URL prompted by unknown key
+/// ids, so that tokens with made-up ids cannot make certd hammer the issuer.
+const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The `[kubernetes]` section of the configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +43,21 @@ pub struct KubernetesSettings {
     pub public_key_files: Vec<PathBuf>,
     /// Allowance for clock differences when checking `exp` and `nbf`.
     pub clock_skew: Duration,
+    /// Where to fetch the issuer's JWKS, if anywhere.
+    pub jwks_url: Option<JwksUrlSettings>,
+}
+
+/// The issuer's JWKS over HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksUrlSettings {
+    /// An `https://` URL.
+    pub url: String,
+    /// PEM roots to verify the server with; `None` for the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+    /// A file holding a bearer token to send, re-read on every fetch.
+    pub token_file: Option<PathBuf>,
+    /// How often the keys are fetched again.
+    pub refresh: Duration,
 }
 
 /// Why the key files could not be used.
@@ -48,6 +70,8 @@ pub enum KeyFileError {
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    #[error("cannot fetch the JWKS from {url}: {message}")]
+    Fetch { url: String, message: String },
     #[error("no RS256 or ES256 public key found in the configured key files")]
     NoKeys,
 }
@@ -65,6 +89,14 @@ pub struct KubernetesEvidence {
 pub struct KubernetesAttestor {
     settings: KubernetesSettings,
     keys: Mutex<KeySet>,
+    /// The JWKS URL, and the keys last fetched from it.
+    source: Option<JwksUrl>,
+    fetched: Mutex<Arc<Vec<VerificationKey>>>,
+    /// Woken when a token names a key id no key has: the issuer may have
+    /// rotated its keys.
+    unknown_key_id: tokio::sync::Notify,
+    /// `MIN_REFETCH_INTERVAL`, shortened by tests.
+    min_refetch_interval: Duration,
 }
 
 #[derive(Debug)]
@@ -111,13 +143,87 @@ struct ObjectRef {
 }
 
 impl KubernetesAttestor {
-    /// Reads the key files; fails if none holds a usable key.
+    /// Reads the key files; fails if none holds a usable key and there is
+    /// no JWKS URL to fetch keys from (`refresh_from_url`, `keep_fresh`).
     pub fn load(settings: KubernetesSettings) -> Result<Self, KeyFileError> {
         let keys = read_keys(&settings)?;
+        let source = settings
+            .jwks_url
+            .as_ref()
+            .map(|url| JwksUrl::new(&url.url, url.ca_file.as_deref(), url.token_file.clone()))
+            .transpose()?;
         Ok(KubernetesAttestor {
             settings,
             keys: Mutex::new(keys),
+            source,
+            fetched: Mutex::new(Arc::new(Vec::new())),
+            unknown_key_id: tokio::sync::Notify::new(),
+            min_refetch_interval: MIN_REFETCH_INTERVAL,
         })
+    }
+
+    /// Whether keys come from a JWKS URL, which `keep_fresh` must fetch.
+    pub fn fetches_keys(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// Fetches the JWKS URL once and uses its keys; on failure the keys
+    /// fetched before stay in use. Returns how many keys it holds.
+    pub async fn refresh_from_url(&self) -> Result<usize, KeyFileError> {
+        let Some(source) = &self.source else {
+            return Ok(0);
+        };
+        let body = source.fetch().await?;
+        let keys = jwks_keys(&body, source.url())?;
+        if keys.is_empty() {
+            return Err(KeyFileError::Fetch {
+                url: source.url().to_owned(),
+                message: "its JWKS holds no RS256 or ES256 signature key".into(),
+            });
+        }
+        let count = keys.len();
+        *lock(&self.fetched) = Arc::new(keys);
+        Ok(count)
+    }
+
+    /// Keeps the keys of the JWKS URL fresh until `stopped`: fetched again
+    /// every `refresh`, after a failure every 10 s, and soon after a token
+    /// names an unknown key id (how a rotation first shows).
+    pub async fn keep_fresh(&self, stopped: impl Future<Output = ()>) {
+        let Some(url) = &self.settings.jwks_url else {
+            return;
+        };
+        tokio::pin!(stopped);
+        let mut fetched_at = Instant::now();
+        let mut wait = if lock(&self.fetched).is_empty() {
+            FETCH_RETRY_INTERVAL
+        } else {
+            url.refresh
+        };
+        loop {
+            tokio::select! {
+                () = &mut stopped => return,
+                () = tokio::time::sleep(wait) => {}
+                () = self.unknown_key_id.notified() => {
+                    let soonest = self.min_refetch_interval.saturating_sub(fetched_at.elapsed());
+                    tokio::select! {
+                        () = &mut stopped => return,
+                        () = tokio::time::sleep(soonest) => {}
+                    }
+                }
+            }
+            fetched_at = Instant::now();
+            wait = match self.refresh_from_url().await {
+                Ok(keys) => {
+                    tracing::debug!(keys, url = %url.url, "fetched the Kubernetes issuer's JWKS");
+                    url.refresh
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "keeping the Kubernetes issuer keys fetched before");
+                    FETCH_RETRY_INTERVAL
+                }
+            };
+        }
     }
 
     /// Verifies `token` and returns the selectors it proves.
@@ -132,9 +238,15 @@ impl KubernetesAttestor {
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
             return refuse("it is signed with an algorithm other than RS256 or ES256");
         }
-        let keys = self.current_keys();
+        let (from_files, fetched) = (self.current_keys(), lock(&self.fetched).clone());
+        let keys = from_files.iter().chain(fetched.iter());
+        if let Some(kid) = &header.kid
+            && self.source.is_some()
+            && !keys.clone().any(|key| key.kid.as_ref() == Some(kid))
+        {
+            self.unknown_key_id.notify_one();
+        }
         let candidates: Vec<&VerificationKey> = keys
-            .iter()
             .filter(|key| key.algorithm == header.alg)
             .filter(|key| match (&header.kid, &key.kid) {
                 (Some(wanted), Some(kid)) => wanted == kid,
@@ -170,10 +282,7 @@ impl KubernetesAttestor {
     /// The keys, re-read first if a key file changed. A key file that
     /// became unreadable or invalid leaves the last good keys in use.
     fn current_keys(&self) -> Arc<Vec<VerificationKey>> {
-        let mut key_set = match self.keys.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut key_set = lock(&self.keys);
         if key_set.checked_at.elapsed() >= KEY_RECHECK_INTERVAL {
             key_set.checked_at = Instant::now();
             let stamps = key_file_stamps(&self.settings);
@@ -243,6 +352,14 @@ fn describe(kind: &ErrorKind) -> String {
     }
 }
 
+/// A mutex's value even if a thread panicked holding it: every value kept
+/// here is replaced whole, never left half-written.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn key_files(settings: &KubernetesSettings) -> impl Iterator<Item = &PathBuf> {
     settings.jwks_file.iter().chain(&settings.public_key_files)
 }
@@ -261,12 +378,12 @@ fn read_keys(settings: &KubernetesSettings) -> Result<KeySet, KeyFileError> {
     let stamps = key_file_stamps(settings);
     let mut keys = Vec::new();
     if let Some(path) = &settings.jwks_file {
-        keys.extend(jwks_keys(path)?);
+        keys.extend(jwks_keys(&read_file(path)?, &path.display().to_string())?);
     }
     for path in &settings.public_key_files {
         keys.push(pem_key(path)?);
     }
-    if keys.is_empty() {
+    if keys.is_empty() && settings.jwks_url.is_none() {
         return Err(KeyFileError::NoKeys);
     }
     Ok(KeySet {
@@ -283,15 +400,16 @@ fn read_file(path: &Path) -> Result<Vec<u8>, KeyFileError> {
     })
 }
 
-/// The signature keys of a JWKS: RSA keys for RS256, P-256 keys for ES256.
-/// Encryption keys and keys for other algorithms are skipped.
-fn jwks_keys(path: &Path) -> Result<Vec<VerificationKey>, KeyFileError> {
+/// The signature keys of a JWKS (from `origin`, a file or URL): RSA keys
+/// for RS256, P-256 keys for ES256. Encryption keys and keys for other
+/// algorithms are skipped.
+fn jwks_keys(json: &[u8], origin: &str) -> Result<Vec<VerificationKey>, KeyFileError> {
     let invalid = |message: String| KeyFileError::Invalid {
-        path: path.display().to_string(),
+        path: origin.to_owned(),
         message,
     };
-    let set: JwkSet = serde_json::from_slice(&read_file(path)?)
-        .map_err(|e| invalid(format!("not a JWKS: {e}")))?;
+    let set: JwkSet =
+        serde_json::from_slice(json).map_err(|e| invalid(format!("not a JWKS: {e}")))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
@@ -341,6 +459,11 @@ fn pem_key(path: &Path) -> Result<VerificationKey, KeyFileError> {
     })
 }
 
+// The same HTTPS server the integration tests use.
+#[cfg(test)]
+#[path = "../../tests/common/jwks_server.rs"]
+mod jwks_server;
+
 #[cfg(test)]
 mod tests {
     use base64::Engine;
@@ -384,6 +507,7 @@ mod tests {
                 jwks_file: Some(self.dir.path().join("jwks.json")),
                 public_key_files: vec![self.dir.path().join("sa.pub")],
                 clock_skew: Duration::from_secs(30),
+                jwks_url: None,
             })
             .unwrap()
         }
@@ -609,6 +733,7 @@ mod tests {
             jwks_file: Some(cluster.dir.path().join("jwks.json")),
             public_key_files,
             clock_skew: Duration::ZERO,
+            jwks_url: None,
         };
         assert!(matches!(
             KubernetesAttestor::load(settings(vec![])),
@@ -623,5 +748,109 @@ mod tests {
             KubernetesAttestor::load(settings(vec![cluster.dir.path().join("missing.pub")])),
             Err(KeyFileError::Read { .. })
         ));
+    }
+
+    use super::jwks_server::JwksServer;
+
+    fn url_attestor(server: &JwksServer, token_file: Option<PathBuf>) -> KubernetesAttestor {
+        KubernetesAttestor::load(KubernetesSettings {
+            issuer: ISSUER.into(),
+            audience: "certd".into(),
+            jwks_file: None,
+            public_key_files: vec![],
+            clock_skew: Duration::from_secs(30),
+            jwks_url: Some(JwksUrlSettings {
+                url: server.url.clone(),
+                ca_file: Some(server.ca_file.clone()),
+                token_file,
+                refresh: Duration::from_secs(300),
+            }),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_are_fetched_from_a_jwks_url_with_a_bearer_token() {
+        let cluster = Cluster::new();
+        let server = JwksServer::start(cluster.dir.path()).await;
+        server.serve(200, json!({ "keys": [jwk(&cluster.ec)] }).to_string());
+        let token_file = cluster.dir.path().join("reader-token");
+        std::fs::write(&token_file, "reader-secret\n").unwrap();
+        let attestor = url_attestor(&server, Some(token_file));
+        let token = es256(&cluster.ec, &claims());
+        assert!(attestor.verify(&token).is_err(), "no keys before the fetch");
+        assert_eq!(attestor.refresh_from_url().await.unwrap(), 1);
+        assert!(attestor.verify(&token).is_ok());
+        assert_eq!(
+            *server.authorizations.lock().unwrap(),
+            ["Bearer reader-secret"]
+        );
+
+        // A failed or empty fetch keeps the keys fetched before.
+        for (status, body) in [
+            (500, "oops".to_owned()),
+            (200, "{ not json".to_owned()),
+            (200, r#"{"keys":[]}"#.to_owned()),
+        ] {
+            server.serve(status, body);
+            assert!(attestor.refresh_from_url().await.is_err());
+            assert!(attestor.verify(&token).is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_id_prompts_a_fetch_that_finds_a_rotated_key() {
+        let cluster = Cluster::new();
+        let server = JwksServer::start(cluster.dir.path()).await;
+        server.serve(200, json!({ "keys": [jwk(&cluster.ec)] }).to_string());
+        let mut attestor = url_attestor(&server, None);
+        attestor.min_refetch_interval = Duration::from_millis(300);
+        let attestor = Arc::new(attestor);
+        attestor.refresh_from_url().await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let refresher = tokio::spawn({
+            let attestor = attestor.clone();
+            async move {
+                attestor
+                    .keep_fresh(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        let rotated = rcgen::KeyPair::generate().unwrap();
+        server.serve(200, json!({ "keys": [jwk(&rotated)] }).to_string());
+        let token = es256(&rotated, &claims());
+        assert!(attestor.verify(&token).is_err(), "not fetched yet");
+        // The unknown kid woke the refresher, which fetches again once the
+        // minimum interval since its last fetch has passed.
+        let mut accepted = false;
+        for _ in 0..100 {
+            if attestor.verify(&token).is_ok() {
+                accepted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(accepted, "the rotated key was fetched");
+        let _ = stop.send(());
+        refresher.await.unwrap();
+    }
+
+    #[test]
+    fn a_jwks_url_must_be_https_with_readable_roots() {
+        for (url, ca_file, says) in [
+            ("http://issuer/jwks", None, "only https"),
+            ("not a url", None, "not a URL"),
+            (
+                "https://issuer/jwks",
+                Some("/nonexistent/ca.pem"),
+                "cannot read",
+            ),
+        ] {
+            let error = JwksUrl::new(url, ca_file.map(Path::new), None).unwrap_err();
+            assert!(error.to_string().contains(says), "{url}: {error}");
+        }
+        assert!(JwksUrl::new("https://oidc.example/keys", None, None).is_ok());
     }
 }

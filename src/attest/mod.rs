@@ -9,11 +9,14 @@
 //! happens in the same step as recording the certificate, in `store`.
 
 mod join_token;
+mod jwks_url;
 mod kubernetes;
 mod renewal;
 
 pub use join_token::{JOIN_TOKEN_PREFIX, JoinToken};
-pub use kubernetes::{KeyFileError, KubernetesAttestor, KubernetesEvidence, KubernetesSettings};
+pub use kubernetes::{
+    JwksUrlSettings, KeyFileError, KubernetesAttestor, KubernetesEvidence, KubernetesSettings,
+};
 pub use renewal::{AdminCaller, RenewalEvidence};
 
 /// Why attestation failed. Every variant means "you have not proven who you

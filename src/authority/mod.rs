@@ -169,6 +169,11 @@ impl Authority {
         &self.store
     }
 
+    /// The Kubernetes service-account token attestor, when configured.
+    pub fn kubernetes(&self) -> Option<&Arc<KubernetesAttestor>> {
+        self.kubernetes.as_ref()
+    }
+
     /// Bootstrap: a CSR attested by a one-time join token, which proves
     /// the `token:` selectors of the entry it was made for.
     pub async fn issue_with_join_token(
