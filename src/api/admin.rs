@@ -81,6 +81,19 @@ const DEFAULT_AUDIT_LIMIT: usize = 1000;
 /// Most audit entries one call returns.
 const MAX_AUDIT_LIMIT: usize = 100_000;
 
+/// An entry as asked for on the wire; absent content is an empty one,
+/// which validation refuses (an entry needs a selector).
+fn entry_spec(service: String, content: Option<proto::EntryContent>) -> EntrySpec {
+    let content = content.unwrap_or_default();
+    EntrySpec {
+        service,
+        selectors: content.selectors,
+        spiffe_id: (!content.spiffe_id.is_empty()).then_some(content.spiffe_id),
+        dns_names: content.dns_names,
+        ttl: ttl(content.ttl_seconds),
+    }
+}
+
 fn ttl(seconds: u64) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
@@ -291,13 +304,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<proto::Entry>, Status> {
         let caller = self.authorize(&request)?;
         let message = request.into_inner();
-        let spec = EntrySpec {
-            service: message.service,
-            selectors: message.selectors,
-            spiffe_id: (!message.spiffe_id.is_empty()).then_some(message.spiffe_id),
-            dns_names: message.dns_names,
-            ttl: ttl(message.ttl_seconds),
-        };
+        let spec = entry_spec(message.service, message.content);
         let entry = self
             .authority
             .create_entry(&caller, &spec)
@@ -312,14 +319,8 @@ impl Admin for AdminApi {
     ) -> Result<Response<proto::Entry>, Status> {
         let caller = self.authorize(&request)?;
         let message = request.into_inner();
-        let spec = EntrySpec {
-            // The entry's own service: it cannot change.
-            service: String::new(),
-            selectors: message.selectors,
-            spiffe_id: (!message.spiffe_id.is_empty()).then_some(message.spiffe_id),
-            dns_names: message.dns_names,
-            ttl: ttl(message.ttl_seconds),
-        };
+        // No service: the entry keeps its own.
+        let spec = entry_spec(String::new(), message.content);
         let entry = self
             .authority
             .update_entry(&caller, &message.id, &spec)

@@ -398,10 +398,7 @@ impl AdminClient {
             .rpc
             .create_entry(proto::CreateEntryRequest {
                 service: spec.service.clone(),
-                selectors: spec.selectors.clone(),
-                spiffe_id: spec.spiffe_id.clone().unwrap_or_default(),
-                dns_names: spec.dns_names.clone(),
-                ttl_seconds: spec.ttl.map_or(0, |d| d.as_secs()),
+                content: Some(entry_content(spec)),
             })
             .await
             .map_err(|s| refused(&self.target, s))?;
@@ -419,10 +416,7 @@ impl AdminClient {
             .rpc
             .update_entry(proto::UpdateEntryRequest {
                 id: id.to_owned(),
-                selectors: spec.selectors.clone(),
-                spiffe_id: spec.spiffe_id.clone().unwrap_or_default(),
-                dns_names: spec.dns_names.clone(),
-                ttl_seconds: spec.ttl.map_or(0, |d| d.as_secs()),
+                content: Some(entry_content(spec)),
             })
             .await
             .map_err(|s| refused(&self.target, s))?;
@@ -635,6 +629,16 @@ impl From<EntryRecord> for EntrySummary {
             created_at: entry.created_at,
             created_by: entry.created_by,
         }
+    }
+}
+
+/// The wire form of what an entry grants.
+fn entry_content(spec: &EntrySpec) -> proto::EntryContent {
+    proto::EntryContent {
+        selectors: spec.selectors.clone(),
+        spiffe_id: spec.spiffe_id.clone().unwrap_or_default(),
+        dns_names: spec.dns_names.clone(),
+        ttl_seconds: spec.ttl.map_or(0, |d| d.as_secs()),
     }
 }
 
