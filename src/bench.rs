@@ -35,6 +35,9 @@ const MAX_PREPARED_TOKENS: u64 = 1_000_000;
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     Issue,
+    /// `Issue` attested by a Kubernetes service-account token.
+    #[serde(rename = "issue-kubernetes")]
+    IssueKubernetes,
     Renew,
     Ocsp,
     Crl,
@@ -60,6 +63,9 @@ pub struct BenchOptions {
     pub admin_socket: PathBuf,
     pub concurrency: usize,
     pub limit: Limit,
+    /// For `IssueKubernetes`: the service-account token every request
+    /// presents (such tokens are valid until they expire, not once).
+    pub kubernetes_token: Option<String>,
 }
 
 /// The result, printed as text and as one JSON line.
@@ -100,6 +106,10 @@ enum Workload {
     Issue {
         tokens: Arc<Vec<String>>,
         next_token: Arc<AtomicUsize>,
+        csrs: Arc<Vec<Vec<u8>>>,
+    },
+    IssueKubernetes {
+        token: String,
         csrs: Arc<Vec<Vec<u8>>>,
     },
     Renew {
@@ -198,6 +208,12 @@ async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
                 next_token: Arc::new(AtomicUsize::new(0)),
                 csrs,
             })
+        }
+        Operation::IssueKubernetes => {
+            let token = options.kubernetes_token.clone().ok_or_else(|| {
+                BenchError::Prepare("a Kubernetes service-account token is needed".into())
+            })?;
+            Ok(Workload::IssueKubernetes { token, csrs })
         }
         Operation::Renew => {
             let tokens = create_tokens(options, options.concurrency as u64).await?;
@@ -382,7 +398,7 @@ async fn connect_all(
     let mut connections = Vec::with_capacity(options.concurrency);
     for index in 0..options.concurrency {
         let connection = match workload {
-            Workload::Issue { .. } => Connection::Grpc(
+            Workload::Issue { .. } | Workload::IssueKubernetes { .. } => Connection::Grpc(
                 WorkloadClient::connect(&options.server, &anonymous(options)).await?,
             ),
             Workload::Renew { identities, .. } => Connection::Grpc(
@@ -468,6 +484,13 @@ impl Worker {
                     .ok_or("ran out of prepared join tokens; use --count")?;
                 let issued = client
                     .issue(csrs[round % csrs.len()].clone(), token)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check_issued(&issued)
+            }
+            (Workload::IssueKubernetes { token, csrs }, Connection::Grpc(client)) => {
+                let issued = client
+                    .issue_with_kubernetes_token(csrs[round % csrs.len()].clone(), token)
                     .await
                     .map_err(|e| e.to_string())?;
                 check_issued(&issued)

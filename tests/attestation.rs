@@ -191,6 +191,28 @@ async fn a_kubernetes_token_gets_the_names_of_its_entry() {
     assert!(stdout(&output).contains("spiffe://certd.internal/ns/payments/sa/billing"));
     assert!(out.join("key.pem").exists() && out.join("cert.pem").exists());
 
+    // The load tool can drive this path too: one token for every request.
+    let output = daemon.cli(&[
+        "bench",
+        "issue",
+        "--server",
+        &daemon.grpc,
+        "--k8s-token-file",
+        token_file.to_str().unwrap(),
+        "--concurrency",
+        "2",
+        "--count",
+        "10",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: Value = serde_json::from_str(stdout(&output).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["op"], "issue-kubernetes");
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["errors"].as_u64()),
+        (Some(10), Some(0))
+    );
+
     let trail = audit(daemon);
     let created = trail
         .iter()
@@ -204,7 +226,7 @@ async fn a_kubernetes_token_gets_the_names_of_its_entry() {
         .iter()
         .filter(|e| e["event"] == "issue" && e["attestation"] == "kubernetes")
         .collect();
-    assert_eq!(issues.len(), 3);
+    assert_eq!(issues.len(), 13);
     assert_eq!(issues[0]["allowed"], true);
     assert!(
         issues[0]["selectors"]

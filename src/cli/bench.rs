@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// With `issue`: attest every request with the Kubernetes service-account
+    /// token in this file instead of one join token each.
+    #[arg(long)]
+    k8s_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -61,8 +65,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         (None, Some(duration)) => Limit::Duration(duration),
         (None, None) => Limit::Duration(Duration::from_secs(10)),
     };
+    let kubernetes_token = match (&args.k8s_token_file, args.operation) {
+        (None, _) => None,
+        (Some(path), BenchOperation::Issue) => Some(super::workload::read(path)?.trim().to_owned()),
+        (Some(_), _) => {
+            return Err(UsageError("--k8s-token-file goes with `issue` only".into()).into());
+        }
+    };
     let options = BenchOptions {
         operation: match args.operation {
+            BenchOperation::Issue if kubernetes_token.is_some() => Operation::IssueKubernetes,
             BenchOperation::Issue => Operation::Issue,
             BenchOperation::Renew => Operation::Renew,
             BenchOperation::Ocsp => Operation::Ocsp,
@@ -74,6 +86,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         admin_socket: args.data_dir.data_dir.join("admin.sock"),
         concurrency: usize::try_from(args.concurrency).map_err(|e| UsageError(e.to_string()))?,
         limit,
+        kubernetes_token,
     };
     eprintln!(
         "preparing {:?} with {} callers…",
