@@ -3,18 +3,15 @@
 //! token (ES256 and RS256).
 
 mod common;
+#[path = "../tests/common/k8s_issuer.rs"]
+mod k8s_issuer;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine;
 use certd::attest::{KubernetesAttestor, KubernetesSettings};
 use certd::registry::{EntryBounds, EntrySpec, Registry, Selector};
 use certd::store::Store;
 use criterion::{Criterion, criterion_group, criterion_main};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::json;
-
-const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 fn match_among_entries(c: &mut Criterion) {
     let runtime = common::runtime();
@@ -75,19 +72,10 @@ fn match_among_entries(c: &mut Criterion) {
 fn verify_kubernetes_tokens(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let ec = rcgen::KeyPair::generate().unwrap();
-    let raw = ec.public_key_raw();
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let jwks = json!({ "keys": [{
-        "kty": "EC", "crv": "P-256", "kid": "k1", "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
-    }]});
-    std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
-    std::fs::write(
-        dir.path().join("sa.pub"),
-        include_str!("../tests/fixtures/k8s-issuer-rsa.pub"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("jwks.json"), k8s_issuer::jwks(&[&ec])).unwrap();
+    std::fs::write(dir.path().join("sa.pub"), k8s_issuer::RSA_PUBLIC).unwrap();
     let attestor = KubernetesAttestor::load(KubernetesSettings {
-        issuer: ISSUER.into(),
+        issuer: k8s_issuer::ISSUER.into(),
         audience: "certd".into(),
         jwks_file: Some(dir.path().join("jwks.json")),
         public_key_files: vec![dir.path().join("sa.pub")],
@@ -95,29 +83,9 @@ fn verify_kubernetes_tokens(c: &mut Criterion) {
         jwks_url: None,
     })
     .unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "iss": ISSUER, "aud": ["certd"], "sub": "system:serviceaccount:payments:billing",
-        "iat": now, "exp": now + 3600,
-        "kubernetes.io": { "namespace": "payments", "serviceaccount": { "name": "billing" } },
-    });
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some("k1".into());
-    let es256 = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap(),
-    )
-    .unwrap();
-    let rs256 = jsonwebtoken::encode(
-        &Header::new(Algorithm::RS256),
-        &claims,
-        &EncodingKey::from_rsa_pem(include_bytes!("../tests/fixtures/k8s-issuer-rsa.key")).unwrap(),
-    )
-    .unwrap();
+    let claims = k8s_issuer::claims();
+    let es256 = k8s_issuer::es256(&ec, &claims);
+    let rs256 = k8s_issuer::rs256(&claims);
     c.bench_function("verify_k8s_token_es256", |b| {
         b.iter(|| attestor.verify(&es256).unwrap())
     });

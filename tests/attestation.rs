@@ -5,20 +5,13 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use certd::api::client::{IssuedCertificate, Refusal};
-use common::jwks_server::JwksServer;
+use common::k8s_issuer::{ISSUER, JwksServer, RSA_PUBLIC, claims, es256, jwks, now, rs256, with};
 use common::{Daemon, Identity, csr_for, refusal, stderr, stdout};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{KeyPair, SanType};
 use serde_json::{Value, json};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-
-const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-const RSA_KEY: &str = include_str!("fixtures/k8s-issuer-rsa.key");
-const RSA_PUBLIC: &str = include_str!("fixtures/k8s-issuer-rsa.pub");
 
 /// A daemon that trusts a test cluster's service-account issuer: an ES256
 /// key in a JWKS file and the RSA fixture as a PEM key.
@@ -31,13 +24,7 @@ impl Cluster {
     fn start() -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let issuer_key = KeyPair::generate().unwrap();
-        let raw = issuer_key.public_key_raw();
-        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let jwks = json!({ "keys": [{
-            "kty": "EC", "crv": "P-256", "kid": "cluster-1",
-            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
-        }]});
-        std::fs::write(tmp.path().join("jwks.json"), jwks.to_string()).unwrap();
+        std::fs::write(tmp.path().join("jwks.json"), jwks(&[&issuer_key])).unwrap();
         std::fs::write(tmp.path().join("sa.pub"), RSA_PUBLIC).unwrap();
         let config = tmp.path().join("certd.toml");
         std::fs::write(
@@ -63,10 +50,10 @@ impl Cluster {
     /// A projected token for pod `billing-7d9f` of service account
     /// `payments/billing`, with `changes` applied to its claims.
     fn token(&self, changes: &[(&str, Value)]) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some("cluster-1".into());
-        let key = EncodingKey::from_ec_pem(self.issuer_key.serialize_pem().as_bytes()).unwrap();
-        jsonwebtoken::encode(&header, &claims(changes), &key).unwrap()
+        let claims = changes.iter().fold(claims(), |claims, (field, value)| {
+            with(claims, field, value.clone())
+        });
+        es256(&self.issuer_key, &claims)
     }
 
     async fn issue(
@@ -80,34 +67,6 @@ impl Cluster {
             .issue_with_kubernetes_token(csr, token)
             .await
     }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn claims(changes: &[(&str, Value)]) -> Value {
-    let mut claims = json!({
-        "iss": ISSUER, "aud": ["certd"], "sub": "system:serviceaccount:payments:billing",
-        "iat": now(), "nbf": now(), "exp": now() + 600,
-        "kubernetes.io": {
-            "namespace": "payments",
-            "serviceaccount": { "name": "billing", "uid": "3f0a" },
-            "pod": { "name": "billing-7d9f", "uid": "0b1c2d3e-aaaa-bbbb-cccc-1234567890ab" },
-        },
-    });
-    for (field, value) in changes {
-        claims[*field] = value.clone();
-    }
-    claims
-}
-
-fn rs256(claims: &Value) -> String {
-    let key = EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).unwrap();
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).unwrap()
 }
 
 fn blank_csr() -> Vec<u8> {
@@ -169,7 +128,7 @@ async fn a_kubernetes_token_gets_the_names_of_its_entry() {
     assert_eq!(issued.spiffe_id, uris[0]);
     assert_eq!(lifetime, 3600 + 60, "the entry's TTL plus the backdating");
 
-    let issued = cluster.issue(&rs256(&claims(&[])), blank_csr()).await;
+    let issued = cluster.issue(&rs256(&claims()), blank_csr()).await;
     assert!(issued.is_ok(), "{issued:?}");
 
     // The command line, as an init container runs it.
@@ -532,13 +491,7 @@ async fn the_daemon_fetches_the_issuers_keys_from_a_jwks_url() {
     let tmp = tempfile::tempdir().unwrap();
     let server = JwksServer::start(tmp.path()).await;
     let issuer_key = KeyPair::generate().unwrap();
-    let raw = issuer_key.public_key_raw();
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let jwks = json!({ "keys": [{
-        "kty": "EC", "crv": "P-256", "kid": "cluster-1",
-        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
-    }]});
-    server.serve(200, jwks.to_string());
+    server.serve(200, jwks(&[&issuer_key]));
     std::fs::write(tmp.path().join("reader-token"), "reader-secret").unwrap();
     let config = tmp.path().join("certd.toml");
     std::fs::write(
@@ -574,7 +527,7 @@ async fn kubernetes_tokens_need_the_attestor_configured() {
         daemon
             .client(None)
             .await
-            .issue_with_kubernetes_token(blank_csr(), &rs256(&claims(&[])))
+            .issue_with_kubernetes_token(blank_csr(), &rs256(&claims()))
             .await,
     );
     assert_eq!(kind, Refusal::Unauthenticated);

@@ -461,20 +461,17 @@ fn pem_key(path: &Path) -> Result<VerificationKey, KeyFileError> {
 
 // The same HTTPS server the integration tests use.
 #[cfg(test)]
-#[path = "../../tests/common/jwks_server.rs"]
-mod jwks_server;
+#[path = "../../tests/common/k8s_issuer.rs"]
+mod k8s_issuer;
 
 #[cfg(test)]
 mod tests {
     use base64::Engine;
     use jsonwebtoken::{EncodingKey, Header};
-    use serde_json::{Value, json};
+    use serde_json::json;
 
+    use super::k8s_issuer::*;
     use super::*;
-
-    const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-    const RSA_KEY: &str = include_str!("../../tests/fixtures/k8s-issuer-rsa.key");
-    const RSA_PUBLIC: &str = include_str!("../../tests/fixtures/k8s-issuer-rsa.pub");
 
     /// A cluster issuer: an ES256 key published in a JWKS file and the RSA
     /// fixture as a PEM key file.
@@ -496,8 +493,7 @@ mod tests {
         }
 
         fn publish(&self, keys: &[&rcgen::KeyPair]) {
-            let jwks = json!({ "keys": keys.iter().map(|k| jwk(k)).collect::<Vec<_>>() });
-            std::fs::write(self.dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+            std::fs::write(self.dir.path().join("jwks.json"), jwks(keys)).unwrap();
         }
 
         fn attestor(&self) -> KubernetesAttestor {
@@ -511,54 +507,6 @@ mod tests {
             })
             .unwrap()
         }
-    }
-
-    fn kid(key: &rcgen::KeyPair) -> String {
-        hex::encode(&key.public_key_raw()[1..9])
-    }
-
-    fn jwk(key: &rcgen::KeyPair) -> Value {
-        let raw = key.public_key_raw();
-        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        json!({
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid(key),
-            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
-        })
-    }
-
-    fn now() -> i64 {
-        crate::ca::unix_seconds(SystemTime::now())
-    }
-
-    /// Claims as the API server writes them for a pod's projected token.
-    fn claims() -> Value {
-        json!({
-            "iss": ISSUER, "aud": ["certd"], "sub": "system:serviceaccount:payments:billing",
-            "iat": now(), "nbf": now(), "exp": now() + 600,
-            "kubernetes.io": {
-                "namespace": "payments",
-                "serviceaccount": { "name": "billing", "uid": "3f0a" },
-                "pod": { "name": "billing-7d9f", "uid": "0b1c2d3e-aaaa-bbbb-cccc-1234567890ab" },
-                "node": { "name": "node-1.example", "uid": "77aa" },
-            },
-        })
-    }
-
-    fn with(mut claims: Value, field: &str, value: Value) -> Value {
-        claims[field] = value;
-        claims
-    }
-
-    fn es256(key: &rcgen::KeyPair, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid(key));
-        let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
-        jsonwebtoken::encode(&header, claims, &signing).unwrap()
-    }
-
-    fn rs256(claims: &Value) -> String {
-        let signing = EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).unwrap();
-        jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &signing).unwrap()
     }
 
     fn refusal(attestor: &KubernetesAttestor, token: &str) -> String {
@@ -750,8 +698,6 @@ mod tests {
         ));
     }
 
-    use super::jwks_server::JwksServer;
-
     fn url_attestor(server: &JwksServer, token_file: Option<PathBuf>) -> KubernetesAttestor {
         KubernetesAttestor::load(KubernetesSettings {
             issuer: ISSUER.into(),
@@ -773,7 +719,7 @@ mod tests {
     async fn keys_are_fetched_from_a_jwks_url_with_a_bearer_token() {
         let cluster = Cluster::new();
         let server = JwksServer::start(cluster.dir.path()).await;
-        server.serve(200, json!({ "keys": [jwk(&cluster.ec)] }).to_string());
+        server.serve(200, jwks(&[&cluster.ec]));
         let token_file = cluster.dir.path().join("reader-token");
         std::fs::write(&token_file, "reader-secret\n").unwrap();
         let attestor = url_attestor(&server, Some(token_file));
@@ -802,7 +748,7 @@ mod tests {
     async fn an_unknown_key_id_prompts_a_fetch_that_finds_a_rotated_key() {
         let cluster = Cluster::new();
         let server = JwksServer::start(cluster.dir.path()).await;
-        server.serve(200, json!({ "keys": [jwk(&cluster.ec)] }).to_string());
+        server.serve(200, jwks(&[&cluster.ec]));
         let mut attestor = url_attestor(&server, None);
         attestor.min_refetch_interval = Duration::from_millis(300);
         let attestor = Arc::new(attestor);
@@ -819,7 +765,7 @@ mod tests {
             }
         });
         let rotated = rcgen::KeyPair::generate().unwrap();
-        server.serve(200, json!({ "keys": [jwk(&rotated)] }).to_string());
+        server.serve(200, jwks(&[&rotated]));
         let token = es256(&rotated, &claims());
         assert!(attestor.verify(&token).is_err(), "not fetched yet");
         // The unknown kid woke the refresher, which fetches again once the

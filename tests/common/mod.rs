@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub mod jwks_server;
+pub mod k8s_issuer;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

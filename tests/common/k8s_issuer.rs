@@ -1,12 +1,84 @@
-//! An HTTPS server playing a Kubernetes issuer's JWKS endpoint, for the
-//! JWKS URL tests. Shared by the unit tests (`src/attest/kubernetes.rs`
-//! includes this file) and the integration tests, so it uses only crates
-//! both have.
+//! A test Kubernetes service-account issuer: its keys as a JWKS, tokens as
+//! the API server mints them, and an HTTPS server for its JWKS endpoint.
+//! Shared by the unit tests (`src/attest/kubernetes.rs` includes this
+//! file), the integration tests and the benchmarks, so it uses only crates
+//! all of them have.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// A throwaway RSA key (see tests/fixtures/README.md): rcgen cannot make one.
+pub const RSA_KEY: &str = include_str!("../fixtures/k8s-issuer-rsa.key");
+pub const RSA_PUBLIC: &str = include_str!("../fixtures/k8s-issuer-rsa.pub");
+
+/// The key id an EC key is published under.
+pub fn kid(key: &rcgen::KeyPair) -> String {
+    hex::encode(&key.public_key_raw()[1..9])
+}
+
+/// A P-256 key as a JWK, as `/openid/v1/jwks` lists it.
+pub fn jwk(key: &rcgen::KeyPair) -> Value {
+    let raw = key.public_key_raw();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid(key),
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+    })
+}
+
+/// A JWKS document with these keys.
+pub fn jwks(keys: &[&rcgen::KeyPair]) -> String {
+    json!({ "keys": keys.iter().map(|k| jwk(k)).collect::<Vec<_>>() }).to_string()
+}
+
+pub fn now() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    i64::try_from(since_epoch.as_secs()).unwrap()
+}
+
+/// Claims as the API server writes them for the projected token of pod
+/// `billing-7d9f` (service account `payments/billing`) on `node-1.example`.
+pub fn claims() -> Value {
+    json!({
+        "iss": ISSUER, "aud": ["certd"], "sub": "system:serviceaccount:payments:billing",
+        "iat": now(), "nbf": now(), "exp": now() + 600,
+        "kubernetes.io": {
+            "namespace": "payments",
+            "serviceaccount": { "name": "billing", "uid": "3f0a" },
+            "pod": { "name": "billing-7d9f", "uid": "0b1c2d3e-aaaa-bbbb-cccc-1234567890ab" },
+            "node": { "name": "node-1.example", "uid": "77aa" },
+        },
+    })
+}
+
+/// `claims` with one field replaced.
+pub fn with(mut claims: Value, field: &str, value: Value) -> Value {
+    claims[field] = value;
+    claims
+}
+
+/// A token signed ES256 with `key`, naming its key id.
+pub fn es256(key: &rcgen::KeyPair, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid(key));
+    let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, claims, &signing).unwrap()
+}
+
+/// A token signed RS256 with the RSA fixture, naming no key id (as an API
+/// server configured with PEM keys signs).
+pub fn rs256(claims: &Value) -> String {
+    let signing = EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &signing).unwrap()
+}
 
 /// An HTTPS server playing the issuer's JWKS endpoint: it answers every
 /// request with the current `answer`, and notes the Authorization
