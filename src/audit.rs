@@ -29,34 +29,32 @@ pub struct Decision<'a> {
     pub selectors: Vec<String>,
 }
 
+/// One structured log event for a decision: `$level` and `$verdict` say
+/// allow or deny, `$why` names what its reason is (a detail or the refusal).
+macro_rules! log_decision {
+    ($level:ident, $verdict:literal, $why:ident, $decision:expr) => {
+        tracing::$level!(
+            target: AUDIT_TARGET,
+            event = $decision.event,
+            decision = $verdict,
+            caller = $decision.caller,
+            attestation = $decision.attestation,
+            service = $decision.service.as_deref(),
+            serial = $decision.serial.as_deref(),
+            selectors = ?$decision.selectors,
+            $why = $decision.reason.as_deref(),
+        )
+    };
+}
+
 /// Logs the decision and appends it to the audit tree. A failure to append
 /// is logged, never turned into a failure of the decision itself, which has
 /// already been made (and, for issuance, recorded durably).
 pub fn record(store: &Store, decision: Decision<'_>) {
     if decision.allowed {
-        tracing::info!(
-            target: AUDIT_TARGET,
-            event = decision.event,
-            decision = "allow",
-            caller = decision.caller,
-            attestation = decision.attestation,
-            service = decision.service.as_deref(),
-            serial = decision.serial.as_deref(),
-            selectors = ?decision.selectors,
-            detail = decision.reason.as_deref(),
-        );
+        log_decision!(info, "allow", detail, decision);
     } else {
-        tracing::warn!(
-            target: AUDIT_TARGET,
-            event = decision.event,
-            decision = "deny",
-            caller = decision.caller,
-            attestation = decision.attestation,
-            service = decision.service.as_deref(),
-            serial = decision.serial.as_deref(),
-            selectors = ?decision.selectors,
-            reason = decision.reason.as_deref(),
-        );
+        log_decision!(warn, "deny", reason, decision);
     }
     let entry = AuditEntry {
         at: unix_seconds(SystemTime::now()),

@@ -331,13 +331,7 @@ async fn deleting_an_entry_stops_issuance_and_renewal() {
 
     let before = daemon.certificate_count();
     for identity in [&workload, &renewed] {
-        let (kind, message) = refusal(
-            daemon
-                .client(Some(identity))
-                .await
-                .renew(csr_for(&KeyPair::generate().unwrap(), None, vec![]))
-                .await,
-        );
+        let (kind, message) = refusal(daemon.renew(Some(identity)).await);
         assert_eq!(kind, Refusal::PermissionDenied);
         assert!(message.contains("has been deleted"), "{message}");
     }
@@ -392,12 +386,7 @@ async fn an_updated_entry_gives_its_new_names_at_renewal() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output).trim(), id);
 
-    let renewed = daemon
-        .client(Some(&workload))
-        .await
-        .renew(blank_csr())
-        .await
-        .unwrap();
+    let renewed = daemon.renew(Some(&workload)).await.unwrap();
     let (dns, uris, lifetime) = names_and_lifetime(&renewed);
     assert_eq!(dns, ["billing.certd.internal", "billing.example.com"]);
     assert_eq!(uris, ["spiffe://certd.internal/svc/billing"]);

@@ -164,15 +164,7 @@ async fn revocation_is_idempotent_visible_and_final() {
     assert_eq!(status.revocation_reason, "superseded");
     assert!(status.revoked_at > 0);
 
-    let renewal = daemon
-        .client(Some(&payments))
-        .await
-        .renew(common::csr_for(
-            &rcgen::KeyPair::generate().unwrap(),
-            None,
-            vec![],
-        ))
-        .await;
+    let renewal = daemon.renew(Some(&payments)).await;
     match renewal {
         Err(ClientError::Refused { kind, message }) => {
             assert_eq!(kind, Refusal::Unauthenticated);

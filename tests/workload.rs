@@ -82,11 +82,7 @@ async fn renewal_over_mtls_keeps_the_identity() {
     assert_eq!(shown["attestation"], "renewal");
 
     // The renewed certificate can itself renew.
-    let again = daemon
-        .client(Some(&renewed))
-        .await
-        .renew(csr_for(&KeyPair::generate().unwrap(), None, vec![]))
-        .await;
+    let again = daemon.renew(Some(&renewed)).await;
     assert!(again.is_ok(), "{again:?}");
 }
 
@@ -102,15 +98,16 @@ fn rcgen_spki_cert(key: &KeyPair) -> Vec<u8> {
 #[tokio::test]
 async fn renewal_without_a_client_certificate_is_unauthenticated() {
     let daemon = Daemon::start();
+    assert_renewal_unauthenticated(&daemon, None, "client certificate").await;
+}
+
+/// Renews as `identity`; expects UNAUTHENTICATED saying `says`, and nothing
+/// issued.
+async fn assert_renewal_unauthenticated(daemon: &Daemon, identity: Option<&Identity>, says: &str) {
     let before = daemon.certificate_count();
-    let result = daemon
-        .client(None)
-        .await
-        .renew(csr_for(&KeyPair::generate().unwrap(), None, vec![]))
-        .await;
-    let (kind, message) = refusal(result);
+    let (kind, message) = refusal(daemon.renew(identity).await);
     assert_eq!(kind, Refusal::Unauthenticated);
-    assert!(message.contains("client certificate"), "{message}");
+    assert!(message.contains(says), "{message}");
     assert_eq!(daemon.certificate_count(), before);
 }
 
@@ -137,16 +134,7 @@ async fn renewal_with_an_expired_certificate_is_unauthenticated() {
         issued: placeholder_issued(),
     };
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let before = daemon.certificate_count();
-    let result = daemon
-        .client(Some(&expired))
-        .await
-        .renew(csr_for(&KeyPair::generate().unwrap(), None, vec![]))
-        .await;
-    let (kind, message) = refusal(result);
-    assert_eq!(kind, Refusal::Unauthenticated);
-    assert!(message.contains("expired"), "{message}");
-    assert_eq!(daemon.certificate_count(), before);
+    assert_renewal_unauthenticated(&daemon, Some(&expired), "expired").await;
 }
 
 /// A certificate signed by certd's intermediate but never recorded (a
@@ -169,16 +157,7 @@ async fn renewal_with_an_unrecorded_certificate_is_unauthenticated() {
         chain_pem: format!("{}{}", cert.pem(), cert_pem),
         issued: placeholder_issued(),
     };
-    let before = daemon.certificate_count();
-    let result = daemon
-        .client(Some(&forged))
-        .await
-        .renew(csr_for(&KeyPair::generate().unwrap(), None, vec![]))
-        .await;
-    let (kind, message) = refusal(result);
-    assert_eq!(kind, Refusal::Unauthenticated);
-    assert!(message.contains("no issuance record"), "{message}");
-    assert_eq!(daemon.certificate_count(), before);
+    assert_renewal_unauthenticated(&daemon, Some(&forged), "no issuance record").await;
 }
 
 fn placeholder_issued() -> certd::api::client::IssuedCertificate {

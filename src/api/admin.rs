@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
-use super::client::{entry_to_proto, summary_to_proto};
+use super::client::{AuditLine, entry_to_proto, summary_to_proto};
 use super::proto;
 use super::proto::admin_server::Admin;
 use super::status;
@@ -57,8 +57,17 @@ impl AdminApi {
         }
     }
 
-    fn record(&self, record: &crate::store::IssuanceRecord, now: i64) -> proto::CertificateRecord {
-        summary_to_proto(self.authority.summary(record, now))
+    /// The answer of the calls that return one certificate's record.
+    #[allow(clippy::result_large_err)]
+    fn record(
+        &self,
+        record: crate::Result<crate::store::IssuanceRecord>,
+    ) -> Result<Response<proto::CertificateRecord>, Status> {
+        let record = record.map_err(|e| status(&e))?;
+        let now = unix_seconds(SystemTime::now());
+        Ok(Response::new(summary_to_proto(
+            self.authority.summary(&record, now),
+        )))
     }
 }
 
@@ -147,11 +156,8 @@ impl Admin for AdminApi {
                 &message.csr_der,
                 ttl(message.ttl_seconds),
             )
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(
-            self.record(&issued.record, unix_seconds(SystemTime::now())),
-        ))
+            .await;
+        self.record(issued.map(|issued| issued.record))
     }
 
     async fn list_certificates(
@@ -248,17 +254,7 @@ impl Admin for AdminApi {
             .audit_since(message.since_unix, limit.min(MAX_AUDIT_LIMIT))
             .map_err(|e| status(&e.into()))?
             .into_iter()
-            .map(|entry| proto::AuditEntry {
-                at_unix: entry.at,
-                event: entry.event,
-                allowed: entry.allowed,
-                caller: entry.caller,
-                attestation: entry.attestation.unwrap_or_default(),
-                service: entry.service.unwrap_or_default(),
-                serial: entry.serial.unwrap_or_default(),
-                reason: entry.reason.unwrap_or_default(),
-                selectors: entry.selectors,
-            })
+            .map(|entry| AuditLine::from(entry).into())
             .collect();
         Ok(Response::new(proto::ListAuditResponse { entries }))
     }
@@ -277,11 +273,8 @@ impl Admin for AdminApi {
                 &message.csr_der,
                 ttl(message.ttl_seconds),
             )
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(
-            self.record(&issued.record, unix_seconds(SystemTime::now())),
-        ))
+            .await;
+        self.record(issued.map(|issued| issued.record))
     }
 
     async fn get_certificate(
@@ -289,13 +282,7 @@ impl Admin for AdminApi {
         request: Request<proto::GetCertificateRequest>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
         self.authorize(&request)?;
-        let record = self
-            .authority
-            .certificate(&request.get_ref().serial)
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(
-            self.record(&record, unix_seconds(SystemTime::now())),
-        ))
+        self.record(self.authority.certificate(&request.get_ref().serial))
     }
 
     async fn create_entry(

@@ -617,21 +617,6 @@ impl From<proto::Entry> for EntrySummary {
     }
 }
 
-impl From<EntryRecord> for EntrySummary {
-    fn from(entry: EntryRecord) -> Self {
-        EntrySummary {
-            id: entry.id,
-            service: entry.service.to_string(),
-            spiffe_id: entry.spiffe_id,
-            dns_names: entry.dns_names,
-            ttl_seconds: entry.ttl_seconds,
-            selectors: entry.selectors,
-            created_at: entry.created_at,
-            created_by: entry.created_by,
-        }
-    }
-}
-
 /// The wire form of what an entry grants.
 fn entry_content(spec: &EntrySpec) -> proto::EntryContent {
     proto::EntryContent {
@@ -686,6 +671,39 @@ impl From<crate::store::AuditEntry> for AuditLine {
     }
 }
 
+impl From<proto::AuditEntry> for AuditLine {
+    fn from(entry: proto::AuditEntry) -> Self {
+        AuditLine {
+            at: entry.at_unix,
+            event: entry.event,
+            allowed: entry.allowed,
+            caller: entry.caller,
+            attestation: entry.attestation,
+            service: entry.service,
+            serial: entry.serial,
+            reason: entry.reason,
+            selectors: entry.selectors,
+        }
+    }
+}
+
+/// The wire form of an audit entry.
+impl From<AuditLine> for proto::AuditEntry {
+    fn from(line: AuditLine) -> Self {
+        proto::AuditEntry {
+            at_unix: line.at,
+            event: line.event,
+            allowed: line.allowed,
+            caller: line.caller,
+            attestation: line.attestation,
+            service: line.service,
+            serial: line.serial,
+            reason: line.reason,
+            selectors: line.selectors,
+        }
+    }
+}
+
 impl AdminClient {
     /// Audit entries at or after `since` (Unix seconds), at most `limit`.
     pub async fn audit(&mut self, since: i64, limit: u32) -> Result<Vec<AuditLine>, ClientError> {
@@ -698,21 +716,7 @@ impl AdminClient {
             .await
             .map_err(|s| refused(&self.target, s))?
             .into_inner();
-        Ok(response
-            .entries
-            .into_iter()
-            .map(|e| AuditLine {
-                at: e.at_unix,
-                event: e.event,
-                allowed: e.allowed,
-                caller: e.caller,
-                attestation: e.attestation,
-                service: e.service,
-                serial: e.serial,
-                reason: e.reason,
-                selectors: e.selectors,
-            })
-            .collect())
+        Ok(response.entries.into_iter().map(AuditLine::from).collect())
     }
 }
 

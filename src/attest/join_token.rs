@@ -16,8 +16,13 @@ const TOKEN_SECRET_LEN: usize = 32;
 /// Longest string that could be a token; longer input is refused unhashed.
 const MAX_TOKEN_LEN: usize = 128;
 
-/// A join token's secret value. Zeroed when dropped; never logged.
-pub struct JoinToken(Zeroizing<String>);
+/// A join token's secret value, zeroed when dropped and never logged, and
+/// its hash, computed once: the store key, the consumed token and the
+/// audit id all derive from it.
+pub struct JoinToken {
+    secret: Zeroizing<String>,
+    hash: TokenHash,
+}
 
 impl std::fmt::Debug for JoinToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,7 +37,12 @@ impl JoinToken {
         let mut secret = Zeroizing::new([0u8; TOKEN_SECRET_LEN]);
         crate::fsutil::fill_random(secret.as_mut_slice());
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_slice());
-        JoinToken(Zeroizing::new(format!("{JOIN_TOKEN_PREFIX}{encoded}")))
+        Self::new(Zeroizing::new(format!("{JOIN_TOKEN_PREFIX}{encoded}")))
+    }
+
+    fn new(secret: Zeroizing<String>) -> Self {
+        let hash = Sha256::digest(secret.as_bytes()).into();
+        JoinToken { secret, hash }
     }
 
     /// Wraps a token received from a caller.
@@ -43,7 +53,7 @@ impl JoinToken {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if plausible {
-            Ok(JoinToken(Zeroizing::new(value.to_owned())))
+            Ok(Self::new(Zeroizing::new(value.to_owned())))
         } else {
             Err(AttestError::InvalidJoinToken)
         }
@@ -51,12 +61,12 @@ impl JoinToken {
 
     /// The secret, to hand to the operator exactly once.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        &self.secret
     }
 
     /// What the store keys the token by.
     pub fn hash(&self) -> TokenHash {
-        Sha256::digest(self.0.as_bytes()).into()
+        self.hash
     }
 
     /// A non-secret name for audit logs: the first 8 bytes of the hash.

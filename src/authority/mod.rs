@@ -260,11 +260,15 @@ impl Authority {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
         let csr = ValidatedCsr::from_der(csr_der)?;
-        let proven = attest()?;
-        proven_selectors.clone_from(&proven.selectors);
-        let entry = self.registry.resolve(&proven.selectors)?;
-        let mut request = self.request_for_entry(&entry, proven.proof);
-        request.token = proven.token;
+        let Proven {
+            selectors,
+            proof,
+            token,
+        } = attest()?;
+        let entry = self.registry.resolve(&selectors);
+        *proven_selectors = selectors;
+        let mut request = self.request_for_entry(&entry?, proof);
+        request.token = token;
         self.issue(&csr, request).await
     }
 

@@ -9,7 +9,7 @@ use crate::audit::{self, Decision};
 use crate::ca::unix_seconds;
 use crate::identity::ServiceName;
 use crate::policy;
-use crate::registry::{EntrySpec, Selector};
+use crate::registry::{self, EntrySpec, Selector};
 use crate::store::{EntryRecord, JoinTokenRecord, Store};
 use crate::{Error, Result};
 
@@ -98,7 +98,7 @@ impl Authority {
                 .ok_or_else(|| Error::NotFound(format!("registration entry {id:?}")))?,
             TokenFor::Service(service) => self.registry.token_entry_of(&service.parse()?)?,
         };
-        let selectors = self.registry.token_selectors(&entry.id)?;
+        let selectors = registry::token_selectors(&entry)?;
         if !(1..=MAX_TOKENS_PER_REQUEST).contains(&count) {
             return Err(Error::InvalidArgument(format!(
                 "token count {count} is not between 1 and {MAX_TOKENS_PER_REQUEST}"

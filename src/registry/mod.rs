@@ -437,15 +437,6 @@ impl Registry {
         }
     }
 
-    /// The selectors a join token made for entry `id` proves: its own,
-    /// which must all be `token:` selectors.
-    pub fn token_selectors(&self, id: &str) -> Result<Vec<Selector>, crate::Error> {
-        let entry = self
-            .get(id)
-            .ok_or_else(|| crate::Error::NotFound(format!("registration entry {id:?}")))?;
-        token_selectors_of(&entry)
-    }
-
     /// The entry of `service` a join token can satisfy: the shorthand
     /// `certd token create --service NAME`. There must be exactly one.
     pub fn token_entry_of(&self, service: &ServiceName) -> Result<EntryRecord, crate::Error> {
@@ -472,7 +463,9 @@ impl Registry {
     }
 }
 
-fn token_selectors_of(entry: &EntryRecord) -> Result<Vec<Selector>, crate::Error> {
+/// The selectors a join token made for `entry` proves: its own, which must
+/// all be `token:` selectors.
+pub fn token_selectors(entry: &EntryRecord) -> Result<Vec<Selector>, crate::Error> {
     let selectors = entry
         .selectors
         .iter()
@@ -710,11 +703,11 @@ mod tests {
             .unwrap();
         let pod = registry.create(pod, 2, "test").await.unwrap();
         assert_eq!(
-            registry.token_selectors(&vm.id).unwrap(),
+            token_selectors(&vm).unwrap(),
             selectors(&["token:billing-vm"])
         );
         assert!(matches!(
-            registry.token_selectors(&pod.id),
+            token_selectors(&pod),
             Err(crate::Error::Registry(RegistryError::NotATokenEntry { .. }))
         ));
         let billing = "billing".parse().unwrap();
