@@ -507,6 +507,38 @@ async fn the_daemon_fetches_the_issuers_keys_from_a_jwks_url() {
     assert!(!cluster.daemon.log_text().contains("reader-secret"));
 }
 
+/// Offline CI issuance never checks a service-account token, so it neither
+/// loads nor needs the issuer's keys: an unreadable key file does not stop it.
+#[test]
+fn offline_issuance_does_not_load_the_kubernetes_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let output = common::run_cli(&data_dir, &["init"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        format!("[kubernetes]\nissuer = \"{ISSUER}\"\njwks_file = \"missing.json\"\n"),
+    )
+    .unwrap();
+    let out = tmp.path().join("ci");
+    let output = common::run_cli(
+        &data_dir,
+        &[
+            "issue",
+            "--offline",
+            "--config",
+            config.to_str().unwrap(),
+            "--service",
+            "ci-test",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(out.join("cert.pem").exists());
+}
+
 /// Without a [kubernetes] section, service-account tokens are refused with
 /// a message that says so.
 #[tokio::test]

@@ -452,11 +452,12 @@ fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Resul
         )),
         other => crate::Error::from(other).into(),
     })?;
-    Ok(Authority::new(
-        Arc::new(ca),
-        store,
-        config.authority_settings(),
-    )?)
+    let mut settings = config.authority_settings();
+    // Offline commands issue for operators and read records; they never
+    // check a service-account token, so the issuer's keys are not loaded
+    // (nor fetched) and cannot make them fail.
+    settings.kubernetes = None;
+    Ok(Authority::new(Arc::new(ca), store, settings)?)
 }
 
 fn current_uid() -> u32 {
