@@ -101,6 +101,18 @@ pub enum BenchError {
     Prepare(String),
 }
 
+impl BenchError {
+    /// The one classification (`crate::ErrorKind`) of this failure: a
+    /// client error keeps its own, so `certd bench` exits as `certd list`
+    /// does when certd cannot be reached.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            BenchError::Client(error) => error.kind(),
+            BenchError::Prepare(_) => crate::ErrorKind::Internal,
+        }
+    }
+}
+
 /// What each request of the run sends.
 enum Workload {
     Issue {

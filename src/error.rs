@@ -1,6 +1,11 @@
-//! The crate's error: one variant per module error, so callers can match on
-//! the kind of failure. `api` maps it to gRPC status codes and `cli` to exit
-//! codes, each in one place.
+//! The crate's error and its one classification.
+//!
+//! `Error` has one variant per module error, so callers can match on the
+//! kind of failure. Every error reports an [`ErrorKind`] exactly once (each
+//! module error classifies its own variants in a `kind` method); the gRPC
+//! status (`api::status`), the CLI's exit code (`cli::exit_code`) and the
+//! client's reading of a status (`api::client`) are each a mapping of that
+//! kind, never of message text.
 
 use crate::attest::AttestError;
 use crate::ca::CaError;
@@ -11,6 +16,47 @@ use crate::limits::LimitError;
 use crate::policy::PolicyError;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
+
+/// What kind of failure an error is, whoever reports it: the one
+/// classification behind gRPC status codes, exit codes and the client's
+/// reading of a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request, a name, a CSR or a setting is not valid.
+    InvalidInput,
+    /// The caller has not proven an identity.
+    Unauthenticated,
+    /// The caller's identity may not have what it asked for.
+    PermissionDenied,
+    /// What the caller named does not exist.
+    NotFound,
+    /// What was to be created exists already.
+    AlreadyExists,
+    /// A rate or concurrency limit refused the request for now.
+    Exhausted,
+    /// certd (or its store) cannot do it now; retrying later may succeed.
+    Unavailable,
+    /// The CA is not in a state to do it (its intermediate expired).
+    FailedPrecondition,
+    /// A fault inside certd; details are in its log.
+    Internal,
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::InvalidInput => "invalid argument",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission denied",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::AlreadyExists => "already exists",
+            ErrorKind::Exhausted => "resource exhausted",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::FailedPrecondition => "failed precondition",
+            ErrorKind::Internal => "error",
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,4 +92,33 @@ pub enum Error {
     Config(#[from] ConfigError),
 }
 
+impl Error {
+    /// This error's one classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Csr(_) | Error::Name(_) | Error::InvalidArgument(_) => ErrorKind::InvalidInput,
+            Error::Attest(_) => ErrorKind::Unauthenticated,
+            Error::Policy(error) => error.kind(),
+            Error::Registry(error) => error.kind(),
+            Error::Limit(_) => ErrorKind::Exhausted,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Store(error) => error.kind(),
+            Error::Ca(error) => error.kind(),
+            Error::Config(_) => ErrorKind::InvalidInput,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its chain of causes on one line, for the log.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

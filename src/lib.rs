@@ -23,4 +23,4 @@ pub mod revocation;
 pub mod server;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

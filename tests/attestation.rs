@@ -6,7 +6,8 @@
 mod common;
 
 use base64::Engine;
-use certd::api::client::{IssuedCertificate, Refusal};
+use certd::ErrorKind;
+use certd::api::client::IssuedCertificate;
 use common::k8s_issuer::{ISSUER, JwksServer, RSA_PUBLIC, claims, es256, jwks, now, rs256, with};
 use common::{Daemon, Identity, csr_for, refusal, stderr, stdout};
 use rcgen::{KeyPair, SanType};
@@ -224,7 +225,7 @@ async fn each_bad_kubernetes_token_is_unauthenticated_and_changes_nothing() {
         (cluster.token(&[("exp", json!(now() - 300))]), "expired"),
     ] {
         let (kind, message) = refusal(cluster.issue(&token, blank_csr()).await);
-        assert_eq!(kind, Refusal::Unauthenticated, "{message}");
+        assert_eq!(kind, ErrorKind::Unauthenticated, "{message}");
         assert!(message.contains(says), "{says:?} not in {message:?}");
     }
     assert_eq!(daemon.certificate_count(), before);
@@ -247,7 +248,7 @@ async fn selectors_must_match_exactly_one_entry() {
     let before = daemon.certificate_count();
     daemon.entry("reports", &["k8s:ns:payments", "k8s:sa:reports"], &[]);
     let (kind, message) = refusal(cluster.issue(&cluster.token(&[]), blank_csr()).await);
-    assert_eq!(kind, Refusal::PermissionDenied);
+    assert_eq!(kind, ErrorKind::PermissionDenied);
     assert!(
         message.contains("no registration entry matches the proven selectors"),
         "{message}"
@@ -257,7 +258,7 @@ async fn selectors_must_match_exactly_one_entry() {
     let namespace_wide = daemon.entry("payments", &["k8s:ns:payments"], &[]);
     let billing = daemon.entry("billing", &["k8s:sa:billing"], &[]);
     let (kind, message) = refusal(cluster.issue(&cluster.token(&[]), blank_csr()).await);
-    assert_eq!(kind, Refusal::PermissionDenied);
+    assert_eq!(kind, ErrorKind::PermissionDenied);
     assert!(
         message.contains("match 2 registration entries"),
         "{message}"
@@ -289,7 +290,7 @@ async fn a_csr_asking_for_names_outside_the_entry_is_refused() {
         )],
     );
     let (kind, message) = refusal(cluster.issue(&cluster.token(&[]), outside).await);
-    assert_eq!(kind, Refusal::PermissionDenied);
+    assert_eq!(kind, ErrorKind::PermissionDenied);
     assert!(
         message.contains("orders.payments.svc.cluster.local"),
         "{message}"
@@ -332,7 +333,7 @@ async fn deleting_an_entry_stops_issuance_and_renewal() {
     let before = daemon.certificate_count();
     for identity in [&workload, &renewed] {
         let (kind, message) = refusal(daemon.renew(Some(identity)).await);
-        assert_eq!(kind, Refusal::PermissionDenied);
+        assert_eq!(kind, ErrorKind::PermissionDenied);
         assert!(message.contains("has been deleted"), "{message}");
     }
     let (kind, message) = refusal(
@@ -342,7 +343,7 @@ async fn deleting_an_entry_stops_issuance_and_renewal() {
             .issue(blank_csr(), &spare_token)
             .await,
     );
-    assert_eq!(kind, Refusal::PermissionDenied);
+    assert_eq!(kind, ErrorKind::PermissionDenied);
     assert!(message.contains("token:billing"), "{message}");
     assert_eq!(daemon.certificate_count(), before);
     let trail = audit(&daemon);
@@ -551,6 +552,6 @@ async fn kubernetes_tokens_need_the_attestor_configured() {
             .issue_with_kubernetes_token(blank_csr(), &rs256(&claims()))
             .await,
     );
-    assert_eq!(kind, Refusal::Unauthenticated);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
     assert!(message.contains("[kubernetes]"), "{message}");
 }

@@ -3,7 +3,8 @@
 
 mod common;
 
-use certd::api::client::{AdminClient, ClientError, Refusal, TlsClientSettings};
+use certd::ErrorKind;
+use certd::api::client::{AdminClient, ClientError, TlsClientSettings};
 use certd::authority::TokenFor;
 use common::{Daemon, stderr, stdout};
 
@@ -150,7 +151,7 @@ async fn everyone_else_is_refused_and_audited() {
         .create_join_tokens(&TokenFor::Service("billing".into()), None, 1)
         .await
     {
-        Err(ClientError::Refused { kind, .. }) => assert_eq!(kind, Refusal::Unauthenticated),
+        Err(ClientError::Refused { kind, .. }) => assert_eq!(kind, ErrorKind::Unauthenticated),
         other => panic!("no client certificate must be refused: {other:?}"),
     }
 

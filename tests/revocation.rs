@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use certd::api::client::{ClientError, Refusal};
+use certd::ErrorKind;
+use certd::api::client::ClientError;
 use common::{Daemon, Identity, http, openssl, pem_certs, provider, roots, stderr, stdout};
 use rustls::pki_types::{CertificateRevocationListDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
@@ -167,7 +168,7 @@ async fn revocation_is_idempotent_visible_and_final() {
     let renewal = daemon.renew(Some(&payments)).await;
     match renewal {
         Err(ClientError::Refused { kind, message }) => {
-            assert_eq!(kind, Refusal::Unauthenticated);
+            assert_eq!(kind, ErrorKind::Unauthenticated);
             assert!(message.contains("revoked"), "{message}");
         }
         other => panic!("a revoked certificate must not renew: {other:?}"),

@@ -3,7 +3,8 @@
 
 mod common;
 
-use certd::api::client::{ClientError, Refusal};
+use certd::ErrorKind;
+use certd::api::client::ClientError;
 use common::{Daemon, Identity, csr_for, refusal};
 use rcgen::{BasicConstraints, IsCa, KeyPair, SanType};
 
@@ -106,7 +107,7 @@ async fn renewal_without_a_client_certificate_is_unauthenticated() {
 async fn assert_renewal_unauthenticated(daemon: &Daemon, identity: Option<&Identity>, says: &str) {
     let before = daemon.certificate_count();
     let (kind, message) = refusal(daemon.renew(identity).await);
-    assert_eq!(kind, Refusal::Unauthenticated);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
     assert!(message.contains(says), "{message}");
     assert_eq!(daemon.certificate_count(), before);
 }
@@ -187,11 +188,11 @@ async fn refusals_have_exact_codes_and_change_nothing() {
     let last = bad_signature.len() - 1;
     bad_signature[last] ^= 0x01;
     let (kind, message) = refusal(client.issue(bad_signature, &token).await);
-    assert_eq!(kind, Refusal::InvalidArgument);
+    assert_eq!(kind, ErrorKind::InvalidInput);
     assert!(message.contains("signature"), "{message}");
 
     let (kind, message) = refusal(client.issue(vec![0x30, 0x03, 0x02, 0x01], &token).await);
-    assert_eq!(kind, Refusal::InvalidArgument);
+    assert_eq!(kind, ErrorKind::InvalidInput);
     assert!(message.contains("PKCS#10"), "{message}");
 
     let oversized = csr_for(
@@ -200,7 +201,7 @@ async fn refusals_have_exact_codes_and_change_nothing() {
         vec![SanType::DnsName("a".repeat(17 * 1024).try_into().unwrap())],
     );
     let (kind, message) = refusal(client.issue(oversized, &token).await);
-    assert_eq!(kind, Refusal::InvalidArgument);
+    assert_eq!(kind, ErrorKind::InvalidInput);
     assert!(message.contains("limit"), "{message}");
 
     let other_service = csr_for(
@@ -211,19 +212,19 @@ async fn refusals_have_exact_codes_and_change_nothing() {
         )],
     );
     let (kind, message) = refusal(client.issue(other_service, &token).await);
-    assert_eq!(kind, Refusal::PermissionDenied);
+    assert_eq!(kind, ErrorKind::PermissionDenied);
     assert!(message.contains("DNS:payments.certd.internal"), "{message}");
 
     let other_cn = csr_for(&key, Some("payments"), vec![]);
     let (kind, message) = refusal(client.issue(other_cn, &token).await);
-    assert_eq!(kind, Refusal::PermissionDenied);
+    assert_eq!(kind, ErrorKind::PermissionDenied);
     assert!(message.contains("CN=payments"), "{message}");
 
     let mut ca_params = rcgen::CertificateParams::default();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca_csr = ca_params.serialize_request(&key).unwrap().der().to_vec();
     let (kind, message) = refusal(client.issue(ca_csr, &token).await);
-    assert_eq!(kind, Refusal::PermissionDenied);
+    assert_eq!(kind, ErrorKind::PermissionDenied);
     assert!(message.contains("CA"), "{message}");
 
     let (kind, _) = refusal(
@@ -231,9 +232,9 @@ async fn refusals_have_exact_codes_and_change_nothing() {
             .issue(good_csr.clone(), "certd-jt-notarealtoken")
             .await,
     );
-    assert_eq!(kind, Refusal::Unauthenticated);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
     let (kind, _) = refusal(client.issue(good_csr.clone(), "").await);
-    assert_eq!(kind, Refusal::Unauthenticated);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
 
     assert_eq!(
         daemon.certificate_count(),
@@ -247,7 +248,7 @@ async fn refusals_have_exact_codes_and_change_nothing() {
         .await
         .expect("the untouched token works");
     let (kind, message) = refusal(client.issue(good_csr, &token).await);
-    assert_eq!(kind, Refusal::Unauthenticated);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
     assert!(message.contains("already used"), "{message}");
     assert_eq!(daemon.certificate_count(), before + 1);
 }
@@ -270,7 +271,7 @@ async fn expired_join_token_is_unauthenticated() {
             .issue(csr_for(&key, None, vec![]), &token)
             .await,
     );
-    assert_eq!(kind, Refusal::Unauthenticated);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
     assert!(message.contains("expired"), "{message}");
     assert_eq!(daemon.certificate_count(), before);
 }
@@ -298,7 +299,7 @@ async fn concurrent_requests_with_one_token_issue_exactly_one_certificate() {
                 matches!(
                     error,
                     ClientError::Refused {
-                        kind: Refusal::Unauthenticated,
+                        kind: ErrorKind::Unauthenticated,
                         ..
                     }
                 ),
@@ -344,7 +345,7 @@ async fn trust_bundle_and_status_are_public() {
     assert_eq!(client.status(&serial).await.unwrap().status, "good");
     assert_eq!(client.status("0123abcd").await.unwrap().status, "unknown");
     let (kind, _) = refusal(client.status("not hex").await);
-    assert_eq!(kind, Refusal::InvalidArgument);
+    assert_eq!(kind, ErrorKind::InvalidInput);
 }
 
 /// Per-service rate limits refuse with RESOURCE_EXHAUSTED and a retry hint,
@@ -373,7 +374,7 @@ async fn per_service_rate_limits_refuse_with_a_retry_hint() {
             .issue(csr_for(&key, None, vec![]), &token)
             .await,
     );
-    assert_eq!(kind, Refusal::ResourceExhausted);
+    assert_eq!(kind, ErrorKind::Exhausted);
     assert!(
         message.contains("service billing") && message.contains("retry after"),
         "{message}"
@@ -409,7 +410,7 @@ async fn requests_over_the_configured_size_are_refused() {
         vec![SanType::DnsName("a".repeat(10 * 1024).try_into().unwrap())],
     );
     let (kind, message) = refusal(daemon.client(None).await.issue(large, &token).await);
-    assert_eq!(kind, Refusal::InvalidArgument, "{message}");
+    assert_eq!(kind, ErrorKind::InvalidInput, "{message}");
     assert!(
         message.contains("too large") || message.contains("length"),
         "{message}"

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
+use tonic::Status;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
-use tonic::{Code, Status};
 
 use super::proto;
 use super::proto::admin_client::AdminClient as AdminRpc;
 use super::proto::certificate_authority_client::CertificateAuthorityClient;
+use crate::ErrorKind;
 use crate::authority::{CertificateSummary, TokenFor};
 use crate::registry::EntrySpec;
 use crate::revocation::RevocationReason;
@@ -29,38 +30,19 @@ pub enum ClientError {
     #[error("cannot reach certd at {target}: {reason}")]
     Unreachable { target: String, reason: String },
     #[error("certd refused ({kind}): {message}")]
-    Refused { kind: Refusal, message: String },
+    Refused { kind: ErrorKind, message: String },
     #[error("{0}")]
     Setup(String),
 }
 
-/// The kind of refusal, from the gRPC status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    InvalidArgument,
-    Unauthenticated,
-    PermissionDenied,
-    NotFound,
-    /// What was to be created exists already.
-    AlreadyExists,
-    Unavailable,
-    /// A limit was reached; retry later.
-    ResourceExhausted,
-    Other,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Refusal::InvalidArgument => "invalid argument",
-            Refusal::Unauthenticated => "unauthenticated",
-            Refusal::PermissionDenied => "permission denied",
-            Refusal::NotFound => "not found",
-            Refusal::AlreadyExists => "already exists",
-            Refusal::Unavailable => "unavailable",
-            Refusal::ResourceExhausted => "resource exhausted",
-            Refusal::Other => "error",
-        })
+impl ClientError {
+    /// The one classification (`crate::ErrorKind`) of this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Unreachable { .. } => ErrorKind::Unavailable,
+            ClientError::Refused { kind, .. } => *kind,
+            ClientError::Setup(_) => ErrorKind::InvalidInput,
+        }
     }
 }
 
@@ -74,26 +56,8 @@ fn refused(target: &str, status: Status) -> ClientError {
             reason: describe_status(&status),
         };
     }
-    let kind = match status.code() {
-        Code::InvalidArgument | Code::OutOfRange => Refusal::InvalidArgument,
-        Code::Unauthenticated => Refusal::Unauthenticated,
-        Code::PermissionDenied => Refusal::PermissionDenied,
-        Code::NotFound => Refusal::NotFound,
-        Code::AlreadyExists => Refusal::AlreadyExists,
-        Code::ResourceExhausted => Refusal::ResourceExhausted,
-        Code::Unavailable
-            if status.message().contains("transport") || status.message().contains("connect") =>
-        {
-            return ClientError::Unreachable {
-                target: target.to_owned(),
-                reason: describe_status(&status),
-            };
-        }
-        Code::Unavailable => Refusal::Unavailable,
-        _ => Refusal::Other,
-    };
     ClientError::Refused {
-        kind,
+        kind: super::kind_of(status.code()),
         message: status.message().to_owned(),
     }
 }

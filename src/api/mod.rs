@@ -14,10 +14,8 @@ pub mod workload;
 
 use tonic::{Code, Status};
 
-use crate::Error;
-use crate::policy::PolicyError;
-use crate::registry::RegistryError;
-use crate::store::StoreError;
+use crate::error::with_causes;
+use crate::{Error, ErrorKind};
 
 /// Generated protobuf and gRPC code for `proto/certd/v1`.
 pub mod proto {
@@ -25,32 +23,46 @@ pub mod proto {
     tonic::include_proto!("certd.v1");
 }
 
-/// The one mapping from certd's errors to gRPC status codes. Internal
+/// The gRPC status code of each kind of error.
+pub fn code_of(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidInput => Code::InvalidArgument,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::Exhausted => Code::ResourceExhausted,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+/// The reverse of `code_of`, for clients reading a status: the code alone
+/// decides, never the message.
+pub fn kind_of(code: Code) -> ErrorKind {
+    match code {
+        // tonic answers OUT_OF_RANGE for a message over the size cap.
+        Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidInput,
+        Code::Unauthenticated => ErrorKind::Unauthenticated,
+        Code::PermissionDenied => ErrorKind::PermissionDenied,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::ResourceExhausted => ErrorKind::Exhausted,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// The one mapping from certd's errors to gRPC statuses. Internal
 /// failures get a generic message; their details go to the log only.
 pub fn status(error: &Error) -> Status {
-    let code = match error {
-        Error::Csr(_) | Error::Name(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
-        Error::Policy(PolicyError::TtlTooLong { .. }) => Code::InvalidArgument,
-        Error::Attest(_) => Code::Unauthenticated,
-        Error::Policy(_) => Code::PermissionDenied,
-        Error::Registry(RegistryError::InvalidEntry(_) | RegistryError::NotATokenEntry { .. }) => {
-            Code::InvalidArgument
-        }
-        Error::Registry(RegistryError::DuplicateSelectors { .. }) => Code::AlreadyExists,
-        Error::Registry(
-            RegistryError::NoMatchingEntry { .. }
-            | RegistryError::AmbiguousEntries { .. }
-            | RegistryError::EntryDeleted { .. },
-        ) => Code::PermissionDenied,
-        Error::NotFound(_) => Code::NotFound,
-        Error::Limit(_) => Code::ResourceExhausted,
-        Error::Store(StoreError::Durability(_) | StoreError::Locked(_)) => Code::Unavailable,
-        Error::Ca(crate::ca::CaError::IntermediateExpired { .. }) => Code::FailedPrecondition,
-        Error::Store(_) | Error::Ca(_) | Error::Config(_) => Code::Internal,
-    };
-    if code == Code::Internal || code == Code::Unavailable {
+    let kind = error.kind();
+    let code = code_of(kind);
+    if matches!(kind, ErrorKind::Internal | ErrorKind::Unavailable) {
         tracing::error!(error = %with_causes(error), "request failed");
-        let message = if code == Code::Unavailable {
+        let message = if kind == ErrorKind::Unavailable {
             "certd cannot store the result right now; retry later"
         } else {
             "internal error; see the certd log"
@@ -67,18 +79,6 @@ pub fn status(error: &Error) -> Status {
     status
 }
 
-/// An error and its chain of causes on one line, for the log.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Metadata key of the retry hint on `RESOURCE_EXHAUSTED`.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
@@ -88,6 +88,7 @@ mod tests {
 
     use super::*;
     use crate::limits::LimitError;
+    use crate::store::StoreError;
 
     #[test]
     fn limits_map_to_resource_exhausted_with_a_retry_hint() {
@@ -98,6 +99,24 @@ mod tests {
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(status.metadata().get(RETRY_AFTER_MS).unwrap(), "250");
         assert!(status.message().contains("retry after 250 ms"));
+    }
+
+    #[test]
+    fn every_kind_survives_the_round_trip_through_a_status_code() {
+        use ErrorKind::*;
+        for kind in [
+            InvalidInput,
+            Unauthenticated,
+            PermissionDenied,
+            NotFound,
+            AlreadyExists,
+            Exhausted,
+            Unavailable,
+            FailedPrecondition,
+            Internal,
+        ] {
+            assert_eq!(kind_of(code_of(kind)), kind);
+        }
     }
 
     #[test]

@@ -46,6 +46,19 @@ pub enum CaError {
     Signing(#[from] rcgen::Error),
 }
 
+impl CaError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            CaError::IntermediateExpired { .. } => crate::ErrorKind::FailedPrecondition,
+            CaError::AlreadyExists(_)
+            | CaError::Missing(_)
+            | CaError::Io { .. }
+            | CaError::Invalid { .. }
+            | CaError::Signing(_) => crate::ErrorKind::Internal,
+        }
+    }
+}
+
 /// A certificate just signed, with the facts the store records about it.
 #[derive(Debug, Clone)]
 pub struct SignedCertificate {

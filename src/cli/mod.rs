@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::api::client::{ClientError, Refusal};
+use crate::ErrorKind;
+use crate::api::client::ClientError;
 use crate::ca::KeyType;
 
 /// Exit codes, documented in README.md.
@@ -178,48 +179,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The one mapping from failures to exit codes.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    for cause in error.chain() {
-        if let Some(client) = cause.downcast_ref::<ClientError>() {
-            return match client {
-                ClientError::Unreachable { .. } => exit::UNREACHABLE,
-                ClientError::Setup(_) => exit::INVALID_INPUT,
-                ClientError::Refused { kind, .. } => match kind {
-                    Refusal::InvalidArgument => exit::INVALID_INPUT,
-                    Refusal::Unauthenticated
-                    | Refusal::PermissionDenied
-                    | Refusal::AlreadyExists => exit::REFUSED,
-                    Refusal::NotFound => exit::NOT_FOUND,
-                    Refusal::Unavailable | Refusal::ResourceExhausted => exit::UNREACHABLE,
-                    Refusal::Other => exit::FAILURE,
-                },
-            };
+    error
+        .chain()
+        .find_map(kind_of)
+        .map_or(exit::FAILURE, exit_code_of)
+}
+
+/// The exit code of each kind of error, as README.md documents them.
+pub fn exit_code_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InvalidInput => exit::INVALID_INPUT,
+        ErrorKind::Unauthenticated | ErrorKind::PermissionDenied | ErrorKind::AlreadyExists => {
+            exit::REFUSED
         }
-        if let Some(certd) = cause.downcast_ref::<crate::Error>() {
-            use crate::Error;
-            use crate::registry::RegistryError;
-            return match certd {
-                Error::Csr(_) | Error::Name(_) | Error::InvalidArgument(_) | Error::Config(_) => {
-                    exit::INVALID_INPUT
-                }
-                Error::Policy(crate::policy::PolicyError::TtlTooLong { .. }) => exit::INVALID_INPUT,
-                Error::Attest(_) | Error::Policy(_) => exit::REFUSED,
-                Error::Registry(
-                    RegistryError::InvalidEntry(_) | RegistryError::NotATokenEntry { .. },
-                ) => exit::INVALID_INPUT,
-                Error::Registry(_) => exit::REFUSED,
-                Error::NotFound(_) => exit::NOT_FOUND,
-                Error::Limit(_) => exit::UNREACHABLE,
-                Error::Store(crate::store::StoreError::Locked(_)) => exit::UNREACHABLE,
-                Error::Store(_) | Error::Ca(_) => exit::FAILURE,
-            };
-        }
-        if cause.downcast_ref::<crate::config::ConfigError>().is_some()
-            || cause.downcast_ref::<UsageError>().is_some()
-        {
-            return exit::INVALID_INPUT;
-        }
+        ErrorKind::NotFound => exit::NOT_FOUND,
+        ErrorKind::Exhausted | ErrorKind::Unavailable => exit::UNREACHABLE,
+        ErrorKind::FailedPrecondition | ErrorKind::Internal => exit::FAILURE,
     }
-    exit::FAILURE
+}
+
+/// The classification of one error in a chain, if it is one of certd's.
+fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    if let Some(client) = cause.downcast_ref::<ClientError>() {
+        return Some(client.kind());
+    }
+    if let Some(bench) = cause.downcast_ref::<crate::bench::BenchError>() {
+        return Some(bench.kind());
+    }
+    if let Some(certd) = cause.downcast_ref::<crate::Error>() {
+        return Some(certd.kind());
+    }
+    if cause.downcast_ref::<crate::config::ConfigError>().is_some()
+        || cause.downcast_ref::<UsageError>().is_some()
+    {
+        return Some(ErrorKind::InvalidInput);
+    }
+    None
 }
 
 /// A command-line value that does not make sense.

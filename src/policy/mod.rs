@@ -31,6 +31,18 @@ pub enum PolicyError {
     NotAnAdmin { spiffe_id: String },
 }
 
+impl PolicyError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            // A lifetime is part of the request, not of who may have it.
+            PolicyError::TtlTooLong { .. } => crate::ErrorKind::InvalidInput,
+            PolicyError::NameNotAllowed { .. }
+            | PolicyError::CaRequested
+            | PolicyError::NotAnAdmin { .. } => crate::ErrorKind::PermissionDenied,
+        }
+    }
+}
+
 /// Checks a CSR against the identity it will be issued for.
 pub fn check_csr(csr: &ValidatedCsr, identity: &WorkloadIdentity) -> Result<(), PolicyError> {
     if csr.requests_ca() {

@@ -54,6 +54,21 @@ pub enum RegistryError {
     NotATokenEntry { id: String, selectors: String },
 }
 
+impl RegistryError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind;
+        match self {
+            RegistryError::InvalidEntry(_) | RegistryError::NotATokenEntry { .. } => {
+                ErrorKind::InvalidInput
+            }
+            RegistryError::DuplicateSelectors { .. } => ErrorKind::AlreadyExists,
+            RegistryError::NoMatchingEntry { .. }
+            | RegistryError::AmbiguousEntries { .. }
+            | RegistryError::EntryDeleted { .. } => ErrorKind::PermissionDenied,
+        }
+    }
+}
+
 /// What an operator asks for in `certd entry create`.
 #[derive(Debug, Clone, Default)]
 pub struct EntrySpec {

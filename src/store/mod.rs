@@ -74,6 +74,21 @@ pub enum StoreError {
     SerialTaken(Serial),
 }
 
+impl StoreError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind;
+        match self {
+            // Both pass: the disk recovers, the other process exits.
+            StoreError::Durability(_) | StoreError::Locked(_) => ErrorKind::Unavailable,
+            StoreError::Open { .. }
+            | StoreError::Database(_)
+            | StoreError::Corrupt(_)
+            | StoreError::TokenAlreadyUsed
+            | StoreError::SerialTaken(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 /// The result of a revocation request for one serial.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeOutcome {

@@ -226,7 +226,7 @@ pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
 /// The kind and message of a refusal; panics on anything else.
 pub fn refusal<T: std::fmt::Debug>(
     result: Result<T, certd::api::client::ClientError>,
-) -> (certd::api::client::Refusal, String) {
+) -> (certd::ErrorKind, String) {
     match result {
         Err(certd::api::client::ClientError::Refused { kind, message }) => (kind, message),
         other => panic!("expected a refusal, got {other:?}"),
