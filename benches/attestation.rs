@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use certd::attest::{KubernetesAttestor, KubernetesSettings};
 use certd::registry::{EntryBounds, EntrySpec, Registry, Selector};
-use certd::store::Store;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn match_among_entries(c: &mut Criterion) {
     let runtime = common::runtime();
     let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::load(Store::open(dir.path()).unwrap()).unwrap();
+    let registry = runtime
+        .block_on(Registry::load(certd::store::open(dir.path()).unwrap()))
+        .unwrap();
     let bounds = EntryBounds {
         trust_domain: "certd.internal".parse().unwrap(),
         max_ttl: Duration::from_secs(86_400),

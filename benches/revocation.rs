@@ -9,7 +9,7 @@ use certd::ca::csr::ValidatedCsr;
 use certd::ca::unix_seconds;
 use certd::identity::{Serial, WorkloadIdentity};
 use certd::revocation::{RevocationSettings, Revocations};
-use certd::store::{Attestation, IssuanceRecord, Revocation, RevokedEntry, Store};
+use certd::store::{Attestation, IssuanceRecord, Revocation, RevokedEntry};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 fn crl_generation(c: &mut Criterion) {
@@ -44,7 +44,7 @@ fn ocsp_answers(c: &mut Criterion) {
     let runtime = common::runtime();
     let dir = tempfile::tempdir().unwrap();
     let ca = common::new_ca(dir.path());
-    let store = Store::open(&dir.path().join("db")).unwrap();
+    let store = certd::store::open(&dir.path().join("db")).unwrap();
     let identity = WorkloadIdentity::for_service(
         &"certd.internal".parse().unwrap(),
         "billing".parse().unwrap(),
@@ -83,9 +83,11 @@ fn ocsp_answers(c: &mut Criterion) {
         certd::bench::ocsp_request_for(&chain, Some(b"0123456789abcdef")).unwrap();
 
     let mut group = c.benchmark_group("ocsp_answer");
-    group.bench_function("cached", |b| b.iter(|| revocations.ocsp(&cacheable)));
+    group.bench_function("cached", |b| {
+        b.iter(|| runtime.block_on(revocations.ocsp(&cacheable)))
+    });
     group.bench_function("uncached_signed", |b| {
-        b.iter(|| revocations.ocsp(&with_nonce))
+        b.iter(|| runtime.block_on(revocations.ocsp(&with_nonce)))
     });
     group.finish();
 }

@@ -10,7 +10,8 @@
 use std::time::SystemTime;
 
 use crate::ca::unix_seconds;
-use crate::store::{AuditEntry, Store};
+use crate::registry::Selector;
+use crate::store::{AuditEntry, Storage};
 
 /// Target of audit events in the structured log.
 pub const AUDIT_TARGET: &str = "certd::audit";
@@ -26,7 +27,7 @@ pub struct Decision<'a> {
     pub serial: Option<String>,
     pub reason: Option<String>,
     /// The selectors the caller proved, if its attestation proves any.
-    pub selectors: Vec<String>,
+    pub selectors: Vec<Selector>,
 }
 
 /// One structured log event for a decision: `$level` and `$verdict` say
@@ -50,7 +51,7 @@ macro_rules! log_decision {
 /// Logs the decision and appends it to the audit tree. A failure to append
 /// is logged, never turned into a failure of the decision itself, which has
 /// already been made (and, for issuance, recorded durably).
-pub fn record(store: &Store, decision: Decision<'_>) {
+pub async fn record(store: &dyn Storage, decision: Decision<'_>) {
     if decision.allowed {
         log_decision!(info, "allow", detail, decision);
     } else {
@@ -67,7 +68,7 @@ pub fn record(store: &Store, decision: Decision<'_>) {
         reason: decision.reason,
         selectors: decision.selectors,
     };
-    if let Err(error) = store.append_audit(&entry) {
+    if let Err(error) = store.append_audit(&entry).await {
         tracing::error!(%error, "cannot append to the audit tree");
     }
 }

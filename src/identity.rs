@@ -77,6 +77,11 @@ impl ServiceName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name certd stored after parsing it: trusted, not parsed again.
+    pub(crate) fn from_stored(value: String) -> Self {
+        ServiceName(value)
+    }
 }
 
 impl FromStr for ServiceName {
@@ -190,6 +195,11 @@ impl Serial {
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// A serial certd stored in canonical form: trusted, not parsed again.
+    pub(crate) fn from_stored(bytes: Vec<u8>) -> Self {
+        Serial(bytes)
     }
 
     /// Lower-case hex without separators, the form certd prints.

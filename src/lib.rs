@@ -17,6 +17,7 @@ mod error;
 pub mod fsutil;
 pub mod identity;
 pub mod limits;
+pub mod model;
 pub mod policy;
 pub mod registry;
 pub mod revocation;

@@ -183,6 +183,17 @@ pub async fn run(
     ));
     let purge = tokio::spawn(purge_expired(authority.clone(), until_stopped()));
     let crl = tokio::spawn(refresh_crl(authority.clone(), until_stopped()));
+    let changes = tokio::spawn({
+        let authority = authority.clone();
+        crate::authority::follow(
+            authority.store().changes(),
+            until_stopped(),
+            move |update| {
+                let authority = authority.clone();
+                async move { authority.apply_change(update).await }
+            },
+        )
+    });
     let kubernetes_keys = authority.kubernetes().cloned().map(|attestor| {
         let stopped = until_stopped();
         tokio::spawn(async move { attestor.keep_fresh(stopped).await })
@@ -213,14 +224,14 @@ pub async fn run(
         }
     };
     let _ = stop.send(true);
-    let _ = tokio::join!(rotation, purge, crl);
+    let _ = tokio::join!(rotation, purge, crl, changes);
     if let Some(task) = kubernetes_keys {
         let _ = task.await;
     }
     let _ = std::fs::remove_file(&listeners.admin_path);
     authority
         .store()
-        .durable()
+        .flush()
         .await
         .map_err(crate::Error::from)?;
     result
@@ -342,12 +353,12 @@ async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) 
             () = tokio::time::sleep(PURGE_INTERVAL) => {}
         }
         let now = unix_seconds(SystemTime::now());
-        match authority.store().purge_expired_tokens(now) {
+        match authority.store().purge_expired_tokens(now).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "deleted expired join tokens"),
             Err(error) => tracing::warn!(%error, "cannot purge expired join tokens"),
         }
-        if let Err(error) = authority.store().prune_expired_revocations(now) {
+        if let Err(error) = authority.store().prune_expired_revocations(now).await {
             tracing::warn!(%error, "cannot prune the revocation index");
         }
     }

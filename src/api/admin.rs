@@ -40,7 +40,7 @@ impl AdminApi {
 
     /// Who is calling, or the refusal if they may not.
     #[allow(clippy::result_large_err)]
-    fn authorize<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    async fn authorize<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         match self.access {
             AdminAccess::LocalSocket => Ok(socket_caller(request)),
             AdminAccess::Mtls => {
@@ -52,6 +52,7 @@ impl AdminApi {
                 let leaf = certificates.as_ref().and_then(|chain| chain.first());
                 self.authority
                     .authorize_admin(&peer, leaf.map(|c| c.as_ref()))
+                    .await
                     .map_err(|e| status(&e))
             }
         }
@@ -113,7 +114,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::CreateJoinTokenRequest>,
     ) -> Result<Response<proto::CreateJoinTokenResponse>, Status> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let message = request.into_inner();
         let count = usize::try_from(message.count.max(1)).unwrap_or(usize::MAX);
         use proto::create_join_token_request::Target;
@@ -146,7 +147,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::IssueForCiRequest>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let message = request.into_inner();
         let issued = self
             .authority
@@ -164,7 +165,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ListCertificatesRequest>,
     ) -> Result<Response<proto::ListCertificatesResponse>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let service = &request.get_ref().service;
         let service = (!service.is_empty()).then_some(service.as_str());
         let limit = match request.get_ref().limit {
@@ -174,6 +175,7 @@ impl Admin for AdminApi {
         let certificates = self
             .authority
             .listing(service, limit)
+            .await
             .map_err(|e| status(&e))?
             .into_iter()
             .map(summary_to_proto)
@@ -187,7 +189,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::RevokeRequest>,
     ) -> Result<Response<proto::RevokeResponse>, Status> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let message = request.into_inner();
         let reason = if message.reason.is_empty() {
             RevocationReason::Unspecified
@@ -241,7 +243,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ListAuditRequest>,
     ) -> Result<Response<proto::ListAuditResponse>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let message = request.into_inner();
         let limit = if message.limit == 0 {
             DEFAULT_AUDIT_LIMIT
@@ -252,6 +254,7 @@ impl Admin for AdminApi {
             .authority
             .store()
             .audit_since(message.since_unix, limit.min(MAX_AUDIT_LIMIT))
+            .await
             .map_err(|e| status(&e.into()))?
             .into_iter()
             .map(|entry| AuditLine::from(entry).into())
@@ -263,7 +266,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::IssueOperatorCertificateRequest>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let message = request.into_inner();
         let issued = self
             .authority
@@ -281,15 +284,15 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::GetCertificateRequest>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
-        self.authorize(&request)?;
-        self.record(self.authority.certificate(&request.get_ref().serial))
+        self.authorize(&request).await?;
+        self.record(self.authority.certificate(&request.get_ref().serial).await)
     }
 
     async fn create_entry(
         &self,
         request: Request<proto::CreateEntryRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let message = request.into_inner();
         let spec = entry_spec(message.service, message.content);
         let entry = self
@@ -304,7 +307,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::UpdateEntryRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let message = request.into_inner();
         // No service: the entry keeps its own.
         let spec = entry_spec(String::new(), message.content);
@@ -320,7 +323,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::DeleteEntryRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
-        let caller = self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let entry = self
             .authority
             .delete_entry(&caller, &request.get_ref().id)
@@ -333,7 +336,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ListEntriesRequest>,
     ) -> Result<Response<proto::ListEntriesResponse>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let service = &request.get_ref().service;
         let entries = self
             .authority

@@ -16,6 +16,7 @@ use super::proto::certificate_authority_client::CertificateAuthorityClient;
 use crate::ErrorKind;
 use crate::authority::{CertificateSummary, TokenFor};
 use crate::registry::EntrySpec;
+use crate::registry::Selector;
 use crate::revocation::RevocationReason;
 use crate::store::EntryRecord;
 
@@ -599,7 +600,11 @@ pub(super) fn entry_to_proto(entry: EntryRecord) -> proto::Entry {
         spiffe_id: entry.spiffe_id,
         dns_names: entry.dns_names,
         ttl_seconds: entry.ttl_seconds.unwrap_or(0),
-        selectors: entry.selectors,
+        selectors: entry
+            .selectors
+            .into_iter()
+            .map(Selector::into_string)
+            .collect(),
         created_at_unix: entry.created_at,
         created_by: entry.created_by,
     }
@@ -630,7 +635,11 @@ impl From<crate::store::AuditEntry> for AuditLine {
             service: entry.service.unwrap_or_default(),
             serial: entry.serial.unwrap_or_default(),
             reason: entry.reason.unwrap_or_default(),
-            selectors: entry.selectors,
+            selectors: entry
+                .selectors
+                .into_iter()
+                .map(Selector::into_string)
+                .collect(),
         }
     }
 }

@@ -87,7 +87,7 @@ async fn crl_response(
 }
 
 async fn ocsp_post(State(authority): State<Authority>, body: Bytes) -> Response {
-    let answer = authority.revocations().ocsp(&body);
+    let answer = authority.revocations().ocsp(&body).await;
     // RFC 5019: responses to POST are not cached by intermediaries.
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -97,13 +97,13 @@ async fn ocsp_post(State(authority): State<Authority>, body: Bytes) -> Response 
 async fn ocsp_get(State(authority): State<Authority>, Path(encoded): Path<String>) -> Response {
     // Base64 of a request at most MAX_OCSP_REQUEST_LEN long.
     if encoded.len() > MAX_OCSP_REQUEST_LEN * 4 / 3 + 4 {
-        return ocsp_response(authority.revocations().ocsp(&[]), HeaderMap::new());
+        return ocsp_response(authority.revocations().ocsp(&[]).await, HeaderMap::new());
     }
     let request = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(encoded.trim()))
         .unwrap_or_default();
-    let answer = authority.revocations().ocsp(&request);
+    let answer = authority.revocations().ocsp(&request).await;
     let headers = match (answer.this_update, answer.next_update) {
         (Some(this_update), Some(next_update)) => caching_headers(this_update, next_update),
         _ => HeaderMap::new(),

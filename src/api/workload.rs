@@ -118,7 +118,7 @@ impl CertificateAuthority for WorkloadApi {
         request: Request<proto::GetStatusRequest>,
     ) -> Result<Response<proto::CertificateStatus>, Status> {
         let serial = &request.get_ref().serial;
-        let record = match self.authority.certificate(serial) {
+        let record = match self.authority.certificate(serial).await {
             Ok(record) => Some(record),
             Err(crate::Error::NotFound(_)) => None,
             Err(error) => return Err(status(&error)),

@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 
 use super::AttestError;
 use crate::Error;
-use crate::store::{JoinTokenRecord, Store, TokenHash};
+use crate::store::{JoinTokenRecord, Storage, TokenHash};
 
 /// Every token starts with this, so a leaked one is easy to recognise (and
 /// to scan for in logs and repositories).
@@ -75,9 +75,10 @@ impl JoinToken {
     }
 
     /// Checks the token against the store without consuming it.
-    pub fn verify(&self, store: &Store, now: i64) -> Result<JoinTokenRecord, Error> {
+    pub async fn verify(&self, store: &dyn Storage, now: i64) -> Result<JoinTokenRecord, Error> {
         let record = store
-            .join_token(&self.hash())?
+            .join_token(&self.hash())
+            .await?
             .ok_or(AttestError::InvalidJoinToken)?;
         if record.expires_at <= now {
             return Err(AttestError::ExpiredJoinToken {

@@ -9,7 +9,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::AttestError;
 use crate::Error;
 use crate::identity::Serial;
-use crate::store::{Attestation, IssuanceRecord, Store};
+use crate::store::{Attestation, IssuanceRecord, Storage};
 
 /// The result of checking a renewal: the record of the certificate the
 /// caller presented.
@@ -20,8 +20,12 @@ pub struct RenewalEvidence {
 
 impl RenewalEvidence {
     /// Checks the caller's leaf certificate (DER) at time `now`.
-    pub fn check(client_leaf: Option<&[u8]>, store: &Store, now: i64) -> Result<Self, Error> {
-        let record = current_record(client_leaf, store, now)?;
+    pub async fn check(
+        client_leaf: Option<&[u8]>,
+        store: &dyn Storage,
+        now: i64,
+    ) -> Result<Self, Error> {
+        let record = current_record(client_leaf, store, now).await?;
         let refuse =
             |reason: &str| Err(AttestError::UnknownClientCertificate(reason.into()).into());
         match record.attestation {
@@ -45,8 +49,12 @@ pub enum AdminCaller {
 
 impl AdminCaller {
     /// Checks the leaf certificate of an mTLS caller of the admin API.
-    pub fn check(client_leaf: Option<&[u8]>, store: &Store, now: i64) -> Result<Self, Error> {
-        let record = current_record(client_leaf, store, now)?;
+    pub async fn check(
+        client_leaf: Option<&[u8]>,
+        store: &dyn Storage,
+        now: i64,
+    ) -> Result<Self, Error> {
+        let record = current_record(client_leaf, store, now).await?;
         let spiffe_id = record
             .uris
             .first()
@@ -61,9 +69,9 @@ impl AdminCaller {
 
 /// The issuance record of a client certificate: it must be one certd
 /// recorded (byte for byte), unrevoked and unexpired at `now`.
-fn current_record(
+async fn current_record(
     client_leaf: Option<&[u8]>,
-    store: &Store,
+    store: &dyn Storage,
     now: i64,
 ) -> Result<IssuanceRecord, Error> {
     let Some(der) = client_leaf else {
@@ -76,7 +84,7 @@ fn current_record(
     let Some(serial) = Serial::from_der_integer(certificate.raw_serial()) else {
         return unknown("its serial is not one certd issues");
     };
-    let Some(record) = store.certificate(&serial)? else {
+    let Some(record) = store.certificate(&serial).await? else {
         return unknown("no issuance record for its serial");
     };
     if record.der != der {

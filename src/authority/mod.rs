@@ -25,14 +25,18 @@ use crate::limits::Limits;
 use crate::policy;
 use crate::registry::{self, EntryBounds, Registry, RegistryError, Selector};
 use crate::revocation::Revocations;
-use crate::store::{Attestation, EntryRecord, IssuanceRecord, Proof, Store, StoreError, TokenHash};
+use crate::store::{
+    Attestation, EntryRecord, IssuanceRecord, Proof, SharedStorage, Storage, StoreError, TokenHash,
+};
 use crate::{Error, Result};
 
+mod changes;
 mod operators;
 mod registration;
 mod revoke;
 mod views;
 
+pub use changes::{Update, follow};
 pub use registration::{CreatedJoinTokens, MAX_TOKENS_PER_REQUEST, TokenFor};
 pub use revoke::{RevocationResult, Revoked};
 pub use views::CertificateSummary;
@@ -61,7 +65,7 @@ impl std::fmt::Display for Caller {
 #[derive(Debug, Clone)]
 pub struct Authority {
     ca: Arc<CertificateAuthority>,
-    store: Store,
+    store: SharedStorage,
     lifetimes: Lifetimes,
     revocations: Arc<Revocations>,
     limits: Arc<Limits>,
@@ -124,9 +128,9 @@ struct IssuanceRequest {
 impl Authority {
     /// Loads the registration entries and, if configured, the Kubernetes
     /// issuer's keys.
-    pub fn new(
+    pub async fn new(
         ca: Arc<CertificateAuthority>,
-        store: Store,
+        store: SharedStorage,
         settings: AuthoritySettings,
     ) -> Result<Self> {
         let revocations = Arc::new(Revocations::new(
@@ -149,7 +153,7 @@ impl Authority {
             reserved_dns_names: settings.server_names,
         };
         Ok(Authority {
-            registry: Arc::new(Registry::load(store.clone())?),
+            registry: Arc::new(Registry::load(store.clone()).await?),
             entry_bounds: Arc::new(entry_bounds),
             kubernetes,
             ca,
@@ -165,8 +169,8 @@ impl Authority {
         &self.ca
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn Storage {
+        self.store.as_ref()
     }
 
     /// The Kubernetes service-account token attestor, when configured.
@@ -182,18 +186,12 @@ impl Authority {
         csr_der: &[u8],
         token: &str,
     ) -> Result<Issued> {
-        self.bootstrap(caller, "join-token", csr_der, || {
+        self.bootstrap(caller, "join-token", csr_der, async {
             let token = JoinToken::from_presented(token)?;
             let now = unix_seconds(SystemTime::now());
-            let claim = token.verify(&self.store, now)?;
-            let selectors = claim
-                .selectors
-                .iter()
-                .map(|s| s.parse())
-                .collect::<std::result::Result<_, String>>()
-                .map_err(StoreError::Corrupt)?;
+            let claim = token.verify(self.store.as_ref(), now).await?;
             Ok(Proven {
-                selectors,
+                selectors: claim.selectors,
                 proof: Proof::JoinToken {
                     token_id: token.id(),
                 },
@@ -211,7 +209,7 @@ impl Authority {
         csr_der: &[u8],
         token: &str,
     ) -> Result<Issued> {
-        self.bootstrap(caller, "kubernetes", csr_der, || {
+        self.bootstrap(caller, "kubernetes", csr_der, async {
             let attestor = self
                 .kubernetes
                 .as_ref()
@@ -236,24 +234,25 @@ impl Authority {
         caller: &Caller,
         attestation: &str,
         csr_der: &[u8],
-        attest: impl FnOnce() -> Result<Proven>,
+        attest: impl Future<Output = Result<Proven>>,
     ) -> Result<Issued> {
         let mut proven_selectors = Vec::new();
         let outcome = self
             .bootstrap_inner(csr_der, attest, &mut proven_selectors)
             .await;
         audit_issuance(
-            &self.store,
+            self.store.as_ref(),
             IssuanceEvent::new("issue", caller, attestation, &proven_selectors),
             &outcome,
-        );
+        )
+        .await;
         outcome
     }
 
     async fn bootstrap_inner(
         &self,
         csr_der: &[u8],
-        attest: impl FnOnce() -> Result<Proven>,
+        attest: impl Future<Output = Result<Proven>>,
         proven_selectors: &mut Vec<Selector>,
     ) -> Result<Issued> {
         // Limits come first, before any expensive work is done for the caller.
@@ -264,7 +263,7 @@ impl Authority {
             selectors,
             proof,
             token,
-        } = attest()?;
+        } = attest.await?;
         let entry = self.registry.resolve(&selectors);
         *proven_selectors = selectors;
         let mut request = self.request_for_entry(&entry?, proof);
@@ -302,7 +301,7 @@ impl Authority {
         let outcome = self.renew_inner(csr_der, client_leaf, &mut presented).await;
         let mut event = IssuanceEvent::new("renew", caller, "renewal", &[]);
         event.presented = presented;
-        audit_issuance(&self.store, event, &outcome);
+        audit_issuance(self.store.as_ref(), event, &outcome).await;
         outcome
     }
 
@@ -316,8 +315,12 @@ impl Authority {
     ) -> Result<Issued> {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
-        let evidence =
-            RenewalEvidence::check(client_leaf, &self.store, unix_seconds(SystemTime::now()))?;
+        let evidence = RenewalEvidence::check(
+            client_leaf,
+            self.store.as_ref(),
+            unix_seconds(SystemTime::now()),
+        )
+        .await?;
         let current = evidence.current;
         *presented = Some((current.service.clone(), current.serial.clone()));
         let csr = ValidatedCsr::from_der(csr_der)?;
@@ -356,10 +359,11 @@ impl Authority {
             .issue_for_operator_inner(caller, service, csr_der, ttl)
             .await;
         audit_issuance(
-            &self.store,
+            self.store.as_ref(),
             IssuanceEvent::new("issue", caller, "admin", &[]),
             &outcome,
-        );
+        )
+        .await;
         outcome
     }
 
@@ -443,7 +447,7 @@ impl Authority {
     ) -> Result<Issued> {
         let now = SystemTime::now();
         for _ in 0..SERIAL_ATTEMPTS {
-            let signed = sign(self.fresh_serial()?, now)?;
+            let signed = sign(self.fresh_serial().await?, now)?;
             let record = record_of(&signed, &recorded_as, now);
             match self
                 .store
@@ -463,12 +467,12 @@ impl Authority {
         )))
     }
 
-    fn fresh_serial(&self) -> Result<Serial> {
+    async fn fresh_serial(&self) -> Result<Serial> {
         // 158 random bits make a collision practically impossible; checking
         // first keeps a broken RNG from signing a duplicate, and the store's
         // transaction refuses one in any case.
         let serial = Serial::generate();
-        if self.store.serial_exists(&serial)? {
+        if self.store.serial_exists(&serial).await? {
             return Err(StoreError::SerialTaken(serial).into());
         }
         Ok(serial)
@@ -488,7 +492,7 @@ struct IssuanceEvent<'a> {
     event: &'a str,
     caller: &'a Caller,
     attestation: &'a str,
-    selectors: Vec<String>,
+    selectors: Vec<Selector>,
     /// For a renewal: the service and serial of the certificate presented.
     presented: Option<(ServiceName, Serial)>,
 }
@@ -499,14 +503,14 @@ impl<'a> IssuanceEvent<'a> {
             event,
             caller,
             attestation,
-            selectors: proven.iter().map(Selector::to_string).collect(),
+            selectors: proven.to_vec(),
             presented: None,
         }
     }
 }
 
 /// One audit entry per issuance decision. Never includes tokens or keys.
-fn audit_issuance(store: &Store, event: IssuanceEvent<'_>, outcome: &Result<Issued>) {
+async fn audit_issuance(store: &dyn Storage, event: IssuanceEvent<'_>, outcome: &Result<Issued>) {
     let decision = match outcome {
         Ok(issued) => {
             let record = &issued.record;
@@ -542,5 +546,5 @@ fn audit_issuance(store: &Store, event: IssuanceEvent<'_>, outcome: &Result<Issu
             ..Decision::default()
         },
     };
-    audit::record(store, decision);
+    audit::record(store, decision).await;
 }

@@ -16,33 +16,41 @@ impl Authority {
     /// Decides whether an mTLS caller of the admin API may use it: only a
     /// current operator certificate certd issued, for an operator listed in
     /// `admins`. Refusals are audited with who tried.
-    pub fn authorize_admin(&self, peer: &str, client_leaf: Option<&[u8]>) -> Result<Caller> {
-        let outcome =
-            match AdminCaller::check(client_leaf, &self.store, unix_seconds(SystemTime::now())) {
-                Ok(AdminCaller::Operator { spiffe_id }) if self.admins.contains(&spiffe_id) => {
-                    Ok(Caller(spiffe_id))
-                }
-                Ok(
-                    AdminCaller::Operator { spiffe_id } | AdminCaller::NotOperator { spiffe_id },
-                ) => Err((
+    pub async fn authorize_admin(&self, peer: &str, client_leaf: Option<&[u8]>) -> Result<Caller> {
+        let outcome = match AdminCaller::check(
+            client_leaf,
+            self.store.as_ref(),
+            unix_seconds(SystemTime::now()),
+        )
+        .await
+        {
+            Ok(AdminCaller::Operator { spiffe_id }) if self.admins.contains(&spiffe_id) => {
+                Ok(Caller(spiffe_id))
+            }
+            Ok(AdminCaller::Operator { spiffe_id } | AdminCaller::NotOperator { spiffe_id }) => {
+                Err((
                     spiffe_id.clone(),
                     PolicyError::NotAnAdmin { spiffe_id }.into(),
-                )),
-                Err(error) => Err((peer.to_owned(), error)),
-            };
-        outcome.map_err(|(who, error): (String, Error)| {
-            audit::record(
-                &self.store,
-                Decision {
-                    event: "admin-access",
-                    allowed: false,
-                    caller: &who,
-                    reason: Some(error.to_string()),
-                    ..Decision::default()
-                },
-            );
-            error
-        })
+                ))
+            }
+            Err(error) => Err((peer.to_owned(), error)),
+        };
+        let (who, error): (String, Error) = match outcome {
+            Ok(caller) => return Ok(caller),
+            Err(refused) => refused,
+        };
+        audit::record(
+            self.store.as_ref(),
+            Decision {
+                event: "admin-access",
+                allowed: false,
+                caller: &who,
+                reason: Some(error.to_string()),
+                ..Decision::default()
+            },
+        )
+        .await;
+        Err(error)
     }
 
     /// Issues an operator certificate (`certd operator issue`): the admin
@@ -58,10 +66,11 @@ impl Authority {
             .issue_operator_certificate_inner(caller, name, csr_der, ttl)
             .await;
         audit_issuance(
-            &self.store,
+            self.store.as_ref(),
             IssuanceEvent::new("issue-operator", caller, "admin", &[]),
             &outcome,
-        );
+        )
+        .await;
         outcome
     }
 

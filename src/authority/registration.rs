@@ -9,8 +9,8 @@ use crate::audit::{self, Decision};
 use crate::ca::unix_seconds;
 use crate::identity::ServiceName;
 use crate::policy;
-use crate::registry::{self, EntrySpec, Selector};
-use crate::store::{EntryRecord, JoinTokenRecord, Store};
+use crate::registry::{self, EntrySpec};
+use crate::store::{EntryRecord, JoinTokenRecord, Storage};
 use crate::{Error, Result};
 
 /// Join tokens just created; the secrets are shown once.
@@ -81,7 +81,7 @@ impl Authority {
                 ..Decision::default()
             },
         };
-        audit::record(&self.store, decision);
+        audit::record(self.store.as_ref(), decision).await;
         outcome
     }
 
@@ -109,7 +109,7 @@ impl Authority {
         let now = unix_seconds(SystemTime::now());
         let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let record = JoinTokenRecord {
-            selectors: selectors.iter().map(Selector::to_string).collect(),
+            selectors: selectors.clone(),
             created_at: now,
             expires_at,
         };
@@ -138,7 +138,7 @@ impl Authority {
             service: Some(&spec.service),
             selectors: &spec.selectors,
         };
-        audit_entry_change(&self.store, caller, attempted, &outcome);
+        audit_entry_change(self.store.as_ref(), caller, attempted, &outcome).await;
         outcome
     }
 
@@ -171,7 +171,7 @@ impl Authority {
             service: Some(&spec.service),
             selectors: &spec.selectors,
         };
-        audit_entry_change(&self.store, caller, attempted, &outcome);
+        audit_entry_change(self.store.as_ref(), caller, attempted, &outcome).await;
         outcome
     }
 
@@ -185,7 +185,7 @@ impl Authority {
             service: None,
             selectors: &[],
         };
-        audit_entry_change(&self.store, caller, attempted, &outcome);
+        audit_entry_change(self.store.as_ref(), caller, attempted, &outcome).await;
         outcome
     }
 
@@ -206,8 +206,8 @@ struct EntryChange<'a> {
 
 /// One audit entry per entry change: the entry as it now is, or what was
 /// asked and why it was refused.
-fn audit_entry_change(
-    store: &Store,
+async fn audit_entry_change(
+    store: &dyn Storage,
     caller: &Caller,
     attempted: EntryChange<'_>,
     outcome: &Result<EntryRecord>,
@@ -239,9 +239,14 @@ fn audit_entry_change(
                 Some(id) => format!("entry {id:?}: {error}"),
                 None => error.to_string(),
             }),
-            selectors: attempted.selectors.to_vec(),
+            // Those that parse: the reason names any that did not.
+            selectors: attempted
+                .selectors
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
             ..Decision::default()
         },
     };
-    audit::record(store, decision);
+    audit::record(store, decision).await;
 }

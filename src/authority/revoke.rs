@@ -8,7 +8,7 @@ use crate::audit::{self, Decision};
 use crate::ca::unix_seconds;
 use crate::identity::{Serial, ServiceName};
 use crate::revocation::{RevocationReason, Revocations};
-use crate::store::{IssuanceRecord, Revocation, RevokeOutcome, Store};
+use crate::store::{IssuanceRecord, Revocation, RevokeOutcome, Storage};
 use crate::{Error, Result};
 
 /// What a revocation did, for one certificate.
@@ -45,7 +45,7 @@ impl Authority {
             Ok(revoked) => self.publish(vec![revoked]).await,
             Err(error) => Err(error),
         };
-        audit_revocation(&self.store, caller, serial, reason, &outcome);
+        audit_revocation(self.store.as_ref(), caller, serial, reason, &outcome).await;
         outcome
     }
 
@@ -58,12 +58,13 @@ impl Authority {
     ) -> Result<RevocationResult> {
         let outcome = self.revoke_service_inner(service, reason).await;
         audit_revocation(
-            &self.store,
+            self.store.as_ref(),
             caller,
             &format!("service {service}"),
             reason,
             &outcome,
-        );
+        )
+        .await;
         outcome
     }
 
@@ -75,7 +76,7 @@ impl Authority {
         let service: ServiceName = service.parse()?;
         let now = unix_seconds(SystemTime::now());
         let mut revoked = Vec::new();
-        for record in self.store.certificates(Some(&service))? {
+        for record in self.store.certificates(Some(&service)).await? {
             if record.not_after >= now {
                 revoked.push(self.revoke_serial(&record.serial.to_hex(), reason).await?);
             }
@@ -127,8 +128,8 @@ impl Authority {
 
 /// One audit entry per certificate a revocation request touched, or one
 /// for its refusal.
-fn audit_revocation(
-    store: &Store,
+async fn audit_revocation(
+    store: &dyn Storage,
     caller: &Caller,
     target: &str,
     reason: RevocationReason,
@@ -153,19 +154,23 @@ fn audit_revocation(
                         reason: Some(format!("{state}: {reason}; CRL {}", result.crl_number)),
                         ..Decision::default()
                     },
-                );
+                )
+                .await;
             }
         }
-        Err(error) => audit::record(
-            store,
-            Decision {
-                event: "revoke",
-                allowed: false,
-                caller: &caller.0,
-                serial: Some(target.to_owned()),
-                reason: Some(format!("{error} (asked reason: {reason})")),
-                ..Decision::default()
-            },
-        ),
+        Err(error) => {
+            audit::record(
+                store,
+                Decision {
+                    event: "revoke",
+                    allowed: false,
+                    caller: &caller.0,
+                    serial: Some(target.to_owned()),
+                    reason: Some(format!("{error} (asked reason: {reason})")),
+                    ..Decision::default()
+                },
+            )
+            .await
+        }
     }
 }

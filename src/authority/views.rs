@@ -35,19 +35,27 @@ pub struct CertificateSummary {
 
 impl Authority {
     /// The record of one certificate.
-    pub fn certificate(&self, serial: &str) -> Result<IssuanceRecord> {
+    pub async fn certificate(&self, serial: &str) -> Result<IssuanceRecord> {
         let serial: Serial = serial.parse()?;
         self.store
-            .certificate(&serial)?
+            .certificate(&serial)
+            .await?
             .ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
     }
 
     /// The `limit` most recently issued certificates, or one service's, as
     /// listings show them: without PEMs, which are for `certificate`.
-    pub fn listing(&self, service: Option<&str>, limit: usize) -> Result<Vec<CertificateSummary>> {
+    pub async fn listing(
+        &self,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CertificateSummary>> {
         let service = service.map(str::parse::<ServiceName>).transpose()?;
         let now = unix_seconds(SystemTime::now());
-        let records = self.store.newest_certificates(service.as_ref(), limit)?;
+        let records = self
+            .store
+            .newest_certificates(service.as_ref(), limit)
+            .await?;
         Ok(records
             .iter()
             .map(|record| {

@@ -17,7 +17,6 @@ use crate::authority::{Authority, Caller, CertificateSummary, TokenFor};
 use crate::ca::{self, CertificateAuthority, InitOptions, KeyType, unix_seconds};
 use crate::config::{ConfigFile, revocation_urls};
 use crate::revocation::RevocationReason;
-use crate::store::Store;
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("for").required(true).args(["entry", "service"]))]
@@ -172,10 +171,11 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         Some(text) => parse_since(text)?,
     };
     let lines = if args.offline {
-        let authority = offline_authority(&args.data_dir, None)?;
+        let authority = offline_authority(&args.data_dir, None).await?;
         authority
             .store()
             .audit_since(since, args.limit as usize)
+            .await
             .map_err(crate::Error::from)?
             .into_iter()
             .map(AuditLine::from)
@@ -264,7 +264,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
 pub async fn issue(args: IssueArgs) -> anyhow::Result<()> {
     let (key, csr_der) = super::workload::new_key_and_csr()?;
     let summary = if args.offline {
-        let authority = offline_authority(&args.data_dir, args.config.as_deref())?;
+        let authority = offline_authority(&args.data_dir, args.config.as_deref()).await?;
         let caller = Caller(format!("offline-cli uid={}", current_uid()));
         let issued = authority
             .issue_for_operator(&caller, &args.service, &csr_der, args.ttl)
@@ -279,8 +279,10 @@ pub async fn issue(args: IssueArgs) -> anyhow::Result<()> {
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     let mut certificates = if args.offline {
-        let authority = offline_authority(&args.data_dir, None)?;
-        authority.listing(args.service.as_deref(), args.limit as usize)?
+        let authority = offline_authority(&args.data_dir, None).await?;
+        authority
+            .listing(args.service.as_deref(), args.limit as usize)
+            .await?
     } else {
         let mut client = args.target.connect(&args.data_dir).await?;
         client.list(args.service.as_deref(), args.limit).await?
@@ -309,8 +311,8 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
 
 pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
     let summary = if args.offline {
-        let authority = offline_authority(&args.data_dir, None)?;
-        let record = authority.certificate(&args.serial)?;
+        let authority = offline_authority(&args.data_dir, None).await?;
+        let record = authority.certificate(&args.serial).await?;
         authority.summary(&record, unix_seconds(SystemTime::now()))
     } else {
         let mut client = args.target.connect(&args.data_dir).await?;
@@ -437,7 +439,7 @@ fn write_summary(
 
 /// The authority over the data directory itself, for when no daemon runs.
 /// Fails clearly if a daemon holds the database.
-fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Result<Authority> {
+async fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Result<Authority> {
     let dir = &data_dir.data_dir;
     let config = ConfigFile::load(config)?.validate()?;
     let mut ca = CertificateAuthority::load(dir).map_err(crate::Error::from)?;
@@ -446,7 +448,7 @@ fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Resul
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.http_addr));
     ca.set_revocation_urls(revocation_urls(&base));
-    let store = Store::open(&dir.join("db")).map_err(|error| match error {
+    let store = crate::store::open(&dir.join("db")).map_err(|error| match error {
         crate::store::StoreError::Locked(_) => anyhow::Error::new(crate::Error::from(error)).context(UsageError(
             "certd serve is running on this data directory; drop --offline to go through its admin socket".into(),
         )),
@@ -457,7 +459,7 @@ fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Resul
     // check a service-account token, so the issuer's keys are not loaded
     // (nor fetched) and cannot make them fail.
     settings.kubernetes = None;
-    Ok(Authority::new(Arc::new(ca), store, settings)?)
+    Ok(Authority::new(Arc::new(ca), store, settings).await?)
 }
 
 fn current_uid() -> u32 {

@@ -11,7 +11,6 @@ use crate::authority::Authority;
 use crate::ca::{self, CaFiles, CertificateAuthority, InitOptions, KeyType};
 use crate::config::{ConfigFile, revocation_urls};
 use crate::server::{self, Listeners};
-use crate::store::Store;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -57,7 +56,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ca::init(&dir, &options).map_err(crate::Error::from)?;
     }
     let mut ca = CertificateAuthority::load(&dir).map_err(crate::Error::from)?;
-    let store = Store::open(&dir.join("db")).map_err(crate::Error::from)?;
+    let store = crate::store::open(&dir.join("db")).map_err(crate::Error::from)?;
     let listeners = Listeners::bind(&config, &dir).await?;
     let grpc = listeners
         .grpc
@@ -72,7 +71,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{http}"));
     ca.set_revocation_urls(revocation_urls(&public_base_url));
-    let authority = Authority::new(Arc::new(ca), store, config.authority_settings())?;
+    let authority = Authority::new(Arc::new(ca), store, config.authority_settings()).await?;
     let admin = listeners.admin_path.clone();
     let trust_domain = authority.ca().trust_domain().clone();
     let ready = move || {

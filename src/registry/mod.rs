@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use selector::Selector;
 
 use crate::identity::{ServiceName, TrustDomain, WorkloadIdentity, is_dns_name};
-use crate::store::{EntryRecord, Store, StoreError};
+use crate::store::{EntryRecord, SharedStorage, Storage, StoreError};
 
 /// Most selectors one entry may require.
 pub const MAX_SELECTORS: usize = 16;
@@ -235,7 +235,7 @@ pub fn describe(selectors: &[Selector]) -> String {
 /// selectors.
 #[derive(Debug)]
 pub struct Registry {
-    store: Store,
+    store: SharedStorage,
     index: RwLock<Index>,
     /// Serialises writers, so a duplicate check and its insert are one step.
     writer: tokio::sync::Mutex<()>,
@@ -245,10 +245,18 @@ pub struct Registry {
 struct Index {
     by_id: HashMap<String, Arc<EntryRecord>>,
     /// Selector → ids of the entries that require it.
-    by_selector: HashMap<String, HashSet<String>>,
+    by_selector: HashMap<Selector, HashSet<String>>,
 }
 
 impl Index {
+    async fn load(store: &dyn Storage) -> Result<Self, StoreError> {
+        let mut index = Index::default();
+        for entry in store.entries().await? {
+            index.insert(entry);
+        }
+        Ok(index)
+    }
+
     fn insert(&mut self, entry: EntryRecord) {
         for selector in &entry.selectors {
             self.by_selector
@@ -274,7 +282,7 @@ impl Index {
     }
 
     /// Entries that require `selector` (and possibly more).
-    fn requiring<'a>(&'a self, selector: &str) -> impl Iterator<Item = &'a Arc<EntryRecord>> {
+    fn requiring<'a>(&'a self, selector: &Selector) -> impl Iterator<Item = &'a Arc<EntryRecord>> {
         self.by_selector
             .get(selector)
             .into_iter()
@@ -285,16 +293,34 @@ impl Index {
 
 impl Registry {
     /// Loads every entry from the store.
-    pub fn load(store: Store) -> Result<Self, StoreError> {
-        let mut index = Index::default();
-        for entry in store.entries()? {
-            index.insert(entry);
-        }
+    pub async fn load(store: SharedStorage) -> Result<Self, StoreError> {
+        let index = Index::load(store.as_ref()).await?;
         Ok(Registry {
             store,
             index: RwLock::new(index),
             writer: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Brings entry `id` in the index up to date with the store, after
+    /// another process changed it (the store's change feed said so).
+    pub async fn entry_changed(&self, id: &str) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        let current = self.store.entry(id).await?;
+        let mut index = self.write();
+        index.remove(id);
+        if let Some(entry) = current {
+            index.insert(entry);
+        }
+        Ok(())
+    }
+
+    /// Reloads every entry, for a change feed that fell behind.
+    pub async fn resync(&self) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        let index = Index::load(self.store.as_ref()).await?;
+        *self.write() = index;
+        Ok(())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -319,7 +345,7 @@ impl Registry {
         created_by: &str,
     ) -> Result<EntryRecord, crate::Error> {
         let _writer = self.writer.lock().await;
-        let selectors: Vec<String> = entry.selectors.iter().map(|s| s.to_string()).collect();
+        let selectors = entry.selectors;
         if selectors.is_empty() {
             return Err(RegistryError::InvalidEntry("an entry needs a selector".into()).into());
         }
@@ -360,7 +386,7 @@ impl Registry {
             ))
             .into());
         }
-        let selectors: Vec<String> = entry.selectors.iter().map(|s| s.to_string()).collect();
+        let selectors = entry.selectors;
         if let Some(existing) = self.same_selectors(&selectors).filter(|other| other != id) {
             return Err(RegistryError::DuplicateSelectors { existing }.into());
         }
@@ -381,7 +407,7 @@ impl Registry {
     }
 
     /// The id of the entry with exactly `selectors` (sorted), if any.
-    fn same_selectors(&self, selectors: &[String]) -> Option<String> {
+    fn same_selectors(&self, selectors: &[Selector]) -> Option<String> {
         let first = selectors.first()?;
         self.read()
             .requiring(first)
@@ -425,7 +451,7 @@ impl Registry {
         {
             let index = self.read();
             for selector in proven {
-                for entry in index.requiring(selector.as_str()) {
+                for entry in index.requiring(selector) {
                     let covered = entry
                         .selectors
                         .iter()
@@ -458,7 +484,7 @@ impl Registry {
         let candidates: Vec<EntryRecord> = self
             .list(Some(service))
             .into_iter()
-            .filter(|entry| entry.selectors.iter().all(|s| s.starts_with("token:")))
+            .filter(|entry| entry.selectors.iter().all(Selector::is_token))
             .collect();
         match candidates.as_slice() {
             [entry] => Ok(entry.clone()),
@@ -481,18 +507,12 @@ impl Registry {
 /// The selectors a join token made for `entry` proves: its own, which must
 /// all be `token:` selectors.
 pub fn token_selectors(entry: &EntryRecord) -> Result<Vec<Selector>, crate::Error> {
-    let selectors = entry
-        .selectors
-        .iter()
-        .map(|s| s.parse::<Selector>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::Corrupt(format!("entry {}: {e}", entry.id)))?;
-    if selectors.iter().all(Selector::is_token) {
-        Ok(selectors)
+    if entry.selectors.iter().all(Selector::is_token) {
+        Ok(entry.selectors.clone())
     } else {
         Err(RegistryError::NotATokenEntry {
             id: entry.id.clone(),
-            selectors: entry.selectors.join(", "),
+            selectors: describe(&entry.selectors),
         }
         .into())
     }
@@ -611,7 +631,9 @@ mod tests {
     #[tokio::test]
     async fn matching_needs_exactly_one_full_selector_set() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::load(Store::open(dir.path()).unwrap()).unwrap();
+        let registry = Registry::load(crate::store::open(dir.path()).unwrap())
+            .await
+            .unwrap();
         let create = |service: &str, sel: &[&str]| {
             let entry = spec(service, sel).validate(&bounds()).unwrap();
             registry.create(entry, 1, "test")
@@ -648,14 +670,16 @@ mod tests {
             Err(crate::Error::NotFound(_))
         ));
         // Changes are in the store, not only in memory.
-        let reloaded = Registry::load(registry.store.clone()).unwrap();
+        let reloaded = Registry::load(registry.store.clone()).await.unwrap();
         assert_eq!(reloaded.list(None), vec![billing]);
     }
 
     #[tokio::test]
     async fn an_update_replaces_the_content_but_not_the_service_or_id() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::load(Store::open(dir.path()).unwrap()).unwrap();
+        let registry = Registry::load(crate::store::open(dir.path()).unwrap())
+            .await
+            .unwrap();
         let valid = |service: &str, selectors: &[&str]| {
             spec(service, selectors).validate(&bounds()).unwrap()
         };
@@ -701,14 +725,46 @@ mod tests {
             assert!(error.contains(refused), "{error}");
         }
         assert_eq!(registry.get(&other.id).unwrap(), other);
-        let reloaded = Registry::load(registry.store.clone()).unwrap();
+        let reloaded = Registry::load(registry.store.clone()).await.unwrap();
         assert_eq!(reloaded.get(&billing.id).unwrap(), updated);
+    }
+
+    /// Another process writing the store (a replica on a shared backend)
+    /// reaches this registry through `entry_changed` and `resync`.
+    #[tokio::test]
+    async fn changes_made_by_another_process_are_picked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path()).unwrap();
+        let registry = Registry::load(store.clone()).await.unwrap();
+        let proven = selectors(&["k8s:sa:billing"]);
+        // Written behind the registry's back, as another replica would.
+        let elsewhere = Registry::load(store.clone()).await.unwrap();
+        let valid = spec("billing", &["k8s:sa:billing"])
+            .validate(&bounds())
+            .unwrap();
+        let entry = elsewhere.create(valid, 1, "replica-2").await.unwrap();
+        assert!(registry.resolve(&proven).is_err(), "not seen yet");
+        registry.entry_changed(&entry.id).await.unwrap();
+        assert_eq!(registry.resolve(&proven).unwrap().id, entry.id);
+
+        elsewhere.delete(&entry.id).await.unwrap();
+        registry.entry_changed(&entry.id).await.unwrap();
+        assert!(registry.resolve(&proven).is_err(), "deletion seen");
+
+        let valid = spec("orders", &["k8s:sa:orders"])
+            .validate(&bounds())
+            .unwrap();
+        let orders = elsewhere.create(valid, 2, "replica-2").await.unwrap();
+        registry.resync().await.unwrap();
+        assert_eq!(registry.list(None), vec![orders]);
     }
 
     #[tokio::test]
     async fn join_tokens_are_for_entries_of_token_selectors_only() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::load(Store::open(dir.path()).unwrap()).unwrap();
+        let registry = Registry::load(crate::store::open(dir.path()).unwrap())
+            .await
+            .unwrap();
         let vm = spec("billing", &["token:billing-vm"])
             .validate(&bounds())
             .unwrap();

@@ -11,12 +11,28 @@ const MAX_SELECTOR_LEN: usize = 300;
 
 /// A selector in canonical form. Only kinds some attestor can prove are
 /// accepted, so an entry can never wait on a selector nothing proves.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Selector(String);
+
+impl fmt::Debug for Selector {
+    /// As the string it is, so logs read `"k8s:ns:payments"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl Selector {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// A selector certd stored after parsing it: trusted, not parsed again.
+    pub(crate) fn from_stored(value: String) -> Self {
+        Selector(value)
     }
 
     /// What the join-token attestor proves: `token:<label>`.

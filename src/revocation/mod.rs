@@ -22,7 +22,7 @@ pub use reason::{RevocationReason, reason_name};
 use crate::Result;
 use crate::ca::{CertificateAuthority, pem_encode, unix_seconds};
 use crate::identity::Serial;
-use crate::store::{CertificateState, Store};
+use crate::store::{CertificateState, SharedStorage};
 use ocsp::{IssuerHashes, KnownStatus};
 
 /// Default validity of a CRL: its nextUpdate is this long after thisUpdate.
@@ -87,7 +87,7 @@ struct CachedOcsp {
 /// The CRL and OCSP publisher.
 pub struct Revocations {
     ca: Arc<CertificateAuthority>,
-    store: Store,
+    store: SharedStorage,
     settings: RevocationSettings,
     issuer_hashes: IssuerHashes,
     published: RwLock<Option<Arc<PublishedCrl>>>,
@@ -108,7 +108,11 @@ impl std::fmt::Debug for Revocations {
 }
 
 impl Revocations {
-    pub fn new(ca: Arc<CertificateAuthority>, store: Store, settings: RevocationSettings) -> Self {
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        store: SharedStorage,
+        settings: RevocationSettings,
+    ) -> Self {
         Revocations {
             issuer_hashes: IssuerHashes::new(&ca),
             ca,
@@ -146,6 +150,16 @@ impl Revocations {
         cache.retain(|key, _| key.get(1..) != Some(serial.as_bytes()));
     }
 
+    /// Drops every cached OCSP answer, for a cache that may have missed
+    /// revocations made by another process.
+    pub fn forget_cached_answers(&self) {
+        self.revocations_seen.fetch_add(1, Ordering::SeqCst);
+        self.ocsp_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Publishes a CRL that includes every revocation noted before this
     /// call. Concurrent callers share one build.
     pub async fn refresh_crl(&self) -> Result<Arc<PublishedCrl>> {
@@ -170,7 +184,7 @@ impl Revocations {
     }
 
     async fn build_crl(&self, now: i64) -> Result<PublishedCrl> {
-        let entries = self.store.revoked_unexpired(now)?;
+        let entries = self.store.revoked_unexpired(now).await?;
         let number = self.store.next_crl_number().await?;
         let this_update = now;
         let next_update = now + duration_seconds(self.settings.crl_validity);
@@ -214,7 +228,7 @@ impl Revocations {
 
     /// Answers a DER OCSP request. Never fails: errors become OCSP error
     /// statuses.
-    pub fn ocsp(&self, request: &[u8]) -> OcspAnswer {
+    pub async fn ocsp(&self, request: &[u8]) -> OcspAnswer {
         let now = unix_seconds(SystemTime::now());
         let parsed = match ocsp::parse_request(request, &self.issuer_hashes) {
             Ok(parsed) => parsed,
@@ -236,7 +250,7 @@ impl Revocations {
         let generation = self.revocations_seen.load(Ordering::SeqCst);
         let mut answers = Vec::with_capacity(parsed.queries.len());
         for (id, serial) in &parsed.queries {
-            match self.known_status(serial.as_ref(), now) {
+            match self.known_status(serial.as_ref(), now).await {
                 Ok(status) => answers.push((id.clone(), status)),
                 Err(error) => {
                     tracing::error!(%error, "OCSP status lookup failed");
@@ -271,11 +285,11 @@ impl Revocations {
         answer
     }
 
-    fn known_status(&self, serial: Option<&Serial>, now: i64) -> Result<KnownStatus> {
+    async fn known_status(&self, serial: Option<&Serial>, now: i64) -> Result<KnownStatus> {
         let Some(serial) = serial else {
             return Ok(KnownStatus::Unknown);
         };
-        Ok(match self.store.certificate(serial)? {
+        Ok(match self.store.certificate(serial).await? {
             None => KnownStatus::Unknown,
             Some(record) => match (record.state(now), record.revocation) {
                 (CertificateState::Revoked, Some(revocation)) => KnownStatus::Revoked {

@@ -1,0 +1,173 @@
+//! Keeping this process's caches true when another process writes the
+//! store: the registry's entry index, the OCSP answers and the CRL.
+//!
+//! The store's change feed (`Storage::changes`) names each change made
+//! elsewhere; [`follow`] hands each to [`Authority::apply_change`], and a
+//! feed that fell behind to [`Authority::resync`], which reloads in full.
+//! This process's own writes update the caches directly and never pass
+//! through here.
+
+use std::future::Future;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::Authority;
+use crate::store::{Change, StoreError};
+
+/// What the follower hands on: one change, or "reload everything".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    Changed(Change),
+    /// The feed dropped changes this receiver had not read yet.
+    Resync,
+}
+
+/// Reads `changes` until `stopped` completes or the feed closes, calling
+/// `apply` for each. A failed `apply` is logged and followed by a resync,
+/// so a cache never stays behind a change it could not apply.
+pub async fn follow<F, Fut>(
+    mut changes: broadcast::Receiver<Change>,
+    stopped: impl Future<Output = ()>,
+    mut apply: F,
+) where
+    F: FnMut(Update) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    tokio::pin!(stopped);
+    loop {
+        let update = tokio::select! {
+            () = &mut stopped => return,
+            received = changes.recv() => match received {
+                Ok(change) => Update::Changed(change),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "the store's change feed fell behind; reloading caches");
+                    Update::Resync
+                }
+                Err(RecvError::Closed) => return,
+            },
+        };
+        if let Err(error) = apply(update).await {
+            tracing::error!(%error, "cannot apply a change made by another process; reloading caches");
+            if let Err(error) = apply(Update::Resync).await {
+                tracing::error!(%error, "cannot reload caches from the store");
+            }
+        }
+    }
+}
+
+impl Authority {
+    /// Brings the caches up to date with one change or, for `Resync`, with
+    /// everything the store holds.
+    pub async fn apply_change(&self, update: Update) -> Result<(), StoreError> {
+        match update {
+            Update::Changed(Change::Entry { id }) => self.registry.entry_changed(&id).await,
+            Update::Changed(Change::Revoked { serial }) => {
+                self.revocations.note_revocation(&serial);
+                self.publish_crl().await
+            }
+            Update::Resync => {
+                self.registry.resync().await?;
+                self.revocations.forget_cached_answers();
+                self.publish_crl().await
+            }
+        }
+    }
+
+    async fn publish_crl(&self) -> Result<(), StoreError> {
+        match self.revocations.refresh_crl().await {
+            Ok(_) => Ok(()),
+            Err(crate::Error::Store(error)) => Err(error),
+            // Signing trouble is not the feed's: the periodic refresh retries.
+            Err(error) => {
+                tracing::error!(%error, "cannot publish a CRL after a revocation elsewhere");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::store::ChangeFeed;
+
+    fn change(id: &str) -> Change {
+        Change::Entry { id: id.into() }
+    }
+
+    #[tokio::test]
+    async fn every_change_is_applied_in_order_and_a_lag_becomes_a_resync() {
+        let feed = ChangeFeed::default();
+        let receiver = feed.subscribe();
+        // More than the feed holds: the receiver lags and must resync.
+        for n in 0..1030 {
+            feed.announce(change(&n.to_string()));
+        }
+        feed.announce(change("last"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let follower = tokio::spawn({
+            let seen = seen.clone();
+            follow(
+                receiver,
+                async move {
+                    let _ = stopped.await;
+                },
+                move |update| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().unwrap().push(update);
+                        Ok(())
+                    }
+                },
+            )
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while !seen
+                .lock()
+                .unwrap()
+                .contains(&Update::Changed(change("last")))
+            {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        let _ = stop.send(());
+        follower.await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0], Update::Resync, "{:?}", &seen[..3]);
+        assert_eq!(seen.last(), Some(&Update::Changed(change("last"))));
+    }
+
+    #[tokio::test]
+    async fn a_failed_change_is_followed_by_a_resync() {
+        let feed = ChangeFeed::default();
+        let receiver = feed.subscribe();
+        feed.announce(change("broken"));
+        drop(feed);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        follow(receiver, std::future::pending(), {
+            let seen = seen.clone();
+            move |update| {
+                let seen = seen.clone();
+                async move {
+                    let fail = update == Update::Changed(change("broken"));
+                    seen.lock().unwrap().push(update);
+                    if fail {
+                        Err(StoreError::Backend("down".into()))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [Update::Changed(change("broken")), Update::Resync]
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! The domain model: what certd decides about and keeps, in types that
+//! are valid by construction.
+//!
+//! Names (`ServiceName`, `TrustDomain`, `Serial`, `WorkloadIdentity`) live
+//! in `identity`, selectors in `registry::selector`; this module holds the
+//! records built from them: issuance records, revocations, join tokens,
+//! registration entries and audit entries. They carry no serde derives:
+//! how a backend encodes them is that backend's private business (the sled
+//! codec in `store::sled::codec`), so no on-disk format leaks into the
+//! domain and no domain change silently changes a format.
+
+mod records;
+
+pub use records::{
+    Attestation, AuditEntry, CertificateState, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
+    Revocation, RevokeOutcome, RevokedEntry, TokenHash,
+};

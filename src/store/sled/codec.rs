@@ -1,0 +1,569 @@
+//! The sled backend's on-disk format, private to it.
+//!
+//! Every value is postcard behind a one-byte format version. The types here
+//! are the format: their field order and enum variant order are what the
+//! bytes mean, so they change only together with `FORMAT_VERSION`, and
+//! never because a domain type in `model` changed. Each converts to and
+//! from its domain type by hand.
+//!
+//! Version 2 added registration entries: join tokens name the selectors
+//! they prove instead of a service, and audit entries carry selectors.
+//! Version 1 values are still read.
+//!
+//! Decoding trusts what certd itself wrote: names, serials and selectors
+//! were parsed once, at the edge, before they were stored, so they are
+//! wrapped again here without being parsed a second time.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Serial, ServiceName};
+use crate::model::{
+    Attestation, AuditEntry, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof, Revocation,
+    RevokedEntry,
+};
+use crate::registry::Selector;
+use crate::store::StoreError;
+
+/// Format version of every value written by this build.
+const FORMAT_VERSION: u8 = 2;
+/// The format before registration entries.
+const FORMAT_VERSION_1: u8 = 1;
+
+/// A domain value the sled backend keeps, and its encodings.
+pub(super) trait Stored: Sized {
+    /// The current (version 2) encoding.
+    type Disk: Serialize + DeserializeOwned + From<Self> + Into<Self>;
+    /// The version 1 encoding; `Self::Disk` where it has not changed.
+    type V1: DeserializeOwned + Into<Self>;
+}
+
+pub(super) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let disk = T::Disk::from(value.clone());
+    let mut bytes = vec![FORMAT_VERSION];
+    let encoded = postcard::to_stdvec(&disk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    bytes.extend_from_slice(&encoded);
+    Ok(bytes)
+}
+
+pub(super) fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |e: postcard::Error| StoreError::Corrupt(e.to_string());
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => postcard::from_bytes::<T::Disk>(rest)
+            .map(Into::into)
+            .map_err(corrupt),
+        Some((&FORMAT_VERSION_1, rest)) => postcard::from_bytes::<T::V1>(rest)
+            .map(Into::into)
+            .map_err(corrupt),
+        Some((version, _)) => Err(StoreError::Corrupt(format!(
+            "record format {version} is not known to this certd"
+        ))),
+        None => Err(StoreError::Corrupt("empty record".into())),
+    }
+}
+
+fn selectors_to_disk(selectors: Vec<Selector>) -> Vec<String> {
+    selectors.into_iter().map(Selector::into_string).collect()
+}
+
+fn selectors_from_disk(selectors: Vec<String>) -> Vec<Selector> {
+    selectors.into_iter().map(Selector::from_stored).collect()
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct DiskIssuanceRecord {
+    serial: Vec<u8>,
+    service: String,
+    dns_names: Vec<String>,
+    uris: Vec<String>,
+    not_before: i64,
+    not_after: i64,
+    issued_at: i64,
+    sha256_fingerprint: [u8; 32],
+    der: Vec<u8>,
+    attestation: DiskAttestation,
+    renewed_from: Option<Vec<u8>>,
+    revocation: Option<DiskRevocation>,
+}
+
+/// Variant order is the format: append, never reorder.
+#[derive(Serialize, Deserialize)]
+enum DiskAttestation {
+    JoinToken { token_id: String },
+    Renewal,
+    Admin { caller: String },
+    ServingCertificate,
+    Operator { caller: String },
+    Registered { entry_id: String, proof: DiskProof },
+}
+
+/// Variant order is the format: append, never reorder.
+#[derive(Serialize, Deserialize)]
+enum DiskProof {
+    JoinToken { token_id: String },
+    KubernetesToken { subject: String },
+    Renewal,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskRevocation {
+    revoked_at: i64,
+    reason_code: u8,
+}
+
+impl From<IssuanceRecord> for DiskIssuanceRecord {
+    fn from(record: IssuanceRecord) -> Self {
+        DiskIssuanceRecord {
+            serial: record.serial.as_bytes().to_vec(),
+            service: record.service.into(),
+            dns_names: record.dns_names,
+            uris: record.uris,
+            not_before: record.not_before,
+            not_after: record.not_after,
+            issued_at: record.issued_at,
+            sha256_fingerprint: record.sha256_fingerprint,
+            der: record.der,
+            attestation: record.attestation.into(),
+            renewed_from: record.renewed_from.map(|s| s.as_bytes().to_vec()),
+            revocation: record.revocation.map(Into::into),
+        }
+    }
+}
+
+impl From<DiskIssuanceRecord> for IssuanceRecord {
+    fn from(disk: DiskIssuanceRecord) -> Self {
+        IssuanceRecord {
+            serial: Serial::from_stored(disk.serial),
+            service: ServiceName::from_stored(disk.service),
+            dns_names: disk.dns_names,
+            uris: disk.uris,
+            not_before: disk.not_before,
+            not_after: disk.not_after,
+            issued_at: disk.issued_at,
+            sha256_fingerprint: disk.sha256_fingerprint,
+            der: disk.der,
+            attestation: disk.attestation.into(),
+            renewed_from: disk.renewed_from.map(Serial::from_stored),
+            revocation: disk.revocation.map(Into::into),
+        }
+    }
+}
+
+impl From<Attestation> for DiskAttestation {
+    fn from(attestation: Attestation) -> Self {
+        match attestation {
+            Attestation::JoinToken { token_id } => DiskAttestation::JoinToken { token_id },
+            Attestation::Renewal => DiskAttestation::Renewal,
+            Attestation::Admin { caller } => DiskAttestation::Admin { caller },
+            Attestation::ServingCertificate => DiskAttestation::ServingCertificate,
+            Attestation::Operator { caller } => DiskAttestation::Operator { caller },
+            Attestation::Registered { entry_id, proof } => DiskAttestation::Registered {
+                entry_id,
+                proof: match proof {
+                    Proof::JoinToken { token_id } => DiskProof::JoinToken { token_id },
+                    Proof::KubernetesToken { subject } => DiskProof::KubernetesToken { subject },
+                    Proof::Renewal => DiskProof::Renewal,
+                },
+            },
+        }
+    }
+}
+
+impl From<DiskAttestation> for Attestation {
+    fn from(disk: DiskAttestation) -> Self {
+        match disk {
+            DiskAttestation::JoinToken { token_id } => Attestation::JoinToken { token_id },
+            DiskAttestation::Renewal => Attestation::Renewal,
+            DiskAttestation::Admin { caller } => Attestation::Admin { caller },
+            DiskAttestation::ServingCertificate => Attestation::ServingCertificate,
+            DiskAttestation::Operator { caller } => Attestation::Operator { caller },
+            DiskAttestation::Registered { entry_id, proof } => Attestation::Registered {
+                entry_id,
+                proof: match proof {
+                    DiskProof::JoinToken { token_id } => Proof::JoinToken { token_id },
+                    DiskProof::KubernetesToken { subject } => Proof::KubernetesToken { subject },
+                    DiskProof::Renewal => Proof::Renewal,
+                },
+            },
+        }
+    }
+}
+
+impl From<Revocation> for DiskRevocation {
+    fn from(revocation: Revocation) -> Self {
+        DiskRevocation {
+            revoked_at: revocation.revoked_at,
+            reason_code: revocation.reason_code,
+        }
+    }
+}
+
+impl From<DiskRevocation> for Revocation {
+    fn from(disk: DiskRevocation) -> Self {
+        Revocation {
+            revoked_at: disk.revoked_at,
+            reason_code: disk.reason_code,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct DiskRevokedEntry {
+    serial: Vec<u8>,
+    revocation: DiskRevocation,
+    not_after: i64,
+}
+
+impl From<RevokedEntry> for DiskRevokedEntry {
+    fn from(entry: RevokedEntry) -> Self {
+        DiskRevokedEntry {
+            serial: entry.serial.as_bytes().to_vec(),
+            revocation: entry.revocation.into(),
+            not_after: entry.not_after,
+        }
+    }
+}
+
+impl From<DiskRevokedEntry> for RevokedEntry {
+    fn from(disk: DiskRevokedEntry) -> Self {
+        RevokedEntry {
+            serial: Serial::from_stored(disk.serial),
+            revocation: disk.revocation.into(),
+            not_after: disk.not_after,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct DiskAuditEntry {
+    at: i64,
+    event: String,
+    allowed: bool,
+    caller: String,
+    attestation: Option<String>,
+    service: Option<String>,
+    serial: Option<String>,
+    reason: Option<String>,
+    selectors: Vec<String>,
+}
+
+impl From<AuditEntry> for DiskAuditEntry {
+    fn from(entry: AuditEntry) -> Self {
+        DiskAuditEntry {
+            at: entry.at,
+            event: entry.event,
+            allowed: entry.allowed,
+            caller: entry.caller,
+            attestation: entry.attestation,
+            service: entry.service,
+            serial: entry.serial,
+            reason: entry.reason,
+            selectors: selectors_to_disk(entry.selectors),
+        }
+    }
+}
+
+impl From<DiskAuditEntry> for AuditEntry {
+    fn from(disk: DiskAuditEntry) -> Self {
+        AuditEntry {
+            at: disk.at,
+            event: disk.event,
+            allowed: disk.allowed,
+            caller: disk.caller,
+            attestation: disk.attestation,
+            service: disk.service,
+            serial: disk.serial,
+            reason: disk.reason,
+            selectors: selectors_from_disk(disk.selectors),
+        }
+    }
+}
+
+/// `AuditEntry` as version 1 wrote it: without selectors.
+#[derive(Deserialize)]
+pub(super) struct AuditEntryV1 {
+    at: i64,
+    event: String,
+    allowed: bool,
+    caller: String,
+    attestation: Option<String>,
+    service: Option<String>,
+    serial: Option<String>,
+    reason: Option<String>,
+}
+
+impl From<AuditEntryV1> for AuditEntry {
+    fn from(v1: AuditEntryV1) -> Self {
+        AuditEntry {
+            at: v1.at,
+            event: v1.event,
+            allowed: v1.allowed,
+            caller: v1.caller,
+            attestation: v1.attestation,
+            service: v1.service,
+            serial: v1.serial,
+            reason: v1.reason,
+            selectors: Vec::new(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct DiskJoinToken {
+    selectors: Vec<String>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl From<JoinTokenRecord> for DiskJoinToken {
+    fn from(token: JoinTokenRecord) -> Self {
+        DiskJoinToken {
+            selectors: selectors_to_disk(token.selectors),
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+        }
+    }
+}
+
+impl From<DiskJoinToken> for JoinTokenRecord {
+    fn from(disk: DiskJoinToken) -> Self {
+        JoinTokenRecord {
+            selectors: selectors_from_disk(disk.selectors),
+            created_at: disk.created_at,
+            expires_at: disk.expires_at,
+        }
+    }
+}
+
+/// `JoinTokenRecord` as version 1 wrote it: bound to a service.
+#[derive(Deserialize)]
+pub(super) struct JoinTokenRecordV1 {
+    service: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl From<JoinTokenRecordV1> for JoinTokenRecord {
+    /// A token made before entries proves `token:<service>`, so an entry
+    /// with that selector honours it; without one it is refused.
+    fn from(v1: JoinTokenRecordV1) -> Self {
+        JoinTokenRecord {
+            selectors: vec![Selector::from_stored(format!("token:{}", v1.service))],
+            created_at: v1.created_at,
+            expires_at: v1.expires_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct DiskEntry {
+    id: String,
+    service: String,
+    spiffe_id: String,
+    dns_names: Vec<String>,
+    ttl_seconds: Option<u64>,
+    selectors: Vec<String>,
+    created_at: i64,
+    created_by: String,
+}
+
+impl From<EntryRecord> for DiskEntry {
+    fn from(entry: EntryRecord) -> Self {
+        DiskEntry {
+            id: entry.id,
+            service: entry.service.into(),
+            spiffe_id: entry.spiffe_id,
+            dns_names: entry.dns_names,
+            ttl_seconds: entry.ttl_seconds,
+            selectors: selectors_to_disk(entry.selectors),
+            created_at: entry.created_at,
+            created_by: entry.created_by,
+        }
+    }
+}
+
+impl From<DiskEntry> for EntryRecord {
+    fn from(disk: DiskEntry) -> Self {
+        EntryRecord {
+            id: disk.id,
+            service: ServiceName::from_stored(disk.service),
+            spiffe_id: disk.spiffe_id,
+            dns_names: disk.dns_names,
+            ttl_seconds: disk.ttl_seconds,
+            selectors: selectors_from_disk(disk.selectors),
+            created_at: disk.created_at,
+            created_by: disk.created_by,
+        }
+    }
+}
+
+impl Stored for IssuanceRecord {
+    type Disk = DiskIssuanceRecord;
+    type V1 = DiskIssuanceRecord;
+}
+impl Stored for RevokedEntry {
+    type Disk = DiskRevokedEntry;
+    type V1 = DiskRevokedEntry;
+}
+impl Stored for EntryRecord {
+    type Disk = DiskEntry;
+    type V1 = DiskEntry;
+}
+impl Stored for AuditEntry {
+    type Disk = DiskAuditEntry;
+    type V1 = AuditEntryV1;
+}
+impl Stored for JoinTokenRecord {
+    type Disk = DiskJoinToken;
+    type V1 = JoinTokenRecordV1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes written by certd before the storage trait existed (format 2),
+    /// one value of each kind; they must keep reading the same.
+    const ISSUANCE_V2: &str = "02034a0b0c0762696c6c696e67011662696c6c696e672e63657274642e696e7465726e616c01237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67c8019003c00207070707070707070707070707070707070707070707070707070707070707070301020305026531011b73797374656d3a736572766963656163636f756e743a6e733a736101010101d40201";
+    const TOKEN_V2: &str = "02010d746f6b656e3a62696c6c696e670a12";
+    const ENTRY_V2: &str = "020265310762696c6c696e67237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67021662696c6c696e672e63657274642e696e7465726e616c09622e6578616d706c6501901c020f6b38733a6e733a7061796d656e747307746f6b656e3a7802057569643a30";
+    const AUDIT_V2: &str = "0254056973737565000b3132372e302e302e313a35010a6a6f696e2d746f6b656e010762696c6c696e67010634613062306301026e6f010d746f6b656e3a62696c6c696e67";
+    const REVOKED_V2: &str = "02034a0b0cd402019003";
+
+    fn selector(value: &str) -> Selector {
+        value.parse().unwrap()
+    }
+
+    /// Decodes `hex_bytes`, checks it is `expected`, and that encoding it
+    /// again gives the very same bytes.
+    fn check<T: Stored + Clone + PartialEq + std::fmt::Debug>(hex_bytes: &str, expected: T) {
+        let bytes = hex::decode(hex_bytes).unwrap();
+        assert_eq!(decode::<T>(&bytes).unwrap(), expected);
+        assert_eq!(encode(&expected).unwrap(), bytes, "the format is unchanged");
+    }
+
+    #[test]
+    fn values_written_by_earlier_certd_read_the_same() {
+        let serial: Serial = "4a0b0c".parse().unwrap();
+        let revocation = Revocation {
+            revoked_at: 170,
+            reason_code: 1,
+        };
+        check(
+            ISSUANCE_V2,
+            IssuanceRecord {
+                serial: serial.clone(),
+                service: "billing".parse().unwrap(),
+                dns_names: vec!["billing.certd.internal".into()],
+                uris: vec!["spiffe://certd.internal/svc/billing".into()],
+                not_before: 100,
+                not_after: 200,
+                issued_at: 160,
+                sha256_fingerprint: [7; 32],
+                der: vec![1, 2, 3],
+                attestation: Attestation::Registered {
+                    entry_id: "e1".into(),
+                    proof: Proof::KubernetesToken {
+                        subject: "system:serviceaccount:ns:sa".into(),
+                    },
+                },
+                renewed_from: Some("01".parse().unwrap()),
+                revocation: Some(revocation),
+            },
+        );
+        check(
+            TOKEN_V2,
+            JoinTokenRecord {
+                selectors: vec![selector("token:billing")],
+                created_at: 5,
+                expires_at: 9,
+            },
+        );
+        check(
+            ENTRY_V2,
+            EntryRecord {
+                id: "e1".into(),
+                service: "billing".parse().unwrap(),
+                spiffe_id: "spiffe://certd.internal/svc/billing".into(),
+                dns_names: vec!["billing.certd.internal".into(), "b.example".into()],
+                ttl_seconds: Some(3600),
+                selectors: vec![selector("k8s:ns:payments"), selector("token:x")],
+                created_at: 1,
+                created_by: "uid:0".into(),
+            },
+        );
+        check(
+            AUDIT_V2,
+            AuditEntry {
+                at: 42,
+                event: "issue".into(),
+                allowed: false,
+                caller: "127.0.0.1:5".into(),
+                attestation: Some("join-token".into()),
+                service: Some("billing".into()),
+                serial: Some("4a0b0c".into()),
+                reason: Some("no".into()),
+                selectors: vec![selector("token:billing")],
+            },
+        );
+        check(
+            REVOKED_V2,
+            RevokedEntry {
+                serial,
+                revocation,
+                not_after: 200,
+            },
+        );
+    }
+
+    fn token(label: &str, expires_at: i64) -> JoinTokenRecord {
+        JoinTokenRecord {
+            selectors: vec![selector(&format!("token:{label}"))],
+            created_at: 0,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn unknown_record_formats_are_reported_not_misread() {
+        let bytes = encode(&token("a", 1)).unwrap();
+        let mut future = bytes.clone();
+        future[0] = 99;
+        assert!(matches!(
+            decode::<JoinTokenRecord>(&future),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode::<JoinTokenRecord>(&[]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(decode::<JoinTokenRecord>(&bytes).unwrap(), token("a", 1));
+    }
+
+    #[test]
+    fn version_1_values_still_read() {
+        #[derive(serde::Serialize)]
+        struct TokenV1 {
+            service: String,
+            created_at: i64,
+            expires_at: i64,
+        }
+        let v1 = TokenV1 {
+            service: "billing".into(),
+            created_at: 0,
+            expires_at: 1,
+        };
+        let mut bytes = vec![1];
+        bytes.extend(postcard::to_stdvec(&v1).unwrap());
+        assert_eq!(
+            decode::<JoinTokenRecord>(&bytes).unwrap(),
+            token("billing", 1),
+            "a pre-entry token proves token:<its service>"
+        );
+        // Issuance records did not change shape: the version byte alone differs.
+        let mut bytes = hex::decode(ISSUANCE_V2).unwrap();
+        let current = decode::<IssuanceRecord>(&bytes).unwrap();
+        bytes[0] = 1;
+        assert_eq!(decode::<IssuanceRecord>(&bytes).unwrap(), current);
+    }
+}

@@ -1,0 +1,723 @@
+//! The sled backend: one embedded database under `DATA_DIR/db`.
+//!
+//! The only code that knows sled. It owns the on-disk format (`codec`),
+//! the group commit that makes writes durable (`commit`), and the tree
+//! layout below. sled locks its database to one process, so nothing else
+//! writes it and the change feed stays silent.
+
+mod codec;
+mod commit;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::broadcast;
+
+use super::{
+    AuditEntry, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation,
+    RevokeOutcome, RevokedEntry, Storage, StoreError, TokenHash,
+};
+use crate::identity::{Serial, ServiceName};
+use codec as record;
+use commit::GroupCommit;
+
+/// Issuance records by serial.
+const CERTIFICATES_TREE: &str = "certificates";
+/// Index: `service/serial` → empty.
+const CERTIFICATES_BY_SERVICE_TREE: &str = "certificates-by-service";
+/// Join tokens by SHA-256 of the token.
+const JOIN_TOKENS_TREE: &str = "join-tokens";
+/// Index of revoked certificates by serial, for building CRLs without
+/// reading every record.
+const REVOCATIONS_TREE: &str = "revocations";
+/// Registration entries by id.
+const ENTRIES_TREE: &str = "entries";
+/// Audit entries by a monotonic sequence number; only ever appended to.
+const AUDIT_TREE: &str = "audit";
+/// Counters and other single values.
+const META_TREE: &str = "meta";
+/// Key in `meta` of the last CRL number handed out (u64, big-endian).
+const CRL_NUMBER_KEY: &[u8] = b"crl-number";
+
+/// sled's page cache. Its default (1 GiB) would let a busy daemon grow far
+/// past its memory budget; the working set (recent records, tokens, index
+/// nodes) fits easily in this.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        StoreError::Backend(error.to_string())
+    }
+}
+
+/// Handle to the open database. Cheap to clone; clones share one database.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    audit: sled::Tree,
+    certificates: sled::Tree,
+    certificates_by_service: sled::Tree,
+    join_tokens: sled::Tree,
+    entries: sled::Tree,
+    revocations: sled::Tree,
+    meta: sled::Tree,
+    commit: GroupCommit,
+    path: PathBuf,
+    changes: ChangeFeed,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`. Fails with `Locked` if
+    /// another process has it open.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.to_owned();
+        let cannot_open = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        crate::fsutil::create_private_dir(&path).map_err(|e| cannot_open(e.to_string()))?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|source| {
+                if is_lock_error(&source) {
+                    StoreError::Locked(path.display().to_string())
+                } else {
+                    cannot_open(source.to_string())
+                }
+            })?;
+        let data_file = File::open(path.join("db")).map_err(|e| cannot_open(e.to_string()))?;
+        let commit =
+            GroupCommit::start(db.clone(), data_file).map_err(|e| cannot_open(e.to_string()))?;
+        Ok(SledStore {
+            certificates: db.open_tree(CERTIFICATES_TREE)?,
+            certificates_by_service: db.open_tree(CERTIFICATES_BY_SERVICE_TREE)?,
+            join_tokens: db.open_tree(JOIN_TOKENS_TREE)?,
+            entries: db.open_tree(ENTRIES_TREE)?,
+            revocations: db.open_tree(REVOCATIONS_TREE)?,
+            meta: db.open_tree(META_TREE)?,
+            audit: db.open_tree(AUDIT_TREE)?,
+            db,
+            commit,
+            path,
+            changes: ChangeFeed::default(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The write of `record_issuance` without waiting for durability. The
+    /// caller must `durable().await` before the certificate leaves certd;
+    /// only benchmarks use this directly.
+    ///
+    /// Three atomic steps, in an order chosen so that a crash after any of
+    /// them (sled recovers a prefix of its log) loses no issued certificate
+    /// and reuses no serial: consume the token (exactly one caller can), add
+    /// the by-service index entry (readers skip an entry without a record),
+    /// then insert the record only if its serial is free. They are not one
+    /// sled transaction because sled's transactions cost several times more
+    /// (see docs/PERFORMANCE.md); the worst a crash between steps can do is
+    /// consume a token whose certificate was never returned.
+    fn write_issuance(
+        &self,
+        record: &IssuanceRecord,
+        token: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        let value = record::encode(record)?;
+        let consumed = match token {
+            Some(token) => match self.join_tokens.remove(token.as_slice())? {
+                Some(value) => Some((token, value)),
+                None => return Err(StoreError::TokenAlreadyUsed),
+            },
+            None => None,
+        };
+        let index_key = service_index_key(&record.service, &record.serial);
+        let index_was_there = self
+            .certificates_by_service
+            .insert(index_key.as_slice(), &[])?
+            .is_some();
+        let inserted = self.certificates.compare_and_swap(
+            record.serial.as_bytes(),
+            None as Option<&[u8]>,
+            Some(value),
+        )?;
+        if inserted.is_err() {
+            // Undo what this call did, so a refused write changes nothing.
+            if !index_was_there {
+                self.certificates_by_service.remove(index_key.as_slice())?;
+            }
+            if let Some((token, value)) = consumed {
+                self.join_tokens.insert(token.as_slice(), value)?;
+            }
+            return Err(StoreError::SerialTaken(record.serial.clone()));
+        }
+        Ok(())
+    }
+
+    /// Waits until every write made so far is on stable storage.
+    async fn durable(&self) -> Result<(), StoreError> {
+        self.commit.durable().await.map_err(StoreError::Durability)
+    }
+}
+
+#[async_trait]
+impl Storage for SledStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Records an issuance, consuming `token` first when given (see
+    /// `write_issuance`), and returns once the record is durable. Exactly one of several
+    /// concurrent calls with one token succeeds.
+    async fn record_issuance(
+        &self,
+        record: &IssuanceRecord,
+        token: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        self.write_issuance(record, token)?;
+        self.durable().await
+    }
+
+    /// Revokes one certificate and returns once that is durable; `None` if
+    /// the serial is unknown. Revoking twice keeps the first time and reason.
+    async fn revoke(
+        &self,
+        serial: &Serial,
+        revocation: Revocation,
+    ) -> Result<Option<RevokeOutcome>, StoreError> {
+        let key = serial.as_bytes();
+        let outcome =
+            (&self.certificates, &self.revocations).transaction(|(certificates, revocations)| {
+                let Some(bytes) = certificates.get(key)? else {
+                    return Ok(None);
+                };
+                let mut record: IssuanceRecord =
+                    record::decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                if record.revocation.is_some() {
+                    return Ok(Some(RevokeOutcome::AlreadyRevoked(record)));
+                }
+                record.revocation = Some(revocation);
+                let entry = RevokedEntry {
+                    serial: record.serial.clone(),
+                    revocation,
+                    not_after: record.not_after,
+                };
+                let encoded =
+                    record::encode(&record).map_err(ConflictableTransactionError::Abort)?;
+                let encoded_entry =
+                    record::encode(&entry).map_err(ConflictableTransactionError::Abort)?;
+                certificates.insert(key, encoded)?;
+                revocations.insert(key, encoded_entry)?;
+                Ok(Some(RevokeOutcome::Revoked(record)))
+            });
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(TransactionError::Abort(error)) => return Err(error),
+            Err(TransactionError::Storage(error)) => return Err(error.into()),
+        };
+        if matches!(outcome, Some(RevokeOutcome::Revoked(_))) {
+            self.durable().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Revoked certificates that have not yet expired at `now`: what a CRL
+    /// lists. Entries of expired certificates are skipped.
+    async fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for item in self.revocations.iter() {
+            let (_, value) = item?;
+            let entry: RevokedEntry = record::decode(&value)?;
+            if entry.not_after >= now {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Deletes revocation index entries of certificates expired before
+    /// `now` (the records themselves stay); returns how many.
+    async fn prune_expired_revocations(&self, now: i64) -> Result<usize, StoreError> {
+        let mut pruned = 0;
+        for item in self.revocations.iter() {
+            let (key, value) = item?;
+            let entry: RevokedEntry = record::decode(&value)?;
+            if entry.not_after < now {
+                self.revocations.remove(key)?;
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// The next CRL number: strictly greater than every number handed out
+    /// before, across restarts and crashes (it is durable when returned).
+    async fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let updated = self.meta.update_and_fetch(CRL_NUMBER_KEY, |old| {
+            let last = old
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(last.saturating_add(1).to_be_bytes().to_vec())
+        })?;
+        let number = updated
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt("CRL number".into()))?;
+        self.durable().await?;
+        Ok(number)
+    }
+
+    /// Appends an audit entry. It becomes durable with the next flush (the
+    /// next issuance's group commit, or sled's own within half a second);
+    /// the decision it describes was made durable before, where that matters.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let sequence = self.db.generate_id()?;
+        self.audit
+            .insert(sequence.to_be_bytes(), record::encode(entry)?)?;
+        Ok(())
+    }
+
+    /// Audit entries at or after `since` (Unix seconds), oldest first; at
+    /// most the last `limit` of them.
+    async fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut entries = std::collections::VecDeque::new();
+        for item in self.audit.iter() {
+            let (_, value) = item?;
+            let entry: AuditEntry = record::decode(&value)?;
+            if entry.at >= since {
+                if entries.len() == limit {
+                    entries.pop_front();
+                }
+                entries.push_back(entry);
+            }
+        }
+        Ok(entries.into())
+    }
+
+    /// Whether a serial is already recorded.
+    async fn serial_exists(&self, serial: &Serial) -> Result<bool, StoreError> {
+        Ok(self.certificates.contains_key(serial.as_bytes())?)
+    }
+
+    async fn certificate(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
+        self.certificates
+            .get(serial.as_bytes())?
+            .map(|bytes| record::decode(&bytes))
+            .transpose()
+    }
+
+    /// Every record, or those of one service, in serial order.
+    async fn certificates(
+        &self,
+        service: Option<&ServiceName>,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        let Some(service) = service else {
+            return self
+                .certificates
+                .iter()
+                .map(|entry| record::decode(&entry?.1))
+                .collect();
+        };
+        let prefix = service_prefix(service);
+        let mut records = Vec::new();
+        for entry in self.certificates_by_service.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            let serial = &key[prefix.len()..];
+            if let Some(bytes) = self.certificates.get(serial)? {
+                records.push(record::decode(&bytes)?);
+            }
+        }
+        Ok(records)
+    }
+
+    /// The `limit` most recently issued records, or one service's, newest
+    /// first. Memory stays bounded by `limit` however large the store.
+    async fn newest_certificates(
+        &self,
+        service: Option<&ServiceName>,
+        limit: usize,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // (issued_at, serial, encoded record), ordered by time then serial.
+        type Candidate = (i64, Vec<u8>, Vec<u8>);
+        // A min-heap holding the newest seen so far.
+        let mut newest: BinaryHeap<Reverse<Candidate>> = BinaryHeap::new();
+        let mut consider = |bytes: &[u8]| -> Result<(), StoreError> {
+            let record: IssuanceRecord = record::decode(bytes)?;
+            let key = (
+                record.issued_at,
+                record.serial.as_bytes().to_vec(),
+                bytes.to_vec(),
+            );
+            if newest.len() < limit {
+                newest.push(Reverse(key));
+            } else if newest
+                .peek()
+                .is_some_and(|Reverse(oldest)| (oldest.0, &oldest.1) < (key.0, &key.1))
+            {
+                newest.pop();
+                newest.push(Reverse(key));
+            }
+            Ok(())
+        };
+        match service {
+            None => {
+                for entry in self.certificates.iter() {
+                    consider(&entry?.1)?;
+                }
+            }
+            Some(service) => {
+                let prefix = service_prefix(service);
+                for entry in self.certificates_by_service.scan_prefix(&prefix) {
+                    let (key, _) = entry?;
+                    if let Some(bytes) = self.certificates.get(&key[prefix.len()..])? {
+                        consider(&bytes)?;
+                    }
+                }
+            }
+        }
+        let mut records = newest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse((_, _, bytes))| record::decode(&bytes))
+            .collect::<Result<Vec<IssuanceRecord>, _>>()?;
+        records.sort_by(|a, b| (b.issued_at, &b.serial).cmp(&(a.issued_at, &a.serial)));
+        Ok(records)
+    }
+
+    /// Stores new join tokens in one batch and returns once they are durable.
+    async fn insert_join_tokens(
+        &self,
+        tokens: &[(TokenHash, JoinTokenRecord)],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (hash, token) in tokens {
+            batch.insert(hash.as_slice(), record::encode(token)?);
+        }
+        self.join_tokens.apply_batch(batch)?;
+        self.durable().await
+    }
+
+    async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
+        self.join_tokens
+            .get(hash.as_slice())?
+            .map(|bytes| record::decode(&bytes))
+            .transpose()
+    }
+
+    /// Deletes tokens that expired before `now`; returns how many.
+    async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for entry in self.join_tokens.iter() {
+            let (key, value) = entry?;
+            let token: JoinTokenRecord = record::decode(&value)?;
+            if token.expires_at < now
+                && self
+                    .join_tokens
+                    .compare_and_swap(&key, Some(&value), None as Option<&[u8]>)?
+                    .is_ok()
+            {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Stores a new registration entry and returns once it is durable;
+    /// `false` (and nothing written) if its id is taken.
+    async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        let inserted = self
+            .entries
+            .compare_and_swap(
+                entry.id.as_bytes(),
+                None as Option<&[u8]>,
+                Some(record::encode(entry)?),
+            )?
+            .is_ok();
+        if inserted {
+            self.durable().await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Replaces an existing registration entry (same id) and returns once
+    /// that is durable; `false` (and nothing written) if there is none.
+    async fn replace_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        let key = entry.id.as_bytes();
+        let Some(current) = self.entries.get(key)? else {
+            return Ok(false);
+        };
+        let replaced = self
+            .entries
+            .compare_and_swap(key, Some(current), Some(record::encode(entry)?))?
+            .is_ok();
+        if replaced {
+            self.durable().await?;
+        }
+        Ok(replaced)
+    }
+
+    /// Deletes a registration entry and returns it once that is durable;
+    /// `None` if there is no such entry.
+    async fn remove_entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
+        let Some(bytes) = self.entries.remove(id.as_bytes())? else {
+            return Ok(None);
+        };
+        self.durable().await?;
+        record::decode(&bytes).map(Some)
+    }
+
+    /// Every registration entry, in id order.
+    async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
+        self.entries
+            .iter()
+            .map(|item| record::decode(&item?.1))
+            .collect()
+    }
+
+    /// How many issuance records exist.
+    async fn record_count(&self) -> Result<u64, StoreError> {
+        Ok(self.certificates.len() as u64)
+    }
+
+    /// How many join tokens exist (unused, used ones are deleted).
+    async fn join_token_count(&self) -> Result<u64, StoreError> {
+        Ok(self.join_tokens.len() as u64)
+    }
+
+    async fn entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
+        self.entries
+            .get(id.as_bytes())?
+            .map(|bytes| record::decode(&bytes))
+            .transpose()
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.durable().await
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
+fn service_prefix(service: &ServiceName) -> Vec<u8> {
+    let mut key = Vec::with_capacity(service.as_str().len() + 1 + 20);
+    key.extend_from_slice(service.as_str().as_bytes());
+    // '/' cannot appear in a service name, so `billing/` never matches `billing-2/`.
+    key.push(b'/');
+    key
+}
+
+fn service_index_key(service: &ServiceName, serial: &Serial) -> Vec<u8> {
+    let mut key = service_prefix(service);
+    key.extend_from_slice(serial.as_bytes());
+    key
+}
+
+fn is_lock_error(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("lock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Attestation;
+
+    fn record(service: &str) -> IssuanceRecord {
+        IssuanceRecord {
+            serial: Serial::generate(),
+            service: service.parse().unwrap(),
+            dns_names: vec![format!("{service}.certd.internal")],
+            uris: vec![format!("spiffe://certd.internal/svc/{service}")],
+            not_before: 100,
+            not_after: 200,
+            issued_at: 160,
+            sha256_fingerprint: [7; 32],
+            der: vec![1, 2, 3],
+            attestation: Attestation::Renewal,
+            renewed_from: None,
+            revocation: None,
+        }
+    }
+
+    fn token(service: &str, expires_at: i64) -> JoinTokenRecord {
+        JoinTokenRecord {
+            selectors: vec![format!("token:{service}").parse().unwrap()],
+            created_at: 0,
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening_and_are_indexed_by_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let billing = record("billing");
+        let billing_2 = record("billing-2");
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.record_issuance(&billing, None).await.unwrap();
+            store.record_issuance(&billing_2, None).await.unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.certificate(&billing.serial).await.unwrap(),
+            Some(billing.clone())
+        );
+        let service = "billing".parse().unwrap();
+        assert_eq!(
+            store.certificates(Some(&service)).await.unwrap(),
+            vec![billing]
+        );
+        assert_eq!(store.certificates(None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_token_is_consumed_exactly_once_with_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let hash = [9u8; 32];
+        store
+            .insert_join_tokens(&[(hash, token("billing", 1_000))])
+            .await
+            .unwrap();
+        let mut attempts = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            attempts.push(tokio::spawn(async move {
+                store.record_issuance(&record("billing"), Some(&hash)).await
+            }));
+        }
+        let mut succeeded = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(()) => succeeded += 1,
+                Err(StoreError::TokenAlreadyUsed) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(succeeded, 1);
+        assert_eq!(store.record_count().await.unwrap(), 1);
+        assert_eq!(store.join_token(&hash).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_taken_serial_is_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let first = record("billing");
+        store.record_issuance(&first, None).await.unwrap();
+        let hash = [3u8; 32];
+        store
+            .insert_join_tokens(&[(hash, token("payments", 1_000))])
+            .await
+            .unwrap();
+        let mut clash = record("payments");
+        clash.serial = first.serial.clone();
+        let outcome = store.record_issuance(&clash, Some(&hash)).await;
+        assert!(
+            matches!(outcome, Err(StoreError::SerialTaken(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(store.certificate(&first.serial).await.unwrap(), Some(first));
+        assert!(
+            store.join_token(&hash).await.unwrap().is_some(),
+            "the token was not consumed"
+        );
+        assert_eq!(
+            store
+                .certificates(Some(&"payments".parse().unwrap()))
+                .await
+                .unwrap(),
+            vec![]
+        );
+    }
+
+    #[tokio::test]
+    async fn listings_keep_the_newest_records_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for (issued_at, service) in [
+            (1, "billing"),
+            (5, "payments"),
+            (3, "billing"),
+            (4, "billing"),
+            (2, "orders"),
+        ] {
+            let mut record = record(service);
+            record.issued_at = issued_at;
+            store.record_issuance(&record, None).await.unwrap();
+        }
+        let times =
+            |records: Vec<IssuanceRecord>| records.iter().map(|r| r.issued_at).collect::<Vec<_>>();
+        let billing = "billing".parse().unwrap();
+        assert_eq!(
+            times(store.newest_certificates(Some(&billing), 2).await.unwrap()),
+            [4, 3]
+        );
+        assert_eq!(
+            times(store.newest_certificates(Some(&billing), 10).await.unwrap()),
+            [4, 3, 1]
+        );
+        assert_eq!(
+            times(store.newest_certificates(None, 3).await.unwrap()),
+            [5, 4, 3]
+        );
+        assert_eq!(
+            times(store.newest_certificates(None, 0).await.unwrap()),
+            Vec::<i64>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .insert_join_tokens(&[([1; 32], token("a", 10))])
+            .await
+            .unwrap();
+        store
+            .insert_join_tokens(&[([2; 32], token("b", 1_000))])
+            .await
+            .unwrap();
+        assert_eq!(store.purge_expired_tokens(500).await.unwrap(), 1);
+        assert_eq!(store.join_token_count().await.unwrap(), 1);
+        assert!(store.join_token(&[2; 32]).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn entries_are_durable_unique_by_id_and_removable() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = EntryRecord {
+            id: "e1".into(),
+            service: "billing".parse().unwrap(),
+            spiffe_id: "spiffe://certd.internal/svc/billing".into(),
+            dns_names: vec!["billing.certd.internal".into()],
+            ttl_seconds: Some(3600),
+            selectors: vec!["k8s:ns:payments".parse().unwrap()],
+            created_at: 1,
+            created_by: "test".into(),
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert!(store.insert_entry(&entry).await.unwrap());
+            let mut clash = entry.clone();
+            clash.service = "orders".parse().unwrap();
+            assert!(!store.insert_entry(&clash).await.unwrap());
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.entries().await.unwrap(), vec![entry.clone()]);
+        assert_eq!(store.remove_entry("e1").await.unwrap(), Some(entry));
+        assert_eq!(store.remove_entry("e1").await.unwrap(), None);
+        assert!(store.entries().await.unwrap().is_empty());
+    }
+}
