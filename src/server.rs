@@ -141,7 +141,9 @@ pub async fn run(
     // Publish a CRL before answering anything, so the first request for it
     // finds one and the CRL number moves forward at every start.
     authority.revocations().refresh_crl().await?;
-    fetch_kubernetes_keys(&authority).await;
+    for attestor in authority.attestors().iter() {
+        attestor.prepare().await;
+    }
     ready();
     let max_request_bytes = config.limits.max_request_bytes;
     let (stop, stopped) = watch::channel(false);
@@ -194,10 +196,14 @@ pub async fn run(
             },
         )
     });
-    let kubernetes_keys = authority.kubernetes().cloned().map(|attestor| {
-        let stopped = until_stopped();
-        tokio::spawn(async move { attestor.keep_fresh(stopped).await })
-    });
+    let attestor_upkeep: Vec<_> = authority
+        .attestors()
+        .iter()
+        .map(|attestor| {
+            let (attestor, stopped) = (attestor.clone(), Box::pin(until_stopped()));
+            tokio::spawn(async move { attestor.maintain(stopped).await })
+        })
+        .collect();
 
     let servers = async {
         let (grpc, admin, http) = tokio::join!(grpc, admin, http);
@@ -225,7 +231,7 @@ pub async fn run(
     };
     let _ = stop.send(true);
     let _ = tokio::join!(rotation, purge, crl, changes);
-    if let Some(task) = kubernetes_keys {
+    for task in attestor_upkeep {
         let _ = task.await;
     }
     let _ = std::fs::remove_file(&listeners.admin_path);
@@ -235,26 +241,6 @@ pub async fn run(
         .await
         .map_err(crate::Error::from)?;
     result
-}
-
-/// Fetches the Kubernetes issuer's JWKS URL once before serving, so that
-/// service-account tokens are accepted from the first request. A failure
-/// is logged, not fatal: join tokens and renewals need no Kubernetes keys,
-/// and `keep_fresh` retries.
-async fn fetch_kubernetes_keys(authority: &Authority) {
-    let Some(attestor) = authority.kubernetes() else {
-        return;
-    };
-    if !attestor.fetches_keys() {
-        return;
-    }
-    match attestor.refresh_from_url().await {
-        Ok(keys) => tracing::info!(keys, "fetched the Kubernetes issuer's JWKS"),
-        Err(error) => tracing::error!(
-            %error,
-            "cannot fetch the Kubernetes issuer's JWKS; service-account tokens signed with its keys are refused until it is fetched"
-        ),
-    }
 }
 
 fn server_error(what: &'static str, error: &dyn std::fmt::Display) -> ServeError {

@@ -40,6 +40,15 @@ fn caller<T>(request: &Request<T>) -> Caller {
     }
 }
 
+/// The attestor kind and evidence of a request's attestation: the one
+/// place that knows which oneof field belongs to which attestor.
+fn evidence_of(attestation: issue_request::Attestation) -> (&'static str, String) {
+    match attestation {
+        issue_request::Attestation::JoinToken(token) => ("join-token", token),
+        issue_request::Attestation::KubernetesToken(token) => ("kubernetes", token),
+    }
+}
+
 #[tonic::async_trait]
 impl CertificateAuthority for WorkloadApi {
     async fn issue(
@@ -49,14 +58,10 @@ impl CertificateAuthority for WorkloadApi {
         let caller = caller(&request);
         let message = request.into_inner();
         let issued = match message.attestation {
-            Some(issue_request::Attestation::JoinToken(token)) => {
+            Some(attestation) => {
+                let (kind, evidence) = evidence_of(attestation);
                 self.authority
-                    .issue_with_join_token(&caller, &message.csr_der, &token)
-                    .await
-            }
-            Some(issue_request::Attestation::KubernetesToken(token)) => {
-                self.authority
-                    .issue_with_kubernetes_token(&caller, &message.csr_der, &token)
+                    .issue_attested(&caller, kind, &message.csr_der, &evidence)
                     .await
             }
             None => Err(AttestError::Missing.into()),

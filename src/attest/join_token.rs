@@ -6,6 +6,7 @@ use zeroize::Zeroizing;
 
 use super::AttestError;
 use crate::Error;
+use crate::model::Proof;
 use crate::store::{JoinTokenRecord, Storage, TokenHash};
 
 /// Every token starts with this, so a leaked one is easy to recognise (and
@@ -87,6 +88,35 @@ impl JoinToken {
             .into());
         }
         Ok(record)
+    }
+}
+
+/// Bootstrap with a one-time join token: proves the `token:` selectors of
+/// the entry the token was made for, and is consumed with the record.
+#[derive(Debug, Default)]
+pub struct JoinTokenAttestor;
+
+#[async_trait::async_trait]
+impl super::Attestor for JoinTokenAttestor {
+    fn kind(&self) -> &'static str {
+        "join-token"
+    }
+
+    async fn attest(
+        &self,
+        evidence: &str,
+        store: &dyn Storage,
+        now: i64,
+    ) -> Result<super::Proven, Error> {
+        let token = JoinToken::from_presented(evidence)?;
+        let claim = token.verify(store, now).await?;
+        Ok(super::Proven {
+            selectors: claim.selectors,
+            proof: Proof::JoinToken {
+                token_id: token.id(),
+            },
+            consumes: Some(token.hash()),
+        })
     }
 }
 

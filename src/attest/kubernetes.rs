@@ -360,6 +360,53 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The attestation kind of Kubernetes service-account tokens.
+pub(super) const KIND: &str = "kubernetes";
+
+#[async_trait::async_trait]
+impl super::Attestor for KubernetesAttestor {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn attest(
+        &self,
+        evidence: &str,
+        _store: &dyn crate::store::Storage,
+        _now: i64,
+    ) -> Result<super::Proven, crate::Error> {
+        let evidence = self.verify(evidence)?;
+        Ok(super::Proven {
+            selectors: evidence.selectors,
+            proof: crate::model::Proof::KubernetesToken {
+                subject: evidence.subject,
+            },
+            consumes: None,
+        })
+    }
+
+    /// Fetches the JWKS URL once before serving, so that service-account
+    /// tokens are accepted from the first request. A failure is logged, not
+    /// fatal: join tokens and renewals need no Kubernetes keys, and
+    /// `maintain` retries.
+    async fn prepare(&self) {
+        if !self.fetches_keys() {
+            return;
+        }
+        match self.refresh_from_url().await {
+            Ok(keys) => tracing::info!(keys, "fetched the Kubernetes issuer's JWKS"),
+            Err(error) => tracing::error!(
+                %error,
+                "cannot fetch the Kubernetes issuer's JWKS; service-account tokens signed with its keys are refused until it is fetched"
+            ),
+        }
+    }
+
+    async fn maintain(&self, stopped: super::Stopped) {
+        self.keep_fresh(stopped).await;
+    }
+}
+
 fn key_files(settings: &KubernetesSettings) -> impl Iterator<Item = &PathBuf> {
     settings.jwks_file.iter().chain(&settings.public_key_files)
 }

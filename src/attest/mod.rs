@@ -1,19 +1,38 @@
 //! Attestation: how a caller proves which identity it may hold.
 //!
-//! Three attestors exist: a one-time join token and a Kubernetes projected
-//! service-account token (bootstrap), and the caller's current certificate
-//! presented over mTLS (renewal). The first two turn evidence into
-//! selectors, which `registry` matches to an entry; renewal finds the
-//! record of the current certificate. Each refuses with an `AttestError`.
+//! Bootstrap attestors implement [`Attestor`]: each turns one kind of
+//! evidence into proven selectors, which `registry` matches to an entry.
+//! Two exist, a one-time join token (`join_token`) and a Kubernetes
+//! projected service-account token (`kubernetes`); `Attestors` holds those
+//! this certd accepts, registered at start-up. Renewal and admin access are
+//! not bootstrap attestors: they find the record of the caller's current
+//! certificate (`renewal`). Each refuses with an `AttestError`.
+//!
 //! This module reads the store but never writes it: consuming a token
 //! happens in the same step as recording the certificate, in `store`.
+//!
+//! Adding an attestor: its own file here implementing `Attestor`, one line
+//! registering it in `Attestors::from_settings`, and its evidence in the
+//! `IssueRequest.attestation` oneof of `proto/certd/v1/ca.proto` (mapped to
+//! its kind in `api::workload`).
 
 mod join_token;
 mod jwks_url;
 mod kubernetes;
 mod renewal;
 
-pub use join_token::{JOIN_TOKEN_PREFIX, JoinToken};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::model::{Proof, TokenHash};
+use crate::registry::Selector;
+use crate::store::Storage;
+
+pub use join_token::{JOIN_TOKEN_PREFIX, JoinToken, JoinTokenAttestor};
 pub use kubernetes::{
     JwksUrlSettings, KeyFileError, KubernetesAttestor, KubernetesEvidence, KubernetesSettings,
 };
@@ -25,6 +44,8 @@ pub use renewal::{AdminCaller, RenewalEvidence};
 pub enum AttestError {
     #[error("no attestation given: send a join token or a Kubernetes service-account token")]
     Missing,
+    #[error("this certd does not accept {kind} attestation")]
+    NotAccepted { kind: String },
     #[error("Kubernetes service-account token refused: {0}")]
     KubernetesToken(String),
     #[error(
@@ -43,4 +64,132 @@ pub enum AttestError {
     RevokedClientCertificate { serial: String },
     #[error("client certificate {serial} expired at {not_after} (unix time)")]
     ExpiredClientCertificate { serial: String, not_after: i64 },
+}
+
+/// What a bootstrap attestor proved about a caller.
+#[derive(Debug)]
+pub struct Proven {
+    /// Every selector the evidence proves; `registry` matches them.
+    pub selectors: Vec<Selector>,
+    /// What is recorded with the certificate about how it was proven.
+    pub proof: Proof,
+    /// A one-time token to consume in the same step as recording the
+    /// certificate, so that exactly one certificate is issued for it.
+    pub consumes: Option<TokenHash>,
+}
+
+/// A future that completes when the daemon stops.
+pub type Stopped = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One kind of bootstrap evidence, checked. Implementations never write the
+/// store; a token they ask to consume is consumed with the record.
+#[async_trait]
+pub trait Attestor: std::fmt::Debug + Send + Sync {
+    /// The attestation kind, as audited and recorded: `join-token`.
+    fn kind(&self) -> &'static str;
+
+    /// Checks `evidence` at time `now` (Unix seconds) and returns what it
+    /// proves, or why it proves nothing (an `AttestError`, or a store
+    /// failure).
+    async fn attest(
+        &self,
+        evidence: &str,
+        store: &dyn Storage,
+        now: i64,
+    ) -> Result<Proven, crate::Error>;
+
+    /// Work to finish before serving (fetching keys); a failure is logged
+    /// by the attestor, never fatal. None by default.
+    async fn prepare(&self) {}
+
+    /// Upkeep while serving (key refresh), until `stopped`. None by default.
+    async fn maintain(&self, stopped: Stopped) {
+        drop(stopped);
+    }
+}
+
+/// The attestors this certd accepts, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct Attestors {
+    by_kind: BTreeMap<&'static str, Arc<dyn Attestor>>,
+}
+
+impl Attestors {
+    /// Every attestor the settings enable: join tokens always, Kubernetes
+    /// tokens when `[kubernetes]` is configured.
+    pub fn from_settings(kubernetes: Option<KubernetesSettings>) -> Result<Self, KeyFileError> {
+        let mut attestors = Attestors::default();
+        attestors.register(Arc::new(JoinTokenAttestor));
+        if let Some(settings) = kubernetes {
+            attestors.register(Arc::new(KubernetesAttestor::load(settings)?));
+        }
+        Ok(attestors)
+    }
+
+    pub fn register(&mut self, attestor: Arc<dyn Attestor>) {
+        self.by_kind.insert(attestor.kind(), attestor);
+    }
+
+    /// The attestor of `kind`; `NotAccepted` if this certd has none.
+    pub fn get(&self, kind: &str) -> Result<&Arc<dyn Attestor>, AttestError> {
+        self.by_kind.get(kind).ok_or_else(|| match kind {
+            kubernetes::KIND => AttestError::KubernetesNotConfigured,
+            _ => AttestError::NotAccepted { kind: kind.into() },
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Attestor>> {
+        self.by_kind.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::JoinTokenRecord;
+
+    #[tokio::test]
+    async fn attestors_are_found_by_kind_and_the_join_token_one_proves_its_selectors() {
+        let attestors = Attestors::from_settings(None).unwrap();
+        assert_eq!(
+            attestors.get("kubernetes").unwrap_err(),
+            AttestError::KubernetesNotConfigured
+        );
+        assert_eq!(
+            attestors.get("tpm").unwrap_err(),
+            AttestError::NotAccepted { kind: "tpm".into() }
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path()).unwrap();
+        let token = JoinToken::generate();
+        let selectors = vec!["token:billing-vm".parse::<Selector>().unwrap()];
+        let record = JoinTokenRecord {
+            selectors: selectors.clone(),
+            created_at: 0,
+            expires_at: 100,
+        };
+        store
+            .insert_join_tokens(&[(token.hash(), record)])
+            .await
+            .unwrap();
+        let attestor = attestors.get("join-token").unwrap();
+        let proven = attestor
+            .attest(token.expose_secret(), store.as_ref(), 50)
+            .await
+            .unwrap();
+        assert_eq!(proven.selectors, selectors);
+        assert_eq!(proven.consumes, Some(token.hash()));
+        let expired = attestor
+            .attest(token.expose_secret(), store.as_ref(), 100)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                expired,
+                crate::Error::Attest(AttestError::ExpiredJoinToken { .. })
+            ),
+            "{expired}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::attest::{AttestError, JoinToken, KubernetesAttestor, RenewalEvidence};
+use crate::attest::{AttestError, Attestors, Proven, RenewalEvidence};
 use crate::audit::{self, Decision};
 use crate::ca::csr::ValidatedCsr;
 use crate::ca::{CaError, CertificateAuthority, SignedCertificate, unix_seconds};
@@ -73,8 +73,8 @@ pub struct Authority {
     admins: Arc<HashSet<String>>,
     registry: Arc<Registry>,
     entry_bounds: Arc<EntryBounds>,
-    /// `None` when Kubernetes service-account tokens are not accepted.
-    kubernetes: Option<Arc<KubernetesAttestor>>,
+    /// The bootstrap attestors this certd accepts, by kind.
+    attestors: Attestors,
 }
 
 /// How an issuance is recorded: under which service, attested how, and
@@ -108,14 +108,6 @@ fn record_of(
     }
 }
 
-/// What a bootstrap attestor proved.
-struct Proven {
-    selectors: Vec<Selector>,
-    proof: Proof,
-    /// The join token to consume with the record, if one was presented.
-    token: Option<TokenHash>,
-}
-
 /// What one issuance needs besides the CSR.
 struct IssuanceRequest {
     identity: WorkloadIdentity,
@@ -138,15 +130,12 @@ impl Authority {
             store.clone(),
             settings.revocation,
         ));
-        let kubernetes = settings
-            .kubernetes
-            .map(KubernetesAttestor::load)
-            .transpose()
-            .map_err(|error| ConfigError::Invalid {
+        let attestors = Attestors::from_settings(settings.kubernetes).map_err(|error| {
+            ConfigError::Invalid {
                 field: "kubernetes",
                 message: error.to_string(),
-            })?
-            .map(Arc::new);
+            }
+        })?;
         let entry_bounds = EntryBounds {
             trust_domain: ca.trust_domain().clone(),
             max_ttl: settings.lifetimes.max_cert_ttl,
@@ -155,7 +144,7 @@ impl Authority {
         Ok(Authority {
             registry: Arc::new(Registry::load(store.clone()).await?),
             entry_bounds: Arc::new(entry_bounds),
-            kubernetes,
+            attestors,
             ca,
             store,
             lifetimes: settings.lifetimes,
@@ -173,55 +162,24 @@ impl Authority {
         self.store.as_ref()
     }
 
-    /// The Kubernetes service-account token attestor, when configured.
-    pub fn kubernetes(&self) -> Option<&Arc<KubernetesAttestor>> {
-        self.kubernetes.as_ref()
+    /// The bootstrap attestors this certd accepts.
+    pub fn attestors(&self) -> &Attestors {
+        &self.attestors
     }
 
-    /// Bootstrap: a CSR attested by a one-time join token, which proves
-    /// the `token:` selectors of the entry it was made for.
-    pub async fn issue_with_join_token(
+    /// Bootstrap: a CSR attested by evidence of `kind` (a join token, a
+    /// Kubernetes service-account token), which proves selectors.
+    pub async fn issue_attested(
         &self,
         caller: &Caller,
+        kind: &str,
         csr_der: &[u8],
-        token: &str,
+        evidence: &str,
     ) -> Result<Issued> {
-        self.bootstrap(caller, "join-token", csr_der, async {
-            let token = JoinToken::from_presented(token)?;
+        self.bootstrap(caller, kind, csr_der, async {
+            let attestor = self.attestors.get(kind)?;
             let now = unix_seconds(SystemTime::now());
-            let claim = token.verify(self.store.as_ref(), now).await?;
-            Ok(Proven {
-                selectors: claim.selectors,
-                proof: Proof::JoinToken {
-                    token_id: token.id(),
-                },
-                token: Some(token.hash()),
-            })
-        })
-        .await
-    }
-
-    /// Bootstrap: a CSR attested by a Kubernetes projected service-account
-    /// token, which proves `k8s:` selectors.
-    pub async fn issue_with_kubernetes_token(
-        &self,
-        caller: &Caller,
-        csr_der: &[u8],
-        token: &str,
-    ) -> Result<Issued> {
-        self.bootstrap(caller, "kubernetes", csr_der, async {
-            let attestor = self
-                .kubernetes
-                .as_ref()
-                .ok_or(AttestError::KubernetesNotConfigured)?;
-            let evidence = attestor.verify(token)?;
-            Ok(Proven {
-                selectors: evidence.selectors,
-                proof: Proof::KubernetesToken {
-                    subject: evidence.subject,
-                },
-                token: None,
-            })
+            attestor.attest(evidence, self.store.as_ref(), now).await
         })
         .await
     }
@@ -262,12 +220,12 @@ impl Authority {
         let Proven {
             selectors,
             proof,
-            token,
+            consumes,
         } = attest.await?;
         let entry = self.registry.resolve(&selectors);
         *proven_selectors = selectors;
         let mut request = self.request_for_entry(&entry?, proof);
-        request.token = token;
+        request.token = consumes;
         self.issue(&csr, request).await
     }
 
