@@ -13,6 +13,8 @@ pub mod bench;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+mod data_dir;
 mod error;
 pub mod fsutil;
 pub mod identity;
@@ -24,4 +26,5 @@ pub mod revocation;
 pub mod server;
 pub mod store;
 
+pub use data_dir::DataDir;
 pub use error::{Error, ErrorKind, Result};

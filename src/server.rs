@@ -61,6 +61,20 @@ pub enum ServeError {
     Server { what: &'static str, reason: String },
 }
 
+impl ServeError {
+    /// The one classification (`crate::ErrorKind`) of this failure.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            ServeError::Certd(error) => error.kind(),
+            ServeError::Bind { .. }
+            | ServeError::AlreadyRunning(_)
+            | ServeError::Tls(_)
+            | ServeError::Key(_)
+            | ServeError::Server { .. } => crate::ErrorKind::Internal,
+        }
+    }
+}
+
 /// The sockets the daemon serves on.
 #[derive(Debug)]
 pub struct Listeners {
@@ -72,10 +86,10 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the configured addresses and `DATA_DIR/admin.sock` (mode 0600).
-    pub async fn bind(config: &Config, data_dir: &Path) -> Result<Self, ServeError> {
+    pub async fn bind(config: &Config, data_dir: &crate::DataDir) -> Result<Self, ServeError> {
         let grpc = bind_tcp("gRPC", config.grpc_addr).await?;
         let http = bind_tcp("HTTP", config.http_addr).await?;
-        let admin_path = data_dir.join("admin.sock");
+        let admin_path = data_dir.admin_socket();
         let admin = bind_admin_socket(&admin_path).await?;
         Ok(Listeners {
             grpc,

@@ -73,14 +73,15 @@ pub struct CaFiles {
 
 impl CaFiles {
     pub fn new(dir: &Path) -> Self {
+        let data_dir = crate::DataDir::new(dir);
         CaFiles {
             dir: dir.to_owned(),
-            root_cert: dir.join("root.pem"),
-            root_key: dir.join("root.key"),
-            intermediate_cert: dir.join("intermediate.pem"),
-            intermediate_key: dir.join("intermediate.key"),
-            bundle: dir.join("bundle.pem"),
-            metadata: dir.join("ca.toml"),
+            root_cert: data_dir.root_cert(),
+            root_key: data_dir.root_key(),
+            intermediate_cert: data_dir.intermediate_cert(),
+            intermediate_key: data_dir.intermediate_key(),
+            bundle: data_dir.bundle(),
+            metadata: data_dir.ca_metadata(),
         }
     }
 

@@ -6,23 +6,23 @@
 //! no daemon runs (CI).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::{DataDir, UsageError, duration, format_time};
+use super::{DataDirArg, UsageError, duration, format_time};
 use crate::api::client::{AdminClient, AuditLine, IssuedCertificate};
 use crate::authority::{Authority, Caller, CertificateSummary, TokenFor};
-use crate::ca::{self, CertificateAuthority, InitOptions, KeyType, unix_seconds};
-use crate::config::{ConfigFile, revocation_urls};
+use crate::ca::{self, InitOptions, KeyType, unix_seconds};
+use crate::config::ConfigFile;
+use crate::daemon::Daemon;
 use crate::revocation::RevocationReason;
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("for").required(true).args(["entry", "service"]))]
 pub struct TokenCreateArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// Registration entry the tokens are for (its selectors must all be
@@ -43,7 +43,7 @@ pub struct TokenCreateArgs {
 #[derive(Debug, Args)]
 pub struct IssueArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// Service to issue for.
@@ -66,7 +66,7 @@ pub struct IssueArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// Only this service's certificates.
@@ -86,7 +86,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// Serial number in hex; any case, colons allowed.
@@ -103,7 +103,7 @@ pub struct ShowArgs {
 #[command(group = clap::ArgGroup::new("target").required(true).args(["serial", "service"]))]
 pub struct RevokeArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// Serial number in hex; any case, colons allowed.
@@ -148,7 +148,7 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// Only entries since this long ago (e.g. 1h) or this time (RFC 3339).
@@ -240,7 +240,7 @@ pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result
         "created a CA for trust domain {} in {}; trust bundle: {}",
         metadata.trust_domain,
         dir.display(),
-        dir.join("bundle.pem").display()
+        crate::DataDir::new(dir).bundle().display()
     );
     Ok(())
 }
@@ -366,9 +366,9 @@ pub struct AdminTarget {
 }
 
 impl AdminTarget {
-    pub(super) async fn connect(&self, data_dir: &DataDir) -> anyhow::Result<AdminClient> {
+    pub(super) async fn connect(&self, data_dir: &DataDirArg) -> anyhow::Result<AdminClient> {
         let Some(server) = &self.server else {
-            return Ok(AdminClient::connect(&data_dir.data_dir.join("admin.sock")).await?);
+            return Ok(AdminClient::connect(&data_dir.dir().admin_socket()).await?);
         };
         let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
             return Err(UsageError(
@@ -379,7 +379,7 @@ impl AdminTarget {
         let bundle = self
             .ca_bundle
             .clone()
-            .unwrap_or_else(|| data_dir.data_dir.join("bundle.pem"));
+            .unwrap_or_else(|| data_dir.dir().bundle());
         let tls = crate::api::client::TlsClientSettings {
             ca_bundle_pem: super::workload::read(&bundle)?,
             identity: Some((super::workload::read(cert)?, super::workload::read(key)?)),
@@ -391,7 +391,7 @@ impl AdminTarget {
 #[derive(Debug, Args)]
 pub struct OperatorIssueArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// The operator's name: the certificate is for spiffe://<trust-domain>/operator/<name>.
@@ -439,27 +439,21 @@ fn write_summary(
 
 /// The authority over the data directory itself, for when no daemon runs.
 /// Fails clearly if a daemon holds the database.
-async fn offline_authority(data_dir: &DataDir, config: Option<&Path>) -> anyhow::Result<Authority> {
-    let dir = &data_dir.data_dir;
+async fn offline_authority(
+    data_dir: &DataDirArg,
+    config: Option<&Path>,
+) -> anyhow::Result<Authority> {
     let config = ConfigFile::load(config)?.validate()?;
-    let mut ca = CertificateAuthority::load(dir).map_err(crate::Error::from)?;
-    let base = config
-        .public_base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.http_addr));
-    ca.set_revocation_urls(revocation_urls(&base));
-    let store = crate::store::open(&dir.join("db")).map_err(|error| match error {
-        crate::store::StoreError::Locked(_) => anyhow::Error::new(crate::Error::from(error)).context(UsageError(
-            "certd serve is running on this data directory; drop --offline to go through its admin socket".into(),
-        )),
-        other => crate::Error::from(other).into(),
-    })?;
-    let mut settings = config.authority_settings();
-    // Offline commands issue for operators and read records; they never
-    // check a service-account token, so the issuer's keys are not loaded
-    // (nor fetched) and cannot make them fail.
-    settings.kubernetes = None;
-    Ok(Authority::new(Arc::new(ca), store, settings).await?)
+    Daemon::new(data_dir.dir(), config)
+        .offline()
+        .await
+        .map_err(|error| match error {
+            crate::Error::Store(crate::store::StoreError::Locked(_)) => anyhow::Error::new(error)
+                .context(UsageError(
+                    "certd serve is running on this data directory; drop --offline to go through its admin socket".into(),
+                )),
+            other => other.into(),
+        })
 }
 
 fn current_uid() -> u32 {

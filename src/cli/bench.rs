@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
-use super::{DataDir, UsageError, duration};
+use super::{DataDirArg, UsageError, duration};
 use crate::bench::{self, BenchOptions, Limit, Operation, Progress};
 
 #[derive(Debug, Args)]
@@ -17,7 +17,7 @@ pub struct BenchArgs {
     #[arg(value_enum)]
     operation: BenchOperation,
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     /// certd's gRPC URL.
     #[arg(long, env = "CERTD_SERVER", default_value = "https://127.0.0.1:8443")]
     server: String,
@@ -58,7 +58,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let bundle_path = args
         .ca_bundle
         .clone()
-        .unwrap_or_else(|| args.data_dir.data_dir.join("bundle.pem"));
+        .unwrap_or_else(|| args.data_dir.dir().bundle());
     let ca_bundle_pem = super::workload::read(&bundle_path)?;
     let limit = match (args.count, args.duration) {
         (Some(count), _) => Limit::Count(count),
@@ -83,7 +83,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         server: args.server,
         http: args.http,
         ca_bundle_pem,
-        admin_socket: args.data_dir.data_dir.join("admin.sock"),
+        admin_socket: args.data_dir.dir().admin_socket(),
         concurrency: usize::try_from(args.concurrency).map_err(|e| UsageError(e.to_string()))?,
         limit,
         kubernetes_token,

@@ -6,14 +6,14 @@ use std::time::Duration;
 use clap::Args;
 
 use super::admin::AdminTarget;
-use super::{DataDir, duration, format_time};
+use super::{DataDirArg, duration, format_time};
 use crate::api::client::EntrySummary;
 use crate::registry::EntrySpec;
 
 #[derive(Debug, Args)]
 pub struct EntryCreateArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// Service the identity belongs to (the certificate's CN).
@@ -26,7 +26,7 @@ pub struct EntryCreateArgs {
 #[derive(Debug, Args)]
 pub struct EntryUpdateArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// The entry's id. Its service stays; everything else becomes what the
@@ -73,7 +73,7 @@ impl EntryContent {
 #[derive(Debug, Args)]
 pub struct EntryListArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// Only this service's entries.
@@ -87,7 +87,7 @@ pub struct EntryListArgs {
 #[derive(Debug, Args)]
 pub struct EntryDeleteArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
     /// The entry's id, as `certd entry list` shows it.

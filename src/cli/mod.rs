@@ -49,10 +49,16 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct DataDir {
+pub struct DataDirArg {
     /// The CA's data directory.
     #[arg(long, env = "CERTD_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+}
+
+impl DataDirArg {
+    pub fn dir(&self) -> crate::DataDir {
+        crate::DataDir::new(&self.data_dir)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,7 +66,7 @@ pub enum Command {
     /// Create a new CA (root and intermediate) in the data directory.
     Init {
         #[command(flatten)]
-        data_dir: DataDir,
+        data_dir: DataDirArg,
         /// Trust domain of every identity this CA issues.
         #[arg(long, default_value = "certd.internal")]
         trust_domain: String,
@@ -202,6 +208,9 @@ pub fn exit_code_of(kind: ErrorKind) -> u8 {
 fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     if let Some(client) = cause.downcast_ref::<ClientError>() {
         return Some(client.kind());
+    }
+    if let Some(serve) = cause.downcast_ref::<crate::server::ServeError>() {
+        return Some(serve.kind());
     }
     if let Some(bench) = cause.downcast_ref::<crate::bench::BenchError>() {
         return Some(bench.kind());

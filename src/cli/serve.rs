@@ -1,21 +1,18 @@
 //! `certd serve`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 
-use super::DataDir;
-use crate::authority::Authority;
-use crate::ca::{self, CaFiles, CertificateAuthority, InitOptions, KeyType};
-use crate::config::{ConfigFile, revocation_urls};
-use crate::server::{self, Listeners};
+use super::DataDirArg;
+use crate::config::ConfigFile;
+use crate::daemon::Daemon;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    data_dir: DataDir,
+    data_dir: DataDirArg,
     /// Configuration file (see deploy/certd.toml); flags override it.
     #[arg(long, env = "CERTD_CONFIG")]
     config: Option<PathBuf>,
@@ -42,38 +39,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         file.server_names = Some(args.server_names);
     }
     let config = file.validate()?;
-    let dir = args.data_dir.data_dir;
-
-    if !CaFiles::new(&dir).exists() {
-        tracing::warn!(
-            data_dir = %dir.display(),
-            "no CA in the data directory: creating one with the defaults (trust domain certd.internal, ECDSA P-256); run `certd init` first to choose"
-        );
-        let options = InitOptions {
-            trust_domain: "certd.internal".parse().map_err(crate::Error::from)?,
-            key_type: KeyType::EcdsaP256,
-        };
-        ca::init(&dir, &options).map_err(crate::Error::from)?;
-    }
-    let mut ca = CertificateAuthority::load(&dir).map_err(crate::Error::from)?;
-    let store = crate::store::open(&dir.join("db")).map_err(crate::Error::from)?;
-    let listeners = Listeners::bind(&config, &dir).await?;
-    let grpc = listeners
-        .grpc
-        .local_addr()
-        .context("gRPC listener address")?;
-    let http = listeners
-        .http
-        .local_addr()
-        .context("HTTP listener address")?;
-    let public_base_url = config
-        .public_base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{http}"));
-    ca.set_revocation_urls(revocation_urls(&public_base_url));
-    let authority = Authority::new(Arc::new(ca), store, config.authority_settings()).await?;
-    let admin = listeners.admin_path.clone();
-    let trust_domain = authority.ca().trust_domain().clone();
+    let daemon = Daemon::new(args.data_dir.dir(), config).bind().await?;
+    let (grpc, http, admin) = (
+        daemon.grpc_addr(),
+        daemon.http_addr(),
+        daemon.admin_socket(),
+    );
+    let trust_domain = daemon.authority().ca().trust_domain().clone();
     let ready = move || {
         tracing::info!(%grpc, %http, admin = %admin.display(), %trust_domain, "certd ready");
         // One machine-readable line on stdout, for scripts and tests that
@@ -83,7 +55,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admin.display()
         );
     };
-    server::run(authority, &config, listeners, shutdown_signal()?, ready).await?;
+    daemon.run(shutdown_signal()?, ready).await?;
     Ok(())
 }
 

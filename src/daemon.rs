@@ -1,0 +1,219 @@
+//! Building a daemon from its configuration: the one place that wires
+//! the CA, the store, the attestors and the listeners together.
+//!
+//! `certd serve`, the offline CLI commands, benchmarks and tests that want
+//! an in-process certd all go through [`Daemon`]; none wires the parts
+//! itself. It owns start-up order (CA, then store, then listeners, then
+//! authority) and nothing that happens after start-up: serving is
+//! `server::run`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::authority::Authority;
+use crate::ca::{self, CaFiles, CertificateAuthority, InitOptions, KeyType};
+use crate::config::{Config, revocation_urls};
+use crate::server::{self, Listeners, ServeError};
+use crate::{DataDir, Error};
+
+/// A daemon to be: a data directory and a validated configuration.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    data_dir: DataDir,
+    config: Config,
+}
+
+impl Daemon {
+    pub fn new(data_dir: DataDir, config: Config) -> Self {
+        Daemon { data_dir, config }
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
+    /// The authority over the data directory, without listeners, for
+    /// commands run while no daemon serves it. Fails with
+    /// `StoreError::Locked` if a daemon holds the database. Offline
+    /// commands issue for operators and read records; they never check a
+    /// service-account token, so the issuer's keys are not loaded (nor
+    /// fetched) and cannot make them fail.
+    pub async fn offline(&self) -> Result<Authority, Error> {
+        let base = self
+            .config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.config.http_addr));
+        let ca = self.load_ca(&base)?;
+        let store = crate::store::open(&self.data_dir.database())?;
+        let mut settings = self.config.authority_settings();
+        settings.kubernetes = None;
+        Authority::new(Arc::new(ca), store, settings).await
+    }
+
+    /// Creates a CA with the defaults if the data directory has none (with
+    /// a warning: `certd init` is how to choose), then binds the listeners
+    /// and builds the authority. Nothing is served yet.
+    pub async fn bind(self) -> Result<BoundDaemon, ServeError> {
+        let dir = self.data_dir.root();
+        if !CaFiles::new(dir).exists() {
+            tracing::warn!(
+                data_dir = %dir.display(),
+                "no CA in the data directory: creating one with the defaults (trust domain certd.internal, ECDSA P-256); run `certd init` first to choose"
+            );
+            let options = InitOptions {
+                trust_domain: "certd.internal".parse().map_err(Error::from)?,
+                key_type: KeyType::EcdsaP256,
+            };
+            ca::init(dir, &options).map_err(Error::from)?;
+        }
+        let mut ca = CertificateAuthority::load(dir).map_err(Error::from)?;
+        // The database before the listeners: a second `serve` on the same
+        // directory stops here, before it touches the first one's socket.
+        let store = crate::store::open(&self.data_dir.database()).map_err(Error::from)?;
+        let listeners = Listeners::bind(&self.config, &self.data_dir).await?;
+        let grpc_addr = local_addr(&listeners.grpc, "gRPC")?;
+        let http_addr = local_addr(&listeners.http, "HTTP")?;
+        let public_base_url = self
+            .config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http_addr}"));
+        ca.set_revocation_urls(revocation_urls(&public_base_url));
+        let authority =
+            Authority::new(Arc::new(ca), store, self.config.authority_settings()).await?;
+        Ok(BoundDaemon {
+            authority,
+            config: self.config,
+            listeners,
+            grpc_addr,
+            http_addr,
+        })
+    }
+
+    fn load_ca(&self, public_base_url: &str) -> Result<CertificateAuthority, Error> {
+        let mut ca = CertificateAuthority::load(self.data_dir.root())?;
+        ca.set_revocation_urls(revocation_urls(public_base_url));
+        Ok(ca)
+    }
+}
+
+fn local_addr(
+    listener: &tokio::net::TcpListener,
+    what: &'static str,
+) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|source| ServeError::Bind {
+        what,
+        address: "its bound address".into(),
+        source,
+    })
+}
+
+/// A daemon whose listeners are bound (their ports known) but not serving.
+#[derive(Debug)]
+pub struct BoundDaemon {
+    authority: Authority,
+    config: Config,
+    listeners: Listeners,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+}
+
+impl BoundDaemon {
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.listeners.admin_path.clone()
+    }
+
+    /// Serves until `shutdown` completes; `ready` is called once everything
+    /// is set up, just before serving.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        ready: impl FnOnce(),
+    ) -> Result<(), ServeError> {
+        server::run(
+            self.authority,
+            &self.config,
+            self.listeners,
+            shutdown,
+            ready,
+        )
+        .await
+    }
+
+    /// Serves on a task of its own; the handle stops it.
+    pub fn spawn(self) -> RunningDaemon {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(
+            async move {
+                let _ = stopped.await;
+            },
+            move || {
+                let _ = ready_tx.send(());
+            },
+        ));
+        RunningDaemon {
+            stop: Some(stop),
+            ready: Some(ready),
+            task,
+        }
+    }
+}
+
+/// A daemon serving in this process.
+#[derive(Debug)]
+pub struct RunningDaemon {
+    stop: Option<oneshot::Sender<()>>,
+    ready: Option<oneshot::Receiver<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningDaemon {
+    /// Waits until it serves; `Err` if it failed to start.
+    pub async fn ready(&mut self) -> Result<(), ServeError> {
+        if let Some(ready) = self.ready.take()
+            && ready.await.is_err()
+        {
+            // `ready` was dropped unsent: start-up failed; say why.
+            return self.wait().await;
+        }
+        Ok(())
+    }
+
+    /// Stops it gracefully and waits until it has (the store flushed, the
+    /// admin socket removed).
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await
+    }
+
+    async fn wait(&mut self) -> Result<(), ServeError> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(ServeError::Server {
+                what: "daemon",
+                reason: join.to_string(),
+            }),
+        }
+    }
+}

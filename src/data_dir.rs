@@ -1,0 +1,63 @@
+//! The data directory: the one place that names its files.
+//!
+//! Everything certd keeps on one node lives under one directory (0700): the
+//! CA's certificates and keys, the database, and the admin socket. Nothing
+//! else in certd spells a file name of it.
+
+use std::path::{Path, PathBuf};
+
+/// A data directory and the name of everything in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The root CA certificate (PEM).
+    pub fn root_cert(&self) -> PathBuf {
+        self.root.join("root.pem")
+    }
+
+    /// The root CA key (PKCS#8 PEM, 0600); `certd serve` never reads it.
+    pub fn root_key(&self) -> PathBuf {
+        self.root.join("root.key")
+    }
+
+    /// The intermediate CA certificate (PEM), which signs workloads.
+    pub fn intermediate_cert(&self) -> PathBuf {
+        self.root.join("intermediate.pem")
+    }
+
+    /// The intermediate CA key (PKCS#8 PEM, 0600).
+    pub fn intermediate_key(&self) -> PathBuf {
+        self.root.join("intermediate.key")
+    }
+
+    /// The trust bundle workloads verify against (the root).
+    pub fn bundle(&self) -> PathBuf {
+        self.root.join("bundle.pem")
+    }
+
+    /// What `certd init` chose (trust domain, key type); written last.
+    pub fn ca_metadata(&self) -> PathBuf {
+        self.root.join("ca.toml")
+    }
+
+    /// The sled database directory.
+    pub fn database(&self) -> PathBuf {
+        self.root.join("db")
+    }
+
+    /// The admin API's Unix socket (0600), present while `certd serve` runs.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.root.join("admin.sock")
+    }
+}
