@@ -78,9 +78,9 @@ fn ocsp_answers(c: &mut Criterion) {
         .unwrap();
     let chain = ca.chain_pem(&signed);
     let revocations = Revocations::new(ca.clone(), store, RevocationSettings::default());
-    let (cacheable, _) = certd::bench::ocsp_request_for(&chain, None).unwrap();
+    let (cacheable, _) = certd::revocation::ocsp::request_for(&chain, None).unwrap();
     let (with_nonce, _) =
-        certd::bench::ocsp_request_for(&chain, Some(b"0123456789abcdef")).unwrap();
+        certd::revocation::ocsp::request_for(&chain, Some(b"0123456789abcdef")).unwrap();
 
     let mut group = c.benchmark_group("ocsp_answer");
     group.bench_function("cached", |b| {

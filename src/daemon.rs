@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use crate::authority::Authority;
 use crate::ca::{self, CaFiles, CertificateAuthority, InitOptions, KeyType};
 use crate::config::{Config, revocation_urls};
-use crate::server::{self, Listeners, ServeError};
+pub use crate::server::ServeError;
+use crate::server::{self, Listeners};
 use crate::{DataDir, Error};
 
 /// A daemon to be: a data directory and a validated configuration.

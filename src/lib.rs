@@ -9,9 +9,7 @@ pub mod api;
 pub mod attest;
 pub mod audit;
 pub mod authority;
-pub mod bench;
 pub mod ca;
-pub mod cli;
 pub mod config;
 pub mod daemon;
 mod data_dir;
@@ -23,7 +21,7 @@ pub mod model;
 pub mod policy;
 pub mod registry;
 pub mod revocation;
-pub mod server;
+mod server;
 pub mod store;
 
 pub use data_dir::DataDir;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use certd::cli::{self, Cli, LogFormat};
+mod cli;
+
+use cli::{Cli, LogFormat};
 
 // sled allocates heavily from many threads; glibc's malloc spent over a tenth
 // of the daemon's CPU under load (docs/PERFORMANCE.md), mimalloc a fraction.

@@ -11,12 +11,12 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 
 use super::{DataDirArg, UsageError, duration, format_time};
-use crate::api::client::{AdminClient, AuditLine, IssuedCertificate};
-use crate::authority::{Authority, Caller, CertificateSummary, TokenFor};
-use crate::ca::{self, InitOptions, KeyType, unix_seconds};
-use crate::config::ConfigFile;
-use crate::daemon::Daemon;
-use crate::revocation::RevocationReason;
+use certd::api::client::{AdminClient, AuditLine, IssuedCertificate};
+use certd::authority::{Authority, Caller, CertificateSummary, TokenFor};
+use certd::ca::{self, InitOptions, KeyType, unix_seconds};
+use certd::config::ConfigFile;
+use certd::daemon::Daemon;
+use certd::revocation::RevocationReason;
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("for").required(true).args(["entry", "service"]))]
@@ -176,7 +176,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             .store()
             .audit_since(since, args.limit as usize)
             .await
-            .map_err(crate::Error::from)?
+            .map_err(certd::Error::from)?
             .into_iter()
             .map(AuditLine::from)
             .collect()
@@ -218,7 +218,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
 
 /// `1h` (that long ago) or an RFC 3339 time, as Unix seconds.
 fn parse_since(text: &str) -> anyhow::Result<i64> {
-    if let Ok(ago) = crate::config::parse_duration(text) {
+    if let Ok(ago) = certd::config::parse_duration(text) {
         let now = unix_seconds(SystemTime::now());
         return Ok(now - i64::try_from(ago.as_secs()).unwrap_or(i64::MAX / 2));
     }
@@ -232,15 +232,15 @@ fn parse_since(text: &str) -> anyhow::Result<i64> {
 
 pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result<()> {
     let options = InitOptions {
-        trust_domain: trust_domain.parse().map_err(crate::Error::from)?,
+        trust_domain: trust_domain.parse().map_err(certd::Error::from)?,
         key_type,
     };
-    let metadata = ca::init(dir, &options).map_err(crate::Error::from)?;
+    let metadata = ca::init(dir, &options).map_err(certd::Error::from)?;
     println!(
         "created a CA for trust domain {} in {}; trust bundle: {}",
         metadata.trust_domain,
         dir.display(),
-        crate::DataDir::new(dir).bundle().display()
+        certd::DataDir::new(dir).bundle().display()
     );
     Ok(())
 }
@@ -380,7 +380,7 @@ impl AdminTarget {
             .ca_bundle
             .clone()
             .unwrap_or_else(|| data_dir.dir().bundle());
-        let tls = crate::api::client::TlsClientSettings {
+        let tls = certd::api::client::TlsClientSettings {
             ca_bundle_pem: super::workload::read(&bundle)?,
             identity: Some((super::workload::read(cert)?, super::workload::read(key)?)),
         };
@@ -448,7 +448,7 @@ async fn offline_authority(
         .offline()
         .await
         .map_err(|error| match error {
-            crate::Error::Store(crate::store::StoreError::Locked(_)) => anyhow::Error::new(error)
+            certd::Error::Store(certd::store::StoreError::Locked(_)) => anyhow::Error::new(error)
                 .context(UsageError(
                     "certd serve is running on this data directory; drop --offline to go through its admin socket".into(),
                 )),

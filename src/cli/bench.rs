@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
+use super::load::{self, BenchOptions, Limit, Operation, Progress};
 use super::{DataDirArg, UsageError, duration};
-use crate::bench::{self, BenchOptions, Limit, Operation, Progress};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -94,7 +94,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     let progress = Arc::new(Progress::default());
     let display = tokio::spawn(show_progress(progress.clone()));
-    let report = bench::run(&options, progress).await;
+    let report = load::run(&options, progress).await;
     display.abort();
     let report = report?;
     println!(

@@ -7,8 +7,8 @@ use clap::Args;
 
 use super::admin::AdminTarget;
 use super::{DataDirArg, duration, format_time};
-use crate::api::client::EntrySummary;
-use crate::registry::EntrySpec;
+use certd::api::client::EntrySummary;
+use certd::registry::EntrySpec;
 
 #[derive(Debug, Args)]
 pub struct EntryCreateArgs {

@@ -7,6 +7,7 @@
 mod admin;
 mod bench;
 mod entry;
+mod load;
 mod serve;
 mod workload;
 
@@ -15,9 +16,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::ErrorKind;
-use crate::api::client::ClientError;
-use crate::ca::KeyType;
+use certd::ErrorKind;
+use certd::api::client::ClientError;
+use certd::ca::KeyType;
 
 /// Exit codes, documented in README.md.
 pub mod exit {
@@ -51,13 +52,13 @@ pub enum LogFormat {
 #[derive(Debug, Args, Clone)]
 pub struct DataDirArg {
     /// The CA's data directory.
-    #[arg(long, env = "CERTD_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+    #[arg(long, env = "CERTD_DATA_DIR", default_value = certd::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 }
 
 impl DataDirArg {
-    pub fn dir(&self) -> crate::DataDir {
-        crate::DataDir::new(&self.data_dir)
+    pub fn dir(&self) -> certd::DataDir {
+        certd::DataDir::new(&self.data_dir)
     }
 }
 
@@ -209,16 +210,16 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     if let Some(client) = cause.downcast_ref::<ClientError>() {
         return Some(client.kind());
     }
-    if let Some(serve) = cause.downcast_ref::<crate::server::ServeError>() {
+    if let Some(serve) = cause.downcast_ref::<certd::daemon::ServeError>() {
         return Some(serve.kind());
     }
-    if let Some(bench) = cause.downcast_ref::<crate::bench::BenchError>() {
+    if let Some(bench) = cause.downcast_ref::<load::BenchError>() {
         return Some(bench.kind());
     }
-    if let Some(certd) = cause.downcast_ref::<crate::Error>() {
+    if let Some(certd) = cause.downcast_ref::<certd::Error>() {
         return Some(certd.kind());
     }
-    if cause.downcast_ref::<crate::config::ConfigError>().is_some()
+    if cause.downcast_ref::<certd::config::ConfigError>().is_some()
         || cause.downcast_ref::<UsageError>().is_some()
     {
         return Some(ErrorKind::InvalidInput);
@@ -233,7 +234,7 @@ pub struct UsageError(pub String);
 
 /// clap value parser for durations such as `1h`.
 fn duration(value: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(value)
+    certd::config::parse_duration(value)
 }
 
 /// A Unix time as RFC 3339, for humans.

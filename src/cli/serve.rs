@@ -6,8 +6,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::DataDirArg;
-use crate::config::ConfigFile;
-use crate::daemon::Daemon;
+use certd::config::ConfigFile;
+use certd::daemon::Daemon;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

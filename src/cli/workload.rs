@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use crate::api::client::{IssuedCertificate, TlsClientSettings, WorkloadClient};
-use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+use certd::api::client::{IssuedCertificate, TlsClientSettings, WorkloadClient};
+use certd::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 #[derive(Debug, Args)]
 pub struct RequestArgs {

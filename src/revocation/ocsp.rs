@@ -235,3 +235,72 @@ fn signature_algorithm(key_type: KeyType) -> AlgorithmIdentifierOwned {
         parameters: None,
     }
 }
+/// What a relying party sends: an OCSP request (SHA-1 CertID; without a nonce, the cacheable kind most
+/// relying parties send) for the leaf of `chain_pem`, and the leaf's OCSP URL.
+pub fn request_for(chain_pem: &str, nonce: Option<&[u8]>) -> Result<(Vec<u8>, String), String> {
+    use sha1::{Digest, Sha1};
+    use x509_cert::der::Encode;
+    use x509_cert::der::asn1::{ObjectIdentifier, OctetString};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    let prepare = |e: &dyn std::fmt::Display| e.to_string();
+    let mut reader = chain_pem.as_bytes();
+    let chain: Vec<_> = rustls_pemfile::certs(&mut reader)
+        .collect::<Result<_, _>>()
+        .map_err(|e| prepare(&e))?;
+    let [leaf, issuer, ..] = chain.as_slice() else {
+        return Err("the chain has no intermediate".into());
+    };
+    let (_, leaf) = X509Certificate::from_der(leaf).map_err(|e| prepare(&e))?;
+    let (_, issuer) = X509Certificate::from_der(issuer).map_err(|e| prepare(&e))?;
+    let ocsp_url = leaf
+        .extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityInfoAccess(aia) => aia
+                .accessdescs
+                .iter()
+                .find_map(|access| match &access.access_location {
+                    x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
+                    _ => None,
+                }),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let octets = |bytes: Vec<u8>| OctetString::new(bytes).map_err(|e| prepare(&e));
+    let cert_id = x509_ocsp::CertId {
+        hash_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
+            oid: ObjectIdentifier::new_unwrap("1.3.14.3.2.26"),
+            parameters: None,
+        },
+        issuer_name_hash: octets(Sha1::digest(issuer.subject().as_raw()).to_vec())?,
+        issuer_key_hash: octets(
+            Sha1::digest(&issuer.public_key().subject_public_key.data).to_vec(),
+        )?,
+        serial_number: x509_cert::serial_number::SerialNumber::new(leaf.raw_serial())
+            .map_err(|e| prepare(&e))?,
+    };
+    let request = x509_ocsp::OcspRequest {
+        tbs_request: x509_ocsp::TbsRequest {
+            version: x509_ocsp::Version::V1,
+            requestor_name: None,
+            request_list: vec![x509_ocsp::Request {
+                req_cert: cert_id,
+                single_request_extensions: None,
+            }],
+            request_extensions: nonce
+                .map(|nonce| -> Result<_, String> {
+                    Ok(vec![x509_cert::ext::Extension {
+                        extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2"),
+                        critical: false,
+                        extn_value: octets(
+                            octets(nonce.to_vec())?.to_der().map_err(|e| prepare(&e))?,
+                        )?,
+                    }])
+                })
+                .transpose()?,
+        },
+        optional_signature: None,
+    };
+    Ok((request.to_der().map_err(|e| prepare(&e))?, ocsp_url))
+}

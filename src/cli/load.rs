@@ -12,13 +12,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::api::client::{AdminClient, ClientError, TlsClientSettings, WorkloadClient};
-use crate::authority::TokenFor;
-use crate::registry::EntrySpec;
+use certd::api::client::{AdminClient, ClientError, TlsClientSettings, WorkloadClient};
+use certd::authority::TokenFor;
+use certd::registry::EntrySpec;
 
 /// Service name the load tool issues for.
 pub const BENCH_SERVICE: &str = "certd-bench";
@@ -102,13 +104,13 @@ pub enum BenchError {
 }
 
 impl BenchError {
-    /// The one classification (`crate::ErrorKind`) of this failure: a
+    /// The one classification (`certd::ErrorKind`) of this failure: a
     /// client error keeps its own, so `certd bench` exits as `certd list`
     /// does when certd cannot be reached.
-    pub fn kind(&self) -> crate::ErrorKind {
+    pub fn kind(&self) -> certd::ErrorKind {
         match self {
             BenchError::Client(error) => error.kind(),
-            BenchError::Prepare(_) => crate::ErrorKind::Internal,
+            BenchError::Prepare(_) => certd::ErrorKind::Internal,
         }
     }
 }
@@ -245,7 +247,8 @@ async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
             let token = create_tokens(options, 1).await?;
             let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
             let issued = client.issue(csrs[0].clone(), &token[0]).await?;
-            let (request, ocsp_url) = ocsp_request_for(&issued.chain_pem, None)?;
+            let (request, ocsp_url) = certd::revocation::ocsp::request_for(&issued.chain_pem, None)
+                .map_err(BenchError::Prepare)?;
             let http = match &options.http {
                 Some(http) => http.clone(),
                 None => ocsp_url
@@ -322,79 +325,6 @@ fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
     (0..CSR_POOL)
         .map(|_| key_and_csr().map(|(_, csr)| csr))
         .collect()
-}
-
-/// An OCSP request (SHA-1 CertID; without a nonce, the cacheable kind most
-/// relying parties send) for the leaf of `chain_pem`, and the leaf's OCSP URL.
-pub fn ocsp_request_for(
-    chain_pem: &str,
-    nonce: Option<&[u8]>,
-) -> Result<(Vec<u8>, String), BenchError> {
-    use sha1::{Digest, Sha1};
-    use x509_cert::der::Encode;
-    use x509_cert::der::asn1::{ObjectIdentifier, OctetString};
-    use x509_parser::prelude::{FromDer, X509Certificate};
-
-    let prepare = |e: &dyn std::fmt::Display| BenchError::Prepare(e.to_string());
-    let mut reader = chain_pem.as_bytes();
-    let chain: Vec<_> = rustls_pemfile::certs(&mut reader)
-        .collect::<Result<_, _>>()
-        .map_err(|e| prepare(&e))?;
-    let [leaf, issuer, ..] = chain.as_slice() else {
-        return Err(BenchError::Prepare("the chain has no intermediate".into()));
-    };
-    let (_, leaf) = X509Certificate::from_der(leaf).map_err(|e| prepare(&e))?;
-    let (_, issuer) = X509Certificate::from_der(issuer).map_err(|e| prepare(&e))?;
-    let ocsp_url = leaf
-        .extensions()
-        .iter()
-        .find_map(|extension| match extension.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::AuthorityInfoAccess(aia) => aia
-                .accessdescs
-                .iter()
-                .find_map(|access| match &access.access_location {
-                    x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
-                    _ => None,
-                }),
-            _ => None,
-        })
-        .unwrap_or_default();
-    let octets = |bytes: Vec<u8>| OctetString::new(bytes).map_err(|e| prepare(&e));
-    let cert_id = x509_ocsp::CertId {
-        hash_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
-            oid: ObjectIdentifier::new_unwrap("1.3.14.3.2.26"),
-            parameters: None,
-        },
-        issuer_name_hash: octets(Sha1::digest(issuer.subject().as_raw()).to_vec())?,
-        issuer_key_hash: octets(
-            Sha1::digest(&issuer.public_key().subject_public_key.data).to_vec(),
-        )?,
-        serial_number: x509_cert::serial_number::SerialNumber::new(leaf.raw_serial())
-            .map_err(|e| prepare(&e))?,
-    };
-    let request = x509_ocsp::OcspRequest {
-        tbs_request: x509_ocsp::TbsRequest {
-            version: x509_ocsp::Version::V1,
-            requestor_name: None,
-            request_list: vec![x509_ocsp::Request {
-                req_cert: cert_id,
-                single_request_extensions: None,
-            }],
-            request_extensions: nonce
-                .map(|nonce| -> Result<_, BenchError> {
-                    Ok(vec![x509_cert::ext::Extension {
-                        extn_id: ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2"),
-                        critical: false,
-                        extn_value: octets(
-                            octets(nonce.to_vec())?.to_der().map_err(|e| prepare(&e))?,
-                        )?,
-                    }])
-                })
-                .transpose()?,
-        },
-        optional_signature: None,
-    };
-    Ok((request.to_der().map_err(|e| prepare(&e))?, ocsp_url))
 }
 
 /// One worker's connection.
@@ -537,7 +467,7 @@ impl Worker {
     }
 }
 
-fn check_issued(issued: &crate::api::client::IssuedCertificate) -> Result<(), String> {
+fn check_issued(issued: &certd::api::client::IssuedCertificate) -> Result<(), String> {
     if issued.serial.len() == 40 && issued.chain_pem.matches("BEGIN CERTIFICATE").count() == 2 {
         Ok(())
     } else {
@@ -573,24 +503,27 @@ fn check_ocsp(status: u16, body: &[u8]) -> Result<(), String> {
 
 /// A keep-alive HTTP/1.1 connection: enough of a client for two fixed
 /// requests, with nothing between the loader and the socket.
+/// One keep-alive HTTP/1.1 connection (hyper), for OCSP and CRL loads.
 struct HttpConnection {
-    stream: BufReader<TcpStream>,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: String,
 }
 
 impl HttpConnection {
-    async fn connect(base_url: &str) -> std::io::Result<Self> {
+    async fn connect(base_url: &str) -> Result<Self, String> {
         let host = base_url
             .strip_prefix("http://")
-            .ok_or_else(|| std::io::Error::other("only http:// URLs"))?
+            .ok_or("only http:// URLs")?
             .trim_end_matches('/')
             .to_owned();
-        let stream = TcpStream::connect(&host).await?;
-        stream.set_nodelay(true)?;
-        Ok(HttpConnection {
-            stream: BufReader::new(stream),
-            host,
-        })
+        let stream = TcpStream::connect(&host).await.map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Drives the connection; ends when the sender is dropped.
+        tokio::spawn(connection);
+        Ok(HttpConnection { sender, host })
     }
 
     async fn request(
@@ -598,46 +531,31 @@ impl HttpConnection {
         method: &str,
         path: &str,
         body: Option<(&str, &[u8])>,
-    ) -> std::io::Result<(u16, Vec<u8>)> {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
-        if let Some((content_type, body)) = body {
-            head.push_str(&format!(
-                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
+    ) -> Result<(u16, Vec<u8>), String> {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host);
+        if let Some((content_type, _)) = body {
+            request = request.header(hyper::header::CONTENT_TYPE, content_type);
         }
-        head.push_str("\r\n");
-        let mut message = head.into_bytes();
-        if let Some((_, body)) = body {
-            message.extend_from_slice(body);
-        }
-        self.stream.get_mut().write_all(&message).await?;
-
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            if self.stream.read_line(&mut line).await? == 0 {
-                return Err(std::io::Error::other("connection closed"));
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().map_err(std::io::Error::other)?;
-            }
-        }
-        let mut body = vec![0; length];
-        self.stream.read_exact(&mut body).await?;
-        Ok((status, body))
+        let payload = body.map_or_else(Bytes::new, |(_, bytes)| Bytes::copy_from_slice(bytes));
+        let request = request
+            .body(Full::new(payload))
+            .map_err(|e| e.to_string())?;
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body.to_vec()))
     }
 }
