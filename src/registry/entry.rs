@@ -1,0 +1,280 @@
+//! What an entry may grant: the operator's request (`EntrySpec`), checked
+//! against certd's bounds into a `ValidEntry`, and the identity an entry
+//! gives a certificate. Pure: no store, no index.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::{RegistryError, Selector};
+use crate::identity::{ServiceName, TrustDomain, WorkloadIdentity, is_dns_name};
+use crate::store::EntryRecord;
+
+/// Most selectors one entry may require.
+pub const MAX_SELECTORS: usize = 16;
+/// Most extra DNS names one entry may grant.
+pub const MAX_DNS_NAMES: usize = 32;
+/// Longest SPIFFE ID an entry may grant.
+const MAX_SPIFFE_ID_LEN: usize = 2048;
+
+/// What an operator asks for in `certd entry create`.
+#[derive(Debug, Clone, Default)]
+pub struct EntrySpec {
+    pub service: String,
+    pub selectors: Vec<String>,
+    /// `None` for `spiffe://<trust-domain>/svc/<service>`.
+    pub spiffe_id: Option<String>,
+    /// DNS names beyond the default `<service>.<trust-domain>`.
+    pub dns_names: Vec<String>,
+    /// `None` for the configured default certificate lifetime.
+    pub ttl: Option<Duration>,
+}
+
+/// What an entry may not grant, whoever creates it.
+#[derive(Debug, Clone)]
+pub struct EntryBounds {
+    pub trust_domain: TrustDomain,
+    pub max_ttl: Duration,
+    /// certd's own TLS names: a workload holding one could pose as certd.
+    pub reserved_dns_names: Vec<String>,
+}
+
+/// The validated content of a new entry (everything but id and creation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidEntry {
+    pub service: ServiceName,
+    pub spiffe_id: String,
+    pub dns_names: Vec<String>,
+    pub ttl_seconds: Option<u64>,
+    pub selectors: Vec<Selector>,
+}
+
+impl EntrySpec {
+    /// Checks every field; the error names the first one that is wrong.
+    pub fn validate(&self, bounds: &EntryBounds) -> Result<ValidEntry, crate::Error> {
+        let service: ServiceName = self.service.parse()?;
+        let invalid = |message: String| RegistryError::InvalidEntry(message);
+        let selectors = self
+            .selectors
+            .iter()
+            .map(|s| s.parse::<Selector>().map_err(invalid))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        if selectors.is_empty() || selectors.len() > MAX_SELECTORS {
+            return Err(invalid(format!(
+                "an entry needs 1 to {MAX_SELECTORS} selectors, got {}",
+                selectors.len()
+            ))
+            .into());
+        }
+        let default = WorkloadIdentity::for_service(&bounds.trust_domain, service.clone());
+        let spiffe_id = match &self.spiffe_id {
+            None => default.spiffe_id,
+            Some(id) => check_spiffe_id(id, &bounds.trust_domain, &service).map_err(invalid)?,
+        };
+        let mut dns_names = default.dns_names;
+        for name in &self.dns_names {
+            let name = check_dns_name(name, bounds).map_err(invalid)?;
+            if !dns_names.contains(&name) {
+                dns_names.push(name);
+            }
+        }
+        if dns_names.len() > MAX_DNS_NAMES + 1 {
+            return Err(invalid(format!(
+                "an entry may add at most {MAX_DNS_NAMES} DNS names"
+            ))
+            .into());
+        }
+        if let Some(ttl) = self.ttl {
+            crate::policy::check_ttl(ttl, bounds.max_ttl)?;
+        }
+        Ok(ValidEntry {
+            service,
+            spiffe_id,
+            dns_names,
+            ttl_seconds: self.ttl.map(|ttl| ttl.as_secs()),
+            selectors: selectors.into_iter().collect(),
+        })
+    }
+}
+
+/// A SPIFFE ID in this trust domain, outside the paths certd reserves.
+fn check_spiffe_id(
+    id: &str,
+    trust_domain: &TrustDomain,
+    service: &ServiceName,
+) -> Result<String, String> {
+    let prefix = format!("spiffe://{trust_domain}/");
+    let Some(path) = id.strip_prefix(&prefix) else {
+        return Err(format!(
+            "SPIFFE ID {id:?} must start with {prefix:?}: certd issues only in its own trust domain"
+        ));
+    };
+    let segments_valid = id.len() <= MAX_SPIFFE_ID_LEN
+        && path.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        });
+    if !segments_valid {
+        return Err(format!(
+            "SPIFFE ID {id:?} has an invalid path: segments of letters, digits, '.', '-' and '_', none empty, '.' or '..'"
+        ));
+    }
+    let first = path.split('/').next().unwrap_or_default();
+    if first == "operator" {
+        return Err(format!(
+            "SPIFFE ID {id:?} is under /operator/, which only operator certificates may carry"
+        ));
+    }
+    if first == "svc" && path != format!("svc/{service}") {
+        return Err(format!(
+            "SPIFFE ID {id:?} is under /svc/ but is not /svc/{service}: /svc/<name> belongs to service <name>"
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+/// A DNS name an entry may grant: a plain host name, lower-cased, no
+/// wildcard, no IP address, none of certd's own names.
+fn check_dns_name(name: &str, bounds: &EntryBounds) -> Result<String, String> {
+    let name = name.to_ascii_lowercase();
+    if !is_dns_name(&name) || name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "DNS name {name:?} is not a host name (labels of a-z, 0-9 and '-'; no wildcards or IP addresses)"
+        ));
+    }
+    if bounds
+        .reserved_dns_names
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(&name))
+    {
+        return Err(format!(
+            "DNS name {name:?} is one of certd's own server names; a workload holding it could pose as certd"
+        ));
+    }
+    Ok(name)
+}
+
+/// The identity a certificate for `entry` carries.
+pub fn identity_of(entry: &EntryRecord) -> WorkloadIdentity {
+    WorkloadIdentity {
+        service: entry.service.clone(),
+        spiffe_id: entry.spiffe_id.clone(),
+        dns_names: entry.dns_names.clone(),
+    }
+}
+
+/// Selectors as one line, for messages and the audit log.
+pub fn describe(selectors: &[Selector]) -> String {
+    selectors
+        .iter()
+        .map(Selector::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(crate) fn bounds() -> EntryBounds {
+        EntryBounds {
+            trust_domain: "certd.internal".parse().unwrap(),
+            max_ttl: Duration::from_secs(24 * 3600),
+            reserved_dns_names: vec!["localhost".into()],
+        }
+    }
+
+    pub(crate) fn spec(service: &str, selectors: &[&str]) -> EntrySpec {
+        EntrySpec {
+            service: service.into(),
+            selectors: selectors.iter().map(|s| s.to_string()).collect(),
+            ..EntrySpec::default()
+        }
+    }
+
+    pub(crate) fn selectors(values: &[&str]) -> Vec<Selector> {
+        values.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_entry_gets_default_names_plus_its_own() {
+        let mut spec = spec(
+            "billing",
+            &["k8s:sa:billing", "k8s:ns:payments", "k8s:ns:payments"],
+        );
+        spec.dns_names = vec![
+            "Billing.Payments.svc.cluster.local".into(),
+            "billing.certd.internal".into(),
+        ];
+        spec.ttl = Some(Duration::from_secs(3600));
+        let entry = spec.validate(&bounds()).unwrap();
+        assert_eq!(entry.spiffe_id, "spiffe://certd.internal/svc/billing");
+        assert_eq!(
+            entry.dns_names,
+            [
+                "billing.certd.internal",
+                "billing.payments.svc.cluster.local"
+            ]
+        );
+        assert_eq!(
+            entry.selectors,
+            selectors(&["k8s:ns:payments", "k8s:sa:billing"])
+        );
+        assert_eq!(entry.ttl_seconds, Some(3600));
+    }
+
+    #[test]
+    fn entries_that_would_grant_too_much_are_refused() {
+        let check = |change: &dyn Fn(&mut EntrySpec), says: &str| {
+            let mut spec = spec("billing", &["token:b"]);
+            change(&mut spec);
+            let error = spec.validate(&bounds()).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+        };
+        check(&|s| s.selectors.clear(), "1 to 16 selectors");
+        check(&|s| s.service = "Billing".into(), "RFC 1123");
+        check(
+            &|s| s.spiffe_id = Some("spiffe://other.org/svc/billing".into()),
+            "own trust domain",
+        );
+        check(
+            &|s| s.spiffe_id = Some("spiffe://certd.internal/operator/alice".into()),
+            "/operator/",
+        );
+        check(
+            &|s| s.spiffe_id = Some("spiffe://certd.internal/svc/payments".into()),
+            "belongs to service",
+        );
+        check(
+            &|s| s.spiffe_id = Some("spiffe://certd.internal/a//b".into()),
+            "invalid path",
+        );
+        check(
+            &|s| s.dns_names = vec!["*.example.com".into()],
+            "no wildcards",
+        );
+        check(&|s| s.dns_names = vec!["10.0.0.1".into()], "IP addresses");
+        check(&|s| s.dns_names = vec!["LOCALHOST".into()], "pose as certd");
+        check(
+            &|s| s.ttl = Some(Duration::from_secs(48 * 3600)),
+            "exceeds the maximum",
+        );
+        check(
+            &|s| s.dns_names = (0..40).map(|i| format!("n{i}.example.com")).collect(),
+            "at most 32",
+        );
+    }
+
+    #[test]
+    fn a_custom_spiffe_id_is_kept() {
+        let mut spec = spec("billing", &["token:b"]);
+        spec.spiffe_id = Some("spiffe://certd.internal/ns/payments/sa/billing".into());
+        assert_eq!(
+            spec.validate(&bounds()).unwrap().spiffe_id,
+            "spiffe://certd.internal/ns/payments/sa/billing"
+        );
+    }
+}
