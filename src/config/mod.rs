@@ -5,12 +5,20 @@
 //! optional, unknown fields refused), then `ConfigFile::validate` produces a
 //! `Config` whose errors name the field. Validation never mutates the file's
 //! values; defaults are filled in only where a field is absent.
+//!
+//! `file` holds the file's format; this module the validated settings,
+//! their defaults and the checks between the two.
+
+mod file;
+
+pub use file::{
+    ConfigFile, IssuanceSection, JoinTokenSection, KubernetesSection, LimitsSection,
+    RevocationSection,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use crate::attest::{JwksUrlSettings, KubernetesSettings};
 use crate::ca::RevocationUrls;
@@ -54,105 +62,12 @@ pub enum ConfigError {
     },
 }
 
-/// `certd.toml` as written by the operator.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    pub grpc_addr: Option<String>,
-    pub http_addr: Option<String>,
-    pub server_names: Option<Vec<String>>,
-    /// Base URL at which relying parties reach the HTTP listener; the CRL
-    /// distribution point and OCSP URL in certificates are built from it.
-    pub public_base_url: Option<String>,
-    pub issuance: Option<IssuanceSection>,
-    pub join_tokens: Option<JoinTokenSection>,
-    pub revocation: Option<RevocationSection>,
-    pub limits: Option<LimitsSection>,
-    /// SPIFFE IDs of operators who may call the admin API over mTLS on the
-    /// gRPC port, e.g. "spiffe://certd.internal/operator/alice".
-    pub admins: Option<Vec<String>>,
-    /// Accept Kubernetes projected service-account tokens in `Issue`.
-    pub kubernetes: Option<KubernetesSection>,
-    /// Directory relative paths in the file are resolved against: the
-    /// file's own directory.
-    #[serde(skip)]
-    pub base_dir: Option<PathBuf>,
-}
-
-/// The Kubernetes service-account token attestor.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesSection {
-    /// The `iss` of the cluster's tokens, e.g.
-    /// "https://kubernetes.default.svc.cluster.local".
-    pub issuer: Option<String>,
-    /// The audience tokens must be minted for (default "certd").
-    pub audience: Option<String>,
-    /// The issuer's JWKS (`kubectl get --raw /openid/v1/jwks`).
-    pub jwks_file: Option<PathBuf>,
-    /// PEM public keys (the API server's --service-account-key-file).
-    pub public_key_files: Option<Vec<PathBuf>>,
-    /// Fetch the issuer's JWKS from this https:// URL too.
-    pub jwks_url: Option<String>,
-    /// PEM roots for the JWKS URL's server (default: the Mozilla roots).
-    pub jwks_url_ca_file: Option<PathBuf>,
-    /// A file with a bearer token to send to the JWKS URL.
-    pub jwks_url_token_file: Option<PathBuf>,
-    /// How often the JWKS URL is fetched again (default "5m").
-    pub jwks_refresh: Option<String>,
-    /// Allowance for clock differences on exp and nbf (default "30s").
-    pub clock_skew: Option<String>,
-}
-
 /// Audience a service-account token must carry unless configured otherwise.
 pub const DEFAULT_KUBERNETES_AUDIENCE: &str = "certd";
 /// How often a JWKS URL is fetched again by default.
 pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
 /// Clock difference allowed on a token's exp and nbf by default.
 pub const DEFAULT_KUBERNETES_CLOCK_SKEW: Duration = Duration::from_secs(30);
-
-/// Admission limits; every rate is per second, and 0 (the default) turns
-/// that limit off.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSection {
-    /// Issuances (Issue and Renew) per second across all callers.
-    pub issuance_rate: Option<f64>,
-    /// How many may come at once before the rate applies.
-    pub issuance_burst: Option<f64>,
-    /// Issuances per second for any one service.
-    pub service_issuance_rate: Option<f64>,
-    pub service_issuance_burst: Option<f64>,
-    /// Issue and Renew requests in flight at once; more are refused.
-    pub max_concurrent_requests: Option<usize>,
-    /// Largest gRPC request message in bytes (default 65536).
-    pub max_request_bytes: Option<usize>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevocationSection {
-    /// How long a CRL is valid (its nextUpdate), e.g. "1h".
-    pub crl_validity: Option<String>,
-    /// How long an OCSP answer is valid (its nextUpdate).
-    pub ocsp_validity: Option<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuanceSection {
-    /// e.g. "24h".
-    pub default_ttl: Option<String>,
-    pub max_ttl: Option<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinTokenSection {
-    pub default_ttl: Option<String>,
-    pub max_ttl: Option<String>,
-}
-
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -217,27 +132,6 @@ impl Default for Lifetimes {
 }
 
 impl ConfigFile {
-    /// Reads `path`; an absent `path` means an empty file (all defaults).
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let Some(path) = path else {
-            return Ok(ConfigFile::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut file = Self::parse(&text, path)?;
-        file.base_dir = path.parent().map(Path::to_path_buf);
-        Ok(file)
-    }
-
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string().trim().replace('\n', " "),
-        })
-    }
-
     /// Checks every value and fills in defaults for absent ones.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let issuance = self.issuance.clone().unwrap_or_default();
@@ -640,7 +534,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_is_valid_and_states_the_defaults() {
-        let example = include_str!("../deploy/certd.toml");
+        let example = include_str!("../../deploy/certd.toml");
         assert_eq!(check(example, None), check("", None));
         // Its commented-out Kubernetes section is valid too, once uncommented.
         let kubernetes: String = example
