@@ -23,6 +23,14 @@ pub enum NameError {
     InvalidTrustDomain(String),
     #[error("serial {0:?} is not a hex serial number of 1 to 20 bytes")]
     InvalidSerial(String),
+    #[error(
+        "DNS name {0:?} is not a host name (labels of a-z, 0-9 and '-'; no wildcards or IP addresses)"
+    )]
+    InvalidDnsName(String),
+    #[error(
+        "SPIFFE ID {0:?} is not spiffe://<trust-domain>/<path> with path segments of letters, digits, '.', '-' and '_' (none empty, '.' or '..')"
+    )]
+    InvalidSpiffeId(String),
 }
 
 /// The trust domain: the DNS suffix of every workload name and the authority
@@ -124,9 +132,9 @@ impl fmt::Display for ServiceName {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadIdentity {
     pub service: ServiceName,
-    pub spiffe_id: String,
+    pub spiffe_id: SpiffeId,
     /// Never empty; the first is `<service>.<trust-domain>`.
-    pub dns_names: Vec<String>,
+    pub dns_names: Vec<DnsName>,
 }
 
 impl WorkloadIdentity {
@@ -135,10 +143,140 @@ impl WorkloadIdentity {
     /// `spiffe://<trust-domain>/svc/<service>`.
     pub fn for_service(trust_domain: &TrustDomain, service: ServiceName) -> Self {
         WorkloadIdentity {
-            dns_names: vec![format!("{service}.{trust_domain}")],
-            spiffe_id: format!("spiffe://{trust_domain}/svc/{service}"),
+            // A label, a dot and a DNS name make a DNS name.
+            dns_names: vec![DnsName(format!("{service}.{trust_domain}"))],
+            spiffe_id: SpiffeId(format!("spiffe://{trust_domain}/svc/{service}")),
             service,
         }
+    }
+}
+
+/// A DNS name a certificate may carry: a lower-case host name (RFC 1123
+/// labels separated by dots, at most 253 characters), hence ASCII. No
+/// wildcards, no IP addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsName(String);
+
+impl DnsName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// A name certd stored after parsing it: trusted, not parsed again.
+    pub(crate) fn from_stored(value: String) -> Self {
+        DnsName(value)
+    }
+}
+
+impl FromStr for DnsName {
+    type Err = NameError;
+
+    /// Accepts upper case and lowers it, as DNS compares without case.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let name = value.to_ascii_lowercase();
+        if is_dns_name(&name) && name.parse::<std::net::IpAddr>().is_err() {
+            Ok(DnsName(name))
+        } else {
+            Err(NameError::InvalidDnsName(value.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for DnsName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for DnsName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Longest SPIFFE ID certd accepts.
+const MAX_SPIFFE_ID_LEN: usize = 2048;
+
+/// A SPIFFE ID: `spiffe://<trust-domain>/<path>`, the trust domain a DNS
+/// name and each path segment of letters, digits, '.', '-' and '_' (none
+/// empty, '.' or '..'), hence ASCII.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpiffeId(String);
+
+impl SpiffeId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The path after the trust domain, without its leading '/'.
+    pub fn path(&self) -> &str {
+        let rest = &self.0["spiffe://".len()..];
+        rest.split_once('/').map_or("", |(_, path)| path)
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        let rest = &self.0["spiffe://".len()..];
+        rest.split_once('/').map_or(rest, |(domain, _)| domain)
+    }
+
+    /// An ID certd stored after parsing it: trusted, not parsed again.
+    pub(crate) fn from_stored(value: String) -> Self {
+        SpiffeId(value)
+    }
+}
+
+impl FromStr for SpiffeId {
+    type Err = NameError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let invalid = || NameError::InvalidSpiffeId(value.to_owned());
+        let rest = value.strip_prefix("spiffe://").ok_or_else(invalid)?;
+        let (domain, path) = rest.split_once('/').ok_or_else(invalid)?;
+        let path_valid = path.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        });
+        if value.len() <= MAX_SPIFFE_ID_LEN && is_dns_name(domain) && path_valid {
+            Ok(SpiffeId(value.to_owned()))
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for SpiffeId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for SpiffeId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -306,6 +444,36 @@ mod tests {
         assert_eq!(a.as_bytes().len(), GENERATED_SERIAL_LEN);
         assert_eq!(a.as_bytes()[0] & 0xc0, 0x40);
         assert_eq!(Serial::from_der_integer(a.as_bytes()), Some(a));
+    }
+
+    #[test]
+    fn spiffe_ids_and_dns_names_parse_only_when_valid() {
+        let id: SpiffeId = "spiffe://certd.internal/ns/a/sa/b".parse().unwrap();
+        assert_eq!(id.trust_domain(), "certd.internal");
+        assert_eq!(id.path(), "ns/a/sa/b");
+        for bad in [
+            "",
+            "spiffe://certd.internal",
+            "spiffe://certd.internal/",
+            "spiffe://certd.internal/a//b",
+            "spiffe://certd.internal/a/../b",
+            "spiffe://Bad_Domain/a",
+            "https://certd.internal/a",
+            "spiffe://certd.internal/é",
+        ] {
+            assert!(bad.parse::<SpiffeId>().is_err(), "{bad:?}");
+        }
+        assert_eq!("Web.Example".parse::<DnsName>().unwrap(), "web.example");
+        for bad in [
+            "",
+            "*.example",
+            "10.0.0.1",
+            "a..b",
+            "a_b.example",
+            "ünï.example",
+        ] {
+            assert!(bad.parse::<DnsName>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

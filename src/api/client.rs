@@ -15,6 +15,7 @@ use super::proto::admin_client::AdminClient as AdminRpc;
 use super::proto::certificate_authority_client::CertificateAuthorityClient;
 use crate::ErrorKind;
 use crate::authority::{CertificateSummary, TokenFor};
+use crate::identity::DnsName;
 use crate::registry::EntrySpec;
 use crate::registry::Selector;
 use crate::revocation::RevocationReason;
@@ -597,8 +598,12 @@ pub(super) fn entry_to_proto(entry: EntryRecord) -> proto::Entry {
     proto::Entry {
         id: entry.id,
         service: entry.service.to_string(),
-        spiffe_id: entry.spiffe_id,
-        dns_names: entry.dns_names,
+        spiffe_id: entry.spiffe_id.into_string(),
+        dns_names: entry
+            .dns_names
+            .into_iter()
+            .map(DnsName::into_string)
+            .collect(),
         ttl_seconds: entry.ttl_seconds.unwrap_or(0),
         selectors: entry
             .selectors

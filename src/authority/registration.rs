@@ -7,6 +7,7 @@ use super::{Authority, Caller};
 use crate::attest::JoinToken;
 use crate::audit::{self, Decision};
 use crate::ca::unix_seconds;
+use crate::identity::DnsName;
 use crate::identity::ServiceName;
 use crate::policy;
 use crate::registry::{self, EntrySpec};
@@ -222,7 +223,12 @@ async fn audit_entry_change(
                 "entry {}: {}, DNS {}, TTL {}",
                 entry.id,
                 entry.spiffe_id,
-                entry.dns_names.join(" "),
+                entry
+                    .dns_names
+                    .iter()
+                    .map(DnsName::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 entry
                     .ttl_seconds
                     .map_or("default".to_owned(), |s| format!("{s}s"))

@@ -47,8 +47,8 @@ pub fn workload(
     params.subject_alt_names = identity
         .dns_names
         .iter()
-        .map(|name| dns_san(name.clone()))
-        .chain([uri_san(identity.spiffe_id.clone())])
+        .map(|name| dns_san(name.as_str().to_owned()))
+        .chain([uri_san(identity.spiffe_id.as_str().to_owned())])
         .collect();
     if matches!(key_kind, SubjectKeyKind::Rsa { .. }) {
         params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
@@ -160,7 +160,8 @@ pub(super) fn timestamp(unix_seconds: i64) -> OffsetDateTime {
 }
 
 fn dns_san(name: String) -> SanType {
-    // Identity names are built from validated labels, which are IA5.
+    // Only `DnsName`s and certd's own validated server names come here:
+    // ASCII by construction, so IA5.
     SanType::DnsName(
         name.try_into()
             .expect("validated DNS names are IA5 strings"),
@@ -170,6 +171,6 @@ fn dns_san(name: String) -> SanType {
 fn uri_san(uri: String) -> SanType {
     SanType::URI(
         uri.try_into()
-            .expect("SPIFFE IDs built from validated labels are IA5 strings"),
+            .expect("`SpiffeId`s are ASCII by construction, so IA5 strings"),
     )
 }

@@ -1,7 +1,7 @@
 //! The records certd keeps: one per issued certificate, revocation, join
 //! token, registration entry and audited decision.
 
-use crate::identity::{Serial, ServiceName};
+use crate::identity::{DnsName, Serial, ServiceName, SpiffeId};
 use crate::registry::Selector;
 
 /// The SHA-256 of a join token: all the store ever sees of it.
@@ -163,9 +163,9 @@ pub struct JoinTokenRecord {
 pub struct EntryRecord {
     pub id: String,
     pub service: ServiceName,
-    pub spiffe_id: String,
+    pub spiffe_id: SpiffeId,
     /// Every DNS SAN, the default `<service>.<trust-domain>` first.
-    pub dns_names: Vec<String>,
+    pub dns_names: Vec<DnsName>,
     /// Certificate lifetime in seconds; `None` for the configured default.
     pub ttl_seconds: Option<u64>,
     /// Sorted and without duplicates.

@@ -53,15 +53,15 @@ pub fn check_csr(csr: &ValidatedCsr, identity: &WorkloadIdentity) -> Result<(), 
         identity
             .dns_names
             .iter()
-            .any(|d| d.eq_ignore_ascii_case(name))
+            .any(|d| d.as_str().eq_ignore_ascii_case(name))
     };
     for requested in csr.requested_names() {
         let allowed = match requested {
             RequestedName::CommonName(cn) => {
-                cn == identity.service.as_str() || is_dns_name(cn) || cn == spiffe_id
+                cn == identity.service.as_str() || is_dns_name(cn) || cn == spiffe_id.as_str()
             }
             RequestedName::Dns(dns) => is_dns_name(dns),
-            RequestedName::Uri(uri) => uri == spiffe_id,
+            RequestedName::Uri(uri) => uri == spiffe_id.as_str(),
             RequestedName::Other(_) => false,
         };
         if !allowed {
@@ -72,7 +72,7 @@ pub fn check_csr(csr: &ValidatedCsr, identity: &WorkloadIdentity) -> Result<(), 
                 .collect();
             return Err(PolicyError::NameNotAllowed {
                 name: requested.to_string(),
-                identity: spiffe_id.clone(),
+                identity: spiffe_id.to_string(),
                 allowed: format!(
                     "CN={}, {}, URI:{spiffe_id}",
                     identity.service,
@@ -103,7 +103,7 @@ pub fn check_operator_csr(
         if !allowed {
             return Err(PolicyError::NameNotAllowed {
                 name: requested.to_string(),
-                identity: spiffe_id.clone(),
+                identity: spiffe_id.to_string(),
                 allowed: format!("URI:{spiffe_id}"),
             });
         }
@@ -207,10 +207,12 @@ mod tests {
     fn an_entrys_extra_names_and_spiffe_id_are_allowed_and_nothing_else() {
         let identity = WorkloadIdentity {
             service: "billing".parse().unwrap(),
-            spiffe_id: "spiffe://certd.internal/ns/payments/sa/billing".into(),
+            spiffe_id: "spiffe://certd.internal/ns/payments/sa/billing"
+                .parse()
+                .unwrap(),
             dns_names: vec![
-                "billing.certd.internal".into(),
-                "billing.payments.svc.cluster.local".into(),
+                "billing.certd.internal".parse().unwrap(),
+                "billing.payments.svc.cluster.local".parse().unwrap(),
             ],
         };
         let check = |sans: Vec<SanType>| check_csr(&csr_asking(None, sans), &identity);

@@ -6,15 +6,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::{RegistryError, Selector};
-use crate::identity::{ServiceName, TrustDomain, WorkloadIdentity, is_dns_name};
+use crate::identity::{DnsName, ServiceName, SpiffeId, TrustDomain, WorkloadIdentity};
 use crate::store::EntryRecord;
 
 /// Most selectors one entry may require.
 pub const MAX_SELECTORS: usize = 16;
 /// Most extra DNS names one entry may grant.
 pub const MAX_DNS_NAMES: usize = 32;
-/// Longest SPIFFE ID an entry may grant.
-const MAX_SPIFFE_ID_LEN: usize = 2048;
 
 /// What an operator asks for in `certd entry create`.
 #[derive(Debug, Clone, Default)]
@@ -42,8 +40,8 @@ pub struct EntryBounds {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidEntry {
     pub service: ServiceName,
-    pub spiffe_id: String,
-    pub dns_names: Vec<String>,
+    pub spiffe_id: SpiffeId,
+    pub dns_names: Vec<DnsName>,
     pub ttl_seconds: Option<u64>,
     pub selectors: Vec<Selector>,
 }
@@ -101,27 +99,18 @@ fn check_spiffe_id(
     id: &str,
     trust_domain: &TrustDomain,
     service: &ServiceName,
-) -> Result<String, String> {
+) -> Result<SpiffeId, String> {
     let prefix = format!("spiffe://{trust_domain}/");
     let Some(path) = id.strip_prefix(&prefix) else {
         return Err(format!(
             "SPIFFE ID {id:?} must start with {prefix:?}: certd issues only in its own trust domain"
         ));
     };
-    let segments_valid = id.len() <= MAX_SPIFFE_ID_LEN
-        && path.split('/').all(|segment| {
-            !segment.is_empty()
-                && segment != "."
-                && segment != ".."
-                && segment
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        });
-    if !segments_valid {
+    let Ok(parsed) = id.parse::<SpiffeId>() else {
         return Err(format!(
             "SPIFFE ID {id:?} has an invalid path: segments of letters, digits, '.', '-' and '_', none empty, '.' or '..'"
         ));
-    }
+    };
     let first = path.split('/').next().unwrap_or_default();
     if first == "operator" {
         return Err(format!(
@@ -133,22 +122,22 @@ fn check_spiffe_id(
             "SPIFFE ID {id:?} is under /svc/ but is not /svc/{service}: /svc/<name> belongs to service <name>"
         ));
     }
-    Ok(id.to_owned())
+    Ok(parsed)
 }
 
 /// A DNS name an entry may grant: a plain host name, lower-cased, no
 /// wildcard, no IP address, none of certd's own names.
-fn check_dns_name(name: &str, bounds: &EntryBounds) -> Result<String, String> {
-    let name = name.to_ascii_lowercase();
-    if !is_dns_name(&name) || name.parse::<std::net::IpAddr>().is_ok() {
+fn check_dns_name(name: &str, bounds: &EntryBounds) -> Result<DnsName, String> {
+    let Ok(name) = name.parse::<DnsName>() else {
         return Err(format!(
-            "DNS name {name:?} is not a host name (labels of a-z, 0-9 and '-'; no wildcards or IP addresses)"
+            "DNS name {:?} is not a host name (labels of a-z, 0-9 and '-'; no wildcards or IP addresses)",
+            name.to_ascii_lowercase()
         ));
-    }
+    };
     if bounds
         .reserved_dns_names
         .iter()
-        .any(|r| r.eq_ignore_ascii_case(&name))
+        .any(|r| r.eq_ignore_ascii_case(name.as_str()))
     {
         return Err(format!(
             "DNS name {name:?} is one of certd's own server names; a workload holding it could pose as certd"

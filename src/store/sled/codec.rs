@@ -17,7 +17,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{Serial, ServiceName};
+use crate::identity::{DnsName, Serial, ServiceName, SpiffeId};
 use crate::model::{
     Attestation, AuditEntry, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof, Revocation,
     RevokedEntry,
@@ -372,8 +372,12 @@ impl From<EntryRecord> for DiskEntry {
         DiskEntry {
             id: entry.id,
             service: entry.service.into(),
-            spiffe_id: entry.spiffe_id,
-            dns_names: entry.dns_names,
+            spiffe_id: entry.spiffe_id.into_string(),
+            dns_names: entry
+                .dns_names
+                .into_iter()
+                .map(DnsName::into_string)
+                .collect(),
             ttl_seconds: entry.ttl_seconds,
             selectors: selectors_to_disk(entry.selectors),
             created_at: entry.created_at,
@@ -387,8 +391,12 @@ impl From<DiskEntry> for EntryRecord {
         EntryRecord {
             id: disk.id,
             service: ServiceName::from_stored(disk.service),
-            spiffe_id: disk.spiffe_id,
-            dns_names: disk.dns_names,
+            spiffe_id: SpiffeId::from_stored(disk.spiffe_id),
+            dns_names: disk
+                .dns_names
+                .into_iter()
+                .map(DnsName::from_stored)
+                .collect(),
             ttl_seconds: disk.ttl_seconds,
             selectors: selectors_from_disk(disk.selectors),
             created_at: disk.created_at,
@@ -484,8 +492,11 @@ mod tests {
             EntryRecord {
                 id: "e1".into(),
                 service: "billing".parse().unwrap(),
-                spiffe_id: "spiffe://certd.internal/svc/billing".into(),
-                dns_names: vec!["billing.certd.internal".into(), "b.example".into()],
+                spiffe_id: "spiffe://certd.internal/svc/billing".parse().unwrap(),
+                dns_names: vec![
+                    "billing.certd.internal".parse().unwrap(),
+                    "b.example".parse().unwrap(),
+                ],
                 ttl_seconds: Some(3600),
                 selectors: vec![selector("k8s:ns:payments"), selector("token:x")],
                 created_at: 1,

@@ -700,8 +700,8 @@ mod tests {
         let entry = EntryRecord {
             id: "e1".into(),
             service: "billing".parse().unwrap(),
-            spiffe_id: "spiffe://certd.internal/svc/billing".into(),
-            dns_names: vec!["billing.certd.internal".into()],
+            spiffe_id: "spiffe://certd.internal/svc/billing".parse().unwrap(),
+            dns_names: vec!["billing.certd.internal".parse().unwrap()],
             ttl_seconds: Some(3600),
             selectors: vec!["k8s:ns:payments".parse().unwrap()],
             created_at: 1,
