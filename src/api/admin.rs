@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
-use super::client::{AuditLine, entry_to_proto, summary_to_proto};
+use super::client::AuditLine;
+use super::convert::{entry_to_proto, summary_to_proto};
 use super::proto;
 use super::proto::admin_server::Admin;
 use super::status;

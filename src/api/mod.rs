@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod client;
+mod convert;
 pub mod http;
 pub mod tls;
 pub mod workload;

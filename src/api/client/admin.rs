@@ -1,0 +1,420 @@
+//! The admin API's client: operators over the local socket or mTLS.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use std::path::PathBuf;
+
+use super::{
+    CONNECT_TIMEOUT, ClientError, REQUEST_TIMEOUT, TlsClientSettings, WorkloadClient, error_chain,
+    refused,
+};
+use crate::api::proto;
+use crate::api::proto::admin_client::AdminClient as AdminRpc;
+use crate::authority::{CertificateSummary, TokenFor};
+use crate::registry::EntrySpec;
+use crate::revocation::RevocationReason;
+
+/// Client of `certd.v1.Admin` over the daemon's admin socket.
+pub struct AdminClient {
+    target: String,
+    rpc: AdminRpc<Channel>,
+}
+
+impl AdminClient {
+    /// Connects to the admin socket at `socket`.
+    pub async fn connect(socket: &Path) -> Result<Self, ClientError> {
+        let target = socket.display().to_string();
+        let path: PathBuf = socket.to_owned();
+        // The URI is required by the HTTP/2 layer but unused: the connector
+        // always dials the socket.
+        let channel =
+            Endpoint::from_static("http://certd.admin")
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    }
+                }))
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    target: target.clone(),
+                    reason: format!(
+                        "{} (is `certd serve` running with this data directory?)",
+                        error_chain(&e)
+                    ),
+                })?;
+        Ok(AdminClient {
+            target,
+            rpc: AdminRpc::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+
+    /// Connects to a remote certd's admin API over mTLS at `server`,
+    /// presenting an operator certificate.
+    pub async fn connect_remote(
+        server: &str,
+        tls: &TlsClientSettings,
+    ) -> Result<Self, ClientError> {
+        let workload = WorkloadClient::connect(server, tls).await?;
+        Ok(AdminClient {
+            target: server.to_owned(),
+            rpc: AdminRpc::new(workload.channel).max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+
+    /// Has the daemon sign an operator certificate for `name`.
+    pub async fn issue_operator(
+        &mut self,
+        name: &str,
+        csr_der: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<CertificateSummary, ClientError> {
+        let response = self
+            .rpc
+            .issue_operator_certificate(proto::IssueOperatorCertificateRequest {
+                name: name.to_owned(),
+                csr_der,
+                ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(summary_from_proto(response.into_inner()))
+    }
+
+    /// Creates `count` join tokens for an entry; returns the secrets,
+    /// their expiry and the entry.
+    pub async fn create_join_tokens(
+        &mut self,
+        target: &TokenFor,
+        ttl: Option<Duration>,
+        count: u32,
+    ) -> Result<CreatedTokens, ClientError> {
+        use proto::create_join_token_request::Target;
+        let target = match target {
+            TokenFor::Entry(id) => Target::EntryId(id.clone()),
+            TokenFor::Service(service) => Target::Service(service.clone()),
+        };
+        let response = self
+            .rpc
+            .create_join_token(proto::CreateJoinTokenRequest {
+                target: Some(target),
+                ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
+                count,
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok(CreatedTokens {
+            tokens: response.tokens,
+            expires_at: response.expires_at_unix,
+            entry: response.entry.map(EntrySummary::from).unwrap_or_default(),
+        })
+    }
+
+    /// Creates a registration entry.
+    pub async fn create_entry(&mut self, spec: &EntrySpec) -> Result<EntrySummary, ClientError> {
+        let response = self
+            .rpc
+            .create_entry(proto::CreateEntryRequest {
+                service: spec.service.clone(),
+                content: Some(entry_content(spec)),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Replaces entry `id`'s content with `spec` (whose service is ignored:
+    /// an entry's service cannot change).
+    pub async fn update_entry(
+        &mut self,
+        id: &str,
+        spec: &EntrySpec,
+    ) -> Result<EntrySummary, ClientError> {
+        let response = self
+            .rpc
+            .update_entry(proto::UpdateEntryRequest {
+                id: id.to_owned(),
+                content: Some(entry_content(spec)),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Deletes a registration entry; returns what it was.
+    pub async fn delete_entry(&mut self, id: &str) -> Result<EntrySummary, ClientError> {
+        let response = self
+            .rpc
+            .delete_entry(proto::DeleteEntryRequest { id: id.to_owned() })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Every registration entry, or one service's.
+    pub async fn entries(
+        &mut self,
+        service: Option<&str>,
+    ) -> Result<Vec<EntrySummary>, ClientError> {
+        let response = self
+            .rpc
+            .list_entries(proto::ListEntriesRequest {
+                service: service.unwrap_or_default().to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(EntrySummary::from)
+            .collect())
+    }
+
+    /// Has the daemon sign `csr_der` for `service`.
+    pub async fn issue(
+        &mut self,
+        service: &str,
+        csr_der: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<CertificateSummary, ClientError> {
+        let response = self
+            .rpc
+            .issue_for_ci(proto::IssueForCiRequest {
+                service: service.to_owned(),
+                csr_der,
+                ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(summary_from_proto(response.into_inner()))
+    }
+
+    /// The `limit` most recently issued records, or one service's.
+    pub async fn list(
+        &mut self,
+        service: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CertificateSummary>, ClientError> {
+        let response = self
+            .rpc
+            .list_certificates(proto::ListCertificatesRequest {
+                service: service.unwrap_or_default().to_owned(),
+                limit,
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response
+            .into_inner()
+            .certificates
+            .into_iter()
+            .map(summary_from_proto)
+            .collect())
+    }
+
+    pub async fn show(&mut self, serial: &str) -> Result<CertificateSummary, ClientError> {
+        let response = self
+            .rpc
+            .get_certificate(proto::GetCertificateRequest {
+                serial: serial.to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(summary_from_proto(response.into_inner()))
+    }
+}
+
+impl AdminClient {
+    /// Revokes one certificate.
+    pub async fn revoke_serial(
+        &mut self,
+        serial: &str,
+        reason: RevocationReason,
+    ) -> Result<RevokeSummary, ClientError> {
+        self.revoke(
+            proto::revoke_request::Target::Serial(serial.to_owned()),
+            reason,
+        )
+        .await
+    }
+
+    /// Revokes every unexpired certificate of a service.
+    pub async fn revoke_service(
+        &mut self,
+        service: &str,
+        reason: RevocationReason,
+    ) -> Result<RevokeSummary, ClientError> {
+        self.revoke(
+            proto::revoke_request::Target::Service(service.to_owned()),
+            reason,
+        )
+        .await
+    }
+
+    async fn revoke(
+        &mut self,
+        target: proto::revoke_request::Target,
+        reason: RevocationReason,
+    ) -> Result<RevokeSummary, ClientError> {
+        let response = self
+            .rpc
+            .revoke(proto::RevokeRequest {
+                target: Some(target),
+                reason: reason.name().to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok(RevokeSummary {
+            certificates: response
+                .certificates
+                .into_iter()
+                .map(|c| RevokedSummary {
+                    serial: c.serial,
+                    service: c.service,
+                    revoked_at: c.revoked_at_unix,
+                    reason: c.reason,
+                    newly_revoked: c.newly_revoked,
+                })
+                .collect(),
+            crl_number: response.crl_number,
+        })
+    }
+}
+
+impl AdminClient {
+    /// Audit entries at or after `since` (Unix seconds), at most `limit`.
+    pub async fn audit(&mut self, since: i64, limit: u32) -> Result<Vec<AuditLine>, ClientError> {
+        let response = self
+            .rpc
+            .list_audit(proto::ListAuditRequest {
+                since_unix: since,
+                limit,
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok(response.entries.into_iter().map(AuditLine::from).collect())
+    }
+}
+
+/// What a revocation did, as the admin API reports it.
+#[derive(Debug, Clone)]
+pub struct RevokedSummary {
+    pub serial: String,
+    pub service: String,
+    pub revoked_at: i64,
+    pub reason: String,
+    pub newly_revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RevokeSummary {
+    pub certificates: Vec<RevokedSummary>,
+    pub crl_number: u64,
+}
+
+/// Join tokens as the admin API returns them.
+#[derive(Debug, Clone)]
+pub struct CreatedTokens {
+    pub tokens: Vec<String>,
+    pub expires_at: i64,
+    pub entry: EntrySummary,
+}
+
+/// A registration entry as the admin API returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EntrySummary {
+    pub id: String,
+    pub service: String,
+    pub spiffe_id: String,
+    pub dns_names: Vec<String>,
+    /// Seconds; `None` for the configured default.
+    pub ttl_seconds: Option<u64>,
+    pub selectors: Vec<String>,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+impl From<proto::Entry> for EntrySummary {
+    fn from(entry: proto::Entry) -> Self {
+        EntrySummary {
+            id: entry.id,
+            service: entry.service,
+            spiffe_id: entry.spiffe_id,
+            dns_names: entry.dns_names,
+            ttl_seconds: (entry.ttl_seconds > 0).then_some(entry.ttl_seconds),
+            selectors: entry.selectors,
+            created_at: entry.created_at_unix,
+            created_by: entry.created_by,
+        }
+    }
+}
+
+/// The wire form of what an entry grants.
+fn entry_content(spec: &EntrySpec) -> proto::EntryContent {
+    proto::EntryContent {
+        selectors: spec.selectors.clone(),
+        spiffe_id: spec.spiffe_id.clone().unwrap_or_default(),
+        dns_names: spec.dns_names.clone(),
+        ttl_seconds: spec.ttl.map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// One audit entry, as the admin API returns it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditLine {
+    pub at: i64,
+    pub event: String,
+    pub allowed: bool,
+    pub caller: String,
+    pub attestation: String,
+    pub service: String,
+    pub serial: String,
+    pub reason: String,
+    pub selectors: Vec<String>,
+}
+
+impl From<proto::AuditEntry> for AuditLine {
+    fn from(entry: proto::AuditEntry) -> Self {
+        AuditLine {
+            at: entry.at_unix,
+            event: entry.event,
+            allowed: entry.allowed,
+            caller: entry.caller,
+            attestation: entry.attestation,
+            service: entry.service,
+            serial: entry.serial,
+            reason: entry.reason,
+            selectors: entry.selectors,
+        }
+    }
+}
+
+fn summary_from_proto(record: proto::CertificateRecord) -> CertificateSummary {
+    CertificateSummary {
+        serial: record.serial,
+        service: record.service,
+        dns_names: record.dns_names,
+        uris: record.uris,
+        not_before: record.not_before_unix,
+        not_after: record.not_after_unix,
+        issued_at: record.issued_at_unix,
+        sha256_fingerprint: record.sha256_fingerprint,
+        attestation: record.attestation,
+        entry_id: (!record.entry_id.is_empty()).then_some(record.entry_id),
+        renewed_from: (!record.renewed_from.is_empty()).then_some(record.renewed_from),
+        status: record.status,
+        certificate_pem: record.certificate_pem,
+        chain_pem: record.chain_pem,
+        trust_bundle_pem: record.trust_bundle_pem,
+    }
+}

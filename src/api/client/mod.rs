@@ -1,0 +1,286 @@
+//! gRPC clients for the CLI (and for anything else that acts as a workload
+//! or an operator): the workload API over TLS, the admin API over the local
+//! socket. They speak in certd's own types, so callers never see tonic.
+//!
+//! This file holds what both share and the workload client; the admin
+//! client is in `admin`.
+
+mod admin;
+
+pub use admin::{
+    AdminClient, AuditLine, CreatedTokens, EntrySummary, RevokeSummary, RevokedSummary,
+};
+
+use std::time::Duration;
+
+use tonic::Status;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use super::proto;
+use super::proto::certificate_authority_client::CertificateAuthorityClient;
+use crate::ErrorKind;
+
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer the workload client reads: a certificate chain and bundle.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What went wrong talking to certd.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach certd at {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+    #[error("certd refused ({kind}): {message}")]
+    Refused { kind: ErrorKind, message: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl ClientError {
+    /// The one classification (`crate::ErrorKind`) of this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Unreachable { .. } => ErrorKind::Unavailable,
+            ClientError::Refused { kind, .. } => *kind,
+            ClientError::Setup(_) => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+pub(super) fn refused(target: &str, status: Status) -> ClientError {
+    // A status that wraps an error never reached certd's handlers: the
+    // connection or the TLS session failed (a rejected client certificate
+    // shows up here, as a TLS alert).
+    if std::error::Error::source(&status).is_some() {
+        return ClientError::Unreachable {
+            target: target.to_owned(),
+            reason: describe_status(&status),
+        };
+    }
+    ClientError::Refused {
+        kind: super::kind_of(status.code()),
+        message: status.message().to_owned(),
+    }
+}
+
+/// A transport failure's message plus its innermost cause, which is where
+/// TLS alerts such as "certificate expired" are found.
+fn describe_status(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    let mut innermost = None;
+    while let Some(cause) = source {
+        innermost = Some(cause.to_string());
+        source = cause.source();
+    }
+    if let Some(cause) = innermost
+        && !text.contains(&cause)
+    {
+        text.push_str(": ");
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// A certificate as the workload API returns it.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    pub serial: String,
+    pub certificate_pem: String,
+    pub chain_pem: String,
+    pub trust_bundle_pem: String,
+    pub not_after: i64,
+    pub spiffe_id: String,
+}
+
+impl From<proto::IssueResponse> for IssuedCertificate {
+    fn from(response: proto::IssueResponse) -> Self {
+        IssuedCertificate {
+            serial: response.serial,
+            certificate_pem: response.certificate_pem,
+            chain_pem: response.chain_pem,
+            trust_bundle_pem: response.trust_bundle_pem,
+            not_after: response.not_after_unix,
+            spiffe_id: response.spiffe_id,
+        }
+    }
+}
+
+/// A certificate's status from `GetStatus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusAnswer {
+    /// "good", "revoked" or "unknown".
+    pub status: &'static str,
+    pub revoked_at: i64,
+    pub revocation_reason: String,
+}
+
+/// TLS client material for the workload API.
+#[derive(Debug, Clone)]
+pub struct TlsClientSettings {
+    /// PEM roots to trust for the server.
+    pub ca_bundle_pem: String,
+    /// PEM chain and key to present (for renewal), if any.
+    pub identity: Option<(String, String)>,
+}
+
+/// Client of `certd.v1.CertificateAuthority`.
+pub struct WorkloadClient {
+    target: String,
+    rpc: CertificateAuthorityClient<Channel>,
+    channel: Channel,
+}
+
+impl WorkloadClient {
+    /// Connects to `server` (an `https://host:port` URL).
+    pub async fn connect(server: &str, tls: &TlsClientSettings) -> Result<Self, ClientError> {
+        let mut bundle = tls.ca_bundle_pem.as_bytes();
+        if !rustls_pemfile::certs(&mut bundle).any(|cert| cert.is_ok()) {
+            return Err(ClientError::Setup(
+                "the CA bundle holds no PEM certificate".into(),
+            ));
+        }
+        let mut tls_config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_bundle_pem));
+        if let Some((chain, key)) = &tls.identity {
+            tls_config = tls_config.identity(Identity::from_pem(chain, key));
+        }
+        let endpoint = Endpoint::from_shared(server.to_owned())
+            .map_err(|e| ClientError::Setup(format!("server URL {server:?} is not valid: {e}")))?;
+        if !server.starts_with("https://") {
+            return Err(ClientError::Setup(format!(
+                "server URL {server:?} must start with https://"
+            )));
+        }
+        let channel = endpoint
+            .tls_config(tls_config)
+            .map_err(|e| ClientError::Setup(format!("TLS setup failed: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                target: server.to_owned(),
+                reason: error_chain(&e),
+            })?;
+        Ok(WorkloadClient {
+            target: server.to_owned(),
+            channel: channel.clone(),
+            rpc: CertificateAuthorityClient::new(channel)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
+        })
+    }
+
+    /// Bootstrap with a join token.
+    pub async fn issue(
+        &mut self,
+        csr_der: Vec<u8>,
+        join_token: &str,
+    ) -> Result<IssuedCertificate, ClientError> {
+        self.issue_attested(
+            csr_der,
+            proto::issue_request::Attestation::JoinToken(join_token.to_owned()),
+        )
+        .await
+    }
+
+    /// Bootstrap with a Kubernetes projected service-account token.
+    pub async fn issue_with_kubernetes_token(
+        &mut self,
+        csr_der: Vec<u8>,
+        token: &str,
+    ) -> Result<IssuedCertificate, ClientError> {
+        self.issue_attested(
+            csr_der,
+            proto::issue_request::Attestation::KubernetesToken(token.to_owned()),
+        )
+        .await
+    }
+
+    async fn issue_attested(
+        &mut self,
+        csr_der: Vec<u8>,
+        attestation: proto::issue_request::Attestation,
+    ) -> Result<IssuedCertificate, ClientError> {
+        let request = proto::IssueRequest {
+            csr_der,
+            attestation: Some(attestation),
+        };
+        let response = self
+            .rpc
+            .issue(request)
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Renew with the certificate this client presents.
+    pub async fn renew(&mut self, csr_der: Vec<u8>) -> Result<IssuedCertificate, ClientError> {
+        let response = self
+            .rpc
+            .renew(proto::RenewRequest { csr_der })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// The trust bundle PEM and trust domain.
+    pub async fn trust_bundle(&mut self) -> Result<(String, String), ClientError> {
+        let response = self
+            .rpc
+            .get_trust_bundle(proto::GetTrustBundleRequest {})
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok((response.trust_bundle_pem, response.trust_domain))
+    }
+
+    /// The status of a serial.
+    pub async fn status(&mut self, serial: &str) -> Result<StatusAnswer, ClientError> {
+        let response = self
+            .rpc
+            .get_status(proto::GetStatusRequest {
+                serial: serial.to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        let status = match response.status() {
+            proto::Status::Good => "good",
+            proto::Status::Revoked => "revoked",
+            proto::Status::Unknown | proto::Status::Unspecified => "unknown",
+        };
+        Ok(StatusAnswer {
+            status,
+            revoked_at: response.revoked_at_unix,
+            revocation_reason: response.revocation_reason,
+        })
+    }
+}
+
+impl WorkloadClient {
+    /// The current CRL (DER) and its number.
+    pub async fn crl(&mut self) -> Result<(Vec<u8>, u64), ClientError> {
+        let response = self
+            .rpc
+            .get_crl(proto::GetCrlRequest {})
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok((response.crl_der, response.crl_number))
+    }
+}
+
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
