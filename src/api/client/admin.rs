@@ -1,13 +1,11 @@
 //! The admin API's client: operators over the local socket or mTLS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
-
-use std::path::PathBuf;
 
 use super::{
     CONNECT_TIMEOUT, ClientError, REQUEST_TIMEOUT, TlsClientSettings, WorkloadClient, error_chain,
