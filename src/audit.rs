@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use crate::ca::unix_seconds;
 use crate::registry::Selector;
-use crate::store::{AuditEntry, Storage};
+use crate::store::{AuditEntry, AuditEvent, Storage};
 
 /// Target of audit events in the structured log.
 pub const AUDIT_TARGET: &str = "certd::audit";
@@ -19,7 +19,7 @@ pub const AUDIT_TARGET: &str = "certd::audit";
 /// One decision to audit.
 #[derive(Debug, Clone, Default)]
 pub struct Decision<'a> {
-    pub event: &'a str,
+    pub event: AuditEvent,
     pub allowed: bool,
     pub caller: &'a str,
     pub attestation: Option<&'a str>,
@@ -36,7 +36,7 @@ macro_rules! log_decision {
     ($level:ident, $verdict:literal, $why:ident, $decision:expr) => {
         tracing::$level!(
             target: AUDIT_TARGET,
-            event = $decision.event,
+            event = $decision.event.as_str(),
             decision = $verdict,
             caller = $decision.caller,
             attestation = $decision.attestation,
@@ -59,7 +59,7 @@ pub async fn record(store: &dyn Storage, decision: Decision<'_>) {
     }
     let entry = AuditEntry {
         at: unix_seconds(SystemTime::now()),
-        event: decision.event.to_owned(),
+        event: decision.event,
         allowed: decision.allowed,
         caller: decision.caller.to_owned(),
         attestation: decision.attestation.map(str::to_owned),

@@ -34,7 +34,7 @@ impl From<AuditEntry> for AuditLine {
     fn from(entry: AuditEntry) -> Self {
         AuditLine {
             at: entry.at,
-            event: entry.event,
+            event: entry.event.as_str().to_owned(),
             allowed: entry.allowed,
             caller: entry.caller,
             attestation: entry.attestation.unwrap_or_default(),

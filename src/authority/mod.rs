@@ -22,6 +22,7 @@ use crate::ca::{CaError, CertificateAuthority, SignedCertificate, unix_seconds};
 use crate::config::{AuthoritySettings, ConfigError, Lifetimes};
 use crate::identity::{Serial, ServiceName, WorkloadIdentity};
 use crate::limits::Limits;
+use crate::model::AuditEvent;
 use crate::policy;
 use crate::registry::{self, EntryBounds, Registry, RegistryError, Selector};
 use crate::revocation::Revocations;
@@ -200,7 +201,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
-            IssuanceEvent::new("issue", caller, attestation, &proven_selectors),
+            IssuanceEvent::new(AuditEvent::Issue, caller, attestation, &proven_selectors),
             &outcome,
         )
         .await;
@@ -257,7 +258,7 @@ impl Authority {
     ) -> Result<Issued> {
         let mut presented = None;
         let outcome = self.renew_inner(csr_der, client_leaf, &mut presented).await;
-        let mut event = IssuanceEvent::new("renew", caller, "renewal", &[]);
+        let mut event = IssuanceEvent::new(AuditEvent::Renew, caller, "renewal", &[]);
         event.presented = presented;
         audit_issuance(self.store.as_ref(), event, &outcome).await;
         outcome
@@ -318,7 +319,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
-            IssuanceEvent::new("issue", caller, "admin", &[]),
+            IssuanceEvent::new(AuditEvent::Issue, caller, "admin", &[]),
             &outcome,
         )
         .await;
@@ -447,7 +448,7 @@ impl Authority {
 
 /// What an issuance decision is audited as.
 struct IssuanceEvent<'a> {
-    event: &'a str,
+    event: AuditEvent,
     caller: &'a Caller,
     attestation: &'a str,
     selectors: Vec<Selector>,
@@ -456,7 +457,12 @@ struct IssuanceEvent<'a> {
 }
 
 impl<'a> IssuanceEvent<'a> {
-    fn new(event: &'a str, caller: &'a Caller, attestation: &'a str, proven: &[Selector]) -> Self {
+    fn new(
+        event: AuditEvent,
+        caller: &'a Caller,
+        attestation: &'a str,
+        proven: &[Selector],
+    ) -> Self {
         IssuanceEvent {
             event,
             caller,

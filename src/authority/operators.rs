@@ -8,6 +8,7 @@ use crate::audit::{self, Decision};
 use crate::ca::csr::ValidatedCsr;
 use crate::ca::unix_seconds;
 use crate::identity::OperatorIdentity;
+use crate::model::AuditEvent;
 use crate::policy::{self, PolicyError};
 use crate::store::Attestation;
 use crate::{Error, Result};
@@ -42,7 +43,7 @@ impl Authority {
         audit::record(
             self.store.as_ref(),
             Decision {
-                event: "admin-access",
+                event: AuditEvent::AdminAccess,
                 allowed: false,
                 caller: &who,
                 reason: Some(error.to_string()),
@@ -67,7 +68,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
-            IssuanceEvent::new("issue-operator", caller, "admin", &[]),
+            IssuanceEvent::new(AuditEvent::IssueOperator, caller, "admin", &[]),
             &outcome,
         )
         .await;

@@ -9,6 +9,7 @@ use crate::audit::{self, Decision};
 use crate::ca::unix_seconds;
 use crate::identity::DnsName;
 use crate::identity::ServiceName;
+use crate::model::AuditEvent;
 use crate::policy;
 use crate::registry::{self, EntrySpec};
 use crate::store::{EntryRecord, JoinTokenRecord, Storage};
@@ -49,7 +50,7 @@ impl Authority {
         let outcome = self.create_join_tokens_inner(target, ttl, count).await;
         let decision = match &outcome {
             Ok(created) => Decision {
-                event: "create-join-token",
+                event: AuditEvent::CreateJoinToken,
                 allowed: true,
                 caller: &caller.0,
                 service: Some(created.entry.service.to_string()),
@@ -68,7 +69,7 @@ impl Authority {
                 ..Decision::default()
             },
             Err(error) => Decision {
-                event: "create-join-token",
+                event: AuditEvent::CreateJoinToken,
                 allowed: false,
                 caller: &caller.0,
                 service: match target {
@@ -134,7 +135,7 @@ impl Authority {
             Err(error) => Err(error),
         };
         let attempted = EntryChange {
-            event: "create-entry",
+            event: AuditEvent::CreateEntry,
             id: None,
             service: Some(&spec.service),
             selectors: &spec.selectors,
@@ -167,7 +168,7 @@ impl Authority {
             }
         };
         let attempted = EntryChange {
-            event: "update-entry",
+            event: AuditEvent::UpdateEntry,
             id: Some(id),
             service: Some(&spec.service),
             selectors: &spec.selectors,
@@ -181,7 +182,7 @@ impl Authority {
     pub async fn delete_entry(&self, caller: &Caller, id: &str) -> Result<EntryRecord> {
         let outcome = self.registry.delete(id).await;
         let attempted = EntryChange {
-            event: "delete-entry",
+            event: AuditEvent::DeleteEntry,
             id: Some(id),
             service: None,
             selectors: &[],
@@ -199,7 +200,7 @@ impl Authority {
 
 /// An operator's change to an entry, as asked.
 struct EntryChange<'a> {
-    event: &'a str,
+    event: AuditEvent,
     id: Option<&'a str>,
     service: Option<&'a str>,
     selectors: &'a [String],

@@ -7,6 +7,7 @@ use super::{Authority, Caller};
 use crate::audit::{self, Decision};
 use crate::ca::unix_seconds;
 use crate::identity::{Serial, ServiceName};
+use crate::model::AuditEvent;
 use crate::revocation::{RevocationReason, Revocations};
 use crate::store::{IssuanceRecord, Revocation, RevokeOutcome, Storage};
 use crate::{Error, Result};
@@ -146,7 +147,7 @@ async fn audit_revocation(
                 audit::record(
                     store,
                     Decision {
-                        event: "revoke",
+                        event: AuditEvent::Revoke,
                         allowed: true,
                         caller: &caller.0,
                         service: Some(revoked.record.service.to_string()),
@@ -162,7 +163,7 @@ async fn audit_revocation(
             audit::record(
                 store,
                 Decision {
-                    event: "revoke",
+                    event: AuditEvent::Revoke,
                     allowed: false,
                     caller: &caller.0,
                     serial: Some(target.to_owned()),

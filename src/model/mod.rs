@@ -12,6 +12,6 @@
 mod records;
 
 pub use records::{
-    Attestation, AuditEntry, CertificateState, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
-    Revocation, RevokeOutcome, RevokedEntry, TokenHash,
+    Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, IssuanceRecord,
+    JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, TokenHash,
 };

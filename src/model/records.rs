@@ -134,8 +134,8 @@ impl IssuanceRecord {
 pub struct AuditEntry {
     /// Unix seconds.
     pub at: i64,
-    /// What was asked: "issue", "renew", "revoke", "create-join-token".
-    pub event: String,
+    /// What was asked.
+    pub event: AuditEvent,
     pub allowed: bool,
     /// Who asked: a peer address or the admin socket's uid.
     pub caller: String,
@@ -172,6 +172,62 @@ pub struct EntryRecord {
     pub selectors: Vec<Selector>,
     pub created_at: i64,
     pub created_by: String,
+}
+
+/// What an audited decision was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditEvent {
+    /// A workload certificate: bootstrap, or an operator's `certd issue`.
+    #[default]
+    Issue,
+    IssueOperator,
+    Renew,
+    Revoke,
+    AdminAccess,
+    CreateJoinToken,
+    CreateEntry,
+    UpdateEntry,
+    DeleteEntry,
+}
+
+impl AuditEvent {
+    pub const ALL: [AuditEvent; 9] = [
+        AuditEvent::Issue,
+        AuditEvent::IssueOperator,
+        AuditEvent::Renew,
+        AuditEvent::Revoke,
+        AuditEvent::AdminAccess,
+        AuditEvent::CreateJoinToken,
+        AuditEvent::CreateEntry,
+        AuditEvent::UpdateEntry,
+        AuditEvent::DeleteEntry,
+    ];
+
+    /// The name logs, the audit listing and the store use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditEvent::Issue => "issue",
+            AuditEvent::IssueOperator => "issue-operator",
+            AuditEvent::Renew => "renew",
+            AuditEvent::Revoke => "revoke",
+            AuditEvent::AdminAccess => "admin-access",
+            AuditEvent::CreateJoinToken => "create-join-token",
+            AuditEvent::CreateEntry => "create-entry",
+            AuditEvent::UpdateEntry => "update-entry",
+            AuditEvent::DeleteEntry => "delete-entry",
+        }
+    }
+
+    /// The event of a name `as_str` gave; `None` for any other.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|event| event.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The result of a revocation request for one serial.

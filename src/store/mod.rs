@@ -28,8 +28,8 @@ use tokio::sync::broadcast;
 
 use crate::identity::{Serial, ServiceName};
 pub use crate::model::{
-    Attestation, AuditEntry, CertificateState, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
-    Revocation, RevokeOutcome, RevokedEntry, TokenHash,
+    Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, IssuanceRecord,
+    JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, TokenHash,
 };
 
 /// Why the store could not do what was asked.

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{DnsName, Serial, ServiceName, SpiffeId};
 use crate::model::{
-    Attestation, AuditEntry, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof, Revocation,
-    RevokedEntry,
+    Attestation, AuditEntry, AuditEvent, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
+    Revocation, RevokedEntry,
 };
 use crate::registry::Selector;
 use crate::store::StoreError;
@@ -33,9 +33,15 @@ const FORMAT_VERSION_1: u8 = 1;
 /// A domain value the sled backend keeps, and its encodings.
 pub(super) trait Stored: Sized {
     /// The current (version 2) encoding.
-    type Disk: Serialize + DeserializeOwned + From<Self> + Into<Self>;
+    type Disk: Serialize + DeserializeOwned + From<Self> + TryInto<Self, Error: Into<StoreError>>;
     /// The version 1 encoding; `Self::Disk` where it has not changed.
-    type V1: DeserializeOwned + Into<Self>;
+    type V1: DeserializeOwned + TryInto<Self, Error: Into<StoreError>>;
+}
+
+impl From<std::convert::Infallible> for StoreError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
 }
 
 pub(super) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -50,11 +56,13 @@ pub(super) fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: postcard::Error| StoreError::Corrupt(e.to_string());
     match bytes.split_first() {
         Some((&FORMAT_VERSION, rest)) => postcard::from_bytes::<T::Disk>(rest)
-            .map(Into::into)
-            .map_err(corrupt),
+            .map_err(corrupt)?
+            .try_into()
+            .map_err(Into::into),
         Some((&FORMAT_VERSION_1, rest)) => postcard::from_bytes::<T::V1>(rest)
-            .map(Into::into)
-            .map_err(corrupt),
+            .map_err(corrupt)?
+            .try_into()
+            .map_err(Into::into),
         Some((version, _)) => Err(StoreError::Corrupt(format!(
             "record format {version} is not known to this certd"
         ))),
@@ -251,7 +259,7 @@ impl From<AuditEntry> for DiskAuditEntry {
     fn from(entry: AuditEntry) -> Self {
         DiskAuditEntry {
             at: entry.at,
-            event: entry.event,
+            event: entry.event.as_str().to_owned(),
             allowed: entry.allowed,
             caller: entry.caller,
             attestation: entry.attestation,
@@ -263,11 +271,20 @@ impl From<AuditEntry> for DiskAuditEntry {
     }
 }
 
-impl From<DiskAuditEntry> for AuditEntry {
-    fn from(disk: DiskAuditEntry) -> Self {
-        AuditEntry {
+/// The event of a stored name; every name certd writes is known.
+fn audit_event(name: &str) -> Result<AuditEvent, StoreError> {
+    AuditEvent::from_name(name).ok_or_else(|| {
+        StoreError::Corrupt(format!("audit event {name:?} is not known to this certd"))
+    })
+}
+
+impl TryFrom<DiskAuditEntry> for AuditEntry {
+    type Error = StoreError;
+
+    fn try_from(disk: DiskAuditEntry) -> Result<Self, StoreError> {
+        Ok(AuditEntry {
             at: disk.at,
-            event: disk.event,
+            event: audit_event(&disk.event)?,
             allowed: disk.allowed,
             caller: disk.caller,
             attestation: disk.attestation,
@@ -275,7 +292,7 @@ impl From<DiskAuditEntry> for AuditEntry {
             serial: disk.serial,
             reason: disk.reason,
             selectors: selectors_from_disk(disk.selectors),
-        }
+        })
     }
 }
 
@@ -292,11 +309,13 @@ pub(super) struct AuditEntryV1 {
     reason: Option<String>,
 }
 
-impl From<AuditEntryV1> for AuditEntry {
-    fn from(v1: AuditEntryV1) -> Self {
-        AuditEntry {
+impl TryFrom<AuditEntryV1> for AuditEntry {
+    type Error = StoreError;
+
+    fn try_from(v1: AuditEntryV1) -> Result<Self, StoreError> {
+        Ok(AuditEntry {
             at: v1.at,
-            event: v1.event,
+            event: audit_event(&v1.event)?,
             allowed: v1.allowed,
             caller: v1.caller,
             attestation: v1.attestation,
@@ -304,7 +323,7 @@ impl From<AuditEntryV1> for AuditEntry {
             serial: v1.serial,
             reason: v1.reason,
             selectors: Vec::new(),
-        }
+        })
     }
 }
 
@@ -507,7 +526,7 @@ mod tests {
             AUDIT_V2,
             AuditEntry {
                 at: 42,
-                event: "issue".into(),
+                event: AuditEvent::Issue,
                 allowed: false,
                 caller: "127.0.0.1:5".into(),
                 attestation: Some("join-token".into()),
@@ -549,6 +568,30 @@ mod tests {
             Err(StoreError::Corrupt(_))
         ));
         assert_eq!(decode::<JoinTokenRecord>(&bytes).unwrap(), token("a", 1));
+    }
+
+    #[test]
+    fn every_audit_event_round_trips_and_an_unknown_one_is_refused() {
+        for event in AuditEvent::ALL {
+            assert_eq!(AuditEvent::from_name(event.as_str()), Some(event));
+        }
+        let mut disk = DiskAuditEntry::from(AuditEntry {
+            at: 1,
+            event: AuditEvent::Revoke,
+            allowed: true,
+            caller: "uid:0".into(),
+            attestation: None,
+            service: None,
+            serial: None,
+            reason: None,
+            selectors: vec![],
+        });
+        disk.event = "launch-missiles".into();
+        let bytes = [vec![FORMAT_VERSION], postcard::to_stdvec(&disk).unwrap()].concat();
+        assert!(matches!(
+            decode::<AuditEntry>(&bytes),
+            Err(StoreError::Corrupt(message)) if message.contains("launch-missiles")
+        ));
     }
 
     #[test]
