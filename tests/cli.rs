@@ -668,3 +668,61 @@ fn bench_reports_each_operation() {
         }
     }
 }
+
+/// `certd serve` refuses a data directory whose intermediate certificate
+/// does not belong with its key and root (say, restored from another
+/// deployment): one line naming the file and the reason, a failure exit, and
+/// never a "ready" line.
+#[test]
+fn serve_refuses_a_mismatched_intermediate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = tmp.path().join("ours");
+    let theirs = tmp.path().join("theirs");
+    for dir in [&ours, &theirs] {
+        let output = run_cli(dir, &["init"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    std::fs::copy(
+        theirs.join("intermediate.pem"),
+        ours.join("intermediate.pem"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(common::CERTD)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env("CERTD_DATA_DIR", &ours)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("certd serve started with a mismatched intermediate");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        !stdout(&output).contains("certd ready"),
+        "{}",
+        stdout(&output)
+    );
+    let error = stderr(&output);
+    let error_line = error
+        .lines()
+        .find(|line| line.starts_with("certd: error:"))
+        .unwrap_or_else(|| panic!("{error}"));
+    assert!(
+        error_line.contains("intermediate.key") && error_line.contains("public keys differ"),
+        "{error_line}"
+    );
+}

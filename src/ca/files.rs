@@ -246,6 +246,55 @@ pub(super) fn read_single_cert(path: &Path) -> Result<CertificateDer<'static>, C
     Ok(cert)
 }
 
+/// Checks that the signing material fits together before anything is
+/// signed with it: the intermediate key belongs to the intermediate
+/// certificate, and the intermediate is signed by a certificate of the trust
+/// bundle workloads verify against. A mismatch (a file restored from another
+/// deployment, a half-finished rotation) would otherwise start a daemon
+/// whose every handshake and certificate fails.
+pub(super) fn check_signing_material(
+    files: &CaFiles,
+    intermediate_der: &[u8],
+    key: &rcgen::KeyPair,
+) -> Result<(), CaError> {
+    let (_, intermediate) =
+        X509Certificate::from_der(intermediate_der).map_err(|e| CaError::Invalid {
+            path: files.intermediate_cert.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if key.public_key_raw() != intermediate.public_key().subject_public_key.data.as_ref() {
+        return Err(CaError::Invalid {
+            path: files.intermediate_key.display().to_string(),
+            reason: format!(
+                "this key does not belong to {} (their public keys differ); put back the key and certificate that were made together",
+                files.intermediate_cert.display()
+            ),
+        });
+    }
+    let bundle = read_to_string(&files.bundle)?;
+    let mut reader = bundle.as_bytes();
+    let signed_by_bundle = rustls_pemfile::certs(&mut reader)
+        .filter_map(Result::ok)
+        .any(|root| {
+            X509Certificate::from_der(&root).is_ok_and(|(_, root)| {
+                root.subject().as_raw() == intermediate.issuer().as_raw()
+                    && intermediate
+                        .verify_signature(Some(root.public_key()))
+                        .is_ok()
+            })
+        });
+    if !signed_by_bundle {
+        return Err(CaError::Invalid {
+            path: files.intermediate_cert.display().to_string(),
+            reason: format!(
+                "it is not signed by any certificate in {}, so nothing it signs would verify; restore the matching root and bundle or run `certd init` in a new directory",
+                files.bundle.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// What the CA needs to know of its intermediate besides the DER.
 pub(super) struct CertificateFacts {
     pub not_after: i64,

@@ -131,6 +131,7 @@ impl CertificateAuthority {
             path: files.intermediate_key.display().to_string(),
             reason: e.to_string(),
         })?;
+        files::check_signing_material(&files, &intermediate_der, &key)?;
         let facts = files::certificate_facts(&files.intermediate_cert, &intermediate_der)?;
         let issuer =
             Issuer::from_ca_cert_der(&intermediate_der, key).map_err(|e| CaError::Invalid {
@@ -492,5 +493,45 @@ mod tests {
         std::fs::write(dir.path().join("intermediate.key"), "not a key").unwrap();
         let broken = CertificateAuthority::load(dir.path());
         assert!(matches!(broken, Err(CaError::Invalid { .. })), "{broken:?}");
+    }
+
+    /// A key that is not the certificate's, or an intermediate from another
+    /// CA, is refused at load with the file and the reason, before anything
+    /// is signed.
+    #[test]
+    fn mismatched_signing_material_is_refused_at_load() {
+        let ours = tempfile::tempdir().unwrap();
+        let theirs = tempfile::tempdir().unwrap();
+        new_ca(ours.path());
+        new_ca(theirs.path());
+        let copy = |name: &str| {
+            std::fs::copy(theirs.path().join(name), ours.path().join(name)).unwrap();
+        };
+        let reason = |dir: &Path| match CertificateAuthority::load(dir) {
+            Err(CaError::Invalid { path, reason }) => format!("{path}: {reason}"),
+            other => panic!("{other:?}"),
+        };
+
+        copy("intermediate.pem");
+        let message = reason(ours.path());
+        assert!(
+            message.contains("intermediate.key") && message.contains("public keys differ"),
+            "{message}"
+        );
+
+        copy("intermediate.key");
+        let message = reason(ours.path());
+        assert!(
+            message.contains("intermediate.pem")
+                && message.contains("not signed by any certificate in"),
+            "{message}"
+        );
+
+        copy("bundle.pem");
+        copy("root.pem");
+        assert!(
+            CertificateAuthority::load(ours.path()).is_ok(),
+            "a consistent set loads"
+        );
     }
 }
