@@ -151,7 +151,13 @@ async fn everyone_else_is_refused_and_audited() {
         .create_join_tokens(&TokenFor::Service("billing".into()), None, 1)
         .await
     {
-        Err(ClientError::Refused { kind, .. }) => assert_eq!(kind, ErrorKind::Unauthenticated),
+        Err(ClientError::Refused { kind, message }) => {
+            assert_eq!(kind, ErrorKind::Unauthenticated);
+            assert!(
+                message.contains("needs an operator certificate"),
+                "the refusal says what the admin API needs: {message}"
+            );
+        }
         other => panic!("no client certificate must be refused: {other:?}"),
     }
 

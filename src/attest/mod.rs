@@ -58,6 +58,10 @@ pub enum AttestError {
     ExpiredJoinToken { expired_at: i64 },
     #[error("renewal needs the current certificate as a TLS client certificate")]
     NoClientCertificate,
+    #[error(
+        "the admin API over TLS needs an operator certificate (from `certd operator issue`) as the TLS client certificate"
+    )]
+    NoOperatorCertificate,
     #[error("client certificate was not issued to a workload by this CA: {0}")]
     UnknownClientCertificate(String),
     #[error("client certificate {serial} is revoked")]

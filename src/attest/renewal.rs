@@ -25,7 +25,8 @@ impl RenewalEvidence {
         store: &dyn Storage,
         now: i64,
     ) -> Result<Self, Error> {
-        let record = current_record(client_leaf, store, now).await?;
+        let record =
+            current_record(client_leaf, store, now, AttestError::NoClientCertificate).await?;
         let refuse =
             |reason: &str| Err(AttestError::UnknownClientCertificate(reason.into()).into());
         match record.attestation {
@@ -54,7 +55,8 @@ impl AdminCaller {
         store: &dyn Storage,
         now: i64,
     ) -> Result<Self, Error> {
-        let record = current_record(client_leaf, store, now).await?;
+        let record =
+            current_record(client_leaf, store, now, AttestError::NoOperatorCertificate).await?;
         let spiffe_id = record
             .uris
             .first()
@@ -73,9 +75,10 @@ async fn current_record(
     client_leaf: Option<&[u8]>,
     store: &dyn Storage,
     now: i64,
+    missing: AttestError,
 ) -> Result<IssuanceRecord, Error> {
     let Some(der) = client_leaf else {
-        return Err(AttestError::NoClientCertificate.into());
+        return Err(missing.into());
     };
     let unknown = |reason: &str| Err(AttestError::UnknownClientCertificate(reason.into()).into());
     let Ok((_, certificate)) = X509Certificate::from_der(der) else {
