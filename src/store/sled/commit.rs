@@ -23,7 +23,7 @@ type Reply = oneshot::Sender<Result<(), Arc<io::Error>>>;
 
 /// Handle to the committer thread. When the last clone is dropped the
 /// thread finishes its queue and is joined, so the database is closed (and
-/// its lock released) by the time the `Store` is gone.
+/// its lock released) by the time the `SledStore` is gone.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
     inner: Arc<Committer>,
