@@ -19,6 +19,8 @@
 //! that falls behind is told so (`Lagged`) and must resync in full.
 
 pub mod sled;
+#[cfg(test)]
+mod suite;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -530,194 +530,20 @@ fn is_lock_error(error: &sled::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Attestation;
+    use crate::store::suite::{self, Backend};
 
-    fn record(service: &str) -> IssuanceRecord {
-        IssuanceRecord {
-            serial: Serial::generate(),
-            service: service.parse().unwrap(),
-            dns_names: vec![format!("{service}.certd.internal")],
-            uris: vec![format!("spiffe://certd.internal/svc/{service}")],
-            not_before: 100,
-            not_after: 200,
-            issued_at: 160,
-            sha256_fingerprint: [7; 32],
-            der: vec![1, 2, 3],
-            attestation: Attestation::Renewal,
-            renewed_from: None,
-            revocation: None,
+    /// A sled store in a temporary directory, reopened on the same files.
+    struct Sled(tempfile::TempDir);
+
+    impl Backend for Sled {
+        fn open(&self) -> crate::store::SharedStorage {
+            std::sync::Arc::new(SledStore::open(self.0.path()).unwrap())
         }
     }
 
-    fn token(service: &str, expires_at: i64) -> JoinTokenRecord {
-        JoinTokenRecord {
-            selectors: vec![format!("token:{service}").parse().unwrap()],
-            created_at: 0,
-            expires_at,
-        }
+    fn sled() -> Sled {
+        Sled(tempfile::tempdir().unwrap())
     }
 
-    #[tokio::test]
-    async fn records_survive_reopening_and_are_indexed_by_service() {
-        let dir = tempfile::tempdir().unwrap();
-        let billing = record("billing");
-        let billing_2 = record("billing-2");
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            store.record_issuance(&billing, None).await.unwrap();
-            store.record_issuance(&billing_2, None).await.unwrap();
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(
-            store.certificate(&billing.serial).await.unwrap(),
-            Some(billing.clone())
-        );
-        let service = "billing".parse().unwrap();
-        assert_eq!(
-            store.certificates(Some(&service)).await.unwrap(),
-            vec![billing]
-        );
-        assert_eq!(store.certificates(None).await.unwrap().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_token_is_consumed_exactly_once_with_its_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let hash = [9u8; 32];
-        store
-            .insert_join_tokens(&[(hash, token("billing", 1_000))])
-            .await
-            .unwrap();
-        let mut attempts = Vec::new();
-        for _ in 0..8 {
-            let store = store.clone();
-            attempts.push(tokio::spawn(async move {
-                store.record_issuance(&record("billing"), Some(&hash)).await
-            }));
-        }
-        let mut succeeded = 0;
-        for attempt in attempts {
-            match attempt.await.unwrap() {
-                Ok(()) => succeeded += 1,
-                Err(StoreError::TokenAlreadyUsed) => {}
-                Err(other) => panic!("{other}"),
-            }
-        }
-        assert_eq!(succeeded, 1);
-        assert_eq!(store.record_count().await.unwrap(), 1);
-        assert_eq!(store.join_token(&hash).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn a_taken_serial_is_refused_and_nothing_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let first = record("billing");
-        store.record_issuance(&first, None).await.unwrap();
-        let hash = [3u8; 32];
-        store
-            .insert_join_tokens(&[(hash, token("payments", 1_000))])
-            .await
-            .unwrap();
-        let mut clash = record("payments");
-        clash.serial = first.serial.clone();
-        let outcome = store.record_issuance(&clash, Some(&hash)).await;
-        assert!(
-            matches!(outcome, Err(StoreError::SerialTaken(_))),
-            "{outcome:?}"
-        );
-        assert_eq!(store.certificate(&first.serial).await.unwrap(), Some(first));
-        assert!(
-            store.join_token(&hash).await.unwrap().is_some(),
-            "the token was not consumed"
-        );
-        assert_eq!(
-            store
-                .certificates(Some(&"payments".parse().unwrap()))
-                .await
-                .unwrap(),
-            vec![]
-        );
-    }
-
-    #[tokio::test]
-    async fn listings_keep_the_newest_records_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        for (issued_at, service) in [
-            (1, "billing"),
-            (5, "payments"),
-            (3, "billing"),
-            (4, "billing"),
-            (2, "orders"),
-        ] {
-            let mut record = record(service);
-            record.issued_at = issued_at;
-            store.record_issuance(&record, None).await.unwrap();
-        }
-        let times =
-            |records: Vec<IssuanceRecord>| records.iter().map(|r| r.issued_at).collect::<Vec<_>>();
-        let billing = "billing".parse().unwrap();
-        assert_eq!(
-            times(store.newest_certificates(Some(&billing), 2).await.unwrap()),
-            [4, 3]
-        );
-        assert_eq!(
-            times(store.newest_certificates(Some(&billing), 10).await.unwrap()),
-            [4, 3, 1]
-        );
-        assert_eq!(
-            times(store.newest_certificates(None, 3).await.unwrap()),
-            [5, 4, 3]
-        );
-        assert_eq!(
-            times(store.newest_certificates(None, 0).await.unwrap()),
-            Vec::<i64>::new()
-        );
-    }
-
-    #[tokio::test]
-    async fn expired_tokens_are_purged() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        store
-            .insert_join_tokens(&[([1; 32], token("a", 10))])
-            .await
-            .unwrap();
-        store
-            .insert_join_tokens(&[([2; 32], token("b", 1_000))])
-            .await
-            .unwrap();
-        assert_eq!(store.purge_expired_tokens(500).await.unwrap(), 1);
-        assert_eq!(store.join_token_count().await.unwrap(), 1);
-        assert!(store.join_token(&[2; 32]).await.unwrap().is_some());
-    }
-
-    #[tokio::test]
-    async fn entries_are_durable_unique_by_id_and_removable() {
-        let dir = tempfile::tempdir().unwrap();
-        let entry = EntryRecord {
-            id: "e1".into(),
-            service: "billing".parse().unwrap(),
-            spiffe_id: "spiffe://certd.internal/svc/billing".parse().unwrap(),
-            dns_names: vec!["billing.certd.internal".parse().unwrap()],
-            ttl_seconds: Some(3600),
-            selectors: vec!["k8s:ns:payments".parse().unwrap()],
-            created_at: 1,
-            created_by: "test".into(),
-        };
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            assert!(store.insert_entry(&entry).await.unwrap());
-            let mut clash = entry.clone();
-            clash.service = "orders".parse().unwrap();
-            assert!(!store.insert_entry(&clash).await.unwrap());
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.entries().await.unwrap(), vec![entry.clone()]);
-        assert_eq!(store.remove_entry("e1").await.unwrap(), Some(entry));
-        assert_eq!(store.remove_entry("e1").await.unwrap(), None);
-        assert!(store.entries().await.unwrap().is_empty());
-    }
+    crate::storage_behaviour_suite!(sled);
 }

@@ -1,0 +1,276 @@
+//! One behaviour suite for every `Storage` backend: each backend's tests
+//! run these same cases against it (`storage_behaviour_suite!`), so a new
+//! backend proves the guarantees the rest of certd relies on.
+
+use crate::identity::Serial;
+use crate::store::{
+    Attestation, EntryRecord, IssuanceRecord, JoinTokenRecord, SharedStorage, StoreError,
+};
+
+/// A backend under test: opens a store, and opens it again on the same
+/// data (a restart) once the previous handle is dropped.
+pub(crate) trait Backend {
+    fn open(&self) -> SharedStorage;
+}
+
+/// Runs every case of the suite as its own test, against the backend that
+/// `$make()` returns (a fresh one per case).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! storage_behaviour_suite {
+    ($make:ident) => {
+        #[tokio::test]
+        async fn records_survive_reopening_and_are_indexed_by_service() {
+            suite::records_survive_reopening_and_are_indexed_by_service(&$make()).await;
+        }
+        #[tokio::test]
+        async fn a_token_is_consumed_exactly_once_with_its_record() {
+            suite::a_token_is_consumed_exactly_once_with_its_record(&$make()).await;
+        }
+        #[tokio::test]
+        async fn a_taken_serial_is_refused_and_nothing_changes() {
+            suite::a_taken_serial_is_refused_and_nothing_changes(&$make()).await;
+        }
+        #[tokio::test]
+        async fn listings_keep_the_newest_records_first() {
+            suite::listings_keep_the_newest_records_first(&$make()).await;
+        }
+        #[tokio::test]
+        async fn expired_tokens_are_purged() {
+            suite::expired_tokens_are_purged(&$make()).await;
+        }
+        #[tokio::test]
+        async fn entries_are_durable_unique_by_id_and_removable() {
+            suite::entries_are_durable_unique_by_id_and_removable(&$make()).await;
+        }
+        #[tokio::test]
+        async fn revocations_keep_the_first_and_crl_numbers_only_grow() {
+            suite::revocations_keep_the_first_and_crl_numbers_only_grow(&$make()).await;
+        }
+    };
+}
+
+fn record(service: &str) -> IssuanceRecord {
+    IssuanceRecord {
+        serial: Serial::generate(),
+        service: service.parse().unwrap(),
+        dns_names: vec![format!("{service}.certd.internal")],
+        uris: vec![format!("spiffe://certd.internal/svc/{service}")],
+        not_before: 100,
+        not_after: 200,
+        issued_at: 160,
+        sha256_fingerprint: [7; 32],
+        der: vec![1, 2, 3],
+        attestation: Attestation::Renewal,
+        renewed_from: None,
+        revocation: None,
+    }
+}
+
+fn token(service: &str, expires_at: i64) -> JoinTokenRecord {
+    JoinTokenRecord {
+        selectors: vec![format!("token:{service}").parse().unwrap()],
+        created_at: 0,
+        expires_at,
+    }
+}
+
+pub(crate) async fn records_survive_reopening_and_are_indexed_by_service(backend: &dyn Backend) {
+    let billing = record("billing");
+    let billing_2 = record("billing-2");
+    {
+        let store = backend.open();
+        store.record_issuance(&billing, None).await.unwrap();
+        store.record_issuance(&billing_2, None).await.unwrap();
+    }
+    let store = backend.open();
+    assert_eq!(
+        store.certificate(&billing.serial).await.unwrap(),
+        Some(billing.clone())
+    );
+    let service = "billing".parse().unwrap();
+    assert_eq!(
+        store.certificates(Some(&service)).await.unwrap(),
+        vec![billing]
+    );
+    assert_eq!(store.certificates(None).await.unwrap().len(), 2);
+}
+
+pub(crate) async fn a_token_is_consumed_exactly_once_with_its_record(backend: &dyn Backend) {
+    let store = backend.open();
+    let hash = [9u8; 32];
+    store
+        .insert_join_tokens(&[(hash, token("billing", 1_000))])
+        .await
+        .unwrap();
+    let mut attempts = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        attempts.push(tokio::spawn(async move {
+            store.record_issuance(&record("billing"), Some(&hash)).await
+        }));
+    }
+    let mut succeeded = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(()) => succeeded += 1,
+            Err(StoreError::TokenAlreadyUsed) => {}
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(succeeded, 1);
+    assert_eq!(store.record_count().await.unwrap(), 1);
+    assert_eq!(store.join_token(&hash).await.unwrap(), None);
+}
+
+pub(crate) async fn a_taken_serial_is_refused_and_nothing_changes(backend: &dyn Backend) {
+    let store = backend.open();
+    let first = record("billing");
+    store.record_issuance(&first, None).await.unwrap();
+    let hash = [3u8; 32];
+    store
+        .insert_join_tokens(&[(hash, token("payments", 1_000))])
+        .await
+        .unwrap();
+    let mut clash = record("payments");
+    clash.serial = first.serial.clone();
+    let outcome = store.record_issuance(&clash, Some(&hash)).await;
+    assert!(
+        matches!(outcome, Err(StoreError::SerialTaken(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(store.certificate(&first.serial).await.unwrap(), Some(first));
+    assert!(
+        store.join_token(&hash).await.unwrap().is_some(),
+        "the token was not consumed"
+    );
+    assert_eq!(
+        store
+            .certificates(Some(&"payments".parse().unwrap()))
+            .await
+            .unwrap(),
+        vec![]
+    );
+}
+
+pub(crate) async fn listings_keep_the_newest_records_first(backend: &dyn Backend) {
+    let store = backend.open();
+    for (issued_at, service) in [
+        (1, "billing"),
+        (5, "payments"),
+        (3, "billing"),
+        (4, "billing"),
+        (2, "orders"),
+    ] {
+        let mut record = record(service);
+        record.issued_at = issued_at;
+        store.record_issuance(&record, None).await.unwrap();
+    }
+    let times =
+        |records: Vec<IssuanceRecord>| records.iter().map(|r| r.issued_at).collect::<Vec<_>>();
+    let billing = "billing".parse().unwrap();
+    assert_eq!(
+        times(store.newest_certificates(Some(&billing), 2).await.unwrap()),
+        [4, 3]
+    );
+    assert_eq!(
+        times(store.newest_certificates(Some(&billing), 10).await.unwrap()),
+        [4, 3, 1]
+    );
+    assert_eq!(
+        times(store.newest_certificates(None, 3).await.unwrap()),
+        [5, 4, 3]
+    );
+    assert_eq!(
+        times(store.newest_certificates(None, 0).await.unwrap()),
+        Vec::<i64>::new()
+    );
+}
+
+pub(crate) async fn expired_tokens_are_purged(backend: &dyn Backend) {
+    let store = backend.open();
+    store
+        .insert_join_tokens(&[([1; 32], token("a", 10))])
+        .await
+        .unwrap();
+    store
+        .insert_join_tokens(&[([2; 32], token("b", 1_000))])
+        .await
+        .unwrap();
+    assert_eq!(store.purge_expired_tokens(500).await.unwrap(), 1);
+    assert_eq!(store.join_token_count().await.unwrap(), 1);
+    assert!(store.join_token(&[2; 32]).await.unwrap().is_some());
+}
+
+pub(crate) async fn entries_are_durable_unique_by_id_and_removable(backend: &dyn Backend) {
+    let entry = EntryRecord {
+        id: "e1".into(),
+        service: "billing".parse().unwrap(),
+        spiffe_id: "spiffe://certd.internal/svc/billing".parse().unwrap(),
+        dns_names: vec!["billing.certd.internal".parse().unwrap()],
+        ttl_seconds: Some(3600),
+        selectors: vec!["k8s:ns:payments".parse().unwrap()],
+        created_at: 1,
+        created_by: "test".into(),
+    };
+    {
+        let store = backend.open();
+        assert!(store.insert_entry(&entry).await.unwrap());
+        let mut clash = entry.clone();
+        clash.service = "orders".parse().unwrap();
+        assert!(!store.insert_entry(&clash).await.unwrap());
+    }
+    let store = backend.open();
+    assert_eq!(store.entries().await.unwrap(), vec![entry.clone()]);
+    assert_eq!(store.remove_entry("e1").await.unwrap(), Some(entry));
+    assert_eq!(store.remove_entry("e1").await.unwrap(), None);
+    assert!(store.entries().await.unwrap().is_empty());
+}
+
+pub(crate) async fn revocations_keep_the_first_and_crl_numbers_only_grow(backend: &dyn Backend) {
+    use crate::store::{Revocation, RevokeOutcome};
+    let live = record("billing");
+    let mut expired = record("orders");
+    expired.not_after = 50;
+    let first = Revocation {
+        revoked_at: 150,
+        reason_code: 1,
+    };
+    let numbers = {
+        let store = backend.open();
+        for record in [&live, &expired] {
+            store.record_issuance(record, None).await.unwrap();
+        }
+        assert_eq!(
+            store.revoke(&Serial::generate(), first).await.unwrap(),
+            None,
+            "an unknown serial"
+        );
+        let outcome = store.revoke(&live.serial, first).await.unwrap().unwrap();
+        assert!(matches!(outcome, RevokeOutcome::Revoked(_)));
+        let again = Revocation {
+            revoked_at: 160,
+            reason_code: 4,
+        };
+        let outcome = store.revoke(&live.serial, again).await.unwrap().unwrap();
+        assert!(
+            matches!(&outcome, RevokeOutcome::AlreadyRevoked(r) if r.revocation == Some(first))
+        );
+        store.revoke(&expired.serial, first).await.unwrap();
+        let listed = store.revoked_unexpired(100).await.unwrap();
+        assert_eq!(listed.len(), 1, "the expired certificate leaves the CRL");
+        assert_eq!(listed[0].serial, live.serial);
+        assert_eq!(store.prune_expired_revocations(100).await.unwrap(), 1);
+        let a = store.next_crl_number().await.unwrap();
+        let b = store.next_crl_number().await.unwrap();
+        assert!(b > a);
+        b
+    };
+    let store = backend.open();
+    assert!(
+        store.next_crl_number().await.unwrap() > numbers,
+        "after a restart too"
+    );
+    let record = store.certificate(&live.serial).await.unwrap().unwrap();
+    assert_eq!(record.revocation, Some(first), "the revocation is durable");
+}
