@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::proto::certificate_authority_server::CertificateAuthority;
 use super::proto::{self, issue_request};
 use super::status;
-use crate::attest::AttestError;
+use crate::attest::{AttestError, kind};
 use crate::authority::{Authority, Caller, Issued};
 use crate::ca::unix_seconds;
 use crate::store::CertificateState;
@@ -44,8 +44,8 @@ fn caller<T>(request: &Request<T>) -> Caller {
 /// place that knows which oneof field belongs to which attestor.
 fn evidence_of(attestation: issue_request::Attestation) -> (&'static str, String) {
     match attestation {
-        issue_request::Attestation::JoinToken(token) => ("join-token", token),
-        issue_request::Attestation::KubernetesToken(token) => ("kubernetes", token),
+        issue_request::Attestation::JoinToken(token) => (kind::JOIN_TOKEN, token),
+        issue_request::Attestation::KubernetesToken(token) => (kind::KUBERNETES, token),
     }
 }
 

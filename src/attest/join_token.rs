@@ -99,7 +99,7 @@ pub struct JoinTokenAttestor;
 #[async_trait::async_trait]
 impl super::Attestor for JoinTokenAttestor {
     fn kind(&self) -> &'static str {
-        "join-token"
+        super::kind::JOIN_TOKEN
     }
 
     async fn attest(

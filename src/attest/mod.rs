@@ -70,6 +70,12 @@ pub enum AttestError {
     ExpiredClientCertificate { serial: String, not_after: i64 },
 }
 
+/// Attestation kinds, as requests name them and records and audits keep them.
+pub mod kind {
+    pub const JOIN_TOKEN: &str = "join-token";
+    pub const KUBERNETES: &str = "kubernetes";
+}
+
 /// What a bootstrap attestor proved about a caller.
 #[derive(Debug)]
 pub struct Proven {
@@ -137,7 +143,7 @@ impl Attestors {
     /// The attestor of `kind`; `NotAccepted` if this certd has none.
     pub fn get(&self, kind: &str) -> Result<&Arc<dyn Attestor>, AttestError> {
         self.by_kind.get(kind).ok_or_else(|| match kind {
-            kubernetes::KIND => AttestError::KubernetesNotConfigured,
+            kind::KUBERNETES => AttestError::KubernetesNotConfigured,
             _ => AttestError::NotAccepted { kind: kind.into() },
         })
     }

@@ -242,13 +242,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The attestation kind of Kubernetes service-account tokens.
-pub(super) const KIND: &str = "kubernetes";
-
 #[async_trait::async_trait]
 impl super::Attestor for KubernetesAttestor {
     fn kind(&self) -> &'static str {
-        KIND
+        super::kind::KUBERNETES
     }
 
     async fn attest(
