@@ -45,12 +45,8 @@ impl Daemon {
     /// service-account token, so the issuer's keys are not loaded (nor
     /// fetched) and cannot make them fail.
     pub async fn offline(&self) -> Result<Authority, Error> {
-        let base = self
-            .config
-            .public_base_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.config.http_addr));
-        let ca = self.load_ca(&base)?;
+        let mut ca = CertificateAuthority::load(self.data_dir.root())?;
+        ca.set_revocation_urls(self.revocation_urls(self.config.http_addr));
         let store = crate::store::open(&self.data_dir.database())?;
         let mut settings = self.config.authority_settings();
         settings.kubernetes = None;
@@ -80,12 +76,7 @@ impl Daemon {
         let listeners = Listeners::bind(&self.config, &self.data_dir).await?;
         let grpc_addr = local_addr(&listeners.grpc, "gRPC")?;
         let http_addr = local_addr(&listeners.http, "HTTP")?;
-        let public_base_url = self
-            .config
-            .public_base_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{http_addr}"));
-        ca.set_revocation_urls(revocation_urls(&public_base_url));
+        ca.set_revocation_urls(self.revocation_urls(http_addr));
         let authority =
             Authority::new(Arc::new(ca), store, self.config.authority_settings()).await?;
         Ok(BoundDaemon {
@@ -97,10 +88,15 @@ impl Daemon {
         })
     }
 
-    fn load_ca(&self, public_base_url: &str) -> Result<CertificateAuthority, Error> {
-        let mut ca = CertificateAuthority::load(self.data_dir.root())?;
-        ca.set_revocation_urls(revocation_urls(public_base_url));
-        Ok(ca)
+    /// The CRL and OCSP URLs certificates carry: under `public_base_url`,
+    /// or else under the HTTP listener's address.
+    fn revocation_urls(&self, http_addr: SocketAddr) -> crate::ca::RevocationUrls {
+        let base = self
+            .config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http_addr}"));
+        revocation_urls(&base)
     }
 }
 

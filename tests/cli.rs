@@ -687,17 +687,7 @@ fn serve_refuses_a_mismatched_intermediate() {
         ours.join("intermediate.pem"),
     )
     .unwrap();
-    let mut child = std::process::Command::new(common::CERTD)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .env("CERTD_DATA_DIR", &ours)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
+    let mut child = common::serve_command(&ours)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -2,8 +2,9 @@
 //! store: the registry's entry index, the OCSP answers and the CRL.
 //!
 //! The store's change feed (`Storage::changes`) names each change made
-//! elsewhere; [`follow`] hands each to [`Authority::apply_change`], and a
-//! feed that fell behind to [`Authority::resync`], which reloads in full.
+//! elsewhere; [`follow`] hands each to [`Authority::apply_change`] as an
+//! `Update::Changed`, and a feed that fell behind as `Update::Resync`,
+//! which reloads everything.
 //! This process's own writes update the caches directly and never pass
 //! through here.
 

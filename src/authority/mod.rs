@@ -201,7 +201,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
-            IssuanceEvent::new(AuditEvent::Issue, caller, attestation, &proven_selectors),
+            IssuanceEvent::new(AuditEvent::Issue, caller, attestation, proven_selectors),
             &outcome,
         )
         .await;
@@ -258,7 +258,7 @@ impl Authority {
     ) -> Result<Issued> {
         let mut presented = None;
         let outcome = self.renew_inner(csr_der, client_leaf, &mut presented).await;
-        let mut event = IssuanceEvent::new(AuditEvent::Renew, caller, "renewal", &[]);
+        let mut event = IssuanceEvent::new(AuditEvent::Renew, caller, "renewal", Vec::new());
         event.presented = presented;
         audit_issuance(self.store.as_ref(), event, &outcome).await;
         outcome
@@ -319,7 +319,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
-            IssuanceEvent::new(AuditEvent::Issue, caller, "admin", &[]),
+            IssuanceEvent::new(AuditEvent::Issue, caller, "admin", Vec::new()),
             &outcome,
         )
         .await;
@@ -461,13 +461,13 @@ impl<'a> IssuanceEvent<'a> {
         event: AuditEvent,
         caller: &'a Caller,
         attestation: &'a str,
-        proven: &[Selector],
+        proven: Vec<Selector>,
     ) -> Self {
         IssuanceEvent {
             event,
             caller,
             attestation,
-            selectors: proven.to_vec(),
+            selectors: proven,
             presented: None,
         }
     }

@@ -68,7 +68,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
-            IssuanceEvent::new(AuditEvent::IssueOperator, caller, "admin", &[]),
+            IssuanceEvent::new(AuditEvent::IssueOperator, caller, "admin", Vec::new()),
             &outcome,
         )
         .await;

@@ -43,20 +43,8 @@ impl Daemon {
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut child = Command::new(CERTD)
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&data_dir)
+        let mut child = serve_command(&data_dir)
             .args(extra)
-            .env("CERTD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("spawn certd");
@@ -221,6 +209,26 @@ pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run certd")
+}
+
+/// `certd serve` on `data_dir` with both listeners on ephemeral loopback
+/// ports, stdout piped (its ready line), stdin closed.
+pub fn serve_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(CERTD);
+    command
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("CERTD_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    command
 }
 
 /// The kind and message of a refusal; panics on anything else.
