@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::attest::{JwksUrlSettings, KubernetesSettings};
 use crate::ca::RevocationUrls;
+use crate::identity::{DnsName, SpiffeId};
 use crate::limits::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, LimitSettings,
     MIN_MAX_REQUEST_BYTES, Rate,
@@ -216,12 +217,7 @@ impl ConfigFile {
         let limits = validate_limits(&self.limits.clone().unwrap_or_default())?;
         let admins = self.admins.clone().unwrap_or_default();
         for admin in &admins {
-            let valid = admin
-                .strip_prefix("spiffe://")
-                .and_then(|rest| rest.split_once('/'))
-                .is_some_and(|(domain, path)| !domain.is_empty() && !path.is_empty())
-                && admin.bytes().all(|b| b.is_ascii_graphic());
-            if !valid {
+            if admin.parse::<SpiffeId>().is_err() {
                 return Err(invalid(
                     "admins",
                     format!(
@@ -478,20 +474,10 @@ fn validate_base_url(url: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// A name in certd's own serving certificate: an IP address, or a host
+/// name as workloads' names are (`identity::DnsName`, any case).
 fn validate_server_name(name: &str) -> Result<(), ConfigError> {
-    if name.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if valid {
+    if name.parse::<std::net::IpAddr>().is_ok() || name.parse::<DnsName>().is_ok() {
         Ok(())
     } else {
         Err(invalid(
@@ -609,6 +595,13 @@ mod tests {
         check("[issuance]\nmax_ttl = \"400d\"", Some("issuance.max_ttl"));
         check("server_names = []", Some("server_names"));
         check("server_names = [\"a b\"]", Some("server_names"));
+        // The same host-name rule as workloads' names, any case, or an IP.
+        check("server_names = [\"-bad.example\"]", Some("server_names"));
+        check("server_names = [\"*.example\"]", Some("server_names"));
+        check(
+            "server_names = [\"Certd.Example\", \"10.0.0.1\", \"::1\"]",
+            None,
+        );
         check("colour = \"blue\"", Some("unknown field"));
         check("public_base_url = \"ftp://x\"", Some("public_base_url"));
         check(
@@ -633,6 +626,11 @@ mod tests {
             Some("limits.max_request_bytes"),
         );
         check("admins = [\"spiffe://certd.internal\"]", Some("admins"));
+        // The same SPIFFE ID rule as everywhere else in certd.
+        check(
+            "admins = [\"spiffe://certd.internal/operator/../root\"]",
+            Some("admins"),
+        );
         let config = check(
             "admins = [\"spiffe://certd.internal/operator/alice\"]",
             None,
