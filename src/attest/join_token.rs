@@ -112,8 +112,9 @@ impl super::Attestor for JoinTokenAttestor {
         let claim = token.verify(store, now).await?;
         Ok(super::Proven {
             selectors: claim.selectors,
-            proof: Proof::JoinToken {
-                token_id: token.id(),
+            proof: Proof::Attested {
+                kind: super::kind::JOIN_TOKEN.into(),
+                detail: token.id(),
             },
             consumes: Some(token.hash()),
         })

@@ -70,11 +70,7 @@ pub enum AttestError {
     ExpiredClientCertificate { serial: String, not_after: i64 },
 }
 
-/// Attestation kinds, as requests name them and records and audits keep them.
-pub mod kind {
-    pub const JOIN_TOKEN: &str = "join-token";
-    pub const KUBERNETES: &str = "kubernetes";
-}
+pub use crate::model::kind;
 
 /// What a bootstrap attestor proved about a caller.
 #[derive(Debug)]

@@ -48,26 +48,30 @@ pub enum Attestation {
 /// How a workload proved the selectors of its registration entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proof {
-    /// A one-time join token; `token_id` is a non-secret prefix of its hash.
-    JoinToken { token_id: String },
-    /// A Kubernetes service-account token for `subject`
-    /// (`system:serviceaccount:<namespace>:<name>`).
-    KubernetesToken { subject: String },
+    /// Evidence a bootstrap attestor checked: its kind (`kind`) and a
+    /// non-secret account of what was shown (a join token's id, the prefix
+    /// of its hash; a service account's `system:serviceaccount:<ns>:<name>`).
+    Attested { kind: String, detail: String },
     /// The caller's current certificate, issued for the same entry.
     Renewal,
 }
 
+/// Attestation kinds, as requests name them and records and audits keep them.
+pub mod kind {
+    pub const JOIN_TOKEN: &str = "join-token";
+    pub const KUBERNETES: &str = "kubernetes";
+}
+
 impl Attestation {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
-            Attestation::JoinToken { .. } => "join-token",
+            Attestation::JoinToken { .. } => kind::JOIN_TOKEN,
             Attestation::Renewal => "renewal",
             Attestation::Admin { .. } => "admin",
             Attestation::ServingCertificate => "serving-certificate",
             Attestation::Operator { .. } => "operator",
             Attestation::Registered { proof, .. } => match proof {
-                Proof::JoinToken { .. } => "join-token",
-                Proof::KubernetesToken { .. } => "kubernetes",
+                Proof::Attested { kind, .. } => kind,
                 Proof::Renewal => "renewal",
             },
         }

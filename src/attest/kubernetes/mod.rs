@@ -257,8 +257,9 @@ impl super::Attestor for KubernetesAttestor {
         let evidence = self.verify(evidence)?;
         Ok(super::Proven {
             selectors: evidence.selectors,
-            proof: crate::model::Proof::KubernetesToken {
-                subject: evidence.subject,
+            proof: crate::model::Proof::Attested {
+                kind: super::kind::KUBERNETES.into(),
+                detail: evidence.subject,
             },
             consumes: None,
         })

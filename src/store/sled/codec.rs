@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::{DnsName, Serial, ServiceName, SpiffeId};
 use crate::model::{
     Attestation, AuditEntry, AuditEvent, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
-    Revocation, RevokedEntry,
+    Revocation, RevokedEntry, kind,
 };
 use crate::registry::Selector;
 use crate::store::StoreError;
@@ -105,12 +105,43 @@ enum DiskAttestation {
     Registered { entry_id: String, proof: DiskProof },
 }
 
-/// Variant order is the format: append, never reorder.
+/// Variant order is the format: append, never reorder. The two attestors
+/// that existed before `Attested` keep their own variants, so their records
+/// read and write as they always did.
 #[derive(Serialize, Deserialize)]
 enum DiskProof {
     JoinToken { token_id: String },
     KubernetesToken { subject: String },
     Renewal,
+    Attested { kind: String, detail: String },
+}
+
+impl From<Proof> for DiskProof {
+    fn from(proof: Proof) -> Self {
+        match proof {
+            Proof::Attested { kind, detail } => match kind.as_str() {
+                kind::JOIN_TOKEN => DiskProof::JoinToken { token_id: detail },
+                kind::KUBERNETES => DiskProof::KubernetesToken { subject: detail },
+                _ => DiskProof::Attested { kind, detail },
+            },
+            Proof::Renewal => DiskProof::Renewal,
+        }
+    }
+}
+
+impl From<DiskProof> for Proof {
+    fn from(disk: DiskProof) -> Self {
+        let attested = |kind: &str, detail| Proof::Attested {
+            kind: kind.to_owned(),
+            detail,
+        };
+        match disk {
+            DiskProof::JoinToken { token_id } => attested(kind::JOIN_TOKEN, token_id),
+            DiskProof::KubernetesToken { subject } => attested(kind::KUBERNETES, subject),
+            DiskProof::Renewal => Proof::Renewal,
+            DiskProof::Attested { kind, detail } => Proof::Attested { kind, detail },
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -167,11 +198,7 @@ impl From<Attestation> for DiskAttestation {
             Attestation::Operator { caller } => DiskAttestation::Operator { caller },
             Attestation::Registered { entry_id, proof } => DiskAttestation::Registered {
                 entry_id,
-                proof: match proof {
-                    Proof::JoinToken { token_id } => DiskProof::JoinToken { token_id },
-                    Proof::KubernetesToken { subject } => DiskProof::KubernetesToken { subject },
-                    Proof::Renewal => DiskProof::Renewal,
-                },
+                proof: proof.into(),
             },
         }
     }
@@ -187,11 +214,7 @@ impl From<DiskAttestation> for Attestation {
             DiskAttestation::Operator { caller } => Attestation::Operator { caller },
             DiskAttestation::Registered { entry_id, proof } => Attestation::Registered {
                 entry_id,
-                proof: match proof {
-                    DiskProof::JoinToken { token_id } => Proof::JoinToken { token_id },
-                    DiskProof::KubernetesToken { subject } => Proof::KubernetesToken { subject },
-                    DiskProof::Renewal => Proof::Renewal,
-                },
+                proof: proof.into(),
             },
         }
     }
@@ -490,8 +513,9 @@ mod tests {
                 der: vec![1, 2, 3],
                 attestation: Attestation::Registered {
                     entry_id: "e1".into(),
-                    proof: Proof::KubernetesToken {
-                        subject: "system:serviceaccount:ns:sa".into(),
+                    proof: Proof::Attested {
+                        kind: kind::KUBERNETES.into(),
+                        detail: "system:serviceaccount:ns:sa".into(),
                     },
                 },
                 renewed_from: Some("01".parse().unwrap()),
@@ -568,6 +592,31 @@ mod tests {
             Err(StoreError::Corrupt(_))
         ));
         assert_eq!(decode::<JoinTokenRecord>(&bytes).unwrap(), token("a", 1));
+    }
+
+    /// An attestor added later needs no new variant: its proof is stored
+    /// as kind and detail; the two older attestors keep their own variants.
+    #[test]
+    fn proofs_of_any_attestor_round_trip() {
+        let mut record: IssuanceRecord = decode(&hex::decode(ISSUANCE_V2).unwrap()).unwrap();
+        for proof in [
+            Proof::Attested {
+                kind: "tpm".into(),
+                detail: "ek 01ab".into(),
+            },
+            Proof::Attested {
+                kind: kind::JOIN_TOKEN.into(),
+                detail: "0011223344556677".into(),
+            },
+            Proof::Renewal,
+        ] {
+            record.attestation = Attestation::Registered {
+                entry_id: "e1".into(),
+                proof,
+            };
+            let bytes = encode(&record).unwrap();
+            assert_eq!(decode::<IssuanceRecord>(&bytes).unwrap(), record);
+        }
     }
 
     #[test]
