@@ -18,6 +18,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::api::admin::{AdminAccess, AdminApi};
+use crate::api::connections::{self, Admission, ConnectionSettings};
 use crate::api::proto::admin_server::AdminServer;
 use crate::api::proto::certificate_authority_server::CertificateAuthorityServer;
 use crate::api::{self, tls, workload::WorkloadApi};
@@ -174,12 +175,16 @@ pub async fn run(
     // the same TLS port; everyone else is refused by `AdminAccess::Mtls`.
     let remote_admin = AdminServer::new(AdminApi::new(authority.clone(), AdminAccess::Mtls))
         .max_decoding_message_size(max_request_bytes);
+    let (grpc_admission, http_admission) = admissions(&config.connections);
     let grpc = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .add_service(workload)
         .add_service(remote_admin)
-        .serve_with_incoming_shutdown(tls::incoming(listeners.grpc, tls_config), until_stopped());
+        .serve_with_incoming_shutdown(
+            tls::incoming(listeners.grpc, tls_config, grpc_admission),
+            until_stopped(),
+        );
 
     let admin = AdminServer::new(AdminApi::new(authority.clone(), AdminAccess::LocalSocket))
         .max_decoding_message_size(max_request_bytes);
@@ -188,8 +193,17 @@ pub async fn run(
         .add_service(admin)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listeners.admin), until_stopped());
 
-    let http = axum::serve(listeners.http, api::http::router(authority.clone()))
-        .with_graceful_shutdown(until_stopped());
+    let http = async {
+        api::http::serve(
+            listeners.http,
+            api::http::router(authority.clone()),
+            http_admission,
+            config.connections.header_read_timeout,
+            until_stopped(),
+        )
+        .await;
+        Ok::<(), std::convert::Infallible>(())
+    };
 
     let rotation = tokio::spawn(rotate_serving_certificate(
         authority.clone(),
@@ -255,6 +269,26 @@ pub async fn run(
         .await
         .map_err(crate::Error::from)?;
     result
+}
+
+/// The connection caps of the gRPC and HTTP listeners. Unless configured,
+/// each listener may use half of the descriptors left after a reserve, so
+/// a flood on both still leaves the admin socket and the database room.
+fn admissions(settings: &ConnectionSettings) -> (Admission, Admission) {
+    let descriptors = connections::raise_descriptor_limit();
+    let budget = connections::default_max_per_listener(descriptors);
+    let max_per_listener = settings.max_per_listener.unwrap_or(budget);
+    if max_per_listener > budget {
+        tracing::warn!(
+            max_per_listener,
+            descriptors,
+            "connections.max_per_listener exceeds what the file-descriptor limit leaves for each listener; a flood could starve the admin socket"
+        );
+    }
+    (
+        Admission::new("gRPC", settings, max_per_listener),
+        Admission::new("HTTP", settings, max_per_listener),
+    )
 }
 
 fn server_error(what: &'static str, error: &dyn std::fmt::Display) -> ServeError {

@@ -1,8 +1,10 @@
 //! Plain HTTP, for what is public or signed: `/healthz`, the CRL (`/crl`,
 //! `/crl.pem`) and the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`).
 //!
-//! Nothing here trusts the client: bodies are size-capped before they are
-//! read, and OCSP failures are OCSP error responses, never a 500.
+//! Nothing here trusts the client: connections are capped and closed when
+//! idle (`connections`), headers must arrive within the header-read
+//! timeout, bodies are size-capped before they are read, and OCSP failures
+//! are OCSP error responses, never a 500.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +15,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use tokio::net::TcpListener;
+
+use super::connections::Admission;
 
 use crate::authority::Authority;
 use crate::ca::unix_seconds;
@@ -22,6 +31,50 @@ use crate::revocation::{OcspAnswer, PublishedCrl};
 const CRL_DER: &str = "application/pkix-crl";
 const CRL_PEM: &str = "application/x-pem-file";
 const OCSP_RESPONSE: &str = "application/ocsp-response";
+
+/// Serves `router` on `listener` (HTTP/1.1) until `stopped` completes, then
+/// lets open requests finish. Each connection must be let in by
+/// `admission`, and a request whose headers take longer than
+/// `header_read_timeout` is closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    admission: Admission,
+    header_read_timeout: Duration,
+    stopped: impl Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stopped);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off, do not spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(tcp) = admission.admit(tcp, peer) else {
+            continue;
+        };
+        let connection =
+            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "HTTP connection ended");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
 
 /// The HTTP routes.
 pub fn router(authority: Authority) -> Router {

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod connections;
 mod convert;
 pub mod http;
 pub mod tls;

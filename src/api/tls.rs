@@ -29,6 +29,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::connections::{Admission, Tracked};
+
 /// A handshake that has not finished by then is dropped, so slow or idle
 /// clients cannot hold connection slots.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -192,13 +194,14 @@ fn leaf_not_after(leaf: &CertificateDer<'_>) -> Option<UnixTime> {
     Some(UnixTime::since_unix_epoch(Duration::from_secs(seconds)))
 }
 
-/// Accepts TCP connections and completes TLS handshakes concurrently,
-/// yielding finished TLS streams. A failed or slow handshake is logged and
-/// dropped; it never stalls the others.
+/// Accepts TCP connections that `admission` lets in and completes their TLS
+/// handshakes concurrently, yielding finished TLS streams. A failed or slow
+/// handshake is logged and dropped; it never stalls the others.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
-) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    admission: Admission,
+) -> ReceiverStream<io::Result<TlsStream<Tracked<TcpStream>>>> {
     let (ready, stream) = mpsc::channel(MAX_PENDING_HANDSHAKES);
     let acceptor = TlsAcceptor::from(config);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
@@ -217,6 +220,9 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
+            let Some(tcp) = admission.admit(tcp, peer) else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let handshake_done = ready.clone();
             tokio::spawn(async move {

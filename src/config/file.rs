@@ -22,6 +22,7 @@ pub struct ConfigFile {
     pub join_tokens: Option<JoinTokenSection>,
     pub revocation: Option<RevocationSection>,
     pub limits: Option<LimitsSection>,
+    pub connections: Option<ConnectionsSection>,
     /// SPIFFE IDs of operators who may call the admin API over mTLS on the
     /// gRPC port, e.g. "spiffe://certd.internal/operator/alice".
     pub admins: Option<Vec<String>>,
@@ -74,6 +75,24 @@ pub struct LimitsSection {
     pub max_concurrent_requests: Option<usize>,
     /// Largest gRPC request message in bytes (default 65536).
     pub max_request_bytes: Option<usize>,
+}
+
+/// Connection caps and timeouts of the gRPC and HTTP listeners.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsSection {
+    /// Open connections on each TCP listener (default: sized from the
+    /// file-descriptor limit).
+    pub max_per_listener: Option<usize>,
+    /// Open connections from one client address (IPv6: one /64) on each
+    /// listener (default 256).
+    pub max_per_client: Option<usize>,
+    /// Close a connection after this long without a byte either way
+    /// (default "2m").
+    pub idle_timeout: Option<String>,
+    /// Close an HTTP connection whose request headers have not all arrived
+    /// after this long (default "10s").
+    pub header_read_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

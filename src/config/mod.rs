@@ -12,14 +12,15 @@
 mod file;
 
 pub use file::{
-    ConfigFile, IssuanceSection, JoinTokenSection, KubernetesSection, LimitsSection,
-    RevocationSection,
+    ConfigFile, ConnectionsSection, IssuanceSection, JoinTokenSection, KubernetesSection,
+    LimitsSection, RevocationSection,
 };
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::api::connections::ConnectionSettings;
 use crate::attest::{JwksUrlSettings, KubernetesSettings};
 use crate::ca::RevocationUrls;
 use crate::identity::{DnsName, SpiffeId};
@@ -80,6 +81,7 @@ pub struct Config {
     pub public_base_url: Option<String>,
     pub revocation: RevocationSettings,
     pub limits: LimitSettings,
+    pub connections: ConnectionSettings,
     pub admins: Vec<String>,
     pub kubernetes: Option<KubernetesSettings>,
 }
@@ -215,6 +217,7 @@ impl ConfigFile {
             Some(url) => Some(validate_base_url(url)?),
         };
         let limits = validate_limits(&self.limits.clone().unwrap_or_default())?;
+        let connections = validate_connections(&self.connections.clone().unwrap_or_default())?;
         let admins = self.admins.clone().unwrap_or_default();
         for admin in &admins {
             if admin.parse::<SpiffeId>().is_err() {
@@ -235,6 +238,7 @@ impl ConfigFile {
             kubernetes,
             admins,
             limits,
+            connections,
             public_base_url,
             revocation,
             grpc_addr: address(
@@ -336,6 +340,37 @@ fn validate_limits(section: &LimitsSection) -> Result<LimitSettings, ConfigError
         )?,
         max_concurrent_requests,
     })
+}
+
+fn validate_connections(section: &ConnectionsSection) -> Result<ConnectionSettings, ConfigError> {
+    let defaults = ConnectionSettings::default();
+    let at_least_one = |field: &'static str, value: Option<usize>| match value {
+        Some(0) => Err(invalid(field, "must be at least 1".into())),
+        _ => Ok(value),
+    };
+    let settings = ConnectionSettings {
+        max_per_listener: at_least_one("connections.max_per_listener", section.max_per_listener)?,
+        max_per_client: at_least_one("connections.max_per_client", section.max_per_client)?
+            .unwrap_or(defaults.max_per_client),
+        idle_timeout: duration(
+            "connections.idle_timeout",
+            &section.idle_timeout,
+            defaults.idle_timeout,
+        )?,
+        header_read_timeout: duration(
+            "connections.header_read_timeout",
+            &section.header_read_timeout,
+            defaults.header_read_timeout,
+        )?,
+    };
+    // Shorter, and ordinary round trips on a busy host would be cut off.
+    if settings.idle_timeout < Duration::from_secs(1) {
+        return Err(invalid(
+            "connections.idle_timeout",
+            "must be at least 1s".into(),
+        ));
+    }
+    Ok(settings)
 }
 
 fn validate_kubernetes(
