@@ -1,4 +1,5 @@
-//! Plain HTTP, for what is public or signed: `/healthz`, the CRL (`/crl`,
+//! Plain HTTP, for what is public or signed: `/healthz` (liveness),
+//! `/readyz` (readiness), the CRL (`/crl`,
 //! `/crl.pem`) and the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`).
 //!
 //! Nothing here trusts the client: connections are capped and closed when
@@ -80,6 +81,7 @@ pub async fn serve(
 pub fn router(authority: Authority) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/crl", get(crl_der))
         .route("/crl.pem", get(crl_pem))
         .route("/ocsp", post(ocsp_post))
@@ -88,8 +90,22 @@ pub fn router(authority: Authority) -> Router {
         .with_state(authority)
 }
 
+/// Liveness: the process answers. It stays ok through a storage fault,
+/// because certd recovers from one by itself and a restart would not help.
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Readiness: whether certd can issue now. 503 with the reason while the
+/// store is faulted, so load balancers send workloads elsewhere.
+async fn readyz(State(authority): State<Authority>) -> Response {
+    match authority.store().fault() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => {
+            let message = format!("not ready: {reason}\n");
+            (StatusCode::SERVICE_UNAVAILABLE, message).into_response()
+        }
+    }
 }
 
 async fn crl_der(State(authority): State<Authority>, headers: HeaderMap) -> Response {

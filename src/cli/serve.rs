@@ -39,6 +39,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         file.server_names = Some(args.server_names);
     }
     let config = file.validate()?;
+    let file_size_limit = survive_file_size_limit()?;
     let daemon = Daemon::new(args.data_dir.dir(), config).bind().await?;
     let (grpc, http, admin) = (
         daemon.grpc_addr(),
@@ -56,7 +57,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     };
     daemon.run(shutdown_signal()?, ready).await?;
+    drop(file_size_limit);
     Ok(())
+}
+
+/// Handles SIGXFSZ, so that a write past a file-size limit (systemd's
+/// `LimitFSIZE=`, `ulimit -f`) fails with EFBIG, which the store treats
+/// like a full disk and recovers from, instead of killing certd. The
+/// handler lives as long as the returned value.
+fn survive_file_size_limit() -> anyhow::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    const SIGXFSZ: i32 = 25;
+    signal(SignalKind::from_raw(SIGXFSZ)).context("cannot handle SIGXFSZ")
 }
 
 /// A future that completes on SIGINT or SIGTERM. The handlers are installed

@@ -14,9 +14,10 @@
 //! registry's entry index, the OCSP answers, the published CRL). Their own
 //! writes update them directly; a write made by *another process* on the
 //! same database reaches them through [`Storage::changes`]. sled's database
-//! is locked to one process, so its feed never carries anything; a shared
-//! backend (PostgreSQL) announces other replicas' writes there. A receiver
-//! that falls behind is told so (`Lagged`) and must resync in full.
+//! is locked to one process, so its feed carries only `Reopened` (after a
+//! storage fault); a shared backend (PostgreSQL) announces other replicas'
+//! writes there. A receiver that falls behind is told so (`Lagged`) and
+//! must resync in full.
 
 pub mod sled;
 #[cfg(test)]
@@ -45,8 +46,14 @@ pub enum StoreError {
     Open { path: String, reason: String },
     #[error("database error: {0}")]
     Backend(String),
-    #[error("cannot make the write durable: {0}")]
+    #[error("cannot make the write durable: {}", describe_io(.0))]
     Durability(Arc<std::io::Error>),
+    /// The storage cannot be used now (a full disk, a failing device); the
+    /// backend recovers by itself once it can (see `Storage::fault`).
+    #[error(
+        "the database is unavailable ({0}); certd resumes by itself once the disk takes writes again"
+    )]
+    Unavailable(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("the join token was already used")]
@@ -60,13 +67,34 @@ impl StoreError {
         use crate::ErrorKind;
         match self {
             // Both pass: the disk recovers, the other process exits.
-            StoreError::Durability(_) | StoreError::Locked(_) => ErrorKind::Unavailable,
+            StoreError::Durability(_) | StoreError::Unavailable(_) | StoreError::Locked(_) => {
+                ErrorKind::Unavailable
+            }
             StoreError::Open { .. }
             | StoreError::Backend(_)
             | StoreError::Corrupt(_)
             | StoreError::TokenAlreadyUsed
             | StoreError::SerialTaken(_) => ErrorKind::Internal,
         }
+    }
+}
+
+impl StoreError {
+    /// Whether this is the storage itself failing (as opposed to a refused
+    /// or unreadable value), which the backend must recover from.
+    pub fn is_storage_fault(&self) -> bool {
+        matches!(self, StoreError::Durability(_) | StoreError::Unavailable(_))
+    }
+}
+
+/// An I/O error as "File too large (os error 27)". sled passes some on
+/// wrapped in a custom error whose text is the original's debug form;
+/// those are described by their kind ("file too large").
+fn describe_io(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None if error.to_string().starts_with("Os {") => error.kind().to_string(),
+        None => error.to_string(),
     }
 }
 
@@ -77,6 +105,9 @@ pub enum Change {
     Entry { id: String },
     /// Certificate `serial` was revoked.
     Revoked { serial: Serial },
+    /// The backend reopened its storage after a fault: writes that failed
+    /// may or may not have reached it, so every cache must reload.
+    Reopened,
 }
 
 /// The sending end of a change feed, held by a backend.
@@ -211,6 +242,11 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
 
     /// Waits until every write made so far is on stable storage.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Why the storage cannot be used right now (it failed and is
+    /// recovering), or `None` when it can. Every call fails with
+    /// `Unavailable` meanwhile; readiness reports this.
+    fn fault(&self) -> Option<String>;
 
     /// Writes made by other processes; see the module documentation.
     fn changes(&self) -> broadcast::Receiver<Change>;

@@ -175,6 +175,23 @@ impl Daemon {
         list.as_array().expect("array").len()
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Serials of every certificate in the store (through the admin API).
+    pub fn recorded_serials(&self) -> std::collections::HashSet<String> {
+        let output = self.cli(&["list", "--json"]);
+        assert!(output.status.success(), "list failed: {}", stderr(&output));
+        let list: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        list.as_array()
+            .expect("array")
+            .iter()
+            .map(|c| c["serial"].as_str().expect("serial").to_owned())
+            .collect()
+    }
+
     /// Kills the daemon at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -51,12 +51,25 @@ impl GroupCommit {
 
     /// Waits until every write made before this call is on stable storage.
     pub async fn durable(&self) -> Result<(), Arc<io::Error>> {
+        self.request()?.await.map_err(|_| stopped())?
+    }
+
+    /// `durable`, blocking the calling thread, which must not be one of the
+    /// async runtime's.
+    pub fn durable_blocking(&self) -> Result<(), Arc<io::Error>> {
+        self.request()?.blocking_recv().map_err(|_| stopped())?
+    }
+
+    fn request(&self) -> Result<oneshot::Receiver<Result<(), Arc<io::Error>>>, Arc<io::Error>> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || Arc::new(io::Error::other("the commit thread has stopped"));
         let requests = self.inner.requests.as_ref().ok_or_else(stopped)?;
         requests.send(reply).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        Ok(answer)
     }
+}
+
+fn stopped() -> Arc<io::Error> {
+    Arc::new(io::Error::other("the commit thread has stopped"))
 }
 
 impl Drop for Committer {
@@ -84,6 +97,9 @@ fn commit_loop(db: &sled::Db, data_file: &File, queue: &mpsc::Receiver<Reply>) {
 /// Flushes sled and then the data file itself, the two steps described in
 /// the module documentation.
 pub fn flush(db: &sled::Db, data_file: &File) -> io::Result<()> {
-    db.flush().map_err(io::Error::other)?;
+    db.flush().map_err(|error| match error {
+        sled::Error::Io(io) => io,
+        other => io::Error::other(other),
+    })?;
     data_file.sync_data()
 }

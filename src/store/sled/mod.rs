@@ -1,15 +1,28 @@
 //! The sled backend: one embedded database under `DATA_DIR/db`.
 //!
 //! The only code that knows sled. It owns the on-disk format (`codec`),
-//! the group commit that makes writes durable (`commit`), and the tree
-//! layout below. sled locks its database to one process, so nothing else
-//! writes it and the change feed stays silent.
+//! the group commit that makes writes durable (`commit`), the tree layout
+//! below, and recovery from storage faults (`recovery`). sled locks its
+//! database to one process, so nothing else writes it; the change feed
+//! carries only `Change::Reopened`.
+//!
+//! **Storage faults.** sled answers every operation after its first I/O
+//! error (a full disk, a file-size limit, a failing device) with that same
+//! error, even once the cause is gone. So the first such error marks the
+//! store faulted: every call then fails at once with `Unavailable` naming
+//! the cause, and a recovery thread closes the database and reopens it
+//! (sled replays its log, keeping exactly what was made durable) until a
+//! probe write is durable again. Join tokens consumed by issuances that
+//! failed this way are put back before the store is used again, so
+//! "retry later" stays true.
 
 mod codec;
 mod commit;
+mod recovery;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use sled::Transactional;
@@ -41,6 +54,8 @@ const AUDIT_TREE: &str = "audit";
 const META_TREE: &str = "meta";
 /// Key in `meta` of the last CRL number handed out (u64, big-endian).
 const CRL_NUMBER_KEY: &[u8] = b"crl-number";
+/// Key in `meta` that recovery writes to prove the disk takes writes again.
+const PROBE_KEY: &[u8] = b"probe";
 
 /// sled's page cache. Its default (1 GiB) would let a busy daemon grow far
 /// past its memory budget; the working set (recent records, tokens, index
@@ -49,13 +64,36 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl From<sled::Error> for StoreError {
     fn from(error: sled::Error) -> Self {
-        StoreError::Backend(error.to_string())
+        match error {
+            sled::Error::Io(io) => StoreError::Unavailable(super::describe_io(&io)),
+            other => StoreError::Backend(other.to_string()),
+        }
     }
 }
 
-/// Handle to the open database. Cheap to clone; clones share one database.
+/// Handle to the database. Cheap to clone; clones share one database, and
+/// one recovery when it faults.
 #[derive(Debug, Clone)]
 pub struct SledStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    /// The open database; `None` while faulted and not yet reopened.
+    open: RwLock<Option<Arc<Open>>>,
+    /// Why the store is faulted; `None` while healthy.
+    fault: Mutex<Option<String>>,
+    /// Join tokens consumed by issuances that failed on a storage fault,
+    /// to be put back when the store is reopened.
+    tokens_to_restore: Mutex<Vec<(TokenHash, sled::IVec)>>,
+    changes: ChangeFeed,
+}
+
+/// One open database and its trees.
+#[derive(Debug)]
+struct Open {
     db: sled::Db,
     audit: sled::Tree,
     certificates: sled::Tree,
@@ -65,35 +103,82 @@ pub struct SledStore {
     revocations: sled::Tree,
     meta: sled::Tree,
     commit: GroupCommit,
-    path: PathBuf,
-    changes: ChangeFeed,
 }
 
 impl SledStore {
     /// Opens (or creates) the database in `dir`. Fails with `Locked` if
     /// another process has it open.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.to_owned();
+        let open = Open::at(dir)?;
+        Ok(SledStore {
+            shared: Arc::new(Shared {
+                path: dir.to_owned(),
+                open: RwLock::new(Some(Arc::new(open))),
+                fault: Mutex::new(None),
+                tokens_to_restore: Mutex::new(Vec::new()),
+                changes: ChangeFeed::default(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The open database, or `Unavailable` with the fault's cause while it
+    /// is being recovered.
+    fn current(&self) -> Result<Arc<Open>, StoreError> {
+        let open = match self.shared.open.read() {
+            Ok(open) => open.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        open.ok_or_else(|| StoreError::Unavailable(self.shared.fault_reason()))
+    }
+
+    /// Passes `result` on; a storage fault in it starts recovery first.
+    fn watch<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(error) = &result
+            && error.is_storage_fault()
+        {
+            recovery::fault(&self.shared, error);
+        }
+        result
+    }
+}
+
+impl Shared {
+    fn fault_reason(&self) -> String {
+        let fault = match self.fault.lock() {
+            Ok(fault) => fault.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        fault.unwrap_or_else(|| "the database is being reopened".into())
+    }
+}
+
+impl Open {
+    /// Opens (or creates) the database in `dir`, recovering sled's log.
+    fn at(dir: &Path) -> Result<Self, StoreError> {
         let cannot_open = |reason: String| StoreError::Open {
-            path: path.display().to_string(),
+            path: dir.display().to_string(),
             reason,
         };
-        crate::fsutil::create_private_dir(&path).map_err(|e| cannot_open(e.to_string()))?;
+        crate::fsutil::create_private_dir(dir).map_err(|e| cannot_open(e.to_string()))?;
         let db = sled::Config::new()
-            .path(&path)
+            .path(dir)
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|source| {
                 if is_lock_error(&source) {
-                    StoreError::Locked(path.display().to_string())
+                    StoreError::Locked(dir.display().to_string())
                 } else {
                     cannot_open(source.to_string())
                 }
             })?;
-        let data_file = File::open(path.join("db")).map_err(|e| cannot_open(e.to_string()))?;
+        let data_file = File::open(dir.join("db")).map_err(|e| cannot_open(e.to_string()))?;
         let commit =
             GroupCommit::start(db.clone(), data_file).map_err(|e| cannot_open(e.to_string()))?;
-        Ok(SledStore {
+        Ok(Open {
             certificates: db.open_tree(CERTIFICATES_TREE)?,
             certificates_by_service: db.open_tree(CERTIFICATES_BY_SERVICE_TREE)?,
             join_tokens: db.open_tree(JOIN_TOKENS_TREE)?,
@@ -103,18 +188,13 @@ impl SledStore {
             audit: db.open_tree(AUDIT_TREE)?,
             db,
             commit,
-            path,
-            changes: ChangeFeed::default(),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The write of `record_issuance` without waiting for durability. The
-    /// caller must `durable().await` before the certificate leaves certd;
-    /// only benchmarks use this directly.
+    /// The write of `record_issuance` without waiting for durability; the
+    /// caller must `durable().await` before the certificate leaves certd.
+    /// `consumed` receives the token's stored value while this call holds it
+    /// consumed, so a caller whose write then fails can put it back.
     ///
     /// Three atomic steps, in an order chosen so that a crash after any of
     /// them (sled recovers a prefix of its log) loses no issued certificate
@@ -128,15 +208,15 @@ impl SledStore {
         &self,
         record: &IssuanceRecord,
         token: Option<&TokenHash>,
+        consumed: &mut Option<sled::IVec>,
     ) -> Result<(), StoreError> {
         let value = record::encode(record)?;
-        let consumed = match token {
-            Some(token) => match self.join_tokens.remove(token.as_slice())? {
-                Some(value) => Some((token, value)),
+        if let Some(token) = token {
+            match self.join_tokens.remove(token.as_slice())? {
+                Some(value) => *consumed = Some(value),
                 None => return Err(StoreError::TokenAlreadyUsed),
-            },
-            None => None,
-        };
+            }
+        }
         let index_key = service_index_key(&record.service, &record.serial);
         let index_was_there = self
             .certificates_by_service
@@ -152,7 +232,7 @@ impl SledStore {
             if !index_was_there {
                 self.certificates_by_service.remove(index_key.as_slice())?;
             }
-            if let Some((token, value)) = consumed {
+            if let (Some(token), Some(value)) = (token, consumed.take()) {
                 self.join_tokens.insert(token.as_slice(), value)?;
             }
             return Err(StoreError::SerialTaken(record.serial.clone()));
@@ -164,24 +244,12 @@ impl SledStore {
     async fn durable(&self) -> Result<(), StoreError> {
         self.commit.durable().await.map_err(StoreError::Durability)
     }
-}
 
-#[async_trait]
-impl Storage for SledStore {
-    fn location(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    /// Records an issuance, consuming `token` first when given (see
-    /// `write_issuance`), and returns once the record is durable. Exactly one of several
-    /// concurrent calls with one token succeeds.
-    async fn record_issuance(
-        &self,
-        record: &IssuanceRecord,
-        token: Option<&TokenHash>,
-    ) -> Result<(), StoreError> {
-        self.write_issuance(record, token)?;
-        self.durable().await
+    /// `durable`, for a thread outside the runtime.
+    fn durable_blocking(&self) -> Result<(), StoreError> {
+        self.commit
+            .durable_blocking()
+            .map_err(StoreError::Durability)
     }
 
     /// Revokes one certificate and returns once that is durable; `None` if
@@ -498,13 +566,168 @@ impl Storage for SledStore {
             .map(|bytes| record::decode(&bytes))
             .transpose()
     }
+}
+
+/// Every call goes to the open database through `current()`, and its
+/// result through `watch`, which starts recovery on a storage fault.
+#[async_trait]
+impl Storage for SledStore {
+    fn location(&self) -> String {
+        self.shared.path.display().to_string()
+    }
+
+    /// Records an issuance, consuming `token` first when given (see
+    /// `Open::write_issuance`), and returns once the record is durable.
+    /// Exactly one of several concurrent calls with one token succeeds. A
+    /// token consumed by a call that fails on a storage fault is put back
+    /// when the store is reopened.
+    async fn record_issuance(
+        &self,
+        record: &IssuanceRecord,
+        token: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        let open = self.current()?;
+        let mut consumed = None;
+        let result = match open.write_issuance(record, token, &mut consumed) {
+            Ok(()) => open.durable().await,
+            Err(error) => Err(error),
+        };
+        if let (Err(error), Some(token), Some(value)) = (&result, token, consumed)
+            && error.is_storage_fault()
+        {
+            recovery::restore_later(&self.shared, *token, value);
+        }
+        self.watch(result)
+    }
+
+    async fn revoke(
+        &self,
+        serial: &Serial,
+        revocation: Revocation,
+    ) -> Result<Option<RevokeOutcome>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.revoke(serial, revocation).await)
+    }
+
+    async fn certificate(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.certificate(serial).await)
+    }
+
+    async fn serial_exists(&self, serial: &Serial) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.serial_exists(serial).await)
+    }
+
+    async fn certificates(
+        &self,
+        service: Option<&ServiceName>,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.certificates(service).await)
+    }
+
+    async fn newest_certificates(
+        &self,
+        service: Option<&ServiceName>,
+        limit: usize,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.newest_certificates(service, limit).await)
+    }
+
+    async fn record_count(&self) -> Result<u64, StoreError> {
+        let open = self.current()?;
+        self.watch(open.record_count().await)
+    }
+
+    async fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedEntry>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.revoked_unexpired(now).await)
+    }
+
+    async fn prune_expired_revocations(&self, now: i64) -> Result<usize, StoreError> {
+        let open = self.current()?;
+        self.watch(open.prune_expired_revocations(now).await)
+    }
+
+    async fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let open = self.current()?;
+        self.watch(open.next_crl_number().await)
+    }
+
+    async fn insert_join_tokens(
+        &self,
+        tokens: &[(TokenHash, JoinTokenRecord)],
+    ) -> Result<(), StoreError> {
+        let open = self.current()?;
+        self.watch(open.insert_join_tokens(tokens).await)
+    }
+
+    async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.join_token(hash).await)
+    }
+
+    async fn join_token_count(&self) -> Result<u64, StoreError> {
+        let open = self.current()?;
+        self.watch(open.join_token_count().await)
+    }
+
+    async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
+        let open = self.current()?;
+        self.watch(open.purge_expired_tokens(now).await)
+    }
+
+    async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.insert_entry(entry).await)
+    }
+
+    async fn replace_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.replace_entry(entry).await)
+    }
+
+    async fn remove_entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.remove_entry(id).await)
+    }
+
+    async fn entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.entry(id).await)
+    }
+
+    async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.entries().await)
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let open = self.current()?;
+        self.watch(open.append_audit(entry).await)
+    }
+
+    async fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.audit_since(since, limit).await)
+    }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.durable().await
+        let open = self.current()?;
+        self.watch(open.durable().await)
+    }
+
+    fn fault(&self) -> Option<String> {
+        match self.shared.fault.lock() {
+            Ok(fault) => fault.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     fn changes(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
+        self.shared.changes.subscribe()
     }
 }
 

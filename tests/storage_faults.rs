@@ -1,0 +1,183 @@
+//! Storage faults against the real daemon: a disk that stops taking
+//! writes (a file-size limit set on the running daemon, which the kernel
+//! enforces exactly as it does a full disk: a write that would grow a file
+//! fails), then recovery without a restart.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use certd::ErrorKind;
+use certd::api::client::ClientError;
+use common::{Daemon, csr_for, http, stderr, stdout};
+
+/// Limits how large the daemon may grow any file (`None`: no limit), as
+/// `prlimit --fsize` does.
+fn limit_file_size(daemon: &Daemon, bytes: Option<u64>) {
+    let limit = bytes.unwrap_or(rlimit::INFINITY);
+    rlimit::prlimit(
+        i32::try_from(daemon.pid()).unwrap(),
+        rlimit::Resource::FSIZE,
+        Some((limit, rlimit::INFINITY)),
+        None,
+    )
+    .expect("prlimit");
+}
+
+fn tokens(daemon: &Daemon, service: &str, count: usize) -> Vec<String> {
+    let output = daemon.cli(&[
+        "token",
+        "create",
+        "--service",
+        service,
+        "--count",
+        &count.to_string(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output).lines().map(str::to_owned).collect()
+}
+
+async fn issue(daemon: &Daemon, token: &str) -> Result<String, ClientError> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut client = daemon.try_client(None).await?;
+    client
+        .issue(csr_for(&key, None, vec![]), token)
+        .await
+        .map(|issued| issued.serial)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_is_unavailable_then_recovers_without_restart_and_keeps_tokens() {
+    let daemon = Arc::new(Daemon::start());
+    daemon.entry("billing", &["token:billing"], &[]);
+    let tokens = tokens(&daemon, "billing", 300);
+
+    // The disk fills: no file may grow more than 64 KiB past the database.
+    let database = daemon.data_dir.join("db").join("db");
+    let size = std::fs::metadata(&database).unwrap().len();
+    limit_file_size(&daemon, Some(size + 64 * 1024));
+
+    // Readiness is sampled throughout.
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let (daemon, stop) = (daemon.clone(), stop_sampling.clone());
+        move || {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let ready = http("GET", &format!("{}/readyz", daemon.http), &[], b"");
+                seen.push((
+                    ready.status,
+                    String::from_utf8_lossy(&ready.body).into_owned(),
+                ));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        }
+    });
+
+    // Sixteen workloads bootstrap with their tokens while the disk is full.
+    let queue = Arc::new(Mutex::new(tokens));
+    let issued = Arc::new(Mutex::new(Vec::new()));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (daemon, queue, issued, failed) = (
+            daemon.clone(),
+            queue.clone(),
+            issued.clone(),
+            failed.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some(token) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                match issue(&daemon, &token).await {
+                    Ok(serial) => issued.lock().unwrap().push(serial),
+                    Err(error) => failed.lock().unwrap().push((token, error)),
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    stop_sampling.store(true, Ordering::Relaxed);
+    let readiness = sampler.join().unwrap();
+
+    let failed = std::mem::take(&mut *failed.lock().unwrap());
+    assert!(!failed.is_empty(), "the full disk refused nothing");
+    for (_, error) in &failed {
+        match error {
+            ClientError::Refused { kind, .. } => assert_eq!(
+                *kind,
+                ErrorKind::Unavailable,
+                "a storage failure must read as UNAVAILABLE: {error:?}"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(
+        readiness
+            .iter()
+            .any(|(status, body)| *status == 503 && body.contains("file too large")),
+        "readiness never reported the fault: {:?}",
+        readiness
+            .iter()
+            .map(|(status, _)| status)
+            .collect::<HashSet<_>>()
+    );
+    // Operators' reads and writes meanwhile are answered or refused as
+    // unavailable (exit 3), never as an internal error.
+    for command in [
+        vec!["list"],
+        vec!["token", "create", "--service", "billing"],
+    ] {
+        let output = daemon.cli(&command);
+        assert!(
+            matches!(output.status.code(), Some(0 | 3)),
+            "{command:?} during the fault: {:?} {}",
+            output.status,
+            stderr(&output)
+        );
+    }
+
+    // Space is freed. certd recovers by itself, without a restart.
+    limit_file_size(&daemon, None);
+    let started = Instant::now();
+    loop {
+        let ready = http("GET", &format!("{}/readyz", daemon.http), &[], b"");
+        if ready.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not ready 30 s after space was freed: {}",
+            String::from_utf8_lossy(&ready.body)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Every token whose request was refused "retry later" still works.
+    let mut issued = std::mem::take(&mut *issued.lock().unwrap());
+    for (token, _) in &failed {
+        let serial = issue(&daemon, token)
+            .await
+            .unwrap_or_else(|error| panic!("a retried token was refused: {error:?}"));
+        issued.push(serial);
+    }
+    // And every certificate a workload received is in the store.
+    let recorded = daemon.recorded_serials();
+    for serial in &issued {
+        assert!(
+            recorded.contains(serial),
+            "{serial} was returned but not recorded"
+        );
+    }
+    let log = daemon.log_text();
+    assert!(log.contains("storage fault"), "{log}");
+    assert!(log.contains("database reopened"), "{log}");
+}
