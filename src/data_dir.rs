@@ -56,6 +56,12 @@ impl DataDir {
         self.root.join("db")
     }
 
+    /// What the database is known to have held (`store::marks`), kept
+    /// beside the CA files so that it outlives a damaged database.
+    pub fn store_marks(&self) -> PathBuf {
+        self.root.join("store-marks.toml")
+    }
+
     /// The admin API's Unix socket (0600), present while `certd serve` runs.
     pub fn admin_socket(&self) -> PathBuf {
         self.root.join("admin.sock")

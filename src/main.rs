@@ -46,7 +46,10 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
-    let filter = EnvFilter::try_from_env("CERTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // sled's own log lines repeat, less clearly, what certd reports about
+    // the same fault (`CERTD_LOG=info,sled=debug` shows them).
+    let filter =
+        EnvFilter::try_from_env("CERTD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sled=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

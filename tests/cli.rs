@@ -415,6 +415,9 @@ fn every_command_has_help() {
         vec!["issue", "--help"],
         vec!["list", "--help"],
         vec!["show", "--help"],
+        vec!["db", "check", "--help"],
+        vec!["db", "backup", "--help"],
+        vec!["db", "restore", "--help"],
     ] {
         let output = run_cli(tmp.path(), &command);
         assert!(output.status.success(), "{command:?}");

@@ -109,8 +109,46 @@ fn ttl(seconds: u64) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
+/// Sends what it is given as backup chunks; from a blocking thread.
+struct ChunkSender(tokio::sync::mpsc::Sender<Result<proto::BackupChunk, Status>>);
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let chunk = proto::BackupChunk { data: buf.to_vec() };
+        self.0
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminApi {
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<proto::BackupChunk, Status>>;
+
+    async fn backup(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let caller = self.authorize(&request).await?;
+        let (chunks, stream) = tokio::sync::mpsc::channel(16);
+        let authority = self.authority.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChunkSender(chunks.clone());
+            if let Err(error) = authority.backup(&caller, &mut out) {
+                tracing::warn!(%error, "backup failed");
+                let _ = chunks.blocking_send(Err(status(&error)));
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            stream,
+        )))
+    }
+
     async fn create_join_token(
         &self,
         request: Request<proto::CreateJoinTokenRequest>,

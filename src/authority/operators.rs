@@ -14,6 +14,23 @@ use crate::store::Attestation;
 use crate::{Error, Result};
 
 impl Authority {
+    /// Writes a backup of the store to `out` for an operator and logs who
+    /// took it. Blocking (see `Storage::backup`).
+    pub fn backup(
+        &self,
+        caller: &Caller,
+        out: &mut dyn std::io::Write,
+    ) -> Result<crate::store::BackupSummary> {
+        let summary = self.store.backup(out)?;
+        tracing::info!(
+            caller = %caller.0,
+            records = summary.records,
+            revocations = summary.revocations,
+            "backup taken"
+        );
+        Ok(summary)
+    }
+
     /// Decides whether an mTLS caller of the admin API may use it: only a
     /// current operator certificate certd issued, for an operator listed in
     /// `admins`. Refusals are audited with who tried.

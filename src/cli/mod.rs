@@ -6,6 +6,7 @@
 
 mod admin;
 mod bench;
+mod db;
 mod entry;
 mod load;
 mod serve;
@@ -108,6 +109,11 @@ pub enum Command {
     Audit(admin::AuditArgs),
     /// Load a running certd and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// The database: check it, back it up, restore it.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +184,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(args) => admin::revoke(args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Audit(args) => admin::audit(args).await,
+        Command::Db { command } => db::run(command).await,
         Command::Operator {
             command: OperatorCommand::Issue(args),
         } => admin::operator_issue(args).await,

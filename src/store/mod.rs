@@ -19,11 +19,12 @@
 //! writes there. A receiver that falls behind is told so (`Lagged`) and
 //! must resync in full.
 
+pub mod marks;
 pub mod sled;
 #[cfg(test)]
 mod suite;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -44,6 +45,14 @@ pub enum StoreError {
     Locked(String),
     #[error("cannot open the database {path}: {reason}")]
     Open { path: String, reason: String },
+    #[error(
+        "the database {path} is damaged ({reason}); see `certd db check`, and restore a backup with `certd db restore`"
+    )]
+    Damaged { path: String, reason: String },
+    #[error(
+        "the database {path} holds less than this CA recorded: {shortfalls}. It is damaged or an older copy, and certd will not serve from it; see `certd db check`, and restore a backup with `certd db restore`"
+    )]
+    BehindMarks { path: String, shortfalls: String },
     #[error("database error: {0}")]
     Backend(String),
     #[error("cannot make the write durable: {}", describe_io(.0))]
@@ -71,6 +80,8 @@ impl StoreError {
                 ErrorKind::Unavailable
             }
             StoreError::Open { .. }
+            | StoreError::Damaged { .. }
+            | StoreError::BehindMarks { .. }
             | StoreError::Backend(_)
             | StoreError::Corrupt(_)
             | StoreError::TokenAlreadyUsed
@@ -243,6 +254,18 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// Waits until every write made so far is on stable storage.
     async fn flush(&self) -> Result<(), StoreError>;
 
+    /// Writes a backup of the store to `out`, consistent record by record
+    /// while the store keeps serving. Blocking: call it from a blocking
+    /// thread (`spawn_blocking`), never from the async runtime's.
+    fn backup(&self, out: &mut dyn std::io::Write) -> Result<BackupSummary, StoreError>;
+
+    /// What the store holds now, for the high-water marks (`marks`).
+    async fn marks(&self) -> Result<marks::StoreMarks, StoreError>;
+
+    /// Gives a store without one its id, durably; a store that has one
+    /// keeps it.
+    async fn set_store_id(&self, id: &str) -> Result<(), StoreError>;
+
     /// Why the storage cannot be used right now (it failed and is
     /// recovering), or `None` when it can. Every call fails with
     /// `Unavailable` meanwhile; readiness reports this.
@@ -252,11 +275,88 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     fn changes(&self) -> broadcast::Receiver<Change>;
 }
 
+/// What a backup holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub records: u64,
+    pub revocations: u64,
+    pub join_tokens: u64,
+    pub entries: u64,
+    pub audit_entries: u64,
+    /// The last CRL number handed out when the backup was taken.
+    pub crl_number: u64,
+    pub store_id: Option<String>,
+}
+
+/// What `restore` did.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    pub restored: BackupSummary,
+    /// The CRL number the restored store continues after: never below the
+    /// last one published, whatever the backup's age.
+    pub crl_number: u64,
+    /// Where the database it replaced was kept, if there was one.
+    pub replaced: Option<PathBuf>,
+    /// The marks from before the restore: what the CA had recorded.
+    pub previous_marks: Option<marks::MarksFile>,
+}
+
+/// Replaces the data directory's database with a backup (certd must not be
+/// serving it), then rewrites the marks to match: the store id and CRL
+/// number carry on, the counts become the backup's.
+pub fn restore(data_dir: &crate::DataDir, backup: &Path) -> Result<RestoreReport, StoreError> {
+    let marks_path = data_dir.store_marks();
+    let previous_marks = marks::MarksFile::read(&marks_path)?;
+    // A daemon holding the database must be stopped first; a damaged
+    // database (the usual reason to restore) need not open.
+    if let Err(locked @ StoreError::Locked(_)) = sled::SledStore::open(&data_dir.database()) {
+        return Err(locked);
+    }
+    let floor = sled::RestoreFloor {
+        store_id: previous_marks.as_ref().map(|m| m.store_id.clone()),
+        crl_number: previous_marks.as_ref().map_or(0, |m| m.crl_number),
+    };
+    let (restored, replaced) = sled::restore(&data_dir.database(), backup, &floor)?;
+    let crl_number = restored.crl_number.max(floor.crl_number);
+    let store_id = floor
+        .store_id
+        .clone()
+        .or_else(|| restored.store_id.clone())
+        .unwrap_or_default();
+    let marks = marks::MarksFile {
+        store_id,
+        crl_number,
+        records: restored.records,
+        revocations: restored.revocations,
+    };
+    marks.write(&marks_path).map_err(|error| StoreError::Open {
+        path: marks_path.display().to_string(),
+        reason: format!("cannot write the store's marks: {error}"),
+    })?;
+    Ok(RestoreReport {
+        restored,
+        crl_number,
+        replaced,
+        previous_marks,
+    })
+}
+
 /// The storage certd runs on, shared by every part of the daemon.
 pub type SharedStorage = Arc<dyn Storage>;
 
 /// Opens the default backend: sled in `dir` (`DATA_DIR/db`). Fails with
-/// `Locked` if another process has it open.
+/// `Locked` if another process has it open. Nothing is checked against the
+/// data directory's marks: daemons and commands use [`open_checked`].
 pub fn open(dir: &Path) -> Result<SharedStorage, StoreError> {
     Ok(Arc::new(sled::SledStore::open(dir)?))
+}
+
+/// Opens the data directory's database, refuses it if it holds less than
+/// the marks beside the CA files say it did (`BehindMarks`) or sled cannot
+/// recover it (`Damaged`), and keeps the marks up to date from then on.
+pub async fn open_checked(data_dir: &crate::DataDir) -> Result<SharedStorage, StoreError> {
+    let backend = open(&data_dir.database())?;
+    Ok(Arc::new(
+        marks::Marked::open(backend, &data_dir.store_marks()).await?,
+    ))
 }

@@ -67,6 +67,32 @@ impl AdminClient {
         })
     }
 
+    /// Streams a backup of the daemon's database into `out`; returns how
+    /// many bytes it wrote. The backup ends with its own checksum, which
+    /// the caller should verify (`store::sled::verify_backup`).
+    pub async fn backup(
+        &mut self,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, ClientError> {
+        let mut chunks = self
+            .rpc
+            .backup(proto::BackupRequest {})
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        let mut written = 0u64;
+        while let Some(chunk) = chunks
+            .message()
+            .await
+            .map_err(|s| refused(&self.target, s))?
+        {
+            out.write_all(&chunk.data)
+                .map_err(|e| ClientError::Setup(format!("cannot write the backup: {e}")))?;
+            written += chunk.data.len() as u64;
+        }
+        Ok(written)
+    }
+
     /// Has the daemon sign an operator certificate for `name`.
     pub async fn issue_operator(
         &mut self,

@@ -16,9 +16,12 @@
 //! failed this way are put back before the store is used again, so
 //! "retry later" stays true.
 
+mod backup;
 mod codec;
 mod commit;
 mod recovery;
+
+pub use backup::{RestoreFloor, restore, verify as verify_backup};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
+use super::marks::StoreMarks;
 use super::{
     AuditEntry, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation,
     RevokeOutcome, RevokedEntry, Storage, StoreError, TokenHash,
@@ -54,6 +58,8 @@ const AUDIT_TREE: &str = "audit";
 const META_TREE: &str = "meta";
 /// Key in `meta` of the last CRL number handed out (u64, big-endian).
 const CRL_NUMBER_KEY: &[u8] = b"crl-number";
+/// Key in `meta` of the store's id (hex), chosen once (`store::marks`).
+const STORE_ID_KEY: &[u8] = b"store-id";
 /// Key in `meta` that recovery writes to prove the disk takes writes again.
 const PROBE_KEY: &[u8] = b"probe";
 
@@ -164,16 +170,19 @@ impl Open {
             reason,
         };
         crate::fsutil::create_private_dir(dir).map_err(|e| cannot_open(e.to_string()))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|source| {
-                if is_lock_error(&source) {
-                    StoreError::Locked(dir.display().to_string())
-                } else {
-                    cannot_open(source.to_string())
-                }
+        let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
+        let db = without_panicking(|| config.open())
+            .map_err(|reason| StoreError::Damaged {
+                path: dir.display().to_string(),
+                reason,
+            })?
+            .map_err(|source| match source {
+                sled::Error::Corruption { .. } => StoreError::Damaged {
+                    path: dir.display().to_string(),
+                    reason: "sled found corrupted data in its log".into(),
+                },
+                source if is_lock_error(&source) => StoreError::Locked(dir.display().to_string()),
+                source => cannot_open(source.to_string()),
             })?;
         let data_file = File::open(dir.join("db")).map_err(|e| cannot_open(e.to_string()))?;
         let commit =
@@ -238,6 +247,40 @@ impl Open {
             return Err(StoreError::SerialTaken(record.serial.clone()));
         }
         Ok(())
+    }
+
+    /// What the store holds now. Counting revoked records reads them all:
+    /// the revocation index forgets expired certificates, the records
+    /// never do.
+    fn marks(&self) -> Result<StoreMarks, StoreError> {
+        let store_id = match self.meta.get(STORE_ID_KEY)? {
+            Some(bytes) => Some(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| StoreError::Corrupt("store id".into()))?,
+            ),
+            None => None,
+        };
+        let crl_number = self
+            .meta
+            .get(CRL_NUMBER_KEY)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let mut records = 0;
+        let mut revocations = 0;
+        for item in self.certificates.iter() {
+            let (_, value) = item?;
+            let record: IssuanceRecord = record::decode(&value)?;
+            records += 1;
+            if record.revocation.is_some() {
+                revocations += 1;
+            }
+        }
+        Ok(StoreMarks {
+            store_id,
+            crl_number,
+            records,
+            revocations,
+        })
     }
 
     /// Waits until every write made so far is on stable storage.
@@ -719,6 +762,29 @@ impl Storage for SledStore {
         self.watch(open.durable().await)
     }
 
+    fn backup(&self, out: &mut dyn std::io::Write) -> Result<super::BackupSummary, StoreError> {
+        let open = self.current()?;
+        self.watch(backup::export(&open, out))
+    }
+
+    async fn marks(&self) -> Result<StoreMarks, StoreError> {
+        let open = self.current()?;
+        self.watch(open.marks())
+    }
+
+    async fn set_store_id(&self, id: &str) -> Result<(), StoreError> {
+        let open = self.current()?;
+        let result = match open.meta.compare_and_swap(
+            STORE_ID_KEY,
+            None as Option<&[u8]>,
+            Some(id.as_bytes()),
+        ) {
+            Ok(_) => open.durable().await,
+            Err(error) => Err(error.into()),
+        };
+        self.watch(result)
+    }
+
     fn fault(&self) -> Option<String> {
         match self.shared.fault.lock() {
             Ok(fault) => fault.clone(),
@@ -743,6 +809,43 @@ fn service_index_key(service: &ServiceName, serial: &Serial) -> Vec<u8> {
     let mut key = service_prefix(service);
     key.extend_from_slice(serial.as_bytes());
     key
+}
+
+/// Runs `open`, turning a panic into an error: sled 0.34 panics instead of
+/// failing on some damaged logs ("tried to serialize Uninitialized" after a
+/// truncation). The panic message is kept for the error and not printed.
+fn without_panicking<T>(open: impl FnOnce() -> T) -> Result<T, String> {
+    install_quiet_panic_hook();
+    QUIET_PANICS.with(|quiet| quiet.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
+    QUIET_PANICS.with(|quiet| quiet.set(false));
+    outcome.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|message| (*message).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("sled could not recover its log: {message}")
+    })
+}
+
+thread_local! {
+    /// Set while this thread runs `without_panicking`.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Wraps the process's panic hook once so that it stays silent for panics
+/// that `without_panicking` catches, and only for those.
+fn install_quiet_panic_hook() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 fn is_lock_error(error: &sled::Error) -> bool {

@@ -1,0 +1,218 @@
+//! `certd db check|backup|restore`: the database's health, and getting it
+//! back when the disk lost it.
+//!
+//! `backup` goes through the running daemon's admin socket (or `--server`)
+//! and needs no pause in service; with `--offline` it reads the data
+//! directory itself. `check` and `restore` need the database to themselves,
+//! so certd must be stopped.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use super::DataDirArg;
+use super::admin::AdminTarget;
+use certd::store::marks::MarksFile;
+use certd::store::{self, BackupSummary, StoreError};
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Check the database (certd stopped): it opens, every record reads back, and it holds at
+    /// least what the marks beside the CA files say. Exits 1 if not.
+    Check(CheckArgs),
+    /// Write a backup of the database to FILE (0600), from the running certd without pausing it,
+    /// or with --offline from the data directory.
+    Backup(BackupArgs),
+    /// Replace the database with a backup (certd stopped). The old database is kept beside it;
+    /// the CRL number carries on from the last one published.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Where to write the backup; it must not exist yet.
+    file: PathBuf,
+    /// Read the data directory directly, without a daemon.
+    #[arg(long)]
+    offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// A file written by `certd db backup`.
+    file: PathBuf,
+}
+
+pub async fn run(command: DbCommand) -> anyhow::Result<()> {
+    match command {
+        DbCommand::Check(args) => check(&args).await,
+        DbCommand::Backup(args) => backup(args).await,
+        DbCommand::Restore(args) => restore(&args).await,
+    }
+}
+
+async fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.dir();
+    let database = data_dir.database();
+    println!("database:   {}", database.display());
+    let marks = MarksFile::read(&data_dir.store_marks())?;
+    match &marks {
+        Some(marks) => println!(
+            "marks:      store {}, at least {} certificates, {} revoked, CRL number {}",
+            marks.store_id, marks.records, marks.revocations, marks.crl_number
+        ),
+        None => println!("marks:      none yet (written when certd first serves)"),
+    }
+    if !database.join("db").exists() {
+        return Err(StoreError::BehindMarks {
+            path: database.display().to_string(),
+            shortfalls: "it does not exist".into(),
+        }
+        .into());
+    }
+    let store = store::open(&database)?;
+    // Reading every record back is what a backup does; into nowhere.
+    let contents = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.backup(&mut std::io::sink())
+    })
+    .await
+    .context("the check stopped")??;
+    println!(
+        "holds:      {}; every record reads back",
+        describe(&contents)
+    );
+    if let Some(marks) = marks {
+        let found = store.marks().await?;
+        let shortfalls = marks.shortfalls(&found);
+        if !shortfalls.is_empty() {
+            return Err(StoreError::BehindMarks {
+                path: store.location(),
+                shortfalls: shortfalls.join("; "),
+            }
+            .into());
+        }
+    }
+    println!("ok");
+    Ok(())
+}
+
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    if args.file.exists() {
+        return Err(super::UsageError(format!(
+            "{} exists already; name a new file",
+            args.file.display()
+        ))
+        .into());
+    }
+    let partial = partial_path(&args.file);
+    let mut out = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(&mut out, certd::fsutil::SECRET_FILE_MODE);
+    let mut file = out
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let written = if args.offline {
+        let store = store::open(&args.data_dir.dir().database())?;
+        tokio::task::spawn_blocking(move || store.backup(&mut file).map(|_| file))
+            .await
+            .context("the backup stopped")?
+            .map_err(anyhow::Error::from)
+    } else {
+        match args.target.connect(&args.data_dir).await {
+            Ok(mut client) => client
+                .backup(&mut file)
+                .await
+                .map(|_| file)
+                .map_err(anyhow::Error::from),
+            Err(error) => Err(error),
+        }
+    };
+    let finished = written.and_then(|file| {
+        file.sync_all().context("cannot write the backup")?;
+        // What arrived is checked as a restore would check it.
+        let summary = store::sled::verify_backup(&partial)?;
+        std::fs::rename(&partial, &args.file).context("cannot name the backup")?;
+        Ok(summary)
+    });
+    match finished {
+        Ok(summary) => {
+            println!(
+                "backed up {} to {}",
+                describe(&summary),
+                args.file.display()
+            );
+            Ok(())
+        }
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(error)
+        }
+    }
+}
+
+async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.dir();
+    let file = args.file.clone();
+    let report = tokio::task::spawn_blocking(move || store::restore(&data_dir, &file))
+        .await
+        .context("the restore stopped")?
+        .map_err(|error| match error {
+            StoreError::Locked(_) => anyhow::Error::from(error)
+                .context("certd is serving this data directory: stop it before restoring"),
+            other => other.into(),
+        })?;
+    println!(
+        "restored {} from {}; the next CRL number is {}",
+        describe(&report.restored),
+        args.file.display(),
+        report.crl_number + 1
+    );
+    if let Some(replaced) = &report.replaced {
+        println!("the replaced database is kept at {}", replaced.display());
+    }
+    if let Some(previous) = &report.previous_marks {
+        let missing_records = previous.records.saturating_sub(report.restored.records);
+        let missing_revocations = previous
+            .revocations
+            .saturating_sub(report.restored.revocations);
+        if missing_records > 0 || missing_revocations > 0 {
+            println!(
+                "warning: the CA had recorded at least {} certificates and {} revocations; {missing_records} certificates and {missing_revocations} revocations made after this backup are not in it. Revoke again what you revoked since the backup.",
+                previous.records, previous.revocations
+            );
+        }
+    }
+    Ok(())
+}
+
+fn describe(summary: &BackupSummary) -> String {
+    format!(
+        "{} certificates ({} revoked), {} entries, {} join tokens, {} audit entries",
+        summary.records,
+        summary.revocations,
+        summary.entries,
+        summary.join_tokens,
+        summary.audit_entries
+    )
+}
+
+fn partial_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    file.with_file_name(name)
+}

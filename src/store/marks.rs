@@ -1,0 +1,451 @@
+//! High-water marks: what the database is known to have held, kept in a
+//! small file beside the CA files, so that a database that is missing,
+//! damaged or an old copy is refused instead of served.
+//!
+//! Owns `DATA_DIR/store-marks.toml` and [`Marked`], the `Storage` wrapper
+//! that keeps it: the store's id, the last CRL number handed out, and at
+//! least how many certificates were recorded and revoked. sled recovers
+//! whatever prefix of its log survives, so a truncated log opens as an
+//! emptier database, with revocations gone (revoked certificates would
+//! answer "good") and the CRL number back at a lower value. Those numbers
+//! only ever grow in a healthy store, so a store holding fewer than the
+//! marks is damaged or replaced, and certd says so and stops.
+//!
+//! When it is written: the CRL number and the revocation count before the
+//! call that changed them returns (both are rare and matter most); the
+//! certificate count every `RECORDS_WRITE_EVERY` issuances or
+//! `RECORDS_WRITE_INTERVAL`, and at `flush` (shutdown). It is a lower
+//! bound, so lagging is safe; a failed write is logged and retried with the
+//! next change. It must not decide anything else: the store stays the
+//! source of truth.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::{
+    AuditEntry, Change, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome,
+    RevokedEntry, SharedStorage, Storage, StoreError, TokenHash,
+};
+use crate::identity::{Serial, ServiceName};
+
+/// Issuances between two writes of the certificate count, at most.
+const RECORDS_WRITE_EVERY: u64 = 1000;
+/// Time between two writes of the certificate count, at most, while
+/// certificates are being issued.
+const RECORDS_WRITE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What a store holds now, as its backend reports it (`Storage::marks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreMarks {
+    /// Chosen once for a new store; `None` for a store that never had one
+    /// (new, emptied, or written by a certd before marks existed).
+    pub store_id: Option<String>,
+    /// The last CRL number handed out (0: none yet).
+    pub crl_number: u64,
+    /// Issuance records.
+    pub records: u64,
+    /// Records that are revoked.
+    pub revocations: u64,
+}
+
+/// The marks file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarksFile {
+    pub store_id: String,
+    pub crl_number: u64,
+    pub records: u64,
+    pub revocations: u64,
+}
+
+const MARKS_HEADER: &str = "# certd: what the database is known to have held. certd refuses a database that holds\n\
+# less. Do not edit; `certd db restore` rewrites it.\n";
+
+impl MarksFile {
+    /// Reads the marks file; `None` if there is none.
+    pub fn read(path: &Path) -> Result<Option<Self>, StoreError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(marks_error(path, &error.to_string())),
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|error| marks_error(path, &error.to_string()))
+    }
+
+    /// Replaces the marks file atomically and durably.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let body = toml::to_string(self).map_err(std::io::Error::other)?;
+        crate::fsutil::replace_file(
+            path,
+            format!("{MARKS_HEADER}{body}").as_bytes(),
+            crate::fsutil::PUBLIC_FILE_MODE,
+        )
+    }
+
+    /// How `found` falls short of these marks, one phrase per shortfall;
+    /// empty when it does not.
+    pub fn shortfalls(&self, found: &StoreMarks) -> Vec<String> {
+        let mut shortfalls = Vec::new();
+        match &found.store_id {
+            None if found.records == 0 => {
+                return vec![format!(
+                    "it is missing or empty, but this CA recorded {} certificates and CRL number {} in it",
+                    self.records, self.crl_number
+                )];
+            }
+            None => shortfalls.push("it has lost its store id".into()),
+            Some(id) if *id != self.store_id => shortfalls.push(format!(
+                "it is another database (store id {id}, this CA's is {})",
+                self.store_id
+            )),
+            Some(_) => {}
+        }
+        if found.records < self.records {
+            shortfalls.push(format!(
+                "{} certificates where there were at least {}",
+                found.records, self.records
+            ));
+        }
+        if found.revocations < self.revocations {
+            shortfalls.push(format!(
+                "{} revoked certificates where there were {}: revoked certificates would answer good",
+                found.revocations, self.revocations
+            ));
+        }
+        if found.crl_number < self.crl_number {
+            shortfalls.push(format!(
+                "CRL number {} where {} was already published",
+                found.crl_number, self.crl_number
+            ));
+        }
+        shortfalls
+    }
+}
+
+fn marks_error(path: &Path, reason: &str) -> StoreError {
+    StoreError::Open {
+        path: path.display().to_string(),
+        reason: format!("cannot read the store's marks: {reason}"),
+    }
+}
+
+/// A store checked against its marks file, which it keeps up to date.
+#[derive(Debug)]
+pub struct Marked {
+    inner: SharedStorage,
+    path: PathBuf,
+    state: Mutex<MarksState>,
+}
+
+#[derive(Debug)]
+struct MarksState {
+    current: MarksFile,
+    written: Option<MarksFile>,
+    written_at: Instant,
+}
+
+impl Marked {
+    /// Checks `inner` against the marks at `path` and wraps it. A store
+    /// that holds less than the marks is refused with `BehindMarks`; a
+    /// store without marks yet (new, or from an older certd) is given a
+    /// store id and marks.
+    pub async fn open(inner: SharedStorage, path: &Path) -> Result<Self, StoreError> {
+        let found = inner.marks().await?;
+        let recorded = MarksFile::read(path)?;
+        let current = match recorded {
+            Some(recorded) => {
+                let shortfalls = recorded.shortfalls(&found);
+                if !shortfalls.is_empty() {
+                    return Err(StoreError::BehindMarks {
+                        path: inner.location(),
+                        shortfalls: shortfalls.join("; "),
+                    });
+                }
+                MarksFile {
+                    store_id: recorded.store_id,
+                    crl_number: found.crl_number,
+                    records: found.records,
+                    revocations: found.revocations,
+                }
+            }
+            None => {
+                let store_id = match found.store_id {
+                    Some(id) => id,
+                    None => {
+                        let mut id = [0u8; 16];
+                        crate::fsutil::fill_random(&mut id);
+                        let id = hex::encode(id);
+                        inner.set_store_id(&id).await?;
+                        id
+                    }
+                };
+                MarksFile {
+                    store_id,
+                    crl_number: found.crl_number,
+                    records: found.records,
+                    revocations: found.revocations,
+                }
+            }
+        };
+        let marked = Marked {
+            inner,
+            path: path.to_owned(),
+            state: Mutex::new(MarksState {
+                current,
+                written: None,
+                written_at: Instant::now(),
+            }),
+        };
+        marked.update(|_| true);
+        Ok(marked)
+    }
+
+    /// Applies `change` to the marks and writes them if it asks to (or if
+    /// they were never written). Serialised, so the file only grows.
+    fn update(&self, change: impl FnOnce(&mut MarksState) -> bool) {
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let write_now = change(&mut state);
+        if !(write_now || state.written.is_none()) || state.written.as_ref() == Some(&state.current)
+        {
+            return;
+        }
+        match state.current.write(&self.path) {
+            Ok(()) => {
+                state.written = Some(state.current.clone());
+                state.written_at = Instant::now();
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                path = %self.path.display(),
+                "cannot write the store's marks; retrying with the next change"
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for Marked {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    async fn record_issuance(
+        &self,
+        record: &IssuanceRecord,
+        token: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        self.inner.record_issuance(record, token).await?;
+        self.update(|state| {
+            state.current.records += 1;
+            let written = state.written.as_ref().map_or(0, |w| w.records);
+            state.current.records - written >= RECORDS_WRITE_EVERY
+                || state.written_at.elapsed() >= RECORDS_WRITE_INTERVAL
+        });
+        Ok(())
+    }
+
+    async fn revoke(
+        &self,
+        serial: &Serial,
+        revocation: Revocation,
+    ) -> Result<Option<RevokeOutcome>, StoreError> {
+        let outcome = self.inner.revoke(serial, revocation).await?;
+        if matches!(outcome, Some(RevokeOutcome::Revoked(_))) {
+            self.update(|state| {
+                state.current.revocations += 1;
+                true
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let number = self.inner.next_crl_number().await?;
+        self.update(|state| {
+            state.current.crl_number = state.current.crl_number.max(number);
+            true
+        });
+        Ok(number)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush().await?;
+        self.update(|_| true);
+        Ok(())
+    }
+
+    fn backup(&self, out: &mut dyn std::io::Write) -> Result<super::BackupSummary, StoreError> {
+        self.inner.backup(out)
+    }
+
+    async fn marks(&self) -> Result<StoreMarks, StoreError> {
+        self.inner.marks().await
+    }
+
+    async fn set_store_id(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.set_store_id(id).await
+    }
+
+    async fn certificate(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
+        self.inner.certificate(serial).await
+    }
+
+    async fn serial_exists(&self, serial: &Serial) -> Result<bool, StoreError> {
+        self.inner.serial_exists(serial).await
+    }
+
+    async fn certificates(
+        &self,
+        service: Option<&ServiceName>,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        self.inner.certificates(service).await
+    }
+
+    async fn newest_certificates(
+        &self,
+        service: Option<&ServiceName>,
+        limit: usize,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        self.inner.newest_certificates(service, limit).await
+    }
+
+    async fn record_count(&self) -> Result<u64, StoreError> {
+        self.inner.record_count().await
+    }
+
+    async fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedEntry>, StoreError> {
+        self.inner.revoked_unexpired(now).await
+    }
+
+    async fn prune_expired_revocations(&self, now: i64) -> Result<usize, StoreError> {
+        self.inner.prune_expired_revocations(now).await
+    }
+
+    async fn insert_join_tokens(
+        &self,
+        tokens: &[(TokenHash, JoinTokenRecord)],
+    ) -> Result<(), StoreError> {
+        self.inner.insert_join_tokens(tokens).await
+    }
+
+    async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
+        self.inner.join_token(hash).await
+    }
+
+    async fn join_token_count(&self) -> Result<u64, StoreError> {
+        self.inner.join_token_count().await
+    }
+
+    async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
+        self.inner.purge_expired_tokens(now).await
+    }
+
+    async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        self.inner.insert_entry(entry).await
+    }
+
+    async fn replace_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        self.inner.replace_entry(entry).await
+    }
+
+    async fn remove_entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
+        self.inner.remove_entry(id).await
+    }
+
+    async fn entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
+        self.inner.entry(id).await
+    }
+
+    async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
+        self.inner.entries().await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.inner.append_audit(entry).await
+    }
+
+    async fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit_since(since, limit).await
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.inner.fault()
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marks() -> MarksFile {
+        MarksFile {
+            store_id: "a1".into(),
+            crl_number: 21,
+            records: 1597,
+            revocations: 20,
+        }
+    }
+
+    #[test]
+    fn a_store_holding_at_least_the_marks_passes() {
+        let found = StoreMarks {
+            store_id: Some("a1".into()),
+            crl_number: 22,
+            records: 1600,
+            revocations: 20,
+        };
+        assert!(marks().shortfalls(&found).is_empty());
+    }
+
+    #[test]
+    fn every_shortfall_is_named() {
+        let truncated = StoreMarks {
+            store_id: Some("a1".into()),
+            crl_number: 2,
+            records: 1200,
+            revocations: 0,
+        };
+        let shortfalls = marks().shortfalls(&truncated).join("; ");
+        assert!(shortfalls.contains("1200 certificates where there were at least 1597"));
+        assert!(shortfalls.contains("0 revoked certificates where there were 20"));
+        assert!(shortfalls.contains("CRL number 2 where 21 was already published"));
+
+        let deleted = StoreMarks::default();
+        assert!(
+            marks()
+                .shortfalls(&deleted)
+                .join("; ")
+                .starts_with("it is missing or empty")
+        );
+        let other = StoreMarks {
+            store_id: Some("b2".into()),
+            ..truncated
+        };
+        assert!(marks().shortfalls(&other)[0].contains("another database"));
+    }
+
+    #[test]
+    fn the_marks_file_round_trips_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store-marks.toml");
+        assert_eq!(MarksFile::read(&path).unwrap(), None);
+        marks().write(&path).unwrap();
+        assert_eq!(MarksFile::read(&path).unwrap(), Some(marks()));
+        std::fs::write(&path, "records = \"many\"").unwrap();
+        assert!(MarksFile::read(&path).is_err());
+    }
+}
