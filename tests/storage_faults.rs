@@ -1,7 +1,8 @@
 //! Storage faults against the real daemon: a disk that stops taking
 //! writes (a file-size limit set on the running daemon, which the kernel
 //! enforces exactly as it does a full disk: a write that would grow a file
-//! fails), then recovery without a restart.
+//! fails), then recovery without a restart; and crashes (SIGKILL) under
+//! concurrent load, again and again.
 
 mod common;
 
@@ -180,4 +181,79 @@ async fn a_full_disk_is_unavailable_then_recovers_without_restart_and_keeps_toke
     let log = daemon.log_text();
     assert!(log.contains("storage fault"), "{log}");
     assert!(log.contains("database reopened"), "{log}");
+}
+
+/// Kills certd with SIGKILL under concurrent load, eight times, restarting
+/// it each time: every certificate a workload received is in the store, and
+/// no serial appears twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeated_kills_under_load_lose_no_returned_certificate() {
+    let mut daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &[]);
+    let mut returned = Vec::new();
+    for round in 0..8u64 {
+        let daemon_now = Arc::new(daemon);
+        let queue = Arc::new(Mutex::new(tokens(&daemon_now, "billing", 400)));
+        let issued = Arc::new(Mutex::new(Vec::new()));
+        let mut workers = Vec::new();
+        for _ in 0..16 {
+            let (daemon, queue, issued) = (daemon_now.clone(), queue.clone(), issued.clone());
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let Some(token) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    match issue(&daemon, &token).await {
+                        Ok(serial) => issued.lock().unwrap().push(serial),
+                        // Killed: this worker's connection is gone.
+                        Err(ClientError::Unreachable { .. }) => return,
+                        Err(_) => {}
+                    }
+                }
+            }));
+        }
+        // Kill at a different moment of the load each round.
+        tokio::time::sleep(Duration::from_millis(150 + 70 * round)).await;
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &daemon_now.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let mut killed = Arc::into_inner(daemon_now).expect("the workers are done");
+        killed.kill();
+        let issued = std::mem::take(&mut *issued.lock().unwrap());
+        assert!(
+            !issued.is_empty(),
+            "round {round}: nothing was issued before the kill"
+        );
+        returned.extend(issued);
+        let tmp = std::mem::replace(&mut killed.tmp, tempfile::tempdir().unwrap());
+        daemon = Daemon::start_in(tmp, killed.data_dir.clone(), &[]);
+    }
+    let output = daemon.cli(&["list", "--json", "--limit", "100000"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let recorded: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["serial"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<&str> = recorded.iter().copied().collect();
+    assert_eq!(unique.len(), recorded.len(), "a serial is recorded twice");
+    for serial in &returned {
+        assert!(
+            unique.contains(serial.as_str()),
+            "{serial} was returned, then lost in a crash"
+        );
+    }
+    let returned_unique: HashSet<&String> = returned.iter().collect();
+    assert_eq!(
+        returned_unique.len(),
+        returned.len(),
+        "a serial was returned twice"
+    );
 }
