@@ -40,7 +40,7 @@ pub use crate::model::{
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the database {0} is in use by another process (is certd serve running? use the admin socket instead)"
+        "the database {0} is in use by another process: a running `certd serve` (commands without --offline reach it through its admin socket)"
     )]
     Locked(String),
     #[error("cannot open the database {path}: {reason}")]
