@@ -300,3 +300,23 @@ async fn a_backup_taken_while_serving_restores_a_lost_database() {
         }
     }
 }
+
+/// A backup of another CA's database is refused before anything changes.
+#[test]
+fn a_backup_of_another_ca_is_refused() {
+    let mut ours = Daemon::start();
+    let theirs = Daemon::start();
+    let backup = theirs.tmp.path().join("theirs.backup");
+    let output = theirs.cli(&["db", "backup", backup.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(ours.terminate().success());
+    let output = run_cli(&ours.data_dir, &["db", "restore", backup.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("it is a backup of another database"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run_cli(&ours.data_dir, &["db", "check"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}

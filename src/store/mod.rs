@@ -312,6 +312,18 @@ pub fn restore(data_dir: &crate::DataDir, backup: &Path) -> Result<RestoreReport
     if let Err(locked @ StoreError::Locked(_)) = sled::SledStore::open(&data_dir.database()) {
         return Err(locked);
     }
+    let contents = sled::verify_backup(backup)?;
+    if let (Some(marks), Some(backup_id)) = (&previous_marks, &contents.store_id)
+        && *backup_id != marks.store_id
+    {
+        return Err(StoreError::Damaged {
+            path: backup.display().to_string(),
+            reason: format!(
+                "it is a backup of another database (store id {backup_id}; this CA's is {})",
+                marks.store_id
+            ),
+        });
+    }
     let floor = sled::RestoreFloor {
         store_id: previous_marks.as_ref().map(|m| m.store_id.clone()),
         crl_number: previous_marks.as_ref().map_or(0, |m| m.crl_number),
