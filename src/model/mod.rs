@@ -6,7 +6,7 @@
 //! records built from them: issuance records, revocations, join tokens,
 //! registration entries and audit entries. They carry no serde derives:
 //! how a backend encodes them is that backend's private business (the sled
-//! codec in `store::sled::codec`), so no on-disk format leaks into the
+//! codec in `store::codec`), so no on-disk format leaks into the
 //! domain and no domain change silently changes a format.
 
 mod records;

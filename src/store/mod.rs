@@ -19,6 +19,7 @@
 //! writes there. A receiver that falls behind is told so (`Lagged`) and
 //! must resync in full.
 
+mod codec;
 pub mod marks;
 pub mod sled;
 #[cfg(test)]

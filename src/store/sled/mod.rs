@@ -17,7 +17,6 @@
 //! "retry later" stays true.
 
 mod backup;
-mod codec;
 mod commit;
 mod recovery;
 
@@ -38,7 +37,7 @@ use super::{
     RevokeOutcome, RevokedEntry, Storage, StoreError, TokenHash,
 };
 use crate::identity::{Serial, ServiceName};
-use codec as record;
+use super::codec as record;
 use commit::GroupCommit;
 
 /// Issuance records by serial.

@@ -1,4 +1,6 @@
-//! The sled backend's on-disk format, private to it.
+//! How the stores encode a record as bytes: sled keeps these bytes as its
+//! values, PostgreSQL in `bytea` columns beside the columns its queries
+//! need. Private to `store`.
 //!
 //! Every value is postcard behind a one-byte format version. The types here
 //! are the format: their field order and enum variant order are what the
@@ -30,8 +32,8 @@ const FORMAT_VERSION: u8 = 2;
 /// The format before registration entries.
 const FORMAT_VERSION_1: u8 = 1;
 
-/// A domain value the sled backend keeps, and its encodings.
-pub(super) trait Stored: Sized {
+/// A domain value the stores keep, and its encodings.
+pub(in crate::store) trait Stored: Sized {
     /// The current (version 2) encoding.
     type Disk: Serialize + DeserializeOwned + From<Self> + TryInto<Self, Error: Into<StoreError>>;
     /// The version 1 encoding; `Self::Disk` where it has not changed.
@@ -44,7 +46,7 @@ impl From<std::convert::Infallible> for StoreError {
     }
 }
 
-pub(super) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(in crate::store) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, StoreError> {
     let disk = T::Disk::from(value.clone());
     let mut bytes = vec![FORMAT_VERSION];
     let encoded = postcard::to_stdvec(&disk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -52,7 +54,7 @@ pub(super) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, StoreError
     Ok(bytes)
 }
 
-pub(super) fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
+pub(in crate::store) fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: postcard::Error| StoreError::Corrupt(e.to_string());
     match bytes.split_first() {
         Some((&FORMAT_VERSION, rest)) => postcard::from_bytes::<T::Disk>(rest)
