@@ -66,7 +66,7 @@ impl Authority {
                 self.revocations.note_revocation(&serial);
                 self.publish_crl().await
             }
-            Update::Resync | Update::Changed(Change::Reopened) => {
+            Update::Resync | Update::Changed(Change::Reopened | Change::Missed) => {
                 self.registry.resync().await?;
                 self.revocations.forget_cached_answers();
                 self.publish_crl().await

@@ -21,6 +21,7 @@
 
 mod codec;
 pub mod marks;
+pub mod postgres;
 pub mod sled;
 #[cfg(test)]
 mod suite;
@@ -120,6 +121,9 @@ pub enum Change {
     /// The backend reopened its storage after a fault: writes that failed
     /// may or may not have reached it, so every cache must reload.
     Reopened,
+    /// Changes by other processes may have been missed (the backend lost
+    /// its feed for a while): every cache must reload.
+    Missed,
 }
 
 /// The sending end of a change feed, held by a backend.

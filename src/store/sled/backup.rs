@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::store::codec as record;
 use super::{
     AUDIT_TREE, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE, JOIN_TOKENS_TREE, META_TREE, Open,
     STORE_ID_KEY, service_index_key,
 };
+use crate::store::codec as record;
 use crate::store::{
     AuditEntry, BackupSummary, EntryRecord, IssuanceRecord, JoinTokenRecord, RevokedEntry,
     StoreError,

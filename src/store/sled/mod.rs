@@ -31,13 +31,13 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::broadcast;
 
+use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
     AuditEntry, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation,
     RevokeOutcome, RevokedEntry, Storage, StoreError, TokenHash,
 };
 use crate::identity::{Serial, ServiceName};
-use super::codec as record;
 use commit::GroupCommit;
 
 /// Issuance records by serial.
@@ -860,14 +860,15 @@ mod tests {
     /// A sled store in a temporary directory, reopened on the same files.
     struct Sled(tempfile::TempDir);
 
+    #[async_trait]
     impl Backend for Sled {
-        fn open(&self) -> crate::store::SharedStorage {
+        async fn open(&self) -> crate::store::SharedStorage {
             std::sync::Arc::new(SledStore::open(self.0.path()).unwrap())
         }
     }
 
-    fn sled() -> Sled {
-        Sled(tempfile::tempdir().unwrap())
+    fn sled() -> Option<Sled> {
+        Some(Sled(tempfile::tempdir().unwrap()))
     }
 
     crate::storage_behaviour_suite!(sled);

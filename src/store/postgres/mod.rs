@@ -1,0 +1,817 @@
+//! The PostgreSQL backend: one database shared by several certd replicas.
+//!
+//! The only code that knows PostgreSQL. Records are kept as the shared
+//! codec's bytes (`store::codec`) beside the columns that queries select
+//! and order by. Every write is one transaction, committed before the call
+//! returns (PostgreSQL's own group commit shares WAL flushes between
+//! concurrent transactions, so certd adds none). Guarantees across replicas
+//! come from the database: a join token is consumed by `DELETE` (one
+//! transaction deletes the row, the others find none), serials are a
+//! primary key, the CRL number is one counter row incremented in place.
+//!
+//! **Changes.** Writes other replicas must see (entries, revocations) send
+//! a notification on the channel `certd_changes` in the same transaction,
+//! so it is delivered only if the write commits. `listen` forwards other
+//! replicas' notifications to the change feed, and after losing its
+//! connection (when notifications may have been missed) tells the feed to
+//! reload everything.
+//!
+//! **Faults.** The pool reconnects by itself; a call that cannot reach the
+//! database fails with `Unavailable`, and `fault()` reports it until a call
+//! succeeds again.
+
+mod listen;
+mod schema;
+pub mod scratch;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::broadcast;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::codec as record;
+use super::marks::StoreMarks;
+use super::{
+    AuditEntry, BackupSummary, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord,
+    Revocation, RevokeOutcome, RevokedEntry, Storage, StoreError, TokenHash,
+};
+use crate::identity::{Serial, ServiceName};
+
+/// Connections each replica keeps at most.
+const POOL_SIZE: usize = 32;
+/// How long a call waits for a connection (from the pool, or a new one).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The notification channel.
+const CHANNEL: &str = "certd_changes";
+/// Row of `counters` holding the last CRL number handed out.
+const CRL_NUMBER: &str = "crl-number";
+/// Row of `meta` holding the store id.
+const STORE_ID: &str = "store-id";
+
+/// A connection pool on one PostgreSQL database, and the listener that
+/// follows other replicas' changes.
+#[derive(Debug)]
+pub struct PgStore {
+    pool: Pool,
+    location: String,
+    changes: ChangeFeed,
+    /// Names this process in the notifications it sends, so the listener
+    /// skips its own.
+    origin: String,
+    faulted: AtomicBool,
+    fault: Mutex<Option<String>>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgSettings {
+    /// `postgresql://user:password@host:port/dbname?sslmode=…`, or a Unix
+    /// socket directory as `host`.
+    pub url: String,
+    /// PEM roots that sign the server's certificate; the Mozilla roots when
+    /// `None`. TLS is used as `sslmode` in the URL says.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl PgStore {
+    /// Connects, applies the schema migrations, and starts the listener.
+    pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config =
+            settings.url.parse().map_err(|error| StoreError::Open {
+                path: "the database URL".into(),
+                reason: format!("{error}"),
+            })?;
+        let location = describe(&config);
+        let tls = tls(settings.ca_file.as_deref(), &location)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|error| StoreError::Open {
+                path: location.clone(),
+                reason: error.to_string(),
+            })?;
+        let mut client = pool.get().await.map_err(|error| StoreError::Open {
+            path: location.clone(),
+            reason: pool_error(&error).to_string(),
+        })?;
+        schema::migrate(&mut client, &location).await?;
+        drop(client);
+        let mut origin = [0u8; 8];
+        crate::fsutil::fill_random(&mut origin);
+        let origin = hex::encode(origin);
+        let changes = ChangeFeed::default();
+        let listener = tokio::spawn(listen::follow(config, tls, origin.clone(), changes.clone()));
+        Ok(PgStore {
+            pool,
+            location,
+            changes,
+            origin,
+            faulted: AtomicBool::new(false),
+            fault: Mutex::new(None),
+            listener,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        match self.pool.get().await {
+            Ok(client) => Ok(client),
+            Err(error) => self.watch(Err(pool_error(&error))),
+        }
+    }
+
+    /// Passes `result` on, keeping `fault()` current: set by a failure to
+    /// reach the database, cleared by any call that succeeds.
+    fn watch<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Err(error) if error.is_storage_fault() => {
+                let mut fault = match self.fault.lock() {
+                    Ok(fault) => fault,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                if fault.is_none() {
+                    tracing::error!(%error, database = %self.location, "cannot reach the database; requests get UNAVAILABLE until it answers");
+                }
+                *fault = Some(error.to_string());
+                self.faulted.store(true, Ordering::Relaxed);
+            }
+            Ok(_) if self.faulted.load(Ordering::Relaxed) => {
+                self.faulted.store(false, Ordering::Relaxed);
+                match self.fault.lock() {
+                    Ok(mut fault) => *fault = None,
+                    Err(poisoned) => *poisoned.into_inner() = None,
+                }
+                tracing::info!(database = %self.location, "the database answers again");
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn notification(&self, change: &Change) -> Option<String> {
+        listen::encode(&self.origin, change)
+    }
+}
+
+/// The URL without its password, for messages.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().unwrap_or("postgres");
+    format!("postgresql://{host}:{port}/{database}")
+}
+
+fn tls(ca_file: Option<&std::path::Path>, location: &str) -> Result<MakeRustlsConnect, StoreError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|error| StoreError::Open {
+                path: location.to_owned(),
+                reason: format!("cannot read {}: {error}", path.display()),
+            })?;
+            for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let certificate = certificate.map_err(|error| StoreError::Open {
+                    path: location.to_owned(),
+                    reason: format!("{}: {error}", path.display()),
+                })?;
+                roots.add(certificate).map_err(|error| StoreError::Open {
+                    path: location.to_owned(),
+                    reason: format!("{}: {error}", path.display()),
+                })?;
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::api::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| StoreError::Open {
+            path: location.to_owned(),
+            reason: error.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// A database error: the server refused the statement (`Backend`), or it
+/// could not be reached or the connection broke (`Unavailable`).
+fn db_error(error: tokio_postgres::Error) -> StoreError {
+    match error.as_db_error() {
+        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
+        None => StoreError::Unavailable(format!("the database connection failed: {error}")),
+    }
+}
+
+fn pool_error(error: &deadpool_postgres::PoolError) -> StoreError {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => match error.as_db_error() {
+            Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
+            None => StoreError::Unavailable(format!("cannot connect to the database: {error}")),
+        },
+        other => StoreError::Unavailable(format!("cannot connect to the database: {other}")),
+    }
+}
+
+fn u64_of(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+#[async_trait]
+impl Storage for PgStore {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    /// One transaction: delete the token (none deleted: `TokenAlreadyUsed`),
+    /// insert the record unless its serial exists (`SerialTaken`, and the
+    /// rollback puts the token back), commit.
+    async fn record_issuance(
+        &self,
+        issued: &IssuanceRecord,
+        token: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        let encoded = record::encode(issued)?;
+        let mut client = self.client().await?;
+        let result = async {
+            let transaction = client.transaction().await.map_err(db_error)?;
+            if let Some(token) = token {
+                let consumed = transaction
+                    .execute(
+                        "DELETE FROM join_tokens WHERE hash = $1",
+                        &[&token.as_slice()],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                if consumed == 0 {
+                    return Err(StoreError::TokenAlreadyUsed);
+                }
+            }
+            let inserted = transaction
+                .execute(
+                    "INSERT INTO certificates (serial, service, issued_at, revoked, record)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING",
+                    &[
+                        &issued.serial.as_bytes(),
+                        &issued.service.as_str(),
+                        &issued.issued_at,
+                        &issued.revocation.is_some(),
+                        &encoded,
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            if inserted == 0 {
+                return Err(StoreError::SerialTaken(issued.serial.clone()));
+            }
+            transaction.commit().await.map_err(db_error)
+        }
+        .await;
+        self.watch(result)
+    }
+
+    async fn revoke(
+        &self,
+        serial: &Serial,
+        revocation: Revocation,
+    ) -> Result<Option<RevokeOutcome>, StoreError> {
+        let mut client = self.client().await?;
+        let notification = self.notification(&Change::Revoked {
+            serial: serial.clone(),
+        });
+        let result = async {
+            let transaction = client.transaction().await.map_err(db_error)?;
+            let Some(row) = transaction
+                .query_opt(
+                    "SELECT record FROM certificates WHERE serial = $1 FOR UPDATE",
+                    &[&serial.as_bytes()],
+                )
+                .await
+                .map_err(db_error)?
+            else {
+                return Ok(None);
+            };
+            let mut revoked: IssuanceRecord = record::decode(row.get::<_, &[u8]>(0))?;
+            if revoked.revocation.is_some() {
+                return Ok(Some(RevokeOutcome::AlreadyRevoked(revoked)));
+            }
+            revoked.revocation = Some(revocation);
+            let entry = RevokedEntry {
+                serial: revoked.serial.clone(),
+                revocation,
+                not_after: revoked.not_after,
+            };
+            transaction
+                .execute(
+                    "UPDATE certificates SET record = $2, revoked = true WHERE serial = $1",
+                    &[&serial.as_bytes(), &record::encode(&revoked)?],
+                )
+                .await
+                .map_err(db_error)?;
+            transaction
+                .execute(
+                    "INSERT INTO revocations (serial, not_after, entry) VALUES ($1, $2, $3)
+                     ON CONFLICT (serial) DO UPDATE SET not_after = $2, entry = $3",
+                    &[
+                        &serial.as_bytes(),
+                        &entry.not_after,
+                        &record::encode(&entry)?,
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            if let Some(payload) = &notification {
+                transaction
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                    .await
+                    .map_err(db_error)?;
+            }
+            transaction.commit().await.map_err(db_error)?;
+            Ok(Some(RevokeOutcome::Revoked(revoked)))
+        }
+        .await;
+        self.watch(result)
+    }
+
+    async fn certificate(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query_opt(
+                "SELECT record FROM certificates WHERE serial = $1",
+                &[&serial.as_bytes()],
+            )
+            .await
+            .map_err(db_error)
+            .and_then(|row| {
+                row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                    .transpose()
+            });
+        self.watch(result)
+    }
+
+    async fn serial_exists(&self, serial: &Serial) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query_opt(
+                "SELECT 1 FROM certificates WHERE serial = $1",
+                &[&serial.as_bytes()],
+            )
+            .await
+            .map(|row| row.is_some())
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    async fn certificates(
+        &self,
+        service: Option<&ServiceName>,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = match service {
+            None => {
+                client
+                    .query("SELECT record FROM certificates ORDER BY serial", &[])
+                    .await
+            }
+            Some(service) => {
+                client
+                    .query(
+                        "SELECT record FROM certificates WHERE service = $1 ORDER BY serial",
+                        &[&service.as_str()],
+                    )
+                    .await
+            }
+        };
+        let result = rows.map_err(db_error).and_then(|rows| {
+            rows.iter()
+                .map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                .collect()
+        });
+        self.watch(result)
+    }
+
+    async fn newest_certificates(
+        &self,
+        service: Option<&ServiceName>,
+        limit: usize,
+    ) -> Result<Vec<IssuanceRecord>, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match service {
+            None => {
+                client
+                    .query(
+                        "SELECT record FROM certificates
+                         ORDER BY issued_at DESC, serial DESC LIMIT $1",
+                        &[&limit],
+                    )
+                    .await
+            }
+            Some(service) => {
+                client
+                    .query(
+                        "SELECT record FROM certificates WHERE service = $1
+                         ORDER BY issued_at DESC, serial DESC LIMIT $2",
+                        &[&service.as_str(), &limit],
+                    )
+                    .await
+            }
+        };
+        let result = rows.map_err(db_error).and_then(|rows| {
+            rows.iter()
+                .map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                .collect()
+        });
+        self.watch(result)
+    }
+
+    async fn record_count(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query_one("SELECT count(*) FROM certificates", &[])
+            .await
+            .map(|row| u64_of(row.get(0)))
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    async fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedEntry>, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query(
+                "SELECT entry FROM revocations WHERE not_after >= $1 ORDER BY serial",
+                &[&now],
+            )
+            .await
+            .map_err(db_error)
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                    .collect()
+            });
+        self.watch(result)
+    }
+
+    async fn prune_expired_revocations(&self, now: i64) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .execute("DELETE FROM revocations WHERE not_after < $1", &[&now])
+            .await
+            .map(|pruned| usize::try_from(pruned).unwrap_or(usize::MAX))
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    async fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query_one(
+                "INSERT INTO counters (name, value) VALUES ($1, 1)
+                 ON CONFLICT (name) DO UPDATE SET value = counters.value + 1
+                 RETURNING value",
+                &[&CRL_NUMBER],
+            )
+            .await
+            .map(|row| u64_of(row.get(0)))
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    async fn insert_join_tokens(
+        &self,
+        tokens: &[(TokenHash, JoinTokenRecord)],
+    ) -> Result<(), StoreError> {
+        let mut hashes = Vec::with_capacity(tokens.len());
+        let mut expiries = Vec::with_capacity(tokens.len());
+        let mut values = Vec::with_capacity(tokens.len());
+        for (hash, token) in tokens {
+            hashes.push(hash.to_vec());
+            expiries.push(token.expires_at);
+            values.push(record::encode(token)?);
+        }
+        let client = self.client().await?;
+        let result = client
+            .execute(
+                "INSERT INTO join_tokens (hash, expires_at, token)
+                 SELECT * FROM UNNEST($1::bytea[], $2::bigint[], $3::bytea[])",
+                &[&hashes, &expiries, &values],
+            )
+            .await
+            .map(drop)
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query_opt(
+                "SELECT token FROM join_tokens WHERE hash = $1",
+                &[&hash.as_slice()],
+            )
+            .await
+            .map_err(db_error)
+            .and_then(|row| {
+                row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                    .transpose()
+            });
+        self.watch(result)
+    }
+
+    async fn join_token_count(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query_one("SELECT count(*) FROM join_tokens", &[])
+            .await
+            .map(|row| u64_of(row.get(0)))
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .execute("DELETE FROM join_tokens WHERE expires_at < $1", &[&now])
+            .await
+            .map(|purged| usize::try_from(purged).unwrap_or(usize::MAX))
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        self.write_entry(
+            "INSERT INTO entries (id, entry) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            entry,
+        )
+        .await
+    }
+
+    async fn replace_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
+        self.write_entry("UPDATE entries SET entry = $2 WHERE id = $1", entry)
+            .await
+    }
+
+    async fn remove_entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let notification = self.notification(&Change::Entry { id: id.to_owned() });
+        let result = async {
+            let transaction = client.transaction().await.map_err(db_error)?;
+            let Some(row) = transaction
+                .query_opt("DELETE FROM entries WHERE id = $1 RETURNING entry", &[&id])
+                .await
+                .map_err(db_error)?
+            else {
+                return Ok(None);
+            };
+            let removed: EntryRecord = record::decode(row.get::<_, &[u8]>(0))?;
+            if let Some(payload) = &notification {
+                transaction
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                    .await
+                    .map_err(db_error)?;
+            }
+            transaction.commit().await.map_err(db_error)?;
+            Ok(Some(removed))
+        }
+        .await;
+        self.watch(result)
+    }
+
+    async fn entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query_opt("SELECT entry FROM entries WHERE id = $1", &[&id])
+            .await
+            .map_err(db_error)
+            .and_then(|row| {
+                row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                    .transpose()
+            });
+        self.watch(result)
+    }
+
+    async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query("SELECT entry FROM entries ORDER BY id", &[])
+            .await
+            .map_err(db_error)
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                    .collect()
+            });
+        self.watch(result)
+    }
+
+    /// Durable on return, unlike sled's, which only needs it to be durable
+    /// with the next write.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let encoded = record::encode(entry)?;
+        let client = self.client().await?;
+        let result = client
+            .execute(
+                "INSERT INTO audit (at, entry) VALUES ($1, $2)",
+                &[&entry.at, &encoded],
+            )
+            .await
+            .map(drop)
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    async fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let result = client
+            .query(
+                "SELECT entry FROM (
+                     SELECT sequence, entry FROM audit WHERE at >= $1
+                     ORDER BY sequence DESC LIMIT $2
+                 ) newest ORDER BY sequence",
+                &[&since, &limit],
+            )
+            .await
+            .map_err(db_error)
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                    .collect()
+            });
+        self.watch(result)
+    }
+
+    /// Every write was committed before its call returned.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn backup(&self, _out: &mut dyn std::io::Write) -> Result<BackupSummary, StoreError> {
+        Err(StoreError::Backend(
+            "certd backs up only its sled store; back up a PostgreSQL store with pg_dump (or the database's own backups)".into(),
+        ))
+    }
+
+    async fn marks(&self) -> Result<StoreMarks, StoreError> {
+        let client = self.client().await?;
+        let result = async {
+            let store_id = client
+                .query_opt("SELECT value FROM meta WHERE key = $1", &[&STORE_ID])
+                .await
+                .map_err(db_error)?
+                .map(|row| row.get::<_, String>(0));
+            let crl_number = client
+                .query_opt("SELECT value FROM counters WHERE name = $1", &[&CRL_NUMBER])
+                .await
+                .map_err(db_error)?
+                .map_or(0, |row| u64_of(row.get(0)));
+            let counts = client
+                .query_one(
+                    "SELECT count(*), count(*) FILTER (WHERE revoked) FROM certificates",
+                    &[],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(StoreMarks {
+                store_id,
+                crl_number,
+                records: u64_of(counts.get(0)),
+                revocations: u64_of(counts.get(1)),
+            })
+        }
+        .await;
+        self.watch(result)
+    }
+
+    async fn set_store_id(&self, id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&STORE_ID, &id],
+            )
+            .await
+            .map(drop)
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    fn fault(&self) -> Option<String> {
+        if !self.faulted.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.fault.lock() {
+            Ok(fault) => fault.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
+impl PgStore {
+    /// Inserts or replaces an entry with `statement` (`$1` id, `$2` bytes)
+    /// and tells the other replicas, in one transaction; whether a row
+    /// changed.
+    async fn write_entry(&self, statement: &str, entry: &EntryRecord) -> Result<bool, StoreError> {
+        let encoded = record::encode(entry)?;
+        let mut client = self.client().await?;
+        let notification = self.notification(&Change::Entry {
+            id: entry.id.clone(),
+        });
+        let result = async {
+            let transaction = client.transaction().await.map_err(db_error)?;
+            let written = transaction
+                .execute(statement, &[&entry.id, &encoded])
+                .await
+                .map_err(db_error)?;
+            if written == 0 {
+                return Ok(false);
+            }
+            if let Some(payload) = &notification {
+                transaction
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                    .await
+                    .map_err(db_error)?;
+            }
+            transaction.commit().await.map_err(db_error)?;
+            Ok(true)
+        }
+        .await;
+        self.watch(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::{self, Backend};
+    use std::sync::Arc;
+
+    /// A scratch PostgreSQL server; each `open` is a new pool on the same
+    /// database (a restart).
+    struct Postgres(scratch::ScratchServer);
+
+    #[async_trait]
+    impl Backend for Postgres {
+        async fn open(&self) -> crate::store::SharedStorage {
+            Arc::new(PgStore::open(&self.0.settings()).await.unwrap())
+        }
+    }
+
+    fn postgres() -> Option<Postgres> {
+        scratch::ScratchServer::start_for_tests().map(Postgres)
+    }
+
+    crate::storage_behaviour_suite!(postgres);
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let Some(server) = scratch::ScratchServer::start_for_tests() else {
+            return;
+        };
+        drop(PgStore::open(&server.settings()).await.unwrap());
+        let (client, connection) =
+            tokio_postgres::connect(&server.settings().url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client
+            .execute("UPDATE certd_schema SET version = version + 1", &[])
+            .await
+            .unwrap();
+        let error = PgStore::open(&server.settings()).await.unwrap_err();
+        assert!(
+            error.to_string().contains("newer than this certd knows"),
+            "{error}"
+        );
+    }
+}

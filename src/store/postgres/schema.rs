@@ -1,0 +1,122 @@
+//! The PostgreSQL schema and its versioned migrations.
+//!
+//! Each migration runs once, in its own transaction, in order; the version
+//! reached is kept in `certd_schema`. Replicas starting together serialise
+//! on an advisory lock, so a migration never runs twice. A database whose
+//! schema is newer than this build knows is refused: an older certd must
+//! not write records a newer one reads differently.
+
+use tokio_postgres::Client;
+
+use super::{PgStore, db_error};
+use crate::store::StoreError;
+
+/// The migrations, in order; the schema version is how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: the records, as the shared codec's bytes beside the columns that
+    // queries select and order by.
+    "CREATE TABLE certificates (
+        serial bytea PRIMARY KEY,
+        service text NOT NULL,
+        issued_at bigint NOT NULL,
+        revoked boolean NOT NULL DEFAULT false,
+        record bytea NOT NULL
+    );
+    CREATE INDEX certificates_by_service ON certificates (service, serial);
+    CREATE INDEX certificates_by_issue ON certificates (issued_at, serial);
+    CREATE TABLE revocations (
+        serial bytea PRIMARY KEY REFERENCES certificates (serial),
+        not_after bigint NOT NULL,
+        entry bytea NOT NULL
+    );
+    CREATE TABLE join_tokens (
+        hash bytea PRIMARY KEY,
+        expires_at bigint NOT NULL,
+        token bytea NOT NULL
+    );
+    CREATE TABLE entries (
+        id text PRIMARY KEY,
+        entry bytea NOT NULL
+    );
+    CREATE TABLE audit (
+        sequence bigserial PRIMARY KEY,
+        at bigint NOT NULL,
+        entry bytea NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE TABLE counters (
+        name text PRIMARY KEY,
+        value bigint NOT NULL
+    );
+    CREATE TABLE meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    );",
+];
+
+/// Key of the advisory lock replicas take around migrations.
+const MIGRATION_LOCK: i64 = 0x6365_7274_6400_0001;
+
+/// Brings the schema up to date, or refuses a newer one.
+pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<u32, StoreError> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS certd_schema (version integer NOT NULL);")
+        .await
+        .map_err(db_error)?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db_error)?;
+    let outcome = apply(client, location).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db_error);
+    let version = outcome?;
+    unlocked?;
+    Ok(version)
+}
+
+async fn apply(client: &mut Client, location: &str) -> Result<u32, StoreError> {
+    let current: i32 = client
+        .query_opt("SELECT version FROM certd_schema", &[])
+        .await
+        .map_err(db_error)?
+        .map_or(0, |row| row.get(0));
+    let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+    if current > known {
+        return Err(StoreError::Open {
+            path: location.to_owned(),
+            reason: format!(
+                "its schema is version {current}, newer than this certd knows ({known}); upgrade certd"
+            ),
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        let transaction = client.transaction().await.map_err(db_error)?;
+        transaction
+            .batch_execute(migration)
+            .await
+            .map_err(db_error)?;
+        transaction
+            .execute("DELETE FROM certd_schema", &[])
+            .await
+            .map_err(db_error)?;
+        transaction
+            .execute(
+                "INSERT INTO certd_schema (version) VALUES ($1)",
+                &[&version],
+            )
+            .await
+            .map_err(db_error)?;
+        transaction.commit().await.map_err(db_error)?;
+        tracing::info!(version, database = location, "applied a schema migration");
+    }
+    Ok(u32::try_from(known).unwrap_or(0))
+}
+
+impl PgStore {
+    /// The schema version this build writes.
+    pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+}

@@ -1,0 +1,221 @@
+//! A throwaway PostgreSQL server for tests and benchmarks, started from
+//! the PostgreSQL binaries installed on the machine: `initdb` and
+//! `postgres` in a temporary directory, reachable only on a Unix socket
+//! there, stopped and deleted when dropped.
+//!
+//! PostgreSQL refuses to run as root, so as root the server runs as
+//! `nobody` (through `setpriv`). Where PostgreSQL is not installed, tests
+//! skip with one loud line, unless `CERTD_REQUIRE_POSTGRES` is set (as
+//! `.ci/run` does): then they fail.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::PgSettings;
+
+/// The user that owns and runs the server when certd's tests run as root.
+const UNPRIVILEGED_ID: u32 = 65534;
+/// The port number, which only names the socket file in the directory.
+const PORT: u16 = 5432;
+/// How long the server may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running scratch server; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct ScratchServer {
+    root: PathBuf,
+    bin: PathBuf,
+    /// Run as `nobody`, because the tests run as root.
+    unprivileged: bool,
+    child: Option<Child>,
+}
+
+impl ScratchServer {
+    /// Starts a server. `durable: false` turns fsync off, for tests that do
+    /// not crash the database itself; benchmarks want `true`.
+    pub fn start(durable: bool) -> Result<Self, String> {
+        let bin = binaries().ok_or("PostgreSQL is not installed (no initdb found)")?;
+        let mut random = [0u8; 8];
+        crate::fsutil::fill_random(&mut random);
+        let root = std::env::temp_dir().join(format!("certd-pg-{}", hex::encode(random)));
+        std::fs::create_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let unprivileged = std::fs::metadata(&root).map_err(|e| e.to_string())?.uid() == 0;
+        if unprivileged {
+            std::os::unix::fs::chown(&root, Some(UNPRIVILEGED_ID), Some(UNPRIVILEGED_ID))
+                .map_err(|e| format!("chown {}: {e}", root.display()))?;
+        }
+        let mut server = ScratchServer {
+            root,
+            bin,
+            unprivileged,
+            child: None,
+        };
+        let initdb = server
+            .command("initdb")
+            .arg("-D")
+            .arg(server.root.join("data"))
+            .args(["-U", "certd", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .map_err(|e| format!("initdb: {e}"))?;
+        if !initdb.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&initdb.stderr)
+            ));
+        }
+        server.restart(durable)?;
+        Ok(server)
+    }
+
+    /// A server for a test, or `None` (after one loud line) where
+    /// PostgreSQL is not installed and `CERTD_REQUIRE_POSTGRES` is unset.
+    pub fn start_for_tests() -> Option<Self> {
+        match Self::start(false) {
+            Ok(server) => Some(server),
+            Err(reason) if std::env::var_os("CERTD_REQUIRE_POSTGRES").is_some() => {
+                panic!("CERTD_REQUIRE_POSTGRES is set, but PostgreSQL cannot start: {reason}")
+            }
+            Err(reason) => {
+                eprintln!("SKIPPED: a PostgreSQL test, because PostgreSQL cannot start: {reason}");
+                None
+            }
+        }
+    }
+
+    /// How to reach it.
+    pub fn settings(&self) -> PgSettings {
+        PgSettings {
+            url: self.url(),
+            ca_file: None,
+        }
+    }
+
+    /// Its URL (a Unix socket, no TLS).
+    pub fn url(&self) -> String {
+        format!(
+            "host={} port={PORT} user=certd dbname=postgres sslmode=disable",
+            self.root.display()
+        )
+    }
+
+    /// Stops the server (fast shutdown) and waits for it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the server (again, after `stop`) on its data.
+    pub fn restart(&mut self, durable: bool) -> Result<(), String> {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("postgres.log"))
+            .map_err(|e| e.to_string())?;
+        let fsync = if durable { "on" } else { "off" };
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.root.join("data"))
+            .arg("-k")
+            .arg(&self.root)
+            .args(["-p", &PORT.to_string()])
+            .args(["-c", "listen_addresses="])
+            .args(["-c", &format!("fsync={fsync}")])
+            .args(["-c", "max_connections=300"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("postgres: {e}"))?;
+        self.child = Some(child);
+        self.wait_until_ready()
+    }
+
+    /// `program` from the PostgreSQL binaries, as the server's user.
+    fn command(&self, program: &str) -> Command {
+        let mut command = if self.unprivileged {
+            let mut command = Command::new("setpriv");
+            command
+                .arg(format!("--reuid={UNPRIVILEGED_ID}"))
+                .arg(format!("--regid={UNPRIVILEGED_ID}"))
+                .arg("--clear-groups")
+                .arg("--")
+                .arg(self.bin.join(program));
+            command
+        } else {
+            Command::new(self.bin.join(program))
+        };
+        command.env("LC_ALL", "C").stdin(Stdio::null());
+        command
+    }
+
+    fn wait_until_ready(&self) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .arg("-h")
+                .arg(&self.root)
+                .args(["-p", &PORT.to_string(), "-U", "certd", "-q"])
+                .status()
+                .is_ok_and(|status| status.success());
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                let log =
+                    std::fs::read_to_string(self.root.join("postgres.log")).unwrap_or_default();
+                return Err(format!("PostgreSQL did not start: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ScratchServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The directory of the installed PostgreSQL binaries: `CERTD_POSTGRES_BIN`,
+/// else the newest `/usr/lib/postgresql/<version>/bin` (Debian), else the
+/// directory of `initdb` on the PATH.
+fn binaries() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("CERTD_POSTGRES_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").exists() && dir.join("postgres").exists())
+    })
+}
