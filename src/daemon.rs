@@ -47,7 +47,7 @@ impl Daemon {
     pub async fn offline(&self) -> Result<Authority, Error> {
         let mut ca = CertificateAuthority::load(self.data_dir.root())?;
         ca.set_revocation_urls(self.revocation_urls(self.config.http_addr));
-        let store = crate::store::open_checked(&self.data_dir).await?;
+        let store = crate::store::open_checked(&self.data_dir, &self.config.store).await?;
         let mut settings = self.config.authority_settings();
         settings.kubernetes = None;
         Authority::new(Arc::new(ca), store, settings).await
@@ -72,7 +72,7 @@ impl Daemon {
         let mut ca = CertificateAuthority::load(dir).map_err(Error::from)?;
         // The database before the listeners: a second `serve` on the same
         // directory stops here, before it touches the first one's socket.
-        let store = crate::store::open_checked(&self.data_dir)
+        let store = crate::store::open_checked(&self.data_dir, &self.config.store)
             .await
             .map_err(Error::from)?;
         let listeners = Listeners::bind(&self.config, &self.data_dir).await?;

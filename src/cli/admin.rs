@@ -443,7 +443,9 @@ async fn offline_authority(
     data_dir: &DataDirArg,
     config: Option<&Path>,
 ) -> anyhow::Result<Authority> {
-    let config = ConfigFile::load(config)?.validate()?;
+    let mut file = ConfigFile::load(config)?;
+    super::use_database_url(&mut file, std::env::var("CERTD_DATABASE_URL").ok());
+    let config = file.validate()?;
     Daemon::new(data_dir.dir(), config)
         .offline()
         .await

@@ -191,6 +191,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `--database-url` or `CERTD_DATABASE_URL`, over `[store] url`.
+pub fn use_database_url(file: &mut certd::config::ConfigFile, url: Option<String>) {
+    if let Some(url) = url {
+        file.store.get_or_insert_with(Default::default).url = Some(url);
+    }
+}
+
 /// The one mapping from failures to exit codes.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     error

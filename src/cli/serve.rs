@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// Name in certd's own serving certificate (repeatable; DNS name or IP).
     #[arg(long = "server-name")]
     server_names: Vec<String>,
+    /// PostgreSQL database shared by replicas, postgresql://…; default: sled in the data
+    /// directory.
+    #[arg(long, env = "CERTD_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -38,6 +42,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.server_names.is_empty() {
         file.server_names = Some(args.server_names);
     }
+    super::use_database_url(&mut file, args.database_url);
     let config = file.validate()?;
     let file_size_limit = survive_file_size_limit()?;
     let daemon = Daemon::new(args.data_dir.dir(), config).bind().await?;

@@ -23,6 +23,7 @@ pub struct ConfigFile {
     pub revocation: Option<RevocationSection>,
     pub limits: Option<LimitsSection>,
     pub connections: Option<ConnectionsSection>,
+    pub store: Option<StoreSection>,
     /// SPIFFE IDs of operators who may call the admin API over mTLS on the
     /// gRPC port, e.g. "spiffe://certd.internal/operator/alice".
     pub admins: Option<Vec<String>>,
@@ -75,6 +76,19 @@ pub struct LimitsSection {
     pub max_concurrent_requests: Option<usize>,
     /// Largest gRPC request message in bytes (default 65536).
     pub max_request_bytes: Option<usize>,
+}
+
+/// Where certd keeps its records: sled in the data directory unless `url`
+/// names a PostgreSQL database.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `postgresql://user:password@host:port/dbname?sslmode=require`, shared
+    /// by every replica (`--database-url`, `CERTD_DATABASE_URL`).
+    pub url: Option<String>,
+    /// PEM roots for the database server's certificate (default: the
+    /// Mozilla roots). Relative to this file.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Connection caps and timeouts of the gRPC and HTTP listeners.

@@ -13,7 +13,7 @@ mod file;
 
 pub use file::{
     ConfigFile, ConnectionsSection, IssuanceSection, JoinTokenSection, KubernetesSection,
-    LimitsSection, RevocationSection,
+    LimitsSection, RevocationSection, StoreSection,
 };
 
 use std::net::SocketAddr;
@@ -82,6 +82,7 @@ pub struct Config {
     pub revocation: RevocationSettings,
     pub limits: LimitSettings,
     pub connections: ConnectionSettings,
+    pub store: StoreSettings,
     pub admins: Vec<String>,
     pub kubernetes: Option<KubernetesSettings>,
 }
@@ -218,6 +219,10 @@ impl ConfigFile {
         };
         let limits = validate_limits(&self.limits.clone().unwrap_or_default())?;
         let connections = validate_connections(&self.connections.clone().unwrap_or_default())?;
+        let store = validate_store(
+            &self.store.clone().unwrap_or_default(),
+            self.base_dir.as_deref(),
+        )?;
         let admins = self.admins.clone().unwrap_or_default();
         for admin in &admins {
             if admin.parse::<SpiffeId>().is_err() {
@@ -239,6 +244,7 @@ impl ConfigFile {
             admins,
             limits,
             connections,
+            store,
             public_base_url,
             revocation,
             grpc_addr: address(
@@ -340,6 +346,38 @@ fn validate_limits(section: &LimitsSection) -> Result<LimitSettings, ConfigError
         )?,
         max_concurrent_requests,
     })
+}
+
+/// Which database certd keeps its records in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreSettings {
+    /// sled in `DATA_DIR/db`.
+    #[default]
+    Sled,
+    /// A PostgreSQL database, shared by replicas.
+    Postgres(crate::store::postgres::PgSettings),
+}
+
+fn validate_store(
+    section: &StoreSection,
+    base_dir: Option<&Path>,
+) -> Result<StoreSettings, ConfigError> {
+    let Some(url) = &section.url else {
+        if section.ca_file.is_some() {
+            return Err(invalid(
+                "store.ca_file",
+                "needs store.url (a PostgreSQL database)".into(),
+            ));
+        }
+        return Ok(StoreSettings::Sled);
+    };
+    let ca_file = section
+        .ca_file
+        .as_ref()
+        .map(|file| base_dir.map_or_else(|| file.clone(), |base| base.join(file)));
+    crate::store::postgres::PgSettings::new(url, ca_file)
+        .map(StoreSettings::Postgres)
+        .map_err(|message| invalid("store.url", message))
 }
 
 fn validate_connections(section: &ConnectionsSection) -> Result<ConnectionSettings, ConfigError> {

@@ -368,11 +368,20 @@ pub fn open(dir: &Path) -> Result<SharedStorage, StoreError> {
     Ok(Arc::new(sled::SledStore::open(dir)?))
 }
 
-/// Opens the data directory's database, refuses it if it holds less than
-/// the marks beside the CA files say it did (`BehindMarks`) or sled cannot
-/// recover it (`Damaged`), and keeps the marks up to date from then on.
-pub async fn open_checked(data_dir: &crate::DataDir) -> Result<SharedStorage, StoreError> {
-    let backend = open(&data_dir.database())?;
+/// Opens the configured database (sled in the data directory, or
+/// PostgreSQL), refuses it if it holds less than the marks beside the CA
+/// files say it did (`BehindMarks`) or sled cannot recover it (`Damaged`),
+/// and keeps the marks up to date from then on.
+pub async fn open_checked(
+    data_dir: &crate::DataDir,
+    settings: &crate::config::StoreSettings,
+) -> Result<SharedStorage, StoreError> {
+    let backend: SharedStorage = match settings {
+        crate::config::StoreSettings::Sled => open(&data_dir.database())?,
+        crate::config::StoreSettings::Postgres(settings) => {
+            Arc::new(postgres::PgStore::open(settings).await?)
+        }
+    };
     Ok(Arc::new(
         marks::Marked::open(backend, &data_dir.store_marks()).await?,
     ))

@@ -219,13 +219,59 @@ impl Drop for Daemon {
 }
 
 pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(CERTD)
+    let mut command = Command::new(CERTD);
+    command
         .args(args)
         .env("CERTD_DATA_DIR", data_dir)
         .env_remove("CERTD_JOIN_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run certd")
+        .env_remove("CERTD_DATABASE_URL")
+        .stdin(Stdio::null());
+    if let Some(url) = database_url(data_dir) {
+        command.env("CERTD_DATABASE_URL", url);
+    }
+    command.output().expect("run certd")
+}
+
+/// The PostgreSQL database of `data_dir`'s certd: the one given to
+/// `use_database`, else, when the tests run on PostgreSQL
+/// (`CERTD_TEST_STORE=postgres`, as `.ci/run` does for a second pass over
+/// the daemon tests), a scratch server of its own, started on first use and
+/// kept across restarts of its daemon until the test process ends; `None`
+/// on sled, the default.
+pub fn database_url(data_dir: &Path) -> Option<String> {
+    use certd::store::postgres::scratch::ScratchServer;
+    let mut databases = databases();
+    if let Some(url) = databases.urls.get(data_dir) {
+        return Some(url.clone());
+    }
+    if std::env::var("CERTD_TEST_STORE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let server = ScratchServer::start(false)
+        .unwrap_or_else(|reason| panic!("CERTD_TEST_STORE=postgres: {reason}"));
+    let url = server.url();
+    databases.servers.push(server);
+    databases.urls.insert(data_dir.to_owned(), url.clone());
+    Some(url)
+}
+
+/// Runs `data_dir`'s certd (and CLI) on the PostgreSQL database at `url`.
+pub fn use_database(data_dir: &Path, url: &str) {
+    databases().urls.insert(data_dir.to_owned(), url.to_owned());
+}
+
+#[derive(Default)]
+struct Databases {
+    urls: std::collections::HashMap<PathBuf, String>,
+    servers: Vec<certd::store::postgres::scratch::ScratchServer>,
+}
+
+fn databases() -> std::sync::MutexGuard<'static, Databases> {
+    static DATABASES: std::sync::OnceLock<std::sync::Mutex<Databases>> = std::sync::OnceLock::new();
+    DATABASES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `certd serve` on `data_dir` with both listeners on ephemeral loopback
@@ -243,8 +289,12 @@ pub fn serve_command(data_dir: &Path) -> Command {
         ])
         .arg(data_dir)
         .env("CERTD_LOG", "info")
+        .env_remove("CERTD_DATABASE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
+    if let Some(url) = database_url(data_dir) {
+        command.args(["--database-url", &url]);
+    }
     command
 }
 

@@ -84,6 +84,28 @@ pub struct PgSettings {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+impl PgSettings {
+    /// Checks that `url` is a PostgreSQL connection string (URL or
+    /// `key=value` form); the message says what is wrong, never the
+    /// password.
+    pub fn new(url: &str, ca_file: Option<std::path::PathBuf>) -> Result<Self, String> {
+        if !(url.starts_with("postgresql://")
+            || url.starts_with("postgres://")
+            || url.contains('='))
+        {
+            return Err(
+                "must be a PostgreSQL URL like postgresql://certd@db.internal/certd".into(),
+            );
+        }
+        url.parse::<tokio_postgres::Config>()
+            .map_err(|error| format!("is not a PostgreSQL connection string: {error}"))?;
+        Ok(PgSettings {
+            url: url.to_owned(),
+            ca_file,
+        })
+    }
+}
+
 impl PgStore {
     /// Connects, applies the schema migrations, and starts the listener.
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {

@@ -4,7 +4,9 @@
 //! there, stopped and deleted when dropped.
 //!
 //! PostgreSQL refuses to run as root, so as root the server runs as
-//! `nobody` (through `setpriv`). Where PostgreSQL is not installed, tests
+//! `nobody` (through `setpriv`). A small shell watches a pipe from this
+//! process and stops the server and deletes its directory when the pipe
+//! closes, so no server outlives the test process, however it ends. Where PostgreSQL is not installed, tests
 //! skip with one loud line, unless `CERTD_REQUIRE_POSTGRES` is set (as
 //! `.ci/run` does): then they fail.
 
@@ -29,8 +31,20 @@ pub struct ScratchServer {
     bin: PathBuf,
     /// Run as `nobody`, because the tests run as root.
     unprivileged: bool,
+    /// The watchdog shell; its stdin is the pipe from this process.
     child: Option<Child>,
 }
+
+/// Runs postgres with the arguments given until stdin closes, then stops
+/// it (fast shutdown) and deletes `$CERTD_SCRATCH_ROOT`, unless a `keep`
+/// file there says the server is only being restarted.
+const WATCHDOG: &str = r#"pg="$1"; shift
+"$pg" "$@" &
+pid=$!
+cat >/dev/null
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+[ -e "$CERTD_SCRATCH_ROOT/keep" ] || rm -rf "$CERTD_SCRATCH_ROOT""#;
 
 impl ScratchServer {
     /// Starts a server. `durable: false` turns fsync off, for tests that do
@@ -100,14 +114,21 @@ impl ScratchServer {
         )
     }
 
-    /// Stops the server (fast shutdown) and waits for it.
+    /// Stops the server (fast shutdown), keeping its data for `restart`,
+    /// and waits for it.
     pub fn stop(&mut self) {
+        if self.child.is_some() {
+            let _ = std::fs::write(self.root.join("keep"), b"");
+        }
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
+        // Closing the pipe tells the watchdog to stop the server.
+        drop(child.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -122,6 +143,7 @@ impl ScratchServer {
     /// Starts the server (again, after `stop`) on its data.
     pub fn restart(&mut self, durable: bool) -> Result<(), String> {
         self.stop();
+        let _ = std::fs::remove_file(self.root.join("keep"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,7 +151,11 @@ impl ScratchServer {
             .map_err(|e| e.to_string())?;
         let fsync = if durable { "on" } else { "off" };
         let child = self
-            .command("postgres")
+            .command("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("certd-scratch-postgres")
+            .arg(self.bin.join("postgres"))
             .arg("-D")
             .arg(self.root.join("data"))
             .arg("-k")
@@ -138,6 +164,8 @@ impl ScratchServer {
             .args(["-c", "listen_addresses="])
             .args(["-c", &format!("fsync={fsync}")])
             .args(["-c", "max_connections=300"])
+            .env("CERTD_SCRATCH_ROOT", &self.root)
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -146,8 +174,14 @@ impl ScratchServer {
         self.wait_until_ready()
     }
 
-    /// `program` from the PostgreSQL binaries, as the server's user.
+    /// `program` (from the PostgreSQL binaries, unless it is `sh`), as the
+    /// server's user.
     fn command(&self, program: &str) -> Command {
+        let program = if program == "sh" {
+            PathBuf::from("sh")
+        } else {
+            self.bin.join(program)
+        };
         let mut command = if self.unprivileged {
             let mut command = Command::new("setpriv");
             command
@@ -155,10 +189,10 @@ impl ScratchServer {
                 .arg(format!("--regid={UNPRIVILEGED_ID}"))
                 .arg("--clear-groups")
                 .arg("--")
-                .arg(self.bin.join(program));
+                .arg(program);
             command
         } else {
-            Command::new(self.bin.join(program))
+            Command::new(program)
         };
         command.env("LC_ALL", "C").stdin(Stdio::null());
         command
@@ -188,7 +222,7 @@ impl ScratchServer {
 
 impl Drop for ScratchServer {
     fn drop(&mut self) {
-        self.stop();
+        self.shut_down();
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -1,0 +1,208 @@
+//! Two certd replicas sharing one CA and one PostgreSQL database: what is
+//! written through one is seen through the other, and a join token raced
+//! on both yields one certificate. Against a real PostgreSQL server (see
+//! `store::postgres::scratch`); skipped with one loud line where
+//! PostgreSQL is not installed, failed instead in CI.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certd::store::postgres::scratch::ScratchServer;
+use common::{Daemon, Identity, csr_for, http, stderr, stdout, use_database};
+use x509_cert::der::Decode;
+use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse};
+
+/// How long a change may take to reach the other replica in these tests.
+/// The measured time is printed; docs/ARCHITECTURE.md states the bound.
+const PROPAGATION_LIMIT: Duration = Duration::from_secs(5);
+
+/// Replica A with a new CA, replica B with a copy of A's CA files, both on
+/// the scratch server's database.
+fn replicas() -> Option<(Daemon, Daemon, ScratchServer)> {
+    let server = ScratchServer::start_for_tests()?;
+    let url = server.url();
+    let tmp_a = tempfile::tempdir().unwrap();
+    let dir_a = tmp_a.path().join("ca");
+    use_database(&dir_a, &url);
+    let a = Daemon::start_in(tmp_a, dir_a, &[]);
+    let tmp_b = tempfile::tempdir().unwrap();
+    let dir_b = tmp_b.path().join("ca");
+    copy_ca_files(&a.data_dir, &dir_b);
+    use_database(&dir_b, &url);
+    let b = Daemon::start_in(tmp_b, dir_b, &[]);
+    Some((a, b, server))
+}
+
+/// What an operator copies to a new replica: the CA's certificates and
+/// keys, not the database nor the admin socket.
+fn copy_ca_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for name in [
+        "root.pem",
+        "root.key",
+        "intermediate.pem",
+        "intermediate.key",
+        "bundle.pem",
+        "ca.toml",
+    ] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+/// Polls `check` until it holds; returns how long that took.
+async fn within_limit(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if check().await {
+            let took = started.elapsed();
+            eprintln!("{what}: seen by the other replica after {took:?}");
+            return took;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION_LIMIT,
+            "{what}: not seen by the other replica within {PROPAGATION_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn ocsp_status(replica: &Daemon, chain_pem: &str) -> CertStatus {
+    let (request, _) = certd::revocation::ocsp::request_for(chain_pem, None).unwrap();
+    let response = http(
+        "POST",
+        &format!("{}/ocsp", replica.http),
+        &[("Content-Type", "application/ocsp-request")],
+        &request,
+    );
+    assert_eq!(response.status, 200);
+    let response = OcspResponse::from_der(&response.body).unwrap();
+    let bytes = response.response_bytes.unwrap();
+    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
+    basic.tbs_response_data.responses[0].cert_status
+}
+
+fn crl_lists(replica: &Daemon, serial: &str) -> bool {
+    let crl = http("GET", &format!("{}/crl", replica.http), &[], b"");
+    assert_eq!(crl.status, 200);
+    let (_, crl) = x509_parser::parse_x509_crl(&crl.body).unwrap();
+    crl.iter_revoked_certificates()
+        .any(|revoked| hex::encode(revoked.raw_serial()) == serial)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_on_one_database_agree() {
+    let Some((a, b, _server)) = replicas() else {
+        return;
+    };
+
+    // An entry created through B is usable through A.
+    b.entry("billing", &["token:billing"], &[]);
+    let mut token = String::new();
+    within_limit("a new entry", async || {
+        let output = a.cli(&["token", "create", "--service", "billing"]);
+        token = stdout(&output).trim().to_owned();
+        output.status.success()
+    })
+    .await;
+
+    // Issued through A, renewed through B.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let issued = a
+        .client(None)
+        .await
+        .issue(csr_for(&key, None, vec![]), &token)
+        .await
+        .expect("issue on A");
+    let identity = Identity::new(key, issued);
+    let renewed = b.renew(Some(&identity)).await.expect("renew on B");
+    assert_eq!(renewed.spiffe_id, identity.issued.spiffe_id);
+    let listed = b.recorded_serials();
+    assert!(listed.contains(&identity.issued.serial));
+    assert!(listed.contains(&renewed.serial));
+
+    // B has answered OCSP for it (and cached the answer) before A revokes.
+    assert!(matches!(
+        ocsp_status(&b, &identity.chain_pem),
+        CertStatus::Good(_)
+    ));
+    let output = a.cli(&[
+        "revoke",
+        &identity.issued.serial,
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    within_limit("a revocation in OCSP", async || {
+        matches!(ocsp_status(&b, &identity.chain_pem), CertStatus::Revoked(_))
+    })
+    .await;
+    within_limit("a revocation in the CRL", async || {
+        crl_lists(&b, &identity.issued.serial)
+    })
+    .await;
+    // And B refuses to renew the revoked certificate.
+    let (kind, _) = common::refusal(b.renew(Some(&identity)).await);
+    assert_eq!(kind, certd::ErrorKind::Unauthenticated);
+
+    // An entry deleted through A stops matching on B.
+    let entries = b.cli(&["entry", "list", "--json"]);
+    let entries: serde_json::Value = serde_json::from_slice(&entries.stdout).unwrap();
+    let id = entries[0]["id"].as_str().unwrap().to_owned();
+    let output = a.cli(&["entry", "delete", &id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    within_limit("a deleted entry", async || {
+        b.cli(&["token", "create", "--service", "billing"])
+            .status
+            .code()
+            == Some(5)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_raced_on_two_replicas_yields_one_certificate() {
+    let Some((a, b, _server)) = replicas() else {
+        return;
+    };
+    a.entry("payments", &["token:payments"], &[]);
+    let output = a.cli(&["token", "create", "--service", "payments", "--count", "20"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let tokens: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut races = Vec::new();
+    for token in tokens {
+        for replica in [a.clone(), b.clone()] {
+            let token = token.clone();
+            races.push(tokio::spawn(async move {
+                let key = rcgen::KeyPair::generate().unwrap();
+                let outcome = replica
+                    .client(None)
+                    .await
+                    .issue(csr_for(&key, None, vec![]), &token)
+                    .await;
+                (token, outcome)
+            }));
+        }
+    }
+    let mut won = std::collections::HashMap::<String, usize>::new();
+    for race in races {
+        let (token, outcome) = race.await.unwrap();
+        match outcome {
+            Ok(_) => *won.entry(token).or_default() += 1,
+            Err(error) => {
+                let (kind, message) = common::refusal(Err::<(), _>(error));
+                assert_eq!(kind, certd::ErrorKind::Unauthenticated, "{message}");
+                won.entry(token).or_default();
+            }
+        }
+    }
+    assert_eq!(won.len(), 20);
+    for (token, wins) in won {
+        assert_eq!(wins, 1, "token {token} issued {wins} certificates");
+    }
+}
