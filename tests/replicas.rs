@@ -206,3 +206,104 @@ async fn a_token_raced_on_two_replicas_yields_one_certificate() {
         assert_eq!(wins, 1, "token {token} issued {wins} certificates");
     }
 }
+
+/// The database stops under load and comes back: meanwhile requests get
+/// UNAVAILABLE and readiness says why; afterwards certd serves again by
+/// itself, and every certificate a workload received is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_stopped_and_restarted_under_load() {
+    let Some(mut server) = ScratchServer::start_for_tests() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    use_database(&dir, &server.url());
+    let daemon = Arc::new(Daemon::start_in(tmp, dir, &[]));
+    daemon.entry("billing", &["token:billing"], &[]);
+    let output = daemon.cli(&["token", "create", "--service", "billing", "--count", "300"]);
+    let tokens: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    let queue = Arc::new(std::sync::Mutex::new(tokens));
+    let issued = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (daemon, queue, issued, refused) = (
+            daemon.clone(),
+            queue.clone(),
+            issued.clone(),
+            refused.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some(token) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                let key = rcgen::KeyPair::generate().unwrap();
+                match daemon
+                    .client(None)
+                    .await
+                    .issue(csr_for(&key, None, vec![]), &token)
+                    .await
+                {
+                    Ok(certificate) => issued.lock().unwrap().push(certificate.serial),
+                    Err(error) => refused.lock().unwrap().push((token, error)),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    while issued.lock().unwrap().len() < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.stop();
+    let started = Instant::now();
+    let mut saw_not_ready = false;
+    while started.elapsed() < Duration::from_secs(10) && !saw_not_ready {
+        let ready = http("GET", &format!("{}/readyz", daemon.http), &[], b"");
+        saw_not_ready = ready.status == 503;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_not_ready, "readiness never reported the lost database");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart(false).unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let refused = std::mem::take(&mut *refused.lock().unwrap());
+    assert!(
+        !refused.is_empty(),
+        "nothing was refused while the database was down"
+    );
+    for (_, error) in &refused {
+        let certd::api::client::ClientError::Refused { kind, message } = error else {
+            panic!("expected a refusal, got {error:?}");
+        };
+        assert_eq!(*kind, certd::ErrorKind::Unavailable, "{message}");
+    }
+    // Serving again without a restart: a refused token works now (the
+    // transaction that would have consumed it never committed).
+    let (token, _) = &refused[0];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut client = daemon.client(None).await;
+    let mut retried = None;
+    let started = Instant::now();
+    while retried.is_none() {
+        match client.issue(csr_for(&key, None, vec![]), token).await {
+            Ok(certificate) => retried = Some(certificate.serial),
+            Err(error) => {
+                assert!(started.elapsed() < Duration::from_secs(15), "{error:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let ready = http("GET", &format!("{}/readyz", daemon.http), &[], b"");
+    assert_eq!(ready.status, 200);
+    let recorded = daemon.recorded_serials();
+    for serial in issued.lock().unwrap().iter().chain(retried.iter()) {
+        assert!(
+            recorded.contains(serial),
+            "{serial} returned but not recorded"
+        );
+    }
+}

@@ -242,22 +242,38 @@ fn tls(ca_file: Option<&std::path::Path>, location: &str) -> Result<MakeRustlsCo
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// A database error: the server refused the statement (`Backend`), or it
-/// could not be reached or the connection broke (`Unavailable`).
+/// A database error: the server or the connection failing, or a conflict
+/// worth retrying (`Unavailable`), or the server refusing the statement
+/// (`Backend`, a bug).
 fn db_error(error: tokio_postgres::Error) -> StoreError {
-    match error.as_db_error() {
-        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
-        None => StoreError::Unavailable(format!("the database connection failed: {error}")),
-    }
+    classify(&error, "the database connection failed")
 }
 
 fn pool_error(error: &deadpool_postgres::PoolError) -> StoreError {
     match error {
-        deadpool_postgres::PoolError::Backend(error) => match error.as_db_error() {
-            Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
-            None => StoreError::Unavailable(format!("cannot connect to the database: {error}")),
-        },
+        deadpool_postgres::PoolError::Backend(error) => {
+            classify(error, "cannot connect to the database")
+        }
         other => StoreError::Unavailable(format!("cannot connect to the database: {other}")),
+    }
+}
+
+fn classify(error: &tokio_postgres::Error, unreachable: &str) -> StoreError {
+    let Some(db) = error.as_db_error() else {
+        return StoreError::Unavailable(format!("{unreachable}: {error}"));
+    };
+    let code = db.code().code();
+    let message = format!("{code}: {}", db.message());
+    // SQLSTATE classes: 08 connection exception, 40 transaction rollback
+    // (serialization failure, deadlock), 53 insufficient resources, 57
+    // operator intervention (shutdown), 58 system error.
+    if ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
+    {
+        StoreError::Unavailable(format!("the database failed: {message}"))
+    } else {
+        StoreError::Backend(message)
     }
 }
 
