@@ -145,6 +145,10 @@ async fn replicas_on_one_database_agree() {
         crl_lists(&b, &identity.issued.serial)
     })
     .await;
+    // B serves the CRL A signed, rather than signing its own.
+    let (_, on_a) = a.client(None).await.crl().await.unwrap();
+    let (_, on_b) = b.client(None).await.crl().await.unwrap();
+    assert_eq!(on_a, on_b, "both replicas serve CRL number {on_a}");
     // And B refuses to renew the revoked certificate.
     let (kind, _) = common::refusal(b.renew(Some(&identity)).await);
     assert_eq!(kind, certd::ErrorKind::Unauthenticated);

@@ -15,6 +15,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use super::Authority;
 use crate::store::{Change, StoreError};
 
+/// How long a replica waits for the CRL of another replica's revocation
+/// before building one itself.
+const CRL_FROM_ELSEWHERE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the follower hands on: one change, or "reload everything".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
@@ -63,9 +67,30 @@ impl Authority {
         match update {
             Update::Changed(Change::Entry { id }) => self.registry.entry_changed(&id).await,
             Update::Changed(Change::Revoked { serial }) => {
+                // The replica that revoked publishes a CRL with it and says
+                // so (`CrlPublished`); build one here only if that does not
+                // come, e.g. because that replica died meanwhile.
                 self.revocations.note_revocation(&serial);
-                self.publish_crl().await
+                let (authority, serving) = (self.clone(), self.revocations.crl_number());
+                tokio::spawn(async move {
+                    tokio::time::sleep(CRL_FROM_ELSEWHERE_WAIT).await;
+                    if authority.revocations.crl_number() <= serving
+                        && let Err(error) = authority.publish_crl().await
+                    {
+                        tracing::error!(%error, "cannot publish a CRL after another replica's revocation");
+                    }
+                });
+                Ok(())
             }
+            Update::Changed(Change::CrlPublished { .. }) => self
+                .revocations
+                .adopt_newest_crl()
+                .await
+                .map(drop)
+                .map_err(|error| match error {
+                    crate::Error::Store(error) => error,
+                    other => crate::store::StoreError::Backend(other.to_string()),
+                }),
             Update::Resync | Update::Changed(Change::Reopened | Change::Missed) => {
                 self.registry.resync().await?;
                 self.revocations.forget_cached_answers();

@@ -103,6 +103,17 @@ pub struct RevokedEntry {
     pub not_after: i64,
 }
 
+/// A signed CRL, as one replica publishes it for the others to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCrl {
+    pub number: u64,
+    pub this_update: i64,
+    pub next_update: i64,
+    /// How many certificates it lists.
+    pub entries: u64,
+    pub der: Vec<u8>,
+}
+
 /// The status of a certificate at some moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertificateState {

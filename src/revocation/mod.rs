@@ -60,6 +60,16 @@ pub struct PublishedCrl {
 }
 
 impl PublishedCrl {
+    fn signed(&self) -> crate::model::SignedCrl {
+        crate::model::SignedCrl {
+            number: self.number,
+            this_update: self.this_update,
+            next_update: self.next_update,
+            entries: u64::try_from(self.entries).unwrap_or(u64::MAX),
+            der: self.der.clone(),
+        }
+    }
+
     /// A strong validator for HTTP caching: the CRL number identifies the
     /// content.
     pub fn etag(&self) -> String {
@@ -178,9 +188,59 @@ impl Revocations {
             entries = published.entries,
             "published a new CRL"
         );
-        *self.published.write().unwrap_or_else(|p| p.into_inner()) = Some(published.clone());
+        self.serve_if_newer(published.clone());
         *covered = covering;
+        // Other processes on the same database serve it instead of building
+        // their own. A failure costs them a build, not correctness.
+        if let Err(error) = self.store.publish_crl(&published.signed()).await {
+            tracing::warn!(%error, "cannot share the new CRL with other replicas");
+        }
         Ok(published)
+    }
+
+    /// Serves the newest CRL another process published, if it is newer than
+    /// the one served; returns whether it was.
+    pub async fn adopt_newest_crl(&self) -> Result<bool> {
+        let Some(signed) = self.store.newest_crl().await? else {
+            return Ok(false);
+        };
+        let adopted = Arc::new(PublishedCrl {
+            pem: pem_encode("X509 CRL", &signed.der),
+            number: signed.number,
+            this_update: signed.this_update,
+            next_update: signed.next_update,
+            entries: usize::try_from(signed.entries).unwrap_or(usize::MAX),
+            der: signed.der,
+        });
+        let number = adopted.number;
+        let newer = self.serve_if_newer(adopted);
+        if newer {
+            tracing::info!(number, "serving a CRL another replica published");
+        }
+        Ok(newer)
+    }
+
+    /// The number of the CRL served; 0 before the first.
+    pub fn crl_number(&self) -> u64 {
+        self.published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |published| published.number)
+    }
+
+    /// Serves `crl` unless a CRL with a higher number is served already, so
+    /// the number a relying party sees never goes down.
+    fn serve_if_newer(&self, crl: Arc<PublishedCrl>) -> bool {
+        let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
+        if published
+            .as_ref()
+            .is_some_and(|current| current.number >= crl.number)
+        {
+            return false;
+        }
+        *published = Some(crl);
+        true
     }
 
     async fn build_crl(&self, now: i64) -> Result<PublishedCrl> {

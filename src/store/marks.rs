@@ -331,6 +331,14 @@ impl Storage for Marked {
         self.inner.prune_expired_revocations(now).await
     }
 
+    async fn publish_crl(&self, crl: &super::SignedCrl) -> Result<(), StoreError> {
+        self.inner.publish_crl(crl).await
+    }
+
+    async fn newest_crl(&self) -> Result<Option<super::SignedCrl>, StoreError> {
+        self.inner.newest_crl().await
+    }
+
     async fn insert_join_tokens(
         &self,
         tokens: &[(TokenHash, JoinTokenRecord)],

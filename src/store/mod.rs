@@ -35,7 +35,7 @@ use tokio::sync::broadcast;
 use crate::identity::{Serial, ServiceName};
 pub use crate::model::{
     Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, IssuanceRecord,
-    JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, TokenHash,
+    JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, TokenHash,
 };
 
 /// Why the store could not do what was asked.
@@ -121,6 +121,8 @@ pub enum Change {
     /// The backend reopened its storage after a fault: writes that failed
     /// may or may not have reached it, so every cache must reload.
     Reopened,
+    /// Another process published CRL `number` (`Storage::newest_crl`).
+    CrlPublished { number: u64 },
     /// Changes by other processes may have been missed (the backend lost
     /// its feed for a while): every cache must reload.
     Missed,
@@ -214,6 +216,15 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// The next CRL number: strictly greater than every number handed out
     /// before, across restarts and crashes (it is durable when returned).
     async fn next_crl_number(&self) -> Result<u64, StoreError>;
+
+    /// Shares a CRL this process signed with the other processes on the
+    /// same database, which serve the newest one (`newest_crl`) instead of
+    /// building their own. A single-process backend (sled) keeps nothing.
+    async fn publish_crl(&self, crl: &SignedCrl) -> Result<(), StoreError>;
+
+    /// The newest CRL any process published; `None` if none (always, on a
+    /// single-process backend).
+    async fn newest_crl(&self) -> Result<Option<SignedCrl>, StoreError>;
 
     /// Stores new join tokens in one batch and returns once they are durable.
     async fn insert_join_tokens(

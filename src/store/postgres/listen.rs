@@ -2,7 +2,8 @@
 //! on `certd_changes` and hands each notification another process sent to
 //! the change feed.
 //!
-//! A notification is `<origin> entry <id>` or `<origin> revoked <serial>`.
+//! A notification is `<origin> entry <id>`, `<origin> revoked <serial>`
+//! or `<origin> crl <number>`.
 //! PostgreSQL delivers every notification committed while the session
 //! listens, so changes can only be missed while the connection is down;
 //! after a reconnection the feed is told `Change::Missed`, and every cache
@@ -25,6 +26,7 @@ pub(super) fn encode(origin: &str, change: &Change) -> Option<String> {
     match change {
         Change::Entry { id } => Some(format!("{origin} entry {id}")),
         Change::Revoked { serial } => Some(format!("{origin} revoked {}", serial.to_hex())),
+        Change::CrlPublished { number } => Some(format!("{origin} crl {number}")),
         Change::Reopened | Change::Missed => None,
     }
 }
@@ -45,6 +47,10 @@ fn decode(origin: &str, payload: &str) -> Option<Change> {
             .parse()
             .ok()
             .map(|serial| Change::Revoked { serial }),
+        "crl" => subject
+            .parse()
+            .ok()
+            .map(|number| Change::CrlPublished { number }),
         _ => None,
     }
 }
@@ -122,6 +128,7 @@ mod tests {
             Change::Revoked {
                 serial: serial.clone(),
             },
+            Change::CrlPublished { number: 42 },
         ] {
             let payload = encode("aa", &change).unwrap();
             assert_eq!(decode("bb", &payload), Some(change));

@@ -37,7 +37,7 @@ use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
     AuditEntry, BackupSummary, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord,
-    Revocation, RevokeOutcome, RevokedEntry, Storage, StoreError, TokenHash,
+    Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Storage, StoreError, TokenHash,
 };
 use crate::identity::{Serial, ServiceName};
 
@@ -260,7 +260,13 @@ fn pool_error(error: &deadpool_postgres::PoolError) -> StoreError {
 
 fn classify(error: &tokio_postgres::Error, unreachable: &str) -> StoreError {
     let Some(db) = error.as_db_error() else {
-        return StoreError::Unavailable(format!("{unreachable}: {error}"));
+        let message = error.to_string();
+        // tokio-postgres names no error kinds; these two are certd's own
+        // mistakes about column types, not the database failing.
+        if message.starts_with("error serializing") || message.starts_with("error deserializing") {
+            return StoreError::Backend(message);
+        }
+        return StoreError::Unavailable(format!("{unreachable}: {message}"));
     };
     let code = db.code().code();
     let message = format!("{code}: {}", db.message());
@@ -537,6 +543,69 @@ impl Storage for PgStore {
             )
             .await
             .map(|row| u64_of(row.get(0)))
+            .map_err(db_error);
+        self.watch(result)
+    }
+
+    /// Keeps the newest few CRLs and tells the other replicas.
+    async fn publish_crl(&self, crl: &SignedCrl) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let number = i64::try_from(crl.number).unwrap_or(i64::MAX);
+        let entries = i64::try_from(crl.entries).unwrap_or(i64::MAX);
+        let notification = self.notification(&Change::CrlPublished { number: crl.number });
+        let result = async {
+            let transaction = client.transaction().await.map_err(db_error)?;
+            transaction
+                .execute(
+                    "INSERT INTO crls (number, this_update, next_update, entries, der)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (number) DO NOTHING",
+                    &[
+                        &number,
+                        &crl.this_update,
+                        &crl.next_update,
+                        &entries,
+                        &crl.der,
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            transaction
+                .execute(
+                    "DELETE FROM crls WHERE number < $1::bigint - 10",
+                    &[&number],
+                )
+                .await
+                .map_err(db_error)?;
+            if let Some(payload) = &notification {
+                transaction
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                    .await
+                    .map_err(db_error)?;
+            }
+            transaction.commit().await.map_err(db_error)
+        }
+        .await;
+        self.watch(result)
+    }
+
+    async fn newest_crl(&self) -> Result<Option<SignedCrl>, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query_opt(
+                "SELECT number, this_update, next_update, entries, der FROM crls
+                 ORDER BY number DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map(|row| {
+                row.map(|row| SignedCrl {
+                    number: u64_of(row.get(0)),
+                    this_update: row.get(1),
+                    next_update: row.get(2),
+                    entries: u64_of(row.get(3)),
+                    der: row.get(4),
+                })
+            })
             .map_err(db_error);
         self.watch(result)
     }

@@ -52,6 +52,14 @@ const MIGRATIONS: &[&str] = &[
         key text PRIMARY KEY,
         value text NOT NULL
     );",
+    // 2: CRLs one replica signs and the others serve.
+    "CREATE TABLE crls (
+        number bigint PRIMARY KEY,
+        this_update bigint NOT NULL,
+        next_update bigint NOT NULL,
+        entries bigint NOT NULL,
+        der bytea NOT NULL
+    );",
 ];
 
 /// Key of the advisory lock replicas take around migrations.

@@ -698,6 +698,15 @@ impl Storage for SledStore {
         self.watch(open.next_crl_number().await)
     }
 
+    /// One process owns a sled database: there is nobody to share with.
+    async fn publish_crl(&self, _crl: &super::SignedCrl) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn newest_crl(&self) -> Result<Option<super::SignedCrl>, StoreError> {
+        Ok(None)
+    }
+
     async fn insert_join_tokens(
         &self,
         tokens: &[(TokenHash, JoinTokenRecord)],
@@ -862,8 +871,22 @@ mod tests {
 
     #[async_trait]
     impl Backend for Sled {
+        /// sled's I/O threads may hold the previous handle's file lock a
+        /// moment after it is dropped, so a reopen in the same process
+        /// retries `Locked` briefly (as recovery does).
         async fn open(&self) -> crate::store::SharedStorage {
-            std::sync::Arc::new(SledStore::open(self.0.path()).unwrap())
+            let started = std::time::Instant::now();
+            loop {
+                match SledStore::open(self.0.path()) {
+                    Ok(store) => return std::sync::Arc::new(store),
+                    Err(StoreError::Locked(_))
+                        if started.elapsed() < std::time::Duration::from_secs(5) =>
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    Err(error) => panic!("cannot reopen the store: {error}"),
+                }
+            }
         }
     }
 
