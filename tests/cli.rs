@@ -423,6 +423,8 @@ fn every_command_has_help() {
         vec!["db", "check", "--help"],
         vec!["db", "backup", "--help"],
         vec!["db", "restore", "--help"],
+        vec!["db", "copy", "--help"],
+        vec!["db", "migrate", "--help"],
     ] {
         let output = run_cli(tmp.path(), &command);
         assert!(output.status.success(), "{command:?}");

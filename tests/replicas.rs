@@ -311,3 +311,69 @@ async fn the_database_stopped_and_restarted_under_load() {
         );
     }
 }
+
+/// `certd db copy` moves a sled store into PostgreSQL: afterwards certd
+/// serves the same records, revocations, entries, tokens and CRL numbers
+/// from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sled_store_is_copied_to_postgresql_and_served_from_it() {
+    let Some(server) = ScratchServer::start_for_tests() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let mut on_sled = Daemon::start_in(tmp, dir, &[]);
+    assert!(
+        common::database_url(&on_sled.data_dir).is_none(),
+        "starts on sled"
+    );
+    let kept = on_sled.bootstrap("billing").await;
+    let revoked = on_sled.bootstrap("billing").await;
+    let output = on_sled.cli(&["revoke", &revoked.issued.serial]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    on_sled.entry("payments", &["token:payments"], &[]);
+    let unused = on_sled.token("payments");
+    let (_, last_crl_number) = on_sled.client(None).await.crl().await.unwrap();
+    assert!(on_sled.terminate().success());
+
+    let copy = |url: &str| common::run_cli(&on_sled.data_dir, &["db", "copy", "--to", url]);
+    let output = copy(&server.url());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let said = stdout(&output);
+    assert!(
+        said.contains("(1 revoked), 2 entries, 1 join tokens"),
+        "{said}"
+    );
+    assert!(said.contains("the counts match"), "{said}");
+    let output = copy(&server.url());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("copy only into a new, empty database"),
+        "{}",
+        stderr(&output)
+    );
+
+    use_database(&on_sled.data_dir, &server.url());
+    let tmp = std::mem::replace(&mut on_sled.tmp, tempfile::tempdir().unwrap());
+    let on_postgres = Daemon::start_in(tmp, on_sled.data_dir.clone(), &[]);
+    let recorded = on_postgres.recorded_serials();
+    assert!(recorded.contains(&kept.issued.serial));
+    assert!(recorded.contains(&revoked.issued.serial));
+    let mut client = on_postgres.client(None).await;
+    let status = client.status(&revoked.issued.serial).await.unwrap();
+    assert_eq!(status.status, "revoked");
+    let (_, crl_number) = client.crl().await.unwrap();
+    assert!(
+        crl_number > last_crl_number,
+        "{crl_number} after {last_crl_number}"
+    );
+    assert!(crl_lists(&on_postgres, &revoked.issued.serial));
+    // The unused join token still works, once.
+    let key = rcgen::KeyPair::generate().unwrap();
+    client
+        .issue(csr_for(&key, None, vec![]), &unused)
+        .await
+        .expect("the copied token works");
+    let renewed = on_postgres.renew(Some(&kept)).await.expect("renews");
+    assert_eq!(renewed.spiffe_id, kept.issued.spiffe_id);
+}

@@ -13,7 +13,9 @@ use clap::{Args, Subcommand};
 
 use super::DataDirArg;
 use super::admin::AdminTarget;
+use certd::store::Storage;
 use certd::store::marks::MarksFile;
+use certd::store::postgres::{PgSettings, PgStore};
 use certd::store::{self, BackupSummary, StoreError};
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +29,34 @@ pub enum DbCommand {
     /// Replace the database with a backup (certd stopped). The old database is kept beside it;
     /// the CRL number carries on from the last one published.
     Restore(RestoreArgs),
+    /// Copy the sled database into an empty PostgreSQL database (certd stopped), then compare
+    /// the counts; afterwards run certd with --database-url.
+    Copy(CopyArgs),
+    /// Apply the PostgreSQL schema migrations (certd also applies them at start) and print the
+    /// schema version.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// The PostgreSQL database to copy into: postgresql://…
+    #[arg(long, env = "CERTD_DATABASE_URL", hide_env_values = true)]
+    to: String,
+    /// PEM roots for the database server's certificate (default: the Mozilla roots).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The PostgreSQL database: postgresql://…
+    #[arg(long, env = "CERTD_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// PEM roots for the database server's certificate (default: the Mozilla roots).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -61,7 +91,41 @@ pub async fn run(command: DbCommand) -> anyhow::Result<()> {
         DbCommand::Check(args) => check(&args).await,
         DbCommand::Backup(args) => backup(args).await,
         DbCommand::Restore(args) => restore(&args).await,
+        DbCommand::Copy(args) => copy(args).await,
+        DbCommand::Migrate(args) => migrate(args).await,
     }
+}
+
+fn postgres(url: &str, ca_file: Option<PathBuf>) -> anyhow::Result<PgSettings> {
+    PgSettings::new(url, ca_file)
+        .map_err(|message| super::UsageError(format!("the database URL {message}")).into())
+}
+
+async fn copy(args: CopyArgs) -> anyhow::Result<()> {
+    let target = PgStore::open(&postgres(&args.to, args.ca_file)?).await?;
+    let location = target.location();
+    let source = store::open(&args.data_dir.dir().database())?;
+    let copied = store::copy::copy(source, std::sync::Arc::new(target)).await?;
+    println!(
+        "copied {} certificates ({} revoked), {} entries, {} join tokens, {} audit entries and CRL number {} to {location}; the counts match",
+        copied.records,
+        copied.revocations,
+        copied.entries,
+        copied.join_tokens,
+        copied.audit_entries,
+        copied.crl_number
+    );
+    Ok(())
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let store = PgStore::open(&postgres(&args.database_url, args.ca_file)?).await?;
+    println!(
+        "{} is at schema version {}",
+        store.location(),
+        PgStore::SCHEMA_VERSION
+    );
+    Ok(())
 }
 
 async fn check(args: &CheckArgs) -> anyhow::Result<()> {

@@ -331,6 +331,19 @@ impl Storage for Marked {
         self.inner.prune_expired_revocations(now).await
     }
 
+    async fn join_tokens(&self) -> Result<Vec<(TokenHash, JoinTokenRecord)>, StoreError> {
+        self.inner.join_tokens().await
+    }
+
+    async fn raise_crl_number(&self, at_least: u64) -> Result<(), StoreError> {
+        self.inner.raise_crl_number(at_least).await?;
+        self.update(|state| {
+            state.current.crl_number = state.current.crl_number.max(at_least);
+            true
+        });
+        Ok(())
+    }
+
     async fn publish_crl(&self, crl: &super::SignedCrl) -> Result<(), StoreError> {
         self.inner.publish_crl(crl).await
     }

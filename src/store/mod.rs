@@ -20,6 +20,7 @@
 //! must resync in full.
 
 mod codec;
+pub mod copy;
 pub mod marks;
 pub mod postgres;
 pub mod sled;
@@ -217,6 +218,10 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// before, across restarts and crashes (it is durable when returned).
     async fn next_crl_number(&self) -> Result<u64, StoreError>;
 
+    /// Makes the next CRL number greater than `at_least`, durably (for a
+    /// copied or restored store, whose CRLs must continue the old numbers).
+    async fn raise_crl_number(&self, at_least: u64) -> Result<(), StoreError>;
+
     /// Shares a CRL this process signed with the other processes on the
     /// same database, which serve the newest one (`newest_crl`) instead of
     /// building their own. A single-process backend (sled) keeps nothing.
@@ -233,6 +238,10 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError>;
+
+    /// Every unused join token (their hashes: the tokens themselves are
+    /// never stored), for copying a store.
+    async fn join_tokens(&self) -> Result<Vec<(TokenHash, JoinTokenRecord)>, StoreError>;
 
     /// How many unused join tokens exist.
     async fn join_token_count(&self) -> Result<u64, StoreError>;

@@ -58,6 +58,12 @@ macro_rules! storage_behaviour_suite {
             }
         }
         #[tokio::test]
+        async fn tokens_are_listed_and_crl_numbers_can_be_raised() {
+            if let Some(backend) = $make() {
+                suite::tokens_are_listed_and_crl_numbers_can_be_raised(&backend).await;
+            }
+        }
+        #[tokio::test]
         async fn revocations_keep_the_first_and_crl_numbers_only_grow() {
             if let Some(backend) = $make() {
                 suite::revocations_keep_the_first_and_crl_numbers_only_grow(&backend).await;
@@ -289,4 +295,23 @@ pub(crate) async fn revocations_keep_the_first_and_crl_numbers_only_grow(backend
     );
     let record = store.certificate(&live.serial).await.unwrap().unwrap();
     assert_eq!(record.revocation, Some(first), "the revocation is durable");
+}
+
+pub(crate) async fn tokens_are_listed_and_crl_numbers_can_be_raised(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let tokens = vec![
+        ([1; 32], token("billing", 900)),
+        ([2; 32], token("orders", 900)),
+    ];
+    store.insert_join_tokens(&tokens).await.unwrap();
+    let mut listed = store.join_tokens().await.unwrap();
+    listed.sort_by_key(|(hash, _)| *hash);
+    assert_eq!(listed, tokens);
+
+    let first = store.next_crl_number().await.unwrap();
+    store.raise_crl_number(first + 100).await.unwrap();
+    assert_eq!(store.next_crl_number().await.unwrap(), first + 101);
+    // Raising to a lower number changes nothing.
+    store.raise_crl_number(3).await.unwrap();
+    assert_eq!(store.next_crl_number().await.unwrap(), first + 102);
 }

@@ -651,6 +651,39 @@ impl Storage for PgStore {
         self.watch(result)
     }
 
+    async fn join_tokens(&self) -> Result<Vec<(TokenHash, JoinTokenRecord)>, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query("SELECT hash, token FROM join_tokens ORDER BY hash", &[])
+            .await
+            .map_err(db_error)
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        let hash = TokenHash::try_from(row.get::<_, &[u8]>(0))
+                            .map_err(|_| StoreError::Corrupt("join token hash".into()))?;
+                        Ok((hash, record::decode(row.get::<_, &[u8]>(1))?))
+                    })
+                    .collect()
+            });
+        self.watch(result)
+    }
+
+    async fn raise_crl_number(&self, at_least: u64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let at_least = i64::try_from(at_least).unwrap_or(i64::MAX);
+        let result = client
+            .execute(
+                "INSERT INTO counters (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET value = GREATEST(counters.value, $2)",
+                &[&CRL_NUMBER, &at_least],
+            )
+            .await
+            .map(drop)
+            .map_err(db_error);
+        self.watch(result)
+    }
+
     async fn join_token_count(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let result = client

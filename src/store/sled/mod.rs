@@ -698,6 +698,35 @@ impl Storage for SledStore {
         self.watch(open.next_crl_number().await)
     }
 
+    async fn join_tokens(&self) -> Result<Vec<(TokenHash, JoinTokenRecord)>, StoreError> {
+        let open = self.current()?;
+        let result = open
+            .join_tokens
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                let hash = TokenHash::try_from(key.as_ref())
+                    .map_err(|_| StoreError::Corrupt("join token hash".into()))?;
+                Ok((hash, record::decode(&value)?))
+            })
+            .collect();
+        self.watch(result)
+    }
+
+    async fn raise_crl_number(&self, at_least: u64) -> Result<(), StoreError> {
+        let open = self.current()?;
+        let result = match open.meta.update_and_fetch(CRL_NUMBER_KEY, |old| {
+            let last = old
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(last.max(at_least).to_be_bytes().to_vec())
+        }) {
+            Ok(_) => open.durable().await,
+            Err(error) => Err(error.into()),
+        };
+        self.watch(result)
+    }
+
     /// One process owns a sled database: there is nobody to share with.
     async fn publish_crl(&self, _crl: &super::SignedCrl) -> Result<(), StoreError> {
         Ok(())

@@ -1,0 +1,118 @@
+//! Copying one store into another (`certd db copy`): how a deployment moves
+//! from sled to PostgreSQL. Backend-neutral: it reads and writes only
+//! through `Storage`.
+//!
+//! Everything is copied: entries, unused join tokens, every issuance
+//! record (revocations re-applied with their original time and reason, so
+//! the target's revocation index is built the target's way), the audit
+//! trail in order, the CRL number (the target continues after it) and,
+//! last, the store id, which marks the copy complete. Then the counts are
+//! compared.
+
+use tokio::task::JoinSet;
+
+use super::{IssuanceRecord, SharedStorage, StoreError};
+
+/// How many records are written at once.
+const CONCURRENT_WRITES: usize = 32;
+
+/// What was copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopySummary {
+    pub records: u64,
+    pub revocations: u64,
+    pub entries: u64,
+    pub join_tokens: u64,
+    pub audit_entries: u64,
+    pub crl_number: u64,
+}
+
+/// Copies `from` into `to`, which must be empty, and checks the counts.
+pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary, StoreError> {
+    let target = to.marks().await?;
+    if target.records > 0 || target.store_id.is_some() {
+        return Err(StoreError::Open {
+            path: to.location(),
+            reason: format!(
+                "it already holds {} certificates; copy only into a new, empty database",
+                target.records
+            ),
+        });
+    }
+    let source = from.marks().await?;
+
+    let entries = from.entries().await?;
+    for entry in &entries {
+        to.insert_entry(entry).await?;
+    }
+    let tokens = from.join_tokens().await?;
+    to.insert_join_tokens(&tokens).await?;
+
+    let records = from.certificates(None).await?;
+    let mut revoked = Vec::new();
+    let mut writes = JoinSet::new();
+    for chunk in records.chunks(records.len().div_ceil(CONCURRENT_WRITES).max(1)) {
+        let (to, chunk) = (to.clone(), chunk.to_vec());
+        writes.spawn(async move {
+            for record in chunk {
+                // Revocations are applied afterwards, through `revoke`.
+                let unrevoked = IssuanceRecord {
+                    revocation: None,
+                    ..record
+                };
+                to.record_issuance(&unrevoked, None).await?;
+            }
+            Ok::<(), StoreError>(())
+        });
+    }
+    while let Some(written) = writes.join_next().await {
+        written.map_err(|error| StoreError::Backend(format!("a copy task failed: {error}")))??;
+    }
+    for record in &records {
+        if let Some(revocation) = record.revocation {
+            to.revoke(&record.serial, revocation).await?;
+            revoked.push(record.serial.clone());
+        }
+    }
+
+    let audit = from.audit_since(i64::MIN, usize::MAX).await?;
+    for entry in &audit {
+        to.append_audit(entry).await?;
+    }
+    to.raise_crl_number(source.crl_number).await?;
+    if let Some(store_id) = &source.store_id {
+        to.set_store_id(store_id).await?;
+    }
+    to.flush().await?;
+
+    let copied = to.marks().await?;
+    let summary = CopySummary {
+        records: copied.records,
+        revocations: copied.revocations,
+        entries: to.entries().await?.len() as u64,
+        join_tokens: to.join_token_count().await?,
+        audit_entries: to.audit_since(i64::MIN, usize::MAX).await?.len() as u64,
+        crl_number: copied.crl_number,
+    };
+    let expected = CopySummary {
+        records: source.records,
+        revocations: source.revocations,
+        entries: entries.len() as u64,
+        join_tokens: tokens.len() as u64,
+        audit_entries: audit.len() as u64,
+        crl_number: source.crl_number,
+    };
+    if summary.records != expected.records
+        || summary.revocations != expected.revocations
+        || summary.entries != expected.entries
+        || summary.join_tokens != expected.join_tokens
+        || summary.audit_entries != expected.audit_entries
+        || summary.crl_number < expected.crl_number
+        || revoked.len() as u64 != expected.revocations
+    {
+        return Err(StoreError::Backend(format!(
+            "the copy does not match its source: copied {summary:?}, expected {expected:?}"
+        )));
+    }
+    Ok(summary)
+}
