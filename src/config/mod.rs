@@ -592,6 +592,42 @@ mod tests {
     }
 
     #[test]
+    fn the_replicas_manifest_carries_a_valid_config() {
+        let manifest = include_str!("../../deploy/replicas.yaml");
+        let embedded: String = manifest
+            .lines()
+            .skip_while(|line| !line.trim_end().ends_with("certd.toml: |"))
+            .skip(1)
+            .take_while(|line| line.starts_with("    ") || line.trim().is_empty())
+            .map(|line| format!("{}\n", line.get(4..).unwrap_or("")))
+            .collect();
+        let config = check(&embedded, None).unwrap();
+        assert_eq!(config.grpc_addr.to_string(), "0.0.0.0:8443");
+        assert!(
+            config
+                .server_names
+                .contains(&"certd.certd-system.svc".to_owned())
+        );
+        // The database URL comes from the environment, not the file.
+        assert_eq!(config.store, StoreSettings::Sled);
+    }
+
+    #[test]
+    fn store_urls_are_checked() {
+        let config = check(
+            "[store]\nurl = \"postgresql://certd@db.internal/certd?sslmode=require\"",
+            None,
+        )
+        .unwrap();
+        assert!(matches!(config.store, StoreSettings::Postgres(_)));
+        check(
+            "[store]\nurl = \"mysql://db.internal/certd\"",
+            Some("store.url"),
+        );
+        check("[store]\nca_file = \"db.pem\"", Some("store.ca_file"));
+    }
+
+    #[test]
     fn the_shipped_example_is_valid_and_states_the_defaults() {
         let example = include_str!("../../deploy/certd.toml");
         assert_eq!(check(example, None), check("", None));
