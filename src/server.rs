@@ -33,6 +33,9 @@ pub const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Longest time one RPC may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the caches are compared with the store, the change feed's
+/// fallback (see `catch_up_periodically`).
+const CATCH_UP_INTERVAL: Duration = Duration::from_secs(60);
 /// How soon a failed background renewal (serving certificate, CRL) retries.
 const RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for open connections to finish.
@@ -224,6 +227,7 @@ pub async fn run(
             },
         )
     });
+    let catch_up = tokio::spawn(catch_up_periodically(authority.clone(), until_stopped()));
     let attestor_upkeep: Vec<_> = authority
         .attestors()
         .iter()
@@ -258,7 +262,7 @@ pub async fn run(
         }
     };
     let _ = stop.send(true);
-    let _ = tokio::join!(rotation, purge, crl, changes);
+    let _ = tokio::join!(rotation, purge, crl, changes, catch_up);
     for task in attestor_upkeep {
         let _ = task.await;
     }
@@ -373,6 +377,23 @@ async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
                 () = &mut stopped => return,
                 () = tokio::time::sleep(RETRY_INTERVAL) => {}
             }
+        }
+    }
+}
+
+/// The change feed's fallback: every `CATCH_UP_INTERVAL`, brings the caches
+/// up to what the store holds (`Authority::catch_up`), in case another
+/// process's change was lost without the feed noticing.
+async fn catch_up_periodically(authority: Authority, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    let mut known_revoked = None;
+    loop {
+        if let Err(error) = authority.catch_up(&mut known_revoked).await {
+            tracing::warn!(%error, "cannot compare the caches with the store; retrying later");
+        }
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(CATCH_UP_INTERVAL) => {}
         }
     }
 }

@@ -377,3 +377,86 @@ async fn a_sled_store_is_copied_to_postgresql_and_served_from_it() {
     let renewed = on_postgres.renew(Some(&kept)).await.expect("renews");
     assert_eq!(renewed.spiffe_id, kept.issued.spiffe_id);
 }
+
+/// The change feed's fallback: with nothing following the feed, a replica
+/// learns another's entry and revocation from `Authority::catch_up`, which
+/// certd runs every minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn catching_up_finds_what_the_feed_did_not_bring() {
+    use certd::authority::{Caller, TokenFor};
+    use certd::registry::EntrySpec;
+    let Some(server) = ScratchServer::start_for_tests() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let options = certd::ca::InitOptions {
+        trust_domain: "certd.internal".parse().unwrap(),
+        key_type: certd::ca::KeyType::EcdsaP256,
+    };
+    certd::ca::init(&dir_a, &options).unwrap();
+    copy_ca_files(&dir_a, &dir_b);
+    let config = certd::config::ConfigFile::parse(
+        &format!("[store]\nurl = {:?}\n", server.url()),
+        Path::new("certd.toml"),
+    )
+    .and_then(|file| file.validate())
+    .unwrap();
+    let open = async |dir: &Path| {
+        certd::daemon::Daemon::new(certd::DataDir::new(dir), config.clone())
+            .offline()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (open(&dir_a).await, open(&dir_b).await);
+    let operator = Caller("test".into());
+    let mut known_revoked = None;
+    b.catch_up(&mut known_revoked).await.unwrap();
+
+    let spec = EntrySpec {
+        service: "billing".into(),
+        selectors: vec!["token:billing".into()],
+        ..EntrySpec::default()
+    };
+    a.create_entry(&operator, &spec).await.unwrap();
+    let for_billing = TokenFor::Service("billing".into());
+    let unknown = b.create_join_tokens(&operator, &for_billing, None, 1).await;
+    assert!(unknown.is_err(), "B's index has not heard of the entry yet");
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let issued = a
+        .issue_for_operator(&operator, "billing", &csr_for(&key, None, vec![]), None)
+        .await
+        .unwrap();
+    let (request, _) = certd::revocation::ocsp::request_for(&issued.chain_pem, None).unwrap();
+    let status = async |replica: &certd::authority::Authority| {
+        let answer = replica.revocations().ocsp(&request).await;
+        let response = OcspResponse::from_der(&answer.der).unwrap();
+        let bytes = response.response_bytes.unwrap();
+        let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
+        basic.tbs_response_data.responses[0].cert_status
+    };
+    assert!(
+        matches!(status(&b).await, CertStatus::Good(_)),
+        "and B caches it"
+    );
+    a.revoke(
+        &operator,
+        &issued.record.serial.to_hex(),
+        certd::revocation::RevocationReason::KeyCompromise,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(status(&b).await, CertStatus::Good(_)), "B's cache");
+
+    b.catch_up(&mut known_revoked).await.unwrap();
+    b.create_join_tokens(&operator, &for_billing, None, 1)
+        .await
+        .expect("B knows the entry now");
+    assert!(matches!(status(&b).await, CertStatus::Revoked(_)));
+    assert_eq!(
+        b.revocations().crl_number(),
+        a.revocations().crl_number(),
+        "B serves the CRL A published"
+    );
+}

@@ -99,6 +99,37 @@ impl Authority {
         }
     }
 
+    /// The periodic fallback for a change feed that lost something without
+    /// noticing: reloads the entries, drops the OCSP answers of serials
+    /// revoked since the last call (`known_revoked` carries them between
+    /// calls; `None` before the first), and serves a newer CRL if another
+    /// process published one. Cheap enough to run every minute: the
+    /// entries and the unexpired revocations, no signing.
+    pub async fn catch_up(
+        &self,
+        known_revoked: &mut Option<std::collections::HashSet<crate::identity::Serial>>,
+    ) -> Result<(), StoreError> {
+        self.registry.resync().await?;
+        let now = crate::ca::unix_seconds(std::time::SystemTime::now());
+        let revoked = self.store.revoked_unexpired(now).await?;
+        let mut current = std::collections::HashSet::with_capacity(revoked.len());
+        for entry in revoked {
+            if known_revoked
+                .as_ref()
+                .is_some_and(|known| !known.contains(&entry.serial))
+            {
+                self.revocations.note_revocation(&entry.serial);
+            }
+            current.insert(entry.serial);
+        }
+        *known_revoked = Some(current);
+        match self.revocations.adopt_newest_crl().await {
+            Ok(_) => Ok(()),
+            Err(crate::Error::Store(error)) => Err(error),
+            Err(error) => Err(StoreError::Backend(error.to_string())),
+        }
+    }
+
     async fn publish_crl(&self) -> Result<(), StoreError> {
         match self.revocations.refresh_crl().await {
             Ok(_) => Ok(()),
