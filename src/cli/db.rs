@@ -160,8 +160,7 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
         describe(&contents)
     );
     if let Some(marks) = marks {
-        let found = store.marks().await?;
-        let shortfalls = marks.shortfalls(&found);
+        let shortfalls = certd::store::marks::shortfalls(store.as_ref(), &marks, true).await?;
         if !shortfalls.is_empty() {
             return Err(StoreError::BehindMarks {
                 path: store.location(),

@@ -30,16 +30,14 @@ pub struct CopySummary {
 /// Copies `from` into `to`, which must be empty, and checks the counts.
 pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary, StoreError> {
     let target = to.marks().await?;
-    if target.records > 0 || target.store_id.is_some() {
+    if target.has_records || target.store_id.is_some() {
         return Err(StoreError::Open {
             path: to.location(),
-            reason: format!(
-                "it already holds {} certificates; copy only into a new, empty database",
-                target.records
-            ),
+            reason: "it already holds certificates; copy only into a new, empty database".into(),
         });
     }
     let source = from.marks().await?;
+    let source_records = from.record_count().await?;
 
     let entries = from.entries().await?;
     for entry in &entries {
@@ -87,7 +85,7 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
 
     let copied = to.marks().await?;
     let summary = CopySummary {
-        records: copied.records,
+        records: to.record_count().await?,
         revocations: copied.revocations,
         entries: to.entries().await?.len() as u64,
         join_tokens: to.join_token_count().await?,
@@ -95,7 +93,7 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
         crl_number: copied.crl_number,
     };
     let expected = CopySummary {
-        records: source.records,
+        records: source_records,
         revocations: source.revocations,
         entries: entries.len() as u64,
         join_tokens: tokens.len() as u64,

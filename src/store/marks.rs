@@ -47,8 +47,12 @@ pub struct StoreMarks {
     pub store_id: Option<String>,
     /// The last CRL number handed out (0: none yet).
     pub crl_number: u64,
-    /// Issuance records.
-    pub records: u64,
+    /// Issuance records; `None` from a backend that would have to read
+    /// every record to count them (sled), whose check relies on
+    /// `MarksFile::newest_serial` instead.
+    pub records: Option<u64>,
+    /// Whether it holds any issuance record at all.
+    pub has_records: bool,
     /// Records that are revoked.
     pub revocations: u64,
 }
@@ -61,6 +65,12 @@ pub struct MarksFile {
     pub crl_number: u64,
     pub records: u64,
     pub revocations: u64,
+    /// The serial (hex) of the newest certificate recorded when the marks
+    /// were written. sled recovers a prefix of its log, so a store that
+    /// still holds it holds every record written before it: a check that
+    /// costs one lookup, not a count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_serial: Option<String>,
 }
 
 const MARKS_HEADER: &str = "# certd: what the database is known to have held. certd refuses a database that holds\n\
@@ -90,11 +100,12 @@ impl MarksFile {
     }
 
     /// How `found` falls short of these marks, one phrase per shortfall;
-    /// empty when it does not.
-    pub fn shortfalls(&self, found: &StoreMarks) -> Vec<String> {
+    /// empty when it does not. `newest_present`: whether the store holds
+    /// `newest_serial` (`None`: not looked up, or no such serial).
+    pub fn shortfalls(&self, found: &StoreMarks, newest_present: Option<bool>) -> Vec<String> {
         let mut shortfalls = Vec::new();
         match &found.store_id {
-            None if found.records == 0 => {
+            None if !found.has_records => {
                 return vec![format!(
                     "it is missing or empty, but this CA recorded {} certificates and CRL number {} in it",
                     self.records, self.crl_number
@@ -107,10 +118,18 @@ impl MarksFile {
             )),
             Some(_) => {}
         }
-        if found.records < self.records {
+        if let Some(records) = found.records
+            && records < self.records
+        {
             shortfalls.push(format!(
-                "{} certificates where there were at least {}",
-                found.records, self.records
+                "{records} certificates where there were at least {}",
+                self.records
+            ));
+        }
+        if newest_present == Some(false) {
+            shortfalls.push(format!(
+                "the newest certificate it had recorded ({}) is gone, and whatever came after it",
+                self.newest_serial.as_deref().unwrap_or_default()
             ));
         }
         if found.revocations < self.revocations {
@@ -127,6 +146,29 @@ impl MarksFile {
         }
         shortfalls
     }
+}
+
+/// Checks `store` against `recorded`; one phrase per shortfall. `full`
+/// counts every record even where the backend would not (`certd db
+/// check`); otherwise the newest serial stands in for the count.
+pub async fn shortfalls(
+    store: &dyn Storage,
+    recorded: &MarksFile,
+    full: bool,
+) -> Result<Vec<String>, StoreError> {
+    let mut found = store.marks().await?;
+    if full && found.records.is_none() {
+        found.records = Some(store.record_count().await?);
+    }
+    let newest_present = match recorded
+        .newest_serial
+        .as_deref()
+        .and_then(|hex| hex.parse::<Serial>().ok())
+    {
+        Some(serial) if found.store_id.is_some() => Some(store.serial_exists(&serial).await?),
+        _ => None,
+    };
+    Ok(recorded.shortfalls(&found, newest_present))
 }
 
 fn marks_error(path: &Path, reason: &str) -> StoreError {
@@ -157,25 +199,32 @@ impl Marked {
     /// store without marks yet (new, or from an older certd) is given a
     /// store id and marks.
     pub async fn open(inner: SharedStorage, path: &Path) -> Result<Self, StoreError> {
-        let found = inner.marks().await?;
         let recorded = MarksFile::read(path)?;
         let current = match recorded {
             Some(recorded) => {
-                let shortfalls = recorded.shortfalls(&found);
+                let shortfalls = shortfalls(inner.as_ref(), &recorded, false).await?;
                 if !shortfalls.is_empty() {
                     return Err(StoreError::BehindMarks {
                         path: inner.location(),
                         shortfalls: shortfalls.join("; "),
                     });
                 }
+                let found = inner.marks().await?;
                 MarksFile {
                     store_id: recorded.store_id,
                     crl_number: found.crl_number,
-                    records: found.records,
+                    records: found.records.unwrap_or(recorded.records),
                     revocations: found.revocations,
+                    newest_serial: recorded.newest_serial,
                 }
             }
             None => {
+                // The first marks: one full count, never again.
+                let found = inner.marks().await?;
+                let records = match found.records {
+                    Some(records) => records,
+                    None => inner.record_count().await?,
+                };
                 let store_id = match found.store_id {
                     Some(id) => id,
                     None => {
@@ -189,8 +238,9 @@ impl Marked {
                 MarksFile {
                     store_id,
                     crl_number: found.crl_number,
-                    records: found.records,
+                    records,
                     revocations: found.revocations,
+                    newest_serial: None,
                 }
             }
         };
@@ -247,6 +297,7 @@ impl Storage for Marked {
         self.inner.record_issuance(record, token).await?;
         self.update(|state| {
             state.current.records += 1;
+            state.current.newest_serial = Some(record.serial.to_hex());
             let written = state.written.as_ref().map_or(0, |w| w.records);
             state.current.records - written >= RECORDS_WRITE_EVERY
                 || state.written_at.elapsed() >= RECORDS_WRITE_INTERVAL
@@ -418,6 +469,7 @@ mod tests {
             crl_number: 21,
             records: 1597,
             revocations: 20,
+            newest_serial: Some("4a5b".into()),
         }
     }
 
@@ -426,10 +478,16 @@ mod tests {
         let found = StoreMarks {
             store_id: Some("a1".into()),
             crl_number: 22,
-            records: 1600,
+            records: Some(1600),
+            has_records: true,
             revocations: 20,
         };
-        assert!(marks().shortfalls(&found).is_empty());
+        assert!(marks().shortfalls(&found, Some(true)).is_empty());
+        let uncounted = StoreMarks {
+            records: None,
+            ..found
+        };
+        assert!(marks().shortfalls(&uncounted, Some(true)).is_empty());
     }
 
     #[test]
@@ -437,18 +495,20 @@ mod tests {
         let truncated = StoreMarks {
             store_id: Some("a1".into()),
             crl_number: 2,
-            records: 1200,
+            records: Some(1200),
+            has_records: true,
             revocations: 0,
         };
-        let shortfalls = marks().shortfalls(&truncated).join("; ");
+        let shortfalls = marks().shortfalls(&truncated, Some(false)).join("; ");
         assert!(shortfalls.contains("1200 certificates where there were at least 1597"));
+        assert!(shortfalls.contains("the newest certificate it had recorded (4a5b) is gone"));
         assert!(shortfalls.contains("0 revoked certificates where there were 20"));
         assert!(shortfalls.contains("CRL number 2 where 21 was already published"));
 
         let deleted = StoreMarks::default();
         assert!(
             marks()
-                .shortfalls(&deleted)
+                .shortfalls(&deleted, None)
                 .join("; ")
                 .starts_with("it is missing or empty")
         );
@@ -456,7 +516,7 @@ mod tests {
             store_id: Some("b2".into()),
             ..truncated
         };
-        assert!(marks().shortfalls(&other)[0].contains("another database"));
+        assert!(marks().shortfalls(&other, None)[0].contains("another database"));
     }
 
     #[test]

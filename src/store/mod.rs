@@ -365,6 +365,8 @@ pub fn restore(data_dir: &crate::DataDir, backup: &Path) -> Result<RestoreReport
         crl_number,
         records: restored.records,
         revocations: restored.revocations,
+        // Unknown until the next issuance; the counts above stand in.
+        newest_serial: None,
     };
     marks.write(&marks_path).map_err(|error| StoreError::Open {
         path: marks_path.display().to_string(),

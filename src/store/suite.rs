@@ -263,6 +263,7 @@ pub(crate) async fn revocations_keep_the_first_and_crl_numbers_only_grow(backend
         for record in [&live, &expired] {
             store.record_issuance(record, None).await.unwrap();
         }
+        assert_eq!(store.marks().await.unwrap().revocations, 0);
         assert_eq!(
             store.revoke(&Serial::generate(), first).await.unwrap(),
             None,
@@ -283,6 +284,13 @@ pub(crate) async fn revocations_keep_the_first_and_crl_numbers_only_grow(backend
         assert_eq!(listed.len(), 1, "the expired certificate leaves the CRL");
         assert_eq!(listed[0].serial, live.serial);
         assert_eq!(store.prune_expired_revocations(100).await.unwrap(), 1);
+        let marks = store.marks().await.unwrap();
+        assert_eq!(
+            marks.revocations, 2,
+            "revoking twice counts once; pruning the index forgets nothing"
+        );
+        assert!(marks.has_records);
+        assert!(marks.records.is_none_or(|records| records == 2));
         let a = store.next_crl_number().await.unwrap();
         let b = store.next_crl_number().await.unwrap();
         assert!(b > a);

@@ -305,32 +305,41 @@ impl Storage for PgStore {
         let mut client = self.client().await?;
         let result = async {
             let transaction = client.transaction().await.map_err(db_error)?;
-            if let Some(token) = token {
-                let consumed = transaction
-                    .execute(
-                        "DELETE FROM join_tokens WHERE hash = $1",
-                        &[&token.as_slice()],
-                    )
-                    .await
-                    .map_err(db_error)?;
-                if consumed == 0 {
-                    return Err(StoreError::TokenAlreadyUsed);
-                }
-            }
-            let inserted = transaction
-                .execute(
+            let insert = transaction
+                .prepare_cached(
                     "INSERT INTO certificates (serial, service, issued_at, revoked, record)
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING",
-                    &[
-                        &issued.serial.as_bytes(),
-                        &issued.service.as_str(),
-                        &issued.issued_at,
-                        &issued.revocation.is_some(),
-                        &encoded,
-                    ],
                 )
                 .await
                 .map_err(db_error)?;
+            let (serial, service, revoked) = (
+                issued.serial.as_bytes(),
+                issued.service.as_str(),
+                issued.revocation.is_some(),
+            );
+            let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&serial, &service, &issued.issued_at, &revoked, &encoded];
+            let inserting = transaction.execute(&insert, &parameters);
+            // Both statements go out at once (tokio-postgres pipelines
+            // requests on one connection); if either changed nothing, the
+            // transaction rolls back and undoes the other.
+            let (consumed, inserted) = match token {
+                Some(token) => {
+                    let delete = transaction
+                        .prepare_cached("DELETE FROM join_tokens WHERE hash = $1")
+                        .await
+                        .map_err(db_error)?;
+                    let hash = token.as_slice();
+                    let hash: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&hash];
+                    let (consumed, inserted) =
+                        tokio::join!(transaction.execute(&delete, &hash), inserting);
+                    (consumed.map_err(db_error)?, inserted.map_err(db_error)?)
+                }
+                None => (1, inserting.await.map_err(db_error)?),
+            };
+            if consumed == 0 {
+                return Err(StoreError::TokenAlreadyUsed);
+            }
             if inserted == 0 {
                 return Err(StoreError::SerialTaken(issued.serial.clone()));
             }
@@ -405,17 +414,18 @@ impl Storage for PgStore {
 
     async fn certificate(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
         let client = self.client().await?;
-        let result = client
-            .query_opt(
-                "SELECT record FROM certificates WHERE serial = $1",
-                &[&serial.as_bytes()],
-            )
-            .await
-            .map_err(db_error)
-            .and_then(|row| {
-                row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                    .transpose()
-            });
+        let statement = client
+            .prepare_cached("SELECT record FROM certificates WHERE serial = $1")
+            .await;
+        let result = match statement {
+            Ok(statement) => client.query_opt(&statement, &[&serial.as_bytes()]).await,
+            Err(error) => Err(error),
+        }
+        .map_err(db_error)
+        .and_then(|row| {
+            row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                .transpose()
+        });
         self.watch(result)
     }
 
@@ -637,17 +647,18 @@ impl Storage for PgStore {
 
     async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
         let client = self.client().await?;
-        let result = client
-            .query_opt(
-                "SELECT token FROM join_tokens WHERE hash = $1",
-                &[&hash.as_slice()],
-            )
-            .await
-            .map_err(db_error)
-            .and_then(|row| {
-                row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                    .transpose()
-            });
+        let statement = client
+            .prepare_cached("SELECT token FROM join_tokens WHERE hash = $1")
+            .await;
+        let result = match statement {
+            Ok(statement) => client.query_opt(&statement, &[&hash.as_slice()]).await,
+            Err(error) => Err(error),
+        }
+        .map_err(db_error)
+        .and_then(|row| {
+            row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                .transpose()
+        });
         self.watch(result)
     }
 
@@ -770,19 +781,30 @@ impl Storage for PgStore {
         self.watch(result)
     }
 
-    /// Durable on return, unlike sled's, which only needs it to be durable
-    /// with the next write.
+    /// Committed without waiting for the WAL flush (`synchronous_commit`
+    /// off for this transaction only): the trait asks an audit entry to be
+    /// durable with the next durable write, which every later commit on the
+    /// database provides, and PostgreSQL's WAL writer flushes it within
+    /// 200 ms regardless. The decision it describes was committed before.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let encoded = record::encode(entry)?;
-        let client = self.client().await?;
-        let result = client
-            .execute(
-                "INSERT INTO audit (at, entry) VALUES ($1, $2)",
-                &[&entry.at, &encoded],
-            )
-            .await
-            .map(drop)
-            .map_err(db_error);
+        let mut client = self.client().await?;
+        let result = async {
+            let transaction = client.transaction().await.map_err(db_error)?;
+            let insert = transaction
+                .prepare_cached("INSERT INTO audit (at, entry) VALUES ($1, $2)")
+                .await
+                .map_err(db_error)?;
+            let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&entry.at, &encoded];
+            let (relaxed, inserted) = tokio::join!(
+                transaction.batch_execute("SET LOCAL synchronous_commit TO OFF"),
+                transaction.execute(&insert, &parameters)
+            );
+            relaxed.map_err(db_error)?;
+            inserted.map_err(db_error)?;
+            transaction.commit().await.map_err(db_error)
+        }
+        .await;
         self.watch(result)
     }
 
@@ -841,7 +863,8 @@ impl Storage for PgStore {
             Ok(StoreMarks {
                 store_id,
                 crl_number,
-                records: u64_of(counts.get(0)),
+                records: Some(u64_of(counts.get(0))),
+                has_records: u64_of(counts.get(0)) > 0,
                 revocations: u64_of(counts.get(1)),
             })
         }

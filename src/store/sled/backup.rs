@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AUDIT_TREE, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE, JOIN_TOKENS_TREE, META_TREE, Open,
-    STORE_ID_KEY, service_index_key,
+    REVOCATION_COUNT_KEY, STORE_ID_KEY, service_index_key,
 };
 use crate::store::codec as record;
 use crate::store::{
@@ -259,6 +259,8 @@ fn import(
     let crl_number = summary.crl_number.max(floor.crl_number);
     open.meta
         .insert(CRL_NUMBER_KEY, &crl_number.to_be_bytes())?;
+    open.meta
+        .insert(REVOCATION_COUNT_KEY, &summary.revocations.to_be_bytes())?;
     Ok(())
 }
 

@@ -57,6 +57,9 @@ const AUDIT_TREE: &str = "audit";
 const META_TREE: &str = "meta";
 /// Key in `meta` of the last CRL number handed out (u64, big-endian).
 const CRL_NUMBER_KEY: &[u8] = b"crl-number";
+/// Key in `meta` of how many certificates were ever revoked (u64,
+/// big-endian), for `store::marks`.
+const REVOCATION_COUNT_KEY: &[u8] = b"revocation-count";
 /// Key in `meta` of the store's id (hex), chosen once (`store::marks`).
 const STORE_ID_KEY: &[u8] = b"store-id";
 /// Key in `meta` that recovery writes to prove the disk takes writes again.
@@ -248,9 +251,9 @@ impl Open {
         Ok(())
     }
 
-    /// What the store holds now. Counting revoked records reads them all:
-    /// the revocation index forgets expired certificates, the records
-    /// never do.
+    /// What the store holds now. Revocations are a count kept in `meta` by
+    /// `revoke` (the revocation index forgets expired certificates, so its
+    /// size would go down); a store from before the count is counted once.
     fn marks(&self) -> Result<StoreMarks, StoreError> {
         let store_id = match self.meta.get(STORE_ID_KEY)? {
             Some(bytes) => Some(
@@ -264,20 +267,36 @@ impl Open {
             .get(CRL_NUMBER_KEY)?
             .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
             .map_or(0, u64::from_be_bytes);
-        let mut records = 0;
-        let mut revocations = 0;
-        for item in self.certificates.iter() {
-            let (_, value) = item?;
-            let record: IssuanceRecord = record::decode(&value)?;
-            records += 1;
-            if record.revocation.is_some() {
-                revocations += 1;
+        let revocations = match self
+            .meta
+            .get(REVOCATION_COUNT_KEY)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+        {
+            Some(count) => u64::from_be_bytes(count),
+            None => {
+                // A store from before the count: count once, then keep it.
+                let mut revocations = 0u64;
+                for item in self.certificates.iter() {
+                    let (_, value) = item?;
+                    let record: IssuanceRecord = record::decode(&value)?;
+                    revocations += u64::from(record.revocation.is_some());
+                }
+                self.meta
+                    .compare_and_swap(
+                        REVOCATION_COUNT_KEY,
+                        None as Option<&[u8]>,
+                        Some(&revocations.to_be_bytes()[..]),
+                    )?
+                    .map_err(|_| StoreError::Corrupt("revocation count".into()))?;
+                revocations
             }
-        }
+        };
         Ok(StoreMarks {
             store_id,
             crl_number,
-            records,
+            // Counting would read every record; `newest_serial` checks.
+            records: None,
+            has_records: !self.certificates.is_empty(),
             revocations,
         })
     }
@@ -302,8 +321,8 @@ impl Open {
         revocation: Revocation,
     ) -> Result<Option<RevokeOutcome>, StoreError> {
         let key = serial.as_bytes();
-        let outcome =
-            (&self.certificates, &self.revocations).transaction(|(certificates, revocations)| {
+        let outcome = (&self.certificates, &self.revocations, &self.meta).transaction(
+            |(certificates, revocations, meta)| {
                 let Some(bytes) = certificates.get(key)? else {
                     return Ok(None);
                 };
@@ -324,8 +343,16 @@ impl Open {
                     record::encode(&entry).map_err(ConflictableTransactionError::Abort)?;
                 certificates.insert(key, encoded)?;
                 revocations.insert(key, encoded_entry)?;
+                // Counted only once the count exists (`marks` creates it).
+                if let Some(count) = meta.get(REVOCATION_COUNT_KEY)? {
+                    let count = <[u8; 8]>::try_from(count.as_ref())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    meta.insert(REVOCATION_COUNT_KEY, &(count + 1).to_be_bytes())?;
+                }
                 Ok(Some(RevokeOutcome::Revoked(record)))
-            });
+            },
+        );
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(TransactionError::Abort(error)) => return Err(error),
