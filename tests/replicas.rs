@@ -460,3 +460,72 @@ async fn catching_up_finds_what_the_feed_did_not_bring() {
         "B serves the CRL A published"
     );
 }
+
+/// TLS to the database is rustls, and it verifies the server: certd runs
+/// on a PostgreSQL that requires TLS when `[store] ca_file` names the CA
+/// that signed the server's certificate, and refuses to start, naming the
+/// reason, when it does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_to_the_database_is_verified() {
+    // A database CA and a server certificate for localhost.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let Some(database) =
+        (match ScratchServer::start_with_tls(&server.pem(), &server_key.serialize_pem()) {
+            Ok(database) => Some(database),
+            Err(reason) if std::env::var_os("CERTD_REQUIRE_POSTGRES").is_some() => {
+                panic!("CERTD_REQUIRE_POSTGRES is set, but PostgreSQL cannot start: {reason}")
+            }
+            Err(reason) => {
+                eprintln!("SKIPPED: a PostgreSQL test, because PostgreSQL cannot start: {reason}");
+                None
+            }
+        })
+    else {
+        return;
+    };
+    let url = database.tls_url().unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("database-ca.pem"), ca.pem()).unwrap();
+    let other_ca_key = rcgen::KeyPair::generate().unwrap();
+    let other_ca = ca_params.self_signed(&other_ca_key).unwrap();
+    std::fs::write(tmp.path().join("other-ca.pem"), other_ca.pem()).unwrap();
+    for (name, ca_file) in [("right", "database-ca.pem"), ("wrong", "other-ca.pem")] {
+        std::fs::write(
+            tmp.path().join(format!("{name}.toml")),
+            format!("[store]\nurl = {url:?}\nca_file = {ca_file:?}\n"),
+        )
+        .unwrap();
+    }
+
+    // The wrong roots: refused before serving, with the reason.
+    let data_dir = tmp.path().join("ca");
+    let output = common::serve_command(&data_dir)
+        .arg("--config")
+        .arg(tmp.path().join("wrong.toml"))
+        .output()
+        .unwrap();
+    assert_ne!(output.status.code(), Some(0));
+    let said = stderr(&output);
+    assert!(
+        said.contains("cannot open the database") && said.contains("invalid peer certificate"),
+        "{said}"
+    );
+
+    // The right ones: it serves, and issues.
+    let config = tmp.path().join("right.toml").display().to_string();
+    let tmp_daemon = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(tmp_daemon, data_dir, &["--config", &config]);
+    daemon.entry("billing", &["token:billing"], &[]);
+    let identity = daemon.bootstrap("billing").await;
+    assert!(daemon.recorded_serials().contains(&identity.issued.serial));
+}

@@ -62,9 +62,7 @@ pub enum StoreError {
     Durability(Arc<std::io::Error>),
     /// The storage cannot be used now (a full disk, a failing device); the
     /// backend recovers by itself once it can (see `Storage::fault`).
-    #[error(
-        "the database is unavailable ({0}); certd resumes by itself once the disk takes writes again"
-    )]
+    #[error("the database is unavailable ({0}); certd keeps trying and resumes by itself")]
     Unavailable(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),

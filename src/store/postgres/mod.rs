@@ -135,7 +135,10 @@ impl PgStore {
             })?;
         let mut client = pool.get().await.map_err(|error| StoreError::Open {
             path: location.clone(),
-            reason: pool_error(&error).to_string(),
+            reason: match pool_error(&error) {
+                StoreError::Unavailable(reason) | StoreError::Backend(reason) => reason,
+                other => other.to_string(),
+            },
         })?;
         schema::migrate(&mut client, &location).await?;
         drop(client);
@@ -254,13 +257,18 @@ fn pool_error(error: &deadpool_postgres::PoolError) -> StoreError {
         deadpool_postgres::PoolError::Backend(error) => {
             classify(error, "cannot connect to the database")
         }
-        other => StoreError::Unavailable(format!("cannot connect to the database: {other}")),
+        other => StoreError::Unavailable(format!(
+            "cannot connect to the database: {}",
+            crate::error::with_causes(other)
+        )),
     }
 }
 
 fn classify(error: &tokio_postgres::Error, unreachable: &str) -> StoreError {
     let Some(db) = error.as_db_error() else {
-        let message = error.to_string();
+        // With its causes: "error performing TLS handshake" alone would not
+        // say that the certificate's issuer is unknown.
+        let message = crate::error::with_causes(error);
         // tokio-postgres names no error kinds; these two are certd's own
         // mistakes about column types, not the database failing.
         if message.starts_with("error serializing") || message.starts_with("error deserializing") {

@@ -33,6 +33,8 @@ pub struct ScratchServer {
     unprivileged: bool,
     /// The watchdog shell; its stdin is the pipe from this process.
     child: Option<Child>,
+    /// With TLS: the TCP port on 127.0.0.1 it also listens on.
+    tls_port: Option<u16>,
 }
 
 /// Runs postgres with the arguments given until stdin closes, then stops
@@ -50,6 +52,17 @@ impl ScratchServer {
     /// Starts a server. `durable: false` turns fsync off, for tests that do
     /// not crash the database itself; benchmarks want `true`.
     pub fn start(durable: bool) -> Result<Self, String> {
+        Self::start_with(durable, None)
+    }
+
+    /// Starts a server that also listens on TCP on 127.0.0.1 with TLS,
+    /// presenting `certificate_pem` (its chain) and `key_pem`; see
+    /// `tls_url`.
+    pub fn start_with_tls(certificate_pem: &str, key_pem: &str) -> Result<Self, String> {
+        Self::start_with(false, Some((certificate_pem, key_pem)))
+    }
+
+    fn start_with(durable: bool, tls: Option<(&str, &str)>) -> Result<Self, String> {
         let bin = binaries().ok_or("PostgreSQL is not installed (no initdb found)")?;
         let mut random = [0u8; 8];
         crate::fsutil::fill_random(&mut random);
@@ -65,6 +78,7 @@ impl ScratchServer {
             bin,
             unprivileged,
             child: None,
+            tls_port: None,
         };
         let initdb = server
             .command("initdb")
@@ -78,6 +92,9 @@ impl ScratchServer {
                 "initdb failed: {}",
                 String::from_utf8_lossy(&initdb.stderr)
             ));
+        }
+        if let Some((certificate, key)) = tls {
+            server.install_tls(certificate, key)?;
         }
         server.restart(durable)?;
         Ok(server)
@@ -106,11 +123,47 @@ impl ScratchServer {
         }
     }
 
+    /// Its URL over TCP with TLS required (`start_with_tls` only); the
+    /// server's certificate must name `localhost`.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("postgresql://certd@localhost:{port}/postgres?sslmode=require"))
+    }
+
+    /// The port: it names the Unix socket file, and with TLS it is also
+    /// the TCP port.
+    fn port(&self) -> u16 {
+        self.tls_port.unwrap_or(PORT)
+    }
+
+    /// Writes the TLS files PostgreSQL insists on owning (key 0600) and
+    /// picks a free port.
+    fn install_tls(&mut self, certificate: &str, key: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, contents, mode) in [
+            ("server.crt", certificate, 0o644),
+            ("server.key", key, 0o600),
+        ] {
+            let path = self.root.join(name);
+            std::fs::write(&path, contents).map_err(|e| format!("{name}: {e}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("{name}: {e}"))?;
+            if self.unprivileged {
+                std::os::unix::fs::chown(&path, Some(UNPRIVILEGED_ID), Some(UNPRIVILEGED_ID))
+                    .map_err(|e| format!("{name}: {e}"))?;
+            }
+        }
+        let free = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        self.tls_port = Some(free.local_addr().map_err(|e| e.to_string())?.port());
+        Ok(())
+    }
+
     /// Its URL (a Unix socket, no TLS).
     pub fn url(&self) -> String {
         format!(
-            "host={} port={PORT} user=certd dbname=postgres sslmode=disable",
-            self.root.display()
+            "host={} port={} user=certd dbname=postgres sslmode=disable",
+            self.root.display(),
+            self.port()
         )
     }
 
@@ -150,6 +203,19 @@ impl ScratchServer {
             .open(self.root.join("postgres.log"))
             .map_err(|e| e.to_string())?;
         let fsync = if durable { "on" } else { "off" };
+        let mut network = vec!["-c".to_owned(), "listen_addresses=".to_owned()];
+        let port = self.port();
+        if self.tls_port.is_some() {
+            network = [
+                "listen_addresses=127.0.0.1".to_owned(),
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", self.root.join("server.crt").display()),
+                format!("ssl_key_file={}", self.root.join("server.key").display()),
+            ]
+            .into_iter()
+            .flat_map(|setting| ["-c".to_owned(), setting])
+            .collect();
+        }
         let child = self
             .command("sh")
             .arg("-c")
@@ -160,8 +226,8 @@ impl ScratchServer {
             .arg(self.root.join("data"))
             .arg("-k")
             .arg(&self.root)
-            .args(["-p", &PORT.to_string()])
-            .args(["-c", "listen_addresses="])
+            .args(["-p", &port.to_string()])
+            .args(&network)
             .args(["-c", &format!("fsync={fsync}")])
             .args(["-c", "max_connections=300"])
             .env("CERTD_SCRATCH_ROOT", &self.root)
@@ -204,7 +270,7 @@ impl ScratchServer {
             let ready = Command::new(self.bin.join("pg_isready"))
                 .arg("-h")
                 .arg(&self.root)
-                .args(["-p", &PORT.to_string(), "-U", "certd", "-q"])
+                .args(["-p", &self.port().to_string(), "-U", "certd", "-q"])
                 .status()
                 .is_ok_and(|status| status.success());
             if ready {
