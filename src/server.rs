@@ -358,15 +358,24 @@ async fn rotate_serving_certificate(
 }
 
 /// Rebuilds the CRL at half its validity, so the one served always has at
-/// least half its validity left even when nothing is revoked.
+/// least half its validity left even when nothing is revoked. Replicas on
+/// one database wake a few random seconds apart, so the first signs and
+/// the others serve its CRL (`current_crl` adopts it) instead of each
+/// signing one.
 async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     loop {
         let now = unix_seconds(SystemTime::now());
+        // Up to a tenth of the validity (at most 25 s), so the CRL served
+        // keeps at least 40% of its validity.
+        let spread = (authority.revocations().settings().crl_validity.as_secs() / 10).clamp(1, 25);
+        let mut random = [0u8; 1];
+        fsutil::fill_random(&mut random);
+        let jitter = i64::from(random[0]) % i64::try_from(spread).unwrap_or(1);
         let wait = authority
             .revocations()
             .crl_refresh_at()
-            .map_or(0, |at| (at - now).max(0));
+            .map_or(0, |at| (at - now).max(0) + jitter);
         tokio::select! {
             () = &mut stopped => return,
             () = tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(0))) => {}

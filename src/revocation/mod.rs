@@ -142,7 +142,18 @@ impl Revocations {
     /// The CRL to serve: the published one while it has more than half its
     /// validity left, else a fresh one.
     pub async fn current_crl(&self) -> Result<Arc<PublishedCrl>> {
-        if let Some(published) = self.published_if_fresh(unix_seconds(SystemTime::now())) {
+        let now = unix_seconds(SystemTime::now());
+        if let Some(published) = self.published_if_fresh(now) {
+            return Ok(published);
+        }
+        // Another replica may have refreshed it already: serve that one
+        // rather than sign another.
+        if let Err(error) = self.adopt_newest_crl().await {
+            tracing::warn!(%error, "cannot read the CRLs other replicas published");
+        }
+        if let Some(published) = self.published_if_fresh(now)
+            && *self.rebuild.lock().await >= self.revocations_seen.load(Ordering::SeqCst)
+        {
             return Ok(published);
         }
         self.refresh_crl().await
