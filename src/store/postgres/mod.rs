@@ -421,61 +421,39 @@ impl Storage for PgStore {
     }
 
     async fn certificate(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT record FROM certificates WHERE serial = $1")
-            .await;
-        let result = match statement {
-            Ok(statement) => client.query_opt(&statement, &[&serial.as_bytes()]).await,
-            Err(error) => Err(error),
-        }
-        .map_err(db_error)
-        .and_then(|row| {
-            row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                .transpose()
-        });
-        self.watch(result)
+        self.record(
+            "SELECT record FROM certificates WHERE serial = $1",
+            &[&serial.as_bytes()],
+        )
+        .await
     }
 
     async fn serial_exists(&self, serial: &Serial) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .query_opt(
-                "SELECT 1 FROM certificates WHERE serial = $1",
-                &[&serial.as_bytes()],
-            )
-            .await
-            .map(|row| row.is_some())
-            .map_err(db_error);
-        self.watch(result)
+        self.number(
+            "SELECT count(*) FROM certificates WHERE serial = $1",
+            &[&serial.as_bytes()],
+        )
+        .await
+        .map(|found| found > 0)
     }
 
     async fn certificates(
         &self,
         service: Option<&ServiceName>,
     ) -> Result<Vec<IssuanceRecord>, StoreError> {
-        let client = self.client().await?;
-        let rows = match service {
+        match service {
             None => {
-                client
-                    .query("SELECT record FROM certificates ORDER BY serial", &[])
+                self.records("SELECT record FROM certificates ORDER BY serial", &[])
                     .await
             }
             Some(service) => {
-                client
-                    .query(
-                        "SELECT record FROM certificates WHERE service = $1 ORDER BY serial",
-                        &[&service.as_str()],
-                    )
-                    .await
+                self.records(
+                    "SELECT record FROM certificates WHERE service = $1 ORDER BY serial",
+                    &[&service.as_str()],
+                )
+                .await
             }
-        };
-        let result = rows.map_err(db_error).and_then(|rows| {
-            rows.iter()
-                .map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                .collect()
-        });
-        self.watch(result)
+        }
     }
 
     async fn newest_certificates(
@@ -483,86 +461,52 @@ impl Storage for PgStore {
         service: Option<&ServiceName>,
         limit: usize,
     ) -> Result<Vec<IssuanceRecord>, StoreError> {
-        let client = self.client().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = match service {
+        match service {
             None => {
-                client
-                    .query(
-                        "SELECT record FROM certificates
-                         ORDER BY issued_at DESC, serial DESC LIMIT $1",
-                        &[&limit],
-                    )
-                    .await
+                self.records(
+                    "SELECT record FROM certificates
+                     ORDER BY issued_at DESC, serial DESC LIMIT $1",
+                    &[&limit],
+                )
+                .await
             }
             Some(service) => {
-                client
-                    .query(
-                        "SELECT record FROM certificates WHERE service = $1
-                         ORDER BY issued_at DESC, serial DESC LIMIT $2",
-                        &[&service.as_str(), &limit],
-                    )
-                    .await
+                self.records(
+                    "SELECT record FROM certificates WHERE service = $1
+                     ORDER BY issued_at DESC, serial DESC LIMIT $2",
+                    &[&service.as_str(), &limit],
+                )
+                .await
             }
-        };
-        let result = rows.map_err(db_error).and_then(|rows| {
-            rows.iter()
-                .map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                .collect()
-        });
-        self.watch(result)
+        }
     }
 
     async fn record_count(&self) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .query_one("SELECT count(*) FROM certificates", &[])
-            .await
-            .map(|row| u64_of(row.get(0)))
-            .map_err(db_error);
-        self.watch(result)
+        self.number("SELECT count(*) FROM certificates", &[]).await
     }
 
     async fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedEntry>, StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .query(
-                "SELECT entry FROM revocations WHERE not_after >= $1 ORDER BY serial",
-                &[&now],
-            )
-            .await
-            .map_err(db_error)
-            .and_then(|rows| {
-                rows.iter()
-                    .map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                    .collect()
-            });
-        self.watch(result)
+        self.records(
+            "SELECT entry FROM revocations WHERE not_after >= $1 ORDER BY serial",
+            &[&now],
+        )
+        .await
     }
 
     async fn prune_expired_revocations(&self, now: i64) -> Result<usize, StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .execute("DELETE FROM revocations WHERE not_after < $1", &[&now])
+        self.execute("DELETE FROM revocations WHERE not_after < $1", &[&now])
             .await
-            .map(|pruned| usize::try_from(pruned).unwrap_or(usize::MAX))
-            .map_err(db_error);
-        self.watch(result)
     }
 
     async fn next_crl_number(&self) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .query_one(
-                "INSERT INTO counters (name, value) VALUES ($1, 1)
-                 ON CONFLICT (name) DO UPDATE SET value = counters.value + 1
-                 RETURNING value",
-                &[&CRL_NUMBER],
-            )
-            .await
-            .map(|row| u64_of(row.get(0)))
-            .map_err(db_error);
-        self.watch(result)
+        self.number(
+            "INSERT INTO counters (name, value) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + 1
+             RETURNING value",
+            &[&CRL_NUMBER],
+        )
+        .await
     }
 
     /// Keeps the newest few CRLs and tells the other replicas.
@@ -640,34 +584,21 @@ impl Storage for PgStore {
             expiries.push(token.expires_at);
             values.push(record::encode(token)?);
         }
-        let client = self.client().await?;
-        let result = client
-            .execute(
-                "INSERT INTO join_tokens (hash, expires_at, token)
-                 SELECT * FROM UNNEST($1::bytea[], $2::bigint[], $3::bytea[])",
-                &[&hashes, &expiries, &values],
-            )
-            .await
-            .map(drop)
-            .map_err(db_error);
-        self.watch(result)
+        self.execute(
+            "INSERT INTO join_tokens (hash, expires_at, token)
+             SELECT * FROM UNNEST($1::bytea[], $2::bigint[], $3::bytea[])",
+            &[&hashes, &expiries, &values],
+        )
+        .await
+        .map(drop)
     }
 
     async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT token FROM join_tokens WHERE hash = $1")
-            .await;
-        let result = match statement {
-            Ok(statement) => client.query_opt(&statement, &[&hash.as_slice()]).await,
-            Err(error) => Err(error),
-        }
-        .map_err(db_error)
-        .and_then(|row| {
-            row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                .transpose()
-        });
-        self.watch(result)
+        self.record(
+            "SELECT token FROM join_tokens WHERE hash = $1",
+            &[&hash.as_slice()],
+        )
+        .await
     }
 
     async fn join_tokens(&self) -> Result<Vec<(TokenHash, JoinTokenRecord)>, StoreError> {
@@ -689,38 +620,23 @@ impl Storage for PgStore {
     }
 
     async fn raise_crl_number(&self, at_least: u64) -> Result<(), StoreError> {
-        let client = self.client().await?;
         let at_least = i64::try_from(at_least).unwrap_or(i64::MAX);
-        let result = client
-            .execute(
-                "INSERT INTO counters (name, value) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET value = GREATEST(counters.value, $2)",
-                &[&CRL_NUMBER, &at_least],
-            )
-            .await
-            .map(drop)
-            .map_err(db_error);
-        self.watch(result)
+        self.execute(
+            "INSERT INTO counters (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = GREATEST(counters.value, $2)",
+            &[&CRL_NUMBER, &at_least],
+        )
+        .await
+        .map(drop)
     }
 
     async fn join_token_count(&self) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .query_one("SELECT count(*) FROM join_tokens", &[])
-            .await
-            .map(|row| u64_of(row.get(0)))
-            .map_err(db_error);
-        self.watch(result)
+        self.number("SELECT count(*) FROM join_tokens", &[]).await
     }
 
     async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .execute("DELETE FROM join_tokens WHERE expires_at < $1", &[&now])
+        self.execute("DELETE FROM join_tokens WHERE expires_at < $1", &[&now])
             .await
-            .map(|purged| usize::try_from(purged).unwrap_or(usize::MAX))
-            .map_err(db_error);
-        self.watch(result)
     }
 
     async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
@@ -763,30 +679,13 @@ impl Storage for PgStore {
     }
 
     async fn entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .query_opt("SELECT entry FROM entries WHERE id = $1", &[&id])
+        self.record("SELECT entry FROM entries WHERE id = $1", &[&id])
             .await
-            .map_err(db_error)
-            .and_then(|row| {
-                row.map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                    .transpose()
-            });
-        self.watch(result)
     }
 
     async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .query("SELECT entry FROM entries ORDER BY id", &[])
+        self.records("SELECT entry FROM entries ORDER BY id", &[])
             .await
-            .map_err(db_error)
-            .and_then(|rows| {
-                rows.iter()
-                    .map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                    .collect()
-            });
-        self.watch(result)
     }
 
     /// Committed without waiting for the WAL flush (`synchronous_commit`
@@ -817,24 +716,15 @@ impl Storage for PgStore {
     }
 
     async fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let client = self.client().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let result = client
-            .query(
-                "SELECT entry FROM (
-                     SELECT sequence, entry FROM audit WHERE at >= $1
-                     ORDER BY sequence DESC LIMIT $2
-                 ) newest ORDER BY sequence",
-                &[&since, &limit],
-            )
-            .await
-            .map_err(db_error)
-            .and_then(|rows| {
-                rows.iter()
-                    .map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                    .collect()
-            });
-        self.watch(result)
+        self.records(
+            "SELECT entry FROM (
+                 SELECT sequence, entry FROM audit WHERE at >= $1
+                 ORDER BY sequence DESC LIMIT $2
+             ) newest ORDER BY sequence",
+            &[&since, &limit],
+        )
+        .await
     }
 
     /// Every write was committed before its call returned.
@@ -881,16 +771,12 @@ impl Storage for PgStore {
     }
 
     async fn set_store_id(&self, id: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let result = client
-            .execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                &[&STORE_ID, &id],
-            )
-            .await
-            .map(drop)
-            .map_err(db_error);
-        self.watch(result)
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&STORE_ID, &id],
+        )
+        .await
+        .map(drop)
     }
 
     fn fault(&self) -> Option<String> {
@@ -908,7 +794,73 @@ impl Storage for PgStore {
     }
 }
 
+/// One statement's parameters.
+type Parameters<'a> = [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// Reads and single statements, each on a pooled connection with a
+/// statement prepared once per connection, its failure watched.
 impl PgStore {
+    /// The records `sql` selects, one per row as codec bytes in its first
+    /// column.
+    async fn records<T: record::Stored>(
+        &self,
+        sql: &str,
+        parameters: &Parameters<'_>,
+    ) -> Result<Vec<T>, StoreError> {
+        let client = self.client().await?;
+        let result = async {
+            let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+            let rows = client
+                .query(&statement, parameters)
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                .collect()
+        }
+        .await;
+        self.watch(result)
+    }
+
+    /// The one record `sql` selects by key, if any.
+    async fn record<T: record::Stored>(
+        &self,
+        sql: &str,
+        parameters: &Parameters<'_>,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.records(sql, parameters).await?.into_iter().next())
+    }
+
+    /// The number `sql` selects (a `count(*)`, a counter).
+    async fn number(&self, sql: &str, parameters: &Parameters<'_>) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let result = async {
+            let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+            let row = client
+                .query_one(&statement, parameters)
+                .await
+                .map_err(db_error)?;
+            Ok(u64_of(row.get(0)))
+        }
+        .await;
+        self.watch(result)
+    }
+
+    /// Runs `sql` on its own; how many rows it changed.
+    async fn execute(&self, sql: &str, parameters: &Parameters<'_>) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let result = async {
+            let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+            let changed = client
+                .execute(&statement, parameters)
+                .await
+                .map_err(db_error)?;
+            Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+        }
+        .await;
+        self.watch(result)
+    }
+
     /// Inserts or replaces an entry with `statement` (`$1` id, `$2` bytes)
     /// and tells the other replicas, in one transaction; whether a row
     /// changed.
