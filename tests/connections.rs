@@ -34,6 +34,13 @@ fn start(config_text: &str) -> Daemon {
     Daemon::start_in(tmp, data_dir, &["--config", &config])
 }
 
+/// The daemon's gRPC and HTTP listeners as `host:port`.
+fn addresses(daemon: &Daemon) -> (String, String) {
+    let grpc = daemon.grpc.trim_start_matches("https://").to_owned();
+    let http = daemon.http.trim_start_matches("http://").to_owned();
+    (grpc, http)
+}
+
 /// A TCP connection to `address` from the loopback address `from`, so one
 /// test can play several clients.
 fn connect_from(from: &str, address: &str) -> std::io::Result<TcpStream> {
@@ -75,12 +82,7 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_and_half_sent_connections_are_closed_and_service_goes_on() {
     let daemon = start(TIMEOUTS);
-    let http_addr = daemon.http.trim_start_matches("http://").to_owned();
-    let grpc_addr = daemon
-        .grpc
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .to_owned();
+    let (grpc_addr, http_addr) = addresses(&daemon);
 
     // An idle TCP connection on the TLS port that never says hello.
     let mut silent_grpc = connect_from("127.0.0.3", &grpc_addr).unwrap();
@@ -117,12 +119,7 @@ async fn idle_and_half_sent_connections_are_closed_and_service_goes_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_from_one_client_is_capped_and_others_are_served() {
     let daemon = start(CAP);
-    let http_addr = daemon.http.trim_start_matches("http://").to_owned();
-    let grpc_addr = daemon
-        .grpc
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .to_owned();
+    let (grpc_addr, http_addr) = addresses(&daemon);
 
     // 60 connections to each port from one address; the cap is 20.
     let mut flood = Vec::new();
