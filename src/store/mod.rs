@@ -347,17 +347,23 @@ pub fn restore(data_dir: &crate::DataDir, backup: &Path) -> Result<RestoreReport
             ),
         });
     }
+    // The CA's store id carries on; a backup from before store ids gets
+    // one now, so that marks and store agree.
+    let store_id = previous_marks
+        .as_ref()
+        .map(|m| m.store_id.clone())
+        .or_else(|| contents.store_id.clone())
+        .unwrap_or_else(|| {
+            let mut id = [0u8; 16];
+            crate::fsutil::fill_random(&mut id);
+            hex::encode(id)
+        });
     let floor = sled::RestoreFloor {
-        store_id: previous_marks.as_ref().map(|m| m.store_id.clone()),
+        store_id: Some(store_id.clone()),
         crl_number: previous_marks.as_ref().map_or(0, |m| m.crl_number),
     };
     let (restored, replaced) = sled::restore(&data_dir.database(), backup, &floor)?;
     let crl_number = restored.crl_number.max(floor.crl_number);
-    let store_id = floor
-        .store_id
-        .clone()
-        .or_else(|| restored.store_id.clone())
-        .unwrap_or_default();
     let marks = marks::MarksFile {
         store_id,
         crl_number,
