@@ -144,6 +144,102 @@ fn renew_replaces_key_and_certificate() {
     assert!(stdout(&output).contains("spiffe://certd.internal/svc/billing"));
 }
 
+fn serial_in(dir: &Path) -> String {
+    let cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
+    hex::encode(pem.parse_x509().unwrap().raw_serial())
+}
+
+/// `certd renew --if-needed` leaves a fresh certificate alone; `certd renew
+/// --daemon` renews a 6-second identity at half its validity again and
+/// again, runs its hook after each renewal, keeps the files through an
+/// outage while it retries, and stops on SIGTERM.
+#[test]
+fn the_renewal_daemon_keeps_a_short_lived_identity_fresh() {
+    let mut daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &["--ttl", "6s"]);
+    let dir = daemon.tmp.path().join("billing");
+    let output = request(&daemon, &daemon.token("billing"), &dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first = serial_in(&dir);
+
+    let dir_arg = dir.to_str().unwrap();
+    let output = daemon.cli(&[
+        "renew",
+        "--if-needed",
+        "--server",
+        &daemon.grpc,
+        "--dir",
+        dir_arg,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("not due"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(serial_in(&dir), first);
+
+    let marker = daemon.tmp.path().join("renewed");
+    let log = daemon.tmp.path().join("renew.log");
+    let mut renewer = std::process::Command::new(common::CERTD)
+        .args([
+            "renew",
+            "--daemon",
+            "--server",
+            &daemon.grpc,
+            "--dir",
+            dir_arg,
+        ])
+        .arg("--exec")
+        .arg(format!("echo renewed >> {}", marker.display()))
+        .env("CERTD_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut serials = std::collections::HashSet::from([first.clone()]);
+    while serials.len() < 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "not renewed twice: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        serials.insert(serial_in(&dir));
+    }
+    let hooks = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert!(hooks.lines().count() >= 2, "the hook ran {hooks:?}");
+
+    // certd goes away: the renewer keeps the current files and retries.
+    daemon.kill();
+    let kept = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("renewal failed")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no failure logged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("cert.pem")).unwrap(), kept);
+    assert!(dir.join("key.pem").exists());
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &renewer.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        renewer.wait().unwrap().success(),
+        "SIGTERM stops it cleanly"
+    );
+}
+
 /// CI: `certd issue` through the daemon, and `--offline` without one; with
 /// a daemon running, `--offline` says to use the socket instead.
 #[test]

@@ -9,6 +9,7 @@ mod bench;
 mod db;
 mod entry;
 mod load;
+mod renew;
 mod serve;
 mod workload;
 
@@ -90,7 +91,8 @@ pub enum Command {
     },
     /// Workload: get a first certificate with a join token or a Kubernetes service-account token.
     Request(workload::RequestArgs),
-    /// Workload: renew the certificate in a directory over mTLS, with a fresh key.
+    /// Workload: renew the certificate in a directory over mTLS, with a fresh key (once, when
+    /// due with --if-needed, or continuously with --daemon).
     Renew(workload::RenewArgs),
     /// CI: issue a certificate for a service straight into a directory.
     Issue(admin::IssueArgs),

@@ -37,6 +37,7 @@ pub struct RequestArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("mode").args(["daemon", "if_needed"]))]
 pub struct RenewArgs {
     /// certd's gRPC URL.
     #[arg(long, env = "CERTD_SERVER", default_value = "https://127.0.0.1:8443")]
@@ -46,7 +47,20 @@ pub struct RenewArgs {
     ca_bundle: Option<PathBuf>,
     /// Directory holding the current key.pem and cert.pem; they are replaced.
     #[arg(long)]
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
+    /// Keep running: renew at half the certificate's validity (±10%), retry failures with
+    /// backoff, never remove a valid certificate; stop on SIGTERM.
+    #[arg(long)]
+    daemon: bool,
+    /// Renew once, only if past half the certificate's validity (for cron and timers).
+    #[arg(long)]
+    if_needed: bool,
+    /// After each renewal, run this shell command (e.g. "systemctl reload nginx").
+    #[arg(long)]
+    exec: Option<String>,
+    /// After each renewal, send a signal to the process in a pid file, e.g. /run/nginx.pid:HUP.
+    #[arg(long, value_parser = super::renew::parse_signal)]
+    signal: Option<(PathBuf, String)>,
 }
 
 pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
@@ -75,8 +89,28 @@ pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
 }
 
 pub async fn renew(args: RenewArgs) -> anyhow::Result<()> {
+    let hooks = super::renew::Hooks {
+        exec: args.exec.clone(),
+        signal: args.signal.clone(),
+    };
+    if args.daemon {
+        return super::renew::daemon(args, hooks).await;
+    }
+    if args.if_needed {
+        return super::renew::if_needed(args, &hooks).await;
+    }
+    renew_once(&args).await?;
+    if hooks.exec.is_some() || hooks.signal.is_some() {
+        super::renew::run_hooks(&hooks).await;
+    }
+    Ok(())
+}
+
+/// Renews the identity in `args.dir` once, replacing its files.
+pub(super) async fn renew_once(args: &RenewArgs) -> anyhow::Result<()> {
     let bundle_path = args
         .ca_bundle
+        .clone()
         .unwrap_or_else(|| args.dir.join("bundle.pem"));
     let ca_bundle_pem = read(&bundle_path)?;
     let chain = read(&args.dir.join("cert.pem"))?;

@@ -1,0 +1,229 @@
+//! `certd renew --daemon` and `--if-needed`: keeping a directory's
+//! certificate fresh without an operator's timer script.
+//!
+//! When: half the validity the certificate had when it arrived (its file's
+//! modification time; certd backdates notBefore by a minute, so notBefore
+//! would put the point too early for short lifetimes), moved by up to ±10%
+//! of that validity at random, so a fleet started together does not renew
+//! together. On failure: retries with exponential backoff and jitter, logs
+//! how long the current certificate has left, and never touches it; files
+//! are only ever replaced whole by a renewed identity.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+
+use super::workload::{RenewArgs, read, renew_once};
+use certd::ca::unix_seconds;
+
+/// First wait after a failed renewal; it doubles up to `LONGEST_RETRY`.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const LONGEST_RETRY: Duration = Duration::from_secs(300);
+
+/// What to do after a renewal, besides replacing the files.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// A shell command (`sh -c`), e.g. `systemctl reload nginx`.
+    pub exec: Option<String>,
+    /// A process to signal: its pid file and the signal's name.
+    pub signal: Option<(PathBuf, String)>,
+}
+
+/// Parses `PIDFILE:SIGNAL`, e.g. `/run/nginx.pid:HUP`.
+pub fn parse_signal(value: &str) -> Result<(PathBuf, String), String> {
+    let (file, signal) = value
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{value:?} is not PIDFILE:SIGNAL, e.g. /run/nginx.pid:HUP"))?;
+    let signal = signal.to_ascii_uppercase();
+    let signal = signal.trim_start_matches("SIG").to_owned();
+    if file.is_empty() || signal.is_empty() || !signal.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "{value:?} is not PIDFILE:SIGNAL, e.g. /run/nginx.pid:HUP"
+        ));
+    }
+    Ok((PathBuf::from(file), signal))
+}
+
+/// When a certificate valid until `not_after`, received at `received_at`,
+/// should be renewed: half-way, moved by `jitter` (−1.0..=1.0) tenths of
+/// the validity it had.
+pub fn renewal_time(received_at: i64, not_after: i64, jitter: f64) -> i64 {
+    let validity = (not_after - received_at).max(0) as f64;
+    let offset = validity / 2.0 + jitter.clamp(-1.0, 1.0) * validity / 10.0;
+    received_at + offset.round() as i64
+}
+
+/// The current certificate's notAfter and when it arrived (cert.pem's
+/// modification time, bounded by its validity).
+fn current_validity(dir: &Path) -> anyhow::Result<(i64, i64)> {
+    let path = dir.join("cert.pem");
+    let pem = read(&path)?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{} holds no PEM certificate: {e}", path.display()))?;
+    let certificate = pem
+        .parse_x509()
+        .map_err(|e| anyhow::anyhow!("{} is not a certificate: {e}", path.display()))?;
+    let not_before = certificate.validity().not_before.timestamp();
+    let not_after = certificate.validity().not_after.timestamp();
+    let modified = std::fs::metadata(&path)
+        .and_then(|meta| meta.modified())
+        .map(unix_seconds)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((not_after, modified.clamp(not_before, not_after)))
+}
+
+fn random_jitter() -> f64 {
+    let mut bytes = [0u8; 2];
+    certd::fsutil::fill_random(&mut bytes);
+    f64::from(u16::from_be_bytes(bytes)) / f64::from(u16::MAX) * 2.0 - 1.0
+}
+
+/// `--if-needed`: renews once if the certificate is past its renewal point
+/// (without jitter), else says when it will be.
+pub async fn if_needed(args: RenewArgs, hooks: &Hooks) -> anyhow::Result<()> {
+    let (not_after, received_at) = current_validity(&args.dir)?;
+    let due = renewal_time(received_at, not_after, 0.0);
+    let now = unix_seconds(SystemTime::now());
+    if now < due {
+        println!(
+            "not due: {} renews after {}",
+            args.dir.join("cert.pem").display(),
+            super::format_time(due)
+        );
+        return Ok(());
+    }
+    renew_once(&args).await?;
+    run_hooks(hooks).await;
+    Ok(())
+}
+
+/// `--daemon`: renews whenever due, until SIGTERM or SIGINT.
+pub async fn daemon(args: RenewArgs, hooks: Hooks) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut retry = FIRST_RETRY;
+    loop {
+        let (not_after, received_at) = current_validity(&args.dir)?;
+        let due = renewal_time(received_at, not_after, random_jitter());
+        let now = unix_seconds(SystemTime::now());
+        let wait = Duration::from_secs(u64::try_from(due - now).unwrap_or(0));
+        tracing::info!(
+            dir = %args.dir.display(),
+            renews_at = %super::format_time(due),
+            "waiting to renew"
+        );
+        tokio::select! {
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+        }
+        loop {
+            match renew_once(&args).await {
+                Ok(()) => {
+                    retry = FIRST_RETRY;
+                    run_hooks(&hooks).await;
+                    break;
+                }
+                Err(error) => {
+                    let left = not_after - unix_seconds(SystemTime::now());
+                    let pause = with_jitter(retry);
+                    if left > 0 {
+                        tracing::warn!(
+                            error = %format!("{error:#}"),
+                            valid_for_seconds = left,
+                            retry_in_seconds = pause.as_secs(),
+                            "renewal failed; the current certificate stays in place"
+                        );
+                    } else {
+                        tracing::error!(
+                            error = %format!("{error:#}"),
+                            retry_in_seconds = pause.as_secs(),
+                            "renewal failed and the certificate has expired"
+                        );
+                    }
+                    retry = (retry * 2).min(LONGEST_RETRY);
+                    tokio::select! {
+                        _ = terminate.recv() => return Ok(()),
+                        _ = interrupt.recv() => return Ok(()),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `wait` moved by up to ±20%, so clients that failed together do not
+/// retry together.
+fn with_jitter(wait: Duration) -> Duration {
+    wait.mul_f64(1.0 + random_jitter() / 5.0)
+}
+
+/// Runs the hooks after a renewal; a failing hook is logged, and the next
+/// renewal runs it again.
+pub(super) async fn run_hooks(hooks: &Hooks) {
+    if let Some(command) = &hooks.exec {
+        match tokio::process::Command::new("sh")
+            .args(["-c", command])
+            .status()
+            .await
+        {
+            Ok(status) if status.success() => tracing::info!(command, "ran the renewal hook"),
+            Ok(status) => tracing::warn!(command, %status, "the renewal hook failed"),
+            Err(error) => tracing::warn!(command, %error, "cannot run the renewal hook"),
+        }
+    }
+    if let Some((pid_file, signal)) = &hooks.signal {
+        let pid = match std::fs::read_to_string(pid_file) {
+            Ok(pid) if pid.trim().parse::<u32>().is_ok() => pid.trim().to_owned(),
+            Ok(_) | Err(_) => {
+                tracing::warn!(pid_file = %pid_file.display(), "no process id to signal");
+                return;
+            }
+        };
+        match tokio::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.clone()])
+            .status()
+            .await
+        {
+            Ok(status) if status.success() => tracing::info!(pid, signal, "signalled"),
+            Ok(status) => tracing::warn!(pid, signal, %status, "cannot signal the process"),
+            Err(error) => tracing::warn!(pid, signal, %error, "cannot signal the process"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_half_way_through_the_validity_it_arrived_with() {
+        assert_eq!(renewal_time(1000, 1000 + 86_400, 0.0), 1000 + 43_200);
+        // ±10% of the validity at the extremes of the jitter.
+        assert_eq!(
+            renewal_time(1000, 1000 + 86_400, 1.0),
+            1000 + 43_200 + 8_640
+        );
+        assert_eq!(
+            renewal_time(1000, 1000 + 86_400, -1.0),
+            1000 + 43_200 - 8_640
+        );
+        // An expired certificate is due at once.
+        assert_eq!(renewal_time(2000, 1000, 0.3), 2000);
+    }
+
+    #[test]
+    fn signal_hooks_are_parsed() {
+        assert_eq!(
+            parse_signal("/run/nginx.pid:HUP").unwrap(),
+            (PathBuf::from("/run/nginx.pid"), "HUP".into())
+        );
+        assert_eq!(parse_signal("/run/x.pid:sigusr1").unwrap().1, "USR1");
+        for bad in ["/run/nginx.pid", ":HUP", "/run/x.pid:", "/run/x.pid:HUP;rm"] {
+            assert!(parse_signal(bad).is_err(), "{bad}");
+        }
+    }
+}
