@@ -69,6 +69,17 @@ impl Daemon {
             };
             ca::init(dir, &options).map_err(Error::from)?;
         }
+        // The data directory holds the CA's keys: private, whoever made it.
+        match crate::fsutil::narrow_to_private(dir) {
+            Ok(true) => tracing::warn!(
+                data_dir = %dir.display(),
+                "the data directory was readable by others; made it 0700"
+            ),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, data_dir = %dir.display(), "cannot make the data directory private")
+            }
+        }
         let mut ca = CertificateAuthority::load(dir).map_err(Error::from)?;
         // The database before the listeners: a second `serve` on the same
         // directory stops here, before it touches the first one's socket.

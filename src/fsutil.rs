@@ -32,6 +32,18 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// Makes an existing directory private (0700) if others may read, write or
+/// enter it, as a `git clone` or `mkdir` leaves one (0755); returns whether
+/// it did.
+pub fn narrow_to_private(dir: &Path) -> io::Result<bool> {
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
+    Ok(true)
+}
+
 /// Creates `path` with `contents`, failing if it exists. The mode is given at
 /// creation, so the file is never briefly readable by anyone else.
 pub fn create_new_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {

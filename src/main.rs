@@ -50,8 +50,11 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     // the same fault (`CERTD_LOG=info,sled=debug` shows them).
     let filter =
         EnvFilter::try_from_env("CERTD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sled=off"));
+    // Colour only for a person at a terminal, never in files and journals.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),

@@ -240,6 +240,39 @@ fn the_renewal_daemon_keeps_a_short_lived_identity_fresh() {
     );
 }
 
+/// A data directory that already exists readable by others (as `mkdir`
+/// or a git checkout leaves it) is made 0700 by `init`, and by `serve`.
+#[test]
+fn an_existing_data_directory_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = run_cli(&data_dir, &["init"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(mode(&data_dir), 0o700);
+
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = Daemon::start_in(tmp, data_dir.clone(), &[]);
+    assert_eq!(mode(&daemon.data_dir), 0o700);
+    assert!(daemon.log_text().contains("made it 0700"));
+}
+
+/// Logs written to a file (not a terminal) carry no colour codes, and the
+/// CLI's one error line has none either.
+#[test]
+fn logs_to_files_are_plain_text() {
+    let daemon = Daemon::start();
+    daemon.token("billing");
+    let log = daemon.log_text();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in {log:?}");
+    let output = daemon.cli(&["show", "00"]);
+    assert!(!output.status.success());
+    assert!(!stderr(&output).contains('\u{1b}'), "{:?}", stderr(&output));
+}
+
 /// CI: `certd issue` through the daemon, and `--offline` without one; with
 /// a daemon running, `--offline` says to use the socket instead.
 #[test]
@@ -376,6 +409,16 @@ fn bad_input_gets_one_line_and_an_exit_code() {
             "exceeds the maximum",
         ),
         (vec!["show", "0123abcd"], 5, "not found"),
+        (
+            vec!["renew", "--dir", "/nonexistent/identity"],
+            2,
+            "get one first with `certd request --out /nonexistent/identity`",
+        ),
+        (
+            vec!["renew", "--daemon", "--dir", "/nonexistent/identity"],
+            2,
+            "holds no certificate (cert.pem) to renew",
+        ),
         (vec!["show", "zz"], 2, "not a hex serial"),
         (
             vec![

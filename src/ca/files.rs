@@ -112,6 +112,7 @@ impl CaFiles {
 pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
     let files = CaFiles::new(dir);
     fsutil::create_private_dir(dir).map_err(io_error("create", dir))?;
+    fsutil::narrow_to_private(dir).map_err(io_error("make private", dir))?;
     if files.exists() {
         return Err(CaError::AlreadyExists(dir.display().to_string()));
     }

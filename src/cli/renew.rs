@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
-use super::workload::{RenewArgs, read, renew_once};
+use super::workload::{RenewArgs, nothing_to_renew, read, renew_once};
 use certd::ca::unix_seconds;
 
 /// First wait after a failed renewal; it doubles up to `LONGEST_RETRY`.
@@ -58,6 +58,9 @@ pub fn renewal_time(received_at: i64, not_after: i64, jitter: f64) -> i64 {
 /// modification time, bounded by its validity).
 fn current_validity(dir: &Path) -> anyhow::Result<(i64, i64)> {
     let path = dir.join("cert.pem");
+    if !path.exists() {
+        return Err(nothing_to_renew(dir));
+    }
     let pem = read(&path)?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map_err(|e| anyhow::anyhow!("{} holds no PEM certificate: {e}", path.display()))?;

@@ -108,6 +108,9 @@ pub async fn renew(args: RenewArgs) -> anyhow::Result<()> {
 
 /// Renews the identity in `args.dir` once, replacing its files.
 pub(super) async fn renew_once(args: &RenewArgs) -> anyhow::Result<()> {
+    if !args.dir.join("cert.pem").exists() {
+        return Err(nothing_to_renew(&args.dir));
+    }
     let bundle_path = args
         .ca_bundle
         .clone()
@@ -125,6 +128,16 @@ pub(super) async fn renew_once(args: &RenewArgs) -> anyhow::Result<()> {
     write_identity(&args.dir, &key, &issued)?;
     report(&issued, &args.dir);
     Ok(())
+}
+
+/// The error for a directory without an identity: what to run first.
+pub(super) fn nothing_to_renew(dir: &Path) -> anyhow::Error {
+    super::UsageError(format!(
+        "{} holds no certificate (cert.pem) to renew; get one first with `certd request --out {}`",
+        dir.display(),
+        dir.display()
+    ))
+    .into()
 }
 
 /// A fresh P-256 key and a CSR for it that asks for no names: the identity
