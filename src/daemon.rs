@@ -3,7 +3,8 @@
 //!
 //! `certd serve`, the offline CLI commands, benchmarks and tests that want
 //! an in-process certd all go through [`Daemon`]; none wires the parts
-//! itself. It owns start-up order (CA, then store, then listeners, then
+//! itself. It owns start-up order (TCP listeners, then CA, then store, then
+//! the admin socket, then
 //! authority) and nothing that happens after start-up: serving is
 //! `server::run`.
 
@@ -19,7 +20,7 @@ use crate::authority::Authority;
 use crate::ca::{self, CaFiles, CertificateAuthority, InitOptions, KeyType};
 use crate::config::{Config, revocation_urls};
 pub use crate::server::ServeError;
-use crate::server::{self, Listeners};
+use crate::server::{self, Listeners, TcpListeners};
 use crate::{DataDir, Error};
 
 /// A daemon to be: a data directory and a validated configuration.
@@ -58,6 +59,7 @@ impl Daemon {
     /// and builds the authority. Nothing is served yet.
     pub async fn bind(self) -> Result<BoundDaemon, ServeError> {
         let dir = self.data_dir.root();
+        let tcp = TcpListeners::bind(&self.config).await?;
         if !CaFiles::new(dir).exists() {
             tracing::warn!(
                 data_dir = %dir.display(),
@@ -81,12 +83,12 @@ impl Daemon {
             }
         }
         let mut ca = CertificateAuthority::load(dir).map_err(Error::from)?;
-        // The database before the listeners: a second `serve` on the same
-        // directory stops here, before it touches the first one's socket.
+        // The database before the admin socket: a second `serve` on the
+        // same directory stops here, before it touches the first one's.
         let store = crate::store::open_checked(&self.data_dir, &self.config.store)
             .await
             .map_err(Error::from)?;
-        let listeners = Listeners::bind(&self.config, &self.data_dir).await?;
+        let listeners = tcp.with_admin_socket(&self.data_dir).await?;
         let grpc_addr = local_addr(&listeners.grpc, "gRPC")?;
         let http_addr = local_addr(&listeners.http, "HTTP")?;
         ca.set_revocation_urls(self.revocation_urls(http_addr));

@@ -88,16 +88,35 @@ pub struct Listeners {
     pub admin_path: PathBuf,
 }
 
-impl Listeners {
-    /// Binds the configured addresses and `DATA_DIR/admin.sock` (mode 0600).
-    pub async fn bind(config: &Config, data_dir: &crate::DataDir) -> Result<Self, ServeError> {
-        let grpc = bind_tcp("gRPC", config.grpc_addr).await?;
-        let http = bind_tcp("HTTP", config.http_addr).await?;
+/// The TCP listeners, bound before anything is written to the data
+/// directory, so a busy port fails start-up before it creates a CA.
+#[derive(Debug)]
+pub struct TcpListeners {
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl TcpListeners {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        Ok(TcpListeners {
+            grpc: bind_tcp("gRPC", config.grpc_addr).await?,
+            http: bind_tcp("HTTP", config.http_addr).await?,
+        })
+    }
+
+    /// Adds `DATA_DIR/admin.sock` (mode 0600): bound once the database is
+    /// held, so a second `serve` on the same directory never touches the
+    /// first one's socket.
+    pub async fn with_admin_socket(
+        self,
+        data_dir: &crate::DataDir,
+    ) -> Result<Listeners, ServeError> {
         let admin_path = data_dir.admin_socket();
         let admin = bind_admin_socket(&admin_path).await?;
         Ok(Listeners {
-            grpc,
-            http,
+            grpc: self.grpc,
+            http: self.http,
             admin,
             admin_path,
         })

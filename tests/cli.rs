@@ -259,6 +259,38 @@ fn an_existing_data_directory_is_made_private() {
     assert!(daemon.log_text().contains("made it 0700"));
 }
 
+/// `serve` on a port already taken fails with one line naming it, before
+/// it creates a CA or a database.
+#[test]
+fn serve_on_a_busy_port_creates_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let output = std::process::Command::new(common::CERTD)
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            &address,
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("cannot bind gRPC on {address}")),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !data_dir.exists(),
+        "a CA was created before the bind failed"
+    );
+}
+
 /// Logs written to a file (not a terminal) carry no colour codes, and the
 /// CLI's one error line has none either.
 #[test]
@@ -406,7 +438,7 @@ fn bad_input_gets_one_line_and_an_exit_code() {
         (
             vec!["token", "create", "--service", "billing", "--ttl", "30d"],
             2,
-            "exceeds the maximum",
+            "requested lifetime 30days exceeds the maximum of 7days (`join_tokens.max_ttl` in certd.toml)",
         ),
         (vec!["show", "0123abcd"], 5, "not found"),
         (
@@ -569,6 +601,11 @@ fn every_command_has_help() {
         assert!(output.status.success(), "{command:?}");
         assert!(stdout(&output).contains("Usage:"), "{command:?}");
     }
+    let revoke = stdout(&run_cli(tmp.path(), &["revoke", "--help"]));
+    assert!(
+        revoke.contains("key-compromise") && revoke.contains("cessation-of-operation"),
+        "revoke --help lists the reasons: {revoke}"
+    );
 }
 
 /// A crash right after answering loses nothing: every certificate a client

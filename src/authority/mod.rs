@@ -336,7 +336,11 @@ impl Authority {
         let service: ServiceName = service.parse()?;
         let csr = ValidatedCsr::from_der(csr_der)?;
         let ttl = ttl.unwrap_or(self.lifetimes.default_cert_ttl);
-        policy::check_ttl(ttl, self.lifetimes.max_cert_ttl)?;
+        policy::check_ttl(
+            ttl,
+            self.lifetimes.max_cert_ttl,
+            policy::CERTIFICATE_MAX_TTL,
+        )?;
         let request = IssuanceRequest {
             identity: self.identity(service),
             ttl,

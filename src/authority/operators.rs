@@ -106,7 +106,11 @@ impl Authority {
         let csr = ValidatedCsr::from_der(csr_der)?;
         policy::check_operator_csr(&csr, &operator)?;
         let ttl = ttl.unwrap_or(self.lifetimes.default_cert_ttl);
-        policy::check_ttl(ttl, self.lifetimes.max_cert_ttl)?;
+        policy::check_ttl(
+            ttl,
+            self.lifetimes.max_cert_ttl,
+            policy::CERTIFICATE_MAX_TTL,
+        )?;
         let recorded_as = RecordedAs {
             service: operator.name.clone(),
             attestation: Attestation::Operator {

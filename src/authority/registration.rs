@@ -107,7 +107,11 @@ impl Authority {
             )));
         }
         let ttl = ttl.unwrap_or(self.lifetimes.default_join_token_ttl);
-        policy::check_ttl(ttl, self.lifetimes.max_join_token_ttl)?;
+        policy::check_ttl(
+            ttl,
+            self.lifetimes.max_join_token_ttl,
+            policy::JOIN_TOKEN_MAX_TTL,
+        )?;
         let now = unix_seconds(SystemTime::now());
         let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let record = JoinTokenRecord {

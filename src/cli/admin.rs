@@ -111,7 +111,8 @@ pub struct RevokeArgs {
     /// Revoke every unexpired certificate of this service instead.
     #[arg(long)]
     service: Option<String>,
-    /// RFC 5280 reason.
+    /// RFC 5280 reason: unspecified, key-compromise, affiliation-changed, superseded,
+    /// cessation-of-operation or certificate-hold.
     #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
     reason: RevocationReason,
 }

@@ -22,10 +22,16 @@ pub enum PolicyError {
         "CSR asks for CA powers (CA:TRUE, keyCertSign or cRLSign); certd only issues end-entity certificates"
     )]
     CaRequested,
-    #[error("requested lifetime {requested:?} exceeds the maximum of {maximum:?}")]
+    #[error(
+        "requested lifetime {} exceeds the maximum of {} (`{setting}` in certd.toml)",
+        humantime::format_duration(*.requested),
+        humantime::format_duration(*.maximum)
+    )]
     TtlTooLong {
         requested: Duration,
         maximum: Duration,
+        /// The configuration field that sets the maximum.
+        setting: &'static str,
     },
     #[error("{spiffe_id} may not call the admin API: only operators listed in `admins` may")]
     NotAnAdmin { spiffe_id: String },
@@ -111,10 +117,24 @@ pub fn check_operator_csr(
     Ok(())
 }
 
-/// Checks a requested lifetime against the maximum.
-pub fn check_ttl(requested: Duration, maximum: Duration) -> Result<(), PolicyError> {
+/// The configuration field of the certificate lifetime's maximum.
+pub const CERTIFICATE_MAX_TTL: &str = "issuance.max_ttl";
+/// The configuration field of the join token lifetime's maximum.
+pub const JOIN_TOKEN_MAX_TTL: &str = "join_tokens.max_ttl";
+
+/// Checks a requested lifetime against the maximum that `setting` (a
+/// configuration field, named in the refusal) sets.
+pub fn check_ttl(
+    requested: Duration,
+    maximum: Duration,
+    setting: &'static str,
+) -> Result<(), PolicyError> {
     if requested > maximum {
-        return Err(PolicyError::TtlTooLong { requested, maximum });
+        return Err(PolicyError::TtlTooLong {
+            requested,
+            maximum,
+            setting,
+        });
     }
     Ok(())
 }
@@ -237,7 +257,7 @@ mod tests {
     #[test]
     fn ttl_is_bounded() {
         let day = Duration::from_secs(86_400);
-        assert_eq!(check_ttl(day, day), Ok(()));
-        assert!(check_ttl(day * 2, day).is_err());
+        assert_eq!(check_ttl(day, day, CERTIFICATE_MAX_TTL), Ok(()));
+        assert!(check_ttl(day * 2, day, CERTIFICATE_MAX_TTL).is_err());
     }
 }

@@ -82,7 +82,7 @@ impl EntrySpec {
             .into());
         }
         if let Some(ttl) = self.ttl {
-            crate::policy::check_ttl(ttl, bounds.max_ttl)?;
+            crate::policy::check_ttl(ttl, bounds.max_ttl, crate::policy::CERTIFICATE_MAX_TTL)?;
         }
         Ok(ValidEntry {
             service,
