@@ -33,6 +33,8 @@ pub const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Longest time one RPC may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often readiness is checked for the gRPC health service.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the caches are compared with the store, the change feed's
 /// fallback (see `catch_up_periodically`).
 const CATCH_UP_INTERVAL: Duration = Duration::from_secs(60);
@@ -198,9 +200,11 @@ pub async fn run(
     let remote_admin = AdminServer::new(AdminApi::new(authority.clone(), AdminAccess::Mtls))
         .max_decoding_message_size(max_request_bytes);
     let (grpc_admission, http_admission) = admissions(&config.connections);
+    let (health, health_service) = tonic_health::server::health_reporter();
     let grpc = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .add_service(health_service)
         .add_service(workload)
         .add_service(remote_admin)
         .serve_with_incoming_shutdown(
@@ -247,6 +251,7 @@ pub async fn run(
         )
     });
     let catch_up = tokio::spawn(catch_up_periodically(authority.clone(), until_stopped()));
+    let health = tokio::spawn(report_health(authority.clone(), health, until_stopped()));
     let attestor_upkeep: Vec<_> = authority
         .attestors()
         .iter()
@@ -281,7 +286,7 @@ pub async fn run(
         }
     };
     let _ = stop.send(true);
-    let _ = tokio::join!(rotation, purge, crl, changes, catch_up);
+    let _ = tokio::join!(rotation, purge, crl, changes, catch_up, health);
     for task in attestor_upkeep {
         let _ = task.await;
     }
@@ -405,6 +410,41 @@ async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
                 () = &mut stopped => return,
                 () = tokio::time::sleep(RETRY_INTERVAL) => {}
             }
+        }
+    }
+}
+
+/// Keeps the standard gRPC health service (`grpc.health.v1.Health`) true
+/// to `Authority::readiness`, for the whole server ("") and for
+/// `certd.v1.CertificateAuthority`, checking every `HEALTH_INTERVAL`.
+async fn report_health(
+    authority: Authority,
+    reporter: tonic_health::server::HealthReporter,
+    stopped: impl Future<Output = ()>,
+) {
+    use tonic_health::ServingStatus;
+    tokio::pin!(stopped);
+    let mut reported = None;
+    loop {
+        let readiness = authority.readiness();
+        let status = match &readiness {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        if reported != Some(status) {
+            for service in ["", "certd.v1.CertificateAuthority"] {
+                reporter.set_service_status(service, status).await;
+            }
+            if let Err(reason) = &readiness {
+                tracing::warn!(%reason, "not ready: the health service says NOT_SERVING");
+            } else if reported.is_some() {
+                tracing::info!("ready again: the health service says SERVING");
+            }
+            reported = Some(status);
+        }
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
         }
     }
 }

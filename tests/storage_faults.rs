@@ -140,6 +140,16 @@ async fn a_full_disk_is_unavailable_then_recovers_without_restart_and_keeps_toke
             .map(|(status, _)| status)
             .collect::<HashSet<_>>()
     );
+    // The gRPC health service says so too.
+    let started = Instant::now();
+    let mut health = daemon.client(None).await;
+    while health.health("").await.ok().as_deref() != Some("NOT_SERVING") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gRPC health service never said NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Operators' reads and writes meanwhile are answered or refused as
     // unavailable (exit 3), never as an internal error.
     for command in [

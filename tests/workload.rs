@@ -422,3 +422,26 @@ async fn requests_over_the_configured_size_are_refused() {
         "the token is still good"
     );
 }
+
+/// The standard gRPC health service answers on the TLS port, for the whole
+/// server and for the CA service, and refuses to guess about others.
+#[tokio::test]
+async fn the_grpc_health_service_reports_serving() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client(None).await;
+    // The reporter sets the status within its first second.
+    let started = std::time::Instant::now();
+    while client.health("").await.ok().as_deref() != Some("SERVING") {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        client
+            .health("certd.v1.CertificateAuthority")
+            .await
+            .unwrap(),
+        "SERVING"
+    );
+    let (kind, _) = common::refusal(client.health("no.such.Service").await);
+    assert_eq!(kind, certd::ErrorKind::NotFound);
+}

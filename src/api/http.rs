@@ -96,12 +96,13 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: whether certd can issue now. 503 with the reason while the
-/// store is faulted, so load balancers send workloads elsewhere.
+/// Readiness: whether certd can issue now (`Authority::readiness`). 503
+/// with the reason while it cannot, so load balancers send workloads
+/// elsewhere.
 async fn readyz(State(authority): State<Authority>) -> Response {
-    match authority.store().fault() {
-        None => (StatusCode::OK, "ready\n").into_response(),
-        Some(reason) => {
+    match authority.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => {
             let message = format!("not ready: {reason}\n");
             (StatusCode::SERVICE_UNAVAILABLE, message).into_response()
         }

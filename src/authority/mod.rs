@@ -159,6 +159,21 @@ impl Authority {
         &self.ca
     }
 
+    /// Whether certd can issue now: the store answers and the intermediate
+    /// has not expired. `Err` says why not, for `/readyz` and the gRPC
+    /// health service.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if let Some(fault) = self.store.fault() {
+            return Err(fault);
+        }
+        let now = crate::ca::unix_seconds(std::time::SystemTime::now());
+        let not_after = self.ca.intermediate_not_after();
+        if now >= not_after {
+            return Err(crate::ca::CaError::IntermediateExpired { not_after }.to_string());
+        }
+        Ok(())
+    }
+
     pub fn store(&self) -> &dyn Storage {
         self.store.as_ref()
     }

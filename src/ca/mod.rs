@@ -193,6 +193,12 @@ impl CertificateAuthority {
         Ok(self.issuer.key().sign(message)?)
     }
 
+    /// When the intermediate expires (Unix seconds): after it, certd can
+    /// sign nothing.
+    pub fn intermediate_not_after(&self) -> i64 {
+        self.intermediate_not_after
+    }
+
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.metadata.trust_domain
     }

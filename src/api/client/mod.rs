@@ -260,6 +260,19 @@ impl WorkloadClient {
 
 impl WorkloadClient {
     /// The current CRL (DER) and its number.
+    /// The standard gRPC health check of `service` ("" for the whole
+    /// server): `SERVING`, `NOT_SERVING` or `SERVICE_UNKNOWN`.
+    pub async fn health(&mut self, service: &str) -> Result<String, ClientError> {
+        use tonic_health::pb::health_client::HealthClient;
+        let response = HealthClient::new(self.channel.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().status().as_str_name().to_owned())
+    }
+
     pub async fn crl(&mut self) -> Result<(Vec<u8>, u64), ClientError> {
         let response = self
             .rpc
