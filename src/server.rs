@@ -2,9 +2,11 @@
 //! task on the listeners it is given until `shutdown` completes, so tests
 //! can start it on ephemeral ports (mini-redis' `server::run`).
 //!
-//! Owns: the gRPC server over TLS, the admin server on the Unix socket, the
-//! HTTP server, the serving certificate's rotation, the CRL's refresh and
-//! the purge of expired join tokens. Background tasks stop with the servers.
+//! Owns: the gRPC server over TLS (with the standard health service), the
+//! admin server on the Unix socket, the HTTP server, the serving
+//! certificate's rotation, the CRL's refresh, the purge of expired join
+//! tokens, the change-feed follower and its minutely catch-up, and the
+//! health reporter. Background tasks stop with the servers.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
