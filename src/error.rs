@@ -40,6 +40,10 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// A fault inside certd; details are in its log.
     Internal,
+    /// The client could not verify that it reached certd: the server's
+    /// certificate is not trusted by the bundle given, or the address does
+    /// not speak TLS. Only clients report it; retrying will not help.
+    Untrusted,
 }
 
 impl std::fmt::Display for ErrorKind {
@@ -54,6 +58,7 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::FailedPrecondition => "failed precondition",
             ErrorKind::Internal => "error",
+            ErrorKind::Untrusted => "not verified",
         })
     }
 }

@@ -291,6 +291,51 @@ fn serve_on_a_busy_port_creates_nothing() {
     );
 }
 
+/// A client that cannot verify it reached certd says so, with its own exit
+/// code (6), instead of "cannot reach, retry": a bundle from another CA,
+/// or the HTTP port given as the gRPC one.
+#[test]
+fn an_unverifiable_server_is_not_reported_as_unreachable() {
+    let daemon = Daemon::start();
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = other.path().join("ca");
+    let output = run_cli(&other_ca, &["init"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let token = daemon.token("billing");
+    let out = daemon.tmp.path().join("w");
+    let http_as_grpc = daemon.http.replace("http://", "https://");
+    for (server, bundle, expected) in [
+        (
+            daemon.grpc.as_str(),
+            other_ca.join("bundle.pem"),
+            "its certificate is not trusted by this bundle",
+        ),
+        (
+            http_as_grpc.as_str(),
+            daemon.data_dir.join("bundle.pem"),
+            "it does not speak TLS",
+        ),
+    ] {
+        let output = daemon.cli(&[
+            "request",
+            "--server",
+            server,
+            "--ca-bundle",
+            bundle.to_str().unwrap(),
+            "--token",
+            &token,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(6), "{said}");
+        assert!(said.contains(expected), "{said}");
+        assert!(said.contains("check --ca-bundle"), "{said}");
+        assert_eq!(said.lines().count(), 1, "{said}");
+    }
+    assert!(!out.exists());
+}
+
 /// Logs written to a file (not a terminal) carry no colour codes, and the
 /// CLI's one error line has none either.
 #[test]

@@ -37,6 +37,8 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::Internal => Code::Internal,
+        // Never a server's answer: a client's own conclusion.
+        ErrorKind::Untrusted => Code::Unauthenticated,
     }
 }
 

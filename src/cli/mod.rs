@@ -29,6 +29,7 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 3;
     pub const REFUSED: u8 = 4;
     pub const NOT_FOUND: u8 = 5;
+    pub const UNTRUSTED: u8 = 6;
 }
 
 #[derive(Debug, Parser)]
@@ -218,6 +219,7 @@ pub fn exit_code_of(kind: ErrorKind) -> u8 {
         ErrorKind::NotFound => exit::NOT_FOUND,
         ErrorKind::Exhausted | ErrorKind::Unavailable => exit::UNREACHABLE,
         ErrorKind::FailedPrecondition | ErrorKind::Internal => exit::FAILURE,
+        ErrorKind::Untrusted => exit::UNTRUSTED,
     }
 }
 

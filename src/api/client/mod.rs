@@ -32,6 +32,10 @@ pub enum ClientError {
     Unreachable { target: String, reason: String },
     #[error("certd refused ({kind}): {message}")]
     Refused { kind: ErrorKind, message: String },
+    #[error(
+        "cannot verify that {target} is certd: {reason}; check --ca-bundle and that the URL is certd's gRPC port"
+    )]
+    Untrusted { target: String, reason: String },
     #[error("{0}")]
     Setup(String),
 }
@@ -41,6 +45,7 @@ impl ClientError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ClientError::Unreachable { .. } => ErrorKind::Unavailable,
+            ClientError::Untrusted { .. } => ErrorKind::Untrusted,
             ClientError::Refused { kind, .. } => *kind,
             ClientError::Setup(_) => ErrorKind::InvalidInput,
         }
@@ -52,15 +57,60 @@ pub(super) fn refused(target: &str, status: Status) -> ClientError {
     // connection or the TLS session failed (a rejected client certificate
     // shows up here, as a TLS alert).
     if std::error::Error::source(&status).is_some() {
-        return ClientError::Unreachable {
-            target: target.to_owned(),
-            reason: describe_status(&status),
-        };
+        return unreachable_or_untrusted(target, &status, describe_status(&status));
     }
     ClientError::Refused {
         kind: super::kind_of(status.code()),
         message: status.message().to_owned(),
     }
+}
+
+/// A transport failure: `Untrusted` when TLS shows the server is not the
+/// certd the bundle vouches for (or no TLS server at all), else
+/// `Unreachable`. Decided by rustls's typed error in the chain.
+fn unreachable_or_untrusted(
+    target: &str,
+    error: &(dyn std::error::Error + 'static),
+    reason: String,
+) -> ClientError {
+    match untrusted_because(error) {
+        Some(why) => ClientError::Untrusted {
+            target: target.to_owned(),
+            reason: why,
+        },
+        None => ClientError::Unreachable {
+            target: target.to_owned(),
+            reason,
+        },
+    }
+}
+
+fn untrusted_because(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        // io::Error hides the error it wraps from `source()`.
+        let tls = current.downcast_ref::<rustls::Error>().or_else(|| {
+            current
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match tls {
+            Some(rustls::Error::InvalidCertificate(why)) => {
+                return Some(format!(
+                    "its certificate is not trusted by this bundle ({why:?})"
+                ));
+            }
+            Some(
+                rustls::Error::InvalidMessage(_)
+                | rustls::Error::InappropriateMessage { .. }
+                | rustls::Error::InappropriateHandshakeMessage { .. },
+            ) => return Some("it does not speak TLS".into()),
+            _ => {}
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// A transport failure's message plus its innermost cause, which is where
@@ -159,10 +209,7 @@ impl WorkloadClient {
             .timeout(REQUEST_TIMEOUT)
             .connect()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                target: server.to_owned(),
-                reason: error_chain(&e),
-            })?;
+            .map_err(|e| unreachable_or_untrusted(server, &e, error_chain(&e)))?;
         Ok(WorkloadClient {
             target: server.to_owned(),
             channel: channel.clone(),
