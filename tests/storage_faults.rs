@@ -255,16 +255,8 @@ async fn repeated_kills_under_load_lose_no_returned_certificate() {
         let tmp = std::mem::replace(&mut killed.tmp, tempfile::tempdir().unwrap());
         daemon = Daemon::start_in(tmp, killed.data_dir.clone(), &[]);
     }
-    let output = daemon.cli(&["list", "--json", "--limit", "100000"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let recorded: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["serial"].as_str().unwrap())
-        .collect();
-    let unique: HashSet<&str> = recorded.iter().copied().collect();
+    let recorded = daemon.listed_serials();
+    let unique: HashSet<&str> = recorded.iter().map(String::as_str).collect();
     assert_eq!(unique.len(), recorded.len(), "a serial is recorded twice");
     for serial in &returned {
         assert!(

@@ -182,7 +182,13 @@ impl Daemon {
 
     /// Serials of every certificate in the store (through the admin API).
     pub fn recorded_serials(&self) -> std::collections::HashSet<String> {
-        let output = self.cli(&["list", "--json"]);
+        self.listed_serials().into_iter().collect()
+    }
+
+    /// Every serial the store lists, in its order, duplicates kept (so a
+    /// test can check there are none).
+    pub fn listed_serials(&self) -> Vec<String> {
+        let output = self.cli(&["list", "--json", "--limit", "100000"]);
         assert!(output.status.success(), "list failed: {}", stderr(&output));
         let list: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
         list.as_array()
