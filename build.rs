@@ -2,7 +2,11 @@
 //! `protoc` is needed on the build machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/certd/v1/ca.proto", "proto/certd/v1/admin.proto"];
+    let files = [
+        "proto/certd/v1/ca.proto",
+        "proto/certd/v1/admin.proto",
+        "proto/spiffe/workload.proto",
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -149,6 +149,18 @@ impl WorkloadIdentity {
             service,
         }
     }
+
+    /// Node agent `name`'s identity: SPIFFE ID
+    /// `spiffe://<trust-domain>/agent/<name>` and no DNS name, so that an
+    /// agent can never pose as a service.
+    pub fn for_agent(trust_domain: &TrustDomain, name: ServiceName) -> Self {
+        WorkloadIdentity {
+            dns_names: Vec::new(),
+            // A service name is one path segment.
+            spiffe_id: SpiffeId(format!("spiffe://{trust_domain}/agent/{name}")),
+            service: name,
+        }
+    }
 }
 
 /// A DNS name a certificate may carry: a lower-case host name (RFC 1123

@@ -102,6 +102,8 @@ fn entry_spec(service: String, content: Option<proto::EntryContent>) -> EntrySpe
         spiffe_id: (!content.spiffe_id.is_empty()).then_some(content.spiffe_id),
         dns_names: content.dns_names,
         ttl: ttl(content.ttl_seconds),
+        parent: (!content.parent_id.is_empty()).then_some(content.parent_id),
+        agent: content.agent,
     }
 }
 

@@ -11,6 +11,11 @@ use crate::store::{AuditEntry, EntryRecord};
 /// The wire form of an entry.
 pub(super) fn entry_to_proto(entry: EntryRecord) -> proto::Entry {
     proto::Entry {
+        agent: entry.is_agent(),
+        parent_id: entry
+            .parent
+            .map(crate::identity::SpiffeId::into_string)
+            .unwrap_or_default(),
         id: entry.id,
         service: entry.service.to_string(),
         spiffe_id: entry.spiffe_id.into_string(),

@@ -89,6 +89,57 @@ impl CertificateAuthority for WorkloadApi {
         Ok(Response::new(self.response(issued)))
     }
 
+    async fn list_agent_entries(
+        &self,
+        request: Request<proto::ListAgentEntriesRequest>,
+    ) -> Result<Response<proto::ListAgentEntriesResponse>, Status> {
+        let peer_certificates = request.peer_certs();
+        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let (_agent, entries) = self
+            .authority
+            .agent_entries(client_leaf.map(|c| c.as_ref()))
+            .await
+            .map_err(|e| status(&e))?;
+        let ca = self.authority.ca();
+        Ok(Response::new(proto::ListAgentEntriesResponse {
+            entries: entries
+                .into_iter()
+                .map(|entry| proto::AgentEntry {
+                    id: entry.id,
+                    spiffe_id: entry.spiffe_id.into_string(),
+                    selectors: entry
+                        .selectors
+                        .into_iter()
+                        .map(crate::registry::Selector::into_string)
+                        .collect(),
+                })
+                .collect(),
+            trust_bundle_pem: ca.trust_bundle_pem().to_owned(),
+            trust_domain: ca.trust_domain().to_string(),
+        }))
+    }
+
+    async fn issue_for_agent(
+        &self,
+        request: Request<proto::IssueForAgentRequest>,
+    ) -> Result<Response<proto::IssueResponse>, Status> {
+        let caller = caller(&request);
+        let peer_certificates = request.peer_certs();
+        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let message = request.get_ref();
+        let issued = self
+            .authority
+            .issue_for_agent(
+                &caller,
+                client_leaf.map(|c| c.as_ref()),
+                &message.entry_id,
+                &message.csr_der,
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(self.response(issued)))
+    }
+
     async fn get_trust_bundle(
         &self,
         _request: Request<proto::GetTrustBundleRequest>,

@@ -31,6 +31,7 @@ use crate::store::{
 };
 use crate::{Error, Result};
 
+mod agents;
 mod changes;
 mod operators;
 mod registration;
@@ -307,6 +308,14 @@ impl Authority {
                     .registry
                     .get(id)
                     .ok_or_else(|| RegistryError::EntryDeleted { id: id.to_owned() })?;
+                // A workload's certificate from its node agent is the
+                // agent's to renew, so that it stays on that node.
+                if let Some(agent) = &entry.parent {
+                    return Err(RegistryError::IssuedThroughAgent {
+                        agent: agent.to_string(),
+                    }
+                    .into());
+                }
                 self.request_for_entry(&entry, Proof::Renewal)
             }
             None => IssuanceRequest {

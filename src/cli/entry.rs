@@ -16,8 +16,9 @@ pub struct EntryCreateArgs {
     data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
-    /// Service the identity belongs to (the certificate's CN).
-    #[arg(long)]
+    /// Service the identity belongs to (the certificate's CN); with
+    /// --agent, the node agent's name.
+    #[arg(long, visible_alias = "name")]
     service: String,
     #[command(flatten)]
     content: EntryContent,
@@ -53,6 +54,15 @@ struct EntryContent {
     /// Certificate lifetime (default: the configured one); at most the maximum.
     #[arg(long, value_parser = duration)]
     ttl: Option<Duration>,
+    /// Issue only through this node agent, e.g. spiffe://<trust-domain>/agent/node-1;
+    /// the selectors are then unix: ones (unix:uid:N, unix:gid:N, unix:user:NAME,
+    /// unix:group:NAME, unix:path:/abs/path, unix:sha256:HEX), proven by the kernel.
+    #[arg(long)]
+    parent: Option<String>,
+    /// The entry is a node agent's: spiffe://<trust-domain>/agent/<name>, for
+    /// `certd agent` attesting with a join or Kubernetes token.
+    #[arg(long, conflicts_with_all = ["parent", "spiffe_id", "dns_names"])]
+    agent: bool,
     /// Print the entry as JSON instead of its id.
     #[arg(long)]
     json: bool,
@@ -66,6 +76,8 @@ impl EntryContent {
             spiffe_id: self.spiffe_id,
             dns_names: self.dns_names,
             ttl: self.ttl,
+            parent: self.parent,
+            agent: self.agent,
         }
     }
 }
@@ -144,6 +156,9 @@ pub async fn list(args: EntryListArgs) -> anyhow::Result<()> {
         );
         if entry.dns_names.len() > 1 {
             println!("{:<16}  dns: {}", "", entry.dns_names.join(" "));
+        }
+        if let Some(parent) = &entry.parent_id {
+            println!("{:<16}  through agent: {parent}", "");
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 //! `exit_code`.
 
 mod admin;
+mod agent;
 mod bench;
 mod db;
 mod entry;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Workload: renew the certificate in a directory over mTLS, with a fresh key (once, when
     /// due with --if-needed, or continuously with --daemon).
     Renew(workload::RenewArgs),
+    /// Node agent: serve the SPIFFE Workload API on a Unix socket to this node's workloads,
+    /// attested by the kernel (uid, gid, executable), with SVIDs kept fresh.
+    Agent(agent::AgentArgs),
     /// CI: issue a certificate for a service straight into a directory.
     Issue(admin::IssueArgs),
     /// List issued certificates.
@@ -181,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Request(args) => workload::request(args).await,
         Command::Renew(args) => workload::renew(args).await,
+        Command::Agent(args) => agent::agent(args).await,
         Command::Issue(args) => admin::issue(args).await,
         Command::List(args) => admin::list(args).await,
         Command::Show(args) => admin::show(args).await,
@@ -227,6 +232,9 @@ pub fn exit_code_of(kind: ErrorKind) -> u8 {
 fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     if let Some(client) = cause.downcast_ref::<ClientError>() {
         return Some(client.kind());
+    }
+    if let Some(agent) = cause.downcast_ref::<certd::agent::AgentError>() {
+        return Some(agent.kind());
     }
     if let Some(serve) = cause.downcast_ref::<certd::daemon::ServeError>() {
         return Some(serve.kind());

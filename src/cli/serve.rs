@@ -16,11 +16,11 @@ pub struct ServeArgs {
     /// Configuration file (see deploy/certd.toml); flags override it.
     #[arg(long, env = "CERTD_CONFIG")]
     config: Option<PathBuf>,
-    /// Address of the gRPC (TLS) listener.
-    #[arg(long)]
+    /// Address of the gRPC (TLS) listener (given twice, the last wins).
+    #[arg(long, overrides_with = "grpc_addr")]
     grpc_addr: Option<String>,
-    /// Address of the plain HTTP listener (health, and later CRL and OCSP).
-    #[arg(long)]
+    /// Address of the plain HTTP listener: health, CRL and OCSP (given twice, the last wins).
+    #[arg(long, overrides_with = "http_addr")]
     http_addr: Option<String>,
     /// Name in certd's own serving certificate (repeatable; DNS name or IP).
     #[arg(long = "server-name")]
@@ -78,7 +78,7 @@ fn survive_file_size_limit() -> anyhow::Result<tokio::signal::unix::Signal> {
 
 /// A future that completes on SIGINT or SIGTERM. The handlers are installed
 /// now, before certd reports ready, so no early signal is missed.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub(super) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use certd::api::client::{IssuedCertificate, TlsClientSettings, WorkloadClient};
-use certd::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+use certd::api::client::{IssuedCertificate, TlsClientSettings, WorkloadClient, identity_dir};
 
 #[derive(Debug, Args)]
 pub struct RequestArgs {
@@ -140,44 +139,19 @@ pub(super) fn nothing_to_renew(dir: &Path) -> anyhow::Error {
     .into()
 }
 
-/// A fresh P-256 key and a CSR for it that asks for no names: the identity
-/// is decided by certd from the attestation.
+/// A fresh key and a CSR for it (see `identity_dir::new_key_and_csr`).
 pub(super) fn new_key_and_csr() -> anyhow::Result<(rcgen::KeyPair, Vec<u8>)> {
-    let key = rcgen::KeyPair::generate().context("cannot generate a key")?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params
-        .serialize_request(&key)
-        .context("cannot build the CSR")?;
-    Ok((key, csr.der().to_vec()))
+    identity_dir::new_key_and_csr().context("cannot generate a key and its CSR")
 }
 
-/// Writes key.pem (0600), cert.pem (leaf then intermediate) and bundle.pem.
-/// Each file is replaced atomically, so a reader never sees half a file; a
-/// crash in the instant between two renames can pair a new key with the old
-/// certificate, which a new `certd request` repairs.
+/// Writes key.pem, cert.pem and bundle.pem (see `identity_dir::write_identity`).
 pub(super) fn write_identity(
     dir: &Path,
     key: &rcgen::KeyPair,
     issued: &IssuedCertificate,
 ) -> anyhow::Result<()> {
-    fsutil::create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
-    let files: [(&str, &[u8], u32); 3] = [
-        ("key.pem", key_pem.as_bytes(), SECRET_FILE_MODE),
-        ("cert.pem", issued.chain_pem.as_bytes(), PUBLIC_FILE_MODE),
-        (
-            "bundle.pem",
-            issued.trust_bundle_pem.as_bytes(),
-            PUBLIC_FILE_MODE,
-        ),
-    ];
-    for (name, contents, mode) in files {
-        let path = dir.join(name);
-        fsutil::replace_file(&path, contents, mode)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
+    identity_dir::write_identity(dir, key, issued)
+        .map_err(|(path, error)| anyhow::anyhow!("cannot write {}: {error}", path.display()))
 }
 
 fn report(issued: &IssuedCertificate, dir: &Path) {

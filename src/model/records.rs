@@ -60,6 +60,9 @@ pub enum Proof {
 pub mod kind {
     pub const JOIN_TOKEN: &str = "join-token";
     pub const KUBERNETES: &str = "kubernetes";
+    /// Issued to a node agent for an entry parented to it; the proof's
+    /// detail is the agent's SPIFFE ID.
+    pub const AGENT: &str = "agent";
 }
 
 impl Attestation {
@@ -187,6 +190,17 @@ pub struct EntryRecord {
     pub selectors: Vec<Selector>,
     pub created_at: i64,
     pub created_by: String,
+    /// The node agent (`spiffe://<td>/agent/<name>`) this entry is issued
+    /// through, and only through; `None` for direct attestation only.
+    pub parent: Option<SpiffeId>,
+}
+
+impl EntryRecord {
+    /// Whether this entry names a node agent (`spiffe://<td>/agent/<name>`):
+    /// its holder may obtain the entries parented to it.
+    pub fn is_agent(&self) -> bool {
+        self.spiffe_id.path().starts_with("agent/")
+    }
 }
 
 /// What an audited decision was about.

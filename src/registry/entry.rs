@@ -25,6 +25,12 @@ pub struct EntrySpec {
     pub dns_names: Vec<String>,
     /// `None` for the configured default certificate lifetime.
     pub ttl: Option<Duration>,
+    /// The node agent (its SPIFFE ID) the entry is issued through; its
+    /// selectors are then `unix:` ones, which that agent proves.
+    pub parent: Option<String>,
+    /// The entry is a node agent's: `spiffe://<td>/agent/<service>`, with
+    /// no DNS names, attested directly (join or Kubernetes token).
+    pub agent: bool,
 }
 
 /// What an entry may not grant, whoever creates it.
@@ -44,6 +50,7 @@ pub struct ValidEntry {
     pub dns_names: Vec<DnsName>,
     pub ttl_seconds: Option<u64>,
     pub selectors: Vec<Selector>,
+    pub parent: Option<SpiffeId>,
 }
 
 impl EntrySpec {
@@ -62,6 +69,14 @@ impl EntrySpec {
                 selectors.len()
             ))
             .into());
+        }
+        let parent = match &self.parent {
+            None => None,
+            Some(id) => Some(check_parent(id, &bounds.trust_domain).map_err(invalid)?),
+        };
+        check_selector_kinds(&selectors, parent.as_ref()).map_err(invalid)?;
+        if self.agent {
+            return self.validate_agent(bounds, service, selectors);
         }
         let default = WorkloadIdentity::for_service(&bounds.trust_domain, service.clone());
         let spiffe_id = match &self.spiffe_id {
@@ -90,7 +105,78 @@ impl EntrySpec {
             dns_names,
             ttl_seconds: self.ttl.map(|ttl| ttl.as_secs()),
             selectors: selectors.into_iter().collect(),
+            parent,
         })
+    }
+
+    /// A node agent's entry: its SPIFFE ID is `/agent/<name>` and it gets
+    /// no DNS name, so an agent can never pose as a service.
+    fn validate_agent(
+        &self,
+        bounds: &EntryBounds,
+        name: ServiceName,
+        selectors: BTreeSet<Selector>,
+    ) -> Result<ValidEntry, crate::Error> {
+        let invalid = |message: &str| RegistryError::InvalidEntry(message.to_owned());
+        if self.parent.is_some() {
+            return Err(
+                invalid("an agent's entry cannot have a parent: agents attest directly").into(),
+            );
+        }
+        if self.spiffe_id.is_some() || !self.dns_names.is_empty() {
+            return Err(invalid(
+                "an agent's entry takes no SPIFFE ID or DNS names: it is spiffe://<trust-domain>/agent/<name>",
+            )
+            .into());
+        }
+        if let Some(ttl) = self.ttl {
+            crate::policy::check_ttl(ttl, bounds.max_ttl, crate::policy::CERTIFICATE_MAX_TTL)?;
+        }
+        let identity = WorkloadIdentity::for_agent(&bounds.trust_domain, name);
+        Ok(ValidEntry {
+            service: identity.service,
+            spiffe_id: identity.spiffe_id,
+            dns_names: identity.dns_names,
+            ttl_seconds: self.ttl.map(|ttl| ttl.as_secs()),
+            selectors: selectors.into_iter().collect(),
+            parent: None,
+        })
+    }
+}
+
+/// A parent must be a node agent of this trust domain.
+fn check_parent(id: &str, trust_domain: &TrustDomain) -> Result<SpiffeId, String> {
+    let prefix = format!("spiffe://{trust_domain}/agent/");
+    let is_agent = id
+        .strip_prefix(&prefix)
+        .is_some_and(|name| name.parse::<ServiceName>().is_ok());
+    match id.parse::<SpiffeId>() {
+        Ok(parsed) if is_agent => Ok(parsed),
+        _ => Err(format!(
+            "parent {id:?} is not a node agent's SPIFFE ID: it must be {prefix}<name>"
+        )),
+    }
+}
+
+/// `unix:` selectors are the kernel's word, which only a node agent
+/// gives: they belong to entries with a parent, and only they do.
+fn check_selector_kinds(
+    selectors: &BTreeSet<Selector>,
+    parent: Option<&SpiffeId>,
+) -> Result<(), String> {
+    match parent {
+        None => match selectors.iter().find(|s| s.is_unix()) {
+            Some(selector) => Err(format!(
+                "selector {selector} is proven only by a node agent; give the entry --parent spiffe://<trust-domain>/agent/<node>"
+            )),
+            None => Ok(()),
+        },
+        Some(parent) => match selectors.iter().find(|s| !s.is_unix()) {
+            Some(selector) => Err(format!(
+                "entry parented to {parent} can require only unix: selectors (what the agent proves); {selector} is not one"
+            )),
+            None => Ok(()),
+        },
     }
 }
 
@@ -115,6 +201,11 @@ fn check_spiffe_id(
     if first == "operator" {
         return Err(format!(
             "SPIFFE ID {id:?} is under /operator/, which only operator certificates may carry"
+        ));
+    }
+    if first == "agent" {
+        return Err(format!(
+            "SPIFFE ID {id:?} is under /agent/, which only node agents' entries (--agent) may carry"
         ));
     }
     if first == "svc" && path != format!("svc/{service}") {

@@ -20,7 +20,7 @@ pub use entry::{
 };
 pub use selector::Selector;
 
-use crate::identity::ServiceName;
+use crate::identity::{ServiceName, SpiffeId};
 use crate::store::{EntryRecord, SharedStorage, Storage, StoreError};
 
 /// Why an entry could not be created or matched.
@@ -48,6 +48,16 @@ pub enum RegistryError {
         "entry {id} requires selectors a join token cannot prove ({selectors}); join tokens prove token:<label> selectors only"
     )]
     NotATokenEntry { id: String, selectors: String },
+    #[error(
+        "the client certificate ({identity}) is not a node agent's: only certificates issued for an --agent entry may call agent methods"
+    )]
+    NotAnAgent { identity: String },
+    #[error("registration entry {id:?} is not parented to agent {agent}")]
+    NotParentedTo { id: String, agent: String },
+    #[error(
+        "this certificate was issued through node agent {agent}, which renews it; it cannot renew directly"
+    )]
+    IssuedThroughAgent { agent: String },
 }
 
 impl RegistryError {
@@ -60,7 +70,10 @@ impl RegistryError {
             RegistryError::DuplicateSelectors { .. } => ErrorKind::AlreadyExists,
             RegistryError::NoMatchingEntry { .. }
             | RegistryError::AmbiguousEntries { .. }
-            | RegistryError::EntryDeleted { .. } => ErrorKind::PermissionDenied,
+            | RegistryError::EntryDeleted { .. }
+            | RegistryError::NotAnAgent { .. }
+            | RegistryError::NotParentedTo { .. }
+            | RegistryError::IssuedThroughAgent { .. } => ErrorKind::PermissionDenied,
         }
     }
 }
@@ -83,6 +96,8 @@ struct Index {
     by_id: HashMap<String, Arc<EntryRecord>>,
     /// Selector → ids of the entries that require it.
     by_selector: HashMap<Selector, HashSet<String>>,
+    /// Node agent → ids of the entries parented to it.
+    by_parent: HashMap<SpiffeId, HashSet<String>>,
 }
 
 impl Index {
@@ -101,6 +116,12 @@ impl Index {
                 .or_default()
                 .insert(entry.id.clone());
         }
+        if let Some(parent) = &entry.parent {
+            self.by_parent
+                .entry(parent.clone())
+                .or_default()
+                .insert(entry.id.clone());
+        }
         self.by_id.insert(entry.id.clone(), Arc::new(entry));
     }
 
@@ -114,6 +135,14 @@ impl Index {
                 if ids.is_empty() {
                     self.by_selector.remove(selector);
                 }
+            }
+        }
+        if let Some(parent) = &entry.parent
+            && let Some(ids) = self.by_parent.get_mut(parent)
+        {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_parent.remove(parent);
             }
         }
     }
@@ -186,7 +215,7 @@ impl Registry {
         if selectors.is_empty() {
             return Err(RegistryError::InvalidEntry("an entry needs a selector".into()).into());
         }
-        if let Some(existing) = self.same_selectors(&selectors) {
+        if let Some(existing) = self.same_selectors(&selectors, entry.parent.as_ref()) {
             return Err(RegistryError::DuplicateSelectors { existing }.into());
         }
         let mut record = EntryRecord {
@@ -198,6 +227,7 @@ impl Registry {
             selectors,
             created_at,
             created_by: created_by.to_owned(),
+            parent: entry.parent,
         };
         loop {
             record.id = new_entry_id();
@@ -224,7 +254,10 @@ impl Registry {
             .into());
         }
         let selectors = entry.selectors;
-        if let Some(existing) = self.same_selectors(&selectors).filter(|other| other != id) {
+        if let Some(existing) = self
+            .same_selectors(&selectors, entry.parent.as_ref())
+            .filter(|other| other != id)
+        {
             return Err(RegistryError::DuplicateSelectors { existing }.into());
         }
         let updated = EntryRecord {
@@ -232,6 +265,7 @@ impl Registry {
             dns_names: entry.dns_names,
             ttl_seconds: entry.ttl_seconds,
             selectors,
+            parent: entry.parent,
             ..current
         };
         if !self.store.replace_entry(&updated).await? {
@@ -243,13 +277,30 @@ impl Registry {
         Ok(updated)
     }
 
-    /// The id of the entry with exactly `selectors` (sorted), if any.
-    fn same_selectors(&self, selectors: &[Selector]) -> Option<String> {
+    /// The id of the entry with exactly `selectors` (sorted) under the
+    /// same parent, if any: the same selectors on two nodes are two
+    /// different workloads.
+    fn same_selectors(&self, selectors: &[Selector], parent: Option<&SpiffeId>) -> Option<String> {
         let first = selectors.first()?;
         self.read()
             .requiring(first)
-            .find(|e| e.selectors == selectors)
+            .find(|e| e.selectors == selectors && e.parent.as_ref() == parent)
             .map(|e| e.id.clone())
+    }
+
+    /// The entries issued through node agent `agent`, oldest first.
+    pub fn parented_to(&self, agent: &SpiffeId) -> Vec<EntryRecord> {
+        let index = self.read();
+        let mut entries: Vec<EntryRecord> = index
+            .by_parent
+            .get(agent)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| index.by_id.get(id))
+            .map(|e| EntryRecord::clone(e))
+            .collect();
+        entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        entries
     }
 
     /// Deletes an entry; certificates issued for it can no longer renew.
@@ -281,7 +332,9 @@ impl Registry {
         self.read().by_id.get(id).map(|e| EntryRecord::clone(e))
     }
 
-    /// The one entry whose every selector is among `proven`.
+    /// The one entry for direct attestation (no parent) whose every
+    /// selector is among `proven`. Entries with a parent are issued only
+    /// through that agent, never here.
     pub fn resolve(&self, proven: &[Selector]) -> Result<EntryRecord, RegistryError> {
         let proven_set: BTreeSet<&str> = proven.iter().map(Selector::as_str).collect();
         let mut matching: Vec<Arc<EntryRecord>> = Vec::new();
@@ -293,7 +346,10 @@ impl Registry {
                         .selectors
                         .iter()
                         .all(|s| proven_set.contains(s.as_str()));
-                    if covered && !matching.iter().any(|m| m.id == entry.id) {
+                    if covered
+                        && entry.parent.is_none()
+                        && !matching.iter().any(|m| m.id == entry.id)
+                    {
                         matching.push(entry.clone());
                     }
                 }
@@ -367,6 +423,58 @@ mod tests {
     use super::*;
 
     use super::entry::tests::{bounds, selectors, spec};
+
+    #[tokio::test]
+    async fn entries_through_an_agent_are_listed_for_it_alone_and_never_resolved_directly() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::load(crate::store::open(dir.path()).unwrap())
+            .await
+            .unwrap();
+        let node = |name: &str| -> SpiffeId {
+            format!("spiffe://certd.internal/agent/{name}")
+                .parse()
+                .unwrap()
+        };
+        let mut agent = spec("node-1", &["token:node-1"]);
+        agent.agent = true;
+        let agent = agent.validate(&bounds()).unwrap();
+        assert_eq!(agent.spiffe_id, node("node-1"));
+        assert!(agent.dns_names.is_empty(), "an agent poses as no service");
+        let agent = registry.create(agent, 1, "test").await.unwrap();
+        assert!(agent.is_agent());
+        let mut created = Vec::new();
+        for name in ["node-1", "node-2"] {
+            let mut web = spec("web", &["unix:uid:1000"]);
+            web.parent = Some(node(name).to_string());
+            let web = web.validate(&bounds()).unwrap();
+            created.push(registry.create(web, 2, "test").await.unwrap());
+        }
+        assert_eq!(registry.parented_to(&node("node-1")), [created[0].clone()]);
+        assert_eq!(registry.parented_to(&node("node-2")), [created[1].clone()]);
+        assert!(registry.parented_to(&node("node-3")).is_empty());
+        assert!(matches!(
+            registry.resolve(&selectors(&["unix:uid:1000"])),
+            Err(RegistryError::NoMatchingEntry { .. })
+        ));
+        // Same selectors under the same agent: refused.
+        let mut again = spec("other", &["unix:uid:1000"]);
+        again.parent = Some(node("node-1").to_string());
+        let again = registry
+            .create(again.validate(&bounds()).unwrap(), 3, "test")
+            .await;
+        assert!(matches!(
+            again,
+            Err(crate::Error::Registry(
+                RegistryError::DuplicateSelectors { .. }
+            ))
+        ));
+        registry.delete(&created[0].id).await.unwrap();
+        assert!(registry.parented_to(&node("node-1")).is_empty());
+        assert_eq!(
+            registry.resolve(&selectors(&["token:node-1"])).unwrap().id,
+            agent.id
+        );
+    }
 
     #[tokio::test]
     async fn matching_needs_exactly_one_full_selector_set() {

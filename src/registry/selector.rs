@@ -1,5 +1,6 @@
 //! Selectors: the facts an attestor proves about a workload, such as
-//! `k8s:ns:payments` or `token:billing-vm`.
+//! `k8s:ns:payments`, `token:billing-vm`, or (through a node agent, from
+//! the kernel) `unix:uid:1000`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -38,6 +39,35 @@ impl Selector {
     /// What the join-token attestor proves: `token:<label>`.
     pub fn is_token(&self) -> bool {
         self.0.starts_with("token:")
+    }
+
+    /// What only a node agent proves, from the kernel: `unix:...`.
+    pub fn is_unix(&self) -> bool {
+        self.0.starts_with("unix:")
+    }
+
+    pub fn unix_uid(uid: u32) -> Self {
+        Selector(format!("unix:uid:{uid}"))
+    }
+
+    pub fn unix_gid(gid: u32) -> Self {
+        Selector(format!("unix:gid:{gid}"))
+    }
+
+    pub fn unix_user(name: &str) -> Result<Self, String> {
+        format!("unix:user:{name}").parse()
+    }
+
+    pub fn unix_group(name: &str) -> Result<Self, String> {
+        format!("unix:group:{name}").parse()
+    }
+
+    pub fn unix_path(path: &str) -> Result<Self, String> {
+        format!("unix:path:{path}").parse()
+    }
+
+    pub fn unix_sha256(digest: &[u8; 32]) -> Self {
+        Selector(format!("unix:sha256:{}", hex::encode(digest)))
     }
 
     pub fn k8s_namespace(namespace: &str) -> Result<Self, String> {
@@ -82,15 +112,10 @@ impl FromStr for Selector {
         let valid = match kind {
             "k8s" => k8s_selector(rest)?,
             "token" => is_label(rest),
-            "unix" => {
-                return Err(format!(
-                    "selector {value:?}: no attestor of this certd proves unix: selectors \
-                     (they need a host agent), so no workload could match it"
-                ));
-            }
+            "unix" => unix_selector(rest)?,
             _ => {
                 return Err(format!(
-                    "selector {value:?} has unknown kind {kind:?}; known kinds: k8s, token"
+                    "selector {value:?} has unknown kind {kind:?}; known kinds: k8s, token, unix"
                 ));
             }
         };
@@ -113,6 +138,33 @@ fn k8s_selector(rest: &str) -> Result<bool, String> {
             && value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')),
         _ => Err(format!(
             "selector k8s:{rest} has unknown key {key:?}; known: k8s:ns, k8s:sa, k8s:pod-name, k8s:pod-uid, k8s:node-name"
+        )),
+    }
+}
+
+/// `uid:<n>`, `gid:<n>`, `user:<name>`, `group:<name>`, `path:<absolute
+/// path>` or `sha256:<64 lower-case hex digits>`, as a node agent reads
+/// them from the kernel.
+fn unix_selector(rest: &str) -> Result<bool, String> {
+    let (key, value) = rest.split_once(':').unwrap_or((rest, ""));
+    match key {
+        "uid" | "gid" => Ok(value.parse::<u32>().is_ok_and(|n| n.to_string() == value)),
+        "user" | "group" => Ok(!value.is_empty()
+            && value.len() <= 64
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'$'))),
+        "path" => Ok(value.starts_with('/')
+            && !value.bytes().any(|b| b.is_ascii_control())
+            && !value
+                .split('/')
+                .any(|segment| segment == ".." || segment == ".")),
+        "sha256" => Ok(value.len() == 64
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))),
+        _ => Err(format!(
+            "selector unix:{rest} has unknown key {key:?}; known: unix:uid, unix:gid, unix:user, unix:group, unix:path, unix:sha256"
         )),
     }
 }
@@ -140,6 +192,12 @@ mod tests {
             "k8s:node-name:node-1.example",
             "token:billing-vm",
             "token:Host_1.a",
+            "unix:uid:1000",
+            "unix:gid:0",
+            "unix:user:www-data",
+            "unix:group:nogroup",
+            "unix:path:/usr/bin/billing",
+            "unix:sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         ] {
             assert_eq!(value.parse::<Selector>().unwrap().as_str(), value);
         }
@@ -155,7 +213,12 @@ mod tests {
             ("k8s:sa:-x", "invalid value"),
             ("token:", "invalid value"),
             ("token:a b", "invalid value"),
-            ("unix:uid:1000", "host agent"),
+            ("unix:uid:-1", "invalid value"),
+            ("unix:uid:01", "invalid value"),
+            ("unix:path:bin/x", "invalid value"),
+            ("unix:path:/a/../b", "invalid value"),
+            ("unix:sha256:ABC", "invalid value"),
+            ("unix:pid:1", "unknown key"),
             ("aws:iid:1", "unknown kind"),
         ] {
             let error = value.parse::<Selector>().unwrap_err();

@@ -10,7 +10,9 @@
 //!
 //! Version 2 added registration entries: join tokens name the selectors
 //! they prove instead of a service, and audit entries carry selectors.
-//! Version 1 values are still read.
+//! Version 3 changed entries only (they name their parent agent); every
+//! other value is still written as version 2. Earlier values are still
+//! read.
 //!
 //! Decoding trusts what certd itself wrote: names, serials and selectors
 //! were parsed once, at the edge, before they were stored, so they are
@@ -27,15 +29,21 @@ use crate::model::{
 use crate::registry::Selector;
 use crate::store::StoreError;
 
-/// Format version of every value written by this build.
+/// Format version of the values whose encoding version 3 did not change.
 const FORMAT_VERSION: u8 = 2;
+/// Registration entries with a parent agent.
+const FORMAT_VERSION_3: u8 = 3;
 /// The format before registration entries.
 const FORMAT_VERSION_1: u8 = 1;
 
 /// A domain value the stores keep, and its encodings.
 pub(in crate::store) trait Stored: Sized {
-    /// The current (version 2) encoding.
+    /// The version this build writes.
+    const VERSION: u8;
+    /// The encoding of `VERSION`.
     type Disk: Serialize + DeserializeOwned + From<Self> + TryInto<Self, Error: Into<StoreError>>;
+    /// The version 2 encoding; `Self::Disk` where that is what is written.
+    type V2: DeserializeOwned + TryInto<Self, Error: Into<StoreError>>;
     /// The version 1 encoding; `Self::Disk` where it has not changed.
     type V1: DeserializeOwned + TryInto<Self, Error: Into<StoreError>>;
 }
@@ -48,7 +56,7 @@ impl From<std::convert::Infallible> for StoreError {
 
 pub(in crate::store) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, StoreError> {
     let disk = T::Disk::from(value.clone());
-    let mut bytes = vec![FORMAT_VERSION];
+    let mut bytes = vec![T::VERSION];
     let encoded = postcard::to_stdvec(&disk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     bytes.extend_from_slice(&encoded);
     Ok(bytes)
@@ -57,7 +65,11 @@ pub(in crate::store) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, 
 pub(in crate::store) fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: postcard::Error| StoreError::Corrupt(e.to_string());
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, rest)) => postcard::from_bytes::<T::Disk>(rest)
+        Some((&version, rest)) if version == T::VERSION => postcard::from_bytes::<T::Disk>(rest)
+            .map_err(corrupt)?
+            .try_into()
+            .map_err(Into::into),
+        Some((&FORMAT_VERSION, rest)) => postcard::from_bytes::<T::V2>(rest)
             .map_err(corrupt)?
             .try_into()
             .map_err(Into::into),
@@ -409,6 +421,37 @@ pub(super) struct DiskEntry {
     selectors: Vec<String>,
     created_at: i64,
     created_by: String,
+    parent: Option<String>,
+}
+
+/// `EntryRecord` as version 2 wrote it: before parent agents.
+#[derive(Deserialize)]
+pub(super) struct EntryV2 {
+    id: String,
+    service: String,
+    spiffe_id: String,
+    dns_names: Vec<String>,
+    ttl_seconds: Option<u64>,
+    selectors: Vec<String>,
+    created_at: i64,
+    created_by: String,
+}
+
+impl From<EntryV2> for EntryRecord {
+    fn from(v2: EntryV2) -> Self {
+        DiskEntry {
+            id: v2.id,
+            service: v2.service,
+            spiffe_id: v2.spiffe_id,
+            dns_names: v2.dns_names,
+            ttl_seconds: v2.ttl_seconds,
+            selectors: v2.selectors,
+            created_at: v2.created_at,
+            created_by: v2.created_by,
+            parent: None,
+        }
+        .into()
+    }
 }
 
 impl From<EntryRecord> for DiskEntry {
@@ -426,6 +469,7 @@ impl From<EntryRecord> for DiskEntry {
             selectors: selectors_to_disk(entry.selectors),
             created_at: entry.created_at,
             created_by: entry.created_by,
+            parent: entry.parent.map(SpiffeId::into_string),
         }
     }
 }
@@ -445,28 +489,40 @@ impl From<DiskEntry> for EntryRecord {
             selectors: selectors_from_disk(disk.selectors),
             created_at: disk.created_at,
             created_by: disk.created_by,
+            parent: disk.parent.map(SpiffeId::from_stored),
         }
     }
 }
 
 impl Stored for IssuanceRecord {
+    const VERSION: u8 = FORMAT_VERSION;
     type Disk = DiskIssuanceRecord;
+    type V2 = DiskIssuanceRecord;
     type V1 = DiskIssuanceRecord;
 }
 impl Stored for RevokedEntry {
+    const VERSION: u8 = FORMAT_VERSION;
     type Disk = DiskRevokedEntry;
+    type V2 = DiskRevokedEntry;
     type V1 = DiskRevokedEntry;
 }
 impl Stored for EntryRecord {
+    const VERSION: u8 = FORMAT_VERSION_3;
     type Disk = DiskEntry;
-    type V1 = DiskEntry;
+    type V2 = EntryV2;
+    // Version 1 had no entries.
+    type V1 = EntryV2;
 }
 impl Stored for AuditEntry {
+    const VERSION: u8 = FORMAT_VERSION;
     type Disk = DiskAuditEntry;
+    type V2 = DiskAuditEntry;
     type V1 = AuditEntryV1;
 }
 impl Stored for JoinTokenRecord {
+    const VERSION: u8 = FORMAT_VERSION;
     type Disk = DiskJoinToken;
+    type V2 = DiskJoinToken;
     type V1 = JoinTokenRecordV1;
 }
 
@@ -479,6 +535,8 @@ mod tests {
     const ISSUANCE_V2: &str = "02034a0b0c0762696c6c696e67011662696c6c696e672e63657274642e696e7465726e616c01237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67c8019003c00207070707070707070707070707070707070707070707070707070707070707070301020305026531011b73797374656d3a736572766963656163636f756e743a6e733a736101010101d40201";
     const TOKEN_V2: &str = "02010d746f6b656e3a62696c6c696e670a12";
     const ENTRY_V2: &str = "020265310762696c6c696e67237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67021662696c6c696e672e63657274642e696e7465726e616c09622e6578616d706c6501901c020f6b38733a6e733a7061796d656e747307746f6b656e3a7802057569643a30";
+    /// An entry with a parent agent, as version 3 writes it.
+    const ENTRY_V3: &str = "030265310762696c6c696e67237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67021662696c6c696e672e63657274642e696e7465726e616c09622e6578616d706c6501901c010d756e69783a7569643a3130303002057569643a3001247370696666653a2f2f63657274642e696e7465726e616c2f6167656e742f6e6f64652d31";
     const AUDIT_V2: &str = "0254056973737565000b3132372e302e302e313a35010a6a6f696e2d746f6b656e010762696c6c696e67010634613062306301026e6f010d746f6b656e3a62696c6c696e67";
     const REVOKED_V2: &str = "02034a0b0cd402019003";
 
@@ -532,20 +590,30 @@ mod tests {
                 expires_at: 9,
             },
         );
+        let entry = EntryRecord {
+            id: "e1".into(),
+            service: "billing".parse().unwrap(),
+            spiffe_id: "spiffe://certd.internal/svc/billing".parse().unwrap(),
+            dns_names: vec![
+                "billing.certd.internal".parse().unwrap(),
+                "b.example".parse().unwrap(),
+            ],
+            ttl_seconds: Some(3600),
+            selectors: vec![selector("k8s:ns:payments"), selector("token:x")],
+            created_at: 1,
+            created_by: "uid:0".into(),
+            parent: None,
+        };
+        // Version 2 entries read the same; this build writes entries as
+        // version 3, which adds the parent agent.
+        let entry_v2 = hex::decode(ENTRY_V2).unwrap();
+        assert_eq!(decode::<EntryRecord>(&entry_v2).unwrap(), entry);
         check(
-            ENTRY_V2,
+            ENTRY_V3,
             EntryRecord {
-                id: "e1".into(),
-                service: "billing".parse().unwrap(),
-                spiffe_id: "spiffe://certd.internal/svc/billing".parse().unwrap(),
-                dns_names: vec![
-                    "billing.certd.internal".parse().unwrap(),
-                    "b.example".parse().unwrap(),
-                ],
-                ttl_seconds: Some(3600),
-                selectors: vec![selector("k8s:ns:payments"), selector("token:x")],
-                created_at: 1,
-                created_by: "uid:0".into(),
+                selectors: vec![selector("unix:uid:1000")],
+                parent: Some("spiffe://certd.internal/agent/node-1".parse().unwrap()),
+                ..entry
             },
         );
         check(

@@ -234,6 +234,7 @@ pub(crate) async fn entries_are_durable_unique_by_id_and_removable(backend: &dyn
         selectors: vec!["k8s:ns:payments".parse().unwrap()],
         created_at: 1,
         created_by: "test".into(),
+        parent: Some("spiffe://certd.internal/agent/node-1".parse().unwrap()),
     };
     {
         let store = backend.open().await;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod k8s_issuer;
 
 use std::io::{BufRead, BufReader};
@@ -204,6 +205,19 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops the daemon with SIGTERM, if it runs, and starts it again on the
+    /// same data directory and gRPC port, as an operator restarting certd
+    /// would.
+    pub fn restart_on_same_port(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        let tmp = std::mem::replace(&mut self.tmp, tempfile::tempdir().expect("temp dir"));
+        let address = self.grpc.trim_start_matches("https://").to_owned();
+        let restarted = Daemon::start_in(tmp, self.data_dir.clone(), &["--grpc-addr", &address]);
+        *self = restarted;
     }
 
     /// Stops the daemon with SIGTERM and returns its exit status.

@@ -366,6 +366,11 @@ pub struct EntrySummary {
     pub selectors: Vec<String>,
     pub created_at: i64,
     pub created_by: String,
+    /// The node agent it is issued through, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// A node agent's own entry.
+    pub agent: bool,
 }
 
 impl From<proto::Entry> for EntrySummary {
@@ -379,6 +384,8 @@ impl From<proto::Entry> for EntrySummary {
             selectors: entry.selectors,
             created_at: entry.created_at_unix,
             created_by: entry.created_by,
+            parent_id: (!entry.parent_id.is_empty()).then_some(entry.parent_id),
+            agent: entry.agent,
         }
     }
 }
@@ -390,6 +397,8 @@ fn entry_content(spec: &EntrySpec) -> proto::EntryContent {
         spiffe_id: spec.spiffe_id.clone().unwrap_or_default(),
         dns_names: spec.dns_names.clone(),
         ttl_seconds: spec.ttl.map_or(0, |d| d.as_secs()),
+        parent_id: spec.parent.clone().unwrap_or_default(),
+        agent: spec.agent,
     }
 }
 

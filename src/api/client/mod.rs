@@ -6,6 +6,7 @@
 //! client is in `admin`.
 
 mod admin;
+pub mod identity_dir;
 
 pub use admin::{
     AdminClient, AuditLine, CreatedTokens, EntrySummary, RevokeSummary, RevokedSummary,
@@ -156,6 +157,22 @@ impl From<proto::IssueResponse> for IssuedCertificate {
     }
 }
 
+/// What `ListAgentEntries` tells a node agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEntries {
+    pub entries: Vec<AgentEntry>,
+    pub trust_bundle_pem: String,
+    pub trust_domain: String,
+}
+
+/// One entry a node agent serves: its workloads must prove every selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEntry {
+    pub id: String,
+    pub spiffe_id: String,
+    pub selectors: Vec<String>,
+}
+
 /// A certificate's status from `GetStatus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusAnswer {
@@ -271,6 +288,47 @@ impl WorkloadClient {
         Ok(response.into_inner().into())
     }
 
+    /// For a node agent (this client presents its certificate): the
+    /// entries parented to it, and the trust bundle.
+    pub async fn agent_entries(&mut self) -> Result<AgentEntries, ClientError> {
+        let response = self
+            .rpc
+            .list_agent_entries(proto::ListAgentEntriesRequest {})
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok(AgentEntries {
+            entries: response
+                .entries
+                .into_iter()
+                .map(|entry| AgentEntry {
+                    id: entry.id,
+                    spiffe_id: entry.spiffe_id,
+                    selectors: entry.selectors,
+                })
+                .collect(),
+            trust_bundle_pem: response.trust_bundle_pem,
+            trust_domain: response.trust_domain,
+        })
+    }
+
+    /// For a node agent: a certificate for one entry parented to it.
+    pub async fn issue_for_agent(
+        &mut self,
+        entry_id: &str,
+        csr_der: Vec<u8>,
+    ) -> Result<IssuedCertificate, ClientError> {
+        let response = self
+            .rpc
+            .issue_for_agent(proto::IssueForAgentRequest {
+                entry_id: entry_id.to_owned(),
+                csr_der,
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
     /// The trust bundle PEM and trust domain.
     pub async fn trust_bundle(&mut self) -> Result<(String, String), ClientError> {
         let response = self
@@ -306,7 +364,6 @@ impl WorkloadClient {
 }
 
 impl WorkloadClient {
-    /// The current CRL (DER) and its number.
     /// The standard gRPC health check of `service` ("" for the whole
     /// server): `SERVING`, `NOT_SERVING` or `SERVICE_UNKNOWN`.
     pub async fn health(&mut self, service: &str) -> Result<String, ClientError> {
@@ -320,6 +377,7 @@ impl WorkloadClient {
         Ok(response.into_inner().status().as_str_name().to_owned())
     }
 
+    /// The current CRL (DER) and its number.
     pub async fn crl(&mut self) -> Result<(Vec<u8>, u64), ClientError> {
         let response = self
             .rpc

@@ -1,0 +1,227 @@
+//! The SPIFFE Workload API (`SpiffeWorkloadAPI`, the standard's
+//! workload.proto) on the agent's Unix socket.
+//!
+//! Every call must carry the header `workload.spiffe.io: true` (else
+//! `InvalidArgument`). The caller is attested by the kernel (`peer`) once
+//! per call; X.509 streams send the full state at once and again whenever
+//! the cache publishes a change the caller would see. A caller matching no
+//! entry gets `PermissionDenied`; JWT methods answer `Unimplemented`. This
+//! module only reads the cache.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::cache::{Cache, Grant, Snapshot};
+use super::peer::{self, PeerCredentials};
+use super::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
+use super::proto::{
+    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
+    X509svidResponse,
+};
+use crate::registry::{Selector, describe};
+
+/// The header every Workload API call must carry, so that a browser or an
+/// SSRF-prone proxy pointed at the socket cannot call it.
+const SECURITY_HEADER: &str = "workload.spiffe.io";
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct WorkloadApiService {
+    cache: Cache,
+}
+
+impl WorkloadApiService {
+    pub fn new(cache: Cache) -> Self {
+        WorkloadApiService { cache }
+    }
+}
+
+/// Checks the security header and attests the caller: its selectors.
+fn attest<T>(request: &Request<T>) -> Result<(Vec<Selector>, String), Status> {
+    let header = request.metadata().get(SECURITY_HEADER);
+    if header.and_then(|value| value.to_str().ok()) != Some("true") {
+        return Err(Status::invalid_argument(format!(
+            "security header missing from request: every Workload API call must carry `{SECURITY_HEADER}: true`"
+        )));
+    }
+    let credentials = request
+        .extensions()
+        .get::<PeerCredentials>()
+        .copied()
+        .ok_or_else(|| Status::permission_denied(peer::PeerError::NoCredentials.to_string()))?;
+    let selectors =
+        peer::selectors_of(&credentials).map_err(|e| Status::permission_denied(e.to_string()))?;
+    let who = match credentials.pid {
+        Some(pid) => format!("pid {pid} uid {}", credentials.uid),
+        None => format!("uid {}", credentials.uid),
+    };
+    Ok((selectors, who))
+}
+
+/// The X.509-SVID answer for `selectors`, or why there is none.
+fn svid_response(snapshot: &Snapshot, selectors: &[Selector]) -> Result<X509svidResponse, Status> {
+    match snapshot.grant(selectors) {
+        Grant::Svid(svid) => Ok(X509svidResponse {
+            svids: vec![X509svid {
+                spiffe_id: svid.spiffe_id.clone(),
+                x509_svid: svid.chain_der.concat(),
+                x509_svid_key: svid.key_pkcs8.to_vec(),
+                bundle: snapshot.bundle_bytes(),
+                hint: String::new(),
+            }],
+            crl: Vec::new(),
+            federated_bundles: HashMap::new(),
+        }),
+        Grant::NoEntry => Err(Status::permission_denied(format!(
+            "no registration entry on this agent matches the caller's selectors [{}]",
+            describe(selectors)
+        ))),
+        Grant::Ambiguous { entries } => Err(Status::permission_denied(format!(
+            "the caller's selectors [{}] match {} entries ({}); an operator must narrow them",
+            describe(selectors),
+            entries.len(),
+            entries.join(", ")
+        ))),
+        Grant::Pending { entry } => Err(Status::unavailable(format!(
+            "the SVID of entry {entry} is not ready yet (certd not reached since it appeared); retry"
+        ))),
+    }
+}
+
+fn bundles_response(snapshot: &Snapshot) -> Result<X509BundlesResponse, Status> {
+    if snapshot.bundle_der.is_empty() {
+        return Err(Status::unavailable(
+            "the agent has not received the trust bundle yet; retry",
+        ));
+    }
+    Ok(X509BundlesResponse {
+        crl: Vec::new(),
+        bundles: HashMap::from([(snapshot.trust_domain.clone(), snapshot.bundle_bytes())]),
+    })
+}
+
+/// A stream that sends `answer(snapshot)` now and after every published
+/// change that alters it, until the caller leaves. An error is sent once
+/// and ends the stream.
+fn follow<T>(
+    cache: &Cache,
+    answer: impl Fn(&Snapshot) -> Result<T, Status> + Send + 'static,
+) -> Streamed<T>
+where
+    T: PartialEq + Clone + Send + 'static,
+{
+    // One answer in flight: a slow reader holds at most that much memory.
+    let (sender, receiver) = mpsc::channel(1);
+    let mut snapshots = cache.subscribe();
+    tokio::spawn(async move {
+        let mut last: Option<T> = None;
+        loop {
+            let snapshot: Arc<Snapshot> = snapshots.borrow_and_update().clone();
+            match answer(&snapshot) {
+                Ok(current) => {
+                    if last.as_ref() != Some(&current) {
+                        last = Some(current.clone());
+                        if sender.send(Ok(current)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(status) => {
+                    let _ = sender.send(Err(status)).await;
+                    return;
+                }
+            }
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { return },
+                () = sender.closed() => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApiService {
+    type FetchX509SVIDStream = Streamed<X509svidResponse>;
+    type FetchX509BundlesStream = Streamed<X509BundlesResponse>;
+    type FetchJWTBundlesStream = Streamed<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let (selectors, who) = attest(&request)?;
+        // Answer the first message's refusal as the call's status, as
+        // SPIFFE clients expect, and log every decision.
+        let first = svid_response(&self.cache.current(), &selectors);
+        match &first {
+            Ok(response) => tracing::info!(
+                caller = %who,
+                selectors = %describe(&selectors),
+                spiffe_id = %response.svids[0].spiffe_id,
+                "workload API: X.509-SVID granted"
+            ),
+            Err(status) => tracing::info!(
+                caller = %who,
+                selectors = %describe(&selectors),
+                reason = %status.message(),
+                "workload API: X.509-SVID refused"
+            ),
+        }
+        first?;
+        Ok(Response::new(follow(&self.cache, move |snapshot| {
+            svid_response(snapshot, &selectors)
+        })))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let (selectors, _who) = attest(&request)?;
+        // The bundle is public, but only callers with an entry get it, as
+        // in SPIRE: the socket is no oracle for strangers.
+        if let Err(status) = svid_response(&self.cache.current(), &selectors)
+            && status.code() == tonic::Code::PermissionDenied
+        {
+            return Err(status);
+        }
+        bundles_response(&self.cache.current())?;
+        Ok(Response::new(follow(&self.cache, bundles_response)))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        attest(&request)?;
+        Err(jwt_unimplemented())
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        attest(&request)?;
+        Err(jwt_unimplemented())
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        attest(&request)?;
+        Err(jwt_unimplemented())
+    }
+}
+
+fn jwt_unimplemented() -> Status {
+    Status::unimplemented("JWT-SVIDs are not served by this certd agent; use X.509-SVIDs")
+}

@@ -1,0 +1,435 @@
+//! The node agent end to end: the real daemon and the real `certd agent` on
+//! loopback, with unmodified SPIFFE clients (the `spiffe` crate) on the
+//! agent's socket in a temp dir, attested by the kernel as this test
+//! process (its uid).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use certd::api::client::{TlsClientSettings, WorkloadClient};
+use common::agent::{Agent, raw_client};
+use common::{Daemon, provider, stderr, stdout};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use spiffe::{WorkloadApiClient, X509Source};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const TRUST_DOMAIN: &str = "certd.internal";
+
+fn my_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .expect("uid in /proc/self/status")
+}
+
+fn agent_id(name: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/agent/{name}")
+}
+
+/// A workload entry for this process's uid, parented to agent `node`.
+fn workload_entry(daemon: &Daemon, service: &str, node: &str, extra: &[&str]) -> String {
+    let uid = format!("unix:uid:{}", my_uid());
+    let parent = agent_id(node);
+    let mut args = vec!["--parent", parent.as_str()];
+    args.extend(extra);
+    daemon.entry(service, &[&uid], &args)
+}
+
+/// The serial and notAfter of a DER certificate.
+fn serial_and_expiry(der: &[u8]) -> (String, i64) {
+    let (_, certificate) = X509Certificate::from_der(der).unwrap();
+    (
+        certificate.raw_serial_as_string(),
+        certificate.validity().not_after.timestamp(),
+    )
+}
+
+/// A client of certd presenting `identity` (chain and key, PEM).
+async fn client_as(daemon: &Daemon, identity: (String, String)) -> WorkloadClient {
+    let tls = TlsClientSettings {
+        ca_bundle_pem: daemon.bundle_pem(),
+        identity: Some(identity),
+    };
+    WorkloadClient::connect(&daemon.grpc, &tls).await.unwrap()
+}
+
+fn fresh_csr() -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    common::csr_for(&key, None, Vec::new())
+}
+
+fn to_pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn source(agent: &Agent) -> X509Source {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        X509Source::builder().endpoint(agent.endpoint()).build(),
+    )
+    .await
+    .expect("the X509Source synced in time")
+    .expect("an X509Source from the agent")
+}
+
+/// A TLS handshake in which both sides use only what the Workload API
+/// gave them: their SVID and the bundle.
+async fn mutual_tls_handshake(
+    server: &spiffe::X509Svid,
+    client: &spiffe::X509Svid,
+    bundle: &[CertificateDer<'static>],
+) {
+    let chain = |svid: &spiffe::X509Svid| -> Vec<CertificateDer<'static>> {
+        svid.cert_chain()
+            .iter()
+            .map(|c| CertificateDer::from(c.as_ref().to_vec()))
+            .collect()
+    };
+    let key = |svid: &spiffe::X509Svid| -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            svid.private_key().as_ref().to_vec(),
+        ))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for root in bundle {
+        roots.add(root.clone()).unwrap();
+    }
+    let roots = Arc::new(roots);
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .unwrap();
+    let server_config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain(server), key(server))
+        .unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain(client), key(client))
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let serving = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor
+            .accept(tcp)
+            .await
+            .expect("server side of the handshake");
+        let (_, session) = tls.get_ref();
+        session.peer_certificates().map(|c| c.len())
+    });
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = ServerName::try_from(format!("billing.{TRUST_DOMAIN}")).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(client_config))
+        .connect(name, tcp)
+        .await
+        .expect("client side of the handshake");
+    assert!(
+        serving.await.unwrap().is_some(),
+        "the server saw the client's SVID"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmodified_spiffe_client_gets_its_svid_and_it_rotates_on_the_stream() {
+    let daemon = Daemon::start();
+    // Registered before the agent starts, so its first sync serves it.
+    workload_entry(&daemon, "billing", "node-1", &["--ttl", "20s"]);
+    let agent = Agent::start(&daemon, "node-1");
+
+    let source = source(&agent).await;
+    let mut updates = source.updated();
+    let svid = source.svid().expect("an SVID");
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    assert_eq!(svid.cert_chain().len(), 2, "leaf and intermediate");
+    let bundles = source.bundle_set().expect("bundles");
+    let trust_domain = spiffe::TrustDomain::new(TRUST_DOMAIN).unwrap();
+    let bundle: Vec<CertificateDer<'static>> = bundles
+        .get(&trust_domain)
+        .expect("the trust domain's bundle")
+        .authorities()
+        .iter()
+        .map(|c| CertificateDer::from(c.as_ref().to_vec()))
+        .collect();
+    assert_eq!(bundle, common::pem_certs(&daemon.bundle_pem()));
+
+    // Two workloads (both this process) using only what the API gave.
+    let other = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap()
+        .fetch_x509_svid()
+        .await
+        .unwrap();
+    mutual_tls_handshake(&svid, &other, &bundle).await;
+
+    // Rotation: the same stream delivers a new SVID before the old one
+    // expires, without the client reconnecting.
+    let (first_serial, first_not_after) = serial_and_expiry(svid.leaf().as_ref());
+    tokio::time::timeout(Duration::from_secs(20), updates.changed())
+        .await
+        .expect("a rotation within 20 s")
+        .unwrap();
+    let rotated = source.svid().unwrap();
+    let (serial, _) = serial_and_expiry(rotated.leaf().as_ref());
+    assert_ne!(serial, first_serial);
+    assert!(
+        unix_now() < first_not_after,
+        "rotated before the old SVID expired"
+    );
+    assert_eq!(rotated.spiffe_id(), svid.spiffe_id());
+
+    // certd recorded it, issued through the agent and audited as the agent.
+    let audit = stdout(&daemon.cli(&["audit", "--json"]));
+    assert!(
+        audit.contains(&agent_id("node-1")) && audit.contains("\"attestation\":\"agent\""),
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_its_cache_while_certd_is_down_and_recovers() {
+    let mut daemon = Daemon::start();
+    workload_entry(&daemon, "billing", "node-1", &["--ttl", "12s"]);
+    let agent = Agent::start(&daemon, "node-1");
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let before = client.fetch_x509_svid().await.unwrap();
+
+    daemon.terminate();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = client
+        .fetch_x509_svid()
+        .await
+        .expect("served from the cache");
+    assert_eq!(during.leaf().as_ref(), before.leaf().as_ref());
+    assert!(agent.log_text().contains("cannot sync with certd"));
+
+    daemon.restart_on_same_port();
+    let (serial, _) = serial_and_expiry(before.leaf().as_ref());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = client.fetch_x509_svid().await.unwrap();
+        if serial_and_expiry(now.leaf().as_ref()).0 != serial {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new SVID after certd came back:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_and_agents_get_only_what_is_theirs() {
+    let daemon = Daemon::start();
+    let node_a = Agent::start(&daemon, "node-a");
+    let node_b = Agent::start(&daemon, "node-b");
+    // On node A, only another uid is registered; on node B, this one.
+    daemon.entry(
+        "other",
+        &["unix:uid:4242"],
+        &["--parent", &agent_id("node-a")],
+    );
+    let on_b = workload_entry(&daemon, "billing", "node-b", &[]);
+
+    // A uid with no entry on its node gets PermissionDenied.
+    let on_a = WorkloadApiClient::connect_to(node_a.endpoint())
+        .await
+        .unwrap();
+    match on_a.fetch_x509_svid().await {
+        Err(spiffe::WorkloadApiError::PermissionDenied(message)) => {
+            assert!(message.contains("no registration entry"), "{message}")
+        }
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+
+    // Without the security header: InvalidArgument.
+    let mut raw = raw_client(&node_b.socket).await;
+    let status = raw
+        .fetch_x509svid(certd::agent::proto::X509svidRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("workload.spiffe.io"));
+    // With it, node B answers; the JWT methods are not served yet.
+    let mut request = tonic::Request::new(certd::agent::proto::JwtsvidRequest {
+        audience: vec!["x".into()],
+        spiffe_id: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let status = raw.fetch_jwtsvid(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+
+    // Agent A, with its own certificate, asks certd for B's entry: refused.
+    let mut client_a = client_as(&daemon, node_a.identity()).await;
+    let csr = fresh_csr();
+    let (kind, message) = common::refusal(client_a.issue_for_agent(&on_b, csr).await);
+    assert_eq!(kind, certd::ErrorKind::PermissionDenied);
+    assert!(message.contains("not parented to agent"), "{message}");
+    // And sees only its own entries.
+    let listed = client_a.agent_entries().await.unwrap();
+    assert_eq!(listed.entries.len(), 1);
+    assert_eq!(listed.entries[0].selectors, ["unix:uid:4242"]);
+
+    // A workload's SVID cannot renew behind its agent's back.
+    let billing = WorkloadApiClient::connect_to(node_b.endpoint())
+        .await
+        .unwrap()
+        .fetch_x509_svid()
+        .await
+        .unwrap();
+    let billing_identity = (
+        billing
+            .cert_chain()
+            .iter()
+            .map(|c| to_pem("CERTIFICATE", c.as_ref()))
+            .collect::<String>(),
+        to_pem("PRIVATE KEY", billing.private_key().as_ref()),
+    );
+    let mut client_billing = client_as(&daemon, billing_identity).await;
+    let (kind, message) = common::refusal(client_billing.renew(fresh_csr()).await);
+    assert_eq!(kind, certd::ErrorKind::PermissionDenied);
+    assert!(message.contains("issued through node agent"), "{message}");
+
+    // An ordinary workload certificate is not an agent's.
+    let workload = daemon.bootstrap("payments").await;
+    let (kind, _) = common::refusal(daemon.client(Some(&workload)).await.agent_entries().await);
+    assert_eq!(kind, certd::ErrorKind::PermissionDenied);
+
+    // Deleting the entry stops its SVID at the next sync: the open stream
+    // ends with PermissionDenied.
+    let stream_client = WorkloadApiClient::connect_to(node_b.endpoint())
+        .await
+        .unwrap();
+    let mut stream = stream_client.stream_x509_svids().await.unwrap();
+    use tokio_stream::StreamExt;
+    assert!(stream.next().await.unwrap().is_ok());
+    let output = daemon.cli(&["entry", "delete", &on_b]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let ended = tokio::time::timeout(Duration::from_secs(15), stream.next())
+        .await
+        .expect("the stream heard of the deletion");
+    assert!(
+        matches!(
+            ended,
+            Some(Err(spiffe::WorkloadApiError::PermissionDenied(_)))
+        ),
+        "{ended:?}"
+    );
+
+    // A revoked agent certificate gets nothing from certd.
+    let agent_leaf = common::pem_certs(&node_a.identity().0).remove(0);
+    let (serial, _) = serial_and_expiry(&agent_leaf);
+    let output = daemon.cli(&["revoke", &serial]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (kind, message) = common::refusal(client_a.agent_entries().await);
+    assert_eq!(kind, certd::ErrorKind::Unauthenticated, "{message}");
+    assert!(message.contains("revoked"), "{message}");
+}
+
+#[test]
+fn entries_for_agents_and_through_agents_are_checked() {
+    let daemon = Daemon::start();
+    let refused = |args: &[&str], says: &str| {
+        let mut all = vec!["entry", "create"];
+        all.extend(args);
+        let output = daemon.cli(&all);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{all:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(says),
+            "{all:?}: {}",
+            stderr(&output)
+        );
+    };
+    refused(
+        &["--service", "web", "--selector", "unix:uid:1000"],
+        "proven only by a node agent",
+    );
+    refused(
+        &[
+            "--service",
+            "web",
+            "--selector",
+            "token:web",
+            "--parent",
+            &agent_id("node-1"),
+        ],
+        "only unix: selectors",
+    );
+    refused(
+        &[
+            "--service",
+            "web",
+            "--selector",
+            "unix:uid:1",
+            "--parent",
+            "spiffe://certd.internal/svc/web",
+        ],
+        "not a node agent's SPIFFE ID",
+    );
+    refused(
+        &[
+            "--service",
+            "web",
+            "--selector",
+            "token:web",
+            "--spiffe-id",
+            &agent_id("web"),
+        ],
+        "only node agents' entries",
+    );
+    // The same selectors under two agents are two workloads.
+    for node in ["node-1", "node-2"] {
+        daemon.entry("web", &["unix:uid:1000"], &["--parent", &agent_id(node)]);
+    }
+    let listed = stdout(&daemon.cli(&["entry", "list", "--json"]));
+    assert!(
+        listed.contains(&format!("\"parent_id\":\"{}\"", agent_id("node-2"))),
+        "{listed}"
+    );
+    let agent = daemon.entry("node-1", &["token:node-1"], &["--agent"]);
+    let listed = stdout(&daemon.cli(&["entry", "list", "--json"]));
+    assert!(
+        listed.contains(&format!("\"spiffe_id\":\"{}\"", agent_id("node-1"))),
+        "{listed}"
+    );
+    assert!(listed.contains(&agent));
+}

@@ -1,0 +1,121 @@
+//! Starts the real `certd agent` next to a test daemon, and talks to its
+//! Workload API socket as workloads do.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::{CERTD, Daemon, stderr, stdout};
+
+/// A running agent; killed when dropped.
+pub struct Agent {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Registers node agent `name` (`token:<name>`), makes a join token for
+    /// it and starts `certd agent` with it, syncing every second.
+    pub fn start(daemon: &Daemon, name: &str) -> Agent {
+        let entry = daemon.entry(name, &[&format!("token:{name}")], &["--agent"]);
+        let output = daemon.cli(&["token", "create", "--entry", &entry]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let token = stdout(&output).trim().to_owned();
+        Self::start_with(daemon, name, Some(&token))
+    }
+
+    /// Starts `certd agent` for `name` (its data directory under the
+    /// daemon's temp dir), with a join token if given.
+    pub fn start_with(daemon: &Daemon, name: &str, token: Option<&str>) -> Agent {
+        let dir = daemon.tmp.path().join(format!("agent-{name}"));
+        let socket = dir.join("agent.sock");
+        let data_dir = dir.join("data");
+        let log = dir.join("agent.log");
+        std::fs::create_dir_all(&dir).expect("agent dir");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut command = Command::new(CERTD);
+        command
+            .args(["agent", "--server", &daemon.grpc, "--ca-bundle"])
+            .arg(daemon.data_dir.join("bundle.pem"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--sync-interval", "1s"])
+            .env("CERTD_LOG", "info")
+            .env_remove("CERTD_JOIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file));
+        if let Some(token) = token {
+            command.env("CERTD_JOIN_TOKEN", token);
+        }
+        let mut child = command.spawn().expect("spawn certd agent");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read ready line");
+        assert!(
+            line.starts_with("certd agent ready"),
+            "the agent did not start: {line:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Agent {
+            child: Some(child),
+            socket,
+            data_dir,
+            log,
+        }
+    }
+
+    /// The Workload API address, as SPIFFE_ENDPOINT_SOCKET takes it.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The agent's own certificate chain and key (PEM), for acting as it.
+    pub fn identity(&self) -> (String, String) {
+        let read = |name: &str| std::fs::read_to_string(self.data_dir.join(name)).expect(name);
+        (read("cert.pem"), read("key.pem"))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A raw Workload API client on `socket` (our own generated stubs), for
+/// what an unmodified SPIFFE client never sends (e.g. no security header).
+pub async fn raw_client(
+    socket: &std::path::Path,
+) -> certd::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<
+    tonic::transport::Channel,
+> {
+    let socket = socket.to_owned();
+    let channel = tonic::transport::Endpoint::from_static("http://agent.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to the agent socket");
+    certd::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel)
+}
