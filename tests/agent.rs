@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use certd::api::client::{TlsClientSettings, WorkloadClient};
-use common::agent::{Agent, raw_client};
+use common::agent::{Agent, raw_client, raw_client_when_admitted};
 use common::{Daemon, provider, stderr, stdout};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use spiffe::{WorkloadApiClient, X509Source};
@@ -432,4 +432,150 @@ fn entries_for_agents_and_through_agents_are_checked() {
         "{listed}"
     );
     assert!(listed.contains(&agent));
+}
+
+/// `certd svid fetch` as user `nobody` (through `setpriv`), on `socket`.
+fn fetch_as_nobody(socket: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(common::CERTD)
+        .args(["svid", "fetch", "--socket"])
+        .arg(socket)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run setpriv (util-linux)")
+}
+
+/// Opens the directories on the way to `path` to every user (the test's
+/// temp dirs are 0700), as /run/certd is on a real node.
+fn open_path_to(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in path.ancestors().skip(1) {
+        if dir.starts_with(std::env::temp_dir()) && dir != std::env::temp_dir() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_huge_messages_and_vanishing_workloads_leave_other_users_served() {
+    let daemon = Daemon::start();
+    workload_entry(&daemon, "billing", "node-1", &[]);
+    daemon.entry(
+        "reports",
+        &["unix:uid:65534"],
+        &["--parent", &agent_id("node-1")],
+    );
+    let agent = Agent::start_registered(&daemon, "node-1", &["--max-connections-per-uid", "8"]);
+    open_path_to(&agent.socket);
+    let out = daemon.tmp.path().join("nobody-svid");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+
+    // This uid opens far more connections than its share and sends nothing.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        flood.push(
+            tokio::net::UnixStream::connect(&agent.socket)
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(agent.log_text().contains("connection cap reached"));
+    // Another user is still served, by the kernel's word alone.
+    let output = fetch_as_nobody(&agent.socket, &out);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(&format!("spiffe://{TRUST_DOMAIN}/svc/reports")),
+        "{}",
+        stdout(&output)
+    );
+    let key_mode = std::fs::metadata(out.join("svid.key"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
+        0o600
+    );
+    let (verified, text) = common::openssl(&[
+        "verify",
+        "-CAfile",
+        out.join("bundle.pem").to_str().unwrap(),
+        "-untrusted",
+        out.join("svid.pem").to_str().unwrap(),
+        out.join("svid.pem").to_str().unwrap(),
+    ]);
+    assert!(verified, "{text}");
+
+    // Workloads that vanish mid-call, and one that sends a huge message.
+    drop(flood);
+    for _ in 0..50 {
+        let mut raw = raw_client_when_admitted(&agent.socket).await;
+        let call = tokio::spawn(async move {
+            let mut request = tonic::Request::new(certd::agent::proto::X509svidRequest {});
+            request
+                .metadata_mut()
+                .insert("workload.spiffe.io", "true".parse().unwrap());
+            raw.fetch_x509svid(request).await.map(|_| ())
+        });
+        call.abort();
+    }
+    // Retried while the agent refuses connections at the cap (a refused
+    // connection is closed before any answer: a transport error).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let mut raw = raw_client_when_admitted(&agent.socket).await;
+        let mut huge = tonic::Request::new(certd::agent::proto::JwtsvidRequest {
+            audience: vec!["a".repeat(1024 * 1024)],
+            spiffe_id: String::new(),
+        });
+        huge.metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+        let status = raw.fetch_jwtsvid(huge).await.unwrap_err();
+        let refused_at_cap = std::error::Error::source(&status).is_some();
+        if !refused_at_cap || tokio::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+
+    // After all that, this uid is served again (once the agent has seen
+    // its closed connections go), and the agent stayed small.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let svid = loop {
+        let fetched = match WorkloadApiClient::connect_to(agent.endpoint()).await {
+            Ok(client) => client.fetch_x509_svid().await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match fetched {
+            Ok(svid) => break svid,
+            Err(error) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not served after the flood: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 256 * 1024, "agent RSS {rss_kib} KiB");
 }

@@ -421,7 +421,11 @@ fn entry_commands_refuse_bad_input_with_one_line_and_an_exit_code() {
         args
     };
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
-        (create(&["--selector", "unix:uid:1000"]), 2, "host agent"),
+        (
+            create(&["--selector", "unix:uid:1000"]),
+            2,
+            "proven only by a node agent",
+        ),
         (
             create(&["--selector", "k8s:ns:payments"]),
             4,

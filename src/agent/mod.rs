@@ -6,11 +6,13 @@
 //! Parts: `sync` talks to certd (node identity, entries, SVIDs) and is the
 //! only writer of `cache`; `workload_api` answers workloads from `cache`;
 //! `peer` turns a connection's kernel credentials into selectors;
-//! `listener` owns the socket and its connection caps. The agent never
+//! `listener` owns the socket and its connection caps; `client` is the
+//! workload's side, for `certd svid fetch`. The agent never
 //! opens certd's database: everything comes over mTLS from certd, which
 //! decides which entries the agent may serve.
 
 mod cache;
+pub mod client;
 mod listener;
 mod peer;
 mod sync;

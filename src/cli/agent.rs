@@ -82,3 +82,71 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     certd::agent::run(settings, super::serve::shutdown_signal()?, ready).await?;
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct SvidFetchArgs {
+    /// The agent's Workload API socket.
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET", default_value = "/run/certd/agent.sock", value_parser = socket_path)]
+    socket: PathBuf,
+    /// Directory to write svid.pem (leaf then intermediate), svid.key (0600) and bundle.pem to.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// A socket path, or a `unix://` URL as SPIFFE_ENDPOINT_SOCKET holds it.
+fn socket_path(value: &str) -> Result<PathBuf, String> {
+    let path = value.strip_prefix("unix://").unwrap_or(value);
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{value:?} is not a socket path or a unix:///path URL"
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// `certd svid fetch`: this process's X.509-SVID from the local agent,
+/// written as PEM files.
+pub async fn svid_fetch(args: SvidFetchArgs) -> anyhow::Result<()> {
+    use certd::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+    let svid = certd::agent::client::fetch_x509_svid(&args.socket).await?;
+    let pem = |label: &str, ders: &[Vec<u8>]| -> String {
+        ders.iter()
+            .map(|der| pem_block(label, der))
+            .collect::<String>()
+    };
+    let key = zeroize::Zeroizing::new(pem_block("PRIVATE KEY", &svid.key_pkcs8_der));
+    fsutil::create_private_dir(&args.out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
+    let files = [
+        ("svid.key", key.as_bytes().to_vec(), SECRET_FILE_MODE),
+        (
+            "svid.pem",
+            pem("CERTIFICATE", &svid.chain_der).into_bytes(),
+            PUBLIC_FILE_MODE,
+        ),
+        (
+            "bundle.pem",
+            pem("CERTIFICATE", &svid.bundle_der).into_bytes(),
+            PUBLIC_FILE_MODE,
+        ),
+    ];
+    for (name, contents, mode) in files {
+        let path = args.out.join(name);
+        fsutil::replace_file(&path, &contents, mode)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    println!("fetched {} into {}", svid.spiffe_id, args.out.display());
+    Ok(())
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}

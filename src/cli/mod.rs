@@ -99,6 +99,12 @@ pub enum Command {
     /// Node agent: serve the SPIFFE Workload API on a Unix socket to this node's workloads,
     /// attested by the kernel (uid, gid, executable), with SVIDs kept fresh.
     Agent(agent::AgentArgs),
+    /// Workload: fetch this process's X.509-SVID from the local agent's Workload API into PEM
+    /// files (for software that reads files; SPIFFE libraries talk to the socket themselves).
+    Svid {
+        #[command(subcommand)]
+        command: SvidCommand,
+    },
     /// CI: issue a certificate for a service straight into a directory.
     Issue(admin::IssueArgs),
     /// List issued certificates.
@@ -140,6 +146,11 @@ pub enum EntryCommand {
     List(entry::EntryListArgs),
     /// Delete an entry: no new certificates for it, and its certificates stop renewing.
     Delete(entry::EntryDeleteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SvidCommand {
+    Fetch(agent::SvidFetchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +197,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Request(args) => workload::request(args).await,
         Command::Renew(args) => workload::renew(args).await,
         Command::Agent(args) => agent::agent(args).await,
+        Command::Svid {
+            command: SvidCommand::Fetch(args),
+        } => agent::svid_fetch(args).await,
         Command::Issue(args) => admin::issue(args).await,
         Command::List(args) => admin::list(args).await,
         Command::Show(args) => admin::show(args).await,

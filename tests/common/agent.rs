@@ -19,16 +19,21 @@ impl Agent {
     /// Registers node agent `name` (`token:<name>`), makes a join token for
     /// it and starts `certd agent` with it, syncing every second.
     pub fn start(daemon: &Daemon, name: &str) -> Agent {
+        Self::start_registered(daemon, name, &[])
+    }
+
+    /// As `start`, with extra arguments for `certd agent`.
+    pub fn start_registered(daemon: &Daemon, name: &str, extra: &[&str]) -> Agent {
         let entry = daemon.entry(name, &[&format!("token:{name}")], &["--agent"]);
         let output = daemon.cli(&["token", "create", "--entry", &entry]);
         assert!(output.status.success(), "{}", stderr(&output));
         let token = stdout(&output).trim().to_owned();
-        Self::start_with(daemon, name, Some(&token))
+        Self::start_with(daemon, name, Some(&token), extra)
     }
 
     /// Starts `certd agent` for `name` (its data directory under the
-    /// daemon's temp dir), with a join token if given.
-    pub fn start_with(daemon: &Daemon, name: &str, token: Option<&str>) -> Agent {
+    /// daemon's temp dir), with a join token if given, and extra arguments.
+    pub fn start_with(daemon: &Daemon, name: &str, token: Option<&str>, extra: &[&str]) -> Agent {
         let dir = daemon.tmp.path().join(format!("agent-{name}"));
         let socket = dir.join("agent.sock");
         let data_dir = dir.join("data");
@@ -48,6 +53,7 @@ impl Agent {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--sync-interval", "1s"])
+            .args(extra)
             .env("CERTD_LOG", "info")
             .env_remove("CERTD_JOIN_TOKEN")
             .stdin(Stdio::null())
@@ -79,6 +85,10 @@ impl Agent {
         format!("unix://{}", self.socket.display())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -106,6 +116,40 @@ pub async fn raw_client(
 ) -> certd::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<
     tonic::transport::Channel,
 > {
+    try_raw_client(socket)
+        .await
+        .expect("connect to the agent socket")
+}
+
+/// As `raw_client`, retrying for up to 10 s while the agent refuses the
+/// connection (its per-uid cap is full until closed connections are
+/// noticed).
+pub async fn raw_client_when_admitted(
+    socket: &std::path::Path,
+) -> certd::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<
+    tonic::transport::Channel,
+> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match try_raw_client(socket).await {
+            Ok(client) => return client,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the agent never admitted a connection: {error}"),
+        }
+    }
+}
+
+async fn try_raw_client(
+    socket: &std::path::Path,
+) -> Result<
+    certd::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<
+        tonic::transport::Channel,
+    >,
+    tonic::transport::Error,
+> {
     let socket = socket.to_owned();
     let channel = tonic::transport::Endpoint::from_static("http://agent.invalid")
         .connect_with_connector(tower::service_fn(move |_| {
@@ -115,7 +159,6 @@ pub async fn raw_client(
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         }))
-        .await
-        .expect("connect to the agent socket");
-    certd::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel)
+        .await?;
+    Ok(certd::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel))
 }

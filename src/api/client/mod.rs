@@ -21,7 +21,7 @@ use super::proto;
 use super::proto::certificate_authority_client::CertificateAuthorityClient;
 use crate::ErrorKind;
 
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer the workload client reads: a certificate chain and bundle.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,7 +53,7 @@ impl ClientError {
     }
 }
 
-pub(super) fn refused(target: &str, status: Status) -> ClientError {
+pub(crate) fn refused(target: &str, status: Status) -> ClientError {
     // A status that wraps an error never reached certd's handlers: the
     // connection or the TLS session failed (a rejected client certificate
     // shows up here, as a TLS alert).
