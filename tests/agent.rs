@@ -253,15 +253,16 @@ async fn the_agent_serves_its_cache_while_certd_is_down_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workloads_and_agents_get_only_what_is_theirs() {
     let daemon = Daemon::start();
-    let node_a = Agent::start(&daemon, "node-a");
-    let node_b = Agent::start(&daemon, "node-b");
     // On node A, only another uid is registered; on node B, this one.
+    // (Registered before the agents start, so their first sync has them.)
     daemon.entry(
         "other",
         &["unix:uid:4242"],
         &["--parent", &agent_id("node-a")],
     );
     let on_b = workload_entry(&daemon, "billing", "node-b", &[]);
+    let node_a = Agent::start(&daemon, "node-a");
+    let node_b = Agent::start(&daemon, "node-b");
 
     // A uid with no entry on its node gets PermissionDenied.
     let on_a = WorkloadApiClient::connect_to(node_a.endpoint())
@@ -578,4 +579,74 @@ async fn floods_huge_messages_and_vanishing_workloads_leave_other_users_served()
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(rss_kib < 256 * 1024, "agent RSS {rss_kib} KiB");
+}
+
+/// `certd bench workload-api` measures the agent's first answers as real
+/// workloads see them, and checks every one.
+#[test]
+fn bench_measures_the_workload_api() {
+    let daemon = Daemon::start();
+    workload_entry(&daemon, "billing", "node-1", &[]);
+    let agent = Agent::start(&daemon, "node-1");
+    let output = daemon.cli(&[
+        "bench",
+        "workload-api",
+        "--socket",
+        agent.socket.to_str().unwrap(),
+        "--concurrency",
+        "4",
+        "--count",
+        "40",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["op"], "workload-api");
+    assert_eq!(summary["ok"], 40, "{text}");
+    assert_eq!(summary["errors"], 0, "{text}");
+    assert!(summary["p99_ms"].as_f64().unwrap() > 0.0, "{text}");
+}
+
+/// An entry may require the workload's executable, by path and by content
+/// (SHA-256), besides its uid; another executable of the same uid is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_can_require_the_executable_path_and_hash() {
+    use sha2::Digest;
+    let daemon = Daemon::start();
+    let me = std::env::current_exe().unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&me).unwrap()));
+    let uid = format!("unix:uid:{}", my_uid());
+    let path = format!("unix:path:{}", me.display());
+    let hash = format!("unix:sha256:{digest}");
+    let parent = agent_id("node-1");
+    daemon.entry("billing", &[&uid, &path, &hash], &["--parent", &parent]);
+    let agent = Agent::start(&daemon, "node-1");
+
+    let svid = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap()
+        .fetch_x509_svid()
+        .await
+        .expect("this executable matches");
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    // The certd binary, run as the same uid, is another executable.
+    let out = daemon.tmp.path().join("svid");
+    let output = daemon.cli(&[
+        "svid",
+        "fetch",
+        "--socket",
+        agent.socket.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no registration entry"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -240,6 +240,53 @@ fn the_renewal_daemon_keeps_a_short_lived_identity_fresh() {
     );
 }
 
+/// Between renewals, `renew --daemon` checks certd's trust bundle and
+/// replaces a bundle.pem that differs from it, then runs the hook: how a
+/// new root reaches software that reads files.
+#[test]
+fn the_renewal_daemon_refreshes_a_changed_trust_bundle() {
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path().join("billing");
+    let output = request(&daemon, &daemon.token("billing"), &dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let bundle = dir.join("bundle.pem");
+    // What this workload holds differs from what certd now publishes (as
+    // after a root was added or dropped); it still verifies certd.
+    let stale = format!("{0}{0}", daemon.bundle_pem());
+    std::fs::write(&bundle, &stale).unwrap();
+    let first = serial_in(&dir);
+
+    let marker = daemon.tmp.path().join("hooked");
+    let mut renewer = std::process::Command::new(common::CERTD)
+        .args([
+            "renew",
+            "--daemon",
+            "--bundle-refresh",
+            "1s",
+            "--server",
+            &daemon.grpc,
+            "--dir",
+        ])
+        .arg(&dir)
+        .arg("--exec")
+        .arg(format!("echo hook >> {}", marker.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&bundle).unwrap() != daemon.bundle_pem() || !marker.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "bundle.pem was not refreshed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(serial_in(&dir), first, "a bundle change is not a renewal");
+    let _ = renewer.kill();
+    let _ = renewer.wait();
+}
+
 /// A data directory that already exists readable by others (as `mkdir`
 /// or a git checkout leaves it) is made 0700 by `init`, and by `serve`.
 #[test]
@@ -873,7 +920,7 @@ async fn openssl_made_csrs_interoperate() {
 #[test]
 fn bench_reports_each_operation() {
     let daemon = Daemon::start();
-    for operation in ["issue", "renew", "ocsp", "crl"] {
+    for operation in ["issue", "renew", "ocsp", "crl", "agent-issue"] {
         let output = daemon.cli(&[
             "bench",
             operation,

@@ -97,6 +97,14 @@ impl Snapshot {
         }
     }
 
+    /// Whether some entry requires a `unix:sha256:` selector.
+    pub fn wants_executable_hash(&self) -> bool {
+        self.entries
+            .iter()
+            .flat_map(|entry| &entry.selectors)
+            .any(|selector| selector.as_str().starts_with("unix:sha256:"))
+    }
+
     /// The roots, concatenated DER, as the Workload API sends them.
     pub fn bundle_bytes(&self) -> Vec<u8> {
         self.bundle_der.concat()

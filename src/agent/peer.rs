@@ -13,8 +13,11 @@
 //! accepted (a process that did not exist then cannot be the peer). This
 //! module reads /proc and /etc/passwd and /etc/group; it writes nothing.
 
+use std::collections::HashMap;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -30,6 +33,68 @@ const CLOCK_TICKS_PER_SECOND: u64 = 100;
 /// How far a process's start may seem to lie after its connection's
 /// acceptance: /proc/stat's boot time has one-second resolution.
 const START_TIME_SLACK: Duration = Duration::from_secs(1);
+
+/// Most executables whose hash is remembered.
+const MAX_REMEMBERED_HASHES: usize = 1024;
+
+/// SHA-256s of executables already hashed, by file identity (device,
+/// inode, size, modification and change times: any write changes the
+/// change time, which no user can set back), so that a workload's every
+/// call does not re-read its executable.
+#[derive(Debug, Default)]
+pub struct ExecutableHashes {
+    known: Mutex<HashMap<FileIdentity, [u8; 32]>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        FileIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.len(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+            changed: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+}
+
+impl ExecutableHashes {
+    /// SHA-256 of the file, or `None` when it is larger than the bound.
+    fn hash(&self, path: &Path) -> std::io::Result<Option<[u8; 32]>> {
+        let file = std::fs::File::open(path)?;
+        let identity = FileIdentity::of(&file.metadata()?);
+        if identity.size > MAX_HASHED_EXECUTABLE {
+            return Ok(None);
+        }
+        if let Some(digest) = self.lock().get(&identity) {
+            return Ok(Some(*digest));
+        }
+        let Some(digest) = hash_file(file)? else {
+            return Ok(None);
+        };
+        // The file may have changed while it was read; remember the digest
+        // only under the identity it still has.
+        let mut known = self.lock();
+        if known.len() >= MAX_REMEMBERED_HASHES {
+            known.clear();
+        }
+        known.insert(identity, digest);
+        Ok(Some(digest))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileIdentity, [u8; 32]>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// What the kernel said about a connection's peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,13 +119,19 @@ pub enum PeerError {
 
 /// The selectors the kernel proves about `peer`: `unix:uid`, `unix:gid`,
 /// `unix:user` and `unix:group` (where the names exist), and, given a pid,
-/// `unix:path` and `unix:sha256` (up to `MAX_HASHED_EXECUTABLE` bytes).
-pub fn selectors_of(peer: &PeerCredentials) -> Result<Vec<Selector>, PeerError> {
-    selectors_from(peer, Path::new("/proc"), Path::new("/etc"))
+/// `unix:path` and, with `hashes` (only when some entry asks for one: it
+/// reads the whole executable the first time), `unix:sha256` (up to
+/// `MAX_HASHED_EXECUTABLE` bytes).
+pub fn selectors_of(
+    peer: &PeerCredentials,
+    hashes: Option<&ExecutableHashes>,
+) -> Result<Vec<Selector>, PeerError> {
+    selectors_from(peer, hashes, Path::new("/proc"), Path::new("/etc"))
 }
 
 fn selectors_from(
     peer: &PeerCredentials,
+    hashes: Option<&ExecutableHashes>,
     proc_root: &Path,
     etc: &Path,
 ) -> Result<Vec<Selector>, PeerError> {
@@ -76,7 +147,7 @@ fn selectors_from(
         selectors.push(selector);
     }
     if let Some(pid) = peer.pid.filter(|pid| *pid > 0) {
-        selectors.extend(executable_selectors(peer, pid, proc_root)?);
+        selectors.extend(executable_selectors(peer, pid, hashes, proc_root)?);
     }
     selectors.sort();
     selectors.dedup();
@@ -88,6 +159,7 @@ fn selectors_from(
 fn executable_selectors(
     peer: &PeerCredentials,
     pid: i32,
+    hashes: Option<&ExecutableHashes>,
     proc_root: &Path,
 ) -> Result<Vec<Selector>, PeerError> {
     let process = proc_root.join(pid.to_string());
@@ -111,8 +183,10 @@ fn executable_selectors(
     }
     // /proc/<pid>/exe opens the very file the process runs, even if its
     // path has since been replaced.
-    if let Some(digest) = hash_executable(&process.join("exe"))
-        .map_err(|e| unreadable(format!("its executable: {e}")))?
+    if let Some(hashes) = hashes
+        && let Some(digest) = hashes
+            .hash(&process.join("exe"))
+            .map_err(|e| unreadable(format!("its executable: {e}")))?
     {
         selectors.push(Selector::unix_sha256(&digest));
     }
@@ -133,11 +207,7 @@ fn path_selector(path: &Path) -> Option<Selector> {
 }
 
 /// SHA-256 of the file, or `None` when it is larger than the bound.
-fn hash_executable(path: &Path) -> std::io::Result<Option<[u8; 32]>> {
-    let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() > MAX_HASHED_EXECUTABLE {
-        return Ok(None);
-    }
+fn hash_file(file: std::fs::File) -> std::io::Result<Option<[u8; 32]>> {
     let mut hasher = Sha256::new();
     let mut reader = file.take(MAX_HASHED_EXECUTABLE + 1);
     let mut buffer = vec![0u8; 64 * 1024];
@@ -232,7 +302,8 @@ mod tests {
     #[test]
     fn this_process_is_attested_by_uid_gid_path_and_hash() {
         let peer = me();
-        let selectors = selectors_of(&peer).unwrap();
+        let hashes = ExecutableHashes::default();
+        let selectors = selectors_of(&peer, Some(&hashes)).unwrap();
         let has = |value: &str| selectors.iter().any(|s| s.as_str() == value);
         assert!(has(&format!("unix:uid:{}", peer.uid)));
         assert!(has(&format!("unix:gid:{}", peer.gid)));
@@ -243,6 +314,28 @@ mod tests {
         );
         let digest: [u8; 32] = Sha256::digest(std::fs::read(&exe).unwrap()).into();
         assert!(has(&format!("unix:sha256:{}", hex::encode(digest))));
+        // Remembered, and not computed at all when no entry needs it.
+        assert_eq!(hashes.lock().len(), 1);
+        assert_eq!(selectors_of(&peer, Some(&hashes)).unwrap(), selectors);
+        let without = selectors_of(&peer, None).unwrap();
+        assert!(
+            !without
+                .iter()
+                .any(|s| s.as_str().starts_with("unix:sha256:"))
+        );
+    }
+
+    #[test]
+    fn a_changed_executable_is_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tool");
+        std::fs::write(&file, b"one").unwrap();
+        let hashes = ExecutableHashes::default();
+        let first = hashes.hash(&file).unwrap().unwrap();
+        std::fs::write(&file, b"two").unwrap();
+        let second = hashes.hash(&file).unwrap().unwrap();
+        assert_ne!(first, second);
+        assert_eq!(second, <[u8; 32]>::from(Sha256::digest(b"two")));
     }
 
     #[test]
@@ -250,7 +343,7 @@ mod tests {
         let mut peer = me();
         peer.accepted_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
         assert_eq!(
-            selectors_of(&peer),
+            selectors_of(&peer, None),
             Err(PeerError::Vanished {
                 pid: peer.pid.unwrap()
             })
@@ -262,7 +355,7 @@ mod tests {
         let mut peer = me();
         peer.uid = peer.uid.wrapping_add(1);
         assert!(matches!(
-            selectors_of(&peer),
+            selectors_of(&peer, None),
             Err(PeerError::Vanished { .. })
         ));
     }
@@ -274,7 +367,7 @@ mod tests {
         child.wait().unwrap();
         let mut peer = me();
         peer.pid = Some(pid);
-        assert_eq!(selectors_of(&peer), Err(PeerError::Vanished { pid }));
+        assert_eq!(selectors_of(&peer, None), Err(PeerError::Vanished { pid }));
     }
 
     #[test]
@@ -292,7 +385,7 @@ mod tests {
             gid: 1000,
             accepted_at: SystemTime::now(),
         };
-        let selectors = selectors_from(&peer, Path::new("/proc"), dir.path()).unwrap();
+        let selectors = selectors_from(&peer, None, Path::new("/proc"), dir.path()).unwrap();
         let values: Vec<&str> = selectors.iter().map(Selector::as_str).collect();
         assert_eq!(
             values,

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::cache::{Cache, Grant, Snapshot};
-use super::peer::{self, PeerCredentials};
+use super::peer::{self, ExecutableHashes, PeerCredentials};
 use super::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use super::proto::{
     JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
@@ -35,16 +35,29 @@ type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct WorkloadApiService {
     cache: Cache,
+    hashes: ExecutableHashes,
 }
 
 impl WorkloadApiService {
     pub fn new(cache: Cache) -> Self {
-        WorkloadApiService { cache }
+        WorkloadApiService {
+            cache,
+            hashes: ExecutableHashes::default(),
+        }
+    }
+
+    /// Checks the security header and attests the caller: its selectors.
+    fn attest<T>(&self, request: &Request<T>) -> Result<(Vec<Selector>, String), Status> {
+        // Executables are hashed only when some entry asks for a hash.
+        let wants_hash = self.cache.current().wants_executable_hash();
+        attest(request, wants_hash.then_some(&self.hashes))
     }
 }
 
-/// Checks the security header and attests the caller: its selectors.
-fn attest<T>(request: &Request<T>) -> Result<(Vec<Selector>, String), Status> {
+fn attest<T>(
+    request: &Request<T>,
+    hashes: Option<&ExecutableHashes>,
+) -> Result<(Vec<Selector>, String), Status> {
     let header = request.metadata().get(SECURITY_HEADER);
     if header.and_then(|value| value.to_str().ok()) != Some("true") {
         return Err(Status::invalid_argument(format!(
@@ -56,8 +69,8 @@ fn attest<T>(request: &Request<T>) -> Result<(Vec<Selector>, String), Status> {
         .get::<PeerCredentials>()
         .copied()
         .ok_or_else(|| Status::permission_denied(peer::PeerError::NoCredentials.to_string()))?;
-    let selectors =
-        peer::selectors_of(&credentials).map_err(|e| Status::permission_denied(e.to_string()))?;
+    let selectors = peer::selectors_of(&credentials, hashes)
+        .map_err(|e| Status::permission_denied(e.to_string()))?;
     let who = match credentials.pid {
         Some(pid) => format!("pid {pid} uid {}", credentials.uid),
         None => format!("uid {}", credentials.uid),
@@ -157,7 +170,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let (selectors, who) = attest(&request)?;
+        let (selectors, who) = self.attest(&request)?;
         // Answer the first message's refusal as the call's status, as
         // SPIFFE clients expect, and log every decision.
         let first = svid_response(&self.cache.current(), &selectors);
@@ -185,7 +198,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let (selectors, _who) = attest(&request)?;
+        let (selectors, _who) = self.attest(&request)?;
         // The bundle is public, but only callers with an entry get it, as
         // in SPIRE: the socket is no oracle for strangers.
         if let Err(status) = svid_response(&self.cache.current(), &selectors)
@@ -201,7 +214,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        attest(&request)?;
+        self.attest(&request)?;
         Err(jwt_unimplemented())
     }
 
@@ -209,7 +222,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        attest(&request)?;
+        self.attest(&request)?;
         Err(jwt_unimplemented())
     }
 
@@ -217,7 +230,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        attest(&request)?;
+        self.attest(&request)?;
         Err(jwt_unimplemented())
     }
 }

@@ -13,7 +13,10 @@ use super::{DataDirArg, UsageError, duration};
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// What to load: `issue` (bootstrap with join tokens), `renew` (over
-    /// mTLS), `ocsp` (cached OCSP answers over HTTP) or `crl` (CRL downloads).
+    /// mTLS), `ocsp` (cached OCSP answers over HTTP), `crl` (CRL downloads),
+    /// `agent-issue` (a node agent's `IssueForAgent`) or `workload-api` (a
+    /// new connection to an agent's socket and its first `FetchX509SVID`
+    /// answer; this process's uid needs an entry on that agent).
     #[arg(value_enum)]
     operation: BenchOperation,
     #[command(flatten)]
@@ -44,6 +47,9 @@ pub struct BenchArgs {
     /// token in this file instead of one join token each.
     #[arg(long)]
     k8s_token_file: Option<PathBuf>,
+    /// With `workload-api`: the agent's socket.
+    #[arg(long, default_value = "/run/certd/agent.sock")]
+    socket: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -52,6 +58,8 @@ enum BenchOperation {
     Renew,
     Ocsp,
     Crl,
+    AgentIssue,
+    WorkloadApi,
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -79,6 +87,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             BenchOperation::Renew => Operation::Renew,
             BenchOperation::Ocsp => Operation::Ocsp,
             BenchOperation::Crl => Operation::Crl,
+            BenchOperation::AgentIssue => Operation::AgentIssue,
+            BenchOperation::WorkloadApi => Operation::WorkloadApi,
         },
         server: args.server,
         http: args.http,
@@ -87,6 +97,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         concurrency: usize::try_from(args.concurrency).map_err(|e| UsageError(e.to_string()))?,
         limit,
         kubernetes_token,
+        socket: Some(args.socket),
     };
     eprintln!(
         "preparing {:?} with {} callers…",

@@ -43,7 +43,17 @@ pub enum Operation {
     Renew,
     Ocsp,
     Crl,
+    /// `IssueForAgent`: a node agent's issuance for an entry parented to it.
+    #[serde(rename = "agent-issue")]
+    AgentIssue,
+    /// A fresh connection to an agent's Workload API and its first
+    /// `FetchX509SVID` answer.
+    #[serde(rename = "workload-api")]
+    WorkloadApi,
 }
+
+/// Node agent the `agent-issue` load acts as.
+const BENCH_AGENT: &str = "certd-bench-agent";
 
 /// When to stop.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +78,8 @@ pub struct BenchOptions {
     /// For `IssueKubernetes`: the service-account token every request
     /// presents (such tokens are valid until they expire, not once).
     pub kubernetes_token: Option<String>,
+    /// For `WorkloadApi`: the agent's socket.
+    pub socket: Option<PathBuf>,
 }
 
 /// The result, printed as text and as one JSON line.
@@ -136,6 +148,14 @@ enum Workload {
     },
     Crl {
         http: String,
+    },
+    AgentIssue {
+        agent: TlsClientSettings,
+        entry_id: String,
+        csrs: Arc<Vec<Vec<u8>>>,
+    },
+    SpiffeApi {
+        socket: PathBuf,
     },
 }
 
@@ -269,7 +289,71 @@ async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
                 .clone()
                 .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
         }),
+        Operation::AgentIssue => {
+            let (agent, entry_id) = bench_agent(options).await?;
+            Ok(Workload::AgentIssue {
+                agent,
+                entry_id,
+                csrs,
+            })
+        }
+        Operation::WorkloadApi => Ok(Workload::SpiffeApi {
+            socket: options.socket.clone().ok_or_else(|| {
+                BenchError::Prepare("`workload-api` needs the agent's --socket".into())
+            })?,
+        }),
     }
+}
+
+/// The bench's node agent: its entry (created on first use), a fresh
+/// certificate for it, and a workload entry parented to it.
+async fn bench_agent(options: &BenchOptions) -> Result<(TlsClientSettings, String), BenchError> {
+    let mut admin = AdminClient::connect(&options.admin_socket).await?;
+    let agent_selector = format!("token:{BENCH_AGENT}");
+    let existing = admin.entries(Some(BENCH_AGENT)).await?;
+    let agent_entry = match existing.iter().find(|e| e.agent) {
+        Some(entry) => entry.clone(),
+        None => {
+            let spec = EntrySpec {
+                service: BENCH_AGENT.to_owned(),
+                selectors: vec![agent_selector],
+                agent: true,
+                ..EntrySpec::default()
+            };
+            admin.create_entry(&spec).await?
+        }
+    };
+    let token = admin
+        .create_join_tokens(&TokenFor::Entry(agent_entry.id.clone()), None, 1)
+        .await?
+        .tokens
+        .pop()
+        .ok_or_else(|| BenchError::Prepare("no join token was created".into()))?;
+    let (key, csr) = key_and_csr()?;
+    let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
+    let issued = client.issue(csr, &token).await?;
+    let workload_selector = format!("unix:user:{BENCH_SERVICE}");
+    let existing = admin.entries(Some(BENCH_SERVICE)).await?;
+    let entry_id = match existing
+        .iter()
+        .find(|e| e.parent_id.as_deref() == Some(agent_entry.spiffe_id.as_str()))
+    {
+        Some(entry) => entry.id.clone(),
+        None => {
+            let spec = EntrySpec {
+                service: BENCH_SERVICE.to_owned(),
+                selectors: vec![workload_selector],
+                parent: Some(agent_entry.spiffe_id.clone()),
+                ..EntrySpec::default()
+            };
+            admin.create_entry(&spec).await?.id
+        }
+    };
+    let agent = TlsClientSettings {
+        ca_bundle_pem: options.ca_bundle_pem.clone(),
+        identity: Some((issued.chain_pem, key.serialize_pem())),
+    };
+    Ok((agent, entry_id))
 }
 
 fn anonymous(options: &BenchOptions) -> TlsClientSettings {
@@ -331,6 +415,8 @@ fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
 enum Connection {
     Grpc(WorkloadClient),
     Http(HttpConnection),
+    /// A new connection per request (the Workload API's first answer).
+    PerRequest,
 }
 
 async fn connect_all(
@@ -347,6 +433,10 @@ async fn connect_all(
                 WorkloadClient::connect(&options.server, &identities[index % identities.len()])
                     .await?,
             ),
+            Workload::AgentIssue { agent, .. } => {
+                Connection::Grpc(WorkloadClient::connect(&options.server, agent).await?)
+            }
+            Workload::SpiffeApi { .. } => Connection::PerRequest,
             Workload::Ocsp { http, .. } | Workload::Crl { http } => Connection::Http(
                 HttpConnection::connect(http)
                     .await
@@ -460,6 +550,23 @@ impl Worker {
                     Ok(())
                 } else {
                     Err(format!("CRL answer: HTTP {status}, {} bytes", body.len()))
+                }
+            }
+            (Workload::AgentIssue { entry_id, csrs, .. }, Connection::Grpc(client)) => {
+                let issued = client
+                    .issue_for_agent(entry_id, csrs[round % csrs.len()].clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check_issued(&issued)
+            }
+            (Workload::SpiffeApi { socket }, Connection::PerRequest) => {
+                let svid = certd::agent::client::fetch_x509_svid(socket)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if svid.spiffe_id.starts_with("spiffe://") && svid.chain_der.len() == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("unexpected SVID answer for {:?}", svid.spiffe_id))
                 }
             }
             _ => Err("connection does not match the operation".into()),

@@ -107,21 +107,38 @@ pub async fn daemon(args: RenewArgs, hooks: Hooks) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut retry = FIRST_RETRY;
+    // Drawn once per certificate, so that waking to check the bundle does
+    // not move the renewal point.
+    let mut jitter = random_jitter();
     loop {
         let (not_after, received_at) = current_validity(&args.dir)?;
-        let due = renewal_time(received_at, not_after, random_jitter());
+        let due = renewal_time(received_at, not_after, jitter);
         let now = unix_seconds(SystemTime::now());
-        let wait = Duration::from_secs(u64::try_from(due - now).unwrap_or(0));
-        tracing::info!(
-            dir = %args.dir.display(),
-            renews_at = %super::format_time(due),
-            "waiting to renew"
-        );
-        tokio::select! {
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
-            () = tokio::time::sleep(wait) => {}
+        if now < due {
+            let wait = Duration::from_secs(u64::try_from(due - now).unwrap_or(0));
+            tracing::info!(
+                dir = %args.dir.display(),
+                renews_at = %super::format_time(due),
+                "waiting to renew"
+            );
+            tokio::select! {
+                _ = terminate.recv() => return Ok(()),
+                _ = interrupt.recv() => return Ok(()),
+                () = tokio::time::sleep(wait.min(args.bundle_refresh)) => {}
+            }
+            if unix_seconds(SystemTime::now()) < due {
+                match refresh_bundle(&args).await {
+                    Ok(true) => run_hooks(&hooks).await,
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(
+                        error = %format!("{error:#}"),
+                        "cannot check the trust bundle; keeping bundle.pem"
+                    ),
+                }
+                continue;
+            }
         }
+        jitter = random_jitter();
         loop {
             match renew_once(&args).await {
                 Ok(()) => {
@@ -156,6 +173,27 @@ pub async fn daemon(args: RenewArgs, hooks: Hooks) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Replaces DIR/bundle.pem when certd's trust bundle differs from it (the
+/// CA added or dropped a root); `true` if it did. Asked over mTLS with the
+/// current certificate, trusting the bundle held now.
+async fn refresh_bundle(args: &RenewArgs) -> anyhow::Result<bool> {
+    let bundle_path = args.dir.join("bundle.pem");
+    let held = read(&bundle_path)?;
+    let mut client = super::workload::client_for_renewal(args).await?;
+    let (current, _) = client.trust_bundle().await?;
+    if current == held || current.trim().is_empty() {
+        return Ok(false);
+    }
+    certd::fsutil::replace_file(
+        &bundle_path,
+        current.as_bytes(),
+        certd::fsutil::PUBLIC_FILE_MODE,
+    )
+    .with_context(|| format!("cannot write {}", bundle_path.display()))?;
+    tracing::info!(path = %bundle_path.display(), "the trust bundle changed; bundle.pem replaced");
+    Ok(true)
 }
 
 /// `wait` moved by up to ±20%, so clients that failed together do not

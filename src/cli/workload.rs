@@ -60,6 +60,10 @@ pub struct RenewArgs {
     /// After each renewal, send a signal to the process in a pid file, e.g. /run/nginx.pid:HUP.
     #[arg(long, value_parser = super::renew::parse_signal)]
     signal: Option<(PathBuf, String)>,
+    /// With --daemon: how often to check certd's trust bundle between renewals; a changed
+    /// bundle replaces DIR/bundle.pem and runs the hook.
+    #[arg(long, value_parser = super::duration, default_value = "5m")]
+    pub(super) bundle_refresh: std::time::Duration,
 }
 
 pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
@@ -110,6 +114,17 @@ pub(super) async fn renew_once(args: &RenewArgs) -> anyhow::Result<()> {
     if !args.dir.join("cert.pem").exists() {
         return Err(nothing_to_renew(&args.dir));
     }
+    let (key, csr_der) = new_key_and_csr()?;
+    let mut client = client_for_renewal(args).await?;
+    let issued = client.renew(csr_der).await?;
+    write_identity(&args.dir, &key, &issued)?;
+    report(&issued, &args.dir);
+    Ok(())
+}
+
+/// A client presenting the identity in `args.dir`, trusting `--ca-bundle`
+/// or DIR/bundle.pem.
+pub(super) async fn client_for_renewal(args: &RenewArgs) -> anyhow::Result<WorkloadClient> {
     let bundle_path = args
         .ca_bundle
         .clone()
@@ -117,16 +132,11 @@ pub(super) async fn renew_once(args: &RenewArgs) -> anyhow::Result<()> {
     let ca_bundle_pem = read(&bundle_path)?;
     let chain = read(&args.dir.join("cert.pem"))?;
     let current_key = zeroize::Zeroizing::new(read(&args.dir.join("key.pem"))?);
-    let (key, csr_der) = new_key_and_csr()?;
     let tls = TlsClientSettings {
         ca_bundle_pem,
         identity: Some((chain, current_key.to_string())),
     };
-    let mut client = WorkloadClient::connect(&args.server, &tls).await?;
-    let issued = client.renew(csr_der).await?;
-    write_identity(&args.dir, &key, &issued)?;
-    report(&issued, &args.dir);
-    Ok(())
+    Ok(WorkloadClient::connect(&args.server, &tls).await?)
 }
 
 /// The error for a directory without an identity: what to run first.
