@@ -113,8 +113,6 @@ pub enum PeerError {
     NoCredentials,
     #[error("process {pid} exited or its pid was reused while it was being attested")]
     Vanished { pid: i32 },
-    #[error("process {pid} cannot be read in /proc: {reason}")]
-    Unreadable { pid: i32, reason: String },
 }
 
 /// The selectors the kernel proves about `peer`: `unix:uid`, `unix:gid`,
@@ -155,7 +153,7 @@ fn selectors_from(
 }
 
 /// `unix:path` and `unix:sha256` of process `pid`, checked against pid
-/// reuse as the module says.
+/// reuse as the module says; none where the agent may not read them.
 fn executable_selectors(
     peer: &PeerCredentials,
     pid: i32,
@@ -163,7 +161,6 @@ fn executable_selectors(
     proc_root: &Path,
 ) -> Result<Vec<Selector>, PeerError> {
     let process = proc_root.join(pid.to_string());
-    let unreadable = |reason: String| PeerError::Unreadable { pid, reason };
     let started = start_ticks(&process).ok_or(PeerError::Vanished { pid })?;
     let (uid, gid) = real_ids(&process).ok_or(PeerError::Vanished { pid })?;
     if (uid, gid) != (peer.uid, peer.gid) {
@@ -175,20 +172,25 @@ fn executable_selectors(
             return Err(PeerError::Vanished { pid });
         }
     }
-    let path = std::fs::read_link(process.join("exe"))
-        .map_err(|e| unreadable(format!("its executable: {e}")))?;
+    // Another user's executable can be read only with CAP_SYS_PTRACE (or
+    // as root). Without it the caller is attested by uid and gid alone, and
+    // entries that require its executable do not match.
     let mut selectors = Vec::new();
-    if let Some(selector) = path_selector(&path) {
-        selectors.push(selector);
+    match std::fs::read_link(process.join("exe")) {
+        Ok(path) => selectors.extend(path_selector(&path)),
+        Err(error) => {
+            tracing::debug!(pid, %error, "cannot read the executable's path");
+            return Ok(selectors);
+        }
     }
     // /proc/<pid>/exe opens the very file the process runs, even if its
     // path has since been replaced.
-    if let Some(hashes) = hashes
-        && let Some(digest) = hashes
-            .hash(&process.join("exe"))
-            .map_err(|e| unreadable(format!("its executable: {e}")))?
-    {
-        selectors.push(Selector::unix_sha256(&digest));
+    if let Some(hashes) = hashes {
+        match hashes.hash(&process.join("exe")) {
+            Ok(Some(digest)) => selectors.push(Selector::unix_sha256(&digest)),
+            Ok(None) => {}
+            Err(error) => tracing::debug!(pid, %error, "cannot hash the executable"),
+        }
     }
     if start_ticks(&process) != Some(started) {
         return Err(PeerError::Vanished { pid });
