@@ -650,3 +650,40 @@ async fn an_entry_can_require_the_executable_path_and_hash() {
         stderr(&output)
     );
 }
+
+/// What the SPIFFE standard promises a workload: `SPIFFE_ENDPOINT_SOCKET`
+/// and nothing else. The test binary runs itself as the workload, with only
+/// that variable set, and an unmodified `X509Source::new()`.
+#[test]
+fn spiffe_endpoint_socket_alone_is_enough() {
+    let daemon = Daemon::start();
+    workload_entry(&daemon, "billing", "node-1", &[]);
+    let agent = Agent::start(&daemon, "node-1");
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "workload_from_the_environment",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env_clear()
+        .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("workload got spiffe://{TRUST_DOMAIN}/svc/billing")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "the workload that spiffe_endpoint_socket_alone_is_enough runs, with the agent's socket in its environment"]
+async fn workload_from_the_environment() {
+    let source = X509Source::new()
+        .await
+        .expect("an X509Source from SPIFFE_ENDPOINT_SOCKET");
+    let svid = source.svid().expect("an SVID");
+    println!("workload got {}", svid.spiffe_id());
+}
