@@ -1,0 +1,210 @@
+//! The README never lies: its walkthrough and its node-agent quick start
+//! run here as written, in one shell, against `certd serve` started as the
+//! quick start starts it (default data directory, in a fresh working
+//! directory; ports of its own, substituted for the README's), with `certd`
+//! on the PATH.
+//!
+//! Every `certd` command must succeed (no `certd: error:` line), and every
+//! comment that directly follows a command, which is how the README shows
+//! expected output, must appear in the output (`…` stands for anything).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The README sections whose `sh` blocks run, in order.
+const SECTIONS: [&str; 2] = [
+    "## Walkthrough",
+    "## Node agent and the SPIFFE Workload API",
+];
+
+/// The `sh` code blocks of the section headed `heading`.
+fn blocks_of(readme: &str, heading: &str) -> Vec<String> {
+    let start = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README has no section {heading:?}"));
+    let section = &readme[start + heading.len() + 2..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in section.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), text) => {
+                block.push_str(text);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(!blocks.is_empty(), "{heading} has no sh block");
+    blocks
+}
+
+/// Comment lines that directly follow a command (or another such comment):
+/// the output the README promises.
+fn expected_output(block: &str) -> Vec<String> {
+    let mut expected = Vec::new();
+    let mut after_command = false;
+    for line in block.lines() {
+        let trimmed = line.trim();
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            if after_command {
+                expected.push(comment.trim().to_owned());
+            }
+        } else {
+            after_command = !trimmed.is_empty();
+        }
+    }
+    expected
+}
+
+/// Whether `output` has a line holding the fragments of `expected`
+/// (split at `…`), in order.
+fn shows(output: &str, expected: &str) -> bool {
+    output.lines().any(|line| {
+        let mut rest = line;
+        expected.split('…').all(|fragment| {
+            let fragment = fragment.trim();
+            match rest.find(fragment) {
+                Some(at) => {
+                    rest = &rest[at + fragment.len()..];
+                    true
+                }
+                None => false,
+            }
+        })
+    })
+}
+
+#[test]
+fn the_readme_walkthrough_and_agent_quick_start_run_as_written() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let blocks: Vec<String> = SECTIONS
+        .iter()
+        .flat_map(|heading| blocks_of(&readme, heading))
+        .collect();
+
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(common::CERTD, bin.join("certd")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    // The quick start's first command, from the same directory, but on
+    // ports of its own: the README's 8443 and 8080 may well be serving the
+    // reader's own certd while they run these tests. The script gets the
+    // ports it was given in place of the README's (and a free one for its
+    // TLS server in place of 9443); nothing else is changed.
+    let mut server = Command::new(common::CERTD)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .current_dir(work.path())
+        .env_remove("CERTD_DATA_DIR")
+        .env_remove("CERTD_DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start certd serve");
+    let mut ready = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let field = |name: &str| -> String {
+        ready
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("certd serve did not start: {ready:?}"))
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let (grpc_port, http_port) = (field("grpc"), field("http"));
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+
+    // One shell for all blocks, as one terminal would be; background jobs
+    // (s_server, renew --daemon, the agent) end with it.
+    let script = format!(
+        "exec 2>&1\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n{}",
+        blocks.join("\n")
+    )
+    .replace("127.0.0.1:8443", &format!("127.0.0.1:{grpc_port}"))
+    .replace("127.0.0.1:8080", &format!("127.0.0.1:{http_port}"))
+    .replace("9443", &tls_port);
+    let mut shell = Command::new("timeout")
+        .args(["120", "bash", "-c", &script])
+        .current_dir(work.path())
+        .env("PATH", &path)
+        .env_remove("CERTD_DATA_DIR")
+        .env_remove("CERTD_SERVER")
+        .env_remove("CERTD_CA_BUNDLE")
+        .env_remove("CERTD_JOIN_TOKEN")
+        // Held open, as a terminal's is: `openssl s_server` quits at the
+        // end of its input.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run bash");
+    let terminal = shell.stdin.take();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut shell.stdout.take().unwrap(), &mut text).unwrap();
+    drop(terminal);
+    let _ = shell.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("certd: error"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a README command failed: {errors:?}\n{text}"
+    );
+    let expected: Vec<String> = blocks.iter().flat_map(|b| expected_output(b)).collect();
+    assert!(expected.len() >= 6, "expected outputs found: {expected:?}");
+    for line in &expected {
+        assert!(
+            shows(&text, line),
+            "the README promises {line:?}, which the commands did not print:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn expected_output_is_the_comments_right_after_a_command() {
+    let block =
+        "# explains\ncertd x \\\n    --y\n# shown one\n# shown two\n\n# explains again\nls\n";
+    assert_eq!(expected_output(block), ["shown one", "shown two"]);
+    assert!(shows(
+        "issued spiffe://td/svc/b serial 5c until 2026 in b",
+        "issued spiffe://td/svc/b serial … until … in b"
+    ));
+    assert!(!shows(
+        "issued spiffe://td/svc/c serial 5c",
+        "issued spiffe://td/svc/b serial …"
+    ));
+}
