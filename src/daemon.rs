@@ -51,7 +51,18 @@ impl Daemon {
         let store = crate::store::open_checked(&self.data_dir, &self.config.store).await?;
         let mut settings = self.config.authority_settings();
         settings.kubernetes = None;
-        Authority::new(Arc::new(ca), store, settings).await
+        let jwt_keys = self.jwt_keys()?;
+        Authority::new(Arc::new(ca), store, settings, jwt_keys).await
+    }
+
+    /// The JWT-SVID keys, from the data directory's master secret (created
+    /// on the first start of a data directory made before JWT-SVIDs).
+    fn jwt_keys(&self) -> Result<Arc<crate::jwt::JwtKeys>, Error> {
+        let keys = crate::jwt::JwtKeys::load_or_create(
+            &self.data_dir.jwt_master_key(),
+            self.config.jwt.schedule(),
+        )?;
+        Ok(Arc::new(keys))
     }
 
     /// Creates a CA with the defaults if the data directory has none (with
@@ -92,8 +103,13 @@ impl Daemon {
         let grpc_addr = local_addr(&listeners.grpc, "gRPC")?;
         let http_addr = local_addr(&listeners.http, "HTTP")?;
         ca.set_revocation_urls(self.revocation_urls(http_addr));
-        let authority =
-            Authority::new(Arc::new(ca), store, self.config.authority_settings()).await?;
+        let authority = Authority::new(
+            Arc::new(ca),
+            store,
+            self.config.authority_settings(),
+            self.jwt_keys()?,
+        )
+        .await?;
         Ok(BoundDaemon {
             authority,
             config: self.config,

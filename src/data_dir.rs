@@ -63,6 +63,11 @@ impl DataDir {
     }
 
     /// The admin API's Unix socket (0600), present while `certd serve` runs.
+    /// The secret JWT-SVID signing keys are derived from (0600).
+    pub fn jwt_master_key(&self) -> PathBuf {
+        self.root.join("jwt-master.key")
+    }
+
     pub fn admin_socket(&self) -> PathBuf {
         self.root.join("admin.sock")
     }

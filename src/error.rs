@@ -95,6 +95,10 @@ pub enum Error {
     Ca(#[from] CaError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Jwt(#[from] crate::jwt::JwtError),
+    #[error(transparent)]
+    JwtKeyFile(#[from] crate::jwt::KeyFileError),
 }
 
 impl Error {
@@ -110,6 +114,8 @@ impl Error {
             Error::Store(error) => error.kind(),
             Error::Ca(error) => error.kind(),
             Error::Config(_) => ErrorKind::InvalidInput,
+            Error::Jwt(error) => error.kind(),
+            Error::JwtKeyFile(_) => ErrorKind::Internal,
         }
     }
 }

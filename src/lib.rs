@@ -17,6 +17,7 @@ mod data_dir;
 mod error;
 pub mod fsutil;
 pub mod identity;
+pub mod jwt;
 pub mod limits;
 pub mod model;
 pub mod policy;

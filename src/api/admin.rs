@@ -104,6 +104,7 @@ fn entry_spec(service: String, content: Option<proto::EntryContent>) -> EntrySpe
         ttl: ttl(content.ttl_seconds),
         parent: (!content.parent_id.is_empty()).then_some(content.parent_id),
         agent: content.agent,
+        jwt_audiences: content.jwt_audiences,
     }
 }
 

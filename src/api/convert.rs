@@ -12,6 +12,7 @@ use crate::store::{AuditEntry, EntryRecord};
 pub(super) fn entry_to_proto(entry: EntryRecord) -> proto::Entry {
     proto::Entry {
         agent: entry.is_agent(),
+        jwt_audiences: entry.jwt_audiences,
         parent_id: entry
             .parent
             .map(crate::identity::SpiffeId::into_string)

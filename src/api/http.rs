@@ -1,6 +1,8 @@
 //! Plain HTTP, for what is public or signed: `/healthz` (liveness),
 //! `/readyz` (readiness), the CRL (`/crl`,
-//! `/crl.pem`) and the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`).
+//! `/crl.pem`), the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`),
+//! and the keys verifiers need: `/jwks.json` (JWT-SVID keys) and the SPIFFE
+//! trust bundle (`/bundle.spiffe`, `/.well-known/spiffe-bundle`).
 //!
 //! Nothing here trusts the client: connections are capped and closed when
 //! idle (`connections`), headers must arrive within the header-read
@@ -86,8 +88,50 @@ pub fn router(authority: Authority) -> Router {
         .route("/crl.pem", get(crl_pem))
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
+        .route("/jwks.json", get(jwks))
+        .route("/bundle.spiffe", get(spiffe_bundle))
+        .route("/.well-known/spiffe-bundle", get(spiffe_bundle))
         .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST_LEN))
         .with_state(authority)
+}
+
+/// The JWT-SVID keys as a JWKS.
+async fn jwks(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    let body = serde_json::to_vec(&authority.jwt_key_set()).unwrap_or_default();
+    cacheable_json(&headers, body, 60)
+}
+
+/// The SPIFFE trust bundle (roots and JWT keys), for verifiers and for
+/// other trust domains' federation.
+async fn spiffe_bundle(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    let bundle = authority.spiffe_bundle();
+    let max_age = bundle["spiffe_refresh_hint"].as_u64().unwrap_or(60);
+    let body = serde_json::to_vec(&bundle).unwrap_or_default();
+    cacheable_json(&headers, body, max_age)
+}
+
+/// A JSON answer with a strong ETag (its SHA-256): `304 Not Modified` when
+/// the client already holds it.
+fn cacheable_json(request: &HeaderMap, body: Vec<u8>, max_age: u64) -> Response {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &body);
+    let etag = format!(
+        "\"{}\"",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
+    );
+    let cache_control = format!("public, max-age={max_age}");
+    let matches = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag));
+    let headers = [
+        (header::ETAG, etag),
+        (header::CACHE_CONTROL, cache_control),
+        (header::CONTENT_TYPE, "application/json".to_owned()),
+    ];
+    if matches {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (StatusCode::OK, headers, body).into_response()
 }
 
 /// Liveness: the process answers. It stays ok through a storage fault,

@@ -33,6 +33,18 @@ impl WorkloadApi {
     }
 }
 
+fn ttl(seconds: u64) -> Option<std::time::Duration> {
+    (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
+}
+
+fn jwt_svid(minted: crate::authority::MintedFor) -> proto::JwtSvid {
+    proto::JwtSvid {
+        token: minted.jwt.token,
+        spiffe_id: minted.spiffe_id,
+        expires_at_unix: minted.jwt.expires_at,
+    }
+}
+
 fn caller<T>(request: &Request<T>) -> Caller {
     match request.remote_addr() {
         Some(address) => Caller(format!("peer {address}")),
@@ -116,7 +128,51 @@ impl CertificateAuthority for WorkloadApi {
                 .collect(),
             trust_bundle_pem: ca.trust_bundle_pem().to_owned(),
             trust_domain: ca.trust_domain().to_string(),
+            jwt_keys_jwks: serde_json::to_vec(&self.authority.jwt_key_set()).unwrap_or_default(),
         }))
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<proto::MintJwtSvidRequest>,
+    ) -> Result<Response<proto::JwtSvid>, Status> {
+        let caller = caller(&request);
+        let peer_certificates = request.peer_certs();
+        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let message = request.get_ref();
+        let minted = self
+            .authority
+            .mint_jwt(
+                &caller,
+                client_leaf.map(|c| c.as_ref()),
+                &message.audiences,
+                ttl(message.ttl_seconds),
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(jwt_svid(minted)))
+    }
+
+    async fn mint_jwt_svid_for_agent(
+        &self,
+        request: Request<proto::MintJwtSvidForAgentRequest>,
+    ) -> Result<Response<proto::JwtSvid>, Status> {
+        let caller = caller(&request);
+        let peer_certificates = request.peer_certs();
+        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let message = request.get_ref();
+        let minted = self
+            .authority
+            .mint_jwt_for_agent(
+                &caller,
+                client_leaf.map(|c| c.as_ref()),
+                &message.entry_id,
+                &message.audiences,
+                ttl(message.ttl_seconds),
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(jwt_svid(minted)))
     }
 
     async fn issue_for_agent(

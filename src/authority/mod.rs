@@ -36,11 +36,13 @@ mod changes;
 mod operators;
 mod registration;
 mod revoke;
+mod tokens;
 mod views;
 
 pub use changes::{Update, follow};
 pub use registration::{CreatedJoinTokens, MAX_TOKENS_PER_REQUEST, TokenFor};
 pub use revoke::{RevocationResult, Revoked};
+pub use tokens::MintedFor;
 pub use views::CertificateSummary;
 
 /// How many fresh serials to try if one is, against all odds, taken.
@@ -77,6 +79,9 @@ pub struct Authority {
     entry_bounds: Arc<EntryBounds>,
     /// The bootstrap attestors this certd accepts, by kind.
     attestors: Attestors,
+    /// The JWT-SVID signing keys and their lifetimes.
+    jwt_keys: Arc<crate::jwt::JwtKeys>,
+    jwt_settings: crate::config::JwtSettings,
 }
 
 /// How an issuance is recorded: under which service, attested how, and
@@ -126,6 +131,7 @@ impl Authority {
         ca: Arc<CertificateAuthority>,
         store: SharedStorage,
         settings: AuthoritySettings,
+        jwt_keys: Arc<crate::jwt::JwtKeys>,
     ) -> Result<Self> {
         let revocations = Arc::new(Revocations::new(
             ca.clone(),
@@ -153,6 +159,8 @@ impl Authority {
             revocations,
             limits: Arc::new(Limits::new(settings.limits)),
             admins: Arc::new(settings.admins.into_iter().collect()),
+            jwt_keys,
+            jwt_settings: settings.jwt,
         })
     }
 

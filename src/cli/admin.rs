@@ -237,6 +237,12 @@ pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result
         key_type,
     };
     let metadata = ca::init(dir, &options).map_err(certd::Error::from)?;
+    // The JWT-SVID master secret, beside the CA keys (see certd::jwt).
+    certd::jwt::JwtKeys::load_or_create(
+        &certd::DataDir::new(dir).jwt_master_key(),
+        certd::config::JwtSettings::default().schedule(),
+    )
+    .map_err(certd::Error::from)?;
     println!(
         "created a CA for trust domain {} in {}; trust bundle: {}",
         metadata.trust_domain,

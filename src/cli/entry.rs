@@ -63,6 +63,10 @@ struct EntryContent {
     /// `certd agent` attesting with a join or Kubernetes token.
     #[arg(long, conflicts_with_all = ["parent", "spiffe_id", "dns_names"])]
     agent: bool,
+    /// An audience JWT-SVIDs for this entry may name, e.g. spiffe://<trust-domain>/svc/payments
+    /// or a plain string; repeat for several. None: no JWT-SVIDs (least privilege).
+    #[arg(long = "jwt-audience")]
+    jwt_audiences: Vec<String>,
     /// Print the entry as JSON instead of its id.
     #[arg(long)]
     json: bool,
@@ -78,6 +82,7 @@ impl EntryContent {
             ttl: self.ttl,
             parent: self.parent,
             agent: self.agent,
+            jwt_audiences: self.jwt_audiences,
         }
     }
 }
@@ -159,6 +164,13 @@ pub async fn list(args: EntryListArgs) -> anyhow::Result<()> {
         }
         if let Some(parent) = &entry.parent_id {
             println!("{:<16}  through agent: {parent}", "");
+        }
+        if !entry.jwt_audiences.is_empty() {
+            println!(
+                "{:<16}  jwt audiences: {}",
+                "",
+                entry.jwt_audiences.join(" ")
+            );
         }
     }
     Ok(())

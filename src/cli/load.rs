@@ -611,13 +611,13 @@ fn check_ocsp(status: u16, body: &[u8]) -> Result<(), String> {
 /// A keep-alive HTTP/1.1 connection: enough of a client for two fixed
 /// requests, with nothing between the loader and the socket.
 /// One keep-alive HTTP/1.1 connection (hyper), for OCSP and CRL loads.
-struct HttpConnection {
+pub(super) struct HttpConnection {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: String,
 }
 
 impl HttpConnection {
-    async fn connect(base_url: &str) -> Result<Self, String> {
+    pub(super) async fn connect(base_url: &str) -> Result<Self, String> {
         let host = base_url
             .strip_prefix("http://")
             .ok_or("only http:// URLs")?
@@ -633,7 +633,7 @@ impl HttpConnection {
         Ok(HttpConnection { sender, host })
     }
 
-    async fn request(
+    pub(super) async fn request(
         &mut self,
         method: &str,
         path: &str,

@@ -9,6 +9,7 @@ mod agent;
 mod bench;
 mod db;
 mod entry;
+mod jwt;
 mod load;
 mod renew;
 mod serve;
@@ -105,6 +106,12 @@ pub enum Command {
         #[command(subcommand)]
         command: SvidCommand,
     },
+    /// JWT-SVIDs: mint one with a workload's certificate, or verify one against the trust
+    /// domain's keys.
+    Jwt {
+        #[command(subcommand)]
+        command: JwtCommand,
+    },
     /// CI: issue a certificate for a service straight into a directory.
     Issue(admin::IssueArgs),
     /// List issued certificates.
@@ -146,6 +153,14 @@ pub enum EntryCommand {
     List(entry::EntryListArgs),
     /// Delete an entry: no new certificates for it, and its certificates stop renewing.
     Delete(entry::EntryDeleteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JwtCommand {
+    /// Print a JWT-SVID for the workload identity in --dir (mTLS with its certificate).
+    Mint(jwt::MintArgs),
+    /// Check a JWT-SVID for an audience; prints its SPIFFE ID and expiry, exit 4 if invalid.
+    Verify(jwt::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +215,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Svid {
             command: SvidCommand::Fetch(args),
         } => agent::svid_fetch(args).await,
+        Command::Jwt { command } => match command {
+            JwtCommand::Mint(args) => jwt::mint(args).await,
+            JwtCommand::Verify(args) => jwt::verify(args).await,
+        },
         Command::Issue(args) => admin::issue(args).await,
         Command::List(args) => admin::list(args).await,
         Command::Show(args) => admin::show(args).await,
@@ -246,6 +265,9 @@ pub fn exit_code_of(kind: ErrorKind) -> u8 {
 fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     if let Some(client) = cause.downcast_ref::<ClientError>() {
         return Some(client.kind());
+    }
+    if cause.downcast_ref::<jwt::Invalid>().is_some() {
+        return Some(ErrorKind::Unauthenticated);
     }
     if let Some(agent) = cause.downcast_ref::<certd::agent::AgentError>() {
         return Some(agent.kind());

@@ -29,6 +29,8 @@ pub struct ConfigFile {
     pub admins: Option<Vec<String>>,
     /// Accept Kubernetes projected service-account tokens in `Issue`.
     pub kubernetes: Option<KubernetesSection>,
+    /// JWT-SVIDs: lifetimes and key rotation.
+    pub jwt: Option<JwtSection>,
     /// Directory relative paths in the file are resolved against: the
     /// file's own directory.
     #[serde(skip)]
@@ -107,6 +109,21 @@ pub struct ConnectionsSection {
     /// Close an HTTP connection whose request headers have not all arrived
     /// after this long (default "10s").
     pub header_read_timeout: Option<String>,
+}
+
+/// JWT-SVIDs.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    /// Lifetime of a token when the caller asks for none (default "5m").
+    pub default_ttl: Option<String>,
+    /// Longest lifetime a caller may ask for (default "1h").
+    pub max_ttl: Option<String>,
+    /// How long each signing key signs before the next takes over
+    /// (default "24h").
+    pub key_rotation: Option<String>,
+    /// How long before it signs a new key is published (default "1h").
+    pub publish_ahead: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -12,8 +12,8 @@
 mod file;
 
 pub use file::{
-    ConfigFile, ConnectionsSection, IssuanceSection, JoinTokenSection, KubernetesSection,
-    LimitsSection, RevocationSection, StoreSection,
+    ConfigFile, ConnectionsSection, IssuanceSection, JoinTokenSection, JwtSection,
+    KubernetesSection, LimitsSection, RevocationSection, StoreSection,
 };
 
 use std::net::SocketAddr;
@@ -85,6 +85,37 @@ pub struct Config {
     pub store: StoreSettings,
     pub admins: Vec<String>,
     pub kubernetes: Option<KubernetesSettings>,
+    pub jwt: JwtSettings,
+}
+
+/// JWT-SVID lifetimes and the signing keys' schedule (`[jwt]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwtSettings {
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub key_rotation: Duration,
+    pub publish_ahead: Duration,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        JwtSettings {
+            default_ttl: Duration::from_secs(5 * 60),
+            max_ttl: Duration::from_secs(3600),
+            key_rotation: Duration::from_secs(24 * 3600),
+            publish_ahead: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl JwtSettings {
+    pub fn schedule(&self) -> crate::jwt::KeySchedule {
+        crate::jwt::KeySchedule {
+            rotation: self.key_rotation,
+            publish_ahead: self.publish_ahead,
+            max_ttl: self.max_ttl,
+        }
+    }
 }
 
 impl Config {
@@ -97,6 +128,7 @@ impl Config {
             admins: self.admins.clone(),
             server_names: self.server_names.clone(),
             kubernetes: self.kubernetes.clone(),
+            jwt: self.jwt,
         }
     }
 }
@@ -113,6 +145,7 @@ pub struct AuthoritySettings {
     pub server_names: Vec<String>,
     /// `None`: Kubernetes service-account tokens are not accepted.
     pub kubernetes: Option<KubernetesSettings>,
+    pub jwt: JwtSettings,
 }
 
 /// Lifetimes of what certd hands out.
@@ -239,7 +272,9 @@ impl ConfigFile {
             .as_ref()
             .map(|section| validate_kubernetes(section, self.base_dir.as_deref()))
             .transpose()?;
+        let jwt = validate_jwt(&self.jwt.clone().unwrap_or_default())?;
         Ok(Config {
+            jwt,
             kubernetes,
             admins,
             limits,
@@ -378,6 +413,52 @@ fn validate_store(
     crate::store::postgres::PgSettings::new(url, ca_file)
         .map(StoreSettings::Postgres)
         .map_err(|message| invalid("store.url", message))
+}
+
+fn validate_jwt(section: &JwtSection) -> Result<JwtSettings, ConfigError> {
+    let defaults = JwtSettings::default();
+    let settings = JwtSettings {
+        default_ttl: duration(
+            "jwt.default_ttl",
+            &section.default_ttl,
+            defaults.default_ttl,
+        )?,
+        max_ttl: duration("jwt.max_ttl", &section.max_ttl, defaults.max_ttl)?,
+        key_rotation: duration(
+            "jwt.key_rotation",
+            &section.key_rotation,
+            defaults.key_rotation,
+        )?,
+        publish_ahead: duration(
+            "jwt.publish_ahead",
+            &section.publish_ahead,
+            defaults.publish_ahead,
+        )?,
+    };
+    if settings.max_ttl > Duration::from_secs(24 * 3600) {
+        return Err(invalid(
+            "jwt.max_ttl",
+            "must be at most 24h: JWT-SVIDs are bearer tokens, and cannot be revoked".into(),
+        ));
+    }
+    if settings.default_ttl > settings.max_ttl {
+        return Err(invalid(
+            "jwt.default_ttl",
+            format!(
+                "must not exceed jwt.max_ttl ({})",
+                humantime::format_duration(settings.max_ttl)
+            ),
+        ));
+    }
+    if settings.key_rotation < Duration::from_secs(5)
+        || settings.publish_ahead >= settings.key_rotation
+    {
+        return Err(invalid(
+            "jwt.publish_ahead",
+            "must be shorter than jwt.key_rotation (at least 5s), so each key is published before it signs".into(),
+        ));
+    }
+    Ok(settings)
 }
 
 fn validate_connections(section: &ConnectionsSection) -> Result<ConnectionSettings, ConfigError> {

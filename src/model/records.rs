@@ -193,6 +193,8 @@ pub struct EntryRecord {
     /// The node agent (`spiffe://<td>/agent/<name>`) this entry is issued
     /// through, and only through; `None` for direct attestation only.
     pub parent: Option<SpiffeId>,
+    /// The audiences JWT-SVIDs for this entry may name; none: no tokens.
+    pub jwt_audiences: Vec<String>,
 }
 
 impl EntryRecord {
@@ -217,10 +219,12 @@ pub enum AuditEvent {
     CreateEntry,
     UpdateEntry,
     DeleteEntry,
+    /// A JWT-SVID.
+    MintJwt,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 9] = [
+    pub const ALL: [AuditEvent; 10] = [
         AuditEvent::Issue,
         AuditEvent::IssueOperator,
         AuditEvent::Renew,
@@ -230,6 +234,7 @@ impl AuditEvent {
         AuditEvent::CreateEntry,
         AuditEvent::UpdateEntry,
         AuditEvent::DeleteEntry,
+        AuditEvent::MintJwt,
     ];
 
     /// The name logs, the audit listing and the store use.
@@ -244,6 +249,7 @@ impl AuditEvent {
             AuditEvent::CreateEntry => "create-entry",
             AuditEvent::UpdateEntry => "update-entry",
             AuditEvent::DeleteEntry => "delete-entry",
+            AuditEvent::MintJwt => "mint-jwt",
         }
     }
 

@@ -31,6 +31,8 @@ pub struct EntrySpec {
     /// The entry is a node agent's: `spiffe://<td>/agent/<service>`, with
     /// no DNS names, attested directly (join or Kubernetes token).
     pub agent: bool,
+    /// Audiences its JWT-SVIDs may name (least privilege: none, no tokens).
+    pub jwt_audiences: Vec<String>,
 }
 
 /// What an entry may not grant, whoever creates it.
@@ -51,6 +53,7 @@ pub struct ValidEntry {
     pub ttl_seconds: Option<u64>,
     pub selectors: Vec<Selector>,
     pub parent: Option<SpiffeId>,
+    pub jwt_audiences: Vec<String>,
 }
 
 impl EntrySpec {
@@ -75,7 +78,14 @@ impl EntrySpec {
             Some(id) => Some(check_parent(id, &bounds.trust_domain).map_err(invalid)?),
         };
         check_selector_kinds(&selectors, parent.as_ref()).map_err(invalid)?;
+        let jwt_audiences = check_jwt_audiences(&self.jwt_audiences).map_err(invalid)?;
         if self.agent {
+            if !jwt_audiences.is_empty() {
+                return Err(invalid(
+                    "an agent's entry grants no JWT audiences: agents fetch tokens for their workloads' entries".into(),
+                )
+                .into());
+            }
             return self.validate_agent(bounds, service, selectors);
         }
         let default = WorkloadIdentity::for_service(&bounds.trust_domain, service.clone());
@@ -106,6 +116,7 @@ impl EntrySpec {
             ttl_seconds: self.ttl.map(|ttl| ttl.as_secs()),
             selectors: selectors.into_iter().collect(),
             parent,
+            jwt_audiences,
         })
     }
 
@@ -140,8 +151,29 @@ impl EntrySpec {
             ttl_seconds: self.ttl.map(|ttl| ttl.as_secs()),
             selectors: selectors.into_iter().collect(),
             parent: None,
+            jwt_audiences: Vec::new(),
         })
     }
+}
+
+/// Most JWT audiences one entry may allow.
+pub const MAX_JWT_AUDIENCES: usize = 32;
+
+/// The audiences, each checked, without duplicates, in the order given.
+fn check_jwt_audiences(audiences: &[String]) -> Result<Vec<String>, String> {
+    let mut checked: Vec<String> = Vec::new();
+    for audience in audiences {
+        crate::jwt::check_audience(audience)?;
+        if !checked.contains(audience) {
+            checked.push(audience.clone());
+        }
+    }
+    if checked.len() > MAX_JWT_AUDIENCES {
+        return Err(format!(
+            "an entry may allow at most {MAX_JWT_AUDIENCES} JWT audiences"
+        ));
+    }
+    Ok(checked)
 }
 
 /// A parent must be a node agent of this trust domain.

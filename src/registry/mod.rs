@@ -55,9 +55,21 @@ pub enum RegistryError {
     #[error("registration entry {id:?} is not parented to agent {agent}")]
     NotParentedTo { id: String, agent: String },
     #[error(
-        "this certificate was issued through node agent {agent}, which renews it; it cannot renew directly"
+        "this certificate was issued through node agent {agent}, which renews it and fetches its tokens; ask that agent"
     )]
     IssuedThroughAgent { agent: String },
+    #[error(
+        "audience {audience:?} is not allowed for entry {entry} (allowed: [{allowed}]); an operator adds it with --jwt-audience"
+    )]
+    AudienceNotAllowed {
+        audience: String,
+        entry: String,
+        allowed: String,
+    },
+    #[error(
+        "the client certificate ({identity}) was not issued for a registration entry, so it may get no JWT-SVIDs"
+    )]
+    NoJwtAudiences { identity: String },
 }
 
 impl RegistryError {
@@ -73,7 +85,9 @@ impl RegistryError {
             | RegistryError::EntryDeleted { .. }
             | RegistryError::NotAnAgent { .. }
             | RegistryError::NotParentedTo { .. }
-            | RegistryError::IssuedThroughAgent { .. } => ErrorKind::PermissionDenied,
+            | RegistryError::IssuedThroughAgent { .. }
+            | RegistryError::AudienceNotAllowed { .. }
+            | RegistryError::NoJwtAudiences { .. } => ErrorKind::PermissionDenied,
         }
     }
 }
@@ -228,6 +242,7 @@ impl Registry {
             created_at,
             created_by: created_by.to_owned(),
             parent: entry.parent,
+            jwt_audiences: entry.jwt_audiences,
         };
         loop {
             record.id = new_entry_id();
@@ -266,6 +281,7 @@ impl Registry {
             ttl_seconds: entry.ttl_seconds,
             selectors,
             parent: entry.parent,
+            jwt_audiences: entry.jwt_audiences,
             ..current
         };
         if !self.store.replace_entry(&updated).await? {

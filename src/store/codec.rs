@@ -10,7 +10,8 @@
 //!
 //! Version 2 added registration entries: join tokens name the selectors
 //! they prove instead of a service, and audit entries carry selectors.
-//! Version 3 changed entries only (they name their parent agent); every
+//! Version 3 changed entries only (they name their parent agent and the
+//! audiences of their JWT-SVIDs); every
 //! other value is still written as version 2. Earlier values are still
 //! read.
 //!
@@ -422,6 +423,7 @@ pub(super) struct DiskEntry {
     created_at: i64,
     created_by: String,
     parent: Option<String>,
+    jwt_audiences: Vec<String>,
 }
 
 /// `EntryRecord` as version 2 wrote it: before parent agents.
@@ -449,6 +451,7 @@ impl From<EntryV2> for EntryRecord {
             created_at: v2.created_at,
             created_by: v2.created_by,
             parent: None,
+            jwt_audiences: Vec::new(),
         }
         .into()
     }
@@ -470,6 +473,7 @@ impl From<EntryRecord> for DiskEntry {
             created_at: entry.created_at,
             created_by: entry.created_by,
             parent: entry.parent.map(SpiffeId::into_string),
+            jwt_audiences: entry.jwt_audiences,
         }
     }
 }
@@ -490,6 +494,7 @@ impl From<DiskEntry> for EntryRecord {
             created_at: disk.created_at,
             created_by: disk.created_by,
             parent: disk.parent.map(SpiffeId::from_stored),
+            jwt_audiences: disk.jwt_audiences,
         }
     }
 }
@@ -535,8 +540,9 @@ mod tests {
     const ISSUANCE_V2: &str = "02034a0b0c0762696c6c696e67011662696c6c696e672e63657274642e696e7465726e616c01237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67c8019003c00207070707070707070707070707070707070707070707070707070707070707070301020305026531011b73797374656d3a736572766963656163636f756e743a6e733a736101010101d40201";
     const TOKEN_V2: &str = "02010d746f6b656e3a62696c6c696e670a12";
     const ENTRY_V2: &str = "020265310762696c6c696e67237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67021662696c6c696e672e63657274642e696e7465726e616c09622e6578616d706c6501901c020f6b38733a6e733a7061796d656e747307746f6b656e3a7802057569643a30";
-    /// An entry with a parent agent, as version 3 writes it.
-    const ENTRY_V3: &str = "030265310762696c6c696e67237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67021662696c6c696e672e63657274642e696e7465726e616c09622e6578616d706c6501901c010d756e69783a7569643a3130303002057569643a3001247370696666653a2f2f63657274642e696e7465726e616c2f6167656e742f6e6f64652d31";
+    /// An entry with a parent agent and a JWT audience, as version 3
+    /// writes it.
+    const ENTRY_V3: &str = "030265310762696c6c696e67237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67021662696c6c696e672e63657274642e696e7465726e616c09622e6578616d706c6501901c010d756e69783a7569643a3130303002057569643a3001247370696666653a2f2f63657274642e696e7465726e616c2f6167656e742f6e6f64652d3101247370696666653a2f2f63657274642e696e7465726e616c2f7376632f7061796d656e7473";
     const AUDIT_V2: &str = "0254056973737565000b3132372e302e302e313a35010a6a6f696e2d746f6b656e010762696c6c696e67010634613062306301026e6f010d746f6b656e3a62696c6c696e67";
     const REVOKED_V2: &str = "02034a0b0cd402019003";
 
@@ -603,6 +609,7 @@ mod tests {
             created_at: 1,
             created_by: "uid:0".into(),
             parent: None,
+            jwt_audiences: Vec::new(),
         };
         // Version 2 entries read the same; this build writes entries as
         // version 3, which adds the parent agent.
@@ -613,6 +620,7 @@ mod tests {
             EntryRecord {
                 selectors: vec![selector("unix:uid:1000")],
                 parent: Some("spiffe://certd.internal/agent/node-1".parse().unwrap()),
+                jwt_audiences: vec!["spiffe://certd.internal/svc/payments".into()],
                 ..entry
             },
         );

@@ -371,6 +371,9 @@ pub struct EntrySummary {
     pub parent_id: Option<String>,
     /// A node agent's own entry.
     pub agent: bool,
+    /// The audiences its JWT-SVIDs may name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jwt_audiences: Vec<String>,
 }
 
 impl From<proto::Entry> for EntrySummary {
@@ -386,6 +389,7 @@ impl From<proto::Entry> for EntrySummary {
             created_by: entry.created_by,
             parent_id: (!entry.parent_id.is_empty()).then_some(entry.parent_id),
             agent: entry.agent,
+            jwt_audiences: entry.jwt_audiences,
         }
     }
 }
@@ -399,6 +403,7 @@ fn entry_content(spec: &EntrySpec) -> proto::EntryContent {
         ttl_seconds: spec.ttl.map_or(0, |d| d.as_secs()),
         parent_id: spec.parent.clone().unwrap_or_default(),
         agent: spec.agent,
+        jwt_audiences: spec.jwt_audiences.clone(),
     }
 }
 

@@ -163,6 +163,26 @@ pub struct AgentEntries {
     pub entries: Vec<AgentEntry>,
     pub trust_bundle_pem: String,
     pub trust_domain: String,
+    /// The JWT keys verifiers need now, as a JWKS document.
+    pub jwt_keys_jwks: Vec<u8>,
+}
+
+/// A JWT-SVID as certd returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintedToken {
+    pub token: String,
+    pub spiffe_id: String,
+    pub expires_at: i64,
+}
+
+impl From<proto::JwtSvid> for MintedToken {
+    fn from(svid: proto::JwtSvid) -> Self {
+        MintedToken {
+            token: svid.token,
+            spiffe_id: svid.spiffe_id,
+            expires_at: svid.expires_at_unix,
+        }
+    }
 }
 
 /// One entry a node agent serves: its workloads must prove every selector.
@@ -309,7 +329,44 @@ impl WorkloadClient {
                 .collect(),
             trust_bundle_pem: response.trust_bundle_pem,
             trust_domain: response.trust_domain,
+            jwt_keys_jwks: response.jwt_keys_jwks,
         })
+    }
+
+    /// A JWT-SVID for the identity this client presents.
+    pub async fn mint_jwt(
+        &mut self,
+        audiences: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<MintedToken, ClientError> {
+        let response = self
+            .rpc
+            .mint_jwt_svid(proto::MintJwtSvidRequest {
+                audiences: audiences.to_vec(),
+                ttl_seconds: ttl.map_or(0, |t| t.as_secs()),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// For a node agent: a JWT-SVID for one entry parented to it.
+    pub async fn mint_jwt_for_agent(
+        &mut self,
+        entry_id: &str,
+        audiences: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<MintedToken, ClientError> {
+        let response = self
+            .rpc
+            .mint_jwt_svid_for_agent(proto::MintJwtSvidForAgentRequest {
+                entry_id: entry_id.to_owned(),
+                audiences: audiences.to_vec(),
+                ttl_seconds: ttl.map_or(0, |t| t.as_secs()),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
     }
 
     /// For a node agent: a certificate for one entry parented to it.

@@ -1,0 +1,125 @@
+//! `certd jwt mint` and `certd jwt verify`: JWT-SVIDs for shells and
+//! services without a SPIFFE library.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::duration;
+use super::load::HttpConnection;
+use super::workload::read;
+use certd::api::client::{TlsClientSettings, WorkloadClient};
+use certd::jwt::{JwkSet, JwtError};
+
+#[derive(Debug, Args)]
+pub struct MintArgs {
+    /// certd's gRPC URL.
+    #[arg(long, env = "CERTD_SERVER", default_value = "https://127.0.0.1:8443")]
+    server: String,
+    /// PEM roots to trust for certd; default DIR/bundle.pem.
+    #[arg(long, env = "CERTD_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
+    /// Directory holding the workload's key.pem and cert.pem (as `certd request` wrote them).
+    #[arg(long)]
+    dir: PathBuf,
+    /// An audience for the token; repeat for several. Each must be allowed by the workload's
+    /// registration entry (`--jwt-audience`).
+    #[arg(long = "audience", required = true)]
+    audiences: Vec<String>,
+    /// Lifetime (default: the configured one, 5m); at most jwt.max_ttl.
+    #[arg(long, value_parser = duration)]
+    ttl: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The token, or `-` to read it from standard input (arguments are visible in the
+    /// process list).
+    token: String,
+    /// The audience the verifier is: the token must name it.
+    #[arg(long)]
+    audience: String,
+    /// Where the trust domain's JWT keys are (certd's /jwks.json, or a SPIFFE bundle).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080/jwks.json",
+        conflicts_with = "jwks_file"
+    )]
+    jwks_url: String,
+    /// A JWKS (or SPIFFE bundle) file instead of the URL.
+    #[arg(long)]
+    jwks_file: Option<PathBuf>,
+}
+
+pub async fn mint(args: MintArgs) -> anyhow::Result<()> {
+    let bundle = args
+        .ca_bundle
+        .clone()
+        .unwrap_or_else(|| args.dir.join("bundle.pem"));
+    let key = zeroize::Zeroizing::new(read(&args.dir.join("key.pem"))?);
+    let tls = TlsClientSettings {
+        ca_bundle_pem: read(&bundle)?,
+        identity: Some((read(&args.dir.join("cert.pem"))?, key.to_string())),
+    };
+    let mut client = WorkloadClient::connect(&args.server, &tls).await?;
+    let minted = client.mint_jwt(&args.audiences, args.ttl).await?;
+    // The token alone on stdout, so scripts can capture it.
+    println!("{}", minted.token);
+    Ok(())
+}
+
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let token = if args.token == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .take(certd::jwt::MAX_TOKEN_BYTES as u64 + 1)
+            .read_to_string(&mut text)?;
+        text.trim().to_owned()
+    } else {
+        args.token.clone()
+    };
+    let jwks = match &args.jwks_file {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| super::UsageError(format!("cannot read {}: {e}", path.display())))?,
+        None => fetch(&args.jwks_url).await?,
+    };
+    let keys = JwkSet::parse(&jwks).map_err(super::UsageError)?;
+    let verified = certd::jwt::verify(&token, &args.audience, &keys).map_err(Invalid)?;
+    println!(
+        "valid: {} until {}",
+        verified.spiffe_id,
+        super::format_time(verified.expires_at)
+    );
+    Ok(())
+}
+
+/// A token that does not verify: refused (exit 4), with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid token: {0}")]
+pub struct Invalid(pub JwtError);
+
+async fn fetch(url: &str) -> anyhow::Result<Vec<u8>> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        super::UsageError(format!(
+            "--jwks-url {url:?} must be an http:// URL (certd's HTTP port), or use --jwks-file"
+        ))
+    })?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let unreachable = |reason: String| certd::api::client::ClientError::Unreachable {
+        target: url.to_owned(),
+        reason,
+    };
+    let mut connection = HttpConnection::connect(&format!("http://{host}"))
+        .await
+        .map_err(unreachable)?;
+    let (status, body) = connection
+        .request("GET", &format!("/{path}"), None)
+        .await
+        .map_err(unreachable)?;
+    if status != 200 {
+        return Err(unreachable(format!("HTTP {status}")).into());
+    }
+    Ok(body)
+}

@@ -1,0 +1,574 @@
+//! JWT-SVIDs: short-lived signed tokens naming a workload's SPIFFE ID, for
+//! hops where mTLS cannot reach (through an L7 load balancer, a queue, a
+//! gateway), and the key sets verifiers fetch.
+//!
+//! Owns the token format (the SPIFFE JWT-SVID standard: compact JWS, header
+//! `alg`, `kid`, `typ: JWT`; claims `sub`, `aud`, `exp`, `iat` and nothing
+//! else), minting, verification, and the JSON of `/jwks.json` and the SPIFFE
+//! bundle. Keys come from `keys`. It decides nothing about *who* may get a
+//! token for *which* audience: that is `authority`'s, from the entry. No
+//! store, no network.
+
+mod keys;
+
+use std::collections::BTreeSet;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+
+pub use keys::{JwtKey, JwtKeys, KeyFileError, KeySchedule};
+
+use crate::identity::SpiffeId;
+
+/// Longest token accepted for verification.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Most audiences one token may name.
+pub const MAX_AUDIENCES: usize = 16;
+/// Longest audience.
+pub const MAX_AUDIENCE_LEN: usize = 256;
+
+/// Why a token is not valid, or could not be made. The message says which
+/// check failed; it never includes the token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwtError {
+    #[error("the token is longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+    #[error("the token is malformed: {0}")]
+    Malformed(String),
+    #[error("the token's algorithm {0:?} is not accepted (only ES256)")]
+    Algorithm(String),
+    #[error("the token's type {0:?} is not JWT")]
+    Type(String),
+    #[error("the token has no key id (kid)")]
+    NoKeyId,
+    #[error("the token's key {0:?} is not one of the trust domain's current JWT keys")]
+    UnknownKey(String),
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is not for audience {0:?}")]
+    WrongAudience(String),
+    #[error("the token's subject {0:?} is not a SPIFFE ID")]
+    BadSubject(String),
+    #[error("{0}")]
+    InvalidAudience(String),
+}
+
+impl JwtError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            JwtError::InvalidAudience(_) => crate::ErrorKind::InvalidInput,
+            _ => crate::ErrorKind::Unauthenticated,
+        }
+    }
+}
+
+/// Checks audiences a caller asks a token for: 1 to 16, each 1 to 256
+/// printable ASCII characters without spaces.
+pub fn check_audiences(audiences: &[String]) -> Result<(), JwtError> {
+    if audiences.is_empty() || audiences.len() > MAX_AUDIENCES {
+        return Err(JwtError::InvalidAudience(format!(
+            "a token needs 1 to {MAX_AUDIENCES} audiences, got {}",
+            audiences.len()
+        )));
+    }
+    for audience in audiences {
+        check_audience(audience).map_err(JwtError::InvalidAudience)?;
+    }
+    Ok(())
+}
+
+/// One audience: printable ASCII, no spaces, 1 to 256 characters.
+pub fn check_audience(audience: &str) -> Result<(), String> {
+    if audience.is_empty()
+        || audience.len() > MAX_AUDIENCE_LEN
+        || !audience.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(format!(
+            "audience {:?} must be 1 to {MAX_AUDIENCE_LEN} printable characters without spaces",
+            audience.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    aud: Vec<String>,
+    exp: i64,
+    iat: i64,
+}
+
+/// A minted token and when it expires.
+#[derive(Debug, Clone)]
+pub struct MintedJwt {
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// Signs a JWT-SVID for `subject` and `audiences` (checked by the caller),
+/// valid from `now` for `ttl_seconds`.
+pub fn mint(
+    keys: &JwtKeys,
+    subject: &SpiffeId,
+    audiences: &[String],
+    now: i64,
+    ttl_seconds: i64,
+) -> Result<MintedJwt, JwtError> {
+    let key = keys.signing_key(now);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("JWT".into());
+    let claims = Claims {
+        sub: subject.as_str().to_owned(),
+        aud: audiences.to_vec(),
+        exp: now + ttl_seconds,
+        iat: now,
+    };
+    let token = jsonwebtoken::encode(&header, &claims, &key.encoding_key())
+        .map_err(|e| JwtError::Malformed(format!("cannot sign: {e}")))?;
+    Ok(MintedJwt {
+        token,
+        expires_at: claims.exp,
+    })
+}
+
+/// A public JWT key as verifiers hold it (from `/jwks.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicJwk {
+    pub kty: String,
+    pub crv: String,
+    pub kid: String,
+    pub x: String,
+    pub y: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub key_use: Option<String>,
+}
+
+impl PublicJwk {
+    pub fn of(key: &JwtKey, key_use: &str) -> Self {
+        PublicJwk {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            kid: key.kid.clone(),
+            x: key.x.clone(),
+            y: key.y.clone(),
+            alg: (key_use == "sig").then(|| "ES256".into()),
+            key_use: Some(key_use.into()),
+        }
+    }
+}
+
+/// A JWKS document: `{"keys": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwkSet {
+    pub keys: Vec<PublicJwk>,
+}
+
+impl JwkSet {
+    /// The keys published at `now`, as `/jwks.json` serves them.
+    pub fn published(keys: &JwtKeys, now: i64) -> Self {
+        JwkSet {
+            keys: keys
+                .published(now)
+                .iter()
+                .map(|key| PublicJwk::of(key, "sig"))
+                .collect(),
+        }
+    }
+
+    /// Parses a JWKS, keeping the P-256 keys with a `kid` (others cannot
+    /// verify a JWT-SVID certd accepts).
+    pub fn parse(json: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct AnyKeys {
+            keys: Vec<serde_json::Value>,
+        }
+        let any: AnyKeys =
+            serde_json::from_slice(json).map_err(|e| format!("not a JWKS document: {e}"))?;
+        Ok(JwkSet {
+            keys: any
+                .keys
+                .into_iter()
+                .filter_map(|key| serde_json::from_value::<PublicJwk>(key).ok())
+                .filter(|key| key.kty == "EC" && key.crv == "P-256")
+                .collect(),
+        })
+    }
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedJwt {
+    pub spiffe_id: SpiffeId,
+    pub expires_at: i64,
+    pub audiences: Vec<String>,
+    /// Every claim, for the Workload API's `ValidateJWTSVID` answer.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Verifies `token` for `audience` against `keys` at the current time:
+/// size, form, ES256 only, a known `kid`, the signature, `exp` (no leeway:
+/// tokens are minutes long), `nbf` if present, `aud` holding `audience`,
+/// and `sub` a SPIFFE ID.
+pub fn verify(token: &str, audience: &str, keys: &JwkSet) -> Result<VerifiedJwt, JwtError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(JwtError::TooLarge);
+    }
+    // Checked by hand first, so that `alg: none` or HS256 is named as
+    // such rather than reported as whatever the library trips on.
+    let header = raw_header(token)?;
+    let algorithm = header
+        .get("alg")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    if algorithm != "ES256" {
+        return Err(JwtError::Algorithm(algorithm.to_owned()));
+    }
+    if let Some(typ) = header.get("typ") {
+        let typ = typ.as_str().unwrap_or_default();
+        if typ != "JWT" && typ != "JOSE" {
+            return Err(JwtError::Type(typ.to_owned()));
+        }
+    }
+    let kid = header
+        .get("kid")
+        .and_then(|v| v.as_str())
+        .ok_or(JwtError::NoKeyId)?;
+    let key = keys
+        .keys
+        .iter()
+        .find(|key| key.kid == kid)
+        .ok_or_else(|| JwtError::UnknownKey(kid.chars().take(64).collect()))?;
+    let decoding = jsonwebtoken::DecodingKey::from_ec_components(&key.x, &key.y)
+        .map_err(|e| JwtError::Malformed(format!("the key {kid:?} is not usable: {e}")))?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.leeway = 0;
+    validation.validate_nbf = true;
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+        token,
+        &decoding,
+        &validation,
+    )
+    .map_err(|error| {
+        use jsonwebtoken::errors::ErrorKind;
+        match error.kind() {
+            ErrorKind::InvalidSignature => JwtError::BadSignature,
+            ErrorKind::ExpiredSignature => JwtError::Expired,
+            ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+            ErrorKind::InvalidAudience => JwtError::WrongAudience(audience.to_owned()),
+            other => JwtError::Malformed(format!("{other:?}")),
+        }
+    })?;
+    let claims = data.claims;
+    let subject = claims
+        .get("sub")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let spiffe_id: SpiffeId = subject
+        .parse()
+        .map_err(|_| JwtError::BadSubject(subject.chars().take(128).collect()))?;
+    let audiences = match claims.get("aud") {
+        Some(serde_json::Value::String(one)) => vec![one.clone()],
+        Some(serde_json::Value::Array(many)) => many
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let expires_at = claims.get("exp").and_then(|v| v.as_i64()).unwrap_or(0);
+    Ok(VerifiedJwt {
+        spiffe_id,
+        expires_at,
+        audiences,
+        claims,
+    })
+}
+
+/// The token's header as JSON, without trusting anything in it.
+fn raw_header(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed(
+            "not three dot-separated parts (compact JWS)".into(),
+        ));
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| JwtError::Malformed("the header is not base64url".into()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| JwtError::Malformed("the header is not a JSON object".into()))
+}
+
+/// The SPIFFE trust bundle of this trust domain (the SPIFFE Trust Domain
+/// and Bundle standard): a JWKS whose keys are the X.509 roots (`use:
+/// x509-svid`, with `x5c`) and the published JWT keys (`use: jwt-svid`),
+/// with `spiffe_sequence` and `spiffe_refresh_hint`.
+pub fn spiffe_bundle_json(
+    roots_der: &[Vec<u8>],
+    keys: &JwtKeys,
+    now: i64,
+    refresh_hint_seconds: u64,
+) -> serde_json::Value {
+    let mut entries: Vec<serde_json::Value> = roots_der
+        .iter()
+        .filter_map(|der| x509_svid_key(der))
+        .collect();
+    entries.extend(keys.published(now).iter().map(|key| {
+        serde_json::to_value(PublicJwk::of(key, "jwt-svid")).unwrap_or(serde_json::Value::Null)
+    }));
+    serde_json::json!({
+        "keys": entries,
+        "spiffe_sequence": keys.sequence(now),
+        "spiffe_refresh_hint": refresh_hint_seconds,
+    })
+}
+
+/// A root certificate as a JWK with `use: x509-svid` and its `x5c`.
+fn x509_svid_key(der: &[u8]) -> Option<serde_json::Value> {
+    use x509_parser::public_key::PublicKey;
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let spki = certificate.public_key();
+    let x5c = STANDARD.encode(der);
+    match spki.parsed().ok()? {
+        PublicKey::EC(point) => {
+            let bytes = point.data();
+            let coordinate_len = (bytes.len().checked_sub(1)?) / 2;
+            let crv = match coordinate_len {
+                32 => "P-256",
+                48 => "P-384",
+                _ => return None,
+            };
+            let (x, y) = bytes.get(1..)?.split_at(coordinate_len);
+            Some(serde_json::json!({
+                "kty": "EC", "crv": crv, "use": "x509-svid",
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+                "x5c": [x5c],
+            }))
+        }
+        _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => Some(serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "use": "x509-svid",
+            "x": URL_SAFE_NO_PAD.encode(spki.subject_public_key.data.as_ref()),
+            "x5c": [x5c],
+        })),
+        _ => None,
+    }
+}
+
+/// Audiences as a set, for "is every one allowed" checks.
+pub fn audience_set(audiences: &[String]) -> BTreeSet<&str> {
+    audiences.iter().map(String::as_str).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::from_master(
+            zeroize::Zeroizing::new([3; 32]),
+            KeySchedule {
+                rotation: Duration::from_secs(3600),
+                publish_ahead: Duration::from_secs(60),
+                max_ttl: Duration::from_secs(600),
+            },
+        )
+    }
+
+    fn now() -> i64 {
+        crate::ca::unix_seconds(std::time::SystemTime::now())
+    }
+
+    fn subject() -> SpiffeId {
+        "spiffe://certd.internal/svc/billing".parse().unwrap()
+    }
+
+    fn minted(audiences: &[&str], ttl: i64) -> String {
+        let audiences: Vec<String> = audiences.iter().map(|a| a.to_string()).collect();
+        mint(&keys(), &subject(), &audiences, now(), ttl)
+            .unwrap()
+            .token
+    }
+
+    /// A token with this header and these claims, signed by the current key.
+    fn forged(header: serde_json::Value, claims: serde_json::Value) -> String {
+        let encode = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let signing_input = format!("{}.{}", encode(&header), encode(&claims));
+        let key = keys().signing_key(now());
+        let signature = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &key.encoding_key(),
+            jsonwebtoken::Algorithm::ES256,
+        )
+        .unwrap();
+        format!("{signing_input}.{signature}")
+    }
+
+    #[test]
+    fn a_minted_token_is_a_jwt_svid_and_verifies() {
+        let keys = keys();
+        let token = minted(&["spiffe://certd.internal/svc/payments", "gateway"], 300);
+        let header = raw_header(&token).unwrap();
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["typ"], "JWT");
+        assert_eq!(header["kid"], keys.signing_key(now()).kid.as_str());
+        let set = JwkSet::published(&keys, now());
+        let verified = verify(&token, "gateway", &set).unwrap();
+        assert_eq!(verified.spiffe_id, subject());
+        let mut names: Vec<&String> = verified.claims.keys().collect();
+        names.sort();
+        assert_eq!(names, ["aud", "exp", "iat", "sub"], "nothing else");
+        assert!(verified.expires_at > now());
+    }
+
+    #[test]
+    fn every_bad_token_is_refused_with_its_reason() {
+        let set = JwkSet::published(&keys(), now());
+        let kid = keys().signing_key(now()).kid.clone();
+        let good_claims = serde_json::json!({
+            "sub": "spiffe://certd.internal/svc/billing", "aud": ["gateway"],
+            "exp": now() + 300, "iat": now()
+        });
+        let header = |alg: &str| serde_json::json!({"alg": alg, "kid": kid, "typ": "JWT"});
+        let unsigned = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "none", "kid": kid}).to_string()),
+            URL_SAFE_NO_PAD.encode(good_claims.to_string())
+        );
+        let hs256 = jsonwebtoken::encode(
+            &jsonwebtoken::Header {
+                kid: Some(kid.clone()),
+                ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+            },
+            &good_claims,
+            &jsonwebtoken::EncodingKey::from_secret(keys().signing_key(now()).x.as_bytes()),
+        )
+        .unwrap();
+        let other_keys = JwtKeys::from_master(zeroize::Zeroizing::new([4; 32]), keys().schedule);
+        let unknown_key = mint(
+            &other_keys,
+            &subject(),
+            &["gateway".to_string()],
+            now(),
+            300,
+        )
+        .unwrap()
+        .token;
+        let mut tampered = minted(&["gateway"], 300);
+        tampered.truncate(tampered.len() - 4);
+        tampered.push_str("AAAA");
+        let cases: Vec<(String, JwtError)> = vec![
+            ("x".repeat(MAX_TOKEN_BYTES + 1), JwtError::TooLarge),
+            ("not-a-token".into(), JwtError::Malformed(String::new())),
+            ("%%%.a.b".into(), JwtError::Malformed(String::new())),
+            (unsigned, JwtError::Algorithm("none".into())),
+            (hs256, JwtError::Algorithm("HS256".into())),
+            (unknown_key, JwtError::UnknownKey(String::new())),
+            (tampered, JwtError::BadSignature),
+            (minted(&["gateway"], -10), JwtError::Expired),
+            (
+                minted(&["other"], 300),
+                JwtError::WrongAudience("gateway".into()),
+            ),
+            (
+                forged(
+                    header("ES256"),
+                    serde_json::json!({"sub": "spiffe://certd.internal/svc/billing", "aud": ["gateway"], "exp": now() + 300, "nbf": now() + 100}),
+                ),
+                JwtError::NotYetValid,
+            ),
+            (
+                forged(
+                    header("ES256"),
+                    serde_json::json!({"sub": "billing", "aud": ["gateway"], "exp": now() + 300}),
+                ),
+                JwtError::BadSubject("billing".into()),
+            ),
+            (
+                forged(
+                    serde_json::json!({"alg": "ES256", "typ": "JWT"}),
+                    good_claims.clone(),
+                ),
+                JwtError::NoKeyId,
+            ),
+            (
+                forged(
+                    serde_json::json!({"alg": "ES256", "kid": kid, "typ": "at+jwt"}),
+                    good_claims.clone(),
+                ),
+                JwtError::Type("at+jwt".into()),
+            ),
+            (
+                forged(
+                    header("ES256"),
+                    serde_json::json!({"sub": "spiffe://certd.internal/svc/billing", "aud": ["gateway"]}),
+                ),
+                JwtError::Malformed(String::new()),
+            ),
+        ];
+        for (token, expected) in cases {
+            let error = verify(&token, "gateway", &set).unwrap_err();
+            assert_eq!(
+                std::mem::discriminant(&error),
+                std::mem::discriminant(&expected),
+                "{token:.60}: {error}"
+            );
+        }
+        // The forged helper signs correctly: a forged good token verifies.
+        assert!(verify(&forged(header("ES256"), good_claims), "gateway", &set).is_ok());
+    }
+
+    #[test]
+    fn audiences_are_checked() {
+        assert!(check_audiences(&["spiffe://td/svc/a".into(), "plain".into()]).is_ok());
+        for bad in [
+            vec![],
+            vec!["a b".to_string()],
+            vec![String::new()],
+            vec!["x".repeat(300)],
+        ] {
+            assert!(check_audiences(&bad).is_err(), "{bad:?}");
+        }
+        let many: Vec<String> = (0..20).map(|i| format!("a{i}")).collect();
+        assert!(check_audiences(&many).is_err());
+    }
+
+    #[test]
+    fn the_spiffe_bundle_holds_the_roots_and_the_jwt_keys() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let root = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let bundle = spiffe_bundle_json(&[root.der().to_vec()], &keys(), now(), 300);
+        let entries = bundle["keys"].as_array().unwrap();
+        assert_eq!(entries[0]["use"], "x509-svid");
+        assert_eq!(entries[0]["crv"], "P-256");
+        assert_eq!(
+            STANDARD
+                .decode(entries[0]["x5c"][0].as_str().unwrap())
+                .unwrap(),
+            root.der().to_vec()
+        );
+        assert!(
+            entries[1..]
+                .iter()
+                .all(|k| k["use"] == "jwt-svid" && k["kid"].is_string())
+        );
+        assert_eq!(bundle["spiffe_refresh_hint"], 300);
+        assert!(bundle["spiffe_sequence"].as_u64().unwrap() > 0);
+    }
+}
