@@ -283,7 +283,8 @@ async fn workloads_and_agents_get_only_what_is_theirs() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("workload.spiffe.io"));
-    // With it, node B answers; the JWT methods are not served yet.
+    // With it, node B answers: a JWT-SVID for an audience the entry does
+    // not allow is refused by certd, and the refusal passed on.
     let mut request = tonic::Request::new(certd::agent::proto::JwtsvidRequest {
         audience: vec!["x".into()],
         spiffe_id: String::new(),
@@ -292,7 +293,8 @@ async fn workloads_and_agents_get_only_what_is_theirs() {
         .metadata_mut()
         .insert("workload.spiffe.io", "true".parse().unwrap());
     let status = raw.fetch_jwtsvid(request).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("is not allowed"), "{status:?}");
 
     // Agent A, with its own certificate, asks certd for B's entry: refused.
     let mut client_a = client_as(&daemon, node_a.identity()).await;
@@ -686,4 +688,66 @@ async fn workload_from_the_environment() {
         .expect("an X509Source from SPIFFE_ENDPOINT_SOCKET");
     let svid = source.svid().expect("an SVID");
     println!("workload got {}", svid.spiffe_id());
+}
+
+/// JWT-SVIDs through the agent: an unmodified `JwtSource` fetches one, a
+/// standard JWT library verifies it against certd's `/jwks.json`, and the
+/// agent's `ValidateJWTSVID` accepts it for its audience only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_jwt_svids_their_keys_and_validation() {
+    let daemon = Daemon::start();
+    workload_entry(&daemon, "billing", "node-1", &["--jwt-audience", "gateway"]);
+    let agent = Agent::start(&daemon, "node-1");
+
+    let source = tokio::time::timeout(
+        Duration::from_secs(20),
+        spiffe::JwtSource::builder()
+            .endpoint(agent.endpoint())
+            .build(),
+    )
+    .await
+    .expect("the JwtSource synced in time")
+    .expect("a JwtSource from the agent");
+    let svid = source
+        .fetch_jwt_svid(["gateway"])
+        .await
+        .expect("a JWT-SVID");
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    let token = svid.token().to_owned();
+    // The JwtSource holds the trust domain's JWT keys, from the agent.
+    let trust_domain = spiffe::TrustDomain::new(TRUST_DOMAIN).unwrap();
+    assert!(source.try_bundle_for_trust_domain(&trust_domain).is_some());
+
+    // A standard library, with only /jwks.json.
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(
+        &common::http("GET", &format!("{}/jwks.json", daemon.http), &[], b"").body,
+    )
+    .unwrap();
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["gateway"]);
+    jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).unwrap();
+
+    // The agent validates for the right audience, and refuses any other.
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let validated = client.validate_jwt_token("gateway", &token).await.unwrap();
+    assert_eq!(validated.spiffe_id(), svid.spiffe_id());
+    assert!(client.validate_jwt_token("payments", &token).await.is_err());
+    assert!(
+        client
+            .validate_jwt_token("gateway", "not.a.token")
+            .await
+            .is_err()
+    );
+    // An audience the entry does not allow: refused.
+    assert!(source.fetch_jwt_svid(["payments"]).await.is_err());
+    let audit = stdout(&daemon.cli(&["audit", "--json"]));
+    assert!(audit.contains("\"event\":\"mint-jwt\""), "{audit}");
+    assert!(audit.contains(&agent_id("node-1")), "{audit}");
 }

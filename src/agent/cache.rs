@@ -58,6 +58,8 @@ pub struct Snapshot {
     pub entries: Vec<ServedEntry>,
     /// By entry id. An entry may lack one while certd is unreachable.
     pub svids: BTreeMap<String, Svid>,
+    /// The JWT keys verifiers need now, from certd.
+    pub jwt_keys: crate::jwt::JwkSet,
 }
 
 /// What a workload proving `selectors` gets.
@@ -80,20 +82,29 @@ impl Snapshot {
     /// The entry whose every selector is among `proven`, exactly one, and
     /// its SVID.
     pub fn grant(&self, proven: &[Selector]) -> Grant<'_> {
+        match self.entry_for(proven) {
+            Ok(entry) => match self.svids.get(&entry.id) {
+                Some(svid) => Grant::Svid(svid),
+                None => Grant::Pending { entry: &entry.id },
+            },
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// The one entry whose every selector is among `proven`; `Err` holds
+    /// `NoEntry` or `Ambiguous`.
+    pub fn entry_for(&self, proven: &[Selector]) -> Result<&ServedEntry, Grant<'_>> {
         let matching: Vec<&ServedEntry> = self
             .entries
             .iter()
             .filter(|entry| entry.selectors.iter().all(|s| proven.contains(s)))
             .collect();
         match matching.as_slice() {
-            [] => Grant::NoEntry,
-            [entry] => match self.svids.get(&entry.id) {
-                Some(svid) => Grant::Svid(svid),
-                None => Grant::Pending { entry: &entry.id },
-            },
-            many => Grant::Ambiguous {
+            [] => Err(Grant::NoEntry),
+            [entry] => Ok(entry),
+            many => Err(Grant::Ambiguous {
                 entries: many.iter().map(|e| e.id.as_str()).collect(),
-            },
+            }),
         }
     }
 

@@ -85,9 +85,10 @@ pub async fn run(
         ))
     })?;
     tracing::info!(socket = %settings.socket.display(), agent = %syncer.spiffe_id(), "serving the SPIFFE Workload API");
+    let certd = syncer.certd();
     let syncing = tokio::spawn(syncer.run());
     let service = proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(
-        workload_api::WorkloadApiService::new(cache),
+        workload_api::WorkloadApiService::new(cache, certd),
     )
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     ready();

@@ -72,6 +72,78 @@ pub struct Syncer {
     node: NodeIdentity,
     cache: Cache,
     sync_interval: Duration,
+    /// What the Workload API uses to ask certd for JWT-SVIDs; the syncer
+    /// gives it each renewed node identity.
+    certd: Certd,
+}
+
+/// certd as the Workload API reaches it, for JWT-SVIDs (minted on demand,
+/// remembered until half their lifetime).
+#[derive(Clone)]
+pub struct Certd {
+    server: String,
+    ca_bundle_pem: String,
+    /// Chain and key PEM of the node identity.
+    identity: Arc<std::sync::RwLock<(String, Zeroizing<String>)>>,
+    /// By entry and audiences: a token and when to stop reusing it (half
+    /// its lifetime).
+    minted: Arc<std::sync::Mutex<RememberedTokens>>,
+}
+
+type RememberedTokens = BTreeMap<(String, Vec<String>), (crate::api::client::MintedToken, i64)>;
+
+/// Most JWT-SVIDs remembered.
+const MAX_REMEMBERED_TOKENS: usize = 4096;
+
+impl Certd {
+    /// A JWT-SVID for entry `entry_id` and `audiences` (sorted), from
+    /// memory while the one held is in the first half of its life.
+    pub async fn jwt_svid(
+        &self,
+        entry_id: &str,
+        audiences: &[String],
+    ) -> Result<crate::api::client::MintedToken, AgentError> {
+        let mut key_audiences = audiences.to_vec();
+        key_audiences.sort();
+        key_audiences.dedup();
+        let key = (entry_id.to_owned(), key_audiences);
+        let now = unix_seconds(SystemTime::now());
+        if let Some((held, reuse_until)) = self.remembered().get(&key)
+            && now < *reuse_until
+        {
+            return Ok(held.clone());
+        }
+        let (chain, private_key) = {
+            let identity = self.identity.read().unwrap_or_else(|p| p.into_inner());
+            (identity.0.clone(), identity.1.to_string())
+        };
+        let tls = TlsClientSettings {
+            ca_bundle_pem: self.ca_bundle_pem.clone(),
+            identity: Some((chain, private_key)),
+        };
+        let minted = WorkloadClient::connect(&self.server, &tls)
+            .await?
+            .mint_jwt_for_agent(entry_id, &key.1, None)
+            .await?;
+        let mut remembered = self.remembered();
+        if remembered.len() >= MAX_REMEMBERED_TOKENS {
+            remembered.retain(|_, (_, reuse_until)| *reuse_until > now);
+            if remembered.len() >= MAX_REMEMBERED_TOKENS {
+                remembered.clear();
+            }
+        }
+        remembered.insert(key, (minted.clone(), half_life(now, minted.expires_at)));
+        Ok(minted)
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, RememberedTokens> {
+        self.minted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_identity(&self, node: &NodeIdentity) {
+        *self.identity.write().unwrap_or_else(|p| p.into_inner()) =
+            (node.chain_pem.clone(), node.key_pem.clone());
+    }
 }
 
 impl Syncer {
@@ -97,6 +169,15 @@ impl Syncer {
             }
         };
         tracing::info!(agent = %node.spiffe_id, not_after = node.not_after, "agent identity ready");
+        let certd = Certd {
+            server: server.clone(),
+            ca_bundle_pem: ca_bundle_pem.clone(),
+            identity: Arc::new(std::sync::RwLock::new((
+                node.chain_pem.clone(),
+                node.key_pem.clone(),
+            ))),
+            minted: Arc::default(),
+        };
         Ok(Syncer {
             server,
             ca_bundle_pem,
@@ -104,11 +185,17 @@ impl Syncer {
             node,
             cache,
             sync_interval,
+            certd,
         })
     }
 
     pub fn spiffe_id(&self) -> &str {
         &self.node.spiffe_id
+    }
+
+    /// certd for the Workload API's JWT-SVIDs.
+    pub fn certd(&self) -> Certd {
+        self.certd.clone()
     }
 
     /// Syncs until the task is dropped: at every interval, sooner when an
@@ -203,11 +290,16 @@ impl Syncer {
                 Err(error) => failure = Some(error),
             }
         }
+        let jwt_keys = crate::jwt::JwkSet::parse(&listed.jwt_keys_jwks).unwrap_or_else(|error| {
+            tracing::warn!(%error, "certd sent no usable JWT keys; keeping the previous ones");
+            previous.jwt_keys.clone()
+        });
         let snapshot = Snapshot {
             trust_domain: listed.trust_domain.clone(),
             bundle_der: pem_to_der(&listed.trust_bundle_pem),
             entries,
             svids,
+            jwt_keys,
         };
         if changed(&previous, &snapshot) {
             self.cache.publish(snapshot);
@@ -231,6 +323,7 @@ impl Syncer {
         let issued = self.connect().await?.renew(csr_der).await?;
         write_files(&self.data_dir, &key, &issued)?;
         self.node = node_identity(&issued, &key)?;
+        self.certd.set_identity(&self.node);
         tracing::info!(agent = %self.node.spiffe_id, serial = %issued.serial, "agent certificate renewed");
         Ok(())
     }
@@ -267,6 +360,7 @@ fn served_entries(listed: &AgentEntries) -> Vec<ServedEntry> {
 fn changed(old: &Snapshot, new: &Snapshot) -> bool {
     old.trust_domain != new.trust_domain
         || old.bundle_der != new.bundle_der
+        || old.jwt_keys != new.jwt_keys
         || old.entries != new.entries
         || old.svids.len() != new.svids.len()
         || old

@@ -5,7 +5,9 @@
 //! `InvalidArgument`). The caller is attested by the kernel (`peer`) once
 //! per call; X.509 streams send the full state at once and again whenever
 //! the cache publishes a change the caller would see. A caller matching no
-//! entry gets `PermissionDenied`; JWT methods answer `Unimplemented`. This
+//! entry gets `PermissionDenied`. JWT-SVIDs are asked of certd for the
+//! caller's entry (certd checks the audiences) and remembered until half
+//! their life; JWT bundles and validation use the keys in the cache. This
 //! module only reads the cache.
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use super::proto::{
     ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
     X509svidResponse,
 };
+use super::sync::{AgentError, Certd};
 use crate::registry::{Selector, describe};
 
 /// The header every Workload API call must carry, so that a browser or an
@@ -36,13 +39,15 @@ type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct WorkloadApiService {
     cache: Cache,
     hashes: ExecutableHashes,
+    certd: Certd,
 }
 
 impl WorkloadApiService {
-    pub fn new(cache: Cache) -> Self {
+    pub fn new(cache: Cache, certd: Certd) -> Self {
         WorkloadApiService {
             cache,
             hashes: ExecutableHashes::default(),
+            certd,
         }
     }
 
@@ -214,16 +219,54 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        self.attest(&request)?;
-        Err(jwt_unimplemented())
+        let (selectors, who) = self.attest(&request)?;
+        let message = request.into_inner();
+        if message.audience.is_empty() {
+            return Err(Status::invalid_argument(
+                "a JWT-SVID needs at least one audience",
+            ));
+        }
+        crate::jwt::check_audiences(&message.audience)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let snapshot = self.cache.current();
+        let entry = snapshot
+            .entry_for(&selectors)
+            .map_err(|refusal| refusal_status(refusal, &selectors))?;
+        if !message.spiffe_id.is_empty() && message.spiffe_id != entry.spiffe_id {
+            return Err(Status::permission_denied(format!(
+                "the caller holds {}, not {}",
+                entry.spiffe_id, message.spiffe_id
+            )));
+        }
+        let outcome = self.certd.jwt_svid(&entry.id, &message.audience).await;
+        tracing::info!(
+            caller = %who,
+            selectors = %describe(&selectors),
+            audiences = %message.audience.join(" "),
+            granted = outcome.is_ok(),
+            "workload API: JWT-SVID"
+        );
+        let minted = outcome.map_err(|error| agent_error_status(&error))?;
+        Ok(Response::new(JwtsvidResponse {
+            svids: vec![super::proto::Jwtsvid {
+                spiffe_id: minted.spiffe_id,
+                svid: minted.token,
+                hint: String::new(),
+            }],
+        }))
     }
 
     async fn fetch_jwt_bundles(
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        self.attest(&request)?;
-        Err(jwt_unimplemented())
+        let (selectors, _who) = self.attest(&request)?;
+        self.cache
+            .current()
+            .entry_for(&selectors)
+            .map_err(|refusal| refusal_status(refusal, &selectors))?;
+        jwt_bundles_response(&self.cache.current())?;
+        Ok(Response::new(follow(&self.cache, jwt_bundles_response)))
     }
 
     async fn validate_jwtsvid(
@@ -231,10 +274,78 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         self.attest(&request)?;
-        Err(jwt_unimplemented())
+        let message = request.into_inner();
+        if message.audience.is_empty() || message.svid.is_empty() {
+            return Err(Status::invalid_argument(
+                "give the token (svid) and the audience to check it for",
+            ));
+        }
+        let keys = self.cache.current().jwt_keys.clone();
+        let verified = crate::jwt::verify(&message.svid, &message.audience, &keys)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: verified.spiffe_id.into_string(),
+            claims: Some(to_struct(verified.claims)),
+        }))
     }
 }
 
-fn jwt_unimplemented() -> Status {
-    Status::unimplemented("JWT-SVIDs are not served by this certd agent; use X.509-SVIDs")
+fn jwt_bundles_response(snapshot: &Snapshot) -> Result<JwtBundlesResponse, Status> {
+    if snapshot.jwt_keys.keys.is_empty() {
+        return Err(Status::unavailable(
+            "the agent has not received the JWT keys yet; retry",
+        ));
+    }
+    let jwks =
+        serde_json::to_vec(&snapshot.jwt_keys).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(JwtBundlesResponse {
+        bundles: HashMap::from([(snapshot.trust_domain.clone(), jwks)]),
+    })
+}
+
+/// The status for a caller with no single entry.
+fn refusal_status(refusal: Grant<'_>, selectors: &[Selector]) -> Status {
+    match refusal {
+        Grant::Ambiguous { entries } => Status::permission_denied(format!(
+            "the caller's selectors [{}] match {} entries ({}); an operator must narrow them",
+            describe(selectors),
+            entries.len(),
+            entries.join(", ")
+        )),
+        _ => Status::permission_denied(format!(
+            "no registration entry on this agent matches the caller's selectors [{}]",
+            describe(selectors)
+        )),
+    }
+}
+
+/// certd's answer passed on with its own code (a disallowed audience stays
+/// `PermissionDenied`); certd unreachable is `Unavailable`.
+fn agent_error_status(error: &AgentError) -> Status {
+    Status::new(crate::api::code_of(error.kind()), error.to_string())
+}
+
+/// JSON claims as a protobuf `Struct`.
+fn to_struct(claims: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: claims
+            .into_iter()
+            .map(|(name, value)| (name, to_value(value)))
+            .collect(),
+    }
+}
+
+fn to_value(value: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(to_value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(to_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
 }

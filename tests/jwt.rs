@@ -1,0 +1,244 @@
+//! JWT-SVIDs end to end: minted over mTLS by `certd jwt mint`, verified by
+//! a standard JWT library (`jsonwebtoken`) against `/jwks.json` and by
+//! `certd jwt verify`; least-privilege audiences; the SPIFFE bundle; key
+//! rotation.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Daemon, http, stderr, stdout};
+
+const TRUST_DOMAIN: &str = "certd.internal";
+
+/// A workload identity for `service` (an entry with `audiences`) in a
+/// directory, as `certd request` writes it.
+fn workload(daemon: &Daemon, service: &str, audiences: &[&str]) -> std::path::PathBuf {
+    let mut extra = Vec::new();
+    for audience in audiences {
+        extra.extend(["--jwt-audience", audience]);
+    }
+    daemon.entry(service, &[&format!("token:{service}")], &extra);
+    let token = daemon.token(service);
+    let dir = daemon.tmp.path().join(service);
+    let output = daemon.cli(&[
+        "request",
+        "--server",
+        &daemon.grpc,
+        "--ca-bundle",
+        daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+        "--token",
+        &token,
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    dir
+}
+
+fn mint(daemon: &Daemon, dir: &Path, audiences: &[&str], extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["jwt", "mint", "--server", &daemon.grpc, "--dir"];
+    args.push(dir.to_str().unwrap());
+    for audience in audiences {
+        args.extend(["--audience", audience]);
+    }
+    args.extend(extra);
+    daemon.cli(&args)
+}
+
+fn minted(daemon: &Daemon, dir: &Path, audiences: &[&str]) -> String {
+    let output = mint(daemon, dir, audiences, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output).trim().to_owned()
+}
+
+fn verify(daemon: &Daemon, token: &str, audience: &str) -> std::process::Output {
+    daemon.cli(&[
+        "jwt",
+        "verify",
+        token,
+        "--audience",
+        audience,
+        "--jwks-url",
+        &format!("{}/jwks.json", daemon.http),
+    ])
+}
+
+/// Verifies with `jsonwebtoken` alone, as a service without certd's code
+/// would: the key chosen by `kid` from `/jwks.json`.
+fn verify_with_a_standard_library(
+    daemon: &Daemon,
+    token: &str,
+    audience: &str,
+) -> Result<serde_json::Value, jsonwebtoken::errors::Error> {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&http("GET", &format!("{}/jwks.json", daemon.http), &[], b"").body)
+            .unwrap();
+    let header = jsonwebtoken::decode_header(token)?;
+    let kid = header.kid.expect("a kid");
+    let jwk = jwks.find(&kid).expect("the token's key is published");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk)?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[audience]);
+    Ok(jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)?.claims)
+}
+
+#[test]
+fn tokens_are_minted_only_for_allowed_audiences_and_verify_anywhere() {
+    let daemon = Daemon::start();
+    let payments = format!("spiffe://{TRUST_DOMAIN}/svc/payments");
+    let dir = workload(&daemon, "billing", &[&payments, "gateway"]);
+
+    let token = minted(&daemon, &dir, &[&payments, "gateway"]);
+    let claims = verify_with_a_standard_library(&daemon, &token, &payments).unwrap();
+    assert_eq!(
+        claims["sub"],
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 300, "five minutes by default");
+
+    let output = verify(&daemon, &token, "gateway");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with(&format!("valid: spiffe://{TRUST_DOMAIN}/svc/billing until")),
+        "{}",
+        stdout(&output)
+    );
+    // Another audience: refused by both verifiers, exit 4 from the CLI.
+    assert!(verify_with_a_standard_library(&daemon, &token, "other").is_err());
+    let output = verify(&daemon, &token, "other");
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("not for audience"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Least privilege: an audience the entry does not allow is refused,
+    // named, and audited; an entry without audiences gets no token at all.
+    let output = mint(
+        &daemon,
+        &dir,
+        &["gateway", "spiffe://certd.internal/svc/hr"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("\"spiffe://certd.internal/svc/hr\" is not allowed"),
+        "{}",
+        stderr(&output)
+    );
+    let quiet = workload(&daemon, "reports", &[]);
+    let output = mint(&daemon, &quiet, &["gateway"], &[]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let output = mint(&daemon, &dir, &["gateway"], &["--ttl", "2h"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("jwt.max_ttl"),
+        "{}",
+        stderr(&output)
+    );
+    let audit = stdout(&daemon.cli(&["audit", "--json"]));
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&audit).unwrap();
+    let refusals = entries
+        .iter()
+        .filter(|e| e["event"] == "mint-jwt" && e["allowed"] == false)
+        .count();
+    assert!(refusals >= 3, "{audit}");
+    assert!(audit.contains("svc/hr"), "{audit}");
+
+    // A revoked certificate mints nothing.
+    let serial = stdout(&daemon.cli(&["list", "--service", "billing", "--json"]));
+    let serial: serde_json::Value = serde_json::from_str(&serial).unwrap();
+    let serial = serial[0]["serial"].as_str().unwrap().to_owned();
+    assert!(daemon.cli(&["revoke", &serial]).status.success());
+    let output = mint(&daemon, &dir, &["gateway"], &[]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(stderr(&output).contains("revoked"), "{}", stderr(&output));
+}
+
+#[test]
+fn the_key_sets_are_cacheable_and_the_spiffe_bundle_holds_the_roots() {
+    let daemon = Daemon::start();
+    let jwks_url = format!("{}/jwks.json", daemon.http);
+    let first = http("GET", &jwks_url, &[], b"");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("content-type"), Some("application/json"));
+    let etag = first.header("etag").expect("an ETag").to_owned();
+    let again = http("GET", &jwks_url, &[("If-None-Match", &etag)], b"");
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+
+    for path in ["/bundle.spiffe", "/.well-known/spiffe-bundle"] {
+        let answer = http("GET", &format!("{}{path}", daemon.http), &[], b"");
+        assert_eq!(answer.status, 200, "{path}");
+        let bundle: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert!(bundle["spiffe_sequence"].as_u64().unwrap() >= 1);
+        assert!(bundle["spiffe_refresh_hint"].as_u64().unwrap() >= 1);
+        let keys = bundle["keys"].as_array().unwrap();
+        use base64::Engine;
+        let roots: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| k["use"] == "x509-svid")
+            .map(|k| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(k["x5c"][0].as_str().unwrap())
+                    .unwrap()
+            })
+            .collect();
+        let bundle_pem: Vec<Vec<u8>> = common::pem_certs(&daemon.bundle_pem())
+            .into_iter()
+            .map(|c| c.to_vec())
+            .collect();
+        assert_eq!(roots, bundle_pem, "{path}: the x509 keys are bundle.pem");
+        let jwt_kids: Vec<&str> = keys
+            .iter()
+            .filter(|k| k["use"] == "jwt-svid")
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        let jwks: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+        let published: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(jwt_kids, published, "{path}: the jwt keys are /jwks.json's");
+    }
+}
+
+#[test]
+fn after_a_key_rotation_old_tokens_verify_until_they_expire_and_new_ones_use_the_new_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        "[jwt]\nkey_rotation = \"6s\"\npublish_ahead = \"2s\"\ndefault_ttl = \"20s\"\nmax_ttl = \"30s\"\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", config.to_str().unwrap()]);
+    let dir = workload(&daemon, "billing", &["gateway"]);
+    let old = minted(&daemon, &dir, &["gateway"]);
+    let old_kid = jsonwebtoken::decode_header(&old).unwrap().kid.unwrap();
+
+    let started = std::time::Instant::now();
+    let new = loop {
+        let token = minted(&daemon, &dir, &["gateway"]);
+        if jsonwebtoken::decode_header(&token).unwrap().kid.unwrap() != old_kid {
+            break token;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no rotation");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for token in [&old, &new] {
+        let output = verify(&daemon, token, "gateway");
+        assert!(output.status.success(), "{}", stderr(&output));
+        verify_with_a_standard_library(&daemon, token, "gateway").unwrap();
+    }
+}
