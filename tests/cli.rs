@@ -920,7 +920,7 @@ async fn openssl_made_csrs_interoperate() {
 #[test]
 fn bench_reports_each_operation() {
     let daemon = Daemon::start();
-    for operation in ["issue", "renew", "ocsp", "crl", "agent-issue"] {
+    for operation in ["issue", "renew", "ocsp", "crl", "agent-issue", "jwt-mint"] {
         let output = daemon.cli(&[
             "bench",
             operation,

@@ -16,7 +16,8 @@ pub struct BenchArgs {
     /// mTLS), `ocsp` (cached OCSP answers over HTTP), `crl` (CRL downloads),
     /// `agent-issue` (a node agent's `IssueForAgent`) or `workload-api` (a
     /// new connection to an agent's socket and its first `FetchX509SVID`
-    /// answer; this process's uid needs an entry on that agent).
+    /// answer; this process's uid needs an entry on that agent) or
+    /// `jwt-mint` (`MintJwtSvid` over mTLS).
     #[arg(value_enum)]
     operation: BenchOperation,
     #[command(flatten)]
@@ -60,6 +61,7 @@ enum BenchOperation {
     Crl,
     AgentIssue,
     WorkloadApi,
+    JwtMint,
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -89,6 +91,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             BenchOperation::Crl => Operation::Crl,
             BenchOperation::AgentIssue => Operation::AgentIssue,
             BenchOperation::WorkloadApi => Operation::WorkloadApi,
+            BenchOperation::JwtMint => Operation::JwtMint,
         },
         server: args.server,
         http: args.http,

@@ -50,7 +50,14 @@ pub enum Operation {
     /// `FetchX509SVID` answer.
     #[serde(rename = "workload-api")]
     WorkloadApi,
+    /// `MintJwtSvid` over mTLS, for an audience the entry allows.
+    #[serde(rename = "jwt-mint")]
+    JwtMint,
 }
+
+/// Service (and entry) the `jwt-mint` load mints for, and its audience.
+const BENCH_JWT_SERVICE: &str = "certd-bench-jwt";
+const BENCH_JWT_AUDIENCE: &str = "certd-bench";
 
 /// Node agent the `agent-issue` load acts as.
 const BENCH_AGENT: &str = "certd-bench-agent";
@@ -156,6 +163,9 @@ enum Workload {
     },
     SpiffeApi {
         socket: PathBuf,
+    },
+    JwtMint {
+        identity: TlsClientSettings,
     },
 }
 
@@ -297,12 +307,47 @@ async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
                 csrs,
             })
         }
+        Operation::JwtMint => Ok(Workload::JwtMint {
+            identity: bench_jwt_identity(options).await?,
+        }),
         Operation::WorkloadApi => Ok(Workload::SpiffeApi {
             socket: options.socket.clone().ok_or_else(|| {
                 BenchError::Prepare("`workload-api` needs the agent's --socket".into())
             })?,
         }),
     }
+}
+
+/// A workload identity whose entry allows the bench audience (entry
+/// created on first use).
+async fn bench_jwt_identity(options: &BenchOptions) -> Result<TlsClientSettings, BenchError> {
+    let mut admin = AdminClient::connect(&options.admin_socket).await?;
+    let existing = admin.entries(Some(BENCH_JWT_SERVICE)).await?;
+    let entry = match existing.into_iter().next() {
+        Some(entry) => entry,
+        None => {
+            let spec = EntrySpec {
+                service: BENCH_JWT_SERVICE.to_owned(),
+                selectors: vec![format!("token:{BENCH_JWT_SERVICE}")],
+                jwt_audiences: vec![BENCH_JWT_AUDIENCE.to_owned()],
+                ..EntrySpec::default()
+            };
+            admin.create_entry(&spec).await?
+        }
+    };
+    let token = admin
+        .create_join_tokens(&TokenFor::Entry(entry.id), None, 1)
+        .await?
+        .tokens
+        .pop()
+        .ok_or_else(|| BenchError::Prepare("no join token was created".into()))?;
+    let (key, csr) = key_and_csr()?;
+    let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
+    let issued = client.issue(csr, &token).await?;
+    Ok(TlsClientSettings {
+        ca_bundle_pem: options.ca_bundle_pem.clone(),
+        identity: Some((issued.chain_pem, key.serialize_pem())),
+    })
 }
 
 /// The bench's node agent: its entry (created on first use), a fresh
@@ -437,6 +482,9 @@ async fn connect_all(
                 Connection::Grpc(WorkloadClient::connect(&options.server, agent).await?)
             }
             Workload::SpiffeApi { .. } => Connection::PerRequest,
+            Workload::JwtMint { identity } => {
+                Connection::Grpc(WorkloadClient::connect(&options.server, identity).await?)
+            }
             Workload::Ocsp { http, .. } | Workload::Crl { http } => Connection::Http(
                 HttpConnection::connect(http)
                     .await
@@ -567,6 +615,22 @@ impl Worker {
                     Ok(())
                 } else {
                     Err(format!("unexpected SVID answer for {:?}", svid.spiffe_id))
+                }
+            }
+            (Workload::JwtMint { .. }, Connection::Grpc(client)) => {
+                let minted = client
+                    .mint_jwt(&[BENCH_JWT_AUDIENCE.to_owned()], None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if minted.token.split('.').count() == 3
+                    && minted.spiffe_id.ends_with(BENCH_JWT_SERVICE)
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "unexpected JWT-SVID answer for {:?}",
+                        minted.spiffe_id
+                    ))
                 }
             }
             _ => Err("connection does not match the operation".into()),
