@@ -1,12 +1,13 @@
-//! The README never lies: its walkthrough and its node-agent quick start
+//! The README never lies: its walkthrough, node-agent and JWT-SVID examples
 //! run here as written, in one shell, against `certd serve` started as the
 //! quick start starts it (default data directory, in a fresh working
 //! directory; ports of its own, substituted for the README's), with `certd`
 //! on the PATH.
 //!
-//! Every `certd` command must succeed (no `certd: error:` line), and every
-//! comment that directly follows a command, which is how the README shows
-//! expected output, must appear in the output (`…` stands for anything).
+//! Every `certd` command must succeed (no `certd: error:` line, unless the
+//! README shows that very error), and every comment that directly follows
+//! a command, which is how the README shows expected output, must appear in
+//! the output (`…` stands for anything).
 
 mod common;
 
@@ -84,7 +85,7 @@ fn shows(output: &str, expected: &str) -> bool {
 }
 
 #[test]
-fn the_readme_walkthrough_and_agent_quick_start_run_as_written() {
+fn the_readme_examples_run_as_written() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
     let blocks: Vec<String> = SECTIONS

@@ -706,6 +706,13 @@ mod tests {
             Some("store.url"),
         );
         check("[store]\nca_file = \"db.pem\"", Some("store.ca_file"));
+        check("[jwt]\nmax_ttl = \"48h\"", Some("jwt.max_ttl"));
+        check("[jwt]\ndefault_ttl = \"2h\"", Some("jwt.default_ttl"));
+        check(
+            "[jwt]\nkey_rotation = \"1h\"\npublish_ahead = \"1h\"",
+            Some("jwt.publish_ahead"),
+        );
+        check("[jwt]\nkey_rotation = \"often\"", Some("jwt.key_rotation"));
     }
 
     #[test]
