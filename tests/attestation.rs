@@ -531,6 +531,7 @@ fn offline_issuance_does_not_load_the_kubernetes_keys() {
         &data_dir,
         &[
             "issue",
+            "--unregistered",
             "--offline",
             "--config",
             config.to_str().unwrap(),

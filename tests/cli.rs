@@ -397,6 +397,71 @@ fn logs_to_files_are_plain_text() {
     assert!(!stderr(&output).contains('\u{1b}'), "{:?}", stderr(&output));
 }
 
+/// `certd issue` refuses a service no entry names (a typo would mint an
+/// identity nobody registered) unless `--unregistered`; its certificates do
+/// not renew unless issued `--renewable`, and then keep renewing.
+#[test]
+fn issue_refuses_typos_and_its_certificates_renew_only_if_renewable() {
+    let daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &[]);
+    let out = |name: &str| daemon.tmp.path().join(name);
+    let output = daemon.cli(&[
+        "issue",
+        "--service",
+        "biling",
+        "--out",
+        out("typo").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--unregistered"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!out("typo").exists());
+
+    let renew = |dir: &Path| {
+        daemon.cli(&[
+            "renew",
+            "--server",
+            &daemon.grpc,
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+    };
+    let output = daemon.cli(&[
+        "issue",
+        "--service",
+        "billing",
+        "--out",
+        out("plain").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = renew(&out("plain"));
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("without --renewable"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = daemon.cli(&[
+        "issue",
+        "--service",
+        "billing",
+        "--renewable",
+        "--out",
+        out("renewable").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first = serial_in(&out("renewable"));
+    for _ in 0..2 {
+        let output = renew(&out("renewable"));
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    assert_ne!(serial_in(&out("renewable")), first);
+}
+
 /// CI: `certd issue` through the daemon, and `--offline` without one; with
 /// a daemon running, `--offline` says to use the socket instead.
 #[test]
@@ -405,6 +470,7 @@ fn issue_for_ci_online_and_offline() {
     let online = daemon.tmp.path().join("online");
     let output = daemon.cli(&[
         "issue",
+        "--unregistered",
         "--service",
         "ci-test",
         "--out",
@@ -420,6 +486,7 @@ fn issue_for_ci_online_and_offline() {
         let blocked = daemon.tmp.path().join("blocked");
         let output = daemon.cli(&[
             "issue",
+            "--unregistered",
             "--offline",
             "--service",
             "ci-test",
@@ -440,6 +507,7 @@ fn issue_for_ci_online_and_offline() {
     let offline = daemon.tmp.path().join("offline");
     let output = daemon.cli(&[
         "issue",
+        "--unregistered",
         "--offline",
         "--service",
         "ci-test",
@@ -547,6 +615,7 @@ fn bad_input_gets_one_line_and_an_exit_code() {
         (
             vec![
                 "issue",
+                "--unregistered",
                 "--service",
                 "billing",
                 "--ttl",

@@ -20,6 +20,7 @@ async fn busy_daemon() -> (Daemon, Vec<String>, Vec<String>) {
     for index in 0..200 {
         let output = daemon.cli(&[
             "issue",
+            "--unregistered",
             "--service",
             "billing",
             "--out",

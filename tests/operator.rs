@@ -115,6 +115,7 @@ async fn everyone_else_is_refused_and_audited() {
     let workload = daemon.tmp.path().join("billing");
     let output = daemon.cli(&[
         "issue",
+        "--unregistered",
         "--service",
         "billing",
         "--out",

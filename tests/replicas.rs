@@ -425,7 +425,13 @@ async fn catching_up_finds_what_the_feed_did_not_bring() {
 
     let key = rcgen::KeyPair::generate().unwrap();
     let issued = a
-        .issue_for_operator(&operator, "billing", &csr_for(&key, None, vec![]), None)
+        .issue_for_operator(
+            &operator,
+            "billing",
+            &csr_for(&key, None, vec![]),
+            None,
+            Default::default(),
+        )
         .await
         .unwrap();
     let (request, _) = certd::revocation::ocsp::request_for(&issued.chain_pem, None).unwrap();

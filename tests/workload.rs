@@ -120,6 +120,7 @@ async fn renewal_with_an_expired_certificate_is_unauthenticated() {
     let out = daemon.tmp.path().join("short");
     let output = daemon.cli(&[
         "issue",
+        "--unregistered",
         "--service",
         "billing",
         "--ttl",

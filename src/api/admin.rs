@@ -198,6 +198,10 @@ impl Admin for AdminApi {
                 &message.service,
                 &message.csr_der,
                 ttl(message.ttl_seconds),
+                crate::authority::OperatorIssue {
+                    unregistered: message.unregistered,
+                    renewable: message.renewable,
+                },
             )
             .await;
         self.record(issued.map(|issued| issued.record))

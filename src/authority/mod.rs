@@ -45,6 +45,15 @@ pub use revoke::{RevocationResult, Revoked};
 pub use tokens::MintedFor;
 pub use views::CertificateSummary;
 
+/// How an operator's `certd issue` may issue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OperatorIssue {
+    /// Issue for a service no registration entry names (ad-hoc CI names).
+    pub unregistered: bool,
+    /// The certificate may renew (it renews forever until revoked).
+    pub renewable: bool,
+}
+
 /// How many fresh serials to try if one is, against all odds, taken.
 const SERIAL_ATTEMPTS: usize = 3;
 
@@ -329,7 +338,15 @@ impl Authority {
             None => IssuanceRequest {
                 identity: self.identity(current.service),
                 ttl: self.lifetimes.default_cert_ttl,
-                attestation: Attestation::Renewal,
+                // `certd issue` certificates belong to no entry: they renew
+                // only if issued `--renewable`, and stay so.
+                attestation: match current.attestation {
+                    Attestation::Admin {
+                        renewable: false, ..
+                    } => return Err(RegistryError::NotRenewable.into()),
+                    admin @ Attestation::Admin { .. } => admin,
+                    _ => Attestation::Renewal,
+                },
                 renewed_from: None,
                 token: None,
             },
@@ -345,9 +362,10 @@ impl Authority {
         service: &str,
         csr_der: &[u8],
         ttl: Option<Duration>,
+        options: OperatorIssue,
     ) -> Result<Issued> {
         let outcome = self
-            .issue_for_operator_inner(caller, service, csr_der, ttl)
+            .issue_for_operator_inner(caller, service, csr_der, ttl, options)
             .await;
         audit_issuance(
             self.store.as_ref(),
@@ -364,8 +382,15 @@ impl Authority {
         service: &str,
         csr_der: &[u8],
         ttl: Option<Duration>,
+        options: OperatorIssue,
     ) -> Result<Issued> {
         let service: ServiceName = service.parse()?;
+        // A typo'd name would otherwise mint an identity nobody registered.
+        if !options.unregistered && self.registry.list(Some(&service)).is_empty() {
+            return Err(Error::NotFound(format!(
+                "registration entry for service {service} (check the name, or give --unregistered to issue for a service no entry names)"
+            )));
+        }
         let csr = ValidatedCsr::from_der(csr_der)?;
         let ttl = ttl.unwrap_or(self.lifetimes.default_cert_ttl);
         policy::check_ttl(
@@ -378,6 +403,7 @@ impl Authority {
             ttl,
             attestation: Attestation::Admin {
                 caller: caller.0.clone(),
+                renewable: options.renewable,
             },
             renewed_from: None,
             token: None,
@@ -414,7 +440,9 @@ impl Authority {
         policy::check_csr(csr, &request.identity)?;
         // Operators (`certd issue`) are not rate limited; workloads are,
         // per service, once their identity is known.
-        if !matches!(request.attestation, Attestation::Admin { .. }) {
+        if !matches!(request.attestation, Attestation::Admin { .. })
+            || request.renewed_from.is_some()
+        {
             self.limits.service_issuance(&request.identity.service)?;
         }
         let recorded_as = RecordedAs {

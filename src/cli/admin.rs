@@ -58,6 +58,14 @@ pub struct IssueArgs {
     /// Sign with the data directory's CA directly, without a daemon.
     #[arg(long)]
     offline: bool,
+    /// Issue although no registration entry names the service (an ad-hoc CI name); without
+    /// it, a service nobody registered (a typo) is refused.
+    #[arg(long)]
+    unregistered: bool,
+    /// Let the certificate renew (`certd renew`); by default it does not, since it belongs to
+    /// no entry and nothing else would ever end it.
+    #[arg(long)]
+    renewable: bool,
     /// With --offline: configuration file for lifetimes.
     #[arg(long, env = "CERTD_CONFIG")]
     config: Option<PathBuf>,
@@ -270,16 +278,22 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
 
 pub async fn issue(args: IssueArgs) -> anyhow::Result<()> {
     let (key, csr_der) = super::workload::new_key_and_csr()?;
+    let options = certd::authority::OperatorIssue {
+        unregistered: args.unregistered,
+        renewable: args.renewable,
+    };
     let summary = if args.offline {
         let authority = offline_authority(&args.data_dir, args.config.as_deref()).await?;
         let caller = Caller(format!("offline-cli uid={}", current_uid()));
         let issued = authority
-            .issue_for_operator(&caller, &args.service, &csr_der, args.ttl)
+            .issue_for_operator(&caller, &args.service, &csr_der, args.ttl, options)
             .await?;
         authority.summary(&issued.record, unix_seconds(SystemTime::now()))
     } else {
         let mut client = args.target.connect(&args.data_dir).await?;
-        client.issue(&args.service, csr_der, args.ttl).await?
+        client
+            .issue(&args.service, csr_der, args.ttl, options)
+            .await?
     };
     write_summary(&args.out, &key, &summary)
 }

@@ -34,8 +34,10 @@ pub enum Attestation {
     /// certificate issued without an entry (by an operator, or before
     /// entries existed).
     Renewal,
-    /// An operator, through the admin API (`certd issue`).
-    Admin { caller: String },
+    /// An operator, through the admin API (`certd issue`). Renews only if
+    /// `renewable` (`certd issue --renewable`): it belongs to no entry, so
+    /// nothing else would ever end it.
+    Admin { caller: String, renewable: bool },
     /// certd's own TLS serving certificate.
     ServingCertificate,
     /// An operator certificate, issued through the admin API by `caller`.

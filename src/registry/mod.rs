@@ -70,6 +70,10 @@ pub enum RegistryError {
         "the client certificate ({identity}) was not issued for a registration entry, so it may get no JWT-SVIDs"
     )]
     NoJwtAudiences { identity: String },
+    #[error(
+        "this certificate was issued by `certd issue` without --renewable, so it does not renew; issue a new one"
+    )]
+    NotRenewable,
 }
 
 impl RegistryError {
@@ -87,7 +91,8 @@ impl RegistryError {
             | RegistryError::NotParentedTo { .. }
             | RegistryError::IssuedThroughAgent { .. }
             | RegistryError::AudienceNotAllowed { .. }
-            | RegistryError::NoJwtAudiences { .. } => ErrorKind::PermissionDenied,
+            | RegistryError::NoJwtAudiences { .. }
+            | RegistryError::NotRenewable => ErrorKind::PermissionDenied,
         }
     }
 }

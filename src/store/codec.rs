@@ -112,12 +112,25 @@ pub(super) struct DiskIssuanceRecord {
 /// Variant order is the format: append, never reorder.
 #[derive(Serialize, Deserialize)]
 enum DiskAttestation {
-    JoinToken { token_id: String },
+    JoinToken {
+        token_id: String,
+    },
     Renewal,
-    Admin { caller: String },
+    Admin {
+        caller: String,
+    },
     ServingCertificate,
-    Operator { caller: String },
-    Registered { entry_id: String, proof: DiskProof },
+    Operator {
+        caller: String,
+    },
+    Registered {
+        entry_id: String,
+        proof: DiskProof,
+    },
+    /// `Admin` issued with `--renewable`.
+    AdminRenewable {
+        caller: String,
+    },
 }
 
 /// Variant order is the format: append, never reorder. The two attestors
@@ -208,7 +221,14 @@ impl From<Attestation> for DiskAttestation {
         match attestation {
             Attestation::JoinToken { token_id } => DiskAttestation::JoinToken { token_id },
             Attestation::Renewal => DiskAttestation::Renewal,
-            Attestation::Admin { caller } => DiskAttestation::Admin { caller },
+            Attestation::Admin {
+                caller,
+                renewable: false,
+            } => DiskAttestation::Admin { caller },
+            Attestation::Admin {
+                caller,
+                renewable: true,
+            } => DiskAttestation::AdminRenewable { caller },
             Attestation::ServingCertificate => DiskAttestation::ServingCertificate,
             Attestation::Operator { caller } => DiskAttestation::Operator { caller },
             Attestation::Registered { entry_id, proof } => DiskAttestation::Registered {
@@ -224,7 +244,14 @@ impl From<DiskAttestation> for Attestation {
         match disk {
             DiskAttestation::JoinToken { token_id } => Attestation::JoinToken { token_id },
             DiskAttestation::Renewal => Attestation::Renewal,
-            DiskAttestation::Admin { caller } => Attestation::Admin { caller },
+            DiskAttestation::Admin { caller } => Attestation::Admin {
+                caller,
+                renewable: false,
+            },
+            DiskAttestation::AdminRenewable { caller } => Attestation::Admin {
+                caller,
+                renewable: true,
+            },
             DiskAttestation::ServingCertificate => Attestation::ServingCertificate,
             DiskAttestation::Operator { caller } => Attestation::Operator { caller },
             DiskAttestation::Registered { entry_id, proof } => Attestation::Registered {

@@ -209,6 +209,7 @@ impl AdminClient {
         service: &str,
         csr_der: Vec<u8>,
         ttl: Option<Duration>,
+        options: crate::authority::OperatorIssue,
     ) -> Result<CertificateSummary, ClientError> {
         let response = self
             .rpc
@@ -216,6 +217,8 @@ impl AdminClient {
                 service: service.to_owned(),
                 csr_der,
                 ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
+                unregistered: options.unregistered,
+                renewable: options.renewable,
             })
             .await
             .map_err(|s| refused(&self.target, s))?;
