@@ -1063,3 +1063,57 @@ fn serve_refuses_a_mismatched_intermediate() {
         "{error_line}"
     );
 }
+
+/// `certd inspect` shows a certificate as certd sees it, status included;
+/// `certd completion` prints a shell's completion script.
+#[test]
+fn inspect_shows_identity_and_status_and_completion_prints_a_script() {
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path().join("ci");
+    let output = daemon.cli(&[
+        "issue",
+        "--unregistered",
+        "--service",
+        "ci-test",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let cert = dir.join("cert.pem");
+    let inspect = || {
+        let output = daemon.cli(&[
+            "inspect",
+            cert.to_str().unwrap(),
+            "--server",
+            &daemon.grpc,
+            "--json",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let shown = inspect();
+    assert_eq!(shown["spiffe_id"], "spiffe://certd.internal/svc/ci-test");
+    assert_eq!(shown["dns_names"][0], "ci-test.certd.internal");
+    assert_eq!(shown["status"], "good");
+    assert!(shown["expires_in_seconds"].as_i64().unwrap() > 23 * 3600);
+    assert_eq!(shown["serial"].as_str().unwrap(), serial_in(&dir));
+    assert!(daemon.cli(&["revoke", &serial_in(&dir)]).status.success());
+    assert!(inspect()["status"].as_str().unwrap().starts_with("revoked"));
+
+    let text = daemon.cli(&["inspect", cert.to_str().unwrap(), "--offline"]);
+    assert!(stdout(&text).contains("spiffe id:  spiffe://certd.internal/svc/ci-test"));
+    let junk = daemon.tmp.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let output = daemon.cli(&["inspect", junk.to_str().unwrap(), "--offline"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("not an X.509 certificate"));
+
+    let output = daemon.cli(&["completion", "bash"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("complete -F"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(stdout(&output).contains("inspect"));
+}

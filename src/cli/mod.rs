@@ -9,6 +9,7 @@ mod agent;
 mod bench;
 mod db;
 mod entry;
+mod inspect;
 mod jwt;
 mod load;
 mod renew;
@@ -106,6 +107,10 @@ pub enum Command {
         #[command(subcommand)]
         command: SvidCommand,
     },
+    /// Show a certificate as certd sees it: identity, validity, and its status from certd.
+    Inspect(inspect::InspectArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(inspect::CompletionArgs),
     /// JWT-SVIDs: mint one with a workload's certificate, or verify one against the trust
     /// domain's keys.
     Jwt {
@@ -215,6 +220,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Svid {
             command: SvidCommand::Fetch(args),
         } => agent::svid_fetch(args).await,
+        Command::Inspect(args) => inspect::inspect(args).await,
+        Command::Completion(args) => inspect::completion(args),
         Command::Jwt { command } => match command {
             JwtCommand::Mint(args) => jwt::mint(args).await,
             JwtCommand::Verify(args) => jwt::verify(args).await,
