@@ -28,6 +28,8 @@ pub struct Decision<'a> {
     pub reason: Option<String>,
     /// The selectors the caller proved, if its attestation proves any.
     pub selectors: Vec<Selector>,
+    /// For a refusal, its kind (for metrics; the reason says more).
+    pub refusal: Option<crate::ErrorKind>,
 }
 
 /// One structured log event for a decision: `$level` and `$verdict` say
@@ -52,6 +54,11 @@ macro_rules! log_decision {
 /// is logged, never turned into a failure of the decision itself, which has
 /// already been made (and, for issuance, recorded durably).
 pub async fn record(store: &dyn Storage, decision: Decision<'_>) {
+    let refusal = match (decision.allowed, decision.refusal) {
+        (true, _) => None,
+        (false, kind) => Some(kind.unwrap_or(crate::ErrorKind::PermissionDenied)),
+    };
+    crate::metrics::get().decision(decision.event.as_str(), decision.attestation, refusal);
     if decision.allowed {
         log_decision!(info, "allow", detail, decision);
     } else {

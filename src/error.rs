@@ -46,6 +46,24 @@ pub enum ErrorKind {
     Untrusted,
 }
 
+impl ErrorKind {
+    /// A stable snake_case name, for metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Exhausted => "exhausted",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::FailedPrecondition => "failed_precondition",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Untrusted => "untrusted",
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

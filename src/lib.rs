@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod jwt;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod registry;

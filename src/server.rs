@@ -206,6 +206,7 @@ pub async fn run(
     let grpc = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .layer(api::grpc_metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(workload)
         .add_service(remote_admin)
@@ -218,6 +219,7 @@ pub async fn run(
         .max_decoding_message_size(max_request_bytes);
     let admin = Server::builder()
         .timeout(REQUEST_TIMEOUT)
+        .layer(api::grpc_metrics::GrpcMetricsLayer)
         .add_service(admin)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listeners.admin), until_stopped());
 

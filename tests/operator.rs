@@ -207,3 +207,75 @@ async fn an_operator_certificate_cannot_renew_as_a_workload() {
         stderr(&output)
     );
 }
+
+/// `GET /metrics` on the real daemon: Prometheus text that counts
+/// decisions by outcome and refusal kind, times gRPC calls and store
+/// commits, and reports the CRL, the CA's expiry and the JWT keys.
+#[tokio::test]
+async fn metrics_describe_what_the_daemon_did() {
+    let daemon = common::Daemon::start();
+    let identity = daemon.bootstrap("billing").await;
+    let mut client = daemon.client(Some(&identity)).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    client
+        .renew(common::csr_for(&key, None, vec![]))
+        .await
+        .unwrap();
+    // A refused join token.
+    let refused = daemon
+        .client(None)
+        .await
+        .issue(common::csr_for(&key, None, vec![]), "cdt_notatoken")
+        .await;
+    assert!(refused.is_err());
+
+    let answer = common::http("GET", &format!("{}/metrics", daemon.http), &[], b"");
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text"))
+    );
+    let text = String::from_utf8(answer.body).unwrap();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(
+            "certd_decisions_total{event=\"issue\",attestation=\"join-token\",outcome=\"allowed\",reason=\"none\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "certd_decisions_total{event=\"renew\",attestation=\"renewal\",outcome=\"allowed\",reason=\"none\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "certd_decisions_total{event=\"issue\",attestation=\"join-token\",outcome=\"refused\",reason=\"unauthenticated\"}"
+        ),
+        1.0
+    );
+    assert!(value("certd_grpc_request_duration_seconds_count{method=\"Issue\"}") >= 2.0);
+    assert!(value("certd_store_commit_duration_seconds_count") >= 1.0);
+    assert!(value("certd_crl_number") >= 1.0);
+    assert!(
+        value("certd_ca_certificate_expiry_seconds{certificate=\"intermediate\"}")
+            > 300.0 * 86_400.0
+    );
+    assert!(
+        value("certd_ca_certificate_expiry_seconds{certificate=\"root\"}") > 9.0 * 365.0 * 86_400.0
+    );
+    assert!(value("certd_jwt_keys_published") >= 1.0);
+    assert!(text.contains("certd_grpc_requests_in_flight"), "{text}");
+    assert!(text.ends_with("# EOF\n"));
+}

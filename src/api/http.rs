@@ -1,7 +1,7 @@
 //! Plain HTTP, for what is public or signed: `/healthz` (liveness),
 //! `/readyz` (readiness), the CRL (`/crl`,
 //! `/crl.pem`), the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`),
-//! and the keys verifiers need: `/jwks.json` (JWT-SVID keys) and the SPIFFE
+//! `/metrics` (Prometheus), and the keys verifiers need: `/jwks.json` (JWT-SVID keys) and the SPIFFE
 //! trust bundle (`/bundle.spiffe`, `/.well-known/spiffe-bundle`).
 //!
 //! Nothing here trusts the client: connections are capped and closed when
@@ -88,11 +88,27 @@ pub fn router(authority: Authority) -> Router {
         .route("/crl.pem", get(crl_pem))
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
+        .route("/metrics", get(metrics))
         .route("/jwks.json", get(jwks))
         .route("/bundle.spiffe", get(spiffe_bundle))
         .route("/.well-known/spiffe-bundle", get(spiffe_bundle))
         .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST_LEN))
         .with_state(authority)
+}
+
+/// Prometheus metrics (OpenMetrics text). State gauges are read now.
+async fn metrics(State(authority): State<Authority>) -> Response {
+    authority.update_metrics().await;
+    let text = crate::metrics::get().encode();
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The JWT-SVID keys as a JWKS.

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod client;
 pub mod connections;
 mod convert;
+pub mod grpc_metrics;
 pub mod http;
 pub mod tls;
 pub mod workload;

@@ -558,6 +558,7 @@ async fn audit_issuance(store: &dyn Storage, event: IssuanceEvent<'_>, outcome: 
                 serial: Some(record.serial.to_hex()),
                 reason: (!details.is_empty()).then(|| details.join("; ")),
                 selectors: event.selectors,
+                refusal: None,
             }
         }
         Err(error) => Decision {
@@ -571,6 +572,7 @@ async fn audit_issuance(store: &dyn Storage, event: IssuanceEvent<'_>, outcome: 
             }),
             service: event.presented.map(|(service, _)| service.to_string()),
             selectors: event.selectors,
+            refusal: Some(error.kind()),
             ..Decision::default()
         },
     };

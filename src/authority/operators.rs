@@ -64,6 +64,7 @@ impl Authority {
                 allowed: false,
                 caller: &who,
                 reason: Some(error.to_string()),
+                refusal: Some(error.kind()),
                 ..Decision::default()
             },
         )

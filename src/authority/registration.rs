@@ -80,6 +80,7 @@ impl Authority {
                     TokenFor::Entry(id) => format!("entry {id:?}: {error}"),
                     TokenFor::Service(_) => error.to_string(),
                 }),
+                refusal: Some(error.kind()),
                 ..Decision::default()
             },
         };
@@ -256,6 +257,7 @@ async fn audit_entry_change(
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
+            refusal: Some(error.kind()),
             ..Decision::default()
         },
     };

@@ -168,6 +168,7 @@ async fn audit_revocation(
                     caller: &caller.0,
                     serial: Some(target.to_owned()),
                     reason: Some(format!("{error} (asked reason: {reason})")),
+                    refusal: Some(error.kind()),
                     ..Decision::default()
                 },
             )

@@ -32,6 +32,34 @@ impl Authority {
         JwkSet::published(&self.jwt_keys, unix_seconds(SystemTime::now()))
     }
 
+    /// Sets the metrics that describe state (CRL, CA expiry, JWT keys), for
+    /// a scrape of `/metrics`.
+    pub async fn update_metrics(&self) {
+        let metrics = crate::metrics::get();
+        let now = unix_seconds(SystemTime::now());
+        if let Ok(crl) = self.revocations.current_crl().await {
+            metrics
+                .crl_number
+                .set(i64::try_from(crl.number).unwrap_or(i64::MAX));
+            metrics.crl_age.set(now - crl.this_update);
+        }
+        for (certificate, not_after) in [
+            ("intermediate", self.ca.intermediate_not_after()),
+            ("root", self.ca.root_not_after()),
+        ] {
+            metrics
+                .ca_expiry
+                .get_or_create(&crate::metrics::CertificateLabels {
+                    certificate: certificate.to_owned(),
+                })
+                .set(not_after - now);
+        }
+        let published = self.jwt_keys.published(now).len();
+        metrics
+            .jwt_keys
+            .set(i64::try_from(published).unwrap_or(i64::MAX));
+    }
+
     /// The SPIFFE trust bundle now (`/bundle.spiffe`).
     pub fn spiffe_bundle(&self) -> serde_json::Value {
         let roots: Vec<Vec<u8>> = rustls_pemfile::certs(&mut self.ca.trust_bundle_pem().as_bytes())
@@ -184,6 +212,7 @@ impl Authority {
                 serial: None,
                 reason: Some(reason),
                 selectors: entry.map(|e| e.selectors.clone()).unwrap_or_default(),
+                refusal: outcome.as_ref().err().map(crate::Error::kind),
             },
         )
         .await;

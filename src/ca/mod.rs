@@ -212,6 +212,13 @@ impl CertificateAuthority {
         &self.root_der
     }
 
+    /// When the root expires (Unix seconds); 0 if it cannot be read, which
+    /// loading the CA already refused.
+    pub fn root_not_after(&self) -> i64 {
+        x509_parser::parse_x509_certificate(&self.root_der)
+            .map_or(0, |(_, root)| root.validity().not_after.timestamp())
+    }
+
     pub fn intermediate_der(&self) -> &CertificateDer<'static> {
         &self.intermediate_der
     }

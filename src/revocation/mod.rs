@@ -314,8 +314,10 @@ impl Revocations {
         if let Some(key) = &cache_key
             && let Some(answer) = self.cached_ocsp(key, now)
         {
+            crate::metrics::get().ocsp_answer(true);
             return answer;
         }
+        crate::metrics::get().ocsp_answer(false);
         // Read before the status lookup: if a revocation lands meanwhile, the
         // answer built here may be stale and must not be cached.
         let generation = self.revocations_seen.load(Ordering::SeqCst);

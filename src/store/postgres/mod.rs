@@ -351,7 +351,10 @@ impl Storage for PgStore {
             if inserted == 0 {
                 return Err(StoreError::SerialTaken(issued.serial.clone()));
             }
-            transaction.commit().await.map_err(db_error)
+            let started = std::time::Instant::now();
+            let committed = transaction.commit().await.map_err(db_error);
+            crate::metrics::get().store_commit(started.elapsed());
+            committed
         }
         .await;
         self.watch(result)

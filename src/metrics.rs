@@ -1,0 +1,228 @@
+//! Prometheus metrics, served on `GET /metrics` (OpenMetrics text).
+//!
+//! Owns the process's one registry (`metrics::get()`): counters and
+//! histograms are fed where the event happens (`audit::record` for every
+//! decision, `api::grpc_metrics` around every gRPC call, the sled group
+//! commit and the PostgreSQL issuance transaction, the OCSP responder);
+//! gauges that describe state (CRL, CA expiry, JWT keys) are set from the
+//! authority at scrape time, so they are never stale. Label values come from
+//! fixed sets (event names, error kinds, method names), never from callers,
+//! so a client cannot grow the series count.
+
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// One decision's labels: what, attested how, and how it ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// The audit event: issue, renew, mint-jwt, revoke, …
+    pub event: String,
+    /// join-token, kubernetes, renewal, agent, admin, jwt-svid, or none.
+    pub attestation: String,
+    /// allowed or refused.
+    pub outcome: String,
+    /// For a refusal, its error kind (invalid_input, permission_denied, …);
+    /// "none" when allowed.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// The gRPC method, e.g. Issue; "other" for a path certd does not serve.
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// cache or signed.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// root or intermediate.
+    pub certificate: String,
+}
+
+/// Every metric certd exports.
+pub struct Metrics {
+    registry: Registry,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub grpc_duration: Family<MethodLabels, Histogram>,
+    pub grpc_in_flight: Gauge,
+    pub store_commit: Histogram,
+    pub ocsp_answers: Family<SourceLabels, Counter>,
+    pub crl_number: Gauge,
+    pub crl_age: Gauge,
+    pub ca_expiry: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
+    pub jwt_keys: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// The process's metrics, created on first use.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("certd");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Issuance, renewal, JWT-SVID, revocation and admin decisions, by event, attestation, outcome and refusal kind",
+            decisions.clone(),
+        );
+        let grpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time to answer a gRPC call, by method",
+            grpc_duration.clone(),
+        );
+        let grpc_in_flight = Gauge::default();
+        registry.register(
+            "grpc_requests_in_flight",
+            "gRPC calls being answered now",
+            grpc_in_flight.clone(),
+        );
+        let store_commit = latency_histogram();
+        registry.register(
+            "store_commit_duration_seconds",
+            "Time to make a write durable (sled: one group flush; PostgreSQL: one issuance transaction)",
+            store_commit.clone(),
+        );
+        let ocsp_answers = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "ocsp_responses",
+            "OCSP answers given, from the cache or signed for the request",
+            ocsp_answers.clone(),
+        );
+        let crl_number = Gauge::default();
+        registry.register(
+            "crl_number",
+            "Number of the CRL served now",
+            crl_number.clone(),
+        );
+        let crl_age = Gauge::default();
+        registry.register(
+            "crl_age_seconds",
+            "Seconds since the CRL served now was signed (its thisUpdate)",
+            crl_age.clone(),
+        );
+        let ca_expiry = Family::<CertificateLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "ca_certificate_expiry_seconds",
+            "Seconds until the root or the intermediate certificate expires (negative: expired)",
+            ca_expiry.clone(),
+        );
+        let jwt_keys = Gauge::default();
+        registry.register(
+            "jwt_keys_published",
+            "JWT-SVID keys published now (/jwks.json)",
+            jwt_keys.clone(),
+        );
+        Metrics {
+            registry,
+            decisions,
+            grpc_duration,
+            grpc_in_flight,
+            store_commit,
+            ocsp_answers,
+            crl_number,
+            crl_age,
+            ca_expiry,
+            jwt_keys,
+        }
+    }
+
+    /// Counts one audited decision.
+    pub fn decision(
+        &self,
+        event: &str,
+        attestation: Option<&str>,
+        refusal: Option<crate::ErrorKind>,
+    ) {
+        let labels = DecisionLabels {
+            event: event.to_owned(),
+            attestation: attestation.unwrap_or("none").to_owned(),
+            outcome: if refusal.is_some() {
+                "refused"
+            } else {
+                "allowed"
+            }
+            .to_owned(),
+            reason: refusal.map_or("none", |kind| kind.name()).to_owned(),
+        };
+        self.decisions.get_or_create(&labels).inc();
+    }
+
+    pub fn store_commit(&self, took: Duration) {
+        self.store_commit.observe(took.as_secs_f64());
+    }
+
+    pub fn ocsp_answer(&self, from_cache: bool) {
+        let source = if from_cache { "cache" } else { "signed" };
+        self.ocsp_answers
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_are_counted_by_bounded_labels_and_encoded() {
+        let metrics = Metrics::new();
+        metrics.decision("issue", Some("join-token"), None);
+        metrics.decision("issue", Some("join-token"), None);
+        metrics.decision(
+            "mint-jwt",
+            Some("jwt-svid"),
+            Some(crate::ErrorKind::PermissionDenied),
+        );
+        metrics.ocsp_answer(true);
+        let text = metrics.encode();
+        assert!(text.contains(
+            "certd_decisions_total{event=\"issue\",attestation=\"join-token\",outcome=\"allowed\",reason=\"none\"} 2"
+        ), "{text}");
+        assert!(text.contains("reason=\"permission_denied\"} 1"), "{text}");
+        assert!(
+            text.contains("certd_ocsp_responses_total{source=\"cache\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
