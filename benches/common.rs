@@ -11,6 +11,7 @@ pub fn new_ca(dir: &std::path::Path) -> Arc<CertificateAuthority> {
     let options = InitOptions {
         trust_domain: "certd.internal".parse().unwrap(),
         key_type: KeyType::EcdsaP256,
+        key_passphrase: None,
     };
     certd::ca::init(dir, &options).unwrap();
     Arc::new(CertificateAuthority::load(dir).unwrap())

@@ -46,13 +46,24 @@ impl Daemon {
     /// service-account token, so the issuer's keys are not loaded (nor
     /// fetched) and cannot make them fail.
     pub async fn offline(&self) -> Result<Authority, Error> {
-        let mut ca = CertificateAuthority::load(self.data_dir.root())?;
+        let mut ca =
+            CertificateAuthority::load_with(self.data_dir.root(), self.key_passphrase()?.as_ref())?;
         ca.set_revocation_urls(self.revocation_urls(self.config.http_addr));
         let store = crate::store::open_checked(&self.data_dir, &self.config.store).await?;
         let mut settings = self.config.authority_settings();
         settings.kubernetes = None;
         let jwt_keys = self.jwt_keys()?;
         Authority::new(Arc::new(ca), store, settings, jwt_keys).await
+    }
+
+    /// The passphrase of encrypted CA keys, from its file, if configured.
+    fn key_passphrase(&self) -> Result<Option<crate::ca::KeyPassphrase>, Error> {
+        Ok(self
+            .config
+            .key_passphrase_file
+            .as_deref()
+            .map(crate::ca::KeyPassphrase::from_file)
+            .transpose()?)
     }
 
     /// The JWT-SVID keys, from the data directory's master secret (created
@@ -79,6 +90,8 @@ impl Daemon {
             let options = InitOptions {
                 trust_domain: "certd.internal".parse().map_err(Error::from)?,
                 key_type: KeyType::EcdsaP256,
+                // A configured passphrase encrypts the keys made here too.
+                key_passphrase: self.key_passphrase()?,
             };
             ca::init(dir, &options).map_err(Error::from)?;
         }
@@ -93,7 +106,8 @@ impl Daemon {
                 tracing::warn!(%error, data_dir = %dir.display(), "cannot make the data directory private")
             }
         }
-        let mut ca = CertificateAuthority::load(dir).map_err(Error::from)?;
+        let mut ca = CertificateAuthority::load_with(dir, self.key_passphrase()?.as_ref())
+            .map_err(Error::from)?;
         // The database before the admin socket: a second `serve` on the
         // same directory stops here, before it touches the first one's.
         let store = crate::store::open_checked(&self.data_dir, &self.config.store)

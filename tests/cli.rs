@@ -1117,3 +1117,75 @@ fn inspect_shows_identity_and_status_and_completion_prints_a_script() {
     );
     assert!(stdout(&output).contains("inspect"));
 }
+
+/// `certd init --encrypt-key` keeps the CA keys encrypted at rest (PKCS#8,
+/// which OpenSSL reads with the passphrase); `certd serve` without the
+/// passphrase, or with a wrong one, refuses in one line; with it, certd
+/// issues as usual.
+#[test]
+fn encrypted_ca_keys_need_their_passphrase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let passphrase = tmp.path().join("passphrase");
+    std::fs::write(&passphrase, "correct horse battery staple\n").unwrap();
+    let output = std::process::Command::new(common::CERTD)
+        .args(["init", "--encrypt-key", "--data-dir"])
+        .arg(&dir)
+        .env("CERTD_KEY_PASSPHRASE_FILE", &passphrase)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    for key in ["root.key", "intermediate.key"] {
+        let text = std::fs::read_to_string(dir.join(key)).unwrap();
+        assert!(
+            text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+            "{key}"
+        );
+        assert_eq!(mode(&dir.join(key)), 0o600);
+        if common::openssl_available() {
+            let (ok, text) = common::openssl(&[
+                "pkey",
+                "-in",
+                dir.join(key).to_str().unwrap(),
+                "-passin",
+                &format!("file:{}", passphrase.display()),
+                "-noout",
+            ]);
+            assert!(ok, "OpenSSL reads {key} with the passphrase: {text}");
+        }
+    }
+
+    let serve = |passphrase_file: Option<&Path>| {
+        let mut command = common::serve_command(&dir);
+        command
+            .stdout(std::process::Stdio::null())
+            .env_remove("CERTD_KEY_PASSPHRASE_FILE");
+        if let Some(file) = passphrase_file {
+            command.env("CERTD_KEY_PASSPHRASE_FILE", file);
+        }
+        command.output().unwrap()
+    };
+    let output = serve(None);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("CERTD_KEY_PASSPHRASE_FILE"),
+        "{}",
+        stderr(&output)
+    );
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "wrong\n").unwrap();
+    let output = serve(Some(&wrong));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("wrong passphrase"),
+        "{}",
+        stderr(&output)
+    );
+
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(&config, "[ca]\nkey_passphrase_file = \"passphrase\"\n").unwrap();
+    let daemon = Daemon::start_in(tmp, dir, &["--config", config.to_str().unwrap()]);
+    let out = daemon.tmp.path().join("billing");
+    let output = request(&daemon, &daemon.token("billing"), &out);
+    assert!(output.status.success(), "{}", stderr(&output));
+}

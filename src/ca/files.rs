@@ -57,6 +57,9 @@ pub struct CaMetadata {
 pub struct InitOptions {
     pub trust_domain: TrustDomain,
     pub key_type: KeyType,
+    /// Encrypt the root and intermediate keys at rest with this
+    /// passphrase (`certd init --encrypt-key`).
+    pub key_passphrase: Option<super::KeyPassphrase>,
 }
 
 /// Paths of the CA's files in one data directory.
@@ -150,15 +153,15 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
         reason: e.to_string(),
     })?;
 
-    let secret = |key: &KeyPair| zeroize::Zeroizing::new(key.serialize_pem());
+    let secret = |key: &KeyPair| super::key_file::encode(key, options.key_passphrase.as_ref());
     write_new(
         &files.root_key,
-        secret(root_issuer.key()).as_bytes(),
+        secret(root_issuer.key())?.as_bytes(),
         SECRET_FILE_MODE,
     )?;
     write_new(
         &files.intermediate_key,
-        secret(&intermediate_key).as_bytes(),
+        secret(&intermediate_key)?.as_bytes(),
         SECRET_FILE_MODE,
     )?;
     write_new(

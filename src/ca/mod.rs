@@ -8,6 +8,7 @@
 
 pub mod csr;
 mod files;
+pub mod key_file;
 mod profile;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 pub use files::{CaFiles, CaMetadata, InitOptions, KeyType, init};
+pub use key_file::KeyPassphrase;
 pub use profile::CLOCK_SKEW_ALLOWANCE;
 
 use crate::identity::{OperatorIdentity, Serial, TrustDomain, WorkloadIdentity};
@@ -119,6 +121,12 @@ impl CertificateAuthority {
     /// Loads the CA from a data directory. Needs the intermediate's key, but
     /// not the root's: an operator may keep the root key offline.
     pub fn load(dir: &Path) -> Result<Self, CaError> {
+        Self::load_with(dir, None)
+    }
+
+    /// As `load`, decrypting an encrypted intermediate key with
+    /// `passphrase`.
+    pub fn load_with(dir: &Path, passphrase: Option<&KeyPassphrase>) -> Result<Self, CaError> {
         let files = CaFiles::new(dir);
         if !files.exists() {
             return Err(CaError::Missing(dir.display().to_string()));
@@ -127,10 +135,7 @@ impl CertificateAuthority {
         let root_der = files::read_single_cert(&files.root_cert)?;
         let intermediate_der = files::read_single_cert(&files.intermediate_cert)?;
         let key_pem = Zeroizing::new(files::read_to_string(&files.intermediate_key)?);
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Invalid {
-            path: files.intermediate_key.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let key = key_file::decode(&files.intermediate_key, &key_pem, passphrase)?;
         files::check_signing_material(&files, &intermediate_der, &key)?;
         let facts = files::certificate_facts(&files.intermediate_cert, &intermediate_der)?;
         let issuer =
@@ -350,6 +355,7 @@ mod tests {
         let options = InitOptions {
             trust_domain: "certd.internal".parse().unwrap(),
             key_type: KeyType::EcdsaP256,
+            key_passphrase: None,
         };
         init(dir, &options).unwrap();
         CertificateAuthority::load(dir).unwrap()

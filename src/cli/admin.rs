@@ -239,10 +239,20 @@ fn parse_since(text: &str) -> anyhow::Result<i64> {
     Ok(unix_seconds(time))
 }
 
-pub fn init(dir: &Path, trust_domain: &str, key_type: KeyType) -> anyhow::Result<()> {
+pub fn init(
+    dir: &Path,
+    trust_domain: &str,
+    key_type: KeyType,
+    key_passphrase_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let key_passphrase = key_passphrase_file
+        .map(certd::ca::KeyPassphrase::from_file)
+        .transpose()
+        .map_err(certd::Error::from)?;
     let options = InitOptions {
         trust_domain: trust_domain.parse().map_err(certd::Error::from)?,
         key_type,
+        key_passphrase,
     };
     let metadata = ca::init(dir, &options).map_err(certd::Error::from)?;
     // The JWT-SVID master secret, beside the CA keys (see certd::jwt).

@@ -80,6 +80,13 @@ pub enum Command {
         /// Algorithm of the CA's keys.
         #[arg(long, value_enum, default_value_t = KeyTypeArg::EcdsaP256)]
         key_type: KeyTypeArg,
+        /// Encrypt the root and intermediate keys at rest (PKCS#8, scrypt and AES-256) with the
+        /// passphrase in --key-passphrase-file; `certd serve` then needs the same file.
+        #[arg(long, requires = "key_passphrase_file")]
+        encrypt_key: bool,
+        /// File whose first line is the key passphrase.
+        #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
+        key_passphrase_file: Option<PathBuf>,
     },
     /// Run the daemon (creates a CA with the defaults if there is none).
     Serve(serve::ServeArgs),
@@ -203,7 +210,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             trust_domain,
             key_type,
-        } => admin::init(&data_dir.data_dir, &trust_domain, key_type.into()),
+            encrypt_key,
+            key_passphrase_file,
+        } => admin::init(
+            &data_dir.data_dir,
+            &trust_domain,
+            key_type.into(),
+            key_passphrase_file.as_deref().filter(|_| encrypt_key),
+        ),
         Command::Serve(args) => serve::serve(args).await,
         Command::Token {
             command: TokenCommand::Create(args),

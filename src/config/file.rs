@@ -31,6 +31,8 @@ pub struct ConfigFile {
     pub kubernetes: Option<KubernetesSection>,
     /// JWT-SVIDs: lifetimes and key rotation.
     pub jwt: Option<JwtSection>,
+    /// The CA's keys.
+    pub ca: Option<CaSection>,
     /// Directory relative paths in the file are resolved against: the
     /// file's own directory.
     #[serde(skip)]
@@ -109,6 +111,16 @@ pub struct ConnectionsSection {
     /// Close an HTTP connection whose request headers have not all arrived
     /// after this long (default "10s").
     pub header_read_timeout: Option<String>,
+}
+
+/// The CA's keys.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaSection {
+    /// File whose first line is the passphrase of encrypted CA keys
+    /// (`certd init --encrypt-key`); relative to this file. Default: the
+    /// environment variable CERTD_KEY_PASSPHRASE_FILE.
+    pub key_passphrase_file: Option<PathBuf>,
 }
 
 /// JWT-SVIDs.

@@ -86,6 +86,8 @@ pub struct Config {
     pub admins: Vec<String>,
     pub kubernetes: Option<KubernetesSettings>,
     pub jwt: JwtSettings,
+    /// The passphrase file of encrypted CA keys, if any.
+    pub key_passphrase_file: Option<PathBuf>,
 }
 
 /// JWT-SVID lifetimes and the signing keys' schedule (`[jwt]`).
@@ -273,7 +275,22 @@ impl ConfigFile {
             .map(|section| validate_kubernetes(section, self.base_dir.as_deref()))
             .transpose()?;
         let jwt = validate_jwt(&self.jwt.clone().unwrap_or_default())?;
+        let key_passphrase_file = match self
+            .ca
+            .as_ref()
+            .and_then(|ca| ca.key_passphrase_file.as_ref())
+        {
+            Some(file) => Some(
+                self.base_dir
+                    .as_deref()
+                    .map_or_else(|| file.clone(), |base| base.join(file)),
+            ),
+            None => std::env::var_os("CERTD_KEY_PASSPHRASE_FILE")
+                .filter(|value| !value.is_empty())
+                .map(PathBuf::from),
+        };
         Ok(Config {
+            key_passphrase_file,
             jwt,
             kubernetes,
             admins,
