@@ -45,6 +45,14 @@ fn jwt_svid(minted: crate::authority::MintedFor) -> proto::JwtSvid {
     }
 }
 
+/// The caller's TLS client certificate (the leaf, DER), if it presented
+/// one: what renewal, agents and JWT-SVIDs authenticate with.
+fn client_leaf<T>(request: &Request<T>) -> Option<Vec<u8>> {
+    request
+        .peer_certs()
+        .and_then(|chain| chain.first().map(|leaf| leaf.to_vec()))
+}
+
 fn caller<T>(request: &Request<T>) -> Caller {
     match request.remote_addr() {
         Some(address) => Caller(format!("peer {address}")),
@@ -87,15 +95,10 @@ impl CertificateAuthority for WorkloadApi {
         request: Request<proto::RenewRequest>,
     ) -> Result<Response<proto::IssueResponse>, Status> {
         let caller = caller(&request);
-        let peer_certificates = request.peer_certs();
-        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let client_leaf = client_leaf(&request);
         let issued = self
             .authority
-            .renew(
-                &caller,
-                &request.get_ref().csr_der,
-                client_leaf.map(|c| c.as_ref()),
-            )
+            .renew(&caller, &request.get_ref().csr_der, client_leaf.as_deref())
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(self.response(issued)))
@@ -105,11 +108,10 @@ impl CertificateAuthority for WorkloadApi {
         &self,
         request: Request<proto::ListAgentEntriesRequest>,
     ) -> Result<Response<proto::ListAgentEntriesResponse>, Status> {
-        let peer_certificates = request.peer_certs();
-        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let client_leaf = client_leaf(&request);
         let (_agent, entries) = self
             .authority
-            .agent_entries(client_leaf.map(|c| c.as_ref()))
+            .agent_entries(client_leaf.as_deref())
             .await
             .map_err(|e| status(&e))?;
         let ca = self.authority.ca();
@@ -137,14 +139,13 @@ impl CertificateAuthority for WorkloadApi {
         request: Request<proto::MintJwtSvidRequest>,
     ) -> Result<Response<proto::JwtSvid>, Status> {
         let caller = caller(&request);
-        let peer_certificates = request.peer_certs();
-        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let client_leaf = client_leaf(&request);
         let message = request.get_ref();
         let minted = self
             .authority
             .mint_jwt(
                 &caller,
-                client_leaf.map(|c| c.as_ref()),
+                client_leaf.as_deref(),
                 &message.audiences,
                 ttl(message.ttl_seconds),
             )
@@ -158,14 +159,13 @@ impl CertificateAuthority for WorkloadApi {
         request: Request<proto::MintJwtSvidForAgentRequest>,
     ) -> Result<Response<proto::JwtSvid>, Status> {
         let caller = caller(&request);
-        let peer_certificates = request.peer_certs();
-        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let client_leaf = client_leaf(&request);
         let message = request.get_ref();
         let minted = self
             .authority
             .mint_jwt_for_agent(
                 &caller,
-                client_leaf.map(|c| c.as_ref()),
+                client_leaf.as_deref(),
                 &message.entry_id,
                 &message.audiences,
                 ttl(message.ttl_seconds),
@@ -180,14 +180,13 @@ impl CertificateAuthority for WorkloadApi {
         request: Request<proto::IssueForAgentRequest>,
     ) -> Result<Response<proto::IssueResponse>, Status> {
         let caller = caller(&request);
-        let peer_certificates = request.peer_certs();
-        let client_leaf = peer_certificates.as_ref().and_then(|chain| chain.first());
+        let client_leaf = client_leaf(&request);
         let message = request.get_ref();
         let issued = self
             .authority
             .issue_for_agent(
                 &caller,
-                client_leaf.map(|c| c.as_ref()),
+                client_leaf.as_deref(),
                 &message.entry_id,
                 &message.csr_der,
             )

@@ -46,6 +46,21 @@ impl Authority {
         }
     }
 
+    /// Entry `entry_id`, if it is parented to `agent`; the same refusal
+    /// whether it exists or not, so an agent learns nothing of others'.
+    pub(super) fn entry_of_agent(&self, agent: &SpiffeId, entry_id: &str) -> Result<EntryRecord> {
+        self.registry
+            .get(entry_id)
+            .filter(|entry| entry.parent.as_ref() == Some(agent))
+            .ok_or_else(|| {
+                RegistryError::NotParentedTo {
+                    id: entry_id.to_owned(),
+                    agent: agent.to_string(),
+                }
+                .into()
+            })
+    }
+
     /// The entries parented to the agent presenting `client_leaf`.
     pub async fn agent_entries(
         &self,
@@ -93,14 +108,7 @@ impl Authority {
         self.limits.issuance()?;
         let agent = self.agent_of(client_leaf).await?;
         *caller = Caller(format!("{agent} ({caller})"));
-        let entry = self
-            .registry
-            .get(entry_id)
-            .filter(|entry| entry.parent.as_ref() == Some(&agent))
-            .ok_or_else(|| RegistryError::NotParentedTo {
-                id: entry_id.to_owned(),
-                agent: agent.to_string(),
-            })?;
+        let entry = self.entry_of_agent(&agent, entry_id)?;
         selectors.clone_from(&entry.selectors);
         let csr = ValidatedCsr::from_der(csr_der)?;
         let proof = Proof::Attested {

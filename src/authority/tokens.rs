@@ -130,14 +130,7 @@ impl Authority {
             let _admission = self.limits.admit()?;
             let agent = self.agent_of(client_leaf).await?;
             caller = Caller(format!("{agent} ({peer})"));
-            let entry = self
-                .registry
-                .get(entry_id)
-                .filter(|entry| entry.parent.as_ref() == Some(&agent))
-                .ok_or_else(|| RegistryError::NotParentedTo {
-                    id: entry_id.to_owned(),
-                    agent: agent.to_string(),
-                })?;
+            let entry = self.entry_of_agent(&agent, entry_id)?;
             entry_seen = Some(entry.clone());
             self.mint_for_entry(&entry, audiences, ttl, unix_seconds(SystemTime::now()))
         }

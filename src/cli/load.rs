@@ -335,8 +335,18 @@ async fn bench_jwt_identity(options: &BenchOptions) -> Result<TlsClientSettings,
             admin.create_entry(&spec).await?
         }
     };
+    bootstrap(options, &mut admin, entry.id).await
+}
+
+/// A fresh identity for entry `entry_id` (a join token made for it,
+/// exchanged at once), as mTLS client settings.
+async fn bootstrap(
+    options: &BenchOptions,
+    admin: &mut AdminClient,
+    entry_id: String,
+) -> Result<TlsClientSettings, BenchError> {
     let token = admin
-        .create_join_tokens(&TokenFor::Entry(entry.id), None, 1)
+        .create_join_tokens(&TokenFor::Entry(entry_id), None, 1)
         .await?
         .tokens
         .pop()
@@ -368,15 +378,7 @@ async fn bench_agent(options: &BenchOptions) -> Result<(TlsClientSettings, Strin
             admin.create_entry(&spec).await?
         }
     };
-    let token = admin
-        .create_join_tokens(&TokenFor::Entry(agent_entry.id.clone()), None, 1)
-        .await?
-        .tokens
-        .pop()
-        .ok_or_else(|| BenchError::Prepare("no join token was created".into()))?;
-    let (key, csr) = key_and_csr()?;
-    let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
-    let issued = client.issue(csr, &token).await?;
+    let agent = bootstrap(options, &mut admin, agent_entry.id.clone()).await?;
     let workload_selector = format!("unix:user:{BENCH_SERVICE}");
     let existing = admin.entries(Some(BENCH_SERVICE)).await?;
     let entry_id = match existing
@@ -393,10 +395,6 @@ async fn bench_agent(options: &BenchOptions) -> Result<(TlsClientSettings, Strin
             };
             admin.create_entry(&spec).await?.id
         }
-    };
-    let agent = TlsClientSettings {
-        ca_bundle_pem: options.ca_bundle_pem.clone(),
-        identity: Some((issued.chain_pem, key.serialize_pem())),
     };
     Ok((agent, entry_id))
 }
