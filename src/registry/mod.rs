@@ -273,6 +273,20 @@ impl Registry {
             ))
             .into());
         }
+        // An agent's certificates would otherwise renew as a service's
+        // identity, or a service's as an agent's.
+        let becomes_agent = entry.spiffe_id.path().starts_with("agent/");
+        if becomes_agent != current.is_agent() {
+            let (was, would_be) = if current.is_agent() {
+                ("a node agent's (--agent)", "a workload's")
+            } else {
+                ("a workload's", "a node agent's")
+            };
+            return Err(RegistryError::InvalidEntry(format!(
+                "entry {id} is {was}; it cannot become {would_be} (create a new entry)"
+            ))
+            .into());
+        }
         let selectors = entry.selectors;
         if let Some(existing) = self
             .same_selectors(&selectors, entry.parent.as_ref())
@@ -489,6 +503,34 @@ mod tests {
                 RegistryError::DuplicateSelectors { .. }
             ))
         ));
+        // An agent's entry stays an agent's, a workload's a workload's.
+        let as_workload = spec("node-1", &["token:node-1"])
+            .validate(&bounds())
+            .unwrap();
+        let refused = registry.update(&agent.id, as_workload).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("cannot become a workload's"),
+            "{refused}"
+        );
+        let mut as_agent = spec("web", &["token:web"]);
+        as_agent.agent = true;
+        let plain = registry
+            .create(
+                spec("web", &["token:w1"]).validate(&bounds()).unwrap(),
+                4,
+                "test",
+            )
+            .await
+            .unwrap();
+        let refused = registry
+            .update(&plain.id, as_agent.validate(&bounds()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("cannot become a node agent's"),
+            "{refused}"
+        );
+
         registry.delete(&created[0].id).await.unwrap();
         assert!(registry.parented_to(&node("node-1")).is_empty());
         assert_eq!(
