@@ -751,3 +751,62 @@ async fn the_agent_serves_jwt_svids_their_keys_and_validation() {
     assert!(audit.contains("\"event\":\"mint-jwt\""), "{audit}");
     assert!(audit.contains(&agent_id("node-1")), "{audit}");
 }
+
+/// The agent attests itself with a Kubernetes service-account token
+/// (`--k8s-token-file`) as well as with a join token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_bootstraps_with_a_kubernetes_token() {
+    use common::k8s_issuer::{ISSUER, claims, es256, jwks};
+    let tmp = tempfile::tempdir().unwrap();
+    let issuer_key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(tmp.path().join("jwks.json"), jwks(&[&issuer_key])).unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        format!("[kubernetes]\nissuer = \"{ISSUER}\"\njwks_file = \"jwks.json\"\n"),
+    )
+    .unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, es256(&issuer_key, &claims())).unwrap();
+    let data_dir = tmp.path().join("ca");
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", config.to_str().unwrap()]);
+    // The node's pod runs as payments/billing in the test cluster's claims.
+    daemon.entry(
+        "node-1",
+        &["k8s:ns:payments", "k8s:sa:billing"],
+        &["--agent"],
+    );
+    workload_entry(&daemon, "reports", "node-1", &[]);
+    let agent = Agent::start_with(
+        &daemon,
+        "node-1",
+        None,
+        &["--k8s-token-file", token_file.to_str().unwrap()],
+    );
+    let svid = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap()
+        .fetch_x509_svid()
+        .await
+        .expect("an SVID through an agent attested by Kubernetes");
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        format!("spiffe://{TRUST_DOMAIN}/svc/reports")
+    );
+    let (chain, _) = agent.identity();
+    let agent_leaf = common::pem_certs(&chain).remove(0);
+    let (_, certificate) = X509Certificate::from_der(&agent_leaf).unwrap();
+    let uris: Vec<String> = certificate
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    assert!(
+        uris.iter().any(|u| u.contains(&agent_id("node-1"))),
+        "{uris:?}"
+    );
+}
