@@ -97,19 +97,7 @@ fn svid_response(snapshot: &Snapshot, selectors: &[Selector]) -> Result<X509svid
             crl: Vec::new(),
             federated_bundles: HashMap::new(),
         }),
-        Grant::NoEntry => Err(Status::permission_denied(format!(
-            "no registration entry on this agent matches the caller's selectors [{}]",
-            describe(selectors)
-        ))),
-        Grant::Ambiguous { entries } => Err(Status::permission_denied(format!(
-            "the caller's selectors [{}] match {} entries ({}); an operator must narrow them",
-            describe(selectors),
-            entries.len(),
-            entries.join(", ")
-        ))),
-        Grant::Pending { entry } => Err(Status::unavailable(format!(
-            "the SVID of entry {entry} is not ready yet (certd not reached since it appeared); retry"
-        ))),
+        refusal => Err(refusal_status(refusal, selectors)),
     }
 }
 
@@ -206,11 +194,10 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         let (selectors, _who) = self.attest(&request)?;
         // The bundle is public, but only callers with an entry get it, as
         // in SPIRE: the socket is no oracle for strangers.
-        if let Err(status) = svid_response(&self.cache.current(), &selectors)
-            && status.code() == tonic::Code::PermissionDenied
-        {
-            return Err(status);
-        }
+        self.cache
+            .current()
+            .entry_for(&selectors)
+            .map_err(|refusal| refusal_status(refusal, &selectors))?;
         bundles_response(&self.cache.current())?;
         Ok(Response::new(follow(&self.cache, bundles_response)))
     }
@@ -303,7 +290,8 @@ fn jwt_bundles_response(snapshot: &Snapshot) -> Result<JwtBundlesResponse, Statu
     })
 }
 
-/// The status for a caller with no single entry.
+/// The status for a caller that gets no SVID: no single entry, or its SVID
+/// is not there yet.
 fn refusal_status(refusal: Grant<'_>, selectors: &[Selector]) -> Status {
     match refusal {
         Grant::Ambiguous { entries } => Status::permission_denied(format!(
@@ -312,7 +300,10 @@ fn refusal_status(refusal: Grant<'_>, selectors: &[Selector]) -> Status {
             entries.len(),
             entries.join(", ")
         )),
-        _ => Status::permission_denied(format!(
+        Grant::Pending { entry } => Status::unavailable(format!(
+            "the SVID of entry {entry} is not ready yet (certd not reached since it appeared); retry"
+        )),
+        Grant::NoEntry | Grant::Svid(_) => Status::permission_denied(format!(
             "no registration entry on this agent matches the caller's selectors [{}]",
             describe(selectors)
         )),

@@ -19,12 +19,38 @@ use crate::ca::unix_seconds;
 use crate::identity::SpiffeId;
 use crate::model::AuditEvent;
 use crate::registry::{RegistryError, Selector};
-use crate::store::{EntryRecord, Proof};
+use crate::store::{EntryRecord, IssuanceRecord, Proof};
+
+/// How a refusal names a presented certificate: its SPIFFE ID.
+pub(super) fn identity_of(record: &IssuanceRecord) -> String {
+    record
+        .uris
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format!("service {}", record.service))
+}
 
 impl Authority {
     /// The node agent presenting `client_leaf` (DER, from the mTLS
     /// handshake): its SPIFFE ID, from its entry.
     pub async fn agent_of(&self, client_leaf: Option<&[u8]>) -> Result<SpiffeId> {
+        let (current, entry) = self.presented(client_leaf).await?;
+        match entry {
+            Some(entry) if entry.is_agent() => Ok(entry.spiffe_id),
+            _ => Err(RegistryError::NotAnAgent {
+                identity: identity_of(&current),
+            }
+            .into()),
+        }
+    }
+
+    /// The record of the client certificate presented over mTLS (checked
+    /// as for renewal: recorded, unrevoked, unexpired) and the entry it was
+    /// issued for, if it was issued for one that still exists.
+    pub(super) async fn presented(
+        &self,
+        client_leaf: Option<&[u8]>,
+    ) -> Result<(IssuanceRecord, Option<EntryRecord>)> {
         let now = unix_seconds(SystemTime::now());
         let current = RenewalEvidence::check(client_leaf, self.store.as_ref(), now)
             .await?
@@ -33,17 +59,7 @@ impl Authority {
             .attestation
             .entry_id()
             .and_then(|id| self.registry.get(id));
-        match entry {
-            Some(entry) if entry.is_agent() => Ok(entry.spiffe_id),
-            _ => Err(RegistryError::NotAnAgent {
-                identity: current
-                    .uris
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| format!("service {}", current.service)),
-            }
-            .into()),
-        }
+        Ok((current, entry))
     }
 
     /// Entry `entry_id`, if it is parented to `agent`; the same refusal

@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime};
 
 use super::{Authority, Caller};
 use crate::Result;
-use crate::attest::RenewalEvidence;
 use crate::audit::{self, Decision};
 use crate::ca::unix_seconds;
 use crate::jwt::{self, JwkSet, JwtError, MintedJwt};
@@ -89,16 +88,10 @@ impl Authority {
         let outcome = async {
             let _admission = self.limits.admit()?;
             let now = unix_seconds(SystemTime::now());
-            let current = RenewalEvidence::check(client_leaf, self.store.as_ref(), now)
-                .await?
-                .current;
-            let entry = current
-                .attestation
-                .entry_id()
-                .and_then(|id| self.registry.get(id))
-                .ok_or_else(|| RegistryError::NoJwtAudiences {
-                    identity: current.uris.first().cloned().unwrap_or_default(),
-                })?;
+            let (current, entry) = self.presented(client_leaf).await?;
+            let entry = entry.ok_or_else(|| RegistryError::NoJwtAudiences {
+                identity: super::agents::identity_of(&current),
+            })?;
             if let Some(agent) = &entry.parent {
                 return Err(RegistryError::IssuedThroughAgent {
                     agent: agent.to_string(),
