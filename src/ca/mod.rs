@@ -213,6 +213,12 @@ impl CertificateAuthority {
         &self.trust_bundle_pem
     }
 
+    /// The roots workloads should trust, DER: the certificates of
+    /// `trust_bundle_pem`.
+    pub fn trust_bundle_der(&self) -> Vec<&[u8]> {
+        vec![self.root_der.as_ref()]
+    }
+
     pub fn root_der(&self) -> &CertificateDer<'static> {
         &self.root_der
     }

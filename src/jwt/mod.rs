@@ -316,7 +316,7 @@ fn raw_header(token: &str) -> Result<serde_json::Map<String, serde_json::Value>,
 /// x509-svid`, with `x5c`) and the published JWT keys (`use: jwt-svid`),
 /// with `spiffe_sequence` and `spiffe_refresh_hint`.
 pub fn spiffe_bundle_json(
-    roots_der: &[Vec<u8>],
+    roots_der: &[&[u8]],
     keys: &JwtKeys,
     now: i64,
     refresh_hint_seconds: u64,
@@ -553,7 +553,7 @@ mod tests {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let bundle = spiffe_bundle_json(&[root.der().to_vec()], &keys(), now(), 300);
+        let bundle = spiffe_bundle_json(&[root.der().as_ref()], &keys(), now(), 300);
         let entries = bundle["keys"].as_array().unwrap();
         assert_eq!(entries[0]["use"], "x509-svid");
         assert_eq!(entries[0]["crv"], "P-256");
