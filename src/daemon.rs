@@ -72,7 +72,10 @@ impl Daemon {
         let keys = crate::jwt::JwtKeys::load_or_create(
             &self.data_dir.jwt_master_key(),
             self.config.jwt.schedule(),
+            self.config.jwt.algorithm,
         )?;
+        // Derived now, before serving: an RS256 key takes a while.
+        keys.published(crate::ca::unix_seconds(std::time::SystemTime::now()));
         Ok(Arc::new(keys))
     }
 

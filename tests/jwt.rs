@@ -79,7 +79,10 @@ fn verify_with_a_standard_library(
     let kid = header.kid.expect("a kid");
     let jwk = jwks.find(&kid).expect("the token's key is published");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk)?;
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    // The algorithm is the key's, as published, never the token's word.
+    let algorithm = jwk.common.key_algorithm.expect("the key names its alg");
+    let algorithm: jsonwebtoken::Algorithm = algorithm.to_string().parse()?;
+    let mut validation = jsonwebtoken::Validation::new(algorithm);
     validation.set_audience(&[audience]);
     Ok(jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)?.claims)
 }
@@ -240,5 +243,42 @@ fn after_a_key_rotation_old_tokens_verify_until_they_expire_and_new_ones_use_the
         let output = verify(&daemon, token, "gateway");
         assert!(output.status.success(), "{}", stderr(&output));
         verify_with_a_standard_library(&daemon, token, "gateway").unwrap();
+    }
+}
+
+#[test]
+fn es384_and_rs256_keys_sign_when_configured_and_verify_with_a_standard_library() {
+    for (algorithm, kty) in [("ES384", "EC"), ("RS256", "RSA")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("ca");
+        let config = tmp.path().join("certd.toml");
+        std::fs::write(&config, format!("[jwt]\nalgorithm = \"{algorithm}\"\n")).unwrap();
+        let daemon = Daemon::start_in(tmp, data_dir, &["--config", config.to_str().unwrap()]);
+        let dir = workload(&daemon, "billing", &["gateway"]);
+        let token = minted(&daemon, &dir, &["gateway"]);
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(format!("{:?}", header.alg), algorithm);
+        let claims = verify_with_a_standard_library(&daemon, &token, "gateway").unwrap();
+        assert_eq!(
+            claims["sub"],
+            format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+        );
+        let output = verify(&daemon, &token, "gateway");
+        assert!(output.status.success(), "{algorithm}: {}", stderr(&output));
+        let output = verify(&daemon, &token, "other");
+        assert_eq!(output.status.code(), Some(4), "{algorithm}: wrong audience");
+        // The SPIFFE bundle carries the same keys for JWT-SVIDs.
+        let bundle: serde_json::Value = serde_json::from_slice(
+            &http("GET", &format!("{}/bundle.spiffe", daemon.http), &[], b"").body,
+        )
+        .unwrap();
+        let jwt_keys: Vec<&serde_json::Value> = bundle["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|key| key["use"] == "jwt-svid")
+            .collect();
+        assert!(!jwt_keys.is_empty());
+        assert!(jwt_keys.iter().all(|key| key["kty"] == kty), "{bundle}");
     }
 }

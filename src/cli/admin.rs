@@ -259,6 +259,7 @@ pub fn init(
     certd::jwt::JwtKeys::load_or_create(
         &certd::DataDir::new(dir).jwt_master_key(),
         certd::config::JwtSettings::default().schedule(),
+        certd::config::JwtSettings::default().algorithm,
     )
     .map_err(certd::Error::from)?;
     println!(

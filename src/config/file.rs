@@ -136,6 +136,8 @@ pub struct JwtSection {
     pub key_rotation: Option<String>,
     /// How long before it signs a new key is published (default "1h").
     pub publish_ahead: Option<String>,
+    /// The signing algorithm: "ES256" (default), "ES384" or "RS256".
+    pub algorithm: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

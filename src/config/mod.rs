@@ -97,6 +97,7 @@ pub struct JwtSettings {
     pub max_ttl: Duration,
     pub key_rotation: Duration,
     pub publish_ahead: Duration,
+    pub algorithm: crate::jwt::JwtAlgorithm,
 }
 
 impl Default for JwtSettings {
@@ -106,6 +107,7 @@ impl Default for JwtSettings {
             max_ttl: Duration::from_secs(3600),
             key_rotation: Duration::from_secs(24 * 3600),
             publish_ahead: Duration::from_secs(3600),
+            algorithm: crate::jwt::JwtAlgorithm::Es256,
         }
     }
 }
@@ -451,6 +453,12 @@ fn validate_jwt(section: &JwtSection) -> Result<JwtSettings, ConfigError> {
             &section.publish_ahead,
             defaults.publish_ahead,
         )?,
+        algorithm: match &section.algorithm {
+            None => defaults.algorithm,
+            Some(name) => name
+                .parse()
+                .map_err(|message| invalid("jwt.algorithm", message))?,
+        },
     };
     if settings.max_ttl > Duration::from_secs(24 * 3600) {
         return Err(invalid(
@@ -730,6 +738,8 @@ mod tests {
             Some("jwt.publish_ahead"),
         );
         check("[jwt]\nkey_rotation = \"often\"", Some("jwt.key_rotation"));
+        check("[jwt]\nalgorithm = \"HS256\"", Some("jwt.algorithm"));
+        check("[jwt]\nalgorithm = \"es256\"", Some("jwt.algorithm"));
     }
 
     #[test]

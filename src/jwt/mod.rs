@@ -17,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
-pub use keys::{JwtKey, JwtKeys, KeyFileError, KeySchedule};
+pub use keys::{JwtAlgorithm, JwtKey, JwtKeys, KeyFileError, KeySchedule, PublicKeyParams};
 
 use crate::identity::SpiffeId;
 
@@ -36,8 +36,10 @@ pub enum JwtError {
     TooLarge,
     #[error("the token is malformed: {0}")]
     Malformed(String),
-    #[error("the token's algorithm {0:?} is not accepted (only ES256)")]
+    #[error("the token's algorithm {0:?} is not accepted (only ES256, ES384 and RS256)")]
     Algorithm(String),
+    #[error("the token's algorithm {alg} does not match its key {kid:?}")]
+    AlgorithmMismatch { alg: String, kid: String },
     #[error("the token's type {0:?} is not JWT")]
     Type(String),
     #[error("the token has no key id (kid)")]
@@ -121,7 +123,7 @@ pub fn mint(
     ttl_seconds: i64,
 ) -> Result<MintedJwt, JwtError> {
     let key = keys.signing_key(now);
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    let mut header = jsonwebtoken::Header::new(key.algorithm.jsonwebtoken());
     header.kid = Some(key.kid.clone());
     header.typ = Some("JWT".into());
     let claims = Claims {
@@ -138,14 +140,22 @@ pub fn mint(
     })
 }
 
-/// A public JWT key as verifiers hold it (from `/jwks.json`).
+/// A public JWT key as verifiers hold it (from `/jwks.json`): an EC key
+/// (`crv`, `x`, `y`) or an RSA key (`n`, `e`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicJwk {
     pub kty: String,
-    pub crv: String,
     pub kid: String,
-    pub x: String,
-    pub y: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
     #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
@@ -154,14 +164,55 @@ pub struct PublicJwk {
 
 impl PublicJwk {
     pub fn of(key: &JwtKey, key_use: &str) -> Self {
-        PublicJwk {
-            kty: "EC".into(),
-            crv: "P-256".into(),
+        let mut jwk = PublicJwk {
+            kty: String::new(),
             kid: key.kid.clone(),
-            x: key.x.clone(),
-            y: key.y.clone(),
-            alg: (key_use == "sig").then(|| "ES256".into()),
+            crv: None,
+            x: None,
+            y: None,
+            n: None,
+            e: None,
+            alg: (key_use == "sig").then(|| key.algorithm.name().into()),
             key_use: Some(key_use.into()),
+        };
+        match &key.public {
+            PublicKeyParams::Ec { crv, x, y } => {
+                jwk.kty = "EC".into();
+                jwk.crv = Some((*crv).into());
+                jwk.x = Some(x.clone());
+                jwk.y = Some(y.clone());
+            }
+            PublicKeyParams::Rsa { n, e } => {
+                jwk.kty = "RSA".into();
+                jwk.n = Some(n.clone());
+                jwk.e = Some(e.clone());
+            }
+        }
+        jwk
+    }
+
+    /// The algorithm this key verifies, if certd accepts it: ES256 for a
+    /// P-256 key, ES384 for P-384, RS256 for RSA. A token's `alg` must be
+    /// this one (no algorithm confusion), and a key's own `alg`, if given,
+    /// must agree.
+    fn algorithm(&self) -> Option<JwtAlgorithm> {
+        let algorithm = match (self.kty.as_str(), self.crv.as_deref()) {
+            ("EC", Some("P-256")) if self.x.is_some() && self.y.is_some() => JwtAlgorithm::Es256,
+            ("EC", Some("P-384")) if self.x.is_some() && self.y.is_some() => JwtAlgorithm::Es384,
+            ("RSA", _) if self.n.is_some() && self.e.is_some() => JwtAlgorithm::Rs256,
+            _ => return None,
+        };
+        match self.alg.as_deref() {
+            Some(alg) if alg != algorithm.name() => None,
+            _ => Some(algorithm),
+        }
+    }
+
+    fn decoding_key(&self) -> Result<jsonwebtoken::DecodingKey, jsonwebtoken::errors::Error> {
+        match (&self.x, &self.y, &self.n, &self.e) {
+            (Some(x), Some(y), _, _) => jsonwebtoken::DecodingKey::from_ec_components(x, y),
+            (_, _, Some(n), Some(e)) => jsonwebtoken::DecodingKey::from_rsa_components(n, e),
+            _ => Err(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into()),
         }
     }
 }
@@ -184,8 +235,9 @@ impl JwkSet {
         }
     }
 
-    /// Parses a JWKS, keeping the P-256 keys with a `kid` (others cannot
-    /// verify a JWT-SVID certd accepts).
+    /// Parses a JWKS, keeping the keys with a `kid` that verify an
+    /// algorithm certd accepts (others cannot verify a JWT-SVID it
+    /// accepts).
     pub fn parse(json: &[u8]) -> Result<Self, String> {
         #[derive(Deserialize)]
         struct AnyKeys {
@@ -198,7 +250,7 @@ impl JwkSet {
                 .keys
                 .into_iter()
                 .filter_map(|key| serde_json::from_value::<PublicJwk>(key).ok())
-                .filter(|key| key.kty == "EC" && key.crv == "P-256")
+                .filter(|key| key.algorithm().is_some())
                 .collect(),
         })
     }
@@ -215,7 +267,8 @@ pub struct VerifiedJwt {
 }
 
 /// Verifies `token` for `audience` against `keys` at the current time:
-/// size, form, ES256 only, a known `kid`, the signature, `exp` (no leeway:
+/// size, form, ES256, ES384 or RS256 only, a known `kid` whose key is of
+/// the token's algorithm, the signature, `exp` (no leeway:
 /// tokens are minutes long), `nbf` if present, `aud` holding `audience`,
 /// and `sub` a SPIFFE ID.
 pub fn verify(token: &str, audience: &str, keys: &JwkSet) -> Result<VerifiedJwt, JwtError> {
@@ -229,9 +282,9 @@ pub fn verify(token: &str, audience: &str, keys: &JwkSet) -> Result<VerifiedJwt,
         .get("alg")
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    if algorithm != "ES256" {
-        return Err(JwtError::Algorithm(algorithm.to_owned()));
-    }
+    let algorithm: JwtAlgorithm = algorithm
+        .parse()
+        .map_err(|_| JwtError::Algorithm(algorithm.chars().take(16).collect()))?;
     if let Some(typ) = header.get("typ") {
         let typ = typ.as_str().unwrap_or_default();
         if typ != "JWT" && typ != "JOSE" {
@@ -247,9 +300,16 @@ pub fn verify(token: &str, audience: &str, keys: &JwkSet) -> Result<VerifiedJwt,
         .iter()
         .find(|key| key.kid == kid)
         .ok_or_else(|| JwtError::UnknownKey(kid.chars().take(64).collect()))?;
-    let decoding = jsonwebtoken::DecodingKey::from_ec_components(&key.x, &key.y)
+    if key.algorithm() != Some(algorithm) {
+        return Err(JwtError::AlgorithmMismatch {
+            alg: algorithm.name().into(),
+            kid: kid.chars().take(64).collect(),
+        });
+    }
+    let decoding = key
+        .decoding_key()
         .map_err(|e| JwtError::Malformed(format!("the key {kid:?} is not usable: {e}")))?;
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    let mut validation = jsonwebtoken::Validation::new(algorithm.jsonwebtoken());
     validation.leeway = 0;
     validation.validate_nbf = true;
     validation.set_audience(&[audience]);
@@ -377,15 +437,20 @@ mod tests {
 
     use super::*;
 
+    fn schedule() -> KeySchedule {
+        KeySchedule {
+            rotation: Duration::from_secs(3600),
+            publish_ahead: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(600),
+        }
+    }
+
     fn keys() -> JwtKeys {
-        JwtKeys::from_master(
-            zeroize::Zeroizing::new([3; 32]),
-            KeySchedule {
-                rotation: Duration::from_secs(3600),
-                publish_ahead: Duration::from_secs(60),
-                max_ttl: Duration::from_secs(600),
-            },
-        )
+        keys_of(JwtAlgorithm::Es256)
+    }
+
+    fn keys_of(algorithm: JwtAlgorithm) -> JwtKeys {
+        JwtKeys::from_master(zeroize::Zeroizing::new([3; 32]), schedule(), algorithm)
     }
 
     fn now() -> i64 {
@@ -435,6 +500,68 @@ mod tests {
     }
 
     #[test]
+    fn es384_and_rs256_tokens_verify_and_no_key_verifies_another_algorithm() {
+        let audiences = ["gateway".to_string()];
+        let es256 = keys_of(JwtAlgorithm::Es256);
+        let mut all = JwkSet::published(&es256, now());
+        for algorithm in [JwtAlgorithm::Es384, JwtAlgorithm::Rs256] {
+            let keys = keys_of(algorithm);
+            let token = mint(&keys, &subject(), &audiences, now(), 300)
+                .unwrap()
+                .token;
+            assert_eq!(raw_header(&token).unwrap()["alg"], algorithm.name());
+            let set = JwkSet::published(&keys, now());
+            let published = &set.keys[0];
+            assert_eq!(published.alg.as_deref(), Some(algorithm.name()));
+            // Through JSON, as a verifier fetches it.
+            let parsed = JwkSet::parse(&serde_json::to_vec(&set).unwrap()).unwrap();
+            assert_eq!(parsed, set);
+            let verified = verify(&token, "gateway", &parsed).unwrap();
+            assert_eq!(verified.spiffe_id, subject());
+            // An ES256 key set does not know this token's key.
+            assert!(matches!(
+                verify(&token, "gateway", &JwkSet::published(&es256, now())),
+                Err(JwtError::UnknownKey(_))
+            ));
+            all.keys.extend(set.keys);
+        }
+        // A token whose header names another algorithm than its key's is
+        // refused before its signature is looked at.
+        let rsa_kid = keys_of(JwtAlgorithm::Rs256).signing_key(now()).kid.clone();
+        let es256_key = es256.signing_key(now());
+        let claims = serde_json::json!({
+            "sub": subject().as_str(), "aud": ["gateway"], "exp": now() + 300
+        });
+        let header = serde_json::json!({"alg": "ES256", "kid": rsa_kid, "typ": "JWT"});
+        let encode = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let input = format!("{}.{}", encode(&header), encode(&claims));
+        let signature = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &es256_key.encoding_key(),
+            jsonwebtoken::Algorithm::ES256,
+        )
+        .unwrap();
+        assert!(matches!(
+            verify(&format!("{input}.{signature}"), "gateway", &all),
+            Err(JwtError::AlgorithmMismatch { .. })
+        ));
+        // RS512 and PS256 are not among certd's algorithms.
+        for alg in ["RS512", "PS256", "ES512", "EdDSA"] {
+            let header = serde_json::json!({"alg": alg, "kid": rsa_kid, "typ": "JWT"});
+            let token = format!("{}.{}.sig", encode(&header), encode(&claims));
+            assert!(
+                matches!(verify(&token, "gateway", &all), Err(JwtError::Algorithm(_))),
+                "{alg}"
+            );
+        }
+        // A published key whose `alg` contradicts its type is dropped.
+        let mut liar = all.keys[0].clone();
+        liar.alg = Some("RS256".into());
+        let json = serde_json::json!({ "keys": [liar] }).to_string();
+        assert!(JwkSet::parse(json.as_bytes()).unwrap().keys.is_empty());
+    }
+
+    #[test]
     fn every_bad_token_is_refused_with_its_reason() {
         let set = JwkSet::published(&keys(), now());
         let kid = keys().signing_key(now()).kid.clone();
@@ -454,10 +581,14 @@ mod tests {
                 ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
             },
             &good_claims,
-            &jsonwebtoken::EncodingKey::from_secret(keys().signing_key(now()).x.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(kid.as_bytes()),
         )
         .unwrap();
-        let other_keys = JwtKeys::from_master(zeroize::Zeroizing::new([4; 32]), keys().schedule);
+        let other_keys = JwtKeys::from_master(
+            zeroize::Zeroizing::new([4; 32]),
+            schedule(),
+            JwtAlgorithm::Es256,
+        );
         let unknown_key = mint(
             &other_keys,
             &subject(),
