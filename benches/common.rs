@@ -12,6 +12,7 @@ pub fn new_ca(dir: &std::path::Path) -> Arc<CertificateAuthority> {
         trust_domain: "certd.internal".parse().unwrap(),
         key_type: KeyType::EcdsaP256,
         key_passphrase: None,
+        pkcs11: None,
     };
     certd::ca::init(dir, &options).unwrap();
     Arc::new(CertificateAuthority::load(dir).unwrap())

@@ -46,8 +46,7 @@ impl Daemon {
     /// service-account token, so the issuer's keys are not loaded (nor
     /// fetched) and cannot make them fail.
     pub async fn offline(&self) -> Result<Authority, Error> {
-        let mut ca =
-            CertificateAuthority::load_with(self.data_dir.root(), self.key_passphrase()?.as_ref())?;
+        let mut ca = CertificateAuthority::load_with(self.data_dir.root(), &self.key_secrets()?)?;
         ca.set_revocation_urls(self.revocation_urls(self.config.http_addr));
         let store = crate::store::open_checked(&self.data_dir, &self.config.store).await?;
         let mut settings = self.config.authority_settings();
@@ -64,6 +63,20 @@ impl Daemon {
             .as_deref()
             .map(crate::ca::KeyPassphrase::from_file)
             .transpose()?)
+    }
+
+    /// What unlocks the intermediate key: the passphrase and the PKCS#11
+    /// PIN, each from its file if configured.
+    fn key_secrets(&self) -> Result<crate::ca::KeySecrets, Error> {
+        Ok(crate::ca::KeySecrets {
+            passphrase: self.key_passphrase()?,
+            pkcs11_pin: self
+                .config
+                .pkcs11_pin_file
+                .as_deref()
+                .map(crate::ca::Pkcs11Pin::from_file)
+                .transpose()?,
+        })
     }
 
     /// The JWT-SVID keys, from the data directory's master secret (created
@@ -95,6 +108,7 @@ impl Daemon {
                 key_type: KeyType::EcdsaP256,
                 // A configured passphrase encrypts the keys made here too.
                 key_passphrase: self.key_passphrase()?,
+                pkcs11: None,
             };
             ca::init(dir, &options).map_err(Error::from)?;
         }
@@ -109,8 +123,8 @@ impl Daemon {
                 tracing::warn!(%error, data_dir = %dir.display(), "cannot make the data directory private")
             }
         }
-        let mut ca = CertificateAuthority::load_with(dir, self.key_passphrase()?.as_ref())
-            .map_err(Error::from)?;
+        let mut ca =
+            CertificateAuthority::load_with(dir, &self.key_secrets()?).map_err(Error::from)?;
         // The database before the admin socket: a second `serve` on the
         // same directory stops here, before it touches the first one's.
         let store = crate::store::open_checked(&self.data_dir, &self.config.store)

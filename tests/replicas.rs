@@ -394,6 +394,7 @@ async fn catching_up_finds_what_the_feed_did_not_bring() {
         trust_domain: "certd.internal".parse().unwrap(),
         key_type: certd::ca::KeyType::EcdsaP256,
         key_passphrase: None,
+        pkcs11: None,
     };
     certd::ca::init(&dir_a, &options).unwrap();
     copy_ca_files(&dir_a, &dir_b);

@@ -3,6 +3,8 @@
 //! Layout: `root.pem`, `root.key`, `intermediate.pem`, `intermediate.key`,
 //! `bundle.pem` (the trust bundle: the root) and `ca.toml` (metadata, written
 //! last so that its presence means the CA is complete). Keys are created 0600.
+//! With a PKCS#11 token there is no `intermediate.key`: `ca.toml` names the
+//! token and key instead.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -50,6 +52,10 @@ pub struct CaMetadata {
     pub trust_domain: TrustDomain,
     pub key_type: KeyType,
     pub created_at: i64,
+    /// Where the intermediate key is if it is in a PKCS#11 token; `None`:
+    /// in `intermediate.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate_key_pkcs11: Option<super::Pkcs11KeyRef>,
 }
 
 /// Options of `certd init`.
@@ -60,6 +66,9 @@ pub struct InitOptions {
     /// Encrypt the root and intermediate keys at rest with this
     /// passphrase (`certd init --encrypt-key`).
     pub key_passphrase: Option<super::KeyPassphrase>,
+    /// Generate the intermediate key in this PKCS#11 token, logging in with
+    /// this PIN, instead of writing `intermediate.key`.
+    pub pkcs11: Option<(super::Pkcs11KeyRef, super::Pkcs11Pin)>,
 }
 
 /// Paths of the CA's files in one data directory.
@@ -132,7 +141,6 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
     );
     let root_cert = root_params.self_signed(&root_key)?;
 
-    let intermediate_key = KeyPair::generate_for(algorithm)?;
     let intermediate_params = ca_params(
         &options.trust_domain,
         "certd intermediate CA",
@@ -141,12 +149,26 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
         INTERMEDIATE_LIFETIME,
     );
     let root_issuer = rcgen::Issuer::new(root_params, root_key);
-    let intermediate_cert = intermediate_params.signed_by(&intermediate_key, &root_issuer)?;
+    // In a token, the key is made there and only its public half comes out.
+    let (intermediate_cert, intermediate_key) = match &options.pkcs11 {
+        Some((key_ref, pin)) => {
+            let key = super::pkcs11::Pkcs11Key::generate(key_ref, pin, options.key_type)?;
+            (intermediate_params.signed_by(&key, &root_issuer)?, None)
+        }
+        None => {
+            let key = KeyPair::generate_for(algorithm)?;
+            (
+                intermediate_params.signed_by(&key, &root_issuer)?,
+                Some(key),
+            )
+        }
+    };
 
     let metadata = CaMetadata {
         trust_domain: options.trust_domain.clone(),
         key_type: options.key_type,
         created_at: unix_seconds(now),
+        intermediate_key_pkcs11: options.pkcs11.as_ref().map(|(key_ref, _)| key_ref.clone()),
     };
     let metadata_text = toml::to_string(&metadata).map_err(|e| CaError::Invalid {
         path: files.metadata.display().to_string(),
@@ -159,11 +181,13 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
         secret(root_issuer.key())?.as_bytes(),
         SECRET_FILE_MODE,
     )?;
-    write_new(
-        &files.intermediate_key,
-        secret(&intermediate_key)?.as_bytes(),
-        SECRET_FILE_MODE,
-    )?;
+    if let Some(intermediate_key) = &intermediate_key {
+        write_new(
+            &files.intermediate_key,
+            secret(intermediate_key)?.as_bytes(),
+            SECRET_FILE_MODE,
+        )?;
+    }
     write_new(
         &files.root_cert,
         root_cert.pem().as_bytes(),
@@ -259,14 +283,14 @@ pub(super) fn read_single_cert(path: &Path) -> Result<CertificateDer<'static>, C
 pub(super) fn check_signing_material(
     files: &CaFiles,
     intermediate_der: &[u8],
-    key: &rcgen::KeyPair,
+    key: &impl rcgen::PublicKeyData,
 ) -> Result<(), CaError> {
     let (_, intermediate) =
         X509Certificate::from_der(intermediate_der).map_err(|e| CaError::Invalid {
             path: files.intermediate_cert.display().to_string(),
             reason: e.to_string(),
         })?;
-    if key.public_key_raw() != intermediate.public_key().subject_public_key.data.as_ref() {
+    if key.der_bytes() != intermediate.public_key().subject_public_key.data.as_ref() {
         return Err(CaError::Invalid {
             path: files.intermediate_key.display().to_string(),
             reason: format!(

@@ -36,24 +36,30 @@ impl std::fmt::Debug for KeyPassphrase {
 impl KeyPassphrase {
     /// The first line of `path`, which must not be empty.
     pub fn from_file(path: &Path) -> Result<Self, CaError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| CaError::Io {
-            action: "read the key passphrase from",
-            path: path.display().to_string(),
-            source,
-        })?);
-        let line = text.lines().next().unwrap_or_default();
-        if line.is_empty() {
-            return Err(CaError::Invalid {
-                path: path.display().to_string(),
-                reason: "the key passphrase file is empty".into(),
-            });
-        }
-        Ok(KeyPassphrase(Zeroizing::new(line.to_owned())))
+        first_line_of(path, "key passphrase").map(KeyPassphrase)
     }
 
     fn bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+}
+
+/// The first line of the secret file `path` (a passphrase, a PIN),
+/// zeroized; an empty one is refused.
+pub(super) fn first_line_of(path: &Path, what: &str) -> Result<Zeroizing<String>, CaError> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| CaError::Io {
+        action: "read a secret from",
+        path: path.display().to_string(),
+        source,
+    })?);
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(CaError::Invalid {
+            path: path.display().to_string(),
+            reason: format!("the {what} file is empty"),
+        });
+    }
+    Ok(Zeroizing::new(line.to_owned()))
 }
 
 /// The key file's text: plain PEM, or encrypted with `passphrase`.

@@ -9,6 +9,7 @@
 pub mod csr;
 mod files;
 pub mod key_file;
+mod pkcs11;
 mod profile;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ use zeroize::Zeroizing;
 
 pub use files::{CaFiles, CaMetadata, InitOptions, KeyType, init};
 pub use key_file::KeyPassphrase;
+pub use pkcs11::{Pkcs11KeyRef, Pkcs11Pin};
 pub use profile::CLOCK_SKEW_ALLOWANCE;
 
 use crate::identity::{OperatorIdentity, Serial, TrustDomain, WorkloadIdentity};
@@ -42,6 +44,8 @@ pub enum CaError {
     },
     #[error("{path} is not valid: {reason}")]
     Invalid { path: String, reason: String },
+    #[error("PKCS#11 token {token:?}: {reason}")]
+    Token { token: String, reason: String },
     #[error("the intermediate CA expired at {not_after}; certd cannot issue until it is replaced")]
     IntermediateExpired { not_after: i64 },
     #[error("signing failed: {0}")]
@@ -56,6 +60,7 @@ impl CaError {
             | CaError::Missing(_)
             | CaError::Io { .. }
             | CaError::Invalid { .. }
+            | CaError::Token { .. }
             | CaError::Signing(_) => crate::ErrorKind::Internal,
         }
     }
@@ -87,13 +92,69 @@ pub struct RevocationUrls {
     pub ocsp: String,
 }
 
+/// The secrets that unlock the intermediate's key, whichever way it is
+/// kept: the passphrase of an encrypted key file, or the PIN of the
+/// PKCS#11 token holding it.
+#[derive(Debug, Clone, Default)]
+pub struct KeySecrets {
+    pub passphrase: Option<KeyPassphrase>,
+    pub pkcs11_pin: Option<Pkcs11Pin>,
+}
+
+/// The intermediate's signing key, wherever it is kept: a key file (plain
+/// or encrypted; the key is then in memory) or a PKCS#11 token (the key
+/// never leaves it). The seam between signing and key storage: everything
+/// that signs goes through rcgen's `SigningKey`.
+pub struct IntermediateKey(Box<dyn rcgen::SigningKey + Send + Sync>);
+
+impl rcgen::PublicKeyData for IntermediateKey {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.algorithm()
+    }
+}
+
+impl rcgen::SigningKey for IntermediateKey {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(message)
+    }
+}
+
+impl IntermediateKey {
+    /// The key `metadata` says the CA has: in its PKCS#11 token, or in
+    /// `files.intermediate_key`.
+    fn load(files: &CaFiles, metadata: &CaMetadata, secrets: &KeySecrets) -> Result<Self, CaError> {
+        if let Some(key_ref) = &metadata.intermediate_key_pkcs11 {
+            let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| CaError::Invalid {
+                path: files.metadata.display().to_string(),
+                reason: format!(
+                    "the intermediate key is in PKCS#11 token {:?}; give its PIN in a file: CERTD_PKCS11_PIN_FILE=FILE (or [ca] pkcs11_pin_file in certd.toml)",
+                    key_ref.token_label
+                ),
+            })?;
+            let key = pkcs11::Pkcs11Key::open(key_ref, pin, metadata.key_type)?;
+            return Ok(IntermediateKey(Box::new(key)));
+        }
+        let key_pem = Zeroizing::new(files::read_to_string(&files.intermediate_key)?);
+        let key = key_file::decode(
+            &files.intermediate_key,
+            &key_pem,
+            secrets.passphrase.as_ref(),
+        )?;
+        Ok(IntermediateKey(Box::new(key)))
+    }
+}
+
 /// The loaded, ready-to-sign CA: the intermediate's key and the chain.
 ///
 /// Everything is parsed once at load, so that signing does no file I/O and
 /// no re-parsing on the hot path.
 pub struct CertificateAuthority {
     metadata: CaMetadata,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, IntermediateKey>,
     intermediate_der: CertificateDer<'static>,
     intermediate_pem: String,
     intermediate_not_after: i64,
@@ -121,12 +182,11 @@ impl CertificateAuthority {
     /// Loads the CA from a data directory. Needs the intermediate's key, but
     /// not the root's: an operator may keep the root key offline.
     pub fn load(dir: &Path) -> Result<Self, CaError> {
-        Self::load_with(dir, None)
+        Self::load_with(dir, &KeySecrets::default())
     }
 
-    /// As `load`, decrypting an encrypted intermediate key with
-    /// `passphrase`.
-    pub fn load_with(dir: &Path, passphrase: Option<&KeyPassphrase>) -> Result<Self, CaError> {
+    /// As `load`, unlocking the intermediate key with `secrets`.
+    pub fn load_with(dir: &Path, secrets: &KeySecrets) -> Result<Self, CaError> {
         let files = CaFiles::new(dir);
         if !files.exists() {
             return Err(CaError::Missing(dir.display().to_string()));
@@ -134,8 +194,7 @@ impl CertificateAuthority {
         let metadata = files.read_metadata()?;
         let root_der = files::read_single_cert(&files.root_cert)?;
         let intermediate_der = files::read_single_cert(&files.intermediate_cert)?;
-        let key_pem = Zeroizing::new(files::read_to_string(&files.intermediate_key)?);
-        let key = key_file::decode(&files.intermediate_key, &key_pem, passphrase)?;
+        let key = IntermediateKey::load(&files, &metadata, secrets)?;
         files::check_signing_material(&files, &intermediate_der, &key)?;
         let facts = files::certificate_facts(&files.intermediate_cert, &intermediate_der)?;
         let issuer =
@@ -165,6 +224,17 @@ impl CertificateAuthority {
 
     pub fn key_type(&self) -> KeyType {
         self.metadata.key_type
+    }
+
+    /// Where the intermediate key is kept, in words, for logs.
+    pub fn key_store(&self) -> String {
+        match &self.metadata.intermediate_key_pkcs11 {
+            Some(key_ref) => format!(
+                "PKCS#11 token {:?}, key {:?}",
+                key_ref.token_label, key_ref.key_label
+            ),
+            None => "key file".into(),
+        }
     }
 
     /// DER of the intermediate's subject Name.
@@ -362,6 +432,7 @@ mod tests {
             trust_domain: "certd.internal".parse().unwrap(),
             key_type: KeyType::EcdsaP256,
             key_passphrase: None,
+            pkcs11: None,
         };
         init(dir, &options).unwrap();
         CertificateAuthority::load(dir).unwrap()

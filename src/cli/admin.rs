@@ -244,15 +244,30 @@ pub fn init(
     trust_domain: &str,
     key_type: KeyType,
     key_passphrase_file: Option<&Path>,
+    pkcs11: &super::Pkcs11InitArgs,
 ) -> anyhow::Result<()> {
     let key_passphrase = key_passphrase_file
         .map(certd::ca::KeyPassphrase::from_file)
         .transpose()
         .map_err(certd::Error::from)?;
+    let pkcs11 = match (
+        &pkcs11.pkcs11_module,
+        &pkcs11.pkcs11_token,
+        &pkcs11.pkcs11_pin_file,
+    ) {
+        (Some(module), Some(token), Some(pin_file)) => {
+            let key_ref = certd::ca::Pkcs11KeyRef::new(module, token, &pkcs11.pkcs11_key_label)
+                .map_err(certd::Error::InvalidArgument)?;
+            let pin = certd::ca::Pkcs11Pin::from_file(pin_file).map_err(certd::Error::from)?;
+            Some((key_ref, pin))
+        }
+        _ => None,
+    };
     let options = InitOptions {
         trust_domain: trust_domain.parse().map_err(certd::Error::from)?,
         key_type,
         key_passphrase,
+        pkcs11,
     };
     let metadata = ca::init(dir, &options).map_err(certd::Error::from)?;
     // The JWT-SVID master secret, beside the CA keys (see certd::jwt).

@@ -68,6 +68,24 @@ impl DataDirArg {
     }
 }
 
+/// `certd init`'s choice of a PKCS#11 token for the intermediate key.
+#[derive(Debug, clap::Args)]
+pub struct Pkcs11InitArgs {
+    /// Generate the intermediate key in a PKCS#11 token, through this library (e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so); the key never leaves the token.
+    #[arg(long, requires_all = ["pkcs11_token", "pkcs11_pin_file"])]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Label of the token to generate the key in.
+    #[arg(long, requires = "pkcs11_module")]
+    pub pkcs11_token: Option<String>,
+    /// Label of the key pair to generate (it must not exist yet).
+    #[arg(long, default_value = "certd-intermediate", requires = "pkcs11_module")]
+    pub pkcs11_key_label: String,
+    /// File whose first line is the token's user PIN; `certd serve` needs it too.
+    #[arg(long, env = "CERTD_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new CA (root and intermediate) in the data directory.
@@ -80,13 +98,15 @@ pub enum Command {
         /// Algorithm of the CA's keys.
         #[arg(long, value_enum, default_value_t = KeyTypeArg::EcdsaP256)]
         key_type: KeyTypeArg,
-        /// Encrypt the root and intermediate keys at rest (PKCS#8, scrypt and AES-256) with the
+        /// Encrypt the root and intermediate keys at rest (PKCS#8, PBKDF2 and AES-256) with the
         /// passphrase in --key-passphrase-file; `certd serve` then needs the same file.
         #[arg(long, requires = "key_passphrase_file")]
         encrypt_key: bool,
         /// File whose first line is the key passphrase.
         #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
         key_passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        pkcs11: Pkcs11InitArgs,
     },
     /// Run the daemon (creates a CA with the defaults if there is none).
     Serve(serve::ServeArgs),
@@ -212,11 +232,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             key_type,
             encrypt_key,
             key_passphrase_file,
+            pkcs11,
         } => admin::init(
             &data_dir.data_dir,
             &trust_domain,
             key_type.into(),
             key_passphrase_file.as_deref().filter(|_| encrypt_key),
+            &pkcs11,
         ),
         Command::Serve(args) => serve::serve(args).await,
         Command::Token {

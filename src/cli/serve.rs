@@ -52,8 +52,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         daemon.admin_socket(),
     );
     let trust_domain = daemon.authority().ca().trust_domain().clone();
+    let key_store = daemon.authority().ca().key_store();
     let ready = move || {
-        tracing::info!(%grpc, %http, admin = %admin.display(), %trust_domain, "certd ready");
+        tracing::info!(%grpc, %http, admin = %admin.display(), %trust_domain, intermediate_key = %key_store, "certd ready");
         // One machine-readable line on stdout, for scripts and tests that
         // start certd on ephemeral ports.
         println!(

@@ -121,6 +121,10 @@ pub struct CaSection {
     /// (`certd init --encrypt-key`); relative to this file. Default: the
     /// environment variable CERTD_KEY_PASSPHRASE_FILE.
     pub key_passphrase_file: Option<PathBuf>,
+    /// File whose first line is the user PIN of the PKCS#11 token holding
+    /// the intermediate key (`certd init --pkcs11-module`); relative to this
+    /// file. Default: the environment variable CERTD_PKCS11_PIN_FILE.
+    pub pkcs11_pin_file: Option<PathBuf>,
 }
 
 /// JWT-SVIDs.

@@ -88,6 +88,8 @@ pub struct Config {
     pub jwt: JwtSettings,
     /// The passphrase file of encrypted CA keys, if any.
     pub key_passphrase_file: Option<PathBuf>,
+    /// The PIN file of the PKCS#11 token holding the intermediate key.
+    pub pkcs11_pin_file: Option<PathBuf>,
 }
 
 /// JWT-SVID lifetimes and the signing keys' schedule (`[jwt]`).
@@ -277,22 +279,25 @@ impl ConfigFile {
             .map(|section| validate_kubernetes(section, self.base_dir.as_deref()))
             .transpose()?;
         let jwt = validate_jwt(&self.jwt.clone().unwrap_or_default())?;
-        let key_passphrase_file = match self
-            .ca
-            .as_ref()
-            .and_then(|ca| ca.key_passphrase_file.as_ref())
-        {
+        // Secret files: from `[ca]` (relative to the config file), else from
+        // the environment.
+        let secret_file = |field: Option<&PathBuf>, variable: &str| match field {
             Some(file) => Some(
                 self.base_dir
                     .as_deref()
                     .map_or_else(|| file.clone(), |base| base.join(file)),
             ),
-            None => std::env::var_os("CERTD_KEY_PASSPHRASE_FILE")
+            None => std::env::var_os(variable)
                 .filter(|value| !value.is_empty())
                 .map(PathBuf::from),
         };
+        let ca = self.ca.clone().unwrap_or_default();
+        let key_passphrase_file =
+            secret_file(ca.key_passphrase_file.as_ref(), "CERTD_KEY_PASSPHRASE_FILE");
+        let pkcs11_pin_file = secret_file(ca.pkcs11_pin_file.as_ref(), "CERTD_PKCS11_PIN_FILE");
         Ok(Config {
             key_passphrase_file,
+            pkcs11_pin_file,
             jwt,
             kubernetes,
             admins,
@@ -699,7 +704,7 @@ mod tests {
 
     #[test]
     fn the_replicas_manifest_carries_a_valid_config() {
-        let manifest = include_str!("../../deploy/replicas.yaml");
+        let manifest = include_str!("../../deploy/kubernetes/replicas.yaml");
         let embedded: String = manifest
             .lines()
             .skip_while(|line| !line.trim_end().ends_with("certd.toml: |"))

@@ -38,6 +38,16 @@ impl Daemon {
 
     /// Starts `certd serve` on an existing data directory, with extra args.
     pub fn start_in(tmp: TempDir, data_dir: PathBuf, extra: &[&str]) -> Daemon {
+        Self::start_with_env(tmp, data_dir, extra, &[])
+    }
+
+    /// As `start_in`, with extra environment variables for the daemon.
+    pub fn start_with_env(
+        tmp: TempDir,
+        data_dir: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Daemon {
         let log = tmp.path().join(format!("certd-{}.log", std::process::id()));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -46,6 +56,7 @@ impl Daemon {
             .expect("log file");
         let mut child = serve_command(&data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("spawn certd");

@@ -1,0 +1,502 @@
+//! The intermediate CA key in a PKCS#11 token (an HSM, a cloud HSM's
+//! PKCS#11 library, or SoftHSM2): generated inside the token by `certd init
+//! --pkcs11-module …`, marked sensitive and not extractable, so the private
+//! key never exists outside it; certd only asks the token to sign.
+//!
+//! Owns the PKCS#11 library, the login and a pool of sessions (a PKCS#11
+//! session runs one operation at a time, so concurrent signers each take
+//! their own). It must not touch the data directory or the store: where
+//! the key is recorded (`ca.toml`) is `files`' business.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{
+    Attribute, AttributeType, KeyType as Pkcs11KeyType, ObjectClass, ObjectHandle,
+};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{CaError, KeyType};
+
+/// Where the intermediate key is: recorded in `ca.toml` at `certd init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pkcs11KeyRef {
+    /// The token vendor's PKCS#11 library.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// The key objects' label (`CKA_LABEL`), the same on both halves.
+    pub key_label: String,
+}
+
+impl Pkcs11KeyRef {
+    /// Checks the labels (a token label is at most 32 bytes in PKCS#11)
+    /// and records the library's absolute path.
+    pub fn new(module: &Path, token_label: &str, key_label: &str) -> Result<Self, String> {
+        let printable = |label: &str| !label.is_empty() && !label.chars().any(char::is_control);
+        if !printable(token_label) || token_label.len() > 32 {
+            return Err(format!(
+                "PKCS#11 token label {token_label:?} must be 1 to 32 bytes without control characters"
+            ));
+        }
+        if !printable(key_label) || key_label.len() > 64 {
+            return Err(format!(
+                "PKCS#11 key label {key_label:?} must be 1 to 64 bytes without control characters"
+            ));
+        }
+        let module = std::path::absolute(module)
+            .map_err(|e| format!("PKCS#11 module {}: {e}", module.display()))?;
+        if !module.is_file() {
+            return Err(format!(
+                "PKCS#11 module {} is not a file; give the token's PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so)",
+                module.display()
+            ));
+        }
+        Ok(Pkcs11KeyRef {
+            module,
+            token_label: token_label.to_owned(),
+            key_label: key_label.to_owned(),
+        })
+    }
+}
+
+/// The user PIN of the token, read from a file (`CERTD_PKCS11_PIN_FILE`
+/// or `[ca] pkcs11_pin_file`), held zeroized and never logged.
+#[derive(Clone)]
+pub struct Pkcs11Pin(Zeroizing<String>);
+
+impl std::fmt::Debug for Pkcs11Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pkcs11Pin(..)")
+    }
+}
+
+impl Pkcs11Pin {
+    /// The first line of `path`, which must not be empty.
+    pub fn from_file(path: &Path) -> Result<Self, CaError> {
+        super::key_file::first_line_of(path, "PKCS#11 PIN").map(Pkcs11Pin)
+    }
+
+    fn auth(&self) -> AuthPin {
+        AuthPin::from(self.0.as_str())
+    }
+}
+
+/// A signing key in a token, usable by rcgen as an issuer's key.
+pub struct Pkcs11Key {
+    key_ref: Pkcs11KeyRef,
+    algorithm: &'static rcgen::SignatureAlgorithm,
+    /// The public key as X.509 wants it (the EC point), for rcgen.
+    public_key: Vec<u8>,
+    context: Pkcs11,
+    slot: Slot,
+    private_key: ObjectHandle,
+    /// Logged-in sessions not in use now.
+    idle: Mutex<Vec<Session>>,
+}
+
+impl std::fmt::Debug for Pkcs11Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Key")
+            .field("key", &self.key_ref)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The libraries loaded so far, by path. A PKCS#11 library is initialized
+/// once per process and finalized when its last handle goes; keeping one
+/// handle here means loading the CA twice (the daemon checks it before it
+/// binds) never finalizes the library under a key in use.
+static LIBRARIES: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+
+fn library(module: &Path) -> Result<Pkcs11, CaError> {
+    let mut loaded = LIBRARIES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, context)) = loaded.iter().find(|(path, _)| path == module) {
+        return Ok(context.clone());
+    }
+    let failed = |reason: String| CaError::Invalid {
+        path: module.display().to_string(),
+        reason,
+    };
+    let context = Pkcs11::new(module)
+        .map_err(|e| failed(format!("cannot load this PKCS#11 library: {e}")))?;
+    context
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| failed(format!("the PKCS#11 library did not initialize: {e}")))?;
+    loaded.push((module.to_owned(), context.clone()));
+    Ok(context)
+}
+
+/// What went wrong talking to the token, as one line naming it.
+fn token_error(key_ref: &Pkcs11KeyRef, doing: &str, error: cryptoki::error::Error) -> CaError {
+    use cryptoki::error::{Error, RvError};
+    let reason = match &error {
+        Error::Pkcs11(RvError::PinIncorrect, _) => {
+            format!("{doing}: the PIN is wrong; check the PIN file")
+        }
+        Error::Pkcs11(RvError::PinLocked, _) => {
+            format!("{doing}: the PIN is locked; unlock it with the token's tools")
+        }
+        Error::Pkcs11(code, _) => format!("{doing} ({code:?})"),
+        other => format!("{doing}: {other}"),
+    };
+    in_token(key_ref, reason)
+}
+
+fn in_token(key_ref: &Pkcs11KeyRef, reason: String) -> CaError {
+    CaError::Token {
+        token: key_ref.token_label.clone(),
+        reason,
+    }
+}
+
+/// The curve's OID as `CKA_EC_PARAMS` wants it (DER), and the length of
+/// an uncompressed point on it.
+fn curve(
+    key_type: KeyType,
+) -> Result<(&'static [u8], usize, &'static rcgen::SignatureAlgorithm), String> {
+    match key_type {
+        KeyType::EcdsaP256 => Ok((
+            &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+            65,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        )),
+        KeyType::EcdsaP384 => Ok((
+            &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
+            97,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+        )),
+        KeyType::Ed25519 => Err(
+            "Ed25519 CA keys cannot be kept in a PKCS#11 token yet; use --key-type ecdsa-p256 or ecdsa-p384".into(),
+        ),
+    }
+}
+
+fn find_slot(context: &Pkcs11, key_ref: &Pkcs11KeyRef) -> Result<Slot, CaError> {
+    let slots = context
+        .get_slots_with_token()
+        .map_err(|e| token_error(key_ref, "cannot list the library's tokens", e))?;
+    for slot in slots {
+        let info = context
+            .get_token_info(slot)
+            .map_err(|e| token_error(key_ref, "cannot read a token's label", e))?;
+        if info.label().trim_end() == key_ref.token_label {
+            return Ok(slot);
+        }
+    }
+    Err(in_token(
+        key_ref,
+        format!(
+            "{} has no token with this label; initialize one with the token's tools (softhsm2-util --init-token --free --label {:?})",
+            key_ref.module.display(),
+            key_ref.token_label
+        ),
+    ))
+}
+
+fn login(
+    context: &Pkcs11,
+    slot: Slot,
+    key_ref: &Pkcs11KeyRef,
+    pin: &Pkcs11Pin,
+    read_write: bool,
+) -> Result<Session, CaError> {
+    let session = if read_write {
+        context.open_rw_session(slot)
+    } else {
+        context.open_ro_session(slot)
+    }
+    .map_err(|e| token_error(key_ref, "cannot open a session", e))?;
+    match session.login(UserType::User, Some(&pin.auth())) {
+        Ok(()) => Ok(session),
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+            Ok(session)
+        }
+        Err(e) => Err(token_error(key_ref, "cannot log in", e)),
+    }
+}
+
+fn label_template(class: ObjectClass, key_ref: &Pkcs11KeyRef) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(class),
+        Attribute::Label(key_ref.key_label.as_bytes().to_vec()),
+    ]
+}
+
+impl Pkcs11Key {
+    /// Generates the intermediate's key pair in the token: private half
+    /// sensitive, not extractable, able only to sign. Refuses if the token
+    /// already holds a key with this label.
+    pub fn generate(
+        key_ref: &Pkcs11KeyRef,
+        pin: &Pkcs11Pin,
+        key_type: KeyType,
+    ) -> Result<Self, CaError> {
+        let (params, _, _) = curve(key_type).map_err(|reason| in_token(key_ref, reason))?;
+        let context = library(&key_ref.module)?;
+        let slot = find_slot(&context, key_ref)?;
+        let session = login(&context, slot, key_ref, pin, true)?;
+        let existing = session
+            .find_objects(&[Attribute::Label(key_ref.key_label.as_bytes().to_vec())])
+            .map_err(|e| token_error(key_ref, "cannot search the token", e))?;
+        if !existing.is_empty() {
+            return Err(in_token(
+                key_ref,
+                format!(
+                    "it already holds objects labelled {:?}; choose another --pkcs11-key-label, or delete them if no CA uses them",
+                    key_ref.key_label
+                ),
+            ));
+        }
+        let label = key_ref.key_label.as_bytes().to_vec();
+        let public = [
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::EcParams(params.to_vec()),
+            Attribute::Label(label.clone()),
+        ];
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Derive(false),
+            Attribute::Label(label),
+        ];
+        session
+            .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+            .map_err(|e| token_error(key_ref, "cannot generate the key pair", e))?;
+        drop(session);
+        Self::open(key_ref, pin, key_type)
+    }
+
+    /// Opens the key `key_ref` names, logging in with `pin`.
+    pub fn open(
+        key_ref: &Pkcs11KeyRef,
+        pin: &Pkcs11Pin,
+        key_type: KeyType,
+    ) -> Result<Self, CaError> {
+        let in_token = |reason: String| in_token(key_ref, reason);
+        let (_, point_len, algorithm) = curve(key_type).map_err(in_token)?;
+        let context = library(&key_ref.module)?;
+        let slot = find_slot(&context, key_ref)?;
+        let session = login(&context, slot, key_ref, pin, false)?;
+        let one = |class: ObjectClass| -> Result<ObjectHandle, CaError> {
+            let found = session
+                .find_objects(&label_template(class, key_ref))
+                .map_err(|e| token_error(key_ref, "cannot search the token", e))?;
+            match found.as_slice() {
+                [one] => Ok(*one),
+                [] => Err(in_token(format!(
+                    "no {class} labelled {:?}",
+                    key_ref.key_label
+                ))),
+                _ => Err(in_token(format!(
+                    "several {class}s labelled {:?}; certd needs exactly one",
+                    key_ref.key_label
+                ))),
+            }
+        };
+        let private_key = one(ObjectClass::PRIVATE_KEY)?;
+        let public_handle = one(ObjectClass::PUBLIC_KEY)?;
+        let attributes = session
+            .get_attributes(
+                public_handle,
+                &[AttributeType::EcPoint, AttributeType::KeyType],
+            )
+            .map_err(|e| token_error(key_ref, "cannot read the public key", e))?;
+        let mut point = None;
+        for attribute in attributes {
+            match attribute {
+                Attribute::EcPoint(bytes) => point = Some(bytes),
+                Attribute::KeyType(kind) if kind != Pkcs11KeyType::EC => {
+                    return Err(in_token(format!(
+                        "the key {:?} is not an EC key",
+                        key_ref.key_label
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let public_key = point
+            .and_then(|bytes| unwrap_ec_point(&bytes, point_len))
+            .ok_or_else(|| {
+                in_token(format!(
+                    "the key {:?} is not on the CA's curve ({key_type:?})",
+                    key_ref.key_label
+                ))
+            })?;
+        Ok(Pkcs11Key {
+            key_ref: key_ref.clone(),
+            algorithm,
+            public_key,
+            context,
+            slot,
+            private_key,
+            idle: Mutex::new(vec![session]),
+        })
+    }
+
+    /// A logged-in session: an idle one, or a new one (sessions opened
+    /// after the login share it).
+    fn session(&self) -> Result<Session, rcgen::Error> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(session) => Ok(session),
+            None => self.context.open_ro_session(self.slot).map_err(|error| {
+                tracing::error!(token = %self.key_ref.token_label, %error, "cannot open a PKCS#11 session");
+                rcgen::Error::RemoteKeyError
+            }),
+        }
+    }
+}
+
+/// `CKA_EC_POINT` is the point wrapped in a DER OCTET STRING (PKCS#11
+/// 2.40); some tokens give it bare. Either way, the bare uncompressed point
+/// of `len` bytes.
+fn unwrap_ec_point(bytes: &[u8], len: usize) -> Option<Vec<u8>> {
+    let point = match bytes {
+        [0x04, n, rest @ ..] if usize::from(*n) == len && rest.len() == len => rest,
+        [0x04, 0x81, n, rest @ ..] if usize::from(*n) == len && rest.len() == len => rest,
+        bare if bare.len() == len => bare,
+        _ => return None,
+    };
+    (point.first() == Some(&0x04)).then(|| point.to_vec())
+}
+
+impl rcgen::PublicKeyData for Pkcs11Key {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.algorithm
+    }
+}
+
+impl rcgen::SigningKey for Pkcs11Key {
+    /// Hashes `message` here and has the token sign the digest (raw
+    /// `CKM_ECDSA`, which every token offers), then encodes `r ‖ s` as the
+    /// DER `ECDSA-Sig-Value` X.509 wants.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let digest = if self.public_key.len() == 97 {
+            ring::digest::digest(&ring::digest::SHA384, message)
+        } else {
+            ring::digest::digest(&ring::digest::SHA256, message)
+        };
+        let session = self.session()?;
+        let signed = session.sign(&Mechanism::Ecdsa, self.private_key, digest.as_ref());
+        let raw = match signed {
+            Ok(raw) => {
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(session);
+                raw
+            }
+            Err(error) => {
+                // The session is dropped (closed): a broken one is not reused.
+                tracing::error!(token = %self.key_ref.token_label, %error, "the PKCS#11 token did not sign");
+                return Err(rcgen::Error::RemoteKeyError);
+            }
+        };
+        ecdsa_der(&raw).ok_or(rcgen::Error::RemoteKeyError)
+    }
+}
+
+/// `r ‖ s` (two equal halves) as DER `SEQUENCE { INTEGER r, INTEGER s }`.
+fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
+        return None;
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let integer = |value: &[u8]| {
+        let trimmed: &[u8] = {
+            let start = value
+                .iter()
+                .position(|&b| b != 0)
+                .unwrap_or(value.len() - 1);
+            &value[start..]
+        };
+        let mut out = vec![0x02];
+        let pad = trimmed.first().is_some_and(|b| b & 0x80 != 0);
+        out.push((trimmed.len() + usize::from(pad)) as u8);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(trimmed);
+        out
+    };
+    let body = [integer(r), integer(s)].concat();
+    let mut der = vec![0x30];
+    if body.len() >= 0x80 {
+        der.push(0x81);
+    }
+    der.push(body.len() as u8);
+    der.extend(body);
+    Some(der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_ecdsa_signatures_become_der() {
+        // r with its high bit set gains a zero byte; s with leading zeros
+        // loses them.
+        let mut raw = vec![0x80; 32];
+        raw.extend([0u8; 31]);
+        raw.push(0x05);
+        let der = ecdsa_der(&raw).unwrap();
+        assert_eq!(&der[..4], &[0x30, 2 + 33 + 3, 0x02, 33]);
+        assert_eq!(der[4], 0);
+        assert_eq!(&der[der.len() - 3..], &[0x02, 1, 0x05]);
+        // The longest P-384 signature still has a one-byte length.
+        let der = ecdsa_der(&[0xff; 96]).unwrap();
+        assert_eq!(&der[..5], &[0x30, 2 * (2 + 49), 0x02, 49, 0]);
+        for bad in [&[][..], &[1, 2, 3][..], &[1; 200][..]] {
+            assert!(ecdsa_der(bad).is_none());
+        }
+    }
+
+    #[test]
+    fn ec_points_are_taken_bare_or_der_wrapped() {
+        let mut point = vec![0x04];
+        point.extend([7u8; 64]);
+        let mut wrapped = vec![0x04, 65];
+        wrapped.extend(&point);
+        assert_eq!(unwrap_ec_point(&point, 65), Some(point.clone()));
+        assert_eq!(unwrap_ec_point(&wrapped, 65), Some(point.clone()));
+        let mut p384 = vec![0x04];
+        p384.extend([9u8; 96]);
+        let mut wrapped = vec![0x04, 97];
+        wrapped.extend(&p384);
+        assert_eq!(unwrap_ec_point(&wrapped, 97), Some(p384));
+        assert_eq!(unwrap_ec_point(&point, 97), None, "another curve");
+        assert_eq!(unwrap_ec_point(&point[..40], 65), None);
+        let mut compressed = point.clone();
+        compressed[0] = 0x02;
+        assert_eq!(unwrap_ec_point(&compressed, 65), None);
+    }
+
+    #[test]
+    fn labels_and_modules_are_checked() {
+        let module = Path::new("/bin/sh");
+        assert!(Pkcs11KeyRef::new(module, "certd", "certd-intermediate").is_ok());
+        assert!(Pkcs11KeyRef::new(module, &"x".repeat(33), "k").is_err());
+        assert!(Pkcs11KeyRef::new(module, "", "k").is_err());
+        assert!(Pkcs11KeyRef::new(module, "t", "a\nb").is_err());
+        let error = Pkcs11KeyRef::new(Path::new("/no/such.so"), "t", "k").unwrap_err();
+        assert!(error.contains("is not a file"), "{error}");
+    }
+}

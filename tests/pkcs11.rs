@@ -1,0 +1,330 @@
+//! The intermediate CA key in a PKCS#11 token: SoftHSM2, a real software
+//! token, set up per test in a temporary directory. `certd init
+//! --pkcs11-module` generates the key there; the daemon signs workload
+//! certificates, its own TLS certificate, CRLs and OCSP answers with it,
+//! which OpenSSL checks; without the PIN, or with a wrong one, it refuses
+//! to start and says why.
+//!
+//! SoftHSM2 comes from the Debian package `softhsm2` (`.ci/run` installs
+//! it). Without it these tests skip with one loud line, unless
+//! `CERTD_REQUIRE_SOFTHSM` is set (as in CI), where they fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{Daemon, openssl, stderr};
+
+const CERTD: &str = env!("CARGO_BIN_EXE_certd");
+const MODULE_PATHS: [&str; 2] = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+];
+const TOKEN: &str = "certd";
+const PIN: &str = "4711-pin";
+
+/// A fresh SoftHSM2 token store with one token, `certd`.
+struct SoftHsm {
+    config: PathBuf,
+    module: PathBuf,
+    pin_file: PathBuf,
+}
+
+impl SoftHsm {
+    fn env(&self) -> [(&'static str, &Path); 1] {
+        [("SOFTHSM2_CONF", self.config.as_path())]
+    }
+}
+
+/// `None` (after one loud line) when SoftHSM2 is missing and not required.
+fn softhsm(dir: &Path) -> Option<SoftHsm> {
+    let module = MODULE_PATHS.iter().map(PathBuf::from).find(|p| p.exists());
+    let util_runs = Command::new("softhsm2-util")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let (Some(module), true) = (module, util_runs) else {
+        let reason = "SoftHSM2 is not installed (apt-get install softhsm2; .ci/run does)";
+        if std::env::var_os("CERTD_REQUIRE_SOFTHSM").is_some() {
+            panic!("CERTD_REQUIRE_SOFTHSM is set, but {reason}");
+        }
+        eprintln!("SKIPPED: {reason}");
+        return None;
+    };
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let config = dir.join("softhsm2.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", TOKEN])
+        .args(["--pin", PIN, "--so-pin", "so-secret"])
+        .env("SOFTHSM2_CONF", &config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let pin_file = dir.join("pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+    Some(SoftHsm {
+        config,
+        module,
+        pin_file,
+    })
+}
+
+/// `certd init` with the intermediate key generated in the token.
+fn init(hsm: &SoftHsm, data_dir: &Path, token: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(CERTD)
+        .arg("init")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--pkcs11-module")
+        .arg(&hsm.module)
+        .args(["--pkcs11-token", token, "--pkcs11-pin-file"])
+        .arg(&hsm.pin_file)
+        .args(extra)
+        .env("SOFTHSM2_CONF", &hsm.config)
+        .env_remove("CERTD_PKCS11_PIN_FILE")
+        .output()
+        .unwrap()
+}
+
+/// `certd serve` that must fail: its exit status and what it said.
+fn serve_fails(hsm: &SoftHsm, data_dir: &Path, pin_file: Option<&Path>) -> String {
+    let mut command = common::serve_command(data_dir);
+    command
+        .env("SOFTHSM2_CONF", &hsm.config)
+        .env_remove("CERTD_PKCS11_PIN_FILE")
+        .stderr(Stdio::piped());
+    if let Some(pin_file) = pin_file {
+        command.env("CERTD_PKCS11_PIN_FILE", pin_file);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        !output.status.success(),
+        "serve started: {}",
+        stderr(&output)
+    );
+    let text = stderr(&output);
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+    text
+}
+
+/// The boolean attributes of the one private key in the token store under
+/// `dir`, as `softhsm2-dump-file` shows them.
+fn private_key_attributes(dir: &Path) -> std::collections::HashMap<String, String> {
+    let mut found = Vec::new();
+    for token in std::fs::read_dir(dir.join("tokens")).unwrap() {
+        for object in std::fs::read_dir(token.unwrap().path()).unwrap() {
+            let object = object.unwrap().path();
+            if object.extension().is_none_or(|e| e != "object")
+                || object.file_name().is_some_and(|n| n == "token.object")
+            {
+                continue;
+            }
+            let output = Command::new("softhsm2-dump-file")
+                .arg(&object)
+                .output()
+                .unwrap();
+            let dump = String::from_utf8_lossy(&output.stdout).into_owned();
+            if dump.contains("CKO_PRIVATE_KEY") {
+                found.push(dump);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "one private key in the token");
+    // Each attribute: its name, then its type, then its value, on three
+    // lines whose last word is what matters.
+    let lines: Vec<&str> = found[0].lines().collect();
+    let mut attributes = std::collections::HashMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = line
+            .split_whitespace()
+            .last()
+            .filter(|w| w.starts_with("CKA_"))
+        else {
+            continue;
+        };
+        let is_boolean = lines
+            .get(i + 1)
+            .is_some_and(|l| l.ends_with("boolean attribute"));
+        let value = lines.get(i + 2).and_then(|l| l.split_whitespace().last());
+        if let (true, Some(value)) = (is_boolean, value) {
+            attributes.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    attributes
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn a_p256_intermediate_key_lives_in_the_token_and_signs_what_openssl_checks() {
+    key_in_the_token_signs_what_openssl_checks("ecdsa-p256").await;
+}
+
+#[tokio::test]
+async fn a_p384_intermediate_key_lives_in_the_token_and_signs_what_openssl_checks() {
+    key_in_the_token_signs_what_openssl_checks("ecdsa-p384").await;
+}
+
+async fn key_in_the_token_signs_what_openssl_checks(key_type: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hsm) = softhsm(tmp.path()) else {
+        return;
+    };
+    let data_dir = tmp.path().join("ca");
+    let output = init(&hsm, &data_dir, TOKEN, &["--key-type", key_type]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        !data_dir.join("intermediate.key").exists(),
+        "no key file: the key is in the token"
+    );
+    let metadata = std::fs::read_to_string(data_dir.join("ca.toml")).unwrap();
+    assert!(metadata.contains("token_label = \"certd\""), "{metadata}");
+    assert!(metadata.contains(key_type), "{metadata}");
+
+    // The private key is sensitive and cannot be exported: the token's
+    // own dump tool reads its attributes.
+    let private_key = private_key_attributes(tmp.path());
+    assert_eq!(
+        private_key.get("CKA_SENSITIVE").map(String::as_str),
+        Some("TRUE")
+    );
+    assert_eq!(
+        private_key.get("CKA_EXTRACTABLE").map(String::as_str),
+        Some("FALSE")
+    );
+    assert_eq!(
+        private_key.get("CKA_SIGN").map(String::as_str),
+        Some("TRUE")
+    );
+
+    let tmp_path = tmp.path().to_owned();
+    let config = tmp_path.join("certd.toml");
+    std::fs::write(
+        &config,
+        format!("[ca]\npkcs11_pin_file = {:?}\n", path(&hsm.pin_file)),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with_env(
+        tmp,
+        data_dir.clone(),
+        &["--config", path(&config)],
+        &hsm.env(),
+    );
+    // The log says where the key is (its writer may lag the ready line).
+    let started = std::time::Instant::now();
+    while !daemon.log_text().contains("intermediate_key=PKCS#11 token") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The daemon's own TLS certificate was signed in the token: this
+    // handshake verifies it against the bundle.
+    let billing = daemon.bootstrap("billing").await;
+    let dir = daemon.tmp.path();
+    let chain = dir.join("billing.pem");
+    std::fs::write(&chain, &billing.chain_pem).unwrap();
+    let bundle = data_dir.join("bundle.pem");
+    let intermediate = data_dir.join("intermediate.pem");
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        path(&bundle),
+        "-untrusted",
+        path(&intermediate),
+        path(&chain),
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
+
+    // OCSP answers are signed in the token too.
+    let (ok, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        path(&intermediate),
+        "-cert",
+        path(&chain),
+        "-url",
+        &format!("{}/ocsp", daemon.http),
+        "-CAfile",
+        path(&bundle),
+    ]);
+    assert!(
+        ok && text.contains("Response verify OK") && text.contains(": good"),
+        "{text}"
+    );
+    // And the CRL.
+    let crl = common::http("GET", &format!("{}/crl", daemon.http), &[], b"");
+    assert_eq!(crl.status, 200);
+    let crl_file = dir.join("crl.der");
+    std::fs::write(&crl_file, &crl.body).unwrap();
+    let (ok, text) = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        path(&crl_file),
+        "-CAfile",
+        path(&intermediate),
+        "-noout",
+    ]);
+    assert!(ok && text.contains("verify OK"), "{text}");
+}
+
+#[test]
+fn serve_refuses_without_the_pin_or_with_a_wrong_one_and_init_refuses_what_it_cannot_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hsm) = softhsm(tmp.path()) else {
+        return;
+    };
+    let data_dir = tmp.path().join("ca");
+    let output = init(&hsm, &data_dir, TOKEN, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let text = serve_fails(&hsm, &data_dir, None);
+    assert!(text.contains("CERTD_PKCS11_PIN_FILE"), "{text}");
+    let wrong = tmp.path().join("wrong-pin");
+    std::fs::write(&wrong, "0000\n").unwrap();
+    let text = serve_fails(&hsm, &data_dir, Some(&wrong));
+    assert!(text.contains("the PIN is wrong"), "{text}");
+
+    // A second CA cannot take the same key label, and nothing is written.
+    let second = tmp.path().join("second");
+    let output = init(&hsm, &second, TOKEN, &[]);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(text.contains("already holds objects labelled"), "{text}");
+    assert!(!second.join("ca.toml").exists());
+    // Another label is fine.
+    let output = init(&hsm, &second, TOKEN, &["--pkcs11-key-label", "second-ca"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    for (token, extra, expected) in [
+        (
+            TOKEN,
+            &["--key-type", "ed25519"][..],
+            "Ed25519 CA keys cannot be kept in a PKCS#11 token",
+        ),
+        ("no-such-token", &[][..], "has no token with this label"),
+    ] {
+        let dir = tmp.path().join("refused");
+        let output = init(&hsm, &dir, token, extra);
+        assert!(!output.status.success(), "{extra:?}");
+        let text = stderr(&output);
+        assert!(text.contains(expected), "{extra:?}: {text}");
+        assert!(!dir.join("ca.toml").exists());
+    }
+}
