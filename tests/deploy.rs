@@ -1,8 +1,16 @@
 //! The systemd files in deploy/ are valid as systemd reads them: every unit
 //! passes `systemd-analyze verify` (with ExecStart pointing at the built
 //! binary, since /usr/local/bin/certd is not installed here), and the
-//! sysusers.d file passes `systemd-sysusers --dry-run`. The Kubernetes
-//! manifests are not checked here: no cluster and no schema are at hand.
+//! sysusers.d file passes `systemd-sysusers --dry-run`.
+//!
+//! The Kubernetes manifests (deploy/kubernetes/) are checked for what
+//! breaks a deployment without a cluster to try it on: every document
+//! parses; every name a workload references (namespace, service account,
+//! ConfigMap, Secret, volume, named port, Service) is defined in the
+//! manifests or created by a `kubectl create` the manifests' instructions
+//! give; every certd.toml they carry is one certd accepts, binds all
+//! interfaces, and names the Service that workloads dial; every certd image
+//! is the one deploy/Dockerfile's documented build makes.
 
 mod common;
 
@@ -71,4 +79,393 @@ fn the_sysusers_file_is_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "{text}");
+}
+
+/// One Kubernetes object from a manifest file.
+struct Object {
+    file: String,
+    kind: String,
+    name: String,
+    namespace: String,
+    doc: serde_json::Value,
+}
+
+/// Every object in deploy/kubernetes/*.yaml, and every file's comments
+/// (all of them, then by file).
+fn manifests() -> (
+    Vec<Object>,
+    String,
+    std::collections::HashMap<String, String>,
+) {
+    use serde::Deserialize;
+    let mut objects = Vec::new();
+    let mut comments = String::new();
+    let mut comments_by_file = std::collections::HashMap::new();
+    let dir = deploy().join("kubernetes");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for path in files {
+        let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let own: String = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        comments.push_str(&own);
+        comments_by_file.insert(file.clone(), own);
+        for document in serde_yaml_ng::Deserializer::from_str(&text) {
+            let doc = serde_json::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{file}: not YAML: {e}"));
+            let field = |pointer: &str| doc.pointer(pointer).and_then(|v| v.as_str());
+            let kind = field("/kind").unwrap_or_else(|| panic!("{file}: a document without kind"));
+            assert!(
+                field("/apiVersion").is_some(),
+                "{file}: {kind} without apiVersion"
+            );
+            let name = field("/metadata/name")
+                .unwrap_or_else(|| panic!("{file}: {kind} without a name"))
+                .to_owned();
+            let namespace = field("/metadata/namespace").unwrap_or("").to_owned();
+            if kind != "Namespace" {
+                assert!(
+                    !namespace.is_empty(),
+                    "{file}: {kind} {name} names no namespace"
+                );
+            }
+            objects.push(Object {
+                file: file.clone(),
+                kind: kind.to_owned(),
+                name,
+                namespace,
+                doc,
+            });
+        }
+    }
+    (objects, comments, comments_by_file)
+}
+
+fn strings(value: Option<&serde_json::Value>) -> Vec<&serde_json::Value> {
+    value
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+/// The pod spec of a workload object, if it is one.
+fn pod_spec(object: &Object) -> Option<&serde_json::Value> {
+    match object.kind.as_str() {
+        "Pod" => object.doc.pointer("/spec"),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => {
+            object.doc.pointer("/spec/template/spec")
+        }
+        _ => None,
+    }
+}
+
+fn containers(spec: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut all = strings(spec.get("initContainers"));
+    all.extend(strings(spec.get("containers")));
+    all
+}
+
+#[test]
+fn every_kubernetes_manifest_references_only_what_is_defined_or_created() {
+    let (objects, comments, comments_by_file) = manifests();
+    let defined = |kind: &str, namespace: &str, name: &str| {
+        objects.iter().any(|o| {
+            o.kind == kind && o.name == name && (kind == "Namespace" || o.namespace == namespace)
+        })
+    };
+    // What the instructions create by hand: secrets and ConfigMaps holding
+    // the CA's material, which no manifest can carry.
+    let created = |what: &str, namespace: &str, name: &str| {
+        comments.contains(&format!("-n {namespace} create {what} {name}"))
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let mut checked_references = 0;
+    for object in &objects {
+        let at = format!("{}: {} {}", object.file, object.kind, object.name);
+        if object.kind != "Namespace" {
+            assert!(
+                defined("Namespace", "", &object.namespace)
+                    || comments.contains(&format!("create namespace {}", object.namespace)),
+                "{at}: namespace {} is not defined",
+                object.namespace
+            );
+        }
+        if let (Some(selector), Some(labels)) = (
+            object
+                .doc
+                .pointer("/spec/selector/matchLabels")
+                .and_then(|v| v.as_object()),
+            object
+                .doc
+                .pointer("/spec/template/metadata/labels")
+                .and_then(|v| v.as_object()),
+        ) {
+            for (key, value) in selector {
+                assert_eq!(
+                    labels.get(key),
+                    Some(value),
+                    "{at}: the selector does not match the pod labels"
+                );
+            }
+        }
+        if object.kind == "StatefulSet" {
+            let service = object
+                .doc
+                .pointer("/spec/serviceName")
+                .and_then(|v| v.as_str())
+                .unwrap();
+            assert!(
+                defined("Service", &object.namespace, service),
+                "{at}: serviceName {service}"
+            );
+        }
+        let Some(spec) = pod_spec(object) else {
+            continue;
+        };
+        let ns = object.namespace.as_str();
+        if let Some(account) = spec.get("serviceAccountName").and_then(|v| v.as_str()) {
+            assert!(
+                defined("ServiceAccount", ns, account),
+                "{at}: service account {account}"
+            );
+            checked_references += 1;
+        }
+        let mut volumes: Vec<&str> = Vec::new();
+        for volume in strings(spec.get("volumes")) {
+            volumes.push(volume["name"].as_str().unwrap());
+            if let Some(name) = volume.pointer("/configMap/name").and_then(|v| v.as_str()) {
+                assert!(
+                    defined("ConfigMap", ns, name) || created("configmap", ns, name),
+                    "{at}: ConfigMap {name} in {ns} is neither defined nor created by the instructions"
+                );
+                checked_references += 1;
+            }
+            if let Some(name) = volume
+                .pointer("/secret/secretName")
+                .and_then(|v| v.as_str())
+            {
+                assert!(
+                    defined("Secret", ns, name) || created("secret generic", ns, name),
+                    "{at}: Secret {name} in {ns} is neither defined nor created by the instructions"
+                );
+                checked_references += 1;
+            }
+        }
+        for claim in strings(object.doc.pointer("/spec/volumeClaimTemplates")) {
+            volumes.push(
+                claim
+                    .pointer("/metadata/name")
+                    .and_then(|v| v.as_str())
+                    .unwrap(),
+            );
+        }
+        for container in containers(spec) {
+            let container_name = container["name"].as_str().unwrap();
+            for mount in strings(container.get("volumeMounts")) {
+                let name = mount["name"].as_str().unwrap();
+                assert!(
+                    volumes.contains(&name),
+                    "{at}/{container_name}: volume {name}"
+                );
+                checked_references += 1;
+            }
+            for variable in strings(container.get("env")) {
+                if let Some(name) = variable
+                    .pointer("/valueFrom/secretKeyRef/name")
+                    .and_then(|v| v.as_str())
+                {
+                    assert!(
+                        defined("Secret", ns, name) || created("secret generic", ns, name),
+                        "{at}/{container_name}: Secret {name}"
+                    );
+                    checked_references += 1;
+                }
+            }
+            let ports: Vec<&str> = strings(container.get("ports"))
+                .iter()
+                .filter_map(|p| p.get("name").and_then(|n| n.as_str()))
+                .collect();
+            for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+                if let Some(port) = container
+                    .pointer(&format!("/{probe}/httpGet/port"))
+                    .and_then(|v| v.as_str())
+                {
+                    assert!(
+                        ports.contains(&port),
+                        "{at}/{container_name}: {probe} port {port}"
+                    );
+                }
+            }
+            let image = container["image"].as_str().unwrap();
+            if image.starts_with("certd") {
+                assert_eq!(image, format!("certd:{version}"), "{at}/{container_name}");
+            }
+            // The files an init container copies from the CA Secret are
+            // the ones its file's instructions put in it.
+            let command = container
+                .get("command")
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            for word in command.split(|c: char| c.is_whitespace() || c == '"') {
+                if let Some(file) = word.strip_prefix("/ca/").filter(|f| !f.is_empty()) {
+                    assert!(
+                        comments_by_file[&object.file].contains(&format!("--from-file=ca/{file}")),
+                        "{at}/{container_name}: copies {file}, which the instructions do not put in the Secret"
+                    );
+                }
+            }
+            // Every certd a container dials is a Service with that port,
+            // whose name certd's serving certificate carries.
+            for arg in strings(container.get("args")) {
+                let Some(url) = arg
+                    .as_str()
+                    .and_then(|a| a.strip_prefix("--server=https://"))
+                else {
+                    continue;
+                };
+                let (host, port) = url.split_once(':').unwrap();
+                let mut labels = host.split('.');
+                let (service, service_ns) = (labels.next().unwrap(), labels.next().unwrap());
+                let found = objects
+                    .iter()
+                    .find(|o| o.kind == "Service" && o.name == service && o.namespace == service_ns)
+                    .unwrap_or_else(|| panic!("{at}: dials {host}, which no Service is"));
+                assert!(
+                    strings(found.doc.pointer("/spec/ports"))
+                        .iter()
+                        .any(|p| p["port"].as_u64().map(|n| n.to_string()).as_deref() == Some(port)),
+                    "{at}: Service {service} has no port {port}"
+                );
+                assert!(
+                    server_names(&objects, service_ns)
+                        .iter()
+                        .any(|names| names.contains(&host.to_owned())),
+                    "{at}: {host} is not among certd's server_names in {service_ns}"
+                );
+                checked_references += 1;
+            }
+        }
+    }
+    // Services select pods that exist and name ports those pods have.
+    for service in objects.iter().filter(|o| o.kind == "Service") {
+        let selector = service
+            .doc
+            .pointer("/spec/selector")
+            .and_then(|v| v.as_object())
+            .unwrap();
+        let pods: Vec<&Object> = objects
+            .iter()
+            .filter(|o| o.namespace == service.namespace && pod_spec(o).is_some())
+            .filter(|o| {
+                let labels = o.doc.pointer("/spec/template/metadata/labels");
+                selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
+            .collect();
+        assert!(
+            !pods.is_empty(),
+            "{}: Service {} selects no pods",
+            service.file,
+            service.name
+        );
+        for port in strings(service.doc.pointer("/spec/ports")) {
+            if let Some(target) = port.get("targetPort").and_then(|v| v.as_str()) {
+                for pod in &pods {
+                    let has = containers(pod_spec(pod).unwrap()).iter().any(|c| {
+                        strings(c.get("ports"))
+                            .iter()
+                            .any(|p| p["name"].as_str() == Some(target))
+                    });
+                    assert!(
+                        has,
+                        "{}: {} has no port {target} for Service {}",
+                        pod.file, pod.name, service.name
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        checked_references > 30,
+        "{checked_references} references checked"
+    );
+    // The image the manifests run is the one the documented build makes.
+    let dockerfile = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains(&format!(
+        "docker build -t certd:{version} -f deploy/Dockerfile ."
+    )));
+    assert!(
+        dockerfile.contains("USER 65532"),
+        "the image runs as non-root"
+    );
+}
+
+/// The `server_names` of each certd.toml carried by a ConfigMap in
+/// `namespace`, after checking that certd accepts the file and that it
+/// listens on all interfaces.
+fn server_names(objects: &[Object], namespace: &str) -> Vec<Vec<String>> {
+    objects
+        .iter()
+        .filter(|o| o.kind == "ConfigMap" && o.namespace == namespace)
+        .filter_map(|o| {
+            o.doc
+                .pointer("/data/certd.toml")
+                .and_then(|v| v.as_str())
+                .map(|t| (o, t))
+        })
+        .map(|(object, text)| {
+            let config = certd::config::ConfigFile::parse(text, Path::new("/etc/certd/certd.toml"))
+                .and_then(|file| file.validate())
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{}: {} carries a certd.toml certd refuses: {e}",
+                        object.file, object.name
+                    )
+                });
+            assert!(
+                config.grpc_addr.ip().is_unspecified(),
+                "{}: grpc_addr must bind all interfaces",
+                object.file
+            );
+            assert!(
+                config.http_addr.ip().is_unspecified(),
+                "{}: http_addr must bind all interfaces",
+                object.file
+            );
+            config.server_names
+        })
+        .collect()
+}
+
+#[test]
+fn every_kubernetes_certd_toml_is_valid_and_the_replicas_keep_their_records_in_postgresql() {
+    let (objects, _, _) = manifests();
+    let names = server_names(&objects, "certd-system");
+    assert_eq!(
+        names.len(),
+        2,
+        "server.yaml and replicas.yaml each carry one"
+    );
+    for names in names {
+        assert!(
+            names.contains(&"certd.certd-system.svc".to_owned()),
+            "{names:?}"
+        );
+    }
+    // replicas.yaml takes the database URL from a Secret, not the file.
+    let replicas = objects
+        .iter()
+        .find(|o| o.file == "replicas.yaml" && o.kind == "Deployment")
+        .unwrap();
+    assert!(replicas.doc.to_string().contains("CERTD_DATABASE_URL"));
 }
