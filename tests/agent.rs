@@ -810,3 +810,66 @@ async fn the_agent_bootstraps_with_a_kubernetes_token() {
         "{uris:?}"
     );
 }
+
+/// The agent's `--metrics-addr`: Prometheus metrics that count what the
+/// Workload API answered and describe the cache, and health endpoints for
+/// a DaemonSet's probes.
+#[test]
+fn the_agent_serves_metrics_and_health() {
+    let daemon = Daemon::start();
+    workload_entry(&daemon, "billing", "node-1", &[]);
+    let agent = Agent::start_registered(&daemon, "node-1", &["--metrics-addr", "127.0.0.1:0"]);
+    let metrics = agent
+        .metrics_url
+        .clone()
+        .expect("the ready line names the metrics URL");
+
+    let out = daemon.tmp.path().join("svid");
+    let output = daemon.cli(&[
+        "svid",
+        "fetch",
+        "--socket",
+        agent.socket.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Another user has no entry: refused.
+    open_path_to(&agent.socket);
+    let refused = fetch_as_nobody(&agent.socket, &daemon.tmp.path().join("nobody"));
+    assert!(!refused.status.success());
+
+    let scrape = common::http("GET", &format!("{metrics}/metrics"), &[], b"");
+    assert_eq!(scrape.status, 200);
+    let text = String::from_utf8_lossy(&scrape.body).into_owned();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("certd_agent_workload_api_calls_total{method=\"FetchX509SVID\",code=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "certd_agent_workload_api_calls_total{method=\"FetchX509SVID\",code=\"permission_denied\"}"
+        ),
+        1.0
+    );
+    assert_eq!(value("certd_agent_entries"), 1.0);
+    assert_eq!(value("certd_agent_svids"), 1.0);
+    assert!(value("certd_agent_syncs_total{outcome=\"ok\"}") >= 1.0);
+    // Both certificates are fresh: most of a day left.
+    assert!(value("certd_agent_identity_expiry_seconds") > 20.0 * 3600.0);
+    assert!(value("certd_agent_svid_earliest_expiry_seconds") > 20.0 * 3600.0);
+    assert!((0.0..60.0).contains(&value("certd_agent_seconds_since_last_sync")));
+    assert!(text.ends_with("# EOF\n"));
+
+    for path in ["/healthz", "/readyz"] {
+        let answer = common::http("GET", &format!("{metrics}{path}"), &[], b"");
+        assert_eq!(answer.status, 200, "{path}");
+    }
+}

@@ -83,6 +83,7 @@ struct Counts {
 
 impl Drop for Place {
     fn drop(&mut self) {
+        super::metrics::get().connections_open.dec();
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.total = counts.total.saturating_sub(1);
         if let Some(count) = counts.per_uid.get_mut(&self.uid) {
@@ -152,6 +153,7 @@ fn admit(counts: &Arc<Mutex<Counts>>, uid: u32, limits: SocketLimits) -> Option<
         None
     };
     if let Some(cap) = refusal {
+        super::metrics::get().refused(cap);
         let now = Instant::now();
         if guard
             .last_refusal_log
@@ -164,6 +166,7 @@ fn admit(counts: &Arc<Mutex<Counts>>, uid: u32, limits: SocketLimits) -> Option<
     }
     guard.total += 1;
     *guard.per_uid.entry(uid).or_default() += 1;
+    super::metrics::get().connections_open.inc();
     Some(Place {
         counts: counts.clone(),
         uid,

@@ -14,6 +14,7 @@
 mod cache;
 pub mod client;
 mod listener;
+pub mod metrics;
 mod peer;
 mod sync;
 mod workload_api;
@@ -50,18 +51,22 @@ pub struct AgentSettings {
     /// due).
     pub sync_interval: Duration,
     pub socket_limits: SocketLimits,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None`: not at
+    /// all.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Largest Workload API request read (they are all tiny).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Runs the agent until `shutdown` completes. Fails at start if it has no
-/// identity and cannot get one, or cannot bind its socket; after that,
-/// failures to reach certd are retried and never end it.
+/// identity and cannot get one, or cannot bind its socket or its metrics
+/// address; after that, failures to reach certd are retried and never end
+/// it. `ready` gets the bound metrics address, if any.
 pub async fn run(
     settings: AgentSettings,
     shutdown: impl Future<Output = ()>,
-    ready: impl FnOnce(),
+    ready: impl FnOnce(Option<std::net::SocketAddr>),
 ) -> Result<(), AgentError> {
     let cache = Cache::default();
     let mut syncer = sync::Syncer::start(
@@ -85,16 +90,25 @@ pub async fn run(
         ))
     })?;
     tracing::info!(socket = %settings.socket.display(), agent = %syncer.spiffe_id(), "serving the SPIFFE Workload API");
+    let metrics = match settings.metrics_addr {
+        Some(addr) => Some(
+            metrics::serve(addr, cache.clone())
+                .await
+                .map_err(|e| AgentError::Files(format!("cannot serve metrics on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let certd = syncer.certd();
     let syncing = tokio::spawn(syncer.run());
     let service = proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(
         workload_api::WorkloadApiService::new(cache, certd),
     )
     .max_decoding_message_size(MAX_REQUEST_BYTES);
-    ready();
+    ready(metrics.as_ref().map(|(addr, _)| *addr));
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(16))
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .layer(metrics::CallsLayer)
         .add_service(service)
         .serve_with_incoming_shutdown(
             listener::incoming(listener, settings.socket_limits),
@@ -102,6 +116,9 @@ pub async fn run(
         )
         .await;
     syncing.abort();
+    if let Some((_, task)) = metrics {
+        task.abort();
+    }
     let _ = std::fs::remove_file(&settings.socket);
     served.map_err(|e| AgentError::Files(format!("the Workload API server failed: {e}")))
 }

@@ -141,6 +141,7 @@ impl Certd {
     }
 
     fn set_identity(&self, node: &NodeIdentity) {
+        super::metrics::get().identity_not_after.set(node.not_after);
         *self.identity.write().unwrap_or_else(|p| p.into_inner()) =
             (node.chain_pem.clone(), node.key_pem.clone());
     }
@@ -169,6 +170,7 @@ impl Syncer {
             }
         };
         tracing::info!(agent = %node.spiffe_id, not_after = node.not_after, "agent identity ready");
+        super::metrics::get().identity_not_after.set(node.not_after);
         let certd = Certd {
             server: server.clone(),
             ca_bundle_pem: ca_bundle_pem.clone(),
@@ -254,9 +256,16 @@ impl Syncer {
             .max(Duration::from_millis(200))
     }
 
+    /// One round (see `round`), counted in the metrics.
+    pub async fn sync_once(&mut self) -> Result<(), AgentError> {
+        let result = self.round().await;
+        super::metrics::get().sync(result.is_ok());
+        result
+    }
+
     /// One round: renew the node identity if due, fetch the entries and
     /// bundle, get an SVID for every entry lacking a fresh one, publish.
-    pub async fn sync_once(&mut self) -> Result<(), AgentError> {
+    async fn round(&mut self) -> Result<(), AgentError> {
         let now = unix_seconds(SystemTime::now());
         if now >= self.node.renew_at {
             self.renew_node().await?;

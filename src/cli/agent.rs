@@ -50,6 +50,10 @@ pub struct AgentArgs {
     /// Most open Workload API connections from one uid.
     #[arg(long, default_value_t = SocketLimits::default().max_per_uid)]
     max_connections_per_uid: usize,
+    /// Serve Prometheus metrics (`/metrics`) and health (`/healthz`, `/readyz`) over HTTP on
+    /// this address, e.g. 127.0.0.1:9091; off by default.
+    #[arg(long, env = "CERTD_AGENT_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -73,11 +77,18 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             max_per_uid: args.max_connections_per_uid.max(1),
             ..SocketLimits::default()
         },
+        metrics_addr: args.metrics_addr,
     };
     let socket = args.socket;
-    let ready = move || {
+    let ready = move |metrics: Option<std::net::SocketAddr>| {
         // One machine-readable line on stdout, for scripts and tests.
-        println!("certd agent ready socket={}", socket.display());
+        match metrics {
+            Some(addr) => println!(
+                "certd agent ready socket={} metrics=http://{addr}",
+                socket.display()
+            ),
+            None => println!("certd agent ready socket={}", socket.display()),
+        }
     };
     certd::agent::run(settings, super::serve::shutdown_signal()?, ready).await?;
     Ok(())

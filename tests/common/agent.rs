@@ -13,6 +13,8 @@ pub struct Agent {
     pub socket: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// `http://ADDR` of `/metrics`, when started with `--metrics-addr`.
+    pub metrics_url: Option<String>,
 }
 
 impl Agent {
@@ -72,11 +74,16 @@ impl Agent {
             "the agent did not start: {line:?}\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+        let metrics_url = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("metrics="))
+            .map(str::to_owned);
         Agent {
             child: Some(child),
             socket,
             data_dir,
             log,
+            metrics_url,
         }
     }
 
