@@ -38,7 +38,9 @@ fn softhsm_available() -> bool {
             std::env::var_os("CERTD_REQUIRE_SOFTHSM").is_none(),
             "CERTD_REQUIRE_SOFTHSM is set, but SoftHSM2 is not installed"
         );
-        eprintln!("SKIPPED: README section {NEEDS_SOFTHSM:?}: SoftHSM2 is not installed (apt-get install softhsm2)");
+        eprintln!(
+            "SKIPPED: README section {NEEDS_SOFTHSM:?}: SoftHSM2 is not installed (apt-get install softhsm2)"
+        );
     }
     found
 }
