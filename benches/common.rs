@@ -13,6 +13,7 @@ pub fn new_ca(dir: &std::path::Path) -> Arc<CertificateAuthority> {
         key_type: KeyType::EcdsaP256,
         key_passphrase: None,
         pkcs11: None,
+        public_base_url: "http://127.0.0.1:8080".into(),
     };
     certd::ca::init(dir, &options).unwrap();
     Arc::new(CertificateAuthority::load(dir).unwrap())

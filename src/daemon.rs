@@ -109,6 +109,8 @@ impl Daemon {
                 // A configured passphrase encrypts the keys made here too.
                 key_passphrase: self.key_passphrase()?,
                 pkcs11: None,
+                public_base_url: self
+                    .public_base_url(tcp.http_addr().unwrap_or(self.config.http_addr)),
             };
             ca::init(dir, &options).map_err(Error::from)?;
         }
@@ -153,12 +155,16 @@ impl Daemon {
     /// The CRL and OCSP URLs certificates carry: under `public_base_url`,
     /// or else under the HTTP listener's address.
     fn revocation_urls(&self, http_addr: SocketAddr) -> crate::ca::RevocationUrls {
-        let base = self
-            .config
+        revocation_urls(&self.public_base_url(http_addr))
+    }
+
+    /// Where relying parties reach the HTTP listener: `public_base_url`, or
+    /// the listener's own address.
+    fn public_base_url(&self, http_addr: SocketAddr) -> String {
+        self.config
             .public_base_url
             .clone()
-            .unwrap_or_else(|| format!("http://{http_addr}"));
-        revocation_urls(&base)
+            .unwrap_or_else(|| format!("http://{http_addr}"))
     }
 }
 

@@ -41,6 +41,17 @@ impl DataDir {
         self.root.join("intermediate.key")
     }
 
+    /// The root's CRL (DER), covering the intermediates: made by `certd
+    /// init` and `certd ca sign-root-crl`, where the root key is.
+    pub fn root_crl(&self) -> PathBuf {
+        self.root.join("root.crl")
+    }
+
+    /// What the root's CRL says and its number (`ca::root_crl`).
+    pub fn root_crl_state(&self) -> PathBuf {
+        self.root.join("root-crl.toml")
+    }
+
     /// The trust bundle workloads verify against (the root).
     pub fn bundle(&self) -> PathBuf {
         self.root.join("bundle.pem")

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub crl_age: Gauge,
     pub ca_expiry: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
     pub jwt_keys: Gauge,
+    pub root_crl_expiry: Gauge<i64, AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,8 +143,15 @@ impl Metrics {
             "JWT-SVID keys published now (/jwks.json)",
             jwt_keys.clone(),
         );
+        let root_crl_expiry = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "root_crl_expiry_seconds",
+            "Seconds until the root's CRL (root.crl, covering the intermediates) passes its nextUpdate (negative: expired)",
+            root_crl_expiry.clone(),
+        );
         Metrics {
             registry,
+            root_crl_expiry,
             decisions,
             grpc_duration,
             grpc_in_flight,

@@ -101,6 +101,11 @@ pub struct TcpListeners {
 }
 
 impl TcpListeners {
+    /// The HTTP listener's bound address (its port, when 0 was asked).
+    pub fn http_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.http.local_addr()
+    }
+
     /// Binds the configured addresses.
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
         Ok(TcpListeners {
@@ -243,6 +248,7 @@ pub async fn run(
     ));
     let purge = tokio::spawn(purge_expired(authority.clone(), until_stopped()));
     let crl = tokio::spawn(refresh_crl(authority.clone(), until_stopped()));
+    let root_crl = tokio::spawn(watch_root_crl(authority.clone(), until_stopped()));
     let changes = tokio::spawn({
         let authority = authority.clone();
         crate::authority::follow(
@@ -290,7 +296,7 @@ pub async fn run(
         }
     };
     let _ = stop.send(true);
-    let _ = tokio::join!(rotation, purge, crl, changes, catch_up, health);
+    let _ = tokio::join!(rotation, purge, crl, root_crl, changes, catch_up, health);
     for task in attestor_upkeep {
         let _ = task.await;
     }
@@ -385,8 +391,9 @@ async fn rotate_serving_certificate(
     }
 }
 
-/// Rebuilds the CRL at half its validity, so the one served always has at
-/// least half its validity left even when nothing is revoked. Replicas on
+/// Rebuilds the CRL every `crl_refresh` (at most half its validity), so
+/// the one served always has most of its validity left even when nothing
+/// is revoked. Replicas on
 /// one database wake a few random seconds apart, so the first signs and
 /// the others serve its CRL (`current_crl` adopts it) instead of each
 /// signing one.
@@ -394,9 +401,8 @@ async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     loop {
         let now = unix_seconds(SystemTime::now());
-        // Up to a tenth of the validity (at most 25 s), so the CRL served
-        // keeps at least 40% of its validity.
-        let spread = (authority.revocations().settings().crl_validity.as_secs() / 10).clamp(1, 25);
+        // Up to a tenth of the refresh interval (at most 25 s).
+        let spread = (authority.revocations().settings().crl_refresh.as_secs() / 10).clamp(1, 25);
         let mut random = [0u8; 1];
         fsutil::fill_random(&mut random);
         let jitter = i64::from(random[0]) % i64::try_from(spread).unwrap_or(1);
@@ -414,6 +420,38 @@ async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
                 () = &mut stopped => return,
                 () = tokio::time::sleep(RETRY_INTERVAL) => {}
             }
+        }
+    }
+}
+
+/// Warns, at start and every hour, when the root's CRL is missing or near
+/// its nextUpdate: only a command run where the root key is can sign a new
+/// one, and once it expires every whole-chain checker refuses every client.
+async fn watch_root_crl(authority: Authority, stopped: impl Future<Output = ()>) {
+    use crate::ca::root_crl::ROOT_CRL_WARNING;
+    tokio::pin!(stopped);
+    loop {
+        let now = unix_seconds(SystemTime::now());
+        match authority.ca().root_crl() {
+            None => tracing::warn!(
+                "no root CRL (root.crl): relying parties that check whole chains (nginx ssl_crl, HAProxy crl-file) refuse every client; run `certd ca sign-root-crl` where the root key is"
+            ),
+            Some(crl) if crl.facts.next_update <= now => tracing::error!(
+                next_update = crl.facts.next_update,
+                "the root CRL has expired: whole-chain checkers refuse every client; run `certd ca sign-root-crl` where the root key is"
+            ),
+            Some(crl) if crl.facts.next_update - now < ROOT_CRL_WARNING.as_secs() as i64 => {
+                tracing::warn!(
+                    next_update = crl.facts.next_update,
+                    days_left = (crl.facts.next_update - now) / 86_400,
+                    "the root CRL expires soon; run `certd ca sign-root-crl` where the root key is"
+                )
+            }
+            Some(_) => {}
+        }
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
     }
 }

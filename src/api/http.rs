@@ -2,7 +2,10 @@
 //! `/readyz` (readiness), the CRL (`/crl`,
 //! `/crl.pem`), the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`),
 //! `/metrics` (Prometheus), and the keys verifiers need: `/jwks.json` (JWT-SVID keys) and the SPIFFE
-//! trust bundle (`/bundle.spiffe`, `/.well-known/spiffe-bundle`).
+//! trust bundle (`/bundle.spiffe`, `/.well-known/spiffe-bundle`). For relying parties that
+//! check whole chains: the trust bundle (`/bundle.pem`), the CA certificates (`/intermediate.pem`,
+//! and DER at `/intermediate.cer` and `/root.cer`, where certificates' CA Issuers URLs point),
+//! the root's CRL (`/root.crl`) and every CRL a whole-chain checker needs (`/crls.pem`).
 //!
 //! Nothing here trusts the client: connections are capped and closed when
 //! idle (`connections`), headers must arrive within the header-read
@@ -32,7 +35,6 @@ use crate::revocation::ocsp::MAX_OCSP_REQUEST_LEN;
 use crate::revocation::{OcspAnswer, PublishedCrl};
 
 const CRL_DER: &str = "application/pkix-crl";
-const CRL_PEM: &str = "application/x-pem-file";
 const OCSP_RESPONSE: &str = "application/ocsp-response";
 
 /// Serves `router` on `listener` (HTTP/1.1) until `stopped` completes, then
@@ -91,6 +93,12 @@ pub fn router(authority: Authority) -> Router {
         .route("/metrics", get(metrics))
         .route("/jwks.json", get(jwks))
         .route("/bundle.spiffe", get(spiffe_bundle))
+        .route("/bundle.pem", get(bundle_pem))
+        .route("/intermediate.pem", get(intermediate_pem))
+        .route("/intermediate.cer", get(intermediate_der))
+        .route("/root.cer", get(root_der))
+        .route("/root.crl", get(root_crl))
+        .route("/crls.pem", get(crls_pem))
         .route("/.well-known/spiffe-bundle", get(spiffe_bundle))
         .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST_LEN))
         .with_state(authority)
@@ -114,7 +122,75 @@ async fn metrics(State(authority): State<Authority>) -> Response {
 /// The JWT-SVID keys as a JWKS.
 async fn jwks(State(authority): State<Authority>, headers: HeaderMap) -> Response {
     let body = serde_json::to_vec(&authority.jwt_key_set()).unwrap_or_default();
-    cacheable_json(&headers, body, 60)
+    cacheable(&headers, body, 60, JSON)
+}
+
+/// The trust bundle, as `ca-data/bundle.pem` holds it.
+async fn bundle_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    let body = authority.ca().trust_bundle_pem().as_bytes().to_vec();
+    cacheable(&headers, body, 300, PEM)
+}
+
+async fn intermediate_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    let der = authority.ca().intermediate_der();
+    let body = crate::ca::pem_encode("CERTIFICATE", der).into_bytes();
+    cacheable(&headers, body, 300, PEM)
+}
+
+/// The intermediate, DER: where leaves' AIA CA Issuers URL points (RFC
+/// 5280 asks for a single DER certificate there).
+async fn intermediate_der(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    let body = authority.ca().intermediate_der().to_vec();
+    cacheable(&headers, body, 300, CERTIFICATE_DER)
+}
+
+/// The root, DER: where the intermediate's AIA CA Issuers URL points.
+async fn root_der(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    let body = authority.ca().root_der().to_vec();
+    cacheable(&headers, body, 300, CERTIFICATE_DER)
+}
+
+/// The root's CRL, DER, as the intermediate's CRL distribution point names
+/// it.
+async fn root_crl(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    match authority.ca().root_crl() {
+        Some(crl) => cacheable(&headers, crl.der.as_ref().clone(), 300, CRL_DER),
+        None => no_root_crl(),
+    }
+}
+
+/// Every CRL a whole-chain checker needs, PEM, concatenated: the root's
+/// (covering the intermediate) and the intermediate's (covering leaves).
+/// What nginx `ssl_crl`, HAProxy `crl-file` and `openssl verify
+/// -crl_check_all -CRLfile` take.
+async fn crls_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    let Some(root) = authority.ca().root_crl() else {
+        return no_root_crl();
+    };
+    let intermediate = match authority.revocations().current_crl().await {
+        Ok(crl) => crl,
+        Err(error) => {
+            tracing::error!(%error, "cannot publish a CRL");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CRL temporarily unavailable\n",
+            )
+                .into_response();
+        }
+    };
+    let mut body = crate::ca::pem_encode("X509 CRL", &root.der);
+    body.push_str(&intermediate.pem);
+    // Cached no longer than the intermediate's CRL is fresh.
+    let max_age = (intermediate.next_update - unix_seconds(SystemTime::now())).clamp(0, 300);
+    cacheable(&headers, body.into_bytes(), max_age as u64, PEM)
+}
+
+fn no_root_crl() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no root CRL: run `certd ca sign-root-crl` where the root key is, and put root.crl in the data directory\n",
+    )
+        .into_response()
 }
 
 /// The SPIFFE trust bundle (roots and JWT keys), for verifiers and for
@@ -123,12 +199,21 @@ async fn spiffe_bundle(State(authority): State<Authority>, headers: HeaderMap) -
     let bundle = authority.spiffe_bundle();
     let max_age = bundle["spiffe_refresh_hint"].as_u64().unwrap_or(60);
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
-    cacheable_json(&headers, body, max_age)
+    cacheable(&headers, body, max_age, JSON)
 }
 
-/// A JSON answer with a strong ETag (its SHA-256): `304 Not Modified` when
-/// the client already holds it.
-fn cacheable_json(request: &HeaderMap, body: Vec<u8>, max_age: u64) -> Response {
+const JSON: &str = "application/json";
+const PEM: &str = "application/x-pem-file";
+const CERTIFICATE_DER: &str = "application/pkix-cert";
+
+/// A public answer with a strong ETag (its SHA-256): `304 Not Modified`
+/// when the client already holds it.
+fn cacheable(
+    request: &HeaderMap,
+    body: Vec<u8>,
+    max_age: u64,
+    content_type: &'static str,
+) -> Response {
     let digest = ring::digest::digest(&ring::digest::SHA256, &body);
     let etag = format!(
         "\"{}\"",
@@ -142,7 +227,7 @@ fn cacheable_json(request: &HeaderMap, body: Vec<u8>, max_age: u64) -> Response 
     let headers = [
         (header::ETAG, etag),
         (header::CACHE_CONTROL, cache_control),
-        (header::CONTENT_TYPE, "application/json".to_owned()),
+        (header::CONTENT_TYPE, content_type.to_owned()),
     ];
     if matches {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
@@ -174,7 +259,7 @@ async fn crl_der(State(authority): State<Authority>, headers: HeaderMap) -> Resp
 }
 
 async fn crl_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
-    crl_response(&authority, &headers, CRL_PEM, |crl| {
+    crl_response(&authority, &headers, PEM, |crl| {
         crl.pem.clone().into_bytes()
     })
     .await
@@ -198,7 +283,13 @@ async fn crl_response(
         }
     };
     let etag = crl.etag();
-    let mut response_headers = caching_headers(crl.this_update, crl.next_update);
+    // Cached until certd signs the next one (not until nextUpdate): a
+    // cache must not hide the hourly CRL, let alone one after a revocation.
+    let replaced_at = authority
+        .revocations()
+        .crl_refresh_at()
+        .map_or(crl.next_update, |at| at.min(crl.next_update));
+    let mut response_headers = caching_headers(crl.this_update, replaced_at);
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response_headers.insert(header::ETAG, value);
     }

@@ -53,6 +53,11 @@ impl Authority {
                 })
                 .set(not_after - now);
         }
+        if let Some(root_crl) = self.ca.root_crl() {
+            metrics
+                .root_crl_expiry
+                .set(root_crl.facts.next_update - now);
+        }
         let published = self.jwt_keys.published(now).len();
         metrics
             .jwt_keys

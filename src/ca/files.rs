@@ -69,6 +69,9 @@ pub struct InitOptions {
     /// Generate the intermediate key in this PKCS#11 token, logging in with
     /// this PIN, instead of writing `intermediate.key`.
     pub pkcs11: Option<(super::Pkcs11KeyRef, super::Pkcs11Pin)>,
+    /// The HTTP base URL relying parties reach certd at: the intermediate
+    /// names the root's CRL and certificate under it.
+    pub public_base_url: String,
 }
 
 /// Paths of the CA's files in one data directory.
@@ -132,22 +135,43 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
     let algorithm = options.key_type.algorithm();
 
     let root_key = KeyPair::generate_for(algorithm)?;
+    // One short random id per deployment in both CAs' names, so that two
+    // deployments of one trust domain are told apart (and a foreign
+    // certificate fails as "unknown issuer", not "bad signature").
+    let deployment = hex::encode(
+        crate::identity::Serial::generate()
+            .as_bytes()
+            .get(..4)
+            .unwrap_or_default(),
+    );
     let root_params = ca_params(
         &options.trust_domain,
-        "certd root CA",
+        &format!("certd root CA {deployment}"),
         None,
         now,
         ROOT_LIFETIME,
     );
     let root_cert = root_params.self_signed(&root_key)?;
 
-    let intermediate_params = ca_params(
+    let mut intermediate_params = ca_params(
         &options.trust_domain,
-        "certd intermediate CA",
+        &format!("certd intermediate CA {deployment}"),
         Some(0),
         now,
         INTERMEDIATE_LIFETIME,
     );
+    // Where a whole-chain checker finds the root's CRL (covering the
+    // intermediate) and the root itself.
+    let base = options.public_base_url.trim_end_matches('/');
+    intermediate_params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+        uris: vec![format!("{base}/root.crl")],
+    }];
+    intermediate_params
+        .custom_extensions
+        .push(super::profile::authority_info_access(
+            None,
+            &format!("{base}/root.cer"),
+        ));
     let root_issuer = rcgen::Issuer::new(root_params, root_key);
     // In a token, the key is made there and only its public half comes out.
     let (intermediate_cert, intermediate_key) = match &options.pkcs11 {
@@ -200,6 +224,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
     )?;
     fsutil::replace_file(&files.bundle, root_cert.pem().as_bytes(), PUBLIC_FILE_MODE)
         .map_err(io_error("write", &files.bundle))?;
+    super::root_crl::sign_first(dir, root_cert.der(), root_issuer.key())?;
     write_new(&files.metadata, metadata_text.as_bytes(), PUBLIC_FILE_MODE)?;
     fsutil::sync_dir(dir).map_err(io_error("sync", dir))?;
     Ok(metadata)
@@ -221,6 +246,11 @@ fn ca_params(
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
+    // The X509-SVID standard's SHOULD: a CA certificate names its trust
+    // domain as a URI SAN.
+    if let Ok(uri) = format!("spiffe://{}", trust_domain.as_str()).try_into() {
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
+    }
     let serial = crate::identity::Serial::generate();
     params.serial_number = Some(rcgen::SerialNumber::from_slice(serial.as_bytes()));
     params.not_before = timestamp(now - CLOCK_SKEW_ALLOWANCE.as_secs() as i64);
@@ -259,7 +289,7 @@ pub(super) fn read_to_string(path: &Path) -> Result<String, CaError> {
 }
 
 /// Reads a PEM file holding exactly one certificate.
-pub(super) fn read_single_cert(path: &Path) -> Result<CertificateDer<'static>, CaError> {
+pub(crate) fn read_single_cert(path: &Path) -> Result<CertificateDer<'static>, CaError> {
     let text = read_to_string(path)?;
     let invalid = |reason: &str| CaError::Invalid {
         path: path.display().to_string(),

@@ -11,6 +11,7 @@ mod files;
 pub mod key_file;
 mod pkcs11;
 mod profile;
+pub mod root_crl;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -84,12 +85,15 @@ impl SignedCertificate {
     }
 }
 
-/// Where relying parties find revocation information. Every workload
-/// certificate carries both: a CRL distribution point and an AIA OCSP URL.
+/// Where relying parties find revocation information and the issuer.
+/// Every workload certificate carries all three: a CRL distribution point,
+/// and in its AIA an OCSP URL and a CA Issuers URL (the intermediate, DER),
+/// so that a relying party holding only the root can build the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationUrls {
     pub crl: String,
     pub ocsp: String,
+    pub ca_issuers: String,
 }
 
 /// The secrets that unlock the intermediate's key, whichever way it is
@@ -166,6 +170,7 @@ pub struct CertificateAuthority {
     intermediate_public_key_bits: Vec<u8>,
     intermediate_key_id: Vec<u8>,
     revocation_urls: Option<RevocationUrls>,
+    root_crl: root_crl::RootCrlFile,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -214,7 +219,13 @@ impl CertificateAuthority {
             intermediate_public_key_bits: facts.public_key_bits,
             intermediate_key_id: facts.key_id,
             revocation_urls: None,
+            root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).root_crl()),
         })
+    }
+
+    /// The root's CRL (covering the intermediates), as its file says now.
+    pub fn root_crl(&self) -> Option<root_crl::LoadedRootCrl> {
+        self.root_crl.current()
     }
 
     /// Puts these URLs in every workload certificate signed from now on.
@@ -433,6 +444,7 @@ mod tests {
             key_type: KeyType::EcdsaP256,
             key_passphrase: None,
             pkcs11: None,
+            public_base_url: "http://127.0.0.1:8080".into(),
         };
         init(dir, &options).unwrap();
         CertificateAuthority::load(dir).unwrap()
@@ -461,6 +473,7 @@ mod tests {
         ca.set_revocation_urls(RevocationUrls {
             crl: "http://ca.example:8080/crl".into(),
             ocsp: "http://ca.example:8080/ocsp".into(),
+            ca_issuers: "http://ca.example:8080/intermediate.cer".into(),
         });
         let now = SystemTime::now();
         let serial = Serial::generate();
@@ -486,10 +499,91 @@ mod tests {
         assert!(extended.server_auth && extended.client_auth && extended.other.is_empty());
         assert_eq!(signed.dns_names, ["billing.certd.internal"]);
         assert_eq!(signed.uris, ["spiffe://certd.internal/svc/billing"]);
-        assert_eq!(
-            cert.issuer().to_string(),
-            "O=certd.internal, CN=certd intermediate CA"
+        let issuer = cert.issuer().to_string();
+        assert!(
+            issuer.starts_with("O=certd.internal, CN=certd intermediate CA "),
+            "{issuer}"
         );
+        assert_eq!(
+            access_urls(&cert),
+            [
+                ("ocsp", "http://ca.example:8080/ocsp".to_owned()),
+                (
+                    "ca-issuers",
+                    "http://ca.example:8080/intermediate.cer".to_owned()
+                ),
+            ]
+        );
+    }
+
+    /// The AIA of `cert`: (method, URL) pairs.
+    fn access_urls(cert: &X509Certificate) -> Vec<(&'static str, String)> {
+        use x509_parser::extensions::{GeneralName, ParsedExtension};
+        cert.extensions()
+            .iter()
+            .filter_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityInfoAccess(aia) => Some(aia),
+                _ => None,
+            })
+            .flat_map(|aia| aia.accessdescs.iter())
+            .filter_map(|access| {
+                let method = match access.access_method.to_id_string().as_str() {
+                    "1.3.6.1.5.5.7.48.1" => "ocsp",
+                    "1.3.6.1.5.5.7.48.2" => "ca-issuers",
+                    _ => return None,
+                };
+                match &access.access_location {
+                    GeneralName::URI(url) => Some((method, (*url).to_owned())),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// The X509-SVID details of the CA certificates, and where the
+    /// intermediate says a whole-chain checker finds what covers it.
+    #[test]
+    fn the_cas_name_their_trust_domain_deployment_and_the_roots_crl() {
+        use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (new_ca(one.path()), new_ca(two.path()));
+        let (_, intermediate) = X509Certificate::from_der(a.intermediate_der()).unwrap();
+        let (_, root) = X509Certificate::from_der(a.root_der()).unwrap();
+        for cert in [&intermediate, &root] {
+            let san = cert.subject_alternative_name().unwrap().unwrap().value;
+            assert_eq!(
+                san.general_names,
+                [GeneralName::URI("spiffe://certd.internal")]
+            );
+        }
+        let (_, other) = X509Certificate::from_der(b.intermediate_der()).unwrap();
+        assert_ne!(
+            intermediate.subject().to_string(),
+            other.subject().to_string(),
+            "two deployments of one trust domain have different CA names"
+        );
+        assert_eq!(
+            access_urls(&intermediate),
+            [("ca-issuers", "http://127.0.0.1:8080/root.cer".to_owned())]
+        );
+        let points: Vec<String> = intermediate
+            .extensions()
+            .iter()
+            .filter_map(|e| match e.parsed_extension() {
+                ParsedExtension::CRLDistributionPoints(points) => Some(points),
+                _ => None,
+            })
+            .flat_map(|points| points.points.iter())
+            .filter_map(|point| match &point.distribution_point {
+                Some(DistributionPointName::FullName(names)) => names.first().cloned(),
+                _ => None,
+            })
+            .filter_map(|name| match name {
+                GeneralName::URI(url) => Some(url.to_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(points, ["http://127.0.0.1:8080/root.crl"]);
     }
 
     #[test]

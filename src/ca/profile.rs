@@ -39,7 +39,9 @@ pub fn workload(
         params.crl_distribution_points = vec![CrlDistributionPoint {
             uris: vec![urls.crl.clone()],
         }];
-        params.custom_extensions.push(ocsp_access(&urls.ocsp));
+        params
+            .custom_extensions
+            .push(authority_info_access(Some(&urls.ocsp), &urls.ca_issuers));
     }
     params
         .distinguished_name
@@ -57,7 +59,9 @@ pub fn workload(
 }
 
 /// The operator profile: the operator's SPIFFE ID as the only SAN, and
-/// clientAuth only, so the certificate cannot serve TLS.
+/// serverAuth + clientAuth, as the X509-SVID standard asks of an SVID with
+/// an EKU. (It names an operator under `/operator/`, which no workload
+/// trusts as a server, so serverAuth grants nothing in practice.)
 pub fn operator(
     identity: &OperatorIdentity,
     serial: &Serial,
@@ -68,7 +72,6 @@ pub fn operator(
         .distinguished_name
         .push(DnType::CommonName, format!("operator {}", identity.name));
     params.subject_alt_names = vec![uri_san(identity.spiffe_id())];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params
 }
 
@@ -130,13 +133,23 @@ fn end_entity(serial: &Serial, validity: &Validity) -> CertificateParams {
 const AUTHORITY_INFO_ACCESS: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
 /// DER of the OID id-ad-ocsp (1.3.6.1.5.5.7.48.1).
 const ID_AD_OCSP_DER: &[u8] = &[0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+/// DER of the OID id-ad-caIssuers (1.3.6.1.5.5.7.48.2).
+const ID_AD_CA_ISSUERS_DER: &[u8] = &[0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
 
-/// The AIA extension with one OCSP access description (RFC 5280 4.2.2.1).
-/// rcgen has no builder for it, so its few bytes of DER are written here.
-fn ocsp_access(url: &str) -> CustomExtension {
-    let location = der_tlv(0x86, url.as_bytes()); // [6] IMPLICIT IA5String
-    let description = der_tlv(0x30, &[ID_AD_OCSP_DER, &location].concat());
-    CustomExtension::from_oid_content(AUTHORITY_INFO_ACCESS, der_tlv(0x30, &description))
+/// The AIA extension (RFC 5280 4.2.2.1): an OCSP access description if
+/// given, and a CA Issuers one. rcgen has no builder for it, so its few
+/// bytes of DER are written here.
+pub(super) fn authority_info_access(ocsp: Option<&str>, ca_issuers: &str) -> CustomExtension {
+    let description = |method: &[u8], url: &str| {
+        let location = der_tlv(0x86, url.as_bytes()); // [6] IMPLICIT IA5String
+        der_tlv(0x30, &[method, &location].concat())
+    };
+    let mut descriptions = Vec::new();
+    if let Some(url) = ocsp {
+        descriptions.extend(description(ID_AD_OCSP_DER, url));
+    }
+    descriptions.extend(description(ID_AD_CA_ISSUERS_DER, ca_issuers));
+    CustomExtension::from_oid_content(AUTHORITY_INFO_ACCESS, der_tlv(0x30, &descriptions))
 }
 
 /// One DER tag-length-value.

@@ -245,7 +245,10 @@ pub fn init(
     key_type: KeyType,
     key_passphrase_file: Option<&Path>,
     pkcs11: &super::Pkcs11InitArgs,
+    public_base_url: &str,
 ) -> anyhow::Result<()> {
+    let public_base_url =
+        certd::config::check_base_url(public_base_url).map_err(certd::Error::InvalidArgument)?;
     let key_passphrase = key_passphrase_file
         .map(certd::ca::KeyPassphrase::from_file)
         .transpose()
@@ -268,6 +271,7 @@ pub fn init(
         key_type,
         key_passphrase,
         pkcs11,
+        public_base_url,
     };
     let metadata = ca::init(dir, &options).map_err(certd::Error::from)?;
     // The JWT-SVID master secret, beside the CA keys (see certd::jwt).

@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::Args;
 
 use super::duration;
-use super::load::HttpConnection;
 use super::workload::read;
 use certd::api::client::{TlsClientSettings, WorkloadClient};
 use certd::jwt::{JwkSet, JwtError};
@@ -101,25 +100,11 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
 pub struct Invalid(pub JwtError);
 
 async fn fetch(url: &str) -> anyhow::Result<Vec<u8>> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        super::UsageError(format!(
+    if !url.starts_with("http://") {
+        return Err(super::UsageError(format!(
             "--jwks-url {url:?} must be an http:// URL (certd's HTTP port), or use --jwks-file"
         ))
-    })?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let unreachable = |reason: String| certd::api::client::ClientError::Unreachable {
-        target: url.to_owned(),
-        reason,
-    };
-    let mut connection = HttpConnection::connect(&format!("http://{host}"))
-        .await
-        .map_err(unreachable)?;
-    let (status, body) = connection
-        .request("GET", &format!("/{path}"), None)
-        .await
-        .map_err(unreachable)?;
-    if status != 200 {
-        return Err(unreachable(format!("HTTP {status}")).into());
+        .into());
     }
-    Ok(body)
+    Ok(super::http_get(url).await?)
 }

@@ -7,6 +7,7 @@
 mod admin;
 mod agent;
 mod bench;
+mod ca;
 mod db;
 mod entry;
 mod inspect;
@@ -107,6 +108,14 @@ pub enum Command {
         key_passphrase_file: Option<PathBuf>,
         #[command(flatten)]
         pkcs11: Pkcs11InitArgs,
+        /// The HTTP base URL relying parties reach certd at (as `public_base_url`): the
+        /// intermediate certificate names the root's CRL and certificate under it.
+        #[arg(
+            long,
+            env = "CERTD_PUBLIC_BASE_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        public_base_url: String,
     },
     /// Run the daemon (creates a CA with the defaults if there is none).
     Serve(serve::ServeArgs),
@@ -161,6 +170,16 @@ pub enum Command {
     Audit(admin::AuditArgs),
     /// Load a running certd and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// The CA level, where the root key is: sign the root's CRL, revoke an intermediate.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// CRLs for relying parties: keep a CRL file fresh.
+    Crl {
+        #[command(subcommand)]
+        command: CrlCommand,
+    },
     /// The database: check it, back it up, restore it.
     Db {
         #[command(subcommand)]
@@ -193,6 +212,22 @@ pub enum JwtCommand {
     Mint(jwt::MintArgs),
     /// Check a JWT-SVID for an audience; prints its SPIFFE ID and expiry, exit 4 if invalid.
     Verify(jwt::VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Sign a new root CRL (root.crl, covering the intermediates) with the root key in the
+    /// data directory; the daemon serves the new file at once.
+    SignRootCrl(ca::SignRootCrlArgs),
+    /// Put an intermediate on the root CRL and sign it again.
+    RevokeIntermediate(ca::RevokeIntermediateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrlCommand {
+    /// Fetch certd's /crls.pem into a file when it changes, and run a reload command then;
+    /// keeps the file as it is while certd cannot be reached.
+    Sync(ca::CrlSyncArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,12 +268,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             encrypt_key,
             key_passphrase_file,
             pkcs11,
+            public_base_url,
         } => admin::init(
             &data_dir.data_dir,
             &trust_domain,
             key_type.into(),
             key_passphrase_file.as_deref().filter(|_| encrypt_key),
             &pkcs11,
+            &public_base_url,
         ),
         Command::Serve(args) => serve::serve(args).await,
         Command::Token {
@@ -269,6 +306,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args).await,
         Command::Audit(args) => admin::audit(args).await,
         Command::Db { command } => db::run(command).await,
+        Command::Ca {
+            command: CaCommand::SignRootCrl(args),
+        } => ca::sign_root_crl(args),
+        Command::Ca {
+            command: CaCommand::RevokeIntermediate(args),
+        } => ca::revoke_intermediate(args),
+        Command::Crl {
+            command: CrlCommand::Sync(args),
+        } => ca::crl_sync(args).await,
         Command::Operator {
             command: OperatorCommand::Issue(args),
         } => admin::operator_issue(args).await,
@@ -336,6 +382,30 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// GETs an `http://` URL (certd's HTTP port): the body of a 200 answer;
+/// anything else is "cannot reach" (exit 3), naming the URL.
+pub(crate) async fn http_get(url: &str) -> Result<Vec<u8>, certd::api::client::ClientError> {
+    let unreachable = |reason: String| certd::api::client::ClientError::Unreachable {
+        target: url.to_owned(),
+        reason,
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| unreachable("not an http:// URL".into()))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut connection = load::HttpConnection::connect(&format!("http://{host}"))
+        .await
+        .map_err(unreachable)?;
+    let (status, body) = connection
+        .request("GET", &format!("/{path}"), None)
+        .await
+        .map_err(unreachable)?;
+    if status != 200 {
+        return Err(unreachable(format!("HTTP {status}")));
+    }
+    Ok(body)
+}
 
 /// clap value parser for durations such as `1h`.
 fn duration(value: &str) -> Result<Duration, String> {

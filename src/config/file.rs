@@ -147,8 +147,11 @@ pub struct JwtSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationSection {
-    /// How long a CRL is valid (its nextUpdate), e.g. "1h".
+    /// How long a CRL is valid (its nextUpdate), default "24h".
     pub crl_validity: Option<String>,
+    /// How often a new CRL is signed even when nothing was revoked (default
+    /// "1h"; at most half of crl_validity). Every revocation signs one at once.
+    pub crl_refresh: Option<String>,
     /// How long an OCSP answer is valid (its nextUpdate).
     pub ocsp_validity: Option<String>,
 }

@@ -28,7 +28,9 @@ use crate::limits::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, LimitSettings,
     MIN_MAX_REQUEST_BYTES, Rate,
 };
-use crate::revocation::{DEFAULT_CRL_VALIDITY, DEFAULT_OCSP_VALIDITY, RevocationSettings};
+use crate::revocation::{
+    DEFAULT_CRL_REFRESH, DEFAULT_CRL_VALIDITY, DEFAULT_OCSP_VALIDITY, RevocationSettings,
+};
 
 /// Lifetime of workload certificates when the caller asks for none.
 pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -243,6 +245,11 @@ impl ConfigFile {
                 &revocation_section.ocsp_validity,
                 DEFAULT_OCSP_VALIDITY,
             )?,
+            crl_refresh: duration(
+                "revocation.crl_refresh",
+                &revocation_section.crl_refresh,
+                DEFAULT_CRL_REFRESH,
+            )?,
         };
         for (field, value) in [
             ("revocation.crl_validity", revocation.crl_validity),
@@ -252,6 +259,19 @@ impl ConfigFile {
                 return Err(invalid(field, "must be between 1m and 7d".into()));
             }
         }
+        if revocation.crl_refresh < Duration::from_secs(30) {
+            return Err(invalid(
+                "revocation.crl_refresh",
+                "must be at least 30s".into(),
+            ));
+        }
+        // A refresh longer than half the validity would leave relying
+        // parties a CRL with less than half its life: clamp, not refuse, so
+        // a short crl_validity alone still works.
+        let revocation = RevocationSettings {
+            crl_refresh: revocation.crl_refresh.min(revocation.crl_validity / 2),
+            ..revocation
+        };
         let public_base_url = match &self.public_base_url {
             None => None,
             Some(url) => Some(validate_base_url(url)?),
@@ -635,7 +655,15 @@ pub fn revocation_urls(base: &str) -> RevocationUrls {
     RevocationUrls {
         crl: format!("{base}/crl"),
         ocsp: format!("{base}/ocsp"),
+        ca_issuers: format!("{base}/intermediate.cer"),
     }
+}
+
+/// Checks an `http://` or `https://` base URL (no query, no fragment) and
+/// drops a trailing slash; the error says what is wrong with it.
+pub fn check_base_url(url: &str) -> Result<String, String> {
+    validate_base_url(url)
+        .map_err(|_| format!("{url:?} is not an http:// or https:// URL without query or fragment"))
 }
 
 fn validate_base_url(url: &str) -> Result<String, ConfigError> {

@@ -36,7 +36,8 @@ pub fn build(
     ca.sign_crl(&params)
 }
 
-fn reason(code: u8) -> Option<rcgen::RevocationReason> {
+/// The rcgen reason for an RFC 5280 code.
+pub(crate) fn reason(code: u8) -> Option<rcgen::RevocationReason> {
     use rcgen::RevocationReason as R;
     Some(match code {
         1 => R::KeyCompromise,
@@ -53,7 +54,7 @@ fn timestamp(unix: i64) -> OffsetDateTime {
 }
 
 /// Big-endian bytes of `value` without leading zeros (at least one byte).
-fn minimal_be(value: u64) -> Vec<u8> {
+pub(crate) fn minimal_be(value: u64) -> Vec<u8> {
     let bytes = value.to_be_bytes();
     let start = bytes
         .iter()

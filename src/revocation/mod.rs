@@ -3,7 +3,8 @@
 //!
 //! `revocation` owns what relying parties see: a signed CRL, rebuilt at
 //! once after every revocation (revocations that arrive together share one
-//! rebuild) and again at half its validity so it is never stale; and OCSP
+//! rebuild) and again every `crl_refresh` (at most half its validity) so it
+//! is never stale; and OCSP
 //! answers, cached per serial and dropped from the cache when that serial's
 //! status changes or its answer nears its nextUpdate. It reads the store and
 //! signs through `ca`; recording a revocation is `authority`'s job.
@@ -26,7 +27,13 @@ use crate::store::{CertificateState, SharedStorage};
 use ocsp::{IssuerHashes, KnownStatus};
 
 /// Default validity of a CRL: its nextUpdate is this long after thisUpdate.
-pub const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(3600);
+/// Long, so that a relying party that loads the CRL from a file and misses
+/// refreshes keeps working for a day (see `DEFAULT_CRL_REFRESH`).
+pub const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// How often a CRL is signed anew even when nothing was revoked: a relying
+/// party that fetches hourly gets one with at least 23 of its 24 hours
+/// left, and survives 23 failed fetches in a row.
+pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 /// Default validity of an OCSP answer.
 pub const DEFAULT_OCSP_VALIDITY: Duration = Duration::from_secs(3600);
 /// Cached OCSP answers kept at most; past that the cache starts over.
@@ -37,6 +44,8 @@ const OCSP_CACHE_CAPACITY: usize = 100_000;
 pub struct RevocationSettings {
     pub crl_validity: Duration,
     pub ocsp_validity: Duration,
+    /// At most half of `crl_validity`.
+    pub crl_refresh: Duration,
 }
 
 impl Default for RevocationSettings {
@@ -44,6 +53,7 @@ impl Default for RevocationSettings {
         RevocationSettings {
             crl_validity: DEFAULT_CRL_VALIDITY,
             ocsp_validity: DEFAULT_OCSP_VALIDITY,
+            crl_refresh: DEFAULT_CRL_REFRESH,
         }
     }
 }
@@ -283,8 +293,15 @@ impl Revocations {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()?;
+        (now < self.refresh_at(&published)).then_some(published)
+    }
+
+    /// When `published` is replaced: `crl_refresh` after it was signed, and
+    /// never later than half its life.
+    fn refresh_at(&self, published: &PublishedCrl) -> i64 {
         let half_life = (published.next_update - published.this_update) / 2;
-        (now < published.this_update + half_life).then_some(published)
+        let refresh = duration_seconds(self.settings.crl_refresh);
+        published.this_update + half_life.min(refresh)
     }
 
     /// When the published CRL should be rebuilt; `None` if there is none.
@@ -294,7 +311,7 @@ impl Revocations {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()?;
-        Some(published.this_update + (published.next_update - published.this_update) / 2)
+        Some(self.refresh_at(&published))
     }
 
     /// Answers a DER OCSP request. Never fails: errors become OCSP error

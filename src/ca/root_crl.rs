@@ -1,0 +1,372 @@
+//! The CA level's CRL, signed by the root: it lists revoked intermediates,
+//! so that relying parties that check every certificate of a chain
+//! (nginx `ssl_crl`, HAProxy `crl-file`, `openssl verify -crl_check_all`)
+//! find a CRL for the intermediate too.
+//!
+//! Owns `root.crl` (DER, what the daemon serves) and `root-crl.toml` (its
+//! number and the revoked intermediates, so that the next signing lists them
+//! again). Only code that holds the root key writes them: `certd init`,
+//! `certd ca sign-root-crl` and `certd ca revoke-intermediate`, run where
+//! the root key is; the daemon only reads `root.crl` (and notices when the
+//! file changes). Never touches the store.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    CertificateRevocationListParams, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::files::{self, CaFiles, io_error};
+use super::{CaError, KeyPassphrase, unix_seconds};
+use crate::fsutil::{self, PUBLIC_FILE_MODE};
+use crate::identity::Serial;
+use crate::revocation::RevocationReason;
+
+/// Default validity of the root's CRL: long, since it is signed by hand
+/// where the root key is kept; the daemon warns 30 days before it ends.
+pub const DEFAULT_ROOT_CRL_VALIDITY: Duration = Duration::from_secs(180 * 24 * 3600);
+/// How long before its nextUpdate the daemon starts warning.
+pub const ROOT_CRL_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `root-crl.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootCrlState {
+    /// The number of the last CRL signed.
+    pub number: u64,
+    #[serde(default)]
+    pub revoked: Vec<RevokedIntermediate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedIntermediate {
+    #[serde(with = "serial_hex")]
+    pub serial: Serial,
+    pub revoked_at: i64,
+    pub reason: String,
+}
+
+/// What a signed root CRL says, for the CLI's answer and the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootCrlFacts {
+    pub number: u64,
+    pub this_update: i64,
+    pub next_update: i64,
+    pub revoked: usize,
+}
+
+/// Signs a new root CRL from the state in `dir` with the root key (plain,
+/// or decrypted with `passphrase`), valid for `validity`, and writes it.
+pub fn sign(
+    dir: &Path,
+    passphrase: Option<&KeyPassphrase>,
+    validity: Duration,
+) -> Result<RootCrlFacts, CaError> {
+    let data_dir = crate::DataDir::new(dir);
+    let state = read_state(&data_dir.root_crl_state())?;
+    sign_with(dir, passphrase, validity, state)
+}
+
+/// Adds `serial` (an intermediate this root signed) to the root CRL and
+/// signs it again.
+pub fn revoke_intermediate(
+    dir: &Path,
+    passphrase: Option<&KeyPassphrase>,
+    serial: Serial,
+    reason: RevocationReason,
+    validity: Duration,
+) -> Result<RootCrlFacts, CaError> {
+    let data_dir = crate::DataDir::new(dir);
+    let mut state = read_state(&data_dir.root_crl_state())?;
+    if !state.revoked.iter().any(|r| r.serial == serial) {
+        state.revoked.push(RevokedIntermediate {
+            serial,
+            revoked_at: unix_seconds(SystemTime::now()),
+            reason: reason.name().to_owned(),
+        });
+    }
+    sign_with(dir, passphrase, validity, state)
+}
+
+/// Signs the first root CRL at `certd init`, with the root key in hand.
+pub(super) fn sign_first(
+    dir: &Path,
+    root_der: &[u8],
+    root_key: &KeyPair,
+) -> Result<RootCrlFacts, CaError> {
+    write_signed(
+        dir,
+        root_der,
+        root_key,
+        DEFAULT_ROOT_CRL_VALIDITY,
+        RootCrlState::default(),
+    )
+}
+
+fn sign_with(
+    dir: &Path,
+    passphrase: Option<&KeyPassphrase>,
+    validity: Duration,
+    state: RootCrlState,
+) -> Result<RootCrlFacts, CaError> {
+    let ca_files = CaFiles::new(dir);
+    if !ca_files.metadata.exists() {
+        return Err(CaError::Missing(dir.display().to_string()));
+    }
+    if !ca_files.root_key.exists() {
+        return Err(CaError::Invalid {
+            path: ca_files.root_key.display().to_string(),
+            reason: "the root key is not here; run this where the root key is kept, then copy root.crl and root-crl.toml to the daemon's data directory".into(),
+        });
+    }
+    let key_pem = Zeroizing::new(files::read_to_string(&ca_files.root_key)?);
+    let root_key = super::key_file::decode(&ca_files.root_key, &key_pem, passphrase)?;
+    let root_der = files::read_single_cert(&ca_files.root_cert)?;
+    write_signed(dir, &root_der, &root_key, validity, state)
+}
+
+fn write_signed(
+    dir: &Path,
+    root_der: &[u8],
+    root_key: &KeyPair,
+    validity: Duration,
+    mut state: RootCrlState,
+) -> Result<RootCrlFacts, CaError> {
+    let data_dir = crate::DataDir::new(dir);
+    let root_path = data_dir.root_cert();
+    let facts = files::certificate_facts(&root_path, root_der)?;
+    let issuer =
+        rcgen::Issuer::from_ca_cert_der(&root_der.to_vec().into(), root_key).map_err(|e| {
+            CaError::Invalid {
+                path: root_path.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+    state.number += 1;
+    let now = unix_seconds(SystemTime::now());
+    let next_update = now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX));
+    let params = CertificateRevocationListParams {
+        this_update: super::profile::timestamp(now),
+        next_update: super::profile::timestamp(next_update),
+        crl_number: SerialNumber::from_slice(&crate::revocation::crl::minimal_be(state.number)),
+        issuing_distribution_point: None,
+        revoked_certs: state
+            .revoked
+            .iter()
+            .map(|revoked| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(revoked.serial.as_bytes()),
+                revocation_time: super::profile::timestamp(revoked.revoked_at),
+                reason_code: crate::revocation::crl::reason(
+                    revoked
+                        .reason
+                        .parse::<RevocationReason>()
+                        .map_or(0, RevocationReason::code),
+                ),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::PreSpecified(facts.key_id),
+    };
+    let der = params.signed_by(&issuer)?.der().to_vec();
+    let state_text = toml::to_string(&state).map_err(|e| CaError::Invalid {
+        path: data_dir.root_crl_state().display().to_string(),
+        reason: e.to_string(),
+    })?;
+    // The state first: a CRL on disk never has a number the state lacks.
+    let state_path = data_dir.root_crl_state();
+    fsutil::replace_file(&state_path, state_text.as_bytes(), PUBLIC_FILE_MODE)
+        .map_err(io_error("write", &state_path))?;
+    let crl_path = data_dir.root_crl();
+    fsutil::replace_file(&crl_path, &der, PUBLIC_FILE_MODE)
+        .map_err(io_error("write", &crl_path))?;
+    Ok(RootCrlFacts {
+        number: state.number,
+        this_update: now,
+        next_update,
+        revoked: state.revoked.len(),
+    })
+}
+
+fn read_state(path: &Path) -> Result<RootCrlState, CaError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| CaError::Invalid {
+            path: path.display().to_string(),
+            reason: e.message().to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RootCrlState::default()),
+        Err(source) => Err(CaError::Io {
+            action: "read",
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Reads a root CRL's facts from its DER: what the daemon serves and warns
+/// about.
+pub fn facts_of(der: &[u8]) -> Option<RootCrlFacts> {
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
+    Some(RootCrlFacts {
+        number: crl
+            .crl_number()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
+        this_update: crl.last_update().timestamp(),
+        next_update: crl.next_update()?.timestamp(),
+        revoked: crl.iter_revoked_certificates().count(),
+    })
+}
+
+/// A serial as its hex in `root-crl.toml`, for people reading the file.
+mod serial_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::identity::Serial;
+
+    pub fn serialize<S: Serializer>(serial: &Serial, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&serial.to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Serial, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The root CRL as the daemon serves it: read from `root.crl`, and read
+/// again when the file changes (a `certd ca sign-root-crl` run beside the
+/// daemon, or a copy from where the root key is), so no restart is needed.
+/// A file that does not parse is logged once and the last good one kept.
+#[derive(Debug)]
+pub struct RootCrlFile {
+    path: std::path::PathBuf,
+    /// The file's modification time when last read, and the last good CRL.
+    state: std::sync::Mutex<(Option<SystemTime>, Option<LoadedRootCrl>)>,
+}
+
+/// A root CRL read from its file.
+#[derive(Debug, Clone)]
+pub struct LoadedRootCrl {
+    pub der: std::sync::Arc<Vec<u8>>,
+    pub facts: RootCrlFacts,
+}
+
+impl RootCrlFile {
+    pub fn new(path: std::path::PathBuf) -> Self {
+        RootCrlFile {
+            path,
+            state: std::sync::Mutex::new((None, None)),
+        }
+    }
+
+    /// The current root CRL; `None` if there has never been a good one.
+    pub fn current(&self) -> Option<LoadedRootCrl> {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if modified.is_some() && state.0 != modified {
+            state.0 = modified;
+            let read = std::fs::read(&self.path)
+                .ok()
+                .and_then(|der| facts_of(&der).map(|facts| (der, facts)));
+            match read {
+                Some((der, facts)) => {
+                    state.1 = Some(LoadedRootCrl {
+                        der: std::sync::Arc::new(der),
+                        facts,
+                    });
+                }
+                None => tracing::error!(
+                    path = %self.path.display(),
+                    "the root CRL file is not a CRL; serving the last good one, if any"
+                ),
+            }
+        }
+        state.1.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_ca(dir: &Path) {
+        super::super::init(
+            dir,
+            &super::super::InitOptions {
+                trust_domain: "certd.internal".parse().unwrap(),
+                key_type: super::super::KeyType::EcdsaP256,
+                key_passphrase: None,
+                pkcs11: None,
+                public_base_url: "http://127.0.0.1:8080".into(),
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn init_signs_the_first_and_each_signing_numbers_up_and_keeps_the_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        new_ca(dir.path());
+        let data_dir = crate::DataDir::new(dir.path());
+        let file = RootCrlFile::new(data_dir.root_crl());
+        let first = file.current().unwrap();
+        assert_eq!((first.facts.number, first.facts.revoked), (1, 0));
+        assert!(first.facts.next_update - first.facts.this_update >= 179 * 24 * 3600);
+
+        let serial = Serial::generate();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let facts = revoke_intermediate(
+            dir.path(),
+            None,
+            serial.clone(),
+            RevocationReason::KeyCompromise,
+            week,
+        )
+        .unwrap();
+        assert_eq!((facts.number, facts.revoked), (2, 1));
+        // Revoking again changes nothing but the number.
+        let facts = revoke_intermediate(
+            dir.path(),
+            None,
+            serial.clone(),
+            RevocationReason::Superseded,
+            week,
+        )
+        .unwrap();
+        assert_eq!((facts.number, facts.revoked), (3, 1));
+        let facts = sign(dir.path(), None, week).unwrap();
+        assert_eq!((facts.number, facts.revoked), (4, 1));
+        // The file the daemon reads follows, and the state is readable.
+        let current = file.current().unwrap();
+        assert_eq!(current.facts, facts);
+        let state = std::fs::read_to_string(data_dir.root_crl_state()).unwrap();
+        assert!(state.contains(&serial.to_hex()), "{state}");
+        assert!(state.contains("key-compromise"), "{state}");
+    }
+
+    #[test]
+    fn a_bad_file_keeps_the_last_good_crl_and_no_root_key_is_said_plainly() {
+        let dir = tempfile::tempdir().unwrap();
+        new_ca(dir.path());
+        let data_dir = crate::DataDir::new(dir.path());
+        let file = RootCrlFile::new(data_dir.root_crl());
+        let good = file.current().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(data_dir.root_crl(), b"not a CRL").unwrap();
+        assert_eq!(file.current().unwrap().facts, good.facts);
+
+        std::fs::remove_file(data_dir.root_key()).unwrap();
+        let error = sign(dir.path(), None, DEFAULT_ROOT_CRL_VALIDITY).unwrap_err();
+        assert!(
+            error.to_string().contains("where the root key is kept"),
+            "{error}"
+        );
+        let missing = RootCrlFile::new(dir.path().join("nothing.crl"));
+        assert!(missing.current().is_none());
+    }
+}

@@ -1,0 +1,273 @@
+//! `certd ca …`: what is done where the root key is (sign the root's CRL,
+//! revoke an intermediate), and `certd crl sync`, which keeps a relying
+//! party's CRL file fresh.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+
+use certd::ca::root_crl::{self, RootCrlFacts};
+use certd::identity::Serial;
+use certd::revocation::RevocationReason;
+
+use super::{DataDirArg, UsageError, duration, format_time};
+
+#[derive(Debug, Args)]
+pub struct SignRootCrlArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// How long the root CRL is valid; sign a new one well before it ends (the daemon warns
+    /// 30 days ahead).
+    #[arg(long, value_parser = duration, default_value = "180d")]
+    validity: Duration,
+    /// File whose first line is the root key's passphrase, if it is encrypted.
+    #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
+    key_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeIntermediateArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// The intermediate's serial number in hex (`openssl x509 -serial -noout -in
+    /// intermediate.pem`); any case, colons allowed.
+    serial: String,
+    /// RFC 5280 reason: unspecified, key-compromise, affiliation-changed, superseded,
+    /// cessation-of-operation or certificate-hold.
+    #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
+    reason: RevocationReason,
+    /// How long the new root CRL is valid.
+    #[arg(long, value_parser = duration, default_value = "180d")]
+    validity: Duration,
+    /// File whose first line is the root key's passphrase, if it is encrypted.
+    #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
+    key_passphrase_file: Option<PathBuf>,
+}
+
+fn parse_reason(value: &str) -> Result<RevocationReason, String> {
+    value.parse()
+}
+
+fn passphrase(file: Option<&std::path::Path>) -> anyhow::Result<Option<certd::ca::KeyPassphrase>> {
+    Ok(file
+        .map(certd::ca::KeyPassphrase::from_file)
+        .transpose()
+        .map_err(certd::Error::from)?)
+}
+
+fn check_validity(validity: Duration) -> anyhow::Result<()> {
+    if validity < Duration::from_secs(24 * 3600)
+        || validity > Duration::from_secs(5 * 365 * 24 * 3600)
+    {
+        return Err(UsageError(format!(
+            "--validity {} must be between 1d and 5y",
+            humantime::format_duration(validity)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn report(facts: &RootCrlFacts, dir: &std::path::Path) {
+    println!(
+        "signed root CRL number {} listing {} revoked intermediate(s), valid until {}: {}",
+        facts.number,
+        facts.revoked,
+        format_time(facts.next_update),
+        certd::DataDir::new(dir).root_crl().display()
+    );
+}
+
+/// `certd ca sign-root-crl`.
+pub fn sign_root_crl(args: SignRootCrlArgs) -> anyhow::Result<()> {
+    check_validity(args.validity)?;
+    let passphrase = passphrase(args.key_passphrase_file.as_deref())?;
+    let facts = root_crl::sign(&args.data_dir.data_dir, passphrase.as_ref(), args.validity)
+        .map_err(certd::Error::from)?;
+    report(&facts, &args.data_dir.data_dir);
+    Ok(())
+}
+
+/// `certd ca revoke-intermediate`.
+pub fn revoke_intermediate(args: RevokeIntermediateArgs) -> anyhow::Result<()> {
+    check_validity(args.validity)?;
+    let serial: Serial = args.serial.parse().map_err(certd::Error::from)?;
+    let passphrase = passphrase(args.key_passphrase_file.as_deref())?;
+    let facts = root_crl::revoke_intermediate(
+        &args.data_dir.data_dir,
+        passphrase.as_ref(),
+        serial,
+        args.reason,
+        args.validity,
+    )
+    .map_err(certd::Error::from)?;
+    report(&facts, &args.data_dir.data_dir);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct CrlSyncArgs {
+    /// certd's HTTP base URL, e.g. http://certd.internal:8080; `/crls.pem` (every CRL a
+    /// whole-chain checker needs) is fetched from it.
+    #[arg(long)]
+    http: String,
+    /// The file to keep fresh (replaced atomically, 0644).
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep running, fetching this often; without it, fetch once.
+    #[arg(long, value_parser = duration)]
+    every: Option<Duration>,
+    /// Run this with `sh -c` after the file changed (e.g. `nginx -s reload`); not when it is
+    /// unchanged.
+    #[arg(long)]
+    exec: Option<String>,
+    /// Check every CRL's signature against these roots (PEM; certd's bundle.pem) and the
+    /// intermediate certd serves, before anything is written.
+    #[arg(long, env = "CERTD_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
+}
+
+/// `certd crl sync`.
+pub async fn crl_sync(args: CrlSyncArgs) -> anyhow::Result<()> {
+    let base = certd::config::check_base_url(&args.http)
+        .map_err(|message| UsageError(format!("--http: {message}")))?;
+    if !base.starts_with("http://") {
+        return Err(UsageError(format!(
+            "--http {base:?} must be an http:// URL (certd's HTTP port)"
+        ))
+        .into());
+    }
+    if let Some(every) = args.every
+        && every < Duration::from_secs(10)
+    {
+        return Err(UsageError("--every must be at least 10s".into()).into());
+    }
+    let roots = match &args.ca_bundle {
+        Some(path) => Some(super::workload::read(path)?),
+        None => None,
+    };
+    let Some(every) = args.every else {
+        return sync_once(&base, &args, roots.as_deref()).await.map(|_| ());
+    };
+    loop {
+        if let Err(error) = sync_once(&base, &args, roots.as_deref()).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "CRL sync failed; keeping the file as it is"
+            );
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One round: fetch, check, and replace the file and run the hook only if
+/// the content changed. Answers whether it changed.
+async fn sync_once(
+    base: &str,
+    args: &CrlSyncArgs,
+    roots_pem: Option<&str>,
+) -> anyhow::Result<bool> {
+    let body = super::http_get(&format!("{base}/crls.pem")).await?;
+    let crls = check_crls(&body)?;
+    if let Some(roots_pem) = roots_pem {
+        let intermediate = super::http_get(&format!("{base}/intermediate.pem")).await?;
+        verify_crls(&crls, roots_pem, &intermediate)?;
+    }
+    if std::fs::read(&args.out).is_ok_and(|current| current == body) {
+        tracing::debug!(file = %args.out.display(), "CRLs unchanged");
+        return Ok(false);
+    }
+    certd::fsutil::replace_file(&args.out, &body, certd::fsutil::PUBLIC_FILE_MODE)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.out.display()))?;
+    tracing::info!(file = %args.out.display(), crls = crls.len(), "CRLs updated");
+    if let Some(command) = &args.exec {
+        let status = tokio::process::Command::new("sh")
+            .args(["-c", command])
+            .status()
+            .await;
+        match status {
+            Ok(status) if status.success() => tracing::info!(%command, "reload command ran"),
+            Ok(status) => tracing::warn!(%command, %status, "reload command failed"),
+            Err(error) => tracing::warn!(%command, %error, "cannot run the reload command"),
+        }
+    }
+    Ok(true)
+}
+
+/// The DER of every CRL in a PEM document, each parsed and still valid.
+fn check_crls(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let now = certd::ca::unix_seconds(SystemTime::now());
+    let mut crls = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let block = block.map_err(|e| anyhow::anyhow!("the CRLs are not PEM: {e}"))?;
+        if block.label != "X509 CRL" {
+            continue;
+        }
+        let (_, crl) = CertificateRevocationList::from_der(&block.contents)
+            .map_err(|e| anyhow::anyhow!("a CRL does not parse: {e}"))?;
+        if crl
+            .next_update()
+            .is_some_and(|next| next.timestamp() <= now)
+        {
+            anyhow::bail!(
+                "certd served a CRL that has expired (nextUpdate passed); not writing it"
+            );
+        }
+        crls.push(block.contents);
+    }
+    if crls.is_empty() {
+        anyhow::bail!("certd's /crls.pem holds no CRL");
+    }
+    Ok(crls)
+}
+
+/// Every CRL must be signed by a root of the bundle or by the intermediate
+/// certd serves, itself signed by such a root.
+fn verify_crls(crls: &[Vec<u8>], roots_pem: &str, intermediate_pem: &[u8]) -> anyhow::Result<()> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let certificates = |pem: &[u8]| -> Vec<Vec<u8>> {
+        x509_parser::pem::Pem::iter_from_buffer(pem)
+            .filter_map(Result::ok)
+            .filter(|block| block.label == "CERTIFICATE")
+            .map(|block| block.contents)
+            .collect()
+    };
+    let roots = certificates(roots_pem.as_bytes());
+    let roots: Vec<X509Certificate> = roots
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .collect();
+    if roots.is_empty() {
+        anyhow::bail!("--ca-bundle holds no certificate");
+    }
+    let intermediates = certificates(intermediate_pem);
+    let intermediates: Vec<X509Certificate> = intermediates
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .filter(|intermediate| {
+            roots.iter().any(|root| {
+                intermediate
+                    .verify_signature(Some(root.public_key()))
+                    .is_ok()
+            })
+        })
+        .collect();
+    for der in crls {
+        let (_, crl) = CertificateRevocationList::from_der(der)
+            .map_err(|e| anyhow::anyhow!("a CRL does not parse: {e}"))?;
+        let signed = roots.iter().chain(intermediates.iter()).any(|issuer| {
+            issuer.subject() == crl.issuer() && crl.verify_signature(issuer.public_key()).is_ok()
+        });
+        if !signed {
+            anyhow::bail!(
+                "the CRL of {} is not signed by the trust bundle's CAs; not writing it",
+                crl.issuer()
+            );
+        }
+    }
+    Ok(())
+}

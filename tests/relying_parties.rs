@@ -1,0 +1,278 @@
+//! Relying parties nobody here wrote, checking whole chains: `openssl
+//! verify -crl_check_all` with the CRLs from `/crls.pem` (the root's CRL,
+//! covering the intermediate, and the intermediate's, covering leaves), an
+//! OCSP check through the URL in the leaf itself, the CA certificates over
+//! HTTP where certificates' AIA points, and `certd crl sync` keeping a
+//! relying party's CRL file fresh.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Daemon, http, openssl, stderr, stdout};
+
+fn write(path: &Path, contents: &[u8]) -> String {
+    std::fs::write(path, contents).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// `openssl verify -crl_check_all` of `chain` (leaf, intermediate) against
+/// the bundle, with the CRLs certd serves now.
+fn verify_with_crls(daemon: &Daemon, chain: &str) -> (bool, String) {
+    let dir = daemon.tmp.path();
+    let crls = http("GET", &format!("{}/crls.pem", daemon.http), &[], b"");
+    assert_eq!(crls.status, 200, "{}", String::from_utf8_lossy(&crls.body));
+    let crls = write(&dir.join("crls.pem"), &crls.body);
+    let intermediate = daemon.data_dir.join("intermediate.pem");
+    let bundle = daemon.data_dir.join("bundle.pem");
+    openssl(&[
+        "verify",
+        "-crl_check_all",
+        "-CAfile",
+        bundle.to_str().unwrap(),
+        "-untrusted",
+        intermediate.to_str().unwrap(),
+        "-CRLfile",
+        &crls,
+        chain,
+    ])
+}
+
+#[tokio::test]
+async fn openssl_checks_whole_chains_with_the_crls_certd_serves() {
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path().to_owned();
+    let payments = daemon.bootstrap("payments").await;
+    let orders = daemon.bootstrap("orders").await;
+    let payments_leaf = write(
+        &dir.join("payments.pem"),
+        payments.issued.certificate_pem.as_bytes(),
+    );
+    let orders_leaf = write(
+        &dir.join("orders.pem"),
+        orders.issued.certificate_pem.as_bytes(),
+    );
+
+    let (ok, text) = verify_with_crls(&daemon, &payments_leaf);
+    assert!(ok && text.contains(": OK"), "a valid leaf passes: {text}");
+
+    let output = daemon.cli(&[
+        "revoke",
+        &payments.issued.serial,
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (ok, text) = verify_with_crls(&daemon, &payments_leaf);
+    assert!(!ok && text.contains("error 23"), "a revoked leaf: {text}");
+    let (ok, text) = verify_with_crls(&daemon, &orders_leaf);
+    assert!(ok, "others still pass: {text}");
+
+    // Revoking the intermediate (where the root key is: here, the data
+    // directory) puts it on the root CRL, which the daemon serves at once.
+    let (_, serial) = openssl(&[
+        "x509",
+        "-noout",
+        "-serial",
+        "-in",
+        daemon.data_dir.join("intermediate.pem").to_str().unwrap(),
+    ]);
+    let serial = serial.trim().trim_start_matches("serial=").to_owned();
+    let output = daemon.cli(&[
+        "ca",
+        "revoke-intermediate",
+        &serial,
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("listing 1 revoked intermediate"),
+        "{}",
+        stdout(&output)
+    );
+    let (ok, text) = verify_with_crls(&daemon, &orders_leaf);
+    assert!(
+        !ok && text.contains("error 23 at 1 depth"),
+        "the revoked intermediate fails every chain: {text}"
+    );
+}
+
+#[tokio::test]
+async fn relying_parties_find_the_issuers_and_the_responder_from_the_certificates() {
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path().to_owned();
+    let billing = daemon.bootstrap("billing").await;
+    let leaf = write(
+        &dir.join("leaf.pem"),
+        billing.issued.certificate_pem.as_bytes(),
+    );
+
+    // The OCSP responder, from the URL in the leaf itself.
+    let (ok, url) = openssl(&["x509", "-noout", "-ocsp_uri", "-in", &leaf]);
+    assert!(ok, "{url}");
+    let intermediate = daemon.data_dir.join("intermediate.pem");
+    let bundle = daemon.data_dir.join("bundle.pem");
+    let (ok, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        intermediate.to_str().unwrap(),
+        "-cert",
+        &leaf,
+        "-url",
+        url.trim(),
+        "-CAfile",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && text.contains("Response verify OK") && text.contains(": good"),
+        "{text}"
+    );
+
+    // The CA Issuers URLs: the leaf's serves the intermediate (DER), the
+    // intermediate's the root; the bundle over HTTP is the file's.
+    let ca_issuers = |certificate: &str| -> String {
+        let (_, text) = openssl(&["x509", "-noout", "-text", "-in", certificate]);
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix("CA Issuers - URI:"))
+            .unwrap_or_else(|| panic!("no CA Issuers URL in {certificate}: {text}"))
+            .to_owned()
+    };
+    let pem_of = |path: &Path| std::fs::read_to_string(path).unwrap();
+    let der_of = |pem: &str| common::pem_certs(pem)[0].to_vec();
+    let fetched = http("GET", &ca_issuers(&leaf), &[], b"");
+    assert_eq!(
+        fetched.header("content-type"),
+        Some("application/pkix-cert")
+    );
+    assert_eq!(fetched.body, der_of(&pem_of(&intermediate)));
+    let fetched = http("GET", &ca_issuers(intermediate.to_str().unwrap()), &[], b"");
+    assert_eq!(
+        fetched.body,
+        der_of(&pem_of(&daemon.data_dir.join("root.pem")))
+    );
+    let served = http("GET", &format!("{}/bundle.pem", daemon.http), &[], b"");
+    assert_eq!(served.body, pem_of(&bundle).into_bytes());
+    let etag = served.header("etag").unwrap().to_owned();
+    let again = http(
+        "GET",
+        &format!("{}/bundle.pem", daemon.http),
+        &[("If-None-Match", &etag)],
+        b"",
+    );
+    assert_eq!(again.status, 304);
+    let served = http(
+        "GET",
+        &format!("{}/intermediate.pem", daemon.http),
+        &[],
+        b"",
+    );
+    assert_eq!(served.body, pem_of(&intermediate).into_bytes());
+
+    // The intermediate's CRL distribution point is the root CRL certd
+    // serves, and it verifies against the root.
+    let (_, text) = openssl(&[
+        "x509",
+        "-noout",
+        "-text",
+        "-in",
+        intermediate.to_str().unwrap(),
+    ]);
+    let root_crl_url = text
+        .lines()
+        .skip_while(|line| !line.contains("CRL Distribution Points"))
+        .find_map(|line| line.trim().strip_prefix("URI:"))
+        .expect("a CRL distribution point")
+        .to_owned();
+    let root_crl = http("GET", &root_crl_url, &[], b"");
+    assert_eq!(root_crl.status, 200);
+    let root_crl_file = write(&dir.join("root.crl"), &root_crl.body);
+    let (ok, text) = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        &root_crl_file,
+        "-CAfile",
+        bundle.to_str().unwrap(),
+        "-noout",
+    ]);
+    assert!(ok && text.contains("verify OK"), "{text}");
+}
+
+#[test]
+fn crl_sync_replaces_the_file_only_on_change_and_keeps_it_while_certd_is_down() {
+    let mut daemon = Daemon::start();
+    let dir = daemon.tmp.path().to_owned();
+    let out = dir.join("nginx-crls.pem");
+    let hook_runs = dir.join("hook-runs");
+    let hook = format!("echo run >> {}", hook_runs.display());
+    let bundle = daemon.data_dir.join("bundle.pem");
+    let sync = |daemon: &Daemon| {
+        daemon.cli(&[
+            "crl",
+            "sync",
+            "--http",
+            &daemon.http,
+            "--out",
+            out.to_str().unwrap(),
+            "--exec",
+            &hook,
+            "--ca-bundle",
+            bundle.to_str().unwrap(),
+        ])
+    };
+    let runs = || {
+        std::fs::read_to_string(&hook_runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    let output = sync(&daemon);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first = std::fs::read(&out).unwrap();
+    assert_eq!(
+        first
+            .windows(15)
+            .filter(|w| w == b"BEGIN X509 CRL-")
+            .count(),
+        2,
+        "the root's and the intermediate's"
+    );
+    assert_eq!(runs(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+
+    // Unchanged: no write, no hook.
+    let output = sync(&daemon);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(runs(), 1);
+
+    // New CRLs (here a new root CRL, signed beside the daemon): written
+    // again, hook again.
+    let output = daemon.cli(&["ca", "sign-root-crl"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = sync(&daemon);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(runs(), 2);
+    let second = std::fs::read(&out).unwrap();
+    assert_ne!(first, second);
+
+    // certd down: exit 3 ("cannot reach"), and the file stays as it was.
+    daemon.kill();
+    let output = sync(&daemon);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert_eq!(std::fs::read(&out).unwrap(), second);
+    assert_eq!(runs(), 2);
+    // No temporary file is left beside it.
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".nginx-crls"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
