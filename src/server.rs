@@ -248,7 +248,7 @@ pub async fn run(
     ));
     let purge = tokio::spawn(purge_expired(authority.clone(), until_stopped()));
     let crl = tokio::spawn(refresh_crl(authority.clone(), until_stopped()));
-    let root_crl = tokio::spawn(watch_root_crl(authority.clone(), until_stopped()));
+    let ca_expiry = tokio::spawn(watch_ca_expiry(authority.clone(), until_stopped()));
     let changes = tokio::spawn({
         let authority = authority.clone();
         crate::authority::follow(
@@ -296,7 +296,7 @@ pub async fn run(
         }
     };
     let _ = stop.send(true);
-    let _ = tokio::join!(rotation, purge, crl, root_crl, changes, catch_up, health);
+    let _ = tokio::join!(rotation, purge, crl, ca_expiry, changes, catch_up, health);
     for task in attestor_upkeep {
         let _ = task.await;
     }
@@ -424,11 +424,14 @@ async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
     }
 }
 
-/// Warns, at start and every hour, when the root's CRL is missing or near
-/// its nextUpdate: only a command run where the root key is can sign a new
-/// one, and once it expires every whole-chain checker refuses every client.
-async fn watch_root_crl(authority: Authority, stopped: impl Future<Output = ()>) {
+/// Warns, at start and every hour, about what only an operator can renew:
+/// the root's CRL missing or near its nextUpdate (only a command run where
+/// the root key is signs one, and once it expires every whole-chain checker
+/// refuses every client), and the intermediate or root certificate within
+/// 30 days of its end (nothing renews them by themselves yet).
+async fn watch_ca_expiry(authority: Authority, stopped: impl Future<Output = ()>) {
     use crate::ca::root_crl::ROOT_CRL_WARNING;
+    let warning = ROOT_CRL_WARNING.as_secs() as i64;
     tokio::pin!(stopped);
     loop {
         let now = unix_seconds(SystemTime::now());
@@ -440,14 +443,25 @@ async fn watch_root_crl(authority: Authority, stopped: impl Future<Output = ()>)
                 next_update = crl.facts.next_update,
                 "the root CRL has expired: whole-chain checkers refuse every client; run `certd ca sign-root-crl` where the root key is"
             ),
-            Some(crl) if crl.facts.next_update - now < ROOT_CRL_WARNING.as_secs() as i64 => {
-                tracing::warn!(
-                    next_update = crl.facts.next_update,
-                    days_left = (crl.facts.next_update - now) / 86_400,
-                    "the root CRL expires soon; run `certd ca sign-root-crl` where the root key is"
-                )
-            }
+            Some(crl) if crl.facts.next_update - now < warning => tracing::warn!(
+                next_update = crl.facts.next_update,
+                days_left = (crl.facts.next_update - now) / 86_400,
+                "the root CRL expires soon; run `certd ca sign-root-crl` where the root key is"
+            ),
             Some(_) => {}
+        }
+        for (certificate, not_after) in [
+            ("intermediate", authority.ca().intermediate_not_after()),
+            ("root", authority.ca().root_not_after()),
+        ] {
+            if not_after - now < warning {
+                tracing::warn!(
+                    certificate,
+                    not_after,
+                    days_left = (not_after - now) / 86_400,
+                    "a CA certificate expires within 30 days; certd cannot rotate it by itself yet: plan a new CA (certd init) and move workloads to its bundle"
+                );
+            }
         }
         tokio::select! {
             () = &mut stopped => return,

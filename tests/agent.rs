@@ -437,6 +437,19 @@ fn entries_for_agents_and_through_agents_are_checked() {
     assert!(listed.contains(&agent));
 }
 
+/// `certd svid fetch` as this test's user, into the daemon's temp dir.
+fn svid_fetch(daemon: &Daemon, agent: &Agent) -> std::process::Output {
+    let out = daemon.tmp.path().join("svid");
+    daemon.cli(&[
+        "svid",
+        "fetch",
+        "--socket",
+        agent.socket.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// `certd svid fetch` as user `nobody` (through `setpriv`), on `socket`.
 fn fetch_as_nobody(socket: &std::path::Path, out: &std::path::Path) -> std::process::Output {
     std::process::Command::new("setpriv")
@@ -636,15 +649,7 @@ async fn an_entry_can_require_the_executable_path_and_hash() {
         format!("spiffe://{TRUST_DOMAIN}/svc/billing")
     );
     // The certd binary, run as the same uid, is another executable.
-    let out = daemon.tmp.path().join("svid");
-    let output = daemon.cli(&[
-        "svid",
-        "fetch",
-        "--socket",
-        agent.socket.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = svid_fetch(&daemon, &agent);
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("no registration entry"),
@@ -824,15 +829,7 @@ fn the_agent_serves_metrics_and_health() {
         .clone()
         .expect("the ready line names the metrics URL");
 
-    let out = daemon.tmp.path().join("svid");
-    let output = daemon.cli(&[
-        "svid",
-        "fetch",
-        "--socket",
-        agent.socket.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = svid_fetch(&daemon, &agent);
     assert!(output.status.success(), "{}", stderr(&output));
     // Another user has no entry: refused.
     open_path_to(&agent.socket);

@@ -167,22 +167,32 @@ async fn crls_pem(State(authority): State<Authority>, headers: HeaderMap) -> Res
     let Some(root) = authority.ca().root_crl() else {
         return no_root_crl();
     };
-    let intermediate = match authority.revocations().current_crl().await {
+    let intermediate = match current_crl(&authority).await {
         Ok(crl) => crl,
-        Err(error) => {
-            tracing::error!(%error, "cannot publish a CRL");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "CRL temporarily unavailable\n",
-            )
-                .into_response();
-        }
+        Err(unavailable) => return unavailable,
     };
     let mut body = crate::ca::pem_encode("X509 CRL", &root.der);
     body.push_str(&intermediate.pem);
     // Cached no longer than the intermediate's CRL is fresh.
     let max_age = (intermediate.next_update - unix_seconds(SystemTime::now())).clamp(0, 300);
     cacheable(&headers, body.into_bytes(), max_age as u64, PEM)
+}
+
+/// The intermediate's current CRL, or the 503 to answer when none can be
+/// published now.
+async fn current_crl(authority: &Authority) -> Result<std::sync::Arc<PublishedCrl>, Response> {
+    authority
+        .revocations()
+        .current_crl()
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "cannot publish a CRL");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CRL temporarily unavailable\n",
+            )
+                .into_response()
+        })
 }
 
 fn no_root_crl() -> Response {
@@ -271,16 +281,9 @@ async fn crl_response(
     content_type: &'static str,
     body: impl Fn(&PublishedCrl) -> Vec<u8>,
 ) -> Response {
-    let crl = match authority.revocations().current_crl().await {
+    let crl = match current_crl(authority).await {
         Ok(crl) => crl,
-        Err(error) => {
-            tracing::error!(%error, "cannot publish a CRL");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "CRL temporarily unavailable\n",
-            )
-                .into_response();
-        }
+        Err(unavailable) => return unavailable,
     };
     let etag = crl.etag();
     // Cached until certd signs the next one (not until nextUpdate): a
