@@ -266,6 +266,25 @@ async fn key_in_the_token_signs_what_openssl_checks(key_type: &str) {
         ok && text.contains("Response verify OK") && text.contains(": good"),
         "{text}"
     );
+    // More concurrent signers than the token gets sessions (16): they
+    // wait their turn, and every request is answered.
+    let output = daemon.cli(&[
+        "bench",
+        "issue",
+        "--server",
+        &daemon.grpc,
+        "--concurrency",
+        "40",
+        "--count",
+        "400",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = common::stdout(&output);
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["ok"], 400, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+
     // And the CRL.
     let crl = common::http("GET", &format!("{}/crl", daemon.http), &[], b"");
     assert_eq!(crl.status, 200);

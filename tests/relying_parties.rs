@@ -254,6 +254,7 @@ fn crl_sync_replaces_the_file_only_on_change_and_keeps_it_while_certd_is_down() 
 
     // New CRLs (here a new root CRL, signed beside the daemon): written
     // again, hook again.
+    let first_root_crl = std::fs::read(daemon.data_dir.join("root.crl")).unwrap();
     let output = daemon.cli(&["ca", "sign-root-crl"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let output = sync(&daemon);
@@ -261,6 +262,19 @@ fn crl_sync_replaces_the_file_only_on_change_and_keeps_it_while_certd_is_down() 
     assert_eq!(runs(), 2);
     let second = std::fs::read(&out).unwrap();
     assert_ne!(first, second);
+
+    // An older CRL served again (a restored backup, or a replay on the
+    // way) is refused: the file never goes back in time.
+    std::fs::write(daemon.data_dir.join("root.crl"), &first_root_crl).unwrap();
+    let output = sync(&daemon);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("older than number 2"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), second);
+    assert_eq!(runs(), 2);
 
     // certd down: exit 3 ("cannot reach"), and the file stays as it was.
     daemon.kill();

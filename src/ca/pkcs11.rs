@@ -5,7 +5,8 @@
 //!
 //! Owns the PKCS#11 library, the login and a pool of sessions (a PKCS#11
 //! session runs one operation at a time, so concurrent signers each take
-//! their own). It must not touch the data directory or the store: where
+//! their own, up to a cap a token can bear; a signature is made off the
+//! async runtime's worker). It must not touch the data directory or the store: where
 //! the key is recorded (`ca.toml`) is `files`' business.
 
 use std::path::{Path, PathBuf};
@@ -97,8 +98,92 @@ pub struct Pkcs11Key {
     context: Pkcs11,
     slot: Slot,
     private_key: ObjectHandle,
-    /// Logged-in sessions not in use now.
-    idle: Mutex<Vec<Session>>,
+    sessions: SessionPool,
+}
+
+/// Most sessions certd opens on a token: tokens allow only so many (small
+/// hardware HSMs 16 or fewer per application), and past this a signer
+/// waits for a free one rather than failing.
+const MAX_SESSIONS: usize = 16;
+/// How long a signer waits for a free session before the request fails.
+const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logged-in sessions: a PKCS#11 session runs one operation at a time, so
+/// each concurrent signer takes its own, up to `MAX_SESSIONS`.
+struct SessionPool {
+    state: Mutex<PoolState>,
+    freed: std::sync::Condvar,
+}
+
+struct PoolState {
+    /// Open and not in use now.
+    idle: Vec<Session>,
+    /// Open in all, in use or idle.
+    open: usize,
+}
+
+impl SessionPool {
+    fn new(first: Session) -> Self {
+        SessionPool {
+            state: Mutex::new(PoolState {
+                idle: vec![first],
+                open: 1,
+            }),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// An idle session, a new one from `open_new` while under the cap, or
+    /// the next one given back, waiting at most `SESSION_WAIT`.
+    fn take(
+        &self,
+        open_new: impl Fn() -> cryptoki::error::Result<Session>,
+    ) -> Result<Session, String> {
+        let deadline = std::time::Instant::now() + SESSION_WAIT;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(session) = state.idle.pop() {
+                return Ok(session);
+            }
+            if state.open < MAX_SESSIONS {
+                state.open += 1;
+                drop(state);
+                return open_new().map_err(|error| {
+                    self.discard();
+                    format!("cannot open a session: {error}")
+                });
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "all {MAX_SESSIONS} sessions stayed busy for {}s",
+                    SESSION_WAIT.as_secs()
+                ));
+            }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn give_back(&self, session: Session) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .idle
+            .push(session);
+        self.freed.notify_one();
+    }
+
+    /// A session that failed is dropped (closed), and its place freed.
+    fn discard(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.open = state.open.saturating_sub(1);
+        drop(state);
+        self.freed.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Pkcs11Key {
@@ -342,20 +427,31 @@ impl Pkcs11Key {
             context,
             slot,
             private_key,
-            idle: Mutex::new(vec![session]),
+            sessions: SessionPool::new(session),
         })
     }
 
-    /// A logged-in session: an idle one, or a new one (sessions opened
-    /// after the login share it).
-    fn session(&self) -> Result<Session, rcgen::Error> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match idle {
-            Some(session) => Ok(session),
-            None => self.context.open_ro_session(self.slot).map_err(|error| {
-                tracing::error!(token = %self.key_ref.token_label, %error, "cannot open a PKCS#11 session");
-                rcgen::Error::RemoteKeyError
-            }),
+    /// Signs `digest` with a session from the pool.
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let failed = |error: String| {
+            tracing::error!(token = %self.key_ref.token_label, %error, "the PKCS#11 token did not sign");
+            rcgen::Error::RemoteKeyError
+        };
+        // Sessions opened after the login share it.
+        let session = self
+            .sessions
+            .take(|| self.context.open_ro_session(self.slot))
+            .map_err(failed)?;
+        match session.sign(&Mechanism::Ecdsa, self.private_key, digest) {
+            Ok(raw) => {
+                self.sessions.give_back(session);
+                Ok(raw)
+            }
+            Err(error) => {
+                drop(session);
+                self.sessions.discard();
+                Err(failed(error.to_string()))
+            }
         }
     }
 }
@@ -393,21 +489,16 @@ impl rcgen::SigningKey for Pkcs11Key {
         } else {
             ring::digest::digest(&ring::digest::SHA256, message)
         };
-        let session = self.session()?;
-        let signed = session.sign(&Mechanism::Ecdsa, self.private_key, digest.as_ref());
-        let raw = match signed {
-            Ok(raw) => {
-                self.idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(session);
-                raw
+        // A token may take milliseconds: on the daemon's runtime, its
+        // worker thread is handed over while this waits.
+        let sign = || self.sign_digest(digest.as_ref());
+        let raw = match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(sign)?
             }
-            Err(error) => {
-                // The session is dropped (closed): a broken one is not reused.
-                tracing::error!(token = %self.key_ref.token_label, %error, "the PKCS#11 token did not sign");
-                return Err(rcgen::Error::RemoteKeyError);
-            }
+            _ => sign()?,
         };
         ecdsa_der(&raw).ok_or(rcgen::Error::RemoteKeyError)
     }

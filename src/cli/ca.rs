@@ -174,9 +174,13 @@ async fn sync_once(
         let intermediate = super::http_get(&format!("{base}/intermediate.pem")).await?;
         verify_crls(&crls, roots_pem, &intermediate)?;
     }
-    if std::fs::read(&args.out).is_ok_and(|current| current == body) {
+    let current = std::fs::read(&args.out).ok();
+    if current.as_deref() == Some(body.as_slice()) {
         tracing::debug!(file = %args.out.display(), "CRLs unchanged");
         return Ok(false);
+    }
+    if let Some(current) = current {
+        refuse_rollback(&current, &crls)?;
     }
     certd::fsutil::replace_file(&args.out, &body, certd::fsutil::PUBLIC_FILE_MODE)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.out.display()))?;
@@ -222,6 +226,33 @@ fn check_crls(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
         anyhow::bail!("certd's /crls.pem holds no CRL");
     }
     Ok(crls)
+}
+
+/// A CRL whose number is lower than the same issuer's in the file now is
+/// an old one replayed (or a server restored from an old backup): refused,
+/// so the file never goes back in time.
+fn refuse_rollback(current_pem: &[u8], fetched: &[Vec<u8>]) -> anyhow::Result<()> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let numbered = |der: &[u8]| -> Option<(Vec<u8>, x509_parser::num_bigint::BigUint)> {
+        let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
+        Some((crl.issuer().as_raw().to_vec(), crl.crl_number()?.clone()))
+    };
+    let held: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(current_pem)
+        .filter_map(Result::ok)
+        .filter(|block| block.label == "X509 CRL")
+        .filter_map(|block| numbered(&block.contents))
+        .collect();
+    for (issuer, number) in fetched.iter().filter_map(|der| numbered(der)) {
+        if let Some((_, held_number)) = held.iter().find(|(held_issuer, _)| *held_issuer == issuer)
+            && number < *held_number
+        {
+            anyhow::bail!(
+                "certd served CRL number {number}, older than number {held_number} in the file; not writing it"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every CRL must be signed by a root of the bundle or by the intermediate
