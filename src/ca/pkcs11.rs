@@ -97,7 +97,12 @@ pub struct Pkcs11Key {
     public_key: Vec<u8>,
     context: Pkcs11,
     slot: Slot,
-    private_key: ObjectHandle,
+    /// Looked up again after a new login: a token that was reset may hand
+    /// out new object handles.
+    private_key: std::sync::RwLock<ObjectHandle>,
+    /// Kept (zeroized on drop) to log in again when a token forgets the
+    /// login: an HSM restarted, a network HSM reconnected.
+    pin: Pkcs11Pin,
     sessions: SessionPool,
 }
 
@@ -175,6 +180,18 @@ impl SessionPool {
             .idle
             .push(session);
         self.freed.notify_one();
+    }
+
+    /// Closes every idle session (from before a lost login) and keeps
+    /// `session`, just logged in, instead.
+    fn replace_idle(&self, session: Session) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let closed = state.idle.len();
+        state.idle.clear();
+        state.open = state.open.saturating_sub(closed) + 1;
+        state.idle.push(session);
+        drop(state);
+        self.freed.notify_all();
     }
 
     /// A session that failed is dropped (closed), and its place freed.
@@ -426,23 +443,39 @@ impl Pkcs11Key {
             public_key,
             context,
             slot,
-            private_key,
+            private_key: std::sync::RwLock::new(private_key),
+            pin: pin.clone(),
             sessions: SessionPool::new(session),
         })
     }
 
-    /// Signs `digest` with a session from the pool.
+    /// Signs `digest` with a session from the pool. When the token has
+    /// forgotten the login or the key's handle (it was reset), logs in
+    /// again, finds the key again, and tries once more.
     fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let failed = |error: String| {
             tracing::error!(token = %self.key_ref.token_label, %error, "the PKCS#11 token did not sign");
             rcgen::Error::RemoteKeyError
         };
+        match self.try_sign(digest) {
+            Ok(raw) => Ok(raw),
+            Err(SignFailure::Token(error)) if lost_login(&error) => {
+                tracing::warn!(token = %self.key_ref.token_label, %error, "the PKCS#11 token lost the login; logging in again");
+                self.log_in_again().map_err(|e| failed(e.to_string()))?;
+                self.try_sign(digest).map_err(|e| failed(e.to_string()))
+            }
+            Err(error) => Err(failed(error.to_string())),
+        }
+    }
+
+    fn try_sign(&self, digest: &[u8]) -> Result<Vec<u8>, SignFailure> {
         // Sessions opened after the login share it.
         let session = self
             .sessions
             .take(|| self.context.open_ro_session(self.slot))
-            .map_err(failed)?;
-        match session.sign(&Mechanism::Ecdsa, self.private_key, digest) {
+            .map_err(SignFailure::Pool)?;
+        let key = *self.private_key.read().unwrap_or_else(|p| p.into_inner());
+        match session.sign(&Mechanism::Ecdsa, key, digest) {
             Ok(raw) => {
                 self.sessions.give_back(session);
                 Ok(raw)
@@ -450,10 +483,65 @@ impl Pkcs11Key {
             Err(error) => {
                 drop(session);
                 self.sessions.discard();
-                Err(failed(error.to_string()))
+                Err(SignFailure::Token(error))
             }
         }
     }
+
+    /// A new login on a fresh session, the key looked up again, and the
+    /// idle sessions (from before) closed.
+    fn log_in_again(&self) -> Result<(), CaError> {
+        let session = login(&self.context, self.slot, &self.key_ref, &self.pin, false)?;
+        let found = session
+            .find_objects(&label_template(ObjectClass::PRIVATE_KEY, &self.key_ref))
+            .map_err(|e| token_error(&self.key_ref, "cannot search the token", e))?;
+        let [key] = found.as_slice() else {
+            return Err(in_token(
+                &self.key_ref,
+                format!(
+                    "after logging in again, {} private keys are labelled {:?}",
+                    found.len(),
+                    self.key_ref.key_label
+                ),
+            ));
+        };
+        *self.private_key.write().unwrap_or_else(|p| p.into_inner()) = *key;
+        self.sessions.replace_idle(session);
+        Ok(())
+    }
+}
+
+/// Why a signature was not made.
+enum SignFailure {
+    /// No session could be had.
+    Pool(String),
+    Token(cryptoki::error::Error),
+}
+
+impl std::fmt::Display for SignFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignFailure::Pool(reason) => f.write_str(reason),
+            SignFailure::Token(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// Whether `error` says the token forgot the login, the session or the
+/// key's handle: what a new login cures.
+fn lost_login(error: &cryptoki::error::Error) -> bool {
+    use cryptoki::error::{Error, RvError};
+    matches!(
+        error,
+        Error::Pkcs11(
+            RvError::UserNotLoggedIn
+                | RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid,
+            _
+        )
+    )
 }
 
 /// `CKA_EC_POINT` is the point wrapped in a DER OCTET STRING (PKCS#11

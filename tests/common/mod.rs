@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod k8s_issuer;
+pub mod softhsm;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
