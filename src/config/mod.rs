@@ -866,6 +866,23 @@ mod tests {
             Some("revocation.crl_validity"),
         );
         check(
+            "[revocation]\ncrl_refresh = \"10s\"",
+            Some("revocation.crl_refresh"),
+        );
+        // A refresh past half the validity is brought back to half.
+        let config = check(
+            "[revocation]\ncrl_validity = \"1h\"\ncrl_refresh = \"2h\"",
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.revocation.crl_refresh, Duration::from_secs(1800));
+        let defaults = check("", None).unwrap();
+        assert_eq!(
+            defaults.revocation.crl_validity,
+            Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(defaults.revocation.crl_refresh, Duration::from_secs(3600));
+        check(
             "[limits]\nissuance_rate = -1.0",
             Some("limits.issuance_rate"),
         );
