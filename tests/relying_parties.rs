@@ -290,3 +290,69 @@ fn crl_sync_replaces_the_file_only_on_change_and_keeps_it_while_certd_is_down() 
         .collect();
     assert!(leftovers.is_empty());
 }
+
+/// The first half of a root rotation: a new root added to `bundle.pem`
+/// (made where the root keys are) reaches every workload through certd,
+/// without a restart, before anything is signed under it. A file that
+/// would drop the CA's own root is refused and the last good bundle kept.
+#[tokio::test]
+async fn a_root_added_to_the_bundle_reaches_workloads_without_a_restart() {
+    let daemon = Daemon::start();
+    let before = daemon.bootstrap("billing").await;
+    assert_eq!(common::pem_certs(&before.issued.trust_bundle_pem).len(), 1);
+    let spiffe = |daemon: &Daemon| -> serde_json::Value {
+        let body = http("GET", &format!("{}/bundle.spiffe", daemon.http), &[], b"").body;
+        serde_json::from_slice(&body).unwrap()
+    };
+    let x509_keys = |bundle: &serde_json::Value| {
+        bundle["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|key| key["use"] == "x509-svid")
+            .count()
+    };
+    let sequence_before = spiffe(&daemon)["spiffe_sequence"].as_u64().unwrap();
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "certd root CA next");
+    let next_root = params.self_signed(&key).unwrap();
+    let bundle_path = daemon.data_dir.join("bundle.pem");
+    let old_bundle = std::fs::read_to_string(&bundle_path).unwrap();
+    let both = format!("{old_bundle}{}", next_root.pem());
+    std::fs::write(&bundle_path, &both).unwrap();
+
+    let after = daemon.bootstrap("orders").await;
+    assert_eq!(after.issued.trust_bundle_pem, both);
+    let served = http("GET", &format!("{}/bundle.pem", daemon.http), &[], b"");
+    assert_eq!(served.body, both.as_bytes());
+    let bundle = spiffe(&daemon);
+    assert_eq!(x509_keys(&bundle), 2);
+    assert!(bundle["spiffe_sequence"].as_u64().unwrap() > sequence_before);
+    // The old workload gets it at its next renewal.
+    let renewed = daemon.renew(Some(&before)).await.unwrap();
+    assert_eq!(renewed.trust_bundle_pem, both);
+
+    // A bundle without the CA's own root would cut every workload off.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&bundle_path, next_root.pem()).unwrap();
+    let served = http("GET", &format!("{}/bundle.pem", daemon.http), &[], b"");
+    assert_eq!(served.body, both.as_bytes(), "the last good bundle");
+    // Its log line (the log writer may lag a moment).
+    let started = std::time::Instant::now();
+    while !daemon
+        .log_text()
+        .contains("the trust bundle file is not acceptable")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

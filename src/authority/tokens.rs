@@ -66,7 +66,8 @@ impl Authority {
 
     /// The SPIFFE trust bundle now (`/bundle.spiffe`).
     pub fn spiffe_bundle(&self) -> serde_json::Value {
-        let roots = self.ca.trust_bundle_der();
+        let bundle = self.ca.trust_bundle();
+        let roots: Vec<&[u8]> = bundle.roots_der.iter().map(Vec::as_slice).collect();
         // Verifiers should look again well within the shortest time a new
         // key is published ahead of signing.
         let hint = (self.jwt_settings.publish_ahead / 2).as_secs().max(1);

@@ -6,6 +6,7 @@
 //! of the certificate itself. It does no network I/O and never touches the
 //! store: recording an issuance is the authority's job.
 
+pub mod bundle;
 pub mod csr;
 mod files;
 pub mod key_file;
@@ -162,7 +163,7 @@ pub struct CertificateAuthority {
     intermediate_der: CertificateDer<'static>,
     intermediate_pem: String,
     intermediate_not_after: i64,
-    trust_bundle_pem: String,
+    trust_bundle: bundle::TrustBundleFile,
     root_der: CertificateDer<'static>,
     /// DER of the intermediate's subject Name and the bits of its public
     /// key: what OCSP CertIDs hash.
@@ -198,6 +199,16 @@ impl CertificateAuthority {
         }
         let metadata = files.read_metadata()?;
         let root_der = files::read_single_cert(&files.root_cert)?;
+        let bundle_text = files::read_to_string(&files.bundle)?;
+        let initial_bundle =
+            bundle::TrustBundle::parse(&bundle_text, &root_der).map_err(|reason| {
+                CaError::Invalid {
+                    path: files.bundle.display().to_string(),
+                    reason,
+                }
+            })?;
+        let trust_bundle =
+            bundle::TrustBundleFile::new(files.bundle.clone(), root_der.to_vec(), initial_bundle);
         let intermediate_der = files::read_single_cert(&files.intermediate_cert)?;
         let key = IntermediateKey::load(&files, &metadata, secrets)?;
         files::check_signing_material(&files, &intermediate_der, &key)?;
@@ -213,7 +224,7 @@ impl CertificateAuthority {
             intermediate_pem: pem_encode("CERTIFICATE", &intermediate_der),
             intermediate_der,
             intermediate_not_after: facts.not_after,
-            trust_bundle_pem: pem_encode("CERTIFICATE", &root_der),
+            trust_bundle,
             root_der,
             intermediate_subject_der: facts.subject_der,
             intermediate_public_key_bits: facts.public_key_bits,
@@ -289,15 +300,14 @@ impl CertificateAuthority {
         &self.metadata.trust_domain
     }
 
-    /// The roots workloads should trust, PEM.
-    pub fn trust_bundle_pem(&self) -> &str {
-        &self.trust_bundle_pem
+    /// The roots workloads should trust now: `bundle.pem` (see `bundle`).
+    pub fn trust_bundle(&self) -> std::sync::Arc<bundle::TrustBundle> {
+        self.trust_bundle.current()
     }
 
-    /// The roots workloads should trust, DER: the certificates of
-    /// `trust_bundle_pem`.
-    pub fn trust_bundle_der(&self) -> Vec<&[u8]> {
-        vec![self.root_der.as_ref()]
+    /// The roots workloads should trust, PEM.
+    pub fn trust_bundle_pem(&self) -> String {
+        self.trust_bundle().pem.clone()
     }
 
     pub fn root_der(&self) -> &CertificateDer<'static> {

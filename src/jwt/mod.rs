@@ -388,9 +388,12 @@ pub fn spiffe_bundle_json(
     entries.extend(keys.published(now).iter().map(|key| {
         serde_json::to_value(PublicJwk::of(key, "jwt-svid")).unwrap_or(serde_json::Value::Null)
     }));
+    // Grows with every JWT key change, and with every root added to the
+    // bundle (a root retired from it will need a sequence of its own).
+    let added_roots = u64::try_from(roots_der.len().saturating_sub(1)).unwrap_or(0);
     serde_json::json!({
         "keys": entries,
-        "spiffe_sequence": keys.sequence(now),
+        "spiffe_sequence": keys.sequence(now) + added_roots,
         "spiffe_refresh_hint": refresh_hint_seconds,
     })
 }
