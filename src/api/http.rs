@@ -154,7 +154,7 @@ async fn root_der(State(authority): State<Authority>, headers: HeaderMap) -> Res
 /// it.
 async fn root_crl(State(authority): State<Authority>, headers: HeaderMap) -> Response {
     match authority.ca().root_crl() {
-        Some(crl) => cacheable(&headers, crl.der.as_ref().clone(), 300, CRL_DER),
+        Some(crl) => cacheable(&headers, crl.der.clone(), 300, CRL_DER),
         None => no_root_crl(),
     }
 }

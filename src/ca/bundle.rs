@@ -11,8 +11,7 @@
 //! last good bundle. Never writes the file.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -63,54 +62,35 @@ impl TrustBundle {
     }
 }
 
-/// `bundle.pem`, read again whenever its modification time changes.
+/// `bundle.pem`, read again whenever it changes (see `watched`).
 #[derive(Debug)]
 pub struct TrustBundleFile {
-    path: PathBuf,
+    file: super::watched::WatchedFile<TrustBundle>,
     root_der: Vec<u8>,
-    /// The modification time last read, and the last good bundle.
-    state: Mutex<(Option<SystemTime>, Arc<TrustBundle>)>,
 }
 
 impl TrustBundleFile {
     /// Starts from `initial` (read and checked at load).
     pub fn new(path: PathBuf, root_der: Vec<u8>, initial: TrustBundle) -> Self {
-        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         TrustBundleFile {
-            path,
+            file: super::watched::WatchedFile::new(path, "the trust bundle", Some(initial)),
             root_der,
-            state: Mutex::new((modified, Arc::new(initial))),
         }
     }
 
     /// The bundle now.
     pub fn current(&self) -> Arc<TrustBundle> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if modified.is_some() && state.0 != modified {
-            state.0 = modified;
-            let read = std::fs::read_to_string(&self.path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| TrustBundle::parse(&text, &self.root_der));
-            match read {
-                Ok(bundle) if bundle != *state.1 => {
-                    tracing::info!(
-                        roots = bundle.roots_der.len(),
-                        "the trust bundle changed; handing out the new one"
-                    );
-                    state.1 = Arc::new(bundle);
-                }
-                Ok(_) => {}
-                Err(reason) => tracing::error!(
-                    path = %self.path.display(),
-                    %reason,
-                    "the trust bundle file is not acceptable; still handing out the last good one"
-                ),
-            }
-        }
-        state.1.clone()
+        let bundle = self.file.current(|bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|_| "not text".to_owned())?;
+            TrustBundle::parse(text, &self.root_der)
+        });
+        // There was a good one at load, and a good one is never dropped.
+        bundle.unwrap_or_else(|| {
+            Arc::new(TrustBundle {
+                roots_der: Vec::new(),
+                pem: String::new(),
+            })
+        })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod key_file;
 mod pkcs11;
 mod profile;
 pub mod root_crl;
+mod watched;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -235,7 +236,7 @@ impl CertificateAuthority {
     }
 
     /// The root's CRL (covering the intermediates), as its file says now.
-    pub fn root_crl(&self) -> Option<root_crl::LoadedRootCrl> {
+    pub fn root_crl(&self) -> Option<std::sync::Arc<root_crl::LoadedRootCrl>> {
         self.root_crl.current()
     }
 

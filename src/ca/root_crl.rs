@@ -236,57 +236,33 @@ mod serial_hex {
     }
 }
 
-/// The root CRL as the daemon serves it: read from `root.crl`, and read
-/// again when the file changes (a `certd ca sign-root-crl` run beside the
-/// daemon, or a copy from where the root key is), so no restart is needed.
-/// A file that does not parse is logged once and the last good one kept.
+/// The root CRL as the daemon serves it: `root.crl`, read again when the
+/// file changes (a `certd ca sign-root-crl` run beside the daemon, or a
+/// copy from where the root key is; see `watched`).
 #[derive(Debug)]
-pub struct RootCrlFile {
-    path: std::path::PathBuf,
-    /// The file's modification time when last read, and the last good CRL.
-    state: std::sync::Mutex<(Option<SystemTime>, Option<LoadedRootCrl>)>,
-}
+pub struct RootCrlFile(super::watched::WatchedFile<LoadedRootCrl>);
 
 /// A root CRL read from its file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadedRootCrl {
-    pub der: std::sync::Arc<Vec<u8>>,
+    pub der: Vec<u8>,
     pub facts: RootCrlFacts,
 }
 
 impl RootCrlFile {
     pub fn new(path: std::path::PathBuf) -> Self {
-        RootCrlFile {
-            path,
-            state: std::sync::Mutex::new((None, None)),
-        }
+        RootCrlFile(super::watched::WatchedFile::new(path, "the root CRL", None))
     }
 
     /// The current root CRL; `None` if there has never been a good one.
-    pub fn current(&self) -> Option<LoadedRootCrl> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if modified.is_some() && state.0 != modified {
-            state.0 = modified;
-            let read = std::fs::read(&self.path)
-                .ok()
-                .and_then(|der| facts_of(&der).map(|facts| (der, facts)));
-            match read {
-                Some((der, facts)) => {
-                    state.1 = Some(LoadedRootCrl {
-                        der: std::sync::Arc::new(der),
-                        facts,
-                    });
-                }
-                None => tracing::error!(
-                    path = %self.path.display(),
-                    "the root CRL file is not a CRL; serving the last good one, if any"
-                ),
-            }
-        }
-        state.1.clone()
+    pub fn current(&self) -> Option<std::sync::Arc<LoadedRootCrl>> {
+        self.0.current(|der| {
+            let facts = facts_of(der).ok_or("not a CRL")?;
+            Ok(LoadedRootCrl {
+                der: der.to_vec(),
+                facts,
+            })
+        })
     }
 }
 
@@ -358,7 +334,7 @@ mod tests {
         let good = file.current().unwrap();
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(data_dir.root_crl(), b"not a CRL").unwrap();
-        assert_eq!(file.current().unwrap().facts, good.facts);
+        assert_eq!(file.current().unwrap(), good);
 
         std::fs::remove_file(data_dir.root_key()).unwrap();
         let error = sign(dir.path(), None, DEFAULT_ROOT_CRL_VALIDITY).unwrap_err();
