@@ -31,6 +31,17 @@ impl DataDir {
         self.root.join("root.key")
     }
 
+    /// The next root (PEM), made by `certd ca rotate-root` and already in
+    /// the bundle; nothing is signed under it yet.
+    pub fn next_root_cert(&self) -> PathBuf {
+        self.root.join("root-next.pem")
+    }
+
+    /// The next root's key (PKCS#8 PEM, 0600, encrypted like root.key).
+    pub fn next_root_key(&self) -> PathBuf {
+        self.root.join("root-next.key")
+    }
+
     /// The intermediate CA certificate (PEM), which signs workloads.
     pub fn intermediate_cert(&self) -> PathBuf {
         self.root.join("intermediate.pem")

@@ -356,3 +356,87 @@ async fn a_root_added_to_the_bundle_reaches_workloads_without_a_restart() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `certd ca rotate-root` prepares the next root beside the running
+/// daemon; certd hands it out with the old one at once, and a second
+/// rotation is refused while one is prepared.
+#[tokio::test]
+async fn rotate_root_prepares_the_next_root_and_certd_hands_it_out() {
+    let daemon = Daemon::start();
+    let output = daemon.cli(&["ca", "rotate-root"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("bundle.pem now holds 2 roots"),
+        "{}",
+        stdout(&output)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(daemon.data_dir.join("root-next.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let next_root = std::fs::read_to_string(daemon.data_dir.join("root-next.pem")).unwrap();
+    let served = http("GET", &format!("{}/bundle.pem", daemon.http), &[], b"");
+    let served = String::from_utf8(served.body).unwrap();
+    let roots = common::pem_certs(&served);
+    assert_eq!(roots.len(), 2);
+    assert_eq!(roots[1].to_vec(), common::pem_certs(&next_root)[0].to_vec());
+    let (_, old_subject) = openssl(&[
+        "x509",
+        "-noout",
+        "-subject",
+        "-in",
+        daemon.data_dir.join("root.pem").to_str().unwrap(),
+    ]);
+    let (_, text) = openssl(&[
+        "x509",
+        "-noout",
+        "-subject",
+        "-ext",
+        "subjectAltName,basicConstraints",
+        "-in",
+        daemon.data_dir.join("root-next.pem").to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("certd root CA") && !text.contains(old_subject.trim()),
+        "{text}"
+    );
+    assert!(
+        text.contains("URI:spiffe://certd.internal") && text.contains("CA:TRUE"),
+        "{text}"
+    );
+
+    // Workloads get both, and what the old root signed still verifies.
+    let billing = daemon.bootstrap("billing").await;
+    assert_eq!(common::pem_certs(&billing.issued.trust_bundle_pem).len(), 2);
+    let dir = daemon.tmp.path();
+    let chain = write(&dir.join("billing.pem"), billing.chain_pem.as_bytes());
+    let bundle = write(
+        &dir.join("both.pem"),
+        billing.issued.trust_bundle_pem.as_bytes(),
+    );
+    let intermediate = daemon.data_dir.join("intermediate.pem");
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        &bundle,
+        "-untrusted",
+        intermediate.to_str().unwrap(),
+        &chain,
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
+
+    let again = daemon.cli(&["ca", "rotate-root"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let served = http("GET", &format!("{}/bundle.pem", daemon.http), &[], b"");
+    assert_eq!(
+        common::pem_certs(&String::from_utf8(served.body).unwrap()).len(),
+        2
+    );
+}

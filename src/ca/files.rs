@@ -37,7 +37,7 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    fn algorithm(self) -> &'static SignatureAlgorithm {
+    pub(super) fn algorithm(self) -> &'static SignatureAlgorithm {
         match self {
             KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -138,12 +138,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
     // One short random id per deployment in both CAs' names, so that two
     // deployments of one trust domain are told apart (and a foreign
     // certificate fails as "unknown issuer", not "bad signature").
-    let deployment = hex::encode(
-        crate::identity::Serial::generate()
-            .as_bytes()
-            .get(..4)
-            .unwrap_or_default(),
-    );
+    let deployment = deployment_id();
     let root_params = ca_params(
         &options.trust_domain,
         &format!("certd root CA {deployment}"),
@@ -230,7 +225,18 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
     Ok(metadata)
 }
 
-fn ca_params(
+/// A short random id for a CA's name: tells deployments (and generations
+/// of roots) of one trust domain apart.
+pub(super) fn deployment_id() -> String {
+    hex::encode(
+        crate::identity::Serial::generate()
+            .as_bytes()
+            .get(..4)
+            .unwrap_or_default(),
+    )
+}
+
+pub(super) fn ca_params(
     trust_domain: &TrustDomain,
     common_name: &str,
     path_len: Option<u8>,
@@ -268,7 +274,7 @@ fn ca_params(
     params
 }
 
-fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+pub(super) fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
     fsutil::create_new_file(path, contents, mode).map_err(io_error("create", path))
 }
 

@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod csr;
 mod files;
 pub mod key_file;
+pub mod next_root;
 mod pkcs11;
 mod profile;
 pub mod root_crl;

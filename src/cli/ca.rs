@@ -45,6 +45,30 @@ pub struct RevokeIntermediateArgs {
     key_passphrase_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct RotateRootArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// File whose first line is the root key's passphrase, if it is encrypted (the next root
+    /// key is encrypted with it too).
+    #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
+    key_passphrase_file: Option<PathBuf>,
+}
+
+/// `certd ca rotate-root`: the next root, added to the bundle.
+pub fn rotate_root(args: RotateRootArgs) -> anyhow::Result<()> {
+    let passphrase = passphrase(args.key_passphrase_file.as_deref())?;
+    let next = certd::ca::next_root::prepare(&args.data_dir.data_dir, passphrase.as_ref())
+        .map_err(certd::Error::from)?;
+    println!(
+        "prepared the next root \"{}\" (valid until {}): bundle.pem now holds {} roots, which certd hands out from now on",
+        next.subject,
+        format_time(next.not_after),
+        next.roots_in_bundle
+    );
+    Ok(())
+}
+
 fn parse_reason(value: &str) -> Result<RevocationReason, String> {
     value.parse()
 }

@@ -221,6 +221,9 @@ pub enum CaCommand {
     SignRootCrl(ca::SignRootCrlArgs),
     /// Put an intermediate on the root CRL and sign it again.
     RevokeIntermediate(ca::RevokeIntermediateArgs),
+    /// Prepare the next root (root-next.pem, root-next.key) and add it to bundle.pem, so
+    /// that workloads trust it long before anything is signed under it.
+    RotateRoot(ca::RotateRootArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +315,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca {
             command: CaCommand::RevokeIntermediate(args),
         } => ca::revoke_intermediate(args),
+        Command::Ca {
+            command: CaCommand::RotateRoot(args),
+        } => ca::rotate_root(args),
         Command::Crl {
             command: CrlCommand::Sync(args),
         } => ca::crl_sync(args).await,
