@@ -87,8 +87,6 @@ impl Daemon {
             self.config.jwt.schedule(),
             self.config.jwt.algorithm,
         )?;
-        // Derived now, before serving: an RS256 key takes a while.
-        keys.published(crate::ca::unix_seconds(std::time::SystemTime::now()));
         Ok(Arc::new(keys))
     }
 
@@ -136,11 +134,15 @@ impl Daemon {
         let grpc_addr = local_addr(&listeners.grpc, "gRPC")?;
         let http_addr = local_addr(&listeners.http, "HTTP")?;
         ca.set_revocation_urls(self.revocation_urls(http_addr));
+        let jwt_keys = self.jwt_keys()?;
+        // Derived now, before serving (an RS256 key takes a while), and only
+        // here: offline commands rarely need a key at all.
+        jwt_keys.published(crate::ca::unix_seconds(std::time::SystemTime::now()));
         let authority = Authority::new(
             Arc::new(ca),
             store,
             self.config.authority_settings(),
-            self.jwt_keys()?,
+            jwt_keys,
         )
         .await?;
         Ok(BoundDaemon {

@@ -477,14 +477,7 @@ fn issue_refuses_typos_and_its_certificates_renew_only_if_renewable() {
 fn issue_for_ci_online_and_offline() {
     let mut daemon = Daemon::start();
     let online = daemon.tmp.path().join("online");
-    let output = daemon.cli(&[
-        "issue",
-        "--unregistered",
-        "--service",
-        "ci-test",
-        "--out",
-        online.to_str().unwrap(),
-    ]);
+    let output = daemon.ci_issue("ci-test", &online, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(mode(&online.join("key.pem")), 0o600);
 
@@ -493,15 +486,7 @@ fn issue_for_ci_online_and_offline() {
     // one more writer, like a replica.)
     if common::database_url(&daemon.data_dir).is_none() {
         let blocked = daemon.tmp.path().join("blocked");
-        let output = daemon.cli(&[
-            "issue",
-            "--unregistered",
-            "--offline",
-            "--service",
-            "ci-test",
-            "--out",
-            blocked.to_str().unwrap(),
-        ]);
+        let output = daemon.ci_issue("ci-test", &blocked, &["--offline"]);
         assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
         assert!(
             stderr(&output).contains("drop --offline"),
@@ -514,17 +499,7 @@ fn issue_for_ci_online_and_offline() {
 
     daemon.terminate();
     let offline = daemon.tmp.path().join("offline");
-    let output = daemon.cli(&[
-        "issue",
-        "--unregistered",
-        "--offline",
-        "--service",
-        "ci-test",
-        "--ttl",
-        "1h",
-        "--out",
-        offline.to_str().unwrap(),
-    ]);
+    let output = daemon.ci_issue("ci-test", &offline, &["--offline", "--ttl", "1h"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let output = daemon.cli(&["list", "--offline", "--service", "ci-test", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -1079,14 +1054,7 @@ fn serve_refuses_a_mismatched_intermediate() {
 fn inspect_shows_identity_and_status_and_completion_prints_a_script() {
     let daemon = Daemon::start();
     let dir = daemon.tmp.path().join("ci");
-    let output = daemon.cli(&[
-        "issue",
-        "--unregistered",
-        "--service",
-        "ci-test",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let output = daemon.ci_issue("ci-test", &dir, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let cert = dir.join("cert.pem");
     let inspect = || {

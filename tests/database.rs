@@ -18,22 +18,10 @@ async fn busy_daemon() -> (Daemon, Vec<String>, Vec<String>) {
     let daemon = Daemon::start();
     let mut serials = Vec::new();
     for index in 0..200 {
-        let output = daemon.cli(&[
-            "issue",
-            "--unregistered",
-            "--service",
-            "billing",
-            "--out",
-            daemon
-                .tmp
-                .path()
-                .join(format!("out{index}"))
-                .to_str()
-                .unwrap(),
-        ]);
+        let out = daemon.tmp.path().join(format!("out{index}"));
+        let output = daemon.ci_issue("billing", &out, &[]);
         assert!(output.status.success(), "{}", stderr(&output));
-        let cert = std::fs::read_to_string(daemon.tmp.path().join(format!("out{index}/cert.pem")))
-            .unwrap();
+        let cert = std::fs::read_to_string(out.join("cert.pem")).unwrap();
         let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
         serials.push(hex::encode(pem.parse_x509().unwrap().raw_serial()));
         if index == 100 {

@@ -113,14 +113,7 @@ async fn everyone_else_is_refused_and_audited() {
     );
 
     let workload = daemon.tmp.path().join("billing");
-    let output = daemon.cli(&[
-        "issue",
-        "--unregistered",
-        "--service",
-        "billing",
-        "--out",
-        workload.to_str().unwrap(),
-    ]);
+    let output = daemon.ci_issue("billing", &workload, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let output = remote(&daemon, &workload, &["revoke", "--service", "billing"]);
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));

@@ -118,16 +118,7 @@ async fn assert_renewal_unauthenticated(daemon: &Daemon, identity: Option<&Ident
 async fn renewal_with_an_expired_certificate_is_unauthenticated() {
     let daemon = Daemon::start();
     let out = daemon.tmp.path().join("short");
-    let output = daemon.cli(&[
-        "issue",
-        "--unregistered",
-        "--service",
-        "billing",
-        "--ttl",
-        "1s",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = daemon.ci_issue("billing", &out, &["--ttl", "1s"]);
     assert!(output.status.success(), "{}", common::stderr(&output));
     let expired = Identity {
         key: KeyPair::from_pem(&std::fs::read_to_string(out.join("key.pem")).unwrap()).unwrap(),

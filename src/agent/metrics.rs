@@ -286,12 +286,7 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let name = request.uri().path().rsplit('/').next().unwrap_or_default();
-        let method = METHODS
-            .iter()
-            .find(|m| **m == name)
-            .copied()
-            .unwrap_or("other");
+        let method = crate::api::grpc_metrics::method_among(request.uri().path(), METHODS);
         let answered = self.inner.call(request);
         Box::pin(async move {
             let response = answered.await?;

@@ -51,6 +51,27 @@ impl WorkloadApiService {
         }
     }
 
+    /// A bundle stream (X.509 or JWT) for an attested caller with an entry.
+    /// The bundle is public, but only callers with an entry get it, as in
+    /// SPIRE: the socket is no oracle for strangers. The first answer's
+    /// refusal is the call's status.
+    fn bundle_stream<R, T>(
+        &self,
+        request: &Request<R>,
+        answer: fn(&Snapshot) -> Result<T, Status>,
+    ) -> Result<Streamed<T>, Status>
+    where
+        T: PartialEq + Clone + Send + 'static,
+    {
+        let (selectors, _who) = self.attest(request)?;
+        let snapshot = self.cache.current();
+        snapshot
+            .entry_for(&selectors)
+            .map_err(|refusal| refusal_status(refusal, &selectors))?;
+        answer(&snapshot)?;
+        Ok(follow(&self.cache, answer))
+    }
+
     /// Checks the security header and attests the caller: its selectors.
     fn attest<T>(&self, request: &Request<T>) -> Result<(Vec<Selector>, String), Status> {
         // Executables are hashed only when some entry asks for a hash.
@@ -191,15 +212,9 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let (selectors, _who) = self.attest(&request)?;
-        // The bundle is public, but only callers with an entry get it, as
-        // in SPIRE: the socket is no oracle for strangers.
-        self.cache
-            .current()
-            .entry_for(&selectors)
-            .map_err(|refusal| refusal_status(refusal, &selectors))?;
-        bundles_response(&self.cache.current())?;
-        Ok(Response::new(follow(&self.cache, bundles_response)))
+        Ok(Response::new(
+            self.bundle_stream(&request, bundles_response)?,
+        ))
     }
 
     async fn fetch_jwtsvid(
@@ -247,13 +262,9 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let (selectors, _who) = self.attest(&request)?;
-        self.cache
-            .current()
-            .entry_for(&selectors)
-            .map_err(|refusal| refusal_status(refusal, &selectors))?;
-        jwt_bundles_response(&self.cache.current())?;
-        Ok(Response::new(follow(&self.cache, jwt_bundles_response)))
+        Ok(Response::new(
+            self.bundle_stream(&request, jwt_bundles_response)?,
+        ))
     }
 
     async fn validate_jwtsvid(

@@ -37,8 +37,14 @@ const METHODS: &[&str] = &[
 ];
 
 fn method_of(path: &str) -> &'static str {
+    method_among(path, METHODS)
+}
+
+/// The method a gRPC request path names, if it is one of `known`, else
+/// "other": a label value from a fixed set, whatever a client sends.
+pub fn method_among(path: &str, known: &[&'static str]) -> &'static str {
     let name = path.rsplit('/').next().unwrap_or_default();
-    METHODS
+    known
         .iter()
         .find(|method| **method == name)
         .copied()

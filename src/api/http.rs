@@ -127,7 +127,7 @@ async fn jwks(State(authority): State<Authority>, headers: HeaderMap) -> Respons
 
 /// The trust bundle, as `ca-data/bundle.pem` holds it.
 async fn bundle_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
-    let body = authority.ca().trust_bundle_pem().as_bytes().to_vec();
+    let body = authority.ca().trust_bundle_pem().into_bytes();
     cacheable(&headers, body, 300, PEM)
 }
 

@@ -26,7 +26,7 @@ impl WorkloadApi {
             serial: issued.record.serial.to_hex(),
             certificate_pem: issued.certificate_pem,
             chain_pem: issued.chain_pem,
-            trust_bundle_pem: self.authority.ca().trust_bundle_pem().to_owned(),
+            trust_bundle_pem: self.authority.ca().trust_bundle_pem(),
             not_after_unix: issued.record.not_after,
             spiffe_id: issued.record.uris.first().cloned().unwrap_or_default(),
         }
@@ -128,7 +128,7 @@ impl CertificateAuthority for WorkloadApi {
                         .collect(),
                 })
                 .collect(),
-            trust_bundle_pem: ca.trust_bundle_pem().to_owned(),
+            trust_bundle_pem: ca.trust_bundle_pem(),
             trust_domain: ca.trust_domain().to_string(),
             jwt_keys_jwks: serde_json::to_vec(&self.authority.jwt_key_set()).unwrap_or_default(),
         }))
@@ -201,7 +201,7 @@ impl CertificateAuthority for WorkloadApi {
     ) -> Result<Response<proto::TrustBundle>, Status> {
         let ca = self.authority.ca();
         Ok(Response::new(proto::TrustBundle {
-            trust_bundle_pem: ca.trust_bundle_pem().to_owned(),
+            trust_bundle_pem: ca.trust_bundle_pem(),
             trust_domain: ca.trust_domain().to_string(),
         }))
     }

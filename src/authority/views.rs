@@ -91,7 +91,7 @@ impl Authority {
             status: record.state(now).as_str().to_owned(),
             certificate_pem,
             chain_pem,
-            trust_bundle_pem: self.ca.trust_bundle_pem().to_owned(),
+            trust_bundle_pem: self.ca.trust_bundle_pem(),
         }
     }
 }

@@ -294,6 +294,24 @@ pub(super) fn read_to_string(path: &Path) -> Result<String, CaError> {
     std::fs::read_to_string(path).map_err(io_error("read", path))
 }
 
+/// The root key, for work done where it is kept (signing the root's CRL,
+/// preparing the next root); `where_to` completes "the root key is not
+/// here; …" with what to do instead.
+pub(super) fn root_key(
+    files: &CaFiles,
+    passphrase: Option<&super::KeyPassphrase>,
+    where_to: &str,
+) -> Result<KeyPair, CaError> {
+    if !files.root_key.exists() {
+        return Err(CaError::Invalid {
+            path: files.root_key.display().to_string(),
+            reason: format!("the root key is not here; {where_to}"),
+        });
+    }
+    let key_pem = zeroize::Zeroizing::new(read_to_string(&files.root_key)?);
+    super::key_file::decode(&files.root_key, &key_pem, passphrase)
+}
+
 /// Reads a PEM file holding exactly one certificate.
 pub(crate) fn read_single_cert(path: &Path) -> Result<CertificateDer<'static>, CaError> {
     let text = read_to_string(path)?;

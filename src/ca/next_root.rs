@@ -34,16 +34,12 @@ pub fn prepare(dir: &Path, passphrase: Option<&KeyPassphrase>) -> Result<NextRoo
     if !ca_files.metadata.exists() {
         return Err(CaError::Missing(dir.display().to_string()));
     }
-    if !ca_files.root_key.exists() {
-        return Err(CaError::Invalid {
-            path: ca_files.root_key.display().to_string(),
-            reason: "the root key is not here; prepare the next root where the root key is kept"
-                .into(),
-        });
-    }
-    // The current root key must open: the next one is kept the same way.
-    let key_pem = zeroize::Zeroizing::new(files::read_to_string(&ca_files.root_key)?);
-    super::key_file::decode(&ca_files.root_key, &key_pem, passphrase)?;
+    // The current root key must open here: the next one is kept the same way.
+    files::root_key(
+        &ca_files,
+        passphrase,
+        "prepare the next root where the root key is kept",
+    )?;
     if data_dir.next_root_cert().exists() || data_dir.next_root_key().exists() {
         return Err(CaError::AlreadyExists(format!(
             "a next root ({}); it is already in the bundle",

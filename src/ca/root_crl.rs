@@ -17,7 +17,6 @@ use rcgen::{
     CertificateRevocationListParams, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::files::{self, CaFiles, io_error};
 use super::{CaError, KeyPassphrase, unix_seconds};
@@ -115,14 +114,11 @@ fn sign_with(
     if !ca_files.metadata.exists() {
         return Err(CaError::Missing(dir.display().to_string()));
     }
-    if !ca_files.root_key.exists() {
-        return Err(CaError::Invalid {
-            path: ca_files.root_key.display().to_string(),
-            reason: "the root key is not here; run this where the root key is kept, then copy root.crl and root-crl.toml to the daemon's data directory".into(),
-        });
-    }
-    let key_pem = Zeroizing::new(files::read_to_string(&ca_files.root_key)?);
-    let root_key = super::key_file::decode(&ca_files.root_key, &key_pem, passphrase)?;
+    let root_key = files::root_key(
+        &ca_files,
+        passphrase,
+        "run this where the root key is kept, then copy root.crl and root-crl.toml to the daemon's data directory",
+    )?;
     let root_der = files::read_single_cert(&ca_files.root_cert)?;
     write_signed(dir, &root_der, &root_key, validity, state)
 }

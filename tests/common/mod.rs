@@ -120,6 +120,15 @@ impl Daemon {
 
     /// Creates a join token through the CLI, as an operator would: for the
     /// service's `token:<service>` entry, which is created if there is none.
+    /// `certd issue --unregistered --service SERVICE --out OUT` and
+    /// `extra`, as a CI job runs it.
+    pub fn ci_issue(&self, service: &str, out: &Path, extra: &[&str]) -> Output {
+        let mut args = vec!["issue", "--unregistered", "--service", service, "--out"];
+        args.push(out.to_str().expect("utf-8 path"));
+        args.extend(extra);
+        self.cli(&args)
+    }
+
     pub fn token(&self, service: &str) -> String {
         let create = || self.cli(&["token", "create", "--service", service]);
         let mut output = create();
