@@ -39,7 +39,9 @@ impl<T: PartialEq> WatchedFile<T> {
                 .and_then(|bytes| parse(&bytes));
             match read {
                 Ok(value) if state.1.as_deref() != Some(&value) => {
-                    tracing::info!(path = %self.path.display(), "{} changed; serving the new one", self.what);
+                    if state.1.is_some() {
+                        tracing::info!(path = %self.path.display(), "{} changed; serving the new one", self.what);
+                    }
                     state.1 = Some(Arc::new(value));
                 }
                 Ok(_) => {}
