@@ -33,7 +33,10 @@ fn crl_generation(c: &mut Criterion) {
             BenchmarkId::from_parameter(entries),
             &revoked,
             |b, revoked| {
-                b.iter(|| certd::revocation::crl::build(&ca, revoked, 7, now, now + 3600).unwrap())
+                b.iter(|| {
+                    certd::revocation::crl::build(&ca.current(), revoked, 7, now, now + 3600)
+                        .unwrap()
+                })
             },
         );
     }
@@ -76,7 +79,7 @@ fn ocsp_answers(c: &mut Criterion) {
     runtime
         .block_on(store.record_issuance(&record, None))
         .unwrap();
-    let chain = ca.chain_pem(&signed);
+    let chain = signed.chain_pem();
     let revocations = Revocations::new(ca.clone(), store, RevocationSettings::default());
     let (cacheable, _) = certd::revocation::ocsp::request_for(&chain, None).unwrap();
     let (with_nonce, _) =

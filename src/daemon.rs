@@ -123,8 +123,25 @@ impl Daemon {
                 tracing::warn!(%error, data_dir = %dir.display(), "cannot make the data directory private")
             }
         }
-        let mut ca =
-            CertificateAuthority::load_with(dir, &self.key_secrets()?).map_err(Error::from)?;
+        // An intermediate rotated while certd was down takes effect now.
+        let secrets = self.key_secrets()?;
+        match ca::rotation::promote_pending(
+            dir,
+            &secrets,
+            crate::server::longest_certificate_lifetime(&self.config),
+            crate::ca::unix_seconds(std::time::SystemTime::now()),
+        ) {
+            Ok(Some(promoted)) => tracing::info!(
+                subject = %promoted.subject,
+                "promoted the next intermediate prepared while certd was down"
+            ),
+            Ok(None) => {}
+            Err(error) => tracing::error!(
+                %error,
+                "cannot promote the next intermediate; signing with the current one"
+            ),
+        }
+        let mut ca = CertificateAuthority::load_with(dir, &secrets).map_err(Error::from)?;
         // The database before the admin socket: a second `serve` on the
         // same directory stops here, before it touches the first one's.
         let store = crate::store::open_checked(&self.data_dir, &self.config.store)

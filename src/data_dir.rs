@@ -52,6 +52,36 @@ impl DataDir {
         self.root.join("intermediate.key")
     }
 
+    /// The next intermediate (PEM), made by `certd ca rotate-intermediate`:
+    /// the daemon promotes it to `intermediate.pem` when it sees it
+    /// (`ca::rotation`). Its presence means the next key is complete.
+    pub fn next_intermediate_cert(&self) -> PathBuf {
+        self.root.join("intermediate-next.pem")
+    }
+
+    /// The next intermediate's key (PKCS#8 PEM, 0600).
+    pub fn next_intermediate_key(&self) -> PathBuf {
+        self.root.join("intermediate-next.key")
+    }
+
+    /// The intermediate that signed before the last rotation (PEM): kept
+    /// for OCSP and its CRL until the last certificate it signed expires.
+    pub fn previous_intermediate_cert(&self) -> PathBuf {
+        self.root.join("intermediate-previous.pem")
+    }
+
+    /// The previous intermediate's key (PKCS#8 PEM, 0600): signs its CRL
+    /// and OCSP answers, never a certificate.
+    pub fn previous_intermediate_key(&self) -> PathBuf {
+        self.root.join("intermediate-previous.key")
+    }
+
+    /// When the previous intermediate stopped signing and when the last
+    /// certificate it signed expires (`ca::rotation`).
+    pub fn previous_intermediate_state(&self) -> PathBuf {
+        self.root.join("intermediate-previous.toml")
+    }
+
     /// The root's CRL (DER), covering the intermediates: made by `certd
     /// init` and `certd ca sign-root-crl`, where the root key is.
     pub fn root_crl(&self) -> PathBuf {

@@ -44,6 +44,18 @@ const CATCH_UP_INTERVAL: Duration = Duration::from_secs(60);
 const RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for open connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the daemon looks for a rotated intermediate in its data
+/// directory (a few file stats).
+const ROTATION_POLL: Duration = Duration::from_secs(5);
+/// Added to the longest lifetime when the previous intermediate's last
+/// certificate expires: signatures taken just before a rotation was seen.
+const ROTATION_MARGIN: Duration = Duration::from_secs(60);
+
+/// How long a certificate signed now may live at most: until then, the
+/// intermediate that signed it keeps answering for it after a rotation.
+pub fn longest_certificate_lifetime(config: &Config) -> Duration {
+    config.lifetimes.max_cert_ttl.max(SERVING_CERT_TTL) + ROTATION_MARGIN
+}
 /// Concurrent RPCs on one HTTP/2 connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 
@@ -249,6 +261,12 @@ pub async fn run(
     let purge = tokio::spawn(purge_expired(authority.clone(), until_stopped()));
     let crl = tokio::spawn(refresh_crl(authority.clone(), until_stopped()));
     let ca_expiry = tokio::spawn(watch_ca_expiry(authority.clone(), until_stopped()));
+    let intermediates = tokio::spawn(watch_intermediates(
+        authority.clone(),
+        config.auto_rotate_intermediate,
+        longest_certificate_lifetime(config),
+        until_stopped(),
+    ));
     let changes = tokio::spawn({
         let authority = authority.clone();
         crate::authority::follow(
@@ -296,7 +314,16 @@ pub async fn run(
         }
     };
     let _ = stop.send(true);
-    let _ = tokio::join!(rotation, purge, crl, ca_expiry, changes, catch_up, health);
+    let _ = tokio::join!(
+        rotation,
+        purge,
+        crl,
+        ca_expiry,
+        intermediates,
+        changes,
+        catch_up,
+        health
+    );
     for task in attestor_upkeep {
         let _ = task.await;
     }
@@ -354,7 +381,7 @@ async fn new_serving_material(
         .await?;
     let chain = vec![
         CertificateDer::from(issued.record.der.clone()),
-        authority.ca().intermediate_der().clone(),
+        authority.ca().signer_of(&issued.record.der).der().clone(),
     ];
     Ok((chain, key.serialize_der()))
 }
@@ -424,11 +451,78 @@ async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
     }
 }
 
+/// Picks up intermediate rotations without a restart: every few seconds,
+/// promotes a next intermediate found in the data directory (`certd ca
+/// rotate-intermediate`, or made here when `auto_rotate` is on and two
+/// thirds of the current one's life have passed), signs with it from then
+/// on, and publishes CRLs signed by both. Each failure is logged once, not
+/// every round.
+async fn watch_intermediates(
+    authority: Authority,
+    auto_rotate: bool,
+    longest_lifetime: Duration,
+    stopped: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    let mut last_error = String::new();
+    loop {
+        let ca = authority.ca();
+        let now = unix_seconds(SystemTime::now());
+        let mut round = Ok(());
+        if auto_rotate && ca.rotation_due(now) {
+            round = ca.prepare_rotation().map(|next| {
+                tracing::info!(
+                    subject = %next.subject,
+                    "the intermediate has lived two thirds of its life: prepared the next one"
+                );
+            });
+        }
+        let round = round
+            .and_then(|()| ca.promote_pending(longest_lifetime))
+            .and_then(|promoted| {
+                if let Some(promoted) = &promoted {
+                    tracing::info!(
+                        subject = %promoted.subject,
+                        previous_until = promoted.previous_until,
+                        "promoted the next intermediate; the previous one answers OCSP and signs its CRL until its certificates have expired"
+                    );
+                }
+                ca.reload_signers()
+            });
+        match round {
+            Ok(true) => {
+                let signers = ca.signers();
+                tracing::info!(
+                    key_id = %signers.current.key_id_hex(),
+                    previous = ?signers.previous.as_ref().map(|previous| previous.key_id_hex()),
+                    "now signing with a new set of intermediates"
+                );
+                if let Err(error) = authority.revocations().refresh_crl().await {
+                    tracing::error!(%error, "cannot publish the CRLs of the new intermediates");
+                }
+                last_error.clear();
+            }
+            Ok(false) => last_error.clear(),
+            Err(error) => {
+                let message = error.to_string();
+                if message != last_error {
+                    tracing::error!(%error, "cannot rotate the intermediate; still signing with the current one");
+                    last_error = message;
+                }
+            }
+        }
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(ROTATION_POLL) => {}
+        }
+    }
+}
+
 /// Warns, at start and every hour, about what only an operator can renew:
 /// the root's CRL missing or near its nextUpdate (only a command run where
 /// the root key is signs one, and once it expires every whole-chain checker
 /// refuses every client), and the intermediate or root certificate within
-/// 30 days of its end (nothing renews them by themselves yet).
+/// 30 days of its end (with what to run).
 async fn watch_ca_expiry(authority: Authority, stopped: impl Future<Output = ()>) {
     use crate::ca::root_crl::ROOT_CRL_WARNING;
     let warning = ROOT_CRL_WARNING.as_secs() as i64;
@@ -450,16 +544,24 @@ async fn watch_ca_expiry(authority: Authority, stopped: impl Future<Output = ()>
             ),
             Some(_) => {}
         }
-        for (certificate, not_after) in [
-            ("intermediate", authority.ca().intermediate_not_after()),
-            ("root", authority.ca().root_not_after()),
+        for (certificate, not_after, what_to_do) in [
+            (
+                "intermediate",
+                authority.ca().intermediate_not_after(),
+                "run `certd ca rotate-intermediate` where the root key is (or set [ca] auto_rotate_intermediate)",
+            ),
+            (
+                "root",
+                authority.ca().root_not_after(),
+                "run `certd ca rotate-root` where the root key is, and follow the root rotation in the README",
+            ),
         ] {
             if not_after - now < warning {
                 tracing::warn!(
                     certificate,
                     not_after,
                     days_left = (not_after - now) / 86_400,
-                    "a CA certificate expires within 30 days; certd cannot rotate it by itself yet: plan a new CA (certd init) and move workloads to its bundle"
+                    "a CA certificate expires within 30 days; {what_to_do}"
                 );
             }
         }

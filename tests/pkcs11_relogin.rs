@@ -41,16 +41,17 @@ fn a_lost_login_is_recovered_by_logging_in_again() {
         pkcs11_pin: Some(certd::ca::Pkcs11Pin::from_file(&hsm.pin_file).unwrap()),
     };
     let ca = certd::ca::CertificateAuthority::load_with(&data_dir, &secrets).unwrap();
+    let intermediate_der = ca.intermediate_der();
     let verify = |message: &[u8], signature: &[u8]| {
         use x509_parser::prelude::{FromDer, X509Certificate};
-        let (_, intermediate) = X509Certificate::from_der(ca.intermediate_der()).unwrap();
+        let (_, intermediate) = X509Certificate::from_der(&intermediate_der).unwrap();
         let key = ring::signature::UnparsedPublicKey::new(
             &ring::signature::ECDSA_P256_SHA256_ASN1,
             intermediate.public_key().subject_public_key.data.to_vec(),
         );
         key.verify(message, signature).is_ok()
     };
-    let before = ca.sign_bytes(b"before").unwrap();
+    let before = ca.current().sign_bytes(b"before").unwrap();
     assert!(verify(b"before", &before));
 
     // Log the application out of the token, as a reset would.
@@ -75,6 +76,7 @@ fn a_lost_login_is_recovered_by_logging_in_again() {
     for round in 0..3 {
         let message = format!("after {round}");
         let signature = ca
+            .current()
             .sign_bytes(message.as_bytes())
             .expect("a signature after the token forgot the login");
         assert!(verify(message.as_bytes(), &signature));

@@ -1,10 +1,12 @@
 //! Plain HTTP, for what is public or signed: `/healthz` (liveness),
-//! `/readyz` (readiness), the CRL (`/crl`,
-//! `/crl.pem`), the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`),
+//! `/readyz` (readiness), the current intermediate's CRL (`/crl`,
+//! `/crl.pem`) and each intermediate's by key id (`/crl/{key-id}`, where
+//! leaves' CRL distribution point names it), the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`),
 //! `/metrics` (Prometheus), and the keys verifiers need: `/jwks.json` (JWT-SVID keys) and the SPIFFE
 //! trust bundle (`/bundle.spiffe`, `/.well-known/spiffe-bundle`). For relying parties that
 //! check whole chains: the trust bundle (`/bundle.pem`), the CA certificates (`/intermediate.pem`,
-//! and DER at `/intermediate.cer` and `/root.cer`, where certificates' CA Issuers URLs point),
+//! and DER at `/intermediate.cer`, `/intermediate/{key-id}.cer` and `/root.cer`, where
+//! certificates' CA Issuers URLs point),
 //! the root's CRL (`/root.crl`) and every CRL a whole-chain checker needs (`/crls.pem`).
 //!
 //! Nothing here trusts the client: connections are capped and closed when
@@ -88,6 +90,7 @@ pub fn router(authority: Authority) -> Router {
         .route("/readyz", get(readyz))
         .route("/crl", get(crl_der))
         .route("/crl.pem", get(crl_pem))
+        .route("/crl/{key_id}", get(crl_of))
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
         .route("/metrics", get(metrics))
@@ -96,6 +99,7 @@ pub fn router(authority: Authority) -> Router {
         .route("/bundle.pem", get(bundle_pem))
         .route("/intermediate.pem", get(intermediate_pem))
         .route("/intermediate.cer", get(intermediate_der))
+        .route("/intermediate/{file}", get(intermediate_by_key_id))
         .route("/root.cer", get(root_der))
         .route("/root.crl", get(root_crl))
         .route("/crls.pem", get(crls_pem))
@@ -131,17 +135,48 @@ async fn bundle_pem(State(authority): State<Authority>, headers: HeaderMap) -> R
     cacheable(&headers, body, 300, PEM)
 }
 
+/// The intermediates, PEM: the current one, then the previous one while
+/// certificates it signed live (what `-untrusted` or a chain file takes).
 async fn intermediate_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
-    let der = authority.ca().intermediate_der();
-    let body = crate::ca::pem_encode("CERTIFICATE", der).into_bytes();
-    cacheable(&headers, body, 300, PEM)
+    let body: String = authority
+        .ca()
+        .signers()
+        .all()
+        .map(|signer| signer.pem())
+        .collect();
+    cacheable(&headers, body.into_bytes(), 300, PEM)
 }
 
-/// The intermediate, DER: where leaves' AIA CA Issuers URL points (RFC
-/// 5280 asks for a single DER certificate there).
+/// The current intermediate, DER.
 async fn intermediate_der(State(authority): State<Authority>, headers: HeaderMap) -> Response {
     let body = authority.ca().intermediate_der().to_vec();
     cacheable(&headers, body, 300, CERTIFICATE_DER)
+}
+
+/// One intermediate by key id, DER (`/intermediate/{key-id}.cer`): where
+/// leaves' AIA CA Issuers URL points (RFC 5280 asks for a single DER
+/// certificate there), valid across rotations.
+async fn intermediate_by_key_id(
+    State(authority): State<Authority>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let signers = authority.ca().signers();
+    let signer = file
+        .strip_suffix(".cer")
+        .and_then(|key_id| signers.by_key_id_hex(key_id));
+    match signer {
+        Some(signer) => cacheable(&headers, signer.der().to_vec(), 300, CERTIFICATE_DER),
+        None => no_such_intermediate(),
+    }
+}
+
+fn no_such_intermediate() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "no intermediate in use has this key id\n",
+    )
+        .into_response()
 }
 
 /// The root, DER: where the intermediate's AIA CA Issuers URL points.
@@ -160,7 +195,7 @@ async fn root_crl(State(authority): State<Authority>, headers: HeaderMap) -> Res
 }
 
 /// Every CRL a whole-chain checker needs, PEM, concatenated: the root's
-/// (covering the intermediate) and the intermediate's (covering leaves).
+/// (covering the intermediates) and each intermediate's (covering leaves).
 /// What nginx `ssl_crl`, HAProxy `crl-file` and `openssl verify
 /// -crl_check_all -CRLfile` take.
 async fn crls_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
@@ -172,7 +207,7 @@ async fn crls_pem(State(authority): State<Authority>, headers: HeaderMap) -> Res
         Err(unavailable) => return unavailable,
     };
     let mut body = crate::ca::pem_encode("X509 CRL", &root.der);
-    body.push_str(&intermediate.pem);
+    body.push_str(&intermediate.all_pem());
     // Cached no longer than the intermediate's CRL is fresh.
     let max_age = (intermediate.next_update - unix_seconds(SystemTime::now())).clamp(0, 300);
     cacheable(&headers, body.into_bytes(), max_age as u64, PEM)
@@ -265,12 +300,27 @@ async fn readyz(State(authority): State<Authority>) -> Response {
 }
 
 async fn crl_der(State(authority): State<Authority>, headers: HeaderMap) -> Response {
-    crl_response(&authority, &headers, CRL_DER, |crl| crl.der.clone()).await
+    crl_response(&authority, &headers, CRL_DER, |crl| Some(crl.der.clone())).await
 }
 
 async fn crl_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
     crl_response(&authority, &headers, PEM, |crl| {
-        crl.pem.clone().into_bytes()
+        Some(crl.pem.clone().into_bytes())
+    })
+    .await
+}
+
+/// The CRL of one intermediate in use, by its key id, DER.
+async fn crl_of(
+    State(authority): State<Authority>,
+    Path(key_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(key_id) = hex::decode(&key_id).ok() else {
+        return no_such_intermediate();
+    };
+    crl_response(&authority, &headers, CRL_DER, |crl| {
+        crl.signed_by(&key_id).map(|(der, _)| der.to_vec())
     })
     .await
 }
@@ -279,11 +329,14 @@ async fn crl_response(
     authority: &Authority,
     headers: &HeaderMap,
     content_type: &'static str,
-    body: impl Fn(&PublishedCrl) -> Vec<u8>,
+    body: impl Fn(&PublishedCrl) -> Option<Vec<u8>>,
 ) -> Response {
     let crl = match current_crl(authority).await {
         Ok(crl) => crl,
         Err(unavailable) => return unavailable,
+    };
+    let Some(body) = body(&crl) else {
+        return no_such_intermediate();
     };
     let etag = crl.etag();
     // Cached until certd signs the next one (not until nextUpdate): a
@@ -307,7 +360,7 @@ async fn crl_response(
         return (StatusCode::NOT_MODIFIED, response_headers).into_response();
     }
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    (StatusCode::OK, response_headers, body(&crl)).into_response()
+    (StatusCode::OK, response_headers, body).into_response()
 }
 
 async fn ocsp_post(State(authority): State<Authority>, body: Bytes) -> Response {

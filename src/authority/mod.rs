@@ -504,7 +504,7 @@ impl Authority {
     fn issued(&self, record: IssuanceRecord, signed: &SignedCertificate) -> Issued {
         Issued {
             certificate_pem: signed.pem(),
-            chain_pem: self.ca.chain_pem(signed),
+            chain_pem: signed.chain_pem(),
             record,
         }
     }

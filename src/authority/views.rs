@@ -71,11 +71,7 @@ impl Authority {
     /// What operators see of a record: its facts, status at `now`, and PEMs.
     pub fn summary(&self, record: &IssuanceRecord, now: i64) -> CertificateSummary {
         let certificate_pem = crate::ca::pem_encode("CERTIFICATE", &record.der);
-        let mut chain_pem = certificate_pem.clone();
-        chain_pem.push_str(&crate::ca::pem_encode(
-            "CERTIFICATE",
-            self.ca.intermediate_der(),
-        ));
+        let chain_pem = self.ca.chain_pem_of(&record.der);
         CertificateSummary {
             serial: record.serial.to_hex(),
             service: record.service.to_string(),

@@ -335,25 +335,27 @@ pub(crate) fn read_single_cert(path: &Path) -> Result<CertificateDer<'static>, C
 /// deployment, a half-finished rotation) would otherwise start a daemon
 /// whose every handshake and certificate fails.
 pub(super) fn check_signing_material(
-    files: &CaFiles,
+    cert_path: &Path,
+    key_path: &Path,
+    bundle_path: &Path,
     intermediate_der: &[u8],
     key: &impl rcgen::PublicKeyData,
 ) -> Result<(), CaError> {
     let (_, intermediate) =
         X509Certificate::from_der(intermediate_der).map_err(|e| CaError::Invalid {
-            path: files.intermediate_cert.display().to_string(),
+            path: cert_path.display().to_string(),
             reason: e.to_string(),
         })?;
     if key.der_bytes() != intermediate.public_key().subject_public_key.data.as_ref() {
         return Err(CaError::Invalid {
-            path: files.intermediate_key.display().to_string(),
+            path: key_path.display().to_string(),
             reason: format!(
                 "this key does not belong to {} (their public keys differ); put back the key and certificate that were made together",
-                files.intermediate_cert.display()
+                cert_path.display()
             ),
         });
     }
-    let bundle = read_to_string(&files.bundle)?;
+    let bundle = read_to_string(bundle_path)?;
     let mut reader = bundle.as_bytes();
     let signed_by_bundle = rustls_pemfile::certs(&mut reader)
         .filter_map(Result::ok)
@@ -367,10 +369,10 @@ pub(super) fn check_signing_material(
         });
     if !signed_by_bundle {
         return Err(CaError::Invalid {
-            path: files.intermediate_cert.display().to_string(),
+            path: cert_path.display().to_string(),
             reason: format!(
                 "it is not signed by any certificate in {}, so nothing it signs would verify; restore the matching root and bundle or run `certd init` in a new directory",
-                files.bundle.display()
+                bundle_path.display()
             ),
         });
     }
@@ -379,6 +381,7 @@ pub(super) fn check_signing_material(
 
 /// What the CA needs to know of its intermediate besides the DER.
 pub(super) struct CertificateFacts {
+    pub not_before: i64,
     pub not_after: i64,
     pub subject_der: Vec<u8>,
     pub public_key_bits: Vec<u8>,
@@ -405,6 +408,7 @@ pub(super) fn certificate_facts(path: &Path, der: &[u8]) -> Result<CertificateFa
         })?;
     Ok(CertificateFacts {
         key_id,
+        not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         subject_der: cert.subject().as_raw().to_vec(),
         public_key_bits: cert.public_key().subject_public_key.data.to_vec(),

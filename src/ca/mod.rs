@@ -9,22 +9,26 @@
 pub mod bundle;
 pub mod csr;
 mod files;
+pub mod intermediate;
 pub mod key_file;
 pub mod next_root;
 mod pkcs11;
 mod profile;
 pub mod root_crl;
+pub mod rotation;
 mod watched;
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rcgen::{Issuer, KeyPair};
+use rcgen::KeyPair;
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 pub use files::{CaFiles, CaMetadata, InitOptions, KeyType, init};
+pub use intermediate::{Intermediate, Signers};
 pub use key_file::KeyPassphrase;
 pub use pkcs11::{Pkcs11KeyRef, Pkcs11Pin};
 pub use profile::CLOCK_SKEW_ALLOWANCE;
@@ -52,6 +56,8 @@ pub enum CaError {
     Token { token: String, reason: String },
     #[error("the intermediate CA expired at {not_after}; certd cannot issue until it is replaced")]
     IntermediateExpired { not_after: i64 },
+    #[error("{0}")]
+    RotationRefused(String),
     #[error("signing failed: {0}")]
     Signing(#[from] rcgen::Error),
 }
@@ -59,7 +65,9 @@ pub enum CaError {
 impl CaError {
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
-            CaError::IntermediateExpired { .. } => crate::ErrorKind::FailedPrecondition,
+            CaError::IntermediateExpired { .. } | CaError::RotationRefused(_) => {
+                crate::ErrorKind::FailedPrecondition
+            }
             CaError::AlreadyExists(_)
             | CaError::Missing(_)
             | CaError::Io { .. }
@@ -80,23 +88,59 @@ pub struct SignedCertificate {
     pub dns_names: Vec<String>,
     pub uris: Vec<String>,
     pub sha256_fingerprint: [u8; 32],
+    /// The intermediate that signed it.
+    pub signer: Arc<Intermediate>,
 }
 
 impl SignedCertificate {
     pub fn pem(&self) -> String {
         pem_encode("CERTIFICATE", &self.der)
     }
+
+    /// The certificate followed by the intermediate that signed it, PEM:
+    /// what a TLS peer presents.
+    pub fn chain_pem(&self) -> String {
+        let mut chain = self.pem();
+        chain.push_str(self.signer.pem());
+        chain
+    }
 }
 
-/// Where relying parties find revocation information and the issuer.
-/// Every workload certificate carries all three: a CRL distribution point,
-/// and in its AIA an OCSP URL and a CA Issuers URL (the intermediate, DER),
-/// so that a relying party holding only the root can build the chain.
+/// Where relying parties find revocation information and the issuer, all
+/// under one HTTP base URL. Every workload certificate carries all three: a
+/// CRL distribution point, and in its AIA an OCSP URL and a CA Issuers URL.
+/// The CRL and the issuer are named by the signing intermediate's key id,
+/// so that certificates signed before a rotation still find theirs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationUrls {
+    base: String,
+}
+
+/// The URLs one intermediate's certificates carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerUrls {
     pub crl: String,
     pub ocsp: String,
     pub ca_issuers: String,
+}
+
+impl RevocationUrls {
+    /// Under `base` (an http:// or https:// URL, checked by the caller).
+    pub fn new(base: &str) -> Self {
+        RevocationUrls {
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The URLs of the intermediate whose key id is `key_id_hex`.
+    pub fn of(&self, key_id_hex: &str) -> IssuerUrls {
+        let base = &self.base;
+        IssuerUrls {
+            crl: format!("{base}/crl/{key_id_hex}"),
+            ocsp: format!("{base}/ocsp"),
+            ca_issuers: format!("{base}/intermediate/{key_id_hex}.cer"),
+        }
+    }
 }
 
 /// The secrets that unlock the intermediate's key, whichever way it is
@@ -131,8 +175,8 @@ impl rcgen::SigningKey for IntermediateKey {
 }
 
 impl IntermediateKey {
-    /// The key `metadata` says the CA has: in its PKCS#11 token, or in
-    /// `files.intermediate_key`.
+    /// The current intermediate's key, where `metadata` says it is: in its
+    /// PKCS#11 token, or in `files.intermediate_key`.
     fn load(files: &CaFiles, metadata: &CaMetadata, secrets: &KeySecrets) -> Result<Self, CaError> {
         if let Some(key_ref) = &metadata.intermediate_key_pkcs11 {
             let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| CaError::Invalid {
@@ -145,33 +189,31 @@ impl IntermediateKey {
             let key = pkcs11::Pkcs11Key::open(key_ref, pin, metadata.key_type)?;
             return Ok(IntermediateKey(Box::new(key)));
         }
-        let key_pem = Zeroizing::new(files::read_to_string(&files.intermediate_key)?);
-        let key = key_file::decode(
-            &files.intermediate_key,
-            &key_pem,
-            secrets.passphrase.as_ref(),
-        )?;
+        Self::from_file(&files.intermediate_key, secrets)
+    }
+
+    /// A key file, decrypted with the passphrase if it is encrypted.
+    fn from_file(path: &Path, secrets: &KeySecrets) -> Result<Self, CaError> {
+        let key_pem = Zeroizing::new(files::read_to_string(path)?);
+        let key = key_file::decode(path, &key_pem, secrets.passphrase.as_ref())?;
         Ok(IntermediateKey(Box::new(key)))
     }
 }
 
-/// The loaded, ready-to-sign CA: the intermediate's key and the chain.
+/// The loaded, ready-to-sign CA: the intermediates' keys and the chain.
 ///
 /// Everything is parsed once at load, so that signing does no file I/O and
-/// no re-parsing on the hot path.
+/// no re-parsing on the hot path. The intermediates (`Signers`) are
+/// replaced whole when `reload_signers` finds a rotation on disk; every
+/// signature takes one snapshot of them.
 pub struct CertificateAuthority {
     metadata: CaMetadata,
-    issuer: Issuer<'static, IntermediateKey>,
-    intermediate_der: CertificateDer<'static>,
-    intermediate_pem: String,
-    intermediate_not_after: i64,
+    files: CaFiles,
+    /// Kept to open the keys of intermediates that rotate in.
+    secrets: KeySecrets,
+    signers: RwLock<Arc<Signers>>,
     trust_bundle: bundle::TrustBundleFile,
     root_der: CertificateDer<'static>,
-    /// DER of the intermediate's subject Name and the bits of its public
-    /// key: what OCSP CertIDs hash.
-    intermediate_subject_der: Vec<u8>,
-    intermediate_public_key_bits: Vec<u8>,
-    intermediate_key_id: Vec<u8>,
     revocation_urls: Option<RevocationUrls>,
     root_crl: root_crl::RootCrlFile,
 }
@@ -181,7 +223,7 @@ impl std::fmt::Debug for CertificateAuthority {
         // The signing key stays out of every debug print.
         f.debug_struct("CertificateAuthority")
             .field("trust_domain", &self.metadata.trust_domain)
-            .field("intermediate_not_after", &self.intermediate_not_after)
+            .field("signers", &self.signers())
             .finish_non_exhaustive()
     }
 }
@@ -193,7 +235,7 @@ impl CertificateAuthority {
         Self::load_with(dir, &KeySecrets::default())
     }
 
-    /// As `load`, unlocking the intermediate key with `secrets`.
+    /// As `load`, unlocking the intermediate keys with `secrets`.
     pub fn load_with(dir: &Path, secrets: &KeySecrets) -> Result<Self, CaError> {
         let files = CaFiles::new(dir);
         if !files.exists() {
@@ -211,29 +253,113 @@ impl CertificateAuthority {
             })?;
         let trust_bundle =
             bundle::TrustBundleFile::new(files.bundle.clone(), root_der.to_vec(), initial_bundle);
-        let intermediate_der = files::read_single_cert(&files.intermediate_cert)?;
-        let key = IntermediateKey::load(&files, &metadata, secrets)?;
-        files::check_signing_material(&files, &intermediate_der, &key)?;
-        let facts = files::certificate_facts(&files.intermediate_cert, &intermediate_der)?;
-        let issuer =
-            Issuer::from_ca_cert_der(&intermediate_der, key).map_err(|e| CaError::Invalid {
-                path: files.intermediate_cert.display().to_string(),
-                reason: e.to_string(),
-            })?;
+        let current = load_current(&files, &metadata, secrets)?;
+        let (previous, previous_until) = load_previous(
+            dir,
+            secrets,
+            metadata.key_type,
+            unix_seconds(SystemTime::now()),
+        )?;
         Ok(CertificateAuthority {
+            signers: RwLock::new(Arc::new(Signers {
+                current: Arc::new(current),
+                previous: previous.map(Arc::new),
+                previous_until,
+                generation: 0,
+            })),
             metadata,
-            issuer,
-            intermediate_pem: pem_encode("CERTIFICATE", &intermediate_der),
-            intermediate_der,
-            intermediate_not_after: facts.not_after,
+            files,
+            secrets: secrets.clone(),
             trust_bundle,
             root_der,
-            intermediate_subject_der: facts.subject_der,
-            intermediate_public_key_bits: facts.public_key_bits,
-            intermediate_key_id: facts.key_id,
             revocation_urls: None,
             root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).root_crl()),
         })
+    }
+
+    /// The intermediates in use now.
+    pub fn signers(&self) -> Arc<Signers> {
+        self.signers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The intermediate that signs new certificates.
+    pub fn current(&self) -> Arc<Intermediate> {
+        self.signers().current.clone()
+    }
+
+    /// Reads the intermediates again from the data directory: the current
+    /// one after a rotation (`rotation::promote_pending`), and the previous
+    /// one, dropped once the last certificate it signed has expired.
+    /// Returns whether anything changed. On error nothing changes.
+    pub fn reload_signers(&self) -> Result<bool, CaError> {
+        let now = unix_seconds(SystemTime::now());
+        let loaded = self.signers();
+        let current_der = files::read_single_cert(&self.files.intermediate_cert)?;
+        let current_changed = current_der != *loaded.current.der();
+        let previous_der = rotation::previous_state(&self.files.dir)?
+            .filter(|state| state.certificates_expire_by > now)
+            .map(|_| {
+                files::read_single_cert(
+                    &crate::DataDir::new(&self.files.dir).previous_intermediate_cert(),
+                )
+            })
+            .transpose()?;
+        let previous_changed =
+            previous_der.as_ref() != loaded.previous.as_ref().map(|previous| previous.der());
+        if !current_changed && !previous_changed {
+            return Ok(false);
+        }
+        let current = if current_changed {
+            Arc::new(load_current(&self.files, &self.metadata, &self.secrets)?)
+        } else {
+            loaded.current.clone()
+        };
+        let (previous, previous_until) =
+            load_previous(&self.files.dir, &self.secrets, self.metadata.key_type, now)?;
+        let signers = Arc::new(Signers {
+            current,
+            previous: previous.map(Arc::new),
+            previous_until,
+            generation: loaded.generation + 1,
+        });
+        *self.signers.write().unwrap_or_else(|p| p.into_inner()) = signers;
+        Ok(true)
+    }
+
+    /// Promotes a next intermediate prepared in the data directory, if
+    /// there is one (`rotation::promote_pending`); `reload_signers` then
+    /// signs with it.
+    pub fn promote_pending(
+        &self,
+        longest_lifetime: Duration,
+    ) -> Result<Option<rotation::Promoted>, CaError> {
+        rotation::promote_pending(
+            &self.files.dir,
+            &self.secrets,
+            longest_lifetime,
+            unix_seconds(SystemTime::now()),
+        )
+    }
+
+    /// Whether the daemon may rotate the intermediate by itself now: two
+    /// thirds of its life have passed and the root key is beside it.
+    pub fn rotation_due(&self, now: i64) -> bool {
+        let current = self.current();
+        self.files.root_key.exists()
+            && rotation::rotation_due(current.not_before(), current.not_after(), now)
+    }
+
+    /// Prepares the next intermediate with the root key in the data
+    /// directory (`rotation::prepare`), for `[ca] auto_rotate_intermediate`.
+    pub fn prepare_rotation(&self) -> Result<rotation::NextIntermediate, CaError> {
+        rotation::prepare(
+            &self.files.dir,
+            self.secrets.passphrase.as_ref(),
+            SystemTime::now(),
+        )
     }
 
     /// The root's CRL (covering the intermediates), as its file says now.
@@ -241,7 +367,8 @@ impl CertificateAuthority {
         self.root_crl.current()
     }
 
-    /// Puts these URLs in every workload certificate signed from now on.
+    /// Puts URLs under this base in every workload certificate signed from
+    /// now on.
     pub fn set_revocation_urls(&mut self, urls: RevocationUrls) {
         self.revocation_urls = Some(urls);
     }
@@ -261,41 +388,10 @@ impl CertificateAuthority {
         }
     }
 
-    /// DER of the intermediate's subject Name.
-    pub fn intermediate_subject_der(&self) -> &[u8] {
-        &self.intermediate_subject_der
-    }
-
-    /// The intermediate's subjectPublicKey bits (without the BIT STRING
-    /// header), as OCSP's issuerKeyHash hashes them.
-    pub fn intermediate_public_key_bits(&self) -> &[u8] {
-        &self.intermediate_public_key_bits
-    }
-
-    /// The intermediate's subject key identifier: the AKI of its CRLs.
-    pub fn intermediate_key_id(&self) -> &[u8] {
-        &self.intermediate_key_id
-    }
-
-    /// Signs a CRL with the intermediate.
-    pub fn sign_crl(
-        &self,
-        params: &rcgen::CertificateRevocationListParams,
-    ) -> Result<Vec<u8>, CaError> {
-        Ok(params.signed_by(&self.issuer)?.der().to_vec())
-    }
-
-    /// Signs arbitrary bytes (an OCSP ResponseData) with the intermediate
-    /// key; ECDSA signatures are DER-encoded, as X.509 wants them.
-    pub fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, CaError> {
-        use rcgen::SigningKey;
-        Ok(self.issuer.key().sign(message)?)
-    }
-
-    /// When the intermediate expires (Unix seconds): after it, certd can
-    /// sign nothing.
+    /// When the current intermediate expires (Unix seconds): after it,
+    /// certd can sign nothing.
     pub fn intermediate_not_after(&self) -> i64 {
-        self.intermediate_not_after
+        self.current().not_after()
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {
@@ -323,14 +419,26 @@ impl CertificateAuthority {
             .map_or(0, |(_, root)| root.validity().not_after.timestamp())
     }
 
-    pub fn intermediate_der(&self) -> &CertificateDer<'static> {
-        &self.intermediate_der
+    /// The current intermediate, DER.
+    pub fn intermediate_der(&self) -> CertificateDer<'static> {
+        self.current().der().clone()
     }
 
-    /// The leaf followed by the intermediate, PEM: what a TLS peer presents.
-    pub fn chain_pem(&self, leaf: &SignedCertificate) -> String {
-        let mut chain = leaf.pem();
-        chain.push_str(&self.intermediate_pem);
+    /// The intermediate that signed `certificate`: the current or the
+    /// previous one (the current one if it is neither).
+    pub fn signer_of(&self, certificate: &[u8]) -> Arc<Intermediate> {
+        let signers = self.signers();
+        signers
+            .signer_of(certificate)
+            .unwrap_or(&signers.current)
+            .clone()
+    }
+
+    /// `certificate` followed by the intermediate that signed it, PEM: what
+    /// a TLS peer presents.
+    pub fn chain_pem_of(&self, certificate: &[u8]) -> String {
+        let mut chain = pem_encode("CERTIFICATE", certificate);
+        chain.push_str(self.signer_of(certificate).pem());
         chain
     }
 
@@ -346,15 +454,14 @@ impl CertificateAuthority {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<SignedCertificate, CaError> {
-        let validity = self.validity(ttl, now)?;
-        let params = profile::workload(
-            identity,
-            csr.key_kind(),
-            &serial,
-            &validity,
-            self.revocation_urls.as_ref(),
-        );
-        self.sign(params, csr.public_key(), serial, validity)
+        let signer = self.current();
+        let validity = validity(&signer, ttl, now)?;
+        let urls = self
+            .revocation_urls
+            .as_ref()
+            .map(|urls| urls.of(&signer.key_id_hex()));
+        let params = profile::workload(identity, csr.key_kind(), &serial, &validity, urls.as_ref());
+        sign(signer, params, csr.public_key(), serial, validity)
     }
 
     /// Signs an operator certificate (admin API access over mTLS).
@@ -366,9 +473,10 @@ impl CertificateAuthority {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<SignedCertificate, CaError> {
-        let validity = self.validity(ttl, now)?;
+        let signer = self.current();
+        let validity = validity(&signer, ttl, now)?;
         let params = profile::operator(identity, &serial, &validity);
-        self.sign(params, csr.public_key(), serial, validity)
+        sign(signer, params, csr.public_key(), serial, validity)
     }
 
     /// Signs the daemon's own TLS serving certificate for `names` (DNS names
@@ -381,45 +489,100 @@ impl CertificateAuthority {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<SignedCertificate, CaError> {
-        let validity = self.validity(ttl, now)?;
+        let signer = self.current();
+        let validity = validity(&signer, ttl, now)?;
         let params = profile::server(names, &serial, &validity)?;
-        self.sign(params, key, serial, validity)
+        sign(signer, params, key, serial, validity)
     }
+}
 
-    fn validity(&self, ttl: Duration, now: SystemTime) -> Result<profile::Validity, CaError> {
-        let now = unix_seconds(now);
-        if now >= self.intermediate_not_after {
-            return Err(CaError::IntermediateExpired {
-                not_after: self.intermediate_not_after,
-            });
-        }
-        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        Ok(profile::Validity {
-            not_before: now - CLOCK_SKEW_ALLOWANCE.as_secs() as i64,
-            not_after: now.saturating_add(ttl).min(self.intermediate_not_after),
-        })
-    }
+/// The current intermediate, from `intermediate.pem` and its key.
+fn load_current(
+    files: &CaFiles,
+    metadata: &CaMetadata,
+    secrets: &KeySecrets,
+) -> Result<Intermediate, CaError> {
+    let key = IntermediateKey::load(files, metadata, secrets)?;
+    Intermediate::load(
+        &files.intermediate_cert,
+        &files.intermediate_key,
+        key,
+        &files.bundle,
+        metadata.key_type,
+    )
+}
 
-    fn sign(
-        &self,
-        params: rcgen::CertificateParams,
-        public_key: &impl rcgen::PublicKeyData,
-        serial: Serial,
-        validity: profile::Validity,
-    ) -> Result<SignedCertificate, CaError> {
-        let certificate = params.signed_by(public_key, &self.issuer)?;
-        let der = certificate.der().clone();
-        let (dns_names, uris) = profile::names_of(&params);
-        Ok(SignedCertificate {
-            serial,
-            sha256_fingerprint: Sha256::digest(&der).into(),
-            der,
-            not_before: validity.not_before,
-            not_after: validity.not_after,
-            dns_names,
-            uris,
-        })
+/// The previous intermediate and until when it is kept, if its
+/// certificates may still live at `now`.
+fn load_previous(
+    dir: &Path,
+    secrets: &KeySecrets,
+    key_type: KeyType,
+    now: i64,
+) -> Result<(Option<Intermediate>, i64), CaError> {
+    let Some(state) = rotation::previous_state(dir)? else {
+        return Ok((None, 0));
+    };
+    if state.certificates_expire_by <= now {
+        return Ok((None, 0));
     }
+    let data_dir = crate::DataDir::new(dir);
+    let key_path = data_dir.previous_intermediate_key();
+    let key = IntermediateKey::from_file(&key_path, secrets)?;
+    let cert_path = data_dir.previous_intermediate_cert();
+    let previous = Intermediate::load(&cert_path, &key_path, key, &data_dir.bundle(), key_type)?;
+    if previous.key_id_hex() != state.key_id {
+        return Err(CaError::Invalid {
+            path: data_dir.previous_intermediate_state().display().to_string(),
+            reason: format!(
+                "it is about intermediate {}, but {} is {}; restore the files of one rotation",
+                state.key_id,
+                cert_path.display(),
+                previous.key_id_hex()
+            ),
+        });
+    }
+    Ok((Some(previous), state.certificates_expire_by))
+}
+
+fn validity(
+    signer: &Intermediate,
+    ttl: Duration,
+    now: SystemTime,
+) -> Result<profile::Validity, CaError> {
+    let now = unix_seconds(now);
+    if now >= signer.not_after() {
+        return Err(CaError::IntermediateExpired {
+            not_after: signer.not_after(),
+        });
+    }
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    Ok(profile::Validity {
+        not_before: now - CLOCK_SKEW_ALLOWANCE.as_secs() as i64,
+        not_after: now.saturating_add(ttl).min(signer.not_after()),
+    })
+}
+
+fn sign(
+    signer: Arc<Intermediate>,
+    params: rcgen::CertificateParams,
+    public_key: &impl rcgen::PublicKeyData,
+    serial: Serial,
+    validity: profile::Validity,
+) -> Result<SignedCertificate, CaError> {
+    let certificate = params.signed_by(public_key, signer.issuer())?;
+    let der = certificate.der().clone();
+    let (dns_names, uris) = profile::names_of(&params);
+    Ok(SignedCertificate {
+        serial,
+        sha256_fingerprint: Sha256::digest(&der).into(),
+        der,
+        not_before: validity.not_before,
+        not_after: validity.not_after,
+        dns_names,
+        uris,
+        signer,
+    })
 }
 
 /// Seconds since the Unix epoch; times before it count as 0.
@@ -482,11 +645,8 @@ mod tests {
     fn workload_certificates_follow_the_profile() {
         let dir = tempfile::tempdir().unwrap();
         let mut ca = new_ca(dir.path());
-        ca.set_revocation_urls(RevocationUrls {
-            crl: "http://ca.example:8080/crl".into(),
-            ocsp: "http://ca.example:8080/ocsp".into(),
-            ca_issuers: "http://ca.example:8080/intermediate.cer".into(),
-        });
+        ca.set_revocation_urls(RevocationUrls::new("http://ca.example:8080/"));
+        let key_id = ca.current().key_id_hex();
         let now = SystemTime::now();
         let serial = Serial::generate();
         let signed = ca
@@ -522,7 +682,7 @@ mod tests {
                 ("ocsp", "http://ca.example:8080/ocsp".to_owned()),
                 (
                     "ca-issuers",
-                    "http://ca.example:8080/intermediate.cer".to_owned()
+                    format!("http://ca.example:8080/intermediate/{key_id}.cer")
                 ),
             ]
         );
@@ -559,7 +719,8 @@ mod tests {
         use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
         let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, b) = (new_ca(one.path()), new_ca(two.path()));
-        let (_, intermediate) = X509Certificate::from_der(a.intermediate_der()).unwrap();
+        let (a_der, b_der) = (a.intermediate_der(), b.intermediate_der());
+        let (_, intermediate) = X509Certificate::from_der(&a_der).unwrap();
         let (_, root) = X509Certificate::from_der(a.root_der()).unwrap();
         for cert in [&intermediate, &root] {
             let san = cert.subject_alternative_name().unwrap().unwrap().value;
@@ -568,7 +729,7 @@ mod tests {
                 [GeneralName::URI("spiffe://certd.internal")]
             );
         }
-        let (_, other) = X509Certificate::from_der(b.intermediate_der()).unwrap();
+        let (_, other) = X509Certificate::from_der(&b_der).unwrap();
         assert_ne!(
             intermediate.subject().to_string(),
             other.subject().to_string(),
@@ -659,7 +820,7 @@ mod tests {
         let ca = new_ca(dir.path());
         let key = KeyPair::generate().unwrap();
         let near_the_end = SystemTime::UNIX_EPOCH
-            + Duration::from_secs(u64::try_from(ca.intermediate_not_after - 100).unwrap());
+            + Duration::from_secs(u64::try_from(ca.intermediate_not_after() - 100).unwrap());
         let signed = ca
             .sign_workload(
                 &csr(&key),
@@ -669,7 +830,7 @@ mod tests {
                 near_the_end,
             )
             .unwrap();
-        assert_eq!(signed.not_after, ca.intermediate_not_after);
+        assert_eq!(signed.not_after, ca.intermediate_not_after());
         let after = near_the_end + Duration::from_secs(200);
         let refused = ca.sign_workload(
             &csr(&key),

@@ -10,7 +10,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use super::csr::SubjectKeyKind;
-use super::{CaError, RevocationUrls};
+use super::{CaError, IssuerUrls};
 use crate::identity::{OperatorIdentity, Serial, WorkloadIdentity};
 
 /// How far notBefore is backdated, so that a peer whose clock is slightly
@@ -32,7 +32,7 @@ pub fn workload(
     key_kind: SubjectKeyKind,
     serial: &Serial,
     validity: &Validity,
-    revocation_urls: Option<&RevocationUrls>,
+    revocation_urls: Option<&IssuerUrls>,
 ) -> CertificateParams {
     let mut params = end_entity(serial, validity);
     if let Some(urls) = revocation_urls {

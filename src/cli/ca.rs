@@ -55,6 +55,35 @@ pub struct RotateRootArgs {
     key_passphrase_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct RotateIntermediateArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// File whose first line is the root key's passphrase, if it is encrypted (the next
+    /// intermediate key is encrypted with it too).
+    #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
+    key_passphrase_file: Option<PathBuf>,
+}
+
+/// `certd ca rotate-intermediate`: the next intermediate, for the daemon
+/// to promote.
+pub fn rotate_intermediate(args: RotateIntermediateArgs) -> anyhow::Result<()> {
+    let passphrase = passphrase(args.key_passphrase_file.as_deref())?;
+    let next = certd::ca::rotation::prepare(
+        &args.data_dir.data_dir,
+        passphrase.as_ref(),
+        SystemTime::now(),
+    )
+    .map_err(certd::Error::from)?;
+    println!(
+        "prepared the next intermediate \"{}\" signed by \"{}\" (valid until {}): a running certd signs with it within seconds, or else at its next start",
+        next.subject,
+        next.root,
+        format_time(next.not_after)
+    );
+    Ok(())
+}
+
 /// `certd ca rotate-root`: the next root, added to the bundle.
 pub fn rotate_root(args: RotateRootArgs) -> anyhow::Result<()> {
     let passphrase = passphrase(args.key_passphrase_file.as_deref())?;

@@ -224,6 +224,10 @@ pub enum CaCommand {
     /// Prepare the next root (root-next.pem, root-next.key) and add it to bundle.pem, so
     /// that workloads trust it long before anything is signed under it.
     RotateRoot(ca::RotateRootArgs),
+    /// Prepare the next intermediate (intermediate-next.pem, intermediate-next.key), signed by
+    /// the root key in the data directory; a running certd signs with it within seconds and
+    /// keeps answering for the previous one until its certificates have expired.
+    RotateIntermediate(ca::RotateIntermediateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +322,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca {
             command: CaCommand::RotateRoot(args),
         } => ca::rotate_root(args),
+        Command::Ca {
+            command: CaCommand::RotateIntermediate(args),
+        } => ca::rotate_intermediate(args),
         Command::Crl {
             command: CrlCommand::Sync(args),
         } => ca::crl_sync(args).await,

@@ -125,6 +125,11 @@ pub struct CaSection {
     /// the intermediate key (`certd init --pkcs11-module`); relative to this
     /// file. Default: the environment variable CERTD_PKCS11_PIN_FILE.
     pub pkcs11_pin_file: Option<PathBuf>,
+    /// Whether the daemon rotates the intermediate by itself at two thirds
+    /// of its life, signing the next one with the root key in its data
+    /// directory. Off by default: it means the root key lives beside the
+    /// daemon.
+    pub auto_rotate_intermediate: Option<bool>,
 }
 
 /// JWT-SVIDs.

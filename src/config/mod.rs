@@ -92,6 +92,9 @@ pub struct Config {
     pub key_passphrase_file: Option<PathBuf>,
     /// The PIN file of the PKCS#11 token holding the intermediate key.
     pub pkcs11_pin_file: Option<PathBuf>,
+    /// `[ca] auto_rotate_intermediate`: the daemon rotates the intermediate
+    /// at two thirds of its life with the root key beside it.
+    pub auto_rotate_intermediate: bool,
 }
 
 /// JWT-SVID lifetimes and the signing keys' schedule (`[jwt]`).
@@ -316,6 +319,7 @@ impl ConfigFile {
             secret_file(ca.key_passphrase_file.as_ref(), "CERTD_KEY_PASSPHRASE_FILE");
         let pkcs11_pin_file = secret_file(ca.pkcs11_pin_file.as_ref(), "CERTD_PKCS11_PIN_FILE");
         Ok(Config {
+            auto_rotate_intermediate: ca.auto_rotate_intermediate.unwrap_or(false),
             key_passphrase_file,
             pkcs11_pin_file,
             jwt,
@@ -651,12 +655,7 @@ fn non_negative(field: &'static str, value: f64) -> Result<f64, ConfigError> {
 
 /// Where relying parties fetch revocation information, for a base URL.
 pub fn revocation_urls(base: &str) -> RevocationUrls {
-    let base = base.trim_end_matches('/');
-    RevocationUrls {
-        crl: format!("{base}/crl"),
-        ocsp: format!("{base}/ocsp"),
-        ca_issuers: format!("{base}/intermediate.cer"),
-    }
+    RevocationUrls::new(base)
 }
 
 /// Checks an `http://` or `https://` base URL (no query, no fragment) and
@@ -815,7 +814,7 @@ mod tests {
         );
         assert_eq!(config.revocation.crl_validity, Duration::from_secs(7200));
         assert_eq!(
-            revocation_urls("https://ca.example").ocsp,
+            revocation_urls("https://ca.example").of("ab").ocsp,
             "https://ca.example/ocsp"
         );
         let config = check(

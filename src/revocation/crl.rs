@@ -3,14 +3,14 @@
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use time::OffsetDateTime;
 
-use crate::ca::{CaError, CertificateAuthority};
+use crate::ca::{CaError, Intermediate};
 use crate::store::RevokedEntry;
 
-/// Builds and signs an X.509 v2 CRL listing `entries`, with the given CRL
-/// number and validity. The authority key identifier is the intermediate's
-/// subject key identifier.
+/// Builds an X.509 v2 CRL listing `entries`, with the given CRL number and
+/// validity, signed by `signer`. The authority key identifier is the
+/// signer's subject key identifier.
 pub fn build(
-    ca: &CertificateAuthority,
+    signer: &Intermediate,
     entries: &[RevokedEntry],
     number: u64,
     this_update: i64,
@@ -31,9 +31,9 @@ pub fn build(
         crl_number: SerialNumber::from_slice(&minimal_be(number)),
         issuing_distribution_point: None,
         revoked_certs,
-        key_identifier_method: KeyIdMethod::PreSpecified(ca.intermediate_key_id().to_vec()),
+        key_identifier_method: KeyIdMethod::PreSpecified(signer.key_id().to_vec()),
     };
-    ca.sign_crl(&params)
+    signer.sign_crl(&params)
 }
 
 /// The rcgen reason for an RFC 5280 code.
@@ -61,4 +61,18 @@ pub(crate) fn minimal_be(value: u64) -> Vec<u8> {
         .position(|b| *b != 0)
         .unwrap_or(bytes.len() - 1);
     bytes[start..].to_vec()
+}
+
+/// The authority key identifier of a DER CRL: which intermediate signed it.
+pub fn signer_key_id(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::{CertificateRevocationList, FromDer};
+    let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
+    crl.extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        })
 }

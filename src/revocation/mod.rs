@@ -1,5 +1,11 @@
-//! Revocation: the published CRL and the OCSP responder, both kept current
+//! Revocation: the published CRLs and the OCSP responder, both kept current
 //! with the store.
+//!
+//! Each intermediate in use (`ca::Signers`: the current one, and the
+//! previous one while certificates it signed live) signs its own CRL, all
+//! with the same number and entries, and answers OCSP for its own
+//! certificates. A rotation (a new `Signers` generation) makes the
+//! published CRLs and cached OCSP answers stale at once.
 //!
 //! `revocation` owns what relying parties see: a signed CRL, rebuilt at
 //! once after every revocation (revocations that arrive together share one
@@ -58,7 +64,8 @@ impl Default for RevocationSettings {
     }
 }
 
-/// A signed CRL as served.
+/// A signed CRL as served: the current intermediate's (`der`, `pem`), and
+/// the previous intermediate's, if one is kept.
 #[derive(Debug)]
 pub struct PublishedCrl {
     pub der: Vec<u8>,
@@ -67,6 +74,20 @@ pub struct PublishedCrl {
     pub this_update: i64,
     pub next_update: i64,
     pub entries: usize,
+    /// The key id of the intermediate that signed `der`.
+    pub signer_key_id: Vec<u8>,
+    /// The same list, signed by the previous intermediate.
+    pub previous: Option<PreviousCrl>,
+    /// The `Signers` generation it was signed under.
+    generation: u64,
+}
+
+/// The previous intermediate's CRL.
+#[derive(Debug)]
+pub struct PreviousCrl {
+    pub signer_key_id: Vec<u8>,
+    pub der: Vec<u8>,
+    pub pem: String,
 }
 
 impl PublishedCrl {
@@ -84,6 +105,26 @@ impl PublishedCrl {
     /// content.
     pub fn etag(&self) -> String {
         format!("\"crl-{}\"", self.number)
+    }
+
+    /// The CRL signed by the intermediate whose key id is `key_id`.
+    pub fn signed_by(&self, key_id: &[u8]) -> Option<(&[u8], &str)> {
+        if self.signer_key_id == key_id {
+            return Some((&self.der, &self.pem));
+        }
+        self.previous
+            .as_ref()
+            .filter(|previous| previous.signer_key_id == key_id)
+            .map(|previous| (previous.der.as_slice(), previous.pem.as_str()))
+    }
+
+    /// Every CRL, PEM: the current intermediate's, then the previous one's.
+    pub fn all_pem(&self) -> String {
+        let mut pem = self.pem.clone();
+        if let Some(previous) = &self.previous {
+            pem.push_str(&previous.pem);
+        }
+        pem
     }
 }
 
@@ -109,7 +150,6 @@ pub struct Revocations {
     ca: Arc<CertificateAuthority>,
     store: SharedStorage,
     settings: RevocationSettings,
-    issuer_hashes: IssuerHashes,
     published: RwLock<Option<Arc<PublishedCrl>>>,
     /// The revocation sequence number the published CRL covers; held while
     /// rebuilding, so concurrent requests for a new CRL share one build.
@@ -117,6 +157,8 @@ pub struct Revocations {
     /// Bumped after every durable revocation.
     revocations_seen: AtomicU64,
     ocsp_cache: RwLock<HashMap<Vec<u8>, CachedOcsp>>,
+    /// The `Signers` generation the OCSP cache holds answers of.
+    ocsp_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -134,7 +176,7 @@ impl Revocations {
         settings: RevocationSettings,
     ) -> Self {
         Revocations {
-            issuer_hashes: IssuerHashes::new(&ca),
+            ocsp_generation: AtomicU64::new(ca.signers().generation),
             ca,
             store,
             settings,
@@ -178,7 +220,7 @@ impl Revocations {
             Ok(cache) => cache,
             Err(poisoned) => poisoned.into_inner(),
         };
-        cache.retain(|key, _| key.get(1..) != Some(serial.as_bytes()));
+        cache.retain(|key, _| key.get(OCSP_CACHE_KEY_PREFIX..) != Some(serial.as_bytes()));
     }
 
     /// Drops every cached OCSP answer, for a cache that may have missed
@@ -221,10 +263,20 @@ impl Revocations {
 
     /// Serves the newest CRL another process published, if it is newer than
     /// the one served; returns whether it was.
+    ///
+    /// Only a CRL signed by this replica's current intermediate, while no
+    /// previous one is kept, is adopted: around a rotation each replica
+    /// signs its own (with the shared number), since the store holds one
+    /// issuer's CRL.
     pub async fn adopt_newest_crl(&self) -> Result<bool> {
         let Some(signed) = self.store.newest_crl().await? else {
             return Ok(false);
         };
+        let signers = self.ca.signers();
+        let signer_key_id = crl::signer_key_id(&signed.der).unwrap_or_default();
+        if signers.previous.is_some() || signer_key_id != signers.current.key_id() {
+            return Ok(false);
+        }
         let adopted = Arc::new(PublishedCrl {
             pem: pem_encode("X509 CRL", &signed.der),
             number: signed.number,
@@ -232,6 +284,9 @@ impl Revocations {
             next_update: signed.next_update,
             entries: usize::try_from(signed.entries).unwrap_or(usize::MAX),
             der: signed.der,
+            signer_key_id,
+            previous: None,
+            generation: signers.generation,
         });
         let number = adopted.number;
         let newer = self.serve_if_newer(adopted);
@@ -269,11 +324,25 @@ impl Revocations {
         let number = self.store.next_crl_number().await?;
         let this_update = now;
         let next_update = now + duration_seconds(self.settings.crl_validity);
-        let ca = self.ca.clone();
+        let signers = self.ca.signers();
         let count = entries.len();
         // Signing a large CRL takes a while: keep it off the async workers.
-        let der = tokio::task::spawn_blocking(move || {
-            crl::build(&ca, &entries, number, this_update, next_update)
+        let (der, previous, signers) = tokio::task::spawn_blocking(move || {
+            let der = crl::build(&signers.current, &entries, number, this_update, next_update)?;
+            let previous = signers
+                .previous
+                .as_ref()
+                .map(|previous| {
+                    crl::build(previous, &entries, number, this_update, next_update).map(|der| {
+                        PreviousCrl {
+                            signer_key_id: previous.key_id().to_vec(),
+                            pem: pem_encode("X509 CRL", &der),
+                            der,
+                        }
+                    })
+                })
+                .transpose()?;
+            Ok::<_, crate::ca::CaError>((der, previous, signers))
         })
         .await
         .map_err(|e| crate::Error::InvalidArgument(format!("CRL build task failed: {e}")))??;
@@ -284,6 +353,9 @@ impl Revocations {
             this_update,
             next_update,
             entries: count,
+            signer_key_id: signers.current.key_id().to_vec(),
+            previous,
+            generation: signers.generation,
         })
     }
 
@@ -293,7 +365,9 @@ impl Revocations {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()?;
-        (now < self.refresh_at(&published)).then_some(published)
+        // After a rotation, what the old signers signed is stale at once.
+        let same_signers = published.generation == self.ca.signers().generation;
+        (same_signers && now < self.refresh_at(&published)).then_some(published)
     }
 
     /// When `published` is replaced: `crl_refresh` after it was signed, and
@@ -318,14 +392,25 @@ impl Revocations {
     /// statuses.
     pub async fn ocsp(&self, request: &[u8]) -> OcspAnswer {
         let now = unix_seconds(SystemTime::now());
-        let parsed = match ocsp::parse_request(request, &self.issuer_hashes) {
+        let signers = self.ca.signers();
+        self.forget_answers_of_old_signers(signers.generation);
+        let hashes: Vec<IssuerHashes> = signers
+            .all()
+            .map(|signer| IssuerHashes::new(signer))
+            .collect();
+        let parsed = match ocsp::parse_request(request, &hashes) {
             Ok(parsed) => parsed,
             Err(status) => return error_answer(status),
+        };
+        let (Some(signer), Some(issuer_hashes)) =
+            (signers.all().nth(parsed.issuer), hashes.get(parsed.issuer))
+        else {
+            return error_answer(x509_ocsp::OcspResponseStatus::InternalError);
         };
         // Only single, nonce-free questions are cacheable: a nonce must be
         // echoed, so its answer is unique.
         let cache_key = match (&parsed.queries[..], &parsed.nonce) {
-            ([(id, Some(serial))], None) => Some(ocsp_cache_key(id, serial)),
+            ([(id, Some(serial))], None) => Some(ocsp_cache_key(id, parsed.issuer, serial)),
             _ => None,
         };
         if let Some(key) = &cache_key
@@ -350,8 +435,8 @@ impl Revocations {
         }
         let next_update = now + duration_seconds(self.settings.ocsp_validity);
         let der = match ocsp::build_response(
-            &self.ca,
-            &self.issuer_hashes,
+            signer,
+            issuer_hashes,
             &answers,
             parsed.nonce,
             now,
@@ -391,6 +476,14 @@ impl Revocations {
         })
     }
 
+    /// Empties the OCSP cache if it holds answers of other signers than
+    /// `generation`'s.
+    fn forget_answers_of_old_signers(&self, generation: u64) {
+        if self.ocsp_generation.swap(generation, Ordering::SeqCst) != generation {
+            self.forget_cached_answers();
+        }
+    }
+
     fn cached_ocsp(&self, key: &[u8], now: i64) -> Option<OcspAnswer> {
         let cache = self.ocsp_cache.read().unwrap_or_else(|p| p.into_inner());
         let cached = cache.get(key)?;
@@ -409,12 +502,16 @@ impl Revocations {
     }
 }
 
-/// Cache key: the hash algorithm (1 byte) then the serial, so a revocation
-/// can drop every entry of its serial.
-fn ocsp_cache_key(id: &x509_ocsp::CertId, serial: &Serial) -> Vec<u8> {
-    let algorithm = u8::from(ocsp::is_sha256(id));
-    let mut key = Vec::with_capacity(1 + serial.as_bytes().len());
-    key.push(algorithm);
+/// Bytes of an OCSP cache key before the serial.
+const OCSP_CACHE_KEY_PREFIX: usize = 2;
+
+/// Cache key: the hash algorithm and the issuer's place in `Signers` (1
+/// byte each) then the serial, so a revocation can drop every entry of its
+/// serial. The cache is emptied when the signers change.
+fn ocsp_cache_key(id: &x509_ocsp::CertId, issuer: usize, serial: &Serial) -> Vec<u8> {
+    let mut key = Vec::with_capacity(OCSP_CACHE_KEY_PREFIX + serial.as_bytes().len());
+    key.push(u8::from(ocsp::is_sha256(id)));
+    key.push(u8::try_from(issuer).unwrap_or(u8::MAX));
     key.extend_from_slice(serial.as_bytes());
     key
 }

@@ -17,7 +17,7 @@ use x509_ocsp::{
     OcspResponseStatus, ResponderId, ResponseData, RevokedInfo, SingleResponse, Version,
 };
 
-use crate::ca::{CertificateAuthority, KeyType};
+use crate::ca::{Intermediate, KeyType};
 use crate::identity::Serial;
 
 /// The largest OCSP request certd reads. Real ones are under 200 bytes.
@@ -45,11 +45,14 @@ pub enum KnownStatus {
 /// `None`: still a fair question about this issuer, answered "unknown".
 #[derive(Debug, Clone)]
 pub struct ParsedRequest {
+    /// Which of the issuers given to `parse_request` every CertID names.
+    pub issuer: usize,
     pub queries: Vec<(CertId, Option<Serial>)>,
     pub nonce: Option<Extension>,
 }
 
-/// What the CA's identity hashes to, under each supported algorithm.
+/// What an intermediate's identity hashes to, under each supported
+/// algorithm.
 #[derive(Debug, Clone)]
 pub struct IssuerHashes {
     sha1_name: Vec<u8>,
@@ -59,9 +62,9 @@ pub struct IssuerHashes {
 }
 
 impl IssuerHashes {
-    pub fn new(ca: &CertificateAuthority) -> Self {
-        let name = ca.intermediate_subject_der();
-        let key = ca.intermediate_public_key_bits();
+    pub fn new(intermediate: &Intermediate) -> Self {
+        let name = intermediate.subject_der();
+        let key = intermediate.public_key_bits();
         IssuerHashes {
             sha1_name: Sha1::digest(name).to_vec(),
             sha1_key: Sha1::digest(key).to_vec(),
@@ -94,10 +97,12 @@ pub fn is_sha256(id: &CertId) -> bool {
 }
 
 /// Parses a DER OCSP request and checks that certd may answer every
-/// CertID in it. Returns the OCSP status to send when it may not.
+/// CertID in it: each names one of `issuers`, all the same one (the answer
+/// is signed by that issuer). Returns the OCSP status to send when it may
+/// not.
 pub fn parse_request(
     der: &[u8],
-    issuer: &IssuerHashes,
+    issuers: &[IssuerHashes],
 ) -> Result<ParsedRequest, OcspResponseStatus> {
     if der.is_empty() || der.len() > MAX_OCSP_REQUEST_LEN {
         return Err(OcspResponseStatus::MalformedRequest);
@@ -107,9 +112,14 @@ pub fn parse_request(
     if list.is_empty() {
         return Err(OcspResponseStatus::MalformedRequest);
     }
+    let mut issuer = None;
     let mut queries = Vec::with_capacity(list.len());
     for single in list {
-        if !issuer.matches(&single.req_cert) {
+        let named = issuers
+            .iter()
+            .position(|hashes| hashes.matches(&single.req_cert))
+            .ok_or(OcspResponseStatus::Unauthorized)?;
+        if *issuer.get_or_insert(named) != named {
             return Err(OcspResponseStatus::Unauthorized);
         }
         let serial = Serial::from_der_integer(single.req_cert.serial_number.as_bytes());
@@ -119,7 +129,11 @@ pub fn parse_request(
         Some(extensions) => nonce_of(extensions)?,
         None => None,
     };
-    Ok(ParsedRequest { queries, nonce })
+    Ok(ParsedRequest {
+        issuer: issuer.unwrap_or(0),
+        queries,
+        nonce,
+    })
 }
 
 fn nonce_of(extensions: &[Extension]) -> Result<Option<Extension>, OcspResponseStatus> {
@@ -140,9 +154,10 @@ fn nonce_of(extensions: &[Extension]) -> Result<Option<Extension>, OcspResponseS
     }))
 }
 
-/// Builds and signs a successful response.
+/// Builds a successful response, signed by `signer`, whose hashes are
+/// `issuer`.
 pub fn build_response(
-    ca: &CertificateAuthority,
+    signer: &Intermediate,
     issuer: &IssuerHashes,
     answers: &[(CertId, KnownStatus)],
     nonce: Option<Extension>,
@@ -171,10 +186,10 @@ pub fn build_response(
         response_extensions: nonce.map(|n| vec![n]),
     };
     let tbs = data.to_der().map_err(|e| e.to_string())?;
-    let signature = ca.sign_bytes(&tbs).map_err(|e| e.to_string())?;
+    let signature = signer.sign_bytes(&tbs).map_err(|e| e.to_string())?;
     let basic = BasicOcspResponse {
         tbs_response_data: data,
-        signature_algorithm: signature_algorithm(ca.key_type()),
+        signature_algorithm: signature_algorithm(signer.key_type()),
         signature: BitString::from_bytes(&signature).map_err(|e| e.to_string())?,
         certs: None,
     };

@@ -1,0 +1,509 @@
+//! Intermediate rotation, on disk: `certd ca rotate-intermediate` prepares
+//! the next intermediate where the root key is (`prepare`); the daemon
+//! promotes it when it sees it (`promote_pending`), at start or while
+//! running, and then signs with it (`CertificateAuthority::reload_signers`).
+//!
+//! Owns `intermediate-next.{pem,key}` and `intermediate-previous.{pem,key,toml}`,
+//! and replaces `intermediate.{pem,key}`. The previous intermediate is kept
+//! until the last certificate it signed has expired, so its CRL and OCSP
+//! answers outlive it; there is one such slot, so a second rotation waits
+//! until it is free. Never touches the store.
+//!
+//! Crash safety: `intermediate-next.pem` is written last by `prepare` and
+//! removed last by `promote_pending`, so its presence means "a rotation is
+//! pending or half done", and `promote_pending` finishes one from any step.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rcgen::KeyPair;
+use serde::{Deserialize, Serialize};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::files::{self, CaFiles, INTERMEDIATE_LIFETIME, io_error};
+use super::{CaError, KeyPassphrase, KeySecrets, unix_seconds};
+use crate::DataDir;
+use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+
+/// What `intermediate-previous.toml` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousState {
+    /// Which intermediate this is about: its subject key identifier, hex.
+    pub key_id: String,
+    /// When it stopped signing certificates (Unix seconds).
+    pub retired_at: i64,
+    /// When the last certificate it signed expires: until then certd
+    /// answers OCSP and serves a CRL for it.
+    pub certificates_expire_by: i64,
+}
+
+/// What `prepare` made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextIntermediate {
+    pub subject: String,
+    pub not_after: i64,
+    /// The subject of the root that signed it.
+    pub root: String,
+}
+
+/// What `promote_pending` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    pub subject: String,
+    /// Until when the intermediate it replaced is kept for OCSP and CRLs.
+    pub previous_until: i64,
+}
+
+/// The previous intermediate's state, if there is one.
+pub fn previous_state(dir: &Path) -> Result<Option<PreviousState>, CaError> {
+    let path = DataDir::new(dir).previous_intermediate_state();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error("read", &path)(error)),
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| CaError::Invalid {
+            path: path.display().to_string(),
+            reason: e.message().to_owned(),
+        })
+}
+
+/// Whether an intermediate valid from `not_before` to `not_after` is due
+/// for rotation at `now`: two thirds of its life have passed.
+pub fn rotation_due(not_before: i64, not_after: i64, now: i64) -> bool {
+    let life = not_after.saturating_sub(not_before);
+    now >= not_before.saturating_add(life / 3 * 2)
+}
+
+/// Whether the intermediate of `dir` may rotate at `now`, and why not.
+fn check_rotation_allowed(dir: &Path, now: i64) -> Result<(), CaError> {
+    let data_dir = DataDir::new(dir);
+    if data_dir.next_intermediate_cert().exists() {
+        return Err(CaError::RotationRefused(format!(
+            "a next intermediate is already prepared ({}); the daemon promotes it when it runs",
+            data_dir.next_intermediate_cert().display()
+        )));
+    }
+    if let Some(state) = previous_state(dir)?
+        && state.certificates_expire_by > now
+    {
+        return Err(CaError::RotationRefused(format!(
+            "the previous intermediate still answers for certificates that live until {}; rotate again after that",
+            format_time(state.certificates_expire_by)
+        )));
+    }
+    Ok(())
+}
+
+/// Makes the next intermediate in `dir`, signed by the root; the running
+/// daemon (or the next start) promotes it. Runs where the root key is.
+/// Refuses when the intermediate key is in a PKCS#11 token, a next one is
+/// pending, or the previous one still answers for live certificates.
+pub fn prepare(
+    dir: &Path,
+    passphrase: Option<&KeyPassphrase>,
+    now: SystemTime,
+) -> Result<NextIntermediate, CaError> {
+    let ca_files = CaFiles::new(dir);
+    if !ca_files.metadata.exists() {
+        return Err(CaError::Missing(dir.display().to_string()));
+    }
+    let metadata = ca_files.read_metadata()?;
+    if metadata.intermediate_key_pkcs11.is_some() {
+        return Err(CaError::RotationRefused(
+            "the intermediate key is in a PKCS#11 token, and certd rotates only intermediates kept in key files; make a new CA (certd init) to change it".into(),
+        ));
+    }
+    check_rotation_allowed(dir, unix_seconds(now))?;
+    let root_key = files::root_key(
+        &ca_files,
+        passphrase,
+        "rotate the intermediate where the root key is kept, then copy intermediate-next.pem and intermediate-next.key into the daemon's data directory",
+    )?;
+    let root_der = files::read_single_cert(&ca_files.root_cert)?;
+    let root = parse(&ca_files.root_cert, &root_der)?;
+    let current_der = files::read_single_cert(&ca_files.intermediate_cert)?;
+    let current = parse(&ca_files.intermediate_cert, &current_der)?;
+
+    let subject = format!("certd intermediate CA {}", files::deployment_id());
+    let root_ends = root.validity().not_after.timestamp();
+    let lifetime = Duration::from_secs(
+        u64::try_from(root_ends - unix_seconds(now))
+            .unwrap_or(0)
+            .min(INTERMEDIATE_LIFETIME.as_secs()),
+    );
+    let mut params = files::ca_params(&metadata.trust_domain, &subject, Some(0), now, lifetime);
+    // The same CRL distribution point and CA Issuers URL as the one it
+    // replaces: where relying parties find the root's CRL and the root.
+    let (crl_points, ca_issuers) = root_urls_of(&current);
+    if !crl_points.is_empty() {
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: crl_points }];
+    }
+    if let Some(url) = ca_issuers {
+        params
+            .custom_extensions
+            .push(super::profile::authority_info_access(None, &url));
+    }
+    let root_issuer =
+        rcgen::Issuer::from_ca_cert_der(&root_der, root_key).map_err(|e| CaError::Invalid {
+            path: ca_files.root_cert.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let key = KeyPair::generate_for(metadata.key_type.algorithm())?;
+    let certificate = params.signed_by(&key, &root_issuer)?;
+
+    let data_dir = DataDir::new(dir);
+    fsutil::replace_file(
+        &data_dir.next_intermediate_key(),
+        super::key_file::encode(&key, passphrase)?.as_bytes(),
+        SECRET_FILE_MODE,
+    )
+    .map_err(io_error("write", &data_dir.next_intermediate_key()))?;
+    // Last: its presence says the next intermediate is complete.
+    fsutil::replace_file(
+        &data_dir.next_intermediate_cert(),
+        certificate.pem().as_bytes(),
+        PUBLIC_FILE_MODE,
+    )
+    .map_err(io_error("write", &data_dir.next_intermediate_cert()))?;
+    Ok(NextIntermediate {
+        subject,
+        not_after: unix_seconds(now) + lifetime.as_secs() as i64,
+        root: root.subject().to_string(),
+    })
+}
+
+/// Promotes a pending next intermediate in `dir`, if there is one: the
+/// current one becomes the previous one (kept until `longest_lifetime`
+/// from now, when the last certificate it signed has expired) and the next
+/// one becomes current. Checks the next one first (its key, its root in
+/// the bundle); on any error the files are left as they were found.
+pub fn promote_pending(
+    dir: &Path,
+    secrets: &KeySecrets,
+    longest_lifetime: Duration,
+    now: i64,
+) -> Result<Option<Promoted>, CaError> {
+    let data_dir = DataDir::new(dir);
+    let ca_files = CaFiles::new(dir);
+    let next_cert = data_dir.next_intermediate_cert();
+    if !next_cert.exists() {
+        return Ok(None);
+    }
+    let next_der = files::read_single_cert(&next_cert)?;
+    let next_key = data_dir.next_intermediate_key();
+    if ca_files.read_metadata()?.intermediate_key_pkcs11.is_some() {
+        return Err(CaError::RotationRefused(format!(
+            "{} is pending, but this CA's intermediate key is in a PKCS#11 token; remove intermediate-next.*",
+            next_cert.display()
+        )));
+    }
+    if next_key.exists() {
+        let key = super::IntermediateKey::from_file(&next_key, secrets)?;
+        files::check_signing_material(&next_cert, &next_key, &ca_files.bundle, &next_der, &key)?;
+        let current_der = files::read_single_cert(&ca_files.intermediate_cert)?;
+        let current = parse(&ca_files.intermediate_cert, &current_der)?;
+        let current_key_id = hex::encode(
+            files::certificate_facts(&ca_files.intermediate_cert, &current_der)?.key_id,
+        );
+        let state = previous_state(dir)?;
+        // A promotion cut short after the copy finds it made: the state,
+        // written last, is about the current intermediate.
+        let copied = state
+            .as_ref()
+            .is_some_and(|state| state.key_id == current_key_id);
+        if !copied {
+            if let Some(state) = state
+                && state.certificates_expire_by > now
+            {
+                return Err(CaError::RotationRefused(format!(
+                    "{} waits: the previous intermediate still answers for certificates that live until {}",
+                    next_cert.display(),
+                    format_time(state.certificates_expire_by)
+                )));
+            }
+            copy(
+                &ca_files.intermediate_key,
+                &data_dir.previous_intermediate_key(),
+                SECRET_FILE_MODE,
+            )?;
+            copy(
+                &ca_files.intermediate_cert,
+                &data_dir.previous_intermediate_cert(),
+                PUBLIC_FILE_MODE,
+            )?;
+            let state = PreviousState {
+                key_id: current_key_id,
+                retired_at: now,
+                certificates_expire_by: now
+                    .saturating_add(i64::try_from(longest_lifetime.as_secs()).unwrap_or(i64::MAX))
+                    .min(current.validity().not_after.timestamp()),
+            };
+            let state_text = toml::to_string(&state).map_err(|e| CaError::Invalid {
+                path: data_dir.previous_intermediate_state().display().to_string(),
+                reason: e.to_string(),
+            })?;
+            // Last: it marks the copy complete.
+            write(
+                &data_dir.previous_intermediate_state(),
+                state_text.as_bytes(),
+                PUBLIC_FILE_MODE,
+            )?;
+        }
+        rename(&next_key, &ca_files.intermediate_key)?;
+    } else {
+        // Cut short between the two renames: intermediate.key is the next
+        // key already, which loading the CA checks against the certificate.
+    }
+    rename(&next_cert, &ca_files.intermediate_cert)?;
+    fsutil::sync_dir(dir).map_err(io_error("sync", dir))?;
+    let next = parse(&ca_files.intermediate_cert, &next_der)?;
+    Ok(Some(Promoted {
+        subject: next.subject().to_string(),
+        previous_until: previous_state(dir)?.map_or(0, |state| state.certificates_expire_by),
+    }))
+}
+
+/// The root CRL distribution points and the root's CA Issuers URL that an
+/// intermediate carries.
+fn root_urls_of(intermediate: &X509Certificate) -> (Vec<String>, Option<String>) {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    let mut crl_points = Vec::new();
+    let mut ca_issuers = None;
+    for extension in intermediate.extensions() {
+        match extension.parsed_extension() {
+            ParsedExtension::CRLDistributionPoints(points) => {
+                for point in points.points.iter() {
+                    if let Some(DistributionPointName::FullName(names)) = &point.distribution_point
+                    {
+                        crl_points.extend(names.iter().filter_map(|name| match name {
+                            GeneralName::URI(url) => Some((*url).to_owned()),
+                            _ => None,
+                        }));
+                    }
+                }
+            }
+            ParsedExtension::AuthorityInfoAccess(aia) => {
+                ca_issuers = aia.accessdescs.iter().find_map(|access| {
+                    match (
+                        &access.access_location,
+                        access.access_method.to_id_string().as_str(),
+                    ) {
+                        (GeneralName::URI(url), "1.3.6.1.5.5.7.48.2") => Some((*url).to_owned()),
+                        _ => None,
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+    (crl_points, ca_issuers)
+}
+
+/// A Unix time as RFC 3339, for messages.
+pub fn format_time(unix: i64) -> String {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn parse<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, CaError> {
+    X509Certificate::from_der(der)
+        .map(|(_, certificate)| certificate)
+        .map_err(|e| CaError::Invalid {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn copy(from: &Path, to: &Path, mode: u32) -> Result<(), CaError> {
+    let contents = zeroize::Zeroizing::new(std::fs::read(from).map_err(io_error("read", from))?);
+    write(to, &contents, mode)
+}
+
+fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    fsutil::replace_file(path, contents, mode).map_err(io_error("write", path))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), CaError> {
+    std::fs::rename(from, to).map_err(io_error("rename", from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CertificateAuthority, InitOptions, KeyType, init};
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    fn new_ca(dir: &Path) {
+        init(
+            dir,
+            &InitOptions {
+                trust_domain: "certd.internal".parse().unwrap(),
+                key_type: KeyType::EcdsaP256,
+                key_passphrase: None,
+                pkcs11: None,
+                public_base_url: "http://ca.example:8080".into(),
+            },
+        )
+        .unwrap();
+    }
+
+    fn now() -> i64 {
+        unix_seconds(SystemTime::now())
+    }
+
+    #[test]
+    fn rotation_is_due_at_two_thirds_of_the_life() {
+        assert!(!rotation_due(0, 300 * DAY, 199 * DAY));
+        assert!(rotation_due(0, 300 * DAY, 200 * DAY));
+        assert!(rotation_due(0, 300 * DAY, 400 * DAY));
+    }
+
+    /// Prepare, promote, reload: the loaded CA signs with the new
+    /// intermediate and keeps the old one until its certificates expire;
+    /// a second rotation waits for that.
+    #[test]
+    fn a_prepared_intermediate_is_promoted_and_the_previous_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        new_ca(dir.path());
+        let ca = CertificateAuthority::load(dir.path()).unwrap();
+        let old = ca.current();
+        assert_eq!(
+            promote_pending(dir.path(), &KeySecrets::default(), Duration::ZERO, now()).unwrap(),
+            None
+        );
+
+        let next = prepare(dir.path(), None, SystemTime::now()).unwrap();
+        assert!(next.root.contains("certd root CA"), "{next:?}");
+        let again = prepare(dir.path(), None, SystemTime::now()).unwrap_err();
+        assert!(again.to_string().contains("already prepared"), "{again}");
+        // Nothing changes until the daemon promotes it.
+        assert!(!ca.reload_signers().unwrap());
+
+        let promoted = promote_pending(
+            dir.path(),
+            &KeySecrets::default(),
+            Duration::from_secs(DAY as u64),
+            now(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(promoted.previous_until > now() + DAY - 10);
+        assert!(ca.reload_signers().unwrap());
+        let signers = ca.signers();
+        assert_ne!(signers.current.key_id(), old.key_id());
+        assert_eq!(signers.previous.as_ref().unwrap().der(), old.der());
+        assert_eq!(signers.generation, 1);
+        let (_, new) = X509Certificate::from_der(signers.current.der()).unwrap();
+        assert_eq!(
+            root_urls_of(&new),
+            (
+                vec!["http://ca.example:8080/root.crl".to_owned()],
+                Some("http://ca.example:8080/root.cer".to_owned())
+            )
+        );
+        // A fresh load sees the same.
+        let reloaded = CertificateAuthority::load(dir.path()).unwrap();
+        assert_eq!(reloaded.current().der(), signers.current.der());
+        assert!(reloaded.signers().previous.is_some());
+
+        let refused = prepare(dir.path(), None, SystemTime::now()).unwrap_err();
+        assert!(
+            matches!(&refused, CaError::RotationRefused(m) if m.contains("rotate again after")),
+            "{refused}"
+        );
+        // Once the old certificates have expired, the slot is free.
+        let later = SystemTime::now() + Duration::from_secs(2 * DAY as u64);
+        prepare(dir.path(), None, later).unwrap();
+    }
+
+    /// A promotion cut short at any step is finished by the next one.
+    #[test]
+    fn a_promotion_cut_short_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        new_ca(dir.path());
+        let data_dir = DataDir::new(dir.path());
+        let old = std::fs::read(data_dir.intermediate_cert()).unwrap();
+        prepare(dir.path(), None, SystemTime::now()).unwrap();
+        let next = std::fs::read(data_dir.next_intermediate_cert()).unwrap();
+        // Cut short between the key's rename and the certificate's.
+        copy(
+            &data_dir.intermediate_cert(),
+            &data_dir.previous_intermediate_cert(),
+            PUBLIC_FILE_MODE,
+        )
+        .unwrap();
+        copy(
+            &data_dir.intermediate_key(),
+            &data_dir.previous_intermediate_key(),
+            SECRET_FILE_MODE,
+        )
+        .unwrap();
+        let old_key_id = CertificateAuthority::load(dir.path())
+            .unwrap()
+            .current()
+            .key_id_hex();
+        write(
+            &data_dir.previous_intermediate_state(),
+            format!(
+                "key_id = \"{old_key_id}\"\nretired_at = {0}\ncertificates_expire_by = {0}\n",
+                now() + DAY
+            )
+            .as_bytes(),
+            PUBLIC_FILE_MODE,
+        )
+        .unwrap();
+        rename(
+            &data_dir.next_intermediate_key(),
+            &data_dir.intermediate_key(),
+        )
+        .unwrap();
+        assert!(CertificateAuthority::load(dir.path()).is_err());
+
+        promote_pending(dir.path(), &KeySecrets::default(), Duration::ZERO, now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::fs::read(data_dir.intermediate_cert()).unwrap(), next);
+        assert_eq!(
+            std::fs::read(data_dir.previous_intermediate_cert()).unwrap(),
+            old
+        );
+        assert!(!data_dir.next_intermediate_cert().exists());
+        CertificateAuthority::load(dir.path()).unwrap();
+    }
+
+    /// A next intermediate that is not signed by a root of the bundle, or
+    /// whose key is not its own, is refused and nothing moves.
+    #[test]
+    fn a_bad_next_intermediate_is_refused_and_nothing_moves() {
+        let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        new_ca(ours.path());
+        new_ca(theirs.path());
+        prepare(theirs.path(), None, SystemTime::now()).unwrap();
+        let (ours_dir, theirs_dir) = (DataDir::new(ours.path()), DataDir::new(theirs.path()));
+        for (from, to) in [
+            (
+                theirs_dir.next_intermediate_cert(),
+                ours_dir.next_intermediate_cert(),
+            ),
+            (
+                theirs_dir.next_intermediate_key(),
+                ours_dir.next_intermediate_key(),
+            ),
+        ] {
+            std::fs::copy(from, to).unwrap();
+        }
+        let before = std::fs::read(ours_dir.intermediate_cert()).unwrap();
+        let error = promote_pending(ours.path(), &KeySecrets::default(), Duration::ZERO, now())
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("not signed by any certificate"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(ours_dir.intermediate_cert()).unwrap(), before);
+        assert!(!ours_dir.previous_intermediate_cert().exists());
+    }
+}

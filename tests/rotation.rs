@@ -1,0 +1,307 @@
+//! CA rotation without downtime, as operators and relying parties see it:
+//! `certd ca rotate-intermediate` beside a running daemon under load, and
+//! OpenSSL checking certificates from before and after it (chains, CRLs
+//! from the URLs in the leaves and `/crls.pem`, OCSP).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, http, openssl, stderr, stdout};
+
+fn write(path: &Path, contents: &[u8]) -> String {
+    std::fs::write(path, contents).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// The value of the first line of `openssl x509 -text` starting with
+/// `prefix` (after trimming).
+fn x509_field(certificate: &str, prefix: &str) -> String {
+    let (_, text) = openssl(&["x509", "-noout", "-text", "-in", certificate]);
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {certificate}: {text}"))
+        .to_owned()
+}
+
+/// Waits until the daemon's log says it signs with new intermediates.
+fn wait_for_rotation(daemon: &Daemon, rotations: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon
+        .log_text()
+        .matches("now signing with a new set of intermediates")
+        .count()
+        < rotations
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no rotation seen: {}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The intermediate rotates under load: no request fails, certificates
+/// from before and after both verify (with whole-chain CRL checks), both
+/// get OCSP answers from the URL in the leaf, and a revoked certificate of
+/// the previous intermediate is reported by its CRL and its OCSP answer.
+#[tokio::test]
+async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path().to_owned();
+    let old_intermediate =
+        std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
+    let before = daemon.bootstrap("payments").await;
+
+    let bench = {
+        let (data_dir, server) = (daemon.data_dir.clone(), daemon.grpc.clone());
+        std::thread::spawn(move || {
+            common::run_cli(
+                &data_dir,
+                &[
+                    "bench",
+                    "issue",
+                    "--server",
+                    &server,
+                    "--concurrency",
+                    "8",
+                    "--duration",
+                    "12s",
+                    "--json",
+                ],
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let output = daemon.cli(&["ca", "rotate-intermediate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("prepared the next intermediate"),
+        "{}",
+        stdout(&output)
+    );
+    wait_for_rotation(&daemon, 1);
+    let output = bench.join().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert!(summary["ok"].as_u64().unwrap() > 0, "{summary}");
+
+    // The files: the next one promoted, the old one kept as the previous.
+    let new_intermediate =
+        std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
+    assert_ne!(new_intermediate, old_intermediate);
+    assert_eq!(
+        std::fs::read_to_string(daemon.data_dir.join("intermediate-previous.pem")).unwrap(),
+        old_intermediate
+    );
+    assert!(!daemon.data_dir.join("intermediate-next.pem").exists());
+    assert!(!daemon.data_dir.join("intermediate-next.key").exists());
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["intermediate.key", "intermediate-previous.key"] {
+        let mode = std::fs::metadata(daemon.data_dir.join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+
+    let after = daemon.bootstrap("orders").await;
+    assert_eq!(
+        common::pem_certs(&after.chain_pem)[1].to_vec(),
+        common::pem_certs(&new_intermediate)[0].to_vec(),
+        "new certificates are signed by the new intermediate"
+    );
+    assert_eq!(
+        common::pem_certs(&before.chain_pem)[1].to_vec(),
+        common::pem_certs(&old_intermediate)[0].to_vec()
+    );
+
+    // `/intermediate.pem` has both; with it and `/crls.pem` (the root's
+    // CRL and one per intermediate) OpenSSL checks both whole chains.
+    let intermediates = http(
+        "GET",
+        &format!("{}/intermediate.pem", daemon.http),
+        &[],
+        b"",
+    );
+    let intermediates = String::from_utf8(intermediates.body).unwrap();
+    assert_eq!(common::pem_certs(&intermediates).len(), 2);
+    let intermediates = write(&dir.join("intermediates.pem"), intermediates.as_bytes());
+    let bundle = daemon.data_dir.join("bundle.pem");
+    let verify = |leaf: &str| {
+        let crls = http("GET", &format!("{}/crls.pem", daemon.http), &[], b"");
+        assert_eq!(crls.status, 200);
+        let crls_text = String::from_utf8(crls.body.clone()).unwrap();
+        assert_eq!(
+            crls_text.matches("BEGIN X509 CRL").count(),
+            3,
+            "{crls_text}"
+        );
+        let crls = write(&dir.join("crls.pem"), &crls.body);
+        openssl(&[
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            bundle.to_str().unwrap(),
+            "-untrusted",
+            &intermediates,
+            "-CRLfile",
+            &crls,
+            leaf,
+        ])
+    };
+    let before_leaf = write(
+        &dir.join("before.pem"),
+        before.issued.certificate_pem.as_bytes(),
+    );
+    let after_leaf = write(
+        &dir.join("after.pem"),
+        after.issued.certificate_pem.as_bytes(),
+    );
+    for leaf in [&before_leaf, &after_leaf] {
+        let (ok, text) = verify(leaf);
+        assert!(ok && text.contains(": OK"), "{leaf}: {text}");
+    }
+
+    // Each leaf names its own intermediate's CRL and certificate, and the
+    // OCSP responder answers for both, each signed by its issuer.
+    let old_file = write(
+        &dir.join("old-intermediate.pem"),
+        old_intermediate.as_bytes(),
+    );
+    let new_file = write(
+        &dir.join("new-intermediate.pem"),
+        new_intermediate.as_bytes(),
+    );
+    let ocsp = |leaf: &str, issuer: &str| {
+        let url = x509_field(leaf, "OCSP - URI:");
+        openssl(&[
+            "ocsp",
+            "-issuer",
+            issuer,
+            "-cert",
+            leaf,
+            "-url",
+            &url,
+            "-CAfile",
+            bundle.to_str().unwrap(),
+        ])
+    };
+    for (leaf, issuer, issuer_pem) in [
+        (&before_leaf, &old_file, &old_intermediate),
+        (&after_leaf, &new_file, &new_intermediate),
+    ] {
+        let (ok, text) = ocsp(leaf, issuer);
+        assert!(
+            ok && text.contains("Response verify OK") && text.contains(": good"),
+            "{leaf}: {text}"
+        );
+        let fetched = http("GET", &x509_field(leaf, "CA Issuers - URI:"), &[], b"");
+        assert_eq!(fetched.status, 200);
+        assert_eq!(fetched.body, common::pem_certs(issuer_pem)[0].to_vec());
+        let crl = http("GET", &x509_field(leaf, "URI:"), &[], b"");
+        assert_eq!(crl.status, 200, "{leaf}");
+        let crl_file = write(&dir.join("leaf.crl"), &crl.body);
+        let (ok, text) = openssl(&[
+            "crl", "-inform", "DER", "-in", &crl_file, "-CAfile", issuer, "-noout",
+        ]);
+        assert!(ok && text.contains("verify OK"), "{leaf}: {text}");
+    }
+
+    // Revoking a certificate of the previous intermediate: its CRL lists
+    // it, its OCSP answer says so, and the whole-chain check fails.
+    let output = daemon.cli(&[
+        "revoke",
+        &before.issued.serial,
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (ok, text) = ocsp(&before_leaf, &old_file);
+    assert!(ok && text.contains(": revoked"), "{text}");
+    let (ok, text) = verify(&before_leaf);
+    assert!(!ok && text.contains("error 23"), "{text}");
+    let (ok, text) = verify(&after_leaf);
+    assert!(ok, "{text}");
+    let crl = http("GET", &x509_field(&before_leaf, "URI:"), &[], b"");
+    let crl_file = write(&dir.join("previous.crl"), &crl.body);
+    let (_, text) = openssl(&["crl", "-inform", "DER", "-in", &crl_file, "-noout", "-text"]);
+    assert!(
+        text.to_uppercase()
+            .contains(&before.issued.serial.to_uppercase()),
+        "{text}"
+    );
+
+    // Renewing a certificate of the previous intermediate gives one of the
+    // new intermediate.
+    let renewed = daemon.renew(Some(&after)).await.unwrap();
+    assert_eq!(
+        common::pem_certs(&renewed.chain_pem)[1].to_vec(),
+        common::pem_certs(&new_intermediate)[0].to_vec()
+    );
+
+    // A second rotation waits until the previous intermediate's
+    // certificates have expired: refused with the time, nothing written.
+    let again = daemon.cli(&["ca", "rotate-intermediate"]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("rotate again after"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(!daemon.data_dir.join("intermediate-next.pem").exists());
+}
+
+/// A next intermediate copied in while certd is down is promoted at its
+/// next start, and one that does not chain to the bundle is refused and
+/// logged while certd keeps signing with the current one.
+#[tokio::test]
+async fn a_rotation_prepared_elsewhere_is_picked_up_and_a_bad_one_refused() {
+    let mut daemon = Daemon::start();
+    // Another CA's next intermediate: not signed by our root.
+    let other = tempfile::tempdir().unwrap();
+    let output = common::run_cli(other.path(), &["init"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = common::run_cli(other.path(), &["ca", "rotate-intermediate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for file in ["intermediate-next.key", "intermediate-next.pem"] {
+        std::fs::copy(other.path().join(file), daemon.data_dir.join(file)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log_text().contains("cannot rotate the intermediate") {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        daemon
+            .log_text()
+            .contains("not signed by any certificate in"),
+        "{}",
+        daemon.log_text()
+    );
+    let current = std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
+    let issued = daemon.bootstrap("billing").await;
+    assert_eq!(
+        common::pem_certs(&issued.chain_pem)[1].to_vec(),
+        common::pem_certs(&current)[0].to_vec()
+    );
+    for file in ["intermediate-next.key", "intermediate-next.pem"] {
+        std::fs::remove_file(daemon.data_dir.join(file)).unwrap();
+    }
+
+    // Prepared while certd is down: promoted at the start.
+    daemon.kill();
+    let output = common::run_cli(&daemon.data_dir, &["ca", "rotate-intermediate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let next = std::fs::read_to_string(daemon.data_dir.join("intermediate-next.pem")).unwrap();
+    daemon.restart_on_same_port();
+    let issued = daemon.bootstrap("billing").await;
+    assert_eq!(
+        common::pem_certs(&issued.chain_pem)[1].to_vec(),
+        common::pem_certs(&next)[0].to_vec()
+    );
+}
