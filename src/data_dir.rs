@@ -42,6 +42,23 @@ impl DataDir {
         self.root.join("root-next.key")
     }
 
+    /// The next root's CRL (DER): `root.crl`'s list, signed by the next
+    /// root, for intermediates signed under it (`ca::root_crl`).
+    pub fn next_root_crl(&self) -> PathBuf {
+        self.root.join("root-next.crl")
+    }
+
+    /// When the next root was added to the bundle and when the propagation
+    /// window ends (`ca::next_root`).
+    pub fn next_root_state(&self) -> PathBuf {
+        self.root.join("root-next.toml")
+    }
+
+    /// The root retired by `certd ca retire-root` (PEM), kept for the record.
+    pub fn retired_root_cert(&self) -> PathBuf {
+        self.root.join("root-retired.pem")
+    }
+
     /// The intermediate CA certificate (PEM), which signs workloads.
     pub fn intermediate_cert(&self) -> PathBuf {
         self.root.join("intermediate.pem")

@@ -192,10 +192,7 @@ pub async fn run(
     ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
     let serving = Arc::new(issue_serving_certificate(&authority, &config.server_names).await?);
-    let tls_config = Arc::new(tls::server_config(
-        authority.ca().root_der().clone(),
-        serving.clone(),
-    )?);
+    let tls_config = Arc::new(tls::server_config(authority.ca_handle(), serving.clone())?);
     // Publish a CRL before answering anything, so the first request for it
     // finds one and the CRL number moves forward at every start.
     authority.revocations().refresh_crl().await?;
@@ -252,10 +249,14 @@ pub async fn run(
         Ok::<(), std::convert::Infallible>(())
     };
 
+    // Told when the intermediates change, so certd's own certificate
+    // chains to the new one (and, after a root rotation, the new root).
+    let renew_serving = Arc::new(tokio::sync::Notify::new());
     let rotation = tokio::spawn(rotate_serving_certificate(
         authority.clone(),
         config.server_names.clone(),
         serving,
+        renew_serving.clone(),
         until_stopped(),
     ));
     let purge = tokio::spawn(purge_expired(authority.clone(), until_stopped()));
@@ -265,6 +266,7 @@ pub async fn run(
         authority.clone(),
         config.auto_rotate_intermediate,
         longest_certificate_lifetime(config),
+        renew_serving,
         until_stopped(),
     ));
     let changes = tokio::spawn({
@@ -390,6 +392,7 @@ async fn rotate_serving_certificate(
     authority: Authority,
     names: Vec<String>,
     serving: Arc<tls::ServingCertificate>,
+    renew_now: Arc<tokio::sync::Notify>,
     stopped: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopped);
@@ -398,6 +401,7 @@ async fn rotate_serving_certificate(
         tokio::select! {
             () = &mut stopped => return,
             () = tokio::time::sleep(wait) => {}
+            () = renew_now.notified() => {}
         }
         let renewed = match new_serving_material(&authority, &names).await {
             Ok((chain, key)) => serving.replace(chain, key).map_err(ServeError::from),
@@ -461,6 +465,7 @@ async fn watch_intermediates(
     authority: Authority,
     auto_rotate: bool,
     longest_lifetime: Duration,
+    renew_serving: Arc<tokio::sync::Notify>,
     stopped: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopped);
@@ -500,6 +505,7 @@ async fn watch_intermediates(
                 if let Err(error) = authority.revocations().refresh_crl().await {
                     tracing::error!(%error, "cannot publish the CRLs of the new intermediates");
                 }
+                renew_serving.notify_one();
                 last_error.clear();
             }
             Ok(false) => last_error.clear(),

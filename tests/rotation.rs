@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, http, openssl, stderr, stdout};
+use common::{Daemon, Identity, http, openssl, stderr, stdout};
 
 fn write(path: &Path, contents: &[u8]) -> String {
     std::fs::write(path, contents).unwrap();
@@ -23,6 +23,11 @@ fn x509_field(certificate: &str, prefix: &str) -> String {
         .find_map(|line| line.trim().strip_prefix(prefix))
         .unwrap_or_else(|| panic!("no {prefix} in {certificate}: {text}"))
         .to_owned()
+}
+
+/// The CRL distribution point of a certificate.
+fn crl_url(certificate: &str) -> String {
+    format!("http{}", x509_field(certificate, "URI:http"))
 }
 
 /// Waits until the daemon's log says it signs with new intermediates.
@@ -203,7 +208,7 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
         let fetched = http("GET", &x509_field(leaf, "CA Issuers - URI:"), &[], b"");
         assert_eq!(fetched.status, 200);
         assert_eq!(fetched.body, common::pem_certs(issuer_pem)[0].to_vec());
-        let crl = http("GET", &x509_field(leaf, "URI:"), &[], b"");
+        let crl = http("GET", &crl_url(leaf), &[], b"");
         assert_eq!(crl.status, 200, "{leaf}");
         let crl_file = write(&dir.join("leaf.crl"), &crl.body);
         let (ok, text) = openssl(&[
@@ -227,7 +232,7 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
     assert!(!ok && text.contains("error 23"), "{text}");
     let (ok, text) = verify(&after_leaf);
     assert!(ok, "{text}");
-    let crl = http("GET", &x509_field(&before_leaf, "URI:"), &[], b"");
+    let crl = http("GET", &crl_url(&before_leaf), &[], b"");
     let crl_file = write(&dir.join("previous.crl"), &crl.body);
     let (_, text) = openssl(&["crl", "-inform", "DER", "-in", &crl_file, "-noout", "-text"]);
     assert!(
@@ -304,4 +309,285 @@ async fn a_rotation_prepared_elsewhere_is_picked_up_and_a_bad_one_refused() {
         common::pem_certs(&issued.chain_pem)[1].to_vec(),
         common::pem_certs(&next)[0].to_vec()
     );
+}
+
+/// Renews `identity` with a fresh key: the new certificate and the trust
+/// bundle that comes with it, as a workload's rotation does.
+async fn renew(daemon: &Daemon, identity: &Identity) -> Identity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = common::csr_for(&key, None, vec![]);
+    let issued = daemon
+        .client(Some(identity))
+        .await
+        .renew(csr)
+        .await
+        .expect("renew");
+    Identity::new(key, issued)
+}
+
+/// A mutual TLS handshake between two workloads, each trusting only the
+/// bundle it was last given: `Err` says which side refused.
+async fn handshake(server: &Identity, client: &Identity) -> Result<(), String> {
+    use rustls::pki_types::ServerName;
+    let roots = |identity: &Identity| common::roots(&identity.issued.trust_bundle_pem);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots(server),
+        common::provider(),
+    )
+    .build()
+    .unwrap();
+    let server_config = rustls::ServerConfig::builder_with_provider(common::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(server.chain(), server.private_key())
+        .unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(common::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots(client))
+        .with_client_auth_cert(client.chain(), client.private_key())
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config));
+    let serving = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        acceptor.accept(tcp).await.map(|_| ())
+    });
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = ServerName::try_from(format!(
+        "{}.certd.internal",
+        server.issued.spiffe_id.rsplit('/').next().unwrap()
+    ))
+    .unwrap();
+    let client_side = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config))
+        .connect(name, tcp)
+        .await;
+    let client_side = match client_side {
+        Ok(mut tls) => {
+            // TLS 1.3: the server's verdict on the client's certificate
+            // arrives after the client's handshake ends; a round trip
+            // brings it.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = tls.write_all(b"ping").await;
+            let mut byte = [0u8; 1];
+            let _ = tls.read(&mut byte).await;
+            Ok(())
+        }
+        Err(error) => Err(format!("client refused: {error}")),
+    };
+    let server_side = serving
+        .await
+        .unwrap()
+        .map_err(|error| format!("server refused: {error}"));
+    client_side.and(server_side)
+}
+
+/// Both directions between two workloads.
+async fn peers_handshake(a: &Identity, b: &Identity, when: &str) {
+    handshake(a, b)
+        .await
+        .unwrap_or_else(|e| panic!("{when}, b to a: {e}"));
+    handshake(b, a)
+        .await
+        .unwrap_or_else(|e| panic!("{when}, a to b: {e}"));
+}
+
+/// Root rotation as workloads live it: each holds only the bundle it was
+/// last given and refreshes it when it renews. Through the next root's
+/// propagation, the switch of the intermediate to it, and the old root's
+/// retirement, every handshake between them succeeds, and whole-chain
+/// checkers find a CRL for each intermediate.
+#[tokio::test]
+async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rotation() {
+    let mut daemon = Daemon::start();
+    let dir = daemon.tmp.path().to_owned();
+    let old_root = std::fs::read_to_string(daemon.data_dir.join("root.pem")).unwrap();
+    let a = daemon.bootstrap("payments").await;
+    let b = daemon.bootstrap("orders").await;
+    assert_eq!(common::pem_certs(&a.issued.trust_bundle_pem).len(), 1);
+    peers_handshake(&a, &b, "before").await;
+
+    // The next root is handed out at once; nothing is signed under it
+    // during the propagation window.
+    let output = daemon.cli(&["ca", "rotate-root", "--propagation", "3s"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let a = renew(&daemon, &a).await;
+    assert_eq!(common::pem_certs(&a.issued.trust_bundle_pem).len(), 2);
+    peers_handshake(&a, &b, "b with the old bundle, a with both").await;
+    let b = renew(&daemon, &b).await;
+    peers_handshake(&a, &b, "both bundles").await;
+
+    // After the window, the next intermediate is signed under the next
+    // root; certificates from it and from the old chain meet.
+    std::thread::sleep(Duration::from_secs(3));
+    let output = daemon.cli(&["ca", "rotate-intermediate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let next_root = std::fs::read_to_string(daemon.data_dir.join("root-next.pem")).unwrap();
+    let (_, next_subject) = openssl(&[
+        "x509",
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "RFC2253",
+        "-in",
+        daemon.data_dir.join("root-next.pem").to_str().unwrap(),
+    ]);
+    let next_subject = next_subject
+        .trim()
+        .trim_start_matches("subject=")
+        .to_owned();
+    assert!(
+        stdout(&output).contains("certd root CA"),
+        "{}",
+        stdout(&output)
+    );
+    wait_for_rotation(&daemon, 1);
+    let b = renew(&daemon, &b).await;
+    peers_handshake(&a, &b, "a on the old chain, b on the new").await;
+
+    // OpenSSL checks the new chain whole: the next root's CRL covers the
+    // new intermediate, found where the intermediate says.
+    let intermediates = http(
+        "GET",
+        &format!("{}/intermediate.pem", daemon.http),
+        &[],
+        b"",
+    );
+    let intermediates = write(&dir.join("intermediates.pem"), &intermediates.body);
+    let crls = http("GET", &format!("{}/crls.pem", daemon.http), &[], b"");
+    let crls_text = String::from_utf8(crls.body.clone()).unwrap();
+    assert_eq!(
+        crls_text.matches("BEGIN X509 CRL").count(),
+        4,
+        "two roots, two intermediates"
+    );
+    let crls = write(&dir.join("crls.pem"), &crls.body);
+    let leaf = write(&dir.join("b.pem"), b.issued.certificate_pem.as_bytes());
+    let bundle = write(
+        &dir.join("bundle.pem"),
+        b.issued.trust_bundle_pem.as_bytes(),
+    );
+    let (ok, text) = openssl(&[
+        "verify",
+        "-crl_check_all",
+        "-CAfile",
+        &bundle,
+        "-untrusted",
+        &intermediates,
+        "-CRLfile",
+        &crls,
+        &leaf,
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
+    let new_intermediate = daemon.data_dir.join("intermediate.pem");
+    let (_, text) = openssl(&[
+        "x509",
+        "-noout",
+        "-issuer",
+        "-nameopt",
+        "RFC2253",
+        "-in",
+        new_intermediate.to_str().unwrap(),
+    ]);
+    assert_eq!(text.trim().trim_start_matches("issuer="), next_subject);
+    let root_crl = http(
+        "GET",
+        &crl_url(new_intermediate.to_str().unwrap()),
+        &[],
+        b"",
+    );
+    assert_eq!(root_crl.status, 200);
+    let root_crl = write(&dir.join("next-root.crl"), &root_crl.body);
+    let next_root_file = write(&dir.join("next-root.pem"), next_root.as_bytes());
+    let (ok, text) = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        &root_crl,
+        "-CAfile",
+        &next_root_file,
+        "-noout",
+    ]);
+    assert!(ok && text.contains("verify OK"), "{text}");
+    let fetched = http(
+        "GET",
+        &x509_field(new_intermediate.to_str().unwrap(), "CA Issuers - URI:"),
+        &[],
+        b"",
+    );
+    assert_eq!(fetched.body, common::pem_certs(&next_root)[0].to_vec());
+
+    // Retiring the old root waits until nothing signed under it lives.
+    let refused = daemon.cli(&["ca", "retire-root"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("retire it after that"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(common::pem_certs(&daemon.bundle_pem()).len(), 2);
+    // Here every workload has renewed onto the new chain; --force.
+    let a_on_the_old_chain = a;
+    let a = renew(&daemon, &a_on_the_old_chain).await;
+    peers_handshake(&a, &b, "both on the new chain").await;
+    let output = daemon.cli(&["ca", "retire-root", "--force"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("bundle.pem holds 1 root"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(
+        std::fs::read_to_string(daemon.data_dir.join("root-retired.pem")).unwrap(),
+        old_root
+    );
+    assert!(!daemon.data_dir.join("root-next.pem").exists());
+
+    // certd hands out the new bundle alone, serves the new root, and its
+    // own certificate chains to it; workloads renewing get the new bundle
+    // and keep handshaking.
+    let served = http("GET", &format!("{}/bundle.pem", daemon.http), &[], b"");
+    assert_eq!(
+        common::pem_certs(&String::from_utf8(served.body).unwrap()).len(),
+        1
+    );
+    let root_cer = http("GET", &format!("{}/root.cer", daemon.http), &[], b"");
+    assert_eq!(root_cer.body, common::pem_certs(&next_root)[0].to_vec());
+    let a = renew(&daemon, &a).await;
+    assert_eq!(
+        common::pem_certs(&a.issued.trust_bundle_pem)[0].to_vec(),
+        common::pem_certs(&next_root)[0].to_vec()
+    );
+    assert_eq!(common::pem_certs(&a.issued.trust_bundle_pem).len(), 1);
+    peers_handshake(&a, &b, "a with the new bundle only, b with both").await;
+    // What the handshakes prove: a certificate under the retired root is
+    // refused by a peer that refreshed its bundle.
+    let refused = handshake(&a, &a_on_the_old_chain).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("server refused")),
+        "{refused:?}"
+    );
+    let b = renew(&daemon, &b).await;
+    peers_handshake(&a, &b, "after the retirement").await;
+
+    // A restart finds the same: the previous intermediate, under the
+    // retired root, still answers for its certificates.
+    daemon.restart_on_same_port();
+    let intermediates = http(
+        "GET",
+        &format!("{}/intermediate.pem", daemon.http),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        common::pem_certs(&String::from_utf8(intermediates.body).unwrap()).len(),
+        2
+    );
+    let b = renew(&daemon, &b).await;
+    peers_handshake(&a, &b, "after a restart").await;
 }

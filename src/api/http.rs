@@ -101,6 +101,7 @@ pub fn router(authority: Authority) -> Router {
         .route("/intermediate.cer", get(intermediate_der))
         .route("/intermediate/{file}", get(intermediate_by_key_id))
         .route("/root.cer", get(root_der))
+        .route("/root/{file}", get(root_by_key_id))
         .route("/root.crl", get(root_crl))
         .route("/crls.pem", get(crls_pem))
         .route("/.well-known/spiffe-bundle", get(spiffe_bundle))
@@ -185,6 +186,33 @@ async fn root_der(State(authority): State<Authority>, headers: HeaderMap) -> Res
     cacheable(&headers, body, 300, CERTIFICATE_DER)
 }
 
+/// A root of the trust bundle by key id, DER (`/root/{key-id}.cer`): where
+/// the AIA CA Issuers URL of intermediates made by rotation points.
+async fn root_by_key_id(
+    State(authority): State<Authority>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let bundle = authority.ca().trust_bundle();
+    let root = file
+        .strip_suffix(".cer")
+        .and_then(|key_id| hex::decode(key_id).ok())
+        .and_then(|key_id| {
+            bundle
+                .roots_der
+                .iter()
+                .find(|root| crate::ca::subject_key_id(root).as_deref() == Some(&key_id[..]))
+        });
+    match root {
+        Some(root) => cacheable(&headers, root.clone(), 300, CERTIFICATE_DER),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no root in the bundle has this key id\n",
+        )
+            .into_response(),
+    }
+}
+
 /// The root's CRL, DER, as the intermediate's CRL distribution point names
 /// it.
 async fn root_crl(State(authority): State<Authority>, headers: HeaderMap) -> Response {
@@ -195,18 +223,23 @@ async fn root_crl(State(authority): State<Authority>, headers: HeaderMap) -> Res
 }
 
 /// Every CRL a whole-chain checker needs, PEM, concatenated: the root's
-/// (covering the intermediates) and each intermediate's (covering leaves).
+/// (covering the intermediates; and the next root's while one is prepared)
+/// and each intermediate's (covering leaves).
 /// What nginx `ssl_crl`, HAProxy `crl-file` and `openssl verify
 /// -crl_check_all -CRLfile` take.
 async fn crls_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
-    let Some(root) = authority.ca().root_crl() else {
+    let roots = authority.ca().root_crls();
+    if roots.is_empty() {
         return no_root_crl();
-    };
+    }
     let intermediate = match current_crl(&authority).await {
         Ok(crl) => crl,
         Err(unavailable) => return unavailable,
     };
-    let mut body = crate::ca::pem_encode("X509 CRL", &root.der);
+    let mut body: String = roots
+        .iter()
+        .map(|root| crate::ca::pem_encode("X509 CRL", &root.der))
+        .collect();
     body.push_str(&intermediate.all_pem());
     // Cached no longer than the intermediate's CRL is fresh.
     let max_age = (intermediate.next_update - unix_seconds(SystemTime::now())).clamp(0, 300);
@@ -310,7 +343,9 @@ async fn crl_pem(State(authority): State<Authority>, headers: HeaderMap) -> Resp
     .await
 }
 
-/// The CRL of one intermediate in use, by its key id, DER.
+/// The CRL of one CA by its key id, DER: an intermediate in use (where
+/// leaves' CRL distribution point points) or a root (where rotated
+/// intermediates' points).
 async fn crl_of(
     State(authority): State<Authority>,
     Path(key_id): Path<String>,
@@ -319,6 +354,12 @@ async fn crl_of(
     let Some(key_id) = hex::decode(&key_id).ok() else {
         return no_such_intermediate();
     };
+    let root_crl = authority.ca().root_crls().into_iter().find(|root| {
+        crate::revocation::crl::signer_key_id(&root.der).as_deref() == Some(&key_id[..])
+    });
+    if let Some(root_crl) = root_crl {
+        return cacheable(&headers, root_crl.der.clone(), 300, CRL_DER);
+    }
     crl_response(&authority, &headers, CRL_DER, |crl| {
         crl.signed_by(&key_id).map(|(der, _)| der.to_vec())
     })

@@ -3,8 +3,9 @@
 //!
 //! Client certificates are requested but optional, so one port serves
 //! bootstrap (no certificate yet) and renewal (certificate required by the
-//! RPC). A presented certificate must chain to certd's root with valid
-//! signatures, or the handshake fails. One thing is deliberately left to the
+//! RPC). A presented certificate must chain to a root of the trust bundle
+//! as it is now (`bundle.pem`, which changes during a root rotation) with
+//! valid signatures, or the handshake fails. One thing is deliberately left to the
 //! RPC: expiry. A client whose certificate merely expired gets a clear
 //! `UNAUTHENTICATED` from `Renew` naming the expiry, rather than a TLS alert
 //! that most clients report as a broken pipe; `attest` refuses it all the
@@ -99,17 +100,18 @@ fn certified_key(
     Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider())?))
 }
 
-/// The rustls configuration of the gRPC listener.
+/// The rustls configuration of the gRPC listener: client certificates are
+/// verified against `ca`'s trust bundle.
 pub fn server_config(
-    root: CertificateDer<'static>,
+    ca: Arc<crate::ca::CertificateAuthority>,
     serving: Arc<ServingCertificate>,
 ) -> Result<rustls::ServerConfig, TlsSetupError> {
-    let mut roots = RootCertStore::empty();
-    roots.add(root)?;
-    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .allow_unauthenticated()
-        .build()?;
-    let verifier = Arc::new(ExpiryReportingVerifier { webpki });
+    let bundle = ca.trust_bundle();
+    let webpki = webpki_verifier(&bundle)?;
+    let verifier = Arc::new(ExpiryReportingVerifier {
+        ca,
+        current: RwLock::new((bundle, webpki)),
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -118,26 +120,85 @@ pub fn server_config(
     Ok(config)
 }
 
-/// The WebPKI client verifier, except that a chain which fails *only*
+/// The WebPKI verifier (client certificate optional) for these roots.
+fn webpki_verifier(
+    bundle: &crate::ca::bundle::TrustBundle,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    for root in &bundle.roots_der {
+        roots.add(CertificateDer::from(root.clone()))?;
+    }
+    Ok(
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()?,
+    )
+}
+
+/// The WebPKI client verifier over the trust bundle as it is now (rebuilt
+/// when the bundle changes), except that a chain which fails *only*
 /// because the leaf has expired is accepted, so the RPC can refuse it with a
 /// clear message. The chain is then verified again at the leaf's notAfter,
 /// so every signature, name and usage check still applies.
-#[derive(Debug)]
 struct ExpiryReportingVerifier {
-    webpki: Arc<dyn ClientCertVerifier>,
+    ca: Arc<crate::ca::CertificateAuthority>,
+    /// The bundle the verifier was built from, and the verifier.
+    current: RwLock<(
+        Arc<crate::ca::bundle::TrustBundle>,
+        Arc<dyn ClientCertVerifier>,
+    )>,
+}
+
+impl std::fmt::Debug for ExpiryReportingVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExpiryReportingVerifier")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExpiryReportingVerifier {
+    /// The WebPKI verifier for the bundle now.
+    fn webpki(&self) -> Arc<dyn ClientCertVerifier> {
+        let bundle = self.ca.trust_bundle();
+        {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            if Arc::ptr_eq(&current.0, &bundle) {
+                return current.1.clone();
+            }
+        }
+        match webpki_verifier(&bundle) {
+            Ok(webpki) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = (bundle, webpki.clone());
+                webpki
+            }
+            Err(error) => {
+                // Checked when the bundle was read: cannot happen; keep
+                // the last verifier.
+                tracing::error!(%error, "cannot verify against the new trust bundle");
+                self.current
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .1
+                    .clone()
+            }
+        }
+    }
 }
 
 impl ClientCertVerifier for ExpiryReportingVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.webpki.offer_client_auth()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.webpki.client_auth_mandatory()
+        // Bootstrap comes without a certificate.
+        false
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.webpki.root_hint_subjects()
+        // Hints are optional, and the roots change; clients send the one
+        // certificate they have.
+        &[]
     }
 
     fn verify_client_cert(
@@ -146,18 +207,15 @@ impl ClientCertVerifier for ExpiryReportingVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self
-            .webpki
-            .verify_client_cert(end_entity, intermediates, now)
-        {
+        let webpki = self.webpki();
+        match webpki.verify_client_cert(end_entity, intermediates, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::Expired | CertificateError::ExpiredContext { .. },
             )) => {
                 let not_after = leaf_not_after(end_entity).ok_or(
                     rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
                 )?;
-                self.webpki
-                    .verify_client_cert(end_entity, intermediates, not_after)
+                webpki.verify_client_cert(end_entity, intermediates, not_after)
             }
             outcome => outcome,
         }
@@ -169,7 +227,7 @@ impl ClientCertVerifier for ExpiryReportingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        self.webpki().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -178,11 +236,11 @@ impl ClientCertVerifier for ExpiryReportingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        self.webpki().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.webpki().supported_verify_schemes()
     }
 }
 

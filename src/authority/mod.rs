@@ -177,6 +177,11 @@ impl Authority {
         &self.ca
     }
 
+    /// The CA, shared, for what outlives a call (the TLS verifier).
+    pub fn ca_handle(&self) -> Arc<CertificateAuthority> {
+        self.ca.clone()
+    }
+
     /// Whether certd can issue now: the store answers and the intermediate
     /// has not expired. `Err` says why not, for `/readyz` and the gRPC
     /// health service.

@@ -66,23 +66,22 @@ impl TrustBundle {
 #[derive(Debug)]
 pub struct TrustBundleFile {
     file: super::watched::WatchedFile<TrustBundle>,
-    root_der: Vec<u8>,
 }
 
 impl TrustBundleFile {
     /// Starts from `initial` (read and checked at load).
-    pub fn new(path: PathBuf, root_der: Vec<u8>, initial: TrustBundle) -> Self {
+    pub fn new(path: PathBuf, initial: TrustBundle) -> Self {
         TrustBundleFile {
             file: super::watched::WatchedFile::new(path, "the trust bundle", Some(initial)),
-            root_der,
         }
     }
 
-    /// The bundle now.
-    pub fn current(&self) -> Arc<TrustBundle> {
+    /// The bundle now; a changed file is accepted only if it holds
+    /// `required_root` (the root of the intermediate signing now).
+    pub fn current(&self, required_root: &[u8]) -> Arc<TrustBundle> {
         let bundle = self.file.current(|bytes| {
             let text = std::str::from_utf8(bytes).map_err(|_| "not text".to_owned())?;
-            TrustBundle::parse(text, &self.root_der)
+            TrustBundle::parse(text, required_root)
         });
         // There was a good one at load, and a good one is never dropped.
         bundle.unwrap_or_else(|| {

@@ -308,8 +308,16 @@ pub(super) fn root_key(
             reason: format!("the root key is not here; {where_to}"),
         });
     }
-    let key_pem = zeroize::Zeroizing::new(read_to_string(&files.root_key)?);
-    super::key_file::decode(&files.root_key, &key_pem, passphrase)
+    key_at(&files.root_key, passphrase)
+}
+
+/// The key file at `path`, decrypted with `passphrase` if it is encrypted.
+pub(super) fn key_at(
+    path: &Path,
+    passphrase: Option<&super::KeyPassphrase>,
+) -> Result<KeyPair, CaError> {
+    let key_pem = zeroize::Zeroizing::new(read_to_string(path)?);
+    super::key_file::decode(path, &key_pem, passphrase)
 }
 
 /// Reads a PEM file holding exactly one certificate.
@@ -331,7 +339,7 @@ pub(crate) fn read_single_cert(path: &Path) -> Result<CertificateDer<'static>, C
 /// Checks that the signing material fits together before anything is
 /// signed with it: the intermediate key belongs to the intermediate
 /// certificate, and the intermediate is signed by a certificate of the trust
-/// bundle workloads verify against. A mismatch (a file restored from another
+/// bundle workloads verify against, which is returned. A mismatch (a file restored from another
 /// deployment, a half-finished rotation) would otherwise start a daemon
 /// whose every handshake and certificate fails.
 pub(super) fn check_signing_material(
@@ -340,7 +348,7 @@ pub(super) fn check_signing_material(
     bundle_path: &Path,
     intermediate_der: &[u8],
     key: &impl rcgen::PublicKeyData,
-) -> Result<(), CaError> {
+) -> Result<CertificateDer<'static>, CaError> {
     let (_, intermediate) =
         X509Certificate::from_der(intermediate_der).map_err(|e| CaError::Invalid {
             path: cert_path.display().to_string(),
@@ -357,17 +365,17 @@ pub(super) fn check_signing_material(
     }
     let bundle = read_to_string(bundle_path)?;
     let mut reader = bundle.as_bytes();
-    let signed_by_bundle = rustls_pemfile::certs(&mut reader)
+    let signing_root = rustls_pemfile::certs(&mut reader)
         .filter_map(Result::ok)
-        .any(|root| {
-            X509Certificate::from_der(&root).is_ok_and(|(_, root)| {
+        .find(|root| {
+            X509Certificate::from_der(root).is_ok_and(|(_, root)| {
                 root.subject().as_raw() == intermediate.issuer().as_raw()
                     && intermediate
                         .verify_signature(Some(root.public_key()))
                         .is_ok()
             })
         });
-    if !signed_by_bundle {
+    let Some(signing_root) = signing_root else {
         return Err(CaError::Invalid {
             path: cert_path.display().to_string(),
             reason: format!(
@@ -375,8 +383,8 @@ pub(super) fn check_signing_material(
                 bundle_path.display()
             ),
         });
-    }
-    Ok(())
+    };
+    Ok(signing_root)
 }
 
 /// What the CA needs to know of its intermediate besides the DER.

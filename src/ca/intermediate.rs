@@ -27,6 +27,8 @@ pub struct Intermediate {
     public_key_bits: Vec<u8>,
     key_id: Vec<u8>,
     key_type: KeyType,
+    /// The root of the bundle that signed it.
+    root_der: CertificateDer<'static>,
 }
 
 impl std::fmt::Debug for Intermediate {
@@ -50,7 +52,7 @@ impl Intermediate {
         key_type: KeyType,
     ) -> Result<Self, CaError> {
         let der = files::read_single_cert(cert_path)?;
-        files::check_signing_material(cert_path, key_path, bundle_path, &der, &key)?;
+        let root_der = files::check_signing_material(cert_path, key_path, bundle_path, &der, &key)?;
         let facts = files::certificate_facts(cert_path, &der)?;
         let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| CaError::Invalid {
             path: cert_path.display().to_string(),
@@ -66,7 +68,13 @@ impl Intermediate {
             public_key_bits: facts.public_key_bits,
             key_id: facts.key_id,
             key_type,
+            root_der,
         })
+    }
+
+    /// The root that signed it.
+    pub fn root_der(&self) -> &CertificateDer<'static> {
+        &self.root_der
     }
 
     pub(super) fn issuer(&self) -> &Issuer<'static, IntermediateKey> {

@@ -213,9 +213,10 @@ pub struct CertificateAuthority {
     secrets: KeySecrets,
     signers: RwLock<Arc<Signers>>,
     trust_bundle: bundle::TrustBundleFile,
-    root_der: CertificateDer<'static>,
     revocation_urls: Option<RevocationUrls>,
     root_crl: root_crl::RootCrlFile,
+    /// The next root's CRL, while a next root is prepared.
+    next_root_crl: root_crl::RootCrlFile,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -251,8 +252,7 @@ impl CertificateAuthority {
                     reason,
                 }
             })?;
-        let trust_bundle =
-            bundle::TrustBundleFile::new(files.bundle.clone(), root_der.to_vec(), initial_bundle);
+        let trust_bundle = bundle::TrustBundleFile::new(files.bundle.clone(), initial_bundle);
         let current = load_current(&files, &metadata, secrets)?;
         let (previous, previous_until) = load_previous(
             dir,
@@ -271,9 +271,9 @@ impl CertificateAuthority {
             files,
             secrets: secrets.clone(),
             trust_bundle,
-            root_der,
             revocation_urls: None,
             root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).root_crl()),
+            next_root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).next_root_crl()),
         })
     }
 
@@ -367,6 +367,17 @@ impl CertificateAuthority {
         self.root_crl.current()
     }
 
+    /// Every root CRL: the root's, then the next root's while one is
+    /// prepared (its file exists).
+    pub fn root_crls(&self) -> Vec<std::sync::Arc<root_crl::LoadedRootCrl>> {
+        let next = crate::DataDir::new(&self.files.dir)
+            .next_root_crl()
+            .exists()
+            .then(|| self.next_root_crl.current())
+            .flatten();
+        self.root_crl().into_iter().chain(next).collect()
+    }
+
     /// Puts URLs under this base in every workload certificate signed from
     /// now on.
     pub fn set_revocation_urls(&mut self, urls: RevocationUrls) {
@@ -398,9 +409,10 @@ impl CertificateAuthority {
         &self.metadata.trust_domain
     }
 
-    /// The roots workloads should trust now: `bundle.pem` (see `bundle`).
+    /// The roots workloads should trust now: `bundle.pem` (see `bundle`),
+    /// which must hold the root of the current intermediate.
     pub fn trust_bundle(&self) -> std::sync::Arc<bundle::TrustBundle> {
-        self.trust_bundle.current()
+        self.trust_bundle.current(self.current().root_der())
     }
 
     /// The roots workloads should trust, PEM.
@@ -408,14 +420,15 @@ impl CertificateAuthority {
         self.trust_bundle().pem.clone()
     }
 
-    pub fn root_der(&self) -> &CertificateDer<'static> {
-        &self.root_der
+    /// The root that signed the current intermediate.
+    pub fn root_der(&self) -> CertificateDer<'static> {
+        self.current().root_der().clone()
     }
 
     /// When the root expires (Unix seconds); 0 if it cannot be read, which
     /// loading the CA already refused.
     pub fn root_not_after(&self) -> i64 {
-        x509_parser::parse_x509_certificate(&self.root_der)
+        x509_parser::parse_x509_certificate(&self.root_der())
             .map_or(0, |(_, root)| root.validity().not_after.timestamp())
     }
 
@@ -528,9 +541,18 @@ fn load_previous(
     }
     let data_dir = crate::DataDir::new(dir);
     let key_path = data_dir.previous_intermediate_key();
-    let key = IntermediateKey::from_file(&key_path, secrets)?;
     let cert_path = data_dir.previous_intermediate_cert();
-    let previous = Intermediate::load(&cert_path, &key_path, key, &data_dir.bundle(), key_type)?;
+    let load = |roots: &Path| {
+        let key = IntermediateKey::from_file(&key_path, secrets)?;
+        Intermediate::load(&cert_path, &key_path, key, roots, key_type)
+    };
+    // Its root may have been retired (`certd ca retire-root --force`) while
+    // it still answers for its certificates.
+    let retired_root = data_dir.retired_root_cert();
+    let previous = match load(&data_dir.bundle()) {
+        Err(CaError::Invalid { .. }) if retired_root.exists() => load(&retired_root)?,
+        loaded => loaded?,
+    };
     if previous.key_id_hex() != state.key_id {
         return Err(CaError::Invalid {
             path: data_dir.previous_intermediate_state().display().to_string(),
@@ -583,6 +605,20 @@ fn sign(
         uris,
         signer,
     })
+}
+
+/// The subject key identifier of a DER certificate, if it has one.
+pub fn subject_key_id(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    certificate
+        .extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
+                Some(id.0.to_vec())
+            }
+            _ => None,
+        })
 }
 
 /// Seconds since the Unix epoch; times before it count as 0.
@@ -721,7 +757,8 @@ mod tests {
         let (a, b) = (new_ca(one.path()), new_ca(two.path()));
         let (a_der, b_der) = (a.intermediate_der(), b.intermediate_der());
         let (_, intermediate) = X509Certificate::from_der(&a_der).unwrap();
-        let (_, root) = X509Certificate::from_der(a.root_der()).unwrap();
+        let a_root = a.root_der();
+        let (_, root) = X509Certificate::from_der(&a_root).unwrap();
         for cert in [&intermediate, &root] {
             let san = cert.subject_alternative_name().unwrap().unwrap().value;
             assert_eq!(

@@ -1,20 +1,32 @@
-//! `certd ca rotate-root`, its first half: the next root, made where the
-//! root keys are and added to `bundle.pem` at once, so that it reaches
-//! every workload (`ca::bundle`) long before anything is signed under it.
+//! Root rotation, where the root keys are: `certd ca rotate-root` makes the
+//! next root and adds it to `bundle.pem` at once, so that it reaches every
+//! workload (`ca::bundle`) long before anything is signed under it; after
+//! the propagation window `certd ca rotate-intermediate` signs the next
+//! intermediate under it (`ca::rotation`); `certd ca retire-root` then
+//! makes it the root and drops the old one from the bundle, once nothing
+//! signed under the old one lives.
 //!
-//! Owns `root-next.pem` and `root-next.key` (0600, encrypted like
-//! `root.key` when a passphrase is given). Signing an intermediate under
-//! the next root, and retiring the old one, are not built yet. Never
-//! touches the store.
+//! Owns `root-next.pem`, `root-next.key` (0600, encrypted like `root.key`
+//! when a passphrase is given), `root-next.toml` (the propagation window)
+//! and `root-retired.pem`; `retire` replaces `root.{pem,key,crl}` and
+//! `bundle.pem`. Never touches the store.
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rcgen::KeyPair;
+use serde::{Deserialize, Serialize};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::files::{self, CaFiles, ROOT_LIFETIME, io_error};
 use super::{CaError, KeyPassphrase, unix_seconds};
 use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+
+/// How long, by default, the next root is only distributed before anything
+/// is signed under it: longer than the default longest certificate
+/// lifetime (24 h) plus one renewal, so that every workload that renews
+/// has fetched a bundle with it.
+pub const DEFAULT_PROPAGATION: Duration = Duration::from_secs(48 * 3600);
 
 /// What was prepared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,12 +35,44 @@ pub struct NextRoot {
     pub not_after: i64,
     /// Roots in `bundle.pem` now.
     pub roots_in_bundle: usize,
+    /// From when intermediates may be signed under it.
+    pub usable_after: i64,
 }
 
-/// Makes the next root in `dir` and adds it to the bundle. Refuses when
-/// the root key is not here (this runs where it is kept) or a next root is
-/// already prepared.
-pub fn prepare(dir: &Path, passphrase: Option<&KeyPassphrase>) -> Result<NextRoot, CaError> {
+/// `root-next.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextRootState {
+    /// When it was added to the bundle.
+    pub added_at: i64,
+    /// The end of the propagation window: `certd ca rotate-intermediate`
+    /// signs under it from then on.
+    pub usable_after: i64,
+}
+
+/// The prepared next root's state, if one is prepared.
+pub fn state(dir: &Path) -> Result<Option<NextRootState>, CaError> {
+    let path = crate::DataDir::new(dir).next_root_state();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| CaError::Invalid {
+                path: path.display().to_string(),
+                reason: e.message().to_owned(),
+            }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error("read", &path)(error)),
+    }
+}
+
+/// Makes the next root in `dir`, signs its CRL, and adds it to the bundle;
+/// nothing is signed under it for `propagation`. Refuses when the root key
+/// is not here (this runs where it is kept) or a next root is already
+/// prepared.
+pub fn prepare(
+    dir: &Path,
+    passphrase: Option<&KeyPassphrase>,
+    propagation: Duration,
+) -> Result<NextRoot, CaError> {
     let ca_files = CaFiles::new(dir);
     let data_dir = crate::DataDir::new(dir);
     if !ca_files.metadata.exists() {
@@ -71,6 +115,15 @@ pub fn prepare(dir: &Path, passphrase: Option<&KeyPassphrase>) -> Result<NextRoo
         certificate.pem().as_bytes(),
         PUBLIC_FILE_MODE,
     )?;
+    let added_at = unix_seconds(now);
+    let state = NextRootState {
+        added_at,
+        usable_after: added_at
+            .saturating_add(i64::try_from(propagation.as_secs()).unwrap_or(i64::MAX)),
+    };
+    write_state(&data_dir.next_root_state(), &state)?;
+    // Its CRL (`root-next.crl`), for the intermediates it will sign.
+    super::root_crl::sign(dir, passphrase, super::root_crl::DEFAULT_ROOT_CRL_VALIDITY)?;
     // Last: from here on certd hands the new root out.
     fsutil::replace_file(&ca_files.bundle, bundle.as_bytes(), PUBLIC_FILE_MODE)
         .map_err(io_error("write", &ca_files.bundle))?;
@@ -78,6 +131,120 @@ pub fn prepare(dir: &Path, passphrase: Option<&KeyPassphrase>) -> Result<NextRoo
         subject,
         not_after: unix_seconds(now) + ROOT_LIFETIME.as_secs() as i64,
         roots_in_bundle,
+        usable_after: state.usable_after,
+    })
+}
+
+fn write_state(path: &Path, state: &NextRootState) -> Result<(), CaError> {
+    let text = toml::to_string(state).map_err(|e| CaError::Invalid {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    fsutil::replace_file(path, text.as_bytes(), PUBLIC_FILE_MODE).map_err(io_error("write", path))
+}
+
+/// What `retire` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    /// The subject of the root dropped from the bundle.
+    pub retired: String,
+    /// The subject of the root now.
+    pub root: String,
+    pub roots_in_bundle: usize,
+}
+
+/// Whether `certificate` (DER) is signed by `issuer` (DER).
+pub(super) fn signed_by(certificate: &[u8], issuer: &[u8]) -> bool {
+    let (Ok((_, certificate)), Ok((_, issuer))) = (
+        X509Certificate::from_der(certificate),
+        X509Certificate::from_der(issuer),
+    ) else {
+        return false;
+    };
+    certificate.issuer().as_raw() == issuer.subject().as_raw()
+        && certificate
+            .verify_signature(Some(issuer.public_key()))
+            .is_ok()
+}
+
+/// Makes the next root the root and drops the old one from the bundle
+/// (kept as `root-retired.pem`). Refuses unless the intermediate is signed
+/// under the next root already, and, without `force`, while certificates
+/// signed under the old root may live (the previous intermediate's).
+pub fn retire(dir: &Path, force: bool, now: i64) -> Result<Retired, CaError> {
+    let ca_files = CaFiles::new(dir);
+    let data_dir = crate::DataDir::new(dir);
+    if !ca_files.metadata.exists() {
+        return Err(CaError::Missing(dir.display().to_string()));
+    }
+    if !data_dir.next_root_cert().exists() {
+        return Err(CaError::RotationRefused(
+            "no next root is prepared; run `certd ca rotate-root` first".into(),
+        ));
+    }
+    if data_dir.next_intermediate_cert().exists() {
+        return Err(CaError::RotationRefused(format!(
+            "a next intermediate is pending ({}); let certd promote it first",
+            data_dir.next_intermediate_cert().display()
+        )));
+    }
+    let old_root = files::read_single_cert(&ca_files.root_cert)?;
+    let next_root = files::read_single_cert(&data_dir.next_root_cert())?;
+    let intermediate = files::read_single_cert(&ca_files.intermediate_cert)?;
+    if !signed_by(&intermediate, &next_root) {
+        let after = state(dir)?.map_or(now, |state| state.usable_after);
+        return Err(CaError::RotationRefused(format!(
+            "the intermediate is still signed by the old root; from {} run `certd ca rotate-intermediate`, which signs the next one under the next root, then retire the old root",
+            super::rotation::format_time(after)
+        )));
+    }
+    if let Some(previous) = super::rotation::previous_state(dir)?
+        && previous.certificates_expire_by > now
+        && !force
+    {
+        let previous_der = files::read_single_cert(&data_dir.previous_intermediate_cert())?;
+        if signed_by(&previous_der, &old_root) {
+            return Err(CaError::RotationRefused(format!(
+                "certificates signed under the old root live until {}; retire it after that (--force drops them now: peers that refresh their bundle stop trusting them)",
+                super::rotation::format_time(previous.certificates_expire_by)
+            )));
+        }
+    }
+    let bundle_text = files::read_to_string(&ca_files.bundle)?;
+    let mut reader = bundle_text.as_bytes();
+    let kept: Vec<_> = rustls_pemfile::certs(&mut reader)
+        .filter_map(Result::ok)
+        .filter(|root| root.as_ref() != old_root.as_ref())
+        .collect();
+    let bundle: String = kept
+        .iter()
+        .map(|root| super::pem_encode("CERTIFICATE", root))
+        .collect();
+    let subject = |der: &[u8]| {
+        X509Certificate::from_der(der)
+            .map_or_else(|_| String::new(), |(_, c)| c.subject().to_string())
+    };
+    fsutil::replace_file(
+        &data_dir.retired_root_cert(),
+        super::pem_encode("CERTIFICATE", &old_root).as_bytes(),
+        PUBLIC_FILE_MODE,
+    )
+    .map_err(io_error("write", &data_dir.retired_root_cert()))?;
+    let rename = |from: std::path::PathBuf, to: &Path| {
+        std::fs::rename(&from, to).map_err(io_error("rename", &from))
+    };
+    rename(data_dir.next_root_key(), &ca_files.root_key)?;
+    rename(data_dir.next_root_crl(), &data_dir.root_crl())?;
+    rename(data_dir.next_root_cert(), &ca_files.root_cert)?;
+    fsutil::replace_file(&ca_files.bundle, bundle.as_bytes(), PUBLIC_FILE_MODE)
+        .map_err(io_error("write", &ca_files.bundle))?;
+    std::fs::remove_file(data_dir.next_root_state())
+        .map_err(io_error("remove", &data_dir.next_root_state()))?;
+    fsutil::sync_dir(dir).map_err(io_error("sync", dir))?;
+    Ok(Retired {
+        retired: subject(&old_root),
+        root: subject(&next_root),
+        roots_in_bundle: kept.len(),
     })
 }
 
@@ -110,9 +277,9 @@ mod tests {
         let data_dir = crate::DataDir::new(&ca);
 
         // The root key is encrypted: without the passphrase, nothing changes.
-        assert!(prepare(&ca, None).is_err());
+        assert!(prepare(&ca, None, DEFAULT_PROPAGATION).is_err());
         assert!(!data_dir.next_root_cert().exists());
-        let next = prepare(&ca, Some(&passphrase)).unwrap();
+        let next = prepare(&ca, Some(&passphrase), DEFAULT_PROPAGATION).unwrap();
         assert_eq!(next.roots_in_bundle, 2);
         let key = std::fs::read_to_string(data_dir.next_root_key()).unwrap();
         assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
@@ -130,10 +297,77 @@ mod tests {
         std::fs::remove_file(data_dir.root_key()).unwrap();
         std::fs::remove_file(data_dir.next_root_key()).unwrap();
         std::fs::remove_file(data_dir.next_root_cert()).unwrap();
-        let error = prepare(&ca, Some(&passphrase)).unwrap_err();
+        let error = prepare(&ca, Some(&passphrase), DEFAULT_PROPAGATION).unwrap_err();
         assert!(
             error.to_string().contains("where the root key is kept"),
             "{error}"
+        );
+    }
+
+    /// The whole root rotation on disk: during the propagation window an
+    /// intermediate rotation stays under the old root; after it, the next
+    /// intermediate is signed by the next root; retiring waits for that and
+    /// for the old root's certificates, then leaves a CA that loads.
+    #[test]
+    fn the_next_root_signs_after_its_window_and_the_old_one_retires() {
+        use super::super::rotation;
+        let dir = tempfile::tempdir().unwrap();
+        new_ca(dir.path(), None);
+        let data_dir = crate::DataDir::new(dir.path());
+        let hour = Duration::from_secs(3600);
+        let now = SystemTime::now();
+        prepare(dir.path(), None, hour).unwrap();
+        let old_root = files::read_single_cert(&data_dir.root_cert()).unwrap();
+        let next_root = files::read_single_cert(&data_dir.next_root_cert()).unwrap();
+        assert!(data_dir.next_root_crl().exists());
+
+        let within = rotation::prepare(dir.path(), None, now).unwrap();
+        assert!(within.next_root_usable_after.is_some());
+        let next = files::read_single_cert(&data_dir.next_intermediate_cert()).unwrap();
+        assert!(signed_by(&next, &old_root));
+        std::fs::remove_file(data_dir.next_intermediate_cert()).unwrap();
+        std::fs::remove_file(data_dir.next_intermediate_key()).unwrap();
+        let refused = retire(dir.path(), false, unix_seconds(now)).unwrap_err();
+        assert!(
+            refused.to_string().contains("still signed by the old root"),
+            "{refused}"
+        );
+
+        let after = now + 2 * hour;
+        let switched = rotation::prepare(dir.path(), None, after).unwrap();
+        assert_eq!(switched.next_root_usable_after, None);
+        let next = files::read_single_cert(&data_dir.next_intermediate_cert()).unwrap();
+        assert!(signed_by(&next, &next_root));
+        let refused = retire(dir.path(), false, unix_seconds(after)).unwrap_err();
+        assert!(refused.to_string().contains("pending"), "{refused}");
+        rotation::promote_pending(
+            dir.path(),
+            &super::super::KeySecrets::default(),
+            Duration::from_secs(86_400),
+            unix_seconds(after),
+        )
+        .unwrap();
+        let refused = retire(dir.path(), false, unix_seconds(after)).unwrap_err();
+        assert!(
+            refused.to_string().contains("retire it after that"),
+            "{refused}"
+        );
+
+        let retired = retire(dir.path(), true, unix_seconds(after)).unwrap();
+        assert_eq!(retired.roots_in_bundle, 1);
+        assert_eq!(
+            files::read_single_cert(&data_dir.root_cert()).unwrap(),
+            next_root
+        );
+        assert!(!data_dir.next_root_cert().exists() && !data_dir.next_root_state().exists());
+        let loaded = super::super::CertificateAuthority::load(dir.path()).unwrap();
+        assert_eq!(loaded.root_der(), next_root);
+        assert_eq!(loaded.trust_bundle().roots_der, [next_root.to_vec()]);
+        // The root CRL is the new root's now.
+        let crl = std::fs::read(data_dir.root_crl()).unwrap();
+        assert_eq!(
+            crate::revocation::crl::signer_key_id(&crl),
+            super::super::subject_key_id(&next_root)
         );
     }
 }

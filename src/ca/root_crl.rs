@@ -5,7 +5,9 @@
 //!
 //! Owns `root.crl` (DER, what the daemon serves) and `root-crl.toml` (its
 //! number and the revoked intermediates, so that the next signing lists them
-//! again). Only code that holds the root key writes them: `certd init`,
+//! again); while a next root is prepared (`next_root`), also
+//! `root-next.crl`: the same list and number, signed by the next root, for
+//! intermediates signed under it. Only code that holds the root key writes them: `certd init`,
 //! `certd ca sign-root-crl` and `certd ca revoke-intermediate`, run where
 //! the root key is; the daemon only reads `root.crl` (and notices when the
 //! file changes). Never touches the store.
@@ -120,7 +122,29 @@ fn sign_with(
         "run this where the root key is kept, then copy root.crl and root-crl.toml to the daemon's data directory",
     )?;
     let root_der = files::read_single_cert(&ca_files.root_cert)?;
-    write_signed(dir, &root_der, &root_key, validity, state)
+    let data_dir = crate::DataDir::new(dir);
+    let next = if data_dir.next_root_cert().exists() {
+        let next_der = files::read_single_cert(&data_dir.next_root_cert())?;
+        let next_key = files::key_at(&data_dir.next_root_key(), passphrase)?;
+        Some((next_der, next_key))
+    } else {
+        None
+    };
+    let facts = write_signed(dir, &root_der, &root_key, validity, state.clone())?;
+    if let Some((next_der, next_key)) = next {
+        // The same number: `write_signed` numbers from the state it is given.
+        sign_crl(
+            &data_dir.next_root_cert(),
+            &data_dir.next_root_crl(),
+            &next_der,
+            &next_key,
+            facts.this_update,
+            facts.next_update,
+            facts.number,
+            &state.revoked,
+        )?;
+    }
+    Ok(facts)
 }
 
 fn write_signed(
@@ -131,8 +155,49 @@ fn write_signed(
     mut state: RootCrlState,
 ) -> Result<RootCrlFacts, CaError> {
     let data_dir = crate::DataDir::new(dir);
-    let root_path = data_dir.root_cert();
-    let facts = files::certificate_facts(&root_path, root_der)?;
+    state.number += 1;
+    let now = unix_seconds(SystemTime::now());
+    let next_update = now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX));
+    let state_text = toml::to_string(&state).map_err(|e| CaError::Invalid {
+        path: data_dir.root_crl_state().display().to_string(),
+        reason: e.to_string(),
+    })?;
+    // The state first: a CRL on disk never has a number the state lacks.
+    let state_path = data_dir.root_crl_state();
+    fsutil::replace_file(&state_path, state_text.as_bytes(), PUBLIC_FILE_MODE)
+        .map_err(io_error("write", &state_path))?;
+    sign_crl(
+        &data_dir.root_cert(),
+        &data_dir.root_crl(),
+        root_der,
+        root_key,
+        now,
+        next_update,
+        state.number,
+        &state.revoked,
+    )?;
+    Ok(RootCrlFacts {
+        number: state.number,
+        this_update: now,
+        next_update,
+        revoked: state.revoked.len(),
+    })
+}
+
+/// Signs a root CRL with this root (`root_der`, `root_key`) and writes it
+/// to `crl_path`.
+#[allow(clippy::too_many_arguments)]
+fn sign_crl(
+    root_path: &Path,
+    crl_path: &Path,
+    root_der: &[u8],
+    root_key: &KeyPair,
+    this_update: i64,
+    next_update: i64,
+    number: u64,
+    revoked: &[RevokedIntermediate],
+) -> Result<(), CaError> {
+    let facts = files::certificate_facts(root_path, root_der)?;
     let issuer =
         rcgen::Issuer::from_ca_cert_der(&root_der.to_vec().into(), root_key).map_err(|e| {
             CaError::Invalid {
@@ -140,16 +205,12 @@ fn write_signed(
                 reason: e.to_string(),
             }
         })?;
-    state.number += 1;
-    let now = unix_seconds(SystemTime::now());
-    let next_update = now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX));
     let params = CertificateRevocationListParams {
-        this_update: super::profile::timestamp(now),
+        this_update: super::profile::timestamp(this_update),
         next_update: super::profile::timestamp(next_update),
-        crl_number: SerialNumber::from_slice(&crate::revocation::crl::minimal_be(state.number)),
+        crl_number: SerialNumber::from_slice(&crate::revocation::crl::minimal_be(number)),
         issuing_distribution_point: None,
-        revoked_certs: state
-            .revoked
+        revoked_certs: revoked
             .iter()
             .map(|revoked| RevokedCertParams {
                 serial_number: SerialNumber::from_slice(revoked.serial.as_bytes()),
@@ -166,23 +227,7 @@ fn write_signed(
         key_identifier_method: KeyIdMethod::PreSpecified(facts.key_id),
     };
     let der = params.signed_by(&issuer)?.der().to_vec();
-    let state_text = toml::to_string(&state).map_err(|e| CaError::Invalid {
-        path: data_dir.root_crl_state().display().to_string(),
-        reason: e.to_string(),
-    })?;
-    // The state first: a CRL on disk never has a number the state lacks.
-    let state_path = data_dir.root_crl_state();
-    fsutil::replace_file(&state_path, state_text.as_bytes(), PUBLIC_FILE_MODE)
-        .map_err(io_error("write", &state_path))?;
-    let crl_path = data_dir.root_crl();
-    fsutil::replace_file(&crl_path, &der, PUBLIC_FILE_MODE)
-        .map_err(io_error("write", &crl_path))?;
-    Ok(RootCrlFacts {
-        number: state.number,
-        this_update: now,
-        next_update,
-        revoked: state.revoked.len(),
-    })
+    fsutil::replace_file(crl_path, &der, PUBLIC_FILE_MODE).map_err(io_error("write", crl_path))
 }
 
 fn read_state(path: &Path) -> Result<RootCrlState, CaError> {

@@ -44,6 +44,9 @@ pub struct NextIntermediate {
     pub not_after: i64,
     /// The subject of the root that signed it.
     pub root: String,
+    /// When a next root is prepared but still propagating (so this one is
+    /// signed by the current root): the end of its window.
+    pub next_root_usable_after: Option<i64>,
 }
 
 /// What `promote_pending` did.
@@ -97,7 +100,8 @@ fn check_rotation_allowed(dir: &Path, now: i64) -> Result<(), CaError> {
     Ok(())
 }
 
-/// Makes the next intermediate in `dir`, signed by the root; the running
+/// Makes the next intermediate in `dir`, signed by the root, or by the next
+/// root once its propagation window has passed (`next_root`); the running
 /// daemon (or the next start) promotes it. Runs where the root key is.
 /// Refuses when the intermediate key is in a PKCS#11 token, a next one is
 /// pending, or the previous one still answers for live certificates.
@@ -122,8 +126,18 @@ pub fn prepare(
         passphrase,
         "rotate the intermediate where the root key is kept, then copy intermediate-next.pem and intermediate-next.key into the daemon's data directory",
     )?;
-    let root_der = files::read_single_cert(&ca_files.root_cert)?;
-    let root = parse(&ca_files.root_cert, &root_der)?;
+    let data_dir = DataDir::new(dir);
+    let next_root = super::next_root::state(dir)?.filter(|_| data_dir.next_root_cert().exists());
+    let under_next_root = next_root.is_some_and(|state| unix_seconds(now) >= state.usable_after);
+    let (root_path, root_key) = if under_next_root {
+        let key = files::key_at(&data_dir.next_root_key(), passphrase)?;
+        (data_dir.next_root_cert(), key)
+    } else {
+        (ca_files.root_cert.clone(), root_key)
+    };
+    let root_der = files::read_single_cert(&root_path)?;
+    let root = parse(&root_path, &root_der)?;
+    let root_key_id = hex::encode(files::certificate_facts(&root_path, &root_der)?.key_id);
     let current_der = files::read_single_cert(&ca_files.intermediate_cert)?;
     let current = parse(&ca_files.intermediate_cert, &current_der)?;
 
@@ -135,26 +149,28 @@ pub fn prepare(
             .min(INTERMEDIATE_LIFETIME.as_secs()),
     );
     let mut params = files::ca_params(&metadata.trust_domain, &subject, Some(0), now, lifetime);
-    // The same CRL distribution point and CA Issuers URL as the one it
-    // replaces: where relying parties find the root's CRL and the root.
-    let (crl_points, ca_issuers) = root_urls_of(&current);
-    if !crl_points.is_empty() {
-        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: crl_points }];
-    }
-    if let Some(url) = ca_issuers {
+    // Where relying parties find the signing root's CRL and the root, under
+    // the same base URL as the intermediate it replaces, named by the root's
+    // key id so that they stay right when the next root becomes the root.
+    if let Some(base) = base_url_of(&current) {
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec![format!("{base}/crl/{root_key_id}")],
+        }];
         params
             .custom_extensions
-            .push(super::profile::authority_info_access(None, &url));
+            .push(super::profile::authority_info_access(
+                None,
+                &format!("{base}/root/{root_key_id}.cer"),
+            ));
     }
     let root_issuer =
         rcgen::Issuer::from_ca_cert_der(&root_der, root_key).map_err(|e| CaError::Invalid {
-            path: ca_files.root_cert.display().to_string(),
+            path: root_path.display().to_string(),
             reason: e.to_string(),
         })?;
     let key = KeyPair::generate_for(metadata.key_type.algorithm())?;
     let certificate = params.signed_by(&key, &root_issuer)?;
 
-    let data_dir = DataDir::new(dir);
     fsutil::replace_file(
         &data_dir.next_intermediate_key(),
         super::key_file::encode(&key, passphrase)?.as_bytes(),
@@ -172,6 +188,9 @@ pub fn prepare(
         subject,
         not_after: unix_seconds(now) + lifetime.as_secs() as i64,
         root: root.subject().to_string(),
+        next_root_usable_after: next_root
+            .filter(|_| !under_next_root)
+            .map(|state| state.usable_after),
     })
 }
 
@@ -264,6 +283,16 @@ pub fn promote_pending(
         subject: next.subject().to_string(),
         previous_until: previous_state(dir)?.map_or(0, |state| state.certificates_expire_by),
     }))
+}
+
+/// The base URL of certd's HTTP endpoints an intermediate names: its CRL
+/// distribution point (`{base}/root.crl` or `{base}/crl/{id}`) without the
+/// path certd gave it.
+fn base_url_of(intermediate: &X509Certificate) -> Option<String> {
+    let (points, _) = root_urls_of(intermediate);
+    let point = points.first()?;
+    let (base, _) = point.rsplit_once('/')?;
+    Some(base.strip_suffix("/crl").unwrap_or(base).to_owned())
 }
 
 /// The root CRL distribution points and the root's CA Issuers URL that an
@@ -398,13 +427,24 @@ mod tests {
         assert_eq!(signers.previous.as_ref().unwrap().der(), old.der());
         assert_eq!(signers.generation, 1);
         let (_, new) = X509Certificate::from_der(signers.current.der()).unwrap();
+        let root_der = std::fs::read_to_string(DataDir::new(dir.path()).root_cert()).unwrap();
+        let root_der = rustls_pemfile::certs(&mut root_der.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let root_key_id = hex::encode(
+            files::certificate_facts(Path::new("root.pem"), &root_der)
+                .unwrap()
+                .key_id,
+        );
         assert_eq!(
             root_urls_of(&new),
             (
-                vec!["http://ca.example:8080/root.crl".to_owned()],
-                Some("http://ca.example:8080/root.cer".to_owned())
+                vec![format!("http://ca.example:8080/crl/{root_key_id}")],
+                Some(format!("http://ca.example:8080/root/{root_key_id}.cer"))
             )
         );
+        assert_eq!(base_url_of(&new).as_deref(), Some("http://ca.example:8080"));
         // A fresh load sees the same.
         let reloaded = CertificateAuthority::load(dir.path()).unwrap();
         assert_eq!(reloaded.current().der(), signers.current.der());

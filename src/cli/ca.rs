@@ -53,6 +53,11 @@ pub struct RotateRootArgs {
     /// key is encrypted with it too).
     #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
     key_passphrase_file: Option<PathBuf>,
+    /// How long the next root is only handed out before `certd ca rotate-intermediate` signs
+    /// under it: longer than the longest certificate lifetime plus one renewal, so that every
+    /// workload has fetched it.
+    #[arg(long, value_parser = duration, default_value = "48h")]
+    propagation: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -81,19 +86,56 @@ pub fn rotate_intermediate(args: RotateIntermediateArgs) -> anyhow::Result<()> {
         next.root,
         format_time(next.not_after)
     );
+    if let Some(usable_after) = next.next_root_usable_after {
+        println!(
+            "the next root is still propagating, so this intermediate is signed by the current root; from {} the next rotation signs under the next root",
+            format_time(usable_after)
+        );
+    }
     Ok(())
 }
 
 /// `certd ca rotate-root`: the next root, added to the bundle.
 pub fn rotate_root(args: RotateRootArgs) -> anyhow::Result<()> {
     let passphrase = passphrase(args.key_passphrase_file.as_deref())?;
-    let next = certd::ca::next_root::prepare(&args.data_dir.data_dir, passphrase.as_ref())
-        .map_err(certd::Error::from)?;
+    let next = certd::ca::next_root::prepare(
+        &args.data_dir.data_dir,
+        passphrase.as_ref(),
+        args.propagation,
+    )
+    .map_err(certd::Error::from)?;
     println!(
-        "prepared the next root \"{}\" (valid until {}): bundle.pem now holds {} roots, which certd hands out from now on",
+        "prepared the next root \"{}\" (valid until {}): bundle.pem now holds {} roots, which certd hands out from now on; from {} `certd ca rotate-intermediate` signs under it",
         next.subject,
         format_time(next.not_after),
-        next.roots_in_bundle
+        next.roots_in_bundle,
+        format_time(next.usable_after)
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RetireRootArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// Retire even while certificates signed under the old root may live; peers that refresh
+    /// their bundle stop trusting those at once.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `certd ca retire-root`: the next root becomes the root; the old one
+/// leaves the bundle.
+pub fn retire_root(args: RetireRootArgs) -> anyhow::Result<()> {
+    let retired = certd::ca::next_root::retire(
+        &args.data_dir.data_dir,
+        args.force,
+        certd::ca::unix_seconds(SystemTime::now()),
+    )
+    .map_err(certd::Error::from)?;
+    println!(
+        "retired the root \"{}\" (kept as root-retired.pem): the root is now \"{}\", and bundle.pem holds {} root(s), which certd hands out from now on",
+        retired.retired, retired.root, retired.roots_in_bundle
     );
     Ok(())
 }

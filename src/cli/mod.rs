@@ -228,6 +228,9 @@ pub enum CaCommand {
     /// the root key in the data directory; a running certd signs with it within seconds and
     /// keeps answering for the previous one until its certificates have expired.
     RotateIntermediate(ca::RotateIntermediateArgs),
+    /// Make the next root the root and drop the old one from bundle.pem, once the
+    /// intermediate is signed under the next root and nothing signed under the old one lives.
+    RetireRoot(ca::RetireRootArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -325,6 +328,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca {
             command: CaCommand::RotateIntermediate(args),
         } => ca::rotate_intermediate(args),
+        Command::Ca {
+            command: CaCommand::RetireRoot(args),
+        } => ca::retire_root(args),
         Command::Crl {
             command: CrlCommand::Sync(args),
         } => ca::crl_sync(args).await,
