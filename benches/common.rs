@@ -14,6 +14,7 @@ pub fn new_ca(dir: &std::path::Path) -> Arc<CertificateAuthority> {
         key_passphrase: None,
         pkcs11: None,
         public_base_url: "http://127.0.0.1:8080".into(),
+        intermediate_lifetime: certd::ca::INTERMEDIATE_LIFETIME,
     };
     certd::ca::init(dir, &options).unwrap();
     Arc::new(CertificateAuthority::load(dir).unwrap())

@@ -109,6 +109,7 @@ impl Daemon {
                 pkcs11: None,
                 public_base_url: self
                     .public_base_url(tcp.http_addr().unwrap_or(self.config.http_addr)),
+                intermediate_lifetime: ca::INTERMEDIATE_LIFETIME,
             };
             ca::init(dir, &options).map_err(Error::from)?;
         }

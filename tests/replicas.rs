@@ -396,6 +396,7 @@ async fn catching_up_finds_what_the_feed_did_not_bring() {
         key_passphrase: None,
         pkcs11: None,
         public_base_url: "http://127.0.0.1:8080".into(),
+        intermediate_lifetime: certd::ca::INTERMEDIATE_LIFETIME,
     };
     certd::ca::init(&dir_a, &options).unwrap();
     copy_ca_files(&dir_a, &dir_b);

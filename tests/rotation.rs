@@ -591,3 +591,42 @@ async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rot
     let b = renew(&daemon, &b).await;
     peers_handshake(&a, &b, "after a restart").await;
 }
+
+/// With `[ca] auto_rotate_intermediate` (and the root key beside it), certd
+/// rotates the intermediate by itself at two thirds of its life, and the
+/// next one keeps the lifetime chosen at `certd init`.
+#[tokio::test]
+async fn certd_rotates_the_intermediate_by_itself_when_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let output = common::run_cli(&data_dir, &["init", "--intermediate-lifetime", "30s"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first = std::fs::read_to_string(data_dir.join("intermediate.pem")).unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(&config, "[ca]\nauto_rotate_intermediate = true\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !daemon
+        .log_text()
+        .contains("has lived two thirds of its life")
+    {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for_rotation(&daemon, 1);
+    let second = std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
+    assert_ne!(second, first);
+    let (_, first_cert) = x509_parser::pem::parse_x509_pem(first.as_bytes()).unwrap();
+    let (_, second_cert) = x509_parser::pem::parse_x509_pem(second.as_bytes()).unwrap();
+    let life = |pem: &x509_parser::pem::Pem| {
+        let cert = pem.parse_x509().unwrap();
+        cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()
+    };
+    assert_eq!(life(&second_cert), life(&first_cert));
+    let issued = daemon.bootstrap("billing").await;
+    assert_eq!(
+        common::pem_certs(&issued.chain_pem)[1].to_vec(),
+        common::pem_certs(&second)[0].to_vec()
+    );
+}

@@ -23,7 +23,8 @@ use crate::identity::TrustDomain;
 
 /// Lifetime of the self-signed root.
 pub const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// Lifetime of the intermediate that signs workloads.
+/// Default lifetime of the intermediate that signs workloads; rotations
+/// keep the lifetime of the intermediate they replace.
 pub const INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The algorithm of the CA's keys.
@@ -72,6 +73,9 @@ pub struct InitOptions {
     /// The HTTP base URL relying parties reach certd at: the intermediate
     /// names the root's CRL and certificate under it.
     pub public_base_url: String,
+    /// How long the intermediate lives (`INTERMEDIATE_LIFETIME` unless
+    /// chosen), capped by the root's lifetime.
+    pub intermediate_lifetime: Duration,
 }
 
 /// Paths of the CA's files in one data directory.
@@ -153,7 +157,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
         &format!("certd intermediate CA {deployment}"),
         Some(0),
         now,
-        INTERMEDIATE_LIFETIME,
+        options.intermediate_lifetime.min(ROOT_LIFETIME),
     );
     // Where a whole-chain checker finds the root's CRL (covering the
     // intermediate) and the root itself.

@@ -27,7 +27,7 @@ use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-pub use files::{CaFiles, CaMetadata, InitOptions, KeyType, init};
+pub use files::{CaFiles, CaMetadata, INTERMEDIATE_LIFETIME, InitOptions, KeyType, init};
 pub use intermediate::{Intermediate, Signers};
 pub use key_file::KeyPassphrase;
 pub use pkcs11::{Pkcs11KeyRef, Pkcs11Pin};
@@ -656,6 +656,7 @@ mod tests {
             key_passphrase: None,
             pkcs11: None,
             public_base_url: "http://127.0.0.1:8080".into(),
+            intermediate_lifetime: crate::ca::INTERMEDIATE_LIFETIME,
         };
         init(dir, &options).unwrap();
         CertificateAuthority::load(dir).unwrap()

@@ -261,6 +261,7 @@ mod tests {
                 key_passphrase: passphrase,
                 pkcs11: None,
                 public_base_url: "http://127.0.0.1:8080".into(),
+                intermediate_lifetime: crate::ca::INTERMEDIATE_LIFETIME,
             },
         )
         .unwrap();

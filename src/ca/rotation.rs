@@ -20,8 +20,8 @@ use rcgen::KeyPair;
 use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::files::{self, CaFiles, INTERMEDIATE_LIFETIME, io_error};
-use super::{CaError, KeyPassphrase, KeySecrets, unix_seconds};
+use super::files::{self, CaFiles, io_error};
+use super::{CLOCK_SKEW_ALLOWANCE, CaError, KeyPassphrase, KeySecrets, unix_seconds};
 use crate::DataDir;
 use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
@@ -74,10 +74,19 @@ pub fn previous_state(dir: &Path) -> Result<Option<PreviousState>, CaError> {
 }
 
 /// Whether an intermediate valid from `not_before` to `not_after` is due
-/// for rotation at `now`: two thirds of its life have passed.
+/// for rotation at `now`: two thirds of its life (counted from its
+/// issuance, after the backdating of `not_before`) have passed.
 pub fn rotation_due(not_before: i64, not_after: i64, now: i64) -> bool {
-    let life = not_after.saturating_sub(not_before);
-    now >= not_before.saturating_add(life / 3 * 2)
+    let issued = not_before.saturating_add(CLOCK_SKEW_ALLOWANCE.as_secs() as i64);
+    let life = not_after.saturating_sub(issued);
+    now >= issued.saturating_add(life / 3 * 2)
+}
+
+/// The lifetime of an intermediate valid from `not_before` to `not_after`,
+/// as it was chosen (without the backdating).
+fn lifetime_of(not_before: i64, not_after: i64) -> Duration {
+    let issued = not_before.saturating_add(CLOCK_SKEW_ALLOWANCE.as_secs() as i64);
+    Duration::from_secs(u64::try_from(not_after.saturating_sub(issued)).unwrap_or(0))
 }
 
 /// Whether the intermediate of `dir` may rotate at `now`, and why not.
@@ -143,10 +152,15 @@ pub fn prepare(
 
     let subject = format!("certd intermediate CA {}", files::deployment_id());
     let root_ends = root.validity().not_after.timestamp();
+    // The lifetime of the one it replaces, within what is left of the root.
+    let current_lifetime = lifetime_of(
+        current.validity().not_before.timestamp(),
+        current.validity().not_after.timestamp(),
+    );
     let lifetime = Duration::from_secs(
         u64::try_from(root_ends - unix_seconds(now))
             .unwrap_or(0)
-            .min(INTERMEDIATE_LIFETIME.as_secs()),
+            .min(current_lifetime.as_secs()),
     );
     let mut params = files::ca_params(&metadata.trust_domain, &subject, Some(0), now, lifetime);
     // Where relying parties find the signing root's CRL and the root, under
@@ -375,6 +389,7 @@ mod tests {
                 key_passphrase: None,
                 pkcs11: None,
                 public_base_url: "http://ca.example:8080".into(),
+                intermediate_lifetime: crate::ca::INTERMEDIATE_LIFETIME,
             },
         )
         .unwrap();
@@ -386,9 +401,11 @@ mod tests {
 
     #[test]
     fn rotation_is_due_at_two_thirds_of_the_life() {
-        assert!(!rotation_due(0, 300 * DAY, 199 * DAY));
-        assert!(rotation_due(0, 300 * DAY, 200 * DAY));
-        assert!(rotation_due(0, 300 * DAY, 400 * DAY));
+        let backdated = -(CLOCK_SKEW_ALLOWANCE.as_secs() as i64);
+        assert!(!rotation_due(backdated, 300 * DAY, 199 * DAY));
+        assert!(rotation_due(backdated, 300 * DAY, 200 * DAY));
+        assert!(rotation_due(backdated, 300 * DAY, 400 * DAY));
+        assert_eq!(lifetime_of(backdated, 30), Duration::from_secs(30));
     }
 
     /// Prepare, promote, reload: the loaded CA signs with the new

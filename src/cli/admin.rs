@@ -246,7 +246,17 @@ pub fn init(
     key_passphrase_file: Option<&Path>,
     pkcs11: &super::Pkcs11InitArgs,
     public_base_url: &str,
+    intermediate_lifetime: std::time::Duration,
 ) -> anyhow::Result<()> {
+    if intermediate_lifetime < std::time::Duration::from_secs(30)
+        || intermediate_lifetime > std::time::Duration::from_secs(5 * 365 * 24 * 3600)
+    {
+        return Err(super::UsageError(format!(
+            "--intermediate-lifetime {} must be between 30s and 5y",
+            humantime::format_duration(intermediate_lifetime)
+        ))
+        .into());
+    }
     let public_base_url =
         certd::config::check_base_url(public_base_url).map_err(certd::Error::InvalidArgument)?;
     let key_passphrase = key_passphrase_file
@@ -272,6 +282,7 @@ pub fn init(
         key_passphrase,
         pkcs11,
         public_base_url,
+        intermediate_lifetime,
     };
     let metadata = ca::init(dir, &options).map_err(certd::Error::from)?;
     // The JWT-SVID master secret, beside the CA keys (see certd::jwt).

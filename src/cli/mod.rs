@@ -116,6 +116,9 @@ pub enum Command {
             default_value = "http://127.0.0.1:8080"
         )]
         public_base_url: String,
+        /// How long the intermediate lives; rotations keep it. Between 30s and 5y.
+        #[arg(long, value_parser = duration, default_value = "365d")]
+        intermediate_lifetime: std::time::Duration,
     },
     /// Run the daemon (creates a CA with the defaults if there is none).
     Serve(serve::ServeArgs),
@@ -279,6 +282,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             key_passphrase_file,
             pkcs11,
             public_base_url,
+            intermediate_lifetime,
         } => admin::init(
             &data_dir.data_dir,
             &trust_domain,
@@ -286,6 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             key_passphrase_file.as_deref().filter(|_| encrypt_key),
             &pkcs11,
             &public_base_url,
+            intermediate_lifetime,
         ),
         Command::Serve(args) => serve::serve(args).await,
         Command::Token {

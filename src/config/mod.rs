@@ -727,6 +727,14 @@ mod tests {
         assert_eq!(config.grpc_addr, DEFAULT_GRPC_ADDR.parse().unwrap());
         assert_eq!(config.lifetimes, Lifetimes::default());
         assert_eq!(config.server_names, ["localhost", "127.0.0.1"]);
+        // The root key beside the daemon is an explicit choice.
+        assert!(!config.auto_rotate_intermediate);
+        let config = check("[ca]\nauto_rotate_intermediate = true", None).unwrap();
+        assert!(config.auto_rotate_intermediate);
+        check(
+            "[ca]\nauto_rotate_intermediate = \"yes\"",
+            Some("invalid type"),
+        );
     }
 
     #[test]
