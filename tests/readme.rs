@@ -1,5 +1,5 @@
-//! The README never lies: its walkthrough, node-agent, JWT-SVID and
-//! protected-key examples run here as written, in one shell, against `certd serve` started as the
+//! The README never lies: its walkthrough, node-agent, JWT-SVID, CA
+//! rotation and protected-key examples run here as written, in one shell, against `certd serve` started as the
 //! quick start starts it (default data directory, in a fresh working
 //! directory; ports of its own, substituted for the README's), with `certd`
 //! on the PATH.
@@ -16,10 +16,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The README sections whose `sh` blocks run, in order.
-const SECTIONS: [&str; 4] = [
+const SECTIONS: [&str; 5] = [
     "## Walkthrough",
     "## Node agent and the SPIFFE Workload API",
     "## JWT-SVIDs: tokens for hops without mTLS",
+    "## Rotating the CA",
     "## Protected CA keys",
 ];
 
