@@ -539,3 +539,89 @@ async fn tls_to_the_database_is_verified() {
     let identity = daemon.bootstrap("billing").await;
     assert!(daemon.recorded_serials().contains(&identity.issued.serial));
 }
+
+/// The intermediate rotates on two replicas: prepared once where the root
+/// key is, copied into each replica's data directory, promoted by each.
+/// Both then sign with the new intermediate, and both keep answering for
+/// certificates of the previous one, including a revocation made through
+/// the other replica.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_rotate_the_intermediate_together() {
+    let Some((a, b, _server)) = replicas() else {
+        return;
+    };
+    let before = a.bootstrap("billing").await;
+    let old_intermediate = std::fs::read_to_string(a.data_dir.join("intermediate.pem")).unwrap();
+
+    // Where the root key is: a copy of the CA files.
+    let offline = tempfile::tempdir().unwrap();
+    let root_side = offline.path().join("ca");
+    copy_ca_files(&a.data_dir, &root_side);
+    let output = common::run_cli(&root_side, &["ca", "rotate-intermediate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for replica in [&a, &b] {
+        for name in ["intermediate-next.key", "intermediate-next.pem"] {
+            std::fs::copy(root_side.join(name), replica.data_dir.join(name)).unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for replica in [&a, &b] {
+        while !replica
+            .log_text()
+            .contains("now signing with a new set of intermediates")
+        {
+            assert!(Instant::now() < deadline, "{}", replica.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let new_intermediate =
+        std::fs::read_to_string(root_side.join("intermediate-next.pem")).unwrap();
+    let issuer_of = |chain_pem: &str| common::pem_certs(chain_pem)[1].to_vec();
+    let on_b = b.bootstrap("orders").await;
+    assert_eq!(
+        issuer_of(&on_b.chain_pem),
+        common::pem_certs(&new_intermediate)[0].to_vec()
+    );
+    let renewed = a.renew(Some(&before)).await.expect("renew on A");
+    assert_eq!(
+        issuer_of(&renewed.chain_pem),
+        common::pem_certs(&new_intermediate)[0].to_vec()
+    );
+    assert_eq!(
+        issuer_of(&before.chain_pem),
+        common::pem_certs(&old_intermediate)[0].to_vec()
+    );
+
+    // Both answer for the previous intermediate's certificate; a revocation
+    // through A reaches B's answer and B's CRL for that intermediate.
+    for replica in [&a, &b] {
+        assert!(matches!(
+            ocsp_status(replica, &before.chain_pem),
+            CertStatus::Good(_)
+        ));
+        assert!(matches!(
+            ocsp_status(replica, &on_b.chain_pem),
+            CertStatus::Good(_)
+        ));
+    }
+    let output = a.cli(&["revoke", &before.issued.serial, "--reason", "superseded"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    within_limit(
+        "a revocation of the previous intermediate's certificate in OCSP",
+        async || matches!(ocsp_status(&b, &before.chain_pem), CertStatus::Revoked(_)),
+    )
+    .await;
+    let old_key_id =
+        hex::encode(certd::ca::subject_key_id(&common::pem_certs(&old_intermediate)[0]).unwrap());
+    within_limit(
+        "a revocation in the previous intermediate's CRL",
+        async || {
+            let crl = http("GET", &format!("{}/crl/{old_key_id}", b.http), &[], b"");
+            assert_eq!(crl.status, 200);
+            let (_, crl) = x509_parser::parse_x509_crl(&crl.body).unwrap();
+            crl.iter_revoked_certificates()
+                .any(|revoked| hex::encode(revoked.raw_serial()) == before.issued.serial)
+        },
+    )
+    .await;
+}
