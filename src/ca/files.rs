@@ -298,6 +298,32 @@ pub(super) fn read_to_string(path: &Path) -> Result<String, CaError> {
     std::fs::read_to_string(path).map_err(io_error("read", path))
 }
 
+/// A TOML state file (`root-crl.toml`, `root-next.toml`,
+/// `intermediate-previous.toml`); `None` if there is none.
+pub(super) fn read_state<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, CaError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| CaError::Invalid {
+                path: path.display().to_string(),
+                reason: e.message().to_owned(),
+            }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error("read", path)(error)),
+    }
+}
+
+/// Writes a TOML state file atomically (0644).
+pub(super) fn write_state<T: Serialize>(path: &Path, state: &T) -> Result<(), CaError> {
+    let text = toml::to_string(state).map_err(|e| CaError::Invalid {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    fsutil::replace_file(path, text.as_bytes(), PUBLIC_FILE_MODE).map_err(io_error("write", path))
+}
+
 /// The root key, for work done where it is kept (signing the root's CRL,
 /// preparing the next root); `where_to` completes "the root key is not
 /// here; …" with what to do instead.
@@ -371,14 +397,7 @@ pub(super) fn check_signing_material(
     let mut reader = bundle.as_bytes();
     let signing_root = rustls_pemfile::certs(&mut reader)
         .filter_map(Result::ok)
-        .find(|root| {
-            X509Certificate::from_der(root).is_ok_and(|(_, root)| {
-                root.subject().as_raw() == intermediate.issuer().as_raw()
-                    && intermediate
-                        .verify_signature(Some(root.public_key()))
-                        .is_ok()
-            })
-        });
+        .find(|root| signed_by(intermediate_der, root));
     let Some(signing_root) = signing_root else {
         return Err(CaError::Invalid {
             path: cert_path.display().to_string(),
@@ -389,6 +408,21 @@ pub(super) fn check_signing_material(
         });
     };
     Ok(signing_root)
+}
+
+/// Whether `certificate` (DER) is signed by `issuer` (DER): names chain and
+/// the signature verifies.
+pub(super) fn signed_by(certificate: &[u8], issuer: &[u8]) -> bool {
+    let (Ok((_, certificate)), Ok((_, issuer))) = (
+        X509Certificate::from_der(certificate),
+        X509Certificate::from_der(issuer),
+    ) else {
+        return false;
+    };
+    certificate.issuer().as_raw() == issuer.subject().as_raw()
+        && certificate
+            .verify_signature(Some(issuer.public_key()))
+            .is_ok()
 }
 
 /// What the CA needs to know of its intermediate besides the DER.
@@ -405,19 +439,10 @@ pub(super) fn certificate_facts(path: &Path, der: &[u8]) -> Result<CertificateFa
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    let key_id = cert
-        .extensions()
-        .iter()
-        .find_map(|extension| match extension.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
-                Some(id.0.to_vec())
-            }
-            _ => None,
-        })
-        .ok_or_else(|| CaError::Invalid {
-            path: path.display().to_string(),
-            reason: "the intermediate has no subject key identifier".into(),
-        })?;
+    let key_id = super::subject_key_id(der).ok_or_else(|| CaError::Invalid {
+        path: path.display().to_string(),
+        reason: "the intermediate has no subject key identifier".into(),
+    })?;
     Ok(CertificateFacts {
         key_id,
         not_before: cert.validity().not_before.timestamp(),

@@ -51,17 +51,7 @@ pub struct NextRootState {
 
 /// The prepared next root's state, if one is prepared.
 pub fn state(dir: &Path) -> Result<Option<NextRootState>, CaError> {
-    let path = crate::DataDir::new(dir).next_root_state();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text)
-            .map(Some)
-            .map_err(|e| CaError::Invalid {
-                path: path.display().to_string(),
-                reason: e.message().to_owned(),
-            }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(io_error("read", &path)(error)),
-    }
+    files::read_state(&crate::DataDir::new(dir).next_root_state())
 }
 
 /// Makes the next root in `dir`, signs its CRL, and adds it to the bundle;
@@ -121,7 +111,7 @@ pub fn prepare(
         usable_after: added_at
             .saturating_add(i64::try_from(propagation.as_secs()).unwrap_or(i64::MAX)),
     };
-    write_state(&data_dir.next_root_state(), &state)?;
+    files::write_state(&data_dir.next_root_state(), &state)?;
     // Its CRL (`root-next.crl`), for the intermediates it will sign.
     super::root_crl::sign(dir, passphrase, super::root_crl::DEFAULT_ROOT_CRL_VALIDITY)?;
     // Last: from here on certd hands the new root out.
@@ -135,14 +125,6 @@ pub fn prepare(
     })
 }
 
-fn write_state(path: &Path, state: &NextRootState) -> Result<(), CaError> {
-    let text = toml::to_string(state).map_err(|e| CaError::Invalid {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    fsutil::replace_file(path, text.as_bytes(), PUBLIC_FILE_MODE).map_err(io_error("write", path))
-}
-
 /// What `retire` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retired {
@@ -151,20 +133,6 @@ pub struct Retired {
     /// The subject of the root now.
     pub root: String,
     pub roots_in_bundle: usize,
-}
-
-/// Whether `certificate` (DER) is signed by `issuer` (DER).
-pub(super) fn signed_by(certificate: &[u8], issuer: &[u8]) -> bool {
-    let (Ok((_, certificate)), Ok((_, issuer))) = (
-        X509Certificate::from_der(certificate),
-        X509Certificate::from_der(issuer),
-    ) else {
-        return false;
-    };
-    certificate.issuer().as_raw() == issuer.subject().as_raw()
-        && certificate
-            .verify_signature(Some(issuer.public_key()))
-            .is_ok()
 }
 
 /// Makes the next root the root and drops the old one from the bundle
@@ -191,7 +159,7 @@ pub fn retire(dir: &Path, force: bool, now: i64) -> Result<Retired, CaError> {
     let old_root = files::read_single_cert(&ca_files.root_cert)?;
     let next_root = files::read_single_cert(&data_dir.next_root_cert())?;
     let intermediate = files::read_single_cert(&ca_files.intermediate_cert)?;
-    if !signed_by(&intermediate, &next_root) {
+    if !files::signed_by(&intermediate, &next_root) {
         let after = state(dir)?.map_or(now, |state| state.usable_after);
         return Err(CaError::RotationRefused(format!(
             "the intermediate is still signed by the old root; from {} run `certd ca rotate-intermediate`, which signs the next one under the next root, then retire the old root",
@@ -203,7 +171,7 @@ pub fn retire(dir: &Path, force: bool, now: i64) -> Result<Retired, CaError> {
         && !force
     {
         let previous_der = files::read_single_cert(&data_dir.previous_intermediate_cert())?;
-        if signed_by(&previous_der, &old_root) {
+        if files::signed_by(&previous_der, &old_root) {
             return Err(CaError::RotationRefused(format!(
                 "certificates signed under the old root live until {}; retire it after that (--force drops them now: peers that refresh their bundle stop trusting them)",
                 super::rotation::format_time(previous.certificates_expire_by)
@@ -325,7 +293,7 @@ mod tests {
         let within = rotation::prepare(dir.path(), None, now).unwrap();
         assert!(within.next_root_usable_after.is_some());
         let next = files::read_single_cert(&data_dir.next_intermediate_cert()).unwrap();
-        assert!(signed_by(&next, &old_root));
+        assert!(files::signed_by(&next, &old_root));
         std::fs::remove_file(data_dir.next_intermediate_cert()).unwrap();
         std::fs::remove_file(data_dir.next_intermediate_key()).unwrap();
         let refused = retire(dir.path(), false, unix_seconds(now)).unwrap_err();
@@ -338,7 +306,7 @@ mod tests {
         let switched = rotation::prepare(dir.path(), None, after).unwrap();
         assert_eq!(switched.next_root_usable_after, None);
         let next = files::read_single_cert(&data_dir.next_intermediate_cert()).unwrap();
-        assert!(signed_by(&next, &next_root));
+        assert!(files::signed_by(&next, &next_root));
         let refused = retire(dir.path(), false, unix_seconds(after)).unwrap_err();
         assert!(refused.to_string().contains("pending"), "{refused}");
         rotation::promote_pending(

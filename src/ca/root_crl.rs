@@ -158,14 +158,8 @@ fn write_signed(
     state.number += 1;
     let now = unix_seconds(SystemTime::now());
     let next_update = now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX));
-    let state_text = toml::to_string(&state).map_err(|e| CaError::Invalid {
-        path: data_dir.root_crl_state().display().to_string(),
-        reason: e.to_string(),
-    })?;
     // The state first: a CRL on disk never has a number the state lacks.
-    let state_path = data_dir.root_crl_state();
-    fsutil::replace_file(&state_path, state_text.as_bytes(), PUBLIC_FILE_MODE)
-        .map_err(io_error("write", &state_path))?;
+    files::write_state(&data_dir.root_crl_state(), &state)?;
     sign_crl(
         &data_dir.root_cert(),
         &data_dir.root_crl(),
@@ -231,18 +225,7 @@ fn sign_crl(
 }
 
 fn read_state(path: &Path) -> Result<RootCrlState, CaError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| CaError::Invalid {
-            path: path.display().to_string(),
-            reason: e.message().to_owned(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RootCrlState::default()),
-        Err(source) => Err(CaError::Io {
-            action: "read",
-            path: path.display().to_string(),
-            source,
-        }),
-    }
+    Ok(files::read_state(path)?.unwrap_or_default())
 }
 
 /// Reads a root CRL's facts from its DER: what the daemon serves and warns

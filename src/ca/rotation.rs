@@ -59,18 +59,7 @@ pub struct Promoted {
 
 /// The previous intermediate's state, if there is one.
 pub fn previous_state(dir: &Path) -> Result<Option<PreviousState>, CaError> {
-    let path = DataDir::new(dir).previous_intermediate_state();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(io_error("read", &path)(error)),
-    };
-    toml::from_str(&text)
-        .map(Some)
-        .map_err(|e| CaError::Invalid {
-            path: path.display().to_string(),
-            reason: e.message().to_owned(),
-        })
+    files::read_state(&DataDir::new(dir).previous_intermediate_state())
 }
 
 /// Whether an intermediate valid from `not_before` to `not_after` is due
@@ -274,16 +263,8 @@ pub fn promote_pending(
                     .saturating_add(i64::try_from(longest_lifetime.as_secs()).unwrap_or(i64::MAX))
                     .min(current.validity().not_after.timestamp()),
             };
-            let state_text = toml::to_string(&state).map_err(|e| CaError::Invalid {
-                path: data_dir.previous_intermediate_state().display().to_string(),
-                reason: e.to_string(),
-            })?;
             // Last: it marks the copy complete.
-            write(
-                &data_dir.previous_intermediate_state(),
-                state_text.as_bytes(),
-                PUBLIC_FILE_MODE,
-            )?;
+            files::write_state(&data_dir.previous_intermediate_state(), &state)?;
         }
         rename(&next_key, &ca_files.intermediate_key)?;
     } else {
