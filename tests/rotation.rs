@@ -413,6 +413,46 @@ async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rot
     // during the propagation window.
     let output = daemon.cli(&["ca", "rotate-root", "--propagation", "3s"]);
     assert!(output.status.success(), "{}", stderr(&output));
+
+    // A relying party's `crl sync` with the old bundle keeps working: it
+    // leaves out the CRL of the root it does not trust yet; with the new
+    // bundle it writes that one too; with another CA's bundle it writes
+    // nothing.
+    let crl_sync = |bundle_pem: &str, out: &str| {
+        let bundle = write(&dir.join(format!("{out}.bundle")), bundle_pem.as_bytes());
+        let out = dir.join(out);
+        let output = daemon.cli(&[
+            "crl",
+            "sync",
+            "--http",
+            &daemon.http,
+            "--out",
+            out.to_str().unwrap(),
+            "--ca-bundle",
+            &bundle,
+        ]);
+        let written = std::fs::read_to_string(&out).unwrap_or_default();
+        (output, written.matches("BEGIN X509 CRL").count())
+    };
+    let (output, crls) = crl_sync(&a.issued.trust_bundle_pem, "old-bundle-crls.pem");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(crls, 2, "the root's and the intermediate's");
+    let (output, crls) = crl_sync(&daemon.bundle_pem(), "new-bundle-crls.pem");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(crls, 3, "both roots' and the intermediate's");
+    let other = tempfile::tempdir().unwrap();
+    let made = common::run_cli(other.path(), &["init"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let foreign = std::fs::read_to_string(other.path().join("bundle.pem")).unwrap();
+    let (output, crls) = crl_sync(&foreign, "foreign-crls.pem");
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("none of certd's CRLs"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(crls, 0);
+
     let a = renew(&daemon, &a).await;
     assert_eq!(common::pem_certs(&a.issued.trust_bundle_pem).len(), 2);
     peers_handshake(&a, &b, "b with the old bundle, a with both").await;

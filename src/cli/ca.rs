@@ -263,11 +263,16 @@ async fn sync_once(
     args: &CrlSyncArgs,
     roots_pem: Option<&str>,
 ) -> anyhow::Result<bool> {
-    let body = super::http_get(&format!("{base}/crls.pem")).await?;
-    let crls = check_crls(&body)?;
+    let mut body = super::http_get(&format!("{base}/crls.pem")).await?;
+    let mut crls = check_crls(&body)?;
     if let Some(roots_pem) = roots_pem {
         let intermediate = super::http_get(&format!("{base}/intermediate.pem")).await?;
-        verify_crls(&crls, roots_pem, &intermediate)?;
+        crls = verify_crls(&crls, roots_pem, &intermediate)?;
+        body = crls
+            .iter()
+            .map(|der| certd::ca::pem_encode("X509 CRL", der))
+            .collect::<String>()
+            .into_bytes();
     }
     let current = std::fs::read(&args.out).ok();
     if current.as_deref() == Some(body.as_slice()) {
@@ -350,9 +355,17 @@ fn refuse_rollback(current_pem: &[u8], fetched: &[Vec<u8>]) -> anyhow::Result<()
     Ok(())
 }
 
-/// Every CRL must be signed by a root of the bundle or by the intermediate
-/// certd serves, itself signed by such a root.
-fn verify_crls(crls: &[Vec<u8>], roots_pem: &str, intermediate_pem: &[u8]) -> anyhow::Result<()> {
+/// The CRLs of the bundle's CAs: each must be signed by a root of the
+/// bundle or by an intermediate certd serves, itself signed by such a root.
+/// A CRL of a CA the bundle does not know (the next root's, while a root
+/// rotation propagates to a relying party that has not fetched the new
+/// bundle yet) is left out: that party trusts nothing under it. A CRL that
+/// names a known CA but whose signature fails is refused.
+fn verify_crls(
+    crls: &[Vec<u8>],
+    roots_pem: &str,
+    intermediate_pem: &[u8],
+) -> anyhow::Result<Vec<Vec<u8>>> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     use x509_parser::revocation_list::CertificateRevocationList;
     let certificates = |pem: &[u8]| -> Vec<Vec<u8>> {
@@ -382,18 +395,35 @@ fn verify_crls(crls: &[Vec<u8>], roots_pem: &str, intermediate_pem: &[u8]) -> an
             })
         })
         .collect();
+    let mut kept = Vec::new();
     for der in crls {
         let (_, crl) = CertificateRevocationList::from_der(der)
             .map_err(|e| anyhow::anyhow!("a CRL does not parse: {e}"))?;
-        let signed = roots.iter().chain(intermediates.iter()).any(|issuer| {
-            issuer.subject() == crl.issuer() && crl.verify_signature(issuer.public_key()).is_ok()
-        });
-        if !signed {
+        let named: Vec<_> = roots
+            .iter()
+            .chain(intermediates.iter())
+            .filter(|issuer| issuer.subject() == crl.issuer())
+            .collect();
+        if named.is_empty() {
+            tracing::warn!(
+                issuer = %crl.issuer(),
+                "leaving out the CRL of a CA the trust bundle does not hold (refresh --ca-bundle from /bundle.pem)"
+            );
+            continue;
+        }
+        if !named
+            .iter()
+            .any(|issuer| crl.verify_signature(issuer.public_key()).is_ok())
+        {
             anyhow::bail!(
                 "the CRL of {} is not signed by the trust bundle's CAs; not writing it",
                 crl.issuer()
             );
         }
+        kept.push(der.clone());
     }
-    Ok(())
+    if kept.is_empty() {
+        anyhow::bail!("none of certd's CRLs is of a CA in --ca-bundle; not writing them");
+    }
+    Ok(kept)
 }
