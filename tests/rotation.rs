@@ -670,3 +670,50 @@ async fn certd_rotates_the_intermediate_by_itself_when_allowed() {
         common::pem_certs(&second)[0].to_vec()
     );
 }
+
+/// Waits until `log()` holds `text` `times` times.
+fn wait_for_log(log: impl Fn() -> String, text: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log().matches(text).count() < times {
+        assert!(Instant::now() < deadline, "no {text:?} in time:\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node agent started with the old bundle keeps reaching certd through
+/// a root rotation, once certd's own certificate chains to the new root:
+/// it trusts the bundle certd sends it (and keeps it for its next start),
+/// and new workloads on its node still get their SVIDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_agent_keeps_reaching_certd_through_a_root_rotation() {
+    use common::agent::Agent;
+    let daemon = Daemon::start();
+    let agent = Agent::start(&daemon, "node-1");
+    let parent = "spiffe://certd.internal/agent/node-1";
+    daemon.entry("before", &["unix:uid:4241"], &["--parent", parent]);
+    wait_for_log(|| agent.log_text(), "SVID ready", 1);
+
+    let output = daemon.cli(&["ca", "rotate-root", "--propagation", "1s"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    wait_for_log(|| agent.log_text(), "certd's trust bundle changed", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let output = daemon.cli(&["ca", "rotate-intermediate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    wait_for_rotation(&daemon, 1);
+    // certd's own certificate now chains to the next root only.
+    wait_for_log(|| daemon.log_text(), "serving certificate renewed", 1);
+
+    daemon.entry("after", &["unix:uid:4242"], &["--parent", parent]);
+    wait_for_log(|| agent.log_text(), "SVID ready", 2);
+    let kept = std::fs::read_to_string(agent.data_dir.join("bundle.pem")).unwrap();
+    assert_eq!(
+        common::pem_certs(&kept)
+            .iter()
+            .map(|c| c.to_vec())
+            .collect::<Vec<_>>(),
+        common::pem_certs(&daemon.bundle_pem())
+            .iter()
+            .map(|c| c.to_vec())
+            .collect::<Vec<_>>()
+    );
+}

@@ -82,7 +82,9 @@ pub struct Syncer {
 #[derive(Clone)]
 pub struct Certd {
     server: String,
-    ca_bundle_pem: String,
+    /// The roots certd's own certificate is checked against: shared with
+    /// the syncer, which replaces them when certd's bundle changes.
+    ca_bundle_pem: Arc<std::sync::RwLock<String>>,
     /// Chain and key PEM of the node identity.
     identity: Arc<std::sync::RwLock<(String, Zeroizing<String>)>>,
     /// By entry and audiences: a token and when to stop reusing it (half
@@ -118,7 +120,11 @@ impl Certd {
             (identity.0.clone(), identity.1.to_string())
         };
         let tls = TlsClientSettings {
-            ca_bundle_pem: self.ca_bundle_pem.clone(),
+            ca_bundle_pem: self
+                .ca_bundle_pem
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             identity: Some((chain, private_key)),
         };
         let minted = WorkloadClient::connect(&self.server, &tls)
@@ -170,10 +176,17 @@ impl Syncer {
             }
         };
         tracing::info!(agent = %node.spiffe_id, not_after = node.not_after, "agent identity ready");
+        // The bundle certd gave last (kept beside the identity) as well as
+        // the one configured: after a root rotation, certd's certificate
+        // chains only to the new root, which the configured file may lack.
+        let ca_bundle_pem = match std::fs::read_to_string(data_dir.join("bundle.pem")) {
+            Ok(kept) if !pem_to_der(&kept).is_empty() => format!("{ca_bundle_pem}\n{kept}"),
+            _ => ca_bundle_pem,
+        };
         super::metrics::get().identity_not_after.set(node.not_after);
         let certd = Certd {
             server: server.clone(),
-            ca_bundle_pem: ca_bundle_pem.clone(),
+            ca_bundle_pem: Arc::new(std::sync::RwLock::new(ca_bundle_pem.clone())),
             identity: Arc::new(std::sync::RwLock::new((
                 node.chain_pem.clone(),
                 node.key_pem.clone(),
@@ -272,6 +285,7 @@ impl Syncer {
         }
         let mut client = self.connect().await?;
         let listed = client.agent_entries().await?;
+        self.adopt_bundle(&listed.trust_bundle_pem);
         let previous = self.cache.current();
         let entries = served_entries(&listed);
         let mut svids: BTreeMap<String, Svid> = previous
@@ -316,6 +330,40 @@ impl Syncer {
         match failure {
             Some(error) => Err(error),
             None => Ok(()),
+        }
+    }
+
+    /// Trusts certd's bundle, as it just sent it over a connection verified
+    /// with the bundle held, for reaching certd from now on, and keeps it
+    /// in the data directory for the next start: a root rotation then
+    /// never cuts the agent off.
+    fn adopt_bundle(&mut self, bundle_pem: &str) {
+        if pem_to_der(bundle_pem).is_empty() {
+            return;
+        }
+        if bundle_pem != self.ca_bundle_pem {
+            self.ca_bundle_pem = bundle_pem.to_owned();
+            *self
+                .certd
+                .ca_bundle_pem
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = bundle_pem.to_owned();
+        }
+        let path = self.data_dir.join("bundle.pem");
+        if std::fs::read_to_string(&path).is_ok_and(|kept| kept == bundle_pem) {
+            return;
+        }
+        match crate::fsutil::replace_file(
+            &path,
+            bundle_pem.as_bytes(),
+            crate::fsutil::PUBLIC_FILE_MODE,
+        ) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "certd's trust bundle changed; reaching certd with it from now on")
+            }
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot keep certd's new trust bundle; reaching certd with it until the next start")
+            }
         }
     }
 
