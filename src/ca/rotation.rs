@@ -223,10 +223,32 @@ pub fn promote_pending(
         )));
     }
     if next_key.exists() {
-        let key = super::IntermediateKey::from_file(&next_key, secrets)?;
-        files::check_signing_material(&next_cert, &next_key, &ca_files.bundle, &next_der, &key)?;
         let current_der = files::read_single_cert(&ca_files.intermediate_cert)?;
         let current = parse(&ca_files.intermediate_cert, &current_der)?;
+        // Copied in again after its promotion (a deployment that copies
+        // the files at every start): nothing to do.
+        if next_der == current_der {
+            for path in [&next_key, &next_cert] {
+                std::fs::remove_file(path).map_err(io_error("remove", path))?;
+            }
+            return Ok(None);
+        }
+        // An older one (a stale copy, the previous one) would roll the CA
+        // back.
+        let next_not_before = parse(&next_cert, &next_der)?
+            .validity()
+            .not_before
+            .timestamp();
+        let is_previous = files::read_single_cert(&data_dir.previous_intermediate_cert())
+            .is_ok_and(|previous| previous == next_der);
+        if is_previous || next_not_before < current.validity().not_before.timestamp() {
+            return Err(CaError::RotationRefused(format!(
+                "{} is older than the current intermediate; remove intermediate-next.* (a stale copy?)",
+                next_cert.display()
+            )));
+        }
+        let key = super::IntermediateKey::from_file(&next_key, secrets)?;
+        files::check_signing_material(&next_cert, &next_key, &ca_files.bundle, &next_der, &key)?;
         let current_key_id = hex::encode(
             files::certificate_facts(&ca_files.intermediate_cert, &current_der)?.key_id,
         );
@@ -420,6 +442,43 @@ mod tests {
         .unwrap();
         assert!(promoted.previous_until > now() + DAY - 10);
         assert!(ca.reload_signers().unwrap());
+        // The same files copied in again (a deployment copying them at
+        // every start) change nothing; an older intermediate is refused.
+        let data_dir = DataDir::new(dir.path());
+        std::fs::copy(
+            data_dir.intermediate_cert(),
+            data_dir.next_intermediate_cert(),
+        )
+        .unwrap();
+        std::fs::copy(
+            data_dir.intermediate_key(),
+            data_dir.next_intermediate_key(),
+        )
+        .unwrap();
+        assert_eq!(
+            promote_pending(dir.path(), &KeySecrets::default(), Duration::ZERO, now()).unwrap(),
+            None
+        );
+        assert!(!data_dir.next_intermediate_cert().exists());
+        std::fs::copy(
+            data_dir.previous_intermediate_cert(),
+            data_dir.next_intermediate_cert(),
+        )
+        .unwrap();
+        std::fs::copy(
+            data_dir.previous_intermediate_key(),
+            data_dir.next_intermediate_key(),
+        )
+        .unwrap();
+        let stale =
+            promote_pending(dir.path(), &KeySecrets::default(), Duration::ZERO, now()).unwrap_err();
+        assert!(
+            stale.to_string().contains("older than the current"),
+            "{stale}"
+        );
+        std::fs::remove_file(data_dir.next_intermediate_cert()).unwrap();
+        std::fs::remove_file(data_dir.next_intermediate_key()).unwrap();
+        assert!(!ca.reload_signers().unwrap());
         let signers = ca.signers();
         assert_ne!(signers.current.key_id(), old.key_id());
         assert_eq!(signers.previous.as_ref().unwrap().der(), old.der());
