@@ -717,3 +717,33 @@ async fn a_node_agent_keeps_reaching_certd_through_a_root_rotation() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Without `[ca] auto_rotate_intermediate`, certd warns from 30 days
+/// before the intermediate ends and says what to run.
+#[test]
+fn certd_warns_about_an_intermediate_near_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let output = common::run_cli(&data_dir, &["init", "--intermediate-lifetime", "20d"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let daemon = Daemon::start_in(tmp, data_dir, &[]);
+    wait_for_log(
+        || daemon.log_text(),
+        "a CA certificate expires within 30 days; run `certd ca rotate-intermediate` where the root key is",
+        1,
+    );
+    assert!(!daemon.log_text().contains("has lived two thirds"));
+    for refused in [
+        &["init", "--intermediate-lifetime", "10s"][..],
+        &["init", "--intermediate-lifetime", "6y"],
+    ] {
+        let other = tempfile::tempdir().unwrap();
+        let output = common::run_cli(other.path(), refused);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("must be between 30s and 5y"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}
