@@ -290,26 +290,19 @@ impl CertificateAuthority {
         self.signers().current.clone()
     }
 
-    /// Reads the intermediates again from the data directory: the current
-    /// one after a rotation (`rotation::promote_pending`), and the previous
-    /// one, dropped once the last certificate it signed has expired.
+    /// Reads the intermediates again from the data directory when the
+    /// current one changed (after `rotation::promote_pending`), or when the
+    /// previous one's certificates have all expired, which drops it.
     /// Returns whether anything changed. On error nothing changes.
     pub fn reload_signers(&self) -> Result<bool, CaError> {
         let now = unix_seconds(SystemTime::now());
         let loaded = self.signers();
         let current_der = files::read_single_cert(&self.files.intermediate_cert)?;
         let current_changed = current_der != *loaded.current.der();
-        let previous_der = rotation::previous_state(&self.files.dir)?
-            .filter(|state| state.certificates_expire_by > now)
-            .map(|_| {
-                files::read_single_cert(
-                    &crate::DataDir::new(&self.files.dir).previous_intermediate_cert(),
-                )
-            })
-            .transpose()?;
-        let previous_changed =
-            previous_der.as_ref() != loaded.previous.as_ref().map(|previous| previous.der());
-        if !current_changed && !previous_changed {
+        // A previous intermediate comes only with a new current one, and
+        // leaves when the last certificate it signed has expired.
+        let previous_ended = loaded.previous.is_some() && now >= loaded.previous_until;
+        if !current_changed && !previous_ended {
             return Ok(false);
         }
         let current = if current_changed {

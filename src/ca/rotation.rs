@@ -517,6 +517,39 @@ mod tests {
         prepare(dir.path(), None, later).unwrap();
     }
 
+    /// The previous intermediate leaves once the last certificate it
+    /// signed has expired, in the running CA and at the next load.
+    #[test]
+    fn the_previous_intermediate_leaves_when_its_certificates_have_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        new_ca(dir.path());
+        let ca = CertificateAuthority::load(dir.path()).unwrap();
+        prepare(dir.path(), None, SystemTime::now()).unwrap();
+        promote_pending(
+            dir.path(),
+            &KeySecrets::default(),
+            Duration::from_secs(1),
+            now(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(ca.reload_signers().unwrap());
+        assert!(ca.signers().previous.is_some());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(ca.reload_signers().unwrap());
+        let signers = ca.signers();
+        assert!(signers.previous.is_none());
+        assert_eq!(signers.generation, 2);
+        assert!(!ca.reload_signers().unwrap());
+        assert!(
+            CertificateAuthority::load(dir.path())
+                .unwrap()
+                .signers()
+                .previous
+                .is_none()
+        );
+    }
+
     /// A promotion cut short at any step is finished by the next one.
     #[test]
     fn a_promotion_cut_short_is_finished() {
