@@ -11,18 +11,13 @@ use std::path::Path;
 
 use common::{Daemon, http, openssl, stderr, stdout};
 
-fn write(path: &Path, contents: &[u8]) -> String {
-    std::fs::write(path, contents).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
 /// `openssl verify -crl_check_all` of `chain` (leaf, intermediate) against
 /// the bundle, with the CRLs certd serves now.
 fn verify_with_crls(daemon: &Daemon, chain: &str) -> (bool, String) {
     let dir = daemon.tmp.path();
     let crls = http("GET", &format!("{}/crls.pem", daemon.http), &[], b"");
     assert_eq!(crls.status, 200, "{}", String::from_utf8_lossy(&crls.body));
-    let crls = write(&dir.join("crls.pem"), &crls.body);
+    let crls = common::write_file(&dir.join("crls.pem"), &crls.body);
     let intermediate = daemon.data_dir.join("intermediate.pem");
     let bundle = daemon.data_dir.join("bundle.pem");
     openssl(&[
@@ -44,11 +39,11 @@ async fn openssl_checks_whole_chains_with_the_crls_certd_serves() {
     let dir = daemon.tmp.path().to_owned();
     let payments = daemon.bootstrap("payments").await;
     let orders = daemon.bootstrap("orders").await;
-    let payments_leaf = write(
+    let payments_leaf = common::write_file(
         &dir.join("payments.pem"),
         payments.issued.certificate_pem.as_bytes(),
     );
-    let orders_leaf = write(
+    let orders_leaf = common::write_file(
         &dir.join("orders.pem"),
         orders.issued.certificate_pem.as_bytes(),
     );
@@ -103,7 +98,7 @@ async fn relying_parties_find_the_issuers_and_the_responder_from_the_certificate
     let daemon = Daemon::start();
     let dir = daemon.tmp.path().to_owned();
     let billing = daemon.bootstrap("billing").await;
-    let leaf = write(
+    let leaf = common::write_file(
         &dir.join("leaf.pem"),
         billing.issued.certificate_pem.as_bytes(),
     );
@@ -186,7 +181,7 @@ async fn relying_parties_find_the_issuers_and_the_responder_from_the_certificate
         .to_owned();
     let root_crl = http("GET", &root_crl_url, &[], b"");
     assert_eq!(root_crl.status, 200);
-    let root_crl_file = write(&dir.join("root.crl"), &root_crl.body);
+    let root_crl_file = common::write_file(&dir.join("root.crl"), &root_crl.body);
     let (ok, text) = openssl(&[
         "crl",
         "-inform",
@@ -411,8 +406,8 @@ async fn rotate_root_prepares_the_next_root_and_certd_hands_it_out() {
     let billing = daemon.bootstrap("billing").await;
     assert_eq!(common::pem_certs(&billing.issued.trust_bundle_pem).len(), 2);
     let dir = daemon.tmp.path();
-    let chain = write(&dir.join("billing.pem"), billing.chain_pem.as_bytes());
-    let bundle = write(
+    let chain = common::write_file(&dir.join("billing.pem"), billing.chain_pem.as_bytes());
+    let bundle = common::write_file(
         &dir.join("both.pem"),
         billing.issued.trust_bundle_pem.as_bytes(),
     );

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use certd::ErrorKind;
@@ -450,11 +449,6 @@ async fn ocsp_answers_and_refuses_precisely() {
     }
 }
 
-fn write(path: &Path, contents: &str) -> String {
-    std::fs::write(path, contents).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
 /// OpenSSL verifies the CRL's signature, says revoked / OK with
 /// `verify -crl_check`, and its OCSP client reports good, then revoked with
 /// the reason, verifying the response signature.
@@ -480,8 +474,8 @@ async fn openssl_checks_the_crl_and_the_ocsp_responder() {
         .to_str()
         .unwrap()
         .to_owned();
-    let payments_chain = write(&dir.join("payments.pem"), &payments.chain_pem);
-    let orders_chain = write(&dir.join("orders.pem"), &orders.chain_pem);
+    let payments_chain = common::write_file(&dir.join("payments.pem"), &payments.chain_pem);
+    let orders_chain = common::write_file(&dir.join("orders.pem"), &orders.chain_pem);
     let ocsp_url = format!("{}/ocsp", daemon.http);
 
     let ocsp = |cert: &str| {
@@ -518,10 +512,10 @@ async fn openssl_checks_the_crl_and_the_ocsp_responder() {
     assert!(text.contains(": good"), "{text}");
 
     let crl = http("GET", &format!("{}/crl.pem", daemon.http), &[], b"").body;
-    let crl = write(&dir.join("crl.pem"), &String::from_utf8(crl).unwrap());
-    let chain_file = write(
+    let crl = common::write_file(&dir.join("crl.pem"), crl);
+    let chain_file = common::write_file(
         &dir.join("ca-chain.pem"),
-        &format!(
+        format!(
             "{}{}",
             std::fs::read_to_string(&intermediate).unwrap(),
             daemon.bundle_pem()

@@ -5,15 +5,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, Identity, http, openssl, stderr, stdout};
-
-fn write(path: &Path, contents: &[u8]) -> String {
-    std::fs::write(path, contents).unwrap();
-    path.to_str().unwrap().to_owned()
-}
 
 /// The value of the first line of `openssl x509 -text` starting with
 /// `prefix` (after trimming).
@@ -135,7 +129,8 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
     );
     let intermediates = String::from_utf8(intermediates.body).unwrap();
     assert_eq!(common::pem_certs(&intermediates).len(), 2);
-    let intermediates = write(&dir.join("intermediates.pem"), intermediates.as_bytes());
+    let intermediates =
+        common::write_file(&dir.join("intermediates.pem"), intermediates.as_bytes());
     let bundle = daemon.data_dir.join("bundle.pem");
     let verify = |leaf: &str| {
         let crls = http("GET", &format!("{}/crls.pem", daemon.http), &[], b"");
@@ -146,7 +141,7 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
             3,
             "{crls_text}"
         );
-        let crls = write(&dir.join("crls.pem"), &crls.body);
+        let crls = common::write_file(&dir.join("crls.pem"), &crls.body);
         openssl(&[
             "verify",
             "-crl_check_all",
@@ -159,11 +154,11 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
             leaf,
         ])
     };
-    let before_leaf = write(
+    let before_leaf = common::write_file(
         &dir.join("before.pem"),
         before.issued.certificate_pem.as_bytes(),
     );
-    let after_leaf = write(
+    let after_leaf = common::write_file(
         &dir.join("after.pem"),
         after.issued.certificate_pem.as_bytes(),
     );
@@ -174,11 +169,11 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
 
     // Each leaf names its own intermediate's CRL and certificate, and the
     // OCSP responder answers for both, each signed by its issuer.
-    let old_file = write(
+    let old_file = common::write_file(
         &dir.join("old-intermediate.pem"),
         old_intermediate.as_bytes(),
     );
-    let new_file = write(
+    let new_file = common::write_file(
         &dir.join("new-intermediate.pem"),
         new_intermediate.as_bytes(),
     );
@@ -210,7 +205,7 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
         assert_eq!(fetched.body, common::pem_certs(issuer_pem)[0].to_vec());
         let crl = http("GET", &crl_url(leaf), &[], b"");
         assert_eq!(crl.status, 200, "{leaf}");
-        let crl_file = write(&dir.join("leaf.crl"), &crl.body);
+        let crl_file = common::write_file(&dir.join("leaf.crl"), &crl.body);
         let (ok, text) = openssl(&[
             "crl", "-inform", "DER", "-in", &crl_file, "-CAfile", issuer, "-noout",
         ]);
@@ -233,7 +228,7 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
     let (ok, text) = verify(&after_leaf);
     assert!(ok, "{text}");
     let crl = http("GET", &crl_url(&before_leaf), &[], b"");
-    let crl_file = write(&dir.join("previous.crl"), &crl.body);
+    let crl_file = common::write_file(&dir.join("previous.crl"), &crl.body);
     let (_, text) = openssl(&["crl", "-inform", "DER", "-in", &crl_file, "-noout", "-text"]);
     assert!(
         text.to_uppercase()
@@ -419,7 +414,7 @@ async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rot
     // bundle it writes that one too; with another CA's bundle it writes
     // nothing.
     let crl_sync = |bundle_pem: &str, out: &str| {
-        let bundle = write(&dir.join(format!("{out}.bundle")), bundle_pem.as_bytes());
+        let bundle = common::write_file(&dir.join(format!("{out}.bundle")), bundle_pem.as_bytes());
         let out = dir.join(out);
         let output = daemon.cli(&[
             "crl",
@@ -495,7 +490,7 @@ async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rot
         &[],
         b"",
     );
-    let intermediates = write(&dir.join("intermediates.pem"), &intermediates.body);
+    let intermediates = common::write_file(&dir.join("intermediates.pem"), &intermediates.body);
     let crls = http("GET", &format!("{}/crls.pem", daemon.http), &[], b"");
     let crls_text = String::from_utf8(crls.body.clone()).unwrap();
     assert_eq!(
@@ -503,9 +498,9 @@ async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rot
         4,
         "two roots, two intermediates"
     );
-    let crls = write(&dir.join("crls.pem"), &crls.body);
-    let leaf = write(&dir.join("b.pem"), b.issued.certificate_pem.as_bytes());
-    let bundle = write(
+    let crls = common::write_file(&dir.join("crls.pem"), &crls.body);
+    let leaf = common::write_file(&dir.join("b.pem"), b.issued.certificate_pem.as_bytes());
+    let bundle = common::write_file(
         &dir.join("bundle.pem"),
         b.issued.trust_bundle_pem.as_bytes(),
     );
@@ -539,8 +534,8 @@ async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rot
         b"",
     );
     assert_eq!(root_crl.status, 200);
-    let root_crl = write(&dir.join("next-root.crl"), &root_crl.body);
-    let next_root_file = write(&dir.join("next-root.pem"), next_root.as_bytes());
+    let root_crl = common::write_file(&dir.join("next-root.crl"), &root_crl.body);
+    let next_root_file = common::write_file(&dir.join("next-root.pem"), next_root.as_bytes());
     let (ok, text) = openssl(&[
         "crl",
         "-inform",

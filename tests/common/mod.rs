@@ -384,6 +384,13 @@ impl Identity {
     }
 }
 
+/// Writes `contents` to `path`; returns the path as a string, for the
+/// command lines of tools like `openssl`.
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> String {
+    std::fs::write(path, contents).expect("write a test file");
+    path.to_str().expect("UTF-8 path").to_owned()
+}
+
 pub fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
     let mut reader = pem.as_bytes();
     rustls_pemfile::certs(&mut reader)
