@@ -81,6 +81,12 @@ impl DataDir {
         self.root.join("intermediate-next.key")
     }
 
+    /// For a CA whose intermediate key is in a PKCS#11 token: where the next
+    /// intermediate's key is in the token (`ca::rotation`).
+    pub fn next_intermediate_state(&self) -> PathBuf {
+        self.root.join("intermediate-next.toml")
+    }
+
     /// The intermediate that signed before the last rotation (PEM): kept
     /// for OCSP and its CRL until the last certificate it signed expires.
     pub fn previous_intermediate_cert(&self) -> PathBuf {

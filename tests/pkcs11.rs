@@ -286,3 +286,112 @@ fn serve_refuses_without_the_pin_or_with_a_wrong_one_and_init_refuses_what_it_ca
         assert!(!dir.join("ca.toml").exists());
     }
 }
+
+/// An intermediate whose key is in the token rotates like one in a file:
+/// the next key is made in the token under a label of its own, the running
+/// daemon promotes it (ca.toml then names it), signs with it, and the
+/// previous key, still in the token, keeps answering OCSP for the
+/// certificates it signed.
+#[tokio::test]
+async fn an_intermediate_in_the_token_rotates_and_the_previous_key_keeps_answering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hsm) = softhsm(tmp.path()) else {
+        return;
+    };
+    let data_dir = tmp.path().join("ca");
+    let output = init(&hsm, &data_dir, TOKEN, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        format!("[ca]\npkcs11_pin_file = {:?}\n", path(&hsm.pin_file)),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with_env(
+        tmp,
+        data_dir.clone(),
+        &["--config", path(&config)],
+        &hsm.env(),
+    );
+    let before = daemon.bootstrap("billing").await;
+    let old_intermediate = std::fs::read_to_string(data_dir.join("intermediate.pem")).unwrap();
+
+    // Without the PIN, nothing is made.
+    let rotate = |pin: bool| {
+        let mut command = Command::new(CERTD);
+        command
+            .args(["ca", "rotate-intermediate", "--data-dir", path(&data_dir)])
+            .env("SOFTHSM2_CONF", &hsm.config)
+            .env_remove("CERTD_PKCS11_PIN_FILE");
+        if pin {
+            command.arg("--pkcs11-pin-file").arg(&hsm.pin_file);
+        }
+        command.output().unwrap()
+    };
+    let refused = rotate(false);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("give its PIN"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!data_dir.join("intermediate-next.pem").exists());
+    let output = rotate(true);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        !data_dir.join("intermediate-next.key").exists(),
+        "no key file"
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !daemon
+        .log_text()
+        .contains("now signing with a new set of intermediates")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let metadata = std::fs::read_to_string(data_dir.join("ca.toml")).unwrap();
+    assert!(
+        metadata.contains("key_label = \"certd-intermediate-"),
+        "ca.toml names the new key: {metadata}"
+    );
+    let new_intermediate = std::fs::read_to_string(data_dir.join("intermediate.pem")).unwrap();
+    assert_ne!(new_intermediate, old_intermediate);
+    let after = daemon.bootstrap("orders").await;
+    assert_eq!(
+        common::pem_certs(&after.chain_pem)[1].to_vec(),
+        common::pem_certs(&new_intermediate)[0].to_vec()
+    );
+
+    // OpenSSL checks each certificate's OCSP answer, signed in the token
+    // by its own intermediate.
+    let dir = daemon.tmp.path().to_owned();
+    let bundle = data_dir.join("bundle.pem");
+    for (name, identity, issuer) in [
+        ("before", &before, &old_intermediate),
+        ("after", &after, &new_intermediate),
+    ] {
+        let leaf = common::write_file(&dir.join(format!("{name}.pem")), &identity.chain_pem);
+        let issuer = common::write_file(&dir.join(format!("{name}-issuer.pem")), issuer);
+        let (ok, text) = openssl(&[
+            "ocsp",
+            "-issuer",
+            &issuer,
+            "-cert",
+            &leaf,
+            "-url",
+            &format!("{}/ocsp", daemon.http),
+            "-CAfile",
+            path(&bundle),
+        ]);
+        assert!(
+            ok && text.contains("Response verify OK") && text.contains(": good"),
+            "{name}: {text}"
+        );
+    }
+}

@@ -178,18 +178,29 @@ impl IntermediateKey {
     /// The current intermediate's key, where `metadata` says it is: in its
     /// PKCS#11 token, or in `files.intermediate_key`.
     fn load(files: &CaFiles, metadata: &CaMetadata, secrets: &KeySecrets) -> Result<Self, CaError> {
-        if let Some(key_ref) = &metadata.intermediate_key_pkcs11 {
-            let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| CaError::Invalid {
-                path: files.metadata.display().to_string(),
-                reason: format!(
-                    "the intermediate key is in PKCS#11 token {:?}; give its PIN in a file: CERTD_PKCS11_PIN_FILE=FILE (or [ca] pkcs11_pin_file in certd.toml)",
-                    key_ref.token_label
-                ),
-            })?;
-            let key = pkcs11::Pkcs11Key::open(key_ref, pin, metadata.key_type)?;
-            return Ok(IntermediateKey(Box::new(key)));
+        match &metadata.intermediate_key_pkcs11 {
+            Some(key_ref) => Self::in_token(key_ref, secrets, metadata.key_type, &files.metadata),
+            None => Self::from_file(&files.intermediate_key, secrets),
         }
-        Self::from_file(&files.intermediate_key, secrets)
+    }
+
+    /// A key in a PKCS#11 token, logged into with the PIN; `named_in` is
+    /// the file that names it, for the error without a PIN.
+    fn in_token(
+        key_ref: &Pkcs11KeyRef,
+        secrets: &KeySecrets,
+        key_type: KeyType,
+        named_in: &Path,
+    ) -> Result<Self, CaError> {
+        let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| CaError::Invalid {
+            path: named_in.display().to_string(),
+            reason: format!(
+                "the intermediate key is in PKCS#11 token {:?}; give its PIN in a file: CERTD_PKCS11_PIN_FILE=FILE (or [ca] pkcs11_pin_file in certd.toml)",
+                key_ref.token_label
+            ),
+        })?;
+        let key = pkcs11::Pkcs11Key::open(key_ref, pin, key_type)?;
+        Ok(IntermediateKey(Box::new(key)))
     }
 
     /// A key file, decrypted with the passphrase if it is encrypted.
@@ -306,7 +317,9 @@ impl CertificateAuthority {
             return Ok(false);
         }
         let current = if current_changed {
-            Arc::new(load_current(&self.files, &self.metadata, &self.secrets)?)
+            // A rotation in a token names the new key in ca.toml.
+            let metadata = self.files.read_metadata()?;
+            Arc::new(load_current(&self.files, &metadata, &self.secrets)?)
         } else {
             loaded.current.clone()
         };
@@ -348,11 +361,7 @@ impl CertificateAuthority {
     /// Prepares the next intermediate with the root key in the data
     /// directory (`rotation::prepare`), for `[ca] auto_rotate_intermediate`.
     pub fn prepare_rotation(&self) -> Result<rotation::NextIntermediate, CaError> {
-        rotation::prepare(
-            &self.files.dir,
-            self.secrets.passphrase.as_ref(),
-            SystemTime::now(),
-        )
+        rotation::prepare(&self.files.dir, &self.secrets, SystemTime::now())
     }
 
     /// The root's CRL (covering the intermediates), as its file says now.
@@ -536,7 +545,15 @@ fn load_previous(
     let key_path = data_dir.previous_intermediate_key();
     let cert_path = data_dir.previous_intermediate_cert();
     let load = |roots: &Path| {
-        let key = IntermediateKey::from_file(&key_path, secrets)?;
+        let key = match &state.pkcs11_key {
+            Some(key_ref) => IntermediateKey::in_token(
+                key_ref,
+                secrets,
+                key_type,
+                &data_dir.previous_intermediate_state(),
+            )?,
+            None => IntermediateKey::from_file(&key_path, secrets)?,
+        };
         Intermediate::load(&cert_path, &key_path, key, roots, key_type)
     };
     // Its root may have been retired (`certd ca retire-root --force`) while

@@ -290,7 +290,8 @@ mod tests {
         let next_root = files::read_single_cert(&data_dir.next_root_cert()).unwrap();
         assert!(data_dir.next_root_crl().exists());
 
-        let within = rotation::prepare(dir.path(), None, now).unwrap();
+        let within =
+            rotation::prepare(dir.path(), &super::super::KeySecrets::default(), now).unwrap();
         assert!(within.next_root_usable_after.is_some());
         let next = files::read_single_cert(&data_dir.next_intermediate_cert()).unwrap();
         assert!(files::signed_by(&next, &old_root));
@@ -303,7 +304,8 @@ mod tests {
         );
 
         let after = now + 2 * hour;
-        let switched = rotation::prepare(dir.path(), None, after).unwrap();
+        let switched =
+            rotation::prepare(dir.path(), &super::super::KeySecrets::default(), after).unwrap();
         assert_eq!(switched.next_root_usable_after, None);
         let next = files::read_single_cert(&data_dir.next_intermediate_cert()).unwrap();
         assert!(files::signed_by(&next, &next_root));

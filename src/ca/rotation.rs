@@ -3,11 +3,14 @@
 //! promotes it when it sees it (`promote_pending`), at start or while
 //! running, and then signs with it (`CertificateAuthority::reload_signers`).
 //!
-//! Owns `intermediate-next.{pem,key}` and `intermediate-previous.{pem,key,toml}`,
-//! and replaces `intermediate.{pem,key}`. The previous intermediate is kept
-//! until the last certificate it signed has expired, so its CRL and OCSP
-//! answers outlive it; there is one such slot, so a second rotation waits
-//! until it is free. Never touches the store.
+//! Owns `intermediate-next.{pem,key}` (for a key in a PKCS#11 token,
+//! `intermediate-next.toml` names the key made there instead) and
+//! `intermediate-previous.{pem,key,toml}`, and replaces
+//! `intermediate.{pem,key}` (or rewrites `ca.toml` to name the token key).
+//! The previous intermediate is kept until the last certificate it signed
+//! has expired, so its CRL and OCSP answers outlive it; there is one such
+//! slot, so a second rotation waits until it is free. Never deletes a key
+//! from a token, and never touches the store.
 //!
 //! Crash safety: `intermediate-next.pem` is written last by `prepare` and
 //! removed last by `promote_pending`, so its presence means "a rotation is
@@ -21,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::files::{self, CaFiles, io_error};
-use super::{CLOCK_SKEW_ALLOWANCE, CaError, KeyPassphrase, KeySecrets, unix_seconds};
+use super::{
+    CLOCK_SKEW_ALLOWANCE, CaError, IntermediateKey, KeySecrets, Pkcs11KeyRef, unix_seconds,
+};
 use crate::DataDir;
 use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
@@ -35,6 +40,17 @@ pub struct PreviousState {
     /// When the last certificate it signed expires: until then certd
     /// answers OCSP and serves a CRL for it.
     pub certificates_expire_by: i64,
+    /// Where its key is, if in a PKCS#11 token (else
+    /// `intermediate-previous.key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11_key: Option<Pkcs11KeyRef>,
+}
+
+/// `intermediate-next.toml`: where the next intermediate's key is in the
+/// token, for a CA whose intermediate key is in a PKCS#11 token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NextTokenKey {
+    pkcs11_key: Pkcs11KeyRef,
 }
 
 /// What `prepare` made.
@@ -101,23 +117,20 @@ fn check_rotation_allowed(dir: &Path, now: i64) -> Result<(), CaError> {
 /// Makes the next intermediate in `dir`, signed by the root, or by the next
 /// root once its propagation window has passed (`next_root`); the running
 /// daemon (or the next start) promotes it. Runs where the root key is.
-/// Refuses when the intermediate key is in a PKCS#11 token, a next one is
-/// pending, or the previous one still answers for live certificates.
+/// Where the intermediate key is in a PKCS#11 token, the next key is made
+/// there too, under a label of its own. Refuses when a next one is pending,
+/// or the previous one still answers for live certificates.
 pub fn prepare(
     dir: &Path,
-    passphrase: Option<&KeyPassphrase>,
+    secrets: &KeySecrets,
     now: SystemTime,
 ) -> Result<NextIntermediate, CaError> {
+    let passphrase = secrets.passphrase.as_ref();
     let ca_files = CaFiles::new(dir);
     if !ca_files.metadata.exists() {
         return Err(CaError::Missing(dir.display().to_string()));
     }
     let metadata = ca_files.read_metadata()?;
-    if metadata.intermediate_key_pkcs11.is_some() {
-        return Err(CaError::RotationRefused(
-            "the intermediate key is in a PKCS#11 token, and certd rotates only intermediates kept in key files; make a new CA (certd init) to change it".into(),
-        ));
-    }
     check_rotation_allowed(dir, unix_seconds(now))?;
     let root_key = files::root_key(
         &ca_files,
@@ -171,15 +184,40 @@ pub fn prepare(
             path: root_path.display().to_string(),
             reason: e.to_string(),
         })?;
-    let key = KeyPair::generate_for(metadata.key_type.algorithm())?;
-    let certificate = params.signed_by(&key, &root_issuer)?;
-
-    fsutil::replace_file(
-        &data_dir.next_intermediate_key(),
-        super::key_file::encode(&key, passphrase)?.as_bytes(),
-        SECRET_FILE_MODE,
-    )
-    .map_err(io_error("write", &data_dir.next_intermediate_key()))?;
+    let certificate = match &metadata.intermediate_key_pkcs11 {
+        Some(current_ref) => {
+            let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| {
+                CaError::RotationRefused(format!(
+                    "the intermediate key is in PKCS#11 token {:?}, where the next one is made too; give its PIN in a file: --pkcs11-pin-file FILE (or CERTD_PKCS11_PIN_FILE)",
+                    current_ref.token_label
+                ))
+            })?;
+            let next_ref = Pkcs11KeyRef {
+                key_label: next_key_label(&current_ref.key_label),
+                ..current_ref.clone()
+            };
+            let key = super::pkcs11::Pkcs11Key::generate(&next_ref, pin, metadata.key_type)?;
+            let certificate = params.signed_by(&key, &root_issuer)?;
+            files::write_state(
+                &data_dir.next_intermediate_state(),
+                &NextTokenKey {
+                    pkcs11_key: next_ref,
+                },
+            )?;
+            certificate
+        }
+        None => {
+            let key = KeyPair::generate_for(metadata.key_type.algorithm())?;
+            let certificate = params.signed_by(&key, &root_issuer)?;
+            fsutil::replace_file(
+                &data_dir.next_intermediate_key(),
+                super::key_file::encode(&key, passphrase)?.as_bytes(),
+                SECRET_FILE_MODE,
+            )
+            .map_err(io_error("write", &data_dir.next_intermediate_key()))?;
+            certificate
+        }
+    };
     // Last: its presence says the next intermediate is complete.
     fsutil::replace_file(
         &data_dir.next_intermediate_cert(),
@@ -215,22 +253,31 @@ pub fn promote_pending(
         return Ok(None);
     }
     let next_der = files::read_single_cert(&next_cert)?;
-    let next_key = data_dir.next_intermediate_key();
-    if ca_files.read_metadata()?.intermediate_key_pkcs11.is_some() {
-        return Err(CaError::RotationRefused(format!(
-            "{} is pending, but this CA's intermediate key is in a PKCS#11 token; remove intermediate-next.*",
-            next_cert.display()
-        )));
-    }
-    if next_key.exists() {
+    let mut metadata = ca_files.read_metadata()?;
+    let next_key = match &metadata.intermediate_key_pkcs11 {
+        None if data_dir.next_intermediate_key().exists() => {
+            NextKey::File(data_dir.next_intermediate_key())
+        }
+        // Cut short between the two renames: intermediate.key is the next
+        // key already, which loading the CA checks against the certificate.
+        None => NextKey::InPlace,
+        Some(_) => match files::read_state::<NextTokenKey>(&data_dir.next_intermediate_state())? {
+            Some(next) => NextKey::Token(next.pkcs11_key),
+            None => {
+                return Err(CaError::RotationRefused(format!(
+                    "{} is pending, but no intermediate-next.toml says where its key is in the token; copy it in beside it",
+                    next_cert.display()
+                )));
+            }
+        },
+    };
+    if !matches!(next_key, NextKey::InPlace) {
         let current_der = files::read_single_cert(&ca_files.intermediate_cert)?;
         let current = parse(&ca_files.intermediate_cert, &current_der)?;
         // Copied in again after its promotion (a deployment that copies
         // the files at every start): nothing to do.
         if next_der == current_der {
-            for path in [&next_key, &next_cert] {
-                std::fs::remove_file(path).map_err(io_error("remove", path))?;
-            }
+            remove_next(&data_dir)?;
             return Ok(None);
         }
         // An older one (a stale copy, the previous one) would roll the CA
@@ -247,8 +294,19 @@ pub fn promote_pending(
                 next_cert.display()
             )));
         }
-        let key = super::IntermediateKey::from_file(&next_key, secrets)?;
-        files::check_signing_material(&next_cert, &next_key, &ca_files.bundle, &next_der, &key)?;
+        let (key, key_path) = match &next_key {
+            NextKey::Token(key_ref) => {
+                let named_in = data_dir.next_intermediate_state();
+                let key =
+                    IntermediateKey::in_token(key_ref, secrets, metadata.key_type, &named_in)?;
+                (key, named_in)
+            }
+            _ => {
+                let path = data_dir.next_intermediate_key();
+                (IntermediateKey::from_file(&path, secrets)?, path)
+            }
+        };
+        files::check_signing_material(&next_cert, &key_path, &ca_files.bundle, &next_der, &key)?;
         let current_key_id = hex::encode(
             files::certificate_facts(&ca_files.intermediate_cert, &current_der)?.key_id,
         );
@@ -268,11 +326,13 @@ pub fn promote_pending(
                     format_time(state.certificates_expire_by)
                 )));
             }
-            copy(
-                &ca_files.intermediate_key,
-                &data_dir.previous_intermediate_key(),
-                SECRET_FILE_MODE,
-            )?;
+            if metadata.intermediate_key_pkcs11.is_none() {
+                copy(
+                    &ca_files.intermediate_key,
+                    &data_dir.previous_intermediate_key(),
+                    SECRET_FILE_MODE,
+                )?;
+            }
             copy(
                 &ca_files.intermediate_cert,
                 &data_dir.previous_intermediate_cert(),
@@ -284,22 +344,75 @@ pub fn promote_pending(
                 certificates_expire_by: now
                     .saturating_add(i64::try_from(longest_lifetime.as_secs()).unwrap_or(i64::MAX))
                     .min(current.validity().not_after.timestamp()),
+                pkcs11_key: metadata.intermediate_key_pkcs11.clone(),
             };
             // Last: it marks the copy complete.
             files::write_state(&data_dir.previous_intermediate_state(), &state)?;
         }
-        rename(&next_key, &ca_files.intermediate_key)?;
-    } else {
-        // Cut short between the two renames: intermediate.key is the next
-        // key already, which loading the CA checks against the certificate.
+        match next_key {
+            NextKey::File(path) => rename(&path, &ca_files.intermediate_key)?,
+            NextKey::Token(key_ref) => {
+                // ca.toml names the key loading the CA uses.
+                metadata.intermediate_key_pkcs11 = Some(key_ref);
+                files::write_state(&ca_files.metadata, &metadata)?;
+            }
+            NextKey::InPlace => {}
+        }
     }
     rename(&next_cert, &ca_files.intermediate_cert)?;
+    remove_if_there(&data_dir.next_intermediate_state())?;
     fsutil::sync_dir(dir).map_err(io_error("sync", dir))?;
     let next = parse(&ca_files.intermediate_cert, &next_der)?;
     Ok(Some(Promoted {
         subject: next.subject().to_string(),
         previous_until: previous_state(dir)?.map_or(0, |state| state.certificates_expire_by),
     }))
+}
+
+/// Where a pending next intermediate's key is.
+enum NextKey {
+    /// `intermediate-next.key`, renamed over `intermediate.key`.
+    File(std::path::PathBuf),
+    /// In the PKCS#11 token, as `intermediate-next.toml` says; `ca.toml`
+    /// is rewritten to name it.
+    Token(Pkcs11KeyRef),
+    /// In place already (a promotion cut short between its renames).
+    InPlace,
+}
+
+/// Removes the next intermediate's files.
+fn remove_next(data_dir: &DataDir) -> Result<(), CaError> {
+    for path in [
+        data_dir.next_intermediate_key(),
+        data_dir.next_intermediate_state(),
+        data_dir.next_intermediate_cert(),
+    ] {
+        remove_if_there(&path)?;
+    }
+    Ok(())
+}
+
+fn remove_if_there(path: &Path) -> Result<(), CaError> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_error("remove", path)(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The label of the next key in a token: the current one's, with a new
+/// 8-hex-digit generation suffix in place of the old one.
+fn next_key_label(current: &str) -> String {
+    let base = match current.rsplit_once('-') {
+        Some((base, suffix))
+            if suffix.len() == 8 && suffix.chars().all(|c| c.is_ascii_hexdigit()) =>
+        {
+            base
+        }
+        _ => current,
+    };
+    format!("{base}-{}", files::deployment_id())
 }
 
 /// The base URL of certd's HTTP endpoints an intermediate names: its CRL
@@ -403,6 +516,22 @@ mod tests {
     }
 
     #[test]
+    fn each_key_in_a_token_gets_a_label_of_its_own() {
+        let first = next_key_label("certd-intermediate");
+        assert!(
+            first.starts_with("certd-intermediate-") && first.len() == 27,
+            "{first}"
+        );
+        let second = next_key_label(&first);
+        assert!(
+            second.starts_with("certd-intermediate-") && second.len() == 27,
+            "{second}"
+        );
+        assert_ne!(first, second);
+        assert!(next_key_label("hsm-key-x").starts_with("hsm-key-x-"));
+    }
+
+    #[test]
     fn rotation_is_due_at_two_thirds_of_the_life() {
         let backdated = -(CLOCK_SKEW_ALLOWANCE.as_secs() as i64);
         assert!(!rotation_due(backdated, 300 * DAY, 199 * DAY));
@@ -425,9 +554,9 @@ mod tests {
             None
         );
 
-        let next = prepare(dir.path(), None, SystemTime::now()).unwrap();
+        let next = prepare(dir.path(), &KeySecrets::default(), SystemTime::now()).unwrap();
         assert!(next.root.contains("certd root CA"), "{next:?}");
-        let again = prepare(dir.path(), None, SystemTime::now()).unwrap_err();
+        let again = prepare(dir.path(), &KeySecrets::default(), SystemTime::now()).unwrap_err();
         assert!(again.to_string().contains("already prepared"), "{again}");
         // Nothing changes until the daemon promotes it.
         assert!(!ca.reload_signers().unwrap());
@@ -507,14 +636,14 @@ mod tests {
         assert_eq!(reloaded.current().der(), signers.current.der());
         assert!(reloaded.signers().previous.is_some());
 
-        let refused = prepare(dir.path(), None, SystemTime::now()).unwrap_err();
+        let refused = prepare(dir.path(), &KeySecrets::default(), SystemTime::now()).unwrap_err();
         assert!(
             matches!(&refused, CaError::RotationRefused(m) if m.contains("rotate again after")),
             "{refused}"
         );
         // Once the old certificates have expired, the slot is free.
         let later = SystemTime::now() + Duration::from_secs(2 * DAY as u64);
-        prepare(dir.path(), None, later).unwrap();
+        prepare(dir.path(), &KeySecrets::default(), later).unwrap();
     }
 
     /// The previous intermediate leaves once the last certificate it
@@ -524,7 +653,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         new_ca(dir.path());
         let ca = CertificateAuthority::load(dir.path()).unwrap();
-        prepare(dir.path(), None, SystemTime::now()).unwrap();
+        prepare(dir.path(), &KeySecrets::default(), SystemTime::now()).unwrap();
         promote_pending(
             dir.path(),
             &KeySecrets::default(),
@@ -557,7 +686,7 @@ mod tests {
         new_ca(dir.path());
         let data_dir = DataDir::new(dir.path());
         let old = std::fs::read(data_dir.intermediate_cert()).unwrap();
-        prepare(dir.path(), None, SystemTime::now()).unwrap();
+        prepare(dir.path(), &KeySecrets::default(), SystemTime::now()).unwrap();
         let next = std::fs::read(data_dir.next_intermediate_cert()).unwrap();
         // Cut short between the key's rename and the certificate's.
         copy(
@@ -612,7 +741,7 @@ mod tests {
         let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         new_ca(ours.path());
         new_ca(theirs.path());
-        prepare(theirs.path(), None, SystemTime::now()).unwrap();
+        prepare(theirs.path(), &KeySecrets::default(), SystemTime::now()).unwrap();
         let (ours_dir, theirs_dir) = (DataDir::new(ours.path()), DataDir::new(theirs.path()));
         for (from, to) in [
             (

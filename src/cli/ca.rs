@@ -68,18 +68,26 @@ pub struct RotateIntermediateArgs {
     /// intermediate key is encrypted with it too).
     #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
     key_passphrase_file: Option<PathBuf>,
+    /// File whose first line is the user PIN of the PKCS#11 token, when the intermediate key
+    /// is in one (the next key is made there too).
+    #[arg(long, env = "CERTD_PKCS11_PIN_FILE")]
+    pkcs11_pin_file: Option<PathBuf>,
 }
 
 /// `certd ca rotate-intermediate`: the next intermediate, for the daemon
 /// to promote.
 pub fn rotate_intermediate(args: RotateIntermediateArgs) -> anyhow::Result<()> {
-    let passphrase = passphrase(args.key_passphrase_file.as_deref())?;
-    let next = certd::ca::rotation::prepare(
-        &args.data_dir.data_dir,
-        passphrase.as_ref(),
-        SystemTime::now(),
-    )
-    .map_err(certd::Error::from)?;
+    let secrets = certd::ca::KeySecrets {
+        passphrase: passphrase(args.key_passphrase_file.as_deref())?,
+        pkcs11_pin: args
+            .pkcs11_pin_file
+            .as_deref()
+            .map(certd::ca::Pkcs11Pin::from_file)
+            .transpose()
+            .map_err(certd::Error::from)?,
+    };
+    let next = certd::ca::rotation::prepare(&args.data_dir.data_dir, &secrets, SystemTime::now())
+        .map_err(certd::Error::from)?;
     println!(
         "prepared the next intermediate \"{}\" signed by \"{}\" (valid until {}): a running certd signs with it within seconds, or else at its next start",
         next.subject,
