@@ -102,6 +102,22 @@ fn private_key_attributes(dir: &Path) -> std::collections::HashMap<String, Strin
     attributes
 }
 
+/// `certd serve` on `data_dir`, its certd.toml naming the token's PIN file.
+fn serve_with_pin(hsm: &SoftHsm, tmp: tempfile::TempDir, data_dir: &Path) -> Daemon {
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        format!("[ca]\npkcs11_pin_file = {:?}\n", path(&hsm.pin_file)),
+    )
+    .unwrap();
+    Daemon::start_with_env(
+        tmp,
+        data_dir.to_owned(),
+        &["--config", path(&config)],
+        &hsm.env(),
+    )
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -148,19 +164,7 @@ async fn key_in_the_token_signs_what_openssl_checks(key_type: &str) {
         Some("TRUE")
     );
 
-    let tmp_path = tmp.path().to_owned();
-    let config = tmp_path.join("certd.toml");
-    std::fs::write(
-        &config,
-        format!("[ca]\npkcs11_pin_file = {:?}\n", path(&hsm.pin_file)),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with_env(
-        tmp,
-        data_dir.clone(),
-        &["--config", path(&config)],
-        &hsm.env(),
-    );
+    let daemon = serve_with_pin(&hsm, tmp, &data_dir);
     // The log says where the key is (its writer may lag the ready line).
     let started = std::time::Instant::now();
     while !daemon.log_text().contains("intermediate_key=PKCS#11 token") {
@@ -301,18 +305,7 @@ async fn an_intermediate_in_the_token_rotates_and_the_previous_key_keeps_answeri
     let data_dir = tmp.path().join("ca");
     let output = init(&hsm, &data_dir, TOKEN, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let config = tmp.path().join("certd.toml");
-    std::fs::write(
-        &config,
-        format!("[ca]\npkcs11_pin_file = {:?}\n", path(&hsm.pin_file)),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with_env(
-        tmp,
-        data_dir.clone(),
-        &["--config", path(&config)],
-        &hsm.env(),
-    );
+    let daemon = serve_with_pin(&hsm, tmp, &data_dir);
     let before = daemon.bootstrap("billing").await;
     let old_intermediate = std::fs::read_to_string(data_dir.join("intermediate.pem")).unwrap();
 
