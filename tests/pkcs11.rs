@@ -194,17 +194,12 @@ async fn key_in_the_token_signs_what_openssl_checks(key_type: &str) {
     assert!(ok && text.contains(": OK"), "{text}");
 
     // OCSP answers are signed in the token too.
-    let (ok, text) = openssl(&[
-        "ocsp",
-        "-issuer",
+    let (ok, text) = common::openssl_ocsp(
         path(&intermediate),
-        "-cert",
         path(&chain),
-        "-url",
         &format!("{}/ocsp", daemon.http),
-        "-CAfile",
         path(&bundle),
-    ]);
+    );
     assert!(
         ok && text.contains("Response verify OK") && text.contains(": good"),
         "{text}"
@@ -371,17 +366,12 @@ async fn an_intermediate_in_the_token_rotates_and_the_previous_key_keeps_answeri
     ] {
         let leaf = common::write_file(&dir.join(format!("{name}.pem")), &identity.chain_pem);
         let issuer = common::write_file(&dir.join(format!("{name}-issuer.pem")), issuer);
-        let (ok, text) = openssl(&[
-            "ocsp",
-            "-issuer",
+        let (ok, text) = common::openssl_ocsp(
             &issuer,
-            "-cert",
             &leaf,
-            "-url",
             &format!("{}/ocsp", daemon.http),
-            "-CAfile",
             path(&bundle),
-        ]);
+        );
         assert!(
             ok && text.contains("Response verify OK") && text.contains(": good"),
             "{name}: {text}"

@@ -20,17 +20,12 @@ fn verify_with_crls(daemon: &Daemon, chain: &str) -> (bool, String) {
     let crls = common::write_file(&dir.join("crls.pem"), &crls.body);
     let intermediate = daemon.data_dir.join("intermediate.pem");
     let bundle = daemon.data_dir.join("bundle.pem");
-    openssl(&[
-        "verify",
-        "-crl_check_all",
-        "-CAfile",
+    common::openssl_verify_with_crls(
         bundle.to_str().unwrap(),
-        "-untrusted",
         intermediate.to_str().unwrap(),
-        "-CRLfile",
         &crls,
         chain,
-    ])
+    )
 }
 
 #[tokio::test]
@@ -108,17 +103,12 @@ async fn relying_parties_find_the_issuers_and_the_responder_from_the_certificate
     assert!(ok, "{url}");
     let intermediate = daemon.data_dir.join("intermediate.pem");
     let bundle = daemon.data_dir.join("bundle.pem");
-    let (ok, text) = openssl(&[
-        "ocsp",
-        "-issuer",
+    let (ok, text) = common::openssl_ocsp(
         intermediate.to_str().unwrap(),
-        "-cert",
         &leaf,
-        "-url",
         url.trim(),
-        "-CAfile",
         bundle.to_str().unwrap(),
-    ]);
+    );
     assert!(
         ok && text.contains("Response verify OK") && text.contains(": good"),
         "{text}"

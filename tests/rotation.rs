@@ -142,17 +142,7 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
             "{crls_text}"
         );
         let crls = common::write_file(&dir.join("crls.pem"), &crls.body);
-        openssl(&[
-            "verify",
-            "-crl_check_all",
-            "-CAfile",
-            bundle.to_str().unwrap(),
-            "-untrusted",
-            &intermediates,
-            "-CRLfile",
-            &crls,
-            leaf,
-        ])
+        common::openssl_verify_with_crls(bundle.to_str().unwrap(), &intermediates, &crls, leaf)
     };
     let before_leaf = common::write_file(
         &dir.join("before.pem"),
@@ -179,17 +169,7 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
     );
     let ocsp = |leaf: &str, issuer: &str| {
         let url = x509_field(leaf, "OCSP - URI:");
-        openssl(&[
-            "ocsp",
-            "-issuer",
-            issuer,
-            "-cert",
-            leaf,
-            "-url",
-            &url,
-            "-CAfile",
-            bundle.to_str().unwrap(),
-        ])
+        common::openssl_ocsp(issuer, leaf, &url, bundle.to_str().unwrap())
     };
     for (leaf, issuer, issuer_pem) in [
         (&before_leaf, &old_file, &old_intermediate),
@@ -504,17 +484,7 @@ async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rot
         &dir.join("bundle.pem"),
         b.issued.trust_bundle_pem.as_bytes(),
     );
-    let (ok, text) = openssl(&[
-        "verify",
-        "-crl_check_all",
-        "-CAfile",
-        &bundle,
-        "-untrusted",
-        &intermediates,
-        "-CRLfile",
-        &crls,
-        &leaf,
-    ]);
+    let (ok, text) = common::openssl_verify_with_crls(&bundle, &intermediates, &crls, &leaf);
     assert!(ok && text.contains(": OK"), "{text}");
     let new_intermediate = daemon.data_dir.join("intermediate.pem");
     let (_, text) = openssl(&[

@@ -163,13 +163,16 @@ async fn intermediate_by_key_id(
     headers: HeaderMap,
 ) -> Response {
     let signers = authority.ca().signers();
-    let signer = file
-        .strip_suffix(".cer")
-        .and_then(|key_id| signers.by_key_id_hex(key_id));
+    let signer = key_id_of_cer(&file).and_then(|key_id| signers.by_key_id(&key_id));
     match signer {
         Some(signer) => cacheable(&headers, signer.der().to_vec(), 300, CERTIFICATE_DER),
         None => no_such_intermediate(),
     }
+}
+
+/// The key id a `{key-id}.cer` file name names.
+fn key_id_of_cer(file: &str) -> Option<Vec<u8>> {
+    hex::decode(file.strip_suffix(".cer")?).ok()
 }
 
 fn no_such_intermediate() -> Response {
@@ -194,15 +197,12 @@ async fn root_by_key_id(
     headers: HeaderMap,
 ) -> Response {
     let bundle = authority.ca().trust_bundle();
-    let root = file
-        .strip_suffix(".cer")
-        .and_then(|key_id| hex::decode(key_id).ok())
-        .and_then(|key_id| {
-            bundle
-                .roots_der
-                .iter()
-                .find(|root| crate::ca::subject_key_id(root).as_deref() == Some(&key_id[..]))
-        });
+    let root = key_id_of_cer(&file).and_then(|key_id| {
+        bundle
+            .roots_der
+            .iter()
+            .find(|root| crate::ca::subject_key_id(root).as_deref() == Some(&key_id[..]))
+    });
     match root {
         Some(root) => cacheable(&headers, root.clone(), 300, CERTIFICATE_DER),
         None => (

@@ -157,6 +157,17 @@ impl std::fmt::Debug for ExpiryReportingVerifier {
 }
 
 impl ExpiryReportingVerifier {
+    /// The WebPKI verifier last built, without looking at the bundle: for
+    /// the handshake's signature checks, which follow `verify_client_cert`
+    /// (the one that does).
+    fn last(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
     /// The WebPKI verifier for the bundle now.
     fn webpki(&self) -> Arc<dyn ClientCertVerifier> {
         let bundle = self.ca.trust_bundle();
@@ -175,11 +186,7 @@ impl ExpiryReportingVerifier {
                 // Checked when the bundle was read: cannot happen; keep
                 // the last verifier.
                 tracing::error!(%error, "cannot verify against the new trust bundle");
-                self.current
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .1
-                    .clone()
+                self.last()
             }
         }
     }
@@ -227,7 +234,7 @@ impl ClientCertVerifier for ExpiryReportingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki().verify_tls12_signature(message, cert, dss)
+        self.last().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -236,11 +243,11 @@ impl ClientCertVerifier for ExpiryReportingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki().verify_tls13_signature(message, cert, dss)
+        self.last().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki().supported_verify_schemes()
+        self.last().supported_verify_schemes()
     }
 }
 

@@ -78,6 +78,25 @@ pub struct InitOptions {
     pub intermediate_lifetime: Duration,
 }
 
+#[cfg(test)]
+impl InitOptions {
+    /// What the unit tests make CAs with: trust domain certd.internal,
+    /// ECDSA P-256, the default intermediate lifetime.
+    pub(crate) fn for_tests(
+        public_base_url: &str,
+        key_passphrase: Option<super::KeyPassphrase>,
+    ) -> Self {
+        InitOptions {
+            trust_domain: "certd.internal".parse().expect("a trust domain"),
+            key_type: KeyType::EcdsaP256,
+            key_passphrase,
+            pkcs11: None,
+            public_base_url: public_base_url.to_owned(),
+            intermediate_lifetime: INTERMEDIATE_LIFETIME,
+        }
+    }
+}
+
 /// Paths of the CA's files in one data directory.
 #[derive(Debug, Clone)]
 pub struct CaFiles {
@@ -159,18 +178,12 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
         now,
         options.intermediate_lifetime.min(ROOT_LIFETIME),
     );
-    // Where a whole-chain checker finds the root's CRL (covering the
-    // intermediate) and the root itself.
     let base = options.public_base_url.trim_end_matches('/');
-    intermediate_params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
-        uris: vec![format!("{base}/root.crl")],
-    }];
-    intermediate_params
-        .custom_extensions
-        .push(super::profile::authority_info_access(
-            None,
-            &format!("{base}/root.cer"),
-        ));
+    point_to_root(
+        &mut intermediate_params,
+        format!("{base}/root.crl"),
+        &format!("{base}/root.cer"),
+    );
     let root_issuer = rcgen::Issuer::new(root_params, root_key);
     // In a token, the key is made there and only its public half comes out.
     let (intermediate_cert, intermediate_key) = match &options.pkcs11 {
@@ -276,6 +289,17 @@ pub(super) fn ca_params(
     ];
     params.use_authority_key_identifier_extension = path_len.is_some();
     params
+}
+
+/// Names in an intermediate where a whole-chain checker finds the root's
+/// CRL (covering the intermediate) and the root itself.
+pub(super) fn point_to_root(params: &mut CertificateParams, crl_url: String, root_url: &str) {
+    params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+        uris: vec![crl_url],
+    }];
+    params
+        .custom_extensions
+        .push(super::profile::authority_info_access(None, root_url));
 }
 
 pub(super) fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {

@@ -166,12 +166,6 @@ impl Signers {
         self.all().find(|signer| signer.key_id() == key_id)
     }
 
-    /// The intermediate named by `key_id_hex` (as in its URLs).
-    pub fn by_key_id_hex(&self, key_id_hex: &str) -> Option<&Arc<Intermediate>> {
-        let key_id = hex::decode(key_id_hex).ok()?;
-        self.by_key_id(&key_id)
-    }
-
     /// The intermediate that signed `certificate` (by its AKI), if it is
     /// one of these.
     pub fn signer_of(&self, certificate: &[u8]) -> Option<&Arc<Intermediate>> {

@@ -660,15 +660,7 @@ mod tests {
     use super::*;
 
     fn new_ca(dir: &Path) -> CertificateAuthority {
-        let options = InitOptions {
-            trust_domain: "certd.internal".parse().unwrap(),
-            key_type: KeyType::EcdsaP256,
-            key_passphrase: None,
-            pkcs11: None,
-            public_base_url: "http://127.0.0.1:8080".into(),
-            intermediate_lifetime: crate::ca::INTERMEDIATE_LIFETIME,
-        };
-        init(dir, &options).unwrap();
+        init(dir, &InitOptions::for_tests("http://127.0.0.1:8080", None)).unwrap();
         CertificateAuthority::load(dir).unwrap()
     }
 

@@ -223,14 +223,7 @@ mod tests {
     fn new_ca(dir: &Path, passphrase: Option<KeyPassphrase>) {
         super::super::init(
             dir,
-            &super::super::InitOptions {
-                trust_domain: "certd.internal".parse().unwrap(),
-                key_type: super::super::KeyType::EcdsaP256,
-                key_passphrase: passphrase,
-                pkcs11: None,
-                public_base_url: "http://127.0.0.1:8080".into(),
-                intermediate_lifetime: crate::ca::INTERMEDIATE_LIFETIME,
-            },
+            &super::super::InitOptions::for_tests("http://127.0.0.1:8080", passphrase),
         )
         .unwrap();
     }

@@ -297,14 +297,7 @@ mod tests {
     fn new_ca(dir: &Path) {
         super::super::init(
             dir,
-            &super::super::InitOptions {
-                trust_domain: "certd.internal".parse().unwrap(),
-                key_type: super::super::KeyType::EcdsaP256,
-                key_passphrase: None,
-                pkcs11: None,
-                public_base_url: "http://127.0.0.1:8080".into(),
-                intermediate_lifetime: crate::ca::INTERMEDIATE_LIFETIME,
-            },
+            &super::super::InitOptions::for_tests("http://127.0.0.1:8080", None),
         )
         .unwrap();
     }

@@ -169,15 +169,11 @@ pub fn prepare(
     // the same base URL as the intermediate it replaces, named by the root's
     // key id so that they stay right when the next root becomes the root.
     if let Some(base) = base_url_of(&current) {
-        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
-            uris: vec![format!("{base}/crl/{root_key_id}")],
-        }];
-        params
-            .custom_extensions
-            .push(super::profile::authority_info_access(
-                None,
-                &format!("{base}/root/{root_key_id}.cer"),
-            ));
+        files::point_to_root(
+            &mut params,
+            format!("{base}/crl/{root_key_id}"),
+            &format!("{base}/root/{root_key_id}.cer"),
+        );
     }
     let root_issuer =
         rcgen::Issuer::from_ca_cert_der(&root_der, root_key).map_err(|e| CaError::Invalid {
@@ -491,24 +487,13 @@ fn rename(from: &Path, to: &Path) -> Result<(), CaError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{CertificateAuthority, InitOptions, KeyType, init};
+    use super::super::{CertificateAuthority, InitOptions, init};
     use super::*;
 
     const DAY: i64 = 86_400;
 
     fn new_ca(dir: &Path) {
-        init(
-            dir,
-            &InitOptions {
-                trust_domain: "certd.internal".parse().unwrap(),
-                key_type: KeyType::EcdsaP256,
-                key_passphrase: None,
-                pkcs11: None,
-                public_base_url: "http://ca.example:8080".into(),
-                intermediate_lifetime: crate::ca::INTERMEDIATE_LIFETIME,
-            },
-        )
-        .unwrap();
+        init(dir, &InitOptions::for_tests("http://ca.example:8080", None)).unwrap();
     }
 
     fn now() -> i64 {

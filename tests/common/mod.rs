@@ -384,6 +384,45 @@ impl Identity {
     }
 }
 
+/// `openssl ocsp` asking `url` about `certificate` (a file), issued by
+/// `issuer` (a file), checking the answer against `ca_file`: whether it
+/// ran cleanly, and what it printed.
+pub fn openssl_ocsp(issuer: &str, certificate: &str, url: &str, ca_file: &str) -> (bool, String) {
+    openssl(&[
+        "ocsp",
+        "-issuer",
+        issuer,
+        "-cert",
+        certificate,
+        "-url",
+        url,
+        "-CAfile",
+        ca_file,
+    ])
+}
+
+/// `openssl verify -crl_check_all` of `leaf` (a file) against the roots in
+/// `ca_file`, with the intermediates in `untrusted` and the CRLs in
+/// `crl_file`: a whole-chain check, as nginx or HAProxy make it.
+pub fn openssl_verify_with_crls(
+    ca_file: &str,
+    untrusted: &str,
+    crl_file: &str,
+    leaf: &str,
+) -> (bool, String) {
+    openssl(&[
+        "verify",
+        "-crl_check_all",
+        "-CAfile",
+        ca_file,
+        "-untrusted",
+        untrusted,
+        "-CRLfile",
+        crl_file,
+        leaf,
+    ])
+}
+
 /// Writes `contents` to `path`; returns the path as a string, for the
 /// command lines of tools like `openssl`.
 pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> String {
