@@ -919,6 +919,46 @@ mod tests {
 
     crate::storage_behaviour_suite!(postgres);
 
+    /// Replicas started at the same instant on a fresh database (the first
+    /// start of the Kubernetes replica set) all start: the migration,
+    /// creating its version table included, runs once, under the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_started_together_on_a_fresh_database_all_start() {
+        for round in 0..5 {
+            let Some(server) = scratch::ScratchServer::start_for_tests() else {
+                return;
+            };
+            let settings = server.settings();
+            let barrier = Arc::new(tokio::sync::Barrier::new(4));
+            let starts: Vec<_> = (0..4)
+                .map(|_| {
+                    let settings = settings.clone();
+                    let barrier = barrier.clone();
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        PgStore::open(&settings).await.map(|_| ())
+                    })
+                })
+                .collect();
+            for start in starts {
+                let started = start.await.unwrap();
+                assert!(started.is_ok(), "round {round}: {}", started.unwrap_err());
+            }
+            let (client, connection) =
+                tokio_postgres::connect(&settings.url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let versions = client
+                .query("SELECT version FROM certd_schema", &[])
+                .await
+                .unwrap();
+            assert_eq!(versions.len(), 1, "round {round}: one version row");
+            let version: i32 = versions[0].get(0);
+            assert_eq!(version as usize, PgStore::SCHEMA_VERSION);
+        }
+    }
+
     #[tokio::test]
     async fn a_newer_schema_is_refused() {
         let Some(server) = scratch::ScratchServer::start_for_tests() else {

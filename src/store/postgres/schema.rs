@@ -66,16 +66,25 @@ const MIGRATIONS: &[&str] = &[
 const MIGRATION_LOCK: i64 = 0x6365_7274_6400_0001;
 
 /// Brings the schema up to date, or refuses a newer one.
+///
+/// Every statement runs under the lock, creating `certd_schema` too: two
+/// `CREATE TABLE IF NOT EXISTS` running at once both see no table, and the
+/// second fails on the catalogue's unique index (`23505` on
+/// `pg_type_typname_nsp_index`), which killed one of two replicas started
+/// together on a fresh database. A replica that waited finds the schema
+/// current and starts normally.
 pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<u32, StoreError> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS certd_schema (version integer NOT NULL);")
-        .await
-        .map_err(db_error)?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(db_error)?;
-    let outcome = apply(client, location).await;
+    let outcome = match client
+        .batch_execute("CREATE TABLE IF NOT EXISTS certd_schema (version integer NOT NULL);")
+        .await
+    {
+        Ok(()) => apply(client, location).await,
+        Err(error) => Err(db_error(error)),
+    };
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await
