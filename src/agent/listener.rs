@@ -19,6 +19,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use bytes::BytesMut;
+
+use super::authority::AuthorityRewriter;
 use super::peer::PeerCredentials;
 
 /// Caps on the agent socket's connections.
@@ -61,10 +64,15 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// One admitted connection and its peer's credentials.
+/// One admitted connection and its peer's credentials. What the client
+/// sends reaches the server through an [`AuthorityRewriter`], so that any
+/// `:authority` is accepted.
 pub struct AgentConnection {
     stream: UnixStream,
     credentials: PeerCredentials,
+    rewriter: AuthorityRewriter,
+    /// Rewritten bytes the server has not read yet.
+    rewritten: BytesMut,
     _place: Place,
 }
 
@@ -132,6 +140,8 @@ pub fn incoming(
             let connection = AgentConnection {
                 stream,
                 credentials,
+                rewriter: AuthorityRewriter::new(),
+                rewritten: BytesMut::new(),
                 _place: place,
             };
             if sender.send(Ok(connection)).await.is_err() {
@@ -187,7 +197,21 @@ impl AsyncRead for AgentConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        loop {
+            if !this.rewritten.is_empty() {
+                let count = buf.remaining().min(this.rewritten.len());
+                buf.put_slice(&this.rewritten.split_to(count));
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [0u8; 8192];
+            let mut raw = ReadBuf::new(&mut raw);
+            std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, &mut raw))?;
+            if raw.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            this.rewriter.feed(raw.filled(), &mut this.rewritten)?;
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! opens certd's database: everything comes over mTLS from certd, which
 //! decides which entries the agent may serve.
 
+mod authority;
 mod cache;
 pub mod client;
 mod listener;
