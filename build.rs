@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
+        // Malformed messages are INVALID_ARGUMENT, not INTERNAL (api::codec).
+        .codec_path("crate::api::codec::ProtoCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

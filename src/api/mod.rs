@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod codec;
 pub mod connections;
 mod convert;
 pub mod grpc_metrics;
