@@ -1,0 +1,403 @@
+//! Python clients as judges: py-spiffe (PyPI `spiffe`, with `spiffe-tls`) on
+//! the real `certd agent`'s Workload API socket, configured by
+//! `SPIFFE_ENDPOINT_SOCKET` alone, and a plain grpcio client on the daemon's
+//! TCP gRPC API with stubs generated from `proto/certd` at test time. The
+//! Python side is in `tests/python/`; each script prints one line per fact
+//! and `ok`, or `FAILED <step>: <why>` and exits 1.
+//!
+//! Without those Python packages the tests print a skip line, unless `CI` or
+//! `CERTD_REQUIRE_PYTHON_CLIENTS` is set (as `.ci/run` does): then they fail.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::agent::Agent;
+use common::{Daemon, stderr, stdout};
+use sha2::Digest;
+
+const TRUST_DOMAIN: &str = "certd.internal";
+
+/// py-spiffe's `WorkloadApiClient`, with nothing but `SPIFFE_ENDPOINT_SOCKET`
+/// in its environment, gets its X.509-SVID and the trust domain's bundle (the
+/// daemon's root), a JWT-SVID for an audience its entry allows and a
+/// `PERMISSION_DENIED` for one it does not, the JWT keys (which verify that
+/// token by themselves), and the agent's validation of the token.
+#[test]
+fn py_spiffe_fetches_and_validates_through_the_agent() {
+    let Some(python) = python_with(&["spiffe"]) else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let (uid, _) = my_ids();
+    let parent = agent_id("node-1");
+    let payments = svc_id("payments");
+    daemon.entry(
+        "billing",
+        &[&format!("unix:uid:{uid}")],
+        &[
+            "--parent",
+            &parent,
+            "--jwt-audience",
+            "gateway",
+            "--jwt-audience",
+            &payments,
+        ],
+    );
+    let agent = Agent::start(&daemon, "node-1");
+
+    let output = script(&python, "workload_api.py")
+        .args([TRUST_DOMAIN, "gateway", "hr"])
+        .env("SPIFFE_ENDPOINT_SOCKET", endpoint(&agent))
+        .output()
+        .expect("run python3");
+    let billing = svc_id("billing");
+    assert_lines(
+        &output,
+        &agent,
+        &[
+            format!("x509-svid {billing}"),
+            "x509-svid-chain-length 2".into(),
+            format!("x509-bundle {TRUST_DOMAIN} {}", root_fingerprints(&daemon)),
+            "x509-svid-verified".into(),
+            format!("jwt-svid {billing} aud=gateway"),
+            "jwt-svid-refused hr PERMISSION_DENIED".into(),
+            format!("jwt-bundle {TRUST_DOMAIN} {}", jwks_key_ids(&daemon)),
+            format!("jwt-svid-verified-locally {billing}"),
+            format!("jwt-svid-validated {billing} aud=gateway"),
+            "jwt-svid-validation-refused hr INVALID_ARGUMENT".into(),
+            "ok".into(),
+        ],
+    );
+}
+
+/// Two Python workloads on one node (same uid, different gids, so the agent
+/// attests them as different entries) set up mutual TLS with nothing but an
+/// `X509Source` each (spiffe-tls `listen` and `dial`), each accepting only
+/// the other's SPIFFE ID, and each sees the other's ID.
+#[test]
+fn two_py_spiffe_workloads_talk_mutual_tls() {
+    let Some(python) = python_with(&["spiffe", "spiffetls"]) else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let (uid, gid) = my_ids();
+    let other_gid = if gid == 65534 { 65533 } else { 65534 };
+    let parent = agent_id("node-1");
+    for (service, gid) in [("billing", gid), ("payments", other_gid)] {
+        let selectors = [format!("unix:uid:{uid}"), format!("unix:gid:{gid}")];
+        let selectors: Vec<&str> = selectors.iter().map(String::as_str).collect();
+        daemon.entry(service, &selectors, &["--parent", &parent]);
+    }
+    let agent = Agent::start(&daemon, "node-1");
+    let (billing, payments) = (svc_id("billing"), svc_id("payments"));
+
+    // The server is this test's uid and gid: billing.
+    let mut server = script(&python, "mtls_peer.py")
+        .args(["server", &payments])
+        .env("SPIFFE_ENDPOINT_SOCKET", endpoint(&agent))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut server_out = BufReader::new(server.stdout.take().expect("stdout"));
+    let mut server_text = String::new();
+    let port = loop {
+        let mut line = String::new();
+        server_out.read_line(&mut line).expect("read the server");
+        server_text.push_str(&line);
+        if let Some(port) = line.trim().strip_prefix("listening ") {
+            break port.to_owned();
+        }
+        if line.is_empty() {
+            let status = server.wait().expect("wait for the server");
+            let mut errors = String::new();
+            let _ = server
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut errors);
+            panic!(
+                "the py-spiffe server never listened ({status}):\n{server_text}{errors}\n\
+                 agent log:\n{}",
+                agent.log_text()
+            );
+        }
+    };
+
+    // The client runs with another gid (setpriv): payments.
+    let client = Command::new(on_path("setpriv"))
+        .args(["--regid", &other_gid.to_string(), "--clear-groups", "--"])
+        .arg(&python)
+        .arg("-B")
+        .arg(script_path("mtls_peer.py"))
+        .args(["client", &port, &billing])
+        .env_clear()
+        .env("SPIFFE_ENDPOINT_SOCKET", endpoint(&agent))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv (util-linux)");
+    server_out
+        .read_to_string(&mut server_text)
+        .expect("read the server");
+    let mut server_errors = String::new();
+    let _ = server
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut server_errors);
+    let server_status = server.wait().expect("wait for the server");
+    let server_output = Output {
+        status: server_status,
+        stdout: server_text.into_bytes(),
+        stderr: server_errors.into_bytes(),
+    };
+
+    assert_lines(
+        &client,
+        &agent,
+        &[
+            format!("client is {payments}"),
+            format!("client saw {billing}"),
+            format!("client got hello {payments}, this is {billing}"),
+            "ok".into(),
+        ],
+    );
+    assert_lines(
+        &server_output,
+        &agent,
+        &[
+            format!("server is {billing}"),
+            format!("server saw {payments}"),
+            format!("server got hello from {payments}"),
+            "ok".into(),
+        ],
+    );
+}
+
+/// A grpcio client, with stubs generated from `proto/certd` by
+/// `grpc_tools.protoc` and TLS trusting only the bundle, bootstraps with a
+/// join token (its own key and CSR), renews over mTLS with what it got, and
+/// gets `UNAUTHENTICATED` for the used token and for a renewal without a
+/// certificate, as the README's status codes say.
+#[test]
+fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
+    let Some(python) = python_with(&["grpc", "grpc_tools", "cryptography"]) else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let token = daemon.token("billing");
+    let stubs = daemon.tmp.path().join("python-stubs");
+    generate_stubs(&python, &stubs);
+
+    let output = script(&python, "grpc_api.py")
+        .arg(&stubs)
+        .arg(daemon.grpc.trim_start_matches("https://"))
+        .arg(daemon.data_dir.join("bundle.pem"))
+        .arg(&token)
+        .output()
+        .expect("run python3");
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(output.status.success(), "the grpcio client failed:\n{text}");
+    let billing = svc_id("billing");
+    let serial_after = |prefix: &str| -> String {
+        stdout(&output)
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no line {prefix:?}:\n{text}"))
+    };
+    let issued = serial_after(&format!("issued {billing} serial "));
+    let renewed = serial_after(&format!("renewed {billing} serial "));
+    assert_ne!(issued, renewed, "renewal is a new certificate");
+    let recorded = daemon.recorded_serials();
+    assert!(recorded.contains(&issued), "{issued} not in {recorded:?}");
+    assert!(recorded.contains(&renewed), "{renewed} not in {recorded:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    let expected = [
+        format!("trust-bundle {TRUST_DOMAIN} {}", root_fingerprints(&daemon)),
+        format!("status {issued} STATUS_GOOD"),
+        "refused no-certificate-renewal UNAUTHENTICATED".into(),
+        "ok".into(),
+    ];
+    for line in &expected {
+        assert!(lines.contains(&line.as_str()), "no line {line:?}:\n{text}");
+    }
+    assert!(
+        lines.iter().any(|line| {
+            line.starts_with("refused used-token UNAUTHENTICATED: ") && line.contains("join token")
+        }),
+        "the used token was not refused as UNAUTHENTICATED:\n{text}"
+    );
+}
+
+/// The absolute path of the Python interpreter (`python3` on PATH) if it can
+/// import `modules` with an empty environment, as the scripts run. Missing:
+/// `None` after a skip line, or a panic under `CI` or
+/// `CERTD_REQUIRE_PYTHON_CLIENTS`.
+fn python_with(modules: &[&str]) -> Option<PathBuf> {
+    let imports = format!("import {}", modules.join(", "));
+    let found = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(stdout(&output).trim()));
+    let problem = match &found {
+        None => "python3 is not on PATH or does not run".to_owned(),
+        Some(python) => match Command::new(python)
+            .args(["-B", "-c", &imports])
+            .env_clear()
+            .output()
+        {
+            Ok(output) if output.status.success() => return found,
+            Ok(output) => format!(
+                "{} cannot `{imports}`: {}",
+                python.display(),
+                stderr(&output).trim().lines().last().unwrap_or("")
+            ),
+            Err(error) => format!("cannot run {}: {error}", python.display()),
+        },
+    };
+    let required = ["CI", "CERTD_REQUIRE_PYTHON_CLIENTS"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+    assert!(
+        !required,
+        "the Python clients are required here (CI or CERTD_REQUIRE_PYTHON_CLIENTS is set) but \
+         {problem}; install them with `python3 -m pip install spiffe spiffe-tls grpcio-tools \
+         cryptography`"
+    );
+    eprintln!("skipping: {problem}");
+    None
+}
+
+/// `python -B tests/python/NAME` with an empty environment and stdin closed.
+fn script(python: &Path, name: &str) -> Command {
+    let mut command = Command::new(python);
+    command
+        .arg("-B")
+        .arg(script_path(name))
+        .env_clear()
+        .stdin(Stdio::null());
+    command
+}
+
+fn script_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name)
+}
+
+/// Python stubs for every proto file of `proto/certd`, into `out`.
+fn generate_stubs(python: &Path, out: &Path) {
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
+    let protos: Vec<PathBuf> = std::fs::read_dir(include.join("certd/v1"))
+        .expect("proto/certd/v1")
+        .map(|entry| entry.expect("a proto file").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
+        .collect();
+    assert!(!protos.is_empty(), "no proto files in proto/certd/v1");
+    std::fs::create_dir_all(out).expect("stub dir");
+    let output = Command::new(python)
+        .args(["-B", "-m", "grpc_tools.protoc", "-I"])
+        .arg(&include)
+        .arg(format!("--python_out={}", out.display()))
+        .arg(format!("--grpc_python_out={}", out.display()))
+        .args(&protos)
+        .env_clear()
+        .output()
+        .expect("run grpc_tools.protoc");
+    assert!(
+        output.status.success(),
+        "grpc_tools.protoc failed: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+}
+
+/// Asserts that a script succeeded and printed each of `expected` as a line
+/// of its own; shows everything it printed, and the agent's log, if not.
+fn assert_lines(output: &Output, agent: &Agent, expected: &[String]) {
+    let text = format!("{}{}", stdout(output), stderr(output));
+    let context = || format!("{text}\nagent log:\n{}", agent.log_text());
+    assert!(
+        output.status.success(),
+        "the Python workload failed ({}):\n{}",
+        output.status,
+        context()
+    );
+    let printed = stdout(output);
+    let lines: Vec<&str> = printed.lines().collect();
+    for line in expected {
+        assert!(
+            lines.contains(&line.as_str()),
+            "no line {line:?}:\n{}",
+            context()
+        );
+    }
+}
+
+/// The agent's socket as `SPIFFE_ENDPOINT_SOCKET` says it: `unix:/path`.
+fn endpoint(agent: &Agent) -> String {
+    format!("unix:{}", agent.socket.display())
+}
+
+/// SHA-256 of each root in the daemon's bundle.pem, sorted, comma-separated.
+fn root_fingerprints(daemon: &Daemon) -> String {
+    let mut fingerprints: Vec<String> = common::pem_certs(&daemon.bundle_pem())
+        .iter()
+        .map(|root| hex::encode(sha2::Sha256::digest(root.as_ref())))
+        .collect();
+    fingerprints.sort();
+    fingerprints.join(",")
+}
+
+/// The key ids of the daemon's `/jwks.json`, sorted, comma-separated.
+fn jwks_key_ids(daemon: &Daemon) -> String {
+    let response = common::http("GET", &format!("{}/jwks.json", daemon.http), &[], b"");
+    assert_eq!(response.status, 200);
+    let jwks: serde_json::Value = serde_json::from_slice(&response.body).expect("JWKS");
+    let mut ids: Vec<String> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|key| key["kid"].as_str().expect("kid").to_owned())
+        .collect();
+    ids.sort();
+    ids.join(",")
+}
+
+/// This process's real uid and gid.
+fn my_ids() -> (u32, u32) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let first = |field: &str| -> u32 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|ids| ids.split_whitespace().next())
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
+    };
+    (first("Uid:"), first("Gid:"))
+}
+
+/// `name` found on PATH (the scripts' environment is empty, so it is looked
+/// up here).
+fn on_path(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{name} is not on PATH"))
+}
+
+fn agent_id(name: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/agent/{name}")
+}
+
+fn svc_id(service: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/svc/{service}")
+}
