@@ -71,6 +71,14 @@ fn py_spiffe_fetches_and_validates_through_the_agent() {
             "ok".into(),
         ],
     );
+    // Malformed protobuf is the caller's fault (INVALID_ARGUMENT naming the
+    // message), not certd's (INTERNAL, as tonic's codec says).
+    assert!(
+        stdout(&output).lines().any(|line| line
+            .starts_with("malformed-request INVALID_ARGUMENT: malformed JwtsvidRequest message: ")),
+        "the malformed request was not INVALID_ARGUMENT:\n{}",
+        stdout(&output)
+    );
 }
 
 /// Two Python workloads on one node (same uid, different gids, so the agent
@@ -229,6 +237,11 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
             line.starts_with("refused used-token UNAUTHENTICATED: ") && line.contains("join token")
         }),
         "the used token was not refused as UNAUTHENTICATED:\n{text}"
+    );
+    assert!(
+        lines.iter().any(|line| line
+            .starts_with("malformed-request INVALID_ARGUMENT: malformed IssueRequest message: ")),
+        "the malformed Issue was not INVALID_ARGUMENT:\n{text}"
     );
 }
 

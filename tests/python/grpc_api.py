@@ -161,6 +161,13 @@ def main():
             fail("Renew without a certificate", error)
         print(f"refused no-certificate-renewal {error.code().name}")
 
+    # Bytes that are not an IssueRequest: the caller's fault, named.
+    try:
+        channel.unary_unary("/certd.v1.CertificateAuthority/Issue")(b"\x0a\x0a\x01", timeout=TIMEOUT)
+        fail("malformed Issue", Exception("certd answered"))
+    except grpc.RpcError as error:
+        print(f"malformed-request {error.code().name}: {error.details()}")
+
     channel.close()
     mtls.close()
     print("ok")

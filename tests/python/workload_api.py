@@ -121,6 +121,20 @@ def main():
             fail(f"validate_jwt_svid for {refused}", error)
         print(f"jwt-svid-validation-refused {refused} {code}")
 
+    # Bytes that are not a JwtSvidRequest, through grpcio's own channel on
+    # the same socket (C-core's :authority again): the caller's fault.
+    import os
+
+    raw = grpc.insecure_channel(os.environ["SPIFFE_ENDPOINT_SOCKET"])
+    try:
+        raw.unary_unary("/SpiffeWorkloadAPI/FetchJWTSVID")(
+            b"\x0a\x0a\x01", metadata=(("workload.spiffe.io", "true"),), timeout=10
+        )
+        fail("malformed FetchJWTSVID", Exception("the agent answered"))
+    except grpc.RpcError as error:
+        print(f"malformed-request {error.code().name}: {error.details()}")
+    raw.close()
+
     client.close()
     print("ok")
 
