@@ -282,6 +282,7 @@ pub async fn run(
     });
     let catch_up = tokio::spawn(catch_up_periodically(authority.clone(), until_stopped()));
     let health = tokio::spawn(report_health(authority.clone(), health, until_stopped()));
+    let probe = tokio::spawn(probe_store(authority.clone(), until_stopped()));
     let attestor_upkeep: Vec<_> = authority
         .attestors()
         .iter()
@@ -324,7 +325,8 @@ pub async fn run(
         intermediates,
         changes,
         catch_up,
-        health
+        health,
+        probe
     );
     for task in attestor_upkeep {
         let _ = task.await;
@@ -609,6 +611,22 @@ async fn report_health(
         tokio::select! {
             () = &mut stopped => return,
             () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+    }
+}
+
+/// Probes the store every `PROBE_INTERVAL`, so that readiness notices a
+/// store that hangs (`authority::readiness`).
+async fn probe_store(authority: Authority, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            () = authority.probe_store() => {}
+        }
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(crate::authority::readiness::PROBE_INTERVAL) => {}
         }
     }
 }

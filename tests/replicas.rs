@@ -312,6 +312,77 @@ async fn the_database_stopped_and_restarted_under_load() {
     }
 }
 
+/// A database that hangs rather than fails (every PostgreSQL process
+/// frozen with SIGSTOP, as a stalled host or a partition that drops packets
+/// looks): `/readyz` turns 503 within about 3 s, and a call fails fast with
+/// UNAVAILABLE instead of waiting on the database past the caller's
+/// deadline; once the database runs again certd is ready by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_database_makes_certd_not_ready_and_calls_fail_fast() {
+    let Some(server) = ScratchServer::start_for_tests() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    use_database(&dir, &server.url());
+    let daemon = Daemon::start_in(tmp, dir, &[]);
+    daemon.entry("billing", &["token:billing"], &[]);
+    let token = daemon.token("billing");
+    let readyz = format!("{}/readyz", daemon.http);
+    assert_eq!(http("GET", &readyz, &[], b"").status, 200);
+    let mut client = daemon.client(None).await;
+
+    server.freeze().unwrap();
+    let frozen = Instant::now();
+    let not_ready = loop {
+        let ready = http("GET", &readyz, &[], b"");
+        if ready.status == 503 {
+            break ready;
+        }
+        assert!(
+            frozen.elapsed() < Duration::from_secs(4),
+            "still ready {:?} after the database froze",
+            frozen.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("not ready {:?} after the freeze", frozen.elapsed());
+    let reason = String::from_utf8_lossy(&not_ready.body).into_owned();
+    assert!(reason.contains("store"), "{reason}");
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let called = Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.issue(csr_for(&key, None, vec![]), &token),
+    )
+    .await
+    .expect("Issue waited on the frozen database for 20 s");
+    let took = called.elapsed();
+    server.thaw().unwrap();
+    let (kind, message) = common::refusal(outcome);
+    assert_eq!(kind, certd::ErrorKind::Unavailable, "{message}");
+    assert!(
+        took < Duration::from_secs(12),
+        "Issue took {took:?} to fail"
+    );
+    eprintln!("Issue refused after {took:?}: {message}");
+
+    let thawed = Instant::now();
+    while http("GET", &readyz, &[], b"").status != 200 {
+        assert!(
+            thawed.elapsed() < Duration::from_secs(15),
+            "not ready again after the database thawed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let certificate = client
+        .issue(csr_for(&key, None, vec![]), &daemon.token("billing"))
+        .await
+        .expect("issues again after the thaw");
+    assert!(daemon.recorded_serials().contains(&certificate.serial));
+}
+
 /// `certd db copy` moves a sled store into PostgreSQL: afterwards certd
 /// serves the same records, revocations, entries, tokens and CRL numbers
 /// from it.

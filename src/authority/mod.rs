@@ -34,6 +34,7 @@ use crate::{Error, Result};
 mod agents;
 mod changes;
 mod operators;
+pub mod readiness;
 mod registration;
 mod revoke;
 mod tokens;
@@ -91,6 +92,8 @@ pub struct Authority {
     /// The JWT-SVID signing keys and their lifetimes.
     jwt_keys: Arc<crate::jwt::JwtKeys>,
     jwt_settings: crate::config::JwtSettings,
+    /// The latest probe of the store, for readiness.
+    store_probe: Arc<readiness::StoreProbe>,
 }
 
 /// How an issuance is recorded: under which service, attested how, and
@@ -170,6 +173,7 @@ impl Authority {
             admins: Arc::new(settings.admins.into_iter().collect()),
             jwt_keys,
             jwt_settings: settings.jwt,
+            store_probe: Arc::default(),
         })
     }
 
@@ -182,19 +186,25 @@ impl Authority {
         self.ca.clone()
     }
 
-    /// Whether certd can issue now: the store answers and the intermediate
-    /// has not expired. `Err` says why not, for `/readyz` and the gRPC
-    /// health service.
+    /// Whether certd can issue now: the store answers, in time, and the
+    /// intermediate has not expired. `Err` says why not, for `/readyz` and
+    /// the gRPC health service.
     pub fn readiness(&self) -> std::result::Result<(), String> {
         if let Some(fault) = self.store.fault() {
             return Err(fault);
         }
+        self.store_probe.verdict(std::time::Instant::now())?;
         let now = crate::ca::unix_seconds(std::time::SystemTime::now());
         let not_after = self.ca.intermediate_not_after();
         if now >= not_after {
             return Err(crate::ca::CaError::IntermediateExpired { not_after }.to_string());
         }
         Ok(())
+    }
+
+    /// Probes the store once, for readiness (`readiness::StoreProbe`).
+    pub async fn probe_store(&self) {
+        self.store_probe.run(self.store.as_ref()).await;
     }
 
     pub fn store(&self) -> &dyn Storage {

@@ -454,6 +454,10 @@ impl Storage for Marked {
         self.inner.fault()
     }
 
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.inner.probe().await
+    }
+
     fn changes(&self) -> broadcast::Receiver<Change> {
         self.inner.changes()
     }

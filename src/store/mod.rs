@@ -294,6 +294,12 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// `Unavailable` meanwhile; readiness reports this.
     fn fault(&self) -> Option<String>;
 
+    /// Asks the backend to answer now (PostgreSQL: a round trip). Readiness
+    /// runs it every second and reports a probe that has not answered
+    /// within its deadline, so a database that hangs, rather than fails,
+    /// makes certd not ready (`authority::readiness`).
+    async fn probe(&self) -> Result<(), StoreError>;
+
     /// Writes made by other processes; see the module documentation.
     fn changes(&self) -> broadcast::Receiver<Change>;
 }

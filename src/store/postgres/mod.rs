@@ -45,6 +45,9 @@ use crate::identity::{Serial, ServiceName};
 const POOL_SIZE: usize = 32;
 /// How long a call waits for a connection (from the pool, or a new one).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one store call (a statement, a transaction) may wait on the
+/// database; see `PgStore::within`.
+const STATEMENT_DEADLINE: Duration = Duration::from_secs(5);
 /// The notification channel.
 const CHANNEL: &str = "certd_changes";
 /// Row of `counters` holding the last CRL number handed out.
@@ -64,6 +67,11 @@ pub struct PgStore {
     origin: String,
     faulted: AtomicBool,
     fault: Mutex<Option<String>>,
+    /// Set when a call ran out of `STATEMENT_DEADLINE` (the database hangs):
+    /// calls then fail at once instead of each waiting out the deadline,
+    /// until the readiness probe (which does not wait on this) gets an
+    /// answer.
+    hung: AtomicBool,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -153,12 +161,24 @@ impl PgStore {
             changes,
             origin,
             faulted: AtomicBool::new(false),
+            hung: AtomicBool::new(false),
             fault: Mutex::new(None),
             listener,
         })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        if self.hung.load(Ordering::Relaxed) {
+            return self.watch(Err(StoreError::Unavailable(format!(
+                "the database did not answer within {} s; waiting for it to answer again",
+                STATEMENT_DEADLINE.as_secs()
+            ))));
+        }
+        self.pooled().await
+    }
+
+    /// A connection from the pool, whether or not the database hangs.
+    async fn pooled(&self) -> Result<deadpool_postgres::Object, StoreError> {
         match self.pool.get().await {
             Ok(client) => Ok(client),
             Err(error) => self.watch(Err(pool_error(&error))),
@@ -182,6 +202,7 @@ impl PgStore {
             }
             Ok(_) if self.faulted.load(Ordering::Relaxed) => {
                 self.faulted.store(false, Ordering::Relaxed);
+                self.hung.store(false, Ordering::Relaxed);
                 match self.fault.lock() {
                     Ok(mut fault) => *fault = None,
                     Err(poisoned) => *poisoned.into_inner() = None,
@@ -191,6 +212,28 @@ impl PgStore {
             _ => {}
         }
         result
+    }
+
+    /// `work` on a database connection, given at most `STATEMENT_DEADLINE`:
+    /// a database that hangs (frozen, or a network partition that drops
+    /// packets) makes the call UNAVAILABLE and the daemon not ready,
+    /// instead of holding the caller past its own deadline. A write cut off
+    /// here may still commit when the database wakes up; nothing was
+    /// answered for it, so at worst a serial or a join token is spent.
+    async fn within<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(STATEMENT_DEADLINE, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.hung.store(true, Ordering::Relaxed);
+                Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {} s",
+                    STATEMENT_DEADLINE.as_secs()
+                )))
+            }
+        }
     }
 
     fn notification(&self, change: &Change) -> Option<String> {
@@ -311,52 +354,53 @@ impl Storage for PgStore {
     ) -> Result<(), StoreError> {
         let encoded = record::encode(issued)?;
         let mut client = self.client().await?;
-        let result = async {
-            let transaction = client.transaction().await.map_err(db_error)?;
-            let insert = transaction
-                .prepare_cached(
-                    "INSERT INTO certificates (serial, service, issued_at, revoked, record)
+        let result = self
+            .within(async {
+                let transaction = client.transaction().await.map_err(db_error)?;
+                let insert = transaction
+                    .prepare_cached(
+                        "INSERT INTO certificates (serial, service, issued_at, revoked, record)
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING",
-                )
-                .await
-                .map_err(db_error)?;
-            let (serial, service, revoked) = (
-                issued.serial.as_bytes(),
-                issued.service.as_str(),
-                issued.revocation.is_some(),
-            );
-            let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                [&serial, &service, &issued.issued_at, &revoked, &encoded];
-            let inserting = transaction.execute(&insert, &parameters);
-            // Both statements go out at once (tokio-postgres pipelines
-            // requests on one connection); if either changed nothing, the
-            // transaction rolls back and undoes the other.
-            let (consumed, inserted) = match token {
-                Some(token) => {
-                    let delete = transaction
-                        .prepare_cached("DELETE FROM join_tokens WHERE hash = $1")
-                        .await
-                        .map_err(db_error)?;
-                    let hash = token.as_slice();
-                    let hash: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&hash];
-                    let (consumed, inserted) =
-                        tokio::join!(transaction.execute(&delete, &hash), inserting);
-                    (consumed.map_err(db_error)?, inserted.map_err(db_error)?)
+                    )
+                    .await
+                    .map_err(db_error)?;
+                let (serial, service, revoked) = (
+                    issued.serial.as_bytes(),
+                    issued.service.as_str(),
+                    issued.revocation.is_some(),
+                );
+                let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                    [&serial, &service, &issued.issued_at, &revoked, &encoded];
+                let inserting = transaction.execute(&insert, &parameters);
+                // Both statements go out at once (tokio-postgres pipelines
+                // requests on one connection); if either changed nothing, the
+                // transaction rolls back and undoes the other.
+                let (consumed, inserted) = match token {
+                    Some(token) => {
+                        let delete = transaction
+                            .prepare_cached("DELETE FROM join_tokens WHERE hash = $1")
+                            .await
+                            .map_err(db_error)?;
+                        let hash = token.as_slice();
+                        let hash: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&hash];
+                        let (consumed, inserted) =
+                            tokio::join!(transaction.execute(&delete, &hash), inserting);
+                        (consumed.map_err(db_error)?, inserted.map_err(db_error)?)
+                    }
+                    None => (1, inserting.await.map_err(db_error)?),
+                };
+                if consumed == 0 {
+                    return Err(StoreError::TokenAlreadyUsed);
                 }
-                None => (1, inserting.await.map_err(db_error)?),
-            };
-            if consumed == 0 {
-                return Err(StoreError::TokenAlreadyUsed);
-            }
-            if inserted == 0 {
-                return Err(StoreError::SerialTaken(issued.serial.clone()));
-            }
-            let started = std::time::Instant::now();
-            let committed = transaction.commit().await.map_err(db_error);
-            crate::metrics::get().store_commit(started.elapsed());
-            committed
-        }
-        .await;
+                if inserted == 0 {
+                    return Err(StoreError::SerialTaken(issued.serial.clone()));
+                }
+                let started = std::time::Instant::now();
+                let committed = transaction.commit().await.map_err(db_error);
+                crate::metrics::get().store_commit(started.elapsed());
+                committed
+            })
+            .await;
         self.watch(result)
     }
 
@@ -369,57 +413,58 @@ impl Storage for PgStore {
         let notification = self.notification(&Change::Revoked {
             serial: serial.clone(),
         });
-        let result = async {
-            let transaction = client.transaction().await.map_err(db_error)?;
-            let Some(row) = transaction
-                .query_opt(
-                    "SELECT record FROM certificates WHERE serial = $1 FOR UPDATE",
-                    &[&serial.as_bytes()],
-                )
-                .await
-                .map_err(db_error)?
-            else {
-                return Ok(None);
-            };
-            let mut revoked: IssuanceRecord = record::decode(row.get::<_, &[u8]>(0))?;
-            if revoked.revocation.is_some() {
-                return Ok(Some(RevokeOutcome::AlreadyRevoked(revoked)));
-            }
-            revoked.revocation = Some(revocation);
-            let entry = RevokedEntry {
-                serial: revoked.serial.clone(),
-                revocation,
-                not_after: revoked.not_after,
-            };
-            transaction
-                .execute(
-                    "UPDATE certificates SET record = $2, revoked = true WHERE serial = $1",
-                    &[&serial.as_bytes(), &record::encode(&revoked)?],
-                )
-                .await
-                .map_err(db_error)?;
-            transaction
-                .execute(
-                    "INSERT INTO revocations (serial, not_after, entry) VALUES ($1, $2, $3)
-                     ON CONFLICT (serial) DO UPDATE SET not_after = $2, entry = $3",
-                    &[
-                        &serial.as_bytes(),
-                        &entry.not_after,
-                        &record::encode(&entry)?,
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
-            if let Some(payload) = &notification {
+        let result = self
+            .within(async {
+                let transaction = client.transaction().await.map_err(db_error)?;
+                let Some(row) = transaction
+                    .query_opt(
+                        "SELECT record FROM certificates WHERE serial = $1 FOR UPDATE",
+                        &[&serial.as_bytes()],
+                    )
+                    .await
+                    .map_err(db_error)?
+                else {
+                    return Ok(None);
+                };
+                let mut revoked: IssuanceRecord = record::decode(row.get::<_, &[u8]>(0))?;
+                if revoked.revocation.is_some() {
+                    return Ok(Some(RevokeOutcome::AlreadyRevoked(revoked)));
+                }
+                revoked.revocation = Some(revocation);
+                let entry = RevokedEntry {
+                    serial: revoked.serial.clone(),
+                    revocation,
+                    not_after: revoked.not_after,
+                };
                 transaction
-                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                    .execute(
+                        "UPDATE certificates SET record = $2, revoked = true WHERE serial = $1",
+                        &[&serial.as_bytes(), &record::encode(&revoked)?],
+                    )
                     .await
                     .map_err(db_error)?;
-            }
-            transaction.commit().await.map_err(db_error)?;
-            Ok(Some(RevokeOutcome::Revoked(revoked)))
-        }
-        .await;
+                transaction
+                    .execute(
+                        "INSERT INTO revocations (serial, not_after, entry) VALUES ($1, $2, $3)
+                     ON CONFLICT (serial) DO UPDATE SET not_after = $2, entry = $3",
+                        &[
+                            &serial.as_bytes(),
+                            &entry.not_after,
+                            &record::encode(&entry)?,
+                        ],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                if let Some(payload) = &notification {
+                    transaction
+                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                        .await
+                        .map_err(db_error)?;
+                }
+                transaction.commit().await.map_err(db_error)?;
+                Ok(Some(RevokeOutcome::Revoked(revoked)))
+            })
+            .await;
         self.watch(result)
     }
 
@@ -518,49 +563,55 @@ impl Storage for PgStore {
         let number = i64::try_from(crl.number).unwrap_or(i64::MAX);
         let entries = i64::try_from(crl.entries).unwrap_or(i64::MAX);
         let notification = self.notification(&Change::CrlPublished { number: crl.number });
-        let result = async {
-            let transaction = client.transaction().await.map_err(db_error)?;
-            transaction
-                .execute(
-                    "INSERT INTO crls (number, this_update, next_update, entries, der)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (number) DO NOTHING",
-                    &[
-                        &number,
-                        &crl.this_update,
-                        &crl.next_update,
-                        &entries,
-                        &crl.der,
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
-            transaction
-                .execute(
-                    "DELETE FROM crls WHERE number < $1::bigint - 10",
-                    &[&number],
-                )
-                .await
-                .map_err(db_error)?;
-            if let Some(payload) = &notification {
+        let result = self
+            .within(async {
+                let transaction = client.transaction().await.map_err(db_error)?;
                 transaction
-                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                    .execute(
+                        "INSERT INTO crls (number, this_update, next_update, entries, der)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (number) DO NOTHING",
+                        &[
+                            &number,
+                            &crl.this_update,
+                            &crl.next_update,
+                            &entries,
+                            &crl.der,
+                        ],
+                    )
                     .await
                     .map_err(db_error)?;
-            }
-            transaction.commit().await.map_err(db_error)
-        }
-        .await;
+                transaction
+                    .execute(
+                        "DELETE FROM crls WHERE number < $1::bigint - 10",
+                        &[&number],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                if let Some(payload) = &notification {
+                    transaction
+                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                        .await
+                        .map_err(db_error)?;
+                }
+                transaction.commit().await.map_err(db_error)
+            })
+            .await;
         self.watch(result)
     }
 
     async fn newest_crl(&self) -> Result<Option<SignedCrl>, StoreError> {
         let client = self.client().await?;
-        let result = client
-            .query_opt(
-                "SELECT number, this_update, next_update, entries, der FROM crls
-                 ORDER BY number DESC LIMIT 1",
-                &[],
-            )
+        let result = self
+            .within(async {
+                client
+                    .query_opt(
+                        "SELECT number, this_update, next_update, entries, der FROM crls
+                         ORDER BY number DESC LIMIT 1",
+                        &[],
+                    )
+                    .await
+                    .map_err(db_error)
+            })
             .await
             .map(|row| {
                 row.map(|row| SignedCrl {
@@ -570,8 +621,7 @@ impl Storage for PgStore {
                     entries: u64_of(row.get(3)),
                     der: row.get(4),
                 })
-            })
-            .map_err(db_error);
+            });
         self.watch(result)
     }
 
@@ -658,26 +708,27 @@ impl Storage for PgStore {
     async fn remove_entry(&self, id: &str) -> Result<Option<EntryRecord>, StoreError> {
         let mut client = self.client().await?;
         let notification = self.notification(&Change::Entry { id: id.to_owned() });
-        let result = async {
-            let transaction = client.transaction().await.map_err(db_error)?;
-            let Some(row) = transaction
-                .query_opt("DELETE FROM entries WHERE id = $1 RETURNING entry", &[&id])
-                .await
-                .map_err(db_error)?
-            else {
-                return Ok(None);
-            };
-            let removed: EntryRecord = record::decode(row.get::<_, &[u8]>(0))?;
-            if let Some(payload) = &notification {
-                transaction
-                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+        let result = self
+            .within(async {
+                let transaction = client.transaction().await.map_err(db_error)?;
+                let Some(row) = transaction
+                    .query_opt("DELETE FROM entries WHERE id = $1 RETURNING entry", &[&id])
                     .await
-                    .map_err(db_error)?;
-            }
-            transaction.commit().await.map_err(db_error)?;
-            Ok(Some(removed))
-        }
-        .await;
+                    .map_err(db_error)?
+                else {
+                    return Ok(None);
+                };
+                let removed: EntryRecord = record::decode(row.get::<_, &[u8]>(0))?;
+                if let Some(payload) = &notification {
+                    transaction
+                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                        .await
+                        .map_err(db_error)?;
+                }
+                transaction.commit().await.map_err(db_error)?;
+                Ok(Some(removed))
+            })
+            .await;
         self.watch(result)
     }
 
@@ -699,22 +750,24 @@ impl Storage for PgStore {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let encoded = record::encode(entry)?;
         let mut client = self.client().await?;
-        let result = async {
-            let transaction = client.transaction().await.map_err(db_error)?;
-            let insert = transaction
-                .prepare_cached("INSERT INTO audit (at, entry) VALUES ($1, $2)")
-                .await
-                .map_err(db_error)?;
-            let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&entry.at, &encoded];
-            let (relaxed, inserted) = tokio::join!(
-                transaction.batch_execute("SET LOCAL synchronous_commit TO OFF"),
-                transaction.execute(&insert, &parameters)
-            );
-            relaxed.map_err(db_error)?;
-            inserted.map_err(db_error)?;
-            transaction.commit().await.map_err(db_error)
-        }
-        .await;
+        let result = self
+            .within(async {
+                let transaction = client.transaction().await.map_err(db_error)?;
+                let insert = transaction
+                    .prepare_cached("INSERT INTO audit (at, entry) VALUES ($1, $2)")
+                    .await
+                    .map_err(db_error)?;
+                let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                    [&entry.at, &encoded];
+                let (relaxed, inserted) = tokio::join!(
+                    transaction.batch_execute("SET LOCAL synchronous_commit TO OFF"),
+                    transaction.execute(&insert, &parameters)
+                );
+                relaxed.map_err(db_error)?;
+                inserted.map_err(db_error)?;
+                transaction.commit().await.map_err(db_error)
+            })
+            .await;
         self.watch(result)
     }
 
@@ -743,33 +796,34 @@ impl Storage for PgStore {
 
     async fn marks(&self) -> Result<StoreMarks, StoreError> {
         let client = self.client().await?;
-        let result = async {
-            let store_id = client
-                .query_opt("SELECT value FROM meta WHERE key = $1", &[&STORE_ID])
-                .await
-                .map_err(db_error)?
-                .map(|row| row.get::<_, String>(0));
-            let crl_number = client
-                .query_opt("SELECT value FROM counters WHERE name = $1", &[&CRL_NUMBER])
-                .await
-                .map_err(db_error)?
-                .map_or(0, |row| u64_of(row.get(0)));
-            let counts = client
-                .query_one(
-                    "SELECT count(*), count(*) FILTER (WHERE revoked) FROM certificates",
-                    &[],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(StoreMarks {
-                store_id,
-                crl_number,
-                records: Some(u64_of(counts.get(0))),
-                has_records: u64_of(counts.get(0)) > 0,
-                revocations: u64_of(counts.get(1)),
+        let result = self
+            .within(async {
+                let store_id = client
+                    .query_opt("SELECT value FROM meta WHERE key = $1", &[&STORE_ID])
+                    .await
+                    .map_err(db_error)?
+                    .map(|row| row.get::<_, String>(0));
+                let crl_number = client
+                    .query_opt("SELECT value FROM counters WHERE name = $1", &[&CRL_NUMBER])
+                    .await
+                    .map_err(db_error)?
+                    .map_or(0, |row| u64_of(row.get(0)));
+                let counts = client
+                    .query_one(
+                        "SELECT count(*), count(*) FILTER (WHERE revoked) FROM certificates",
+                        &[],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                Ok(StoreMarks {
+                    store_id,
+                    crl_number,
+                    records: Some(u64_of(counts.get(0))),
+                    has_records: u64_of(counts.get(0)) > 0,
+                    revocations: u64_of(counts.get(1)),
+                })
             })
-        }
-        .await;
+            .await;
         self.watch(result)
     }
 
@@ -780,6 +834,15 @@ impl Storage for PgStore {
         )
         .await
         .map(drop)
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        let client = self.pooled().await?;
+        let result = self
+            .within(async { client.simple_query("SELECT 1").await.map_err(db_error) })
+            .await
+            .map(drop);
+        self.watch(result)
     }
 
     fn fault(&self) -> Option<String> {
@@ -811,17 +874,18 @@ impl PgStore {
         parameters: &Parameters<'_>,
     ) -> Result<Vec<T>, StoreError> {
         let client = self.client().await?;
-        let result = async {
-            let statement = client.prepare_cached(sql).await.map_err(db_error)?;
-            let rows = client
-                .query(&statement, parameters)
-                .await
-                .map_err(db_error)?;
-            rows.iter()
-                .map(|row| record::decode(row.get::<_, &[u8]>(0)))
-                .collect()
-        }
-        .await;
+        let result = self
+            .within(async {
+                let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+                let rows = client
+                    .query(&statement, parameters)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter()
+                    .map(|row| record::decode(row.get::<_, &[u8]>(0)))
+                    .collect()
+            })
+            .await;
         self.watch(result)
     }
 
@@ -837,30 +901,32 @@ impl PgStore {
     /// The number `sql` selects (a `count(*)`, a counter).
     async fn number(&self, sql: &str, parameters: &Parameters<'_>) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let result = async {
-            let statement = client.prepare_cached(sql).await.map_err(db_error)?;
-            let row = client
-                .query_one(&statement, parameters)
-                .await
-                .map_err(db_error)?;
-            Ok(u64_of(row.get(0)))
-        }
-        .await;
+        let result = self
+            .within(async {
+                let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+                let row = client
+                    .query_one(&statement, parameters)
+                    .await
+                    .map_err(db_error)?;
+                Ok(u64_of(row.get(0)))
+            })
+            .await;
         self.watch(result)
     }
 
     /// Runs `sql` on its own; how many rows it changed.
     async fn execute(&self, sql: &str, parameters: &Parameters<'_>) -> Result<usize, StoreError> {
         let client = self.client().await?;
-        let result = async {
-            let statement = client.prepare_cached(sql).await.map_err(db_error)?;
-            let changed = client
-                .execute(&statement, parameters)
-                .await
-                .map_err(db_error)?;
-            Ok(usize::try_from(changed).unwrap_or(usize::MAX))
-        }
-        .await;
+        let result = self
+            .within(async {
+                let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+                let changed = client
+                    .execute(&statement, parameters)
+                    .await
+                    .map_err(db_error)?;
+                Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+            })
+            .await;
         self.watch(result)
     }
 
@@ -873,25 +939,26 @@ impl PgStore {
         let notification = self.notification(&Change::Entry {
             id: entry.id.clone(),
         });
-        let result = async {
-            let transaction = client.transaction().await.map_err(db_error)?;
-            let written = transaction
-                .execute(statement, &[&entry.id, &encoded])
-                .await
-                .map_err(db_error)?;
-            if written == 0 {
-                return Ok(false);
-            }
-            if let Some(payload) = &notification {
-                transaction
-                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+        let result = self
+            .within(async {
+                let transaction = client.transaction().await.map_err(db_error)?;
+                let written = transaction
+                    .execute(statement, &[&entry.id, &encoded])
                     .await
                     .map_err(db_error)?;
-            }
-            transaction.commit().await.map_err(db_error)?;
-            Ok(true)
-        }
-        .await;
+                if written == 0 {
+                    return Ok(false);
+                }
+                if let Some(payload) = &notification {
+                    transaction
+                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+                        .await
+                        .map_err(db_error)?;
+                }
+                transaction.commit().await.map_err(db_error)?;
+                Ok(true)
+            })
+            .await;
         self.watch(result)
     }
 }

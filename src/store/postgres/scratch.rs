@@ -193,6 +193,49 @@ impl ScratchServer {
         let _ = child.wait();
     }
 
+    /// Freezes the server and every backend process (SIGSTOP): a database
+    /// that hangs rather than fails, as a stalled host or a partition that
+    /// drops packets looks. `thaw` undoes it.
+    pub fn freeze(&self) -> Result<(), String> {
+        self.signal_all("-STOP")
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) -> Result<(), String> {
+        self.signal_all("-CONT")
+    }
+
+    /// Sends `signal` to the postmaster and its children (the backends).
+    fn signal_all(&self, signal: &str) -> Result<(), String> {
+        let pid_file = self.root.join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file)
+            .map_err(|e| format!("{}: {e}", pid_file.display()))?;
+        let postmaster = text.lines().next().unwrap_or_default().trim().to_owned();
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc")
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let parent = status
+                .lines()
+                .find_map(|line| line.strip_prefix("PPid:"))
+                .map(str::trim);
+            if parent == Some(postmaster.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let status = Command::new("kill")
+            .arg(signal)
+            .args(&pids)
+            .status()
+            .map_err(|e| format!("kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill {signal} {pids:?} failed"));
+        }
+        Ok(())
+    }
+
     /// Starts the server (again, after `stop`) on its data.
     pub fn restart(&mut self, durable: bool) -> Result<(), String> {
         self.stop();
