@@ -13,5 +13,6 @@ mod records;
 
 pub use records::{
     Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, IssuanceRecord,
-    JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, TokenHash, kind,
+    JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Successor,
+    TokenHash, kind,
 };

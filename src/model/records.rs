@@ -99,6 +99,16 @@ pub struct Revocation {
     pub reason_code: u8,
 }
 
+/// The certificate a renewal of another one produced: its lineage link.
+/// A certificate has at most one live successor; `presented` is set once
+/// the successor has itself been used to renew, which proves its holder
+/// received it (see `authority::lineage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Successor {
+    pub serial: Serial,
+    pub presented: bool,
+}
+
 /// An entry of the revocation index: what a CRL needs, without the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedEntry {

@@ -73,6 +73,12 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
         }
     }
 
+    // Renewal lineage, so a certificate superseded before the copy cannot
+    // renew after it.
+    for (predecessor, successor) in from.successors().await? {
+        to.swap_successor(&predecessor, None, &successor).await?;
+    }
+
     let audit = from.audit_since(i64::MIN, usize::MAX).await?;
     for entry in &audit {
         to.append_audit(entry).await?;

@@ -29,7 +29,7 @@ use tokio::sync::broadcast;
 
 use super::{
     AuditEntry, Change, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome,
-    RevokedEntry, SharedStorage, Storage, StoreError, TokenHash,
+    RevokedEntry, SharedStorage, Storage, StoreError, Successor, TokenHash,
 };
 use crate::identity::{Serial, ServiceName};
 
@@ -456,6 +456,23 @@ impl Storage for Marked {
 
     async fn probe(&self) -> Result<(), StoreError> {
         self.inner.probe().await
+    }
+
+    async fn successor(&self, predecessor: &Serial) -> Result<Option<Successor>, StoreError> {
+        self.inner.successor(predecessor).await
+    }
+
+    async fn swap_successor(
+        &self,
+        predecessor: &Serial,
+        expected: Option<&Successor>,
+        new: &Successor,
+    ) -> Result<bool, StoreError> {
+        self.inner.swap_successor(predecessor, expected, new).await
+    }
+
+    async fn successors(&self) -> Result<Vec<(Serial, Successor)>, StoreError> {
+        self.inner.successors().await
     }
 
     fn changes(&self) -> broadcast::Receiver<Change> {

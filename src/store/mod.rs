@@ -36,7 +36,8 @@ use tokio::sync::broadcast;
 use crate::identity::{Serial, ServiceName};
 pub use crate::model::{
     Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, IssuanceRecord,
-    JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, TokenHash,
+    JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Successor,
+    TokenHash,
 };
 
 /// Why the store could not do what was asked.
@@ -293,6 +294,24 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// recovering), or `None` when it can. Every call fails with
     /// `Unavailable` meanwhile; readiness reports this.
     fn fault(&self) -> Option<String>;
+
+    /// The certificate that renewing `predecessor` produced, if it was
+    /// renewed (since lineage was recorded).
+    async fn successor(&self, predecessor: &Serial) -> Result<Option<Successor>, StoreError>;
+
+    /// Sets `predecessor`'s successor to `new` if it is `expected` now
+    /// (`None`: it has none), atomically against other callers and
+    /// replicas; whether it was set. Durable with the next durable write
+    /// (the issuance it precedes).
+    async fn swap_successor(
+        &self,
+        predecessor: &Serial,
+        expected: Option<&Successor>,
+        new: &Successor,
+    ) -> Result<bool, StoreError>;
+
+    /// Every lineage link, for `db copy`.
+    async fn successors(&self) -> Result<Vec<(Serial, Successor)>, StoreError>;
 
     /// Asks the backend to answer now (PostgreSQL: a round trip). Readiness
     /// runs it every second and reports a probe that has not answered

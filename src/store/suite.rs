@@ -4,7 +4,7 @@
 
 use crate::identity::Serial;
 use crate::store::{
-    Attestation, EntryRecord, IssuanceRecord, JoinTokenRecord, SharedStorage, StoreError,
+    Attestation, EntryRecord, IssuanceRecord, JoinTokenRecord, SharedStorage, StoreError, Successor,
 };
 
 /// A backend under test: opens a store, and opens it again on the same
@@ -67,6 +67,12 @@ macro_rules! storage_behaviour_suite {
         async fn revocations_keep_the_first_and_crl_numbers_only_grow() {
             if let Some(backend) = $make() {
                 suite::revocations_keep_the_first_and_crl_numbers_only_grow(&backend).await;
+            }
+        }
+        #[tokio::test]
+        async fn a_lineage_link_changes_only_from_what_the_caller_saw() {
+            if let Some(backend) = $make() {
+                suite::a_lineage_link_changes_only_from_what_the_caller_saw(&backend).await;
             }
         }
     };
@@ -324,4 +330,69 @@ pub(crate) async fn tokens_are_listed_and_crl_numbers_can_be_raised(backend: &dy
     // Raising to a lower number changes nothing.
     store.raise_crl_number(3).await.unwrap();
     assert_eq!(store.next_crl_number().await.unwrap(), first + 102);
+}
+
+/// Renewal lineage is a compare-and-swap: of two renewals of one
+/// certificate racing, one wins; a link survives reopening and is listed.
+pub(crate) async fn a_lineage_link_changes_only_from_what_the_caller_saw(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let predecessor = Serial::generate();
+    assert_eq!(store.successor(&predecessor).await.unwrap(), None);
+    let first = Successor {
+        serial: Serial::generate(),
+        presented: false,
+    };
+    let second = Successor {
+        serial: Serial::generate(),
+        presented: false,
+    };
+    assert!(
+        store
+            .swap_successor(&predecessor, None, &first)
+            .await
+            .unwrap()
+    );
+    // A racer that also saw no successor loses.
+    assert!(
+        !store
+            .swap_successor(&predecessor, None, &second)
+            .await
+            .unwrap()
+    );
+    // One that saw a different successor loses too.
+    assert!(
+        !store
+            .swap_successor(&predecessor, Some(&second), &second)
+            .await
+            .unwrap()
+    );
+    let presented = Successor {
+        presented: true,
+        ..first.clone()
+    };
+    assert!(
+        store
+            .swap_successor(&predecessor, Some(&first), &presented)
+            .await
+            .unwrap()
+    );
+    // Marking it presented changed it: what was seen before no longer holds.
+    assert!(
+        !store
+            .swap_successor(&predecessor, Some(&first), &second)
+            .await
+            .unwrap()
+    );
+    store.flush().await.unwrap();
+    drop(store);
+
+    let store = backend.open().await;
+    assert_eq!(
+        store.successor(&predecessor).await.unwrap(),
+        Some(presented.clone())
+    );
+    assert_eq!(
+        store.successors().await.unwrap(),
+        vec![(predecessor, presented)]
+    );
 }

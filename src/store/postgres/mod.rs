@@ -37,7 +37,7 @@ use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
     AuditEntry, BackupSummary, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord,
-    Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Storage, StoreError, TokenHash,
+    Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Storage, StoreError, Successor, TokenHash,
 };
 use crate::identity::{Serial, ServiceName};
 
@@ -834,6 +834,88 @@ impl Storage for PgStore {
         )
         .await
         .map(drop)
+    }
+
+    async fn successor(&self, predecessor: &Serial) -> Result<Option<Successor>, StoreError> {
+        let client = self.client().await?;
+        let result = self
+            .within(async {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT successor, presented FROM successors WHERE predecessor = $1",
+                    )
+                    .await
+                    .map_err(db_error)?;
+                let row = client
+                    .query_opt(&statement, &[&predecessor.as_bytes()])
+                    .await
+                    .map_err(db_error)?;
+                Ok(row.map(|row| Successor {
+                    serial: Serial::from_stored(row.get::<_, Vec<u8>>(0)),
+                    presented: row.get(1),
+                }))
+            })
+            .await;
+        self.watch(result)
+    }
+
+    async fn swap_successor(
+        &self,
+        predecessor: &Serial,
+        expected: Option<&Successor>,
+        new: &Successor,
+    ) -> Result<bool, StoreError> {
+        let (predecessor, serial) = (predecessor.as_bytes(), new.serial.as_bytes());
+        let changed = match expected {
+            None => {
+                self.execute(
+                    "INSERT INTO successors (predecessor, successor, presented)
+                     VALUES ($1, $2, $3) ON CONFLICT (predecessor) DO NOTHING",
+                    &[&predecessor, &serial, &new.presented],
+                )
+                .await?
+            }
+            Some(expected) => {
+                self.execute(
+                    "UPDATE successors SET successor = $2, presented = $3
+                     WHERE predecessor = $1 AND successor = $4 AND presented = $5",
+                    &[
+                        &predecessor,
+                        &serial,
+                        &new.presented,
+                        &expected.serial.as_bytes(),
+                        &expected.presented,
+                    ],
+                )
+                .await?
+            }
+        };
+        Ok(changed == 1)
+    }
+
+    async fn successors(&self) -> Result<Vec<(Serial, Successor)>, StoreError> {
+        let client = self.client().await?;
+        let result = client
+            .query(
+                "SELECT predecessor, successor, presented FROM successors ORDER BY predecessor",
+                &[],
+            )
+            .await
+            .map_err(db_error)
+            .map(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        (
+                            Serial::from_stored(row.get::<_, Vec<u8>>(0)),
+                            Successor {
+                                serial: Serial::from_stored(row.get::<_, Vec<u8>>(1)),
+                                presented: row.get(2),
+                            },
+                        )
+                    })
+                    .collect()
+            });
+        self.watch(result)
     }
 
     async fn probe(&self) -> Result<(), StoreError> {

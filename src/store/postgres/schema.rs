@@ -60,6 +60,12 @@ const MIGRATIONS: &[&str] = &[
         entries bigint NOT NULL,
         der bytea NOT NULL
     );",
+    // 3: renewal lineage, one row per renewed certificate.
+    "CREATE TABLE successors (
+        predecessor bytea PRIMARY KEY,
+        successor bytea NOT NULL,
+        presented boolean NOT NULL
+    );",
 ];
 
 /// Key of the advisory lock replicas take around migrations.

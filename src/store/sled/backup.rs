@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AUDIT_TREE, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE, JOIN_TOKENS_TREE, META_TREE, Open,
-    REVOCATION_COUNT_KEY, STORE_ID_KEY, service_index_key,
+    REVOCATION_COUNT_KEY, STORE_ID_KEY, SUCCESSORS_TREE, service_index_key, successor_of,
 };
 use crate::store::codec as record;
 use crate::store::{
@@ -37,8 +37,9 @@ const MAX_FIELD: u32 = 16 * 1024 * 1024;
 
 /// The trees a backup holds, in the order it holds them (see the module
 /// documentation for why certificates come before join tokens).
-const TREES: [&str; 5] = [
+const TREES: [&str; 6] = [
     CERTIFICATES_TREE,
+    SUCCESSORS_TREE,
     JOIN_TOKENS_TREE,
     ENTRIES_TREE,
     AUDIT_TREE,
@@ -85,6 +86,9 @@ fn count(
             let record: IssuanceRecord = record::decode(value)?;
             summary.records += 1;
             summary.revocations += u64::from(record.revocation.is_some());
+        }
+        SUCCESSORS_TREE => {
+            successor_of(value)?;
         }
         JOIN_TOKENS_TREE => {
             let _: JoinTokenRecord = record::decode(value)?;
@@ -235,6 +239,9 @@ fn import(
                     };
                     open.revocations.insert(key, record::encode(&entry)?)?;
                 }
+            }
+            SUCCESSORS_TREE => {
+                open.successors.insert(key, value)?;
             }
             JOIN_TOKENS_TREE => {
                 open.join_tokens.insert(key, value)?;

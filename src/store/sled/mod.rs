@@ -35,7 +35,7 @@ use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
     AuditEntry, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation,
-    RevokeOutcome, RevokedEntry, Storage, StoreError, TokenHash,
+    RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TokenHash,
 };
 use crate::identity::{Serial, ServiceName};
 use commit::GroupCommit;
@@ -55,6 +55,8 @@ const ENTRIES_TREE: &str = "entries";
 const AUDIT_TREE: &str = "audit";
 /// Counters and other single values.
 const META_TREE: &str = "meta";
+/// Renewal lineage: predecessor serial → `[presented]` + successor serial.
+const SUCCESSORS_TREE: &str = "successors";
 /// Key in `meta` of the last CRL number handed out (u64, big-endian).
 const CRL_NUMBER_KEY: &[u8] = b"crl-number";
 /// Key in `meta` of how many certificates were ever revoked (u64,
@@ -110,6 +112,7 @@ struct Open {
     entries: sled::Tree,
     revocations: sled::Tree,
     meta: sled::Tree,
+    successors: sled::Tree,
     commit: GroupCommit,
 }
 
@@ -197,6 +200,7 @@ impl Open {
             revocations: db.open_tree(REVOCATIONS_TREE)?,
             meta: db.open_tree(META_TREE)?,
             audit: db.open_tree(AUDIT_TREE)?,
+            successors: db.open_tree(SUCCESSORS_TREE)?,
             db,
             commit,
         })
@@ -442,6 +446,37 @@ impl Open {
         Ok(self.certificates.contains_key(serial.as_bytes())?)
     }
 
+    fn successor(&self, predecessor: &Serial) -> Result<Option<Successor>, StoreError> {
+        self.successors
+            .get(predecessor.as_bytes())?
+            .map(|bytes| successor_of(&bytes))
+            .transpose()
+    }
+
+    fn swap_successor(
+        &self,
+        predecessor: &Serial,
+        expected: Option<&Successor>,
+        new: &Successor,
+    ) -> Result<bool, StoreError> {
+        let swapped = self.successors.compare_and_swap(
+            predecessor.as_bytes(),
+            expected.map(successor_bytes),
+            Some(successor_bytes(new)),
+        )?;
+        Ok(swapped.is_ok())
+    }
+
+    fn all_successors(&self) -> Result<Vec<(Serial, Successor)>, StoreError> {
+        self.successors
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((Serial::from_stored(key.to_vec()), successor_of(&value)?))
+            })
+            .collect()
+    }
+
     async fn certificate(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
         self.certificates
             .get(serial.as_bytes())?
@@ -683,6 +718,26 @@ impl Storage for SledStore {
         self.watch(open.certificate(serial).await)
     }
 
+    async fn successor(&self, predecessor: &Serial) -> Result<Option<Successor>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.successor(predecessor))
+    }
+
+    async fn swap_successor(
+        &self,
+        predecessor: &Serial,
+        expected: Option<&Successor>,
+        new: &Successor,
+    ) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.swap_successor(predecessor, expected, new))
+    }
+
+    async fn successors(&self) -> Result<Vec<(Serial, Successor)>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.all_successors())
+    }
+
     async fn serial_exists(&self, serial: &Serial) -> Result<bool, StoreError> {
         let open = self.current()?;
         self.watch(open.serial_exists(serial).await)
@@ -921,6 +976,25 @@ fn install_quiet_panic_hook() {
 fn is_lock_error(error: &sled::Error) -> bool {
     matches!(error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
         || io.to_string().contains("lock"))
+}
+
+/// A lineage link as the successors tree keeps it: one byte, 1 when the
+/// successor was presented, then the successor's serial.
+fn successor_bytes(successor: &Successor) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1 + successor.serial.as_bytes().len());
+    bytes.push(u8::from(successor.presented));
+    bytes.extend_from_slice(successor.serial.as_bytes());
+    bytes
+}
+
+fn successor_of(bytes: &[u8]) -> Result<Successor, StoreError> {
+    match bytes.split_first() {
+        Some((&flag, serial)) if flag <= 1 && !serial.is_empty() => Ok(Successor {
+            serial: Serial::from_stored(serial.to_vec()),
+            presented: flag == 1,
+        }),
+        _ => Err(StoreError::Corrupt("renewal lineage entry".into())),
+    }
 }
 
 #[cfg(test)]
