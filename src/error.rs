@@ -124,7 +124,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Csr(_) | Error::Name(_) | Error::InvalidArgument(_) => ErrorKind::InvalidInput,
-            Error::Attest(_) => ErrorKind::Unauthenticated,
+            Error::Attest(error) => error.kind(),
             Error::Policy(error) => error.kind(),
             Error::Registry(error) => error.kind(),
             Error::Limit(_) => ErrorKind::Exhausted,

@@ -65,6 +65,7 @@ pub struct Metrics {
     pub ca_expiry: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
     pub jwt_keys: Gauge,
     pub root_crl_expiry: Gauge<i64, AtomicI64>,
+    pub possible_stolen_keys: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -149,8 +150,15 @@ impl Metrics {
             "Seconds until the root's CRL (root.crl, covering the intermediates) passes its nextUpdate (negative: expired)",
             root_crl_expiry.clone(),
         );
+        let possible_stolen_keys = Counter::default();
+        registry.register(
+            "possible_stolen_keys",
+            "Renewals refused because the certificate was already renewed or superseded: its key may have been copied",
+            possible_stolen_keys.clone(),
+        );
         Metrics {
             registry,
+            possible_stolen_keys,
             root_crl_expiry,
             decisions,
             grpc_duration,

@@ -254,6 +254,11 @@ impl Admin for AdminApi {
                     .revoke_service(&caller, &service, reason)
                     .await
             }
+            Some(proto::revoke_request::Target::Lineage(serial)) => {
+                self.authority
+                    .revoke_lineage(&caller, &serial, reason)
+                    .await
+            }
             None => Err(crate::Error::InvalidArgument(
                 "name a serial or a service to revoke".into(),
             )),

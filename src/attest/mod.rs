@@ -68,6 +68,40 @@ pub enum AttestError {
     RevokedClientCertificate { serial: String },
     #[error("client certificate {serial} expired at {not_after} (unix time)")]
     ExpiredClientCertificate { serial: String, not_after: i64 },
+    #[error(
+        "certificate {serial} was superseded: {predecessor}, which it renewed, was renewed again as {successor}; a superseded certificate cannot renew (if this is the workload's own certificate, its key may have been copied: revoke with `certd revoke --lineage {successor}`)"
+    )]
+    Superseded {
+        serial: String,
+        predecessor: String,
+        successor: String,
+    },
+    #[error(
+        "certificate {serial} was already renewed as {successor}, which is in use; a certificate renews once (if the workload did not renew it, its key may have been copied: revoke with `certd revoke --lineage {successor}`)"
+    )]
+    AlreadyRenewed { serial: String, successor: String },
+    #[error(
+        "certificate {serial} was renewed as {successor}, which is revoked; a certificate whose renewal was revoked cannot renew (get a new identity with a join token or the workload's own attestation)"
+    )]
+    SuccessorRevoked { serial: String, successor: String },
+    #[error(
+        "certificate {serial} was renewed by another caller at the same moment; only one renewal of a certificate succeeds"
+    )]
+    RenewalRaced { serial: String },
+}
+
+impl AttestError {
+    /// Refusals of a proven caller that may not renew are PERMISSION_DENIED;
+    /// every other attestation failure is UNAUTHENTICATED.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            AttestError::Superseded { .. }
+            | AttestError::AlreadyRenewed { .. }
+            | AttestError::SuccessorRevoked { .. }
+            | AttestError::RenewalRaced { .. } => crate::ErrorKind::PermissionDenied,
+            _ => crate::ErrorKind::Unauthenticated,
+        }
+    }
 }
 
 pub use crate::model::kind;

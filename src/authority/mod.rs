@@ -33,6 +33,7 @@ use crate::{Error, Result};
 
 mod agents;
 mod changes;
+mod lineage;
 mod operators;
 pub mod readiness;
 mod registration;
@@ -103,6 +104,8 @@ struct RecordedAs {
     attestation: Attestation,
     renewed_from: Option<Serial>,
     token: Option<TokenHash>,
+    /// For a renewal: the lineage link to set before recording.
+    lineage: Option<lineage::LineageClaim>,
 }
 
 /// The issuance record of a certificate just signed.
@@ -134,6 +137,8 @@ struct IssuanceRequest {
     attestation: Attestation,
     renewed_from: Option<Serial>,
     token: Option<TokenHash>,
+    /// Set by `renew` (`lineage`).
+    lineage: Option<lineage::LineageClaim>,
 }
 
 impl Authority {
@@ -293,6 +298,7 @@ impl Authority {
             },
             renewed_from: None,
             token: None,
+            lineage: None,
         }
     }
 
@@ -331,6 +337,7 @@ impl Authority {
         let current = evidence.current;
         *presented = Some((current.service.clone(), current.serial.clone()));
         let csr = ValidatedCsr::from_der(csr_der)?;
+        let claim = self.lineage_claim(&current).await?;
         // A certificate issued for an entry renews only while the entry
         // exists, and gets the entry's names and lifetime; one issued
         // without (by an operator) keeps its service's default identity.
@@ -364,10 +371,18 @@ impl Authority {
                 },
                 renewed_from: None,
                 token: None,
+                lineage: None,
             },
         };
+        let replaced = claim.expected.clone();
         request.renewed_from = Some(current.serial);
-        self.issue(&csr, request).await
+        request.lineage = Some(claim);
+        let issued = self.issue(&csr, request).await?;
+        if let Some(replaced) = replaced {
+            self.retire_unused_successor(&replaced, &issued.record.serial)
+                .await;
+        }
+        Ok(issued)
     }
 
     /// An operator issues directly (CI): `ttl` of `None` means the default.
@@ -422,6 +437,7 @@ impl Authority {
             },
             renewed_from: None,
             token: None,
+            lineage: None,
         };
         self.issue(&csr, request).await
     }
@@ -438,6 +454,7 @@ impl Authority {
             attestation: Attestation::ServingCertificate,
             renewed_from: None,
             token: None,
+            lineage: None,
         };
         self.sign_and_record(
             |serial, now| self.ca.sign_server(key, names, serial, ttl, now),
@@ -465,6 +482,7 @@ impl Authority {
             attestation: request.attestation,
             renewed_from: request.renewed_from,
             token: request.token,
+            lineage: request.lineage,
         };
         let (identity, ttl) = (&request.identity, request.ttl);
         self.sign_and_record(
@@ -481,12 +499,18 @@ impl Authority {
     async fn sign_and_record(
         &self,
         sign: impl Fn(Serial, SystemTime) -> std::result::Result<SignedCertificate, CaError>,
-        recorded_as: RecordedAs,
+        mut recorded_as: RecordedAs,
     ) -> Result<Issued> {
         let now = SystemTime::now();
         for _ in 0..SERIAL_ATTEMPTS {
             let signed = sign(self.fresh_serial().await?, now)?;
             let record = record_of(&signed, &recorded_as, now);
+            // A renewal links its predecessor first: a crash before the
+            // record is written leaves a link to a serial never issued,
+            // which the predecessor may replace by renewing again.
+            if let Some(claim) = recorded_as.lineage.as_mut() {
+                self.link_successor(claim, &record.serial).await?;
+            }
             match self
                 .store
                 .record_issuance(&record, recorded_as.token.as_ref())

@@ -119,6 +119,7 @@ impl Authority {
             },
             renewed_from: None,
             token: None,
+            lineage: None,
         };
         self.sign_and_record(
             |serial, now| self.ca.sign_operator(&csr, &operator, serial, ttl, now),

@@ -69,6 +69,47 @@ impl Authority {
         outcome
     }
 
+    /// Revokes every unexpired certificate of `serial`'s chain of renewals
+    /// (`lineage`): for a key that may have been copied, whichever
+    /// certificate of the chain the copy holds now.
+    pub async fn revoke_lineage(
+        &self,
+        caller: &Caller,
+        serial: &str,
+        reason: RevocationReason,
+    ) -> Result<RevocationResult> {
+        let outcome = self.revoke_lineage_inner(serial, reason).await;
+        audit_revocation(
+            self.store.as_ref(),
+            caller,
+            &format!("lineage {serial}"),
+            reason,
+            &outcome,
+        )
+        .await;
+        outcome
+    }
+
+    async fn revoke_lineage_inner(
+        &self,
+        serial: &str,
+        reason: RevocationReason,
+    ) -> Result<RevocationResult> {
+        let serial: Serial = serial.parse()?;
+        let mut revoked = Vec::new();
+        for record in self.lineage_of(&serial).await? {
+            if Self::unexpired(&record) {
+                revoked.push(self.revoke_serial(&record.serial.to_hex(), reason).await?);
+            }
+        }
+        if revoked.is_empty() {
+            return Err(Error::NotFound(format!(
+                "unexpired certificate in the lineage of {serial}"
+            )));
+        }
+        self.publish(revoked).await
+    }
+
     async fn revoke_service_inner(
         &self,
         service: &str,

@@ -108,7 +108,7 @@ pub struct ShowArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("target").required(true).args(["serial", "service"]))]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["serial", "service", "lineage"]))]
 pub struct RevokeArgs {
     #[command(flatten)]
     data_dir: DataDirArg,
@@ -119,6 +119,11 @@ pub struct RevokeArgs {
     /// Revoke every unexpired certificate of this service instead.
     #[arg(long)]
     service: Option<String>,
+    /// Revoke every unexpired certificate of this serial's chain of renewals
+    /// instead: those it was renewed from and those renewed from it (a key
+    /// that may have been copied).
+    #[arg(long, value_name = "SERIAL")]
+    lineage: Option<String>,
     /// RFC 5280 reason: unspecified, key-compromise, affiliation-changed, superseded,
     /// cessation-of-operation or certificate-hold.
     #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
@@ -131,10 +136,13 @@ fn parse_reason(value: &str) -> Result<RevocationReason, String> {
 
 pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
-    let result = match (&args.serial, &args.service) {
-        (Some(serial), _) => client.revoke_serial(serial, args.reason).await?,
-        (None, Some(service)) => client.revoke_service(service, args.reason).await?,
-        (None, None) => return Err(UsageError("name a serial or --service".into()).into()),
+    let result = match (&args.serial, &args.service, &args.lineage) {
+        (Some(serial), _, _) => client.revoke_serial(serial, args.reason).await?,
+        (None, Some(service), _) => client.revoke_service(service, args.reason).await?,
+        (None, None, Some(serial)) => client.revoke_lineage(serial, args.reason).await?,
+        (None, None, None) => {
+            return Err(UsageError("name a serial, --service or --lineage".into()).into());
+        }
     };
     for revoked in &result.certificates {
         let verb = if revoked.newly_revoked {

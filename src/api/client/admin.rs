@@ -286,6 +286,19 @@ impl AdminClient {
         .await
     }
 
+    /// Revokes every unexpired certificate of a serial's chain of renewals.
+    pub async fn revoke_lineage(
+        &mut self,
+        serial: &str,
+        reason: RevocationReason,
+    ) -> Result<RevokeSummary, ClientError> {
+        self.revoke(
+            proto::revoke_request::Target::Lineage(serial.to_owned()),
+            reason,
+        )
+        .await
+    }
+
     async fn revoke(
         &mut self,
         target: proto::revoke_request::Target,
