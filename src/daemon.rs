@@ -28,11 +28,25 @@ use crate::{DataDir, Error};
 pub struct Daemon {
     data_dir: DataDir,
     config: Config,
+    /// What serving does when the CA's store marks are missing.
+    unmarked: crate::store::marks::Unmarked,
 }
 
 impl Daemon {
     pub fn new(data_dir: DataDir, config: Config) -> Self {
-        Daemon { data_dir, config }
+        Daemon {
+            data_dir,
+            config,
+            unmarked: crate::store::marks::Unmarked::Refuse,
+        }
+    }
+
+    /// Serve from a database even though the CA's store marks are missing
+    /// (`--danger-accept-unmarked-store`): new marks are written from it,
+    /// and the start is audited.
+    pub fn accept_unmarked_store(mut self) -> Self {
+        self.unmarked = crate::store::marks::Unmarked::Accept;
+        self
     }
 
     pub fn data_dir(&self) -> &DataDir {
@@ -48,7 +62,12 @@ impl Daemon {
     pub async fn offline(&self) -> Result<Authority, Error> {
         let mut ca = CertificateAuthority::load_with(self.data_dir.root(), &self.key_secrets()?)?;
         ca.set_revocation_urls(self.revocation_urls(self.config.http_addr));
-        let store = crate::store::open_checked(&self.data_dir, &self.config.store).await?;
+        let store = crate::store::open_checked(
+            &self.data_dir,
+            &self.config.store,
+            crate::store::marks::Unmarked::Refuse,
+        )
+        .await?;
         let mut settings = self.config.authority_settings();
         settings.kubernetes = None;
         let jwt_keys = self.jwt_keys()?;
@@ -112,6 +131,14 @@ impl Daemon {
                 intermediate_lifetime: ca::INTERMEDIATE_LIFETIME,
             };
             ca::init(dir, &options).map_err(Error::from)?;
+            crate::store::marks::MarksFile::for_new_ca()
+                .write(&self.data_dir.store_marks())
+                .map_err(|error| {
+                    Error::from(crate::store::StoreError::Open {
+                        path: self.data_dir.store_marks().display().to_string(),
+                        reason: error.to_string(),
+                    })
+                })?;
         }
         // The data directory holds the CA's keys: private, whoever made it.
         match crate::fsutil::narrow_to_private(dir) {
@@ -145,9 +172,25 @@ impl Daemon {
         let mut ca = CertificateAuthority::load_with(dir, &secrets).map_err(Error::from)?;
         // The database before the admin socket: a second `serve` on the
         // same directory stops here, before it touches the first one's.
-        let store = crate::store::open_checked(&self.data_dir, &self.config.store)
+        let store = crate::store::open_checked(&self.data_dir, &self.config.store, self.unmarked)
             .await
             .map_err(Error::from)?;
+        if self.unmarked == crate::store::marks::Unmarked::Accept {
+            crate::audit::record(
+                store.as_ref(),
+                crate::audit::Decision {
+                    event: crate::model::AuditEvent::AcceptUnmarkedStore,
+                    allowed: true,
+                    caller: "certd serve --danger-accept-unmarked-store",
+                    reason: Some(format!(
+                        "served {} without checking it against the CA's store marks",
+                        store.location()
+                    )),
+                    ..crate::audit::Decision::default()
+                },
+            )
+            .await;
+        }
         let listeners = tcp.with_admin_socket(&self.data_dir).await?;
         let grpc_addr = local_addr(&listeners.grpc, "gRPC")?;
         let http_addr = local_addr(&listeners.http, "HTTP")?;

@@ -309,3 +309,138 @@ fn a_backup_of_another_ca_is_refused() {
     let output = run_cli(&ours.data_dir, &["db", "check"]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// `try_serve` with extra arguments.
+fn try_serve_with(data_dir: &Path, extra: &[&str]) -> Start {
+    let mut child = serve_command(data_dir)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn certd");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.starts_with("certd ready") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Start::Served;
+    }
+    let output = child.wait_with_output().unwrap();
+    Start::Refused {
+        code: output.status.code(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn refused(start: Start, what: &str) -> String {
+    match start {
+        Start::Refused { code, stderr } => {
+            assert_eq!(code, Some(1), "{what}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+            stderr
+        }
+        Start::Served => panic!("{what}: certd served"),
+    }
+}
+
+/// Without its marks file, a CA that has issued is no longer served from
+/// whatever database it finds: an older copy of the database (which served
+/// revoked certificates as good and a lower CRL number) and a deleted one
+/// (which came back empty with CRL number 2) are refused with one line
+/// that says what to do; the explicit, danger-named override serves and is
+/// audited; temporary marks files a crash left are removed at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_without_its_marks_refuses_an_older_or_missing_database() {
+    let daemon = Daemon::start();
+    for index in 0..5 {
+        let output = daemon.ci_issue("billing", &daemon.tmp.path().join(format!("a{index}")), &[]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let mut daemon = daemon;
+    assert!(daemon.terminate().success());
+    let old_copy = daemon.tmp.path().join("old-db");
+    copy_dir(&daemon.data_dir.join("db"), &old_copy);
+    let mut daemon = Daemon::start_in(tempfile::tempdir().unwrap(), daemon.data_dir.clone(), &[]);
+    let out = daemon.tmp.path().join("revoked");
+    assert!(daemon.ci_issue("billing", &out, &[]).status.success());
+    let cert = std::fs::read_to_string(out.join("cert.pem")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
+    let serial = hex::encode(pem.parse_x509().unwrap().raw_serial());
+    let output = daemon.cli(&["revoke", &serial, "--reason", "key-compromise"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(daemon.terminate().success());
+    let dir = daemon.data_dir.clone();
+
+    // The older copy, marks gone too (as an operator restoring a disk
+    // image without the CA files' latest state would have it).
+    std::fs::remove_dir_all(dir.join("db")).unwrap();
+    copy_dir(&old_copy, &dir.join("db"));
+    std::fs::remove_file(dir.join("store-marks.toml")).unwrap();
+    std::fs::write(dir.join(".store-marks.toml.0123456789abcdef.tmp"), b"half").unwrap();
+    let said = refused(try_serve(&dir), "an older copy without marks");
+    let error = said
+        .lines()
+        .find(|line| line.starts_with("certd: error: "))
+        .unwrap_or_else(|| panic!("no error line: {said}"));
+    assert!(error.contains("store-marks.toml is missing"), "{error}");
+    assert!(error.contains("--danger-accept-unmarked-store"), "{error}");
+    assert!(
+        !dir.join(".store-marks.toml.0123456789abcdef.tmp").exists(),
+        "a leftover temporary marks file is removed at start"
+    );
+    // The offline commands refuse it the same way.
+    let list = run_cli(&dir, &["list", "--offline"]);
+    assert_eq!(list.status.code(), Some(1), "{}", stderr(&list));
+    assert!(stderr(&list).contains("store-marks.toml is missing"));
+
+    // A deleted database without marks: refused too, not served empty.
+    std::fs::remove_dir_all(dir.join("db")).unwrap();
+    let said = refused(try_serve(&dir), "a deleted database without marks");
+    assert!(said.contains("store-marks.toml is missing"), "{said}");
+    assert!(
+        !dir.join("store-marks.toml").exists(),
+        "nothing was written"
+    );
+
+    // The override: served, with new marks and an audit entry.
+    std::fs::remove_dir_all(dir.join("db")).ok();
+    copy_dir(&old_copy, &dir.join("db"));
+    assert!(matches!(
+        try_serve_with(&dir, &["--danger-accept-unmarked-store"]),
+        Start::Served
+    ));
+    assert!(dir.join("store-marks.toml").exists());
+    let audit = run_cli(&dir, &["audit", "--offline", "--json"]);
+    assert!(audit.status.success(), "{}", stderr(&audit));
+    let trail: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout).unwrap();
+    assert!(
+        trail.iter().any(|e| e["event"] == "accept-unmarked-store"),
+        "the override is audited"
+    );
+}
+
+/// A new CA (`certd init` writes its marks) pointed at a database that
+/// already holds another CA's certificates refuses it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_ca_refuses_another_cas_database() {
+    let mut other = Daemon::start();
+    assert!(
+        other
+            .ci_issue("billing", &other.tmp.path().join("a"), &[])
+            .status
+            .success()
+    );
+    assert!(other.terminate().success());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("new-ca");
+    let output = common::run_cli(&dir, &["init"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        dir.join("store-marks.toml").exists(),
+        "init writes the marks"
+    );
+    copy_dir(&other.data_dir.join("db"), &dir.join("db"));
+    let said = refused(try_serve(&dir), "another CA's database");
+    assert!(said.contains("belongs to another CA"), "{said}");
+}

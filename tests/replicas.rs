@@ -49,6 +49,7 @@ fn copy_ca_files(from: &Path, to: &Path) {
         "intermediate.key",
         "bundle.pem",
         "ca.toml",
+        "store-marks.toml",
     ] {
         std::fs::copy(from.join(name), to.join(name)).unwrap();
     }

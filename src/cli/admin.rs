@@ -293,6 +293,12 @@ pub fn init(
         intermediate_lifetime,
     };
     let metadata = ca::init(dir, &options).map_err(certd::Error::from)?;
+    // The CA's store marks, before any database: a CA whose marks later go
+    // missing is refused rather than served from whatever database it finds.
+    let marks_path = certd::DataDir::new(dir).store_marks();
+    certd::store::marks::MarksFile::for_new_ca()
+        .write(&marks_path)
+        .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", marks_path.display()))?;
     // The JWT-SVID master secret, beside the CA keys (see certd::jwt).
     certd::jwt::JwtKeys::load_or_create(
         &certd::DataDir::new(dir).jwt_master_key(),

@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// directory.
     #[arg(long, env = "CERTD_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Serve even though the CA's store-marks.toml is missing: certd then cannot tell an
+    /// older copy or another CA's database from the right one. Writes new marks from the
+    /// database and audits the start. Only when you know the database is the CA's latest.
+    #[arg(long)]
+    danger_accept_unmarked_store: bool,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -45,7 +50,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     super::use_database_url(&mut file, args.database_url);
     let config = file.validate()?;
     let file_size_limit = survive_file_size_limit()?;
-    let daemon = Daemon::new(args.data_dir.dir(), config).bind().await?;
+    let mut daemon = Daemon::new(args.data_dir.dir(), config);
+    if args.danger_accept_unmarked_store {
+        daemon = daemon.accept_unmarked_store();
+    }
+    let daemon = daemon.bind().await?;
     let (grpc, http, admin) = (
         daemon.grpc_addr(),
         daemon.http_addr(),

@@ -233,10 +233,13 @@ pub enum AuditEvent {
     DeleteEntry,
     /// A JWT-SVID.
     MintJwt,
+    /// The daemon took a database it could not check against the CA's
+    /// marks (`--danger-accept-unmarked-store`).
+    AcceptUnmarkedStore,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 10] = [
+    pub const ALL: [AuditEvent; 11] = [
         AuditEvent::Issue,
         AuditEvent::IssueOperator,
         AuditEvent::Renew,
@@ -247,6 +250,7 @@ impl AuditEvent {
         AuditEvent::UpdateEntry,
         AuditEvent::DeleteEntry,
         AuditEvent::MintJwt,
+        AuditEvent::AcceptUnmarkedStore,
     ];
 
     /// The name logs, the audit listing and the store use.
@@ -262,6 +266,7 @@ impl AuditEvent {
             AuditEvent::UpdateEntry => "update-entry",
             AuditEvent::DeleteEntry => "delete-entry",
             AuditEvent::MintJwt => "mint-jwt",
+            AuditEvent::AcceptUnmarkedStore => "accept-unmarked-store",
         }
     }
 

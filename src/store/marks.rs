@@ -39,6 +39,18 @@ const RECORDS_WRITE_EVERY: u64 = 1000;
 /// certificates are being issued.
 const RECORDS_WRITE_INTERVAL: Duration = Duration::from_secs(30);
 
+/// What to do when the marks file is missing beside a CA. `certd init`
+/// writes one, so a CA without it lost it (or predates marks): certd cannot
+/// tell an older copy or another CA's database from the right one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmarked {
+    /// Refuse to open the store (the default).
+    Refuse,
+    /// Take the store as it is and write new marks from it: the operator's
+    /// explicit, audited `--danger-accept-unmarked-store`.
+    Accept,
+}
+
 /// What a store holds now, as its backend reports it (`Storage::marks`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreMarks {
@@ -77,6 +89,20 @@ const MARKS_HEADER: &str = "# certd: what the database is known to have held. ce
 # less. Do not edit; `certd db restore` rewrites it.\n";
 
 impl MarksFile {
+    /// The marks of a CA that has never used a database: `certd init`
+    /// writes them, so that a CA whose marks later go missing is noticed.
+    /// The first store opened with them must be new and empty; it is given
+    /// its id then.
+    pub fn for_new_ca() -> Self {
+        MarksFile {
+            store_id: String::new(),
+            crl_number: 0,
+            records: 0,
+            revocations: 0,
+            newest_serial: None,
+        }
+    }
+
     /// Reads the marks file; `None` if there is none.
     pub fn read(path: &Path) -> Result<Option<Self>, StoreError> {
         let text = match std::fs::read_to_string(path) {
@@ -104,6 +130,20 @@ impl MarksFile {
     /// `newest_serial` (`None`: not looked up, or no such serial).
     pub fn shortfalls(&self, found: &StoreMarks, newest_present: Option<bool>) -> Vec<String> {
         let mut shortfalls = Vec::new();
+        if self.store_id.is_empty() {
+            // A new CA: any database with a history is someone else's.
+            if found.store_id.is_some() || found.has_records || found.crl_number > 0 {
+                shortfalls.push(format!(
+                    "this CA has never used a database, but this one already holds {} (CRL number {}): it belongs to another CA",
+                    found
+                        .store_id
+                        .as_deref()
+                        .map_or_else(|| "certificates".to_owned(), |id| format!("store id {id}")),
+                    found.crl_number
+                ));
+            }
+            return shortfalls;
+        }
         match &found.store_id {
             None if !found.has_records => {
                 return vec![format!(
@@ -171,6 +211,59 @@ pub async fn shortfalls(
     Ok(recorded.shortfalls(&found, newest_present))
 }
 
+/// The first marks of a store: one full count, never again; a store
+/// without an id gets one.
+async fn first_marks(inner: &dyn Storage) -> Result<MarksFile, StoreError> {
+    let found = inner.marks().await?;
+    let records = match found.records {
+        Some(records) => records,
+        None => inner.record_count().await?,
+    };
+    let store_id = match found.store_id {
+        Some(id) => id,
+        None => {
+            let mut id = [0u8; 16];
+            crate::fsutil::fill_random(&mut id);
+            let id = hex::encode(id);
+            inner.set_store_id(&id).await?;
+            id
+        }
+    };
+    Ok(MarksFile {
+        store_id,
+        crl_number: found.crl_number,
+        records,
+        revocations: found.revocations,
+        newest_serial: None,
+    })
+}
+
+/// Removes `.store-marks.toml.*.tmp` files a crash left behind mid-write
+/// (`fsutil::replace_file` names its temporaries so).
+fn remove_leftover_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a marks file a crash left half-written")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, file = %entry.path().display(), "cannot remove a leftover temporary marks file")
+                }
+            }
+        }
+    }
+}
+
 fn marks_error(path: &Path, reason: &str) -> StoreError {
     StoreError::Open {
         path: path.display().to_string(),
@@ -198,9 +291,24 @@ impl Marked {
     /// that holds less than the marks is refused with `BehindMarks`; a
     /// store without marks yet (new, or from an older certd) is given a
     /// store id and marks.
-    pub async fn open(inner: SharedStorage, path: &Path) -> Result<Self, StoreError> {
+    pub async fn open(
+        inner: SharedStorage,
+        path: &Path,
+        unmarked: Unmarked,
+    ) -> Result<Self, StoreError> {
+        remove_leftover_temporaries(path);
         let recorded = MarksFile::read(path)?;
         let current = match recorded {
+            Some(recorded) if recorded.store_id.is_empty() => {
+                let shortfalls = shortfalls(inner.as_ref(), &recorded, false).await?;
+                if !shortfalls.is_empty() {
+                    return Err(StoreError::BehindMarks {
+                        path: inner.location(),
+                        shortfalls: shortfalls.join("; "),
+                    });
+                }
+                first_marks(inner.as_ref()).await?
+            }
             Some(recorded) => {
                 let shortfalls = shortfalls(inner.as_ref(), &recorded, false).await?;
                 if !shortfalls.is_empty() {
@@ -218,30 +326,19 @@ impl Marked {
                     newest_serial: recorded.newest_serial,
                 }
             }
+            None if unmarked == Unmarked::Refuse => {
+                return Err(StoreError::Unmarked {
+                    path: inner.location(),
+                    marks: path.display().to_string(),
+                });
+            }
             None => {
-                // The first marks: one full count, never again.
-                let found = inner.marks().await?;
-                let records = match found.records {
-                    Some(records) => records,
-                    None => inner.record_count().await?,
-                };
-                let store_id = match found.store_id {
-                    Some(id) => id,
-                    None => {
-                        let mut id = [0u8; 16];
-                        crate::fsutil::fill_random(&mut id);
-                        let id = hex::encode(id);
-                        inner.set_store_id(&id).await?;
-                        id
-                    }
-                };
-                MarksFile {
-                    store_id,
-                    crl_number: found.crl_number,
-                    records,
-                    revocations: found.revocations,
-                    newest_serial: None,
-                }
+                tracing::warn!(
+                    database = %inner.location(),
+                    marks = %path.display(),
+                    "--danger-accept-unmarked-store: taking the database as it is and writing new marks from it"
+                );
+                first_marks(inner.as_ref()).await?
             }
         };
         let marked = Marked {

@@ -57,6 +57,10 @@ pub enum StoreError {
         "the database {path} holds less than this CA recorded: {shortfalls}. It is damaged or an older copy, and certd will not serve from it; see `certd db check`, and restore a backup with `certd db restore`"
     )]
     BehindMarks { path: String, shortfalls: String },
+    #[error(
+        "{marks} is missing, so certd cannot tell whether the database {path} is this CA's and is not behind what the CA published (an older copy would answer revoked certificates as good). Restore {marks} from a backup of the data directory, or, only if you know this database is the CA's latest, start once with `certd serve --danger-accept-unmarked-store` (audited)"
+    )]
+    Unmarked { path: String, marks: String },
     #[error("database error: {0}")]
     Backend(String),
     #[error("cannot make the write durable: {}", describe_io(.0))]
@@ -84,6 +88,7 @@ impl StoreError {
             StoreError::Open { .. }
             | StoreError::Damaged { .. }
             | StoreError::BehindMarks { .. }
+            | StoreError::Unmarked { .. }
             | StoreError::Backend(_)
             | StoreError::Corrupt(_)
             | StoreError::TokenAlreadyUsed
@@ -362,6 +367,7 @@ pub fn restore(data_dir: &crate::DataDir, backup: &Path) -> Result<RestoreReport
     }
     let contents = sled::verify_backup(backup)?;
     if let (Some(marks), Some(backup_id)) = (&previous_marks, &contents.store_id)
+        && !marks.store_id.is_empty()
         && *backup_id != marks.store_id
     {
         return Err(StoreError::Damaged {
@@ -426,6 +432,7 @@ pub fn open(dir: &Path) -> Result<SharedStorage, StoreError> {
 pub async fn open_checked(
     data_dir: &crate::DataDir,
     settings: &crate::config::StoreSettings,
+    unmarked: marks::Unmarked,
 ) -> Result<SharedStorage, StoreError> {
     let backend: SharedStorage = match settings {
         crate::config::StoreSettings::Sled => open(&data_dir.database())?,
@@ -434,6 +441,6 @@ pub async fn open_checked(
         }
     };
     Ok(Arc::new(
-        marks::Marked::open(backend, &data_dir.store_marks()).await?,
+        marks::Marked::open(backend, &data_dir.store_marks(), unmarked).await?,
     ))
 }

@@ -181,26 +181,35 @@ impl Open {
                 path: dir.display().to_string(),
                 reason,
             })?
-            .map_err(|source| match source {
-                sled::Error::Corruption { .. } => StoreError::Damaged {
-                    path: dir.display().to_string(),
-                    reason: "sled found corrupted data in its log".into(),
-                },
-                source if is_lock_error(&source) => StoreError::Locked(dir.display().to_string()),
-                source => cannot_open(source.to_string()),
-            })?;
+            .map_err(|source| opening_failed(dir, source))?;
         let data_file = File::open(dir.join("db")).map_err(|e| cannot_open(e.to_string()))?;
         let commit =
             GroupCommit::start(db.clone(), data_file).map_err(|e| cannot_open(e.to_string()))?;
         Ok(Open {
-            certificates: db.open_tree(CERTIFICATES_TREE)?,
-            certificates_by_service: db.open_tree(CERTIFICATES_BY_SERVICE_TREE)?,
-            join_tokens: db.open_tree(JOIN_TOKENS_TREE)?,
-            entries: db.open_tree(ENTRIES_TREE)?,
-            revocations: db.open_tree(REVOCATIONS_TREE)?,
-            meta: db.open_tree(META_TREE)?,
-            audit: db.open_tree(AUDIT_TREE)?,
-            successors: db.open_tree(SUCCESSORS_TREE)?,
+            certificates: db
+                .open_tree(CERTIFICATES_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            certificates_by_service: db
+                .open_tree(CERTIFICATES_BY_SERVICE_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            join_tokens: db
+                .open_tree(JOIN_TOKENS_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            entries: db
+                .open_tree(ENTRIES_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            revocations: db
+                .open_tree(REVOCATIONS_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            meta: db
+                .open_tree(META_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            audit: db
+                .open_tree(AUDIT_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            successors: db
+                .open_tree(SUCCESSORS_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
             db,
             commit,
         })
@@ -976,6 +985,37 @@ fn install_quiet_panic_hook() {
 fn is_lock_error(error: &sled::Error) -> bool {
     matches!(error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
         || io.to_string().contains("lock"))
+}
+
+/// Why sled could not open the database in `dir`, in the words every other
+/// refusal of a damaged database uses: sled's own errors carry a debug
+/// backtrace (`backtrace ()`) that means nothing to an operator.
+fn opening_failed(dir: &Path, source: sled::Error) -> StoreError {
+    let damaged = |reason: &str| StoreError::Damaged {
+        path: dir.display().to_string(),
+        reason: reason.into(),
+    };
+    match source {
+        source if is_lock_error(&source) => StoreError::Locked(dir.display().to_string()),
+        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => {
+            damaged("sled found corrupted data in its log")
+        }
+        sled::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            damaged("sled cannot read its log")
+        }
+        sled::Error::Io(io) => StoreError::Open {
+            path: dir.display().to_string(),
+            reason: super::describe_io(&io),
+        },
+        sled::Error::Unsupported(_) | sled::Error::CollectionNotFound(_) => {
+            damaged("sled does not recognise its files")
+        }
+    }
 }
 
 /// A lineage link as the successors tree keeps it: one byte, 1 when the
