@@ -713,9 +713,11 @@ fn crl_signed_by(crl_der: &[u8], issuer_pem: &str, dir: &Path, name: &str) -> (b
 /// it answers with a CRL that root signed, and `openssl verify
 /// -crl_check_all` with `/crls.pem` accepts a leaf of the new chain; all
 /// along, a relying party polling `/bundle.pem` and `/crls.pem` finds a CRL
-/// for every root of the bundle. In each cycle `root-next.crl` has the
-/// modification time of the `root.crl` the daemon last read, as when both
-/// are signed in the same clock tick, which a reload by mtime misses.
+/// for every root of the bundle; and `certd crl sync` writes the new root's
+/// CRL, but nothing for a bundle whose root has no CRL any more. In each
+/// cycle `root-next.crl` has the modification time of the `root.crl` the
+/// daemon last read, as when both are signed in the same clock tick, which
+/// a reload by mtime misses.
 #[tokio::test]
 async fn retiring_the_root_never_leaves_relying_parties_without_a_crl() {
     let daemon = Daemon::start();
@@ -741,6 +743,7 @@ async fn retiring_the_root_never_leaves_relying_parties_without_a_crl() {
         assert!(output.status.success(), "{}", stderr(&output));
         wait_for_rotation(&daemon, cycle);
         let next_root = std::fs::read_to_string(data_dir.join("root-next.pem")).unwrap();
+        let bundle_with_both_roots = get("/bundle.pem").1;
         let output = daemon.cli(&["ca", "retire-root", "--force"]);
         assert!(output.status.success(), "{}", stderr(&output));
 
@@ -771,6 +774,38 @@ async fn retiring_the_root_never_leaves_relying_parties_without_a_crl() {
         let crls = common::write_file(&dir.join("crls.pem"), get("/crls.pem").1);
         let (ok, text) = common::openssl_verify_with_crls(&bundle, &intermediates, &crls, &leaf);
         assert!(ok && text.contains(": OK"), "cycle {cycle}: {text}");
+
+        // `certd crl sync` with the bundle served now writes the new root's
+        // CRL; with the bundle from before, whose old root has no CRL any
+        // more, it writes nothing, keeps the file and says why.
+        let synced = dir.join("synced-crls.pem");
+        let crl_sync = |bundle: &str| {
+            daemon.cli(&[
+                "crl",
+                "sync",
+                "--http",
+                &daemon.http,
+                "--out",
+                synced.to_str().unwrap(),
+                "--ca-bundle",
+                bundle,
+            ])
+        };
+        let output = crl_sync(&bundle);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let written = std::fs::read(&synced).unwrap();
+        let new_root = common::pem_certs(&next_root).remove(0);
+        let (_, new_root) = X509Certificate::from_der(&new_root).unwrap();
+        assert!(crl_issuers(&written).contains(&new_root.subject().as_raw().to_vec()));
+        let old_bundle = common::write_file(&dir.join("old-bundle.pem"), &bundle_with_both_roots);
+        let output = crl_sync(&old_bundle);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("a root in --ca-bundle; not writing the CRLs"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(std::fs::read(&synced).unwrap(), written);
     }
     let (polls, missing) = poller.stop();
     assert!(polls > 10, "{polls}");
