@@ -129,7 +129,7 @@ impl Metrics {
         let crl_age = Gauge::default();
         registry.register(
             "crl_age_seconds",
-            "Seconds since the CRL served now was signed (its thisUpdate)",
+            "Seconds since the CRL served now was signed (its thisUpdate is backdated a minute)",
             crl_age.clone(),
         );
         let ca_expiry = Family::<CertificateLabels, Gauge<i64, AtomicI64>>::default();

@@ -88,6 +88,137 @@ async fn openssl_checks_whole_chains_with_the_crls_certd_serves() {
     );
 }
 
+/// Unix seconds now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// `openssl verify` of `leaf` as a relying party whose clock says `at`,
+/// with the CRLs certd serves now (`-crl_check`: the leaf's; or with
+/// `all_crls`, `-crl_check_all`: every certificate's of the chain).
+fn verify_at(daemon: &Daemon, leaf: &str, at: i64, all_crls: bool) -> (bool, String) {
+    let dir = daemon.tmp.path();
+    let crls = http("GET", &format!("{}/crls.pem", daemon.http), &[], b"");
+    assert_eq!(crls.status, 200, "{}", String::from_utf8_lossy(&crls.body));
+    let crls = common::write_file(&dir.join("crls-now.pem"), &crls.body);
+    let bundle = daemon.data_dir.join("bundle.pem");
+    let intermediate = daemon.data_dir.join("intermediate.pem");
+    openssl(&[
+        "verify",
+        if all_crls {
+            "-crl_check_all"
+        } else {
+            "-crl_check"
+        },
+        "-attime",
+        &at.to_string(),
+        "-CAfile",
+        bundle.to_str().unwrap(),
+        "-untrusted",
+        intermediate.to_str().unwrap(),
+        "-CRLfile",
+        &crls,
+        leaf,
+    ])
+}
+
+/// The thisUpdate and nextUpdate of every CRL in `/crls.pem`, by issuer.
+fn crl_validities(daemon: &Daemon) -> Vec<(String, i64, i64)> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let crls = http("GET", &format!("{}/crls.pem", daemon.http), &[], b"");
+    x509_parser::pem::Pem::iter_from_buffer(&crls.body)
+        .map(|block| {
+            let block = block.unwrap();
+            let (_, crl) = CertificateRevocationList::from_der(&block.contents).unwrap();
+            (
+                crl.issuer().to_string(),
+                crl.last_update().timestamp(),
+                crl.next_update().unwrap().timestamp(),
+            )
+        })
+        .collect()
+}
+
+/// A relying party whose clock lags 30 s, loading the CRLs just after a
+/// revocation, reports the certificate revoked (error 23) instead of
+/// refusing every client with "CRL is not yet valid": every CRL certd
+/// signs, an intermediate's and the root's, has its thisUpdate backdated
+/// like a certificate's notBefore, while its nextUpdate stays the full
+/// validity (24 hours, the root's 180 days) after the signing.
+#[tokio::test]
+async fn a_relying_party_whose_clock_lags_finds_a_crl_signed_just_now_valid() {
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path().to_owned();
+    let payments = daemon.bootstrap("payments").await;
+    let orders = daemon.bootstrap("orders").await;
+    let payments_leaf = common::write_file(
+        &dir.join("payments.pem"),
+        payments.issued.certificate_pem.as_bytes(),
+    );
+    let orders_leaf = common::write_file(
+        &dir.join("orders.pem"),
+        orders.issued.certificate_pem.as_bytes(),
+    );
+    let (day, root_crl_validity) = (24 * 3600, 180 * 24 * 3600);
+
+    let before = unix_now();
+    let output = daemon.cli(&["revoke", &payments.issued.serial]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (ok, text) = verify_at(&daemon, &payments_leaf, unix_now() - 30, false);
+    assert!(
+        !ok && text.contains("error 23 at 0 depth") && !text.contains("not yet valid"),
+        "the revoked leaf, 30 s behind: {text}"
+    );
+    let (ok, text) = verify_at(&daemon, &orders_leaf, unix_now() - 30, false);
+    assert!(ok, "another leaf, 30 s behind: {text}");
+    let after = unix_now();
+    let validities = crl_validities(&daemon);
+    let intermediate_crl = validities
+        .iter()
+        .find(|(issuer, _, _)| issuer.contains("intermediate"))
+        .unwrap();
+    let (_, this_update, next_update) = intermediate_crl;
+    assert!(*this_update <= after - 60, "{intermediate_crl:?}");
+    assert!(
+        (before + day..=after + day).contains(next_update),
+        "{intermediate_crl:?}"
+    );
+
+    // An intermediate revoked on the root CRL: the same for the root's.
+    let (_, serial) = openssl(&[
+        "x509",
+        "-noout",
+        "-serial",
+        "-in",
+        daemon.data_dir.join("intermediate.pem").to_str().unwrap(),
+    ]);
+    let serial = serial.trim().trim_start_matches("serial=").to_owned();
+    let before = unix_now();
+    let output = daemon.cli(&["ca", "revoke-intermediate", &serial]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (ok, text) = verify_at(&daemon, &orders_leaf, unix_now() - 30, true);
+    assert!(
+        !ok && text.contains("error 23 at 1 depth") && !text.contains("not yet valid"),
+        "the revoked intermediate, 30 s behind: {text}"
+    );
+    let after = unix_now();
+    let validities = crl_validities(&daemon);
+    let root_crl = validities
+        .iter()
+        .find(|(issuer, _, _)| issuer.contains("root"))
+        .unwrap();
+    let (_, this_update, next_update) = root_crl;
+    assert!(*this_update <= after - 60, "{root_crl:?}");
+    assert!(
+        (before + root_crl_validity..=after + root_crl_validity).contains(next_update),
+        "{root_crl:?}"
+    );
+}
+
 #[tokio::test]
 async fn relying_parties_find_the_issuers_and_the_responder_from_the_certificates() {
     let daemon = Daemon::start();

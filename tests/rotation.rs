@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, Identity, http, openssl, stderr, stdout};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The value of the first line of `openssl x509 -text` starting with
 /// `prefix` (after trimming).
@@ -595,6 +597,222 @@ async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rot
     );
     let b = renew(&daemon, &b).await;
     peers_handshake(&a, &b, "after a restart").await;
+}
+
+/// A relying party that polls `/crls.pem`, `/bundle.pem` and `/crls.pem`
+/// again, over and over, and notes every root of the bundle for which
+/// neither CRL answer held a CRL: the root's files are written so that a
+/// root's CRL is in place before the root enters the bundle and leaves it
+/// only after the root has.
+struct BundleAndCrlPoller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl BundleAndCrlPoller {
+    fn start(http_base: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let base = http_base.to_owned();
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut polls, mut missing) = (0, Vec::new());
+            let get = |path: &str| {
+                let response = http("GET", &format!("{base}{path}"), &[], b"");
+                assert_eq!(response.status, 200, "{path}");
+                response.body
+            };
+            while !stopped.load(Ordering::SeqCst) {
+                let before = crl_issuers(&get("/crls.pem"));
+                let bundle = String::from_utf8(get("/bundle.pem")).unwrap();
+                let after = crl_issuers(&get("/crls.pem"));
+                for root in common::pem_certs(&bundle) {
+                    let (_, root) = X509Certificate::from_der(&root).unwrap();
+                    let subject = root.subject().as_raw().to_vec();
+                    if !before.contains(&subject) && !after.contains(&subject) {
+                        missing.push(root.subject().to_string());
+                    }
+                }
+                polls += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (polls, missing)
+        });
+        BundleAndCrlPoller { stop, thread }
+    }
+
+    /// How many times it polled, and each root found without a CRL.
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The issuer (DER name) of every CRL in a PEM document.
+fn crl_issuers(pem: &[u8]) -> Vec<Vec<u8>> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    x509_parser::pem::Pem::iter_from_buffer(pem)
+        .map(|block| block.unwrap())
+        .filter(|block| block.label == "X509 CRL")
+        .map(|block| {
+            let (_, crl) = CertificateRevocationList::from_der(&block.contents).unwrap();
+            crl.issuer().as_raw().to_vec()
+        })
+        .collect()
+}
+
+/// Makes the previous intermediate's certificates expired, as they are a
+/// day later, so that the intermediate may rotate again now.
+fn expire_previous_intermediate(data_dir: &Path) {
+    let path = data_dir.join("intermediate-previous.toml");
+    let past = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let state: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            if line.starts_with("certificates_expire_by") {
+                format!("certificates_expire_by = {past}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&path, state).unwrap();
+}
+
+/// Gives `path` the modification time of `like`: as if both were written
+/// in the same clock tick, as `root.crl` and `root-next.crl`, signed
+/// together, often are.
+fn same_mtime(path: &Path, like: &Path) {
+    let modified = std::fs::metadata(like).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+}
+
+/// `openssl crl` checking a DER CRL's signature against `issuer_pem`.
+fn crl_signed_by(crl_der: &[u8], issuer_pem: &str, dir: &Path, name: &str) -> (bool, String) {
+    let crl = common::write_file(&dir.join(format!("{name}.crl")), crl_der);
+    let issuer = common::write_file(&dir.join(format!("{name}-issuer.pem")), issuer_pem);
+    let (ok, text) = openssl(&[
+        "crl", "-inform", "DER", "-in", &crl, "-CAfile", &issuer, "-noout",
+    ]);
+    (ok && text.contains("verify OK"), text)
+}
+
+/// Retiring the old root never leaves relying parties without a CRL, and
+/// needs no restart: after each `certd ca retire-root`, `/root.crl` is the
+/// new root's, the CRL distribution point of the intermediate signed under
+/// it answers with a CRL that root signed, and `openssl verify
+/// -crl_check_all` with `/crls.pem` accepts a leaf of the new chain; all
+/// along, a relying party polling `/bundle.pem` and `/crls.pem` finds a CRL
+/// for every root of the bundle; and `certd crl sync` writes the new root's
+/// CRL, but nothing for a bundle whose root has no CRL any more. In each
+/// cycle `root-next.crl` has the modification time of the `root.crl` the
+/// daemon last read, as when both are signed in the same clock tick, which
+/// a reload by mtime misses.
+#[tokio::test]
+async fn retiring_the_root_never_leaves_relying_parties_without_a_crl() {
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path().to_owned();
+    let data_dir = daemon.data_dir.clone();
+    let get = |path: &str| {
+        let response = http("GET", &format!("{}{path}", daemon.http), &[], b"");
+        (response.status, response.body)
+    };
+    let poller = BundleAndCrlPoller::start(&daemon.http);
+    for cycle in 1..=3 {
+        let output = daemon.cli(&["ca", "rotate-root", "--propagation", "1s"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        // The daemon reads both root CRLs, and the retirement will rename
+        // one over the other with the same modification time.
+        assert_eq!(get("/crls.pem").0, 200);
+        same_mtime(&data_dir.join("root-next.crl"), &data_dir.join("root.crl"));
+        std::thread::sleep(Duration::from_secs(1));
+        if cycle > 1 {
+            expire_previous_intermediate(&data_dir);
+        }
+        let output = daemon.cli(&["ca", "rotate-intermediate"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        wait_for_rotation(&daemon, cycle);
+        let next_root = std::fs::read_to_string(data_dir.join("root-next.pem")).unwrap();
+        let bundle_with_both_roots = get("/bundle.pem").1;
+        let output = daemon.cli(&["ca", "retire-root", "--force"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+
+        let (status, root_crl) = get("/root.crl");
+        assert_eq!(status, 200, "cycle {cycle}");
+        let (ok, text) = crl_signed_by(&root_crl, &next_root, &dir, "root");
+        assert!(ok, "cycle {cycle}: /root.crl is not the new root's: {text}");
+        let intermediate = data_dir.join("intermediate.pem");
+        let distribution_point = crl_url(intermediate.to_str().unwrap());
+        let response = http("GET", &distribution_point, &[], b"");
+        assert_eq!(
+            response.status,
+            200,
+            "cycle {cycle}: {distribution_point}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let (ok, text) = crl_signed_by(&response.body, &next_root, &dir, "distribution-point");
+        assert!(ok, "cycle {cycle}: {distribution_point}: {text}");
+
+        let leaf = daemon.bootstrap(&format!("cycle-{cycle}")).await;
+        let leaf = common::write_file(
+            &dir.join("leaf.pem"),
+            leaf.issued.certificate_pem.as_bytes(),
+        );
+        let bundle = common::write_file(&dir.join("served-bundle.pem"), get("/bundle.pem").1);
+        let intermediates =
+            common::write_file(&dir.join("intermediates.pem"), get("/intermediate.pem").1);
+        let crls = common::write_file(&dir.join("crls.pem"), get("/crls.pem").1);
+        let (ok, text) = common::openssl_verify_with_crls(&bundle, &intermediates, &crls, &leaf);
+        assert!(ok && text.contains(": OK"), "cycle {cycle}: {text}");
+
+        // `certd crl sync` with the bundle served now writes the new root's
+        // CRL; with the bundle from before, whose old root has no CRL any
+        // more, it writes nothing, keeps the file and says why.
+        let synced = dir.join("synced-crls.pem");
+        let crl_sync = |bundle: &str| {
+            daemon.cli(&[
+                "crl",
+                "sync",
+                "--http",
+                &daemon.http,
+                "--out",
+                synced.to_str().unwrap(),
+                "--ca-bundle",
+                bundle,
+            ])
+        };
+        let output = crl_sync(&bundle);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let written = std::fs::read(&synced).unwrap();
+        let new_root = common::pem_certs(&next_root).remove(0);
+        let (_, new_root) = X509Certificate::from_der(&new_root).unwrap();
+        assert!(crl_issuers(&written).contains(&new_root.subject().as_raw().to_vec()));
+        let old_bundle = common::write_file(&dir.join("old-bundle.pem"), &bundle_with_both_roots);
+        let output = crl_sync(&old_bundle);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("a root in --ca-bundle; not writing the CRLs"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(std::fs::read(&synced).unwrap(), written);
+    }
+    let (polls, missing) = poller.stop();
+    assert!(polls > 10, "{polls}");
+    assert!(
+        missing.is_empty(),
+        "roots served in the bundle without a CRL: {missing:?}"
+    );
 }
 
 /// With `[ca] auto_rotate_intermediate` (and the root key beside it), certd

@@ -386,7 +386,8 @@ async fn crl_response(
         .revocations()
         .crl_refresh_at()
         .map_or(crl.next_update, |at| at.min(crl.next_update));
-    let mut response_headers = caching_headers(crl.this_update, replaced_at);
+    // Last-Modified: when it was signed (its thisUpdate is backdated).
+    let mut response_headers = caching_headers(crl.signed_at, replaced_at);
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response_headers.insert(header::ETAG, value);
     }
@@ -438,7 +439,7 @@ fn ocsp_response(answer: OcspAnswer, mut headers: HeaderMap) -> Response {
 }
 
 /// Last-Modified and a Cache-Control max-age that ends at nextUpdate.
-fn caching_headers(this_update: i64, next_update: i64) -> HeaderMap {
+fn caching_headers(modified_at: i64, next_update: i64) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let max_age = (next_update - unix_seconds(SystemTime::now())).max(0);
     if let Ok(value) = HeaderValue::from_str(&format!(
@@ -446,7 +447,7 @@ fn caching_headers(this_update: i64, next_update: i64) -> HeaderMap {
     )) {
         headers.insert(header::CACHE_CONTROL, value);
     }
-    let last_modified = UNIX_EPOCH + Duration::from_secs(u64::try_from(this_update).unwrap_or(0));
+    let last_modified = UNIX_EPOCH + Duration::from_secs(u64::try_from(modified_at).unwrap_or(0));
     if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified)) {
         headers.insert(header::LAST_MODIFIED, value);
     }

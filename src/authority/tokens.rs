@@ -40,7 +40,7 @@ impl Authority {
             metrics
                 .crl_number
                 .set(i64::try_from(crl.number).unwrap_or(i64::MAX));
-            metrics.crl_age.set(now - crl.this_update);
+            metrics.crl_age.set(now - crl.signed_at);
         }
         for (certificate, not_after) in [
             ("intermediate", self.ca.intermediate_not_after()),

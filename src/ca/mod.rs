@@ -254,17 +254,23 @@ impl CertificateAuthority {
             return Err(CaError::Missing(dir.display().to_string()));
         }
         let metadata = files.read_metadata()?;
-        let root_der = files::read_single_cert(&files.root_cert)?;
+        // `root.pem` must be there, though the roots served come from the
+        // bundle and the intermediates.
+        files::read_single_cert(&files.root_cert)?;
+        let current = load_current(&files, &metadata, secrets)?;
+        // The bundle must hold the current intermediate's root, as every
+        // later read of it requires: that is `root.pem`, except in the
+        // moment of `certd ca retire-root` that drops the old root from the
+        // bundle before the next root's files replace the root's.
         let bundle_text = files::read_to_string(&files.bundle)?;
         let initial_bundle =
-            bundle::TrustBundle::parse(&bundle_text, &root_der).map_err(|reason| {
+            bundle::TrustBundle::parse(&bundle_text, current.root_der()).map_err(|reason| {
                 CaError::Invalid {
                     path: files.bundle.display().to_string(),
                     reason,
                 }
             })?;
         let trust_bundle = bundle::TrustBundleFile::new(files.bundle.clone(), initial_bundle);
-        let current = load_current(&files, &metadata, secrets)?;
         let (previous, previous_until) = load_previous(
             dir,
             secrets,
@@ -372,12 +378,19 @@ impl CertificateAuthority {
     /// Every root CRL: the root's, then the next root's while one is
     /// prepared (its file exists).
     pub fn root_crls(&self) -> Vec<std::sync::Arc<root_crl::LoadedRootCrl>> {
+        // The next root's first: `certd ca retire-root` renames
+        // `root-next.crl` over `root.crl`, and read in this order the next
+        // root's CRL is found in one file or the other, whenever the rename
+        // falls.
         let next = crate::DataDir::new(&self.files.dir)
             .next_root_crl()
             .exists()
             .then(|| self.next_root_crl.current())
             .flatten();
-        self.root_crl().into_iter().chain(next).collect()
+        let root = self.root_crl();
+        let mut crls: Vec<_> = root.into_iter().collect();
+        crls.extend(next.filter(|next| crls.iter().all(|root| root.der != next.der)));
+        crls
     }
 
     /// Puts URLs under this base in every workload certificate signed from

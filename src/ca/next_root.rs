@@ -136,7 +136,8 @@ pub struct Retired {
 }
 
 /// Makes the next root the root and drops the old one from the bundle
-/// (kept as `root-retired.pem`). Refuses unless the intermediate is signed
+/// (kept as `root-retired.pem`): the bundle first, then the next root's
+/// files renamed over the root's. Refuses unless the intermediate is signed
 /// under the next root already, and, without `force`, while certificates
 /// signed under the old root may live (the previous intermediate's).
 pub fn retire(dir: &Path, force: bool, now: i64) -> Result<Retired, CaError> {
@@ -198,14 +199,19 @@ pub fn retire(dir: &Path, force: bool, now: i64) -> Result<Retired, CaError> {
         PUBLIC_FILE_MODE,
     )
     .map_err(io_error("write", &data_dir.retired_root_cert()))?;
+    // The old root leaves the bundle first, while its CRL is still
+    // `root.crl` and the next root's `root-next.crl`: a relying party
+    // never finds a root in the bundle without its CRL. The daemon accepts
+    // this bundle, which holds the current intermediate's root; run again
+    // after an interruption here, `retire` finishes.
+    fsutil::replace_file(&ca_files.bundle, bundle.as_bytes(), PUBLIC_FILE_MODE)
+        .map_err(io_error("write", &ca_files.bundle))?;
     let rename = |from: std::path::PathBuf, to: &Path| {
         std::fs::rename(&from, to).map_err(io_error("rename", &from))
     };
     rename(data_dir.next_root_key(), &ca_files.root_key)?;
     rename(data_dir.next_root_crl(), &data_dir.root_crl())?;
     rename(data_dir.next_root_cert(), &ca_files.root_cert)?;
-    fsutil::replace_file(&ca_files.bundle, bundle.as_bytes(), PUBLIC_FILE_MODE)
-        .map_err(io_error("write", &ca_files.bundle))?;
     std::fs::remove_file(data_dir.next_root_state())
         .map_err(io_error("remove", &data_dir.next_root_state()))?;
     fsutil::sync_dir(dir).map_err(io_error("sync", dir))?;
@@ -317,6 +323,22 @@ mod tests {
             "{refused}"
         );
 
+        // Interrupted just after the old root is kept aside and dropped
+        // from the bundle: the CA loads, and retiring again finishes.
+        fsutil::replace_file(
+            &data_dir.retired_root_cert(),
+            super::super::pem_encode("CERTIFICATE", &old_root).as_bytes(),
+            PUBLIC_FILE_MODE,
+        )
+        .unwrap();
+        fsutil::replace_file(
+            &data_dir.bundle(),
+            super::super::pem_encode("CERTIFICATE", &next_root).as_bytes(),
+            PUBLIC_FILE_MODE,
+        )
+        .unwrap();
+        let loaded = super::super::CertificateAuthority::load(dir.path()).unwrap();
+        assert_eq!(loaded.trust_bundle().roots_der, [next_root.to_vec()]);
         let retired = retire(dir.path(), true, unix_seconds(after)).unwrap();
         assert_eq!(retired.roots_in_bundle, 1);
         assert_eq!(

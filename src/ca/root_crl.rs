@@ -59,7 +59,8 @@ pub struct RootCrlFacts {
 }
 
 /// Signs a new root CRL from the state in `dir` with the root key (plain,
-/// or decrypted with `passphrase`), valid for `validity`, and writes it.
+/// or decrypted with `passphrase`), valid for `validity` from now (its
+/// thisUpdate backdated, `crl::this_update`), and writes it.
 pub fn sign(
     dir: &Path,
     passphrase: Option<&KeyPassphrase>,
@@ -157,6 +158,9 @@ fn write_signed(
     let data_dir = crate::DataDir::new(dir);
     state.number += 1;
     let now = unix_seconds(SystemTime::now());
+    // Valid for `validity` from now, and from a minute ago for relying
+    // parties whose clocks lag.
+    let this_update = crate::revocation::crl::this_update(now);
     let next_update = now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX));
     // The state first: a CRL on disk never has a number the state lacks.
     files::write_state(&data_dir.root_crl_state(), &state)?;
@@ -165,14 +169,14 @@ fn write_signed(
         &data_dir.root_crl(),
         root_der,
         root_key,
-        now,
+        this_update,
         next_update,
         state.number,
         &state.revoked,
     )?;
     Ok(RootCrlFacts {
         number: state.number,
-        this_update: now,
+        this_update,
         next_update,
         revoked: state.revoked.len(),
     })
@@ -335,6 +339,13 @@ mod tests {
         assert_eq!((facts.number, facts.revoked), (3, 1));
         let facts = sign(dir.path(), None, week).unwrap();
         assert_eq!((facts.number, facts.revoked), (4, 1));
+        // Valid for a week from the signing, and from a minute before it
+        // for relying parties whose clocks lag.
+        assert_eq!(
+            facts.next_update - facts.this_update,
+            (week + crate::ca::CLOCK_SKEW_ALLOWANCE).as_secs() as i64
+        );
+        assert!(facts.this_update <= unix_seconds(SystemTime::now()) - 60);
         // The file the daemon reads follows, and the state is readable.
         let current = file.current().unwrap();
         assert_eq!(current.facts, facts);

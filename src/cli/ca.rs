@@ -226,7 +226,8 @@ pub struct CrlSyncArgs {
     #[arg(long)]
     exec: Option<String>,
     /// Check every CRL's signature against these roots (PEM; certd's bundle.pem) and the
-    /// intermediate certd serves, before anything is written.
+    /// intermediate certd serves, before anything is written; CRLs that lack one of these
+    /// roots' are not written (the file is kept, and the command fails).
     #[arg(long, env = "CERTD_CA_BUNDLE")]
     ca_bundle: Option<PathBuf>,
 }
@@ -364,8 +365,9 @@ fn refuse_rollback(current_pem: &[u8], fetched: &[Vec<u8>]) -> anyhow::Result<()
 }
 
 /// The CRLs of the bundle's CAs: each must be signed by a root of the
-/// bundle or by an intermediate certd serves, itself signed by such a root.
-/// A CRL of a CA the bundle does not know (the next root's, while a root
+/// bundle or by an intermediate certd serves, itself signed by such a root,
+/// and every root of the bundle must have one. A CRL of a CA the bundle
+/// does not know (the next root's, while a root
 /// rotation propagates to a relying party that has not fetched the new
 /// bundle yet) is left out: that party trusts nothing under it. A CRL that
 /// names a known CA but whose signature fails is refused.
@@ -404,6 +406,8 @@ fn verify_crls(
         })
         .collect();
     let mut kept = Vec::new();
+    // Which of the bundle's roots a kept CRL is of.
+    let mut root_has_crl = vec![false; roots.len()];
     for der in crls {
         let (_, crl) = CertificateRevocationList::from_der(der)
             .map_err(|e| anyhow::anyhow!("a CRL does not parse: {e}"))?;
@@ -428,10 +432,27 @@ fn verify_crls(
                 crl.issuer()
             );
         }
+        for (root, has_crl) in roots.iter().zip(root_has_crl.iter_mut()) {
+            if root.subject() == crl.issuer() && crl.verify_signature(root.public_key()).is_ok() {
+                *has_crl = true;
+            }
+        }
         kept.push(der.clone());
     }
     if kept.is_empty() {
         anyhow::bail!("none of certd's CRLs is of a CA in --ca-bundle; not writing them");
+    }
+    // A whole-chain checker refuses every certificate under a root whose
+    // CRL it lacks: better the file as it is than one without it.
+    if let Some((root, _)) = roots
+        .iter()
+        .zip(&root_has_crl)
+        .find(|(_, has_crl)| !**has_crl)
+    {
+        anyhow::bail!(
+            "certd's /crls.pem has no CRL of {}, a root in --ca-bundle; not writing the CRLs (if that root was retired, refresh --ca-bundle from /bundle.pem)",
+            root.subject()
+        );
     }
     Ok(kept)
 }

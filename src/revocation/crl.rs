@@ -3,7 +3,7 @@
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use time::OffsetDateTime;
 
-use crate::ca::{CaError, Intermediate};
+use crate::ca::{CLOCK_SKEW_ALLOWANCE, CaError, Intermediate};
 use crate::store::RevokedEntry;
 
 /// Builds an X.509 v2 CRL listing `entries`, with the given CRL number and
@@ -49,6 +49,29 @@ pub(crate) fn reason(code: u8) -> Option<rcgen::RevocationReason> {
     })
 }
 
+/// The thisUpdate of a CRL signed at `signed_at` (Unix seconds), for every
+/// CRL certd signs (the intermediates' and the roots'): backdated like a
+/// certificate's notBefore (`CLOCK_SKEW_ALLOWANCE`), so that a relying
+/// party whose clock lags a little accepts a CRL signed a moment ago instead
+/// of refusing every client ("CRL is not yet valid"). The nextUpdate is
+/// still measured from `signed_at`: a CRL is valid no longer than before.
+pub fn this_update(signed_at: i64) -> i64 {
+    signed_at.saturating_sub(CLOCK_SKEW_ALLOWANCE.as_secs() as i64)
+}
+
+/// When a CRL another replica signed was signed, from what it says
+/// (`this_update` undone). Never after `now`, nor after the middle of its
+/// validity, so that a refresh timed from it comes before its nextUpdate
+/// even for a CRL from a certd that did not backdate thisUpdate (taken
+/// then for up to a minute younger than it is).
+pub fn signed_at(this_update: i64, next_update: i64, now: i64) -> i64 {
+    let middle = this_update.saturating_add(next_update.saturating_sub(this_update) / 2);
+    this_update
+        .saturating_add(CLOCK_SKEW_ALLOWANCE.as_secs() as i64)
+        .min(now)
+        .min(middle)
+}
+
 fn timestamp(unix: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
@@ -75,4 +98,28 @@ pub fn signer_key_id(der: &[u8]) -> Option<Vec<u8>> {
             }
             _ => None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_update_is_backdated_and_the_signing_found_again() {
+        let (day, minute) = (86_400, 60);
+        assert_eq!(this_update(10_000), 10_000 - minute);
+        // (thisUpdate, nextUpdate, now) → when it was signed.
+        let check = |this_update, next_update, now, signed| {
+            assert_eq!(
+                signed_at(this_update, next_update, now),
+                signed,
+                "{this_update} {next_update} {now}"
+            );
+        };
+        check(10_000 - minute, 10_000 + day, 10_005, 10_000);
+        // Never after now (another replica's clock ahead of this one's).
+        check(10_000 - minute, 10_000 + day, 9_990, 9_990);
+        // Not backdated, the shortest validity: at most its middle.
+        check(10_000, 10_000 + minute, 20_000, 10_000 + minute / 2);
+    }
 }

@@ -32,8 +32,9 @@ use crate::identity::Serial;
 use crate::store::{CertificateState, SharedStorage};
 use ocsp::{IssuerHashes, KnownStatus};
 
-/// Default validity of a CRL: its nextUpdate is this long after thisUpdate.
-/// Long, so that a relying party that loads the CRL from a file and misses
+/// Default validity of a CRL: its nextUpdate is this long after it is
+/// signed (its thisUpdate is backdated a minute, `crl::this_update`). Long,
+/// so that a relying party that loads the CRL from a file and misses
 /// refreshes keeps working for a day (see `DEFAULT_CRL_REFRESH`).
 pub const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// How often a CRL is signed anew even when nothing was revoked: a relying
@@ -71,8 +72,11 @@ pub struct PublishedCrl {
     pub der: Vec<u8>,
     pub pem: String,
     pub number: u64,
+    /// What the CRL says: its thisUpdate is backdated (`crl::this_update`).
     pub this_update: i64,
     pub next_update: i64,
+    /// When it was signed (Unix seconds): its refresh is timed from here.
+    pub signed_at: i64,
     pub entries: usize,
     /// The key id of the intermediate that signed `der`.
     pub signer_key_id: Vec<u8>,
@@ -277,11 +281,13 @@ impl Revocations {
         if signers.previous.is_some() || signer_key_id != signers.current.key_id() {
             return Ok(false);
         }
+        let now = unix_seconds(SystemTime::now());
         let adopted = Arc::new(PublishedCrl {
             pem: pem_encode("X509 CRL", &signed.der),
             number: signed.number,
             this_update: signed.this_update,
             next_update: signed.next_update,
+            signed_at: crl::signed_at(signed.this_update, signed.next_update, now),
             entries: usize::try_from(signed.entries).unwrap_or(usize::MAX),
             der: signed.der,
             signer_key_id,
@@ -322,7 +328,9 @@ impl Revocations {
     async fn build_crl(&self, now: i64) -> Result<PublishedCrl> {
         let entries = self.store.revoked_unexpired(now).await?;
         let number = self.store.next_crl_number().await?;
-        let this_update = now;
+        // Valid for `crl_validity` from now, and from a minute ago for
+        // relying parties whose clocks lag.
+        let this_update = crl::this_update(now);
         let next_update = now + duration_seconds(self.settings.crl_validity);
         let signers = self.ca.signers();
         let count = entries.len();
@@ -352,6 +360,7 @@ impl Revocations {
             number,
             this_update,
             next_update,
+            signed_at: now,
             entries: count,
             signer_key_id: signers.current.key_id().to_vec(),
             previous,
@@ -371,11 +380,13 @@ impl Revocations {
     }
 
     /// When `published` is replaced: `crl_refresh` after it was signed, and
-    /// never later than half its life.
+    /// never later than half the life it had then. Timed from the signing,
+    /// not from the backdated thisUpdate, which would make the shortest
+    /// validity (1 minute) stale as soon as it is signed.
     fn refresh_at(&self, published: &PublishedCrl) -> i64 {
-        let half_life = (published.next_update - published.this_update) / 2;
+        let half_life = (published.next_update - published.signed_at) / 2;
         let refresh = duration_seconds(self.settings.crl_refresh);
-        published.this_update + half_life.min(refresh)
+        published.signed_at + half_life.min(refresh)
     }
 
     /// When the published CRL should be rebuilt; `None` if there is none.
