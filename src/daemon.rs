@@ -66,6 +66,7 @@ impl Daemon {
             &self.data_dir,
             &self.config.store,
             crate::store::marks::Unmarked::Refuse,
+            &crate::store::marks::CaIdentity::of_root(ca.current().root_der()),
         )
         .await?;
         let mut settings = self.config.authority_settings();
@@ -172,9 +173,14 @@ impl Daemon {
         let mut ca = CertificateAuthority::load_with(dir, &secrets).map_err(Error::from)?;
         // The database before the admin socket: a second `serve` on the
         // same directory stops here, before it touches the first one's.
-        let store = crate::store::open_checked(&self.data_dir, &self.config.store, self.unmarked)
-            .await
-            .map_err(Error::from)?;
+        let store = crate::store::open_checked(
+            &self.data_dir,
+            &self.config.store,
+            self.unmarked,
+            &crate::store::marks::CaIdentity::of_root(ca.current().root_der()),
+        )
+        .await
+        .map_err(Error::from)?;
         if self.unmarked == crate::store::marks::Unmarked::Accept {
             crate::audit::record(
                 store.as_ref(),

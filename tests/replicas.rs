@@ -471,6 +471,13 @@ async fn catching_up_finds_what_the_feed_did_not_bring() {
         intermediate_lifetime: certd::ca::INTERMEDIATE_LIFETIME,
     };
     certd::ca::init(&dir_a, &options).unwrap();
+    // What `certd init` writes beside the CA: the marks of a CA that has
+    // used no database yet. Both replicas start from them on one new
+    // database; the second recognises the store the first claimed as its
+    // CA's.
+    certd::store::marks::MarksFile::for_new_ca()
+        .write(&certd::DataDir::new(&dir_a).store_marks())
+        .unwrap();
     copy_ca_files(&dir_a, &dir_b);
     let config = certd::config::ConfigFile::parse(
         &format!("[store]\nurl = {:?}\n", server.url()),

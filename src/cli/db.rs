@@ -160,7 +160,14 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
         describe(&contents)
     );
     if let Some(marks) = marks {
-        let shortfalls = certd::store::marks::shortfalls(store.as_ref(), &marks, true).await?;
+        let root_pem = std::fs::read(data_dir.root_cert())
+            .with_context(|| format!("cannot read {}", data_dir.root_cert().display()))?;
+        let root_der = rustls_pemfile::certs(&mut root_pem.as_slice())
+            .next()
+            .and_then(Result::ok)
+            .with_context(|| format!("{} holds no certificate", data_dir.root_cert().display()))?;
+        let ca = certd::store::marks::CaIdentity::of_root(&root_der);
+        let shortfalls = certd::store::marks::shortfalls(store.as_ref(), &marks, true, &ca).await?;
         if !shortfalls.is_empty() {
             return Err(StoreError::BehindMarks {
                 path: store.location(),

@@ -145,9 +145,12 @@ enum Workload {
         token: String,
         csrs: Arc<Vec<Vec<u8>>>,
     },
+    /// Each worker renews the certificate its previous renewal returned
+    /// (a certificate renews once), over a new connection presenting it.
     Renew {
         identities: Vec<TlsClientSettings>,
-        csrs: Arc<Vec<Vec<u8>>>,
+        /// Keys (PEM) and CSRs for them.
+        keyed_csrs: Arc<Vec<(String, Vec<u8>)>>,
     },
     Ocsp {
         http: String,
@@ -271,7 +274,13 @@ async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
                     identity: Some((issued.chain_pem, key.serialize_pem())),
                 });
             }
-            Ok(Workload::Renew { identities, csrs })
+            let keyed_csrs = (0..CSR_POOL)
+                .map(|_| key_and_csr().map(|(key, csr)| (key.serialize_pem(), csr)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Workload::Renew {
+                identities,
+                keyed_csrs: Arc::new(keyed_csrs),
+            })
         }
         Operation::Ocsp => {
             let token = create_tokens(options, 1).await?;
@@ -460,6 +469,12 @@ enum Connection {
     Http(HttpConnection),
     /// A new connection per request (the Workload API's first answer).
     PerRequest,
+    /// A new connection per renewal, presenting the certificate the last
+    /// renewal returned.
+    Renewing {
+        server: String,
+        current: TlsClientSettings,
+    },
 }
 
 async fn connect_all(
@@ -472,10 +487,10 @@ async fn connect_all(
             Workload::Issue { .. } | Workload::IssueKubernetes { .. } => Connection::Grpc(
                 WorkloadClient::connect(&options.server, &anonymous(options)).await?,
             ),
-            Workload::Renew { identities, .. } => Connection::Grpc(
-                WorkloadClient::connect(&options.server, &identities[index % identities.len()])
-                    .await?,
-            ),
+            Workload::Renew { identities, .. } => Connection::Renewing {
+                server: options.server.clone(),
+                current: identities[index % identities.len()].clone(),
+            },
             Workload::AgentIssue { agent, .. } => {
                 Connection::Grpc(WorkloadClient::connect(&options.server, agent).await?)
             }
@@ -573,12 +588,15 @@ impl Worker {
                     .map_err(|e| e.to_string())?;
                 check_issued(&issued)
             }
-            (Workload::Renew { csrs, .. }, Connection::Grpc(client)) => {
-                let issued = client
-                    .renew(csrs[round % csrs.len()].clone())
+            (Workload::Renew { keyed_csrs, .. }, Connection::Renewing { server, current }) => {
+                let (key_pem, csr) = &keyed_csrs[round % keyed_csrs.len()];
+                let mut client = WorkloadClient::connect(server, current)
                     .await
                     .map_err(|e| e.to_string())?;
-                check_issued(&issued)
+                let issued = client.renew(csr.clone()).await.map_err(|e| e.to_string())?;
+                check_issued(&issued)?;
+                current.identity = Some((issued.chain_pem, key_pem.clone()));
+                Ok(())
             }
             (Workload::Ocsp { request, .. }, Connection::Http(http)) => {
                 let (status, body) = http

@@ -51,6 +51,27 @@ pub enum Unmarked {
     Accept,
 }
 
+/// The CA a store serves, as the id a new store is given: derived from the
+/// CA's root, so that replicas of one CA started together on a new
+/// database (each with the marks `certd init` wrote) recognise the store
+/// the first of them claimed, and one of another CA refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaIdentity(String);
+
+impl CaIdentity {
+    /// From the DER of the root the CA signs under now.
+    pub fn of_root(root_der: &[u8]) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(root_der);
+        CaIdentity(format!("ca-{}", hex::encode(&digest[..16])))
+    }
+
+    /// The store id a new store of this CA gets.
+    pub fn store_id(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What a store holds now, as its backend reports it (`Storage::marks`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreMarks {
@@ -128,11 +149,20 @@ impl MarksFile {
     /// How `found` falls short of these marks, one phrase per shortfall;
     /// empty when it does not. `newest_present`: whether the store holds
     /// `newest_serial` (`None`: not looked up, or no such serial).
-    pub fn shortfalls(&self, found: &StoreMarks, newest_present: Option<bool>) -> Vec<String> {
+    ///
+    /// `ca_store_id`: the id this CA gives a new store (`CaIdentity`).
+    pub fn shortfalls(
+        &self,
+        found: &StoreMarks,
+        newest_present: Option<bool>,
+        ca_store_id: &str,
+    ) -> Vec<String> {
         let mut shortfalls = Vec::new();
         if self.store_id.is_empty() {
-            // A new CA: any database with a history is someone else's.
-            if found.store_id.is_some() || found.has_records || found.crl_number > 0 {
+            // A new CA: a database with a history is someone else's,
+            // unless a replica of this CA claimed it first (its id says so).
+            let ours = found.store_id.as_deref() == Some(ca_store_id);
+            if !ours && (found.store_id.is_some() || found.has_records || found.crl_number > 0) {
                 shortfalls.push(format!(
                     "this CA has never used a database, but this one already holds {} (CRL number {}): it belongs to another CA",
                     found
@@ -195,6 +225,7 @@ pub async fn shortfalls(
     store: &dyn Storage,
     recorded: &MarksFile,
     full: bool,
+    ca: &CaIdentity,
 ) -> Result<Vec<String>, StoreError> {
     let mut found = store.marks().await?;
     if full && found.records.is_none() {
@@ -208,12 +239,12 @@ pub async fn shortfalls(
         Some(serial) if found.store_id.is_some() => Some(store.serial_exists(&serial).await?),
         _ => None,
     };
-    Ok(recorded.shortfalls(&found, newest_present))
+    Ok(recorded.shortfalls(&found, newest_present, ca.store_id()))
 }
 
 /// The first marks of a store: one full count, never again; a store
 /// without an id gets one.
-async fn first_marks(inner: &dyn Storage) -> Result<MarksFile, StoreError> {
+async fn first_marks(inner: &dyn Storage, ca: &CaIdentity) -> Result<MarksFile, StoreError> {
     let found = inner.marks().await?;
     let records = match found.records {
         Some(records) => records,
@@ -222,11 +253,8 @@ async fn first_marks(inner: &dyn Storage) -> Result<MarksFile, StoreError> {
     let store_id = match found.store_id {
         Some(id) => id,
         None => {
-            let mut id = [0u8; 16];
-            crate::fsutil::fill_random(&mut id);
-            let id = hex::encode(id);
-            inner.set_store_id(&id).await?;
-            id
+            inner.set_store_id(ca.store_id()).await?;
+            ca.store_id().to_owned()
         }
     };
     Ok(MarksFile {
@@ -295,22 +323,23 @@ impl Marked {
         inner: SharedStorage,
         path: &Path,
         unmarked: Unmarked,
+        ca: &CaIdentity,
     ) -> Result<Self, StoreError> {
         remove_leftover_temporaries(path);
         let recorded = MarksFile::read(path)?;
         let current = match recorded {
             Some(recorded) if recorded.store_id.is_empty() => {
-                let shortfalls = shortfalls(inner.as_ref(), &recorded, false).await?;
+                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, ca).await?;
                 if !shortfalls.is_empty() {
                     return Err(StoreError::BehindMarks {
                         path: inner.location(),
                         shortfalls: shortfalls.join("; "),
                     });
                 }
-                first_marks(inner.as_ref()).await?
+                first_marks(inner.as_ref(), ca).await?
             }
             Some(recorded) => {
-                let shortfalls = shortfalls(inner.as_ref(), &recorded, false).await?;
+                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, ca).await?;
                 if !shortfalls.is_empty() {
                     return Err(StoreError::BehindMarks {
                         path: inner.location(),
@@ -338,7 +367,7 @@ impl Marked {
                     marks = %path.display(),
                     "--danger-accept-unmarked-store: taking the database as it is and writing new marks from it"
                 );
-                first_marks(inner.as_ref()).await?
+                first_marks(inner.as_ref(), ca).await?
             }
         };
         let marked = Marked {
@@ -600,12 +629,16 @@ mod tests {
             has_records: true,
             revocations: 20,
         };
-        assert!(marks().shortfalls(&found, Some(true)).is_empty());
+        assert!(marks().shortfalls(&found, Some(true), "ca-test").is_empty());
         let uncounted = StoreMarks {
             records: None,
             ..found
         };
-        assert!(marks().shortfalls(&uncounted, Some(true)).is_empty());
+        assert!(
+            marks()
+                .shortfalls(&uncounted, Some(true), "ca-test")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -617,7 +650,9 @@ mod tests {
             has_records: true,
             revocations: 0,
         };
-        let shortfalls = marks().shortfalls(&truncated, Some(false)).join("; ");
+        let shortfalls = marks()
+            .shortfalls(&truncated, Some(false), "ca-test")
+            .join("; ");
         assert!(shortfalls.contains("1200 certificates where there were at least 1597"));
         assert!(shortfalls.contains("the newest certificate it had recorded (4a5b) is gone"));
         assert!(shortfalls.contains("0 revoked certificates where there were 20"));
@@ -626,7 +661,7 @@ mod tests {
         let deleted = StoreMarks::default();
         assert!(
             marks()
-                .shortfalls(&deleted, None)
+                .shortfalls(&deleted, None, "ca-test")
                 .join("; ")
                 .starts_with("it is missing or empty")
         );
@@ -634,7 +669,7 @@ mod tests {
             store_id: Some("b2".into()),
             ..truncated
         };
-        assert!(marks().shortfalls(&other, None)[0].contains("another database"));
+        assert!(marks().shortfalls(&other, None, "ca-test")[0].contains("another database"));
     }
 
     #[test]

@@ -433,6 +433,7 @@ pub async fn open_checked(
     data_dir: &crate::DataDir,
     settings: &crate::config::StoreSettings,
     unmarked: marks::Unmarked,
+    ca: &marks::CaIdentity,
 ) -> Result<SharedStorage, StoreError> {
     let backend: SharedStorage = match settings {
         crate::config::StoreSettings::Sled => open(&data_dir.database())?,
@@ -441,6 +442,6 @@ pub async fn open_checked(
         }
     };
     Ok(Arc::new(
-        marks::Marked::open(backend, &data_dir.store_marks(), unmarked).await?,
+        marks::Marked::open(backend, &data_dir.store_marks(), unmarked, ca).await?,
     ))
 }
