@@ -23,7 +23,14 @@ pub fn import(dir: &Path, package: &Package) -> Result<Imported, ReplicaError> {
         trust_domain: package.manifest.trust_domain.clone(),
         ..Imported::default()
     };
-    if !CaFiles::new(dir).exists() {
+    let ca_files = CaFiles::new(dir);
+    // A first import cut short before its last file, ca.toml: finish it.
+    let unfinished = !ca_files.metadata.exists()
+        && read_if_there(&ca_files.root_cert)?
+            .as_deref()
+            .map(Vec::as_slice)
+            == package.file(&Names::new().root_cert);
+    if !ca_files.exists() || unfinished {
         imported.fresh = true;
         fresh(dir, package, &mut imported)?;
     } else {

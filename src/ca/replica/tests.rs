@@ -78,6 +78,12 @@ fn a_new_replica_gets_what_a_serving_certd_reads_and_not_the_root_key() {
     assert!(!to.join("root.key").exists());
     CertificateAuthority::load_with(&to, &KeySecrets::default()).unwrap();
 
+    // Cut short before its last file: imported again, it is finished.
+    std::fs::remove_file(to.join("ca.toml")).unwrap();
+    let finished = import(&to, &exported(&from)).unwrap();
+    assert!(finished.fresh);
+    assert_eq!(finished.written, ["ca.toml"]);
+
     // Imported again: nothing to do.
     let again = import(&to, &exported(&from)).unwrap();
     assert!(!again.fresh);
