@@ -82,7 +82,7 @@ impl Writer<'_> {
         let Some(bytes) = self.package.file(name) else {
             return Ok(false);
         };
-        Ok(!read_if_there(&self.dir.join(name))?.is_some_and(|here| here.as_slice() == bytes))
+        Ok(read_if_there(&self.dir.join(name))?.is_none_or(|here| here.as_slice() != bytes))
     }
 }
 
