@@ -166,6 +166,10 @@ fn update(dir: &Path, package: &Package, imported: &mut Imported) -> Result<(), 
         imported,
     };
     let mut notes = Vec::new();
+    // The replica's own marks know at least as much as the package's.
+    if !dir.join(&names.store_marks).exists() {
+        writer.write(&names.store_marks)?;
+    }
     let had_jwt_key = dir.join(&names.jwt_master_key).exists();
     if writer.write(&names.jwt_master_key)? && had_jwt_key {
         notes.push(format!(

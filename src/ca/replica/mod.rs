@@ -12,8 +12,11 @@
 //! and a next intermediate is promoted by it (`rotation::promote_pending`).
 //! A bundle that adds roots is written before the intermediates, one that
 //! drops roots after them. Root keys are included only when asked for, and
-//! never removed from a replica. Never touches the store: the database a
-//! replica uses is the CLI's business (`config::DatabaseFile`).
+//! never removed from a replica. The store marks travel as a file (a new
+//! replica gets the package's; an existing one keeps its own, which know at
+//! least as much); they are never read here. Never touches the store: which
+//! database the marks name, and which one a replica uses, is the CLI's
+//! business (`store::marks`, `config::DatabaseFile`).
 
 mod import;
 pub mod package;
@@ -92,9 +95,10 @@ pub struct Imported {
 }
 
 /// Packages the CA files of `dir` that a serving certd reads: everything
-/// but the root keys (unless `include_root_key`), the database and the
-/// marks. The files are read until two reads agree, so that a rotation
-/// promoted meanwhile is not caught half done.
+/// but the root keys (unless `include_root_key`) and the database, with
+/// the store marks (which the caller has made name the replicas' database).
+/// The files are read until two reads agree, so that a rotation promoted
+/// meanwhile is not caught half done.
 pub fn export(dir: &Path, include_root_key: bool, now: i64) -> Result<Exported, ReplicaError> {
     let ca_files = CaFiles::new(dir);
     if !ca_files.metadata.exists() {
@@ -142,6 +146,7 @@ pub fn export(dir: &Path, include_root_key: bool, now: i64) -> Result<Exported, 
         &names.bundle,
         &names.intermediate_cert,
         &names.jwt_master_key,
+        &names.store_marks,
     ];
     if metadata.intermediate_key_pkcs11.is_none() {
         required.push(&names.intermediate_key);
@@ -150,6 +155,8 @@ pub fn export(dir: &Path, include_root_key: bool, now: i64) -> Result<Exported, 
         if !files.contains_key(name) {
             let hint = if *name == names.jwt_master_key {
                 ": certd serve creates it at its first start; start it once on this directory, then export again"
+            } else if *name == names.store_marks {
+                ", which tells replicas which database is this CA's (see `certd serve --danger-accept-unmarked-store`)"
             } else {
                 ""
             };
@@ -168,9 +175,7 @@ pub fn export(dir: &Path, include_root_key: bool, now: i64) -> Result<Exported, 
             ));
         }
     }
-    left_out.push(
-        "the database, store-marks.toml and database.toml: replicas share the database and keep their own marks".into(),
-    );
+    left_out.push("the database and database.toml: replicas share the database".into());
     let mut notes = Vec::new();
     if !files.contains_key(&names.root_crl) {
         notes.push(format!(
@@ -245,6 +250,7 @@ struct Names {
     next_key: String,
     next_state: String,
     jwt_master_key: String,
+    store_marks: String,
 }
 
 impl Names {
@@ -270,6 +276,7 @@ impl Names {
             next_key: name(dir.next_intermediate_key()),
             next_state: name(dir.next_intermediate_state()),
             jwt_master_key: name(dir.jwt_master_key()),
+            store_marks: name(dir.store_marks()),
         }
     }
 }
@@ -285,7 +292,7 @@ fn check(package: &Package) -> Result<(), ReplicaError> {
             package.manifest.trust_domain, metadata.trust_domain
         )));
     }
-    for name in [&names.jwt_master_key, &names.bundle] {
+    for name in [&names.jwt_master_key, &names.bundle, &names.store_marks] {
         package.file(name).ok_or_else(|| missing(name))?;
     }
     if metadata.intermediate_key_pkcs11.is_none() {

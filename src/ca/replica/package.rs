@@ -81,6 +81,9 @@ pub fn catalogue() -> Vec<(String, FileKind)> {
         (name(names.next_intermediate_key()), Secret),
         (name(names.next_intermediate_state()), Public),
         (name(names.jwt_master_key()), Secret),
+        // Which database is this CA's, and at least what it held: a
+        // replica refuses another database, or an older copy.
+        (name(names.store_marks()), Public),
     ]
 }
 

@@ -9,6 +9,7 @@ use crate::ca::{CertificateAuthority, InitOptions, KeySecrets, rotation, unix_se
 fn primary(dir: &Path) {
     crate::ca::init(dir, &InitOptions::for_tests("http://127.0.0.1:8080", None)).unwrap();
     std::fs::write(dir.join("jwt-master.key"), [7u8; 32]).unwrap();
+    std::fs::write(dir.join("store-marks.toml"), "store_id = \"primary\"\n").unwrap();
 }
 
 fn now() -> i64 {
@@ -71,6 +72,7 @@ fn a_new_replica_gets_what_a_serving_certd_reads_and_not_the_root_key() {
         "root.crl",
         "ca.toml",
         "intermediate.pem",
+        "store-marks.toml",
     ] {
         assert_eq!(mode(&to.join(name)), 0o644, "{name}");
         assert!(same_file(&from, &to, name), "{name}");
@@ -101,8 +103,11 @@ fn a_rotation_reaches_an_existing_replica_and_a_new_one_with_its_previous_interm
     rotate(&from);
 
     let package = exported(&from);
+    // The replica's own marks know more than the package's.
+    std::fs::write(old.join("store-marks.toml"), "store_id = \"replica\"\n").unwrap();
     let updated = import(&old, &package).unwrap();
     assert!(!updated.fresh);
+    assert!(!updated.written.contains(&"store-marks.toml".to_owned()));
     for name in [
         "intermediate-previous.pem",
         "intermediate-previous.key",
@@ -204,7 +209,7 @@ fn another_ca_and_an_older_package_are_refused() {
 }
 
 #[test]
-fn a_ca_without_its_jwt_master_secret_is_not_exported() {
+fn a_ca_without_its_jwt_master_secret_or_its_marks_is_not_exported() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("primary");
     primary(&dir);
@@ -214,6 +219,15 @@ fn a_ca_without_its_jwt_master_secret_is_not_exported() {
         refused
             .to_string()
             .contains("has no jwt-master.key: certd serve creates it"),
+        "{refused}"
+    );
+    primary(&tmp.path().join("unmarked"));
+    std::fs::remove_file(tmp.path().join("unmarked/store-marks.toml")).unwrap();
+    let refused = export(&tmp.path().join("unmarked"), false, now()).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("has no store-marks.toml, which tells replicas which database is this CA's"),
         "{refused}"
     );
     let missing = export(&tmp.path().join("nothing"), false, now()).unwrap_err();
