@@ -40,7 +40,11 @@ fn replicas() -> Option<(Daemon, Daemon, ScratchServer)> {
 /// CA lives, `certd replica import` on the replica (a new one, or one to
 /// bring up to date after a rotation). Returns what import said.
 fn set_up_replica(primary: &Path, replica: &Path, url: &str) -> String {
-    let package = export_package(primary);
+    import_package(&export_package(primary, &[]), replica, url)
+}
+
+/// `certd replica import` of `package` into `replica`; what it said.
+fn import_package(package: &Path, replica: &Path, url: &str) -> String {
     let output = certd(&[
         "replica",
         "import",
@@ -55,16 +59,18 @@ fn set_up_replica(primary: &Path, replica: &Path, url: &str) -> String {
 }
 
 /// `certd replica export` of `primary`'s data directory, beside it.
-fn export_package(primary: &Path) -> PathBuf {
+fn export_package(primary: &Path, extra: &[&str]) -> PathBuf {
     let package = primary.with_file_name("replica.tar");
-    let output = certd(&[
+    let mut args = vec![
         "replica",
         "export",
         "--data-dir",
         primary.to_str().unwrap(),
         "--out",
         package.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(extra);
+    let output = certd(&args);
     assert!(output.status.success(), "{}", stderr(&output));
     package
 }
@@ -510,7 +516,25 @@ async fn catching_up_finds_what_the_feed_did_not_bring() {
     let (dir_a, dir_b) = (tmp.path().join("a").join("ca"), tmp.path().join("b"));
     let output = certd(&["init", "--data-dir", dir_a.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
-    set_up_replica(&dir_a, &dir_b, &server.url());
+    // A CA that has used no database yet: its package names the replicas'
+    // database only once it is given (and taken as its first).
+    let refused = certd(&[
+        "replica",
+        "export",
+        "--data-dir",
+        dir_a.to_str().unwrap(),
+        "--out",
+        tmp.path().join("unnamed.tar").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("has used no database yet")
+            && stderr(&refused).contains("--database-url"),
+        "{}",
+        stderr(&refused)
+    );
+    let package = export_package(&dir_a, &["--database-url", &server.url()]);
+    import_package(&package, &dir_b, &server.url());
     let config = certd::config::ConfigFile::parse(
         &format!("[store]\nurl = {:?}\n", server.url()),
         Path::new("certd.toml"),
@@ -885,4 +909,29 @@ async fn db_commands_on_postgresql_say_what_to_use_or_check_the_shared_database(
         "{}",
         stderr(&output)
     );
+}
+
+/// The package carries the store marks that name the replicas' database:
+/// a replica set up from it but pointed at another database (here another
+/// CA's, already in use) refuses to serve from it, in one line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_pointed_at_another_database_refuses_it() {
+    let Some((a, _b, _server)) = replicas() else {
+        return;
+    };
+    let Some(other) = ScratchServer::start_for_tests() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tmp.path().join("ca");
+    use_database(&elsewhere, &other.url());
+    drop(Daemon::start_in(tmp, elsewhere, &[]));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    set_up_replica(&a.data_dir, &dir, &other.url());
+    let output = common::serve_command(&dir).output().unwrap();
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("it is another database (store id"), "{said}");
 }
