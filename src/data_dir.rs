@@ -131,18 +131,25 @@ impl DataDir {
         self.root.join("db")
     }
 
+    /// The database this data directory's certd uses when nothing else
+    /// names one (`config::DatabaseFile`, written by `certd replica
+    /// import`; 0600).
+    pub fn database_settings(&self) -> PathBuf {
+        self.root.join("database.toml")
+    }
+
     /// What the database is known to have held (`store::marks`), kept
     /// beside the CA files so that it outlives a damaged database.
     pub fn store_marks(&self) -> PathBuf {
         self.root.join("store-marks.toml")
     }
 
-    /// The admin API's Unix socket (0600), present while `certd serve` runs.
     /// The secret JWT-SVID signing keys are derived from (0600).
     pub fn jwt_master_key(&self) -> PathBuf {
         self.root.join("jwt-master.key")
     }
 
+    /// The admin API's Unix socket (0600), present while `certd serve` runs.
     pub fn admin_socket(&self) -> PathBuf {
         self.root.join("admin.sock")
     }

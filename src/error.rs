@@ -111,6 +111,9 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ca(#[from] CaError),
+    /// A replica package could not be made or used.
+    #[error(transparent)]
+    Replica(#[from] crate::ca::replica::ReplicaError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -131,6 +134,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Store(error) => error.kind(),
             Error::Ca(error) => error.kind(),
+            Error::Replica(error) => error.kind(),
             Error::Config(_) => ErrorKind::InvalidInput,
             Error::Jwt(error) => error.kind(),
             Error::JwtKeyFile(_) => ErrorKind::Internal,

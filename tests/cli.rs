@@ -722,6 +722,132 @@ fn init_creates_a_private_ca_and_refuses_to_overwrite() {
     assert!(format!("{san:?}").contains("spiffe://prod.example/svc/billing"));
 }
 
+/// `certd replica export` leaves the root key behind unless asked, and
+/// says what it wrote and what it left; the package is 0600. `certd
+/// replica import` sets a new data directory up (0700, keys 0600, the
+/// database URL in database.toml, 0600, no root key) and refuses, in one
+/// line with the documented exit code: a new replica without a database
+/// URL (2), a URL that is not PostgreSQL's (2), a directory holding another
+/// CA (4), and a package with a path that leads out of the data directory
+/// (2, nothing written).
+#[test]
+fn replica_export_and_import_and_what_they_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, other, replica) = (
+        tmp.path().join("primary"),
+        tmp.path().join("other"),
+        tmp.path().join("replica"),
+    );
+    for dir in [&primary, &other] {
+        let output = run_cli(dir, &["init"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let package = tmp.path().join("replica.tar");
+    let package_arg = package.to_str().unwrap();
+    // A CA that has used no database yet: its package could not say which
+    // database is its.
+    let output = run_cli(&primary, &["replica", "export", "--out", package_arg]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("has used no database yet"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!package.exists());
+    // Once it has (here its own sled database), its marks name it.
+    let served = Daemon::start_in(tempfile::tempdir().unwrap(), primary.clone(), &[]);
+    drop(served);
+    let output = run_cli(&primary, &["replica", "export", "--out", package_arg]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let said = stdout(&output);
+    for expected in [
+        "(0600) for trust domain certd.internal: ca.toml, root.pem, root.crl",
+        "intermediate.key (0600)",
+        "jwt-master.key (0600), store-marks.toml",
+        "not included: root.key: the root key stays here (--include-root-key includes it)",
+    ] {
+        assert!(said.contains(expected), "{expected:?} in {said}");
+    }
+    assert_eq!(mode(&package), 0o600);
+
+    let url = "postgresql://certd@127.0.0.1:9/certd";
+    let import = |dir: &Path, package: &str, extra: &[&str]| {
+        let mut args = vec!["replica", "import", package, "--data-dir"];
+        args.push(dir.to_str().unwrap());
+        args.extend(extra);
+        run_cli(dir, &args)
+    };
+    let cases: Vec<(&Path, Vec<&str>, i32, &str)> = vec![
+        (
+            &replica,
+            vec![],
+            2,
+            "a new replica needs the database the replicas share, --database-url",
+        ),
+        (
+            &replica,
+            vec!["--database-url", "mysql://db/certd"],
+            2,
+            "the database URL must be a PostgreSQL URL",
+        ),
+        (
+            &other,
+            vec!["--database-url", url],
+            4,
+            "holds another CA (its root \"O=certd.internal, CN=certd root CA",
+        ),
+    ];
+    for (dir, extra, code, expected) in cases {
+        let output = import(dir, package_arg, &extra);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "{extra:?}: {said}");
+        assert!(said.contains(expected), "{expected:?} in {said}");
+        assert_eq!(said.lines().count(), 1, "{said}");
+    }
+    assert!(!replica.exists());
+
+    // A package whose file would land outside the data directory.
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.as_old_mut().name[..9].copy_from_slice(b"../escape");
+    header.set_cksum();
+    let mut hostile = tar::Builder::new(Vec::new());
+    hostile.append(&header, &b"evil"[..]).unwrap();
+    let hostile_path = tmp.path().join("hostile.tar");
+    std::fs::write(&hostile_path, hostile.into_inner().unwrap()).unwrap();
+    let output = import(
+        &replica,
+        hostile_path.to_str().unwrap(),
+        &["--database-url", url],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("\"../escape\" is not a file a replica package holds"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!tmp.path().join("escape").exists() && !replica.exists());
+
+    let output = import(&replica, package_arg, &["--database-url", url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("set up a replica of trust domain certd.internal"));
+    assert_eq!(mode(&replica), 0o700);
+    for secret in ["intermediate.key", "jwt-master.key", "database.toml"] {
+        assert_eq!(mode(&replica.join(secret)), 0o600, "{secret}");
+    }
+    assert!(!replica.join("root.key").exists());
+    let database = std::fs::read_to_string(replica.join("database.toml")).unwrap();
+    assert!(database.contains(url), "{database}");
+    let output = import(&replica, package_arg, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("nothing changed"),
+        "{}",
+        stdout(&output)
+    );
+}
+
 /// Every command answers `--help`.
 #[test]
 fn every_command_has_help() {
@@ -741,6 +867,8 @@ fn every_command_has_help() {
         vec!["db", "restore", "--help"],
         vec!["db", "copy", "--help"],
         vec!["db", "migrate", "--help"],
+        vec!["replica", "export", "--help"],
+        vec!["replica", "import", "--help"],
     ] {
         let output = run_cli(tmp.path(), &command);
         assert!(output.status.success(), "{command:?}");

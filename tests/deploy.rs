@@ -10,7 +10,10 @@
 //! manifests or created by a `kubectl create` the manifests' instructions
 //! give; every certd.toml they carry is one certd accepts, binds all
 //! interfaces, and names the Service that workloads dial; every certd image
-//! is the one deploy/Dockerfile's documented build makes.
+//! is the one deploy/Dockerfile's documented build makes; and the files fit
+//! together (every certd serve can attest the agents' and workloads'
+//! service-account tokens, and each Service selects only its own file's
+//! pods).
 
 mod common;
 
@@ -468,4 +471,234 @@ fn every_kubernetes_certd_toml_is_valid_and_the_replicas_keep_their_records_in_p
         .find(|o| o.file == "replicas.yaml" && o.kind == "Deployment")
         .unwrap();
     assert!(replicas.doc.to_string().contains("CERTD_DATABASE_URL"));
+}
+
+/// The manifests fit together as a cluster would find out: every `certd
+/// serve` has the Kubernetes attestor configured (a `[kubernetes]` section)
+/// for the audience the agents' and workloads' projected tokens carry, with
+/// every file it reads for it mounted (the pod's own service-account token
+/// where it names one, so never with token mounting disabled); every file
+/// that runs certd defines the Service agents and workloads dial, selecting
+/// its pods; each Service selects only its own file's pods (server.yaml's
+/// and replicas.yaml's never each other's, which would mix certds on two
+/// databases); and `certd replica import` reads a package the instructions
+/// put in the Secret it mounts.
+#[test]
+fn the_kubernetes_manifests_fit_together() {
+    const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let (objects, _, comments_by_file) = manifests();
+    let args_of = |container: &serde_json::Value| -> Vec<String> {
+        strings(container.get("args"))
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect()
+    };
+    let labels_of = |object: &Object| {
+        object
+            .doc
+            .pointer("/spec/template/metadata/labels")
+            .and_then(|v| v.as_object())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let selects = |service: &Object, pods: &Object| {
+        let labels = labels_of(pods);
+        service.namespace == pods.namespace
+            && service
+                .doc
+                .pointer("/spec/selector")
+                .and_then(|v| v.as_object())
+                .is_some_and(|selector| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    // What agents and workloads dial, and the audiences of their tokens.
+    let mut dialed = Vec::new();
+    let mut audiences = Vec::new();
+    for object in &objects {
+        let Some(spec) = pod_spec(object) else {
+            continue;
+        };
+        let mut dials = false;
+        for container in containers(spec) {
+            for arg in args_of(container) {
+                if let Some(url) = arg.strip_prefix("--server=https://") {
+                    let host = url.split(':').next().unwrap();
+                    let mut labels = host.split('.');
+                    let service = labels.next().unwrap().to_owned();
+                    let namespace = labels.next().unwrap().to_owned();
+                    dialed.push((service, namespace, object.file.clone()));
+                    dials = true;
+                }
+            }
+        }
+        if dials {
+            for volume in strings(spec.get("volumes")) {
+                for source in strings(volume.pointer("/projected/sources")) {
+                    if let Some(audience) = source
+                        .pointer("/serviceAccountToken/audience")
+                        .and_then(|v| v.as_str())
+                    {
+                        audiences.push((audience.to_owned(), object.file.clone()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        dialed.len() >= 2 && audiences.len() >= 2,
+        "{dialed:?} {audiences:?}"
+    );
+
+    let mut serving = Vec::new();
+    for object in &objects {
+        let Some(spec) = pod_spec(object) else {
+            continue;
+        };
+        let at = format!("{}: {} {}", object.file, object.kind, object.name);
+        for container in containers(spec) {
+            let args = args_of(container);
+            if args.first().map(String::as_str) == Some("replica")
+                && args.get(1).map(String::as_str) == Some("import")
+            {
+                let package = args.get(2).expect("a package");
+                let (dir, name) = package.rsplit_once('/').unwrap();
+                let secret = mount_of(container, spec, dir)
+                    .and_then(|v| v.pointer("/secret/secretName").and_then(|s| s.as_str()))
+                    .unwrap_or_else(|| panic!("{at}: {dir} is not a Secret's volume"))
+                    .to_owned();
+                assert!(
+                    comments_by_file[&object.file].contains(&format!(
+                        "create secret generic {secret} --from-file={name}"
+                    )),
+                    "{at}: imports {package}, which the instructions do not put in Secret {secret}"
+                );
+            }
+            if args.first().map(String::as_str) != Some("serve") {
+                continue;
+            }
+            serving.push(object.file.clone());
+            let config = args
+                .iter()
+                .find_map(|a| a.strip_prefix("--config="))
+                .unwrap_or_else(|| panic!("{at}: certd serve without --config"));
+            let (dir, file_name) = config.rsplit_once('/').unwrap();
+            let map = mount_of(container, spec, dir)
+                .and_then(|v| v.pointer("/configMap/name").and_then(|s| s.as_str()))
+                .unwrap_or_else(|| panic!("{at}: no ConfigMap is mounted at {dir}"));
+            let text = objects
+                .iter()
+                .find(|o| o.kind == "ConfigMap" && o.name == map && o.namespace == object.namespace)
+                .and_then(|o| o.doc.pointer(&format!("/data/{file_name}")))
+                .and_then(|v| v.as_str())
+                .unwrap_or_else(|| panic!("{at}: ConfigMap {map} has no {file_name}"));
+            let file = certd::config::ConfigFile::parse(text, Path::new(config)).unwrap();
+            let kubernetes = file.kubernetes.unwrap_or_else(|| {
+                panic!("{at}: its certd.toml has no [kubernetes] section: agents and workloads cannot attest with their service-account tokens")
+            });
+            let audience = kubernetes
+                .audience
+                .clone()
+                .unwrap_or_else(|| certd::config::DEFAULT_KUBERNETES_AUDIENCE.to_owned());
+            for (theirs, file) in &audiences {
+                assert_eq!(
+                    *theirs, audience,
+                    "{at}: {file}'s tokens are for another audience"
+                );
+            }
+            let mut read = vec![
+                kubernetes.jwks_file.clone(),
+                kubernetes.jwks_url_ca_file.clone(),
+                kubernetes.jwks_url_token_file.clone(),
+            ];
+            read.extend(
+                kubernetes
+                    .public_key_files
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Some),
+            );
+            for path in read.into_iter().flatten() {
+                let path = path.to_str().unwrap();
+                if path.starts_with(TOKEN_DIR) {
+                    // Kubernetes mounts the service account's token there
+                    // unless the pod or the account says not to.
+                    let account = spec
+                        .get("serviceAccountName")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("default");
+                    let account_off = objects.iter().any(|o| {
+                        o.kind == "ServiceAccount"
+                            && o.name == account
+                            && o.namespace == object.namespace
+                            && o.doc.get("automountServiceAccountToken") == Some(&false.into())
+                    });
+                    let pod_off = spec.get("automountServiceAccountToken") == Some(&false.into());
+                    assert!(
+                        !pod_off && !account_off,
+                        "{at}: [kubernetes] reads {path}, but service-account token mounting is disabled"
+                    );
+                } else {
+                    assert!(
+                        strings(container.get("volumeMounts"))
+                            .iter()
+                            .any(|m| m["mountPath"]
+                                .as_str()
+                                .is_some_and(|dir| path.starts_with(&format!("{dir}/")))),
+                        "{at}: [kubernetes] reads {path}, which nothing mounts"
+                    );
+                }
+            }
+            // Agents and workloads find these pods behind the Service they dial.
+            for (service, namespace, from) in &dialed {
+                if *namespace != object.namespace {
+                    continue;
+                }
+                let found = objects
+                    .iter()
+                    .find(|o| o.file == object.file && o.kind == "Service" && o.name == *service)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{at}: {from} dials Service {service}, which {} does not define",
+                            object.file
+                        )
+                    });
+                assert!(
+                    selects(found, object),
+                    "{at}: its Service {service} does not select its pods"
+                );
+            }
+        }
+    }
+    for file in ["server.yaml", "replicas.yaml"] {
+        assert!(
+            serving.iter().any(|f| f == file),
+            "{file} runs certd serve: {serving:?}"
+        );
+    }
+    // Each Service selects only its own file's pods.
+    for service in objects.iter().filter(|o| o.kind == "Service") {
+        for pods in objects.iter().filter(|o| pod_spec(o).is_some()) {
+            if selects(service, pods) {
+                assert_eq!(
+                    pods.file, service.file,
+                    "{}: Service {} also selects {} {} of {}",
+                    service.file, service.name, pods.kind, pods.name, pods.file
+                );
+            }
+        }
+    }
+}
+
+/// The volume of `spec` that `container` mounts at `dir`.
+fn mount_of<'a>(
+    container: &serde_json::Value,
+    spec: &'a serde_json::Value,
+    dir: &str,
+) -> Option<&'a serde_json::Value> {
+    let mount = strings(container.get("volumeMounts"))
+        .into_iter()
+        .find(|m| m["mountPath"].as_str() == Some(dir))?;
+    strings(spec.get("volumes"))
+        .into_iter()
+        .find(|v| v["name"] == mount["name"])
 }

@@ -6,21 +6,22 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certd::store::postgres::scratch::ScratchServer;
 use common::{Daemon, Identity, csr_for, http, stderr, stdout, use_database};
 use x509_cert::der::Decode;
-use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse};
+use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse, OcspResponseStatus};
 
 /// How long a change may take to reach the other replica in these tests.
 /// The measured time is printed; docs/ARCHITECTURE.md states the bound.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(5);
 
-/// Replica A with a new CA, replica B with a copy of A's CA files, both on
-/// the scratch server's database.
+/// Replica A with a new CA, replica B set up from A's package with `certd
+/// replica export` and `certd replica import`, both on the scratch
+/// server's database (B finds it in its data directory's database.toml).
 fn replicas() -> Option<(Daemon, Daemon, ScratchServer)> {
     let server = ScratchServer::start_for_tests()?;
     let url = server.url();
@@ -30,28 +31,72 @@ fn replicas() -> Option<(Daemon, Daemon, ScratchServer)> {
     let a = Daemon::start_in(tmp_a, dir_a, &[]);
     let tmp_b = tempfile::tempdir().unwrap();
     let dir_b = tmp_b.path().join("ca");
-    copy_ca_files(&a.data_dir, &dir_b);
-    use_database(&dir_b, &url);
+    set_up_replica(&a.data_dir, &dir_b, &url);
     let b = Daemon::start_in(tmp_b, dir_b, &[]);
     Some((a, b, server))
 }
 
-/// What an operator copies to a new replica: the CA's certificates and
-/// keys, not the database nor the admin socket.
-fn copy_ca_files(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
-    for name in [
-        "root.pem",
-        "root.key",
-        "intermediate.pem",
-        "intermediate.key",
-        "bundle.pem",
-        "ca.toml",
-        "store-marks.toml",
-    ] {
-        std::fs::copy(from.join(name), to.join(name)).unwrap();
+/// What an operator does for a replica: `certd replica export` where the
+/// CA lives, `certd replica import` on the replica (a new one, or one to
+/// bring up to date after a rotation). Returns what import said.
+fn set_up_replica(primary: &Path, replica: &Path, url: &str) -> String {
+    import_package(&export_package(primary, &[]), replica, url)
+}
+
+/// `certd replica import` of `package` into `replica`; what it said.
+fn import_package(package: &Path, replica: &Path, url: &str) -> String {
+    let output = certd(&[
+        "replica",
+        "import",
+        package.to_str().unwrap(),
+        "--data-dir",
+        replica.to_str().unwrap(),
+        "--database-url",
+        url,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+/// `certd replica export` of `primary`'s data directory, beside it.
+fn export_package(primary: &Path, extra: &[&str]) -> PathBuf {
+    let package = primary.with_file_name("replica.tar");
+    let mut args = vec![
+        "replica",
+        "export",
+        "--data-dir",
+        primary.to_str().unwrap(),
+        "--out",
+        package.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let output = certd(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    package
+}
+
+/// The certd CLI with nothing from the environment choosing its data
+/// directory or database.
+fn certd(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::CERTD)
+        .args(args)
+        .env_remove("CERTD_DATA_DIR")
+        .env_remove("CERTD_DATABASE_URL")
+        .env_remove("CERTD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Waits until `replica` signs with a new set of intermediates.
+async fn promoted(replica: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !replica
+        .log_text()
+        .contains("now signing with a new set of intermediates")
+    {
+        assert!(Instant::now() < deadline, "{}", replica.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -82,6 +127,13 @@ fn ocsp_status(replica: &Daemon, chain_pem: &str) -> CertStatus {
     );
     assert_eq!(response.status, 200);
     let response = OcspResponse::from_der(&response.body).unwrap();
+    // A replica that lacks the intermediate answers `unauthorized`.
+    assert_eq!(
+        response.response_status,
+        OcspResponseStatus::Successful,
+        "{}",
+        replica.http
+    );
     let bytes = response.response_bytes.unwrap();
     let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
     basic.tbs_response_data.responses[0].cert_status
@@ -461,24 +513,28 @@ async fn catching_up_finds_what_the_feed_did_not_bring() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let options = certd::ca::InitOptions {
-        trust_domain: "certd.internal".parse().unwrap(),
-        key_type: certd::ca::KeyType::EcdsaP256,
-        key_passphrase: None,
-        pkcs11: None,
-        public_base_url: "http://127.0.0.1:8080".into(),
-        intermediate_lifetime: certd::ca::INTERMEDIATE_LIFETIME,
-    };
-    certd::ca::init(&dir_a, &options).unwrap();
-    // What `certd init` writes beside the CA: the marks of a CA that has
-    // used no database yet. Both replicas start from them on one new
-    // database; the second recognises the store the first claimed as its
-    // CA's.
-    certd::store::marks::MarksFile::for_new_ca()
-        .write(&certd::DataDir::new(&dir_a).store_marks())
-        .unwrap();
-    copy_ca_files(&dir_a, &dir_b);
+    let (dir_a, dir_b) = (tmp.path().join("a").join("ca"), tmp.path().join("b"));
+    let output = certd(&["init", "--data-dir", dir_a.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // A CA that has used no database yet: its package names the replicas'
+    // database only once it is given (and taken as its first).
+    let refused = certd(&[
+        "replica",
+        "export",
+        "--data-dir",
+        dir_a.to_str().unwrap(),
+        "--out",
+        tmp.path().join("unnamed.tar").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("has used no database yet")
+            && stderr(&refused).contains("--database-url"),
+        "{}",
+        stderr(&refused)
+    );
+    let package = export_package(&dir_a, &["--database-url", &server.url()]);
+    import_package(&package, &dir_b, &server.url());
     let config = certd::config::ConfigFile::parse(
         &format!("[store]\nurl = {:?}\n", server.url()),
         Path::new("certd.toml"),
@@ -619,42 +675,27 @@ async fn tls_to_the_database_is_verified() {
     assert!(daemon.recorded_serials().contains(&identity.issued.serial));
 }
 
-/// The intermediate rotates on two replicas: prepared once where the root
-/// key is, copied into each replica's data directory, promoted by each.
-/// Both then sign with the new intermediate, and both keep answering for
-/// certificates of the previous one, including a revocation made through
-/// the other replica.
+/// The intermediate rotates on two replicas: prepared where the root key
+/// is (A's data directory), promoted by A, and brought to B by exporting
+/// A's files again and importing them into B while it runs. Both then sign
+/// with the new intermediate, and both keep answering for certificates of
+/// the previous one, including a revocation made through the other replica.
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_rotate_the_intermediate_together() {
-    let Some((a, b, _server)) = replicas() else {
+    let Some((a, b, server)) = replicas() else {
         return;
     };
     let before = a.bootstrap("billing").await;
     let old_intermediate = std::fs::read_to_string(a.data_dir.join("intermediate.pem")).unwrap();
 
-    // Where the root key is: a copy of the CA files.
-    let offline = tempfile::tempdir().unwrap();
-    let root_side = offline.path().join("ca");
-    copy_ca_files(&a.data_dir, &root_side);
-    let output = common::run_cli(&root_side, &["ca", "rotate-intermediate"]);
+    let output = a.cli(&["ca", "rotate-intermediate"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    for replica in [&a, &b] {
-        for name in ["intermediate-next.key", "intermediate-next.pem"] {
-            std::fs::copy(root_side.join(name), replica.data_dir.join(name)).unwrap();
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for replica in [&a, &b] {
-        while !replica
-            .log_text()
-            .contains("now signing with a new set of intermediates")
-        {
-            assert!(Instant::now() < deadline, "{}", replica.log_text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let new_intermediate =
-        std::fs::read_to_string(root_side.join("intermediate-next.pem")).unwrap();
+    promoted(&a).await;
+    let said = set_up_replica(&a.data_dir, &b.data_dir, &server.url());
+    assert!(said.contains("updated the replica"), "{said}");
+    promoted(&b).await;
+    let new_intermediate = std::fs::read_to_string(a.data_dir.join("intermediate.pem")).unwrap();
+    assert_ne!(new_intermediate, old_intermediate);
     let issuer_of = |chain_pem: &str| common::pem_certs(chain_pem)[1].to_vec();
     let on_b = b.bootstrap("orders").await;
     assert_eq!(
@@ -703,4 +744,194 @@ async fn replicas_rotate_the_intermediate_together() {
         },
     )
     .await;
+}
+
+/// A replica set up with `certd replica export|import` serves what the
+/// primary serves after an intermediate rotation where the CA lives: the
+/// root's CRL (`/root.crl`, and `/crls.pem` with the CRLs of both
+/// intermediates), OCSP answers for the previous intermediate's
+/// certificates (not `unauthorized`), and their chain in `certd show
+/// --json`. Checked on a replica brought up to date by importing again
+/// while it runs (B) and on one set up after the rotation (C); neither
+/// holds the root key, and the keys and the database URL are 0600 in a
+/// 0700 directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_set_up_with_the_commands_serve_all_the_primary_serves_after_a_rotation() {
+    let Some((a, b, server)) = replicas() else {
+        return;
+    };
+    let before = a.bootstrap("billing").await;
+    let intermediate_of = |dir: &Path| {
+        common::pem_certs(&std::fs::read_to_string(dir.join("intermediate.pem")).unwrap())[0]
+            .to_vec()
+    };
+    let old_intermediate = intermediate_of(&a.data_dir);
+    let output = a.cli(&["ca", "rotate-intermediate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    promoted(&a).await;
+    let new_intermediate = intermediate_of(&a.data_dir);
+
+    let said = set_up_replica(&a.data_dir, &b.data_dir, &server.url());
+    assert!(said.contains("intermediate-previous.pem"), "{said}");
+    promoted(&b).await;
+    let tmp_c = tempfile::tempdir().unwrap();
+    let dir_c = tmp_c.path().join("ca");
+    let said = set_up_replica(&a.data_dir, &dir_c, &server.url());
+    assert!(
+        said.contains("set up a replica of trust domain certd.internal"),
+        "{said}"
+    );
+    let c = Daemon::start_in(tmp_c, dir_c, &[]);
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for replica in [&b, &c] {
+        let root_crl = http("GET", &format!("{}/root.crl", replica.http), &[], b"");
+        assert_eq!(
+            root_crl.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&root_crl.body)
+        );
+        let crls = http("GET", &format!("{}/crls.pem", replica.http), &[], b"");
+        assert_eq!(crls.status, 200, "{}", String::from_utf8_lossy(&crls.body));
+        let crls = String::from_utf8(crls.body).unwrap();
+        assert_eq!(
+            crls.matches("-----BEGIN X509 CRL-----").count(),
+            3,
+            "the root's and both intermediates' CRLs: {crls}"
+        );
+
+        assert!(matches!(
+            ocsp_status(replica, &before.chain_pem),
+            CertStatus::Good(_)
+        ));
+        let output = replica.cli(&["show", &before.issued.serial, "--json"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let chain = common::pem_certs(shown["chain_pem"].as_str().unwrap());
+        assert_eq!(chain.len(), 2);
+        assert_eq!(
+            chain[1].to_vec(),
+            old_intermediate,
+            "the chain names the previous intermediate"
+        );
+
+        let issued = replica.bootstrap("orders").await;
+        assert_eq!(
+            common::pem_certs(&issued.chain_pem)[1].to_vec(),
+            new_intermediate
+        );
+        let dir = &replica.data_dir;
+        assert!(!dir.join("root.key").exists(), "{dir:?}");
+        assert_eq!(mode(dir), 0o700);
+        for secret in [
+            "intermediate.key",
+            "intermediate-previous.key",
+            "jwt-master.key",
+            "database.toml",
+        ] {
+            assert_eq!(mode(&dir.join(secret)), 0o600, "{secret}");
+        }
+        assert_eq!(intermediate_of(dir), new_intermediate);
+    }
+}
+
+/// On PostgreSQL, `certd db backup` (through the daemon or `--offline`)
+/// and `db restore` say to use PostgreSQL's own tools, with exit code 1
+/// (failed precondition), instead of "internal error"; `db check` checks
+/// the shared database against the data directory's marks while the
+/// replicas serve, and names a shortfall.
+#[tokio::test(flavor = "multi_thread")]
+async fn db_commands_on_postgresql_say_what_to_use_or_check_the_shared_database() {
+    let Some((a, b, server)) = replicas() else {
+        return;
+    };
+    a.bootstrap("billing").await;
+    let backup = b.tmp.path().join("certd.backup");
+    let backup_arg = backup.to_str().unwrap();
+    for args in [
+        vec!["db", "backup", backup_arg],
+        vec!["db", "backup", backup_arg, "--offline"],
+        vec!["db", "restore", backup_arg],
+    ] {
+        let output = b.cli(&args);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains("PostgreSQL's own tools (pg_dump") && !said.contains("internal error"),
+            "{args:?}: {said}"
+        );
+        assert!(!backup.exists() && !backup.with_extension("backup.partial").exists());
+    }
+
+    for replica in [&a, &b] {
+        let output = replica.cli(&["db", "check"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let said = stdout(&output);
+        assert!(said.contains("(PostgreSQL, schema version"), "{said}");
+        assert!(
+            said.contains(" certificates (0 revoked), 1 entries"),
+            "{said}"
+        );
+        assert!(
+            said.contains("\nok; PostgreSQL checks its own storage"),
+            "{said}"
+        );
+    }
+
+    // A data directory whose marks say more than the database holds.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let marks = std::fs::read_to_string(b.data_dir.join("store-marks.toml")).unwrap();
+    let marks: String = marks
+        .lines()
+        .map(|line| {
+            if line.starts_with("crl_number") {
+                "crl_number = 1000000\n".to_owned()
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(elsewhere.path().join("store-marks.toml"), marks).unwrap();
+    let dir = elsewhere.path().to_str().unwrap();
+    let output = certd(&[
+        "db",
+        "check",
+        "--data-dir",
+        dir,
+        "--database-url",
+        &server.url(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("where 1000000 was already published"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// The package carries the store marks that name the replicas' database:
+/// a replica set up from it but pointed at another database (here another
+/// CA's, already in use) refuses to serve from it, in one line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_pointed_at_another_database_refuses_it() {
+    let Some((a, _b, _server)) = replicas() else {
+        return;
+    };
+    let Some(other) = ScratchServer::start_for_tests() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tmp.path().join("ca");
+    use_database(&elsewhere, &other.url());
+    drop(Daemon::start_in(tmp, elsewhere, &[]));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    set_up_replica(&a.data_dir, &dir, &other.url());
+    let output = common::serve_command(&dir).output().unwrap();
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("it is another database (store id"), "{said}");
 }

@@ -352,11 +352,12 @@ mod tests {
         out.to_vec()
     }
 
+    /// A frame as the server reads it: stream id, type, and its decoded
+    /// header fields (name, value).
+    type ServerFrame = (u32, u8, Vec<(Vec<u8>, Vec<u8>)>);
+
     /// Decodes what the server would read, as the server would.
-    fn server_view(
-        bytes: &[u8],
-        server: &mut Decoder<'static>,
-    ) -> Vec<(u32, u8, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn server_view(bytes: &[u8], server: &mut Decoder<'static>) -> Vec<ServerFrame> {
         let mut frames = Vec::new();
         let mut rest = bytes;
         let mut block = Vec::new();

@@ -14,6 +14,7 @@ pub mod key_file;
 pub mod next_root;
 mod pkcs11;
 mod profile;
+pub mod replica;
 pub mod root_crl;
 pub mod rotation;
 mod watched;

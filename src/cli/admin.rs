@@ -520,7 +520,11 @@ async fn offline_authority(
     config: Option<&Path>,
 ) -> anyhow::Result<Authority> {
     let mut file = ConfigFile::load(config)?;
-    super::use_database_url(&mut file, std::env::var("CERTD_DATABASE_URL").ok());
+    super::use_database(
+        &mut file,
+        std::env::var("CERTD_DATABASE_URL").ok(),
+        &data_dir.dir(),
+    )?;
     let config = file.validate()?;
     Daemon::new(data_dir.dir(), config)
         .offline()

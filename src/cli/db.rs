@@ -4,7 +4,10 @@
 //! `backup` goes through the running daemon's admin socket (or `--server`)
 //! and needs no pause in service; with `--offline` it reads the data
 //! directory itself. `check` and `restore` need the database to themselves,
-//! so certd must be stopped.
+//! so certd must be stopped. On PostgreSQL (`--database-url`, `[store] url`
+//! or the data directory's `database.toml`), `check` compares the shared
+//! database with this data directory's marks while the replicas serve, and
+//! `backup` and `restore` refuse, naming PostgreSQL's own tools.
 
 use std::path::{Path, PathBuf};
 
@@ -13,21 +16,22 @@ use clap::{Args, Subcommand};
 
 use super::DataDirArg;
 use super::admin::AdminTarget;
+use certd::config::{ConfigFile, StoreSettings};
 use certd::store::Storage;
 use certd::store::marks::MarksFile;
-use certd::store::postgres::{PgSettings, PgStore};
+use certd::store::postgres::{BACKUP_WITH_POSTGRESQL, PgSettings, PgStore};
 use certd::store::{self, BackupSummary, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// Check the database (certd stopped): it opens, every record reads back, and it holds at
-    /// least what the marks beside the CA files say. Exits 1 if not.
+    /// Check the database (sled: certd stopped): it opens, every record reads back (PostgreSQL:
+    /// its entries), and it holds at least what the marks beside the CA files say. Exits 1 if not.
     Check(CheckArgs),
-    /// Write a backup of the database to FILE (0600), from the running certd without pausing it,
-    /// or with --offline from the data directory.
+    /// Write a backup of the sled database to FILE (0600), from the running certd without pausing
+    /// it, or with --offline from the data directory. On PostgreSQL, use pg_dump.
     Backup(BackupArgs),
-    /// Replace the database with a backup (certd stopped). The old database is kept beside it;
-    /// the CRL number carries on from the last one published.
+    /// Replace the sled database with a backup (certd stopped). The old database is kept beside
+    /// it; the CRL number carries on from the last one published. On PostgreSQL, use pg_restore.
     Restore(RestoreArgs),
     /// Copy the sled database into an empty PostgreSQL database (certd stopped), then compare
     /// the counts; afterwards run certd with --database-url.
@@ -59,10 +63,43 @@ pub struct MigrateArgs {
     ca_file: Option<PathBuf>,
 }
 
+/// Which database a command works on, as `certd serve` would choose it.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// certd's configuration file, for its [store] section.
+    #[arg(long, env = "CERTD_CONFIG")]
+    config: Option<PathBuf>,
+    /// The PostgreSQL database, postgresql://…; default: [store] url in the configuration, then
+    /// the data directory's database.toml, else sled in the data directory.
+    #[arg(long, env = "CERTD_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn settings(&self, data_dir: &DataDirArg) -> anyhow::Result<StoreSettings> {
+        let mut file = ConfigFile::load(self.config.as_deref())?;
+        super::use_database(&mut file, self.database_url.clone(), &data_dir.dir())?;
+        Ok(file.validate()?.store)
+    }
+
+    /// Refuses a command that works on sled only when the database is
+    /// PostgreSQL, naming what to use instead.
+    fn require_sled(&self, data_dir: &DataDirArg) -> anyhow::Result<()> {
+        match self.settings(data_dir)? {
+            StoreSettings::Sled => Ok(()),
+            StoreSettings::Postgres(_) => {
+                Err(StoreError::NotOnThisBackend(BACKUP_WITH_POSTGRESQL.into()).into())
+            }
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
     data_dir: DataDirArg,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +113,8 @@ pub struct BackupArgs {
     /// Read the data directory directly, without a daemon.
     #[arg(long)]
     offline: bool,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +123,8 @@ pub struct RestoreArgs {
     data_dir: DataDirArg,
     /// A file written by `certd db backup`.
     file: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 pub async fn run(command: DbCommand) -> anyhow::Result<()> {
@@ -130,16 +171,12 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 
 async fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.dir();
+    if let StoreSettings::Postgres(settings) = args.store.settings(&args.data_dir)? {
+        return check_postgres(&data_dir, &settings).await;
+    }
     let database = data_dir.database();
     println!("database:   {}", database.display());
-    let marks = MarksFile::read(&data_dir.store_marks())?;
-    match &marks {
-        Some(marks) => println!(
-            "marks:      store {}, at least {} certificates, {} revoked, CRL number {}",
-            marks.store_id, marks.records, marks.revocations, marks.crl_number
-        ),
-        None => println!("marks:      none yet (written when certd first serves)"),
-    }
+    let marks = print_marks(&data_dir)?;
     if !database.join("db").exists() {
         return Err(StoreError::BehindMarks {
             path: database.display().to_string(),
@@ -159,28 +196,78 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
         "holds:      {}; every record reads back",
         describe(&contents)
     );
-    if let Some(marks) = marks {
-        let root_pem = std::fs::read(data_dir.root_cert())
-            .with_context(|| format!("cannot read {}", data_dir.root_cert().display()))?;
-        let root_der = rustls_pemfile::certs(&mut root_pem.as_slice())
-            .next()
-            .and_then(Result::ok)
-            .with_context(|| format!("{} holds no certificate", data_dir.root_cert().display()))?;
-        let ca = certd::store::marks::CaIdentity::of_root(&root_der);
-        let shortfalls = certd::store::marks::shortfalls(store.as_ref(), &marks, true, &ca).await?;
-        if !shortfalls.is_empty() {
-            return Err(StoreError::BehindMarks {
-                path: store.location(),
-                shortfalls: shortfalls.join("; "),
-            }
-            .into());
-        }
-    }
+    compare_with_marks(&data_dir, store.as_ref(), marks.as_ref()).await?;
     println!("ok");
     Ok(())
 }
 
+/// `db check` on PostgreSQL, which the replicas keep serving from: the
+/// database answers at a schema this certd knows, its entries read back,
+/// and it holds at least what this data directory's marks say. The
+/// storage itself is PostgreSQL's to check (pg_amcheck, data checksums).
+async fn check_postgres(data_dir: &certd::DataDir, settings: &PgSettings) -> anyhow::Result<()> {
+    // Opening applies pending migrations, as any certd start does.
+    let store = PgStore::open(settings).await?;
+    println!(
+        "database:   {} (PostgreSQL, schema version {})",
+        store.location(),
+        PgStore::SCHEMA_VERSION
+    );
+    let marks = print_marks(data_dir)?;
+    let found = store.marks().await?;
+    let entries = store.entries().await?.len();
+    let tokens = store.join_token_count().await?;
+    println!(
+        "holds:      store {}, {} certificates ({} revoked), {entries} entries, {tokens} join tokens, CRL number {}; every entry reads back",
+        found.store_id.as_deref().unwrap_or("without an id yet"),
+        found.records.unwrap_or_default(),
+        found.revocations,
+        found.crl_number
+    );
+    compare_with_marks(data_dir, &store, marks.as_ref()).await?;
+    println!(
+        "ok; PostgreSQL checks its own storage (pg_amcheck, data checksums), and pg_dump backs it up"
+    );
+    Ok(())
+}
+
+fn print_marks(data_dir: &certd::DataDir) -> anyhow::Result<Option<MarksFile>> {
+    let marks = MarksFile::read(&data_dir.store_marks())?;
+    match &marks {
+        Some(marks) => println!(
+            "marks:      store {}, at least {} certificates, {} revoked, CRL number {}",
+            marks.store_id, marks.records, marks.revocations, marks.crl_number
+        ),
+        None => println!("marks:      none yet (written when certd first serves)"),
+    }
+    Ok(marks)
+}
+
+/// Fails naming every shortfall of `store` against `marks`.
+async fn compare_with_marks(
+    data_dir: &certd::DataDir,
+    store: &dyn Storage,
+    marks: Option<&MarksFile>,
+) -> anyhow::Result<()> {
+    let Some(marks) = marks else {
+        return Ok(());
+    };
+    let ca = certd::store::marks::CaIdentity::of_root_file(&data_dir.root_cert())?;
+    let shortfalls = certd::store::marks::shortfalls(store, marks, true, &ca).await?;
+    if !shortfalls.is_empty() {
+        return Err(StoreError::BehindMarks {
+            path: store.location(),
+            shortfalls: shortfalls.join("; "),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    if args.offline {
+        args.store.require_sled(&args.data_dir)?;
+    }
     if args.file.exists() {
         return Err(super::UsageError(format!(
             "{} exists already; name a new file",
@@ -236,6 +323,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
 }
 
 async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    args.store.require_sled(&args.data_dir)?;
     let data_dir = args.data_dir.dir();
     let file = args.file.clone();
     let report = tokio::task::spawn_blocking(move || store::restore(&data_dir, &file))

@@ -14,6 +14,7 @@ mod inspect;
 mod jwt;
 mod load;
 mod renew;
+mod replica;
 mod serve;
 mod workload;
 
@@ -188,6 +189,12 @@ pub enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
+    /// Replicas on one PostgreSQL database: package the CA files a replica needs where the CA
+    /// lives, and set a replica up (or bring it up to date after a rotation) from the package.
+    Replica {
+        #[command(subcommand)]
+        command: replica::ReplicaCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,6 +328,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args).await,
         Command::Audit(args) => admin::audit(args).await,
         Command::Db { command } => db::run(command).await,
+        Command::Replica { command } => replica::run(command).await,
         Command::Ca {
             command: CaCommand::SignRootCrl(args),
         } => ca::sign_root_crl(args),
@@ -345,11 +353,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `--database-url` or `CERTD_DATABASE_URL`, over `[store] url`.
-pub fn use_database_url(file: &mut certd::config::ConfigFile, url: Option<String>) {
+/// The database a command uses: `--database-url` or `CERTD_DATABASE_URL`,
+/// over `[store] url`, over the data directory's `database.toml` (written
+/// by `certd replica import`); sled in the data directory if none names one.
+pub fn use_database(
+    file: &mut certd::config::ConfigFile,
+    url: Option<String>,
+    data_dir: &certd::DataDir,
+) -> Result<(), certd::config::ConfigError> {
     if let Some(url) = url {
         file.store.get_or_insert_with(Default::default).url = Some(url);
     }
+    file.use_data_dir_database(data_dir)
 }
 
 /// The one mapping from failures to exit codes.

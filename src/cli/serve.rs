@@ -47,7 +47,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.server_names.is_empty() {
         file.server_names = Some(args.server_names);
     }
-    super::use_database_url(&mut file, args.database_url);
+    super::use_database(&mut file, args.database_url, &args.data_dir.dir())?;
     let config = file.validate()?;
     let file_size_limit = survive_file_size_limit()?;
     let mut daemon = Daemon::new(args.data_dir.dir(), config);

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
@@ -196,5 +196,82 @@ impl ConfigFile {
             path: path.display().to_string(),
             message: e.to_string().trim().replace('\n', " "),
         })
+    }
+
+    /// Takes the database from the data directory's `database.toml`
+    /// (`certd replica import` writes it) when this file names none: the
+    /// command line, the environment and `[store] url` come first. A
+    /// `[store] ca_file` given here stays; the data directory's file
+    /// supplies only what is missing.
+    pub fn use_data_dir_database(&mut self, data_dir: &crate::DataDir) -> Result<(), ConfigError> {
+        if self.store.as_ref().is_some_and(|store| store.url.is_some()) {
+            return Ok(());
+        }
+        let Some(database) = DatabaseFile::read(&data_dir.database_settings())? else {
+            return Ok(());
+        };
+        let store = self.store.get_or_insert_with(Default::default);
+        store.url = Some(database.url);
+        if store.ca_file.is_none() {
+            // Relative to the data directory, made absolute because
+            // `validate` resolves relative paths against this file's own
+            // directory.
+            store.ca_file = database.ca_file.map(|file| {
+                let file = data_dir.root().join(file);
+                std::path::absolute(&file).unwrap_or(file)
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `DATA_DIR/database.toml` (0600: the URL may hold a password): the
+/// database this data directory's certd keeps its records in, for a replica
+/// set up with `certd replica import`. `--database-url`,
+/// `CERTD_DATABASE_URL` and certd.toml's `[store] url` take precedence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFile {
+    /// `postgresql://…`, as `[store] url`.
+    pub url: String,
+    /// PEM roots for the database server's certificate, as `[store]
+    /// ca_file`; relative to the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+const DATABASE_FILE_HEADER: &str = "# certd: the database this data directory's certd keeps its records in (written by\n\
+# `certd replica import`). --database-url, CERTD_DATABASE_URL and [store] url in certd.toml\n\
+# take precedence.\n";
+
+impl DatabaseFile {
+    /// Reads the file; `None` if there is none.
+    pub fn read(path: &Path) -> Result<Option<Self>, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::Parse {
+                path: path.display().to_string(),
+                message: e.to_string().trim().replace('\n', " "),
+            })
+    }
+
+    /// Replaces the file atomically, 0600 from its first byte.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let body = toml::to_string(self).map_err(std::io::Error::other)?;
+        crate::fsutil::replace_file(
+            path,
+            format!("{DATABASE_FILE_HEADER}{body}").as_bytes(),
+            crate::fsutil::SECRET_FILE_MODE,
+        )
     }
 }

@@ -12,7 +12,7 @@
 mod file;
 
 pub use file::{
-    ConfigFile, ConnectionsSection, IssuanceSection, JoinTokenSection, JwtSection,
+    ConfigFile, ConnectionsSection, DatabaseFile, IssuanceSection, JoinTokenSection, JwtSection,
     KubernetesSection, LimitsSection, RevocationSection, StoreSection,
 };
 

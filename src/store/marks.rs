@@ -66,6 +66,21 @@ impl CaIdentity {
         CaIdentity(format!("ca-{}", hex::encode(&digest[..16])))
     }
 
+    /// From the CA's root certificate file (`root.pem`), for commands that
+    /// check a store without loading the CA.
+    pub fn of_root_file(path: &Path) -> Result<Self, StoreError> {
+        let unreadable = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+        let der = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .and_then(Result::ok)
+            .ok_or_else(|| unreadable("it holds no certificate".into()))?;
+        Ok(Self::of_root(&der))
+    }
+
     /// The store id a new store of this CA gets.
     pub fn store_id(&self) -> &str {
         &self.0

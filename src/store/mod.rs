@@ -75,6 +75,10 @@ pub enum StoreError {
     TokenAlreadyUsed,
     #[error("serial {0} is already recorded")]
     SerialTaken(Serial),
+    /// What was asked is not something this backend does (a certd backup
+    /// of a PostgreSQL store); the message says what to use instead.
+    #[error("{0}")]
+    NotOnThisBackend(String),
 }
 
 impl StoreError {
@@ -93,6 +97,7 @@ impl StoreError {
             | StoreError::Corrupt(_)
             | StoreError::TokenAlreadyUsed
             | StoreError::SerialTaken(_) => ErrorKind::Internal,
+            StoreError::NotOnThisBackend(_) => ErrorKind::FailedPrecondition,
         }
     }
 }

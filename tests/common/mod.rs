@@ -274,7 +274,8 @@ pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
 }
 
 /// The PostgreSQL database of `data_dir`'s certd: the one given to
-/// `use_database`, else, when the tests run on PostgreSQL
+/// `use_database`, else none where the data directory names its own
+/// (`database.toml`), else, when the tests run on PostgreSQL
 /// (`CERTD_TEST_STORE=postgres`, as `.ci/run` does for a second pass over
 /// the daemon tests), a scratch server of its own, started on first use and
 /// kept across restarts of its daemon until the test process ends; `None`
@@ -284,6 +285,11 @@ pub fn database_url(data_dir: &Path) -> Option<String> {
     let mut databases = databases();
     if let Some(url) = databases.urls.get(data_dir) {
         return Some(url.clone());
+    }
+    // A data directory that names its own database (`certd replica
+    // import`) runs on that one.
+    if certd::DataDir::new(data_dir).database_settings().exists() {
+        return None;
     }
     if std::env::var("CERTD_TEST_STORE").as_deref() != Ok("postgres") {
         return None;

@@ -92,6 +92,9 @@ pub struct PgSettings {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// What `certd db backup` and `restore` say about a PostgreSQL store.
+pub const BACKUP_WITH_POSTGRESQL: &str = "certd backs up and restores only its sled store; this certd keeps its records in PostgreSQL: back it up with PostgreSQL's own tools (pg_dump, or base backups with WAL archiving) and restore with pg_restore";
+
 impl PgSettings {
     /// Checks that `url` is a PostgreSQL connection string (URL or
     /// `key=value` form); the message says what is wrong, never the
@@ -789,9 +792,7 @@ impl Storage for PgStore {
     }
 
     fn backup(&self, _out: &mut dyn std::io::Write) -> Result<BackupSummary, StoreError> {
-        Err(StoreError::Backend(
-            "certd backs up only its sled store; back up a PostgreSQL store with pg_dump (or the database's own backups)".into(),
-        ))
+        Err(StoreError::NotOnThisBackend(BACKUP_WITH_POSTGRESQL.into()))
     }
 
     async fn marks(&self) -> Result<StoreMarks, StoreError> {
