@@ -744,19 +744,6 @@ fn replica_export_and_import_and_what_they_refuse() {
     }
     let package = tmp.path().join("replica.tar");
     let package_arg = package.to_str().unwrap();
-    // A CA that has used no database yet: its package could not say which
-    // database is its.
-    let output = run_cli(&primary, &["replica", "export", "--out", package_arg]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("has used no database yet"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(!package.exists());
-    // Once it has (here its own sled database), its marks name it.
-    let served = Daemon::start_in(tempfile::tempdir().unwrap(), primary.clone(), &[]);
-    drop(served);
     let output = run_cli(&primary, &["replica", "export", "--out", package_arg]);
     assert!(output.status.success(), "{}", stderr(&output));
     let said = stdout(&output);

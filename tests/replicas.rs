@@ -40,7 +40,7 @@ fn replicas() -> Option<(Daemon, Daemon, ScratchServer)> {
 /// CA lives, `certd replica import` on the replica (a new one, or one to
 /// bring up to date after a rotation). Returns what import said.
 fn set_up_replica(primary: &Path, replica: &Path, url: &str) -> String {
-    import_package(&export_package(primary, &[]), replica, url)
+    import_package(&export_package(primary), replica, url)
 }
 
 /// `certd replica import` of `package` into `replica`; what it said.
@@ -59,18 +59,16 @@ fn import_package(package: &Path, replica: &Path, url: &str) -> String {
 }
 
 /// `certd replica export` of `primary`'s data directory, beside it.
-fn export_package(primary: &Path, extra: &[&str]) -> PathBuf {
+fn export_package(primary: &Path) -> PathBuf {
     let package = primary.with_file_name("replica.tar");
-    let mut args = vec![
+    let output = certd(&[
         "replica",
         "export",
         "--data-dir",
         primary.to_str().unwrap(),
         "--out",
         package.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    let output = certd(&args);
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     package
 }
@@ -516,25 +514,10 @@ async fn catching_up_finds_what_the_feed_did_not_bring() {
     let (dir_a, dir_b) = (tmp.path().join("a").join("ca"), tmp.path().join("b"));
     let output = certd(&["init", "--data-dir", dir_a.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
-    // A CA that has used no database yet: its package names the replicas'
-    // database only once it is given (and taken as its first).
-    let refused = certd(&[
-        "replica",
-        "export",
-        "--data-dir",
-        dir_a.to_str().unwrap(),
-        "--out",
-        tmp.path().join("unnamed.tar").to_str().unwrap(),
-    ]);
-    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
-    assert!(
-        stderr(&refused).contains("has used no database yet")
-            && stderr(&refused).contains("--database-url"),
-        "{}",
-        stderr(&refused)
-    );
-    let package = export_package(&dir_a, &["--database-url", &server.url()]);
-    import_package(&package, &dir_b, &server.url());
+    // Both replicas start from the marks `certd init` wrote (a CA that has
+    // used no database yet), which the package carries: the second
+    // recognises the store the first claimed as its CA's.
+    set_up_replica(&dir_a, &dir_b, &server.url());
     let config = certd::config::ConfigFile::parse(
         &format!("[store]\nurl = {:?}\n", server.url()),
         Path::new("certd.toml"),
@@ -880,7 +863,8 @@ async fn db_commands_on_postgresql_say_what_to_use_or_check_the_shared_database(
         );
     }
 
-    // A data directory whose marks say more than the database holds.
+    // A data directory of the CA whose marks say more than the database
+    // holds.
     let elsewhere = tempfile::tempdir().unwrap();
     let marks = std::fs::read_to_string(b.data_dir.join("store-marks.toml")).unwrap();
     let marks: String = marks
@@ -894,6 +878,11 @@ async fn db_commands_on_postgresql_say_what_to_use_or_check_the_shared_database(
         })
         .collect();
     std::fs::write(elsewhere.path().join("store-marks.toml"), marks).unwrap();
+    std::fs::copy(
+        b.data_dir.join("root.pem"),
+        elsewhere.path().join("root.pem"),
+    )
+    .unwrap();
     let dir = elsewhere.path().to_str().unwrap();
     let output = certd(&[
         "db",

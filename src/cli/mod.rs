@@ -328,7 +328,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args).await,
         Command::Audit(args) => admin::audit(args).await,
         Command::Db { command } => db::run(command).await,
-        Command::Replica { command } => replica::run(command).await,
+        Command::Replica { command } => replica::run(command),
         Command::Ca {
             command: CaCommand::SignRootCrl(args),
         } => ca::sign_root_crl(args),

@@ -10,15 +10,14 @@ use clap::{Args, Subcommand};
 use super::{DataDirArg, UsageError};
 use certd::ca::CaFiles;
 use certd::ca::replica::{self, FileKind};
-use certd::config::{DatabaseFile, StoreSettings};
-use certd::store::marks::{MarksFile, Unmarked};
+use certd::config::DatabaseFile;
 use certd::store::postgres::PgSettings;
 
 #[derive(Debug, Subcommand)]
 pub enum ReplicaCommand {
     /// Where the CA lives: write what a replica's data directory needs (the CA's certificates,
-    /// CRLs and rotation state, the intermediate keys and the JWT master secret; not the root
-    /// key unless --include-root-key) into one file (0600), a tar archive.
+    /// CRLs and rotation state, the intermediate keys, the JWT master secret and the store
+    /// marks; not the root key unless --include-root-key) into one file (0600), a tar archive.
     Export(ExportArgs),
     /// On a replica: set the data directory up from a package (0700, keys 0600) and record the
     /// database URL in it, or bring it up to date with a newer package (after a rotation); a
@@ -37,14 +36,6 @@ pub struct ExportArgs {
     /// second place that signs root CRLs and rotates; replicas never need it.
     #[arg(long)]
     include_root_key: bool,
-    /// The PostgreSQL database the replicas share, postgresql://…: checked against the CA's
-    /// store marks, which then name it (a CA that has used no database yet takes it as its
-    /// first, which must be new and empty). Needed once, for a CA whose marks name no database.
-    #[arg(long, hide_env_values = true)]
-    database_url: Option<String>,
-    /// PEM roots for the database server's certificate (default: the Mozilla roots).
-    #[arg(long, requires = "database_url")]
-    database_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -63,16 +54,15 @@ pub struct ImportArgs {
     database_ca_file: Option<PathBuf>,
 }
 
-pub async fn run(command: ReplicaCommand) -> anyhow::Result<()> {
+pub fn run(command: ReplicaCommand) -> anyhow::Result<()> {
     match command {
-        ReplicaCommand::Export(args) => export(&args).await,
+        ReplicaCommand::Export(args) => export(&args),
         ReplicaCommand::Import(args) => import(args),
     }
 }
 
-async fn export(args: &ExportArgs) -> anyhow::Result<()> {
+fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.dir();
-    name_the_database(args, &dir).await?;
     let now = certd::ca::unix_seconds(std::time::SystemTime::now());
     let exported =
         replica::export(dir.root(), args.include_root_key, now).map_err(certd::Error::from)?;
@@ -102,35 +92,6 @@ async fn export(args: &ExportArgs) -> anyhow::Result<()> {
     }
     for note in &exported.notes {
         println!("note: {note}");
-    }
-    Ok(())
-}
-
-/// Makes the store marks that go into the package name the replicas'
-/// database: with `--database-url`, by opening it as certd serve would
-/// (which checks it against the marks, takes a new CA's first database,
-/// and writes the marks); without, by refusing marks that name none.
-async fn name_the_database(args: &ExportArgs, dir: &certd::DataDir) -> anyhow::Result<()> {
-    if let Some(url) = &args.database_url {
-        let settings = PgSettings::new(url, args.database_ca_file.clone())
-            .map_err(|message| UsageError(format!("the database URL {message}")))?;
-        let ca = certd::store::marks::CaIdentity::of_root_file(&dir.root_cert())?;
-        certd::store::open_checked(
-            dir,
-            &StoreSettings::Postgres(settings),
-            Unmarked::Refuse,
-            &ca,
-        )
-        .await?;
-        return Ok(());
-    }
-    let marks = MarksFile::read(&dir.store_marks())?;
-    if marks.is_some_and(|marks| marks.store_id.is_empty()) {
-        return Err(UsageError(format!(
-            "the CA in {} has used no database yet, so its package could not tell replicas which database is its: give the replicas' database with --database-url postgresql://… (a new CA's first database must be new and empty)",
-            dir.root().display()
-        ))
-        .into());
     }
     Ok(())
 }

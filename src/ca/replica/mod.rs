@@ -15,8 +15,7 @@
 //! never removed from a replica. The store marks travel as a file (a new
 //! replica gets the package's; an existing one keeps its own, which know at
 //! least as much); they are never read here. Never touches the store: which
-//! database the marks name, and which one a replica uses, is the CLI's
-//! business (`store::marks`, `config::DatabaseFile`).
+//! database a replica uses is the CLI's business (`config::DatabaseFile`).
 
 mod import;
 pub mod package;
@@ -96,7 +95,8 @@ pub struct Imported {
 
 /// Packages the CA files of `dir` that a serving certd reads: everything
 /// but the root keys (unless `include_root_key`) and the database, with
-/// the store marks (which the caller has made name the replicas' database).
+/// the store marks (which name the replicas' database, or let replicas of
+/// a CA that has used none take a new one together).
 /// The files are read until two reads agree, so that a rotation promoted
 /// meanwhile is not caught half done.
 pub fn export(dir: &Path, include_root_key: bool, now: i64) -> Result<Exported, ReplicaError> {
