@@ -17,7 +17,8 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a probe may wait before certd says it is not ready.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(2);
 
-/// The latest probe of the store, shared by the prober and readiness.
+/// The latest probe of the store, shared by the prober and readiness. Only
+/// hangs are its business: a store that fails says so itself.
 #[derive(Debug, Default)]
 pub struct StoreProbe {
     state: Mutex<ProbeState>,
@@ -27,7 +28,7 @@ pub struct StoreProbe {
 struct ProbeState {
     /// When the probe now waiting started.
     in_flight_since: Option<Instant>,
-    /// Why the last finished probe failed.
+    /// Why the last finished probe failed: it ran out of its deadline.
     failed: Option<String>,
 }
 
@@ -39,8 +40,10 @@ impl StoreProbe {
         let mut state = self.lock();
         state.in_flight_since = None;
         state.failed = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
+            // A probe that failed rather than hung made the store faulted
+            // (`Storage::fault`), which the next call that succeeds clears:
+            // readiness follows that, not this probe's stale answer.
+            Ok(_) => None,
             Err(_) => Some(format!(
                 "the store did not answer a probe within {} s",
                 PROBE_DEADLINE.as_secs()
@@ -88,12 +91,12 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_probe_is_not_ready_until_one_succeeds() {
+    fn a_probe_that_timed_out_is_not_ready_until_one_answers() {
         let probe = StoreProbe::default();
-        probe.lock().failed = Some("connection refused".into());
+        probe.lock().failed = Some("the store did not answer a probe within 2 s".into());
         assert_eq!(
             probe.verdict(Instant::now()),
-            Err("connection refused".into())
+            Err("the store did not answer a probe within 2 s".into())
         );
         probe.lock().failed = None;
         assert_eq!(probe.verdict(Instant::now()), Ok(()));

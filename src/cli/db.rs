@@ -252,8 +252,16 @@ async fn compare_with_marks(
     let Some(marks) = marks else {
         return Ok(());
     };
-    let ca = certd::store::marks::CaIdentity::of_root_file(&data_dir.root_cert())?;
-    let shortfalls = certd::store::marks::shortfalls(store, marks, true, &ca).await?;
+    // Only the marks of a CA that has used no database need to know which
+    // CA this is (its first store's id derives from the root).
+    let ca = if marks.store_id.is_empty() {
+        Some(certd::store::marks::CaIdentity::of_root_file(
+            &data_dir.root_cert(),
+        )?)
+    } else {
+        None
+    };
+    let shortfalls = certd::store::marks::shortfalls(store, marks, true, ca.as_ref()).await?;
     if !shortfalls.is_empty() {
         return Err(StoreError::BehindMarks {
             path: store.location(),

@@ -165,18 +165,19 @@ impl MarksFile {
     /// empty when it does not. `newest_present`: whether the store holds
     /// `newest_serial` (`None`: not looked up, or no such serial).
     ///
-    /// `ca_store_id`: the id this CA gives a new store (`CaIdentity`).
+    /// `ca_store_id`: the id this CA gives a new store (`CaIdentity`), which
+    /// marks of a CA that has used no database accept; `None`: none.
     pub fn shortfalls(
         &self,
         found: &StoreMarks,
         newest_present: Option<bool>,
-        ca_store_id: &str,
+        ca_store_id: Option<&str>,
     ) -> Vec<String> {
         let mut shortfalls = Vec::new();
         if self.store_id.is_empty() {
             // A new CA: a database with a history is someone else's,
             // unless a replica of this CA claimed it first (its id says so).
-            let ours = found.store_id.as_deref() == Some(ca_store_id);
+            let ours = ca_store_id.is_some() && found.store_id.as_deref() == ca_store_id;
             if !ours && (found.store_id.is_some() || found.has_records || found.crl_number > 0) {
                 shortfalls.push(format!(
                     "this CA has never used a database, but this one already holds {} (CRL number {}): it belongs to another CA",
@@ -240,7 +241,7 @@ pub async fn shortfalls(
     store: &dyn Storage,
     recorded: &MarksFile,
     full: bool,
-    ca: &CaIdentity,
+    ca: Option<&CaIdentity>,
 ) -> Result<Vec<String>, StoreError> {
     let mut found = store.marks().await?;
     if full && found.records.is_none() {
@@ -254,7 +255,7 @@ pub async fn shortfalls(
         Some(serial) if found.store_id.is_some() => Some(store.serial_exists(&serial).await?),
         _ => None,
     };
-    Ok(recorded.shortfalls(&found, newest_present, ca.store_id()))
+    Ok(recorded.shortfalls(&found, newest_present, ca.map(CaIdentity::store_id)))
 }
 
 /// The first marks of a store: one full count, never again; a store
@@ -344,7 +345,7 @@ impl Marked {
         let recorded = MarksFile::read(path)?;
         let current = match recorded {
             Some(recorded) if recorded.store_id.is_empty() => {
-                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, ca).await?;
+                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, Some(ca)).await?;
                 if !shortfalls.is_empty() {
                     return Err(StoreError::BehindMarks {
                         path: inner.location(),
@@ -354,7 +355,7 @@ impl Marked {
                 first_marks(inner.as_ref(), ca).await?
             }
             Some(recorded) => {
-                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, ca).await?;
+                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, Some(ca)).await?;
                 if !shortfalls.is_empty() {
                     return Err(StoreError::BehindMarks {
                         path: inner.location(),
@@ -644,14 +645,18 @@ mod tests {
             has_records: true,
             revocations: 20,
         };
-        assert!(marks().shortfalls(&found, Some(true), "ca-test").is_empty());
+        assert!(
+            marks()
+                .shortfalls(&found, Some(true), Some("ca-test"))
+                .is_empty()
+        );
         let uncounted = StoreMarks {
             records: None,
             ..found
         };
         assert!(
             marks()
-                .shortfalls(&uncounted, Some(true), "ca-test")
+                .shortfalls(&uncounted, Some(true), Some("ca-test"))
                 .is_empty()
         );
     }
@@ -666,7 +671,7 @@ mod tests {
             revocations: 0,
         };
         let shortfalls = marks()
-            .shortfalls(&truncated, Some(false), "ca-test")
+            .shortfalls(&truncated, Some(false), Some("ca-test"))
             .join("; ");
         assert!(shortfalls.contains("1200 certificates where there were at least 1597"));
         assert!(shortfalls.contains("the newest certificate it had recorded (4a5b) is gone"));
@@ -676,7 +681,7 @@ mod tests {
         let deleted = StoreMarks::default();
         assert!(
             marks()
-                .shortfalls(&deleted, None, "ca-test")
+                .shortfalls(&deleted, None, Some("ca-test"))
                 .join("; ")
                 .starts_with("it is missing or empty")
         );
@@ -684,7 +689,7 @@ mod tests {
             store_id: Some("b2".into()),
             ..truncated
         };
-        assert!(marks().shortfalls(&other, None, "ca-test")[0].contains("another database"));
+        assert!(marks().shortfalls(&other, None, Some("ca-test"))[0].contains("another database"));
     }
 
     #[test]
