@@ -45,24 +45,7 @@ enum Start {
 }
 
 fn try_serve(data_dir: &Path) -> Start {
-    let mut child = serve_command(data_dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn certd");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.starts_with("certd ready") {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Start::Served;
-    }
-    let output = child.wait_with_output().unwrap();
-    Start::Refused {
-        code: output.status.code(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    try_serve_with(data_dir, &[])
 }
 
 fn copy_dir(from: &Path, to: &Path) {
