@@ -8,25 +8,14 @@ use std::path::Path;
 
 use x509_parser::prelude::FromDer;
 
-use common::{Daemon, openssl, run_cli, stderr, stdout};
+use common::{Daemon, openssl, run_cli, serial_in, stderr, stdout};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 fn request(daemon: &Daemon, token: &str, out: &Path) -> std::process::Output {
-    let bundle = daemon.data_dir.join("bundle.pem");
-    daemon.cli(&[
-        "request",
-        "--server",
-        &daemon.grpc,
-        "--ca-bundle",
-        bundle.to_str().unwrap(),
-        "--token",
-        token,
-        "--out",
-        out.to_str().unwrap(),
-    ])
+    daemon.request(token, out)
 }
 
 /// `certd token create` prints only the token, so `T=$(...)` works.
@@ -142,12 +131,6 @@ fn renew_replaces_key_and_certificate() {
     );
     assert_eq!(mode(&dir.join("key.pem")), 0o600);
     assert!(stdout(&output).contains("spiffe://certd.internal/svc/billing"));
-}
-
-fn serial_in(dir: &Path) -> String {
-    let cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
-    hex::encode(pem.parse_x509().unwrap().raw_serial())
 }
 
 /// `certd renew --if-needed` leaves a fresh certificate alone; `certd renew

@@ -8,40 +8,17 @@ mod common;
 use std::path::Path;
 
 use certd::ErrorKind;
-use common::{Daemon, Identity, csr_for, refusal, stderr, stdout};
+use common::{Daemon, Identity, csr_for, refusal, serial_in, stderr, stdout};
 use serde_json::Value;
 
 /// `certd request` into `dir` with a fresh join token for billing.
 fn request(daemon: &Daemon, dir: &Path) {
-    let bundle = daemon.data_dir.join("bundle.pem");
-    let output = daemon.cli(&[
-        "request",
-        "--server",
-        &daemon.grpc,
-        "--ca-bundle",
-        bundle.to_str().unwrap(),
-        "--token",
-        &daemon.token("billing"),
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let output = daemon.request(&daemon.token("billing"), dir);
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
 fn renew(daemon: &Daemon, dir: &Path) -> std::process::Output {
-    daemon.cli(&[
-        "renew",
-        "--server",
-        &daemon.grpc,
-        "--dir",
-        dir.to_str().unwrap(),
-    ])
-}
-
-fn serial_in(dir: &Path) -> String {
-    let cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
-    hex::encode(pem.parse_x509().unwrap().raw_serial())
+    daemon.renew_dir(dir)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -149,6 +149,33 @@ impl Daemon {
             .to_owned()
     }
 
+    /// `certd request` with `token` into `out`, as a workload does.
+    pub fn request(&self, token: &str, out: &Path) -> Output {
+        let bundle = self.data_dir.join("bundle.pem");
+        self.cli(&[
+            "request",
+            "--server",
+            &self.grpc,
+            "--ca-bundle",
+            bundle.to_str().unwrap(),
+            "--token",
+            token,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    }
+
+    /// `certd renew --dir DIR`, as a workload does.
+    pub fn renew_dir(&self, dir: &Path) -> Output {
+        self.cli(&[
+            "renew",
+            "--server",
+            &self.grpc,
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+    }
+
     /// A client of the workload API, optionally presenting a certificate.
     pub async fn client(&self, identity: Option<&Identity>) -> WorkloadClient {
         self.try_client(identity).await.expect("connect to certd")
@@ -552,4 +579,11 @@ pub fn roots(bundle_pem: &str) -> Arc<rustls::RootCertStore> {
         roots.add(cert).expect("a root certificate");
     }
     Arc::new(roots)
+}
+
+/// The serial (lowercase hex) of the certificate in `dir/cert.pem`.
+pub fn serial_in(dir: &Path) -> String {
+    let cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
+    hex::encode(pem.parse_x509().unwrap().raw_serial())
 }
