@@ -238,6 +238,15 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
         }),
         "the used token was not refused as UNAUTHENTICATED:\n{text}"
     );
+    // A client nobody here wrote sees the lineage refusal: the first
+    // certificate, renewed and its successor used, cannot renew again.
+    assert!(
+        lines.iter().any(
+            |line| line.starts_with("refused second-renewal PERMISSION_DENIED: ")
+                && line.contains(&format!("already renewed as {renewed}"))
+        ),
+        "the superseded certificate was not refused naming its successor:\n{text}"
+    );
     assert!(
         lines.iter().any(|line| line
             .starts_with("malformed-request INVALID_ARGUMENT: malformed IssueRequest message: ")),

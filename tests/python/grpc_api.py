@@ -152,6 +152,37 @@ def main():
     check_issued("Renew", renewed, new_key, roots)
     print(f"renewed {renewed.spiffe_id} serial {renewed.serial}")
 
+    # A certificate renews once: once the renewed one has itself renewed,
+    # the first one (a copied key, say) is refused, naming its successor.
+    new_key_pem = new_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    renewed_mtls = grpc.secure_channel(
+        address,
+        grpc.ssl_channel_credentials(
+            root_certificates=bundle_pem,
+            private_key=new_key_pem,
+            certificate_chain=renewed.chain_pem.encode(),
+        ),
+    )
+    _, third_csr = new_key_and_csr()
+    try:
+        ca_pb2_grpc.CertificateAuthorityStub(renewed_mtls).Renew(
+            ca_pb2.RenewRequest(csr_der=third_csr), timeout=TIMEOUT
+        )
+    except grpc.RpcError as error:
+        fail("Renew with the renewed certificate", error)
+    try:
+        ca_pb2_grpc.CertificateAuthorityStub(mtls).Renew(
+            ca_pb2.RenewRequest(csr_der=third_csr), timeout=TIMEOUT
+        )
+        fail("Renew of a superseded certificate", Exception("certd renewed it again"))
+    except grpc.RpcError as error:
+        print(f"refused second-renewal {error.code().name}: {error.details()}")
+    renewed_mtls.close()
+
     # Without a client certificate there is nothing to renew.
     try:
         ca.Renew(ca_pb2.RenewRequest(csr_der=new_csr), timeout=TIMEOUT)
