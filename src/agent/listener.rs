@@ -40,6 +40,9 @@ impl Default for SocketLimits {
     }
 }
 
+/// How much one read from a client's socket takes at most.
+const READ_CHUNK: usize = 8192;
+
 /// How often, at most, a refused connection is logged.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -71,6 +74,9 @@ pub struct AgentConnection {
     stream: UnixStream,
     credentials: PeerCredentials,
     rewriter: AuthorityRewriter,
+    /// What one read from the socket lands in, before the rewriter; kept
+    /// for the connection rather than zeroed on the stack at every read.
+    raw: Box<[u8]>,
     /// Rewritten bytes the server has not read yet.
     rewritten: BytesMut,
     _place: Place,
@@ -141,6 +147,7 @@ pub fn incoming(
                 stream,
                 credentials,
                 rewriter: AuthorityRewriter::new(),
+                raw: vec![0; READ_CHUNK].into_boxed_slice(),
                 rewritten: BytesMut::new(),
                 _place: place,
             };
@@ -204,8 +211,7 @@ impl AsyncRead for AgentConnection {
                 buf.put_slice(&this.rewritten.split_to(count));
                 return Poll::Ready(Ok(()));
             }
-            let mut raw = [0u8; 8192];
-            let mut raw = ReadBuf::new(&mut raw);
+            let mut raw = ReadBuf::new(&mut this.raw);
             std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, &mut raw))?;
             if raw.filled().is_empty() {
                 return Poll::Ready(Ok(()));
