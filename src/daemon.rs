@@ -66,7 +66,7 @@ impl Daemon {
             &self.data_dir,
             &self.config.store,
             crate::store::marks::Unmarked::Refuse,
-            &crate::store::marks::CaIdentity::of_root(ca.current().root_der()),
+            &crate::store::marks::CaIdentity::of_root_file(&self.data_dir.root_cert())?,
         )
         .await?;
         let mut settings = self.config.authority_settings();
@@ -173,11 +173,13 @@ impl Daemon {
         let mut ca = CertificateAuthority::load_with(dir, &secrets).map_err(Error::from)?;
         // The database before the admin socket: a second `serve` on the
         // same directory stops here, before it touches the first one's.
+        let ca_identity = crate::store::marks::CaIdentity::of_root_file(&self.data_dir.root_cert())
+            .map_err(Error::from)?;
         let store = crate::store::open_checked(
             &self.data_dir,
             &self.config.store,
             self.unmarked,
-            &crate::store::marks::CaIdentity::of_root(ca.current().root_der()),
+            &ca_identity,
         )
         .await
         .map_err(Error::from)?;
