@@ -10,7 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 fn mint_and_verify(c: &mut Criterion) {
     let subject = "spiffe://certd.internal/svc/billing".parse().unwrap();
     let audiences = vec!["spiffe://certd.internal/svc/payments".to_string()];
-    let now = certd::ca::unix_seconds(std::time::SystemTime::now());
+    let now = certd::clock::unix_seconds(std::time::SystemTime::now());
     let mut mint = c.benchmark_group("jwt_mint");
     let mut tokens = Vec::new();
     for algorithm in JwtAlgorithm::ALL {

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use certd::ca::csr::ValidatedCsr;
-use certd::ca::unix_seconds;
+use certd::clock::unix_seconds;
 use certd::identity::{Serial, WorkloadIdentity};
 use certd::revocation::{RevocationSettings, Revocations};
 use certd::store::{Attestation, IssuanceRecord, Revocation, RevokedEntry};

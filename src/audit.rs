@@ -7,9 +7,6 @@
 //! service, the serial and the outcome or the reason for a refusal. They never hold a token or a key:
 //! tokens appear only as their hash-derived id.
 
-use std::time::SystemTime;
-
-use crate::ca::unix_seconds;
 use crate::registry::Selector;
 use crate::store::{AuditEntry, AuditEvent, Storage};
 
@@ -50,10 +47,10 @@ macro_rules! log_decision {
     };
 }
 
-/// Logs the decision and appends it to the audit tree. A failure to append
+/// Logs the decision and appends it to the audit tree, dated `at`. A failure to append
 /// is logged, never turned into a failure of the decision itself, which has
 /// already been made (and, for issuance, recorded durably).
-pub async fn record(store: &dyn Storage, decision: Decision<'_>) {
+pub async fn record(store: &dyn Storage, at: i64, decision: Decision<'_>) {
     let refusal = match (decision.allowed, decision.refusal) {
         (true, _) => None,
         (false, kind) => Some(kind.unwrap_or(crate::ErrorKind::PermissionDenied)),
@@ -65,7 +62,7 @@ pub async fn record(store: &dyn Storage, decision: Decision<'_>) {
         log_decision!(warn, "deny", reason, decision);
     }
     let entry = AuditEntry {
-        at: unix_seconds(SystemTime::now()),
+        at,
         event: decision.event,
         allowed: decision.allowed,
         caller: decision.caller.to_owned(),

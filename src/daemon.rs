@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::authority::Authority;
 use crate::ca::{self, CaFiles, CertificateAuthority, InitOptions, KeyType};
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, revocation_urls};
 pub use crate::server::ServeError;
 use crate::server::{self, Listeners, TcpListeners};
@@ -30,6 +31,8 @@ pub struct Daemon {
     config: Config,
     /// What serving does when the CA's store marks are missing.
     unmarked: crate::store::marks::Unmarked,
+    /// The time of day for the whole daemon.
+    clock: SharedClock,
 }
 
 impl Daemon {
@@ -38,7 +41,15 @@ impl Daemon {
             data_dir,
             config,
             unmarked: crate::store::marks::Unmarked::Refuse,
+            clock: SystemClock::shared(),
         }
+    }
+
+    /// Tell the time by `clock` instead of the system's (tests move a
+    /// `ManualClock` to reach expiries and rotations at once).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Serve from a database even though the CA's store marks are missing
@@ -60,7 +71,11 @@ impl Daemon {
     /// service-account token, so the issuer's keys are not loaded (nor
     /// fetched) and cannot make them fail.
     pub async fn offline(&self) -> Result<Authority, Error> {
-        let mut ca = CertificateAuthority::load_with(self.data_dir.root(), &self.key_secrets()?)?;
+        let mut ca = CertificateAuthority::open(
+            self.data_dir.root(),
+            &self.key_secrets()?,
+            self.clock.clone(),
+        )?;
         ca.set_revocation_urls(self.revocation_urls(self.config.http_addr));
         let store = crate::store::open_checked(
             &self.data_dir,
@@ -158,7 +173,7 @@ impl Daemon {
             dir,
             &secrets,
             crate::server::longest_certificate_lifetime(&self.config),
-            crate::ca::unix_seconds(std::time::SystemTime::now()),
+            self.clock.unix_now(),
         ) {
             Ok(Some(promoted)) => tracing::info!(
                 subject = %promoted.subject,
@@ -170,7 +185,8 @@ impl Daemon {
                 "cannot promote the next intermediate; signing with the current one"
             ),
         }
-        let mut ca = CertificateAuthority::load_with(dir, &secrets).map_err(Error::from)?;
+        let mut ca =
+            CertificateAuthority::open(dir, &secrets, self.clock.clone()).map_err(Error::from)?;
         // The database before the admin socket: a second `serve` on the
         // same directory stops here, before it touches the first one's.
         let ca_identity = crate::store::marks::CaIdentity::of_root_file(&self.data_dir.root_cert())
@@ -186,6 +202,7 @@ impl Daemon {
         if self.unmarked == crate::store::marks::Unmarked::Accept {
             crate::audit::record(
                 store.as_ref(),
+                ca.now(),
                 crate::audit::Decision {
                     event: crate::model::AuditEvent::AcceptUnmarkedStore,
                     allowed: true,
@@ -206,7 +223,7 @@ impl Daemon {
         let jwt_keys = self.jwt_keys()?;
         // Derived now, before serving (an RS256 key takes a while), and only
         // here: offline commands rarely need a key at all.
-        jwt_keys.published(crate::ca::unix_seconds(std::time::SystemTime::now()));
+        jwt_keys.published(ca.now());
         let authority = Authority::new(
             Arc::new(ca),
             store,

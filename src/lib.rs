@@ -11,6 +11,7 @@ pub mod attest;
 pub mod audit;
 pub mod authority;
 pub mod ca;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 mod data_dir;

@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, UnixListener};
@@ -25,7 +25,6 @@ use crate::api::proto::admin_server::AdminServer;
 use crate::api::proto::certificate_authority_server::CertificateAuthorityServer;
 use crate::api::{self, tls, workload::WorkloadApi};
 use crate::authority::Authority;
-use crate::ca::unix_seconds;
 use crate::config::Config;
 use crate::fsutil;
 
@@ -402,7 +401,7 @@ async fn rotate_serving_certificate(
     loop {
         tokio::select! {
             () = &mut stopped => return,
-            () = tokio::time::sleep(wait) => {}
+            () = authority.clock().sleep(wait) => {}
             () = renew_now.notified() => {}
         }
         let renewed = match new_serving_material(&authority, &names).await {
@@ -433,7 +432,7 @@ async fn rotate_serving_certificate(
 async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     loop {
-        let now = unix_seconds(SystemTime::now());
+        let now = authority.now();
         // Up to a tenth of the refresh interval (at most 25 s).
         let spread = (authority.revocations().settings().crl_refresh.as_secs() / 10).clamp(1, 25);
         let mut random = [0u8; 1];
@@ -445,13 +444,13 @@ async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
             .map_or(0, |at| (at - now).max(0) + jitter);
         tokio::select! {
             () = &mut stopped => return,
-            () = tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(0))) => {}
+            () = authority.clock().sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(0))) => {}
         }
         if let Err(error) = authority.revocations().current_crl().await {
             tracing::error!(%error, "cannot refresh the CRL; retrying in a minute");
             tokio::select! {
                 () = &mut stopped => return,
-                () = tokio::time::sleep(RETRY_INTERVAL) => {}
+                () = authority.clock().sleep(RETRY_INTERVAL) => {}
             }
         }
     }
@@ -474,7 +473,7 @@ async fn watch_intermediates(
     let mut last_error = String::new();
     loop {
         let ca = authority.ca();
-        let now = unix_seconds(SystemTime::now());
+        let now = authority.now();
         let mut round = Ok(());
         if auto_rotate && ca.rotation_due(now) {
             round = ca.prepare_rotation().map(|next| {
@@ -521,7 +520,9 @@ async fn watch_intermediates(
         }
         tokio::select! {
             () = &mut stopped => return,
-            () = tokio::time::sleep(ROTATION_POLL) => {}
+            // Files that another process writes are polled on the real
+            // clock; a jump of the daemon's clock is looked at at once.
+            () = authority.clock().tick(ROTATION_POLL) => {}
         }
     }
 }
@@ -536,7 +537,7 @@ async fn watch_ca_expiry(authority: Authority, stopped: impl Future<Output = ()>
     let warning = ROOT_CRL_WARNING.as_secs() as i64;
     tokio::pin!(stopped);
     loop {
-        let now = unix_seconds(SystemTime::now());
+        let now = authority.now();
         match authority.ca().root_crl() {
             None => tracing::warn!(
                 "no root CRL (root.crl): relying parties that check whole chains (nginx ssl_crl, HAProxy crl-file) refuse every client; run `certd ca sign-root-crl` where the root key is"
@@ -575,7 +576,7 @@ async fn watch_ca_expiry(authority: Authority, stopped: impl Future<Output = ()>
         }
         tokio::select! {
             () = &mut stopped => return,
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = authority.clock().sleep(Duration::from_secs(3600)) => {}
         }
     }
 }
@@ -655,9 +656,9 @@ async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) 
     loop {
         tokio::select! {
             () = &mut stopped => return,
-            () = tokio::time::sleep(PURGE_INTERVAL) => {}
+            () = authority.clock().sleep(PURGE_INTERVAL) => {}
         }
-        let now = unix_seconds(SystemTime::now());
+        let now = authority.now();
         match authority.store().purge_expired_tokens(now).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "deleted expired join tokens"),

@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::in_process::InProcess;
 use common::{Daemon, Identity, http, openssl, stderr, stdout};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -825,19 +826,14 @@ async fn certd_rotates_the_intermediate_by_itself_when_allowed() {
     let output = common::run_cli(&data_dir, &["init", "--intermediate-lifetime", "30s"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let first = std::fs::read_to_string(data_dir.join("intermediate.pem")).unwrap();
-    let config = tmp.path().join("certd.toml");
-    std::fs::write(&config, "[ca]\nauto_rotate_intermediate = true\n").unwrap();
-    let config = config.to_str().unwrap().to_owned();
-    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !daemon
-        .log_text()
-        .contains("has lived two thirds of its life")
-    {
-        assert!(Instant::now() < deadline, "{}", daemon.log_text());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    wait_for_rotation(&daemon, 1);
+    let daemon = InProcess::start_in(tmp, data_dir, "[ca]\nauto_rotate_intermediate = true").await;
+    // Not yet: more than a third of its 30 s is left.
+    assert!(!daemon.authority.ca().rotation_due(daemon.authority.now()));
+    assert_eq!(*daemon.authority.ca().signer_changes().borrow(), 0);
+    // Two thirds of its life have passed: certd prepares the next
+    // intermediate and promotes it by itself.
+    daemon.clock.advance(Duration::from_secs(20));
+    daemon.signer_changes(1).await;
     let second = std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
     assert_ne!(second, first);
     let (_, first_cert) = x509_parser::pem::parse_x509_pem(first.as_bytes()).unwrap();
@@ -852,6 +848,7 @@ async fn certd_rotates_the_intermediate_by_itself_when_allowed() {
         common::pem_certs(&issued.chain_pem)[1].to_vec(),
         common::pem_certs(&second)[0].to_vec()
     );
+    daemon.shutdown().await;
 }
 
 /// Waits until `log()` holds `text` `times` times.

@@ -55,6 +55,8 @@ pub struct AgentSettings {
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None`: not at
     /// all.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The time of day (renewals fall due by it).
+    pub clock: crate::clock::SharedClock,
 }
 
 /// Largest Workload API request read (they are all tiny).
@@ -77,6 +79,7 @@ pub async fn run(
         settings.bootstrap,
         cache.clone(),
         settings.sync_interval,
+        settings.clock,
     )
     .await?;
     // One round before serving, so that the first workload finds its SVID;

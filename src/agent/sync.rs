@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
@@ -18,7 +18,7 @@ use super::cache::{Cache, ServedEntry, Snapshot, Svid};
 use crate::api::client::{
     AgentEntries, ClientError, IssuedCertificate, TlsClientSettings, WorkloadClient, identity_dir,
 };
-use crate::ca::unix_seconds;
+use crate::clock::{Clock, SharedClock, unix_seconds};
 use crate::registry::Selector;
 
 /// Longest wait between failed syncs.
@@ -75,6 +75,7 @@ pub struct Syncer {
     /// What the Workload API uses to ask certd for JWT-SVIDs; the syncer
     /// gives it each renewed node identity.
     certd: Certd,
+    clock: SharedClock,
 }
 
 /// certd as the Workload API reaches it, for JWT-SVIDs (minted on demand,
@@ -90,6 +91,7 @@ pub struct Certd {
     /// By entry and audiences: a token and when to stop reusing it (half
     /// its lifetime).
     minted: Arc<std::sync::Mutex<RememberedTokens>>,
+    clock: SharedClock,
 }
 
 type RememberedTokens = BTreeMap<(String, Vec<String>), (crate::api::client::MintedToken, i64)>;
@@ -109,7 +111,7 @@ impl Certd {
         key_audiences.sort();
         key_audiences.dedup();
         let key = (entry_id.to_owned(), key_audiences);
-        let now = unix_seconds(SystemTime::now());
+        let now = self.clock.unix_now();
         if let Some((held, reuse_until)) = self.remembered().get(&key)
             && now < *reuse_until
         {
@@ -163,8 +165,9 @@ impl Syncer {
         bootstrap: Option<Bootstrap>,
         cache: Cache,
         sync_interval: Duration,
+        clock: SharedClock,
     ) -> Result<Self, AgentError> {
-        let node = match load_node_identity(&data_dir)? {
+        let node = match load_node_identity(&data_dir, clock.unix_now())? {
             Some(node) => node,
             None => {
                 let Some(bootstrap) = bootstrap else {
@@ -172,7 +175,14 @@ impl Syncer {
                         dir: data_dir.display().to_string(),
                     });
                 };
-                bootstrap_node(&server, &ca_bundle_pem, &data_dir, &bootstrap).await?
+                bootstrap_node(
+                    &server,
+                    &ca_bundle_pem,
+                    &data_dir,
+                    &bootstrap,
+                    clock.as_ref(),
+                )
+                .await?
             }
         };
         tracing::info!(agent = %node.spiffe_id, not_after = node.not_after, "agent identity ready");
@@ -192,6 +202,7 @@ impl Syncer {
                 node.key_pem.clone(),
             ))),
             minted: Arc::default(),
+            clock: clock.clone(),
         };
         Ok(Syncer {
             server,
@@ -201,6 +212,7 @@ impl Syncer {
             cache,
             sync_interval,
             certd,
+            clock,
         })
     }
 
@@ -230,12 +242,14 @@ impl Syncer {
                     wait.min(self.next_wait().max(Duration::from_secs(1)))
                 }
             };
-            tokio::time::sleep(wait).await;
+            // A renewal falls due by the time of day; certd is asked again
+            // at least every interval of real time.
+            self.clock.tick(wait).await;
         }
     }
 
     fn log_failure(&self, error: &AgentError) {
-        let now = unix_seconds(SystemTime::now());
+        let now = self.clock.unix_now();
         let earliest = self
             .cache
             .current()
@@ -254,7 +268,7 @@ impl Syncer {
     /// Until the next sync: the interval, or sooner when an SVID or the
     /// node identity is due for renewal.
     fn next_wait(&self) -> Duration {
-        let now = unix_seconds(SystemTime::now());
+        let now = self.clock.unix_now();
         let snapshot = self.cache.current();
         let due = snapshot
             .svids
@@ -279,7 +293,7 @@ impl Syncer {
     /// One round: renew the node identity if due, fetch the entries and
     /// bundle, get an SVID for every entry lacking a fresh one, publish.
     async fn round(&mut self) -> Result<(), AgentError> {
-        let now = unix_seconds(SystemTime::now());
+        let now = self.clock.unix_now();
         if now >= self.node.renew_at {
             self.renew_node().await?;
         }
@@ -304,7 +318,7 @@ impl Syncer {
             if fresh {
                 continue;
             }
-            match issue_svid(&mut client, &entry.id).await {
+            match issue_svid(&mut client, &entry.id, self.clock.unix_now()).await {
                 Ok(svid) => {
                     tracing::info!(entry = %entry.id, spiffe_id = %svid.spiffe_id, serial = %svid.serial, "SVID ready");
                     svids.insert(entry.id.clone(), svid);
@@ -379,7 +393,7 @@ impl Syncer {
         let (key, csr_der) = key_and_csr()?;
         let issued = self.connect().await?.renew(csr_der).await?;
         write_files(&self.data_dir, &key, &issued)?;
-        self.node = node_identity(&issued, &key)?;
+        self.node = node_identity(&issued, &key, self.clock.unix_now())?;
         self.certd.set_identity(&self.node);
         tracing::info!(agent = %self.node.spiffe_id, serial = %issued.serial, "agent certificate renewed");
         Ok(())
@@ -427,10 +441,13 @@ fn changed(old: &Snapshot, new: &Snapshot) -> bool {
             .any(|((a_id, a), (b_id, b))| a_id != b_id || a.serial != b.serial)
 }
 
-async fn issue_svid(client: &mut WorkloadClient, entry_id: &str) -> Result<Svid, AgentError> {
+async fn issue_svid(
+    client: &mut WorkloadClient,
+    entry_id: &str,
+    now: i64,
+) -> Result<Svid, AgentError> {
     let (key, csr_der) = key_and_csr()?;
     let issued = client.issue_for_agent(entry_id, csr_der).await?;
-    let now = unix_seconds(SystemTime::now());
     Ok(Svid {
         spiffe_id: issued.spiffe_id.clone(),
         chain_der: pem_to_der(&issued.chain_pem),
@@ -463,6 +480,7 @@ async fn bootstrap_node(
     ca_bundle_pem: &str,
     data_dir: &Path,
     bootstrap: &Bootstrap,
+    clock: &dyn Clock,
 ) -> Result<NodeIdentity, AgentError> {
     let (key, csr_der) = key_and_csr()?;
     let tls = TlsClientSettings {
@@ -489,7 +507,7 @@ async fn bootstrap_node(
         )));
     }
     write_files(data_dir, &key, &issued)?;
-    node_identity(&issued, &key)
+    node_identity(&issued, &key, clock.unix_now())
 }
 
 fn write_files(
@@ -504,8 +522,8 @@ fn write_files(
 fn node_identity(
     issued: &IssuedCertificate,
     key: &rcgen::KeyPair,
+    now: i64,
 ) -> Result<NodeIdentity, AgentError> {
-    let now = unix_seconds(SystemTime::now());
     Ok(NodeIdentity {
         chain_pem: issued.chain_pem.clone(),
         key_pem: Zeroizing::new(key.serialize_pem()),
@@ -517,7 +535,7 @@ fn node_identity(
 
 /// The node identity kept in `dir`, if it holds one that has not expired.
 /// Its renewal is due half-way from when cert.pem was written.
-fn load_node_identity(dir: &Path) -> Result<Option<NodeIdentity>, AgentError> {
+fn load_node_identity(dir: &Path, now: i64) -> Result<Option<NodeIdentity>, AgentError> {
     let cert_path = dir.join("cert.pem");
     let Ok(chain_pem) = std::fs::read_to_string(&cert_path) else {
         return Ok(None);
@@ -545,7 +563,6 @@ fn load_node_identity(dir: &Path) -> Result<Option<NodeIdentity>, AgentError> {
             })
         })
         .unwrap_or_default();
-    let now = unix_seconds(SystemTime::now());
     if now >= not_after {
         tracing::warn!(path = %cert_path.display(), "the agent certificate expired; bootstrapping again");
         return Ok(None);

@@ -4,7 +4,7 @@
 //! private data directory and is mode 0600, so only the daemon's user (and
 //! root) can connect.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
@@ -15,7 +15,6 @@ use super::proto;
 use super::proto::admin_server::Admin;
 use super::status;
 use crate::authority::{Authority, Caller, TokenFor};
-use crate::ca::unix_seconds;
 use crate::registry::EntrySpec;
 use crate::revocation::{RevocationReason, reason_name};
 
@@ -66,7 +65,7 @@ impl AdminApi {
         record: crate::Result<crate::store::IssuanceRecord>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
         let record = record.map_err(|e| status(&e))?;
-        let now = unix_seconds(SystemTime::now());
+        let now = self.authority.now();
         Ok(Response::new(summary_to_proto(
             self.authority.summary(&record, now),
         )))

@@ -14,7 +14,7 @@
 //! timeout, bodies are size-capped before they are read, and OCSP failures
 //! are OCSP error responses, never a 500.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -32,7 +32,6 @@ use tokio::net::TcpListener;
 use super::connections::Admission;
 
 use crate::authority::Authority;
-use crate::ca::unix_seconds;
 use crate::revocation::ocsp::MAX_OCSP_REQUEST_LEN;
 use crate::revocation::{OcspAnswer, PublishedCrl};
 
@@ -242,7 +241,7 @@ async fn crls_pem(State(authority): State<Authority>, headers: HeaderMap) -> Res
         .collect();
     body.push_str(&intermediate.all_pem());
     // Cached no longer than the intermediate's CRL is fresh.
-    let max_age = (intermediate.next_update - unix_seconds(SystemTime::now())).clamp(0, 300);
+    let max_age = (intermediate.next_update - authority.now()).clamp(0, 300);
     cacheable(&headers, body.into_bytes(), max_age as u64, PEM)
 }
 
@@ -387,7 +386,7 @@ async fn crl_response(
         .crl_refresh_at()
         .map_or(crl.next_update, |at| at.min(crl.next_update));
     // Last-Modified: when it was signed (its thisUpdate is backdated).
-    let mut response_headers = caching_headers(crl.signed_at, replaced_at);
+    let mut response_headers = caching_headers(crl.signed_at, replaced_at, authority.now());
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response_headers.insert(header::ETAG, value);
     }
@@ -424,7 +423,9 @@ async fn ocsp_get(State(authority): State<Authority>, Path(encoded): Path<String
         .unwrap_or_default();
     let answer = authority.revocations().ocsp(&request).await;
     let headers = match (answer.this_update, answer.next_update) {
-        (Some(this_update), Some(next_update)) => caching_headers(this_update, next_update),
+        (Some(this_update), Some(next_update)) => {
+            caching_headers(this_update, next_update, authority.now())
+        }
         _ => HeaderMap::new(),
     };
     ocsp_response(answer, headers)
@@ -439,9 +440,9 @@ fn ocsp_response(answer: OcspAnswer, mut headers: HeaderMap) -> Response {
 }
 
 /// Last-Modified and a Cache-Control max-age that ends at nextUpdate.
-fn caching_headers(modified_at: i64, next_update: i64) -> HeaderMap {
+fn caching_headers(modified_at: i64, next_update: i64, now: i64) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let max_age = (next_update - unix_seconds(SystemTime::now())).max(0);
+    let max_age = (next_update - now).max(0);
     if let Ok(value) = HeaderValue::from_str(&format!(
         "public, max-age={max_age}, no-transform, must-revalidate"
     )) {

@@ -1,7 +1,5 @@
 //! `certd.v1.CertificateAuthority`: the workload-facing RPCs.
 
-use std::time::SystemTime;
-
 use tonic::{Request, Response, Status};
 
 use super::proto::certificate_authority_server::CertificateAuthority;
@@ -9,7 +7,6 @@ use super::proto::{self, issue_request};
 use super::status;
 use crate::attest::{AttestError, kind};
 use crate::authority::{Authority, Caller, Issued};
-use crate::ca::unix_seconds;
 use crate::store::CertificateState;
 
 pub struct WorkloadApi {
@@ -234,7 +231,7 @@ impl CertificateAuthority for WorkloadApi {
             Err(crate::Error::NotFound(_)) => None,
             Err(error) => return Err(status(&error)),
         };
-        let now = unix_seconds(SystemTime::now());
+        let now = self.authority.now();
         let answer = match record {
             None => proto::CertificateStatus {
                 serial: serial.clone(),

@@ -9,13 +9,10 @@
 //! agent, from the kernel's word; certd audits each issuance with the
 //! agent's identity and the entry's selectors.
 
-use std::time::SystemTime;
-
 use super::{Authority, Caller, IssuanceEvent, Issued, audit_issuance};
 use crate::Result;
 use crate::attest::{RenewalEvidence, kind};
 use crate::ca::csr::ValidatedCsr;
-use crate::ca::unix_seconds;
 use crate::identity::SpiffeId;
 use crate::model::AuditEvent;
 use crate::registry::{RegistryError, Selector};
@@ -51,7 +48,7 @@ impl Authority {
         &self,
         client_leaf: Option<&[u8]>,
     ) -> Result<(IssuanceRecord, Option<EntryRecord>)> {
-        let now = unix_seconds(SystemTime::now());
+        let now = self.now();
         let current = RenewalEvidence::check(client_leaf, self.store.as_ref(), now)
             .await?
             .current;
@@ -105,6 +102,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
+            self.now(),
             IssuanceEvent::new(AuditEvent::Issue, &caller, kind::AGENT, selectors),
             &outcome,
         )

@@ -110,7 +110,7 @@ impl Authority {
         known_revoked: &mut Option<std::collections::HashSet<crate::identity::Serial>>,
     ) -> Result<(), StoreError> {
         self.registry.resync().await?;
-        let now = crate::ca::unix_seconds(std::time::SystemTime::now());
+        let now = self.now();
         let revoked = self.store.revoked_unexpired(now).await?;
         let mut current = std::collections::HashSet::with_capacity(revoked.len());
         for entry in revoked {

@@ -22,11 +22,8 @@
 //! This module decides and records lineage; signing, recording the new
 //! certificate and revoking stay with the rest of `authority`.
 
-use std::time::SystemTime;
-
 use super::{Authority, Caller};
 use crate::attest::AttestError;
-use crate::ca::unix_seconds;
 use crate::identity::Serial;
 use crate::revocation::RevocationReason;
 use crate::store::{IssuanceRecord, Successor};
@@ -197,7 +194,7 @@ impl Authority {
     }
 
     /// Whether `record` has not expired yet.
-    pub(super) fn unexpired(record: &IssuanceRecord) -> bool {
-        record.not_after >= unix_seconds(SystemTime::now())
+    pub(super) fn unexpired(&self, record: &IssuanceRecord) -> bool {
+        record.not_after >= self.now()
     }
 }

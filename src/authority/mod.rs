@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime};
 use crate::attest::{AttestError, Attestors, Proven, RenewalEvidence};
 use crate::audit::{self, Decision};
 use crate::ca::csr::ValidatedCsr;
-use crate::ca::{CaError, CertificateAuthority, SignedCertificate, unix_seconds};
+use crate::ca::{CaError, CertificateAuthority, SignedCertificate};
+use crate::clock::unix_seconds;
 use crate::config::{AuthoritySettings, ConfigError, Lifetimes};
 use crate::identity::{Serial, ServiceName, WorkloadIdentity};
 use crate::limits::Limits;
@@ -186,6 +187,16 @@ impl Authority {
         &self.ca
     }
 
+    /// The clock the daemon tells the time by (the CA's).
+    pub fn clock(&self) -> &crate::clock::SharedClock {
+        self.ca.clock()
+    }
+
+    /// The time now, in Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.ca.now()
+    }
+
     /// The CA, shared, for what outlives a call (the TLS verifier).
     pub fn ca_handle(&self) -> Arc<CertificateAuthority> {
         self.ca.clone()
@@ -199,7 +210,7 @@ impl Authority {
             return Err(fault);
         }
         self.store_probe.verdict(std::time::Instant::now())?;
-        let now = crate::ca::unix_seconds(std::time::SystemTime::now());
+        let now = self.now();
         let not_after = self.ca.intermediate_not_after();
         if now >= not_after {
             return Err(crate::ca::CaError::IntermediateExpired { not_after }.to_string());
@@ -232,7 +243,7 @@ impl Authority {
     ) -> Result<Issued> {
         self.bootstrap(caller, kind, csr_der, async {
             let attestor = self.attestors.get(kind)?;
-            let now = unix_seconds(SystemTime::now());
+            let now = self.now();
             attestor.attest(evidence, self.store.as_ref(), now).await
         })
         .await
@@ -254,6 +265,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
+            self.now(),
             IssuanceEvent::new(AuditEvent::Issue, caller, attestation, proven_selectors),
             &outcome,
         )
@@ -314,7 +326,7 @@ impl Authority {
         let outcome = self.renew_inner(csr_der, client_leaf, &mut presented).await;
         let mut event = IssuanceEvent::new(AuditEvent::Renew, caller, "renewal", Vec::new());
         event.presented = presented;
-        audit_issuance(self.store.as_ref(), event, &outcome).await;
+        audit_issuance(self.store.as_ref(), self.now(), event, &outcome).await;
         outcome
     }
 
@@ -328,12 +340,7 @@ impl Authority {
     ) -> Result<Issued> {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
-        let evidence = RenewalEvidence::check(
-            client_leaf,
-            self.store.as_ref(),
-            unix_seconds(SystemTime::now()),
-        )
-        .await?;
+        let evidence = RenewalEvidence::check(client_leaf, self.store.as_ref(), self.now()).await?;
         let current = evidence.current;
         *presented = Some((current.service.clone(), current.serial.clone()));
         let csr = ValidatedCsr::from_der(csr_der)?;
@@ -399,6 +406,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
+            self.now(),
             IssuanceEvent::new(AuditEvent::Issue, caller, "admin", Vec::new()),
             &outcome,
         )
@@ -501,7 +509,7 @@ impl Authority {
         sign: impl Fn(Serial, SystemTime) -> std::result::Result<SignedCertificate, CaError>,
         mut recorded_as: RecordedAs,
     ) -> Result<Issued> {
-        let now = SystemTime::now();
+        let now = self.clock().now();
         for _ in 0..SERIAL_ATTEMPTS {
             let signed = sign(self.fresh_serial().await?, now)?;
             let record = record_of(&signed, &recorded_as, now);
@@ -577,7 +585,12 @@ impl<'a> IssuanceEvent<'a> {
 }
 
 /// One audit entry per issuance decision. Never includes tokens or keys.
-async fn audit_issuance(store: &dyn Storage, event: IssuanceEvent<'_>, outcome: &Result<Issued>) {
+async fn audit_issuance(
+    store: &dyn Storage,
+    at: i64,
+    event: IssuanceEvent<'_>,
+    outcome: &Result<Issued>,
+) {
     let decision = match outcome {
         Ok(issued) => {
             let record = &issued.record;
@@ -615,5 +628,5 @@ async fn audit_issuance(store: &dyn Storage, event: IssuanceEvent<'_>, outcome: 
             ..Decision::default()
         },
     };
-    audit::record(store, decision).await;
+    audit::record(store, at, decision).await;
 }

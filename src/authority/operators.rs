@@ -1,12 +1,11 @@
 //! Operators: who may use the admin API over mTLS, and their certificates.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{Authority, Caller, IssuanceEvent, Issued, RecordedAs, audit_issuance};
 use crate::attest::AdminCaller;
 use crate::audit::{self, Decision};
 use crate::ca::csr::ValidatedCsr;
-use crate::ca::unix_seconds;
 use crate::identity::OperatorIdentity;
 use crate::model::AuditEvent;
 use crate::policy::{self, PolicyError};
@@ -35,13 +34,7 @@ impl Authority {
     /// current operator certificate certd issued, for an operator listed in
     /// `admins`. Refusals are audited with who tried.
     pub async fn authorize_admin(&self, peer: &str, client_leaf: Option<&[u8]>) -> Result<Caller> {
-        let outcome = match AdminCaller::check(
-            client_leaf,
-            self.store.as_ref(),
-            unix_seconds(SystemTime::now()),
-        )
-        .await
-        {
+        let outcome = match AdminCaller::check(client_leaf, self.store.as_ref(), self.now()).await {
             Ok(AdminCaller::Operator { spiffe_id }) if self.admins.contains(&spiffe_id) => {
                 Ok(Caller(spiffe_id))
             }
@@ -59,6 +52,7 @@ impl Authority {
         };
         audit::record(
             self.store.as_ref(),
+            self.now(),
             Decision {
                 event: AuditEvent::AdminAccess,
                 allowed: false,
@@ -86,6 +80,7 @@ impl Authority {
             .await;
         audit_issuance(
             self.store.as_ref(),
+            self.now(),
             IssuanceEvent::new(AuditEvent::IssueOperator, caller, "admin", Vec::new()),
             &outcome,
         )

@@ -1,12 +1,11 @@
 //! Registration entries and the join tokens made for them: what operators
 //! change so that workloads can attest.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{Authority, Caller};
 use crate::attest::JoinToken;
 use crate::audit::{self, Decision};
-use crate::ca::unix_seconds;
 use crate::identity::DnsName;
 use crate::identity::ServiceName;
 use crate::model::AuditEvent;
@@ -84,7 +83,7 @@ impl Authority {
                 ..Decision::default()
             },
         };
-        audit::record(self.store.as_ref(), decision).await;
+        audit::record(self.store.as_ref(), self.now(), decision).await;
         outcome
     }
 
@@ -113,7 +112,7 @@ impl Authority {
             self.lifetimes.max_join_token_ttl,
             policy::JOIN_TOKEN_MAX_TTL,
         )?;
-        let now = unix_seconds(SystemTime::now());
+        let now = self.now();
         let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let record = JoinTokenRecord {
             selectors: selectors.clone(),
@@ -134,7 +133,7 @@ impl Authority {
     pub async fn create_entry(&self, caller: &Caller, spec: &EntrySpec) -> Result<EntryRecord> {
         let outcome = match spec.validate(&self.entry_bounds) {
             Ok(valid) => {
-                let now = unix_seconds(SystemTime::now());
+                let now = self.now();
                 self.registry.create(valid, now, &caller.0).await
             }
             Err(error) => Err(error),
@@ -145,7 +144,7 @@ impl Authority {
             service: Some(&spec.service),
             selectors: &spec.selectors,
         };
-        audit_entry_change(self.store.as_ref(), caller, attempted, &outcome).await;
+        audit_entry_change(self.store.as_ref(), self.now(), caller, attempted, &outcome).await;
         outcome
     }
 
@@ -178,7 +177,7 @@ impl Authority {
             service: Some(&spec.service),
             selectors: &spec.selectors,
         };
-        audit_entry_change(self.store.as_ref(), caller, attempted, &outcome).await;
+        audit_entry_change(self.store.as_ref(), self.now(), caller, attempted, &outcome).await;
         outcome
     }
 
@@ -192,7 +191,7 @@ impl Authority {
             service: None,
             selectors: &[],
         };
-        audit_entry_change(self.store.as_ref(), caller, attempted, &outcome).await;
+        audit_entry_change(self.store.as_ref(), self.now(), caller, attempted, &outcome).await;
         outcome
     }
 
@@ -215,6 +214,7 @@ struct EntryChange<'a> {
 /// asked and why it was refused.
 async fn audit_entry_change(
     store: &dyn Storage,
+    at: i64,
     caller: &Caller,
     attempted: EntryChange<'_>,
     outcome: &Result<EntryRecord>,
@@ -261,5 +261,5 @@ async fn audit_entry_change(
             ..Decision::default()
         },
     };
-    audit::record(store, decision).await;
+    audit::record(store, at, decision).await;
 }

@@ -1,11 +1,8 @@
 //! Revocation: recording it durably and publishing the CRL that lists it
 //! before answering.
 
-use std::time::SystemTime;
-
 use super::{Authority, Caller};
 use crate::audit::{self, Decision};
-use crate::ca::unix_seconds;
 use crate::identity::{Serial, ServiceName};
 use crate::model::AuditEvent;
 use crate::revocation::{RevocationReason, Revocations};
@@ -46,7 +43,15 @@ impl Authority {
             Ok(revoked) => self.publish(vec![revoked]).await,
             Err(error) => Err(error),
         };
-        audit_revocation(self.store.as_ref(), caller, serial, reason, &outcome).await;
+        audit_revocation(
+            self.store.as_ref(),
+            self.now(),
+            caller,
+            serial,
+            reason,
+            &outcome,
+        )
+        .await;
         outcome
     }
 
@@ -60,6 +65,7 @@ impl Authority {
         let outcome = self.revoke_service_inner(service, reason).await;
         audit_revocation(
             self.store.as_ref(),
+            self.now(),
             caller,
             &format!("service {service}"),
             reason,
@@ -81,6 +87,7 @@ impl Authority {
         let outcome = self.revoke_lineage_inner(serial, reason).await;
         audit_revocation(
             self.store.as_ref(),
+            self.now(),
             caller,
             &format!("lineage {serial}"),
             reason,
@@ -98,7 +105,7 @@ impl Authority {
         let serial: Serial = serial.parse()?;
         let mut revoked = Vec::new();
         for record in self.lineage_of(&serial).await? {
-            if Self::unexpired(&record) {
+            if self.unexpired(&record) {
                 revoked.push(self.revoke_serial(&record.serial.to_hex(), reason).await?);
             }
         }
@@ -116,7 +123,7 @@ impl Authority {
         reason: RevocationReason,
     ) -> Result<RevocationResult> {
         let service: ServiceName = service.parse()?;
-        let now = unix_seconds(SystemTime::now());
+        let now = self.now();
         let mut revoked = Vec::new();
         for record in self.store.certificates(Some(&service)).await? {
             if record.not_after >= now {
@@ -134,7 +141,7 @@ impl Authority {
     async fn revoke_serial(&self, serial: &str, reason: RevocationReason) -> Result<Revoked> {
         let serial: Serial = serial.parse()?;
         let revocation = Revocation {
-            revoked_at: unix_seconds(SystemTime::now()),
+            revoked_at: self.now(),
             reason_code: reason.code(),
         };
         let outcome = self
@@ -172,6 +179,7 @@ impl Authority {
 /// for its refusal.
 async fn audit_revocation(
     store: &dyn Storage,
+    at: i64,
     caller: &Caller,
     target: &str,
     reason: RevocationReason,
@@ -187,6 +195,7 @@ async fn audit_revocation(
                 };
                 audit::record(
                     store,
+                    at,
                     Decision {
                         event: AuditEvent::Revoke,
                         allowed: true,
@@ -203,6 +212,7 @@ async fn audit_revocation(
         Err(error) => {
             audit::record(
                 store,
+                at,
                 Decision {
                     event: AuditEvent::Revoke,
                     allowed: false,

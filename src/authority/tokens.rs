@@ -7,12 +7,11 @@
 //! asks for an entry parented to it. Every decision is audited with the
 //! audiences asked for.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{Authority, Caller};
 use crate::Result;
 use crate::audit::{self, Decision};
-use crate::ca::unix_seconds;
 use crate::jwt::{self, JwkSet, JwtError, MintedJwt};
 use crate::model::AuditEvent;
 use crate::registry::{RegistryError, describe};
@@ -28,14 +27,14 @@ pub struct MintedFor {
 impl Authority {
     /// The JWT keys verifiers need now (`/jwks.json`).
     pub fn jwt_key_set(&self) -> JwkSet {
-        JwkSet::published(&self.jwt_keys, unix_seconds(SystemTime::now()))
+        JwkSet::published(&self.jwt_keys, self.now())
     }
 
     /// Sets the metrics that describe state (CRL, CA expiry, JWT keys), for
     /// a scrape of `/metrics`.
     pub async fn update_metrics(&self) {
         let metrics = crate::metrics::get();
-        let now = unix_seconds(SystemTime::now());
+        let now = self.now();
         if let Ok(crl) = self.revocations.current_crl().await {
             metrics
                 .crl_number
@@ -71,12 +70,7 @@ impl Authority {
         // Verifiers should look again well within the shortest time a new
         // key is published ahead of signing.
         let hint = (self.jwt_settings.publish_ahead / 2).as_secs().max(1);
-        jwt::spiffe_bundle_json(
-            &roots,
-            &self.jwt_keys,
-            unix_seconds(SystemTime::now()),
-            hint,
-        )
+        jwt::spiffe_bundle_json(&roots, &self.jwt_keys, self.now(), hint)
     }
 
     /// A token for the workload presenting `client_leaf`.
@@ -90,7 +84,7 @@ impl Authority {
         let mut entry_seen = None;
         let outcome = async {
             let _admission = self.limits.admit()?;
-            let now = unix_seconds(SystemTime::now());
+            let now = self.now();
             let (current, entry) = self.presented(client_leaf).await?;
             let entry = entry.ok_or_else(|| RegistryError::NoJwtAudiences {
                 identity: super::agents::identity_of(&current),
@@ -128,7 +122,7 @@ impl Authority {
             caller = Caller(format!("{agent} ({peer})"));
             let entry = self.entry_of_agent(&agent, entry_id)?;
             entry_seen = Some(entry.clone());
-            self.mint_for_entry(&entry, audiences, ttl, unix_seconds(SystemTime::now()))
+            self.mint_for_entry(&entry, audiences, ttl, self.now())
         }
         .await;
         self.audit_mint(&caller, entry_seen.as_ref(), audiences, &outcome)
@@ -192,6 +186,7 @@ impl Authority {
         }
         audit::record(
             self.store.as_ref(),
+            self.now(),
             Decision {
                 event: AuditEvent::MintJwt,
                 allowed: outcome.is_ok(),

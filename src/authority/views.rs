@@ -1,9 +1,6 @@
 //! What operators see of issuance records (`certd list`, `certd show`).
 
-use std::time::SystemTime;
-
 use super::Authority;
-use crate::ca::unix_seconds;
 use crate::identity::{Serial, ServiceName};
 use crate::store::IssuanceRecord;
 use crate::{Error, Result};
@@ -51,7 +48,7 @@ impl Authority {
         limit: usize,
     ) -> Result<Vec<CertificateSummary>> {
         let service = service.map(str::parse::<ServiceName>).transpose()?;
-        let now = unix_seconds(SystemTime::now());
+        let now = self.now();
         let records = self
             .store
             .newest_certificates(service.as_ref(), limit)

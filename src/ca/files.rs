@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::profile::timestamp;
-use super::{CLOCK_SKEW_ALLOWANCE, CaError, unix_seconds};
+use super::{CLOCK_SKEW_ALLOWANCE, CaError};
+use crate::clock::unix_seconds;
 use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 use crate::identity::TrustDomain;
 

@@ -34,6 +34,7 @@ pub use key_file::KeyPassphrase;
 pub use pkcs11::{Pkcs11KeyRef, Pkcs11Pin};
 pub use profile::CLOCK_SKEW_ALLOWANCE;
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::identity::{OperatorIdentity, Serial, TrustDomain, WorkloadIdentity};
 use csr::ValidatedCsr;
 
@@ -229,6 +230,11 @@ pub struct CertificateAuthority {
     root_crl: root_crl::RootCrlFile,
     /// The next root's CRL, while a next root is prepared.
     next_root_crl: root_crl::RootCrlFile,
+    /// The time of day for everything the CA dates or checks, and for the
+    /// parts of the daemon built over it.
+    clock: SharedClock,
+    /// The generation of `signers`, for whoever waits for a change.
+    signer_generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -250,6 +256,11 @@ impl CertificateAuthority {
 
     /// As `load`, unlocking the intermediate keys with `secrets`.
     pub fn load_with(dir: &Path, secrets: &KeySecrets) -> Result<Self, CaError> {
+        Self::open(dir, secrets, SystemClock::shared())
+    }
+
+    /// As `load_with`, telling the time by `clock`.
+    pub fn open(dir: &Path, secrets: &KeySecrets, clock: SharedClock) -> Result<Self, CaError> {
         let files = CaFiles::new(dir);
         if !files.exists() {
             return Err(CaError::Missing(dir.display().to_string()));
@@ -272,12 +283,8 @@ impl CertificateAuthority {
                 }
             })?;
         let trust_bundle = bundle::TrustBundleFile::new(files.bundle.clone(), initial_bundle);
-        let (previous, previous_until) = load_previous(
-            dir,
-            secrets,
-            metadata.key_type,
-            unix_seconds(SystemTime::now()),
-        )?;
+        let (previous, previous_until) =
+            load_previous(dir, secrets, metadata.key_type, clock.unix_now())?;
         Ok(CertificateAuthority {
             signers: RwLock::new(Arc::new(Signers {
                 current: Arc::new(current),
@@ -292,7 +299,19 @@ impl CertificateAuthority {
             revocation_urls: None,
             root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).root_crl()),
             next_root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).next_root_crl()),
+            clock,
+            signer_generation: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// The clock the CA tells the time by.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The time now, in Unix seconds, by the CA's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.unix_now()
     }
 
     /// The intermediates in use now.
@@ -301,6 +320,12 @@ impl CertificateAuthority {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The generation of the signers (0 at load, one more at each change),
+    /// to wait for a rotation.
+    pub fn signer_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signer_generation.subscribe()
     }
 
     /// The intermediate that signs new certificates.
@@ -313,7 +338,7 @@ impl CertificateAuthority {
     /// previous one's certificates have all expired, which drops it.
     /// Returns whether anything changed. On error nothing changes.
     pub fn reload_signers(&self) -> Result<bool, CaError> {
-        let now = unix_seconds(SystemTime::now());
+        let now = self.now();
         let loaded = self.signers();
         let current_der = files::read_single_cert(&self.files.intermediate_cert)?;
         let current_changed = current_der != *loaded.current.der();
@@ -338,7 +363,9 @@ impl CertificateAuthority {
             previous_until,
             generation: loaded.generation + 1,
         });
+        let generation = signers.generation;
         *self.signers.write().unwrap_or_else(|p| p.into_inner()) = signers;
+        self.signer_generation.send_replace(generation);
         Ok(true)
     }
 
@@ -349,12 +376,7 @@ impl CertificateAuthority {
         &self,
         longest_lifetime: Duration,
     ) -> Result<Option<rotation::Promoted>, CaError> {
-        rotation::promote_pending(
-            &self.files.dir,
-            &self.secrets,
-            longest_lifetime,
-            unix_seconds(SystemTime::now()),
-        )
+        rotation::promote_pending(&self.files.dir, &self.secrets, longest_lifetime, self.now())
     }
 
     /// Whether the daemon may rotate the intermediate by itself now: two
@@ -368,7 +390,7 @@ impl CertificateAuthority {
     /// Prepares the next intermediate with the root key in the data
     /// directory (`rotation::prepare`), for `[ca] auto_rotate_intermediate`.
     pub fn prepare_rotation(&self) -> Result<rotation::NextIntermediate, CaError> {
-        rotation::prepare(&self.files.dir, &self.secrets, SystemTime::now())
+        rotation::prepare(&self.files.dir, &self.secrets, self.clock.now())
     }
 
     /// The root's CRL (covering the intermediates), as its file says now.
@@ -596,7 +618,7 @@ fn validity(
     ttl: Duration,
     now: SystemTime,
 ) -> Result<profile::Validity, CaError> {
-    let now = unix_seconds(now);
+    let now = crate::clock::unix_seconds(now);
     if now >= signer.not_after() {
         return Err(CaError::IntermediateExpired {
             not_after: signer.not_after(),
@@ -643,13 +665,6 @@ pub fn subject_key_id(der: &[u8]) -> Option<Vec<u8>> {
             }
             _ => None,
         })
-}
-
-/// Seconds since the Unix epoch; times before it count as 0.
-pub fn unix_seconds(time: SystemTime) -> i64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// PEM text for one DER object.

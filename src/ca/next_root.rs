@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::files::{self, CaFiles, ROOT_LIFETIME, io_error};
-use super::{CaError, KeyPassphrase, unix_seconds};
+use super::{CaError, KeyPassphrase};
+use crate::clock::unix_seconds;
 use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 /// How long, by default, the next root is only distributed before anything

@@ -21,7 +21,8 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 
 use super::files::{self, CaFiles, io_error};
-use super::{CaError, KeyPassphrase, unix_seconds};
+use super::{CaError, KeyPassphrase};
+use crate::clock::unix_seconds;
 use crate::fsutil::{self, PUBLIC_FILE_MODE};
 use crate::identity::Serial;
 use crate::revocation::RevocationReason;

@@ -24,10 +24,9 @@ use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::files::{self, CaFiles, io_error};
-use super::{
-    CLOCK_SKEW_ALLOWANCE, CaError, IntermediateKey, KeySecrets, Pkcs11KeyRef, unix_seconds,
-};
+use super::{CLOCK_SKEW_ALLOWANCE, CaError, IntermediateKey, KeySecrets, Pkcs11KeyRef};
 use crate::DataDir;
+use crate::clock::unix_seconds;
 use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 /// What `intermediate-previous.toml` records.
@@ -637,31 +636,31 @@ mod tests {
     fn the_previous_intermediate_leaves_when_its_certificates_have_expired() {
         let dir = tempfile::tempdir().unwrap();
         new_ca(dir.path());
-        let ca = CertificateAuthority::load(dir.path()).unwrap();
-        prepare(dir.path(), &KeySecrets::default(), SystemTime::now()).unwrap();
+        use crate::clock::Clock;
+        let clock = crate::clock::ManualClock::starting_now();
+        let load = || {
+            CertificateAuthority::open(dir.path(), &KeySecrets::default(), clock.clone()).unwrap()
+        };
+        let ca = load();
+        prepare(dir.path(), &KeySecrets::default(), clock.now()).unwrap();
         promote_pending(
             dir.path(),
             &KeySecrets::default(),
             Duration::from_secs(1),
-            now(),
+            ca.now(),
         )
         .unwrap()
         .unwrap();
         assert!(ca.reload_signers().unwrap());
         assert!(ca.signers().previous.is_some());
-        std::thread::sleep(Duration::from_millis(2100));
+        assert!(load().signers().previous.is_some());
+        clock.advance(Duration::from_millis(2100));
         assert!(ca.reload_signers().unwrap());
         let signers = ca.signers();
         assert!(signers.previous.is_none());
         assert_eq!(signers.generation, 2);
         assert!(!ca.reload_signers().unwrap());
-        assert!(
-            CertificateAuthority::load(dir.path())
-                .unwrap()
-                .signers()
-                .previous
-                .is_none()
-        );
+        assert!(load().signers().previous.is_none());
     }
 
     /// A promotion cut short at any step is finished by the next one.

@@ -78,6 +78,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             ..SocketLimits::default()
         },
         metrics_addr: args.metrics_addr,
+        clock: certd::clock::SystemClock::shared(),
     };
     let socket = args.socket;
     let ready = move |metrics: Option<std::net::SocketAddr>| {

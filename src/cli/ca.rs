@@ -138,7 +138,7 @@ pub fn retire_root(args: RetireRootArgs) -> anyhow::Result<()> {
     let retired = certd::ca::next_root::retire(
         &args.data_dir.data_dir,
         args.force,
-        certd::ca::unix_seconds(SystemTime::now()),
+        certd::clock::unix_seconds(SystemTime::now()),
     )
     .map_err(certd::Error::from)?;
     println!(
@@ -312,7 +312,7 @@ async fn sync_once(
 fn check_crls(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
     use x509_parser::prelude::FromDer;
     use x509_parser::revocation_list::CertificateRevocationList;
-    let now = certd::ca::unix_seconds(SystemTime::now());
+    let now = certd::clock::unix_seconds(SystemTime::now());
     let mut crls = Vec::new();
     for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
         let block = block.map_err(|e| anyhow::anyhow!("the CRLs are not PEM: {e}"))?;

@@ -8,7 +8,7 @@ use x509_parser::extensions::GeneralName;
 
 use super::{DataDirArg, format_time};
 use certd::api::client::{TlsClientSettings, WorkloadClient};
-use certd::ca::unix_seconds;
+use certd::clock::unix_seconds;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 
 use super::workload::{RenewArgs, nothing_to_renew, read, renew_once};
-use certd::ca::unix_seconds;
+use certd::clock::unix_seconds;
 
 /// First wait after a failed renewal; it doubles up to `LONGEST_RETRY`.
 const FIRST_RETRY: Duration = Duration::from_secs(2);

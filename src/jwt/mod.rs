@@ -457,7 +457,7 @@ mod tests {
     }
 
     fn now() -> i64 {
-        crate::ca::unix_seconds(std::time::SystemTime::now())
+        crate::clock::unix_seconds(std::time::SystemTime::now())
     }
 
     fn subject() -> SpiffeId {

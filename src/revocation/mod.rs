@@ -22,12 +22,12 @@ mod reason;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub use reason::{RevocationReason, reason_name};
 
 use crate::Result;
-use crate::ca::{CertificateAuthority, pem_encode, unix_seconds};
+use crate::ca::{CertificateAuthority, pem_encode};
 use crate::identity::Serial;
 use crate::store::{CertificateState, SharedStorage};
 use ocsp::{IssuerHashes, KnownStatus};
@@ -198,7 +198,7 @@ impl Revocations {
     /// The CRL to serve: the published one while it has more than half its
     /// validity left, else a fresh one.
     pub async fn current_crl(&self) -> Result<Arc<PublishedCrl>> {
-        let now = unix_seconds(SystemTime::now());
+        let now = self.ca.now();
         if let Some(published) = self.published_if_fresh(now) {
             return Ok(published);
         }
@@ -242,7 +242,7 @@ impl Revocations {
     pub async fn refresh_crl(&self) -> Result<Arc<PublishedCrl>> {
         let wanted = self.revocations_seen.load(Ordering::SeqCst);
         let mut covered = self.rebuild.lock().await;
-        let now = unix_seconds(SystemTime::now());
+        let now = self.ca.now();
         if *covered >= wanted
             && let Some(published) = self.published_if_fresh(now)
         {
@@ -281,7 +281,7 @@ impl Revocations {
         if signers.previous.is_some() || signer_key_id != signers.current.key_id() {
             return Ok(false);
         }
-        let now = unix_seconds(SystemTime::now());
+        let now = self.ca.now();
         let adopted = Arc::new(PublishedCrl {
             pem: pem_encode("X509 CRL", &signed.der),
             number: signed.number,
@@ -402,7 +402,7 @@ impl Revocations {
     /// Answers a DER OCSP request. Never fails: errors become OCSP error
     /// statuses.
     pub async fn ocsp(&self, request: &[u8]) -> OcspAnswer {
-        let now = unix_seconds(SystemTime::now());
+        let now = self.ca.now();
         let signers = self.ca.signers();
         self.forget_answers_of_old_signers(signers.generation);
         let hashes: Vec<IssuerHashes> = signers

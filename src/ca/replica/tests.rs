@@ -3,7 +3,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::ca::{CertificateAuthority, InitOptions, KeySecrets, rotation, unix_seconds};
+use crate::ca::{CertificateAuthority, InitOptions, KeySecrets, rotation};
+use crate::clock::unix_seconds;
 
 /// A CA as `certd init` makes it, in `dir`.
 fn primary(dir: &Path) {
