@@ -240,7 +240,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pass_file = dir.path().join("pass");
         std::fs::write(&pass_file, "correct horse\n").unwrap();
-        let passphrase = KeyPassphrase::from_file(&pass_file).unwrap();
+        let passphrase = KeyPassphrase::from_file(&pass_file)
+            .unwrap()
+            .cheap_for_tests();
         let ca = dir.path().join("ca");
         new_ca(&ca, Some(passphrase.clone()));
         let data_dir = crate::DataDir::new(&ca);

@@ -305,9 +305,9 @@ pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
 /// `use_database`, else none where the data directory names its own
 /// (`database.toml`), else, when the tests run on PostgreSQL
 /// (`CERTD_TEST_STORE=postgres`, as `.ci/run` does for a second pass over
-/// the daemon tests), a scratch server of its own, started on first use and
-/// kept across restarts of its daemon until the test process ends; `None`
-/// on sled, the default.
+/// the daemon tests), a fresh database of its own on the test process's
+/// scratch server, made on first use and kept across restarts of its daemon
+/// until the test process ends; `None` on sled, the default.
 pub fn database_url(data_dir: &Path) -> Option<String> {
     use certd::store::postgres::scratch::ScratchServer;
     let mut databases = databases();
@@ -322,10 +322,9 @@ pub fn database_url(data_dir: &Path) -> Option<String> {
     if std::env::var("CERTD_TEST_STORE").as_deref() != Ok("postgres") {
         return None;
     }
-    let server = ScratchServer::start(false)
-        .unwrap_or_else(|reason| panic!("CERTD_TEST_STORE=postgres: {reason}"));
-    let url = server.url();
-    databases.servers.push(server);
+    let url = ScratchServer::fresh_database_for_tests()
+        .unwrap_or_else(|| panic!("CERTD_TEST_STORE=postgres, but PostgreSQL cannot start"))
+        .url;
     databases.urls.insert(data_dir.to_owned(), url.clone());
     Some(url)
 }
@@ -338,7 +337,6 @@ pub fn use_database(data_dir: &Path, url: &str) {
 #[derive(Default)]
 struct Databases {
     urls: std::collections::HashMap<PathBuf, String>,
-    servers: Vec<certd::store::postgres::scratch::ScratchServer>,
 }
 
 fn databases() -> std::sync::MutexGuard<'static, Databases> {

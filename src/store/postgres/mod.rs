@@ -1052,19 +1052,19 @@ mod tests {
     use crate::store::suite::{self, Backend};
     use std::sync::Arc;
 
-    /// A scratch PostgreSQL server; each `open` is a new pool on the same
-    /// database (a restart).
-    struct Postgres(scratch::ScratchServer);
+    /// A fresh database on the test process's scratch PostgreSQL server;
+    /// each `open` is a new pool on it (a restart).
+    struct Postgres(PgSettings);
 
     #[async_trait]
     impl Backend for Postgres {
         async fn open(&self) -> crate::store::SharedStorage {
-            Arc::new(PgStore::open(&self.0.settings()).await.unwrap())
+            Arc::new(PgStore::open(&self.0).await.unwrap())
         }
     }
 
     fn postgres() -> Option<Postgres> {
-        scratch::ScratchServer::start_for_tests().map(Postgres)
+        scratch::ScratchServer::fresh_database_for_tests().map(Postgres)
     }
 
     crate::storage_behaviour_suite!(postgres);
@@ -1075,10 +1075,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn replicas_started_together_on_a_fresh_database_all_start() {
         for round in 0..5 {
-            let Some(server) = scratch::ScratchServer::start_for_tests() else {
+            let Some(settings) = scratch::ScratchServer::fresh_database_for_tests() else {
                 return;
             };
-            let settings = server.settings();
             let barrier = Arc::new(tokio::sync::Barrier::new(4));
             let starts: Vec<_> = (0..4)
                 .map(|_| {
@@ -1111,20 +1110,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_schema_is_refused() {
-        let Some(server) = scratch::ScratchServer::start_for_tests() else {
+        let Some(settings) = scratch::ScratchServer::fresh_database_for_tests() else {
             return;
         };
-        drop(PgStore::open(&server.settings()).await.unwrap());
-        let (client, connection) =
-            tokio_postgres::connect(&server.settings().url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
+        drop(PgStore::open(&settings).await.unwrap());
+        let (client, connection) = tokio_postgres::connect(&settings.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(connection);
         client
             .execute("UPDATE certd_schema SET version = version + 1", &[])
             .await
             .unwrap();
-        let error = PgStore::open(&server.settings()).await.unwrap_err();
+        let error = PgStore::open(&settings).await.unwrap_err();
         assert!(
             error.to_string().contains("newer than this certd knows"),
             "{error}"

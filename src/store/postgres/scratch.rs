@@ -115,6 +115,51 @@ impl ScratchServer {
         }
     }
 
+    /// A new, empty database of its own, on one server that the whole test
+    /// process shares (started at the first call, stopped when the process
+    /// ends): for tests that need a fresh database but never stop, freeze
+    /// or restart its server, at the cost of a `createdb` instead of an
+    /// `initdb` and a server start. `None` as for `start_for_tests`.
+    pub fn fresh_database_for_tests() -> Option<PgSettings> {
+        static SHARED: std::sync::OnceLock<Option<std::sync::Mutex<ScratchServer>>> =
+            std::sync::OnceLock::new();
+        let server = SHARED
+            .get_or_init(|| Self::start_for_tests().map(std::sync::Mutex::new))
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match server.create_database() {
+            Ok(settings) => Some(settings),
+            Err(reason) => panic!("cannot create a test database: {reason}"),
+        }
+    }
+
+    /// Creates a database with a random name; how to reach it.
+    fn create_database(&self) -> Result<PgSettings, String> {
+        let mut random = [0u8; 8];
+        crate::fsutil::fill_random(&mut random);
+        let name = format!("test_{}", hex::encode(random));
+        let created = self
+            .command("createdb")
+            .arg("-h")
+            .arg(&self.root)
+            .args(["-p", &self.port().to_string(), "-U", "certd", &name])
+            .output()
+            .map_err(|e| format!("createdb: {e}"))?;
+        if !created.status.success() {
+            return Err(format!(
+                "createdb failed: {}",
+                String::from_utf8_lossy(&created.stderr)
+            ));
+        }
+        Ok(PgSettings {
+            url: self
+                .url()
+                .replace("dbname=postgres", &format!("dbname={name}")),
+            ca_file: None,
+        })
+    }
+
     /// How to reach it.
     pub fn settings(&self) -> PgSettings {
         PgSettings {
