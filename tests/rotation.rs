@@ -27,6 +27,9 @@ fn crl_url(certificate: &str) -> String {
     format!("http{}", x509_field(certificate, "URI:http"))
 }
 
+/// How often certd looks for a prepared intermediate (`server.rs`).
+const ROTATION_POLL: Duration = Duration::from_secs(5);
+
 /// Waits until the daemon's log says it signs with new intermediates.
 fn wait_for_rotation(daemon: &Daemon, rotations: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -49,9 +52,9 @@ fn wait_for_rotation(daemon: &Daemon, rotations: usize) {
 /// from before and after both verify (with whole-chain CRL checks), both
 /// get OCSP answers from the URL in the leaf, and a revoked certificate of
 /// the previous intermediate is reported by its CRL and its OCSP answer.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let dir = daemon.tmp.path().to_owned();
     let old_intermediate =
         std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
@@ -70,13 +73,14 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
                     "--concurrency",
                     "8",
                     "--duration",
-                    "12s",
+                    "5s",
                     "--json",
                 ],
             )
         })
     };
-    std::thread::sleep(Duration::from_secs(2));
+    // Under load: a second into it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let output = daemon.cli(&["ca", "rotate-intermediate"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
@@ -84,7 +88,8 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
         "{}",
         stdout(&output)
     );
-    wait_for_rotation(&daemon, 1);
+    daemon.advance(ROTATION_POLL);
+    daemon.signer_changes(1).await;
     let output = bench.join().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
@@ -719,9 +724,9 @@ fn crl_signed_by(crl_der: &[u8], issuer_pem: &str, dir: &Path, name: &str) -> (b
 /// cycle `root-next.crl` has the modification time of the `root.crl` the
 /// daemon last read, as when both are signed in the same clock tick, which
 /// a reload by mtime misses.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn retiring_the_root_never_leaves_relying_parties_without_a_crl() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let dir = daemon.tmp.path().to_owned();
     let data_dir = daemon.data_dir.clone();
     let get = |path: &str| {
@@ -742,7 +747,8 @@ async fn retiring_the_root_never_leaves_relying_parties_without_a_crl() {
         }
         let output = daemon.cli(&["ca", "rotate-intermediate"]);
         assert!(output.status.success(), "{}", stderr(&output));
-        wait_for_rotation(&daemon, cycle);
+        daemon.advance(ROTATION_POLL);
+        daemon.signer_changes(cycle).await;
         let next_root = std::fs::read_to_string(data_dir.join("root-next.pem")).unwrap();
         let bundle_with_both_roots = get("/bundle.pem").1;
         let output = daemon.cli(&["ca", "retire-root", "--force"]);
@@ -819,7 +825,7 @@ async fn retiring_the_root_never_leaves_relying_parties_without_a_crl() {
 /// With `[ca] auto_rotate_intermediate` (and the root key beside it), certd
 /// rotates the intermediate by itself at two thirds of its life, and the
 /// next one keeps the lifetime chosen at `certd init`.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn certd_rotates_the_intermediate_by_itself_when_allowed() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("ca");

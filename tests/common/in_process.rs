@@ -3,27 +3,27 @@
 //! refresh) that move the clock instead of sleeping, and that wait on the
 //! daemon's own events instead of its log. Tests about processes (signals,
 //! crashes, the CLI, the README) use `Daemon`, the real binary.
+//!
+//! Its tests run on tokio's multi-threaded runtime: the daemon serves on
+//! the workers while the test blocks its own thread (on a CLI command that
+//! asks the daemon, say).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use certd::api::client::{AdminClient, TlsClientSettings, WorkloadClient};
-use certd::authority::{Authority, TokenFor};
+use certd::authority::Authority;
 use certd::clock::ManualClock;
 use certd::config::ConfigFile;
 use certd::daemon::{Daemon, RunningDaemon};
-use certd::registry::EntrySpec;
 use tempfile::TempDir;
 
-use super::{Identity, csr_for, database_url};
+use super::{Served, database_url};
 
-/// A daemon serving in this process; stopped when dropped.
+/// A daemon serving in this process; what a client does with it is
+/// `Served`'s.
 pub struct InProcess {
-    pub tmp: TempDir,
-    pub data_dir: PathBuf,
-    pub grpc: String,
-    pub http: String,
+    served: Served,
     pub admin_socket: PathBuf,
     /// The daemon's clock: `clock.advance(…)` moves its time of day.
     pub clock: Arc<ManualClock>,
@@ -33,6 +33,13 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// Serves a fresh data directory (a CA made with the defaults).
+    pub async fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("ca");
+        Self::start_in(tmp, data_dir, "").await
+    }
+
     /// Serves `data_dir` (a CA is made with the defaults if it has none)
     /// with the settings of `config` (certd.toml's text), on ephemeral
     /// loopback ports and, when the tests run on PostgreSQL, on a scratch
@@ -59,10 +66,12 @@ impl InProcess {
         let mut running = bound.spawn();
         running.ready().await.expect("the in-process certd serves");
         InProcess {
-            tmp,
-            data_dir,
-            grpc,
-            http,
+            served: Served {
+                tmp,
+                data_dir,
+                grpc,
+                http,
+            },
             admin_socket,
             clock,
             authority,
@@ -70,38 +79,10 @@ impl InProcess {
         }
     }
 
-    pub fn bundle_pem(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("bundle.pem")).expect("bundle.pem")
-    }
-
-    /// Bootstraps a workload for `service`: an entry and a join token made
-    /// over the admin socket, then `Issue` over gRPC.
-    pub async fn bootstrap(&self, service: &str) -> Identity {
-        let mut admin = AdminClient::connect(&self.admin_socket)
-            .await
-            .expect("admin socket");
-        let spec = EntrySpec {
-            service: service.into(),
-            selectors: vec![format!("token:{service}")],
-            ..EntrySpec::default()
-        };
-        let entry = admin.create_entry(&spec).await.expect("create entry");
-        let tokens = admin
-            .create_join_tokens(&TokenFor::Entry(entry.id), None, 1)
-            .await
-            .expect("join token");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let tls = TlsClientSettings {
-            ca_bundle_pem: self.bundle_pem(),
-            identity: None,
-        };
-        let issued = WorkloadClient::connect(&self.grpc, &tls)
-            .await
-            .expect("connect to certd")
-            .issue(csr_for(&key, None, vec![]), &tokens.tokens[0])
-            .await
-            .expect("issue");
-        Identity::new(key, issued)
+    /// Moves the daemon's clock by `by`: its timed tasks (rotation, CRL
+    /// refresh, renewal of its serving certificate) run at once if due.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
     }
 
     /// Waits until the CA has changed its signing intermediates `times`
@@ -122,5 +103,12 @@ impl InProcess {
         if let Some(running) = self.running.take() {
             running.shutdown().await.expect("a clean shutdown");
         }
+    }
+}
+
+impl std::ops::Deref for InProcess {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
     }
 }

@@ -20,14 +20,35 @@ use tempfile::TempDir;
 
 pub const CERTD: &str = env!("CARGO_BIN_EXE_certd");
 
-/// A running daemon; killed when dropped.
+/// A running daemon, the real binary; killed when dropped. What a client
+/// does with it is `Served`'s.
 pub struct Daemon {
     child: Option<Child>,
+    served: Served,
+    pub log: PathBuf,
+}
+
+/// A certd that serves, however it runs (a process, `Daemon`, or in this
+/// process, `in_process::InProcess`): where it is, and what workloads and
+/// operators do with it.
+pub struct Served {
     pub tmp: TempDir,
     pub data_dir: PathBuf,
     pub grpc: String,
     pub http: String,
-    pub log: PathBuf,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Served {
+        &mut self.served
+    }
 }
 
 impl Daemon {
@@ -82,20 +103,29 @@ impl Daemon {
         let http = field("http");
         Daemon {
             child: Some(child),
-            tmp,
-            data_dir,
-            grpc,
-            http,
+            served: Served {
+                tmp,
+                data_dir,
+                grpc,
+                http,
+            },
             log,
         }
     }
 
-    pub fn bundle_pem(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("bundle.pem")).expect("bundle.pem")
-    }
-
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+impl Served {
+    pub fn bundle_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("bundle.pem")).expect("bundle.pem")
     }
 
     /// Runs the certd CLI against this daemon's data directory.
@@ -225,11 +255,6 @@ impl Daemon {
         list.as_array().expect("array").len()
     }
 
-    /// The daemon's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
     /// Serials of every certificate in the store (through the admin API).
     pub fn recorded_serials(&self) -> std::collections::HashSet<String> {
         self.listed_serials().into_iter().collect()
@@ -247,7 +272,9 @@ impl Daemon {
             .map(|c| c["serial"].as_str().expect("serial").to_owned())
             .collect()
     }
+}
 
+impl Daemon {
     /// Kills the daemon at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
