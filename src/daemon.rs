@@ -20,6 +20,7 @@ use crate::authority::Authority;
 use crate::ca::{self, CaFiles, CertificateAuthority, InitOptions, KeyType};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, revocation_urls};
+pub use crate::server::Reload;
 pub use crate::server::ServeError;
 use crate::server::{self, Listeners, TcpListeners};
 use crate::{DataDir, Error};
@@ -233,6 +234,7 @@ impl Daemon {
         .await?;
         Ok(BoundDaemon {
             authority,
+            reload: Reload::default(),
             config: self.config,
             listeners,
             grpc_addr,
@@ -271,6 +273,7 @@ fn local_addr(
 #[derive(Debug)]
 pub struct BoundDaemon {
     authority: Authority,
+    reload: Reload,
     config: Config,
     listeners: Listeners,
     grpc_addr: SocketAddr,
@@ -294,6 +297,11 @@ impl BoundDaemon {
         self.listeners.admin_path.clone()
     }
 
+    /// What makes the daemon look at its data directory now (SIGHUP).
+    pub fn reload_handle(&self) -> Reload {
+        self.reload.clone()
+    }
+
     /// Serves until `shutdown` completes; `ready` is called once everything
     /// is set up, just before serving.
     pub async fn run(
@@ -305,6 +313,7 @@ impl BoundDaemon {
             self.authority,
             &self.config,
             self.listeners,
+            self.reload,
             shutdown,
             ready,
         )

@@ -181,12 +181,26 @@ async fn bind_admin_socket(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+/// Asks a serving certd to look at its data directory now rather than at
+/// its next poll: a prepared intermediate is promoted at once (`certd
+/// serve` does this on SIGHUP).
+#[derive(Debug, Clone, Default)]
+pub struct Reload(Arc<tokio::sync::Notify>);
+
+impl Reload {
+    /// Look now (or, if a look is under way, once more right after it).
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// Runs certd until `shutdown` completes, then stops every server gracefully.
 /// `ready` is called once everything is set up, just before serving.
 pub async fn run(
     authority: Authority,
     config: &Config,
     listeners: Listeners,
+    reload: Reload,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
@@ -266,6 +280,7 @@ pub async fn run(
         config.auto_rotate_intermediate,
         longest_certificate_lifetime(config),
         renew_serving,
+        reload,
         until_stopped(),
     ));
     let changes = tokio::spawn({
@@ -467,6 +482,7 @@ async fn watch_intermediates(
     auto_rotate: bool,
     longest_lifetime: Duration,
     renew_serving: Arc<tokio::sync::Notify>,
+    reload: Reload,
     stopped: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopped);
@@ -523,6 +539,7 @@ async fn watch_intermediates(
             // Files that another process writes are polled on the real
             // clock; a jump of the daemon's clock is looked at at once.
             () = authority.clock().tick(ROTATION_POLL) => {}
+            () = reload.0.notified() => {}
         }
     }
 }

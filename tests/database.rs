@@ -17,12 +17,21 @@ use common::{Daemon, run_cli, serve_command, stderr, stdout};
 async fn busy_daemon() -> (Daemon, Vec<String>, Vec<String>) {
     let daemon = Daemon::start();
     let mut serials = Vec::new();
+    // As `certd issue --unregistered` asks, over the admin socket.
+    let mut admin = certd::api::client::AdminClient::connect(
+        &certd::DataDir::new(&daemon.data_dir).admin_socket(),
+    )
+    .await
+    .unwrap();
+    let options = certd::authority::OperatorIssue {
+        unregistered: true,
+        renewable: false,
+    };
     for index in 0..200 {
-        let out = daemon.tmp.path().join(format!("out{index}"));
-        let output = daemon.ci_issue("billing", &out, &[]);
-        assert!(output.status.success(), "{}", stderr(&output));
-        let cert = std::fs::read_to_string(out.join("cert.pem")).unwrap();
-        let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = common::csr_for(&key, None, vec![]);
+        let issued = admin.issue("billing", csr, None, options).await.unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(issued.certificate_pem.as_bytes()).unwrap();
         serials.push(hex::encode(pem.parse_x509().unwrap().raw_serial()));
         if index == 100 {
             // Spread the database over more of the log.

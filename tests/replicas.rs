@@ -88,6 +88,7 @@ fn certd(args: &[&str]) -> std::process::Output {
 
 /// Waits until `replica` signs with a new set of intermediates.
 async fn promoted(replica: &Daemon) {
+    replica.reload();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !replica
         .log_text()

@@ -30,8 +30,10 @@ fn crl_url(certificate: &str) -> String {
 /// How often certd looks for a prepared intermediate (`server.rs`).
 const ROTATION_POLL: Duration = Duration::from_secs(5);
 
-/// Waits until the daemon's log says it signs with new intermediates.
+/// Has the daemon look now (SIGHUP) and waits until its log says it signs
+/// with new intermediates.
 fn wait_for_rotation(daemon: &Daemon, rotations: usize) {
+    daemon.reload();
     let deadline = Instant::now() + Duration::from_secs(20);
     while daemon
         .log_text()
@@ -259,6 +261,7 @@ async fn a_rotation_prepared_elsewhere_is_picked_up_and_a_bad_one_refused() {
     for file in ["intermediate-next.key", "intermediate-next.pem"] {
         std::fs::copy(other.path().join(file), daemon.data_dir.join(file)).unwrap();
     }
+    daemon.reload();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !daemon.log_text().contains("cannot rotate the intermediate") {
         assert!(Instant::now() < deadline, "{}", daemon.log_text());

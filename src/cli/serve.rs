@@ -71,6 +71,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admin.display()
         );
     };
+    let reload = daemon.reload_handle();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    // SIGHUP (`systemctl reload certd`): look at the data directory now.
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: looking for a prepared intermediate now");
+            reload.now();
+        }
+    });
     daemon.run(shutdown_signal()?, ready).await?;
     drop(file_size_limit);
     Ok(())

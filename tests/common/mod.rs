@@ -275,6 +275,16 @@ impl Served {
 }
 
 impl Daemon {
+    /// Sends SIGHUP: certd looks for a prepared intermediate now instead
+    /// of at its next poll.
+    pub fn reload(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// Kills the daemon at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
