@@ -5,7 +5,8 @@ mod common;
 
 use certd::ErrorKind;
 use certd::api::client::ClientError;
-use common::{Daemon, Identity, csr_for, refusal};
+use common::in_process::InProcess;
+use common::{Daemon, Identity, Served, csr_for, refusal};
 use rcgen::{BasicConstraints, IsCa, KeyPair, SanType};
 
 /// A workload bootstrapped with a join token gets a 24-hour certificate whose
@@ -104,7 +105,7 @@ async fn renewal_without_a_client_certificate_is_unauthenticated() {
 
 /// Renews as `identity`; expects UNAUTHENTICATED saying `says`, and nothing
 /// issued.
-async fn assert_renewal_unauthenticated(daemon: &Daemon, identity: Option<&Identity>, says: &str) {
+async fn assert_renewal_unauthenticated(daemon: &Served, identity: Option<&Identity>, says: &str) {
     let before = daemon.certificate_count();
     let (kind, message) = refusal(daemon.renew(identity).await);
     assert_eq!(kind, ErrorKind::Unauthenticated);
@@ -114,9 +115,9 @@ async fn assert_renewal_unauthenticated(daemon: &Daemon, identity: Option<&Ident
 
 /// A certificate certd issued that has expired cannot renew: the caller
 /// gets UNAUTHENTICATED naming the expiry, and nothing is issued.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn renewal_with_an_expired_certificate_is_unauthenticated() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let out = daemon.tmp.path().join("short");
     let output = daemon.ci_issue("billing", &out, &["--ttl", "1s"]);
     assert!(output.status.success(), "{}", common::stderr(&output));
@@ -126,7 +127,7 @@ async fn renewal_with_an_expired_certificate_is_unauthenticated() {
         chain_pem: std::fs::read_to_string(out.join("cert.pem")).unwrap(),
         issued: placeholder_issued(),
     };
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    daemon.advance(std::time::Duration::from_millis(2100));
     assert_renewal_unauthenticated(&daemon, Some(&expired), "expired").await;
 }
 
@@ -246,15 +247,15 @@ async fn refusals_have_exact_codes_and_change_nothing() {
 }
 
 /// An expired join token is UNAUTHENTICATED and issues nothing.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn expired_join_token_is_unauthenticated() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     daemon.entry("billing", &["token:billing"], &[]);
     let output = daemon.cli(&["token", "create", "--service", "billing", "--ttl", "1s"]);
     assert!(output.status.success(), "{}", common::stderr(&output));
     let token = common::stdout(&output).trim().to_owned();
     let before = daemon.certificate_count();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    daemon.advance(std::time::Duration::from_millis(2100));
     let key = KeyPair::generate().unwrap();
     let (kind, message) = refusal(
         daemon
