@@ -15,7 +15,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -83,8 +83,8 @@ impl Clock for SystemClock {
 /// backdating of notBefore).
 #[derive(Debug)]
 pub struct ManualClock {
-    now: Mutex<SystemTime>,
-    moved: watch::Sender<SystemTime>,
+    /// The time now; its receivers are the sleepers.
+    now: watch::Sender<SystemTime>,
 }
 
 impl ManualClock {
@@ -95,26 +95,19 @@ impl ManualClock {
 
     /// A manual clock set to `start`.
     pub fn starting_at(start: SystemTime) -> Arc<Self> {
-        let (moved, _) = watch::channel(start);
         Arc::new(ManualClock {
-            now: Mutex::new(start),
-            moved,
+            now: watch::Sender::new(start),
         })
     }
 
     /// Moves the clock forward by `by`, waking whoever waits on it.
     pub fn advance(&self, by: Duration) {
-        let mut now = self
-            .now
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *now += by;
-        self.moved.send_replace(*now);
+        self.now.send_modify(|now| *now += by);
     }
 
     /// Completes once this clock reads `at` or later.
     fn until(&self, at: SystemTime) -> Wait {
-        let mut moved = self.moved.subscribe();
+        let mut moved = self.now.subscribe();
         Box::pin(async move {
             // `wait_for` checks the current value first; an error means the
             // clock is gone, and then it never moves again.
@@ -127,10 +120,7 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self
-            .now
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.now.borrow()
     }
 
     fn sleep(&self, duration: Duration) -> Wait {

@@ -1,13 +1,13 @@
 //! Careful file system operations: secret files that are never readable by
-//! others, atomic replacement of files, durable directory entries, and the
-//! operating system's randomness.
+//! others, atomic replacement of files, durable directory entries, a file's
+//! fingerprint, and the operating system's randomness.
 //!
 //! Everything that writes key material or must survive a crash goes through
 //! here, so the rules live in one place.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Mode of private keys and other secrets.
@@ -16,6 +16,41 @@ pub const SECRET_FILE_MODE: u32 = 0o600;
 pub const PUBLIC_FILE_MODE: u32 = 0o644;
 /// Mode of directories that hold secrets.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// What one `metadata` call says about a file: a replacement or a write
+/// changes one of these, unless it reuses the inode number, with the same
+/// size, within one clock tick. For telling that a file may have changed
+/// without reading it (`ca::watched`, the agent's executable hashes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileFingerprint {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl FileFingerprint {
+    pub fn of(metadata: &fs::Metadata) -> Self {
+        FileFingerprint {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+            changed: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+
+    /// The fingerprint of the file at `path`, if it can be read.
+    pub fn of_path(path: &Path) -> Option<Self> {
+        fs::metadata(path).ok().as_ref().map(Self::of)
+    }
+
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
 
 /// Fills `bytes` from the operating system's CSPRNG.
 pub fn fill_random(bytes: &mut [u8]) {

@@ -28,20 +28,22 @@ fn verify_with_crls(daemon: &Daemon, chain: &str) -> (bool, String) {
     )
 }
 
+/// A workload of `service`, and the path of its certificate, written for
+/// OpenSSL.
+async fn workload(daemon: &Daemon, service: &str) -> (common::Identity, String) {
+    let identity = daemon.bootstrap(service).await;
+    let leaf = common::write_file(
+        &daemon.tmp.path().join(format!("{service}.pem")),
+        identity.issued.certificate_pem.as_bytes(),
+    );
+    (identity, leaf)
+}
+
 #[tokio::test]
 async fn openssl_checks_whole_chains_with_the_crls_certd_serves() {
     let daemon = Daemon::start();
-    let dir = daemon.tmp.path().to_owned();
-    let payments = daemon.bootstrap("payments").await;
-    let orders = daemon.bootstrap("orders").await;
-    let payments_leaf = common::write_file(
-        &dir.join("payments.pem"),
-        payments.issued.certificate_pem.as_bytes(),
-    );
-    let orders_leaf = common::write_file(
-        &dir.join("orders.pem"),
-        orders.issued.certificate_pem.as_bytes(),
-    );
+    let (payments, payments_leaf) = workload(&daemon, "payments").await;
+    let (_, orders_leaf) = workload(&daemon, "orders").await;
 
     let (ok, text) = verify_with_crls(&daemon, &payments_leaf);
     assert!(ok && text.contains(": OK"), "a valid leaf passes: {text}");
@@ -152,17 +154,8 @@ fn crl_validities(daemon: &Daemon) -> Vec<(String, i64, i64)> {
 #[tokio::test]
 async fn a_relying_party_whose_clock_lags_finds_a_crl_signed_just_now_valid() {
     let daemon = Daemon::start();
-    let dir = daemon.tmp.path().to_owned();
-    let payments = daemon.bootstrap("payments").await;
-    let orders = daemon.bootstrap("orders").await;
-    let payments_leaf = common::write_file(
-        &dir.join("payments.pem"),
-        payments.issued.certificate_pem.as_bytes(),
-    );
-    let orders_leaf = common::write_file(
-        &dir.join("orders.pem"),
-        orders.issued.certificate_pem.as_bytes(),
-    );
+    let (payments, payments_leaf) = workload(&daemon, "payments").await;
+    let (_, orders_leaf) = workload(&daemon, "orders").await;
     let (day, root_crl_validity) = (24 * 3600, 180 * 24 * 3600);
 
     let before = unix_now();

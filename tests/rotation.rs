@@ -841,7 +841,7 @@ async fn certd_rotates_the_intermediate_by_itself_when_allowed() {
     assert_eq!(*daemon.authority.ca().signer_changes().borrow(), 0);
     // Two thirds of its life have passed: certd prepares the next
     // intermediate and promotes it by itself.
-    daemon.clock.advance(Duration::from_secs(20));
+    daemon.advance(Duration::from_secs(20));
     daemon.signer_changes(1).await;
     let second = std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
     assert_ne!(second, first);

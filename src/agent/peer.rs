@@ -15,12 +15,13 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
+
+use crate::fsutil::FileFingerprint;
 
 use crate::registry::Selector;
 
@@ -43,36 +44,15 @@ const MAX_REMEMBERED_HASHES: usize = 1024;
 /// call does not re-read its executable.
 #[derive(Debug, Default)]
 pub struct ExecutableHashes {
-    known: Mutex<HashMap<FileIdentity, [u8; 32]>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileIdentity {
-    device: u64,
-    inode: u64,
-    size: u64,
-    modified: (i64, i64),
-    changed: (i64, i64),
-}
-
-impl FileIdentity {
-    fn of(metadata: &std::fs::Metadata) -> Self {
-        FileIdentity {
-            device: metadata.dev(),
-            inode: metadata.ino(),
-            size: metadata.len(),
-            modified: (metadata.mtime(), metadata.mtime_nsec()),
-            changed: (metadata.ctime(), metadata.ctime_nsec()),
-        }
-    }
+    known: Mutex<HashMap<FileFingerprint, [u8; 32]>>,
 }
 
 impl ExecutableHashes {
     /// SHA-256 of the file, or `None` when it is larger than the bound.
     fn hash(&self, path: &Path) -> std::io::Result<Option<[u8; 32]>> {
         let file = std::fs::File::open(path)?;
-        let identity = FileIdentity::of(&file.metadata()?);
-        if identity.size > MAX_HASHED_EXECUTABLE {
+        let identity = FileFingerprint::of(&file.metadata()?);
+        if identity.size() > MAX_HASHED_EXECUTABLE {
             return Ok(None);
         }
         if let Some(digest) = self.lock().get(&identity) {
@@ -91,7 +71,7 @@ impl ExecutableHashes {
         Ok(Some(digest))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileIdentity, [u8; 32]>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileFingerprint, [u8; 32]>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -14,10 +14,11 @@
 //! equal to the last read are not parsed again; a parsed value equal to the
 //! one held is kept as it is (its `Arc` unchanged).
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::fsutil::FileFingerprint;
 
 /// How long the file may go unread while its fingerprint stays the same.
 const REREAD_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
@@ -33,7 +34,7 @@ pub struct WatchedFile<T> {
 #[derive(Debug)]
 struct State<T> {
     /// The file's fingerprint at the last read; `None` before the first.
-    fingerprint: Option<Fingerprint>,
+    fingerprint: Option<FileFingerprint>,
     /// When the file was last read.
     read_at: Option<Instant>,
     /// The bytes last read, good or not, so that unchanged bytes are
@@ -41,31 +42,6 @@ struct State<T> {
     bytes: Option<Vec<u8>>,
     /// The last good value.
     value: Option<Arc<T>>,
-}
-
-/// What one `metadata` call says about the file: any replacement or write
-/// changes one of these, unless it reuses the inode number within one
-/// clock tick (then the once-a-second read finds it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Fingerprint {
-    fn of(path: &Path) -> Option<Fingerprint> {
-        let metadata = std::fs::metadata(path).ok()?;
-        Some(Fingerprint {
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-            size: metadata.size(),
-            mtime: (metadata.mtime(), metadata.mtime_nsec()),
-            ctime: (metadata.ctime(), metadata.ctime_nsec()),
-        })
-    }
 }
 
 impl<T: PartialEq> WatchedFile<T> {
@@ -95,7 +71,7 @@ impl<T: PartialEq> WatchedFile<T> {
         parse: impl FnOnce(&[u8]) -> Result<T, String>,
     ) -> Option<Arc<T>> {
         // A file that is gone (or unreadable) keeps the last good value.
-        let fingerprint = Fingerprint::of(&self.path);
+        let fingerprint = FileFingerprint::of_path(&self.path);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let Some(fingerprint) = fingerprint else {
             return state.value.clone();
@@ -144,6 +120,7 @@ impl<T: PartialEq> WatchedFile<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn text(bytes: &[u8]) -> Result<String, String> {
         String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
@@ -201,7 +178,7 @@ mod tests {
 
         std::fs::write(&path, "again").unwrap();
         // As if the write had left the fingerprint as it was.
-        file.state.lock().unwrap().fingerprint = Fingerprint::of(&path);
+        file.state.lock().unwrap().fingerprint = FileFingerprint::of_path(&path);
         let soon = start + Duration::from_millis(500);
         assert_eq!(file.current_at(soon, text).as_deref().unwrap(), "first");
         let later = start + REREAD_AT_LEAST_EVERY;

@@ -21,6 +21,7 @@ sys.path.insert(0, stub_dir)
 
 import grpc  # noqa: E402
 from certd.v1 import ca_pb2, ca_pb2_grpc  # noqa: E402
+from chains import check_chain  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
@@ -66,22 +67,26 @@ def check_issued(step, response, key, roots):
     if format(leaf.serial_number, "x") != response.serial.lower().lstrip("0"):
         fail(step, Exception(f"serial {leaf.serial_number:x} is not {response.serial}"))
     try:
-        for child, issuer in zip(chain, chain[1:]):
-            child.verify_directly_issued_by(issuer)
-        top = chain[-1]
-        signed = [root for root in roots if _issued_by(top, root)]
-        if not signed:
-            raise Exception("no root of the bundle signed the chain")
+        check_chain(chain, roots)
     except Exception as error:
         fail(f"{step}: chain", error)
 
 
-def _issued_by(certificate, issuer):
-    try:
-        certificate.verify_directly_issued_by(issuer)
-        return True
-    except Exception:
-        return False
+def mtls_channel(address, bundle_pem, key, chain_pem):
+    """A channel to certd presenting `chain_pem` with `key`."""
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return grpc.secure_channel(
+        address,
+        grpc.ssl_channel_credentials(
+            root_certificates=bundle_pem,
+            private_key=key_pem,
+            certificate_chain=chain_pem.encode(),
+        ),
+    )
 
 
 def main():
@@ -129,19 +134,7 @@ def main():
         print(f"refused used-token {error.code().name}: {error.details()}")
 
     # Renewal authenticates with the certificate just issued (mTLS).
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    mtls = grpc.secure_channel(
-        address,
-        grpc.ssl_channel_credentials(
-            root_certificates=bundle_pem,
-            private_key=key_pem,
-            certificate_chain=issued.chain_pem.encode(),
-        ),
-    )
+    mtls = mtls_channel(address, bundle_pem, key, issued.chain_pem)
     new_key, new_csr = new_key_and_csr()
     try:
         renewed = ca_pb2_grpc.CertificateAuthorityStub(mtls).Renew(
@@ -154,19 +147,7 @@ def main():
 
     # A certificate renews once: once the renewed one has itself renewed,
     # the first one (a copied key, say) is refused, naming its successor.
-    new_key_pem = new_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    renewed_mtls = grpc.secure_channel(
-        address,
-        grpc.ssl_channel_credentials(
-            root_certificates=bundle_pem,
-            private_key=new_key_pem,
-            certificate_chain=renewed.chain_pem.encode(),
-        ),
-    )
+    renewed_mtls = mtls_channel(address, bundle_pem, new_key, renewed.chain_pem)
     _, third_csr = new_key_and_csr()
     try:
         ca_pb2_grpc.CertificateAuthorityStub(renewed_mtls).Renew(

@@ -294,6 +294,21 @@ fn tls(ca_file: Option<&std::path::Path>, location: &str) -> Result<MakeRustlsCo
 /// A database error: the server or the connection failing, or a conflict
 /// worth retrying (`Unavailable`), or the server refusing the statement
 /// (`Backend`, a bug).
+/// Tells the other replicas of a change (`listen`) from inside the
+/// transaction that makes it, so they hear of it only if it commits.
+async fn notify_in(
+    transaction: &tokio_postgres::Transaction<'_>,
+    notification: Option<&str>,
+) -> Result<(), StoreError> {
+    if let Some(payload) = notification {
+        transaction
+            .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
 fn db_error(error: tokio_postgres::Error) -> StoreError {
     classify(&error, "the database connection failed")
 }
@@ -458,12 +473,7 @@ impl Storage for PgStore {
                     )
                     .await
                     .map_err(db_error)?;
-                if let Some(payload) = &notification {
-                    transaction
-                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
-                        .await
-                        .map_err(db_error)?;
-                }
+                notify_in(&transaction, notification.as_deref()).await?;
                 transaction.commit().await.map_err(db_error)?;
                 Ok(Some(RevokeOutcome::Revoked(revoked)))
             })
@@ -590,12 +600,7 @@ impl Storage for PgStore {
                     )
                     .await
                     .map_err(db_error)?;
-                if let Some(payload) = &notification {
-                    transaction
-                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
-                        .await
-                        .map_err(db_error)?;
-                }
+                notify_in(&transaction, notification.as_deref()).await?;
                 transaction.commit().await.map_err(db_error)
             })
             .await;
@@ -722,12 +727,7 @@ impl Storage for PgStore {
                     return Ok(None);
                 };
                 let removed: EntryRecord = record::decode(row.get::<_, &[u8]>(0))?;
-                if let Some(payload) = &notification {
-                    transaction
-                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
-                        .await
-                        .map_err(db_error)?;
-                }
+                notify_in(&transaction, notification.as_deref()).await?;
                 transaction.commit().await.map_err(db_error)?;
                 Ok(Some(removed))
             })
@@ -1032,12 +1032,7 @@ impl PgStore {
                 if written == 0 {
                     return Ok(false);
                 }
-                if let Some(payload) = &notification {
-                    transaction
-                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
-                        .await
-                        .map_err(db_error)?;
-                }
+                notify_in(&transaction, notification.as_deref()).await?;
                 transaction.commit().await.map_err(db_error)?;
                 Ok(true)
             })
