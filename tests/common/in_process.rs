@@ -24,9 +24,8 @@ use super::{Served, database_url};
 /// `Served`'s.
 pub struct InProcess {
     served: Served,
-    pub admin_socket: PathBuf,
-    /// The daemon's clock: `clock.advance(…)` moves its time of day.
-    pub clock: Arc<ManualClock>,
+    /// The daemon's clock (`advance` moves it).
+    clock: Arc<ManualClock>,
     /// The daemon's authority, to wait on its events.
     pub authority: Authority,
     running: Option<RunningDaemon>,
@@ -61,7 +60,6 @@ impl InProcess {
             .expect("bind an in-process certd");
         let grpc = format!("https://{}", bound.grpc_addr());
         let http = format!("http://{}", bound.http_addr());
-        let admin_socket = bound.admin_socket();
         let authority = bound.authority().clone();
         let mut running = bound.spawn();
         running.ready().await.expect("the in-process certd serves");
@@ -72,7 +70,6 @@ impl InProcess {
                 grpc,
                 http,
             },
-            admin_socket,
             clock,
             authority,
             running: Some(running),
