@@ -9,7 +9,8 @@ mod k8s_issuer;
 use std::time::Duration;
 
 use certd::attest::{KubernetesAttestor, KubernetesSettings};
-use certd::registry::{EntryBounds, EntrySpec, Registry, Selector};
+use certd::registry::{EntryBounds, EntrySpec, Registry};
+use certd::selector::Selector;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn match_among_entries(c: &mut Criterion) {

@@ -34,8 +34,7 @@ fn crl_generation(c: &mut Criterion) {
             &revoked,
             |b, revoked| {
                 b.iter(|| {
-                    certd::revocation::crl::build(&ca.current(), revoked, 7, now, now + 3600)
-                        .unwrap()
+                    certd::ca::crl::build(&ca.current(), revoked, 7, now, now + 3600).unwrap()
                 })
             },
         );

@@ -7,7 +7,7 @@
 //! service, the serial and the outcome or the reason for a refusal. They never hold a token or a key:
 //! tokens appear only as their hash-derived id.
 
-use crate::registry::Selector;
+use crate::selector::Selector;
 use crate::store::{AuditEntry, AuditEvent, Storage};
 
 /// Target of audit events in the structured log.

@@ -572,7 +572,7 @@ async fn catching_up_finds_what_the_feed_did_not_bring() {
     a.revoke(
         &operator,
         &issued.record.serial.to_hex(),
-        certd::revocation::RevocationReason::KeyCompromise,
+        certd::ca::RevocationReason::KeyCompromise,
     )
     .await
     .unwrap();

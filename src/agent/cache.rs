@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use crate::registry::Selector;
+use crate::selector::Selector;
 
 /// One entry this agent serves.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil::FileFingerprint;
 
-use crate::registry::Selector;
+use crate::selector::Selector;
 
 /// Executables larger than this are not hashed (no `unix:sha256`
 /// selector), so one workload cannot make the agent read gigabytes.

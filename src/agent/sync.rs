@@ -19,7 +19,7 @@ use crate::api::client::{
     AgentEntries, ClientError, IssuedCertificate, TlsClientSettings, WorkloadClient, identity_dir,
 };
 use crate::clock::{Clock, SharedClock, unix_seconds};
-use crate::registry::Selector;
+use crate::selector::Selector;
 
 /// Longest wait between failed syncs.
 const LONGEST_RETRY: Duration = Duration::from_secs(30);

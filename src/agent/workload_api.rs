@@ -28,7 +28,8 @@ use super::proto::{
     X509svidResponse,
 };
 use super::sync::{AgentError, Certd};
-use crate::registry::{Selector, describe};
+use crate::registry::describe;
+use crate::selector::Selector;
 
 /// The header every Workload API call must carry, so that a browser or an
 /// SSRF-prone proxy pointed at the socket cannot call it.

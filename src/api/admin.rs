@@ -15,8 +15,8 @@ use super::proto;
 use super::proto::admin_server::Admin;
 use super::status;
 use crate::authority::{Authority, Caller, TokenFor};
+use crate::ca::{RevocationReason, reason_name};
 use crate::registry::EntrySpec;
-use crate::revocation::{RevocationReason, reason_name};
 
 pub struct AdminApi {
     authority: Authority,

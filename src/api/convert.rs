@@ -5,7 +5,7 @@ use super::client::AuditLine;
 use super::proto;
 use crate::authority::CertificateSummary;
 use crate::identity::DnsName;
-use crate::registry::Selector;
+use crate::selector::Selector;
 use crate::store::{AuditEntry, EntryRecord};
 
 /// The wire form of an entry.

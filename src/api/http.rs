@@ -353,9 +353,11 @@ async fn crl_of(
     let Some(key_id) = hex::decode(&key_id).ok() else {
         return no_such_intermediate();
     };
-    let root_crl = authority.ca().root_crls().into_iter().find(|root| {
-        crate::revocation::crl::signer_key_id(&root.der).as_deref() == Some(&key_id[..])
-    });
+    let root_crl = authority
+        .ca()
+        .root_crls()
+        .into_iter()
+        .find(|root| crate::ca::crl::signer_key_id(&root.der).as_deref() == Some(&key_id[..]));
     if let Some(root_crl) = root_crl {
         return cacheable(&headers, root_crl.der.clone(), 300, CRL_DER);
     }

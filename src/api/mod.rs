@@ -18,7 +18,7 @@ pub mod workload;
 
 use tonic::{Code, Status};
 
-use crate::error::with_causes;
+use crate::error_kind::with_causes;
 use crate::{Error, ErrorKind};
 
 /// Generated protobuf and gRPC code for `proto/certd/v1`.

@@ -16,7 +16,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -31,17 +30,13 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::connections::{Admission, Tracked};
+use crate::crypto::provider;
 
 /// A handshake that has not finished by then is dropped, so slow or idle
 /// clients cannot hold connection slots.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in flight at once; more wait in the kernel's accept queue.
 const MAX_PENDING_HANDSHAKES: usize = 1024;
-
-/// The crypto provider certd uses everywhere (ring).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -121,7 +121,7 @@ impl CertificateAuthority for WorkloadApi {
                     selectors: entry
                         .selectors
                         .into_iter()
-                        .map(crate::registry::Selector::into_string)
+                        .map(crate::selector::Selector::into_string)
                         .collect(),
                 })
                 .collect(),
@@ -254,7 +254,7 @@ impl CertificateAuthority for WorkloadApi {
                     revocation_reason: record
                         .revocation
                         .as_ref()
-                        .map(|r| crate::revocation::reason_name(r.reason_code).to_owned())
+                        .map(|r| crate::ca::reason_name(r.reason_code).to_owned())
                         .unwrap_or_default(),
                 }
             }

@@ -69,13 +69,11 @@ impl JwksUrl {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             },
         };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(&e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         Ok(JwksUrl {
             url: url.to_owned(),
             port: uri.port_u16().unwrap_or(443),

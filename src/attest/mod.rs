@@ -29,7 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::model::{Proof, TokenHash};
-use crate::registry::Selector;
+use crate::selector::Selector;
 use crate::store::Storage;
 
 pub use join_token::{JOIN_TOKEN_PREFIX, JoinToken, JoinTokenAttestor};

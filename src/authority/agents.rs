@@ -15,7 +15,8 @@ use crate::attest::{RenewalEvidence, kind};
 use crate::ca::csr::ValidatedCsr;
 use crate::identity::SpiffeId;
 use crate::model::AuditEvent;
-use crate::registry::{RegistryError, Selector};
+use crate::registry::RegistryError;
+use crate::selector::Selector;
 use crate::store::{EntryRecord, IssuanceRecord, Proof};
 
 /// How a refusal names a presented certificate: its SPIFFE ID.

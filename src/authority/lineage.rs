@@ -24,8 +24,8 @@
 
 use super::{Authority, Caller};
 use crate::attest::AttestError;
+use crate::ca::RevocationReason;
 use crate::identity::Serial;
-use crate::revocation::RevocationReason;
 use crate::store::{IssuanceRecord, Successor};
 use crate::{Error, Result};
 

@@ -25,8 +25,9 @@ use crate::identity::{Serial, ServiceName, WorkloadIdentity};
 use crate::limits::Limits;
 use crate::model::AuditEvent;
 use crate::policy;
-use crate::registry::{self, EntryBounds, Registry, RegistryError, Selector};
+use crate::registry::{self, EntryBounds, Registry, RegistryError};
 use crate::revocation::Revocations;
+use crate::selector::Selector;
 use crate::store::{
     Attestation, EntryRecord, IssuanceRecord, Proof, SharedStorage, Storage, StoreError, TokenHash,
 };

@@ -3,9 +3,10 @@
 
 use super::{Authority, Caller};
 use crate::audit::{self, Decision};
+use crate::ca::RevocationReason;
 use crate::identity::{Serial, ServiceName};
 use crate::model::AuditEvent;
-use crate::revocation::{RevocationReason, Revocations};
+use crate::revocation::Revocations;
 use crate::store::{IssuanceRecord, Revocation, RevokeOutcome, Storage};
 use crate::{Error, Result};
 

@@ -7,6 +7,7 @@
 //! store: recording an issuance is the authority's job.
 
 pub mod bundle;
+pub mod crl;
 pub mod csr;
 mod files;
 pub mod intermediate;
@@ -14,6 +15,7 @@ pub mod key_file;
 pub mod next_root;
 mod pkcs11;
 mod profile;
+mod reason;
 pub mod replica;
 pub mod root_crl;
 pub mod rotation;
@@ -33,6 +35,7 @@ pub use intermediate::{Intermediate, Signers};
 pub use key_file::KeyPassphrase;
 pub use pkcs11::{Pkcs11KeyRef, Pkcs11Pin};
 pub use profile::CLOCK_SKEW_ALLOWANCE;
+pub use reason::{RevocationReason, reason_name};
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::identity::{OperatorIdentity, Serial, TrustDomain, WorkloadIdentity};

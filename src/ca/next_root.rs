@@ -355,7 +355,7 @@ mod tests {
         // The root CRL is the new root's now.
         let crl = std::fs::read(data_dir.root_crl()).unwrap();
         assert_eq!(
-            crate::revocation::crl::signer_key_id(&crl),
+            crate::ca::crl::signer_key_id(&crl),
             super::super::subject_key_id(&next_root)
         );
     }

@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use super::files::{self, CaFiles, io_error};
 use super::{CaError, KeyPassphrase};
+use crate::ca::RevocationReason;
 use crate::clock::unix_seconds;
 use crate::fsutil::{self, PUBLIC_FILE_MODE};
 use crate::identity::Serial;
-use crate::revocation::RevocationReason;
 
 /// Default validity of the root's CRL: long, since it is signed by hand
 /// where the root key is kept; the daemon warns 30 days before it ends.
@@ -161,7 +161,7 @@ fn write_signed(
     let now = unix_seconds(SystemTime::now());
     // Valid for `validity` from now, and from a minute ago for relying
     // parties whose clocks lag.
-    let this_update = crate::revocation::crl::this_update(now);
+    let this_update = crate::ca::crl::this_update(now);
     let next_update = now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX));
     // The state first: a CRL on disk never has a number the state lacks.
     files::write_state(&data_dir.root_crl_state(), &state)?;
@@ -207,14 +207,14 @@ fn sign_crl(
     let params = CertificateRevocationListParams {
         this_update: super::profile::timestamp(this_update),
         next_update: super::profile::timestamp(next_update),
-        crl_number: SerialNumber::from_slice(&crate::revocation::crl::minimal_be(number)),
+        crl_number: SerialNumber::from_slice(&crate::ca::crl::minimal_be(number)),
         issuing_distribution_point: None,
         revoked_certs: revoked
             .iter()
             .map(|revoked| RevokedCertParams {
                 serial_number: SerialNumber::from_slice(revoked.serial.as_bytes()),
                 revocation_time: super::profile::timestamp(revoked.revoked_at),
-                reason_code: crate::revocation::crl::reason(
+                reason_code: crate::ca::crl::reason(
                     revoked
                         .reason
                         .parse::<RevocationReason>()

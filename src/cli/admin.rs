@@ -13,11 +13,11 @@ use clap::Args;
 use super::{DataDirArg, UsageError, duration, format_time};
 use certd::api::client::{AdminClient, AuditLine, IssuedCertificate};
 use certd::authority::{Authority, Caller, CertificateSummary, TokenFor};
+use certd::ca::RevocationReason;
 use certd::ca::{self, InitOptions, KeyType};
 use certd::clock::unix_seconds;
 use certd::config::ConfigFile;
 use certd::daemon::Daemon;
-use certd::revocation::RevocationReason;
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("for").required(true).args(["entry", "service"]))]

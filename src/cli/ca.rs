@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
+use certd::ca::RevocationReason;
 use certd::ca::root_crl::{self, RootCrlFacts};
 use certd::identity::Serial;
-use certd::revocation::RevocationReason;
 
 use super::{DataDirArg, UsageError, duration, format_time};
 

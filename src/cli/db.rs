@@ -16,8 +16,9 @@ use clap::{Args, Subcommand};
 
 use super::DataDirArg;
 use super::admin::AdminTarget;
-use certd::config::{ConfigFile, StoreSettings};
+use certd::config::ConfigFile;
 use certd::store::Storage;
+use certd::store::StoreSettings;
 use certd::store::marks::MarksFile;
 use certd::store::postgres::{BACKUP_WITH_POSTGRESQL, PgSettings, PgStore};
 use certd::store::{self, BackupSummary, StoreError};

@@ -31,6 +31,7 @@ use crate::limits::{
 use crate::revocation::{
     DEFAULT_CRL_REFRESH, DEFAULT_CRL_VALIDITY, DEFAULT_OCSP_VALIDITY, RevocationSettings,
 };
+use crate::store::StoreSettings;
 
 /// Lifetime of workload certificates when the caller asks for none.
 pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -429,16 +430,6 @@ fn validate_limits(section: &LimitsSection) -> Result<LimitSettings, ConfigError
         )?,
         max_concurrent_requests,
     })
-}
-
-/// Which database certd keeps its records in.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum StoreSettings {
-    /// sled in `DATA_DIR/db`.
-    #[default]
-    Sled,
-    /// A PostgreSQL database, shared by replicas.
-    Postgres(crate::store::postgres::PgSettings),
 }
 
 fn validate_store(

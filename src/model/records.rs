@@ -2,7 +2,7 @@
 //! token, registration entry and audited decision.
 
 use crate::identity::{DnsName, Serial, ServiceName, SpiffeId};
-use crate::registry::Selector;
+use crate::selector::Selector;
 
 /// The SHA-256 of a join token: all the store ever sees of it.
 pub type TokenHash = [u8; 32];

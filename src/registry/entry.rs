@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{RegistryError, Selector};
+use super::RegistryError;
 use crate::identity::{DnsName, ServiceName, SpiffeId, TrustDomain, WorkloadIdentity};
+use crate::selector::Selector;
 use crate::store::EntryRecord;
 
 /// Most selectors one entry may require.

@@ -10,7 +10,6 @@
 //! to the store but nothing else, and knows nothing of X.509 or gRPC.
 
 mod entry;
-mod selector;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -18,9 +17,9 @@ use std::sync::{Arc, RwLock};
 pub use entry::{
     EntryBounds, EntrySpec, MAX_DNS_NAMES, MAX_SELECTORS, ValidEntry, describe, identity_of,
 };
-pub use selector::Selector;
 
 use crate::identity::{ServiceName, SpiffeId};
+use crate::selector::Selector;
 use crate::store::{EntryRecord, SharedStorage, Storage, StoreError};
 
 /// Why an entry could not be created or matched.

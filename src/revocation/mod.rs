@@ -15,19 +15,15 @@
 //! status changes or its answer nears its nextUpdate. It reads the store and
 //! signs through `ca`; recording a revocation is `authority`'s job.
 
-pub mod crl;
 pub mod ocsp;
-mod reason;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use reason::{RevocationReason, reason_name};
-
 use crate::Result;
-use crate::ca::{CertificateAuthority, pem_encode};
+use crate::ca::{CertificateAuthority, crl, pem_encode};
 use crate::identity::Serial;
 use crate::store::{CertificateState, SharedStorage};
 use ocsp::{IssuerHashes, KnownStatus};

@@ -27,7 +27,7 @@ use crate::model::{
     Attestation, AuditEntry, AuditEvent, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
     Revocation, RevokedEntry, kind,
 };
-use crate::registry::Selector;
+use crate::selector::Selector;
 use crate::store::StoreError;
 
 /// Format version of the values whose encoding version 3 did not change.

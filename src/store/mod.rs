@@ -430,21 +430,29 @@ pub fn open(dir: &Path) -> Result<SharedStorage, StoreError> {
     Ok(Arc::new(sled::SledStore::open(dir)?))
 }
 
+/// Which database certd keeps its records in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreSettings {
+    /// sled in `DATA_DIR/db`.
+    #[default]
+    Sled,
+    /// A PostgreSQL database, shared by replicas.
+    Postgres(crate::store::postgres::PgSettings),
+}
+
 /// Opens the configured database (sled in the data directory, or
 /// PostgreSQL), refuses it if it holds less than the marks beside the CA
 /// files say it did (`BehindMarks`) or sled cannot recover it (`Damaged`),
 /// and keeps the marks up to date from then on.
 pub async fn open_checked(
     data_dir: &crate::DataDir,
-    settings: &crate::config::StoreSettings,
+    settings: &StoreSettings,
     unmarked: marks::Unmarked,
     ca: &marks::CaIdentity,
 ) -> Result<SharedStorage, StoreError> {
     let backend: SharedStorage = match settings {
-        crate::config::StoreSettings::Sled => open(&data_dir.database())?,
-        crate::config::StoreSettings::Postgres(settings) => {
-            Arc::new(postgres::PgStore::open(settings).await?)
-        }
+        StoreSettings::Sled => open(&data_dir.database())?,
+        StoreSettings::Postgres(settings) => Arc::new(postgres::PgStore::open(settings).await?),
     };
     Ok(Arc::new(
         marks::Marked::open(backend, &data_dir.store_marks(), unmarked, ca).await?,

@@ -14,8 +14,8 @@ use super::{
 use crate::api::proto;
 use crate::api::proto::admin_client::AdminClient as AdminRpc;
 use crate::authority::{CertificateSummary, TokenFor};
+use crate::ca::RevocationReason;
 use crate::registry::EntrySpec;
-use crate::revocation::RevocationReason;
 
 /// Client of `certd.v1.Admin` over the daemon's admin socket.
 pub struct AdminClient {

@@ -23,7 +23,7 @@ use super::jwks_url::JwksUrl;
 
 mod keys;
 
-use crate::registry::Selector;
+use crate::selector::Selector;
 pub use keys::KeyFileError;
 use keys::{KeySet, VerificationKey, read_keys};
 

@@ -280,7 +280,7 @@ fn tls(ca_file: Option<&std::path::Path>, location: &str) -> Result<MakeRustlsCo
             }
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(crate::api::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
         .with_safe_default_protocol_versions()
         .map_err(|error| StoreError::Open {
             path: location.to_owned(),
@@ -320,7 +320,7 @@ fn pool_error(error: &deadpool_postgres::PoolError) -> StoreError {
         }
         other => StoreError::Unavailable(format!(
             "cannot connect to the database: {}",
-            crate::error::with_causes(other)
+            crate::error_kind::with_causes(other)
         )),
     }
 }
@@ -329,7 +329,7 @@ fn classify(error: &tokio_postgres::Error, unreachable: &str) -> StoreError {
     let Some(db) = error.as_db_error() else {
         // With its causes: "error performing TLS handshake" alone would not
         // say that the certificate's issuer is unknown.
-        let message = crate::error::with_causes(error);
+        let message = crate::error_kind::with_causes(error);
         // tokio-postgres names no error kinds; these two are certd's own
         // mistakes about column types, not the database failing.
         if message.starts_with("error serializing") || message.starts_with("error deserializing") {

@@ -1,10 +1,12 @@
-//! Building a CRL from the revocation index.
+//! Signing a CRL with an intermediate from the revocation index
+//! (`revocation` decides when and publishes it), and reading a signed one
+//! back; the dating and encoding rules the root's CRL (`root_crl`) shares.
 
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use time::OffsetDateTime;
 
-use crate::ca::{CLOCK_SKEW_ALLOWANCE, CaError, Intermediate};
-use crate::store::RevokedEntry;
+use super::{CLOCK_SKEW_ALLOWANCE, CaError, Intermediate};
+use crate::model::RevokedEntry;
 
 /// Builds an X.509 v2 CRL listing `entries`, with the given CRL number and
 /// validity, signed by `signer`. The authority key identifier is the
