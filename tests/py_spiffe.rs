@@ -189,7 +189,8 @@ fn two_py_spiffe_workloads_talk_mutual_tls() {
 /// `grpc_tools.protoc` and TLS trusting only the bundle, bootstraps with a
 /// join token (its own key and CSR), renews over mTLS with what it got, and
 /// gets `UNAUTHENTICATED` for the used token and for a renewal without a
-/// certificate, as the README's status codes say.
+/// certificate, as the README's status codes say; and bootstraps with a
+/// token in the generic attestation form (`evidence`: kind and bytes).
 #[test]
 fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
     let Some(python) = python_with(&["grpc", "grpc_tools", "cryptography"]) else {
@@ -197,6 +198,7 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
     };
     let daemon = Daemon::start();
     let token = daemon.token("billing");
+    let generic_token = daemon.token("billing");
     let stubs = daemon.tmp.path().join("python-stubs");
     generate_stubs(&python, &stubs);
 
@@ -205,6 +207,7 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
         .arg(daemon.grpc.trim_start_matches("https://"))
         .arg(daemon.data_dir.join("bundle.pem"))
         .arg(&token)
+        .arg(&generic_token)
         .output()
         .expect("run python3");
     let text = format!("{}{}", stdout(&output), stderr(&output));
@@ -218,10 +221,12 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
     };
     let issued = serial_after(&format!("issued {billing} serial "));
     let renewed = serial_after(&format!("renewed {billing} serial "));
+    let generic = serial_after(&format!("issued-generic {billing} serial "));
     assert_ne!(issued, renewed, "renewal is a new certificate");
     let recorded = daemon.recorded_serials();
     assert!(recorded.contains(&issued), "{issued} not in {recorded:?}");
     assert!(recorded.contains(&renewed), "{renewed} not in {recorded:?}");
+    assert!(recorded.contains(&generic), "{generic} not in {recorded:?}");
     let lines: Vec<&str> = text.lines().collect();
     let expected = [
         format!("trust-bundle {TRUST_DOMAIN} {}", root_fingerprints(&daemon)),
@@ -246,6 +251,21 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
                 && line.contains(&format!("already renewed as {renewed}"))
         ),
         "the superseded certificate was not refused naming its successor:\n{text}"
+    );
+    // The generic form's refusals, as the README's codes say.
+    assert!(
+        lines.iter().any(
+            |line| line.starts_with("refused unknown-kind UNAUTHENTICATED: ")
+                && line.contains("does not accept tpm attestation")
+        ),
+        "a kind no attestor has was not UNAUTHENTICATED:\n{text}"
+    );
+    assert!(
+        lines.iter().any(
+            |line| line.starts_with("refused malformed-kind INVALID_ARGUMENT: ")
+                && line.contains("is not a kind")
+        ),
+        "a malformed kind was not INVALID_ARGUMENT:\n{text}"
     );
     assert!(
         lines.iter().any(|line| line

@@ -438,3 +438,74 @@ async fn the_grpc_health_service_reports_serving() {
     let (kind, _) = common::refusal(client.health("no.such.Service").await);
     assert_eq!(kind, certd::ErrorKind::NotFound);
 }
+
+/// The wire's generic attestation (a kind and its bytes) reaches the same
+/// attestors as the named fields: a join token as kind `join-token` issues
+/// once; a kind no attestor here has is UNAUTHENTICATED naming it; a kind
+/// that is not one is INVALID_ARGUMENT; none of them issues anything else.
+#[tokio::test(flavor = "multi_thread")]
+async fn generic_attestation_evidence_reaches_the_attestor_of_its_kind() {
+    let daemon = InProcess::start().await;
+    let token = daemon.token("billing");
+    let before = daemon.certificate_count();
+    let key = KeyPair::generate().unwrap();
+    let issued = daemon
+        .client(None)
+        .await
+        .issue_with_evidence(
+            csr_for(&key, None, vec![]),
+            "join-token",
+            token.clone().into_bytes(),
+        )
+        .await
+        .expect("a join token in the generic form");
+    assert_eq!(issued.spiffe_id, "spiffe://certd.internal/svc/billing");
+    assert_eq!(daemon.certificate_count(), before + 1);
+
+    let (kind, message) = refusal(
+        daemon
+            .client(None)
+            .await
+            .issue_with_evidence(
+                csr_for(&key, None, vec![]),
+                "join-token",
+                token.into_bytes(),
+            )
+            .await,
+    );
+    assert_eq!(kind, ErrorKind::Unauthenticated, "used once: {message}");
+    let (kind, message) = refusal(
+        daemon
+            .client(None)
+            .await
+            .issue_with_evidence(csr_for(&key, None, vec![]), "tpm", b"quote".to_vec())
+            .await,
+    );
+    assert_eq!(kind, ErrorKind::Unauthenticated);
+    assert!(
+        message.contains("does not accept tpm attestation"),
+        "{message}"
+    );
+    let (kind, message) = refusal(
+        daemon
+            .client(None)
+            .await
+            .issue_with_evidence(csr_for(&key, None, vec![]), "K8S Token", Vec::new())
+            .await,
+    );
+    assert_eq!(kind, ErrorKind::InvalidInput);
+    assert!(message.contains("is not a kind"), "{message}");
+    let (kind, _) = refusal(
+        daemon
+            .client(None)
+            .await
+            .issue_with_evidence(csr_for(&key, None, vec![]), "join-token", vec![0xff, 0xfe])
+            .await,
+    );
+    assert_eq!(
+        kind,
+        ErrorKind::Unauthenticated,
+        "evidence that is not UTF-8"
+    );
+    assert_eq!(daemon.certificate_count(), before + 1);
+}

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::proto::certificate_authority_server::CertificateAuthority;
 use super::proto::{self, issue_request};
 use super::status;
-use crate::attest::{AttestError, kind};
+use crate::attest::{AttestError, kind, parse_kind};
 use crate::authority::{Authority, Caller, Issued};
 use crate::store::CertificateState;
 
@@ -58,11 +58,21 @@ fn caller<T>(request: &Request<T>) -> Caller {
 }
 
 /// The attestor kind and evidence of a request's attestation: the one
-/// place that knows which oneof field belongs to which attestor.
-fn evidence_of(attestation: issue_request::Attestation) -> (&'static str, String) {
+/// place that maps the wire's forms onto an attestor. The named fields are
+/// the generic form's kinds `join-token` and `kubernetes`; a generic kind
+/// is checked for form here, and whether an attestor of that kind runs is
+/// `Attestors::get`'s answer.
+fn evidence_of(attestation: issue_request::Attestation) -> Result<(String, Vec<u8>), AttestError> {
     match attestation {
-        issue_request::Attestation::JoinToken(token) => (kind::JOIN_TOKEN, token),
-        issue_request::Attestation::KubernetesToken(token) => (kind::KUBERNETES, token),
+        issue_request::Attestation::JoinToken(token) => {
+            Ok((kind::JOIN_TOKEN.to_owned(), token.into_bytes()))
+        }
+        issue_request::Attestation::KubernetesToken(token) => {
+            Ok((kind::KUBERNETES.to_owned(), token.into_bytes()))
+        }
+        issue_request::Attestation::Evidence(evidence) => {
+            Ok((parse_kind(&evidence.kind)?.to_owned(), evidence.data))
+        }
     }
 }
 
@@ -75,12 +85,14 @@ impl CertificateAuthority for WorkloadApi {
         let caller = caller(&request);
         let message = request.into_inner();
         let issued = match message.attestation {
-            Some(attestation) => {
-                let (kind, evidence) = evidence_of(attestation);
-                self.authority
-                    .issue_attested(&caller, kind, &message.csr_der, &evidence)
-                    .await
-            }
+            Some(attestation) => match evidence_of(attestation) {
+                Ok((kind, evidence)) => {
+                    self.authority
+                        .issue_attested(&caller, &kind, &message.csr_der, &evidence)
+                        .await
+                }
+                Err(refused) => Err(refused.into()),
+            },
             None => Err(AttestError::Missing.into()),
         }
         .map_err(|e| status(&e))?;

@@ -104,10 +104,11 @@ impl super::Attestor for JoinTokenAttestor {
 
     async fn attest(
         &self,
-        evidence: &str,
+        evidence: &[u8],
         store: &dyn Storage,
         now: i64,
     ) -> Result<super::Proven, Error> {
+        let evidence = std::str::from_utf8(evidence).map_err(|_| AttestError::InvalidJoinToken)?;
         let token = JoinToken::from_presented(evidence)?;
         let claim = token.verify(store, now).await?;
         Ok(super::Proven {

@@ -11,10 +11,10 @@
 //! This module reads the store but never writes it: consuming a token
 //! happens in the same step as recording the certificate, in `store`.
 //!
-//! Adding an attestor: its own file here implementing `Attestor`, one line
-//! registering it in `Attestors::from_settings`, and its evidence in the
-//! `IssueRequest.attestation` oneof of `proto/certd/v1/ca.proto` (mapped to
-//! its kind in `api::workload`).
+//! Adding an attestor: its own file here implementing `Attestor`, and one
+//! line registering it in `Attestors::from_settings`. Its evidence travels
+//! in the wire's generic form (`IssueRequest.evidence`: its kind and
+//! bytes), which needs no change for it.
 
 mod join_token;
 mod jwks_url;
@@ -46,6 +46,10 @@ pub enum AttestError {
     Missing,
     #[error("this certd does not accept {kind} attestation")]
     NotAccepted { kind: String },
+    #[error(
+        "attestation kind {kind:?} is not a kind: 1 to 64 lower-case letters, digits or '-' (join-token, kubernetes, …)"
+    )]
+    MalformedKind { kind: String },
     #[error("Kubernetes service-account token refused: {0}")]
     KubernetesToken(String),
     #[error(
@@ -99,12 +103,34 @@ impl AttestError {
             | AttestError::AlreadyRenewed { .. }
             | AttestError::SuccessorRevoked { .. }
             | AttestError::RenewalRaced { .. } => crate::ErrorKind::PermissionDenied,
+            AttestError::MalformedKind { .. } => crate::ErrorKind::InvalidInput,
             _ => crate::ErrorKind::Unauthenticated,
         }
     }
 }
 
 pub use crate::model::kind;
+
+/// Longest attestor kind a request may name.
+const MAX_KIND_LEN: usize = 64;
+
+/// `kind` as a request names an attestor, if it has the form of one (1 to
+/// 64 lower-case letters, digits or '-'); whether one of that kind runs
+/// here is `Attestors::get`'s answer. The refusal quotes at most 64
+/// characters of what was sent.
+pub fn parse_kind(kind: &str) -> Result<&str, AttestError> {
+    let well_formed = (1..=MAX_KIND_LEN).contains(&kind.len())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if well_formed {
+        Ok(kind)
+    } else {
+        Err(AttestError::MalformedKind {
+            kind: kind.chars().take(MAX_KIND_LEN).collect(),
+        })
+    }
+}
 
 /// What a bootstrap attestor proved about a caller.
 #[derive(Debug)]
@@ -133,7 +159,7 @@ pub trait Attestor: std::fmt::Debug + Send + Sync {
     /// failure).
     async fn attest(
         &self,
-        evidence: &str,
+        evidence: &[u8],
         store: &dyn Storage,
         now: i64,
     ) -> Result<Proven, crate::Error>;
@@ -188,6 +214,26 @@ mod tests {
     use super::*;
     use crate::model::JoinTokenRecord;
 
+    #[test]
+    fn kinds_have_one_form_and_a_refusal_quotes_little() {
+        assert_eq!(parse_kind("join-token"), Ok("join-token"));
+        assert_eq!(parse_kind("tpm2"), Ok("tpm2"));
+        for bad in ["", "Join-Token", "k8s:sat", "a b", "é", &"x".repeat(65)] {
+            assert!(
+                matches!(parse_kind(bad), Err(AttestError::MalformedKind { .. })),
+                "{bad:?}"
+            );
+        }
+        let Err(AttestError::MalformedKind { kind }) = parse_kind(&"X".repeat(10_000)) else {
+            panic!("a long kind is refused");
+        };
+        assert_eq!(kind.len(), 64);
+        assert_eq!(
+            AttestError::MalformedKind { kind }.kind(),
+            crate::ErrorKind::InvalidInput
+        );
+    }
+
     #[tokio::test]
     async fn attestors_are_found_by_kind_and_the_join_token_one_proves_its_selectors() {
         let attestors = Attestors::from_settings(None).unwrap();
@@ -215,13 +261,13 @@ mod tests {
             .unwrap();
         let attestor = attestors.get("join-token").unwrap();
         let proven = attestor
-            .attest(token.expose_secret(), store.as_ref(), 50)
+            .attest(token.expose_secret().as_bytes(), store.as_ref(), 50)
             .await
             .unwrap();
         assert_eq!(proven.selectors, selectors);
         assert_eq!(proven.consumes, Some(token.hash()));
         let expired = attestor
-            .attest(token.expose_secret(), store.as_ref(), 100)
+            .attest(token.expose_secret().as_bytes(), store.as_ref(), 100)
             .await
             .unwrap_err();
         assert!(

@@ -240,7 +240,7 @@ impl Authority {
         caller: &Caller,
         kind: &str,
         csr_der: &[u8],
-        evidence: &str,
+        evidence: &[u8],
     ) -> Result<Issued> {
         self.bootstrap(caller, kind, csr_der, async {
             let attestor = self.attestors.get(kind)?;

@@ -2,7 +2,7 @@
 //! are valid by construction.
 //!
 //! Names (`ServiceName`, `TrustDomain`, `Serial`, `WorkloadIdentity`) live
-//! in `identity`, selectors in `registry::selector`; this module holds the
+//! in `identity`, selectors in `selector`; this module holds the
 //! records built from them: issuance records, revocations, join tokens,
 //! registration entries and audit entries. They carry no serde derives:
 //! how a backend encodes them is that backend's private business (the sled

@@ -7,7 +7,11 @@ with it, and checks that the used token is refused with the documented
 code. Prints one line per fact the Rust test checks, then `ok`; any failure
 prints `FAILED <step>: <why>` and exits 1.
 
-usage: grpc_api.py STUB_DIR ADDRESS BUNDLE_PEM_FILE JOIN_TOKEN
+It also bootstraps with a second join token in the wire's generic form
+(`evidence`: the attestor's kind and bytes), and is refused for a kind no
+attestor has and for one that is not a kind.
+
+usage: grpc_api.py STUB_DIR ADDRESS BUNDLE_PEM_FILE JOIN_TOKEN GENERIC_JOIN_TOKEN
 """
 
 import faulthandler
@@ -16,7 +20,7 @@ import sys
 
 faulthandler.dump_traceback_later(60, exit=True)
 
-stub_dir, address, bundle_file, join_token = sys.argv[1:5]
+stub_dir, address, bundle_file, join_token, generic_token = sys.argv[1:6]
 sys.path.insert(0, stub_dir)
 
 import grpc  # noqa: E402
@@ -172,6 +176,30 @@ def main():
         if error.code() != grpc.StatusCode.UNAUTHENTICATED:
             fail("Renew without a certificate", error)
         print(f"refused no-certificate-renewal {error.code().name}")
+
+    # The generic form: any attestor's evidence by its kind.
+    generic_key, generic_csr = new_key_and_csr()
+    evidence = ca_pb2.AttestationEvidence(kind="join-token", data=generic_token.encode())
+    try:
+        generic = ca.Issue(
+            ca_pb2.IssueRequest(csr_der=generic_csr, evidence=evidence), timeout=TIMEOUT
+        )
+    except grpc.RpcError as error:
+        fail("Issue with generic evidence", error)
+    check_issued("generic Issue", generic, generic_key, roots)
+    print(f"issued-generic {generic.spiffe_id} serial {generic.serial}")
+    for kind, step in [("tpm", "unknown-kind"), ("Not A Kind", "malformed-kind")]:
+        try:
+            ca.Issue(
+                ca_pb2.IssueRequest(
+                    csr_der=generic_csr,
+                    evidence=ca_pb2.AttestationEvidence(kind=kind, data=b"x"),
+                ),
+                timeout=TIMEOUT,
+            )
+            fail(f"Issue with kind {kind!r}", Exception("certd issued"))
+        except grpc.RpcError as error:
+            print(f"refused {step} {error.code().name}: {error.details()}")
 
     # Bytes that are not an IssueRequest: the caller's fault, named.
     try:

@@ -281,6 +281,24 @@ impl WorkloadClient {
         .await
     }
 
+    /// Bootstrap with any attestor's evidence, in the wire's generic form:
+    /// its kind and its bytes (how an attestor added later is reached).
+    pub async fn issue_with_evidence(
+        &mut self,
+        csr_der: Vec<u8>,
+        kind: &str,
+        evidence: Vec<u8>,
+    ) -> Result<IssuedCertificate, ClientError> {
+        self.issue_attested(
+            csr_der,
+            proto::issue_request::Attestation::Evidence(proto::AttestationEvidence {
+                kind: kind.to_owned(),
+                data: evidence,
+            }),
+        )
+        .await
+    }
+
     async fn issue_attested(
         &mut self,
         csr_der: Vec<u8>,

@@ -250,11 +250,13 @@ impl super::Attestor for KubernetesAttestor {
 
     async fn attest(
         &self,
-        evidence: &str,
+        evidence: &[u8],
         _store: &dyn crate::store::Storage,
         _now: i64,
     ) -> Result<super::Proven, crate::Error> {
-        let evidence = self.verify(evidence)?;
+        let token = std::str::from_utf8(evidence)
+            .map_err(|_| AttestError::KubernetesToken("the token is not UTF-8 text".into()))?;
+        let evidence = self.verify(token)?;
         Ok(super::Proven {
             selectors: evidence.selectors,
             proof: crate::model::Proof::Attested {
