@@ -8,7 +8,9 @@
 //! entry gets `PermissionDenied`. JWT-SVIDs are asked of certd for the
 //! caller's entry (certd checks the audiences) and remembered until half
 //! their life; JWT bundles and validation use the keys in the cache. This
-//! module only reads the cache.
+//! module only reads the cache. Every refusal is a `Refusal`, classified
+//! once (`Refusal::kind`); its status code comes from that kind alone, as
+//! certd's own API's do (`api::code_of`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -28,6 +30,7 @@ use super::proto::{
     X509svidResponse,
 };
 use super::sync::{AgentError, Certd};
+use crate::ErrorKind;
 use crate::registry::describe;
 use crate::selector::Selector;
 
@@ -36,6 +39,95 @@ use crate::selector::Selector;
 const SECURITY_HEADER: &str = "workload.spiffe.io";
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Why a workload gets no SVID, token or bundle; the message is the
+/// workload's to read.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(
+        "security header missing from request: every Workload API call must carry `{SECURITY_HEADER}: true`"
+    )]
+    NoSecurityHeader,
+    #[error(transparent)]
+    Peer(#[from] peer::PeerError),
+    #[error("the agent has not received the trust bundle yet; retry")]
+    NoBundleYet,
+    #[error("the agent has not received the JWT keys yet; retry")]
+    NoJwtKeysYet,
+    #[error("a JWT-SVID needs at least one audience")]
+    NoAudience,
+    #[error("give the token (svid) and the audience to check it for")]
+    NothingToValidate,
+    /// An audience that is not one, or a token that does not verify.
+    #[error(transparent)]
+    Jwt(crate::jwt::JwtError),
+    #[error("the caller holds {holds}, not {asked}")]
+    NotTheCallers { holds: String, asked: String },
+    #[error(
+        "the caller's selectors [{selectors}] match {count} entries ({entries}); an operator must narrow them"
+    )]
+    Ambiguous {
+        selectors: String,
+        count: usize,
+        entries: String,
+    },
+    #[error(
+        "the SVID of entry {entry} is not ready yet (certd not reached since it appeared); retry"
+    )]
+    Pending { entry: String },
+    #[error("no registration entry on this agent matches the caller's selectors [{selectors}]")]
+    NoEntry { selectors: String },
+    #[error("cannot encode the JWT keys: {0}")]
+    Encoding(#[source] serde_json::Error),
+    /// certd's answer, passed on with its own kind (a disallowed audience
+    /// stays `PermissionDenied`); certd unreachable is `Unavailable`.
+    #[error(transparent)]
+    Certd(AgentError),
+}
+
+impl Refusal {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Refusal::NoSecurityHeader
+            | Refusal::NoAudience
+            | Refusal::NothingToValidate
+            | Refusal::Jwt(_) => ErrorKind::InvalidInput,
+            Refusal::Peer(_)
+            | Refusal::NotTheCallers { .. }
+            | Refusal::Ambiguous { .. }
+            | Refusal::NoEntry { .. } => ErrorKind::PermissionDenied,
+            Refusal::NoBundleYet | Refusal::NoJwtKeysYet | Refusal::Pending { .. } => {
+                ErrorKind::Unavailable
+            }
+            Refusal::Encoding(_) => ErrorKind::Internal,
+            Refusal::Certd(error) => error.kind(),
+        }
+    }
+
+    /// A caller that gets no SVID: no single entry, or its SVID is not
+    /// there yet.
+    fn of_grant(refusal: Grant<'_>, selectors: &[Selector]) -> Self {
+        match refusal {
+            Grant::Ambiguous { entries } => Refusal::Ambiguous {
+                selectors: describe(selectors),
+                count: entries.len(),
+                entries: entries.join(", "),
+            },
+            Grant::Pending { entry } => Refusal::Pending {
+                entry: entry.to_string(),
+            },
+            Grant::NoEntry | Grant::Svid(_) => Refusal::NoEntry {
+                selectors: describe(selectors),
+            },
+        }
+    }
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Status {
+        Status::new(crate::api::code_of(refusal.kind()), refusal.to_string())
+    }
+}
 
 pub struct WorkloadApiService {
     cache: Cache,
@@ -59,7 +151,7 @@ impl WorkloadApiService {
     fn bundle_stream<R, T>(
         &self,
         request: &Request<R>,
-        answer: fn(&Snapshot) -> Result<T, Status>,
+        answer: fn(&Snapshot) -> Result<T, Refusal>,
     ) -> Result<Streamed<T>, Status>
     where
         T: PartialEq + Clone + Send + 'static,
@@ -68,13 +160,13 @@ impl WorkloadApiService {
         let snapshot = self.cache.current();
         snapshot
             .entry_for(&selectors)
-            .map_err(|refusal| refusal_status(refusal, &selectors))?;
+            .map_err(|refusal| Refusal::of_grant(refusal, &selectors))?;
         answer(&snapshot)?;
         Ok(follow(&self.cache, answer))
     }
 
     /// Checks the security header and attests the caller: its selectors.
-    fn attest<T>(&self, request: &Request<T>) -> Result<(Vec<Selector>, String), Status> {
+    fn attest<T>(&self, request: &Request<T>) -> Result<(Vec<Selector>, String), Refusal> {
         // Executables are hashed only when some entry asks for a hash.
         let wants_hash = self.cache.current().wants_executable_hash();
         attest(request, wants_hash.then_some(&self.hashes))
@@ -84,20 +176,17 @@ impl WorkloadApiService {
 fn attest<T>(
     request: &Request<T>,
     hashes: Option<&ExecutableHashes>,
-) -> Result<(Vec<Selector>, String), Status> {
+) -> Result<(Vec<Selector>, String), Refusal> {
     let header = request.metadata().get(SECURITY_HEADER);
     if header.and_then(|value| value.to_str().ok()) != Some("true") {
-        return Err(Status::invalid_argument(format!(
-            "security header missing from request: every Workload API call must carry `{SECURITY_HEADER}: true`"
-        )));
+        return Err(Refusal::NoSecurityHeader);
     }
     let credentials = request
         .extensions()
         .get::<PeerCredentials>()
         .copied()
-        .ok_or_else(|| Status::permission_denied(peer::PeerError::NoCredentials.to_string()))?;
-    let selectors = peer::selectors_of(&credentials, hashes)
-        .map_err(|e| Status::permission_denied(e.to_string()))?;
+        .ok_or(peer::PeerError::NoCredentials)?;
+    let selectors = peer::selectors_of(&credentials, hashes)?;
     let who = match credentials.pid {
         Some(pid) => format!("pid {pid} uid {}", credentials.uid),
         None => format!("uid {}", credentials.uid),
@@ -106,7 +195,7 @@ fn attest<T>(
 }
 
 /// The X.509-SVID answer for `selectors`, or why there is none.
-fn svid_response(snapshot: &Snapshot, selectors: &[Selector]) -> Result<X509svidResponse, Status> {
+fn svid_response(snapshot: &Snapshot, selectors: &[Selector]) -> Result<X509svidResponse, Refusal> {
     match snapshot.grant(selectors) {
         Grant::Svid(svid) => Ok(X509svidResponse {
             svids: vec![X509svid {
@@ -119,15 +208,13 @@ fn svid_response(snapshot: &Snapshot, selectors: &[Selector]) -> Result<X509svid
             crl: Vec::new(),
             federated_bundles: HashMap::new(),
         }),
-        refusal => Err(refusal_status(refusal, selectors)),
+        refusal => Err(Refusal::of_grant(refusal, selectors)),
     }
 }
 
-fn bundles_response(snapshot: &Snapshot) -> Result<X509BundlesResponse, Status> {
+fn bundles_response(snapshot: &Snapshot) -> Result<X509BundlesResponse, Refusal> {
     if snapshot.bundle_der.is_empty() {
-        return Err(Status::unavailable(
-            "the agent has not received the trust bundle yet; retry",
-        ));
+        return Err(Refusal::NoBundleYet);
     }
     Ok(X509BundlesResponse {
         crl: Vec::new(),
@@ -140,7 +227,7 @@ fn bundles_response(snapshot: &Snapshot) -> Result<X509BundlesResponse, Status> 
 /// and ends the stream.
 fn follow<T>(
     cache: &Cache,
-    answer: impl Fn(&Snapshot) -> Result<T, Status> + Send + 'static,
+    answer: impl Fn(&Snapshot) -> Result<T, Refusal> + Send + 'static,
 ) -> Streamed<T>
 where
     T: PartialEq + Clone + Send + 'static,
@@ -161,8 +248,8 @@ where
                         }
                     }
                 }
-                Err(status) => {
-                    let _ = sender.send(Err(status)).await;
+                Err(refusal) => {
+                    let _ = sender.send(Err(refusal.into())).await;
                     return;
                 }
             }
@@ -196,10 +283,10 @@ impl SpiffeWorkloadApi for WorkloadApiService {
                 spiffe_id = %response.svids[0].spiffe_id,
                 "workload API: X.509-SVID granted"
             ),
-            Err(status) => tracing::info!(
+            Err(refusal) => tracing::info!(
                 caller = %who,
                 selectors = %describe(&selectors),
-                reason = %status.message(),
+                reason = %refusal,
                 "workload API: X.509-SVID refused"
             ),
         }
@@ -225,21 +312,19 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         let (selectors, who) = self.attest(&request)?;
         let message = request.into_inner();
         if message.audience.is_empty() {
-            return Err(Status::invalid_argument(
-                "a JWT-SVID needs at least one audience",
-            ));
+            return Err(Refusal::NoAudience.into());
         }
-        crate::jwt::check_audiences(&message.audience)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        crate::jwt::check_audiences(&message.audience).map_err(Refusal::Jwt)?;
         let snapshot = self.cache.current();
         let entry = snapshot
             .entry_for(&selectors)
-            .map_err(|refusal| refusal_status(refusal, &selectors))?;
+            .map_err(|refusal| Refusal::of_grant(refusal, &selectors))?;
         if !message.spiffe_id.is_empty() && message.spiffe_id != entry.spiffe_id {
-            return Err(Status::permission_denied(format!(
-                "the caller holds {}, not {}",
-                entry.spiffe_id, message.spiffe_id
-            )));
+            return Err(Refusal::NotTheCallers {
+                holds: entry.spiffe_id.clone(),
+                asked: message.spiffe_id,
+            }
+            .into());
         }
         let outcome = self.certd.jwt_svid(&entry.id, &message.audience).await;
         tracing::info!(
@@ -249,7 +334,7 @@ impl SpiffeWorkloadApi for WorkloadApiService {
             granted = outcome.is_ok(),
             "workload API: JWT-SVID"
         );
-        let minted = outcome.map_err(|error| agent_error_status(&error))?;
+        let minted = outcome.map_err(Refusal::Certd)?;
         Ok(Response::new(JwtsvidResponse {
             svids: vec![super::proto::Jwtsvid {
                 spiffe_id: minted.spiffe_id,
@@ -275,13 +360,11 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         self.attest(&request)?;
         let message = request.into_inner();
         if message.audience.is_empty() || message.svid.is_empty() {
-            return Err(Status::invalid_argument(
-                "give the token (svid) and the audience to check it for",
-            ));
+            return Err(Refusal::NothingToValidate.into());
         }
         let keys = self.cache.current().jwt_keys.clone();
-        let verified = crate::jwt::verify(&message.svid, &message.audience, &keys)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let verified =
+            crate::jwt::verify(&message.svid, &message.audience, &keys).map_err(Refusal::Jwt)?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: verified.spiffe_id.into_string(),
             claims: Some(to_struct(verified.claims)),
@@ -289,43 +372,14 @@ impl SpiffeWorkloadApi for WorkloadApiService {
     }
 }
 
-fn jwt_bundles_response(snapshot: &Snapshot) -> Result<JwtBundlesResponse, Status> {
+fn jwt_bundles_response(snapshot: &Snapshot) -> Result<JwtBundlesResponse, Refusal> {
     if snapshot.jwt_keys.keys.is_empty() {
-        return Err(Status::unavailable(
-            "the agent has not received the JWT keys yet; retry",
-        ));
+        return Err(Refusal::NoJwtKeysYet);
     }
-    let jwks =
-        serde_json::to_vec(&snapshot.jwt_keys).map_err(|e| Status::internal(e.to_string()))?;
+    let jwks = serde_json::to_vec(&snapshot.jwt_keys).map_err(Refusal::Encoding)?;
     Ok(JwtBundlesResponse {
         bundles: HashMap::from([(snapshot.trust_domain.clone(), jwks)]),
     })
-}
-
-/// The status for a caller that gets no SVID: no single entry, or its SVID
-/// is not there yet.
-fn refusal_status(refusal: Grant<'_>, selectors: &[Selector]) -> Status {
-    match refusal {
-        Grant::Ambiguous { entries } => Status::permission_denied(format!(
-            "the caller's selectors [{}] match {} entries ({}); an operator must narrow them",
-            describe(selectors),
-            entries.len(),
-            entries.join(", ")
-        )),
-        Grant::Pending { entry } => Status::unavailable(format!(
-            "the SVID of entry {entry} is not ready yet (certd not reached since it appeared); retry"
-        )),
-        Grant::NoEntry | Grant::Svid(_) => Status::permission_denied(format!(
-            "no registration entry on this agent matches the caller's selectors [{}]",
-            describe(selectors)
-        )),
-    }
-}
-
-/// certd's answer passed on with its own code (a disallowed audience stays
-/// `PermissionDenied`); certd unreachable is `Unavailable`.
-fn agent_error_status(error: &AgentError) -> Status {
-    Status::new(crate::api::code_of(error.kind()), error.to_string())
 }
 
 /// JSON claims as a protobuf `Struct`.
@@ -351,4 +405,38 @@ fn to_value(value: serde_json::Value) -> prost_types::Value {
         serde_json::Value::Object(map) => Kind::StructValue(to_struct(map)),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    /// The codes SPIFFE clients act on (retry on `Unavailable`, give up on
+    /// `PermissionDenied`), each from the refusal's one classification.
+    #[test]
+    fn each_refusal_gets_the_code_of_its_kind() {
+        let code = |refusal: Refusal| Status::from(refusal).code();
+        assert_eq!(code(Refusal::NoSecurityHeader), Code::InvalidArgument);
+        assert_eq!(code(Refusal::NoAudience), Code::InvalidArgument);
+        assert_eq!(code(Refusal::NothingToValidate), Code::InvalidArgument);
+        assert_eq!(
+            code(Refusal::Peer(peer::PeerError::NoCredentials)),
+            Code::PermissionDenied
+        );
+        let no_entry = Refusal::NoEntry {
+            selectors: "unix:uid:1000".into(),
+        };
+        assert_eq!(
+            no_entry.to_string(),
+            "no registration entry on this agent matches the caller's selectors [unix:uid:1000]"
+        );
+        assert_eq!(code(no_entry), Code::PermissionDenied);
+        assert_eq!(code(Refusal::NoBundleYet), Code::Unavailable);
+        assert_eq!(code(Refusal::NoJwtKeysYet), Code::Unavailable);
+        assert_eq!(
+            code(Refusal::Pending { entry: "e1".into() }),
+            Code::Unavailable
+        );
+    }
 }
