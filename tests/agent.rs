@@ -53,7 +53,7 @@ fn serial_and_expiry(der: &[u8]) -> (String, i64) {
 async fn client_as(daemon: &Daemon, identity: (String, String)) -> WorkloadClient {
     let tls = TlsClientSettings {
         ca_bundle_pem: daemon.bundle_pem(),
-        identity: Some(identity),
+        identity: Some((identity.0, identity.1.into())),
     };
     WorkloadClient::connect(&daemon.grpc, &tls).await.unwrap()
 }

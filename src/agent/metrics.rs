@@ -16,7 +16,6 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicI64;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::cache::Cache;
-use crate::clock::unix_seconds;
+use crate::clock::SharedClock;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
@@ -140,7 +139,8 @@ impl AgentMetrics {
         }
     }
 
-    pub fn sync(&self, ok: bool) {
+    /// A sync round ended at `now` (Unix seconds), `ok` or not.
+    pub fn sync(&self, ok: bool, now: i64) {
         let outcome = if ok { "ok" } else { "failed" };
         self.syncs
             .get_or_create(&OutcomeLabels {
@@ -148,7 +148,7 @@ impl AgentMetrics {
             })
             .inc();
         if ok {
-            self.last_good_sync.set(unix_seconds(SystemTime::now()));
+            self.last_good_sync.set(now);
         }
     }
 
@@ -161,8 +161,7 @@ impl AgentMetrics {
     }
 
     /// The OpenMetrics text, with the cache's figures as of now.
-    pub fn encode(&self, cache: &Cache) -> String {
-        let now = unix_seconds(SystemTime::now());
+    pub fn encode(&self, cache: &Cache, now: i64) -> String {
         let snapshot = cache.current();
         self.entries.set(snapshot.entries.len() as i64);
         self.svids.set(snapshot.svids.len() as i64);
@@ -182,11 +181,11 @@ impl AgentMetrics {
 
     /// Ready when workloads can be answered: the trust bundle is held and
     /// the agent's own certificate has not expired.
-    fn ready(&self, cache: &Cache) -> Result<(), &'static str> {
+    fn ready(&self, cache: &Cache, now: i64) -> Result<(), &'static str> {
         if cache.current().bundle_der.is_empty() {
             return Err("no trust bundle from certd yet");
         }
-        if self.identity_not_after.get() <= unix_seconds(SystemTime::now()) {
+        if self.identity_not_after.get() <= now {
             return Err("the agent's certificate has expired");
         }
         Ok(())
@@ -198,17 +197,19 @@ impl AgentMetrics {
 pub async fn serve(
     addr: SocketAddr,
     cache: Cache,
+    clock: SharedClock,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     use axum::http::StatusCode;
     use axum::routing::get as route_get;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let metrics_cache = cache.clone();
+    let metrics_clock = clock.clone();
     let router = axum::Router::new()
         .route(
             "/metrics",
             route_get(move || {
-                let text = get().encode(&metrics_cache);
+                let text = get().encode(&metrics_cache, metrics_clock.unix_now());
                 async move {
                     (
                         [(
@@ -224,7 +225,7 @@ pub async fn serve(
         .route(
             "/readyz",
             route_get(move || {
-                let ready = get().ready(&cache);
+                let ready = get().ready(&cache, clock.unix_now());
                 async move {
                     match ready {
                         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),

@@ -79,7 +79,7 @@ pub async fn run(
         settings.bootstrap,
         cache.clone(),
         settings.sync_interval,
-        settings.clock,
+        settings.clock.clone(),
     )
     .await?;
     // One round before serving, so that the first workload finds its SVID;
@@ -96,7 +96,7 @@ pub async fn run(
     tracing::info!(socket = %settings.socket.display(), agent = %syncer.spiffe_id(), "serving the SPIFFE Workload API");
     let metrics = match settings.metrics_addr {
         Some(addr) => Some(
-            metrics::serve(addr, cache.clone())
+            metrics::serve(addr, cache.clone(), settings.clock.clone())
                 .await
                 .map_err(|e| AgentError::Files(format!("cannot serve metrics on {addr}: {e}")))?,
         ),

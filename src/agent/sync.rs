@@ -119,7 +119,7 @@ impl Certd {
         }
         let (chain, private_key) = {
             let identity = self.identity.read().unwrap_or_else(|p| p.into_inner());
-            (identity.0.clone(), identity.1.to_string())
+            (identity.0.clone(), identity.1.clone())
         };
         let tls = TlsClientSettings {
             ca_bundle_pem: self
@@ -286,7 +286,7 @@ impl Syncer {
     /// One round (see `round`), counted in the metrics.
     pub async fn sync_once(&mut self) -> Result<(), AgentError> {
         let result = self.round().await;
-        super::metrics::get().sync(result.is_ok());
+        super::metrics::get().sync(result.is_ok(), self.clock.unix_now());
         result
     }
 
@@ -384,7 +384,7 @@ impl Syncer {
     async fn connect(&self) -> Result<WorkloadClient, AgentError> {
         let tls = TlsClientSettings {
             ca_bundle_pem: self.ca_bundle_pem.clone(),
-            identity: Some((self.node.chain_pem.clone(), self.node.key_pem.to_string())),
+            identity: Some((self.node.chain_pem.clone(), self.node.key_pem.clone())),
         };
         Ok(WorkloadClient::connect(&self.server, &tls).await?)
     }

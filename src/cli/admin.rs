@@ -459,7 +459,10 @@ impl AdminTarget {
             .unwrap_or_else(|| data_dir.dir().bundle());
         let tls = certd::api::client::TlsClientSettings {
             ca_bundle_pem: super::workload::read(&bundle)?,
-            identity: Some((super::workload::read(cert)?, super::workload::read(key)?)),
+            identity: Some((
+                super::workload::read(cert)?,
+                zeroize::Zeroizing::new(super::workload::read(key)?),
+            )),
         };
         Ok(AdminClient::connect_remote(server, &tls).await?)
     }

@@ -60,7 +60,7 @@ pub async fn mint(args: MintArgs) -> anyhow::Result<()> {
     let key = zeroize::Zeroizing::new(read(&args.dir.join("key.pem"))?);
     let tls = TlsClientSettings {
         ca_bundle_pem: read(&bundle)?,
-        identity: Some((read(&args.dir.join("cert.pem"))?, key.to_string())),
+        identity: Some((read(&args.dir.join("cert.pem"))?, key)),
     };
     let mut client = WorkloadClient::connect(&args.server, &tls).await?;
     let minted = client.mint_jwt(&args.audiences, args.ttl).await?;

@@ -271,7 +271,10 @@ async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
                 let issued = client.issue(csr, &token).await?;
                 identities.push(TlsClientSettings {
                     ca_bundle_pem: options.ca_bundle_pem.clone(),
-                    identity: Some((issued.chain_pem, key.serialize_pem())),
+                    identity: Some((
+                        issued.chain_pem,
+                        zeroize::Zeroizing::new(key.serialize_pem()),
+                    )),
                 });
             }
             let keyed_csrs = (0..CSR_POOL)
@@ -365,7 +368,10 @@ async fn bootstrap(
     let issued = client.issue(csr, &token).await?;
     Ok(TlsClientSettings {
         ca_bundle_pem: options.ca_bundle_pem.clone(),
-        identity: Some((issued.chain_pem, key.serialize_pem())),
+        identity: Some((
+            issued.chain_pem,
+            zeroize::Zeroizing::new(key.serialize_pem()),
+        )),
     })
 }
 
@@ -595,7 +601,7 @@ impl Worker {
                     .map_err(|e| e.to_string())?;
                 let issued = client.renew(csr.clone()).await.map_err(|e| e.to_string())?;
                 check_issued(&issued)?;
-                current.identity = Some((issued.chain_pem, key_pem.clone()));
+                current.identity = Some((issued.chain_pem, key_pem.clone().into()));
                 Ok(())
             }
             (Workload::Ocsp { request, .. }, Connection::Http(http)) => {

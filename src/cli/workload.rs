@@ -134,7 +134,7 @@ pub(super) async fn client_for_renewal(args: &RenewArgs) -> anyhow::Result<Workl
     let current_key = zeroize::Zeroizing::new(read(&args.dir.join("key.pem"))?);
     let tls = TlsClientSettings {
         ca_bundle_pem,
-        identity: Some((chain, current_key.to_string())),
+        identity: Some((chain, current_key)),
     };
     Ok(WorkloadClient::connect(&args.server, &tls).await?)
 }

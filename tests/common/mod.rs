@@ -218,7 +218,7 @@ impl Served {
     ) -> Result<WorkloadClient, certd::api::client::ClientError> {
         let tls = TlsClientSettings {
             ca_bundle_pem: self.bundle_pem(),
-            identity: identity.map(|id| (id.chain_pem.clone(), id.key_pem.clone())),
+            identity: identity.map(|id| (id.chain_pem.clone(), id.key_pem.clone().into())),
         };
         WorkloadClient::connect(&self.grpc, &tls).await
     }

@@ -207,8 +207,9 @@ pub struct StatusAnswer {
 pub struct TlsClientSettings {
     /// PEM roots to trust for the server.
     pub ca_bundle_pem: String,
-    /// PEM chain and key to present (for renewal), if any.
-    pub identity: Option<(String, String)>,
+    /// PEM chain and key to present (for renewal), if any; the key is
+    /// zeroized when the settings are dropped.
+    pub identity: Option<(String, zeroize::Zeroizing<String>)>,
 }
 
 /// Client of `certd.v1.CertificateAuthority`.
