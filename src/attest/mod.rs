@@ -17,7 +17,6 @@
 //! bytes), which needs no change for it.
 
 mod join_token;
-mod jwks_url;
 mod kubernetes;
 mod renewal;
 

@@ -137,7 +137,7 @@ pub enum Command {
     Request(workload::RequestArgs),
     /// Workload: renew the certificate in a directory over mTLS, with a fresh key (once, when
     /// due with --if-needed, or continuously with --daemon).
-    Renew(workload::RenewArgs),
+    Renew(renew::RenewArgs),
     /// Node agent: serve the SPIFFE Workload API on a Unix socket to this node's workloads,
     /// attested by the kernel (uid, gid, executable), with SVIDs kept fresh.
     Agent(agent::AgentArgs),
@@ -310,7 +310,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             EntryCommand::Delete(args) => entry::delete(args).await,
         },
         Command::Request(args) => workload::request(args).await,
-        Command::Renew(args) => workload::renew(args).await,
+        Command::Renew(args) => renew::renew(args).await,
         Command::Agent(args) => agent::agent(args).await,
         Command::Svid {
             command: SvidCommand::Fetch(args),

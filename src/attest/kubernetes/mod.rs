@@ -19,11 +19,12 @@ use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde::Deserialize;
 
 use super::AttestError;
-use super::jwks_url::JwksUrl;
 
+mod jwks_url;
 mod keys;
 
 use crate::selector::Selector;
+use jwks_url::JwksUrl;
 pub use keys::KeyFileError;
 use keys::{KeySet, VerificationKey, read_keys};
 

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
 
-use super::kubernetes::KeyFileError;
+use super::keys::KeyFileError;
 
 /// Largest JWKS certd reads; real ones are a few KiB.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
