@@ -1,4 +1,5 @@
-//! The CA's files in the data directory, and `certd init`, which creates them.
+//! The CA's files in the data directory (`certd init`, in `init`, creates
+//! them), and the helpers that read and write them.
 //!
 //! Layout: `root.pem`, `root.key`, `intermediate.pem`, `intermediate.key`,
 //! `bundle.pem` (the trust bundle: the root) and `ca.toml` (metadata, written
@@ -19,7 +20,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::profile::timestamp;
 use super::{CLOCK_SKEW_ALLOWANCE, CaError};
 use crate::clock::unix_seconds;
-use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+use crate::fsutil::{self, PUBLIC_FILE_MODE};
 use crate::identity::TrustDomain;
 
 /// Lifetime of the self-signed root.
@@ -146,101 +147,19 @@ impl CaFiles {
     }
 }
 
-/// Creates a new CA in `dir`: a self-signed root and an intermediate
-/// (pathLen 0) signed by it. Refuses if any CA file is already there.
-pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
-    let files = CaFiles::new(dir);
-    fsutil::create_private_dir(dir).map_err(io_error("create", dir))?;
-    fsutil::narrow_to_private(dir).map_err(io_error("make private", dir))?;
-    if files.exists() {
-        return Err(CaError::AlreadyExists(dir.display().to_string()));
-    }
-    let now = SystemTime::now();
-    let algorithm = options.key_type.algorithm();
+/// `root-next.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextRootState {
+    /// When it was added to the bundle.
+    pub added_at: i64,
+    /// The end of the propagation window: `certd ca rotate-intermediate`
+    /// signs under it from then on.
+    pub usable_after: i64,
+}
 
-    let root_key = KeyPair::generate_for(algorithm)?;
-    // One short random id per deployment in both CAs' names, so that two
-    // deployments of one trust domain are told apart (and a foreign
-    // certificate fails as "unknown issuer", not "bad signature").
-    let deployment = deployment_id();
-    let root_params = ca_params(
-        &options.trust_domain,
-        &format!("certd root CA {deployment}"),
-        None,
-        now,
-        ROOT_LIFETIME,
-    );
-    let root_cert = root_params.self_signed(&root_key)?;
-
-    let mut intermediate_params = ca_params(
-        &options.trust_domain,
-        &format!("certd intermediate CA {deployment}"),
-        Some(0),
-        now,
-        options.intermediate_lifetime.min(ROOT_LIFETIME),
-    );
-    let base = options.public_base_url.trim_end_matches('/');
-    point_to_root(
-        &mut intermediate_params,
-        format!("{base}/root.crl"),
-        &format!("{base}/root.cer"),
-    );
-    let root_issuer = rcgen::Issuer::new(root_params, root_key);
-    // In a token, the key is made there and only its public half comes out.
-    let (intermediate_cert, intermediate_key) = match &options.pkcs11 {
-        Some((key_ref, pin)) => {
-            let key = super::pkcs11::Pkcs11Key::generate(key_ref, pin, options.key_type)?;
-            (intermediate_params.signed_by(&key, &root_issuer)?, None)
-        }
-        None => {
-            let key = KeyPair::generate_for(algorithm)?;
-            (
-                intermediate_params.signed_by(&key, &root_issuer)?,
-                Some(key),
-            )
-        }
-    };
-
-    let metadata = CaMetadata {
-        trust_domain: options.trust_domain.clone(),
-        key_type: options.key_type,
-        created_at: unix_seconds(now),
-        intermediate_key_pkcs11: options.pkcs11.as_ref().map(|(key_ref, _)| key_ref.clone()),
-    };
-    let metadata_text = toml::to_string(&metadata).map_err(|e| CaError::Invalid {
-        path: files.metadata.display().to_string(),
-        reason: e.to_string(),
-    })?;
-
-    let secret = |key: &KeyPair| super::key_file::encode(key, options.key_passphrase.as_ref());
-    write_new(
-        &files.root_key,
-        secret(root_issuer.key())?.as_bytes(),
-        SECRET_FILE_MODE,
-    )?;
-    if let Some(intermediate_key) = &intermediate_key {
-        write_new(
-            &files.intermediate_key,
-            secret(intermediate_key)?.as_bytes(),
-            SECRET_FILE_MODE,
-        )?;
-    }
-    write_new(
-        &files.root_cert,
-        root_cert.pem().as_bytes(),
-        PUBLIC_FILE_MODE,
-    )?;
-    write_new(
-        &files.intermediate_cert,
-        intermediate_cert.pem().as_bytes(),
-        PUBLIC_FILE_MODE,
-    )?;
-    fsutil::replace_file(&files.bundle, root_cert.pem().as_bytes(), PUBLIC_FILE_MODE)
-        .map_err(io_error("write", &files.bundle))?;
-    super::root_crl::sign_first(dir, root_cert.der(), root_issuer.key())?;
-    write_new(&files.metadata, metadata_text.as_bytes(), PUBLIC_FILE_MODE)?;
-    fsutil::sync_dir(dir).map_err(io_error("sync", dir))?;
-    Ok(metadata)
+/// The prepared next root's state, if one is prepared.
+pub fn next_root_state(dir: &Path) -> Result<Option<NextRootState>, CaError> {
+    read_state(&crate::DataDir::new(dir).next_root_state())
 }
 
 /// A short random id for a CA's name: tells deployments (and generations

@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod crl;
 pub mod csr;
 mod files;
+mod init;
 pub mod intermediate;
 pub mod key_file;
 pub mod next_root;
@@ -30,7 +31,8 @@ use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-pub use files::{CaFiles, CaMetadata, INTERMEDIATE_LIFETIME, InitOptions, KeyType, init};
+pub use files::{CaFiles, CaMetadata, INTERMEDIATE_LIFETIME, InitOptions, KeyType};
+pub use init::init;
 pub use intermediate::{Intermediate, Signers};
 pub use key_file::KeyPassphrase;
 pub use pkcs11::{Pkcs11KeyRef, Pkcs11Pin};

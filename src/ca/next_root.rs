@@ -15,7 +15,6 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use rcgen::KeyPair;
-use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::files::{self, CaFiles, ROOT_LIFETIME, io_error};
@@ -38,21 +37,6 @@ pub struct NextRoot {
     pub roots_in_bundle: usize,
     /// From when intermediates may be signed under it.
     pub usable_after: i64,
-}
-
-/// `root-next.toml`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NextRootState {
-    /// When it was added to the bundle.
-    pub added_at: i64,
-    /// The end of the propagation window: `certd ca rotate-intermediate`
-    /// signs under it from then on.
-    pub usable_after: i64,
-}
-
-/// The prepared next root's state, if one is prepared.
-pub fn state(dir: &Path) -> Result<Option<NextRootState>, CaError> {
-    files::read_state(&crate::DataDir::new(dir).next_root_state())
 }
 
 /// Makes the next root in `dir`, signs its CRL, and adds it to the bundle;
@@ -107,7 +91,7 @@ pub fn prepare(
         PUBLIC_FILE_MODE,
     )?;
     let added_at = unix_seconds(now);
-    let state = NextRootState {
+    let state = files::NextRootState {
         added_at,
         usable_after: added_at
             .saturating_add(i64::try_from(propagation.as_secs()).unwrap_or(i64::MAX)),
@@ -162,7 +146,7 @@ pub fn retire(dir: &Path, force: bool, now: i64) -> Result<Retired, CaError> {
     let next_root = files::read_single_cert(&data_dir.next_root_cert())?;
     let intermediate = files::read_single_cert(&ca_files.intermediate_cert)?;
     if !files::signed_by(&intermediate, &next_root) {
-        let after = state(dir)?.map_or(now, |state| state.usable_after);
+        let after = files::next_root_state(dir)?.map_or(now, |state| state.usable_after);
         return Err(CaError::RotationRefused(format!(
             "the intermediate is still signed by the old root; from {} run `certd ca rotate-intermediate`, which signs the next one under the next root, then retire the old root",
             super::rotation::format_time(after)

@@ -137,7 +137,7 @@ pub fn prepare(
         "rotate the intermediate where the root key is kept, then copy intermediate-next.pem and intermediate-next.key into the daemon's data directory",
     )?;
     let data_dir = DataDir::new(dir);
-    let next_root = super::next_root::state(dir)?.filter(|_| data_dir.next_root_cert().exists());
+    let next_root = files::next_root_state(dir)?.filter(|_| data_dir.next_root_cert().exists());
     let under_next_root = next_root.is_some_and(|state| unix_seconds(now) >= state.usable_after);
     let (root_path, root_key) = if under_next_root {
         let key = files::key_at(&data_dir.next_root_key(), passphrase)?;
