@@ -7,7 +7,7 @@
 //! client's reading of a status (`api::client`) are each a mapping of that
 //! kind, never of message text.
 
-use crate::attest::AttestError;
+use crate::attest::{AttestError, AttestFailure};
 use crate::ca::CaError;
 use crate::ca::csr::CsrError;
 use crate::config::ConfigError;
@@ -57,6 +57,15 @@ pub enum Error {
     Jwt(#[from] crate::jwt::JwtError),
     #[error(transparent)]
     JwtKeyFile(#[from] crate::jwt::KeyFileError),
+}
+
+impl From<AttestFailure> for Error {
+    fn from(failure: AttestFailure) -> Self {
+        match failure {
+            AttestFailure::Refused(error) => Error::Attest(error),
+            AttestFailure::Store(error) => Error::Store(error),
+        }
+    }
 }
 
 impl Error {

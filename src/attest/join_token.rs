@@ -4,8 +4,7 @@
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::AttestError;
-use crate::Error;
+use super::{AttestError, AttestFailure as Error};
 use crate::model::Proof;
 use crate::store::{JoinTokenRecord, Storage, TokenHash};
 

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 
 use crate::model::{Proof, TokenHash};
 use crate::selector::Selector;
-use crate::store::Storage;
+use crate::store::{Storage, StoreError};
 
 pub use join_token::{JOIN_TOKEN_PREFIX, JoinToken, JoinTokenAttestor};
 pub use kubernetes::{
@@ -91,6 +91,26 @@ pub enum AttestError {
         "certificate {serial} was renewed by another caller at the same moment; only one renewal of a certificate succeeds"
     )]
     RenewalRaced { serial: String },
+}
+
+/// Why an attestation gave no proof: a refusal, or the store failing
+/// underneath (a lookup the proof needs). It becomes the crate's `Error` as
+/// the one or the other (`error.rs`), so its kind is theirs.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestFailure {
+    #[error(transparent)]
+    Refused(#[from] AttestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AttestFailure {
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            AttestFailure::Refused(error) => error.kind(),
+            AttestFailure::Store(error) => error.kind(),
+        }
+    }
 }
 
 impl AttestError {
@@ -161,7 +181,7 @@ pub trait Attestor: std::fmt::Debug + Send + Sync {
         evidence: &[u8],
         store: &dyn Storage,
         now: i64,
-    ) -> Result<Proven, crate::Error>;
+    ) -> Result<Proven, AttestFailure>;
 
     /// Work to finish before serving (fetching keys); a failure is logged
     /// by the attestor, never fatal. None by default.
@@ -272,7 +292,7 @@ mod tests {
         assert!(
             matches!(
                 expired,
-                crate::Error::Attest(AttestError::ExpiredJoinToken { .. })
+                AttestFailure::Refused(AttestError::ExpiredJoinToken { .. })
             ),
             "{expired}"
         );

@@ -6,8 +6,7 @@
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::AttestError;
-use crate::Error;
+use super::{AttestError, AttestFailure as Error};
 use crate::identity::Serial;
 use crate::store::{Attestation, IssuanceRecord, Storage};
 

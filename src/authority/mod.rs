@@ -245,7 +245,7 @@ impl Authority {
         self.bootstrap(caller, kind, csr_der, async {
             let attestor = self.attestors.get(kind)?;
             let now = self.now();
-            attestor.attest(evidence, self.store.as_ref(), now).await
+            Ok(attestor.attest(evidence, self.store.as_ref(), now).await?)
         })
         .await
     }

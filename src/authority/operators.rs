@@ -44,7 +44,7 @@ impl Authority {
                     PolicyError::NotAnAdmin { spiffe_id }.into(),
                 ))
             }
-            Err(error) => Err((peer.to_owned(), error)),
+            Err(error) => Err((peer.to_owned(), error.into())),
         };
         let (who, error): (String, Error) = match outcome {
             Ok(caller) => return Ok(caller),

@@ -10,7 +10,7 @@ use crate::identity::DnsName;
 use crate::identity::ServiceName;
 use crate::model::AuditEvent;
 use crate::policy;
-use crate::registry::{self, EntrySpec};
+use crate::registry::{self, EntrySpec, RegistryError};
 use crate::store::{EntryRecord, JoinTokenRecord, Storage};
 use crate::{Error, Result};
 
@@ -137,7 +137,8 @@ impl Authority {
                 self.registry.create(valid, now, &caller.0).await
             }
             Err(error) => Err(error),
-        };
+        }
+        .map_err(Error::from);
         let attempted = EntryChange {
             event: AuditEvent::CreateEntry,
             id: None,
@@ -160,7 +161,7 @@ impl Authority {
     ) -> Result<EntryRecord> {
         let mut spec = spec.clone();
         let outcome = match self.registry.get(id) {
-            None => Err(Error::NotFound(format!("registration entry {id:?}"))),
+            None => Err(RegistryError::NoSuchEntry { id: id.to_owned() }),
             Some(current) => {
                 if spec.service.is_empty() {
                     spec.service = current.service.to_string();
@@ -170,7 +171,8 @@ impl Authority {
                     Err(error) => Err(error),
                 }
             }
-        };
+        }
+        .map_err(Error::from);
         let attempted = EntryChange {
             event: AuditEvent::UpdateEntry,
             id: Some(id),
@@ -184,7 +186,7 @@ impl Authority {
     /// Deletes a registration entry: no new certificate is issued for it,
     /// and certificates issued for it no longer renew.
     pub async fn delete_entry(&self, caller: &Caller, id: &str) -> Result<EntryRecord> {
-        let outcome = self.registry.delete(id).await;
+        let outcome = self.registry.delete(id).await.map_err(Error::from);
         let attempted = EntryChange {
             event: AuditEvent::DeleteEntry,
             id: Some(id),

@@ -59,7 +59,7 @@ pub struct ValidEntry {
 
 impl EntrySpec {
     /// Checks every field; the error names the first one that is wrong.
-    pub fn validate(&self, bounds: &EntryBounds) -> Result<ValidEntry, crate::Error> {
+    pub fn validate(&self, bounds: &EntryBounds) -> Result<ValidEntry, RegistryError> {
         let service: ServiceName = self.service.parse()?;
         let invalid = |message: String| RegistryError::InvalidEntry(message);
         let selectors = self
@@ -71,8 +71,7 @@ impl EntrySpec {
             return Err(invalid(format!(
                 "an entry needs 1 to {MAX_SELECTORS} selectors, got {}",
                 selectors.len()
-            ))
-            .into());
+            )));
         }
         let parent = match &self.parent {
             None => None,
@@ -84,8 +83,7 @@ impl EntrySpec {
             if !jwt_audiences.is_empty() {
                 return Err(invalid(
                     "an agent's entry grants no JWT audiences: agents fetch tokens for their workloads' entries".into(),
-                )
-                .into());
+                ));
             }
             return self.validate_agent(bounds, service, selectors);
         }
@@ -104,8 +102,7 @@ impl EntrySpec {
         if dns_names.len() > MAX_DNS_NAMES + 1 {
             return Err(invalid(format!(
                 "an entry may add at most {MAX_DNS_NAMES} DNS names"
-            ))
-            .into());
+            )));
         }
         if let Some(ttl) = self.ttl {
             crate::policy::check_ttl(ttl, bounds.max_ttl, crate::policy::CERTIFICATE_MAX_TTL)?;
@@ -128,18 +125,17 @@ impl EntrySpec {
         bounds: &EntryBounds,
         name: ServiceName,
         selectors: BTreeSet<Selector>,
-    ) -> Result<ValidEntry, crate::Error> {
+    ) -> Result<ValidEntry, RegistryError> {
         let invalid = |message: &str| RegistryError::InvalidEntry(message.to_owned());
         if self.parent.is_some() {
-            return Err(
-                invalid("an agent's entry cannot have a parent: agents attest directly").into(),
-            );
+            return Err(invalid(
+                "an agent's entry cannot have a parent: agents attest directly",
+            ));
         }
         if self.spiffe_id.is_some() || !self.dns_names.is_empty() {
             return Err(invalid(
                 "an agent's entry takes no SPIFFE ID or DNS names: it is spiffe://<trust-domain>/agent/<name>",
-            )
-            .into());
+            ));
         }
         if let Some(ttl) = self.ttl {
             crate::policy::check_ttl(ttl, bounds.max_ttl, crate::policy::CERTIFICATE_MAX_TTL)?;

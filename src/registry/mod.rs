@@ -22,8 +22,9 @@ use crate::identity::{ServiceName, SpiffeId};
 use crate::selector::Selector;
 use crate::store::{EntryRecord, SharedStorage, Storage, StoreError};
 
-/// Why an entry could not be created or matched.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why an entry could not be created, changed, found or matched; a store
+/// failure underneath keeps its own kind.
+#[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The entry asked for is not valid; nothing was stored.
     #[error("{0}")]
@@ -73,6 +74,29 @@ pub enum RegistryError {
         "this certificate was issued by `certd issue` without --renewable, so it does not renew; issue a new one"
     )]
     NotRenewable,
+    #[error("registration entry {id:?} not found")]
+    NoSuchEntry { id: String },
+    #[error(
+        "registration entry of service {service} that a join token can satisfy (create one: certd entry create --service {service} --selector token:{service}) not found"
+    )]
+    NoTokenEntry { service: String },
+    #[error(
+        "service {service} has {} entries a join token can satisfy ({}); name one with --entry",
+        entries.len(),
+        entries.join(", ")
+    )]
+    SeveralTokenEntries {
+        service: String,
+        entries: Vec<String>,
+    },
+    /// A name in the entry is not valid.
+    #[error(transparent)]
+    Name(#[from] crate::identity::NameError),
+    /// The entry's lifetime is outside the bounds.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl RegistryError {
@@ -83,6 +107,13 @@ impl RegistryError {
                 ErrorKind::InvalidInput
             }
             RegistryError::DuplicateSelectors { .. } => ErrorKind::AlreadyExists,
+            RegistryError::NoSuchEntry { .. } | RegistryError::NoTokenEntry { .. } => {
+                ErrorKind::NotFound
+            }
+            RegistryError::SeveralTokenEntries { .. } => ErrorKind::InvalidInput,
+            RegistryError::Name(_) => ErrorKind::InvalidInput,
+            RegistryError::Policy(error) => error.kind(),
+            RegistryError::Store(error) => error.kind(),
             RegistryError::NoMatchingEntry { .. }
             | RegistryError::AmbiguousEntries { .. }
             | RegistryError::EntryDeleted { .. }
@@ -227,14 +258,16 @@ impl Registry {
         entry: ValidEntry,
         created_at: i64,
         created_by: &str,
-    ) -> Result<EntryRecord, crate::Error> {
+    ) -> Result<EntryRecord, RegistryError> {
         let _writer = self.writer.lock().await;
         let selectors = entry.selectors;
         if selectors.is_empty() {
-            return Err(RegistryError::InvalidEntry("an entry needs a selector".into()).into());
+            return Err(RegistryError::InvalidEntry(
+                "an entry needs a selector".into(),
+            ));
         }
         if let Some(existing) = self.same_selectors(&selectors, entry.parent.as_ref()) {
-            return Err(RegistryError::DuplicateSelectors { existing }.into());
+            return Err(RegistryError::DuplicateSelectors { existing });
         }
         let mut record = EntryRecord {
             id: String::new(),
@@ -261,16 +294,15 @@ impl Registry {
     /// Replaces entry `id`'s selectors, SPIFFE ID, DNS names and lifetime
     /// (its service, id and creation stay). Certificates issued for it get
     /// the new names at their next renewal.
-    pub async fn update(&self, id: &str, entry: ValidEntry) -> Result<EntryRecord, crate::Error> {
+    pub async fn update(&self, id: &str, entry: ValidEntry) -> Result<EntryRecord, RegistryError> {
         let _writer = self.writer.lock().await;
-        let not_found = || crate::Error::NotFound(format!("registration entry {id:?}"));
+        let not_found = || RegistryError::NoSuchEntry { id: id.to_owned() };
         let current = self.get(id).ok_or_else(not_found)?;
         if entry.service != current.service {
             return Err(RegistryError::InvalidEntry(format!(
                 "entry {id} is for service {}; an entry's service cannot change (create a new entry)",
                 current.service
-            ))
-            .into());
+            )));
         }
         // An agent's certificates would otherwise renew as a service's
         // identity, or a service's as an agent's.
@@ -283,15 +315,14 @@ impl Registry {
             };
             return Err(RegistryError::InvalidEntry(format!(
                 "entry {id} is {was}; it cannot become {would_be} (create a new entry)"
-            ))
-            .into());
+            )));
         }
         let selectors = entry.selectors;
         if let Some(existing) = self
             .same_selectors(&selectors, entry.parent.as_ref())
             .filter(|other| other != id)
         {
-            return Err(RegistryError::DuplicateSelectors { existing }.into());
+            return Err(RegistryError::DuplicateSelectors { existing });
         }
         let updated = EntryRecord {
             spiffe_id: entry.spiffe_id,
@@ -338,13 +369,13 @@ impl Registry {
     }
 
     /// Deletes an entry; certificates issued for it can no longer renew.
-    pub async fn delete(&self, id: &str) -> Result<EntryRecord, crate::Error> {
+    pub async fn delete(&self, id: &str) -> Result<EntryRecord, RegistryError> {
         let _writer = self.writer.lock().await;
         let removed = self
             .store
             .remove_entry(id)
             .await?
-            .ok_or_else(|| crate::Error::NotFound(format!("registration entry {id:?}")))?;
+            .ok_or_else(|| RegistryError::NoSuchEntry { id: id.to_owned() })?;
         self.write().remove(id);
         Ok(removed)
     }
@@ -407,7 +438,7 @@ impl Registry {
 
     /// The entry of `service` a join token can satisfy: the shorthand
     /// `certd token create --service NAME`. There must be exactly one.
-    pub fn token_entry_of(&self, service: &ServiceName) -> Result<EntryRecord, crate::Error> {
+    pub fn token_entry_of(&self, service: &ServiceName) -> Result<EntryRecord, RegistryError> {
         let candidates: Vec<EntryRecord> = self
             .list(Some(service))
             .into_iter()
@@ -415,33 +446,27 @@ impl Registry {
             .collect();
         match candidates.as_slice() {
             [entry] => Ok(entry.clone()),
-            [] => Err(crate::Error::NotFound(format!(
-                "registration entry of service {service} that a join token can satisfy \
-                 (create one: certd entry create --service {service} --selector token:{service})"
-            ))),
-            many => Err(crate::Error::InvalidArgument(format!(
-                "service {service} has {} entries a join token can satisfy ({}); name one with --entry",
-                many.len(),
-                many.iter()
-                    .map(|e| e.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            [] => Err(RegistryError::NoTokenEntry {
+                service: service.to_string(),
+            }),
+            many => Err(RegistryError::SeveralTokenEntries {
+                service: service.to_string(),
+                entries: many.iter().map(|e| e.id.clone()).collect(),
+            }),
         }
     }
 }
 
 /// The selectors a join token made for `entry` proves: its own, which must
 /// all be `token:` selectors.
-pub fn token_selectors(entry: &EntryRecord) -> Result<Vec<Selector>, crate::Error> {
+pub fn token_selectors(entry: &EntryRecord) -> Result<Vec<Selector>, RegistryError> {
     if entry.selectors.iter().all(Selector::is_token) {
         Ok(entry.selectors.clone())
     } else {
         Err(RegistryError::NotATokenEntry {
             id: entry.id.clone(),
             selectors: describe(&entry.selectors),
-        }
-        .into())
+        })
     }
 }
 
@@ -498,9 +523,7 @@ mod tests {
             .await;
         assert!(matches!(
             again,
-            Err(crate::Error::Registry(
-                RegistryError::DuplicateSelectors { .. }
-            ))
+            Err(RegistryError::DuplicateSelectors { .. })
         ));
         // An agent's entry stays an agent's, a workload's a workload's.
         let as_workload = spec("node-1", &["token:node-1"])
@@ -554,7 +577,7 @@ mod tests {
         let ns_wide = create("payments", &["k8s:ns:payments"]).await.unwrap();
         let duplicate = create("other", &["k8s:sa:billing", "k8s:ns:payments"]).await;
         assert!(
-            matches!(duplicate, Err(crate::Error::Registry(RegistryError::DuplicateSelectors { ref existing })) if *existing == billing.id),
+            matches!(duplicate, Err(RegistryError::DuplicateSelectors { ref existing }) if *existing == billing.id),
             "{duplicate:?}"
         );
 
@@ -575,10 +598,9 @@ mod tests {
 
         registry.delete(&ns_wide.id).await.unwrap();
         assert_eq!(registry.resolve(&proven).unwrap().id, billing.id);
-        assert!(matches!(
-            registry.delete(&ns_wide.id).await,
-            Err(crate::Error::NotFound(_))
-        ));
+        let gone = registry.delete(&ns_wide.id).await.unwrap_err();
+        assert!(matches!(gone, RegistryError::NoSuchEntry { .. }), "{gone}");
+        assert_eq!(gone.kind(), crate::ErrorKind::NotFound);
         // Changes are in the store, not only in memory.
         let reloaded = Registry::load(registry.store.clone()).await.unwrap();
         assert_eq!(reloaded.list(None), vec![billing]);
@@ -689,13 +711,14 @@ mod tests {
         );
         assert!(matches!(
             token_selectors(&pod),
-            Err(crate::Error::Registry(RegistryError::NotATokenEntry { .. }))
+            Err(RegistryError::NotATokenEntry { .. })
         ));
         let billing = "billing".parse().unwrap();
         assert_eq!(registry.token_entry_of(&billing).unwrap().id, vm.id);
-        assert!(matches!(
-            registry.token_entry_of(&"orders".parse().unwrap()),
-            Err(crate::Error::NotFound(_))
-        ));
+        let none = registry
+            .token_entry_of(&"orders".parse().unwrap())
+            .unwrap_err();
+        assert!(matches!(none, RegistryError::NoTokenEntry { .. }), "{none}");
+        assert_eq!(none.kind(), crate::ErrorKind::NotFound);
     }
 }

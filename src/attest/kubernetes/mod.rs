@@ -254,7 +254,7 @@ impl super::Attestor for KubernetesAttestor {
         evidence: &[u8],
         _store: &dyn crate::store::Storage,
         _now: i64,
-    ) -> Result<super::Proven, crate::Error> {
+    ) -> Result<super::Proven, super::AttestFailure> {
         let token = std::str::from_utf8(evidence)
             .map_err(|_| AttestError::KubernetesToken("the token is not UTF-8 text".into()))?;
         let evidence = self.verify(token)?;
