@@ -11,15 +11,9 @@ pub mod attest;
 pub mod audit;
 pub mod authority;
 pub mod ca;
-pub mod clock;
 pub mod config;
-pub mod crypto;
 pub mod daemon;
-mod data_dir;
 mod error;
-mod error_kind;
-pub mod fsutil;
-pub mod identity;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
@@ -27,10 +21,12 @@ pub mod model;
 pub mod policy;
 pub mod registry;
 pub mod revocation;
-pub mod selector;
 mod server;
 pub mod store;
 
-pub use data_dir::DataDir;
+// The bottom layer, its own crate (crates/certd-core), under the paths the
+// rest of certd has always named it by.
+pub use certd_core::{
+    DataDir, ErrorKind, clock, crypto, data_dir, error_kind, fsutil, identity, selector,
+};
 pub use error::{Error, Result};
-pub use error_kind::ErrorKind;

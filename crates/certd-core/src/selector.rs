@@ -32,7 +32,10 @@ impl Selector {
     }
 
     /// A selector certd stored after parsing it: trusted, not parsed again.
-    pub(crate) fn from_stored(value: String) -> Self {
+    /// Only for storage backends reading back what they wrote (`store::codec`):
+    /// nothing else may skip the parse.
+    #[doc(hidden)]
+    pub fn from_stored(value: String) -> Self {
         Selector(value)
     }
 

@@ -87,7 +87,10 @@ impl ServiceName {
     }
 
     /// A name certd stored after parsing it: trusted, not parsed again.
-    pub(crate) fn from_stored(value: String) -> Self {
+    /// Only for storage backends reading back what they wrote (`store::codec`):
+    /// nothing else may skip the parse.
+    #[doc(hidden)]
+    pub fn from_stored(value: String) -> Self {
         ServiceName(value)
     }
 }
@@ -179,7 +182,10 @@ impl DnsName {
     }
 
     /// A name certd stored after parsing it: trusted, not parsed again.
-    pub(crate) fn from_stored(value: String) -> Self {
+    /// Only for storage backends reading back what they wrote (`store::codec`):
+    /// nothing else may skip the parse.
+    #[doc(hidden)]
+    pub fn from_stored(value: String) -> Self {
         DnsName(value)
     }
 }
@@ -246,7 +252,10 @@ impl SpiffeId {
     }
 
     /// An ID certd stored after parsing it: trusted, not parsed again.
-    pub(crate) fn from_stored(value: String) -> Self {
+    /// Only for storage backends reading back what they wrote (`store::codec`):
+    /// nothing else may skip the parse.
+    #[doc(hidden)]
+    pub fn from_stored(value: String) -> Self {
         SpiffeId(value)
     }
 }
@@ -348,7 +357,10 @@ impl Serial {
     }
 
     /// A serial certd stored in canonical form: trusted, not parsed again.
-    pub(crate) fn from_stored(bytes: Vec<u8>) -> Self {
+    /// Only for storage backends reading back what they wrote (`store::codec`):
+    /// nothing else may skip the parse.
+    #[doc(hidden)]
+    pub fn from_stored(bytes: Vec<u8>) -> Self {
         Serial(bytes)
     }
 
