@@ -11,8 +11,8 @@ pub fn new_ca(dir: &std::path::Path) -> Arc<CertificateAuthority> {
     let options = InitOptions {
         trust_domain: "certd.internal".parse().unwrap(),
         key_type: KeyType::EcdsaP256,
-        key_passphrase: None,
-        pkcs11: None,
+        secrets: Default::default(),
+        intermediate_key_in: None,
         public_base_url: "http://127.0.0.1:8080".into(),
         intermediate_lifetime: certd::ca::INTERMEDIATE_LIFETIME,
     };

@@ -141,8 +141,11 @@ impl Daemon {
                 trust_domain: "certd.internal".parse().map_err(Error::from)?,
                 key_type: KeyType::EcdsaP256,
                 // A configured passphrase encrypts the keys made here too.
-                key_passphrase: self.key_passphrase()?,
-                pkcs11: None,
+                secrets: ca::KeySecrets {
+                    passphrase: self.key_passphrase()?,
+                    pkcs11_pin: None,
+                },
+                intermediate_key_in: None,
                 public_base_url: self
                     .public_base_url(tcp.http_addr().unwrap_or(self.config.http_addr)),
                 intermediate_lifetime: ca::INTERMEDIATE_LIFETIME,

@@ -55,10 +55,16 @@ pub struct CaMetadata {
     pub trust_domain: TrustDomain,
     pub key_type: KeyType,
     pub created_at: i64,
-    /// Where the intermediate key is if it is in a PKCS#11 token; `None`:
-    /// in `intermediate.key`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intermediate_key_pkcs11: Option<super::Pkcs11KeyRef>,
+    /// Where the intermediate key is if its store keeps it outside the data
+    /// directory; `None`: in `intermediate.key`. The key in the file is
+    /// named for the first such store, PKCS#11, and holds any store's
+    /// record.
+    #[serde(
+        rename = "intermediate_key_pkcs11",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub intermediate_key: Option<super::KeyRecord>,
 }
 
 /// Options of `certd init`.
@@ -66,12 +72,13 @@ pub struct CaMetadata {
 pub struct InitOptions {
     pub trust_domain: TrustDomain,
     pub key_type: KeyType,
-    /// Encrypt the root and intermediate keys at rest with this
-    /// passphrase (`certd init --encrypt-key`).
-    pub key_passphrase: Option<super::KeyPassphrase>,
-    /// Generate the intermediate key in this PKCS#11 token, logging in with
-    /// this PIN, instead of writing `intermediate.key`.
-    pub pkcs11: Option<(super::Pkcs11KeyRef, super::Pkcs11Pin)>,
+    /// The passphrase to encrypt the root key and a key file at rest with
+    /// (`certd init --encrypt-key`), and the secrets of the key store the
+    /// intermediate key is made in (a PKCS#11 token's PIN).
+    pub secrets: super::KeySecrets,
+    /// Where to make the intermediate key, when not in `intermediate.key`
+    /// (a key in a PKCS#11 token: `certd init --pkcs11-module …`).
+    pub intermediate_key_in: Option<super::KeyRecord>,
     /// The HTTP base URL relying parties reach certd at: the intermediate
     /// names the root's CRL and certificate under it.
     pub public_base_url: String,
@@ -91,8 +98,11 @@ impl InitOptions {
         InitOptions {
             trust_domain: "certd.internal".parse().expect("a trust domain"),
             key_type: KeyType::EcdsaP256,
-            key_passphrase,
-            pkcs11: None,
+            secrets: super::KeySecrets {
+                passphrase: key_passphrase,
+                pkcs11_pin: None,
+            },
+            intermediate_key_in: None,
             public_base_url: public_base_url.to_owned(),
             intermediate_lifetime: INTERMEDIATE_LIFETIME,
         }

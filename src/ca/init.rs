@@ -13,6 +13,7 @@ use super::files::{
     CaFiles, CaMetadata, InitOptions, ROOT_LIFETIME, ca_params, deployment_id, io_error,
     point_to_root, write_new,
 };
+use super::key_store::{self, Slot};
 use crate::clock::unix_seconds;
 use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
@@ -56,45 +57,31 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
         &format!("{base}/root.cer"),
     );
     let root_issuer = rcgen::Issuer::new(root_params, root_key);
-    // In a token, the key is made there and only its public half comes out.
-    let (intermediate_cert, intermediate_key) = match &options.pkcs11 {
-        Some((key_ref, pin)) => {
-            let key = super::pkcs11::Pkcs11Key::generate(key_ref, pin, options.key_type)?;
-            (intermediate_params.signed_by(&key, &root_issuer)?, None)
-        }
-        None => {
-            let key = KeyPair::generate_for(algorithm)?;
-            (
-                intermediate_params.signed_by(&key, &root_issuer)?,
-                Some(key),
-            )
-        }
-    };
+    let data_dir = crate::DataDir::new(dir);
+    let intermediate = key_store::of(options.intermediate_key_in.as_ref()).generate(
+        Slot::Current,
+        &data_dir,
+        options.key_type,
+        &options.secrets,
+    )?;
+    let intermediate_cert = intermediate_params.signed_by(&intermediate.key, &root_issuer)?;
 
     let metadata = CaMetadata {
         trust_domain: options.trust_domain.clone(),
         key_type: options.key_type,
         created_at: unix_seconds(now),
-        intermediate_key_pkcs11: options.pkcs11.as_ref().map(|(key_ref, _)| key_ref.clone()),
+        intermediate_key: intermediate.record,
     };
     let metadata_text = toml::to_string(&metadata).map_err(|e| CaError::Invalid {
         path: files.metadata.display().to_string(),
         reason: e.to_string(),
     })?;
 
-    let secret = |key: &KeyPair| super::key_file::encode(key, options.key_passphrase.as_ref());
     write_new(
         &files.root_key,
-        secret(root_issuer.key())?.as_bytes(),
+        super::key_file::encode(root_issuer.key(), options.secrets.passphrase.as_ref())?.as_bytes(),
         SECRET_FILE_MODE,
     )?;
-    if let Some(intermediate_key) = &intermediate_key {
-        write_new(
-            &files.intermediate_key,
-            secret(intermediate_key)?.as_bytes(),
-            SECRET_FILE_MODE,
-        )?;
-    }
     write_new(
         &files.root_cert,
         root_cert.pem().as_bytes(),

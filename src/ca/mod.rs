@@ -13,8 +13,8 @@ mod files;
 mod init;
 pub mod intermediate;
 pub mod key_file;
+pub mod key_store;
 pub mod next_root;
-mod pkcs11;
 mod profile;
 mod reason;
 pub mod replica;
@@ -29,13 +29,14 @@ use std::time::{Duration, SystemTime};
 use rcgen::KeyPair;
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 pub use files::{CaFiles, CaMetadata, INTERMEDIATE_LIFETIME, InitOptions, KeyType};
 pub use init::init;
 pub use intermediate::{Intermediate, Signers};
 pub use key_file::KeyPassphrase;
-pub use pkcs11::{Pkcs11KeyRef, Pkcs11Pin};
+pub use key_store::{
+    IntermediateKey, KeyRecord, KeySecrets, KeyStore, Pkcs11KeyRef, Pkcs11Pin, Slot,
+};
 pub use profile::CLOCK_SKEW_ALLOWANCE;
 pub use reason::{RevocationReason, reason_name};
 
@@ -147,74 +148,6 @@ impl RevocationUrls {
             ocsp: format!("{base}/ocsp"),
             ca_issuers: format!("{base}/intermediate/{key_id_hex}.cer"),
         }
-    }
-}
-
-/// The secrets that unlock the intermediate's key, whichever way it is
-/// kept: the passphrase of an encrypted key file, or the PIN of the
-/// PKCS#11 token holding it.
-#[derive(Debug, Clone, Default)]
-pub struct KeySecrets {
-    pub passphrase: Option<KeyPassphrase>,
-    pub pkcs11_pin: Option<Pkcs11Pin>,
-}
-
-/// The intermediate's signing key, wherever it is kept: a key file (plain
-/// or encrypted; the key is then in memory) or a PKCS#11 token (the key
-/// never leaves it). The seam between signing and key storage: everything
-/// that signs goes through rcgen's `SigningKey`.
-pub struct IntermediateKey(Box<dyn rcgen::SigningKey + Send + Sync>);
-
-impl rcgen::PublicKeyData for IntermediateKey {
-    fn der_bytes(&self) -> &[u8] {
-        self.0.der_bytes()
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        self.0.algorithm()
-    }
-}
-
-impl rcgen::SigningKey for IntermediateKey {
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.0.sign(message)
-    }
-}
-
-impl IntermediateKey {
-    /// The current intermediate's key, where `metadata` says it is: in its
-    /// PKCS#11 token, or in `files.intermediate_key`.
-    fn load(files: &CaFiles, metadata: &CaMetadata, secrets: &KeySecrets) -> Result<Self, CaError> {
-        match &metadata.intermediate_key_pkcs11 {
-            Some(key_ref) => Self::in_token(key_ref, secrets, metadata.key_type, &files.metadata),
-            None => Self::from_file(&files.intermediate_key, secrets),
-        }
-    }
-
-    /// A key in a PKCS#11 token, logged into with the PIN; `named_in` is
-    /// the file that names it, for the error without a PIN.
-    fn in_token(
-        key_ref: &Pkcs11KeyRef,
-        secrets: &KeySecrets,
-        key_type: KeyType,
-        named_in: &Path,
-    ) -> Result<Self, CaError> {
-        let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| CaError::Invalid {
-            path: named_in.display().to_string(),
-            reason: format!(
-                "the intermediate key is in PKCS#11 token {:?}; give its PIN in a file: CERTD_PKCS11_PIN_FILE=FILE (or [ca] pkcs11_pin_file in certd.toml)",
-                key_ref.token_label
-            ),
-        })?;
-        let key = pkcs11::Pkcs11Key::open(key_ref, pin, key_type)?;
-        Ok(IntermediateKey(Box::new(key)))
-    }
-
-    /// A key file, decrypted with the passphrase if it is encrypted.
-    fn from_file(path: &Path, secrets: &KeySecrets) -> Result<Self, CaError> {
-        let key_pem = Zeroizing::new(files::read_to_string(path)?);
-        let key = key_file::decode(path, &key_pem, secrets.passphrase.as_ref())?;
-        Ok(IntermediateKey(Box::new(key)))
     }
 }
 
@@ -433,13 +366,7 @@ impl CertificateAuthority {
 
     /// Where the intermediate key is kept, in words, for logs.
     pub fn key_store(&self) -> String {
-        match &self.metadata.intermediate_key_pkcs11 {
-            Some(key_ref) => format!(
-                "PKCS#11 token {:?}, key {:?}",
-                key_ref.token_label, key_ref.key_label
-            ),
-            None => "key file".into(),
-        }
+        key_store::of(self.metadata.intermediate_key.as_ref()).describe()
     }
 
     /// When the current intermediate expires (Unix seconds): after it,
@@ -558,7 +485,14 @@ fn load_current(
     metadata: &CaMetadata,
     secrets: &KeySecrets,
 ) -> Result<Intermediate, CaError> {
-    let key = IntermediateKey::load(files, metadata, secrets)?;
+    let record = metadata.intermediate_key.as_ref();
+    let key = key_store::of(record).open(
+        Slot::Current,
+        record,
+        &crate::DataDir::new(&files.dir),
+        metadata.key_type,
+        secrets,
+    )?;
     Intermediate::load(
         &files.intermediate_cert,
         &files.intermediate_key,
@@ -585,16 +519,10 @@ fn load_previous(
     let data_dir = crate::DataDir::new(dir);
     let key_path = data_dir.previous_intermediate_key();
     let cert_path = data_dir.previous_intermediate_cert();
+    let record = state.key.as_ref();
     let load = |roots: &Path| {
-        let key = match &state.pkcs11_key {
-            Some(key_ref) => IntermediateKey::in_token(
-                key_ref,
-                secrets,
-                key_type,
-                &data_dir.previous_intermediate_state(),
-            )?,
-            None => IntermediateKey::from_file(&key_path, secrets)?,
-        };
+        let key =
+            key_store::of(record).open(Slot::Previous, record, &data_dir, key_type, secrets)?;
         Intermediate::load(&cert_path, &key_path, key, roots, key_type)
     };
     // Its root may have been retired (`certd ca retire-root --force`) while

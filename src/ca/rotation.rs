@@ -19,12 +19,12 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use rcgen::KeyPair;
 use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::files::{self, CaFiles, io_error};
-use super::{CLOCK_SKEW_ALLOWANCE, CaError, IntermediateKey, KeySecrets, Pkcs11KeyRef};
+use super::key_store::{self, KeyRecord, Slot};
+use super::{CLOCK_SKEW_ALLOWANCE, CaError, KeySecrets};
 use crate::DataDir;
 use crate::clock::unix_seconds;
 use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
@@ -39,17 +39,23 @@ pub struct PreviousState {
     /// When the last certificate it signed expires: until then certd
     /// answers OCSP and serves a CRL for it.
     pub certificates_expire_by: i64,
-    /// Where its key is, if in a PKCS#11 token (else
-    /// `intermediate-previous.key`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pkcs11_key: Option<Pkcs11KeyRef>,
+    /// Where its key is, if its store keeps it outside the data directory
+    /// (else `intermediate-previous.key`). Named for the first such store.
+    #[serde(
+        rename = "pkcs11_key",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key: Option<KeyRecord>,
 }
 
-/// `intermediate-next.toml`: where the next intermediate's key is in the
-/// token, for a CA whose intermediate key is in a PKCS#11 token.
+/// `intermediate-next.toml`: where the next intermediate's key is, for a
+/// CA whose key store keeps keys outside the data directory (a PKCS#11
+/// token). Named for the first such store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct NextTokenKey {
-    pkcs11_key: Pkcs11KeyRef,
+struct NextKeyRecord {
+    #[serde(rename = "pkcs11_key")]
+    key: KeyRecord,
 }
 
 /// What `prepare` made.
@@ -179,40 +185,16 @@ pub fn prepare(
             path: root_path.display().to_string(),
             reason: e.to_string(),
         })?;
-    let certificate = match &metadata.intermediate_key_pkcs11 {
-        Some(current_ref) => {
-            let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| {
-                CaError::RotationRefused(format!(
-                    "the intermediate key is in PKCS#11 token {:?}, where the next one is made too; give its PIN in a file: --pkcs11-pin-file FILE (or CERTD_PKCS11_PIN_FILE)",
-                    current_ref.token_label
-                ))
-            })?;
-            let next_ref = Pkcs11KeyRef {
-                key_label: next_key_label(&current_ref.key_label),
-                ..current_ref.clone()
-            };
-            let key = super::pkcs11::Pkcs11Key::generate(&next_ref, pin, metadata.key_type)?;
-            let certificate = params.signed_by(&key, &root_issuer)?;
-            files::write_state(
-                &data_dir.next_intermediate_state(),
-                &NextTokenKey {
-                    pkcs11_key: next_ref,
-                },
-            )?;
-            certificate
-        }
-        None => {
-            let key = KeyPair::generate_for(metadata.key_type.algorithm())?;
-            let certificate = params.signed_by(&key, &root_issuer)?;
-            fsutil::replace_file(
-                &data_dir.next_intermediate_key(),
-                super::key_file::encode(&key, passphrase)?.as_bytes(),
-                SECRET_FILE_MODE,
-            )
-            .map_err(io_error("write", &data_dir.next_intermediate_key()))?;
-            certificate
-        }
-    };
+    let generated = key_store::of(metadata.intermediate_key.as_ref()).generate(
+        Slot::Next,
+        &data_dir,
+        metadata.key_type,
+        secrets,
+    )?;
+    let certificate = params.signed_by(&generated.key, &root_issuer)?;
+    if let Some(key) = generated.record {
+        files::write_state(&data_dir.next_intermediate_state(), &NextKeyRecord { key })?;
+    }
     // Last: its presence says the next intermediate is complete.
     fsutil::replace_file(
         &data_dir.next_intermediate_cert(),
@@ -249,22 +231,22 @@ pub fn promote_pending(
     }
     let next_der = files::read_single_cert(&next_cert)?;
     let mut metadata = ca_files.read_metadata()?;
-    let next_key = match &metadata.intermediate_key_pkcs11 {
-        None if data_dir.next_intermediate_key().exists() => {
-            NextKey::File(data_dir.next_intermediate_key())
+    let store = key_store::of(metadata.intermediate_key.as_ref());
+    let next_record = files::read_state::<NextKeyRecord>(&data_dir.next_intermediate_state())?;
+    let next_key = match (next_record, store.key_file(Slot::Next, &data_dir)) {
+        (Some(next), _) => NextKey::Recorded(next.key),
+        (None, Some(path)) if path.exists() => NextKey::File(path),
+        // Cut short between the two renames: the current key file is the
+        // next key already, which loading the CA checks against the
+        // certificate.
+        (None, Some(_)) => NextKey::InPlace,
+        (None, None) => {
+            return Err(CaError::RotationRefused(format!(
+                "{} is pending, but no intermediate-next.toml says where its key is ({}); copy it in beside it",
+                next_cert.display(),
+                store.describe()
+            )));
         }
-        // Cut short between the two renames: intermediate.key is the next
-        // key already, which loading the CA checks against the certificate.
-        None => NextKey::InPlace,
-        Some(_) => match files::read_state::<NextTokenKey>(&data_dir.next_intermediate_state())? {
-            Some(next) => NextKey::Token(next.pkcs11_key),
-            None => {
-                return Err(CaError::RotationRefused(format!(
-                    "{} is pending, but no intermediate-next.toml says where its key is in the token; copy it in beside it",
-                    next_cert.display()
-                )));
-            }
-        },
     };
     if !matches!(next_key, NextKey::InPlace) {
         let current_der = files::read_single_cert(&ca_files.intermediate_cert)?;
@@ -289,18 +271,14 @@ pub fn promote_pending(
                 next_cert.display()
             )));
         }
-        let (key, key_path) = match &next_key {
-            NextKey::Token(key_ref) => {
-                let named_in = data_dir.next_intermediate_state();
-                let key =
-                    IntermediateKey::in_token(key_ref, secrets, metadata.key_type, &named_in)?;
-                (key, named_in)
-            }
-            _ => {
-                let path = data_dir.next_intermediate_key();
-                (IntermediateKey::from_file(&path, secrets)?, path)
-            }
+        let record = match &next_key {
+            NextKey::Recorded(record) => Some(record),
+            _ => None,
         };
+        let key = store.open(Slot::Next, record, &data_dir, metadata.key_type, secrets)?;
+        let key_path = store
+            .key_file(Slot::Next, &data_dir)
+            .unwrap_or_else(|| data_dir.next_intermediate_state());
         files::check_signing_material(&next_cert, &key_path, &ca_files.bundle, &next_der, &key)?;
         let current_key_id = hex::encode(
             files::certificate_facts(&ca_files.intermediate_cert, &current_der)?.key_id,
@@ -321,12 +299,11 @@ pub fn promote_pending(
                     format_time(state.certificates_expire_by)
                 )));
             }
-            if metadata.intermediate_key_pkcs11.is_none() {
-                copy(
-                    &ca_files.intermediate_key,
-                    &data_dir.previous_intermediate_key(),
-                    SECRET_FILE_MODE,
-                )?;
+            if let (Some(current), Some(previous)) = (
+                store.key_file(Slot::Current, &data_dir),
+                store.key_file(Slot::Previous, &data_dir),
+            ) {
+                copy(&current, &previous, SECRET_FILE_MODE)?;
             }
             copy(
                 &ca_files.intermediate_cert,
@@ -339,16 +316,16 @@ pub fn promote_pending(
                 certificates_expire_by: now
                     .saturating_add(i64::try_from(longest_lifetime.as_secs()).unwrap_or(i64::MAX))
                     .min(current.validity().not_after.timestamp()),
-                pkcs11_key: metadata.intermediate_key_pkcs11.clone(),
+                key: metadata.intermediate_key.clone(),
             };
             // Last: it marks the copy complete.
             files::write_state(&data_dir.previous_intermediate_state(), &state)?;
         }
         match next_key {
             NextKey::File(path) => rename(&path, &ca_files.intermediate_key)?,
-            NextKey::Token(key_ref) => {
+            NextKey::Recorded(record) => {
                 // ca.toml names the key loading the CA uses.
-                metadata.intermediate_key_pkcs11 = Some(key_ref);
+                metadata.intermediate_key = Some(record);
                 files::write_state(&ca_files.metadata, &metadata)?;
             }
             NextKey::InPlace => {}
@@ -368,9 +345,9 @@ pub fn promote_pending(
 enum NextKey {
     /// `intermediate-next.key`, renamed over `intermediate.key`.
     File(std::path::PathBuf),
-    /// In the PKCS#11 token, as `intermediate-next.toml` says; `ca.toml`
-    /// is rewritten to name it.
-    Token(Pkcs11KeyRef),
+    /// Outside the data directory (in a PKCS#11 token), where
+    /// `intermediate-next.toml` says; `ca.toml` is rewritten to name it.
+    Recorded(KeyRecord),
     /// In place already (a promotion cut short between its renames).
     InPlace,
 }
@@ -394,20 +371,6 @@ fn remove_if_there(path: &Path) -> Result<(), CaError> {
         }
         _ => Ok(()),
     }
-}
-
-/// The label of the next key in a token: the current one's, with a new
-/// 8-hex-digit generation suffix in place of the old one.
-fn next_key_label(current: &str) -> String {
-    let base = match current.rsplit_once('-') {
-        Some((base, suffix))
-            if suffix.len() == 8 && suffix.chars().all(|c| c.is_ascii_hexdigit()) =>
-        {
-            base
-        }
-        _ => current,
-    };
-    format!("{base}-{}", files::deployment_id())
 }
 
 /// The base URL of certd's HTTP endpoints an intermediate names: its CRL
@@ -497,22 +460,6 @@ mod tests {
 
     fn now() -> i64 {
         unix_seconds(SystemTime::now())
-    }
-
-    #[test]
-    fn each_key_in_a_token_gets_a_label_of_its_own() {
-        let first = next_key_label("certd-intermediate");
-        assert!(
-            first.starts_with("certd-intermediate-") && first.len() == 27,
-            "{first}"
-        );
-        let second = next_key_label(&first);
-        assert!(
-            second.starts_with("certd-intermediate-") && second.len() == 27,
-            "{second}"
-        );
-        assert_ne!(first, second);
-        assert!(next_key_label("hsm-key-x").starts_with("hsm-key-x-"));
     }
 
     #[test]

@@ -272,7 +272,8 @@ pub fn init(
         .map(certd::ca::KeyPassphrase::from_file)
         .transpose()
         .map_err(certd::Error::from)?;
-    let pkcs11 = match (
+    // The intermediate key in a PKCS#11 token, with the PIN to make it.
+    let (intermediate_key_in, pkcs11_pin) = match (
         &pkcs11.pkcs11_module,
         &pkcs11.pkcs11_token,
         &pkcs11.pkcs11_pin_file,
@@ -281,15 +282,18 @@ pub fn init(
             let key_ref = certd::ca::Pkcs11KeyRef::new(module, token, &pkcs11.pkcs11_key_label)
                 .map_err(certd::Error::InvalidArgument)?;
             let pin = certd::ca::Pkcs11Pin::from_file(pin_file).map_err(certd::Error::from)?;
-            Some((key_ref, pin))
+            (Some(certd::ca::KeyRecord::Pkcs11(key_ref)), Some(pin))
         }
-        _ => None,
+        _ => (None, None),
     };
     let options = InitOptions {
         trust_domain: trust_domain.parse().map_err(certd::Error::from)?,
         key_type,
-        key_passphrase,
-        pkcs11,
+        secrets: certd::ca::KeySecrets {
+            passphrase: key_passphrase,
+            pkcs11_pin,
+        },
+        intermediate_key_in,
         public_base_url,
         intermediate_lifetime,
     };

@@ -33,6 +33,7 @@ pub use import::import;
 pub use package::{FileKind, MAX_PACKAGE_BYTES, Package};
 
 use super::files::{self, CaFiles, io_error};
+use super::key_store::{self, Slot};
 use super::{CaError, CaMetadata};
 use crate::DataDir;
 
@@ -148,7 +149,8 @@ pub fn export(dir: &Path, include_root_key: bool, now: i64) -> Result<Exported, 
         &names.jwt_master_key,
         &names.store_marks,
     ];
-    if metadata.intermediate_key_pkcs11.is_none() {
+    let store = key_store::of(metadata.intermediate_key.as_ref());
+    if store.key_file(Slot::Current, &DataDir::new(dir)).is_some() {
         required.push(&names.intermediate_key);
     }
     for name in required {
@@ -191,12 +193,8 @@ pub fn export(dir: &Path, include_root_key: bool, now: i64) -> Result<Exported, 
     if encrypted {
         notes.push("the keys are encrypted: every replica needs the passphrase file too (CERTD_KEY_PASSPHRASE_FILE, or [ca] key_passphrase_file)".into());
     }
-    if let Some(key) = &metadata.intermediate_key_pkcs11 {
-        notes.push(format!(
-            "the intermediate key is in PKCS#11 token {:?} (library {}): every replica needs that token and its PIN (CERTD_PKCS11_PIN_FILE, or [ca] pkcs11_pin_file)",
-            key.token_label,
-            key.module.display()
-        ));
+    if let Some(needs) = store.replica_needs() {
+        notes.push(needs);
     }
     let package = Package::new(metadata.trust_domain.to_string(), now, files);
     check(&package)?;
@@ -295,10 +293,12 @@ fn check(package: &Package) -> Result<(), ReplicaError> {
     for name in [&names.jwt_master_key, &names.bundle, &names.store_marks] {
         package.file(name).ok_or_else(|| missing(name))?;
     }
-    if metadata.intermediate_key_pkcs11.is_none() {
-        package
-            .file(&names.intermediate_key)
-            .ok_or_else(|| missing(&names.intermediate_key))?;
+    // The current key's file, named as in a package (relative), if its
+    // store keeps one.
+    let store = key_store::of(metadata.intermediate_key.as_ref());
+    if let Some(key_file) = store.key_file(Slot::Current, &DataDir::new("")) {
+        let name = key_file.display().to_string();
+        package.file(&name).ok_or_else(|| missing(&name))?;
     }
     let root = cert_of(package, &names.root_cert)?.ok_or_else(|| missing(&names.root_cert))?;
     let intermediate = cert_of(package, &names.intermediate_cert)?

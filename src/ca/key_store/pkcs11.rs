@@ -23,7 +23,14 @@ use cryptoki::types::AuthPin;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{CaError, KeyType};
+// `Slot` is PKCS#11's (where a token sits); the CA's is `IntermediateSlot`.
+use super::{
+    Generated, IntermediateKey, KeyRecord, KeySecrets, KeyStore, Slot as IntermediateSlot,
+    no_record,
+};
+use crate::DataDir;
+use crate::ca::files::deployment_id;
+use crate::ca::{CaError, KeyType};
 
 /// Where the intermediate key is: recorded in `ca.toml` at `certd init`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,12 +88,118 @@ impl std::fmt::Debug for Pkcs11Pin {
 impl Pkcs11Pin {
     /// The first line of `path`, which must not be empty.
     pub fn from_file(path: &Path) -> Result<Self, CaError> {
-        super::key_file::first_line_of(path, "PKCS#11 PIN").map(Pkcs11Pin)
+        crate::ca::key_file::first_line_of(path, "PKCS#11 PIN").map(Pkcs11Pin)
     }
 
     fn auth(&self) -> AuthPin {
         AuthPin::from(self.0.as_str())
     }
+}
+
+/// `key_ref` in words, for logs and errors.
+pub(super) fn describe(key_ref: &Pkcs11KeyRef) -> String {
+    format!(
+        "PKCS#11 token {:?}, key {:?}",
+        key_ref.token_label, key_ref.key_label
+    )
+}
+
+/// The keys of a CA whose intermediates' keys are made in one PKCS#11
+/// token, each under a label of its own. Never deletes a key from the
+/// token: a retired one is left for the operator to remove.
+pub(super) struct Pkcs11KeyStore {
+    /// The current key (at `certd init`, the one to make): the token,
+    /// and the label the next key's is made from.
+    current: Pkcs11KeyRef,
+}
+
+impl Pkcs11KeyStore {
+    pub(super) fn new(current: Pkcs11KeyRef) -> Self {
+        Pkcs11KeyStore { current }
+    }
+}
+
+impl KeyStore for Pkcs11KeyStore {
+    fn describe(&self) -> String {
+        describe(&self.current)
+    }
+
+    fn generate(
+        &self,
+        slot: IntermediateSlot,
+        _data_dir: &DataDir,
+        key_type: KeyType,
+        secrets: &KeySecrets,
+    ) -> Result<Generated, CaError> {
+        let key_ref = match slot {
+            IntermediateSlot::Current => self.current.clone(),
+            IntermediateSlot::Next | IntermediateSlot::Previous => Pkcs11KeyRef {
+                key_label: next_key_label(&self.current.key_label),
+                ..self.current.clone()
+            },
+        };
+        let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| {
+            CaError::RotationRefused(format!(
+                "the intermediate keys are made in PKCS#11 token {:?}; give its PIN in a file: --pkcs11-pin-file FILE (or CERTD_PKCS11_PIN_FILE)",
+                self.current.token_label
+            ))
+        })?;
+        // Made in the token; only its public half comes out.
+        let key = Pkcs11Key::generate(&key_ref, pin, key_type)?;
+        Ok(Generated {
+            key: IntermediateKey::new(key),
+            record: Some(KeyRecord::Pkcs11(key_ref)),
+        })
+    }
+
+    fn open(
+        &self,
+        slot: IntermediateSlot,
+        record: Option<&KeyRecord>,
+        data_dir: &DataDir,
+        key_type: KeyType,
+        secrets: &KeySecrets,
+    ) -> Result<IntermediateKey, CaError> {
+        let Some(KeyRecord::Pkcs11(key_ref)) = record else {
+            return Err(no_record(slot, data_dir, "the PKCS#11 token"));
+        };
+        let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| CaError::Invalid {
+            path: slot.state_file(data_dir).display().to_string(),
+            reason: format!(
+                "the intermediate key is in PKCS#11 token {:?}; give its PIN in a file: CERTD_PKCS11_PIN_FILE=FILE (or [ca] pkcs11_pin_file in certd.toml)",
+                key_ref.token_label
+            ),
+        })?;
+        Ok(IntermediateKey::new(Pkcs11Key::open(
+            key_ref, pin, key_type,
+        )?))
+    }
+
+    fn key_file(&self, _slot: IntermediateSlot, _data_dir: &DataDir) -> Option<PathBuf> {
+        None
+    }
+
+    fn replica_needs(&self) -> Option<String> {
+        Some(format!(
+            "the intermediate key is in PKCS#11 token {:?} (library {}): every replica needs that token and its PIN (CERTD_PKCS11_PIN_FILE, or [ca] pkcs11_pin_file)",
+            self.current.token_label,
+            self.current.module.display()
+        ))
+    }
+}
+
+/// The label of the next key in a token: the current one's, with a new
+/// 8-hex-digit generation suffix in place of the old one.
+fn next_key_label(current: &str) -> String {
+    let base = match current.rsplit_once('-') {
+        Some((base, suffix))
+            if suffix.len() == 8 && suffix.chars().all(|c| c.is_ascii_hexdigit()) =>
+        {
+            base
+        }
+        _ => current,
+    };
+    format!("{base}-{}", deployment_id())
 }
 
 /// A signing key in a token, usable by rcgen as an issuer's key.
@@ -666,6 +779,22 @@ mod tests {
         let mut compressed = point.clone();
         compressed[0] = 0x02;
         assert_eq!(unwrap_ec_point(&compressed, 65), None);
+    }
+
+    #[test]
+    fn each_key_in_a_token_gets_a_label_of_its_own() {
+        let first = next_key_label("certd-intermediate");
+        assert!(
+            first.starts_with("certd-intermediate-") && first.len() == 27,
+            "{first}"
+        );
+        let second = next_key_label(&first);
+        assert!(
+            second.starts_with("certd-intermediate-") && second.len() == 27,
+            "{second}"
+        );
+        assert_ne!(first, second);
+        assert!(next_key_label("hsm-key-x").starts_with("hsm-key-x-"));
     }
 
     #[test]
