@@ -46,7 +46,7 @@ fn match_among_entries(c: &mut Criterion) {
             "k8s:pod-uid:0b1c2d3e",
         ]
         .iter()
-        .map(|s| s.parse().unwrap())
+        .map(|s| certd::attest::parse_selector(s).unwrap())
         .collect();
         group.bench_function(format!("{total}_entries"), |b| {
             b.iter(|| registry.resolve(&proven).unwrap())

@@ -160,7 +160,10 @@ mod tests {
         ServedEntry {
             id: id.into(),
             spiffe_id: format!("spiffe://td/{id}"),
-            selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
+            selectors: selectors
+                .iter()
+                .map(|s| crate::attest::parse_selector(s).unwrap())
+                .collect(),
         }
     }
 
@@ -187,7 +190,10 @@ mod tests {
         };
         snapshot.svids.insert("web".into(), svid("web"));
         let proven = |values: &[&str]| -> Vec<Selector> {
-            values.iter().map(|s| s.parse().unwrap()).collect()
+            values
+                .iter()
+                .map(|s| crate::attest::parse_selector(s).unwrap())
+                .collect()
         };
         assert!(matches!(
             snapshot.grant(&proven(&["unix:uid:1000", "unix:gid:1"])),

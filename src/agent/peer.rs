@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil::FileFingerprint;
 
+use crate::attest::unix;
 use crate::selector::Selector;
 
 /// Executables larger than this are not hashed (no `unix:sha256`
@@ -113,14 +114,18 @@ fn selectors_from(
     proc_root: &Path,
     etc: &Path,
 ) -> Result<Vec<Selector>, PeerError> {
-    let mut selectors = vec![Selector::unix_uid(peer.uid), Selector::unix_gid(peer.gid)];
+    // A formatted number is always a valid uid or gid selector.
+    let mut selectors: Vec<Selector> = [unix::uid(peer.uid), unix::gid(peer.gid)]
+        .into_iter()
+        .flatten()
+        .collect();
     if let Some(name) = name_of(&etc.join("passwd"), peer.uid)
-        && let Ok(selector) = Selector::unix_user(&name)
+        && let Ok(selector) = unix::user(&name)
     {
         selectors.push(selector);
     }
     if let Some(name) = name_of(&etc.join("group"), peer.gid)
-        && let Ok(selector) = Selector::unix_group(&name)
+        && let Ok(selector) = unix::group(&name)
     {
         selectors.push(selector);
     }
@@ -167,7 +172,7 @@ fn executable_selectors(
     // path has since been replaced.
     if let Some(hashes) = hashes {
         match hashes.hash(&process.join("exe")) {
-            Ok(Some(digest)) => selectors.push(Selector::unix_sha256(&digest)),
+            Ok(Some(digest)) => selectors.extend(unix::sha256(&digest).ok()),
             Ok(None) => {}
             Err(error) => tracing::debug!(pid, %error, "cannot hash the executable"),
         }
@@ -185,7 +190,7 @@ fn path_selector(path: &Path) -> Option<Selector> {
     if text.ends_with(" (deleted)") {
         return None;
     }
-    Selector::unix_path(text).ok()
+    unix::path(text).ok()
 }
 
 /// SHA-256 of the file, or `None` when it is larger than the bound.

@@ -407,8 +407,11 @@ fn served_entries(listed: &AgentEntries) -> Vec<ServedEntry> {
         .entries
         .iter()
         .filter_map(|entry| {
-            let selectors: Result<Vec<Selector>, String> =
-                entry.selectors.iter().map(|s| s.parse()).collect();
+            let selectors: Result<Vec<Selector>, String> = entry
+                .selectors
+                .iter()
+                .map(|s| crate::attest::parse_selector(s))
+                .collect();
             match selectors {
                 Ok(mut selectors) => {
                     selectors.sort();

@@ -6,11 +6,25 @@ use zeroize::Zeroizing;
 
 use super::{AttestError, AttestFailure as Error};
 use crate::model::Proof;
+use crate::selector::SelectorKind;
 use crate::store::{JoinTokenRecord, Storage, TokenHash};
 
 /// Every token starts with this, so a leaked one is easy to recognise (and
 /// to scan for in logs and repositories).
 pub const JOIN_TOKEN_PREFIX: &str = "certd-jt-";
+/// `token:<label>`: what a join token proves, the labels its entry names
+/// (1 to 128 letters, digits, '.', '_' and '-').
+pub static SELECTORS: SelectorKind = SelectorKind {
+    name: "token",
+    check: |label| {
+        Ok(!label.is_empty()
+            && label.len() <= 128
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+    },
+    proven_by_agent: false,
+};
 /// Random bytes in a token: 256 bits.
 const TOKEN_SECRET_LEN: usize = 32;
 /// Longest string that could be a token; longer input is refused unhashed.

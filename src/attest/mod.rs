@@ -19,6 +19,7 @@
 mod join_token;
 mod kubernetes;
 mod renewal;
+pub mod unix;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::model::{Proof, TokenHash};
-use crate::selector::Selector;
+use crate::selector::{Selector, SelectorKind};
 use crate::store::{Storage, StoreError};
 
 pub use join_token::{JOIN_TOKEN_PREFIX, JoinToken, JoinTokenAttestor};
@@ -129,6 +130,31 @@ impl AttestError {
 }
 
 pub use crate::model::kind;
+
+/// Every kind of selector something proves, in the order refusals list
+/// them: the one list of selector kinds. An attestor whose evidence proves
+/// a new kind adds it here.
+pub static SELECTOR_KINDS: [&SelectorKind; 3] = [
+    &kubernetes::SELECTORS,
+    &join_token::SELECTORS,
+    &unix::SELECTORS,
+];
+
+/// What a join token proves (`token:`): the registry keeps entries made
+/// only of these for join tokens.
+pub static TOKEN_SELECTORS: &SelectorKind = &join_token::SELECTORS;
+
+/// `value` as a selector of a kind in `SELECTOR_KINDS`, or why it is not.
+pub fn parse_selector(value: &str) -> Result<Selector, String> {
+    Selector::parse(value, &SELECTOR_KINDS)
+}
+
+/// Whether only a node agent proves `selector` (from the kernel).
+pub fn proven_by_agent(selector: &Selector) -> bool {
+    SELECTOR_KINDS
+        .iter()
+        .any(|kind| selector.is(kind) && kind.proven_by_agent)
+}
 
 /// Longest attestor kind a request may name.
 const MAX_KIND_LEN: usize = 64;
@@ -234,6 +260,63 @@ mod tests {
     use crate::model::JoinTokenRecord;
 
     #[test]
+    fn every_registered_selector_kind_parses() {
+        for value in [
+            "k8s:ns:payments",
+            "k8s:sa:billing",
+            "k8s:pod-name:billing-7d9f.x",
+            "k8s:pod-uid:0b1c2d3e-aaaa-bbbb-cccc-1234567890ab",
+            "k8s:node-name:node-1.example",
+            "token:billing-vm",
+            "token:Host_1.a",
+            "unix:uid:1000",
+            "unix:gid:0",
+            "unix:user:www-data",
+            "unix:group:nogroup",
+            "unix:path:/usr/bin/billing",
+            "unix:sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ] {
+            assert_eq!(parse_selector(value).unwrap().as_str(), value);
+        }
+        assert!(proven_by_agent(&parse_selector("unix:uid:1").unwrap()));
+        assert!(!proven_by_agent(&parse_selector("k8s:ns:a").unwrap()));
+        assert!(parse_selector("token:a").unwrap().is(TOKEN_SELECTORS));
+        assert_eq!(unix::uid(7).unwrap().as_str(), "unix:uid:7");
+        assert_eq!(
+            unix::sha256(&[0xab; 32]).unwrap().as_str(),
+            format!("unix:sha256:{}", "ab".repeat(32))
+        );
+        assert!(unix::path("relative").is_err());
+    }
+
+    #[test]
+    fn malformed_or_unprovable_selectors_are_refused_with_a_reason() {
+        for (value, says) in [
+            ("payments", "not kind:value"),
+            ("k8s:namespace:payments", "unknown key"),
+            ("k8s:ns:Payments", "invalid value"),
+            ("k8s:ns:", "invalid value"),
+            ("k8s:sa:-x", "invalid value"),
+            ("token:", "invalid value"),
+            ("token:a b", "invalid value"),
+            ("unix:uid:-1", "invalid value"),
+            ("unix:uid:01", "invalid value"),
+            ("unix:path:bin/x", "invalid value"),
+            ("unix:path:/a/../b", "invalid value"),
+            ("unix:sha256:ABC", "invalid value"),
+            ("unix:pid:1", "unknown key"),
+            (
+                "aws:iid:1",
+                "unknown kind \"aws\"; known kinds: k8s, token, unix",
+            ),
+        ] {
+            let error = parse_selector(value).unwrap_err();
+            assert!(error.contains(says), "{value}: {error}");
+        }
+        assert!(parse_selector(&format!("token:{}", "a".repeat(400))).is_err());
+    }
+
+    #[test]
     fn kinds_have_one_form_and_a_refusal_quotes_little() {
         assert_eq!(parse_kind("join-token"), Ok("join-token"));
         assert_eq!(parse_kind("tpm2"), Ok("tpm2"));
@@ -268,7 +351,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::open(dir.path()).unwrap();
         let token = JoinToken::generate();
-        let selectors = vec!["token:billing-vm".parse::<Selector>().unwrap()];
+        let selectors = vec![parse_selector("token:billing-vm").unwrap()];
         let record = JoinTokenRecord {
             selectors: selectors.clone(),
             created_at: 0,

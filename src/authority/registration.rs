@@ -257,7 +257,7 @@ async fn audit_entry_change(
             selectors: attempted
                 .selectors
                 .iter()
-                .filter_map(|s| s.parse().ok())
+                .filter_map(|s| crate::attest::parse_selector(s).ok())
                 .collect(),
             refusal: Some(error.kind()),
             ..Decision::default()

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::RegistryError;
+use crate::attest::proven_by_agent;
 use crate::identity::{DnsName, ServiceName, SpiffeId, TrustDomain, WorkloadIdentity};
 use crate::selector::Selector;
 use crate::store::EntryRecord;
@@ -65,7 +66,7 @@ impl EntrySpec {
         let selectors = self
             .selectors
             .iter()
-            .map(|s| s.parse::<Selector>().map_err(invalid))
+            .map(|s| crate::attest::parse_selector(s).map_err(invalid))
             .collect::<Result<BTreeSet<_>, _>>()?;
         if selectors.is_empty() || selectors.len() > MAX_SELECTORS {
             return Err(invalid(format!(
@@ -194,13 +195,13 @@ fn check_selector_kinds(
     parent: Option<&SpiffeId>,
 ) -> Result<(), String> {
     match parent {
-        None => match selectors.iter().find(|s| s.is_unix()) {
+        None => match selectors.iter().find(|s| proven_by_agent(s)) {
             Some(selector) => Err(format!(
                 "selector {selector} is proven only by a node agent; give the entry --parent spiffe://<trust-domain>/agent/<node>"
             )),
             None => Ok(()),
         },
-        Some(parent) => match selectors.iter().find(|s| !s.is_unix()) {
+        Some(parent) => match selectors.iter().find(|s| !proven_by_agent(s)) {
             Some(selector) => Err(format!(
                 "entry parented to {parent} can require only unix: selectors (what the agent proves); {selector} is not one"
             )),
@@ -305,7 +306,10 @@ pub(super) mod tests {
     }
 
     pub(crate) fn selectors(values: &[&str]) -> Vec<Selector> {
-        values.iter().map(|s| s.parse().unwrap()).collect()
+        values
+            .iter()
+            .map(|s| crate::attest::parse_selector(s).unwrap())
+            .collect()
     }
 
     #[test]

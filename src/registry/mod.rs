@@ -18,6 +18,7 @@ pub use entry::{
     EntryBounds, EntrySpec, MAX_DNS_NAMES, MAX_SELECTORS, ValidEntry, describe, identity_of,
 };
 
+use crate::attest::TOKEN_SELECTORS;
 use crate::identity::{ServiceName, SpiffeId};
 use crate::selector::Selector;
 use crate::store::{EntryRecord, SharedStorage, Storage, StoreError};
@@ -442,7 +443,7 @@ impl Registry {
         let candidates: Vec<EntryRecord> = self
             .list(Some(service))
             .into_iter()
-            .filter(|entry| entry.selectors.iter().all(Selector::is_token))
+            .filter(|entry| entry.selectors.iter().all(|s| s.is(TOKEN_SELECTORS)))
             .collect();
         match candidates.as_slice() {
             [entry] => Ok(entry.clone()),
@@ -460,7 +461,7 @@ impl Registry {
 /// The selectors a join token made for `entry` proves: its own, which must
 /// all be `token:` selectors.
 pub fn token_selectors(entry: &EntryRecord) -> Result<Vec<Selector>, RegistryError> {
-    if entry.selectors.iter().all(Selector::is_token) {
+    if entry.selectors.iter().all(|s| s.is(TOKEN_SELECTORS)) {
         Ok(entry.selectors.clone())
     } else {
         Err(RegistryError::NotATokenEntry {

@@ -574,7 +574,7 @@ mod tests {
     const REVOKED_V2: &str = "02034a0b0cd402019003";
 
     fn selector(value: &str) -> Selector {
-        value.parse().unwrap()
+        Selector::from_stored(value.into())
     }
 
     /// Decodes `hex_bytes`, checks it is `expected`, and that encoding it

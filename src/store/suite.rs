@@ -3,6 +3,7 @@
 //! backend proves the guarantees the rest of certd relies on.
 
 use crate::identity::Serial;
+use crate::selector::Selector;
 use crate::store::{
     Attestation, EntryRecord, IssuanceRecord, JoinTokenRecord, SharedStorage, StoreError, Successor,
 };
@@ -97,7 +98,7 @@ fn record(service: &str) -> IssuanceRecord {
 
 fn token(service: &str, expires_at: i64) -> JoinTokenRecord {
     JoinTokenRecord {
-        selectors: vec![format!("token:{service}").parse().unwrap()],
+        selectors: vec![Selector::from_stored(format!("token:{service}"))],
         created_at: 0,
         expires_at,
     }
@@ -237,7 +238,7 @@ pub(crate) async fn entries_are_durable_unique_by_id_and_removable(backend: &dyn
         spiffe_id: "spiffe://certd.internal/svc/billing".parse().unwrap(),
         dns_names: vec!["billing.certd.internal".parse().unwrap()],
         ttl_seconds: Some(3600),
-        selectors: vec!["k8s:ns:payments".parse().unwrap()],
+        selectors: vec![Selector::from_stored("k8s:ns:payments".into())],
         created_at: 1,
         created_by: "test".into(),
         parent: Some("spiffe://certd.internal/agent/node-1".parse().unwrap()),

@@ -23,10 +23,36 @@ use super::AttestError;
 mod jwks_url;
 mod keys;
 
-use crate::selector::Selector;
+use crate::identity::is_dns_name;
+use crate::selector::{Selector, SelectorKind};
 use jwks_url::JwksUrl;
 pub use keys::KeyFileError;
 use keys::{KeySet, VerificationKey, read_keys};
+
+/// `k8s:ns:<namespace>`, `k8s:sa:<service account>`, `k8s:pod-name:<name>`,
+/// `k8s:pod-uid:<uid>` and `k8s:node-name:<name>`: what a projected
+/// service-account token proves.
+pub static SELECTORS: SelectorKind = SelectorKind {
+    name: "k8s",
+    check: k8s_selector,
+    proven_by_agent: false,
+};
+
+/// The part after `k8s:`; `Ok(false)` when the key is known but the value
+/// is not.
+fn k8s_selector(rest: &str) -> Result<bool, String> {
+    let (key, value) = rest.split_once(':').unwrap_or((rest, ""));
+    match key {
+        // Kubernetes object names are lower-case RFC 1123 subdomains.
+        "ns" | "sa" | "pod-name" | "node-name" => Ok(is_dns_name(value)),
+        "pod-uid" => Ok(!value.is_empty()
+            && value.len() <= 64
+            && value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')),
+        _ => Err(format!(
+            "selector k8s:{rest} has unknown key {key:?}; known: k8s:ns, k8s:sa, k8s:pod-name, k8s:pod-uid, k8s:node-name"
+        )),
+    }
+}
 
 /// Longest token certd reads; real ones are about 1 KiB.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -203,18 +229,18 @@ fn evidence(claims: Claims) -> Result<KubernetesEvidence, AttestError> {
     let invalid = |_: String| {
         AttestError::KubernetesToken("it names an invalid namespace, service account or pod".into())
     };
-    let mut selectors = vec![
-        Selector::k8s_namespace(namespace).map_err(invalid)?,
-        Selector::k8s_service_account(account).map_err(invalid)?,
-    ];
+    let k8s = |key: &str, value: &str| {
+        Selector::of_kind(&SELECTORS, &format!("{key}:{value}")).map_err(invalid)
+    };
+    let mut selectors = vec![k8s("ns", namespace)?, k8s("sa", account)?];
     if let Some(pod) = &kubernetes.pod {
-        selectors.push(Selector::k8s_pod_name(&pod.name).map_err(invalid)?);
+        selectors.push(k8s("pod-name", &pod.name)?);
         if let Some(uid) = &pod.uid {
-            selectors.push(Selector::k8s_pod_uid(uid).map_err(invalid)?);
+            selectors.push(k8s("pod-uid", uid)?);
         }
     }
     if let Some(node) = &kubernetes.node {
-        selectors.push(Selector::k8s_node_name(&node.name).map_err(invalid)?);
+        selectors.push(k8s("node-name", &node.name)?);
     }
     Ok(KubernetesEvidence {
         subject: claims.sub,
