@@ -375,6 +375,61 @@ fn an_unverifiable_server_is_not_reported_as_unreachable() {
     assert!(!out.exists());
 }
 
+/// `certd request --evidence KIND=FILE` sends any attestor's evidence in
+/// the wire's generic form: a join token this way gets its identity once;
+/// a kind this certd does not run is refused by the server (exit 4), and a
+/// malformed one before anything is sent (exit 2). Nothing is written on a
+/// refusal.
+#[test]
+fn request_sends_any_attestors_evidence() {
+    let daemon = Daemon::start();
+    let token = daemon.token("billing");
+    let evidence = daemon.tmp.path().join("evidence");
+    std::fs::write(&evidence, &token).unwrap();
+    let out = daemon.tmp.path().join("w");
+    let request = |kind: &str| {
+        daemon.cli(&[
+            "request",
+            "--server",
+            &daemon.grpc,
+            "--ca-bundle",
+            daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+            "--evidence",
+            &format!("{kind}={}", evidence.display()),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    for (kind, code, says) in [
+        ("tpm", 4, "this certd does not accept tpm attestation"),
+        ("Join_Token", 2, "is not a kind"),
+    ] {
+        let output = request(kind);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "{kind}: {said}");
+        assert!(said.contains(says), "{kind}: {said}");
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(!out.exists());
+    }
+    let output = request("join-token");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("spiffe://certd.internal/svc/billing"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(out.join("key.pem").exists() && out.join("cert.pem").exists());
+    // The token was used: the same evidence again is refused.
+    std::fs::remove_dir_all(&out).unwrap();
+    let output = request("join-token");
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("join token is not valid"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// Logs written to a file (not a terminal) carry no colour codes, and the
 /// CLI's one error line has none either.
 #[test]

@@ -23,14 +23,19 @@ pub struct RequestArgs {
         long,
         env = "CERTD_JOIN_TOKEN",
         hide_env_values = true,
-        required_unless_present = "k8s_token_file",
-        conflicts_with = "k8s_token_file"
+        required_unless_present_any = ["k8s_token_file", "evidence"],
+        conflicts_with_all = ["k8s_token_file", "evidence"]
     )]
     token: Option<String>,
     /// Instead of a join token: a file holding a Kubernetes projected
     /// service-account token (read fresh on every run, as kubelet rotates it).
-    #[arg(long, env = "CERTD_K8S_TOKEN_FILE")]
+    #[arg(long, env = "CERTD_K8S_TOKEN_FILE", conflicts_with = "evidence")]
     k8s_token_file: Option<PathBuf>,
+    /// Instead: evidence for any attestor certd runs, as KIND=FILE (e.g.
+    /// join-token=/run/secrets/certd-token); the file's bytes are sent as
+    /// they are, read fresh on every run.
+    #[arg(long, value_name = "KIND=FILE")]
+    evidence: Option<String>,
     /// Directory to write key.pem, cert.pem and bundle.pem to.
     #[arg(long)]
     out: PathBuf,
@@ -43,9 +48,16 @@ pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
         ca_bundle_pem,
         identity: None,
     };
+    // Checked before connecting: a malformed KIND=FILE is a usage error.
+    let evidence = args.evidence.as_deref().map(evidence_of).transpose()?;
     let mut client = WorkloadClient::connect(&args.server, &tls).await?;
     let issued = match (&args.token, &args.k8s_token_file) {
         (Some(token), _) => client.issue(csr_der, token).await?,
+        (None, None) if let Some((kind, bytes)) = evidence => {
+            client
+                .issue_with_evidence(csr_der, &kind, bytes.to_vec())
+                .await?
+        }
         (None, Some(path)) => {
             let token = zeroize::Zeroizing::new(read(path)?);
             client
@@ -53,12 +65,28 @@ pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
                 .await?
         }
         (None, None) => {
-            return Err(super::UsageError("give --token or --k8s-token-file".into()).into());
+            return Err(super::UsageError(
+                "give --token, --k8s-token-file or --evidence KIND=FILE".into(),
+            )
+            .into());
         }
     };
     write_identity(&args.out, &key, &issued)?;
     report(&issued, &args.out);
     Ok(())
+}
+
+/// `KIND=FILE` of `--evidence`: the attestor's kind, checked as the server
+/// checks it, and the file's bytes (kept zeroized: evidence is a secret).
+fn evidence_of(value: &str) -> anyhow::Result<(String, zeroize::Zeroizing<Vec<u8>>)> {
+    let usage = |reason: String| super::UsageError(format!("--evidence {value:?}: {reason}"));
+    let (kind, path) = value
+        .split_once('=')
+        .filter(|(_, path)| !path.is_empty())
+        .ok_or_else(|| usage("give KIND=FILE, e.g. join-token=/run/secrets/certd-token".into()))?;
+    let kind = certd::attest::parse_kind(kind).map_err(|error| usage(error.to_string()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+    Ok((kind.to_owned(), zeroize::Zeroizing::new(bytes)))
 }
 
 /// A fresh key and a CSR for it (see `identity_dir::new_key_and_csr`).
