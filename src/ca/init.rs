@@ -58,13 +58,20 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
     );
     let root_issuer = rcgen::Issuer::new(root_params, root_key);
     let data_dir = crate::DataDir::new(dir);
-    let intermediate = key_store::of(options.intermediate_key_in.as_ref()).generate(
-        Slot::Current,
-        &data_dir,
-        options.key_type,
-        &options.secrets,
-    )?;
-    let intermediate_cert = intermediate_params.signed_by(&intermediate.key, &root_issuer)?;
+    let store = key_store::of(options.intermediate_key_in.as_ref());
+    let intermediate =
+        store.generate(Slot::Current, &data_dir, options.key_type, &options.secrets)?;
+    let intermediate_cert = match intermediate_params.signed_by(&intermediate.key, &root_issuer) {
+        Ok(certificate) => certificate,
+        Err(error) => {
+            // A key file left behind would make the directory look like a
+            // CA, and a second `certd init` refuse.
+            if let Some(key_file) = store.key_file(Slot::Current, &data_dir) {
+                let _ = std::fs::remove_file(key_file);
+            }
+            return Err(error.into());
+        }
+    };
 
     let metadata = CaMetadata {
         trust_domain: options.trust_domain.clone(),

@@ -232,21 +232,22 @@ pub fn promote_pending(
     let next_der = files::read_single_cert(&next_cert)?;
     let mut metadata = ca_files.read_metadata()?;
     let store = key_store::of(metadata.intermediate_key.as_ref());
-    let next_record = files::read_state::<NextKeyRecord>(&data_dir.next_intermediate_state())?;
-    let next_key = match (next_record, store.key_file(Slot::Next, &data_dir)) {
-        (Some(next), _) => NextKey::Recorded(next.key),
-        (None, Some(path)) if path.exists() => NextKey::File(path),
+    let next_key = match store.key_file(Slot::Next, &data_dir) {
+        Some(path) if path.exists() => NextKey::File(path),
         // Cut short between the two renames: the current key file is the
         // next key already, which loading the CA checks against the
         // certificate.
-        (None, Some(_)) => NextKey::InPlace,
-        (None, None) => {
-            return Err(CaError::RotationRefused(format!(
-                "{} is pending, but no intermediate-next.toml says where its key is ({}); copy it in beside it",
-                next_cert.display(),
-                store.describe()
-            )));
-        }
+        Some(_) => NextKey::InPlace,
+        // Kept outside the data directory: intermediate-next.toml says where.
+        None => match files::read_state::<NextKeyRecord>(&data_dir.next_intermediate_state())? {
+            Some(next) => NextKey::Recorded(next.key),
+            None => {
+                return Err(CaError::RotationRefused(format!(
+                    "{} is pending, but no intermediate-next.toml says where its key is; copy it in beside it",
+                    next_cert.display()
+                )));
+            }
+        },
     };
     if !matches!(next_key, NextKey::InPlace) {
         let current_der = files::read_single_cert(&ca_files.intermediate_cert)?;

@@ -51,20 +51,20 @@ pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
     // Checked before connecting: a malformed KIND=FILE is a usage error.
     let evidence = args.evidence.as_deref().map(evidence_of).transpose()?;
     let mut client = WorkloadClient::connect(&args.server, &tls).await?;
-    let issued = match (&args.token, &args.k8s_token_file) {
-        (Some(token), _) => client.issue(csr_der, token).await?,
-        (None, None) if let Some((kind, bytes)) = evidence => {
-            client
-                .issue_with_evidence(csr_der, &kind, bytes.to_vec())
-                .await?
+    let issued = match (&args.token, &args.k8s_token_file, evidence) {
+        (Some(token), _, _) => client.issue(csr_der, token).await?,
+        (None, None, Some((kind, mut bytes))) => {
+            // Moved into the request, not copied.
+            let bytes = std::mem::take(&mut *bytes);
+            client.issue_with_evidence(csr_der, &kind, bytes).await?
         }
-        (None, Some(path)) => {
+        (None, Some(path), _) => {
             let token = zeroize::Zeroizing::new(read(path)?);
             client
                 .issue_with_kubernetes_token(csr_der, token.trim())
                 .await?
         }
-        (None, None) => {
+        (None, None, None) => {
             return Err(super::UsageError(
                 "give --token, --k8s-token-file or --evidence KIND=FILE".into(),
             )
@@ -77,7 +77,7 @@ pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
 }
 
 /// `KIND=FILE` of `--evidence`: the attestor's kind, checked as the server
-/// checks it, and the file's bytes (kept zeroized: evidence is a secret).
+/// checks it, and the file's bytes (evidence is a secret: never logged).
 fn evidence_of(value: &str) -> anyhow::Result<(String, zeroize::Zeroizing<Vec<u8>>)> {
     let usage = |reason: String| super::UsageError(format!("--evidence {value:?}: {reason}"));
     let (kind, path) = value

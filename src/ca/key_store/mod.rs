@@ -70,11 +70,21 @@ impl Slot {
 /// Where a key outside the data directory is, as its store recorded it.
 /// Untagged: each variant is told apart by its fields, so the state files
 /// keep the shape certd has always written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum KeyRecord {
     /// A key pair in a PKCS#11 token.
     Pkcs11(Pkcs11KeyRef),
+}
+
+impl<'de> Deserialize<'de> for KeyRecord {
+    /// With one store that records keys, a record is that store's: a
+    /// malformed one is refused with its own error (``missing field
+    /// `key_label` ``), not serde's "did not match any variant". A second
+    /// such store tells the two apart here, by their fields.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Pkcs11KeyRef::deserialize(deserializer).map(KeyRecord::Pkcs11)
+    }
 }
 
 impl KeyRecord {
@@ -225,6 +235,15 @@ mod tests {
             "PKCS#11 token \"certd\", key \"certd-intermediate\""
         );
         assert_eq!(of(None).describe(), "key file");
+
+        let malformed =
+            toml::from_str::<State>("[pkcs11_key]\nmodule = \"/m.so\"\ntoken_label = \"t\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            malformed.contains("missing field `key_label`"),
+            "{malformed}"
+        );
 
         let none: State = toml::from_str("").unwrap();
         assert_eq!(none.pkcs11_key, None);

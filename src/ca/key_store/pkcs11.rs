@@ -138,11 +138,15 @@ impl KeyStore for Pkcs11KeyStore {
                 ..self.current.clone()
             },
         };
-        let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| {
-            CaError::RotationRefused(format!(
-                "the intermediate keys are made in PKCS#11 token {:?}; give its PIN in a file: --pkcs11-pin-file FILE (or CERTD_PKCS11_PIN_FILE)",
+        let pin = secrets.pkcs11_pin.as_ref().ok_or_else(|| match slot {
+            IntermediateSlot::Current => in_token(
+                &key_ref,
+                "give its PIN in a file: --pkcs11-pin-file FILE".into(),
+            ),
+            IntermediateSlot::Next | IntermediateSlot::Previous => CaError::RotationRefused(format!(
+                "the intermediate key is in PKCS#11 token {:?}, where the next one is made too; give its PIN in a file: --pkcs11-pin-file FILE (or CERTD_PKCS11_PIN_FILE)",
                 self.current.token_label
-            ))
+            )),
         })?;
         // Made in the token; only its public half comes out.
         let key = Pkcs11Key::generate(&key_ref, pin, key_type)?;
