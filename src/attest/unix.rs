@@ -16,27 +16,27 @@ pub static SELECTORS: SelectorKind = SelectorKind {
 };
 
 pub fn uid(uid: u32) -> Result<Selector, String> {
-    Selector::of_kind(&SELECTORS, &format!("uid:{uid}"))
+    Selector::of_kind(&SELECTORS, format_args!("uid:{uid}"))
 }
 
 pub fn gid(gid: u32) -> Result<Selector, String> {
-    Selector::of_kind(&SELECTORS, &format!("gid:{gid}"))
+    Selector::of_kind(&SELECTORS, format_args!("gid:{gid}"))
 }
 
 pub fn user(name: &str) -> Result<Selector, String> {
-    Selector::of_kind(&SELECTORS, &format!("user:{name}"))
+    Selector::of_kind(&SELECTORS, format_args!("user:{name}"))
 }
 
 pub fn group(name: &str) -> Result<Selector, String> {
-    Selector::of_kind(&SELECTORS, &format!("group:{name}"))
+    Selector::of_kind(&SELECTORS, format_args!("group:{name}"))
 }
 
 pub fn path(path: &str) -> Result<Selector, String> {
-    Selector::of_kind(&SELECTORS, &format!("path:{path}"))
+    Selector::of_kind(&SELECTORS, format_args!("path:{path}"))
 }
 
 pub fn sha256(digest: &[u8; 32]) -> Result<Selector, String> {
-    Selector::of_kind(&SELECTORS, &format!("sha256:{}", hex::encode(digest)))
+    Selector::of_kind(&SELECTORS, format_args!("sha256:{}", hex::encode(digest)))
 }
 
 /// The part after `unix:`; `Ok(false)` when the key is known but the value

@@ -57,15 +57,21 @@ impl Selector {
                 names.join(", ")
             ));
         };
-        if !(known.check)(rest)? {
-            return Err(format!("selector {value:?} has an invalid value"));
-        }
+        check(known, rest, value)?;
         Ok(Selector(value.to_owned()))
     }
 
-    /// `kind:value`, checked by `kind`.
-    pub fn of_kind(kind: &SelectorKind, value: &str) -> Result<Self, String> {
-        Selector::parse(&format!("{}:{value}", kind.name), &[kind])
+    /// `kind:rest`, checked by `kind`: how an attestor builds the
+    /// selectors it proves (`rest` is formatted once, into the selector).
+    pub fn of_kind(kind: &SelectorKind, rest: impl fmt::Display) -> Result<Self, String> {
+        let value = format!("{}:{rest}", kind.name);
+        if value.len() > MAX_SELECTOR_LEN {
+            return Err(format!(
+                "selector is longer than {MAX_SELECTOR_LEN} characters"
+            ));
+        }
+        check(kind, &value[kind.name.len() + 1..], &value)?;
+        Ok(Selector(value))
     }
 
     pub fn as_str(&self) -> &str {
@@ -92,6 +98,15 @@ impl Selector {
     #[doc(hidden)]
     pub fn from_stored(value: String) -> Self {
         Selector(value)
+    }
+}
+
+/// Whether `rest`, the part of `value` after `kind:`, is one of `kind`'s.
+fn check(kind: &SelectorKind, rest: &str, value: &str) -> Result<(), String> {
+    if (kind.check)(rest)? {
+        Ok(())
+    } else {
+        Err(format!("selector {value:?} has an invalid value"))
     }
 }
 
@@ -147,6 +162,7 @@ mod tests {
         }
         let long = format!("other:{}", "a".repeat(400));
         assert!(Selector::parse(&long, &kinds).is_err());
+        assert!(Selector::of_kind(&OTHER, "a".repeat(400)).is_err());
         assert!(
             Selector::parse("test:n:1", &[&OTHER]).is_err(),
             "only the kinds given"

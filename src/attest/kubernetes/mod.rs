@@ -230,7 +230,7 @@ fn evidence(claims: Claims) -> Result<KubernetesEvidence, AttestError> {
         AttestError::KubernetesToken("it names an invalid namespace, service account or pod".into())
     };
     let k8s = |key: &str, value: &str| {
-        Selector::of_kind(&SELECTORS, &format!("{key}:{value}")).map_err(invalid)
+        Selector::of_kind(&SELECTORS, format_args!("{key}:{value}")).map_err(invalid)
     };
     let mut selectors = vec![k8s("ns", namespace)?, k8s("sa", account)?];
     if let Some(pod) = &kubernetes.pod {

@@ -80,19 +80,14 @@ impl ScratchServer {
             child: None,
             tls_port: None,
         };
-        let initdb = server
-            .command("initdb")
-            .arg("-D")
-            .arg(server.root.join("data"))
-            .args(["-U", "certd", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .output()
-            .map_err(|e| format!("initdb: {e}"))?;
-        if !initdb.status.success() {
-            return Err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&initdb.stderr)
-            ));
-        }
+        run(
+            "initdb",
+            server
+                .command("initdb")
+                .arg("-D")
+                .arg(server.root.join("data"))
+                .args(["-U", "certd", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+        )?;
         if let Some((certificate, key)) = tls {
             server.install_tls(certificate, key)?;
         }
@@ -139,19 +134,16 @@ impl ScratchServer {
         let mut random = [0u8; 8];
         crate::fsutil::fill_random(&mut random);
         let name = format!("test_{}", hex::encode(random));
-        let created = self
-            .command("createdb")
-            .arg("-h")
-            .arg(&self.root)
-            .args(["-p", &self.port().to_string(), "-U", "certd", &name])
-            .output()
-            .map_err(|e| format!("createdb: {e}"))?;
-        if !created.status.success() {
-            return Err(format!(
-                "createdb failed: {}",
-                String::from_utf8_lossy(&created.stderr)
-            ));
-        }
+        run(
+            "createdb",
+            self.command("createdb").arg("-h").arg(&self.root).args([
+                "-p",
+                &self.port().to_string(),
+                "-U",
+                "certd",
+                &name,
+            ]),
+        )?;
         Ok(PgSettings {
             url: self
                 .url()
@@ -406,4 +398,17 @@ fn binaries() -> Option<PathBuf> {
         std::env::split_paths(&path)
             .find(|dir| dir.join("initdb").exists() && dir.join("postgres").exists())
     })
+}
+
+/// Runs one of PostgreSQL's tools; its standard error if it fails.
+fn run(tool: &str, command: &mut std::process::Command) -> Result<(), String> {
+    let output = command.output().map_err(|e| format!("{tool}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
 }
