@@ -508,4 +508,13 @@ async fn generic_attestation_evidence_reaches_the_attestor_of_its_kind() {
         "evidence that is not UTF-8"
     );
     assert_eq!(daemon.certificate_count(), before + 1);
+    // The kinds a caller names never become metric labels: a kind this
+    // certd does not run is counted as "unknown".
+    let metrics = format!("{}/metrics", daemon.http);
+    let answer = tokio::task::spawn_blocking(move || common::http("GET", &metrics, &[], b""))
+        .await
+        .unwrap();
+    let text = String::from_utf8(answer.body).unwrap();
+    assert!(!text.contains("attestation=\"tpm\""), "{text}");
+    assert!(text.contains("attestation=\"unknown\""), "{text}");
 }

@@ -242,7 +242,14 @@ impl Authority {
         csr_der: &[u8],
         evidence: &[u8],
     ) -> Result<Issued> {
-        self.bootstrap(caller, kind, csr_der, async {
+        // What the audit and the metrics name: the attestor's own kind, or
+        // "unknown" for one this certd does not run (the refusal quotes what
+        // was sent), so that no caller can mint new metric labels.
+        let audited = self
+            .attestors
+            .get(kind)
+            .map_or("unknown", |attestor| attestor.kind());
+        self.bootstrap(caller, audited, csr_der, async {
             let attestor = self.attestors.get(kind)?;
             let now = self.now();
             Ok(attestor.attest(evidence, self.store.as_ref(), now).await?)

@@ -97,7 +97,7 @@ impl Authority {
             TokenFor::Entry(id) => self
                 .registry
                 .get(id)
-                .ok_or_else(|| Error::NotFound(format!("registration entry {id:?}")))?,
+                .ok_or_else(|| RegistryError::NoSuchEntry { id: id.clone() })?,
             TokenFor::Service(service) => self.registry.token_entry_of(&service.parse()?)?,
         };
         let selectors = registry::token_selectors(&entry)?;

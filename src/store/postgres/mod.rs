@@ -291,9 +291,6 @@ fn tls(ca_file: Option<&std::path::Path>, location: &str) -> Result<MakeRustlsCo
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// A database error: the server or the connection failing, or a conflict
-/// worth retrying (`Unavailable`), or the server refusing the statement
-/// (`Backend`, a bug).
 /// Tells the other replicas of a change (`listen`) from inside the
 /// transaction that makes it, so they hear of it only if it commits.
 async fn notify_in(
@@ -309,6 +306,9 @@ async fn notify_in(
     Ok(())
 }
 
+/// A database error: the server or the connection failing, or a conflict
+/// worth retrying (`Unavailable`), or the server refusing the statement
+/// (`Backend`, a bug).
 fn db_error(error: tokio_postgres::Error) -> StoreError {
     classify(&error, "the database connection failed")
 }
