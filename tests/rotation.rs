@@ -838,7 +838,10 @@ async fn certd_rotates_the_intermediate_by_itself_when_allowed() {
     let daemon = InProcess::start_in(tmp, data_dir, "[ca]\nauto_rotate_intermediate = true").await;
     // Not yet: more than a third of its 30 s is left.
     assert!(!daemon.authority.ca().rotation_due(daemon.authority.now()));
-    assert_eq!(*daemon.authority.ca().signer_changes().borrow(), 0);
+    assert_eq!(
+        daemon.authority.ca().signer_changes().borrow().generation,
+        0
+    );
     // Two thirds of its life have passed: certd prepares the next
     // intermediate and promotes it by itself.
     daemon.advance(Duration::from_secs(20));

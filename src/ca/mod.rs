@@ -23,7 +23,7 @@ pub mod rotation;
 mod watched;
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::KeyPair;
@@ -162,7 +162,9 @@ pub struct CertificateAuthority {
     files: CaFiles,
     /// Kept to open the keys of intermediates that rotate in.
     secrets: KeySecrets,
-    signers: RwLock<Arc<Signers>>,
+    /// The intermediates in use, replaced whole on a change; receivers
+    /// (`signer_changes`) wait on it.
+    signers: tokio::sync::watch::Sender<Arc<Signers>>,
     trust_bundle: bundle::TrustBundleFile,
     revocation_urls: Option<RevocationUrls>,
     root_crl: root_crl::RootCrlFile,
@@ -171,8 +173,6 @@ pub struct CertificateAuthority {
     /// The time of day for everything the CA dates or checks, and for the
     /// parts of the daemon built over it.
     clock: SharedClock,
-    /// The generation of `signers`, for whoever waits for a change.
-    signer_generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -224,7 +224,7 @@ impl CertificateAuthority {
         let (previous, previous_until) =
             load_previous(dir, secrets, metadata.key_type, clock.unix_now())?;
         Ok(CertificateAuthority {
-            signers: RwLock::new(Arc::new(Signers {
+            signers: tokio::sync::watch::Sender::new(Arc::new(Signers {
                 current: Arc::new(current),
                 previous: previous.map(Arc::new),
                 previous_until,
@@ -238,7 +238,6 @@ impl CertificateAuthority {
             root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).root_crl()),
             next_root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).next_root_crl()),
             clock,
-            signer_generation: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -254,16 +253,13 @@ impl CertificateAuthority {
 
     /// The intermediates in use now.
     pub fn signers(&self) -> Arc<Signers> {
-        self.signers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.signers.borrow().clone()
     }
 
-    /// The generation of the signers (0 at load, one more at each change),
-    /// to wait for a rotation.
-    pub fn signer_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.signer_generation.subscribe()
+    /// The signers as they change (their `generation`: 0 at load, one more
+    /// at each change), to wait for a rotation.
+    pub fn signer_changes(&self) -> tokio::sync::watch::Receiver<Arc<Signers>> {
+        self.signers.subscribe()
     }
 
     /// The intermediate that signs new certificates.
@@ -301,9 +297,7 @@ impl CertificateAuthority {
             previous_until,
             generation: loaded.generation + 1,
         });
-        let generation = signers.generation;
-        *self.signers.write().unwrap_or_else(|p| p.into_inner()) = signers;
-        self.signer_generation.send_replace(generation);
+        self.signers.send_replace(signers);
         Ok(true)
     }
 

@@ -88,7 +88,7 @@ impl InProcess {
         let mut changes = self.authority.ca().signer_changes();
         tokio::time::timeout(
             Duration::from_secs(30),
-            changes.wait_for(|generation| *generation >= times),
+            changes.wait_for(|signers| signers.generation >= times),
         )
         .await
         .expect("the signers change in time")
