@@ -17,12 +17,10 @@ mod error;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
-pub mod model;
 pub mod policy;
 pub mod registry;
 pub mod revocation;
 mod server;
-pub mod store;
 
 // The bottom layer, its own crate (crates/certd-core), under the paths the
 // rest of certd has always named it by.
@@ -30,3 +28,5 @@ pub use certd_core::{
     DataDir, ErrorKind, clock, crypto, data_dir, error_kind, fsutil, identity, selector,
 };
 pub use error::{Error, Result};
+// Storage, its own crate (crates/certd-store): the records and the backends.
+pub use certd_store::{self as store, model};

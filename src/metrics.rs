@@ -11,7 +11,6 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicI64;
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -58,7 +57,6 @@ pub struct Metrics {
     pub decisions: Family<DecisionLabels, Counter>,
     pub grpc_duration: Family<MethodLabels, Histogram>,
     pub grpc_in_flight: Gauge,
-    pub store_commit: Histogram,
     pub ocsp_answers: Family<SourceLabels, Counter>,
     pub crl_number: Gauge,
     pub crl_age: Gauge,
@@ -108,11 +106,12 @@ impl Metrics {
             "gRPC calls being answered now",
             grpc_in_flight.clone(),
         );
-        let store_commit = latency_histogram();
+        // The store observes its own commits; this registry only names them.
+        let store_commit = certd_store::metrics::commit_duration();
         registry.register(
             "store_commit_duration_seconds",
             "Time to make a write durable (sled: one group flush; PostgreSQL: one issuance transaction)",
-            store_commit.clone(),
+            store_commit,
         );
         let ocsp_answers = Family::<SourceLabels, Counter>::default();
         registry.register(
@@ -163,7 +162,6 @@ impl Metrics {
             decisions,
             grpc_duration,
             grpc_in_flight,
-            store_commit,
             ocsp_answers,
             crl_number,
             crl_age,
@@ -191,10 +189,6 @@ impl Metrics {
             reason: refusal.map_or("none", |kind| kind.name()).to_owned(),
         };
         self.decisions.get_or_create(&labels).inc();
-    }
-
-    pub fn store_commit(&self, took: Duration) {
-        self.store_commit.observe(took.as_secs_f64());
     }
 
     pub fn ocsp_answer(&self, from_cache: bool) {

@@ -39,7 +39,7 @@ use super::{
     AuditEntry, BackupSummary, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord,
     Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Storage, StoreError, Successor, TokenHash,
 };
-use crate::identity::{Serial, ServiceName};
+use certd_core::identity::{Serial, ServiceName};
 
 /// Connections each replica keeps at most.
 const POOL_SIZE: usize = 32;
@@ -154,7 +154,7 @@ impl PgStore {
         schema::migrate(&mut client, &location).await?;
         drop(client);
         let mut origin = [0u8; 8];
-        crate::fsutil::fill_random(&mut origin);
+        certd_core::fsutil::fill_random(&mut origin);
         let origin = hex::encode(origin);
         let changes = ChangeFeed::default();
         let listener = tokio::spawn(listen::follow(config, tls, origin.clone(), changes.clone()));
@@ -280,7 +280,7 @@ fn tls(ca_file: Option<&std::path::Path>, location: &str) -> Result<MakeRustlsCo
             }
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
+    let config = rustls::ClientConfig::builder_with_provider(certd_core::crypto::provider())
         .with_safe_default_protocol_versions()
         .map_err(|error| StoreError::Open {
             path: location.to_owned(),
@@ -320,7 +320,7 @@ fn pool_error(error: &deadpool_postgres::PoolError) -> StoreError {
         }
         other => StoreError::Unavailable(format!(
             "cannot connect to the database: {}",
-            crate::error_kind::with_causes(other)
+            certd_core::error_kind::with_causes(other)
         )),
     }
 }
@@ -329,7 +329,7 @@ fn classify(error: &tokio_postgres::Error, unreachable: &str) -> StoreError {
     let Some(db) = error.as_db_error() else {
         // With its causes: "error performing TLS handshake" alone would not
         // say that the certificate's issuer is unknown.
-        let message = crate::error_kind::with_causes(error);
+        let message = certd_core::error_kind::with_causes(error);
         // tokio-postgres names no error kinds; these two are certd's own
         // mistakes about column types, not the database failing.
         if message.starts_with("error serializing") || message.starts_with("error deserializing") {
@@ -415,7 +415,7 @@ impl Storage for PgStore {
                 }
                 let started = std::time::Instant::now();
                 let committed = transaction.commit().await.map_err(db_error);
-                crate::metrics::get().store_commit(started.elapsed());
+                crate::metrics::commit_took(started.elapsed());
                 committed
             })
             .await;
@@ -1044,7 +1044,7 @@ impl PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::suite::{self, Backend};
+    use crate::suite::{self, Backend};
     use std::sync::Arc;
 
     /// A fresh database on the test process's scratch PostgreSQL server;
@@ -1053,7 +1053,7 @@ mod tests {
 
     #[async_trait]
     impl Backend for Postgres {
-        async fn open(&self) -> crate::store::SharedStorage {
+        async fn open(&self) -> crate::SharedStorage {
             Arc::new(PgStore::open(&self.0).await.unwrap())
         }
     }

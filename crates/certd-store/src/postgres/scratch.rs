@@ -65,7 +65,7 @@ impl ScratchServer {
     fn start_with(durable: bool, tls: Option<(&str, &str)>) -> Result<Self, String> {
         let bin = binaries().ok_or("PostgreSQL is not installed (no initdb found)")?;
         let mut random = [0u8; 8];
-        crate::fsutil::fill_random(&mut random);
+        certd_core::fsutil::fill_random(&mut random);
         let root = std::env::temp_dir().join(format!("certd-pg-{}", hex::encode(random)));
         std::fs::create_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let unprivileged = std::fs::metadata(&root).map_err(|e| e.to_string())?.uid() == 0;
@@ -132,7 +132,7 @@ impl ScratchServer {
     /// Creates a database with a random name; how to reach it.
     fn create_database(&self) -> Result<PgSettings, String> {
         let mut random = [0u8; 8];
-        crate::fsutil::fill_random(&mut random);
+        certd_core::fsutil::fill_random(&mut random);
         let name = format!("test_{}", hex::encode(random));
         run(
             "createdb",

@@ -22,13 +22,13 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{DnsName, Serial, ServiceName, SpiffeId};
+use crate::StoreError;
 use crate::model::{
     Attestation, AuditEntry, AuditEvent, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
     Revocation, RevokedEntry, kind,
 };
-use crate::selector::Selector;
-use crate::store::StoreError;
+use certd_core::identity::{DnsName, Serial, ServiceName, SpiffeId};
+use certd_core::selector::Selector;
 
 /// Format version of the values whose encoding version 3 did not change.
 const FORMAT_VERSION: u8 = 2;
@@ -38,7 +38,7 @@ const FORMAT_VERSION_3: u8 = 3;
 const FORMAT_VERSION_1: u8 = 1;
 
 /// A domain value the stores keep, and its encodings.
-pub(in crate::store) trait Stored: Sized {
+pub(crate) trait Stored: Sized {
     /// The version this build writes.
     const VERSION: u8;
     /// The encoding of `VERSION`.
@@ -55,7 +55,7 @@ impl From<std::convert::Infallible> for StoreError {
     }
 }
 
-pub(in crate::store) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, StoreError> {
     let disk = T::Disk::from(value.clone());
     let mut bytes = vec![T::VERSION];
     let encoded = postcard::to_stdvec(&disk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -63,7 +63,7 @@ pub(in crate::store) fn encode<T: Stored + Clone>(value: &T) -> Result<Vec<u8>, 
     Ok(bytes)
 }
 
-pub(in crate::store) fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: postcard::Error| StoreError::Corrupt(e.to_string());
     match bytes.split_first() {
         Some((&version, rest)) if version == T::VERSION => postcard::from_bytes::<T::Disk>(rest)

@@ -37,7 +37,7 @@ use super::{
     AuditEntry, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation,
     RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TokenHash,
 };
-use crate::identity::{Serial, ServiceName};
+use certd_core::identity::{Serial, ServiceName};
 use commit::GroupCommit;
 
 /// Issuance records by serial.
@@ -174,7 +174,7 @@ impl Open {
             path: dir.display().to_string(),
             reason,
         };
-        crate::fsutil::create_private_dir(dir).map_err(|e| cannot_open(e.to_string()))?;
+        certd_core::fsutil::create_private_dir(dir).map_err(|e| cannot_open(e.to_string()))?;
         let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
         let db = without_panicking(|| config.open())
             .map_err(|reason| StoreError::Damaged {
@@ -1040,7 +1040,7 @@ fn successor_of(bytes: &[u8]) -> Result<Successor, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::suite::{self, Backend};
+    use crate::suite::{self, Backend};
 
     /// A sled store in a temporary directory, reopened on the same files.
     struct Sled(tempfile::TempDir);
@@ -1050,7 +1050,7 @@ mod tests {
         /// sled's I/O threads may hold the previous handle's file lock a
         /// moment after it is dropped, so a reopen in the same process
         /// retries `Locked` briefly (as recovery does).
-        async fn open(&self) -> crate::store::SharedStorage {
+        async fn open(&self) -> crate::SharedStorage {
             let started = std::time::Instant::now();
             loop {
                 match SledStore::open(self.0.path()) {

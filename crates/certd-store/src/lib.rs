@@ -22,6 +22,8 @@
 mod codec;
 pub mod copy;
 pub mod marks;
+pub mod metrics;
+pub mod model;
 pub mod postgres;
 pub mod sled;
 #[cfg(test)]
@@ -33,12 +35,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::identity::{Serial, ServiceName};
 pub use crate::model::{
     Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, IssuanceRecord,
     JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Successor,
     TokenHash,
 };
+use certd_core::identity::{Serial, ServiceName};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +84,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub fn kind(&self) -> crate::ErrorKind {
-        use crate::ErrorKind;
+    pub fn kind(&self) -> certd_core::ErrorKind {
+        use certd_core::ErrorKind;
         match self {
             // Both pass: the disk recovers, the other process exits.
             StoreError::Durability(_) | StoreError::Unavailable(_) | StoreError::Locked(_) => {
@@ -362,7 +364,7 @@ pub struct RestoreReport {
 /// Replaces the data directory's database with a backup (certd must not be
 /// serving it), then rewrites the marks to match: the store id and CRL
 /// number carry on, the counts become the backup's.
-pub fn restore(data_dir: &crate::DataDir, backup: &Path) -> Result<RestoreReport, StoreError> {
+pub fn restore(data_dir: &certd_core::DataDir, backup: &Path) -> Result<RestoreReport, StoreError> {
     let marks_path = data_dir.store_marks();
     let previous_marks = marks::MarksFile::read(&marks_path)?;
     // A daemon holding the database must be stopped first; a damaged
@@ -391,7 +393,7 @@ pub fn restore(data_dir: &crate::DataDir, backup: &Path) -> Result<RestoreReport
         .or_else(|| contents.store_id.clone())
         .unwrap_or_else(|| {
             let mut id = [0u8; 16];
-            crate::fsutil::fill_random(&mut id);
+            certd_core::fsutil::fill_random(&mut id);
             hex::encode(id)
         });
     let floor = sled::RestoreFloor {
@@ -437,7 +439,7 @@ pub enum StoreSettings {
     #[default]
     Sled,
     /// A PostgreSQL database, shared by replicas.
-    Postgres(crate::store::postgres::PgSettings),
+    Postgres(crate::postgres::PgSettings),
 }
 
 /// Opens the configured database (sled in the data directory, or
@@ -445,7 +447,7 @@ pub enum StoreSettings {
 /// files say it did (`BehindMarks`) or sled cannot recover it (`Damaged`),
 /// and keeps the marks up to date from then on.
 pub async fn open_checked(
-    data_dir: &crate::DataDir,
+    data_dir: &certd_core::DataDir,
     settings: &StoreSettings,
     unmarked: marks::Unmarked,
     ca: &marks::CaIdentity,

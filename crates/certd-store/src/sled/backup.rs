@@ -22,8 +22,8 @@ use super::{
     AUDIT_TREE, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE, JOIN_TOKENS_TREE, META_TREE, Open,
     REVOCATION_COUNT_KEY, STORE_ID_KEY, SUCCESSORS_TREE, service_index_key, successor_of,
 };
-use crate::store::codec as record;
-use crate::store::{
+use crate::codec as record;
+use crate::{
     AuditEntry, BackupSummary, EntryRecord, IssuanceRecord, JoinTokenRecord, RevokedEntry,
     StoreError,
 };
@@ -191,7 +191,8 @@ pub fn restore(
         None
     };
     std::fs::rename(&building, dir).map_err(|e| file_error(dir, &e))?;
-    crate::fsutil::sync_dir(crate::fsutil::parent_dir(dir)).map_err(|e| file_error(dir, &e))?;
+    certd_core::fsutil::sync_dir(certd_core::fsutil::parent_dir(dir))
+        .map_err(|e| file_error(dir, &e))?;
     Ok((summary, replaced))
 }
 

@@ -2,11 +2,11 @@
 //! run these same cases against it (`storage_behaviour_suite!`), so a new
 //! backend proves the guarantees the rest of certd relies on.
 
-use crate::identity::Serial;
-use crate::selector::Selector;
-use crate::store::{
+use crate::{
     Attestation, EntryRecord, IssuanceRecord, JoinTokenRecord, SharedStorage, StoreError, Successor,
 };
+use certd_core::identity::Serial;
+use certd_core::selector::Selector;
 
 /// A backend under test: opens a store, and opens it again on the same
 /// data (a restart) once the previous handle is dropped.
@@ -259,7 +259,7 @@ pub(crate) async fn entries_are_durable_unique_by_id_and_removable(backend: &dyn
 }
 
 pub(crate) async fn revocations_keep_the_first_and_crl_numbers_only_grow(backend: &dyn Backend) {
-    use crate::store::{Revocation, RevokeOutcome};
+    use crate::{Revocation, RevokeOutcome};
     let live = record("billing");
     let mut expired = record("orders");
     expired.not_after = 50;

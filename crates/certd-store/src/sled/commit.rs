@@ -88,7 +88,7 @@ fn commit_loop(db: &sled::Db, data_file: &File, queue: &mpsc::Receiver<Reply>) {
         batch.extend(queue.try_iter());
         let started = std::time::Instant::now();
         let result = flush(db, data_file).map_err(Arc::new);
-        crate::metrics::get().store_commit(started.elapsed());
+        crate::metrics::commit_took(started.elapsed());
         for reply in batch {
             // A writer that gave up waiting has nothing left to tell.
             let _ = reply.send(result.clone());

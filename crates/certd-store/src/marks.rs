@@ -31,7 +31,7 @@ use super::{
     AuditEntry, Change, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome,
     RevokedEntry, SharedStorage, Storage, StoreError, Successor, TokenHash,
 };
-use crate::identity::{Serial, ServiceName};
+use certd_core::identity::{Serial, ServiceName};
 
 /// Issuances between two writes of the certificate count, at most.
 const RECORDS_WRITE_EVERY: u64 = 1000;
@@ -154,10 +154,10 @@ impl MarksFile {
     /// Replaces the marks file atomically and durably.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let body = toml::to_string(self).map_err(std::io::Error::other)?;
-        crate::fsutil::replace_file(
+        certd_core::fsutil::replace_file(
             path,
             format!("{MARKS_HEADER}{body}").as_bytes(),
-            crate::fsutil::PUBLIC_FILE_MODE,
+            certd_core::fsutil::PUBLIC_FILE_MODE,
         )
     }
 

@@ -9,7 +9,7 @@
 use tokio_postgres::Client;
 
 use super::{PgStore, db_error};
-use crate::store::StoreError;
+use crate::StoreError;
 
 /// The migrations, in order; the schema version is how many have run.
 const MIGRATIONS: &[&str] = &[

@@ -15,7 +15,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::CHANNEL;
-use crate::store::{Change, ChangeFeed};
+use crate::{Change, ChangeFeed};
 
 /// Wait between attempts to reconnect.
 const RECONNECT_WAIT: Duration = Duration::from_secs(1);
@@ -116,7 +116,7 @@ pub(super) async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Serial;
+    use certd_core::identity::Serial;
 
     #[test]
     fn notifications_round_trip_and_skip_their_sender() {

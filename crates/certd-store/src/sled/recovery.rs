@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Open, PROBE_KEY, Shared};
-use crate::store::{Change, StoreError, TokenHash};
+use crate::{Change, StoreError, TokenHash};
 
 /// First wait before reopening; it doubles up to `LONGEST_WAIT`.
 const FIRST_WAIT: Duration = Duration::from_millis(200);
