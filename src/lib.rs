@@ -25,8 +25,8 @@ mod server;
 // The bottom layer, its own crate (crates/certd-core), under the paths the
 // rest of certd has always named it by.
 pub use certd_core::{
-    DataDir, ErrorKind, clock, crypto, data_dir, error_kind, fsutil, identity, selector,
+    DataDir, ErrorKind, clock, crypto, data_dir, error_kind, fsutil, identity, model, selector,
 };
 pub use error::{Error, Result};
 // Storage, its own crate (crates/certd-store): the records and the backends.
-pub use certd_store::{self as store, model};
+pub use certd_store as store;

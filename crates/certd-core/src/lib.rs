@@ -1,6 +1,6 @@
 //! certd's bottom layer: the vocabulary every other part shares, and
 //! nothing that knows of them. Names parsed once at the edge (`identity`),
-//! selectors (`selector`), the time of day (`clock`), the one classification
+//! selectors (`selector`), the records certd keeps (`model`), the time of day (`clock`), the one classification
 //! of errors (`error_kind`), the data directory's file names (`data_dir`),
 //! careful file operations and randomness (`fsutil`), and the TLS crypto
 //! provider (`crypto`).
@@ -16,6 +16,7 @@ pub mod data_dir;
 pub mod error_kind;
 pub mod fsutil;
 pub mod identity;
+pub mod model;
 pub mod selector;
 
 pub use data_dir::DataDir;

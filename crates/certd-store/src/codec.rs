@@ -23,11 +23,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
-use crate::model::{
+use certd_core::identity::{DnsName, Serial, ServiceName, SpiffeId};
+use certd_core::model::{
     Attestation, AuditEntry, AuditEvent, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
     Revocation, RevokedEntry, kind,
 };
-use certd_core::identity::{DnsName, Serial, ServiceName, SpiffeId};
 use certd_core::selector::Selector;
 
 /// Format version of the values whose encoding version 3 did not change.

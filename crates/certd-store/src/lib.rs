@@ -23,7 +23,6 @@ mod codec;
 pub mod copy;
 pub mod marks;
 pub mod metrics;
-pub mod model;
 pub mod postgres;
 pub mod sled;
 #[cfg(test)]
@@ -35,12 +34,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-pub use crate::model::{
+use certd_core::identity::{Serial, ServiceName};
+pub use certd_core::model::{
     Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, IssuanceRecord,
     JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Successor,
     TokenHash,
 };
-use certd_core::identity::{Serial, ServiceName};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,8 @@
 //! The records certd keeps: one per issued certificate, revocation, join
 //! token, registration entry and audited decision.
 
-use certd_core::identity::{DnsName, Serial, ServiceName, SpiffeId};
-use certd_core::selector::Selector;
+use crate::identity::{DnsName, Serial, ServiceName, SpiffeId};
+use crate::selector::Selector;
 
 /// The SHA-256 of a join token: all the store ever sees of it.
 pub type TokenHash = [u8; 32];
