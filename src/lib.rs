@@ -10,7 +10,6 @@ pub mod api;
 pub mod attest;
 pub mod audit;
 pub mod authority;
-pub mod ca;
 pub mod config;
 pub mod daemon;
 mod error;
@@ -30,3 +29,5 @@ pub use certd_core::{
 pub use error::{Error, Result};
 // Storage, its own crate (crates/certd-store): the records and the backends.
 pub use certd_store as store;
+// The CA, its own crate (crates/certd-ca): keys, profiles, signing, rotation.
+pub use certd_ca as ca;

@@ -3,12 +3,12 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::ca::{CertificateAuthority, InitOptions, KeySecrets, rotation};
-use crate::clock::unix_seconds;
+use crate::{CertificateAuthority, InitOptions, KeySecrets, rotation};
+use certd_core::clock::unix_seconds;
 
 /// A CA as `certd init` makes it, in `dir`.
 fn primary(dir: &Path) {
-    crate::ca::init(dir, &InitOptions::for_tests("http://127.0.0.1:8080", None)).unwrap();
+    crate::init(dir, &InitOptions::for_tests("http://127.0.0.1:8080", None)).unwrap();
     std::fs::write(dir.join("jwt-master.key"), [7u8; 32]).unwrap();
     std::fs::write(dir.join("store-marks.toml"), "store_id = \"primary\"\n").unwrap();
 }
@@ -190,7 +190,7 @@ fn another_ca_and_an_older_package_are_refused() {
         matches!(refused, ReplicaError::AnotherCa { .. }),
         "{refused}"
     );
-    assert_eq!(refused.kind(), crate::ErrorKind::AlreadyExists);
+    assert_eq!(refused.kind(), certd_core::ErrorKind::AlreadyExists);
     assert!(
         refused.to_string().contains("refusing to overwrite it"),
         "{refused}"
@@ -202,7 +202,7 @@ fn another_ca_and_an_older_package_are_refused() {
     let intermediate = std::fs::read(to.join("intermediate.pem")).unwrap();
     let older = import(&to, &before).unwrap_err();
     assert!(matches!(older, ReplicaError::Older { .. }), "{older}");
-    assert_eq!(older.kind(), crate::ErrorKind::FailedPrecondition);
+    assert_eq!(older.kind(), certd_core::ErrorKind::FailedPrecondition);
     assert_eq!(
         std::fs::read(to.join("intermediate.pem")).unwrap(),
         intermediate

@@ -6,7 +6,7 @@ use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, Ser
 use time::OffsetDateTime;
 
 use super::{CLOCK_SKEW_ALLOWANCE, CaError, Intermediate};
-use crate::model::RevokedEntry;
+use certd_core::model::RevokedEntry;
 
 /// Builds an X.509 v2 CRL listing `entries`, with the given CRL number and
 /// validity, signed by `signer`. The authority key identifier is the

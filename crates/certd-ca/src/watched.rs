@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::fsutil::FileFingerprint;
+use certd_core::fsutil::FileFingerprint;
 
 /// How long the file may go unread while its fingerprint stays the same.
 const REREAD_AT_LEAST_EVERY: Duration = Duration::from_secs(1);

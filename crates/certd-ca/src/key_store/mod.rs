@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{CaError, KeyPassphrase, KeyType};
-use crate::DataDir;
+use certd_core::DataDir;
 
 pub use pkcs11::{Pkcs11KeyRef, Pkcs11Pin};
 
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(toml::to_string(&state).unwrap(), written);
         // ca.toml as `certd init --pkcs11-module …` has always written it.
         let ca_toml = "trust_domain = \"certd.internal\"\nkey_type = \"ecdsa-p256\"\ncreated_at = 1700000000\n\n[intermediate_key_pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"certd\"\nkey_label = \"certd-intermediate\"\n";
-        let metadata: crate::ca::CaMetadata = toml::from_str(ca_toml).unwrap();
+        let metadata: crate::CaMetadata = toml::from_str(ca_toml).unwrap();
         assert!(matches!(
             &metadata.intermediate_key,
             Some(KeyRecord::Pkcs11(key_ref)) if key_ref.key_label == "certd-intermediate"

@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use super::files::{self, CaFiles, io_error};
 use super::{CaError, KeyPassphrase};
-use crate::ca::RevocationReason;
-use crate::clock::unix_seconds;
-use crate::fsutil::{self, PUBLIC_FILE_MODE};
-use crate::identity::Serial;
+use crate::RevocationReason;
+use certd_core::clock::unix_seconds;
+use certd_core::fsutil::{self, PUBLIC_FILE_MODE};
+use certd_core::identity::Serial;
 
 /// Default validity of the root's CRL: long, since it is signed by hand
 /// where the root key is kept; the daemon warns 30 days before it ends.
@@ -67,7 +67,7 @@ pub fn sign(
     passphrase: Option<&KeyPassphrase>,
     validity: Duration,
 ) -> Result<RootCrlFacts, CaError> {
-    let data_dir = crate::DataDir::new(dir);
+    let data_dir = certd_core::DataDir::new(dir);
     let state = read_state(&data_dir.root_crl_state())?;
     sign_with(dir, passphrase, validity, state)
 }
@@ -81,7 +81,7 @@ pub fn revoke_intermediate(
     reason: RevocationReason,
     validity: Duration,
 ) -> Result<RootCrlFacts, CaError> {
-    let data_dir = crate::DataDir::new(dir);
+    let data_dir = certd_core::DataDir::new(dir);
     let mut state = read_state(&data_dir.root_crl_state())?;
     if !state.revoked.iter().any(|r| r.serial == serial) {
         state.revoked.push(RevokedIntermediate {
@@ -124,7 +124,7 @@ fn sign_with(
         "run this where the root key is kept, then copy root.crl and root-crl.toml to the daemon's data directory",
     )?;
     let root_der = files::read_single_cert(&ca_files.root_cert)?;
-    let data_dir = crate::DataDir::new(dir);
+    let data_dir = certd_core::DataDir::new(dir);
     let next = if data_dir.next_root_cert().exists() {
         let next_der = files::read_single_cert(&data_dir.next_root_cert())?;
         let next_key = files::key_at(&data_dir.next_root_key(), passphrase)?;
@@ -156,12 +156,12 @@ fn write_signed(
     validity: Duration,
     mut state: RootCrlState,
 ) -> Result<RootCrlFacts, CaError> {
-    let data_dir = crate::DataDir::new(dir);
+    let data_dir = certd_core::DataDir::new(dir);
     state.number += 1;
     let now = unix_seconds(SystemTime::now());
     // Valid for `validity` from now, and from a minute ago for relying
     // parties whose clocks lag.
-    let this_update = crate::ca::crl::this_update(now);
+    let this_update = crate::crl::this_update(now);
     let next_update = now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX));
     // The state first: a CRL on disk never has a number the state lacks.
     files::write_state(&data_dir.root_crl_state(), &state)?;
@@ -207,14 +207,14 @@ fn sign_crl(
     let params = CertificateRevocationListParams {
         this_update: super::profile::timestamp(this_update),
         next_update: super::profile::timestamp(next_update),
-        crl_number: SerialNumber::from_slice(&crate::ca::crl::minimal_be(number)),
+        crl_number: SerialNumber::from_slice(&crate::crl::minimal_be(number)),
         issuing_distribution_point: None,
         revoked_certs: revoked
             .iter()
             .map(|revoked| RevokedCertParams {
                 serial_number: SerialNumber::from_slice(revoked.serial.as_bytes()),
                 revocation_time: super::profile::timestamp(revoked.revoked_at),
-                reason_code: crate::ca::crl::reason(
+                reason_code: crate::crl::reason(
                     revoked
                         .reason
                         .parse::<RevocationReason>()
@@ -253,7 +253,7 @@ pub fn facts_of(der: &[u8]) -> Option<RootCrlFacts> {
 mod serial_hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::identity::Serial;
+    use certd_core::identity::Serial;
 
     pub fn serialize<S: Serializer>(serial: &Serial, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&serial.to_hex())
@@ -311,7 +311,7 @@ mod tests {
     fn init_signs_the_first_and_each_signing_numbers_up_and_keeps_the_revoked() {
         let dir = tempfile::tempdir().unwrap();
         new_ca(dir.path());
-        let data_dir = crate::DataDir::new(dir.path());
+        let data_dir = certd_core::DataDir::new(dir.path());
         let file = RootCrlFile::new(data_dir.root_crl());
         let first = file.current().unwrap();
         assert_eq!((first.facts.number, first.facts.revoked), (1, 0));
@@ -344,7 +344,7 @@ mod tests {
         // for relying parties whose clocks lag.
         assert_eq!(
             facts.next_update - facts.this_update,
-            (week + crate::ca::CLOCK_SKEW_ALLOWANCE).as_secs() as i64
+            (week + crate::CLOCK_SKEW_ALLOWANCE).as_secs() as i64
         );
         assert!(facts.this_update <= unix_seconds(SystemTime::now()) - 60);
         // The file the daemon reads follows, and the state is readable.
@@ -359,7 +359,7 @@ mod tests {
     fn a_bad_file_keeps_the_last_good_crl_and_no_root_key_is_said_plainly() {
         let dir = tempfile::tempdir().unwrap();
         new_ca(dir.path());
-        let data_dir = crate::DataDir::new(dir.path());
+        let data_dir = certd_core::DataDir::new(dir.path());
         let file = RootCrlFile::new(data_dir.root_crl());
         let good = file.current().unwrap();
         std::thread::sleep(Duration::from_millis(20));

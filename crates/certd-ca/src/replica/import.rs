@@ -11,9 +11,9 @@ use super::package::{self, FileKind, Package};
 use super::{
     Imported, Names, ReplicaError, cert_of, metadata_of, not_before, read_if_there, single_cert,
 };
-use crate::ca::CaError;
-use crate::ca::files::{self, CaFiles, io_error};
-use crate::fsutil;
+use crate::CaError;
+use crate::files::{self, CaFiles, io_error};
+use certd_core::fsutil;
 
 /// Sets `dir` up as a replica from `package`, or, where `dir` holds the
 /// same CA already, brings it up to date; refuses a directory holding

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::DataDir;
-use crate::fsutil::{PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+use certd_core::DataDir;
+use certd_core::fsutil::{PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 /// The manifest's name in the archive.
 pub const MANIFEST: &str = "certd-replica.toml";

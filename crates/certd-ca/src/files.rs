@@ -19,9 +19,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::profile::timestamp;
 use super::{CLOCK_SKEW_ALLOWANCE, CaError};
-use crate::clock::unix_seconds;
-use crate::fsutil::{self, PUBLIC_FILE_MODE};
-use crate::identity::TrustDomain;
+use certd_core::clock::unix_seconds;
+use certd_core::fsutil::{self, PUBLIC_FILE_MODE};
+use certd_core::identity::TrustDomain;
 
 /// Lifetime of the self-signed root.
 pub const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -123,7 +123,7 @@ pub struct CaFiles {
 
 impl CaFiles {
     pub fn new(dir: &Path) -> Self {
-        let data_dir = crate::DataDir::new(dir);
+        let data_dir = certd_core::DataDir::new(dir);
         CaFiles {
             dir: dir.to_owned(),
             root_cert: data_dir.root_cert(),
@@ -169,14 +169,14 @@ pub struct NextRootState {
 
 /// The prepared next root's state, if one is prepared.
 pub fn next_root_state(dir: &Path) -> Result<Option<NextRootState>, CaError> {
-    read_state(&crate::DataDir::new(dir).next_root_state())
+    read_state(&certd_core::DataDir::new(dir).next_root_state())
 }
 
 /// A short random id for a CA's name: tells deployments (and generations
 /// of roots) of one trust domain apart.
 pub(super) fn deployment_id() -> String {
     hex::encode(
-        crate::identity::Serial::generate()
+        certd_core::identity::Serial::generate()
             .as_bytes()
             .get(..4)
             .unwrap_or_default(),
@@ -204,7 +204,7 @@ pub(super) fn ca_params(
     if let Ok(uri) = format!("spiffe://{}", trust_domain.as_str()).try_into() {
         params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
     }
-    let serial = crate::identity::Serial::generate();
+    let serial = certd_core::identity::Serial::generate();
     params.serial_number = Some(rcgen::SerialNumber::from_slice(serial.as_bytes()));
     params.not_before = timestamp(now - CLOCK_SKEW_ALLOWANCE.as_secs() as i64);
     params.not_after = timestamp(now + lifetime.as_secs() as i64);

@@ -93,8 +93,8 @@ pub fn encode(
     })?;
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
-    crate::fsutil::fill_random(&mut salt);
-    crate::fsutil::fill_random(&mut iv);
+    certd_core::fsutil::fill_random(&mut salt);
+    certd_core::fsutil::fill_random(&mut iv);
     let parameters =
         pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(passphrase.rounds, &salt, &iv)
             .map_err(|e| CaError::Invalid {

@@ -7,10 +7,10 @@ use rcgen::KeyPair;
 use zeroize::Zeroizing;
 
 use super::{Generated, IntermediateKey, KeyRecord, KeySecrets, KeyStore, Slot, shown};
-use crate::DataDir;
-use crate::ca::files::{self, io_error};
-use crate::ca::{CaError, KeyType, key_file};
-use crate::fsutil::{self, SECRET_FILE_MODE};
+use crate::files::{self, io_error};
+use crate::{CaError, KeyType, key_file};
+use certd_core::DataDir;
+use certd_core::fsutil::{self, SECRET_FILE_MODE};
 
 pub(super) struct FileKeyStore;
 

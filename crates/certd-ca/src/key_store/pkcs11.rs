@@ -28,9 +28,9 @@ use super::{
     Generated, IntermediateKey, KeyRecord, KeySecrets, KeyStore, Slot as IntermediateSlot,
     no_record,
 };
-use crate::DataDir;
-use crate::ca::files::deployment_id;
-use crate::ca::{CaError, KeyType};
+use crate::files::deployment_id;
+use crate::{CaError, KeyType};
+use certd_core::DataDir;
 
 /// Where the intermediate key is: recorded in `ca.toml` at `certd init`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ impl std::fmt::Debug for Pkcs11Pin {
 impl Pkcs11Pin {
     /// The first line of `path`, which must not be empty.
     pub fn from_file(path: &Path) -> Result<Self, CaError> {
-        crate::ca::key_file::first_line_of(path, "PKCS#11 PIN").map(Pkcs11Pin)
+        crate::key_file::first_line_of(path, "PKCS#11 PIN").map(Pkcs11Pin)
     }
 
     fn auth(&self) -> AuthPin {

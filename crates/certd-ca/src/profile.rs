@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::csr::SubjectKeyKind;
 use super::{CaError, IssuerUrls};
-use crate::identity::{OperatorIdentity, Serial, WorkloadIdentity};
+use certd_core::identity::{OperatorIdentity, Serial, WorkloadIdentity};
 
 /// How far notBefore is backdated, so that a peer whose clock is slightly
 /// behind still accepts a certificate issued a moment ago.

@@ -14,8 +14,8 @@ use super::files::{
     point_to_root, write_new,
 };
 use super::key_store::{self, Slot};
-use crate::clock::unix_seconds;
-use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+use certd_core::clock::unix_seconds;
+use certd_core::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 /// Creates a new CA in `dir`: a self-signed root and an intermediate
 /// (pathLen 0) signed by it. Refuses if any CA file is already there.
@@ -57,7 +57,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
         &format!("{base}/root.cer"),
     );
     let root_issuer = rcgen::Issuer::new(root_params, root_key);
-    let data_dir = crate::DataDir::new(dir);
+    let data_dir = certd_core::DataDir::new(dir);
     let store = key_store::of(options.intermediate_key_in.as_ref());
     let intermediate =
         store.generate(Slot::Current, &data_dir, options.key_type, &options.secrets)?;

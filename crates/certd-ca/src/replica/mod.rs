@@ -35,7 +35,7 @@ pub use package::{FileKind, MAX_PACKAGE_BYTES, Package};
 use super::files::{self, CaFiles, io_error};
 use super::key_store::{self, Slot};
 use super::{CaError, CaMetadata};
-use crate::DataDir;
+use certd_core::DataDir;
 
 /// Why a package could not be made or used.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +55,8 @@ pub enum ReplicaError {
 }
 
 impl ReplicaError {
-    pub fn kind(&self) -> crate::ErrorKind {
-        use crate::ErrorKind;
+    pub fn kind(&self) -> certd_core::ErrorKind {
+        use certd_core::ErrorKind;
         match self {
             ReplicaError::Package { .. } => ErrorKind::InvalidInput,
             ReplicaError::AnotherCa { .. } => ErrorKind::AlreadyExists,

@@ -25,9 +25,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::files::{self, CaFiles, io_error};
 use super::key_store::{self, KeyRecord, Slot};
 use super::{CLOCK_SKEW_ALLOWANCE, CaError, KeySecrets};
-use crate::DataDir;
-use crate::clock::unix_seconds;
-use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+use certd_core::DataDir;
+use certd_core::clock::unix_seconds;
+use certd_core::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 /// What `intermediate-previous.toml` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -584,8 +584,8 @@ mod tests {
     fn the_previous_intermediate_leaves_when_its_certificates_have_expired() {
         let dir = tempfile::tempdir().unwrap();
         new_ca(dir.path());
-        use crate::clock::Clock;
-        let clock = crate::clock::ManualClock::starting_now();
+        use certd_core::clock::Clock;
+        let clock = certd_core::clock::ManualClock::starting_now();
         let load = || {
             CertificateAuthority::open(dir.path(), &KeySecrets::default(), clock.clone()).unwrap()
         };

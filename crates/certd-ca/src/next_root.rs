@@ -19,8 +19,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::files::{self, CaFiles, ROOT_LIFETIME, io_error};
 use super::{CaError, KeyPassphrase};
-use crate::clock::unix_seconds;
-use crate::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
+use certd_core::clock::unix_seconds;
+use certd_core::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 /// How long, by default, the next root is only distributed before anything
 /// is signed under it: longer than the default longest certificate
@@ -49,7 +49,7 @@ pub fn prepare(
     propagation: Duration,
 ) -> Result<NextRoot, CaError> {
     let ca_files = CaFiles::new(dir);
-    let data_dir = crate::DataDir::new(dir);
+    let data_dir = certd_core::DataDir::new(dir);
     if !ca_files.metadata.exists() {
         return Err(CaError::Missing(dir.display().to_string()));
     }
@@ -127,7 +127,7 @@ pub struct Retired {
 /// signed under the old root may live (the previous intermediate's).
 pub fn retire(dir: &Path, force: bool, now: i64) -> Result<Retired, CaError> {
     let ca_files = CaFiles::new(dir);
-    let data_dir = crate::DataDir::new(dir);
+    let data_dir = certd_core::DataDir::new(dir);
     if !ca_files.metadata.exists() {
         return Err(CaError::Missing(dir.display().to_string()));
     }
@@ -229,7 +229,7 @@ mod tests {
             .cheap_for_tests();
         let ca = dir.path().join("ca");
         new_ca(&ca, Some(passphrase.clone()));
-        let data_dir = crate::DataDir::new(&ca);
+        let data_dir = certd_core::DataDir::new(&ca);
 
         // The root key is encrypted: without the passphrase, nothing changes.
         assert!(prepare(&ca, None, DEFAULT_PROPAGATION).is_err());
@@ -268,7 +268,7 @@ mod tests {
         use super::super::rotation;
         let dir = tempfile::tempdir().unwrap();
         new_ca(dir.path(), None);
-        let data_dir = crate::DataDir::new(dir.path());
+        let data_dir = certd_core::DataDir::new(dir.path());
         let hour = Duration::from_secs(3600);
         let now = SystemTime::now();
         prepare(dir.path(), None, hour).unwrap();
@@ -339,7 +339,7 @@ mod tests {
         // The root CRL is the new root's now.
         let crl = std::fs::read(data_dir.root_crl()).unwrap();
         assert_eq!(
-            crate::ca::crl::signer_key_id(&crl),
+            crate::crl::signer_key_id(&crl),
             super::super::subject_key_id(&next_root)
         );
     }

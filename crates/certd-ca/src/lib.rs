@@ -5,6 +5,10 @@
 //! `ValidatedCsr`, a `WorkloadIdentity`, a `Serial`) and decides every field
 //! of the certificate itself. It does no network I/O and never touches the
 //! store: recording an issuance is the authority's job.
+//!
+//! Its own crate (`certd-ca`, named `certd::ca` by the rest) above
+//! `certd-core` only: the compiler refuses it the store, the servers and the
+//! CLI, and it is the only crate that knows PKCS#11 (cryptoki).
 
 pub mod bundle;
 pub mod crl;
@@ -40,8 +44,8 @@ pub use key_store::{
 pub use profile::CLOCK_SKEW_ALLOWANCE;
 pub use reason::{RevocationReason, reason_name};
 
-use crate::clock::{SharedClock, SystemClock};
-use crate::identity::{OperatorIdentity, Serial, TrustDomain, WorkloadIdentity};
+use certd_core::clock::{SharedClock, SystemClock};
+use certd_core::identity::{OperatorIdentity, Serial, TrustDomain, WorkloadIdentity};
 use csr::ValidatedCsr;
 
 /// Why the CA could not be created, loaded or could not sign.
@@ -71,17 +75,17 @@ pub enum CaError {
 }
 
 impl CaError {
-    pub fn kind(&self) -> crate::ErrorKind {
+    pub fn kind(&self) -> certd_core::ErrorKind {
         match self {
             CaError::IntermediateExpired { .. } | CaError::RotationRefused(_) => {
-                crate::ErrorKind::FailedPrecondition
+                certd_core::ErrorKind::FailedPrecondition
             }
             CaError::AlreadyExists(_)
             | CaError::Missing(_)
             | CaError::Io { .. }
             | CaError::Invalid { .. }
             | CaError::Token { .. }
-            | CaError::Signing(_) => crate::ErrorKind::Internal,
+            | CaError::Signing(_) => certd_core::ErrorKind::Internal,
         }
     }
 }
@@ -235,8 +239,10 @@ impl CertificateAuthority {
             secrets: secrets.clone(),
             trust_bundle,
             revocation_urls: None,
-            root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).root_crl()),
-            next_root_crl: root_crl::RootCrlFile::new(crate::DataDir::new(dir).next_root_crl()),
+            root_crl: root_crl::RootCrlFile::new(certd_core::DataDir::new(dir).root_crl()),
+            next_root_crl: root_crl::RootCrlFile::new(
+                certd_core::DataDir::new(dir).next_root_crl(),
+            ),
             clock,
         })
     }
@@ -337,7 +343,7 @@ impl CertificateAuthority {
         // `root-next.crl` over `root.crl`, and read in this order the next
         // root's CRL is found in one file or the other, whenever the rename
         // falls.
-        let next = crate::DataDir::new(&self.files.dir)
+        let next = certd_core::DataDir::new(&self.files.dir)
             .next_root_crl()
             .exists()
             .then(|| self.next_root_crl.current())
@@ -483,7 +489,7 @@ fn load_current(
     let key = key_store::of(record).open(
         Slot::Current,
         record,
-        &crate::DataDir::new(&files.dir),
+        &certd_core::DataDir::new(&files.dir),
         metadata.key_type,
         secrets,
     )?;
@@ -510,7 +516,7 @@ fn load_previous(
     if state.certificates_expire_by <= now {
         return Ok((None, 0));
     }
-    let data_dir = crate::DataDir::new(dir);
+    let data_dir = certd_core::DataDir::new(dir);
     let key_path = data_dir.previous_intermediate_key();
     let cert_path = data_dir.previous_intermediate_cert();
     let record = state.key.as_ref();
@@ -545,7 +551,7 @@ fn validity(
     ttl: Duration,
     now: SystemTime,
 ) -> Result<profile::Validity, CaError> {
-    let now = crate::clock::unix_seconds(now);
+    let now = certd_core::clock::unix_seconds(now);
     if now >= signer.not_after() {
         return Err(CaError::IntermediateExpired {
             not_after: signer.not_after(),
