@@ -1,6 +1,6 @@
 //! A test Kubernetes service-account issuer: its keys as a JWKS, tokens as
 //! the API server mints them, and an HTTPS server for its JWKS endpoint.
-//! Shared by the unit tests (`src/attest/kubernetes.rs` includes this
+//! Shared by the unit tests (`crates/certd-daemon/src/attest/kubernetes/mod.rs` includes this
 //! file), the integration tests and the benchmarks, so it uses only crates
 //! all of them have.
 

@@ -318,7 +318,7 @@ impl super::Attestor for KubernetesAttestor {
 
 // The same HTTPS server the integration tests use.
 #[cfg(test)]
-#[path = "../../../tests/common/k8s_issuer.rs"]
+#[path = "../../../../../tests/common/k8s_issuer.rs"]
 mod k8s_issuer;
 
 #[cfg(test)]

@@ -3,14 +3,14 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
-        "proto/certd/v1/ca.proto",
-        "proto/certd/v1/admin.proto",
-        "proto/spiffe/workload.proto",
+        "../../proto/certd/v1/ca.proto",
+        "../../proto/certd/v1/admin.proto",
+        "../../proto/spiffe/workload.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");
     }
-    let descriptors = protox::compile(files, ["proto"])?;
+    let descriptors = protox::compile(files, ["../../proto"])?;
     tonic_prost_build::configure()
         // Malformed messages are INVALID_ARGUMENT, not INTERNAL (api::codec).
         .codec_path("crate::api::codec::ProtoCodec")

@@ -730,7 +730,7 @@ mod tests {
 
     #[test]
     fn the_replicas_manifest_carries_a_valid_config() {
-        let manifest = include_str!("../../deploy/kubernetes/replicas.yaml");
+        let manifest = include_str!("../../../../deploy/kubernetes/replicas.yaml");
         let embedded: String = manifest
             .lines()
             .skip_while(|line| !line.trim_end().ends_with("certd.toml: |"))
@@ -775,7 +775,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_is_valid_and_states_the_defaults() {
-        let example = include_str!("../../deploy/certd.toml");
+        let example = include_str!("../../../../deploy/certd.toml");
         assert_eq!(check(example, None), check("", None));
         // Its commented-out Kubernetes section is valid too, once uncommented.
         let kubernetes: String = example
