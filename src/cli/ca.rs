@@ -55,9 +55,9 @@ pub struct RotateRootArgs {
     key_passphrase_file: Option<PathBuf>,
     /// How long the next root is only handed out before `certd ca rotate-intermediate` signs
     /// under it: longer than the longest certificate lifetime plus one renewal, so that every
-    /// workload has fetched it.
-    #[arg(long, value_parser = duration, default_value = "48h")]
-    propagation: Duration,
+    /// workload has fetched it. Default: 48h (`ca::next_root::DEFAULT_PROPAGATION`).
+    #[arg(long, value_parser = duration)]
+    propagation: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -109,7 +109,8 @@ pub fn rotate_root(args: RotateRootArgs) -> anyhow::Result<()> {
     let next = certd::ca::next_root::prepare(
         &args.data_dir.data_dir,
         passphrase.as_ref(),
-        args.propagation,
+        args.propagation
+            .unwrap_or(certd::ca::next_root::DEFAULT_PROPAGATION),
     )
     .map_err(certd::Error::from)?;
     println!(

@@ -64,7 +64,7 @@ impl TrustBundle {
 
 /// `bundle.pem`, read again whenever it changes (see `watched`).
 #[derive(Debug)]
-pub struct TrustBundleFile {
+pub(crate) struct TrustBundleFile {
     file: super::watched::WatchedFile<TrustBundle>,
 }
 

@@ -14,10 +14,10 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::{FromDer, X509CertificationRequest};
 
 /// The largest CSR certd reads. Real CSRs are well under 2 KiB, even RSA 4096.
-pub const MAX_CSR_LEN: usize = 16 * 1024;
+pub(crate) const MAX_CSR_LEN: usize = 16 * 1024;
 
 /// RSA modulus sizes certd accepts, in bits.
-pub const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
+pub(crate) const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
 
 /// Why a CSR was refused before any policy was consulted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use certd_core::fsutil::{self, PUBLIC_FILE_MODE};
 use certd_core::identity::TrustDomain;
 
 /// Lifetime of the self-signed root.
-pub const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub(crate) const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Default lifetime of the intermediate that signs workloads; rotations
 /// keep the lifetime of the intermediate they replace.
 pub const INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -159,7 +159,7 @@ impl CaFiles {
 
 /// `root-next.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NextRootState {
+pub(crate) struct NextRootState {
     /// When it was added to the bundle.
     pub added_at: i64,
     /// The end of the propagation window: `certd ca rotate-intermediate`

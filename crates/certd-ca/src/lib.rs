@@ -16,7 +16,7 @@ pub mod csr;
 mod files;
 mod init;
 pub mod intermediate;
-pub mod key_file;
+pub(crate) mod key_file;
 pub mod key_store;
 pub mod next_root;
 mod profile;

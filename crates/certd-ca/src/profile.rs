@@ -19,7 +19,7 @@ pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(60);
 
 /// The validity window of a certificate, in Unix seconds.
 #[derive(Debug, Clone, Copy)]
-pub struct Validity {
+pub(crate) struct Validity {
     pub not_before: i64,
     pub not_after: i64,
 }
@@ -99,7 +99,7 @@ pub fn server(
 }
 
 /// The DNS names and URIs a profile puts in the subjectAltName.
-pub fn names_of(params: &CertificateParams) -> (Vec<String>, Vec<String>) {
+pub(crate) fn names_of(params: &CertificateParams) -> (Vec<String>, Vec<String>) {
     let mut dns_names = Vec::new();
     let mut uris = Vec::new();
     for san in &params.subject_alt_names {

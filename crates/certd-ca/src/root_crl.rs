@@ -29,13 +29,13 @@ use certd_core::identity::Serial;
 
 /// Default validity of the root's CRL: long, since it is signed by hand
 /// where the root key is kept; the daemon warns 30 days before it ends.
-pub const DEFAULT_ROOT_CRL_VALIDITY: Duration = Duration::from_secs(180 * 24 * 3600);
+pub(crate) const DEFAULT_ROOT_CRL_VALIDITY: Duration = Duration::from_secs(180 * 24 * 3600);
 /// How long before its nextUpdate the daemon starts warning.
 pub const ROOT_CRL_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `root-crl.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RootCrlState {
+pub(crate) struct RootCrlState {
     /// The number of the last CRL signed.
     pub number: u64,
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct RootCrlState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RevokedIntermediate {
+pub(crate) struct RevokedIntermediate {
     #[serde(with = "serial_hex")]
     pub serial: Serial,
     pub revoked_at: i64,
@@ -235,7 +235,7 @@ fn read_state(path: &Path) -> Result<RootCrlState, CaError> {
 
 /// Reads a root CRL's facts from its DER: what the daemon serves and warns
 /// about.
-pub fn facts_of(der: &[u8]) -> Option<RootCrlFacts> {
+pub(crate) fn facts_of(der: &[u8]) -> Option<RootCrlFacts> {
     use x509_parser::prelude::FromDer;
     let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
     Some(RootCrlFacts {
@@ -269,7 +269,7 @@ mod serial_hex {
 /// file changes (a `certd ca sign-root-crl` run beside the daemon, or a
 /// copy from where the root key is; see `watched`).
 #[derive(Debug)]
-pub struct RootCrlFile(super::watched::WatchedFile<LoadedRootCrl>);
+pub(crate) struct RootCrlFile(super::watched::WatchedFile<LoadedRootCrl>);
 
 /// A root CRL read from its file.
 #[derive(Debug, Clone, PartialEq, Eq)]

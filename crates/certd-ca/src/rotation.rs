@@ -31,7 +31,7 @@ use certd_core::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 /// What `intermediate-previous.toml` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreviousState {
+pub(crate) struct PreviousState {
     /// Which intermediate this is about: its subject key identifier, hex.
     pub key_id: String,
     /// When it stopped signing certificates (Unix seconds).
@@ -79,7 +79,7 @@ pub struct Promoted {
 }
 
 /// The previous intermediate's state, if there is one.
-pub fn previous_state(dir: &Path) -> Result<Option<PreviousState>, CaError> {
+pub(crate) fn previous_state(dir: &Path) -> Result<Option<PreviousState>, CaError> {
     files::read_state(&DataDir::new(dir).previous_intermediate_state())
 }
 

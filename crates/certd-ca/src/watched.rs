@@ -24,7 +24,7 @@ use certd_core::fsutil::FileFingerprint;
 const REREAD_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
-pub struct WatchedFile<T> {
+pub(crate) struct WatchedFile<T> {
     path: PathBuf,
     /// What the file holds, for the log.
     what: &'static str,

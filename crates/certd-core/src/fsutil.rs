@@ -15,7 +15,7 @@ pub const SECRET_FILE_MODE: u32 = 0o600;
 /// Mode of public files (certificates, bundles).
 pub const PUBLIC_FILE_MODE: u32 = 0o644;
 /// Mode of directories that hold secrets.
-pub const PRIVATE_DIR_MODE: u32 = 0o700;
+pub(crate) const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// What one `metadata` call says about a file: a replacement or a write
 /// changes one of these, unless it reuses the inode number, with the same

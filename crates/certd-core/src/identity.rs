@@ -323,7 +323,7 @@ pub struct Serial(Vec<u8>);
 /// Length of the serials certd generates: 20 bytes with the top bit clear
 /// (positive) and the next bit set (so no leading zero shortens them), which
 /// leaves 158 random bits.
-pub const GENERATED_SERIAL_LEN: usize = 20;
+pub(crate) const GENERATED_SERIAL_LEN: usize = 20;
 
 impl Serial {
     /// A fresh random serial from the operating system's CSPRNG.

@@ -317,7 +317,7 @@ fn marks_error(path: &Path, reason: &str) -> StoreError {
 
 /// A store checked against its marks file, which it keeps up to date.
 #[derive(Debug)]
-pub struct Marked {
+pub(crate) struct Marked {
     inner: SharedStorage,
     path: PathBuf,
     state: Mutex<MarksState>,

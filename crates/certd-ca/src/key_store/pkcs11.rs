@@ -207,7 +207,7 @@ fn next_key_label(current: &str) -> String {
 }
 
 /// A signing key in a token, usable by rcgen as an issuer's key.
-pub struct Pkcs11Key {
+pub(crate) struct Pkcs11Key {
     key_ref: Pkcs11KeyRef,
     algorithm: &'static rcgen::SignatureAlgorithm,
     /// The public key as X.509 wants it (the EC point), for rcgen.

@@ -20,11 +20,11 @@ use certd_core::DataDir;
 use certd_core::fsutil::{PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 /// The manifest's name in the archive.
-pub const MANIFEST: &str = "certd-replica.toml";
+pub(crate) const MANIFEST: &str = "certd-replica.toml";
 /// The version of this format, in the manifest.
 pub const FORMAT_VERSION: u32 = 1;
 /// The largest file a package may hold: CA files are a few KiB.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
 /// The largest package.
 pub const MAX_PACKAGE_BYTES: u64 = 16 << 20;
 

@@ -25,7 +25,7 @@ type Reply = oneshot::Sender<Result<(), Arc<io::Error>>>;
 /// thread finishes its queue and is joined, so the database is closed (and
 /// its lock released) by the time the `SledStore` is gone.
 #[derive(Debug, Clone)]
-pub struct GroupCommit {
+pub(crate) struct GroupCommit {
     inner: Arc<Committer>,
 }
 

@@ -84,7 +84,7 @@ impl From<sled::Error> for StoreError {
 /// Handle to the database. Cheap to clone; clones share one database, and
 /// one recovery when it faults.
 #[derive(Debug, Clone)]
-pub struct SledStore {
+pub(crate) struct SledStore {
     shared: Arc<Shared>,
 }
 
@@ -130,10 +130,6 @@ impl SledStore {
                 changes: ChangeFeed::default(),
             }),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.shared.path
     }
 
     /// The open database, or `Unavailable` with the fault's cause while it
