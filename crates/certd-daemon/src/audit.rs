@@ -11,7 +11,7 @@ use crate::selector::Selector;
 use crate::store::{AuditEntry, AuditEvent, Storage};
 
 /// Target of audit events in the structured log.
-pub const AUDIT_TARGET: &str = "certd::audit";
+pub(crate) const AUDIT_TARGET: &str = "certd::audit";
 
 /// One decision to audit.
 #[derive(Debug, Clone, Default)]

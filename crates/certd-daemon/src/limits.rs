@@ -14,14 +14,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::identity::ServiceName;
 
 /// Requests in flight when the configuration says nothing.
-pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+pub(crate) const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// Largest gRPC message certd accepts when the configuration says nothing.
 /// A CSR may be 16 KiB; the margin lets an oversized CSR reach the CSR check
 /// and get a precise error.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The smallest allowed message cap: below this a legitimate RSA 4096 CSR
 /// would not fit.
-pub const MIN_MAX_REQUEST_BYTES: usize = 8 * 1024;
+pub(crate) const MIN_MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// Per-service buckets kept before idle (full) ones are forgotten.
 const MAX_TRACKED_SERVICES: usize = 10_000;
 

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::fsutil;
 
 /// Lifetime of certd's own serving certificate; it is renewed at half-life.
-pub const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How often expired join tokens and revocation entries are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Longest time one RPC may take.
@@ -52,7 +52,7 @@ const ROTATION_MARGIN: Duration = Duration::from_secs(60);
 
 /// How long a certificate signed now may live at most: until then, the
 /// intermediate that signed it keeps answering for it after a rotation.
-pub fn longest_certificate_lifetime(config: &Config) -> Duration {
+pub(crate) fn longest_certificate_lifetime(config: &Config) -> Duration {
     config.lifetimes.max_cert_ttl.max(SERVING_CERT_TTL) + ROTATION_MARGIN
 }
 /// Concurrent RPCs on one HTTP/2 connection.
@@ -96,7 +96,7 @@ impl ServeError {
 
 /// The sockets the daemon serves on.
 #[derive(Debug)]
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
     pub admin: UnixListener,
@@ -106,7 +106,7 @@ pub struct Listeners {
 /// The TCP listeners, bound before anything is written to the data
 /// directory, so a busy port fails start-up before it creates a CA.
 #[derive(Debug)]
-pub struct TcpListeners {
+pub(crate) struct TcpListeners {
     grpc: TcpListener,
     http: TcpListener,
 }

@@ -47,7 +47,7 @@ const LOCAL_AUTHORITY: &[u8] = b"localhost";
 
 /// Why the client's bytes cannot be passed on; the connection is closed.
 #[derive(Debug, thiserror::Error)]
-pub enum RewriteError {
+pub(crate) enum RewriteError {
     #[error("header block of {0} bytes exceeds the {MAX_HEADER_BLOCK}-byte limit")]
     HeaderBlockTooLarge(usize),
     #[error("HPACK decoding failed: {0:?}")]
@@ -88,7 +88,7 @@ struct PendingBlock {
 }
 
 /// Rewrites the client-to-server half of one HTTP/2 connection.
-pub struct AuthorityRewriter {
+pub(crate) struct AuthorityRewriter {
     state: State,
     /// Client bytes not yet processed (an incomplete frame, say).
     input: BytesMut,

@@ -70,7 +70,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 /// One admitted connection and its peer's credentials. What the client
 /// sends reaches the server through an [`AuthorityRewriter`], so that any
 /// `:authority` is accepted.
-pub struct AgentConnection {
+pub(crate) struct AgentConnection {
     stream: UnixStream,
     credentials: PeerCredentials,
     rewriter: AuthorityRewriter,
@@ -110,7 +110,7 @@ impl Drop for Place {
 }
 
 /// Accepts on `listener` for as long as the stream is polled.
-pub fn incoming(
+pub(crate) fn incoming(
     listener: UnixListener,
     limits: SocketLimits,
 ) -> ReceiverStream<io::Result<AgentConnection>> {

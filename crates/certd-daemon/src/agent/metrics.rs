@@ -258,7 +258,7 @@ const METHODS: &[&str] = &[
 /// status it was answered with (the status in the response headers; none
 /// there means the call was answered, or its stream started).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CallsLayer;
+pub(crate) struct CallsLayer;
 
 impl<S> tower::Layer<S> for CallsLayer {
     type Service = Calls<S>;

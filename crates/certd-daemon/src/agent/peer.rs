@@ -28,7 +28,7 @@ use crate::selector::Selector;
 
 /// Executables larger than this are not hashed (no `unix:sha256`
 /// selector), so one workload cannot make the agent read gigabytes.
-pub const MAX_HASHED_EXECUTABLE: u64 = 256 * 1024 * 1024;
+pub(crate) const MAX_HASHED_EXECUTABLE: u64 = 256 * 1024 * 1024;
 /// Clock ticks per second of /proc/<pid>/stat's start time (USER_HZ,
 /// 100 on every Linux architecture).
 const CLOCK_TICKS_PER_SECOND: u64 = 100;

@@ -65,7 +65,7 @@ struct NodeIdentity {
 }
 
 /// Talks to certd for the agent.
-pub struct Syncer {
+pub(crate) struct Syncer {
     server: String,
     ca_bundle_pem: String,
     data_dir: PathBuf,
@@ -81,7 +81,7 @@ pub struct Syncer {
 /// certd as the Workload API reaches it, for JWT-SVIDs (minted on demand,
 /// remembered until half their lifetime).
 #[derive(Clone)]
-pub struct Certd {
+pub(crate) struct Certd {
     server: String,
     /// The roots certd's own certificate is checked against: shared with
     /// the syncer, which replaces them when certd's bundle changes.

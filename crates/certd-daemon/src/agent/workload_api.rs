@@ -129,7 +129,7 @@ impl From<Refusal> for Status {
     }
 }
 
-pub struct WorkloadApiService {
+pub(crate) struct WorkloadApiService {
     cache: Cache,
     hashes: ExecutableHashes,
     certd: Certd,

@@ -18,7 +18,7 @@ use crate::authority::{Authority, Caller, TokenFor};
 use crate::ca::{RevocationReason, reason_name};
 use crate::registry::EntrySpec;
 
-pub struct AdminApi {
+pub(crate) struct AdminApi {
     authority: Authority,
     access: AdminAccess,
 }

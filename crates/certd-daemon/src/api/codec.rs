@@ -16,7 +16,7 @@ use tonic_prost::{ProstDecoder, ProstEncoder};
 
 /// prost's encoding, with decode failures classified as `INVALID_ARGUMENT`.
 #[derive(Debug, Clone)]
-pub struct ProtoCodec<T, U> {
+pub(crate) struct ProtoCodec<T, U> {
     types: PhantomData<(T, U)>,
 }
 
@@ -49,7 +49,7 @@ where
 
 /// Decodes `U`, mapping a malformed message to `INVALID_ARGUMENT`.
 #[derive(Debug, Clone)]
-pub struct ProtoDecoder<U> {
+pub(crate) struct ProtoDecoder<U> {
     inner: ProstDecoder<U>,
 }
 

@@ -26,7 +26,7 @@ use tokio::time::{Instant, Sleep};
 
 /// File descriptors kept out of the connection budget: the database, the
 /// admin socket and its connections, log files, the listeners themselves.
-pub const RESERVED_DESCRIPTORS: u64 = 128;
+pub(crate) const RESERVED_DESCRIPTORS: u64 = 128;
 /// How often, at most, a refused connection is logged.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -60,14 +60,14 @@ impl Default for ConnectionSettings {
 /// The per-listener cap when none is configured: half of what the
 /// descriptor limit leaves after [`RESERVED_DESCRIPTORS`] (there are two TCP
 /// listeners), and at least 16.
-pub fn default_max_per_listener(descriptor_limit: u64) -> usize {
+pub(crate) fn default_max_per_listener(descriptor_limit: u64) -> usize {
     let budget = descriptor_limit.saturating_sub(RESERVED_DESCRIPTORS) / 2;
     usize::try_from(budget).unwrap_or(usize::MAX).max(16)
 }
 
 /// Raises the soft descriptor limit to the hard one (as Go's runtime and
 /// most servers do) and returns the limit now in force.
-pub fn raise_descriptor_limit() -> u64 {
+pub(crate) fn raise_descriptor_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX)
         .or_else(|_| rlimit::Resource::NOFILE.get_soft())
         .unwrap_or(1024)

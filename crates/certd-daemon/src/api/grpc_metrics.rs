@@ -42,7 +42,7 @@ fn method_of(path: &str) -> &'static str {
 
 /// The method a gRPC request path names, if it is one of `known`, else
 /// "other": a label value from a fixed set, whatever a client sends.
-pub fn method_among(path: &str, known: &[&'static str]) -> &'static str {
+pub(crate) fn method_among(path: &str, known: &[&'static str]) -> &'static str {
     let name = path.rsplit('/').next().unwrap_or_default();
     known
         .iter()
@@ -52,7 +52,7 @@ pub fn method_among(path: &str, known: &[&'static str]) -> &'static str {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcMetricsLayer;
+pub(crate) struct GrpcMetricsLayer;
 
 impl<S> tower::Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
@@ -63,7 +63,7 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct GrpcMetrics<S> {
+pub(crate) struct GrpcMetrics<S> {
     inner: S,
 }
 

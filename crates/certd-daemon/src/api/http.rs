@@ -83,7 +83,7 @@ pub async fn serve(
 }
 
 /// The HTTP routes.
-pub fn router(authority: Authority) -> Router {
+pub(crate) fn router(authority: Authority) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

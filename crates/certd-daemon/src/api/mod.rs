@@ -11,7 +11,7 @@ pub mod client;
 pub mod codec;
 pub mod connections;
 mod convert;
-pub mod grpc_metrics;
+pub(crate) mod grpc_metrics;
 pub mod http;
 pub mod tls;
 pub mod workload;
@@ -28,7 +28,7 @@ pub mod proto {
 }
 
 /// The gRPC status code of each kind of error.
-pub fn code_of(kind: ErrorKind) -> Code {
+pub(crate) fn code_of(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::InvalidInput => Code::InvalidArgument,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
@@ -86,7 +86,7 @@ pub fn status(error: &Error) -> Status {
 }
 
 /// Metadata key of the retry hint on `RESOURCE_EXHAUSTED`.
-pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+pub(crate) const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 #[cfg(test)]
 mod tests {

@@ -34,7 +34,7 @@ use crate::crypto::provider;
 
 /// A handshake that has not finished by then is dropped, so slow or idle
 /// clients cannot hold connection slots.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in flight at once; more wait in the kernel's accept queue.
 const MAX_PENDING_HANDSHAKES: usize = 1024;
 
@@ -257,7 +257,7 @@ fn leaf_not_after(leaf: &CertificateDer<'_>) -> Option<UnixTime> {
 /// Accepts TCP connections that `admission` lets in and completes their TLS
 /// handshakes concurrently, yielding finished TLS streams. A failed or slow
 /// handshake is logged and dropped; it never stalls the others.
-pub fn incoming(
+pub(crate) fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     admission: Admission,

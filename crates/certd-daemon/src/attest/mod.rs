@@ -134,7 +134,7 @@ pub use crate::model::kind;
 /// Every kind of selector something proves, in the order refusals list
 /// them: the one list of selector kinds. An attestor whose evidence proves
 /// a new kind adds it here.
-pub static SELECTOR_KINDS: [&SelectorKind; 3] = [
+pub(crate) static SELECTOR_KINDS: [&SelectorKind; 3] = [
     &kubernetes::SELECTORS,
     &join_token::SELECTORS,
     &unix::SELECTORS,
@@ -142,7 +142,7 @@ pub static SELECTOR_KINDS: [&SelectorKind; 3] = [
 
 /// What a join token proves (`token:`): the registry keeps entries made
 /// only of these for join tokens.
-pub static TOKEN_SELECTORS: &SelectorKind = &join_token::SELECTORS;
+pub(crate) static TOKEN_SELECTORS: &SelectorKind = &join_token::SELECTORS;
 
 /// `value` as a selector of a kind in `SELECTOR_KINDS`, or why it is not.
 pub fn parse_selector(value: &str) -> Result<Selector, String> {
@@ -190,7 +190,7 @@ pub struct Proven {
 }
 
 /// A future that completes when the daemon stops.
-pub type Stopped = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type Stopped = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// One kind of bootstrap evidence, checked. Implementations never write the
 /// store; a token they ask to consume is consumed with the record.

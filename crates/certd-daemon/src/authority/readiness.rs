@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use crate::store::Storage;
 
 /// How often the store is probed.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a probe may wait before certd says it is not ready.
-pub const PROBE_DEADLINE: Duration = Duration::from_secs(2);
+pub(crate) const PROBE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The latest probe of the store, shared by the prober and readiness. Only
 /// hangs are its business: a store that fails says so itself.
 #[derive(Debug, Default)]
-pub struct StoreProbe {
+pub(crate) struct StoreProbe {
     state: Mutex<ProbeState>,
 }
 

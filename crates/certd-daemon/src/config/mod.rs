@@ -34,18 +34,18 @@ use crate::revocation::{
 use crate::store::StoreSettings;
 
 /// Lifetime of workload certificates when the caller asks for none.
-pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The longest workload certificate certd issues unless configured otherwise.
-pub const DEFAULT_MAX_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_MAX_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Lifetime of a join token when the operator asks for none.
-pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// The longest join token certd creates unless configured otherwise.
-pub const DEFAULT_MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const DEFAULT_MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// No setting may make a workload certificate live longer than this.
-pub const CERT_TTL_CEILING: Duration = Duration::from_secs(365 * 24 * 3600);
-pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8443";
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
-pub const DEFAULT_SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
+pub(crate) const CERT_TTL_CEILING: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8443";
+pub(crate) const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
 /// Data directory when neither `--data-dir` nor `CERTD_DATA_DIR` is given.
 pub const DEFAULT_DATA_DIR: &str = "ca-data";
 
@@ -70,9 +70,9 @@ pub enum ConfigError {
 /// Audience a service-account token must carry unless configured otherwise.
 pub const DEFAULT_KUBERNETES_AUDIENCE: &str = "certd";
 /// How often a JWKS URL is fetched again by default.
-pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
 /// Clock difference allowed on a token's exp and nbf by default.
-pub const DEFAULT_KUBERNETES_CLOCK_SKEW: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_KUBERNETES_CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

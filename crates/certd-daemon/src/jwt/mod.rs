@@ -11,8 +11,6 @@
 
 mod keys;
 
-use std::collections::BTreeSet;
-
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
@@ -24,9 +22,9 @@ use crate::identity::SpiffeId;
 /// Longest token accepted for verification.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Most audiences one token may name.
-pub const MAX_AUDIENCES: usize = 16;
+pub(crate) const MAX_AUDIENCES: usize = 16;
 /// Longest audience.
-pub const MAX_AUDIENCE_LEN: usize = 256;
+pub(crate) const MAX_AUDIENCE_LEN: usize = 256;
 
 /// Why a token is not valid, or could not be made. The message says which
 /// check failed; it never includes the token.
@@ -71,7 +69,7 @@ impl JwtError {
 
 /// Checks audiences a caller asks a token for: 1 to 16, each 1 to 256
 /// printable ASCII characters without spaces.
-pub fn check_audiences(audiences: &[String]) -> Result<(), JwtError> {
+pub(crate) fn check_audiences(audiences: &[String]) -> Result<(), JwtError> {
     if audiences.is_empty() || audiences.len() > MAX_AUDIENCES {
         return Err(JwtError::InvalidAudience(format!(
             "a token needs 1 to {MAX_AUDIENCES} audiences, got {}",
@@ -85,7 +83,7 @@ pub fn check_audiences(audiences: &[String]) -> Result<(), JwtError> {
 }
 
 /// One audience: printable ASCII, no spaces, 1 to 256 characters.
-pub fn check_audience(audience: &str) -> Result<(), String> {
+pub(crate) fn check_audience(audience: &str) -> Result<(), String> {
     if audience.is_empty()
         || audience.len() > MAX_AUDIENCE_LEN
         || !audience.bytes().all(|b| b.is_ascii_graphic())
@@ -375,7 +373,7 @@ fn raw_header(token: &str) -> Result<serde_json::Map<String, serde_json::Value>,
 /// and Bundle standard): a JWKS whose keys are the X.509 roots (`use:
 /// x509-svid`, with `x5c`) and the published JWT keys (`use: jwt-svid`),
 /// with `spiffe_sequence` and `spiffe_refresh_hint`.
-pub fn spiffe_bundle_json(
+pub(crate) fn spiffe_bundle_json(
     roots_der: &[&[u8]],
     keys: &JwtKeys,
     now: i64,
@@ -427,11 +425,6 @@ fn x509_svid_key(der: &[u8]) -> Option<serde_json::Value> {
         })),
         _ => None,
     }
-}
-
-/// Audiences as a set, for "is every one allowed" checks.
-pub fn audience_set(audiences: &[String]) -> BTreeSet<&str> {
-    audiences.iter().map(String::as_str).collect()
 }
 
 #[cfg(test)]

@@ -50,7 +50,10 @@ impl PolicyError {
 }
 
 /// Checks a CSR against the identity it will be issued for.
-pub fn check_csr(csr: &ValidatedCsr, identity: &WorkloadIdentity) -> Result<(), PolicyError> {
+pub(crate) fn check_csr(
+    csr: &ValidatedCsr,
+    identity: &WorkloadIdentity,
+) -> Result<(), PolicyError> {
     if csr.requests_ca() {
         return Err(PolicyError::CaRequested);
     }
@@ -92,7 +95,7 @@ pub fn check_csr(csr: &ValidatedCsr, identity: &WorkloadIdentity) -> Result<(), 
 
 /// Checks a CSR for an operator certificate: no CA powers, and no name but
 /// the operator's SPIFFE ID (or its name as CN).
-pub fn check_operator_csr(
+pub(crate) fn check_operator_csr(
     csr: &ValidatedCsr,
     operator: &OperatorIdentity,
 ) -> Result<(), PolicyError> {
@@ -118,13 +121,13 @@ pub fn check_operator_csr(
 }
 
 /// The configuration field of the certificate lifetime's maximum.
-pub const CERTIFICATE_MAX_TTL: &str = "issuance.max_ttl";
+pub(crate) const CERTIFICATE_MAX_TTL: &str = "issuance.max_ttl";
 /// The configuration field of the join token lifetime's maximum.
-pub const JOIN_TOKEN_MAX_TTL: &str = "join_tokens.max_ttl";
+pub(crate) const JOIN_TOKEN_MAX_TTL: &str = "join_tokens.max_ttl";
 
 /// Checks a requested lifetime against the maximum that `setting` (a
 /// configuration field, named in the refusal) sets.
-pub fn check_ttl(
+pub(crate) fn check_ttl(
     requested: Duration,
     maximum: Duration,
     setting: &'static str,

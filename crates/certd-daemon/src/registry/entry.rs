@@ -155,7 +155,7 @@ impl EntrySpec {
 }
 
 /// Most JWT audiences one entry may allow.
-pub const MAX_JWT_AUDIENCES: usize = 32;
+pub(crate) const MAX_JWT_AUDIENCES: usize = 32;
 
 /// The audiences, each checked, without duplicates, in the order given.
 fn check_jwt_audiences(audiences: &[String]) -> Result<Vec<String>, String> {

@@ -460,7 +460,7 @@ impl Registry {
 
 /// The selectors a join token made for `entry` proves: its own, which must
 /// all be `token:` selectors.
-pub fn token_selectors(entry: &EntryRecord) -> Result<Vec<Selector>, RegistryError> {
+pub(crate) fn token_selectors(entry: &EntryRecord) -> Result<Vec<Selector>, RegistryError> {
     if entry.selectors.iter().all(|s| s.is(TOKEN_SELECTORS)) {
         Ok(entry.selectors.clone())
     } else {

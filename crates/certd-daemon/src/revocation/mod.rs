@@ -32,13 +32,13 @@ use ocsp::{IssuerHashes, KnownStatus};
 /// signed (its thisUpdate is backdated a minute, `crl::this_update`). Long,
 /// so that a relying party that loads the CRL from a file and misses
 /// refreshes keeps working for a day (see `DEFAULT_CRL_REFRESH`).
-pub const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// How often a CRL is signed anew even when nothing was revoked: a relying
 /// party that fetches hourly gets one with at least 23 of its 24 hours
 /// left, and survives 23 failed fetches in a row.
-pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 /// Default validity of an OCSP answer.
-pub const DEFAULT_OCSP_VALIDITY: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_OCSP_VALIDITY: Duration = Duration::from_secs(3600);
 /// Cached OCSP answers kept at most; past that the cache starts over.
 const OCSP_CACHE_CAPACITY: usize = 100_000;
 

@@ -21,7 +21,7 @@ use crate::ca::{Intermediate, KeyType};
 use crate::identity::Serial;
 
 /// The largest OCSP request certd reads. Real ones are under 200 bytes.
-pub const MAX_OCSP_REQUEST_LEN: usize = 8 * 1024;
+pub(crate) const MAX_OCSP_REQUEST_LEN: usize = 8 * 1024;
 /// The longest nonce echoed (RFC 8954 allows 1 to 32 octets).
 const MAX_NONCE_LEN: usize = 32;
 
@@ -34,7 +34,7 @@ const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// The status of one certificate, as the store knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KnownStatus {
+pub(crate) enum KnownStatus {
     Good,
     Revoked { at: i64, reason_code: u8 },
     Unknown,
@@ -44,7 +44,7 @@ pub enum KnownStatus {
 /// serial certd could never have issued (negative, zero, over 20 bytes) is
 /// `None`: still a fair question about this issuer, answered "unknown".
 #[derive(Debug, Clone)]
-pub struct ParsedRequest {
+pub(crate) struct ParsedRequest {
     /// Which of the issuers given to `parse_request` every CertID names.
     pub issuer: usize,
     pub queries: Vec<(CertId, Option<Serial>)>,
@@ -54,7 +54,7 @@ pub struct ParsedRequest {
 /// What an intermediate's identity hashes to, under each supported
 /// algorithm.
 #[derive(Debug, Clone)]
-pub struct IssuerHashes {
+pub(crate) struct IssuerHashes {
     sha1_name: Vec<u8>,
     sha1_key: Vec<u8>,
     sha256_name: Vec<u8>,
@@ -92,7 +92,7 @@ impl IssuerHashes {
 }
 
 /// Whether a CertID is hashed with SHA-256 (else SHA-1).
-pub fn is_sha256(id: &CertId) -> bool {
+pub(crate) fn is_sha256(id: &CertId) -> bool {
     id.hash_algorithm.oid == ID_SHA256
 }
 
@@ -100,7 +100,7 @@ pub fn is_sha256(id: &CertId) -> bool {
 /// CertID in it: each names one of `issuers`, all the same one (the answer
 /// is signed by that issuer). Returns the OCSP status to send when it may
 /// not.
-pub fn parse_request(
+pub(crate) fn parse_request(
     der: &[u8],
     issuers: &[IssuerHashes],
 ) -> Result<ParsedRequest, OcspResponseStatus> {
@@ -156,7 +156,7 @@ fn nonce_of(extensions: &[Extension]) -> Result<Option<Extension>, OcspResponseS
 
 /// Builds a successful response, signed by `signer`, whose hashes are
 /// `issuer`.
-pub fn build_response(
+pub(crate) fn build_response(
     signer: &Intermediate,
     issuer: &IssuerHashes,
     answers: &[(CertId, KnownStatus)],
@@ -198,7 +198,7 @@ pub fn build_response(
 }
 
 /// An unsigned error response (RFC 6960 2.3).
-pub fn error_response(status: OcspResponseStatus) -> Vec<u8> {
+pub(crate) fn error_response(status: OcspResponseStatus) -> Vec<u8> {
     let response = OcspResponse {
         response_status: status,
         response_bytes: None,

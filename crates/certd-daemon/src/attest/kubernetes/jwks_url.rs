@@ -27,7 +27,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to fetch a JWKS, and how to trust the server.
 #[derive(Clone)]
-pub struct JwksUrl {
+pub(crate) struct JwksUrl {
     url: String,
     host: String,
     port: u16,
