@@ -20,8 +20,7 @@ use certd::config::ConfigFile;
 use certd::store::Storage;
 use certd::store::StoreSettings;
 use certd::store::marks::MarksFile;
-use certd::store::postgres::{BACKUP_WITH_POSTGRESQL, PgSettings, PgStore};
-use certd::store::{self, BackupSummary, StoreError};
+use certd::store::{self, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
@@ -83,15 +82,10 @@ impl StoreArgs {
         Ok(file.validate()?.store)
     }
 
-    /// Refuses a command that works on sled only when the database is
-    /// PostgreSQL, naming what to use instead.
-    fn require_sled(&self, data_dir: &DataDirArg) -> anyhow::Result<()> {
-        match self.settings(data_dir)? {
-            StoreSettings::Sled => Ok(()),
-            StoreSettings::Postgres(_) => {
-                Err(StoreError::NotOnThisBackend(BACKUP_WITH_POSTGRESQL.into()).into())
-            }
-        }
+    /// Refuses a command that backs up to or restores from a file where
+    /// the database is not backed up that way, naming what to use instead.
+    fn require_file_backups(&self, data_dir: &DataDirArg) -> anyhow::Result<()> {
+        Ok(self.settings(data_dir)?.backend().file_backups()?)
     }
 }
 
@@ -138,16 +132,17 @@ pub async fn run(command: DbCommand) -> anyhow::Result<()> {
     }
 }
 
-fn postgres(url: &str, ca_file: Option<PathBuf>) -> anyhow::Result<PgSettings> {
-    PgSettings::new(url, ca_file)
+fn database(url: &str, ca_file: Option<PathBuf>) -> anyhow::Result<StoreSettings> {
+    StoreSettings::new(Some(url), ca_file)
         .map_err(|message| super::UsageError(format!("the database URL {message}")).into())
 }
 
 async fn copy(args: CopyArgs) -> anyhow::Result<()> {
-    let target = PgStore::open(&postgres(&args.to, args.ca_file)?).await?;
+    let data_dir = args.data_dir.dir();
+    let target = database(&args.to, args.ca_file)?.open(&data_dir).await?;
     let location = target.location();
-    let source = store::open(&args.data_dir.dir().database())?;
-    let copied = store::copy::copy(source, std::sync::Arc::new(target)).await?;
+    let source = StoreSettings::default().open(&data_dir).await?;
+    let copied = store::copy::copy(source, target).await?;
     println!(
         "copied {} certificates ({} revoked), {} entries, {} join tokens, {} audit entries and CRL number {} to {location}; the counts match",
         copied.records,
@@ -161,74 +156,25 @@ async fn copy(args: CopyArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let store = PgStore::open(&postgres(&args.database_url, args.ca_file)?).await?;
-    println!(
-        "{} is at schema version {}",
-        store.location(),
-        PgStore::SCHEMA_VERSION
-    );
+    let settings = database(&args.database_url, args.ca_file)?;
+    println!("{}", settings.backend().migrate(&settings).await?);
     Ok(())
 }
 
+/// `db check`: sled with certd stopped; a shared database (PostgreSQL)
+/// while the replicas serve, its storage being the database's own to check.
 async fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.dir();
-    if let StoreSettings::Postgres(settings) = args.store.settings(&args.data_dir)? {
-        return check_postgres(&data_dir, &settings).await;
-    }
-    let database = data_dir.database();
-    println!("database:   {}", database.display());
+    let settings = args.store.settings(&args.data_dir)?;
+    let checked = settings.backend().check(&settings, &data_dir).await?;
+    println!("database:   {}", checked.location);
     let marks = print_marks(&data_dir)?;
-    if !database.join("db").exists() {
-        return Err(StoreError::BehindMarks {
-            path: database.display().to_string(),
-            shortfalls: "it does not exist".into(),
-        }
-        .into());
+    println!("holds:      {}", checked.holds);
+    compare_with_marks(&data_dir, checked.store.as_ref(), marks.as_ref()).await?;
+    match checked.note {
+        Some(note) => println!("ok; {note}"),
+        None => println!("ok"),
     }
-    let store = store::open(&database)?;
-    // Reading every record back is what a backup does; into nowhere.
-    let contents = tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || store.backup(&mut std::io::sink())
-    })
-    .await
-    .context("the check stopped")??;
-    println!(
-        "holds:      {}; every record reads back",
-        describe(&contents)
-    );
-    compare_with_marks(&data_dir, store.as_ref(), marks.as_ref()).await?;
-    println!("ok");
-    Ok(())
-}
-
-/// `db check` on PostgreSQL, which the replicas keep serving from: the
-/// database answers at a schema this certd knows, its entries read back,
-/// and it holds at least what this data directory's marks say. The
-/// storage itself is PostgreSQL's to check (pg_amcheck, data checksums).
-async fn check_postgres(data_dir: &certd::DataDir, settings: &PgSettings) -> anyhow::Result<()> {
-    // Opening applies pending migrations, as any certd start does.
-    let store = PgStore::open(settings).await?;
-    println!(
-        "database:   {} (PostgreSQL, schema version {})",
-        store.location(),
-        PgStore::SCHEMA_VERSION
-    );
-    let marks = print_marks(data_dir)?;
-    let found = store.marks().await?;
-    let entries = store.entries().await?.len();
-    let tokens = store.join_token_count().await?;
-    println!(
-        "holds:      store {}, {} certificates ({} revoked), {entries} entries, {tokens} join tokens, CRL number {}; every entry reads back",
-        found.store_id.as_deref().unwrap_or("without an id yet"),
-        found.records.unwrap_or_default(),
-        found.revocations,
-        found.crl_number
-    );
-    compare_with_marks(data_dir, &store, marks.as_ref()).await?;
-    println!(
-        "ok; PostgreSQL checks its own storage (pg_amcheck, data checksums), and pg_dump backs it up"
-    );
     Ok(())
 }
 
@@ -275,7 +221,7 @@ async fn compare_with_marks(
 
 async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     if args.offline {
-        args.store.require_sled(&args.data_dir)?;
+        args.store.require_file_backups(&args.data_dir)?;
     }
     if args.file.exists() {
         return Err(super::UsageError(format!(
@@ -293,7 +239,11 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         .open(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let written = if args.offline {
-        let store = store::open(&args.data_dir.dir().database())?;
+        let store = args
+            .store
+            .settings(&args.data_dir)?
+            .open(&args.data_dir.dir())
+            .await?;
         tokio::task::spawn_blocking(move || store.backup(&mut file).map(|_| file))
             .await
             .context("the backup stopped")?
@@ -317,11 +267,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     });
     match finished {
         Ok(summary) => {
-            println!(
-                "backed up {} to {}",
-                describe(&summary),
-                args.file.display()
-            );
+            println!("backed up {} to {}", summary, args.file.display());
             Ok(())
         }
         Err(error) => {
@@ -332,10 +278,11 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
 }
 
 async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
-    args.store.require_sled(&args.data_dir)?;
+    let settings = args.store.settings(&args.data_dir)?;
+    settings.backend().file_backups()?;
     let data_dir = args.data_dir.dir();
     let file = args.file.clone();
-    let report = tokio::task::spawn_blocking(move || store::restore(&data_dir, &file))
+    let report = tokio::task::spawn_blocking(move || settings.backend().restore(&data_dir, &file))
         .await
         .context("the restore stopped")?
         .map_err(|error| match error {
@@ -345,7 +292,7 @@ async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         })?;
     println!(
         "restored {} from {}; the next CRL number is {}",
-        describe(&report.restored),
+        report.restored,
         args.file.display(),
         report.crl_number + 1
     );
@@ -365,17 +312,6 @@ async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn describe(summary: &BackupSummary) -> String {
-    format!(
-        "{} certificates ({} revoked), {} entries, {} join tokens, {} audit entries",
-        summary.records,
-        summary.revocations,
-        summary.entries,
-        summary.join_tokens,
-        summary.audit_entries
-    )
 }
 
 fn partial_path(file: &Path) -> PathBuf {

@@ -11,7 +11,7 @@ use super::{DataDirArg, UsageError};
 use certd::ca::CaFiles;
 use certd::ca::replica::{self, FileKind};
 use certd::config::DatabaseFile;
-use certd::store::postgres::PgSettings;
+use certd::store::StoreSettings;
 
 #[derive(Debug, Subcommand)]
 pub enum ReplicaCommand {
@@ -99,7 +99,7 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
 fn import(args: ImportArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.dir();
     if let Some(url) = &args.database_url {
-        PgSettings::new(url, None)
+        StoreSettings::new(Some(url), None)
             .map_err(|message| UsageError(format!("the database URL {message}")))?;
     }
     let fresh = !CaFiles::new(dir.root()).exists();

@@ -19,6 +19,7 @@
 //! writes there. A receiver that falls behind is told so (`Lagged`) and
 //! must resync in full.
 
+pub mod backend;
 mod codec;
 pub mod copy;
 pub mod marks;
@@ -33,6 +34,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
+
+pub use backend::{Backend, Checked, StoreSettings};
 
 use certd_core::identity::{Serial, ServiceName};
 pub use certd_core::model::{
@@ -347,6 +350,16 @@ pub struct BackupSummary {
     pub store_id: Option<String>,
 }
 
+impl std::fmt::Display for BackupSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} certificates ({} revoked), {} entries, {} join tokens, {} audit entries",
+            self.records, self.revocations, self.entries, self.join_tokens, self.audit_entries
+        )
+    }
+}
+
 /// What `restore` did.
 #[derive(Debug, Clone)]
 pub struct RestoreReport {
@@ -360,67 +373,6 @@ pub struct RestoreReport {
     pub previous_marks: Option<marks::MarksFile>,
 }
 
-/// Replaces the data directory's database with a backup (certd must not be
-/// serving it), then rewrites the marks to match: the store id and CRL
-/// number carry on, the counts become the backup's.
-pub fn restore(data_dir: &certd_core::DataDir, backup: &Path) -> Result<RestoreReport, StoreError> {
-    let marks_path = data_dir.store_marks();
-    let previous_marks = marks::MarksFile::read(&marks_path)?;
-    // A daemon holding the database must be stopped first; a damaged
-    // database (the usual reason to restore) need not open.
-    if let Err(locked @ StoreError::Locked(_)) = sled::SledStore::open(&data_dir.database()) {
-        return Err(locked);
-    }
-    let contents = sled::verify_backup(backup)?;
-    if let (Some(marks), Some(backup_id)) = (&previous_marks, &contents.store_id)
-        && !marks.store_id.is_empty()
-        && *backup_id != marks.store_id
-    {
-        return Err(StoreError::Damaged {
-            path: backup.display().to_string(),
-            reason: format!(
-                "it is a backup of another database (store id {backup_id}; this CA's is {})",
-                marks.store_id
-            ),
-        });
-    }
-    // The CA's store id carries on; a backup from before store ids gets
-    // one now, so that marks and store agree.
-    let store_id = previous_marks
-        .as_ref()
-        .map(|m| m.store_id.clone())
-        .or_else(|| contents.store_id.clone())
-        .unwrap_or_else(|| {
-            let mut id = [0u8; 16];
-            certd_core::fsutil::fill_random(&mut id);
-            hex::encode(id)
-        });
-    let floor = sled::RestoreFloor {
-        store_id: Some(store_id.clone()),
-        crl_number: previous_marks.as_ref().map_or(0, |m| m.crl_number),
-    };
-    let (restored, replaced) = sled::restore(&data_dir.database(), backup, &floor)?;
-    let crl_number = restored.crl_number.max(floor.crl_number);
-    let marks = marks::MarksFile {
-        store_id,
-        crl_number,
-        records: restored.records,
-        revocations: restored.revocations,
-        // Unknown until the next issuance; the counts above stand in.
-        newest_serial: None,
-    };
-    marks.write(&marks_path).map_err(|error| StoreError::Open {
-        path: marks_path.display().to_string(),
-        reason: format!("cannot write the store's marks: {error}"),
-    })?;
-    Ok(RestoreReport {
-        restored,
-        crl_number,
-        replaced,
-        previous_marks,
-    })
-}
-
 /// The storage certd runs on, shared by every part of the daemon.
 pub type SharedStorage = Arc<dyn Storage>;
 
@@ -431,18 +383,8 @@ pub fn open(dir: &Path) -> Result<SharedStorage, StoreError> {
     Ok(Arc::new(sled::SledStore::open(dir)?))
 }
 
-/// Which database certd keeps its records in.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum StoreSettings {
-    /// sled in `DATA_DIR/db`.
-    #[default]
-    Sled,
-    /// A PostgreSQL database, shared by replicas.
-    Postgres(crate::postgres::PgSettings),
-}
-
-/// Opens the configured database (sled in the data directory, or
-/// PostgreSQL), refuses it if it holds less than the marks beside the CA
+/// Opens the configured database (`backend`: sled in the data directory,
+/// or the one its URL names), refuses it if it holds less than the marks beside the CA
 /// files say it did (`BehindMarks`) or sled cannot recover it (`Damaged`),
 /// and keeps the marks up to date from then on.
 pub async fn open_checked(
@@ -451,10 +393,7 @@ pub async fn open_checked(
     unmarked: marks::Unmarked,
     ca: &marks::CaIdentity,
 ) -> Result<SharedStorage, StoreError> {
-    let backend: SharedStorage = match settings {
-        StoreSettings::Sled => open(&data_dir.database())?,
-        StoreSettings::Postgres(settings) => Arc::new(postgres::PgStore::open(settings).await?),
-    };
+    let backend = settings.open(data_dir).await?;
     Ok(Arc::new(
         marks::Marked::open(backend, &data_dir.store_marks(), unmarked, ca).await?,
     ))

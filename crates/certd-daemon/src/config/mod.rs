@@ -443,15 +443,13 @@ fn validate_store(
                 "needs store.url (a PostgreSQL database)".into(),
             ));
         }
-        return Ok(StoreSettings::Sled);
+        return Ok(StoreSettings::default());
     };
     let ca_file = section
         .ca_file
         .as_ref()
         .map(|file| base_dir.map_or_else(|| file.clone(), |base| base.join(file)));
-    crate::store::postgres::PgSettings::new(url, ca_file)
-        .map(StoreSettings::Postgres)
-        .map_err(|message| invalid("store.url", message))
+    StoreSettings::new(Some(url), ca_file).map_err(|message| invalid("store.url", message))
 }
 
 fn validate_jwt(section: &JwtSection) -> Result<JwtSettings, ConfigError> {
@@ -746,7 +744,7 @@ mod tests {
                 .contains(&"certd.certd-system.svc".to_owned())
         );
         // The database URL comes from the environment, not the file.
-        assert_eq!(config.store, StoreSettings::Sled);
+        assert_eq!(config.store, StoreSettings::default());
     }
 
     #[test]
@@ -756,7 +754,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(matches!(config.store, StoreSettings::Postgres(_)));
+        assert_eq!(config.store.backend().name(), "PostgreSQL");
         check(
             "[store]\nurl = \"mysql://db.internal/certd\"",
             Some("store.url"),

@@ -20,9 +20,12 @@
 //! database fails with `Unavailable`, and `fault()` reports it until a call
 //! succeeds again.
 
+mod backend;
 mod listen;
 mod schema;
 pub mod scratch;
+
+pub(crate) use backend::PgBackend;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,28 +97,6 @@ pub struct PgSettings {
 
 /// What `certd db backup` and `restore` say about a PostgreSQL store.
 pub const BACKUP_WITH_POSTGRESQL: &str = "certd backs up and restores only its sled store; this certd keeps its records in PostgreSQL: back it up with PostgreSQL's own tools (pg_dump, or base backups with WAL archiving) and restore with pg_restore";
-
-impl PgSettings {
-    /// Checks that `url` is a PostgreSQL connection string (URL or
-    /// `key=value` form); the message says what is wrong, never the
-    /// password.
-    pub fn new(url: &str, ca_file: Option<std::path::PathBuf>) -> Result<Self, String> {
-        if !(url.starts_with("postgresql://")
-            || url.starts_with("postgres://")
-            || url.contains('='))
-        {
-            return Err(
-                "must be a PostgreSQL URL like postgresql://certd@db.internal/certd".into(),
-            );
-        }
-        url.parse::<tokio_postgres::Config>()
-            .map_err(|error| format!("is not a PostgreSQL connection string: {error}"))?;
-        Ok(PgSettings {
-            url: url.to_owned(),
-            ca_file,
-        })
-    }
-}
 
 impl PgStore {
     /// Connects, applies the schema migrations, and starts the listener.

@@ -16,9 +16,12 @@
 //! failed this way are put back before the store is used again, so
 //! "retry later" stays true.
 
+mod backend;
 mod backup;
 mod commit;
 mod recovery;
+
+pub(crate) use backend::SledBackend;
 
 pub use backup::{RestoreFloor, restore, verify as verify_backup};
 
