@@ -594,10 +594,18 @@ fn the_kubernetes_manifests_fit_together() {
             let kubernetes = file.kubernetes.unwrap_or_else(|| {
                 panic!("{at}: its certd.toml has no [kubernetes] section: agents and workloads cannot attest with their service-account tokens")
             });
-            let audience = kubernetes
-                .audience
-                .clone()
-                .unwrap_or_else(|| certd::config::DEFAULT_KUBERNETES_AUDIENCE.to_owned());
+            // The section as written: its attestor checks it at start.
+            let field = |name: &str| {
+                kubernetes.get(name).map(|value| {
+                    value
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{at}: [kubernetes] {name} is not a string"))
+                        .to_owned()
+                })
+            };
+            let audience = field("audience").unwrap_or_else(|| {
+                certd::attest::kubernetes::DEFAULT_KUBERNETES_AUDIENCE.to_owned()
+            });
             for (theirs, file) in &audiences {
                 assert_eq!(
                     *theirs, audience,
@@ -605,20 +613,20 @@ fn the_kubernetes_manifests_fit_together() {
                 );
             }
             let mut read = vec![
-                kubernetes.jwks_file.clone(),
-                kubernetes.jwks_url_ca_file.clone(),
-                kubernetes.jwks_url_token_file.clone(),
+                field("jwks_file"),
+                field("jwks_url_ca_file"),
+                field("jwks_url_token_file"),
             ];
             read.extend(
                 kubernetes
-                    .public_key_files
-                    .clone()
-                    .unwrap_or_default()
+                    .get("public_key_files")
+                    .and_then(|files| files.as_array())
                     .into_iter()
-                    .map(Some),
+                    .flatten()
+                    .map(|file| Some(file.as_str().unwrap().to_owned())),
             );
             for path in read.into_iter().flatten() {
-                let path = path.to_str().unwrap();
+                let path = path.as_str();
                 if path.starts_with(TOKEN_DIR) {
                     // Kubernetes mounts the service account's token there
                     // unless the pod or the account says not to.

@@ -86,7 +86,7 @@ impl Daemon {
         )
         .await?;
         let mut settings = self.config.authority_settings();
-        settings.kubernetes = None;
+        settings.attestors = crate::attest::ConfiguredAttestors::default();
         let jwt_keys = self.jwt_keys()?;
         Authority::new(Arc::new(ca), store, settings, jwt_keys).await
     }

@@ -11,13 +11,17 @@
 //! This module reads the store but never writes it: consuming a token
 //! happens in the same step as recording the certificate, in `store`.
 //!
-//! Adding an attestor: its own file here implementing `Attestor`, and one
-//! line registering it in `Attestors::from_settings`. Its evidence travels
-//! in the wire's generic form (`IssueRequest.evidence`: its kind and
-//! bytes), which needs no change for it.
+//! Adding an attestor: its own file here implementing `Attestor`; if it
+//! takes a configuration section (`[attestors.<kind>]`), a `Configurable`
+//! beside it and one line in `configured::CONFIGURABLE`, else one line in
+//! `Attestors::from_settings`; if it proves a new kind of selector, one
+//! line in `SELECTOR_KINDS`. Its evidence travels in the wire's generic
+//! form (`IssueRequest.evidence`: its kind and bytes), which needs no
+//! change for it.
 
+pub mod configured;
 mod join_token;
-mod kubernetes;
+pub mod kubernetes;
 mod renewal;
 pub mod unix;
 
@@ -32,6 +36,7 @@ use crate::model::{Proof, TokenHash};
 use crate::selector::{Selector, SelectorKind};
 use crate::store::{Storage, StoreError};
 
+pub use configured::{ConfiguredAttestors, SectionError};
 pub use join_token::{JOIN_TOKEN_PREFIX, JoinToken, JoinTokenAttestor};
 pub use kubernetes::{
     JwksUrlSettings, KeyFileError, KubernetesAttestor, KubernetesEvidence, KubernetesSettings,
@@ -52,10 +57,11 @@ pub enum AttestError {
     MalformedKind { kind: String },
     #[error("Kubernetes service-account token refused: {0}")]
     KubernetesToken(String),
-    #[error(
-        "this certd does not accept Kubernetes service-account tokens (its config has no [kubernetes] section)"
-    )]
-    KubernetesNotConfigured,
+    #[error("this certd does not accept {accepts} (its config has no [{section}] section)")]
+    NotConfigured {
+        accepts: &'static str,
+        section: String,
+    },
     #[error("join token is not valid (unknown, malformed or already used)")]
     InvalidJoinToken,
     #[error("join token expired at {expired_at} (unix time)")]
@@ -226,13 +232,14 @@ pub struct Attestors {
 }
 
 impl Attestors {
-    /// Every attestor the settings enable: join tokens always, Kubernetes
-    /// tokens when `[kubernetes]` is configured.
-    pub fn from_settings(kubernetes: Option<KubernetesSettings>) -> Result<Self, KeyFileError> {
+    /// Every attestor the settings enable: join tokens always, and each
+    /// configured one (`[attestors.<kind>]`). A failure names the kind
+    /// that could not start and why.
+    pub fn from_settings(configured: &ConfiguredAttestors) -> Result<Self, (&'static str, String)> {
         let mut attestors = Attestors::default();
         attestors.register(Arc::new(JoinTokenAttestor));
-        if let Some(settings) = kubernetes {
-            attestors.register(Arc::new(KubernetesAttestor::load(settings)?));
+        for (kind, settings) in configured.iter() {
+            attestors.register(settings.start().map_err(|message| (kind, message))?);
         }
         Ok(attestors)
     }
@@ -243,10 +250,15 @@ impl Attestors {
 
     /// The attestor of `kind`; `NotAccepted` if this certd has none.
     pub fn get(&self, kind: &str) -> Result<&Arc<dyn Attestor>, AttestError> {
-        self.by_kind.get(kind).ok_or_else(|| match kind {
-            kind::KUBERNETES => AttestError::KubernetesNotConfigured,
-            _ => AttestError::NotAccepted { kind: kind.into() },
-        })
+        self.by_kind
+            .get(kind)
+            .ok_or_else(|| match configured::configurable(kind) {
+                Some(configurable) => AttestError::NotConfigured {
+                    accepts: configurable.accepts,
+                    section: configurable.section(),
+                },
+                None => AttestError::NotAccepted { kind: kind.into() },
+            })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Attestor>> {
@@ -338,10 +350,13 @@ mod tests {
 
     #[tokio::test]
     async fn attestors_are_found_by_kind_and_the_join_token_one_proves_its_selectors() {
-        let attestors = Attestors::from_settings(None).unwrap();
+        let attestors = Attestors::from_settings(&ConfiguredAttestors::default()).unwrap();
         assert_eq!(
             attestors.get("kubernetes").unwrap_err(),
-            AttestError::KubernetesNotConfigured
+            AttestError::NotConfigured {
+                accepts: "Kubernetes service-account tokens",
+                section: "kubernetes".into(),
+            }
         );
         assert_eq!(
             attestors.get("tpm").unwrap_err(),

@@ -157,12 +157,13 @@ impl Authority {
             store.clone(),
             settings.revocation,
         ));
-        let attestors = Attestors::from_settings(settings.kubernetes).map_err(|error| {
-            ConfigError::Invalid {
-                field: "kubernetes",
-                message: error.to_string(),
-            }
-        })?;
+        let attestors =
+            Attestors::from_settings(&settings.attestors).map_err(|(kind, message)| {
+                ConfigError::Invalid {
+                    field: format!("attestors.{kind}").into(),
+                    message,
+                }
+            })?;
         let entry_bounds = EntryBounds {
             trust_domain: ca.trust_domain().clone(),
             max_ttl: settings.lifetimes.max_cert_ttl,

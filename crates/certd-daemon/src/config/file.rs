@@ -27,8 +27,13 @@ pub struct ConfigFile {
     /// SPIFFE IDs of operators who may call the admin API over mTLS on the
     /// gRPC port, e.g. "spiffe://certd.internal/operator/alice".
     pub admins: Option<Vec<String>>,
-    /// Accept Kubernetes projected service-account tokens in `Issue`.
-    pub kubernetes: Option<KubernetesSection>,
+    /// Accept Kubernetes projected service-account tokens in `Issue`: the
+    /// Kubernetes attestor's section under the name configurations have
+    /// always used (the same as `[attestors.kubernetes]`).
+    pub kubernetes: Option<toml::Table>,
+    /// Each configurable attestor's section, by kind (`[attestors.kubernetes]`);
+    /// the attestor reads and checks it (`attest::configured`).
+    pub attestors: Option<std::collections::BTreeMap<String, toml::Table>>,
     /// JWT-SVIDs: lifetimes and key rotation.
     pub jwt: Option<JwtSection>,
     /// The CA's keys.
@@ -37,31 +42,6 @@ pub struct ConfigFile {
     /// file's own directory.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
-}
-
-/// The Kubernetes service-account token attestor.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesSection {
-    /// The `iss` of the cluster's tokens, e.g.
-    /// "https://kubernetes.default.svc.cluster.local".
-    pub issuer: Option<String>,
-    /// The audience tokens must be minted for (default "certd").
-    pub audience: Option<String>,
-    /// The issuer's JWKS (`kubectl get --raw /openid/v1/jwks`).
-    pub jwks_file: Option<PathBuf>,
-    /// PEM public keys (the API server's --service-account-key-file).
-    pub public_key_files: Option<Vec<PathBuf>>,
-    /// Fetch the issuer's JWKS from this https:// URL too.
-    pub jwks_url: Option<String>,
-    /// PEM roots for the JWKS URL's server (default: the Mozilla roots).
-    pub jwks_url_ca_file: Option<PathBuf>,
-    /// A file with a bearer token to send to the JWKS URL.
-    pub jwks_url_token_file: Option<PathBuf>,
-    /// How often the JWKS URL is fetched again (default "5m").
-    pub jwks_refresh: Option<String>,
-    /// Allowance for clock differences on exp and nbf (default "30s").
-    pub clock_skew: Option<String>,
 }
 
 /// Admission limits; every rate is per second, and 0 (the default) turns
@@ -273,5 +253,16 @@ impl DatabaseFile {
             format!("{DATABASE_FILE_HEADER}{body}").as_bytes(),
             crate::fsutil::SECRET_FILE_MODE,
         )
+    }
+}
+
+impl ConfigFile {
+    /// An attestor's section written at the top level, under the name
+    /// configurations used before `[attestors]` (`[kubernetes]`).
+    pub(super) fn top_level_attestor_section(&self, name: &str) -> Option<toml::Table> {
+        match name {
+            "kubernetes" => self.kubernetes.clone(),
+            _ => None,
+        }
     }
 }

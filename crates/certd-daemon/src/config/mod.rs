@@ -13,7 +13,7 @@ mod file;
 
 pub use file::{
     ConfigFile, ConnectionsSection, DatabaseFile, IssuanceSection, JoinTokenSection, JwtSection,
-    KubernetesSection, LimitsSection, RevocationSection, StoreSection,
+    LimitsSection, RevocationSection, StoreSection,
 };
 
 use std::net::SocketAddr;
@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::connections::ConnectionSettings;
-use crate::attest::{JwksUrlSettings, KubernetesSettings};
+use crate::attest::ConfiguredAttestors;
+use crate::attest::configured::CONFIGURABLE;
 use crate::ca::RevocationUrls;
 use crate::identity::{DnsName, SpiffeId};
 use crate::limits::{
@@ -62,17 +63,11 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config field `{field}`: {message}")]
     Invalid {
-        field: &'static str,
+        field: std::borrow::Cow<'static, str>,
         message: String,
     },
 }
 
-/// Audience a service-account token must carry unless configured otherwise.
-pub const DEFAULT_KUBERNETES_AUDIENCE: &str = "certd";
-/// How often a JWKS URL is fetched again by default.
-pub(crate) const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
-/// Clock difference allowed on a token's exp and nbf by default.
-pub(crate) const DEFAULT_KUBERNETES_CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -87,7 +82,8 @@ pub struct Config {
     pub connections: ConnectionSettings,
     pub store: StoreSettings,
     pub admins: Vec<String>,
-    pub kubernetes: Option<KubernetesSettings>,
+    /// The configured attestors' settings (`[attestors.<kind>]`).
+    pub attestors: ConfiguredAttestors,
     pub jwt: JwtSettings,
     /// The passphrase file of encrypted CA keys, if any.
     pub key_passphrase_file: Option<PathBuf>,
@@ -139,7 +135,7 @@ impl Config {
             limits: self.limits,
             admins: self.admins.clone(),
             server_names: self.server_names.clone(),
-            kubernetes: self.kubernetes.clone(),
+            attestors: self.attestors.clone(),
             jwt: self.jwt,
         }
     }
@@ -155,8 +151,8 @@ pub struct AuthoritySettings {
     pub admins: Vec<String>,
     /// certd's own TLS names, which no registration entry may grant.
     pub server_names: Vec<String>,
-    /// `None`: Kubernetes service-account tokens are not accepted.
-    pub kubernetes: Option<KubernetesSettings>,
+    /// The configured attestors (join tokens need none).
+    pub attestors: ConfiguredAttestors,
     pub jwt: JwtSettings,
 }
 
@@ -297,11 +293,7 @@ impl ConfigFile {
                 ));
             }
         }
-        let kubernetes = self
-            .kubernetes
-            .as_ref()
-            .map(|section| validate_kubernetes(section, self.base_dir.as_deref()))
-            .transpose()?;
+        let attestors = self.validate_attestors()?;
         let jwt = validate_jwt(&self.jwt.clone().unwrap_or_default())?;
         // Secret files: from `[ca]` (relative to the config file), else from
         // the environment.
@@ -324,7 +316,7 @@ impl ConfigFile {
             key_passphrase_file,
             pkcs11_pin_file,
             jwt,
-            kubernetes,
+            attestors,
             admins,
             limits,
             connections,
@@ -535,102 +527,6 @@ fn validate_connections(section: &ConnectionsSection) -> Result<ConnectionSettin
     Ok(settings)
 }
 
-fn validate_kubernetes(
-    section: &KubernetesSection,
-    base_dir: Option<&Path>,
-) -> Result<KubernetesSettings, ConfigError> {
-    let issuer = section.issuer.clone().unwrap_or_default();
-    if issuer.is_empty() || !issuer.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(
-            "kubernetes.issuer",
-            "must be the issuer (iss) of the cluster's service-account tokens".into(),
-        ));
-    }
-    let audience = section
-        .audience
-        .clone()
-        .unwrap_or_else(|| DEFAULT_KUBERNETES_AUDIENCE.to_owned());
-    if audience.is_empty() || !audience.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(
-            "kubernetes.audience",
-            "must be a non-empty string without spaces".into(),
-        ));
-    }
-    let resolve = |path: &PathBuf| match base_dir {
-        Some(base) if path.is_relative() => base.join(path),
-        _ => path.clone(),
-    };
-    let jwks_file = section.jwks_file.as_ref().map(resolve);
-    let public_key_files: Vec<PathBuf> = section
-        .public_key_files
-        .iter()
-        .flatten()
-        .map(resolve)
-        .collect();
-    let jwks_url = match &section.jwks_url {
-        None => None,
-        Some(url) => Some(JwksUrlSettings {
-            url: validate_jwks_url(url)?,
-            ca_file: section.jwks_url_ca_file.as_ref().map(resolve),
-            token_file: section.jwks_url_token_file.as_ref().map(resolve),
-            refresh: duration(
-                "kubernetes.jwks_refresh",
-                &section.jwks_refresh,
-                DEFAULT_JWKS_REFRESH,
-            )?,
-        }),
-    };
-    if jwks_file.is_none() && public_key_files.is_empty() && jwks_url.is_none() {
-        return Err(invalid(
-            "kubernetes.jwks_file",
-            "set jwks_file, public_key_files or jwks_url: certd needs the issuer's public keys"
-                .into(),
-        ));
-    }
-    if let Some(url) = &jwks_url
-        && !(Duration::from_secs(30)..=Duration::from_secs(24 * 3600)).contains(&url.refresh)
-    {
-        return Err(invalid(
-            "kubernetes.jwks_refresh",
-            "must be between 30s and 24h".into(),
-        ));
-    }
-    let clock_skew = match &section.clock_skew {
-        None => DEFAULT_KUBERNETES_CLOCK_SKEW,
-        Some(text) => humantime::parse_duration(text.trim())
-            .map_err(|e| invalid("kubernetes.clock_skew", format!("{text:?}: {e}")))?,
-    };
-    if clock_skew > Duration::from_secs(300) {
-        return Err(invalid(
-            "kubernetes.clock_skew",
-            "must be at most 5m".into(),
-        ));
-    }
-    Ok(KubernetesSettings {
-        issuer,
-        audience,
-        jwks_file,
-        public_key_files,
-        clock_skew,
-        jwks_url,
-    })
-}
-
-/// Keys fetched over plain HTTP could be swapped by anyone on the path.
-fn validate_jwks_url(url: &str) -> Result<String, ConfigError> {
-    let valid = url.strip_prefix("https://").is_some_and(|rest| {
-        !rest.is_empty() && !rest.starts_with('/') && rest.bytes().all(|b| b.is_ascii_graphic())
-    });
-    if valid {
-        Ok(url.to_owned())
-    } else {
-        Err(invalid(
-            "kubernetes.jwks_url",
-            format!("{url:?} is not an https:// URL"),
-        ))
-    }
-}
-
 fn non_negative(field: &'static str, value: f64) -> Result<f64, ConfigError> {
     if value.is_finite() && value >= 0.0 {
         Ok(value)
@@ -688,12 +584,83 @@ fn validate_server_name(name: &str) -> Result<(), ConfigError> {
 }
 
 fn invalid(field: &'static str, message: String) -> ConfigError {
-    ConfigError::Invalid { field, message }
+    ConfigError::Invalid {
+        field: field.into(),
+        message,
+    }
+}
+
+impl ConfigFile {
+    /// Hands each attestor's section to the attestor that claims it:
+    /// `[attestors.<kind>]`, or its top-level name (`[kubernetes]`), not
+    /// both. A kind no attestor claims is refused, naming those there are.
+    fn validate_attestors(&self) -> Result<ConfiguredAttestors, ConfigError> {
+        let mut sections = self.attestors.clone().unwrap_or_default();
+        if let Some(unknown) = sections
+            .keys()
+            .find(|kind| !CONFIGURABLE.iter().any(|c| c.kind == kind.as_str()))
+        {
+            let known: Vec<_> = CONFIGURABLE.iter().map(|c| c.kind).collect();
+            return Err(ConfigError::Invalid {
+                field: format!("attestors.{unknown}").into(),
+                message: format!(
+                    "no attestor of this kind takes a section (those that do: {}; join tokens need none)",
+                    known.join(", ")
+                ),
+            });
+        }
+        let mut configured = ConfiguredAttestors::default();
+        for attestor in CONFIGURABLE {
+            let nested = sections.remove(attestor.kind);
+            let top_level = attestor
+                .top_level_section
+                .and_then(|name| self.top_level_attestor_section(name));
+            let (section, written_as) = match (nested, top_level) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        field: format!("attestors.{}", attestor.kind).into(),
+                        message: format!(
+                            "configure it once: [attestors.{}] or [{}], not both",
+                            attestor.kind,
+                            attestor.section()
+                        ),
+                    });
+                }
+                (Some(section), None) => (section, format!("attestors.{}", attestor.kind)),
+                (None, Some(section)) => (section, attestor.section()),
+                (None, None) => continue,
+            };
+            let settings =
+                (attestor.configure)(section, self.base_dir.as_deref()).map_err(|error| {
+                    ConfigError::Invalid {
+                        field: if error.field.is_empty() {
+                            written_as.clone().into()
+                        } else {
+                            format!("{written_as}.{}", error.field).into()
+                        },
+                        message: error.message,
+                    }
+                })?;
+            configured.insert(attestor.kind, settings);
+        }
+        Ok(configured)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attest::KubernetesSettings;
+    use crate::attest::kubernetes::DEFAULT_JWKS_REFRESH;
+
+    /// The Kubernetes attestor's settings, if configured.
+    fn kubernetes_of(config: &Config) -> Option<KubernetesSettings> {
+        let settings = config.attestors.get("kubernetes")?;
+        settings
+            .as_any()
+            .downcast_ref::<KubernetesSettings>()
+            .cloned()
+    }
 
     fn check(text: &str, expected_error: Option<&str>) -> Option<Config> {
         let result = ConfigFile::parse(text, Path::new("certd.toml")).and_then(|f| f.validate());
@@ -784,7 +751,7 @@ mod tests {
             .map(|line| format!("{line}\n"))
             .collect();
         let config = check(&kubernetes, None).unwrap();
-        assert_eq!(config.kubernetes.unwrap().audience, "certd");
+        assert_eq!(kubernetes_of(&config).unwrap().audience, "certd");
     }
 
     #[test]
@@ -910,6 +877,49 @@ mod tests {
     }
 
     #[test]
+    fn attestor_sections_live_under_attestors_and_kubernetes_keeps_its_old_name() {
+        let nested = check(
+            "[attestors.kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"",
+            None,
+        )
+        .unwrap();
+        let top_level = check(
+            "[kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"",
+            None,
+        )
+        .unwrap();
+        assert_eq!(nested.attestors, top_level.attestors);
+        assert_eq!(kubernetes_of(&nested).unwrap().issuer, "https://k8s");
+        // Errors name the section as it was written.
+        check(
+            "[attestors.kubernetes]\njwks_file = \"k.json\"",
+            Some("attestors.kubernetes.issuer"),
+        );
+        check(
+            "[attestors.kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"\nisuer = \"typo\"",
+            Some("`attestors.kubernetes`: unknown field `isuer`"),
+        );
+        check(
+            "[kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"\n[attestors.kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"",
+            Some("not both"),
+        );
+        check(
+            "[attestors.tpm]\nca = \"x\"",
+            Some(
+                "`attestors.tpm`: no attestor of this kind takes a section (those that do: kubernetes",
+            ),
+        );
+        // Attestors whose settings differ are different configurations.
+        let other = check(
+            "[kubernetes]\nissuer = \"https://other\"\njwks_file = \"k.json\"",
+            None,
+        )
+        .unwrap();
+        assert_ne!(other.attestors, top_level.attestors);
+        assert_ne!(check("", None).unwrap().attestors, top_level.attestors);
+    }
+
+    #[test]
     fn the_kubernetes_section_is_checked_and_paths_resolved() {
         check(
             "[kubernetes]\njwks_file = \"k.json\"",
@@ -940,7 +950,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let url = url_only.kubernetes.unwrap().jwks_url.unwrap();
+        let url = kubernetes_of(&url_only).unwrap().jwks_url.unwrap();
         assert_eq!(
             (url.url.as_str(), url.refresh),
             ("https://k8s/keys", DEFAULT_JWKS_REFRESH)
@@ -951,7 +961,7 @@ mod tests {
         )
         .unwrap();
         file.base_dir = Some(PathBuf::from("/etc/certd"));
-        let kubernetes = file.validate().unwrap().kubernetes.unwrap();
+        let kubernetes = kubernetes_of(&file.validate().unwrap()).unwrap();
         assert_eq!(
             kubernetes.jwks_file,
             Some(PathBuf::from("/etc/certd/k.json"))
@@ -959,6 +969,6 @@ mod tests {
         assert_eq!(kubernetes.public_key_files, [PathBuf::from("/abs/sa.pub")]);
         assert_eq!(kubernetes.audience, "certd");
         assert_eq!(kubernetes.clock_skew, Duration::from_secs(30));
-        assert!(check("", None).unwrap().kubernetes.is_none());
+        assert!(kubernetes_of(&check("", None).unwrap()).is_none());
     }
 }

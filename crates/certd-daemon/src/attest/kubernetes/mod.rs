@@ -20,8 +20,14 @@ use serde::Deserialize;
 
 use super::AttestError;
 
+mod config;
 mod jwks_url;
 mod keys;
+
+pub(crate) use config::CONFIGURABLE;
+#[cfg(test)]
+pub(crate) use config::DEFAULT_JWKS_REFRESH;
+pub use config::DEFAULT_KUBERNETES_AUDIENCE;
 
 use crate::identity::is_dns_name;
 use crate::selector::{Selector, SelectorKind};
@@ -64,7 +70,8 @@ const FETCH_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 /// ids, so that tokens with made-up ids cannot make certd hammer the issuer.
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The `[kubernetes]` section of the configuration, validated.
+/// The Kubernetes attestor's section of the configuration, checked
+/// (`config`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesSettings {
     /// The `iss` every token must carry.
