@@ -16,7 +16,7 @@ pub fn new_ca(dir: &std::path::Path) -> Arc<CertificateAuthority> {
         public_base_url: "http://127.0.0.1:8080".into(),
         intermediate_lifetime: certd::ca::INTERMEDIATE_LIFETIME,
     };
-    certd::ca::init(dir, &options).unwrap();
+    certd::ca::init(dir, &options, std::time::SystemTime::now()).unwrap();
     Arc::new(CertificateAuthority::load(dir).unwrap())
 }
 

@@ -447,8 +447,7 @@ async fn workloads_that_refresh_their_bundle_keep_handshaking_through_a_root_rot
 
     // After the window, the next intermediate is signed under the next
     // root; certificates from it and from the old chain meet.
-    std::thread::sleep(Duration::from_secs(3));
-    let output = daemon.cli(&["ca", "rotate-intermediate"]);
+    let output = daemon.cli_ahead(Duration::from_secs(3), &["ca", "rotate-intermediate"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let next_root = std::fs::read_to_string(daemon.data_dir.join("root-next.pem")).unwrap();
     let (_, next_subject) = openssl(&[
@@ -744,11 +743,11 @@ async fn retiring_the_root_never_leaves_relying_parties_without_a_crl() {
         // one over the other with the same modification time.
         assert_eq!(get("/crls.pem").0, 200);
         same_mtime(&data_dir.join("root-next.crl"), &data_dir.join("root.crl"));
-        std::thread::sleep(Duration::from_secs(1));
         if cycle > 1 {
             expire_previous_intermediate(&data_dir);
         }
-        let output = daemon.cli(&["ca", "rotate-intermediate"]);
+        // Past the propagation window.
+        let output = daemon.cli_ahead(Duration::from_secs(1), &["ca", "rotate-intermediate"]);
         assert!(output.status.success(), "{}", stderr(&output));
         daemon.advance(ROTATION_POLL);
         daemon.signer_changes(cycle).await;
@@ -888,8 +887,8 @@ async fn a_node_agent_keeps_reaching_certd_through_a_root_rotation() {
     let output = daemon.cli(&["ca", "rotate-root", "--propagation", "1s"]);
     assert!(output.status.success(), "{}", stderr(&output));
     wait_for_log(|| agent.log_text(), "certd's trust bundle changed", 1);
-    std::thread::sleep(Duration::from_secs(1));
-    let output = daemon.cli(&["ca", "rotate-intermediate"]);
+    // Past the propagation window.
+    let output = daemon.cli_ahead(Duration::from_secs(1), &["ca", "rotate-intermediate"]);
     assert!(output.status.success(), "{}", stderr(&output));
     wait_for_rotation(&daemon, 1);
     // certd's own certificate now chains to the next root only.

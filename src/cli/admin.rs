@@ -297,7 +297,7 @@ pub fn init(
         public_base_url,
         intermediate_lifetime,
     };
-    let metadata = ca::init(dir, &options).map_err(certd::Error::from)?;
+    let metadata = ca::init(dir, &options, super::now()).map_err(certd::Error::from)?;
     // The CA's store marks, before any database: a CA whose marks later go
     // missing is refused rather than served from whatever database it finds.
     let marks_path = certd::DataDir::new(dir).store_marks();

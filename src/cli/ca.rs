@@ -3,7 +3,7 @@
 //! party's CRL file fresh.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::Args;
 
@@ -86,7 +86,7 @@ pub fn rotate_intermediate(args: RotateIntermediateArgs) -> anyhow::Result<()> {
             .transpose()
             .map_err(certd::Error::from)?,
     };
-    let next = certd::ca::rotation::prepare(&args.data_dir.data_dir, &secrets, SystemTime::now())
+    let next = certd::ca::rotation::prepare(&args.data_dir.data_dir, &secrets, super::now())
         .map_err(certd::Error::from)?;
     println!(
         "prepared the next intermediate \"{}\" signed by \"{}\" (valid until {}): a running certd signs with it within seconds, or else at its next start",
@@ -111,6 +111,7 @@ pub fn rotate_root(args: RotateRootArgs) -> anyhow::Result<()> {
         passphrase.as_ref(),
         args.propagation
             .unwrap_or(certd::ca::next_root::DEFAULT_PROPAGATION),
+        super::now(),
     )
     .map_err(certd::Error::from)?;
     println!(
@@ -139,7 +140,7 @@ pub fn retire_root(args: RetireRootArgs) -> anyhow::Result<()> {
     let retired = certd::ca::next_root::retire(
         &args.data_dir.data_dir,
         args.force,
-        certd::clock::unix_seconds(SystemTime::now()),
+        certd::clock::unix_seconds(super::now()),
     )
     .map_err(certd::Error::from)?;
     println!(
@@ -187,8 +188,13 @@ fn report(facts: &RootCrlFacts, dir: &std::path::Path) {
 pub fn sign_root_crl(args: SignRootCrlArgs) -> anyhow::Result<()> {
     check_validity(args.validity)?;
     let passphrase = passphrase(args.key_passphrase_file.as_deref())?;
-    let facts = root_crl::sign(&args.data_dir.data_dir, passphrase.as_ref(), args.validity)
-        .map_err(certd::Error::from)?;
+    let facts = root_crl::sign(
+        &args.data_dir.data_dir,
+        passphrase.as_ref(),
+        args.validity,
+        super::now(),
+    )
+    .map_err(certd::Error::from)?;
     report(&facts, &args.data_dir.data_dir);
     Ok(())
 }
@@ -204,6 +210,7 @@ pub fn revoke_intermediate(args: RevokeIntermediateArgs) -> anyhow::Result<()> {
         serial,
         args.reason,
         args.validity,
+        super::now(),
     )
     .map_err(certd::Error::from)?;
     report(&facts, &args.data_dir.data_dir);
@@ -313,7 +320,7 @@ async fn sync_once(
 fn check_crls(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
     use x509_parser::prelude::FromDer;
     use x509_parser::revocation_list::CertificateRevocationList;
-    let now = certd::clock::unix_seconds(SystemTime::now());
+    let now = certd::clock::unix_seconds(super::now());
     let mut crls = Vec::new();
     for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
         let block = block.map_err(|e| anyhow::anyhow!("the CRLs are not PEM: {e}"))?;

@@ -86,7 +86,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         dns_names,
         not_before: certificate.validity().not_before.timestamp(),
         not_after,
-        expires_in_seconds: not_after - unix_seconds(std::time::SystemTime::now()),
+        expires_in_seconds: not_after - unix_seconds(super::now()),
         is_ca: certificate.is_ca(),
         serial,
         status,

@@ -353,6 +353,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The time of day for commands that act on it (rotation windows,
+/// expiries, renewal): the system's. In debug builds, which only tests run,
+/// `CERTD_TEST_CLOCK_AHEAD` (a duration, `3s`) sets it that far ahead, so a
+/// test steps past a propagation window instead of sleeping through it;
+/// release builds have no such knob.
+pub fn now() -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    #[cfg(debug_assertions)]
+    if let Some(ahead) = std::env::var("CERTD_TEST_CLOCK_AHEAD")
+        .ok()
+        .and_then(|ahead| humantime::parse_duration(&ahead).ok())
+    {
+        return now + ahead;
+    }
+    now
+}
+
 /// The database a command uses: `--database-url` or `CERTD_DATABASE_URL`,
 /// over `[store] url`, over the data directory's `database.toml` (written
 /// by `certd replica import`); sled in the data directory if none names one.

@@ -10,7 +10,7 @@
 //! are only ever replaced whole by a renewed identity.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -178,7 +178,7 @@ fn random_jitter() -> f64 {
 pub async fn if_needed(args: RenewArgs, hooks: &Hooks) -> anyhow::Result<()> {
     let (not_after, received_at) = current_validity(&args.dir)?;
     let due = renewal_time(received_at, not_after, 0.0);
-    let now = unix_seconds(SystemTime::now());
+    let now = unix_seconds(super::now());
     if now < due {
         println!(
             "not due: {} renews after {}",
@@ -204,7 +204,7 @@ pub async fn daemon(args: RenewArgs, hooks: Hooks) -> anyhow::Result<()> {
     loop {
         let (not_after, received_at) = current_validity(&args.dir)?;
         let due = renewal_time(received_at, not_after, jitter);
-        let now = unix_seconds(SystemTime::now());
+        let now = unix_seconds(super::now());
         if now < due {
             let wait = Duration::from_secs(u64::try_from(due - now).unwrap_or(0));
             tracing::info!(
@@ -217,7 +217,7 @@ pub async fn daemon(args: RenewArgs, hooks: Hooks) -> anyhow::Result<()> {
                 _ = interrupt.recv() => return Ok(()),
                 () = tokio::time::sleep(wait.min(args.bundle_refresh)) => {}
             }
-            if unix_seconds(SystemTime::now()) < due {
+            if unix_seconds(super::now()) < due {
                 match refresh_bundle(&args).await {
                     Ok(true) => run_hooks(&hooks).await,
                     Ok(false) => {}
@@ -238,7 +238,7 @@ pub async fn daemon(args: RenewArgs, hooks: Hooks) -> anyhow::Result<()> {
                     break;
                 }
                 Err(error) => {
-                    let left = not_after - unix_seconds(SystemTime::now());
+                    let left = not_after - unix_seconds(super::now());
                     let pause = with_jitter(retry);
                     if left > 0 {
                         tracing::warn!(

@@ -63,7 +63,7 @@ pub fn run(command: ReplicaCommand) -> anyhow::Result<()> {
 
 fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.dir();
-    let now = certd::clock::unix_seconds(std::time::SystemTime::now());
+    let now = certd::clock::unix_seconds(super::now());
     let exported =
         replica::export(dir.root(), args.include_root_key, now).map_err(certd::Error::from)?;
     let mut bytes = Vec::new();

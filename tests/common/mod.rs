@@ -133,6 +133,15 @@ impl Served {
         run_cli(&self.data_dir, args)
     }
 
+    /// Runs the CLI with its clock `ahead` of the real one, to step past a
+    /// window (a root's propagation) instead of sleeping through it.
+    pub fn cli_ahead(&self, ahead: std::time::Duration, args: &[&str]) -> Output {
+        cli_command(&self.data_dir, args)
+            .env("CERTD_TEST_CLOCK_AHEAD", format!("{}ms", ahead.as_millis()))
+            .output()
+            .expect("run certd")
+    }
+
     /// Creates a registration entry through the CLI; returns its id.
     pub fn entry(&self, service: &str, selectors: &[&str], extra: &[&str]) -> String {
         let mut args = vec!["entry", "create", "--service", service];
@@ -325,6 +334,11 @@ impl Drop for Daemon {
 }
 
 pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
+    cli_command(data_dir, args).output().expect("run certd")
+}
+
+/// The CLI on `data_dir`, as `run_cli` runs it.
+fn cli_command(data_dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(CERTD);
     command
         .args(args)
@@ -335,7 +349,7 @@ pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
     if let Some(url) = database_url(data_dir) {
         command.env("CERTD_DATABASE_URL", url);
     }
-    command.output().expect("run certd")
+    command
 }
 
 /// The PostgreSQL database of `data_dir`'s certd: the one given to

@@ -19,14 +19,13 @@ use certd_core::fsutil::{self, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 
 /// Creates a new CA in `dir`: a self-signed root and an intermediate
 /// (pathLen 0) signed by it. Refuses if any CA file is already there.
-pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
+pub fn init(dir: &Path, options: &InitOptions, now: SystemTime) -> Result<CaMetadata, CaError> {
     let files = CaFiles::new(dir);
     fsutil::create_private_dir(dir).map_err(io_error("create", dir))?;
     fsutil::narrow_to_private(dir).map_err(io_error("make private", dir))?;
     if files.exists() {
         return Err(CaError::AlreadyExists(dir.display().to_string()));
     }
-    let now = SystemTime::now();
     let algorithm = options.key_type.algorithm();
 
     let root_key = KeyPair::generate_for(algorithm)?;
@@ -101,7 +100,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<CaMetadata, CaError> {
     )?;
     fsutil::replace_file(&files.bundle, root_cert.pem().as_bytes(), PUBLIC_FILE_MODE)
         .map_err(io_error("write", &files.bundle))?;
-    super::root_crl::sign_first(dir, root_cert.der(), root_issuer.key())?;
+    super::root_crl::sign_first(dir, root_cert.der(), root_issuer.key(), now)?;
     write_new(&files.metadata, metadata_text.as_bytes(), PUBLIC_FILE_MODE)?;
     fsutil::sync_dir(dir).map_err(io_error("sync", dir))?;
     Ok(metadata)

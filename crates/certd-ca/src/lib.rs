@@ -622,7 +622,12 @@ mod tests {
     use super::*;
 
     fn new_ca(dir: &Path) -> CertificateAuthority {
-        init(dir, &InitOptions::for_tests("http://127.0.0.1:8080", None)).unwrap();
+        init(
+            dir,
+            &InitOptions::for_tests("http://127.0.0.1:8080", None),
+            SystemTime::now(),
+        )
+        .unwrap();
         CertificateAuthority::load(dir).unwrap()
     }
 

@@ -47,6 +47,7 @@ pub fn prepare(
     dir: &Path,
     passphrase: Option<&KeyPassphrase>,
     propagation: Duration,
+    now: SystemTime,
 ) -> Result<NextRoot, CaError> {
     let ca_files = CaFiles::new(dir);
     let data_dir = certd_core::DataDir::new(dir);
@@ -66,7 +67,6 @@ pub fn prepare(
         )));
     }
     let metadata = ca_files.read_metadata()?;
-    let now = SystemTime::now();
     let key = KeyPair::generate_for(metadata.key_type.algorithm())?;
     let subject = format!("certd root CA {}", files::deployment_id());
     let params = files::ca_params(&metadata.trust_domain, &subject, None, now, ROOT_LIFETIME);
@@ -98,7 +98,12 @@ pub fn prepare(
     };
     files::write_state(&data_dir.next_root_state(), &state)?;
     // Its CRL (`root-next.crl`), for the intermediates it will sign.
-    super::root_crl::sign(dir, passphrase, super::root_crl::DEFAULT_ROOT_CRL_VALIDITY)?;
+    super::root_crl::sign(
+        dir,
+        passphrase,
+        super::root_crl::DEFAULT_ROOT_CRL_VALIDITY,
+        now,
+    )?;
     // Last: from here on certd hands the new root out.
     fsutil::replace_file(&ca_files.bundle, bundle.as_bytes(), PUBLIC_FILE_MODE)
         .map_err(io_error("write", &ca_files.bundle))?;
@@ -215,6 +220,7 @@ mod tests {
         super::super::init(
             dir,
             &super::super::InitOptions::for_tests("http://127.0.0.1:8080", passphrase),
+            SystemTime::now(),
         )
         .unwrap();
     }
@@ -232,9 +238,15 @@ mod tests {
         let data_dir = certd_core::DataDir::new(&ca);
 
         // The root key is encrypted: without the passphrase, nothing changes.
-        assert!(prepare(&ca, None, DEFAULT_PROPAGATION).is_err());
+        assert!(prepare(&ca, None, DEFAULT_PROPAGATION, SystemTime::now()).is_err());
         assert!(!data_dir.next_root_cert().exists());
-        let next = prepare(&ca, Some(&passphrase), DEFAULT_PROPAGATION).unwrap();
+        let next = prepare(
+            &ca,
+            Some(&passphrase),
+            DEFAULT_PROPAGATION,
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(next.roots_in_bundle, 2);
         let key = std::fs::read_to_string(data_dir.next_root_key()).unwrap();
         assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
@@ -252,7 +264,13 @@ mod tests {
         std::fs::remove_file(data_dir.root_key()).unwrap();
         std::fs::remove_file(data_dir.next_root_key()).unwrap();
         std::fs::remove_file(data_dir.next_root_cert()).unwrap();
-        let error = prepare(&ca, Some(&passphrase), DEFAULT_PROPAGATION).unwrap_err();
+        let error = prepare(
+            &ca,
+            Some(&passphrase),
+            DEFAULT_PROPAGATION,
+            SystemTime::now(),
+        )
+        .unwrap_err();
         assert!(
             error.to_string().contains("where the root key is kept"),
             "{error}"
@@ -271,7 +289,7 @@ mod tests {
         let data_dir = certd_core::DataDir::new(dir.path());
         let hour = Duration::from_secs(3600);
         let now = SystemTime::now();
-        prepare(dir.path(), None, hour).unwrap();
+        prepare(dir.path(), None, hour, now).unwrap();
         let old_root = files::read_single_cert(&data_dir.root_cert()).unwrap();
         let next_root = files::read_single_cert(&data_dir.next_root_cert()).unwrap();
         assert!(data_dir.next_root_crl().exists());

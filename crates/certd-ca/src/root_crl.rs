@@ -66,10 +66,11 @@ pub fn sign(
     dir: &Path,
     passphrase: Option<&KeyPassphrase>,
     validity: Duration,
+    now: SystemTime,
 ) -> Result<RootCrlFacts, CaError> {
     let data_dir = certd_core::DataDir::new(dir);
     let state = read_state(&data_dir.root_crl_state())?;
-    sign_with(dir, passphrase, validity, state)
+    sign_with(dir, passphrase, validity, state, now)
 }
 
 /// Adds `serial` (an intermediate this root signed) to the root CRL and
@@ -80,17 +81,18 @@ pub fn revoke_intermediate(
     serial: Serial,
     reason: RevocationReason,
     validity: Duration,
+    now: SystemTime,
 ) -> Result<RootCrlFacts, CaError> {
     let data_dir = certd_core::DataDir::new(dir);
     let mut state = read_state(&data_dir.root_crl_state())?;
     if !state.revoked.iter().any(|r| r.serial == serial) {
         state.revoked.push(RevokedIntermediate {
             serial,
-            revoked_at: unix_seconds(SystemTime::now()),
+            revoked_at: unix_seconds(now),
             reason: reason.name().to_owned(),
         });
     }
-    sign_with(dir, passphrase, validity, state)
+    sign_with(dir, passphrase, validity, state, now)
 }
 
 /// Signs the first root CRL at `certd init`, with the root key in hand.
@@ -98,6 +100,7 @@ pub(super) fn sign_first(
     dir: &Path,
     root_der: &[u8],
     root_key: &KeyPair,
+    now: SystemTime,
 ) -> Result<RootCrlFacts, CaError> {
     write_signed(
         dir,
@@ -105,6 +108,7 @@ pub(super) fn sign_first(
         root_key,
         DEFAULT_ROOT_CRL_VALIDITY,
         RootCrlState::default(),
+        now,
     )
 }
 
@@ -113,6 +117,7 @@ fn sign_with(
     passphrase: Option<&KeyPassphrase>,
     validity: Duration,
     state: RootCrlState,
+    now: SystemTime,
 ) -> Result<RootCrlFacts, CaError> {
     let ca_files = CaFiles::new(dir);
     if !ca_files.metadata.exists() {
@@ -132,7 +137,7 @@ fn sign_with(
     } else {
         None
     };
-    let facts = write_signed(dir, &root_der, &root_key, validity, state.clone())?;
+    let facts = write_signed(dir, &root_der, &root_key, validity, state.clone(), now)?;
     if let Some((next_der, next_key)) = next {
         // The same number: `write_signed` numbers from the state it is given.
         sign_crl(
@@ -155,10 +160,11 @@ fn write_signed(
     root_key: &KeyPair,
     validity: Duration,
     mut state: RootCrlState,
+    now: SystemTime,
 ) -> Result<RootCrlFacts, CaError> {
     let data_dir = certd_core::DataDir::new(dir);
     state.number += 1;
-    let now = unix_seconds(SystemTime::now());
+    let now = unix_seconds(now);
     // Valid for `validity` from now, and from a minute ago for relying
     // parties whose clocks lag.
     let this_update = crate::crl::this_update(now);
@@ -303,6 +309,7 @@ mod tests {
         super::super::init(
             dir,
             &super::super::InitOptions::for_tests("http://127.0.0.1:8080", None),
+            SystemTime::now(),
         )
         .unwrap();
     }
@@ -325,6 +332,7 @@ mod tests {
             serial.clone(),
             RevocationReason::KeyCompromise,
             week,
+            SystemTime::now(),
         )
         .unwrap();
         assert_eq!((facts.number, facts.revoked), (2, 1));
@@ -335,10 +343,11 @@ mod tests {
             serial.clone(),
             RevocationReason::Superseded,
             week,
+            SystemTime::now(),
         )
         .unwrap();
         assert_eq!((facts.number, facts.revoked), (3, 1));
-        let facts = sign(dir.path(), None, week).unwrap();
+        let facts = sign(dir.path(), None, week, SystemTime::now()).unwrap();
         assert_eq!((facts.number, facts.revoked), (4, 1));
         // Valid for a week from the signing, and from a minute before it
         // for relying parties whose clocks lag.
@@ -367,7 +376,13 @@ mod tests {
         assert_eq!(file.current().unwrap(), good);
 
         std::fs::remove_file(data_dir.root_key()).unwrap();
-        let error = sign(dir.path(), None, DEFAULT_ROOT_CRL_VALIDITY).unwrap_err();
+        let error = sign(
+            dir.path(),
+            None,
+            DEFAULT_ROOT_CRL_VALIDITY,
+            SystemTime::now(),
+        )
+        .unwrap_err();
         assert!(
             error.to_string().contains("where the root key is kept"),
             "{error}"

@@ -456,7 +456,12 @@ mod tests {
     const DAY: i64 = 86_400;
 
     fn new_ca(dir: &Path) {
-        init(dir, &InitOptions::for_tests("http://ca.example:8080", None)).unwrap();
+        init(
+            dir,
+            &InitOptions::for_tests("http://ca.example:8080", None),
+            SystemTime::now(),
+        )
+        .unwrap();
     }
 
     fn now() -> i64 {

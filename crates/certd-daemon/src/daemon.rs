@@ -150,7 +150,7 @@ impl Daemon {
                     .public_base_url(tcp.http_addr().unwrap_or(self.config.http_addr)),
                 intermediate_lifetime: ca::INTERMEDIATE_LIFETIME,
             };
-            ca::init(dir, &options).map_err(Error::from)?;
+            ca::init(dir, &options, self.clock.now()).map_err(Error::from)?;
             crate::store::marks::MarksFile::for_new_ca()
                 .write(&self.data_dir.store_marks())
                 .map_err(|error| {

@@ -8,7 +8,12 @@ use certd_core::clock::unix_seconds;
 
 /// A CA as `certd init` makes it, in `dir`.
 fn primary(dir: &Path) {
-    crate::init(dir, &InitOptions::for_tests("http://127.0.0.1:8080", None)).unwrap();
+    crate::init(
+        dir,
+        &InitOptions::for_tests("http://127.0.0.1:8080", None),
+        SystemTime::now(),
+    )
+    .unwrap();
     std::fs::write(dir.join("jwt-master.key"), [7u8; 32]).unwrap();
     std::fs::write(dir.join("store-marks.toml"), "store_id = \"primary\"\n").unwrap();
 }
