@@ -16,6 +16,7 @@ use crate::identity::NameError;
 use crate::limits::LimitError;
 use crate::policy::PolicyError;
 use crate::registry::RegistryError;
+use crate::revocation::RevocationError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,9 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ca(#[from] CaError),
+    /// A CRL could not be built, published or read.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
     /// A replica package could not be made or used.
     #[error(transparent)]
     Replica(#[from] crate::ca::replica::ReplicaError),
@@ -80,6 +84,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Store(error) => error.kind(),
             Error::Ca(error) => error.kind(),
+            Error::Revocation(error) => error.kind(),
             Error::Replica(error) => error.kind(),
             Error::Config(_) => ErrorKind::InvalidInput,
             Error::Jwt(error) => error.kind(),

@@ -208,7 +208,11 @@ pub async fn run(
     let tls_config = Arc::new(tls::server_config(authority.ca_handle(), serving.clone())?);
     // Publish a CRL before answering anything, so the first request for it
     // finds one and the CRL number moves forward at every start.
-    authority.revocations().refresh_crl().await?;
+    authority
+        .revocations()
+        .refresh_crl()
+        .await
+        .map_err(crate::Error::from)?;
     for attestor in authority.attestors().iter() {
         attestor.prepare().await;
     }

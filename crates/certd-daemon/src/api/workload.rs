@@ -224,7 +224,7 @@ impl CertificateAuthority for WorkloadApi {
             .revocations()
             .current_crl()
             .await
-            .map_err(|e| status(&e))?;
+            .map_err(|e| status(&e.into()))?;
         Ok(Response::new(proto::Crl {
             crl_der: crl.der.clone(),
             crl_number: crl.number,

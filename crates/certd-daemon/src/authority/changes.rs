@@ -8,6 +8,7 @@
 //! This process's own writes update the caches directly and never pass
 //! through here.
 
+use crate::revocation::RevocationError;
 use std::future::Future;
 
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -88,7 +89,7 @@ impl Authority {
                 .await
                 .map(drop)
                 .map_err(|error| match error {
-                    crate::Error::Store(error) => error,
+                    RevocationError::Store(error) => error,
                     other => crate::store::StoreError::Backend(other.to_string()),
                 }),
             Update::Resync | Update::Changed(Change::Reopened | Change::Missed) => {
@@ -125,7 +126,7 @@ impl Authority {
         *known_revoked = Some(current);
         match self.revocations.adopt_newest_crl().await {
             Ok(_) => Ok(()),
-            Err(crate::Error::Store(error)) => Err(error),
+            Err(RevocationError::Store(error)) => Err(error),
             Err(error) => Err(StoreError::Backend(error.to_string())),
         }
     }
@@ -133,7 +134,7 @@ impl Authority {
     async fn publish_crl(&self) -> Result<(), StoreError> {
         match self.revocations.refresh_crl().await {
             Ok(_) => Ok(()),
-            Err(crate::Error::Store(error)) => Err(error),
+            Err(RevocationError::Store(error)) => Err(error),
             // Signing trouble is not the feed's: the periodic refresh retries.
             Err(error) => {
                 tracing::error!(%error, "cannot publish a CRL after a revocation elsewhere");

@@ -22,11 +22,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::Result;
-use crate::ca::{CertificateAuthority, crl, pem_encode};
+use crate::ca::{CaError, CertificateAuthority, crl, pem_encode};
 use crate::identity::Serial;
-use crate::store::{CertificateState, SharedStorage};
+use crate::store::{CertificateState, SharedStorage, StoreError};
 use ocsp::{IssuerHashes, KnownStatus};
+
+/// Why a CRL could not be built, published or read, or a status looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum RevocationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The blocking task that signs the CRLs stopped before it finished.
+    #[error("the CRL signing task stopped")]
+    SigningStopped(#[source] tokio::task::JoinError),
+}
+
+impl RevocationError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            RevocationError::Store(error) => error.kind(),
+            RevocationError::Ca(error) => error.kind(),
+            RevocationError::SigningStopped(_) => crate::ErrorKind::Internal,
+        }
+    }
+}
+
+type Result<T, E = RevocationError> = std::result::Result<T, E>;
 
 /// Default validity of a CRL: its nextUpdate is this long after it is
 /// signed (its thisUpdate is backdated a minute, `crl::this_update`). Long,
@@ -346,10 +369,10 @@ impl Revocations {
                     })
                 })
                 .transpose()?;
-            Ok::<_, crate::ca::CaError>((der, previous, signers))
+            Ok::<_, CaError>((der, previous, signers))
         })
         .await
-        .map_err(|e| crate::Error::InvalidArgument(format!("CRL build task failed: {e}")))??;
+        .map_err(RevocationError::SigningStopped)??;
         Ok(PublishedCrl {
             pem: pem_encode("X509 CRL", &der),
             der,
