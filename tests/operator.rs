@@ -261,6 +261,8 @@ async fn metrics_describe_what_the_daemon_did() {
     assert!(value("certd_grpc_request_duration_seconds_count{method=\"Issue\"}") >= 2.0);
     assert!(value("certd_store_commit_duration_seconds_count") >= 1.0);
     assert!(value("certd_crl_number") >= 1.0);
+    // No rotation since it started.
+    assert_eq!(value("certd_ca_signers_generation"), 0.0);
     assert!(
         value("certd_ca_certificate_expiry_seconds{certificate=\"intermediate\"}")
             > 300.0 * 86_400.0

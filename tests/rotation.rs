@@ -30,24 +30,11 @@ fn crl_url(certificate: &str) -> String {
 /// How often certd looks for a prepared intermediate (`server.rs`).
 const ROTATION_POLL: Duration = Duration::from_secs(5);
 
-/// Has the daemon look now (SIGHUP) and waits until its log says it signs
-/// with new intermediates.
+/// Has the daemon look now (SIGHUP) and waits until it signs with new
+/// intermediates for the `rotations`th time.
 fn wait_for_rotation(daemon: &Daemon, rotations: usize) {
     daemon.reload();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while daemon
-        .log_text()
-        .matches("now signing with a new set of intermediates")
-        .count()
-        < rotations
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no rotation seen: {}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait_for_signer_changes(rotations);
 }
 
 /// The intermediate rotates under load: no request fails, certificates

@@ -133,6 +133,29 @@ impl Served {
         run_cli(&self.data_dir, args)
     }
 
+    /// The value of one series on `/metrics` (`name` with its labels, as
+    /// the exposition writes it), if it is there.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let answer = http("GET", &format!("{}/metrics", self.http), &[], b"");
+        let text = String::from_utf8(answer.body).ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+    }
+
+    /// Waits until the daemon has changed its signing intermediates `times`
+    /// times since it started (`certd_ca_signers_generation`).
+    pub fn wait_for_signer_changes(&self, times: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.metric("certd_ca_signers_generation").unwrap_or(0.0) < times as f64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the signers did not change {times} times"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Runs the CLI with its clock `ahead` of the real one, to step past a
     /// window (a root's propagation) instead of sleeping through it.
     pub fn cli_ahead(&self, ahead: std::time::Duration, args: &[&str]) -> Output {

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub jwt_keys: Gauge,
     pub root_crl_expiry: Gauge<i64, AtomicI64>,
     pub possible_stolen_keys: Counter,
+    pub ca_signers_generation: Gauge<i64, AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +138,12 @@ impl Metrics {
             "Seconds until the root or the intermediate certificate expires (negative: expired)",
             ca_expiry.clone(),
         );
+        let ca_signers_generation = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "ca_signers_generation",
+            "Times the daemon has changed the intermediates it signs with since it started (a rotation promoted, or the previous intermediate dropped)",
+            ca_signers_generation.clone(),
+        );
         let jwt_keys = Gauge::default();
         registry.register(
             "jwt_keys_published",
@@ -159,6 +166,7 @@ impl Metrics {
             registry,
             possible_stolen_keys,
             root_crl_expiry,
+            ca_signers_generation,
             decisions,
             grpc_duration,
             grpc_in_flight,

@@ -52,6 +52,9 @@ impl Authority {
                 })
                 .set(not_after - now);
         }
+        metrics
+            .ca_signers_generation
+            .set(i64::try_from(self.ca.signers().generation).unwrap_or(i64::MAX));
         if let Some(root_crl) = self.ca.root_crl() {
             metrics
                 .root_crl_expiry
