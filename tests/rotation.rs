@@ -849,11 +849,82 @@ async fn certd_rotates_the_intermediate_by_itself_when_allowed() {
     daemon.shutdown().await;
 }
 
-/// Waits until `log()` holds `text` `times` times.
+/// Waits until `log()` holds `text` `times` times: for a test of what the
+/// log says.
 fn wait_for_log(log: impl Fn() -> String, text: &str, times: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while log().matches(text).count() < times {
         assert!(Instant::now() < deadline, "no {text:?} in time:\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the agent's `/metrics` says it holds `svids` X.509-SVIDs.
+fn wait_for_agent_svids(agent: &common::agent::Agent, svids: usize) {
+    let url = agent
+        .metrics_url
+        .as_deref()
+        .expect("started with --metrics-addr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = String::from_utf8(http("GET", &format!("{url}/metrics"), &[], b"").body)
+            .unwrap_or_default();
+        let held = text
+            .lines()
+            .find_map(|line| line.strip_prefix("certd_agent_svids "))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if held >= svids as f64 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent holds {held} SVIDs, not {svids}:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the bundle the agent keeps holds `roots` roots.
+fn wait_for_agent_bundle(agent: &common::agent::Agent, roots: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let path = agent.data_dir.join("bundle.pem");
+    while common::pem_certs(&std::fs::read_to_string(&path).unwrap_or_default()).len() < roots {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's bundle never held {roots} roots:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until certd's own TLS certificate verifies against `root_pem`
+/// alone, as a client sees it (openssl s_client).
+fn wait_for_serving_chain(daemon: &Daemon, root_pem: &str) {
+    let root = common::write_file(
+        &daemon.tmp.path().join("serving-root.pem"),
+        root_pem.as_bytes(),
+    );
+    let address = daemon.grpc.trim_start_matches("https://").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (verified, text) = openssl(&[
+            "s_client",
+            "-connect",
+            &address,
+            "-CAfile",
+            &root,
+            "-verify_return_error",
+        ]);
+        if verified {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "certd's certificate never chained to the next root:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -866,23 +937,25 @@ fn wait_for_log(log: impl Fn() -> String, text: &str, times: usize) {
 async fn a_node_agent_keeps_reaching_certd_through_a_root_rotation() {
     use common::agent::Agent;
     let daemon = Daemon::start();
-    let agent = Agent::start(&daemon, "node-1");
+    let agent = Agent::start_registered(&daemon, "node-1", &["--metrics-addr", "127.0.0.1:0"]);
     let parent = "spiffe://certd.internal/agent/node-1";
     daemon.entry("before", &["unix:uid:4241"], &["--parent", parent]);
-    wait_for_log(|| agent.log_text(), "SVID ready", 1);
+    wait_for_agent_svids(&agent, 1);
 
     let output = daemon.cli(&["ca", "rotate-root", "--propagation", "1s"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    wait_for_log(|| agent.log_text(), "certd's trust bundle changed", 1);
+    // The agent takes the bundle with both roots from certd.
+    wait_for_agent_bundle(&agent, 2);
     // Past the propagation window.
     let output = daemon.cli_ahead(Duration::from_secs(1), &["ca", "rotate-intermediate"]);
     assert!(output.status.success(), "{}", stderr(&output));
     wait_for_rotation(&daemon, 1);
     // certd's own certificate now chains to the next root only.
-    wait_for_log(|| daemon.log_text(), "serving certificate renewed", 1);
+    let next_root = std::fs::read_to_string(daemon.data_dir.join("root-next.pem")).unwrap();
+    wait_for_serving_chain(&daemon, &next_root);
 
     daemon.entry("after", &["unix:uid:4242"], &["--parent", parent]);
-    wait_for_log(|| agent.log_text(), "SVID ready", 2);
+    wait_for_agent_svids(&agent, 2);
     let kept = std::fs::read_to_string(agent.data_dir.join("bundle.pem")).unwrap();
     assert_eq!(
         common::pem_certs(&kept)
