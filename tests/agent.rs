@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use certd::api::client::{TlsClientSettings, WorkloadClient};
-use common::agent::{Agent, raw_client, raw_client_when_admitted};
+use common::agent::{Agent, InProcessAgent, raw_client, raw_client_when_admitted};
 use common::{Daemon, provider, stderr, stdout};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use spiffe::{WorkloadApiClient, X509Source};
@@ -82,10 +82,10 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-async fn source(agent: &Agent) -> X509Source {
+async fn source(endpoint: String) -> X509Source {
     tokio::time::timeout(
         Duration::from_secs(20),
-        X509Source::builder().endpoint(agent.endpoint()).build(),
+        X509Source::builder().endpoint(endpoint).build(),
     )
     .await
     .expect("the X509Source synced in time")
@@ -160,9 +160,10 @@ async fn an_unmodified_spiffe_client_gets_its_svid_and_it_rotates_on_the_stream(
     let daemon = Daemon::start();
     // Registered before the agent starts, so its first sync serves it.
     workload_entry(&daemon, "billing", "node-1", &["--ttl", "20s"]);
-    let agent = Agent::start(&daemon, "node-1");
+    // In this process, on a clock the test moves.
+    let agent = InProcessAgent::start(&daemon, "node-1").await;
 
-    let source = source(&agent).await;
+    let source = source(agent.endpoint()).await;
     let mut updates = source.updated();
     let svid = source.svid().expect("an SVID");
     assert_eq!(
@@ -191,8 +192,10 @@ async fn an_unmodified_spiffe_client_gets_its_svid_and_it_rotates_on_the_stream(
     mutual_tls_handshake(&svid, &other, &bundle).await;
 
     // Rotation: the same stream delivers a new SVID before the old one
-    // expires, without the client reconnecting.
+    // expires, without the client reconnecting. Past half its life on the
+    // agent's clock, the SVID is due.
     let (first_serial, first_not_after) = serial_and_expiry(svid.leaf().as_ref());
+    agent.advance(Duration::from_secs(11));
     tokio::time::timeout(Duration::from_secs(20), updates.changed())
         .await
         .expect("a rotation within 20 s")

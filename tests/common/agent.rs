@@ -169,3 +169,78 @@ async fn try_raw_client(
         .await?;
     Ok(certd::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel))
 }
+
+/// `certd agent` run in the test's own process through the library, on a
+/// `ManualClock`: for tests about its timing (an SVID's renewal at half its
+/// life) that move its clock instead of waiting. Stopped when dropped.
+pub struct InProcessAgent {
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    clock: std::sync::Arc<certd::clock::ManualClock>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl InProcessAgent {
+    /// Registers node agent `name` (`token:<name>`), makes a join token for
+    /// it and runs the agent with it, syncing every second.
+    pub async fn start(daemon: &Daemon, name: &str) -> InProcessAgent {
+        let entry = daemon.entry(name, &[&format!("token:{name}")], &["--agent"]);
+        let output = daemon.cli(&["token", "create", "--entry", &entry]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let token = stdout(&output).trim().to_owned();
+        let dir = daemon.tmp.path().join(format!("agent-{name}"));
+        std::fs::create_dir_all(&dir).expect("agent dir");
+        let clock = certd::clock::ManualClock::starting_now();
+        let settings = certd::agent::AgentSettings {
+            server: daemon.grpc.clone(),
+            ca_bundle_pem: daemon.bundle_pem(),
+            bootstrap: Some(certd::agent::Bootstrap::JoinToken(zeroize::Zeroizing::new(
+                token,
+            ))),
+            data_dir: dir.join("data"),
+            socket: dir.join("agent.sock"),
+            sync_interval: std::time::Duration::from_secs(1),
+            socket_limits: certd::agent::SocketLimits::default(),
+            metrics_addr: None,
+            clock: clock.clone(),
+        };
+        let (socket, data_dir) = (settings.socket.clone(), settings.data_dir.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, started) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            let ran = certd::agent::run(settings, stopped, move |_| {
+                let _ = ready.send(());
+            })
+            .await;
+            ran.expect("the in-process agent runs");
+        });
+        started.await.expect("the in-process agent starts");
+        InProcessAgent {
+            socket,
+            data_dir,
+            clock,
+            stop: Some(stop),
+        }
+    }
+
+    /// The Workload API address, as SPIFFE_ENDPOINT_SOCKET takes it.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Moves the agent's clock by `by`: renewals that fall due run at once.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.clock.advance(by);
+    }
+}
+
+impl Drop for InProcessAgent {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
