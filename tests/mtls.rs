@@ -1,11 +1,13 @@
 //! Two workloads with certificates from certd complete a real mTLS exchange
 //! using only what certd gave them; a peer from another CA is rejected.
+//! certd serves in the test's process: what is tested is the wire.
 
 mod common;
 
 use std::sync::Arc;
 
-use common::{Daemon, Identity, provider, roots};
+use common::in_process::InProcess;
+use common::{Identity, provider, roots};
 use rustls::pki_types::ServerName;
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,9 +94,9 @@ async fn exchange(
 
 /// Billing serves, payments connects: each verifies the other with only
 /// certd's bundle, and the server sees the client's SPIFFE ID.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn two_workloads_complete_an_mtls_exchange() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let billing = daemon.bootstrap("billing").await;
     let payments = daemon.bootstrap("payments").await;
     let bundle = daemon.bundle_pem();
@@ -110,9 +112,9 @@ async fn two_workloads_complete_an_mtls_exchange() {
 
 /// The client checks the server's name: billing's certificate does not pass
 /// for payments.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_workload_cannot_pose_as_another_service() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let billing = daemon.bootstrap("billing").await;
     let payments = daemon.bootstrap("payments").await;
     let bundle = daemon.bundle_pem();
@@ -127,10 +129,10 @@ async fn a_workload_cannot_pose_as_another_service() {
 
 /// A peer whose certificate comes from another certd (another CA) is
 /// rejected by the server, and cannot renew at certd either.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_peer_from_another_ca_is_rejected() {
-    let daemon = Daemon::start();
-    let other = Daemon::start();
+    let daemon = InProcess::start().await;
+    let other = InProcess::start().await;
     let billing = daemon.bootstrap("billing").await;
     let intruder = other.bootstrap("payments").await;
     let bundle = daemon.bundle_pem();

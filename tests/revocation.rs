@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use certd::ErrorKind;
 use certd::api::client::ClientError;
-use common::{Daemon, Identity, http, openssl, pem_certs, provider, roots, stderr, stdout};
+use common::in_process::InProcess;
+use common::{Daemon, Identity, Served, http, openssl, pem_certs, provider, roots, stderr, stdout};
 use rustls::pki_types::{CertificateRevocationListDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use sha1::{Digest, Sha1};
@@ -93,7 +94,7 @@ fn client_result_then_server(
     client
 }
 
-fn revoke(daemon: &Daemon, args: &[&str]) -> String {
+fn revoke(daemon: &Served, args: &[&str]) -> String {
     let mut all = vec!["revoke"];
     all.extend_from_slice(args);
     let output = daemon.cli(&all);
@@ -103,9 +104,9 @@ fn revoke(daemon: &Daemon, args: &[&str]) -> String {
 
 /// After `certd revoke`, a server that reloads the CRL refuses the revoked
 /// workload's handshake while another workload still gets through.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_crl_checking_server_refuses_a_revoked_workload() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let billing = daemon.bootstrap("billing").await;
     let payments = daemon.bootstrap("payments").await;
     let orders = daemon.bootstrap("orders").await;
@@ -144,9 +145,9 @@ async fn a_crl_checking_server_refuses_a_revoked_workload() {
 
 /// Revocation is idempotent, keeps the first time and reason, reaches
 /// GetStatus, blocks renewal; unknown serials are NOT_FOUND.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn revocation_is_idempotent_visible_and_final() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let payments = daemon.bootstrap("payments").await;
     let serial = payments.issued.serial.clone();
     revoke(&daemon, &[&serial, "--reason", "superseded"]);
@@ -183,9 +184,9 @@ async fn revocation_is_idempotent_visible_and_final() {
 }
 
 /// `certd revoke --service` revokes every unexpired certificate of it.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn revoking_a_service_revokes_all_its_certificates() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let first = daemon.bootstrap("payments").await;
     let second = daemon.bootstrap("payments").await;
     let other = daemon.bootstrap("billing").await;
@@ -255,9 +256,9 @@ async fn crl_numbers_increase_across_restarts_and_revocations_survive() {
 
 /// The CRL is served as DER and PEM with caching headers, and a matching
 /// If-None-Match gets 304.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn crl_is_served_with_caching_headers() {
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let response = http("GET", &format!("{}/crl", daemon.http), &[], b"");
     assert_eq!(response.status, 200);
     assert_eq!(
@@ -337,7 +338,7 @@ fn ocsp_request(issuer_pem: &str, serial: &[u8], nonce: Option<&[u8]>) -> Vec<u8
     .unwrap()
 }
 
-fn ocsp_post(daemon: &Daemon, body: &[u8]) -> OcspResponse {
+fn ocsp_post(daemon: &Served, body: &[u8]) -> OcspResponse {
     let response = http(
         "POST",
         &format!("{}/ocsp", daemon.http),
@@ -366,10 +367,10 @@ fn single_status(response: &OcspResponse) -> (CertStatus, Option<Vec<u8>>) {
 /// Bad OCSP requests get the right OCSP error status, never a 500 or a
 /// dropped connection; good ones answer good, revoked or unknown and echo a
 /// nonce.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn ocsp_answers_and_refuses_precisely() {
-    let daemon = Daemon::start();
-    let other = Daemon::start();
+    let daemon = InProcess::start().await;
+    let other = InProcess::start().await;
     let payments = daemon.bootstrap("payments").await;
     let intermediate = std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
     let serial = hex::decode(&payments.issued.serial).unwrap();
@@ -452,13 +453,13 @@ async fn ocsp_answers_and_refuses_precisely() {
 /// OpenSSL verifies the CRL's signature, says revoked / OK with
 /// `verify -crl_check`, and its OCSP client reports good, then revoked with
 /// the reason, verifying the response signature.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn openssl_checks_the_crl_and_the_ocsp_responder() {
     if !common::openssl_available() {
         eprintln!("openssl not installed: skipping");
         return;
     }
-    let daemon = Daemon::start();
+    let daemon = InProcess::start().await;
     let payments = daemon.bootstrap("payments").await;
     let orders = daemon.bootstrap("orders").await;
     let dir = daemon.tmp.path();
