@@ -24,11 +24,28 @@ fn mint_and_verify(c: &mut Criterion) {
             algorithm,
         );
         mint.bench_function(algorithm.name(), |b| {
-            b.iter(|| jwt::mint(&keys, &subject, &audiences, now, 300).unwrap())
+            b.iter(|| {
+                jwt::mint(
+                    &keys,
+                    Some("https://certd.example"),
+                    &subject,
+                    &audiences,
+                    now,
+                    300,
+                )
+                .unwrap()
+            })
         });
-        let token = jwt::mint(&keys, &subject, &audiences, now, 300)
-            .unwrap()
-            .token;
+        let token = jwt::mint(
+            &keys,
+            Some("https://certd.example"),
+            &subject,
+            &audiences,
+            now,
+            300,
+        )
+        .unwrap()
+        .token;
         tokens.push((algorithm, token, JwkSet::published(&keys, now)));
     }
     mint.finish();

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::in_process::InProcess;
+use common::outside::{node_script, node_with, python_with, script};
 use common::{Daemon, Served, http, stderr, stdout};
 
 const TRUST_DOMAIN: &str = "certd.internal";
@@ -281,4 +282,126 @@ fn es384_and_rs256_keys_sign_when_configured_and_verify_with_a_standard_library(
         assert!(!jwt_keys.is_empty());
         assert!(jwt_keys.iter().all(|key| key["kty"] == kty), "{bundle}");
     }
+}
+
+/// OpenID Connect discovery at `/.well-known/openid-configuration` names
+/// the issuer every token carries as `iss` (by default the public base URL)
+/// and where its keys are; a configured `[jwt] issuer` replaces it.
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_names_the_issuer_every_token_carries() {
+    let daemon = InProcess::start().await;
+    let answer = http(
+        "GET",
+        &format!("{}/.well-known/openid-configuration", daemon.http),
+        &[],
+        b"",
+    );
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    assert!(answer.header("cache-control").is_some());
+    let config: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(config["issuer"], daemon.http.as_str());
+    assert_eq!(config["jwks_uri"], format!("{}/jwks.json", daemon.http));
+    assert_eq!(
+        config["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
+    assert_eq!(
+        config["response_types_supported"],
+        serde_json::json!(["id_token"])
+    );
+    assert_eq!(
+        config["subject_types_supported"],
+        serde_json::json!(["public"])
+    );
+    let dir = workload(&daemon, "billing", &["gateway"]);
+    let token = minted(&daemon, &dir, &["gateway"]);
+    let claims = verify_with_a_standard_library(&daemon, &token, "gateway").unwrap();
+    assert_eq!(claims["iss"], daemon.http.as_str());
+    // certd's own verifier takes it as before.
+    let output = verify(&daemon, &token, "gateway");
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let configured = InProcess::start_in(
+        tmp,
+        data_dir,
+        "[jwt]\nissuer = \"https://certd.example.com/\"\n",
+    )
+    .await;
+    let config: serde_json::Value = serde_json::from_slice(
+        &http(
+            "GET",
+            &format!("{}/.well-known/openid-configuration", configured.http),
+            &[],
+            b"",
+        )
+        .body,
+    )
+    .unwrap();
+    assert_eq!(config["issuer"], "https://certd.example.com");
+    assert_eq!(config["jwks_uri"], format!("{}/jwks.json", configured.http));
+    let dir = workload(&configured, "billing", &["gateway"]);
+    let token = minted(&configured, &dir, &["gateway"]);
+    let claims = verify_with_a_standard_library(&configured, &token, "gateway").unwrap();
+    assert_eq!(claims["iss"], "https://certd.example.com");
+}
+
+/// PyJWT, as a Python service uses it: discovery from the issuer, the key
+/// from the discovered `jwks_uri` (`PyJWKClient`), then `iss`, `aud` and
+/// `exp`; another issuer or audience is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn pyjwt_verifies_a_token_through_discovery() {
+    let Some(python) = python_with(&["jwt", "cryptography"]) else {
+        return;
+    };
+    let daemon = InProcess::start().await;
+    let dir = workload(&daemon, "billing", &["gateway"]);
+    let token = minted(&daemon, &dir, &["gateway"]);
+    let output = script(&python, "oidc_verify.py")
+        .args([daemon.http.as_str(), token.as_str(), "gateway"])
+        .output()
+        .unwrap();
+    let said = stdout(&output);
+    assert!(
+        output.status.success() && said.starts_with("ok "),
+        "{said}{}",
+        stderr(&output)
+    );
+    let claims: serde_json::Value = serde_json::from_str(&said[3..]).unwrap();
+    assert_eq!(claims["iss"], daemon.http.as_str());
+    assert_eq!(
+        claims["sub"],
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+}
+
+/// Node's `jose`, as an express service uses it: discovery, then
+/// `jwtVerify` with the issuer and audience against the discovered keys;
+/// another issuer or audience is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_jose_verifies_a_token_with_its_issuer_and_audience() {
+    let Some(node) = node_with("jose") else {
+        return;
+    };
+    let daemon = InProcess::start().await;
+    let dir = workload(&daemon, "billing", &["gateway"]);
+    let token = minted(&daemon, &dir, &["gateway"]);
+    let output = node_script(&node, "verify.mjs")
+        .args([daemon.http.as_str(), token.as_str(), "gateway"])
+        .output()
+        .unwrap();
+    let said = stdout(&output);
+    assert!(
+        output.status.success() && said.starts_with("ok "),
+        "{said}{}",
+        stderr(&output)
+    );
+    let payload: serde_json::Value = serde_json::from_str(said[3..].trim()).unwrap();
+    assert_eq!(payload["iss"], daemon.http.as_str());
+    assert_eq!(
+        payload["sub"],
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
 }

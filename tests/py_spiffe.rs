@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::agent::Agent;
+use common::outside::{python_with, script, script_path};
 use common::{Daemon, stderr, stdout};
 use sha2::Digest;
 
@@ -272,64 +273,6 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
             .starts_with("malformed-request INVALID_ARGUMENT: malformed IssueRequest message: ")),
         "the malformed Issue was not INVALID_ARGUMENT:\n{text}"
     );
-}
-
-/// The absolute path of the Python interpreter (`python3` on PATH) if it can
-/// import `modules` with an empty environment, as the scripts run. Missing:
-/// `None` after a skip line, or a panic under `CI` or
-/// `CERTD_REQUIRE_PYTHON_CLIENTS`.
-fn python_with(modules: &[&str]) -> Option<PathBuf> {
-    let imports = format!("import {}", modules.join(", "));
-    let found = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| PathBuf::from(stdout(&output).trim()));
-    let problem = match &found {
-        None => "python3 is not on PATH or does not run".to_owned(),
-        Some(python) => match Command::new(python)
-            .args(["-B", "-c", &imports])
-            .env_clear()
-            .output()
-        {
-            Ok(output) if output.status.success() => return found,
-            Ok(output) => format!(
-                "{} cannot `{imports}`: {}",
-                python.display(),
-                stderr(&output).trim().lines().last().unwrap_or("")
-            ),
-            Err(error) => format!("cannot run {}: {error}", python.display()),
-        },
-    };
-    let required = ["CI", "CERTD_REQUIRE_PYTHON_CLIENTS"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    assert!(
-        !required,
-        "the Python clients are required here (CI or CERTD_REQUIRE_PYTHON_CLIENTS is set) but \
-         {problem}; install them with `python3 -m pip install spiffe spiffe-tls grpcio-tools \
-         cryptography`"
-    );
-    eprintln!("skipping: {problem}");
-    None
-}
-
-/// `python -B tests/python/NAME` with an empty environment and stdin closed.
-fn script(python: &Path, name: &str) -> Command {
-    let mut command = Command::new(python);
-    command
-        .arg("-B")
-        .arg(script_path(name))
-        .env_clear()
-        .stdin(Stdio::null());
-    command
-}
-
-fn script_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(name)
 }
 
 /// Python stubs for every proto file of `proto/certd`, into `out`.

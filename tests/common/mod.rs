@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod in_process;
 pub mod k8s_issuer;
+pub mod outside;
 pub mod softhsm;
 
 use std::io::{BufRead, BufReader};

@@ -85,7 +85,9 @@ impl Daemon {
             &crate::store::marks::CaIdentity::of_root_file(&self.data_dir.root_cert())?,
         )
         .await?;
-        let mut settings = self.config.authority_settings();
+        let mut settings = self
+            .config
+            .authority_settings(&self.public_base_url(self.config.http_addr));
         settings.attestors = crate::attest::ConfiguredAttestors::default();
         let jwt_keys = self.jwt_keys()?;
         Authority::new(Arc::new(ca), store, settings, jwt_keys).await
@@ -231,7 +233,8 @@ impl Daemon {
         let authority = Authority::new(
             Arc::new(ca),
             store,
-            self.config.authority_settings(),
+            self.config
+                .authority_settings(&self.public_base_url(http_addr)),
             jwt_keys,
         )
         .await?;

@@ -94,6 +94,10 @@ pub(crate) fn router(authority: Authority) -> Router {
         .route("/ocsp/{*request}", get(ocsp_get))
         .route("/metrics", get(metrics))
         .route("/jwks.json", get(jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
         .route("/bundle.spiffe", get(spiffe_bundle))
         .route("/bundle.pem", get(bundle_pem))
         .route("/intermediate.pem", get(intermediate_pem))
@@ -127,6 +131,14 @@ async fn metrics(State(authority): State<Authority>) -> Response {
 async fn jwks(State(authority): State<Authority>, headers: HeaderMap) -> Response {
     let body = serde_json::to_vec(&authority.jwt_key_set()).unwrap_or_default();
     cacheable(&headers, body, 60, JSON)
+}
+
+/// OpenID Connect discovery: the issuer and where its keys are, so that JWT
+/// middleware pointed at the issuer (`{issuer}/.well-known/openid-configuration`)
+/// verifies certd's tokens.
+async fn openid_configuration(State(authority): State<Authority>, headers: HeaderMap) -> Response {
+    let body = serde_json::to_vec(&authority.openid_configuration()).unwrap_or_default();
+    cacheable(&headers, body, 300, JSON)
 }
 
 /// The trust bundle, as `ca-data/bundle.pem` holds it.

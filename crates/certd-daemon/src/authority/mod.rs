@@ -95,6 +95,8 @@ pub struct Authority {
     /// The JWT-SVID signing keys and their lifetimes.
     jwt_keys: Arc<crate::jwt::JwtKeys>,
     jwt_settings: crate::config::JwtSettings,
+    /// The `iss` of its tokens and where their keys are published.
+    issuer: Arc<crate::jwt::Issuer>,
     /// The latest probe of the store, for readiness.
     store_probe: Arc<readiness::StoreProbe>,
 }
@@ -181,6 +183,7 @@ impl Authority {
             admins: Arc::new(settings.admins.into_iter().collect()),
             jwt_keys,
             jwt_settings: settings.jwt,
+            issuer: Arc::new(settings.issuer),
             store_probe: Arc::default(),
         })
     }

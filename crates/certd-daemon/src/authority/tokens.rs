@@ -30,6 +30,11 @@ impl Authority {
         JwkSet::published(&self.jwt_keys, self.now())
     }
 
+    /// The OpenID Connect discovery document of certd as a token issuer.
+    pub fn openid_configuration(&self) -> jwt::Discovery {
+        jwt::Discovery::of(&self.issuer, &self.jwt_keys, self.now())
+    }
+
     /// Sets the metrics that describe state (CRL, CA expiry, JWT keys), for
     /// a scrape of `/metrics`.
     pub async fn update_metrics(&self) {
@@ -156,7 +161,14 @@ impl Authority {
         crate::policy::check_ttl(ttl, self.jwt_settings.max_ttl, "jwt.max_ttl")?;
         let seconds = i64::try_from(ttl.as_secs())
             .map_err(|_| JwtError::InvalidAudience("lifetime too long".into()))?;
-        let jwt = jwt::mint(&self.jwt_keys, &entry.spiffe_id, audiences, now, seconds)?;
+        let jwt = jwt::mint(
+            &self.jwt_keys,
+            Some(&self.issuer.url),
+            &entry.spiffe_id,
+            audiences,
+            now,
+            seconds,
+        )?;
         Ok(MintedFor {
             jwt,
             spiffe_id: entry.spiffe_id.to_string(),

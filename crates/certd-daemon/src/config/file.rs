@@ -127,6 +127,10 @@ pub struct JwtSection {
     pub publish_ahead: Option<String>,
     /// The signing algorithm: "ES256" (default), "ES384" or "RS256".
     pub algorithm: Option<String>,
+    /// The `iss` of every token, an http(s) URL at which
+    /// `/.well-known/openid-configuration` reaches certd (default: the
+    /// public base URL).
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

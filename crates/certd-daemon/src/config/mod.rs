@@ -94,14 +94,16 @@ pub struct Config {
     pub auto_rotate_intermediate: bool,
 }
 
-/// JWT-SVID lifetimes and the signing keys' schedule (`[jwt]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// JWT-SVID lifetimes, the signing keys' schedule and the issuer (`[jwt]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtSettings {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
     pub key_rotation: Duration,
     pub publish_ahead: Duration,
     pub algorithm: crate::jwt::JwtAlgorithm,
+    /// `None`: the public base URL.
+    pub issuer: Option<String>,
 }
 
 impl Default for JwtSettings {
@@ -112,6 +114,7 @@ impl Default for JwtSettings {
             key_rotation: Duration::from_secs(24 * 3600),
             publish_ahead: Duration::from_secs(3600),
             algorithm: crate::jwt::JwtAlgorithm::Es256,
+            issuer: None,
         }
     }
 }
@@ -127,16 +130,25 @@ impl JwtSettings {
 }
 
 impl Config {
-    /// What the authority needs of the configuration.
-    pub fn authority_settings(&self) -> AuthoritySettings {
+    /// What the authority needs of the configuration, with relying parties
+    /// reaching the HTTP listener at `public_base_url`.
+    pub fn authority_settings(&self, public_base_url: &str) -> AuthoritySettings {
         AuthoritySettings {
+            issuer: crate::jwt::Issuer {
+                url: self
+                    .jwt
+                    .issuer
+                    .clone()
+                    .unwrap_or_else(|| public_base_url.to_owned()),
+                jwks_uri: format!("{public_base_url}/jwks.json"),
+            },
             lifetimes: self.lifetimes,
             revocation: self.revocation,
             limits: self.limits,
             admins: self.admins.clone(),
             server_names: self.server_names.clone(),
             attestors: self.attestors.clone(),
-            jwt: self.jwt,
+            jwt: self.jwt.clone(),
         }
     }
 }
@@ -154,6 +166,8 @@ pub struct AuthoritySettings {
     /// The configured attestors (join tokens need none).
     pub attestors: ConfiguredAttestors,
     pub jwt: JwtSettings,
+    /// The `iss` of certd's tokens and where its keys are published.
+    pub issuer: crate::jwt::Issuer,
 }
 
 /// Lifetimes of what certd hands out.
@@ -274,7 +288,7 @@ impl ConfigFile {
         };
         let public_base_url = match &self.public_base_url {
             None => None,
-            Some(url) => Some(validate_base_url(url)?),
+            Some(url) => Some(validate_base_url("public_base_url", url)?),
         };
         let limits = validate_limits(&self.limits.clone().unwrap_or_default())?;
         let connections = validate_connections(&self.connections.clone().unwrap_or_default())?;
@@ -469,6 +483,11 @@ fn validate_jwt(section: &JwtSection) -> Result<JwtSettings, ConfigError> {
                 .parse()
                 .map_err(|message| invalid("jwt.algorithm", message))?,
         },
+        issuer: section
+            .issuer
+            .as_deref()
+            .map(|url| validate_base_url("jwt.issuer", url))
+            .transpose()?,
     };
     if settings.max_ttl > Duration::from_secs(24 * 3600) {
         return Err(invalid(
@@ -546,11 +565,11 @@ pub fn revocation_urls(base: &str) -> RevocationUrls {
 /// Checks an `http://` or `https://` base URL (no query, no fragment) and
 /// drops a trailing slash; the error says what is wrong with it.
 pub fn check_base_url(url: &str) -> Result<String, String> {
-    validate_base_url(url)
+    validate_base_url("public_base_url", url)
         .map_err(|_| format!("{url:?} is not an http:// or https:// URL without query or fragment"))
 }
 
-fn validate_base_url(url: &str) -> Result<String, ConfigError> {
+fn validate_base_url(field: &'static str, url: &str) -> Result<String, ConfigError> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"));
@@ -564,7 +583,7 @@ fn validate_base_url(url: &str) -> Result<String, ConfigError> {
         Ok(url.trim_end_matches('/').to_owned())
     } else {
         Err(invalid(
-            "public_base_url",
+            field,
             format!("{url:?} is not an http:// or https:// URL without query or fragment"),
         ))
     }
@@ -874,6 +893,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.admins, ["spiffe://certd.internal/operator/alice"]);
+    }
+
+    #[test]
+    fn the_issuer_is_a_checked_url_or_the_public_base_url() {
+        let config = check("[jwt]\nissuer = \"https://certd.example.com/\"", None).unwrap();
+        assert_eq!(
+            config.jwt.issuer.as_deref(),
+            Some("https://certd.example.com")
+        );
+        let issuer = config.authority_settings("http://10.0.0.1:8080").issuer;
+        assert_eq!(issuer.url, "https://certd.example.com");
+        assert_eq!(issuer.jwks_uri, "http://10.0.0.1:8080/jwks.json");
+        let default = check("", None)
+            .unwrap()
+            .authority_settings("http://10.0.0.1:8080");
+        assert_eq!(default.issuer.url, "http://10.0.0.1:8080");
+        for bad in [
+            "ftp://certd.example",
+            "https://certd.example?x=1",
+            "certd.example",
+            "https://",
+        ] {
+            check(&format!("[jwt]\nissuer = \"{bad}\""), Some("jwt.issuer"));
+        }
     }
 
     #[test]

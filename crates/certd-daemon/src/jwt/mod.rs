@@ -3,9 +3,10 @@
 //! gateway), and the key sets verifiers fetch.
 //!
 //! Owns the token format (the SPIFFE JWT-SVID standard: compact JWS, header
-//! `alg`, `kid`, `typ: JWT`; claims `sub`, `aud`, `exp`, `iat` and nothing
-//! else), minting, verification, and the JSON of `/jwks.json` and the SPIFFE
-//! bundle. Keys come from `keys`. It decides nothing about *who* may get a
+//! `alg`, `kid`, `typ: JWT`; claims `sub`, `aud`, `exp`, `iat`, and `iss`
+//! naming the issuer, which the standard allows and JWT middleware expects),
+//! minting, verification, and the JSON of `/jwks.json`, the SPIFFE bundle
+//! and OpenID Connect discovery. Keys come from `keys`. It decides nothing about *who* may get a
 //! token for *which* audience: that is `authority`'s, from the entry. No
 //! store, no network.
 
@@ -98,10 +99,60 @@ pub(crate) fn check_audience(audience: &str) -> Result<(), String> {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
     sub: String,
     aud: Vec<String>,
     exp: i64,
     iat: i64,
+}
+
+/// Who signs certd's tokens, as relying parties name it: the `iss` of every
+/// token, and where its keys are published. `{url}/.well-known/openid-configuration`
+/// must reach certd's HTTP listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    /// `[jwt] issuer`, or else the public base URL.
+    pub url: String,
+    /// `/jwks.json` under the public base URL.
+    pub jwks_uri: String,
+}
+
+/// The OpenID Connect discovery document (OpenID Connect Discovery 1.0
+/// §3) of certd as a token issuer: enough for JWT middleware pointed at
+/// the issuer to find the keys and check `iss`. certd signs tokens for
+/// services, not ID tokens for users: `response_types_supported` and
+/// `subject_types_supported` hold what the standard requires and nothing
+/// is served at an authorization endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub response_types_supported: Vec<&'static str>,
+    pub subject_types_supported: Vec<&'static str>,
+    pub id_token_signing_alg_values_supported: Vec<&'static str>,
+    pub claims_supported: Vec<&'static str>,
+}
+
+impl Discovery {
+    /// The document for `issuer`, listing the algorithms of the keys
+    /// published at `now`.
+    pub fn of(issuer: &Issuer, keys: &JwtKeys, now: i64) -> Self {
+        let mut algorithms: Vec<&'static str> = Vec::new();
+        for key in keys.published(now) {
+            if !algorithms.contains(&key.algorithm.name()) {
+                algorithms.push(key.algorithm.name());
+            }
+        }
+        Discovery {
+            issuer: issuer.url.clone(),
+            jwks_uri: issuer.jwks_uri.clone(),
+            response_types_supported: vec!["id_token"],
+            subject_types_supported: vec!["public"],
+            id_token_signing_alg_values_supported: algorithms,
+            claims_supported: vec!["iss", "sub", "aud", "exp", "iat"],
+        }
+    }
 }
 
 /// A minted token and when it expires.
@@ -112,9 +163,10 @@ pub struct MintedJwt {
 }
 
 /// Signs a JWT-SVID for `subject` and `audiences` (checked by the caller),
-/// valid from `now` for `ttl_seconds`.
+/// valid from `now` for `ttl_seconds`, naming `issuer` as `iss` if given.
 pub fn mint(
     keys: &JwtKeys,
+    issuer: Option<&str>,
     subject: &SpiffeId,
     audiences: &[String],
     now: i64,
@@ -125,6 +177,7 @@ pub fn mint(
     header.kid = Some(key.kid.clone());
     header.typ = Some("JWT".into());
     let claims = Claims {
+        iss: issuer.map(str::to_owned),
         sub: subject.as_str().to_owned(),
         aud: audiences.to_vec(),
         exp: now + ttl_seconds,
@@ -457,9 +510,11 @@ mod tests {
         "spiffe://certd.internal/svc/billing".parse().unwrap()
     }
 
+    const ISSUER: &str = "https://certd.example";
+
     fn minted(audiences: &[&str], ttl: i64) -> String {
         let audiences: Vec<String> = audiences.iter().map(|a| a.to_string()).collect();
-        mint(&keys(), &subject(), &audiences, now(), ttl)
+        mint(&keys(), Some(ISSUER), &subject(), &audiences, now(), ttl)
             .unwrap()
             .token
     }
@@ -491,7 +546,8 @@ mod tests {
         assert_eq!(verified.spiffe_id, subject());
         let mut names: Vec<&String> = verified.claims.keys().collect();
         names.sort();
-        assert_eq!(names, ["aud", "exp", "iat", "sub"], "nothing else");
+        assert_eq!(names, ["aud", "exp", "iat", "iss", "sub"], "nothing else");
+        assert_eq!(verified.claims["iss"], ISSUER);
         assert!(verified.expires_at > now());
     }
 
@@ -502,7 +558,7 @@ mod tests {
         let mut all = JwkSet::published(&es256, now());
         for algorithm in [JwtAlgorithm::Es384, JwtAlgorithm::Rs256] {
             let keys = keys_of(algorithm);
-            let token = mint(&keys, &subject(), &audiences, now(), 300)
+            let token = mint(&keys, Some(ISSUER), &subject(), &audiences, now(), 300)
                 .unwrap()
                 .token;
             assert_eq!(raw_header(&token).unwrap()["alg"], algorithm.name());
@@ -587,6 +643,7 @@ mod tests {
         );
         let unknown_key = mint(
             &other_keys,
+            Some(ISSUER),
             &subject(),
             &["gateway".to_string()],
             now(),
