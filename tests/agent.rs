@@ -195,6 +195,14 @@ async fn an_unmodified_spiffe_client_gets_its_svid_and_it_rotates_on_the_stream(
     // expires, without the client reconnecting. Past half its life on the
     // agent's clock, the SVID is due.
     let (first_serial, first_not_after) = serial_and_expiry(svid.leaf().as_ref());
+    // Not before half its life: a few syncs (one a second) pass with no
+    // new SVID.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2500), updates.changed())
+            .await
+            .is_err(),
+        "renewed before half its life"
+    );
     agent.advance(Duration::from_secs(11));
     tokio::time::timeout(Duration::from_secs(20), updates.changed())
         .await

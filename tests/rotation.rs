@@ -34,7 +34,7 @@ const ROTATION_POLL: Duration = Duration::from_secs(5);
 /// intermediates for the `rotations`th time.
 fn wait_for_rotation(daemon: &Daemon, rotations: usize) {
     daemon.reload();
-    daemon.wait_for_signer_changes(rotations);
+    daemon.wait_for_signer_changes(rotations, || daemon.log_text());
 }
 
 /// The intermediate rotates under load: no request fails, certificates

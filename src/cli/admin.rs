@@ -6,7 +6,7 @@
 //! no daemon runs (CI).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::Args;
 
@@ -237,7 +237,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
 /// `1h` (that long ago) or an RFC 3339 time, as Unix seconds.
 fn parse_since(text: &str) -> anyhow::Result<i64> {
     if let Ok(ago) = certd::config::parse_duration(text) {
-        let now = unix_seconds(SystemTime::now());
+        let now = unix_seconds(super::now());
         return Ok(now - i64::try_from(ago.as_secs()).unwrap_or(i64::MAX / 2));
     }
     let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
@@ -348,7 +348,7 @@ pub async fn issue(args: IssueArgs) -> anyhow::Result<()> {
         let issued = authority
             .issue_for_operator(&caller, &args.service, &csr_der, args.ttl, options)
             .await?;
-        authority.summary(&issued.record, unix_seconds(SystemTime::now()))
+        authority.summary(&issued.record, unix_seconds(super::now()))
     } else {
         let mut client = args.target.connect(&args.data_dir).await?;
         client
@@ -394,7 +394,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
     let summary = if args.offline {
         let authority = offline_authority(&args.data_dir, None).await?;
         let record = authority.certificate(&args.serial).await?;
-        authority.summary(&record, unix_seconds(SystemTime::now()))
+        authority.summary(&record, unix_seconds(super::now()))
     } else {
         let mut client = args.target.connect(&args.data_dir).await?;
         client.show(&args.serial).await?

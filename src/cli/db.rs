@@ -166,9 +166,25 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 async fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.dir();
     let settings = args.store.settings(&args.data_dir)?;
-    let checked = settings.backend().check(&settings, &data_dir).await?;
-    println!("database:   {}", checked.location);
-    let marks = print_marks(&data_dir)?;
+    let backend = settings.backend();
+    // Where it is and what the marks say come first where they can (sled):
+    // a database that does not open still shows which one it was.
+    let early = backend.location_before_opening(&settings, &data_dir);
+    let early_marks = match &early {
+        Some(location) => {
+            println!("database:   {location}");
+            Some(print_marks(&data_dir)?)
+        }
+        None => None,
+    };
+    let checked = backend.check(&settings, &data_dir).await?;
+    let marks = match early_marks {
+        Some(marks) => marks,
+        None => {
+            println!("database:   {}", checked.location);
+            print_marks(&data_dir)?
+        }
+    };
     println!("holds:      {}", checked.holds);
     compare_with_marks(&data_dir, checked.store.as_ref(), marks.as_ref()).await?;
     match checked.note {

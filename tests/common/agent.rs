@@ -206,18 +206,28 @@ impl InProcessAgent {
         };
         let (socket, data_dir) = (settings.socket.clone(), settings.data_dir.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, started) = tokio::sync::oneshot::channel();
+        // Ready, or why it stopped before: whichever comes first.
+        let (ready, started) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let ready = std::sync::Arc::new(std::sync::Mutex::new(Some(ready)));
+        let on_ready = ready.clone();
         tokio::spawn(async move {
             let stopped = async {
                 let _ = stopped.await;
             };
             let ran = certd::agent::run(settings, stopped, move |_| {
-                let _ = ready.send(());
+                if let Some(ready) = on_ready.lock().unwrap().take() {
+                    let _ = ready.send(Ok(()));
+                }
             })
             .await;
-            ran.expect("the in-process agent runs");
+            if let (Err(error), Some(ready)) = (ran, ready.lock().unwrap().take()) {
+                let _ = ready.send(Err(error.to_string()));
+            }
         });
-        started.await.expect("the in-process agent starts");
+        started
+            .await
+            .expect("the in-process agent reports")
+            .unwrap_or_else(|error| panic!("the in-process agent did not start: {error}"));
         InProcessAgent {
             socket,
             data_dir,

@@ -145,13 +145,15 @@ impl Served {
     }
 
     /// Waits until the daemon has changed its signing intermediates `times`
-    /// times since it started (`certd_ca_signers_generation`).
-    pub fn wait_for_signer_changes(&self, times: usize) {
+    /// times since it started (`certd_ca_signers_generation`); `context`
+    /// (its log, say) is shown if it never does.
+    pub fn wait_for_signer_changes(&self, times: usize, context: impl Fn() -> String) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while self.metric("certd_ca_signers_generation").unwrap_or(0.0) < times as f64 {
             assert!(
                 std::time::Instant::now() < deadline,
-                "the signers did not change {times} times"
+                "the signers did not change {times} times:\n{}",
+                context()
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
@@ -160,6 +162,10 @@ impl Served {
     /// Runs the CLI with its clock `ahead` of the real one, to step past a
     /// window (a root's propagation) instead of sleeping through it.
     pub fn cli_ahead(&self, ahead: std::time::Duration, args: &[&str]) -> Output {
+        // Only a debug build of certd reads CERTD_TEST_CLOCK_AHEAD.
+        #[cfg(not(debug_assertions))]
+        panic!("cli_ahead needs a debug build of certd (cargo test without --release)");
+        #[cfg(debug_assertions)]
         cli_command(&self.data_dir, args)
             .env("CERTD_TEST_CLOCK_AHEAD", format!("{}ms", ahead.as_millis()))
             .output()

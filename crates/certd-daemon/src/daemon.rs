@@ -230,14 +230,17 @@ impl Daemon {
         // Derived now, before serving (an RS256 key takes a while), and only
         // here: offline commands rarely need a key at all.
         jwt_keys.published(ca.now());
-        let authority = Authority::new(
-            Arc::new(ca),
-            store,
-            self.config
-                .authority_settings(&self.public_base_url(http_addr)),
-            jwt_keys,
-        )
-        .await?;
+        let settings = self
+            .config
+            .authority_settings(&self.public_base_url(http_addr));
+        if settings.issuer.names_no_reachable_host() {
+            tracing::warn!(
+                issuer = %settings.issuer.url,
+                jwks_uri = %settings.issuer.jwks_uri,
+                "tokens name an issuer no relying party can reach (the HTTP listener's wildcard address): set public_base_url or [jwt] issuer"
+            );
+        }
+        let authority = Authority::new(Arc::new(ca), store, settings, jwt_keys).await?;
         Ok(BoundDaemon {
             authority,
             reload: Reload::default(),

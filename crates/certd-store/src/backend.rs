@@ -55,6 +55,18 @@ pub trait Backend: Sync {
     /// is now.
     async fn migrate(&self, settings: &StoreSettings) -> Result<String, StoreError>;
 
+    /// Where the database is, if that can be said before opening it
+    /// (`certd db check` prints it first, so that a database that does not
+    /// open still shows which one it was).
+    fn location_before_opening(
+        &self,
+        settings: &StoreSettings,
+        data_dir: &DataDir,
+    ) -> Option<String> {
+        let _ = (settings, data_dir);
+        None
+    }
+
     /// `certd db check`: opens a database that must exist already and
     /// reads back what it holds; [`Checked`] says what was found.
     async fn check(
@@ -194,7 +206,9 @@ mod tests {
 
     #[test]
     fn a_url_nobody_claims_is_refused_naming_what_would_do() {
-        let refused = StoreSettings::new(Some("mysql://certd@db/certd"), None).unwrap_err();
+        // Not PostgreSQL's, although its query has a `=`.
+        let refused =
+            StoreSettings::new(Some("mysql://certd@db/certd?ssl-mode=required"), None).unwrap_err();
         assert_eq!(
             refused,
             "must be a PostgreSQL URL like postgresql://certd@db.internal/certd"

@@ -55,11 +55,11 @@ pub(crate) fn configurable(kind: &str) -> Option<&'static Configurable> {
     CONFIGURABLE.iter().copied().find(|c| c.kind == kind)
 }
 
-/// What is wrong in an attestor's section: the field (within the section)
-/// and why.
+/// What is wrong in an attestor's section: the field (within the section;
+/// empty for the section as a whole) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectionError {
-    pub field: &'static str,
+    pub field: String,
     pub message: String,
 }
 
@@ -76,27 +76,41 @@ pub trait Settings: fmt::Debug + Send + Sync + 'static {
     fn same_as(&self, other: &dyn Settings) -> bool;
 }
 
+/// One configured attestor: its settings, and the section they were
+/// written in (`kubernetes` or `attestors.kubernetes`), which errors name.
+#[derive(Debug, Clone)]
+struct Configured {
+    section: String,
+    settings: Arc<dyn Settings>,
+}
+
 /// The configured attestors' settings, by kind. Join tokens need none and
 /// are always accepted.
 #[derive(Debug, Clone, Default)]
 pub struct ConfiguredAttestors {
-    by_kind: BTreeMap<&'static str, Arc<dyn Settings>>,
+    by_kind: BTreeMap<&'static str, Configured>,
 }
 
 impl ConfiguredAttestors {
-    pub fn insert(&mut self, kind: &'static str, settings: Box<dyn Settings>) {
-        self.by_kind.insert(kind, Arc::from(settings));
+    /// Adds `kind`'s settings, read from `section`.
+    pub fn insert(&mut self, kind: &'static str, section: String, settings: Box<dyn Settings>) {
+        let settings = Arc::from(settings);
+        self.by_kind.insert(kind, Configured { section, settings });
     }
 
     /// The settings of `kind`, if it is configured.
     pub fn get(&self, kind: &str) -> Option<&dyn Settings> {
-        self.by_kind.get(kind).map(|settings| settings.as_ref())
+        self.by_kind
+            .get(kind)
+            .map(|configured| configured.settings.as_ref())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &dyn Settings)> {
+    /// Each configured attestor: the section it was written in, and its
+    /// settings.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &dyn Settings)> {
         self.by_kind
-            .iter()
-            .map(|(kind, settings)| (*kind, settings.as_ref()))
+            .values()
+            .map(|configured| (configured.section.as_str(), configured.settings.as_ref()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -111,6 +125,8 @@ impl PartialEq for ConfiguredAttestors {
                 .by_kind
                 .iter()
                 .zip(&other.by_kind)
-                .all(|((a_kind, a), (b_kind, b))| a_kind == b_kind && a.same_as(b.as_ref()))
+                .all(|((a_kind, a), (b_kind, b))| {
+                    a_kind == b_kind && a.settings.same_as(b.settings.as_ref())
+                })
     }
 }

@@ -233,13 +233,16 @@ pub struct Attestors {
 
 impl Attestors {
     /// Every attestor the settings enable: join tokens always, and each
-    /// configured one (`[attestors.<kind>]`). A failure names the kind
-    /// that could not start and why.
-    pub fn from_settings(configured: &ConfiguredAttestors) -> Result<Self, (&'static str, String)> {
+    /// configured one (`[attestors.<kind>]`). A failure names the section
+    /// of the attestor that could not start, as it was written, and why.
+    pub fn from_settings(configured: &ConfiguredAttestors) -> Result<Self, (String, String)> {
         let mut attestors = Attestors::default();
         attestors.register(Arc::new(JoinTokenAttestor));
-        for (kind, settings) in configured.iter() {
-            attestors.register(settings.start().map_err(|message| (kind, message))?);
+        for (section, settings) in configured.iter() {
+            let started = settings
+                .start()
+                .map_err(|message| (section.to_owned(), message))?;
+            attestors.register(started);
         }
         Ok(attestors)
     }

@@ -660,7 +660,7 @@ impl ConfigFile {
                         message: error.message,
                     }
                 })?;
-            configured.insert(attestor.kind, settings);
+            configured.insert(attestor.kind, written_as, settings);
         }
         Ok(configured)
     }
@@ -940,11 +940,16 @@ mod tests {
         );
         check(
             "[attestors.kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"\nisuer = \"typo\"",
-            Some("`attestors.kubernetes`: unknown field `isuer`"),
+            Some("`attestors.kubernetes.isuer`: unknown field `isuer`, expected one of `issuer`"),
         );
         check(
             "[kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"\n[attestors.kubernetes]\nissuer = \"https://k8s\"\njwks_file = \"k.json\"",
             Some("not both"),
+        );
+        // A wrong value is named by its key.
+        check(
+            "[kubernetes]\nissuer = 5\njwks_file = \"k.json\"",
+            Some("`kubernetes.issuer`: invalid type: integer `5`"),
         );
         check(
             "[attestors.tpm]\nca = \"x\"",

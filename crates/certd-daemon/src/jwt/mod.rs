@@ -119,11 +119,14 @@ pub struct Issuer {
 }
 
 /// The OpenID Connect discovery document (OpenID Connect Discovery 1.0
-/// §3) of certd as a token issuer: enough for JWT middleware pointed at
-/// the issuer to find the keys and check `iss`. certd signs tokens for
-/// services, not ID tokens for users: `response_types_supported` and
-/// `subject_types_supported` hold what the standard requires and nothing
-/// is served at an authorization endpoint.
+/// §3) of certd as a token issuer: what JWT middleware pointed at the
+/// issuer reads to find the keys and check `iss` (PyJWT, `jose`, Kubernetes
+/// serves the same set). certd signs tokens for services, not ID tokens for
+/// users, so it is not a full OpenID provider: there is no
+/// `authorization_endpoint`, and the algorithms listed are those of its
+/// keys (RS256 only where configured), not OIDC's mandatory RS256.
+/// `response_types_supported` and `subject_types_supported` say the least
+/// the document's readers expect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Discovery {
     pub issuer: String,
@@ -132,6 +135,16 @@ pub struct Discovery {
     pub subject_types_supported: Vec<&'static str>,
     pub id_token_signing_alg_values_supported: Vec<&'static str>,
     pub claims_supported: Vec<&'static str>,
+}
+
+impl Issuer {
+    /// Whether the issuer names no host a relying party can reach (the
+    /// HTTP listener's wildcard address stood in for a public base URL).
+    pub fn names_no_reachable_host(&self) -> bool {
+        ["://0.0.0.0", "://[::]"]
+            .iter()
+            .any(|wildcard| self.url.contains(wildcard) || self.jwks_uri.contains(wildcard))
+    }
 }
 
 impl Discovery {

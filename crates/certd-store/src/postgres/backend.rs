@@ -16,8 +16,8 @@ pub(crate) struct PgBackend;
 impl PgBackend {
     fn settings(settings: &StoreSettings) -> Result<PgSettings, StoreError> {
         let url = settings.url().ok_or_else(|| StoreError::Open {
-            path: "the database URL".into(),
-            reason: "none was given".into(),
+            path: "PostgreSQL".into(),
+            reason: "no database URL was given".into(),
         })?;
         Ok(PgSettings {
             url: url.to_owned(),
@@ -32,8 +32,13 @@ impl Backend for PgBackend {
         "PostgreSQL"
     }
 
+    /// A URL by its scheme; a string without one as libpq's `key=value`
+    /// form, so that another backend's URL with a query is never taken.
     fn claims(&self, url: &str) -> bool {
-        url.starts_with("postgresql://") || url.starts_with("postgres://") || url.contains('=')
+        match url.split_once("://") {
+            Some((scheme, _)) => scheme == "postgresql" || scheme == "postgres",
+            None => url.contains('='),
+        }
     }
 
     fn example(&self) -> Option<&'static str> {

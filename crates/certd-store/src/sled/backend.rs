@@ -45,6 +45,14 @@ impl Backend for SledBackend {
         Ok("sled needs no migration: certd reads every earlier format of its records".into())
     }
 
+    fn location_before_opening(
+        &self,
+        _settings: &StoreSettings,
+        data_dir: &DataDir,
+    ) -> Option<String> {
+        Some(data_dir.database().display().to_string())
+    }
+
     async fn check(
         &self,
         _settings: &StoreSettings,

@@ -52,9 +52,9 @@ struct KubernetesSection {
     clock_skew: Option<String>,
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> SectionError {
+fn invalid(field: &str, message: impl Into<String>) -> SectionError {
     SectionError {
-        field,
+        field: field.to_owned(),
         message: message.into(),
     }
 }
@@ -63,9 +63,13 @@ fn configure(
     section: toml::Table,
     base_dir: Option<&Path>,
 ) -> Result<Box<dyn Settings>, SectionError> {
-    let section: KubernetesSection = section
-        .try_into()
-        .map_err(|error: toml::de::Error| invalid("", error.message().to_owned()))?;
+    // The path names the key of a wrong value (`issuer: invalid type …`).
+    let section: KubernetesSection = serde_path_to_error::deserialize(toml::Value::Table(section))
+        .map_err(|error| {
+            let field = error.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            invalid(&field, error.inner().message().to_owned())
+        })?;
     Ok(Box::new(check(&section, base_dir)?))
 }
 
