@@ -348,6 +348,30 @@ async fn discovery_names_the_issuer_every_token_carries() {
     assert_eq!(claims["iss"], "https://certd.example.com");
 }
 
+/// Has an outside verifier (`verifier(issuer, token, audience)`) check a
+/// fresh token of billing's for `gateway`: it must say `ok` and the claims,
+/// with certd as `iss` and billing as `sub`.
+async fn an_outside_verifier_accepts(
+    verifier: impl FnOnce(&str, &str, &str) -> std::process::Command,
+) {
+    let daemon = InProcess::start().await;
+    let dir = workload(&daemon, "billing", &["gateway"]);
+    let token = minted(&daemon, &dir, &["gateway"]);
+    let output = verifier(&daemon.http, &token, "gateway").output().unwrap();
+    let said = stdout(&output);
+    assert!(
+        output.status.success() && said.starts_with("ok "),
+        "{said}{}",
+        stderr(&output)
+    );
+    let claims: serde_json::Value = serde_json::from_str(said[3..].trim()).unwrap();
+    assert_eq!(claims["iss"], daemon.http.as_str());
+    assert_eq!(
+        claims["sub"],
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+}
+
 /// PyJWT, as a Python service uses it: discovery from the issuer, the key
 /// from the discovered `jwks_uri` (`PyJWKClient`), then `iss`, `aud` and
 /// `exp`; another issuer or audience is refused.
@@ -356,25 +380,12 @@ async fn pyjwt_verifies_a_token_through_discovery() {
     let Some(python) = python_with(&["jwt", "cryptography"]) else {
         return;
     };
-    let daemon = InProcess::start().await;
-    let dir = workload(&daemon, "billing", &["gateway"]);
-    let token = minted(&daemon, &dir, &["gateway"]);
-    let output = script(&python, "oidc_verify.py")
-        .args([daemon.http.as_str(), token.as_str(), "gateway"])
-        .output()
-        .unwrap();
-    let said = stdout(&output);
-    assert!(
-        output.status.success() && said.starts_with("ok "),
-        "{said}{}",
-        stderr(&output)
-    );
-    let claims: serde_json::Value = serde_json::from_str(&said[3..]).unwrap();
-    assert_eq!(claims["iss"], daemon.http.as_str());
-    assert_eq!(
-        claims["sub"],
-        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
-    );
+    an_outside_verifier_accepts(|issuer, token, audience| {
+        let mut command = script(&python, "oidc_verify.py");
+        command.args([issuer, token, audience]);
+        command
+    })
+    .await;
 }
 
 /// Node's `jose`, as an express service uses it: discovery, then
@@ -385,23 +396,10 @@ async fn node_jose_verifies_a_token_with_its_issuer_and_audience() {
     let Some(node) = node_with("jose") else {
         return;
     };
-    let daemon = InProcess::start().await;
-    let dir = workload(&daemon, "billing", &["gateway"]);
-    let token = minted(&daemon, &dir, &["gateway"]);
-    let output = node_script(&node, "verify.mjs")
-        .args([daemon.http.as_str(), token.as_str(), "gateway"])
-        .output()
-        .unwrap();
-    let said = stdout(&output);
-    assert!(
-        output.status.success() && said.starts_with("ok "),
-        "{said}{}",
-        stderr(&output)
-    );
-    let payload: serde_json::Value = serde_json::from_str(said[3..].trim()).unwrap();
-    assert_eq!(payload["iss"], daemon.http.as_str());
-    assert_eq!(
-        payload["sub"],
-        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
-    );
+    an_outside_verifier_accepts(|issuer, token, audience| {
+        let mut command = node_script(&node, "verify.mjs");
+        command.args([issuer, token, audience]);
+        command
+    })
+    .await;
 }
