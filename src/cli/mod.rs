@@ -13,6 +13,7 @@ mod entry;
 mod inspect;
 mod jwt;
 mod load;
+mod policy;
 mod renew;
 mod replica;
 mod serve;
@@ -151,6 +152,12 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(inspect::CompletionArgs),
+    /// The token policy: which caller may get access tokens from the token endpoint for which
+    /// audience and scopes (default deny). Kept as a file: show, check, apply, explain.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// JWT-SVIDs: mint one with a workload's certificate, or verify one against the trust
     /// domain's keys.
     Jwt {
@@ -214,6 +221,19 @@ pub enum EntryCommand {
     List(entry::EntryListArgs),
     /// Delete an entry: no new certificates for it, and its certificates stop renewing.
     Delete(entry::EntryDeleteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the policy in force as a policy file (TOML `[[grant]]` tables).
+    Show(policy::PolicyShowArgs),
+    /// Check a policy file without applying it (no daemon needed); exit 2 if it is not valid.
+    Check(policy::PolicyCheckArgs),
+    /// Replace the whole policy with a file; nothing changes if it is not valid.
+    Apply(policy::PolicyApplyArgs),
+    /// What the token endpoint would answer a caller asking for an audience and scopes, and the
+    /// rule that decides; exit 3 if it would refuse.
+    Explain(policy::PolicyExplainArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +337,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => agent::svid_fetch(args).await,
         Command::Inspect(args) => inspect::inspect(args).await,
         Command::Completion(args) => inspect::completion(args),
+        Command::Policy { command } => match command {
+            PolicyCommand::Show(args) => policy::show(args).await,
+            PolicyCommand::Check(args) => policy::check(args),
+            PolicyCommand::Apply(args) => policy::apply(args).await,
+            PolicyCommand::Explain(args) => policy::explain(args).await,
+        },
         Command::Jwt { command } => match command {
             JwtCommand::Mint(args) => jwt::mint(args).await,
             JwtCommand::Verify(args) => jwt::verify(args).await,

@@ -85,9 +85,10 @@ impl Daemon {
             &crate::store::marks::CaIdentity::of_root_file(&self.data_dir.root_cert())?,
         )
         .await?;
-        let mut settings = self
-            .config
-            .authority_settings(&self.public_base_url(self.config.http_addr));
+        let mut settings = self.config.authority_settings(
+            &self.public_base_url(self.config.http_addr),
+            self.config.grpc_addr.port(),
+        );
         settings.attestors = crate::attest::ConfiguredAttestors::default();
         let jwt_keys = self.jwt_keys()?;
         Authority::new(Arc::new(ca), store, settings, jwt_keys).await
@@ -232,7 +233,7 @@ impl Daemon {
         jwt_keys.published(ca.now());
         let settings = self
             .config
-            .authority_settings(&self.public_base_url(http_addr));
+            .authority_settings(&self.public_base_url(http_addr), grpc_addr.port());
         if settings.issuer.names_no_reachable_host() {
             tracing::warn!(
                 issuer = %settings.issuer.url,

@@ -61,6 +61,12 @@ pub enum Error {
     Jwt(#[from] crate::jwt::JwtError),
     #[error(transparent)]
     JwtKeyFile(#[from] crate::jwt::KeyFileError),
+    /// A token policy file is not valid.
+    #[error(transparent)]
+    PolicyFile(#[from] crate::policy::grants::PolicyFileError),
+    /// The token policy changed since the caller read it.
+    #[error(transparent)]
+    PolicyConflict(#[from] crate::authority::PolicyConflict),
 }
 
 impl From<AttestFailure> for Error {
@@ -81,6 +87,8 @@ impl Error {
             Error::Policy(error) => error.kind(),
             Error::Registry(error) => error.kind(),
             Error::Limit(_) => ErrorKind::Exhausted,
+            Error::PolicyFile(error) => error.kind(),
+            Error::PolicyConflict(_) => ErrorKind::FailedPrecondition,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Store(error) => error.kind(),
             Error::Ca(error) => error.kind(),

@@ -234,13 +234,19 @@ pub async fn run(
         .max_decoding_message_size(max_request_bytes);
     let (grpc_admission, http_admission) = admissions(&config.connections);
     let (health, health_service) = tonic_health::server::health_reporter();
+    // The OAuth token endpoint shares the TLS port, its certificate and its
+    // client-certificate check; HTTP/1.1 is accepted for it.
+    let tls_routes = tonic::service::Routes::new(health_service)
+        .add_service(workload)
+        .add_service(remote_admin)
+        .into_axum_router()
+        .merge(api::oauth::router(authority.clone()));
     let grpc = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .accept_http1(true)
         .layer(api::grpc_metrics::GrpcMetricsLayer)
-        .add_service(health_service)
-        .add_service(workload)
-        .add_service(remote_admin)
+        .add_routes(tonic::service::Routes::from(tls_routes))
         .serve_with_incoming_shutdown(
             tls::incoming(listeners.grpc, tls_config, grpc_admission),
             until_stopped(),

@@ -12,8 +12,9 @@
 //! they prove instead of a service, and audit entries carry selectors.
 //! Version 3 changed entries only (they name their parent agent and the
 //! audiences of their JWT-SVIDs); every
-//! other value is still written as version 2. Earlier values are still
-//! read.
+//! other value is still written as version 2. The token policy, added
+//! later, is written as version 2 too: no earlier format knew it. Earlier
+//! values are still read.
 //!
 //! Decoding trusts what certd itself wrote: names, serials and selectors
 //! were parsed once, at the edge, before they were stored, so they are
@@ -25,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::StoreError;
 use certd_core::identity::{DnsName, Serial, ServiceName, SpiffeId};
 use certd_core::model::{
-    Attestation, AuditEntry, AuditEvent, EntryRecord, IssuanceRecord, JoinTokenRecord, Proof,
-    Revocation, RevokedEntry, kind,
+    Attestation, AuditEntry, AuditEvent, EntryRecord, GrantCaller, GrantRecord, IssuanceRecord,
+    JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokedEntry, kind,
 };
 use certd_core::selector::Selector;
 
@@ -544,6 +545,87 @@ impl Stored for EntryRecord {
     type V2 = EntryV2;
     // Version 1 had no entries.
     type V1 = EntryV2;
+}
+/// The token policy. Variant and field order are the format.
+#[derive(Serialize, Deserialize)]
+pub(super) struct DiskPolicy {
+    version: u64,
+    grants: Vec<DiskGrant>,
+    changed_at: i64,
+    changed_by: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskGrant {
+    name: String,
+    caller: DiskGrantCaller,
+    audience: String,
+    scopes: Vec<String>,
+}
+
+/// Variant order is the format: append, never reorder.
+#[derive(Serialize, Deserialize)]
+enum DiskGrantCaller {
+    Service(String),
+    SpiffeId(String),
+}
+
+impl From<PolicyRecord> for DiskPolicy {
+    fn from(policy: PolicyRecord) -> Self {
+        DiskPolicy {
+            version: policy.version,
+            grants: policy
+                .grants
+                .into_iter()
+                .map(|grant| DiskGrant {
+                    name: grant.name,
+                    caller: match grant.caller {
+                        GrantCaller::Service(service) => DiskGrantCaller::Service(service.into()),
+                        GrantCaller::SpiffeId(id) => DiskGrantCaller::SpiffeId(id.into_string()),
+                    },
+                    audience: grant.audience,
+                    scopes: grant.scopes,
+                })
+                .collect(),
+            changed_at: policy.changed_at,
+            changed_by: policy.changed_by,
+        }
+    }
+}
+
+impl From<DiskPolicy> for PolicyRecord {
+    fn from(disk: DiskPolicy) -> Self {
+        PolicyRecord {
+            version: disk.version,
+            grants: disk
+                .grants
+                .into_iter()
+                .map(|grant| GrantRecord {
+                    name: grant.name,
+                    caller: match grant.caller {
+                        DiskGrantCaller::Service(service) => {
+                            GrantCaller::Service(ServiceName::from_stored(service))
+                        }
+                        DiskGrantCaller::SpiffeId(id) => {
+                            GrantCaller::SpiffeId(SpiffeId::from_stored(id))
+                        }
+                    },
+                    audience: grant.audience,
+                    scopes: grant.scopes,
+                })
+                .collect(),
+            changed_at: disk.changed_at,
+            changed_by: disk.changed_by,
+        }
+    }
+}
+
+impl Stored for PolicyRecord {
+    const VERSION: u8 = FORMAT_VERSION;
+    type Disk = DiskPolicy;
+    // No earlier format held a policy.
+    type V2 = DiskPolicy;
+    type V1 = DiskPolicy;
 }
 impl Stored for AuditEntry {
     const VERSION: u8 = FORMAT_VERSION;

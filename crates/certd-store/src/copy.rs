@@ -43,6 +43,11 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
     for entry in &entries {
         to.insert_entry(entry).await?;
     }
+    let policy = from.policy().await?;
+    if let Some(policy) = &policy {
+        // The version is kept, so replicas never see it go back.
+        to.replace_policy(0, policy).await?;
+    }
     let tokens = from.join_tokens().await?;
     to.insert_join_tokens(&tokens).await?;
 

@@ -39,9 +39,9 @@ pub use backend::{Backend, Checked, StoreSettings};
 
 use certd_core::identity::{Serial, ServiceName};
 pub use certd_core::model::{
-    Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, IssuanceRecord,
-    JoinTokenRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Successor,
-    TokenHash,
+    Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, GrantCaller, GrantRecord,
+    IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokeOutcome, RevokedEntry,
+    SignedCrl, Successor, TokenHash,
 };
 
 /// Why the store could not do what was asked.
@@ -130,6 +130,8 @@ fn describe_io(error: &std::io::Error) -> String {
 pub enum Change {
     /// Registration entry `id` was created, replaced or deleted.
     Entry { id: String },
+    /// The token policy was replaced by version `version`.
+    Policy { version: u64 },
     /// Certificate `serial` was revoked.
     Revoked { serial: Serial },
     /// The backend reopened its storage after a fault: writes that failed
@@ -279,6 +281,18 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// Every registration entry, in id order.
     async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError>;
 
+    /// The token policy; `None` if none was ever stored.
+    async fn policy(&self) -> Result<Option<PolicyRecord>, StoreError>;
+
+    /// Stores `policy` and returns once it is durable, if the stored one's
+    /// version (0 for none) is `expected` and `policy.version` is greater;
+    /// `false` (and nothing written) if another change came first.
+    async fn replace_policy(
+        &self,
+        expected: u64,
+        policy: &PolicyRecord,
+    ) -> Result<bool, StoreError>;
+
     /// Appends an audit entry. It need not be durable on return: it becomes
     /// durable with the next durable write (or the backend's own periodic
     /// flush); the decision it describes was made durable before, where
@@ -348,6 +362,8 @@ pub struct BackupSummary {
     /// The last CRL number handed out when the backup was taken.
     pub crl_number: u64,
     pub store_id: Option<String>,
+    /// The token policy's version; 0 for none.
+    pub policy_version: u64,
 }
 
 impl std::fmt::Display for BackupSummary {

@@ -584,6 +584,18 @@ impl Storage for Marked {
         self.inner.entries().await
     }
 
+    async fn policy(&self) -> Result<Option<crate::PolicyRecord>, StoreError> {
+        self.inner.policy().await
+    }
+
+    async fn replace_policy(
+        &self,
+        expected: u64,
+        policy: &crate::PolicyRecord,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_policy(expected, policy).await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.inner.append_audit(entry).await
     }

@@ -3,7 +3,8 @@
 //! backend proves the guarantees the rest of certd relies on.
 
 use crate::{
-    Attestation, EntryRecord, IssuanceRecord, JoinTokenRecord, SharedStorage, StoreError, Successor,
+    Attestation, EntryRecord, GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord,
+    PolicyRecord, SharedStorage, StoreError, Successor,
 };
 use certd_core::identity::Serial;
 use certd_core::selector::Selector;
@@ -74,6 +75,12 @@ macro_rules! storage_behaviour_suite {
         async fn a_lineage_link_changes_only_from_what_the_caller_saw() {
             if let Some(backend) = $make() {
                 suite::a_lineage_link_changes_only_from_what_the_caller_saw(&backend).await;
+            }
+        }
+        #[tokio::test]
+        async fn the_policy_is_replaced_only_from_the_version_the_caller_saw() {
+            if let Some(backend) = $make() {
+                suite::the_policy_is_replaced_only_from_the_version_the_caller_saw(&backend).await;
             }
         }
     };
@@ -396,4 +403,52 @@ pub(crate) async fn a_lineage_link_changes_only_from_what_the_caller_saw(backend
         store.successors().await.unwrap(),
         vec![(predecessor, presented)]
     );
+}
+
+pub(crate) async fn the_policy_is_replaced_only_from_the_version_the_caller_saw(
+    backend: &dyn Backend,
+) {
+    let first = PolicyRecord {
+        version: 1,
+        grants: vec![
+            GrantRecord {
+                name: "billing-invoices".into(),
+                caller: GrantCaller::Service("billing".parse().unwrap()),
+                audience: "invoices".into(),
+                scopes: vec!["invoices:create".into(), "invoices:read".into()],
+            },
+            GrantRecord {
+                name: "gateway-orders".into(),
+                caller: GrantCaller::SpiffeId(
+                    "spiffe://certd.internal/svc/gateway".parse().unwrap(),
+                ),
+                audience: "orders".into(),
+                scopes: Vec::new(),
+            },
+        ],
+        changed_at: 5,
+        changed_by: "test".into(),
+    };
+    {
+        let store = backend.open().await;
+        assert_eq!(store.policy().await.unwrap(), None);
+        // Not from a version nobody stored, and never to an older one.
+        assert!(!store.replace_policy(1, &first).await.unwrap());
+        assert!(store.replace_policy(0, &first).await.unwrap());
+        assert!(!store.replace_policy(0, &first).await.unwrap());
+        let older = PolicyRecord {
+            version: 1,
+            ..first.clone()
+        };
+        assert!(!store.replace_policy(1, &older).await.unwrap());
+    }
+    let store = backend.open().await;
+    assert_eq!(store.policy().await.unwrap(), Some(first.clone()));
+    let second = PolicyRecord {
+        version: 2,
+        grants: Vec::new(),
+        ..first.clone()
+    };
+    assert!(store.replace_policy(1, &second).await.unwrap());
+    assert_eq!(store.policy().await.unwrap(), Some(second));
 }

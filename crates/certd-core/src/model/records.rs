@@ -217,6 +217,44 @@ impl EntryRecord {
     }
 }
 
+/// Who a grant is for: every entry of a service, or one SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GrantCaller {
+    Service(ServiceName),
+    SpiffeId(SpiffeId),
+}
+
+impl std::fmt::Display for GrantCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrantCaller::Service(service) => write!(f, "{service}"),
+            GrantCaller::SpiffeId(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+/// One rule of the token policy: `caller` may get tokens for `audience`
+/// carrying any of `scopes` (none: the audience alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// Unique within the policy; what audits and `policy explain` name.
+    pub name: String,
+    pub caller: GrantCaller,
+    pub audience: String,
+    /// Sorted and without duplicates.
+    pub scopes: Vec<String>,
+}
+
+/// The token policy: every grant, replaced as a whole. `version` counts
+/// the replacements, so no replica ever goes back to an older policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyRecord {
+    pub version: u64,
+    pub grants: Vec<GrantRecord>,
+    pub changed_at: i64,
+    pub changed_by: String,
+}
+
 /// What an audited decision was about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuditEvent {
@@ -233,13 +271,17 @@ pub enum AuditEvent {
     DeleteEntry,
     /// A JWT-SVID.
     MintJwt,
+    /// An OAuth access token from the token endpoint.
+    MintAccessToken,
+    /// The token policy was replaced.
+    ReplacePolicy,
     /// The daemon took a database it could not check against the CA's
     /// marks (`--danger-accept-unmarked-store`).
     AcceptUnmarkedStore,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 11] = [
+    pub const ALL: [AuditEvent; 13] = [
         AuditEvent::Issue,
         AuditEvent::IssueOperator,
         AuditEvent::Renew,
@@ -250,6 +292,8 @@ impl AuditEvent {
         AuditEvent::UpdateEntry,
         AuditEvent::DeleteEntry,
         AuditEvent::MintJwt,
+        AuditEvent::MintAccessToken,
+        AuditEvent::ReplacePolicy,
         AuditEvent::AcceptUnmarkedStore,
     ];
 
@@ -266,6 +310,8 @@ impl AuditEvent {
             AuditEvent::UpdateEntry => "update-entry",
             AuditEvent::DeleteEntry => "delete-entry",
             AuditEvent::MintJwt => "mint-jwt",
+            AuditEvent::MintAccessToken => "mint-access-token",
+            AuditEvent::ReplacePolicy => "replace-policy",
             AuditEvent::AcceptUnmarkedStore => "accept-unmarked-store",
         }
     }

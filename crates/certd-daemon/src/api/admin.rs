@@ -382,6 +382,53 @@ impl Admin for AdminApi {
         Ok(Response::new(entry_to_proto(entry)))
     }
 
+    async fn get_policy(
+        &self,
+        request: Request<proto::GetPolicyRequest>,
+    ) -> Result<Response<proto::Policy>, Status> {
+        self.authorize(&request).await?;
+        Ok(Response::new(policy_to_proto(
+            &self.authority.token_policy(),
+        )))
+    }
+
+    async fn replace_policy(
+        &self,
+        request: Request<proto::ReplacePolicyRequest>,
+    ) -> Result<Response<proto::Policy>, Status> {
+        let caller = self.authorize(&request).await?;
+        let request = request.into_inner();
+        let grants = self
+            .authority
+            .check_policy(&request.text)
+            .map_err(|e| status(&e))?;
+        let policy = self
+            .authority
+            .replace_token_policy(&caller, request.expected_version, grants)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(policy_to_proto(&policy)))
+    }
+
+    async fn explain_policy(
+        &self,
+        request: Request<proto::ExplainPolicyRequest>,
+    ) -> Result<Response<proto::ExplainPolicyResponse>, Status> {
+        self.authorize(&request).await?;
+        let request = request.into_inner();
+        let explanation = self
+            .authority
+            .explain(&request.from, &request.audience, &request.scopes)
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(proto::ExplainPolicyResponse {
+            allowed: explanation.allowed,
+            scopes: explanation.scopes,
+            rules: explanation.rules,
+            error: explanation.error,
+            message: explanation.message,
+        }))
+    }
+
     async fn list_entries(
         &self,
         request: Request<proto::ListEntriesRequest>,
@@ -396,5 +443,13 @@ impl Admin for AdminApi {
             .map(entry_to_proto)
             .collect();
         Ok(Response::new(proto::ListEntriesResponse { entries }))
+    }
+}
+
+fn policy_to_proto(policy: &crate::model::PolicyRecord) -> proto::Policy {
+    proto::Policy {
+        version: policy.version,
+        text: crate::policy::grants::render_policy(policy),
+        grants: u32::try_from(policy.grants.len()).unwrap_or(u32::MAX),
     }
 }

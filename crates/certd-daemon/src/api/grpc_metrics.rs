@@ -32,6 +32,9 @@ const METHODS: &[&str] = &[
     "DeleteEntry",
     "ListEntries",
     "Backup",
+    "GetPolicy",
+    "ReplacePolicy",
+    "ExplainPolicy",
     "Check",
     "Watch",
 ];

@@ -1,5 +1,5 @@
-//! The wire: gRPC (tonic) services, the plain HTTP endpoints, TLS, and the
-//! gRPC clients the CLI uses.
+//! The wire: gRPC (tonic) services, the plain HTTP endpoints, the OAuth
+//! token endpoint, TLS, and the gRPC clients the CLI uses.
 //!
 //! `api` is the only module that knows tonic and prost. Handlers are thin:
 //! decode the wire message, call the `Authority`, encode the answer, and map
@@ -13,6 +13,7 @@ pub mod connections;
 mod convert;
 pub(crate) mod grpc_metrics;
 pub mod http;
+pub mod oauth;
 pub mod tls;
 pub mod workload;
 

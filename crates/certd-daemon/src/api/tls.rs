@@ -111,7 +111,9 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(serving);
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // gRPC needs HTTP/2; OAuth clients of the token endpoint
+    // (`api::oauth`) mostly speak HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -67,6 +67,7 @@ impl Authority {
     pub async fn apply_change(&self, update: Update) -> Result<(), StoreError> {
         match update {
             Update::Changed(Change::Entry { id }) => self.registry.entry_changed(&id).await,
+            Update::Changed(Change::Policy { .. }) => self.reload_policy().await,
             Update::Changed(Change::Revoked { serial }) => {
                 // The replica that revoked publishes a CRL with it and says
                 // so (`CrlPublished`); build one here only if that does not
@@ -94,6 +95,7 @@ impl Authority {
                 }),
             Update::Resync | Update::Changed(Change::Reopened | Change::Missed) => {
                 self.registry.resync().await?;
+                self.reload_policy().await?;
                 self.revocations.forget_cached_answers();
                 self.publish_crl().await
             }
@@ -111,6 +113,7 @@ impl Authority {
         known_revoked: &mut Option<std::collections::HashSet<crate::identity::Serial>>,
     ) -> Result<(), StoreError> {
         self.registry.resync().await?;
+        self.reload_policy().await?;
         let now = self.now();
         let revoked = self.store.revoked_unexpired(now).await?;
         let mut current = std::collections::HashSet::with_capacity(revoked.len());

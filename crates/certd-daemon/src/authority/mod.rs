@@ -33,6 +33,7 @@ use crate::store::{
 };
 use crate::{Error, Result};
 
+mod access_tokens;
 mod agents;
 mod changes;
 mod lineage;
@@ -43,6 +44,10 @@ mod revoke;
 mod tokens;
 mod views;
 
+pub use access_tokens::{
+    AccessToken, ClientProof, Explanation, JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION,
+    PolicyConflict, TokenError, TokenRequest,
+};
 pub use changes::{Update, follow};
 pub use registration::{CreatedJoinTokens, MAX_TOKENS_PER_REQUEST, TokenFor};
 pub use revoke::{RevocationResult, Revoked};
@@ -99,6 +104,8 @@ pub struct Authority {
     issuer: Arc<crate::jwt::Issuer>,
     /// The latest probe of the store, for readiness.
     store_probe: Arc<readiness::StoreProbe>,
+    /// The token policy in force (`access_tokens`).
+    policy: Arc<access_tokens::PolicyState>,
 }
 
 /// How an issuance is recorded: under which service, attested how, and
@@ -173,6 +180,7 @@ impl Authority {
         };
         Ok(Authority {
             registry: Arc::new(Registry::load(store.clone()).await?),
+            policy: Arc::new(access_tokens::PolicyState::load(store.as_ref()).await?),
             entry_bounds: Arc::new(entry_bounds),
             attestors,
             ca,

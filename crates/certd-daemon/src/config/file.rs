@@ -131,6 +131,9 @@ pub struct JwtSection {
     /// `/.well-known/openid-configuration` reaches certd (default: the
     /// public base URL).
     pub issuer: Option<String>,
+    /// The token endpoint's https URL as OAuth clients reach it (default:
+    /// `https://<first server name>:<gRPC port>/oauth/token`).
+    pub token_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

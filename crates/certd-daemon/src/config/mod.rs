@@ -104,6 +104,9 @@ pub struct JwtSettings {
     pub algorithm: crate::jwt::JwtAlgorithm,
     /// `None`: the public base URL.
     pub issuer: Option<String>,
+    /// Where OAuth clients reach the token endpoint; `None`:
+    /// `https://<first server name>:<gRPC port>/oauth/token`.
+    pub token_endpoint: Option<String>,
 }
 
 impl Default for JwtSettings {
@@ -115,6 +118,7 @@ impl Default for JwtSettings {
             publish_ahead: Duration::from_secs(3600),
             algorithm: crate::jwt::JwtAlgorithm::Es256,
             issuer: None,
+            token_endpoint: None,
         }
     }
 }
@@ -131,8 +135,21 @@ impl JwtSettings {
 
 impl Config {
     /// What the authority needs of the configuration, with relying parties
-    /// reaching the HTTP listener at `public_base_url`.
-    pub fn authority_settings(&self, public_base_url: &str) -> AuthoritySettings {
+    /// reaching the HTTP listener at `public_base_url` and the TLS
+    /// listener (gRPC and the token endpoint) on port `tls_port`.
+    pub fn authority_settings(&self, public_base_url: &str, tls_port: u16) -> AuthoritySettings {
+        let token_endpoint = self.jwt.token_endpoint.clone().unwrap_or_else(|| {
+            let host = self
+                .server_names
+                .first()
+                .map_or("localhost", String::as_str);
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_owned()
+            };
+            format!("https://{host}:{tls_port}/oauth/token")
+        });
         AuthoritySettings {
             issuer: crate::jwt::Issuer {
                 url: self
@@ -141,6 +158,7 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| public_base_url.to_owned()),
                 jwks_uri: format!("{public_base_url}/jwks.json"),
+                token_endpoint,
             },
             lifetimes: self.lifetimes,
             revocation: self.revocation,
@@ -487,6 +505,21 @@ fn validate_jwt(section: &JwtSection) -> Result<JwtSettings, ConfigError> {
             .issuer
             .as_deref()
             .map(|url| validate_base_url("jwt.issuer", url))
+            .transpose()?,
+        token_endpoint: section
+            .token_endpoint
+            .as_deref()
+            .map(|url| {
+                if !url.starts_with("https://") {
+                    return Err(invalid(
+                        "jwt.token_endpoint",
+                        format!(
+                            "{url:?} is not an https:// URL: the token endpoint is served over TLS"
+                        ),
+                    ));
+                }
+                validate_base_url("jwt.token_endpoint", url)
+            })
             .transpose()?,
     };
     if settings.max_ttl > Duration::from_secs(24 * 3600) {
@@ -902,13 +935,37 @@ mod tests {
             config.jwt.issuer.as_deref(),
             Some("https://certd.example.com")
         );
-        let issuer = config.authority_settings("http://10.0.0.1:8080").issuer;
+        let issuer = config
+            .authority_settings("http://10.0.0.1:8080", 8443)
+            .issuer;
         assert_eq!(issuer.url, "https://certd.example.com");
         assert_eq!(issuer.jwks_uri, "http://10.0.0.1:8080/jwks.json");
+        assert_eq!(issuer.token_endpoint, "https://localhost:8443/oauth/token");
         let default = check("", None)
             .unwrap()
-            .authority_settings("http://10.0.0.1:8080");
+            .authority_settings("http://10.0.0.1:8080", 8443);
         assert_eq!(default.issuer.url, "http://10.0.0.1:8080");
+        let configured = check(
+            "server_names = [\"::1\"]\n[jwt]\ntoken_endpoint = \"https://ca.example/oauth/token\"",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            configured
+                .authority_settings("http://x", 1)
+                .issuer
+                .token_endpoint,
+            "https://ca.example/oauth/token"
+        );
+        let ipv6 = check("server_names = [\"::1\"]", None).unwrap();
+        assert_eq!(
+            ipv6.authority_settings("http://x", 9).issuer.token_endpoint,
+            "https://[::1]:9/oauth/token"
+        );
+        check(
+            "[jwt]\ntoken_endpoint = \"http://ca.example/oauth/token\"",
+            Some("jwt.token_endpoint"),
+        );
         for bad in [
             "ftp://certd.example",
             "https://certd.example?x=1",

@@ -116,6 +116,8 @@ pub struct Issuer {
     pub url: String,
     /// `/jwks.json` under the public base URL.
     pub jwks_uri: String,
+    /// The OAuth token endpoint, on the TLS listener.
+    pub token_endpoint: String,
 }
 
 /// The OpenID Connect discovery document (OpenID Connect Discovery 1.0
@@ -135,6 +137,20 @@ pub struct Discovery {
     pub subject_types_supported: Vec<&'static str>,
     pub id_token_signing_alg_values_supported: Vec<&'static str>,
     pub claims_supported: Vec<&'static str>,
+    pub token_endpoint: String,
+    pub grant_types_supported: Vec<&'static str>,
+    pub token_endpoint_auth_methods_supported: Vec<&'static str>,
+    /// RFC 8705 §3.3: access tokens are bound to the client certificate.
+    pub tls_client_certificate_bound_access_tokens: bool,
+    /// Where the token endpoint checks client certificates (RFC 8705 §5):
+    /// the same, since it is served on the TLS listener.
+    pub mtls_endpoint_aliases: MtlsAliases,
+}
+
+/// RFC 8705 §5 `mtls_endpoint_aliases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MtlsAliases {
+    pub token_endpoint: String,
 }
 
 impl Issuer {
@@ -163,7 +179,24 @@ impl Discovery {
             response_types_supported: vec!["id_token"],
             subject_types_supported: vec!["public"],
             id_token_signing_alg_values_supported: algorithms,
-            claims_supported: vec!["iss", "sub", "aud", "exp", "iat"],
+            claims_supported: vec![
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "jti",
+                "client_id",
+                "scope",
+                "cnf",
+            ],
+            token_endpoint: issuer.token_endpoint.clone(),
+            grant_types_supported: vec!["client_credentials"],
+            token_endpoint_auth_methods_supported: vec!["tls_client_auth", "private_key_jwt"],
+            tls_client_certificate_bound_access_tokens: true,
+            mtls_endpoint_aliases: MtlsAliases {
+                token_endpoint: issuer.token_endpoint.clone(),
+            },
         }
     }
 }
@@ -202,6 +235,85 @@ pub fn mint(
         token,
         expires_at: claims.exp,
     })
+}
+
+/// What the token endpoint puts in an access token besides the times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessTokenClaims {
+    pub issuer: String,
+    /// The client: its SPIFFE ID, as `sub` and `client_id`.
+    pub subject: SpiffeId,
+    pub audience: String,
+    /// Sorted, distinct; the `scope` claim (space-separated) when any.
+    pub scopes: Vec<String>,
+    /// base64url SHA-256 of the client certificate (RFC 8705 §3.1
+    /// `cnf.x5t#S256`) when the client authenticated with it.
+    pub certificate_thumbprint: Option<String>,
+    /// Unique per token (`jti`).
+    pub token_id: String,
+}
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: [&'a str; 1],
+    exp: i64,
+    iat: i64,
+    jti: &'a str,
+    client_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation<'a>>,
+}
+
+#[derive(Serialize)]
+struct Confirmation<'a> {
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: &'a str,
+}
+
+/// Signs an access token: a JWT-SVID (`sub` a SPIFFE ID, `typ: JWT`, the
+/// same keys) that also carries `jti`, `client_id`, `scope` and, when
+/// certificate-bound, `cnf`, valid from `now` for `ttl_seconds`.
+pub fn mint_access_token(
+    keys: &JwtKeys,
+    claims: &AccessTokenClaims,
+    now: i64,
+    ttl_seconds: i64,
+) -> Result<MintedJwt, JwtError> {
+    let key = keys.signing_key(now);
+    let mut header = jsonwebtoken::Header::new(key.algorithm.jsonwebtoken());
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("JWT".into());
+    let body = AccessClaims {
+        iss: &claims.issuer,
+        sub: claims.subject.as_str(),
+        aud: [&claims.audience],
+        exp: now + ttl_seconds,
+        iat: now,
+        jti: &claims.token_id,
+        client_id: claims.subject.as_str(),
+        scope: (!claims.scopes.is_empty()).then(|| claims.scopes.join(" ")),
+        cnf: claims
+            .certificate_thumbprint
+            .as_deref()
+            .map(|x5t_s256| Confirmation { x5t_s256 }),
+    };
+    let token = jsonwebtoken::encode(&header, &body, &key.encoding_key())
+        .map_err(|e| JwtError::Malformed(format!("cannot sign: {e}")))?;
+    Ok(MintedJwt {
+        token,
+        expires_at: body.exp,
+    })
+}
+
+/// The RFC 8705 thumbprint of a certificate: base64url (no padding) of the
+/// SHA-256 of its DER.
+pub fn certificate_thumbprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der))
 }
 
 /// A public JWT key as verifiers hold it (from `/jwks.json`): an EC key
@@ -336,6 +448,21 @@ pub struct VerifiedJwt {
 /// tokens are minutes long), `nbf` if present, `aud` holding `audience`,
 /// and `sub` a SPIFFE ID.
 pub fn verify(token: &str, audience: &str, keys: &JwkSet) -> Result<VerifiedJwt, JwtError> {
+    verify_at(
+        token,
+        audience,
+        keys,
+        crate::clock::unix_seconds(std::time::SystemTime::now()),
+    )
+}
+
+/// `verify`, with the times checked against `now` (Unix seconds).
+pub fn verify_at(
+    token: &str,
+    audience: &str,
+    keys: &JwkSet,
+    now: i64,
+) -> Result<VerifiedJwt, JwtError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(JwtError::TooLarge);
     }
@@ -375,7 +502,9 @@ pub fn verify(token: &str, audience: &str, keys: &JwkSet) -> Result<VerifiedJwt,
         .map_err(|e| JwtError::Malformed(format!("the key {kid:?} is not usable: {e}")))?;
     let mut validation = jsonwebtoken::Validation::new(algorithm.jsonwebtoken());
     validation.leeway = 0;
-    validation.validate_nbf = true;
+    // Times are checked below, against the injected clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "aud", "sub"]);
     let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
@@ -409,7 +538,20 @@ pub fn verify(token: &str, audience: &str, keys: &JwkSet) -> Result<VerifiedJwt,
             .collect(),
         _ => Vec::new(),
     };
-    let expires_at = claims.get("exp").and_then(|v| v.as_i64()).unwrap_or(0);
+    let expires_at = claims
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .ok_or_else(|| JwtError::Malformed("exp is not a number".into()))?;
+    if expires_at <= now {
+        return Err(JwtError::Expired);
+    }
+    if let Some(not_before) = claims.get("nbf") {
+        match not_before.as_i64() {
+            Some(not_before) if not_before <= now => {}
+            Some(_) => return Err(JwtError::NotYetValid),
+            None => return Err(JwtError::Malformed("nbf is not a number".into())),
+        }
+    }
     Ok(VerifiedJwt {
         spiffe_id,
         expires_at,

@@ -3,6 +3,10 @@
 //! The identity decides the certificate's names; policy only checks that the
 //! CSR asks for nothing beyond them and for no CA powers, and that a
 //! requested lifetime is within bounds. Pure functions: no I/O, no store.
+//! `grants` holds the token policy: which caller may have which audience
+//! and scopes.
+
+pub mod grants;
 
 use std::time::Duration;
 
@@ -35,6 +39,8 @@ pub enum PolicyError {
     },
     #[error("{spiffe_id} may not call the admin API: only operators listed in `admins` may")]
     NotAnAdmin { spiffe_id: String },
+    #[error("the token endpoint would refuse this request ({error})")]
+    TokenRefused { error: String },
 }
 
 impl PolicyError {
@@ -44,7 +50,8 @@ impl PolicyError {
             PolicyError::TtlTooLong { .. } => crate::ErrorKind::InvalidInput,
             PolicyError::NameNotAllowed { .. }
             | PolicyError::CaRequested
-            | PolicyError::NotAnAdmin { .. } => crate::ErrorKind::PermissionDenied,
+            | PolicyError::NotAnAdmin { .. }
+            | PolicyError::TokenRefused { .. } => crate::ErrorKind::PermissionDenied,
         }
     }
 }

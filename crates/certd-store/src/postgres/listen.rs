@@ -3,7 +3,7 @@
 //! the change feed.
 //!
 //! A notification is `<origin> entry <id>`, `<origin> revoked <serial>`
-//! or `<origin> crl <number>`.
+//! `<origin> crl <number>` or `<origin> policy <version>`.
 //! PostgreSQL delivers every notification committed while the session
 //! listens, so changes can only be missed while the connection is down;
 //! after a reconnection the feed is told `Change::Missed`, and every cache
@@ -27,6 +27,7 @@ pub(super) fn encode(origin: &str, change: &Change) -> Option<String> {
         Change::Entry { id } => Some(format!("{origin} entry {id}")),
         Change::Revoked { serial } => Some(format!("{origin} revoked {}", serial.to_hex())),
         Change::CrlPublished { number } => Some(format!("{origin} crl {number}")),
+        Change::Policy { version } => Some(format!("{origin} policy {version}")),
         Change::Reopened | Change::Missed => None,
     }
 }
@@ -51,6 +52,10 @@ fn decode(origin: &str, payload: &str) -> Option<Change> {
             .parse()
             .ok()
             .map(|number| Change::CrlPublished { number }),
+        "policy" => subject
+            .parse()
+            .ok()
+            .map(|version| Change::Policy { version }),
         _ => None,
     }
 }

@@ -40,7 +40,8 @@ use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
     AuditEntry, BackupSummary, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord,
-    Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Storage, StoreError, Successor, TokenHash,
+    PolicyRecord, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Storage, StoreError,
+    Successor, TokenHash,
 };
 use certd_core::identity::{Serial, ServiceName};
 
@@ -724,6 +725,55 @@ impl Storage for PgStore {
     async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
         self.records("SELECT entry FROM entries ORDER BY id", &[])
             .await
+    }
+
+    async fn policy(&self) -> Result<Option<PolicyRecord>, StoreError> {
+        self.record("SELECT policy FROM policy WHERE id = 1", &[])
+            .await
+    }
+
+    /// The row is locked for the comparison, so of two replicas replacing
+    /// one version exactly one succeeds.
+    async fn replace_policy(
+        &self,
+        expected: u64,
+        policy: &PolicyRecord,
+    ) -> Result<bool, StoreError> {
+        if policy.version <= expected {
+            return Ok(false);
+        }
+        let encoded = record::encode(policy)?;
+        let version = i64::try_from(policy.version)
+            .map_err(|_| StoreError::Corrupt("policy version".into()))?;
+        let mut client = self.client().await?;
+        let notification = self.notification(&Change::Policy {
+            version: policy.version,
+        });
+        let result = self
+            .within(async {
+                let transaction = client.transaction().await.map_err(db_error)?;
+                let current = transaction
+                    .query_opt("SELECT version FROM policy WHERE id = 1 FOR UPDATE", &[])
+                    .await
+                    .map_err(db_error)?
+                    .map_or(0, |row| u64_of(row.get(0)));
+                if current != expected {
+                    return Ok(false);
+                }
+                transaction
+                    .execute(
+                        "INSERT INTO policy (id, version, policy) VALUES (1, $1, $2)
+                         ON CONFLICT (id) DO UPDATE SET version = $1, policy = $2",
+                        &[&version, &encoded],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                notify_in(&transaction, notification.as_deref()).await?;
+                transaction.commit().await.map_err(db_error)?;
+                Ok(true)
+            })
+            .await;
+        self.watch(result)
     }
 
     /// Committed without waiting for the WAL flush (`synchronous_commit`

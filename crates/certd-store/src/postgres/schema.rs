@@ -66,6 +66,12 @@ const MIGRATIONS: &[&str] = &[
         successor bytea NOT NULL,
         presented boolean NOT NULL
     );",
+    // 4: the token policy, one row replaced whole.
+    "CREATE TABLE policy (
+        id smallint PRIMARY KEY CHECK (id = 1),
+        version bigint NOT NULL,
+        policy bytea NOT NULL
+    );",
 ];
 
 /// Key of the advisory lock replicas take around migrations.

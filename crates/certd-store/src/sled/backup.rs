@@ -20,12 +20,13 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AUDIT_TREE, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE, JOIN_TOKENS_TREE, META_TREE, Open,
-    REVOCATION_COUNT_KEY, STORE_ID_KEY, SUCCESSORS_TREE, service_index_key, successor_of,
+    POLICY_KEY, REVOCATION_COUNT_KEY, STORE_ID_KEY, SUCCESSORS_TREE, service_index_key,
+    successor_of,
 };
 use crate::codec as record;
 use crate::{
-    AuditEntry, BackupSummary, EntryRecord, IssuanceRecord, JoinTokenRecord, RevokedEntry,
-    StoreError,
+    AuditEntry, BackupSummary, EntryRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord,
+    RevokedEntry, StoreError,
 };
 
 const MAGIC: &[u8] = b"certd-backup 1 sled\n";
@@ -106,6 +107,10 @@ fn count(
             summary.crl_number = <[u8; 8]>::try_from(value)
                 .map(u64::from_be_bytes)
                 .map_err(|_| StoreError::Corrupt("CRL number".into()))?;
+        }
+        _ if key == POLICY_KEY => {
+            let policy: PolicyRecord = record::decode(value)?;
+            summary.policy_version = policy.version;
         }
         _ if key == STORE_ID_KEY => {
             summary.store_id = Some(
@@ -249,6 +254,9 @@ fn import(
             }
             ENTRIES_TREE => {
                 open.entries.insert(key, value)?;
+            }
+            META_TREE if key == POLICY_KEY => {
+                open.meta.insert(key, value)?;
             }
             AUDIT_TREE => {
                 // New sequence numbers, in the same order: the new database

@@ -37,8 +37,8 @@ use tokio::sync::broadcast;
 use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
-    AuditEntry, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation,
-    RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TokenHash,
+    AuditEntry, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord,
+    Revocation, RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TokenHash,
 };
 use certd_core::identity::{Serial, ServiceName};
 use commit::GroupCommit;
@@ -65,6 +65,8 @@ const CRL_NUMBER_KEY: &[u8] = b"crl-number";
 /// Key in `meta` of how many certificates were ever revoked (u64,
 /// big-endian), for `store::marks`.
 const REVOCATION_COUNT_KEY: &[u8] = b"revocation-count";
+/// Key in `meta` of the token policy (`PolicyRecord`).
+pub(super) const POLICY_KEY: &[u8] = b"policy";
 /// Key in `meta` of the store's id (hex), chosen once (`store::marks`).
 const STORE_ID_KEY: &[u8] = b"store-id";
 /// Key in `meta` that recovery writes to prove the disk takes writes again.
@@ -678,6 +680,38 @@ impl Open {
             .map(|bytes| record::decode(&bytes))
             .transpose()
     }
+
+    async fn policy(&self) -> Result<Option<PolicyRecord>, StoreError> {
+        self.meta
+            .get(POLICY_KEY)?
+            .map(|bytes| record::decode(&bytes))
+            .transpose()
+    }
+
+    /// Compare-and-swap on the stored bytes, so of two concurrent
+    /// replacements of one version exactly one is stored.
+    async fn replace_policy(
+        &self,
+        expected: u64,
+        policy: &PolicyRecord,
+    ) -> Result<bool, StoreError> {
+        let current = self.meta.get(POLICY_KEY)?;
+        let current_version = match &current {
+            Some(bytes) => record::decode::<PolicyRecord>(bytes)?.version,
+            None => 0,
+        };
+        if current_version != expected || policy.version <= expected {
+            return Ok(false);
+        }
+        let replaced = self
+            .meta
+            .compare_and_swap(POLICY_KEY, current, Some(record::encode(policy)?))?
+            .is_ok();
+        if replaced {
+            self.durable().await?;
+        }
+        Ok(replaced)
+    }
 }
 
 /// Every call goes to the open database through `current()`, and its
@@ -872,6 +906,20 @@ impl Storage for SledStore {
     async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
         let open = self.current()?;
         self.watch(open.entries().await)
+    }
+
+    async fn policy(&self) -> Result<Option<PolicyRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.policy().await)
+    }
+
+    async fn replace_policy(
+        &self,
+        expected: u64,
+        policy: &PolicyRecord,
+    ) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.replace_policy(expected, policy).await)
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -183,6 +183,56 @@ impl AdminClient {
         Ok(response.into_inner().into())
     }
 
+    /// The token policy: its version and policy file.
+    pub async fn policy(&mut self) -> Result<(u64, String), ClientError> {
+        let policy = self
+            .rpc
+            .get_policy(proto::GetPolicyRequest {})
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok((policy.version, policy.text))
+    }
+
+    /// Replaces the token policy with the policy file `text`; returns the
+    /// new version and how many grants it holds.
+    pub async fn replace_policy(
+        &mut self,
+        text: String,
+        expected_version: Option<u64>,
+    ) -> Result<(u64, u32), ClientError> {
+        let policy = self
+            .rpc
+            .replace_policy(proto::ReplacePolicyRequest {
+                text,
+                expected_version,
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok((policy.version, policy.grants))
+    }
+
+    /// What the token endpoint would answer `from` asking for `audience`
+    /// and `scopes`.
+    pub async fn explain_policy(
+        &mut self,
+        from: &str,
+        audience: &str,
+        scopes: &[String],
+    ) -> Result<proto::ExplainPolicyResponse, ClientError> {
+        Ok(self
+            .rpc
+            .explain_policy(proto::ExplainPolicyRequest {
+                from: from.to_owned(),
+                audience: audience.to_owned(),
+                scopes: scopes.to_vec(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner())
+    }
+
     /// Every registration entry, or one service's.
     pub async fn entries(
         &mut self,

@@ -1,0 +1,283 @@
+//! The OAuth 2.0 token endpoint, `POST /oauth/token`, served over HTTP/1.1
+//! and HTTP/2 on the TLS listener beside gRPC, so the client certificate
+//! of the handshake authenticates the client (RFC 8705).
+//!
+//! Owns the wire: the form (RFC 6749 §4.4.2: `application/x-www-form-
+//! urlencoded`, each parameter at most once, §3.2), the JSON answer (§5.1,
+//! `Cache-Control: no-store`) and the error document (§5.2) whose `error`
+//! comes from `TokenError::oauth_error`. What is granted is
+//! `authority`'s. The body is capped before it is read; nothing from the
+//! request is echoed back unchecked.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use crate::authority::{
+    Authority, Caller, ClientProof, JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION, TokenError,
+    TokenRequest,
+};
+use crate::policy::grants;
+
+/// Largest form accepted: a client assertion (at most 8 KiB) and change.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+/// Most parameters one form may carry.
+const MAX_PARAMETERS: usize = 32;
+
+/// The token endpoint's routes, merged into the TLS listener's router.
+pub(crate) fn router(authority: Authority) -> Router {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .with_state(authority)
+}
+
+async fn token(State(authority): State<Authority>, request: Request) -> Response {
+    let connection = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .cloned();
+    let peer = match connection.as_ref().and_then(|c| c.get_ref().remote_addr()) {
+        Some(address) => Caller(format!("peer {address}")),
+        None => Caller("peer unknown".into()),
+    };
+    let leaf: Option<Vec<u8>> = connection
+        .as_ref()
+        .and_then(TlsConnectInfo::peer_certs)
+        .and_then(|chain| chain.first().map(|leaf| leaf.to_vec()));
+    let form_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if form_type.as_deref() != Some("application/x-www-form-urlencoded") {
+        return refusal(&TokenError::InvalidRequest(
+            "the token request must be a form (Content-Type: application/x-www-form-urlencoded)"
+                .into(),
+        ));
+    }
+    let body = match axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return refusal(&TokenError::InvalidRequest(format!(
+                "the token request is larger than {MAX_FORM_BYTES} bytes"
+            )));
+        }
+    };
+    let form = match parse_form(&body) {
+        Ok(form) => form,
+        Err(message) => return refusal(&TokenError::InvalidRequest(message)),
+    };
+    match answer(&authority, &peer, leaf.as_deref(), &form).await {
+        Ok(response) => response,
+        Err(error) => refusal(&error),
+    }
+}
+
+async fn answer(
+    authority: &Authority,
+    peer: &Caller,
+    leaf: Option<&[u8]>,
+    form: &HashMap<String, String>,
+) -> Result<Response, TokenError> {
+    let parameter = |name: &str| form.get(name).map(String::as_str);
+    match parameter("grant_type") {
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(TokenError::UnsupportedGrantType(
+                other.chars().take(128).collect(),
+            ));
+        }
+        None => return Err(TokenError::InvalidRequest("grant_type is missing".into())),
+    }
+    let proof = match (
+        parameter("client_assertion_type"),
+        parameter("client_assertion"),
+    ) {
+        (Some(JWT_SPIFFE_ASSERTION | JWT_BEARER_ASSERTION), Some(assertion)) => {
+            if leaf.is_some() {
+                // RFC 6749 §2.3: one authentication method per request.
+                return Err(TokenError::InvalidRequest(
+                    "the client authenticated twice, with its TLS certificate and a client assertion; use one".into(),
+                ));
+            }
+            ClientProof::Assertion(assertion)
+        }
+        (Some(other), Some(_)) => {
+            return Err(TokenError::InvalidClient(format!(
+                "client_assertion_type {:?} is not supported: use {JWT_SPIFFE_ASSERTION} or {JWT_BEARER_ASSERTION} with a JWT-SVID",
+                other.chars().take(128).collect::<String>()
+            )));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(TokenError::InvalidRequest(
+                "client_assertion and client_assertion_type go together".into(),
+            ));
+        }
+        (None, None) => match leaf {
+            Some(leaf) => ClientProof::Certificate(leaf),
+            None => {
+                return Err(TokenError::InvalidClient(
+                    "no client authentication: present your certd certificate in the TLS handshake (tls_client_auth) or a JWT-SVID as client_assertion; certd has no client secrets".into(),
+                ));
+            }
+        },
+    };
+    if parameter("client_secret").is_some() {
+        return Err(TokenError::InvalidClient(
+            "certd has no client secrets: authenticate with your certificate or a JWT-SVID".into(),
+        ));
+    }
+    let audience = match (parameter("audience"), parameter("resource")) {
+        (Some(audience), None) | (None, Some(audience)) => audience,
+        (Some(_), Some(_)) => {
+            return Err(TokenError::InvalidRequest(
+                "give the token's audience once, as audience or resource".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(TokenError::InvalidRequest(
+                "audience is missing: name the service the token is for (audience or resource)"
+                    .into(),
+            ));
+        }
+    };
+    crate::jwt::check_audience(audience).map_err(TokenError::InvalidRequest)?;
+    let scopes = match parameter("scope") {
+        Some(scope) => grants::parse_scope_parameter(scope)
+            .map_err(|message| TokenError::InvalidRequest(format!("scope: {message}")))?,
+        None => Vec::new(),
+    };
+    let request = TokenRequest {
+        proof,
+        client_id: parameter("client_id"),
+        audience,
+        scopes,
+    };
+    let token = authority.token(peer, &request).await?;
+    let mut body = serde_json::json!({
+        "access_token": token.token,
+        "token_type": "Bearer",
+        "expires_in": token.expires_in,
+    });
+    if !token.scopes.is_empty() {
+        body["scope"] = token.scopes.join(" ").into();
+    }
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// The form's parameters, each at most once (RFC 6749 §3.2).
+fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut form = HashMap::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        if form.len() == MAX_PARAMETERS {
+            return Err(format!(
+                "the form has more than {MAX_PARAMETERS} parameters"
+            ));
+        }
+        let shown: String = name.chars().take(64).collect();
+        if form.insert(name.into_owned(), value.into_owned()).is_some() {
+            return Err(format!("parameter {shown:?} is given more than once"));
+        }
+    }
+    Ok(form)
+}
+
+/// The RFC 6749 §5.2 error document for `error`.
+fn refusal(error: &TokenError) -> Response {
+    let code = error.oauth_error();
+    let status = match code {
+        "invalid_client" => StatusCode::UNAUTHORIZED,
+        "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+        "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let described = match code {
+        // Details of a fault go to the log only, as for gRPC (`api::status`).
+        "server_error" | "temporarily_unavailable" => {
+            tracing::error!(%error, "token request failed");
+            if code == "server_error" {
+                "internal error; see the certd log".to_owned()
+            } else {
+                "certd cannot answer right now; retry later".to_owned()
+            }
+        }
+        _ => description(error),
+    };
+    let mut response = json(
+        status,
+        &serde_json::json!({ "error": code, "error_description": described }),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        // RFC 6749 §5.2: a 401 names the scheme the client may use.
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"certd\", error=\"invalid_client\""),
+        );
+    }
+    response
+}
+
+/// RFC 6749 §5.2 allows only printable ASCII other than '"' and '\' in
+/// `error_description`.
+fn description(error: &TokenError) -> String {
+    error
+        .to_string()
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if (' '..='~').contains(&c) => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = (status, Body::from(body.to_string())).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parameter_given_twice_or_too_many_is_refused() {
+        let form = parse_form(b"grant_type=client_credentials&scope=a+b&audience=x").unwrap();
+        assert_eq!(form["scope"], "a b");
+        let twice = parse_form(b"scope=a&scope=b").unwrap_err();
+        assert!(
+            twice.contains("\"scope\" is given more than once"),
+            "{twice}"
+        );
+        let many: Vec<String> = (0..=MAX_PARAMETERS).map(|i| format!("p{i}=1")).collect();
+        assert!(parse_form(many.join("&").as_bytes()).is_err());
+        // Not UTF-8, or not a form at all: still parameters, never a panic.
+        assert!(parse_form(&[0xff, b'=', 0xfe]).is_ok());
+    }
+
+    #[test]
+    fn an_error_description_holds_only_the_characters_rfc_6749_allows() {
+        let error = TokenError::InvalidRequest("bad \"x\" \\ é\n".into());
+        assert_eq!(description(&error), "bad 'x' / ??");
+    }
+}

@@ -1,0 +1,570 @@
+//! The OAuth 2.0 token endpoint's decisions (RFC 6749 §4.4 client
+//! credentials, without client secrets), the token policy it enforces, and
+//! `certd policy explain`.
+//!
+//! The client authenticates with its certd certificate over mTLS (RFC 8705
+//! `tls_client_auth`: recorded, unrevoked, unexpired and not superseded by
+//! its renewal; the token is then bound to it, `cnf.x5t#S256`) or with a
+//! JWT-SVID as client assertion (the SPIFFE client-authentication draft's
+//! `jwt-spiffe`, or RFC 7523 `jwt-bearer`), whose audience must be the
+//! token endpoint or the issuer. `policy::grants` decides audience and
+//! scopes. Every decision is audited with the caller, audience, scopes
+//! asked and granted, and the deciding rule. The form itself is parsed by
+//! `api::oauth`; this module never sees HTTP.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::{Authority, Caller};
+use crate::attest::{AttestError, RenewalEvidence};
+use crate::audit::{self, Decision};
+use crate::identity::{ServiceName, SpiffeId};
+use crate::jwt::{self, AccessTokenClaims, JwtError};
+use crate::model::{AuditEvent, GrantRecord, PolicyRecord};
+use crate::policy::grants::{self, Rule, TokenCaller, TokenRefusal};
+use crate::store::{EntryRecord, IssuanceRecord, StoreError};
+
+/// `client_assertion_type` of the SPIFFE client-authentication draft.
+pub const JWT_SPIFFE_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
+/// `client_assertion_type` of RFC 7523 §2.2; taken with the same meaning.
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Most assertions with a `jti` remembered at once, to refuse their replay.
+const MAX_REMEMBERED_ASSERTIONS: usize = 100_000;
+
+/// Why the token endpoint refused. `api::oauth` names the RFC 6749 §5.2
+/// error code of each (`oauth_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidClient(String),
+    #[error(
+        "grant_type {0:?} is not supported: certd's token endpoint supports client_credentials"
+    )]
+    UnsupportedGrantType(String),
+    #[error(transparent)]
+    Refused(#[from] TokenRefusal),
+    #[error(transparent)]
+    Failed(#[from] crate::Error),
+}
+
+impl TokenError {
+    /// The RFC 6749 §5.2 (and RFC 8707 §2) error code.
+    pub fn oauth_error(&self) -> &'static str {
+        match self {
+            TokenError::InvalidRequest(_) => "invalid_request",
+            TokenError::InvalidClient(_) => "invalid_client",
+            TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            TokenError::Refused(TokenRefusal::NoGrant { .. }) => "invalid_target",
+            TokenError::Refused(TokenRefusal::ScopeNotGranted { .. }) => "invalid_scope",
+            TokenError::Failed(error) => match error.kind() {
+                crate::ErrorKind::InvalidInput => "invalid_request",
+                crate::ErrorKind::Unauthenticated => "invalid_client",
+                crate::ErrorKind::PermissionDenied => "unauthorized_client",
+                crate::ErrorKind::Exhausted | crate::ErrorKind::Unavailable => {
+                    "temporarily_unavailable"
+                }
+                _ => "server_error",
+            },
+        }
+    }
+
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            TokenError::InvalidRequest(_) | TokenError::UnsupportedGrantType(_) => {
+                crate::ErrorKind::InvalidInput
+            }
+            TokenError::InvalidClient(_) => crate::ErrorKind::Unauthenticated,
+            TokenError::Refused(refusal) => refusal.kind(),
+            TokenError::Failed(error) => error.kind(),
+        }
+    }
+}
+
+/// How the client proved who it is.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientProof<'a> {
+    /// The certificate it presented in the TLS handshake (DER).
+    Certificate(&'a [u8]),
+    /// A JWT-SVID (`client_assertion`).
+    Assertion(&'a str),
+}
+
+/// A checked token request (the form parsed by `api::oauth`).
+#[derive(Debug, Clone)]
+pub struct TokenRequest<'a> {
+    pub proof: ClientProof<'a>,
+    /// `client_id`, which must then name the authenticated client.
+    pub client_id: Option<&'a str>,
+    pub audience: &'a str,
+    /// Checked, sorted and distinct.
+    pub scopes: Vec<String>,
+}
+
+/// An access token and what it grants.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub token: String,
+    pub expires_in: i64,
+    pub scopes: Vec<String>,
+    pub certificate_bound: bool,
+}
+
+/// What `certd policy explain` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub allowed: bool,
+    pub scopes: Vec<String>,
+    pub rules: Vec<String>,
+    /// The endpoint's error code, or empty when allowed.
+    pub error: String,
+    pub message: String,
+}
+
+/// The token policy in force, and the assertion ids already used.
+#[derive(Debug, Default)]
+pub(super) struct PolicyState {
+    current: RwLock<Arc<PolicyRecord>>,
+    used_assertions: Mutex<HashMap<String, i64>>,
+}
+
+impl PolicyState {
+    pub(super) async fn load(store: &dyn crate::store::Storage) -> Result<Self, StoreError> {
+        let state = PolicyState::default();
+        if let Some(policy) = store.policy().await? {
+            state.adopt(policy);
+        }
+        Ok(state)
+    }
+
+    fn current(&self) -> Arc<PolicyRecord> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Serves `policy` unless a newer one is served already: a replica
+    /// never goes back.
+    fn adopt(&self, policy: PolicyRecord) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if policy.version > current.version {
+            *current = Arc::new(policy);
+        }
+    }
+
+    /// Whether assertion `jti` is used for the first time; remembered until
+    /// `expires_at`.
+    fn first_use(&self, jti: &str, expires_at: i64, now: i64) -> bool {
+        let mut used = self
+            .used_assertions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if used.len() >= MAX_REMEMBERED_ASSERTIONS {
+            used.retain(|_, expires| *expires > now);
+        }
+        if used.len() >= MAX_REMEMBERED_ASSERTIONS {
+            // Still full of live ids: refuse rather than forget one.
+            return false;
+        }
+        used.insert(jti.to_owned(), expires_at).is_none()
+    }
+}
+
+impl Authority {
+    /// The token policy in force.
+    pub fn token_policy(&self) -> Arc<PolicyRecord> {
+        self.policy.current()
+    }
+
+    /// Reads the stored policy again (another replica changed it).
+    pub(super) async fn reload_policy(&self) -> Result<(), StoreError> {
+        if let Some(policy) = self.store.policy().await? {
+            self.policy.adopt(policy);
+        }
+        Ok(())
+    }
+
+    /// Parses and checks a policy file against this CA's trust domain.
+    pub fn check_policy(&self, text: &str) -> crate::Result<Vec<GrantRecord>> {
+        Ok(grants::parse_policy(text, self.ca.trust_domain())?)
+    }
+
+    /// Replaces the token policy with `grants`, if the one in force is
+    /// still `expected` (`None`: whatever it is); returns the new version.
+    /// Audited either way.
+    pub async fn replace_token_policy(
+        &self,
+        caller: &Caller,
+        expected: Option<u64>,
+        grants: Vec<GrantRecord>,
+    ) -> crate::Result<PolicyRecord> {
+        let outcome = async {
+            // Read from the store, not the cache: another replica may have
+            // replaced it a moment ago.
+            let stored = self.store.policy().await?.unwrap_or_default();
+            if let Some(expected) = expected
+                && expected != stored.version
+            {
+                return Err(crate::Error::from(PolicyConflict {
+                    expected,
+                    current: stored.version,
+                }));
+            }
+            let policy = PolicyRecord {
+                version: stored.version + 1,
+                grants,
+                changed_at: self.now(),
+                changed_by: caller.0.clone(),
+            };
+            if !self.store.replace_policy(stored.version, &policy).await? {
+                return Err(PolicyConflict {
+                    expected: stored.version,
+                    current: stored.version + 1,
+                }
+                .into());
+            }
+            self.policy.adopt(policy.clone());
+            Ok(policy)
+        }
+        .await;
+        let reason = match &outcome {
+            Ok(policy) => format!(
+                "policy version {} with {} grants",
+                policy.version,
+                policy.grants.len()
+            ),
+            Err(error) => error.to_string(),
+        };
+        audit::record(
+            self.store.as_ref(),
+            self.now(),
+            Decision {
+                event: AuditEvent::ReplacePolicy,
+                allowed: outcome.is_ok(),
+                caller: &caller.0,
+                reason: Some(reason),
+                refusal: outcome.as_ref().err().map(crate::Error::kind),
+                ..Decision::default()
+            },
+        )
+        .await;
+        outcome
+    }
+
+    /// An access token for the client `request` authenticates, asked for
+    /// from `peer`.
+    pub async fn token(
+        &self,
+        peer: &Caller,
+        request: &TokenRequest<'_>,
+    ) -> Result<AccessToken, TokenError> {
+        let mut client = None;
+        let mut rules = Vec::new();
+        let outcome = async {
+            let _admission = self.limits.admit().map_err(crate::Error::from)?;
+            let now = self.now();
+            let authenticated = self.authenticate_client(request.proof, now).await?;
+            if let Some(client_id) = request.client_id
+                && client_id != authenticated.spiffe_id.as_str()
+            {
+                return Err(TokenError::InvalidClient(format!(
+                    "client_id {:?} is not the authenticated client {}",
+                    client_id.chars().take(256).collect::<String>(),
+                    authenticated.spiffe_id
+                )));
+            }
+            let entries = self.entries_of(&authenticated.spiffe_id);
+            client = Some(authenticated.clone());
+            let caller = TokenCaller {
+                spiffe_id: &authenticated.spiffe_id,
+                service: &authenticated.service,
+                entries: entries
+                    .iter()
+                    .map(|e| (e.id.as_str(), e.jwt_audiences.as_slice()))
+                    .collect(),
+            };
+            let policy = self.policy.current();
+            let grant = grants::decide(&policy, &caller, request.audience, &request.scopes)
+                .inspect_err(|refusal| rules = refusal.rules())?;
+            rules.clone_from(&grant.rules);
+            let ttl = i64::try_from(self.jwt_settings.default_ttl.as_secs()).unwrap_or(300);
+            let claims = AccessTokenClaims {
+                issuer: self.issuer.url.clone(),
+                subject: authenticated.spiffe_id.clone(),
+                audience: request.audience.to_owned(),
+                scopes: grant.scopes.clone(),
+                certificate_thumbprint: authenticated.thumbprint.clone(),
+                token_id: hex::encode(crate::identity::Serial::generate().as_bytes()),
+            };
+            let minted = jwt::mint_access_token(&self.jwt_keys, &claims, now, ttl)
+                .map_err(crate::Error::from)?;
+            Ok(AccessToken {
+                token: minted.token,
+                expires_in: ttl,
+                scopes: grant.scopes,
+                certificate_bound: authenticated.thumbprint.is_some(),
+            })
+        }
+        .await;
+        self.audit_token(peer, client.as_ref(), request, &rules, &outcome)
+            .await;
+        outcome
+    }
+
+    /// `certd policy explain`: what the token endpoint would answer
+    /// `from` (a service name or SPIFFE ID) asking for `audience` and
+    /// `scopes`, and the rule that decides.
+    pub fn explain(
+        &self,
+        from: &str,
+        audience: &str,
+        scopes: &[String],
+    ) -> crate::Result<Explanation> {
+        let trust_domain = self.ca.trust_domain();
+        let invalid = |message: String| {
+            crate::Error::from(grants::PolicyFileError::Grant {
+                grant: "explain".into(),
+                message,
+            })
+        };
+        let named = grants::parse_caller(from, trust_domain)
+            .map_err(|m| invalid(format!("--from: {m}")))?;
+        crate::jwt::check_audience(audience).map_err(|m| invalid(format!("--to: {m}")))?;
+        let scopes = grants::check_scopes(scopes).map_err(|m| invalid(format!("--scope: {m}")))?;
+        let entries: Vec<EntryRecord> = match &named {
+            crate::model::GrantCaller::Service(service) => self.registry.list(Some(service)),
+            crate::model::GrantCaller::SpiffeId(id) => self.entries_of(id),
+        };
+        let Some(first) = entries.first() else {
+            return Ok(Explanation {
+                allowed: false,
+                scopes: Vec::new(),
+                rules: Vec::new(),
+                error: "invalid_client".into(),
+                message: format!(
+                    "no registration entry names {from}: the token endpoint does not know it as a client"
+                ),
+            });
+        };
+        let caller = TokenCaller {
+            spiffe_id: &first.spiffe_id,
+            service: &first.service,
+            entries: entries
+                .iter()
+                .filter(|e| e.spiffe_id == first.spiffe_id)
+                .map(|e| (e.id.as_str(), e.jwt_audiences.as_slice()))
+                .collect(),
+        };
+        Ok(
+            match grants::decide(&self.policy.current(), &caller, audience, &scopes) {
+                Ok(grant) => Explanation {
+                    allowed: true,
+                    message: format!(
+                        "{} gets a token for {audience:?} with scope(s) [{}] by {}",
+                        first.spiffe_id,
+                        grant.scopes.join(" "),
+                        rule_names(&grant.rules).join(", ")
+                    ),
+                    scopes: grant.scopes,
+                    rules: rule_names(&grant.rules),
+                    error: String::new(),
+                },
+                Err(refusal) => Explanation {
+                    allowed: false,
+                    scopes: Vec::new(),
+                    rules: rule_names(&refusal.rules()),
+                    error: TokenError::Refused(refusal.clone()).oauth_error().into(),
+                    message: refusal.to_string(),
+                },
+            },
+        )
+    }
+
+    /// Every entry naming `spiffe_id`.
+    fn entries_of(&self, spiffe_id: &SpiffeId) -> Vec<EntryRecord> {
+        self.registry
+            .list(None)
+            .into_iter()
+            .filter(|entry| &entry.spiffe_id == spiffe_id)
+            .collect()
+    }
+
+    async fn authenticate_client(
+        &self,
+        proof: ClientProof<'_>,
+        now: i64,
+    ) -> Result<Client, TokenError> {
+        match proof {
+            ClientProof::Certificate(leaf) => {
+                let current = RenewalEvidence::check(Some(leaf), self.store.as_ref(), now)
+                    .await
+                    .map_err(|e| TokenError::InvalidClient(e.to_string()))?
+                    .current;
+                self.refuse_superseded(&current).await?;
+                let spiffe_id = current
+                    .uris
+                    .iter()
+                    .find_map(|uri| uri.parse::<SpiffeId>().ok())
+                    .ok_or_else(|| {
+                        TokenError::InvalidClient(format!(
+                            "certificate {} names no SPIFFE ID",
+                            current.serial
+                        ))
+                    })?;
+                Ok(Client {
+                    spiffe_id,
+                    service: current.service.clone(),
+                    thumbprint: Some(jwt::certificate_thumbprint(leaf)),
+                    method: "tls_client_auth",
+                })
+            }
+            ClientProof::Assertion(assertion) => {
+                let keys = self.jwt_key_set();
+                let verified = jwt::verify_at(assertion, &self.issuer.token_endpoint, &keys, now)
+                    .or_else(|error| match error {
+                        JwtError::WrongAudience(_) => {
+                            jwt::verify_at(assertion, &self.issuer.url, &keys, now)
+                        }
+                        other => Err(other),
+                    })
+                    .map_err(|error| match error {
+                        JwtError::WrongAudience(_) => TokenError::InvalidClient(format!(
+                            "the client assertion is not for this token endpoint: its audience must be {} or {}",
+                            self.issuer.token_endpoint, self.issuer.url
+                        )),
+                        other => TokenError::InvalidClient(format!("client assertion: {other}")),
+                    })?;
+                if let Some(jti) = verified.claims.get("jti").and_then(|v| v.as_str())
+                    && !self.policy.first_use(jti, verified.expires_at, now)
+                {
+                    return Err(TokenError::InvalidClient(
+                        "client assertion: this assertion (its jti) was used already".into(),
+                    ));
+                }
+                let entry = self
+                    .entries_of(&verified.spiffe_id)
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        TokenError::InvalidClient(format!(
+                            "client assertion: no registration entry names {}",
+                            verified.spiffe_id
+                        ))
+                    })?;
+                Ok(Client {
+                    spiffe_id: verified.spiffe_id,
+                    service: entry.service,
+                    thumbprint: None,
+                    method: "client_assertion",
+                })
+            }
+        }
+    }
+
+    /// Refuses a certificate its holder has moved on from: another renewal
+    /// of its predecessor replaced it, or its own renewal is in use.
+    async fn refuse_superseded(&self, current: &IssuanceRecord) -> Result<(), TokenError> {
+        let store = self.store.as_ref();
+        let refused = |error: AttestError| TokenError::InvalidClient(error.to_string());
+        if let Some(predecessor) = &current.renewed_from
+            && let Some(link) = store
+                .successor(predecessor)
+                .await
+                .map_err(crate::Error::from)?
+            && link.serial != current.serial
+        {
+            return Err(refused(AttestError::Superseded {
+                serial: current.serial.to_hex(),
+                predecessor: predecessor.to_hex(),
+                successor: link.serial.to_hex(),
+            }));
+        }
+        if let Some(successor) = store
+            .successor(&current.serial)
+            .await
+            .map_err(crate::Error::from)?
+            && successor.presented
+        {
+            return Err(refused(AttestError::AlreadyRenewed {
+                serial: current.serial.to_hex(),
+                successor: successor.serial.to_hex(),
+            }));
+        }
+        Ok(())
+    }
+
+    async fn audit_token(
+        &self,
+        peer: &Caller,
+        client: Option<&Client>,
+        request: &TokenRequest<'_>,
+        rules: &[Rule],
+        outcome: &Result<AccessToken, TokenError>,
+    ) {
+        let mut reason = format!(
+            "audience {:?}; scopes asked [{}]",
+            request.audience,
+            request.scopes.join(" ")
+        );
+        match outcome {
+            Ok(token) => reason.push_str(&format!(
+                "; granted [{}]{}",
+                token.scopes.join(" "),
+                if token.certificate_bound {
+                    "; bound to the client certificate"
+                } else {
+                    ""
+                }
+            )),
+            Err(error) => reason.push_str(&format!("; {}: {error}", error.oauth_error())),
+        }
+        if !rules.is_empty() {
+            reason.push_str(&format!("; rule {}", rule_names(rules).join(", ")));
+        }
+        let caller = match client {
+            Some(client) => format!("{} ({peer})", client.spiffe_id),
+            None => peer.0.clone(),
+        };
+        audit::record(
+            self.store.as_ref(),
+            self.now(),
+            Decision {
+                event: AuditEvent::MintAccessToken,
+                allowed: outcome.is_ok(),
+                caller: &caller,
+                attestation: Some(client.map_or("none", |c| c.method)),
+                service: client.map(|c| c.service.to_string()),
+                reason: Some(reason),
+                refusal: outcome.as_ref().err().map(TokenError::kind),
+                ..Decision::default()
+            },
+        )
+        .await;
+    }
+}
+
+/// The client the token endpoint authenticated.
+#[derive(Debug, Clone)]
+struct Client {
+    spiffe_id: SpiffeId,
+    service: ServiceName,
+    /// Set when it authenticated with its certificate.
+    thumbprint: Option<String>,
+    method: &'static str,
+}
+
+fn rule_names(rules: &[Rule]) -> Vec<String> {
+    rules.iter().map(Rule::to_string).collect()
+}
+
+/// Another change to the policy came first.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the token policy changed meanwhile (expected version {expected}, now {current}): export it again, reapply your change, and retry"
+)]
+pub struct PolicyConflict {
+    pub expected: u64,
+    pub current: u64,
+}

@@ -1,0 +1,513 @@
+//! The token policy: which caller may get access tokens for which audience,
+//! carrying which scopes; its file format (`certd policy check|apply`), and
+//! the decision the token endpoint and `certd policy explain` share.
+//!
+//! Default deny. A caller reaches an audience through a grant naming its
+//! service or SPIFFE ID, or through its registration entry's
+//! `--jwt-audience` (an audience-only grant: no scopes). A token carries
+//! only scopes both asked for and granted; asking for one not granted
+//! refuses the whole request, naming it. Pure: no I/O, no store.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{ServiceName, SpiffeId, TrustDomain};
+use crate::model::{GrantCaller, GrantRecord, PolicyRecord};
+
+/// Most grants one policy may hold.
+pub const MAX_GRANTS: usize = 10_000;
+/// Most scopes one grant, or one request, may name.
+pub const MAX_SCOPES: usize = 64;
+/// Longest scope.
+pub const MAX_SCOPE_LEN: usize = 128;
+/// Longest grant name.
+const MAX_NAME_LEN: usize = 64;
+
+/// Why a policy file is not a valid policy. Names the grant and field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyFileError {
+    #[error("the policy file is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("grant {grant:?}: {message}")]
+    Grant { grant: String, message: String },
+    #[error("the policy holds {0} grants; at most {MAX_GRANTS} are allowed")]
+    TooManyGrants(usize),
+}
+
+impl PolicyFileError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidInput
+    }
+}
+
+/// The policy file: `[[grant]]` tables.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default, rename = "grant")]
+    grants: Vec<GrantFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantFile {
+    /// Unique; audits and `policy explain` name the rule by it.
+    name: String,
+    /// A service name (every entry of the service) or a SPIFFE ID.
+    from: String,
+    /// The audience: the service the token is for.
+    to: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+/// Parses and checks a policy file. SPIFFE IDs must be in `trust_domain`.
+pub fn parse_policy(
+    text: &str,
+    trust_domain: &TrustDomain,
+) -> Result<Vec<GrantRecord>, PolicyFileError> {
+    let file: PolicyFile =
+        toml::from_str(text).map_err(|e| PolicyFileError::Syntax(e.message().to_owned()))?;
+    if file.grants.len() > MAX_GRANTS {
+        return Err(PolicyFileError::TooManyGrants(file.grants.len()));
+    }
+    let mut names = BTreeSet::new();
+    let mut grants = Vec::with_capacity(file.grants.len());
+    for grant in file.grants {
+        let invalid = |message: String| PolicyFileError::Grant {
+            grant: grant.name.chars().take(MAX_NAME_LEN).collect(),
+            message,
+        };
+        check_name(&grant.name).map_err(invalid)?;
+        if !names.insert(grant.name.clone()) {
+            return Err(invalid("another grant has this name".into()));
+        }
+        let caller = parse_caller(&grant.from, trust_domain)
+            .map_err(|message| invalid(format!("from: {message}")))?;
+        crate::jwt::check_audience(&grant.to)
+            .map_err(|message| invalid(format!("to: {message}")))?;
+        let scopes = check_scopes(&grant.scopes).map_err(|m| invalid(format!("scopes: {m}")))?;
+        grants.push(GrantRecord {
+            name: grant.name,
+            caller,
+            audience: grant.to,
+            scopes,
+        });
+    }
+    Ok(grants)
+}
+
+/// The policy as a file `parse_policy` reads back to the same grants.
+pub fn render_policy(policy: &PolicyRecord) -> String {
+    let file = PolicyFile {
+        grants: policy
+            .grants
+            .iter()
+            .map(|grant| GrantFile {
+                name: grant.name.clone(),
+                from: grant.caller.to_string(),
+                to: grant.audience.clone(),
+                scopes: grant.scopes.clone(),
+            })
+            .collect(),
+    };
+    let body = toml::to_string_pretty(&file).unwrap_or_default();
+    format!(
+        "# certd token policy, version {} (changed by {} at {}).\n# Check with `certd policy check FILE`; apply with `certd policy apply FILE`.\n\n{body}",
+        policy.version, policy.changed_by, policy.changed_at
+    )
+}
+
+/// A grant's caller: a SPIFFE ID in the trust domain, or a service name.
+pub fn parse_caller(value: &str, trust_domain: &TrustDomain) -> Result<GrantCaller, String> {
+    if value.starts_with("spiffe://") {
+        let id: SpiffeId = value.parse().map_err(|e| format!("{e}"))?;
+        if id.trust_domain() != trust_domain.as_str() {
+            return Err(format!(
+                "{id} is not in this CA's trust domain {trust_domain}"
+            ));
+        }
+        Ok(GrantCaller::SpiffeId(id))
+    } else {
+        value
+            .parse::<ServiceName>()
+            .map(GrantCaller::Service)
+            .map_err(|e| format!("{value:?} is neither a SPIFFE ID nor a service name: {e}"))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return Err(format!(
+            "a grant's name must be 1 to {MAX_NAME_LEN} letters, digits, '-', '_', '.' or ':'"
+        ));
+    }
+    Ok(())
+}
+
+/// One scope: RFC 6749 §3.3 `scope-token` characters, 1 to 128 of them.
+fn check_scope(scope: &str) -> Result<(), String> {
+    let allowed = |b: u8| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
+    if scope.is_empty() || scope.len() > MAX_SCOPE_LEN || !scope.bytes().all(allowed) {
+        return Err(format!(
+            "scope {:?} must be 1 to {MAX_SCOPE_LEN} printable characters without spaces, '\"' or '\\'",
+            scope.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// Checked scopes, sorted and without duplicates.
+pub fn check_scopes(scopes: &[String]) -> Result<Vec<String>, String> {
+    for scope in scopes {
+        check_scope(scope)?;
+    }
+    let distinct: BTreeSet<&String> = scopes.iter().collect();
+    if distinct.len() > MAX_SCOPES {
+        return Err(format!(
+            "at most {MAX_SCOPES} scopes, got {}",
+            distinct.len()
+        ));
+    }
+    Ok(distinct.into_iter().cloned().collect())
+}
+
+/// The `scope` parameter of a token request: space-separated scopes.
+pub fn parse_scope_parameter(value: &str) -> Result<Vec<String>, String> {
+    let scopes: Vec<String> = value
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    check_scopes(&scopes)
+}
+
+/// Who asks for a token, as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct TokenCaller<'a> {
+    pub spiffe_id: &'a SpiffeId,
+    pub service: &'a ServiceName,
+    /// The caller's registration entries: (id, `--jwt-audience`s).
+    pub entries: Vec<(&'a str, &'a [String])>,
+}
+
+/// The rule that decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// A grant of the policy, by name.
+    Grant(String),
+    /// A registration entry's `--jwt-audience`: the audience alone.
+    EntryAudience(String),
+    /// Nothing grants the caller this audience.
+    DefaultDeny,
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Grant(name) => write!(f, "grant {name}"),
+            Rule::EntryAudience(entry) => write!(f, "entry {entry} (--jwt-audience)"),
+            Rule::DefaultDeny => f.write_str("default deny"),
+        }
+    }
+}
+
+/// Why the policy refused. The message names what was refused and what
+/// is granted, never a token.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TokenRefusal {
+    #[error(
+        "no grant lets {caller} call audience {audience:?} (default deny); an operator grants it with `certd policy apply`"
+    )]
+    NoGrant { caller: String, audience: String },
+    #[error("{caller} may not have scope(s) {} at {audience:?}; granted there: {} (by {})", .refused.join(" "), granted_list(.granted), rules_list(.rules))]
+    ScopeNotGranted {
+        caller: String,
+        audience: String,
+        refused: Vec<String>,
+        granted: Vec<String>,
+        rules: Vec<Rule>,
+    },
+}
+
+fn granted_list(granted: &[String]) -> String {
+    if granted.is_empty() {
+        "the audience alone, no scopes".into()
+    } else {
+        granted.join(" ")
+    }
+}
+
+fn rules_list(rules: &[Rule]) -> String {
+    rules
+        .iter()
+        .map(Rule::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl TokenRefusal {
+    /// The rules that decided: the grants that reached the audience, or
+    /// default deny.
+    pub fn rules(&self) -> Vec<Rule> {
+        match self {
+            TokenRefusal::NoGrant { .. } => vec![Rule::DefaultDeny],
+            TokenRefusal::ScopeNotGranted { rules, .. } => rules.clone(),
+        }
+    }
+
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::PermissionDenied
+    }
+}
+
+/// What the policy grants: the scopes for the token, and the rules that
+/// granted them (every rule that reached the audience, when none is asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    pub scopes: Vec<String>,
+    pub rules: Vec<Rule>,
+}
+
+/// Decides a request of `caller` for a token for `audience` carrying
+/// `scopes` (checked, sorted, distinct).
+pub fn decide(
+    policy: &PolicyRecord,
+    caller: &TokenCaller<'_>,
+    audience: &str,
+    scopes: &[String],
+) -> Result<TokenGrant, TokenRefusal> {
+    let mut rules = Vec::new();
+    let mut granted = BTreeSet::new();
+    for grant in &policy.grants {
+        let names_caller = match &grant.caller {
+            GrantCaller::Service(service) => service == caller.service,
+            GrantCaller::SpiffeId(id) => id == caller.spiffe_id,
+        };
+        if names_caller && grant.audience == audience {
+            rules.push(Rule::Grant(grant.name.clone()));
+            granted.extend(grant.scopes.iter().cloned());
+        }
+    }
+    for (entry, audiences) in &caller.entries {
+        if audiences.iter().any(|a| a == audience) {
+            rules.push(Rule::EntryAudience((*entry).to_owned()));
+        }
+    }
+    if rules.is_empty() {
+        return Err(TokenRefusal::NoGrant {
+            caller: caller.spiffe_id.to_string(),
+            audience: audience.to_owned(),
+        });
+    }
+    let refused: Vec<String> = scopes
+        .iter()
+        .filter(|scope| !granted.contains(*scope))
+        .cloned()
+        .collect();
+    if !refused.is_empty() {
+        return Err(TokenRefusal::ScopeNotGranted {
+            caller: caller.spiffe_id.to_string(),
+            audience: audience.to_owned(),
+            refused,
+            granted: granted.into_iter().collect(),
+            rules,
+        });
+    }
+    // The rules that granted what was asked: those holding an asked scope,
+    // or, for the audience alone, every rule that reached it.
+    let deciding: Vec<Rule> = if scopes.is_empty() {
+        rules
+    } else {
+        rules
+            .into_iter()
+            .filter(|rule| match rule {
+                Rule::Grant(name) => policy
+                    .grants
+                    .iter()
+                    .any(|g| &g.name == name && g.scopes.iter().any(|s| scopes.contains(s))),
+                _ => false,
+            })
+            .collect()
+    };
+    Ok(TokenGrant {
+        scopes: scopes.to_vec(),
+        rules: deciding,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trust_domain() -> TrustDomain {
+        "certd.internal".parse().unwrap()
+    }
+
+    const POLICY: &str = r#"
+[[grant]]
+name = "billing-invoices"
+from = "billing"
+to = "invoices"
+scopes = ["invoices:read", "invoices:create", "invoices:read"]
+
+[[grant]]
+name = "gateway-orders"
+from = "spiffe://certd.internal/svc/gateway"
+to = "orders"
+"#;
+
+    fn policy() -> PolicyRecord {
+        PolicyRecord {
+            version: 3,
+            grants: parse_policy(POLICY, &trust_domain()).unwrap(),
+            changed_at: 1,
+            changed_by: "test".into(),
+        }
+    }
+
+    fn decide_for(
+        service: &str,
+        audiences: &[String],
+        audience: &str,
+        scopes: &[&str],
+    ) -> Result<TokenGrant, TokenRefusal> {
+        let service: ServiceName = service.parse().unwrap();
+        let id: SpiffeId = format!("spiffe://certd.internal/svc/{service}")
+            .parse()
+            .unwrap();
+        let caller = TokenCaller {
+            spiffe_id: &id,
+            service: &service,
+            entries: vec![("e1", audiences)],
+        };
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        decide(&policy(), &caller, audience, &scopes)
+    }
+
+    #[test]
+    fn a_policy_file_parses_renders_and_reads_back_the_same() {
+        let policy = policy();
+        assert_eq!(
+            policy.grants[0].scopes,
+            ["invoices:create", "invoices:read"],
+            "sorted, without duplicates"
+        );
+        assert!(matches!(policy.grants[1].caller, GrantCaller::SpiffeId(_)));
+        let rendered = render_policy(&policy);
+        assert_eq!(
+            parse_policy(&rendered, &trust_domain()).unwrap(),
+            policy.grants
+        );
+    }
+
+    #[test]
+    fn a_bad_policy_file_is_refused_naming_the_grant_and_field() {
+        let check = |text: &str, expected: &str| {
+            let error = parse_policy(text, &trust_domain()).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should contain {expected:?}"
+            );
+        };
+        check(
+            "[[grant]]\nname = \"a\"\nfrom = \"billing\"\n",
+            "missing field `to`",
+        );
+        check(
+            "[[grant]]\nname = \"a\"\nfrom = \"billing\"\nto = \"x\"\nscope = []\n",
+            "unknown field `scope`",
+        );
+        check(
+            "[[grant]]\nname = \"a b\"\nfrom = \"billing\"\nto = \"x\"\n",
+            "\"a b\": a grant's name",
+        );
+        check(
+            "[[grant]]\nname = \"a\"\nfrom = \"billing\"\nto = \"x\"\n[[grant]]\nname = \"a\"\nfrom = \"orders\"\nto = \"y\"\n",
+            "another grant has this name",
+        );
+        check(
+            "[[grant]]\nname = \"a\"\nfrom = \"spiffe://other.example/svc/x\"\nto = \"x\"\n",
+            "from: spiffe://other.example/svc/x is not in this CA's trust domain",
+        );
+        check(
+            "[[grant]]\nname = \"a\"\nfrom = \"Bad Name\"\nto = \"x\"\n",
+            "from: \"Bad Name\" is neither",
+        );
+        check(
+            "[[grant]]\nname = \"a\"\nfrom = \"billing\"\nto = \"has space\"\n",
+            "to: audience",
+        );
+        check(
+            "[[grant]]\nname = \"a\"\nfrom = \"billing\"\nto = \"x\"\nscopes = [\"a\\\\b\"]\n",
+            "scopes: scope",
+        );
+        check("grant = 5", "invalid type");
+    }
+
+    #[test]
+    fn only_granted_scopes_are_issued_and_default_is_deny() {
+        let granted = decide_for("billing", &[], "invoices", &["invoices:create"]).unwrap();
+        assert_eq!(granted.scopes, ["invoices:create"]);
+        assert_eq!(granted.rules, [Rule::Grant("billing-invoices".into())]);
+
+        let refused = decide_for(
+            "billing",
+            &[],
+            "invoices",
+            &["invoices:create", "payroll:read"],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&refused, TokenRefusal::ScopeNotGranted { refused, .. } if refused == &["payroll:read"])
+        );
+        let message = refused.to_string();
+        assert!(
+            message.contains("may not have scope(s) payroll:read"),
+            "{message}"
+        );
+        assert!(message.contains("by grant billing-invoices"), "{message}");
+
+        let unknown = decide_for("billing", &[], "payroll", &[]).unwrap_err();
+        assert_eq!(unknown.rules(), [Rule::DefaultDeny]);
+        assert!(unknown.to_string().contains("default deny"));
+
+        let nobody = decide_for("orders", &[], "invoices", &[]).unwrap_err();
+        assert!(matches!(nobody, TokenRefusal::NoGrant { .. }));
+    }
+
+    #[test]
+    fn an_entry_audience_grants_the_audience_alone() {
+        let audiences = vec!["reports".to_owned()];
+        let granted = decide_for("orders", &audiences, "reports", &[]).unwrap();
+        assert!(granted.scopes.is_empty());
+        assert_eq!(granted.rules, [Rule::EntryAudience("e1".into())]);
+        let refused = decide_for("orders", &audiences, "reports", &["reports:write"]).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("the audience alone, no scopes")
+        );
+        // A grant by SPIFFE ID reaches only that ID.
+        assert!(decide_for("gateway", &[], "orders", &[]).is_ok());
+        assert!(decide_for("billing", &[], "orders", &[]).is_err());
+    }
+
+    #[test]
+    fn the_scope_parameter_is_space_separated_and_checked() {
+        assert_eq!(parse_scope_parameter("b a  b").unwrap(), ["a", "b"]);
+        assert!(parse_scope_parameter("a\"b").is_err());
+        assert!(
+            parse_scope_parameter(&"x ".repeat(MAX_SCOPES + 1)).is_ok(),
+            "duplicates collapse"
+        );
+        let many: Vec<String> = (0..=MAX_SCOPES).map(|i| format!("s{i}")).collect();
+        assert!(parse_scope_parameter(&many.join(" ")).is_err());
+    }
+}

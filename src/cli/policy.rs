@@ -1,0 +1,149 @@
+//! `certd policy show|check|apply|explain`: the token policy (which caller
+//! may get tokens for which audience and scopes), as a file operators keep
+//! in Git. `check` needs no daemon; the others go through the admin API of
+//! the running daemon (local socket or mTLS).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::DataDirArg;
+use super::admin::AdminTarget;
+use certd::ca::CaFiles;
+
+#[derive(Debug, Args)]
+pub struct PolicyShowArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    target: AdminTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCheckArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// The policy file.
+    file: PathBuf,
+    /// The trust domain SPIFFE IDs in the file must be in (default: the
+    /// CA's, from the data directory).
+    #[arg(long)]
+    trust_domain: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyApplyArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The policy file; it replaces the whole policy.
+    file: PathBuf,
+    /// Apply only if the policy in force is this version (as `policy show`
+    /// printed it), so a concurrent change is never overwritten.
+    #[arg(long)]
+    expected_version: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyExplainArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The caller: a service name or SPIFFE ID.
+    #[arg(long)]
+    from: String,
+    /// The audience the token would be for.
+    #[arg(long)]
+    to: String,
+    /// A scope asked for; repeat for several.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints the policy in force as a policy file.
+pub async fn show(args: PolicyShowArgs) -> anyhow::Result<()> {
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let (_, text) = client.policy().await?;
+    print!("{text}");
+    Ok(())
+}
+
+/// Checks a policy file without applying it.
+pub fn check(args: PolicyCheckArgs) -> anyhow::Result<()> {
+    let trust_domain = match args.trust_domain {
+        Some(trust_domain) => trust_domain.parse().map_err(certd::Error::from)?,
+        None => {
+            CaFiles::new(&args.data_dir.data_dir)
+                .read_metadata()
+                .map_err(certd::Error::from)?
+                .trust_domain
+        }
+    };
+    let text = read_policy(&args.file)?;
+    let grants =
+        certd::policy::grants::parse_policy(&text, &trust_domain).map_err(certd::Error::from)?;
+    println!(
+        "{}: a valid policy with {} grant(s) for trust domain {trust_domain}",
+        args.file.display(),
+        grants.len()
+    );
+    Ok(())
+}
+
+/// Replaces the policy with a file.
+pub async fn apply(args: PolicyApplyArgs) -> anyhow::Result<()> {
+    let text = read_policy(&args.file)?;
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let (version, grants) = client.replace_policy(text, args.expected_version).await?;
+    println!(
+        "applied {}: policy version {version}, {grants} grant(s)",
+        args.file.display()
+    );
+    Ok(())
+}
+
+/// What the token endpoint would answer, and the rule that decides. Exits
+/// 3 (permission denied) when it would refuse.
+pub async fn explain(args: PolicyExplainArgs) -> anyhow::Result<()> {
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let answer = client
+        .explain_policy(&args.from, &args.to, &args.scopes)
+        .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "allowed": answer.allowed,
+                "scopes": answer.scopes,
+                "rules": answer.rules,
+                "error": answer.error,
+                "message": answer.message,
+            })
+        );
+    } else if answer.allowed {
+        println!("allowed: {}", answer.message);
+    } else {
+        println!("refused ({}): {}", answer.error, answer.message);
+    }
+    if answer.allowed {
+        Ok(())
+    } else {
+        Err(
+            certd::Error::from(certd::policy::PolicyError::TokenRefused {
+                error: answer.error,
+            })
+            .into(),
+        )
+    }
+}
+
+fn read_policy(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|error| {
+        certd::Error::InvalidArgument(format!("cannot read {}: {error}", path.display())).into()
+    })
+}
