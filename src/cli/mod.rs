@@ -232,7 +232,7 @@ pub enum PolicyCommand {
     /// Replace the whole policy with a file; nothing changes if it is not valid.
     Apply(policy::PolicyApplyArgs),
     /// What the token endpoint would answer a caller asking for an audience and scopes, and the
-    /// rule that decides; exit 3 if it would refuse.
+    /// rule that decides; exit 4 if it would refuse.
     Explain(policy::PolicyExplainArgs),
 }
 

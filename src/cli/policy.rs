@@ -108,7 +108,7 @@ pub async fn apply(args: PolicyApplyArgs) -> anyhow::Result<()> {
 }
 
 /// What the token endpoint would answer, and the rule that decides. Exits
-/// 3 (permission denied) when it would refuse.
+/// 4 (refused) when it would refuse.
 pub async fn explain(args: PolicyExplainArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
     let answer = client

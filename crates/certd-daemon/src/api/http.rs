@@ -2,7 +2,8 @@
 //! `/readyz` (readiness), the current intermediate's CRL (`/crl`,
 //! `/crl.pem`) and each intermediate's by key id (`/crl/{key-id}`, where
 //! leaves' CRL distribution point names it), the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`),
-//! `/metrics` (Prometheus), and the keys verifiers need: `/jwks.json` (JWT-SVID keys) and the SPIFFE
+//! `/metrics` (Prometheus), the issuer's metadata (`/.well-known/openid-configuration`,
+//! `/.well-known/oauth-authorization-server`), and the keys verifiers need: `/jwks.json` (JWT-SVID keys) and the SPIFFE
 //! trust bundle (`/bundle.spiffe`, `/.well-known/spiffe-bundle`). For relying parties that
 //! check whole chains: the trust bundle (`/bundle.pem`), the CA certificates (`/intermediate.pem`,
 //! and DER at `/intermediate.cer`, `/intermediate/{key-id}.cer` and `/root.cer`, where
@@ -96,6 +97,11 @@ pub(crate) fn router(authority: Authority) -> Router {
         .route("/jwks.json", get(jwks))
         .route(
             "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        // RFC 8414: the same metadata, where OAuth clients look.
+        .route(
+            "/.well-known/oauth-authorization-server",
             get(openid_configuration),
         )
         .route("/bundle.spiffe", get(spiffe_bundle))

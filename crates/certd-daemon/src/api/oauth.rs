@@ -61,12 +61,6 @@ async fn token(State(authority): State<Authority>, request: Request) -> Response
                 .trim()
                 .to_ascii_lowercase()
         });
-    if form_type.as_deref() != Some("application/x-www-form-urlencoded") {
-        return refusal(&TokenError::InvalidRequest(
-            "the token request must be a form (Content-Type: application/x-www-form-urlencoded)"
-                .into(),
-        ));
-    }
     let body = match axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(_) => {
@@ -75,6 +69,14 @@ async fn token(State(authority): State<Authority>, request: Request) -> Response
             )));
         }
     };
+    // Checked once the body is read: an HTTP/2 client still sending it
+    // would otherwise see its stream reset instead of the answer.
+    if form_type.as_deref() != Some("application/x-www-form-urlencoded") {
+        return refusal(&TokenError::InvalidRequest(
+            "the token request must be a form (Content-Type: application/x-www-form-urlencoded)"
+                .into(),
+        ));
+    }
     let form = match parse_form(&body) {
         Ok(form) => form,
         Err(message) => return refusal(&TokenError::InvalidRequest(message)),

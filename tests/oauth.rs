@@ -1,0 +1,577 @@
+//! The OAuth token endpoint and the token policy, end to end: clients
+//! authenticate with their certd certificate (curl, authlib) or a JWT-SVID
+//! assertion, never a secret; tokens carry only granted scopes and are
+//! bound to the certificate; every refusal has its RFC 6749 error, is
+//! audited with the deciding rule, and `certd policy explain` says the same.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use common::in_process::InProcess;
+use common::outside::{python_with, script};
+use common::{Served, http, stderr, stdout, write_file};
+use sha2::Digest;
+
+const TRUST_DOMAIN: &str = "certd.internal";
+
+const POLICY: &str = r#"
+[[grant]]
+name = "billing-invoices"
+from = "billing"
+to = "invoices"
+scopes = ["invoices:create", "invoices:read"]
+"#;
+
+/// A workload identity for `service` (an entry with `extra` flags) in a
+/// directory: cert.pem, key.pem, bundle.pem.
+fn workload(daemon: &Served, service: &str, extra: &[&str]) -> PathBuf {
+    daemon.entry(service, &[&format!("token:{service}")], extra);
+    let token = daemon.token(service);
+    let dir = daemon.tmp.path().join(service);
+    let output = daemon.request(&token, &dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    dir
+}
+
+fn token_url(daemon: &Served) -> String {
+    format!("{}/oauth/token", daemon.grpc)
+}
+
+/// POSTs `form` to the token endpoint with curl, presenting the identity
+/// in `dir` when given; returns the HTTP status and the JSON answer.
+fn post(daemon: &Served, dir: Option<&Path>, form: &[&str]) -> (u16, serde_json::Value) {
+    let mut command = Command::new("curl");
+    command.args([
+        "-sS",
+        "--cacert",
+        daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some(dir) = dir {
+        command.args([
+            "--cert",
+            dir.join("cert.pem").to_str().unwrap(),
+            "--key",
+            dir.join("key.pem").to_str().unwrap(),
+        ]);
+    }
+    for field in form {
+        command.args(["--data", field]);
+    }
+    command.arg(token_url(daemon));
+    let output = command.output().expect("curl runs");
+    let said = stdout(&output);
+    let (body, status) = said.rsplit_once('\n').unwrap_or(("", ""));
+    let status: u16 = status
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{said}{}", stderr(&output)));
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    (status, json)
+}
+
+fn claims_of(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn apply_policy(daemon: &Served, text: &str) {
+    let file = daemon.tmp.path().join("policy.toml");
+    write_file(&file, text);
+    let check = daemon.cli(&["policy", "check", file.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let applied = daemon.cli(&["policy", "apply", file.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+}
+
+/// `certd policy explain` as JSON, and its exit code.
+fn explain(daemon: &Served, from: &str, to: &str, scopes: &[&str]) -> (serde_json::Value, i32) {
+    let mut args = vec!["policy", "explain", "--json", "--from", from, "--to", to];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    let output = daemon.cli(&args);
+    let answer = serde_json::from_str(stdout(&output).trim())
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&output), stderr(&output)));
+    (answer, output.status.code().unwrap_or(-1))
+}
+
+fn audit_reasons(daemon: &Served) -> Vec<serde_json::Value> {
+    let output = daemon.cli(&["audit", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    entries
+        .into_iter()
+        .filter(|e| e["event"] == "mint-access-token")
+        .collect()
+}
+
+/// Granted scopes are issued, bound to the certificate; an ungranted
+/// scope, an unknown audience and a caller with no grant are refused with
+/// RFC 6749 / RFC 8707 codes, audited with the deciding rule, and `policy
+/// explain` answers each the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_endpoint_issues_only_what_the_policy_grants() {
+    let daemon = InProcess::start().await;
+    let billing = workload(&daemon, "billing", &["--jwt-audience", "reports"]);
+    let orders = workload(&daemon, "orders", &[]);
+    apply_policy(&daemon, POLICY);
+
+    // Discovery names the endpoint and how clients authenticate.
+    let metadata: serde_json::Value = serde_json::from_slice(
+        &http(
+            "GET",
+            &format!("{}/.well-known/oauth-authorization-server", daemon.http),
+            &[],
+            b"",
+        )
+        .body,
+    )
+    .unwrap();
+    assert_eq!(metadata["grant_types_supported"][0], "client_credentials");
+    assert_eq!(metadata["tls_client_certificate_bound_access_tokens"], true);
+    assert!(
+        metadata["token_endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/oauth/token")
+    );
+
+    let (status, answer) = post(
+        &daemon,
+        Some(&billing),
+        &[
+            "grant_type=client_credentials",
+            "audience=invoices",
+            "scope=invoices:create",
+        ],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["token_type"], "Bearer");
+    assert_eq!(answer["scope"], "invoices:create");
+    let claims = claims_of(answer["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["sub"],
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    assert_eq!(claims["aud"][0], "invoices");
+    assert_eq!(claims["iss"], daemon.http.as_str());
+    assert_eq!(claims["scope"], "invoices:create");
+    assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 32));
+    let leaf =
+        common::pem_certs(&std::fs::read_to_string(billing.join("cert.pem")).unwrap()).remove(0);
+    let thumbprint =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&leaf));
+    assert_eq!(claims["cnf"]["x5t#S256"], thumbprint);
+    let (explained, code) = explain(&daemon, "billing", "invoices", &["invoices:create"]);
+    assert_eq!((explained["allowed"].as_bool(), code), (Some(true), 0));
+    assert_eq!(explained["rules"][0], "grant billing-invoices");
+
+    // The entry's --jwt-audience grants that audience alone.
+    let (status, answer) = post(
+        &daemon,
+        Some(&billing),
+        &["grant_type=client_credentials", "resource=reports"],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("scope").is_none());
+
+    // Refusals, each with its code, its rule, and the same explanation.
+    for (dir, from, audience, scope, error, rule) in [
+        (
+            &billing,
+            "billing",
+            "invoices",
+            "invoices:create payroll:read",
+            "invalid_scope",
+            "grant billing-invoices",
+        ),
+        (
+            &billing,
+            "billing",
+            "payroll",
+            "",
+            "invalid_target",
+            "default deny",
+        ),
+        (
+            &orders,
+            "orders",
+            "invoices",
+            "",
+            "invalid_target",
+            "default deny",
+        ),
+    ] {
+        let mut form = vec![
+            "grant_type=client_credentials".to_owned(),
+            format!("audience={audience}"),
+        ];
+        if !scope.is_empty() {
+            form.push(format!("scope={scope}"));
+        }
+        let form: Vec<&str> = form.iter().map(String::as_str).collect();
+        let (status, answer) = post(&daemon, Some(dir), &form);
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some(error)),
+            "{answer}"
+        );
+        let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
+        let (explained, code) = explain(&daemon, from, audience, &scopes);
+        assert_eq!(explained["allowed"], false);
+        assert_eq!(explained["error"], error);
+        assert_eq!(explained["rules"][0], rule);
+        assert_eq!(
+            code, 4,
+            "explain exits 4 (refused) when the endpoint would refuse"
+        );
+        if error == "invalid_scope" {
+            let description = answer["error_description"].as_str().unwrap();
+            assert!(description.contains("payroll:read"), "{description}");
+        }
+    }
+    let audited = audit_reasons(&daemon);
+    let refused: Vec<&serde_json::Value> =
+        audited.iter().filter(|e| e["allowed"] == false).collect();
+    assert_eq!(refused.len(), 3, "{audited:?}");
+    assert!(
+        refused.iter().any(|e| e["reason"].as_str().is_some_and(
+            |r| r.contains("invalid_scope") && r.contains("rule grant billing-invoices")
+        )),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("rule default deny"))),
+        "{refused:?}"
+    );
+
+    // A revoked caller gets nothing.
+    let serial = stdout(&daemon.cli(&["list", "--service", "billing", "--json"]));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&serial).unwrap();
+    let serial = listed[0]["serial"].as_str().unwrap().to_owned();
+    let revoked = daemon.cli(&["revoke", &serial]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let (status, answer) = post(
+        &daemon,
+        Some(&billing),
+        &["grant_type=client_credentials", "audience=invoices"],
+    );
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{answer}"
+    );
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{answer}"
+    );
+}
+
+/// Bad input gets RFC 6749's error and changes nothing: no client
+/// authentication, a secret, a duplicated parameter, an unknown grant, a
+/// body over the cap, a hostile assertion, and a policy file that is not
+/// valid (the one in force stays).
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_token_requests_get_the_rfc_error_and_change_nothing() {
+    let daemon = InProcess::start().await;
+    let billing = workload(&daemon, "billing", &[]);
+    apply_policy(&daemon, POLICY);
+    let huge = format!("scope={}", "a".repeat(20_000));
+    let forged = format!(
+        "client_assertion={}.{}.AAAA",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"spiffe://certd.internal/svc/billing"}"#)
+    );
+    let cases: Vec<(Option<&Path>, Vec<&str>, u16, &str)> = vec![
+        (
+            None,
+            vec!["grant_type=client_credentials", "audience=invoices"],
+            401,
+            "invalid_client",
+        ),
+        (
+            None,
+            vec![
+                "grant_type=client_credentials",
+                "audience=invoices",
+                "client_id=x",
+                "client_secret=y",
+            ],
+            401,
+            "invalid_client",
+        ),
+        (
+            Some(&billing),
+            vec![
+                "grant_type=client_credentials",
+                "audience=invoices",
+                "audience=payroll",
+            ],
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(&billing),
+            vec!["grant_type=password", "audience=invoices"],
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            Some(&billing),
+            vec!["audience=invoices"],
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(&billing),
+            vec!["grant_type=client_credentials"],
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(&billing),
+            vec!["grant_type=client_credentials", "audience=invoices", &huge],
+            400,
+            "invalid_request",
+        ),
+        (
+            None,
+            vec![
+                "grant_type=client_credentials",
+                "audience=invoices",
+                "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+                &forged,
+            ],
+            401,
+            "invalid_client",
+        ),
+    ];
+    for (dir, form, status, error) in cases {
+        let (got, answer) = post(&daemon, dir, &form);
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (status, Some(error)),
+            "{form:?}: {answer}"
+        );
+    }
+    // Not a form at all.
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "--cacert",
+            daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{}",
+            &token_url(&daemon),
+        ])
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&output), stderr(&output)));
+    assert_eq!(answer["error"], "invalid_request");
+    assert!(
+        audit_reasons(&daemon).iter().all(|e| e["allowed"] == false),
+        "nothing was granted"
+    );
+
+    // A policy file that is not valid is refused and the policy stays.
+    let bad = daemon.tmp.path().join("bad.toml");
+    write_file(
+        &bad,
+        "[[grant]]\nname = \"x\"\nfrom = \"billing\"\nto = \"has space\"\n",
+    );
+    let check = daemon.cli(&["policy", "check", bad.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("grant \"x\": to: audience"),
+        "{}",
+        stderr(&check)
+    );
+    let apply = daemon.cli(&["policy", "apply", bad.to_str().unwrap()]);
+    assert_eq!(apply.status.code(), Some(2), "{}", stderr(&apply));
+    let shown = stdout(&daemon.cli(&["policy", "show"]));
+    assert!(
+        shown.contains("version 1") && shown.contains("billing-invoices"),
+        "{shown}"
+    );
+    // A stale --expected-version never overwrites a newer policy.
+    let file = daemon.tmp.path().join("policy.toml");
+    let stale = daemon.cli(&[
+        "policy",
+        "apply",
+        file.to_str().unwrap(),
+        "--expected-version",
+        "0",
+    ]);
+    assert_ne!(stale.status.code(), Some(0));
+    assert!(
+        stderr(&stale).contains("changed meanwhile"),
+        "{}",
+        stderr(&stale)
+    );
+}
+
+/// A caller behind a TLS-terminating proxy authenticates with a JWT-SVID
+/// as client assertion (no certificate on the connection): the token is
+/// issued, not certificate-bound; an assertion for another audience, or
+/// expired, is refused with invalid_client.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwt_svid_client_assertion_authenticates_the_client() {
+    let daemon = InProcess::start().await;
+    let metadata: serde_json::Value = serde_json::from_slice(
+        &http(
+            "GET",
+            &format!("{}/.well-known/openid-configuration", daemon.http),
+            &[],
+            b"",
+        )
+        .body,
+    )
+    .unwrap();
+    let endpoint = metadata["token_endpoint"].as_str().unwrap().to_owned();
+    let billing = workload(
+        &daemon,
+        "billing",
+        &["--jwt-audience", &endpoint, "--jwt-audience", "elsewhere"],
+    );
+    apply_policy(&daemon, POLICY);
+    let mint = |audience: &str, ttl: &str| {
+        let output = daemon.cli(&[
+            "jwt",
+            "mint",
+            "--server",
+            &daemon.grpc,
+            "--dir",
+            billing.to_str().unwrap(),
+            "--audience",
+            audience,
+            "--ttl",
+            ttl,
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output).trim().to_owned()
+    };
+    let assertion = mint(&endpoint, "5m");
+    for assertion_type in [
+        "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    ] {
+        let (status, answer) = post(
+            &daemon,
+            None,
+            &[
+                "grant_type=client_credentials",
+                "audience=invoices",
+                "scope=invoices:read",
+                &format!("client_assertion_type={assertion_type}"),
+                &format!("client_assertion={assertion}"),
+            ],
+        );
+        assert_eq!(status, 200, "{answer}");
+        let claims = claims_of(answer["access_token"].as_str().unwrap());
+        assert_eq!(
+            claims["sub"],
+            format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+        );
+        assert_eq!(claims["scope"], "invoices:read");
+        assert!(claims.get("cnf").is_none(), "not bound: no certificate");
+    }
+    let elsewhere = mint("elsewhere", "5m");
+    let (status, answer) = post(
+        &daemon,
+        None,
+        &[
+            "grant_type=client_credentials",
+            "audience=invoices",
+            "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+            &format!("client_assertion={elsewhere}"),
+        ],
+    );
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{answer}"
+    );
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not for this token endpoint")
+    );
+    // Expired: the daemon's clock moves past the assertion's lifetime.
+    daemon.advance(std::time::Duration::from_secs(600));
+    let (status, answer) = post(
+        &daemon,
+        None,
+        &[
+            "grant_type=client_credentials",
+            "audience=invoices",
+            "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+            &format!("client_assertion={assertion}"),
+        ],
+    );
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{answer}"
+    );
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{answer}"
+    );
+}
+
+/// authlib runs the client-credentials flow with the client certificate
+/// and no secret, finding the endpoint through RFC 8414 metadata; PyJWT
+/// verifies iss, aud, exp, scope and cnf from the discovered keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn authlib_gets_a_certificate_bound_token_that_pyjwt_verifies() {
+    let Some(python) = python_with(&["authlib", "requests", "jwt", "cryptography"]) else {
+        return;
+    };
+    let daemon = InProcess::start().await;
+    let billing = workload(&daemon, "billing", &[]);
+    apply_policy(&daemon, POLICY);
+    let output = script(&python, "oauth_client.py")
+        .args([
+            daemon.http.as_str(),
+            daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+            billing.join("cert.pem").to_str().unwrap(),
+            billing.join("key.pem").to_str().unwrap(),
+            "invoices",
+            "invoices:create invoices:read",
+        ])
+        .output()
+        .unwrap();
+    let said = stdout(&output);
+    assert!(
+        output.status.success() && said.starts_with("ok "),
+        "{said}{}",
+        stderr(&output)
+    );
+    let claims: serde_json::Value = serde_json::from_str(said[3..].trim()).unwrap();
+    assert_eq!(claims["scope"], "invoices:create invoices:read");
+}

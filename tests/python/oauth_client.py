@@ -1,0 +1,105 @@
+"""Gets an access token from certd's token endpoint as a Python service
+would: authlib's OAuth2Session runs the client-credentials flow, the
+client authenticated by its certd certificate over mTLS (no secret), the
+token endpoint found through discovery. PyJWT then verifies the token from
+the discovered jwks_uri: iss, aud, exp, the scope, and cnf.x5t#S256 equal
+to the SHA-256 thumbprint of the client certificate (RFC 8705).
+
+Usage: oauth_client.py ISSUER CA_BUNDLE CERT KEY AUDIENCE SCOPE
+Prints `ok <claims as JSON>`, or `FAILED <step>: <why>` and exits 1.
+"""
+
+import base64
+import hashlib
+import json
+import sys
+import urllib.request
+
+import jwt
+from authlib.integrations.requests_client import OAuth2Session
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+
+def fail(step, why):
+    print(f"FAILED {step}: {why}")
+    sys.exit(1)
+
+
+def main():
+    issuer, ca_bundle, cert, key, audience, scope = sys.argv[1:7]
+    url = issuer + "/.well-known/oauth-authorization-server"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            metadata = json.load(answer)
+    except Exception as error:  # noqa: BLE001 - any failure is the finding
+        fail("discovery", f"{url}: {error}")
+    if "client_credentials" not in metadata.get("grant_types_supported", []):
+        fail("discovery", f"no client_credentials in {metadata}")
+    if "tls_client_auth" not in metadata.get("token_endpoint_auth_methods_supported", []):
+        fail("discovery", f"no tls_client_auth in {metadata}")
+    token_endpoint = metadata["mtls_endpoint_aliases"]["token_endpoint"]
+
+    # tls_client_auth: the client has an id (its SPIFFE ID) and no secret.
+    with open(cert, "rb") as pem:
+        certificate = x509.load_pem_x509_certificate(pem.read())
+    spiffe_id = certificate.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.UniformResourceIdentifier)[0]
+    session = OAuth2Session(
+        client_id=spiffe_id,
+        token_endpoint_auth_method="none",
+        scope=scope,
+    )
+    session.cert = (cert, key)
+    session.verify = ca_bundle
+    try:
+        token = session.fetch_token(
+            token_endpoint, grant_type="client_credentials", audience=audience
+        )
+    except Exception as error:  # noqa: BLE001
+        fail("token", repr(error))
+    if token.get("token_type") != "Bearer" or token.get("scope") != scope:
+        fail("token", f"unexpected answer {token}")
+
+    keys = jwt.PyJWKClient(metadata["jwks_uri"])
+    access_token = token["access_token"]
+    signing_key = keys.get_signing_key_from_jwt(access_token)
+    try:
+        claims = jwt.decode(
+            access_token,
+            signing_key.key,
+            algorithms=metadata.get("id_token_signing_alg_values_supported") or ["ES256"],
+            audience=audience,
+            issuer=issuer,
+            options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
+        )
+    except Exception as error:  # noqa: BLE001
+        fail("verify", repr(error))
+    der = certificate.public_bytes(Encoding.DER)
+    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    if claims.get("cnf", {}).get("x5t#S256") != thumbprint:
+        fail("binding", f"cnf {claims.get('cnf')} is not the certificate's {thumbprint}")
+    if claims.get("sub") != spiffe_id or set(claims.get("scope", "").split()) != set(scope.split()):
+        fail("claims", f"{claims}")
+
+    # A scope nobody granted is refused with RFC 6749's invalid_scope.
+    refused = OAuth2Session(client_id=spiffe_id, token_endpoint_auth_method="none")
+    refused.cert = (cert, key)
+    refused.verify = ca_bundle
+    try:
+        refused.fetch_token(
+            token_endpoint,
+            grant_type="client_credentials",
+            audience=audience,
+            scope="payroll:read",
+        )
+        fail("refusal", "an ungranted scope was issued")
+    except Exception as error:  # noqa: BLE001
+        if getattr(error, "error", None) != "invalid_scope":
+            fail("refusal", f"{error!r}, not invalid_scope")
+    print("ok " + json.dumps(claims))
+
+
+if __name__ == "__main__":
+    main()
