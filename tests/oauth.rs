@@ -11,7 +11,7 @@ use std::process::Command;
 
 use base64::Engine;
 use common::in_process::InProcess;
-use common::outside::{python_with, script};
+use common::outside::{node_script, node_with, python_with, script};
 use common::{Served, http, stderr, stdout, write_file};
 use sha2::Digest;
 
@@ -574,4 +574,41 @@ async fn authlib_gets_a_certificate_bound_token_that_pyjwt_verifies() {
     );
     let claims: serde_json::Value = serde_json::from_str(said[3..].trim()).unwrap();
     assert_eq!(claims["scope"], "invoices:create invoices:read");
+}
+
+/// Node's openid-client discovers certd and runs the client-credentials
+/// flow with tls_client_auth (the certificate through undici, no secret);
+/// jose's jwtVerify accepts the token with the issuer and audience.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_openid_client_gets_a_token_that_jose_verifies() {
+    let Some(node) = node_with("openid-client") else {
+        return;
+    };
+    let daemon = InProcess::start().await;
+    let billing = workload(&daemon, "billing", &[]);
+    apply_policy(&daemon, POLICY);
+    let output = node_script(&node, "oauth_client.mjs")
+        .args([
+            daemon.http.as_str(),
+            daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+            billing.join("cert.pem").to_str().unwrap(),
+            billing.join("key.pem").to_str().unwrap(),
+            &format!("spiffe://{TRUST_DOMAIN}/svc/billing"),
+            "invoices",
+            "invoices:read",
+        ])
+        .output()
+        .unwrap();
+    let said = stdout(&output);
+    assert!(
+        output.status.success() && said.starts_with("ok "),
+        "{said}{}",
+        stderr(&output)
+    );
+    let claims: serde_json::Value = serde_json::from_str(said[3..].trim()).unwrap();
+    assert_eq!(
+        claims["sub"],
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    assert_eq!(claims["scope"], "invoices:read");
 }
