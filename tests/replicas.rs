@@ -159,6 +159,33 @@ async fn replicas_on_one_database_agree() {
     })
     .await;
 
+    // A token policy applied through A is enforced by B: B's token
+    // endpoint (asked through `policy explain`) grants the new scope.
+    let explain = |replica: &Daemon| {
+        replica
+            .cli(&[
+                "policy",
+                "explain",
+                "--from",
+                "billing",
+                "--to",
+                "invoices",
+                "--scope",
+                "invoices:read",
+            ])
+            .status
+            .code()
+    };
+    assert_eq!(explain(&b), Some(4), "default deny before the policy");
+    let policy = a.tmp.path().join("policy.toml");
+    common::write_file(
+        &policy,
+        "[[grant]]\nname = \"billing-invoices\"\nfrom = \"billing\"\nto = \"invoices\"\nscopes = [\"invoices:read\"]\n",
+    );
+    let output = a.cli(&["policy", "apply", policy.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    within_limit("a token policy", async || explain(&b) == Some(0)).await;
+
     // Issued through A, renewed through B.
     let key = rcgen::KeyPair::generate().unwrap();
     let issued = a
