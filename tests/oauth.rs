@@ -172,6 +172,49 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
     let thumbprint =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&leaf));
     assert_eq!(claims["cnf"]["x5t#S256"], thumbprint);
+    // A relying party checks issuer, scope and binding with `certd jwt verify`.
+    let access_token = answer["access_token"].as_str().unwrap().to_owned();
+    let jwks = format!("{}/jwks.json", daemon.http);
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "jwt",
+            "verify",
+            &access_token,
+            "--audience",
+            "invoices",
+            "--jwks-url",
+            &jwks,
+        ];
+        args.extend(extra);
+        daemon.cli(&args)
+    };
+    let billing_cert = billing.join("cert.pem");
+    let orders_cert = orders.join("cert.pem");
+    let accepted = verify(&[
+        "--issuer",
+        &daemon.http,
+        "--scope",
+        "invoices:create",
+        "--bound-to",
+        billing_cert.to_str().unwrap(),
+    ]);
+    assert!(accepted.status.success(), "{}", stderr(&accepted));
+    for (extra, why) in [
+        (vec!["--issuer", "https://elsewhere.example"], "issuer"),
+        (
+            vec!["--scope", "invoices:read"],
+            "does not grant scope \"invoices:read\"",
+        ),
+        (
+            vec!["--bound-to", orders_cert.to_str().unwrap()],
+            "bound to another client certificate",
+        ),
+    ] {
+        let refused = verify(&extra);
+        assert_eq!(refused.status.code(), Some(4), "{extra:?}");
+        assert!(stderr(&refused).contains(why), "{}", stderr(&refused));
+    }
+
     let (explained, code) = explain(&daemon, "billing", "invoices", &["invoices:create"]);
     assert_eq!((explained["allowed"].as_bool(), code), (Some(true), 0));
     assert_eq!(explained["rules"][0], "grant billing-invoices");

@@ -54,6 +54,10 @@ pub struct AgentArgs {
     /// this address, e.g. 127.0.0.1:9091; off by default.
     #[arg(long, env = "CERTD_AGENT_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// The issuer ValidateJWTSVID requires as `iss` (certd's `[jwt] issuer`, by default its
+    /// public base URL); any when not given.
+    #[arg(long)]
+    jwt_issuer: Option<String>,
 }
 
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -79,6 +83,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         },
         metrics_addr: args.metrics_addr,
         clock: certd::clock::SystemClock::shared(),
+        jwt_issuer: args.jwt_issuer,
     };
     let socket = args.socket;
     let ready = move |metrics: Option<std::net::SocketAddr>| {

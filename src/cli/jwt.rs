@@ -50,6 +50,17 @@ pub struct VerifyArgs {
     /// A JWKS (or SPIFFE bundle) file instead of the URL.
     #[arg(long)]
     jwks_file: Option<PathBuf>,
+    /// The issuer the token must name (`iss`), e.g. certd's public base URL.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// A scope the token must grant (an access token from the token endpoint); repeat for
+    /// several.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// The client certificate (PEM) the caller presented: the token must be bound to it
+    /// (RFC 8705 cnf.x5t#S256).
+    #[arg(long, value_name = "CERT_PEM")]
+    bound_to: Option<PathBuf>,
 }
 
 pub async fn mint(args: MintArgs) -> anyhow::Result<()> {
@@ -86,6 +97,24 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     };
     let keys = JwkSet::parse(&jwks).map_err(super::UsageError)?;
     let verified = certd::jwt::verify(&token, &args.audience, &keys).map_err(Invalid)?;
+    let bound_to = match &args.bound_to {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| super::UsageError(format!("cannot read {}: {e}", path.display())))?;
+            let leaf = certd::jwt::first_certificate_der(&pem).ok_or_else(|| {
+                super::UsageError(format!("{} holds no PEM certificate", path.display()))
+            })?;
+            Some(leaf)
+        }
+    };
+    verified
+        .check(&certd::jwt::Required {
+            issuer: args.issuer.as_deref(),
+            scopes: &args.scopes,
+            bound_to: bound_to.as_deref(),
+        })
+        .map_err(Invalid)?;
     println!(
         "valid: {} until {}",
         verified.spiffe_id,

@@ -203,6 +203,7 @@ impl InProcessAgent {
             socket_limits: certd::agent::SocketLimits::default(),
             metrics_addr: None,
             clock: clock.clone(),
+            jwt_issuer: Some(daemon.http.clone()),
         };
         let (socket, data_dir) = (settings.socket.clone(), settings.data_dir.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

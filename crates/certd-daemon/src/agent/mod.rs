@@ -57,6 +57,8 @@ pub struct AgentSettings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The time of day (renewals fall due by it).
     pub clock: crate::clock::SharedClock,
+    /// The issuer `ValidateJWTSVID` requires as `iss`; `None`: any.
+    pub jwt_issuer: Option<String>,
 }
 
 /// Largest Workload API request read (they are all tiny).
@@ -105,7 +107,12 @@ pub async fn run(
     let certd = syncer.certd();
     let syncing = tokio::spawn(syncer.run());
     let service = proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(
-        workload_api::WorkloadApiService::new(cache, certd),
+        workload_api::WorkloadApiService::new(
+            cache,
+            certd,
+            settings.clock.clone(),
+            settings.jwt_issuer,
+        ),
     )
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     ready(metrics.as_ref().map(|(addr, _)| *addr));

@@ -133,14 +133,24 @@ pub(crate) struct WorkloadApiService {
     cache: Cache,
     hashes: ExecutableHashes,
     certd: Certd,
+    clock: crate::clock::SharedClock,
+    /// The `iss` `ValidateJWTSVID` requires, when configured.
+    jwt_issuer: Option<String>,
 }
 
 impl WorkloadApiService {
-    pub fn new(cache: Cache, certd: Certd) -> Self {
+    pub fn new(
+        cache: Cache,
+        certd: Certd,
+        clock: crate::clock::SharedClock,
+        jwt_issuer: Option<String>,
+    ) -> Self {
         WorkloadApiService {
             cache,
             hashes: ExecutableHashes::default(),
             certd,
+            clock,
+            jwt_issuer,
         }
     }
 
@@ -363,8 +373,19 @@ impl SpiffeWorkloadApi for WorkloadApiService {
             return Err(Refusal::NothingToValidate.into());
         }
         let keys = self.cache.current().jwt_keys.clone();
-        let verified =
-            crate::jwt::verify(&message.svid, &message.audience, &keys).map_err(Refusal::Jwt)?;
+        let verified = crate::jwt::verify_at(
+            &message.svid,
+            &message.audience,
+            &keys,
+            self.clock.unix_now(),
+        )
+        .map_err(Refusal::Jwt)?;
+        verified
+            .check(&crate::jwt::Required {
+                issuer: self.jwt_issuer.as_deref(),
+                ..crate::jwt::Required::default()
+            })
+            .map_err(Refusal::Jwt)?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: verified.spiffe_id.into_string(),
             claims: Some(to_struct(verified.claims)),

@@ -57,6 +57,14 @@ pub enum JwtError {
     BadSubject(String),
     #[error("{0}")]
     InvalidAudience(String),
+    #[error("the token's issuer is {found:?}, not {expected:?}")]
+    WrongIssuer { expected: String, found: String },
+    #[error("the token does not grant scope {0:?}")]
+    MissingScope(String),
+    #[error("the token is not bound to a client certificate (no cnf.x5t#S256)")]
+    NotBound,
+    #[error("the token is bound to another client certificate")]
+    BoundToAnotherCertificate,
 }
 
 impl JwtError {
@@ -201,6 +209,55 @@ impl Discovery {
     }
 }
 
+/// What a relying party requires of a verified token besides its
+/// signature, audience and times.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Required<'a> {
+    /// `iss` must be this.
+    pub issuer: Option<&'a str>,
+    /// Each must be in `scope`.
+    pub scopes: &'a [String],
+    /// The client certificate (DER) the caller presented: the token must
+    /// be bound to it (RFC 8705 `cnf.x5t#S256`).
+    pub bound_to: Option<&'a [u8]>,
+}
+
+impl VerifiedJwt {
+    /// Checks the token against what the relying party requires.
+    pub fn check(&self, required: &Required<'_>) -> Result<(), JwtError> {
+        let text = |name: &str| self.claims.get(name).and_then(|v| v.as_str());
+        if let Some(expected) = required.issuer {
+            let found = text("iss").unwrap_or_default();
+            if found != expected {
+                return Err(JwtError::WrongIssuer {
+                    expected: expected.to_owned(),
+                    found: found.chars().take(256).collect(),
+                });
+            }
+        }
+        let granted: Vec<&str> = text("scope").unwrap_or_default().split(' ').collect();
+        if let Some(missing) = required
+            .scopes
+            .iter()
+            .find(|scope| !granted.contains(&scope.as_str()))
+        {
+            return Err(JwtError::MissingScope(missing.clone()));
+        }
+        if let Some(certificate) = required.bound_to {
+            let bound = self
+                .claims
+                .get("cnf")
+                .and_then(|cnf| cnf.get("x5t#S256"))
+                .and_then(|v| v.as_str())
+                .ok_or(JwtError::NotBound)?;
+            if bound != certificate_thumbprint(certificate) {
+                return Err(JwtError::BoundToAnotherCertificate);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A minted token and when it expires.
 #[derive(Debug, Clone)]
 pub struct MintedJwt {
@@ -314,6 +371,16 @@ pub fn mint_access_token(
 pub fn certificate_thumbprint(der: &[u8]) -> String {
     use sha2::Digest;
     URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der))
+}
+
+/// The first certificate (DER) of a PEM file: the client certificate a
+/// token's binding is checked against.
+pub fn first_certificate_der(pem: &[u8]) -> Option<Vec<u8>> {
+    let mut reader = pem;
+    rustls_pemfile::certs(&mut reader)
+        .next()
+        .and_then(Result::ok)
+        .map(|der| der.to_vec())
 }
 
 /// A public JWT key as verifiers hold it (from `/jwks.json`): an EC key
@@ -704,6 +771,70 @@ mod tests {
         assert_eq!(names, ["aud", "exp", "iat", "iss", "sub"], "nothing else");
         assert_eq!(verified.claims["iss"], ISSUER);
         assert!(verified.expires_at > now());
+    }
+
+    #[test]
+    fn an_access_token_carries_its_scopes_and_binding_and_requirements_are_checked() {
+        let keys = keys();
+        let certificate = b"a client certificate's DER";
+        let claims = AccessTokenClaims {
+            issuer: ISSUER.into(),
+            subject: subject(),
+            audience: "invoices".into(),
+            scopes: vec!["invoices:create".into(), "invoices:read".into()],
+            certificate_thumbprint: Some(certificate_thumbprint(certificate)),
+            token_id: "0123".into(),
+        };
+        let access = mint_access_token(&keys, &claims, now(), 60).unwrap();
+        let set = JwkSet::published(&keys, now());
+        let verified = verify_at(&access.token, "invoices", &set, now()).unwrap();
+        assert_eq!(verified.claims["scope"], "invoices:create invoices:read");
+        assert_eq!(verified.claims["client_id"], subject().as_str());
+        assert_eq!(verified.claims["jti"], "0123");
+        let scopes = ["invoices:read".to_owned()];
+        let all = Required {
+            issuer: Some(ISSUER),
+            scopes: &scopes,
+            bound_to: Some(certificate),
+        };
+        assert_eq!(verified.check(&all), Ok(()));
+        let other_issuer = Required {
+            issuer: Some("https://elsewhere"),
+            ..Required::default()
+        };
+        assert!(matches!(
+            verified.check(&other_issuer),
+            Err(JwtError::WrongIssuer { .. })
+        ));
+        let payroll = ["payroll:read".to_owned()];
+        let missing = Required {
+            scopes: &payroll,
+            ..Required::default()
+        };
+        assert_eq!(
+            verified.check(&missing),
+            Err(JwtError::MissingScope("payroll:read".into()))
+        );
+        let another = Required {
+            bound_to: Some(b"another certificate"),
+            ..Required::default()
+        };
+        assert_eq!(
+            verified.check(&another),
+            Err(JwtError::BoundToAnotherCertificate)
+        );
+        // A JWT-SVID is bound to nothing; expiry follows the given clock.
+        let svid = minted(&["invoices"], 60);
+        let plain = verify_at(&svid, "invoices", &set, now()).unwrap();
+        let bound = Required {
+            bound_to: Some(certificate),
+            ..Required::default()
+        };
+        assert_eq!(plain.check(&bound), Err(JwtError::NotBound));
+        assert_eq!(
+            verify_at(&svid, "invoices", &set, now() + 60).unwrap_err(),
+            JwtError::Expired
+        );
     }
 
     #[test]
