@@ -156,6 +156,23 @@ fn tokens_are_minted_only_for_allowed_audiences_and_verify_anywhere() {
         .count();
     assert!(refusals >= 3, "{audit}");
     assert!(audit.contains("svc/hr"), "{audit}");
+    // Each names the rule that decided, as `certd policy explain` would.
+    assert!(
+        entries.iter().any(|e| e["event"] == "mint-jwt"
+            && e["allowed"] == true
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("(--jwt-audience)"))),
+        "{audit}"
+    );
+    assert!(
+        entries.iter().any(|e| e["event"] == "mint-jwt"
+            && e["allowed"] == false
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("rule default deny"))),
+        "{audit}"
+    );
 
     // A revoked certificate mints nothing.
     let serial = stdout(&daemon.cli(&["list", "--service", "billing", "--json"]));

@@ -198,6 +198,17 @@ impl Authority {
                 entry.id,
                 describe(&entry.selectors)
             ));
+            // The rule that decided, named as `certd policy explain` names it.
+            let rule = match outcome {
+                Ok(_) => Some(crate::policy::grants::Rule::EntryAudience(entry.id.clone())),
+                Err(crate::Error::Registry(RegistryError::AudienceNotAllowed { .. })) => {
+                    Some(crate::policy::grants::Rule::DefaultDeny)
+                }
+                Err(_) => None,
+            };
+            if let Some(rule) = rule {
+                reason.push_str(&format!("; rule {rule}"));
+            }
         }
         audit::record(
             self.store.as_ref(),
