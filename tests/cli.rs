@@ -1133,7 +1133,15 @@ async fn openssl_made_csrs_interoperate() {
 #[test]
 fn bench_reports_each_operation() {
     let daemon = Daemon::start();
-    for operation in ["issue", "renew", "ocsp", "crl", "agent-issue", "jwt-mint"] {
+    for operation in [
+        "issue",
+        "renew",
+        "ocsp",
+        "crl",
+        "agent-issue",
+        "jwt-mint",
+        "token-endpoint",
+    ] {
         let output = daemon.cli(&[
             "bench",
             operation,

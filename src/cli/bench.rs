@@ -17,7 +17,9 @@ pub struct BenchArgs {
     /// `agent-issue` (a node agent's `IssueForAgent`) or `workload-api` (a
     /// new connection to an agent's socket and its first `FetchX509SVID`
     /// answer; this process's uid needs an entry on that agent) or
-    /// `jwt-mint` (`MintJwtSvid` over mTLS).
+    /// `jwt-mint` (`MintJwtSvid` over mTLS) or `token-endpoint` (`POST
+    /// /oauth/token`, client credentials with the certificate, one HTTP/1.1
+    /// connection per caller).
     #[arg(value_enum)]
     operation: BenchOperation,
     #[command(flatten)]
@@ -62,6 +64,7 @@ enum BenchOperation {
     AgentIssue,
     WorkloadApi,
     JwtMint,
+    TokenEndpoint,
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -92,6 +95,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             BenchOperation::AgentIssue => Operation::AgentIssue,
             BenchOperation::WorkloadApi => Operation::WorkloadApi,
             BenchOperation::JwtMint => Operation::JwtMint,
+            BenchOperation::TokenEndpoint => Operation::TokenEndpoint,
         },
         server: args.server,
         http: args.http,

@@ -18,7 +18,9 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use certd::api::client::{AdminClient, ClientError, TlsClientSettings, WorkloadClient};
+use certd::api::client::{
+    AdminClient, ClientError, TlsClientSettings, TokenEndpointClient, WorkloadClient,
+};
 use certd::authority::TokenFor;
 use certd::registry::EntrySpec;
 
@@ -53,6 +55,10 @@ pub enum Operation {
     /// `MintJwtSvid` over mTLS, for an audience the entry allows.
     #[serde(rename = "jwt-mint")]
     JwtMint,
+    /// `POST /oauth/token` (client credentials, tls_client_auth) for the
+    /// same entry and audience as `jwt-mint`: an audience-only grant.
+    #[serde(rename = "token-endpoint")]
+    TokenEndpoint,
 }
 
 /// Service (and entry) the `jwt-mint` load mints for, and its audience.
@@ -169,6 +175,10 @@ enum Workload {
     },
     JwtMint {
         identity: TlsClientSettings,
+    },
+    TokenEndpoint {
+        identity: TlsClientSettings,
+        endpoint: String,
     },
 }
 
@@ -322,6 +332,10 @@ async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
         Operation::JwtMint => Ok(Workload::JwtMint {
             identity: bench_jwt_identity(options).await?,
         }),
+        Operation::TokenEndpoint => Ok(Workload::TokenEndpoint {
+            identity: bench_jwt_identity(options).await?,
+            endpoint: format!("{}/oauth/token", options.server.trim_end_matches('/')),
+        }),
         Operation::WorkloadApi => Ok(Workload::SpiffeApi {
             socket: options.socket.clone().ok_or_else(|| {
                 BenchError::Prepare("`workload-api` needs the agent's --socket".into())
@@ -472,6 +486,7 @@ fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
 /// One worker's connection.
 enum Connection {
     Grpc(WorkloadClient),
+    Token(TokenEndpointClient),
     Http(HttpConnection),
     /// A new connection per request (the Workload API's first answer).
     PerRequest,
@@ -503,6 +518,9 @@ async fn connect_all(
             Workload::SpiffeApi { .. } => Connection::PerRequest,
             Workload::JwtMint { identity } => {
                 Connection::Grpc(WorkloadClient::connect(&options.server, identity).await?)
+            }
+            Workload::TokenEndpoint { identity, endpoint } => {
+                Connection::Token(TokenEndpointClient::connect(endpoint, identity).await?)
             }
             Workload::Ocsp { http, .. } | Workload::Crl { http } => Connection::Http(
                 HttpConnection::connect(http)
@@ -653,6 +671,17 @@ impl Worker {
                         "unexpected JWT-SVID answer for {:?}",
                         minted.spiffe_id
                     ))
+                }
+            }
+            (Workload::TokenEndpoint { .. }, Connection::Token(client)) => {
+                let token = client
+                    .client_credentials(BENCH_JWT_AUDIENCE, &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if token.split('.').count() == 3 {
+                    Ok(())
+                } else {
+                    Err("unexpected token endpoint answer".into())
                 }
             }
             _ => Err("connection does not match the operation".into()),

@@ -7,6 +7,8 @@
 
 mod admin;
 pub mod identity_dir;
+mod oauth;
+pub use oauth::TokenEndpointClient;
 
 pub use admin::{
     AdminClient, AuditLine, CreatedTokens, EntrySummary, RevokeSummary, RevokedSummary,

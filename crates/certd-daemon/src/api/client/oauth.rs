@@ -1,0 +1,165 @@
+//! A client of certd's OAuth token endpoint: one kept-alive HTTP/1.1
+//! connection over TLS, authenticated by the workload's certificate
+//! (`tls_client_auth`), as an OAuth library would use it. For `certd
+//! bench token-endpoint`; services use their own OAuth library.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+
+use super::{ClientError, TlsClientSettings};
+use crate::crypto::provider;
+
+/// Largest answer read: a token and its metadata.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+pub struct TokenEndpointClient {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: String,
+    path: String,
+    target: String,
+}
+
+impl TokenEndpointClient {
+    /// Connects to `token_endpoint` (`https://host:port/path`) presenting
+    /// `tls`'s identity.
+    pub async fn connect(
+        token_endpoint: &str,
+        tls: &TlsClientSettings,
+    ) -> Result<Self, ClientError> {
+        let setup = |reason: String| ClientError::Setup(reason);
+        let rest = token_endpoint.strip_prefix("https://").ok_or_else(|| {
+            setup(format!(
+                "token endpoint {token_endpoint:?} must be https://"
+            ))
+        })?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => host,
+            _ => authority,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = ServerName::try_from(host.to_owned())
+            .map_err(|e| setup(format!("{host:?} is not a server name: {e}")))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in rustls_pemfile::certs(&mut tls.ca_bundle_pem.as_bytes()).flatten() {
+            roots
+                .add(certificate)
+                .map_err(|e| setup(format!("CA bundle: {e}")))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| setup(e.to_string()))?
+            .with_root_certificates(roots);
+        let mut config = match &tls.identity {
+            Some((chain_pem, key_pem)) => {
+                let chain: Vec<CertificateDer<'static>> =
+                    rustls_pemfile::certs(&mut chain_pem.as_bytes())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| setup(format!("certificate: {e}")))?;
+                let key: PrivateKeyDer<'static> =
+                    rustls_pemfile::private_key(&mut key_pem.as_bytes())
+                        .map_err(|e| setup(format!("key: {e}")))?
+                        .ok_or_else(|| setup("the key file holds no private key".into()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| setup(format!("client certificate: {e}")))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let unreachable = |reason: String| ClientError::Unreachable {
+            target: token_endpoint.to_owned(),
+            reason,
+        };
+        let tcp = TcpStream::connect(authority)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| ClientError::Untrusted {
+                target: token_endpoint.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        // Drives the connection; ends when the sender is dropped.
+        tokio::spawn(connection);
+        Ok(TokenEndpointClient {
+            sender,
+            authority: authority.to_owned(),
+            path: format!("/{path}"),
+            target: token_endpoint.to_owned(),
+        })
+    }
+
+    /// A client-credentials grant for `audience` and `scopes`: the access
+    /// token, or the endpoint's refusal.
+    pub async fn client_credentials(
+        &mut self,
+        audience: &str,
+        scopes: &[String],
+    ) -> Result<String, ClientError> {
+        // Built before any await: the serializer is not `Send`.
+        let form = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            form.append_pair("audience", audience);
+            if !scopes.is_empty() {
+                form.append_pair("scope", &scopes.join(" "));
+            }
+            form.finish()
+        };
+        let request = hyper::Request::post(&self.path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            target: self.target.clone(),
+            reason,
+        };
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| unreachable(format!("the answer is not JSON: {e}")))?;
+        match answer.get("access_token").and_then(|t| t.as_str()) {
+            Some(token) if status.is_success() => Ok(token.to_owned()),
+            _ => Err(ClientError::Refused {
+                kind: if status == hyper::StatusCode::UNAUTHORIZED {
+                    crate::ErrorKind::Unauthenticated
+                } else {
+                    crate::ErrorKind::PermissionDenied
+                },
+                message: format!(
+                    "{}: {}",
+                    answer["error"].as_str().unwrap_or("error"),
+                    answer["error_description"].as_str().unwrap_or_default()
+                ),
+            }),
+        }
+    }
+}
