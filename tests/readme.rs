@@ -16,10 +16,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The README sections whose `sh` blocks run, in order.
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 6] = [
     "## Walkthrough",
     "## Node agent and the SPIFFE Workload API",
     "## JWT-SVIDs: tokens for hops without mTLS",
+    "## Service tokens: the OAuth token endpoint and least privilege",
     "## Rotating the CA",
     "## Protected CA keys",
 ];
