@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::{Authority, Caller};
-use crate::attest::{AttestError, RenewalEvidence};
+use crate::attest::{AttestError, AttestFailure, RenewalEvidence};
 use crate::audit::{self, Decision};
 use crate::identity::{ServiceName, SpiffeId};
 use crate::jwt::{self, AccessTokenClaims, JwtError};
@@ -323,12 +323,7 @@ impl Authority {
         scopes: &[String],
     ) -> crate::Result<Explanation> {
         let trust_domain = self.ca.trust_domain();
-        let invalid = |message: String| {
-            crate::Error::from(grants::PolicyFileError::Grant {
-                grant: "explain".into(),
-                message,
-            })
-        };
+        let invalid = crate::Error::InvalidArgument;
         let named = grants::parse_caller(from, trust_domain)
             .map_err(|m| invalid(format!("--from: {m}")))?;
         crate::jwt::check_audience(audience).map_err(|m| invalid(format!("--to: {m}")))?;
@@ -400,7 +395,13 @@ impl Authority {
             ClientProof::Certificate(leaf) => {
                 let current = RenewalEvidence::check(Some(leaf), self.store.as_ref(), now)
                     .await
-                    .map_err(|e| TokenError::InvalidClient(e.to_string()))?
+                    .map_err(|failure| match failure {
+                        AttestFailure::Refused(error) => {
+                            TokenError::InvalidClient(error.to_string())
+                        }
+                        // The store failing is not the client's fault.
+                        AttestFailure::Store(error) => TokenError::Failed(error.into()),
+                    })?
                     .current;
                 self.refuse_superseded(&current).await?;
                 let spiffe_id = current
