@@ -655,3 +655,68 @@ async fn node_openid_client_gets_a_token_that_jose_verifies() {
     );
     assert_eq!(claims["scope"], "invoices:read");
 }
+
+/// A workload on a node asks its agent's Workload API (`FetchJWTSVID`) for
+/// a JWT-SVID for the token endpoint, and authenticates with it as client
+/// assertion.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwt_svid_from_the_node_agent_is_a_client_assertion() {
+    use std::os::unix::fs::MetadataExt;
+    let daemon = InProcess::start().await;
+    let metadata: serde_json::Value = serde_json::from_slice(
+        &http(
+            "GET",
+            &format!("{}/.well-known/openid-configuration", daemon.http),
+            &[],
+            b"",
+        )
+        .body,
+    )
+    .unwrap();
+    let endpoint = metadata["token_endpoint"].as_str().unwrap().to_owned();
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    daemon.entry(
+        "billing",
+        &[&format!("unix:uid:{uid}")],
+        &[
+            "--parent",
+            &format!("spiffe://{TRUST_DOMAIN}/agent/node-1"),
+            "--jwt-audience",
+            &endpoint,
+        ],
+    );
+    apply_policy(&daemon, POLICY);
+    let agent = common::agent::InProcessAgent::start(&daemon, "node-1").await;
+    let mut workload_api = common::agent::raw_client(&agent.socket).await;
+    let mut request = tonic::Request::new(certd::agent::proto::JwtsvidRequest {
+        audience: vec![endpoint.clone()],
+        spiffe_id: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let svids = workload_api
+        .fetch_jwtsvid(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let assertion = &svids.svids[0].svid;
+    let (status, answer) = post(
+        &daemon,
+        None,
+        &[
+            "grant_type=client_credentials",
+            "audience=invoices",
+            "scope=invoices:create",
+            "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+            &format!("client_assertion={assertion}"),
+        ],
+    );
+    assert_eq!(status, 200, "{answer}");
+    let claims = claims_of(answer["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["sub"],
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    assert_eq!(claims["scope"], "invoices:create");
+}

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use super::{CERTD, Daemon, stderr, stdout};
+use super::{CERTD, Daemon, Served, stderr, stdout};
 
 /// A running agent; killed when dropped.
 pub struct Agent {
@@ -183,7 +183,7 @@ pub struct InProcessAgent {
 impl InProcessAgent {
     /// Registers node agent `name` (`token:<name>`), makes a join token for
     /// it and runs the agent with it, syncing every second.
-    pub async fn start(daemon: &Daemon, name: &str) -> InProcessAgent {
+    pub async fn start(daemon: &Served, name: &str) -> InProcessAgent {
         let entry = daemon.entry(name, &[&format!("token:{name}")], &["--agent"]);
         let output = daemon.cli(&["token", "create", "--entry", &entry]);
         assert!(output.status.success(), "{}", stderr(&output));

@@ -569,3 +569,62 @@ pub struct PolicyConflict {
     pub expected: u64,
     pub current: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_assertion_id_is_accepted_once_until_it_expires() {
+        let state = PolicyState::default();
+        assert!(state.first_use("a", 100, 10));
+        assert!(!state.first_use("a", 100, 20), "a replay is refused");
+        assert!(state.first_use("b", 100, 20));
+    }
+
+    #[test]
+    fn a_full_memory_of_live_assertions_refuses_rather_than_forgets() {
+        let state = PolicyState::default();
+        for index in 0..MAX_REMEMBERED_ASSERTIONS {
+            assert!(state.first_use(&index.to_string(), 100, 10));
+        }
+        assert!(!state.first_use("one more", 100, 10));
+        // Once they have expired, they make room.
+        assert!(state.first_use("one more", 300, 200));
+    }
+
+    #[test]
+    fn a_replica_never_goes_back_to_an_older_policy() {
+        let state = PolicyState::default();
+        let policy = |version| PolicyRecord {
+            version,
+            ..PolicyRecord::default()
+        };
+        state.adopt(policy(3));
+        state.adopt(policy(2));
+        assert_eq!(state.current().version, 3);
+        state.adopt(policy(4));
+        assert_eq!(state.current().version, 4);
+    }
+
+    #[test]
+    fn every_refusal_has_its_rfc_error_code() {
+        assert_eq!(
+            TokenError::InvalidRequest(String::new()).oauth_error(),
+            "invalid_request"
+        );
+        assert_eq!(
+            TokenError::UnsupportedGrantType("password".into()).oauth_error(),
+            "unsupported_grant_type"
+        );
+        let unavailable =
+            TokenError::Failed(crate::Error::Store(StoreError::Unavailable("down".into())));
+        assert_eq!(unavailable.oauth_error(), "temporarily_unavailable");
+        let refused = TokenError::Refused(TokenRefusal::NoGrant {
+            caller: "x".into(),
+            audience: "y".into(),
+        });
+        assert_eq!(refused.oauth_error(), "invalid_target");
+        assert_eq!(refused.kind(), crate::ErrorKind::PermissionDenied);
+    }
+}
