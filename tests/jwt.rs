@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::in_process::InProcess;
-use common::outside::{node_script, node_with, python_with, script};
+use common::outside::{node_script, node_with, python_with, said_ok, script};
 use common::{Daemon, Served, http, stderr, stdout};
 
 const TRUST_DOMAIN: &str = "certd.internal";
@@ -375,13 +375,7 @@ async fn an_outside_verifier_accepts(
     let dir = workload(&daemon, "billing", &["gateway"]);
     let token = minted(&daemon, &dir, &["gateway"]);
     let output = verifier(&daemon.http, &token, "gateway").output().unwrap();
-    let said = stdout(&output);
-    assert!(
-        output.status.success() && said.starts_with("ok "),
-        "{said}{}",
-        stderr(&output)
-    );
-    let claims: serde_json::Value = serde_json::from_str(said[3..].trim()).unwrap();
+    let claims = said_ok(&output);
     assert_eq!(claims["iss"], daemon.http.as_str());
     assert_eq!(
         claims["sub"],

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use base64::Engine;
 use common::in_process::InProcess;
-use common::outside::{node_script, node_with, python_with, script};
+use common::outside::{node_script, node_with, python_with, said_ok, script};
 use common::{Served, http, stderr, stdout, write_file};
 use sha2::Digest;
 
@@ -74,6 +74,11 @@ fn post(daemon: &Served, dir: Option<&Path>, form: &[&str]) -> (u16, serde_json:
     (status, json)
 }
 
+/// The issuer metadata certd serves at `path`.
+fn metadata(daemon: &Served, path: &str) -> serde_json::Value {
+    serde_json::from_slice(&http("GET", &format!("{}{path}", daemon.http), &[], b"").body).unwrap()
+}
+
 fn claims_of(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(
@@ -127,16 +132,7 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
     apply_policy(&daemon, POLICY);
 
     // Discovery names the endpoint and how clients authenticate.
-    let metadata: serde_json::Value = serde_json::from_slice(
-        &http(
-            "GET",
-            &format!("{}/.well-known/oauth-authorization-server", daemon.http),
-            &[],
-            b"",
-        )
-        .body,
-    )
-    .unwrap();
+    let metadata: serde_json::Value = metadata(&daemon, "/.well-known/oauth-authorization-server");
     assert_eq!(metadata["grant_types_supported"][0], "client_credentials");
     assert_eq!(metadata["tls_client_certificate_bound_access_tokens"], true);
     assert!(
@@ -481,16 +477,7 @@ async fn bad_token_requests_get_the_rfc_error_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_jwt_svid_client_assertion_authenticates_the_client() {
     let daemon = InProcess::start().await;
-    let metadata: serde_json::Value = serde_json::from_slice(
-        &http(
-            "GET",
-            &format!("{}/.well-known/openid-configuration", daemon.http),
-            &[],
-            b"",
-        )
-        .body,
-    )
-    .unwrap();
+    let metadata: serde_json::Value = metadata(&daemon, "/.well-known/openid-configuration");
     let endpoint = metadata["token_endpoint"].as_str().unwrap().to_owned();
     let billing = workload(
         &daemon,
@@ -540,31 +527,17 @@ async fn a_jwt_svid_client_assertion_authenticates_the_client() {
         assert!(claims.get("cnf").is_none(), "not bound: no certificate");
     }
     let elsewhere = mint("elsewhere", "5m");
-    let (status, answer) = post(
-        &daemon,
-        None,
-        &[
-            "grant_type=client_credentials",
-            "audience=invoices",
-            "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
-            &format!("client_assertion={elsewhere}"),
-        ],
-    );
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (401, Some("invalid_client")),
-        "{answer}"
-    );
-    assert!(
-        answer["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("not for this token endpoint")
-    );
+    assertion_refused(&daemon, &elsewhere, "not for this token endpoint");
     // Expired: the daemon's clock moves past the assertion's lifetime.
     daemon.advance(std::time::Duration::from_secs(600));
+    assertion_refused(&daemon, &assertion, "expired");
+}
+
+/// Posts `assertion` as a jwt-spiffe client assertion: it must be refused
+/// with `invalid_client`, saying `why`.
+fn assertion_refused(daemon: &Served, assertion: &str, why: &str) {
     let (status, answer) = post(
-        &daemon,
+        daemon,
         None,
         &[
             "grant_type=client_credentials",
@@ -578,13 +551,8 @@ async fn a_jwt_svid_client_assertion_authenticates_the_client() {
         (401, Some("invalid_client")),
         "{answer}"
     );
-    assert!(
-        answer["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("expired"),
-        "{answer}"
-    );
+    let description = answer["error_description"].as_str().unwrap();
+    assert!(description.contains(why), "{description}");
 }
 
 /// authlib runs the client-credentials flow with the client certificate
@@ -609,13 +577,7 @@ async fn authlib_gets_a_certificate_bound_token_that_pyjwt_verifies() {
         ])
         .output()
         .unwrap();
-    let said = stdout(&output);
-    assert!(
-        output.status.success() && said.starts_with("ok "),
-        "{said}{}",
-        stderr(&output)
-    );
-    let claims: serde_json::Value = serde_json::from_str(said[3..].trim()).unwrap();
+    let claims = said_ok(&output);
     assert_eq!(claims["scope"], "invoices:create invoices:read");
 }
 
@@ -642,13 +604,7 @@ async fn node_openid_client_gets_a_token_that_jose_verifies() {
         ])
         .output()
         .unwrap();
-    let said = stdout(&output);
-    assert!(
-        output.status.success() && said.starts_with("ok "),
-        "{said}{}",
-        stderr(&output)
-    );
-    let claims: serde_json::Value = serde_json::from_str(said[3..].trim()).unwrap();
+    let claims = said_ok(&output);
     assert_eq!(
         claims["sub"],
         format!("spiffe://{TRUST_DOMAIN}/svc/billing")
@@ -663,16 +619,7 @@ async fn node_openid_client_gets_a_token_that_jose_verifies() {
 async fn a_jwt_svid_from_the_node_agent_is_a_client_assertion() {
     use std::os::unix::fs::MetadataExt;
     let daemon = InProcess::start().await;
-    let metadata: serde_json::Value = serde_json::from_slice(
-        &http(
-            "GET",
-            &format!("{}/.well-known/openid-configuration", daemon.http),
-            &[],
-            b"",
-        )
-        .body,
-    )
-    .unwrap();
+    let metadata: serde_json::Value = metadata(&daemon, "/.well-known/openid-configuration");
     let endpoint = metadata["token_endpoint"].as_str().unwrap().to_owned();
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
     daemon.entry(

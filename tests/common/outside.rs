@@ -109,3 +109,15 @@ pub fn node_script(node: &Path, name: &str) -> Command {
 fn node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node")
 }
+
+/// What an outside client script printed after `ok `, as JSON: it must
+/// have succeeded and said `ok <json>` (else the test fails with what it said).
+pub fn said_ok(output: &std::process::Output) -> serde_json::Value {
+    let said = stdout(output);
+    assert!(
+        output.status.success() && said.starts_with("ok "),
+        "{said}{}",
+        stderr(output)
+    );
+    serde_json::from_str(said[3..].trim()).unwrap()
+}

@@ -275,10 +275,6 @@ pub fn mint(
     now: i64,
     ttl_seconds: i64,
 ) -> Result<MintedJwt, JwtError> {
-    let key = keys.signing_key(now);
-    let mut header = jsonwebtoken::Header::new(key.algorithm.jsonwebtoken());
-    header.kid = Some(key.kid.clone());
-    header.typ = Some("JWT".into());
     let claims = Claims {
         iss: issuer.map(str::to_owned),
         sub: subject.as_str().to_owned(),
@@ -286,12 +282,21 @@ pub fn mint(
         exp: now + ttl_seconds,
         iat: now,
     };
-    let token = jsonwebtoken::encode(&header, &claims, &key.encoding_key())
-        .map_err(|e| JwtError::Malformed(format!("cannot sign: {e}")))?;
     Ok(MintedJwt {
-        token,
+        token: sign(keys, now, &claims)?,
         expires_at: claims.exp,
     })
+}
+
+/// Signs `claims` with the key that signs at `now`: compact JWS, header
+/// `alg`, `kid` and `typ: JWT`.
+fn sign(keys: &JwtKeys, now: i64, claims: &impl Serialize) -> Result<String, JwtError> {
+    let key = keys.signing_key(now);
+    let mut header = jsonwebtoken::Header::new(key.algorithm.jsonwebtoken());
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("JWT".into());
+    jsonwebtoken::encode(&header, claims, &key.encoding_key())
+        .map_err(|e| JwtError::Malformed(format!("cannot sign: {e}")))
 }
 
 /// What the token endpoint puts in an access token besides the times.
@@ -340,10 +345,6 @@ pub fn mint_access_token(
     now: i64,
     ttl_seconds: i64,
 ) -> Result<MintedJwt, JwtError> {
-    let key = keys.signing_key(now);
-    let mut header = jsonwebtoken::Header::new(key.algorithm.jsonwebtoken());
-    header.kid = Some(key.kid.clone());
-    header.typ = Some("JWT".into());
     let body = AccessClaims {
         iss: &claims.issuer,
         sub: claims.subject.as_str(),
@@ -358,10 +359,8 @@ pub fn mint_access_token(
             .as_deref()
             .map(|x5t_s256| Confirmation { x5t_s256 }),
     };
-    let token = jsonwebtoken::encode(&header, &body, &key.encoding_key())
-        .map_err(|e| JwtError::Malformed(format!("cannot sign: {e}")))?;
     Ok(MintedJwt {
-        token,
+        token: sign(keys, now, &body)?,
         expires_at: body.exp,
     })
 }
