@@ -555,6 +555,33 @@ fn assertion_refused(daemon: &Served, assertion: &str, why: &str) {
     assert!(description.contains(why), "{description}");
 }
 
+/// Has an outside OAuth client (`client`, given issuer, CA bundle,
+/// certificate, key, client id, audience and scope) get a token for
+/// billing with the certificate alone and verify it: it must say `ok` and
+/// the claims, with billing as `sub` and the scope granted.
+async fn an_outside_oauth_client_gets_a_token(client: std::process::Command, scope: &str) {
+    let mut client = client;
+    let daemon = InProcess::start().await;
+    let billing = workload(&daemon, "billing", &[]);
+    apply_policy(&daemon, POLICY);
+    let billing_id = format!("spiffe://{TRUST_DOMAIN}/svc/billing");
+    let output = client
+        .args([
+            daemon.http.as_str(),
+            daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+            billing.join("cert.pem").to_str().unwrap(),
+            billing.join("key.pem").to_str().unwrap(),
+            &billing_id,
+            "invoices",
+            scope,
+        ])
+        .output()
+        .unwrap();
+    let claims = said_ok(&output);
+    assert_eq!(claims["sub"], billing_id);
+    assert_eq!(claims["scope"], scope);
+}
+
 /// authlib runs the client-credentials flow with the client certificate
 /// and no secret, finding the endpoint through RFC 8414 metadata; PyJWT
 /// verifies iss, aud, exp, scope and cnf from the discovered keys.
@@ -563,22 +590,11 @@ async fn authlib_gets_a_certificate_bound_token_that_pyjwt_verifies() {
     let Some(python) = python_with(&["authlib", "requests", "jwt", "cryptography"]) else {
         return;
     };
-    let daemon = InProcess::start().await;
-    let billing = workload(&daemon, "billing", &[]);
-    apply_policy(&daemon, POLICY);
-    let output = script(&python, "oauth_client.py")
-        .args([
-            daemon.http.as_str(),
-            daemon.data_dir.join("bundle.pem").to_str().unwrap(),
-            billing.join("cert.pem").to_str().unwrap(),
-            billing.join("key.pem").to_str().unwrap(),
-            "invoices",
-            "invoices:create invoices:read",
-        ])
-        .output()
-        .unwrap();
-    let claims = said_ok(&output);
-    assert_eq!(claims["scope"], "invoices:create invoices:read");
+    an_outside_oauth_client_gets_a_token(
+        script(&python, "oauth_client.py"),
+        "invoices:create invoices:read",
+    )
+    .await;
 }
 
 /// Node's openid-client discovers certd and runs the client-credentials
@@ -589,27 +605,8 @@ async fn node_openid_client_gets_a_token_that_jose_verifies() {
     let Some(node) = node_with("openid-client") else {
         return;
     };
-    let daemon = InProcess::start().await;
-    let billing = workload(&daemon, "billing", &[]);
-    apply_policy(&daemon, POLICY);
-    let output = node_script(&node, "oauth_client.mjs")
-        .args([
-            daemon.http.as_str(),
-            daemon.data_dir.join("bundle.pem").to_str().unwrap(),
-            billing.join("cert.pem").to_str().unwrap(),
-            billing.join("key.pem").to_str().unwrap(),
-            &format!("spiffe://{TRUST_DOMAIN}/svc/billing"),
-            "invoices",
-            "invoices:read",
-        ])
-        .output()
-        .unwrap();
-    let claims = said_ok(&output);
-    assert_eq!(
-        claims["sub"],
-        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
-    );
-    assert_eq!(claims["scope"], "invoices:read");
+    an_outside_oauth_client_gets_a_token(node_script(&node, "oauth_client.mjs"), "invoices:read")
+        .await;
 }
 
 /// A workload on a node asks its agent's Workload API (`FetchJWTSVID`) for

@@ -5,7 +5,7 @@ token endpoint found through discovery. PyJWT then verifies the token from
 the discovered jwks_uri: iss, aud, exp, the scope, and cnf.x5t#S256 equal
 to the SHA-256 thumbprint of the client certificate (RFC 8705).
 
-Usage: oauth_client.py ISSUER CA_BUNDLE CERT KEY AUDIENCE SCOPE
+Usage: oauth_client.py ISSUER CA_BUNDLE CERT KEY CLIENT_ID AUDIENCE SCOPE
 Prints `ok <claims as JSON>`, or `FAILED <step>: <why>` and exits 1.
 """
 
@@ -27,7 +27,7 @@ def fail(step, why):
 
 
 def main():
-    issuer, ca_bundle, cert, key, audience, scope = sys.argv[1:7]
+    issuer, ca_bundle, cert, key, client_id, audience, scope = sys.argv[1:8]
     url = issuer + "/.well-known/oauth-authorization-server"
     try:
         with urllib.request.urlopen(url, timeout=10) as answer:
@@ -46,6 +46,8 @@ def main():
     spiffe_id = certificate.extensions.get_extension_for_class(
         x509.SubjectAlternativeName
     ).value.get_values_for_type(x509.UniformResourceIdentifier)[0]
+    if spiffe_id != client_id:
+        fail("certificate", f"names {spiffe_id}, not the client {client_id}")
     session = OAuth2Session(
         client_id=spiffe_id,
         token_endpoint_auth_method="none",
