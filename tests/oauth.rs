@@ -468,6 +468,49 @@ async fn bad_token_requests_get_the_rfc_error_and_change_nothing() {
         "{}",
         stderr(&stale)
     );
+
+    // One grant at a time: added, enforced, removed; removing it twice is
+    // NOT_FOUND (exit 5).
+    let granted = daemon.cli(&[
+        "policy",
+        "grant",
+        "billing-payroll",
+        "--from",
+        "billing",
+        "--to",
+        "payroll",
+        "--scope",
+        "payroll:read",
+    ]);
+    assert!(granted.status.success(), "{}", stderr(&granted));
+    assert!(
+        stdout(&granted).contains("policy version 2, 2 grant(s)"),
+        "{}",
+        stdout(&granted)
+    );
+    let (explained, _) = explain(&daemon, "billing", "payroll", &["payroll:read"]);
+    assert_eq!(explained["rules"][0], "grant billing-payroll");
+    let (status, _) = post(
+        &daemon,
+        Some(&billing),
+        &[
+            "grant_type=client_credentials",
+            "audience=payroll",
+            "scope=payroll:read",
+        ],
+    );
+    assert_eq!(status, 200);
+    let bad_grant = daemon.cli(&["policy", "grant", "x", "--from", "billing", "--to", "a b"]);
+    assert_eq!(bad_grant.status.code(), Some(2), "{}", stderr(&bad_grant));
+    let revoked = daemon.cli(&["policy", "revoke", "billing-payroll"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let (explained, code) = explain(&daemon, "billing", "payroll", &[]);
+    assert_eq!(
+        (explained["rules"][0].as_str(), code),
+        (Some("default deny"), 4)
+    );
+    let again = daemon.cli(&["policy", "revoke", "billing-payroll"]);
+    assert_eq!(again.status.code(), Some(5), "{}", stderr(&again));
 }
 
 /// A caller behind a TLS-terminating proxy authenticates with a JWT-SVID

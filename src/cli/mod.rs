@@ -231,6 +231,10 @@ pub enum PolicyCommand {
     Check(policy::PolicyCheckArgs),
     /// Replace the whole policy with a file; nothing changes if it is not valid.
     Apply(policy::PolicyApplyArgs),
+    /// Add one grant, or replace the grant of that name.
+    Grant(policy::PolicyGrantArgs),
+    /// Remove one grant by name; exit 5 if there is none.
+    Revoke(policy::PolicyRevokeArgs),
     /// What the token endpoint would answer a caller asking for an audience and scopes, and the
     /// rule that decides; exit 4 if it would refuse.
     Explain(policy::PolicyExplainArgs),
@@ -341,6 +345,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             PolicyCommand::Show(args) => policy::show(args).await,
             PolicyCommand::Check(args) => policy::check(args),
             PolicyCommand::Apply(args) => policy::apply(args).await,
+            PolicyCommand::Grant(args) => policy::grant(args).await,
+            PolicyCommand::Revoke(args) => policy::revoke(args).await,
             PolicyCommand::Explain(args) => policy::explain(args).await,
         },
         Command::Jwt { command } => match command {

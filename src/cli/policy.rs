@@ -46,6 +46,35 @@ pub struct PolicyApplyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PolicyGrantArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The grant's name; a grant of that name is replaced.
+    name: String,
+    /// The caller: a service name or SPIFFE ID.
+    #[arg(long)]
+    from: String,
+    /// The audience.
+    #[arg(long)]
+    to: String,
+    /// A scope granted; repeat for several; none: the audience alone.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyRevokeArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The grant's name, as `policy show` prints it.
+    name: String,
+}
+
+#[derive(Debug, Args)]
 pub struct PolicyExplainArgs {
     #[command(flatten)]
     data_dir: DataDirArg,
@@ -103,6 +132,60 @@ pub async fn apply(args: PolicyApplyArgs) -> anyhow::Result<()> {
     println!(
         "applied {}: policy version {version}, {grants} grant(s)",
         args.file.display()
+    );
+    Ok(())
+}
+
+/// Adds or replaces one grant: the policy in force, changed by `edit`, is
+/// applied only if nobody changed it meanwhile (tried again, up to three
+/// times, if someone did).
+async fn edit_policy(
+    data_dir: &DataDirArg,
+    target: &AdminTarget,
+    edit: impl Fn(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<(u64, u32)> {
+    let mut client = target.connect(data_dir).await?;
+    let mut attempts = 0;
+    loop {
+        let (version, text) = client.policy().await?;
+        let changed = edit(&text)?;
+        match client.replace_policy(changed, Some(version)).await {
+            Err(certd::api::client::ClientError::Refused {
+                kind: certd::ErrorKind::FailedPrecondition,
+                ..
+            }) if attempts < 2 => attempts += 1,
+            outcome => return Ok(outcome?),
+        }
+    }
+}
+
+/// `certd policy grant NAME --from … --to … [--scope …]`.
+pub async fn grant(args: PolicyGrantArgs) -> anyhow::Result<()> {
+    let (version, grants) = edit_policy(&args.data_dir, &args.target, |text| {
+        Ok(
+            certd::policy::grants::set_grant(text, &args.name, &args.from, &args.to, &args.scopes)
+                .map_err(certd::Error::from)?,
+        )
+    })
+    .await?;
+    println!(
+        "granted {}: policy version {version}, {grants} grant(s)",
+        args.name
+    );
+    Ok(())
+}
+
+/// `certd policy revoke NAME`: exit 5 if there is no such grant.
+pub async fn revoke(args: PolicyRevokeArgs) -> anyhow::Result<()> {
+    let (version, grants) = edit_policy(&args.data_dir, &args.target, |text| {
+        certd::policy::grants::remove_grant(text, &args.name)
+            .map_err(certd::Error::from)?
+            .ok_or_else(|| certd::Error::NotFound(format!("grant {:?}", args.name)).into())
+    })
+    .await?;
+    println!(
+        "revoked {}: policy version {version}, {grants} grant(s)",
+        args.name
     );
     Ok(())
 }

@@ -67,8 +67,7 @@ pub fn parse_policy(
     text: &str,
     trust_domain: &TrustDomain,
 ) -> Result<Vec<GrantRecord>, PolicyFileError> {
-    let file: PolicyFile =
-        toml::from_str(text).map_err(|e| PolicyFileError::Syntax(e.message().to_owned()))?;
+    let file = policy_file(text)?;
     if file.grants.len() > MAX_GRANTS {
         return Err(PolicyFileError::TooManyGrants(file.grants.len()));
     }
@@ -117,6 +116,43 @@ pub fn render_policy(policy: &PolicyRecord) -> String {
         "# certd token policy, version {} (changed by {} at {}).\n# Check with `certd policy check FILE`; apply with `certd policy apply FILE`.\n\n{body}",
         policy.version, policy.changed_by, policy.changed_at
     )
+}
+
+/// `text` (a policy file) with grant `name` added, or replaced if it is
+/// there, for `certd policy grant`. Only the file's shape is read here: the
+/// daemon checks the result as any policy it is given.
+pub fn set_grant(
+    text: &str,
+    name: &str,
+    from: &str,
+    to: &str,
+    scopes: &[String],
+) -> Result<String, PolicyFileError> {
+    let mut file = policy_file(text)?;
+    let grant = GrantFile {
+        name: name.to_owned(),
+        from: from.to_owned(),
+        to: to.to_owned(),
+        scopes: scopes.to_vec(),
+    };
+    match file.grants.iter_mut().find(|g| g.name == name) {
+        Some(existing) => *existing = grant,
+        None => file.grants.push(grant),
+    }
+    Ok(toml::to_string_pretty(&file).unwrap_or_default())
+}
+
+/// `text` without grant `name`, for `certd policy revoke`; `None` if it
+/// has no such grant.
+pub fn remove_grant(text: &str, name: &str) -> Result<Option<String>, PolicyFileError> {
+    let mut file = policy_file(text)?;
+    let before = file.grants.len();
+    file.grants.retain(|g| g.name != name);
+    Ok((file.grants.len() < before).then(|| toml::to_string_pretty(&file).unwrap_or_default()))
+}
+
+fn policy_file(text: &str) -> Result<PolicyFile, PolicyFileError> {
+    toml::from_str(text).map_err(|e| PolicyFileError::Syntax(e.message().to_owned()))
 }
 
 /// A grant's caller: a SPIFFE ID in the trust domain, or a service name.
@@ -449,6 +485,33 @@ to = "orders"
             "scopes: scope",
         );
         check("grant = 5", "invalid type");
+    }
+
+    #[test]
+    fn one_grant_is_added_replaced_or_removed_and_the_rest_kept() {
+        let scopes = vec!["payroll:read".to_owned()];
+        let added = set_grant(POLICY, "hr-payroll", "hr", "payroll", &scopes).unwrap();
+        let grants = parse_policy(&added, &trust_domain()).unwrap();
+        assert_eq!(grants.len(), 3);
+        assert_eq!(grants[2].scopes, scopes);
+        let replaced = set_grant(&added, "hr-payroll", "hr", "payroll", &[]).unwrap();
+        let grants = parse_policy(&replaced, &trust_domain()).unwrap();
+        assert_eq!(grants.len(), 3);
+        assert!(grants[2].scopes.is_empty());
+        let removed = remove_grant(&replaced, "billing-invoices")
+            .unwrap()
+            .unwrap();
+        let names: Vec<String> = parse_policy(&removed, &trust_domain())
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(names, ["gateway-orders", "hr-payroll"]);
+        assert_eq!(remove_grant(&removed, "billing-invoices").unwrap(), None);
+        assert_eq!(
+            set_grant("", "a", "b", "c", &[]).map(|t| t.contains("[[grant]]")),
+            Ok(true)
+        );
     }
 
     #[test]
