@@ -184,9 +184,14 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
         args.extend(extra);
         daemon.cli(&args)
     };
+    // Never taken for a JWT-SVID (an identity) by a JWT-SVID verifier.
+    let as_svid = verify(&[]);
+    assert_eq!(as_svid.status.code(), Some(4));
+    assert!(stderr(&as_svid).contains("at+jwt"), "{}", stderr(&as_svid));
     let billing_cert = billing.join("cert.pem");
     let orders_cert = orders.join("cert.pem");
     let accepted = verify(&[
+        "--access-token",
         "--issuer",
         &daemon.http,
         "--scope",
@@ -206,6 +211,8 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
             "bound to another client certificate",
         ),
     ] {
+        let mut extra = extra;
+        extra.insert(0, "--access-token");
         let refused = verify(&extra);
         assert_eq!(refused.status.code(), Some(4), "{extra:?}");
         assert!(stderr(&refused).contains(why), "{}", stderr(&refused));
@@ -219,10 +226,29 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
     let (status, answer) = post(
         &daemon,
         Some(&billing),
-        &["grant_type=client_credentials", "resource=reports"],
+        &["grant_type=client_credentials", "audience=reports"],
     );
     assert_eq!(status, 200, "{answer}");
     assert!(answer.get("scope").is_none());
+    // An access token is no client assertion, and certd itself is no
+    // audience: neither turns one authentication into lasting tokens.
+    assertion_refused(&daemon, answer["access_token"].as_str().unwrap(), "not JWT");
+    let endpoint = self::metadata(&daemon, "/.well-known/openid-configuration")["token_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for own in [endpoint.as_str(), daemon.http.as_str()] {
+        let (status, answer) = post(
+            &daemon,
+            Some(&billing),
+            &["grant_type=client_credentials", &format!("audience={own}")],
+        );
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid_target")),
+            "{answer}"
+        );
+    }
 
     // Refusals, each with its code, its rule, and the same explanation.
     for (dir, from, audience, scope, error, rule) in [
@@ -282,7 +308,9 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
     let audited = audit_reasons(&daemon);
     let refused: Vec<&serde_json::Value> =
         audited.iter().filter(|e| e["allowed"] == false).collect();
-    assert_eq!(refused.len(), 3, "{audited:?}");
+    // The access token tried as an assertion, the two own audiences, and
+    // the three above.
+    assert_eq!(refused.len(), 6, "{audited:?}");
     assert!(
         refused.iter().any(|e| e["reason"].as_str().is_some_and(
             |r| r.contains("invalid_scope") && r.contains("rule grant billing-invoices")
@@ -401,6 +429,25 @@ async fn bad_token_requests_get_the_rfc_error_and_change_nothing() {
             "invalid_client",
         ),
     ];
+    let cases: Vec<(Option<&Path>, Vec<&str>, u16, &str)> = cases
+        .into_iter()
+        .chain([
+            // RFC 8707: a resource is an absolute URI.
+            (
+                Some(billing.as_path()),
+                vec!["grant_type=client_credentials", "resource=invoices"],
+                400,
+                "invalid_target",
+            ),
+            // RFC 6749 §3.1: a parameter without a value is omitted.
+            (
+                Some(billing.as_path()),
+                vec!["grant_type=client_credentials", "audience="],
+                400,
+                "invalid_request",
+            ),
+        ])
+        .collect();
     for (dir, form, status, error) in cases {
         let (got, answer) = post(&daemon, dir, &form);
         assert_eq!(
@@ -409,6 +456,35 @@ async fn bad_token_requests_get_the_rfc_error_and_change_nothing() {
             "{form:?}: {answer}"
         );
     }
+    // A client secret over HTTP Basic: 401 in the scheme the client used.
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "--cacert",
+            daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+        ])
+        .args([
+            "-u",
+            "billing:secret",
+            "--data",
+            "grant_type=client_credentials",
+        ])
+        .args(["--data", "audience=invoices", &token_url(&daemon)])
+        .output()
+        .unwrap();
+    let answer = stdout(&output);
+    assert!(
+        answer.starts_with("HTTP/2 401") || answer.starts_with("HTTP/1.1 401"),
+        "{answer}"
+    );
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("www-authenticate: basic realm=\"certd\""),
+        "{answer}"
+    );
+    assert!(answer.contains("invalid_client"), "{answer}");
     // Not a form at all.
     let output = Command::new("curl")
         .args([
@@ -569,6 +645,21 @@ async fn a_jwt_svid_client_assertion_authenticates_the_client() {
         assert_eq!(claims["scope"], "invoices:read");
         assert!(claims.get("cnf").is_none(), "not bound: no certificate");
     }
+    // One meant for another service too would let it act as the client.
+    let output = daemon.cli(&[
+        "jwt",
+        "mint",
+        "--server",
+        &daemon.grpc,
+        "--dir",
+        billing.to_str().unwrap(),
+        "--audience",
+        &endpoint,
+        "--audience",
+        "elsewhere",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assertion_refused(&daemon, stdout(&output).trim(), "exactly one audience");
     let elsewhere = mint("elsewhere", "5m");
     assertion_refused(&daemon, &elsewhere, "not for this token endpoint");
     // Expired: the daemon's clock moves past the assertion's lifetime.

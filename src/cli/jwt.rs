@@ -53,13 +53,16 @@ pub struct VerifyArgs {
     /// The issuer the token must name (`iss`), e.g. certd's public base URL.
     #[arg(long)]
     issuer: Option<String>,
-    /// A scope the token must grant (an access token from the token endpoint); repeat for
-    /// several.
-    #[arg(long = "scope")]
+    /// The token must be an access token from the token endpoint (`typ: at+jwt`) rather than
+    /// a JWT-SVID: neither is ever taken for the other.
+    #[arg(long)]
+    access_token: bool,
+    /// A scope the access token must grant; repeat for several.
+    #[arg(long = "scope", requires = "access_token")]
     scopes: Vec<String>,
-    /// The client certificate (PEM) the caller presented: the token must be bound to it
-    /// (RFC 8705 cnf.x5t#S256).
-    #[arg(long, value_name = "CERT_PEM")]
+    /// The client certificate (PEM) the caller presented: the access token must be bound to
+    /// it (RFC 8705 cnf.x5t#S256).
+    #[arg(long, value_name = "CERT_PEM", requires = "access_token")]
     bound_to: Option<PathBuf>,
 }
 
@@ -96,7 +99,19 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         None => fetch(&args.jwks_url).await?,
     };
     let keys = JwkSet::parse(&jwks).map_err(super::UsageError)?;
-    let verified = certd::jwt::verify(&token, &args.audience, &keys).map_err(Invalid)?;
+    let kind = if args.access_token {
+        certd::jwt::TokenKind::AccessToken
+    } else {
+        certd::jwt::TokenKind::JwtSvid
+    };
+    let verified = certd::jwt::verify_kind_at(
+        &token,
+        kind,
+        &args.audience,
+        &keys,
+        certd::clock::unix_seconds(super::now()),
+    )
+    .map_err(Invalid)?;
     let bound_to = match &args.bound_to {
         None => None,
         Some(path) => {

@@ -46,7 +46,12 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
     let policy = from.policy().await?;
     if let Some(policy) = &policy {
         // The version is kept, so replicas never see it go back.
-        to.replace_policy(0, policy).await?;
+        if !to.replace_policy(0, policy).await? {
+            return Err(StoreError::Backend(
+                "the target already holds a token policy; copy only into a new, empty database"
+                    .into(),
+            ));
+        }
     }
     let tokens = from.join_tokens().await?;
     to.insert_join_tokens(&tokens).await?;

@@ -434,7 +434,10 @@ pub(crate) async fn the_policy_is_replaced_only_from_the_version_the_caller_saw(
         assert_eq!(store.policy().await.unwrap(), None);
         // Not from a version nobody stored, and never to an older one.
         assert!(!store.replace_policy(1, &first).await.unwrap());
-        assert!(store.replace_policy(0, &first).await.unwrap());
+        // Two writers racing for the first policy: exactly one wins.
+        assert_eq!(race(&store, 0, &first).await, 1);
+        let stored = store.policy().await.unwrap().unwrap();
+        assert!(stored.changed_by.starts_with("racer "));
         assert!(!store.replace_policy(0, &first).await.unwrap());
         let older = PolicyRecord {
             version: 1,
@@ -443,12 +446,41 @@ pub(crate) async fn the_policy_is_replaced_only_from_the_version_the_caller_saw(
         assert!(!store.replace_policy(1, &older).await.unwrap());
     }
     let store = backend.open().await;
-    assert_eq!(store.policy().await.unwrap(), Some(first.clone()));
-    let second = PolicyRecord {
+    let reopened = store.policy().await.unwrap().unwrap();
+    assert_eq!((reopened.version, &reopened.grants), (1, &first.grants));
+    // Two writers racing from one version: exactly one wins.
+    let next = PolicyRecord {
         version: 2,
+        ..first.clone()
+    };
+    assert_eq!(race(&store, 1, &next).await, 1);
+    let raced = store.policy().await.unwrap().unwrap();
+    assert_eq!(raced.version, 2);
+    let second = PolicyRecord {
+        version: 3,
         grants: Vec::new(),
         ..first.clone()
     };
-    assert!(store.replace_policy(1, &second).await.unwrap());
+    assert!(store.replace_policy(2, &second).await.unwrap());
     assert_eq!(store.policy().await.unwrap(), Some(second));
+}
+
+/// Has two tasks replace the policy from `expected` with `policy` (each
+/// naming itself in `changed_by`) at once; returns how many succeeded.
+async fn race(store: &SharedStorage, expected: u64, policy: &PolicyRecord) -> usize {
+    let racers: Vec<_> = (0..2)
+        .map(|index| {
+            let store = store.clone();
+            let policy = PolicyRecord {
+                changed_by: format!("racer {index}"),
+                ..policy.clone()
+            };
+            tokio::spawn(async move { store.replace_policy(expected, &policy).await.unwrap() })
+        })
+        .collect();
+    let mut wins = 0;
+    for racer in racers {
+        wins += usize::from(racer.await.unwrap());
+    }
+    wins
 }

@@ -387,9 +387,12 @@ impl Admin for AdminApi {
         request: Request<proto::GetPolicyRequest>,
     ) -> Result<Response<proto::Policy>, Status> {
         self.authorize(&request).await?;
-        Ok(Response::new(policy_to_proto(
-            &self.authority.token_policy(),
-        )))
+        let policy = self
+            .authority
+            .stored_token_policy()
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(policy_to_proto(&policy)))
     }
 
     async fn replace_policy(
@@ -398,13 +401,9 @@ impl Admin for AdminApi {
     ) -> Result<Response<proto::Policy>, Status> {
         let caller = self.authorize(&request).await?;
         let request = request.into_inner();
-        let grants = self
-            .authority
-            .check_policy(&request.text)
-            .map_err(|e| status(&e))?;
         let policy = self
             .authority
-            .replace_token_policy(&caller, request.expected_version, grants)
+            .replace_token_policy(&caller, request.expected_version, &request.text)
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(policy_to_proto(&policy)))

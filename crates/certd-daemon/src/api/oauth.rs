@@ -50,6 +50,20 @@ async fn token(State(authority): State<Authority>, request: Request) -> Response
         .as_ref()
         .and_then(TlsConnectInfo::peer_certs)
         .and_then(|chain| chain.first().map(|leaf| leaf.to_vec()));
+    // RFC 6749 §2.3: one way to authenticate; a client that tries HTTP
+    // authentication (a secret, with Basic) is answered in its scheme.
+    let http_scheme = request.headers().get(header::AUTHORIZATION).map(|value| {
+        value
+            .to_str()
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(32)
+            .collect::<String>()
+    });
     let form_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -81,6 +95,17 @@ async fn token(State(authority): State<Authority>, request: Request) -> Response
         Ok(form) => form,
         Err(message) => return refusal(&TokenError::InvalidRequest(message)),
     };
+    if let Some(scheme) = http_scheme {
+        let mut response = refusal(&TokenError::InvalidClient(
+            "certd has no client secrets and takes no Authorization header: present your certd certificate in the TLS handshake or a JWT-SVID as client_assertion".into(),
+        ));
+        if let Ok(challenge) = HeaderValue::from_str(&format!("{scheme} realm=\"certd\"")) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        return response;
+    }
     match answer(&authority, &peer, leaf.as_deref(), &form).await {
         Ok(response) => response,
         Err(error) => refusal(&error),
@@ -156,6 +181,12 @@ async fn answer(
         }
     };
     crate::jwt::check_audience(audience).map_err(TokenError::InvalidRequest)?;
+    if parameter("resource").is_some() && !is_absolute_uri(audience) {
+        // RFC 8707 §2: a resource is an absolute URI; `audience` takes any name.
+        return Err(TokenError::InvalidTarget(format!(
+            "resource {audience:?} is not an absolute URI; name a service by `audience` instead"
+        )));
+    }
     let scopes = match parameter("scope") {
         Some(scope) => grants::parse_scope_parameter(scope)
             .map_err(|message| TokenError::InvalidRequest(format!("scope: {message}")))?,
@@ -179,10 +210,25 @@ async fn answer(
     Ok(json(StatusCode::OK, &body))
 }
 
-/// The form's parameters, each at most once (RFC 6749 §3.2).
+/// Whether `value` is an absolute URI: a scheme (RFC 3986 §3.1) and `:`.
+fn is_absolute_uri(value: &str) -> bool {
+    value.split_once(':').is_some_and(|(scheme, rest)| {
+        !rest.is_empty()
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    })
+}
+
+/// The form's parameters, each at most once (RFC 6749 §3.2); one without
+/// a value counts as omitted (§3.1).
 fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, String> {
     let mut form = HashMap::new();
     for (name, value) in form_urlencoded::parse(body) {
+        if value.is_empty() {
+            continue;
+        }
         if form.len() == MAX_PARAMETERS {
             return Err(format!(
                 "the form has more than {MAX_PARAMETERS} parameters"
@@ -217,18 +263,10 @@ fn refusal(error: &TokenError) -> Response {
         }
         _ => description(error),
     };
-    let mut response = json(
+    json(
         status,
         &serde_json::json!({ "error": code, "error_description": described }),
-    );
-    if status == StatusCode::UNAUTHORIZED {
-        // RFC 6749 §5.2: a 401 names the scheme the client may use.
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"certd\", error=\"invalid_client\""),
-        );
-    }
-    response
+    )
 }
 
 /// RFC 6749 §5.2 allows only printable ASCII other than '"' and '\' in
@@ -275,6 +313,21 @@ mod tests {
         assert!(parse_form(many.join("&").as_bytes()).is_err());
         // Not UTF-8, or not a form at all: still parameters, never a panic.
         assert!(parse_form(&[0xff, b'=', 0xfe]).is_ok());
+        // Without a value, as if omitted.
+        assert!(
+            !parse_form(b"client_id=&scope=a")
+                .unwrap()
+                .contains_key("client_id")
+        );
+    }
+
+    #[test]
+    fn a_resource_is_an_absolute_uri() {
+        assert!(is_absolute_uri("https://invoices.example/api"));
+        assert!(is_absolute_uri("spiffe://certd.internal/svc/invoices"));
+        assert!(!is_absolute_uri("invoices"));
+        assert!(!is_absolute_uri("1http://x"));
+        assert!(!is_absolute_uri("https:"));
     }
 
     #[test]

@@ -12,8 +12,7 @@
 //! asked and granted, and the deciding rule. The form itself is parsed by
 //! `api::oauth`; this module never sees HTTP.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use super::{Authority, Caller};
 use crate::attest::{AttestError, AttestFailure, RenewalEvidence};
@@ -28,8 +27,6 @@ use crate::store::{EntryRecord, IssuanceRecord, StoreError};
 pub const JWT_SPIFFE_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 /// `client_assertion_type` of RFC 7523 §2.2; taken with the same meaning.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Most assertions with a `jti` remembered at once, to refuse their replay.
-const MAX_REMEMBERED_ASSERTIONS: usize = 100_000;
 
 /// Why the token endpoint refused. `api::oauth` names the RFC 6749 §5.2
 /// error code of each (`oauth_error`).
@@ -43,6 +40,8 @@ pub enum TokenError {
         "grant_type {0:?} is not supported: certd's token endpoint supports client_credentials"
     )]
     UnsupportedGrantType(String),
+    #[error("{0}")]
+    InvalidTarget(String),
     #[error(transparent)]
     Refused(#[from] TokenRefusal),
     #[error(transparent)]
@@ -56,6 +55,7 @@ impl TokenError {
             TokenError::InvalidRequest(_) => "invalid_request",
             TokenError::InvalidClient(_) => "invalid_client",
             TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            TokenError::InvalidTarget(_) => "invalid_target",
             TokenError::Refused(TokenRefusal::NoGrant { .. }) => "invalid_target",
             TokenError::Refused(TokenRefusal::ScopeNotGranted { .. }) => "invalid_scope",
             TokenError::Failed(error) => match error.kind() {
@@ -76,6 +76,7 @@ impl TokenError {
                 crate::ErrorKind::InvalidInput
             }
             TokenError::InvalidClient(_) => crate::ErrorKind::Unauthenticated,
+            TokenError::InvalidTarget(_) => crate::ErrorKind::PermissionDenied,
             TokenError::Refused(refusal) => refusal.kind(),
             TokenError::Failed(error) => error.kind(),
         }
@@ -122,11 +123,10 @@ pub struct Explanation {
     pub message: String,
 }
 
-/// The token policy in force, and the assertion ids already used.
+/// The token policy in force.
 #[derive(Debug, Default)]
 pub(super) struct PolicyState {
     current: RwLock<Arc<PolicyRecord>>,
-    used_assertions: Mutex<HashMap<String, i64>>,
 }
 
 impl PolicyState {
@@ -153,31 +153,9 @@ impl PolicyState {
             *current = Arc::new(policy);
         }
     }
-
-    /// Whether assertion `jti` is used for the first time; remembered until
-    /// `expires_at`.
-    fn first_use(&self, jti: &str, expires_at: i64, now: i64) -> bool {
-        let mut used = self
-            .used_assertions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if used.len() >= MAX_REMEMBERED_ASSERTIONS {
-            used.retain(|_, expires| *expires > now);
-        }
-        if used.len() >= MAX_REMEMBERED_ASSERTIONS {
-            // Still full of live ids: refuse rather than forget one.
-            return false;
-        }
-        used.insert(jti.to_owned(), expires_at).is_none()
-    }
 }
 
 impl Authority {
-    /// The token policy in force.
-    pub fn token_policy(&self) -> Arc<PolicyRecord> {
-        self.policy.current()
-    }
-
     /// Reads the stored policy again (another replica changed it).
     pub(super) async fn reload_policy(&self) -> Result<(), StoreError> {
         if let Some(policy) = self.store.policy().await? {
@@ -191,42 +169,55 @@ impl Authority {
         Ok(grants::parse_policy(text, self.ca.trust_domain())?)
     }
 
-    /// Replaces the token policy with `grants`, if the one in force is
-    /// still `expected` (`None`: whatever it is); returns the new version.
-    /// Audited either way.
+    /// The token policy as stored now (not this replica's cache, which may
+    /// be a moment behind another replica's change): for editing it.
+    pub async fn stored_token_policy(&self) -> crate::Result<PolicyRecord> {
+        Ok(self.store.policy().await?.unwrap_or_default())
+    }
+
+    /// Replaces the token policy with the policy file `text`, if the one
+    /// stored is still version `expected` (`None`: whatever it is, tried
+    /// again if another change comes between reading and writing); returns
+    /// the new policy. Audited either way, a file that is not valid too.
     pub async fn replace_token_policy(
         &self,
         caller: &Caller,
         expected: Option<u64>,
-        grants: Vec<GrantRecord>,
+        text: &str,
     ) -> crate::Result<PolicyRecord> {
         let outcome = async {
-            // Read from the store, not the cache: another replica may have
-            // replaced it a moment ago.
-            let stored = self.store.policy().await?.unwrap_or_default();
-            if let Some(expected) = expected
-                && expected != stored.version
-            {
-                return Err(crate::Error::from(PolicyConflict {
-                    expected,
-                    current: stored.version,
-                }));
-            }
-            let policy = PolicyRecord {
-                version: stored.version + 1,
-                grants,
-                changed_at: self.now(),
-                changed_by: caller.0.clone(),
-            };
-            if !self.store.replace_policy(stored.version, &policy).await? {
-                return Err(PolicyConflict {
-                    expected: stored.version,
-                    current: stored.version + 1,
+            let grants = self.check_policy(text)?;
+            let mut attempts = 0;
+            loop {
+                let stored = self.store.policy().await?.unwrap_or_default();
+                if let Some(expected) = expected
+                    && expected != stored.version
+                {
+                    return Err(crate::Error::from(PolicyConflict {
+                        expected,
+                        current: stored.version,
+                    }));
                 }
-                .into());
+                let policy = PolicyRecord {
+                    version: stored.version + 1,
+                    grants: grants.clone(),
+                    changed_at: self.now(),
+                    changed_by: caller.0.clone(),
+                };
+                if self.store.replace_policy(stored.version, &policy).await? {
+                    self.policy.adopt(policy.clone());
+                    return Ok(policy);
+                }
+                attempts += 1;
+                if expected.is_some() || attempts == 3 {
+                    let current = self.store.policy().await?.map_or(0, |p| p.version);
+                    return Err(PolicyConflict {
+                        expected: stored.version,
+                        current,
+                    }
+                    .into());
+                }
             }
-            self.policy.adopt(policy.clone());
-            Ok(policy)
         }
         .await;
         let reason = match &outcome {
@@ -275,8 +266,17 @@ impl Authority {
                     authenticated.spiffe_id
                 )));
             }
-            let entries = self.entries_of(&authenticated.spiffe_id);
             client = Some(authenticated.clone());
+            if request.audience == self.issuer.url || request.audience == self.issuer.token_endpoint
+            {
+                // A token for certd itself would be a way around the
+                // client's own authentication.
+                return Err(TokenError::InvalidTarget(format!(
+                    "{:?} is certd's own token endpoint or issuer, never an audience of its tokens",
+                    request.audience
+                )));
+            }
+            let entries = self.entries_of(&authenticated.spiffe_id);
             let caller = TokenCaller {
                 spiffe_id: &authenticated.spiffe_id,
                 service: &authenticated.service,
@@ -404,7 +404,7 @@ impl Authority {
                     })?
                     .current;
                 self.refuse_superseded(&current).await?;
-                let spiffe_id = current
+                let spiffe_id: SpiffeId = current
                     .uris
                     .iter()
                     .find_map(|uri| uri.parse::<SpiffeId>().ok())
@@ -414,6 +414,13 @@ impl Authority {
                             current.serial
                         ))
                     })?;
+                // A client is what a registration entry names, as for an
+                // assertion and for `policy explain`.
+                if self.entries_of(&spiffe_id).is_empty() {
+                    return Err(TokenError::InvalidClient(format!(
+                        "no registration entry names {spiffe_id}: the token endpoint serves registered workloads"
+                    )));
+                }
                 Ok(Client {
                     spiffe_id,
                     service: current.service.clone(),
@@ -437,11 +444,12 @@ impl Authority {
                         )),
                         other => TokenError::InvalidClient(format!("client assertion: {other}")),
                     })?;
-                if let Some(jti) = verified.claims.get("jti").and_then(|v| v.as_str())
-                    && !self.policy.first_use(jti, verified.expires_at, now)
-                {
+                if verified.audiences.len() != 1 {
+                    // One meant for another service as well would let that
+                    // service act as the client.
                     return Err(TokenError::InvalidClient(
-                        "client assertion: this assertion (its jti) was used already".into(),
+                        "client assertion: it must name exactly one audience, this token endpoint"
+                            .into(),
                     ));
                 }
                 let entry = self
@@ -573,25 +581,6 @@ pub struct PolicyConflict {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_assertion_id_is_accepted_once_until_it_expires() {
-        let state = PolicyState::default();
-        assert!(state.first_use("a", 100, 10));
-        assert!(!state.first_use("a", 100, 20), "a replay is refused");
-        assert!(state.first_use("b", 100, 20));
-    }
-
-    #[test]
-    fn a_full_memory_of_live_assertions_refuses_rather_than_forgets() {
-        let state = PolicyState::default();
-        for index in 0..MAX_REMEMBERED_ASSERTIONS {
-            assert!(state.first_use(&index.to_string(), 100, 10));
-        }
-        assert!(!state.first_use("one more", 100, 10));
-        // Once they have expired, they make room.
-        assert!(state.first_use("one more", 300, 200));
-    }
 
     #[test]
     fn a_replica_never_goes_back_to_an_older_policy() {

@@ -39,8 +39,13 @@ pub enum JwtError {
     Algorithm(String),
     #[error("the token's algorithm {alg} does not match its key {kid:?}")]
     AlgorithmMismatch { alg: String, kid: String },
-    #[error("the token's type {0:?} is not JWT")]
-    Type(String),
+    #[error(
+        "the token's type {found:?} is not {expected} (a JWT-SVID is JWT, an access token at+jwt)"
+    )]
+    Type {
+        found: String,
+        expected: &'static str,
+    },
     #[error("the token has no key id (kid)")]
     NoKeyId,
     #[error("the token's key {0:?} is not one of the trust domain's current JWT keys")]
@@ -148,6 +153,8 @@ pub struct Discovery {
     pub token_endpoint: String,
     pub grant_types_supported: Vec<&'static str>,
     pub token_endpoint_auth_methods_supported: Vec<&'static str>,
+    /// The algorithms of client assertions (JWT-SVIDs): certd's keys'.
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     /// RFC 8705 §3.3: access tokens are bound to the client certificate.
     pub tls_client_certificate_bound_access_tokens: bool,
     /// Where the token endpoint checks client certificates (RFC 8705 §5):
@@ -186,7 +193,7 @@ impl Discovery {
             jwks_uri: issuer.jwks_uri.clone(),
             response_types_supported: vec!["id_token"],
             subject_types_supported: vec!["public"],
-            id_token_signing_alg_values_supported: algorithms,
+            id_token_signing_alg_values_supported: algorithms.clone(),
             claims_supported: vec![
                 "iss",
                 "sub",
@@ -200,11 +207,46 @@ impl Discovery {
             ],
             token_endpoint: issuer.token_endpoint.clone(),
             grant_types_supported: vec!["client_credentials"],
-            token_endpoint_auth_methods_supported: vec!["tls_client_auth", "private_key_jwt"],
+            // RFC 7591 §2 allows an absolute URI for a method not
+            // registered yet: the SPIFFE draft's JWT-SVID assertion.
+            token_endpoint_auth_methods_supported: vec![
+                "tls_client_auth",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+            ],
+            token_endpoint_auth_signing_alg_values_supported: algorithms.clone(),
             tls_client_certificate_bound_access_tokens: true,
             mtls_endpoint_aliases: MtlsAliases {
                 token_endpoint: issuer.token_endpoint.clone(),
             },
+        }
+    }
+}
+
+/// Which of certd's two kinds of token, told apart by the header's `typ`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A JWT-SVID: an identity (`typ: JWT`; `JOSE` or none accepted).
+    JwtSvid,
+    /// An access token from the token endpoint: what its scopes allow at
+    /// its audience (`typ: at+jwt`, RFC 9068).
+    AccessToken,
+}
+
+impl TokenKind {
+    fn typ(self) -> &'static str {
+        match self {
+            TokenKind::JwtSvid => "JWT",
+            TokenKind::AccessToken => "at+jwt",
+        }
+    }
+
+    /// Whether a header's `typ` (if any) is this kind's.
+    fn is(self, typ: Option<&str>) -> bool {
+        match self {
+            TokenKind::JwtSvid => matches!(typ, None | Some("JWT" | "JOSE")),
+            TokenKind::AccessToken => typ.is_some_and(|t| {
+                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+            }),
         }
     }
 }
@@ -235,11 +277,15 @@ impl VerifiedJwt {
                 });
             }
         }
-        let granted: Vec<&str> = text("scope").unwrap_or_default().split(' ').collect();
+        let granted: Vec<&str> = text("scope")
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|scope| !scope.is_empty())
+            .collect();
         if let Some(missing) = required
             .scopes
             .iter()
-            .find(|scope| !granted.contains(&scope.as_str()))
+            .find(|scope| scope.is_empty() || !granted.contains(&scope.as_str()))
         {
             return Err(JwtError::MissingScope(missing.clone()));
         }
@@ -283,18 +329,23 @@ pub fn mint(
         iat: now,
     };
     Ok(MintedJwt {
-        token: sign(keys, now, &claims)?,
+        token: sign(keys, now, TokenKind::JwtSvid, &claims)?,
         expires_at: claims.exp,
     })
 }
 
 /// Signs `claims` with the key that signs at `now`: compact JWS, header
-/// `alg`, `kid` and `typ: JWT`.
-fn sign(keys: &JwtKeys, now: i64, claims: &impl Serialize) -> Result<String, JwtError> {
+/// `alg`, `kid` and `typ` (`kind`'s).
+fn sign(
+    keys: &JwtKeys,
+    now: i64,
+    kind: TokenKind,
+    claims: &impl Serialize,
+) -> Result<String, JwtError> {
     let key = keys.signing_key(now);
     let mut header = jsonwebtoken::Header::new(key.algorithm.jsonwebtoken());
     header.kid = Some(key.kid.clone());
-    header.typ = Some("JWT".into());
+    header.typ = Some(kind.typ().into());
     jsonwebtoken::encode(&header, claims, &key.encoding_key())
         .map_err(|e| JwtError::Malformed(format!("cannot sign: {e}")))
 }
@@ -336,9 +387,11 @@ struct Confirmation<'a> {
     x5t_s256: &'a str,
 }
 
-/// Signs an access token: a JWT-SVID (`sub` a SPIFFE ID, `typ: JWT`, the
-/// same keys) that also carries `jti`, `client_id`, `scope` and, when
-/// certificate-bound, `cnf`, valid from `now` for `ttl_seconds`.
+/// Signs an access token (RFC 9068: `typ: at+jwt`, so that no JWT-SVID
+/// verifier takes it for an identity, nor the token endpoint for a client
+/// assertion): `sub` a SPIFFE ID, the same keys, plus `jti`, `client_id`,
+/// `scope` and, when certificate-bound, `cnf`; valid from `now` for
+/// `ttl_seconds`.
 pub fn mint_access_token(
     keys: &JwtKeys,
     claims: &AccessTokenClaims,
@@ -360,7 +413,7 @@ pub fn mint_access_token(
             .map(|x5t_s256| Confirmation { x5t_s256 }),
     };
     Ok(MintedJwt {
-        token: sign(keys, now, &body)?,
+        token: sign(keys, now, TokenKind::AccessToken, &body)?,
         expires_at: body.exp,
     })
 }
@@ -529,6 +582,18 @@ pub fn verify_at(
     keys: &JwkSet,
     now: i64,
 ) -> Result<VerifiedJwt, JwtError> {
+    verify_kind_at(token, TokenKind::JwtSvid, audience, keys, now)
+}
+
+/// `verify_at` for a token of `kind`: an access token is never a JWT-SVID,
+/// nor the reverse.
+pub fn verify_kind_at(
+    token: &str,
+    kind: TokenKind,
+    audience: &str,
+    keys: &JwkSet,
+    now: i64,
+) -> Result<VerifiedJwt, JwtError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(JwtError::TooLarge);
     }
@@ -542,11 +607,14 @@ pub fn verify_at(
     let algorithm: JwtAlgorithm = algorithm
         .parse()
         .map_err(|_| JwtError::Algorithm(algorithm.chars().take(16).collect()))?;
-    if let Some(typ) = header.get("typ") {
-        let typ = typ.as_str().unwrap_or_default();
-        if typ != "JWT" && typ != "JOSE" {
-            return Err(JwtError::Type(typ.to_owned()));
-        }
+    let typ = header
+        .get("typ")
+        .map(|t| t.as_str().unwrap_or("(not a string)"));
+    if !kind.is(typ) {
+        return Err(JwtError::Type {
+            found: typ.unwrap_or("(none)").chars().take(32).collect(),
+            expected: kind.typ(),
+        });
     }
     let kid = header
         .get("kid")
@@ -785,8 +853,31 @@ mod tests {
             token_id: "0123".into(),
         };
         let access = mint_access_token(&keys, &claims, now(), 60).unwrap();
+        assert_eq!(raw_header(&access.token).unwrap()["typ"], "at+jwt");
         let set = JwkSet::published(&keys, now());
-        let verified = verify_at(&access.token, "invoices", &set, now()).unwrap();
+        // An access token is no JWT-SVID, and a JWT-SVID no access token.
+        assert!(matches!(
+            verify_at(&access.token, "invoices", &set, now()),
+            Err(JwtError::Type { .. })
+        ));
+        assert!(matches!(
+            verify_kind_at(
+                &minted(&["invoices"], 60),
+                TokenKind::AccessToken,
+                "invoices",
+                &set,
+                now()
+            ),
+            Err(JwtError::Type { .. })
+        ));
+        let verified = verify_kind_at(
+            &access.token,
+            TokenKind::AccessToken,
+            "invoices",
+            &set,
+            now(),
+        )
+        .unwrap();
         assert_eq!(verified.claims["scope"], "invoices:create invoices:read");
         assert_eq!(verified.claims["client_id"], subject().as_str());
         assert_eq!(verified.claims["jti"], "0123");
@@ -821,6 +912,15 @@ mod tests {
         assert_eq!(
             verified.check(&another),
             Err(JwtError::BoundToAnotherCertificate)
+        );
+        let empty = [String::new()];
+        let empty_scope = Required {
+            scopes: &empty,
+            ..Required::default()
+        };
+        assert!(
+            verified.check(&empty_scope).is_err(),
+            "an empty scope is never granted"
         );
         // A JWT-SVID is bound to nothing; expiry follows the given clock.
         let svid = minted(&["invoices"], 60);
@@ -978,7 +1078,10 @@ mod tests {
                     serde_json::json!({"alg": "ES256", "kid": kid, "typ": "at+jwt"}),
                     good_claims.clone(),
                 ),
-                JwtError::Type("at+jwt".into()),
+                JwtError::Type {
+                    found: "at+jwt".into(),
+                    expected: "JWT",
+                },
             ),
             (
                 forged(

@@ -732,8 +732,9 @@ impl Storage for PgStore {
             .await
     }
 
-    /// The row is locked for the comparison, so of two replicas replacing
-    /// one version exactly one succeeds.
+    /// One conditional statement, so of two replicas replacing one version
+    /// exactly one changes a row: the first policy is inserted only if
+    /// there is none, a later one updates only the version it replaces.
     async fn replace_policy(
         &self,
         expected: u64,
@@ -745,6 +746,8 @@ impl Storage for PgStore {
         let encoded = record::encode(policy)?;
         let version = i64::try_from(policy.version)
             .map_err(|_| StoreError::Corrupt("policy version".into()))?;
+        let expected =
+            i64::try_from(expected).map_err(|_| StoreError::Corrupt("policy version".into()))?;
         let mut client = self.client().await?;
         let notification = self.notification(&Change::Policy {
             version: policy.version,
@@ -752,22 +755,27 @@ impl Storage for PgStore {
         let result = self
             .within(async {
                 let transaction = client.transaction().await.map_err(db_error)?;
-                let current = transaction
-                    .query_opt("SELECT version FROM policy WHERE id = 1 FOR UPDATE", &[])
-                    .await
-                    .map_err(db_error)?
-                    .map_or(0, |row| u64_of(row.get(0)));
-                if current != expected {
+                let changed = if expected == 0 {
+                    transaction
+                        .execute(
+                            "INSERT INTO policy (id, version, policy) VALUES (1, $1, $2)
+                             ON CONFLICT (id) DO NOTHING",
+                            &[&version, &encoded],
+                        )
+                        .await
+                } else {
+                    transaction
+                        .execute(
+                            "UPDATE policy SET version = $1, policy = $2
+                             WHERE id = 1 AND version = $3",
+                            &[&version, &encoded, &expected],
+                        )
+                        .await
+                }
+                .map_err(db_error)?;
+                if changed == 0 {
                     return Ok(false);
                 }
-                transaction
-                    .execute(
-                        "INSERT INTO policy (id, version, policy) VALUES (1, $1, $2)
-                         ON CONFLICT (id) DO UPDATE SET version = $1, policy = $2",
-                        &[&version, &encoded],
-                    )
-                    .await
-                    .map_err(db_error)?;
                 notify_in(&transaction, notification.as_deref()).await?;
                 transaction.commit().await.map_err(db_error)?;
                 Ok(true)
