@@ -379,11 +379,7 @@ impl Authority {
 
     /// Every entry naming `spiffe_id`.
     fn entries_of(&self, spiffe_id: &SpiffeId) -> Vec<EntryRecord> {
-        self.registry
-            .list(None)
-            .into_iter()
-            .filter(|entry| &entry.spiffe_id == spiffe_id)
-            .collect()
+        self.registry.issuing(spiffe_id)
     }
 
     async fn authenticate_client(

@@ -148,6 +148,8 @@ struct Index {
     by_selector: HashMap<Selector, HashSet<String>>,
     /// Node agent → ids of the entries parented to it.
     by_parent: HashMap<SpiffeId, HashSet<String>>,
+    /// Entry ids by the SPIFFE ID they issue (the token endpoint's client).
+    by_spiffe_id: HashMap<SpiffeId, HashSet<String>>,
 }
 
 impl Index {
@@ -172,6 +174,10 @@ impl Index {
                 .or_default()
                 .insert(entry.id.clone());
         }
+        self.by_spiffe_id
+            .entry(entry.spiffe_id.clone())
+            .or_default()
+            .insert(entry.id.clone());
         self.by_id.insert(entry.id.clone(), Arc::new(entry));
     }
 
@@ -193,6 +199,12 @@ impl Index {
             ids.remove(id);
             if ids.is_empty() {
                 self.by_parent.remove(parent);
+            }
+        }
+        if let Some(ids) = self.by_spiffe_id.get_mut(&entry.spiffe_id) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_spiffe_id.remove(&entry.spiffe_id);
             }
         }
     }
@@ -352,6 +364,22 @@ impl Registry {
             .requiring(first)
             .find(|e| e.selectors == selectors && e.parent.as_ref() == parent)
             .map(|e| e.id.clone())
+    }
+
+    /// The entries that issue `spiffe_id`, oldest first (an index, not a
+    /// scan: the token endpoint asks on every request).
+    pub fn issuing(&self, spiffe_id: &SpiffeId) -> Vec<EntryRecord> {
+        let index = self.read();
+        let mut entries: Vec<EntryRecord> = index
+            .by_spiffe_id
+            .get(spiffe_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| index.by_id.get(id))
+            .map(|e| EntryRecord::clone(e))
+            .collect();
+        entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        entries
     }
 
     /// The entries issued through node agent `agent`, oldest first.
@@ -554,8 +582,26 @@ mod tests {
             "{refused}"
         );
 
+        // By the SPIFFE ID they issue: both web entries and the plain one.
+        let web: SpiffeId = "spiffe://certd.internal/svc/web".parse().unwrap();
+        let issuing: Vec<String> = registry.issuing(&web).into_iter().map(|e| e.id).collect();
+        assert_eq!(
+            issuing,
+            [
+                created[0].id.clone(),
+                created[1].id.clone(),
+                plain.id.clone()
+            ]
+        );
+        assert_eq!(registry.issuing(&node("node-1")), [agent.clone()]);
+
         registry.delete(&created[0].id).await.unwrap();
         assert!(registry.parented_to(&node("node-1")).is_empty());
+        assert_eq!(
+            registry.issuing(&web).len(),
+            2,
+            "the index follows a delete"
+        );
         assert_eq!(
             registry.resolve(&selectors(&["token:node-1"])).unwrap().id,
             agent.id
