@@ -593,7 +593,10 @@ mod tests {
                 plain.id.clone()
             ]
         );
-        assert_eq!(registry.issuing(&node("node-1")), [agent.clone()]);
+        assert_eq!(
+            registry.issuing(&node("node-1")),
+            std::slice::from_ref(&agent)
+        );
 
         registry.delete(&created[0].id).await.unwrap();
         assert!(registry.parented_to(&node("node-1")).is_empty());
