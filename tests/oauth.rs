@@ -248,6 +248,11 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
             (400, Some("invalid_target")),
             "{answer}"
         );
+        let (explained, code) = explain(&daemon, "billing", own, &[]);
+        assert_eq!(
+            (explained["error"].as_str(), code),
+            (Some("invalid_target"), 4)
+        );
     }
 
     // Refusals, each with its code, its rule, and the same explanation.

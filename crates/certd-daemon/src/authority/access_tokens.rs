@@ -267,8 +267,7 @@ impl Authority {
                 )));
             }
             client = Some(authenticated.clone());
-            if request.audience == self.issuer.url || request.audience == self.issuer.token_endpoint
-            {
+            if self.is_own_audience(request.audience) {
                 // A token for certd itself would be a way around the
                 // client's own authentication.
                 return Err(TokenError::InvalidTarget(format!(
@@ -332,17 +331,29 @@ impl Authority {
             crate::model::GrantCaller::Service(service) => self.registry.list(Some(service)),
             crate::model::GrantCaller::SpiffeId(id) => self.entries_of(id),
         };
+        let refused = |error: &str, message: String| Explanation {
+            allowed: false,
+            scopes: Vec::new(),
+            rules: Vec::new(),
+            error: error.into(),
+            message,
+        };
         let Some(first) = entries.first() else {
-            return Ok(Explanation {
-                allowed: false,
-                scopes: Vec::new(),
-                rules: Vec::new(),
-                error: "invalid_client".into(),
-                message: format!(
+            return Ok(refused(
+                "invalid_client",
+                format!(
                     "no registration entry names {from}: the token endpoint does not know it as a client"
                 ),
-            });
+            ));
         };
+        if self.is_own_audience(audience) {
+            return Ok(refused(
+                "invalid_target",
+                format!(
+                    "{audience:?} is certd's own token endpoint or issuer, never an audience of its tokens"
+                ),
+            ));
+        }
         let caller = TokenCaller {
             spiffe_id: &first.spiffe_id,
             service: &first.service,
@@ -375,6 +386,11 @@ impl Authority {
                 },
             },
         )
+    }
+
+    /// Whether `audience` is certd itself: its token endpoint or issuer.
+    fn is_own_audience(&self, audience: &str) -> bool {
+        audience == self.issuer.url || audience == self.issuer.token_endpoint
     }
 
     /// Every entry naming `spiffe_id`.
