@@ -322,6 +322,28 @@ mod tests {
     }
 
     #[test]
+    fn hostile_forms_never_panic() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for round in 0..5000 {
+            let body: Vec<u8> = (0..round % 400)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // Mostly the form's own symbols, so parsing goes deep.
+                    b"=&%+aZ09\xff\x00"[(seed >> 33) as usize % 10]
+                })
+                .collect();
+            if let Ok(form) = parse_form(&body) {
+                for value in form.values() {
+                    let _ = is_absolute_uri(value);
+                    let _ = description(&TokenError::InvalidRequest(value.clone()));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_resource_is_an_absolute_uri() {
         assert!(is_absolute_uri("https://invoices.example/api"));
         assert!(is_absolute_uri("spiffe://certd.internal/svc/invoices"));

@@ -562,6 +562,40 @@ to = "orders"
         assert!(decide_for("billing", &[], "orders", &[]).is_err());
     }
 
+    /// A small deterministic generator (xorshift), so a failure repeats.
+    fn bytes(seed: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                (*seed >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hostile_policy_files_and_scopes_are_refused_without_panicking() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        let alphabet = b"[]=\"\\\n #:/.,{}grantnamefromtoscopes0123456789\xff\x00";
+        for round in 0..3000 {
+            let length = round % 300;
+            let noise = bytes(&mut seed, length);
+            // Raw bytes, and text built from the file format's own symbols.
+            let raw = String::from_utf8_lossy(&noise).into_owned();
+            let shaped: String = noise
+                .iter()
+                .map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()]))
+                .collect();
+            for text in [&raw, &shaped, &format!("[[grant]]\n{shaped}")] {
+                let _ = parse_policy(text, &trust_domain());
+                let _ = parse_scope_parameter(text);
+                let _ = set_grant(text, "n", "billing", "x", &[]);
+                let _ = remove_grant(text, "n");
+            }
+        }
+    }
+
     #[test]
     fn the_scope_parameter_is_space_separated_and_checked() {
         assert_eq!(parse_scope_parameter("b a  b").unwrap(), ["a", "b"]);
