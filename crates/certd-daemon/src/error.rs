@@ -66,7 +66,7 @@ pub enum Error {
     PolicyFile(#[from] crate::policy::grants::PolicyFileError),
     /// The token policy changed since the caller read it.
     #[error(transparent)]
-    PolicyConflict(#[from] crate::authority::PolicyConflict),
+    PolicyConflict(#[from] crate::policy::grants::PolicyConflict),
 }
 
 impl From<AttestFailure> for Error {
@@ -88,7 +88,7 @@ impl Error {
             Error::Registry(error) => error.kind(),
             Error::Limit(_) => ErrorKind::Exhausted,
             Error::PolicyFile(error) => error.kind(),
-            Error::PolicyConflict(_) => ErrorKind::FailedPrecondition,
+            Error::PolicyConflict(error) => error.kind(),
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Store(error) => error.kind(),
             Error::Ca(error) => error.kind(),

@@ -20,7 +20,7 @@ use crate::audit::{self, Decision};
 use crate::identity::{ServiceName, SpiffeId};
 use crate::jwt::{self, AccessTokenClaims, JwtError};
 use crate::model::{AuditEvent, GrantRecord, PolicyRecord};
-use crate::policy::grants::{self, Rule, TokenCaller, TokenRefusal};
+use crate::policy::grants::{self, PolicyConflict, Rule, TokenCaller, TokenRefusal};
 use crate::store::{EntryRecord, IssuanceRecord, StoreError};
 
 /// `client_assertion_type` of the SPIFFE client-authentication draft.
@@ -578,16 +578,6 @@ struct Client {
 
 fn rule_names(rules: &[Rule]) -> Vec<String> {
     rules.iter().map(Rule::to_string).collect()
-}
-
-/// Another change to the policy came first.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the token policy changed meanwhile (expected version {expected}, now {current}): export it again, reapply your change, and retry"
-)]
-pub struct PolicyConflict {
-    pub expected: u64,
-    pub current: u64,
 }
 
 #[cfg(test)]

@@ -45,8 +45,8 @@ mod tokens;
 mod views;
 
 pub use access_tokens::{
-    AccessToken, ClientProof, Explanation, JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION,
-    PolicyConflict, TokenError, TokenRequest,
+    AccessToken, ClientProof, Explanation, JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION, TokenError,
+    TokenRequest,
 };
 pub use changes::{Update, follow};
 pub use registration::{CreatedJoinTokens, MAX_TOKENS_PER_REQUEST, TokenFor};

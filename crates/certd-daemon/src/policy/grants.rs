@@ -41,6 +41,23 @@ impl PolicyFileError {
     }
 }
 
+/// Another change to the policy came first (`certd policy apply
+/// --expected-version`, or a race lost three times).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the token policy changed meanwhile (expected version {expected}, now {current}): export it again, reapply your change, and retry"
+)]
+pub struct PolicyConflict {
+    pub expected: u64,
+    pub current: u64,
+}
+
+impl PolicyConflict {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::FailedPrecondition
+    }
+}
+
 /// The policy file: `[[grant]]` tables.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
