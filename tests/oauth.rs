@@ -630,25 +630,7 @@ async fn a_jwt_svid_client_assertion_authenticates_the_client() {
         "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
     ] {
-        let (status, answer) = post(
-            &daemon,
-            None,
-            &[
-                "grant_type=client_credentials",
-                "audience=invoices",
-                "scope=invoices:read",
-                &format!("client_assertion_type={assertion_type}"),
-                &format!("client_assertion={assertion}"),
-            ],
-        );
-        assert_eq!(status, 200, "{answer}");
-        let claims = claims_of(answer["access_token"].as_str().unwrap());
-        assert_eq!(
-            claims["sub"],
-            format!("spiffe://{TRUST_DOMAIN}/svc/billing")
-        );
-        assert_eq!(claims["scope"], "invoices:read");
-        assert!(claims.get("cnf").is_none(), "not bound: no certificate");
+        assertion_accepted(&daemon, assertion_type, &assertion, "invoices:read");
     }
     // One meant for another service too would let it act as the client.
     let output = daemon.cli(&[
@@ -670,6 +652,30 @@ async fn a_jwt_svid_client_assertion_authenticates_the_client() {
     // Expired: the daemon's clock moves past the assertion's lifetime.
     daemon.advance(std::time::Duration::from_secs(600));
     assertion_refused(&daemon, &assertion, "expired");
+}
+
+/// Posts `assertion` (of `assertion_type`) for an invoices token with
+/// `scope`: billing's token must come back, not certificate-bound.
+fn assertion_accepted(daemon: &Served, assertion_type: &str, assertion: &str, scope: &str) {
+    let (status, answer) = post(
+        daemon,
+        None,
+        &[
+            "grant_type=client_credentials",
+            "audience=invoices",
+            &format!("scope={scope}"),
+            &format!("client_assertion_type={assertion_type}"),
+            &format!("client_assertion={assertion}"),
+        ],
+    );
+    assert_eq!(status, 200, "{answer}");
+    let claims = claims_of(answer["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["sub"],
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    assert_eq!(claims["scope"], scope);
+    assert!(claims.get("cnf").is_none(), "not bound: no certificate");
 }
 
 /// Posts `assertion` as a jwt-spiffe client assertion: it must be refused
@@ -784,22 +790,10 @@ async fn a_jwt_svid_from_the_node_agent_is_a_client_assertion() {
         .unwrap()
         .into_inner();
     let assertion = &svids.svids[0].svid;
-    let (status, answer) = post(
+    assertion_accepted(
         &daemon,
-        None,
-        &[
-            "grant_type=client_credentials",
-            "audience=invoices",
-            "scope=invoices:create",
-            "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
-            &format!("client_assertion={assertion}"),
-        ],
+        "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+        assertion,
+        "invoices:create",
     );
-    assert_eq!(status, 200, "{answer}");
-    let claims = claims_of(answer["access_token"].as_str().unwrap());
-    assert_eq!(
-        claims["sub"],
-        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
-    );
-    assert_eq!(claims["scope"], "invoices:create");
 }

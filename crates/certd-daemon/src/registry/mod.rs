@@ -209,6 +209,18 @@ impl Index {
         }
     }
 
+    /// The entries with these ids (from one of the indexes), oldest first.
+    fn oldest_first(&self, ids: Option<&HashSet<String>>) -> Vec<EntryRecord> {
+        let mut entries: Vec<EntryRecord> = ids
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id))
+            .map(|e| EntryRecord::clone(e))
+            .collect();
+        entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        entries
+    }
+
     /// Entries that require `selector` (and possibly more).
     fn requiring<'a>(&'a self, selector: &Selector) -> impl Iterator<Item = &'a Arc<EntryRecord>> {
         self.by_selector
@@ -370,31 +382,13 @@ impl Registry {
     /// scan: the token endpoint asks on every request).
     pub fn issuing(&self, spiffe_id: &SpiffeId) -> Vec<EntryRecord> {
         let index = self.read();
-        let mut entries: Vec<EntryRecord> = index
-            .by_spiffe_id
-            .get(spiffe_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| index.by_id.get(id))
-            .map(|e| EntryRecord::clone(e))
-            .collect();
-        entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        entries
+        index.oldest_first(index.by_spiffe_id.get(spiffe_id))
     }
 
     /// The entries issued through node agent `agent`, oldest first.
     pub fn parented_to(&self, agent: &SpiffeId) -> Vec<EntryRecord> {
         let index = self.read();
-        let mut entries: Vec<EntryRecord> = index
-            .by_parent
-            .get(agent)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| index.by_id.get(id))
-            .map(|e| EntryRecord::clone(e))
-            .collect();
-        entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        entries
+        index.oldest_first(index.by_parent.get(agent))
     }
 
     /// Deletes an entry; certificates issued for it can no longer renew.
