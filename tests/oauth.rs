@@ -43,6 +43,16 @@ fn token_url(daemon: &Served) -> String {
 /// POSTs `form` to the token endpoint with curl, presenting the identity
 /// in `dir` when given; returns the HTTP status and the JSON answer.
 fn post(daemon: &Served, dir: Option<&Path>, form: &[&str]) -> (u16, serde_json::Value) {
+    post_to(daemon, "token", dir, form)
+}
+
+/// POSTs `form` to `/oauth/{endpoint}` with curl, as `post` does.
+fn post_to(
+    daemon: &Served,
+    endpoint: &str,
+    dir: Option<&Path>,
+    form: &[&str],
+) -> (u16, serde_json::Value) {
     let mut command = Command::new("curl");
     command.args([
         "-sS",
@@ -62,7 +72,11 @@ fn post(daemon: &Served, dir: Option<&Path>, form: &[&str]) -> (u16, serde_json:
     for field in form {
         command.args(["--data", field]);
     }
-    command.arg(token_url(daemon));
+    if form.is_empty() {
+        // Still a form, with nothing in it.
+        command.args(["--data", ""]);
+    }
+    command.arg(format!("{}/oauth/{endpoint}", daemon.grpc));
     let output = command.output().expect("curl runs");
     let said = stdout(&output);
     let (body, status) = said.rsplit_once('\n').unwrap_or(("", ""));
@@ -796,4 +810,99 @@ async fn a_jwt_svid_from_the_node_agent_is_a_client_assertion() {
         assertion,
         "invoices:create",
     );
+}
+
+/// RFC 7662: the service a token is for asks certd whether it is active:
+/// yes with its claims while it is valid and its client registered; no for
+/// a token meant for another service, after it expired, or once its
+/// client's entry is gone; a caller that does not authenticate gets
+/// `invalid_client`.
+#[tokio::test(flavor = "multi_thread")]
+async fn introspection_answers_the_service_a_token_is_for() {
+    let daemon = InProcess::start().await;
+    let billing = workload(&daemon, "billing", &[]);
+    let invoices = workload(&daemon, "invoices", &[]);
+    let orders = workload(&daemon, "orders", &[]);
+    apply_policy(&daemon, POLICY);
+    let discovered = metadata(&daemon, "/.well-known/oauth-authorization-server");
+    assert!(
+        discovered["introspection_endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/oauth/introspect")
+    );
+    let (status, answer) = post(
+        &daemon,
+        Some(&billing),
+        &[
+            "grant_type=client_credentials",
+            "audience=invoices",
+            "scope=invoices:create",
+        ],
+    );
+    assert_eq!(status, 200, "{answer}");
+    let token = answer["access_token"].as_str().unwrap().to_owned();
+    let introspect = |dir: Option<&Path>, token: &str| {
+        post_to(
+            &daemon,
+            "introspect",
+            dir,
+            &[&format!("token={token}"), "token_type_hint=access_token"],
+        )
+    };
+
+    let (status, active) = introspect(Some(&invoices), &token);
+    assert_eq!(status, 200, "{active}");
+    assert_eq!(active["active"], true);
+    assert_eq!(
+        active["sub"],
+        format!("spiffe://{TRUST_DOMAIN}/svc/billing")
+    );
+    assert_eq!(active["scope"], "invoices:create");
+    assert_eq!(active["token_type"], "Bearer");
+    assert!(active["cnf"]["x5t#S256"].is_string());
+
+    // Not the service it is for, not a token at all: inactive, nothing more.
+    for (dir, token) in [(&orders, token.as_str()), (&invoices, "not-a-token")] {
+        let (status, answer) = introspect(Some(dir), token);
+        assert_eq!(
+            (status, answer.clone()),
+            (200, serde_json::json!({"active": false}))
+        );
+    }
+    // No client authentication: refused.
+    let (status, answer) = introspect(None, &token);
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, answer) = post_to(&daemon, "introspect", Some(&invoices), &[]);
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+
+    // Inactive once it has expired: the daemon's clock moves past it.
+    daemon.advance(std::time::Duration::from_secs(600));
+    let (_, answer) = introspect(Some(&invoices), &token);
+    assert_eq!(answer, serde_json::json!({"active": false}));
+
+    // A fresh token is active, until billing's entry is gone.
+    let (status, answer) = post(
+        &daemon,
+        Some(&billing),
+        &["grant_type=client_credentials", "audience=invoices"],
+    );
+    assert_eq!(status, 200, "{answer}");
+    let fresh = answer["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(introspect(Some(&invoices), &fresh).1["active"], true);
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(&daemon.cli(&["entry", "list", "--json"]))).unwrap();
+    let entry = entries.iter().find(|e| e["service"] == "billing").unwrap();
+    let deleted = daemon.cli(&["entry", "delete", entry["id"].as_str().unwrap()]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let (_, answer) = introspect(Some(&invoices), &fresh);
+    assert_eq!(answer, serde_json::json!({"active": false}));
+    let audited = stdout(&daemon.cli(&["audit", "--json"]));
+    assert!(audited.contains("introspect-token"), "{audited}");
 }

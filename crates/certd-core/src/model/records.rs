@@ -275,13 +275,15 @@ pub enum AuditEvent {
     MintAccessToken,
     /// The token policy was replaced.
     ReplacePolicy,
+    /// A token was introspected (RFC 7662).
+    IntrospectToken,
     /// The daemon took a database it could not check against the CA's
     /// marks (`--danger-accept-unmarked-store`).
     AcceptUnmarkedStore,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 13] = [
+    pub const ALL: [AuditEvent; 14] = [
         AuditEvent::Issue,
         AuditEvent::IssueOperator,
         AuditEvent::Renew,
@@ -294,6 +296,7 @@ impl AuditEvent {
         AuditEvent::MintJwt,
         AuditEvent::MintAccessToken,
         AuditEvent::ReplacePolicy,
+        AuditEvent::IntrospectToken,
         AuditEvent::AcceptUnmarkedStore,
     ];
 
@@ -312,6 +315,7 @@ impl AuditEvent {
             AuditEvent::MintJwt => "mint-jwt",
             AuditEvent::MintAccessToken => "mint-access-token",
             AuditEvent::ReplacePolicy => "replace-policy",
+            AuditEvent::IntrospectToken => "introspect-token",
             AuditEvent::AcceptUnmarkedStore => "accept-unmarked-store",
         }
     }

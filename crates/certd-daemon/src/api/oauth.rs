@@ -1,4 +1,5 @@
-//! The OAuth 2.0 token endpoint, `POST /oauth/token`, served over HTTP/1.1
+//! The OAuth 2.0 token endpoint, `POST /oauth/token`, and token
+//! introspection (RFC 7662), `POST /oauth/introspect`, served over HTTP/1.1
 //! and HTTP/2 on the TLS listener beside gRPC, so the client certificate
 //! of the handshake authenticates the client (RFC 8705).
 //!
@@ -34,10 +35,37 @@ const MAX_PARAMETERS: usize = 32;
 pub(crate) fn router(authority: Authority) -> Router {
     Router::new()
         .route("/oauth/token", post(token))
+        .route("/oauth/introspect", post(introspect))
         .with_state(authority)
 }
 
 async fn token(State(authority): State<Authority>, request: Request) -> Response {
+    match read_form(request).await {
+        Ok((peer, leaf, form)) => match answer(&authority, &peer, leaf.as_deref(), &form).await {
+            Ok(response) => response,
+            Err(error) => refusal(&error),
+        },
+        Err(response) => response,
+    }
+}
+
+async fn introspect(State(authority): State<Authority>, request: Request) -> Response {
+    match read_form(request).await {
+        Ok((peer, leaf, form)) => {
+            match introspection(&authority, &peer, leaf.as_deref(), &form).await {
+                Ok(response) => response,
+                Err(error) => refusal(&error),
+            }
+        }
+        Err(response) => response,
+    }
+}
+
+/// What both endpoints read first: who is calling (the peer, and the client
+/// certificate of the handshake) and the form; or the refusal to answer.
+async fn read_form(
+    request: Request,
+) -> Result<(Caller, Option<Vec<u8>>, HashMap<String, String>), Response> {
     let connection = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -75,26 +103,20 @@ async fn token(State(authority): State<Authority>, request: Request) -> Response
                 .trim()
                 .to_ascii_lowercase()
         });
-    let body = match axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await {
-        Ok(body) => body,
-        Err(_) => {
-            return refusal(&TokenError::InvalidRequest(format!(
-                "the token request is larger than {MAX_FORM_BYTES} bytes"
-            )));
-        }
+    let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await else {
+        return Err(refusal(&TokenError::InvalidRequest(format!(
+            "the request is larger than {MAX_FORM_BYTES} bytes"
+        ))));
     };
     // Checked once the body is read: an HTTP/2 client still sending it
     // would otherwise see its stream reset instead of the answer.
     if form_type.as_deref() != Some("application/x-www-form-urlencoded") {
-        return refusal(&TokenError::InvalidRequest(
-            "the token request must be a form (Content-Type: application/x-www-form-urlencoded)"
-                .into(),
-        ));
+        return Err(refusal(&TokenError::InvalidRequest(
+            "the request must be a form (Content-Type: application/x-www-form-urlencoded)".into(),
+        )));
     }
-    let form = match parse_form(&body) {
-        Ok(form) => form,
-        Err(message) => return refusal(&TokenError::InvalidRequest(message)),
-    };
+    let form =
+        parse_form(&body).map_err(|message| refusal(&TokenError::InvalidRequest(message)))?;
     if let Some(scheme) = http_scheme {
         let mut response = refusal(&TokenError::InvalidClient(
             "certd has no client secrets and takes no Authorization header: present your certd certificate in the TLS handshake or a JWT-SVID as client_assertion".into(),
@@ -104,12 +126,27 @@ async fn token(State(authority): State<Authority>, request: Request) -> Response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
         }
-        return response;
+        return Err(response);
     }
-    match answer(&authority, &peer, leaf.as_deref(), &form).await {
-        Ok(response) => response,
-        Err(error) => refusal(&error),
-    }
+    Ok((peer, leaf, form))
+}
+
+/// RFC 7662: whether `token` is an active access token for the caller, and
+/// its claims if so. A token for another audience, or of a client no
+/// longer registered, is inactive: the answer tells nothing more.
+async fn introspection(
+    authority: &Authority,
+    peer: &Caller,
+    leaf: Option<&[u8]>,
+    form: &HashMap<String, String>,
+) -> Result<Response, TokenError> {
+    let proof = client_proof(form, leaf)?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| TokenError::InvalidRequest("token is missing".into()))?;
+    let client_id = form.get("client_id").map(String::as_str);
+    let answer = authority.introspect(peer, proof, client_id, token).await?;
+    Ok(json(StatusCode::OK, &answer))
 }
 
 async fn answer(
@@ -128,44 +165,7 @@ async fn answer(
         }
         None => return Err(TokenError::InvalidRequest("grant_type is missing".into())),
     }
-    let proof = match (
-        parameter("client_assertion_type"),
-        parameter("client_assertion"),
-    ) {
-        (Some(JWT_SPIFFE_ASSERTION | JWT_BEARER_ASSERTION), Some(assertion)) => {
-            if leaf.is_some() {
-                // RFC 6749 §2.3: one authentication method per request.
-                return Err(TokenError::InvalidRequest(
-                    "the client authenticated twice, with its TLS certificate and a client assertion; use one".into(),
-                ));
-            }
-            ClientProof::Assertion(assertion)
-        }
-        (Some(other), Some(_)) => {
-            return Err(TokenError::InvalidClient(format!(
-                "client_assertion_type {:?} is not supported: use {JWT_SPIFFE_ASSERTION} or {JWT_BEARER_ASSERTION} with a JWT-SVID",
-                other.chars().take(128).collect::<String>()
-            )));
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(TokenError::InvalidRequest(
-                "client_assertion and client_assertion_type go together".into(),
-            ));
-        }
-        (None, None) => match leaf {
-            Some(leaf) => ClientProof::Certificate(leaf),
-            None => {
-                return Err(TokenError::InvalidClient(
-                    "no client authentication: present your certd certificate in the TLS handshake (tls_client_auth) or a JWT-SVID as client_assertion; certd has no client secrets".into(),
-                ));
-            }
-        },
-    };
-    if parameter("client_secret").is_some() {
-        return Err(TokenError::InvalidClient(
-            "certd has no client secrets: authenticate with your certificate or a JWT-SVID".into(),
-        ));
-    }
+    let proof = client_proof(form, leaf)?;
     let audience = match (parameter("audience"), parameter("resource")) {
         (Some(audience), None) | (None, Some(audience)) => audience,
         (Some(_), Some(_)) => {
@@ -208,6 +208,54 @@ async fn answer(
         body["scope"] = token.scopes.join(" ").into();
     }
     Ok(json(StatusCode::OK, &body))
+}
+
+/// How the client authenticates: its certificate, or a JWT-SVID assertion;
+/// never a secret, never both.
+fn client_proof<'a>(
+    form: &'a HashMap<String, String>,
+    leaf: Option<&'a [u8]>,
+) -> Result<ClientProof<'a>, TokenError> {
+    let parameter = |name: &str| form.get(name).map(String::as_str);
+    if parameter("client_secret").is_some() {
+        return Err(TokenError::InvalidClient(
+            "certd has no client secrets: authenticate with your certificate or a JWT-SVID".into(),
+        ));
+    }
+    let proof = match (
+        parameter("client_assertion_type"),
+        parameter("client_assertion"),
+    ) {
+        (Some(JWT_SPIFFE_ASSERTION | JWT_BEARER_ASSERTION), Some(assertion)) => {
+            if leaf.is_some() {
+                // RFC 6749 §2.3: one authentication method per request.
+                return Err(TokenError::InvalidRequest(
+                    "the client authenticated twice, with its TLS certificate and a client assertion; use one".into(),
+                ));
+            }
+            ClientProof::Assertion(assertion)
+        }
+        (Some(other), Some(_)) => {
+            return Err(TokenError::InvalidClient(format!(
+                "client_assertion_type {:?} is not supported: use {JWT_SPIFFE_ASSERTION} or {JWT_BEARER_ASSERTION} with a JWT-SVID",
+                other.chars().take(128).collect::<String>()
+            )));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(TokenError::InvalidRequest(
+                "client_assertion and client_assertion_type go together".into(),
+            ));
+        }
+        (None, None) => match leaf {
+            Some(leaf) => ClientProof::Certificate(leaf),
+            None => {
+                return Err(TokenError::InvalidClient(
+                    "no client authentication: present your certd certificate in the TLS handshake (tls_client_auth) or a JWT-SVID as client_assertion; certd has no client secrets".into(),
+                ));
+            }
+        },
+    };
+    Ok(proof)
 }
 
 /// Whether `value` is an absolute URI: a scheme (RFC 3986 §3.1) and `:`.

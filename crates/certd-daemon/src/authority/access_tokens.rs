@@ -18,7 +18,7 @@ use super::{Authority, Caller};
 use crate::attest::{AttestError, AttestFailure, RenewalEvidence};
 use crate::audit::{self, Decision};
 use crate::identity::{ServiceName, SpiffeId};
-use crate::jwt::{self, AccessTokenClaims, JwtError};
+use crate::jwt::{self, AccessTokenClaims, JwtError, TokenKind};
 use crate::model::{AuditEvent, GrantRecord, PolicyRecord};
 use crate::policy::grants::{self, PolicyConflict, Rule, TokenCaller, TokenRefusal};
 use crate::store::{EntryRecord, IssuanceRecord, StoreError};
@@ -310,6 +310,82 @@ impl Authority {
         self.audit_token(peer, client.as_ref(), request, &rules, &outcome)
             .await;
         outcome
+    }
+
+    /// RFC 7662 introspection of `token` for the client `proof`
+    /// authenticates: `{"active": false}` unless it is an access token
+    /// certd signed, unexpired, whose audience names the caller (its SPIFFE
+    /// ID or service), for a client still named by a registration entry;
+    /// then its claims, `active: true` and `token_type`. Audited.
+    pub async fn introspect(
+        &self,
+        peer: &Caller,
+        proof: ClientProof<'_>,
+        client_id: Option<&str>,
+        token: &str,
+    ) -> Result<serde_json::Value, TokenError> {
+        let mut caller = None;
+        let outcome = async {
+            let _admission = self.limits.admit().map_err(crate::Error::from)?;
+            let now = self.now();
+            let authenticated = self.authenticate_client(proof, now).await?;
+            if let Some(client_id) = client_id
+                && client_id != authenticated.spiffe_id.as_str()
+            {
+                return Err(TokenError::InvalidClient(format!(
+                    "client_id {:?} is not the authenticated client {}",
+                    client_id.chars().take(256).collect::<String>(),
+                    authenticated.spiffe_id
+                )));
+            }
+            caller = Some(authenticated.clone());
+            let keys = self.jwt_key_set();
+            let verified = [
+                authenticated.spiffe_id.as_str(),
+                authenticated.service.as_str(),
+            ]
+            .into_iter()
+            .find_map(|audience| {
+                jwt::verify_kind_at(token, TokenKind::AccessToken, audience, &keys, now).ok()
+            })
+            .filter(|verified| !self.entries_of(&verified.spiffe_id).is_empty());
+            Ok(verified.map(|verified| {
+                let mut claims = verified.claims;
+                claims.insert("active".into(), true.into());
+                claims.insert("token_type".into(), "Bearer".into());
+                serde_json::Value::Object(claims)
+            }))
+        }
+        .await;
+        let reason = match &outcome {
+            Ok(Some(claims)) => format!(
+                "active: token {} of {}",
+                claims["jti"].as_str().unwrap_or("?"),
+                claims["sub"].as_str().unwrap_or("?")
+            ),
+            Ok(None) => "inactive".to_owned(),
+            Err(error) => format!("{}: {error}", error.oauth_error()),
+        };
+        let who = match &caller {
+            Some(client) => format!("{} ({peer})", client.spiffe_id),
+            None => peer.0.clone(),
+        };
+        audit::record(
+            self.store.as_ref(),
+            self.now(),
+            Decision {
+                event: AuditEvent::IntrospectToken,
+                allowed: outcome.is_ok(),
+                caller: &who,
+                attestation: Some(caller.as_ref().map_or("none", |c| c.method)),
+                service: caller.as_ref().map(|c| c.service.to_string()),
+                reason: Some(reason),
+                refusal: outcome.as_ref().err().map(TokenError::kind),
+                ..Decision::default()
+            },
+        )
+        .await;
+        Ok(outcome?.unwrap_or_else(|| serde_json::json!({ "active": false })))
     }
 
     /// `certd policy explain`: what the token endpoint would answer

@@ -133,6 +133,19 @@ pub struct Issuer {
     pub token_endpoint: String,
 }
 
+impl Issuer {
+    /// Token introspection (RFC 7662): the token endpoint's last path
+    /// segment replaced by `introspect`.
+    pub fn introspection_endpoint(&self) -> String {
+        match self.token_endpoint.rsplit_once('/') {
+            Some((base, _)) if base.contains("://") && base.len() > "https://".len() => {
+                format!("{base}/introspect")
+            }
+            _ => format!("{}/introspect", self.token_endpoint),
+        }
+    }
+}
+
 /// The OpenID Connect discovery document (OpenID Connect Discovery 1.0
 /// §3) of certd as a token issuer: what JWT middleware pointed at the
 /// issuer reads to find the keys and check `iss` (PyJWT, `jose`, Kubernetes
@@ -155,6 +168,9 @@ pub struct Discovery {
     pub token_endpoint_auth_methods_supported: Vec<&'static str>,
     /// The algorithms of client assertions (JWT-SVIDs): certd's keys'.
     pub token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    /// RFC 7662 introspection, authenticated as the token endpoint is.
+    pub introspection_endpoint: String,
+    pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     /// RFC 8705 §3.3: access tokens are bound to the client certificate.
     pub tls_client_certificate_bound_access_tokens: bool,
     /// Where the token endpoint checks client certificates (RFC 8705 §5):
@@ -166,6 +182,7 @@ pub struct Discovery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MtlsAliases {
     pub token_endpoint: String,
+    pub introspection_endpoint: String,
 }
 
 impl Issuer {
@@ -214,9 +231,15 @@ impl Discovery {
                 "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
             ],
             token_endpoint_auth_signing_alg_values_supported: algorithms.clone(),
+            introspection_endpoint: issuer.introspection_endpoint(),
+            introspection_endpoint_auth_methods_supported: vec![
+                "tls_client_auth",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+            ],
             tls_client_certificate_bound_access_tokens: true,
             mtls_endpoint_aliases: MtlsAliases {
                 token_endpoint: issuer.token_endpoint.clone(),
+                introspection_endpoint: issuer.introspection_endpoint(),
             },
         }
     }
@@ -838,6 +861,25 @@ mod tests {
         assert_eq!(names, ["aud", "exp", "iat", "iss", "sub"], "nothing else");
         assert_eq!(verified.claims["iss"], ISSUER);
         assert!(verified.expires_at > now());
+    }
+
+    #[test]
+    fn introspection_sits_beside_the_token_endpoint() {
+        let issuer = |token_endpoint: &str| Issuer {
+            url: ISSUER.into(),
+            jwks_uri: format!("{ISSUER}/jwks.json"),
+            token_endpoint: token_endpoint.into(),
+        };
+        for (token, introspect) in [
+            (
+                "https://localhost:8443/oauth/token",
+                "https://localhost:8443/oauth/introspect",
+            ),
+            ("https://ca.example/token", "https://ca.example/introspect"),
+            ("https://ca.example", "https://ca.example/introspect"),
+        ] {
+            assert_eq!(issuer(token).introspection_endpoint(), introspect);
+        }
     }
 
     #[test]
