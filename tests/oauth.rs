@@ -862,6 +862,25 @@ async fn introspection_answers_the_service_a_token_is_for() {
     assert_eq!(active["token_type"], "Bearer");
     assert!(active["cnf"]["x5t#S256"].is_string());
 
+    // authlib, as a Python service would ask (when its clients are installed).
+    if let Some(python) = python_with(&["authlib", "requests"]) {
+        let invoices_id = format!("spiffe://{TRUST_DOMAIN}/svc/invoices");
+        let output = script(&python, "oauth_introspect.py")
+            .args([
+                daemon.http.as_str(),
+                daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+                invoices.join("cert.pem").to_str().unwrap(),
+                invoices.join("key.pem").to_str().unwrap(),
+                &invoices_id,
+                &token,
+            ])
+            .output()
+            .unwrap();
+        let answer = said_ok(&output);
+        assert_eq!(answer["active"], true);
+        assert_eq!(answer["scope"], "invoices:create");
+    }
+
     // Not the service it is for, not a token at all: inactive, nothing more.
     for (dir, token) in [(&orders, token.as_str()), (&invoices, "not-a-token")] {
         let (status, answer) = introspect(Some(dir), token);
