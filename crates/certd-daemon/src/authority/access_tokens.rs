@@ -257,15 +257,7 @@ impl Authority {
             let _admission = self.limits.admit().map_err(crate::Error::from)?;
             let now = self.now();
             let authenticated = self.authenticate_client(request.proof, now).await?;
-            if let Some(client_id) = request.client_id
-                && client_id != authenticated.spiffe_id.as_str()
-            {
-                return Err(TokenError::InvalidClient(format!(
-                    "client_id {:?} is not the authenticated client {}",
-                    client_id.chars().take(256).collect::<String>(),
-                    authenticated.spiffe_id
-                )));
-            }
+            authenticated.check_client_id(request.client_id)?;
             client = Some(authenticated.clone());
             if self.is_own_audience(request.audience) {
                 // A token for certd itself would be a way around the
@@ -329,15 +321,7 @@ impl Authority {
             let _admission = self.limits.admit().map_err(crate::Error::from)?;
             let now = self.now();
             let authenticated = self.authenticate_client(proof, now).await?;
-            if let Some(client_id) = client_id
-                && client_id != authenticated.spiffe_id.as_str()
-            {
-                return Err(TokenError::InvalidClient(format!(
-                    "client_id {:?} is not the authenticated client {}",
-                    client_id.chars().take(256).collect::<String>(),
-                    authenticated.spiffe_id
-                )));
-            }
+            authenticated.check_client_id(client_id)?;
             caller = Some(authenticated.clone());
             let keys = self.jwt_key_set();
             let verified = [
@@ -349,7 +333,7 @@ impl Authority {
                 jwt::verify_kind_at(token, TokenKind::AccessToken, audience, &keys, now).ok()
             })
             .filter(|verified| !self.entries_of(&verified.spiffe_id).is_empty());
-            Ok(verified.map(|verified| {
+            Ok::<_, TokenError>(verified.map(|verified| {
                 let mut claims = verified.claims;
                 claims.insert("active".into(), true.into());
                 claims.insert("token_type".into(), "Bearer".into());
@@ -366,10 +350,7 @@ impl Authority {
             Ok(None) => "inactive".to_owned(),
             Err(error) => format!("{}: {error}", error.oauth_error()),
         };
-        let who = match &caller {
-            Some(client) => format!("{} ({peer})", client.spiffe_id),
-            None => peer.0.clone(),
-        };
+        let who = audited_caller(peer, caller.as_ref());
         audit::record(
             self.store.as_ref(),
             self.now(),
@@ -620,10 +601,7 @@ impl Authority {
         if !rules.is_empty() {
             reason.push_str(&format!("; rule {}", rule_names(rules).join(", ")));
         }
-        let caller = match client {
-            Some(client) => format!("{} ({peer})", client.spiffe_id),
-            None => peer.0.clone(),
-        };
+        let caller = audited_caller(peer, client);
         audit::record(
             self.store.as_ref(),
             self.now(),
@@ -650,6 +628,31 @@ struct Client {
     /// Set when it authenticated with its certificate.
     thumbprint: Option<String>,
     method: &'static str,
+}
+
+impl Client {
+    /// A `client_id` sent beside the authentication must name this client.
+    fn check_client_id(&self, client_id: Option<&str>) -> Result<(), TokenError> {
+        match client_id {
+            Some(client_id) if client_id != self.spiffe_id.as_str() => {
+                Err(TokenError::InvalidClient(format!(
+                    "client_id {:?} is not the authenticated client {}",
+                    client_id.chars().take(256).collect::<String>(),
+                    self.spiffe_id
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Who asked, for the audit: the client and its address, or the address
+/// alone when it did not authenticate.
+fn audited_caller(peer: &Caller, client: Option<&Client>) -> String {
+    match client {
+        Some(client) => format!("{} ({peer})", client.spiffe_id),
+        None => peer.0.clone(),
+    }
 }
 
 fn rule_names(rules: &[Rule]) -> Vec<String> {
