@@ -46,6 +46,14 @@ fn post(daemon: &Served, dir: Option<&Path>, form: &[&str]) -> (u16, serde_json:
     post_to(daemon, "token", dir, form)
 }
 
+/// POSTs `form` to the token endpoint as `post` does: it must answer 200;
+/// returns the answer.
+fn granted(daemon: &Served, dir: Option<&Path>, form: &[&str]) -> serde_json::Value {
+    let (status, answer) = post(daemon, dir, form);
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
 /// POSTs `form` to `/oauth/{endpoint}` with curl, as `post` does.
 fn post_to(
     daemon: &Served,
@@ -156,7 +164,7 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
             .ends_with("/oauth/token")
     );
 
-    let (status, answer) = post(
+    let answer = granted(
         &daemon,
         Some(&billing),
         &[
@@ -165,7 +173,6 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
             "scope=invoices:create",
         ],
     );
-    assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["token_type"], "Bearer");
     assert_eq!(answer["scope"], "invoices:create");
     let claims = claims_of(answer["access_token"].as_str().unwrap());
@@ -237,12 +244,11 @@ async fn the_token_endpoint_issues_only_what_the_policy_grants() {
     assert_eq!(explained["rules"][0], "grant billing-invoices");
 
     // The entry's --jwt-audience grants that audience alone.
-    let (status, answer) = post(
+    let answer = granted(
         &daemon,
         Some(&billing),
         &["grant_type=client_credentials", "audience=reports"],
     );
-    assert_eq!(status, 200, "{answer}");
     assert!(answer.get("scope").is_none());
     // An access token is no client assertion, and certd itself is no
     // audience: neither turns one authentication into lasting tokens.
@@ -671,7 +677,7 @@ async fn a_jwt_svid_client_assertion_authenticates_the_client() {
 /// Posts `assertion` (of `assertion_type`) for an invoices token with
 /// `scope`: billing's token must come back, not certificate-bound.
 fn assertion_accepted(daemon: &Served, assertion_type: &str, assertion: &str, scope: &str) {
-    let (status, answer) = post(
+    let answer = granted(
         daemon,
         None,
         &[
@@ -682,7 +688,6 @@ fn assertion_accepted(daemon: &Served, assertion_type: &str, assertion: &str, sc
             &format!("client_assertion={assertion}"),
         ],
     );
-    assert_eq!(status, 200, "{answer}");
     let claims = claims_of(answer["access_token"].as_str().unwrap());
     assert_eq!(
         claims["sub"],
@@ -831,7 +836,7 @@ async fn introspection_answers_the_service_a_token_is_for() {
             .unwrap()
             .ends_with("/oauth/introspect")
     );
-    let (status, answer) = post(
+    let answer = granted(
         &daemon,
         Some(&billing),
         &[
@@ -840,7 +845,6 @@ async fn introspection_answers_the_service_a_token_is_for() {
             "scope=invoices:create",
         ],
     );
-    assert_eq!(status, 200, "{answer}");
     let token = answer["access_token"].as_str().unwrap().to_owned();
     let introspect = |dir: Option<&Path>, token: &str| {
         post_to(
@@ -907,12 +911,11 @@ async fn introspection_answers_the_service_a_token_is_for() {
     assert_eq!(answer, serde_json::json!({"active": false}));
 
     // A fresh token is active, until billing's entry is gone.
-    let (status, answer) = post(
+    let answer = granted(
         &daemon,
         Some(&billing),
         &["grant_type=client_credentials", "audience=invoices"],
     );
-    assert_eq!(status, 200, "{answer}");
     let fresh = answer["access_token"].as_str().unwrap().to_owned();
     assert_eq!(introspect(Some(&invoices), &fresh).1["active"], true);
     let entries: Vec<serde_json::Value> =

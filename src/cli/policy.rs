@@ -53,13 +53,21 @@ pub struct PolicyGrantArgs {
     target: AdminTarget,
     /// The grant's name; a grant of that name is replaced.
     name: String,
+    #[command(flatten)]
+    grant: CallerAudienceScopes,
+}
+
+/// Who calls which audience with which scopes: what a grant gives (none:
+/// the audience alone), or what `explain` asks for.
+#[derive(Debug, Args)]
+struct CallerAudienceScopes {
     /// The caller: a service name or SPIFFE ID.
     #[arg(long)]
     from: String,
-    /// The audience.
+    /// The audience: the service the token is for.
     #[arg(long)]
     to: String,
-    /// A scope granted; repeat for several; none: the audience alone.
+    /// A scope; repeat for several.
     #[arg(long = "scope")]
     scopes: Vec<String>,
 }
@@ -80,15 +88,8 @@ pub struct PolicyExplainArgs {
     data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
-    /// The caller: a service name or SPIFFE ID.
-    #[arg(long)]
-    from: String,
-    /// The audience the token would be for.
-    #[arg(long)]
-    to: String,
-    /// A scope asked for; repeat for several.
-    #[arg(long = "scope")]
-    scopes: Vec<String>,
+    #[command(flatten)]
+    asked: CallerAudienceScopes,
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
@@ -162,10 +163,14 @@ async fn edit_policy(
 /// `certd policy grant NAME --from … --to … [--scope …]`.
 pub async fn grant(args: PolicyGrantArgs) -> anyhow::Result<()> {
     let (version, grants) = edit_policy(&args.data_dir, &args.target, |text| {
-        Ok(
-            certd::policy::grants::set_grant(text, &args.name, &args.from, &args.to, &args.scopes)
-                .map_err(certd::Error::from)?,
+        Ok(certd::policy::grants::set_grant(
+            text,
+            &args.name,
+            &args.grant.from,
+            &args.grant.to,
+            &args.grant.scopes,
         )
+        .map_err(certd::Error::from)?)
     })
     .await?;
     println!(
@@ -195,7 +200,7 @@ pub async fn revoke(args: PolicyRevokeArgs) -> anyhow::Result<()> {
 pub async fn explain(args: PolicyExplainArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
     let answer = client
-        .explain_policy(&args.from, &args.to, &args.scopes)
+        .explain_policy(&args.asked.from, &args.asked.to, &args.asked.scopes)
         .await?;
     if args.json {
         println!(

@@ -13,32 +13,23 @@ import base64
 import hashlib
 import json
 import sys
-import urllib.request
 
 import jwt
 from authlib.integrations.requests_client import OAuth2Session
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-
-def fail(step, why):
-    print(f"FAILED {step}: {why}")
-    sys.exit(1)
+from outside import fail, metadata
 
 
 def main():
     issuer, ca_bundle, cert, key, client_id, audience, scope = sys.argv[1:8]
-    url = issuer + "/.well-known/oauth-authorization-server"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            metadata = json.load(answer)
-    except Exception as error:  # noqa: BLE001 - any failure is the finding
-        fail("discovery", f"{url}: {error}")
-    if "client_credentials" not in metadata.get("grant_types_supported", []):
-        fail("discovery", f"no client_credentials in {metadata}")
-    if "tls_client_auth" not in metadata.get("token_endpoint_auth_methods_supported", []):
-        fail("discovery", f"no tls_client_auth in {metadata}")
-    token_endpoint = metadata["mtls_endpoint_aliases"]["token_endpoint"]
+    server = metadata(issuer, "oauth-authorization-server")
+    if "client_credentials" not in server.get("grant_types_supported", []):
+        fail("discovery", f"no client_credentials in {server}")
+    if "tls_client_auth" not in server.get("token_endpoint_auth_methods_supported", []):
+        fail("discovery", f"no tls_client_auth in {server}")
+    token_endpoint = server["mtls_endpoint_aliases"]["token_endpoint"]
 
     # tls_client_auth: the client has an id (its SPIFFE ID) and no secret.
     with open(cert, "rb") as pem:
@@ -64,14 +55,14 @@ def main():
     if token.get("token_type") != "Bearer" or token.get("scope") != scope:
         fail("token", f"unexpected answer {token}")
 
-    keys = jwt.PyJWKClient(metadata["jwks_uri"])
+    keys = jwt.PyJWKClient(server["jwks_uri"])
     access_token = token["access_token"]
     signing_key = keys.get_signing_key_from_jwt(access_token)
     try:
         claims = jwt.decode(
             access_token,
             signing_key.key,
-            algorithms=metadata.get("id_token_signing_alg_values_supported") or ["ES256"],
+            algorithms=server.get("id_token_signing_alg_values_supported") or ["ES256"],
             audience=audience,
             issuer=issuer,
             options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},

@@ -9,27 +9,18 @@ Prints `ok <answer as JSON>`, or `FAILED <step>: <why>` and exits 1.
 
 import json
 import sys
-import urllib.request
 
 from authlib.integrations.requests_client import OAuth2Session
 
-
-def fail(step, why):
-    print(f"FAILED {step}: {why}")
-    sys.exit(1)
+from outside import fail, metadata
 
 
 def main():
     issuer, ca_bundle, cert, key, client_id, token = sys.argv[1:7]
-    url = issuer + "/.well-known/oauth-authorization-server"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            metadata = json.load(answer)
-    except Exception as error:  # noqa: BLE001 - any failure is the finding
-        fail("discovery", f"{url}: {error}")
-    endpoint = metadata.get("mtls_endpoint_aliases", {}).get("introspection_endpoint")
+    server = metadata(issuer, "oauth-authorization-server")
+    endpoint = server.get("mtls_endpoint_aliases", {}).get("introspection_endpoint")
     if not endpoint:
-        fail("discovery", f"no introspection endpoint in {metadata}")
+        fail("discovery", f"no introspection endpoint in {server}")
     session = OAuth2Session(client_id=client_id, token_endpoint_auth_method="none")
     session.cert = (cert, key)
     session.verify = ca_bundle

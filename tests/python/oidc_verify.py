@@ -9,24 +9,15 @@ Prints `ok <claims as JSON>`, or `FAILED <step>: <why>` and exits 1.
 
 import json
 import sys
-import urllib.request
 
 import jwt
 
-
-def fail(step, why):
-    print(f"FAILED {step}: {why}")
-    sys.exit(1)
+from outside import fail, metadata
 
 
 def main():
     issuer, token, audience = sys.argv[1:4]
-    url = issuer + "/.well-known/openid-configuration"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            config = json.load(answer)
-    except Exception as error:  # noqa: BLE001 - any failure is the finding
-        fail("discovery", f"{url}: {error}")
+    config = metadata(issuer, "openid-configuration")
     if config.get("issuer") != issuer:
         fail("discovery", f"issuer {config.get('issuer')!r}, not {issuer!r}")
     algorithms = config.get("id_token_signing_alg_values_supported") or []

@@ -267,11 +267,11 @@ impl Authority {
                     request.audience
                 )));
             }
-            let entries = self.entries_of(&authenticated.spiffe_id);
             let caller = TokenCaller {
                 spiffe_id: &authenticated.spiffe_id,
                 service: &authenticated.service,
-                entries: entries
+                entries: authenticated
+                    .entries
                     .iter()
                     .map(|e| (e.id.as_str(), e.jwt_audiences.as_slice()))
                     .collect(),
@@ -483,19 +483,12 @@ impl Authority {
                             current.serial
                         ))
                     })?;
-                // A client is what a registration entry names, as for an
-                // assertion and for `policy explain`.
-                if self.entries_of(&spiffe_id).is_empty() {
-                    return Err(TokenError::InvalidClient(format!(
-                        "no registration entry names {spiffe_id}: the token endpoint serves registered workloads"
-                    )));
-                }
-                Ok(Client {
+                self.registered_client(
                     spiffe_id,
-                    service: current.service.clone(),
-                    thumbprint: Some(jwt::certificate_thumbprint(leaf)),
-                    method: "tls_client_auth",
-                })
+                    Some(current.service.clone()),
+                    Some(jwt::certificate_thumbprint(leaf)),
+                    "tls_client_auth",
+                )
             }
             ClientProof::Assertion(assertion) => {
                 let keys = self.jwt_key_set();
@@ -521,24 +514,35 @@ impl Authority {
                             .into(),
                     ));
                 }
-                let entry = self
-                    .entries_of(&verified.spiffe_id)
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        TokenError::InvalidClient(format!(
-                            "client assertion: no registration entry names {}",
-                            verified.spiffe_id
-                        ))
-                    })?;
-                Ok(Client {
-                    spiffe_id: verified.spiffe_id,
-                    service: entry.service,
-                    thumbprint: None,
-                    method: "client_assertion",
-                })
+                self.registered_client(verified.spiffe_id, None, None, "client_assertion")
             }
         }
+    }
+
+    /// The authenticated client, with the entries naming it: a client is
+    /// what a registration entry names, whichever way it authenticated (and
+    /// as `policy explain` sees it). Its service is its certificate's, or
+    /// else its first entry's.
+    fn registered_client(
+        &self,
+        spiffe_id: SpiffeId,
+        service: Option<ServiceName>,
+        thumbprint: Option<String>,
+        method: &'static str,
+    ) -> Result<Client, TokenError> {
+        let entries = self.entries_of(&spiffe_id);
+        let Some(first) = entries.first() else {
+            return Err(TokenError::InvalidClient(format!(
+                "no registration entry names {spiffe_id}: the token endpoint serves registered workloads"
+            )));
+        };
+        Ok(Client {
+            service: service.unwrap_or_else(|| first.service.clone()),
+            spiffe_id,
+            thumbprint,
+            method,
+            entries,
+        })
     }
 
     /// Refuses a certificate its holder has moved on from: another renewal
@@ -628,6 +632,8 @@ struct Client {
     /// Set when it authenticated with its certificate.
     thumbprint: Option<String>,
     method: &'static str,
+    /// The registration entries naming it (at least one).
+    entries: Vec<EntryRecord>,
 }
 
 impl Client {

@@ -748,40 +748,25 @@ impl Storage for PgStore {
             .map_err(|_| StoreError::Corrupt("policy version".into()))?;
         let expected =
             i64::try_from(expected).map_err(|_| StoreError::Corrupt("policy version".into()))?;
-        let mut client = self.client().await?;
-        let notification = self.notification(&Change::Policy {
+        let change = Change::Policy {
             version: policy.version,
-        });
-        let result = self
-            .within(async {
-                let transaction = client.transaction().await.map_err(db_error)?;
-                let changed = if expected == 0 {
-                    transaction
-                        .execute(
-                            "INSERT INTO policy (id, version, policy) VALUES (1, $1, $2)
-                             ON CONFLICT (id) DO NOTHING",
-                            &[&version, &encoded],
-                        )
-                        .await
-                } else {
-                    transaction
-                        .execute(
-                            "UPDATE policy SET version = $1, policy = $2
-                             WHERE id = 1 AND version = $3",
-                            &[&version, &encoded, &expected],
-                        )
-                        .await
-                }
-                .map_err(db_error)?;
-                if changed == 0 {
-                    return Ok(false);
-                }
-                notify_in(&transaction, notification.as_deref()).await?;
-                transaction.commit().await.map_err(db_error)?;
-                Ok(true)
-            })
-            .await;
-        self.watch(result)
+        };
+        if expected == 0 {
+            self.write_announced(
+                "INSERT INTO policy (id, version, policy) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&version, &encoded],
+                &change,
+            )
+            .await
+        } else {
+            self.write_announced(
+                "UPDATE policy SET version = $1, policy = $2 WHERE id = 1 AND version = $3",
+                &[&version, &encoded, &expected],
+                &change,
+            )
+            .await
+        }
     }
 
     /// Committed without waiting for the WAL flush (`synchronous_commit`
@@ -1057,15 +1042,29 @@ impl PgStore {
     /// changed.
     async fn write_entry(&self, statement: &str, entry: &EntryRecord) -> Result<bool, StoreError> {
         let encoded = record::encode(entry)?;
-        let mut client = self.client().await?;
-        let notification = self.notification(&Change::Entry {
+        let change = Change::Entry {
             id: entry.id.clone(),
-        });
+        };
+        self.write_announced(statement, &[&entry.id, &encoded], &change)
+            .await
+    }
+
+    /// Runs one conditional write (`statement`) in a transaction and, if it
+    /// changed a row, tells other replicas of `change` in the same commit;
+    /// `false` (and nothing written) if it changed none.
+    async fn write_announced(
+        &self,
+        statement: &str,
+        parameters: &Parameters<'_>,
+        change: &Change,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let notification = self.notification(change);
         let result = self
             .within(async {
                 let transaction = client.transaction().await.map_err(db_error)?;
                 let written = transaction
-                    .execute(statement, &[&entry.id, &encoded])
+                    .execute(statement, parameters)
                     .await
                     .map_err(db_error)?;
                 if written == 0 {
