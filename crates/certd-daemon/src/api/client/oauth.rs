@@ -32,16 +32,17 @@ impl TokenEndpointClient {
         tls: &TlsClientSettings,
     ) -> Result<Self, ClientError> {
         let setup = |reason: String| ClientError::Setup(reason);
-        let rest = token_endpoint.strip_prefix("https://").ok_or_else(|| {
-            setup(format!(
-                "token endpoint {token_endpoint:?} must be https://"
-            ))
-        })?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if port.parse::<u16>().is_ok() => host,
-            _ => authority,
+        let uri: http::Uri = token_endpoint
+            .parse()
+            .map_err(|e| setup(format!("token endpoint {token_endpoint:?}: {e}")))?;
+        let (Some("https"), Some(authority), Some(host)) =
+            (uri.scheme_str(), uri.authority(), uri.host())
+        else {
+            return Err(setup(format!(
+                "token endpoint {token_endpoint:?} must be an https:// URL"
+            )));
         };
+        let authority = authority.as_str();
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let server_name = ServerName::try_from(host.to_owned())
             .map_err(|e| setup(format!("{host:?} is not a server name: {e}")))?;
@@ -95,7 +96,7 @@ impl TokenEndpointClient {
         Ok(TokenEndpointClient {
             sender,
             authority: authority.to_owned(),
-            path: format!("/{path}"),
+            path: uri.path().to_owned(),
             target: token_endpoint.to_owned(),
         })
     }
