@@ -13,6 +13,7 @@ pub mod authority;
 pub mod config;
 pub mod daemon;
 mod error;
+pub mod jwks;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
@@ -20,6 +21,13 @@ pub mod policy;
 pub mod registry;
 pub mod revocation;
 mod server;
+
+// A test identity provider (keys, JWKS, tokens, an HTTPS JWKS server): the
+// same file the integration tests use, for the Kubernetes attestor's and
+// the subject issuers' unit tests.
+#[cfg(test)]
+#[path = "../../../tests/common/k8s_issuer.rs"]
+mod k8s_issuer;
 
 // The bottom layer, its own crate (crates/certd-core), under the paths the
 // rest of certd has always named it by.

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::{JwksUrlSettings, KubernetesAttestor, KubernetesSettings};
 use crate::attest::configured::{Configurable, SectionError, Settings};
 use crate::attest::{Attestor, kind};
+use crate::jwks::check_jwks_url;
 
 /// Audience a service-account token must carry unless configured otherwise.
 pub const DEFAULT_KUBERNETES_AUDIENCE: &str = "certd";
@@ -108,7 +109,7 @@ fn check(
     let jwks_url = match &section.jwks_url {
         None => None,
         Some(url) => Some(JwksUrlSettings {
-            url: check_jwks_url(url)?,
+            url: check_jwks_url(url).map_err(|message| invalid("jwks_url", message))?,
             ca_file: section.jwks_url_ca_file.as_ref().map(resolve),
             token_file: section.jwks_url_token_file.as_ref().map(resolve),
             refresh: match &section.jwks_refresh {
@@ -149,21 +150,6 @@ fn check(
         clock_skew,
         jwks_url,
     })
-}
-
-/// Keys fetched over plain HTTP could be swapped by anyone on the path.
-fn check_jwks_url(url: &str) -> Result<String, SectionError> {
-    let valid = url.strip_prefix("https://").is_some_and(|rest| {
-        !rest.is_empty() && !rest.starts_with('/') && rest.bytes().all(|b| b.is_ascii_graphic())
-    });
-    if valid {
-        Ok(url.to_owned())
-    } else {
-        Err(invalid(
-            "jwks_url",
-            format!("{url:?} is not an https:// URL"),
-        ))
-    }
 }
 
 impl Settings for KubernetesSettings {

@@ -7,12 +7,11 @@
 //! `--service-account-key-file`) and/or a JWKS URL (`jwks_url`). Files are
 //! re-read when they change and the URL is fetched again periodically and
 //! when a token names an unknown key id, so a key rotation needs no restart
-//! (`keys`). Only RS256 and ES256 are accepted: a
-//! token naming any other algorithm (`none`, HS256) is refused before any
-//! key is tried.
+//! (`crate::jwks`, which this attestor's `maintain` task drives). Only RS256
+//! and ES256 are accepted: a token naming any other algorithm (`none`,
+//! HS256) is refused before any key is tried.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
@@ -21,8 +20,6 @@ use serde::Deserialize;
 use super::AttestError;
 
 mod config;
-mod jwks_url;
-mod keys;
 
 pub(crate) use config::CONFIGURABLE;
 #[cfg(test)]
@@ -30,10 +27,10 @@ pub(crate) use config::DEFAULT_JWKS_REFRESH;
 pub use config::DEFAULT_KUBERNETES_AUDIENCE;
 
 use crate::identity::is_dns_name;
+use crate::jwks::{IssuerKeys, KeySources};
 use crate::selector::{Selector, SelectorKind};
-use jwks_url::JwksUrl;
-pub use keys::KeyFileError;
-use keys::{KeySet, VerificationKey, read_keys};
+// Moved to `crate::jwks`; kept here under the names callers have used.
+pub use crate::jwks::{JwksUrlSettings, KeyFileError};
 
 /// `k8s:ns:<namespace>`, `k8s:sa:<service account>`, `k8s:pod-name:<name>`,
 /// `k8s:pod-uid:<uid>` and `k8s:node-name:<name>`: what a projected
@@ -62,13 +59,8 @@ fn k8s_selector(rest: &str) -> Result<bool, String> {
 
 /// Longest token certd reads; real ones are about 1 KiB.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// How often, at most, key files are checked for changes.
-const KEY_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// How soon a failed fetch of the JWKS URL is retried.
-const FETCH_RETRY_INTERVAL: Duration = Duration::from_secs(10);
-/// Least time between two fetches of the JWKS URL prompted by unknown key
-/// ids, so that tokens with made-up ids cannot make certd hammer the issuer.
-const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Names the cluster's issuer in the key log lines.
+const ISSUER_LABEL: &str = "Kubernetes issuer";
 
 /// The Kubernetes attestor's section of the configuration, checked
 /// (`config`).
@@ -86,19 +78,6 @@ pub struct KubernetesSettings {
     pub jwks_url: Option<JwksUrlSettings>,
 }
 
-/// The issuer's JWKS over HTTPS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwksUrlSettings {
-    /// An `https://` URL.
-    pub url: String,
-    /// PEM roots to verify the server with; `None` for the Mozilla roots.
-    pub ca_file: Option<PathBuf>,
-    /// A file holding a bearer token to send, re-read on every fetch.
-    pub token_file: Option<PathBuf>,
-    /// How often the keys are fetched again.
-    pub refresh: Duration,
-}
-
 /// What a verified token proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesEvidence {
@@ -111,15 +90,8 @@ pub struct KubernetesEvidence {
 #[derive(Debug)]
 pub struct KubernetesAttestor {
     settings: KubernetesSettings,
-    keys: Mutex<KeySet>,
-    /// The JWKS URL, and the keys last fetched from it.
-    source: Option<JwksUrl>,
-    fetched: Mutex<Arc<Vec<VerificationKey>>>,
-    /// Woken when a token names a key id no key has: the issuer may have
-    /// rotated its keys.
-    unknown_key_id: tokio::sync::Notify,
-    /// `MIN_REFETCH_INTERVAL`, shortened by tests.
-    min_refetch_interval: Duration,
+    /// The issuer's keys, from the key sources in `settings`.
+    keys: IssuerKeys,
 }
 
 /// The claims certd reads; the rest are ignored.
@@ -149,20 +121,31 @@ impl KubernetesAttestor {
     /// Reads the key files; fails if none holds a usable key and there is
     /// no JWKS URL to fetch keys from (`refresh_from_url`, `keep_fresh`).
     pub fn load(settings: KubernetesSettings) -> Result<Self, KeyFileError> {
-        let keys = read_keys(&settings)?;
-        let source = settings
-            .jwks_url
-            .as_ref()
-            .map(|url| JwksUrl::new(&url.url, url.ca_file.as_deref(), url.token_file.clone()))
-            .transpose()?;
-        Ok(KubernetesAttestor {
-            settings,
-            keys: Mutex::new(keys),
-            source,
-            fetched: Mutex::new(Arc::new(Vec::new())),
-            unknown_key_id: tokio::sync::Notify::new(),
-            min_refetch_interval: MIN_REFETCH_INTERVAL,
-        })
+        let sources = KeySources {
+            jwks_file: settings.jwks_file.clone(),
+            public_key_files: settings.public_key_files.clone(),
+            jwks_url: settings.jwks_url.clone(),
+        };
+        let keys = IssuerKeys::load(sources, ISSUER_LABEL.to_owned())?;
+        Ok(KubernetesAttestor { settings, keys })
+    }
+
+    /// Whether keys come from a JWKS URL, which `keep_fresh` must fetch.
+    pub fn fetches_keys(&self) -> bool {
+        self.keys.fetches_keys()
+    }
+
+    /// Fetches the JWKS URL once and uses its keys; on failure the keys
+    /// fetched before stay in use. Returns how many keys it holds.
+    pub async fn refresh_from_url(&self) -> Result<usize, KeyFileError> {
+        self.keys.refresh_from_url().await
+    }
+
+    /// Keeps the keys of the JWKS URL fresh until `stopped`: fetched again
+    /// every `refresh`, after a failure every 10 s, and soon after a token
+    /// names an unknown key id (how a rotation first shows).
+    pub async fn keep_fresh(&self, stopped: impl Future<Output = ()>) {
+        self.keys.keep_fresh(stopped).await;
     }
 
     /// Verifies `token` and returns the selectors it proves.
@@ -177,24 +160,10 @@ impl KubernetesAttestor {
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
             return refuse("it is signed with an algorithm other than RS256 or ES256");
         }
-        let (from_files, fetched) = (self.current_keys(), lock(&self.fetched).clone());
-        let keys = from_files.iter().chain(fetched.iter());
-        if let Some(kid) = &header.kid
-            && self.source.is_some()
-            && !keys.clone().any(|key| key.kid.as_ref() == Some(kid))
-        {
-            self.unknown_key_id.notify_one();
-        }
-        let candidates: Vec<&VerificationKey> = keys
-            .filter(|key| key.algorithm == header.alg)
-            .filter(|key| match (&header.kid, &key.kid) {
-                (Some(wanted), Some(kid)) => wanted == kid,
-                _ => true,
-            })
-            .collect();
+        let candidates = self.keys.candidates(header.alg, header.kid.as_deref());
         let validation = self.validation(header.alg);
         let mut outcome = refuse("no trusted key verifies its signature");
-        for key in candidates {
+        for key in &candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                 Ok(data) => return evidence(data.claims),
                 // Another key of the set may have signed it.
@@ -268,14 +237,6 @@ fn describe(kind: &ErrorKind) -> String {
     }
 }
 
-/// A mutex's value even if a thread panicked holding it: every value kept
-/// here is replaced whole, never left half-written.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[async_trait::async_trait]
 impl super::Attestor for KubernetesAttestor {
     fn kind(&self) -> &'static str {
@@ -323,19 +284,18 @@ impl super::Attestor for KubernetesAttestor {
     }
 }
 
-// The same HTTPS server the integration tests use.
-#[cfg(test)]
-#[path = "../../../../../tests/common/k8s_issuer.rs"]
-mod k8s_issuer;
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use base64::Engine;
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 
-    use super::k8s_issuer::*;
     use super::*;
+    use crate::jwks::KEY_RECHECK_INTERVAL;
+    use crate::jwks::fetch::JwksUrl;
+    use crate::k8s_issuer::*;
 
     /// A cluster issuer: an ES256 key published in a JWKS file and the RSA
     /// fixture as a PEM key file.
@@ -614,7 +574,9 @@ mod tests {
         let server = JwksServer::start(cluster.dir.path()).await;
         server.serve(200, jwks(&[&cluster.ec]));
         let mut attestor = url_attestor(&server, None);
-        attestor.min_refetch_interval = Duration::from_millis(300);
+        attestor
+            .keys
+            .set_min_refetch_interval(Duration::from_millis(300));
         let attestor = Arc::new(attestor);
         attestor.refresh_from_url().await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,9 +1,10 @@
 //! Fetching an issuer's JWKS over HTTPS, for issuers that publish their keys
-//! (the API server's `/openid/v1/jwks`, or a managed cluster's public OIDC
-//! issuer). Only `https://` URLs; the server is verified against the
-//! configured CA file, or the Mozilla roots when none is given. The answer
-//! is capped in size and time, and a bearer token (for an API server that
-//! wants one) is read fresh from its file on every fetch.
+//! (a Kubernetes API server's `/openid/v1/jwks`, a managed cluster's public
+//! OIDC issuer, an identity provider's `jwks_uri`). Only `https://` URLs;
+//! the server is verified against the configured CA file, or the Mozilla
+//! roots when none is given. The answer is capped in size and time, and a
+//! bearer token (for a server that wants one) is read fresh from its file
+//! on every fetch. Turning the body into keys is `files::jwks_keys`'s job.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
 
-use super::keys::KeyFileError;
+use super::KeyFileError;
 
 /// Largest JWKS certd reads; real ones are a few KiB.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
