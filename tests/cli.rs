@@ -1141,6 +1141,7 @@ fn bench_reports_each_operation() {
         "agent-issue",
         "jwt-mint",
         "token-endpoint",
+        "token-exchange",
     ] {
         let output = daemon.cli(&[
             "bench",
@@ -1166,6 +1167,10 @@ fn bench_reports_each_operation() {
             assert!(summary[field].as_f64().unwrap() > 0.0, "{field} in {text}");
         }
     }
+    // `token-exchange` added what it needs to the token policy, once.
+    let policy = stdout(&daemon.cli(&["policy", "show"]));
+    assert!(policy.contains("certd-bench-exchange"), "{policy}");
+    assert!(policy.contains("version 1 "), "{policy}");
 }
 
 /// `certd serve` refuses a data directory whose intermediate certificate

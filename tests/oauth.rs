@@ -1,4 +1,5 @@
-//! The OAuth token endpoint and the token policy, end to end: clients
+//! The OAuth token endpoint and the token policy, end to end, with token
+//! exchange on a user's behalf (RFC 8693) and introspection: clients
 //! authenticate with their certd certificate (curl, authlib) or a JWT-SVID
 //! assertion, never a secret; tokens carry only granted scopes and are
 //! bound to the certificate; every refusal has its RFC 6749 error, is
@@ -927,4 +928,401 @@ async fn introspection_answers_the_service_a_token_is_for() {
     assert_eq!(answer, serde_json::json!({"active": false}));
     let audited = stdout(&daemon.cli(&["audit", "--json"]));
     assert!(audited.contains("introspect-token"), "{audited}");
+}
+
+/// The identity provider of the token-exchange tests: its issuer, and
+/// the delegations of the gateway → orders → payments → ledger chain.
+const IDP: &str = "https://idp.test";
+
+const DELEGATIONS: &str = r#"
+[[delegation]]
+name = "orders-for-users"
+from = "orders"
+on_behalf_of = ["https://idp.test"]
+to = "payments"
+scopes = ["payments:charge", "payments:refund", "ledger:write"]
+
+[[delegation]]
+name = "payments-for-users"
+from = "payments"
+on_behalf_of = ["https://idp.test"]
+to = "ledger"
+scopes = ["ledger:write"]
+max_chain = 2
+
+[[delegation]]
+name = "ledger-for-users"
+from = "ledger"
+on_behalf_of = ["https://idp.test"]
+to = "reports"
+max_chain = 2
+"#;
+
+/// certd with the test identity provider as a trusted subject issuer, its
+/// JWKS served over HTTPS (`by_url`) or read from a file; orders, payments
+/// and ledger registered; the delegations applied. Returns the daemon,
+/// the provider's key, and the three workloads' directories.
+async fn exchanging_daemon(
+    by_url: bool,
+) -> (
+    InProcess,
+    rcgen::KeyPair,
+    Option<common::k8s_issuer::JwksServer>,
+    [PathBuf; 3],
+) {
+    use common::k8s_issuer::{JwksServer, jwks};
+    let tmp = tempfile::tempdir().unwrap();
+    let idp_key = rcgen::KeyPair::generate().unwrap();
+    let (keys, server) = if by_url {
+        let server = JwksServer::start(tmp.path()).await;
+        server.serve(200, jwks(&[&idp_key]));
+        let keys = format!(
+            "jwks_url = \"{}\"\njwks_url_ca_file = \"{}\"",
+            server.url,
+            server.ca_file.display()
+        );
+        (keys, Some(server))
+    } else {
+        let file = tmp.path().join("idp-jwks.json");
+        write_file(&file, jwks(&[&idp_key]));
+        (format!("jwks_file = \"{}\"", file.display()), None)
+    };
+    let config = format!(
+        "[[token_exchange.subject_issuer]]\nissuer = \"{IDP}\"\n{keys}\naudiences = [\"gateway\"]\nclaims = [\"email\", \"groups\"]\n"
+    );
+    let data_dir = tmp.path().join("ca");
+    let daemon = InProcess::start_in(tmp, data_dir, &config).await;
+    let dirs = ["orders", "payments", "ledger"].map(|service| workload(&daemon, service, &[]));
+    apply_policy(&daemon, DELEGATIONS);
+    (daemon, idp_key, server, dirs)
+}
+
+/// A user token from the test identity provider for the gateway.
+fn user_token(key: &rcgen::KeyPair, changes: &[(&str, serde_json::Value)]) -> String {
+    let now = common::k8s_issuer::now();
+    let mut claims = serde_json::json!({
+        "iss": IDP, "sub": "alice", "aud": "gateway", "iat": now, "exp": now + 600,
+        "scope": "payments:charge ledger:write", "email": "alice@example.com",
+        "groups": ["buyers"], "role": "admin",
+    });
+    for (field, value) in changes {
+        claims[*field] = value.clone();
+    }
+    common::k8s_issuer::es256(key, &claims)
+}
+
+/// The form of an exchange of `subject_token` for `audience`.
+fn exchange_form(
+    subject_token: &str,
+    token_type: &str,
+    audience: &str,
+    scope: &str,
+) -> Vec<String> {
+    let mut form = vec![
+        "grant_type=urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+        format!("subject_token={subject_token}"),
+        format!("subject_token_type=urn:ietf:params:oauth:token-type:{token_type}"),
+        format!("audience={audience}"),
+    ];
+    if !scope.is_empty() {
+        form.push(format!("scope={scope}"));
+    }
+    form
+}
+
+fn exchange(
+    daemon: &Served,
+    dir: &Path,
+    subject_token: &str,
+    token_type: &str,
+    audience: &str,
+    scope: &str,
+) -> (u16, serde_json::Value) {
+    let form = exchange_form(subject_token, token_type, audience, scope);
+    let form: Vec<&str> = form.iter().map(String::as_str).collect();
+    post(daemon, Some(dir), &form)
+}
+
+fn id_of(service: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/svc/{service}")
+}
+
+/// A user's token, exchanged by orders for payments and by payments for
+/// ledger (curl): `sub` stays the user, `act` nests the chain, scopes
+/// narrow, lifetimes never exceed the user's; each way to get it wrong is
+/// refused with RFC 8693's error and audited with the deciding rule, a
+/// revoked actor ends the chain and makes introspection inactive, and
+/// `policy explain --on-behalf-of` says the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_exchange_carries_the_user_and_the_chain_and_refuses_the_rest() {
+    let (daemon, idp_key, _, [orders, payments, ledger]) = exchanging_daemon(false).await;
+    let metadata = metadata(&daemon, "/.well-known/oauth-authorization-server");
+    assert!(
+        metadata["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"urn:ietf:params:oauth:grant-type:token-exchange".into())
+    );
+    let user = user_token(&idp_key, &[]);
+    let user_exp = claims_of(&user)["exp"].as_i64().unwrap();
+
+    // Scopes only narrow along the chain: what payments will pass on to
+    // ledger must be in the token it gets.
+    let (status, answer) = exchange(
+        &daemon,
+        &orders,
+        &user,
+        "jwt",
+        "payments",
+        "payments:charge ledger:write",
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(answer["scope"], "ledger:write payments:charge");
+    let for_payments = answer["access_token"].as_str().unwrap().to_owned();
+    let claims = claims_of(&for_payments);
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["subject_issuer"], IDP);
+    assert_eq!(claims["client_id"], id_of("orders"));
+    assert_eq!(claims["act"]["sub"], id_of("orders"));
+    assert!(claims["act"].get("act").is_none());
+    assert_eq!(claims["aud"][0], "payments");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["groups"][0], "buyers");
+    assert!(claims.get("role").is_none(), "not on the allow-list");
+    assert!(claims["exp"].as_i64().unwrap() <= user_exp);
+
+    let (status, answer) = exchange(
+        &daemon,
+        &payments,
+        &for_payments,
+        "access_token",
+        "ledger",
+        "ledger:write",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let for_ledger = answer["access_token"].as_str().unwrap().to_owned();
+    let claims = claims_of(&for_ledger);
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["subject_issuer"], IDP);
+    assert_eq!(claims["act"]["sub"], id_of("payments"));
+    assert_eq!(claims["act"]["act"]["sub"], id_of("orders"));
+    assert_eq!(claims["scope"], "ledger:write");
+    assert_eq!(claims["email"], "alice@example.com");
+    // The relying party checks it with `certd jwt verify`.
+    let verified = daemon.cli(&[
+        "jwt",
+        "verify",
+        &for_ledger,
+        "--audience",
+        "ledger",
+        "--jwks-url",
+        &format!("{}/jwks.json", daemon.http),
+        "--access-token",
+        "--scope",
+        "ledger:write",
+    ]);
+    assert!(
+        stdout(&verified).starts_with(&format!("valid: alice through {}", id_of("payments"))),
+        "{}{}",
+        stdout(&verified),
+        stderr(&verified)
+    );
+
+    // Refused, each with its RFC error.
+    let refused = |dir: &Path, token: &str, kind: &str, audience: &str, scope: &str| {
+        let (status, answer) = exchange(&daemon, dir, token, kind, audience, scope);
+        assert_eq!(status, 400, "{answer}");
+        (
+            answer["error"].as_str().unwrap().to_owned(),
+            answer["error_description"].as_str().unwrap().to_owned(),
+        )
+    };
+    // An actor without delegation rights, and one without this audience.
+    let billing = workload(&daemon, "billing", &[]);
+    let (error, why) = refused(&billing, &user, "jwt", "payments", "");
+    assert_eq!(error, "unauthorized_client", "{why}");
+    let (error, why) = refused(&ledger, &user, "jwt", "payments", "");
+    assert_eq!(error, "invalid_target", "{why}");
+    // An audience outside policy.
+    let (error, why) = refused(&orders, &user, "jwt", "ledger", "");
+    assert_eq!(error, "invalid_target", "{why}");
+    // A scope beyond the user's, and one beyond the actor's.
+    let (error, why) = refused(&orders, &user, "jwt", "payments", "payments:refund");
+    assert_eq!(error, "invalid_scope", "{why}");
+    assert!(why.contains("the subject token carries"), "{why}");
+    let (error, why) = refused(&orders, &user, "jwt", "payments", "payments:admin");
+    assert_eq!(error, "invalid_scope", "{why}");
+    assert!(why.contains("the delegation allows"), "{why}");
+    // Untrusted: signed by another key; expired; from another issuer.
+    let stranger = rcgen::KeyPair::generate().unwrap();
+    let forged = common::k8s_issuer::es256(&stranger, &claims_of(&user));
+    let (error, why) = refused(&orders, &forged, "jwt", "payments", "");
+    assert_eq!(error, "invalid_grant", "{why}");
+    let now = common::k8s_issuer::now();
+    let expired = user_token(&idp_key, &[("exp", (now - 120).into())]);
+    let (error, why) = refused(&orders, &expired, "jwt", "payments", "");
+    assert_eq!(
+        (error.as_str(), why.contains("expired")),
+        ("invalid_grant", true),
+        "{why}"
+    );
+    let elsewhere = user_token(&idp_key, &[("iss", "https://evil.test".into())]);
+    let (error, _) = refused(&orders, &elsewhere, "jwt", "payments", "");
+    assert_eq!(error, "invalid_grant");
+    // A token meant for another service is not orders' to exchange.
+    let (error, why) = refused(&orders, &for_payments, "access_token", "payments", "");
+    assert_eq!(error, "invalid_grant", "{why}");
+    // A chain deeper than allowed: ledger may act at depth 2, not 3.
+    let (error, why) = refused(&ledger, &for_ledger, "access_token", "reports", "");
+    assert_eq!(error, "invalid_grant", "{why}");
+    assert!(why.contains("would be 3 long"), "{why}");
+
+    // Introspection: active for the service it is for, until an actor's
+    // certificate is revoked mid-chain.
+    let introspect = |dir: &Path, token: &str| {
+        post_to(
+            &daemon,
+            "introspect",
+            Some(dir),
+            &[&format!("token={token}")],
+        )
+    };
+    let (status, active) = introspect(&ledger, &for_ledger);
+    assert_eq!((status, &active["active"]), (200, &true.into()), "{active}");
+    assert_eq!(active["act"]["act"]["sub"], id_of("orders"));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&stdout(&daemon.cli(&[
+        "list",
+        "--service",
+        "orders",
+        "--json",
+    ])))
+    .unwrap();
+    let revoked = daemon.cli(&["revoke", listed[0]["serial"].as_str().unwrap()]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let (_, inactive) = introspect(&ledger, &for_ledger);
+    assert_eq!(inactive, serde_json::json!({"active": false}));
+    let (error, why) = refused(&payments, &for_payments, "access_token", "ledger", "");
+    assert_eq!(error, "invalid_grant", "{why}");
+    assert!(why.contains("revoked"), "{why}");
+
+    // Every exchange is audited with subject, actors, audience, scopes and rule.
+    let output = daemon.cli(&["audit", "--json"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let exchanges: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["event"] == "exchange-token")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    let audited = |needles: &[&str]| {
+        assert!(
+            exchanges
+                .iter()
+                .any(|r| needles.iter().all(|n| r.contains(n))),
+            "no exchange audit with {needles:?}: {exchanges:#?}"
+        );
+    };
+    audited(&[
+        "subject \"alice\" of https://idp.test",
+        &format!("actors [{} <- {}]", id_of("payments"), id_of("orders")),
+        "audience \"ledger\"",
+        "granted [ledger:write]",
+        "rule delegation payments-for-users",
+    ]);
+    audited(&["unauthorized_client", "rule default deny"]);
+    audited(&["invalid_scope", "rule delegation orders-for-users"]);
+    audited(&["would be 3 long", "rule delegation ledger-for-users"]);
+
+    // `policy explain` answers exchanges the same way.
+    let explain_exchange = |from: &str, to: &str, chain: &str, scopes: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--json",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--on-behalf-of",
+            IDP,
+            "--chain",
+            chain,
+        ];
+        for scope in scopes {
+            args.extend(["--scope", scope]);
+        }
+        let output = daemon.cli(&args);
+        let answer: serde_json::Value = serde_json::from_str(stdout(&output).trim())
+            .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&output), stderr(&output)));
+        (answer, output.status.code().unwrap_or(-1))
+    };
+    let (answer, code) = explain_exchange("payments", "ledger", "2", &["ledger:write"]);
+    assert_eq!(
+        (answer["allowed"].as_bool(), code),
+        (Some(true), 0),
+        "{answer}"
+    );
+    assert_eq!(answer["rules"][0], "delegation payments-for-users");
+    let (answer, code) = explain_exchange("ledger", "reports", "3", &[]);
+    assert_eq!(
+        (answer["error"].as_str(), code),
+        (Some("invalid_grant"), 4),
+        "{answer}"
+    );
+    let (answer, _) = explain_exchange("billing", "payments", "1", &[]);
+    assert_eq!(answer["error"], "unauthorized_client");
+}
+
+/// authlib (orders) and requests (payments) run the exchanges against a
+/// provider whose JWKS certd fetches over HTTPS; PyJWT checks `sub`, the
+/// nested `act`, `aud`, scope narrowing and `exp`; Node's jose verifies
+/// the same tokens with issuer and audience.
+#[tokio::test(flavor = "multi_thread")]
+async fn outside_clients_exchange_tokens_and_verify_the_chain() {
+    let Some(python) = python_with(&["authlib", "requests", "jwt", "cryptography"]) else {
+        return;
+    };
+    let (daemon, idp_key, _server, [orders, payments, _]) = exchanging_daemon(true).await;
+    let user = user_token(&idp_key, &[]);
+    let output = script(&python, "token_exchange.py")
+        .args([
+            daemon.http.as_str(),
+            daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+            orders.to_str().unwrap(),
+            payments.to_str().unwrap(),
+            &user,
+            IDP,
+        ])
+        .output()
+        .unwrap();
+    let answer = said_ok(&output);
+    assert_eq!(answer["orders"], id_of("orders"));
+    let Some(node) = node_with("jose") else {
+        return;
+    };
+    for (token, audience, chain) in [
+        (&answer["payments_token"], "payments", vec![id_of("orders")]),
+        (
+            &answer["ledger_token"],
+            "ledger",
+            vec![id_of("payments"), id_of("orders")],
+        ),
+    ] {
+        let output = node_script(&node, "token_exchange.mjs")
+            .args([
+                daemon.http.as_str(),
+                token.as_str().unwrap(),
+                audience,
+                "alice",
+                &serde_json::to_string(&chain).unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let verified = said_ok(&output);
+        assert_eq!(verified["sub"], "alice");
+        assert_eq!(verified["act"], serde_json::json!(chain));
+    }
 }

@@ -160,31 +160,44 @@ async fn replicas_on_one_database_agree() {
     .await;
 
     // A token policy applied through A is enforced by B: B's token
-    // endpoint (asked through `policy explain`) grants the new scope.
-    let explain = |replica: &Daemon| {
-        replica
-            .cli(&[
-                "policy",
-                "explain",
-                "--from",
-                "billing",
-                "--to",
-                "invoices",
-                "--scope",
-                "invoices:read",
-            ])
-            .status
-            .code()
+    // endpoint (asked through `policy explain`) grants the new scope, and
+    // the new delegation of a token exchange on behalf of B's own subjects
+    // (B's issuer: the replicas here have no shared `[jwt] issuer`).
+    let explain = |replica: &Daemon, exchange: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--from",
+            "billing",
+            "--to",
+            "invoices",
+            "--scope",
+            "invoices:read",
+        ];
+        args.extend(exchange);
+        replica.cli(&args).status.code()
     };
-    assert_eq!(explain(&b), Some(4), "default deny before the policy");
+    let on_behalf = ["--on-behalf-of", b.http.as_str(), "--chain", "2"];
+    assert_eq!(explain(&b, &[]), Some(4), "default deny before the policy");
+    assert_eq!(
+        explain(&b, &on_behalf),
+        Some(4),
+        "no delegation before the policy"
+    );
     let policy = a.tmp.path().join("policy.toml");
     common::write_file(
         &policy,
-        "[[grant]]\nname = \"billing-invoices\"\nfrom = \"billing\"\nto = \"invoices\"\nscopes = [\"invoices:read\"]\n",
+        format!(
+            "[[grant]]\nname = \"billing-invoices\"\nfrom = \"billing\"\nto = \"invoices\"\nscopes = [\"invoices:read\"]\n\n[[delegation]]\nname = \"billing-for-b\"\nfrom = \"billing\"\non_behalf_of = [\"{}\"]\nto = \"invoices\"\nscopes = [\"invoices:read\"]\nmax_chain = 2\n",
+            b.http
+        ),
     );
     let output = a.cli(&["policy", "apply", policy.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
-    within_limit("a token policy", async || explain(&b) == Some(0)).await;
+    within_limit("a token policy", async || {
+        explain(&b, &[]) == Some(0) && explain(&b, &on_behalf) == Some(0)
+    })
+    .await;
 
     // Issued through A, renewed through B.
     let key = rcgen::KeyPair::generate().unwrap();

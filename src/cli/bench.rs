@@ -19,7 +19,10 @@ pub struct BenchArgs {
     /// answer; this process's uid needs an entry on that agent) or
     /// `jwt-mint` (`MintJwtSvid` over mTLS) or `token-endpoint` (`POST
     /// /oauth/token`, client credentials with the certificate, one HTTP/1.1
-    /// connection per caller).
+    /// connection per caller) or `token-exchange` (the same endpoint, RFC
+    /// 8693: each caller trades a token of its own for one towards the
+    /// bench audience; adds the grant `certd-bench-self` and the delegation
+    /// `certd-bench-exchange` to the token policy on first use).
     #[arg(value_enum)]
     operation: BenchOperation,
     #[command(flatten)]
@@ -65,6 +68,7 @@ enum BenchOperation {
     WorkloadApi,
     JwtMint,
     TokenEndpoint,
+    TokenExchange,
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -96,6 +100,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             BenchOperation::WorkloadApi => Operation::WorkloadApi,
             BenchOperation::JwtMint => Operation::JwtMint,
             BenchOperation::TokenEndpoint => Operation::TokenEndpoint,
+            BenchOperation::TokenExchange => Operation::TokenExchange,
         },
         server: args.server,
         http: args.http,

@@ -130,11 +130,21 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             bound_to: bound_to.as_deref(),
         })
         .map_err(Invalid)?;
-    println!(
-        "valid: {} until {}",
-        verified.spiffe_id,
-        super::format_time(verified.expires_at)
-    );
+    if verified.subject == verified.spiffe_id.as_str() {
+        println!(
+            "valid: {} until {}",
+            verified.spiffe_id,
+            super::format_time(verified.expires_at)
+        );
+    } else {
+        // Exchanged on a subject's behalf: the user, and who acts for it.
+        println!(
+            "valid: {} through {} until {}",
+            verified.subject,
+            verified.spiffe_id,
+            super::format_time(verified.expires_at)
+        );
+    }
     Ok(())
 }
 

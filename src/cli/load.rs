@@ -59,11 +59,22 @@ pub enum Operation {
     /// same entry and audience as `jwt-mint`: an audience-only grant.
     #[serde(rename = "token-endpoint")]
     TokenEndpoint,
+    /// `POST /oauth/token`, token exchange (RFC 8693): the bench client
+    /// trades a token of its own for one towards the bench audience, by the
+    /// delegation `certd-bench-exchange` (added to the policy on first use).
+    #[serde(rename = "token-exchange")]
+    TokenExchange,
 }
 
 /// Service (and entry) the `jwt-mint` load mints for, and its audience.
 const BENCH_JWT_SERVICE: &str = "certd-bench-jwt";
 const BENCH_JWT_AUDIENCE: &str = "certd-bench";
+
+/// How long a `token-exchange` caller exchanges one subject token.
+const SUBJECT_TOKEN_REFRESH: Duration = Duration::from_secs(60);
+/// The grant and delegation the `token-exchange` load adds to the policy.
+const BENCH_SELF_GRANT: &str = "certd-bench-self";
+const BENCH_DELEGATION: &str = "certd-bench-exchange";
 
 /// Node agent the `agent-issue` load acts as.
 const BENCH_AGENT: &str = "certd-bench-agent";
@@ -177,6 +188,10 @@ enum Workload {
         identity: TlsClientSettings,
     },
     TokenEndpoint {
+        identity: TlsClientSettings,
+        endpoint: String,
+    },
+    TokenExchange {
         identity: TlsClientSettings,
         endpoint: String,
     },
@@ -336,6 +351,12 @@ async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
             identity: bench_jwt_identity(options).await?,
             endpoint: format!("{}/oauth/token", options.server.trim_end_matches('/')),
         }),
+        Operation::TokenExchange => {
+            let identity = bench_jwt_identity(options).await?;
+            let endpoint = format!("{}/oauth/token", options.server.trim_end_matches('/'));
+            bench_delegation(options, &identity, &endpoint).await?;
+            Ok(Workload::TokenExchange { identity, endpoint })
+        }
         Operation::WorkloadApi => Ok(Workload::SpiffeApi {
             socket: options.socket.clone().ok_or_else(|| {
                 BenchError::Prepare("`workload-api` needs the agent's --socket".into())
@@ -387,6 +408,62 @@ async fn bootstrap(
             zeroize::Zeroizing::new(key.serialize_pem()),
         )),
     })
+}
+
+/// Grants the bench client tokens for itself (its subject tokens) and the
+/// right to exchange them towards the bench audience on its own behalf:
+/// the grant `certd-bench-self` and the delegation `certd-bench-exchange`,
+/// added to the token policy unless it has them.
+async fn bench_delegation(
+    options: &BenchOptions,
+    identity: &TlsClientSettings,
+    endpoint: &str,
+) -> Result<(), BenchError> {
+    // certd's issuer, as its tokens name it.
+    let mut client = TokenEndpointClient::connect(endpoint, identity).await?;
+    let token = client.client_credentials(BENCH_JWT_AUDIENCE, &[]).await?;
+    let issuer = token_claim(&token, "iss")
+        .ok_or_else(|| BenchError::Prepare("the bench token names no issuer".into()))?;
+    let mut admin = AdminClient::connect(&options.admin_socket).await?;
+    let (version, text) = admin.policy().await?;
+    let file =
+        |error: certd::policy::grants::PolicyFileError| BenchError::Prepare(error.to_string());
+    let with_grant = certd::policy::grants::set_grant(
+        &text,
+        BENCH_SELF_GRANT,
+        BENCH_JWT_SERVICE,
+        BENCH_JWT_SERVICE,
+        &[],
+    )
+    .map_err(file)?;
+    let wanted = certd::policy::grants::set_delegation(
+        &with_grant,
+        BENCH_DELEGATION,
+        BENCH_JWT_SERVICE,
+        &[issuer],
+        BENCH_JWT_AUDIENCE,
+        &[],
+    )
+    .map_err(file)?;
+    // Applied only when one of them is missing: a bench run changes the
+    // policy once.
+    let has = |name: &str| text.contains(&format!("name = \"{name}\""));
+    let unchanged = has(BENCH_SELF_GRANT) && has(BENCH_DELEGATION);
+    if !unchanged {
+        admin.replace_policy(wanted, Some(version)).await?;
+    }
+    Ok(())
+}
+
+/// A claim of a token, read without verifying it (the bench's own).
+fn token_claim(token: &str, name: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get(name)?.as_str().map(str::to_owned)
 }
 
 /// The bench's node agent: its entry (created on first use), a fresh
@@ -487,6 +564,13 @@ fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
 enum Connection {
     Grpc(WorkloadClient),
     Token(TokenEndpointClient),
+    /// The token endpoint, and the subject token exchanged, fetched again
+    /// every minute so that a long run never exchanges an expired one.
+    Exchange {
+        client: TokenEndpointClient,
+        subject: String,
+        fetched_at: Instant,
+    },
     Http(HttpConnection),
     /// A new connection per request (the Workload API's first answer).
     PerRequest,
@@ -521,6 +605,15 @@ async fn connect_all(
             }
             Workload::TokenEndpoint { identity, endpoint } => {
                 Connection::Token(TokenEndpointClient::connect(endpoint, identity).await?)
+            }
+            Workload::TokenExchange { identity, endpoint } => {
+                let mut client = TokenEndpointClient::connect(endpoint, identity).await?;
+                let subject = client.client_credentials(BENCH_JWT_SERVICE, &[]).await?;
+                Connection::Exchange {
+                    client,
+                    subject,
+                    fetched_at: Instant::now(),
+                }
             }
             Workload::Ocsp { http, .. } | Workload::Crl { http } => Connection::Http(
                 HttpConnection::connect(http)
@@ -682,6 +775,31 @@ impl Worker {
                     Ok(())
                 } else {
                     Err("unexpected token endpoint answer".into())
+                }
+            }
+            (
+                Workload::TokenExchange { .. },
+                Connection::Exchange {
+                    client,
+                    subject,
+                    fetched_at,
+                },
+            ) => {
+                if fetched_at.elapsed() > SUBJECT_TOKEN_REFRESH {
+                    *subject = client
+                        .client_credentials(BENCH_JWT_SERVICE, &[])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    *fetched_at = Instant::now();
+                }
+                let token = client
+                    .exchange(subject, BENCH_JWT_AUDIENCE, &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if token.split('.').count() == 3 {
+                    Ok(())
+                } else {
+                    Err("unexpected token exchange answer".into())
                 }
             }
             _ => Err("connection does not match the operation".into()),

@@ -90,6 +90,15 @@ pub struct PolicyExplainArgs {
     target: AdminTarget,
     #[command(flatten)]
     asked: CallerAudienceScopes,
+    /// Explain a token exchange on behalf of a subject of this issuer (the
+    /// `iss` of the user's token, or certd's own issuer), not client
+    /// credentials.
+    #[arg(long, value_name = "ISSUER")]
+    on_behalf_of: Option<String>,
+    /// With --on-behalf-of: how many actors the new token's `act` chain
+    /// would name, the caller included (1: the first hop).
+    #[arg(long, default_value_t = 1, requires = "on_behalf_of")]
+    chain: u32,
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
@@ -115,12 +124,13 @@ pub fn check(args: PolicyCheckArgs) -> anyhow::Result<()> {
         }
     };
     let text = read_policy(&args.file)?;
-    let grants =
+    let rules =
         certd::policy::grants::parse_policy(&text, &trust_domain).map_err(certd::Error::from)?;
     println!(
-        "{}: a valid policy with {} grant(s) for trust domain {trust_domain}",
+        "{}: a valid policy with {} grant(s) and {} delegation(s) for trust domain {trust_domain}",
         args.file.display(),
-        grants.len()
+        rules.grants.len(),
+        rules.delegations.len()
     );
     Ok(())
 }
@@ -200,7 +210,14 @@ pub async fn revoke(args: PolicyRevokeArgs) -> anyhow::Result<()> {
 pub async fn explain(args: PolicyExplainArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
     let answer = client
-        .explain_policy(&args.asked.from, &args.asked.to, &args.asked.scopes)
+        .explain_policy(
+            &args.asked.from,
+            &args.asked.to,
+            &args.asked.scopes,
+            args.on_behalf_of
+                .as_deref()
+                .map(|issuer| (issuer, args.chain)),
+        )
         .await?;
     if args.json {
         println!(

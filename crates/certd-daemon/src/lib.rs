@@ -21,6 +21,7 @@ pub mod policy;
 pub mod registry;
 pub mod revocation;
 mod server;
+pub mod subject_issuers;
 
 // A test identity provider (keys, JWKS, tokens, an HTTPS JWKS server): the
 // same file the integration tests use, for the Kubernetes attestor's and

@@ -216,6 +216,7 @@ pub async fn run(
     for attestor in authority.attestors().iter() {
         attestor.prepare().await;
     }
+    authority.subject_issuers().prepare().await;
     ready();
     let max_request_bytes = config.limits.max_request_bytes;
     let (stop, stopped) = watch::channel(false);
@@ -314,6 +315,16 @@ pub async fn run(
             let (attestor, stopped) = (attestor.clone(), Box::pin(until_stopped()));
             tokio::spawn(async move { attestor.maintain(stopped).await })
         })
+        .chain(
+            authority
+                .subject_issuers()
+                .fetched_keys()
+                .into_iter()
+                .map(|keys| {
+                    let stopped = until_stopped();
+                    tokio::spawn(async move { keys.keep_fresh(stopped).await })
+                }),
+        )
         .collect();
 
     let servers = async {

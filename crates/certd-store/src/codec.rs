@@ -13,8 +13,9 @@
 //! Version 3 changed entries only (they name their parent agent and the
 //! audiences of their JWT-SVIDs); every
 //! other value is still written as version 2. The token policy, added
-//! later, is written as version 2 too: no earlier format knew it. Earlier
-//! values are still read.
+//! later, was written as version 2 too (no earlier format knew it); it is
+//! written as version 3 since it holds delegations. Earlier values are
+//! still read.
 //!
 //! Decoding trusts what certd itself wrote: names, serials and selectors
 //! were parsed once, at the edge, before they were stored, so they are
@@ -26,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::StoreError;
 use certd_core::identity::{DnsName, Serial, ServiceName, SpiffeId};
 use certd_core::model::{
-    Attestation, AuditEntry, AuditEvent, EntryRecord, GrantCaller, GrantRecord, IssuanceRecord,
-    JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokedEntry, kind,
+    Attestation, AuditEntry, AuditEvent, DelegationRecord, EntryRecord, GrantCaller, GrantRecord,
+    IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokedEntry, kind,
 };
 use certd_core::selector::Selector;
 
@@ -546,9 +547,20 @@ impl Stored for EntryRecord {
     // Version 1 had no entries.
     type V1 = EntryV2;
 }
-/// The token policy. Variant and field order are the format.
+/// The token policy with its delegations (format version 3). Variant and
+/// field order are the format.
 #[derive(Serialize, Deserialize)]
 pub(super) struct DiskPolicy {
+    version: u64,
+    grants: Vec<DiskGrant>,
+    delegations: Vec<DiskDelegation>,
+    changed_at: i64,
+    changed_by: String,
+}
+
+/// The token policy before delegations (format version 2).
+#[derive(Deserialize)]
+pub(super) struct PolicyV2 {
     version: u64,
     grants: Vec<DiskGrant>,
     changed_at: i64,
@@ -563,6 +575,16 @@ struct DiskGrant {
     scopes: Vec<String>,
 }
 
+#[derive(Serialize, Deserialize)]
+struct DiskDelegation {
+    name: String,
+    actor: DiskGrantCaller,
+    subject_issuers: Vec<String>,
+    audience: String,
+    scopes: Vec<String>,
+    max_chain: u8,
+}
+
 /// Variant order is the format: append, never reorder.
 #[derive(Serialize, Deserialize)]
 enum DiskGrantCaller {
@@ -570,21 +592,63 @@ enum DiskGrantCaller {
     SpiffeId(String),
 }
 
+impl From<GrantCaller> for DiskGrantCaller {
+    fn from(caller: GrantCaller) -> Self {
+        match caller {
+            GrantCaller::Service(service) => DiskGrantCaller::Service(service.into()),
+            GrantCaller::SpiffeId(id) => DiskGrantCaller::SpiffeId(id.into_string()),
+        }
+    }
+}
+
+impl From<DiskGrantCaller> for GrantCaller {
+    fn from(caller: DiskGrantCaller) -> Self {
+        match caller {
+            DiskGrantCaller::Service(service) => {
+                GrantCaller::Service(ServiceName::from_stored(service))
+            }
+            DiskGrantCaller::SpiffeId(id) => GrantCaller::SpiffeId(SpiffeId::from_stored(id)),
+        }
+    }
+}
+
+impl From<GrantRecord> for DiskGrant {
+    fn from(grant: GrantRecord) -> Self {
+        DiskGrant {
+            name: grant.name,
+            caller: grant.caller.into(),
+            audience: grant.audience,
+            scopes: grant.scopes,
+        }
+    }
+}
+
+impl From<DiskGrant> for GrantRecord {
+    fn from(grant: DiskGrant) -> Self {
+        GrantRecord {
+            name: grant.name,
+            caller: grant.caller.into(),
+            audience: grant.audience,
+            scopes: grant.scopes,
+        }
+    }
+}
+
 impl From<PolicyRecord> for DiskPolicy {
     fn from(policy: PolicyRecord) -> Self {
         DiskPolicy {
             version: policy.version,
-            grants: policy
-                .grants
+            grants: policy.grants.into_iter().map(DiskGrant::from).collect(),
+            delegations: policy
+                .delegations
                 .into_iter()
-                .map(|grant| DiskGrant {
-                    name: grant.name,
-                    caller: match grant.caller {
-                        GrantCaller::Service(service) => DiskGrantCaller::Service(service.into()),
-                        GrantCaller::SpiffeId(id) => DiskGrantCaller::SpiffeId(id.into_string()),
-                    },
-                    audience: grant.audience,
-                    scopes: grant.scopes,
+                .map(|delegation| DiskDelegation {
+                    name: delegation.name,
+                    actor: delegation.actor.into(),
+                    subject_issuers: delegation.subject_issuers,
+                    audience: delegation.audience,
+                    scopes: delegation.scopes,
+                    max_chain: delegation.max_chain,
                 })
                 .collect(),
             changed_at: policy.changed_at,
@@ -597,21 +661,17 @@ impl From<DiskPolicy> for PolicyRecord {
     fn from(disk: DiskPolicy) -> Self {
         PolicyRecord {
             version: disk.version,
-            grants: disk
-                .grants
+            grants: disk.grants.into_iter().map(GrantRecord::from).collect(),
+            delegations: disk
+                .delegations
                 .into_iter()
-                .map(|grant| GrantRecord {
-                    name: grant.name,
-                    caller: match grant.caller {
-                        DiskGrantCaller::Service(service) => {
-                            GrantCaller::Service(ServiceName::from_stored(service))
-                        }
-                        DiskGrantCaller::SpiffeId(id) => {
-                            GrantCaller::SpiffeId(SpiffeId::from_stored(id))
-                        }
-                    },
-                    audience: grant.audience,
-                    scopes: grant.scopes,
+                .map(|delegation| DelegationRecord {
+                    name: delegation.name,
+                    actor: delegation.actor.into(),
+                    subject_issuers: delegation.subject_issuers,
+                    audience: delegation.audience,
+                    scopes: delegation.scopes,
+                    max_chain: delegation.max_chain,
                 })
                 .collect(),
             changed_at: disk.changed_at,
@@ -620,12 +680,24 @@ impl From<DiskPolicy> for PolicyRecord {
     }
 }
 
+impl From<PolicyV2> for PolicyRecord {
+    fn from(disk: PolicyV2) -> Self {
+        PolicyRecord {
+            version: disk.version,
+            grants: disk.grants.into_iter().map(GrantRecord::from).collect(),
+            delegations: Vec::new(),
+            changed_at: disk.changed_at,
+            changed_by: disk.changed_by,
+        }
+    }
+}
+
 impl Stored for PolicyRecord {
-    const VERSION: u8 = FORMAT_VERSION;
+    const VERSION: u8 = FORMAT_VERSION_3;
     type Disk = DiskPolicy;
+    type V2 = PolicyV2;
     // No earlier format held a policy.
-    type V2 = DiskPolicy;
-    type V1 = DiskPolicy;
+    type V1 = PolicyV2;
 }
 impl Stored for AuditEntry {
     const VERSION: u8 = FORMAT_VERSION;
@@ -665,6 +737,45 @@ mod tests {
         let bytes = hex::decode(hex_bytes).unwrap();
         assert_eq!(decode::<T>(&bytes).unwrap(), expected);
         assert_eq!(encode(&expected).unwrap(), bytes, "the format is unchanged");
+    }
+
+    /// A token policy as version 2 wrote it, before delegations: grant
+    /// "a" (billing may call "x" with scope "s"), version 1, changed at 5
+    /// by "t".
+    const POLICY_V2: &str = "0201010161000762696c6c696e6701780101730a0174";
+
+    #[test]
+    fn a_policy_written_before_delegations_reads_the_same_and_is_rewritten_with_them() {
+        let old = PolicyRecord {
+            version: 1,
+            grants: vec![GrantRecord {
+                name: "a".into(),
+                caller: GrantCaller::Service("billing".parse().unwrap()),
+                audience: "x".into(),
+                scopes: vec!["s".into()],
+            }],
+            delegations: Vec::new(),
+            changed_at: 5,
+            changed_by: "t".into(),
+        };
+        assert_eq!(
+            decode::<PolicyRecord>(&hex::decode(POLICY_V2).unwrap()).unwrap(),
+            old
+        );
+        let with_delegation = PolicyRecord {
+            delegations: vec![DelegationRecord {
+                name: "d".into(),
+                actor: GrantCaller::SpiffeId("spiffe://certd.internal/svc/orders".parse().unwrap()),
+                subject_issuers: vec!["https://idp.example".into()],
+                audience: "payments".into(),
+                scopes: vec!["payments:charge".into()],
+                max_chain: 2,
+            }],
+            ..old
+        };
+        let bytes = encode(&with_delegation).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION_3);
+        assert_eq!(decode::<PolicyRecord>(&bytes).unwrap(), with_delegation);
     }
 
     #[test]

@@ -39,9 +39,9 @@ pub use backend::{Backend, Checked, StoreSettings};
 
 use certd_core::identity::{Serial, ServiceName};
 pub use certd_core::model::{
-    Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, GrantCaller, GrantRecord,
-    IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokeOutcome, RevokedEntry,
-    SignedCrl, Successor, TokenHash,
+    Attestation, AuditEntry, AuditEvent, CertificateState, DelegationRecord, EntryRecord,
+    GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof, Revocation,
+    RevokeOutcome, RevokedEntry, SignedCrl, Successor, TokenHash,
 };
 
 /// Why the store could not do what was asked.

@@ -3,8 +3,8 @@
 //! backend proves the guarantees the rest of certd relies on.
 
 use crate::{
-    Attestation, EntryRecord, GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord,
-    PolicyRecord, SharedStorage, StoreError, Successor,
+    Attestation, DelegationRecord, EntryRecord, GrantCaller, GrantRecord, IssuanceRecord,
+    JoinTokenRecord, PolicyRecord, SharedStorage, StoreError, Successor,
 };
 use certd_core::identity::Serial;
 use certd_core::selector::Selector;
@@ -426,6 +426,14 @@ pub(crate) async fn the_policy_is_replaced_only_from_the_version_the_caller_saw(
                 scopes: Vec::new(),
             },
         ],
+        delegations: vec![DelegationRecord {
+            name: "orders-for-users".into(),
+            actor: GrantCaller::Service("orders".parse().unwrap()),
+            subject_issuers: vec!["https://idp.example".into()],
+            audience: "payments".into(),
+            scopes: vec!["payments:charge".into()],
+            max_chain: 2,
+        }],
         changed_at: 5,
         changed_by: "test".into(),
     };
@@ -447,7 +455,10 @@ pub(crate) async fn the_policy_is_replaced_only_from_the_version_the_caller_saw(
     }
     let store = backend.open().await;
     let reopened = store.policy().await.unwrap().unwrap();
-    assert_eq!((reopened.version, &reopened.grants), (1, &first.grants));
+    assert_eq!(
+        (reopened.version, &reopened.grants, &reopened.delegations),
+        (1, &first.grants, &first.delegations)
+    );
     // Two writers racing from one version: exactly one wins.
     let next = PolicyRecord {
         version: 2,

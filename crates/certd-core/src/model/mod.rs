@@ -12,7 +12,7 @@
 mod records;
 
 pub use records::{
-    Attestation, AuditEntry, AuditEvent, CertificateState, EntryRecord, GrantCaller, GrantRecord,
-    IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokeOutcome, RevokedEntry,
-    SignedCrl, Successor, TokenHash, kind,
+    Attestation, AuditEntry, AuditEvent, CertificateState, DelegationRecord, EntryRecord,
+    GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof, Revocation,
+    RevokeOutcome, RevokedEntry, SignedCrl, Successor, TokenHash, kind,
 };

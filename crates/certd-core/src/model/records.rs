@@ -245,12 +245,33 @@ pub struct GrantRecord {
     pub scopes: Vec<String>,
 }
 
-/// The token policy: every grant, replaced as a whole. `version` counts
-/// the replacements, so no replica ever goes back to an older policy.
+/// One delegation of the token policy (RFC 8693 token exchange): `actor`
+/// may trade a token of a subject issued by one of `subject_issuers` for a
+/// token for `audience` on the subject's behalf, carrying any of `scopes`
+/// the subject's token carries too, with at most `max_chain` actors in the
+/// new token's `act` chain (the actor included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationRecord {
+    /// Unique within the policy, among grants too.
+    pub name: String,
+    pub actor: GrantCaller,
+    /// The `iss` of the subjects' original tokens (certd's own issuer for
+    /// subjects certd issued to). Sorted and without duplicates.
+    pub subject_issuers: Vec<String>,
+    pub audience: String,
+    /// Sorted and without duplicates.
+    pub scopes: Vec<String>,
+    pub max_chain: u8,
+}
+
+/// The token policy: every grant and delegation, replaced as a whole.
+/// `version` counts the replacements, so no replica ever goes back to an
+/// older policy.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PolicyRecord {
     pub version: u64,
     pub grants: Vec<GrantRecord>,
+    pub delegations: Vec<DelegationRecord>,
     pub changed_at: i64,
     pub changed_by: String,
 }
@@ -277,13 +298,15 @@ pub enum AuditEvent {
     ReplacePolicy,
     /// A token was introspected (RFC 7662).
     IntrospectToken,
+    /// A token was exchanged for one on a subject's behalf (RFC 8693).
+    ExchangeToken,
     /// The daemon took a database it could not check against the CA's
     /// marks (`--danger-accept-unmarked-store`).
     AcceptUnmarkedStore,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 14] = [
+    pub const ALL: [AuditEvent; 15] = [
         AuditEvent::Issue,
         AuditEvent::IssueOperator,
         AuditEvent::Renew,
@@ -297,6 +320,7 @@ impl AuditEvent {
         AuditEvent::MintAccessToken,
         AuditEvent::ReplacePolicy,
         AuditEvent::IntrospectToken,
+        AuditEvent::ExchangeToken,
         AuditEvent::AcceptUnmarkedStore,
     ];
 
@@ -316,6 +340,7 @@ impl AuditEvent {
             AuditEvent::MintAccessToken => "mint-access-token",
             AuditEvent::ReplacePolicy => "replace-policy",
             AuditEvent::IntrospectToken => "introspect-token",
+            AuditEvent::ExchangeToken => "exchange-token",
             AuditEvent::AcceptUnmarkedStore => "accept-unmarked-store",
         }
     }

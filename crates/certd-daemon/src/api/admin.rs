@@ -415,10 +415,19 @@ impl Admin for AdminApi {
     ) -> Result<Response<proto::ExplainPolicyResponse>, Status> {
         self.authorize(&request).await?;
         let request = request.into_inner();
-        let explanation = self
-            .authority
-            .explain(&request.from, &request.audience, &request.scopes)
-            .map_err(|e| status(&e))?;
+        let explanation = if request.on_behalf_of.is_empty() {
+            self.authority
+                .explain(&request.from, &request.audience, &request.scopes)
+        } else {
+            self.authority.explain_exchange(
+                &request.from,
+                &request.on_behalf_of,
+                usize::try_from(request.chain).unwrap_or(usize::MAX),
+                &request.audience,
+                &request.scopes,
+            )
+        }
+        .map_err(|e| status(&e))?;
         Ok(Response::new(proto::ExplainPolicyResponse {
             allowed: explanation.allowed,
             scopes: explanation.scopes,

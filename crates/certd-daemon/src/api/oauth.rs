@@ -1,4 +1,5 @@
-//! The OAuth 2.0 token endpoint, `POST /oauth/token`, and token
+//! The OAuth 2.0 token endpoint, `POST /oauth/token` (client credentials,
+//! and token exchange, RFC 8693), and token
 //! introspection (RFC 7662), `POST /oauth/introspect`, served over HTTP/1.1
 //! and HTTP/2 on the TLS listener beside gRPC, so the client certificate
 //! of the handshake authenticates the client (RFC 8705).
@@ -21,7 +22,8 @@ use axum::routing::post;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::authority::{
-    Authority, Caller, ClientProof, JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION, TokenError,
+    Authority, Caller, ClientProof, ExchangeRequest, JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION,
+    TOKEN_EXCHANGE_GRANT, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT, TokenError,
     TokenRequest,
 };
 use crate::policy::grants;
@@ -156,16 +158,56 @@ async fn answer(
     form: &HashMap<String, String>,
 ) -> Result<Response, TokenError> {
     let parameter = |name: &str| form.get(name).map(String::as_str);
-    match parameter("grant_type") {
-        Some("client_credentials") => {}
+    let exchange = match parameter("grant_type") {
+        Some("client_credentials") => false,
+        Some(TOKEN_EXCHANGE_GRANT) => true,
         Some(other) => {
             return Err(TokenError::UnsupportedGrantType(
                 other.chars().take(128).collect(),
             ));
         }
         None => return Err(TokenError::InvalidRequest("grant_type is missing".into())),
-    }
+    };
     let proof = client_proof(form, leaf)?;
+    let audience = audience(form)?;
+    let scopes = match parameter("scope") {
+        Some(scope) => grants::parse_scope_parameter(scope)
+            .map_err(|message| TokenError::InvalidRequest(format!("scope: {message}")))?,
+        None => Vec::new(),
+    };
+    let (token, issued_token_type) = if exchange {
+        let request = exchange_request(form, proof, audience, scopes)?;
+        (
+            authority.exchange(peer, &request).await?,
+            Some(request.issued_token_type),
+        )
+    } else {
+        let request = TokenRequest {
+            proof,
+            client_id: parameter("client_id"),
+            audience,
+            scopes,
+        };
+        (authority.token(peer, &request).await?, None)
+    };
+    let mut body = serde_json::json!({
+        "access_token": token.token,
+        "token_type": "Bearer",
+        "expires_in": token.expires_in,
+    });
+    if let Some(issued_token_type) = issued_token_type {
+        // RFC 8693 §2.2.1.
+        body["issued_token_type"] = issued_token_type.into();
+    }
+    if !token.scopes.is_empty() {
+        body["scope"] = token.scopes.join(" ").into();
+    }
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// The token's audience: `audience` or `resource` (one), checked.
+fn audience(form: &HashMap<String, String>) -> Result<&str, TokenError> {
+    let parameter = |name: &str| form.get(name).map(String::as_str);
     let audience = match (parameter("audience"), parameter("resource")) {
         (Some(audience), None) | (None, Some(audience)) => audience,
         (Some(_), Some(_)) => {
@@ -187,27 +229,69 @@ async fn answer(
             "resource {audience:?} is not an absolute URI; name a service by `audience` instead"
         )));
     }
-    let scopes = match parameter("scope") {
-        Some(scope) => grants::parse_scope_parameter(scope)
-            .map_err(|message| TokenError::InvalidRequest(format!("scope: {message}")))?,
-        None => Vec::new(),
+    Ok(audience)
+}
+
+/// The RFC 8693 §2.1 parameters of an exchange.
+fn exchange_request<'a>(
+    form: &'a HashMap<String, String>,
+    proof: ClientProof<'a>,
+    audience: &'a str,
+    scopes: Vec<String>,
+) -> Result<ExchangeRequest<'a>, TokenError> {
+    let parameter = |name: &str| form.get(name).map(String::as_str);
+    let shown = |value: &str| value.chars().take(128).collect::<String>();
+    let subject_token = parameter("subject_token")
+        .ok_or_else(|| TokenError::InvalidRequest("subject_token is missing".into()))?;
+    let subject_token_type = match parameter("subject_token_type") {
+        Some(kind @ (TOKEN_TYPE_JWT | TOKEN_TYPE_ACCESS_TOKEN | TOKEN_TYPE_ID_TOKEN)) => kind,
+        Some(other) => {
+            return Err(TokenError::InvalidRequest(format!(
+                "subject_token_type {:?} is not supported: certd exchanges JWTs ({TOKEN_TYPE_JWT}, {TOKEN_TYPE_ACCESS_TOKEN} or {TOKEN_TYPE_ID_TOKEN})",
+                shown(other)
+            )));
+        }
+        None => {
+            return Err(TokenError::InvalidRequest(
+                "subject_token_type is missing".into(),
+            ));
+        }
     };
-    let request = TokenRequest {
+    let actor_token = match (parameter("actor_token"), parameter("actor_token_type")) {
+        (None, None) => None,
+        (Some(token), Some(TOKEN_TYPE_JWT)) => Some(token),
+        (Some(_), Some(other)) => {
+            return Err(TokenError::InvalidRequest(format!(
+                "actor_token_type {:?} is not supported: an actor token is the actor's JWT-SVID ({TOKEN_TYPE_JWT})",
+                shown(other)
+            )));
+        }
+        _ => {
+            return Err(TokenError::InvalidRequest(
+                "actor_token and actor_token_type go together".into(),
+            ));
+        }
+    };
+    let issued_token_type = match parameter("requested_token_type") {
+        None | Some(TOKEN_TYPE_ACCESS_TOKEN) => TOKEN_TYPE_ACCESS_TOKEN,
+        Some(TOKEN_TYPE_JWT) => TOKEN_TYPE_JWT,
+        Some(other) => {
+            return Err(TokenError::InvalidRequest(format!(
+                "requested_token_type {:?} is not supported: certd issues {TOKEN_TYPE_ACCESS_TOKEN} (a JWT)",
+                shown(other)
+            )));
+        }
+    };
+    Ok(ExchangeRequest {
         proof,
         client_id: parameter("client_id"),
+        subject_token,
+        subject_token_type,
+        actor_token,
         audience,
         scopes,
-    };
-    let token = authority.token(peer, &request).await?;
-    let mut body = serde_json::json!({
-        "access_token": token.token,
-        "token_type": "Bearer",
-        "expires_in": token.expires_in,
-    });
-    if !token.scopes.is_empty() {
-        body["scope"] = token.scopes.join(" ").into();
-    }
-    Ok(json(StatusCode::OK, &body))
+        issued_token_type,
+    })
 }
 
 /// How the client authenticates: its certificate, or a JWT-SVID assertion;

@@ -19,8 +19,8 @@ use crate::attest::{AttestError, AttestFailure, RenewalEvidence};
 use crate::audit::{self, Decision};
 use crate::identity::{ServiceName, SpiffeId};
 use crate::jwt::{self, AccessTokenClaims, JwtError, TokenKind};
-use crate::model::{AuditEvent, GrantRecord, PolicyRecord};
-use crate::policy::grants::{self, PolicyConflict, Rule, TokenCaller, TokenRefusal};
+use crate::model::{AuditEvent, PolicyRecord};
+use crate::policy::grants::{self, PolicyConflict, PolicyRules, Rule, TokenCaller, TokenRefusal};
 use crate::store::{EntryRecord, IssuanceRecord, StoreError};
 
 /// `client_assertion_type` of the SPIFFE client-authentication draft.
@@ -37,13 +37,18 @@ pub enum TokenError {
     #[error("{0}")]
     InvalidClient(String),
     #[error(
-        "grant_type {0:?} is not supported: certd's token endpoint supports client_credentials"
+        "grant_type {0:?} is not supported: certd's token endpoint supports client_credentials and urn:ietf:params:oauth:grant-type:token-exchange"
     )]
     UnsupportedGrantType(String),
     #[error("{0}")]
     InvalidTarget(String),
+    /// The subject token (the grant of an exchange) is not acceptable.
+    #[error("{0}")]
+    InvalidGrant(String),
     #[error(transparent)]
     Refused(#[from] TokenRefusal),
+    #[error(transparent)]
+    Delegation(#[from] crate::policy::delegations::DelegationRefusal),
     #[error(transparent)]
     Failed(#[from] crate::Error),
 }
@@ -56,6 +61,8 @@ impl TokenError {
             TokenError::InvalidClient(_) => "invalid_client",
             TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
             TokenError::InvalidTarget(_) => "invalid_target",
+            TokenError::InvalidGrant(_) => "invalid_grant",
+            TokenError::Delegation(refusal) => refusal.oauth_error(),
             TokenError::Refused(TokenRefusal::NoGrant { .. }) => "invalid_target",
             TokenError::Refused(TokenRefusal::ScopeNotGranted { .. }) => "invalid_scope",
             TokenError::Failed(error) => match error.kind() {
@@ -77,6 +84,8 @@ impl TokenError {
             }
             TokenError::InvalidClient(_) => crate::ErrorKind::Unauthenticated,
             TokenError::InvalidTarget(_) => crate::ErrorKind::PermissionDenied,
+            TokenError::InvalidGrant(_) => crate::ErrorKind::PermissionDenied,
+            TokenError::Delegation(refusal) => refusal.kind(),
             TokenError::Refused(refusal) => refusal.kind(),
             TokenError::Failed(error) => error.kind(),
         }
@@ -123,6 +132,22 @@ pub struct Explanation {
     pub message: String,
 }
 
+/// The entries naming the caller `explain` asks about (at least one),
+/// and the scopes asked, checked.
+pub(super) type ExplainedCaller = (Vec<EntryRecord>, Vec<String>);
+
+impl Explanation {
+    pub(super) fn refused(error: &str, message: String) -> Self {
+        Explanation {
+            allowed: false,
+            scopes: Vec::new(),
+            rules: Vec::new(),
+            error: error.into(),
+            message,
+        }
+    }
+}
+
 /// The token policy in force.
 #[derive(Debug, Default)]
 pub(super) struct PolicyState {
@@ -138,7 +163,7 @@ impl PolicyState {
         Ok(state)
     }
 
-    fn current(&self) -> Arc<PolicyRecord> {
+    pub(super) fn current(&self) -> Arc<PolicyRecord> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -165,7 +190,7 @@ impl Authority {
     }
 
     /// Parses and checks a policy file against this CA's trust domain.
-    pub fn check_policy(&self, text: &str) -> crate::Result<Vec<GrantRecord>> {
+    pub fn check_policy(&self, text: &str) -> crate::Result<PolicyRules> {
         Ok(grants::parse_policy(text, self.ca.trust_domain())?)
     }
 
@@ -186,7 +211,7 @@ impl Authority {
         text: &str,
     ) -> crate::Result<PolicyRecord> {
         let outcome = async {
-            let grants = self.check_policy(text)?;
+            let rules = self.check_policy(text)?;
             let mut attempts = 0;
             loop {
                 let stored = self.store.policy().await?.unwrap_or_default();
@@ -200,7 +225,8 @@ impl Authority {
                 }
                 let policy = PolicyRecord {
                     version: stored.version + 1,
-                    grants: grants.clone(),
+                    grants: rules.grants.clone(),
+                    delegations: rules.delegations.clone(),
                     changed_at: self.now(),
                     changed_by: caller.0.clone(),
                 };
@@ -222,9 +248,10 @@ impl Authority {
         .await;
         let reason = match &outcome {
             Ok(policy) => format!(
-                "policy version {} with {} grants",
+                "policy version {} with {} grants and {} delegations",
                 policy.version,
-                policy.grants.len()
+                policy.grants.len(),
+                policy.delegations.len()
             ),
             Err(error) => error.to_string(),
         };
@@ -283,11 +310,12 @@ impl Authority {
             let ttl = i64::try_from(self.jwt_settings.default_ttl.as_secs()).unwrap_or(300);
             let claims = AccessTokenClaims {
                 issuer: self.issuer.url.clone(),
-                subject: authenticated.spiffe_id.clone(),
+                client: authenticated.spiffe_id.clone(),
                 audience: request.audience.to_owned(),
                 scopes: grant.scopes.clone(),
                 certificate_thumbprint: authenticated.thumbprint.clone(),
                 token_id: hex::encode(crate::identity::Serial::generate().as_bytes()),
+                on_behalf_of: None,
             };
             let minted = jwt::mint_access_token(&self.jwt_keys, &claims, now, ttl)
                 .map_err(crate::Error::from)?;
@@ -307,8 +335,10 @@ impl Authority {
     /// RFC 7662 introspection of `token` for the client `proof`
     /// authenticates: `{"active": false}` unless it is an access token
     /// certd signed, unexpired, whose audience names the caller (its SPIFFE
-    /// ID or service), for a client still named by a registration entry;
-    /// then its claims, `active: true` and `token_type`. Audited.
+    /// ID or service), for a client still named by a registration entry
+    /// and, exchanged on a subject's behalf, whose every actor is still
+    /// registered with an unrevoked certificate; then its claims,
+    /// `active: true` and `token_type`. Audited.
     pub async fn introspect(
         &self,
         peer: &Caller,
@@ -333,6 +363,14 @@ impl Authority {
                 jwt::verify_kind_at(token, TokenKind::AccessToken, audience, &keys, now).ok()
             })
             .filter(|verified| !self.entries_of(&verified.spiffe_id).is_empty());
+            // A token exchanged on a subject's behalf stands only while
+            // every actor of its chain does.
+            let verified = match verified {
+                Some(verified) if self.actors_stand(verified.claims.get("act")).await => {
+                    Some(verified)
+                }
+                _ => None,
+            };
             Ok::<_, TokenError>(verified.map(|verified| {
                 let mut claims = verified.claims;
                 claims.insert("active".into(), true.into());
@@ -378,39 +416,11 @@ impl Authority {
         audience: &str,
         scopes: &[String],
     ) -> crate::Result<Explanation> {
-        let trust_domain = self.ca.trust_domain();
-        let invalid = crate::Error::InvalidArgument;
-        let named = grants::parse_caller(from, trust_domain)
-            .map_err(|m| invalid(format!("--from: {m}")))?;
-        crate::jwt::check_audience(audience).map_err(|m| invalid(format!("--to: {m}")))?;
-        let scopes = grants::check_scopes(scopes).map_err(|m| invalid(format!("--scope: {m}")))?;
-        let entries: Vec<EntryRecord> = match &named {
-            crate::model::GrantCaller::Service(service) => self.registry.list(Some(service)),
-            crate::model::GrantCaller::SpiffeId(id) => self.entries_of(id),
+        let (entries, scopes) = match self.explained_caller(from, audience, scopes)? {
+            Ok(explained) => explained,
+            Err(refused) => return Ok(refused),
         };
-        let refused = |error: &str, message: String| Explanation {
-            allowed: false,
-            scopes: Vec::new(),
-            rules: Vec::new(),
-            error: error.into(),
-            message,
-        };
-        let Some(first) = entries.first() else {
-            return Ok(refused(
-                "invalid_client",
-                format!(
-                    "no registration entry names {from}: the token endpoint does not know it as a client"
-                ),
-            ));
-        };
-        if self.is_own_audience(audience) {
-            return Ok(refused(
-                "invalid_target",
-                format!(
-                    "{audience:?} is certd's own token endpoint or issuer, never an audience of its tokens"
-                ),
-            ));
-        }
+        let first = &entries[0];
         let caller = TokenCaller {
             spiffe_id: &first.spiffe_id,
             service: &first.service,
@@ -445,17 +455,55 @@ impl Authority {
         )
     }
 
+    /// What `explain` and `explain_exchange` check first: the caller
+    /// `from` names (its entries, at least one), and the scopes; or the
+    /// endpoint's refusal, when `from` is no client or `audience` is certd.
+    pub(super) fn explained_caller(
+        &self,
+        from: &str,
+        audience: &str,
+        scopes: &[String],
+    ) -> crate::Result<Result<ExplainedCaller, Explanation>> {
+        let trust_domain = self.ca.trust_domain();
+        let invalid = crate::Error::InvalidArgument;
+        let named = grants::parse_caller(from, trust_domain)
+            .map_err(|m| invalid(format!("--from: {m}")))?;
+        crate::jwt::check_audience(audience).map_err(|m| invalid(format!("--to: {m}")))?;
+        let scopes = grants::check_scopes(scopes).map_err(|m| invalid(format!("--scope: {m}")))?;
+        let entries: Vec<EntryRecord> = match &named {
+            crate::model::GrantCaller::Service(service) => self.registry.list(Some(service)),
+            crate::model::GrantCaller::SpiffeId(id) => self.entries_of(id),
+        };
+        if entries.is_empty() {
+            return Ok(Err(Explanation::refused(
+                "invalid_client",
+                format!(
+                    "no registration entry names {from}: the token endpoint does not know it as a client"
+                ),
+            )));
+        }
+        if self.is_own_audience(audience) {
+            return Ok(Err(Explanation::refused(
+                "invalid_target",
+                format!(
+                    "{audience:?} is certd's own token endpoint or issuer, never an audience of its tokens"
+                ),
+            )));
+        }
+        Ok(Ok((entries, scopes)))
+    }
+
     /// Whether `audience` is certd itself: its token endpoint or issuer.
-    fn is_own_audience(&self, audience: &str) -> bool {
+    pub(super) fn is_own_audience(&self, audience: &str) -> bool {
         audience == self.issuer.url || audience == self.issuer.token_endpoint
     }
 
     /// Every entry naming `spiffe_id`.
-    fn entries_of(&self, spiffe_id: &SpiffeId) -> Vec<EntryRecord> {
+    pub(super) fn entries_of(&self, spiffe_id: &SpiffeId) -> Vec<EntryRecord> {
         self.registry.issuing(spiffe_id)
     }
 
-    async fn authenticate_client(
+    pub(super) async fn authenticate_client(
         &self,
         proof: ClientProof<'_>,
         now: i64,
@@ -483,12 +531,14 @@ impl Authority {
                             current.serial
                         ))
                     })?;
-                self.registered_client(
+                let mut client = self.registered_client(
                     spiffe_id,
                     Some(current.service.clone()),
                     Some(jwt::certificate_thumbprint(leaf)),
                     "tls_client_auth",
-                )
+                )?;
+                client.serial = Some(current.serial.clone());
+                Ok(client)
             }
             ClientProof::Assertion(assertion) => {
                 let keys = self.jwt_key_set();
@@ -540,6 +590,7 @@ impl Authority {
             service: service.unwrap_or_else(|| first.service.clone()),
             spiffe_id,
             thumbprint,
+            serial: None,
             method,
             entries,
         })
@@ -626,19 +677,21 @@ impl Authority {
 
 /// The client the token endpoint authenticated.
 #[derive(Debug, Clone)]
-struct Client {
-    spiffe_id: SpiffeId,
-    service: ServiceName,
+pub(super) struct Client {
+    pub(super) spiffe_id: SpiffeId,
+    pub(super) service: ServiceName,
     /// Set when it authenticated with its certificate.
-    thumbprint: Option<String>,
-    method: &'static str,
+    pub(super) thumbprint: Option<String>,
+    /// The certificate's serial, when it authenticated with one.
+    pub(super) serial: Option<crate::identity::Serial>,
+    pub(super) method: &'static str,
     /// The registration entries naming it (at least one).
     entries: Vec<EntryRecord>,
 }
 
 impl Client {
     /// A `client_id` sent beside the authentication must name this client.
-    fn check_client_id(&self, client_id: Option<&str>) -> Result<(), TokenError> {
+    pub(super) fn check_client_id(&self, client_id: Option<&str>) -> Result<(), TokenError> {
         match client_id {
             Some(client_id) if client_id != self.spiffe_id.as_str() => {
                 Err(TokenError::InvalidClient(format!(
@@ -654,14 +707,14 @@ impl Client {
 
 /// Who asked, for the audit: the client and its address, or the address
 /// alone when it did not authenticate.
-fn audited_caller(peer: &Caller, client: Option<&Client>) -> String {
+pub(super) fn audited_caller(peer: &Caller, client: Option<&Client>) -> String {
     match client {
         Some(client) => format!("{} ({peer})", client.spiffe_id),
         None => peer.0.clone(),
     }
 }
 
-fn rule_names(rules: &[Rule]) -> Vec<String> {
+pub(super) fn rule_names(rules: &[Rule]) -> Vec<String> {
     rules.iter().map(Rule::to_string).collect()
 }
 

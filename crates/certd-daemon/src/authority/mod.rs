@@ -36,6 +36,7 @@ use crate::{Error, Result};
 mod access_tokens;
 mod agents;
 mod changes;
+mod exchange;
 mod lineage;
 mod operators;
 pub mod readiness;
@@ -49,6 +50,10 @@ pub use access_tokens::{
     TokenRequest,
 };
 pub use changes::{Update, follow};
+pub use exchange::{
+    ExchangeRequest, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN,
+    TOKEN_TYPE_JWT,
+};
 pub use registration::{CreatedJoinTokens, MAX_TOKENS_PER_REQUEST, TokenFor};
 pub use revoke::{RevocationResult, Revoked};
 pub use tokens::MintedFor;
@@ -106,6 +111,8 @@ pub struct Authority {
     store_probe: Arc<readiness::StoreProbe>,
     /// The token policy in force (`access_tokens`).
     policy: Arc<access_tokens::PolicyState>,
+    /// The outside issuers whose users' tokens `exchange` accepts.
+    subject_issuers: crate::subject_issuers::SubjectIssuers,
 }
 
 /// How an issuance is recorded: under which service, attested how, and
@@ -178,7 +185,15 @@ impl Authority {
             max_ttl: settings.lifetimes.max_cert_ttl,
             reserved_dns_names: settings.server_names,
         };
+        let subject_issuers = crate::subject_issuers::SubjectIssuers::load(
+            &settings.subject_issuers,
+        )
+        .map_err(|error| ConfigError::Invalid {
+            field: "token_exchange.subject_issuer".into(),
+            message: error.to_string(),
+        })?;
         Ok(Authority {
+            subject_issuers,
             registry: Arc::new(Registry::load(store.clone()).await?),
             policy: Arc::new(access_tokens::PolicyState::load(store.as_ref()).await?),
             entry_bounds: Arc::new(entry_bounds),
@@ -243,6 +258,11 @@ impl Authority {
     /// The bootstrap attestors this certd accepts.
     pub fn attestors(&self) -> &Attestors {
         &self.attestors
+    }
+
+    /// The trusted subject issuers of token exchange.
+    pub fn subject_issuers(&self) -> &crate::subject_issuers::SubjectIssuers {
+        &self.subject_issuers
     }
 
     /// Bootstrap: a CSR attested by evidence of `kind` (a join token, a

@@ -36,6 +36,8 @@ pub struct ConfigFile {
     pub attestors: Option<std::collections::BTreeMap<String, toml::Table>>,
     /// JWT-SVIDs: lifetimes and key rotation.
     pub jwt: Option<JwtSection>,
+    /// OAuth token exchange (RFC 8693): the trusted subject issuers.
+    pub token_exchange: Option<TokenExchangeSection>,
     /// The CA's keys.
     pub ca: Option<CaSection>,
     /// Directory relative paths in the file are resolved against: the
@@ -110,6 +112,15 @@ pub struct CaSection {
     /// directory. Off by default: it means the root key lives beside the
     /// daemon.
     pub auto_rotate_intermediate: Option<bool>,
+}
+
+/// `[token_exchange]`: `[[token_exchange.subject_issuer]]` tables, each
+/// checked by `subject_issuers::settings`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeSection {
+    #[serde(default, rename = "subject_issuer")]
+    pub subject_issuers: Vec<crate::subject_issuers::SubjectIssuerSection>,
 }
 
 /// JWT-SVIDs.

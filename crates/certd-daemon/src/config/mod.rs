@@ -85,6 +85,8 @@ pub struct Config {
     /// The configured attestors' settings (`[attestors.<kind>]`).
     pub attestors: ConfiguredAttestors,
     pub jwt: JwtSettings,
+    /// The outside issuers whose users' tokens a token exchange accepts.
+    pub subject_issuers: Vec<crate::subject_issuers::SubjectIssuerSettings>,
     /// The passphrase file of encrypted CA keys, if any.
     pub key_passphrase_file: Option<PathBuf>,
     /// The PIN file of the PKCS#11 token holding the intermediate key.
@@ -167,6 +169,7 @@ impl Config {
             server_names: self.server_names.clone(),
             attestors: self.attestors.clone(),
             jwt: self.jwt.clone(),
+            subject_issuers: self.subject_issuers.clone(),
         }
     }
 }
@@ -184,6 +187,8 @@ pub struct AuthoritySettings {
     /// The configured attestors (join tokens need none).
     pub attestors: ConfiguredAttestors,
     pub jwt: JwtSettings,
+    /// Trusted subject issuers of token exchange.
+    pub subject_issuers: Vec<crate::subject_issuers::SubjectIssuerSettings>,
     /// The `iss` of certd's tokens and where its keys are published.
     pub issuer: crate::jwt::Issuer,
 }
@@ -343,7 +348,24 @@ impl ConfigFile {
         let key_passphrase_file =
             secret_file(ca.key_passphrase_file.as_ref(), "CERTD_KEY_PASSPHRASE_FILE");
         let pkcs11_pin_file = secret_file(ca.pkcs11_pin_file.as_ref(), "CERTD_PKCS11_PIN_FILE");
+        let subject_issuers = crate::subject_issuers::settings(
+            &self
+                .token_exchange
+                .as_ref()
+                .map(|section| section.subject_issuers.clone())
+                .unwrap_or_default(),
+            self.base_dir.as_deref(),
+        )
+        .map_err(|error| ConfigError::Invalid {
+            field: format!(
+                "token_exchange.subject_issuer[{}].{}",
+                error.index, error.field
+            )
+            .into(),
+            message: error.message,
+        })?;
         Ok(Config {
+            subject_issuers,
             auto_rotate_intermediate: ca.auto_rotate_intermediate.unwrap_or(false),
             key_passphrase_file,
             pkcs11_pin_file,

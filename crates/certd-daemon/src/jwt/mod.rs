@@ -223,7 +223,10 @@ impl Discovery {
                 "cnf",
             ],
             token_endpoint: issuer.token_endpoint.clone(),
-            grant_types_supported: vec!["client_credentials"],
+            grant_types_supported: vec![
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ],
             // RFC 7591 §2 allows an absolute URI for a method not
             // registered yet: the SPIFFE draft's JWT-SVID assertion.
             token_endpoint_auth_methods_supported: vec![
@@ -377,8 +380,9 @@ fn sign(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessTokenClaims {
     pub issuer: String,
-    /// The client: its SPIFFE ID, as `sub` and `client_id`.
-    pub subject: SpiffeId,
+    /// The client: its SPIFFE ID, as `client_id` (and `sub`, unless the
+    /// token is on a subject's behalf).
+    pub client: SpiffeId,
     pub audience: String,
     /// Sorted, distinct; the `scope` claim (space-separated) when any.
     pub scopes: Vec<String>,
@@ -387,7 +391,44 @@ pub struct AccessTokenClaims {
     pub certificate_thumbprint: Option<String>,
     /// Unique per token (`jti`).
     pub token_id: String,
+    /// Set for a token exchanged on a subject's behalf (RFC 8693).
+    pub on_behalf_of: Option<OnBehalfOf>,
 }
+
+/// The subject an exchanged token speaks for, and who acts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnBehalfOf {
+    /// `sub`: the subject token's subject.
+    pub subject: String,
+    /// `subject_issuer`: the issuer of the subject's original token.
+    pub subject_issuer: String,
+    /// `act` (RFC 8693 §4.1): the current actor outermost.
+    pub act: serde_json::Value,
+    /// The subject's claims carried over (the issuer's allow-list); never
+    /// one of the claims above.
+    pub carried: serde_json::Map<String, serde_json::Value>,
+    /// The token expires no later than this (the subject token's `exp`).
+    pub expires_at: i64,
+}
+
+/// The claims certd sets itself in an access token: never carried over
+/// from a subject token.
+pub const ACCESS_TOKEN_CLAIMS: [&str; 14] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "scp",
+    "cnf",
+    "act",
+    "may_act",
+    "subject_issuer",
+];
 
 #[derive(Serialize)]
 struct AccessClaims<'a> {
@@ -402,6 +443,12 @@ struct AccessClaims<'a> {
     scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cnf: Option<Confirmation<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject_issuer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    act: Option<&'a serde_json::Value>,
+    #[serde(flatten)]
+    carried: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Serialize)]
@@ -412,28 +459,47 @@ struct Confirmation<'a> {
 
 /// Signs an access token (RFC 9068: `typ: at+jwt`, so that no JWT-SVID
 /// verifier takes it for an identity, nor the token endpoint for a client
-/// assertion): `sub` a SPIFFE ID, the same keys, plus `jti`, `client_id`,
-/// `scope` and, when certificate-bound, `cnf`; valid from `now` for
-/// `ttl_seconds`.
+/// assertion): `sub` the client's SPIFFE ID or the subject it acts for,
+/// the same keys, plus `jti`, `client_id`, `scope` and, when
+/// certificate-bound, `cnf`; valid from `now` for `ttl_seconds`, or until
+/// the subject's token expires if sooner.
 pub fn mint_access_token(
     keys: &JwtKeys,
     claims: &AccessTokenClaims,
     now: i64,
     ttl_seconds: i64,
 ) -> Result<MintedJwt, JwtError> {
+    let delegated = claims.on_behalf_of.as_ref();
+    let exp = match delegated {
+        Some(on_behalf_of) => (now + ttl_seconds).min(on_behalf_of.expires_at),
+        None => now + ttl_seconds,
+    };
+    if let Some(on_behalf_of) = delegated
+        && let Some(name) = on_behalf_of
+            .carried
+            .keys()
+            .find(|name| ACCESS_TOKEN_CLAIMS.contains(&name.as_str()))
+    {
+        return Err(JwtError::Malformed(format!(
+            "claim {name:?} is certd's own, never carried over"
+        )));
+    }
     let body = AccessClaims {
         iss: &claims.issuer,
-        sub: claims.subject.as_str(),
+        sub: delegated.map_or(claims.client.as_str(), |d| d.subject.as_str()),
         aud: [&claims.audience],
-        exp: now + ttl_seconds,
+        exp,
         iat: now,
         jti: &claims.token_id,
-        client_id: claims.subject.as_str(),
+        client_id: claims.client.as_str(),
         scope: (!claims.scopes.is_empty()).then(|| claims.scopes.join(" ")),
         cnf: claims
             .certificate_thumbprint
             .as_deref()
             .map(|x5t_s256| Confirmation { x5t_s256 }),
+        subject_issuer: delegated.map(|d| d.subject_issuer.as_str()),
+        act: delegated.map(|d| &d.act),
+        carried: delegated.map(|d| &d.carried),
     };
     Ok(MintedJwt {
         token: sign(keys, now, TokenKind::AccessToken, &body)?,
@@ -577,7 +643,12 @@ impl JwkSet {
 /// What a valid token says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedJwt {
+    /// The workload the token identifies: a JWT-SVID's `sub`, an access
+    /// token's `client_id`.
     pub spiffe_id: SpiffeId,
+    /// `sub`: the SPIFFE ID of a JWT-SVID or of a client's own access
+    /// token; the subject (a user) of a token exchanged on its behalf.
+    pub subject: String,
     pub expires_at: i64,
     pub audiences: Vec<String>,
     /// Every claim, for the Workload API's `ValidateJWTSVID` answer.
@@ -684,9 +755,24 @@ pub fn verify_kind_at(
         .get("sub")
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    let spiffe_id: SpiffeId = subject
+    // A JWT-SVID's subject is the workload; an access token names its
+    // client apart, as `client_id`, since its subject may be a user.
+    let workload = match kind {
+        TokenKind::JwtSvid => subject,
+        TokenKind::AccessToken => {
+            if subject.is_empty() {
+                return Err(JwtError::BadSubject(String::new()));
+            }
+            claims
+                .get("client_id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+        }
+    };
+    let spiffe_id: SpiffeId = workload
         .parse()
-        .map_err(|_| JwtError::BadSubject(subject.chars().take(128).collect()))?;
+        .map_err(|_| JwtError::BadSubject(workload.chars().take(128).collect()))?;
+    let subject = subject.to_owned();
     let audiences = match claims.get("aud") {
         Some(serde_json::Value::String(one)) => vec![one.clone()],
         Some(serde_json::Value::Array(many)) => many
@@ -711,6 +797,7 @@ pub fn verify_kind_at(
     }
     Ok(VerifiedJwt {
         spiffe_id,
+        subject,
         expires_at,
         audiences,
         claims,
@@ -888,11 +975,12 @@ mod tests {
         let certificate = b"a client certificate's DER";
         let claims = AccessTokenClaims {
             issuer: ISSUER.into(),
-            subject: subject(),
+            client: subject(),
             audience: "invoices".into(),
             scopes: vec!["invoices:create".into(), "invoices:read".into()],
             certificate_thumbprint: Some(certificate_thumbprint(certificate)),
             token_id: "0123".into(),
+            on_behalf_of: None,
         };
         let access = mint_access_token(&keys, &claims, now(), 60).unwrap();
         assert_eq!(raw_header(&access.token).unwrap()["typ"], "at+jwt");
@@ -938,6 +1026,49 @@ mod tests {
             verified.check(&other_issuer),
             Err(JwtError::WrongIssuer { .. })
         ));
+        assert_eq!(verified.subject, subject().as_str());
+
+        // On a user's behalf: `sub` is the user, `client_id` the actor, the
+        // chain in `act`, and it ends no later than the user's token.
+        let mut carried = serde_json::Map::new();
+        carried.insert("email".into(), "alice@example.com".into());
+        let exchanged = AccessTokenClaims {
+            on_behalf_of: Some(OnBehalfOf {
+                subject: "alice".into(),
+                subject_issuer: "https://idp.example".into(),
+                act: serde_json::json!({ "sub": subject().as_str() }),
+                carried: carried.clone(),
+                expires_at: now() + 30,
+            }),
+            ..claims.clone()
+        };
+        let on_behalf = mint_access_token(&keys, &exchanged, now(), 60).unwrap();
+        assert_eq!(on_behalf.expires_at, now() + 30);
+        let verified = verify_kind_at(
+            &on_behalf.token,
+            TokenKind::AccessToken,
+            "invoices",
+            &set,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            (verified.subject.as_str(), &verified.spiffe_id),
+            ("alice", &subject())
+        );
+        assert_eq!(verified.claims["act"]["sub"], subject().as_str());
+        assert_eq!(verified.claims["subject_issuer"], "https://idp.example");
+        assert_eq!(verified.claims["email"], "alice@example.com");
+        carried.insert("scope".into(), "admin".into());
+        let smuggled = AccessTokenClaims {
+            on_behalf_of: Some(OnBehalfOf {
+                carried,
+                ..exchanged.on_behalf_of.clone().unwrap()
+            }),
+            ..claims.clone()
+        };
+        assert!(mint_access_token(&keys, &smuggled, now(), 60).is_err());
+
         let payroll = ["payroll:read".to_owned()];
         let missing = Required {
             scopes: &payroll,

@@ -1,6 +1,8 @@
 //! The token policy: which caller may get access tokens for which audience,
-//! carrying which scopes; its file format (`certd policy check|apply`), and
-//! the decision the token endpoint and `certd policy explain` share.
+//! carrying which scopes; its file format (`certd policy check|apply`:
+//! `[[grant]]` tables, and the `[[delegation]]` tables `delegations`
+//! decides on), and the decision the token endpoint and `certd policy
+//! explain` share.
 //!
 //! Default deny. A caller reaches an audience through a grant naming its
 //! service or SPIFFE ID, or through its registration entry's
@@ -13,10 +15,15 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{ServiceName, SpiffeId, TrustDomain};
-use crate::model::{GrantCaller, GrantRecord, PolicyRecord};
+use crate::model::{DelegationRecord, GrantCaller, GrantRecord, PolicyRecord};
 
-/// Most grants one policy may hold.
+/// Most grants (and delegations) one policy may hold.
 pub const MAX_GRANTS: usize = 10_000;
+/// Most actors a delegation may allow in a token's `act` chain: a bound
+/// on the size of every token.
+pub const MAX_CHAIN: u8 = 8;
+/// Most subject issuers one delegation may name.
+const MAX_SUBJECT_ISSUERS: usize = 16;
 /// Most scopes one grant, or one request, may name.
 pub const MAX_SCOPES: usize = 64;
 /// Longest scope.
@@ -31,7 +38,9 @@ pub enum PolicyFileError {
     Syntax(String),
     #[error("grant {grant:?}: {message}")]
     Grant { grant: String, message: String },
-    #[error("the policy holds {0} grants; at most {MAX_GRANTS} are allowed")]
+    #[error("delegation {delegation:?}: {message}")]
+    Delegation { delegation: String, message: String },
+    #[error("the policy holds {0} grants and delegations; at most {MAX_GRANTS} are allowed")]
     TooManyGrants(usize),
 }
 
@@ -58,12 +67,40 @@ impl PolicyConflict {
     }
 }
 
-/// The policy file: `[[grant]]` tables.
+/// The policy file: `[[grant]]` and `[[delegation]]` tables.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     #[serde(default, rename = "grant")]
     grants: Vec<GrantFile>,
+    #[serde(default, rename = "delegation", skip_serializing_if = "Vec::is_empty")]
+    delegations: Vec<DelegationFile>,
+}
+
+/// A `[[delegation]]` table: `from` may exchange tokens of subjects of
+/// `on_behalf_of` (issuer URLs) for tokens for `to`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelegationFile {
+    name: String,
+    /// The actor: a service name or SPIFFE ID.
+    from: String,
+    /// The issuers (`iss`) of the subjects it may act for.
+    on_behalf_of: Vec<String>,
+    to: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// Most actors the new token's `act` chain may name (default 1: only
+    /// the first hop after the subject's own token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_chain: Option<u8>,
+}
+
+/// What a policy file holds, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyRules {
+    pub grants: Vec<GrantRecord>,
+    pub delegations: Vec<DelegationRecord>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,13 +120,14 @@ struct GrantFile {
 pub fn parse_policy(
     text: &str,
     trust_domain: &TrustDomain,
-) -> Result<Vec<GrantRecord>, PolicyFileError> {
+) -> Result<PolicyRules, PolicyFileError> {
     let file = policy_file(text)?;
-    if file.grants.len() > MAX_GRANTS {
-        return Err(PolicyFileError::TooManyGrants(file.grants.len()));
+    let count = file.grants.len() + file.delegations.len();
+    if count > MAX_GRANTS {
+        return Err(PolicyFileError::TooManyGrants(count));
     }
     let mut names = BTreeSet::new();
-    let mut grants = Vec::with_capacity(file.grants.len());
+    let mut rules = PolicyRules::default();
     for grant in file.grants {
         let invalid = |message: String| PolicyFileError::Grant {
             grant: grant.name.chars().take(MAX_NAME_LEN).collect(),
@@ -104,14 +142,66 @@ pub fn parse_policy(
         crate::jwt::check_audience(&grant.to)
             .map_err(|message| invalid(format!("to: {message}")))?;
         let scopes = check_scopes(&grant.scopes).map_err(|m| invalid(format!("scopes: {m}")))?;
-        grants.push(GrantRecord {
+        rules.grants.push(GrantRecord {
             name: grant.name,
             caller,
             audience: grant.to,
             scopes,
         });
     }
-    Ok(grants)
+    for delegation in file.delegations {
+        let invalid = |message: String| PolicyFileError::Delegation {
+            delegation: delegation.name.chars().take(MAX_NAME_LEN).collect(),
+            message,
+        };
+        check_name(&delegation.name).map_err(invalid)?;
+        if !names.insert(delegation.name.clone()) {
+            return Err(invalid("another grant or delegation has this name".into()));
+        }
+        let actor = parse_caller(&delegation.from, trust_domain)
+            .map_err(|message| invalid(format!("from: {message}")))?;
+        crate::jwt::check_audience(&delegation.to)
+            .map_err(|message| invalid(format!("to: {message}")))?;
+        let scopes =
+            check_scopes(&delegation.scopes).map_err(|m| invalid(format!("scopes: {m}")))?;
+        let subject_issuers: BTreeSet<String> = delegation.on_behalf_of.iter().cloned().collect();
+        if subject_issuers.is_empty() || subject_issuers.len() > MAX_SUBJECT_ISSUERS {
+            return Err(invalid(format!(
+                "on_behalf_of must name 1 to {MAX_SUBJECT_ISSUERS} subject issuers (the iss of the users' tokens, or certd's own issuer)"
+            )));
+        }
+        for issuer in &subject_issuers {
+            check_issuer(issuer).map_err(|m| invalid(format!("on_behalf_of: {m}")))?;
+        }
+        let max_chain = delegation.max_chain.unwrap_or(1);
+        if !(1..=MAX_CHAIN).contains(&max_chain) {
+            return Err(invalid(format!("max_chain must be 1 to {MAX_CHAIN}")));
+        }
+        rules.delegations.push(DelegationRecord {
+            name: delegation.name,
+            actor,
+            subject_issuers: subject_issuers.into_iter().collect(),
+            audience: delegation.to,
+            scopes,
+            max_chain,
+        });
+    }
+    Ok(rules)
+}
+
+/// A subject issuer as tokens name it: an `http(s)://` URL.
+pub fn check_issuer(issuer: &str) -> Result<(), String> {
+    let valid = (issuer.starts_with("https://") || issuer.starts_with("http://"))
+        && issuer.len() <= 512
+        && issuer.bytes().all(|b| b.is_ascii_graphic());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not an issuer URL (https://…)",
+            issuer.chars().take(64).collect::<String>()
+        ))
+    }
 }
 
 /// The policy as a file `parse_policy` reads back to the same grants.
@@ -125,6 +215,18 @@ pub fn render_policy(policy: &PolicyRecord) -> String {
                 from: grant.caller.to_string(),
                 to: grant.audience.clone(),
                 scopes: grant.scopes.clone(),
+            })
+            .collect(),
+        delegations: policy
+            .delegations
+            .iter()
+            .map(|delegation| DelegationFile {
+                name: delegation.name.clone(),
+                from: delegation.actor.to_string(),
+                on_behalf_of: delegation.subject_issuers.clone(),
+                to: delegation.audience.clone(),
+                scopes: delegation.scopes.clone(),
+                max_chain: Some(delegation.max_chain),
             })
             .collect(),
     };
@@ -155,6 +257,32 @@ pub fn set_grant(
     match file.grants.iter_mut().find(|g| g.name == name) {
         Some(existing) => *existing = grant,
         None => file.grants.push(grant),
+    }
+    Ok(toml::to_string_pretty(&file).unwrap_or_default())
+}
+
+/// `text` (a policy file) with delegation `name` added, or replaced if it
+/// is there; as `set_grant`, only the file's shape is read here.
+pub fn set_delegation(
+    text: &str,
+    name: &str,
+    from: &str,
+    on_behalf_of: &[String],
+    to: &str,
+    scopes: &[String],
+) -> Result<String, PolicyFileError> {
+    let mut file = policy_file(text)?;
+    let delegation = DelegationFile {
+        name: name.to_owned(),
+        from: from.to_owned(),
+        on_behalf_of: on_behalf_of.to_vec(),
+        to: to.to_owned(),
+        scopes: scopes.to_vec(),
+        max_chain: None,
+    };
+    match file.delegations.iter_mut().find(|d| d.name == name) {
+        Some(existing) => *existing = delegation,
+        None => file.delegations.push(delegation),
     }
     Ok(toml::to_string_pretty(&file).unwrap_or_default())
 }
@@ -255,6 +383,8 @@ pub struct TokenCaller<'a> {
 pub enum Rule {
     /// A grant of the policy, by name.
     Grant(String),
+    /// A delegation of the policy, by name.
+    Delegation(String),
     /// A registration entry's `--jwt-audience`: the audience alone.
     EntryAudience(String),
     /// Nothing grants the caller this audience.
@@ -265,6 +395,7 @@ impl std::fmt::Display for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rule::Grant(name) => write!(f, "grant {name}"),
+            Rule::Delegation(name) => write!(f, "delegation {name}"),
             Rule::EntryAudience(entry) => write!(f, "entry {entry} (--jwt-audience)"),
             Rule::DefaultDeny => f.write_str("default deny"),
         }
@@ -419,7 +550,8 @@ to = "orders"
     fn policy() -> PolicyRecord {
         PolicyRecord {
             version: 3,
-            grants: parse_policy(POLICY, &trust_domain()).unwrap(),
+            grants: parse_policy(POLICY, &trust_domain()).unwrap().grants,
+            delegations: Vec::new(),
             changed_at: 1,
             changed_by: "test".into(),
         }
@@ -455,7 +587,7 @@ to = "orders"
         assert!(matches!(policy.grants[1].caller, GrantCaller::SpiffeId(_)));
         let rendered = render_policy(&policy);
         assert_eq!(
-            parse_policy(&rendered, &trust_domain()).unwrap(),
+            parse_policy(&rendered, &trust_domain()).unwrap().grants,
             policy.grants
         );
     }
@@ -505,14 +637,65 @@ to = "orders"
     }
 
     #[test]
+    fn delegations_parse_render_and_survive_editing_the_grants() {
+        let text = format!(
+            "{POLICY}\n[[delegation]]\nname = \"orders-for-users\"\nfrom = \"orders\"\non_behalf_of = [\"https://idp.example\", \"https://idp.example\"]\nto = \"payments\"\nscopes = [\"payments:charge\"]\n"
+        );
+        let rules = parse_policy(&text, &trust_domain()).unwrap();
+        let delegation = &rules.delegations[0];
+        assert_eq!(delegation.subject_issuers, ["https://idp.example"]);
+        assert_eq!(delegation.max_chain, 1, "the first hop only, by default");
+        let policy = PolicyRecord {
+            grants: rules.grants.clone(),
+            delegations: rules.delegations.clone(),
+            ..PolicyRecord::default()
+        };
+        assert_eq!(
+            parse_policy(&render_policy(&policy), &trust_domain()),
+            Ok(rules.clone())
+        );
+        let edited = set_grant(&text, "hr-payroll", "hr", "payroll", &[]).unwrap();
+        assert_eq!(
+            parse_policy(&edited, &trust_domain()).unwrap().delegations,
+            rules.delegations
+        );
+        let refused = |extra: &str, expected: &str| {
+            let text = format!(
+                "[[delegation]]\nname = \"d\"\nfrom = \"orders\"\nto = \"payments\"\n{extra}"
+            );
+            let error = parse_policy(&text, &trust_domain())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should contain {expected:?}"
+            );
+        };
+        refused("", "missing field `on_behalf_of`");
+        refused(
+            "on_behalf_of = []",
+            "delegation \"d\": on_behalf_of must name",
+        );
+        refused("on_behalf_of = [\"idp\"]", "is not an issuer URL");
+        refused(
+            "on_behalf_of = [\"https://idp.example\"]\nmax_chain = 9",
+            "max_chain must be 1 to 8",
+        );
+        refused(
+            "on_behalf_of = [\"https://idp.example\"]\n[[grant]]\nname = \"d\"\nfrom = \"x\"\nto = \"y\"",
+            "another grant or delegation has this name",
+        );
+    }
+
+    #[test]
     fn one_grant_is_added_replaced_or_removed_and_the_rest_kept() {
         let scopes = vec!["payroll:read".to_owned()];
         let added = set_grant(POLICY, "hr-payroll", "hr", "payroll", &scopes).unwrap();
-        let grants = parse_policy(&added, &trust_domain()).unwrap();
+        let grants = parse_policy(&added, &trust_domain()).unwrap().grants;
         assert_eq!(grants.len(), 3);
         assert_eq!(grants[2].scopes, scopes);
         let replaced = set_grant(&added, "hr-payroll", "hr", "payroll", &[]).unwrap();
-        let grants = parse_policy(&replaced, &trust_domain()).unwrap();
+        let grants = parse_policy(&replaced, &trust_domain()).unwrap().grants;
         assert_eq!(grants.len(), 3);
         assert!(grants[2].scopes.is_empty());
         let removed = remove_grant(&replaced, "billing-invoices")
@@ -520,6 +703,7 @@ to = "orders"
             .unwrap();
         let names: Vec<String> = parse_policy(&removed, &trust_domain())
             .unwrap()
+            .grants
             .into_iter()
             .map(|g| g.name)
             .collect();

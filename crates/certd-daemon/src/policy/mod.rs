@@ -4,8 +4,9 @@
 //! CSR asks for nothing beyond them and for no CA powers, and that a
 //! requested lifetime is within bounds. Pure functions: no I/O, no store.
 //! `grants` holds the token policy: which caller may have which audience
-//! and scopes.
+//! and scopes; `delegations` decides token exchanges on a subject's behalf.
 
+pub mod delegations;
 pub mod grants;
 
 use std::time::Duration;

@@ -214,19 +214,24 @@ impl AdminClient {
     }
 
     /// What the token endpoint would answer `from` asking for `audience`
-    /// and `scopes`.
+    /// and `scopes`: with client credentials, or, given `exchange` (the
+    /// subject issuer and the chain's length), in a token exchange.
     pub async fn explain_policy(
         &mut self,
         from: &str,
         audience: &str,
         scopes: &[String],
+        exchange: Option<(&str, u32)>,
     ) -> Result<proto::ExplainPolicyResponse, ClientError> {
+        let (on_behalf_of, chain) = exchange.unwrap_or_default();
         Ok(self
             .rpc
             .explain_policy(proto::ExplainPolicyRequest {
                 from: from.to_owned(),
                 audience: audience.to_owned(),
                 scopes: scopes.to_vec(),
+                on_behalf_of: on_behalf_of.to_owned(),
+                chain,
             })
             .await
             .map_err(|s| refused(&self.target, s))?

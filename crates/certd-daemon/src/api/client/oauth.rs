@@ -1,7 +1,8 @@
 //! A client of certd's OAuth token endpoint: one kept-alive HTTP/1.1
 //! connection over TLS, authenticated by the workload's certificate
 //! (`tls_client_auth`), as an OAuth library would use it. For `certd
-//! bench token-endpoint`; services use their own OAuth library.
+//! bench token-endpoint` and `token-exchange`; services use their own
+//! OAuth library.
 
 use std::sync::Arc;
 
@@ -108,10 +109,49 @@ impl TokenEndpointClient {
         audience: &str,
         scopes: &[String],
     ) -> Result<String, ClientError> {
+        self.post(&[("grant_type", "client_credentials")], audience, scopes)
+            .await
+    }
+
+    /// A token exchange (RFC 8693) of `subject_token` (a token certd
+    /// issued, `access_token` type) for `audience` and `scopes`, this
+    /// client acting.
+    pub async fn exchange(
+        &mut self,
+        subject_token: &str,
+        audience: &str,
+        scopes: &[String],
+    ) -> Result<String, ClientError> {
+        self.post(
+            &[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", subject_token),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ),
+            ],
+            audience,
+            scopes,
+        )
+        .await
+    }
+
+    /// Posts a grant (`grant`, then `audience` and `scopes`): the access
+    /// token, or the endpoint's refusal.
+    async fn post(
+        &mut self,
+        grant: &[(&str, &str)],
+        audience: &str,
+        scopes: &[String],
+    ) -> Result<String, ClientError> {
         // Built before any await: the serializer is not `Send`.
         let form = {
             let mut form = form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "client_credentials");
+            form.extend_pairs(grant);
             form.append_pair("audience", audience);
             if !scopes.is_empty() {
                 form.append_pair("scope", &scopes.join(" "));
