@@ -988,7 +988,7 @@ async fn exchanging_daemon(
         (format!("jwks_file = \"{}\"", file.display()), None)
     };
     let config = format!(
-        "[[token_exchange.subject_issuer]]\nissuer = \"{IDP}\"\n{keys}\naudiences = [\"gateway\"]\nclaims = [\"email\", \"groups\"]\n"
+        "[[token_exchange.subject_issuer]]\nissuer = \"{IDP}\"\n{keys}\naudiences = [\"orders\", \"billing\", \"gateway\"]\nclaims = [\"email\", \"groups\"]\n"
     );
     let data_dir = tmp.path().join("ca");
     let daemon = InProcess::start_in(tmp, data_dir, &config).await;
@@ -997,11 +997,12 @@ async fn exchanging_daemon(
     (daemon, idp_key, server, dirs)
 }
 
-/// A user token from the test identity provider for the gateway.
+/// A user token from the test identity provider for orders (where the
+/// user signed in).
 fn user_token(key: &rcgen::KeyPair, changes: &[(&str, serde_json::Value)]) -> String {
     let now = common::k8s_issuer::now();
     let mut claims = serde_json::json!({
-        "iss": IDP, "sub": "alice", "aud": "gateway", "iat": now, "exp": now + 600,
+        "iss": IDP, "sub": "alice", "aud": "orders", "iat": now, "exp": now + 600,
         "scope": "payments:charge ledger:write", "email": "alice@example.com",
         "groups": ["buyers"], "role": "admin",
     });
@@ -1141,12 +1142,19 @@ async fn token_exchange_carries_the_user_and_the_chain_and_refuses_the_rest() {
             answer["error_description"].as_str().unwrap().to_owned(),
         )
     };
-    // An actor without delegation rights, and one without this audience.
+    // A user token meant for another service (orders, or the gateway) is
+    // not the caller's to exchange, even where a delegation would allow it.
+    let (error, why) = refused(&ledger, &user, "jwt", "reports", "");
+    assert_eq!(error, "invalid_request", "{why}");
+    assert!(why.contains("not for the caller"), "{why}");
+    let for_gateway = user_token(&idp_key, &[("aud", "gateway".into())]);
+    let (error, _) = refused(&orders, &for_gateway, "jwt", "payments", "");
+    assert_eq!(error, "invalid_request");
+    // An actor without delegation rights.
     let billing = workload(&daemon, "billing", &[]);
-    let (error, why) = refused(&billing, &user, "jwt", "payments", "");
+    let for_billing = user_token(&idp_key, &[("aud", "billing".into())]);
+    let (error, why) = refused(&billing, &for_billing, "jwt", "payments", "");
     assert_eq!(error, "unauthorized_client", "{why}");
-    let (error, why) = refused(&ledger, &user, "jwt", "payments", "");
-    assert_eq!(error, "invalid_target", "{why}");
     // An audience outside policy.
     let (error, why) = refused(&orders, &user, "jwt", "ledger", "");
     assert_eq!(error, "invalid_target", "{why}");
@@ -1161,24 +1169,29 @@ async fn token_exchange_carries_the_user_and_the_chain_and_refuses_the_rest() {
     let stranger = rcgen::KeyPair::generate().unwrap();
     let forged = common::k8s_issuer::es256(&stranger, &claims_of(&user));
     let (error, why) = refused(&orders, &forged, "jwt", "payments", "");
-    assert_eq!(error, "invalid_grant", "{why}");
+    assert_eq!(error, "invalid_request", "{why}");
     let now = common::k8s_issuer::now();
     let expired = user_token(&idp_key, &[("exp", (now - 120).into())]);
     let (error, why) = refused(&orders, &expired, "jwt", "payments", "");
     assert_eq!(
         (error.as_str(), why.contains("expired")),
-        ("invalid_grant", true),
+        ("invalid_request", true),
         "{why}"
     );
     let elsewhere = user_token(&idp_key, &[("iss", "https://evil.test".into())]);
     let (error, _) = refused(&orders, &elsewhere, "jwt", "payments", "");
-    assert_eq!(error, "invalid_grant");
+    assert_eq!(error, "invalid_request");
+    // A user who claims a workload's SPIFFE ID as subject.
+    let impostor = user_token(&idp_key, &[("sub", id_of("payroll").into())]);
+    let (error, why) = refused(&orders, &impostor, "jwt", "payments", "");
+    assert_eq!(error, "invalid_request", "{why}");
+    assert!(why.contains("SPIFFE ID"), "{why}");
     // A token meant for another service is not orders' to exchange.
     let (error, why) = refused(&orders, &for_payments, "access_token", "payments", "");
-    assert_eq!(error, "invalid_grant", "{why}");
+    assert_eq!(error, "invalid_request", "{why}");
     // A chain deeper than allowed: ledger may act at depth 2, not 3.
     let (error, why) = refused(&ledger, &for_ledger, "access_token", "reports", "");
-    assert_eq!(error, "invalid_grant", "{why}");
+    assert_eq!(error, "invalid_request", "{why}");
     assert!(why.contains("would be 3 long"), "{why}");
 
     // Introspection: active for the service it is for, until an actor's
@@ -1206,7 +1219,7 @@ async fn token_exchange_carries_the_user_and_the_chain_and_refuses_the_rest() {
     let (_, inactive) = introspect(&ledger, &for_ledger);
     assert_eq!(inactive, serde_json::json!({"active": false}));
     let (error, why) = refused(&payments, &for_payments, "access_token", "ledger", "");
-    assert_eq!(error, "invalid_grant", "{why}");
+    assert_eq!(error, "invalid_request", "{why}");
     assert!(why.contains("revoked"), "{why}");
 
     // Every exchange is audited with subject, actors, audience, scopes and rule.
@@ -1269,7 +1282,7 @@ async fn token_exchange_carries_the_user_and_the_chain_and_refuses_the_rest() {
     let (answer, code) = explain_exchange("ledger", "reports", "3", &[]);
     assert_eq!(
         (answer["error"].as_str(), code),
-        (Some("invalid_grant"), 4),
+        (Some("invalid_request"), 4),
         "{answer}"
     );
     let (answer, _) = explain_exchange("billing", "payments", "1", &[]);

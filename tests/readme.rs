@@ -1,5 +1,5 @@
-//! The README never lies: its walkthrough, node-agent, JWT-SVID, CA
-//! rotation and protected-key examples run here as written, in one shell, against `certd serve` started as the
+//! The README never lies: its walkthrough, node-agent, JWT-SVID, service
+//! token, token exchange, CA rotation and protected-key examples run here as written, in one shell, against `certd serve` started as the
 //! quick start starts it (default data directory, in a fresh working
 //! directory; ports of its own, substituted for the README's), with `certd`
 //! on the PATH.
@@ -16,11 +16,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The README sections whose `sh` blocks run, in order.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "## Walkthrough",
     "## Node agent and the SPIFFE Workload API",
     "## JWT-SVIDs: tokens for hops without mTLS",
     "## Service tokens: the OAuth token endpoint and least privilege",
+    "## On-behalf-of calls: token exchange",
     "## Rotating the CA",
     "## Protected CA keys",
 ];

@@ -130,7 +130,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             bound_to: bound_to.as_deref(),
         })
         .map_err(Invalid)?;
-    if verified.subject == verified.spiffe_id.as_str() {
+    if !verified.claims.contains_key("act") {
         println!(
             "valid: {} until {}",
             verified.spiffe_id,

@@ -78,7 +78,7 @@ pub struct PolicyRevokeArgs {
     data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
-    /// The grant's name, as `policy show` prints it.
+    /// The grant's or delegation's name, as `policy show` prints it.
     name: String,
 }
 
@@ -190,12 +190,15 @@ pub async fn grant(args: PolicyGrantArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `certd policy revoke NAME`: exit 5 if there is no such grant.
+/// `certd policy revoke NAME`: removes the grant or delegation NAME; exit 5
+/// if there is neither.
 pub async fn revoke(args: PolicyRevokeArgs) -> anyhow::Result<()> {
     let (version, grants) = edit_policy(&args.data_dir, &args.target, |text| {
         certd::policy::grants::remove_grant(text, &args.name)
             .map_err(certd::Error::from)?
-            .ok_or_else(|| certd::Error::NotFound(format!("grant {:?}", args.name)).into())
+            .ok_or_else(|| {
+                certd::Error::NotFound(format!("grant or delegation {:?}", args.name)).into()
+            })
     })
     .await?;
     println!(

@@ -34,8 +34,9 @@ const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
 pub struct SubjectIssuerSection {
     /// The `iss` of the users' tokens.
     pub issuer: Option<String>,
-    /// Audiences a user token must name one of (certd or the gateway
-    /// that exchanges it).
+    /// Audiences whose user tokens may be exchanged: the services that
+    /// receive users' tokens (the gateway). A token must name the caller
+    /// that exchanges it, and that name must be one of these.
     pub audiences: Option<Vec<String>>,
     pub jwks_file: Option<PathBuf>,
     pub jwks_url: Option<String>,
@@ -212,8 +213,14 @@ pub enum SubjectTokenError {
     Expired,
     #[error("the subject token is not valid yet (nbf)")]
     NotYetValid,
-    #[error("the subject token names none of the audiences accepted from {0}")]
+    #[error(
+        "the subject token is not for the caller: its audience must name the caller (its service or SPIFFE ID), and be one of those accepted from {0}"
+    )]
     WrongAudience(String),
+    #[error(
+        "the subject token's subject looks like a SPIFFE ID: an outside issuer's user is never a workload of this trust domain"
+    )]
+    SpiffeSubject,
     #[error("the subject token has no usable {0} claim")]
     MissingClaim(&'static str),
 }
@@ -311,8 +318,15 @@ impl SubjectIssuers {
         self.trusts(issuer).then(|| issuer.to_owned())
     }
 
-    /// Verifies a user token of a trusted issuer at `now`.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Subject, SubjectTokenError> {
+    /// Verifies a user token of a trusted issuer at `now`, for the caller
+    /// known by `caller_names` (its SPIFFE ID and service): its audience
+    /// must name the caller and be one the issuer's section accepts.
+    pub fn verify(
+        &self,
+        token: &str,
+        caller_names: &[&str],
+        now: i64,
+    ) -> Result<Subject, SubjectTokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(SubjectTokenError::Malformed("longer than 16 KiB".into()));
         }
@@ -357,7 +371,7 @@ impl SubjectIssuers {
         }
         let claims =
             verified.ok_or_else(|| SubjectTokenError::BadSignature(settings.issuer.clone()))?;
-        subject_of(settings, claims, now)
+        subject_of(settings, claims, caller_names, now)
     }
 }
 
@@ -365,6 +379,7 @@ impl SubjectIssuers {
 fn subject_of(
     settings: &SubjectIssuerSettings,
     claims: serde_json::Map<String, serde_json::Value>,
+    caller_names: &[&str],
     now: i64,
 ) -> Result<Subject, SubjectTokenError> {
     let skew = i64::try_from(settings.clock_skew.as_secs()).unwrap_or(0);
@@ -372,12 +387,12 @@ fn subject_of(
         .get("exp")
         .and_then(serde_json::Value::as_i64)
         .ok_or(SubjectTokenError::MissingClaim("exp"))?;
-    if expires_at + skew <= now {
+    if expires_at.saturating_add(skew) <= now {
         return Err(SubjectTokenError::Expired);
     }
     if let Some(not_before) = claims.get("nbf") {
         match not_before.as_i64() {
-            Some(not_before) if not_before - skew <= now => {}
+            Some(not_before) if not_before.saturating_sub(skew) <= now => {}
             Some(_) => return Err(SubjectTokenError::NotYetValid),
             None => return Err(SubjectTokenError::MissingClaim("nbf")),
         }
@@ -387,10 +402,11 @@ fn subject_of(
         Some(serde_json::Value::Array(many)) => many.iter().filter_map(|a| a.as_str()).collect(),
         _ => Vec::new(),
     };
-    if !audiences
-        .iter()
-        .any(|a| settings.audiences.iter().any(|accepted| accepted == a))
-    {
+    // A token meant for another service is not this caller's to exchange.
+    let for_caller = |audience: &&str| {
+        caller_names.contains(audience) && settings.audiences.iter().any(|a| a == audience)
+    };
+    if !audiences.iter().any(for_caller) {
         return Err(SubjectTokenError::WrongAudience(settings.issuer.clone()));
     }
     let subject = claims
@@ -401,6 +417,13 @@ fn subject_of(
         })
         .ok_or(SubjectTokenError::MissingClaim("sub"))?
         .to_owned();
+    // Else a user could pass for a workload wherever `sub` is read alone.
+    if subject
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("spiffe:"))
+    {
+        return Err(SubjectTokenError::SpiffeSubject);
+    }
     let scopes = token_scopes(&claims);
     let carried = settings
         .claims
@@ -466,6 +489,8 @@ mod tests {
     use crate::k8s_issuer::{es256, jwks, now};
 
     const IDP: &str = "https://idp.example";
+    /// The caller's names: the gateway's SPIFFE ID and service.
+    const GATEWAY: [&str; 2] = ["spiffe://certd.internal/svc/gateway", "gateway"];
 
     struct Idp {
         dir: tempfile::TempDir,
@@ -502,7 +527,7 @@ mod tests {
         let idp = idp(&["email", "groups"]);
         let token = es256(&idp.key, &user());
         assert_eq!(idp.issuers.claims_issuer(&token).as_deref(), Some(IDP));
-        let subject = idp.issuers.verify(&token, now()).unwrap();
+        let subject = idp.issuers.verify(&token, &GATEWAY, now()).unwrap();
         assert_eq!(subject.subject, "alice");
         assert_eq!(subject.scopes, ["orders:read", "payments:charge"]);
         assert_eq!(subject.carried["email"], "alice@example.com");
@@ -518,7 +543,7 @@ mod tests {
             claims[field] = value;
             es256(&idp.key, &claims)
         };
-        let refused = |token: &str| idp.issuers.verify(token, now()).unwrap_err();
+        let refused = |token: &str| idp.issuers.verify(token, &GATEWAY, now()).unwrap_err();
         assert_eq!(
             refused(&with("exp", json!(now() - 60))),
             SubjectTokenError::Expired
@@ -544,6 +569,35 @@ mod tests {
             refused(&with("sub", json!(""))),
             SubjectTokenError::MissingClaim("sub")
         ));
+        assert_eq!(
+            refused(&with("sub", json!("SPIFFE://certd.internal/svc/payroll"))),
+            SubjectTokenError::SpiffeSubject
+        );
+        // Meant for the gateway: not for orders to exchange, even if
+        // orders were an accepted audience.
+        let token = es256(&idp.key, &user());
+        assert!(matches!(
+            idp.issuers.verify(
+                &token,
+                &["spiffe://certd.internal/svc/orders", "orders"],
+                now()
+            ),
+            Err(SubjectTokenError::WrongAudience(_))
+        ));
+        // Times at the edges of i64 never overflow.
+        assert!(matches!(
+            refused(&with("exp", json!(i64::MIN))),
+            SubjectTokenError::Expired | SubjectTokenError::Malformed(_)
+        ));
+        assert_eq!(
+            refused(&with("nbf", json!(i64::MAX))),
+            SubjectTokenError::NotYetValid
+        );
+        assert!(
+            idp.issuers
+                .verify(&with("exp", json!(i64::MAX)), &GATEWAY, now())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -578,7 +632,7 @@ mod tests {
                     char::from(b"eyJ.-_AZaz09="[(seed >> 33) as usize % 13])
                 })
                 .collect();
-            let _ = idp.issuers.verify(&text, now());
+            let _ = idp.issuers.verify(&text, &GATEWAY, now());
             let _ = idp.issuers.claims_issuer(&text);
         }
     }

@@ -42,9 +42,11 @@ pub enum TokenError {
     UnsupportedGrantType(String),
     #[error("{0}")]
     InvalidTarget(String),
-    /// The subject token (the grant of an exchange) is not acceptable.
+    /// The subject or actor token of an exchange is not acceptable: not
+    /// valid, not for the caller, or refused by policy (RFC 8693 §2.2.2
+    /// names `invalid_request` for all of these).
     #[error("{0}")]
-    InvalidGrant(String),
+    UnacceptableToken(String),
     #[error(transparent)]
     Refused(#[from] TokenRefusal),
     #[error(transparent)]
@@ -61,7 +63,7 @@ impl TokenError {
             TokenError::InvalidClient(_) => "invalid_client",
             TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
             TokenError::InvalidTarget(_) => "invalid_target",
-            TokenError::InvalidGrant(_) => "invalid_grant",
+            TokenError::UnacceptableToken(_) => "invalid_request",
             TokenError::Delegation(refusal) => refusal.oauth_error(),
             TokenError::Refused(TokenRefusal::NoGrant { .. }) => "invalid_target",
             TokenError::Refused(TokenRefusal::ScopeNotGranted { .. }) => "invalid_scope",
@@ -84,7 +86,7 @@ impl TokenError {
             }
             TokenError::InvalidClient(_) => crate::ErrorKind::Unauthenticated,
             TokenError::InvalidTarget(_) => crate::ErrorKind::PermissionDenied,
-            TokenError::InvalidGrant(_) => crate::ErrorKind::PermissionDenied,
+            TokenError::UnacceptableToken(_) => crate::ErrorKind::PermissionDenied,
             TokenError::Delegation(refusal) => refusal.kind(),
             TokenError::Refused(refusal) => refusal.kind(),
             TokenError::Failed(error) => error.kind(),
@@ -353,22 +355,22 @@ impl Authority {
             let authenticated = self.authenticate_client(proof, now).await?;
             authenticated.check_client_id(client_id)?;
             caller = Some(authenticated.clone());
-            let keys = self.jwt_key_set();
-            let verified = [
-                authenticated.spiffe_id.as_str(),
-                authenticated.service.as_str(),
-            ]
-            .into_iter()
-            .find_map(|audience| {
-                jwt::verify_kind_at(token, TokenKind::AccessToken, audience, &keys, now).ok()
-            })
+            let verified = jwt::verify_for_any_at(
+                token,
+                TokenKind::AccessToken,
+                &[
+                    authenticated.spiffe_id.as_str(),
+                    authenticated.service.as_str(),
+                ],
+                &self.jwt_key_set(),
+                now,
+            )
+            .ok()
             .filter(|verified| !self.entries_of(&verified.spiffe_id).is_empty());
-            // A token exchanged on a subject's behalf stands only while
-            // every actor of its chain does.
+            // A token exchanged on a subject's behalf stands only while its
+            // subject's issuer is trusted and every actor of its chain stands.
             let verified = match verified {
-                Some(verified) if self.actors_stand(verified.claims.get("act")).await => {
-                    Some(verified)
-                }
+                Some(verified) if self.exchanged_token_stands(&verified).await => Some(verified),
                 _ => None,
             };
             Ok::<_, TokenError>(verified.map(|verified| {

@@ -33,8 +33,9 @@ pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token
 /// The `grant_type` of a token exchange.
 pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
-/// A checked exchange request (the form parsed by `api::oauth`).
-#[derive(Debug, Clone)]
+/// A checked exchange request (the form parsed by `api::oauth`). Its
+/// `Debug` leaves the tokens out.
+#[derive(Clone)]
 pub struct ExchangeRequest<'a> {
     pub proof: ClientProof<'a>,
     pub client_id: Option<&'a str>,
@@ -47,6 +48,17 @@ pub struct ExchangeRequest<'a> {
     pub scopes: Vec<String>,
     /// `issued_token_type` of the answer.
     pub issued_token_type: &'static str,
+}
+
+impl std::fmt::Debug for ExchangeRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeRequest")
+            .field("subject_token_type", &self.subject_token_type)
+            .field("actor_token", &self.actor_token.map(|_| "…"))
+            .field("audience", &self.audience)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The subject a subject token speaks for, and the chain so far.
@@ -91,11 +103,17 @@ impl Authority {
             actor.check_client_id(request.client_id)?;
             client = Some(actor.clone());
             if let Some(actor_token) = request.actor_token {
+                // RFC 8693 §2.2.2: an unacceptable actor token is
+                // `invalid_request`, whatever is wrong with it.
                 let proven = self
                     .authenticate_client(ClientProof::Assertion(actor_token), now)
-                    .await?;
+                    .await
+                    .map_err(|error| match error {
+                        TokenError::Failed(fault) => TokenError::Failed(fault),
+                        other => TokenError::UnacceptableToken(format!("actor_token: {other}")),
+                    })?;
                 if proven.spiffe_id != actor.spiffe_id {
-                    return Err(TokenError::InvalidRequest(format!(
+                    return Err(TokenError::UnacceptableToken(format!(
                         "actor_token names {}, not the authenticated client {}: the client is the actor",
                         proven.spiffe_id, actor.spiffe_id
                     )));
@@ -109,8 +127,15 @@ impl Authority {
             }
             let proven = self.subject_token(request, &actor, now)?;
             subject = Some(proven.clone());
+            if proven.expires_at <= now {
+                // Within the issuer's clock skew, but nothing left to give.
+                return Err(TokenError::UnacceptableToken(
+                    "the subject token has expired".into(),
+                ));
+            }
             let earlier = actors(proven.act.as_ref())?;
             self.check_actors(&earlier).await?;
+            self.check_subject_workload(&proven.issuer, &proven.subject)?;
             let caller = TokenCaller {
                 spiffe_id: &actor.spiffe_id,
                 service: &actor.service,
@@ -154,6 +179,13 @@ impl Authority {
             };
             let minted = jwt::mint_access_token(&self.jwt_keys, &claims, now, ttl)
                 .map_err(crate::Error::from)?;
+            if minted.token.len() > jwt::MAX_TOKEN_BYTES {
+                // Nobody could verify it, certd included.
+                return Err(TokenError::UnacceptableToken(format!(
+                    "the exchanged token would be longer than {} bytes: the subject's carried claims are too large",
+                    jwt::MAX_TOKEN_BYTES
+                )));
+            }
             Ok(AccessToken {
                 token: minted.token,
                 expires_in: minted.expires_at - now,
@@ -183,11 +215,12 @@ impl Authority {
         now: i64,
     ) -> Result<SubjectToken, TokenError> {
         let token = request.subject_token;
+        let names = [actor.spiffe_id.as_str(), actor.service.as_str()];
         if self.subject_issuers.claims_issuer(token).is_some() {
             let subject = self
                 .subject_issuers
-                .verify(token, now)
-                .map_err(|error| TokenError::InvalidGrant(error.to_string()))?;
+                .verify(token, &names, now)
+                .map_err(|error| TokenError::UnacceptableToken(error.to_string()))?;
             return Ok(SubjectToken {
                 subject: subject.subject,
                 issuer: subject.issuer,
@@ -200,16 +233,7 @@ impl Authority {
         // certd's own: an access token (this one's or a client's own), or
         // a JWT-SVID, for the actor.
         let keys = self.jwt_key_set();
-        let for_actor = |kind| {
-            jwt::verify_kind_at(token, kind, actor.spiffe_id.as_str(), &keys, now).or_else(
-                |error| match error {
-                    jwt::JwtError::WrongAudience(_) => {
-                        jwt::verify_kind_at(token, kind, actor.service.as_str(), &keys, now)
-                    }
-                    other => Err(other),
-                },
-            )
-        };
+        let for_actor = |kind| jwt::verify_for_any_at(token, kind, &names, &keys, now);
         let (kind, verified) = match for_actor(TokenKind::AccessToken) {
             Ok(verified) => (TokenKind::AccessToken, verified),
             Err(jwt::JwtError::Type { .. }) => (
@@ -220,7 +244,7 @@ impl Authority {
         };
         let text = |name: &str| verified.claims.get(name).and_then(|v| v.as_str());
         if kind == TokenKind::AccessToken && text("iss") != Some(self.issuer.url.as_str()) {
-            return Err(TokenError::InvalidGrant(
+            return Err(TokenError::UnacceptableToken(
                 "the subject token was not issued by this certd's issuer".into(),
             ));
         }
@@ -230,7 +254,7 @@ impl Authority {
         if issuer != self.issuer.url && !self.subject_issuers.trusts(&issuer) {
             // The operator stopped trusting the user's identity provider:
             // its users' chains end at the next hop.
-            return Err(TokenError::InvalidGrant(format!(
+            return Err(TokenError::UnacceptableToken(format!(
                 "the subject's issuer {issuer} is no longer a trusted subject issuer"
             )));
         }
@@ -262,7 +286,7 @@ impl Authority {
     async fn check_actors(&self, actors: &[Actor]) -> Result<(), TokenError> {
         for actor in actors {
             if self.entries_of(&actor.spiffe_id).is_empty() {
-                return Err(TokenError::InvalidGrant(format!(
+                return Err(TokenError::UnacceptableToken(format!(
                     "actor {} of the subject token's chain is no longer registered",
                     actor.spiffe_id
                 )));
@@ -274,7 +298,7 @@ impl Authority {
                     .await
                     .map_err(crate::Error::from)?;
                 if record.as_ref().is_none_or(|r| r.revocation.is_some()) {
-                    return Err(TokenError::InvalidGrant(format!(
+                    return Err(TokenError::UnacceptableToken(format!(
                         "the certificate {} actor {} acted with is revoked",
                         serial.to_hex(),
                         actor.spiffe_id
@@ -303,7 +327,7 @@ impl Authority {
         };
         if subject_issuer != self.issuer.url && !self.subject_issuers.trusts(subject_issuer) {
             return Ok(Explanation::refused(
-                "invalid_grant",
+                "invalid_request",
                 format!(
                     "{subject_issuer} is not a trusted subject issuer (certd.toml [[token_exchange.subject_issuer]]) nor certd's own issuer {}",
                     self.issuer.url
@@ -348,13 +372,46 @@ impl Authority {
         )
     }
 
-    /// Whether every actor of a verified access token's `act` chain still
-    /// stands: for introspection.
-    pub(super) async fn actors_stand(&self, act: Option<&serde_json::Value>) -> bool {
-        match actors(act) {
-            Ok(actors) => self.check_actors(&actors).await.is_ok(),
-            Err(_) => false,
+    /// A subject certd itself vouched for (a workload, by its SPIFFE ID)
+    /// must still be registered.
+    fn check_subject_workload(&self, issuer: &str, subject: &str) -> Result<(), TokenError> {
+        if issuer != self.issuer.url {
+            return Ok(());
         }
+        let registered = subject
+            .parse::<SpiffeId>()
+            .is_ok_and(|id| !self.entries_of(&id).is_empty());
+        if registered {
+            Ok(())
+        } else {
+            Err(TokenError::UnacceptableToken(format!(
+                "the subject {subject} is no longer registered"
+            )))
+        }
+    }
+
+    /// Whether a verified access token exchanged on a subject's behalf
+    /// still stands, for introspection: its subject's issuer still trusted
+    /// (or certd, with the subject workload still registered), and every
+    /// actor of its chain still registered with an unrevoked certificate.
+    /// A token of a client's own stands as its client does.
+    pub(super) async fn exchanged_token_stands(&self, verified: &jwt::VerifiedJwt) -> bool {
+        let Some(issuer) = verified
+            .claims
+            .get("subject_issuer")
+            .and_then(|v| v.as_str())
+        else {
+            return true;
+        };
+        let issuer_trusted = issuer == self.issuer.url || self.subject_issuers.trusts(issuer);
+        issuer_trusted
+            && self
+                .check_subject_workload(issuer, &verified.subject)
+                .is_ok()
+            && match actors(verified.claims.get("act")) {
+                Ok(actors) => self.check_actors(&actors).await.is_ok(),
+                Err(_) => false,
+            }
     }
 
     async fn audit_exchange(
@@ -416,9 +473,9 @@ impl Authority {
 }
 
 fn refused_subject(error: jwt::JwtError) -> TokenError {
-    TokenError::InvalidGrant(match error {
+    TokenError::UnacceptableToken(match error {
         jwt::JwtError::WrongAudience(_) => {
-            "the subject token is not for the authenticated client: a token certd issued must name it as audience".into()
+            "the subject token is not for the authenticated client: its audience must name the client (its service or SPIFFE ID)".into()
         }
         other => format!("the subject token: {other}"),
     })
@@ -431,7 +488,7 @@ fn actors(act: Option<&serde_json::Value>) -> Result<Vec<Actor>, TokenError> {
     let mut next = act;
     while let Some(member) = next {
         if chain.len() == usize::from(crate::policy::grants::MAX_CHAIN) {
-            return Err(TokenError::InvalidGrant(
+            return Err(TokenError::UnacceptableToken(
                 "the subject token's act chain is deeper than any policy allows".into(),
             ));
         }
@@ -440,7 +497,7 @@ fn actors(act: Option<&serde_json::Value>) -> Result<Vec<Actor>, TokenError> {
             .and_then(|v| v.as_str())
             .and_then(|s| s.parse::<SpiffeId>().ok())
             .ok_or_else(|| {
-                TokenError::InvalidGrant(
+                TokenError::UnacceptableToken(
                     "an act member of the subject token names no SPIFFE ID".into(),
                 )
             })?;
@@ -451,7 +508,9 @@ fn actors(act: Option<&serde_json::Value>) -> Result<Vec<Actor>, TokenError> {
                     .as_str()
                     .and_then(|s| s.parse::<Serial>().ok())
                     .ok_or_else(|| {
-                        TokenError::InvalidGrant("an act member names a malformed serial".into())
+                        TokenError::UnacceptableToken(
+                            "an act member names a malformed serial".into(),
+                        )
                     })?,
             ),
         };

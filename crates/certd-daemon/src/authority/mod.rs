@@ -185,6 +185,22 @@ impl Authority {
             max_ttl: settings.lifetimes.max_cert_ttl,
             reserved_dns_names: settings.server_names,
         };
+        if settings
+            .subject_issuers
+            .iter()
+            .any(|trusted| trusted.issuer == settings.issuer.url)
+        {
+            // certd's own tokens are always subjects, checked as certd's
+            // (their audience, their `act` chain); never as an outsider's.
+            return Err(ConfigError::Invalid {
+                field: "token_exchange.subject_issuer".into(),
+                message: format!(
+                    "{} is certd's own issuer: its tokens are accepted as subject tokens without a section",
+                    settings.issuer.url
+                ),
+            }
+            .into());
+        }
         let subject_issuers = crate::subject_issuers::SubjectIssuers::load(
             &settings.subject_issuers,
         )

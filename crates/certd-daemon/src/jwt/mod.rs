@@ -411,9 +411,9 @@ pub struct OnBehalfOf {
     pub expires_at: i64,
 }
 
-/// The claims certd sets itself in an access token: never carried over
-/// from a subject token.
-pub const ACCESS_TOKEN_CLAIMS: [&str; 14] = [
+/// The claims certd sets itself in an access token, and those relying
+/// parties read as authority: never carried over from a subject token.
+pub const ACCESS_TOKEN_CLAIMS: [&str; 16] = [
     "iss",
     "sub",
     "aud",
@@ -428,6 +428,8 @@ pub const ACCESS_TOKEN_CLAIMS: [&str; 14] = [
     "act",
     "may_act",
     "subject_issuer",
+    "azp",
+    "typ",
 ];
 
 #[derive(Serialize)]
@@ -688,6 +690,18 @@ pub fn verify_kind_at(
     keys: &JwkSet,
     now: i64,
 ) -> Result<VerifiedJwt, JwtError> {
+    verify_for_any_at(token, kind, &[audience], keys, now)
+}
+
+/// `verify_kind_at` for a token whose `aud` must hold one of `audiences`
+/// (a service's name and its SPIFFE ID, say): one signature check.
+pub fn verify_for_any_at(
+    token: &str,
+    kind: TokenKind,
+    audiences: &[&str],
+    keys: &JwkSet,
+    now: i64,
+) -> Result<VerifiedJwt, JwtError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(JwtError::TooLarge);
     }
@@ -733,7 +747,7 @@ pub fn verify_kind_at(
     // Times are checked below, against the injected clock.
     validation.validate_exp = false;
     validation.validate_nbf = false;
-    validation.set_audience(&[audience]);
+    validation.set_audience(audiences);
     validation.set_required_spec_claims(&["exp", "aud", "sub"]);
     let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
         token,
@@ -746,7 +760,7 @@ pub fn verify_kind_at(
             ErrorKind::InvalidSignature => JwtError::BadSignature,
             ErrorKind::ExpiredSignature => JwtError::Expired,
             ErrorKind::ImmatureSignature => JwtError::NotYetValid,
-            ErrorKind::InvalidAudience => JwtError::WrongAudience(audience.to_owned()),
+            ErrorKind::InvalidAudience => JwtError::WrongAudience(audiences.join(" or ")),
             other => JwtError::Malformed(format!("{other:?}")),
         }
     })?;

@@ -92,7 +92,8 @@ impl DelegationRefusal {
         match self {
             DelegationRefusal::NotADelegate { .. } => "unauthorized_client",
             DelegationRefusal::NoDelegationTo { .. } => "invalid_target",
-            DelegationRefusal::ChainTooLong { .. } => "invalid_grant",
+            // RFC 8693 §2.2.2: a subject token unacceptable by policy.
+            DelegationRefusal::ChainTooLong { .. } => "invalid_request",
             DelegationRefusal::ScopeNotAllowed { .. } => "invalid_scope",
         }
     }
@@ -351,7 +352,7 @@ max_chain = 2
             .is_ok()
         );
         let deep = decide("payments", IDP, 3, "ledger", &[], &[]).unwrap_err();
-        assert_eq!(deep.oauth_error(), "invalid_grant");
+        assert_eq!(deep.oauth_error(), "invalid_request");
         assert!(deep.to_string().contains("would be 3 long"), "{deep}");
         let first_hop_only = decide("orders", IDP, 2, "payments", &[], &[]).unwrap_err();
         assert!(matches!(

@@ -287,13 +287,15 @@ pub fn set_delegation(
     Ok(toml::to_string_pretty(&file).unwrap_or_default())
 }
 
-/// `text` without grant `name`, for `certd policy revoke`; `None` if it
-/// has no such grant.
+/// `text` without the grant or delegation `name`, for `certd policy
+/// revoke`; `None` if it has neither.
 pub fn remove_grant(text: &str, name: &str) -> Result<Option<String>, PolicyFileError> {
     let mut file = policy_file(text)?;
-    let before = file.grants.len();
+    let before = file.grants.len() + file.delegations.len();
     file.grants.retain(|g| g.name != name);
-    Ok((file.grants.len() < before).then(|| toml::to_string_pretty(&file).unwrap_or_default()))
+    file.delegations.retain(|d| d.name != name);
+    let after = file.grants.len() + file.delegations.len();
+    Ok((after < before).then(|| toml::to_string_pretty(&file).unwrap_or_default()))
 }
 
 fn policy_file(text: &str) -> Result<PolicyFile, PolicyFileError> {
@@ -659,6 +661,10 @@ to = "orders"
             parse_policy(&edited, &trust_domain()).unwrap().delegations,
             rules.delegations
         );
+        let revoked = remove_grant(&edited, "orders-for-users").unwrap().unwrap();
+        let left = parse_policy(&revoked, &trust_domain()).unwrap();
+        assert!(left.delegations.is_empty());
+        assert_eq!(left.grants.len(), 3);
         let refused = |extra: &str, expected: &str| {
             let text = format!(
                 "[[delegation]]\nname = \"d\"\nfrom = \"orders\"\nto = \"payments\"\n{extra}"
