@@ -1248,6 +1248,9 @@ async fn token_exchange_carries_the_user_and_the_chain_and_refuses_the_rest() {
     audited(&["unauthorized_client", "rule default deny"]);
     audited(&["invalid_scope", "rule delegation orders-for-users"]);
     audited(&["would be 3 long", "rule delegation ledger-for-users"]);
+    audited(&["has expired", "rule check subject token"]);
+    audited(&["not for the caller", "rule check subject token"]);
+    audited(&["revoked", "rule check actor chain"]);
 
     // `policy explain` answers exchanges the same way.
     let explain_exchange = |from: &str, to: &str, chain: &str, scopes: &[&str]| {

@@ -102,7 +102,9 @@ impl Authority {
             let actor = self.authenticate_client(request.proof, now).await?;
             actor.check_client_id(request.client_id)?;
             client = Some(actor.clone());
+            // What refuses before the policy is named in the audit too.
             if let Some(actor_token) = request.actor_token {
+                rules = vec![Rule::Check("actor token")];
                 // RFC 8693 §2.2.2: an unacceptable actor token is
                 // `invalid_request`, whatever is wrong with it.
                 let proven = self
@@ -120,11 +122,13 @@ impl Authority {
                 }
             }
             if self.is_own_audience(request.audience) {
+                rules = vec![Rule::Check("audience")];
                 return Err(TokenError::InvalidTarget(format!(
                     "{:?} is certd's own token endpoint or issuer, never an audience of its tokens",
                     request.audience
                 )));
             }
+            rules = vec![Rule::Check("subject token")];
             let proven = self.subject_token(request, &actor, now)?;
             subject = Some(proven.clone());
             if proven.expires_at <= now {
@@ -133,9 +137,12 @@ impl Authority {
                     "the subject token has expired".into(),
                 ));
             }
+            rules = vec![Rule::Check("actor chain")];
             let earlier = actors(proven.act.as_ref())?;
             self.check_actors(&earlier).await?;
+            rules = vec![Rule::Check("subject workload")];
             self.check_subject_workload(&proven.issuer, &proven.subject)?;
+            rules.clear();
             let caller = TokenCaller {
                 spiffe_id: &actor.spiffe_id,
                 service: &actor.service,
@@ -180,6 +187,7 @@ impl Authority {
             let minted = jwt::mint_access_token(&self.jwt_keys, &claims, now, ttl)
                 .map_err(crate::Error::from)?;
             if minted.token.len() > jwt::MAX_TOKEN_BYTES {
+                rules = vec![Rule::Check("token size")];
                 // Nobody could verify it, certd included.
                 return Err(TokenError::UnacceptableToken(format!(
                     "the exchanged token would be longer than {} bytes: the subject's carried claims are too large",

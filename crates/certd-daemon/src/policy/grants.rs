@@ -387,6 +387,9 @@ pub enum Rule {
     Grant(String),
     /// A delegation of the policy, by name.
     Delegation(String),
+    /// A check before the policy (a token exchange's subject token, its
+    /// actor chain…), by what it checks.
+    Check(&'static str),
     /// A registration entry's `--jwt-audience`: the audience alone.
     EntryAudience(String),
     /// Nothing grants the caller this audience.
@@ -398,6 +401,7 @@ impl std::fmt::Display for Rule {
         match self {
             Rule::Grant(name) => write!(f, "grant {name}"),
             Rule::Delegation(name) => write!(f, "delegation {name}"),
+            Rule::Check(what) => write!(f, "check {what}"),
             Rule::EntryAudience(entry) => write!(f, "entry {entry} (--jwt-audience)"),
             Rule::DefaultDeny => f.write_str("default deny"),
         }
