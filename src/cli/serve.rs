@@ -50,7 +50,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     super::use_database(&mut file, args.database_url, &args.data_dir.dir())?;
     let config = file.validate()?;
     let file_size_limit = survive_file_size_limit()?;
-    let mut daemon = Daemon::new(args.data_dir.dir(), config);
+    // Only the quick start's directory is made from nothing: a mistyped
+    // --data-dir must not silently become a new root CA.
+    let quick_start =
+        args.data_dir.data_dir == std::path::Path::new(certd::config::DEFAULT_DATA_DIR);
+    let mut daemon = Daemon::new(args.data_dir.dir(), config).create_missing_data_dir(quick_start);
     if args.danger_accept_unmarked_store {
         daemon = daemon.accept_unmarked_store();
     }

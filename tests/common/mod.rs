@@ -429,8 +429,15 @@ fn databases() -> std::sync::MutexGuard<'static, Databases> {
 }
 
 /// `certd serve` on `data_dir` with both listeners on ephemeral loopback
-/// ports, stdout piped (its ready line), stdin closed.
+/// ports, stdout piped (its ready line), stdin closed. The directory is
+/// made (0700) if it does not exist: certd makes a CA only in a directory
+/// that exists, or the quick start's default.
 pub fn serve_command(data_dir: &Path) -> Command {
+    use std::os::unix::fs::DirBuilderExt;
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir);
     let mut command = Command::new(CERTD);
     command
         .args([

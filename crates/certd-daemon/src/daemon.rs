@@ -34,6 +34,9 @@ pub struct Daemon {
     unmarked: crate::store::marks::Unmarked,
     /// The time of day for the whole daemon.
     clock: SharedClock,
+    /// Whether a data directory that does not exist may be created, with
+    /// a CA made with the defaults.
+    create_missing_data_dir: bool,
 }
 
 impl Daemon {
@@ -43,7 +46,18 @@ impl Daemon {
             config,
             unmarked: crate::store::marks::Unmarked::Refuse,
             clock: SystemClock::shared(),
+            create_missing_data_dir: true,
         }
+    }
+
+    /// Whether a data directory that does not exist may be created (with a
+    /// CA made with the defaults); `false`: serving it is refused, naming
+    /// `certd init`. `certd serve` allows it for the quick start's default
+    /// directory only, so a mistyped `--data-dir` never makes a new root.
+    /// An existing directory without a CA still gets one made.
+    pub fn create_missing_data_dir(mut self, allowed: bool) -> Self {
+        self.create_missing_data_dir = allowed;
+        self
     }
 
     /// Tell the time by `clock` instead of the system's (tests move a
@@ -136,6 +150,14 @@ impl Daemon {
         let dir = self.data_dir.root();
         let tcp = TcpListeners::bind(&self.config).await?;
         if !CaFiles::new(dir).exists() {
+            if !self.create_missing_data_dir && !dir.exists() {
+                return Err(Error::NotFound(format!(
+                    "data directory {} does not exist: make a CA there with `certd init --data-dir {}` (or create the directory to have certd serve make one with the defaults); is the path mistyped?",
+                    dir.display(),
+                    dir.display()
+                ))
+                .into());
+            }
             tracing::warn!(
                 data_dir = %dir.display(),
                 "no CA in the data directory: creating one with the defaults (trust domain certd.internal, ECDSA P-256); run `certd init` first to choose"
