@@ -15,10 +15,22 @@ use cli::{Cli, LogFormat};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The exit status of a command whose reader went away (`certd audit |
+/// head -1`): what a shell reports for a Unix tool killed by SIGPIPE.
+const CLOSED_PIPE: i32 = 128 + 13;
+
 fn main() -> ExitCode {
+    end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
+    let filter = match log_filter() {
+        Ok(filter) => filter,
+        Err(message) => {
+            eprintln!("certd: error: {message}");
+            return ExitCode::from(cli::exit::INVALID_INPUT);
+        }
+    };
     // Dropped at the end of main, which flushes what is still queued.
-    let _log_writer = init_logging(cli.log_format);
+    let _log_writer = init_logging(cli.log_format, filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,14 +54,13 @@ fn main() -> ExitCode {
 /// Logs go to stderr through a background writer thread, so a request never
 /// waits for a write system call. The queue is lossless: when it is full,
 /// logging waits rather than dropping lines.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(
+    format: LogFormat,
+    filter: EnvFilter,
+) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
-    // sled's own log lines repeat, less clearly, what certd reports about
-    // the same fault (`CERTD_LOG=info,sled=debug` shows them).
-    let filter =
-        EnvFilter::try_from_env("CERTD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sled=off"));
     // Colour only for a person at a terminal, never in files and journals.
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -61,4 +72,59 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Json => builder.json().init(),
     }
     guard
+}
+
+/// Rust ignores SIGPIPE, so printing to a pipe whose reader has gone
+/// panics ("failed printing to stdout: Broken pipe"). That is no failure of
+/// certd's: the command ends there, quietly, with the status a shell gives
+/// a tool killed by SIGPIPE. Every other panic is reported as before.
+fn end_quietly_on_a_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(CLOSED_PIPE);
+        }
+        report(info);
+    }));
+}
+
+/// The log filter: `CERTD_LOG` when set, else `info` without sled's own
+/// lines (they repeat, less clearly, what certd reports about the same
+/// fault; `CERTD_LOG=info,sled=debug` shows them). A `CERTD_LOG` that is
+/// not a filter is refused, not silently replaced by the default.
+fn log_filter() -> Result<EnvFilter, String> {
+    match std::env::var("CERTD_LOG") {
+        Ok(value) if !value.trim().is_empty() => {
+            let refused = |why: String| {
+                format!(
+                    "CERTD_LOG={:?} is not a log filter ({why}): use a level (error, warn, info, debug, trace), optionally with per-module levels such as info,sled=debug",
+                    value.chars().take(64).collect::<String>()
+                )
+            };
+            // A bare word is taken by the filter as a module to trace, so
+            // a misspelt level would silently turn every other log off.
+            const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+            if let Some(word) = value.split(',').map(str::trim).find(|part| {
+                !part.is_empty()
+                    && !part.contains(['=', '[', ':'])
+                    && !LEVELS.iter().any(|level| part.eq_ignore_ascii_case(level))
+            }) {
+                return Err(refused(format!(
+                    "{:?} is neither a level nor module=level",
+                    word.chars().take(32).collect::<String>()
+                )));
+            }
+            EnvFilter::try_new(&value).map_err(|error| refused(error.to_string()))
+        }
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(EnvFilter::new("info,sled=off")),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err("CERTD_LOG is not UTF-8 text: use a level such as info".into())
+        }
+    }
 }
