@@ -110,9 +110,14 @@ pub struct SvidFetchArgs {
     out: PathBuf,
 }
 
-/// A socket path, or a `unix://` URL as SPIFFE_ENDPOINT_SOCKET holds it.
+/// A socket path, or a `unix:` URL as SPIFFE_ENDPOINT_SOCKET holds it:
+/// `unix:///path` or `unix:/path` (the SPIFFE Workload Endpoint standard
+/// allows both; py-spiffe writes the second).
 fn socket_path(value: &str) -> Result<PathBuf, String> {
-    let path = value.strip_prefix("unix://").unwrap_or(value);
+    let path = value
+        .strip_prefix("unix://")
+        .or_else(|| value.strip_prefix("unix:"))
+        .unwrap_or(value);
     if !path.starts_with('/') {
         return Err(format!(
             "{value:?} is not a socket path or a unix:///path URL"
@@ -166,4 +171,27 @@ fn pem_block(label: &str, der: &[u8]) -> String {
     }
     pem.push_str(&format!("-----END {label}-----\n"));
     pem
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_is_a_path_or_either_unix_url_form() {
+        for value in [
+            "/run/certd/agent.sock",
+            "unix:///run/certd/agent.sock",
+            "unix:/run/certd/agent.sock",
+        ] {
+            assert_eq!(
+                socket_path(value).unwrap(),
+                PathBuf::from("/run/certd/agent.sock"),
+                "{value}"
+            );
+        }
+        for bad in ["agent.sock", "unix:agent.sock", "tcp://127.0.0.1:1", ""] {
+            assert!(socket_path(bad).is_err(), "{bad}");
+        }
+    }
 }
