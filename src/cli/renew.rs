@@ -62,10 +62,7 @@ pub async fn renew(args: RenewArgs) -> anyhow::Result<()> {
         return if_needed(args, &hooks).await;
     }
     renew_once(&args).await?;
-    if hooks.exec.is_some() || hooks.signal.is_some() {
-        run_hooks(&hooks).await;
-    }
-    Ok(())
+    Ok(run_hooks(&hooks).await?)
 }
 
 /// Renews the identity in `args.dir` once, replacing its files.
@@ -121,20 +118,40 @@ pub struct Hooks {
     pub signal: Option<(PathBuf, String)>,
 }
 
-/// Parses `PIDFILE:SIGNAL`, e.g. `/run/nginx.pid:HUP`.
+/// Signals a renewal hook may send: those servers reload or reopen on.
+const HOOK_SIGNALS: [&str; 8] = [
+    "HUP", "USR1", "USR2", "INT", "QUIT", "TERM", "WINCH", "CONT",
+];
+
+/// Parses `PIDFILE:SIGNAL`, e.g. `/run/nginx.pid:HUP`; the signal is one of
+/// `HOOK_SIGNALS` (with or without `SIG`, any case), checked before
+/// anything is renewed.
 pub fn parse_signal(value: &str) -> Result<(PathBuf, String), String> {
     let (file, signal) = value
         .rsplit_once(':')
         .ok_or_else(|| format!("{value:?} is not PIDFILE:SIGNAL, e.g. /run/nginx.pid:HUP"))?;
     let signal = signal.to_ascii_uppercase();
     let signal = signal.trim_start_matches("SIG").to_owned();
-    if file.is_empty() || signal.is_empty() || !signal.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if file.is_empty() || signal.is_empty() {
         return Err(format!(
             "{value:?} is not PIDFILE:SIGNAL, e.g. /run/nginx.pid:HUP"
         ));
     }
+    if !HOOK_SIGNALS.contains(&signal.as_str()) {
+        return Err(format!(
+            "{:?} is not a signal a renewal hook sends: use one of {}",
+            signal.chars().take(16).collect::<String>(),
+            HOOK_SIGNALS.join(", ")
+        ));
+    }
     Ok((PathBuf::from(file), signal))
 }
+
+/// A renewal hook that failed: the certificate was renewed, but the
+/// server may still use the old one.
+#[derive(Debug, thiserror::Error)]
+#[error("renewed, but the renewal hook failed: {0}; the server may still use the old certificate")]
+pub struct HookFailed(String);
 
 /// When a certificate valid until `not_after`, received at `received_at`,
 /// should be renewed: half-way, moved by `jitter` (−1.0..=1.0) tenths of
@@ -188,8 +205,7 @@ pub async fn if_needed(args: RenewArgs, hooks: &Hooks) -> anyhow::Result<()> {
         return Ok(());
     }
     renew_once(&args).await?;
-    run_hooks(hooks).await;
-    Ok(())
+    Ok(run_hooks(hooks).await?)
 }
 
 /// `--daemon`: renews whenever due, until SIGTERM or SIGINT.
@@ -219,7 +235,8 @@ pub async fn daemon(args: RenewArgs, hooks: Hooks) -> anyhow::Result<()> {
             }
             if unix_seconds(super::now()) < due {
                 match refresh_bundle(&args).await {
-                    Ok(true) => run_hooks(&hooks).await,
+                    // Logged by `run_hooks`; the next change runs it again.
+                    Ok(true) => run_hooks(&hooks).await.unwrap_or(()),
                     Ok(false) => {}
                     Err(error) => tracing::warn!(
                         error = %format!("{error:#}"),
@@ -234,7 +251,8 @@ pub async fn daemon(args: RenewArgs, hooks: Hooks) -> anyhow::Result<()> {
             match renew_once(&args).await {
                 Ok(()) => {
                     retry = FIRST_RETRY;
-                    run_hooks(&hooks).await;
+                    // Logged by `run_hooks`; the next renewal runs it again.
+                    run_hooks(&hooks).await.unwrap_or(());
                     break;
                 }
                 Err(error) => {
@@ -293,9 +311,11 @@ fn with_jitter(wait: Duration) -> Duration {
     wait.mul_f64(1.0 + random_jitter() / 5.0)
 }
 
-/// Runs the hooks after a renewal; a failing hook is logged, and the next
-/// renewal runs it again.
-pub(super) async fn run_hooks(hooks: &Hooks) {
+/// Runs the hooks after a renewal. A failing hook is logged and returned:
+/// a one-shot renewal exits non-zero with it, `--daemon` runs it again at
+/// the next renewal.
+pub(super) async fn run_hooks(hooks: &Hooks) -> Result<(), HookFailed> {
+    let mut failed = Vec::new();
     if let Some(command) = &hooks.exec {
         match tokio::process::Command::new("sh")
             .args(["-c", command])
@@ -303,27 +323,48 @@ pub(super) async fn run_hooks(hooks: &Hooks) {
             .await
         {
             Ok(status) if status.success() => tracing::info!(command, "ran the renewal hook"),
-            Ok(status) => tracing::warn!(command, %status, "the renewal hook failed"),
-            Err(error) => tracing::warn!(command, %error, "cannot run the renewal hook"),
+            Ok(status) => {
+                tracing::warn!(command, %status, "the renewal hook failed");
+                failed.push(format!("--exec {command:?} {status}"));
+            }
+            Err(error) => {
+                tracing::warn!(command, %error, "cannot run the renewal hook");
+                failed.push(format!("cannot run --exec {command:?}: {error}"));
+            }
         }
     }
     if let Some((pid_file, signal)) = &hooks.signal {
-        let pid = match std::fs::read_to_string(pid_file) {
-            Ok(pid) if pid.trim().parse::<u32>().is_ok() => pid.trim().to_owned(),
-            Ok(_) | Err(_) => {
+        let pid = std::fs::read_to_string(pid_file)
+            .ok()
+            .map(|pid| pid.trim().to_owned())
+            .filter(|pid| pid.parse::<u32>().is_ok_and(|pid| pid > 0));
+        match pid {
+            None => {
                 tracing::warn!(pid_file = %pid_file.display(), "no process id to signal");
-                return;
+                failed.push(format!("no process id in {}", pid_file.display()));
             }
-        };
-        match tokio::process::Command::new("kill")
-            .args([format!("-{signal}"), pid.clone()])
-            .status()
-            .await
-        {
-            Ok(status) if status.success() => tracing::info!(pid, signal, "signalled"),
-            Ok(status) => tracing::warn!(pid, signal, %status, "cannot signal the process"),
-            Err(error) => tracing::warn!(pid, signal, %error, "cannot signal the process"),
+            Some(pid) => match tokio::process::Command::new("kill")
+                .args([format!("-{signal}"), pid.clone()])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await
+            {
+                Ok(status) if status.success() => tracing::info!(pid, signal, "signalled"),
+                Ok(status) => {
+                    tracing::warn!(pid, signal, %status, "cannot signal the process");
+                    failed.push(format!("cannot send SIG{signal} to process {pid}"));
+                }
+                Err(error) => {
+                    tracing::warn!(pid, signal, %error, "cannot signal the process");
+                    failed.push(format!("cannot send SIG{signal} to process {pid}: {error}"));
+                }
+            },
         }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(HookFailed(failed.join("; ")))
     }
 }
 
@@ -354,7 +395,14 @@ mod tests {
             (PathBuf::from("/run/nginx.pid"), "HUP".into())
         );
         assert_eq!(parse_signal("/run/x.pid:sigusr1").unwrap().1, "USR1");
-        for bad in ["/run/nginx.pid", ":HUP", "/run/x.pid:", "/run/x.pid:HUP;rm"] {
+        for bad in [
+            "/run/nginx.pid",
+            ":HUP",
+            "/run/x.pid:",
+            "/run/x.pid:HUP;rm",
+            "/run/x.pid:BOGUS",
+            "/run/x.pid:KILL",
+        ] {
             assert!(parse_signal(bad).is_err(), "{bad}");
         }
     }
