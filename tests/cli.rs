@@ -298,6 +298,159 @@ fn an_existing_data_directory_is_made_private() {
     assert!(daemon.log_text().contains("made it 0700"));
 }
 
+/// `serve --data-dir` naming a directory that does not exist (a typo, say)
+/// is refused with one line naming `certd init`, and creates nothing: only
+/// the quick start's default directory is made from nothing.
+#[test]
+fn serve_refuses_a_data_directory_that_does_not_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = tmp.path().join("ca-dtaa");
+    let output = std::process::Command::new(common::CERTD)
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&typo)
+        .env_remove("CERTD_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    let said = stderr(&output);
+    assert_eq!(
+        said.lines()
+            .filter(|l| l.starts_with("certd: error:"))
+            .count(),
+        1,
+        "{said}"
+    );
+    assert!(
+        said.contains("does not exist") && said.contains("certd init --data-dir"),
+        "{said}"
+    );
+    assert!(!typo.exists(), "a CA was made in a mistyped directory");
+}
+
+/// A renewal whose hook fails says so and exits non-zero (the certificate
+/// is renewed all the same); a signal no hook sends is refused before
+/// anything is renewed.
+#[test]
+fn a_failing_renewal_hook_fails_the_command() {
+    let daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &[]);
+    let token = daemon.token("billing");
+    let dir = daemon.tmp.path().join("billing");
+    let output = daemon.request(&token, &dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let renew = |extra: &[&str]| {
+        let mut args = vec![
+            "renew",
+            "--server",
+            &daemon.grpc,
+            "--dir",
+            dir.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        daemon.cli(&args)
+    };
+    let before = std::fs::read(dir.join("cert.pem")).unwrap();
+    let output = renew(&["--signal", "/nonexistent.pid:BOGUS"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("HUP, USR1"), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read(dir.join("cert.pem")).unwrap(),
+        before,
+        "renewed anyway"
+    );
+
+    let output = renew(&["--exec", "exit 3"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let said = stderr(&output);
+    assert!(
+        said.contains("renewed, but the renewal hook failed"),
+        "{said}"
+    );
+    let renewed = std::fs::read(dir.join("cert.pem")).unwrap();
+    assert_ne!(renewed, before, "the certificate is renewed all the same");
+
+    let output = renew(&[
+        "--signal",
+        &format!("{}:HUP", dir.join("none.pid").display()),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no process id in"),
+        "{}",
+        stderr(&output)
+    );
+    let output = renew(&["--exec", "true"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// Output into a pipe whose reader has gone (`| head -1`) ends the
+/// command quietly with the status of a tool killed by SIGPIPE (141), not
+/// a panic (101).
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let daemon = Daemon::start();
+    let data_dir = daemon.data_dir.to_str().unwrap();
+    for args in [
+        vec!["audit", "--json", "--data-dir", data_dir],
+        vec!["completion", "bash"],
+    ] {
+        let mut child = std::process::Command::new(common::CERTD)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes before certd has started, let alone printed.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            !stderr(&output).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(141),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+/// A `CERTD_LOG` that is not a log filter (a misspelt level, a bad module
+/// level) is refused with one line and exit 2, never silently replaced.
+#[test]
+fn a_bad_certd_log_is_refused() {
+    for bad in ["verbose", "info,sled=lots"] {
+        let output = std::process::Command::new(common::CERTD)
+            .args(["completion", "bash"])
+            .env("CERTD_LOG", bad)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad}: {}", stderr(&output));
+        assert!(
+            stderr(&output).starts_with("certd: error: CERTD_LOG="),
+            "{}",
+            stderr(&output)
+        );
+    }
+    for good in ["debug", "info,sled=debug", "WARN", ""] {
+        let output = std::process::Command::new(common::CERTD)
+            .args(["completion", "bash"])
+            .env("CERTD_LOG", good)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{good}: {}", stderr(&output));
+    }
+}
+
 /// `serve` on a port already taken fails with one line naming it, before
 /// it creates a CA or a database.
 #[test]
