@@ -218,15 +218,23 @@ async fn a_backup_taken_while_serving_restores_a_lost_database() {
     let mut daemon = std::sync::Arc::into_inner(daemon).expect("one owner");
     assert!(daemon.terminate().success());
 
-    // Restoring while certd serves is refused.
+    // Restoring or checking while certd serves is refused: the database
+    // is held, exit 3 as documented.
     let running = Daemon::start_in(tempfile::tempdir().unwrap(), daemon.data_dir.clone(), &[]);
     let output = run_cli(
         &daemon.data_dir,
         &["db", "restore", backup.to_str().unwrap()],
     );
-    assert_ne!(output.status.code(), Some(0));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("stop it before restoring"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run_cli(&daemon.data_dir, &["db", "check"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("in use by another process"),
         "{}",
         stderr(&output)
     );

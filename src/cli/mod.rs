@@ -458,6 +458,11 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     if let Some(certd) = cause.downcast_ref::<certd::Error>() {
         return Some(certd.kind());
     }
+    // Offline database commands meet the store's own errors (a database
+    // held by a running certd is `Unavailable`: exit 3).
+    if let Some(store) = cause.downcast_ref::<certd::store::StoreError>() {
+        return Some(store.kind());
+    }
     if cause.downcast_ref::<certd::config::ConfigError>().is_some()
         || cause.downcast_ref::<UsageError>().is_some()
     {
