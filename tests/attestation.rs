@@ -393,6 +393,38 @@ async fn an_updated_entry_gives_its_new_names_at_renewal() {
     assert_eq!(uris, ["spiffe://certd.internal/svc/billing"]);
     assert_eq!(lifetime, 2 * 3600 + 60);
 
+    // Only what a flag names changes, and certd says what did.
+    let output = daemon.cli(&["entry", "update", &id, "--ttl", "3h"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), id);
+    assert_eq!(stderr(&output).trim(), format!("entry {id}: ttl: 2h -> 3h"));
+    let output = daemon.cli(&["entry", "list", "--json"]);
+    let entries: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(entries[0]["ttl_seconds"], 3 * 3600);
+    assert_eq!(
+        entries[0]["dns_names"],
+        serde_json::json!(["billing.certd.internal", "billing.example.com"]),
+        "kept"
+    );
+    assert_eq!(
+        entries[0]["selectors"],
+        serde_json::json!(["token:billing"])
+    );
+    let output = daemon.cli(&["entry", "update", &id, "--no-dns", "--default-ttl"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("ttl: 3h -> default"),
+        "{}",
+        stderr(&output)
+    );
+    let output = daemon.cli(&["entry", "update", &id]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("name what to change"),
+        "{}",
+        stderr(&output)
+    );
+
     let output = daemon.cli(&[
         "entry",
         "update",
@@ -406,7 +438,8 @@ async fn an_updated_entry_gives_its_new_names_at_renewal() {
         .filter(|e| e["event"] == "update-entry")
         .map(|e| e["allowed"].as_bool().unwrap())
         .collect::<Vec<_>>();
-    assert_eq!(updates, [true, false]);
+    // The first update, the two that changed parts, and the unknown id.
+    assert_eq!(updates, [true, true, true, false]);
 }
 
 /// The entry commands check what they are given: one line, exit code.

@@ -30,11 +30,164 @@ pub struct EntryUpdateArgs {
     data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
-    /// The entry's id. Its service stays; everything else becomes what the
-    /// flags say, with the defaults for what they leave out.
+    /// The entry's id. Only what the flags name changes; its service, and
+    /// whatever no flag names, stay.
     id: String,
     #[command(flatten)]
-    content: EntryContent,
+    changes: EntryChanges,
+}
+
+/// What `entry update` changes: each flag replaces that part of the entry;
+/// a part no flag names stays as it is.
+#[derive(Debug, Args)]
+struct EntryChanges {
+    /// The selectors, all of them (repeat): they replace the entry's.
+    #[arg(long = "selector")]
+    selectors: Vec<String>,
+    /// The SPIFFE ID to issue.
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    /// The extra DNS names, all of them (repeat): they replace the entry's.
+    #[arg(long = "dns", conflicts_with = "no_dns")]
+    dns_names: Vec<String>,
+    /// Remove the extra DNS names (the default name stays).
+    #[arg(long)]
+    no_dns: bool,
+    /// Certificate lifetime.
+    #[arg(long, value_parser = duration, conflicts_with = "default_ttl")]
+    ttl: Option<Duration>,
+    /// Go back to the configured default lifetime.
+    #[arg(long)]
+    default_ttl: bool,
+    /// Issue only through this node agent.
+    #[arg(long, conflicts_with = "no_parent")]
+    parent: Option<String>,
+    /// Issue without a node agent again.
+    #[arg(long)]
+    no_parent: bool,
+    /// The JWT-SVID audiences, all of them (repeat): they replace the entry's.
+    #[arg(long = "jwt-audience", conflicts_with = "no_jwt_audiences")]
+    jwt_audiences: Vec<String>,
+    /// Remove every JWT-SVID audience (no tokens).
+    #[arg(long)]
+    no_jwt_audiences: bool,
+    /// Print the entry as JSON instead of its id.
+    #[arg(long)]
+    json: bool,
+}
+
+impl EntryChanges {
+    /// `current` with these changes (an entry with nothing in it when there
+    /// is none: certd then refuses the update as for an unknown id, and
+    /// audits it); `None` if they name no change.
+    fn apply(self, current: Option<&EntrySummary>) -> Option<EntrySpec> {
+        let nothing = EntrySummary {
+            id: String::new(),
+            service: String::new(),
+            spiffe_id: String::new(),
+            dns_names: Vec::new(),
+            ttl_seconds: None,
+            selectors: Vec::new(),
+            created_at: 0,
+            created_by: String::new(),
+            parent_id: None,
+            agent: false,
+            jwt_audiences: Vec::new(),
+        };
+        let found = current.is_some();
+        let current = current.unwrap_or(&nothing);
+        let named = !self.selectors.is_empty()
+            || self.spiffe_id.is_some()
+            || !self.dns_names.is_empty()
+            || self.no_dns
+            || self.ttl.is_some()
+            || self.default_ttl
+            || self.parent.is_some()
+            || self.no_parent
+            || !self.jwt_audiences.is_empty()
+            || self.no_jwt_audiences;
+        if !named {
+            return None;
+        }
+        let replaced = |given: Vec<String>, clear: bool, kept: &[String]| match (given, clear) {
+            (_, true) => Vec::new(),
+            (given, false) if !given.is_empty() => given,
+            _ => kept.to_vec(),
+        };
+        Some(EntrySpec {
+            service: String::new(),
+            selectors: replaced(self.selectors, false, &current.selectors),
+            // An agent's entry names no SPIFFE ID or DNS names of its own.
+            spiffe_id: self
+                .spiffe_id
+                .or_else(|| (found && !current.agent).then(|| current.spiffe_id.clone())),
+            dns_names: if current.agent && self.dns_names.is_empty() {
+                Vec::new()
+            } else {
+                replaced(self.dns_names, self.no_dns, &current.dns_names)
+            },
+            ttl: match (self.ttl, self.default_ttl) {
+                (_, true) => None,
+                (Some(ttl), false) => Some(ttl),
+                (None, false) => current.ttl_seconds.map(Duration::from_secs),
+            },
+            parent: match (self.parent, self.no_parent) {
+                (_, true) => None,
+                (Some(parent), false) => Some(parent),
+                (None, false) => current.parent_id.clone(),
+            },
+            agent: current.agent,
+            jwt_audiences: replaced(
+                self.jwt_audiences,
+                self.no_jwt_audiences,
+                &current.jwt_audiences,
+            ),
+        })
+    }
+}
+
+/// What changed between `before` and `after`, one line each.
+fn changes(before: &EntrySummary, after: &EntrySummary) -> Vec<String> {
+    let listed = |items: &[String]| {
+        if items.is_empty() {
+            "(none)".to_owned()
+        } else {
+            items.join(" ")
+        }
+    };
+    let mut lines = Vec::new();
+    let mut compare = |what: &str, old: String, new: String| {
+        if old != new {
+            lines.push(format!("{what}: {old} -> {new}"));
+        }
+    };
+    compare(
+        "selectors",
+        listed(&before.selectors),
+        listed(&after.selectors),
+    );
+    compare(
+        "spiffe id",
+        before.spiffe_id.clone(),
+        after.spiffe_id.clone(),
+    );
+    compare(
+        "dns names",
+        listed(&before.dns_names),
+        listed(&after.dns_names),
+    );
+    compare("ttl", ttl_text(before), ttl_text(after));
+    compare(
+        "parent",
+        before.parent_id.clone().unwrap_or_else(|| "(none)".into()),
+        after.parent_id.clone().unwrap_or_else(|| "(none)".into()),
+    );
+    compare(
+        "jwt audiences",
+        listed(&before.jwt_audiences),
+        listed(&after.jwt_audiences),
+    );
+    lines
 }
 
 /// What an entry grants, besides its service: as `create` and `update`
@@ -120,12 +273,33 @@ pub async fn create(args: EntryCreateArgs) -> anyhow::Result<()> {
     print_entry(&entry, json)
 }
 
+/// `certd entry update ID …`: changes what the flags name, keeps the rest,
+/// and says on stderr what changed (stdout keeps the id, for scripts).
 pub async fn update(args: EntryUpdateArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
-    let json = args.content.json;
-    let entry = client
-        .update_entry(&args.id, &args.content.spec(String::new()))
-        .await?;
+    let json = args.changes.json;
+    let current = client
+        .entries(None)
+        .await?
+        .into_iter()
+        .find(|entry| entry.id == args.id);
+    let spec = args.changes.apply(current.as_ref()).ok_or_else(|| {
+        super::UsageError(
+            "name what to change: --selector, --spiffe-id, --dns/--no-dns, --ttl/--default-ttl, --parent/--no-parent or --jwt-audience/--no-jwt-audiences".into(),
+        )
+    })?;
+    // Unknown, certd refuses it (exit 5) and audits the attempt.
+    let entry = client.update_entry(&args.id, &spec).await?;
+    let Some(current) = current else {
+        return print_entry(&entry, json);
+    };
+    let changed = changes(&current, &entry);
+    if changed.is_empty() {
+        eprintln!("entry {}: nothing changed", entry.id);
+    }
+    for line in changed {
+        eprintln!("entry {}: {line}", entry.id);
+    }
     print_entry(&entry, json)
 }
 

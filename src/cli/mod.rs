@@ -214,8 +214,9 @@ pub enum TokenCommand {
 pub enum EntryCommand {
     /// Create an entry; prints its id.
     Create(entry::EntryCreateArgs),
-    /// Replace an entry's selectors, SPIFFE ID, DNS names and TTL (its service stays);
-    /// its certificates get the new names when they renew.
+    /// Change what the flags name of an entry (its selectors, SPIFFE ID, DNS names, TTL,
+    /// parent, JWT audiences); the rest stays. Its certificates get the new names when
+    /// they renew.
     Update(entry::EntryUpdateArgs),
     /// List entries.
     List(entry::EntryListArgs),
