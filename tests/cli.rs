@@ -526,6 +526,29 @@ fn an_unverifiable_server_is_not_reported_as_unreachable() {
         assert_eq!(said.lines().count(), 1, "{said}");
     }
     assert!(!out.exists());
+
+    // Dialled by a name its certificate lacks: which names it has, and
+    // the setting that adds one; never Rust's debug output.
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let localhost_only = Daemon::start_in(tmp, data_dir, &["--server-name", "localhost"]);
+    let output = localhost_only.cli(&[
+        "request",
+        "--server",
+        &localhost_only.grpc,
+        "--ca-bundle",
+        localhost_only.data_dir.join("bundle.pem").to_str().unwrap(),
+        "--token",
+        &localhost_only.token("billing"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(6), "{said}");
+    assert!(said.contains("only for localhost:"), "{said}");
+    assert!(said.contains("server_names"), "{said}");
+    assert!(!said.contains("Context {"), "no debug output: {said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
 }
 
 /// `certd request --evidence KIND=FILE` sends any attestor's evidence in

@@ -23,6 +23,21 @@ pub struct AdminClient {
     rpc: AdminRpc<Channel>,
 }
 
+/// Whether connecting failed because this user may not use the socket.
+fn denied(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
 impl AdminClient {
     /// Connects to the admin socket at `socket`.
     pub async fn connect(socket: &Path) -> Result<Self, ClientError> {
@@ -43,10 +58,18 @@ impl AdminClient {
                 .await
                 .map_err(|e| ClientError::Unreachable {
                     target: target.clone(),
-                    reason: format!(
-                        "{} (is `certd serve` running with this data directory?)",
-                        error_chain(&e)
-                    ),
+                    reason: if denied(&e) {
+                        // The daemon runs; this user may not talk to it.
+                        format!(
+                            "{}: the admin socket belongs to the user certd serves as; run the command as that user (e.g. `sudo -u certd certd …`), or as an operator over mTLS (--server, --cert, --key)",
+                            error_chain(&e)
+                        )
+                    } else {
+                        format!(
+                            "{} (is `certd serve` running with this data directory?)",
+                            error_chain(&e)
+                        )
+                    },
                 })?;
         Ok(AdminClient {
             target,
@@ -525,5 +548,23 @@ fn summary_from_proto(record: proto::CertificateRecord) -> CertificateSummary {
         certificate_pem: record.certificate_pem,
         chain_pem: record.chain_pem,
         trust_bundle_pem: record.trust_bundle_pem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user who may not use the socket is told whose it is, not asked
+    /// whether certd runs (tests run as root, which no socket refuses).
+    #[test]
+    fn a_denied_connection_is_told_apart_from_a_missing_daemon() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connecting failed")]
+        struct Wrapper(#[source] std::io::Error);
+        let denied_error = Wrapper(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(denied(&denied_error));
+        let missing = Wrapper(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(!denied(&missing));
     }
 }

@@ -35,9 +35,8 @@ pub enum ClientError {
     Unreachable { target: String, reason: String },
     #[error("certd refused ({kind}): {message}")]
     Refused { kind: ErrorKind, message: String },
-    #[error(
-        "cannot verify that {target} is certd: {reason}; check --ca-bundle and that the URL is certd's gRPC port"
-    )]
+    /// `reason` says why, and what to check.
+    #[error("cannot verify that {target} is certd: {reason}")]
     Untrusted { target: String, reason: String },
     #[error("{0}")]
     Setup(String),
@@ -98,22 +97,70 @@ fn untrusted_because(error: &(dyn std::error::Error + 'static)) -> Option<String
                 .and_then(|io| io.get_ref())
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         });
+        const CHECK: &str = "check --ca-bundle and that the URL is certd's gRPC port";
         match tls {
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext {
+                    expected,
+                    presented,
+                },
+            )) => {
+                // The bundle trusts it; the name dialled is not one of its.
+                let names: Vec<String> = presented.iter().map(|name| plain_name(name)).collect();
+                return Some(format!(
+                    "its certificate is not valid for {:?}, only for {}: dial it by one of those names, or add this one to certd's `server_names` (certd.toml, or `certd serve --server-name`) and restart certd",
+                    expected.to_str(),
+                    names.join(", ")
+                ));
+            }
+            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)) => {
+                return Some("its certificate is not valid for the name dialled: dial it by a name in certd's `server_names`, or add this one (certd.toml, or `certd serve --server-name`) and restart certd".into());
+            }
             Some(rustls::Error::InvalidCertificate(why)) => {
                 return Some(format!(
-                    "its certificate is not trusted by this bundle ({why:?})"
+                    "its certificate is not trusted by this bundle ({why}); {CHECK}"
                 ));
             }
             Some(
                 rustls::Error::InvalidMessage(_)
                 | rustls::Error::InappropriateMessage { .. }
                 | rustls::Error::InappropriateHandshakeMessage { .. },
-            ) => return Some("it does not speak TLS".into()),
+            ) => return Some(format!("it does not speak TLS; {CHECK}")),
             _ => {}
         }
         cause = current.source();
     }
     None
+}
+
+/// A name as rustls lists a certificate's (`DnsName("localhost")`,
+/// `IpAddress(V4(…))`), as a person writes it.
+fn plain_name(listed: &str) -> String {
+    let mut name = listed;
+    // Peel `Kind(…)` wrappers.
+    while let Some(open) = name.find('(')
+        && name.ends_with(')')
+        && name[..open].chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        name = &name[open + 1..name.len() - 1];
+    }
+    let name = name.trim_matches('"');
+    // An IPv4 address may come as its four numbers: `[127, 0, 0, 1]`.
+    match name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .map(|n| {
+            n.split(", ")
+                .map(str::parse::<u8>)
+                .collect::<Result<Vec<_>, _>>()
+        }) {
+        Some(Ok(octets)) if octets.len() == 4 => octets
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join("."),
+        _ => name.to_owned(),
+    }
 }
 
 /// A transport failure's message plus its innermost cause, which is where
@@ -479,4 +526,20 @@ pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_name;
+
+    #[test]
+    fn listed_names_read_as_written() {
+        assert_eq!(plain_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(
+            plain_name("IpAddress(V4(Ipv4Addr([127, 0, 0, 1])))"),
+            "127.0.0.1"
+        );
+        assert_eq!(plain_name("certd.internal"), "certd.internal");
+        assert_eq!(plain_name("(("), "((");
+    }
 }
