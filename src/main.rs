@@ -22,7 +22,12 @@ const CLOSED_PIPE: i32 = 128 + 13;
 fn main() -> ExitCode {
     end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
-    let filter = match log_filter() {
+    let default_level = if cli.command.keeps_running() {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = match log_filter(default_level) {
         Ok(filter) => filter,
         Err(message) => {
             eprintln!("certd: error: {message}");
@@ -94,11 +99,12 @@ fn end_quietly_on_a_closed_pipe() {
     }));
 }
 
-/// The log filter: `CERTD_LOG` when set, else `info` without sled's own
-/// lines (they repeat, less clearly, what certd reports about the same
-/// fault; `CERTD_LOG=info,sled=debug` shows them). A `CERTD_LOG` that is
-/// not a filter is refused, not silently replaced by the default.
-fn log_filter() -> Result<EnvFilter, String> {
+/// The log filter: `CERTD_LOG` when set, else `default_level` (`info` for
+/// a daemon, `warn` for a one-shot command, whose output is its report)
+/// without sled's own lines (they repeat, less clearly, what certd reports
+/// about the same fault; `CERTD_LOG=info,sled=debug` shows them). A
+/// `CERTD_LOG` that is not a filter is refused, not silently replaced.
+fn log_filter(default_level: &str) -> Result<EnvFilter, String> {
     match std::env::var("CERTD_LOG") {
         Ok(value) if !value.trim().is_empty() => {
             let refused = |why: String| {
@@ -122,7 +128,9 @@ fn log_filter() -> Result<EnvFilter, String> {
             }
             EnvFilter::try_new(&value).map_err(|error| refused(error.to_string()))
         }
-        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(EnvFilter::new("info,sled=off")),
+        Ok(_) | Err(std::env::VarError::NotPresent) => {
+            Ok(EnvFilter::new(format!("{default_level},sled=off")))
+        }
         Err(std::env::VarError::NotUnicode(_)) => {
             Err("CERTD_LOG is not UTF-8 text: use a level such as info".into())
         }

@@ -424,6 +424,46 @@ fn a_closed_pipe_ends_the_output_quietly() {
     }
 }
 
+/// A one-shot command reports by its output: its log shows warnings and
+/// errors only (no INFO audit lines), unless CERTD_LOG asks for more.
+#[test]
+fn one_shot_commands_log_only_warnings_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let issue = |out: &str, log: Option<&str>| {
+        let path = tmp.path().join(out);
+        let mut command = common::cli_command(
+            &data_dir,
+            &[
+                "issue",
+                "--offline",
+                "--unregistered",
+                "--service",
+                out,
+                "--out",
+                path.to_str().unwrap(),
+            ],
+        );
+        command.env_remove("CERTD_LOG");
+        if let Some(level) = log {
+            command.env("CERTD_LOG", level);
+        }
+        command.output().unwrap()
+    };
+    let output = run_cli(&data_dir, &["init"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let quiet = issue("quiet", None);
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert!(!stderr(&quiet).contains("INFO"), "{}", stderr(&quiet));
+    assert!(
+        stdout(&quiet).starts_with("issued spiffe://"),
+        "{}",
+        stdout(&quiet)
+    );
+    let told = issue("told", Some("info"));
+    assert!(stderr(&told).contains("INFO"), "{}", stderr(&told));
+}
+
 /// A `CERTD_LOG` that is not a log filter (a misspelt level, a bad module
 /// level) is refused with one line and exit 2, never silently replaced.
 #[test]

@@ -228,7 +228,7 @@ pub struct CrlSyncArgs {
     out: PathBuf,
     /// Keep running, fetching this often; without it, fetch once.
     #[arg(long, value_parser = duration)]
-    every: Option<Duration>,
+    pub(super) every: Option<Duration>,
     /// Run this with `sh -c` after the file changed (e.g. `nginx -s reload`); not when it is
     /// unchanged.
     #[arg(long)]

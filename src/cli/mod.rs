@@ -268,6 +268,22 @@ pub enum CaCommand {
     RetireRoot(ca::RetireRootArgs),
 }
 
+impl Command {
+    /// Whether the command keeps running (a daemon, a loop, a load): its
+    /// log is its report, at `info`. One-shot commands report by their
+    /// output and exit code, and log only warnings and errors by default.
+    pub fn keeps_running(&self) -> bool {
+        match self {
+            Command::Serve(_) | Command::Agent(_) | Command::Bench(_) => true,
+            Command::Renew(args) => args.daemon,
+            Command::Crl {
+                command: CrlCommand::Sync(args),
+            } => args.every.is_some(),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CrlCommand {
     /// Fetch certd's /crls.pem into a file when it changes, and run a reload command then;

@@ -34,7 +34,7 @@ pub struct RenewArgs {
     /// Keep running: renew at half the certificate's validity (±10%), retry failures with
     /// backoff, never remove a valid certificate; stop on SIGTERM.
     #[arg(long)]
-    daemon: bool,
+    pub(super) daemon: bool,
     /// Renew once, only if past half the certificate's validity (for cron and timers).
     #[arg(long)]
     if_needed: bool,

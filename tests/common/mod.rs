@@ -368,7 +368,7 @@ pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
 }
 
 /// The CLI on `data_dir`, as `run_cli` runs it.
-fn cli_command(data_dir: &Path, args: &[&str]) -> Command {
+pub fn cli_command(data_dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(CERTD);
     command
         .args(args)
