@@ -1446,7 +1446,7 @@ fn inspect_shows_identity_and_status_and_completion_prints_a_script() {
     let output = daemon.ci_issue("ci-test", &dir, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let cert = dir.join("cert.pem");
-    let inspect = || {
+    let inspect = |expected_exit: i32| {
         let output = daemon.cli(&[
             "inspect",
             cert.to_str().unwrap(),
@@ -1454,17 +1454,37 @@ fn inspect_shows_identity_and_status_and_completion_prints_a_script() {
             &daemon.grpc,
             "--json",
         ]);
-        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(expected_exit),
+            "{}",
+            stderr(&output)
+        );
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
     };
-    let shown = inspect();
+    let shown = inspect(0);
     assert_eq!(shown["spiffe_id"], "spiffe://certd.internal/svc/ci-test");
     assert_eq!(shown["dns_names"][0], "ci-test.certd.internal");
     assert_eq!(shown["status"], "good");
     assert!(shown["expires_in_seconds"].as_i64().unwrap() > 23 * 3600);
     assert_eq!(shown["serial"].as_str().unwrap(), serial_in(&dir));
     assert!(daemon.cli(&["revoke", &serial_in(&dir)]).status.success());
-    assert!(inspect()["status"].as_str().unwrap().starts_with("revoked"));
+    // Revoked: still shown, and exit 4, so a script never reads it as good.
+    assert!(
+        inspect(4)["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("revoked")
+    );
+    // Asked of another certd, which never issued it: unknown, exit 5.
+    let other = Daemon::start();
+    let output = other.cli(&["inspect", cert.to_str().unwrap(), "--server", &other.grpc]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("unknown to this certd"),
+        "{}",
+        stdout(&output)
+    );
 
     let text = daemon.cli(&["inspect", cert.to_str().unwrap(), "--offline"]);
     assert!(stdout(&text).contains("spiffe id:  spiffe://certd.internal/svc/ci-test"));

@@ -7,7 +7,7 @@ use clap::Args;
 use x509_parser::extensions::GeneralName;
 
 use super::{DataDirArg, format_time};
-use certd::api::client::{TlsClientSettings, WorkloadClient};
+use certd::api::client::{ClientError, TlsClientSettings, WorkloadClient};
 use certd::clock::unix_seconds;
 
 #[derive(Debug, Args)]
@@ -74,8 +74,8 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     }
     let serial = hex::encode(certificate.raw_serial());
     let not_after = certificate.validity().not_after.timestamp();
-    let status = if args.offline {
-        "not asked (--offline)".to_owned()
+    let (status, verdict) = if args.offline {
+        ("not asked (--offline)".to_owned(), Ok(()))
     } else {
         status_from_certd(&args, &serial).await
     };
@@ -93,7 +93,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     };
     if args.json {
         println!("{}", serde_json::to_string(&inspected)?);
-        return Ok(());
+        return verdict;
     }
     println!("serial:     {}", inspected.serial);
     println!("subject:    {}", inspected.subject);
@@ -118,20 +118,27 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         println!("ca:         yes");
     }
     println!("status:     {}", inspected.status);
-    Ok(())
+    verdict
 }
 
-/// The status certd reports, or why there is none.
-async fn status_from_certd(args: &InspectArgs, serial: &str) -> String {
+/// The status certd reports, or why there is none; and the verdict the
+/// exit code gives: revoked exits 4, unknown to the certd asked exits 5,
+/// certd not asked or not answering exits as that failure does (a script
+/// must never read "could not tell" as "good").
+async fn status_from_certd(
+    args: &InspectArgs,
+    serial: &str,
+) -> (String, Result<(), anyhow::Error>) {
     let bundle = args
         .ca_bundle
         .clone()
         .unwrap_or_else(|| args.data_dir.dir().bundle());
     let Ok(ca_bundle_pem) = std::fs::read_to_string(&bundle) else {
-        return format!(
+        let why = format!(
             "not asked: no CA bundle at {} (give --ca-bundle, or --offline)",
             bundle.display()
         );
+        return (why.clone(), Err(super::UsageError(why).into()));
     };
     let tls = TlsClientSettings {
         ca_bundle_pem,
@@ -141,17 +148,33 @@ async fn status_from_certd(args: &InspectArgs, serial: &str) -> String {
         Ok(mut client) => client.status(serial).await,
         Err(error) => Err(error),
     };
+    let not_good =
+        |kind, message: String| Err(anyhow::Error::from(ClientError::Refused { kind, message }));
     match answer {
-        Ok(answer) if answer.status == "revoked" => format!(
-            "revoked at {} ({})",
-            format_time(answer.revoked_at),
-            answer.revocation_reason
-        ),
-        Ok(answer) if answer.status == "unknown" => {
-            "unknown to this certd (not issued by it)".to_owned()
+        Ok(answer) if answer.status == "revoked" => {
+            let status = format!(
+                "revoked at {} ({})",
+                format_time(answer.revoked_at),
+                answer.revocation_reason
+            );
+            let verdict = not_good(
+                certd::ErrorKind::PermissionDenied,
+                format!("certificate {serial} is {status}"),
+            );
+            (status, verdict)
         }
-        Ok(answer) => answer.status.to_owned(),
-        Err(error) => format!("not known: {error}"),
+        Ok(answer) if answer.status == "unknown" => (
+            "unknown to this certd (not issued by it)".to_owned(),
+            not_good(
+                certd::ErrorKind::NotFound,
+                format!(
+                    "certificate {serial} is unknown to the certd at {}: was it issued by another CA? (--server, --ca-bundle)",
+                    args.server
+                ),
+            ),
+        ),
+        Ok(answer) => (answer.status.to_owned(), Ok(())),
+        Err(error) => (format!("not known: {error}"), Err(error.into())),
     }
 }
 
