@@ -464,6 +464,39 @@ fn one_shot_commands_log_only_warnings_by_default() {
     assert!(stderr(&told).contains("INFO"), "{}", stderr(&told));
 }
 
+/// Commands that print data print it as JSON with `--json`: token create
+/// and revoke, times in Unix seconds as everywhere in certd's JSON.
+#[test]
+fn token_create_and_revoke_print_json() {
+    let daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &[]);
+    let output = daemon.cli(&[
+        "token",
+        "create",
+        "--service",
+        "billing",
+        "--count",
+        "2",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(created["tokens"].as_array().unwrap().len(), 2);
+    assert!(created["expires_at"].as_i64().unwrap() > 1_700_000_000);
+    assert_eq!(created["entry"]["service"], "billing");
+    let token = created["tokens"][0].as_str().unwrap();
+    let dir = daemon.tmp.path().join("billing");
+    let output = daemon.request(token, &dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = daemon.cli(&["revoke", "--service", "billing", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let revoked: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(revoked["certificates"][0]["service"], "billing");
+    assert_eq!(revoked["certificates"][0]["newly_revoked"], true);
+    assert!(revoked["certificates"][0]["revoked_at"].as_i64().is_some());
+    assert!(revoked["crl_number"].as_u64().unwrap() >= 1);
+}
+
 /// A `CERTD_LOG` that is not a log filter (a misspelt level, a bad module
 /// level) is refused with one line and exit 2, never silently replaced.
 #[test]

@@ -39,6 +39,10 @@ pub struct TokenCreateArgs {
     /// Create this many tokens, one per line.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
+    /// One JSON object: `tokens`, `expires_at` (Unix seconds) and the
+    /// `entry` they are for.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +133,10 @@ pub struct RevokeArgs {
     /// cessation-of-operation or certificate-hold.
     #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
     reason: RevocationReason,
+    /// One JSON object: `certificates` (serial, service, revoked_at in Unix
+    /// seconds, reason, newly_revoked) and `crl_number`.
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_reason(value: &str) -> Result<RevocationReason, String> {
@@ -145,6 +153,10 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
             return Err(UsageError("name a serial, --service or --lineage".into()).into());
         }
     };
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
     for revoked in &result.certificates {
         let verb = if revoked.newly_revoked {
             "revoked"
@@ -330,6 +342,10 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     let created = client
         .create_join_tokens(&target, args.ttl, args.count)
         .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&created)?);
+        return Ok(());
+    }
     for token in created.tokens {
         println!("{token}");
     }

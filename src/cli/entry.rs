@@ -81,19 +81,7 @@ impl EntryChanges {
     /// is none: certd then refuses the update as for an unknown id, and
     /// audits it); `None` if they name no change.
     fn apply(self, current: Option<&EntrySummary>) -> Option<EntrySpec> {
-        let nothing = EntrySummary {
-            id: String::new(),
-            service: String::new(),
-            spiffe_id: String::new(),
-            dns_names: Vec::new(),
-            ttl_seconds: None,
-            selectors: Vec::new(),
-            created_at: 0,
-            created_by: String::new(),
-            parent_id: None,
-            agent: false,
-            jwt_audiences: Vec::new(),
-        };
+        let nothing = EntrySummary::default();
         let found = current.is_some();
         let current = current.unwrap_or(&nothing);
         let named = !self.selectors.is_empty()

@@ -425,7 +425,7 @@ impl AdminClient {
 }
 
 /// What a revocation did, as the admin API reports it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RevokedSummary {
     pub serial: String,
     pub service: String,
@@ -434,14 +434,14 @@ pub struct RevokedSummary {
     pub newly_revoked: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RevokeSummary {
     pub certificates: Vec<RevokedSummary>,
     pub crl_number: u64,
 }
 
 /// Join tokens as the admin API returns them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct CreatedTokens {
     pub tokens: Vec<String>,
     pub expires_at: i64,
