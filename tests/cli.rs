@@ -497,6 +497,44 @@ fn token_create_and_revoke_print_json() {
     assert!(revoked["crl_number"].as_u64().unwrap() >= 1);
 }
 
+/// `request --out` a directory that already holds an identity is refused
+/// before the token is spent (exit 4, naming renew and --force); --force
+/// replaces it.
+#[test]
+fn request_does_not_overwrite_an_identity_unless_forced() {
+    let daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &[]);
+    let dir = daemon.tmp.path().join("billing");
+    let output = daemon.request(&daemon.token("billing"), &dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let before = std::fs::read(dir.join("cert.pem")).unwrap();
+    let token = daemon.token("billing");
+    let output = daemon.request(&token, &dir);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let said = stderr(&output);
+    assert!(
+        said.contains("already holds an identity") && said.contains("--force"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(dir.join("cert.pem")).unwrap(), before);
+    // The token was not spent: --force uses it.
+    let bundle = daemon.data_dir.join("bundle.pem");
+    let output = daemon.cli(&[
+        "request",
+        "--server",
+        &daemon.grpc,
+        "--ca-bundle",
+        bundle.to_str().unwrap(),
+        "--token",
+        &token,
+        "--out",
+        dir.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_ne!(std::fs::read(dir.join("cert.pem")).unwrap(), before);
+}
+
 /// A `CERTD_LOG` that is not a log filter (a misspelt level, a bad module
 /// level) is refused with one line and exit 2, never silently replaced.
 #[test]
@@ -815,9 +853,13 @@ fn list_and_show() {
             .success()
     );
     assert!(
-        request(&daemon, &daemon.token("payments"), &out)
-            .status
-            .success()
+        request(
+            &daemon,
+            &daemon.token("payments"),
+            &daemon.tmp.path().join("w2")
+        )
+        .status
+        .success()
     );
 
     let output = daemon.cli(&["list", "--service", "billing", "--json"]);
@@ -1255,7 +1297,9 @@ fn audit_log_records_decisions_without_secrets() {
     let token = daemon.token("billing");
     let out = daemon.tmp.path().join("w");
     assert!(request(&daemon, &token, &out).status.success());
-    assert!(!request(&daemon, &token, &out).status.success());
+    // The token again, for another directory: certd refuses it (used).
+    let again = daemon.tmp.path().join("w2");
+    assert!(!request(&daemon, &token, &again).status.success());
     let log = daemon.log_text();
     let audit: Vec<&str> = log.lines().filter(|l| l.contains("certd::audit")).collect();
     assert!(

@@ -469,6 +469,9 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     if let Some(serve) = cause.downcast_ref::<certd::daemon::ServeError>() {
         return Some(serve.kind());
     }
+    if let Some(refusal) = cause.downcast_ref::<Refusal>() {
+        return Some(refusal.kind);
+    }
     if let Some(bench) = cause.downcast_ref::<load::BenchError>() {
         return Some(bench.kind());
     }
@@ -492,6 +495,14 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The CLI itself refuses, before asking certd: `kind` gives the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub kind: ErrorKind,
+    pub message: String,
+}
 
 /// GETs an `http://` URL (certd's HTTP port): the body of a 200 answer;
 /// anything else is "cannot reach" (exit 3), naming the URL.

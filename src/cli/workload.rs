@@ -39,9 +39,31 @@ pub struct RequestArgs {
     /// Directory to write key.pem, cert.pem and bundle.pem to.
     #[arg(long)]
     out: PathBuf,
+    /// Replace the identity already in --out (by default refused: renew it
+    /// with `certd renew --dir` instead).
+    #[arg(long)]
+    force: bool,
 }
 
 pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
+    // Before the token is spent: an identity in --out is not overwritten
+    // by accident (a second bootstrap into the wrong directory).
+    let held: Vec<&str> = ["cert.pem", "key.pem"]
+        .into_iter()
+        .filter(|file| args.out.join(file).exists())
+        .collect();
+    if !held.is_empty() && !args.force {
+        return Err(super::Refusal {
+            kind: certd::ErrorKind::AlreadyExists,
+            message: format!(
+                "{} already holds an identity ({}): renew it with `certd renew --dir {}`, or pass --force to replace it",
+                args.out.display(),
+                held.join(", "),
+                args.out.display()
+            ),
+        }
+        .into());
+    }
     let ca_bundle_pem = read(&args.ca_bundle)?;
     let (key, csr_der) = new_key_and_csr()?;
     let tls = TlsClientSettings {
