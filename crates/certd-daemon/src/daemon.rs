@@ -151,12 +151,7 @@ impl Daemon {
         let tcp = TcpListeners::bind(&self.config).await?;
         if !CaFiles::new(dir).exists() {
             if !self.create_missing_data_dir && !dir.exists() {
-                return Err(Error::NotFound(format!(
-                    "data directory {} does not exist: make a CA there with `certd init --data-dir {}` (or create the directory to have certd serve make one with the defaults); is the path mistyped?",
-                    dir.display(),
-                    dir.display()
-                ))
-                .into());
+                return Err(ServeError::NoDataDirectory(dir.display().to_string()));
             }
             tracing::warn!(
                 data_dir = %dir.display(),

@@ -70,6 +70,11 @@ pub enum ServeError {
     },
     #[error("another certd is already serving on {0}")]
     AlreadyRunning(String),
+    /// `--data-dir` names no directory, and this one may not be made.
+    #[error(
+        "data directory {0} does not exist: make a CA there with `certd init --data-dir {0}` (or create the directory to have certd serve make one with the defaults); is the path mistyped?"
+    )]
+    NoDataDirectory(String),
     #[error(transparent)]
     Certd(#[from] crate::Error),
     #[error(transparent)]
@@ -85,6 +90,7 @@ impl ServeError {
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
             ServeError::Certd(error) => error.kind(),
+            ServeError::NoDataDirectory(_) => crate::ErrorKind::NotFound,
             ServeError::Bind { .. }
             | ServeError::AlreadyRunning(_)
             | ServeError::Tls(_)

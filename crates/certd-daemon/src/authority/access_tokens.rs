@@ -139,6 +139,25 @@ pub struct Explanation {
 pub(super) type ExplainedCaller = (Vec<EntryRecord>, Vec<String>);
 
 impl Explanation {
+    /// What the policy granted, and the rules that did.
+    pub(super) fn granted(grant: grants::TokenGrant, message: String) -> Self {
+        Explanation {
+            allowed: true,
+            rules: rule_names(&grant.rules),
+            scopes: grant.scopes,
+            error: String::new(),
+            message,
+        }
+    }
+
+    /// A refusal by the policy: its error code, why, and the rules.
+    pub(super) fn denied(error: &str, message: String, rules: &[Rule]) -> Self {
+        Explanation {
+            rules: rule_names(rules),
+            ..Explanation::refused(error, message)
+        }
+    }
+
     pub(super) fn refused(error: &str, message: String) -> Self {
         Explanation {
             allowed: false,
@@ -434,25 +453,20 @@ impl Authority {
         };
         Ok(
             match grants::decide(&self.policy.current(), &caller, audience, &scopes) {
-                Ok(grant) => Explanation {
-                    allowed: true,
-                    message: format!(
+                Ok(grant) => {
+                    let message = format!(
                         "{} gets a token for {audience:?} with scope(s) [{}] by {}",
                         first.spiffe_id,
                         grant.scopes.join(" "),
                         rule_names(&grant.rules).join(", ")
-                    ),
-                    scopes: grant.scopes,
-                    rules: rule_names(&grant.rules),
-                    error: String::new(),
-                },
-                Err(refusal) => Explanation {
-                    allowed: false,
-                    scopes: Vec::new(),
-                    rules: rule_names(&refusal.rules()),
-                    error: TokenError::Refused(refusal.clone()).oauth_error().into(),
-                    message: refusal.to_string(),
-                },
+                    );
+                    Explanation::granted(grant, message)
+                }
+                Err(refusal) => Explanation::denied(
+                    TokenError::Refused(refusal.clone()).oauth_error(),
+                    refusal.to_string(),
+                    &refusal.rules(),
+                ),
             },
         )
     }

@@ -357,25 +357,20 @@ impl Authority {
         };
         Ok(
             match delegations::decide_exchange(&self.policy.current(), &caller, &ask) {
-                Ok(grant) => Explanation {
-                    allowed: true,
-                    message: format!(
+                Ok(grant) => {
+                    let message = format!(
                         "{} may exchange a token of a subject of {subject_issuer} for {audience:?} with scope(s) [{}] (if the subject token carries them) by {}",
                         first.spiffe_id,
                         grant.scopes.join(" "),
                         rule_names(&grant.rules).join(", ")
-                    ),
-                    scopes: grant.scopes,
-                    rules: rule_names(&grant.rules),
-                    error: String::new(),
-                },
-                Err(refusal) => Explanation {
-                    allowed: false,
-                    scopes: Vec::new(),
-                    rules: rule_names(&refusal.rules()),
-                    error: refusal.oauth_error().into(),
-                    message: refusal.to_string(),
-                },
+                    );
+                    Explanation::granted(grant, message)
+                }
+                Err(refusal) => Explanation::denied(
+                    refusal.oauth_error(),
+                    refusal.to_string(),
+                    &refusal.rules(),
+                ),
             },
         )
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use crate::model::{GrantCaller, PolicyRecord};
 
-use super::grants::{Rule, TokenCaller, TokenGrant};
+use super::grants::{Rule, TokenCaller, TokenGrant, rules_list};
 
 /// An exchange as the policy sees it.
 #[derive(Debug, Clone)]
@@ -64,14 +64,6 @@ pub enum DelegationRefusal {
         why: String,
         rules: Vec<Rule>,
     },
-}
-
-fn rules_list(rules: &[Rule]) -> String {
-    rules
-        .iter()
-        .map(Rule::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl DelegationRefusal {

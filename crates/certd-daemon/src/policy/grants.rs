@@ -434,7 +434,8 @@ fn granted_list(granted: &[String]) -> String {
     }
 }
 
-fn rules_list(rules: &[Rule]) -> String {
+/// The rules, named as audits name them, comma-separated.
+pub(crate) fn rules_list(rules: &[Rule]) -> String {
     rules
         .iter()
         .map(Rule::to_string)
