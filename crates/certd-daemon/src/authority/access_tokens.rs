@@ -652,11 +652,34 @@ impl Authority {
         rules: &[Rule],
         outcome: &Result<AccessToken, TokenError>,
     ) {
-        let mut reason = format!(
+        let asked = format!(
             "audience {:?}; scopes asked [{}]",
             request.audience,
             request.scopes.join(" ")
         );
+        self.audit_token_decision(
+            AuditEvent::MintAccessToken,
+            peer,
+            client,
+            asked,
+            rules,
+            outcome,
+        )
+        .await;
+    }
+
+    /// Audits a token decision of the endpoint: what was asked (`asked`),
+    /// what was granted or why not, and the deciding rules.
+    pub(super) async fn audit_token_decision(
+        &self,
+        event: AuditEvent,
+        peer: &Caller,
+        client: Option<&Client>,
+        asked: String,
+        rules: &[Rule],
+        outcome: &Result<AccessToken, TokenError>,
+    ) {
+        let mut reason = asked;
         match outcome {
             Ok(token) => reason.push_str(&format!(
                 "; granted [{}]{}",
@@ -677,7 +700,7 @@ impl Authority {
             self.store.as_ref(),
             self.now(),
             Decision {
-                event: AuditEvent::MintAccessToken,
+                event,
                 allowed: outcome.is_ok(),
                 caller: &caller,
                 attestation: Some(client.map_or("none", |c| c.method)),

@@ -16,7 +16,6 @@
 
 use super::access_tokens::{AccessToken, Client, ClientProof, Explanation, TokenError, rule_names};
 use super::{Authority, Caller};
-use crate::audit::{self, Decision};
 use crate::identity::{Serial, SpiffeId};
 use crate::jwt::{self, AccessTokenClaims, OnBehalfOf, TokenKind};
 use crate::model::AuditEvent;
@@ -448,28 +447,13 @@ impl Authority {
             request.audience,
             request.scopes.join(" ")
         ));
-        match outcome {
-            Ok(token) => reason.push_str(&format!("; granted [{}]", token.scopes.join(" "))),
-            Err(error) => reason.push_str(&format!("; {}: {error}", error.oauth_error())),
-        }
-        if !rules.is_empty() {
-            let names: Vec<String> = rules.iter().map(Rule::to_string).collect();
-            reason.push_str(&format!("; rule {}", names.join(", ")));
-        }
-        let caller = super::access_tokens::audited_caller(peer, client);
-        audit::record(
-            self.store.as_ref(),
-            self.now(),
-            Decision {
-                event: AuditEvent::ExchangeToken,
-                allowed: outcome.is_ok(),
-                caller: &caller,
-                attestation: Some(client.map_or("none", |c| c.method)),
-                service: client.map(|c| c.service.to_string()),
-                reason: Some(reason),
-                refusal: outcome.as_ref().err().map(TokenError::kind),
-                ..Decision::default()
-            },
+        self.audit_token_decision(
+            AuditEvent::ExchangeToken,
+            peer,
+            client,
+            reason,
+            rules,
+            outcome,
         )
         .await;
     }
