@@ -221,6 +221,8 @@ impl Discovery {
                 "client_id",
                 "scope",
                 "cnf",
+                "act",
+                "subject_issuer",
             ],
             token_endpoint: issuer.token_endpoint.clone(),
             grant_types_supported: vec![
