@@ -535,6 +535,35 @@ fn request_does_not_overwrite_an_identity_unless_forced() {
     assert_ne!(std::fs::read(dir.join("cert.pem")).unwrap(), before);
 }
 
+/// `entry show` prints one entry whole, as text or JSON; an unknown id
+/// exits 5.
+#[test]
+fn entry_show_prints_one_entry() {
+    let daemon = Daemon::start();
+    let id = daemon.entry(
+        "billing",
+        &["token:billing"],
+        &["--ttl", "2h", "--jwt-audience", "gateway"],
+    );
+    let output = daemon.cli(&["entry", "show", &id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for line in [
+        format!("id:            {id}"),
+        "spiffe id:     spiffe://certd.internal/svc/billing".to_owned(),
+        "selectors:     token:billing".to_owned(),
+        "ttl:           2h".to_owned(),
+        "jwt audiences: gateway".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line:?} in {text}");
+    }
+    let output = daemon.cli(&["entry", "show", &id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["ttl_seconds"], 7200);
+    let output = daemon.cli(&["entry", "show", "0000000000000000"]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+}
+
 /// A `CERTD_LOG` that is not a log filter (a misspelt level, a bad module
 /// level) is refused with one line and exit 2, never silently replaced.
 #[test]

@@ -243,6 +243,19 @@ pub struct EntryListArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EntryShowArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// The entry's id, as `certd entry list` shows it.
+    id: String,
+    /// The entry as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct EntryDeleteArgs {
     #[command(flatten)]
     data_dir: DataDirArg,
@@ -298,6 +311,57 @@ fn print_entry(entry: &EntrySummary, json: bool) -> anyhow::Result<()> {
         // The id alone, so scripts can capture it.
         println!("{}", entry.id);
     }
+    Ok(())
+}
+
+/// `certd entry show ID`: one entry, whole; exit 5 if there is none.
+pub async fn show(args: EntryShowArgs) -> anyhow::Result<()> {
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let entry = client
+        .entries(None)
+        .await?
+        .into_iter()
+        .find(|entry| entry.id == args.id)
+        .ok_or_else(|| super::Refusal {
+            kind: certd::ErrorKind::NotFound,
+            message: format!(
+                "no entry {:?}: `certd entry list` shows the ids",
+                args.id.chars().take(64).collect::<String>()
+            ),
+        })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&entry)?);
+        return Ok(());
+    }
+    let listed = |items: &[String]| {
+        if items.is_empty() {
+            "(none)".to_owned()
+        } else {
+            items.join(" ")
+        }
+    };
+    println!("id:            {}", entry.id);
+    println!("service:       {}", entry.service);
+    println!("spiffe id:     {}", entry.spiffe_id);
+    println!("selectors:     {}", listed(&entry.selectors));
+    println!("dns names:     {}", listed(&entry.dns_names));
+    println!("ttl:           {}", ttl_text(&entry));
+    if entry.agent {
+        println!("agent:         yes (a node agent's own entry)");
+    }
+    println!(
+        "parent:        {}",
+        entry
+            .parent_id
+            .as_deref()
+            .unwrap_or("(none: attested directly)")
+    );
+    println!("jwt audiences: {}", listed(&entry.jwt_audiences));
+    println!(
+        "created:       {} by {}",
+        format_time(entry.created_at),
+        entry.created_by
+    );
     Ok(())
 }
 

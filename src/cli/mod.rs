@@ -220,13 +220,16 @@ pub enum EntryCommand {
     Update(entry::EntryUpdateArgs),
     /// List entries.
     List(entry::EntryListArgs),
+    /// Show one entry: everything it grants, who made it and when.
+    Show(entry::EntryShowArgs),
     /// Delete an entry: no new certificates for it, and its certificates stop renewing.
     Delete(entry::EntryDeleteArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Print the policy in force as a policy file (TOML `[[grant]]` tables).
+    /// Print the policy in force as a policy file (TOML `[[grant]]` and `[[delegation]]`
+    /// tables).
     Show(policy::PolicyShowArgs),
     /// Check a policy file without applying it (no daemon needed); exit 2 if it is not valid.
     Check(policy::PolicyCheckArgs),
@@ -348,6 +351,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             EntryCommand::Create(args) => entry::create(args).await,
             EntryCommand::Update(args) => entry::update(args).await,
             EntryCommand::List(args) => entry::list(args).await,
+            EntryCommand::Show(args) => entry::show(args).await,
             EntryCommand::Delete(args) => entry::delete(args).await,
         },
         Command::Request(args) => workload::request(args).await,
