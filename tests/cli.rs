@@ -562,6 +562,30 @@ fn entry_show_prints_one_entry() {
     assert_eq!(shown["ttl_seconds"], 7200);
     let output = daemon.cli(&["entry", "show", "0000000000000000"]);
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+
+    // Filters: entry list by selector; audit by event, service, refusals.
+    daemon.entry("orders", &["token:orders"], &[]);
+    let output = daemon.cli(&["entry", "list", "--selector", "token:orders", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["service"], "orders");
+    let audit = |args: &[&str]| {
+        let mut all = vec!["audit", "--json"];
+        all.extend(args);
+        let output = daemon.cli(&all);
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout).unwrap()
+    };
+    let created = audit(&["--event", "create-entry"]);
+    assert_eq!(created.len(), 2);
+    assert!(created.iter().all(|e| e["event"] == "create-entry"));
+    assert_eq!(
+        audit(&["--event", "create-entry", "--service", "orders"]).len(),
+        1
+    );
+    assert!(audit(&["--denied"]).iter().all(|e| e["allowed"] == false));
+    let output = daemon.cli(&["audit", "--event", "nonsense"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
 
 /// A `CERTD_LOG` that is not a log filter (a misspelt level, a bad module

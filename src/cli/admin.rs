@@ -184,15 +184,39 @@ pub struct AuditArgs {
     /// Only entries since this long ago (e.g. 1h) or this time (RFC 3339).
     #[arg(long)]
     since: Option<String>,
-    /// At most this many entries, the most recent.
+    /// At most this many entries, the most recent; the filters below apply
+    /// to these.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     limit: u32,
+    /// Only this event (repeat for several), e.g. issue, revoke,
+    /// mint-access-token, exchange-token.
+    #[arg(long = "event", value_parser = parse_event)]
+    events: Vec<String>,
+    /// Only decisions about this service.
+    #[arg(long)]
+    service: Option<String>,
+    /// Only refusals.
+    #[arg(long)]
+    denied: bool,
     /// One JSON array instead of text.
     #[arg(long)]
     json: bool,
     /// Read the data directory directly, without a daemon.
     #[arg(long)]
     offline: bool,
+}
+
+/// An audit event's name, as `certd audit` prints it.
+fn parse_event(value: &str) -> Result<String, String> {
+    certd::model::AuditEvent::from_name(value)
+        .map(|event| event.as_str().to_owned())
+        .ok_or_else(|| {
+            let known: Vec<&str> = certd::model::AuditEvent::ALL
+                .iter()
+                .map(|event| event.as_str())
+                .collect();
+            format!("not an audit event; one of: {}", known.join(", "))
+        })
 }
 
 pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
@@ -214,6 +238,12 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         let mut client = args.target.connect(&args.data_dir).await?;
         client.audit(since, args.limit).await?
     };
+    let lines: Vec<AuditLine> = lines
+        .into_iter()
+        .filter(|line| args.events.is_empty() || args.events.contains(&line.event))
+        .filter(|line| args.service.as_ref().is_none_or(|s| &line.service == s))
+        .filter(|line| !args.denied || !line.allowed)
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string(&lines)?);
         return Ok(());

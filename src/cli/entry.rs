@@ -237,6 +237,12 @@ pub struct EntryListArgs {
     /// Only this service's entries.
     #[arg(long)]
     service: Option<String>,
+    /// Only entries with this selector (repeat: all of them).
+    #[arg(long = "selector")]
+    selectors: Vec<String>,
+    /// Only entries issued through this node agent (its SPIFFE ID).
+    #[arg(long)]
+    parent: Option<String>,
     /// One JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -367,7 +373,17 @@ pub async fn show(args: EntryShowArgs) -> anyhow::Result<()> {
 
 pub async fn list(args: EntryListArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
-    let entries = client.entries(args.service.as_deref()).await?;
+    let entries: Vec<EntrySummary> = client
+        .entries(args.service.as_deref())
+        .await?
+        .into_iter()
+        .filter(|entry| args.selectors.iter().all(|s| entry.selectors.contains(s)))
+        .filter(|entry| {
+            args.parent
+                .as_ref()
+                .is_none_or(|parent| entry.parent_id.as_ref() == Some(parent))
+        })
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string(&entries)?);
         return Ok(());
