@@ -9,17 +9,13 @@ Usage: oauth_client.py ISSUER CA_BUNDLE CERT KEY CLIENT_ID AUDIENCE SCOPE
 Prints `ok <claims as JSON>`, or `FAILED <step>: <why>` and exits 1.
 """
 
-import base64
-import hashlib
 import json
 import sys
 
 import jwt
 from authlib.integrations.requests_client import OAuth2Session
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from outside import fail, metadata
+from outside import certificate_identity, fail, metadata, verified_claims
 
 
 def main():
@@ -32,11 +28,7 @@ def main():
     token_endpoint = server["mtls_endpoint_aliases"]["token_endpoint"]
 
     # tls_client_auth: the client has an id (its SPIFFE ID) and no secret.
-    with open(cert, "rb") as pem:
-        certificate = x509.load_pem_x509_certificate(pem.read())
-    spiffe_id = certificate.extensions.get_extension_for_class(
-        x509.SubjectAlternativeName
-    ).value.get_values_for_type(x509.UniformResourceIdentifier)[0]
+    spiffe_id, thumbprint = certificate_identity(cert)
     if spiffe_id != client_id:
         fail("certificate", f"names {spiffe_id}, not the client {client_id}")
     session = OAuth2Session(
@@ -57,20 +49,15 @@ def main():
 
     keys = jwt.PyJWKClient(server["jwks_uri"])
     access_token = token["access_token"]
-    signing_key = keys.get_signing_key_from_jwt(access_token)
-    try:
-        claims = jwt.decode(
-            access_token,
-            signing_key.key,
-            algorithms=server.get("id_token_signing_alg_values_supported") or ["ES256"],
-            audience=audience,
-            issuer=issuer,
-            options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
-        )
-    except Exception as error:  # noqa: BLE001
-        fail("verify", repr(error))
-    der = certificate.public_bytes(Encoding.DER)
-    thumbprint = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    claims = verified_claims(
+        "verify",
+        access_token,
+        keys,
+        server,
+        issuer,
+        audience,
+        ["iss", "sub", "aud", "exp", "iat", "jti"],
+    )
     if claims.get("cnf", {}).get("x5t#S256") != thumbprint:
         fail("binding", f"cnf {claims.get('cnf')} is not the certificate's {thumbprint}")
     if claims.get("sub") != spiffe_id or set(claims.get("scope", "").split()) != set(scope.split()):

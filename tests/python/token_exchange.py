@@ -21,8 +21,6 @@ issued tokens, the two SPIFFE IDs, the verified claims), or
 `FAILED <step>: <why>` and exits 1.
 """
 
-import base64
-import hashlib
 import json
 import os
 import sys
@@ -31,10 +29,8 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import requests
 from authlib.integrations.requests_client import OAuth2Session
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from outside import fail, metadata
+from outside import certificate_identity, fail, metadata, verified_claims
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -52,17 +48,9 @@ class Service:
         self.cert = os.path.join(directory, "cert.pem")
         self.key = os.path.join(directory, "key.pem")
         try:
-            with open(self.cert, "rb") as pem:
-                certificate = x509.load_pem_x509_certificate(pem.read())
-            self.spiffe_id = certificate.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            ).value.get_values_for_type(x509.UniformResourceIdentifier)[0]
+            self.spiffe_id, self.thumbprint = certificate_identity(self.cert)
         except Exception as error:  # noqa: BLE001
             fail("certificate", f"{name}: {self.cert}: {error!r}")
-        der = certificate.public_bytes(Encoding.DER)
-        self.thumbprint = (
-            base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
-        )
 
 
 def exchange_form(subject_token, subject_token_type, audience, scope):
@@ -122,18 +110,7 @@ def verify(step, token, server, keys, issuer, audience, scope, actor, chain, use
         fail(step, f"not a JWT: {error!r}")
     if header.get("typ") != "at+jwt":
         fail(step, f"header typ {header.get('typ')!r}, not at+jwt (RFC 9068)")
-    try:
-        signing_key = keys.get_signing_key_from_jwt(token)
-        claims = jwt.decode(
-            token,
-            signing_key.key,
-            algorithms=server.get("id_token_signing_alg_values_supported") or ["ES256"],
-            audience=audience,
-            issuer=issuer,
-            options={"require": REQUIRED_CLAIMS},
-        )
-    except Exception as error:  # noqa: BLE001
-        fail(step, repr(error))
+    claims = verified_claims(step, token, keys, server, issuer, audience, REQUIRED_CLAIMS)
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     if audiences != [audience]:
         fail(step, f"aud {claims['aud']!r}, not only {audience!r}")

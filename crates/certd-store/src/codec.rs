@@ -634,6 +634,32 @@ impl From<DiskGrant> for GrantRecord {
     }
 }
 
+impl From<DelegationRecord> for DiskDelegation {
+    fn from(delegation: DelegationRecord) -> Self {
+        DiskDelegation {
+            name: delegation.name,
+            actor: delegation.actor.into(),
+            subject_issuers: delegation.subject_issuers,
+            audience: delegation.audience,
+            scopes: delegation.scopes,
+            max_chain: delegation.max_chain,
+        }
+    }
+}
+
+impl From<DiskDelegation> for DelegationRecord {
+    fn from(delegation: DiskDelegation) -> Self {
+        DelegationRecord {
+            name: delegation.name,
+            actor: delegation.actor.into(),
+            subject_issuers: delegation.subject_issuers,
+            audience: delegation.audience,
+            scopes: delegation.scopes,
+            max_chain: delegation.max_chain,
+        }
+    }
+}
+
 impl From<PolicyRecord> for DiskPolicy {
     fn from(policy: PolicyRecord) -> Self {
         DiskPolicy {
@@ -642,14 +668,7 @@ impl From<PolicyRecord> for DiskPolicy {
             delegations: policy
                 .delegations
                 .into_iter()
-                .map(|delegation| DiskDelegation {
-                    name: delegation.name,
-                    actor: delegation.actor.into(),
-                    subject_issuers: delegation.subject_issuers,
-                    audience: delegation.audience,
-                    scopes: delegation.scopes,
-                    max_chain: delegation.max_chain,
-                })
+                .map(DiskDelegation::from)
                 .collect(),
             changed_at: policy.changed_at,
             changed_by: policy.changed_by,
@@ -665,14 +684,7 @@ impl From<DiskPolicy> for PolicyRecord {
             delegations: disk
                 .delegations
                 .into_iter()
-                .map(|delegation| DelegationRecord {
-                    name: delegation.name,
-                    actor: delegation.actor.into(),
-                    subject_issuers: delegation.subject_issuers,
-                    audience: delegation.audience,
-                    scopes: delegation.scopes,
-                    max_chain: delegation.max_chain,
-                })
+                .map(DelegationRecord::from)
                 .collect(),
             changed_at: disk.changed_at,
             changed_by: disk.changed_by,

@@ -139,14 +139,20 @@ pub struct Explanation {
 pub(super) type ExplainedCaller = (Vec<EntryRecord>, Vec<String>);
 
 impl Explanation {
-    /// What the policy granted, and the rules that did.
-    pub(super) fn granted(grant: grants::TokenGrant, message: String) -> Self {
+    /// What the policy granted, and the rules that did: "`what` with
+    /// scope(s) […]`note` by <rules>".
+    pub(super) fn granted(grant: grants::TokenGrant, what: &str, note: &str) -> Self {
+        let rules = rule_names(&grant.rules);
         Explanation {
             allowed: true,
-            rules: rule_names(&grant.rules),
+            message: format!(
+                "{what} with scope(s) [{}]{note} by {}",
+                grant.scopes.join(" "),
+                rules.join(", ")
+            ),
+            rules,
             scopes: grant.scopes,
             error: String::new(),
-            message,
         }
     }
 
@@ -304,17 +310,11 @@ impl Authority {
         let outcome = async {
             let _admission = self.limits.admit().map_err(crate::Error::from)?;
             let now = self.now();
-            let authenticated = self.authenticate_client(request.proof, now).await?;
-            authenticated.check_client_id(request.client_id)?;
+            let authenticated = self
+                .authenticate_client(request.proof, request.client_id, now)
+                .await?;
             client = Some(authenticated.clone());
-            if self.is_own_audience(request.audience) {
-                // A token for certd itself would be a way around the
-                // client's own authentication.
-                return Err(TokenError::InvalidTarget(format!(
-                    "{:?} is certd's own token endpoint or issuer, never an audience of its tokens",
-                    request.audience
-                )));
-            }
+            self.refuse_own_audience(request.audience)?;
             let caller = TokenCaller {
                 spiffe_id: &authenticated.spiffe_id,
                 service: &authenticated.service,
@@ -371,8 +371,7 @@ impl Authority {
         let outcome = async {
             let _admission = self.limits.admit().map_err(crate::Error::from)?;
             let now = self.now();
-            let authenticated = self.authenticate_client(proof, now).await?;
-            authenticated.check_client_id(client_id)?;
+            let authenticated = self.authenticate_client(proof, client_id, now).await?;
             caller = Some(authenticated.clone());
             let verified = jwt::verify_for_any_at(
                 token,
@@ -385,7 +384,7 @@ impl Authority {
                 now,
             )
             .ok()
-            .filter(|verified| !self.entries_of(&verified.spiffe_id).is_empty());
+            .filter(|verified| self.is_registered(&verified.spiffe_id));
             // A token exchanged on a subject's behalf stands only while its
             // subject's issuer is trusted and every actor of its chain stands.
             let verified = match verified {
@@ -453,15 +452,11 @@ impl Authority {
         };
         Ok(
             match grants::decide(&self.policy.current(), &caller, audience, &scopes) {
-                Ok(grant) => {
-                    let message = format!(
-                        "{} gets a token for {audience:?} with scope(s) [{}] by {}",
-                        first.spiffe_id,
-                        grant.scopes.join(" "),
-                        rule_names(&grant.rules).join(", ")
-                    );
-                    Explanation::granted(grant, message)
-                }
+                Ok(grant) => Explanation::granted(
+                    grant,
+                    &format!("{} gets a token for {audience:?}", first.spiffe_id),
+                    "",
+                ),
                 Err(refusal) => Explanation::denied(
                     TokenError::Refused(refusal.clone()).oauth_error(),
                     refusal.to_string(),
@@ -498,20 +493,25 @@ impl Authority {
                 ),
             )));
         }
-        if self.is_own_audience(audience) {
+        if let Err(refusal) = self.refuse_own_audience(audience) {
             return Ok(Err(Explanation::refused(
-                "invalid_target",
-                format!(
-                    "{audience:?} is certd's own token endpoint or issuer, never an audience of its tokens"
-                ),
+                refusal.oauth_error(),
+                refusal.to_string(),
             )));
         }
         Ok(Ok((entries, scopes)))
     }
 
-    /// Whether `audience` is certd itself: its token endpoint or issuer.
-    pub(super) fn is_own_audience(&self, audience: &str) -> bool {
-        audience == self.issuer.url || audience == self.issuer.token_endpoint
+    /// Refuses certd itself (its token endpoint or issuer) as an audience:
+    /// a token for certd would be a way around the client's own
+    /// authentication.
+    pub(super) fn refuse_own_audience(&self, audience: &str) -> Result<(), TokenError> {
+        if audience == self.issuer.url || audience == self.issuer.token_endpoint {
+            return Err(TokenError::InvalidTarget(format!(
+                "{audience:?} is certd's own token endpoint or issuer, never an audience of its tokens"
+            )));
+        }
+        Ok(())
     }
 
     /// Every entry naming `spiffe_id`.
@@ -519,7 +519,26 @@ impl Authority {
         self.registry.issuing(spiffe_id)
     }
 
+    /// Whether an entry names `spiffe_id` (the index alone, nothing copied:
+    /// asked for every actor of every exchange and introspection).
+    pub(super) fn is_registered(&self, spiffe_id: &SpiffeId) -> bool {
+        self.registry.issues(spiffe_id)
+    }
+
+    /// The client `proof` authenticates, checked against the `client_id`
+    /// sent beside it, if any.
     pub(super) async fn authenticate_client(
+        &self,
+        proof: ClientProof<'_>,
+        client_id: Option<&str>,
+        now: i64,
+    ) -> Result<Client, TokenError> {
+        let client = self.authenticate_proof(proof, now).await?;
+        client.check_client_id(client_id)?;
+        Ok(client)
+    }
+
+    async fn authenticate_proof(
         &self,
         proof: ClientProof<'_>,
         now: i64,

@@ -14,7 +14,7 @@
 //! is audited with subject, actor chain, audience, scopes and rule. The
 //! form is `api::oauth`'s; this module never sees HTTP.
 
-use super::access_tokens::{AccessToken, Client, ClientProof, Explanation, TokenError, rule_names};
+use super::access_tokens::{AccessToken, Client, ClientProof, Explanation, TokenError};
 use super::{Authority, Caller};
 use crate::identity::{Serial, SpiffeId};
 use crate::jwt::{self, AccessTokenClaims, OnBehalfOf, TokenKind};
@@ -98,8 +98,9 @@ impl Authority {
         let outcome = async {
             let _admission = self.limits.admit().map_err(crate::Error::from)?;
             let now = self.now();
-            let actor = self.authenticate_client(request.proof, now).await?;
-            actor.check_client_id(request.client_id)?;
+            let actor = self
+                .authenticate_client(request.proof, request.client_id, now)
+                .await?;
             client = Some(actor.clone());
             // What refuses before the policy is named in the audit too.
             if let Some(actor_token) = request.actor_token {
@@ -107,7 +108,7 @@ impl Authority {
                 // RFC 8693 §2.2.2: an unacceptable actor token is
                 // `invalid_request`, whatever is wrong with it.
                 let proven = self
-                    .authenticate_client(ClientProof::Assertion(actor_token), now)
+                    .authenticate_client(ClientProof::Assertion(actor_token), None, now)
                     .await
                     .map_err(|error| match error {
                         TokenError::Failed(fault) => TokenError::Failed(fault),
@@ -120,13 +121,8 @@ impl Authority {
                     )));
                 }
             }
-            if self.is_own_audience(request.audience) {
-                rules = vec![Rule::Check("audience")];
-                return Err(TokenError::InvalidTarget(format!(
-                    "{:?} is certd's own token endpoint or issuer, never an audience of its tokens",
-                    request.audience
-                )));
-            }
+            rules = vec![Rule::Check("audience")];
+            self.refuse_own_audience(request.audience)?;
             rules = vec![Rule::Check("subject token")];
             let proven = self.subject_token(request, &actor, now)?;
             subject = Some(proven.clone());
@@ -292,7 +288,7 @@ impl Authority {
     /// whose certificate was revoked since it acted.
     async fn check_actors(&self, actors: &[Actor]) -> Result<(), TokenError> {
         for actor in actors {
-            if self.entries_of(&actor.spiffe_id).is_empty() {
+            if !self.is_registered(&actor.spiffe_id) {
                 return Err(TokenError::UnacceptableToken(format!(
                     "actor {} of the subject token's chain is no longer registered",
                     actor.spiffe_id
@@ -356,15 +352,14 @@ impl Authority {
         };
         Ok(
             match delegations::decide_exchange(&self.policy.current(), &caller, &ask) {
-                Ok(grant) => {
-                    let message = format!(
-                        "{} may exchange a token of a subject of {subject_issuer} for {audience:?} with scope(s) [{}] (if the subject token carries them) by {}",
-                        first.spiffe_id,
-                        grant.scopes.join(" "),
-                        rule_names(&grant.rules).join(", ")
-                    );
-                    Explanation::granted(grant, message)
-                }
+                Ok(grant) => Explanation::granted(
+                    grant,
+                    &format!(
+                        "{} may exchange a token of a subject of {subject_issuer} for {audience:?}",
+                        first.spiffe_id
+                    ),
+                    " (if the subject token carries them)",
+                ),
                 Err(refusal) => Explanation::denied(
                     refusal.oauth_error(),
                     refusal.to_string(),
@@ -382,7 +377,7 @@ impl Authority {
         }
         let registered = subject
             .parse::<SpiffeId>()
-            .is_ok_and(|id| !self.entries_of(&id).is_empty());
+            .is_ok_and(|id| self.is_registered(&id));
         if registered {
             Ok(())
         } else {

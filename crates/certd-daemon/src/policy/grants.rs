@@ -133,15 +133,18 @@ pub fn parse_policy(
             grant: grant.name.chars().take(MAX_NAME_LEN).collect(),
             message,
         };
-        check_name(&grant.name).map_err(invalid)?;
-        if !names.insert(grant.name.clone()) {
-            return Err(invalid("another grant has this name".into()));
-        }
-        let caller = parse_caller(&grant.from, trust_domain)
-            .map_err(|message| invalid(format!("from: {message}")))?;
-        crate::jwt::check_audience(&grant.to)
-            .map_err(|message| invalid(format!("to: {message}")))?;
-        let scopes = check_scopes(&grant.scopes).map_err(|m| invalid(format!("scopes: {m}")))?;
+        let (caller, scopes) = checked_rule(
+            RuleFields {
+                name: &grant.name,
+                from: &grant.from,
+                to: &grant.to,
+                scopes: &grant.scopes,
+            },
+            &mut names,
+            "another grant has this name",
+            trust_domain,
+        )
+        .map_err(invalid)?;
         rules.grants.push(GrantRecord {
             name: grant.name,
             caller,
@@ -154,16 +157,18 @@ pub fn parse_policy(
             delegation: delegation.name.chars().take(MAX_NAME_LEN).collect(),
             message,
         };
-        check_name(&delegation.name).map_err(invalid)?;
-        if !names.insert(delegation.name.clone()) {
-            return Err(invalid("another grant or delegation has this name".into()));
-        }
-        let actor = parse_caller(&delegation.from, trust_domain)
-            .map_err(|message| invalid(format!("from: {message}")))?;
-        crate::jwt::check_audience(&delegation.to)
-            .map_err(|message| invalid(format!("to: {message}")))?;
-        let scopes =
-            check_scopes(&delegation.scopes).map_err(|m| invalid(format!("scopes: {m}")))?;
+        let (actor, scopes) = checked_rule(
+            RuleFields {
+                name: &delegation.name,
+                from: &delegation.from,
+                to: &delegation.to,
+                scopes: &delegation.scopes,
+            },
+            &mut names,
+            "another grant or delegation has this name",
+            trust_domain,
+        )
+        .map_err(invalid)?;
         let subject_issuers: BTreeSet<String> = delegation.on_behalf_of.iter().cloned().collect();
         if subject_issuers.is_empty() || subject_issuers.len() > MAX_SUBJECT_ISSUERS {
             return Err(invalid(format!(
@@ -187,6 +192,33 @@ pub fn parse_policy(
         });
     }
     Ok(rules)
+}
+
+/// What grants and delegations both name.
+struct RuleFields<'a> {
+    name: &'a str,
+    from: &'a str,
+    to: &'a str,
+    scopes: &'a [String],
+}
+
+/// Checks what a grant and a delegation both name: a name unique among
+/// `names` (else `taken`), a caller in `trust_domain`, an audience and
+/// scopes; the caller, and the scopes sorted and distinct.
+fn checked_rule(
+    rule: RuleFields<'_>,
+    names: &mut BTreeSet<String>,
+    taken: &str,
+    trust_domain: &TrustDomain,
+) -> Result<(GrantCaller, Vec<String>), String> {
+    check_name(rule.name)?;
+    if !names.insert(rule.name.to_owned()) {
+        return Err(taken.to_owned());
+    }
+    let caller = parse_caller(rule.from, trust_domain).map_err(|m| format!("from: {m}"))?;
+    crate::jwt::check_audience(rule.to).map_err(|m| format!("to: {m}"))?;
+    let scopes = check_scopes(rule.scopes).map_err(|m| format!("scopes: {m}"))?;
+    Ok((caller, scopes))
 }
 
 /// A subject issuer as tokens name it: an `http(s)://` URL.

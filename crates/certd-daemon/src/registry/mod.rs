@@ -385,6 +385,14 @@ impl Registry {
         index.oldest_first(index.by_spiffe_id.get(spiffe_id))
     }
 
+    /// Whether any entry issues `spiffe_id` (the index alone).
+    pub fn issues(&self, spiffe_id: &SpiffeId) -> bool {
+        self.read()
+            .by_spiffe_id
+            .get(spiffe_id)
+            .is_some_and(|ids| !ids.is_empty())
+    }
+
     /// The entries issued through node agent `agent`, oldest first.
     pub fn parented_to(&self, agent: &SpiffeId) -> Vec<EntryRecord> {
         let index = self.read();
