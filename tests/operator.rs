@@ -274,3 +274,316 @@ async fn metrics_describe_what_the_daemon_did() {
     assert!(text.contains("certd_grpc_requests_in_flight"), "{text}");
     assert!(text.ends_with("# EOF\n"));
 }
+
+/// The operators of the role table: one per role, and one nobody listed.
+const ROLE_CONFIG: &str = r#"admins = ["spiffe://certd.internal/operator/alice"]
+
+[[operators]]
+id = "spiffe://certd.internal/operator/ci"
+roles = ["issuer"]
+services = ["billing"]
+max_certificate_ttl = "30d"
+
+[[operators]]
+id = "spiffe://certd.internal/operator/oncall"
+roles = ["revoker"]
+
+[[operators]]
+id = "spiffe://certd.internal/operator/audit"
+roles = ["auditor"]
+"#;
+
+/// An admin client over mTLS with the operator certificate in `dir`.
+async fn remote_client(daemon: &Daemon, dir: &std::path::Path) -> AdminClient {
+    let tls = TlsClientSettings {
+        ca_bundle_pem: daemon.bundle_pem(),
+        identity: Some((
+            std::fs::read_to_string(dir.join("cert.pem")).unwrap(),
+            std::fs::read_to_string(dir.join("key.pem")).unwrap().into(),
+        )),
+    };
+    AdminClient::connect_remote(&daemon.grpc, &tls)
+        .await
+        .unwrap()
+}
+
+/// Every admin RPC, called with a request that succeeds for whoever may
+/// make it. `Ok(())`, or the refusal's kind and message.
+async fn call(
+    rpc: &str,
+    client: &mut AdminClient,
+    admin: &mut AdminClient,
+) -> Result<(), (ErrorKind, String)> {
+    use certd::registry::EntrySpec;
+    let refusal = |error: ClientError| match error {
+        ClientError::Refused { kind, message } => (kind, message),
+        other => panic!("{rpc}: not a refusal: {other:?}"),
+    };
+    let spec = |service: &str| EntrySpec {
+        service: service.into(),
+        selectors: vec![format!("token:{service}")],
+        spiffe_id: None,
+        dns_names: vec![],
+        ttl: None,
+        parent: None,
+        agent: false,
+        jwt_audiences: vec![],
+    };
+    let csr = || common::csr_for(&rcgen::KeyPair::generate().unwrap(), None, vec![]);
+    // What the call acts on is made fresh by the admin, so every row starts
+    // from the same state.
+    let fresh_serial = async |admin: &mut AdminClient| {
+        admin
+            .issue("billing", csr(), None, Default::default())
+            .await
+            .unwrap()
+            .serial
+    };
+    match rpc {
+        "Backup" => client.backup(&mut Vec::new()).await.map(drop),
+        "CreateJoinToken" => client
+            .create_join_tokens(&TokenFor::Service("billing".into()), None, 1)
+            .await
+            .map(drop),
+        "IssueForCi" => client
+            .issue("billing", csr(), None, Default::default())
+            .await
+            .map(drop),
+        "ListCertificates" => client.list(None, 10).await.map(drop),
+        "GetCertificate" => {
+            let serial = fresh_serial(admin).await;
+            client.show(&serial).await.map(drop)
+        }
+        "Revoke" => {
+            let serial = fresh_serial(admin).await;
+            client
+                .revoke_serial(&serial, certd::ca::RevocationReason::Superseded)
+                .await
+                .map(drop)
+        }
+        "ListAudit" => client.audit(0, 10).await.map(drop),
+        "IssueOperatorCertificate" => client.issue_operator("eve", csr(), None).await.map(drop),
+        "CreateEntry" => client.create_entry(&spec("web")).await.map(drop),
+        "UpdateEntry" => {
+            let entry = admin.create_entry(&spec("update-me")).await.unwrap();
+            let mut changed = spec("update-me");
+            changed.dns_names = vec!["update-me.example.com".into()];
+            let result = client.update_entry(&entry.id, &changed).await.map(drop);
+            admin.delete_entry(&entry.id).await.unwrap();
+            result
+        }
+        "DeleteEntry" => {
+            let entry = admin.create_entry(&spec("delete-me")).await.unwrap();
+            let result = client.delete_entry(&entry.id).await.map(drop);
+            if result.is_err() {
+                admin.delete_entry(&entry.id).await.unwrap();
+            }
+            result
+        }
+        "ListEntries" => client.entries(None).await.map(drop),
+        "GetPolicy" => client.policy().await.map(drop),
+        "ReplacePolicy" => client.replace_policy(String::new(), None).await.map(drop),
+        "ExplainPolicy" => client
+            .explain_policy("billing", "https://api.example.com", &[], None)
+            .await
+            .map(drop),
+        other => panic!("no call for {other}"),
+    }
+    .map_err(refusal)
+}
+
+/// The table of admin RPC × role (docs/operations/operators.md says the
+/// same): each operator is allowed exactly what its role allows, and every
+/// other RPC is refused with PERMISSION_DENIED, naming the role it needs,
+/// and audited.
+#[tokio::test]
+async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(&config, ROLE_CONFIG).unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = config.to_str().unwrap().to_owned();
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    daemon.entry("billing", &["token:billing"], &[]);
+    let socket = daemon.data_dir.join("admin.sock");
+    let mut admin = AdminClient::connect(&socket).await.unwrap();
+
+    // RPC, then whether admin, issuer, revoker, auditor and an unlisted
+    // operator may call it.
+    let table: [(&str, [bool; 5]); 15] = [
+        ("Backup", [true, false, false, false, false]),
+        ("CreateJoinToken", [true, false, false, false, false]),
+        ("IssueForCi", [true, true, false, false, false]),
+        ("ListCertificates", [true, false, true, true, false]),
+        ("GetCertificate", [true, false, true, true, false]),
+        ("Revoke", [true, false, true, false, false]),
+        ("ListAudit", [true, false, false, true, false]),
+        (
+            "IssueOperatorCertificate",
+            [true, false, false, false, false],
+        ),
+        ("CreateEntry", [true, false, false, false, false]),
+        ("UpdateEntry", [true, false, false, false, false]),
+        ("DeleteEntry", [true, false, false, false, false]),
+        ("ListEntries", [true, false, false, true, false]),
+        ("GetPolicy", [true, false, false, true, false]),
+        ("ReplacePolicy", [true, false, false, false, false]),
+        ("ExplainPolicy", [true, false, false, true, false]),
+    ];
+    let operators = ["alice", "ci", "oncall", "audit", "mallory"];
+    let mut clients = Vec::new();
+    for name in operators {
+        clients.push(remote_client(&daemon, &operator(&daemon, name)).await);
+    }
+    for (rpc, allowed) in table {
+        for (index, client) in clients.iter_mut().enumerate() {
+            let who = operators[index];
+            match (call(rpc, client, &mut admin).await, allowed[index]) {
+                (Ok(()), true) => {}
+                (Err((kind, message)), false) => {
+                    assert_eq!(kind, ErrorKind::PermissionDenied, "{who} {rpc}: {message}");
+                    let says_why = if who == "mallory" {
+                        message.contains("not an operator in `admins` or `[[operators]]`")
+                    } else {
+                        message.contains(&format!("may not call {rpc}: it needs the role"))
+                    };
+                    assert!(says_why, "{who} {rpc}: {message}");
+                }
+                (outcome, allowed) => {
+                    panic!("{who} calling {rpc}: {outcome:?}, but the table says allowed={allowed}")
+                }
+            }
+        }
+    }
+
+    // Every refusal is audited, naming who and what it needed.
+    let audit = stdout(&daemon.cli(&["audit", "--event", "admin-access", "--denied"]));
+    let refusals = table
+        .iter()
+        .flat_map(|(_, allowed)| allowed)
+        .filter(|allowed| !**allowed)
+        .count();
+    assert_eq!(audit.lines().count(), refusals, "{audit}");
+    assert!(
+        audit.contains("deny admin-access by spiffe://certd.internal/operator/audit")
+            && audit.contains("may not call Revoke: it needs the role admin or revoker"),
+        "{audit}"
+    );
+}
+
+/// An issuer issues for the services it is granted and no other, and may
+/// hold an operator certificate longer than a day (its
+/// `max_certificate_ttl`); an admin may not.
+#[tokio::test]
+async fn a_ci_issuer_is_scoped_to_its_services_and_may_live_longer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(&config, ROLE_CONFIG).unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = config.to_str().unwrap().to_owned();
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    daemon.entry("billing", &["token:billing"], &[]);
+    let ci = daemon.tmp.path().join("ci");
+    let output = daemon.cli(&[
+        "operator",
+        "issue",
+        "--name",
+        "ci",
+        "--ttl",
+        "30d",
+        "--out",
+        ci.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (_, not_after) = common::openssl(&[
+        "x509",
+        "-noout",
+        "-enddate",
+        "-in",
+        ci.join("cert.pem").to_str().unwrap(),
+    ]);
+    let days = {
+        let text = not_after.trim().trim_start_matches("notAfter=");
+        let output = std::process::Command::new("date")
+            .args(["-d", text, "+%s"])
+            .output()
+            .unwrap();
+        let end: i64 = stdout(&output).trim().parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        (end - now) / 86400
+    };
+    assert!(
+        days >= 29,
+        "the CI identity lives 30 days (or until the intermediate ends): {days}"
+    );
+    let output = daemon.cli(&[
+        "operator",
+        "issue",
+        "--name",
+        "alice",
+        "--ttl",
+        "30d",
+        "--out",
+        daemon.tmp.path().join("alice").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("issuance.max_ttl"),
+        "{}",
+        stderr(&output)
+    );
+    let output = daemon.cli(&[
+        "operator",
+        "issue",
+        "--name",
+        "ci",
+        "--ttl",
+        "60d",
+        "--out",
+        daemon.tmp.path().join("ci2").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&output).contains("operators.max_certificate_ttl"),
+        "{}",
+        stderr(&output)
+    );
+
+    // As a CI job runs it: `certd issue` over mTLS with the CI identity.
+    let out = daemon.tmp.path().join("billing");
+    let output = remote(
+        &daemon,
+        &ci,
+        &[
+            "issue",
+            "--service",
+            "billing",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(out.join("cert.pem").exists());
+    let out = daemon.tmp.path().join("payments");
+    let output = remote(
+        &daemon,
+        &ci,
+        &[
+            "issue",
+            "--unregistered",
+            "--service",
+            "payments",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("may issue only for billing"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!out.join("cert.pem").exists(), "nothing was written");
+}

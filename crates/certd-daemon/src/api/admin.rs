@@ -1,8 +1,9 @@
 //! `certd.v1.Admin`: operator RPCs, served on the local admin socket.
 //!
-//! Who may call them is decided by the socket itself: it lives in the
-//! private data directory and is mode 0600, so only the daemon's user (and
-//! root) can connect.
+//! Who may call them: on the local admin socket, whoever can connect (it
+//! lives in the private data directory and is mode 0600, so only the
+//! daemon's user and root), as admin; over mTLS on the gRPC port, an
+//! operator certificate whose roles allow the RPC (`policy::operator_roles`).
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use super::proto::admin_server::Admin;
 use super::status;
 use crate::authority::{Authority, Caller, TokenFor};
 use crate::ca::{RevocationReason, reason_name};
+use crate::policy::operator_roles::AdminAction;
 use crate::registry::EntrySpec;
 
 pub(crate) struct AdminApi {
@@ -40,8 +42,13 @@ impl AdminApi {
 
     /// Who is calling, or the refusal if they may not.
     #[allow(clippy::result_large_err)]
-    async fn authorize<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        action: &AdminAction<'_>,
+    ) -> Result<Caller, Status> {
         match self.access {
+            // The socket is the daemon's own user: the admin role.
             AdminAccess::LocalSocket => Ok(socket_caller(request)),
             AdminAccess::Mtls => {
                 let peer = request.remote_addr().map_or_else(
@@ -51,7 +58,7 @@ impl AdminApi {
                 let certificates = request.peer_certs();
                 let leaf = certificates.as_ref().and_then(|chain| chain.first());
                 self.authority
-                    .authorize_admin(&peer, leaf.map(|c| c.as_ref()))
+                    .authorize_admin(&peer, leaf.map(|c| c.as_ref()), action)
                     .await
                     .map_err(|e| status(&e))
             }
@@ -136,7 +143,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
-        let caller = self.authorize(&request).await?;
+        let caller = self.authorize(&request, &AdminAction::Backup).await?;
         let (chunks, stream) = tokio::sync::mpsc::channel(16);
         let authority = self.authority.clone();
         tokio::task::spawn_blocking(move || {
@@ -155,7 +162,9 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::CreateJoinTokenRequest>,
     ) -> Result<Response<proto::CreateJoinTokenResponse>, Status> {
-        let caller = self.authorize(&request).await?;
+        let caller = self
+            .authorize(&request, &AdminAction::CreateJoinToken)
+            .await?;
         let message = request.into_inner();
         let count = usize::try_from(message.count.max(1)).unwrap_or(usize::MAX);
         use proto::create_join_token_request::Target;
@@ -188,7 +197,14 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::IssueForCiRequest>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
-        let caller = self.authorize(&request).await?;
+        let caller = self
+            .authorize(
+                &request,
+                &AdminAction::IssueCertificate {
+                    service: &request.get_ref().service,
+                },
+            )
+            .await?;
         let message = request.into_inner();
         let issued = self
             .authority
@@ -210,7 +226,8 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ListCertificatesRequest>,
     ) -> Result<Response<proto::ListCertificatesResponse>, Status> {
-        self.authorize(&request).await?;
+        self.authorize(&request, &AdminAction::ListCertificates)
+            .await?;
         let service = &request.get_ref().service;
         let service = (!service.is_empty()).then_some(service.as_str());
         let limit = match request.get_ref().limit {
@@ -234,7 +251,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::RevokeRequest>,
     ) -> Result<Response<proto::RevokeResponse>, Status> {
-        let caller = self.authorize(&request).await?;
+        let caller = self.authorize(&request, &AdminAction::Revoke).await?;
         let message = request.into_inner();
         let reason = if message.reason.is_empty() {
             RevocationReason::Unspecified
@@ -293,7 +310,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ListAuditRequest>,
     ) -> Result<Response<proto::ListAuditResponse>, Status> {
-        self.authorize(&request).await?;
+        self.authorize(&request, &AdminAction::ListAudit).await?;
         let message = request.into_inner();
         let limit = if message.limit == 0 {
             DEFAULT_AUDIT_LIMIT
@@ -316,7 +333,9 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::IssueOperatorCertificateRequest>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
-        let caller = self.authorize(&request).await?;
+        let caller = self
+            .authorize(&request, &AdminAction::IssueOperatorCertificate)
+            .await?;
         let message = request.into_inner();
         let issued = self
             .authority
@@ -334,7 +353,8 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::GetCertificateRequest>,
     ) -> Result<Response<proto::CertificateRecord>, Status> {
-        self.authorize(&request).await?;
+        self.authorize(&request, &AdminAction::GetCertificate)
+            .await?;
         self.record(self.authority.certificate(&request.get_ref().serial).await)
     }
 
@@ -342,7 +362,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::CreateEntryRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
-        let caller = self.authorize(&request).await?;
+        let caller = self.authorize(&request, &AdminAction::CreateEntry).await?;
         let message = request.into_inner();
         let spec = entry_spec(message.service, message.content);
         let entry = self
@@ -357,7 +377,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::UpdateEntryRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
-        let caller = self.authorize(&request).await?;
+        let caller = self.authorize(&request, &AdminAction::UpdateEntry).await?;
         let message = request.into_inner();
         // No service: the entry keeps its own.
         let spec = entry_spec(String::new(), message.content);
@@ -373,7 +393,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::DeleteEntryRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
-        let caller = self.authorize(&request).await?;
+        let caller = self.authorize(&request, &AdminAction::DeleteEntry).await?;
         let entry = self
             .authority
             .delete_entry(&caller, &request.get_ref().id)
@@ -386,7 +406,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::GetPolicyRequest>,
     ) -> Result<Response<proto::Policy>, Status> {
-        self.authorize(&request).await?;
+        self.authorize(&request, &AdminAction::GetPolicy).await?;
         let policy = self
             .authority
             .stored_token_policy()
@@ -399,7 +419,9 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ReplacePolicyRequest>,
     ) -> Result<Response<proto::Policy>, Status> {
-        let caller = self.authorize(&request).await?;
+        let caller = self
+            .authorize(&request, &AdminAction::ReplacePolicy)
+            .await?;
         let request = request.into_inner();
         let policy = self
             .authority
@@ -413,7 +435,8 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ExplainPolicyRequest>,
     ) -> Result<Response<proto::ExplainPolicyResponse>, Status> {
-        self.authorize(&request).await?;
+        self.authorize(&request, &AdminAction::ExplainPolicy)
+            .await?;
         let request = request.into_inner();
         let explanation = if request.on_behalf_of.is_empty() {
             self.authority
@@ -441,7 +464,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::ListEntriesRequest>,
     ) -> Result<Response<proto::ListEntriesResponse>, Status> {
-        self.authorize(&request).await?;
+        self.authorize(&request, &AdminAction::ListEntries).await?;
         let service = &request.get_ref().service;
         let entries = self
             .authority

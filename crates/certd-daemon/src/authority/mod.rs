@@ -11,7 +11,6 @@
 //! and join tokens), `revoke`, `operators` (admin access and operator
 //! certificates) and `views` (what `certd list` and `show` print).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -96,8 +95,8 @@ pub struct Authority {
     lifetimes: Lifetimes,
     revocations: Arc<Revocations>,
     limits: Arc<Limits>,
-    /// SPIFFE IDs of operators allowed on the admin API over mTLS.
-    admins: Arc<HashSet<String>>,
+    /// Operators allowed on the admin API over mTLS, and their roles.
+    operators: Arc<crate::policy::operator_roles::OperatorRoles>,
     registry: Arc<Registry>,
     entry_bounds: Arc<EntryBounds>,
     /// The bootstrap attestors this certd accepts, by kind.
@@ -219,7 +218,7 @@ impl Authority {
             lifetimes: settings.lifetimes,
             revocations,
             limits: Arc::new(Limits::new(settings.limits)),
-            admins: Arc::new(settings.admins.into_iter().collect()),
+            operators: Arc::new(settings.operators),
             jwt_keys,
             jwt_settings: settings.jwt,
             issuer: Arc::new(settings.issuer),

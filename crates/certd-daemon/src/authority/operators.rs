@@ -8,6 +8,7 @@ use crate::audit::{self, Decision};
 use crate::ca::csr::ValidatedCsr;
 use crate::identity::OperatorIdentity;
 use crate::model::AuditEvent;
+use crate::policy::operator_roles::{AdminAction, RoleRefusal};
 use crate::policy::{self, PolicyError};
 use crate::store::Attestation;
 use crate::{Error, Result};
@@ -30,20 +31,27 @@ impl Authority {
         Ok(summary)
     }
 
-    /// Decides whether an mTLS caller of the admin API may use it: only a
-    /// current operator certificate certd issued, for an operator listed in
-    /// `admins`. Refusals are audited with who tried.
-    pub async fn authorize_admin(&self, peer: &str, client_leaf: Option<&[u8]>) -> Result<Caller> {
+    /// Decides whether an mTLS caller of the admin API may take `action`:
+    /// only with a current operator certificate certd issued, for an
+    /// operator in `admins` or `[[operators]]` whose roles allow the action.
+    /// Refusals are audited with who tried and what they asked for.
+    pub async fn authorize_admin(
+        &self,
+        peer: &str,
+        client_leaf: Option<&[u8]>,
+        action: &AdminAction<'_>,
+    ) -> Result<Caller> {
         let outcome = match AdminCaller::check(client_leaf, self.store.as_ref(), self.now()).await {
-            Ok(AdminCaller::Operator { spiffe_id }) if self.admins.contains(&spiffe_id) => {
-                Ok(Caller(spiffe_id))
+            Ok(AdminCaller::Operator { spiffe_id }) => {
+                match self.operators.permits(&spiffe_id, action) {
+                    Ok(()) => Ok(Caller(spiffe_id)),
+                    Err(refusal) => Err((spiffe_id, PolicyError::from(refusal).into())),
+                }
             }
-            Ok(AdminCaller::Operator { spiffe_id } | AdminCaller::NotOperator { spiffe_id }) => {
-                Err((
-                    spiffe_id.clone(),
-                    PolicyError::NotAnAdmin { spiffe_id }.into(),
-                ))
-            }
+            Ok(AdminCaller::NotOperator { spiffe_id }) => Err((
+                spiffe_id.clone(),
+                PolicyError::from(RoleRefusal::NotAnOperator { spiffe_id }).into(),
+            )),
             Err(error) => Err((peer.to_owned(), error.into())),
         };
         let (who, error): (String, Error) = match outcome {
@@ -57,6 +65,10 @@ impl Authority {
                 event: AuditEvent::AdminAccess,
                 allowed: false,
                 caller: &who,
+                service: match action {
+                    AdminAction::IssueCertificate { service } => Some((*service).to_owned()),
+                    _ => None,
+                },
                 reason: Some(error.to_string()),
                 refusal: Some(error.kind()),
                 ..Decision::default()
@@ -67,7 +79,7 @@ impl Authority {
     }
 
     /// Issues an operator certificate (`certd operator issue`): the admin
-    /// API over mTLS accepts it when its SPIFFE ID is listed in `admins`.
+    /// API over mTLS accepts it for what its operator's roles allow.
     pub async fn issue_operator_certificate(
         &self,
         caller: &Caller,
@@ -102,11 +114,22 @@ impl Authority {
         let csr = ValidatedCsr::from_der(csr_der)?;
         policy::check_operator_csr(&csr, &operator)?;
         let ttl = ttl.unwrap_or(self.lifetimes.default_cert_ttl);
-        policy::check_ttl(
-            ttl,
-            self.lifetimes.max_cert_ttl,
-            policy::CERTIFICATE_MAX_TTL,
-        )?;
+        // A scoped operator (issuer or auditor) may be granted a longer
+        // life than workloads get: `max_certificate_ttl` of its entry.
+        let scoped_maximum = self
+            .operators
+            .grant(&operator.spiffe_id())
+            .and_then(|grant| grant.max_certificate_ttl);
+        match scoped_maximum {
+            Some(maximum) => {
+                policy::check_ttl(ttl, maximum, policy::OPERATOR_CERTIFICATE_MAX_TTL)?;
+            }
+            None => policy::check_ttl(
+                ttl,
+                self.lifetimes.max_cert_ttl,
+                policy::CERTIFICATE_MAX_TTL,
+            )?,
+        }
         let recorded_as = RecordedAs {
             service: operator.name.clone(),
             attestation: Attestation::Operator {

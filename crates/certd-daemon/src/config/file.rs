@@ -27,6 +27,8 @@ pub struct ConfigFile {
     /// SPIFFE IDs of operators who may call the admin API over mTLS on the
     /// gRPC port, e.g. "spiffe://certd.internal/operator/alice".
     pub admins: Option<Vec<String>>,
+    /// Operators with roles other than admin (`[[operators]]`).
+    pub operators: Option<Vec<OperatorSection>>,
     /// Accept Kubernetes projected service-account tokens in `Issue`: the
     /// Kubernetes attestor's section under the name configurations have
     /// always used (the same as `[attestors.kubernetes]`).
@@ -283,4 +285,20 @@ impl ConfigFile {
             _ => None,
         }
     }
+}
+
+/// One `[[operators]]` table: an operator and the roles it holds.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSection {
+    /// The operator certificate's SPIFFE ID,
+    /// e.g. "spiffe://certd.internal/operator/ci".
+    pub id: Option<String>,
+    /// admin, issuer, revoker, auditor.
+    pub roles: Option<Vec<String>>,
+    /// The services an issuer may issue for.
+    pub services: Option<Vec<String>>,
+    /// The longest operator certificate it may hold, e.g. "30d"; only for
+    /// operators that can neither revoke nor administer.
+    pub max_certificate_ttl: Option<String>,
 }

@@ -10,6 +10,7 @@
 //! their defaults and the checks between the two.
 
 mod file;
+mod operators;
 
 pub use file::{
     ConfigFile, ConnectionsSection, DatabaseFile, IssuanceSection, JoinTokenSection, JwtSection,
@@ -24,11 +25,12 @@ use crate::api::connections::ConnectionSettings;
 use crate::attest::ConfiguredAttestors;
 use crate::attest::configured::CONFIGURABLE;
 use crate::ca::RevocationUrls;
-use crate::identity::{DnsName, SpiffeId};
+use crate::identity::DnsName;
 use crate::limits::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, LimitSettings,
     MIN_MAX_REQUEST_BYTES, Rate,
 };
+use crate::policy::operator_roles::OperatorRoles;
 use crate::revocation::{
     DEFAULT_CRL_REFRESH, DEFAULT_CRL_VALIDITY, DEFAULT_OCSP_VALIDITY, RevocationSettings,
 };
@@ -81,7 +83,9 @@ pub struct Config {
     pub limits: LimitSettings,
     pub connections: ConnectionSettings,
     pub store: StoreSettings,
-    pub admins: Vec<String>,
+    /// Who may use the admin API over mTLS, with which roles (`admins` and
+    /// `[[operators]]`).
+    pub operators: OperatorRoles,
     /// The configured attestors' settings (`[attestors.<kind>]`).
     pub attestors: ConfiguredAttestors,
     pub jwt: JwtSettings,
@@ -165,7 +169,7 @@ impl Config {
             lifetimes: self.lifetimes,
             revocation: self.revocation,
             limits: self.limits,
-            admins: self.admins.clone(),
+            operators: self.operators.clone(),
             server_names: self.server_names.clone(),
             attestors: self.attestors.clone(),
             jwt: self.jwt.clone(),
@@ -180,8 +184,8 @@ pub struct AuthoritySettings {
     pub lifetimes: Lifetimes,
     pub revocation: RevocationSettings,
     pub limits: LimitSettings,
-    /// Operators allowed on the admin API over mTLS.
-    pub admins: Vec<String>,
+    /// Operators allowed on the admin API over mTLS, and their roles.
+    pub operators: OperatorRoles,
     /// certd's own TLS names, which no registration entry may grant.
     pub server_names: Vec<String>,
     /// The configured attestors (join tokens need none).
@@ -319,17 +323,10 @@ impl ConfigFile {
             &self.store.clone().unwrap_or_default(),
             self.base_dir.as_deref(),
         )?;
-        let admins = self.admins.clone().unwrap_or_default();
-        for admin in &admins {
-            if admin.parse::<SpiffeId>().is_err() {
-                return Err(invalid(
-                    "admins",
-                    format!(
-                        "{admin:?} is not a SPIFFE ID like spiffe://certd.internal/operator/alice"
-                    ),
-                ));
-            }
-        }
+        let operators = operators::validate(
+            self.admins.as_deref().unwrap_or_default(),
+            self.operators.as_deref().unwrap_or_default(),
+        )?;
         let attestors = self.validate_attestors()?;
         let jwt = validate_jwt(&self.jwt.clone().unwrap_or_default())?;
         // Secret files: from `[ca]` (relative to the config file), else from
@@ -371,7 +368,7 @@ impl ConfigFile {
             pkcs11_pin_file,
             jwt,
             attestors,
-            admins,
+            operators,
             limits,
             connections,
             store,
@@ -947,7 +944,31 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(config.admins, ["spiffe://certd.internal/operator/alice"]);
+        assert!(
+            config
+                .operators
+                .permits(
+                    "spiffe://certd.internal/operator/alice",
+                    &crate::policy::operator_roles::AdminAction::Backup
+                )
+                .is_ok()
+        );
+        let config = check(
+            "[[operators]]\nid = \"spiffe://certd.internal/operator/ci\"\nroles = [\"issuer\"]\nservices = [\"billing\"]\nmax_certificate_ttl = \"30d\"",
+            None,
+        )
+        .unwrap();
+        assert!(
+            config
+                .operators
+                .grant("spiffe://certd.internal/operator/ci")
+                .is_some()
+        );
+        check(
+            "[[operators]]\nid = \"spiffe://certd.internal/operator/ci\"\nroles = [\"issuer\"]",
+            Some("operators[0].services"),
+        );
+        check("[[operators]]\nname = \"ci\"", Some("unknown field"));
     }
 
     #[test]

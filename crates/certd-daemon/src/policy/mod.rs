@@ -4,10 +4,12 @@
 //! CSR asks for nothing beyond them and for no CA powers, and that a
 //! requested lifetime is within bounds. Pure functions: no I/O, no store.
 //! `grants` holds the token policy: which caller may have which audience
-//! and scopes; `delegations` decides token exchanges on a subject's behalf.
+//! and scopes; `delegations` decides token exchanges on a subject's behalf;
+//! `operator_roles` which admin RPC an operator may call.
 
 pub mod delegations;
 pub mod grants;
+pub mod operator_roles;
 
 use std::time::Duration;
 
@@ -38,8 +40,9 @@ pub enum PolicyError {
         /// The configuration field that sets the maximum.
         setting: &'static str,
     },
-    #[error("{spiffe_id} may not call the admin API: only operators listed in `admins` may")]
-    NotAnAdmin { spiffe_id: String },
+    /// An operator's role does not allow the admin RPC it called.
+    #[error(transparent)]
+    Role(#[from] operator_roles::RoleRefusal),
     #[error("the token endpoint would refuse this request ({error})")]
     TokenRefused { error: String },
 }
@@ -51,7 +54,7 @@ impl PolicyError {
             PolicyError::TtlTooLong { .. } => crate::ErrorKind::InvalidInput,
             PolicyError::NameNotAllowed { .. }
             | PolicyError::CaRequested
-            | PolicyError::NotAnAdmin { .. }
+            | PolicyError::Role(_)
             | PolicyError::TokenRefused { .. } => crate::ErrorKind::PermissionDenied,
         }
     }
@@ -130,6 +133,8 @@ pub(crate) fn check_operator_csr(
 
 /// The configuration field of the certificate lifetime's maximum.
 pub(crate) const CERTIFICATE_MAX_TTL: &str = "issuance.max_ttl";
+/// The configuration field of a scoped operator certificate's maximum.
+pub(crate) const OPERATOR_CERTIFICATE_MAX_TTL: &str = "operators.max_certificate_ttl";
 /// The configuration field of the join token lifetime's maximum.
 pub(crate) const JOIN_TOKEN_MAX_TTL: &str = "join_tokens.max_ttl";
 
