@@ -1617,6 +1617,7 @@ fn inspect_shows_identity_and_status_and_completion_prints_a_script() {
     );
 
     let text = daemon.cli(&["inspect", cert.to_str().unwrap(), "--offline"]);
+    assert!(text.status.success(), "{}", stderr(&text));
     assert!(stdout(&text).contains("spiffe id:  spiffe://certd.internal/svc/ci-test"));
     let junk = daemon.tmp.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
@@ -1632,6 +1633,106 @@ fn inspect_shows_identity_and_status_and_completion_prints_a_script() {
         stdout(&output)
     );
     assert!(stdout(&output).contains("inspect"));
+}
+
+/// Without --server, `certd inspect` asks the OCSP responder the
+/// certificate names, believing the answer only when the issuer in the
+/// file chains to the bundle beside it and signed it; for a bare leaf it
+/// asks the certd running here over its admin socket; with neither it
+/// says what to give. Revoked exits 4 either way.
+#[test]
+fn inspect_asks_the_certificates_own_responder_or_the_local_certd() {
+    let daemon = Daemon::start();
+    let dir = daemon.tmp.path().join("ci");
+    assert!(daemon.ci_issue("ci-test", &dir, &[]).status.success());
+    let cert = dir.join("cert.pem");
+    // A shell elsewhere: no data directory, so no admin socket to ask.
+    let elsewhere = daemon.tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let inspect = |data_dir: &std::path::Path, file: &std::path::Path, exit: i32| {
+        let output = common::run_cli(data_dir, &["inspect", file.to_str().unwrap(), "--json"]);
+        assert_eq!(output.status.code(), Some(exit), "{}", stderr(&output));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let shown = inspect(&elsewhere, &cert, 0);
+    assert_eq!(shown["status"], "good");
+    assert!(
+        shown["status_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("the OCSP responder at http://"),
+        "{shown}"
+    );
+    // The leaf alone: no issuer to check an OCSP answer against.
+    let leaf = daemon.tmp.path().join("leaf.pem");
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    let end = pem.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----\n".len();
+    std::fs::write(&leaf, &pem[..end]).unwrap();
+    let shown = inspect(&daemon.data_dir, &leaf, 0);
+    assert_eq!(shown["status_from"], "the certd running here", "{shown}");
+    let output = common::run_cli(&elsewhere, &["inspect", leaf.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no certd runs here") && stderr(&output).contains("--server"),
+        "{}",
+        stderr(&output)
+    );
+
+    assert!(
+        daemon
+            .cli(&["revoke", &serial_in(&dir), "--reason", "key-compromise"])
+            .status
+            .success()
+    );
+    let shown = inspect(&elsewhere, &cert, 4);
+    assert!(
+        shown["status"].as_str().unwrap().starts_with("revoked at")
+            && shown["status"].as_str().unwrap().contains("key-compromise"),
+        "{shown}"
+    );
+    assert_eq!(inspect(&daemon.data_dir, &leaf, 4)["status"], "revoked");
+
+    // A chain that is not the certificate's own proves nothing.
+    let other = Daemon::start();
+    let other_dir = other.tmp.path().join("ci");
+    assert!(other.ci_issue("ci-test", &other_dir, &[]).status.success());
+    let other_pem = std::fs::read_to_string(other_dir.join("cert.pem")).unwrap();
+    let forged = daemon.tmp.path().join("forged");
+    std::fs::create_dir_all(&forged).unwrap();
+    std::fs::write(
+        forged.join("cert.pem"),
+        format!(
+            "{}{}",
+            &pem[..end],
+            &other_pem[other_pem.find("-----END CERTIFICATE-----").unwrap()
+                + "-----END CERTIFICATE-----\n".len()..]
+        ),
+    )
+    .unwrap();
+    std::fs::copy(dir.join("bundle.pem"), forged.join("bundle.pem")).unwrap();
+    let output = common::run_cli(
+        &elsewhere,
+        &["inspect", forged.join("cert.pem").to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("did not sign the first"),
+        "{}",
+        stderr(&output)
+    );
+    // The right chain, but a bundle of another CA: not believed.
+    std::fs::copy(&cert, forged.join("cert.pem")).unwrap();
+    std::fs::copy(other_dir.join("bundle.pem"), forged.join("bundle.pem")).unwrap();
+    let output = common::run_cli(
+        &elsewhere,
+        &["inspect", forged.join("cert.pem").to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("does not chain to the trust bundle"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// `certd init --encrypt-key` keeps the CA keys encrypted at rest (PKCS#8,

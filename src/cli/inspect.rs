@@ -7,8 +7,9 @@ use clap::Args;
 use x509_parser::extensions::GeneralName;
 
 use super::{DataDirArg, format_time};
-use certd::api::client::{ClientError, TlsClientSettings, WorkloadClient};
+use certd::api::client::{AdminClient, ClientError, TlsClientSettings, WorkloadClient};
 use certd::clock::unix_seconds;
+use certd::revocation::ocsp::OcspStatus;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -16,10 +17,14 @@ pub struct InspectArgs {
     file: PathBuf,
     #[command(flatten)]
     data_dir: DataDirArg,
-    /// certd's gRPC URL, asked for the certificate's status.
-    #[arg(long, env = "CERTD_SERVER", default_value = "https://127.0.0.1:8443")]
-    server: String,
-    /// PEM roots to trust for certd; default DATA_DIR/bundle.pem.
+    /// Ask this certd's gRPC URL for the status. Without it, the status is
+    /// asked of the OCSP responder the certificate names (its answer checked
+    /// against the issuer in the file and the trust bundle), else of the
+    /// certd running here over its admin socket.
+    #[arg(long, env = "CERTD_SERVER")]
+    server: Option<String>,
+    /// PEM roots to trust (for --server, and for the issuer of an OCSP
+    /// answer); default: bundle.pem beside FILE, else DATA_DIR/bundle.pem.
     #[arg(long, env = "CERTD_CA_BUNDLE")]
     ca_bundle: Option<PathBuf>,
     /// Do not ask certd for the status.
@@ -44,14 +49,23 @@ struct Inspected {
     is_ca: bool,
     /// "good", "revoked", "unknown", or why it was not asked.
     status: String,
+    /// Whom the status was asked of, if anyone answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_from: Option<String>,
 }
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.file)
         .map_err(|e| super::UsageError(format!("cannot read {}: {e}", args.file.display())))?;
-    let der = match x509_parser::pem::parse_x509_pem(&bytes) {
-        Ok((_, pem)) => pem.contents,
-        Err(_) => bytes,
+    // The leaf, and the rest of the chain when the file holds one (as
+    // certd's cert.pem does): the issuer an OCSP answer is checked against.
+    let pems: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(&bytes)
+        .map_while(Result::ok)
+        .map(|pem| pem.contents)
+        .collect();
+    let (der, chain) = match pems.split_first() {
+        Some((leaf, rest)) => (leaf.clone(), rest.to_vec()),
+        None => (bytes, Vec::new()),
     };
     let (_, certificate) = x509_parser::parse_x509_certificate(&der).map_err(|e| {
         super::UsageError(format!(
@@ -74,10 +88,10 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     }
     let serial = hex::encode(certificate.raw_serial());
     let not_after = certificate.validity().not_after.timestamp();
-    let (status, verdict) = if args.offline {
-        ("not asked (--offline)".to_owned(), Ok(()))
+    let (status, verdict, status_from) = if args.offline {
+        ("not asked (--offline)".to_owned(), Ok(()), None)
     } else {
-        status_from_certd(&args, &serial).await
+        status_of(&args, &certificate, &chain).await
     };
     let inspected = Inspected {
         subject: certificate.subject().to_string(),
@@ -90,6 +104,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         is_ca: certificate.is_ca(),
         serial,
         status,
+        status_from,
     };
     if args.json {
         println!("{}", serde_json::to_string(&inspected)?);
@@ -117,65 +132,235 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     if inspected.is_ca {
         println!("ca:         yes");
     }
-    println!("status:     {}", inspected.status);
+    match &inspected.status_from {
+        Some(source) => println!("status:     {} (from {source})", inspected.status),
+        None => println!("status:     {}", inspected.status),
+    }
     verdict
+}
+
+/// A certificate's status, as the source asked reported it.
+enum Reported {
+    Good,
+    Revoked(String),
+    Unknown,
 }
 
 /// The status certd reports, or why there is none; and the verdict the
 /// exit code gives: revoked exits 4, unknown to the certd asked exits 5,
 /// certd not asked or not answering exits as that failure does (a script
 /// must never read "could not tell" as "good").
-async fn status_from_certd(
+async fn status_of(
     args: &InspectArgs,
-    serial: &str,
-) -> (String, Result<(), anyhow::Error>) {
-    let bundle = args
-        .ca_bundle
-        .clone()
-        .unwrap_or_else(|| args.data_dir.dir().bundle());
-    let Ok(ca_bundle_pem) = std::fs::read_to_string(&bundle) else {
-        let why = format!(
-            "not asked: no CA bundle at {} (give --ca-bundle, or --offline)",
-            bundle.display()
-        );
-        return (why.clone(), Err(super::UsageError(why).into()));
-    };
-    let tls = TlsClientSettings {
-        ca_bundle_pem,
-        identity: None,
-    };
-    let answer = match WorkloadClient::connect(&args.server, &tls).await {
-        Ok(mut client) => client.status(serial).await,
-        Err(error) => Err(error),
+    certificate: &x509_parser::certificate::X509Certificate<'_>,
+    chain: &[Vec<u8>],
+) -> (String, Result<(), anyhow::Error>, Option<String>) {
+    let serial = hex::encode(certificate.raw_serial());
+    let asked = match (&args.server, ocsp_url(certificate), chain.first()) {
+        (Some(server), _, _) => from_server(args, server, &serial)
+            .await
+            .map(|reported| (reported, format!("the certd at {server}"))),
+        (None, Some(url), Some(issuer)) => from_ocsp(args, certificate, issuer, &url)
+            .await
+            .map(|reported| (reported, format!("the OCSP responder at {url}"))),
+        (None, _, _) if args.data_dir.dir().admin_socket().exists() => from_socket(args, &serial)
+            .await
+            .map(|reported| (reported, "the certd running here".to_owned())),
+        (None, url, _) => {
+            let why = if url.is_none() {
+                "it names no OCSP responder"
+            } else {
+                "the file holds no issuer to check an OCSP answer against (give the chain, as certd's cert.pem has it)"
+            };
+            Err(super::UsageError(format!(
+                "cannot ask for the status: {why}, and no certd runs here (no {}): give --server URL, or --offline",
+                args.data_dir.dir().admin_socket().display()
+            ))
+            .into())
+        }
     };
     let not_good =
         |kind, message: String| Err(anyhow::Error::from(ClientError::Refused { kind, message }));
-    match answer {
-        Ok(answer) if answer.status == "revoked" => {
-            let status = format!(
-                "revoked at {} ({})",
-                format_time(answer.revoked_at),
-                answer.revocation_reason
-            );
+    match asked {
+        Ok((Reported::Good, source)) => ("good".to_owned(), Ok(()), Some(source)),
+        Ok((Reported::Revoked(status), source)) => {
             let verdict = not_good(
                 certd::ErrorKind::PermissionDenied,
                 format!("certificate {serial} is {status}"),
             );
-            (status, verdict)
+            (status, verdict, Some(source))
         }
-        Ok(answer) if answer.status == "unknown" => (
+        Ok((Reported::Unknown, source)) => (
             "unknown to this certd (not issued by it)".to_owned(),
             not_good(
                 certd::ErrorKind::NotFound,
                 format!(
-                    "certificate {serial} is unknown to the certd at {}: was it issued by another CA? (--server, --ca-bundle)",
-                    args.server
+                    "certificate {serial} is unknown to {source}: was it issued by another CA? (--server, --ca-bundle)"
                 ),
             ),
+            Some(source),
         ),
-        Ok(answer) => (answer.status.to_owned(), Ok(())),
-        Err(error) => (format!("not known: {error}"), Err(error.into())),
+        Err(error) => (format!("not known: {error}"), Err(error), None),
     }
+}
+
+/// The trust bundle: --ca-bundle; else, for the certificate's own issuer,
+/// bundle.pem beside the file (as certd writes an identity); else the data
+/// directory's.
+fn bundle_path(args: &InspectArgs, for_the_file: bool) -> PathBuf {
+    if let Some(bundle) = &args.ca_bundle {
+        return bundle.clone();
+    }
+    let beside = args
+        .file
+        .parent()
+        .map(|dir| dir.join("bundle.pem"))
+        .filter(|path| for_the_file && path.exists());
+    beside.unwrap_or_else(|| args.data_dir.dir().bundle())
+}
+
+fn read_bundle(args: &InspectArgs, for_the_file: bool) -> anyhow::Result<String> {
+    let bundle = bundle_path(args, for_the_file);
+    std::fs::read_to_string(&bundle).map_err(|_| {
+        super::UsageError(format!(
+            "not asked: no CA bundle at {} (give --ca-bundle, or --offline)",
+            bundle.display()
+        ))
+        .into()
+    })
+}
+
+/// Asks a certd's gRPC API (`GetStatus`).
+async fn from_server(args: &InspectArgs, server: &str, serial: &str) -> anyhow::Result<Reported> {
+    let tls = TlsClientSettings {
+        ca_bundle_pem: read_bundle(args, false)?,
+        identity: None,
+    };
+    let answer = WorkloadClient::connect(server, &tls)
+        .await?
+        .status(serial)
+        .await?;
+    Ok(match answer.status {
+        "revoked" => Reported::Revoked(format!(
+            "revoked at {} ({})",
+            format_time(answer.revoked_at),
+            answer.revocation_reason
+        )),
+        "unknown" => Reported::Unknown,
+        _ => Reported::Good,
+    })
+}
+
+/// Asks the certd running here, over its admin socket.
+async fn from_socket(args: &InspectArgs, serial: &str) -> anyhow::Result<Reported> {
+    let mut admin = AdminClient::connect(&args.data_dir.dir().admin_socket()).await?;
+    match admin.show(serial).await {
+        Ok(summary) if summary.status == "revoked" => Ok(Reported::Revoked("revoked".into())),
+        Ok(_) => Ok(Reported::Good),
+        Err(ClientError::Refused {
+            kind: certd::ErrorKind::NotFound,
+            ..
+        }) => Ok(Reported::Unknown),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Asks the OCSP responder the certificate names, as a relying party
+/// does, and believes the answer only when the issuer in the file chains
+/// to the trust bundle and signed it.
+async fn from_ocsp(
+    args: &InspectArgs,
+    certificate: &x509_parser::certificate::X509Certificate<'_>,
+    issuer_der: &[u8],
+    url: &str,
+) -> anyhow::Result<Reported> {
+    use x509_parser::prelude::FromDer;
+    let refuse = |message: String| anyhow::Error::from(super::UsageError(message));
+    let (_, issuer) =
+        x509_parser::certificate::X509Certificate::from_der(issuer_der).map_err(|e| {
+            refuse(format!(
+                "the issuer certificate in the file does not parse: {e}"
+            ))
+        })?;
+    if certificate
+        .verify_signature(Some(issuer.public_key()))
+        .is_err()
+    {
+        return Err(refuse(
+            "the second certificate in the file did not sign the first: it is not its chain".into(),
+        ));
+    }
+    let bundle = read_bundle(args, true)?;
+    let anchored = x509_parser::pem::Pem::iter_from_buffer(bundle.as_bytes())
+        .map_while(Result::ok)
+        .any(|root| {
+            root.contents == issuer_der
+                || root
+                    .parse_x509()
+                    .is_ok_and(|root| issuer.verify_signature(Some(root.public_key())).is_ok())
+        });
+    if !anchored {
+        return Err(refuse(format!(
+            "the certificate's issuer does not chain to the trust bundle {}: its OCSP answer proves nothing",
+            bundle_path(args, true).display()
+        )));
+    }
+    let mut pem = String::new();
+    for der in [certificate.as_raw(), issuer_der] {
+        pem.push_str(&certd::ca::pem_encode("CERTIFICATE", der));
+    }
+    let (request, _) = certd::revocation::ocsp::request_for(&pem, None).map_err(refuse)?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        refuse(format!(
+            "the OCSP URL {url} is not http://, which OCSP uses; give --server URL"
+        ))
+    })?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut connection = super::load::HttpConnection::connect(&format!("http://{host}"))
+        .await
+        .map_err(|e| refuse(format!("cannot reach the OCSP responder at {url}: {e}")))?;
+    let (status, body) = connection
+        .request("POST", path, Some(("application/ocsp-request", &request)))
+        .await
+        .map_err(|e| refuse(format!("the OCSP responder at {url} did not answer: {e}")))?;
+    if status != 200 {
+        return Err(refuse(format!(
+            "the OCSP responder at {url} answered HTTP {status}"
+        )));
+    }
+    let now = unix_seconds(super::now());
+    match certd::revocation::ocsp::read_response(&body, certificate.raw_serial(), issuer_der, now)
+        .map_err(|e| refuse(format!("{url}: {e}")))?
+    {
+        OcspStatus::Good => Ok(Reported::Good),
+        OcspStatus::Unknown => Ok(Reported::Unknown),
+        OcspStatus::Revoked { at, reason } => Ok(Reported::Revoked(format!(
+            "revoked at {} ({})",
+            format_time(at),
+            reason.as_deref().unwrap_or("unspecified")
+        ))),
+    }
+}
+
+/// The certificate's OCSP URL (its Authority Information Access).
+fn ocsp_url(certificate: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    certificate
+        .extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityInfoAccess(aia) => {
+                aia.accessdescs.iter().find_map(|access| {
+                    let is_ocsp = access.access_method
+                        == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_OCSP;
+                    match &access.access_location {
+                        GeneralName::URI(uri) if is_ocsp => Some((*uri).to_owned()),
+                        _ => None,
+                    }
+                })
+            }
+            _ => None,
+        })
 }
 
 #[derive(Debug, Args)]

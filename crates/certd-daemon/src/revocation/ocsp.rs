@@ -319,3 +319,129 @@ pub fn request_for(chain_pem: &str, nonce: Option<&[u8]>) -> Result<(Vec<u8>, St
     };
     Ok((request.to_der().map_err(|e| prepare(&e))?, ocsp_url))
 }
+
+/// A certificate's status as a verified OCSP answer gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OcspStatus {
+    Good,
+    /// Revoked at (Unix seconds), with the reason's RFC 5280 name.
+    Revoked {
+        at: i64,
+        reason: Option<String>,
+    },
+    Unknown,
+}
+
+/// What a relying party checks of an OCSP answer (RFC 6960 §3.2) for the
+/// leaf whose serial is `serial_der` (its raw DER integer bytes), issued by
+/// `issuer_der`: it parses, is successful, is signed by the issuer (or by
+/// a responder certificate the issuer signed for OCSP signing), answers
+/// for that serial and that issuer, and is current at `now` (Unix seconds).
+pub fn read_response(
+    der: &[u8],
+    serial_der: &[u8],
+    issuer_der: &[u8],
+    now: i64,
+) -> Result<OcspStatus, String> {
+    use sha1::{Digest, Sha1};
+    use x509_cert::der::{Decode, Encode};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    let response = x509_ocsp::OcspResponse::from_der(der)
+        .map_err(|e| format!("the OCSP answer does not parse: {e}"))?;
+    if response.response_status != x509_ocsp::OcspResponseStatus::Successful {
+        return Err(format!(
+            "the OCSP responder answered {:?}",
+            response.response_status
+        ));
+    }
+    let bytes = response
+        .response_bytes
+        .ok_or("the OCSP answer is successful but empty")?;
+    let basic = x509_ocsp::BasicOcspResponse::from_der(bytes.response.as_bytes())
+        .map_err(|e| format!("the OCSP answer's basic response does not parse: {e}"))?;
+    let (_, issuer) = X509Certificate::from_der(issuer_der)
+        .map_err(|e| format!("the issuer certificate does not parse: {e}"))?;
+
+    let tbs = basic
+        .tbs_response_data
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    let algorithm = basic
+        .signature_algorithm
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    let (_, algorithm) = x509_parser::x509::AlgorithmIdentifier::from_der(&algorithm)
+        .map_err(|e| format!("the OCSP signature algorithm does not parse: {e}"))?;
+    let signature = basic
+        .signature
+        .as_bytes()
+        .ok_or("the OCSP signature is not whole bytes")?;
+    let signature = x509_parser::asn1_rs::BitString::new(0, signature);
+    let signed_by = |key: &x509_parser::x509::SubjectPublicKeyInfo<'_>| {
+        x509_parser::verify::verify_signature(key, &algorithm, &signature, &tbs).is_ok()
+    };
+    let by_issuer = signed_by(issuer.public_key());
+    let by_delegate = || {
+        basic.certs.iter().flatten().any(|responder| {
+            let Ok(responder) = responder.to_der() else {
+                return false;
+            };
+            let Ok((_, responder)) = X509Certificate::from_der(&responder) else {
+                return false;
+            };
+            let for_ocsp = responder
+                .extended_key_usage()
+                .ok()
+                .flatten()
+                .is_some_and(|eku| eku.value.ocsp_signing);
+            for_ocsp
+                && responder
+                    .verify_signature(Some(issuer.public_key()))
+                    .is_ok()
+                && responder.validity().is_valid()
+                && signed_by(responder.public_key())
+        })
+    };
+    if !by_issuer && !by_delegate() {
+        return Err(
+            "the OCSP answer is not signed by the certificate's issuer: do not trust it".into(),
+        );
+    }
+
+    let name_hash = Sha1::digest(issuer.subject().as_raw());
+    let key_hash = Sha1::digest(&issuer.public_key().subject_public_key.data);
+    let single = basic
+        .tbs_response_data
+        .responses
+        .iter()
+        .find(|single| {
+            single.cert_id.serial_number.as_bytes() == serial_der
+                && single.cert_id.issuer_name_hash.as_bytes() == name_hash.as_slice()
+                && single.cert_id.issuer_key_hash.as_bytes() == key_hash.as_slice()
+        })
+        .ok_or("the OCSP answer is about another certificate")?;
+    let seconds = |time: &x509_ocsp::OcspGeneralizedTime| {
+        i64::try_from(time.0.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+    };
+    // The same leeway relying parties give for clocks a little apart.
+    const SKEW: i64 = 300;
+    if seconds(&single.this_update) > now + SKEW {
+        return Err("the OCSP answer is from the future: check the clocks".into());
+    }
+    if let Some(next_update) = &single.next_update
+        && seconds(next_update) + SKEW < now
+    {
+        return Err("the OCSP answer is stale (past its nextUpdate)".into());
+    }
+    Ok(match &single.cert_status {
+        x509_ocsp::CertStatus::Good(_) => OcspStatus::Good,
+        x509_ocsp::CertStatus::Unknown(_) => OcspStatus::Unknown,
+        x509_ocsp::CertStatus::Revoked(info) => OcspStatus::Revoked {
+            at: seconds(&info.revocation_time),
+            reason: info
+                .revocation_reason
+                .map(|reason| crate::ca::reason_name(reason as u8).to_owned()),
+        },
+    })
+}
