@@ -5,17 +5,21 @@
 //! (default data directory, in a fresh working directory; ports of its own,
 //! substituted for the docs' own), with `certd` on the PATH. A block that
 //! cannot run here (a cluster, systemd, a stopped daemon) is fenced as
-//! `console` or `text` instead.
+//! `console` or `text` instead; no page left out of the run may hold an `sh`
+//! block.
 //!
 //! Every `certd` command must succeed (no `certd: error:` line, unless the
 //! page shows that very error), and every comment that directly follows a
 //! command, which is how the docs show expected output, must appear in the
 //! output (`…` stands for anything).
+//!
+//! And every relative link in the README and under `docs/` reaches a file,
+//! and its `#anchor` a heading of that file.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A page whose `sh` blocks run: all of them, or those of one section.
@@ -129,6 +133,27 @@ fn blocks_of(page: &Page) -> Vec<String> {
         page.section
             .map_or(&text, |heading| section(&text, heading)),
     )
+}
+
+/// Every Markdown file of the docs: the README and everything under `docs/`.
+fn markdown_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|ext| ext == "md") {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = vec![repository().join("README.md")];
+    walk(&repository().join("docs"), &mut found);
+    found
 }
 
 /// Comment lines that directly follow a command (or another such comment):
@@ -318,4 +343,172 @@ fn expected_output_is_the_comments_right_after_a_command() {
         "issued spiffe://td/svc/c serial 5c",
         "issued spiffe://td/svc/b serial …"
     ));
+}
+
+/// Every `sh` block in the docs runs: a page left out of `PAGES` holds none,
+/// and the README's only others are the quick start's, which CI runs itself
+/// (`.ci/run`).
+#[test]
+fn no_sh_block_is_left_out_of_the_run() {
+    for file in markdown_files() {
+        let relative = file.strip_prefix(repository()).unwrap();
+        let text = read(&file);
+        let all = sh_blocks(&text).len();
+        let run = match PAGES.iter().find(|page| Path::new(page.path) == relative) {
+            None => 0,
+            Some(page) => blocks_of(page).len(),
+        };
+        let quick_start = if relative == Path::new("README.md") {
+            sh_blocks(section(&text, "## Quick start")).len()
+        } else {
+            0
+        };
+        assert_eq!(
+            all,
+            run + quick_start,
+            "{} holds an sh block that tests/readme.rs does not run: add the page to PAGES, \
+             or fence a block that cannot run here as console or text",
+            relative.display()
+        );
+    }
+}
+
+/// Every relative link of the README and of the pages under `docs/` points
+/// to a file (or folder) that exists, and a `#anchor` to a heading of that
+/// file, as GitHub names headings.
+#[test]
+fn every_relative_link_reaches_a_file_and_heading() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = read(&file);
+        for target in relative_links(&text) {
+            checked += 1;
+            let (path, anchor) = match target.split_once('#') {
+                Some((path, anchor)) => (path, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let linked = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            let relative = file.strip_prefix(repository()).unwrap().display();
+            if !linked.exists() {
+                broken.push(format!("{relative}: {target}: no such file"));
+                continue;
+            }
+            if let Some(anchor) = anchor
+                && !(linked.is_file() && anchors(&read(&linked)).iter().any(|a| a == anchor))
+            {
+                broken.push(format!("{relative}: {target}: no such heading"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked > 100, "only {checked} relative links found");
+}
+
+/// The targets of the inline links `[text](target)` outside code (fenced
+/// blocks and `code spans`) that do not name a scheme.
+fn relative_links(text: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        // Code spans never hold links: drop them (the odd pieces).
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = prose.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if !target.contains("://") && !target.starts_with("mailto:") {
+                links.push(target.to_owned());
+            }
+            rest = &rest[end..];
+        }
+    }
+    links
+}
+
+/// The anchors GitHub gives the headings of `text`: lower case, spaces as
+/// `-`, punctuation other than `-` and `_` dropped, and `-1`, `-2`, … after
+/// a repeated one.
+fn anchors(text: &str) -> Vec<String> {
+    let mut anchors: Vec<String> = Vec::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        let Some(heading) = line.strip_prefix('#') else {
+            continue;
+        };
+        if in_fence {
+            continue;
+        }
+        let heading = heading.trim_start_matches('#');
+        if !heading.starts_with(' ') {
+            continue;
+        }
+        let anchor = anchor_of(heading.trim());
+        let repeats = anchors
+            .iter()
+            .filter(|a| {
+                **a == anchor
+                    || a.strip_prefix(&format!("{anchor}-"))
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .count();
+        anchors.push(if repeats == 0 {
+            anchor
+        } else {
+            format!("{anchor}-{repeats}")
+        });
+    }
+    anchors
+}
+
+fn anchor_of(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            '-' | '_' => Some(c),
+            c if c.is_alphanumeric() => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn links_and_anchors_are_read_as_github_does() {
+    assert_eq!(
+        anchor_of("JWT-SVIDs: tokens for hops without mTLS"),
+        "jwt-svids-tokens-for-hops-without-mtls"
+    );
+    assert_eq!(
+        anchor_of("Durability: what \"on disk\" means"),
+        "durability-what-on-disk-means"
+    );
+    assert_eq!(anchor_of("`certd.toml` and [ca]"), "certdtoml-and-ca");
+    assert_eq!(
+        anchors("# A\n```sh\n# not a heading\n```\n## A\n#no\n### b_c\n"),
+        ["a", "a-1", "b_c"]
+    );
+    assert_eq!(
+        relative_links(
+            "see [x](a.md#b) and [y](https://e.com), `[z](code.md)`\n```\n[w](fenced.md)\n```\n[v](../c/)"
+        ),
+        ["a.md#b", "../c/"]
+    );
 }
