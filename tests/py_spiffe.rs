@@ -190,7 +190,7 @@ fn two_py_spiffe_workloads_talk_mutual_tls() {
 /// `grpc_tools.protoc` and TLS trusting only the bundle, bootstraps with a
 /// join token (its own key and CSR), renews over mTLS with what it got, and
 /// gets `UNAUTHENTICATED` for the used token and for a renewal without a
-/// certificate, as the README's status codes say; and bootstraps with a
+/// certificate, as docs/reference/grpc-api.md's status codes say; and bootstraps with a
 /// token in the generic attestation form (`evidence`: kind and bytes).
 #[test]
 fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
@@ -253,7 +253,7 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
         ),
         "the superseded certificate was not refused naming its successor:\n{text}"
     );
-    // The generic form's refusals, as the README's codes say.
+    // The generic form's refusals, as docs/reference/grpc-api.md's codes say.
     assert!(
         lines.iter().any(
             |line| line.starts_with("refused unknown-kind UNAUTHENTICATED: ")

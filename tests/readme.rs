@@ -1,35 +1,80 @@
-//! The README never lies: its walkthrough, node-agent, JWT-SVID, service
-//! token, token exchange, CA rotation and protected-key examples run here as written, in one shell, against `certd serve` started as the
-//! quick start starts it (default data directory, in a fresh working
-//! directory; ports of its own, substituted for the README's), with `certd`
-//! on the PATH.
+//! The docs never lie: the `sh` blocks of the README's quick taste, the
+//! tutorial, every guide, and the operations pages that hold any (CA
+//! rotation, protected CA keys) run here as written, in that order and in
+//! one shell, against `certd serve` started as the quick start starts it
+//! (default data directory, in a fresh working directory; ports of its own,
+//! substituted for the docs' own), with `certd` on the PATH. A block that
+//! cannot run here (a cluster, systemd, a stopped daemon) is fenced as
+//! `console` or `text` instead; no page left out of the run may hold an `sh`
+//! block.
 //!
 //! Every `certd` command must succeed (no `certd: error:` line, unless the
-//! README shows that very error), and every comment that directly follows
-//! a command, which is how the README shows expected output, must appear in
-//! the output (`…` stands for anything).
+//! page shows that very error), and every comment that directly follows a
+//! command, which is how the docs show expected output, must appear in the
+//! output (`…` stands for anything).
+//!
+//! And every relative link in the README and under `docs/` reaches a file,
+//! and its `#anchor` a heading of that file.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The README sections whose `sh` blocks run, in order.
-const SECTIONS: [&str; 7] = [
-    "## Walkthrough",
-    "## Node agent and the SPIFFE Workload API",
-    "## JWT-SVIDs: tokens for hops without mTLS",
-    "## Service tokens: the OAuth token endpoint and least privilege",
-    "## On-behalf-of calls: token exchange",
-    "## Rotating the CA",
-    "## Protected CA keys",
+/// A page whose `sh` blocks run: all of them, or those of one section.
+struct Page {
+    /// Relative to the repository root.
+    path: &'static str,
+    /// `Some(heading)`: only the blocks of that section run.
+    section: Option<&'static str>,
+    /// Needs SoftHSM2 (package softhsm2; `.ci/run` installs it). Without it
+    /// the page is skipped with one loud line, unless
+    /// `CERTD_REQUIRE_SOFTHSM` is set (as in CI), where the test fails.
+    needs_softhsm: bool,
+}
+
+impl Page {
+    const fn whole(path: &'static str) -> Self {
+        Page {
+            path,
+            section: None,
+            needs_softhsm: false,
+        }
+    }
+}
+
+/// The pages that run, in order: each may use what earlier ones made (the
+/// tutorial's `billing` certificate, the service-token guide's
+/// `policy.toml`, …).
+const PAGES: [Page; 10] = [
+    Page {
+        path: "README.md",
+        section: Some("## Issue and revoke in a minute"),
+        needs_softhsm: false,
+    },
+    Page::whole("docs/tutorial.md"),
+    Page::whole("docs/guides/entries-and-attestation.md"),
+    Page::whole("docs/guides/node-agent.md"),
+    Page::whole("docs/guides/jwt-svids.md"),
+    Page::whole("docs/guides/service-tokens.md"),
+    Page::whole("docs/guides/token-exchange.md"),
+    Page::whole("docs/guides/relying-parties.md"),
+    Page::whole("docs/operations/ca-rotation.md"),
+    Page {
+        path: "docs/operations/keys-and-hsm.md",
+        section: None,
+        needs_softhsm: true,
+    },
 ];
 
-/// The section that needs SoftHSM2 (package softhsm2; `.ci/run` installs
-/// it). Without it the section is skipped with one loud line, unless
-/// `CERTD_REQUIRE_SOFTHSM` is set (as in CI), where the test fails.
-const NEEDS_SOFTHSM: &str = "## Protected CA keys";
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 fn softhsm_available() -> bool {
     let found = Command::new("softhsm2-util")
@@ -41,23 +86,30 @@ fn softhsm_available() -> bool {
             std::env::var_os("CERTD_REQUIRE_SOFTHSM").is_none(),
             "CERTD_REQUIRE_SOFTHSM is set, but SoftHSM2 is not installed"
         );
-        eprintln!(
-            "SKIPPED: README section {NEEDS_SOFTHSM:?}: SoftHSM2 is not installed (apt-get install softhsm2)"
-        );
+        for page in PAGES.iter().filter(|page| page.needs_softhsm) {
+            eprintln!(
+                "SKIPPED: {}: SoftHSM2 is not installed (apt-get install softhsm2)",
+                page.path
+            );
+        }
     }
     found
 }
 
-/// The `sh` code blocks of the section headed `heading`.
-fn blocks_of(readme: &str, heading: &str) -> Vec<String> {
-    let start = readme
+/// The section headed `heading` (up to the next heading of its level).
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let start = text
         .find(&format!("\n{heading}\n"))
-        .unwrap_or_else(|| panic!("README has no section {heading:?}"));
-    let section = &readme[start + heading.len() + 2..];
-    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+        .unwrap_or_else(|| panic!("no section {heading:?}"));
+    let section = &text[start + heading.len() + 2..];
+    &section[..section.find("\n## ").unwrap_or(section.len())]
+}
+
+/// The `sh` code blocks of `text`, in order.
+fn sh_blocks(text: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
-    for line in section.lines() {
+    for line in text.lines() {
         match (&mut current, line.trim_end()) {
             (None, "```sh") => current = Some(String::new()),
             (Some(block), "```") => {
@@ -71,12 +123,41 @@ fn blocks_of(readme: &str, heading: &str) -> Vec<String> {
             (None, _) => {}
         }
     }
-    assert!(!blocks.is_empty(), "{heading} has no sh block");
     blocks
 }
 
+/// The blocks of `page` that run.
+fn blocks_of(page: &Page) -> Vec<String> {
+    let text = read(&repository().join(page.path));
+    sh_blocks(
+        page.section
+            .map_or(&text, |heading| section(&text, heading)),
+    )
+}
+
+/// Every Markdown file of the docs: the README and everything under `docs/`.
+fn markdown_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|ext| ext == "md") {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = vec![repository().join("README.md")];
+    walk(&repository().join("docs"), &mut found);
+    found
+}
+
 /// Comment lines that directly follow a command (or another such comment):
-/// the output the README promises.
+/// the output the page promises.
 fn expected_output(block: &str) -> Vec<String> {
     let mut expected = Vec::new();
     let mut after_command = false;
@@ -131,14 +212,16 @@ fn free_port_below_ephemeral_range() -> u16 {
 }
 
 #[test]
-fn the_readme_examples_run_as_written() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+fn the_docs_commands_run_as_written() {
     let with_softhsm = softhsm_available();
-    let blocks: Vec<String> = SECTIONS
+    let blocks: Vec<String> = PAGES
         .iter()
-        .filter(|heading| with_softhsm || **heading != NEEDS_SOFTHSM)
-        .flat_map(|heading| blocks_of(&readme, heading))
+        .filter(|page| with_softhsm || !page.needs_softhsm)
+        .flat_map(|page| {
+            let blocks = blocks_of(page);
+            assert!(!blocks.is_empty(), "{} has no sh block", page.path);
+            blocks
+        })
         .collect();
 
     let work = tempfile::tempdir().unwrap();
@@ -152,9 +235,9 @@ fn the_readme_examples_run_as_written() {
     );
 
     // The quick start's first command, from the same directory, but on
-    // ports of its own: the README's 8443 and 8080 may well be serving the
+    // ports of its own: the docs' 8443 and 8080 may well be serving the
     // reader's own certd while they run these tests. The script gets the
-    // ports it was given in place of the README's (and a free one for its
+    // ports it was given in place of the docs' (and a free one for its
     // TLS server in place of 9443); nothing else is changed.
     let mut server = Command::new(common::CERTD)
         .args([
@@ -224,7 +307,7 @@ fn the_readme_examples_run_as_written() {
     let _ = server.wait();
 
     let expected: Vec<String> = blocks.iter().flat_map(|b| expected_output(b)).collect();
-    // An error is a failure unless the README shows that very error.
+    // An error is a failure unless the page shows that very error.
     let errors: Vec<&str> = text
         .lines()
         .filter(|line| line.starts_with("certd: error"))
@@ -236,13 +319,13 @@ fn the_readme_examples_run_as_written() {
         .collect();
     assert!(
         errors.is_empty(),
-        "a README command failed: {errors:?}\n{text}"
+        "a documented command failed: {errors:?}\n{text}"
     );
-    assert!(expected.len() >= 6, "expected outputs found: {expected:?}");
+    assert!(expected.len() >= 35, "expected outputs found: {expected:?}");
     for line in &expected {
         assert!(
             shows(&text, line),
-            "the README promises {line:?}, which the commands did not print:\n{text}"
+            "the docs promise {line:?}, which the commands did not print:\n{text}"
         );
     }
 }
@@ -260,4 +343,172 @@ fn expected_output_is_the_comments_right_after_a_command() {
         "issued spiffe://td/svc/c serial 5c",
         "issued spiffe://td/svc/b serial …"
     ));
+}
+
+/// Every `sh` block in the docs runs: a page left out of `PAGES` holds none,
+/// and the README's only others are the quick start's, which CI runs itself
+/// (`.ci/run`).
+#[test]
+fn no_sh_block_is_left_out_of_the_run() {
+    for file in markdown_files() {
+        let relative = file.strip_prefix(repository()).unwrap();
+        let text = read(&file);
+        let all = sh_blocks(&text).len();
+        let run = match PAGES.iter().find(|page| Path::new(page.path) == relative) {
+            None => 0,
+            Some(page) => blocks_of(page).len(),
+        };
+        let quick_start = if relative == Path::new("README.md") {
+            sh_blocks(section(&text, "## Quick start")).len()
+        } else {
+            0
+        };
+        assert_eq!(
+            all,
+            run + quick_start,
+            "{} holds an sh block that tests/readme.rs does not run: add the page to PAGES, \
+             or fence a block that cannot run here as console or text",
+            relative.display()
+        );
+    }
+}
+
+/// Every relative link of the README and of the pages under `docs/` points
+/// to a file (or folder) that exists, and a `#anchor` to a heading of that
+/// file, as GitHub names headings.
+#[test]
+fn every_relative_link_reaches_a_file_and_heading() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = read(&file);
+        for target in relative_links(&text) {
+            checked += 1;
+            let (path, anchor) = match target.split_once('#') {
+                Some((path, anchor)) => (path, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let linked = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            let relative = file.strip_prefix(repository()).unwrap().display();
+            if !linked.exists() {
+                broken.push(format!("{relative}: {target}: no such file"));
+                continue;
+            }
+            if let Some(anchor) = anchor
+                && !(linked.is_file() && anchors(&read(&linked)).iter().any(|a| a == anchor))
+            {
+                broken.push(format!("{relative}: {target}: no such heading"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked > 100, "only {checked} relative links found");
+}
+
+/// The targets of the inline links `[text](target)` outside code (fenced
+/// blocks and `code spans`) that do not name a scheme.
+fn relative_links(text: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        // Code spans never hold links: drop them (the odd pieces).
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = prose.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if !target.contains("://") && !target.starts_with("mailto:") {
+                links.push(target.to_owned());
+            }
+            rest = &rest[end..];
+        }
+    }
+    links
+}
+
+/// The anchors GitHub gives the headings of `text`: lower case, spaces as
+/// `-`, punctuation other than `-` and `_` dropped, and `-1`, `-2`, … after
+/// a repeated one.
+fn anchors(text: &str) -> Vec<String> {
+    let mut anchors: Vec<String> = Vec::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        let Some(heading) = line.strip_prefix('#') else {
+            continue;
+        };
+        if in_fence {
+            continue;
+        }
+        let heading = heading.trim_start_matches('#');
+        if !heading.starts_with(' ') {
+            continue;
+        }
+        let anchor = anchor_of(heading.trim());
+        let repeats = anchors
+            .iter()
+            .filter(|a| {
+                **a == anchor
+                    || a.strip_prefix(&format!("{anchor}-"))
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .count();
+        anchors.push(if repeats == 0 {
+            anchor
+        } else {
+            format!("{anchor}-{repeats}")
+        });
+    }
+    anchors
+}
+
+fn anchor_of(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            '-' | '_' => Some(c),
+            c if c.is_alphanumeric() => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn links_and_anchors_are_read_as_github_does() {
+    assert_eq!(
+        anchor_of("JWT-SVIDs: tokens for hops without mTLS"),
+        "jwt-svids-tokens-for-hops-without-mtls"
+    );
+    assert_eq!(
+        anchor_of("Durability: what \"on disk\" means"),
+        "durability-what-on-disk-means"
+    );
+    assert_eq!(anchor_of("`certd.toml` and [ca]"), "certdtoml-and-ca");
+    assert_eq!(
+        anchors("# A\n```sh\n# not a heading\n```\n## A\n#no\n### b_c\n"),
+        ["a", "a-1", "b_c"]
+    );
+    assert_eq!(
+        relative_links(
+            "see [x](a.md#b) and [y](https://e.com), `[z](code.md)`\n```\n[w](fenced.md)\n```\n[v](../c/)"
+        ),
+        ["a.md#b", "../c/"]
+    );
 }

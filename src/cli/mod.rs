@@ -28,7 +28,7 @@ use certd::ErrorKind;
 use certd::api::client::ClientError;
 use certd::ca::KeyType;
 
-/// Exit codes, documented in README.md.
+/// Exit codes, documented in docs/reference/exit-codes.md.
 pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const INVALID_INPUT: u8 = 2;
@@ -445,7 +445,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         .map_or(exit::FAILURE, exit_code_of)
 }
 
-/// The exit code of each kind of error, as README.md documents them.
+/// The exit code of each kind of error, as docs/reference/exit-codes.md documents them.
 pub fn exit_code_of(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::InvalidInput => exit::INVALID_INPUT,

@@ -2,7 +2,7 @@
 //! builder, on a `ManualClock`: for tests about time (expiry, rotation,
 //! refresh) that move the clock instead of sleeping, and that wait on the
 //! daemon's own events instead of its log. Tests about processes (signals,
-//! crashes, the CLI, the README) use `Daemon`, the real binary.
+//! crashes, the CLI, the docs' commands) use `Daemon`, the real binary.
 //!
 //! Its tests run on tokio's multi-threaded runtime: the daemon serves on
 //! the workers while the test blocks its own thread (on a CLI command that

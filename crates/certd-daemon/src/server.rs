@@ -606,7 +606,7 @@ async fn watch_ca_expiry(authority: Authority, stopped: impl Future<Output = ()>
             (
                 "root",
                 authority.ca().root_not_after(),
-                "run `certd ca rotate-root` where the root key is, and follow the root rotation in the README",
+                "run `certd ca rotate-root` where the root key is, and follow the root rotation in docs/operations/ca-rotation.md",
             ),
         ] {
             if not_after - now < warning {
