@@ -1806,3 +1806,84 @@ fn encrypted_ca_keys_need_their_passphrase() {
     let output = request(&daemon, &daemon.token("billing"), &out);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// Unused join tokens are listed (ids, never secrets) and revoked by id or
+/// by service; a revoked token bootstraps nothing; an id that is not an
+/// unused token is refused, revoking none; each revocation is audited.
+#[test]
+fn unused_join_tokens_are_listed_and_revoked() {
+    let daemon = Daemon::start();
+    let billing = daemon.token("billing");
+    let web = daemon.token("web");
+    let output = daemon.cli(&["token", "create", "--service", "billing"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let listed = daemon.cli(&["token", "list", "--json"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let tokens: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    assert!(
+        !stdout(&listed).contains(&billing) && !stdout(&listed).contains("cdt_"),
+        "a listing never shows a secret"
+    );
+    let billing_ids: Vec<String> = tokens
+        .iter()
+        .filter(|t| t["service"] == "billing")
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(billing_ids.len(), 2);
+    let text = stdout(&daemon.cli(&["token", "list", "--service", "web"]));
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("  web  expires "), "{text}");
+
+    // An id that is not an unused token: refused, and nothing revoked.
+    let output = daemon.cli(&["token", "revoke", &billing_ids[0], "00000000deadbeef"]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("00000000deadbeef is not an unused token"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Vec<serde_json::Value>>(
+            &daemon.cli(&["token", "list", "--json"]).stdout
+        )
+        .unwrap()
+        .len(),
+        3
+    );
+
+    // Both billing tokens revoked by id: neither bootstraps anything.
+    let output = daemon.cli(&["token", "revoke", &billing_ids[0], &billing_ids[1]]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("revoked 2 unused join token(s)"),
+        "{}",
+        stderr(&output)
+    );
+    let out = daemon.tmp.path().join("billing");
+    let output = daemon.request(&billing, &out);
+    assert!(!output.status.success(), "a revoked token must not work");
+    assert!(!out.join("cert.pem").exists());
+
+    // By service, as JSON.
+    let output = daemon.cli(&["token", "revoke", "--service", "web", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let revoked: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["service"], "web");
+    assert!(
+        !daemon
+            .request(&web, &daemon.tmp.path().join("web"))
+            .status
+            .success()
+    );
+    assert_eq!(stdout(&daemon.cli(&["token", "list"])), "");
+
+    let audit = stdout(&daemon.cli(&["audit", "--event", "revoke-join-token"]));
+    assert_eq!(
+        audit.lines().count(),
+        3,
+        "two revocations and one refusal: {audit}"
+    );
+    assert!(audit.contains(&billing_ids[0]), "{audit}");
+}

@@ -387,6 +387,18 @@ async fn call(
             .explain_policy("billing", "https://api.example.com", &[], None)
             .await
             .map(drop),
+        "ListJoinTokens" => client.join_tokens(None).await.map(drop),
+        "RevokeJoinTokens" => {
+            let created = admin
+                .create_join_tokens(&TokenFor::Service("billing".into()), None, 1)
+                .await
+                .unwrap();
+            assert_eq!(created.tokens.len(), 1);
+            client
+                .revoke_join_tokens(&certd::authority::TokensToRevoke::Service("billing".into()))
+                .await
+                .map(drop)
+        }
         other => panic!("no call for {other}"),
     }
     .map_err(refusal)
@@ -410,7 +422,7 @@ async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_names() {
 
     // RPC, then whether admin, issuer, revoker, auditor and an unlisted
     // operator may call it.
-    let table: [(&str, [bool; 5]); 15] = [
+    let table: [(&str, [bool; 5]); 17] = [
         ("Backup", [true, false, false, false, false]),
         ("CreateJoinToken", [true, false, false, false, false]),
         ("IssueForCi", [true, true, false, false, false]),
@@ -429,6 +441,8 @@ async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_names() {
         ("GetPolicy", [true, false, false, true, false]),
         ("ReplacePolicy", [true, false, false, false, false]),
         ("ExplainPolicy", [true, false, false, true, false]),
+        ("ListJoinTokens", [true, false, false, true, false]),
+        ("RevokeJoinTokens", [true, false, true, false, false]),
     ];
     let operators = ["alice", "ci", "oncall", "audit", "mallory"];
     let mut clients = Vec::new();

@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::{DataDirArg, UsageError, duration, format_time};
 use certd::api::client::{AdminClient, AuditLine, IssuedCertificate};
-use certd::authority::{Authority, Caller, CertificateSummary, TokenFor};
+use certd::authority::{Authority, Caller, CertificateSummary, TokenFor, TokensToRevoke};
 use certd::ca::RevocationReason;
 use certd::ca::{self, InitOptions, KeyType};
 use certd::clock::unix_seconds;
@@ -41,6 +41,38 @@ pub struct TokenCreateArgs {
     count: u32,
     /// One JSON object: `tokens`, `expires_at` (Unix seconds) and the
     /// `entry` they are for.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenListArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Only this service's tokens.
+    #[arg(long)]
+    service: Option<String>,
+    /// A JSON array: `id`, `entry_id`, `service`, `selectors`, `created_at`
+    /// and `expires_at` (Unix seconds).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Ids from `certd token list` (or from the audit of their creation).
+    #[arg(conflicts_with = "service", required_unless_present = "service")]
+    ids: Vec<String>,
+    /// Instead of ids: every unused token of this service.
+    #[arg(long)]
+    service: Option<String>,
+    /// A JSON array of the tokens revoked.
     #[arg(long)]
     json: bool,
 }
@@ -378,6 +410,43 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     }
     for token in created.tokens {
         println!("{token}");
+    }
+    Ok(())
+}
+
+pub async fn token_list(args: TokenListArgs) -> anyhow::Result<()> {
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let tokens = client.join_tokens(args.service.as_deref()).await?;
+    print_tokens(&tokens, args.json)
+}
+
+pub async fn token_revoke(args: TokenRevokeArgs) -> anyhow::Result<()> {
+    let mut client = args.target.connect(&args.data_dir).await?;
+    let which = match args.service {
+        Some(service) => TokensToRevoke::Service(service),
+        None => TokensToRevoke::Ids(args.ids),
+    };
+    let revoked = client.revoke_join_tokens(&which).await?;
+    if !args.json {
+        eprintln!("revoked {} unused join token(s)", revoked.len());
+    }
+    print_tokens(&revoked, args.json)
+}
+
+/// One line per token (id, service, expiry, selectors), or a JSON array.
+fn print_tokens(tokens: &[certd::authority::JoinTokenView], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(tokens)?);
+        return Ok(());
+    }
+    for token in tokens {
+        println!(
+            "{}  {}  expires {}  {}",
+            token.id,
+            token.service.as_deref().unwrap_or("(no entry)"),
+            format_time(token.expires_at),
+            token.selectors.join(",")
+        );
     }
     Ok(())
 }

@@ -208,6 +208,10 @@ pub enum Command {
 pub enum TokenCommand {
     /// Create one-time join tokens for a registration entry; prints only the tokens, one per line.
     Create(admin::TokenCreateArgs),
+    /// List the unused join tokens (ids, never secrets: certd keeps none), oldest first.
+    List(admin::TokenListArgs),
+    /// Revoke unused join tokens by id, or every one of a service; none can be used afterwards.
+    Revoke(admin::TokenRevokeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,9 +348,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             intermediate_lifetime,
         ),
         Command::Serve(args) => serve::serve(args).await,
-        Command::Token {
-            command: TokenCommand::Create(args),
-        } => admin::token_create(args).await,
+        Command::Token { command } => match command {
+            TokenCommand::Create(args) => admin::token_create(args).await,
+            TokenCommand::List(args) => admin::token_list(args).await,
+            TokenCommand::Revoke(args) => admin::token_revoke(args).await,
+        },
         Command::Entry { command } => match command {
             EntryCommand::Create(args) => entry::create(args).await,
             EntryCommand::Update(args) => entry::update(args).await,

@@ -264,6 +264,11 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// Deletes tokens that expired before `now`; returns how many.
     async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError>;
 
+    /// Deletes these unused tokens (an operator revoking them) and returns
+    /// once that is durable: how many there were. A token used or deleted
+    /// meanwhile is not counted; it can never be used after this returns.
+    async fn remove_join_tokens(&self, hashes: &[TokenHash]) -> Result<usize, StoreError>;
+
     /// Stores a new registration entry and returns once it is durable;
     /// `false` (and nothing written) if its id is taken.
     async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError>;

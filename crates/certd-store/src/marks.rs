@@ -564,6 +564,10 @@ impl Storage for Marked {
         self.inner.purge_expired_tokens(now).await
     }
 
+    async fn remove_join_tokens(&self, hashes: &[TokenHash]) -> Result<usize, StoreError> {
+        self.inner.remove_join_tokens(hashes).await
+    }
+
     async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
         self.inner.insert_entry(entry).await
     }

@@ -236,6 +236,23 @@ pub(crate) async fn expired_tokens_are_purged(backend: &dyn Backend) {
     assert_eq!(store.purge_expired_tokens(500).await.unwrap(), 1);
     assert_eq!(store.join_token_count().await.unwrap(), 1);
     assert!(store.join_token(&[2; 32]).await.unwrap().is_some());
+
+    // Revoked by an operator: gone, counted once, unknown hashes ignored.
+    store
+        .insert_join_tokens(&[([3; 32], token("c", 1_000)), ([4; 32], token("d", 1_000))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .remove_join_tokens(&[[2; 32], [3; 32], [9; 32]])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.remove_join_tokens(&[[2; 32]]).await.unwrap(), 0);
+    assert!(store.join_token(&[3; 32]).await.unwrap().is_none());
+    assert!(store.join_token(&[4; 32]).await.unwrap().is_some());
+    assert_eq!(store.join_token_count().await.unwrap(), 1);
 }
 
 pub(crate) async fn entries_are_durable_unique_by_id_and_removable(backend: &dyn Backend) {

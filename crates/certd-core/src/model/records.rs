@@ -303,10 +303,12 @@ pub enum AuditEvent {
     /// The daemon took a database it could not check against the CA's
     /// marks (`--danger-accept-unmarked-store`).
     AcceptUnmarkedStore,
+    /// An operator revoked unused join tokens.
+    RevokeJoinToken,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 15] = [
+    pub const ALL: [AuditEvent; 16] = [
         AuditEvent::Issue,
         AuditEvent::IssueOperator,
         AuditEvent::Renew,
@@ -322,6 +324,7 @@ impl AuditEvent {
         AuditEvent::IntrospectToken,
         AuditEvent::ExchangeToken,
         AuditEvent::AcceptUnmarkedStore,
+        AuditEvent::RevokeJoinToken,
     ];
 
     /// The name logs, the audit listing and the store use.
@@ -342,6 +345,7 @@ impl AuditEvent {
             AuditEvent::IntrospectToken => "introspect-token",
             AuditEvent::ExchangeToken => "exchange-token",
             AuditEvent::AcceptUnmarkedStore => "accept-unmarked-store",
+            AuditEvent::RevokeJoinToken => "revoke-join-token",
         }
     }
 

@@ -15,7 +15,7 @@ use super::convert::{entry_to_proto, summary_to_proto};
 use super::proto;
 use super::proto::admin_server::Admin;
 use super::status;
-use crate::authority::{Authority, Caller, TokenFor};
+use crate::authority::{Authority, Caller, TokenFor, TokensToRevoke};
 use crate::ca::{RevocationReason, reason_name};
 use crate::policy::operator_roles::AdminAction;
 use crate::registry::EntrySpec;
@@ -460,6 +460,46 @@ impl Admin for AdminApi {
         }))
     }
 
+    async fn list_join_tokens(
+        &self,
+        request: Request<proto::ListJoinTokensRequest>,
+    ) -> Result<Response<proto::ListJoinTokensResponse>, Status> {
+        self.authorize(&request, &AdminAction::ListJoinTokens)
+            .await?;
+        let service = &request.get_ref().service;
+        let tokens = self
+            .authority
+            .join_tokens((!service.is_empty()).then_some(service.as_str()))
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(join_tokens_to_proto(tokens)))
+    }
+
+    async fn revoke_join_tokens(
+        &self,
+        request: Request<proto::RevokeJoinTokensRequest>,
+    ) -> Result<Response<proto::ListJoinTokensResponse>, Status> {
+        let caller = self
+            .authorize(&request, &AdminAction::RevokeJoinTokens)
+            .await?;
+        let message = request.into_inner();
+        let which = match (message.ids.is_empty(), message.service.is_empty()) {
+            (false, true) => TokensToRevoke::Ids(message.ids),
+            (true, false) => TokensToRevoke::Service(message.service),
+            _ => {
+                return Err(status(&crate::Error::InvalidArgument(
+                    "name the tokens to revoke by id, or a service, not both".into(),
+                )));
+            }
+        };
+        let revoked = self
+            .authority
+            .revoke_join_tokens(&caller, &which)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(join_tokens_to_proto(revoked)))
+    }
+
     async fn list_entries(
         &self,
         request: Request<proto::ListEntriesRequest>,
@@ -474,6 +514,24 @@ impl Admin for AdminApi {
             .map(entry_to_proto)
             .collect();
         Ok(Response::new(proto::ListEntriesResponse { entries }))
+    }
+}
+
+fn join_tokens_to_proto(
+    tokens: Vec<crate::authority::JoinTokenView>,
+) -> proto::ListJoinTokensResponse {
+    proto::ListJoinTokensResponse {
+        tokens: tokens
+            .into_iter()
+            .map(|token| proto::JoinTokenInfo {
+                id: token.id,
+                entry_id: token.entry_id.unwrap_or_default(),
+                service: token.service.unwrap_or_default(),
+                selectors: token.selectors,
+                created_at_unix: token.created_at,
+                expires_at_unix: token.expires_at,
+            })
+            .collect(),
     }
 }
 

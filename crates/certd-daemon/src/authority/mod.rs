@@ -36,6 +36,7 @@ mod access_tokens;
 mod agents;
 mod changes;
 mod exchange;
+mod join_tokens;
 mod lineage;
 mod operators;
 pub mod readiness;
@@ -53,6 +54,7 @@ pub use exchange::{
     ExchangeRequest, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN,
     TOKEN_TYPE_JWT,
 };
+pub use join_tokens::{JoinTokenView, TokensToRevoke};
 pub use registration::{CreatedJoinTokens, MAX_TOKENS_PER_REQUEST, TokenFor};
 pub use revoke::{RevocationResult, Revoked};
 pub use tokens::MintedFor;

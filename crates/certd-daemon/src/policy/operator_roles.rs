@@ -7,7 +7,8 @@
 //!
 //! The roles, from most to least powerful:
 //! - `admin`: everything, as every listed operator could before roles.
-//! - `revoker`: revoke, and read the certificates it must find first.
+//! - `revoker`: revoke certificates and unused join tokens, and read the
+//!   certificates it must find first.
 //! - `issuer`: issue certificates (`certd issue`) for the services it is
 //!   granted, nothing else: the CI pipeline's role.
 //! - `auditor`: read-only: certificates, entries, policy and the audit log.
@@ -88,6 +89,8 @@ pub enum AdminAction<'a> {
     GetPolicy,
     ReplacePolicy,
     ExplainPolicy,
+    ListJoinTokens,
+    RevokeJoinTokens,
 }
 
 impl AdminAction<'_> {
@@ -109,6 +112,8 @@ impl AdminAction<'_> {
             AdminAction::GetPolicy => "GetPolicy",
             AdminAction::ReplacePolicy => "ReplacePolicy",
             AdminAction::ExplainPolicy => "ExplainPolicy",
+            AdminAction::ListJoinTokens => "ListJoinTokens",
+            AdminAction::RevokeJoinTokens => "RevokeJoinTokens",
         }
     }
 
@@ -118,14 +123,16 @@ impl AdminAction<'_> {
         use OperatorRole::{Admin, Auditor, Issuer, Revoker};
         match self {
             AdminAction::IssueCertificate { .. } => &[Admin, Issuer],
-            AdminAction::Revoke => &[Admin, Revoker],
+            // Revoking takes powers away; it never hands any out.
+            AdminAction::Revoke | AdminAction::RevokeJoinTokens => &[Admin, Revoker],
             AdminAction::ListCertificates | AdminAction::GetCertificate => {
                 &[Admin, Revoker, Auditor]
             }
             AdminAction::ListAudit
             | AdminAction::ListEntries
             | AdminAction::GetPolicy
-            | AdminAction::ExplainPolicy => &[Admin, Auditor],
+            | AdminAction::ExplainPolicy
+            | AdminAction::ListJoinTokens => &[Admin, Auditor],
             // Each of these hands out or changes who is who (join tokens,
             // entries, policy, operators) or copies every record (backup).
             AdminAction::Backup

@@ -682,6 +682,15 @@ impl Storage for PgStore {
             .await
     }
 
+    async fn remove_join_tokens(&self, hashes: &[TokenHash]) -> Result<usize, StoreError> {
+        let hashes: Vec<&[u8]> = hashes.iter().map(|hash| hash.as_slice()).collect();
+        self.execute(
+            "DELETE FROM join_tokens WHERE hash = ANY($1::bytea[])",
+            &[&hashes],
+        )
+        .await
+    }
+
     async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
         self.write_entry(
             "INSERT INTO entries (id, entry) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",

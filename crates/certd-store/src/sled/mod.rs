@@ -594,6 +594,19 @@ impl Open {
             .transpose()
     }
 
+    /// Deletes these tokens, each only if it is still there (a token taken
+    /// by an issuance meanwhile is that issuance's), then makes it durable.
+    async fn remove_join_tokens(&self, hashes: &[TokenHash]) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for hash in hashes {
+            if self.join_tokens.remove(hash.as_slice())?.is_some() {
+                removed += 1;
+            }
+        }
+        self.durable().await?;
+        Ok(removed)
+    }
+
     /// Deletes tokens that expired before `now`; returns how many.
     async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
         let mut purged = 0;
@@ -881,6 +894,11 @@ impl Storage for SledStore {
     async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
         let open = self.current()?;
         self.watch(open.purge_expired_tokens(now).await)
+    }
+
+    async fn remove_join_tokens(&self, hashes: &[TokenHash]) -> Result<usize, StoreError> {
+        let open = self.current()?;
+        self.watch(open.remove_join_tokens(hashes).await)
     }
 
     async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {

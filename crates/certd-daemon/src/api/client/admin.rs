@@ -165,6 +165,47 @@ impl AdminClient {
         })
     }
 
+    /// The unused join tokens, optionally one service's.
+    pub async fn join_tokens(
+        &mut self,
+        service: Option<&str>,
+    ) -> Result<Vec<crate::authority::JoinTokenView>, ClientError> {
+        let response = self
+            .rpc
+            .list_join_tokens(proto::ListJoinTokensRequest {
+                service: service.unwrap_or_default().to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok(join_tokens_from_proto(response))
+    }
+
+    /// Revokes unused join tokens; returns those revoked.
+    pub async fn revoke_join_tokens(
+        &mut self,
+        which: &crate::authority::TokensToRevoke,
+    ) -> Result<Vec<crate::authority::JoinTokenView>, ClientError> {
+        use crate::authority::TokensToRevoke;
+        let request = match which {
+            TokensToRevoke::Ids(ids) => proto::RevokeJoinTokensRequest {
+                ids: ids.clone(),
+                service: String::new(),
+            },
+            TokensToRevoke::Service(service) => proto::RevokeJoinTokensRequest {
+                ids: Vec::new(),
+                service: service.clone(),
+            },
+        };
+        let response = self
+            .rpc
+            .revoke_join_tokens(request)
+            .await
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok(join_tokens_from_proto(response))
+    }
+
     /// Creates a registration entry.
     pub async fn create_entry(&mut self, spec: &EntrySpec) -> Result<EntrySummary, ClientError> {
         let response = self
@@ -549,6 +590,23 @@ fn summary_from_proto(record: proto::CertificateRecord) -> CertificateSummary {
         chain_pem: record.chain_pem,
         trust_bundle_pem: record.trust_bundle_pem,
     }
+}
+
+fn join_tokens_from_proto(
+    response: proto::ListJoinTokensResponse,
+) -> Vec<crate::authority::JoinTokenView> {
+    response
+        .tokens
+        .into_iter()
+        .map(|token| crate::authority::JoinTokenView {
+            id: token.id,
+            entry_id: (!token.entry_id.is_empty()).then_some(token.entry_id),
+            service: (!token.service.is_empty()).then_some(token.service),
+            selectors: token.selectors,
+            created_at: token.created_at_unix,
+            expires_at: token.expires_at_unix,
+        })
+        .collect()
 }
 
 #[cfg(test)]
