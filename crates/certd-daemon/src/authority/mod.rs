@@ -38,6 +38,7 @@ mod agents;
 mod changes;
 mod exchange;
 mod lineage;
+mod monitoring;
 mod operators;
 pub mod readiness;
 mod registration;
@@ -586,6 +587,7 @@ impl Authority {
                 }
                 outcome => outcome?,
             }
+            self.track_issuance(&record);
             return Ok(self.issued(record, &signed));
         }
         Err(Error::Store(StoreError::Corrupt(
