@@ -118,19 +118,34 @@ pub(crate) fn router(authority: Authority) -> Router {
         .with_state(authority)
 }
 
-/// Prometheus metrics (OpenMetrics text). State gauges are read now.
-async fn metrics(State(authority): State<Authority>) -> Response {
+/// Prometheus metrics. State gauges are read now. OpenMetrics text, unless
+/// the client asks for the older Prometheus text format (`Accept:
+/// text/plain` without OpenMetrics, as promtool and Prometheus before 2.5
+/// read it).
+async fn metrics(State(authority): State<Authority>, headers: HeaderMap) -> Response {
     authority.update_metrics().await;
-    let text = crate::metrics::get().encode();
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let metrics = crate::metrics::get();
+    let (content_type, text) = if wants_prometheus_text(&headers) {
+        (
+            crate::metrics::PROMETHEUS_TEXT,
+            metrics.encode_prometheus_text(),
+        )
+    } else {
+        (crate::metrics::OPENMETRICS_TEXT, metrics.encode())
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// Whether `Accept` names the Prometheus text format and not OpenMetrics.
+fn wants_prometheus_text(headers: &HeaderMap) -> bool {
+    let accepted = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|media| media.split(';').next().unwrap_or_default().trim())
+        .collect::<Vec<_>>();
+    accepted.contains(&"text/plain") && !accepted.contains(&"application/openmetrics-text")
 }
 
 /// The JWT-SVID keys as a JWKS.

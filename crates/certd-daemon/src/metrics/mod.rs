@@ -77,6 +77,11 @@ struct BuildLabels {
     version: String,
 }
 
+/// The content type of [`Metrics::encode`].
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Metrics::encode_prometheus_text`].
+pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
 /// Every metric certd exports.
 pub struct Metrics {
     registry: Registry,
@@ -218,6 +223,18 @@ impl Metrics {
             "Certificates this process revoked (not counting those already revoked), by reason",
             revocations.clone(),
         );
+        // Series of fixed label sets start at zero, so that they are there
+        // (and `rate` works) before the first event.
+        for source in ["cache", "signed"] {
+            let _ = ocsp_answers.get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            });
+        }
+        for reason in crate::ca::RevocationReason::ALL {
+            let _ = revocations.get_or_create(&ReasonLabels {
+                reason: reason.name().to_owned(),
+            });
+        }
         let service_expiries = Arc::new(ServiceExpiries::default());
         registry.register_collector(Box::new(service_expiries.clone()));
         Metrics {
@@ -276,6 +293,15 @@ impl Metrics {
                 source: source.to_owned(),
             })
             .inc();
+    }
+
+    /// The Prometheus text format (0.0.4) of every metric, for clients that
+    /// ask for it (promtool).
+    pub fn encode_prometheus_text(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
     }
 
     /// The OpenMetrics text of every metric.
