@@ -10,8 +10,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::{Daemon, Served, http, serial_in, stderr, stdout};
@@ -19,22 +18,34 @@ use common::{Daemon, Served, http, serial_in, stderr, stdout};
 const RULES: &str = "deploy/prometheus/certd-alerts.yml";
 const RULE_TESTS: &str = "deploy/prometheus/certd-alerts.test.yml";
 const DASHBOARD: &str = "deploy/grafana/certd-dashboard.json";
+/// The operator's guide to them, whose commands the tests run.
+const GUIDE: &str = "docs/operations/monitoring-alerts.md";
+/// Where the guide's commands find certd (its `deploy/certd.toml` address).
+const GUIDE_METRICS_URL: &str = "http://127.0.0.1:8080";
 
 /// The alert rules are valid, and each alert fires on the series of its
-/// unit test and stays quiet on the healthy series beside them.
+/// unit test and stays quiet on the healthy series beside them: the
+/// promtool commands of the operator's guide, run as it shows them.
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
-    let Some(promtool) = promtool() else { return };
-    for args in [["check", "rules", RULES], ["test", "rules", RULE_TESTS]] {
-        let output = Command::new(&promtool)
-            .args(args)
-            .current_dir(repository())
-            .output()
-            .expect("run promtool");
+    let commands: Vec<String> = guide_commands()
+        .into_iter()
+        .filter(|command| command.starts_with("promtool "))
+        .collect();
+    for expected in [
+        format!("promtool check rules {RULES}"),
+        format!("promtool test rules {RULE_TESTS}"),
+    ] {
+        assert!(commands.contains(&expected), "{GUIDE} shows {expected:?}");
+    }
+    if !promtool_available() {
+        return;
+    }
+    for command in commands {
+        let output = shell(&command);
         assert!(
             output.status.success(),
-            "promtool {}:\n{}{}",
-            args.join(" "),
+            "{command}:\n{}{}",
             stdout(&output),
             stderr(&output)
         );
@@ -100,14 +111,21 @@ fn a_running_certd_exports_every_metric_the_rules_and_dashboard_name() {
         exported_names(&text),
         "both formats name the same metrics"
     );
-    if let Some(promtool) = promtool() {
-        let checked = promtool_check_metrics(&promtool, &prometheus_text);
-        assert!(
-            checked.status.success(),
-            "promtool check metrics:\n{}{}\n{prometheus_text}",
-            stdout(&checked),
-            stderr(&checked)
-        );
+    if promtool_available() {
+        // The guide's check of a running certd, on this one's port.
+        for command in guide_commands()
+            .iter()
+            .filter(|command| command.contains(GUIDE_METRICS_URL))
+        {
+            let command = command.replace(GUIDE_METRICS_URL, &daemon.http);
+            let checked = shell(&command);
+            assert!(
+                checked.status.success(),
+                "{command}:\n{}{}\n{prometheus_text}",
+                stdout(&checked),
+                stderr(&checked)
+            );
+        }
     }
     let exported = exported_names(&text);
     let mut used = BTreeSet::new();
@@ -165,9 +183,9 @@ fn a_running_certd_exports_every_metric_the_rules_and_dashboard_name() {
     assert_eq!(service_expiry(&text, "billing"), None, "{text}");
 }
 
-/// promtool, if installed; `None` (after one `SKIPPED:` line) if not,
-/// unless `CERTD_REQUIRE_PROMTOOL` is set, where the test fails.
-fn promtool() -> Option<PathBuf> {
+/// Whether promtool is installed; if not, one `SKIPPED:` line, unless
+/// `CERTD_REQUIRE_PROMTOOL` is set, where the test fails.
+fn promtool_available() -> bool {
     let found = Command::new("promtool")
         .arg("--version")
         .output()
@@ -179,26 +197,42 @@ fn promtool() -> Option<PathBuf> {
             "CERTD_REQUIRE_PROMTOOL is set, but {reason}"
         );
         eprintln!("SKIPPED: the promtool checks: {reason}");
-        return None;
     }
-    Some(PathBuf::from("promtool"))
+    found
 }
 
-fn promtool_check_metrics(promtool: &Path, text: &str) -> Output {
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    child.wait_with_output().expect("promtool")
+/// The shell commands of the operator's guide, one per line; each is run by
+/// a test here.
+fn guide_commands() -> Vec<String> {
+    let guide = std::fs::read_to_string(repository().join(GUIDE)).expect(GUIDE);
+    let mut commands = Vec::new();
+    let mut in_shell = false;
+    for line in guide.lines() {
+        match line.trim() {
+            "```sh" => in_shell = true,
+            "```" => in_shell = false,
+            command if in_shell && !command.is_empty() => commands.push(command.to_owned()),
+            _ => {}
+        }
+    }
+    for command in &commands {
+        assert!(
+            command.starts_with("promtool ") || command.contains(GUIDE_METRICS_URL),
+            "{GUIDE}: no test here runs {command:?}"
+        );
+    }
+    commands
+}
+
+/// Runs `command` with bash in the repository's root; a pipeline fails if
+/// any of its commands does.
+fn shell(command: &str) -> Output {
+    Command::new("bash")
+        .args(["-c", &format!("set -o pipefail; {command}")])
+        .current_dir(repository())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh")
 }
 
 fn repository() -> &'static Path {

@@ -489,3 +489,36 @@ fn caching_headers(modified_at: i64, next_update: i64, now: i64) -> HeaderMap {
     }
     headers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(accept: &[&str], prometheus_text: bool) {
+        let mut headers = HeaderMap::new();
+        for value in accept {
+            headers.append(header::ACCEPT, value.parse().unwrap());
+        }
+        assert_eq!(
+            wants_prometheus_text(&headers),
+            prometheus_text,
+            "{accept:?}"
+        );
+    }
+
+    #[test]
+    fn metrics_are_openmetrics_unless_only_the_older_text_format_is_asked_for() {
+        check(&[], false);
+        check(&["*/*"], false);
+        check(&["text/plain; version=0.0.4"], true);
+        check(&["text/plain;version=0.0.4;q=0.5,*/*;q=0.1"], true);
+        check(&["text/html", "text/plain"], true);
+        // What Prometheus sends: OpenMetrics first, the text format after.
+        check(
+            &[
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ],
+            false,
+        );
+    }
+}

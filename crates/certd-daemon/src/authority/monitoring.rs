@@ -10,9 +10,9 @@
 //!
 //! How the tracker stays true: one load from the store when the daemon
 //! starts (the services named by registration entries, and certd's own),
-//! then every issuance and revocation of this process, entries deleted or
-//! moved here or elsewhere (`Change::Entry`, and every resync and
-//! minute's catch-up), revocations elsewhere (`Change::Revoked`).
+//! then every issuance and revocation of this process, entries deleted
+//! here or elsewhere (`Change::Entry`, and every resync and minute's
+//! catch-up), revocations elsewhere (`Change::Revoked`).
 //! Issuances by another replica do not reach this one's tracker: scrape
 //! every replica, and the alert takes the newest per service across them.
 
@@ -127,7 +127,8 @@ impl Authority {
     }
 
     /// Entry `id` was deleted or changed (here or elsewhere): certificates
-    /// issued for it under another service than its own now stop counting.
+    /// issued for it stop counting unless it still issues for their
+    /// service.
     pub(super) fn track_entry_change(&self, id: &str) {
         metrics::get()
             .service_expiries

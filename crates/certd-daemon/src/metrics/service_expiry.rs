@@ -7,7 +7,7 @@
 //!
 //! The authority feeds it (`authority::monitoring`): once from the store at
 //! start, then with every certificate this process issues, every revocation
-//! and every registration entry deleted or moved. It decides which
+//! and every registration entry deleted. It decides which
 //! certificates count (not operators' nor one-off `certd issue` ones); this
 //! module only keeps the newest few per service and bounds the whole.
 //!
