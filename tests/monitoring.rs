@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::{Daemon, Served, http, serial_in, stderr, stdout};
@@ -181,6 +181,64 @@ fn a_running_certd_exports_every_metric_the_rules_and_dashboard_name() {
     let text = wait_for(&daemon, |text| service_expiry(text, "payments").is_some());
     assert_eq!(service_expiry(&text, "payments"), Some(payments_expiry));
     assert_eq!(service_expiry(&text, "billing"), None, "{text}");
+}
+
+/// A service's expiry is that of its newest certificate still valid:
+/// revoking the newer ones falls back to an older one (looked up in the
+/// store once the few kept in memory are all revoked). One-off `certd
+/// issue` certificates, which nobody renews, are not watched.
+#[test]
+fn revoking_the_newest_certificates_falls_back_to_the_newest_still_valid() {
+    let daemon = Daemon::start();
+    daemon.entry("orders", &["token:orders"], &[]);
+    let issue = |name: &str, ttl: &str| {
+        let dir = daemon.tmp.path().join(name);
+        let output = daemon.cli(&[
+            "issue",
+            "--service",
+            "orders",
+            "--renewable",
+            "--ttl",
+            ttl,
+            "--out",
+            dir.to_str().expect("UTF-8 path"),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        dir
+    };
+    let oldest = issue("oldest", "10h");
+    // Issued a second later, the others are newer (issuance times are in
+    // seconds): more of them than certd keeps in memory per service.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let newer: Vec<PathBuf> = (1..=4)
+        .map(|hours| issue(&format!("newer-{hours}"), &format!("{hours}h")))
+        .collect();
+    let text = scrape(&daemon);
+    let shown = service_expiry(&text, "orders").expect("orders watched");
+    assert!(
+        newer.iter().any(|dir| not_after_in(dir) == shown),
+        "the newest is one of the four issued last"
+    );
+    for dir in &newer {
+        let revoked = daemon.cli(&["revoke", &serial_in(dir)]);
+        assert!(revoked.status.success(), "{}", stderr(&revoked));
+    }
+    let expected = not_after_in(&oldest);
+    let text = wait_for(&daemon, |text| {
+        service_expiry(text, "orders") == Some(expected)
+    });
+    assert_eq!(
+        value(
+            &text,
+            "certd_certificates_revoked_total{reason=\"unspecified\"}"
+        ),
+        Some(4.0)
+    );
+
+    let one_off = daemon.tmp.path().join("one-off");
+    let issued = daemon.ci_issue("ci-job", &one_off, &[]);
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    assert_eq!(service_expiry(&scrape(&daemon), "ci-job"), None);
 }
 
 /// Whether promtool is installed; if not, one `SKIPPED:` line, unless
