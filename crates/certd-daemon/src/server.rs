@@ -312,6 +312,7 @@ pub async fn run(
         )
     });
     let catch_up = tokio::spawn(catch_up_periodically(authority.clone(), until_stopped()));
+    let service_expiries = tokio::spawn(load_service_expiries(authority.clone(), until_stopped()));
     let health = tokio::spawn(report_health(authority.clone(), health, until_stopped()));
     let probe = tokio::spawn(probe_store(authority.clone(), until_stopped()));
     let attestor_upkeep: Vec<_> = authority
@@ -367,7 +368,8 @@ pub async fn run(
         changes,
         catch_up,
         health,
-        probe
+        probe,
+        service_expiries
     );
     for task in attestor_upkeep {
         let _ = task.await;
@@ -568,6 +570,18 @@ async fn watch_intermediates(
             () = authority.clock().tick(ROTATION_POLL) => {}
             () = reload.0.notified() => {}
         }
+    }
+}
+
+/// Loads each service's newest certificate for the expiry metric, once,
+/// beside serving: a large store delays the metric, never a request.
+async fn load_service_expiries(authority: Authority, stopped: impl Future<Output = ()>) {
+    tokio::select! {
+        () = stopped => {}
+        loaded = authority.load_service_expiries() => match loaded {
+            Ok(services) => tracing::debug!(services, "loaded the services' newest certificates"),
+            Err(error) => tracing::warn!(%error, "cannot load the services' newest certificates; their expiry metric starts with the next issuance"),
+        },
     }
 }
 

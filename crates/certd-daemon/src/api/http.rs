@@ -118,19 +118,34 @@ pub(crate) fn router(authority: Authority) -> Router {
         .with_state(authority)
 }
 
-/// Prometheus metrics (OpenMetrics text). State gauges are read now.
-async fn metrics(State(authority): State<Authority>) -> Response {
+/// Prometheus metrics. State gauges are read now. OpenMetrics text, unless
+/// the client asks for the older Prometheus text format (`Accept:
+/// text/plain` without OpenMetrics, as promtool and Prometheus before 2.5
+/// read it).
+async fn metrics(State(authority): State<Authority>, headers: HeaderMap) -> Response {
     authority.update_metrics().await;
-    let text = crate::metrics::get().encode();
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let metrics = crate::metrics::get();
+    let (content_type, text) = if wants_prometheus_text(&headers) {
+        (
+            crate::metrics::PROMETHEUS_TEXT,
+            metrics.encode_prometheus_text(),
+        )
+    } else {
+        (crate::metrics::OPENMETRICS_TEXT, metrics.encode())
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// Whether `Accept` names the Prometheus text format and not OpenMetrics.
+fn wants_prometheus_text(headers: &HeaderMap) -> bool {
+    let accepted = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|media| media.split(';').next().unwrap_or_default().trim())
+        .collect::<Vec<_>>();
+    accepted.contains(&"text/plain") && !accepted.contains(&"application/openmetrics-text")
 }
 
 /// The JWT-SVID keys as a JWKS.
@@ -473,4 +488,37 @@ fn caching_headers(modified_at: i64, next_update: i64, now: i64) -> HeaderMap {
         headers.insert(header::LAST_MODIFIED, value);
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(accept: &[&str], prometheus_text: bool) {
+        let mut headers = HeaderMap::new();
+        for value in accept {
+            headers.append(header::ACCEPT, value.parse().unwrap());
+        }
+        assert_eq!(
+            wants_prometheus_text(&headers),
+            prometheus_text,
+            "{accept:?}"
+        );
+    }
+
+    #[test]
+    fn metrics_are_openmetrics_unless_only_the_older_text_format_is_asked_for() {
+        check(&[], false);
+        check(&["*/*"], false);
+        check(&["text/plain; version=0.0.4"], true);
+        check(&["text/plain;version=0.0.4;q=0.5,*/*;q=0.1"], true);
+        check(&["text/html", "text/plain"], true);
+        // What Prometheus sends: OpenMetrics first, the text format after.
+        check(
+            &[
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ],
+            false,
+        );
+    }
 }

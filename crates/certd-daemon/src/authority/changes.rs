@@ -66,13 +66,18 @@ impl Authority {
     /// everything the store holds.
     pub async fn apply_change(&self, update: Update) -> Result<(), StoreError> {
         match update {
-            Update::Changed(Change::Entry { id }) => self.registry.entry_changed(&id).await,
+            Update::Changed(Change::Entry { id }) => {
+                self.registry.entry_changed(&id).await?;
+                self.track_entry_change(&id);
+                Ok(())
+            }
             Update::Changed(Change::Policy { .. }) => self.reload_policy().await,
             Update::Changed(Change::Revoked { serial }) => {
                 // The replica that revoked publishes a CRL with it and says
                 // so (`CrlPublished`); build one here only if that does not
                 // come, e.g. because that replica died meanwhile.
                 self.revocations.note_revocation(&serial);
+                self.track_revocation_elsewhere(&serial).await;
                 let (authority, serving) = (self.clone(), self.revocations.crl_number());
                 tokio::spawn(async move {
                     tokio::time::sleep(CRL_FROM_ELSEWHERE_WAIT).await;
@@ -95,6 +100,7 @@ impl Authority {
                 }),
             Update::Resync | Update::Changed(Change::Reopened | Change::Missed) => {
                 self.registry.resync().await?;
+                self.track_entries_reloaded();
                 self.reload_policy().await?;
                 self.revocations.forget_cached_answers();
                 self.publish_crl().await
@@ -113,6 +119,7 @@ impl Authority {
         known_revoked: &mut Option<std::collections::HashSet<crate::identity::Serial>>,
     ) -> Result<(), StoreError> {
         self.registry.resync().await?;
+        self.track_entries_reloaded();
         self.reload_policy().await?;
         let now = self.now();
         let revoked = self.store.revoked_unexpired(now).await?;

@@ -38,6 +38,7 @@ mod changes;
 mod exchange;
 mod join_tokens;
 mod lineage;
+mod monitoring;
 mod operators;
 pub mod readiness;
 mod registration;
@@ -587,6 +588,7 @@ impl Authority {
                 }
                 outcome => outcome?,
             }
+            self.track_issuance(&record);
             return Ok(self.issued(record, &signed));
         }
         Err(Error::Store(StoreError::Corrupt(

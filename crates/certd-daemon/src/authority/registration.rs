@@ -187,6 +187,9 @@ impl Authority {
     /// and certificates issued for it no longer renew.
     pub async fn delete_entry(&self, caller: &Caller, id: &str) -> Result<EntryRecord> {
         let outcome = self.registry.delete(id).await.map_err(Error::from);
+        if outcome.is_ok() {
+            self.track_entry_change(id);
+        }
         let attempted = EntryChange {
             event: AuditEvent::DeleteEntry,
             id: Some(id),

@@ -164,6 +164,7 @@ impl Authority {
     }
 
     async fn publish(&self, certificates: Vec<Revoked>) -> Result<RevocationResult> {
+        self.track_revocations(&certificates);
         let crl = if certificates.iter().any(|c| c.newly_revoked) {
             self.revocations.refresh_crl().await?
         } else {

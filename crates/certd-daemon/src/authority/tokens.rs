@@ -35,42 +35,6 @@ impl Authority {
         jwt::Discovery::of(&self.issuer, &self.jwt_keys, self.now())
     }
 
-    /// Sets the metrics that describe state (CRL, CA expiry, JWT keys), for
-    /// a scrape of `/metrics`.
-    pub async fn update_metrics(&self) {
-        let metrics = crate::metrics::get();
-        let now = self.now();
-        if let Ok(crl) = self.revocations.current_crl().await {
-            metrics
-                .crl_number
-                .set(i64::try_from(crl.number).unwrap_or(i64::MAX));
-            metrics.crl_age.set(now - crl.signed_at);
-        }
-        for (certificate, not_after) in [
-            ("intermediate", self.ca.intermediate_not_after()),
-            ("root", self.ca.root_not_after()),
-        ] {
-            metrics
-                .ca_expiry
-                .get_or_create(&crate::metrics::CertificateLabels {
-                    certificate: certificate.to_owned(),
-                })
-                .set(not_after - now);
-        }
-        metrics
-            .ca_signers_generation
-            .set(i64::try_from(self.ca.signers().generation).unwrap_or(i64::MAX));
-        if let Some(root_crl) = self.ca.root_crl() {
-            metrics
-                .root_crl_expiry
-                .set(root_crl.facts.next_update - now);
-        }
-        let published = self.jwt_keys.published(now).len();
-        metrics
-            .jwt_keys
-            .set(i64::try_from(published).unwrap_or(i64::MAX));
-    }
-
     /// The SPIFFE trust bundle now (`/bundle.spiffe`).
     pub fn spiffe_bundle(&self) -> serde_json::Value {
         let bundle = self.ca.trust_bundle();

@@ -424,6 +424,21 @@ impl Registry {
         entries
     }
 
+    /// The services entries issue for (for the certificate expiry metric's
+    /// start-up load).
+    pub fn services(&self) -> BTreeSet<ServiceName> {
+        self.read()
+            .by_id
+            .values()
+            .map(|entry| entry.service.clone())
+            .collect()
+    }
+
+    /// The service entry `id` issues for, if it exists.
+    pub fn service_of(&self, id: &str) -> Option<ServiceName> {
+        self.read().by_id.get(id).map(|entry| entry.service.clone())
+    }
+
     pub fn get(&self, id: &str) -> Option<EntryRecord> {
         self.read().by_id.get(id).map(|e| EntryRecord::clone(e))
     }

@@ -3,14 +3,21 @@
 //! Owns the process's one registry (`metrics::get()`): counters and
 //! histograms are fed where the event happens (`audit::record` for every
 //! decision, `api::grpc_metrics` around every gRPC call, the sled group
-//! commit and the PostgreSQL issuance transaction, the OCSP responder);
-//! gauges that describe state (CRL, CA expiry, JWT keys) are set from the
-//! authority at scrape time, so they are never stale. Label values come from
-//! fixed sets (event names, error kinds, method names), never from callers,
-//! so a client cannot grow the series count.
+//! commit and the PostgreSQL issuance transaction, the OCSP responder,
+//! revocations); gauges that describe state (CRL, CA expiry, JWT keys) are
+//! set from the authority at scrape time, so they are never stale; each
+//! service's newest certificate is kept by `service_expiry`, fed by the
+//! authority as it issues and revokes; `process` reads the standard process
+//! metrics from `/proc` at scrape time. Label values come from fixed sets
+//! (event names, error kinds, method names, revocation reasons), never from
+//! callers, so a client cannot grow the series count; the one label that
+//! grows with the deployment, `service`, is bounded by `service_expiry`.
+//!
+//! Every name is `certd_`-prefixed and says its unit, except the process
+//! metrics, which keep the names every exporter gives them.
 
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +25,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+mod process;
+mod service_expiry;
+
+pub use process::ProcessSample;
+pub use service_expiry::{
+    FORGET_EXPIRED_AFTER, KEPT_PER_SERVICE, MAX_SERVICES, ServiceExpiries, TrackedCertificate,
+};
 
 /// One decision's labels: what, attested how, and how it ended.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +66,22 @@ pub struct CertificateLabels {
     pub certificate: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// An RFC 5280 reason as operators spell it (key-compromise, …).
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// The content type of [`Metrics::encode`].
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Metrics::encode_prometheus_text`].
+pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
 /// Every metric certd exports.
 pub struct Metrics {
     registry: Registry,
@@ -60,11 +91,14 @@ pub struct Metrics {
     pub ocsp_answers: Family<SourceLabels, Counter>,
     pub crl_number: Gauge,
     pub crl_age: Gauge,
+    pub crl_expiry: Gauge<i64, AtomicI64>,
     pub ca_expiry: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
     pub jwt_keys: Gauge,
     pub root_crl_expiry: Gauge<i64, AtomicI64>,
     pub possible_stolen_keys: Counter,
     pub ca_signers_generation: Gauge<i64, AtomicI64>,
+    pub revocations: Family<ReasonLabels, Counter>,
+    pub service_expiries: Arc<ServiceExpiries>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,7 +120,22 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::with_prefix("certd");
+        let mut root = Registry::default();
+        // Named as every exporter names them, so dashboards for any
+        // process work (no `certd_` prefix).
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("certd");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the version of certd running, as a label",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "decisions",
@@ -132,6 +181,12 @@ impl Metrics {
             "Seconds since the CRL served now was signed (its thisUpdate is backdated a minute)",
             crl_age.clone(),
         );
+        let crl_expiry = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "crl_expiry_seconds",
+            "Seconds until the CRL served now passes its nextUpdate (negative: relying parties that check CRLs refuse every certificate)",
+            crl_expiry.clone(),
+        );
         let ca_expiry = Family::<CertificateLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "ca_certificate_expiry_seconds",
@@ -162,8 +217,31 @@ impl Metrics {
             "Renewals refused because the certificate was already renewed or superseded: its key may have been copied",
             possible_stolen_keys.clone(),
         );
+        let revocations = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "certificates_revoked",
+            "Certificates this process revoked (not counting those already revoked), by reason",
+            revocations.clone(),
+        );
+        // Series of fixed label sets start at zero, so that they are there
+        // (and `rate` works) before the first event.
+        for source in ["cache", "signed"] {
+            let _ = ocsp_answers.get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            });
+        }
+        for reason in crate::ca::RevocationReason::ALL {
+            let _ = revocations.get_or_create(&ReasonLabels {
+                reason: reason.name().to_owned(),
+            });
+        }
+        let service_expiries = Arc::new(ServiceExpiries::default());
+        registry.register_collector(Box::new(service_expiries.clone()));
         Metrics {
-            registry,
+            registry: root,
+            crl_expiry,
+            revocations,
+            service_expiries,
             possible_stolen_keys,
             root_crl_expiry,
             ca_signers_generation,
@@ -199,6 +277,15 @@ impl Metrics {
         self.decisions.get_or_create(&labels).inc();
     }
 
+    /// Counts one certificate newly revoked, with its reason's name.
+    pub fn revocation(&self, reason: &str) {
+        self.revocations
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn ocsp_answer(&self, from_cache: bool) {
         let source = if from_cache { "cache" } else { "signed" };
         self.ocsp_answers
@@ -206,6 +293,15 @@ impl Metrics {
                 source: source.to_owned(),
             })
             .inc();
+    }
+
+    /// The Prometheus text format (0.0.4) of every metric, for clients that
+    /// ask for it (promtool).
+    pub fn encode_prometheus_text(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
     }
 
     /// The OpenMetrics text of every metric.
@@ -242,5 +338,34 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn build_info_revocations_and_process_metrics_are_exported() {
+        let metrics = Metrics::new();
+        metrics.revocation("key-compromise");
+        let text = metrics.encode();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("certd_build_info{{version=\"{version}\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("certd_certificates_revoked_total{reason=\"key-compromise\"} 1\n"),
+            "{text}"
+        );
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(
+                text.lines().any(|line| line.starts_with(name)),
+                "{name}: {text}"
+            );
+        }
     }
 }
