@@ -6,7 +6,9 @@
 //! it (its ExecStart, User, Group, Environment and UMask; only the ports
 //! are moved to ephemeral ones, with the flags that override the
 //! configuration) and issues a certificate that OpenSSL verifies; `dpkg -r`
-//! and `dpkg -P` remove the package but keep the CA's keys.
+//! and `dpkg -P` remove the package but keep the CA's keys. Installed again
+//! with systemd-sysusers and systemd-tmpfiles out of PATH (a slim container
+//! image), its postinst makes the same user and directories without them.
 //!
 //! The test changes the machine (a package, a system user, /var/lib/certd),
 //! so it runs only as root and only where no certd is installed and no
@@ -26,8 +28,9 @@ const UNIT: &str = "/usr/lib/systemd/system/certd.service";
 const DATA_DIR: &str = "/var/lib/certd";
 
 /// dpkg installs certd, certd serves as its unit says and issues a
-/// certificate OpenSSL verifies, and removing and purging the package keep
-/// the CA's keys.
+/// certificate OpenSSL verifies, removing and purging the package keep the
+/// CA's keys, and the package installs the same where systemd's tools are
+/// missing.
 #[test]
 fn the_debian_package_installs_serves_as_its_unit_says_and_keeps_the_ca_when_removed() {
     let Some(deb) = package_to_test() else {
