@@ -1,6 +1,6 @@
 //! The systemd files in deploy/ are valid as systemd reads them: every unit
 //! passes `systemd-analyze verify` (with ExecStart pointing at the built
-//! binary, since /usr/local/bin/certd is not installed here), and the
+//! binary, since /usr/bin/certd is not installed here), and the
 //! sysusers.d file passes `systemd-sysusers --dry-run`.
 //!
 //! The Kubernetes manifests (deploy/kubernetes/) are checked for what
@@ -36,7 +36,7 @@ fn every_systemd_unit_verifies() {
         }
         let text = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("/usr/local/bin/certd", common::CERTD);
+            .replace("/usr/bin/certd", common::CERTD);
         // A template is verified as one instance of it.
         let name = name.replace("@.service", "@example.service");
         std::fs::write(tmp.path().join(&name), text).unwrap();
