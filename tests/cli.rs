@@ -1887,3 +1887,68 @@ fn unused_join_tokens_are_listed_and_revoked() {
     );
     assert!(audit.contains(&billing_ids[0]), "{audit}");
 }
+
+/// An entry nothing here could ever use is accepted (replicas may differ,
+/// agents may come later) but warned about on stderr, naming what is
+/// missing: a `k8s:` selector without the Kubernetes attestor, a parent no
+/// agent entry names. Once the agent's entry exists, the warning is gone.
+#[test]
+fn entries_nothing_here_can_use_are_warned_about() {
+    let daemon = Daemon::start();
+    let output = daemon.cli(&[
+        "entry",
+        "create",
+        "--service",
+        "payments",
+        "--selector",
+        "k8s:ns:payments",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("certd: warning: entry ")
+            && stderr(&output).contains("no attestor of this certd proves k8s:ns:payments ([attestors.kubernetes] is not in certd.toml)"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        stdout(&output).lines().count(),
+        1,
+        "stdout keeps only the id"
+    );
+
+    let output = daemon.cli(&[
+        "entry",
+        "create",
+        "--service",
+        "web",
+        "--selector",
+        "unix:uid:1000",
+        "--parent",
+        "spiffe://certd.internal/agent/node-1",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let entry: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let warning = entry["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains("spiffe://certd.internal/agent/node-1 is no node agent's entry yet"),
+        "{warning}"
+    );
+    assert!(stderr(&output).contains(warning), "{}", stderr(&output));
+
+    let output = daemon.cli(&[
+        "entry",
+        "create",
+        "--agent",
+        "--service",
+        "node-1",
+        "--selector",
+        "token:node-1",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+    let id = entry["id"].as_str().unwrap();
+    let output = daemon.cli(&["entry", "update", id, "--selector", "unix:uid:1001"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+}

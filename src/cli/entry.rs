@@ -311,6 +311,10 @@ pub async fn update(args: EntryUpdateArgs) -> anyhow::Result<()> {
 }
 
 fn print_entry(entry: &EntrySummary, json: bool) -> anyhow::Result<()> {
+    // On stderr, so stdout keeps the id (or the JSON, which carries them).
+    for warning in &entry.warnings {
+        eprintln!("certd: warning: entry {}: {warning}", entry.id);
+    }
     if json {
         println!("{}", serde_json::to_string(entry)?);
     } else {

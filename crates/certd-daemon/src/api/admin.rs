@@ -370,7 +370,11 @@ impl Admin for AdminApi {
             .create_entry(&caller, &spec)
             .await
             .map_err(|e| status(&e))?;
-        Ok(Response::new(entry_to_proto(entry)))
+        let warnings = self.authority.entry_warnings(&entry);
+        Ok(Response::new(proto::Entry {
+            warnings,
+            ..entry_to_proto(entry)
+        }))
     }
 
     async fn update_entry(
@@ -386,7 +390,11 @@ impl Admin for AdminApi {
             .update_entry(&caller, &message.id, &spec)
             .await
             .map_err(|e| status(&e))?;
-        Ok(Response::new(entry_to_proto(entry)))
+        let warnings = self.authority.entry_warnings(&entry);
+        Ok(Response::new(proto::Entry {
+            warnings,
+            ..entry_to_proto(entry)
+        }))
     }
 
     async fn delete_entry(

@@ -33,6 +33,7 @@ pub(super) fn entry_to_proto(entry: EntryRecord) -> proto::Entry {
             .collect(),
         created_at_unix: entry.created_at,
         created_by: entry.created_by,
+        warnings: Vec::new(),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Configurable {
     /// What it accepts, for the refusal of a certd without its section
     /// ("Kubernetes service-account tokens").
     pub accepts: &'static str,
+    /// The kind of selector its evidence proves (`k8s`).
+    pub proves: &'static str,
     /// Checks the section.
     pub configure: Configure,
 }

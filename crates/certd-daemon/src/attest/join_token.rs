@@ -115,6 +115,10 @@ impl super::Attestor for JoinTokenAttestor {
         super::kind::JOIN_TOKEN
     }
 
+    fn proves(&self) -> &'static SelectorKind {
+        &SELECTORS
+    }
+
     async fn attest(
         &self,
         evidence: &[u8],

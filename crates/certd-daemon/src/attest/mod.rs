@@ -205,6 +205,9 @@ pub trait Attestor: std::fmt::Debug + Send + Sync {
     /// The attestation kind, as audited and recorded: `join-token`.
     fn kind(&self) -> &'static str;
 
+    /// The kind of selector its evidence proves (`token:`, `k8s:`).
+    fn proves(&self) -> &'static SelectorKind;
+
     /// Checks `evidence` at time `now` (Unix seconds) and returns what it
     /// proves, or why it proves nothing (an `AttestError`, or a store
     /// failure).
@@ -262,6 +265,29 @@ impl Attestors {
                 },
                 None => AttestError::NotAccepted { kind: kind.into() },
             })
+    }
+
+    /// Why no attestor here can prove `selector`, naming the one that
+    /// would; `None` when one here can, or when only a node agent proves
+    /// it (the entry's parent does).
+    pub fn cannot_prove(&self, selector: &Selector) -> Option<String> {
+        if proven_by_agent(selector) || self.by_kind.values().any(|a| selector.is(a.proves())) {
+            return None;
+        }
+        let kind = SELECTOR_KINDS
+            .iter()
+            .find(|kind| selector.is(kind))
+            .map_or("?", |kind| kind.name);
+        let section = configured::CONFIGURABLE
+            .iter()
+            .find(|configurable| configurable.proves == kind)
+            .map_or_else(
+                || "its attestor".to_owned(),
+                |configurable| format!("[attestors.{}]", configurable.kind),
+            );
+        Some(format!(
+            "no attestor of this certd proves {selector} ({section} is not in certd.toml): no workload can attest for this entry here until it is"
+        ))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Attestor>> {

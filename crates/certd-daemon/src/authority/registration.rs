@@ -200,6 +200,27 @@ impl Authority {
         outcome
     }
 
+    /// What may keep an entry from ever being used, as this certd sees it:
+    /// a selector no attestor here proves (a `k8s:` entry without the
+    /// Kubernetes attestor), or a parent no node agent entry names yet.
+    /// Warnings, not refusals: replicas may differ in attestors, and an
+    /// agent's entry may be made after its workloads'.
+    pub fn entry_warnings(&self, entry: &EntryRecord) -> Vec<String> {
+        let mut warnings: Vec<String> = entry
+            .selectors
+            .iter()
+            .filter_map(|selector| self.attestors.cannot_prove(selector))
+            .collect();
+        if let Some(parent) = &entry.parent
+            && !self.registry.issues(parent)
+        {
+            warnings.push(format!(
+                "the parent {parent} is no node agent's entry yet: its workloads get nothing until one is made (certd entry create --agent)"
+            ));
+        }
+        warnings
+    }
+
     /// Every registration entry, or one service's, oldest first.
     pub fn entries(&self, service: Option<&str>) -> Result<Vec<EntryRecord>> {
         let service = service.map(str::parse::<ServiceName>).transpose()?;

@@ -509,6 +509,9 @@ pub struct EntrySummary {
     /// The audiences its JWT-SVIDs may name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jwt_audiences: Vec<String>,
+    /// After a create or update: what may keep it from ever being used.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl From<proto::Entry> for EntrySummary {
@@ -525,6 +528,7 @@ impl From<proto::Entry> for EntrySummary {
             parent_id: (!entry.parent_id.is_empty()).then_some(entry.parent_id),
             agent: entry.agent,
             jwt_audiences: entry.jwt_audiences,
+            warnings: entry.warnings,
         }
     }
 }

@@ -25,6 +25,7 @@ pub(crate) static CONFIGURABLE: Configurable = Configurable {
     kind: kind::KUBERNETES,
     top_level_section: Some("kubernetes"),
     accepts: "Kubernetes service-account tokens",
+    proves: "k8s",
     configure,
 };
 

@@ -243,6 +243,10 @@ impl super::Attestor for KubernetesAttestor {
         super::kind::KUBERNETES
     }
 
+    fn proves(&self) -> &'static SelectorKind {
+        &SELECTORS
+    }
+
     async fn attest(
         &self,
         evidence: &[u8],
