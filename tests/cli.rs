@@ -1952,3 +1952,45 @@ fn entries_nothing_here_can_use_are_warned_about() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
 }
+
+/// `certd list` filters the listed certificates by state and by how soon
+/// they expire: what an operator asks before an outage.
+#[test]
+fn list_filters_by_status_and_expiry() {
+    let daemon = Daemon::start();
+    let short = daemon.tmp.path().join("short");
+    assert!(
+        daemon
+            .ci_issue("short", &short, &["--ttl", "1h"])
+            .status
+            .success()
+    );
+    let long = daemon.tmp.path().join("long");
+    assert!(daemon.ci_issue("long", &long, &[]).status.success());
+    let gone = daemon.tmp.path().join("gone");
+    assert!(daemon.ci_issue("gone", &gone, &[]).status.success());
+    assert!(daemon.cli(&["revoke", &serial_in(&gone)]).status.success());
+    let services = |args: &[&str]| {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        let output = daemon.cli(&all);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+        let mut names: Vec<String> = listed
+            .iter()
+            .map(|c| c["service"].as_str().unwrap().to_owned())
+            .filter(|service| service != "certd")
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(services(&["--status", "revoked"]), ["gone"]);
+    assert_eq!(services(&["--status", "good"]), ["long", "short"]);
+    assert_eq!(services(&["--expiring-within", "2h"]), ["short"]);
+    assert_eq!(
+        services(&["--expiring-within", "2h", "--status", "revoked"]),
+        Vec::<String>::new()
+    );
+    let output = daemon.cli(&["list", "--status", "bogus"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}

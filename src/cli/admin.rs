@@ -117,9 +117,17 @@ pub struct ListArgs {
     /// Only this service's certificates.
     #[arg(long)]
     service: Option<String>,
-    /// At most this many, the most recently issued.
+    /// At most this many, the most recently issued; the filters below
+    /// apply to these.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     limit: u32,
+    /// Only certificates in this state: good, revoked or expired.
+    #[arg(long, value_parser = ["good", "revoked", "expired"])]
+    status: Option<String>,
+    /// Only unexpired certificates that expire within this long (e.g. 2h):
+    /// what is about to lapse if nothing renews it.
+    #[arg(long, value_parser = duration)]
+    expiring_within: Option<Duration>,
     /// One JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -483,6 +491,18 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
         let mut client = args.target.connect(&args.data_dir).await?;
         client.list(args.service.as_deref(), args.limit).await?
     };
+    let now = unix_seconds(super::now());
+    certificates.retain(|certificate| {
+        let in_state = args
+            .status
+            .as_deref()
+            .is_none_or(|status| certificate.status == status);
+        let expiring = args.expiring_within.is_none_or(|window| {
+            let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+            certificate.not_after >= now && certificate.not_after <= now.saturating_add(window)
+        });
+        in_state && expiring
+    });
     certificates.sort_by(|a, b| (a.issued_at, &a.serial).cmp(&(b.issued_at, &b.serial)));
     if args.json {
         println!("{}", serde_json::to_string(&certificates)?);
