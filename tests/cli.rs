@@ -1994,3 +1994,50 @@ fn list_filters_by_status_and_expiry() {
     let output = daemon.cli(&["list", "--status", "bogus"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
+
+/// `certd revoke --offline` revokes in the data directory with certd
+/// stopped (refused while it holds a sled store); the restarted certd
+/// knows it revoked, and the audit says who revoked it.
+#[test]
+fn revoke_offline_with_certd_stopped() {
+    let mut daemon = Daemon::start();
+    let dir = daemon.tmp.path().join("billing");
+    assert!(daemon.ci_issue("billing", &dir, &[]).status.success());
+    let serial = serial_in(&dir);
+    if common::database_url(&daemon.data_dir).is_none() {
+        let output = daemon.cli(&["revoke", "--offline", &serial]);
+        assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("drop --offline"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    daemon.terminate();
+    let output = daemon.cli(&["revoke", "--offline", &serial, "--reason", "key-compromise"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(&format!("revoked {serial} (billing)"))
+            && stdout(&output).contains("reason key-compromise"),
+        "{}",
+        stdout(&output)
+    );
+    daemon.restart_on_same_port();
+    let output = daemon.cli(&["show", &serial, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["status"], "revoked");
+    let output = daemon.cli(&[
+        "inspect",
+        dir.join("cert.pem").to_str().unwrap(),
+        "--server",
+        &daemon.grpc,
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "certd says revoked: {}",
+        stdout(&output)
+    );
+    let audit = stdout(&daemon.cli(&["audit", "--event", "revoke"]));
+    assert!(audit.contains("offline-cli uid="), "{audit}");
+}

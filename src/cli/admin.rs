@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{DataDirArg, UsageError, duration, format_time};
-use certd::api::client::{AdminClient, AuditLine, IssuedCertificate};
+use certd::api::client::{AdminClient, AuditLine, IssuedCertificate, RevokeSummary};
 use certd::authority::{Authority, Caller, CertificateSummary, TokenFor, TokensToRevoke};
 use certd::ca::RevocationReason;
 use certd::ca::{self, InitOptions, KeyType};
@@ -177,6 +177,14 @@ pub struct RevokeArgs {
     /// seconds, reason, newly_revoked) and `crl_number`.
     #[arg(long)]
     json: bool,
+    /// Revoke in the data directory directly, with certd stopped (when it
+    /// cannot start, or its host is being recovered); it publishes the CRL
+    /// listing it when it next starts.
+    #[arg(long)]
+    offline: bool,
+    /// With --offline: configuration file (its database and lifetimes).
+    #[arg(long, env = "CERTD_CONFIG", requires = "offline")]
+    config: Option<PathBuf>,
 }
 
 fn parse_reason(value: &str) -> Result<RevocationReason, String> {
@@ -184,13 +192,42 @@ fn parse_reason(value: &str) -> Result<RevocationReason, String> {
 }
 
 pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
-    let mut client = args.target.connect(&args.data_dir).await?;
-    let result = match (&args.serial, &args.service, &args.lineage) {
-        (Some(serial), _, _) => client.revoke_serial(serial, args.reason).await?,
-        (None, Some(service), _) => client.revoke_service(service, args.reason).await?,
-        (None, None, Some(serial)) => client.revoke_lineage(serial, args.reason).await?,
+    /// What to revoke, as the flags name it.
+    enum Target<'a> {
+        Serial(&'a str),
+        Service(&'a str),
+        Lineage(&'a str),
+    }
+    let target = match (&args.serial, &args.service, &args.lineage) {
+        (Some(serial), _, _) => Target::Serial(serial),
+        (None, Some(service), _) => Target::Service(service),
+        (None, None, Some(serial)) => Target::Lineage(serial),
         (None, None, None) => {
             return Err(UsageError("name a serial, --service or --lineage".into()).into());
+        }
+    };
+    let result = if args.offline {
+        let authority = offline_authority(&args.data_dir, args.config.as_deref()).await?;
+        let caller = Caller(format!("offline-cli uid={}", current_uid()));
+        RevokeSummary::from(match target {
+            Target::Serial(serial) => authority.revoke(&caller, serial, args.reason).await?,
+            Target::Service(service) => {
+                authority
+                    .revoke_service(&caller, service, args.reason)
+                    .await?
+            }
+            Target::Lineage(serial) => {
+                authority
+                    .revoke_lineage(&caller, serial, args.reason)
+                    .await?
+            }
+        })
+    } else {
+        let mut client = args.target.connect(&args.data_dir).await?;
+        match target {
+            Target::Serial(serial) => client.revoke_serial(serial, args.reason).await?,
+            Target::Service(service) => client.revoke_service(service, args.reason).await?,
+            Target::Lineage(serial) => client.revoke_lineage(serial, args.reason).await?,
         }
     };
     if args.json {

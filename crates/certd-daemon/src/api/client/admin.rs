@@ -481,6 +481,37 @@ pub struct RevokeSummary {
     pub crl_number: u64,
 }
 
+/// What the authority itself answers (`revoke --offline`), in the form the
+/// admin API gives it.
+impl From<crate::authority::RevocationResult> for RevokeSummary {
+    fn from(result: crate::authority::RevocationResult) -> Self {
+        RevokeSummary {
+            certificates: result
+                .certificates
+                .into_iter()
+                .map(|revoked| {
+                    let revocation =
+                        revoked
+                            .record
+                            .revocation
+                            .unwrap_or(crate::store::Revocation {
+                                revoked_at: 0,
+                                reason_code: 0,
+                            });
+                    RevokedSummary {
+                        serial: revoked.record.serial.to_hex(),
+                        service: revoked.record.service.to_string(),
+                        revoked_at: revocation.revoked_at,
+                        reason: crate::ca::reason_name(revocation.reason_code).to_owned(),
+                        newly_revoked: revoked.newly_revoked,
+                    }
+                })
+                .collect(),
+            crl_number: result.crl_number,
+        }
+    }
+}
+
 /// Join tokens as the admin API returns them.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CreatedTokens {
