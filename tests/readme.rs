@@ -47,7 +47,7 @@ impl Page {
 /// The pages that run, in order: each may use what earlier ones made (the
 /// tutorial's `billing` certificate, the service-token guide's
 /// `policy.toml`, …).
-const PAGES: [Page; 10] = [
+const PAGES: [Page; 11] = [
     Page {
         path: "README.md",
         section: Some("## Issue and revoke in a minute"),
@@ -60,6 +60,7 @@ const PAGES: [Page; 10] = [
     Page::whole("docs/guides/service-tokens.md"),
     Page::whole("docs/guides/token-exchange.md"),
     Page::whole("docs/guides/relying-parties.md"),
+    Page::whole("docs/guides/federation.md"),
     Page::whole("docs/operations/ca-rotation.md"),
     Page {
         path: "docs/operations/keys-and-hsm.md",

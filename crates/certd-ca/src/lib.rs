@@ -474,7 +474,8 @@ impl CertificateAuthority {
     ) -> Result<SignedCertificate, CaError> {
         let signer = self.current();
         let validity = validity(&signer, ttl, now)?;
-        let params = profile::server(names, &serial, &validity)?;
+        let spiffe_id = self.metadata.trust_domain.certd_server_id();
+        let params = profile::server(names, &spiffe_id, &serial, &validity)?;
         sign(signer, params, key, serial, validity)
     }
 }

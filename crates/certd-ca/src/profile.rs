@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::csr::SubjectKeyKind;
 use super::{CaError, IssuerUrls};
-use certd_core::identity::{OperatorIdentity, Serial, WorkloadIdentity};
+use certd_core::identity::{OperatorIdentity, Serial, SpiffeId, WorkloadIdentity};
 
 /// How far notBefore is backdated, so that a peer whose clock is slightly
 /// behind still accepts a certificate issued a moment ago.
@@ -76,9 +76,12 @@ pub fn operator(
 }
 
 /// The profile of certd's own TLS serving certificate: the configured names
-/// (IP addresses where they parse as such), otherwise as a workload.
+/// (IP addresses where they parse as such) and certd's own SPIFFE ID (so the
+/// certificate is an X509-SVID, what an `https_spiffe` federation peer
+/// authenticates the bundle endpoint by), otherwise as a workload.
 pub fn server(
     names: &[String],
+    spiffe_id: &SpiffeId,
     serial: &Serial,
     validity: &Validity,
 ) -> Result<CertificateParams, CaError> {
@@ -95,6 +98,9 @@ pub fn server(
         };
         params.subject_alt_names.push(san);
     }
+    params
+        .subject_alt_names
+        .push(uri_san(spiffe_id.as_str().to_owned()));
     Ok(params)
 }
 

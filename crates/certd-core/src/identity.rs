@@ -43,7 +43,17 @@ impl TrustDomain {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The SPIFFE ID of certd's own serving certificate in this trust
+    /// domain, which a federating peer pins for the `https_spiffe` bundle
+    /// endpoint profile. No entry may name a path under `/certd/`.
+    pub fn certd_server_id(&self) -> SpiffeId {
+        SpiffeId(format!("spiffe://{}/{CERTD_SERVER_PATH}", self.0))
+    }
 }
+
+/// The path of certd's own SPIFFE ID (`TrustDomain::certd_server_id`).
+pub const CERTD_SERVER_PATH: &str = "certd/server";
 
 impl FromStr for TrustDomain {
     type Err = NameError;

@@ -242,12 +242,14 @@ pub async fn run(
     let (grpc_admission, http_admission) = admissions(&config.connections);
     let (health, health_service) = tonic_health::server::health_reporter();
     // The OAuth token endpoint shares the TLS port, its certificate and its
-    // client-certificate check; HTTP/1.1 is accepted for it.
+    // client-certificate check; HTTP/1.1 is accepted for it. So does the
+    // SPIFFE bundle endpoint (federation's `https_spiffe` profile).
     let tls_routes = tonic::service::Routes::new(health_service)
         .add_service(workload)
         .add_service(remote_admin)
         .into_axum_router()
-        .merge(api::oauth::router(authority.clone()));
+        .merge(api::oauth::router(authority.clone()))
+        .merge(api::http::bundle_endpoint_router(authority.clone()));
     let grpc = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)

@@ -14,8 +14,9 @@
 //! audiences of their JWT-SVIDs); every
 //! other value is still written as version 2. The token policy, added
 //! later, was written as version 2 too (no earlier format knew it); it is
-//! written as version 3 since it holds delegations. Earlier values are
-//! still read.
+//! written as version 3 since it holds delegations. Federation
+//! relationships, added later still, are written as version 3 (no earlier
+//! format knew them). Earlier values are still read.
 //!
 //! Decoding trusts what certd itself wrote: names, serials and selectors
 //! were parsed once, at the edge, before they were stored, so they are
@@ -27,8 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::StoreError;
 use certd_core::identity::{DnsName, Serial, ServiceName, SpiffeId};
 use certd_core::model::{
-    Attestation, AuditEntry, AuditEvent, DelegationRecord, EntryRecord, GrantCaller, GrantRecord,
-    IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokedEntry, kind,
+    Attestation, AuditEntry, AuditEvent, DelegationRecord, EndpointProfile, EntryRecord,
+    FederationRecord, ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord,
+    PolicyRecord, Proof, Revocation, RevokedEntry, kind,
 };
 use certd_core::selector::Selector;
 
@@ -711,6 +713,92 @@ impl Stored for PolicyRecord {
     // No earlier format held a policy.
     type V1 = PolicyV2;
 }
+/// A federation relationship. Field and variant order are the format.
+#[derive(Serialize, Deserialize)]
+pub(super) struct DiskFederation {
+    trust_domain: String,
+    bundle_endpoint_url: String,
+    profile: DiskEndpointProfile,
+    created_at: i64,
+    created_by: String,
+    bundle: Option<DiskForeignBundle>,
+}
+
+/// Variant order is the format: append, never reorder.
+#[derive(Serialize, Deserialize)]
+enum DiskEndpointProfile {
+    HttpsWeb { ca_pem: Option<String> },
+    HttpsSpiffe { endpoint_id: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskForeignBundle {
+    sequence: u64,
+    refresh_hint: Option<u64>,
+    json: String,
+    accepted_at: i64,
+}
+
+impl From<FederationRecord> for DiskFederation {
+    fn from(record: FederationRecord) -> Self {
+        DiskFederation {
+            trust_domain: record.trust_domain.into(),
+            bundle_endpoint_url: record.bundle_endpoint_url,
+            profile: match record.profile {
+                EndpointProfile::HttpsWeb { ca_pem } => DiskEndpointProfile::HttpsWeb { ca_pem },
+                EndpointProfile::HttpsSpiffe { endpoint_id } => DiskEndpointProfile::HttpsSpiffe {
+                    endpoint_id: endpoint_id.into_string(),
+                },
+            },
+            created_at: record.created_at,
+            created_by: record.created_by,
+            bundle: record.bundle.map(|bundle| DiskForeignBundle {
+                sequence: bundle.sequence,
+                refresh_hint: bundle.refresh_hint,
+                json: bundle.json,
+                accepted_at: bundle.accepted_at,
+            }),
+        }
+    }
+}
+
+impl TryFrom<DiskFederation> for FederationRecord {
+    type Error = StoreError;
+
+    fn try_from(disk: DiskFederation) -> Result<Self, StoreError> {
+        Ok(FederationRecord {
+            // `TrustDomain` has no unchecked constructor; the check is cheap.
+            trust_domain: disk
+                .trust_domain
+                .parse()
+                .map_err(|_| StoreError::Corrupt("federation trust domain".into()))?,
+            bundle_endpoint_url: disk.bundle_endpoint_url,
+            profile: match disk.profile {
+                DiskEndpointProfile::HttpsWeb { ca_pem } => EndpointProfile::HttpsWeb { ca_pem },
+                DiskEndpointProfile::HttpsSpiffe { endpoint_id } => EndpointProfile::HttpsSpiffe {
+                    endpoint_id: SpiffeId::from_stored(endpoint_id),
+                },
+            },
+            created_at: disk.created_at,
+            created_by: disk.created_by,
+            bundle: disk.bundle.map(|bundle| ForeignBundle {
+                sequence: bundle.sequence,
+                refresh_hint: bundle.refresh_hint,
+                json: bundle.json,
+                accepted_at: bundle.accepted_at,
+            }),
+        })
+    }
+}
+
+impl Stored for FederationRecord {
+    const VERSION: u8 = FORMAT_VERSION_3;
+    type Disk = DiskFederation;
+    // No earlier format held a federation relationship.
+    type V2 = DiskFederation;
+    type V1 = DiskFederation;
+}
+
 impl Stored for AuditEntry {
     const VERSION: u8 = FORMAT_VERSION;
     type Disk = DiskAuditEntry;

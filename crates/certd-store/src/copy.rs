@@ -53,6 +53,9 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
             ));
         }
     }
+    for federation in from.federations().await? {
+        to.insert_federation(&federation).await?;
+    }
     let tokens = from.join_tokens().await?;
     to.insert_join_tokens(&tokens).await?;
 

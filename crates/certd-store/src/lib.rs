@@ -37,11 +37,12 @@ use tokio::sync::broadcast;
 
 pub use backend::{Backend, Checked, StoreSettings};
 
-use certd_core::identity::{Serial, ServiceName};
+use certd_core::identity::{Serial, ServiceName, TrustDomain};
 pub use certd_core::model::{
-    Attestation, AuditEntry, AuditEvent, CertificateState, DelegationRecord, EntryRecord,
-    GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof, Revocation,
-    RevokeOutcome, RevokedEntry, SignedCrl, Successor, TokenHash,
+    Attestation, AuditEntry, AuditEvent, CertificateState, DelegationRecord, EndpointProfile,
+    EntryRecord, FederationRecord, ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord,
+    JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl,
+    Successor, TokenHash,
 };
 
 /// Why the store could not do what was asked.
@@ -134,6 +135,9 @@ pub enum Change {
     Policy { version: u64 },
     /// Certificate `serial` was revoked.
     Revoked { serial: Serial },
+    /// The federation relationship with `trust_domain` was added, removed,
+    /// or given a newer foreign bundle.
+    Federation { trust_domain: String },
     /// The backend reopened its storage after a fault: writes that failed
     /// may or may not have reached it, so every cache must reload.
     Reopened,
@@ -297,6 +301,43 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
         expected: u64,
         policy: &PolicyRecord,
     ) -> Result<bool, StoreError>;
+
+    /// Stores a new federation relationship and returns once it is
+    /// durable; `false` (and nothing written) if its trust domain has one.
+    async fn insert_federation(&self, record: &FederationRecord) -> Result<bool, StoreError>;
+
+    /// Deletes the relationship with `trust_domain` and returns it once
+    /// that is durable; `None` if there is none.
+    async fn remove_federation(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Result<Option<FederationRecord>, StoreError>;
+
+    async fn federation(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Result<Option<FederationRecord>, StoreError>;
+
+    /// Every federation relationship, in trust-domain order.
+    async fn federations(&self) -> Result<Vec<FederationRecord>, StoreError>;
+
+    /// Makes `bundle` the relationship's bundle and returns once that is
+    /// durable, if the relationship exists and holds no bundle or one with
+    /// a lower sequence (atomically against other replicas, so a bundle
+    /// never goes backwards); whether it was stored.
+    async fn accept_foreign_bundle(
+        &self,
+        trust_domain: &TrustDomain,
+        bundle: &ForeignBundle,
+    ) -> Result<bool, StoreError>;
+
+    /// The `spiffe_sequence` of certd's own bundle, whose content has the
+    /// SHA-256 `digest`: the stored sequence if it was stored with this
+    /// digest, else one more than the stored one; at least `at_least`
+    /// either way. Stored with the digest, durably, before it returns, and
+    /// atomically against other replicas, so the sequence never goes back
+    /// across restarts and replicas.
+    async fn bundle_sequence(&self, digest: &[u8; 32], at_least: u64) -> Result<u64, StoreError>;
 
     /// Appends an audit entry. It need not be durable on return: it becomes
     /// durable with the next durable write (or the backend's own periodic

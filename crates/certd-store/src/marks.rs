@@ -600,6 +600,43 @@ impl Storage for Marked {
         self.inner.replace_policy(expected, policy).await
     }
 
+    async fn insert_federation(
+        &self,
+        record: &crate::FederationRecord,
+    ) -> Result<bool, StoreError> {
+        self.inner.insert_federation(record).await
+    }
+
+    async fn remove_federation(
+        &self,
+        trust_domain: &certd_core::identity::TrustDomain,
+    ) -> Result<Option<crate::FederationRecord>, StoreError> {
+        self.inner.remove_federation(trust_domain).await
+    }
+
+    async fn federation(
+        &self,
+        trust_domain: &certd_core::identity::TrustDomain,
+    ) -> Result<Option<crate::FederationRecord>, StoreError> {
+        self.inner.federation(trust_domain).await
+    }
+
+    async fn federations(&self) -> Result<Vec<crate::FederationRecord>, StoreError> {
+        self.inner.federations().await
+    }
+
+    async fn accept_foreign_bundle(
+        &self,
+        trust_domain: &certd_core::identity::TrustDomain,
+        bundle: &crate::ForeignBundle,
+    ) -> Result<bool, StoreError> {
+        self.inner.accept_foreign_bundle(trust_domain, bundle).await
+    }
+
+    async fn bundle_sequence(&self, digest: &[u8; 32], at_least: u64) -> Result<u64, StoreError> {
+        self.inner.bundle_sequence(digest, at_least).await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.inner.append_audit(entry).await
     }

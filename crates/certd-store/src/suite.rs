@@ -3,8 +3,9 @@
 //! backend proves the guarantees the rest of certd relies on.
 
 use crate::{
-    Attestation, DelegationRecord, EntryRecord, GrantCaller, GrantRecord, IssuanceRecord,
-    JoinTokenRecord, PolicyRecord, SharedStorage, StoreError, Successor,
+    Attestation, DelegationRecord, EndpointProfile, EntryRecord, FederationRecord, ForeignBundle,
+    GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord, SharedStorage,
+    StoreError, Successor,
 };
 use certd_core::identity::Serial;
 use certd_core::selector::Selector;
@@ -81,6 +82,18 @@ macro_rules! storage_behaviour_suite {
         async fn the_policy_is_replaced_only_from_the_version_the_caller_saw() {
             if let Some(backend) = $make() {
                 suite::the_policy_is_replaced_only_from_the_version_the_caller_saw(&backend).await;
+            }
+        }
+        #[tokio::test]
+        async fn a_federation_is_kept_and_its_bundle_never_goes_back() {
+            if let Some(backend) = $make() {
+                suite::a_federation_is_kept_and_its_bundle_never_goes_back(&backend).await;
+            }
+        }
+        #[tokio::test]
+        async fn the_bundle_sequence_grows_with_every_change_across_reopening() {
+            if let Some(backend) = $make() {
+                suite::the_bundle_sequence_grows_with_every_change_across_reopening(&backend).await;
             }
         }
     };
@@ -511,4 +524,111 @@ async fn race(store: &SharedStorage, expected: u64, policy: &PolicyRecord) -> us
         wins += usize::from(racer.await.unwrap());
     }
     wins
+}
+
+fn foreign_bundle(sequence: u64) -> ForeignBundle {
+    ForeignBundle {
+        sequence,
+        refresh_hint: Some(300),
+        json: format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#),
+        accepted_at: 100 + i64::try_from(sequence).unwrap(),
+    }
+}
+
+pub(crate) async fn a_federation_is_kept_and_its_bundle_never_goes_back(backend: &dyn Backend) {
+    let partner: certd_core::identity::TrustDomain = "partner.example".parse().unwrap();
+    let web = FederationRecord {
+        trust_domain: partner.clone(),
+        bundle_endpoint_url: "https://bundles.partner.example/bundle".into(),
+        profile: EndpointProfile::HttpsWeb {
+            ca_pem: Some("-----BEGIN CERTIFICATE-----\n...".into()),
+        },
+        created_at: 5,
+        created_by: "operator alice".into(),
+        bundle: None,
+    };
+    let spiffe = FederationRecord {
+        trust_domain: "acme.internal".parse().unwrap(),
+        bundle_endpoint_url: "https://spire.acme.internal:8443".into(),
+        profile: EndpointProfile::HttpsSpiffe {
+            endpoint_id: "spiffe://acme.internal/spire/server".parse().unwrap(),
+        },
+        created_at: 6,
+        created_by: "local admin socket".into(),
+        bundle: Some(foreign_bundle(1)),
+    };
+    {
+        let store = backend.open().await;
+        assert!(store.insert_federation(&web).await.unwrap());
+        assert!(store.insert_federation(&spiffe).await.unwrap());
+        // One relationship per trust domain.
+        assert!(!store.insert_federation(&web).await.unwrap());
+        // The first bundle is taken, then only higher sequences.
+        assert!(
+            store
+                .accept_foreign_bundle(&partner, &foreign_bundle(7))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .accept_foreign_bundle(&partner, &foreign_bundle(7))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .accept_foreign_bundle(&partner, &foreign_bundle(6))
+                .await
+                .unwrap()
+        );
+        let unknown: certd_core::identity::TrustDomain = "nobody.example".parse().unwrap();
+        assert!(
+            !store
+                .accept_foreign_bundle(&unknown, &foreign_bundle(1))
+                .await
+                .unwrap()
+        );
+    }
+    let store = backend.open().await;
+    let kept = store.federation(&partner).await.unwrap().unwrap();
+    assert_eq!(kept.bundle, Some(foreign_bundle(7)));
+    assert_eq!(kept.profile, web.profile);
+    let all = store.federations().await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|f| f.trust_domain.as_str())
+            .collect::<Vec<_>>(),
+        ["acme.internal", "partner.example"]
+    );
+    assert_eq!(all[0], spiffe);
+    assert!(
+        store
+            .accept_foreign_bundle(&partner, &foreign_bundle(8))
+            .await
+            .unwrap()
+    );
+    let removed = store.remove_federation(&partner).await.unwrap().unwrap();
+    assert_eq!(removed.bundle, Some(foreign_bundle(8)));
+    assert_eq!(store.remove_federation(&partner).await.unwrap(), None);
+    assert_eq!(store.federation(&partner).await.unwrap(), None);
+}
+
+pub(crate) async fn the_bundle_sequence_grows_with_every_change_across_reopening(
+    backend: &dyn Backend,
+) {
+    let (first, second) = ([1; 32], [2; 32]);
+    {
+        let store = backend.open().await;
+        assert_eq!(store.bundle_sequence(&first, 0).await.unwrap(), 1);
+        // The same content keeps its sequence.
+        assert_eq!(store.bundle_sequence(&first, 0).await.unwrap(), 1);
+        assert_eq!(store.bundle_sequence(&second, 0).await.unwrap(), 2);
+        // A floor raises it (a store that never saw the earlier sequence).
+        assert_eq!(store.bundle_sequence(&second, 40).await.unwrap(), 40);
+    }
+    let store = backend.open().await;
+    assert_eq!(store.bundle_sequence(&second, 0).await.unwrap(), 40);
+    // Back to earlier content is a change too: never a lower number.
+    assert_eq!(store.bundle_sequence(&first, 0).await.unwrap(), 41);
 }

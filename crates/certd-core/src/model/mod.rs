@@ -9,7 +9,10 @@
 //! codec in `store::codec`), so no on-disk format leaks into the
 //! domain and no domain change silently changes a format.
 
+mod federation;
 mod records;
+
+pub use federation::{EndpointProfile, FederationRecord, ForeignBundle};
 
 pub use records::{
     Attestation, AuditEntry, AuditEvent, CertificateState, DelegationRecord, EntryRecord,

@@ -305,10 +305,16 @@ pub enum AuditEvent {
     AcceptUnmarkedStore,
     /// An operator revoked unused join tokens.
     RevokeJoinToken,
+    /// A federation relationship was added.
+    AddFederation,
+    /// A federation relationship was removed.
+    RemoveFederation,
+    /// A foreign trust domain's bundle was accepted (a new sequence).
+    AcceptForeignBundle,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 16] = [
+    pub const ALL: [AuditEvent; 19] = [
         AuditEvent::Issue,
         AuditEvent::IssueOperator,
         AuditEvent::Renew,
@@ -325,6 +331,9 @@ impl AuditEvent {
         AuditEvent::ExchangeToken,
         AuditEvent::AcceptUnmarkedStore,
         AuditEvent::RevokeJoinToken,
+        AuditEvent::AddFederation,
+        AuditEvent::RemoveFederation,
+        AuditEvent::AcceptForeignBundle,
     ];
 
     /// The name logs, the audit listing and the store use.
@@ -346,6 +355,9 @@ impl AuditEvent {
             AuditEvent::ExchangeToken => "exchange-token",
             AuditEvent::AcceptUnmarkedStore => "accept-unmarked-store",
             AuditEvent::RevokeJoinToken => "revoke-join-token",
+            AuditEvent::AddFederation => "add-federation",
+            AuditEvent::RemoveFederation => "remove-federation",
+            AuditEvent::AcceptForeignBundle => "accept-foreign-bundle",
         }
     }
 

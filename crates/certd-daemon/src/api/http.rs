@@ -303,10 +303,34 @@ fn no_root_crl() -> Response {
         .into_response()
 }
 
+/// The SPIFFE bundle endpoint's routes, which the TLS listener serves too:
+/// there, certd's serving certificate (an X509-SVID with
+/// `spiffe://<trust-domain>/certd/server`) makes it an `https_spiffe`
+/// endpoint, and an `https_web` one for peers that trust its CA.
+pub(crate) fn bundle_endpoint_router(authority: Authority) -> Router {
+    Router::new()
+        .route("/bundle.spiffe", get(spiffe_bundle))
+        .route("/.well-known/spiffe-bundle", get(spiffe_bundle))
+        .with_state(authority)
+}
+
 /// The SPIFFE trust bundle (roots and JWT keys), for verifiers and for
 /// other trust domains' federation.
-async fn spiffe_bundle(State(authority): State<Authority>, headers: HeaderMap) -> Response {
-    let bundle = authority.spiffe_bundle();
+pub(crate) async fn spiffe_bundle(
+    State(authority): State<Authority>,
+    headers: HeaderMap,
+) -> Response {
+    let bundle = match authority.spiffe_bundle().await {
+        Ok(bundle) => bundle,
+        Err(error) => {
+            tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot serve the SPIFFE bundle");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the bundle's sequence cannot be read from the database now; try again\n",
+            )
+                .into_response();
+        }
+    };
     let max_age = bundle["spiffe_refresh_hint"].as_u64().unwrap_or(60);
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
     cacheable(&headers, body, max_age, JSON)

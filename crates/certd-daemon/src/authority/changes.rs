@@ -72,6 +72,9 @@ impl Authority {
                 Ok(())
             }
             Update::Changed(Change::Policy { .. }) => self.reload_policy().await,
+            // Read from the store whenever used (`federation`): nothing
+            // cached here to update.
+            Update::Changed(Change::Federation { .. }) => Ok(()),
             Update::Changed(Change::Revoked { serial }) => {
                 // The replica that revoked publishes a CRL with it and says
                 // so (`CrlPublished`); build one here only if that does not

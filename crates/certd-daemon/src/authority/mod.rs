@@ -36,6 +36,7 @@ mod access_tokens;
 mod agents;
 mod changes;
 mod exchange;
+mod federation;
 mod join_tokens;
 mod lineage;
 mod monitoring;
@@ -115,6 +116,10 @@ pub struct Authority {
     policy: Arc<access_tokens::PolicyState>,
     /// The outside issuers whose users' tokens `exchange` accepts.
     subject_issuers: crate::subject_issuers::SubjectIssuers,
+    /// `spiffe_refresh_hint` of certd's own bundle.
+    bundle_refresh_hint: Duration,
+    /// The sequence last stored for certd's own bundle, by its content.
+    bundle_sequence: Arc<federation::BundleSequence>,
 }
 
 /// How an issuance is recorded: under which service, attested how, and
@@ -223,6 +228,8 @@ impl Authority {
             limits: Arc::new(Limits::new(settings.limits)),
             operators: Arc::new(settings.operators),
             jwt_keys,
+            bundle_refresh_hint: settings.federation.refresh_hint(&settings.jwt),
+            bundle_sequence: Arc::default(),
             jwt_settings: settings.jwt,
             issuer: Arc::new(settings.issuer),
             store_probe: Arc::default(),

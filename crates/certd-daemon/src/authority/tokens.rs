@@ -35,16 +35,6 @@ impl Authority {
         jwt::Discovery::of(&self.issuer, &self.jwt_keys, self.now())
     }
 
-    /// The SPIFFE trust bundle now (`/bundle.spiffe`).
-    pub fn spiffe_bundle(&self) -> serde_json::Value {
-        let bundle = self.ca.trust_bundle();
-        let roots: Vec<&[u8]> = bundle.roots_der.iter().map(Vec::as_slice).collect();
-        // Verifiers should look again well within the shortest time a new
-        // key is published ahead of signing.
-        let hint = (self.jwt_settings.publish_ahead / 2).as_secs().max(1);
-        jwt::spiffe_bundle_json(&roots, &self.jwt_keys, self.now(), hint)
-    }
-
     /// A token for the workload presenting `client_leaf`.
     pub async fn mint_jwt(
         &self,

@@ -38,6 +38,8 @@ pub struct ConfigFile {
     pub attestors: Option<std::collections::BTreeMap<String, toml::Table>>,
     /// JWT-SVIDs: lifetimes and key rotation.
     pub jwt: Option<JwtSection>,
+    /// Federation with other trust domains (`[federation]`).
+    pub federation: Option<FederationSection>,
     /// OAuth token exchange (RFC 8693): the trusted subject issuers.
     pub token_exchange: Option<TokenExchangeSection>,
     /// The CA's keys.
@@ -123,6 +125,15 @@ pub struct CaSection {
 pub struct TokenExchangeSection {
     #[serde(default, rename = "subject_issuer")]
     pub subject_issuers: Vec<crate::subject_issuers::SubjectIssuerSection>,
+}
+
+/// Federation: what certd's own bundle endpoint tells its peers.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// `spiffe_refresh_hint` of certd's bundle: how often peers should
+    /// fetch it again (default: half of `[jwt] publish_ahead`).
+    pub bundle_refresh_hint: Option<String>,
 }
 
 /// JWT-SVIDs.

@@ -13,8 +13,8 @@ mod file;
 mod operators;
 
 pub use file::{
-    ConfigFile, ConnectionsSection, DatabaseFile, IssuanceSection, JoinTokenSection, JwtSection,
-    LimitsSection, RevocationSection, StoreSection,
+    ConfigFile, ConnectionsSection, DatabaseFile, FederationSection, IssuanceSection,
+    JoinTokenSection, JwtSection, LimitsSection, RevocationSection, StoreSection,
 };
 
 use std::net::SocketAddr;
@@ -89,6 +89,7 @@ pub struct Config {
     /// The configured attestors' settings (`[attestors.<kind>]`).
     pub attestors: ConfiguredAttestors,
     pub jwt: JwtSettings,
+    pub federation: FederationSettings,
     /// The outside issuers whose users' tokens a token exchange accepts.
     pub subject_issuers: Vec<crate::subject_issuers::SubjectIssuerSettings>,
     /// The passphrase file of encrypted CA keys, if any.
@@ -126,6 +127,23 @@ impl Default for JwtSettings {
             issuer: None,
             token_endpoint: None,
         }
+    }
+}
+
+/// Federation with other trust domains (`[federation]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FederationSettings {
+    /// The bundle's `spiffe_refresh_hint`; `None`: half of
+    /// `[jwt] publish_ahead`, so a peer sees a new JWT key before it signs.
+    pub bundle_refresh_hint: Option<Duration>,
+}
+
+impl FederationSettings {
+    /// The `spiffe_refresh_hint` certd's bundle carries, in seconds.
+    pub fn refresh_hint(&self, jwt: &JwtSettings) -> Duration {
+        self.bundle_refresh_hint
+            .unwrap_or(jwt.publish_ahead / 2)
+            .max(Duration::from_secs(1))
     }
 }
 
@@ -173,6 +191,7 @@ impl Config {
             server_names: self.server_names.clone(),
             attestors: self.attestors.clone(),
             jwt: self.jwt.clone(),
+            federation: self.federation,
             subject_issuers: self.subject_issuers.clone(),
         }
     }
@@ -191,6 +210,7 @@ pub struct AuthoritySettings {
     /// The configured attestors (join tokens need none).
     pub attestors: ConfiguredAttestors,
     pub jwt: JwtSettings,
+    pub federation: FederationSettings,
     /// Trusted subject issuers of token exchange.
     pub subject_issuers: Vec<crate::subject_issuers::SubjectIssuerSettings>,
     /// The `iss` of certd's tokens and where its keys are published.
@@ -329,6 +349,7 @@ impl ConfigFile {
         )?;
         let attestors = self.validate_attestors()?;
         let jwt = validate_jwt(&self.jwt.clone().unwrap_or_default())?;
+        let federation = validate_federation(&self.federation.clone().unwrap_or_default(), &jwt)?;
         // Secret files: from `[ca]` (relative to the config file), else from
         // the environment.
         let secret_file = |field: Option<&PathBuf>, variable: &str| match field {
@@ -367,6 +388,7 @@ impl ConfigFile {
             key_passphrase_file,
             pkcs11_pin_file,
             jwt,
+            federation,
             attestors,
             operators,
             limits,
@@ -565,6 +587,31 @@ fn validate_jwt(section: &JwtSection) -> Result<JwtSettings, ConfigError> {
         ));
     }
     Ok(settings)
+}
+
+fn validate_federation(
+    section: &FederationSection,
+    jwt: &JwtSettings,
+) -> Result<FederationSettings, ConfigError> {
+    let Some(text) = &section.bundle_refresh_hint else {
+        return Ok(FederationSettings::default());
+    };
+    let hint = parse_duration(text)
+        .map_err(|message| invalid("federation.bundle_refresh_hint", message))?;
+    // A peer that waits longer than a JWT key is published ahead could
+    // meet a token signed by a key it has not fetched yet.
+    if hint < Duration::from_secs(1) || hint > jwt.publish_ahead {
+        return Err(invalid(
+            "federation.bundle_refresh_hint",
+            format!(
+                "must be between 1s and jwt.publish_ahead ({}), so peers fetch each new JWT key before it signs",
+                humantime::format_duration(jwt.publish_ahead)
+            ),
+        ));
+    }
+    Ok(FederationSettings {
+        bundle_refresh_hint: Some(hint),
+    })
 }
 
 fn validate_connections(section: &ConnectionsSection) -> Result<ConnectionSettings, ConfigError> {

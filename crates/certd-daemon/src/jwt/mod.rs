@@ -837,16 +837,18 @@ fn raw_header(token: &str) -> Result<serde_json::Map<String, serde_json::Value>,
         .map_err(|_| JwtError::Malformed("the header is not a JSON object".into()))
 }
 
-/// The SPIFFE trust bundle of this trust domain (the SPIFFE Trust Domain
-/// and Bundle standard): a JWKS whose keys are the X.509 roots (`use:
-/// x509-svid`, with `x5c`) and the published JWT keys (`use: jwt-svid`),
-/// with `spiffe_sequence` and `spiffe_refresh_hint`.
-pub(crate) fn spiffe_bundle_json(
+/// The keys of this trust domain's SPIFFE trust bundle (the SPIFFE Trust
+/// Domain and Bundle standard): the X.509 roots (`use: x509-svid`, with
+/// `x5c`) and the published JWT keys (`use: jwt-svid`); and the lowest
+/// `spiffe_sequence` the bundle may carry now, which grows with every JWT
+/// key change and every root added (the bundle's stored sequence,
+/// `Storage::bundle_sequence`, never goes below it, so a bundle served
+/// before the sequence was stored is never followed by a lower one).
+pub(crate) fn spiffe_bundle_keys(
     roots_der: &[&[u8]],
     keys: &JwtKeys,
     now: i64,
-    refresh_hint_seconds: u64,
-) -> serde_json::Value {
+) -> (Vec<serde_json::Value>, u64) {
     let mut entries: Vec<serde_json::Value> = roots_der
         .iter()
         .filter_map(|der| x509_svid_key(der))
@@ -854,12 +856,19 @@ pub(crate) fn spiffe_bundle_json(
     entries.extend(keys.published(now).iter().map(|key| {
         serde_json::to_value(PublicJwk::of(key, "jwt-svid")).unwrap_or(serde_json::Value::Null)
     }));
-    // Grows with every JWT key change, and with every root added to the
-    // bundle (a root retired from it will need a sequence of its own).
     let added_roots = u64::try_from(roots_der.len().saturating_sub(1)).unwrap_or(0);
+    (entries, keys.sequence(now) + added_roots)
+}
+
+/// The bundle document: `keys`, `spiffe_sequence`, `spiffe_refresh_hint`.
+pub(crate) fn spiffe_bundle_json(
+    keys: Vec<serde_json::Value>,
+    sequence: u64,
+    refresh_hint_seconds: u64,
+) -> serde_json::Value {
     serde_json::json!({
-        "keys": entries,
-        "spiffe_sequence": keys.sequence(now) + added_roots,
+        "keys": keys,
+        "spiffe_sequence": sequence,
         "spiffe_refresh_hint": refresh_hint_seconds,
     })
 }
@@ -1314,7 +1323,8 @@ mod tests {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let bundle = spiffe_bundle_json(&[root.der().as_ref()], &keys(), now(), 300);
+        let (entries, floor) = spiffe_bundle_keys(&[root.der().as_ref()], &keys(), now());
+        let bundle = spiffe_bundle_json(entries, floor, 300);
         let entries = bundle["keys"].as_array().unwrap();
         assert_eq!(entries[0]["use"], "x509-svid");
         assert_eq!(entries[0]["crv"], "P-256");

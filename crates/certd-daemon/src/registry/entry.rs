@@ -238,6 +238,13 @@ fn check_spiffe_id(
             "SPIFFE ID {id:?} is under /agent/, which only node agents' entries (--agent) may carry"
         ));
     }
+    if first == "certd" {
+        // Federation peers pin certd's own ID (`/certd/server`) to
+        // authenticate its bundle endpoint: no workload may carry it.
+        return Err(format!(
+            "SPIFFE ID {id:?} is under /certd/, which only certd's own serving certificate carries"
+        ));
+    }
     if first == "svc" && path != format!("svc/{service}") {
         return Err(format!(
             "SPIFFE ID {id:?} is under /svc/ but is not /svc/{service}: /svc/<name> belongs to service <name>"
@@ -356,6 +363,10 @@ pub(super) mod tests {
         check(
             &|s| s.spiffe_id = Some("spiffe://certd.internal/operator/alice".into()),
             "/operator/",
+        );
+        check(
+            &|s| s.spiffe_id = Some("spiffe://certd.internal/certd/server".into()),
+            "/certd/",
         );
         check(
             &|s| s.spiffe_id = Some("spiffe://certd.internal/svc/payments".into()),

@@ -3,7 +3,8 @@
 //! the change feed.
 //!
 //! A notification is `<origin> entry <id>`, `<origin> revoked <serial>`
-//! `<origin> crl <number>` or `<origin> policy <version>`.
+//! `<origin> crl <number>`, `<origin> policy <version>` or
+//! `<origin> federation <trust-domain>`.
 //! PostgreSQL delivers every notification committed while the session
 //! listens, so changes can only be missed while the connection is down;
 //! after a reconnection the feed is told `Change::Missed`, and every cache
@@ -28,6 +29,7 @@ pub(super) fn encode(origin: &str, change: &Change) -> Option<String> {
         Change::Revoked { serial } => Some(format!("{origin} revoked {}", serial.to_hex())),
         Change::CrlPublished { number } => Some(format!("{origin} crl {number}")),
         Change::Policy { version } => Some(format!("{origin} policy {version}")),
+        Change::Federation { trust_domain } => Some(format!("{origin} federation {trust_domain}")),
         Change::Reopened | Change::Missed => None,
     }
 }
@@ -52,6 +54,9 @@ fn decode(origin: &str, payload: &str) -> Option<Change> {
             .parse()
             .ok()
             .map(|number| Change::CrlPublished { number }),
+        "federation" => Some(Change::Federation {
+            trust_domain: subject.to_owned(),
+        }),
         "policy" => subject
             .parse()
             .ok()

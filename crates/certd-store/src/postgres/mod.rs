@@ -21,6 +21,7 @@
 //! succeeds again.
 
 mod backend;
+mod federation;
 mod listen;
 mod schema;
 pub mod scratch;
@@ -39,11 +40,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
-    AuditEntry, BackupSummary, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord,
-    PolicyRecord, Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Storage, StoreError,
-    Successor, TokenHash,
+    AuditEntry, BackupSummary, Change, ChangeFeed, EntryRecord, FederationRecord, ForeignBundle,
+    IssuanceRecord, JoinTokenRecord, PolicyRecord, Revocation, RevokeOutcome, RevokedEntry,
+    SignedCrl, Storage, StoreError, Successor, TokenHash,
 };
-use certd_core::identity::{Serial, ServiceName};
+use certd_core::identity::{Serial, ServiceName, TrustDomain};
 
 /// Connections each replica keeps at most.
 const POOL_SIZE: usize = 32;
@@ -739,6 +740,48 @@ impl Storage for PgStore {
     async fn policy(&self) -> Result<Option<PolicyRecord>, StoreError> {
         self.record("SELECT policy FROM policy WHERE id = 1", &[])
             .await
+    }
+
+    async fn insert_federation(&self, federation: &FederationRecord) -> Result<bool, StoreError> {
+        self.insert_federation_row(federation).await
+    }
+
+    async fn remove_federation(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Result<Option<FederationRecord>, StoreError> {
+        self.remove_federation_row(trust_domain).await
+    }
+
+    async fn federation(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Result<Option<FederationRecord>, StoreError> {
+        self.record(
+            "SELECT federation FROM federations WHERE trust_domain = $1",
+            &[&trust_domain.as_str()],
+        )
+        .await
+    }
+
+    async fn federations(&self) -> Result<Vec<FederationRecord>, StoreError> {
+        self.records(
+            "SELECT federation FROM federations ORDER BY trust_domain",
+            &[],
+        )
+        .await
+    }
+
+    async fn accept_foreign_bundle(
+        &self,
+        trust_domain: &TrustDomain,
+        bundle: &ForeignBundle,
+    ) -> Result<bool, StoreError> {
+        self.accept_foreign_bundle_row(trust_domain, bundle).await
+    }
+
+    async fn bundle_sequence(&self, digest: &[u8; 32], at_least: u64) -> Result<u64, StoreError> {
+        self.bundle_sequence_row(digest, at_least).await
     }
 
     /// One conditional statement, so of two replicas replacing one version

@@ -72,6 +72,16 @@ const MIGRATIONS: &[&str] = &[
         version bigint NOT NULL,
         policy bytea NOT NULL
     );",
+    // 5: federation relationships, and the sequence of certd's own bundle.
+    "CREATE TABLE federations (
+        trust_domain text PRIMARY KEY,
+        federation bytea NOT NULL
+    );
+    CREATE TABLE bundle_sequence (
+        id smallint PRIMARY KEY CHECK (id = 1),
+        sequence bigint NOT NULL,
+        digest bytea NOT NULL
+    );",
 ];
 
 /// Key of the advisory lock replicas take around migrations.

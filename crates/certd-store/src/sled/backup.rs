@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{
-    AUDIT_TREE, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE, JOIN_TOKENS_TREE, META_TREE, Open,
-    POLICY_KEY, REVOCATION_COUNT_KEY, STORE_ID_KEY, SUCCESSORS_TREE, service_index_key,
-    successor_of,
+    AUDIT_TREE, BUNDLE_SEQUENCE_KEY, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE,
+    FEDERATIONS_TREE, JOIN_TOKENS_TREE, META_TREE, Open, POLICY_KEY, REVOCATION_COUNT_KEY,
+    STORE_ID_KEY, SUCCESSORS_TREE, service_index_key, successor_of,
 };
 use crate::codec as record;
 use crate::{
@@ -38,11 +38,12 @@ const MAX_FIELD: u32 = 16 * 1024 * 1024;
 
 /// The trees a backup holds, in the order it holds them (see the module
 /// documentation for why certificates come before join tokens).
-const TREES: [&str; 6] = [
+const TREES: [&str; 7] = [
     CERTIFICATES_TREE,
     SUCCESSORS_TREE,
     JOIN_TOKENS_TREE,
     ENTRIES_TREE,
+    FEDERATIONS_TREE,
     AUDIT_TREE,
     META_TREE,
 ];
@@ -255,7 +256,12 @@ fn import(
             ENTRIES_TREE => {
                 open.entries.insert(key, value)?;
             }
-            META_TREE if key == POLICY_KEY => {
+            FEDERATIONS_TREE => {
+                open.federations.insert(key, value)?;
+            }
+            // The bundle's sequence goes on from the backup's; the daemon
+            // raises it further at its first answer if the bundle changed.
+            META_TREE if key == POLICY_KEY || key == BUNDLE_SEQUENCE_KEY => {
                 open.meta.insert(key, value)?;
             }
             AUDIT_TREE => {

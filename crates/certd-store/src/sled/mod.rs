@@ -19,6 +19,7 @@
 mod backend;
 mod backup;
 mod commit;
+mod federation;
 mod recovery;
 
 pub(crate) use backend::SledBackend;
@@ -37,10 +38,11 @@ use tokio::sync::broadcast;
 use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
-    AuditEntry, Change, ChangeFeed, EntryRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord,
-    Revocation, RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TokenHash,
+    AuditEntry, Change, ChangeFeed, EntryRecord, FederationRecord, ForeignBundle, IssuanceRecord,
+    JoinTokenRecord, PolicyRecord, Revocation, RevokeOutcome, RevokedEntry, Storage, StoreError,
+    Successor, TokenHash,
 };
-use certd_core::identity::{Serial, ServiceName};
+use certd_core::identity::{Serial, ServiceName, TrustDomain};
 use commit::GroupCommit;
 
 /// Issuance records by serial.
@@ -67,6 +69,11 @@ const CRL_NUMBER_KEY: &[u8] = b"crl-number";
 const REVOCATION_COUNT_KEY: &[u8] = b"revocation-count";
 /// Key in `meta` of the token policy (`PolicyRecord`).
 pub(super) const POLICY_KEY: &[u8] = b"policy";
+/// Federation relationships by trust domain.
+pub(super) const FEDERATIONS_TREE: &str = "federations";
+/// Key in `meta` of certd's own bundle's `spiffe_sequence` (u64,
+/// big-endian) and the SHA-256 of the content it was given to.
+pub(super) const BUNDLE_SEQUENCE_KEY: &[u8] = b"bundle-sequence";
 /// Key in `meta` of the store's id (hex), chosen once (`store::marks`).
 const STORE_ID_KEY: &[u8] = b"store-id";
 /// Key in `meta` that recovery writes to prove the disk takes writes again.
@@ -118,6 +125,7 @@ struct Open {
     revocations: sled::Tree,
     meta: sled::Tree,
     successors: sled::Tree,
+    federations: sled::Tree,
     commit: GroupCommit,
 }
 
@@ -210,6 +218,9 @@ impl Open {
                 .map_err(|e| opening_failed(dir, e))?,
             successors: db
                 .open_tree(SUCCESSORS_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            federations: db
+                .open_tree(FEDERATIONS_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
             db,
             commit,
@@ -938,6 +949,46 @@ impl Storage for SledStore {
     ) -> Result<bool, StoreError> {
         let open = self.current()?;
         self.watch(open.replace_policy(expected, policy).await)
+    }
+
+    async fn insert_federation(&self, federation: &FederationRecord) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.insert_federation(federation).await)
+    }
+
+    async fn remove_federation(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Result<Option<FederationRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.remove_federation(trust_domain).await)
+    }
+
+    async fn federation(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Result<Option<FederationRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.federation(trust_domain))
+    }
+
+    async fn federations(&self) -> Result<Vec<FederationRecord>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.federations())
+    }
+
+    async fn accept_foreign_bundle(
+        &self,
+        trust_domain: &TrustDomain,
+        bundle: &ForeignBundle,
+    ) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.accept_foreign_bundle(trust_domain, bundle).await)
+    }
+
+    async fn bundle_sequence(&self, digest: &[u8; 32], at_least: u64) -> Result<u64, StoreError> {
+        let open = self.current()?;
+        self.watch(open.bundle_sequence(digest, at_least).await)
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
