@@ -131,3 +131,187 @@ fn a_refresh_hint_longer_than_publish_ahead_is_refused() {
     let said = common::stderr(&output);
     assert!(said.contains("federation.bundle_refresh_hint"), "{said}");
 }
+
+/// `certd federation add|list|show|remove`: a relationship is checked
+/// (refusals with their reasons and exit codes, audited), kept across a
+/// restart with the bundle it started from, listed and shown, removed once;
+/// every change is audited with the operator.
+#[test]
+fn relationships_are_added_listed_kept_and_removed_and_audited() {
+    let mut daemon = Daemon::start();
+    // The peer's bundle, as `https_spiffe` needs one to start from: here
+    // another certd's bundle.pem.
+    let peer = Daemon::start();
+    let peer_bundle = peer.data_dir.join("bundle.pem");
+    let peer_bundle = peer_bundle.to_str().unwrap();
+    let refused = |daemon: &Daemon, args: &[&str], code: i32, says: &str| {
+        let output = daemon.cli(args);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            common::stderr(&output)
+        );
+        assert!(
+            common::stderr(&output).contains(says),
+            "{}",
+            common::stderr(&output)
+        );
+    };
+    let spiffe = [
+        "federation",
+        "add",
+        "partner.example",
+        "--bundle-endpoint",
+        "https://bundle.partner.example:8443/bundle.spiffe",
+        "--profile",
+        "https_spiffe",
+        "--endpoint-spiffe-id",
+        "spiffe://partner.example/certd/server",
+    ];
+    refused(&daemon, &spiffe, 2, "needs --trust-bundle-file");
+    refused(
+        &daemon,
+        &[
+            "federation",
+            "add",
+            TRUST_DOMAIN,
+            "--bundle-endpoint",
+            "https://x.example/b",
+            "--profile",
+            "https_web",
+        ],
+        2,
+        "certd's own trust domain",
+    );
+    refused(
+        &daemon,
+        &[
+            "federation",
+            "add",
+            "web.example",
+            "--bundle-endpoint",
+            "http://x.example/b",
+            "--profile",
+            "https_web",
+        ],
+        2,
+        "not https://",
+    );
+    // The peer's roots name its trust domain (certd.internal), not the one
+    // claimed: refused as another trust domain's bundle.
+    let mut with_bundle = spiffe.to_vec();
+    with_bundle.extend(["--trust-bundle-file", peer_bundle]);
+    refused(
+        &daemon,
+        &with_bundle,
+        2,
+        "names trust domain certd.internal, not partner.example",
+    );
+
+    let partner = tempfile::tempdir().unwrap();
+    let partner_dir = partner.path().join("ca");
+    let output = common::run_cli(&partner_dir, &["init", "--trust-domain", "partner.example"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let partner_bundle = partner_dir.join("bundle.pem");
+    let mut added = spiffe.to_vec();
+    added.extend(["--trust-bundle-file", partner_bundle.to_str().unwrap()]);
+    let output = daemon.cli(&added);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert_eq!(
+        common::stdout(&output).trim(),
+        "federating with partner.example (https_spiffe at https://bundle.partner.example:8443/bundle.spiffe); starting from its bundle of sequence 0"
+    );
+    refused(&daemon, &added, 4, "exists already");
+    let output = daemon.cli(&[
+        "federation",
+        "add",
+        "web.example",
+        "--bundle-endpoint",
+        "https://web.example/.well-known/spiffe-bundle",
+        "--profile",
+        "https_web",
+    ]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+
+    daemon.restart_on_same_port();
+    let listed = common::stdout(&daemon.cli(&["federation", "list"]));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert!(
+        lines[1].starts_with("partner.example") && lines[1].contains("https_spiffe"),
+        "{listed}"
+    );
+    assert!(
+        lines[2].starts_with("web.example") && lines[2].contains("(none yet)"),
+        "{listed}"
+    );
+    let shown = common::stdout(&daemon.cli(&["federation", "show", "partner.example"]));
+    assert!(
+        shown.contains("endpoint id:      spiffe://partner.example/certd/server"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("bundle:           sequence 0, 1 root(s), 0 JWT key(s)"),
+        "{shown}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&common::stdout(&daemon.cli(&[
+        "federation",
+        "show",
+        "partner.example",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["profile"], "https_spiffe");
+    refused(
+        &daemon,
+        &["federation", "show", "nobody.example"],
+        5,
+        "no federation relationship with nobody.example",
+    );
+
+    let output = daemon.cli(&["federation", "remove", "web.example"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert!(common::stdout(&output).starts_with("removed the federation with web.example"));
+    refused(
+        &daemon,
+        &["federation", "remove", "web.example"],
+        5,
+        "no federation relationship",
+    );
+
+    let audit = common::stdout(&daemon.cli(&["audit", "--json"]));
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&audit).unwrap();
+    let events: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|entry| {
+            entry["event"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("-federation"))
+        })
+        .collect();
+    let summary: Vec<(&str, bool)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["allowed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("add-federation", false),
+            ("add-federation", false),
+            ("add-federation", false),
+            ("add-federation", false),
+            ("add-federation", true),
+            ("add-federation", false),
+            ("add-federation", true),
+            ("remove-federation", true),
+            ("remove-federation", false),
+        ],
+        "{audit}"
+    );
+}

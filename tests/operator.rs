@@ -399,6 +399,22 @@ async fn call(
                 .await
                 .map(drop)
         }
+        "AddFederation" => {
+            let result = client.add_federation(&federation_spec()).await.map(drop);
+            if result.is_ok() {
+                admin.remove_federation(PARTNER).await.unwrap();
+            }
+            result
+        }
+        "RemoveFederation" => {
+            admin.add_federation(&federation_spec()).await.unwrap();
+            let result = client.remove_federation(PARTNER).await.map(drop);
+            if result.is_err() {
+                admin.remove_federation(PARTNER).await.unwrap();
+            }
+            result
+        }
+        "ListFederations" => client.federations(None).await.map(drop),
         other => panic!("no call for {other}"),
     }
     .map_err(refusal)
@@ -422,7 +438,7 @@ async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_names() {
 
     // RPC, then whether admin, issuer, revoker, auditor and an unlisted
     // operator may call it.
-    let table: [(&str, [bool; 5]); 17] = [
+    let table: [(&str, [bool; 5]); 20] = [
         ("Backup", [true, false, false, false, false]),
         ("CreateJoinToken", [true, false, false, false, false]),
         ("IssueForCi", [true, true, false, false, false]),
@@ -443,6 +459,9 @@ async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_names() {
         ("ExplainPolicy", [true, false, false, true, false]),
         ("ListJoinTokens", [true, false, false, true, false]),
         ("RevokeJoinTokens", [true, false, true, false, false]),
+        ("AddFederation", [true, false, false, false, false]),
+        ("RemoveFederation", [true, false, false, false, false]),
+        ("ListFederations", [true, false, false, true, false]),
     ];
     let operators = ["alice", "ci", "oncall", "audit", "mallory"];
     let mut clients = Vec::new();
@@ -600,4 +619,16 @@ async fn a_ci_issuer_is_scoped_to_its_services_and_may_live_longer() {
         stderr(&output)
     );
     assert!(!out.join("cert.pem").exists(), "nothing was written");
+}
+
+/// The trust domain the federation rows add and remove.
+const PARTNER: &str = "partner.example";
+
+fn federation_spec() -> certd::federation::FederationSpec {
+    certd::federation::FederationSpec {
+        trust_domain: PARTNER.into(),
+        bundle_endpoint_url: "https://bundle.partner.example/bundle.spiffe".into(),
+        profile: "https_web".into(),
+        ..Default::default()
+    }
 }

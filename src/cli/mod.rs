@@ -10,6 +10,7 @@ mod bench;
 mod ca;
 mod db;
 mod entry;
+mod federation;
 mod inspect;
 mod jwt;
 mod load;
@@ -134,6 +135,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EntryCommand,
     },
+    /// Federation with other trust domains: whose SPIFFE bundles certd fetches.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
     /// Workload: get a first certificate with a join token or a Kubernetes service-account token.
     Request(workload::RequestArgs),
     /// Workload: renew the certificate in a directory over mTLS, with a fresh key (once, when
@@ -228,6 +234,19 @@ pub enum EntryCommand {
     Show(entry::EntryShowArgs),
     /// Delete an entry: no new certificates for it, and its certificates stop renewing.
     Delete(entry::EntryDeleteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Add a relationship with another trust domain: certd fetches its bundle from its
+    /// bundle endpoint.
+    Add(federation::FederationAddArgs),
+    /// List the relationships, with the sequence and age of each bundle held.
+    List(federation::FederationListArgs),
+    /// Show one relationship and the bundle held.
+    Show(federation::FederationShowArgs),
+    /// Remove a relationship: its bundle is no longer fetched nor handed out.
+    Remove(federation::FederationRemoveArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +371,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             TokenCommand::Create(args) => admin::token_create(args).await,
             TokenCommand::List(args) => admin::token_list(args).await,
             TokenCommand::Revoke(args) => admin::token_revoke(args).await,
+        },
+        Command::Federation { command } => match command {
+            FederationCommand::Add(args) => federation::add(args).await,
+            FederationCommand::List(args) => federation::list(args).await,
+            FederationCommand::Show(args) => federation::show(args).await,
+            FederationCommand::Remove(args) => federation::remove(args).await,
         },
         Command::Entry { command } => match command {
             EntryCommand::Create(args) => entry::create(args).await,

@@ -67,6 +67,9 @@ pub enum Error {
     /// The token policy changed since the caller read it.
     #[error(transparent)]
     PolicyConflict(#[from] crate::policy::grants::PolicyConflict),
+    /// A federation relationship or a foreign bundle was refused.
+    #[error(transparent)]
+    Federation(#[from] crate::federation::FederationError),
 }
 
 impl From<AttestFailure> for Error {
@@ -97,6 +100,7 @@ impl Error {
             Error::Config(_) => ErrorKind::InvalidInput,
             Error::Jwt(error) => error.kind(),
             Error::JwtKeyFile(_) => ErrorKind::Internal,
+            Error::Federation(error) => error.kind(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod authority;
 pub mod config;
 pub mod daemon;
 mod error;
+pub mod federation;
 pub mod jwks;
 pub mod jwt;
 pub mod limits;

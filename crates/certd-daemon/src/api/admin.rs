@@ -11,7 +11,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use super::client::AuditLine;
-use super::convert::{entry_to_proto, summary_to_proto};
+use super::convert::{entry_to_proto, federation_to_proto, summary_to_proto};
 use super::proto;
 use super::proto::admin_server::Admin;
 use super::status;
@@ -522,6 +522,66 @@ impl Admin for AdminApi {
             .map(entry_to_proto)
             .collect();
         Ok(Response::new(proto::ListEntriesResponse { entries }))
+    }
+
+    async fn add_federation(
+        &self,
+        request: Request<proto::AddFederationRequest>,
+    ) -> Result<Response<proto::Federation>, Status> {
+        let caller = self
+            .authorize(&request, &AdminAction::AddFederation)
+            .await?;
+        let request = request.into_inner();
+        let given = |text: String| (!text.is_empty()).then_some(text);
+        let spec = crate::federation::FederationSpec {
+            trust_domain: request.trust_domain,
+            bundle_endpoint_url: request.bundle_endpoint_url,
+            profile: request.profile,
+            endpoint_spiffe_id: given(request.endpoint_spiffe_id),
+            endpoint_ca_pem: given(request.endpoint_ca_pem),
+            trust_bundle: given(request.trust_bundle),
+        };
+        let record = self
+            .authority
+            .add_federation(&caller, &spec)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(federation_to_proto(record)))
+    }
+
+    async fn remove_federation(
+        &self,
+        request: Request<proto::RemoveFederationRequest>,
+    ) -> Result<Response<proto::Federation>, Status> {
+        let caller = self
+            .authorize(&request, &AdminAction::RemoveFederation)
+            .await?;
+        let record = self
+            .authority
+            .remove_federation(&caller, &request.get_ref().trust_domain)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(federation_to_proto(record)))
+    }
+
+    async fn list_federations(
+        &self,
+        request: Request<proto::ListFederationsRequest>,
+    ) -> Result<Response<proto::ListFederationsResponse>, Status> {
+        self.authorize(&request, &AdminAction::ListFederations)
+            .await?;
+        let trust_domain = &request.get_ref().trust_domain;
+        let federations = self
+            .authority
+            .federations((!trust_domain.is_empty()).then_some(trust_domain.as_str()))
+            .await
+            .map_err(|e| status(&e))?
+            .into_iter()
+            .map(federation_to_proto)
+            .collect();
+        Ok(Response::new(proto::ListFederationsResponse {
+            federations,
+        }))
     }
 }
 

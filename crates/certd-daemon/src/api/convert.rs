@@ -6,7 +6,30 @@ use super::proto;
 use crate::authority::CertificateSummary;
 use crate::identity::DnsName;
 use crate::selector::Selector;
-use crate::store::{AuditEntry, EntryRecord};
+use crate::store::{AuditEntry, EndpointProfile, EntryRecord, FederationRecord};
+
+/// The wire form of a federation relationship.
+pub(super) fn federation_to_proto(record: FederationRecord) -> proto::Federation {
+    let (endpoint_spiffe_id, endpoint_ca_given) = match &record.profile {
+        EndpointProfile::HttpsSpiffe { endpoint_id } => (endpoint_id.to_string(), false),
+        EndpointProfile::HttpsWeb { ca_pem } => (String::new(), ca_pem.is_some()),
+    };
+    proto::Federation {
+        trust_domain: record.trust_domain.to_string(),
+        profile: record.profile.name().to_owned(),
+        bundle_endpoint_url: record.bundle_endpoint_url,
+        endpoint_spiffe_id,
+        endpoint_ca_given,
+        created_at: record.created_at,
+        created_by: record.created_by,
+        bundle: record.bundle.map(|bundle| proto::ForeignBundle {
+            sequence: bundle.sequence,
+            refresh_hint_seconds: bundle.refresh_hint.unwrap_or(0),
+            accepted_at: bundle.accepted_at,
+            json: bundle.json,
+        }),
+    }
+}
 
 /// The wire form of an entry.
 pub(super) fn entry_to_proto(entry: EntryRecord) -> proto::Entry {

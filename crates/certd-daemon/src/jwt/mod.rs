@@ -874,7 +874,7 @@ pub(crate) fn spiffe_bundle_json(
 }
 
 /// A root certificate as a JWK with `use: x509-svid` and its `x5c`.
-fn x509_svid_key(der: &[u8]) -> Option<serde_json::Value> {
+pub(crate) fn x509_svid_key(der: &[u8]) -> Option<serde_json::Value> {
     use x509_parser::public_key::PublicKey;
     let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
     let spki = certificate.public_key();

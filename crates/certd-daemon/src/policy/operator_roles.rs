@@ -91,6 +91,9 @@ pub enum AdminAction<'a> {
     ExplainPolicy,
     ListJoinTokens,
     RevokeJoinTokens,
+    AddFederation,
+    RemoveFederation,
+    ListFederations,
 }
 
 impl AdminAction<'_> {
@@ -114,6 +117,9 @@ impl AdminAction<'_> {
             AdminAction::ExplainPolicy => "ExplainPolicy",
             AdminAction::ListJoinTokens => "ListJoinTokens",
             AdminAction::RevokeJoinTokens => "RevokeJoinTokens",
+            AdminAction::AddFederation => "AddFederation",
+            AdminAction::RemoveFederation => "RemoveFederation",
+            AdminAction::ListFederations => "ListFederations",
         }
     }
 
@@ -132,7 +138,8 @@ impl AdminAction<'_> {
             | AdminAction::ListEntries
             | AdminAction::GetPolicy
             | AdminAction::ExplainPolicy
-            | AdminAction::ListJoinTokens => &[Admin, Auditor],
+            | AdminAction::ListJoinTokens
+            | AdminAction::ListFederations => &[Admin, Auditor],
             // Each of these hands out or changes who is who (join tokens,
             // entries, policy, operators) or copies every record (backup).
             AdminAction::Backup
@@ -141,7 +148,10 @@ impl AdminAction<'_> {
             | AdminAction::CreateEntry
             | AdminAction::UpdateEntry
             | AdminAction::DeleteEntry
-            | AdminAction::ReplacePolicy => &[Admin],
+            | AdminAction::ReplacePolicy
+            // Which foreign trust domains workloads may trust.
+            | AdminAction::AddFederation
+            | AdminAction::RemoveFederation => &[Admin],
         }
     }
 }

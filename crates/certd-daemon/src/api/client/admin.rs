@@ -247,6 +247,61 @@ impl AdminClient {
         Ok(response.into_inner().into())
     }
 
+    /// Adds a federation relationship (`certd federation add`).
+    pub async fn add_federation(
+        &mut self,
+        spec: &crate::federation::FederationSpec,
+    ) -> Result<FederationView, ClientError> {
+        let response = self
+            .rpc
+            .add_federation(proto::AddFederationRequest {
+                trust_domain: spec.trust_domain.clone(),
+                bundle_endpoint_url: spec.bundle_endpoint_url.clone(),
+                profile: spec.profile.clone(),
+                endpoint_spiffe_id: spec.endpoint_spiffe_id.clone().unwrap_or_default(),
+                endpoint_ca_pem: spec.endpoint_ca_pem.clone().unwrap_or_default(),
+                trust_bundle: spec.trust_bundle.clone().unwrap_or_default(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Removes the relationship with `trust_domain`.
+    pub async fn remove_federation(
+        &mut self,
+        trust_domain: &str,
+    ) -> Result<FederationView, ClientError> {
+        let response = self
+            .rpc
+            .remove_federation(proto::RemoveFederationRequest {
+                trust_domain: trust_domain.to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Every federation relationship, or the one with `trust_domain`.
+    pub async fn federations(
+        &mut self,
+        trust_domain: Option<&str>,
+    ) -> Result<Vec<FederationView>, ClientError> {
+        let response = self
+            .rpc
+            .list_federations(proto::ListFederationsRequest {
+                trust_domain: trust_domain.unwrap_or_default().to_owned(),
+            })
+            .await
+            .map_err(|s| refused(&self.target, s))?;
+        Ok(response
+            .into_inner()
+            .federations
+            .into_iter()
+            .map(FederationView::from)
+            .collect())
+    }
+
     /// The token policy: its version and policy file.
     pub async fn policy(&mut self) -> Result<(u64, String), ClientError> {
         let policy = self
@@ -518,6 +573,55 @@ pub struct CreatedTokens {
     pub tokens: Vec<String>,
     pub expires_at: i64,
     pub entry: EntrySummary,
+}
+
+/// A federation relationship as the admin API returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FederationView {
+    pub trust_domain: String,
+    pub bundle_endpoint_url: String,
+    /// `https_web` or `https_spiffe`.
+    pub profile: String,
+    /// `https_spiffe`: the SPIFFE ID the endpoint presents.
+    pub endpoint_spiffe_id: Option<String>,
+    /// `https_web`: whether the operator gave the endpoint's CA.
+    pub endpoint_ca_given: bool,
+    pub created_at: i64,
+    pub created_by: String,
+    /// The last good bundle, if any yet.
+    pub bundle: Option<ForeignBundleView>,
+}
+
+/// A foreign trust domain's bundle as certd last accepted it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ForeignBundleView {
+    pub sequence: u64,
+    pub refresh_hint_seconds: Option<u64>,
+    pub accepted_at: i64,
+    /// The document, as the peer served it.
+    pub json: String,
+}
+
+impl From<proto::Federation> for FederationView {
+    fn from(federation: proto::Federation) -> Self {
+        FederationView {
+            trust_domain: federation.trust_domain,
+            bundle_endpoint_url: federation.bundle_endpoint_url,
+            profile: federation.profile,
+            endpoint_spiffe_id: (!federation.endpoint_spiffe_id.is_empty())
+                .then_some(federation.endpoint_spiffe_id),
+            endpoint_ca_given: federation.endpoint_ca_given,
+            created_at: federation.created_at,
+            created_by: federation.created_by,
+            bundle: federation.bundle.map(|bundle| ForeignBundleView {
+                sequence: bundle.sequence,
+                refresh_hint_seconds: (bundle.refresh_hint_seconds > 0)
+                    .then_some(bundle.refresh_hint_seconds),
+                accepted_at: bundle.accepted_at,
+                json: bundle.json,
+            }),
+        }
+    }
 }
 
 /// A registration entry as the admin API returns it.

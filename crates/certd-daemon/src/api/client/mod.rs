@@ -11,7 +11,8 @@ mod oauth;
 pub use oauth::TokenEndpointClient;
 
 pub use admin::{
-    AdminClient, AuditLine, CreatedTokens, EntrySummary, RevokeSummary, RevokedSummary,
+    AdminClient, AuditLine, CreatedTokens, EntrySummary, FederationView, ForeignBundleView,
+    RevokeSummary, RevokedSummary,
 };
 
 use std::time::Duration;
