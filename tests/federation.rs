@@ -315,3 +315,246 @@ fn relationships_are_added_listed_kept_and_removed_and_audited() {
         "{audit}"
     );
 }
+
+/// Polls `check` every 200 ms for up to 30 s; `what` says what was awaited.
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `certd federation show TD --json` on `daemon`.
+fn shown(daemon: &Daemon, trust_domain: &str) -> serde_json::Value {
+    let output = daemon.cli(&["federation", "show", trust_domain, "--json"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    serde_json::from_str(&common::stdout(&output)).unwrap()
+}
+
+/// How many keys of `use` the bundle held in `shown` has.
+fn keys_of(shown: &serde_json::Value, usage: &str) -> usize {
+    let document: serde_json::Value =
+        serde_json::from_str(shown["bundle"]["json"].as_str().unwrap_or("{}")).unwrap();
+    document["keys"].as_array().map_or(0, |keys| {
+        keys.iter().filter(|key| key["use"] == usage).count()
+    })
+}
+
+/// A second certd deployment in trust domain `partner.example`, whose
+/// bundle says to fetch it again every second.
+fn partner_certd() -> Daemon {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let output = common::run_cli(&data_dir, &["init", "--trust-domain", "partner.example"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(&config, "[federation]\nbundle_refresh_hint = \"1s\"\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    Daemon::start_in(tmp, data_dir, &["--config", &config])
+}
+
+/// Two certd deployments federate over `https_spiffe`: an endpoint that
+/// presents another SPIFFE ID than the one pinned is refused and reported;
+/// with the right one, the peer's bundle is fetched (audited, in `/readyz`,
+/// the metrics and `federation show`), a root rotation at the peer reaches
+/// this certd through the refresh hint, without restarts (the new bundle
+/// authenticated by the one held), and while the peer is down the last
+/// good bundle stays, reported as failing.
+#[test]
+fn a_peer_bundle_is_fetched_over_https_spiffe_follows_its_root_rotation_and_outlives_its_outage() {
+    let mut partner = partner_certd();
+    let daemon = Daemon::start();
+    let endpoint = format!("{}/bundle.spiffe", partner.grpc);
+    let partner_bundle = partner.data_dir.join("bundle.pem");
+    let add = |endpoint_id: &str| {
+        let output = daemon.cli(&[
+            "federation",
+            "add",
+            "partner.example",
+            "--bundle-endpoint",
+            &endpoint,
+            "--profile",
+            "https_spiffe",
+            "--endpoint-spiffe-id",
+            endpoint_id,
+            "--trust-bundle-file",
+            partner_bundle.to_str().unwrap(),
+        ]);
+        assert!(output.status.success(), "{}", common::stderr(&output));
+    };
+
+    add("spiffe://partner.example/spire/server");
+    let error = wait_for("the wrong SPIFFE ID to be refused", || {
+        shown(&daemon, "partner.example")["last_error"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    assert!(
+        error.contains(
+            "presented spiffe://partner.example/certd/server, not spiffe://partner.example/spire/server"
+        ),
+        "{error}"
+    );
+    assert_eq!(shown(&daemon, "partner.example")["bundle"]["sequence"], 0);
+    let output = daemon.cli(&["federation", "remove", "partner.example"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+
+    add("spiffe://partner.example/certd/server");
+    let served = sequence(&partner.http);
+    wait_for("the peer's bundle", || {
+        let shown = shown(&daemon, "partner.example");
+        (shown["bundle"]["sequence"] == served && shown["last_error"].is_null()).then_some(())
+    });
+    let held = shown(&daemon, "partner.example");
+    assert_eq!(keys_of(&held, "x509-svid"), 1);
+    assert!(keys_of(&held, "jwt-svid") >= 1);
+    assert_eq!(held["bundle"]["refresh_hint_seconds"], 1);
+    let ready = http("GET", &format!("{}/readyz", daemon.http), &[], b"");
+    let ready = String::from_utf8(ready.body).unwrap();
+    assert!(
+        ready.starts_with(&format!(
+            "ready\nfederation partner.example: ok, bundle sequence {served}, "
+        )),
+        "{ready}"
+    );
+    assert_eq!(
+        daemon.metric("certd_federation_bundle_sequence{trust_domain=\"partner.example\"}"),
+        Some(served as f64)
+    );
+    assert_eq!(
+        daemon.metric("certd_federation_fetch_failures{trust_domain=\"partner.example\"}"),
+        Some(0.0)
+    );
+    let audit = common::stdout(&daemon.cli(&["audit", "--event", "accept-foreign-bundle"]));
+    assert!(
+        audit.contains(&format!("partner.example: sequence 0 -> {served}")),
+        "{audit}"
+    );
+
+    // The peer rotates its root: its bundle gains the next root.
+    let output = partner.cli(&["ca", "rotate-root", "--propagation", "1h"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let rotated = wait_for("the peer to serve its next root", || {
+        let now = sequence(&partner.http);
+        (now > served).then_some(now)
+    });
+    wait_for("the rotated bundle here", || {
+        let shown = shown(&daemon, "partner.example");
+        (keys_of(&shown, "x509-svid") == 2 && shown["bundle"]["sequence"].as_u64() >= Some(rotated))
+            .then_some(())
+    });
+
+    // The peer goes down: the bundle held stays, and the failure is told.
+    partner.kill();
+    let ready = wait_for("the outage to be reported", || {
+        let ready = http("GET", &format!("{}/readyz", daemon.http), &[], b"");
+        let ready = String::from_utf8(ready.body).unwrap();
+        ready
+            .contains("federation partner.example: failing")
+            .then_some(ready)
+    });
+    assert!(
+        ready.starts_with("ready\n"),
+        "a peer's outage does not make certd unready: {ready}"
+    );
+    assert!(ready.contains("cannot connect"), "{ready}");
+    let held = shown(&daemon, "partner.example");
+    assert_eq!(keys_of(&held, "x509-svid"), 2, "the last good bundle stays");
+    assert!(held["consecutive_failures"].as_u64() >= Some(1));
+}
+
+/// A CA certificate of trust domain `domain` (its SPIFFE ID as URI SAN),
+/// as a bundle key with `x5c`.
+fn root_key_of(domain: &str) -> serde_json::Value {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        format!("spiffe://{domain}").try_into().unwrap(),
+    )];
+    let root = params.self_signed(&key).unwrap();
+    let point = key.public_key_raw();
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    serde_json::json!({
+        "kty": "EC", "crv": "P-256", "use": "x509-svid",
+        "x": url.encode(&point[1..33]), "y": url.encode(&point[33..65]),
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(root.der())],
+    })
+}
+
+fn bundle_document(root: &serde_json::Value, sequence: u64) -> String {
+    serde_json::json!({"keys": [root], "spiffe_sequence": sequence, "spiffe_refresh_hint": 1})
+        .to_string()
+}
+
+/// An `https_web` endpoint (a server with a certificate of the CA the
+/// operator gave) whose answers the test sets: a bundle is accepted; one
+/// with a lower sequence, garbage, one whose root names another trust
+/// domain and an error status are each refused and reported, the good
+/// bundle staying; a higher sequence is accepted again.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_bundles_from_an_https_web_endpoint_are_refused_and_the_good_one_stays() {
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = common::k8s_issuer::JwksServer::start(dir.path()).await;
+    let root = root_key_of("partner.example");
+    endpoint.serve(200, bundle_document(&root, 5));
+    let output = daemon.cli(&[
+        "federation",
+        "add",
+        "partner.example",
+        "--bundle-endpoint",
+        &endpoint.url,
+        "--profile",
+        "https_web",
+        "--endpoint-ca-file",
+        endpoint.ca_file.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let daemon = std::sync::Arc::new(daemon);
+    let until_error = |says: &'static str| {
+        let daemon = daemon.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_for(says, || {
+                let shown = shown(&daemon, "partner.example");
+                let error = shown["last_error"].as_str()?.to_owned();
+                assert_eq!(shown["bundle"]["sequence"], 5, "the good bundle stays");
+                error.contains(says).then_some(())
+            })
+        })
+    };
+    let until_sequence = |sequence: u64| {
+        let daemon = daemon.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_for("a bundle accepted", || {
+                let shown = shown(&daemon, "partner.example");
+                (shown["bundle"]["sequence"] == sequence && shown["last_error"].is_null())
+                    .then_some(())
+            })
+        })
+    };
+    until_sequence(5).await.unwrap();
+
+    endpoint.serve(200, bundle_document(&root, 3));
+    until_error("sequence went backwards: 3 after 5")
+        .await
+        .unwrap();
+    endpoint.serve(200, "<html>maintenance</html>".into());
+    until_error("not JSON").await.unwrap();
+    endpoint.serve(200, bundle_document(&root_key_of("elsewhere.example"), 9));
+    until_error("names trust domain elsewhere.example, not partner.example")
+        .await
+        .unwrap();
+    endpoint.serve(503, String::new());
+    until_error("answered 503").await.unwrap();
+    endpoint.serve(200, bundle_document(&root, 7));
+    until_sequence(7).await.unwrap();
+}

@@ -212,6 +212,15 @@ fn print_federation(federation: &FederationView) {
             }
         }
     }
+    if let Some(at) = federation.last_fetched_at {
+        println!("last fetched:     {}", format_time(at));
+    }
+    if let Some(error) = &federation.last_error {
+        println!(
+            "failing:          {} fetch(es) in a row: {error}",
+            federation.consecutive_failures
+        );
+    }
 }
 
 pub async fn remove(args: FederationRemoveArgs) -> anyhow::Result<()> {

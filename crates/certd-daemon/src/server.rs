@@ -317,6 +317,7 @@ pub async fn run(
     let service_expiries = tokio::spawn(load_service_expiries(authority.clone(), until_stopped()));
     let health = tokio::spawn(report_health(authority.clone(), health, until_stopped()));
     let probe = tokio::spawn(probe_store(authority.clone(), until_stopped()));
+    let federation = tokio::spawn(refresh_federations(authority.clone(), until_stopped()));
     let attestor_upkeep: Vec<_> = authority
         .attestors()
         .iter()
@@ -371,7 +372,8 @@ pub async fn run(
         catch_up,
         health,
         probe,
-        service_expiries
+        service_expiries,
+        federation
     );
     for task in attestor_upkeep {
         let _ = task.await;
@@ -688,6 +690,31 @@ async fn probe_store(authority: Authority, stopped: impl Future<Output = ()>) {
         tokio::select! {
             () = &mut stopped => return,
             () = tokio::time::sleep(crate::authority::readiness::PROBE_INTERVAL) => {}
+        }
+    }
+}
+
+/// How long the federation refresh task waits at most before it reads the
+/// relationships again (another replica may have added one while the feed
+/// was down).
+const FEDERATION_LOOK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Fetches each federation relationship's bundle when it is due (its
+/// refresh hint, or its backoff after failures), and at once when a
+/// relationship is added. A fetch in flight is bounded (`FETCH_TIMEOUT`),
+/// so shutdown never waits long for one.
+async fn refresh_federations(authority: Authority, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            () = authority.refresh_due_federations() => {}
+        }
+        let wait = authority.next_federation_refresh(FEDERATION_LOOK_INTERVAL);
+        tokio::select! {
+            () = &mut stopped => return,
+            () = authority.clock().tick(wait) => {}
+            () = authority.federation_changed() => {}
         }
     }
 }

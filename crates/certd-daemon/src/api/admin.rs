@@ -546,7 +546,7 @@ impl Admin for AdminApi {
             .add_federation(&caller, &spec)
             .await
             .map_err(|e| status(&e))?;
-        Ok(Response::new(federation_to_proto(record)))
+        Ok(Response::new(federation_to_proto(record, None)))
     }
 
     async fn remove_federation(
@@ -561,7 +561,7 @@ impl Admin for AdminApi {
             .remove_federation(&caller, &request.get_ref().trust_domain)
             .await
             .map_err(|e| status(&e))?;
-        Ok(Response::new(federation_to_proto(record)))
+        Ok(Response::new(federation_to_proto(record, None)))
     }
 
     async fn list_federations(
@@ -577,7 +577,13 @@ impl Admin for AdminApi {
             .await
             .map_err(|e| status(&e))?
             .into_iter()
-            .map(federation_to_proto)
+            .map(|record| {
+                let fetches = self
+                    .authority
+                    .federation_status()
+                    .get(record.trust_domain.as_str());
+                federation_to_proto(record, fetches)
+            })
             .collect();
         Ok(Response::new(proto::ListFederationsResponse {
             federations,

@@ -9,7 +9,11 @@ use crate::selector::Selector;
 use crate::store::{AuditEntry, EndpointProfile, EntryRecord, FederationRecord};
 
 /// The wire form of a federation relationship.
-pub(super) fn federation_to_proto(record: FederationRecord) -> proto::Federation {
+pub(super) fn federation_to_proto(
+    record: FederationRecord,
+    fetches: Option<crate::federation::status::FetchState>,
+) -> proto::Federation {
+    let fetches = fetches.unwrap_or_default();
     let (endpoint_spiffe_id, endpoint_ca_given) = match &record.profile {
         EndpointProfile::HttpsSpiffe { endpoint_id } => (endpoint_id.to_string(), false),
         EndpointProfile::HttpsWeb { ca_pem } => (String::new(), ca_pem.is_some()),
@@ -28,6 +32,9 @@ pub(super) fn federation_to_proto(record: FederationRecord) -> proto::Federation
             accepted_at: bundle.accepted_at,
             json: bundle.json,
         }),
+        last_fetched_at: fetches.last_success_at.unwrap_or(0),
+        consecutive_failures: fetches.consecutive_failures,
+        last_error: fetches.last_error.unwrap_or_default(),
     }
 }
 

@@ -378,14 +378,24 @@ async fn healthz() -> &'static str {
 /// Readiness: whether certd can issue now (`Authority::readiness`). 503
 /// with the reason while it cannot, so load balancers send workloads
 /// elsewhere.
+/// Readiness, then one line per federation relationship: a foreign
+/// bundle endpoint that is down does not make certd unready (it issues as
+/// before, keeping the bundle it holds), but says so here.
 async fn readyz(State(authority): State<Authority>) -> Response {
-    match authority.readiness() {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(reason) => {
-            let message = format!("not ready: {reason}\n");
-            (StatusCode::SERVICE_UNAVAILABLE, message).into_response()
+    let (status, mut body) = match authority.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    };
+    if status == StatusCode::OK {
+        for relationship in authority.federation_health().await {
+            body.push_str(&relationship.line());
+            body.push('\n');
         }
     }
+    (status, body).into_response()
 }
 
 async fn crl_der(State(authority): State<Authority>, headers: HeaderMap) -> Response {

@@ -72,9 +72,12 @@ impl Authority {
                 Ok(())
             }
             Update::Changed(Change::Policy { .. }) => self.reload_policy().await,
-            // Read from the store whenever used (`federation`): nothing
-            // cached here to update.
-            Update::Changed(Change::Federation { .. }) => Ok(()),
+            // Relationships are read from the store whenever used; the
+            // refresh task looks again at once.
+            Update::Changed(Change::Federation { trust_domain }) => {
+                self.federation_touched(&trust_domain);
+                Ok(())
+            }
             Update::Changed(Change::Revoked { serial }) => {
                 // The replica that revoked publishes a CRL with it and says
                 // so (`CrlPublished`); build one here only if that does not

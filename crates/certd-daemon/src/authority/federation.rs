@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use super::{Authority, Caller};
 use crate::Result;
 use crate::audit::{self, Decision};
-use crate::federation::{FederationError, FederationSpec};
+use crate::federation::fetch::{BundleEndpoint, FetchError};
+use crate::federation::status::FederationStatus;
+use crate::federation::{FederationError, FederationSpec, parse_bundle};
 use crate::identity::TrustDomain;
 use crate::jwt;
 use crate::model::{AuditEvent, EndpointProfile, FederationRecord};
@@ -73,6 +75,7 @@ impl Authority {
             if !self.store.insert_federation(&record).await? {
                 return Err(FederationError::AlreadyExists(record.trust_domain.to_string()).into());
             }
+            self.federation_touched(record.trust_domain.as_str());
             Ok(record)
         }
         .await;
@@ -109,10 +112,13 @@ impl Authority {
             let parsed: TrustDomain = trust_domain
                 .parse()
                 .map_err(|_| FederationError::BadTrustDomain(trust_domain.to_owned()))?;
-            self.store
+            let removed = self
+                .store
                 .remove_federation(&parsed)
                 .await?
-                .ok_or_else(|| FederationError::NotFound(trust_domain.to_owned()).into())
+                .ok_or_else(|| FederationError::NotFound(trust_domain.to_owned()))?;
+            self.federation_touched(trust_domain);
+            Ok(removed)
         }
         .await;
         let reason = match &outcome {
@@ -159,5 +165,244 @@ impl Authority {
             ..Decision::default()
         };
         audit::record(self.store.as_ref(), self.now(), decision).await;
+    }
+}
+
+/// What one fetch of a foreign bundle came to.
+enum Fetched {
+    /// A bundle with a higher sequence, now stored.
+    Accepted { from: Option<u64>, to: u64 },
+    /// The bundle held, again (or one another replica stored first).
+    Unchanged,
+}
+
+impl Authority {
+    /// The fetch state of each relationship in this process.
+    pub fn federation_status(&self) -> &FederationStatus {
+        &self.federation_status
+    }
+
+    /// Completes when a relationship was added or removed, here or (through
+    /// the change feed) on another replica: the refresh task looks again.
+    pub async fn federation_changed(&self) {
+        self.federation_wake.notified().await;
+    }
+
+    /// Fetches every relationship's bundle that is due, at once, each
+    /// bounded in time and size; stores the new ones. Failures are kept in
+    /// `federation_status` (and logged) and back off; the bundle held stays.
+    pub async fn refresh_due_federations(&self) {
+        let relationships = match self.store.federations().await {
+            Ok(relationships) => relationships,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the federation relationships");
+                return;
+            }
+        };
+        let names: Vec<String> = relationships
+            .iter()
+            .map(|record| record.trust_domain.to_string())
+            .collect();
+        self.federation_status.retain(&names);
+        let now = self.now();
+        let mut fetches = tokio::task::JoinSet::new();
+        for record in relationships {
+            if !self
+                .federation_status
+                .due(record.trust_domain.as_str(), now)
+            {
+                continue;
+            }
+            let authority = self.clone();
+            fetches.spawn(async move { authority.refresh_federation(record).await });
+        }
+        while fetches.join_next().await.is_some() {}
+    }
+
+    /// Seconds until the next relationship is due (at most `at_most`).
+    pub fn next_federation_refresh(&self, at_most: std::time::Duration) -> std::time::Duration {
+        match self.federation_status.next_attempt() {
+            Some(at) => std::time::Duration::from_secs(
+                u64::try_from(at.saturating_sub(self.now())).unwrap_or(0),
+            )
+            .min(at_most),
+            None => at_most,
+        }
+    }
+
+    async fn refresh_federation(&self, record: FederationRecord) {
+        let trust_domain = record.trust_domain.to_string();
+        let outcome = self.fetch_foreign_bundle(&record).await;
+        let now = self.now();
+        match outcome {
+            Ok((fetched, hint)) => {
+                self.federation_status.succeeded(&trust_domain, now, hint);
+                if let Fetched::Accepted { from, to } = fetched {
+                    let decision = Decision {
+                        event: AuditEvent::AcceptForeignBundle,
+                        allowed: true,
+                        caller: "federation",
+                        reason: Some(format!(
+                            "{trust_domain}: sequence {} -> {to} from {}",
+                            from.map_or("(none)".to_owned(), |from| from.to_string()),
+                            record.bundle_endpoint_url
+                        )),
+                        ..Decision::default()
+                    };
+                    audit::record(self.store.as_ref(), now, decision).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(trust_domain = %trust_domain, %error, "cannot refresh a foreign bundle; the one held stays");
+                self.federation_status
+                    .failed(&trust_domain, now, error.to_string());
+            }
+        }
+    }
+
+    /// One fetch, with every check: the endpoint authenticated per the
+    /// profile, the bundle well formed and of this trust domain, its
+    /// sequence never below the one held.
+    async fn fetch_foreign_bundle(
+        &self,
+        record: &FederationRecord,
+    ) -> std::result::Result<(Fetched, Option<u64>), FetchError> {
+        let endpoint = BundleEndpoint::of(record)?;
+        let body = endpoint.fetch().await?;
+        let parsed = parse_bundle(&body, &record.trust_domain)
+            .map_err(|error| FetchError(error.to_string()))?;
+        let hint = parsed.refresh_hint;
+        let held = record.bundle.as_ref();
+        match held {
+            Some(held) if parsed.sequence < held.sequence => {
+                return Err(FetchError(format!(
+                    "refused a bundle whose sequence went backwards: {} after {}",
+                    parsed.sequence, held.sequence
+                )));
+            }
+            Some(held) if parsed.sequence == held.sequence => {
+                if parsed.json != held.json {
+                    return Err(FetchError(format!(
+                        "refused a bundle that changed without a new sequence ({})",
+                        parsed.sequence
+                    )));
+                }
+                return Ok((Fetched::Unchanged, hint));
+            }
+            _ => {}
+        }
+        let to = parsed.sequence;
+        let from = held.map(|held| held.sequence);
+        let accepted = self
+            .store
+            .accept_foreign_bundle(&record.trust_domain, &parsed.into_foreign(self.now()))
+            .await
+            .map_err(|error| FetchError(format!("cannot store the bundle: {error}")))?;
+        Ok((
+            if accepted {
+                Fetched::Accepted { from, to }
+            } else {
+                Fetched::Unchanged
+            },
+            hint,
+        ))
+    }
+
+    /// A relationship changed (here, or another replica said so): fetch it
+    /// at the next look, and wake the refresh task.
+    pub(super) fn federation_touched(&self, trust_domain: &str) {
+        self.federation_status.fetch_soon(trust_domain);
+        self.federation_wake.notify_one();
+    }
+}
+
+/// One relationship's state, as `/readyz`, the metrics and the admin API
+/// tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationHealth {
+    pub trust_domain: String,
+    /// The sequence of the bundle held, if any.
+    pub sequence: Option<u64>,
+    /// Seconds since the bundle held was last fetched good here (else
+    /// since it was accepted), if one is held.
+    pub age_seconds: Option<i64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+}
+
+impl FederationHealth {
+    /// One line of `/readyz`'s detail.
+    pub fn line(&self) -> String {
+        let held = match (self.sequence, self.age_seconds) {
+            (Some(sequence), Some(age)) => format!("bundle sequence {sequence}, {age}s old"),
+            _ => "no bundle yet".to_owned(),
+        };
+        match &self.last_error {
+            None => format!("federation {}: ok, {held}", self.trust_domain),
+            Some(error) => format!(
+                "federation {}: failing ({} in a row: {error}), keeping {held}",
+                self.trust_domain, self.consecutive_failures
+            ),
+        }
+    }
+}
+
+impl Authority {
+    /// Every relationship's health now; empty if the store cannot say.
+    pub async fn federation_health(&self) -> Vec<FederationHealth> {
+        let Ok(relationships) = self.store.federations().await else {
+            return Vec::new();
+        };
+        let now = self.now();
+        relationships
+            .into_iter()
+            .map(|record| {
+                let state = self
+                    .federation_status
+                    .get(record.trust_domain.as_str())
+                    .unwrap_or_default();
+                let confirmed = state
+                    .last_success_at
+                    .or(record.bundle.as_ref().map(|bundle| bundle.accepted_at));
+                FederationHealth {
+                    trust_domain: record.trust_domain.to_string(),
+                    sequence: record.bundle.as_ref().map(|bundle| bundle.sequence),
+                    age_seconds: record
+                        .bundle
+                        .as_ref()
+                        .and(confirmed)
+                        .map(|at| now.saturating_sub(at)),
+                    consecutive_failures: state.consecutive_failures,
+                    last_error: state.last_error,
+                }
+            })
+            .collect()
+    }
+
+    pub(super) async fn update_federation_metrics(&self) {
+        let metrics = crate::metrics::get();
+        let health = self.federation_health().await;
+        // Relationships removed since the last scrape leave no series.
+        metrics.federation_sequence.clear();
+        metrics.federation_age.clear();
+        metrics.federation_failures.clear();
+        for relationship in health {
+            let labels = crate::metrics::TrustDomainLabels {
+                trust_domain: relationship.trust_domain.clone(),
+            };
+            metrics.federation_sequence.get_or_create(&labels).set(
+                relationship
+                    .sequence
+                    .map_or(-1, |sequence| i64::try_from(sequence).unwrap_or(i64::MAX)),
+            );
+            metrics
+                .federation_age
+                .get_or_create(&labels)
+                .set(relationship.age_seconds.unwrap_or(-1));
+            metrics
+                .federation_failures
+                .get_or_create(&labels)
+                .set(i64::from(relationship.consecutive_failures));
+        }
     }
 }

@@ -120,6 +120,10 @@ pub struct Authority {
     bundle_refresh_hint: Duration,
     /// The sequence last stored for certd's own bundle, by its content.
     bundle_sequence: Arc<federation::BundleSequence>,
+    /// Each federation relationship's fetches in this process.
+    federation_status: Arc<crate::federation::status::FederationStatus>,
+    /// Wakes the federation refresh task when a relationship changes.
+    federation_wake: Arc<tokio::sync::Notify>,
 }
 
 /// How an issuance is recorded: under which service, attested how, and
@@ -230,6 +234,8 @@ impl Authority {
             jwt_keys,
             bundle_refresh_hint: settings.federation.refresh_hint(&settings.jwt),
             bundle_sequence: Arc::default(),
+            federation_status: Arc::default(),
+            federation_wake: Arc::default(),
             jwt_settings: settings.jwt,
             issuer: Arc::new(settings.issuer),
             store_probe: Arc::default(),

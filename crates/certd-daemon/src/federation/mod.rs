@@ -5,6 +5,8 @@
 //! records (`authority::federation`).
 
 pub mod bundle;
+pub mod fetch;
+pub mod status;
 
 use crate::identity::{SpiffeId, TrustDomain};
 use crate::model::{EndpointProfile, FederationRecord, ForeignBundle};

@@ -72,6 +72,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A federated trust domain: as many as operators added relationships.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrustDomainLabels {
+    pub trust_domain: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -99,6 +105,9 @@ pub struct Metrics {
     pub ca_signers_generation: Gauge<i64, AtomicI64>,
     pub revocations: Family<ReasonLabels, Counter>,
     pub service_expiries: Arc<ServiceExpiries>,
+    pub federation_sequence: Family<TrustDomainLabels, Gauge<i64, AtomicI64>>,
+    pub federation_age: Family<TrustDomainLabels, Gauge<i64, AtomicI64>>,
+    pub federation_failures: Family<TrustDomainLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -235,9 +244,30 @@ impl Metrics {
                 reason: reason.name().to_owned(),
             });
         }
+        let federation_sequence = Family::<TrustDomainLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "federation_bundle_sequence",
+            "spiffe_sequence of the bundle held for each federated trust domain (-1: none yet)",
+            federation_sequence.clone(),
+        );
+        let federation_age = Family::<TrustDomainLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "federation_bundle_age_seconds",
+            "Seconds since the bundle held for each federated trust domain was last fetched good by this process (else since it was accepted; -1: none yet)",
+            federation_age.clone(),
+        );
+        let federation_failures = Family::<TrustDomainLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "federation_fetch_failures",
+            "Fetches of each federated trust domain's bundle that failed in a row (0: the last one succeeded)",
+            federation_failures.clone(),
+        );
         let service_expiries = Arc::new(ServiceExpiries::default());
         registry.register_collector(Box::new(service_expiries.clone()));
         Metrics {
+            federation_sequence,
+            federation_age,
+            federation_failures,
             registry: root,
             crl_expiry,
             revocations,

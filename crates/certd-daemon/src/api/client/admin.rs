@@ -590,6 +590,11 @@ pub struct FederationView {
     pub created_by: String,
     /// The last good bundle, if any yet.
     pub bundle: Option<ForeignBundleView>,
+    /// The daemon's last good fetch since it started, if any.
+    pub last_fetched_at: Option<i64>,
+    /// Fetches that failed in a row, and the last one's reason.
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
 }
 
 /// A foreign trust domain's bundle as certd last accepted it.
@@ -620,6 +625,9 @@ impl From<proto::Federation> for FederationView {
                 accepted_at: bundle.accepted_at,
                 json: bundle.json,
             }),
+            last_fetched_at: (federation.last_fetched_at > 0).then_some(federation.last_fetched_at),
+            consecutive_failures: federation.consecutive_failures,
+            last_error: (!federation.last_error.is_empty()).then_some(federation.last_error),
         }
     }
 }
