@@ -558,3 +558,226 @@ async fn bad_bundles_from_an_https_web_endpoint_are_refused_and_the_good_one_sta
     endpoint.serve(200, bundle_document(&root, 7));
     until_sequence(7).await.unwrap();
 }
+
+/// This process's uid, which both agents prove for the workloads here.
+fn my_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap()
+}
+
+/// The trust domains whose X.509 bundles `agent` hands the workload here,
+/// as the Rust `spiffe` crate's X509Context (FetchX509SVID) and
+/// FetchX509Bundles, and the JWT bundles (FetchJWTBundles), sorted.
+/// `None` while the agent has no entry for it yet.
+async fn domains_served(
+    agent: &common::agent::Agent,
+) -> Option<(Vec<String>, Vec<String>, Vec<String>)> {
+    let client = spiffe::WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .ok()?;
+    let names = |domains: Vec<String>| {
+        let mut domains = domains;
+        domains.sort();
+        domains
+    };
+    let context = client.fetch_x509_context().await.ok()?;
+    let in_context = context
+        .bundle_set()
+        .iter()
+        .map(|(domain, _)| domain.to_string())
+        .collect();
+    let bundles = client
+        .fetch_x509_bundles()
+        .await
+        .ok()?
+        .iter()
+        .map(|(domain, _)| domain.to_string())
+        .collect();
+    let jwt = client
+        .fetch_jwt_bundles()
+        .await
+        .ok()?
+        .iter()
+        .map(|(domain, _)| domain.to_string())
+        .collect();
+    Some((names(in_context), names(bundles), names(jwt)))
+}
+
+/// Runs `mtls_peer.py server PEER` on `server_agent` and `mtls_peer.py
+/// client PORT PEER` on `client_agent`: their outputs.
+fn py_spiffe_mtls(
+    python: &std::path::Path,
+    server_agent: &common::agent::Agent,
+    server_peer: &str,
+    client_agent: &common::agent::Agent,
+    client_peer: &str,
+) -> (String, String) {
+    use std::io::{BufRead, Read};
+    let mut server = script(python, "mtls_peer.py")
+        .args(["server", server_peer])
+        .env("SPIFFE_ENDPOINT_SOCKET", server_agent.endpoint())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut server_text = String::new();
+    let port = loop {
+        let mut line = String::new();
+        server_out.read_line(&mut line).unwrap();
+        server_text.push_str(&line);
+        if let Some(port) = line.trim().strip_prefix("listening ") {
+            break port.to_owned();
+        }
+        assert!(
+            !line.is_empty(),
+            "the py-spiffe server never listened:\n{server_text}"
+        );
+    };
+    let client = script(python, "mtls_peer.py")
+        .args(["client", &port, client_peer])
+        .env("SPIFFE_ENDPOINT_SOCKET", client_agent.endpoint())
+        .output()
+        .unwrap();
+    server_out.read_to_string(&mut server_text).unwrap();
+    let _ = server.wait();
+    (
+        server_text,
+        format!("{}{}", common::stdout(&client), common::stderr(&client)),
+    )
+}
+
+/// Two certd deployments of different trust domains federate both ways,
+/// one per profile (certd.internal fetches partner.example over
+/// `https_spiffe`, partner.example fetches certd.internal over
+/// `https_web` with certd.internal's CA), and each has a node agent. A
+/// py-spiffe workload of each (X509Source through spiffe-tls, as
+/// `tests/py_spiffe.rs` runs them) completes mutual TLS with the other and
+/// sees its SPIFFE ID; each agent hands the other trust domain's bundle
+/// (X.509 and JWT) only to the entry that federates with it. Once the
+/// server's entry stops federating, the handshake fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn py_spiffe_workloads_of_two_trust_domains_complete_mtls_through_federation() {
+    let Some(python) = python_with(&["spiffe", "spiffetls", "cryptography"]) else {
+        return;
+    };
+    let partner = partner_certd();
+    let daemon = Daemon::start();
+    let uid = format!("unix:uid:{}", my_uid());
+    let billing = format!("spiffe://{TRUST_DOMAIN}/svc/billing");
+    let payments = "spiffe://partner.example/svc/payments".to_owned();
+
+    // certd.internal -> partner.example: https_spiffe.
+    let output = daemon.cli(&[
+        "federation",
+        "add",
+        "partner.example",
+        "--bundle-endpoint",
+        &format!("{}/bundle.spiffe", partner.grpc),
+        "--profile",
+        "https_spiffe",
+        "--endpoint-spiffe-id",
+        "spiffe://partner.example/certd/server",
+        "--trust-bundle-file",
+        partner.data_dir.join("bundle.pem").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    // partner.example -> certd.internal: https_web, with certd.internal's
+    // CA for the TLS port's certificate.
+    let output = partner.cli(&[
+        "federation",
+        "add",
+        TRUST_DOMAIN,
+        "--bundle-endpoint",
+        &format!("{}/.well-known/spiffe-bundle", daemon.grpc),
+        "--profile",
+        "https_web",
+        "--endpoint-ca-file",
+        daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+
+    let agent = common::agent::Agent::start(&daemon, "node-a");
+    let partner_agent = common::agent::Agent::start(&partner, "node-b");
+    daemon.entry(
+        "billing",
+        &[&uid],
+        &[
+            "--parent",
+            &format!("spiffe://{TRUST_DOMAIN}/agent/node-a"),
+            "--federates-with",
+            "partner.example",
+        ],
+    );
+    let payments_entry = partner.entry(
+        "payments",
+        &[&uid],
+        &[
+            "--parent",
+            "spiffe://partner.example/agent/node-b",
+            "--federates-with",
+            TRUST_DOMAIN,
+        ],
+    );
+    let both = vec![TRUST_DOMAIN.to_owned(), "partner.example".to_owned()];
+    for served in [&agent, &partner_agent] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let served_now = domains_served(served).await;
+            if served_now == Some((both.clone(), both.clone(), both.clone())) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent never served both trust domains: {served_now:?}\n{}",
+                served.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // The Python programs block; the agents' streams run on other workers.
+    let (server, client) = tokio::task::block_in_place(|| {
+        py_spiffe_mtls(&python, &partner_agent, &billing, &agent, &payments)
+    });
+    assert!(
+        server.contains(&format!("server is {payments}")),
+        "{server}\n{client}"
+    );
+    assert!(
+        server.contains(&format!("server saw {billing}")),
+        "{server}\n{client}"
+    );
+    assert!(server.trim_end().ends_with("ok"), "{server}\n{client}");
+    assert!(
+        client.contains(&format!("client saw {payments}")),
+        "{client}"
+    );
+    assert!(
+        client.contains(&format!("client got hello {billing}, this is {payments}")),
+        "{client}"
+    );
+
+    // The partner's entry stops federating: its agent no longer hands it
+    // certd.internal's bundle, and the handshake fails.
+    let output = partner.cli(&["entry", "update", &payments_entry, "--no-federates-with"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while domains_served(&partner_agent)
+        .await
+        .is_none_or(|(in_context, _, _)| in_context != ["partner.example"])
+    {
+        assert!(std::time::Instant::now() < deadline, "the bundle stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (server, client) = tokio::task::block_in_place(|| {
+        py_spiffe_mtls(&python, &partner_agent, &billing, &agent, &payments)
+    });
+    assert!(!server.contains("server saw"), "{server}\n{client}");
+    assert!(server.contains("FAILED"), "{server}\n{client}");
+}

@@ -328,6 +328,7 @@ async fn call(
         parent: None,
         agent: false,
         jwt_audiences: vec![],
+        federates_with: vec![],
     };
     let csr = || common::csr_for(&rcgen::KeyPair::generate().unwrap(), None, vec![]);
     // What the call acts on is made fresh by the admin, so every row starts

@@ -71,6 +71,13 @@ struct EntryChanges {
     /// Remove every JWT-SVID audience (no tokens).
     #[arg(long)]
     no_jwt_audiences: bool,
+    /// The foreign trust domains it federates with, all of them (repeat):
+    /// they replace the entry's.
+    #[arg(long = "federates-with", conflicts_with = "no_federates_with")]
+    federates_with: Vec<String>,
+    /// Federate with no foreign trust domain any more.
+    #[arg(long)]
+    no_federates_with: bool,
     /// Print the entry as JSON instead of its id.
     #[arg(long)]
     json: bool,
@@ -93,7 +100,9 @@ impl EntryChanges {
             || self.parent.is_some()
             || self.no_parent
             || !self.jwt_audiences.is_empty()
-            || self.no_jwt_audiences;
+            || self.no_jwt_audiences
+            || !self.federates_with.is_empty()
+            || self.no_federates_with;
         if !named {
             return None;
         }
@@ -129,6 +138,11 @@ impl EntryChanges {
                 self.jwt_audiences,
                 self.no_jwt_audiences,
                 &current.jwt_audiences,
+            ),
+            federates_with: replaced(
+                self.federates_with,
+                self.no_federates_with,
+                &current.federates_with,
             ),
         })
     }
@@ -175,6 +189,11 @@ fn changes(before: &EntrySummary, after: &EntrySummary) -> Vec<String> {
         listed(&before.jwt_audiences),
         listed(&after.jwt_audiences),
     );
+    compare(
+        "federates with",
+        listed(&before.federates_with),
+        listed(&after.federates_with),
+    );
     lines
 }
 
@@ -208,6 +227,11 @@ struct EntryContent {
     /// or a plain string; repeat for several. None: no JWT-SVIDs (least privilege).
     #[arg(long = "jwt-audience")]
     jwt_audiences: Vec<String>,
+    /// A foreign trust domain its workloads trust, e.g. partner.example: the
+    /// node agent hands them that domain's bundle (`certd federation add`);
+    /// repeat for several.
+    #[arg(long = "federates-with")]
+    federates_with: Vec<String>,
     /// Print the entry as JSON instead of its id.
     #[arg(long)]
     json: bool,
@@ -224,6 +248,7 @@ impl EntryContent {
             parent: self.parent,
             agent: self.agent,
             jwt_audiences: self.jwt_audiences,
+            federates_with: self.federates_with,
         }
     }
 }
@@ -367,6 +392,9 @@ pub async fn show(args: EntryShowArgs) -> anyhow::Result<()> {
             .unwrap_or("(none: attested directly)")
     );
     println!("jwt audiences: {}", listed(&entry.jwt_audiences));
+    if !entry.federates_with.is_empty() {
+        println!("federates with: {}", entry.federates_with.join(" "));
+    }
     println!(
         "created:       {} by {}",
         format_time(entry.created_at),
@@ -416,6 +444,13 @@ pub async fn list(args: EntryListArgs) -> anyhow::Result<()> {
                 "{:<16}  jwt audiences: {}",
                 "",
                 entry.jwt_audiences.join(" ")
+            );
+        }
+        if !entry.federates_with.is_empty() {
+            println!(
+                "{:<16}  federates with: {}",
+                "",
+                entry.federates_with.join(" ")
             );
         }
     }

@@ -16,7 +16,8 @@
 //! later, was written as version 2 too (no earlier format knew it); it is
 //! written as version 3 since it holds delegations. Federation
 //! relationships, added later still, are written as version 3 (no earlier
-//! format knew them). Earlier values are still read.
+//! format knew them). Version 4 changed entries only (the trust domains
+//! they federate with). Earlier values are still read.
 //!
 //! Decoding trusts what certd itself wrote: names, serials and selectors
 //! were parsed once, at the edge, before they were stored, so they are
@@ -38,6 +39,8 @@ use certd_core::selector::Selector;
 const FORMAT_VERSION: u8 = 2;
 /// Registration entries with a parent agent.
 const FORMAT_VERSION_3: u8 = 3;
+/// Registration entries that federate with other trust domains.
+const FORMAT_VERSION_4: u8 = 4;
 /// The format before registration entries.
 const FORMAT_VERSION_1: u8 = 1;
 
@@ -47,6 +50,9 @@ pub(crate) trait Stored: Sized {
     const VERSION: u8;
     /// The encoding of `VERSION`.
     type Disk: Serialize + DeserializeOwned + From<Self> + TryInto<Self, Error: Into<StoreError>>;
+    /// The version 3 encoding; `Self::Disk` where that is what is written
+    /// or no version 3 of it was ever written.
+    type V3: DeserializeOwned + TryInto<Self, Error: Into<StoreError>>;
     /// The version 2 encoding; `Self::Disk` where that is what is written.
     type V2: DeserializeOwned + TryInto<Self, Error: Into<StoreError>>;
     /// The version 1 encoding; `Self::Disk` where it has not changed.
@@ -71,6 +77,10 @@ pub(crate) fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: postcard::Error| StoreError::Corrupt(e.to_string());
     match bytes.split_first() {
         Some((&version, rest)) if version == T::VERSION => postcard::from_bytes::<T::Disk>(rest)
+            .map_err(corrupt)?
+            .try_into()
+            .map_err(Into::into),
+        Some((&FORMAT_VERSION_3, rest)) => postcard::from_bytes::<T::V3>(rest)
             .map_err(corrupt)?
             .try_into()
             .map_err(Into::into),
@@ -455,6 +465,43 @@ pub(super) struct DiskEntry {
     created_by: String,
     parent: Option<String>,
     jwt_audiences: Vec<String>,
+    federates_with: Vec<String>,
+}
+
+/// `EntryRecord` as version 3 wrote it: before federation.
+#[derive(Deserialize)]
+pub(super) struct EntryV3 {
+    id: String,
+    service: String,
+    spiffe_id: String,
+    dns_names: Vec<String>,
+    ttl_seconds: Option<u64>,
+    selectors: Vec<String>,
+    created_at: i64,
+    created_by: String,
+    parent: Option<String>,
+    jwt_audiences: Vec<String>,
+}
+
+impl TryFrom<EntryV3> for EntryRecord {
+    type Error = StoreError;
+
+    fn try_from(v3: EntryV3) -> Result<Self, StoreError> {
+        DiskEntry {
+            id: v3.id,
+            service: v3.service,
+            spiffe_id: v3.spiffe_id,
+            dns_names: v3.dns_names,
+            ttl_seconds: v3.ttl_seconds,
+            selectors: v3.selectors,
+            created_at: v3.created_at,
+            created_by: v3.created_by,
+            parent: v3.parent,
+            jwt_audiences: v3.jwt_audiences,
+            federates_with: Vec::new(),
+        }
+        .try_into()
+    }
 }
 
 /// `EntryRecord` as version 2 wrote it: before parent agents.
@@ -470,8 +517,10 @@ pub(super) struct EntryV2 {
     created_by: String,
 }
 
-impl From<EntryV2> for EntryRecord {
-    fn from(v2: EntryV2) -> Self {
+impl TryFrom<EntryV2> for EntryRecord {
+    type Error = StoreError;
+
+    fn try_from(v2: EntryV2) -> Result<Self, StoreError> {
         DiskEntry {
             id: v2.id,
             service: v2.service,
@@ -483,8 +532,9 @@ impl From<EntryV2> for EntryRecord {
             created_by: v2.created_by,
             parent: None,
             jwt_audiences: Vec::new(),
+            federates_with: Vec::new(),
         }
-        .into()
+        .try_into()
     }
 }
 
@@ -505,13 +555,26 @@ impl From<EntryRecord> for DiskEntry {
             created_by: entry.created_by,
             parent: entry.parent.map(SpiffeId::into_string),
             jwt_audiences: entry.jwt_audiences,
+            federates_with: entry.federates_with.into_iter().map(String::from).collect(),
         }
     }
 }
 
-impl From<DiskEntry> for EntryRecord {
-    fn from(disk: DiskEntry) -> Self {
-        EntryRecord {
+impl TryFrom<DiskEntry> for EntryRecord {
+    type Error = StoreError;
+
+    fn try_from(disk: DiskEntry) -> Result<Self, StoreError> {
+        // `TrustDomain` has no unchecked constructor; the check is cheap.
+        let federates_with = disk
+            .federates_with
+            .into_iter()
+            .map(|domain| {
+                domain
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("entry federates_with".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(EntryRecord {
             id: disk.id,
             service: ServiceName::from_stored(disk.service),
             spiffe_id: SpiffeId::from_stored(disk.spiffe_id),
@@ -526,25 +589,29 @@ impl From<DiskEntry> for EntryRecord {
             created_by: disk.created_by,
             parent: disk.parent.map(SpiffeId::from_stored),
             jwt_audiences: disk.jwt_audiences,
-        }
+            federates_with,
+        })
     }
 }
 
 impl Stored for IssuanceRecord {
     const VERSION: u8 = FORMAT_VERSION;
     type Disk = DiskIssuanceRecord;
+    type V3 = DiskIssuanceRecord;
     type V2 = DiskIssuanceRecord;
     type V1 = DiskIssuanceRecord;
 }
 impl Stored for RevokedEntry {
     const VERSION: u8 = FORMAT_VERSION;
     type Disk = DiskRevokedEntry;
+    type V3 = DiskRevokedEntry;
     type V2 = DiskRevokedEntry;
     type V1 = DiskRevokedEntry;
 }
 impl Stored for EntryRecord {
-    const VERSION: u8 = FORMAT_VERSION_3;
+    const VERSION: u8 = FORMAT_VERSION_4;
     type Disk = DiskEntry;
+    type V3 = EntryV3;
     type V2 = EntryV2;
     // Version 1 had no entries.
     type V1 = EntryV2;
@@ -709,6 +776,7 @@ impl From<PolicyV2> for PolicyRecord {
 impl Stored for PolicyRecord {
     const VERSION: u8 = FORMAT_VERSION_3;
     type Disk = DiskPolicy;
+    type V3 = DiskPolicy;
     type V2 = PolicyV2;
     // No earlier format held a policy.
     type V1 = PolicyV2;
@@ -794,6 +862,7 @@ impl TryFrom<DiskFederation> for FederationRecord {
 impl Stored for FederationRecord {
     const VERSION: u8 = FORMAT_VERSION_3;
     type Disk = DiskFederation;
+    type V3 = DiskFederation;
     // No earlier format held a federation relationship.
     type V2 = DiskFederation;
     type V1 = DiskFederation;
@@ -802,12 +871,14 @@ impl Stored for FederationRecord {
 impl Stored for AuditEntry {
     const VERSION: u8 = FORMAT_VERSION;
     type Disk = DiskAuditEntry;
+    type V3 = DiskAuditEntry;
     type V2 = DiskAuditEntry;
     type V1 = AuditEntryV1;
 }
 impl Stored for JoinTokenRecord {
     const VERSION: u8 = FORMAT_VERSION;
     type Disk = DiskJoinToken;
+    type V3 = DiskJoinToken;
     type V2 = DiskJoinToken;
     type V1 = JoinTokenRecordV1;
 }
@@ -824,6 +895,9 @@ mod tests {
     /// An entry with a parent agent and a JWT audience, as version 3
     /// writes it.
     const ENTRY_V3: &str = "030265310762696c6c696e67237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67021662696c6c696e672e63657274642e696e7465726e616c09622e6578616d706c6501901c010d756e69783a7569643a3130303002057569643a3001247370696666653a2f2f63657274642e696e7465726e616c2f6167656e742f6e6f64652d3101247370696666653a2f2f63657274642e696e7465726e616c2f7376632f7061796d656e7473";
+    /// The same entry federating with partner.example, as version 4 writes
+    /// it.
+    const ENTRY_V4: &str = "040265310762696c6c696e67237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67021662696c6c696e672e63657274642e696e7465726e616c09622e6578616d706c6501901c010d756e69783a7569643a3130303002057569643a3001247370696666653a2f2f63657274642e696e7465726e616c2f6167656e742f6e6f64652d3101247370696666653a2f2f63657274642e696e7465726e616c2f7376632f7061796d656e7473010f706172746e65722e6578616d706c65";
     const AUDIT_V2: &str = "0254056973737565000b3132372e302e302e313a35010a6a6f696e2d746f6b656e010762696c6c696e67010634613062306301026e6f010d746f6b656e3a62696c6c696e67";
     const REVOKED_V2: &str = "02034a0b0cd402019003";
 
@@ -930,18 +1004,28 @@ mod tests {
             created_by: "uid:0".into(),
             parent: None,
             jwt_audiences: Vec::new(),
+            federates_with: Vec::new(),
         };
         // Version 2 entries read the same; this build writes entries as
-        // version 3, which adds the parent agent.
+        // version 4: version 3 added the parent agent, version 4 the trust
+        // domains an entry federates with.
         let entry_v2 = hex::decode(ENTRY_V2).unwrap();
         assert_eq!(decode::<EntryRecord>(&entry_v2).unwrap(), entry);
+        let entry_v3 = EntryRecord {
+            selectors: vec![selector("unix:uid:1000")],
+            parent: Some("spiffe://certd.internal/agent/node-1".parse().unwrap()),
+            jwt_audiences: vec!["spiffe://certd.internal/svc/payments".into()],
+            ..entry
+        };
+        assert_eq!(
+            decode::<EntryRecord>(&hex::decode(ENTRY_V3).unwrap()).unwrap(),
+            entry_v3
+        );
         check(
-            ENTRY_V3,
+            ENTRY_V4,
             EntryRecord {
-                selectors: vec![selector("unix:uid:1000")],
-                parent: Some("spiffe://certd.internal/agent/node-1".parse().unwrap()),
-                jwt_audiences: vec!["spiffe://certd.internal/svc/payments".into()],
-                ..entry
+                federates_with: vec!["partner.example".parse().unwrap()],
+                ..entry_v3
             },
         );
         check(

@@ -280,6 +280,7 @@ pub(crate) async fn entries_are_durable_unique_by_id_and_removable(backend: &dyn
         created_by: "test".into(),
         parent: Some("spiffe://certd.internal/agent/node-1".parse().unwrap()),
         jwt_audiences: vec!["gateway".into()],
+        federates_with: vec!["partner.example".parse().unwrap()],
     };
     {
         let store = backend.open().await;

@@ -207,6 +207,10 @@ pub struct EntryRecord {
     pub parent: Option<SpiffeId>,
     /// The audiences JWT-SVIDs for this entry may name; none: no tokens.
     pub jwt_audiences: Vec<String>,
+    /// The foreign trust domains this entry's workloads trust (federation):
+    /// the node agent hands them those domains' bundles. Sorted, no
+    /// duplicates; never certd's own.
+    pub federates_with: Vec<crate::identity::TrustDomain>,
 }
 
 impl EntryRecord {

@@ -22,6 +22,17 @@ pub struct ServedEntry {
     pub spiffe_id: String,
     /// Sorted; a workload must prove every one.
     pub selectors: Vec<Selector>,
+    /// The foreign trust domains its workloads trust (federation).
+    pub federates_with: Vec<String>,
+}
+
+/// A foreign trust domain's bundle, for the entries that federate with it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ForeignBundle {
+    /// Root certificates, DER.
+    pub roots_der: Vec<Vec<u8>>,
+    /// Its JWT-SVID keys.
+    pub jwt_keys: crate::jwt::JwkSet,
 }
 
 /// An X.509-SVID held for an entry.
@@ -60,6 +71,9 @@ pub struct Snapshot {
     pub svids: BTreeMap<String, Svid>,
     /// The JWT keys verifiers need now, from certd.
     pub jwt_keys: crate::jwt::JwkSet,
+    /// The bundles of the foreign trust domains entries federate with, by
+    /// trust domain.
+    pub federated: BTreeMap<String, ForeignBundle>,
 }
 
 /// What a workload proving `selectors` gets.
@@ -116,6 +130,18 @@ impl Snapshot {
             .any(|selector| selector.as_str().starts_with("unix:sha256:"))
     }
 
+    /// The foreign trust domains `entry` federates with whose bundle is
+    /// held, and those bundles.
+    pub fn federated_for<'a>(
+        &'a self,
+        entry: &'a ServedEntry,
+    ) -> impl Iterator<Item = (&'a String, &'a ForeignBundle)> + 'a {
+        entry
+            .federates_with
+            .iter()
+            .filter_map(|domain| self.federated.get_key_value(domain))
+    }
+
     /// The roots, concatenated DER, as the Workload API sends them.
     pub fn bundle_bytes(&self) -> Vec<u8> {
         self.bundle_der.concat()
@@ -158,6 +184,7 @@ mod tests {
 
     fn entry(id: &str, selectors: &[&str]) -> ServedEntry {
         ServedEntry {
+            federates_with: Vec::new(),
             id: id.into(),
             spiffe_id: format!("spiffe://td/{id}"),
             selectors: selectors

@@ -337,6 +337,7 @@ impl Syncer {
             entries,
             svids,
             jwt_keys,
+            federated: foreign_bundles(&listed),
         };
         if changed(&previous, &snapshot) {
             self.cache.publish(snapshot);
@@ -419,6 +420,7 @@ fn served_entries(listed: &AgentEntries) -> Vec<ServedEntry> {
                         id: entry.id.clone(),
                         spiffe_id: entry.spiffe_id.clone(),
                         selectors,
+                        federates_with: entry.federates_with.clone(),
                     })
                 }
                 Err(error) => {
@@ -430,9 +432,37 @@ fn served_entries(listed: &AgentEntries) -> Vec<ServedEntry> {
         .collect()
 }
 
+/// The foreign bundles certd sent, by trust domain: roots split into
+/// certificates, JWT keys parsed (a bundle whose roots do not parse is
+/// left out, never half-served).
+fn foreign_bundles(listed: &AgentEntries) -> BTreeMap<String, super::cache::ForeignBundle> {
+    listed
+        .federated_bundles
+        .iter()
+        .filter_map(|bundle| {
+            let roots_der = match split_certificates(&bundle.roots_der) {
+                Some(roots) => roots,
+                None => {
+                    tracing::warn!(trust_domain = %bundle.trust_domain, "certd sent a foreign bundle whose roots do not parse; left out");
+                    return None;
+                }
+            };
+            let jwt_keys = crate::jwt::JwkSet::parse(&bundle.jwt_keys_jwks).unwrap_or_default();
+            Some((
+                bundle.trust_domain.clone(),
+                super::cache::ForeignBundle {
+                    roots_der,
+                    jwt_keys,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// Whether a workload would see a difference.
 fn changed(old: &Snapshot, new: &Snapshot) -> bool {
-    old.trust_domain != new.trust_domain
+    old.federated != new.federated
+        || old.trust_domain != new.trust_domain
         || old.bundle_der != new.bundle_der
         || old.jwt_keys != new.jwt_keys
         || old.entries != new.entries
@@ -469,6 +499,19 @@ fn half_life(received_at: i64, not_after: i64) -> i64 {
 fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), AgentError> {
     identity_dir::new_key_and_csr()
         .map_err(|e| AgentError::Files(format!("cannot generate a key: {e}")))
+}
+
+/// Concatenated DER certificates, one by one; `None` if any does not
+/// parse.
+fn split_certificates(mut der: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut certificates = Vec::new();
+    while !der.is_empty() {
+        let (rest, _) = x509_parser::parse_x509_certificate(der).ok()?;
+        let length = der.len() - rest.len();
+        certificates.push(der.get(..length)?.to_vec());
+        der = rest;
+    }
+    Some(certificates)
 }
 
 fn pem_to_der(pem: &str) -> Vec<Vec<u8>> {

@@ -161,7 +161,7 @@ impl WorkloadApiService {
     fn bundle_stream<R, T>(
         &self,
         request: &Request<R>,
-        answer: fn(&Snapshot) -> Result<T, Refusal>,
+        answer: fn(&Snapshot, &[Selector]) -> Result<T, Refusal>,
     ) -> Result<Streamed<T>, Status>
     where
         T: PartialEq + Clone + Send + 'static,
@@ -171,8 +171,10 @@ impl WorkloadApiService {
         snapshot
             .entry_for(&selectors)
             .map_err(|refusal| Refusal::of_grant(refusal, &selectors))?;
-        answer(&snapshot)?;
-        Ok(follow(&self.cache, answer))
+        answer(&snapshot, &selectors)?;
+        Ok(follow(&self.cache, move |snapshot| {
+            answer(snapshot, &selectors)
+        }))
     }
 
     /// Checks the security header and attests the caller: its selectors.
@@ -208,6 +210,16 @@ fn attest<T>(
 fn svid_response(snapshot: &Snapshot, selectors: &[Selector]) -> Result<X509svidResponse, Refusal> {
     match snapshot.grant(selectors) {
         Grant::Svid(svid) => Ok(X509svidResponse {
+            // Only the trust domains the caller's entry federates with.
+            federated_bundles: snapshot
+                .entry_for(selectors)
+                .map(|entry| {
+                    snapshot
+                        .federated_for(entry)
+                        .map(|(domain, bundle)| (domain.clone(), bundle.roots_der.concat()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             svids: vec![X509svid {
                 spiffe_id: svid.spiffe_id.clone(),
                 x509_svid: svid.chain_der.concat(),
@@ -216,19 +228,31 @@ fn svid_response(snapshot: &Snapshot, selectors: &[Selector]) -> Result<X509svid
                 hint: String::new(),
             }],
             crl: Vec::new(),
-            federated_bundles: HashMap::new(),
         }),
         refusal => Err(Refusal::of_grant(refusal, selectors)),
     }
 }
 
-fn bundles_response(snapshot: &Snapshot) -> Result<X509BundlesResponse, Refusal> {
+/// certd's own bundle and those of the foreign trust domains the caller's
+/// entry federates with.
+fn bundles_response(
+    snapshot: &Snapshot,
+    selectors: &[Selector],
+) -> Result<X509BundlesResponse, Refusal> {
     if snapshot.bundle_der.is_empty() {
         return Err(Refusal::NoBundleYet);
     }
+    let mut bundles = HashMap::from([(snapshot.trust_domain.clone(), snapshot.bundle_bytes())]);
+    if let Ok(entry) = snapshot.entry_for(selectors) {
+        bundles.extend(
+            snapshot
+                .federated_for(entry)
+                .map(|(domain, bundle)| (domain.clone(), bundle.roots_der.concat())),
+        );
+    }
     Ok(X509BundlesResponse {
         crl: Vec::new(),
-        bundles: HashMap::from([(snapshot.trust_domain.clone(), snapshot.bundle_bytes())]),
+        bundles,
     })
 }
 
@@ -393,14 +417,26 @@ impl SpiffeWorkloadApi for WorkloadApiService {
     }
 }
 
-fn jwt_bundles_response(snapshot: &Snapshot) -> Result<JwtBundlesResponse, Refusal> {
+/// certd's own JWT keys and those of the foreign trust domains the
+/// caller's entry federates with.
+fn jwt_bundles_response(
+    snapshot: &Snapshot,
+    selectors: &[Selector],
+) -> Result<JwtBundlesResponse, Refusal> {
     if snapshot.jwt_keys.keys.is_empty() {
         return Err(Refusal::NoJwtKeysYet);
     }
     let jwks = serde_json::to_vec(&snapshot.jwt_keys).map_err(Refusal::Encoding)?;
-    Ok(JwtBundlesResponse {
-        bundles: HashMap::from([(snapshot.trust_domain.clone(), jwks)]),
-    })
+    let mut bundles = HashMap::from([(snapshot.trust_domain.clone(), jwks)]);
+    if let Ok(entry) = snapshot.entry_for(selectors) {
+        for (domain, bundle) in snapshot.federated_for(entry) {
+            bundles.insert(
+                domain.clone(),
+                serde_json::to_vec(&bundle.jwt_keys).map_err(Refusal::Encoding)?,
+            );
+        }
+    }
+    Ok(JwtBundlesResponse { bundles })
 }
 
 /// JSON claims as a protobuf `Struct`.

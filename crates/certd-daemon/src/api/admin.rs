@@ -111,6 +111,7 @@ fn entry_spec(service: String, content: Option<proto::EntryContent>) -> EntrySpe
         parent: (!content.parent_id.is_empty()).then_some(content.parent_id),
         agent: content.agent,
         jwt_audiences: content.jwt_audiences,
+        federates_with: content.federates_with,
     }
 }
 

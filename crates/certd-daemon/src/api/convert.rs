@@ -64,6 +64,7 @@ pub(super) fn entry_to_proto(entry: EntryRecord) -> proto::Entry {
         created_at_unix: entry.created_at,
         created_by: entry.created_by,
         warnings: Vec::new(),
+        federates_with: entry.federates_with.into_iter().map(String::from).collect(),
     }
 }
 

@@ -390,7 +390,7 @@ async fn readyz(State(authority): State<Authority>) -> Response {
         ),
     };
     if status == StatusCode::OK {
-        for relationship in authority.federation_health().await {
+        for relationship in authority.federation_health() {
             body.push_str(&relationship.line());
             body.push('\n');
         }

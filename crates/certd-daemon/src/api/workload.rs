@@ -124,7 +124,21 @@ impl CertificateAuthority for WorkloadApi {
             .await
             .map_err(|e| status(&e))?;
         let ca = self.authority.ca();
+        let federated_bundles = self
+            .authority
+            .federated_bundles(&entries)
+            .await
+            .map_err(|e| status(&e))?
+            .into_iter()
+            .map(|(trust_domain, bundle)| proto::FederatedBundle {
+                trust_domain: trust_domain.to_string(),
+                roots_der: bundle.roots_der.concat(),
+                jwt_keys_jwks: serde_json::to_vec(&serde_json::json!({ "keys": bundle.jwt_keys }))
+                    .unwrap_or_default(),
+            })
+            .collect();
         Ok(Response::new(proto::ListAgentEntriesResponse {
+            federated_bundles,
             entries: entries
                 .into_iter()
                 .map(|entry| proto::AgentEntry {
@@ -135,6 +149,7 @@ impl CertificateAuthority for WorkloadApi {
                         .into_iter()
                         .map(crate::selector::Selector::into_string)
                         .collect(),
+                    federates_with: entry.federates_with.into_iter().map(String::from).collect(),
                 })
                 .collect(),
             trust_bundle_pem: ca.trust_bundle_pem(),

@@ -204,6 +204,15 @@ impl Authority {
             .map(|record| record.trust_domain.to_string())
             .collect();
         self.federation_status.retain(&names);
+        for record in &relationships {
+            self.federation_status.note_held(
+                record.trust_domain.as_str(),
+                record
+                    .bundle
+                    .as_ref()
+                    .map(|bundle| (bundle.sequence, bundle.accepted_at)),
+            );
+        }
         let now = self.now();
         let mut fetches = tokio::task::JoinSet::new();
         for record in relationships {
@@ -293,11 +302,18 @@ impl Authority {
         }
         let to = parsed.sequence;
         let from = held.map(|held| held.sequence);
+        let foreign = parsed.into_foreign(self.now());
         let accepted = self
             .store
-            .accept_foreign_bundle(&record.trust_domain, &parsed.into_foreign(self.now()))
+            .accept_foreign_bundle(&record.trust_domain, &foreign)
             .await
             .map_err(|error| FetchError(format!("cannot store the bundle: {error}")))?;
+        if accepted {
+            self.federation_status.note_held(
+                record.trust_domain.as_str(),
+                Some((foreign.sequence, foreign.accepted_at)),
+            );
+        }
         Ok((
             if accepted {
                 Fetched::Accepted { from, to }
@@ -348,30 +364,21 @@ impl FederationHealth {
 }
 
 impl Authority {
-    /// Every relationship's health now; empty if the store cannot say.
-    pub async fn federation_health(&self) -> Vec<FederationHealth> {
-        let Ok(relationships) = self.store.federations().await else {
-            return Vec::new();
-        };
+    /// Every relationship's health, as the refresh task last saw it: from
+    /// memory, so `/readyz` and a scrape never wait on the database.
+    pub fn federation_health(&self) -> Vec<FederationHealth> {
         let now = self.now();
-        relationships
+        self.federation_status
+            .snapshot()
             .into_iter()
-            .map(|record| {
-                let state = self
-                    .federation_status
-                    .get(record.trust_domain.as_str())
-                    .unwrap_or_default();
+            .map(|(trust_domain, state)| {
                 let confirmed = state
                     .last_success_at
-                    .or(record.bundle.as_ref().map(|bundle| bundle.accepted_at));
+                    .or(state.held.map(|(_, accepted_at)| accepted_at));
                 FederationHealth {
-                    trust_domain: record.trust_domain.to_string(),
-                    sequence: record.bundle.as_ref().map(|bundle| bundle.sequence),
-                    age_seconds: record
-                        .bundle
-                        .as_ref()
-                        .and(confirmed)
-                        .map(|at| now.saturating_sub(at)),
+                    trust_domain,
+                    sequence: state.held.map(|(sequence, _)| sequence),
+                    age_seconds: state.held.and(confirmed).map(|at| now.saturating_sub(at)),
                     consecutive_failures: state.consecutive_failures,
                     last_error: state.last_error,
                 }
@@ -379,9 +386,9 @@ impl Authority {
             .collect()
     }
 
-    pub(super) async fn update_federation_metrics(&self) {
+    pub(super) fn update_federation_metrics(&self) {
         let metrics = crate::metrics::get();
-        let health = self.federation_health().await;
+        let health = self.federation_health();
         // Relationships removed since the last scrape leave no series.
         metrics.federation_sequence.clear();
         metrics.federation_age.clear();
@@ -404,5 +411,41 @@ impl Authority {
                 .get_or_create(&labels)
                 .set(i64::from(relationship.consecutive_failures));
         }
+    }
+}
+
+impl Authority {
+    /// The bundles certd holds of the foreign trust domains `entries`
+    /// federate with, by trust domain (what a node agent hands those
+    /// entries' workloads); a domain without a bundle yet is left out.
+    pub async fn federated_bundles(
+        &self,
+        entries: &[crate::store::EntryRecord],
+    ) -> Result<Vec<(TrustDomain, crate::federation::ParsedBundle)>> {
+        let wanted: std::collections::HashSet<&TrustDomain> = entries
+            .iter()
+            .flat_map(|entry| &entry.federates_with)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut bundles = Vec::new();
+        for record in self.store.federations().await? {
+            if !wanted.contains(&record.trust_domain) {
+                continue;
+            }
+            let Some(held) = &record.bundle else {
+                continue;
+            };
+            // Checked when it was accepted; a bundle that no longer parses
+            // (a stricter certd) is left out, not handed out.
+            match parse_bundle(held.json.as_bytes(), &record.trust_domain) {
+                Ok(parsed) => bundles.push((record.trust_domain.clone(), parsed)),
+                Err(error) => {
+                    tracing::warn!(trust_domain = %record.trust_domain, %error, "a held foreign bundle does not parse; not handed out");
+                }
+            }
+        }
+        Ok(bundles)
     }
 }

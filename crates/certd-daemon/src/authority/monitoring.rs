@@ -35,7 +35,7 @@ impl Authority {
     pub async fn update_metrics(&self) {
         let metrics = metrics::get();
         let now = self.now();
-        self.update_federation_metrics().await;
+        self.update_federation_metrics();
         if let Ok(crl) = self.revocations.current_crl().await {
             metrics
                 .crl_number

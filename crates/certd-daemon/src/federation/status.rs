@@ -29,6 +29,10 @@ pub struct FetchState {
     pub consecutive_failures: u32,
     /// Unix seconds of the next fetch.
     pub next_attempt_at: i64,
+    /// The sequence of the bundle held in the store, and when it was
+    /// accepted, as last read; `None`: none held. Kept here so that
+    /// `/readyz` and the metrics never wait on the database.
+    pub held: Option<(u64, i64)>,
 }
 
 /// Every relationship's `FetchState`, by trust domain.
@@ -60,6 +64,12 @@ impl FederationStatus {
             .values()
             .map(|state| state.next_attempt_at)
             .min()
+    }
+
+    /// Notes the bundle the store holds for `trust_domain` (its sequence
+    /// and acceptance time), or that it holds none.
+    pub fn note_held(&self, trust_domain: &str, held: Option<(u64, i64)>) {
+        self.lock().entry(trust_domain.to_owned()).or_default().held = held;
     }
 
     /// Keeps only the relationships that still exist.

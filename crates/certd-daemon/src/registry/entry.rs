@@ -35,6 +35,8 @@ pub struct EntrySpec {
     pub agent: bool,
     /// Audiences its JWT-SVIDs may name (least privilege: none, no tokens).
     pub jwt_audiences: Vec<String>,
+    /// Foreign trust domains its workloads trust (federation).
+    pub federates_with: Vec<String>,
 }
 
 /// What an entry may not grant, whoever creates it.
@@ -56,6 +58,7 @@ pub struct ValidEntry {
     pub selectors: Vec<Selector>,
     pub parent: Option<SpiffeId>,
     pub jwt_audiences: Vec<String>,
+    pub federates_with: Vec<TrustDomain>,
 }
 
 impl EntrySpec {
@@ -80,7 +83,14 @@ impl EntrySpec {
         };
         check_selector_kinds(&selectors, parent.as_ref()).map_err(invalid)?;
         let jwt_audiences = check_jwt_audiences(&self.jwt_audiences).map_err(invalid)?;
+        let federates_with =
+            check_federates_with(&self.federates_with, &bounds.trust_domain).map_err(invalid)?;
         if self.agent {
+            if !federates_with.is_empty() {
+                return Err(invalid(
+                    "an agent's entry federates with nothing: its workloads' entries say which trust domains they trust".into(),
+                ));
+            }
             if !jwt_audiences.is_empty() {
                 return Err(invalid(
                     "an agent's entry grants no JWT audiences: agents fetch tokens for their workloads' entries".into(),
@@ -116,6 +126,7 @@ impl EntrySpec {
             selectors: selectors.into_iter().collect(),
             parent,
             jwt_audiences,
+            federates_with,
         })
     }
 
@@ -150,8 +161,39 @@ impl EntrySpec {
             selectors: selectors.into_iter().collect(),
             parent: None,
             jwt_audiences: Vec::new(),
+            federates_with: Vec::new(),
         })
     }
+}
+
+/// Most foreign trust domains one entry may federate with.
+pub(crate) const MAX_FEDERATES_WITH: usize = 16;
+
+/// The trust domains, each checked, never certd's own, sorted, without
+/// duplicates. A domain without a relationship (yet) is allowed: its bundle
+/// is handed out once one is added.
+fn check_federates_with(domains: &[String], own: &TrustDomain) -> Result<Vec<TrustDomain>, String> {
+    let mut checked = BTreeSet::new();
+    for domain in domains {
+        let parsed: TrustDomain = domain.parse().map_err(|_| {
+            format!("--federates-with {domain:?} is not a trust domain (a DNS name such as partner.example)")
+        })?;
+        if &parsed == own {
+            return Err(format!(
+                "--federates-with {domain}: that is certd's own trust domain, which every entry trusts"
+            ));
+        }
+        checked.insert(parsed.to_string());
+    }
+    if checked.len() > MAX_FEDERATES_WITH {
+        return Err(format!(
+            "an entry may federate with at most {MAX_FEDERATES_WITH} trust domains"
+        ));
+    }
+    Ok(checked
+        .into_iter()
+        .filter_map(|domain| domain.parse().ok())
+        .collect())
 }
 
 /// Most JWT audiences one entry may allow.
@@ -367,6 +409,14 @@ pub(super) mod tests {
         check(
             &|s| s.spiffe_id = Some("spiffe://certd.internal/certd/server".into()),
             "/certd/",
+        );
+        check(
+            &|s| s.federates_with = vec!["certd.internal".into()],
+            "certd's own trust domain",
+        );
+        check(
+            &|s| s.federates_with = vec!["Not A Domain".into()],
+            "is not a trust domain",
         );
         check(
             &|s| s.spiffe_id = Some("spiffe://certd.internal/svc/payments".into()),

@@ -305,6 +305,7 @@ impl Registry {
             created_by: created_by.to_owned(),
             parent: entry.parent,
             jwt_audiences: entry.jwt_audiences,
+            federates_with: entry.federates_with,
         };
         loop {
             record.id = new_entry_id();
@@ -356,6 +357,7 @@ impl Registry {
             selectors,
             parent: entry.parent,
             jwt_audiences: entry.jwt_audiences,
+            federates_with: entry.federates_with,
             ..current
         };
         if !self.store.replace_entry(&updated).await? {

@@ -652,6 +652,9 @@ pub struct EntrySummary {
     /// The audiences its JWT-SVIDs may name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jwt_audiences: Vec<String>,
+    /// The foreign trust domains its workloads trust.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub federates_with: Vec<String>,
     /// After a create or update: what may keep it from ever being used.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -671,6 +674,7 @@ impl From<proto::Entry> for EntrySummary {
             parent_id: (!entry.parent_id.is_empty()).then_some(entry.parent_id),
             agent: entry.agent,
             jwt_audiences: entry.jwt_audiences,
+            federates_with: entry.federates_with,
             warnings: entry.warnings,
         }
     }
@@ -686,6 +690,7 @@ fn entry_content(spec: &EntrySpec) -> proto::EntryContent {
         parent_id: spec.parent.clone().unwrap_or_default(),
         agent: spec.agent,
         jwt_audiences: spec.jwt_audiences.clone(),
+        federates_with: spec.federates_with.clone(),
     }
 }
 

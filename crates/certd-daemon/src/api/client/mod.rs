@@ -107,7 +107,12 @@ fn untrusted_because(error: &(dyn std::error::Error + 'static)) -> Option<String
                 },
             )) => {
                 // The bundle trusts it; the name dialled is not one of its.
-                let names: Vec<String> = presented.iter().map(|name| plain_name(name)).collect();
+                // Its SPIFFE ID (for federation peers) is no name to dial.
+                let names: Vec<String> = presented
+                    .iter()
+                    .map(|name| plain_name(name))
+                    .filter(|name| !name.starts_with("spiffe://"))
+                    .collect();
                 return Some(format!(
                     "its certificate is not valid for {:?}, only for {}: dial it by one of those names, or add this one to certd's `server_names` (certd.toml, or `certd serve --server-name`) and restart certd",
                     expected.to_str(),
@@ -215,6 +220,18 @@ pub struct AgentEntries {
     pub trust_domain: String,
     /// The JWT keys verifiers need now, as a JWKS document.
     pub jwt_keys_jwks: Vec<u8>,
+    /// The bundles of the foreign trust domains the entries federate with.
+    pub federated_bundles: Vec<FederatedBundle>,
+}
+
+/// A foreign trust domain's bundle, as certd hands it to its agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedBundle {
+    pub trust_domain: String,
+    /// Root certificates, DER, concatenated.
+    pub roots_der: Vec<u8>,
+    /// Its JWT-SVID keys, a JWKS document.
+    pub jwt_keys_jwks: Vec<u8>,
 }
 
 /// A JWT-SVID as certd returns it.
@@ -241,6 +258,8 @@ pub struct AgentEntry {
     pub id: String,
     pub spiffe_id: String,
     pub selectors: Vec<String>,
+    /// The foreign trust domains its workloads trust.
+    pub federates_with: Vec<String>,
 }
 
 /// A certificate's status from `GetStatus`.
@@ -394,11 +413,21 @@ impl WorkloadClient {
                     id: entry.id,
                     spiffe_id: entry.spiffe_id,
                     selectors: entry.selectors,
+                    federates_with: entry.federates_with,
                 })
                 .collect(),
             trust_bundle_pem: response.trust_bundle_pem,
             trust_domain: response.trust_domain,
             jwt_keys_jwks: response.jwt_keys_jwks,
+            federated_bundles: response
+                .federated_bundles
+                .into_iter()
+                .map(|bundle| FederatedBundle {
+                    trust_domain: bundle.trust_domain,
+                    roots_der: bundle.roots_der,
+                    jwt_keys_jwks: bundle.jwt_keys_jwks,
+                })
+                .collect(),
         })
     }
 
