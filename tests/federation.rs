@@ -722,6 +722,8 @@ async fn py_spiffe_workloads_of_two_trust_domains_complete_mtls_through_federati
             "spiffe://partner.example/agent/node-b",
             "--federates-with",
             TRUST_DOMAIN,
+            "--jwt-audience",
+            &billing,
         ],
     );
     let both = vec![TRUST_DOMAIN.to_owned(), "partner.example".to_owned()];
@@ -763,6 +765,53 @@ async fn py_spiffe_workloads_of_two_trust_domains_complete_mtls_through_federati
         "{client}"
     );
 
+    // A JWT-SVID minted in partner.example (through its agent) validates
+    // through certd.internal's agent for the entry that federates with
+    // partner.example, and a tampered one does not.
+    let token = spiffe::WorkloadApiClient::connect_to(partner_agent.endpoint())
+        .await
+        .unwrap()
+        .fetch_jwt_token([billing.as_str()], None)
+        .await
+        .unwrap();
+    let validator = spiffe::WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let validated = validator
+        .validate_jwt_token(&billing, &token)
+        .await
+        .unwrap();
+    assert_eq!(validated.spiffe_id().to_string(), payments);
+    let refused = validator
+        .validate_jwt_token("spiffe://certd.internal/svc/other", &token)
+        .await;
+    assert!(refused.is_err(), "another audience: {refused:?}");
+    // `certd jwt verify` checks it with the partner's bundle as certd holds
+    // it (a SPIFFE bundle: its X.509 roots are never token keys).
+    let held = daemon.data_dir.join("partner-bundle.json");
+    std::fs::write(
+        &held,
+        shown(&daemon, "partner.example")["bundle"]["json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let output = daemon.cli(&[
+        "jwt",
+        "verify",
+        &token,
+        "--audience",
+        &billing,
+        "--jwks-file",
+        held.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert!(
+        common::stdout(&output).starts_with(&format!("valid: {payments} until ")),
+        "{}",
+        common::stdout(&output)
+    );
+
     // The partner's entry stops federating: its agent no longer hands it
     // certd.internal's bundle, and the handshake fails.
     let output = partner.cli(&["entry", "update", &payments_entry, "--no-federates-with"]);
@@ -780,4 +829,35 @@ async fn py_spiffe_workloads_of_two_trust_domains_complete_mtls_through_federati
     });
     assert!(!server.contains("server saw"), "{server}\n{client}");
     assert!(server.contains("FAILED"), "{server}\n{client}");
+
+    // certd.internal's entry stops federating: the partner's token no
+    // longer validates through its agent, and says why.
+    let billing_entry =
+        common::stdout(&daemon.cli(&["entry", "list", "--service", "billing", "--json"]));
+    let billing_entry: serde_json::Value = serde_json::from_str(&billing_entry).unwrap();
+    let output = daemon.cli(&[
+        "entry",
+        "update",
+        billing_entry[0]["id"].as_str().unwrap(),
+        "--no-federates-with",
+    ]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while domains_served(&agent)
+        .await
+        .is_none_or(|(in_context, _, _)| in_context != [TRUST_DOMAIN])
+    {
+        assert!(std::time::Instant::now() < deadline, "the bundle stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = validator
+        .validate_jwt_token(&billing, &token)
+        .await
+        .expect_err("a token of a trust domain the entry does not federate with");
+    assert!(refused.is_invalid_argument(), "{refused:?}");
+    assert!(
+        format!("{refused:?}")
+            .contains("partner.example, which the caller's entry does not federate with"),
+        "{refused:?}"
+    );
 }

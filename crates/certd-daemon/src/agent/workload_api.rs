@@ -64,6 +64,10 @@ enum Refusal {
     #[error("the caller holds {holds}, not {asked}")]
     NotTheCallers { holds: String, asked: String },
     #[error(
+        "the token is of trust domain {trust_domain}, which the caller's entry does not federate with (or whose bundle this agent does not hold yet)"
+    )]
+    NotFederated { trust_domain: String },
+    #[error(
         "the caller's selectors [{selectors}] match {count} entries ({entries}); an operator must narrow them"
     )]
     Ambiguous {
@@ -91,6 +95,7 @@ impl Refusal {
             Refusal::NoSecurityHeader
             | Refusal::NoAudience
             | Refusal::NothingToValidate
+            | Refusal::NotFederated { .. }
             | Refusal::Jwt(_) => ErrorKind::InvalidInput,
             Refusal::Peer(_)
             | Refusal::NotTheCallers { .. }
@@ -391,12 +396,33 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        self.attest(&request)?;
+        let (selectors, _who) = self.attest(&request)?;
         let message = request.into_inner();
         if message.audience.is_empty() || message.svid.is_empty() {
             return Err(Refusal::NothingToValidate.into());
         }
-        let keys = self.cache.current().jwt_keys.clone();
+        let snapshot = self.cache.current();
+        // A token names its trust domain in `sub`, before anything is
+        // verified: certd's own is checked with certd's keys; another one
+        // only with that domain's keys, and only for a caller whose entry
+        // federates with it, so no peer can sign for a domain it is not.
+        let foreign = crate::jwt::claimed_trust_domain(&message.svid)
+            .filter(|domain| *domain != snapshot.trust_domain);
+        let keys = match &foreign {
+            None => snapshot.jwt_keys.clone(),
+            Some(domain) => {
+                let entry = snapshot
+                    .entry_for(&selectors)
+                    .map_err(|refusal| Refusal::of_grant(refusal, &selectors))?;
+                snapshot
+                    .federated_for(entry)
+                    .find(|(federated, _)| *federated == domain)
+                    .map(|(_, bundle)| bundle.jwt_keys.clone())
+                    .ok_or_else(|| Refusal::NotFederated {
+                        trust_domain: domain.chars().take(253).collect(),
+                    })?
+            }
+        };
         let verified = crate::jwt::verify_at(
             &message.svid,
             &message.audience,
@@ -404,12 +430,22 @@ impl SpiffeWorkloadApi for WorkloadApiService {
             self.clock.unix_now(),
         )
         .map_err(Refusal::Jwt)?;
-        verified
-            .check(&crate::jwt::Required {
-                issuer: self.jwt_issuer.as_deref(),
-                ..crate::jwt::Required::default()
-            })
-            .map_err(Refusal::Jwt)?;
+        match &foreign {
+            // certd's own tokens carry its issuer, when one is required.
+            None => verified
+                .check(&crate::jwt::Required {
+                    issuer: self.jwt_issuer.as_deref(),
+                    ..crate::jwt::Required::default()
+                })
+                .map_err(Refusal::Jwt)?,
+            Some(domain) if verified.spiffe_id.trust_domain() != domain => {
+                return Err(Refusal::NotFederated {
+                    trust_domain: verified.spiffe_id.trust_domain().to_owned(),
+                }
+                .into());
+            }
+            Some(_) => {}
+        }
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: verified.spiffe_id.into_string(),
             claims: Some(to_struct(verified.claims)),

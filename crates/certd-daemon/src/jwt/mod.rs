@@ -639,6 +639,13 @@ impl JwkSet {
                 .into_iter()
                 .filter_map(|key| serde_json::from_value::<PublicJwk>(key).ok())
                 .filter(|key| key.algorithm().is_some())
+                // A SPIFFE bundle (federation) also holds its X.509 roots
+                // (`use: x509-svid`): never a key for a token.
+                .filter(|key| {
+                    key.key_use
+                        .as_deref()
+                        .is_none_or(|usage| matches!(usage, "sig" | "jwt-svid"))
+                })
                 .collect(),
         })
     }
@@ -818,6 +825,20 @@ pub fn verify_for_any_at(
         audiences,
         claims,
     })
+}
+
+/// The trust domain a JWT-SVID's `sub` names, read without verifying
+/// anything: only to choose which trust domain's keys to verify it with.
+/// `None` if the token has no SPIFFE ID there.
+pub fn claimed_trust_domain(token: &str) -> Option<String> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
+    let subject: SpiffeId = claims.get("sub")?.as_str()?.parse().ok()?;
+    Some(subject.trust_domain().to_owned())
 }
 
 /// The token's header as JSON, without trusting anything in it.
@@ -1314,6 +1335,50 @@ mod tests {
         }
         let many: Vec<String> = (0..20).map(|i| format!("a{i}")).collect();
         assert!(check_audiences(&many).is_err());
+    }
+
+    /// The trust domain a token claims is read from `sub` alone, before
+    /// any check; anything that is not a SPIFFE ID there claims none.
+    #[test]
+    fn the_claimed_trust_domain_is_the_subjects() {
+        assert_eq!(
+            claimed_trust_domain(&minted(&["gateway"], 60)).as_deref(),
+            Some("certd.internal")
+        );
+        let encode = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let with_subject = |sub: serde_json::Value| {
+            format!(
+                "{}.{}.sig",
+                encode(serde_json::json!({"alg": "ES256"})),
+                encode(serde_json::json!({ "sub": sub }))
+            )
+        };
+        assert_eq!(
+            claimed_trust_domain(&with_subject("spiffe://partner.example/svc/x".into())).as_deref(),
+            Some("partner.example")
+        );
+        for sub in [serde_json::json!("billing"), serde_json::json!(7)] {
+            assert_eq!(claimed_trust_domain(&with_subject(sub)), None);
+        }
+        assert_eq!(claimed_trust_domain("garbage"), None);
+    }
+
+    /// A SPIFFE bundle read as a key set gives its JWT keys only: its X.509
+    /// roots never verify a token, even with a `kid`.
+    #[test]
+    fn a_spiffe_bundle_as_a_key_set_holds_only_its_jwt_keys() {
+        let mut keys = JwkSet::published(&keys(), now());
+        let jwt = serde_json::to_value(&keys.keys[0]).unwrap();
+        let mut root = jwt.clone();
+        root["use"] = "x509-svid".into();
+        root["kid"] = "root".into();
+        let mut svid_key = jwt.clone();
+        svid_key["use"] = "jwt-svid".into();
+        let document = serde_json::json!({"keys": [root, svid_key, jwt]});
+        let parsed = JwkSet::parse(document.to_string().as_bytes()).unwrap();
+        keys.keys.truncate(1);
+        assert_eq!(parsed.keys.len(), 2);
+        assert!(parsed.keys.iter().all(|key| key.kid == keys.keys[0].kid));
     }
 
     #[test]
