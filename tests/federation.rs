@@ -438,6 +438,32 @@ fn a_peer_bundle_is_fetched_over_https_spiffe_follows_its_root_rotation_and_outl
         "{audit}"
     );
 
+    // `certd request` for an entry that federates writes the peer's roots
+    // beside bundle.pem; for one that does not, nothing.
+    daemon.entry(
+        "web",
+        &["token:web"],
+        &["--federates-with", "partner.example"],
+    );
+    let web = daemon.tmp.path().join("web");
+    let output = daemon.request(&daemon.token("web"), &web);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let federated = std::fs::read_to_string(web.join("federated-bundles.pem")).unwrap();
+    assert!(
+        federated.starts_with("# spiffe://partner.example\n"),
+        "{federated}"
+    );
+    assert_eq!(
+        common::pem_certs(&federated),
+        common::pem_certs(&partner.bundle_pem()),
+        "the peer's roots"
+    );
+    let alone = daemon.tmp.path().join("alone");
+    let output = daemon.request(&daemon.token("alone"), &alone);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert!(alone.join("bundle.pem").exists());
+    assert!(!alone.join("federated-bundles.pem").exists());
+
     // The peer rotates its root: its bundle gains the next root.
     let output = partner.cli(&["ca", "rotate-root", "--propagation", "1h"]);
     assert!(output.status.success(), "{}", common::stderr(&output));
@@ -450,6 +476,11 @@ fn a_peer_bundle_is_fetched_over_https_spiffe_follows_its_root_rotation_and_outl
         (keys_of(&shown, "x509-svid") == 2 && shown["bundle"]["sequence"].as_u64() >= Some(rotated))
             .then_some(())
     });
+    // A renewal writes the peer's roots as certd holds them now.
+    let output = daemon.renew_dir(&web);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let federated = std::fs::read_to_string(web.join("federated-bundles.pem")).unwrap();
+    assert_eq!(common::pem_certs(&federated).len(), 2, "{federated}");
 
     // The peer goes down: the bundle held stays, and the failure is told.
     partner.kill();

@@ -162,6 +162,7 @@ fn placeholder_issued() -> certd::api::client::IssuedCertificate {
         trust_bundle_pem: String::new(),
         not_after: 0,
         spiffe_id: String::new(),
+        federated_bundles: Vec::new(),
     }
 }
 

@@ -681,6 +681,8 @@ fn write_summary(
         trust_bundle_pem: summary.trust_bundle_pem.clone(),
         not_after: summary.not_after,
         spiffe_id: summary.uris.first().cloned().unwrap_or_default(),
+        // `certd issue` names no entry, so no federation.
+        federated_bundles: Vec::new(),
     };
     super::workload::write_identity(dir, key, &issued)?;
     println!(

@@ -440,7 +440,7 @@ fn foreign_bundles(listed: &AgentEntries) -> BTreeMap<String, super::cache::Fore
         .federated_bundles
         .iter()
         .filter_map(|bundle| {
-            let roots_der = match split_certificates(&bundle.roots_der) {
+            let roots_der = match crate::federation::bundle::split_certificates(&bundle.roots_der) {
                 Some(roots) => roots,
                 None => {
                     tracing::warn!(trust_domain = %bundle.trust_domain, "certd sent a foreign bundle whose roots do not parse; left out");
@@ -499,19 +499,6 @@ fn half_life(received_at: i64, not_after: i64) -> i64 {
 fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), AgentError> {
     identity_dir::new_key_and_csr()
         .map_err(|e| AgentError::Files(format!("cannot generate a key: {e}")))
-}
-
-/// Concatenated DER certificates, one by one; `None` if any does not
-/// parse.
-fn split_certificates(mut der: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let mut certificates = Vec::new();
-    while !der.is_empty() {
-        let (rest, _) = x509_parser::parse_x509_certificate(der).ok()?;
-        let length = der.len() - rest.len();
-        certificates.push(der.get(..length)?.to_vec());
-        der = rest;
-    }
-    Some(certificates)
 }
 
 fn pem_to_der(pem: &str) -> Vec<Vec<u8>> {

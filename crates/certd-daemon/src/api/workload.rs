@@ -18,15 +18,42 @@ impl WorkloadApi {
         WorkloadApi { authority }
     }
 
-    fn response(&self, issued: Issued) -> proto::IssueResponse {
-        proto::IssueResponse {
+    /// The answer to an issuance: the certificate, the trust bundle and the
+    /// foreign bundles its entry federates with.
+    async fn response(&self, issued: Issued) -> Result<proto::IssueResponse, Status> {
+        let federated_bundles = self
+            .authority
+            .federated_bundles_of(&issued.record)
+            .await
+            .map_err(|e| status(&e))?
+            .into_iter()
+            .map(federated_bundle_to_proto)
+            .collect();
+        Ok(proto::IssueResponse {
+            federated_bundles,
             serial: issued.record.serial.to_hex(),
             certificate_pem: issued.certificate_pem,
             chain_pem: issued.chain_pem,
             trust_bundle_pem: self.authority.ca().trust_bundle_pem(),
             not_after_unix: issued.record.not_after,
             spiffe_id: issued.record.uris.first().cloned().unwrap_or_default(),
-        }
+        })
+    }
+}
+
+/// A foreign bundle on the wire: roots as concatenated DER, JWT keys as a
+/// JWKS document.
+fn federated_bundle_to_proto(
+    (trust_domain, bundle): (
+        crate::identity::TrustDomain,
+        crate::federation::ParsedBundle,
+    ),
+) -> proto::FederatedBundle {
+    proto::FederatedBundle {
+        trust_domain: trust_domain.to_string(),
+        roots_der: bundle.roots_der.concat(),
+        jwt_keys_jwks: serde_json::to_vec(&serde_json::json!({ "keys": bundle.jwt_keys }))
+            .unwrap_or_default(),
     }
 }
 
@@ -96,7 +123,7 @@ impl CertificateAuthority for WorkloadApi {
             None => Err(AttestError::Missing.into()),
         }
         .map_err(|e| status(&e))?;
-        Ok(Response::new(self.response(issued)))
+        Ok(Response::new(self.response(issued).await?))
     }
 
     async fn renew(
@@ -110,7 +137,7 @@ impl CertificateAuthority for WorkloadApi {
             .renew(&caller, &request.get_ref().csr_der, client_leaf.as_deref())
             .await
             .map_err(|e| status(&e))?;
-        Ok(Response::new(self.response(issued)))
+        Ok(Response::new(self.response(issued).await?))
     }
 
     async fn list_agent_entries(
@@ -130,12 +157,7 @@ impl CertificateAuthority for WorkloadApi {
             .await
             .map_err(|e| status(&e))?
             .into_iter()
-            .map(|(trust_domain, bundle)| proto::FederatedBundle {
-                trust_domain: trust_domain.to_string(),
-                roots_der: bundle.roots_der.concat(),
-                jwt_keys_jwks: serde_json::to_vec(&serde_json::json!({ "keys": bundle.jwt_keys }))
-                    .unwrap_or_default(),
-            })
+            .map(federated_bundle_to_proto)
             .collect();
         Ok(Response::new(proto::ListAgentEntriesResponse {
             federated_bundles,
@@ -216,7 +238,7 @@ impl CertificateAuthority for WorkloadApi {
             )
             .await
             .map_err(|e| status(&e))?;
-        Ok(Response::new(self.response(issued)))
+        Ok(Response::new(self.response(issued).await?))
     }
 
     async fn get_trust_bundle(

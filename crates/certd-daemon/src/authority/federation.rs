@@ -449,3 +449,20 @@ impl Authority {
         Ok(bundles)
     }
 }
+
+impl Authority {
+    /// The foreign bundles for the entry `record` was issued for (none for
+    /// a certificate without an entry, or an entry since deleted).
+    pub async fn federated_bundles_of(
+        &self,
+        record: &crate::store::IssuanceRecord,
+    ) -> Result<Vec<(TrustDomain, crate::federation::ParsedBundle)>> {
+        let crate::store::Attestation::Registered { entry_id, .. } = &record.attestation else {
+            return Ok(Vec::new());
+        };
+        match self.registry.get(entry_id) {
+            Some(entry) => self.federated_bundles(&[entry]).await,
+            None => Ok(Vec::new()),
+        }
+    }
+}

@@ -162,6 +162,34 @@ pub fn parse_trust_bundle_file(
     parse_bundle(document.to_string().as_bytes(), trust_domain)
 }
 
+/// Concatenated DER certificates (as the Workload API and certd's agents
+/// carry roots), one by one; `None` if any does not parse.
+pub fn split_certificates(mut der: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut certificates = Vec::new();
+    while !der.is_empty() {
+        let (rest, _) = x509_parser::parse_x509_certificate(der).ok()?;
+        let length = der.len() - rest.len();
+        certificates.push(der.get(..length)?.to_vec());
+        der = rest;
+    }
+    Some(certificates)
+}
+
+/// Certificates (DER) as PEM.
+pub fn certificates_pem(certificates: &[Vec<u8>]) -> String {
+    let mut pem = String::new();
+    for der in certificates {
+        let body = STANDARD.encode(der);
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem
+}
+
 /// The certificates (DER) of a PEM text; an error for bad PEM.
 pub(crate) fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
     rustls_pemfile::certs(&mut pem.as_bytes())
@@ -276,6 +304,16 @@ mod tests {
             other.as_bytes(),
             "names trust domain elsewhere.example, not partner.example",
         );
+    }
+
+    #[test]
+    fn concatenated_roots_split_and_become_pem_again() {
+        let (first, second) = (root_of("partner.example"), root_of("partner.example"));
+        let joined = [first.clone(), second.clone()].concat();
+        let split = split_certificates(&joined).unwrap();
+        assert_eq!(split, vec![first, second]);
+        assert_eq!(pem_certificates(&certificates_pem(&split)).unwrap(), split);
+        assert_eq!(split_certificates(b"garbage"), None);
     }
 
     #[test]

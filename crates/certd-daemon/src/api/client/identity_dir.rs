@@ -1,5 +1,7 @@
 //! The files a workload keeps its identity in: `key.pem` (0600), `cert.pem`
-//! (leaf then intermediate) and `bundle.pem` (the roots). Shared by
+//! (leaf then intermediate), `bundle.pem` (the roots) and, for an entry
+//! that federates, `federated-bundles.pem` (the foreign trust domains'
+//! roots). Shared by
 //! `certd request`, `certd renew` and the node agent's own identity. Keys
 //! are made here and never leave the machine; only CSRs are sent.
 
@@ -44,5 +46,35 @@ pub fn write_identity(
         let path = dir.join(name);
         fsutil::replace_file(&path, contents, mode).map_err(|e| (path, e))?;
     }
-    Ok(())
+    write_federated_bundles(dir, issued)
+}
+
+/// The file of the foreign trust domains' roots, beside bundle.pem.
+pub const FEDERATED_BUNDLES_FILE: &str = "federated-bundles.pem";
+
+/// Writes `federated-bundles.pem`: for each foreign trust domain the entry
+/// federates with, a `# spiffe://<trust domain>` line and its roots (PEM
+/// readers skip the text between certificates). Without any, the file is
+/// removed, so a workload stops trusting a domain its entry no longer
+/// federates with.
+fn write_federated_bundles(
+    dir: &Path,
+    issued: &IssuedCertificate,
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    let path = dir.join(FEDERATED_BUNDLES_FILE);
+    if issued.federated_bundles.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err((path, error)),
+            _ => Ok(()),
+        };
+    }
+    let mut text = String::new();
+    for bundle in &issued.federated_bundles {
+        let Some(roots) = crate::federation::bundle::split_certificates(&bundle.roots_der) else {
+            continue;
+        };
+        text.push_str(&format!("# spiffe://{}\n", bundle.trust_domain));
+        text.push_str(&crate::federation::bundle::certificates_pem(&roots));
+    }
+    fsutil::replace_file(&path, text.as_bytes(), PUBLIC_FILE_MODE).map_err(|e| (path, e))
 }

@@ -197,6 +197,8 @@ pub struct IssuedCertificate {
     pub trust_bundle_pem: String,
     pub not_after: i64,
     pub spiffe_id: String,
+    /// The bundles of the foreign trust domains its entry federates with.
+    pub federated_bundles: Vec<FederatedBundle>,
 }
 
 impl From<proto::IssueResponse> for IssuedCertificate {
@@ -208,6 +210,21 @@ impl From<proto::IssueResponse> for IssuedCertificate {
             trust_bundle_pem: response.trust_bundle_pem,
             not_after: response.not_after_unix,
             spiffe_id: response.spiffe_id,
+            federated_bundles: response
+                .federated_bundles
+                .into_iter()
+                .map(FederatedBundle::from)
+                .collect(),
+        }
+    }
+}
+
+impl From<proto::FederatedBundle> for FederatedBundle {
+    fn from(bundle: proto::FederatedBundle) -> Self {
+        FederatedBundle {
+            trust_domain: bundle.trust_domain,
+            roots_der: bundle.roots_der,
+            jwt_keys_jwks: bundle.jwt_keys_jwks,
         }
     }
 }
@@ -422,11 +439,7 @@ impl WorkloadClient {
             federated_bundles: response
                 .federated_bundles
                 .into_iter()
-                .map(|bundle| FederatedBundle {
-                    trust_domain: bundle.trust_domain,
-                    roots_der: bundle.roots_der,
-                    jwt_keys_jwks: bundle.jwt_keys_jwks,
-                })
+                .map(FederatedBundle::from)
                 .collect(),
         })
     }
