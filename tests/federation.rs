@@ -892,3 +892,116 @@ async fn py_spiffe_workloads_of_two_trust_domains_complete_mtls_through_federati
         "{refused:?}"
     );
 }
+
+/// The bundle endpoint on a listener of its own with the operator's
+/// certificate (`https_web`): a CA the peer is told of issued it for
+/// 127.0.0.1. A second certd fetches the bundle from there as an
+/// `https_web` peer (its host name checked), and the endpoint picks up a
+/// renewed certificate without a restart. Misconfigurations are refused at
+/// start, naming the field.
+#[test]
+fn an_operator_certificate_serves_the_bundle_endpoint_as_https_web() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let web_ca = tmp.path().join("web-ca.pem");
+    std::fs::write(&web_ca, ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let files = tmp.path().to_owned();
+    let issue = |serial: u64| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params.serial_number = Some(serial.into());
+        let leaf = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(files.join("endpoint.pem"), leaf.pem()).unwrap();
+        std::fs::write(files.join("endpoint.key"), key.serialize_pem()).unwrap();
+        leaf.der().to_vec()
+    };
+    issue(1);
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        "[federation]\nbundle_endpoint_addr = \"127.0.0.1:0\"\n\
+         bundle_endpoint_certificate_file = \"endpoint.pem\"\nbundle_endpoint_key_file = \"endpoint.key\"\n",
+    )
+    .unwrap();
+    let refused = |text: &str, field: &str| {
+        let bad = tmp.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let output = common::serve_command(&tmp.path().join("unused"))
+            .args(["--config", bad.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let said = common::stderr(&output);
+        assert!(said.contains(field), "{said}");
+    };
+    refused(
+        "[federation]\nbundle_endpoint_addr = \"127.0.0.1:0\"\nbundle_endpoint_key_file = \"endpoint.key\"\n",
+        "federation.bundle_endpoint_key_file",
+    );
+    refused(
+        "[federation]\nbundle_endpoint_certificate_file = \"endpoint.pem\"\nbundle_endpoint_key_file = \"endpoint.key\"\n",
+        "federation.bundle_endpoint_addr",
+    );
+    let partner_dir = tmp.path().join("ca");
+    let output = common::run_cli(&partner_dir, &["init", "--trust-domain", "partner.example"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let config = config.to_str().unwrap().to_owned();
+    let tmp_path = tmp.path().to_owned();
+    let partner = Daemon::start_in(tmp, partner_dir, &["--config", &config]);
+    let endpoint = partner
+        .bundle_endpoint
+        .clone()
+        .expect("the ready line names the bundle endpoint");
+
+    let daemon = Daemon::start();
+    let output = daemon.cli(&[
+        "federation",
+        "add",
+        "partner.example",
+        "--bundle-endpoint",
+        &format!("{endpoint}/bundle.spiffe"),
+        "--profile",
+        "https_web",
+        "--endpoint-ca-file",
+        tmp_path.join("web-ca.pem").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let served = sequence(&partner.http);
+    wait_for("the bundle over https_web", || {
+        let shown = shown(&daemon, "partner.example");
+        (shown["bundle"]["sequence"] == served && shown["last_error"].is_null()).then_some(())
+    });
+
+    // A renewed certificate is served without a restart.
+    let renewed = issue(2);
+    let presented = wait_for("the renewed certificate", || {
+        let presented = presented_leaf(&endpoint, &tmp_path.join("web-ca.pem"));
+        (presented == renewed).then_some(presented)
+    });
+    assert_eq!(presented, renewed);
+}
+
+/// The leaf certificate the TLS server at `https://ADDR` presents, checked
+/// against `ca` for the name 127.0.0.1.
+fn presented_leaf(endpoint: &str, ca: &std::path::Path) -> Vec<u8> {
+    let address = endpoint.trim_start_matches("https://").to_owned();
+    let roots = common::roots(&std::fs::read_to_string(ca).unwrap());
+    let config = rustls::ClientConfig::builder_with_provider(common::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(address).unwrap();
+    while connection.is_handshaking() {
+        connection.complete_io(&mut tcp).unwrap();
+    }
+    connection.peer_certificates().unwrap()[0].to_vec()
+}

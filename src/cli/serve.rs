@@ -64,6 +64,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         daemon.http_addr(),
         daemon.admin_socket(),
     );
+    let bundle_endpoint = daemon
+        .bundle_endpoint_addr()
+        .map(|address| format!(" bundle=https://{address}"))
+        .unwrap_or_default();
     let trust_domain = daemon.authority().ca().trust_domain().clone();
     let key_store = daemon.authority().ca().key_store();
     let ready = move || {
@@ -71,7 +75,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // One machine-readable line on stdout, for scripts and tests that
         // start certd on ephemeral ports.
         println!(
-            "certd ready grpc=https://{grpc} http=http://{http} admin={}",
+            "certd ready grpc=https://{grpc} http=http://{http} admin={}{bundle_endpoint}",
             admin.display()
         );
     };

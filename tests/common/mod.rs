@@ -27,6 +27,9 @@ pub struct Daemon {
     child: Option<Child>,
     served: Served,
     pub log: PathBuf,
+    /// `https://ADDR` of the bundle endpoint's own listener, when
+    /// `[federation] bundle_endpoint_addr` is configured.
+    pub bundle_endpoint: Option<String>,
 }
 
 /// A certd that serves, however it runs (a process, `Daemon`, or in this
@@ -102,7 +105,12 @@ impl Daemon {
         };
         let grpc = field("grpc");
         let http = field("http");
+        let bundle_endpoint = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("bundle="))
+            .map(str::to_owned);
         Daemon {
+            bundle_endpoint,
             child: Some(child),
             served: Served {
                 tmp,

@@ -243,6 +243,11 @@ impl Daemon {
         let listeners = tcp.with_admin_socket(&self.data_dir).await?;
         let grpc_addr = local_addr(&listeners.grpc, "gRPC")?;
         let http_addr = local_addr(&listeners.http, "HTTP")?;
+        let bundle_endpoint_addr = listeners
+            .bundle
+            .as_ref()
+            .map(|listener| local_addr(listener, "bundle endpoint"))
+            .transpose()?;
         ca.set_revocation_urls(self.revocation_urls(http_addr));
         let jwt_keys = self.jwt_keys()?;
         // Derived now, before serving (an RS256 key takes a while), and only
@@ -266,6 +271,7 @@ impl Daemon {
             listeners,
             grpc_addr,
             http_addr,
+            bundle_endpoint_addr,
         })
     }
 
@@ -305,9 +311,15 @@ pub struct BoundDaemon {
     listeners: Listeners,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    bundle_endpoint_addr: Option<SocketAddr>,
 }
 
 impl BoundDaemon {
+    /// The bundle endpoint's own listener, if configured.
+    pub fn bundle_endpoint_addr(&self) -> Option<SocketAddr> {
+        self.bundle_endpoint_addr
+    }
+
     pub fn authority(&self) -> &Authority {
         &self.authority
     }

@@ -107,6 +107,8 @@ pub(crate) struct Listeners {
     pub http: TcpListener,
     pub admin: UnixListener,
     pub admin_path: PathBuf,
+    /// The bundle endpoint's own TLS listener, if configured.
+    pub bundle: Option<TcpListener>,
 }
 
 /// The TCP listeners, bound before anything is written to the data
@@ -115,6 +117,7 @@ pub(crate) struct Listeners {
 pub(crate) struct TcpListeners {
     grpc: TcpListener,
     http: TcpListener,
+    bundle: Option<TcpListener>,
 }
 
 impl TcpListeners {
@@ -125,9 +128,14 @@ impl TcpListeners {
 
     /// Binds the configured addresses.
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let bundle = match &config.federation.bundle_endpoint {
+            Some(endpoint) => Some(bind_tcp("bundle endpoint", endpoint.address).await?),
+            None => None,
+        };
         Ok(TcpListeners {
             grpc: bind_tcp("gRPC", config.grpc_addr).await?,
             http: bind_tcp("HTTP", config.http_addr).await?,
+            bundle,
         })
     }
 
@@ -145,6 +153,7 @@ impl TcpListeners {
             http: self.http,
             admin,
             admin_path,
+            bundle: self.bundle,
         })
     }
 }
@@ -281,6 +290,34 @@ pub async fn run(
         Ok::<(), std::convert::Infallible>(())
     };
 
+    // The bundle endpoint's own listener: the operator's certificate
+    // (https_web), or certd's serving certificate (https_spiffe).
+    let bundle_endpoint = match (listeners.bundle, &config.federation.bundle_endpoint) {
+        (Some(listener), Some(settings)) => {
+            let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match &settings.certificate
+            {
+                Some((certificate, key)) => Arc::new(
+                    api::bundle_endpoint::OperatorCertificate::load(certificate, key).map_err(
+                        |reason| ServeError::Server {
+                            what: "bundle endpoint",
+                            reason,
+                        },
+                    )?,
+                ),
+                None => serving.clone(),
+            };
+            Some(tokio::spawn(api::bundle_endpoint::serve(
+                listener,
+                api::http::bundle_endpoint_router(authority.clone()),
+                resolver,
+                Admission::new("bundle endpoint", &config.connections, 256),
+                config.connections.header_read_timeout,
+                until_stopped(),
+            )))
+        }
+        _ => None,
+    };
+
     // Told when the intermediates change, so certd's own certificate
     // chains to the new one (and, after a root rotation, the new root).
     let renew_serving = Arc::new(tokio::sync::Notify::new());
@@ -376,6 +413,9 @@ pub async fn run(
         federation
     );
     for task in attestor_upkeep {
+        let _ = task.await;
+    }
+    if let Some(task) = bundle_endpoint {
         let _ = task.await;
     }
     let _ = std::fs::remove_file(&listeners.admin_path);

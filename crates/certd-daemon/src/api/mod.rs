@@ -7,6 +7,7 @@
 //! writes the store itself.
 
 pub mod admin;
+pub mod bundle_endpoint;
 pub mod client;
 pub mod codec;
 pub mod connections;

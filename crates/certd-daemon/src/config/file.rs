@@ -134,6 +134,13 @@ pub struct FederationSection {
     /// `spiffe_refresh_hint` of certd's bundle: how often peers should
     /// fetch it again (default: half of `[jwt] publish_ahead`).
     pub bundle_refresh_hint: Option<String>,
+    /// A TLS listener of its own for the bundle endpoint (e.g.
+    /// "0.0.0.0:8444"); none: the bundle is served on the TLS port only.
+    pub bundle_endpoint_addr: Option<String>,
+    /// The `https_web` certificate chain (PEM) that listener presents; with
+    /// `bundle_endpoint_key_file`. None: certd's serving certificate.
+    pub bundle_endpoint_certificate_file: Option<PathBuf>,
+    pub bundle_endpoint_key_file: Option<PathBuf>,
 }
 
 /// JWT-SVIDs.

@@ -131,11 +131,23 @@ impl Default for JwtSettings {
 }
 
 /// Federation with other trust domains (`[federation]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FederationSettings {
     /// The bundle's `spiffe_refresh_hint`; `None`: half of
     /// `[jwt] publish_ahead`, so a peer sees a new JWT key before it signs.
     pub bundle_refresh_hint: Option<Duration>,
+    /// A TLS listener of its own for the bundle endpoint, if configured.
+    pub bundle_endpoint: Option<BundleEndpointSettings>,
+}
+
+/// The bundle endpoint's own listener (`[federation] bundle_endpoint_addr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleEndpointSettings {
+    pub address: SocketAddr,
+    /// The operator's certificate chain and key files (PEM), for the
+    /// `https_web` profile; `None`: certd's serving certificate
+    /// (`https_spiffe`).
+    pub certificate: Option<(PathBuf, PathBuf)>,
 }
 
 impl FederationSettings {
@@ -191,7 +203,7 @@ impl Config {
             server_names: self.server_names.clone(),
             attestors: self.attestors.clone(),
             jwt: self.jwt.clone(),
-            federation: self.federation,
+            federation: self.federation.clone(),
             subject_issuers: self.subject_issuers.clone(),
         }
     }
@@ -349,7 +361,11 @@ impl ConfigFile {
         )?;
         let attestors = self.validate_attestors()?;
         let jwt = validate_jwt(&self.jwt.clone().unwrap_or_default())?;
-        let federation = validate_federation(&self.federation.clone().unwrap_or_default(), &jwt)?;
+        let federation = validate_federation(
+            &self.federation.clone().unwrap_or_default(),
+            &jwt,
+            self.base_dir.as_deref(),
+        )?;
         // Secret files: from `[ca]` (relative to the config file), else from
         // the environment.
         let secret_file = |field: Option<&PathBuf>, variable: &str| match field {
@@ -592,9 +608,41 @@ fn validate_jwt(section: &JwtSection) -> Result<JwtSettings, ConfigError> {
 fn validate_federation(
     section: &FederationSection,
     jwt: &JwtSettings,
+    base_dir: Option<&Path>,
 ) -> Result<FederationSettings, ConfigError> {
+    let relative = |file: &PathBuf| base_dir.map_or_else(|| file.clone(), |base| base.join(file));
+    let certificate = match (
+        &section.bundle_endpoint_certificate_file,
+        &section.bundle_endpoint_key_file,
+    ) {
+        (Some(certificate), Some(key)) => Some((relative(certificate), relative(key))),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(invalid(
+                "federation.bundle_endpoint_key_file",
+                "give both bundle_endpoint_certificate_file and bundle_endpoint_key_file, or neither".into(),
+            ));
+        }
+    };
+    let bundle_endpoint = match &section.bundle_endpoint_addr {
+        Some(text) => Some(BundleEndpointSettings {
+            address: address("federation.bundle_endpoint_addr", text)?,
+            certificate,
+        }),
+        None if certificate.is_some() => {
+            return Err(invalid(
+                "federation.bundle_endpoint_addr",
+                "the bundle endpoint's certificate needs a listener: set bundle_endpoint_addr"
+                    .into(),
+            ));
+        }
+        None => None,
+    };
     let Some(text) = &section.bundle_refresh_hint else {
-        return Ok(FederationSettings::default());
+        return Ok(FederationSettings {
+            bundle_refresh_hint: None,
+            bundle_endpoint,
+        });
     };
     let hint = parse_duration(text)
         .map_err(|message| invalid("federation.bundle_refresh_hint", message))?;
@@ -611,6 +659,7 @@ fn validate_federation(
     }
     Ok(FederationSettings {
         bundle_refresh_hint: Some(hint),
+        bundle_endpoint,
     })
 }
 
