@@ -72,6 +72,9 @@ const MIGRATIONS: &[&str] = &[
         version bigint NOT NULL,
         policy bytea NOT NULL
     );",
+    // 5: a service's newest certificates read from an index in time order,
+    // not sorted from all of that service's records (`certd list --service`).
+    "CREATE INDEX certificates_by_service_issue ON certificates (service, issued_at, serial);",
 ];
 
 /// Key of the advisory lock replicas take around migrations.
