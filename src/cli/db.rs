@@ -450,13 +450,13 @@ async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     if let Some(replaced) = &report.replaced {
         println!("the replaced database is kept at {}", replaced.display());
     }
-    if let Some(previous) = &report.previous_marks {
-        if missing_records > 0 || missing_revocations > 0 {
-            println!(
-                "warning: the CA had recorded at least {} certificates and {} revocations; {missing_records} certificates and {missing_revocations} revocations made after this backup are not in it. Revoke again what you revoked since the backup.",
-                previous.records, previous.revocations
-            );
-        }
+    if let Some(previous) = &report.previous_marks
+        && (missing_records > 0 || missing_revocations > 0)
+    {
+        println!(
+            "warning: the CA had recorded at least {} certificates and {} revocations; {missing_records} certificates and {missing_revocations} revocations made after this backup are not in it. Revoke again what you revoked since the backup.",
+            previous.records, previous.revocations
+        );
     }
     Ok(())
 }
