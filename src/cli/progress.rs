@@ -135,6 +135,11 @@ mod tests {
             "certd: 1200 of 5000 certificates copied (24%)",
         );
         check("bytes written", 42, None, "certd: 42 bytes written");
-        check("records restored", 0, Some(0), "certd: 0 records restored");
+        check(
+            "records restored",
+            3,
+            Some(3),
+            "certd: 3 of 3 records restored (100%)",
+        );
     }
 }
