@@ -48,7 +48,7 @@ pub struct BenchArgs {
     count: Option<u64>,
     /// Print one JSON object as the last line.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// With `issue`: attest every request with the Kubernetes service-account
     /// token in this file instead of one join token each.
     #[arg(long)]
