@@ -137,6 +137,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         options.operation, options.concurrency
     );
     let progress = Arc::new(Progress::default());
+    // The mode matters only to the cleanup, which follows only a check.
     let ledger = Arc::new(Ledger::new(store_use.unwrap_or(StoreUse::Shared)));
     let display = tokio::spawn(show_progress(progress.clone()));
     let report = run_until_interrupted(&options, &progress, &ledger).await;
@@ -156,6 +157,34 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             return Err(error.into());
         }
     };
+    print_report(
+        &report,
+        cleaned.as_ref().and_then(|c| c.as_ref().ok()),
+        args.json,
+    )?;
+    if let Some(Err(cleanup)) = cleaned {
+        return Err(left_behind(cleanup));
+    }
+    if progress.stop.load(Ordering::Relaxed) {
+        return Err(BenchError::Interrupted.into());
+    }
+    if report.ok == 0 {
+        return Err(UsageError(format!(
+            "no request succeeded: {}",
+            report.first_error.as_deref().unwrap_or("unknown error")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The summary line, the first error, the cleanup line and, last, the
+/// JSON object.
+fn print_report(
+    report: &load::BenchReport,
+    cleaned: Option<&load::Cleaned>,
+    json: bool,
+) -> anyhow::Result<()> {
     println!(
         "{:?}: {} ok, {} errors in {:.2}s = {:.0}/s with {} callers; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         report.op,
@@ -172,24 +201,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(error) = &report.first_error {
         println!("first error: {error}");
     }
-    if let Some(Ok(cleaned)) = &cleaned {
+    if let Some(cleaned) = cleaned {
         println!("{cleaned}");
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    }
-    if let Some(Err(cleanup)) = cleaned {
-        return Err(left_behind(cleanup));
-    }
-    if progress.stop.load(Ordering::Relaxed) {
-        return Err(BenchError::Interrupted.into());
-    }
-    if report.ok == 0 {
-        return Err(UsageError(format!(
-            "no request succeeded: {}",
-            report.first_error.as_deref().unwrap_or("unknown error")
-        ))
-        .into());
+    if json {
+        println!("{}", serde_json::to_string(report)?);
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 
 use certd::api::client::{ClientError, TlsClientSettings, TokenEndpointClient, WorkloadClient};
 
-pub use cleanup::{Ledger, StoreUse, check_store, clean_up};
+pub use cleanup::{Cleaned, Ledger, StoreUse, check_store, clean_up};
 use prepare::Prepare;
 
 /// Service name the load tool issues for.
