@@ -68,7 +68,8 @@ fn store_insert(c: &mut Criterion) {
 
 /// A store of many records (1M by default; `CERTD_BENCH_RECORDS` to change,
 /// `CERTD_BENCH_DATA_DIR` to keep it, with a CA, for `certd serve`): how
-/// long it takes to open, and to list one service's certificates.
+/// long it takes to open, to list one service's certificates, to list the
+/// newest (from the time indexes) and to read every record.
 fn store_at_scale(c: &mut Criterion) {
     let records: usize = std::env::var("CERTD_BENCH_RECORDS")
         .ok()
@@ -101,6 +102,31 @@ fn store_at_scale(c: &mut Criterion) {
                 .block_on(store.certificates(Some(&service)))
                 .unwrap();
             assert_eq!(listed.len(), records / services);
+        })
+    });
+    // `certd list --limit N`: read from the time indexes, O(N) whatever the
+    // store holds; beside it, a pass over every record (what a listing
+    // cost before the indexes).
+    group.bench_function("newest_1", |b| {
+        b.iter(|| {
+            let listed = runtime
+                .block_on(store.newest_certificates(None, 1))
+                .unwrap();
+            assert_eq!(listed.len(), 1);
+        })
+    });
+    group.bench_function("newest_100_of_one_service", |b| {
+        b.iter(|| {
+            let listed = runtime
+                .block_on(store.newest_certificates(Some(&service), 100))
+                .unwrap();
+            assert_eq!(listed.len(), 100.min(records / services));
+        })
+    });
+    group.bench_function("every_record", |b| {
+        b.iter(|| {
+            let listed = runtime.block_on(store.certificates(None)).unwrap();
+            assert_eq!(listed.len(), records);
         })
     });
     group.finish();

@@ -1,5 +1,6 @@
 //! The `certd` binary: parses the command line, sets up logging, runs the
-//! command, and turns a failure into one line on stderr and an exit code.
+//! command, and turns a failure into one line on stderr (one JSON object
+//! with `--json`) and an exit code.
 
 use std::process::ExitCode;
 
@@ -7,8 +8,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 mod cli;
+mod logging;
 
-use cli::{Cli, LogFormat};
+use cli::Cli;
 
 // sled allocates heavily from many threads; glibc's malloc spent over a tenth
 // of the daemon's CPU under load (docs/PERFORMANCE.md), mimalloc a fraction.
@@ -22,6 +24,7 @@ const CLOSED_PIPE: i32 = 128 + 13;
 fn main() -> ExitCode {
     end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
+    let json = cli.command.json();
     let default_level = if cli.command.keeps_running() {
         "info"
     } else {
@@ -30,53 +33,45 @@ fn main() -> ExitCode {
     let filter = match log_filter(default_level) {
         Ok(filter) => filter,
         Err(message) => {
-            eprintln!("certd: error: {message}");
-            return ExitCode::from(cli::exit::INVALID_INPUT);
+            return report_failure(json, &message, "invalid_input", cli::exit::INVALID_INPUT);
         }
     };
     // Dropped at the end of main, which flushes what is still queued.
-    let _log_writer = init_logging(cli.log_format, filter);
+    let _log_writer = logging::init(cli.log_format, filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("certd: error: cannot start the async runtime: {error}");
-            return ExitCode::from(cli::exit::FAILURE);
+            let message = format!("cannot start the async runtime: {error}");
+            return report_failure(json, &message, "other", cli::exit::FAILURE);
         }
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            let kind = cli::error_kind(&error).map_or("other", certd::ErrorKind::name);
             // `{:#}` prints the whole chain of causes on one line.
-            eprintln!("certd: error: {error:#}");
-            ExitCode::from(cli::exit_code(&error))
+            report_failure(json, &format!("{error:#}"), kind, cli::exit_code(&error))
         }
     }
 }
 
-/// Logs go to stderr through a background writer thread, so a request never
-/// waits for a write system call. The queue is lossless: when it is full,
-/// logging waits rather than dropping lines.
-fn init_logging(
-    format: LogFormat,
-    filter: EnvFilter,
-) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
-    // Colour only for a person at a terminal, never in files and journals.
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// A failure as a person reads it, `certd: error: …` on one line, or, for
+/// a command asked for `--json`, as a program does: one JSON object on
+/// stderr, `{"error": {"message", "kind", "exit_code"}}` (stdout stays
+/// empty or holds only the command's JSON). The exit code is the same.
+fn report_failure(json: bool, message: &str, kind: &str, code: u8) -> ExitCode {
+    if json {
+        let error = serde_json::json!({
+            "error": { "message": message, "kind": kind, "exit_code": code }
+        });
+        eprintln!("{error}");
+    } else {
+        eprintln!("certd: error: {message}");
     }
-    guard
+    ExitCode::from(code)
 }
 
 /// Rust ignores SIGPIPE, so printing to a pipe whose reader has gone

@@ -17,23 +17,13 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 const TRUST_DOMAIN: &str = "certd.internal";
 
-fn my_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().next())
-        .and_then(|uid| uid.parse().ok())
-        .expect("uid in /proc/self/status")
-}
-
 fn agent_id(name: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/agent/{name}")
 }
 
 /// A workload entry for this process's uid, parented to agent `node`.
 fn workload_entry(daemon: &Daemon, service: &str, node: &str, extra: &[&str]) -> String {
-    let uid = format!("unix:uid:{}", my_uid());
+    let uid = format!("unix:uid:{}", common::current_uid());
     let parent = agent_id(node);
     let mut args = vec!["--parent", parent.as_str()];
     args.extend(extra);
@@ -642,7 +632,7 @@ async fn an_entry_can_require_the_executable_path_and_hash() {
     let daemon = Daemon::start();
     let me = std::env::current_exe().unwrap();
     let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&me).unwrap()));
-    let uid = format!("unix:uid:{}", my_uid());
+    let uid = format!("unix:uid:{}", common::current_uid());
     let path = format!("unix:path:{}", me.display());
     let hash = format!("unix:sha256:{digest}");
     let parent = agent_id("node-1");

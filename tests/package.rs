@@ -16,6 +16,8 @@
 //! fails instead when `CERTD_REQUIRE_PACKAGE` is set (as `.ci/run` does).
 //! Whatever happens, it purges the package and deletes what it made.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
@@ -193,7 +195,7 @@ fn package_to_test() -> Option<PathBuf> {
     let reason = match std::env::var_os("CERTD_DEB").map(PathBuf::from) {
         None => "CERTD_DEB names no .deb (cargo deb --locked builds one; .ci/run does)".to_owned(),
         Some(deb) if !deb.is_file() => format!("CERTD_DEB={} is not a file", deb.display()),
-        Some(_) if uid() != 0 => "dpkg -i needs root".to_owned(),
+        Some(_) if common::current_uid() != 0 => "dpkg -i needs root".to_owned(),
         Some(_) if package_status().is_some() => {
             // Never remove a certd someone installed.
             "a certd package is already installed on this machine".to_owned()
@@ -651,16 +653,6 @@ fn id_field(entry: &str, field: usize) -> u32 {
         .nth(field)
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("no id in {entry}"))
-}
-
-fn uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().next())
-        .and_then(|uid| uid.parse().ok())
-        .expect("uid in /proc/self/status")
 }
 
 fn text(output: &Output) -> String {

@@ -216,6 +216,8 @@ async fn key_in_the_token_signs_what_openssl_checks(key_type: &str) {
         "--count",
         "400",
         "--json",
+        // The store holds the test's own entries.
+        "--allow-store-in-use",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = common::stdout(&output);

@@ -512,6 +512,22 @@ async fn a_sled_store_is_copied_to_postgresql_and_served_from_it() {
         "{}",
         stderr(&output)
     );
+    // With --json, the same refusal is one JSON object on stderr.
+    let output = common::run_cli(
+        &on_sled.data_dir,
+        &["db", "copy", "--to", &server.url(), "--json", "--progress"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    let refused: serde_json::Value = serde_json::from_str(stderr(&output).trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {}", stderr(&output)));
+    assert_eq!(refused["error"]["exit_code"], 1);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("copy only into a new, empty database")),
+        "{refused}"
+    );
 
     use_database(&on_sled.data_dir, &server.url());
     let tmp = std::mem::replace(&mut on_sled.tmp, tempfile::tempdir().unwrap());

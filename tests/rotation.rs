@@ -64,6 +64,8 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
                     "--duration",
                     "5s",
                     "--json",
+                    // The store holds the test's own entries.
+                    "--allow-store-in-use",
                 ],
             )
         })

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{DataDirArg, UsageError, duration, format_time};
+use super::{DataDirArg, JsonArg, UsageError, duration, format_time};
 use certd::api::client::{AdminClient, AuditLine, IssuedCertificate, RevokeSummary};
 use certd::authority::{Authority, Caller, CertificateSummary, TokenFor, TokensToRevoke};
 use certd::ca::RevocationReason;
@@ -42,7 +42,7 @@ pub struct TokenCreateArgs {
     /// One JSON object: `tokens`, `expires_at` (Unix seconds) and the
     /// `entry` they are for.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -57,7 +57,7 @@ pub struct TokenListArgs {
     /// A JSON array: `id`, `entry_id`, `service`, `selectors`, `created_at`
     /// and `expires_at` (Unix seconds).
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -74,7 +74,7 @@ pub struct TokenRevokeArgs {
     service: Option<String>,
     /// A JSON array of the tokens revoked.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +106,8 @@ pub struct IssueArgs {
     /// With --offline: configuration file for lifetimes.
     #[arg(long, env = "CERTD_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +132,7 @@ pub struct ListArgs {
     expiring_within: Option<Duration>,
     /// One JSON array instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Read the data directory directly, without a daemon.
     #[arg(long)]
     offline: bool,
@@ -146,7 +148,7 @@ pub struct ShowArgs {
     serial: String,
     /// JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Read the data directory directly, without a daemon.
     #[arg(long)]
     offline: bool,
@@ -176,7 +178,7 @@ pub struct RevokeArgs {
     /// One JSON object: `certificates` (serial, service, revoked_at in Unix
     /// seconds, reason, newly_revoked) and `crl_number`.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Revoke in the data directory directly, with certd stopped (when it
     /// cannot start, or its host is being recovered); it publishes the CRL
     /// listing it when it next starts.
@@ -277,7 +279,7 @@ pub struct AuditArgs {
     denied: bool,
     /// One JSON array instead of text.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Read the data directory directly, without a daemon.
     #[arg(long)]
     offline: bool,
@@ -375,7 +377,7 @@ pub fn init(
     pkcs11: &super::Pkcs11InitArgs,
     public_base_url: &str,
     intermediate_lifetime: std::time::Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<InitReport> {
     if intermediate_lifetime < std::time::Duration::from_secs(30)
         || intermediate_lifetime > std::time::Duration::from_secs(5 * 365 * 24 * 3600)
     {
@@ -430,13 +432,20 @@ pub fn init(
         certd::config::JwtSettings::default().algorithm,
     )
     .map_err(certd::Error::from)?;
-    println!(
-        "created a CA for trust domain {} in {}; trust bundle: {}",
-        metadata.trust_domain,
-        dir.display(),
-        certd::DataDir::new(dir).bundle().display()
-    );
-    Ok(())
+    Ok(InitReport {
+        trust_domain: metadata.trust_domain.to_string(),
+        data_dir: dir.to_owned(),
+        bundle: certd::DataDir::new(dir).bundle(),
+    })
+}
+
+/// What `certd init` made.
+#[derive(Debug, serde::Serialize)]
+pub struct InitReport {
+    pub trust_domain: String,
+    pub data_dir: PathBuf,
+    /// The trust bundle workloads and relying parties need.
+    pub bundle: PathBuf,
 }
 
 pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
@@ -515,7 +524,7 @@ pub async fn issue(args: IssueArgs) -> anyhow::Result<()> {
             .issue(&args.service, csr_der, args.ttl, options)
             .await?
     };
-    write_summary(&args.out, &key, &summary)
+    write_summary(&args.out, &key, &summary, args.output)
 }
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
@@ -659,13 +668,15 @@ pub struct OperatorIssueArgs {
     /// Lifetime of the certificate (default 24h).
     #[arg(long, value_parser = duration)]
     ttl: Option<Duration>,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 pub async fn operator_issue(args: OperatorIssueArgs) -> anyhow::Result<()> {
     let (key, csr_der) = super::workload::new_key_and_csr()?;
     let mut client = args.target.connect(&args.data_dir).await?;
     let summary = client.issue_operator(&args.name, csr_der, args.ttl).await?;
-    write_summary(&args.out, &key, &summary)
+    write_summary(&args.out, &key, &summary, args.output)
 }
 
 /// Writes the key and a certificate the admin API returned into `dir`.
@@ -673,6 +684,7 @@ fn write_summary(
     dir: &Path,
     key: &rcgen::KeyPair,
     summary: &CertificateSummary,
+    output: JsonArg,
 ) -> anyhow::Result<()> {
     let issued = IssuedCertificate {
         serial: summary.serial.clone(),
@@ -685,14 +697,7 @@ fn write_summary(
         federated_bundles: Vec::new(),
     };
     super::workload::write_identity(dir, key, &issued)?;
-    println!(
-        "issued {} serial {} until {} in {}",
-        issued.spiffe_id,
-        issued.serial,
-        format_time(issued.not_after),
-        dir.display()
-    );
-    Ok(())
+    super::workload::report(&issued, dir, output)
 }
 
 /// The authority over the data directory itself, for when no daemon runs.

@@ -108,6 +108,8 @@ pub struct SvidFetchArgs {
     /// Directory to write svid.pem (leaf then intermediate), svid.key (0600) and bundle.pem to.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 /// A socket path, or a `unix:` URL as SPIFFE_ENDPOINT_SOCKET holds it:
@@ -157,8 +159,11 @@ pub async fn svid_fetch(args: SvidFetchArgs) -> anyhow::Result<()> {
         fsutil::replace_file(&path, &contents, mode)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
-    println!("fetched {} into {}", svid.spiffe_id, args.out.display());
-    Ok(())
+    let fetched = serde_json::json!({ "spiffe_id": svid.spiffe_id, "dir": args.out });
+    args.output.print(&fetched, || {
+        println!("fetched {} into {}", svid.spiffe_id, args.out.display());
+        Ok(())
+    })
 }
 
 fn pem_block(label: &str, der: &[u8]) -> String {

@@ -1,4 +1,10 @@
 //! `certd bench`: load a running certd and report throughput and latency.
+//!
+//! A run adds entries, join tokens and certificate records to the store of
+//! the certd it loads, so it first checks that the store holds nothing but
+//! bench's own things (`--allow-store-in-use` overrides), and afterwards,
+//! whether the run succeeded, failed or was interrupted with Ctrl-C, removes
+//! what it created but the certificate records (`load::cleanup`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
-use super::load::{self, BenchOptions, Limit, Operation, Progress};
+use super::load::{self, BenchError, BenchOptions, Ledger, Limit, Operation, Progress, StoreUse};
 use super::{DataDirArg, UsageError, duration};
 
 #[derive(Debug, Args)]
@@ -48,7 +54,7 @@ pub struct BenchArgs {
     count: Option<u64>,
     /// Print one JSON object as the last line.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// With `issue`: attest every request with the Kubernetes service-account
     /// token in this file instead of one join token each.
     #[arg(long)]
@@ -56,6 +62,11 @@ pub struct BenchArgs {
     /// With `workload-api`: the agent's socket.
     #[arg(long, default_value = "/run/certd/agent.sock")]
     socket: PathBuf,
+    /// Load a certd whose store holds entries, certificates or token-policy
+    /// rules of others (by default refused: bench adds to the store it
+    /// loads). Cleanup then removes only what this run created.
+    #[arg(long)]
+    allow_store_in_use: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -111,15 +122,69 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         kubernetes_token,
         socket: Some(args.socket),
     };
+    // Checked before anything is created; a refusal leaves the store as
+    // it was.
+    let store_use = if options.operation.writes_to_store() {
+        let mut admin = certd::api::client::AdminClient::connect(&options.admin_socket)
+            .await
+            .map_err(BenchError::from)?;
+        Some(load::check_store(&mut admin, args.allow_store_in_use).await?)
+    } else {
+        None
+    };
     eprintln!(
         "preparing {:?} with {} callers…",
         options.operation, options.concurrency
     );
     let progress = Arc::new(Progress::default());
+    // The mode matters only to the cleanup, which follows only a check.
+    let ledger = Arc::new(Ledger::new(store_use.unwrap_or(StoreUse::Shared)));
     let display = tokio::spawn(show_progress(progress.clone()));
-    let report = load::run(&options, progress).await;
+    let report = run_until_interrupted(&options, &progress, &ledger).await;
     display.abort();
-    let report = report?;
+    let cleaned = match store_use {
+        Some(_) => Some(load::clean_up(&options.admin_socket, &ledger).await),
+        None => None,
+    };
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            match cleaned {
+                Some(Ok(cleaned)) => println!("{cleaned}"),
+                Some(Err(cleanup)) => eprintln!("certd: error: {:#}", left_behind(cleanup)),
+                None => {}
+            }
+            return Err(error.into());
+        }
+    };
+    print_report(
+        &report,
+        cleaned.as_ref().and_then(|c| c.as_ref().ok()),
+        args.json,
+    )?;
+    if let Some(Err(cleanup)) = cleaned {
+        return Err(left_behind(cleanup));
+    }
+    if progress.stop.load(Ordering::Relaxed) {
+        return Err(BenchError::Interrupted.into());
+    }
+    if report.ok == 0 {
+        return Err(UsageError(format!(
+            "no request succeeded: {}",
+            report.first_error.as_deref().unwrap_or("unknown error")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The summary line, the first error, the cleanup line and, last, the
+/// JSON object.
+fn print_report(
+    report: &load::BenchReport,
+    cleaned: Option<&load::Cleaned>,
+    json: bool,
+) -> anyhow::Result<()> {
     println!(
         "{:?}: {} ok, {} errors in {:.2}s = {:.0}/s with {} callers; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         report.op,
@@ -136,17 +201,44 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(error) = &report.first_error {
         println!("first error: {error}");
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    if let Some(cleaned) = cleaned {
+        println!("{cleaned}");
     }
-    if report.ok == 0 {
-        return Err(UsageError(format!(
-            "no request succeeded: {}",
-            report.first_error.as_deref().unwrap_or("unknown error")
-        ))
-        .into());
+    if json {
+        println!("{}", serde_json::to_string(report)?);
     }
     Ok(())
+}
+
+/// A failed cleanup, saying where to look for what stayed.
+fn left_behind(error: BenchError) -> anyhow::Error {
+    anyhow::Error::from(error).context(
+        "cleaning up after the run failed; what bench created may remain: see `certd entry list --service certd-bench`, `certd token list` and `certd policy show`",
+    )
+}
+
+/// Runs the load; the first Ctrl-C stops the callers (and preparation)
+/// so that the report and the cleanup still come, a second one gives up
+/// waiting for them.
+async fn run_until_interrupted(
+    options: &BenchOptions,
+    progress: &Arc<Progress>,
+    ledger: &Arc<Ledger>,
+) -> Result<load::BenchReport, BenchError> {
+    let run = load::run(options, progress.clone(), ledger.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        report = &mut run => return report,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!(
+        "interrupted: stopping the callers, then cleaning up (Ctrl-C again not to wait for them)"
+    );
+    progress.stop.store(true, Ordering::Relaxed);
+    tokio::select! {
+        report = &mut run => report,
+        _ = tokio::signal::ctrl_c() => Err(BenchError::Interrupted),
+    }
 }
 
 /// One line a second on stderr while the run lasts.

@@ -11,7 +11,7 @@ use certd::ca::RevocationReason;
 use certd::ca::root_crl::{self, RootCrlFacts};
 use certd::identity::Serial;
 
-use super::{DataDirArg, UsageError, duration, format_time};
+use super::{DataDirArg, JsonArg, UsageError, duration, format_time};
 
 #[derive(Debug, Args)]
 pub struct SignRootCrlArgs {
@@ -24,6 +24,8 @@ pub struct SignRootCrlArgs {
     /// File whose first line is the root key's passphrase, if it is encrypted.
     #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
     key_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +45,8 @@ pub struct RevokeIntermediateArgs {
     /// File whose first line is the root key's passphrase, if it is encrypted.
     #[arg(long, env = "CERTD_KEY_PASSPHRASE_FILE")]
     key_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +62,8 @@ pub struct RotateRootArgs {
     /// workload has fetched it. Default: 48h (`ca::next_root::DEFAULT_PROPAGATION`).
     #[arg(long, value_parser = duration)]
     propagation: Option<Duration>,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +78,8 @@ pub struct RotateIntermediateArgs {
     /// is in one (the next key is made there too).
     #[arg(long, env = "CERTD_PKCS11_PIN_FILE")]
     pkcs11_pin_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 /// `certd ca rotate-intermediate`: the next intermediate, for the daemon
@@ -88,19 +96,27 @@ pub fn rotate_intermediate(args: RotateIntermediateArgs) -> anyhow::Result<()> {
     };
     let next = certd::ca::rotation::prepare(&args.data_dir.data_dir, &secrets, super::now())
         .map_err(certd::Error::from)?;
-    println!(
-        "prepared the next intermediate \"{}\" signed by \"{}\" (valid until {}): a running certd signs with it within seconds, or else at its next start",
-        next.subject,
-        next.root,
-        format_time(next.not_after)
-    );
-    if let Some(usable_after) = next.next_root_usable_after {
+    let json = serde_json::json!({
+        "subject": next.subject,
+        "root": next.root,
+        "not_after": next.not_after,
+        "next_root_usable_after": next.next_root_usable_after,
+    });
+    args.output.print(&json, || {
         println!(
-            "the next root is still propagating, so this intermediate is signed by the current root; from {} the next rotation signs under the next root",
-            format_time(usable_after)
+            "prepared the next intermediate \"{}\" signed by \"{}\" (valid until {}): a running certd signs with it within seconds, or else at its next start",
+            next.subject,
+            next.root,
+            format_time(next.not_after)
         );
-    }
-    Ok(())
+        if let Some(usable_after) = next.next_root_usable_after {
+            println!(
+                "the next root is still propagating, so this intermediate is signed by the current root; from {} the next rotation signs under the next root",
+                format_time(usable_after)
+            );
+        }
+        Ok(())
+    })
 }
 
 /// `certd ca rotate-root`: the next root, added to the bundle.
@@ -114,14 +130,22 @@ pub fn rotate_root(args: RotateRootArgs) -> anyhow::Result<()> {
         super::now(),
     )
     .map_err(certd::Error::from)?;
-    println!(
-        "prepared the next root \"{}\" (valid until {}): bundle.pem now holds {} roots, which certd hands out from now on; from {} `certd ca rotate-intermediate` signs under it",
-        next.subject,
-        format_time(next.not_after),
-        next.roots_in_bundle,
-        format_time(next.usable_after)
-    );
-    Ok(())
+    let json = serde_json::json!({
+        "subject": next.subject,
+        "not_after": next.not_after,
+        "roots_in_bundle": next.roots_in_bundle,
+        "usable_after": next.usable_after,
+    });
+    args.output.print(&json, || {
+        println!(
+            "prepared the next root \"{}\" (valid until {}): bundle.pem now holds {} roots, which certd hands out from now on; from {} `certd ca rotate-intermediate` signs under it",
+            next.subject,
+            format_time(next.not_after),
+            next.roots_in_bundle,
+            format_time(next.usable_after)
+        );
+        Ok(())
+    })
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +156,8 @@ pub struct RetireRootArgs {
     /// their bundle stop trusting those at once.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 /// `certd ca retire-root`: the next root becomes the root; the old one
@@ -143,11 +169,18 @@ pub fn retire_root(args: RetireRootArgs) -> anyhow::Result<()> {
         certd::clock::unix_seconds(super::now()),
     )
     .map_err(certd::Error::from)?;
-    println!(
-        "retired the root \"{}\" (kept as root-retired.pem): the root is now \"{}\", and bundle.pem holds {} root(s), which certd hands out from now on",
-        retired.retired, retired.root, retired.roots_in_bundle
-    );
-    Ok(())
+    let json = serde_json::json!({
+        "retired": retired.retired,
+        "root": retired.root,
+        "roots_in_bundle": retired.roots_in_bundle,
+    });
+    args.output.print(&json, || {
+        println!(
+            "retired the root \"{}\" (kept as root-retired.pem): the root is now \"{}\", and bundle.pem holds {} root(s), which certd hands out from now on",
+            retired.retired, retired.root, retired.roots_in_bundle
+        );
+        Ok(())
+    })
 }
 
 fn parse_reason(value: &str) -> Result<RevocationReason, String> {
@@ -174,14 +207,25 @@ fn check_validity(validity: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(facts: &RootCrlFacts, dir: &std::path::Path) {
-    println!(
-        "signed root CRL number {} listing {} revoked intermediate(s), valid until {}: {}",
-        facts.number,
-        facts.revoked,
-        format_time(facts.next_update),
-        certd::DataDir::new(dir).root_crl().display()
-    );
+fn report(facts: &RootCrlFacts, dir: &std::path::Path, output: JsonArg) -> anyhow::Result<()> {
+    let file = certd::DataDir::new(dir).root_crl();
+    let json = serde_json::json!({
+        "number": facts.number,
+        "revoked": facts.revoked,
+        "this_update": facts.this_update,
+        "next_update": facts.next_update,
+        "file": file,
+    });
+    output.print(&json, || {
+        println!(
+            "signed root CRL number {} listing {} revoked intermediate(s), valid until {}: {}",
+            facts.number,
+            facts.revoked,
+            format_time(facts.next_update),
+            file.display()
+        );
+        Ok(())
+    })
 }
 
 /// `certd ca sign-root-crl`.
@@ -195,8 +239,7 @@ pub fn sign_root_crl(args: SignRootCrlArgs) -> anyhow::Result<()> {
         super::now(),
     )
     .map_err(certd::Error::from)?;
-    report(&facts, &args.data_dir.data_dir);
-    Ok(())
+    report(&facts, &args.data_dir.data_dir, args.output)
 }
 
 /// `certd ca revoke-intermediate`.
@@ -213,8 +256,7 @@ pub fn revoke_intermediate(args: RevokeIntermediateArgs) -> anyhow::Result<()> {
         super::now(),
     )
     .map_err(certd::Error::from)?;
-    report(&facts, &args.data_dir.data_dir);
-    Ok(())
+    report(&facts, &args.data_dir.data_dir, args.output)
 }
 
 #[derive(Debug, Args)]

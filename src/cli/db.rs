@@ -8,18 +8,24 @@
 //! or the data directory's `database.toml`), `check` compares the shared
 //! database with this data directory's marks while the replicas serve, and
 //! `backup` and `restore` refuse, naming PostgreSQL's own tools.
+//!
+//! Each prints a report, or one JSON object with `--json`; `backup`,
+//! `restore` and `copy` show their progress on stderr (`progress`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::DataDirArg;
 use super::admin::AdminTarget;
+use super::progress::{self, ProgressArg};
+use super::{DataDirArg, JsonArg};
 use certd::config::ConfigFile;
 use certd::store::Storage;
 use certd::store::StoreSettings;
 use certd::store::marks::MarksFile;
+use certd::store::progress::Progress;
 use certd::store::{self, StoreError};
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +47,19 @@ pub enum DbCommand {
     Migrate(MigrateArgs),
 }
 
+impl DbCommand {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match self {
+            DbCommand::Check(args) => args.output.json,
+            DbCommand::Backup(args) => args.output.json,
+            DbCommand::Restore(args) => args.output.json,
+            DbCommand::Copy(args) => args.output.json,
+            DbCommand::Migrate(args) => args.output.json,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CopyArgs {
     #[command(flatten)]
@@ -51,6 +70,10 @@ pub struct CopyArgs {
     /// PEM roots for the database server's certificate (default: the Mozilla roots).
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    output: JsonArg,
+    #[command(flatten)]
+    progress: ProgressArg,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +84,8 @@ pub struct MigrateArgs {
     /// PEM roots for the database server's certificate (default: the Mozilla roots).
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    output: JsonArg,
 }
 
 /// Which database a command works on, as `certd serve` would choose it.
@@ -95,6 +120,8 @@ pub struct CheckArgs {
     data_dir: DataDirArg,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +137,10 @@ pub struct BackupArgs {
     offline: bool,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    output: JsonArg,
+    #[command(flatten)]
+    progress: ProgressArg,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +151,10 @@ pub struct RestoreArgs {
     file: PathBuf,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    output: JsonArg,
+    #[command(flatten)]
+    progress: ProgressArg,
 }
 
 pub async fn run(command: DbCommand) -> anyhow::Result<()> {
@@ -142,23 +177,46 @@ async fn copy(args: CopyArgs) -> anyhow::Result<()> {
     let target = database(&args.to, args.ca_file)?.open(&data_dir).await?;
     let location = target.location();
     let source = StoreSettings::default().open(&data_dir).await?;
-    let copied = store::copy::copy(source, target).await?;
-    println!(
-        "copied {} certificates ({} revoked), {} entries, {} join tokens, {} audit entries and CRL number {} to {location}; the counts match",
-        copied.records,
-        copied.revocations,
-        copied.entries,
-        copied.join_tokens,
-        copied.audit_entries,
-        copied.crl_number
-    );
-    Ok(())
+    let progress = Arc::new(Progress::default());
+    let shown = progress::show(&progress, args.progress, args.output);
+    let copied = store::copy::copy(source, target, progress.clone()).await;
+    shown.stop().await;
+    let copied = copied?;
+    let json = serde_json::json!({
+        "records": copied.records,
+        "revocations": copied.revocations,
+        "entries": copied.entries,
+        "join_tokens": copied.join_tokens,
+        "audit_entries": copied.audit_entries,
+        "crl_number": copied.crl_number,
+        "to": location,
+    });
+    args.output.print(&json, || {
+        println!(
+            "copied {} certificates ({} revoked), {} entries, {} join tokens, {} audit entries and CRL number {} to {location}; the counts match",
+            copied.records,
+            copied.revocations,
+            copied.entries,
+            copied.join_tokens,
+            copied.audit_entries,
+            copied.crl_number
+        );
+        Ok(())
+    })
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let settings = database(&args.database_url, args.ca_file)?;
-    println!("{}", settings.backend().migrate(&settings).await?);
-    Ok(())
+    let message = settings.backend().migrate(&settings).await?;
+    let json = serde_json::json!({
+        "backend": settings.backend().name(),
+        "schema_version": certd::store::postgres::PgStore::SCHEMA_VERSION,
+        "message": message,
+    });
+    args.output.print(&json, || {
+        println!("{message}");
+        Ok(())
+    })
 }
 
 /// `db check`: sled with certd stopped; a shared database (PostgreSQL)
@@ -168,12 +226,17 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let settings = args.store.settings(&args.data_dir)?;
     let backend = settings.backend();
     // Where it is and what the marks say come first where they can (sled):
-    // a database that does not open still shows which one it was.
+    // a database that does not open still shows which one it was. With
+    // --json, nothing is printed but the one object, at the end (a failure
+    // is the error object alone).
+    let text = !args.output.json;
     let early = backend.location_before_opening(&settings, &data_dir);
     let early_marks = match &early {
         Some(location) => {
-            println!("database:   {location}");
-            Some(print_marks(&data_dir)?)
+            if text {
+                println!("database:   {location}");
+            }
+            Some(read_marks(&data_dir, text)?)
         }
         None => None,
     };
@@ -181,21 +244,38 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let marks = match early_marks {
         Some(marks) => marks,
         None => {
-            println!("database:   {}", checked.location);
-            print_marks(&data_dir)?
+            if text {
+                println!("database:   {}", checked.location);
+            }
+            read_marks(&data_dir, text)?
         }
     };
-    println!("holds:      {}", checked.holds);
-    compare_with_marks(&data_dir, checked.store.as_ref(), marks.as_ref()).await?;
-    match checked.note {
-        Some(note) => println!("ok; {note}"),
-        None => println!("ok"),
+    if text {
+        println!("holds:      {}", checked.holds);
     }
-    Ok(())
+    compare_with_marks(&data_dir, checked.store.as_ref(), marks.as_ref()).await?;
+    let json = serde_json::json!({
+        "ok": true,
+        "database": checked.location,
+        "holds": checked.holds,
+        "marks": marks,
+        "note": checked.note,
+    });
+    args.output.print(&json, || {
+        match checked.note {
+            Some(note) => println!("ok; {note}"),
+            None => println!("ok"),
+        }
+        Ok(())
+    })
 }
 
-fn print_marks(data_dir: &certd::DataDir) -> anyhow::Result<Option<MarksFile>> {
+/// The data directory's marks, printed as a line when `print`.
+fn read_marks(data_dir: &certd::DataDir, print: bool) -> anyhow::Result<Option<MarksFile>> {
     let marks = MarksFile::read(&data_dir.store_marks())?;
+    if !print {
+        return Ok(marks);
+    }
     match &marks {
         Some(marks) => println!(
             "marks:      store {}, at least {} certificates, {} revoked, CRL number {}",
@@ -249,11 +329,18 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let partial = partial_path(&args.file);
     let mut out = std::fs::OpenOptions::new();
     std::os::unix::fs::OpenOptionsExt::mode(&mut out, certd::fsutil::SECRET_FILE_MODE);
-    let mut file = out
+    let file = out
         .write(true)
         .create_new(true)
         .open(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
+    let progress = Arc::new(Progress::default());
+    progress.stage("bytes written", None);
+    let shown = progress::show(&progress, args.progress, args.output);
+    let mut file = progress::Counting {
+        inner: file,
+        progress: progress.clone(),
+    };
     let written = if args.offline {
         let store = args
             .store
@@ -275,16 +362,21 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         }
     };
     let finished = written.and_then(|file| {
-        file.sync_all().context("cannot write the backup")?;
+        file.inner.sync_all().context("cannot write the backup")?;
         // What arrived is checked as a restore would check it.
-        let summary = store::sled::verify_backup(&partial)?;
+        let summary = store::sled::verify_backup(&partial, &progress)?;
         std::fs::rename(&partial, &args.file).context("cannot name the backup")?;
         Ok(summary)
     });
+    shown.stop().await;
     match finished {
         Ok(summary) => {
-            println!("backed up {} to {}", summary, args.file.display());
-            Ok(())
+            let mut json = summary_json(&summary);
+            json["file"] = serde_json::json!(args.file);
+            args.output.print(&json, || {
+                println!("backed up {} to {}", summary, args.file.display());
+                Ok(())
+            })
         }
         Err(error) => {
             let _ = std::fs::remove_file(&partial);
@@ -293,19 +385,62 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     }
 }
 
+/// What a backup holds, as `--json` prints it.
+fn summary_json(summary: &store::BackupSummary) -> serde_json::Value {
+    serde_json::json!({
+        "records": summary.records,
+        "revocations": summary.revocations,
+        "entries": summary.entries,
+        "join_tokens": summary.join_tokens,
+        "audit_entries": summary.audit_entries,
+        "crl_number": summary.crl_number,
+        "policy_version": summary.policy_version,
+        "store_id": summary.store_id,
+    })
+}
+
 async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     let settings = args.store.settings(&args.data_dir)?;
     settings.backend().file_backups()?;
     let data_dir = args.data_dir.dir();
     let file = args.file.clone();
-    let report = tokio::task::spawn_blocking(move || settings.backend().restore(&data_dir, &file))
-        .await
+    let progress = Arc::new(Progress::default());
+    let shown = progress::show(&progress, args.progress, args.output);
+    let restoring = progress.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        settings.backend().restore(&data_dir, &file, &restoring)
+    })
+    .await;
+    shown.stop().await;
+    let report = report
         .context("the restore stopped")?
         .map_err(|error| match error {
             StoreError::Locked(_) => anyhow::Error::from(error)
                 .context("certd is serving this data directory: stop it before restoring"),
             other => other.into(),
         })?;
+    // What the CA had recorded that the backup lacks: made after it.
+    let (missing_records, missing_revocations) = match &report.previous_marks {
+        Some(previous) => (
+            previous.records.saturating_sub(report.restored.records),
+            previous
+                .revocations
+                .saturating_sub(report.restored.revocations),
+        ),
+        None => (0, 0),
+    };
+    if args.output.json {
+        let json = serde_json::json!({
+            "restored": summary_json(&report.restored),
+            "file": args.file,
+            "next_crl_number": report.crl_number + 1,
+            "replaced": report.replaced,
+            "missing_records": missing_records,
+            "missing_revocations": missing_revocations,
+        });
+        println!("{json}");
+        return Ok(());
+    }
     println!(
         "restored {} from {}; the next CRL number is {}",
         report.restored,
@@ -315,17 +450,13 @@ async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     if let Some(replaced) = &report.replaced {
         println!("the replaced database is kept at {}", replaced.display());
     }
-    if let Some(previous) = &report.previous_marks {
-        let missing_records = previous.records.saturating_sub(report.restored.records);
-        let missing_revocations = previous
-            .revocations
-            .saturating_sub(report.restored.revocations);
-        if missing_records > 0 || missing_revocations > 0 {
-            println!(
-                "warning: the CA had recorded at least {} certificates and {} revocations; {missing_records} certificates and {missing_revocations} revocations made after this backup are not in it. Revoke again what you revoked since the backup.",
-                previous.records, previous.revocations
-            );
-        }
+    if let Some(previous) = &report.previous_marks
+        && (missing_records > 0 || missing_revocations > 0)
+    {
+        println!(
+            "warning: the CA had recorded at least {} certificates and {} revocations; {missing_records} certificates and {missing_revocations} revocations made after this backup are not in it. Revoke again what you revoked since the backup.",
+            previous.records, previous.revocations
+        );
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ pub struct EntryCreateArgs {
     #[arg(long, visible_alias = "name")]
     service: String,
     #[command(flatten)]
-    content: EntryContent,
+    pub(super) content: EntryContent,
 }
 
 #[derive(Debug, Args)]
@@ -34,13 +34,13 @@ pub struct EntryUpdateArgs {
     /// whatever no flag names, stay.
     id: String,
     #[command(flatten)]
-    changes: EntryChanges,
+    pub(super) changes: EntryChanges,
 }
 
 /// What `entry update` changes: each flag replaces that part of the entry;
 /// a part no flag names stays as it is.
 #[derive(Debug, Args)]
-struct EntryChanges {
+pub(super) struct EntryChanges {
     /// The selectors, all of them (repeat): they replace the entry's.
     #[arg(long = "selector")]
     selectors: Vec<String>,
@@ -80,7 +80,7 @@ struct EntryChanges {
     no_federates_with: bool,
     /// Print the entry as JSON instead of its id.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 impl EntryChanges {
@@ -200,7 +200,7 @@ fn changes(before: &EntrySummary, after: &EntrySummary) -> Vec<String> {
 /// What an entry grants, besides its service: as `create` and `update`
 /// take it.
 #[derive(Debug, Args)]
-struct EntryContent {
+pub(super) struct EntryContent {
     /// A selector the workload must prove, e.g. k8s:ns:payments,
     /// k8s:sa:billing or token:billing-vm. Repeat for several; all must hold.
     #[arg(long = "selector", required = true)]
@@ -234,7 +234,7 @@ struct EntryContent {
     federates_with: Vec<String>,
     /// Print the entry as JSON instead of its id.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 impl EntryContent {
@@ -270,7 +270,7 @@ pub struct EntryListArgs {
     parent: Option<String>,
     /// One JSON array instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -283,7 +283,7 @@ pub struct EntryShowArgs {
     id: String,
     /// The entry as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +294,8 @@ pub struct EntryDeleteArgs {
     target: AdminTarget,
     /// The entry's id, as `certd entry list` shows it.
     id: String,
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 pub async fn create(args: EntryCreateArgs) -> anyhow::Result<()> {
@@ -460,14 +462,16 @@ pub async fn list(args: EntryListArgs) -> anyhow::Result<()> {
 pub async fn delete(args: EntryDeleteArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
     let entry = client.delete_entry(&args.id).await?;
-    println!(
-        "deleted entry {} ({}, created {} by {}); its certificates can no longer renew",
-        entry.id,
-        entry.service,
-        format_time(entry.created_at),
-        entry.created_by
-    );
-    Ok(())
+    args.output.print(&entry, || {
+        println!(
+            "deleted entry {} ({}, created {} by {}); its certificates can no longer renew",
+            entry.id,
+            entry.service,
+            format_time(entry.created_at),
+            entry.created_by
+        );
+        Ok(())
+    })
 }
 
 fn ttl_text(entry: &EntrySummary) -> String {

@@ -38,9 +38,8 @@ pub struct FederationAddArgs {
     /// certificate, when it is not a Web PKI one.
     #[arg(long)]
     endpoint_ca_file: Option<PathBuf>,
-    /// Print the relationship as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -49,9 +48,8 @@ pub struct FederationListArgs {
     data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
-    /// Print the relationships as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -62,9 +60,8 @@ pub struct FederationShowArgs {
     target: AdminTarget,
     /// The foreign trust domain.
     trust_domain: String,
-    /// The relationship as JSON (with the bundle's document).
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +72,8 @@ pub struct FederationRemoveArgs {
     target: AdminTarget,
     /// The foreign trust domain.
     trust_domain: String,
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 /// A file the operator names, read whole (a bundle or CA certificates are
@@ -111,27 +110,27 @@ pub async fn add(args: FederationAddArgs) -> anyhow::Result<()> {
     };
     let mut client = args.target.connect(&args.data_dir).await?;
     let federation = client.add_federation(&spec).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&federation)?);
-        return Ok(());
-    }
-    println!(
-        "federating with {} ({} at {}){}",
-        federation.trust_domain,
-        federation.profile,
-        federation.bundle_endpoint_url,
-        match &federation.bundle {
-            Some(bundle) => format!("; starting from its bundle of sequence {}", bundle.sequence),
-            None => "; its bundle is fetched next".to_owned(),
-        }
-    );
-    Ok(())
+    args.output.print(&federation, || {
+        println!(
+            "federating with {} ({} at {}){}",
+            federation.trust_domain,
+            federation.profile,
+            federation.bundle_endpoint_url,
+            match &federation.bundle {
+                Some(bundle) => {
+                    format!("; starting from its bundle of sequence {}", bundle.sequence)
+                }
+                None => "; its bundle is fetched next".to_owned(),
+            }
+        );
+        Ok(())
+    })
 }
 
 pub async fn list(args: FederationListArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
     let federations = client.federations(None).await?;
-    if args.json {
+    if args.output.json {
         println!("{}", serde_json::to_string(&federations)?);
         return Ok(());
     }
@@ -167,12 +166,10 @@ pub async fn show(args: FederationShowArgs) -> anyhow::Result<()> {
             kind: certd::ErrorKind::NotFound,
             message: format!("no federation relationship with {}", args.trust_domain),
         })?;
-    if args.json {
-        println!("{}", serde_json::to_string(&federation)?);
-        return Ok(());
-    }
-    print_federation(&federation);
-    Ok(())
+    args.output.print(&federation, || {
+        print_federation(&federation);
+        Ok(())
+    })
 }
 
 fn print_federation(federation: &FederationView) {
@@ -226,11 +223,13 @@ fn print_federation(federation: &FederationView) {
 pub async fn remove(args: FederationRemoveArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
     let federation = client.remove_federation(&args.trust_domain).await?;
-    println!(
-        "removed the federation with {} (added {} by {}); its bundle is no longer fetched",
-        federation.trust_domain,
-        format_time(federation.created_at),
-        federation.created_by
-    );
-    Ok(())
+    args.output.print(&federation, || {
+        println!(
+            "removed the federation with {} (added {} by {}); its bundle is no longer fetched",
+            federation.trust_domain,
+            format_time(federation.created_at),
+            federation.created_by
+        );
+        Ok(())
+    })
 }

@@ -32,7 +32,7 @@ pub struct InspectArgs {
     offline: bool,
     /// One JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// What `inspect` shows.

@@ -30,6 +30,9 @@ pub struct MintArgs {
     /// Lifetime (default: the configured one, 5m); at most jwt.max_ttl.
     #[arg(long, value_parser = duration)]
     ttl: Option<Duration>,
+    /// One JSON object: `token`, `spiffe_id` and `expires_at` (Unix seconds).
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +67,10 @@ pub struct VerifyArgs {
     /// it (RFC 8705 cnf.x5t#S256).
     #[arg(long, value_name = "CERT_PEM", requires = "access_token")]
     bound_to: Option<PathBuf>,
+    /// One JSON object: `spiffe_id`, `subject`, `expires_at` (Unix seconds), `audiences` and
+    /// every claim (`claims`).
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 pub async fn mint(args: MintArgs) -> anyhow::Result<()> {
@@ -78,9 +85,16 @@ pub async fn mint(args: MintArgs) -> anyhow::Result<()> {
     };
     let mut client = WorkloadClient::connect(&args.server, &tls).await?;
     let minted = client.mint_jwt(&args.audiences, args.ttl).await?;
-    // The token alone on stdout, so scripts can capture it.
-    println!("{}", minted.token);
-    Ok(())
+    let json = serde_json::json!({
+        "token": minted.token,
+        "spiffe_id": minted.spiffe_id,
+        "expires_at": minted.expires_at,
+    });
+    args.output.print(&json, || {
+        // The token alone on stdout, so scripts can capture it.
+        println!("{}", minted.token);
+        Ok(())
+    })
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
@@ -130,7 +144,16 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             bound_to: bound_to.as_deref(),
         })
         .map_err(Invalid)?;
-    if !verified.claims.contains_key("act") {
+    if args.output.json {
+        let json = serde_json::json!({
+            "spiffe_id": verified.spiffe_id.to_string(),
+            "subject": verified.subject,
+            "expires_at": verified.expires_at,
+            "audiences": verified.audiences,
+            "claims": verified.claims,
+        });
+        println!("{json}");
+    } else if !verified.claims.contains_key("act") {
         println!(
             "valid: {} until {}",
             verified.spiffe_id,

@@ -6,9 +6,15 @@
 //! reused, mTLS identities for renewal, one OCSP request), so the loader
 //! spends its CPU on the protocol, not on set-up. Every response is checked;
 //! a failed or wrong answer counts as an error, never as a success.
+//!
+//! What a run creates in the store is written down in a [`Ledger`] as it is
+//! created, for the cleanup after it (`cleanup`).
+
+mod cleanup;
+mod prepare;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,11 +24,10 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use certd::api::client::{
-    AdminClient, ClientError, TlsClientSettings, TokenEndpointClient, WorkloadClient,
-};
-use certd::authority::TokenFor;
-use certd::registry::EntrySpec;
+use certd::api::client::{ClientError, TlsClientSettings, TokenEndpointClient, WorkloadClient};
+
+pub use cleanup::{Cleaned, Ledger, StoreUse, check_store, clean_up};
+use prepare::Prepare;
 
 /// Service name the load tool issues for.
 pub const BENCH_SERVICE: &str = "certd-bench";
@@ -64,6 +69,15 @@ pub enum Operation {
     /// delegation `certd-bench-exchange` (added to the policy on first use).
     #[serde(rename = "token-exchange")]
     TokenExchange,
+}
+
+impl Operation {
+    /// Whether a run adds to the store (entries, join tokens, certificate
+    /// records, policy rules), and so checks it first and cleans up after.
+    /// `crl` only reads; `workload-api` talks to an agent, not to certd.
+    pub fn writes_to_store(self) -> bool {
+        !matches!(self, Operation::Crl | Operation::WorkloadApi)
+    }
 }
 
 /// Service (and entry) the `jwt-mint` load mints for, and its audience.
@@ -123,11 +137,21 @@ pub struct BenchReport {
     pub first_error: Option<String>,
 }
 
-/// Counters shared with the progress display.
+/// Counters shared with the progress display, and the stop the Ctrl-C
+/// handler raises.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub ok: AtomicU64,
     pub errors: AtomicU64,
+    /// Set: the callers stop after the request in flight, and preparation
+    /// after the batch in flight.
+    pub stop: AtomicBool,
+}
+
+impl Progress {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 /// Why a load run could not start.
@@ -137,6 +161,12 @@ pub enum BenchError {
     Client(#[from] ClientError),
     #[error("preparing the run: {0}")]
     Prepare(String),
+    #[error(
+        "refusing to load a store that is in use ({0}): bench adds entries, join tokens and certificate records to the store of the certd it loads; point it at a certd of its own (a fresh `certd serve` data directory), or pass --allow-store-in-use to load this one anyway (bench then removes only what it created)"
+    )]
+    StoreInUse(String),
+    #[error("interrupted before the run finished")]
+    Interrupted,
 }
 
 impl BenchError {
@@ -146,7 +176,8 @@ impl BenchError {
     pub fn kind(&self) -> certd::ErrorKind {
         match self {
             BenchError::Client(error) => error.kind(),
-            BenchError::Prepare(_) => certd::ErrorKind::Internal,
+            BenchError::Prepare(_) | BenchError::Interrupted => certd::ErrorKind::Internal,
+            BenchError::StoreInUse(_) => certd::ErrorKind::PermissionDenied,
         }
     }
 }
@@ -197,12 +228,19 @@ enum Workload {
     },
 }
 
-/// Prepares, then runs the load until the limit, then reports.
+/// Prepares, then runs the load until the limit (or the stop), then
+/// reports. What it creates in the store goes into `ledger`.
 pub async fn run(
     options: &BenchOptions,
     progress: Arc<Progress>,
+    ledger: Arc<Ledger>,
 ) -> Result<BenchReport, BenchError> {
-    let workload = prepare(options).await?;
+    let prepare = Prepare {
+        options,
+        ledger: &ledger,
+        progress: &progress,
+    };
+    let workload = prepare.workload().await?;
     let connections = connect_all(options, &workload).await?;
     let remaining = Arc::new(AtomicU64::new(match options.limit {
         Limit::Count(count) => count,
@@ -224,6 +262,7 @@ pub async fn run(
             remaining: remaining.clone(),
             deadline,
             progress: progress.clone(),
+            ledger: ledger.clone(),
             first_error: first_error.clone(),
         };
         workers.push(tokio::spawn(worker.run()));
@@ -264,300 +303,11 @@ fn percentile(sorted_micros: &[u32], quantile: f64) -> f64 {
     sorted_micros[rank.min(sorted_micros.len() - 1)] as f64 / 1000.0
 }
 
-async fn prepare(options: &BenchOptions) -> Result<Workload, BenchError> {
-    let csrs = Arc::new(csr_pool()?);
-    match options.operation {
-        Operation::Issue => {
-            let wanted = match options.limit {
-                Limit::Count(count) => count,
-                Limit::Duration(duration) => {
-                    (duration.as_secs().max(1) * TOKENS_PER_SECOND).min(MAX_PREPARED_TOKENS)
-                }
-            };
-            let tokens = create_tokens(options, wanted).await?;
-            Ok(Workload::Issue {
-                tokens: Arc::new(tokens),
-                next_token: Arc::new(AtomicUsize::new(0)),
-                csrs,
-            })
-        }
-        Operation::IssueKubernetes => {
-            let token = options.kubernetes_token.clone().ok_or_else(|| {
-                BenchError::Prepare("a Kubernetes service-account token is needed".into())
-            })?;
-            Ok(Workload::IssueKubernetes { token, csrs })
-        }
-        Operation::Renew => {
-            let tokens = create_tokens(options, options.concurrency as u64).await?;
-            let mut identities = Vec::with_capacity(tokens.len());
-            let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
-            for token in tokens {
-                let (key, csr) = key_and_csr()?;
-                let issued = client.issue(csr, &token).await?;
-                identities.push(TlsClientSettings {
-                    ca_bundle_pem: options.ca_bundle_pem.clone(),
-                    identity: Some((
-                        issued.chain_pem,
-                        zeroize::Zeroizing::new(key.serialize_pem()),
-                    )),
-                });
-            }
-            let keyed_csrs = (0..CSR_POOL)
-                .map(|_| key_and_csr().map(|(key, csr)| (key.serialize_pem(), csr)))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Workload::Renew {
-                identities,
-                keyed_csrs: Arc::new(keyed_csrs),
-            })
-        }
-        Operation::Ocsp => {
-            let token = create_tokens(options, 1).await?;
-            let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
-            let issued = client.issue(csrs[0].clone(), &token[0]).await?;
-            let (request, ocsp_url) = certd::revocation::ocsp::request_for(&issued.chain_pem, None)
-                .map_err(BenchError::Prepare)?;
-            let http = match &options.http {
-                Some(http) => http.clone(),
-                None => ocsp_url
-                    .strip_suffix("/ocsp")
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        BenchError::Prepare("the certificate has no OCSP URL; pass --http".into())
-                    })?,
-            };
-            Ok(Workload::Ocsp {
-                http,
-                request: Arc::new(request),
-            })
-        }
-        Operation::Crl => Ok(Workload::Crl {
-            http: options
-                .http
-                .clone()
-                .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
-        }),
-        Operation::AgentIssue => {
-            let (agent, entry_id) = bench_agent(options).await?;
-            Ok(Workload::AgentIssue {
-                agent,
-                entry_id,
-                csrs,
-            })
-        }
-        Operation::JwtMint => Ok(Workload::JwtMint {
-            identity: bench_jwt_identity(options).await?,
-        }),
-        Operation::TokenEndpoint => Ok(Workload::TokenEndpoint {
-            identity: bench_jwt_identity(options).await?,
-            endpoint: format!("{}/oauth/token", options.server.trim_end_matches('/')),
-        }),
-        Operation::TokenExchange => {
-            let identity = bench_jwt_identity(options).await?;
-            let endpoint = format!("{}/oauth/token", options.server.trim_end_matches('/'));
-            bench_delegation(options, &identity, &endpoint).await?;
-            Ok(Workload::TokenExchange { identity, endpoint })
-        }
-        Operation::WorkloadApi => Ok(Workload::SpiffeApi {
-            socket: options.socket.clone().ok_or_else(|| {
-                BenchError::Prepare("`workload-api` needs the agent's --socket".into())
-            })?,
-        }),
-    }
-}
-
-/// A workload identity whose entry allows the bench audience (entry
-/// created on first use).
-async fn bench_jwt_identity(options: &BenchOptions) -> Result<TlsClientSettings, BenchError> {
-    let mut admin = AdminClient::connect(&options.admin_socket).await?;
-    let existing = admin.entries(Some(BENCH_JWT_SERVICE)).await?;
-    let entry = match existing.into_iter().next() {
-        Some(entry) => entry,
-        None => {
-            let spec = EntrySpec {
-                service: BENCH_JWT_SERVICE.to_owned(),
-                selectors: vec![format!("token:{BENCH_JWT_SERVICE}")],
-                jwt_audiences: vec![BENCH_JWT_AUDIENCE.to_owned()],
-                ..EntrySpec::default()
-            };
-            admin.create_entry(&spec).await?
-        }
-    };
-    bootstrap(options, &mut admin, entry.id).await
-}
-
-/// A fresh identity for entry `entry_id` (a join token made for it,
-/// exchanged at once), as mTLS client settings.
-async fn bootstrap(
-    options: &BenchOptions,
-    admin: &mut AdminClient,
-    entry_id: String,
-) -> Result<TlsClientSettings, BenchError> {
-    let token = admin
-        .create_join_tokens(&TokenFor::Entry(entry_id), None, 1)
-        .await?
-        .tokens
-        .pop()
-        .ok_or_else(|| BenchError::Prepare("no join token was created".into()))?;
-    let (key, csr) = key_and_csr()?;
-    let mut client = WorkloadClient::connect(&options.server, &anonymous(options)).await?;
-    let issued = client.issue(csr, &token).await?;
-    Ok(TlsClientSettings {
-        ca_bundle_pem: options.ca_bundle_pem.clone(),
-        identity: Some((
-            issued.chain_pem,
-            zeroize::Zeroizing::new(key.serialize_pem()),
-        )),
-    })
-}
-
-/// Grants the bench client tokens for itself (its subject tokens) and the
-/// right to exchange them towards the bench audience on its own behalf:
-/// the grant `certd-bench-self` and the delegation `certd-bench-exchange`,
-/// added to the token policy unless it has them.
-async fn bench_delegation(
-    options: &BenchOptions,
-    identity: &TlsClientSettings,
-    endpoint: &str,
-) -> Result<(), BenchError> {
-    // certd's issuer, as its tokens name it.
-    let mut client = TokenEndpointClient::connect(endpoint, identity).await?;
-    let token = client.client_credentials(BENCH_JWT_AUDIENCE, &[]).await?;
-    let issuer = token_claim(&token, "iss")
-        .ok_or_else(|| BenchError::Prepare("the bench token names no issuer".into()))?;
-    let mut admin = AdminClient::connect(&options.admin_socket).await?;
-    let (version, text) = admin.policy().await?;
-    let file =
-        |error: certd::policy::grants::PolicyFileError| BenchError::Prepare(error.to_string());
-    let with_grant = certd::policy::grants::set_grant(
-        &text,
-        BENCH_SELF_GRANT,
-        BENCH_JWT_SERVICE,
-        BENCH_JWT_SERVICE,
-        &[],
-    )
-    .map_err(file)?;
-    let wanted = certd::policy::grants::set_delegation(
-        &with_grant,
-        BENCH_DELEGATION,
-        BENCH_JWT_SERVICE,
-        &[issuer],
-        BENCH_JWT_AUDIENCE,
-        &[],
-    )
-    .map_err(file)?;
-    // Applied only when one of them is missing: a bench run changes the
-    // policy once.
-    let has = |name: &str| text.contains(&format!("name = \"{name}\""));
-    let unchanged = has(BENCH_SELF_GRANT) && has(BENCH_DELEGATION);
-    if !unchanged {
-        admin.replace_policy(wanted, Some(version)).await?;
-    }
-    Ok(())
-}
-
-/// A claim of a token, read without verifying it (the bench's own).
-fn token_claim(token: &str, name: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get(name)?.as_str().map(str::to_owned)
-}
-
-/// The bench's node agent: its entry (created on first use), a fresh
-/// certificate for it, and a workload entry parented to it.
-async fn bench_agent(options: &BenchOptions) -> Result<(TlsClientSettings, String), BenchError> {
-    let mut admin = AdminClient::connect(&options.admin_socket).await?;
-    let agent_selector = format!("token:{BENCH_AGENT}");
-    let existing = admin.entries(Some(BENCH_AGENT)).await?;
-    let agent_entry = match existing.iter().find(|e| e.agent) {
-        Some(entry) => entry.clone(),
-        None => {
-            let spec = EntrySpec {
-                service: BENCH_AGENT.to_owned(),
-                selectors: vec![agent_selector],
-                agent: true,
-                ..EntrySpec::default()
-            };
-            admin.create_entry(&spec).await?
-        }
-    };
-    let agent = bootstrap(options, &mut admin, agent_entry.id.clone()).await?;
-    let workload_selector = format!("unix:user:{BENCH_SERVICE}");
-    let existing = admin.entries(Some(BENCH_SERVICE)).await?;
-    let entry_id = match existing
-        .iter()
-        .find(|e| e.parent_id.as_deref() == Some(agent_entry.spiffe_id.as_str()))
-    {
-        Some(entry) => entry.id.clone(),
-        None => {
-            let spec = EntrySpec {
-                service: BENCH_SERVICE.to_owned(),
-                selectors: vec![workload_selector],
-                parent: Some(agent_entry.spiffe_id.clone()),
-                ..EntrySpec::default()
-            };
-            admin.create_entry(&spec).await?.id
-        }
-    };
-    Ok((agent, entry_id))
-}
-
 fn anonymous(options: &BenchOptions) -> TlsClientSettings {
     TlsClientSettings {
         ca_bundle_pem: options.ca_bundle_pem.clone(),
         identity: None,
     }
-}
-
-async fn create_tokens(options: &BenchOptions, count: u64) -> Result<Vec<String>, BenchError> {
-    let mut admin = AdminClient::connect(&options.admin_socket).await?;
-    let entry = bench_entry(&mut admin).await?;
-    let mut tokens = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    let mut left = count;
-    while left > 0 {
-        let batch = u32::try_from(left.min(u64::from(TOKEN_BATCH))).unwrap_or(TOKEN_BATCH);
-        let created = admin
-            .create_join_tokens(&entry, Some(Duration::from_secs(3600)), batch)
-            .await?;
-        tokens.extend(created.tokens);
-        left -= u64::from(batch);
-    }
-    Ok(tokens)
-}
-
-/// The registration entry bench tokens are made for: the bench service's
-/// `token:` entry, created on first use.
-async fn bench_entry(admin: &mut AdminClient) -> Result<TokenFor, BenchError> {
-    let selector = format!("token:{BENCH_SERVICE}");
-    let existing = admin.entries(Some(BENCH_SERVICE)).await?;
-    if let Some(entry) = existing.iter().find(|e| e.selectors == [selector.clone()]) {
-        return Ok(TokenFor::Entry(entry.id.clone()));
-    }
-    let spec = EntrySpec {
-        service: BENCH_SERVICE.to_owned(),
-        selectors: vec![selector],
-        ..EntrySpec::default()
-    };
-    Ok(TokenFor::Entry(admin.create_entry(&spec).await?.id))
-}
-
-fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), BenchError> {
-    let key = rcgen::KeyPair::generate().map_err(|e| BenchError::Prepare(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| BenchError::Prepare(e.to_string()))?;
-    Ok((key, csr.der().to_vec()))
-}
-
-fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
-    (0..CSR_POOL)
-        .map(|_| key_and_csr().map(|(_, csr)| csr))
-        .collect()
 }
 
 /// One worker's connection.
@@ -633,6 +383,7 @@ struct Worker {
     remaining: Arc<AtomicU64>,
     deadline: Option<Instant>,
     progress: Arc<Progress>,
+    ledger: Arc<Ledger>,
     first_error: Arc<Mutex<Option<String>>>,
 }
 
@@ -641,9 +392,10 @@ impl Worker {
         let mut latencies = Vec::new();
         let mut round = self.index;
         loop {
-            if self
-                .deadline
-                .is_some_and(|deadline| Instant::now() >= deadline)
+            if self.progress.stopped()
+                || self
+                    .deadline
+                    .is_some_and(|deadline| Instant::now() >= deadline)
             {
                 break;
             }
@@ -696,14 +448,14 @@ impl Worker {
                     .issue(csrs[round % csrs.len()].clone(), token)
                     .await
                     .map_err(|e| e.to_string())?;
-                check_issued(&issued)
+                counted(&self.ledger, &issued)
             }
             (Workload::IssueKubernetes { token, csrs }, Connection::Grpc(client)) => {
                 let issued = client
                     .issue_with_kubernetes_token(csrs[round % csrs.len()].clone(), token)
                     .await
                     .map_err(|e| e.to_string())?;
-                check_issued(&issued)
+                counted(&self.ledger, &issued)
             }
             (Workload::Renew { keyed_csrs, .. }, Connection::Renewing { server, current }) => {
                 let (key_pem, csr) = &keyed_csrs[round % keyed_csrs.len()];
@@ -711,7 +463,7 @@ impl Worker {
                     .await
                     .map_err(|e| e.to_string())?;
                 let issued = client.renew(csr.clone()).await.map_err(|e| e.to_string())?;
-                check_issued(&issued)?;
+                counted(&self.ledger, &issued)?;
                 current.identity = Some((issued.chain_pem, key_pem.clone().into()));
                 Ok(())
             }
@@ -738,7 +490,7 @@ impl Worker {
                     .issue_for_agent(entry_id, csrs[round % csrs.len()].clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                check_issued(&issued)
+                counted(&self.ledger, &issued)
             }
             (Workload::SpiffeApi { socket }, Connection::PerRequest) => {
                 let svid = certd::agent::client::fetch_x509_svid(socket)
@@ -805,6 +557,13 @@ impl Worker {
             _ => Err("connection does not match the operation".into()),
         }
     }
+}
+
+/// Counts a certificate certd issued (its record stays in the store,
+/// right or wrong), then checks it.
+fn counted(ledger: &Ledger, issued: &certd::api::client::IssuedCertificate) -> Result<(), String> {
+    ledger.certificate_issued();
+    check_issued(issued)
 }
 
 fn check_issued(issued: &certd::api::client::IssuedCertificate) -> Result<(), String> {

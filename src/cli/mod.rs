@@ -15,6 +15,7 @@ mod inspect;
 mod jwt;
 mod load;
 mod policy;
+mod progress;
 mod renew;
 mod replica;
 mod serve;
@@ -57,6 +58,33 @@ pub struct Cli {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `--json`, for a command whose output is data: one JSON document on
+/// stdout instead of text, its times in Unix seconds (docs/reference/commands.md).
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct JsonArg {
+    /// Print one JSON object instead of text (times in Unix seconds); a failure is one JSON
+    /// object on stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl JsonArg {
+    /// Prints `value` as one line of JSON when `--json` was given, else
+    /// runs `text`, which prints it for a person.
+    pub fn print(
+        self,
+        value: &impl serde::Serialize,
+        text: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string(value)?);
+            Ok(())
+        } else {
+            text()
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -122,6 +150,8 @@ pub enum Command {
         /// How long the intermediate lives; rotations keep it. Between 30s and 5y.
         #[arg(long, value_parser = duration, default_value = "365d")]
         intermediate_lifetime: std::time::Duration,
+        #[command(flatten)]
+        output: JsonArg,
     },
     /// Run the daemon (creates a CA with the defaults if there is none).
     Serve(serve::ServeArgs),
@@ -295,6 +325,72 @@ pub enum CaCommand {
 }
 
 impl Command {
+    /// Whether `--json` was given: the command prints one JSON document on
+    /// stdout, and a failure as one JSON object on stderr (`main`).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Init { output, .. } => output.json,
+            Command::Token { command } => match command {
+                TokenCommand::Create(args) => args.json,
+                TokenCommand::List(args) => args.json,
+                TokenCommand::Revoke(args) => args.json,
+            },
+            Command::Entry { command } => match command {
+                EntryCommand::Create(args) => args.content.json,
+                EntryCommand::Update(args) => args.changes.json,
+                EntryCommand::List(args) => args.json,
+                EntryCommand::Show(args) => args.json,
+                EntryCommand::Delete(args) => args.output.json,
+            },
+            Command::Federation { command } => match command {
+                FederationCommand::Add(args) => args.output.json,
+                FederationCommand::List(args) => args.output.json,
+                FederationCommand::Show(args) => args.output.json,
+                FederationCommand::Remove(args) => args.output.json,
+            },
+            Command::Request(args) => args.output.json,
+            Command::Renew(args) => args.output.json,
+            Command::Svid {
+                command: SvidCommand::Fetch(args),
+            } => args.output.json,
+            Command::Inspect(args) => args.json,
+            Command::Policy { command } => match command {
+                PolicyCommand::Show(args) => args.output.json,
+                PolicyCommand::Check(args) => args.output.json,
+                PolicyCommand::Apply(args) => args.output.json,
+                PolicyCommand::Grant(args) => args.output.json,
+                PolicyCommand::Revoke(args) => args.output.json,
+                PolicyCommand::Explain(args) => args.json,
+            },
+            Command::Jwt { command } => match command {
+                JwtCommand::Mint(args) => args.output.json,
+                JwtCommand::Verify(args) => args.output.json,
+            },
+            Command::Issue(args) => args.output.json,
+            Command::List(args) => args.json,
+            Command::Show(args) => args.json,
+            Command::Revoke(args) => args.json,
+            Command::Operator {
+                command: OperatorCommand::Issue(args),
+            } => args.output.json,
+            Command::Audit(args) => args.json,
+            Command::Bench(args) => args.json,
+            Command::Ca { command } => match command {
+                CaCommand::SignRootCrl(args) => args.output.json,
+                CaCommand::RevokeIntermediate(args) => args.output.json,
+                CaCommand::RotateRoot(args) => args.output.json,
+                CaCommand::RotateIntermediate(args) => args.output.json,
+                CaCommand::RetireRoot(args) => args.output.json,
+            },
+            Command::Db { command } => command.json(),
+            Command::Replica { command } => command.json(),
+            Command::Serve(_)
+            | Command::Agent(_)
+            | Command::Completion(_)
+            | Command::Crl { .. } => false,
+        }
+    }
+
     /// Whether the command keeps running (a daemon, a loop, a load): its
     /// log is its report, at `info`. One-shot commands report by their
     /// output and exit code, and log only warnings and errors by default.
@@ -357,15 +453,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             pkcs11,
             public_base_url,
             intermediate_lifetime,
-        } => admin::init(
-            &data_dir.data_dir,
-            &trust_domain,
-            key_type.into(),
-            key_passphrase_file.as_deref().filter(|_| encrypt_key),
-            &pkcs11,
-            &public_base_url,
-            intermediate_lifetime,
-        ),
+            output,
+        } => {
+            let created = admin::init(
+                &data_dir.data_dir,
+                &trust_domain,
+                key_type.into(),
+                key_passphrase_file.as_deref().filter(|_| encrypt_key),
+                &pkcs11,
+                &public_base_url,
+                intermediate_lifetime,
+            )?;
+            output.print(&created, || {
+                println!(
+                    "created a CA for trust domain {} in {}; trust bundle: {}",
+                    created.trust_domain,
+                    created.data_dir.display(),
+                    created.bundle.display()
+                );
+                Ok(())
+            })
+        }
         Command::Serve(args) => serve::serve(args).await,
         Command::Token { command } => match command {
             TokenCommand::Create(args) => admin::token_create(args).await,
@@ -470,10 +578,12 @@ pub fn use_database(
 
 /// The one mapping from failures to exit codes.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    error
-        .chain()
-        .find_map(kind_of)
-        .map_or(exit::FAILURE, exit_code_of)
+    error_kind(error).map_or(exit::FAILURE, exit_code_of)
+}
+
+/// The kind of a failure, if it is one certd classifies (`None`: exit 1).
+pub fn error_kind(error: &anyhow::Error) -> Option<ErrorKind> {
+    error.chain().find_map(kind_of)
 }
 
 /// The exit code of each kind of error, as docs/reference/exit-codes.md documents them.

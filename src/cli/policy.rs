@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::DataDirArg;
 use super::admin::AdminTarget;
+use super::{DataDirArg, JsonArg};
 use certd::ca::CaFiles;
 
 #[derive(Debug, Args)]
@@ -17,6 +17,9 @@ pub struct PolicyShowArgs {
     data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
+    /// One JSON object: `version` and `policy` (the policy file's text).
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -29,6 +32,8 @@ pub struct PolicyCheckArgs {
     /// CA's, from the data directory).
     #[arg(long)]
     trust_domain: Option<String>,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +48,8 @@ pub struct PolicyApplyArgs {
     /// printed it), so a concurrent change is never overwritten.
     #[arg(long)]
     expected_version: Option<u64>,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +62,8 @@ pub struct PolicyGrantArgs {
     name: String,
     #[command(flatten)]
     grant: CallerAudienceScopes,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 /// Who calls which audience with which scopes: what a grant gives (none:
@@ -80,6 +89,8 @@ pub struct PolicyRevokeArgs {
     target: AdminTarget,
     /// The grant's or delegation's name, as `policy show` prints it.
     name: String,
+    #[command(flatten)]
+    pub(super) output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -101,15 +112,18 @@ pub struct PolicyExplainArgs {
     chain: u32,
     /// Print the answer as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// Prints the policy in force as a policy file.
 pub async fn show(args: PolicyShowArgs) -> anyhow::Result<()> {
     let mut client = args.target.connect(&args.data_dir).await?;
-    let (_, text) = client.policy().await?;
-    print!("{text}");
-    Ok(())
+    let (version, text) = client.policy().await?;
+    let shown = serde_json::json!({ "version": version, "policy": text });
+    args.output.print(&shown, || {
+        print!("{text}");
+        Ok(())
+    })
 }
 
 /// Checks a policy file without applying it.
@@ -126,13 +140,22 @@ pub fn check(args: PolicyCheckArgs) -> anyhow::Result<()> {
     let text = read_policy(&args.file)?;
     let rules =
         certd::policy::grants::parse_policy(&text, &trust_domain).map_err(certd::Error::from)?;
-    println!(
-        "{}: a valid policy with {} grant(s) and {} delegation(s) for trust domain {trust_domain}",
-        args.file.display(),
-        rules.grants.len(),
-        rules.delegations.len()
-    );
-    Ok(())
+    let checked = serde_json::json!({
+        "file": args.file,
+        "valid": true,
+        "grants": rules.grants.len(),
+        "delegations": rules.delegations.len(),
+        "trust_domain": trust_domain.to_string(),
+    });
+    args.output.print(&checked, || {
+        println!(
+            "{}: a valid policy with {} grant(s) and {} delegation(s) for trust domain {trust_domain}",
+            args.file.display(),
+            rules.grants.len(),
+            rules.delegations.len()
+        );
+        Ok(())
+    })
 }
 
 /// Replaces the policy with a file.
@@ -140,11 +163,14 @@ pub async fn apply(args: PolicyApplyArgs) -> anyhow::Result<()> {
     let text = read_policy(&args.file)?;
     let mut client = args.target.connect(&args.data_dir).await?;
     let (version, grants) = client.replace_policy(text, args.expected_version).await?;
-    println!(
-        "applied {}: policy version {version}, {grants} grant(s)",
-        args.file.display()
-    );
-    Ok(())
+    let applied = serde_json::json!({ "file": args.file, "version": version, "grants": grants });
+    args.output.print(&applied, || {
+        println!(
+            "applied {}: policy version {version}, {grants} grant(s)",
+            args.file.display()
+        );
+        Ok(())
+    })
 }
 
 /// Adds or replaces one grant: the policy in force, changed by `edit`, is
@@ -183,11 +209,14 @@ pub async fn grant(args: PolicyGrantArgs) -> anyhow::Result<()> {
         .map_err(certd::Error::from)?)
     })
     .await?;
-    println!(
-        "granted {}: policy version {version}, {grants} grant(s)",
-        args.name
-    );
-    Ok(())
+    let granted = serde_json::json!({ "name": args.name, "version": version, "grants": grants });
+    args.output.print(&granted, || {
+        println!(
+            "granted {}: policy version {version}, {grants} grant(s)",
+            args.name
+        );
+        Ok(())
+    })
 }
 
 /// `certd policy revoke NAME`: removes the grant or delegation NAME; exit 5
@@ -201,11 +230,14 @@ pub async fn revoke(args: PolicyRevokeArgs) -> anyhow::Result<()> {
             })
     })
     .await?;
-    println!(
-        "revoked {}: policy version {version}, {grants} grant(s)",
-        args.name
-    );
-    Ok(())
+    let revoked = serde_json::json!({ "name": args.name, "version": version, "grants": grants });
+    args.output.print(&revoked, || {
+        println!(
+            "revoked {}: policy version {version}, {grants} grant(s)",
+            args.name
+        );
+        Ok(())
+    })
 }
 
 /// What the token endpoint would answer, and the rule that decides. Exits

@@ -48,6 +48,10 @@ pub struct RenewArgs {
     /// bundle replaces DIR/bundle.pem and runs the hook.
     #[arg(long, value_parser = super::duration, default_value = "5m")]
     pub(super) bundle_refresh: std::time::Duration,
+    /// Print what was renewed (or, with --if-needed, when it will be) as one JSON object; not
+    /// with --daemon, which logs.
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 pub async fn renew(args: RenewArgs) -> anyhow::Result<()> {
@@ -56,6 +60,13 @@ pub async fn renew(args: RenewArgs) -> anyhow::Result<()> {
         signal: args.signal.clone(),
     };
     if args.daemon {
+        if args.output.json {
+            return Err(super::UsageError(
+                "--json is for one renewal; with --daemon, certd logs each one (--log-format json)"
+                    .into(),
+            )
+            .into());
+        }
         return daemon(args, hooks).await;
     }
     if args.if_needed {
@@ -74,8 +85,7 @@ pub(super) async fn renew_once(args: &RenewArgs) -> anyhow::Result<()> {
     let mut client = client_for_renewal(args).await?;
     let issued = client.renew(csr_der).await?;
     write_identity(&args.dir, &key, &issued)?;
-    report(&issued, &args.dir);
-    Ok(())
+    report(&issued, &args.dir, args.output)
 }
 
 /// A client presenting the identity in `args.dir`, trusting `--ca-bundle`
@@ -197,12 +207,20 @@ pub async fn if_needed(args: RenewArgs, hooks: &Hooks) -> anyhow::Result<()> {
     let due = renewal_time(received_at, not_after, 0.0);
     let now = unix_seconds(super::now());
     if now < due {
-        println!(
-            "not due: {} renews after {}",
-            args.dir.join("cert.pem").display(),
-            super::format_time(due)
-        );
-        return Ok(());
+        let certificate = args.dir.join("cert.pem");
+        let not_due = serde_json::json!({
+            "renewed": false,
+            "certificate": certificate,
+            "renews_after": due,
+        });
+        return args.output.print(&not_due, || {
+            println!(
+                "not due: {} renews after {}",
+                certificate.display(),
+                super::format_time(due)
+            );
+            Ok(())
+        });
     }
     renew_once(&args).await?;
     Ok(run_hooks(hooks).await?)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::{DataDirArg, UsageError};
+use super::{DataDirArg, JsonArg, UsageError};
 use certd::ca::CaFiles;
 use certd::ca::replica::{self, FileKind};
 use certd::config::DatabaseFile;
@@ -36,6 +36,8 @@ pub struct ExportArgs {
     /// second place that signs root CRLs and rotates; replicas never need it.
     #[arg(long)]
     include_root_key: bool,
+    #[command(flatten)]
+    output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +54,18 @@ pub struct ImportArgs {
     /// with the URL.
     #[arg(long, requires = "database_url")]
     database_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    output: JsonArg,
+}
+
+impl ReplicaCommand {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match self {
+            ReplicaCommand::Export(args) => args.output.json,
+            ReplicaCommand::Import(args) => args.output.json,
+        }
+    }
 }
 
 pub fn run(command: ReplicaCommand) -> anyhow::Result<()> {
@@ -73,6 +87,25 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
         .context("cannot make the package")?;
     certd::fsutil::replace_file(&args.out, &bytes, certd::fsutil::SECRET_FILE_MODE)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
+    if args.output.json {
+        let files: Vec<serde_json::Value> = exported
+            .package
+            .files()
+            .map(|(name, kind, _)| {
+                let secret = matches!(kind, FileKind::Secret | FileKind::RootKey);
+                serde_json::json!({ "name": name, "secret": secret })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "package": args.out,
+            "trust_domain": exported.package.manifest.trust_domain,
+            "files": files,
+            "left_out": exported.left_out,
+            "notes": exported.notes,
+        });
+        println!("{json}");
+        return Ok(());
+    }
     let listed: Vec<String> = exported
         .package
         .files()
@@ -126,6 +159,20 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
                 .write(&path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
+    }
+    if args.output.json {
+        let json = serde_json::json!({
+            "fresh": imported.fresh,
+            "trust_domain": imported.trust_domain,
+            "data_dir": dir.root(),
+            "package": args.package,
+            "written": imported.written,
+            "removed": imported.removed,
+            "database_settings": database.is_some().then(|| dir.database_settings()),
+            "notes": imported.notes,
+        });
+        println!("{json}");
+        return Ok(());
     }
     let written = if imported.written.is_empty() {
         "nothing changed".to_owned()

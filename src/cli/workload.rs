@@ -43,6 +43,8 @@ pub struct RequestArgs {
     /// with `certd renew --dir` instead).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    pub(super) output: super::JsonArg,
 }
 
 pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
@@ -94,8 +96,7 @@ pub async fn request(args: RequestArgs) -> anyhow::Result<()> {
         }
     };
     write_identity(&args.out, &key, &issued)?;
-    report(&issued, &args.out);
-    Ok(())
+    report(&issued, &args.out, args.output)
 }
 
 /// `KIND=FILE` of `--evidence`: the attestor's kind, checked as the server
@@ -126,14 +127,38 @@ pub(super) fn write_identity(
         .map_err(|(path, error)| anyhow::anyhow!("cannot write {}: {error}", path.display()))
 }
 
-pub(super) fn report(issued: &IssuedCertificate, dir: &Path) {
-    println!(
-        "issued {} serial {} until {} in {}",
-        issued.spiffe_id,
-        issued.serial,
-        super::format_time(issued.not_after),
-        dir.display()
-    );
+/// What a command that wrote an identity into `dir` prints: its SPIFFE
+/// ID, serial and expiry, as text or JSON.
+pub(super) fn report(
+    issued: &IssuedCertificate,
+    dir: &Path,
+    output: super::JsonArg,
+) -> anyhow::Result<()> {
+    let written = Written {
+        spiffe_id: &issued.spiffe_id,
+        serial: &issued.serial,
+        not_after: issued.not_after,
+        dir,
+    };
+    output.print(&written, || {
+        println!(
+            "issued {} serial {} until {} in {}",
+            issued.spiffe_id,
+            issued.serial,
+            super::format_time(issued.not_after),
+            dir.display()
+        );
+        Ok(())
+    })
+}
+
+/// An identity written into a directory, as `--json` prints it.
+#[derive(serde::Serialize)]
+struct Written<'a> {
+    spiffe_id: &'a str,
+    serial: &'a str,
+    not_after: i64,
+    dir: &'a Path,
 }
 
 pub(super) fn read(path: &Path) -> anyhow::Result<String> {

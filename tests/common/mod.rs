@@ -682,3 +682,14 @@ pub fn serial_in(dir: &Path) -> String {
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
     hex::encode(pem.parse_x509().unwrap().raw_serial())
 }
+
+/// This process's real uid, from /proc.
+pub fn current_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .expect("uid in /proc/self/status")
+}

@@ -589,7 +589,7 @@ async fn watch_intermediates(
                 let signers = ca.signers();
                 tracing::info!(
                     key_id = %signers.current.key_id_hex(),
-                    previous = ?signers.previous.as_ref().map(|previous| previous.key_id_hex()),
+                    previous = signers.previous.as_ref().map(|previous| previous.key_id_hex()),
                     "now signing with a new set of intermediates"
                 );
                 if let Err(error) = authority.revocations().refresh_crl().await {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use certd_core::DataDir;
 
+use crate::progress::Progress;
 use crate::{RestoreReport, SharedStorage, StoreError};
 
 /// Every backend certd can keep its records in. Adding one is one line
@@ -81,9 +82,15 @@ pub trait Backend: Sync {
     fn file_backups(&self) -> Result<(), StoreError>;
 
     /// `certd db restore`: replaces the data directory's database with a
-    /// backup file (certd stopped), then rewrites the marks to match.
-    fn restore(&self, data_dir: &DataDir, backup: &Path) -> Result<RestoreReport, StoreError> {
-        let _ = (data_dir, backup);
+    /// backup file (certd stopped), then rewrites the marks to match;
+    /// `progress` counts the records checked, then restored.
+    fn restore(
+        &self,
+        data_dir: &DataDir,
+        backup: &Path,
+        progress: &Progress,
+    ) -> Result<RestoreReport, StoreError> {
+        let _ = (data_dir, backup, progress);
         self.file_backups()?;
         Err(StoreError::NotOnThisBackend(format!(
             "certd cannot restore a {} database",

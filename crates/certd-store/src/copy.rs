@@ -7,10 +7,13 @@
 //! the target's revocation index is built the target's way), the audit
 //! trail in order, the CRL number (the target continues after it) and,
 //! last, the store id, which marks the copy complete. Then the counts are
-//! compared.
+//! compared. `progress` counts each stage as it goes.
+
+use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use super::progress::Progress;
 use super::{IssuanceRecord, SharedStorage, StoreError};
 
 /// How many records are written at once.
@@ -28,7 +31,11 @@ pub struct CopySummary {
 }
 
 /// Copies `from` into `to`, which must be empty, and checks the counts.
-pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary, StoreError> {
+pub async fn copy(
+    from: SharedStorage,
+    to: SharedStorage,
+    progress: Arc<Progress>,
+) -> Result<CopySummary, StoreError> {
     let target = to.marks().await?;
     if target.has_records || target.store_id.is_some() {
         return Err(StoreError::Open {
@@ -40,8 +47,10 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
     let source_records = from.record_count().await?;
 
     let entries = from.entries().await?;
+    progress.stage("entries copied", Some(entries.len() as u64));
     for entry in &entries {
         to.insert_entry(entry).await?;
+        progress.advance(1);
     }
     let policy = from.policy().await?;
     if let Some(policy) = &policy {
@@ -60,10 +69,11 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
     to.insert_join_tokens(&tokens).await?;
 
     let records = from.certificates(None).await?;
+    progress.stage("certificates copied", Some(records.len() as u64));
     let mut revoked = Vec::new();
     let mut writes = JoinSet::new();
     for chunk in records.chunks(records.len().div_ceil(CONCURRENT_WRITES).max(1)) {
-        let (to, chunk) = (to.clone(), chunk.to_vec());
+        let (to, chunk, progress) = (to.clone(), chunk.to_vec(), progress.clone());
         writes.spawn(async move {
             for record in chunk {
                 // Revocations are applied afterwards, through `revoke`.
@@ -72,6 +82,7 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
                     ..record
                 };
                 to.record_issuance(&unrevoked, None).await?;
+                progress.advance(1);
             }
             Ok::<(), StoreError>(())
         });
@@ -79,10 +90,12 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
     while let Some(written) = writes.join_next().await {
         written.map_err(|error| StoreError::Backend(format!("a copy task failed: {error}")))??;
     }
+    progress.stage("revocations copied", Some(source.revocations));
     for record in &records {
         if let Some(revocation) = record.revocation {
             to.revoke(&record.serial, revocation).await?;
             revoked.push(record.serial.clone());
+            progress.advance(1);
         }
     }
 
@@ -93,8 +106,10 @@ pub async fn copy(from: SharedStorage, to: SharedStorage) -> Result<CopySummary,
     }
 
     let audit = from.audit_since(i64::MIN, usize::MAX).await?;
+    progress.stage("audit entries copied", Some(audit.len() as u64));
     for entry in &audit {
         to.append_audit(entry).await?;
+        progress.advance(1);
     }
     to.raise_crl_number(source.crl_number).await?;
     if let Some(store_id) = &source.store_id {

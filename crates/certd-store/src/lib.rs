@@ -25,6 +25,7 @@ pub mod copy;
 pub mod marks;
 pub mod metrics;
 pub mod postgres;
+pub mod progress;
 pub mod sled;
 #[cfg(test)]
 mod suite;

@@ -99,7 +99,7 @@ macro_rules! storage_behaviour_suite {
     };
 }
 
-fn record(service: &str) -> IssuanceRecord {
+pub(crate) fn record(service: &str) -> IssuanceRecord {
     IssuanceRecord {
         serial: Serial::generate(),
         service: service.parse().unwrap(),

@@ -318,13 +318,13 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         match &first {
             Ok(response) => tracing::info!(
                 caller = %who,
-                selectors = %describe(&selectors),
+                selectors = ?selectors,
                 spiffe_id = %response.svids[0].spiffe_id,
                 "workload API: X.509-SVID granted"
             ),
             Err(refusal) => tracing::info!(
                 caller = %who,
-                selectors = %describe(&selectors),
+                selectors = ?selectors,
                 reason = %refusal,
                 "workload API: X.509-SVID refused"
             ),
@@ -368,8 +368,8 @@ impl SpiffeWorkloadApi for WorkloadApiService {
         let outcome = self.certd.jwt_svid(&entry.id, &message.audience).await;
         tracing::info!(
             caller = %who,
-            selectors = %describe(&selectors),
-            audiences = %message.audience.join(" "),
+            selectors = ?selectors,
+            audiences = ?message.audience,
             granted = outcome.is_ok(),
             "workload API: JWT-SVID"
         );

@@ -330,6 +330,23 @@ pub fn remove_grant(text: &str, name: &str) -> Result<Option<String>, PolicyFile
     Ok((after < before).then(|| toml::to_string_pretty(&file).unwrap_or_default()))
 }
 
+/// The names of the grants and delegations in `text` (a policy file), in
+/// file order: what `certd bench` reads to tell its own rules from an
+/// operator's. Only the file's shape is read, as in `set_grant`.
+pub fn rule_names(text: &str) -> Result<Vec<String>, PolicyFileError> {
+    let file = policy_file(text)?;
+    Ok(file
+        .grants
+        .into_iter()
+        .map(|grant| grant.name)
+        .chain(
+            file.delegations
+                .into_iter()
+                .map(|delegation| delegation.name),
+        )
+        .collect())
+}
+
 fn policy_file(text: &str) -> Result<PolicyFile, PolicyFileError> {
     toml::from_str(text).map_err(|e| PolicyFileError::Syntax(e.message().to_owned()))
 }
@@ -751,6 +768,13 @@ to = "orders"
             .map(|g| g.name)
             .collect();
         assert_eq!(names, ["gateway-orders", "hr-payroll"]);
+        assert_eq!(rule_names(&removed).unwrap(), names);
+        let issuers = ["https://idp.example".to_owned()];
+        let delegated = set_delegation(&removed, "hr-on-behalf", "hr", &issuers, "payroll", &[]);
+        assert_eq!(
+            rule_names(&delegated.unwrap()).unwrap(),
+            ["gateway-orders", "hr-payroll", "hr-on-behalf"]
+        );
         assert_eq!(remove_grant(&removed, "billing-invoices").unwrap(), None);
         assert_eq!(
             set_grant("", "a", "b", "c", &[]).map(|t| t.contains("[[grant]]")),

@@ -72,7 +72,10 @@ const MIGRATIONS: &[&str] = &[
         version bigint NOT NULL,
         policy bytea NOT NULL
     );",
-    // 5: federation relationships, and the sequence of certd's own bundle.
+    // 5: a service's newest certificates read from an index in time order,
+    // not sorted from all of that service's records (`certd list --service`).
+    "CREATE INDEX certificates_by_service_issue ON certificates (service, issued_at, serial);",
+    // 6: federation relationships, and the sequence of certd's own bundle.
     "CREATE TABLE federations (
         trust_domain text PRIMARY KEY,
         federation bytea NOT NULL

@@ -10,6 +10,7 @@ use certd_core::DataDir;
 
 use super::{RestoreFloor, SledStore, verify_backup};
 use crate::backend::{Backend, Checked, StoreSettings};
+use crate::progress::Progress;
 use crate::{RestoreReport, SharedStorage, StoreError};
 
 pub(crate) struct SledBackend;
@@ -89,15 +90,24 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn restore(&self, data_dir: &DataDir, backup: &Path) -> Result<RestoreReport, StoreError> {
-        restore(data_dir, backup)
+    fn restore(
+        &self,
+        data_dir: &DataDir,
+        backup: &Path,
+        progress: &Progress,
+    ) -> Result<RestoreReport, StoreError> {
+        restore(data_dir, backup, progress)
     }
 }
 
 /// Replaces the data directory's database with a backup (certd must not be
 /// serving it), then rewrites the marks to match: the store id and CRL
 /// number carry on, the counts become the backup's.
-fn restore(data_dir: &DataDir, backup: &Path) -> Result<RestoreReport, StoreError> {
+fn restore(
+    data_dir: &DataDir,
+    backup: &Path,
+    progress: &Progress,
+) -> Result<RestoreReport, StoreError> {
     let marks_path = data_dir.store_marks();
     let previous_marks = crate::marks::MarksFile::read(&marks_path)?;
     // A daemon holding the database must be stopped first; a damaged
@@ -105,7 +115,7 @@ fn restore(data_dir: &DataDir, backup: &Path) -> Result<RestoreReport, StoreErro
     if let Err(locked @ StoreError::Locked(_)) = SledStore::open(&data_dir.database()) {
         return Err(locked);
     }
-    let contents = verify_backup(backup)?;
+    let contents = verify_backup(backup, progress)?;
     if let (Some(marks), Some(backup_id)) = (&previous_marks, &contents.store_id)
         && !marks.store_id.is_empty()
         && *backup_id != marks.store_id
@@ -133,7 +143,7 @@ fn restore(data_dir: &DataDir, backup: &Path) -> Result<RestoreReport, StoreErro
         store_id: Some(store_id.clone()),
         crl_number: previous_marks.as_ref().map_or(0, |m| m.crl_number),
     };
-    let (restored, replaced) = super::restore(&data_dir.database(), backup, &floor)?;
+    let (restored, replaced) = super::restore(&data_dir.database(), backup, &floor, progress)?;
     let crl_number = restored.crl_number.max(floor.crl_number);
     let marks = crate::marks::MarksFile {
         store_id,

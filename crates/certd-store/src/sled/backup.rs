@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::progress::Progress;
+
 use super::{
     AUDIT_TREE, BUNDLE_SEQUENCE_KEY, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE,
     FEDERATIONS_TREE, JOIN_TOKENS_TREE, META_TREE, Open, POLICY_KEY, REVOCATION_COUNT_KEY,
@@ -176,14 +178,16 @@ pub fn restore(
     dir: &Path,
     backup: &Path,
     floor: &RestoreFloor,
+    progress: &Progress,
 ) -> Result<(BackupSummary, Option<PathBuf>), StoreError> {
-    let summary = verify(backup)?;
+    let summary = verify(backup, progress)?;
     let building = sibling(dir, "restoring");
     if building.exists() {
         std::fs::remove_dir_all(&building).map_err(|e| file_error(&building, &e))?;
     }
     let open = Open::at(&building)?;
-    import(&open, backup, &summary, floor)?;
+    progress.stage("records restored", Some(records_in(&summary)));
+    import(&open, backup, &summary, floor, progress)?;
     open.durable_blocking()?;
     drop(open);
     let replaced = if dir.exists() {
@@ -216,13 +220,31 @@ fn file_error(path: &Path, error: &std::io::Error) -> StoreError {
 }
 
 /// Reads a whole backup, checking its framing, every record and its
-/// checksum; returns what it holds.
-pub fn verify(backup: &Path) -> Result<BackupSummary, StoreError> {
+/// checksum; returns what it holds. `progress` counts the records read
+/// (their total is only known at the end).
+pub fn verify(backup: &Path, progress: &Progress) -> Result<BackupSummary, StoreError> {
     let mut summary = BackupSummary::default();
+    progress.stage("records checked", None);
     read_pairs(backup, |tree, key, value| {
-        count(&mut summary, tree, key, value)
+        count(&mut summary, tree, key, value)?;
+        progress.advance(u64::from(counted(tree)));
+        Ok(())
     })?;
     Ok(summary)
+}
+
+/// The records a summary counts, which progress counts too: certificates,
+/// join tokens, entries and audit entries.
+fn records_in(summary: &BackupSummary) -> u64 {
+    summary.records + summary.join_tokens + summary.entries + summary.audit_entries
+}
+
+/// Whether a pair of `tree` is one of the records `records_in` counts.
+fn counted(tree: &str) -> bool {
+    matches!(
+        tree,
+        CERTIFICATES_TREE | JOIN_TOKENS_TREE | ENTRIES_TREE | AUDIT_TREE
+    )
 }
 
 fn import(
@@ -230,14 +252,17 @@ fn import(
     backup: &Path,
     summary: &BackupSummary,
     floor: &RestoreFloor,
+    progress: &Progress,
 ) -> Result<(), StoreError> {
     read_pairs(backup, |tree, key, value| {
+        progress.advance(u64::from(counted(tree)));
         match tree {
             CERTIFICATES_TREE => {
                 let issued: IssuanceRecord = record::decode(value)?;
                 open.certificates.insert(key, value)?;
                 open.certificates_by_service
                     .insert(service_index_key(&issued.service, &issued.serial), &[])?;
+                open.index_by_time(&issued)?;
                 if let Some(revocation) = issued.revocation {
                     let entry = RevokedEntry {
                         serial: issued.serial.clone(),

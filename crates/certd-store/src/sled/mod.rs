@@ -51,6 +51,11 @@ const CERTIFICATES_TREE: &str = "certificates";
 const CERTIFICATES_BY_SERVICE_TREE: &str = "certificates-by-service";
 /// Join tokens by SHA-256 of the token.
 const JOIN_TOKENS_TREE: &str = "join-tokens";
+/// Index of certificates by issuance time (`time_key ‖ serial` → empty), so
+/// the newest N are read in O(N), never by scanning every record.
+const CERTIFICATES_BY_TIME_TREE: &str = "certificates-by-time";
+/// The same, per service (`service/ ‖ time_key ‖ serial` → empty).
+const CERTIFICATES_BY_SERVICE_TIME_TREE: &str = "certificates-by-service-time";
 /// Index of revoked certificates by serial, for building CRLs without
 /// reading every record.
 const REVOCATIONS_TREE: &str = "revocations";
@@ -78,6 +83,9 @@ pub(super) const BUNDLE_SEQUENCE_KEY: &[u8] = b"bundle-sequence";
 const STORE_ID_KEY: &[u8] = b"store-id";
 /// Key in `meta` that recovery writes to prove the disk takes writes again.
 const PROBE_KEY: &[u8] = b"probe";
+/// Set once the time indexes hold every record: a store written before
+/// them is indexed once, when it is opened.
+const TIME_INDEXES_KEY: &[u8] = b"index:certificates-by-time:1";
 
 /// sled's page cache. Its default (1 GiB) would let a busy daemon grow far
 /// past its memory budget; the working set (recent records, tokens, index
@@ -120,6 +128,8 @@ struct Open {
     audit: sled::Tree,
     certificates: sled::Tree,
     certificates_by_service: sled::Tree,
+    certificates_by_time: sled::Tree,
+    certificates_by_service_time: sled::Tree,
     join_tokens: sled::Tree,
     entries: sled::Tree,
     revocations: sled::Tree,
@@ -194,9 +204,15 @@ impl Open {
         let data_file = File::open(dir.join("db")).map_err(|e| cannot_open(e.to_string()))?;
         let commit =
             GroupCommit::start(db.clone(), data_file).map_err(|e| cannot_open(e.to_string()))?;
-        Ok(Open {
+        let open = Open {
             certificates: db
                 .open_tree(CERTIFICATES_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            certificates_by_time: db
+                .open_tree(CERTIFICATES_BY_TIME_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            certificates_by_service_time: db
+                .open_tree(CERTIFICATES_BY_SERVICE_TIME_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
             certificates_by_service: db
                 .open_tree(CERTIFICATES_BY_SERVICE_TREE)
@@ -224,7 +240,43 @@ impl Open {
                 .map_err(|e| opening_failed(dir, e))?,
             db,
             commit,
-        })
+        };
+        open.index_by_time_once()
+            .map_err(|e| cannot_open(format!("indexing certificates by time: {e}")))?;
+        Ok(open)
+    }
+
+    /// Indexes every record by time, once, for a store written before the
+    /// time indexes (at open, before anything is served); a store that has
+    /// them is not read.
+    fn index_by_time_once(&self) -> Result<(), StoreError> {
+        if self.meta.contains_key(TIME_INDEXES_KEY)? {
+            return Ok(());
+        }
+        for item in self.certificates.iter() {
+            let (_, value) = item?;
+            let record: IssuanceRecord = record::decode(&value)?;
+            self.index_by_time(&record)?;
+        }
+        self.meta.insert(TIME_INDEXES_KEY, &[])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Adds `record` to the time indexes; whether each key was new.
+    fn index_by_time(&self, record: &IssuanceRecord) -> Result<[bool; 2], StoreError> {
+        let by_time = self
+            .certificates_by_time
+            .insert(time_index_key(record.issued_at, &record.serial), &[])?
+            .is_none();
+        let by_service_time = self
+            .certificates_by_service_time
+            .insert(
+                service_time_index_key(&record.service, record.issued_at, &record.serial),
+                &[],
+            )?
+            .is_none();
+        Ok([by_time, by_service_time])
     }
 
     /// The write of `record_issuance` without waiting for durability; the
@@ -258,6 +310,7 @@ impl Open {
             .certificates_by_service
             .insert(index_key.as_slice(), &[])?
             .is_some();
+        let [by_time_is_new, by_service_time_is_new] = self.index_by_time(record)?;
         let inserted = self.certificates.compare_and_swap(
             record.serial.as_bytes(),
             None as Option<&[u8]>,
@@ -267,6 +320,18 @@ impl Open {
             // Undo what this call did, so a refused write changes nothing.
             if !index_was_there {
                 self.certificates_by_service.remove(index_key.as_slice())?;
+            }
+            if by_time_is_new {
+                self.certificates_by_time
+                    .remove(time_index_key(record.issued_at, &record.serial))?;
+            }
+            if by_service_time_is_new {
+                self.certificates_by_service_time
+                    .remove(service_time_index_key(
+                        &record.service,
+                        record.issued_at,
+                        &record.serial,
+                    ))?;
             }
             if let (Some(token), Some(value)) = (token, consumed.take()) {
                 self.join_tokens.insert(token.as_slice(), value)?;
@@ -448,18 +513,26 @@ impl Open {
     /// Audit entries at or after `since` (Unix seconds), oldest first; at
     /// most the last `limit` of them.
     async fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut entries = std::collections::VecDeque::new();
-        for item in self.audit.iter() {
+        // Newest first, in append order, so `limit` entries cost O(limit)
+        // reads. Append order is time order but for clocks a little apart
+        // (replicas, a CLI's own clock): an entry older than `since` ends
+        // the walk only once it is older by more than that slack.
+        const CLOCK_SLACK: i64 = 300;
+        let mut newest_first = Vec::new();
+        for item in self.audit.iter().rev() {
+            if newest_first.len() >= limit {
+                break;
+            }
             let (_, value) = item?;
             let entry: AuditEntry = record::decode(&value)?;
             if entry.at >= since {
-                if entries.len() == limit {
-                    entries.pop_front();
-                }
-                entries.push_back(entry);
+                newest_first.push(entry);
+            } else if entry.at < since.saturating_sub(CLOCK_SLACK) {
+                break;
             }
         }
-        Ok(entries.into())
+        newest_first.reverse();
+        Ok(newest_first)
     }
 
     /// Whether a serial is already recorded.
@@ -536,52 +609,28 @@ impl Open {
         service: Option<&ServiceName>,
         limit: usize,
     ) -> Result<Vec<IssuanceRecord>, StoreError> {
-        use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
-        // (issued_at, serial, encoded record), ordered by time then serial.
-        type Candidate = (i64, Vec<u8>, Vec<u8>);
-        // A min-heap holding the newest seen so far.
-        let mut newest: BinaryHeap<Reverse<Candidate>> = BinaryHeap::new();
-        let mut consider = |bytes: &[u8]| -> Result<(), StoreError> {
-            let record: IssuanceRecord = record::decode(bytes)?;
-            let key = (
-                record.issued_at,
-                record.serial.as_bytes().to_vec(),
-                bytes.to_vec(),
-            );
-            if newest.len() < limit {
-                newest.push(Reverse(key));
-            } else if newest
-                .peek()
-                .is_some_and(|Reverse(oldest)| (oldest.0, &oldest.1) < (key.0, &key.1))
-            {
-                newest.pop();
-                newest.push(Reverse(key));
-            }
-            Ok(())
-        };
-        match service {
-            None => {
-                for entry in self.certificates.iter() {
-                    consider(&entry?.1)?;
-                }
-            }
+        // Newest first from the time index: O(limit) reads, whatever the
+        // store holds. An index key whose record is missing (a write cut
+        // short before its record landed) is skipped.
+        let (keys, skip) = match service {
+            None => (self.certificates_by_time.iter(), TIME_KEY_LEN),
             Some(service) => {
                 let prefix = service_prefix(service);
-                for entry in self.certificates_by_service.scan_prefix(&prefix) {
-                    let (key, _) = entry?;
-                    if let Some(bytes) = self.certificates.get(&key[prefix.len()..])? {
-                        consider(&bytes)?;
-                    }
-                }
+                let skip = prefix.len() + TIME_KEY_LEN;
+                (self.certificates_by_service_time.scan_prefix(prefix), skip)
+            }
+        };
+        let mut records = Vec::with_capacity(limit.min(4096));
+        for key in keys.rev() {
+            if records.len() >= limit {
+                break;
+            }
+            let (key, _) = key?;
+            let serial = key.get(skip..).unwrap_or_default();
+            if let Some(bytes) = self.certificates.get(serial)? {
+                records.push(record::decode(&bytes)?);
             }
         }
-        let mut records = newest
-            .into_sorted_vec()
-            .into_iter()
-            .map(|Reverse((_, _, bytes))| record::decode(&bytes))
-            .collect::<Result<Vec<IssuanceRecord>, _>>()?;
-        records.sort_by(|a, b| (b.issued_at, &b.serial).cmp(&(a.issued_at, &a.serial)));
         Ok(records)
     }
 
@@ -1055,6 +1104,29 @@ fn service_prefix(service: &ServiceName) -> Vec<u8> {
     key
 }
 
+/// Length of a time key.
+const TIME_KEY_LEN: usize = 8;
+
+/// `issued_at` as 8 bytes that sort as the times do (the sign bit flipped,
+/// big-endian), so index keys iterate in time order.
+fn time_key(issued_at: i64) -> [u8; TIME_KEY_LEN] {
+    ((issued_at as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_index_key(issued_at: i64, serial: &Serial) -> Vec<u8> {
+    let mut key = Vec::with_capacity(TIME_KEY_LEN + 20);
+    key.extend_from_slice(&time_key(issued_at));
+    key.extend_from_slice(serial.as_bytes());
+    key
+}
+
+fn service_time_index_key(service: &ServiceName, issued_at: i64, serial: &Serial) -> Vec<u8> {
+    let mut key = service_prefix(service);
+    key.extend_from_slice(&time_key(issued_at));
+    key.extend_from_slice(serial.as_bytes());
+    key
+}
+
 fn service_index_key(service: &ServiceName, serial: &Serial) -> Vec<u8> {
     let mut key = service_prefix(service);
     key.extend_from_slice(serial.as_bytes());
@@ -1187,4 +1259,41 @@ mod tests {
     }
 
     crate::storage_behaviour_suite!(sled);
+
+    /// A store written before the time indexes is indexed when it is
+    /// opened, and then lists its newest records from the index.
+    #[tokio::test]
+    async fn a_store_from_before_the_time_indexes_is_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = Vec::new();
+        {
+            let open = Open::at(dir.path()).unwrap();
+            for (service, at) in [("a", 10), ("b", 30), ("a", 20), ("b", 40)] {
+                let mut record = suite::record(service);
+                record.issued_at = at;
+                open.write_issuance(&record, None, &mut None).unwrap();
+                written.push(record);
+            }
+            // As a certd from before the indexes left it.
+            open.certificates_by_time.clear().unwrap();
+            open.certificates_by_service_time.clear().unwrap();
+            open.meta.remove(TIME_INDEXES_KEY).unwrap();
+            open.db.flush().unwrap();
+        }
+        let store = Sled(dir).open().await;
+        let times = |records: Vec<IssuanceRecord>| -> Vec<i64> {
+            records.iter().map(|r| r.issued_at).collect()
+        };
+        let a: ServiceName = "a".parse().unwrap();
+        assert_eq!(
+            times(store.newest_certificates(None, 3).await.unwrap()),
+            [40, 30, 20]
+        );
+        assert_eq!(
+            times(store.newest_certificates(Some(&a), 10).await.unwrap()),
+            [20, 10]
+        );
+        // Negative and huge times sort as times do.
+        assert!(time_key(-1) < time_key(0) && time_key(0) < time_key(i64::MAX));
+    }
 }

@@ -1,0 +1,276 @@
+//! `certd bench` and the store it loads: it refuses a store in use unless
+//! told otherwise, and whether its run succeeds or is interrupted, it
+//! leaves behind nothing but the records of the certificates it issued.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use common::{Daemon, cli_command, stderr, stdout};
+
+/// The daemon's answer to `args` (a listing with `--json`), parsed.
+fn json(daemon: &Daemon, args: &[&str]) -> Value {
+    let output = daemon.cli(args);
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+fn entries(daemon: &Daemon) -> Vec<(String, String)> {
+    json(daemon, &["entry", "list", "--json"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            (
+                e["service"].as_str().unwrap().to_owned(),
+                e["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn unused_tokens(daemon: &Daemon) -> Vec<String> {
+    json(daemon, &["token", "list", "--json"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn certificates_of(daemon: &Daemon, service: &str) -> usize {
+    json(daemon, &["list", "--service", service, "--json"])
+        .as_array()
+        .expect("array")
+        .len()
+}
+
+/// `certd bench OPERATION` against `daemon`, with `extra` arguments.
+fn bench(daemon: &Daemon, operation: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "bench",
+        operation,
+        "--server",
+        &daemon.grpc,
+        "--http",
+        &daemon.http,
+        "--concurrency",
+        "2",
+    ];
+    args.extend(extra);
+    daemon.cli(&args)
+}
+
+/// The line bench ends its text report with.
+fn cleanup_line(text: &str) -> &str {
+    text.lines()
+        .find(|line| line.starts_with("cleaned up: "))
+        .unwrap_or_else(|| panic!("no cleanup line in {text}"))
+}
+
+/// On a fresh `certd serve` data directory bench runs without a flag, and
+/// afterwards the store holds no entry, no unused join token and no policy
+/// rule of its: only the records of the certificates it issued, which it
+/// counts in its last line.
+#[test]
+fn bench_removes_what_it_created_and_keeps_the_certificate_records() {
+    let daemon = Daemon::start();
+
+    let output = bench(&daemon, "issue", &["--count", "20", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(
+        cleanup_line(&text),
+        "cleaned up: revoked 0 unused join tokens, deleted 1 entry, removed 0 token-policy rules; kept the records of the 20 certificates issued (certd keeps every record; revoking them would only grow the CRL), whose keys lived only in this process and are gone"
+    );
+    let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["errors"].as_u64()),
+        (Some(20), Some(0))
+    );
+
+    // An agent and a workload entry parented to it; a grant and a delegation.
+    let output = bench(&daemon, "agent-issue", &["--count", "10"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        cleanup_line(&stdout(&output)).contains("deleted 2 entries"),
+        "{}",
+        stdout(&output)
+    );
+    let output = bench(&daemon, "token-exchange", &["--count", "10"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        cleanup_line(&stdout(&output)).contains("removed 2 token-policy rules"),
+        "{}",
+        stdout(&output)
+    );
+
+    assert_eq!(entries(&daemon), Vec::<(String, String)>::new());
+    assert_eq!(unused_tokens(&daemon), Vec::<String>::new());
+    let policy = stdout(&daemon.cli(&["policy", "show"]));
+    assert!(
+        !policy.contains("[[grant]]") && !policy.contains("[[delegation]]"),
+        "{policy}"
+    );
+    // The records stay, unrevoked: 20 issued, 10 through the agent; the
+    // agent's own certificate and the token client's.
+    assert_eq!(certificates_of(&daemon, "certd-bench"), 30);
+    assert_eq!(certificates_of(&daemon, "certd-bench-agent"), 1);
+    assert_eq!(certificates_of(&daemon, "certd-bench-jwt"), 1);
+    let revoked = json(&daemon, &["list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] != "good")
+        .count();
+    assert_eq!(revoked, 0);
+}
+
+/// A store with an operator's things is refused (exit 4, one line naming
+/// them and the flag), and left as it was; with `--allow-store-in-use` the
+/// run goes ahead and removes exactly what it created: an operator's entry
+/// that bench would use (named `certd-bench`, with its selector) and the
+/// operator's unused token for it stay.
+#[test]
+fn bench_refuses_a_store_in_use_and_with_the_flag_touches_only_its_own() {
+    let daemon = Daemon::start();
+    daemon.entry("billing", &["token:billing"], &[]);
+    daemon.entry("certd-bench", &["token:certd-bench"], &[]);
+    let output = daemon.cli(&["token", "create", "--service", "certd-bench"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = daemon.cli(&[
+        "policy", "grant", "gateway", "--from", "billing", "--to", "orders",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let entries_before = entries(&daemon);
+    let tokens_before = unused_tokens(&daemon);
+    assert_eq!(tokens_before.len(), 1);
+
+    for operation in ["issue", "token-exchange"] {
+        let output = bench(&daemon, operation, &["--count", "5"]);
+        assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+        let message = stderr(&output);
+        assert_eq!(message.matches("certd: error:").count(), 1, "{message}");
+        for expected in [
+            "refusing to load a store that is in use (entries of billing; token-policy rules gateway)",
+            "--allow-store-in-use",
+        ] {
+            assert!(message.contains(expected), "{expected} in {message}");
+        }
+    }
+    assert_eq!(entries(&daemon), entries_before);
+    assert_eq!(unused_tokens(&daemon), tokens_before);
+    assert_eq!(certificates_of(&daemon, "certd-bench"), 0);
+
+    // A run by time leaves most of its prepared tokens unused.
+    let output = bench(
+        &daemon,
+        "issue",
+        &["--duration", "1s", "--allow-store-in-use", "--json"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let issued = summary["ok"].as_u64().unwrap();
+    assert!(issued > 0, "{text}");
+    assert!(
+        cleanup_line(&text).starts_with(&format!(
+            "cleaned up: revoked {} unused join tokens, deleted 0 entries, removed 0 token-policy rules; kept the records of the {issued} certificates issued",
+            20_000 - issued
+        )),
+        "{text}"
+    );
+    let output = bench(
+        &daemon,
+        "token-exchange",
+        &["--count", "5", "--allow-store-in-use"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    assert_eq!(entries(&daemon), entries_before);
+    assert_eq!(unused_tokens(&daemon), tokens_before);
+    let policy = stdout(&daemon.cli(&["policy", "show"]));
+    assert!(policy.contains("name = \"gateway\""), "{policy}");
+    assert!(!policy.contains("certd-bench"), "{policy}");
+    assert_eq!(certificates_of(&daemon, "certd-bench"), issued as usize);
+}
+
+/// Ctrl-C stops the callers; bench still reports what was done, revokes the
+/// tokens it had prepared but not used and deletes its entry, then exits
+/// with a failure.
+#[test]
+fn an_interrupted_bench_still_cleans_up() {
+    let daemon = Daemon::start();
+    let mut child = cli_command(
+        &daemon.data_dir,
+        &[
+            "bench",
+            "issue",
+            "--server",
+            &daemon.grpc,
+            "--concurrency",
+            "1",
+            "--count",
+            "20000",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn certd bench");
+    let mut progress = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // The first progress line comes a second into the run.
+    loop {
+        let mut line = String::new();
+        let read = progress.read_line(&mut line).unwrap();
+        assert!(
+            read > 0,
+            "bench ended before its first progress line: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains(" ok ") {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    progress.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(
+        seen.contains("certd: error: interrupted before the run finished"),
+        "{seen}"
+    );
+    let issued = text
+        .split(": ")
+        .nth(1)
+        .and_then(|counts| counts.split(' ').next())
+        .and_then(|ok| ok.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    assert!(issued > 0 && issued < 20_000, "{text}");
+    assert!(
+        cleanup_line(&text).starts_with(&format!(
+            "cleaned up: revoked {} unused join tokens, deleted 1 entry, removed 0 token-policy rules; kept the records of the {issued} certificates issued",
+            20_000 - issued
+        )),
+        "{text}"
+    );
+    assert_eq!(entries(&daemon), Vec::<(String, String)>::new());
+    assert_eq!(unused_tokens(&daemon), Vec::<String>::new());
+    assert_eq!(certificates_of(&daemon, "certd-bench"), issued as usize);
+}
