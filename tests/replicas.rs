@@ -978,3 +978,52 @@ async fn a_replica_pointed_at_another_database_refuses_it() {
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains("it is another database (store id"), "{said}");
 }
+
+/// Federation on replicas of one database: both serve certd's bundle with
+/// one `spiffe_sequence` (stored, so they number one content alike); a
+/// relationship added through one replica is listed, with its bundle,
+/// through the other; removed through the other, it is gone from both.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_share_federation_relationships_and_the_bundle_sequence() {
+    let Some((a, b, _server)) = replicas() else {
+        return;
+    };
+    let sequence = |replica: &Daemon| {
+        let answer = http("GET", &format!("{}/bundle.spiffe", replica.http), &[], b"");
+        let bundle: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        bundle["spiffe_sequence"].as_u64().unwrap()
+    };
+    assert_eq!(sequence(&a), sequence(&b), "one number for one bundle");
+
+    let partner = tempfile::tempdir().unwrap();
+    let partner_dir = partner.path().join("ca");
+    let output = common::run_cli(&partner_dir, &["init", "--trust-domain", "partner.example"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = a.cli(&[
+        "federation",
+        "add",
+        "partner.example",
+        "--bundle-endpoint",
+        "https://127.0.0.1:1/bundle.spiffe",
+        "--profile",
+        "https_spiffe",
+        "--endpoint-spiffe-id",
+        "spiffe://partner.example/certd/server",
+        "--trust-bundle-file",
+        partner_dir.join("bundle.pem").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&b.cli(&[
+        "federation",
+        "show",
+        "partner.example",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(shown["profile"], "https_spiffe");
+    assert_eq!(shown["bundle"]["sequence"], 0);
+    let output = b.cli(&["federation", "remove", "partner.example"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = a.cli(&["federation", "show", "partner.example"]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+}
