@@ -494,6 +494,12 @@ async fn a_sled_store_is_copied_to_postgresql_and_served_from_it() {
     on_sled.entry("payments", &["token:payments"], &[]);
     let unused = on_sled.token("payments");
     let (_, last_crl_number) = on_sled.client(None).await.crl().await.unwrap();
+    let bundle_sequence = |daemon: &Daemon| {
+        let answer = http("GET", &format!("{}/bundle.spiffe", daemon.http), &[], b"");
+        let bundle: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        bundle["spiffe_sequence"].as_u64().unwrap()
+    };
+    let last_bundle_sequence = bundle_sequence(&on_sled);
     assert!(on_sled.terminate().success());
 
     let copy = |url: &str| common::run_cli(&on_sled.data_dir, &["db", "copy", "--to", url]);
@@ -544,6 +550,12 @@ async fn a_sled_store_is_copied_to_postgresql_and_served_from_it() {
         "{crl_number} after {last_crl_number}"
     );
     assert!(crl_lists(&on_postgres, &revoked.issued.serial));
+    // The bundle's sequence goes on from the copied one, never below it.
+    let copied_bundle_sequence = bundle_sequence(&on_postgres);
+    assert!(
+        copied_bundle_sequence > last_bundle_sequence,
+        "{copied_bundle_sequence} after {last_bundle_sequence}"
+    );
     // The unused join token still works, once.
     let key = rcgen::KeyPair::generate().unwrap();
     client

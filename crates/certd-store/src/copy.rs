@@ -65,6 +65,13 @@ pub async fn copy(
     for federation in from.federations().await? {
         to.insert_federation(&federation).await?;
     }
+    // The bundle's sequence goes on from the copied one: a digest of no
+    // content makes the first answer from the copy a change, so numbered
+    // above it.
+    let bundle_sequence = from.stored_bundle_sequence().await?;
+    if bundle_sequence > 0 {
+        to.bundle_sequence(&[0; 32], bundle_sequence).await?;
+    }
     let tokens = from.join_tokens().await?;
     to.insert_join_tokens(&tokens).await?;
 

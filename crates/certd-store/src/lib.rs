@@ -340,6 +340,10 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// across restarts and replicas.
     async fn bundle_sequence(&self, digest: &[u8; 32], at_least: u64) -> Result<u64, StoreError>;
 
+    /// The last `spiffe_sequence` stored for certd's own bundle; 0 if none
+    /// (for `db copy`, which must carry it on).
+    async fn stored_bundle_sequence(&self) -> Result<u64, StoreError>;
+
     /// Appends an audit entry. It need not be durable on return: it becomes
     /// durable with the next durable write (or the backend's own periodic
     /// flush); the decision it describes was made durable before, where

@@ -637,6 +637,10 @@ impl Storage for Marked {
         self.inner.bundle_sequence(digest, at_least).await
     }
 
+    async fn stored_bundle_sequence(&self) -> Result<u64, StoreError> {
+        self.inner.stored_bundle_sequence().await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.inner.append_audit(entry).await
     }

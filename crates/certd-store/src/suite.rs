@@ -621,6 +621,7 @@ pub(crate) async fn the_bundle_sequence_grows_with_every_change_across_reopening
     let (first, second) = ([1; 32], [2; 32]);
     {
         let store = backend.open().await;
+        assert_eq!(store.stored_bundle_sequence().await.unwrap(), 0);
         assert_eq!(store.bundle_sequence(&first, 0).await.unwrap(), 1);
         // The same content keeps its sequence.
         assert_eq!(store.bundle_sequence(&first, 0).await.unwrap(), 1);
@@ -632,4 +633,5 @@ pub(crate) async fn the_bundle_sequence_grows_with_every_change_across_reopening
     assert_eq!(store.bundle_sequence(&second, 0).await.unwrap(), 40);
     // Back to earlier content is a change too: never a lower number.
     assert_eq!(store.bundle_sequence(&first, 0).await.unwrap(), 41);
+    assert_eq!(store.stored_bundle_sequence().await.unwrap(), 41);
 }

@@ -784,6 +784,14 @@ impl Storage for PgStore {
         self.bundle_sequence_row(digest, at_least).await
     }
 
+    async fn stored_bundle_sequence(&self) -> Result<u64, StoreError> {
+        self.number(
+            "SELECT COALESCE((SELECT sequence FROM bundle_sequence WHERE id = 1), 0)",
+            &[],
+        )
+        .await
+    }
+
     /// One conditional statement, so of two replicas replacing one version
     /// exactly one changes a row: the first policy is inserted only if
     /// there is none, a later one updates only the version it replaces.

@@ -85,6 +85,14 @@ impl Open {
         }
     }
 
+    pub(super) fn stored_bundle_sequence(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get(BUNDLE_SEQUENCE_KEY)?
+            .and_then(|bytes| bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()))
+            .map_or(0, u64::from_be_bytes))
+    }
+
     /// The value is the sequence (u64, big-endian) then the digest.
     pub(super) async fn bundle_sequence(
         &self,

@@ -1040,6 +1040,11 @@ impl Storage for SledStore {
         self.watch(open.bundle_sequence(digest, at_least).await)
     }
 
+    async fn stored_bundle_sequence(&self) -> Result<u64, StoreError> {
+        let open = self.current()?;
+        self.watch(open.stored_bundle_sequence())
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let open = self.current()?;
         self.watch(open.append_audit(entry).await)
