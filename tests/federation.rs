@@ -861,6 +861,30 @@ async fn py_spiffe_workloads_of_two_trust_domains_complete_mtls_through_federati
     assert!(!server.contains("server saw"), "{server}\n{client}");
     assert!(server.contains("FAILED"), "{server}\n{client}");
 
+    // The partner rotates its root: certd.internal fetches its next bundle
+    // on the hint, and the agent hands the workload both roots, without a
+    // restart of anything.
+    let output = partner.cli(&["ca", "rotate-root", "--propagation", "1h"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let partner_domain = spiffe::TrustDomain::new("partner.example").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let roots = validator
+            .fetch_x509_context()
+            .await
+            .ok()
+            .and_then(|context| context.bundle_set().get(&partner_domain))
+            .map_or(0, |bundle| bundle.authorities().len());
+        if roots == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workload never got the partner's next root ({roots} roots)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // certd.internal's entry stops federating: the partner's token no
     // longer validates through its agent, and says why.
     let billing_entry =
