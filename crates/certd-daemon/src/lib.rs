@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 mod error;
 pub mod federation;
+mod https_get;
 pub mod jwks;
 pub mod jwt;
 pub mod limits;

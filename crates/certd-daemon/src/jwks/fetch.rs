@@ -11,12 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper::Uri;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
 
 use super::KeyFileError;
@@ -100,48 +96,24 @@ impl JwksUrl {
     }
 
     async fn fetch_once(&self) -> Result<Bytes, KeyFileError> {
-        let failed =
-            |what: &str, error: &dyn std::fmt::Display| self.error(format!("{what}: {error}"));
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| failed("cannot connect", &e))?;
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| failed("bad host", &e))?;
-        let tls = TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| failed("TLS", &e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| failed("HTTP", &e))?;
-        let connection = tokio::spawn(connection);
         let request = self.request()?;
-        let outcome = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| failed("HTTP", &e))?;
-            if response.status() != hyper::StatusCode::OK {
-                return Err(self.error(format!("answered {}", response.status())));
-            }
-            Limited::new(response.into_body(), MAX_JWKS_BYTES)
-                .collect()
-                .await
-                .map(|body| body.to_bytes())
-                .map_err(|e| failed("reading the answer (at most 1 MiB)", &e))
-        }
-        .await;
-        connection.abort();
-        outcome
+        crate::https_get::get(
+            &self.host,
+            self.port,
+            self.tls.clone(),
+            request,
+            MAX_JWKS_BYTES,
+        )
+        .await
+        .map_err(|message| self.error(message))
     }
 
     fn request(&self) -> Result<hyper::Request<Empty<Bytes>>, KeyFileError> {
-        let authority = if self.port == 443 {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
         let mut request = hyper::Request::get(self.path.as_str())
-            .header(hyper::header::HOST, authority)
+            .header(
+                hyper::header::HOST,
+                crate::https_get::host_header(&self.host, self.port),
+            )
             .header(hyper::header::ACCEPT, "application/json");
         if let Some(path) = &self.bearer_token_file {
             let token = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
