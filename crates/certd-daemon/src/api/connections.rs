@@ -30,6 +30,24 @@ pub(crate) const RESERVED_DESCRIPTORS: u64 = 128;
 /// How often, at most, a refused connection is logged.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long an accept loop waits after a failed `accept`.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The next connection on `listener`, waiting out failed accepts (usually
+/// out of file descriptors: back off, do not spin). Cancel-safe, for
+/// `select!` beside a stop signal.
+pub(crate) async fn accept(listener: &tokio::net::TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
 /// The caps and timeouts of the TCP listeners (`[connections]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionSettings {

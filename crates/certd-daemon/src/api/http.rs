@@ -58,15 +58,7 @@ pub async fn serve(
     loop {
         let (tcp, peer) = tokio::select! {
             () = &mut stopped => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: back off, do not spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = super::connections::accept(&listener) => accepted,
         };
         let Some(tcp) = admission.admit(tcp, peer) else {
             continue;

@@ -272,15 +272,7 @@ pub(crate) fn incoming(
             let Ok(permit) = handshakes.clone().acquire_owned().await else {
                 return;
             };
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: back off, do not spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+            let (tcp, peer) = super::connections::accept(&listener).await;
             let _ = tcp.set_nodelay(true);
             let Some(tcp) = admission.admit(tcp, peer) else {
                 continue;
