@@ -276,6 +276,65 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
 }
 
 /// Python stubs for every proto file of `proto/certd`, into `out`.
+/// An operator whose only role is `issuer` for `billing`, on the admin API
+/// over mTLS with grpcio (C-core): it issues for billing and is refused
+/// PERMISSION_DENIED, with certd's words, for another service and for an
+/// RPC its role lacks.
+#[test]
+fn a_grpcio_operator_gets_only_what_its_role_allows() {
+    let Some(python) = python_with(&["grpc", "grpc_tools", "cryptography"]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        "[[operators]]\nid = \"spiffe://certd.internal/operator/ci\"\nroles = [\"issuer\"]\nservices = [\"billing\"]\n",
+    )
+    .unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = config.to_str().unwrap().to_owned();
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    daemon.entry("billing", &["token:billing"], &[]);
+    let ci = daemon.tmp.path().join("ci");
+    let output = daemon.cli(&[
+        "operator",
+        "issue",
+        "--name",
+        "ci",
+        "--out",
+        ci.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stubs = daemon.tmp.path().join("python-stubs");
+    generate_stubs(&python, &stubs);
+    let output = script(&python, "operator_roles.py")
+        .arg(&stubs)
+        .arg(daemon.grpc.trim_start_matches("https://"))
+        .arg(daemon.data_dir.join("bundle.pem"))
+        .arg(ci.join("cert.pem"))
+        .arg(ci.join("key.pem"))
+        .output()
+        .expect("run python3");
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(
+        output.status.success(),
+        "the grpcio operator failed:\n{text}"
+    );
+    assert!(text.contains("issued billing serial "), "{text}");
+    assert!(
+        text.contains(
+            "refused issue for web: spiffe://certd.internal/operator/ci may issue only for billing"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("refused list audit: spiffe://certd.internal/operator/ci may not call ListAudit: it needs the role admin or auditor"),
+        "{text}"
+    );
+    assert_eq!(text.lines().last(), Some("ok"), "{text}");
+}
+
 fn generate_stubs(python: &Path, out: &Path) {
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
     let protos: Vec<PathBuf> = std::fs::read_dir(include.join("certd/v1"))

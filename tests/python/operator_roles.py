@@ -1,0 +1,88 @@
+"""An operator on certd's admin API over mTLS, as a plain grpcio client with
+stubs generated from proto/certd by grpc_tools.protoc, holding an operator
+certificate whose role is `issuer` for the service `billing` only.
+
+Run by tests/py_spiffe.rs. Issues for billing (allowed), then is refused
+PERMISSION_DENIED for another service and for an RPC its role lacks, with
+the messages certd documents. Prints one line per fact, then `ok`; any
+failure prints `FAILED <step>: <why>` and exits 1.
+
+usage: operator_roles.py STUB_DIR ADDRESS BUNDLE_PEM CERT_PEM KEY_PEM
+"""
+
+import faulthandler
+import sys
+
+faulthandler.dump_traceback_later(60, exit=True)
+
+stub_dir, address, bundle_file, cert_file, key_file = sys.argv[1:6]
+sys.path.insert(0, stub_dir)
+
+import grpc  # noqa: E402
+from certd.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+TIMEOUT = 20
+
+
+def fail(step, error):
+    if isinstance(error, grpc.Call):
+        print(f"FAILED {step}: grpc {error.code().name}: {error.details()}")
+    else:
+        print(f"FAILED {step}: {type(error).__name__}: {error}")
+    sys.exit(1)
+
+
+def csr_der():
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
+        key, hashes.SHA256()
+    )
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+credentials = grpc.ssl_channel_credentials(
+    root_certificates=read(bundle_file),
+    private_key=read(key_file),
+    certificate_chain=read(cert_file),
+)
+# grpcio checks certd's certificate and name against the bundle.
+channel = grpc.secure_channel(address, credentials)
+admin = admin_pb2_grpc.AdminStub(channel)
+
+try:
+    issued = admin.IssueForCi(
+        admin_pb2.IssueForCiRequest(service="billing", csr_der=csr_der()), timeout=TIMEOUT
+    )
+except grpc.RpcError as error:
+    fail("issue for billing", error)
+print(f"issued billing serial {issued.serial}")
+
+
+def refused(step, call):
+    try:
+        call()
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.PERMISSION_DENIED:
+            fail(step, error)
+        print(f"refused {step}: {error.details()}")
+        return
+    fail(step, RuntimeError("it was allowed"))
+
+
+refused(
+    "issue for web",
+    lambda: admin.IssueForCi(
+        admin_pb2.IssueForCiRequest(service="web", csr_der=csr_der(), unregistered=True),
+        timeout=TIMEOUT,
+    ),
+)
+refused("list audit", lambda: admin.ListAudit(admin_pb2.ListAuditRequest(), timeout=TIMEOUT))
+print("ok")
