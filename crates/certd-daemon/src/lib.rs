@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod agent;
 pub mod api;
 pub mod attest;
