@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod bind;
 pub mod in_process;
 pub mod k8s_issuer;
 pub mod outside;
