@@ -44,10 +44,12 @@ pub(super) fn resolver(settings: &ValidationSettings) -> Result<TokioResolver, C
         )
     };
     let options = builder.options_mut();
-    // Two tries per server within the attempt's time; validate's own
-    // timeout bounds the whole anyway.
-    options.timeout = (settings.timeout / 2).max(Duration::from_millis(1));
-    options.attempts = 2;
+    // Two tries (hickory's `attempts` counts the retries) of a quarter of
+    // the attempt's time each: a server that never answers is reported as
+    // such, naming it, well before validate's own limit, which bounds the
+    // whole.
+    options.timeout = (settings.timeout / 4).max(Duration::from_millis(1));
+    options.attempts = 1;
     // DNS only: a name means what the network's DNS says, not what a file
     // on certd's machine says.
     options.use_hosts_file = ResolveHosts::Never;
@@ -104,4 +106,41 @@ impl From<NetError> for LookupFailure {
 /// appended to it.
 pub(super) fn absolute(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    /// Without configured servers the system's are used; their list is
+    /// what messages name.
+    #[test]
+    fn the_servers_asked() {
+        let system = ValidationSettings::default();
+        assert_eq!(servers(&system), "the system's resolvers");
+        let configured = ValidationSettings {
+            dns_servers: vec![
+                SocketAddr::from(([10, 0, 0, 53], 53)),
+                SocketAddr::from(([127, 0, 0, 1], 5353)),
+            ],
+            ..ValidationSettings::default()
+        };
+        assert_eq!(servers(&configured), "10.0.0.53:53, 127.0.0.1:5353");
+    }
+
+    /// A resolver is built from `/etc/resolv.conf` where the machine has one
+    /// (every machine these tests run on), and from configured servers.
+    #[tokio::test]
+    async fn resolvers_are_built_from_the_system_or_the_settings() {
+        if std::path::Path::new("/etc/resolv.conf").exists() {
+            resolver(&ValidationSettings::default()).unwrap();
+        }
+        resolver(&ValidationSettings {
+            dns_servers: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            ..ValidationSettings::default()
+        })
+        .unwrap();
+    }
 }

@@ -184,4 +184,39 @@ mod tests {
             "{err}"
         );
     }
+
+    /// No DNS server where one is configured: a DNS problem naming the
+    /// server, within the attempt's time.
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_dns_problem() {
+        // A UDP port nobody listens on (the socket is closed again).
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let settings = ValidationSettings {
+            dns_servers: vec![closed],
+            timeout: Duration::from_secs(2),
+            ..ValidationSettings::default()
+        };
+        let started = std::time::Instant::now();
+        let err = super::super::validate(
+            &settings,
+            super::super::ChallengeType::Dns01,
+            "www.example.test",
+            "t",
+            KEY_AUTHORIZATION,
+        )
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert_eq!(err.problem_type(), "dns", "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "could not look up the TXT records at _acme-challenge.www.example.test \
+                 (asked {closed}): request timed out"
+            )
+        );
+    }
 }
