@@ -134,8 +134,26 @@ impl Bind {
         "certd-test-key"
     }
 
+    /// As BIND and nsupdate name it; lego (miekg/dns) wants it as a domain
+    /// name, with a trailing dot: see `lego_rfc2136_env`.
     pub fn tsig_algorithm(&self) -> &str {
         "hmac-sha256"
+    }
+
+    /// The environment lego's `rfc2136` DNS provider reads to publish its
+    /// dns-01 records here. (lego also checks that the record is visible
+    /// before asking for validation: point its `--dns.resolvers` at
+    /// `addr()` too.)
+    pub fn lego_rfc2136_env(&self) -> [(&'static str, String); 4] {
+        [
+            ("RFC2136_NAMESERVER", self.addr.to_string()),
+            ("RFC2136_TSIG_KEY", self.tsig_key_name().to_owned()),
+            (
+                "RFC2136_TSIG_ALGORITHM",
+                format!("{}.", self.tsig_algorithm()),
+            ),
+            ("RFC2136_TSIG_SECRET", self.tsig_secret.clone()),
+        ]
     }
 
     /// The TSIG key, base64 (as `named.conf`, `nsupdate -y` and lego's

@@ -22,8 +22,15 @@ const METADATA: [IpAddr; 3] = [
 /// Why certd must not connect to `ip`, or `None` when it may.
 /// `allow_loopback` is the test-only `resolve_all_to`'s.
 pub(super) fn refusal(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> {
-    // ::ffff:169.254.169.254 reaches 169.254.169.254: judge what it carries.
-    let ip = ip.to_canonical();
+    // ::ffff:169.254.169.254 reaches 169.254.169.254, and so does
+    // 64:ff9b::a9fe:a9fe through a NAT64 gateway: judge what they carry.
+    let ip = match ip.to_canonical() {
+        IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+            let [.., a, b, c, d] = v6.octets();
+            IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+        }
+        canonical => canonical,
+    };
     if METADATA.contains(&ip) {
         return Some("a cloud metadata address");
     }
@@ -162,6 +169,9 @@ mod tests {
         check("169.254.169.254", false, metadata);
         check("169.254.169.254", true, metadata);
         check("::ffff:169.254.169.254", false, metadata);
+        check("64:ff9b::a9fe:a9fe", false, metadata);
+        check("64:ff9b::7f00:1", false, Some("a loopback address"));
+        check("64:ff9b::a00:1", false, None);
         check("fd00:ec2::254", false, metadata);
         check("100.100.100.200", false, metadata);
         check("169.254.1.1", false, Some("a link-local address"));

@@ -19,7 +19,8 @@
 //!   (169.254.169.254, fd00:ec2::254, 100.100.100.200), unspecified
 //!   (0.0.0.0/8, ::), multicast, broadcast, and loopback (127.0.0.0/8, ::1)
 //!   unless the test-only `resolve_all_to` is set. IPv4-mapped IPv6
-//!   addresses are judged as the IPv4 address they carry. Private ranges
+//!   addresses (::ffff:0:0/96) and NAT64 ones (64:ff9b::/96) are judged as
+//!   the IPv4 address they carry. Private ranges
 //!   (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7) are allowed:
 //!   certd is an internal CA, and its names live there.
 //! - **The allowed addresses are tried in turn**, each with its share of
