@@ -776,8 +776,9 @@ async fn catch_up_periodically(authority: Authority, stopped: impl Future<Output
     }
 }
 
-/// Deletes expired join tokens and drops expired certificates from the
-/// revocation index, so neither grows without bound.
+/// Deletes expired join tokens, ACME orders, authorizations and nonces,
+/// and drops expired certificates from the revocation index, so none grows
+/// without bound.
 async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     loop {
@@ -793,6 +794,11 @@ async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) 
         }
         if let Err(error) = authority.store().prune_expired_revocations(now).await {
             tracing::warn!(%error, "cannot prune the revocation index");
+        }
+        match authority.store().purge_expired_acme(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted expired ACME orders and nonces"),
+            Err(error) => tracing::warn!(%error, "cannot purge expired ACME state"),
         }
     }
 }
