@@ -232,6 +232,11 @@ pub async fn run(
         attestor.prepare().await;
     }
     authority.subject_issuers().prepare().await;
+    if config.acme.enabled && config.acme.testing.is_some() {
+        tracing::warn!(
+            "[acme.testing] is set: ACME challenges connect where the test settings say, loopback included; never use this in production"
+        );
+    }
     ready();
     let max_request_bytes = config.limits.max_request_bytes;
     let (stop, stopped) = watch::channel(false);
@@ -258,6 +263,7 @@ pub async fn run(
         .add_service(remote_admin)
         .into_axum_router()
         .merge(api::oauth::router(authority.clone()))
+        .merge(api::acme::router(authority.clone()))
         .merge(api::http::bundle_endpoint_router(authority.clone()));
     let grpc = Server::builder()
         .timeout(REQUEST_TIMEOUT)
