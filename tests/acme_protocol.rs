@@ -38,6 +38,15 @@ impl Reply {
             .map(|(_, value)| value.as_str())
     }
 
+    /// Every value of a header that may repeat (`Link`).
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
     }
@@ -149,8 +158,9 @@ impl Client {
         self.nonce = reply.header("replay-nonce").map(str::to_owned);
         assert!(
             reply
-                .header("link")
-                .is_some_and(|link| link.contains("/acme/directory>;rel=\"index\"")),
+                .all("link")
+                .iter()
+                .any(|link| link.contains("/acme/directory>;rel=\"index\"")),
             "every answer links the directory: {reply:?}"
         );
         reply
@@ -675,5 +685,128 @@ async fn the_renewal_window_moves_to_now_after_certd_revoke() {
         None,
     );
     assert_eq!(unknown.status, 404, "{unknown:?}");
+    daemon.shutdown().await;
+}
+
+/// With `accounts_without_eab`, an account made without EAB orders the
+/// names of an entry but must prove them, even where the entry's policy
+/// waives challenges for its EAB accounts: a challenge nobody answers
+/// fails as `connection` in the challenge's `error`, and the order turns
+/// invalid. The account then changes its key (RFC 8555 §7.3.5): the old
+/// key no longer signs for it, the new one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_without_eab_prove_control_and_can_change_their_key() {
+    // A port nothing listens on: http-01 is refused there.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = unused.local_addr().unwrap().port();
+    drop(unused);
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = format!(
+        "[acme]\naccounts_without_eab = true\n[acme.testing]\nhttp_port = {port}\nresolve_all_to = \"127.0.0.1\"\n"
+    );
+    let daemon = InProcess::start_in(tmp, data_dir, &config).await;
+    let entry = daemon.entry("web", &["token:web"], &["--dns", "web.example.test"]);
+    let set = daemon.cli(&["acme", "policy", "set", &entry, "--without-challenges"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+
+    let mut client = Client::new(&daemon);
+    assert_eq!(client.directory["meta"]["externalAccountRequired"], false);
+    let made = client.new_account(None);
+    assert_eq!(made.status, 201, "{made:?}");
+    let refused = client.new_order(&["elsewhere.example.test"]);
+    assert_eq!(refused.problem(), "rejectedIdentifier", "{refused:?}");
+    let order = client.new_order(&["web.example.test"]);
+    assert_eq!(
+        order.json()["status"],
+        "pending",
+        "challenges required: {order:?}"
+    );
+    let order_url = order.header("location").unwrap().to_owned();
+    let authz_url = order.json()["authorizations"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let authz = client.post(&authz_url, None).json();
+    let http01 = authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|challenge| challenge["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let challenge_url = http01["url"].as_str().unwrap().to_owned();
+    let answered = client.post(&challenge_url, Some("{}"));
+    assert_eq!(answered.status, 200, "{answered:?}");
+    assert!(
+        answered
+            .all("link")
+            .contains(&format!("<{authz_url}>;rel=\"up\"").as_str()),
+        "{answered:?}"
+    );
+    // The client polls until validation ends.
+    let mut authz = Value::Null;
+    for _ in 0..100 {
+        authz = client.post(&authz_url, None).json();
+        if authz["status"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(authz["status"], "invalid", "{authz}");
+    let failed = authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|challenge| challenge["type"] == "http-01")
+        .unwrap();
+    assert_eq!(failed["status"], "invalid", "{authz}");
+    assert_eq!(
+        failed["error"]["type"], "urn:ietf:params:acme:error:connection",
+        "{authz}"
+    );
+    assert_eq!(client.post(&order_url, None).json()["status"], "invalid");
+    assert!(
+        daemon
+            .metric("certd_acme_challenges_total{challenge=\"http-01\",outcome=\"invalid\"}")
+            .is_some_and(|count| count >= 1.0)
+    );
+
+    // Key change: the inner JWS, signed by the new key, names the account
+    // and its old key.
+    let account_url = client.kid.clone().unwrap();
+    let old_jwk = client.jwk.clone();
+    let replacement = Client::new(&daemon);
+    let key_change = client.url("keyChange");
+    let inner = replacement.sign(
+        json!({"jwk": replacement.jwk, "url": key_change}),
+        Some(&json!({"account": account_url, "oldKey": old_jwk}).to_string()),
+    );
+    let changed = client.post(&key_change, Some(&inner));
+    assert_eq!(changed.status, 200, "{changed:?}");
+    // The old key no longer signs for the account.
+    let refused = client.post(&account_url, None);
+    assert_eq!(refused.problem(), "malformed", "{refused:?}");
+    // The new key does, and finds the account by key.
+    let mut renewed = replacement;
+    renewed.kid = Some(account_url.clone());
+    let read = renewed.post(&account_url, None);
+    assert_eq!(read.status, 200, "{read:?}");
+    renewed.kid = None;
+    let found = renewed.post(
+        &renewed.url("newAccount"),
+        Some(r#"{"onlyReturnExisting":true}"#),
+    );
+    assert_eq!(found.header("location"), Some(account_url.as_str()));
+    // The holder deactivates it.
+    renewed.kid = Some(account_url.clone());
+    let deactivated = renewed.post(&account_url, Some(r#"{"status":"deactivated"}"#));
+    assert_eq!(
+        deactivated.json()["status"],
+        "deactivated",
+        "{deactivated:?}"
+    );
+    let refused = renewed.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
     daemon.shutdown().await;
 }
