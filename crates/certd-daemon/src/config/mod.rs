@@ -13,7 +13,7 @@ mod file;
 mod operators;
 
 pub use file::{
-    ConfigFile, ConnectionsSection, DatabaseFile, FederationSection, IssuanceSection,
+    AcmeSection, ConfigFile, ConnectionsSection, DatabaseFile, FederationSection, IssuanceSection,
     JoinTokenSection, JwtSection, LimitsSection, RevocationSection, StoreSection,
 };
 
@@ -99,6 +99,8 @@ pub struct Config {
     /// `[ca] auto_rotate_intermediate`: the daemon rotates the intermediate
     /// at two thirds of its life with the root key beside it.
     pub auto_rotate_intermediate: bool,
+    /// The ACME server (`[acme]`).
+    pub acme: crate::acme::AcmeSettings,
 }
 
 /// JWT-SVID lifetimes, the signing keys' schedule and the issuer (`[jwt]`).
@@ -205,6 +207,7 @@ impl Config {
             jwt: self.jwt.clone(),
             federation: self.federation.clone(),
             subject_issuers: self.subject_issuers.clone(),
+            acme: self.acme.clone(),
         }
     }
 }
@@ -227,6 +230,8 @@ pub struct AuthoritySettings {
     pub subject_issuers: Vec<crate::subject_issuers::SubjectIssuerSettings>,
     /// The `iss` of certd's tokens and where its keys are published.
     pub issuer: crate::jwt::Issuer,
+    /// The ACME server (`[acme]`).
+    pub acme: crate::acme::AcmeSettings,
 }
 
 /// Lifetimes of what certd hands out.
@@ -398,7 +403,9 @@ impl ConfigFile {
             .into(),
             message: error.message,
         })?;
+        let acme = validate_acme(&self.acme.clone().unwrap_or_default())?;
         Ok(Config {
+            acme,
             subject_issuers,
             auto_rotate_intermediate: ca.auto_rotate_intermediate.unwrap_or(false),
             key_passphrase_file,
@@ -603,6 +610,38 @@ fn validate_jwt(section: &JwtSection) -> Result<JwtSettings, ConfigError> {
         ));
     }
     Ok(settings)
+}
+
+fn validate_acme(section: &AcmeSection) -> Result<crate::acme::AcmeSettings, ConfigError> {
+    let testing = match &section.testing {
+        None => None,
+        Some(testing) => Some(crate::acme::AcmeTesting {
+            http_port: testing.http_port,
+            tls_alpn_port: testing.tls_alpn_port,
+            resolve_all_to: testing
+                .resolve_all_to
+                .as_deref()
+                .map(|text| {
+                    text.parse().map_err(|_| {
+                        invalid(
+                            "acme.testing.resolve_all_to",
+                            format!("{text:?} is not an IP address"),
+                        )
+                    })
+                })
+                .transpose()?,
+            dns_server: testing
+                .dns_server
+                .as_deref()
+                .map(|text| address("acme.testing.dns_server", text))
+                .transpose()?,
+        }),
+    };
+    Ok(crate::acme::AcmeSettings {
+        enabled: section.enabled.unwrap_or(true),
+        accounts_without_eab: section.accounts_without_eab.unwrap_or(false),
+        testing,
+    })
 }
 
 fn validate_federation(
@@ -879,6 +918,38 @@ mod tests {
         );
         // The database URL comes from the environment, not the file.
         assert_eq!(config.store, StoreSettings::default());
+    }
+
+    #[test]
+    fn the_acme_section_is_read_and_its_test_overrides_checked() {
+        let defaults = check("", None).unwrap().acme;
+        assert!(defaults.enabled && !defaults.accounts_without_eab);
+        assert_eq!(defaults.testing, None);
+        let config = check(
+            "[acme]\naccounts_without_eab = true\n[acme.testing]\nhttp_port = 5002\ntls_alpn_port = 5001\nresolve_all_to = \"127.0.0.1\"\ndns_server = \"127.0.0.1:5353\"\n",
+            None,
+        )
+        .unwrap();
+        assert!(config.acme.accounts_without_eab);
+        let validation = config.acme.validation();
+        assert_eq!(validation.http_port, 5002);
+        assert_eq!(validation.tls_alpn_port, 5001);
+        assert_eq!(
+            validation.resolve_all_to,
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(validation.dns_servers, ["127.0.0.1:5353".parse().unwrap()]);
+        // Without the section, the real ports and the system's resolver.
+        assert_eq!(defaults.validation().http_port, 80);
+        check(
+            "[acme.testing]\nresolve_all_to = \"localhost\"",
+            Some("acme.testing.resolve_all_to"),
+        );
+        check(
+            "[acme.testing]\ndns_server = \"127.0.0.1\"",
+            Some("acme.testing.dns_server"),
+        );
+        check("[acme]\nopen = true", Some("unknown field"));
     }
 
     #[test]

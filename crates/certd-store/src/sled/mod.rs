@@ -16,6 +16,7 @@
 //! failed this way are put back before the store is used again, so
 //! "retry later" stays true.
 
+mod acme;
 mod backend;
 mod backup;
 mod commit;
@@ -76,6 +77,12 @@ const REVOCATION_COUNT_KEY: &[u8] = b"revocation-count";
 pub(super) const POLICY_KEY: &[u8] = b"policy";
 /// Federation relationships by trust domain.
 pub(super) const FEDERATIONS_TREE: &str = "federations";
+/// ACME objects (accounts, orders, authorizations, EAB keys) by key; see
+/// `acme` for the value's form.
+pub(super) const ACME_TREE: &str = "acme";
+/// Consumed ACME nonces → their expiry. Not backed up: a nonce outlives
+/// no restart of consequence (they expire within the hour).
+const ACME_NONCES_TREE: &str = "acme-nonces";
 /// Key in `meta` of certd's own bundle's `spiffe_sequence` (u64,
 /// big-endian) and the SHA-256 of the content it was given to.
 pub(super) const BUNDLE_SEQUENCE_KEY: &[u8] = b"bundle-sequence";
@@ -136,6 +143,8 @@ struct Open {
     meta: sled::Tree,
     successors: sled::Tree,
     federations: sled::Tree,
+    acme: sled::Tree,
+    acme_nonces: sled::Tree,
     commit: GroupCommit,
 }
 
@@ -237,6 +246,12 @@ impl Open {
                 .map_err(|e| opening_failed(dir, e))?,
             federations: db
                 .open_tree(FEDERATIONS_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            acme: db
+                .open_tree(ACME_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            acme_nonces: db
+                .open_tree(ACME_NONCES_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
             db,
             commit,
@@ -1099,6 +1114,39 @@ impl Storage for SledStore {
     fn changes(&self) -> broadcast::Receiver<Change> {
         self.shared.changes.subscribe()
     }
+
+    async fn acme_object(&self, key: &str) -> Result<Option<super::AcmeObject>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.acme_object(key))
+    }
+
+    async fn acme_objects(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.acme_objects(prefix))
+    }
+
+    async fn swap_acme_object(
+        &self,
+        key: &str,
+        expected: Option<&super::AcmeObject>,
+        new: Option<&super::AcmeObject>,
+    ) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.swap_acme_object(key, expected, new).await)
+    }
+
+    async fn consume_acme_nonce(&self, nonce: &[u8], expires_at: i64) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.consume_acme_nonce(nonce, expires_at).await)
+    }
+
+    async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
+        let open = self.current()?;
+        self.watch(open.purge_expired_acme(now).await)
+    }
 }
 
 fn service_prefix(service: &ServiceName) -> Vec<u8> {
@@ -1264,6 +1312,66 @@ mod tests {
     }
 
     crate::storage_behaviour_suite!(sled);
+
+    /// A backup and restore, and a copy into another store, carry the ACME
+    /// objects; consumed nonces are not carried (they expire within the
+    /// hour).
+    #[tokio::test]
+    async fn backups_and_copies_carry_acme_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = crate::AcmeObject {
+            expires_at: None,
+            data: b"{\"id\":\"a\"}".to_vec(),
+        };
+        let store = SledStore::open(&dir.path().join("db")).unwrap();
+        assert!(
+            store
+                .swap_acme_object("account/a", None, Some(&account))
+                .await
+                .unwrap()
+        );
+        assert!(store.consume_acme_nonce(b"nonce", i64::MAX).await.unwrap());
+        // Backup and restore block: the daemon runs them off the runtime.
+        let backup_file = dir.path().join("backup");
+        let restored_dir = dir.path().join("restored");
+        let (file, into) = (backup_file.clone(), restored_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut out = std::fs::File::create(&file).unwrap();
+            store.backup(&mut out).unwrap();
+            let floor = backup::RestoreFloor {
+                store_id: None,
+                crl_number: 0,
+            };
+            restore(&into, &file, &floor, &crate::progress::Progress::default()).unwrap();
+        })
+        .await
+        .unwrap();
+        let restored = SledStore::open(&restored_dir).unwrap();
+        assert_eq!(
+            restored.acme_object("account/a").await.unwrap(),
+            Some(account.clone())
+        );
+        assert!(
+            restored
+                .consume_acme_nonce(b"nonce", i64::MAX)
+                .await
+                .unwrap()
+        );
+
+        let copied: crate::SharedStorage =
+            std::sync::Arc::new(SledStore::open(&dir.path().join("copy")).unwrap());
+        crate::copy::copy(
+            std::sync::Arc::new(restored),
+            copied.clone(),
+            std::sync::Arc::new(crate::progress::Progress::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            copied.acme_objects("").await.unwrap(),
+            [("account/a".to_owned(), account)]
+        );
+    }
 
     /// A store written before the time indexes is indexed when it is
     /// opened, and then lists its newest records from the index.
