@@ -325,6 +325,134 @@ fn a_replayed_eab_key_is_refused() {
     assert!(!lego_chain(&second).exists());
 }
 
+/// The ACME guide's `sh` blocks run as written, in order and in one shell
+/// (`set -e`: every command must succeed), with `certd` on the PATH,
+/// against a certd started from that directory with the guide's own
+/// `[acme.testing]` file; the ports are the test's in place of the guide's
+/// (8443, 8080, 5002, 5001). Every comment right after a command is output
+/// the commands must print (`…` stands for anything).
+#[test]
+fn the_acme_guide_runs_as_written() {
+    if !Client::Lego.available() || !Client::Certbot.available() {
+        return;
+    }
+    let blocks = guide_blocks("sh");
+    assert!(blocks.len() >= 6, "{GUIDE}'s sh blocks: {blocks:?}");
+    let testing: Vec<String> = guide_blocks("toml")
+        .into_iter()
+        .filter(|block| block.contains("[acme.testing]"))
+        .collect();
+    assert_eq!(
+        testing.len(),
+        1,
+        "{GUIDE} shows one [acme.testing]: {testing:?}"
+    );
+    let ports = [
+        (
+            "5002",
+            common::free_port_below_ephemeral_range().to_string(),
+        ),
+        (
+            "5001",
+            common::free_port_below_ephemeral_range().to_string(),
+        ),
+    ];
+    let with_ports = |text: &str| {
+        ports.iter().fold(text.to_owned(), |text, (guide, test)| {
+            text.replace(guide, test)
+        })
+    };
+
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().to_owned();
+    let config = common::write_file(&dir.join("certd.toml"), with_ports(&testing[0]));
+    let daemon = common::Daemon::start_in(work, dir.join("ca-data"), &["--config", &config]);
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(common::CERTD, bin.join("certd")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let port = |url: &str| url.rsplit(':').next().unwrap().to_owned();
+    let script = with_ports(&format!(
+        "set -eu -o pipefail\nexec 2>&1\n{}",
+        blocks.join("\n")
+    ))
+    .replace(
+        "127.0.0.1:8443",
+        &format!("127.0.0.1:{}", port(&daemon.grpc)),
+    )
+    .replace(
+        "127.0.0.1:8080",
+        &format!("127.0.0.1:{}", port(&daemon.http)),
+    );
+    let output = Command::new("timeout")
+        .args(["300", "bash", "-c", &script])
+        .current_dir(&dir)
+        .env("PATH", &path)
+        .env_remove("CERTD_DATA_DIR")
+        .env_remove("CERTD_DATABASE_URL")
+        .env_remove("CERTD_ADMIN_SERVER")
+        .env_remove("LEGO_CA_CERTIFICATES")
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run bash");
+    let text = stdout(&output);
+    assert!(
+        output.status.success(),
+        "a command of {GUIDE} failed ({}):\n{text}\ncertd:\n{}",
+        output.status,
+        daemon.log_text()
+    );
+    let expected: Vec<String> = blocks.iter().flat_map(|b| expected_output(b)).collect();
+    assert!(expected.len() >= 5, "expected outputs found: {expected:?}");
+    for line in &expected {
+        assert!(
+            shows(&text, line),
+            "{GUIDE} promises {line:?}, which the commands did not print:\n{text}"
+        );
+    }
+}
+
+/// Comment lines that directly follow a command (or another such comment):
+/// the output the guide promises, as tests/readme.rs reads the other pages.
+fn expected_output(block: &str) -> Vec<String> {
+    let mut expected = Vec::new();
+    let mut after_command = false;
+    for line in block.lines() {
+        let trimmed = line.trim();
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            if after_command {
+                expected.push(comment.trim().to_owned());
+            }
+        } else {
+            after_command = !trimmed.is_empty();
+        }
+    }
+    expected
+}
+
+/// Whether `output` has a line holding the fragments of `expected` (split
+/// at `…`), in order.
+fn shows(output: &str, expected: &str) -> bool {
+    output.lines().any(|line| {
+        let mut rest = line;
+        expected.split('…').all(|fragment| {
+            let fragment = fragment.trim();
+            match rest.find(fragment) {
+                Some(at) => {
+                    rest = &rest[at + fragment.len()..];
+                    true
+                }
+                None => false,
+            }
+        })
+    })
+}
+
 /// The ACME guide.
 const GUIDE: &str = "docs/guides/acme.md";
 

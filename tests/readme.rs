@@ -328,10 +328,16 @@ fn expected_output_is_the_comments_right_after_a_command() {
 }
 
 /// Pages whose `sh` blocks another test runs as written, with that test.
-const RUN_ELSEWHERE: [(&str, &str); 1] = [(
-    "docs/operations/monitoring-alerts.md",
-    "tests/monitoring.rs (promtool against the rules and a live certd)",
-)];
+const RUN_ELSEWHERE: [(&str, &str); 2] = [
+    (
+        "docs/operations/monitoring-alerts.md",
+        "tests/monitoring.rs (promtool against the rules and a live certd)",
+    ),
+    (
+        "docs/guides/acme.md",
+        "tests/acme.rs (lego and certbot against a certd with the guide's [acme.testing])",
+    ),
+];
 
 /// Every `sh` block in the docs runs: a page left out of `PAGES` holds none
 /// (unless another test runs it: `RUN_ELSEWHERE`), and the README's only
