@@ -4,6 +4,7 @@
 //! on the library and maps every failure to one line and an exit code, in
 //! `exit_code`.
 
+mod acme;
 mod admin;
 mod agent;
 mod bench;
@@ -169,6 +170,11 @@ pub enum Command {
     Federation {
         #[command(subcommand)]
         command: FederationCommand,
+    },
+    /// The ACME server: EAB keys for entries, their ACME policy, accounts and orders.
+    Acme {
+        #[command(subcommand)]
+        command: acme::AcmeCommand,
     },
     /// Workload: get a first certificate with a join token or a Kubernetes service-account token.
     Request(workload::RequestArgs),
@@ -342,6 +348,7 @@ impl Command {
                 EntryCommand::Show(args) => args.json,
                 EntryCommand::Delete(args) => args.output.json,
             },
+            Command::Acme { command } => command.json(),
             Command::Federation { command } => match command {
                 FederationCommand::Add(args) => args.output.json,
                 FederationCommand::List(args) => args.output.json,
@@ -480,6 +487,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             TokenCommand::List(args) => admin::token_list(args).await,
             TokenCommand::Revoke(args) => admin::token_revoke(args).await,
         },
+        Command::Acme { command } => acme::run(command).await,
         Command::Federation { command } => match command {
             FederationCommand::Add(args) => federation::add(args).await,
             FederationCommand::List(args) => federation::list(args).await,

@@ -70,6 +70,9 @@ pub enum Error {
     /// A federation relationship or a foreign bundle was refused.
     #[error(transparent)]
     Federation(#[from] crate::federation::FederationError),
+    /// An operator's ACME request (`certd acme …`) was refused.
+    #[error(transparent)]
+    Acme(#[from] crate::acme::admin::AcmeAdminError),
 }
 
 impl From<AttestFailure> for Error {
@@ -87,6 +90,7 @@ impl Error {
         match self {
             Error::Csr(_) | Error::Name(_) | Error::InvalidArgument(_) => ErrorKind::InvalidInput,
             Error::Attest(error) => error.kind(),
+            Error::Acme(error) => error.kind(),
             Error::Policy(error) => error.kind(),
             Error::Registry(error) => error.kind(),
             Error::Limit(_) => ErrorKind::Exhausted,

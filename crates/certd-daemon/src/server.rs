@@ -232,6 +232,11 @@ pub async fn run(
         attestor.prepare().await;
     }
     authority.subject_issuers().prepare().await;
+    if config.acme.enabled && config.acme.testing.is_some() {
+        tracing::warn!(
+            "[acme.testing] is set: ACME challenges connect where the test settings say, loopback included; never use this in production"
+        );
+    }
     ready();
     let max_request_bytes = config.limits.max_request_bytes;
     let (stop, stopped) = watch::channel(false);
@@ -258,6 +263,7 @@ pub async fn run(
         .add_service(remote_admin)
         .into_axum_router()
         .merge(api::oauth::router(authority.clone()))
+        .merge(api::acme::router(authority.clone()))
         .merge(api::http::bundle_endpoint_router(authority.clone()));
     let grpc = Server::builder()
         .timeout(REQUEST_TIMEOUT)
@@ -776,8 +782,9 @@ async fn catch_up_periodically(authority: Authority, stopped: impl Future<Output
     }
 }
 
-/// Deletes expired join tokens and drops expired certificates from the
-/// revocation index, so neither grows without bound.
+/// Deletes expired join tokens, ACME orders, authorizations and nonces,
+/// and drops expired certificates from the revocation index, so none grows
+/// without bound.
 async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     loop {
@@ -793,6 +800,11 @@ async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) 
         }
         if let Err(error) = authority.store().prune_expired_revocations(now).await {
             tracing::warn!(%error, "cannot prune the revocation index");
+        }
+        match authority.store().purge_expired_acme(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted expired ACME orders and nonces"),
+            Err(error) => tracing::warn!(%error, "cannot purge expired ACME state"),
         }
     }
 }

@@ -65,6 +65,11 @@ pub async fn copy(
     for federation in from.federations().await? {
         to.insert_federation(&federation).await?;
     }
+    // ACME accounts, orders and EAB keys; consumed nonces are not copied
+    // (they expire within the hour, and a copy is made with certd stopped).
+    for (key, object) in from.acme_objects("").await? {
+        to.swap_acme_object(&key, None, Some(&object)).await?;
+    }
     // The bundle's sequence goes on from the copied one: a digest of no
     // content makes the first answer from the copy a change, so numbered
     // above it.

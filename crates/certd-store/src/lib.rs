@@ -400,6 +400,45 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
 
     /// Writes made by other processes; see the module documentation.
     fn changes(&self) -> broadcast::Receiver<Change>;
+
+    /// The ACME object stored under `key` (`account/…`, `order/…`), if any.
+    async fn acme_object(&self, key: &str) -> Result<Option<AcmeObject>, StoreError>;
+
+    /// Every ACME object whose key starts with `prefix`, in key order.
+    async fn acme_objects(&self, prefix: &str) -> Result<Vec<(String, AcmeObject)>, StoreError>;
+
+    /// Replaces the object under `key` with `new` (`None` removes it) if
+    /// what is stored now is `expected` (`None`: nothing), atomically
+    /// against other callers and replicas, and returns once that is
+    /// durable; `false` (and nothing written) if another write came first.
+    /// This is how an order is finalized once even with two replicas.
+    async fn swap_acme_object(
+        &self,
+        key: &str,
+        expected: Option<&AcmeObject>,
+        new: Option<&AcmeObject>,
+    ) -> Result<bool, StoreError>;
+
+    /// Consumes an ACME nonce: `true` the first time it is presented (it
+    /// is then kept until `expires_at`, durably), `false` ever after, on
+    /// every replica.
+    async fn consume_acme_nonce(&self, nonce: &[u8], expires_at: i64) -> Result<bool, StoreError>;
+
+    /// Deletes ACME objects and consumed nonces that expired before `now`;
+    /// returns how many.
+    async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError>;
+}
+
+/// One ACME object (an account, an order, an authorization, an EAB key's
+/// record): bytes the daemon's `acme` module encodes and the store keeps
+/// as they are, and when it may be purged. The store knows nothing of
+/// ACME; it compares, keeps and forgets these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeObject {
+    /// Unix seconds after which it may be purged; `None`: kept for good
+    /// (accounts).
+    pub expires_at: Option<i64>,
+    pub data: Vec<u8>,
 }
 
 /// What a backup holds.

@@ -677,6 +677,34 @@ impl Storage for Marked {
     fn changes(&self) -> broadcast::Receiver<Change> {
         self.inner.changes()
     }
+
+    async fn acme_object(&self, key: &str) -> Result<Option<crate::AcmeObject>, StoreError> {
+        self.inner.acme_object(key).await
+    }
+
+    async fn acme_objects(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, crate::AcmeObject)>, StoreError> {
+        self.inner.acme_objects(prefix).await
+    }
+
+    async fn swap_acme_object(
+        &self,
+        key: &str,
+        expected: Option<&crate::AcmeObject>,
+        new: Option<&crate::AcmeObject>,
+    ) -> Result<bool, StoreError> {
+        self.inner.swap_acme_object(key, expected, new).await
+    }
+
+    async fn consume_acme_nonce(&self, nonce: &[u8], expires_at: i64) -> Result<bool, StoreError> {
+        self.inner.consume_acme_nonce(nonce, expires_at).await
+    }
+
+    async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
+        self.inner.purge_expired_acme(now).await
+    }
 }
 
 #[cfg(test)]

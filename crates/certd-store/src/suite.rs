@@ -3,9 +3,9 @@
 //! backend proves the guarantees the rest of certd relies on.
 
 use crate::{
-    Attestation, DelegationRecord, EndpointProfile, EntryRecord, FederationRecord, ForeignBundle,
-    GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord, SharedStorage,
-    StoreError, Successor,
+    AcmeObject, Attestation, DelegationRecord, EndpointProfile, EntryRecord, FederationRecord,
+    ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord,
+    SharedStorage, StoreError, Successor,
 };
 use certd_core::identity::Serial;
 use certd_core::selector::Selector;
@@ -88,6 +88,19 @@ macro_rules! storage_behaviour_suite {
         async fn a_federation_is_kept_and_its_bundle_never_goes_back() {
             if let Some(backend) = $make() {
                 suite::a_federation_is_kept_and_its_bundle_never_goes_back(&backend).await;
+            }
+        }
+        #[tokio::test]
+        async fn an_acme_object_changes_only_from_what_the_caller_saw() {
+            if let Some(backend) = $make() {
+                suite::an_acme_object_changes_only_from_what_the_caller_saw(&backend).await;
+            }
+        }
+        #[tokio::test]
+        async fn an_acme_nonce_is_consumed_once_and_expired_acme_state_is_purged() {
+            if let Some(backend) = $make() {
+                suite::an_acme_nonce_is_consumed_once_and_expired_acme_state_is_purged(&backend)
+                    .await;
             }
         }
         #[tokio::test]
@@ -634,4 +647,134 @@ pub(crate) async fn the_bundle_sequence_grows_with_every_change_across_reopening
     // Back to earlier content is a change too: never a lower number.
     assert_eq!(store.bundle_sequence(&first, 0).await.unwrap(), 41);
     assert_eq!(store.stored_bundle_sequence().await.unwrap(), 41);
+}
+
+fn acme_object(data: &str, expires_at: Option<i64>) -> AcmeObject {
+    AcmeObject {
+        expires_at,
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+pub(crate) async fn an_acme_object_changes_only_from_what_the_caller_saw(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let order = acme_object(r#"{"status":"ready"}"#, Some(1_000));
+    assert!(
+        store
+            .swap_acme_object("order/a/1", None, Some(&order))
+            .await
+            .unwrap()
+    );
+    // Creating it again fails: something is there.
+    assert!(
+        !store
+            .swap_acme_object("order/a/1", None, Some(&order))
+            .await
+            .unwrap()
+    );
+
+    // Two replicas finalize the same ready order at once: one wins.
+    let racers: Vec<_> = (0..2)
+        .map(|index| {
+            let (store, order) = (store.clone(), order.clone());
+            tokio::spawn(async move {
+                let valid = acme_object(&format!(r#"{{"status":"valid","by":{index}}}"#), None);
+                store
+                    .swap_acme_object("order/a/1", Some(&order), Some(&valid))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for racer in racers {
+        wins += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+    let stored = store.acme_object("order/a/1").await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&stored.data).contains("valid"));
+    assert_eq!(stored.expires_at, None);
+
+    // A stale expectation (same bytes, another expiry) changes nothing.
+    let stale = AcmeObject {
+        expires_at: Some(5),
+        ..stored.clone()
+    };
+    assert!(
+        !store
+            .swap_acme_object("order/a/1", Some(&stale), None)
+            .await
+            .unwrap()
+    );
+
+    // Listing by prefix, in key order, survives reopening.
+    let account = acme_object("account", None);
+    for key in ["account/b", "account/a", "accounts-not/x"] {
+        assert!(
+            store
+                .swap_acme_object(key, None, Some(&account))
+                .await
+                .unwrap()
+        );
+    }
+    drop(store);
+    let store = backend.open().await;
+    let listed: Vec<String> = store
+        .acme_objects("account/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(listed, ["account/a", "account/b"]);
+    // `%` and `_` in a prefix are characters, not patterns.
+    assert!(store.acme_objects("account%").await.unwrap().is_empty());
+    assert_eq!(store.acme_objects("").await.unwrap().len(), 4);
+
+    // Removing takes the current value.
+    assert!(
+        store
+            .swap_acme_object("order/a/1", Some(&stored), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.acme_object("order/a/1").await.unwrap(), None);
+}
+
+pub(crate) async fn an_acme_nonce_is_consumed_once_and_expired_acme_state_is_purged(
+    backend: &dyn Backend,
+) {
+    let store = backend.open().await;
+    assert!(store.consume_acme_nonce(b"nonce-1", 100).await.unwrap());
+    assert!(!store.consume_acme_nonce(b"nonce-1", 100).await.unwrap());
+    assert!(store.consume_acme_nonce(b"nonce-2", 300).await.unwrap());
+    for (key, expires_at) in [
+        ("order/old", Some(100)),
+        ("order/new", Some(300)),
+        ("account/kept", None),
+    ] {
+        assert!(
+            store
+                .swap_acme_object(key, None, Some(&acme_object(key, expires_at)))
+                .await
+                .unwrap()
+        );
+    }
+    drop(store);
+    let store = backend.open().await;
+    // Still consumed after reopening.
+    assert!(!store.consume_acme_nonce(b"nonce-1", 100).await.unwrap());
+
+    // One nonce and one order expired before 200.
+    assert_eq!(store.purge_expired_acme(200).await.unwrap(), 2);
+    let left: Vec<String> = store
+        .acme_objects("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(left, ["account/kept", "order/new"]);
+    assert!(!store.consume_acme_nonce(b"nonce-2", 300).await.unwrap());
+    assert_eq!(store.purge_expired_acme(200).await.unwrap(), 0);
 }

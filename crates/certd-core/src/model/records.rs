@@ -65,6 +65,9 @@ pub mod kind {
     /// Issued to a node agent for an entry parented to it; the proof's
     /// detail is the agent's SPIFFE ID.
     pub const AGENT: &str = "agent";
+    /// Issued to an ACME account for the entry it is bound to (or whose
+    /// names it proved control of); the proof's detail is the account id.
+    pub const ACME: &str = "acme";
 }
 
 impl Attestation {
@@ -315,10 +318,18 @@ pub enum AuditEvent {
     RemoveFederation,
     /// A foreign trust domain's bundle was accepted (a new sequence).
     AcceptForeignBundle,
+    /// An ACME external account binding key was made for an entry.
+    CreateAcmeEab,
+    /// An ACME account was created.
+    CreateAcmeAccount,
+    /// An ACME account was deactivated (by its holder or an operator).
+    DeactivateAcmeAccount,
+    /// An entry's ACME policy was set.
+    SetAcmePolicy,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 19] = [
+    pub const ALL: [AuditEvent; 23] = [
         AuditEvent::Issue,
         AuditEvent::IssueOperator,
         AuditEvent::Renew,
@@ -338,6 +349,10 @@ impl AuditEvent {
         AuditEvent::AddFederation,
         AuditEvent::RemoveFederation,
         AuditEvent::AcceptForeignBundle,
+        AuditEvent::CreateAcmeEab,
+        AuditEvent::CreateAcmeAccount,
+        AuditEvent::DeactivateAcmeAccount,
+        AuditEvent::SetAcmePolicy,
     ];
 
     /// The name logs, the audit listing and the store use.
@@ -362,6 +377,10 @@ impl AuditEvent {
             AuditEvent::AddFederation => "add-federation",
             AuditEvent::RemoveFederation => "remove-federation",
             AuditEvent::AcceptForeignBundle => "accept-foreign-bundle",
+            AuditEvent::CreateAcmeEab => "create-acme-eab",
+            AuditEvent::CreateAcmeAccount => "create-acme-account",
+            AuditEvent::DeactivateAcmeAccount => "deactivate-acme-account",
+            AuditEvent::SetAcmePolicy => "set-acme-policy",
         }
     }
 

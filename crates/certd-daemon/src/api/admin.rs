@@ -590,6 +590,63 @@ impl Admin for AdminApi {
             federations,
         }))
     }
+
+    async fn create_acme_eab(
+        &self,
+        request: Request<proto::CreateAcmeEabRequest>,
+    ) -> Result<Response<proto::AcmeEab>, Status> {
+        let caller = self
+            .authorize(&request, &AdminAction::CreateAcmeEab)
+            .await?;
+        super::admin_acme::create_eab(&self.authority, &caller, request.into_inner()).await
+    }
+
+    async fn set_acme_policy(
+        &self,
+        request: Request<proto::SetAcmePolicyRequest>,
+    ) -> Result<Response<proto::AcmePolicy>, Status> {
+        let caller = self
+            .authorize(&request, &AdminAction::SetAcmePolicy)
+            .await?;
+        super::admin_acme::set_policy(&self.authority, &caller, request.into_inner()).await
+    }
+
+    async fn get_acme_policy(
+        &self,
+        request: Request<proto::GetAcmePolicyRequest>,
+    ) -> Result<Response<proto::AcmePolicy>, Status> {
+        self.authorize(&request, &AdminAction::GetAcmePolicy)
+            .await?;
+        super::admin_acme::policy(&self.authority, request.into_inner()).await
+    }
+
+    async fn list_acme_accounts(
+        &self,
+        request: Request<proto::ListAcmeAccountsRequest>,
+    ) -> Result<Response<proto::ListAcmeAccountsResponse>, Status> {
+        self.authorize(&request, &AdminAction::ListAcmeAccounts)
+            .await?;
+        super::admin_acme::accounts(&self.authority).await
+    }
+
+    async fn deactivate_acme_account(
+        &self,
+        request: Request<proto::DeactivateAcmeAccountRequest>,
+    ) -> Result<Response<proto::AcmeAccount>, Status> {
+        let caller = self
+            .authorize(&request, &AdminAction::DeactivateAcmeAccount)
+            .await?;
+        super::admin_acme::deactivate_account(&self.authority, &caller, request.into_inner()).await
+    }
+
+    async fn list_acme_orders(
+        &self,
+        request: Request<proto::ListAcmeOrdersRequest>,
+    ) -> Result<Response<proto::ListAcmeOrdersResponse>, Status> {
+        self.authorize(&request, &AdminAction::ListAcmeOrders)
+            .await?;
+        super::admin_acme::orders(&self.authority, request.into_inner()).await
+    }
 }
 
 fn join_tokens_to_proto(

@@ -6,7 +6,9 @@
 //! errors to a `Status` in exactly one place (`status`). It never signs or
 //! writes the store itself.
 
+pub mod acme;
 pub mod admin;
+mod admin_acme;
 pub mod bundle_endpoint;
 pub mod client;
 pub mod codec;

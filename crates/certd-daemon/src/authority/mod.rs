@@ -33,6 +33,7 @@ use crate::store::{
 use crate::{Error, Result};
 
 mod access_tokens;
+mod acme;
 mod agents;
 mod changes;
 mod exchange;
@@ -51,6 +52,7 @@ pub use access_tokens::{
     AccessToken, ClientProof, Explanation, JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION, TokenError,
     TokenRequest,
 };
+pub use acme::AcmeState;
 pub use changes::{Update, follow};
 pub use exchange::{
     ExchangeRequest, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN,
@@ -124,6 +126,8 @@ pub struct Authority {
     federation_status: Arc<crate::federation::status::FederationStatus>,
     /// Wakes the federation refresh task when a relationship changes.
     federation_wake: Arc<tokio::sync::Notify>,
+    /// The ACME server's settings and keys.
+    acme: Arc<AcmeState>,
 }
 
 /// How an issuance is recorded: under which service, attested how, and
@@ -219,7 +223,21 @@ impl Authority {
             field: "token_exchange.subject_issuer".into(),
             message: error.to_string(),
         })?;
+        let acme = Arc::new(AcmeState {
+            nonces: crate::acme::nonce::NonceKey::new(
+                jwt_keys
+                    .derived_secret(crate::acme::NONCE_SECRET_LABEL)
+                    .as_ref(),
+            ),
+            eab: crate::acme::eab::EabKeys::new(
+                jwt_keys
+                    .derived_secret(crate::acme::eab::EAB_SECRET_LABEL)
+                    .as_ref(),
+            ),
+            settings: settings.acme,
+        });
         Ok(Authority {
+            acme,
             subject_issuers,
             registry: Arc::new(Registry::load(store.clone()).await?),
             policy: Arc::new(access_tokens::PolicyState::load(store.as_ref()).await?),

@@ -44,6 +44,8 @@ pub struct ConfigFile {
     pub token_exchange: Option<TokenExchangeSection>,
     /// The CA's keys.
     pub ca: Option<CaSection>,
+    /// The ACME server (RFC 8555).
+    pub acme: Option<AcmeSection>,
     /// Directory relative paths in the file are resolved against: the
     /// file's own directory.
     #[serde(skip)]
@@ -125,6 +127,33 @@ pub struct CaSection {
 pub struct TokenExchangeSection {
     #[serde(default, rename = "subject_issuer")]
     pub subject_issuers: Vec<crate::subject_issuers::SubjectIssuerSection>,
+}
+
+/// The ACME server (`[acme]`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    /// Whether `/acme/` is served (default true: EAB is required, so
+    /// nothing is open by it).
+    pub enabled: Option<bool>,
+    /// Whether accounts may be made without external account binding.
+    pub accounts_without_eab: Option<bool>,
+    /// Test-only overrides of where challenges connect.
+    pub testing: Option<AcmeTestingSection>,
+}
+
+/// `[acme.testing]`: TEST-ONLY, like Pebble's.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeTestingSection {
+    /// http-01 connects here instead of 80.
+    pub http_port: Option<u16>,
+    /// tls-alpn-01 connects here instead of 443.
+    pub tls_alpn_port: Option<u16>,
+    /// Every name resolves to this address, and loopback is allowed.
+    pub resolve_all_to: Option<String>,
+    /// The DNS server asked instead of the system's ("127.0.0.1:5353").
+    pub dns_server: Option<String>,
 }
 
 /// Federation: what certd's own bundle endpoint tells its peers.

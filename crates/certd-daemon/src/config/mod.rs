@@ -13,7 +13,7 @@ mod file;
 mod operators;
 
 pub use file::{
-    ConfigFile, ConnectionsSection, DatabaseFile, FederationSection, IssuanceSection,
+    AcmeSection, ConfigFile, ConnectionsSection, DatabaseFile, FederationSection, IssuanceSection,
     JoinTokenSection, JwtSection, LimitsSection, RevocationSection, StoreSection,
 };
 
@@ -99,6 +99,8 @@ pub struct Config {
     /// `[ca] auto_rotate_intermediate`: the daemon rotates the intermediate
     /// at two thirds of its life with the root key beside it.
     pub auto_rotate_intermediate: bool,
+    /// The ACME server (`[acme]`).
+    pub acme: crate::acme::AcmeSettings,
 }
 
 /// JWT-SVID lifetimes, the signing keys' schedule and the issuer (`[jwt]`).
@@ -205,6 +207,7 @@ impl Config {
             jwt: self.jwt.clone(),
             federation: self.federation.clone(),
             subject_issuers: self.subject_issuers.clone(),
+            acme: self.acme.clone(),
         }
     }
 }
@@ -227,6 +230,8 @@ pub struct AuthoritySettings {
     pub subject_issuers: Vec<crate::subject_issuers::SubjectIssuerSettings>,
     /// The `iss` of certd's tokens and where its keys are published.
     pub issuer: crate::jwt::Issuer,
+    /// The ACME server (`[acme]`).
+    pub acme: crate::acme::AcmeSettings,
 }
 
 /// Lifetimes of what certd hands out.
@@ -398,7 +403,9 @@ impl ConfigFile {
             .into(),
             message: error.message,
         })?;
+        let acme = validate_acme(&self.acme.clone().unwrap_or_default())?;
         Ok(Config {
+            acme,
             subject_issuers,
             auto_rotate_intermediate: ca.auto_rotate_intermediate.unwrap_or(false),
             key_passphrase_file,
@@ -603,6 +610,38 @@ fn validate_jwt(section: &JwtSection) -> Result<JwtSettings, ConfigError> {
         ));
     }
     Ok(settings)
+}
+
+fn validate_acme(section: &AcmeSection) -> Result<crate::acme::AcmeSettings, ConfigError> {
+    let testing = match &section.testing {
+        None => None,
+        Some(testing) => Some(crate::acme::AcmeTesting {
+            http_port: testing.http_port,
+            tls_alpn_port: testing.tls_alpn_port,
+            resolve_all_to: testing
+                .resolve_all_to
+                .as_deref()
+                .map(|text| {
+                    text.parse().map_err(|_| {
+                        invalid(
+                            "acme.testing.resolve_all_to",
+                            format!("{text:?} is not an IP address"),
+                        )
+                    })
+                })
+                .transpose()?,
+            dns_server: testing
+                .dns_server
+                .as_deref()
+                .map(|text| address("acme.testing.dns_server", text))
+                .transpose()?,
+        }),
+    };
+    Ok(crate::acme::AcmeSettings {
+        enabled: section.enabled.unwrap_or(true),
+        accounts_without_eab: section.accounts_without_eab.unwrap_or(false),
+        testing,
+    })
 }
 
 fn validate_federation(

@@ -227,6 +227,17 @@ impl JwtKeys {
         u64::try_from(unix).unwrap_or(0) / rotation
     }
 
+    /// A secret for another use than JWT-SVIDs (ACME nonces, EAB keys),
+    /// the same on every replica: HMAC-SHA256 of the master secret over
+    /// `label`, which names the use so no two uses share a key.
+    pub fn derived_secret(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.master.as_ref());
+        let tag = ring::hmac::sign(&key, label.as_bytes());
+        let mut secret = Zeroizing::new([0u8; 32]);
+        secret.copy_from_slice(tag.as_ref());
+        secret
+    }
+
     /// The key that signs at `unix`.
     pub fn signing_key(&self, unix: i64) -> Arc<JwtKey> {
         self.key(self.epoch_at(unix))

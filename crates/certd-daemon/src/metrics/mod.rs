@@ -78,6 +78,27 @@ pub struct TrustDomainLabels {
     pub trust_domain: String,
 }
 
+/// An ACME order's step: created, valid (a certificate issued) or invalid.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcmeOrderLabels {
+    pub outcome: String,
+}
+
+/// An ACME challenge validated: its type and whether it passed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcmeChallengeLabels {
+    /// http-01, tls-alpn-01 or dns-01.
+    pub challenge: String,
+    /// valid or invalid.
+    pub outcome: String,
+}
+
+/// An ACME refusal, by its problem type (badNonce, malformed, …).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcmeProblemLabels {
+    pub problem: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -108,6 +129,9 @@ pub struct Metrics {
     pub federation_sequence: Family<TrustDomainLabels, Gauge<i64, AtomicI64>>,
     pub federation_age: Family<TrustDomainLabels, Gauge<i64, AtomicI64>>,
     pub federation_failures: Family<TrustDomainLabels, Gauge<i64, AtomicI64>>,
+    pub acme_orders: Family<AcmeOrderLabels, Counter>,
+    pub acme_challenges: Family<AcmeChallengeLabels, Counter>,
+    pub acme_problems: Family<AcmeProblemLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -244,6 +268,29 @@ impl Metrics {
                 reason: reason.name().to_owned(),
             });
         }
+        let acme_orders = Family::<AcmeOrderLabels, Counter>::default();
+        registry.register(
+            "acme_orders",
+            "ACME orders created, and those that ended valid (a certificate issued) or invalid",
+            acme_orders.clone(),
+        );
+        let acme_challenges = Family::<AcmeChallengeLabels, Counter>::default();
+        registry.register(
+            "acme_challenges",
+            "ACME challenges validated, by type and outcome",
+            acme_challenges.clone(),
+        );
+        let acme_problems = Family::<AcmeProblemLabels, Counter>::default();
+        registry.register(
+            "acme_problems",
+            "ACME requests refused, by problem type",
+            acme_problems.clone(),
+        );
+        for outcome in ["created", "valid", "invalid"] {
+            let _ = acme_orders.get_or_create(&AcmeOrderLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
         let federation_sequence = Family::<TrustDomainLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "federation_bundle_sequence",
@@ -265,6 +312,9 @@ impl Metrics {
         let service_expiries = Arc::new(ServiceExpiries::default());
         registry.register_collector(Box::new(service_expiries.clone()));
         Metrics {
+            acme_orders,
+            acme_challenges,
+            acme_problems,
             federation_sequence,
             federation_age,
             federation_failures,

@@ -94,6 +94,12 @@ pub enum AdminAction<'a> {
     AddFederation,
     RemoveFederation,
     ListFederations,
+    CreateAcmeEab,
+    SetAcmePolicy,
+    GetAcmePolicy,
+    ListAcmeAccounts,
+    DeactivateAcmeAccount,
+    ListAcmeOrders,
 }
 
 impl AdminAction<'_> {
@@ -120,6 +126,12 @@ impl AdminAction<'_> {
             AdminAction::AddFederation => "AddFederation",
             AdminAction::RemoveFederation => "RemoveFederation",
             AdminAction::ListFederations => "ListFederations",
+            AdminAction::CreateAcmeEab => "CreateAcmeEab",
+            AdminAction::SetAcmePolicy => "SetAcmePolicy",
+            AdminAction::GetAcmePolicy => "GetAcmePolicy",
+            AdminAction::ListAcmeAccounts => "ListAcmeAccounts",
+            AdminAction::DeactivateAcmeAccount => "DeactivateAcmeAccount",
+            AdminAction::ListAcmeOrders => "ListAcmeOrders",
         }
     }
 
@@ -130,7 +142,10 @@ impl AdminAction<'_> {
         match self {
             AdminAction::IssueCertificate { .. } => &[Admin, Issuer],
             // Revoking takes powers away; it never hands any out.
-            AdminAction::Revoke | AdminAction::RevokeJoinTokens => &[Admin, Revoker],
+            // Deactivating an ACME account takes its powers away too.
+            AdminAction::Revoke
+            | AdminAction::RevokeJoinTokens
+            | AdminAction::DeactivateAcmeAccount => &[Admin, Revoker],
             AdminAction::ListCertificates | AdminAction::GetCertificate => {
                 &[Admin, Revoker, Auditor]
             }
@@ -139,7 +154,10 @@ impl AdminAction<'_> {
             | AdminAction::GetPolicy
             | AdminAction::ExplainPolicy
             | AdminAction::ListJoinTokens
-            | AdminAction::ListFederations => &[Admin, Auditor],
+            | AdminAction::ListFederations
+            | AdminAction::GetAcmePolicy
+            | AdminAction::ListAcmeAccounts
+            | AdminAction::ListAcmeOrders => &[Admin, Auditor],
             // Each of these hands out or changes who is who (join tokens,
             // entries, policy, operators) or copies every record (backup).
             AdminAction::Backup
@@ -151,7 +169,11 @@ impl AdminAction<'_> {
             | AdminAction::ReplacePolicy
             // Which foreign trust domains workloads may trust.
             | AdminAction::AddFederation
-            | AdminAction::RemoveFederation => &[Admin],
+            | AdminAction::RemoveFederation
+            // An EAB key hands out an entry's names; the policy decides
+            // whether they must be proven.
+            | AdminAction::CreateAcmeEab
+            | AdminAction::SetAcmePolicy => &[Admin],
         }
     }
 }

@@ -20,6 +20,7 @@
 //! database fails with `Unavailable`, and `fault()` reports it until a call
 //! succeeds again.
 
+mod acme;
 mod backend;
 mod federation;
 mod listen;
@@ -1024,6 +1025,34 @@ impl Storage for PgStore {
 
     fn changes(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    async fn acme_object(&self, key: &str) -> Result<Option<super::AcmeObject>, StoreError> {
+        self.acme_object_row(key).await
+    }
+
+    async fn acme_objects(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
+        self.acme_object_rows(prefix).await
+    }
+
+    async fn swap_acme_object(
+        &self,
+        key: &str,
+        expected: Option<&super::AcmeObject>,
+        new: Option<&super::AcmeObject>,
+    ) -> Result<bool, StoreError> {
+        self.swap_acme_row(key, expected, new).await
+    }
+
+    async fn consume_acme_nonce(&self, nonce: &[u8], expires_at: i64) -> Result<bool, StoreError> {
+        self.consume_acme_nonce_row(nonce, expires_at).await
+    }
+
+    async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
+        self.purge_expired_acme_rows(now).await
     }
 }
 

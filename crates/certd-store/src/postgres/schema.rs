@@ -85,6 +85,19 @@ const MIGRATIONS: &[&str] = &[
         sequence bigint NOT NULL,
         digest bytea NOT NULL
     );",
+    // 7: ACME objects (accounts, orders, authorizations, EAB keys) as the
+    // daemon encodes them, and the nonces consumed, until they expire.
+    "CREATE TABLE acme_objects (
+        key text PRIMARY KEY,
+        expires_at bigint,
+        data bytea NOT NULL
+    );
+    CREATE INDEX acme_objects_by_expiry ON acme_objects (expires_at);
+    CREATE TABLE acme_nonces (
+        nonce bytea PRIMARY KEY,
+        expires_at bigint NOT NULL
+    );
+    CREATE INDEX acme_nonces_by_expiry ON acme_nonces (expires_at);",
 ];
 
 /// Key of the advisory lock replicas take around migrations.

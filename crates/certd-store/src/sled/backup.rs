@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::progress::Progress;
 
 use super::{
-    AUDIT_TREE, BUNDLE_SEQUENCE_KEY, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE,
+    ACME_TREE, AUDIT_TREE, BUNDLE_SEQUENCE_KEY, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE,
     FEDERATIONS_TREE, JOIN_TOKENS_TREE, META_TREE, Open, POLICY_KEY, REVOCATION_COUNT_KEY,
     STORE_ID_KEY, SUCCESSORS_TREE, service_index_key, successor_of,
 };
@@ -40,12 +40,13 @@ const MAX_FIELD: u32 = 16 * 1024 * 1024;
 
 /// The trees a backup holds, in the order it holds them (see the module
 /// documentation for why certificates come before join tokens).
-const TREES: [&str; 7] = [
+const TREES: [&str; 8] = [
     CERTIFICATES_TREE,
     SUCCESSORS_TREE,
     JOIN_TOKENS_TREE,
     ENTRIES_TREE,
     FEDERATIONS_TREE,
+    ACME_TREE,
     AUDIT_TREE,
     META_TREE,
 ];
@@ -105,6 +106,9 @@ fn count(
         AUDIT_TREE => {
             let _: AuditEntry = record::decode(value)?;
             summary.audit_entries += 1;
+        }
+        ACME_TREE => {
+            super::acme::object_of(value)?;
         }
         _ if key == CRL_NUMBER_KEY => {
             summary.crl_number = <[u8; 8]>::try_from(value)
@@ -283,6 +287,9 @@ fn import(
             }
             FEDERATIONS_TREE => {
                 open.federations.insert(key, value)?;
+            }
+            ACME_TREE => {
+                open.acme.insert(key, value)?;
             }
             // The bundle's sequence goes on from the backup's; the daemon
             // raises it further at its first answer if the bundle changed.

@@ -16,6 +16,7 @@
 //! failed this way are put back before the store is used again, so
 //! "retry later" stays true.
 
+mod acme;
 mod backend;
 mod backup;
 mod commit;
@@ -76,6 +77,12 @@ const REVOCATION_COUNT_KEY: &[u8] = b"revocation-count";
 pub(super) const POLICY_KEY: &[u8] = b"policy";
 /// Federation relationships by trust domain.
 pub(super) const FEDERATIONS_TREE: &str = "federations";
+/// ACME objects (accounts, orders, authorizations, EAB keys) by key; see
+/// `acme` for the value's form.
+pub(super) const ACME_TREE: &str = "acme";
+/// Consumed ACME nonces → their expiry. Not backed up: a nonce outlives
+/// no restart of consequence (they expire within the hour).
+const ACME_NONCES_TREE: &str = "acme-nonces";
 /// Key in `meta` of certd's own bundle's `spiffe_sequence` (u64,
 /// big-endian) and the SHA-256 of the content it was given to.
 pub(super) const BUNDLE_SEQUENCE_KEY: &[u8] = b"bundle-sequence";
@@ -136,6 +143,8 @@ struct Open {
     meta: sled::Tree,
     successors: sled::Tree,
     federations: sled::Tree,
+    acme: sled::Tree,
+    acme_nonces: sled::Tree,
     commit: GroupCommit,
 }
 
@@ -237,6 +246,12 @@ impl Open {
                 .map_err(|e| opening_failed(dir, e))?,
             federations: db
                 .open_tree(FEDERATIONS_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            acme: db
+                .open_tree(ACME_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            acme_nonces: db
+                .open_tree(ACME_NONCES_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
             db,
             commit,
@@ -1098,6 +1113,39 @@ impl Storage for SledStore {
 
     fn changes(&self) -> broadcast::Receiver<Change> {
         self.shared.changes.subscribe()
+    }
+
+    async fn acme_object(&self, key: &str) -> Result<Option<super::AcmeObject>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.acme_object(key))
+    }
+
+    async fn acme_objects(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.acme_objects(prefix))
+    }
+
+    async fn swap_acme_object(
+        &self,
+        key: &str,
+        expected: Option<&super::AcmeObject>,
+        new: Option<&super::AcmeObject>,
+    ) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.swap_acme_object(key, expected, new).await)
+    }
+
+    async fn consume_acme_nonce(&self, nonce: &[u8], expires_at: i64) -> Result<bool, StoreError> {
+        let open = self.current()?;
+        self.watch(open.consume_acme_nonce(nonce, expires_at).await)
+    }
+
+    async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
+        let open = self.current()?;
+        self.watch(open.purge_expired_acme(now).await)
     }
 }
 

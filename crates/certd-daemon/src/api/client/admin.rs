@@ -17,6 +17,10 @@ use crate::authority::{CertificateSummary, TokenFor};
 use crate::ca::RevocationReason;
 use crate::registry::EntrySpec;
 
+mod acme;
+
+pub use acme::{AcmeAccountView, AcmeEabView, AcmeOrderView, AcmePolicyView};
+
 /// Client of `certd.v1.Admin` over the daemon's admin socket.
 pub struct AdminClient {
     target: String,

@@ -11,8 +11,8 @@ mod oauth;
 pub use oauth::TokenEndpointClient;
 
 pub use admin::{
-    AdminClient, AuditLine, CreatedTokens, EntrySummary, FederationView, ForeignBundleView,
-    RevokeSummary, RevokedSummary,
+    AcmeAccountView, AcmeEabView, AcmeOrderView, AcmePolicyView, AdminClient, AuditLine,
+    CreatedTokens, EntrySummary, FederationView, ForeignBundleView, RevokeSummary, RevokedSummary,
 };
 
 use std::time::Duration;
