@@ -6,6 +6,7 @@
 
 pub mod acme_clients;
 pub mod agent;
+pub mod bind;
 pub mod in_process;
 pub mod k8s_issuer;
 pub mod outside;
