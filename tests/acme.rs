@@ -48,14 +48,19 @@ fn lego_obtains_and_renews_with_http_01() {
         "the entry's lifetime (24 h, with a backdated notBefore): {listed}"
     );
 
+    // lego renews for the names it reads from the certificate: its CN and
+    // its SANs.
+    acme_clients::assert_common_name_is_a_dns_name(&lego_chain(&path));
     // lego renews when fewer than --days are left: a day-long certificate
     // always qualifies. lego 4.9 wants the EAB flags whenever the directory
     // requires EAB, though the account exists and it sends no EAB again.
     succeeds(
-        lego(&ca, &path)
-            .args(eab_args(&eab))
-            .args(challenge)
-            .args(["renew", "--days", "30", "--no-random-sleep"]),
+        lego(&ca, &path).args(eab_args(&eab)).args(challenge).args([
+            "renew",
+            "--days",
+            "30",
+            "--no-random-sleep",
+        ]),
         "lego renew (http-01)",
     );
     let second = ca.check_issued(&lego_chain(&path), &entry);
@@ -89,15 +94,63 @@ fn lego_obtains_and_renews_with_tls_alpn_01() {
         "lego run (tls-alpn-01)",
     );
     let first = ca.check_issued(&lego_chain(&path), &entry);
+    acme_clients::assert_common_name_is_a_dns_name(&lego_chain(&path));
     succeeds(
-        lego(&ca, &path)
-            .args(eab_args(&eab))
-            .args(challenge)
-            .args(["renew", "--days", "30", "--no-random-sleep"]),
+        lego(&ca, &path).args(eab_args(&eab)).args(challenge).args([
+            "renew",
+            "--days",
+            "30",
+            "--no-random-sleep",
+        ]),
         "lego renew (tls-alpn-01)",
     );
     let second = ca.check_issued(&lego_chain(&path), &entry);
     assert_ne!(first, second, "a new certificate");
+}
+
+/// dns-01 through a real DNS server: lego publishes its TXT record in a
+/// BIND zone with TSIG-signed RFC 2136 updates (its `rfc2136` provider),
+/// and certd asks that BIND (`[acme.testing] dns_server`). The entry's
+/// policy allows dns-01 only, so certd offers nothing else.
+#[test]
+fn lego_obtains_with_dns_01_through_bind() {
+    if !Client::Lego.available() {
+        return;
+    }
+    let Some(bind) = common::bind::bind("acme.test") else {
+        return;
+    };
+    let ca = AcmeCa::start(AcmeSettings {
+        dns_server: Some(bind.addr()),
+    });
+    let entry = ca.web_entry();
+    let output = ca
+        .daemon
+        .cli(&["acme", "policy", "set", &entry, "--challenges", "dns-01"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let eab = ca.eab(&entry);
+    let path = ca.dir("lego");
+    let resolver = bind.addr().to_string();
+
+    // lego's propagation check asks the zone's NS on port 53, where no
+    // test can listen: it is off, and lego asks BIND itself.
+    let obtained = lego(&ca, &path)
+        .args(eab_args(&eab))
+        .args(["--dns", "rfc2136", "--dns.resolvers", &resolver])
+        .arg("--dns.disable-cp")
+        .envs(bind.lego_rfc2136_env())
+        .arg("run")
+        .output()
+        .expect("lego");
+    assert!(
+        obtained.status.success(),
+        "lego run (dns-01) failed:\n{}{}\nBIND:\n{}\ncertd:\n{}",
+        stdout(&obtained),
+        stderr(&obtained),
+        bind.log(),
+        ca.daemon.log_text()
+    );
+    ca.check_issued(&lego_chain(&path), &entry);
 }
 
 /// certbot (standalone http-01) obtains a certificate and revokes it with

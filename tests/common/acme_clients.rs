@@ -173,6 +173,33 @@ impl AcmeCa {
     }
 }
 
+/// The subject CN of the first certificate in `chain`, if any, is one of
+/// its DNS names: ACME clients read a certificate's names from its CN and
+/// SANs (lego renews for them), and CAs put the first ordered name there
+/// (RFC 8555 §7.4 leaves the subject to the CA; the CA/Browser Forum's
+/// rules ask that a CN repeat a SAN).
+pub fn assert_common_name_is_a_dns_name(chain: &Path) {
+    let chain = chain.to_str().expect("UTF-8 path");
+    let (ok, names) = openssl(&["x509", "-noout", "-ext", "subjectAltName", "-in", chain]);
+    assert!(ok, "{names}");
+    let (ok, subject) = openssl(&[
+        "x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in", chain,
+    ]);
+    assert!(ok, "{subject}");
+    if let Some(common_name) = subject
+        .trim()
+        .trim_start_matches("subject=")
+        .split(',')
+        .find_map(|part| part.strip_prefix("CN="))
+    {
+        let dns_name = format!("DNS:{common_name}");
+        assert!(
+            names.split([',', '\n']).any(|name| name.trim() == dns_name),
+            "the subject's CN {common_name:?} is none of the certificate's DNS names: {names}"
+        );
+    }
+}
+
 /// The serial (lowercase hex) of the first certificate in the PEM file
 /// `path`.
 pub fn serial_of(path: &str) -> String {
