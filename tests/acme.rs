@@ -227,6 +227,78 @@ fn certbot_obtains_with_http_01_and_revokes() {
     assert!(!ok && text.contains("error 23 at 0 depth"), "CRL: {text}");
 }
 
+/// Renewal information (RFC 9773) as certbot reads it: `certbot renew`
+/// asks certd's ARI and, for a fresh day-long certificate, is told to wait
+/// (its window opens around half-life); once an operator revokes the
+/// certificate with `certd revoke`, ARI's window moves to now and the next
+/// `certbot renew` gets a new certificate, on ARI's word rather than by
+/// finding the revocation through OCSP.
+#[test]
+fn certbot_renews_at_once_when_renewal_information_says_so() {
+    if !Client::Certbot.available() {
+        return;
+    }
+    let ca = AcmeCa::start(AcmeSettings::default());
+    let entry = ca.web_entry();
+    let eab = ca.eab(&entry);
+    let dir = ca.dir("certbot");
+    let port = ca.http_port.to_string();
+    succeeds(
+        acme_clients::certbot(&ca, &dir, "certonly")
+            .args(["--standalone", "--http-01-port", &port])
+            .args(["--http-01-address", "127.0.0.1"])
+            .args(["--eab-kid", &eab.key_id, "--eab-hmac-key", &eab.hmac_key])
+            .args(["--agree-tos", "--email", CONTACT, "--domains", NAME]),
+        "certbot certonly",
+    );
+    let live = dir.join("config/live").join(NAME);
+    let first = ca.check_issued(&live.join("fullchain.pem"), &entry);
+    let log = dir.join("logs/letsencrypt.log");
+    let ari_failed = "An error occurred requesting ACME Renewal Information";
+
+    // certbot renews for the names it reads from the certificate.
+    acme_clients::assert_common_name_is_a_dns_name(&live.join("cert.pem"));
+    // Run by a timer, certbot renew sleeps up to 8 minutes first: not here.
+    let renew = || {
+        let mut command = acme_clients::certbot(&ca, &dir, "renew");
+        command.arg("--no-random-sleep-on-renew");
+        command
+    };
+    let output = succeeds(&mut renew(), "certbot renew");
+    let said = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(said.contains("not yet due for renewal"), "{said}");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!logged.contains(ari_failed), "certbot asked ARI: {logged}");
+
+    let output = ca.daemon.cli(&["revoke", &first]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // certbot waits for the Retry-After of certd's last answer (6 hours)
+    // before asking ARI again: as if they had passed.
+    let renewal = dir.join("config/renewal").join(format!("{NAME}.conf"));
+    let conf = std::fs::read_to_string(&renewal).expect("certbot's renewal configuration");
+    assert!(conf.contains("ari_retry_after"), "{conf}");
+    let conf: String = conf
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("ari_retry_after"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&renewal, conf).expect("rewrite certbot's renewal configuration");
+    let logged_before = std::fs::read_to_string(&log).unwrap_or_default().len();
+
+    let output = succeeds(&mut renew(), "certbot renew after the revocation");
+    let said = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(said.contains("all renewals succeeded"), "{said}");
+    let second = ca.check_issued(&live.join("fullchain.pem"), &entry);
+    assert_ne!(first, second, "a new certificate");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let this_run = logged.get(logged_before.min(logged.len())..).unwrap_or("");
+    assert!(!this_run.contains(ari_failed), "{this_run}");
+    assert!(
+        !this_run.contains("Should renew, certificate is revoked"),
+        "ARI, not OCSP, said to renew: {this_run}"
+    );
+}
+
 /// Caddy, configured by the guide's Caddyfile (certd as its `acme_ca`, its
 /// bundle as `acme_ca_root`, an EAB key), gets a certificate by itself and
 /// serves `web.acme.test` over HTTPS with it: `openssl s_client` verifies
