@@ -417,9 +417,33 @@ async fn call(
             result
         }
         "ListFederations" => client.federations(None).await.map(drop),
+        "CreateAcmeEab" => {
+            let entry = billing_entry(admin).await;
+            client.create_acme_eab(&entry, None).await.map(drop)
+        }
+        "SetAcmePolicy" => {
+            let entry = billing_entry(admin).await;
+            client.set_acme_policy(&entry, &[], false).await.map(drop)
+        }
+        "GetAcmePolicy" => {
+            let entry = billing_entry(admin).await;
+            client.acme_policy(&entry).await.map(drop)
+        }
+        "ListAcmeAccounts" => client.acme_accounts().await.map(drop),
+        // No account exists: past the role check, it is not found.
+        "DeactivateAcmeAccount" => client
+            .deactivate_acme_account("no-such-account")
+            .await
+            .map(drop),
+        "ListAcmeOrders" => client.acme_orders(None).await.map(drop),
         other => panic!("no call for {other}"),
     }
     .map_err(refusal)
+}
+
+/// The id of the `billing` entry the role table's daemon has.
+async fn billing_entry(admin: &mut AdminClient) -> String {
+    admin.entries(Some("billing")).await.unwrap()[0].id.clone()
 }
 
 /// The table of admin RPC × role (docs/operations/operators.md says the
@@ -435,7 +459,7 @@ async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_names() {
 
     // RPC, then whether admin, issuer, revoker, auditor and an unlisted
     // operator may call it.
-    let table: [(&str, [bool; 5]); 20] = [
+    let table: [(&str, [bool; 5]); 26] = [
         ("Backup", [true, false, false, false, false]),
         ("CreateJoinToken", [true, false, false, false, false]),
         ("IssueForCi", [true, true, false, false, false]),
@@ -459,6 +483,12 @@ async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_names() {
         ("AddFederation", [true, false, false, false, false]),
         ("RemoveFederation", [true, false, false, false, false]),
         ("ListFederations", [true, false, false, true, false]),
+        ("CreateAcmeEab", [true, false, false, false, false]),
+        ("SetAcmePolicy", [true, false, false, false, false]),
+        ("GetAcmePolicy", [true, false, false, true, false]),
+        ("ListAcmeAccounts", [true, false, false, true, false]),
+        ("DeactivateAcmeAccount", [true, false, true, false, false]),
+        ("ListAcmeOrders", [true, false, false, true, false]),
     ];
     let on_postgres = common::database_url(&daemon.data_dir).is_some();
     let operators = ["alice", "ci", "oncall", "audit", "mallory"];
@@ -477,6 +507,10 @@ async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_names() {
                     if rpc == "Backup" && on_postgres =>
                 {
                     assert!(message.contains("pg_dump"), "{message}");
+                }
+                // Past the role check, an account that does not exist.
+                (Err((ErrorKind::NotFound, message)), true) if rpc == "DeactivateAcmeAccount" => {
+                    assert!(message.contains("no ACME account"), "{message}");
                 }
                 (Err((kind, message)), false) => {
                     assert_eq!(kind, ErrorKind::PermissionDenied, "{who} {rpc}: {message}");

@@ -15,15 +15,20 @@
 //!
 //! `api::acme` is the HTTP front door; it alone knows axum.
 
+mod accounts;
 pub mod admin;
 pub mod ari;
+mod authorizations;
 pub mod challenge;
 pub mod eab;
 pub mod jws;
 pub mod nonce;
+mod orders;
 pub mod problem;
 pub mod records;
+mod revocation;
 pub mod server;
+mod views;
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -116,7 +116,7 @@ mod tests {
             1000,
             Err("not one certd handed out"),
         );
-        check(&key, "short", 1000, Err("not one certd handed out"));
+        check(&key, "c2hvcnQ", 1000, Err("not one certd handed out"));
         check(&key, "not base64!", 1000, Err("not base64url"));
         let mut bytes = super::super::jws::unb64("n", &key.mint(1000)).unwrap();
         bytes[3] ^= 1;

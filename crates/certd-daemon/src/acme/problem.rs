@@ -173,6 +173,13 @@ impl Problem {
             kind: self.kind.urn(),
             detail: self.detail.clone(),
             status: self.status(),
+            // RFC 8555 §6.2: the algorithms the server takes.
+            algorithms: (self.kind == ProblemType::BadSignatureAlgorithm).then(|| {
+                super::jws::ACCOUNT_KEY_ALGORITHMS
+                    .iter()
+                    .map(|alg| (*alg).to_owned())
+                    .collect()
+            }),
         }
     }
 }
@@ -184,6 +191,9 @@ pub struct ProblemDocument {
     pub kind: String,
     pub detail: String,
     pub status: u16,
+    /// With `badSignatureAlgorithm`: the `alg` values certd accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<String>>,
 }
 
 impl From<crate::store::StoreError> for Problem {

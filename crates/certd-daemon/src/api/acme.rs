@@ -139,25 +139,16 @@ async fn signed(request: Request) -> Result<Signed, (String, Problem)> {
                 .trim()
                 .to_ascii_lowercase()
         });
-    let declared_too_large = request
+    // A body declared larger than certd would even drain is refused unread.
+    let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok())
-        .is_some_and(|length| length > MAX_REQUEST_BYTES);
-    let too_large = || {
-        Problem::malformed(format!(
-            "the request is larger than {} KiB",
-            MAX_REQUEST_BYTES / 1024
-        ))
-        .with_status(413)
-    };
-    if declared_too_large {
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > DRAIN_BYTES) {
         return Err(fail(too_large()));
     }
-    let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_REQUEST_BYTES).await else {
-        return Err(fail(too_large()));
-    };
+    let body = read_body(request.into_body()).await.map_err(fail)?;
     if content_type.as_deref() != Some("application/jose+json") {
         return Err(fail(
             Problem::malformed("ACME requests must be sent as Content-Type: application/jose+json")
@@ -171,6 +162,45 @@ async fn signed(request: Request) -> Result<Signed, (String, Problem)> {
         jws,
         peer,
     })
+}
+
+/// How much of an oversized body is read and dropped before the refusal:
+/// an HTTP/2 client still sending would otherwise see its stream reset
+/// instead of the 413. Beyond this the stream is reset anyway.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// The body, at most `MAX_REQUEST_BYTES`; a larger one is refused with 413
+/// (malformed) once read, or once `DRAIN_BYTES` of it were.
+async fn read_body(mut body: AxumBody) -> Result<Vec<u8>, Problem> {
+    use http_body_util::BodyExt;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            Problem::malformed(format!("the request body could not be read: {error}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= MAX_REQUEST_BYTES {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_BYTES {
+            break;
+        }
+    }
+    if seen > MAX_REQUEST_BYTES {
+        return Err(too_large());
+    }
+    Ok(kept)
+}
+
+fn too_large() -> Problem {
+    Problem::malformed(format!(
+        "the request is larger than {} KiB",
+        MAX_REQUEST_BYTES / 1024
+    ))
+    .with_status(413)
 }
 
 /// Reads the request, runs `decide` on it, answers.

@@ -921,6 +921,38 @@ mod tests {
     }
 
     #[test]
+    fn the_acme_section_is_read_and_its_test_overrides_checked() {
+        let defaults = check("", None).unwrap().acme;
+        assert!(defaults.enabled && !defaults.accounts_without_eab);
+        assert_eq!(defaults.testing, None);
+        let config = check(
+            "[acme]\naccounts_without_eab = true\n[acme.testing]\nhttp_port = 5002\ntls_alpn_port = 5001\nresolve_all_to = \"127.0.0.1\"\ndns_server = \"127.0.0.1:5353\"\n",
+            None,
+        )
+        .unwrap();
+        assert!(config.acme.accounts_without_eab);
+        let validation = config.acme.validation();
+        assert_eq!(validation.http_port, 5002);
+        assert_eq!(validation.tls_alpn_port, 5001);
+        assert_eq!(
+            validation.resolve_all_to,
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(validation.dns_servers, ["127.0.0.1:5353".parse().unwrap()]);
+        // Without the section, the real ports and the system's resolver.
+        assert_eq!(defaults.validation().http_port, 80);
+        check(
+            "[acme.testing]\nresolve_all_to = \"localhost\"",
+            Some("acme.testing.resolve_all_to"),
+        );
+        check(
+            "[acme.testing]\ndns_server = \"127.0.0.1\"",
+            Some("acme.testing.dns_server"),
+        );
+        check("[acme]\nopen = true", Some("unknown field"));
+    }
+
+    #[test]
     fn store_urls_are_checked() {
         let config = check(
             "[store]\nurl = \"postgresql://certd@db.internal/certd?sslmode=require\"",

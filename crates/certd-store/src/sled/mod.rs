@@ -1313,6 +1313,66 @@ mod tests {
 
     crate::storage_behaviour_suite!(sled);
 
+    /// A backup and restore, and a copy into another store, carry the ACME
+    /// objects; consumed nonces are not carried (they expire within the
+    /// hour).
+    #[tokio::test]
+    async fn backups_and_copies_carry_acme_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = crate::AcmeObject {
+            expires_at: None,
+            data: b"{\"id\":\"a\"}".to_vec(),
+        };
+        let store = SledStore::open(&dir.path().join("db")).unwrap();
+        assert!(
+            store
+                .swap_acme_object("account/a", None, Some(&account))
+                .await
+                .unwrap()
+        );
+        assert!(store.consume_acme_nonce(b"nonce", i64::MAX).await.unwrap());
+        // Backup and restore block: the daemon runs them off the runtime.
+        let backup_file = dir.path().join("backup");
+        let restored_dir = dir.path().join("restored");
+        let (file, into) = (backup_file.clone(), restored_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut out = std::fs::File::create(&file).unwrap();
+            store.backup(&mut out).unwrap();
+            let floor = backup::RestoreFloor {
+                store_id: None,
+                crl_number: 0,
+            };
+            restore(&into, &file, &floor, &crate::progress::Progress::default()).unwrap();
+        })
+        .await
+        .unwrap();
+        let restored = SledStore::open(&restored_dir).unwrap();
+        assert_eq!(
+            restored.acme_object("account/a").await.unwrap(),
+            Some(account.clone())
+        );
+        assert!(
+            restored
+                .consume_acme_nonce(b"nonce", i64::MAX)
+                .await
+                .unwrap()
+        );
+
+        let copied: crate::SharedStorage =
+            std::sync::Arc::new(SledStore::open(&dir.path().join("copy")).unwrap());
+        crate::copy::copy(
+            std::sync::Arc::new(restored),
+            copied.clone(),
+            std::sync::Arc::new(crate::progress::Progress::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            copied.acme_objects("").await.unwrap(),
+            [("account/a".to_owned(), account)]
+        );
+    }
+
     /// A store written before the time indexes is indexed when it is
     /// opened, and then lists its newest records from the index.
     #[tokio::test]

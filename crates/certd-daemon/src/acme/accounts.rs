@@ -1,0 +1,317 @@
+//! Accounts (RFC 8555 §7.3): new accounts (with external account
+//! binding, or without where `accounts_without_eab` allows), reading and
+//! updating them, deactivation and key change.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::eab;
+use super::jws::{Jwk, Jws, KeyRef};
+use super::problem::{Problem, ProblemType};
+use super::records::{self, AccountRecord, AccountStatus, EabRecord};
+use super::server::{
+    AcmeServer, Answer, KeyMode, MAX_CONTACT_LEN, MAX_CONTACTS, SWAP_ATTEMPTS, Signed, random_id,
+};
+use super::views::account_json;
+use crate::model::AuditEvent;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewAccount {
+    contact: Option<Vec<String>>,
+    #[serde(default)]
+    only_return_existing: bool,
+    external_account_binding: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct AccountUpdate {
+    contact: Option<Vec<String>>,
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyChange {
+    account: String,
+    old_key: Value,
+}
+
+impl AcmeServer {
+    /// `POST /acme/new-account`
+    pub async fn new_account(&self, request: Signed) -> Result<Answer, Problem> {
+        let base = request.base.clone();
+        let peer = request.peer.clone();
+        let verified = self.verify(request, KeyMode::Jwk).await?;
+        let payload: NewAccount = verified.jws.json()?;
+        let store = self.authority.store();
+        let thumbprint = verified.key.thumbprint();
+        if let Some(existing) = self.account_with_key(&thumbprint).await? {
+            return Ok(Answer::json(200, account_json(&base, &existing))
+                .at(format!("{base}/account/{}", existing.id)));
+        }
+        if payload.only_return_existing {
+            return Err(Problem::new(
+                ProblemType::AccountDoesNotExist,
+                "no account has this key",
+            ));
+        }
+        let contact = checked_contacts(payload.contact.unwrap_or_default())?;
+        let now = self.authority.now();
+        let state = self.authority.acme_state();
+        let (entry, eab_key_id) = match &payload.external_account_binding {
+            Some(binding) => {
+                let key_id = state.eab.check_binding(
+                    binding,
+                    &format!("{base}/new-account"),
+                    &verified.key,
+                )?;
+                let entry = self.use_eab_key(&key_id, now).await?;
+                (Some(entry), Some(key_id))
+            }
+            None if state.settings.accounts_without_eab => (None, None),
+            None => {
+                return Err(Problem::new(
+                    ProblemType::ExternalAccountRequired,
+                    "this certd requires external account binding: ask its operator for a key (`certd acme eab create --entry <entry>`)",
+                ));
+            }
+        };
+        let account = AccountRecord {
+            id: random_id(),
+            key: verified.key.clone(),
+            contact,
+            status: AccountStatus::Valid,
+            entry: entry.clone(),
+            eab_key_id,
+            created_at: now,
+        };
+        // The key's index first: of two requests with one key, one account.
+        if !records::create(
+            store,
+            &records::account_by_key(&thumbprint),
+            &account.id,
+            None,
+        )
+        .await?
+        {
+            let existing = self
+                .account_with_key(&thumbprint)
+                .await?
+                .ok_or_else(|| Problem::internal(&"an account key index without its account"))?;
+            return Ok(Answer::json(200, account_json(&base, &existing))
+                .at(format!("{base}/account/{}", existing.id)));
+        }
+        records::create(store, &records::account_key(&account.id), &account, None).await?;
+        self.authority
+            .audit_acme(
+                AuditEvent::CreateAcmeAccount,
+                &Self::caller(&account.id, &peer),
+                format!(
+                    "account {}{}",
+                    account.id,
+                    entry
+                        .as_deref()
+                        .map(|entry| format!(" bound to entry {entry}"))
+                        .unwrap_or_else(|| " without external account binding".into())
+                ),
+                None,
+            )
+            .await;
+        Ok(Answer::json(201, account_json(&base, &account))
+            .at(format!("{base}/account/{}", account.id)))
+    }
+
+    async fn account_with_key(&self, thumbprint: &str) -> Result<Option<AccountRecord>, Problem> {
+        let store = self.authority.store();
+        let Some(id) = records::load::<String>(store, &records::account_by_key(thumbprint)).await?
+        else {
+            return Ok(None);
+        };
+        Ok(
+            records::load::<AccountRecord>(store, &records::account_key(&id.value))
+                .await?
+                .map(|stored| stored.value),
+        )
+    }
+
+    /// Uses up EAB key `key_id` (once, even across replicas); the entry it
+    /// binds to.
+    async fn use_eab_key(&self, key_id: &str, now: i64) -> Result<String, Problem> {
+        let store = self.authority.store();
+        let key = records::eab_key(key_id);
+        let stored = records::load::<EabRecord>(store, &key).await?;
+        eab::usable(stored.as_ref().map(|stored| &stored.value), key_id, now)?;
+        let Some(stored) = stored else {
+            return Err(Problem::unauthorized(format!(
+                "external account binding key {key_id} is unknown"
+            )));
+        };
+        if self.authority.entry(&stored.value.entry).is_none() {
+            return Err(Problem::unauthorized(format!(
+                "external account binding key {key_id} is for entry {}, which no longer exists",
+                stored.value.entry
+            )));
+        }
+        let used = EabRecord {
+            used: true,
+            ..stored.value.clone()
+        };
+        if !records::replace(store, &key, &stored, &used, stored.expires_at()).await? {
+            return Err(Problem::unauthorized(format!(
+                "external account binding key {key_id} was already used"
+            )));
+        }
+        Ok(stored.value.entry)
+    }
+
+    /// `POST /acme/account/{account}`: read, update contacts, deactivate.
+    pub async fn account(&self, request: Signed, account_id: &str) -> Result<Answer, Problem> {
+        let base = request.base.clone();
+        let peer = request.peer.clone();
+        let verified = self.verify(request, KeyMode::Kid).await?;
+        Self::own(&verified, account_id, "account")?;
+        if verified.jws.is_post_as_get() {
+            let account = verified.account()?;
+            return Ok(Answer::json(200, account_json(&base, account))
+                .at(format!("{base}/account/{account_id}")));
+        }
+        let update: AccountUpdate = verified.jws.json()?;
+        let deactivate = match update.status.as_deref() {
+            None => false,
+            Some("deactivated") => true,
+            Some(other) => {
+                return Err(Problem::malformed(format!(
+                    "an account's status may only be set to \"deactivated\", not {other:?}"
+                )));
+            }
+        };
+        let contact = update.contact.map(checked_contacts).transpose()?;
+        let store = self.authority.store();
+        let key = records::account_key(account_id);
+        for _ in 0..SWAP_ATTEMPTS {
+            let current = records::load::<AccountRecord>(store, &key)
+                .await?
+                .ok_or_else(|| Problem::not_found("account"))?;
+            let mut account = current.value.clone();
+            if let Some(contact) = &contact {
+                account.contact.clone_from(contact);
+            }
+            if deactivate {
+                account.status = AccountStatus::Deactivated;
+            }
+            if records::replace(store, &key, &current, &account, None).await? {
+                if deactivate {
+                    self.authority
+                        .audit_acme(
+                            AuditEvent::DeactivateAcmeAccount,
+                            &Self::caller(account_id, &peer),
+                            format!("account {account_id} deactivated by its holder"),
+                            None,
+                        )
+                        .await;
+                }
+                return Ok(Answer::json(200, account_json(&base, &account))
+                    .at(format!("{base}/account/{account_id}")));
+            }
+        }
+        Err(Problem::internal(&"the account kept changing"))
+    }
+
+    /// `POST /acme/key-change` (RFC 8555 §7.3.5).
+    pub async fn key_change(&self, request: Signed) -> Result<Answer, Problem> {
+        let base = request.base.clone();
+        let url = request.url.clone();
+        let verified = self.verify(request, KeyMode::Kid).await?;
+        let account = verified.account()?.clone();
+        let inner = Jws::parse(&verified.jws.payload)?;
+        let KeyRef::Jwk(new_key) = inner.key_ref()? else {
+            return Err(Problem::malformed(
+                "the inner JWS must embed the new key (jwk)",
+            ));
+        };
+        if inner.header.url.as_deref() != Some(url.as_str()) {
+            return Err(Problem::malformed(
+                "the inner JWS's url must be the outer one's",
+            ));
+        }
+        if inner.header.nonce.is_some() {
+            return Err(Problem::malformed("the inner JWS may not carry a nonce"));
+        }
+        inner.verify(&new_key)?;
+        let change: KeyChange = inner.json()?;
+        let account_url = format!("{base}/account/{}", account.id);
+        if change.account != account_url {
+            return Err(Problem::unauthorized(format!(
+                "the key change names account {}, but was signed by {account_url}",
+                change.account
+            )));
+        }
+        if Jwk::from_value(&change.old_key).ok().as_ref() != Some(&account.key) {
+            return Err(Problem::unauthorized(
+                "oldKey is not the account's current key",
+            ));
+        }
+        let store = self.authority.store();
+        let new_thumbprint = new_key.thumbprint();
+        if let Some(holder) = self.account_with_key(&new_thumbprint).await? {
+            return Err(
+                Problem::malformed("another account already has the new key")
+                    .with_status(409)
+                    .with_location(format!("{base}/account/{}", holder.id)),
+            );
+        }
+        if !records::create(
+            store,
+            &records::account_by_key(&new_thumbprint),
+            &account.id,
+            None,
+        )
+        .await?
+        {
+            return Err(
+                Problem::malformed("another account already has the new key").with_status(409),
+            );
+        }
+        let key = records::account_key(&account.id);
+        let current = verified
+            .account
+            .as_ref()
+            .ok_or_else(|| Problem::internal(&"a verified kid request without its account"))?;
+        let updated = AccountRecord {
+            key: new_key,
+            ..account.clone()
+        };
+        if !records::replace(store, &key, current, &updated, None).await? {
+            // Undo the index: the account changed meanwhile.
+            if let Some(index) =
+                records::load::<String>(store, &records::account_by_key(&new_thumbprint)).await?
+            {
+                records::remove(store, &records::account_by_key(&new_thumbprint), &index).await?;
+            }
+            return Err(Problem::malformed(
+                "the account changed while its key was being changed; try again",
+            )
+            .with_status(409));
+        }
+        let old_index = records::account_by_key(&account.key.thumbprint());
+        if let Some(index) = records::load::<String>(store, &old_index).await? {
+            records::remove(store, &old_index, &index).await?;
+        }
+        Ok(Answer::json(200, account_json(&base, &updated)).at(account_url))
+    }
+}
+
+fn checked_contacts(contact: Vec<String>) -> Result<Vec<String>, Problem> {
+    if contact.len() > MAX_CONTACTS
+        || contact
+            .iter()
+            .any(|c| c.len() > MAX_CONTACT_LEN || !c.starts_with("mailto:"))
+    {
+        return Err(Problem::new(
+            ProblemType::Malformed,
+            format!("contacts must be at most {MAX_CONTACTS} mailto: URLs"),
+        ));
+    }
+    Ok(contact)
+}

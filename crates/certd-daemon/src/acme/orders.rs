@@ -1,0 +1,608 @@
+//! Orders (RFC 8555 §7.4): new orders for names of the account's entry,
+//! their state machine, finalization through the authority (once, even
+//! across replicas), the certificate chain, and an account's order list.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::challenge::ChallengeType;
+use super::jws::unb64;
+use super::problem::{Problem, ProblemType};
+use super::records::{
+    self, AccountRecord, AuthzRecord, ChallengeRecord, EntryPolicy, OrderRecord, Status, Stored,
+};
+use super::server::{
+    AcmeServer, Answer, Body, KEEP_AFTER_EXPIRY_SECONDS, KeyMode, MAX_IDENTIFIERS,
+    ORDER_LIFETIME_SECONDS, SWAP_ATTEMPTS, Signed, ordered_by, problem_of_issuance, random_id,
+    random_token,
+};
+use super::views::order_json;
+use crate::ca::csr::{RequestedName, ValidatedCsr};
+use crate::identity::Serial;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewOrder {
+    identifiers: Vec<Identifier>,
+    not_before: Option<Value>,
+    not_after: Option<Value>,
+    replaces: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Identifier {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct Finalize {
+    csr: String,
+}
+
+impl AcmeServer {
+    /// `POST /acme/new-order`
+    pub async fn new_order(&self, request: Signed) -> Result<Answer, Problem> {
+        let base = request.base.clone();
+        let verified = self.verify(request, KeyMode::Kid).await?;
+        let account = verified.account()?.clone();
+        let payload: NewOrder = verified.jws.json()?;
+        if payload.not_before.is_some() || payload.not_after.is_some() {
+            return Err(Problem::malformed(
+                "certd decides a certificate's lifetime (the entry's); leave notBefore and notAfter out",
+            ));
+        }
+        let identifiers = checked_identifiers(&payload.identifiers)?;
+        let (entry, challenges_required) = match &account.entry {
+            Some(entry_id) => {
+                let entry = self.authority.entry(entry_id).ok_or_else(|| {
+                    Problem::unauthorized(format!(
+                        "the account is bound to entry {entry_id}, which no longer exists"
+                    ))
+                })?;
+                for name in &identifiers {
+                    if !entry
+                        .dns_names
+                        .iter()
+                        .any(|dns| dns.as_str().eq_ignore_ascii_case(name))
+                    {
+                        let names: Vec<&str> =
+                            entry.dns_names.iter().map(|dns| dns.as_str()).collect();
+                        return Err(Problem::new(
+                            ProblemType::RejectedIdentifier,
+                            format!(
+                                "{name} is not a DNS name of entry {entry_id} (its names: {})",
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                (entry, false)
+            }
+            None => {
+                let entry = self.authority.entry_naming(&identifiers).ok_or_else(|| {
+                    Problem::new(
+                        ProblemType::RejectedIdentifier,
+                        format!(
+                            "no registration entry names all of {}",
+                            identifiers.join(", ")
+                        ),
+                    )
+                })?;
+                (entry, true)
+            }
+        };
+        if let Some(replaces) = &payload.replaces {
+            self.check_replaces(&account, replaces).await?;
+        }
+        let policy = self.policy(&entry.id).await?;
+        let valid_at_once = !challenges_required && policy.without_challenges;
+        let kinds: Vec<ChallengeType> = policy
+            .challenges
+            .iter()
+            .filter_map(|name| ChallengeType::parse(name))
+            .collect();
+        let now = self.authority.now();
+        let expires_at = now + ORDER_LIFETIME_SECONDS;
+        let store = self.authority.store();
+        let mut authorizations = Vec::new();
+        for name in &identifiers {
+            let authz = AuthzRecord {
+                id: random_id(),
+                account: account.id.clone(),
+                identifier: name.clone(),
+                status: if valid_at_once {
+                    Status::Valid
+                } else {
+                    Status::Pending
+                },
+                expires_at,
+                challenges: if valid_at_once {
+                    Vec::new()
+                } else {
+                    kinds
+                        .iter()
+                        .map(|kind| ChallengeRecord {
+                            kind: kind.as_str().to_owned(),
+                            token: random_token(),
+                            status: Status::Pending,
+                            validated_at: None,
+                            error: None,
+                        })
+                        .collect()
+                },
+            };
+            records::create(
+                store,
+                &records::authz_key(&account.id, &authz.id),
+                &authz,
+                Some(expires_at + KEEP_AFTER_EXPIRY_SECONDS),
+            )
+            .await?;
+            authorizations.push(authz.id);
+        }
+        let order = OrderRecord {
+            id: random_id(),
+            account: account.id.clone(),
+            entry: entry.id.clone(),
+            status: if valid_at_once {
+                Status::Ready
+            } else {
+                Status::Pending
+            },
+            expires_at,
+            identifiers,
+            authorizations,
+            error: None,
+            certificate: None,
+            replaces: payload.replaces,
+            created_at: now,
+        };
+        records::create(
+            store,
+            &records::order_key(&account.id, &order.id),
+            &order,
+            Some(expires_at + KEEP_AFTER_EXPIRY_SECONDS),
+        )
+        .await?;
+        count_order("created");
+        Ok(Answer::json(201, order_json(&base, &order))
+            .at(format!("{base}/order/{}/{}", account.id, order.id)))
+    }
+
+    /// A `replaces` certID must name a certificate this account was issued.
+    async fn check_replaces(&self, account: &AccountRecord, replaces: &str) -> Result<(), Problem> {
+        let cert_id = super::ari::CertId::parse(replaces)?;
+        let record = self.authority.store().certificate(&cert_id.serial).await?;
+        match record {
+            Some(record) if ordered_by(&record.attestation) == Some(account.id.as_str()) => Ok(()),
+            _ => Err(Problem::malformed(format!(
+                "replaces names {replaces}, which is not a certificate of this account"
+            ))),
+        }
+    }
+
+    /// Entry `entry`'s ACME policy (the default if none was set).
+    pub async fn policy(&self, entry: &str) -> Result<EntryPolicy, Problem> {
+        Ok(
+            records::load::<EntryPolicy>(self.authority.store(), &records::policy_key(entry))
+                .await?
+                .map(|stored| stored.value)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// `POST /acme/order/{account}/{order}` (POST-as-GET).
+    pub async fn order(
+        &self,
+        request: Signed,
+        account: &str,
+        order_id: &str,
+    ) -> Result<Answer, Problem> {
+        let base = request.base.clone();
+        let verified = self.verify(request, KeyMode::Kid).await?;
+        Self::own(&verified, account, "order")?;
+        let order = self.current_order(account, order_id).await?;
+        Ok(Answer::json(200, order_json(&base, &order.value))
+            .at(format!("{base}/order/{account}/{order_id}")))
+    }
+
+    /// The order with its status brought up to date from its
+    /// authorizations and its expiry (RFC 8555 §7.1.6).
+    async fn current_order(
+        &self,
+        account: &str,
+        order_id: &str,
+    ) -> Result<Stored<OrderRecord>, Problem> {
+        let store = self.authority.store();
+        let key = records::order_key(account, order_id);
+        for _ in 0..SWAP_ATTEMPTS {
+            let current = records::load::<OrderRecord>(store, &key)
+                .await?
+                .ok_or_else(|| Problem::not_found("order"))?;
+            let mut statuses = Vec::new();
+            if current.value.status == Status::Pending {
+                for authz in &current.value.authorizations {
+                    let authz =
+                        records::load::<AuthzRecord>(store, &records::authz_key(account, authz))
+                            .await?;
+                    statuses.push(authz.map_or(Status::Invalid, |a| a.value.status));
+                }
+            }
+            let mut order = current.value.clone();
+            if let Some((status, error)) = next_status(
+                order.status,
+                order.expires_at,
+                self.authority.now(),
+                &statuses,
+            ) {
+                order.status = status;
+                order.error = error.map(|problem| problem.document());
+            }
+            if order == current.value {
+                return Ok(current);
+            }
+            if order.status == Status::Invalid {
+                count_order("invalid");
+            }
+            if records::replace(store, &key, &current, &order, current.expires_at()).await? {
+                return records::load(store, &key)
+                    .await?
+                    .ok_or_else(|| Problem::not_found("order"));
+            }
+        }
+        Err(Problem::internal(&"the order kept changing"))
+    }
+
+    /// `POST /acme/order/{account}/{order}/finalize`
+    pub async fn finalize(
+        &self,
+        request: Signed,
+        account_id: &str,
+        order_id: &str,
+    ) -> Result<Answer, Problem> {
+        let base = request.base.clone();
+        let peer = request.peer.clone();
+        let verified = self.verify(request, KeyMode::Kid).await?;
+        Self::own(&verified, account_id, "order")?;
+        let ready = self.current_order(account_id, order_id).await?;
+        if ready.value.status != Status::Ready {
+            return Err(Problem::new(
+                ProblemType::OrderNotReady,
+                format!(
+                    "the order is {}, not ready: {}",
+                    ready.value.status.as_str(),
+                    match ready.value.status {
+                        Status::Pending => "complete its authorizations first",
+                        Status::Processing | Status::Valid => "it was finalized already",
+                        _ => "make a new order",
+                    }
+                ),
+            ));
+        }
+        let payload: Finalize = verified.jws.json()?;
+        let csr_der = unb64("the CSR", &payload.csr)?;
+        check_csr_names(&csr_der, &ready.value.identifiers)?;
+        let store = self.authority.store();
+        let key = records::order_key(account_id, order_id);
+        let mut order = ready.value.clone();
+        order.status = Status::Processing;
+        // One finalization, even with two replicas: only one swap from
+        // ready wins.
+        if !records::replace(store, &key, &ready, &order, ready.expires_at()).await? {
+            return Err(Problem::new(
+                ProblemType::OrderNotReady,
+                "the order is being finalized by another request",
+            ));
+        }
+        let issued = self
+            .authority
+            .issue_for_acme(
+                &Self::caller(account_id, &peer),
+                account_id,
+                &order.entry,
+                &order.identifiers,
+                &csr_der,
+            )
+            .await;
+        let processing = records::load::<OrderRecord>(store, &key)
+            .await?
+            .ok_or_else(|| Problem::not_found("order"))?;
+        let mut finished = processing.value.clone();
+        let (outcome, expires_at) = match issued {
+            Ok(issued) => {
+                finished.status = Status::Valid;
+                finished.certificate = Some(issued.record.serial.to_hex());
+                count_order("valid");
+                (
+                    Ok(()),
+                    Some(issued.record.not_after + KEEP_AFTER_EXPIRY_SECONDS),
+                )
+            }
+            Err(error) => {
+                let problem = problem_of_issuance(&error);
+                finished.status = Status::Invalid;
+                finished.error = Some(problem.document());
+                count_order("invalid");
+                (Err(problem), processing.expires_at())
+            }
+        };
+        if !records::replace(store, &key, &processing, &finished, expires_at).await? {
+            return Err(Problem::internal(
+                &"the order changed while it was processing",
+            ));
+        }
+        outcome?;
+        Ok(Answer::json(200, order_json(&base, &finished))
+            .at(format!("{base}/order/{account_id}/{order_id}")))
+    }
+
+    /// `POST /acme/cert/{account}/{order}` (POST-as-GET): the chain.
+    pub async fn certificate(
+        &self,
+        request: Signed,
+        account: &str,
+        order_id: &str,
+    ) -> Result<Answer, Problem> {
+        let verified = self.verify(request, KeyMode::Kid).await?;
+        Self::own(&verified, account, "certificate")?;
+        let order = self.current_order(account, order_id).await?;
+        let serial: Serial = order
+            .value
+            .certificate
+            .as_deref()
+            .and_then(|serial| serial.parse().ok())
+            .ok_or_else(|| Problem::not_found("certificate"))?;
+        let record = self
+            .authority
+            .store()
+            .certificate(&serial)
+            .await?
+            .ok_or_else(|| Problem::not_found("certificate"))?;
+        Ok(Answer {
+            status: 200,
+            body: Body::PemChain(self.authority.ca().chain_pem_of(&record.der)),
+            location: None,
+            up: None,
+            retry_after: None,
+        })
+    }
+
+    /// `POST /acme/account/{account}/orders` (POST-as-GET).
+    pub async fn orders(&self, request: Signed, account: &str) -> Result<Answer, Problem> {
+        let base = request.base.clone();
+        let verified = self.verify(request, KeyMode::Kid).await?;
+        Self::own(&verified, account, "account")?;
+        let orders: Vec<Stored<OrderRecord>> =
+            records::list(self.authority.store(), &format!("order/{account}/")).await?;
+        let urls: Vec<String> = orders
+            .iter()
+            .filter(|order| order.value.status != Status::Invalid)
+            .map(|order| format!("{base}/order/{account}/{}", order.value.id))
+            .collect();
+        Ok(Answer::json(200, json!({ "orders": urls })))
+    }
+}
+
+/// The order state machine (RFC 8555 §7.1.6) where time and
+/// authorizations move it: a pending or ready order past its expiry turns
+/// invalid; a pending one turns ready when every authorization (whose
+/// `authz_statuses` are given for a pending order) is valid, and invalid
+/// when one failed. `None`: it stays as it is. Finalization moves it from
+/// ready to processing to valid or invalid (`finalize`).
+fn next_status(
+    status: Status,
+    expires_at: i64,
+    now: i64,
+    authz_statuses: &[Status],
+) -> Option<(Status, Option<Problem>)> {
+    match status {
+        Status::Pending | Status::Ready if now > expires_at => Some((
+            Status::Invalid,
+            Some(Problem::malformed("the order expired")),
+        )),
+        Status::Pending if authz_statuses.iter().all(|s| *s == Status::Valid) => {
+            Some((Status::Ready, None))
+        }
+        Status::Pending
+            if authz_statuses
+                .iter()
+                .any(|s| matches!(s, Status::Invalid | Status::Deactivated)) =>
+        {
+            Some((
+                Status::Invalid,
+                Some(Problem::unauthorized(
+                    "an authorization of the order failed",
+                )),
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn count_order(outcome: &str) {
+    crate::metrics::get()
+        .acme_orders
+        .get_or_create(&crate::metrics::AcmeOrderLabels {
+            outcome: outcome.to_owned(),
+        })
+        .inc();
+}
+
+/// The CSR's names must be exactly the order's (a CN, if any, one of them),
+/// and it may ask for nothing else; its key and signature are checked by
+/// `ValidatedCsr`.
+fn check_csr_names(csr_der: &[u8], identifiers: &[String]) -> Result<(), Problem> {
+    let csr = ValidatedCsr::from_der(csr_der)
+        .map_err(|error| Problem::new(ProblemType::BadCsr, error.to_string()))?;
+    let ordered: BTreeSet<String> = identifiers.iter().cloned().collect();
+    let mut requested = BTreeSet::new();
+    for name in csr.requested_names() {
+        match name {
+            RequestedName::Dns(dns) => {
+                requested.insert(dns.to_ascii_lowercase());
+            }
+            RequestedName::CommonName(cn) if ordered.contains(&cn.to_ascii_lowercase()) => {}
+            other => {
+                return Err(Problem::new(
+                    ProblemType::BadCsr,
+                    format!("the CSR asks for {other}, which the order does not name"),
+                ));
+            }
+        }
+    }
+    if requested != ordered {
+        return Err(Problem::new(
+            ProblemType::BadCsr,
+            format!(
+                "the CSR must name exactly the order's identifiers ({}); it names {}",
+                identifiers.join(", "),
+                requested.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Identifiers as certd keeps them: DNS names, lower case, sorted, each
+/// once.
+fn checked_identifiers(identifiers: &[Identifier]) -> Result<Vec<String>, Problem> {
+    if identifiers.is_empty() {
+        return Err(Problem::malformed(
+            "an order must name at least one identifier",
+        ));
+    }
+    if identifiers.len() > MAX_IDENTIFIERS {
+        return Err(Problem::malformed(format!(
+            "an order may name at most {MAX_IDENTIFIERS} identifiers"
+        )));
+    }
+    let mut names = BTreeSet::new();
+    for identifier in identifiers {
+        if identifier.kind != "dns" {
+            return Err(Problem::new(
+                ProblemType::UnsupportedIdentifier,
+                format!(
+                    "identifiers of type {:?}: certd issues for DNS names only",
+                    identifier.kind
+                ),
+            ));
+        }
+        let name = identifier.value.to_ascii_lowercase();
+        if name.parse::<crate::identity::DnsName>().is_err() {
+            return Err(Problem::new(
+                ProblemType::RejectedIdentifier,
+                format!("{:?} is not a DNS name certd issues for", identifier.value),
+            ));
+        }
+        names.insert(name);
+    }
+    Ok(names.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_moves_with_its_authorizations_and_its_expiry() {
+        use Status::{Deactivated, Invalid, Pending, Processing, Ready, Valid};
+        let check = |status, now, authz: &[Status], expected: Option<Status>| {
+            let next = next_status(status, 100, now, authz).map(|(status, _)| status);
+            assert_eq!(next, expected, "{status:?} at {now} with {authz:?}");
+        };
+        check(Pending, 50, &[Valid, Pending], None);
+        check(Pending, 50, &[Valid, Valid], Some(Ready));
+        check(Pending, 50, &[Valid, Invalid], Some(Invalid));
+        check(Pending, 50, &[Deactivated], Some(Invalid));
+        check(Pending, 101, &[Valid], Some(Invalid));
+        check(Ready, 101, &[], Some(Invalid));
+        check(Ready, 50, &[], None);
+        // Finalization's states are left to finalize, expiry or not.
+        check(Processing, 101, &[], None);
+        check(Valid, 101, &[], None);
+        check(Invalid, 50, &[], None);
+    }
+
+    fn identifiers(values: &[(&str, &str)]) -> Vec<Identifier> {
+        values
+            .iter()
+            .map(|(kind, value)| Identifier {
+                kind: (*kind).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn identifiers_are_dns_names_kept_lower_case_sorted_and_once() {
+        let kept = checked_identifiers(&identifiers(&[
+            ("dns", "WWW.example.test"),
+            ("dns", "api.example.test"),
+            ("dns", "www.example.test"),
+        ]))
+        .unwrap();
+        assert_eq!(kept, ["api.example.test", "www.example.test"]);
+        let refused =
+            |values: &[(&str, &str)]| checked_identifiers(&identifiers(values)).unwrap_err().kind;
+        assert_eq!(refused(&[]), ProblemType::Malformed);
+        assert_eq!(
+            refused(&[("ip", "127.0.0.1")]),
+            ProblemType::UnsupportedIdentifier
+        );
+        assert_eq!(
+            refused(&[("dns", "not a name")]),
+            ProblemType::RejectedIdentifier
+        );
+    }
+
+    #[test]
+    fn a_csr_must_name_exactly_the_orders_identifiers() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = |cn: Option<&str>, names: &[&str]| {
+            let mut params = rcgen::CertificateParams::new(
+                names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            if let Some(cn) = cn {
+                params
+                    .distinguished_name
+                    .push(rcgen::DnType::CommonName, cn);
+            }
+            params.serialize_request(&key).unwrap().der().to_vec()
+        };
+        let ordered = ["a.example.test".to_owned(), "b.example.test".to_owned()];
+        assert!(
+            check_csr_names(&csr(None, &["b.example.test", "A.example.test"]), &ordered).is_ok()
+        );
+        assert!(
+            check_csr_names(
+                &csr(
+                    Some("a.example.test"),
+                    &["a.example.test", "b.example.test"]
+                ),
+                &ordered
+            )
+            .is_ok()
+        );
+        for (cn, names) in [
+            (None, &["a.example.test"][..]),
+            (
+                None,
+                &["a.example.test", "b.example.test", "c.example.test"][..],
+            ),
+            (Some("other"), &["a.example.test", "b.example.test"][..]),
+        ] {
+            let problem = check_csr_names(&csr(cn, names), &ordered).unwrap_err();
+            assert_eq!(problem.kind, ProblemType::BadCsr, "{cn:?} {names:?}");
+        }
+        assert_eq!(
+            check_csr_names(b"not a CSR", &ordered).unwrap_err().kind,
+            ProblemType::BadCsr
+        );
+    }
+}

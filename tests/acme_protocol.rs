@@ -1,0 +1,812 @@
+//! certd's ACME server (RFC 8555) driven by hand-built JWS requests sent
+//! with curl, against a daemon serving in this process: every refusal
+//! answers with its problem type, and a certificate ordered by an account
+//! bound to an entry by EAB (with `--without-challenges`) chains to
+//! bundle.pem, is listed by `certd list` and can be revoked; its renewal
+//! window (ARI) moves to now once `certd revoke` revokes it.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+
+use common::in_process::InProcess;
+use common::{Served, stderr, stdout};
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An ACME answer: status, headers (lower-case names) and body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every value of a header that may repeat (`Link`).
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+
+    /// The problem type's last part (`badNonce`), checking the document.
+    fn problem(&self) -> String {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        let kind = self.json()["type"].as_str().unwrap_or_default().to_owned();
+        kind.strip_prefix("urn:ietf:params:acme:error:")
+            .unwrap_or_else(|| panic!("not an ACME problem: {self:?}"))
+            .to_owned()
+    }
+}
+
+/// An ACME client with a P-256 account key, speaking through curl.
+struct Client {
+    directory: Value,
+    bundle: String,
+    key: EcdsaKeyPair,
+    jwk: Value,
+    /// The account URL, once there is one.
+    kid: Option<String>,
+    nonce: Option<String>,
+}
+
+impl Client {
+    fn new(daemon: &Served) -> Client {
+        let bundle = daemon.data_dir.join("bundle.pem").display().to_string();
+        let directory = curl(
+            &bundle,
+            "GET",
+            &format!("{}/acme/directory", daemon.grpc),
+            None,
+        );
+        assert_eq!(directory.status, 200, "{directory:?}");
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let point = key.public_key().as_ref();
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..]),
+        });
+        Client {
+            directory: directory.json(),
+            bundle,
+            key,
+            jwk,
+            kid: None,
+            nonce: None,
+        }
+    }
+
+    fn url(&self, resource: &str) -> String {
+        self.directory[resource]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {resource} in {}", self.directory))
+            .to_owned()
+    }
+
+    fn fresh_nonce(&mut self) -> String {
+        if let Some(nonce) = self.nonce.take() {
+            return nonce;
+        }
+        let reply = curl(&self.bundle, "HEAD", &self.url("newNonce"), None);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        reply.header("replay-nonce").expect("a nonce").to_owned()
+    }
+
+    /// A JWS of `payload` (`None`: POST-as-GET) for `url` with `header`'s
+    /// members added to the protected header.
+    fn sign(&self, mut header: Value, payload: Option<&str>) -> String {
+        header["alg"] = "ES256".into();
+        let protected = b64(header.to_string().as_bytes());
+        let payload = payload.map(|p| b64(p.as_bytes())).unwrap_or_default();
+        let rng = ring::rand::SystemRandom::new();
+        let signature = self
+            .key
+            .sign(&rng, format!("{protected}.{payload}").as_bytes())
+            .unwrap();
+        json!({"protected": protected, "payload": payload, "signature": b64(signature.as_ref())})
+            .to_string()
+    }
+
+    /// The header for a request to `url`: the account's kid once there
+    /// is one, else the key.
+    fn header(&mut self, url: &str) -> Value {
+        let mut header = json!({"nonce": self.fresh_nonce(), "url": url});
+        match &self.kid {
+            Some(kid) => header["kid"] = kid.clone().into(),
+            None => header["jwk"] = self.jwk.clone(),
+        }
+        header
+    }
+
+    /// POSTs a signed request; keeps the answer's nonce for the next.
+    fn post(&mut self, url: &str, payload: Option<&str>) -> Reply {
+        let header = self.header(url);
+        let body = self.sign(header, payload);
+        self.send(url, &body)
+    }
+
+    fn send(&mut self, url: &str, body: &str) -> Reply {
+        let reply = curl(&self.bundle, "POST", url, Some(body));
+        self.nonce = reply.header("replay-nonce").map(str::to_owned);
+        assert!(
+            reply
+                .all("link")
+                .iter()
+                .any(|link| link.contains("/acme/directory>;rel=\"index\"")),
+            "every answer links the directory: {reply:?}"
+        );
+        reply
+    }
+
+    /// The external account binding of this client's key with EAB key
+    /// `kid` / `hmac` (base64url).
+    fn binding(&self, kid: &str, hmac: &str) -> Value {
+        let protected = b64(
+            json!({"alg": "HS256", "kid": kid, "url": self.url("newAccount")})
+                .to_string()
+                .as_bytes(),
+        );
+        let payload = b64(self.jwk.to_string().as_bytes());
+        let key = URL_SAFE_NO_PAD.decode(hmac).unwrap();
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+            format!("{protected}.{payload}").as_bytes(),
+        );
+        json!({"protected": protected, "payload": payload, "signature": b64(tag.as_ref())})
+    }
+
+    fn new_account(&mut self, binding: Option<Value>) -> Reply {
+        let mut payload =
+            json!({"termsOfServiceAgreed": true, "contact": ["mailto:ops@example.test"]});
+        if let Some(binding) = binding {
+            payload["externalAccountBinding"] = binding;
+        }
+        let url = self.url("newAccount");
+        let reply = self.post(&url, Some(&payload.to_string()));
+        if reply.status == 201 {
+            self.kid = reply.header("location").map(str::to_owned);
+        }
+        reply
+    }
+
+    fn new_order(&mut self, names: &[&str]) -> Reply {
+        let identifiers: Vec<Value> = names
+            .iter()
+            .map(|name| json!({"type": "dns", "value": name}))
+            .collect();
+        let url = self.url("newOrder");
+        self.post(
+            &url,
+            Some(&json!({ "identifiers": identifiers }).to_string()),
+        )
+    }
+}
+
+/// One request with curl: status, headers and body.
+fn curl(bundle: &str, method: &str, url: &str, body: Option<&str>) -> Reply {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "-i", "--cacert", bundle, "-H", "Expect:"]);
+    match method {
+        "HEAD" => {
+            command.arg("-I");
+        }
+        "POST" => {
+            command.args([
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/jose+json",
+                "--data-binary",
+                "@-",
+            ]);
+        }
+        _ => {}
+    }
+    let mut child = command
+        .arg(url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(body.unwrap_or_default().as_bytes())
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let text = stdout(&output);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| {
+        panic!("no answer from {url}: {text}{}", stderr(&output));
+    });
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{head}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A daemon with entry `web` (DNS name web.example.test) whose EAB-bound
+/// accounts need no challenges; returns it with the entry's id.
+async fn acme_daemon() -> (InProcess, String) {
+    let daemon = InProcess::start().await;
+    let entry = daemon.entry(
+        "web",
+        &["token:web"],
+        &["--dns", "web.example.test", "--dns", "www.example.test"],
+    );
+    let set = daemon.cli(&["acme", "policy", "set", &entry, "--without-challenges"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    (daemon, entry)
+}
+
+/// A new EAB key for `entry`: (key id, HMAC key).
+fn eab(daemon: &Served, entry: &str) -> (String, String) {
+    let output = daemon.cli(&["acme", "eab", "create", "--entry", entry, "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let created: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(created["entry"], entry);
+    (
+        created["key_id"].as_str().unwrap().to_owned(),
+        created["hmac_key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// An account bound to `entry`.
+fn account(daemon: &Served, entry: &str) -> Client {
+    let mut client = Client::new(daemon);
+    let (kid, hmac) = eab(daemon, entry);
+    let binding = client.binding(&kid, &hmac);
+    let made = client.new_account(Some(binding));
+    assert_eq!(made.status, 201, "{made:?}");
+    client
+}
+
+fn csr(names: &[&str]) -> (rcgen::KeyPair, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let sans = names
+        .iter()
+        .map(|name| rcgen::SanType::DnsName((*name).try_into().unwrap()))
+        .collect();
+    let der = common::csr_for(&key, None, sans);
+    (key, b64(&der))
+}
+
+/// Every refusal answers with the problem type RFC 8555 names for it, and
+/// changes nothing: a replayed nonce (badNonce, with a fresh nonce), a bad
+/// signature, a `url` that is not where the request went, an account
+/// without EAB, with a wrong or used EAB key, a name outside the entry, an
+/// oversized request and finalizing an order that is not ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_answers_with_its_problem_type() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = Client::new(&daemon);
+    assert_eq!(client.directory["meta"]["externalAccountRequired"], true);
+
+    // No EAB.
+    let refused = client.new_account(None);
+    assert_eq!(refused.problem(), "externalAccountRequired", "{refused:?}");
+    assert_eq!(refused.status, 400);
+
+    // A replayed nonce: the whole request sent twice.
+    let header = client.header(&client.url("newAccount"));
+    let body = client.sign(header, Some("{}"));
+    let url = client.url("newAccount");
+    let first = client.send(&url, &body);
+    assert_eq!(first.problem(), "externalAccountRequired");
+    let replayed = client.send(&url, &body);
+    assert_eq!(replayed.problem(), "badNonce", "{replayed:?}");
+    assert!(replayed.header("replay-nonce").is_some());
+
+    // A bad signature: another key signed it.
+    let header = client.header(&url);
+    let mut forged: Value = serde_json::from_str(&client.sign(header, Some("{}"))).unwrap();
+    forged["signature"] = b64(&[7; 64]).into();
+    let refused = client.send(&url, &forged.to_string());
+    assert_eq!(refused.problem(), "malformed", "{refused:?}");
+    assert!(
+        refused.body.contains("signature does not verify"),
+        "{refused:?}"
+    );
+
+    // Signed for another URL.
+    let header = client.header(&client.url("newOrder"));
+    let body = client.sign(header, Some("{}"));
+    let refused = client.send(&url, &body);
+    assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
+    assert_eq!(refused.status, 403);
+
+    // An EAB MAC made with the wrong key, then an unknown key id.
+    let (kid, hmac) = eab(&daemon, &entry);
+    let wrong = client.binding(&kid, &b64(&[1; 32]));
+    assert_eq!(client.new_account(Some(wrong)).problem(), "unauthorized");
+    let unknown = client.binding("no-such-key", &hmac);
+    let refused = client.new_account(Some(unknown));
+    assert_eq!(refused.problem(), "unauthorized");
+    assert!(refused.body.contains("does not verify"), "{refused:?}");
+
+    // The right binding makes the account; the key then cannot bind another.
+    let good = client.binding(&kid, &hmac);
+    let made = client.new_account(Some(good));
+    assert_eq!(made.status, 201, "{made:?}");
+    let mut second = Client::new(&daemon);
+    let reused = second.binding(&kid, &hmac);
+    let refused = second.new_account(Some(reused));
+    assert_eq!(refused.problem(), "unauthorized");
+    assert!(refused.body.contains("already used"), "{refused:?}");
+
+    // The same key again is the same account (200, its URL).
+    client.kid = None;
+    let again = client.new_account(Some(client.binding(&kid, &hmac)));
+    assert_eq!(again.status, 200, "{again:?}");
+    client.kid = again.header("location").map(str::to_owned);
+    assert_eq!(client.kid, made.header("location").map(str::to_owned));
+
+    // A name the entry does not have.
+    let refused = client.new_order(&["web.example.test", "mail.example.test"]);
+    assert_eq!(refused.problem(), "rejectedIdentifier", "{refused:?}");
+    assert!(refused.body.contains("mail.example.test"), "{refused:?}");
+    // Not a DNS identifier.
+    let url = client.url("newOrder");
+    let refused = client.post(
+        &url,
+        Some(r#"{"identifiers":[{"type":"ip","value":"127.0.0.1"}]}"#),
+    );
+    assert_eq!(refused.problem(), "unsupportedIdentifier", "{refused:?}");
+
+    // Oversized: 413, malformed, with a nonce.
+    let huge = "x".repeat(70 * 1024);
+    let refused = client.post(&url, Some(&huge));
+    assert_eq!(refused.status, 413, "{refused:?}");
+    assert_eq!(refused.problem(), "malformed");
+
+    // Finalizing an order that is not ready: a pending one (challenges
+    // required, the policy reset).
+    let reset = daemon.cli(&["acme", "policy", "set", &entry]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    let order = client.new_order(&["web.example.test"]);
+    assert_eq!(order.status, 201, "{order:?}");
+    assert_eq!(order.json()["status"], "pending");
+    let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = csr(&["web.example.test"]);
+    let refused = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(refused.problem(), "orderNotReady", "{refused:?}");
+    assert_eq!(refused.status, 403);
+    // Its authorization offers the three challenges.
+    let authz_url = order.json()["authorizations"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let authz = client.post(&authz_url, None).json();
+    let kinds: Vec<&str> = authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|challenge| challenge["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["http-01", "tls-alpn-01", "dns-01"]);
+
+    // Another account cannot read this one's order.
+    let mut stranger = account(&daemon, &entry);
+    let order_url = order.header("location").unwrap().to_owned();
+    let refused = stranger.post(&order_url, None);
+    assert_eq!(refused.status, 404, "{refused:?}");
+
+    // Each refusal is counted by its problem type.
+    assert!(
+        daemon
+            .metric("certd_acme_problems_total{problem=\"badNonce\"}")
+            .is_some_and(|count| count >= 1.0)
+    );
+    daemon.shutdown().await;
+}
+
+/// The happy path with `--without-challenges`: the order is ready at once;
+/// finalize issues the entry's identity with the ordered names, the chain
+/// verifies against bundle.pem, `certd list` shows it attested by ACME, a
+/// second finalize is refused, and the ordering account revokes it (a
+/// second revocation: alreadyRevoked).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_eab_account_gets_a_certificate_that_is_recorded_and_revocable() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let order = client.new_order(&["web.example.test"]);
+    assert_eq!(order.status, 201, "{order:?}");
+    let order_url = order.header("location").unwrap().to_owned();
+    assert_eq!(order.json()["status"], "ready", "{order:?}");
+
+    // A CSR naming something else is refused; the order stays ready.
+    let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
+    let (_, wrong) = csr(&["www.example.test"]);
+    let refused = client.post(&finalize, Some(&json!({ "csr": wrong }).to_string()));
+    assert_eq!(refused.problem(), "badCSR", "{refused:?}");
+
+    let (_key, request) = csr(&["web.example.test"]);
+    let finalized = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(finalized.status, 200, "{finalized:?}");
+    assert_eq!(finalized.json()["status"], "valid");
+    let again = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(
+        again.problem(),
+        "orderNotReady",
+        "finalized once: {again:?}"
+    );
+
+    let certificate_url = client.post(&order_url, None).json()["certificate"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let download = client.post(&certificate_url, None);
+    assert_eq!(download.status, 200, "{download:?}");
+    assert_eq!(
+        download.header("content-type"),
+        Some("application/pem-certificate-chain")
+    );
+    let chain = download.body.clone();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
+
+    // The chain verifies against bundle.pem, for the ordered name.
+    let dir = daemon.tmp.path();
+    let (leaf, intermediate) = chain
+        .split_once("-----END CERTIFICATE-----\n")
+        .map(|(leaf, rest)| {
+            (
+                format!("{leaf}-----END CERTIFICATE-----\n"),
+                rest.to_owned(),
+            )
+        })
+        .unwrap();
+    std::fs::write(dir.join("leaf.pem"), &leaf).unwrap();
+    std::fs::write(dir.join("intermediate.pem"), &intermediate).unwrap();
+    let verified = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(daemon.data_dir.join("bundle.pem"))
+        .arg("-untrusted")
+        .arg(dir.join("intermediate.pem"))
+        .args(["-verify_hostname", "web.example.test"])
+        .arg(dir.join("leaf.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        stdout(&verified),
+        stderr(&verified)
+    );
+    let der = rustls_pemfile::certs(&mut leaf.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let serial = hex::encode(parsed.raw_serial());
+    let names: Vec<String> = parsed
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => format!("DNS:{dns}"),
+            x509_parser::extensions::GeneralName::URI(uri) => format!("URI:{uri}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "DNS:web.example.test",
+            "URI:spiffe://certd.internal/svc/web"
+        ]
+    );
+    let lifetime =
+        parsed.validity().not_after.timestamp() - parsed.validity().not_before.timestamp();
+    assert!((86_000..=86_500).contains(&lifetime), "24 h: {lifetime}");
+
+    // Recorded like every issuance.
+    let listed = stdout(&daemon.cli(&["list"]));
+    let line = listed
+        .lines()
+        .find(|line| line.starts_with(&serial))
+        .unwrap_or_else(|| panic!("{serial} in {listed}"));
+    assert!(
+        line.contains("web") && line.contains("good") && line.contains("acme"),
+        "{line}"
+    );
+    let orders: Value =
+        serde_json::from_str(&stdout(&daemon.cli(&["acme", "order", "list", "--json"]))).unwrap();
+    assert_eq!(orders[0]["certificate"], serial.as_str());
+    assert_eq!(orders[0]["status"], "valid");
+    let accounts: Value =
+        serde_json::from_str(&stdout(&daemon.cli(&["acme", "account", "list", "--json"]))).unwrap();
+    assert_eq!(accounts[0]["entry"], entry.as_str());
+
+    // Revoked by the account that ordered it, with a reason checked.
+    let revoke_url = client.url("revokeCert");
+    let refused = client.post(
+        &revoke_url,
+        Some(&json!({"certificate": b64(&der), "reason": 7}).to_string()),
+    );
+    assert_eq!(refused.problem(), "badRevocationReason", "{refused:?}");
+    let mut stranger = account(&daemon, &entry);
+    let refused = stranger.post(
+        &revoke_url,
+        Some(&json!({"certificate": b64(&der)}).to_string()),
+    );
+    assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
+    let revoked = client.post(
+        &revoke_url,
+        Some(&json!({"certificate": b64(&der), "reason": 4}).to_string()),
+    );
+    assert_eq!(revoked.status, 200, "{revoked:?}");
+    let listed = stdout(&daemon.cli(&["list"]));
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with(&serial) && line.contains("revoked")),
+        "{listed}"
+    );
+    let again = client.post(
+        &revoke_url,
+        Some(&json!({"certificate": b64(&der)}).to_string()),
+    );
+    assert_eq!(again.problem(), "alreadyRevoked", "{again:?}");
+
+    // The operator deactivates the account: it can do nothing more.
+    let account_id = client
+        .kid
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let deactivated = daemon.cli(&["acme", "account", "deactivate", &account_id]);
+    assert!(deactivated.status.success(), "{}", stderr(&deactivated));
+    let refused = client.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
+    daemon.shutdown().await;
+}
+
+/// ARI (RFC 9773): a certificate's window lies around the middle of its
+/// lifetime, and moves to now once `certd revoke` revokes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_renewal_window_moves_to_now_after_certd_revoke() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let order = client.new_order(&["web.example.test", "www.example.test"]);
+    let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = csr(&["www.example.test", "web.example.test"]);
+    let finalized = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(finalized.status, 200, "{finalized:?}");
+    let order_url = order.header("location").unwrap().to_owned();
+    let certificate_url = client.post(&order_url, None).json()["certificate"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chain = client.post(&certificate_url, None).body;
+    let der = rustls_pemfile::certs(&mut chain.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let aki = parsed
+        .extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        })
+        .unwrap();
+    let cert_id = format!("{}.{}", b64(&aki), b64(parsed.raw_serial()));
+    let renewal_info = format!("{}/{cert_id}", client.url("renewalInfo"));
+
+    let window = |reply: &Reply| -> (i64, i64) {
+        let times = reply.json()["suggestedWindow"].clone();
+        let at = |field: &str| {
+            humantime::parse_rfc3339(times[field].as_str().unwrap())
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64
+        };
+        (at("start"), at("end"))
+    };
+    let before = curl(&client.bundle, "GET", &renewal_info, None);
+    assert_eq!(before.status, 200, "{before:?}");
+    assert!(before.header("retry-after").is_some(), "{before:?}");
+    let (start, end) = window(&before);
+    let not_before = parsed.validity().not_before.timestamp();
+    let not_after = parsed.validity().not_after.timestamp();
+    let middle = (not_before + not_after) / 2;
+    assert!(start < middle && middle < end, "{start} {middle} {end}");
+
+    let serial = hex::encode(parsed.raw_serial());
+    let revoked = daemon.cli(&["revoke", &serial, "--reason", "key-compromise"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let after = curl(&client.bundle, "GET", &renewal_info, None);
+    let (start, end) = window(&after);
+    let now = daemon.authority.now();
+    assert!(
+        end <= now && start < end,
+        "renew now: {start} {end} (now {now})"
+    );
+
+    // An unknown certificate: 404.
+    let unknown = curl(
+        &client.bundle,
+        "GET",
+        &format!(
+            "{}/{}.{}",
+            client.url("renewalInfo"),
+            b64(&aki),
+            b64(&[0x11; 20])
+        ),
+        None,
+    );
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    daemon.shutdown().await;
+}
+
+/// With `accounts_without_eab`, an account made without EAB orders the
+/// names of an entry but must prove them, even where the entry's policy
+/// waives challenges for its EAB accounts: a challenge nobody answers
+/// fails as `connection` in the challenge's `error`, and the order turns
+/// invalid. The account then changes its key (RFC 8555 §7.3.5): the old
+/// key no longer signs for it, the new one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_without_eab_prove_control_and_can_change_their_key() {
+    // A port nothing listens on: http-01 is refused there.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = unused.local_addr().unwrap().port();
+    drop(unused);
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = format!(
+        "[acme]\naccounts_without_eab = true\n[acme.testing]\nhttp_port = {port}\nresolve_all_to = \"127.0.0.1\"\n"
+    );
+    let daemon = InProcess::start_in(tmp, data_dir, &config).await;
+    let entry = daemon.entry("web", &["token:web"], &["--dns", "web.example.test"]);
+    let set = daemon.cli(&["acme", "policy", "set", &entry, "--without-challenges"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+
+    let mut client = Client::new(&daemon);
+    assert_eq!(client.directory["meta"]["externalAccountRequired"], false);
+    let made = client.new_account(None);
+    assert_eq!(made.status, 201, "{made:?}");
+    let refused = client.new_order(&["elsewhere.example.test"]);
+    assert_eq!(refused.problem(), "rejectedIdentifier", "{refused:?}");
+    let order = client.new_order(&["web.example.test"]);
+    assert_eq!(
+        order.json()["status"],
+        "pending",
+        "challenges required: {order:?}"
+    );
+    let order_url = order.header("location").unwrap().to_owned();
+    let authz_url = order.json()["authorizations"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let authz = client.post(&authz_url, None).json();
+    let http01 = authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|challenge| challenge["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let challenge_url = http01["url"].as_str().unwrap().to_owned();
+    let answered = client.post(&challenge_url, Some("{}"));
+    assert_eq!(answered.status, 200, "{answered:?}");
+    assert!(
+        answered
+            .all("link")
+            .contains(&format!("<{authz_url}>;rel=\"up\"").as_str()),
+        "{answered:?}"
+    );
+    // The client polls until validation ends.
+    let mut authz = Value::Null;
+    for _ in 0..100 {
+        authz = client.post(&authz_url, None).json();
+        if authz["status"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(authz["status"], "invalid", "{authz}");
+    let failed = authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|challenge| challenge["type"] == "http-01")
+        .unwrap();
+    assert_eq!(failed["status"], "invalid", "{authz}");
+    assert_eq!(
+        failed["error"]["type"], "urn:ietf:params:acme:error:connection",
+        "{authz}"
+    );
+    assert_eq!(client.post(&order_url, None).json()["status"], "invalid");
+    assert!(
+        daemon
+            .metric("certd_acme_challenges_total{challenge=\"http-01\",outcome=\"invalid\"}")
+            .is_some_and(|count| count >= 1.0)
+    );
+
+    // Key change: the inner JWS, signed by the new key, names the account
+    // and its old key.
+    let account_url = client.kid.clone().unwrap();
+    let old_jwk = client.jwk.clone();
+    let replacement = Client::new(&daemon);
+    let key_change = client.url("keyChange");
+    let inner = replacement.sign(
+        json!({"jwk": replacement.jwk, "url": key_change}),
+        Some(&json!({"account": account_url, "oldKey": old_jwk}).to_string()),
+    );
+    let changed = client.post(&key_change, Some(&inner));
+    assert_eq!(changed.status, 200, "{changed:?}");
+    // The old key no longer signs for the account.
+    let refused = client.post(&account_url, None);
+    assert_eq!(refused.problem(), "malformed", "{refused:?}");
+    // The new key does, and finds the account by key.
+    let mut renewed = replacement;
+    renewed.kid = Some(account_url.clone());
+    let read = renewed.post(&account_url, None);
+    assert_eq!(read.status, 200, "{read:?}");
+    renewed.kid = None;
+    let found = renewed.post(
+        &renewed.url("newAccount"),
+        Some(r#"{"onlyReturnExisting":true}"#),
+    );
+    assert_eq!(found.header("location"), Some(account_url.as_str()));
+    // The holder deactivates it.
+    renewed.kid = Some(account_url.clone());
+    let deactivated = renewed.post(&account_url, Some(r#"{"status":"deactivated"}"#));
+    assert_eq!(
+        deactivated.json()["status"],
+        "deactivated",
+        "{deactivated:?}"
+    );
+    let refused = renewed.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
+    daemon.shutdown().await;
+}
