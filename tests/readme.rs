@@ -193,25 +193,6 @@ fn shows(output: &str, expected: &str) -> bool {
     })
 }
 
-/// A port free now and outside the kernel's ephemeral range, for
-/// `openssl s_server` to bind a moment later: a port taken from that range
-/// (by binding port 0) can meanwhile become the local port of one of the
-/// script's own outgoing connections, and the bind then fails.
-fn free_port_below_ephemeral_range() -> u16 {
-    let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768);
-    // Spread by process id, so concurrent runs start in different places.
-    let low = 20_000.min(ephemeral_start.saturating_sub(1000));
-    let span = ephemeral_start.saturating_sub(low).max(1);
-    let start = low + (std::process::id() % u32::from(span)) as u16;
-    (0..span)
-        .map(|offset| low + (start - low + offset) % span)
-        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .expect("a free port below the ephemeral range")
-}
-
 #[test]
 fn the_docs_commands_run_as_written() {
     let with_softhsm = softhsm_available();
@@ -271,7 +252,7 @@ fn the_docs_commands_run_as_written() {
             .to_owned()
     };
     let (grpc_port, http_port) = (field("grpc"), field("http"));
-    let tls_port = free_port_below_ephemeral_range().to_string();
+    let tls_port = common::free_port_below_ephemeral_range().to_string();
 
     // One shell for all blocks, as one terminal would be; background jobs
     // (s_server, renew --daemon, the agent) end with it.
@@ -347,10 +328,16 @@ fn expected_output_is_the_comments_right_after_a_command() {
 }
 
 /// Pages whose `sh` blocks another test runs as written, with that test.
-const RUN_ELSEWHERE: [(&str, &str); 1] = [(
-    "docs/operations/monitoring-alerts.md",
-    "tests/monitoring.rs (promtool against the rules and a live certd)",
-)];
+const RUN_ELSEWHERE: [(&str, &str); 2] = [
+    (
+        "docs/operations/monitoring-alerts.md",
+        "tests/monitoring.rs (promtool against the rules and a live certd)",
+    ),
+    (
+        "docs/guides/acme.md",
+        "tests/acme.rs (lego and certbot against a certd with the guide's [acme.testing])",
+    ),
+];
 
 /// Every `sh` block in the docs runs: a page left out of `PAGES` holds none
 /// (unless another test runs it: `RUN_ELSEWHERE`), and the README's only

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod acme_clients;
 pub mod agent;
 pub mod bind;
 pub mod in_process;
@@ -693,4 +694,34 @@ pub fn current_uid() -> u32 {
         .and_then(|ids| ids.split_whitespace().next())
         .and_then(|uid| uid.parse().ok())
         .expect("uid in /proc/self/status")
+}
+
+/// A port free now and outside the kernel's ephemeral range, for an outside
+/// server (`openssl s_server`, an ACME client's challenge responder) to bind
+/// a moment later: a port taken from that range (by binding port 0) can
+/// meanwhile become the local port of some outgoing connection, and the
+/// bind then fails. Never the same port twice in one test process, so
+/// tests running side by side do not pick the same one.
+pub fn free_port_below_ephemeral_range() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    // Spread by process id, so concurrent test processes start in
+    // different places.
+    let low = 20_000.min(ephemeral_start.saturating_sub(1000));
+    let span = ephemeral_start.saturating_sub(low).max(1);
+    let start = low + (std::process::id() % u32::from(span)) as u16;
+    let port = (0..span)
+        .map(|offset| low + (start - low + offset) % span)
+        .find(|port| {
+            !handed_out.contains(port) && std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok()
+        })
+        .expect("a free port below the ephemeral range");
+    handed_out.push(port);
+    port
 }
