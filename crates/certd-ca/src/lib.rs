@@ -41,7 +41,7 @@ pub use key_file::KeyPassphrase;
 pub use key_store::{
     IntermediateKey, KeyRecord, KeySecrets, KeyStore, Pkcs11KeyRef, Pkcs11Pin, Slot,
 };
-pub use profile::CLOCK_SKEW_ALLOWANCE;
+pub use profile::{CLOCK_SKEW_ALLOWANCE, SubjectName};
 pub use reason::{RevocationReason, reason_name};
 
 use certd_core::clock::{SharedClock, SystemClock};
@@ -433,6 +433,7 @@ impl CertificateAuthority {
         &self,
         csr: &ValidatedCsr,
         identity: &WorkloadIdentity,
+        subject: SubjectName,
         serial: Serial,
         ttl: Duration,
         now: SystemTime,
@@ -443,7 +444,14 @@ impl CertificateAuthority {
             .revocation_urls
             .as_ref()
             .map(|urls| urls.of(&signer.key_id_hex()));
-        let params = profile::workload(identity, csr.key_kind(), &serial, &validity, urls.as_ref());
+        let params = profile::workload(
+            identity,
+            subject,
+            csr.key_kind(),
+            &serial,
+            &validity,
+            urls.as_ref(),
+        );
         sign(signer, params, csr.public_key(), serial, validity)
     }
 
@@ -660,6 +668,7 @@ mod tests {
             .sign_workload(
                 &csr(&KeyPair::generate().unwrap()),
                 &identity(),
+                SubjectName::Service,
                 serial.clone(),
                 Duration::from_secs(3600),
                 now,
@@ -781,6 +790,7 @@ mod tests {
                 .sign_workload(
                     &csr(&key),
                     &identity(),
+                    SubjectName::Service,
                     Serial::generate(),
                     Duration::from_secs(60),
                     SystemTime::now(),
@@ -796,6 +806,34 @@ mod tests {
     }
 
     #[test]
+    fn the_subject_cn_is_the_service_or_for_acme_the_first_dns_name() {
+        let validity = profile::Validity {
+            not_before: 0,
+            not_after: 60,
+        };
+        let common_name = |subject| {
+            let params = profile::workload(
+                &identity(),
+                subject,
+                csr::SubjectKeyKind::EcdsaP256,
+                &Serial::generate(),
+                &validity,
+                None,
+            );
+            match params.distinguished_name.get(&rcgen::DnType::CommonName) {
+                Some(rcgen::DnValue::Utf8String(name)) => name.clone(),
+                other => panic!("CN: {other:?}"),
+            }
+        };
+        let identity = identity();
+        assert_eq!(common_name(SubjectName::Service), identity.service.as_str());
+        assert_eq!(
+            common_name(SubjectName::FirstDnsName),
+            identity.dns_names[0].as_str()
+        );
+    }
+
+    #[test]
     fn rsa_keys_also_get_key_encipherment() {
         let validity = profile::Validity {
             not_before: 0,
@@ -803,6 +841,7 @@ mod tests {
         };
         let rsa = profile::workload(
             &identity(),
+            SubjectName::Service,
             csr::SubjectKeyKind::Rsa { bits: 2048 },
             &Serial::generate(),
             &validity,
@@ -814,6 +853,7 @@ mod tests {
         );
         let ec = profile::workload(
             &identity(),
+            SubjectName::Service,
             csr::SubjectKeyKind::EcdsaP256,
             &Serial::generate(),
             &validity,
@@ -833,6 +873,7 @@ mod tests {
             .sign_workload(
                 &csr(&key),
                 &identity(),
+                SubjectName::Service,
                 Serial::generate(),
                 Duration::from_secs(86_400),
                 near_the_end,
@@ -843,6 +884,7 @@ mod tests {
         let refused = ca.sign_workload(
             &csr(&key),
             &identity(),
+            SubjectName::Service,
             Serial::generate(),
             Duration::from_secs(60),
             after,

@@ -24,11 +24,27 @@ pub(crate) struct Validity {
     pub not_after: i64,
 }
 
-/// The workload profile: CN and SANs from the identity only, CA:FALSE
+/// What a workload certificate's subject CN holds; the SANs are the same
+/// either way, and they are what identifies the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubjectName {
+    /// The service's name: what certd's own clients, agents and SPIFFE
+    /// peers have always been given.
+    #[default]
+    Service,
+    /// The first DNS name, for ACME clients: web PKI practice (the CN
+    /// repeats a SAN), and lego and certbot renew by ordering the names they
+    /// read from the CN and the SANs, so a CN that is no DNS name of the
+    /// order would make every renewal refused.
+    FirstDnsName,
+}
+
+/// The workload profile: CN (see [`SubjectName`]) and SANs from the identity only, CA:FALSE
 /// (critical), digitalSignature (critical; keyEncipherment too for RSA),
 /// serverAuth + clientAuth, SKI and AKI.
 pub fn workload(
     identity: &WorkloadIdentity,
+    subject: SubjectName,
     key_kind: SubjectKeyKind,
     serial: &Serial,
     validity: &Validity,
@@ -43,9 +59,13 @@ pub fn workload(
             .custom_extensions
             .push(authority_info_access(Some(&urls.ocsp), &urls.ca_issuers));
     }
+    let common_name = match (subject, identity.dns_names.first()) {
+        (SubjectName::FirstDnsName, Some(first)) => first.as_str(),
+        _ => identity.service.as_str(),
+    };
     params
         .distinguished_name
-        .push(DnType::CommonName, identity.service.as_str());
+        .push(DnType::CommonName, common_name);
     params.subject_alt_names = identity
         .dns_names
         .iter()

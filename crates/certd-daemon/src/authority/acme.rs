@@ -106,6 +106,8 @@ impl Authority {
             .iter()
             .map(|name| name.parse::<DnsName>())
             .collect::<std::result::Result<_, _>>()?;
+        // ACME clients renew the names they read from the CN and the SANs.
+        request.subject = crate::ca::SubjectName::FirstDnsName;
         self.issue(&csr, request).await
     }
 

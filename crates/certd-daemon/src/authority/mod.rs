@@ -166,6 +166,8 @@ fn record_of(
 /// What one issuance needs besides the CSR.
 struct IssuanceRequest {
     identity: WorkloadIdentity,
+    /// What the subject CN holds: the service, except for ACME.
+    subject: crate::ca::SubjectName,
     ttl: Duration,
     attestation: Attestation,
     renewed_from: Option<Serial>,
@@ -392,6 +394,7 @@ impl Authority {
             .min(self.lifetimes.max_cert_ttl);
         IssuanceRequest {
             identity: registry::identity_of(entry),
+            subject: crate::ca::SubjectName::Service,
             ttl,
             attestation: Attestation::Registered {
                 entry_id: entry.id.clone(),
@@ -455,6 +458,7 @@ impl Authority {
             }
             None => IssuanceRequest {
                 identity: self.identity(current.service),
+                subject: crate::ca::SubjectName::Service,
                 ttl: self.lifetimes.default_cert_ttl,
                 // `certd issue` certificates belong to no entry: they renew
                 // only if issued `--renewable`, and stay so.
@@ -527,6 +531,7 @@ impl Authority {
         )?;
         let request = IssuanceRequest {
             identity: self.identity(service),
+            subject: crate::ca::SubjectName::Service,
             ttl,
             attestation: Attestation::Admin {
                 caller: caller.0.clone(),
@@ -581,9 +586,12 @@ impl Authority {
             token: request.token,
             lineage: request.lineage,
         };
-        let (identity, ttl) = (&request.identity, request.ttl);
+        let (identity, subject, ttl) = (&request.identity, request.subject, request.ttl);
         self.sign_and_record(
-            |serial, now| self.ca.sign_workload(csr, identity, serial, ttl, now),
+            |serial, now| {
+                self.ca
+                    .sign_workload(csr, identity, subject, serial, ttl, now)
+            },
             recorded_as,
         )
         .await
