@@ -7,262 +7,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 
+use common::acme::{Client, Reply, account, b64, csr, eab};
 use common::in_process::InProcess;
-use common::{Served, stderr, stdout};
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// An ACME answer: status, headers (lower-case names) and body.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    /// Every value of a header that may repeat (`Link`).
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-            .collect()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-
-    /// The problem type's last part (`badNonce`), checking the document.
-    fn problem(&self) -> String {
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "{self:?}"
-        );
-        let kind = self.json()["type"].as_str().unwrap_or_default().to_owned();
-        kind.strip_prefix("urn:ietf:params:acme:error:")
-            .unwrap_or_else(|| panic!("not an ACME problem: {self:?}"))
-            .to_owned()
-    }
-}
-
-/// An ACME client with a P-256 account key, speaking through curl.
-struct Client {
-    directory: Value,
-    bundle: String,
-    key: EcdsaKeyPair,
-    jwk: Value,
-    /// The account URL, once there is one.
-    kid: Option<String>,
-    nonce: Option<String>,
-}
-
-impl Client {
-    fn new(daemon: &Served) -> Client {
-        let bundle = daemon.data_dir.join("bundle.pem").display().to_string();
-        let directory = curl(
-            &bundle,
-            "GET",
-            &format!("{}/acme/directory", daemon.grpc),
-            None,
-        );
-        assert_eq!(directory.status, 200, "{directory:?}");
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
-        let point = key.public_key().as_ref();
-        let jwk = json!({
-            "kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..]),
-        });
-        Client {
-            directory: directory.json(),
-            bundle,
-            key,
-            jwk,
-            kid: None,
-            nonce: None,
-        }
-    }
-
-    fn url(&self, resource: &str) -> String {
-        self.directory[resource]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {resource} in {}", self.directory))
-            .to_owned()
-    }
-
-    fn fresh_nonce(&mut self) -> String {
-        if let Some(nonce) = self.nonce.take() {
-            return nonce;
-        }
-        let reply = curl(&self.bundle, "HEAD", &self.url("newNonce"), None);
-        assert_eq!(reply.status, 200, "{reply:?}");
-        reply.header("replay-nonce").expect("a nonce").to_owned()
-    }
-
-    /// A JWS of `payload` (`None`: POST-as-GET) for `url` with `header`'s
-    /// members added to the protected header.
-    fn sign(&self, mut header: Value, payload: Option<&str>) -> String {
-        header["alg"] = "ES256".into();
-        let protected = b64(header.to_string().as_bytes());
-        let payload = payload.map(|p| b64(p.as_bytes())).unwrap_or_default();
-        let rng = ring::rand::SystemRandom::new();
-        let signature = self
-            .key
-            .sign(&rng, format!("{protected}.{payload}").as_bytes())
-            .unwrap();
-        json!({"protected": protected, "payload": payload, "signature": b64(signature.as_ref())})
-            .to_string()
-    }
-
-    /// The header for a request to `url`: the account's kid once there
-    /// is one, else the key.
-    fn header(&mut self, url: &str) -> Value {
-        let mut header = json!({"nonce": self.fresh_nonce(), "url": url});
-        match &self.kid {
-            Some(kid) => header["kid"] = kid.clone().into(),
-            None => header["jwk"] = self.jwk.clone(),
-        }
-        header
-    }
-
-    /// POSTs a signed request; keeps the answer's nonce for the next.
-    fn post(&mut self, url: &str, payload: Option<&str>) -> Reply {
-        let header = self.header(url);
-        let body = self.sign(header, payload);
-        self.send(url, &body)
-    }
-
-    fn send(&mut self, url: &str, body: &str) -> Reply {
-        let reply = curl(&self.bundle, "POST", url, Some(body));
-        self.nonce = reply.header("replay-nonce").map(str::to_owned);
-        assert!(
-            reply
-                .all("link")
-                .iter()
-                .any(|link| link.contains("/acme/directory>;rel=\"index\"")),
-            "every answer links the directory: {reply:?}"
-        );
-        reply
-    }
-
-    /// The external account binding of this client's key with EAB key
-    /// `kid` / `hmac` (base64url).
-    fn binding(&self, kid: &str, hmac: &str) -> Value {
-        let protected = b64(
-            json!({"alg": "HS256", "kid": kid, "url": self.url("newAccount")})
-                .to_string()
-                .as_bytes(),
-        );
-        let payload = b64(self.jwk.to_string().as_bytes());
-        let key = URL_SAFE_NO_PAD.decode(hmac).unwrap();
-        let tag = ring::hmac::sign(
-            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
-            format!("{protected}.{payload}").as_bytes(),
-        );
-        json!({"protected": protected, "payload": payload, "signature": b64(tag.as_ref())})
-    }
-
-    fn new_account(&mut self, binding: Option<Value>) -> Reply {
-        let mut payload =
-            json!({"termsOfServiceAgreed": true, "contact": ["mailto:ops@example.test"]});
-        if let Some(binding) = binding {
-            payload["externalAccountBinding"] = binding;
-        }
-        let url = self.url("newAccount");
-        let reply = self.post(&url, Some(&payload.to_string()));
-        if reply.status == 201 {
-            self.kid = reply.header("location").map(str::to_owned);
-        }
-        reply
-    }
-
-    fn new_order(&mut self, names: &[&str]) -> Reply {
-        let identifiers: Vec<Value> = names
-            .iter()
-            .map(|name| json!({"type": "dns", "value": name}))
-            .collect();
-        let url = self.url("newOrder");
-        self.post(
-            &url,
-            Some(&json!({ "identifiers": identifiers }).to_string()),
-        )
-    }
-}
-
-/// One request with curl: status, headers and body.
-fn curl(bundle: &str, method: &str, url: &str, body: Option<&str>) -> Reply {
-    let mut command = Command::new("curl");
-    command.args(["-sS", "-i", "--cacert", bundle, "-H", "Expect:"]);
-    match method {
-        "HEAD" => {
-            command.arg("-I");
-        }
-        "POST" => {
-            command.args([
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/jose+json",
-                "--data-binary",
-                "@-",
-            ]);
-        }
-        _ => {}
-    }
-    let mut child = command
-        .arg(url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("curl runs");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(body.unwrap_or_default().as_bytes())
-        .unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    let text = stdout(&output);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| {
-        panic!("no answer from {url}: {text}{}", stderr(&output));
-    });
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("{head}"));
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
+use common::{stderr, stdout};
 
 /// A daemon with entry `web` (DNS name web.example.test) whose EAB-bound
 /// accounts need no challenges; returns it with the entry's id.
@@ -276,38 +27,6 @@ async fn acme_daemon() -> (InProcess, String) {
     let set = daemon.cli(&["acme", "policy", "set", &entry, "--without-challenges"]);
     assert!(set.status.success(), "{}", stderr(&set));
     (daemon, entry)
-}
-
-/// A new EAB key for `entry`: (key id, HMAC key).
-fn eab(daemon: &Served, entry: &str) -> (String, String) {
-    let output = daemon.cli(&["acme", "eab", "create", "--entry", entry, "--json"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let created: Value = serde_json::from_str(&stdout(&output)).unwrap();
-    assert_eq!(created["entry"], entry);
-    (
-        created["key_id"].as_str().unwrap().to_owned(),
-        created["hmac_key"].as_str().unwrap().to_owned(),
-    )
-}
-
-/// An account bound to `entry`.
-fn account(daemon: &Served, entry: &str) -> Client {
-    let mut client = Client::new(daemon);
-    let (kid, hmac) = eab(daemon, entry);
-    let binding = client.binding(&kid, &hmac);
-    let made = client.new_account(Some(binding));
-    assert_eq!(made.status, 201, "{made:?}");
-    client
-}
-
-fn csr(names: &[&str]) -> (rcgen::KeyPair, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let sans = names
-        .iter()
-        .map(|name| rcgen::SanType::DnsName((*name).try_into().unwrap()))
-        .collect();
-    let der = common::csr_for(&key, None, sans);
-    (key, b64(&der))
 }
 
 /// Every refusal answers with the problem type RFC 8555 names for it, and
@@ -652,7 +371,7 @@ async fn the_renewal_window_moves_to_now_after_certd_revoke() {
         };
         (at("start"), at("end"))
     };
-    let before = curl(&client.bundle, "GET", &renewal_info, None);
+    let before = client.curl("GET", &renewal_info, None);
     assert_eq!(before.status, 200, "{before:?}");
     assert!(before.header("retry-after").is_some(), "{before:?}");
     let (start, end) = window(&before);
@@ -664,7 +383,7 @@ async fn the_renewal_window_moves_to_now_after_certd_revoke() {
     let serial = hex::encode(parsed.raw_serial());
     let revoked = daemon.cli(&["revoke", &serial, "--reason", "key-compromise"]);
     assert!(revoked.status.success(), "{}", stderr(&revoked));
-    let after = curl(&client.bundle, "GET", &renewal_info, None);
+    let after = client.curl("GET", &renewal_info, None);
     let (start, end) = window(&after);
     let now = daemon.authority.now();
     assert!(
@@ -673,8 +392,7 @@ async fn the_renewal_window_moves_to_now_after_certd_revoke() {
     );
 
     // An unknown certificate: 404.
-    let unknown = curl(
-        &client.bundle,
+    let unknown = client.curl(
         "GET",
         &format!(
             "{}/{}.{}",

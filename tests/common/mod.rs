@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod acme;
 pub mod agent;
 pub mod bind;
 pub mod in_process;
