@@ -3,11 +3,14 @@
 //! answers with its problem type, and a certificate ordered by an account
 //! bound to an entry by EAB (with `--without-challenges`) chains to
 //! bundle.pem, is listed by `certd list` and can be revoked; its renewal
-//! window (ARI) moves to now once `certd revoke` revokes it.
+//! window (ARI) moves to now once `certd revoke` revokes it, once the
+//! intermediate that signed it is rotated away, and once its root leaves
+//! the bundle.
 
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -404,6 +407,129 @@ async fn the_renewal_window_moves_to_now_after_certd_revoke() {
     );
     assert_eq!(unknown.status, 404, "{unknown:?}");
     daemon.shutdown().await;
+}
+
+/// ARI (RFC 9773): the window of a certificate of the intermediate
+/// rotated away from moves to now once the next one is promoted; a
+/// certificate of the new intermediate keeps its window around the middle.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_renewal_window_moves_to_now_after_an_intermediate_rotation() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let chain = client.certificate_for(&["web.example.test"]);
+    let before = Renewal::of(&client, &chain);
+    before.around_the_middle(&client);
+
+    let output = daemon.cli(&["ca", "rotate-intermediate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    daemon.advance(ROTATION_POLL);
+    daemon.signer_changes(1).await;
+    before.now(&client, &daemon);
+    let chain = client.certificate_for(&["web.example.test"]);
+    let after = Renewal::of(&client, &chain);
+    assert_ne!(after.url, before.url);
+    after.around_the_middle(&client);
+    daemon.shutdown().await;
+}
+
+/// ARI: through a root rotation, a certificate under the old root is to
+/// be renewed at once when the intermediate moves to the new root, and
+/// still after `certd ca retire-root` takes the old root out of the
+/// bundle; one under the new root keeps its window.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_renewal_window_moves_to_now_when_the_root_leaves_the_bundle() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let chain = client.certificate_for(&["web.example.test"]);
+    let old = Renewal::of(&client, &chain);
+    let output = daemon.cli(&["ca", "rotate-root", "--propagation", "1s"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Still signed under the old root: nothing to do yet.
+    old.around_the_middle(&client);
+
+    let output = daemon.cli_ahead(Duration::from_secs(1), &["ca", "rotate-intermediate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    daemon.advance(ROTATION_POLL);
+    daemon.signer_changes(1).await;
+    let chain = client.certificate_for(&["web.example.test"]);
+    let new = Renewal::of(&client, &chain);
+    new.around_the_middle(&client);
+    old.now(&client, &daemon);
+
+    let output = daemon.cli(&["ca", "retire-root", "--force"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    old.now(&client, &daemon);
+    new.around_the_middle(&client);
+    daemon.shutdown().await;
+}
+
+/// How often certd looks for a prepared intermediate (as in
+/// tests/rotation.rs).
+const ROTATION_POLL: Duration = Duration::from_secs(5);
+
+/// A certificate's `renewalInfo` URL and the middle of its lifetime.
+struct Renewal {
+    url: String,
+    middle: i64,
+}
+
+impl Renewal {
+    /// For the leaf of a PEM chain.
+    fn of(client: &Client, chain: &str) -> Renewal {
+        let der = rustls_pemfile::certs(&mut chain.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let aki = parsed
+            .extensions()
+            .iter()
+            .find_map(|extension| match extension.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let cert_id = format!("{}.{}", b64(&aki), b64(parsed.raw_serial()));
+        let validity = parsed.validity();
+        Renewal {
+            url: format!("{}/{cert_id}", client.url("renewalInfo")),
+            middle: (validity.not_before.timestamp() + validity.not_after.timestamp()) / 2,
+        }
+    }
+
+    /// The suggested window, Unix seconds.
+    fn window(&self, client: &Client) -> (i64, i64) {
+        let reply = client.curl("GET", &self.url, None);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert!(reply.header("retry-after").is_some(), "{reply:?}");
+        let times = reply.json()["suggestedWindow"].clone();
+        let at = |field: &str| {
+            humantime::parse_rfc3339(times[field].as_str().unwrap())
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64
+        };
+        (at("start"), at("end"))
+    }
+
+    fn around_the_middle(&self, client: &Client) {
+        let (start, end) = self.window(client);
+        let middle = self.middle;
+        assert!(start < middle && middle < end, "{start} {middle} {end}");
+    }
+
+    /// A window that has ended by the daemon's now: renew at once.
+    fn now(&self, client: &Client, daemon: &InProcess) {
+        let (start, end) = self.window(client);
+        let now = daemon.authority.now();
+        assert!(
+            end <= now && start < end,
+            "renew now: {start} {end} (now {now})"
+        );
+    }
 }
 
 /// With `accounts_without_eab`, an account made without EAB orders the
