@@ -463,6 +463,87 @@ async fn the_renewal_window_moves_to_now_when_the_root_leaves_the_bundle() {
     daemon.shutdown().await;
 }
 
+/// A challenge whose validation was cut short (the replica running it
+/// stopped: here its record is left `processing` as such a replica leaves
+/// it) is not left `processing` until its authorization expires: once it
+/// has been so for longer than twice the validation timeout, the next poll
+/// runs it again, and with nothing answering on the http-01 port the
+/// challenge ends `invalid` (connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_validation_cut_short_is_run_again_when_polled() {
+    use certd::acme::records::{self, AuthzRecord, Status};
+    // A port nothing listens on: http-01 is refused there.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = unused.local_addr().unwrap().port();
+    drop(unused);
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = format!("[acme.testing]\nhttp_port = {port}\nresolve_all_to = \"127.0.0.1\"\n");
+    let daemon = InProcess::start_in(tmp, data_dir, &config).await;
+    let entry = daemon.entry("web", &["token:web"], &["--dns", "web.example.test"]);
+    let mut client = account(&daemon, &entry);
+    let order = client.new_order(&["web.example.test"]);
+    assert_eq!(order.json()["status"], "pending", "{order:?}");
+    let authz_url = order.json()["authorizations"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // What a replica that stopped mid-validation leaves behind.
+    let last = |url: &str| url.rsplit('/').next().unwrap().to_owned();
+    let key = records::authz_key(&last(client.kid.as_deref().unwrap()), &last(&authz_url));
+    let store = daemon.authority.store();
+    let stored = records::load::<AuthzRecord>(store, &key)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut authz = stored.value.clone();
+    let http01 = authz
+        .challenges
+        .iter_mut()
+        .find(|challenge| challenge.kind == "http-01")
+        .unwrap();
+    http01.status = Status::Processing;
+    http01.processing_since = Some(daemon.authority.now());
+    assert!(
+        records::replace(store, &key, &stored, &authz, stored.expires_at())
+            .await
+            .unwrap()
+    );
+    let http01_of = |authz: &Value| {
+        authz["challenges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|challenge| challenge["type"] == "http-01")
+            .unwrap()
+            .clone()
+    };
+    // Within the time a validation may take, it is left to run.
+    daemon.advance(Duration::from_secs(15));
+    let polled = client.post(&authz_url, None).json();
+    assert_eq!(http01_of(&polled)["status"], "processing", "{polled}");
+
+    // Past twice the 10 s timeout, the next poll runs it again.
+    daemon.advance(Duration::from_secs(10));
+    let mut polled = Value::Null;
+    for _ in 0..100 {
+        polled = client.post(&authz_url, None).json();
+        if polled["status"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(polled["status"], "invalid", "{polled}");
+    let http01 = http01_of(&polled);
+    assert_eq!(http01["status"], "invalid", "{polled}");
+    assert_eq!(
+        http01["error"]["type"], "urn:ietf:params:acme:error:connection",
+        "{polled}"
+    );
+    daemon.shutdown().await;
+}
+
 /// How often certd looks for a prepared intermediate (as in
 /// tests/rotation.rs).
 const ROTATION_POLL: Duration = Duration::from_secs(5);

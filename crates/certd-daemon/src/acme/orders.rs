@@ -131,6 +131,7 @@ impl AcmeServer {
                             status: Status::Pending,
                             validated_at: None,
                             error: None,
+                            processing_since: None,
                         })
                         .collect()
                 },
