@@ -544,6 +544,58 @@ async fn a_validation_cut_short_is_run_again_when_polled() {
     daemon.shutdown().await;
 }
 
+/// ACME's own rate limits: past `new_accounts_per_minute_per_ip` new
+/// accounts from one address, and `new_orders_per_minute_per_account`
+/// orders of one account, certd answers `rateLimited` (HTTP 429) with a
+/// `Retry-After`, counted per address and before the EAB key is spent.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_accounts_and_orders_past_their_rate_are_refused_as_rate_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config =
+        "[acme]\nnew_accounts_per_minute_per_ip = 2\nnew_orders_per_minute_per_account = 3\n";
+    let daemon = InProcess::start_in(tmp, data_dir, config).await;
+    let entry = daemon.entry("web", &["token:web"], &["--dns", "web.example.test"]);
+    let mut first = account(&daemon, &entry);
+    let _second = account(&daemon, &entry);
+    let mut third = Client::new(&daemon);
+    let (key_id, hmac) = eab(&daemon, &entry);
+    let refused = third.new_account(Some(third.binding(&key_id, &hmac)));
+    assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
+    assert_eq!(refused.status, 429);
+    let wait: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait), "one account every 30 s: {wait}");
+    assert!(
+        refused.body.contains("new_accounts_per_minute_per_ip"),
+        "{refused:?}"
+    );
+    // Counted by address, and before the EAB key is spent: from another
+    // loopback address the same key opens the account.
+    third.source = Some("127.0.0.2".into());
+    third.nonce = None;
+    let made = third.new_account(Some(third.binding(&key_id, &hmac)));
+    assert_eq!(made.status, 201, "{made:?}");
+
+    for _ in 0..3 {
+        let order = first.new_order(&["web.example.test"]);
+        assert_eq!(order.status, 201, "{order:?}");
+    }
+    let refused = first.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
+    assert_eq!(refused.status, 429);
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    assert!(
+        refused.body.contains("new_orders_per_minute_per_account"),
+        "{refused:?}"
+    );
+    assert!(
+        daemon
+            .metric("certd_acme_problems_total{problem=\"rateLimited\"}")
+            .is_some_and(|count| count >= 2.0)
+    );
+    daemon.shutdown().await;
+}
+
 /// How often certd looks for a prepared intermediate (as in
 /// tests/rotation.rs).
 const ROTATION_POLL: Duration = Duration::from_secs(5);

@@ -366,22 +366,23 @@ async fn acme_through_two_replicas_issues_each_order_once() {
     // A second order finalized on both replicas at once: one wins.
     let order = client.new_order(&["web.example.test"]);
     let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
-    let bodies: Vec<(Option<(String, String)>, String)> = [Some(&*b), None]
+    let bodies: Vec<(acme::Client, String)> = [Some(&*b), None]
         .into_iter()
         .map(|replica| {
-            client.through(replica);
-            let nonce = client.new_nonce();
-            let body = client.sign(client.header_with(&finalize, &nonce), Some(&payload));
-            (client.route.clone(), body)
+            let mut racer = acme::Client::new(&a);
+            racer.kid = client.kid.clone();
+            racer.through(replica);
+            let nonce = racer.new_nonce();
+            // Signed by the account's key: the racers share it.
+            let body = client.sign(racer.header_with(&finalize, &nonce), Some(&payload));
+            (racer, body)
         })
         .collect();
     let races: Vec<_> = bodies
         .into_iter()
-        .map(|(route, body)| {
-            let (bundle, finalize) = (client.bundle.clone(), finalize.clone());
-            std::thread::spawn(move || {
-                acme::curl(&bundle, route.as_ref(), "POST", &finalize, Some(&body))
-            })
+        .map(|(racer, body)| {
+            let finalize = finalize.clone();
+            std::thread::spawn(move || racer.curl("POST", &finalize, Some(&body)))
         })
         .collect();
     let outcomes: Vec<acme::Reply> = races.into_iter().map(|race| race.join().unwrap()).collect();

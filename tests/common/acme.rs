@@ -73,6 +73,9 @@ pub struct Client {
     /// one the URLs name: what a load balancer in front of replicas does
     /// (curl's `--connect-to`; the Host and the URLs stay the same).
     pub route: Option<(String, String)>,
+    /// The local address to send from (curl's `--interface`), for a
+    /// client at another address of the loopback network (127.0.0.2).
+    pub source: Option<String>,
 }
 
 impl Client {
@@ -80,7 +83,7 @@ impl Client {
         let bundle = daemon.data_dir.join("bundle.pem").display().to_string();
         let directory = curl(
             &bundle,
-            None,
+            &[],
             "GET",
             &format!("{}/acme/directory", daemon.grpc),
             None,
@@ -102,6 +105,7 @@ impl Client {
             kid: None,
             nonce: None,
             route: None,
+            source: None,
         }
     }
 
@@ -187,7 +191,14 @@ impl Client {
 
     /// An unsigned request (GET, HEAD) to the daemon requests go to.
     pub fn curl(&self, method: &str, url: &str, body: Option<&str>) -> Reply {
-        curl(&self.bundle, self.route.as_ref(), method, url, body)
+        let mut options = Vec::new();
+        if let Some((named, actual)) = &self.route {
+            options.extend(["--connect-to".to_owned(), format!("{named}:{actual}")]);
+        }
+        if let Some(source) = &self.source {
+            options.extend(["--interface".to_owned(), source.clone()]);
+        }
+        curl(&self.bundle, &options, method, url, body)
     }
 
     /// The external account binding of this client's key with EAB key
@@ -260,20 +271,18 @@ fn authority(url: &str) -> String {
     rest.split('/').next().unwrap_or_default().to_owned()
 }
 
-/// One request with curl: status, headers and body. `route`: (the
-/// `host:port` the URL names, the `host:port` to connect to instead).
+/// One request with curl, with `options` of its own: status, headers
+/// and body.
 pub fn curl(
     bundle: &str,
-    route: Option<&(String, String)>,
+    options: &[String],
     method: &str,
     url: &str,
     body: Option<&str>,
 ) -> Reply {
     let mut command = Command::new("curl");
     command.args(["-sS", "-i", "--cacert", bundle, "-H", "Expect:"]);
-    if let Some((named, actual)) = route {
-        command.args(["--connect-to", &format!("{named}:{actual}")]);
-    }
+    command.args(options);
     match method {
         "HEAD" => {
             command.arg("-I");
