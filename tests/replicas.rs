@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certd::store::postgres::scratch::ScratchServer;
-use common::{Daemon, Identity, csr_for, http, stderr, stdout, use_database};
+use common::{Daemon, Identity, acme, csr_for, http, stderr, stdout, use_database};
 use x509_cert::der::Decode;
 use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse, OcspResponseStatus};
 
@@ -298,6 +298,114 @@ async fn a_token_raced_on_two_replicas_yields_one_certificate() {
     for (token, wins) in won {
         assert_eq!(wins, 1, "token {token} issued {wins} certificates");
     }
+}
+
+/// ACME through two replicas behind one name, as a load balancer sends
+/// an ACME client's requests anywhere: an EAB key made on A opens an
+/// account through B, a nonce A gave is good at B and then spent at A too
+/// (badNonce), an order made through A is finalized through B and its
+/// certificate downloaded through A; a finalize raced on both replicas
+/// issues one certificate, and finalizing again answers orderNotReady.
+#[tokio::test(flavor = "multi_thread")]
+async fn acme_through_two_replicas_issues_each_order_once() {
+    let Some((a, b, _server)) = replicas() else {
+        return;
+    };
+    let entry = a.entry("web", &["token:web"], &["--dns", "web.example.test"]);
+    let set = a.cli(&["acme", "policy", "set", &entry, "--without-challenges"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let (key_id, hmac) = acme::eab(&a, &entry);
+
+    // The directory (and so every URL) is A's; B answers for it.
+    let mut client = acme::Client::new(&a);
+    client.through(Some(&b));
+    let binding = client.binding(&key_id, &hmac);
+    let mut made = client.new_account(Some(binding.clone()));
+    let started = Instant::now();
+    while made.status != 201 && started.elapsed() < PROPAGATION_LIMIT {
+        // B may not know the entry yet.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        made = client.new_account(Some(binding.clone()));
+    }
+    assert_eq!(made.status, 201, "{made:?}");
+
+    // A nonce from A, spent at B, is refused at A.
+    client.through(None);
+    let nonce = client.new_nonce();
+    let account_url = client.kid.clone().unwrap();
+    let body = client.sign(client.header_with(&account_url, &nonce), None);
+    client.through(Some(&b));
+    let read = client.send(&account_url, &body);
+    assert_eq!(read.status, 200, "A's nonce is good at B: {read:?}");
+    client.through(None);
+    let replayed = client.send(&account_url, &body);
+    assert_eq!(replayed.problem(), "badNonce", "{replayed:?}");
+
+    // Ordered through A, finalized through B, downloaded through A.
+    let order = client.new_order(&["web.example.test"]);
+    assert_eq!(order.status, 201, "{order:?}");
+    assert_eq!(order.json()["status"], "ready", "{order:?}");
+    let order_url = order.header("location").unwrap().to_owned();
+    let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = acme::csr(&["web.example.test"]);
+    let payload = serde_json::json!({ "csr": request }).to_string();
+    client.through(Some(&b));
+    let finalized = client.post(&finalize, Some(&payload));
+    assert_eq!(finalized.status, 200, "{finalized:?}");
+    client.through(None);
+    let certificate_url = client.post(&order_url, None).json()["certificate"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chain = client.post(&certificate_url, None);
+    assert_eq!(chain.status, 200, "{chain:?}");
+    assert_eq!(chain.body.matches("BEGIN CERTIFICATE").count(), 2);
+    let again = client.post(&finalize, Some(&payload));
+    assert_eq!(again.problem(), "orderNotReady", "{again:?}");
+
+    // A second order finalized on both replicas at once: one wins.
+    let order = client.new_order(&["web.example.test"]);
+    let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
+    let bodies: Vec<(acme::Client, String)> = [Some(&*b), None]
+        .into_iter()
+        .map(|replica| {
+            let mut racer = acme::Client::new(&a);
+            racer.kid = client.kid.clone();
+            racer.through(replica);
+            let nonce = racer.new_nonce();
+            // Signed by the account's key: the racers share it.
+            let body = client.sign(racer.header_with(&finalize, &nonce), Some(&payload));
+            (racer, body)
+        })
+        .collect();
+    let races: Vec<_> = bodies
+        .into_iter()
+        .map(|(racer, body)| {
+            let finalize = finalize.clone();
+            std::thread::spawn(move || racer.curl("POST", &finalize, Some(&body)))
+        })
+        .collect();
+    let outcomes: Vec<acme::Reply> = races.into_iter().map(|race| race.join().unwrap()).collect();
+    let won: Vec<&acme::Reply> = outcomes
+        .iter()
+        .filter(|reply| reply.status == 200)
+        .collect();
+    assert_eq!(won.len(), 1, "one finalize issues: {outcomes:?}");
+    let lost = outcomes.iter().find(|reply| reply.status != 200).unwrap();
+    assert_eq!(lost.problem(), "orderNotReady", "{lost:?}");
+    let listed = a.cli(&["list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let from_acme = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|certificate| {
+            certificate["attestation"]
+                .as_str()
+                .is_some_and(|attestation| attestation.contains("acme"))
+        })
+        .count();
+    assert_eq!(from_acme, 2, "two orders, two certificates: {listed}");
 }
 
 /// The database stops under load and comes back: meanwhile requests get

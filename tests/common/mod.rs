@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod acme;
 pub mod acme_clients;
 pub mod agent;
 pub mod bind;

@@ -6,6 +6,7 @@
 //! `RESOURCE_EXHAUSTED` with a retry hint. No I/O.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,9 @@ pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The smallest allowed message cap: below this a legitimate RSA 4096 CSR
 /// would not fit.
 pub(crate) const MIN_MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// Per-service buckets kept before idle (full) ones are forgotten.
-const MAX_TRACKED_SERVICES: usize = 10_000;
+/// Buckets kept per keyed rate (services, addresses, accounts) before idle
+/// (full) ones are forgotten.
+const MAX_TRACKED_KEYS: usize = 10_000;
 
 /// A rate: `per_second` on average, up to `burst` at once. Zero disables.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +39,15 @@ impl Rate {
         per_second: 0.0,
         burst: 0.0,
     };
+
+    /// `count` a minute, all of them at once if they come so: the
+    /// "N per minute" of a documented limit. Zero disables.
+    pub fn per_minute(count: u32) -> Rate {
+        Rate {
+            per_second: f64::from(count) / 60.0,
+            burst: f64::from(count),
+        }
+    }
 
     fn enabled(&self) -> bool {
         self.per_second > 0.0
@@ -123,7 +134,7 @@ impl Bucket {
 pub struct Limits {
     settings: LimitSettings,
     global: Mutex<Bucket>,
-    services: Mutex<HashMap<ServiceName, Bucket>>,
+    services: KeyedRate<ServiceName>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -135,7 +146,7 @@ impl Limits {
     pub fn new(settings: LimitSettings) -> Self {
         Limits {
             global: Mutex::new(Bucket::full(settings.global_issuance, Instant::now())),
-            services: Mutex::new(HashMap::new()),
+            services: KeyedRate::new(settings.service_issuance),
             in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
             settings,
         }
@@ -166,27 +177,50 @@ impl Limits {
 
     /// Counts one issuance against `service`'s rate.
     pub fn service_issuance(&self, service: &ServiceName) -> Result<(), LimitError> {
-        let rate = self.settings.service_issuance;
-        if !rate.enabled() {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        if services.len() >= MAX_TRACKED_SERVICES && !services.contains_key(service) {
-            // Forget services whose bucket has refilled: they are idle.
-            services.retain(|_, bucket| {
-                let idle = now.saturating_duration_since(bucket.updated).as_secs_f64();
-                bucket.tokens + idle * rate.per_second < rate.burst.max(1.0)
-            });
-        }
-        services
-            .entry(service.clone())
-            .or_insert_with(|| Bucket::full(rate, now))
-            .take(rate, now)
+        self.services
+            .take(service, Instant::now())
             .map_err(|retry_after| LimitError::ServiceRate {
                 service: service.to_string(),
                 retry_after,
             })
+    }
+}
+
+/// One rate per key (a service, a source address, an ACME account), each
+/// key with its own bucket. Memory is bounded: past `MAX_TRACKED_KEYS`
+/// keys, the buckets that have refilled (their keys idle) are forgotten.
+#[derive(Debug)]
+pub struct KeyedRate<K> {
+    rate: Rate,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedRate<K> {
+    pub fn new(rate: Rate) -> Self {
+        KeyedRate {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one event of `key` at `now`, or says how long until one is
+    /// allowed.
+    pub fn take(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let rate = self.rate;
+        if !rate.enabled() {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(key) {
+            buckets.retain(|_, bucket| {
+                let idle = now.saturating_duration_since(bucket.updated).as_secs_f64();
+                bucket.tokens + idle * rate.per_second < rate.burst.max(1.0)
+            });
+        }
+        buckets
+            .entry(key.clone())
+            .or_insert_with(|| Bucket::full(rate, now))
+            .take(rate, now)
     }
 }
 
@@ -242,6 +276,22 @@ mod tests {
         assert!(refused.retry_after() > Duration::ZERO);
         assert!(limits.service_issuance(&payments).is_ok());
         assert!(limits.issuance().is_ok(), "the global limit is off");
+    }
+
+    #[test]
+    fn a_keyed_rate_per_minute_counts_each_key_alone() {
+        let accounts = KeyedRate::new(Rate::per_minute(2));
+        let start = Instant::now();
+        assert_eq!(accounts.take(&"a", start), Ok(()));
+        assert_eq!(accounts.take(&"a", start), Ok(()));
+        let wait = accounts.take(&"a", start).unwrap_err();
+        assert!((wait.as_secs_f64() - 30.0).abs() < 1e-6, "{wait:?}");
+        assert_eq!(accounts.take(&"b", start), Ok(()));
+        assert_eq!(accounts.take(&"a", start + Duration::from_secs(30)), Ok(()));
+        let unlimited = KeyedRate::new(Rate::per_minute(0));
+        for _ in 0..100 {
+            assert_eq!(unlimited.take(&"a", start), Ok(()));
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl AcmeServer {
     pub async fn new_account(&self, request: Signed) -> Result<Answer, Problem> {
         let base = request.base.clone();
         let peer = request.peer.clone();
+        let peer_ip = request.peer_ip;
         let verified = self.verify(request, KeyMode::Jwk).await?;
         let payload: NewAccount = verified.jws.json()?;
         let store = self.authority.store();
@@ -59,6 +60,8 @@ impl AcmeServer {
         let contact = checked_contacts(payload.contact.unwrap_or_default())?;
         let now = self.authority.now();
         let state = self.authority.acme_state();
+        // Before an EAB key is spent on it.
+        state.limits.new_account(peer_ip)?;
         let (entry, eab_key_id) = match &payload.external_account_binding {
             Some(binding) => {
                 let key_id = state.eab.check_binding(

@@ -1,12 +1,21 @@
 //! Authorizations and challenges (RFC 8555 §7.5): reading and
 //! deactivating an authorization, answering a challenge, and validating it
 //! in the background through `challenge::validate`.
+//!
+//! A validation runs in a task of the replica that was asked; if that
+//! replica stops meanwhile, the challenge would stay `processing` until
+//! its authorization expires (a day). So whoever reads an authorization
+//! whose validation has been `processing` for longer than a validation can
+//! take (twice the validation timeout) runs it again.
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::challenge::{self, ChallengeType};
+use super::jws::Jwk;
 use super::problem::{Problem, ProblemType};
-use super::records::{self, AuthzRecord, Status};
+use super::records::{self, AuthzRecord, ChallengeRecord, Status, Stored};
 use super::server::{AcmeServer, Answer, KeyMode, SWAP_ATTEMPTS, Signed};
 use super::views::{authz_json, challenge_json};
 
@@ -32,7 +41,10 @@ impl AcmeServer {
             .await?
             .ok_or_else(|| Problem::not_found("authorization"))?;
         if verified.jws.is_post_as_get() {
-            return Ok(Answer::json(200, authz_json(&base, &current.value))
+            let authz = self
+                .resume_interrupted(&verified.key, &key, current)
+                .await?;
+            return Ok(Answer::json(200, authz_json(&base, &authz))
                 .at(format!("{base}/authz/{account}/{authz_id}")));
         }
         let update: AuthzUpdate = verified.jws.json()?;
@@ -90,38 +102,104 @@ impl AcmeServer {
                     .iter()
                     .any(|c| c.kind == kind && c.status == Status::Pending);
             if verified.jws.is_post_as_get() || !pending {
-                return answer(&current.value);
+                let authz = self
+                    .resume_interrupted(&verified.key, &key, current)
+                    .await?;
+                return answer(&authz);
             }
             let mut authz = current.value.clone();
             let Some(challenge) = authz.challenges.iter_mut().find(|c| c.kind == kind) else {
                 return Err(Problem::not_found("challenge"));
             };
             challenge.status = Status::Processing;
+            challenge.processing_since = Some(self.authority.now());
+            let Some(challenge_type) = challenge.kind() else {
+                return Err(Problem::not_found("challenge"));
+            };
             let token = challenge.token.clone();
             if records::replace(store, &key, &current, &authz, current.expires_at()).await? {
-                let Some(challenge_type) = ChallengeType::parse(kind) else {
-                    return Err(Problem::not_found("challenge"));
-                };
-                let key_authorization = format!("{token}.{}", verified.key.thumbprint());
-                let server = self.clone();
-                let (account, authz_id) = (account.to_owned(), authz_id.to_owned());
-                let identifier = authz.identifier.clone();
-                tokio::spawn(async move {
-                    server
-                        .validate(
-                            &account,
-                            &authz_id,
-                            challenge_type,
-                            &identifier,
-                            &token,
-                            &key_authorization,
-                        )
-                        .await;
-                });
+                self.start_validation(&authz, challenge_type, &token, &verified.key);
                 return answer(&authz);
             }
         }
         Err(Problem::internal(&"the authorization kept changing"))
+    }
+
+    /// Validates a challenge of `authz` in the background, for the account
+    /// whose key is `account_key`.
+    fn start_validation(
+        &self,
+        authz: &AuthzRecord,
+        kind: ChallengeType,
+        token: &str,
+        account_key: &Jwk,
+    ) {
+        let key_authorization = format!("{token}.{}", account_key.thumbprint());
+        let server = self.clone();
+        let (account, authz_id) = (authz.account.clone(), authz.id.clone());
+        let (identifier, token) = (authz.identifier.clone(), token.to_owned());
+        tokio::spawn(async move {
+            server
+                .validate(
+                    &account,
+                    &authz_id,
+                    kind,
+                    &identifier,
+                    &token,
+                    &key_authorization,
+                )
+                .await;
+        });
+    }
+
+    /// Runs again the validations of `current` (stored under `key`) that
+    /// were cut short, and returns the authorization as it now stands.
+    /// Only the reader whose compare-and-swap of the new start time wins
+    /// runs them, so two replicas polling at once do not both.
+    async fn resume_interrupted(
+        &self,
+        account_key: &Jwk,
+        key: &str,
+        current: Stored<AuthzRecord>,
+    ) -> Result<AuthzRecord, Problem> {
+        let now = self.authority.now();
+        let timeout = self.authority.acme_state().settings.validation().timeout;
+        if !current
+            .value
+            .challenges
+            .iter()
+            .any(|challenge| interrupted(challenge, now, timeout))
+        {
+            return Ok(current.value);
+        }
+        let mut authz = current.value.clone();
+        let mut resumed = Vec::new();
+        for challenge in &mut authz.challenges {
+            if interrupted(challenge, now, timeout)
+                && let Some(kind) = challenge.kind()
+            {
+                challenge.processing_since = Some(now);
+                resumed.push((kind, challenge.token.clone()));
+            }
+        }
+        let store = self.authority.store();
+        if !records::replace(store, key, &current, &authz, current.expires_at()).await? {
+            // Someone else changed it (and resumed it, or recorded an
+            // outcome): answer with what is there now.
+            return Ok(records::load::<AuthzRecord>(store, key)
+                .await?
+                .map_or(authz, |stored| stored.value));
+        }
+        for (kind, token) in resumed {
+            tracing::warn!(
+                challenge = kind.as_str(),
+                identifier = authz.identifier,
+                account = authz.account,
+                "an ACME challenge's validation was cut short (certd stopped?); running it again"
+            );
+            self.start_validation(&authz, kind, &token, account_key);
+        }
+        Ok(authz)
     }
 
     /// Validates a challenge and records the outcome on the challenge and
@@ -169,6 +247,7 @@ impl AcmeServer {
             };
             match &outcome {
                 Ok(()) => {
+                    challenge.processing_since = None;
                     challenge.status = Status::Valid;
                     challenge.validated_at = Some(self.authority.now());
                     authz.status = Status::Valid;
@@ -176,6 +255,7 @@ impl AcmeServer {
                 Err(error) => {
                     let problem_type = ProblemType::from_name(error.problem_type())
                         .unwrap_or(ProblemType::IncorrectResponse);
+                    challenge.processing_since = None;
                     challenge.status = Status::Invalid;
                     challenge.error =
                         Some(Problem::new(problem_type, error.to_string()).document());
@@ -190,6 +270,59 @@ impl AcmeServer {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Whether a challenge's validation was cut short: it has been
+/// `processing` for more than twice the validation `timeout` (every
+/// attempt ends within one), or since before certd noted when it started.
+pub(super) fn interrupted(challenge: &ChallengeRecord, now: i64, timeout: Duration) -> bool {
+    let limit = i64::try_from(timeout.as_secs().max(1))
+        .unwrap_or(i64::MAX)
+        .saturating_mul(2);
+    challenge.status == Status::Processing
+        && challenge
+            .processing_since
+            .is_none_or(|since| now.saturating_sub(since) > limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn challenge(status: Status, processing_since: Option<i64>) -> ChallengeRecord {
+        ChallengeRecord {
+            kind: "http-01".into(),
+            token: "token".into(),
+            status,
+            validated_at: None,
+            error: None,
+            processing_since,
+        }
+    }
+
+    /// Only a validation `processing` for more than twice the timeout (10 s
+    /// here), or for an unknown time, counts as cut short.
+    #[test]
+    fn a_validation_is_cut_short_past_twice_its_timeout() {
+        let timeout = Duration::from_secs(10);
+        let check = |status, since, now, expected: bool| {
+            assert_eq!(
+                interrupted(&challenge(status, since), now, timeout),
+                expected,
+                "{status:?} since {since:?} at {now}"
+            );
+        };
+        check(Status::Processing, Some(1_000), 1_000, false);
+        check(Status::Processing, Some(1_000), 1_020, false);
+        check(Status::Processing, Some(1_000), 1_021, true);
+        check(Status::Processing, None, 1_000, true);
+        // A clock that went back is not a reason to run it again.
+        check(Status::Processing, Some(1_000), 900, false);
+        for settled in [Status::Pending, Status::Valid, Status::Invalid] {
+            check(settled, Some(1_000), 100_000, false);
+            check(settled, None, 100_000, false);
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod jws;
 pub mod nonce;
 mod orders;
 pub mod problem;
+pub mod rate_limits;
 pub mod records;
 mod revocation;
 pub mod server;
@@ -34,6 +35,13 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use problem::{Problem, ProblemType};
 pub use server::AcmeServer;
+
+/// New accounts one source address may make a minute (`[acme]
+/// new_accounts_per_minute_per_ip`), on each replica.
+pub const DEFAULT_NEW_ACCOUNTS_PER_MINUTE_PER_IP: u32 = 10;
+/// New orders one account may make a minute (`[acme]
+/// new_orders_per_minute_per_account`), on each replica.
+pub const DEFAULT_NEW_ORDERS_PER_MINUTE_PER_ACCOUNT: u32 = 300;
 
 /// The label nonce keys are derived from the CA's master secret under.
 pub const NONCE_SECRET_LABEL: &str = "certd acme nonce";
@@ -48,6 +56,10 @@ pub struct AcmeSettings {
     pub accounts_without_eab: bool,
     /// `[acme.testing]`: test-only overrides of where challenges connect.
     pub testing: Option<AcmeTesting>,
+    /// New accounts a source address may make a minute; 0: no limit.
+    pub new_accounts_per_minute_per_ip: u32,
+    /// New orders an account may make a minute; 0: no limit.
+    pub new_orders_per_minute_per_account: u32,
 }
 
 impl Default for AcmeSettings {
@@ -56,6 +68,8 @@ impl Default for AcmeSettings {
             enabled: true,
             accounts_without_eab: false,
             testing: None,
+            new_accounts_per_minute_per_ip: DEFAULT_NEW_ACCOUNTS_PER_MINUTE_PER_IP,
+            new_orders_per_minute_per_account: DEFAULT_NEW_ORDERS_PER_MINUTE_PER_ACCOUNT,
         }
     }
 }

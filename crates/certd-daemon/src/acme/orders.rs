@@ -49,6 +49,7 @@ impl AcmeServer {
         let base = request.base.clone();
         let verified = self.verify(request, KeyMode::Kid).await?;
         let account = verified.account()?.clone();
+        self.authority.acme_state().limits.new_order(&account.id)?;
         let payload: NewOrder = verified.jws.json()?;
         if payload.not_before.is_some() || payload.not_after.is_some() {
             return Err(Problem::malformed(
@@ -131,6 +132,7 @@ impl AcmeServer {
                             status: Status::Pending,
                             validated_at: None,
                             error: None,
+                            processing_since: None,
                         })
                         .collect()
                 },

@@ -111,6 +111,8 @@ pub struct Problem {
     pub status: Option<u16>,
     /// `Location` of the answer (the account that holds a key already).
     pub location: Option<String>,
+    /// `Retry-After`, seconds (a rate limit's wait).
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -120,6 +122,7 @@ impl Problem {
             detail: detail.into(),
             status: None,
             location: None,
+            retry_after: None,
         }
     }
 
@@ -160,6 +163,15 @@ impl Problem {
         Problem {
             location: Some(location),
             ..self
+        }
+    }
+
+    /// A refusal by a rate limit, to be retried after `wait`.
+    pub fn rate_limited(detail: impl Into<String>, wait: std::time::Duration) -> Self {
+        Problem {
+            // Whole seconds, never 0: a client told 0 would retry at once.
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..Self::new(ProblemType::RateLimited, detail)
         }
     }
 

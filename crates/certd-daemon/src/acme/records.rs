@@ -118,6 +118,12 @@ pub struct ChallengeRecord {
     pub status: Status,
     pub validated_at: Option<i64>,
     pub error: Option<ProblemDocument>,
+    /// When its validation (last) started, while it is `processing`: a
+    /// validation that has taken far longer than it can was cut short (the
+    /// replica that ran it stopped) and is run again. Absent in records
+    /// written before certd kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_since: Option<i64>,
 }
 
 impl ChallengeRecord {

@@ -45,6 +45,8 @@ pub struct Signed {
     pub jws: Jws,
     /// The peer, for the audit.
     pub peer: Caller,
+    /// The peer's address, for the rate limit of new accounts.
+    pub peer_ip: Option<std::net::IpAddr>,
 }
 
 /// A successful answer.

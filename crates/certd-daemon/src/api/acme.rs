@@ -119,14 +119,14 @@ async fn signed(request: Request) -> Result<Signed, (String, Problem)> {
     let base = base_of(request.headers(), request.uri()).map_err(|p| (String::new(), p))?;
     let fail = |problem: Problem| (base.clone(), problem);
     let url = format!("{}{}", base.trim_end_matches("/acme"), request.uri().path());
-    let peer = request
+    let peer_address = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|connection| connection.get_ref().remote_addr())
-        .map_or_else(
-            || Caller("peer unknown".into()),
-            |address| Caller(format!("peer {address}")),
-        );
+        .and_then(|connection| connection.get_ref().remote_addr());
+    let peer = peer_address.map_or_else(
+        || Caller("peer unknown".into()),
+        |address| Caller(format!("peer {address}")),
+    );
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -161,6 +161,7 @@ async fn signed(request: Request) -> Result<Signed, (String, Problem)> {
         url,
         jws,
         peer,
+        peer_ip: peer_address.map(|address| address.ip()),
     })
 }
 
@@ -308,6 +309,11 @@ fn respond(server: &AcmeServer, base: &str, answer: Result<Answer, Problem>) -> 
                 .and_then(|location| HeaderValue::from_str(&location).ok())
             {
                 response.headers_mut().insert(header::LOCATION, location);
+            }
+            if let Some(seconds) = problem.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
             response
         }

@@ -19,6 +19,7 @@ pub struct AcmeState {
     pub settings: crate::acme::AcmeSettings,
     pub nonces: crate::acme::nonce::NonceKey,
     pub eab: crate::acme::eab::EabKeys,
+    pub limits: crate::acme::rate_limits::AcmeLimits,
 }
 
 impl Authority {

@@ -236,6 +236,7 @@ impl Authority {
                     .derived_secret(crate::acme::eab::EAB_SECRET_LABEL)
                     .as_ref(),
             ),
+            limits: crate::acme::rate_limits::AcmeLimits::new(&settings.acme),
             settings: settings.acme,
         });
         Ok(Authority {

@@ -138,6 +138,10 @@ pub struct AcmeSection {
     pub enabled: Option<bool>,
     /// Whether accounts may be made without external account binding.
     pub accounts_without_eab: Option<bool>,
+    /// New accounts one source address may make a minute (0: no limit).
+    pub new_accounts_per_minute_per_ip: Option<u32>,
+    /// New orders one account may make a minute (0: no limit).
+    pub new_orders_per_minute_per_account: Option<u32>,
     /// Test-only overrides of where challenges connect.
     pub testing: Option<AcmeTestingSection>,
 }

@@ -641,6 +641,12 @@ fn validate_acme(section: &AcmeSection) -> Result<crate::acme::AcmeSettings, Con
         enabled: section.enabled.unwrap_or(true),
         accounts_without_eab: section.accounts_without_eab.unwrap_or(false),
         testing,
+        new_accounts_per_minute_per_ip: section
+            .new_accounts_per_minute_per_ip
+            .unwrap_or(crate::acme::DEFAULT_NEW_ACCOUNTS_PER_MINUTE_PER_IP),
+        new_orders_per_minute_per_account: section
+            .new_orders_per_minute_per_account
+            .unwrap_or(crate::acme::DEFAULT_NEW_ORDERS_PER_MINUTE_PER_ACCOUNT),
     })
 }
 
@@ -926,11 +932,15 @@ mod tests {
         assert!(defaults.enabled && !defaults.accounts_without_eab);
         assert_eq!(defaults.testing, None);
         let config = check(
-            "[acme]\naccounts_without_eab = true\n[acme.testing]\nhttp_port = 5002\ntls_alpn_port = 5001\nresolve_all_to = \"127.0.0.1\"\ndns_server = \"127.0.0.1:5353\"\n",
+            "[acme]\naccounts_without_eab = true\nnew_accounts_per_minute_per_ip = 0\nnew_orders_per_minute_per_account = 20\n[acme.testing]\nhttp_port = 5002\ntls_alpn_port = 5001\nresolve_all_to = \"127.0.0.1\"\ndns_server = \"127.0.0.1:5353\"\n",
             None,
         )
         .unwrap();
         assert!(config.acme.accounts_without_eab);
+        assert_eq!(config.acme.new_accounts_per_minute_per_ip, 0);
+        assert_eq!(config.acme.new_orders_per_minute_per_account, 20);
+        assert_eq!(defaults.new_accounts_per_minute_per_ip, 10);
+        assert_eq!(defaults.new_orders_per_minute_per_account, 300);
         let validation = config.acme.validation();
         assert_eq!(validation.http_port, 5002);
         assert_eq!(validation.tls_alpn_port, 5001);
