@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use certd::api::client::{TlsClientSettings, WorkloadClient};
 use common::acme::{Client, Reply, account, b64, csr, eab};
 use common::in_process::InProcess;
 use common::{stderr, stdout};
@@ -864,5 +865,48 @@ async fn accounts_without_eab_prove_control_and_can_change_their_key() {
     );
     let refused = renewed.new_order(&["web.example.test"]);
     assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
+    daemon.shutdown().await;
+}
+
+/// A certificate issued over ACME is no workload credential to the rest
+/// of certd: gRPC Renew over mTLS with it is refused (it would widen it to
+/// every name of the entry and outlive the account), and no EAB key is
+/// made for an agent's entry or for an entry parented to an agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn acme_certificates_renew_over_acme_only() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let (chain, key) = client.certificate_and_key_for(&["web.example.test"]);
+    let tls = TlsClientSettings {
+        ca_bundle_pem: daemon.bundle_pem(),
+        identity: Some((chain, key.serialize_pem().into())),
+    };
+    let mut workload = WorkloadClient::connect(&daemon.grpc, &tls).await.unwrap();
+    let csr = common::csr_for(&rcgen::KeyPair::generate().unwrap(), None, vec![]);
+    let refused = workload.renew(csr).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("certificates issued over ACME renew over ACME"),
+        "{refused}"
+    );
+
+    let agent = daemon.entry("node", &["token:node"], &["--agent"]);
+    let parented = daemon.entry(
+        "app",
+        &["unix:uid:4242"],
+        &[
+            "--parent",
+            "spiffe://certd.internal/agent/node",
+            "--dns",
+            "app.example.test",
+        ],
+    );
+    for (entry, why) in [
+        (&agent, "is a node agent's"),
+        (&parented, "is parented to a node agent"),
+    ] {
+        let refused = daemon.cli(&["acme", "eab", "create", "--entry", entry]);
+        assert!(!refused.status.success(), "{entry}");
+        assert!(stderr(&refused).contains(why), "{}", stderr(&refused));
+    }
     daemon.shutdown().await;
 }

@@ -247,12 +247,17 @@ impl Client {
     /// Orders `names` (ready at once: the entry needs no challenges),
     /// finalizes with a CSR for them and downloads the chain (PEM).
     pub fn certificate_for(&mut self, names: &[&str]) -> String {
+        self.certificate_and_key_for(names).0
+    }
+
+    /// `certificate_for`, with the certificate's key.
+    pub fn certificate_and_key_for(&mut self, names: &[&str]) -> (String, rcgen::KeyPair) {
         let order = self.new_order(names);
         assert_eq!(order.status, 201, "{order:?}");
         assert_eq!(order.json()["status"], "ready", "{order:?}");
         let order_url = order.header("location").unwrap().to_owned();
         let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
-        let (_key, request) = csr(names);
+        let (key, request) = csr(names);
         let finalized = self.post(&finalize, Some(&json!({ "csr": request }).to_string()));
         assert_eq!(finalized.status, 200, "{finalized:?}");
         let certificate_url = self.post(&order_url, None).json()["certificate"]
@@ -261,7 +266,7 @@ impl Client {
             .to_owned();
         let download = self.post(&certificate_url, None);
         assert_eq!(download.status, 200, "{download:?}");
-        download.body
+        (download.body, key)
     }
 }
 

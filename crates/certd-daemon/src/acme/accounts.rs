@@ -156,6 +156,13 @@ impl AcmeServer {
                 stored.value.entry
             )));
         }
+        // The entry may have become an agent's, or parented to one, since
+        // the key was made.
+        if let Err(error) = self.authority.acme_entry(&stored.value.entry, &[]) {
+            return Err(Problem::unauthorized(format!(
+                "external account binding key {key_id}: {error}"
+            )));
+        }
         let used = EabRecord {
             used: true,
             ..stored.value.clone()

@@ -26,6 +26,8 @@ pub enum AcmeAdminError {
     #[error("give at least one challenge type, or --without-challenges")]
     NoChallenges,
     #[error("{0}")]
+    NotForAcme(String),
+    #[error("{0}")]
     Store(Problem),
 }
 
@@ -34,7 +36,9 @@ impl AcmeAdminError {
         use crate::ErrorKind;
         match self {
             Self::NoEntry(_) | Self::NoAccount(_) => ErrorKind::NotFound,
-            Self::BadTtl | Self::BadChallenge(_) | Self::NoChallenges => ErrorKind::InvalidInput,
+            Self::BadTtl | Self::BadChallenge(_) | Self::NoChallenges | Self::NotForAcme(_) => {
+                ErrorKind::InvalidInput
+            }
             Self::Store(_) => ErrorKind::Internal,
         }
     }
@@ -94,6 +98,11 @@ pub async fn create_eab(
     let entry_record = authority
         .entry(entry)
         .ok_or_else(|| AcmeAdminError::NoEntry(entry.to_owned()))?;
+    // An account bound to an agent's entry would get certificates that act
+    // as the agent; one parented to an agent is the agent's to renew.
+    authority
+        .acme_entry(entry, &[])
+        .map_err(|error| AcmeAdminError::NotForAcme(error.to_string()))?;
     let key_id = EabKeys::new_key_id();
     let expires_at = authority.now() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
     let record = EabRecord {

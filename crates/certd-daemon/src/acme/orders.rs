@@ -15,10 +15,11 @@ use super::records::{
 };
 use super::server::{
     AcmeServer, Answer, Body, KEEP_AFTER_EXPIRY_SECONDS, KeyMode, MAX_IDENTIFIERS,
-    ORDER_LIFETIME_SECONDS, SWAP_ATTEMPTS, Signed, ordered_by, problem_of_issuance, random_id,
-    random_token,
+    ORDER_LIFETIME_SECONDS, SWAP_ATTEMPTS, Signed, ordered_by, problem_of_entry,
+    problem_of_issuance, random_id, random_token,
 };
 use super::views::order_json;
+use crate::authority::AcmeIssuance;
 use crate::ca::csr::{RequestedName, ValidatedCsr};
 use crate::identity::Serial;
 
@@ -59,28 +60,10 @@ impl AcmeServer {
         let identifiers = checked_identifiers(&payload.identifiers)?;
         let (entry, challenges_required) = match &account.entry {
             Some(entry_id) => {
-                let entry = self.authority.entry(entry_id).ok_or_else(|| {
-                    Problem::unauthorized(format!(
-                        "the account is bound to entry {entry_id}, which no longer exists"
-                    ))
-                })?;
-                for name in &identifiers {
-                    if !entry
-                        .dns_names
-                        .iter()
-                        .any(|dns| dns.as_str().eq_ignore_ascii_case(name))
-                    {
-                        let names: Vec<&str> =
-                            entry.dns_names.iter().map(|dns| dns.as_str()).collect();
-                        return Err(Problem::new(
-                            ProblemType::RejectedIdentifier,
-                            format!(
-                                "{name} is not a DNS name of entry {entry_id} (its names: {})",
-                                names.join(", ")
-                            ),
-                        ));
-                    }
-                }
+                let entry = self
+                    .authority
+                    .acme_entry(entry_id, &identifiers)
+                    .map_err(|error| problem_of_entry(&error))?;
                 (entry, false)
             }
             None => {
@@ -304,9 +287,12 @@ impl AcmeServer {
             .authority
             .issue_for_acme(
                 &Self::caller(account_id, &peer),
-                account_id,
-                &order.entry,
-                &order.identifiers,
+                &AcmeIssuance {
+                    account: account_id,
+                    bound: verified.account()?.entry.is_some(),
+                    entry: &order.entry,
+                    names: &order.identifiers,
+                },
                 &csr_der,
             )
             .await;

@@ -277,6 +277,15 @@ pub(super) fn ordered_by(attestation: &Attestation) -> Option<&str> {
 /// How a failed issuance or revocation reads to the ACME client.
 pub(super) fn problem_of_issuance(error: &crate::Error) -> Problem {
     use crate::ErrorKind;
+    use crate::registry::RegistryError;
+    if let crate::Error::Registry(
+        RegistryError::NotForAcme { .. }
+        | RegistryError::NotAnEntryName { .. }
+        | RegistryError::EntryDeleted { .. },
+    ) = error
+    {
+        return problem_of_entry(error);
+    }
     match error.kind() {
         ErrorKind::InvalidInput => Problem::new(ProblemType::BadCsr, error.to_string()),
         ErrorKind::PermissionDenied | ErrorKind::Unauthenticated | ErrorKind::NotFound => {
@@ -284,6 +293,22 @@ pub(super) fn problem_of_issuance(error: &crate::Error) -> Problem {
         }
         ErrorKind::Exhausted => Problem::new(ProblemType::RateLimited, error.to_string()),
         _ => Problem::internal(error),
+    }
+}
+
+/// The problem of an order's entry refused by `Authority::acme_entry`:
+/// names it may not have are `rejectedIdentifier`, an entry gone is
+/// `unauthorized`.
+pub(super) fn problem_of_entry(error: &crate::Error) -> Problem {
+    use crate::registry::RegistryError;
+    match error {
+        crate::Error::Registry(
+            RegistryError::NotForAcme { .. } | RegistryError::NotAnEntryName { .. },
+        ) => Problem::new(ProblemType::RejectedIdentifier, error.to_string()),
+        crate::Error::Registry(RegistryError::EntryDeleted { .. }) => {
+            Problem::unauthorized(error.to_string())
+        }
+        other => Problem::internal(other),
     }
 }
 

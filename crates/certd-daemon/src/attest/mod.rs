@@ -98,6 +98,10 @@ pub enum AttestError {
         "certificate {serial} was renewed by another caller at the same moment; only one renewal of a certificate succeeds"
     )]
     RenewalRaced { serial: String },
+    #[error(
+        "certificate {serial} was issued over ACME: certificates issued over ACME renew over ACME, and prove nothing to certd's other APIs"
+    )]
+    IssuedOverAcme { serial: String },
 }
 
 /// Why an attestation gave no proof: a refusal, or the store failing
@@ -128,7 +132,8 @@ impl AttestError {
             AttestError::Superseded { .. }
             | AttestError::AlreadyRenewed { .. }
             | AttestError::SuccessorRevoked { .. }
-            | AttestError::RenewalRaced { .. } => crate::ErrorKind::PermissionDenied,
+            | AttestError::RenewalRaced { .. }
+            | AttestError::IssuedOverAcme { .. } => crate::ErrorKind::PermissionDenied,
             AttestError::MalformedKind { .. } => crate::ErrorKind::InvalidInput,
             _ => crate::ErrorKind::Unauthenticated,
         }

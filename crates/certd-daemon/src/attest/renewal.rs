@@ -8,7 +8,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{AttestError, AttestFailure as Error};
 use crate::identity::Serial;
-use crate::store::{Attestation, IssuanceRecord, Storage};
+use crate::model::kind;
+use crate::store::{Attestation, IssuanceRecord, Proof, Storage};
 
 /// The result of checking a renewal: the record of the certificate the
 /// caller presented.
@@ -18,7 +19,13 @@ pub struct RenewalEvidence {
 }
 
 impl RenewalEvidence {
-    /// Checks the caller's leaf certificate (DER) at time `now`.
+    /// Checks the caller's leaf certificate (DER) at time `now`. A
+    /// certificate issued over ACME is refused: it names only the DNS names
+    /// an ACME order proved, so renewing it here would widen it to all of
+    /// its entry's names, and it would outlive its account's deactivation.
+    /// Every caller that takes a presented certificate as a workload's
+    /// credential (renewal, agents, JWT-SVIDs, the token endpoint's mTLS
+    /// client authentication) comes through here.
     pub async fn check(
         client_leaf: Option<&[u8]>,
         store: &dyn Storage,
@@ -33,6 +40,13 @@ impl RenewalEvidence {
             Attestation::Operator { .. } => {
                 refuse("it is an operator certificate, not a workload's")
             }
+            Attestation::Registered {
+                proof: Proof::Attested { kind: attestor, .. },
+                ..
+            } if attestor == kind::ACME => Err(AttestError::IssuedOverAcme {
+                serial: record.serial.to_hex(),
+            }
+            .into()),
             _ => Ok(RenewalEvidence { current: record }),
         }
     }

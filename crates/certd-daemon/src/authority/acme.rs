@@ -12,6 +12,20 @@ use crate::model::AuditEvent;
 use crate::registry::RegistryError;
 use crate::store::{EntryRecord, Proof};
 
+/// What an ACME order asks to be issued.
+#[derive(Debug, Clone, Copy)]
+pub struct AcmeIssuance<'a> {
+    /// The ordering account's id.
+    pub account: &'a str,
+    /// Whether the account is bound to its entry (by EAB); an account
+    /// without one proved control of the names by challenges only.
+    pub bound: bool,
+    /// The entry the order issues as.
+    pub entry: &'a str,
+    /// The order's DNS names (lower case, sorted).
+    pub names: &'a [String],
+}
+
 /// The ACME server's settings and keys, shared by every replica that
 /// holds the same master secret.
 #[derive(Debug)]
@@ -37,31 +51,49 @@ impl Authority {
     /// `names`: what an account without EAB issues as.
     pub fn entry_naming(&self, names: &[String]) -> Option<EntryRecord> {
         self.registry.list(None).into_iter().find(|entry| {
-            !entry.is_agent()
-                && entry.parent.is_none()
-                && names.iter().all(|name| {
-                    entry
-                        .dns_names
-                        .iter()
-                        .any(|dns| dns.as_str().eq_ignore_ascii_case(name))
-                })
+            acme_refusal(entry).is_none() && names.iter().all(|name| names_dns(entry, name))
         })
     }
 
-    /// A certificate for an ACME order: entry `entry_id`'s identity with
-    /// only the ordered `names`, its lifetime, recorded as attested by ACME
-    /// account `account`. Audited as every issuance is.
+    /// Entry `entry_id` if ACME may issue for it, with every one of
+    /// `names`: checked when an EAB key is made, when an order is made and
+    /// again at finalization, since the entry may have changed between.
+    pub fn acme_entry(&self, entry_id: &str, names: &[String]) -> Result<EntryRecord> {
+        let entry = self
+            .registry
+            .get(entry_id)
+            .ok_or_else(|| RegistryError::EntryDeleted {
+                id: entry_id.to_owned(),
+            })?;
+        if let Some(why) = acme_refusal(&entry) {
+            return Err(RegistryError::NotForAcme {
+                id: entry_id.to_owned(),
+                why,
+            }
+            .into());
+        }
+        if let Some(name) = names.iter().find(|name| !names_dns(&entry, name)) {
+            return Err(RegistryError::NotAnEntryName {
+                name: name.clone(),
+                id: entry_id.to_owned(),
+            }
+            .into());
+        }
+        Ok(entry)
+    }
+
+    /// A certificate for an ACME order: entry `order.entry`'s identity
+    /// with only the ordered names, its lifetime, recorded as attested by
+    /// ACME account `order.account`. Audited as every issuance is.
     pub async fn issue_for_acme(
         &self,
         caller: &Caller,
-        account: &str,
-        entry_id: &str,
-        names: &[String],
+        order: &AcmeIssuance<'_>,
         csr_der: &[u8],
     ) -> Result<Issued> {
         let mut selectors = Vec::new();
         let outcome = self
-            .issue_for_acme_inner(account, entry_id, names, csr_der, &mut selectors)
+            .issue_for_acme_inner(order, csr_der, &mut selectors)
             .await;
         audit_issuance(
             self.store.as_ref(),
@@ -80,30 +112,36 @@ impl Authority {
 
     async fn issue_for_acme_inner(
         &self,
-        account: &str,
-        entry_id: &str,
-        names: &[String],
+        order: &AcmeIssuance<'_>,
         csr_der: &[u8],
         selectors: &mut Vec<crate::selector::Selector>,
     ) -> Result<Issued> {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
-        let entry = self
-            .registry
-            .get(entry_id)
-            .ok_or_else(|| RegistryError::EntryDeleted {
-                id: entry_id.to_owned(),
-            })?;
+        let entry = self.acme_entry(order.entry, order.names)?;
+        // An account without an entry of its own issues as the first entry
+        // naming the order's names; if that changed since the order was
+        // made (an entry added or edited), the order's entry is no longer
+        // the one these names give.
+        if !order.bound
+            && self.entry_naming(order.names).map(|named| named.id) != Some(entry.id.clone())
+        {
+            return Err(RegistryError::NotForAcme {
+                id: entry.id.clone(),
+                why: "is no longer the first entry naming the order's names",
+            }
+            .into());
+        }
         selectors.clone_from(&entry.selectors);
         let csr = ValidatedCsr::from_der(csr_der)?;
         let proof = Proof::Attested {
             kind: crate::model::kind::ACME.to_owned(),
-            detail: account.to_owned(),
+            detail: order.account.to_owned(),
         };
         let mut request = self.request_for_entry(&entry, proof);
-        // Only the names ordered (each one of the entry's, checked when
-        // the order was made).
-        request.identity.dns_names = names
+        // Only the names ordered (each one of the entry's, checked above).
+        request.identity.dns_names = order
+            .names
             .iter()
             .map(|name| name.parse::<DnsName>())
             .collect::<std::result::Result<_, _>>()?;
@@ -138,4 +176,25 @@ impl Authority {
         )
         .await;
     }
+}
+
+/// Why ACME may not issue for `entry`, if it may not: an agent's identity
+/// would let an ACME certificate act as the agent, and an entry parented
+/// to an agent is the agent's to renew.
+fn acme_refusal(entry: &EntryRecord) -> Option<&'static str> {
+    if entry.is_agent() {
+        Some("is a node agent's")
+    } else if entry.parent.is_some() {
+        Some("is parented to a node agent")
+    } else {
+        None
+    }
+}
+
+/// Whether `name` is one of `entry`'s DNS names.
+fn names_dns(entry: &EntryRecord, name: &str) -> bool {
+    entry
+        .dns_names
+        .iter()
+        .any(|dns| dns.as_str().eq_ignore_ascii_case(name))
 }

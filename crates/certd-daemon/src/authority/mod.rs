@@ -52,7 +52,7 @@ pub use access_tokens::{
     AccessToken, ClientProof, Explanation, JWT_BEARER_ASSERTION, JWT_SPIFFE_ASSERTION, TokenError,
     TokenRequest,
 };
-pub use acme::AcmeState;
+pub use acme::{AcmeIssuance, AcmeState};
 pub use changes::{Update, follow};
 pub use exchange::{
     ExchangeRequest, TOKEN_EXCHANGE_GRANT, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN,

@@ -56,6 +56,12 @@ pub enum RegistryError {
     #[error("registration entry {id:?} is not parented to agent {agent}")]
     NotParentedTo { id: String, agent: String },
     #[error(
+        "registration entry {id} {why}: ACME issues only for workload entries of their own, never an agent's identity or one an agent holds"
+    )]
+    NotForAcme { id: String, why: &'static str },
+    #[error("{name} is not a DNS name of registration entry {id}")]
+    NotAnEntryName { name: String, id: String },
+    #[error(
         "this certificate was issued through node agent {agent}, which renews it and fetches its tokens; ask that agent"
     )]
     IssuedThroughAgent { agent: String },
@@ -120,6 +126,8 @@ impl RegistryError {
             | RegistryError::EntryDeleted { .. }
             | RegistryError::NotAnAgent { .. }
             | RegistryError::NotParentedTo { .. }
+            | RegistryError::NotForAcme { .. }
+            | RegistryError::NotAnEntryName { .. }
             | RegistryError::IssuedThroughAgent { .. }
             | RegistryError::AudienceNotAllowed { .. }
             | RegistryError::NoJwtAudiences { .. }
