@@ -10,6 +10,7 @@
 mod common;
 
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -908,5 +909,183 @@ async fn acme_certificates_renew_over_acme_only() {
         assert!(!refused.status.success(), "{entry}");
         assert!(stderr(&refused).contains(why), "{}", stderr(&refused));
     }
+    daemon.shutdown().await;
+}
+
+/// Answers every HTTP request on `listener` with `body`'s current text:
+/// the http-01 responder of a test, which sets the key authorization.
+fn http01_responder(listener: tokio::net::TcpListener, body: Arc<Mutex<String>>) {
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let text = body.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+}
+
+/// A daemon accepting accounts without EAB whose http-01 validations go
+/// to a responder of the test; returns it with the entry of
+/// web.example.test and the responder's body.
+async fn daemon_without_eab() -> (InProcess, String, Arc<Mutex<String>>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = Arc::new(Mutex::new(String::new()));
+    http01_responder(listener, body.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = format!(
+        "[acme]\naccounts_without_eab = true\n[acme.testing]\nhttp_port = {port}\nresolve_all_to = \"127.0.0.1\"\n"
+    );
+    let daemon = InProcess::start_in(tmp, data_dir, &config).await;
+    let entry = daemon.entry(
+        "web",
+        &["token:web"],
+        &["--dns", "web.example.test", "--dns", "www.example.test"],
+    );
+    (daemon, entry, body, config)
+}
+
+/// Orders `names` as `client` and passes each authorization's http-01
+/// challenge through the responder's `body`; the order's URL once ready.
+async fn ready_order(client: &mut Client, body: &Mutex<String>, names: &[&str]) -> Reply {
+    let order = client.new_order(names);
+    assert_eq!(order.status, 201, "{order:?}");
+    for authz_url in order.json()["authorizations"].as_array().unwrap() {
+        let authz_url = authz_url.as_str().unwrap();
+        let authz = client.post(authz_url, None).json();
+        let http01 = authz["challenges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|challenge| challenge["type"] == "http-01")
+            .unwrap()
+            .clone();
+        *body.lock().unwrap() = format!(
+            "{}.{}",
+            http01["token"].as_str().unwrap(),
+            client.thumbprint()
+        );
+        let answered = client.post(http01["url"].as_str().unwrap(), Some("{}"));
+        assert_eq!(answered.status, 200, "{answered:?}");
+        let mut status = Value::Null;
+        for _ in 0..100 {
+            status = client.post(authz_url, None).json()["status"].clone();
+            if status != "pending" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, "valid", "{authz_url}");
+    }
+    let order_url = order.header("location").unwrap().to_owned();
+    let ready = client.post(&order_url, None);
+    assert_eq!(ready.json()["status"], "ready", "{ready:?}");
+    ready
+}
+
+/// An account without EAB, having proved control of a DNS name, gets a
+/// web PKI certificate: DNS names only (no SPIFFE ID: it is not the
+/// entry's workload identity) and serverAuth only.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_without_eab_gets_a_web_pki_certificate() {
+    let (daemon, _entry, body, _) = daemon_without_eab().await;
+    let mut client = Client::new(&daemon);
+    assert_eq!(client.new_account(None).status, 201);
+    let order = ready_order(&mut client, &body, &["web.example.test"]).await;
+    let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = csr(&["web.example.test"]);
+    let finalized = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(finalized.json()["status"], "valid", "{finalized:?}");
+    let certificate_url = finalized.json()["certificate"].as_str().unwrap().to_owned();
+    let chain = client.post(&certificate_url, None).body;
+    let der = rustls_pemfile::certs(&mut chain.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let names: Vec<String> = parsed
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|name| format!("{name:?}"))
+        .collect();
+    assert_eq!(names, [r#"DNSName("web.example.test")"#]);
+    let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth, "{eku:?}");
+    daemon.shutdown().await;
+}
+
+/// Turning `accounts_without_eab` off stops the accounts made while it was
+/// on: their next order is refused with externalAccountRequired.
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_without_eab_stop_when_the_setting_is_turned_off() {
+    let (daemon, _entry, _body, config) = daemon_without_eab().await;
+    let mut client = Client::new(&daemon);
+    assert_eq!(client.new_account(None).status, 201);
+    let order = client.new_order(&["web.example.test"]);
+    assert_eq!(order.status, 201, "{order:?}");
+    let daemon = daemon
+        .restart(&config.replace(
+            "accounts_without_eab = true",
+            "accounts_without_eab = false",
+        ))
+        .await;
+    // The restarted daemon listens on another port; the account's URLs
+    // still name the first.
+    client.through(Some(&daemon));
+    client.nonce = None;
+    let refused = client.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "externalAccountRequired", "{refused:?}");
+    daemon.shutdown().await;
+}
+
+/// An order's names are checked again at finalization: once they are no
+/// longer its entry's (the entry was edited), finalize is refused with
+/// rejectedIdentifier, and nothing is issued.
+#[tokio::test(flavor = "multi_thread")]
+async fn finalize_checks_the_names_against_the_entry_again() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let order = client.new_order(&["web.example.test"]);
+    assert_eq!(order.json()["status"], "ready", "{order:?}");
+    let updated = daemon.cli(&["entry", "update", &entry, "--dns", "www.example.test"]);
+    assert!(updated.status.success(), "{}", stderr(&updated));
+    let before = daemon.certificate_count();
+    let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = csr(&["web.example.test"]);
+    let refused = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(refused.problem(), "rejectedIdentifier", "{refused:?}");
+    assert!(
+        refused.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("web.example.test is not a DNS name of registration entry"),
+        "{refused:?}"
+    );
+    assert_eq!(daemon.certificate_count(), before);
+
+    // Authorizations made valid without challenges count only while the
+    // entry's policy still says so.
+    let order = client.new_order(&["www.example.test"]);
+    assert_eq!(order.json()["status"], "ready", "{order:?}");
+    let set = daemon.cli(&["acme", "policy", "set", &entry, "--challenges", "http-01"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = csr(&["www.example.test"]);
+    let refused = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
+    assert_eq!(daemon.certificate_count(), before);
     daemon.shutdown().await;
 }

@@ -109,6 +109,17 @@ impl Client {
         }
     }
 
+    /// The account key's JWK thumbprint (RFC 7638): the second half of
+    /// every key authorization.
+    pub fn thumbprint(&self) -> String {
+        let canonical = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            self.jwk["x"].as_str().unwrap(),
+            self.jwk["y"].as_str().unwrap()
+        );
+        b64(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()).as_ref())
+    }
+
     /// Sends the next requests to `replica` (the URLs still name the
     /// daemon the directory came from), or back to that one with `None`.
     pub fn through(&mut self, replica: Option<&Served>) {

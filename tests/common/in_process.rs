@@ -95,6 +95,21 @@ impl InProcess {
         .expect("the CA is alive");
     }
 
+    /// Stops it and serves the same data directory (and database) again
+    /// with the settings of `config`.
+    pub async fn restart(mut self, config: &str) -> Self {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("a clean shutdown");
+        }
+        // The authority holds the store open (sled locks it): let it go.
+        let InProcess {
+            served, authority, ..
+        } = self;
+        drop(authority);
+        let Served { tmp, data_dir, .. } = served;
+        Self::start_in(tmp, data_dir, config).await
+    }
+
     /// Stops it and waits until it has.
     pub async fn shutdown(mut self) {
         if let Some(running) = self.running.take() {

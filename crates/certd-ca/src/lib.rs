@@ -41,7 +41,7 @@ pub use key_file::KeyPassphrase;
 pub use key_store::{
     IntermediateKey, KeyRecord, KeySecrets, KeyStore, Pkcs11KeyRef, Pkcs11Pin, Slot,
 };
-pub use profile::{CLOCK_SKEW_ALLOWANCE, SubjectName};
+pub use profile::{CLOCK_SKEW_ALLOWANCE, WorkloadProfile};
 pub use reason::{RevocationReason, reason_name};
 
 use certd_core::clock::{SharedClock, SystemClock};
@@ -433,7 +433,7 @@ impl CertificateAuthority {
         &self,
         csr: &ValidatedCsr,
         identity: &WorkloadIdentity,
-        subject: SubjectName,
+        profile: WorkloadProfile,
         serial: Serial,
         ttl: Duration,
         now: SystemTime,
@@ -446,7 +446,7 @@ impl CertificateAuthority {
             .map(|urls| urls.of(&signer.key_id_hex()));
         let params = profile::workload(
             identity,
-            subject,
+            profile,
             csr.key_kind(),
             &serial,
             &validity,
@@ -668,7 +668,7 @@ mod tests {
             .sign_workload(
                 &csr(&KeyPair::generate().unwrap()),
                 &identity(),
-                SubjectName::Service,
+                WorkloadProfile::Spiffe,
                 serial.clone(),
                 Duration::from_secs(3600),
                 now,
@@ -790,7 +790,7 @@ mod tests {
                 .sign_workload(
                     &csr(&key),
                     &identity(),
-                    SubjectName::Service,
+                    WorkloadProfile::Spiffe,
                     Serial::generate(),
                     Duration::from_secs(60),
                     SystemTime::now(),
@@ -826,10 +826,51 @@ mod tests {
             }
         };
         let identity = identity();
-        assert_eq!(common_name(SubjectName::Service), identity.service.as_str());
         assert_eq!(
-            common_name(SubjectName::FirstDnsName),
+            common_name(WorkloadProfile::Spiffe),
+            identity.service.as_str()
+        );
+        assert_eq!(
+            common_name(WorkloadProfile::AcmeBound),
             identity.dns_names[0].as_str()
+        );
+        assert_eq!(
+            common_name(WorkloadProfile::AcmeUnbound),
+            identity.dns_names[0].as_str()
+        );
+    }
+
+    /// Only an ACME account without an entry binding gets a web PKI
+    /// certificate: DNS names only, serverAuth only.
+    #[test]
+    fn acme_without_binding_gets_no_spiffe_id_and_no_client_auth() {
+        let validity = profile::Validity {
+            not_before: 0,
+            not_after: 60,
+        };
+        let sans_and_ekus = |profile| {
+            let params = profile::workload(
+                &identity(),
+                profile,
+                csr::SubjectKeyKind::EcdsaP256,
+                &Serial::generate(),
+                &validity,
+                None,
+            );
+            let uris = params
+                .subject_alt_names
+                .iter()
+                .filter(|san| matches!(san, rcgen::SanType::URI(_)))
+                .count();
+            (uris, params.extended_key_usages)
+        };
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        for profile in [WorkloadProfile::Spiffe, WorkloadProfile::AcmeBound] {
+            assert_eq!(sans_and_ekus(profile), (1, vec![ServerAuth, ClientAuth]));
+        }
+        assert_eq!(
+            sans_and_ekus(WorkloadProfile::AcmeUnbound),
+            (0, vec![ServerAuth])
         );
     }
 
@@ -841,7 +882,7 @@ mod tests {
         };
         let rsa = profile::workload(
             &identity(),
-            SubjectName::Service,
+            WorkloadProfile::Spiffe,
             csr::SubjectKeyKind::Rsa { bits: 2048 },
             &Serial::generate(),
             &validity,
@@ -853,7 +894,7 @@ mod tests {
         );
         let ec = profile::workload(
             &identity(),
-            SubjectName::Service,
+            WorkloadProfile::Spiffe,
             csr::SubjectKeyKind::EcdsaP256,
             &Serial::generate(),
             &validity,
@@ -873,7 +914,7 @@ mod tests {
             .sign_workload(
                 &csr(&key),
                 &identity(),
-                SubjectName::Service,
+                WorkloadProfile::Spiffe,
                 Serial::generate(),
                 Duration::from_secs(86_400),
                 near_the_end,
@@ -884,7 +925,7 @@ mod tests {
         let refused = ca.sign_workload(
             &csr(&key),
             &identity(),
-            SubjectName::Service,
+            WorkloadProfile::Spiffe,
             Serial::generate(),
             Duration::from_secs(60),
             after,

@@ -24,27 +24,36 @@ pub(crate) struct Validity {
     pub not_after: i64,
 }
 
-/// What a workload certificate's subject CN holds; the SANs are the same
-/// either way, and they are what identifies the workload.
+/// Which workload certificate: the CA decides, from how the identity was
+/// proven. The CN, the SANs and the EKU follow from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SubjectName {
-    /// The service's name: what certd's own clients, agents and SPIFFE
-    /// peers have always been given.
+pub enum WorkloadProfile {
+    /// An SVID: the service's name as the CN (what certd's own clients,
+    /// agents and SPIFFE peers have always been given), the DNS names and
+    /// the SPIFFE ID, serverAuth + clientAuth.
     #[default]
-    Service,
-    /// The first DNS name, for ACME clients: web PKI practice (the CN
-    /// repeats a SAN), and lego and certbot renew by ordering the names they
-    /// read from the CN and the SANs, so a CN that is no DNS name of the
-    /// order would make every renewal refused.
-    FirstDnsName,
+    Spiffe,
+    /// For an ACME account bound to its entry by EAB (an operator vouched
+    /// for it): the entry's SPIFFE ID as well, but the first DNS name as
+    /// the CN: web PKI practice (the CN repeats a SAN), and lego and
+    /// certbot renew by ordering the names they read from the CN and the
+    /// SANs, so a CN that is no DNS name of the order would make every
+    /// renewal refused.
+    AcmeBound,
+    /// For an ACME account without an entry binding, which proved control
+    /// of DNS names and nothing else: a web PKI certificate, DNS SANs only
+    /// (no SPIFFE ID, so it is not the entry's workload identity), the
+    /// first as the CN, serverAuth only (it authenticates no client).
+    AcmeUnbound,
 }
 
-/// The workload profile: CN (see [`SubjectName`]) and SANs from the identity only, CA:FALSE
-/// (critical), digitalSignature (critical; keyEncipherment too for RSA),
-/// serverAuth + clientAuth, SKI and AKI.
+/// The workload profile: CN and SANs from the identity only (which of them,
+/// see [`WorkloadProfile`]), CA:FALSE (critical), digitalSignature
+/// (critical; keyEncipherment too for RSA), serverAuth + clientAuth
+/// (serverAuth only for `AcmeUnbound`), SKI and AKI.
 pub fn workload(
     identity: &WorkloadIdentity,
-    subject: SubjectName,
+    profile: WorkloadProfile,
     key_kind: SubjectKeyKind,
     serial: &Serial,
     validity: &Validity,
@@ -59,19 +68,28 @@ pub fn workload(
             .custom_extensions
             .push(authority_info_access(Some(&urls.ocsp), &urls.ca_issuers));
     }
-    let common_name = match (subject, identity.dns_names.first()) {
-        (SubjectName::FirstDnsName, Some(first)) => first.as_str(),
+    let common_name = match (profile, identity.dns_names.first()) {
+        (WorkloadProfile::AcmeBound | WorkloadProfile::AcmeUnbound, Some(first)) => first.as_str(),
         _ => identity.service.as_str(),
     };
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
+    let spiffe_id = match profile {
+        WorkloadProfile::Spiffe | WorkloadProfile::AcmeBound => {
+            Some(uri_san(identity.spiffe_id.as_str().to_owned()))
+        }
+        WorkloadProfile::AcmeUnbound => None,
+    };
     params.subject_alt_names = identity
         .dns_names
         .iter()
         .map(|name| dns_san(name.as_str().to_owned()))
-        .chain([uri_san(identity.spiffe_id.as_str().to_owned())])
+        .chain(spiffe_id)
         .collect();
+    if profile == WorkloadProfile::AcmeUnbound {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    }
     if matches!(key_kind, SubjectKeyKind::Rsa { .. }) {
         params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
     }

@@ -66,6 +66,14 @@ impl AcmeServer {
                     .map_err(|error| problem_of_entry(&error))?;
                 (entry, false)
             }
+            // Turning `accounts_without_eab` off also stops the accounts
+            // made while it was on.
+            None if !self.authority.acme_state().settings.accounts_without_eab => {
+                return Err(Problem::new(
+                    ProblemType::ExternalAccountRequired,
+                    "this account was made without external account binding, which certd no longer accepts ([acme] accounts_without_eab is off); make an account with an EAB key",
+                ));
+            }
             None => {
                 let entry = self.authority.entry_naming(&identifiers).ok_or_else(|| {
                     Problem::new(
@@ -156,6 +164,28 @@ impl AcmeServer {
         count_order("created");
         Ok(Answer::json(201, order_json(&base, &order))
             .at(format!("{base}/order/{}/{}", account.id, order.id)))
+    }
+
+    /// Authorizations made valid without a challenge (the entry's policy
+    /// said `--without-challenges` when the order was made) count only
+    /// while the policy still says so.
+    async fn check_still_without_challenges(&self, order: &OrderRecord) -> Result<(), Problem> {
+        if self.policy(&order.entry).await?.without_challenges {
+            return Ok(());
+        }
+        let store = self.authority.store();
+        for authz in &order.authorizations {
+            let authz =
+                records::load::<AuthzRecord>(store, &records::authz_key(&order.account, authz))
+                    .await?;
+            if authz.is_some_and(|authz| authz.value.challenges.is_empty()) {
+                return Err(Problem::unauthorized(format!(
+                    "entry {}'s ACME policy now requires challenges; make a new order",
+                    order.entry
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A `replaces` certID must name a certificate this account was issued.
@@ -268,6 +298,7 @@ impl AcmeServer {
                 ),
             ));
         }
+        self.check_still_without_challenges(&ready.value).await?;
         let payload: Finalize = verified.jws.json()?;
         let csr_der = unb64("the CSR", &payload.csr)?;
         check_csr_names(&csr_der, &ready.value.identifiers)?;

@@ -6,6 +6,7 @@
 use super::{Authority, Caller, IssuanceEvent, Issued, audit_issuance};
 use crate::Result;
 use crate::audit::{self, Decision};
+use crate::ca::WorkloadProfile;
 use crate::ca::csr::ValidatedCsr;
 use crate::identity::DnsName;
 use crate::model::AuditEvent;
@@ -145,8 +146,14 @@ impl Authority {
             .iter()
             .map(|name| name.parse::<DnsName>())
             .collect::<std::result::Result<_, _>>()?;
-        // ACME clients renew the names they read from the CN and the SANs.
-        request.subject = crate::ca::SubjectName::FirstDnsName;
+        // An account bound by EAB was vouched for by an operator, so its
+        // certificates carry the entry's SPIFFE ID; one without proved only
+        // control of DNS names, so it gets a web PKI server certificate.
+        request.profile = if order.bound {
+            WorkloadProfile::AcmeBound
+        } else {
+            WorkloadProfile::AcmeUnbound
+        };
         self.issue(&csr, request).await
     }
 

@@ -166,8 +166,8 @@ fn record_of(
 /// What one issuance needs besides the CSR.
 struct IssuanceRequest {
     identity: WorkloadIdentity,
-    /// What the subject CN holds: the service, except for ACME.
-    subject: crate::ca::SubjectName,
+    /// Which certificate: an SVID, except for ACME.
+    profile: crate::ca::WorkloadProfile,
     ttl: Duration,
     attestation: Attestation,
     renewed_from: Option<Serial>,
@@ -395,7 +395,7 @@ impl Authority {
             .min(self.lifetimes.max_cert_ttl);
         IssuanceRequest {
             identity: registry::identity_of(entry),
-            subject: crate::ca::SubjectName::Service,
+            profile: crate::ca::WorkloadProfile::Spiffe,
             ttl,
             attestation: Attestation::Registered {
                 entry_id: entry.id.clone(),
@@ -459,7 +459,7 @@ impl Authority {
             }
             None => IssuanceRequest {
                 identity: self.identity(current.service),
-                subject: crate::ca::SubjectName::Service,
+                profile: crate::ca::WorkloadProfile::Spiffe,
                 ttl: self.lifetimes.default_cert_ttl,
                 // `certd issue` certificates belong to no entry: they renew
                 // only if issued `--renewable`, and stay so.
@@ -532,7 +532,7 @@ impl Authority {
         )?;
         let request = IssuanceRequest {
             identity: self.identity(service),
-            subject: crate::ca::SubjectName::Service,
+            profile: crate::ca::WorkloadProfile::Spiffe,
             ttl,
             attestation: Attestation::Admin {
                 caller: caller.0.clone(),
@@ -587,11 +587,11 @@ impl Authority {
             token: request.token,
             lineage: request.lineage,
         };
-        let (identity, subject, ttl) = (&request.identity, request.subject, request.ttl);
+        let (identity, profile, ttl) = (&request.identity, request.profile, request.ttl);
         self.sign_and_record(
             |serial, now| {
                 self.ca
-                    .sign_workload(csr, identity, subject, serial, ttl, now)
+                    .sign_workload(csr, identity, profile, serial, ttl, now)
             },
             recorded_as,
         )
