@@ -1089,3 +1089,43 @@ async fn finalize_checks_the_names_against_the_entry_again() {
     assert_eq!(daemon.certificate_count(), before);
     daemon.shutdown().await;
 }
+
+/// An order left processing (the replica finalizing it stopped before it
+/// wrote the outcome) is polled with a Retry-After while it may still
+/// finish, and turns invalid with serverInternal once it is stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_abandoned_while_processing_turns_invalid() {
+    use certd::acme::records::{self, OrderRecord, Status};
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let order = client.new_order(&["web.example.test"]);
+    let order_url = order.header("location").unwrap().to_owned();
+    let last = |url: &str| url.rsplit('/').next().unwrap().to_owned();
+    let key = records::order_key(&last(client.kid.as_deref().unwrap()), &last(&order_url));
+    let store = daemon.authority.store();
+    let stored = records::load::<OrderRecord>(store, &key)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut processing = stored.value.clone();
+    processing.status = Status::Processing;
+    processing.processing_since = Some(daemon.authority.now());
+    assert!(
+        records::replace(store, &key, &stored, &processing, stored.expires_at())
+            .await
+            .unwrap()
+    );
+    daemon.advance(Duration::from_secs(60));
+    let polled = client.post(&order_url, None);
+    assert_eq!(polled.json()["status"], "processing", "{polled:?}");
+    assert_eq!(polled.header("retry-after"), Some("2"), "{polled:?}");
+
+    daemon.advance(Duration::from_secs(10 * 60));
+    let polled = client.post(&order_url, None).json();
+    assert_eq!(polled["status"], "invalid", "{polled}");
+    assert_eq!(
+        polled["error"]["type"], "urn:ietf:params:acme:error:serverInternal",
+        "{polled}"
+    );
+    daemon.shutdown().await;
+}

@@ -14,12 +14,12 @@ use super::records::{
     self, AccountRecord, AuthzRecord, ChallengeRecord, EntryPolicy, OrderRecord, Status, Stored,
 };
 use super::server::{
-    AcmeServer, Answer, Body, KEEP_AFTER_EXPIRY_SECONDS, KeyMode, MAX_IDENTIFIERS,
-    ORDER_LIFETIME_SECONDS, SWAP_ATTEMPTS, Signed, ordered_by, problem_of_entry,
-    problem_of_issuance, random_id, random_token,
+    AcmeServer, Answer, Body, FINALIZE_WAIT, KEEP_AFTER_EXPIRY_SECONDS, KeyMode, MAX_IDENTIFIERS,
+    ORDER_LIFETIME_SECONDS, PROCESSING_STALE_SECONDS, RETRY_AFTER_SECONDS, SWAP_ATTEMPTS, Signed,
+    ordered_by, problem_of_entry, problem_of_issuance, random_id, random_token,
 };
 use super::views::order_json;
-use crate::authority::AcmeIssuance;
+use crate::authority::{AcmeIssuance, Caller};
 use crate::ca::csr::{RequestedName, ValidatedCsr};
 use crate::identity::Serial;
 
@@ -153,6 +153,7 @@ impl AcmeServer {
             certificate: None,
             replaces: payload.replaces,
             created_at: now,
+            processing_since: None,
         };
         records::create(
             store,
@@ -221,8 +222,12 @@ impl AcmeServer {
         let verified = self.verify(request, KeyMode::Kid).await?;
         Self::own(&verified, account, "order")?;
         let order = self.current_order(account, order_id).await?;
-        Ok(Answer::json(200, order_json(&base, &order.value))
-            .at(format!("{base}/order/{account}/{order_id}")))
+        let mut answer = Answer::json(200, order_json(&base, &order.value))
+            .at(format!("{base}/order/{account}/{order_id}"));
+        if order.value.status == Status::Processing {
+            answer.retry_after = Some(RETRY_AFTER_SECONDS);
+        }
+        Ok(answer)
     }
 
     /// The order with its status brought up to date from its
@@ -248,18 +253,14 @@ impl AcmeServer {
                 }
             }
             let mut order = current.value.clone();
-            if let Some((status, error)) = next_status(
-                order.status,
-                order.expires_at,
-                self.authority.now(),
-                &statuses,
-            ) {
+            if let Some((status, error)) = next_status(&order, self.authority.now(), &statuses) {
                 order.status = status;
                 order.error = error.map(|problem| problem.document());
             }
             if order == current.value {
                 return Ok(current);
             }
+            order.processing_since = None;
             if order.status == Status::Invalid {
                 count_order("invalid");
             }
@@ -306,6 +307,7 @@ impl AcmeServer {
         let key = records::order_key(account_id, order_id);
         let mut order = ready.value.clone();
         order.status = Status::Processing;
+        order.processing_since = Some(self.authority.now());
         // One finalization, even with two replicas: only one swap from
         // ready wins.
         if !records::replace(store, &key, &ready, &order, ready.expires_at()).await? {
@@ -314,23 +316,58 @@ impl AcmeServer {
                 "the order is being finalized by another request",
             ));
         }
+        // Issuance runs in a task of its own, which always writes the
+        // outcome: this request may be dropped (the client disconnects,
+        // a timeout), and an order left processing would never finish.
+        let server = self.clone();
+        let caller = Self::caller(account_id, &peer);
+        let bound = verified.account()?.entry.is_some();
+        let issuing =
+            tokio::spawn(async move { server.issue_order(caller, bound, key, csr_der).await });
+        let location = format!("{base}/order/{account_id}/{order_id}");
+        match tokio::time::timeout(FINALIZE_WAIT, issuing).await {
+            Ok(Ok(finished)) => Ok(Answer::json(200, order_json(&base, &finished?)).at(location)),
+            Ok(Err(panicked)) => Err(Problem::internal(&panicked)),
+            // Still issuing: the client polls the order.
+            Err(_) => {
+                let mut answer = Answer::json(200, order_json(&base, &order)).at(location);
+                answer.retry_after = Some(RETRY_AFTER_SECONDS);
+                Ok(answer)
+            }
+        }
+    }
+
+    /// Issues the certificate of the processing order at `key` and writes
+    /// the outcome: valid with its certificate; back to ready when the
+    /// failure was certd's own or a rate limit (the client may finalize
+    /// again); invalid otherwise.
+    async fn issue_order(
+        self,
+        caller: Caller,
+        bound: bool,
+        key: String,
+        csr_der: Vec<u8>,
+    ) -> Result<OrderRecord, Problem> {
+        let store = self.authority.store();
+        let processing = records::load::<OrderRecord>(store, &key)
+            .await?
+            .ok_or_else(|| Problem::not_found("order"))?;
+        let order = &processing.value;
         let issued = self
             .authority
             .issue_for_acme(
-                &Self::caller(account_id, &peer),
+                &caller,
                 &AcmeIssuance {
-                    account: account_id,
-                    bound: verified.account()?.entry.is_some(),
+                    account: &order.account,
+                    bound,
                     entry: &order.entry,
                     names: &order.identifiers,
                 },
                 &csr_der,
             )
             .await;
-        let processing = records::load::<OrderRecord>(store, &key)
-            .await?
-            .ok_or_else(|| Problem::not_found("order"))?;
         let mut finished = processing.value.clone();
+        finished.processing_since = None;
         let (outcome, expires_at) = match issued {
             Ok(issued) => {
                 finished.status = Status::Valid;
@@ -342,10 +379,15 @@ impl AcmeServer {
                 )
             }
             Err(error) => {
-                let problem = problem_of_issuance(&error);
-                finished.status = Status::Invalid;
-                finished.error = Some(problem.document());
-                count_order("invalid");
+                let mut problem = problem_of_issuance(&error);
+                finished.status = status_after_failure(&problem);
+                if finished.status == Status::Invalid {
+                    finished.error = Some(problem.document());
+                    count_order("invalid");
+                }
+                if problem.kind == ProblemType::RateLimited {
+                    problem.retry_after = problem.retry_after.or(Some(RETRY_AFTER_SECONDS));
+                }
                 (Err(problem), processing.expires_at())
             }
         };
@@ -354,9 +396,7 @@ impl AcmeServer {
                 &"the order changed while it was processing",
             ));
         }
-        outcome?;
-        Ok(Answer::json(200, order_json(&base, &finished))
-            .at(format!("{base}/order/{account_id}/{order_id}")))
+        outcome.map(|()| finished)
     }
 
     /// `POST /acme/cert/{account}/{order}` (POST-as-GET): the chain.
@@ -410,16 +450,18 @@ impl AcmeServer {
 /// authorizations move it: a pending or ready order past its expiry turns
 /// invalid; a pending one turns ready when every authorization (whose
 /// `authz_statuses` are given for a pending order) is valid, and invalid
-/// when one failed. `None`: it stays as it is. Finalization moves it from
-/// ready to processing to valid or invalid (`finalize`).
+/// when one failed; a processing one abandoned for
+/// `PROCESSING_STALE_SECONDS` (its replica stopped mid-issuance) turns
+/// invalid with serverInternal. `None`: it stays as it is. Finalization
+/// moves it from ready to processing to valid, invalid or back to ready
+/// (`issue_order`).
 fn next_status(
-    status: Status,
-    expires_at: i64,
+    order: &OrderRecord,
     now: i64,
     authz_statuses: &[Status],
 ) -> Option<(Status, Option<Problem>)> {
-    match status {
-        Status::Pending | Status::Ready if now > expires_at => Some((
+    match order.status {
+        Status::Pending | Status::Ready if now > order.expires_at => Some((
             Status::Invalid,
             Some(Problem::malformed("the order expired")),
         )),
@@ -438,7 +480,30 @@ fn next_status(
                 )),
             ))
         }
+        Status::Processing
+            if order
+                .processing_since
+                .is_none_or(|since| now > since + PROCESSING_STALE_SECONDS) =>
+        {
+            Some((
+                Status::Invalid,
+                Some(Problem::new(
+                    ProblemType::ServerInternal,
+                    "the certificate's issuance was abandoned (certd stopped while it was processing); make a new order",
+                )),
+            ))
+        }
         _ => None,
+    }
+}
+
+/// Where a failed issuance leaves its order: ready again when the failure
+/// was certd's own or a rate limit, which the same finalization may pass
+/// later; invalid when the request itself was refused.
+fn status_after_failure(problem: &Problem) -> Status {
+    match problem.kind {
+        ProblemType::RateLimited | ProblemType::ServerInternal => Status::Ready,
+        _ => Status::Invalid,
     }
 }
 
@@ -530,7 +595,21 @@ mod tests {
     fn an_order_moves_with_its_authorizations_and_its_expiry() {
         use Status::{Deactivated, Invalid, Pending, Processing, Ready, Valid};
         let check = |status, now, authz: &[Status], expected: Option<Status>| {
-            let next = next_status(status, 100, now, authz).map(|(status, _)| status);
+            let order = OrderRecord {
+                id: "o".into(),
+                account: "a".into(),
+                entry: "e".into(),
+                status,
+                expires_at: 100,
+                identifiers: Vec::new(),
+                authorizations: Vec::new(),
+                error: None,
+                certificate: None,
+                replaces: None,
+                created_at: 0,
+                processing_since: Some(50),
+            };
+            let next = next_status(&order, now, authz).map(|(status, _)| status);
             assert_eq!(next, expected, "{status:?} at {now} with {authz:?}");
         };
         check(Pending, 50, &[Valid, Pending], None);
@@ -540,10 +619,28 @@ mod tests {
         check(Pending, 101, &[Valid], Some(Invalid));
         check(Ready, 101, &[], Some(Invalid));
         check(Ready, 50, &[], None);
-        // Finalization's states are left to finalize, expiry or not.
+        // Processing is left to the issuance, expiry or not, until it is
+        // abandoned.
         check(Processing, 101, &[], None);
+        check(Processing, 50 + PROCESSING_STALE_SECONDS, &[], None);
+        check(
+            Processing,
+            51 + PROCESSING_STALE_SECONDS,
+            &[],
+            Some(Invalid),
+        );
         check(Valid, 101, &[], None);
         check(Invalid, 50, &[], None);
+    }
+
+    #[test]
+    fn a_failure_of_certds_own_or_a_rate_limit_leaves_the_order_ready() {
+        let after = |kind| status_after_failure(&Problem::new(kind, "x"));
+        assert_eq!(after(ProblemType::RateLimited), Status::Ready);
+        assert_eq!(after(ProblemType::ServerInternal), Status::Ready);
+        assert_eq!(after(ProblemType::BadCsr), Status::Invalid);
+        assert_eq!(after(ProblemType::Unauthorized), Status::Invalid);
+        assert_eq!(after(ProblemType::RejectedIdentifier), Status::Invalid);
     }
 
     fn identifiers(values: &[(&str, &str)]) -> Vec<Identifier> {

@@ -98,6 +98,12 @@ pub struct OrderRecord {
     /// The ARI certID of the certificate it replaces (RFC 9773).
     pub replaces: Option<String>,
     pub created_at: i64,
+    /// When finalization moved it to processing (absent in records made
+    /// before certd kept it): a processing order older than
+    /// `PROCESSING_STALE_SECONDS` was abandoned (the replica issuing it
+    /// stopped) and turns invalid.
+    #[serde(default)]
+    pub processing_since: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

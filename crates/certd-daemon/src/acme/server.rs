@@ -31,6 +31,17 @@ pub(super) const MAX_IDENTIFIERS: usize = 100;
 /// Most contact URLs an account may list, and their longest.
 pub(super) const MAX_CONTACTS: usize = 10;
 pub(super) const MAX_CONTACT_LEN: usize = 256;
+/// How long a finalization may stay processing before it counts as
+/// abandoned (its replica stopped mid-issuance) and the order turns
+/// invalid with serverInternal. Issuance takes milliseconds; this leaves
+/// room for a slow key store.
+pub const PROCESSING_STALE_SECONDS: i64 = 10 * 60;
+/// The `Retry-After` (seconds) of answers that are not final yet: pending
+/// or processing authorizations, challenges and orders.
+pub(super) const RETRY_AFTER_SECONDS: u64 = 2;
+/// How long finalize waits for issuance before answering `processing`
+/// (the issuance goes on in its own task either way).
+pub(super) const FINALIZE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Attempts at a compare-and-swap lost to a concurrent writer.
 pub(super) const SWAP_ATTEMPTS: usize = 5;
 
