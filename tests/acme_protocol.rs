@@ -1129,3 +1129,70 @@ async fn an_order_abandoned_while_processing_turns_invalid() {
     );
     daemon.shutdown().await;
 }
+
+/// The authorization state machine (RFC 8555 §7.1.6, §7.5.2): a pending
+/// authorization is polled with a Retry-After; it is deactivated once (a
+/// second deactivation is malformed), a challenge of a deactivated one
+/// does not start, and one past its `expires` shows `expired`.
+#[tokio::test(flavor = "multi_thread")]
+async fn authorizations_follow_their_state_machine() {
+    let daemon = InProcess::start().await;
+    let entry = daemon.entry(
+        "web",
+        &["token:web"],
+        &["--dns", "web.example.test", "--dns", "www.example.test"],
+    );
+    let mut client = account(&daemon, &entry);
+    let order = client.new_order(&["web.example.test", "www.example.test"]);
+    assert_eq!(order.json()["status"], "pending", "{order:?}");
+    let urls: Vec<String> = order.json()["authorizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|url| url.as_str().unwrap().to_owned())
+        .collect();
+    let polled = client.post(&urls[0], None);
+    assert_eq!(polled.json()["status"], "pending", "{polled:?}");
+    assert_eq!(polled.header("retry-after"), Some("2"), "{polled:?}");
+
+    let deactivate = json!({"status": "deactivated"}).to_string();
+    let deactivated = client.post(&urls[0], Some(&deactivate));
+    assert_eq!(
+        deactivated.json()["status"],
+        "deactivated",
+        "{deactivated:?}"
+    );
+    let again = client.post(&urls[0], Some(&deactivate));
+    assert_eq!(again.problem(), "malformed", "{again:?}");
+    let challenge_url = deactivated.json()["challenges"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answered = client.post(&challenge_url, Some("{}"));
+    assert_eq!(
+        answered.json()["status"],
+        "pending",
+        "not started: {answered:?}"
+    );
+
+    // Past its expiry (set in the store: a day of the daemon's clock
+    // would outdate its serving certificate for curl).
+    use certd::acme::records::{self, AuthzRecord};
+    let last = |url: &str| url.rsplit('/').next().unwrap().to_owned();
+    let key = records::authz_key(&last(client.kid.as_deref().unwrap()), &last(&urls[1]));
+    let store = daemon.authority.store();
+    let stored = records::load::<AuthzRecord>(store, &key)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut expired = stored.value.clone();
+    expired.expires_at = daemon.authority.now() - 1;
+    assert!(
+        records::replace(store, &key, &stored, &expired, stored.expires_at())
+            .await
+            .unwrap()
+    );
+    let polled = client.post(&urls[1], None);
+    assert_eq!(polled.json()["status"], "expired", "{polled:?}");
+    daemon.shutdown().await;
+}

@@ -16,7 +16,7 @@ use super::challenge::{self, ChallengeType};
 use super::jws::Jwk;
 use super::problem::{Problem, ProblemType};
 use super::records::{self, AuthzRecord, ChallengeRecord, Status, Stored};
-use super::server::{AcmeServer, Answer, KeyMode, SWAP_ATTEMPTS, Signed};
+use super::server::{AcmeServer, Answer, KeyMode, RETRY_AFTER_SECONDS, SWAP_ATTEMPTS, Signed};
 use super::views::{authz_json, challenge_json};
 
 #[derive(Deserialize)]
@@ -44,14 +44,25 @@ impl AcmeServer {
             let authz = self
                 .resume_interrupted(&verified.key, &key, current)
                 .await?;
-            return Ok(Answer::json(200, authz_json(&base, &authz))
-                .at(format!("{base}/authz/{account}/{authz_id}")));
+            let now = self.authority.now();
+            let mut answer = Answer::json(200, authz_json(&base, &authz, now))
+                .at(format!("{base}/authz/{account}/{authz_id}"));
+            if authz.status == Status::Pending {
+                answer.retry_after = Some(RETRY_AFTER_SECONDS);
+            }
+            return Ok(answer);
         }
         let update: AuthzUpdate = verified.jws.json()?;
         if update.status.as_deref() != Some("deactivated") {
             return Err(Problem::malformed(
                 "an authorization's status may only be set to \"deactivated\"",
             ));
+        }
+        if !may_deactivate(current.value.status) {
+            return Err(Problem::malformed(format!(
+                "the authorization is {}: only a pending or valid one may be deactivated",
+                current.value.status.as_str()
+            )));
         }
         let mut authz = current.value.clone();
         authz.status = Status::Deactivated;
@@ -60,8 +71,10 @@ impl AcmeServer {
                 "the authorization changed meanwhile; try again",
             ));
         }
-        Ok(Answer::json(200, authz_json(&base, &authz))
-            .at(format!("{base}/authz/{account}/{authz_id}")))
+        Ok(
+            Answer::json(200, authz_json(&base, &authz, self.authority.now()))
+                .at(format!("{base}/authz/{account}/{authz_id}")),
+        )
     }
 
     /// `POST /acme/chall/{account}/{authz}/{type}`: read (POST-as-GET) or
@@ -88,20 +101,17 @@ impl AcmeServer {
                 .ok_or_else(|| Problem::not_found("challenge"))?;
             let mut answer = Answer::json(200, challenge_json(&base, authz, challenge));
             answer.up = Some(authz_url.clone());
+            if matches!(challenge.status, Status::Pending | Status::Processing) {
+                answer.retry_after = Some(RETRY_AFTER_SECONDS);
+            }
             Ok(answer)
         };
         for _ in 0..SWAP_ATTEMPTS {
             let current = records::load::<AuthzRecord>(store, &key)
                 .await?
                 .ok_or_else(|| Problem::not_found("challenge"))?;
-            let pending = current.value.status == Status::Pending
-                && current.value.expires_at >= self.authority.now()
-                && current
-                    .value
-                    .challenges
-                    .iter()
-                    .any(|c| c.kind == kind && c.status == Status::Pending);
-            if verified.jws.is_post_as_get() || !pending {
+            let startable = may_start(&current.value, kind, self.authority.now());
+            if verified.jws.is_post_as_get() || !startable {
                 let authz = self
                     .resume_interrupted(&verified.key, &key, current)
                     .await?;
@@ -245,12 +255,12 @@ impl AcmeServer {
             else {
                 return;
             };
-            match &outcome {
+            let settled = match &outcome {
                 Ok(()) => {
                     challenge.processing_since = None;
                     challenge.status = Status::Valid;
                     challenge.validated_at = Some(self.authority.now());
-                    authz.status = Status::Valid;
+                    Status::Valid
                 }
                 Err(error) => {
                     let problem_type = ProblemType::from_name(error.problem_type())
@@ -259,9 +269,10 @@ impl AcmeServer {
                     challenge.status = Status::Invalid;
                     challenge.error =
                         Some(Problem::new(problem_type, error.to_string()).document());
-                    authz.status = Status::Invalid;
+                    Status::Invalid
                 }
-            }
+            };
+            settle(&mut authz, settled);
             match records::replace(store, &key, &current, &authz, current.expires_at()).await {
                 Ok(true) => return,
                 Ok(false) => continue,
@@ -272,6 +283,36 @@ impl AcmeServer {
             }
         }
     }
+}
+
+/// Whether challenge `kind` of `authz` may start validating at `now`: the
+/// authorization is pending and unexpired, that challenge pending, and no
+/// other challenge of it processing (one validation at a time decides it).
+fn may_start(authz: &AuthzRecord, kind: &str, now: i64) -> bool {
+    authz.status == Status::Pending
+        && authz.expires_at >= now
+        && authz
+            .challenges
+            .iter()
+            .any(|c| c.kind == kind && c.status == Status::Pending)
+        && !authz
+            .challenges
+            .iter()
+            .any(|c| c.status == Status::Processing)
+}
+
+/// A validation's outcome decides the authorization only while it is
+/// still pending: one deactivated (or decided) meanwhile stays as it is.
+fn settle(authz: &mut AuthzRecord, outcome: Status) {
+    if authz.status == Status::Pending {
+        authz.status = outcome;
+    }
+}
+
+/// RFC 8555 §7.5.2: a client deactivates a pending or valid authorization;
+/// an invalid, expired or deactivated one stays as it is.
+fn may_deactivate(status: Status) -> bool {
+    matches!(status, Status::Pending | Status::Valid)
 }
 
 /// Whether a challenge's validation was cut short: it has been
@@ -323,6 +364,73 @@ mod tests {
         for settled in [Status::Pending, Status::Valid, Status::Invalid] {
             check(settled, Some(1_000), 100_000, false);
             check(settled, None, 100_000, false);
+        }
+    }
+
+    fn authz(status: Status, challenges: Vec<ChallengeRecord>) -> AuthzRecord {
+        AuthzRecord {
+            id: "z".into(),
+            account: "a".into(),
+            identifier: "web.example.test".into(),
+            status,
+            expires_at: 100,
+            challenges,
+        }
+    }
+
+    fn of_kind(kind: &str, status: Status) -> ChallengeRecord {
+        ChallengeRecord {
+            kind: kind.into(),
+            ..challenge(status, None)
+        }
+    }
+
+    /// A challenge starts only on a pending, unexpired authorization whose
+    /// challenges are not already being validated.
+    #[test]
+    fn a_challenge_starts_only_while_its_authorization_is_open() {
+        use Status::{Deactivated, Invalid, Pending, Processing, Valid};
+        let pending = |others| {
+            authz(
+                Pending,
+                vec![of_kind("http-01", Pending), of_kind("dns-01", others)],
+            )
+        };
+        assert!(may_start(&pending(Pending), "http-01", 50));
+        assert!(!may_start(&pending(Pending), "http-01", 101), "expired");
+        assert!(
+            !may_start(&pending(Pending), "tls-alpn-01", 50),
+            "not offered"
+        );
+        assert!(
+            !may_start(&pending(Processing), "http-01", 50),
+            "one at a time"
+        );
+        for status in [Valid, Invalid, Deactivated] {
+            let decided = authz(status, vec![of_kind("http-01", Pending)]);
+            assert!(!may_start(&decided, "http-01", 50), "{status:?}");
+        }
+    }
+
+    /// A validation's outcome moves only a pending authorization, and only
+    /// a pending or valid one may be deactivated.
+    #[test]
+    fn outcomes_and_deactivation_follow_the_state_machine() {
+        use Status::{Deactivated, Invalid, Pending, Valid};
+        for (before, outcome, after) in [
+            (Pending, Valid, Valid),
+            (Pending, Invalid, Invalid),
+            (Deactivated, Valid, Deactivated),
+            (Deactivated, Invalid, Deactivated),
+            (Invalid, Valid, Invalid),
+        ] {
+            let mut record = authz(before, Vec::new());
+            settle(&mut record, outcome);
+            assert_eq!(record.status, after, "{before:?} + {outcome:?}");
+        }
+        assert!(may_deactivate(Pending) && may_deactivate(Valid));
+        for status in [Invalid, Deactivated] {
+            assert!(!may_deactivate(status), "{status:?}");
         }
     }
 }

@@ -4,7 +4,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::records::{AccountRecord, AccountStatus, AuthzRecord, ChallengeRecord, OrderRecord};
+use super::records::{
+    AccountRecord, AccountStatus, AuthzRecord, ChallengeRecord, OrderRecord, Status,
+};
 
 /// RFC 3339 time, as ACME writes `expires` and windows.
 pub fn rfc3339(unix: i64) -> String {
@@ -52,10 +54,16 @@ pub(super) fn order_json(base: &str, order: &OrderRecord) -> Value {
     body
 }
 
-pub(super) fn authz_json(base: &str, authz: &AuthzRecord) -> Value {
+/// An authorization as answered at `now`: a pending or valid one past its
+/// `expires` shows `expired` (RFC 8555 §7.1.6), without being rewritten.
+pub(super) fn authz_json(base: &str, authz: &AuthzRecord, now: i64) -> Value {
+    let status = match authz.status {
+        Status::Pending | Status::Valid if now > authz.expires_at => "expired",
+        other => other.as_str(),
+    };
     json!({
         "identifier": {"type": "dns", "value": authz.identifier},
-        "status": authz.status.as_str(),
+        "status": status,
         "expires": rfc3339(authz.expires_at),
         "challenges": authz
             .challenges
