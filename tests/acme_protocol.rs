@@ -1196,3 +1196,60 @@ async fn authorizations_follow_their_state_machine() {
     assert_eq!(polled.json()["status"], "expired", "{polled:?}");
     daemon.shutdown().await;
 }
+
+/// An account may have 100 orders open at once (the next is rateLimited,
+/// with a Retry-After), and its order list comes in pages of 100 linked
+/// by `Link: rel="next"` (RFC 8555 §7.1.2.1).
+#[tokio::test(flavor = "multi_thread")]
+async fn open_orders_are_capped_and_the_order_list_is_paginated() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let mut first = None;
+    for _ in 0..100 {
+        let order = client.new_order(&["web.example.test"]);
+        assert_eq!(order.status, 201, "{order:?}");
+        first.get_or_insert(order);
+    }
+    let refused = client.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+
+    // One finishes: there is room for another.
+    let first = first.unwrap();
+    let finalize = first.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = csr(&["web.example.test"]);
+    let finalized = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(finalized.json()["status"], "valid", "{finalized:?}");
+    assert_eq!(client.new_order(&["web.example.test"]).status, 201);
+
+    let account_url = client.kid.clone().unwrap();
+    let orders_url = client.post(&account_url, None).json()["orders"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = client.post(&orders_url, None);
+    assert_eq!(page.json()["orders"].as_array().unwrap().len(), 100);
+    let next = page
+        .all("link")
+        .iter()
+        .find_map(|link| link.strip_suffix(";rel=\"next\""))
+        .map(|link| link.trim_matches(['<', '>']).to_owned())
+        .unwrap_or_else(|| panic!("a next page: {page:?}"));
+    let rest = client.post(&next, None);
+    let rest_orders = rest.json()["orders"].as_array().unwrap().clone();
+    assert_eq!(rest_orders.len(), 1, "{rest:?}");
+    assert!(
+        !page.json()["orders"]
+            .as_array()
+            .unwrap()
+            .contains(&rest_orders[0])
+    );
+    assert!(
+        !rest
+            .all("link")
+            .iter()
+            .any(|link| link.contains("rel=\"next\"")),
+        "{rest:?}"
+    );
+    daemon.shutdown().await;
+}

@@ -223,7 +223,13 @@ impl AcmeServer {
         token: &str,
         key_authorization: &str,
     ) {
-        let settings = self.authority.acme_state().settings.validation();
+        let state = self.authority.acme_state();
+        let settings = state.settings.validation();
+        // A turn among the replica's validations; the semaphore is never
+        // closed, so acquiring fails only if it were.
+        let Ok(_turn) = state.validations.clone().acquire_owned().await else {
+            return;
+        };
         let outcome =
             challenge::validate(&settings, kind, identifier, token, key_authorization).await;
         crate::metrics::get()

@@ -15,8 +15,9 @@ use super::records::{
 };
 use super::server::{
     AcmeServer, Answer, Body, FINALIZE_WAIT, KEEP_AFTER_EXPIRY_SECONDS, KeyMode, MAX_IDENTIFIERS,
-    ORDER_LIFETIME_SECONDS, PROCESSING_STALE_SECONDS, RETRY_AFTER_SECONDS, SWAP_ATTEMPTS, Signed,
-    ordered_by, problem_of_entry, problem_of_issuance, random_id, random_token,
+    MAX_OPEN_ORDERS_PER_ACCOUNT, ORDER_LIFETIME_SECONDS, ORDERS_PER_PAGE, PROCESSING_STALE_SECONDS,
+    RETRY_AFTER_SECONDS, SWAP_ATTEMPTS, Signed, ordered_by, problem_of_entry, problem_of_issuance,
+    random_id, random_token,
 };
 use super::views::order_json;
 use crate::authority::{AcmeIssuance, Caller};
@@ -58,6 +59,7 @@ impl AcmeServer {
             ));
         }
         let identifiers = checked_identifiers(&payload.identifiers)?;
+        self.check_open_orders(&account.id).await?;
         let (entry, challenges_required) = match &account.entry {
             Some(entry_id) => {
                 let entry = self
@@ -165,6 +167,34 @@ impl AcmeServer {
         count_order("created");
         Ok(Answer::json(201, order_json(&base, &order))
             .at(format!("{base}/order/{}/{}", account.id, order.id)))
+    }
+
+    /// An account may have `MAX_OPEN_ORDERS_PER_ACCOUNT` orders open at
+    /// once: each holds authorizations and, once answered, validations.
+    async fn check_open_orders(&self, account: &str) -> Result<(), Problem> {
+        let now = self.authority.now();
+        let orders: Vec<Stored<OrderRecord>> =
+            records::list(self.authority.store(), &format!("order/{account}/")).await?;
+        let open = orders
+            .iter()
+            .filter(|order| {
+                matches!(
+                    order.value.status,
+                    Status::Pending | Status::Ready | Status::Processing
+                ) && order.value.expires_at >= now
+            })
+            .count();
+        if open >= MAX_OPEN_ORDERS_PER_ACCOUNT {
+            let mut problem = Problem::new(
+                ProblemType::RateLimited,
+                format!(
+                    "the account has {open} open orders, the most certd allows ({MAX_OPEN_ORDERS_PER_ACCOUNT}); finish or let some expire first"
+                ),
+            );
+            problem.retry_after = Some(60);
+            return Err(problem);
+        }
+        Ok(())
     }
 
     /// Authorizations made valid without a challenge (the entry's policy
@@ -426,24 +456,65 @@ impl AcmeServer {
             body: Body::PemChain(self.authority.ca().chain_pem_of(&record.der)),
             location: None,
             up: None,
+            next: None,
             retry_after: None,
         })
     }
 
-    /// `POST /acme/account/{account}/orders` (POST-as-GET).
+    /// `POST /acme/account/{account}/orders` (POST-as-GET): a page of
+    /// `ORDERS_PER_PAGE` order URLs, in the order of their ids, from after
+    /// `?cursor=` (the last id of the page before), and `Link: rel="next"`
+    /// to the next page, if any. A cursor of ids, not of positions, keeps
+    /// pages stable while orders are added.
     pub async fn orders(&self, request: Signed, account: &str) -> Result<Answer, Problem> {
         let base = request.base.clone();
+        let cursor = cursor_of(&request.url)?.map(str::to_owned);
         let verified = self.verify(request, KeyMode::Kid).await?;
         Self::own(&verified, account, "account")?;
         let orders: Vec<Stored<OrderRecord>> =
             records::list(self.authority.store(), &format!("order/{account}/")).await?;
-        let urls: Vec<String> = orders
+        let mut listed = orders
             .iter()
-            .filter(|order| order.value.status != Status::Invalid)
-            .map(|order| format!("{base}/order/{account}/{}", order.value.id))
+            .map(|order| &order.value)
+            .filter(|order| order.status != Status::Invalid)
+            .filter(|order| {
+                cursor
+                    .as_deref()
+                    .is_none_or(|after| order.id.as_str() > after)
+            });
+        let page: Vec<&OrderRecord> = listed.by_ref().take(ORDERS_PER_PAGE).collect();
+        let urls: Vec<String> = page
+            .iter()
+            .map(|order| format!("{base}/order/{account}/{}", order.id))
             .collect();
-        Ok(Answer::json(200, json!({ "orders": urls })))
+        let mut answer = Answer::json(200, json!({ "orders": urls }));
+        if let (Some(last), Some(_)) = (page.last(), listed.next()) {
+            answer.next = Some(format!(
+                "{base}/account/{account}/orders?cursor={}",
+                last.id
+            ));
+        }
+        Ok(answer)
     }
+}
+
+/// The `cursor` of an order list's URL, if any.
+fn cursor_of(url: &str) -> Result<Option<&str>, Problem> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(None);
+    };
+    query
+        .strip_prefix("cursor=")
+        .filter(|cursor| {
+            !cursor.is_empty()
+                && cursor
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(Some)
+        .ok_or_else(|| {
+            Problem::malformed(format!("{query:?}: an order list takes ?cursor=ID only"))
+        })
 }
 
 /// The order state machine (RFC 8555 §7.1.6) where time and

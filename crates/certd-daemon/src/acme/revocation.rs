@@ -83,6 +83,7 @@ impl AcmeServer {
             body: Body::Empty,
             location: None,
             up: None,
+            next: None,
             retry_after: None,
         })
     }

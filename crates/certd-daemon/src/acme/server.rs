@@ -42,6 +42,15 @@ pub(super) const RETRY_AFTER_SECONDS: u64 = 2;
 /// How long finalize waits for issuance before answering `processing`
 /// (the issuance goes on in its own task either way).
 pub(super) const FINALIZE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Orders one account may have open (pending, ready or processing) at
+/// once; more are refused with rateLimited until some finish or expire.
+pub const MAX_OPEN_ORDERS_PER_ACCOUNT: usize = 100;
+/// Orders listed in one page of an account's order list.
+pub(super) const ORDERS_PER_PAGE: usize = 100;
+/// Challenge validations running at once on a replica: each is outbound
+/// connections and DNS queries, which a flood of accounts must not
+/// multiply without bound. More wait for a turn.
+pub const MAX_CONCURRENT_VALIDATIONS: usize = 64;
 /// Attempts at a compare-and-swap lost to a concurrent writer.
 pub(super) const SWAP_ATTEMPTS: usize = 5;
 
@@ -68,6 +77,8 @@ pub struct Answer {
     pub location: Option<String>,
     /// `Link: <…>;rel="up"` (a challenge's authorization).
     pub up: Option<String>,
+    /// `Link: <…>;rel="next"` (the next page of a list, RFC 8555 §7.1.2.1).
+    pub next: Option<String>,
     pub retry_after: Option<u64>,
 }
 
@@ -86,6 +97,7 @@ impl Answer {
             body: Body::Json(body),
             location: None,
             up: None,
+            next: None,
             retry_after: None,
         }
     }

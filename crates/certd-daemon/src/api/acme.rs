@@ -99,6 +99,7 @@ async fn new_nonce(State(server): State<AcmeServer>, request: Request) -> Respon
             body: Body::Empty,
             location: None,
             up: None,
+            next: None,
             retry_after: None,
         }),
     )
@@ -118,7 +119,12 @@ async fn renewal_info(
 async fn signed(request: Request) -> Result<Signed, (String, Problem)> {
     let base = base_of(request.headers(), request.uri()).map_err(|p| (String::new(), p))?;
     let fail = |problem: Problem| (base.clone(), problem);
-    let url = format!("{}{}", base.trim_end_matches("/acme"), request.uri().path());
+    // The query too: a page of a list (`?cursor=`) is its own URL.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| request.uri().path(), |path| path.as_str());
+    let url = format!("{}{}", base.trim_end_matches("/acme"), path);
     let peer_address = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -288,6 +294,12 @@ fn respond(server: &AcmeServer, base: &str, answer: Result<Answer, Problem>) -> 
                 .and_then(|up| HeaderValue::from_str(&format!("<{up}>;rel=\"up\"")).ok())
             {
                 headers.append(header::LINK, up);
+            }
+            if let Some(next) = answer
+                .next
+                .and_then(|next| HeaderValue::from_str(&format!("<{next}>;rel=\"next\"")).ok())
+            {
+                headers.append(header::LINK, next);
             }
             if let Some(seconds) = answer.retry_after {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -35,6 +35,8 @@ pub struct AcmeState {
     pub nonces: crate::acme::nonce::NonceKey,
     pub eab: crate::acme::eab::EabKeys,
     pub limits: crate::acme::rate_limits::AcmeLimits,
+    /// Turns for challenge validations (`MAX_CONCURRENT_VALIDATIONS`).
+    pub validations: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Authority {

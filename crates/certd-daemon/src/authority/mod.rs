@@ -237,6 +237,9 @@ impl Authority {
                     .as_ref(),
             ),
             limits: crate::acme::rate_limits::AcmeLimits::new(&settings.acme),
+            validations: Arc::new(tokio::sync::Semaphore::new(
+                crate::acme::server::MAX_CONCURRENT_VALIDATIONS,
+            )),
             settings: settings.acme,
         });
         Ok(Authority {

@@ -21,15 +21,20 @@ impl PgStore {
             .map(|(_, object)| object))
     }
 
-    /// `left(key, length(prefix))` rather than `LIKE`, which would read
-    /// `%` and `_` in the prefix as patterns.
+    /// A key range rather than `LIKE` (which would read `%` and `_` in the
+    /// prefix as patterns) or `left(key, length(prefix))` (which no index
+    /// answers, so every listing read the whole table).
     pub(super) async fn acme_object_rows(
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, AcmeObject)>, StoreError> {
         self.acme_rows(
+            // A range in byte order (collation "C", as migration 8's index
+            // is), which the index answers: every key starting with $1
+            // lies between $1 and $1 followed by the last code point.
             "SELECT key, expires_at, data FROM acme_objects
-             WHERE left(key, length($1)) = $1 ORDER BY key",
+             WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" < $1 || chr(1114111)
+             ORDER BY key COLLATE \"C\"",
             prefix,
         )
         .await

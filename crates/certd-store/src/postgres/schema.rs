@@ -98,6 +98,10 @@ const MIGRATIONS: &[&str] = &[
         expires_at bigint NOT NULL
     );
     CREATE INDEX acme_nonces_by_expiry ON acme_nonces (expires_at);",
+    // 8: listing ACME objects by key prefix (an account's orders) as a
+    // range in byte order: the primary key's index follows the database's
+    // collation, which a prefix range cannot rely on.
+    "CREATE INDEX acme_objects_by_key ON acme_objects (key COLLATE \"C\");",
 ];
 
 /// Key of the advisory lock replicas take around migrations.
