@@ -1253,3 +1253,43 @@ async fn open_orders_are_capped_and_the_order_list_is_paginated() {
     );
     daemon.shutdown().await;
 }
+
+/// An account key's index left without its account (a write that failed
+/// half-way) blocks nothing: the key makes a new account, with an EAB key
+/// spent once; and a deactivated account's key is refused
+/// (unauthorized), not answered with the account.
+#[tokio::test(flavor = "multi_thread")]
+async fn account_keys_are_indexed_after_their_account() {
+    use certd::acme::records;
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = Client::new(&daemon);
+    let store = daemon.authority.store();
+    assert!(
+        records::create(
+            store,
+            &records::account_by_key(&client.thumbprint()),
+            &"no-such-account".to_owned(),
+            None,
+        )
+        .await
+        .unwrap()
+    );
+    let (kid, hmac) = eab(&daemon, &entry);
+    let binding = client.binding(&kid, &hmac);
+    let made = client.new_account(Some(binding.clone()));
+    assert_eq!(made.status, 201, "{made:?}");
+    // The EAB key was spent on it.
+    let mut other = Client::new(&daemon);
+    let binding = other.binding(&kid, &hmac);
+    let refused = other.new_account(Some(binding));
+    assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
+
+    let account_url = client.kid.clone().unwrap();
+    let deactivated = client.post(&account_url, Some(r#"{"status":"deactivated"}"#));
+    assert_eq!(deactivated.json()["status"], "deactivated", "{deactivated:?}");
+    client.kid = None;
+    let refused = client.new_account(None);
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
+    daemon.shutdown().await;
+}

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::eab;
 use super::jws::{Jwk, Jws, KeyRef};
 use super::problem::{Problem, ProblemType};
-use super::records::{self, AccountRecord, AccountStatus, EabRecord};
+use super::records::{self, AccountRecord, AccountStatus, EabRecord, Stored};
 use super::server::{
     AcmeServer, Answer, KeyMode, MAX_CONTACT_LEN, MAX_CONTACTS, SWAP_ATTEMPTS, Signed, random_id,
 };
@@ -48,8 +48,7 @@ impl AcmeServer {
         let store = self.authority.store();
         let thumbprint = verified.key.thumbprint();
         if let Some(existing) = self.account_with_key(&thumbprint).await? {
-            return Ok(Answer::json(200, account_json(&base, &existing))
-                .at(format!("{base}/account/{}", existing.id)));
+            return existing_account(&base, existing);
         }
         if payload.only_return_existing {
             return Err(Problem::new(
@@ -62,17 +61,16 @@ impl AcmeServer {
         let state = self.authority.acme_state();
         // Before an EAB key is spent on it.
         state.limits.new_account(peer_ip)?;
-        let (entry, eab_key_id) = match &payload.external_account_binding {
+        let eab_key = match &payload.external_account_binding {
             Some(binding) => {
                 let key_id = state.eab.check_binding(
                     binding,
                     &format!("{base}/new-account"),
                     &verified.key,
                 )?;
-                let entry = self.use_eab_key(&key_id, now).await?;
-                (Some(entry), Some(key_id))
+                Some(self.usable_eab_key(&key_id, now).await?)
             }
-            None if state.settings.accounts_without_eab => (None, None),
+            None if state.settings.accounts_without_eab => None,
             None => {
                 return Err(Problem::new(
                     ProblemType::ExternalAccountRequired,
@@ -80,32 +78,38 @@ impl AcmeServer {
                 ));
             }
         };
+        let entry = eab_key.as_ref().map(|stored| stored.value.entry.clone());
         let account = AccountRecord {
             id: random_id(),
             key: verified.key.clone(),
             contact,
             status: AccountStatus::Valid,
             entry: entry.clone(),
-            eab_key_id,
+            eab_key_id: eab_key.as_ref().map(|stored| stored.value.key_id.clone()),
             created_at: now,
         };
-        // The key's index first: of two requests with one key, one account.
-        if !records::create(
-            store,
-            &records::account_by_key(&thumbprint),
-            &account.id,
-            None,
-        )
-        .await?
-        {
-            let existing = self
-                .account_with_key(&thumbprint)
-                .await?
-                .ok_or_else(|| Problem::internal(&"an account key index without its account"))?;
-            return Ok(Answer::json(200, account_json(&base, &existing))
-                .at(format!("{base}/account/{}", existing.id)));
+        // The account first, the key's index second, the EAB key spent
+        // last: a write failing half-way then leaves no key blocked by an
+        // index without its account and no EAB key spent on no account.
+        let account_key = records::account_key(&account.id);
+        if !records::create(store, &account_key, &account, None).await? {
+            return Err(Problem::internal(&"a new account id was taken"));
         }
-        records::create(store, &records::account_key(&account.id), &account, None).await?;
+        let indexed = self.index_account_key(&thumbprint, &account.id).await;
+        if !matches!(indexed, Ok(None)) {
+            self.forget_account(&thumbprint, &account, false).await;
+        }
+        // Of two requests with one key, one account: the other answers
+        // with it.
+        if let Some(existing) = indexed? {
+            return existing_account(&base, existing);
+        }
+        if let Some(eab_key) = &eab_key
+            && let Err(problem) = self.spend_eab_key(eab_key).await
+        {
+            self.forget_account(&thumbprint, &account, true).await;
+            return Err(problem);
+        }
         self.authority
             .audit_acme(
                 AuditEvent::CreateAcmeAccount,
@@ -138,9 +142,66 @@ impl AcmeServer {
         )
     }
 
-    /// Uses up EAB key `key_id` (once, even across replicas); the entry it
-    /// binds to.
-    async fn use_eab_key(&self, key_id: &str, now: i64) -> Result<String, Problem> {
+    /// Indexes account key `thumbprint` to account `id`: `None` once it
+    /// is, or the account that holds the key already. An index left
+    /// without its account (a write that failed half-way) counts as absent
+    /// and is taken over.
+    async fn index_account_key(
+        &self,
+        thumbprint: &str,
+        id: &str,
+    ) -> Result<Option<AccountRecord>, Problem> {
+        let store = self.authority.store();
+        let key = records::account_by_key(thumbprint);
+        for _ in 0..SWAP_ATTEMPTS {
+            if records::create(store, &key, &id.to_owned(), None).await? {
+                return Ok(None);
+            }
+            let Some(index) = records::load::<String>(store, &key).await? else {
+                continue;
+            };
+            match records::load::<AccountRecord>(store, &records::account_key(&index.value)).await?
+            {
+                Some(existing) => return Ok(Some(existing.value)),
+                None => {
+                    if records::replace(store, &key, &index, &id.to_owned(), None).await? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Err(Problem::internal(&"the account key's index kept changing"))
+    }
+
+    /// Undoes a new account whose making failed: its key's index (if
+    /// `indexed`, and still its own), then the record. Best effort: what
+    /// is left behind is an index without its account, which counts as
+    /// absent, or an account no key finds.
+    async fn forget_account(&self, thumbprint: &str, account: &AccountRecord, indexed: bool) {
+        let store = self.authority.store();
+        let undo = async {
+            if indexed {
+                let key = records::account_by_key(thumbprint);
+                if let Some(index) = records::load::<String>(store, &key).await?
+                    && index.value == account.id
+                {
+                    records::remove(store, &key, &index).await?;
+                }
+            }
+            let key = records::account_key(&account.id);
+            if let Some(stored) = records::load::<AccountRecord>(store, &key).await? {
+                records::remove(store, &key, &stored).await?;
+            }
+            Ok::<(), Problem>(())
+        };
+        if let Err(problem) = undo.await {
+            tracing::warn!(%problem, account = account.id, "cannot undo a new ACME account");
+        }
+    }
+
+    /// EAB key `key_id`, if it may bind an account now (unused, unexpired,
+    /// for an entry ACME may issue for); not spent yet.
+    async fn usable_eab_key(&self, key_id: &str, now: i64) -> Result<Stored<EabRecord>, Problem> {
         let store = self.authority.store();
         let key = records::eab_key(key_id);
         let stored = records::load::<EabRecord>(store, &key).await?;
@@ -163,16 +224,31 @@ impl AcmeServer {
                 "external account binding key {key_id}: {error}"
             )));
         }
+        Ok(stored)
+    }
+
+    /// Spends EAB key `stored` (once, even across replicas).
+    async fn spend_eab_key(&self, stored: &Stored<EabRecord>) -> Result<(), Problem> {
+        let store = self.authority.store();
+        let key_id = &stored.value.key_id;
         let used = EabRecord {
             used: true,
             ..stored.value.clone()
         };
-        if !records::replace(store, &key, &stored, &used, stored.expires_at()).await? {
+        if !records::replace(
+            store,
+            &records::eab_key(key_id),
+            stored,
+            &used,
+            stored.expires_at(),
+        )
+        .await?
+        {
             return Err(Problem::unauthorized(format!(
                 "external account binding key {key_id} was already used"
             )));
         }
-        Ok(stored.value.entry)
+        Ok(())
     }
 
     /// `POST /acme/account/{account}`: read, update contacts, deactivate.
@@ -324,4 +400,18 @@ fn checked_contacts(contact: Vec<String>) -> Result<Vec<String>, Problem> {
         ));
     }
     Ok(contact)
+}
+
+/// The answer to newAccount with a key an account holds already: that
+/// account (200), unless it was deactivated (RFC 8555 §7.3.6: its key
+/// opens nothing again).
+fn existing_account(base: &str, existing: AccountRecord) -> Result<Answer, Problem> {
+    if existing.status == AccountStatus::Deactivated {
+        return Err(Problem::unauthorized(format!(
+            "account {} holding this key was deactivated",
+            existing.id
+        )));
+    }
+    Ok(Answer::json(200, account_json(base, &existing))
+        .at(format!("{base}/account/{}", existing.id)))
 }
