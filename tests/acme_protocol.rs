@@ -290,6 +290,13 @@ async fn an_eab_account_gets_a_certificate_that_is_recorded_and_revocable() {
         Some(&json!({"certificate": b64(&der), "reason": 7}).to_string()),
     );
     assert_eq!(refused.problem(), "badRevocationReason", "{refused:?}");
+    for reason in [300, -1] {
+        let refused = client.post(
+            &revoke_url,
+            Some(&json!({"certificate": b64(&der), "reason": reason}).to_string()),
+        );
+        assert_eq!(refused.problem(), "badRevocationReason", "{refused:?}");
+    }
     let mut stranger = account(&daemon, &entry);
     let refused = stranger.post(
         &revoke_url,
@@ -1285,8 +1292,21 @@ async fn account_keys_are_indexed_after_their_account() {
     assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
 
     let account_url = client.kid.clone().unwrap();
+    // certbot sends the status it read back with an update.
+    let updated = client.post(
+        &account_url,
+        Some(r#"{"status":"valid","contact":["mailto:new@example.test"]}"#),
+    );
+    assert_eq!(updated.status, 200, "{updated:?}");
+    assert_eq!(updated.json()["contact"][0], "mailto:new@example.test");
+    let refused = client.post(&account_url, Some(r#"{"contact":["tel:+15551234"]}"#));
+    assert_eq!(refused.problem(), "unsupportedContact", "{refused:?}");
     let deactivated = client.post(&account_url, Some(r#"{"status":"deactivated"}"#));
-    assert_eq!(deactivated.json()["status"], "deactivated", "{deactivated:?}");
+    assert_eq!(
+        deactivated.json()["status"],
+        "deactivated",
+        "{deactivated:?}"
+    );
     client.kid = None;
     let refused = client.new_account(None);
     assert_eq!(refused.status, 403, "{refused:?}");

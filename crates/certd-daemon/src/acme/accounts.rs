@@ -264,7 +264,8 @@ impl AcmeServer {
         }
         let update: AccountUpdate = verified.jws.json()?;
         let deactivate = match update.status.as_deref() {
-            None => false,
+            // certbot sends the status it read back with every update.
+            None | Some("valid") => false,
             Some("deactivated") => true,
             Some(other) => {
                 return Err(Problem::malformed(format!(
@@ -389,17 +390,42 @@ impl AcmeServer {
 }
 
 fn checked_contacts(contact: Vec<String>) -> Result<Vec<String>, Problem> {
-    if contact.len() > MAX_CONTACTS
-        || contact
-            .iter()
-            .any(|c| c.len() > MAX_CONTACT_LEN || !c.starts_with("mailto:"))
-    {
-        return Err(Problem::new(
-            ProblemType::Malformed,
-            format!("contacts must be at most {MAX_CONTACTS} mailto: URLs"),
-        ));
+    if contact.len() > MAX_CONTACTS {
+        return Err(Problem::malformed(format!(
+            "an account may list at most {MAX_CONTACTS} contacts"
+        )));
+    }
+    for url in &contact {
+        let Some(address) = url.strip_prefix("mailto:") else {
+            return Err(Problem::new(
+                ProblemType::UnsupportedContact,
+                format!("{url:?}: certd takes mailto: contacts only"),
+            ));
+        };
+        if url.len() > MAX_CONTACT_LEN || !is_mail_address(address) {
+            return Err(Problem::new(
+                ProblemType::InvalidContact,
+                format!(
+                    "{url:?} is not mailto: and one e-mail address (local@domain, no header fields, at most {MAX_CONTACT_LEN} characters)"
+                ),
+            ));
+        }
     }
     Ok(contact)
+}
+
+/// One plain e-mail address (RFC 8555 §7.3: no header fields, one
+/// recipient): a local part without spaces, `@`, and a DNS name.
+fn is_mail_address(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !local.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '@' | ',' | '?' | '<' | '>')
+        })
+        && !domain.contains('?')
+        && domain.parse::<crate::identity::DnsName>().is_ok()
 }
 
 /// The answer to newAccount with a key an account holds already: that
@@ -414,4 +440,39 @@ fn existing_account(base: &str, existing: AccountRecord) -> Result<Answer, Probl
     }
     Ok(Answer::json(200, account_json(base, &existing))
         .at(format!("{base}/account/{}", existing.id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Contacts are mailto: URLs of one address each: another scheme is
+    /// unsupportedContact, a bad address invalidContact.
+    #[test]
+    fn contacts_are_one_mail_address_each() {
+        let check = |contact: &[&str], expected: Option<ProblemType>| {
+            let outcome = checked_contacts(contact.iter().map(|c| (*c).to_owned()).collect());
+            assert_eq!(outcome.err().map(|p| p.kind), expected, "{contact:?}");
+        };
+        check(&["mailto:ops@example.test"], None);
+        check(&[], None);
+        check(&["tel:+15551234"], Some(ProblemType::UnsupportedContact));
+        check(
+            &["https://example.test"],
+            Some(ProblemType::UnsupportedContact),
+        );
+        for bad in [
+            "mailto:",
+            "mailto:ops",
+            "mailto:@example.test",
+            "mailto:ops@",
+            "mailto:a@example.test,b@example.test",
+            "mailto:ops@example.test?subject=hi",
+            "mailto:o ps@example.test",
+            "mailto:ops@not a domain",
+        ] {
+            check(&[bad], Some(ProblemType::InvalidContact));
+        }
+        check(&["mailto:a@example.test"; 11], Some(ProblemType::Malformed));
+    }
 }

@@ -42,6 +42,9 @@ pub struct ProtectedHeader {
     pub url: Option<String>,
     pub jwk: Option<serde_json::Value>,
     pub kid: Option<String>,
+    /// Extensions the signer says must be understood (RFC 7515 §4.1.11):
+    /// certd understands none, so any is refused.
+    pub crit: Option<serde_json::Value>,
 }
 
 /// The flattened serialization; anything else (the general one's
@@ -66,6 +69,11 @@ impl Jws {
         let protected = decode("protected", &flattened.protected)?;
         let header: ProtectedHeader = serde_json::from_slice(&protected)
             .map_err(|error| Problem::malformed(format!("the protected header: {error}")))?;
+        if header.crit.is_some() {
+            return Err(Problem::malformed(
+                "the protected header has crit: certd understands no JWS extension (RFC 7515 §4.1.11)",
+            ));
+        }
         let payload = decode("payload", &flattened.payload)?;
         let signature = decode("signature", &flattened.signature)?;
         Ok(Jws {
@@ -209,7 +217,15 @@ impl Jwk {
             }
             Jwk::Rsa { n, e } => {
                 let modulus = key_bytes("n", n)?;
-                let modulus = strip_leading_zeros(&modulus);
+                // RFC 7518 §6.3.1: the shortest encoding. With leading
+                // zeros allowed, one key would have many JWKs, and as many
+                // thumbprints (and accounts).
+                if modulus.first() == Some(&0) || key_bytes("e", e)?.first() == Some(&0) {
+                    return Err(bad_key(
+                        "an RSA key whose n or e has leading zero bytes (RFC 7518 §6.3.1)".into(),
+                    ));
+                }
+                let modulus = modulus.as_slice();
                 if modulus.len() < MIN_RSA_MODULUS_BYTES {
                     return Err(bad_key(format!(
                         "an RSA key of {} bits; certd accepts 2048 bits or more",
@@ -460,6 +476,16 @@ pub(crate) mod tests {
         let small_rsa =
             serde_json::json!({"jwk": {"kty": "RSA", "n": b64(&[0xc1; 128]), "e": "AQAB"}});
         check(&key.sign(small_rsa, None), Err(ProblemType::BadPublicKey));
+        // One key, one JWK: no leading zeros in n or e.
+        let padded = [&[0u8][..], &[0xc1; 256]].concat();
+        let zero_n = serde_json::json!({"jwk": {"kty": "RSA", "n": b64(&padded), "e": "AQAB"}});
+        check(&key.sign(zero_n, None), Err(ProblemType::BadPublicKey));
+        let zero_e =
+            serde_json::json!({"jwk": {"kty": "RSA", "n": b64(&[0xc1; 256]), "e": "AAEAAQ"}});
+        check(&key.sign(zero_e, None), Err(ProblemType::BadPublicKey));
+        // An extension it must understand.
+        let crit = serde_json::json!({"jwk": key.jwk, "crit": ["b64"], "b64": false});
+        check(&key.sign(crit, None), Err(ProblemType::Malformed));
         let curve = serde_json::json!({"jwk": {"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA"}});
         check(&key.sign(curve, None), Err(ProblemType::BadPublicKey));
     }

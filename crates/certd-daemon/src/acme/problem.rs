@@ -28,10 +28,12 @@ pub enum ProblemType {
     IncorrectResponse,
     RateLimited,
     ServerInternal,
+    UnsupportedContact,
+    InvalidContact,
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 19] = [
+    pub const ALL: [ProblemType; 21] = [
         Self::BadNonce,
         Self::Malformed,
         Self::Unauthorized,
@@ -51,6 +53,8 @@ impl ProblemType {
         Self::IncorrectResponse,
         Self::RateLimited,
         Self::ServerInternal,
+        Self::UnsupportedContact,
+        Self::InvalidContact,
     ];
 
     /// The last part of the URN (`badNonce`); also the metrics label.
@@ -75,6 +79,8 @@ impl ProblemType {
             Self::IncorrectResponse => "incorrectResponse",
             Self::RateLimited => "rateLimited",
             Self::ServerInternal => "serverInternal",
+            Self::UnsupportedContact => "unsupportedContact",
+            Self::InvalidContact => "invalidContact",
         }
     }
 

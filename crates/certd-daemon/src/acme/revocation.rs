@@ -15,7 +15,9 @@ use crate::identity::Serial;
 #[derive(Deserialize)]
 struct Revoke {
     certificate: String,
-    reason: Option<u8>,
+    /// Any integer: one out of u8's range is a bad reason, not a malformed
+    /// request.
+    reason: Option<i64>,
 }
 
 impl AcmeServer {
@@ -57,7 +59,9 @@ impl AcmeServer {
         };
         let reason = match payload.reason {
             None => RevocationReason::Unspecified,
-            Some(code) => RevocationReason::from_code(code)
+            Some(code) => u8::try_from(code)
+                .ok()
+                .and_then(RevocationReason::from_code)
                 .filter(|reason| *reason != RevocationReason::CertificateHold)
                 .ok_or_else(|| {
                     Problem::new(
