@@ -1,8 +1,11 @@
-//! http-01 (RFC 8555 §8.3): one HTTP/1.1 GET of
+//! http-01 (RFC 8555 §8.3): an HTTP/1.1 GET of
 //! `/.well-known/acme-challenge/<token>` with `Host: <domain>`, whose 200
-//! answer must be the key authorization. No redirects are followed (a
-//! redirect could send certd anywhere, past the address policy), and at
-//! most `MAX_BODY` bytes are read.
+//! answer must be the key authorization; at most `MAX_BODY` bytes are
+//! read. Up to `MAX_REDIRECTS` redirects are followed, as Let's Encrypt
+//! does (web servers redirect to a canonical name), but only to `http://`
+//! on port 80 (or `[acme.testing] http_port`), to a DNS name that is
+//! resolved and checked by the address policy again, so a redirect cannot
+//! send certd past it; all within the validation's one deadline.
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
@@ -32,14 +35,113 @@ pub(super) async fn validate(
             excerpt(token.as_bytes())
         )));
     }
-    let path = format!("/.well-known/acme-challenge/{token}");
-    let url = if settings.http_port == 80 {
-        format!("http://{domain}{path}")
-    } else {
-        format!("http://{domain}:{}{path}", settings.http_port)
+    let mut target = Target {
+        host: domain.to_owned(),
+        port: settings.http_port,
+        path: format!("/.well-known/acme-challenge/{token}"),
     };
-    let (stream, addr) = address::connect(settings, domain, settings.http_port).await?;
-    let at = format!("{url} ({addr})");
+    for redirects in 0..=MAX_REDIRECTS {
+        let Some(redirect) = fetch(settings, &target, key_authorization).await? else {
+            return Ok(());
+        };
+        if redirects == MAX_REDIRECTS {
+            return Err(ChallengeError::IncorrectResponse(format!(
+                "{} answered with a redirect again, past {MAX_REDIRECTS} redirects",
+                redirect.at
+            )));
+        }
+        target = next_target(settings, &target, &redirect.location).map_err(|why| {
+            ChallengeError::IncorrectResponse(format!(
+                "{} answered {} with a redirect to {}; {why}",
+                redirect.at,
+                redirect.status,
+                excerpt(redirect.location.as_bytes())
+            ))
+        })?;
+    }
+    unreachable!("the loop returns by its last turn")
+}
+
+/// Redirects followed at most (Let's Encrypt's limit).
+const MAX_REDIRECTS: usize = 10;
+
+/// Where one request of a validation goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl Target {
+    fn url(&self) -> String {
+        if self.port == 80 {
+            format!("http://{}{}", self.host, self.path)
+        } else {
+            format!("http://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
+/// A redirect answered by `at`.
+struct Redirect {
+    at: String,
+    status: StatusCode,
+    location: String,
+}
+
+/// Where a redirect from `current` to `location` leads, or why certd
+/// does not follow it: only `http://` on port 80 (or the test port), to a
+/// DNS name (which `address::connect` resolves and checks), or a path on
+/// the same host.
+fn next_target(
+    settings: &ValidationSettings,
+    current: &Target,
+    location: &str,
+) -> Result<Target, String> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Ok(Target {
+            path: location.to_owned(),
+            ..current.clone()
+        });
+    }
+    let uri: http::Uri = location
+        .parse()
+        .map_err(|_| "certd follows redirects to an http:// URL or a path only".to_owned())?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err("certd follows redirects to http:// only, not https://".to_owned());
+        }
+        _ => return Err("certd follows redirects to an http:// URL or a path only".to_owned()),
+    }
+    let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+    if host.parse::<crate::identity::DnsName>().is_err() {
+        return Err(format!(
+            "{host:?} is not a DNS name; certd follows redirects to DNS names only"
+        ));
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    if port != 80 && port != settings.http_port {
+        return Err(format!(
+            "certd follows redirects to port 80 only, not {port}"
+        ));
+    }
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned());
+    Ok(Target { host, port, path })
+}
+
+/// One GET of `target`: `None` if it answered the key authorization, a
+/// redirect to follow, or why the validation failed.
+async fn fetch(
+    settings: &ValidationSettings,
+    target: &Target,
+    key_authorization: &str,
+) -> Result<Option<Redirect>, ChallengeError> {
+    let (stream, addr) = address::connect(settings, &target.host, target.port).await?;
+    let at = format!("{} ({addr})", target.url());
     let connection_error = |what: &str, err: &dyn std::fmt::Display| {
         ChallengeError::Connection(format!("{what} {at}: {err}"))
     };
@@ -51,8 +153,8 @@ pub(super) async fn validate(
     // guard when this attempt ends, however it ends.
     let _connection = AbortOnDrop(tokio::spawn(connection));
 
-    let request = Request::get(path.as_str())
-        .header(header::HOST, domain)
+    let request = Request::get(target.path.as_str())
+        .header(header::HOST, target.host.as_str())
         .header(header::USER_AGENT, "certd-acme-validator")
         .header(header::ACCEPT, "*/*")
         .header(header::CONNECTION, "close")
@@ -65,14 +167,20 @@ pub(super) async fn validate(
 
     let status = response.status();
     if status.is_redirection() {
-        let location = response
+        let Some(location) = response
             .headers()
             .get(header::LOCATION)
-            .map(|value| excerpt(value.as_bytes()))
-            .unwrap_or_else(|| "nowhere".to_owned());
-        return Err(ChallengeError::IncorrectResponse(format!(
-            "{at} answered {status} with a redirect to {location}; certd does not follow redirects"
-        )));
+            .and_then(|value| value.to_str().ok())
+        else {
+            return Err(ChallengeError::IncorrectResponse(format!(
+                "{at} answered {status} without a readable Location"
+            )));
+        };
+        return Ok(Some(Redirect {
+            at,
+            status,
+            location: location.to_owned(),
+        }));
     }
     if status != StatusCode::OK {
         return Err(ChallengeError::IncorrectResponse(format!(
@@ -91,7 +199,7 @@ pub(super) async fn validate(
     };
     // RFC 8555 §8.3: trailing whitespace (a newline from `echo`) is ignored.
     if body.trim_ascii_end() == key_authorization.as_bytes() {
-        Ok(())
+        Ok(None)
     } else {
         Err(ChallengeError::IncorrectResponse(format!(
             "{at} answered {}, not the key authorization {}",
@@ -255,18 +363,85 @@ mod tests {
         );
     }
 
-    /// A redirect is not followed, even to the right answer.
+    /// A server that redirects the challenge path to `location`
+    /// (`{port}` replaced by its own port) and answers the key
+    /// authorization at `/moved`; returns its port.
+    async fn serve_redirect(location: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let location = location.replace("{port}", &port.to_string());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let location = location.clone();
+                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let location = location.clone();
+                    async move {
+                        let response = if request.uri().path() == "/moved" {
+                            Response::builder().body(Full::new(Bytes::from(KEY_AUTHORIZATION)))
+                        } else {
+                            Response::builder()
+                                .status(302)
+                                .header("location", location)
+                                .body(Full::new(Bytes::new()))
+                        };
+                        Ok::<_, Infallible>(response.unwrap())
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        port
+    }
+
+    async fn check_redirect(location: &'static str) -> Result<(), ChallengeError> {
+        let port = serve_redirect(location).await;
+        validate(&settings(port), DOMAIN, TOKEN, KEY_AUTHORIZATION).await
+    }
+
+    /// A redirect to a path, or to http:// on the validation port of a
+    /// DNS name, is followed (through the address policy again).
     #[tokio::test]
-    async fn a_redirect_is_not_followed() {
-        let answer = Answer {
-            status: 302,
-            headers: vec![("location", "http://169.254.169.254/latest/meta-data/")],
-            ..Answer::ok(KEY_AUTHORIZATION)
-        };
+    async fn redirects_to_http_are_followed() {
+        check_redirect("/moved").await.unwrap();
+        check_redirect("http://www.example.test:{port}/moved")
+            .await
+            .unwrap();
+        check_redirect("http://other.example.test:{port}/moved")
+            .await
+            .unwrap();
+    }
+
+    /// A redirect anywhere else is not followed: an IP address (the
+    /// metadata service), https, another port, another scheme; nor past
+    /// 10 redirects.
+    #[tokio::test]
+    async fn other_redirects_are_not_followed() {
+        for (location, why) in [
+            (
+                "http://169.254.169.254/latest/meta-data/",
+                "\"169.254.169.254\" is not a DNS name; certd follows redirects to DNS names only",
+            ),
+            (
+                "https://www.example.test/moved",
+                "certd follows redirects to http:// only, not https://",
+            ),
+            (
+                "http://www.example.test:8080/moved",
+                "certd follows redirects to port 80 only, not 8080",
+            ),
+            (
+                "ftp://www.example.test/moved",
+                "certd follows redirects to an http:// URL or a path only",
+            ),
+        ] {
+            assert_incorrect(check_redirect(location).await, why);
+        }
         assert_incorrect(
-            check(answer).await,
-            "answered 302 Found with a redirect to \"http://169.254.169.254/latest/meta-data/\"; \
-             certd does not follow redirects",
+            check_redirect("/again").await,
+            "answered with a redirect again, past 10 redirects",
         );
     }
 
