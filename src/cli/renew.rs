@@ -346,7 +346,7 @@ pub(super) async fn run_hooks(hooks: &Hooks) -> Result<(), HookFailed> {
                 failed.push(format!("--exec {command:?} {status}"));
             }
             Err(error) => {
-                tracing::warn!(command, %error, "cannot run the renewal hook");
+                tracing::warn!(command, error = %certd::error_kind::with_causes(&error), "cannot run the renewal hook");
                 failed.push(format!("cannot run --exec {command:?}: {error}"));
             }
         }
@@ -373,7 +373,7 @@ pub(super) async fn run_hooks(hooks: &Hooks) -> Result<(), HookFailed> {
                     failed.push(format!("cannot send SIG{signal} to process {pid}"));
                 }
                 Err(error) => {
-                    tracing::warn!(pid, signal, %error, "cannot signal the process");
+                    tracing::warn!(pid, signal, error = %certd::error_kind::with_causes(&error), "cannot signal the process");
                     failed.push(format!("cannot send SIG{signal} to process {pid}: {error}"));
                 }
             },

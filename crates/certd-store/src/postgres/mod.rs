@@ -181,7 +181,7 @@ impl PgStore {
                     Err(poisoned) => poisoned.into_inner(),
                 };
                 if fault.is_none() {
-                    tracing::error!(%error, database = %self.location, "cannot reach the database; requests get UNAVAILABLE until it answers");
+                    tracing::error!(error = %certd_core::error_kind::with_causes(&error), database = %self.location, "cannot reach the database; requests get UNAVAILABLE until it answers");
                 }
                 *fault = Some(error.to_string());
                 self.faulted.store(true, Ordering::Relaxed);
