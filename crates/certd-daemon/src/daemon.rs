@@ -174,9 +174,9 @@ impl Daemon {
             crate::store::marks::MarksFile::for_new_ca()
                 .write(&self.data_dir.store_marks())
                 .map_err(|error| {
-                    Error::from(crate::store::StoreError::Open {
+                    Error::from(crate::store::StoreError::Opening {
                         path: self.data_dir.store_marks().display().to_string(),
-                        reason: error.to_string(),
+                        source: Box::new(error),
                     })
                 })?;
         }
