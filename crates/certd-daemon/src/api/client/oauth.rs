@@ -35,7 +35,7 @@ impl TokenEndpointClient {
         let setup = |reason: String| ClientError::Setup(reason);
         let uri: http::Uri = token_endpoint
             .parse()
-            .map_err(|e| setup(format!("token endpoint {token_endpoint:?}: {e}")))?;
+            .map_err(|e| ClientError::invalid(format!("token endpoint {token_endpoint:?}"), e))?;
         let (Some("https"), Some(authority), Some(host)) =
             (uri.scheme_str(), uri.authority(), uri.host())
         else {
@@ -46,12 +46,12 @@ impl TokenEndpointClient {
         let authority = authority.as_str();
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let server_name = ServerName::try_from(host.to_owned())
-            .map_err(|e| setup(format!("{host:?} is not a server name: {e}")))?;
+            .map_err(|e| ClientError::invalid(format!("{host:?} is not a server name"), e))?;
         let mut roots = rustls::RootCertStore::empty();
         for certificate in rustls_pemfile::certs(&mut tls.ca_bundle_pem.as_bytes()).flatten() {
             roots
                 .add(certificate)
-                .map_err(|e| setup(format!("CA bundle: {e}")))?;
+                .map_err(|e| ClientError::invalid("CA bundle", e))?;
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -62,14 +62,14 @@ impl TokenEndpointClient {
                 let chain: Vec<CertificateDer<'static>> =
                     rustls_pemfile::certs(&mut chain_pem.as_bytes())
                         .collect::<Result<_, _>>()
-                        .map_err(|e| setup(format!("certificate: {e}")))?;
+                        .map_err(|e| ClientError::invalid("certificate", e))?;
                 let key: PrivateKeyDer<'static> =
                     rustls_pemfile::private_key(&mut key_pem.as_bytes())
-                        .map_err(|e| setup(format!("key: {e}")))?
+                        .map_err(|e| ClientError::invalid("key", e))?
                         .ok_or_else(|| setup("the key file holds no private key".into()))?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| setup(format!("client certificate: {e}")))?
+                    .map_err(|e| ClientError::invalid("client certificate", e))?
             }
             None => builder.with_no_client_auth(),
         };
