@@ -5,9 +5,12 @@
 //! This file holds what both share and the workload client; the admin
 //! client is in `admin`.
 
+mod acme;
 mod admin;
+mod https;
 pub mod identity_dir;
 mod oauth;
+pub use acme::{AcmeAccountKey, AcmeClient};
 pub use oauth::TokenEndpointClient;
 
 pub use admin::{
