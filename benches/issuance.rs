@@ -55,6 +55,7 @@ fn sign_certificate(c: &mut Criterion) {
             ca.sign_workload(
                 &csr,
                 &identity,
+                certd::ca::WorkloadProfile::Spiffe,
                 Serial::generate(),
                 Duration::from_secs(86_400),
                 SystemTime::now(),

@@ -56,6 +56,7 @@ fn ocsp_answers(c: &mut Criterion) {
         .sign_workload(
             &csr,
             &identity,
+            certd::ca::WorkloadProfile::Spiffe,
             Serial::generate(),
             Duration::from_secs(86_400),
             SystemTime::now(),

@@ -215,26 +215,44 @@ async fn an_unmodified_spiffe_client_gets_its_svid_and_it_rotates_on_the_stream(
     );
 }
 
+/// While certd is down the agent serves the SVIDs it holds and says it
+/// cannot sync; once certd is back, it renews them when due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_serves_its_cache_while_certd_is_down_and_recovers() {
     let mut daemon = Daemon::start();
-    workload_entry(&daemon, "billing", "node-1", &["--ttl", "12s"]);
-    let agent = Agent::start(&daemon, "node-1");
+    // Long enough to outlive the outage on the agent's moved clock.
+    workload_entry(&daemon, "billing", "node-1", &["--ttl", "60s"]);
+    let agent = Agent::start_registered(&daemon, "node-1", &["--metrics-addr", "127.0.0.1:0"]);
     let client = WorkloadApiClient::connect_to(agent.endpoint())
         .await
         .unwrap();
     let before = client.fetch_x509_svid().await.unwrap();
 
     daemon.terminate();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Until the agent has tried certd and failed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while agent
+        .metric("certd_agent_syncs_total{outcome=\"failed\"}")
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed sync:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let during = client
         .fetch_x509_svid()
         .await
         .expect("served from the cache");
     assert_eq!(during.leaf().as_ref(), before.leaf().as_ref());
-    assert!(agent.log_text().contains("cannot sync with certd"));
+    assert!(agent.logged_soon("cannot sync with certd"));
 
     daemon.restart_on_same_port();
+    // Past half the SVID's life on the agent's clock: it is due.
+    agent.advance(Duration::from_secs(31));
     let (serial, _) = serial_and_expiry(before.leaf().as_ref());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -247,7 +265,7 @@ async fn the_agent_serves_its_cache_while_certd_is_down_and_recovers() {
             "no new SVID after certd came back:\n{}",
             agent.log_text()
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -491,7 +509,16 @@ async fn floods_huge_messages_and_vanishing_workloads_leave_other_users_served()
         &["unix:uid:65534"],
         &["--parent", &agent_id("node-1")],
     );
-    let agent = Agent::start_registered(&daemon, "node-1", &["--max-connections-per-uid", "8"]);
+    let agent = Agent::start_registered(
+        &daemon,
+        "node-1",
+        &[
+            "--max-connections-per-uid",
+            "8",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
     open_path_to(&agent.socket);
     let out = daemon.tmp.path().join("nobody-svid");
     std::fs::create_dir(&out).unwrap();
@@ -506,8 +533,20 @@ async fn floods_huge_messages_and_vanishing_workloads_leave_other_users_served()
                 .unwrap(),
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(agent.log_text().contains("connection cap reached"));
+    // Until the agent has refused one of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while agent
+        .metric("certd_agent_workload_api_connections_refused_total{cap=\"max_per_uid\"}")
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(agent.logged_soon("connection cap reached"));
     // Another user is still served, by the kernel's word alone.
     let output = fetch_as_nobody(&agent.socket, &out);
     assert!(output.status.success(), "{}", stderr(&output));

@@ -274,3 +274,98 @@ fn an_interrupted_bench_still_cleans_up() {
     assert_eq!(unused_tokens(&daemon), Vec::<String>::new());
     assert_eq!(certificates_of(&daemon, "certd-bench"), issued as usize);
 }
+
+/// `certd bench acme` against a certd set up for it (`[acme.testing]`
+/// sends http-01 to bench's port; no limit on one account's orders):
+/// bench makes its entry, EAB key and account, and each order goes
+/// through its http-01 challenge (or none, with `--acme-challenges none`),
+/// finalize and download. Afterwards its entry is gone and its account
+/// deactivated; the certificate records stay. A bench answering on
+/// another port than the certd validates against fails before the run,
+/// saying what the certd needs, and still cleans up.
+#[test]
+fn bench_acme_orders_through_http01_and_cleans_up() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = unused.local_addr().unwrap().port().to_string();
+    drop(unused);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[acme]\nnew_orders_per_minute_per_account = 0\n[acme.testing]\nhttp_port = {port}\nresolve_all_to = \"127.0.0.1\"\n"
+        ),
+    )
+    .unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = config.to_str().unwrap().to_owned();
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+
+    let output = bench(
+        &daemon,
+        "acme",
+        &["--count", "6", "--json", "--acme-http-port", &port],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    // The six measured, and the first order made before the clock started.
+    assert_eq!(
+        cleanup_line(&text),
+        "cleaned up: revoked 0 unused join tokens, deleted 1 entry, removed 0 token-policy rules, deactivated 1 ACME account; kept the records of the 7 certificates issued (certd keeps every record; revoking them would only grow the CRL), whose keys lived only in this process and are gone"
+    );
+    let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["op"], "acme");
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["errors"].as_u64()),
+        (Some(6), Some(0)),
+        "{summary}"
+    );
+    assert!(
+        daemon
+            .metric("certd_acme_challenges_total{challenge=\"http-01\",outcome=\"valid\"}")
+            .is_some_and(|count| count >= 7.0),
+        "every order proved its name by http-01"
+    );
+
+    let output = bench(
+        &daemon,
+        "acme",
+        &["--count", "4", "--acme-challenges", "none"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        cleanup_line(&stdout(&output))
+            .contains("deactivated 1 ACME account; kept the records of the 5 certificates"),
+        "{}",
+        stdout(&output)
+    );
+
+    // Answering elsewhere than the certd validates: refused before the
+    // run, with what to set.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = elsewhere.local_addr().unwrap().port().to_string();
+    drop(elsewhere);
+    let output = bench(
+        &daemon,
+        "acme",
+        &["--count", "1", "--acme-http-port", &other_port],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(&format!("[acme.testing] http_port = {other_port}")),
+        "{}",
+        stderr(&output)
+    );
+
+    assert_eq!(entries(&daemon), Vec::<(String, String)>::new());
+    let accounts = json(&daemon, &["acme", "account", "list", "--json"]);
+    let accounts = accounts.as_array().unwrap();
+    assert!(!accounts.is_empty());
+    assert!(
+        accounts
+            .iter()
+            .all(|account| account["status"] == "deactivated"),
+        "{accounts:?}"
+    );
+    assert_eq!(certificates_of(&daemon, "certd-bench"), 12);
+}

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::in_process::InProcess;
 use common::{Daemon, Served, http, serial_in, stderr, stdout};
 
 const RULES: &str = "deploy/prometheus/certd-alerts.yml";
@@ -187,9 +188,12 @@ fn a_running_certd_exports_every_metric_the_rules_and_dashboard_name() {
 /// revoking the newer ones falls back to an older one (looked up in the
 /// store once the few kept in memory are all revoked). One-off `certd
 /// issue` certificates, which nobody renews, are not watched.
-#[test]
-fn revoking_the_newest_certificates_falls_back_to_the_newest_still_valid() {
-    let daemon = Daemon::start();
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_the_newest_certificates_falls_back_to_the_newest_still_valid() {
+    // In this process, on a clock the test moves. Metrics are
+    // process-wide; this is the only certd run in this test binary, so
+    // what it exports is this daemon's alone.
+    let daemon = InProcess::start().await;
     daemon.entry("orders", &["token:orders"], &[]);
     let issue = |name: &str, ttl: &str| {
         let dir = daemon.tmp.path().join(name);
@@ -209,7 +213,7 @@ fn revoking_the_newest_certificates_falls_back_to_the_newest_still_valid() {
     let oldest = issue("oldest", "10h");
     // Issued a second later, the others are newer (issuance times are in
     // seconds): more of them than certd keeps in memory per service.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    daemon.advance(std::time::Duration::from_secs(1));
     let newer: Vec<PathBuf> = (1..=4)
         .map(|hours| issue(&format!("newer-{hours}"), &format!("{hours}h")))
         .collect();

@@ -465,7 +465,15 @@ async fn the_database_stopped_and_restarted_under_load() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(saw_not_ready, "readiness never reported the lost database");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The database stays down until the workers have had issuances refused.
+    let started = Instant::now();
+    while refused.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no issuance was refused while the database was down"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.restart(false).unwrap();
     for worker in workers {
         worker.await.unwrap();

@@ -48,6 +48,7 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
     let old_intermediate =
         std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
     let before = daemon.bootstrap("payments").await;
+    let issued_before = daemon.certificate_count();
 
     let bench = {
         let (data_dir, server) = (daemon.data_dir.clone(), daemon.grpc.clone());
@@ -70,8 +71,12 @@ async fn the_intermediate_rotates_under_load_and_both_generations_verify() {
             )
         })
     };
-    // Under load: a second into it.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Under load: once the bench has had some certificates issued.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.certificate_count() < issued_before + 16 {
+        assert!(Instant::now() < deadline, "the bench issued nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let output = daemon.cli(&["ca", "rotate-intermediate"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(

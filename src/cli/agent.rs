@@ -82,7 +82,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             ..SocketLimits::default()
         },
         metrics_addr: args.metrics_addr,
-        clock: certd::clock::SystemClock::shared(),
+        clock: super::clock::clock(),
         jwt_issuer: args.jwt_issuer,
     };
     let socket = args.socket;

@@ -28,7 +28,10 @@ pub struct BenchArgs {
     /// connection per caller) or `token-exchange` (the same endpoint, RFC
     /// 8693: each caller trades a token of its own for one towards the
     /// bench audience; adds the grant `certd-bench-self` and the delegation
-    /// `certd-bench-exchange` to the token policy on first use).
+    /// `certd-bench-exchange` to the token policy on first use) or `acme`
+    /// (an ACME order to its certificate: newOrder, http-01 answered by
+    /// bench, finalize, download; one account, made with an EAB key of a
+    /// bench entry).
     #[arg(value_enum)]
     operation: BenchOperation,
     #[command(flatten)]
@@ -67,6 +70,23 @@ pub struct BenchArgs {
     /// loads). Cleanup then removes only what this run created.
     #[arg(long)]
     allow_store_in_use: bool,
+    /// With `acme`: `http-01` (bench answers each order's challenge on
+    /// 127.0.0.1:--acme-http-port; the certd under test needs `[acme.testing]
+    /// http_port` set to it and `resolve_all_to = "127.0.0.1"`) or `none`
+    /// (the bench entry's ACME policy waives challenges).
+    #[arg(long, value_enum, default_value_t = AcmeChallengesArg::Http01)]
+    acme_challenges: AcmeChallengesArg,
+    /// With `acme --acme-challenges http-01`: the loopback port bench
+    /// answers http-01 on.
+    #[arg(long, default_value_t = load::DEFAULT_HTTP01_PORT)]
+    acme_http_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AcmeChallengesArg {
+    #[value(name = "http-01")]
+    Http01,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -80,6 +100,7 @@ enum BenchOperation {
     JwtMint,
     TokenEndpoint,
     TokenExchange,
+    Acme,
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -112,6 +133,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             BenchOperation::JwtMint => Operation::JwtMint,
             BenchOperation::TokenEndpoint => Operation::TokenEndpoint,
             BenchOperation::TokenExchange => Operation::TokenExchange,
+            BenchOperation::Acme => Operation::Acme,
         },
         server: args.server,
         http: args.http,
@@ -121,6 +143,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         limit,
         kubernetes_token,
         socket: Some(args.socket),
+        acme_challenges: match args.acme_challenges {
+            AcmeChallengesArg::Http01 => load::AcmeChallenges::Http01 {
+                http_port: args.acme_http_port,
+            },
+            AcmeChallengesArg::None => load::AcmeChallenges::None,
+        },
     };
     // Checked before anything is created; a refusal leaves the store as
     // it was.

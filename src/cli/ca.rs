@@ -352,7 +352,9 @@ async fn sync_once(
         match status {
             Ok(status) if status.success() => tracing::info!(%command, "reload command ran"),
             Ok(status) => tracing::warn!(%command, %status, "reload command failed"),
-            Err(error) => tracing::warn!(%command, %error, "cannot run the reload command"),
+            Err(error) => {
+                tracing::warn!(%command, error = %certd::error_kind::with_causes(&error), "cannot run the reload command")
+            }
         }
     }
     Ok(true)

@@ -10,6 +10,7 @@
 //! What a run creates in the store is written down in a [`Ledger`] as it is
 //! created, for the cleanup after it (`cleanup`).
 
+mod acme;
 mod cleanup;
 mod prepare;
 
@@ -26,6 +27,7 @@ use tokio::net::TcpStream;
 
 use certd::api::client::{ClientError, TlsClientSettings, TokenEndpointClient, WorkloadClient};
 
+pub use acme::{AcmeChallenges, DEFAULT_HTTP01_PORT};
 pub use cleanup::{Cleaned, Ledger, StoreUse, check_store, clean_up};
 use prepare::Prepare;
 
@@ -69,6 +71,9 @@ pub enum Operation {
     /// delegation `certd-bench-exchange` (added to the policy on first use).
     #[serde(rename = "token-exchange")]
     TokenExchange,
+    /// An ACME order through to its certificate: newOrder, its http-01
+    /// challenge (or none), finalize and download, for one shared account.
+    Acme,
 }
 
 impl Operation {
@@ -118,6 +123,8 @@ pub struct BenchOptions {
     pub kubernetes_token: Option<String>,
     /// For `WorkloadApi`: the agent's socket.
     pub socket: Option<PathBuf>,
+    /// For `Acme`: how orders are authorized.
+    pub acme_challenges: AcmeChallenges,
 }
 
 /// The result, printed as text and as one JSON line.
@@ -226,6 +233,16 @@ enum Workload {
         identity: TlsClientSettings,
         endpoint: String,
     },
+    Acme {
+        key: Arc<certd::api::client::AcmeAccountKey>,
+        /// The account's URL.
+        kid: String,
+        directory: String,
+        names: Vec<String>,
+        csrs: Arc<Vec<Vec<u8>>>,
+        /// Answers http-01 until the run's workload is dropped.
+        _responder: Option<acme::Http01Responder>,
+    },
 }
 
 /// Prepares, then runs the load until the limit (or the stop), then
@@ -322,6 +339,7 @@ enum Connection {
         fetched_at: Instant,
     },
     Http(HttpConnection),
+    Acme(certd::api::client::AcmeClient),
     /// A new connection per request (the Workload API's first answer).
     PerRequest,
     /// A new connection per renewal, presenting the certificate the last
@@ -364,6 +382,14 @@ async fn connect_all(
                     subject,
                     fetched_at: Instant::now(),
                 }
+            }
+            Workload::Acme {
+                key,
+                kid,
+                directory,
+                ..
+            } => {
+                Connection::Acme(acme::connect(directory, &options.ca_bundle_pem, key, kid).await?)
             }
             Workload::Ocsp { http, .. } | Workload::Crl { http } => Connection::Http(
                 HttpConnection::connect(http)
@@ -552,6 +578,18 @@ impl Worker {
                     Ok(())
                 } else {
                     Err("unexpected token exchange answer".into())
+                }
+            }
+            (Workload::Acme { names, csrs, .. }, Connection::Acme(client)) => {
+                let chain = client
+                    .order_certificate(names, &csrs[round % csrs.len()])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.ledger.certificate_issued();
+                if chain.matches("BEGIN CERTIFICATE").count() == 2 {
+                    Ok(())
+                } else {
+                    Err("the ACME certificate download is not a chain of two".into())
                 }
             }
             _ => Err("connection does not match the operation".into()),

@@ -9,6 +9,7 @@ mod admin;
 mod agent;
 mod bench;
 mod ca;
+mod clock;
 mod db;
 mod entry;
 mod federation;

@@ -236,6 +236,17 @@ pub async fn daemon(args: RenewArgs, hooks: Hooks) -> anyhow::Result<()> {
     // not move the renewal point.
     let mut jitter = random_jitter();
     loop {
+        // A certificate that is due again as soon as it arrives (this
+        // machine's clock far ahead of certd's) must not keep a stop
+        // waiting: look for one between renewals, never during one (a
+        // renewal cut short after certd answered would leave files that
+        // certd counts as renewed already).
+        tokio::select! {
+            biased;
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+            () = std::future::ready(()) => {}
+        }
         let (not_after, received_at) = current_validity(&args.dir)?;
         let due = renewal_time(received_at, not_after, jitter);
         let now = unix_seconds(super::now());
@@ -346,7 +357,7 @@ pub(super) async fn run_hooks(hooks: &Hooks) -> Result<(), HookFailed> {
                 failed.push(format!("--exec {command:?} {status}"));
             }
             Err(error) => {
-                tracing::warn!(command, %error, "cannot run the renewal hook");
+                tracing::warn!(command, error = %certd::error_kind::with_causes(&error), "cannot run the renewal hook");
                 failed.push(format!("cannot run --exec {command:?}: {error}"));
             }
         }
@@ -373,7 +384,7 @@ pub(super) async fn run_hooks(hooks: &Hooks) -> Result<(), HookFailed> {
                     failed.push(format!("cannot send SIG{signal} to process {pid}"));
                 }
                 Err(error) => {
-                    tracing::warn!(pid, signal, %error, "cannot signal the process");
+                    tracing::warn!(pid, signal, error = %certd::error_kind::with_causes(&error), "cannot signal the process");
                     failed.push(format!("cannot send SIG{signal} to process {pid}: {error}"));
                 }
             },

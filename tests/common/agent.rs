@@ -15,6 +15,9 @@ pub struct Agent {
     pub log: PathBuf,
     /// `http://ADDR` of `/metrics`, when started with `--metrics-addr`.
     pub metrics_url: Option<String>,
+    /// How far ahead of the system's clock the agent's runs
+    /// (`CERTD_TEST_CLOCK_FILE`; missing until `advance` writes it).
+    clock_file: PathBuf,
 }
 
 impl Agent {
@@ -40,6 +43,7 @@ impl Agent {
         let socket = dir.join("agent.sock");
         let data_dir = dir.join("data");
         let log = dir.join("agent.log");
+        let clock_file = dir.join("clock-ahead");
         std::fs::create_dir_all(&dir).expect("agent dir");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -57,6 +61,7 @@ impl Agent {
             .args(["--sync-interval", "1s"])
             .args(extra)
             .env("CERTD_LOG", "info")
+            .env("CERTD_TEST_CLOCK_FILE", &clock_file)
             .env_remove("CERTD_JOIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -84,7 +89,37 @@ impl Agent {
             data_dir,
             log,
             metrics_url,
+            clock_file,
         }
+    }
+
+    /// Moves the agent's clock ahead by `by` (a debug build of certd reads
+    /// it from `CERTD_TEST_CLOCK_FILE`): renewals that fall due run at
+    /// once, instead of the test sleeping until they do.
+    pub fn advance(&self, by: std::time::Duration) {
+        let ahead = std::fs::read_to_string(&self.clock_file)
+            .ok()
+            .and_then(|text| text.trim().strip_suffix("ms")?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let ahead = ahead + u64::try_from(by.as_millis()).expect("a test's step");
+        // Renamed into place, so the agent never reads half a number.
+        let written = self.clock_file.with_extension("new");
+        std::fs::write(&written, format!("{ahead}ms")).expect("write the clock file");
+        std::fs::rename(&written, &self.clock_file).expect("move the clock");
+    }
+
+    /// The value of one series on the agent's `/metrics` (started with
+    /// `--metrics-addr`), if it is there.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let url = self
+            .metrics_url
+            .as_deref()
+            .expect("started with --metrics-addr");
+        let answer = super::http("GET", &format!("{url}/metrics"), &[], b"");
+        let text = String::from_utf8(answer.body).ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
     }
 
     /// The Workload API address, as SPIFFE_ENDPOINT_SOCKET takes it.
@@ -98,6 +133,13 @@ impl Agent {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the log holds `text` within a few seconds: for a line about
+    /// an event the test has already seen counted in the metrics, which
+    /// the log writer, a background thread, may not have written yet.
+    pub fn logged_soon(&self, text: &str) -> bool {
+        super::logged_soon(&self.log, text)
     }
 
     /// The agent's own certificate chain and key (PEM), for acting as it.

@@ -129,6 +129,13 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the log holds `text` within a few seconds: for a line about
+    /// an event the test has already seen happen (a metric, an answer),
+    /// which the log writer, a background thread, may not have written yet.
+    pub fn logged_soon(&self, text: &str) -> bool {
+        logged_soon(&self.log, text)
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
@@ -372,6 +379,22 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether the log file at `log` holds `text` within 5 s (see
+/// `Daemon::logged_soon`).
+pub fn logged_soon(log: &Path, text: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(text)
+    {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
 }
 
 pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {

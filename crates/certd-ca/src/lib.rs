@@ -70,7 +70,7 @@ pub enum CaError {
     IntermediateExpired { not_after: i64 },
     #[error("{0}")]
     RotationRefused(String),
-    #[error("signing failed: {0}")]
+    #[error("signing failed")]
     Signing(#[from] rcgen::Error),
 }
 
@@ -654,6 +654,18 @@ mod tests {
             &"certd.internal".parse().unwrap(),
             "billing".parse().unwrap(),
         )
+    }
+
+    /// A signing failure names rcgen's error once, as its cause: printed
+    /// with its causes (the log, the CLI), it reads as one sentence.
+    #[test]
+    fn a_signing_failure_names_its_cause_once() {
+        let cause = rcgen::Error::RemoteKeyError.to_string();
+        let error = CaError::Signing(rcgen::Error::RemoteKeyError);
+        assert_eq!(
+            certd_core::error_kind::with_causes(&error),
+            format!("signing failed: {cause}")
+        );
     }
 
     #[test]

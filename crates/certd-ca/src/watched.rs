@@ -89,7 +89,7 @@ impl<T: PartialEq> WatchedFile<T> {
             Err(error) => {
                 // Gone between the two calls: the next use looks again.
                 state.fingerprint = None;
-                tracing::debug!(path = %self.path.display(), %error, "cannot read {}", self.what);
+                tracing::debug!(path = %self.path.display(), error = %certd_core::error_kind::with_causes(&error), "cannot read {}", self.what);
                 return state.value.clone();
             }
         };

@@ -73,6 +73,6 @@ pub async fn record(store: &dyn Storage, at: i64, decision: Decision<'_>) {
         selectors: decision.selectors,
     };
     if let Err(error) = store.append_audit(&entry).await {
-        tracing::error!(%error, "cannot append to the audit tree");
+        tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot append to the audit tree");
     }
 }

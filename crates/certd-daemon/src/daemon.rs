@@ -174,9 +174,9 @@ impl Daemon {
             crate::store::marks::MarksFile::for_new_ca()
                 .write(&self.data_dir.store_marks())
                 .map_err(|error| {
-                    Error::from(crate::store::StoreError::Open {
+                    Error::from(crate::store::StoreError::Opening {
                         path: self.data_dir.store_marks().display().to_string(),
-                        reason: error.to_string(),
+                        source: Box::new(error),
                     })
                 })?;
         }
@@ -188,7 +188,7 @@ impl Daemon {
             ),
             Ok(false) => {}
             Err(error) => {
-                tracing::warn!(%error, data_dir = %dir.display(), "cannot make the data directory private")
+                tracing::warn!(error = %crate::error_kind::with_causes(&error), data_dir = %dir.display(), "cannot make the data directory private")
             }
         }
         // An intermediate rotated while certd was down takes effect now.
@@ -205,7 +205,7 @@ impl Daemon {
             ),
             Ok(None) => {}
             Err(error) => tracing::error!(
-                %error,
+                error = %crate::error_kind::with_causes(&error),
                 "cannot promote the next intermediate; signing with the current one"
             ),
         }

@@ -79,7 +79,7 @@ pub enum ServeError {
     Certd(#[from] crate::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsSetupError),
-    #[error("serving certificate key: {0}")]
+    #[error("serving certificate key")]
     Key(#[from] rcgen::Error),
     #[error("{what} server failed: {reason}")]
     Server { what: &'static str, reason: String },
@@ -510,7 +510,7 @@ async fn rotate_serving_certificate(
             Err(error) => {
                 // Half the lifetime is left: retry soon rather than at the
                 // next half-life, when the certificate would have expired.
-                tracing::error!(%error, "cannot renew the serving certificate; retrying in a minute");
+                tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot renew the serving certificate; retrying in a minute");
                 RETRY_INTERVAL
             }
         };
@@ -541,7 +541,7 @@ async fn refresh_crl(authority: Authority, stopped: impl Future<Output = ()>) {
             () = authority.clock().sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(0))) => {}
         }
         if let Err(error) = authority.revocations().current_crl().await {
-            tracing::error!(%error, "cannot refresh the CRL; retrying in a minute");
+            tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot refresh the CRL; retrying in a minute");
             tokio::select! {
                 () = &mut stopped => return,
                 () = authority.clock().sleep(RETRY_INTERVAL) => {}
@@ -599,7 +599,7 @@ async fn watch_intermediates(
                     "now signing with a new set of intermediates"
                 );
                 if let Err(error) = authority.revocations().refresh_crl().await {
-                    tracing::error!(%error, "cannot publish the CRLs of the new intermediates");
+                    tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot publish the CRLs of the new intermediates");
                 }
                 renew_serving.notify_one();
                 last_error.clear();
@@ -608,7 +608,7 @@ async fn watch_intermediates(
             Err(error) => {
                 let message = error.to_string();
                 if message != last_error {
-                    tracing::error!(%error, "cannot rotate the intermediate; still signing with the current one");
+                    tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot rotate the intermediate; still signing with the current one");
                     last_error = message;
                 }
             }
@@ -630,7 +630,7 @@ async fn load_service_expiries(authority: Authority, stopped: impl Future<Output
         () = stopped => {}
         loaded = authority.load_service_expiries() => match loaded {
             Ok(services) => tracing::debug!(services, "loaded the services' newest certificates"),
-            Err(error) => tracing::warn!(%error, "cannot load the services' newest certificates; their expiry metric starts with the next issuance"),
+            Err(error) => tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot load the services' newest certificates; their expiry metric starts with the next issuance"),
         },
     }
 }
@@ -773,7 +773,7 @@ async fn catch_up_periodically(authority: Authority, stopped: impl Future<Output
     let mut known_revoked = None;
     loop {
         if let Err(error) = authority.catch_up(&mut known_revoked).await {
-            tracing::warn!(%error, "cannot compare the caches with the store; retrying later");
+            tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot compare the caches with the store; retrying later");
         }
         tokio::select! {
             () = &mut stopped => return,
@@ -796,10 +796,12 @@ async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) 
         match authority.store().purge_expired_tokens(now).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "deleted expired join tokens"),
-            Err(error) => tracing::warn!(%error, "cannot purge expired join tokens"),
+            Err(error) => {
+                tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot purge expired join tokens")
+            }
         }
         if let Err(error) = authority.store().prune_expired_revocations(now).await {
-            tracing::warn!(%error, "cannot prune the revocation index");
+            tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot prune the revocation index");
         }
         match authority.store().purge_expired_acme(now).await {
             Ok(0) => {}

@@ -293,7 +293,7 @@ impl SubjectIssuers {
                     tracing::info!(keys, issuer = %issuer.settings.issuer, "fetched a subject issuer's JWKS");
                 }
                 Err(error) => tracing::error!(
-                    %error,
+                    error = %crate::error_kind::with_causes(&error),
                     "cannot fetch a subject issuer's JWKS; its users' tokens are refused until it is fetched"
                 ),
             }

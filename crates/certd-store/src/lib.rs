@@ -55,6 +55,14 @@ pub enum StoreError {
     Locked(String),
     #[error("cannot open the database {path}: {reason}")]
     Open { path: String, reason: String },
+    /// As `Open`, where another error is the reason (a file that cannot be
+    /// read, a URL that does not parse).
+    #[error("cannot open the database {path}")]
+    Opening {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(
         "the database {path} is damaged ({reason}); see `certd db check`, and restore a backup with `certd db restore`"
     )]
@@ -96,6 +104,7 @@ impl StoreError {
                 ErrorKind::Unavailable
             }
             StoreError::Open { .. }
+            | StoreError::Opening { .. }
             | StoreError::Damaged { .. }
             | StoreError::BehindMarks { .. }
             | StoreError::Unmarked { .. }

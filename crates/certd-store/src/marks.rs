@@ -301,7 +301,7 @@ fn remove_leftover_temporaries(path: &Path) {
                     tracing::info!(file = %entry.path().display(), "removed a marks file a crash left half-written")
                 }
                 Err(error) => {
-                    tracing::warn!(%error, file = %entry.path().display(), "cannot remove a leftover temporary marks file")
+                    tracing::warn!(error = %certd_core::error_kind::with_causes(&error), file = %entry.path().display(), "cannot remove a leftover temporary marks file")
                 }
             }
         }
@@ -417,7 +417,7 @@ impl Marked {
                 state.written_at = Instant::now();
             }
             Err(error) => tracing::warn!(
-                %error,
+                error = %certd_core::error_kind::with_causes(&error),
                 path = %self.path.display(),
                 "cannot write the store's marks; retrying with the next change"
             ),

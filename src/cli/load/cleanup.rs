@@ -3,8 +3,9 @@
 //! refused unless `--allow-store-in-use`), the ledger of what the run
 //! creates, and the cleanup after it.
 //!
-//! Cleanup revokes the run's unused join tokens, deletes the entries it
-//! created and removes the token-policy rules it added. The certificate
+//! Cleanup deactivates the ACME accounts the run made, revokes its unused
+//! join tokens, deletes the entries it created and removes the
+//! token-policy rules it added. The certificate
 //! records stay: certd never deletes a record (they are its history), and
 //! revoking them would only grow the CRL; their keys lived only in the
 //! bench's memory.
@@ -134,6 +135,8 @@ struct Created {
     tokens: BTreeSet<String>,
     /// Policy rules this run added (absent before it).
     rules: Vec<&'static str>,
+    /// ACME accounts this run made (`acme`), by id.
+    acme_accounts: Vec<String>,
 }
 
 impl Ledger {
@@ -169,6 +172,10 @@ impl Ledger {
         self.created().rules.push(name);
     }
 
+    pub fn acme_account_created(&self, id: &str) {
+        self.created().acme_accounts.push(id.to_owned());
+    }
+
     pub fn certificate_issued(&self) {
         self.certificates.fetch_add(1, Ordering::Relaxed);
     }
@@ -186,6 +193,9 @@ pub struct Cleaned {
     pub tokens: usize,
     pub entries: usize,
     pub rules: usize,
+    /// ACME accounts deactivated (their orders and authorizations expire
+    /// with them; certd purges them).
+    pub acme_accounts: usize,
     pub certificates: u64,
 }
 
@@ -193,7 +203,7 @@ impl fmt::Display for Cleaned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "cleaned up: revoked {}, deleted {}, removed {}; kept the records of the {} issued (certd keeps every record; revoking them would only grow the CRL), whose keys lived only in this process and are gone",
+            "cleaned up: revoked {}, deleted {}, removed {}{}; kept the records of the {} issued (certd keeps every record; revoking them would only grow the CRL), whose keys lived only in this process and are gone",
             quantity(
                 self.tokens as u64,
                 "unused join token",
@@ -201,6 +211,14 @@ impl fmt::Display for Cleaned {
             ),
             quantity(self.entries as u64, "entry", "entries"),
             quantity(self.rules as u64, "token-policy rule", "token-policy rules"),
+            if self.acme_accounts == 0 {
+                String::new()
+            } else {
+                format!(
+                    ", deactivated {}",
+                    quantity(self.acme_accounts as u64, "ACME account", "ACME accounts")
+                )
+            },
             quantity(self.certificates, "certificate", "certificates"),
         )
     }
@@ -210,23 +228,30 @@ fn quantity(count: u64, one: &str, many: &str) -> String {
     format!("{count} {}", if count == 1 { one } else { many })
 }
 
-/// Removes what the run left in the store: its unused join tokens first
-/// (a token outlives its entry, keyed by the selectors), then its entries,
-/// then its policy rules.
+/// Removes what the run left in the store: deactivates its ACME accounts,
+/// revokes its unused join tokens (a token outlives its entry, keyed by
+/// the selectors), deletes its entries, then removes its policy rules.
 pub async fn clean_up(admin_socket: &Path, ledger: &Ledger) -> Result<Cleaned, BenchError> {
     let mut admin = AdminClient::connect(admin_socket).await?;
-    let (entries, tokens, rules) = {
+    let (entries, tokens, rules, acme_accounts) = {
         let created = ledger.created();
         (
             created.entries.clone(),
             created.tokens.clone(),
             created.rules.clone(),
+            created.acme_accounts.clone(),
         )
     };
     let mut cleaned = Cleaned {
         certificates: ledger.certificates.load(Ordering::Relaxed),
         ..Cleaned::default()
     };
+    // Before its entry goes: an account bound to a deleted entry can do
+    // nothing, but would still be listed as valid.
+    for id in &acme_accounts {
+        admin.deactivate_acme_account(id).await?;
+        cleaned.acme_accounts += 1;
+    }
     match ledger.store_use {
         StoreUse::BenchOnly => {
             let mut leftover: Vec<_> = admin

@@ -118,6 +118,7 @@ impl Prepare<'_> {
                     csrs,
                 })
             }
+            Operation::Acme => self.acme(options.acme_challenges).await,
             Operation::JwtMint => Ok(Workload::JwtMint {
                 identity: self.bench_jwt_identity().await?,
             }),
@@ -142,7 +143,7 @@ impl Prepare<'_> {
     /// An entry of `spec`'s service that `matches`, or a new one made from
     /// `spec` (written down in the ledger: only those are this run's in a
     /// shared store).
-    async fn entry(
+    pub(super) async fn entry(
         &self,
         admin: &mut AdminClient,
         spec: EntrySpec,

@@ -570,18 +570,18 @@ impl Pkcs11Key {
     /// forgotten the login or the key's handle (it was reset), logs in
     /// again, finds the key again, and tries once more.
     fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        let failed = |error: String| {
-            tracing::error!(token = %self.key_ref.token_label, %error, "the PKCS#11 token did not sign");
+        let failed = |error: &dyn std::error::Error| {
+            tracing::error!(token = %self.key_ref.token_label, error = %certd_core::error_kind::with_causes(&error), "the PKCS#11 token did not sign");
             rcgen::Error::RemoteKeyError
         };
         match self.try_sign(digest) {
             Ok(raw) => Ok(raw),
             Err(SignFailure::Token(error)) if lost_login(&error) => {
-                tracing::warn!(token = %self.key_ref.token_label, %error, "the PKCS#11 token lost the login; logging in again");
-                self.log_in_again().map_err(|e| failed(e.to_string()))?;
-                self.try_sign(digest).map_err(|e| failed(e.to_string()))
+                tracing::warn!(token = %self.key_ref.token_label, error = %certd_core::error_kind::with_causes(&error), "the PKCS#11 token lost the login; logging in again");
+                self.log_in_again().map_err(|e| failed(&e))?;
+                self.try_sign(digest).map_err(|e| failed(&e))
             }
-            Err(error) => Err(failed(error.to_string())),
+            Err(error) => Err(failed(&error)),
         }
     }
 
@@ -629,19 +629,13 @@ impl Pkcs11Key {
 }
 
 /// Why a signature was not made.
+#[derive(Debug, thiserror::Error)]
 enum SignFailure {
     /// No session could be had.
+    #[error("{0}")]
     Pool(String),
+    #[error(transparent)]
     Token(cryptoki::error::Error),
-}
-
-impl std::fmt::Display for SignFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SignFailure::Pool(reason) => f.write_str(reason),
-            SignFailure::Token(error) => write!(f, "{error}"),
-        }
-    }
 }
 
 /// Whether `error` says the token forgot the login, the session or the

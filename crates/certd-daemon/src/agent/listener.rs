@@ -126,7 +126,7 @@ pub(crate) fn incoming(
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of descriptors, usually: wait rather than spin.
-                    tracing::warn!(%error, "agent socket: accept failed");
+                    tracing::warn!(error = %crate::error_kind::with_causes(&error), "agent socket: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -239,7 +239,7 @@ pub async fn serve(
         );
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
-            tracing::warn!(%error, "agent metrics endpoint stopped");
+            tracing::warn!(error = %crate::error_kind::with_causes(&error), "agent metrics endpoint stopped");
         }
     });
     Ok((bound, task))

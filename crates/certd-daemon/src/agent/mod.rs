@@ -87,20 +87,19 @@ pub async fn run(
     // One round before serving, so that the first workload finds its SVID;
     // if certd cannot be reached, serve anyway and keep trying.
     if let Err(error) = syncer.sync_once().await {
-        tracing::warn!(%error, "first sync with certd failed; retrying while serving");
+        tracing::warn!(error = %crate::error_kind::with_causes(&error), "first sync with certd failed; retrying while serving");
     }
-    let listener = listener::bind(&settings.socket).map_err(|e| {
-        AgentError::Files(format!(
-            "cannot listen on {}: {e}",
-            settings.socket.display()
-        ))
+    let listener = listener::bind(&settings.socket).map_err(|source| AgentError::Io {
+        action: "listen on",
+        path: settings.socket.display().to_string(),
+        source,
     })?;
     tracing::info!(socket = %settings.socket.display(), agent = %syncer.spiffe_id(), "serving the SPIFFE Workload API");
     let metrics = match settings.metrics_addr {
         Some(addr) => Some(
             metrics::serve(addr, cache.clone(), settings.clock.clone())
                 .await
-                .map_err(|e| AgentError::Files(format!("cannot serve metrics on {addr}: {e}")))?,
+                .map_err(|source| AgentError::Metrics { addr, source })?,
         ),
         None => None,
     };
@@ -131,5 +130,5 @@ pub async fn run(
         task.abort();
     }
     let _ = std::fs::remove_file(&settings.socket);
-    served.map_err(|e| AgentError::Files(format!("the Workload API server failed: {e}")))
+    served.map_err(AgentError::Server)
 }

@@ -164,7 +164,7 @@ fn executable_selectors(
     match std::fs::read_link(process.join("exe")) {
         Ok(path) => selectors.extend(path_selector(&path)),
         Err(error) => {
-            tracing::debug!(pid, %error, "cannot read the executable's path");
+            tracing::debug!(pid, error = %crate::error_kind::with_causes(&error), "cannot read the executable's path");
             return Ok(selectors);
         }
     }
@@ -174,7 +174,9 @@ fn executable_selectors(
         match hashes.hash(&process.join("exe")) {
             Ok(Some(digest)) => selectors.extend(unix::sha256(&digest).ok()),
             Ok(None) => {}
-            Err(error) => tracing::debug!(pid, %error, "cannot hash the executable"),
+            Err(error) => {
+                tracing::debug!(pid, error = %crate::error_kind::with_causes(&error), "cannot hash the executable")
+            }
         }
     }
     if start_ticks(&process) != Some(started) {

@@ -41,6 +41,26 @@ pub enum AgentError {
         "{dir} holds no current agent certificate and no --token or --k8s-token-file was given; create a join token for the agent's entry (certd token create --entry ID) and pass it"
     )]
     NoIdentity { dir: String },
+    /// A file or socket of the agent's could not be used.
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot generate a key")]
+    Key(#[source] rcgen::Error),
+    #[error("cannot serve metrics on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Workload API server failed")]
+    Server(#[source] tonic::transport::Error),
+    /// What the agent holds or was given is not what it needs; the
+    /// message says what, and what to do.
     #[error("{0}")]
     Files(String),
 }
@@ -50,7 +70,11 @@ impl AgentError {
         match self {
             AgentError::Client(error) => error.kind(),
             AgentError::NoIdentity { .. } => crate::ErrorKind::InvalidInput,
-            AgentError::Files(_) => crate::ErrorKind::Internal,
+            AgentError::Io { .. }
+            | AgentError::Key(_)
+            | AgentError::Metrics { .. }
+            | AgentError::Server(_)
+            | AgentError::Files(_) => crate::ErrorKind::Internal,
         }
     }
 }
@@ -258,7 +282,7 @@ impl Syncer {
             .map(|svid| svid.not_after)
             .min();
         tracing::warn!(
-            error = %error,
+            error = %crate::error_kind::with_causes(&error),
             agent_certificate_left_s = self.node.not_after - now,
             earliest_svid_left_s = earliest.map(|t| t - now),
             "cannot sync with certd; serving what is cached"
@@ -377,7 +401,7 @@ impl Syncer {
                 tracing::info!(path = %path.display(), "certd's trust bundle changed; reaching certd with it from now on")
             }
             Err(error) => {
-                tracing::warn!(%error, path = %path.display(), "cannot keep certd's new trust bundle; reaching certd with it until the next start")
+                tracing::warn!(error = %crate::error_kind::with_causes(&error), path = %path.display(), "cannot keep certd's new trust bundle; reaching certd with it until the next start")
             }
         }
     }
@@ -497,8 +521,7 @@ fn half_life(received_at: i64, not_after: i64) -> i64 {
 }
 
 fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), AgentError> {
-    identity_dir::new_key_and_csr()
-        .map_err(|e| AgentError::Files(format!("cannot generate a key: {e}")))
+    identity_dir::new_key_and_csr().map_err(AgentError::Key)
 }
 
 fn pem_to_der(pem: &str) -> Vec<Vec<u8>> {
@@ -525,9 +548,13 @@ async fn bootstrap_node(
         Bootstrap::JoinToken(token) => client.issue(csr_der, token).await?,
         Bootstrap::KubernetesTokenFile(path) => {
             let token =
-                Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                    AgentError::Files(format!("cannot read {}: {e}", path.display()))
-                })?);
+                Zeroizing::new(
+                    std::fs::read_to_string(path).map_err(|source| AgentError::Io {
+                        action: "read",
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+                );
             client
                 .issue_with_kubernetes_token(csr_der, token.trim())
                 .await?
@@ -548,8 +575,11 @@ fn write_files(
     key: &rcgen::KeyPair,
     issued: &IssuedCertificate,
 ) -> Result<(), AgentError> {
-    identity_dir::write_identity(dir, key, issued)
-        .map_err(|(path, e)| AgentError::Files(format!("cannot write {}: {e}", path.display())))
+    identity_dir::write_identity(dir, key, issued).map_err(|(path, source)| AgentError::Io {
+        action: "write",
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn node_identity(

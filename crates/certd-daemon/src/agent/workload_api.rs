@@ -81,7 +81,7 @@ enum Refusal {
     Pending { entry: String },
     #[error("no registration entry on this agent matches the caller's selectors [{selectors}]")]
     NoEntry { selectors: String },
-    #[error("cannot encode the JWT keys: {0}")]
+    #[error("cannot encode the JWT keys")]
     Encoding(#[source] serde_json::Error),
     /// certd's answer, passed on with its own kind (a disallowed audience
     /// stays `PermissionDenied`); certd unreachable is `Unavailable`.
@@ -130,7 +130,10 @@ impl Refusal {
 
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Status {
-        Status::new(crate::api::code_of(refusal.kind()), refusal.to_string())
+        Status::new(
+            crate::api::code_of(refusal.kind()),
+            crate::error_kind::with_causes(&refusal),
+        )
     }
 }
 

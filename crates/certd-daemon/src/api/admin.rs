@@ -150,7 +150,7 @@ impl Admin for AdminApi {
         tokio::task::spawn_blocking(move || {
             let mut out = ChunkSender(chunks.clone());
             if let Err(error) = authority.backup(&caller, &mut out) {
-                tracing::warn!(%error, "backup failed");
+                tracing::warn!(error = %crate::error_kind::with_causes(&error), "backup failed");
                 let _ = chunks.blocking_send(Err(status(&error)));
             }
         });

@@ -143,7 +143,7 @@ pub async fn serve(
             Arc::new(config)
         }
         Err(error) => {
-            tracing::error!(%error, "cannot configure TLS for the bundle endpoint");
+            tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot configure TLS for the bundle endpoint");
             return;
         }
     };
@@ -165,7 +165,7 @@ pub async fn serve(
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "bundle endpoint: TLS handshake failed");
+                    tracing::debug!(%peer, error = %crate::error_kind::with_causes(&error), "bundle endpoint: TLS handshake failed");
                     return;
                 }
                 Err(_) => return,
@@ -177,7 +177,7 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
                 .await
             {
-                tracing::debug!(%peer, %error, "bundle endpoint connection ended");
+                tracing::debug!(%peer, error = %crate::error_kind::with_causes(&error), "bundle endpoint connection ended");
             }
         });
     }

@@ -41,7 +41,7 @@ pub(crate) async fn accept(listener: &tokio::net::TcpListener) -> (TcpStream, So
         match listener.accept().await {
             Ok(accepted) => return accepted,
             Err(error) => {
-                tracing::warn!(%error, "accept failed");
+                tracing::warn!(error = %crate::error_kind::with_causes(&error), "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }

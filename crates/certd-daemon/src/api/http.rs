@@ -68,7 +68,7 @@ pub async fn serve(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "HTTP connection ended");
+                tracing::debug!(%peer, error = %crate::error_kind::with_causes(&error), "HTTP connection ended");
             }
         });
     }
@@ -278,7 +278,7 @@ async fn current_crl(authority: &Authority) -> Result<std::sync::Arc<PublishedCr
         .current_crl()
         .await
         .map_err(|error| {
-            tracing::error!(%error, "cannot publish a CRL");
+            tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot publish a CRL");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "CRL temporarily unavailable\n",

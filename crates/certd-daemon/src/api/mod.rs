@@ -79,7 +79,8 @@ pub fn status(error: &Error) -> Status {
         };
         return Status::new(code, message);
     }
-    let mut status = Status::new(code, error.to_string());
+    // The caller's to read, with the causes a typed error carries.
+    let mut status = Status::new(code, with_causes(error));
     if let Error::Limit(limit) = error
         && let Ok(value) = limit.retry_after().as_millis().to_string().parse()
     {
@@ -127,6 +128,19 @@ mod tests {
         ] {
             assert_eq!(kind_of(code_of(kind)), kind);
         }
+    }
+
+    /// A refusal the caller may read carries the causes of a typed error
+    /// (its `#[source]` chain), once each.
+    #[test]
+    fn a_refusal_names_its_causes() {
+        let error = Error::Config(crate::config::ConfigError::Read {
+            path: "policy.toml".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+        let status = status(&error);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "cannot read policy.toml: no such file");
     }
 
     #[test]

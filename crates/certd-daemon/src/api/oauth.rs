@@ -386,7 +386,7 @@ fn refusal(error: &TokenError) -> Response {
     let described = match code {
         // Details of a fault go to the log only, as for gRPC (`api::status`).
         "server_error" | "temporarily_unavailable" => {
-            tracing::error!(%error, "token request failed");
+            tracing::error!(error = %crate::error_kind::with_causes(&error), "token request failed");
             if code == "server_error" {
                 "internal error; see the certd log".to_owned()
             } else {

@@ -41,9 +41,9 @@ const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Rustls(#[from] rustls::Error),
-    #[error("client verifier: {0}")]
+    #[error("client verifier")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
@@ -182,7 +182,7 @@ impl ExpiryReportingVerifier {
             Err(error) => {
                 // Checked when the bundle was read: cannot happen; keep
                 // the last verifier.
-                tracing::error!(%error, "cannot verify against the new trust bundle");
+                tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot verify against the new trust bundle");
                 self.last()
             }
         }
@@ -285,7 +285,9 @@ pub(crate) fn incoming(
                     Ok(Ok(tls)) => {
                         let _ = handshake_done.send(Ok(tls)).await;
                     }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, error = %crate::error_kind::with_causes(&error), "TLS handshake failed")
+                    }
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             });

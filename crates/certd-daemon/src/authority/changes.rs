@@ -53,9 +53,9 @@ pub async fn follow<F, Fut>(
             },
         };
         if let Err(error) = apply(update).await {
-            tracing::error!(%error, "cannot apply a change made by another process; reloading caches");
+            tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot apply a change made by another process; reloading caches");
             if let Err(error) = apply(Update::Resync).await {
-                tracing::error!(%error, "cannot reload caches from the store");
+                tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot reload caches from the store");
             }
         }
     }
@@ -90,7 +90,7 @@ impl Authority {
                     if authority.revocations.crl_number() <= serving
                         && let Err(error) = authority.publish_crl().await
                     {
-                        tracing::error!(%error, "cannot publish a CRL after another replica's revocation");
+                        tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot publish a CRL after another replica's revocation");
                     }
                 });
                 Ok(())
@@ -153,7 +153,7 @@ impl Authority {
             Err(RevocationError::Store(error)) => Err(error),
             // Signing trouble is not the feed's: the periodic refresh retries.
             Err(error) => {
-                tracing::error!(%error, "cannot publish a CRL after a revocation elsewhere");
+                tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot publish a CRL after a revocation elsewhere");
                 Ok(())
             }
         }

@@ -195,7 +195,7 @@ impl Authority {
         let relationships = match self.store.federations().await {
             Ok(relationships) => relationships,
             Err(error) => {
-                tracing::warn!(%error, "cannot read the federation relationships");
+                tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot read the federation relationships");
                 return;
             }
         };
@@ -262,7 +262,7 @@ impl Authority {
                 }
             }
             Err(error) => {
-                tracing::warn!(trust_domain = %trust_domain, %error, "cannot refresh a foreign bundle; the one held stays");
+                tracing::warn!(trust_domain = %trust_domain, error = %crate::error_kind::with_causes(&error), "cannot refresh a foreign bundle; the one held stays");
                 self.federation_status
                     .failed(&trust_domain, now, error.to_string());
             }
@@ -442,7 +442,7 @@ impl Authority {
             match parse_bundle(held.json.as_bytes(), &record.trust_domain) {
                 Ok(parsed) => bundles.push((record.trust_domain.clone(), parsed)),
                 Err(error) => {
-                    tracing::warn!(trust_domain = %record.trust_domain, %error, "a held foreign bundle does not parse; not handed out");
+                    tracing::warn!(trust_domain = %record.trust_domain, error = %crate::error_kind::with_causes(&error), "a held foreign bundle does not parse; not handed out");
                 }
             }
         }

@@ -149,7 +149,7 @@ impl Authority {
             Err(Error::NotFound(_)) => {}
             Err(error) => tracing::error!(
                 serial,
-                %error,
+                error = %crate::error_kind::with_causes(&error),
                 "cannot revoke a superseded certificate; it can no longer renew, but stays valid until it expires or is revoked"
             ),
         }

@@ -151,7 +151,7 @@ impl Authority {
             let authority = self.clone();
             tokio::spawn(async move {
                 if let Err(error) = authority.look_up_service_expiry(&service).await {
-                    tracing::warn!(%service, %error, "cannot look up the service's newest certificate for its expiry metric");
+                    tracing::warn!(%service, error = %crate::error_kind::with_causes(&error), "cannot look up the service's newest certificate for its expiry metric");
                 }
             });
         }

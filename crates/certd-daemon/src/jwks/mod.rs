@@ -205,7 +205,7 @@ impl IssuerKeys {
                     url.refresh
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "keeping the {} keys fetched before", self.label);
+                    tracing::warn!(error = %crate::error_kind::with_causes(&error), "keeping the {} keys fetched before", self.label);
                     FETCH_RETRY_INTERVAL
                 }
             };
@@ -256,7 +256,7 @@ impl IssuerKeys {
                     }
                     Err(error) => {
                         tracing::warn!(
-                            %error,
+                            error = %crate::error_kind::with_causes(&error),
                             "cannot reload {} keys; keeping the previous ones",
                             self.label
                         );

@@ -666,7 +666,9 @@ pub struct VerifiedJwt {
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Verifies `token` for `audience` against `keys` at the current time:
+/// Verifies `token` for `audience` against `keys` at the system clock's
+/// time (for a caller without a clock of its own; certd's parts call
+/// `verify_at` with theirs):
 /// size, form, ES256, ES384 or RS256 only, a known `kid` whose key is of
 /// the token's algorithm, the signature, `exp` (no leeway:
 /// tokens are minutes long), `nbf` if present, `aud` holding `audience`,
@@ -676,7 +678,7 @@ pub fn verify(token: &str, audience: &str, keys: &JwkSet) -> Result<VerifiedJwt,
         token,
         audience,
         keys,
-        crate::clock::unix_seconds(std::time::SystemTime::now()),
+        crate::clock::Clock::unix_now(&crate::clock::SystemClock),
     )
 }
 

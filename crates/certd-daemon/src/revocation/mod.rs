@@ -224,7 +224,7 @@ impl Revocations {
         // Another replica may have refreshed it already: serve that one
         // rather than sign another.
         if let Err(error) = self.adopt_newest_crl().await {
-            tracing::warn!(%error, "cannot read the CRLs other replicas published");
+            tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot read the CRLs other replicas published");
         }
         if let Some(published) = self.published_if_fresh(now)
             && *self.rebuild.lock().await >= self.revocations_seen.load(Ordering::SeqCst)
@@ -279,7 +279,7 @@ impl Revocations {
         // Other processes on the same database serve it instead of building
         // their own. A failure costs them a build, not correctness.
         if let Err(error) = self.store.publish_crl(&published.signed()).await {
-            tracing::warn!(%error, "cannot share the new CRL with other replicas");
+            tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot share the new CRL with other replicas");
         }
         Ok(published)
     }
@@ -458,7 +458,7 @@ impl Revocations {
             match self.known_status(serial.as_ref(), now).await {
                 Ok(status) => answers.push((id.clone(), status)),
                 Err(error) => {
-                    tracing::error!(%error, "OCSP status lookup failed");
+                    tracing::error!(error = %crate::error_kind::with_causes(&error), "OCSP status lookup failed");
                     return error_answer(x509_ocsp::OcspResponseStatus::TryLater);
                 }
             }
@@ -474,7 +474,7 @@ impl Revocations {
         ) {
             Ok(der) => der,
             Err(error) => {
-                tracing::error!(%error, "cannot build an OCSP response");
+                tracing::error!(error = %crate::error_kind::with_causes(&error), "cannot build an OCSP response");
                 return error_answer(x509_ocsp::OcspResponseStatus::InternalError);
             }
         };

@@ -163,7 +163,7 @@ pub(crate) fn build_response(
     nonce: Option<Extension>,
     this_update: i64,
     next_update: i64,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, BuildError> {
     let responses = answers
         .iter()
         .map(|(id, status)| {
@@ -175,26 +175,36 @@ pub(crate) fn build_response(
                 single_extensions: None,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, BuildError>>()?;
     let data = ResponseData {
         version: Version::V1,
-        responder_id: ResponderId::ByKey(
-            OctetString::new(issuer.key_hash()).map_err(|e| e.to_string())?,
-        ),
+        responder_id: ResponderId::ByKey(OctetString::new(issuer.key_hash())?),
         produced_at: time(this_update)?,
         responses,
         response_extensions: nonce.map(|n| vec![n]),
     };
-    let tbs = data.to_der().map_err(|e| e.to_string())?;
-    let signature = signer.sign_bytes(&tbs).map_err(|e| e.to_string())?;
+    let tbs = data.to_der()?;
+    let signature = signer.sign_bytes(&tbs)?;
     let basic = BasicOcspResponse {
         tbs_response_data: data,
         signature_algorithm: signature_algorithm(signer.key_type()),
-        signature: BitString::from_bytes(&signature).map_err(|e| e.to_string())?,
+        signature: BitString::from_bytes(&signature)?,
         certs: None,
     };
-    let response = OcspResponse::successful(basic).map_err(|e| e.to_string())?;
-    response.to_der().map_err(|e| e.to_string())
+    let response = OcspResponse::successful(basic)?;
+    Ok(response.to_der()?)
+}
+
+/// Why certd could not build an OCSP response: its own failure, logged
+/// and answered `internalError`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildError {
+    #[error("time {0} is before 1970")]
+    BeforeEpoch(i64),
+    #[error("cannot encode the response")]
+    Encoding(#[from] x509_cert::der::Error),
+    #[error("cannot sign the response")]
+    Signing(#[from] crate::ca::CaError),
 }
 
 /// An unsigned error response (RFC 6960 2.3).
@@ -210,7 +220,7 @@ pub(crate) fn error_response(status: OcspResponseStatus) -> Vec<u8> {
         .unwrap_or_else(|_| vec![0x30, 0x03, 0x0a, 0x01, 0x02])
 }
 
-fn cert_status(status: KnownStatus) -> Result<CertStatus, String> {
+fn cert_status(status: KnownStatus) -> Result<CertStatus, BuildError> {
     Ok(match status {
         KnownStatus::Good => CertStatus::Good(Null),
         KnownStatus::Unknown => CertStatus::Unknown(Null),
@@ -232,10 +242,9 @@ fn crl_reason(code: u8) -> Option<CrlReason> {
     })
 }
 
-fn time(unix: i64) -> Result<OcspGeneralizedTime, String> {
-    let seconds = u64::try_from(unix).map_err(|_| format!("time {unix} is before 1970"))?;
-    let time = GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(seconds))
-        .map_err(|e| e.to_string())?;
+fn time(unix: i64) -> Result<OcspGeneralizedTime, BuildError> {
+    let seconds = u64::try_from(unix).map_err(|_| BuildError::BeforeEpoch(unix))?;
+    let time = GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(seconds))?;
     Ok(OcspGeneralizedTime(time))
 }
 

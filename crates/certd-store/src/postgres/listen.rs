@@ -90,7 +90,7 @@ pub(super) async fn follow(
                             }
                             Ok(_) => {}
                             Err(error) => {
-                                tracing::warn!(%error, "the change feed's database connection failed");
+                                tracing::warn!(error = %certd_core::error_kind::with_causes(&error), "the change feed's database connection failed");
                                 return;
                             }
                         }
@@ -108,14 +108,16 @@ pub(super) async fn follow(
                             }
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "cannot LISTEN for changes"),
+                    Err(error) => {
+                        tracing::warn!(error = %certd_core::error_kind::with_causes(&error), "cannot LISTEN for changes")
+                    }
                 }
                 driver.abort();
                 drop(client);
                 tracing::warn!("lost the change feed's database connection; reconnecting");
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot connect the change feed to the database; retrying");
+                tracing::warn!(error = %certd_core::error_kind::with_causes(&error), "cannot connect the change feed to the database; retrying");
             }
         }
         reconnected = true;

@@ -105,9 +105,9 @@ impl PgStore {
     /// Connects, applies the schema migrations, and starts the listener.
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
         let config: tokio_postgres::Config =
-            settings.url.parse().map_err(|error| StoreError::Open {
+            settings.url.parse().map_err(|error| StoreError::Opening {
                 path: "the database URL".into(),
-                reason: format!("{error}"),
+                source: Box::new(error),
             })?;
         let location = describe(&config);
         let tls = tls(settings.ca_file.as_deref(), &location)?;
@@ -124,9 +124,9 @@ impl PgStore {
             .wait_timeout(Some(CONNECT_TIMEOUT))
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
-            .map_err(|error| StoreError::Open {
+            .map_err(|error| StoreError::Opening {
                 path: location.clone(),
-                reason: error.to_string(),
+                source: Box::new(error),
             })?;
         let mut client = pool.get().await.map_err(|error| StoreError::Open {
             path: location.clone(),
@@ -182,7 +182,7 @@ impl PgStore {
                     Err(poisoned) => poisoned.into_inner(),
                 };
                 if fault.is_none() {
-                    tracing::error!(%error, database = %self.location, "cannot reach the database; requests get UNAVAILABLE until it answers");
+                    tracing::error!(error = %certd_core::error_kind::with_causes(&error), database = %self.location, "cannot reach the database; requests get UNAVAILABLE until it answers");
                 }
                 *fault = Some(error.to_string());
                 self.faulted.store(true, Ordering::Relaxed);
@@ -266,9 +266,9 @@ fn tls(ca_file: Option<&std::path::Path>, location: &str) -> Result<MakeRustlsCo
     }
     let config = rustls::ClientConfig::builder_with_provider(certd_core::crypto::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|error| StoreError::Open {
+        .map_err(|error| StoreError::Opening {
             path: location.to_owned(),
-            reason: error.to_string(),
+            source: Box::new(error),
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();

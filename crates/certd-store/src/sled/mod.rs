@@ -198,11 +198,11 @@ impl Shared {
 impl Open {
     /// Opens (or creates) the database in `dir`, recovering sled's log.
     fn at(dir: &Path) -> Result<Self, StoreError> {
-        let cannot_open = |reason: String| StoreError::Open {
+        let cannot_open = |source: std::io::Error| StoreError::Opening {
             path: dir.display().to_string(),
-            reason,
+            source: Box::new(source),
         };
-        certd_core::fsutil::create_private_dir(dir).map_err(|e| cannot_open(e.to_string()))?;
+        certd_core::fsutil::create_private_dir(dir).map_err(cannot_open)?;
         let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
         let db = without_panicking(|| config.open())
             .map_err(|reason| StoreError::Damaged {
@@ -210,9 +210,8 @@ impl Open {
                 reason,
             })?
             .map_err(|source| opening_failed(dir, source))?;
-        let data_file = File::open(dir.join("db")).map_err(|e| cannot_open(e.to_string()))?;
-        let commit =
-            GroupCommit::start(db.clone(), data_file).map_err(|e| cannot_open(e.to_string()))?;
+        let data_file = File::open(dir.join("db")).map_err(cannot_open)?;
+        let commit = GroupCommit::start(db.clone(), data_file).map_err(cannot_open)?;
         let open = Open {
             certificates: db
                 .open_tree(CERTIFICATES_TREE)
@@ -256,8 +255,10 @@ impl Open {
             db,
             commit,
         };
-        open.index_by_time_once()
-            .map_err(|e| cannot_open(format!("indexing certificates by time: {e}")))?;
+        open.index_by_time_once().map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            reason: format!("indexing certificates by time: {e}"),
+        })?;
         Ok(open)
     }
 
@@ -1282,6 +1283,28 @@ fn successor_of(bytes: &[u8]) -> Result<Successor, StoreError> {
 mod tests {
     use super::*;
     use crate::suite::{self, Backend};
+
+    /// A database that cannot be opened carries the I/O error as its
+    /// cause, named once when printed with its causes.
+    #[test]
+    fn a_database_that_cannot_be_made_names_the_io_error_as_its_cause() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, "not a directory").unwrap();
+        let dir = file.join("db");
+        let Err(error) = SledStore::open(&dir) else {
+            panic!("opened a database under a file");
+        };
+        let cause = std::error::Error::source(&error).expect("a cause");
+        assert!(
+            cause.downcast_ref::<std::io::Error>().is_some(),
+            "{cause:?}"
+        );
+        assert_eq!(
+            certd_core::error_kind::with_causes(&error),
+            format!("cannot open the database {}: {cause}", dir.display())
+        );
+    }
 
     /// A sled store in a temporary directory, reopened on the same files.
     struct Sled(tempfile::TempDir);

@@ -33,7 +33,7 @@ pub(super) fn fault(shared: &Arc<Shared>, error: &StoreError) {
         *fault = Some(error.to_string());
     }
     tracing::error!(
-        %error,
+        error = %certd_core::error_kind::with_causes(&error),
         path = %shared.path.display(),
         "storage fault: refusing requests with UNAVAILABLE until the database can be reopened"
     );
@@ -79,7 +79,7 @@ fn recover(store: &Weak<Shared>) {
                 return;
             }
             Err(error) => {
-                let error = error.to_string();
+                let error = certd_core::error_kind::with_causes(&error);
                 if error != last_error {
                     tracing::warn!(%error, "the database is still unavailable; retrying");
                     last_error = error;

@@ -235,6 +235,11 @@ mod tests {
         };
         let (_stream, addr) = connect(&settings, "www.example.test", port).await.unwrap();
         assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], port)));
+        // A port bound but not listening refuses connections, and, unlike
+        // a port let go, cannot be taken by a test running beside this one.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = closed.local_addr().unwrap().port();
         drop(listener);
         let err = connect(&settings, "www.example.test", port)
             .await

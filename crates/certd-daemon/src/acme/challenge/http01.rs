@@ -494,10 +494,11 @@ mod tests {
     /// Nothing listening: a connection problem naming the address.
     #[tokio::test]
     async fn a_closed_port_is_a_connection_problem() {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        // Bound but not listening: refused, and not taken meanwhile by a
+        // test running beside this one, as a port let go could be.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = closed.local_addr().unwrap().port();
         let err = validate(&settings(port), DOMAIN, TOKEN, KEY_AUTHORIZATION)
             .await
             .unwrap_err();

@@ -114,7 +114,7 @@ impl AdminClient {
             .map_err(|s| refused(&self.target, s))?
         {
             out.write_all(&chunk.data)
-                .map_err(|e| ClientError::Setup(format!("cannot write the backup: {e}")))?;
+                .map_err(|e| ClientError::invalid("cannot write the backup", e))?;
             written += chunk.data.len() as u64;
         }
         Ok(written)

@@ -5,9 +5,12 @@
 //! This file holds what both share and the workload client; the admin
 //! client is in `admin`.
 
+mod acme;
 mod admin;
+mod https;
 pub mod identity_dir;
 mod oauth;
+pub use acme::{AcmeAccountKey, AcmeClient};
 pub use oauth::TokenEndpointClient;
 
 pub use admin::{
@@ -41,6 +44,14 @@ pub enum ClientError {
     Untrusted { target: String, reason: String },
     #[error("{0}")]
     Setup(String),
+    /// What the client was given (a URL, a certificate, a key) cannot be
+    /// used; `what` names it, the source says why.
+    #[error("{what}")]
+    Invalid {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ClientError {
@@ -50,7 +61,18 @@ impl ClientError {
             ClientError::Unreachable { .. } => ErrorKind::Unavailable,
             ClientError::Untrusted { .. } => ErrorKind::Untrusted,
             ClientError::Refused { kind, .. } => *kind,
-            ClientError::Setup(_) => ErrorKind::InvalidInput,
+            ClientError::Setup(_) | ClientError::Invalid { .. } => ErrorKind::InvalidInput,
+        }
+    }
+
+    /// `what` cannot be used, because of `source`.
+    pub(crate) fn invalid(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        ClientError::Invalid {
+            what: what.into(),
+            source: source.into(),
         }
     }
 }
@@ -320,7 +342,7 @@ impl WorkloadClient {
             tls_config = tls_config.identity(Identity::from_pem(chain, key));
         }
         let endpoint = Endpoint::from_shared(server.to_owned())
-            .map_err(|e| ClientError::Setup(format!("server URL {server:?} is not valid: {e}")))?;
+            .map_err(|e| ClientError::invalid(format!("server URL {server:?} is not valid"), e))?;
         if !server.starts_with("https://") {
             return Err(ClientError::Setup(format!(
                 "server URL {server:?} must start with https://"
@@ -328,7 +350,7 @@ impl WorkloadClient {
         }
         let channel = endpoint
             .tls_config(tls_config)
-            .map_err(|e| ClientError::Setup(format!("TLS setup failed: {e}")))?
+            .map_err(|e| ClientError::invalid("TLS setup failed", e))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .connect()

@@ -4,16 +4,10 @@
 //! bench token-endpoint` and `token-exchange`; services use their own
 //! OAuth library.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::TcpStream;
 
 use super::{ClientError, TlsClientSettings};
-use crate::crypto::provider;
 
 /// Largest answer read: a token and its metadata.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -32,71 +26,13 @@ impl TokenEndpointClient {
         token_endpoint: &str,
         tls: &TlsClientSettings,
     ) -> Result<Self, ClientError> {
-        let setup = |reason: String| ClientError::Setup(reason);
-        let uri: http::Uri = token_endpoint
-            .parse()
-            .map_err(|e| setup(format!("token endpoint {token_endpoint:?}: {e}")))?;
-        let (Some("https"), Some(authority), Some(host)) =
-            (uri.scheme_str(), uri.authority(), uri.host())
-        else {
-            return Err(setup(format!(
-                "token endpoint {token_endpoint:?} must be an https:// URL"
-            )));
-        };
-        let authority = authority.as_str();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let server_name = ServerName::try_from(host.to_owned())
-            .map_err(|e| setup(format!("{host:?} is not a server name: {e}")))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in rustls_pemfile::certs(&mut tls.ca_bundle_pem.as_bytes()).flatten() {
-            roots
-                .add(certificate)
-                .map_err(|e| setup(format!("CA bundle: {e}")))?;
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| setup(e.to_string()))?
-            .with_root_certificates(roots);
-        let mut config = match &tls.identity {
-            Some((chain_pem, key_pem)) => {
-                let chain: Vec<CertificateDer<'static>> =
-                    rustls_pemfile::certs(&mut chain_pem.as_bytes())
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| setup(format!("certificate: {e}")))?;
-                let key: PrivateKeyDer<'static> =
-                    rustls_pemfile::private_key(&mut key_pem.as_bytes())
-                        .map_err(|e| setup(format!("key: {e}")))?
-                        .ok_or_else(|| setup("the key file holds no private key".into()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| setup(format!("client certificate: {e}")))?
-            }
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let unreachable = |reason: String| ClientError::Unreachable {
-            target: token_endpoint.to_owned(),
-            reason,
-        };
-        let tcp = TcpStream::connect(authority)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| ClientError::Untrusted {
-                target: token_endpoint.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        // Drives the connection; ends when the sender is dropped.
-        tokio::spawn(connection);
+        let (sender, uri) = super::https::connect(token_endpoint, "token endpoint", tls).await?;
         Ok(TokenEndpointClient {
             sender,
-            authority: authority.to_owned(),
+            authority: uri
+                .authority()
+                .map(|authority| authority.as_str().to_owned())
+                .unwrap_or_default(),
             path: uri.path().to_owned(),
             target: token_endpoint.to_owned(),
         })

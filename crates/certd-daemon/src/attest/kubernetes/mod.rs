@@ -277,7 +277,7 @@ impl super::Attestor for KubernetesAttestor {
         match self.refresh_from_url().await {
             Ok(keys) => tracing::info!(keys, "fetched the Kubernetes issuer's JWKS"),
             Err(error) => tracing::error!(
-                %error,
+                error = %crate::error_kind::with_causes(&error),
                 "cannot fetch the Kubernetes issuer's JWKS; service-account tokens signed with its keys are refused until it is fetched"
             ),
         }
