@@ -34,11 +34,18 @@ impl EabKeys {
         EabKeys(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret))
     }
 
-    /// A new random key id.
+    /// A new random key id (128 bits, base64url), never starting with
+    /// `-`: operators pass it on command lines (`certbot --eab-kid`), where
+    /// a leading `-` reads as an option (one id in 64 would).
     pub fn new_key_id() -> String {
-        let mut random = [0u8; 16];
-        crate::fsutil::fill_random(&mut random);
-        b64(&random)
+        loop {
+            let mut random = [0u8; 16];
+            crate::fsutil::fill_random(&mut random);
+            let key_id = b64(&random);
+            if !key_id.starts_with('-') {
+                return key_id;
+            }
+        }
     }
 
     /// The HMAC key of `key_id` (32 bytes), the same on every replica.
@@ -107,6 +114,16 @@ pub fn usable(record: Option<&EabRecord>, key_id: &str, now: i64) -> Result<(), 
 mod tests {
     use super::*;
     use crate::acme::jws::tests::TestKey;
+
+    /// Key ids go on command lines: none starts with `-`.
+    #[test]
+    fn key_ids_never_start_with_a_dash() {
+        for _ in 0..2_000 {
+            let key_id = EabKeys::new_key_id();
+            assert!(!key_id.starts_with('-'), "{key_id}");
+            assert_eq!(key_id.len(), 22);
+        }
+    }
 
     fn binding(
         hmac: &[u8],
