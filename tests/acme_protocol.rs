@@ -1277,3 +1277,37 @@ async fn account_keys_are_indexed_after_their_account() {
     assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
     daemon.shutdown().await;
 }
+
+/// RFC 8555 §7.6: an account that proved control of all of a
+/// certificate's names by a challenge may revoke it, though another
+/// account ordered it; an account without such authorizations may not.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_that_proved_control_of_the_names_may_revoke() {
+    let (daemon, _entry, body, _) = daemon_without_eab().await;
+    let mut owner = Client::new(&daemon);
+    assert_eq!(owner.new_account(None).status, 201);
+    let order = ready_order(&mut owner, &body, &["web.example.test"]).await;
+    let finalize = order.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = csr(&["web.example.test"]);
+    let finalized = owner.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    let certificate_url = finalized.json()["certificate"].as_str().unwrap().to_owned();
+    let chain = owner.post(&certificate_url, None).body;
+    let der = rustls_pemfile::certs(&mut chain.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let revoke = json!({"certificate": b64(&der)}).to_string();
+
+    let mut stranger = Client::new(&daemon);
+    assert_eq!(stranger.new_account(None).status, 201);
+    let revoke_url = stranger.url("revokeCert");
+    let refused = stranger.post(&revoke_url, Some(&revoke));
+    assert_eq!(refused.problem(), "unauthorized", "{refused:?}");
+
+    let mut controller = Client::new(&daemon);
+    assert_eq!(controller.new_account(None).status, 201);
+    ready_order(&mut controller, &body, &["web.example.test"]).await;
+    let revoked = controller.post(&revoke_url, Some(&revoke));
+    assert_eq!(revoked.status, 200, "{revoked:?}");
+    daemon.shutdown().await;
+}

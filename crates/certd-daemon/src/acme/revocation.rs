@@ -1,4 +1,5 @@
-//! Revocation (RFC 8555 §7.6), by the ordering account or the
+//! Revocation (RFC 8555 §7.6), by the ordering account, by an account
+//! that proved control of all the certificate's names, or by the
 //! certificate's own key, and renewal information (RFC 9773).
 
 use serde::Deserialize;
@@ -6,6 +7,7 @@ use serde_json::json;
 
 use super::jws::unb64;
 use super::problem::{Problem, ProblemType};
+use super::records::{self, AuthzRecord, Status, Stored};
 use super::server::{AcmeServer, Answer, Body, KeyMode, Signed, ordered_by, problem_of_issuance};
 use super::views::rfc3339;
 use crate::authority::Caller;
@@ -21,6 +23,34 @@ struct Revoke {
 }
 
 impl AcmeServer {
+    /// Whether `account` holds, for every one of `names`, a valid and
+    /// unexpired authorization proven by a challenge (RFC 8555 §7.6: such
+    /// an account may revoke another's certificate for those names). An
+    /// authorization made valid by `--without-challenges` proves no
+    /// control of a name, so it does not count.
+    async fn controls_all(&self, account: &str, names: &[String]) -> Result<bool, Problem> {
+        let now = self.authority.now();
+        let authorizations: Vec<Stored<AuthzRecord>> =
+            records::list(self.authority.store(), &format!("authz/{account}/")).await?;
+        let proven: Vec<&str> = authorizations
+            .iter()
+            .map(|stored| &stored.value)
+            .filter(|authz| {
+                authz.status == Status::Valid
+                    && authz.expires_at >= now
+                    && authz
+                        .challenges
+                        .iter()
+                        .any(|challenge| challenge.status == Status::Valid)
+            })
+            .map(|authz| authz.identifier.as_str())
+            .collect();
+        Ok(!names.is_empty()
+            && names
+                .iter()
+                .all(|name| proven.iter().any(|p| p.eq_ignore_ascii_case(name))))
+    }
+
     /// `POST /acme/revoke-cert`: by the account that ordered it, or signed
     /// with the certificate's own key.
     pub async fn revoke_cert(&self, request: Signed) -> Result<Answer, Problem> {
@@ -41,9 +71,15 @@ impl AcmeServer {
             .ok_or_else(not_ours)?;
         let caller = match &verified.account {
             Some(account) => {
-                if ordered_by(&record.attestation) != Some(account.value.id.as_str()) {
+                let ordered = ordered_by(&record.attestation);
+                if ordered != Some(account.value.id.as_str())
+                    && !(ordered.is_some()
+                        && self
+                            .controls_all(&account.value.id, &record.dns_names)
+                            .await?)
+                {
                     return Err(Problem::unauthorized(
-                        "this account did not order this certificate",
+                        "this account neither ordered this certificate nor holds valid authorizations, proven by a challenge, for all of its names",
                     ));
                 }
                 Self::caller(&account.value.id, &peer)
