@@ -1311,3 +1311,38 @@ async fn an_account_that_proved_control_of_the_names_may_revoke() {
     assert_eq!(revoked.status, 200, "{revoked:?}");
     daemon.shutdown().await;
 }
+
+/// ARI `replaces` (RFC 9773 §5): the replaced certificate must share a
+/// name with the new order, and once a live order replaces it, another
+/// is refused with alreadyReplaced (409).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_is_replaced_by_one_live_order() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let chain = client.certificate_for(&["web.example.test"]);
+    let cert_id = Renewal::of(&client, &chain)
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let order = |client: &mut Client, name: &str| {
+        let url = client.url("newOrder");
+        client.post(
+            &url,
+            Some(
+                &json!({"identifiers": [{"type": "dns", "value": name}], "replaces": cert_id})
+                    .to_string(),
+            ),
+        )
+    };
+    let refused = order(&mut client, "www.example.test");
+    assert_eq!(refused.problem(), "malformed", "{refused:?}");
+    assert!(refused.body.contains("shares no name"), "{refused:?}");
+    let replacing = order(&mut client, "web.example.test");
+    assert_eq!(replacing.status, 201, "{replacing:?}");
+    let again = order(&mut client, "web.example.test");
+    assert_eq!(again.status, 409, "{again:?}");
+    assert_eq!(again.problem(), "alreadyReplaced", "{again:?}");
+    daemon.shutdown().await;
+}

@@ -90,7 +90,8 @@ impl AcmeServer {
             }
         };
         if let Some(replaces) = &payload.replaces {
-            self.check_replaces(&account, replaces).await?;
+            self.check_replaces(&account, replaces, &identifiers)
+                .await?;
         }
         let policy = self.policy(&entry.id).await?;
         let valid_at_once = !challenges_required && policy.without_challenges;
@@ -219,16 +220,45 @@ impl AcmeServer {
         Ok(())
     }
 
-    /// A `replaces` certID must name a certificate this account was issued.
-    async fn check_replaces(&self, account: &AccountRecord, replaces: &str) -> Result<(), Problem> {
+    /// A `replaces` certID (RFC 9773 §5) must name a certificate this
+    /// account was issued, sharing a name with the new order, and that no
+    /// other live (not invalid) order replaces already.
+    async fn check_replaces(
+        &self,
+        account: &AccountRecord,
+        replaces: &str,
+        identifiers: &[String],
+    ) -> Result<(), Problem> {
         let cert_id = super::ari::CertId::parse(replaces)?;
         let record = self.authority.store().certificate(&cert_id.serial).await?;
-        match record {
-            Some(record) if ordered_by(&record.attestation) == Some(account.id.as_str()) => Ok(()),
-            _ => Err(Problem::malformed(format!(
+        let Some(record) =
+            record.filter(|record| ordered_by(&record.attestation) == Some(account.id.as_str()))
+        else {
+            return Err(Problem::malformed(format!(
                 "replaces names {replaces}, which is not a certificate of this account"
-            ))),
+            )));
+        };
+        if !record
+            .dns_names
+            .iter()
+            .any(|name| identifiers.iter().any(|i| i.eq_ignore_ascii_case(name)))
+        {
+            return Err(Problem::malformed(format!(
+                "replaces names {replaces}, which shares no name with this order"
+            )));
         }
+        let orders: Vec<Stored<OrderRecord>> =
+            records::list(self.authority.store(), &format!("order/{}/", account.id)).await?;
+        if let Some(other) = orders.iter().find(|order| {
+            order.value.status != Status::Invalid
+                && order.value.replaces.as_deref() == Some(replaces)
+        }) {
+            return Err(Problem::new(
+                ProblemType::AlreadyReplaced,
+                format!("order {} replaces {replaces} already", other.value.id),
+            ));
+        }
+        Ok(())
     }
 
     /// Entry `entry`'s ACME policy (the default if none was set).

@@ -30,10 +30,12 @@ pub enum ProblemType {
     ServerInternal,
     UnsupportedContact,
     InvalidContact,
+    /// RFC 9773 §5: another order replaces that certificate already.
+    AlreadyReplaced,
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 21] = [
+    pub const ALL: [ProblemType; 22] = [
         Self::BadNonce,
         Self::Malformed,
         Self::Unauthorized,
@@ -55,6 +57,7 @@ impl ProblemType {
         Self::ServerInternal,
         Self::UnsupportedContact,
         Self::InvalidContact,
+        Self::AlreadyReplaced,
     ];
 
     /// The last part of the URN (`badNonce`); also the metrics label.
@@ -81,6 +84,7 @@ impl ProblemType {
             Self::ServerInternal => "serverInternal",
             Self::UnsupportedContact => "unsupportedContact",
             Self::InvalidContact => "invalidContact",
+            Self::AlreadyReplaced => "alreadyReplaced",
         }
     }
 
@@ -100,6 +104,7 @@ impl ProblemType {
         match self {
             Self::Unauthorized | Self::OrderNotReady => 403,
             Self::RateLimited => 429,
+            Self::AlreadyReplaced => 409,
             Self::ServerInternal => 500,
             _ => 400,
         }
