@@ -803,7 +803,15 @@ async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) 
         if let Err(error) = authority.store().prune_expired_revocations(now).await {
             tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot prune the revocation index");
         }
-        match authority.store().purge_expired_acme(now).await {
+        // Kept a while past their expiry: a replica whose clock is behind
+        // still takes a nonce this one thinks expired, so its record of
+        // being used must outlive that.
+        let margin = crate::acme::nonce::PURGE_MARGIN_SECONDS;
+        match authority
+            .store()
+            .purge_expired_acme(now.saturating_sub(margin))
+            .await
+        {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "deleted expired ACME orders and nonces"),
             Err(error) => tracing::warn!(%error, "cannot purge expired ACME state"),

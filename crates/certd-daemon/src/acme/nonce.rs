@@ -12,6 +12,9 @@ use super::problem::{Problem, ProblemType};
 
 /// How long a nonce may be used after it was handed out.
 pub const NONCE_LIFETIME_SECONDS: i64 = 3600;
+/// How long past their expiry used nonces (and other ACME records) are
+/// kept before the purge: room for replicas' clocks to differ.
+pub const PURGE_MARGIN_SECONDS: i64 = 300;
 
 const TIME_LEN: usize = 8;
 const RANDOM_LEN: usize = 16;

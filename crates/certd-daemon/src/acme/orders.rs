@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use x509_parser::prelude::FromDer;
 
 use super::challenge::ChallengeType;
 use super::jws::unb64;
@@ -20,6 +21,7 @@ use super::server::{
     random_id, random_token,
 };
 use super::views::order_json;
+
 use crate::authority::{AcmeIssuance, Caller};
 use crate::ca::csr::{RequestedName, ValidatedCsr};
 use crate::identity::Serial;
@@ -321,10 +323,11 @@ impl AcmeServer {
                 return Ok(current);
             }
             order.processing_since = None;
-            if order.status == Status::Invalid {
-                count_order("invalid");
-            }
             if records::replace(store, &key, &current, &order, current.expires_at()).await? {
+                // Counted once the change is made: a lost swap is retried.
+                if order.status == Status::Invalid {
+                    count_order("invalid");
+                }
                 return records::load(store, &key)
                     .await?
                     .ok_or_else(|| Problem::not_found("order"));
@@ -363,6 +366,7 @@ impl AcmeServer {
         let payload: Finalize = verified.jws.json()?;
         let csr_der = unb64("the CSR", &payload.csr)?;
         check_csr_names(&csr_der, &ready.value.identifiers)?;
+        check_csr_key(&csr_der, &verified.key)?;
         let store = self.authority.store();
         let key = records::order_key(account_id, order_id);
         let mut order = ready.value.clone();
@@ -652,6 +656,21 @@ fn check_csr_names(csr_der: &[u8], identifiers: &[String]) -> Result<(), Problem
     Ok(())
 }
 
+/// The certificate's key must not be the account key: one key for both
+/// would let whoever holds the server's TLS key act as the account (and
+/// RFC 8555 §11.1 asks servers to refuse it).
+fn check_csr_key(csr_der: &[u8], account_key: &super::jws::Jwk) -> Result<(), Problem> {
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
+        .map_err(|_| Problem::new(ProblemType::BadCsr, "the CSR does not parse"))?;
+    if account_key.is_key_of(&csr.certification_request_info.subject_pki) {
+        return Err(Problem::new(
+            ProblemType::BadCsr,
+            "the CSR's key is the account key; use another key for the certificate",
+        ));
+    }
+    Ok(())
+}
+
 /// Identifiers as certd keeps them: DNS names, lower case, sorted, each
 /// once.
 fn checked_identifiers(identifiers: &[Identifier]) -> Result<Vec<String>, Problem> {
@@ -774,6 +793,32 @@ mod tests {
             refused(&[("dns", "not a name")]),
             ProblemType::RejectedIdentifier
         );
+    }
+
+    /// A CSR for the account's own key is refused; another key passes.
+    #[test]
+    fn a_csr_may_not_use_the_account_key() {
+        let jwk_of = |key: &rcgen::KeyPair| {
+            let point = key.public_key_raw();
+            let b64 = |bytes: &[u8]| super::super::jws::b64(bytes);
+            super::super::jws::Jwk::from_value(&json!({
+                "kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..]),
+            }))
+            .unwrap()
+        };
+        let csr_of = |key: &rcgen::KeyPair| {
+            rcgen::CertificateParams::new(vec!["a.example.test".to_owned()])
+                .unwrap()
+                .serialize_request(key)
+                .unwrap()
+                .der()
+                .to_vec()
+        };
+        let account = rcgen::KeyPair::generate().unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let refused = check_csr_key(&csr_of(&account), &jwk_of(&account)).unwrap_err();
+        assert_eq!(refused.kind, ProblemType::BadCsr);
+        assert!(check_csr_key(&csr_of(&other), &jwk_of(&account)).is_ok());
     }
 
     #[test]
