@@ -2,15 +2,22 @@
 //! `/.well-known/acme-challenge/<token>` with `Host: <domain>`, whose 200
 //! answer must be the key authorization; at most `MAX_BODY` bytes are
 //! read. Up to `MAX_REDIRECTS` redirects are followed, as Let's Encrypt
-//! does (web servers redirect to a canonical name), but only to `http://`
-//! on port 80 (or `[acme.testing] http_port`), to a DNS name that is
-//! resolved and checked by the address policy again, so a redirect cannot
-//! send certd past it; all within the validation's one deadline.
+//! does (web servers redirect to a canonical name, or to https), but only
+//! to `http://` on port 80 or `https://` on port 443 (or the test-only
+//! `[acme.testing]` ports), to a DNS name that is resolved and checked by
+//! the address policy again, so a redirect cannot send certd past it; all
+//! within the validation's one deadline. An https server's certificate is
+//! not checked (Let's Encrypt does not either): the key authorization in
+//! the answer is the proof.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use super::{ChallengeError, ValidationSettings, address, excerpt};
 
@@ -36,6 +43,7 @@ pub(super) async fn validate(
         )));
     }
     let mut target = Target {
+        https: false,
         host: domain.to_owned(),
         port: settings.http_port,
         path: format!("/.well-known/acme-challenge/{token}"),
@@ -68,6 +76,7 @@ const MAX_REDIRECTS: usize = 10;
 /// Where one request of a validation goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
+    https: bool,
     host: String,
     port: u16,
     path: String,
@@ -75,10 +84,15 @@ struct Target {
 
 impl Target {
     fn url(&self) -> String {
-        if self.port == 80 {
-            format!("http://{}{}", self.host, self.path)
+        let (scheme, default_port) = if self.https {
+            ("https", 443)
         } else {
-            format!("http://{}:{}{}", self.host, self.port, self.path)
+            ("http", 80)
+        };
+        if self.port == default_port {
+            format!("{scheme}://{}{}", self.host, self.path)
+        } else {
+            format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
         }
     }
 }
@@ -91,9 +105,9 @@ struct Redirect {
 }
 
 /// Where a redirect from `current` to `location` leads, or why certd
-/// does not follow it: only `http://` on port 80 (or the test port), to a
-/// DNS name (which `address::connect` resolves and checks), or a path on
-/// the same host.
+/// does not follow it: only `http://` on port 80 or `https://` on port 443
+/// (or the test ports), to a DNS name (which `address::connect` resolves
+/// and checks), or a path on the same host.
 fn next_target(
     settings: &ValidationSettings,
     current: &Target,
@@ -105,32 +119,36 @@ fn next_target(
             ..current.clone()
         });
     }
-    let uri: http::Uri = location
-        .parse()
-        .map_err(|_| "certd follows redirects to an http:// URL or a path only".to_owned())?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err("certd follows redirects to http:// only, not https://".to_owned());
-        }
-        _ => return Err("certd follows redirects to an http:// URL or a path only".to_owned()),
-    }
+    let not_http =
+        || "certd follows redirects to an http:// or https:// URL or a path only".to_owned();
+    let uri: http::Uri = location.parse().map_err(|_| not_http())?;
+    let (https, default_port, test_port) = match uri.scheme_str() {
+        Some("http") => (false, 80, settings.http_port),
+        Some("https") => (true, 443, settings.tls_alpn_port),
+        _ => return Err(not_http()),
+    };
     let host = uri.host().unwrap_or_default().to_ascii_lowercase();
     if host.parse::<crate::identity::DnsName>().is_err() {
         return Err(format!(
             "{host:?} is not a DNS name; certd follows redirects to DNS names only"
         ));
     }
-    let port = uri.port_u16().unwrap_or(80);
-    if port != 80 && port != settings.http_port {
+    let port = uri.port_u16().unwrap_or(default_port);
+    if port != default_port && port != test_port {
         return Err(format!(
-            "certd follows redirects to port 80 only, not {port}"
+            "certd follows redirects to port {default_port} only for {}, not {port}",
+            if https { "https" } else { "http" }
         ));
     }
     let path = uri
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned());
-    Ok(Target { host, port, path })
+    Ok(Target {
+        https,
+        host,
+        port,
+        path,
+    })
 }
 
 /// One GET of `target`: `None` if it answered the key authorization, a
@@ -142,11 +160,42 @@ async fn fetch(
 ) -> Result<Option<Redirect>, ChallengeError> {
     let (stream, addr) = address::connect(settings, &target.host, target.port).await?;
     let at = format!("{} ({addr})", target.url());
+    if target.https {
+        let server_name = ServerName::try_from(target.host.clone()).map_err(|err| {
+            ChallengeError::Tls(format!(
+                "{} cannot be sent as a TLS server name: {err}",
+                target.host
+            ))
+        })?;
+        let config = super::tls_alpn01::client_config(b"http/1.1")?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(server_name, stream)
+            .await
+            .map_err(|err| {
+                ChallengeError::Tls(format!("the TLS handshake with {at} failed: {err}"))
+            })?;
+        exchange(TokioIo::new(tls), target, &at, key_authorization).await
+    } else {
+        exchange(TokioIo::new(stream), target, &at, key_authorization).await
+    }
+}
+
+/// The GET of `target` over `io` (a TCP or TLS stream to `at`).
+async fn exchange<I>(
+    io: I,
+    target: &Target,
+    at: &str,
+    key_authorization: &str,
+) -> Result<Option<Redirect>, ChallengeError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let at = at.to_owned();
     let connection_error = |what: &str, err: &dyn std::fmt::Display| {
         ChallengeError::Connection(format!("{what} {at}: {err}"))
     };
 
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|err| connection_error("could not talk HTTP to", &err))?;
     // The connection runs beside the request; dropped (and closed) with the
@@ -221,7 +270,6 @@ impl<T> Drop for AbortOnDrop<T> {
 mod tests {
     use std::convert::Infallible;
     use std::net::{IpAddr, Ipv4Addr};
-    use std::sync::Arc;
     use std::time::Duration;
 
     use http::Response;
@@ -366,7 +414,7 @@ mod tests {
     /// A server that redirects the challenge path to `location`
     /// (`{port}` replaced by its own port) and answers the key
     /// authorization at `/moved`; returns its port.
-    async fn serve_redirect(location: &'static str) -> u16 {
+    async fn serve_redirect(location: &str) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let location = location.replace("{port}", &port.to_string());
@@ -414,6 +462,63 @@ mod tests {
             .unwrap();
     }
 
+    /// A redirect to https (on the TLS test port, standing for 443) is
+    /// followed; the server's self-signed certificate is not checked.
+    #[tokio::test]
+    async fn a_redirect_to_https_is_followed() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec![DOMAIN.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certificate.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls_port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service =
+                        service_fn(|request: Request<hyper::body::Incoming>| async move {
+                            let body = if request.uri().path() == "/moved" {
+                                KEY_AUTHORIZATION
+                            } else {
+                                "wrong"
+                            };
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        let location: &'static str =
+            Box::leak(format!("https://www.example.test:{tls_port}/moved").into_boxed_str());
+        let port = serve_redirect(location).await;
+        let settings = ValidationSettings {
+            tls_alpn_port: tls_port,
+            ..settings(port)
+        };
+        validate(&settings, DOMAIN, TOKEN, KEY_AUTHORIZATION)
+            .await
+            .unwrap();
+    }
+
     /// A redirect anywhere else is not followed: an IP address (the
     /// metadata service), https, another port, another scheme; nor past
     /// 10 redirects.
@@ -425,16 +530,16 @@ mod tests {
                 "\"169.254.169.254\" is not a DNS name; certd follows redirects to DNS names only",
             ),
             (
-                "https://www.example.test/moved",
-                "certd follows redirects to http:// only, not https://",
+                "https://www.example.test:8443/moved",
+                "certd follows redirects to port 443 only for https, not 8443",
             ),
             (
                 "http://www.example.test:8080/moved",
-                "certd follows redirects to port 80 only, not 8080",
+                "certd follows redirects to port 80 only for http, not 8080",
             ),
             (
                 "ftp://www.example.test/moved",
-                "certd follows redirects to an http:// URL or a path only",
+                "certd follows redirects to an http:// or https:// URL or a path only",
             ),
         ] {
             assert_incorrect(check_redirect(location).await, why);

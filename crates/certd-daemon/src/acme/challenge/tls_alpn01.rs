@@ -36,7 +36,7 @@ pub(super) async fn validate(
     })?;
     let (stream, addr) = address::connect(settings, domain, settings.tls_alpn_port).await?;
     let at = format!("{domain} ({addr})");
-    let tls = TlsConnector::from(Arc::new(client_config()?))
+    let tls = TlsConnector::from(Arc::new(client_config(ACME_TLS_1)?))
         .connect(server_name, stream)
         .await
         .map_err(|err| ChallengeError::Tls(format!("the TLS handshake with {at} failed: {err}")))?;
@@ -104,8 +104,9 @@ fn check_certificate(der: &[u8], domain: &str, key_authorization: &str) -> Resul
     Ok(())
 }
 
-/// TLS 1.2 and 1.3 with ring, ALPN `acme-tls/1` only, any certificate.
-fn client_config() -> Result<ClientConfig, ChallengeError> {
+/// TLS 1.2 and 1.3 with ring, ALPN `alpn` only (`acme-tls/1`; `http/1.1`
+/// for http-01's redirects to https), any certificate.
+pub(super) fn client_config(alpn: &[u8]) -> Result<ClientConfig, ChallengeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = ReadCertificateOnly {
         algorithms: provider.signature_verification_algorithms,
@@ -116,7 +117,7 @@ fn client_config() -> Result<ClientConfig, ChallengeError> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    config.alpn_protocols = vec![ACME_TLS_1.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
 
