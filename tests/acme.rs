@@ -15,6 +15,7 @@ use common::acme_clients::{
     self, AcmeCa, AcmeSettings, Background, CONTACT, Client, NAME, eab_args, lego, lego_chain,
     succeeds, wait_until,
 };
+use common::docs::{expected_output, fenced_blocks, shows};
 use common::{http, openssl, stderr, stdout};
 
 /// lego registers with an EAB key of the `web` entry, proves the name with
@@ -673,45 +674,9 @@ fn the_acme_guide_runs_as_written() {
     }
 }
 
-/// Comment lines that directly follow a command (or another such comment):
-/// the output the guide promises, as tests/readme.rs reads the other pages.
-fn expected_output(block: &str) -> Vec<String> {
-    let mut expected = Vec::new();
-    let mut after_command = false;
-    for line in block.lines() {
-        let trimmed = line.trim();
-        if let Some(comment) = trimmed.strip_prefix('#') {
-            if after_command {
-                expected.push(comment.trim().to_owned());
-            }
-        } else {
-            after_command = !trimmed.is_empty();
-        }
-    }
-    expected
-}
-
-/// Whether `output` has a line holding the fragments of `expected` (split
-/// at `…`), in order.
-fn shows(output: &str, expected: &str) -> bool {
-    output.lines().any(|line| {
-        let mut rest = line;
-        expected.split('…').all(|fragment| {
-            let fragment = fragment.trim();
-            match rest.find(fragment) {
-                Some(at) => {
-                    rest = &rest[at + fragment.len()..];
-                    true
-                }
-                None => false,
-            }
-        })
-    })
-}
-
-/// The ACME guide.
 const GUIDE: &str = "docs/guides/acme.md";
 
+/// The ACME guide.
 fn guide() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GUIDE);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -719,24 +684,7 @@ fn guide() -> String {
 
 /// The fenced blocks of the guide in `language`, in order.
 fn guide_blocks(language: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    let opening = format!("```{language}");
-    for line in guide().lines() {
-        match (&mut current, line.trim_end()) {
-            (None, fence) if fence == opening => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), text) => {
-                block.push_str(text);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
+    fenced_blocks(&guide(), language)
 }
 
 /// The guide's Caddyfile (its one `caddyfile` block).
