@@ -15,6 +15,7 @@ use common::acme_clients::{
     self, AcmeCa, AcmeSettings, Background, CONTACT, Client, NAME, eab_args, lego, lego_chain,
     succeeds, wait_until,
 };
+use common::docs::{expected_output, fenced_blocks, shows};
 use common::{http, openssl, stderr, stdout};
 
 /// lego registers with an EAB key of the `web` entry, proves the name with
@@ -225,6 +226,134 @@ fn certbot_obtains_with_http_01_and_revokes() {
         &path("cert.pem"),
     ]);
     assert!(!ok && text.contains("error 23 at 0 depth"), "CRL: {text}");
+}
+
+/// nginx as the relying party of an ACME certificate: it takes lego's
+/// certificate as a client certificate, checked against certd's bundle and
+/// CRLs (`ssl_crl`, whole chain), until `certd revoke`; then, with the CRLs
+/// fetched again, it refuses it.
+#[test]
+fn nginx_refuses_an_acme_certificate_after_certd_revoke() {
+    if !Client::Lego.available() || !nginx_available() {
+        return;
+    }
+    let ca = AcmeCa::start(AcmeSettings::default());
+    let entry = ca.web_entry();
+    let eab = ca.eab(&entry);
+    let path = ca.dir("lego");
+    let responder = format!("127.0.0.1:{}", ca.http_port);
+    succeeds(
+        lego(&ca, &path)
+            .args(eab_args(&eab))
+            .args(["--http", "--http.port", responder.as_str()])
+            .arg("run"),
+        "lego run (http-01)",
+    );
+    let chain = lego_chain(&path);
+    let serial = ca.check_issued(&chain, &entry);
+    let key = path.join("certificates").join(format!("{NAME}.key"));
+    let dir = ca.dir("nginx");
+    let crls = dir.join("crls.pem");
+    let fetch_crls = || {
+        let fetched = http("GET", &format!("{}/crls.pem", ca.daemon.http), &[], b"");
+        assert_eq!(fetched.status, 200);
+        std::fs::write(&crls, &fetched.body).expect("write crls.pem");
+    };
+    fetch_crls();
+    let port = common::free_port_below_ephemeral_range();
+    // The same certificate serves (it has serverAuth) and is asked for.
+    // One process (no master and workers), so that stopping it is one kill.
+    let conf = format!(
+        "master_process off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\n\
+         events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n\
+         server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name {NAME};\n\
+         ssl_certificate {chain};\n    ssl_certificate_key {key};\n\
+         ssl_client_certificate {bundle};\n    ssl_verify_client on;\n    ssl_verify_depth 2;\n\
+         ssl_crl {crls};\n    location / {{ return 200 \"verified $ssl_client_s_dn\\n\"; }}\n  }}\n}}\n",
+        dir = dir.display(),
+        chain = chain.display(),
+        key = key.display(),
+        bundle = ca.bundle().display(),
+        crls = crls.display(),
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let start = || {
+        Background::spawn(
+            Command::new("nginx")
+                .arg("-p")
+                .arg(&dir)
+                .arg("-c")
+                .arg(&conf_path)
+                .args(["-g", "daemon off;"]),
+            dir.join("nginx.out"),
+        )
+    };
+    let curl = || {
+        let output = Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"])
+            .arg("--cacert")
+            .arg(ca.bundle())
+            .arg("--cert")
+            .arg(&chain)
+            .arg("--key")
+            .arg(&key)
+            .args(["--resolve", &format!("{NAME}:{port}:127.0.0.1")])
+            .arg(format!("https://{NAME}:{port}/"))
+            .output()
+            .expect("run curl");
+        stdout(&output)
+    };
+    let answering = |nginx: &mut Background| {
+        wait_until(
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || format!("nginx did not listen: {}", nginx.log_text()),
+        );
+    };
+
+    let mut nginx = start();
+    answering(&mut nginx);
+    let before = curl();
+    assert!(
+        before.ends_with("\n200") && before.contains(&format!("CN={NAME}")),
+        "before the revocation nginx takes the certificate: {before}"
+    );
+    drop(nginx);
+
+    let revoked = ca
+        .daemon
+        .cli(&["revoke", &serial, "--reason", "key-compromise"]);
+    assert!(
+        revoked.status.success(),
+        "certd revoke: {}",
+        stderr(&revoked)
+    );
+    fetch_crls();
+    let mut nginx = start();
+    answering(&mut nginx);
+    let after = curl();
+    assert!(
+        after.ends_with("\n400") && after.contains("certificate"),
+        "after certd revoke nginx refuses it (CRL): {after}"
+    );
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    assert!(log.contains("certificate revoked"), "nginx's log: {log}");
+}
+
+/// Whether nginx runs here; missing: `false` after a skip line, or a panic
+/// where the outside clients are required.
+fn nginx_available() -> bool {
+    if Command::new("nginx").arg("-v").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CERTD_REQUIRE_ACME_CLIENTS").is_none()
+            && std::env::var_os("CI").is_none(),
+        "nginx is required here: apt-get install nginx"
+    );
+    eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+    false
 }
 
 /// Renewal information (RFC 9773) as certbot reads it: `certbot renew`
@@ -545,45 +674,9 @@ fn the_acme_guide_runs_as_written() {
     }
 }
 
-/// Comment lines that directly follow a command (or another such comment):
-/// the output the guide promises, as tests/readme.rs reads the other pages.
-fn expected_output(block: &str) -> Vec<String> {
-    let mut expected = Vec::new();
-    let mut after_command = false;
-    for line in block.lines() {
-        let trimmed = line.trim();
-        if let Some(comment) = trimmed.strip_prefix('#') {
-            if after_command {
-                expected.push(comment.trim().to_owned());
-            }
-        } else {
-            after_command = !trimmed.is_empty();
-        }
-    }
-    expected
-}
-
-/// Whether `output` has a line holding the fragments of `expected` (split
-/// at `…`), in order.
-fn shows(output: &str, expected: &str) -> bool {
-    output.lines().any(|line| {
-        let mut rest = line;
-        expected.split('…').all(|fragment| {
-            let fragment = fragment.trim();
-            match rest.find(fragment) {
-                Some(at) => {
-                    rest = &rest[at + fragment.len()..];
-                    true
-                }
-                None => false,
-            }
-        })
-    })
-}
-
-/// The ACME guide.
 const GUIDE: &str = "docs/guides/acme.md";
 
+/// The ACME guide.
 fn guide() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GUIDE);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -591,24 +684,7 @@ fn guide() -> String {
 
 /// The fenced blocks of the guide in `language`, in order.
 fn guide_blocks(language: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    let opening = format!("```{language}");
-    for line in guide().lines() {
-        match (&mut current, line.trim_end()) {
-            (None, fence) if fence == opening => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), text) => {
-                block.push_str(text);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
+    fenced_blocks(&guide(), language)
 }
 
 /// The guide's Caddyfile (its one `caddyfile` block).

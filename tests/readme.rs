@@ -22,6 +22,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::docs::{expected_output, fenced_blocks, shows};
+
 /// A page whose `sh` blocks run: all of them, or those of one section.
 struct Page {
     /// Relative to the repository root.
@@ -106,33 +108,13 @@ fn section<'a>(text: &'a str, heading: &str) -> &'a str {
     &section[..section.find("\n## ").unwrap_or(section.len())]
 }
 
-/// The `sh` code blocks of `text`, in order.
-fn sh_blocks(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```sh") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), text) => {
-                block.push_str(text);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
-}
-
 /// The blocks of `page` that run.
 fn blocks_of(page: &Page) -> Vec<String> {
     let text = read(&repository().join(page.path));
-    sh_blocks(
+    fenced_blocks(
         page.section
             .map_or(&text, |heading| section(&text, heading)),
+        "sh",
     )
 }
 
@@ -155,42 +137,6 @@ fn markdown_files() -> Vec<PathBuf> {
     let mut found = vec![repository().join("README.md")];
     walk(&repository().join("docs"), &mut found);
     found
-}
-
-/// Comment lines that directly follow a command (or another such comment):
-/// the output the page promises.
-fn expected_output(block: &str) -> Vec<String> {
-    let mut expected = Vec::new();
-    let mut after_command = false;
-    for line in block.lines() {
-        let trimmed = line.trim();
-        if let Some(comment) = trimmed.strip_prefix('#') {
-            if after_command {
-                expected.push(comment.trim().to_owned());
-            }
-        } else {
-            after_command = !trimmed.is_empty();
-        }
-    }
-    expected
-}
-
-/// Whether `output` has a line holding the fragments of `expected`
-/// (split at `…`), in order.
-fn shows(output: &str, expected: &str) -> bool {
-    output.lines().any(|line| {
-        let mut rest = line;
-        expected.split('…').all(|fragment| {
-            let fragment = fragment.trim();
-            match rest.find(fragment) {
-                Some(at) => {
-                    rest = &rest[at + fragment.len()..];
-                    true
-                }
-                None => false,
-            }
-        })
-    })
 }
 
 #[test]
@@ -353,13 +299,13 @@ fn no_sh_block_is_left_out_of_the_run() {
         {
             continue;
         }
-        let all = sh_blocks(&text).len();
+        let all = fenced_blocks(&text, "sh").len();
         let run = match PAGES.iter().find(|page| Path::new(page.path) == relative) {
             None => 0,
             Some(page) => blocks_of(page).len(),
         };
         let quick_start = if relative == Path::new("README.md") {
-            sh_blocks(section(&text, "## Quick start")).len()
+            fenced_blocks(section(&text, "## Quick start"), "sh").len()
         } else {
             0
         };

@@ -8,6 +8,7 @@ pub mod acme;
 pub mod acme_clients;
 pub mod agent;
 pub mod bind;
+pub mod docs;
 pub mod in_process;
 pub mod k8s_issuer;
 pub mod outside;
