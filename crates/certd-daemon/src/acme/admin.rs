@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::challenge::ChallengeType;
-use super::eab::{self, EabKeys};
+use super::eab;
 use super::jws::b64;
 use super::problem::Problem;
 use super::records::{self, AccountRecord, AccountStatus, EabRecord, EntryPolicy, OrderRecord};
@@ -103,7 +103,7 @@ pub async fn create_eab(
     authority
         .acme_entry(entry, &[])
         .map_err(|error| AcmeAdminError::NotForAcme(error.to_string()))?;
-    let key_id = EabKeys::new_key_id();
+    let key_id = authority.acme_state().eab.new_key_id();
     let expires_at = authority.now() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
     let record = EabRecord {
         key_id: key_id.clone(),

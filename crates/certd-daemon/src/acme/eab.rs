@@ -34,15 +34,16 @@ impl EabKeys {
         EabKeys(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret))
     }
 
-    /// A new random key id (128 bits, base64url), never starting with
-    /// `-`: operators pass it on command lines (`certbot --eab-kid`), where
-    /// a leading `-` reads as an option (one id in 64 would).
-    pub fn new_key_id() -> String {
+    /// A new random key id (128 bits, base64url) whose id and HMAC key
+    /// (base64url) both do not start with `-`: operators pass them on
+    /// command lines (`certbot --eab-kid K --eab-hmac-key H`), where a
+    /// leading `-` reads as an option (one value in 64 would).
+    pub fn new_key_id(&self) -> String {
         loop {
             let mut random = [0u8; 16];
             crate::fsutil::fill_random(&mut random);
             let key_id = b64(&random);
-            if !key_id.starts_with('-') {
+            if !key_id.starts_with('-') && !b64(&self.hmac_key(&key_id)).starts_with('-') {
                 return key_id;
             }
         }
@@ -115,13 +116,16 @@ mod tests {
     use super::*;
     use crate::acme::jws::tests::TestKey;
 
-    /// Key ids go on command lines: none starts with `-`.
+    /// Key ids and HMAC keys go on command lines: none starts with `-`.
     #[test]
-    fn key_ids_never_start_with_a_dash() {
+    fn key_ids_and_hmac_keys_never_start_with_a_dash() {
+        let keys = EabKeys::new(&[7u8; 32]);
         for _ in 0..2_000 {
-            let key_id = EabKeys::new_key_id();
+            let key_id = keys.new_key_id();
             assert!(!key_id.starts_with('-'), "{key_id}");
             assert_eq!(key_id.len(), 22);
+            let hmac_key = b64(&keys.hmac_key(&key_id));
+            assert!(!hmac_key.starts_with('-'), "{hmac_key}");
         }
     }
 
