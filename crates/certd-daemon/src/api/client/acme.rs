@@ -326,19 +326,11 @@ impl AcmeClient {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let response = super::https::send(&mut self.sender, request, url).await?;
         let unreachable = |reason: String| ClientError::Unreachable {
             target: url.to_owned(),
             reason,
         };
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response

@@ -83,3 +83,18 @@ pub(super) async fn connect(
     tokio::spawn(connection);
     Ok((sender, uri))
 }
+
+/// Sends `request` on the connection once it is ready; a connection that
+/// fails or closes is `Unreachable`, naming `target`.
+pub(super) async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: hyper::Request<Full<Bytes>>,
+    target: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    let unreachable = |error: hyper::Error| ClientError::Unreachable {
+        target: target.to_owned(),
+        reason: error.to_string(),
+    };
+    sender.ready().await.map_err(unreachable)?;
+    sender.send_request(request).await.map_err(unreachable)
+}

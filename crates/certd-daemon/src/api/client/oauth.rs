@@ -102,19 +102,11 @@ impl TokenEndpointClient {
             )
             .body(Full::new(Bytes::from(form)))
             .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let response = super::https::send(&mut self.sender, request, &self.target).await?;
         let unreachable = |reason: String| ClientError::Unreachable {
             target: self.target.clone(),
             reason,
         };
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
