@@ -167,17 +167,7 @@ fn certbot_obtains_with_http_01_and_revokes() {
     let entry = ca.web_entry();
     let eab = ca.eab(&entry);
     let dir = ca.dir("certbot");
-    let port = ca.http_port.to_string();
-
-    succeeds(
-        acme_clients::certbot(&ca, &dir, "certonly")
-            .args(["--standalone", "--http-01-port", &port])
-            .args(["--http-01-address", "127.0.0.1"])
-            .args(["--eab-kid", &eab.key_id, "--eab-hmac-key", &eab.hmac_key])
-            .args(["--agree-tos", "--email", CONTACT, "--domains", NAME]),
-        "certbot certonly",
-    );
-    let live = dir.join("config/live").join(NAME);
+    let live = certbot_certonly(&ca, &dir, &eab);
     let serial = ca.check_issued(&live.join("fullchain.pem"), &entry);
 
     succeeds(
@@ -341,6 +331,22 @@ fn nginx_refuses_an_acme_certificate_after_certd_revoke() {
     assert!(log.contains("certificate revoked"), "nginx's log: {log}");
 }
 
+/// certbot gets a certificate for `web.acme.test` with `eab`, answering
+/// http-01 standalone on the CA's http-01 port; returns its `live`
+/// directory.
+fn certbot_certonly(ca: &AcmeCa, dir: &Path, eab: &acme_clients::Eab) -> PathBuf {
+    let port = ca.http_port.to_string();
+    succeeds(
+        acme_clients::certbot(ca, dir, "certonly")
+            .args(["--standalone", "--http-01-port", &port])
+            .args(["--http-01-address", "127.0.0.1"])
+            .args(["--eab-kid", &eab.key_id, "--eab-hmac-key", &eab.hmac_key])
+            .args(["--agree-tos", "--email", CONTACT, "--domains", NAME]),
+        "certbot certonly",
+    );
+    dir.join("config/live").join(NAME)
+}
+
 /// Whether nginx runs here; missing: `false` after a skip line, or a panic
 /// where the outside clients are required.
 fn nginx_available() -> bool {
@@ -371,16 +377,7 @@ fn certbot_renews_at_once_when_renewal_information_says_so() {
     let entry = ca.web_entry();
     let eab = ca.eab(&entry);
     let dir = ca.dir("certbot");
-    let port = ca.http_port.to_string();
-    succeeds(
-        acme_clients::certbot(&ca, &dir, "certonly")
-            .args(["--standalone", "--http-01-port", &port])
-            .args(["--http-01-address", "127.0.0.1"])
-            .args(["--eab-kid", &eab.key_id, "--eab-hmac-key", &eab.hmac_key])
-            .args(["--agree-tos", "--email", CONTACT, "--domains", NAME]),
-        "certbot certonly",
-    );
-    let live = dir.join("config/live").join(NAME);
+    let live = certbot_certonly(&ca, &dir, &eab);
     let first = ca.check_issued(&live.join("fullchain.pem"), &entry);
     let log = dir.join("logs/letsencrypt.log");
     let ari_failed = "An error occurred requesting ACME Renewal Information";
