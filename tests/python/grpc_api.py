@@ -27,28 +27,8 @@ import grpc  # noqa: E402
 from certd.v1 import ca_pb2, ca_pb2_grpc  # noqa: E402
 from chains import check_chain  # noqa: E402
 from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-
-TIMEOUT = 20
-
-
-def fail(step, error):
-    if isinstance(error, grpc.Call):
-        print(f"FAILED {step}: grpc {error.code().name}: {error.details()}")
-    else:
-        print(f"FAILED {step}: {type(error).__name__}: {error}")
-    sys.exit(1)
-
-
-def new_key_and_csr():
-    """A P-256 key and a CSR for it with an empty subject: certd decides the
-    names from the registration entry."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
-        key, hashes.SHA256()
-    )
-    return key, csr.public_bytes(serialization.Encoding.DER)
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from grpc_outside import TIMEOUT, fail, new_key_and_csr  # noqa: E402,F401
 
 
 def public_der(key):

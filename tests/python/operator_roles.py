@@ -20,27 +20,11 @@ sys.path.insert(0, stub_dir)
 
 import grpc  # noqa: E402
 from certd.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-
-TIMEOUT = 20
-
-
-def fail(step, error):
-    if isinstance(error, grpc.Call):
-        print(f"FAILED {step}: grpc {error.code().name}: {error.details()}")
-    else:
-        print(f"FAILED {step}: {type(error).__name__}: {error}")
-    sys.exit(1)
+from grpc_outside import TIMEOUT, fail, new_key_and_csr  # noqa: E402,F401
 
 
 def csr_der():
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
-        key, hashes.SHA256()
-    )
-    return csr.public_bytes(serialization.Encoding.DER)
+    return new_key_and_csr()[1]
 
 
 def read(path):

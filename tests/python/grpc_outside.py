@@ -1,0 +1,30 @@
+"""What the grpcio outside clients (grpc_api.py, operator_roles.py) share:
+the call limit, the failure line the Rust tests read, and a fresh key with
+a CSR for it."""
+
+import sys
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+TIMEOUT = 20
+
+
+def fail(step, error):
+    if isinstance(error, grpc.Call):
+        print(f"FAILED {step}: grpc {error.code().name}: {error.details()}")
+    else:
+        print(f"FAILED {step}: {type(error).__name__}: {error}")
+    sys.exit(1)
+
+
+def new_key_and_csr():
+    """A P-256 key and a CSR for it with an empty subject: certd decides the
+    names from the registration entry."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
+        key, hashes.SHA256()
+    )
+    return key, csr.public_bytes(serialization.Encoding.DER)
