@@ -169,16 +169,6 @@ impl Signers {
     /// The intermediate that signed `certificate` (by its AKI), if it is
     /// one of these.
     pub fn signer_of(&self, certificate: &[u8]) -> Option<&Arc<Intermediate>> {
-        use x509_parser::prelude::{FromDer, X509Certificate};
-        let (_, parsed) = X509Certificate::from_der(certificate).ok()?;
-        let key_id = parsed.extensions().iter().find_map(|extension| {
-            match extension.parsed_extension() {
-                x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                    aki.key_identifier.as_ref().map(|id| id.0.to_vec())
-                }
-                _ => None,
-            }
-        })?;
-        self.by_key_id(&key_id)
+        self.by_key_id(&super::authority_key_id(certificate)?)
     }
 }

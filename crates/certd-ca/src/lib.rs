@@ -609,6 +609,21 @@ pub fn subject_key_id(der: &[u8]) -> Option<Vec<u8>> {
         })
 }
 
+/// The authority key identifier (its keyIdentifier) of a DER certificate:
+/// which CA key signed it.
+pub fn authority_key_id(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    certificate
+        .extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        })
+}
+
 /// PEM text for one DER object.
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine;

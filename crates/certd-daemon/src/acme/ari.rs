@@ -77,20 +77,6 @@ pub fn window(
     (start, end.max(start + 1))
 }
 
-/// The authority key identifier's keyIdentifier of a DER certificate.
-pub fn authority_key_id(der: &[u8]) -> Option<Vec<u8>> {
-    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
-    certificate
-        .extensions()
-        .iter()
-        .find_map(|extension| match extension.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
-            }
-            _ => None,
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,7 +137,7 @@ impl AcmeServer {
             .certificate(&cert_id.serial)
             .await?
             .filter(|record| {
-                super::ari::authority_key_id(&record.der).as_deref()
+                crate::ca::authority_key_id(&record.der).as_deref()
                     == Some(cert_id.key_identifier.as_slice())
             })
             .ok_or_else(|| Problem::not_found("certificate"))?;
