@@ -31,7 +31,9 @@ pub struct BenchArgs {
     /// `certd-bench-exchange` to the token policy on first use) or `acme`
     /// (an ACME order to its certificate: newOrder, http-01 answered by
     /// bench, finalize, download; one account, made with an EAB key of a
-    /// bench entry).
+    /// bench entry) or `cfssl-sign` (another CA for comparison: CFSSL's
+    /// `POST /api/v1/cfssl/sign` at --http, default http://127.0.0.1:8888,
+    /// with the CSRs `issue` sends; see scripts/compare-cfssl.sh).
     #[arg(value_enum)]
     operation: BenchOperation,
     #[command(flatten)]
@@ -40,7 +42,8 @@ pub struct BenchArgs {
     #[arg(long, env = "CERTD_SERVER", default_value = "https://127.0.0.1:8443")]
     server: String,
     /// certd's HTTP base URL (for `ocsp` and `crl`); default: from the
-    /// certificate's OCSP URL, or http://127.0.0.1:8080.
+    /// certificate's OCSP URL, or http://127.0.0.1:8080. With
+    /// `cfssl-sign`: CFSSL's base URL.
     #[arg(long)]
     http: Option<String>,
     /// PEM roots to trust for certd; default DATA_DIR/bundle.pem.
@@ -101,6 +104,7 @@ enum BenchOperation {
     TokenEndpoint,
     TokenExchange,
     Acme,
+    CfsslSign,
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -108,7 +112,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .ca_bundle
         .clone()
         .unwrap_or_else(|| args.data_dir.dir().bundle());
-    let ca_bundle_pem = super::workload::read(&bundle_path)?;
+    // CFSSL's sign API is plain HTTP: no certd, so no bundle to read.
+    let ca_bundle_pem = match args.operation {
+        BenchOperation::CfsslSign => String::new(),
+        _ => super::workload::read(&bundle_path)?,
+    };
     let limit = match (args.count, args.duration) {
         (Some(count), _) => Limit::Count(count),
         (None, Some(duration)) => Limit::Duration(duration),
@@ -134,6 +142,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             BenchOperation::TokenEndpoint => Operation::TokenEndpoint,
             BenchOperation::TokenExchange => Operation::TokenExchange,
             BenchOperation::Acme => Operation::Acme,
+            BenchOperation::CfsslSign => Operation::CfsslSign,
         },
         server: args.server,
         http: args.http,
