@@ -85,7 +85,9 @@ CERTD_LOG=warn "${on_signer[@]}" "$CERTD_BIN" serve --data-dir "$work/certd" \
 certd_pid=$!; pids+=("$certd_pid")
 
 # CFSSL: a P-256 CA, a 24-hour profile like certd's, and its SQLite certdb
-# (the schema of CFSSL's certdb/sqlite migrations).
+# (the schema of CFSSL's certdb/sqlite migrations). Without a busy timeout
+# CFSSL answers "database is locked" (HTTP 400) to most of 64 concurrent
+# signers; with it they queue for SQLite's one writer.
 mkdir -p "$work/cfssl"
 echo '{"CN":"cfssl comparison CA","key":{"algo":"ecdsa","size":256}}' >"$work/cfssl/ca-csr.json"
 (cd "$work/cfssl" && cfssl genkey -initca ca-csr.json 2>/dev/null | cfssljson -bare ca)
@@ -103,7 +105,7 @@ CREATE TABLE ocsp_responses (serial_number blob NOT NULL, authority_key_identifi
 """)
 db.commit()
 EOF
-echo "{\"driver\":\"sqlite3\",\"data_source\":\"$work/cfssl/certs.db\"}" >"$work/cfssl/db.json"
+echo "{\"driver\":\"sqlite3\",\"data_source\":\"file:$work/cfssl/certs.db?_busy_timeout=30000\"}" >"$work/cfssl/db.json"
 cfssl_args=(serve -address 127.0.0.1 -ca "$work/cfssl/ca.pem" -ca-key "$work/cfssl/ca-key.pem"
   -config "$work/cfssl/config.json" -loglevel 3)
 "${on_signer[@]}" cfssl "${cfssl_args[@]}" -port "$cfssl_port" 2>"$work/cfssl.log" &
