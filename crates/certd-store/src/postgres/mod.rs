@@ -346,61 +346,82 @@ impl Storage for PgStore {
         self.location.clone()
     }
 
-    /// One transaction: delete the token (none deleted: `TokenAlreadyUsed`),
-    /// insert the record unless its serial exists (`SerialTaken`, and the
-    /// rollback puts the token back), commit.
+    /// One statement, its own transaction, committed durably before it
+    /// answers: delete the token (none deleted: `TokenAlreadyUsed`) and
+    /// insert the record unless its serial exists (`SerialTaken`, the token
+    /// left as it was).
     async fn record_issuance(
         &self,
         issued: &IssuanceRecord,
         token: Option<&TokenHash>,
     ) -> Result<(), StoreError> {
         let encoded = record::encode(issued)?;
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         let result = self
             .within(async {
-                let transaction = client.transaction().await.map_err(db_error)?;
-                let insert = transaction
-                    .prepare_cached(
-                        "INSERT INTO certificates (serial, service, issued_at, revoked, record)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING",
-                    )
-                    .await
-                    .map_err(db_error)?;
                 let (serial, service, revoked) = (
                     issued.serial.as_bytes(),
                     issued.service.as_str(),
                     issued.revocation.is_some(),
                 );
-                let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                    [&serial, &service, &issued.issued_at, &revoked, &encoded];
-                let inserting = transaction.execute(&insert, &parameters);
-                // Both statements go out at once (tokio-postgres pipelines
-                // requests on one connection); if either changed nothing, the
-                // transaction rolls back and undoes the other.
-                let (consumed, inserted) = match token {
-                    Some(token) => {
-                        let delete = transaction
-                            .prepare_cached("DELETE FROM join_tokens WHERE hash = $1")
-                            .await
-                            .map_err(db_error)?;
-                        let hash = token.as_slice();
-                        let hash: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&hash];
-                        let (consumed, inserted) =
-                            tokio::join!(transaction.execute(&delete, &hash), inserting);
-                        (consumed.map_err(db_error)?, inserted.map_err(db_error)?)
-                    }
-                    None => (1, inserting.await.map_err(db_error)?),
-                };
-                if consumed == 0 {
-                    return Err(StoreError::TokenAlreadyUsed);
+                let hash = token.map(TokenHash::as_slice);
+                // One statement, so one round trip and its own transaction:
+                // the token's row is deleted and the record inserted only if
+                // that deletion found it. A taken serial is a unique
+                // violation, which undoes the whole statement, the deletion
+                // with it.
+                let statement = match hash {
+                    Some(_) => client.prepare_cached(
+                        "WITH consumed AS (DELETE FROM join_tokens WHERE hash = $6 RETURNING 1)
+                         INSERT INTO certificates (serial, service, issued_at, revoked, record)
+                         SELECT $1::bytea, $2::text, $3::bigint, $4::boolean, $5::bytea
+                         WHERE EXISTS (SELECT 1 FROM consumed)",
+                    ),
+                    None => client.prepare_cached(
+                        "INSERT INTO certificates (serial, service, issued_at, revoked, record)
+                         VALUES ($1, $2, $3, $4, $5)",
+                    ),
                 }
-                if inserted == 0 {
-                    return Err(StoreError::SerialTaken(issued.serial.clone()));
-                }
+                .await
+                .map_err(db_error)?;
                 let started = std::time::Instant::now();
-                let committed = transaction.commit().await.map_err(db_error);
+                let inserted = match &hash {
+                    Some(hash) => {
+                        client
+                            .execute(
+                                &statement,
+                                &[
+                                    &serial,
+                                    &service,
+                                    &issued.issued_at,
+                                    &revoked,
+                                    &encoded,
+                                    hash,
+                                ],
+                            )
+                            .await
+                    }
+                    None => {
+                        client
+                            .execute(
+                                &statement,
+                                &[&serial, &service, &issued.issued_at, &revoked, &encoded],
+                            )
+                            .await
+                    }
+                };
                 crate::metrics::commit_took(started.elapsed());
-                committed
+                match inserted {
+                    Ok(0) => Err(StoreError::TokenAlreadyUsed),
+                    Ok(_) => Ok(()),
+                    Err(error)
+                        if error.code()
+                            == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                    {
+                        Err(StoreError::SerialTaken(issued.serial.clone()))
+                    }
+                    Err(error) => Err(db_error(error)),
+                }
             })
             .await;
         self.watch(result)
@@ -837,23 +858,30 @@ impl Storage for PgStore {
     /// 200 ms regardless. The decision it describes was committed before.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let encoded = record::encode(entry)?;
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         let result = self
             .within(async {
-                let transaction = client.transaction().await.map_err(db_error)?;
-                let insert = transaction
+                let insert = client
                     .prepare_cached("INSERT INTO audit (at, entry) VALUES ($1, $2)")
                     .await
                     .map_err(db_error)?;
+                // The transaction's four messages go out at once (tokio-postgres
+                // sends each request when its future is first polled, and
+                // `join!` polls in order): one round trip, where `transaction()`
+                // would wait for BEGIN and for COMMIT apart. The server runs
+                // them in order even if this future is dropped, so the
+                // connection goes back to the pool outside a transaction. A
+                // failed insert makes the COMMIT a rollback.
                 let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
                     [&entry.at, &encoded];
-                let (relaxed, inserted) = tokio::join!(
-                    transaction.batch_execute("SET LOCAL synchronous_commit TO OFF"),
-                    transaction.execute(&insert, &parameters)
+                let (begun, inserted, committed) = tokio::join!(
+                    client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
+                    client.execute(&insert, &parameters),
+                    client.batch_execute("COMMIT"),
                 );
-                relaxed.map_err(db_error)?;
+                begun.map_err(db_error)?;
                 inserted.map_err(db_error)?;
-                transaction.commit().await.map_err(db_error)
+                committed.map_err(db_error)
             })
             .await;
         self.watch(result)
