@@ -264,9 +264,7 @@ impl Admin for AdminApi {
         };
         let target = match message.target {
             Some(proto::revoke_request::Target::Serial(serial)) => RevokeTarget::Serial(serial),
-            Some(proto::revoke_request::Target::Service(service)) => {
-                RevokeTarget::Service(service)
-            }
+            Some(proto::revoke_request::Target::Service(service)) => RevokeTarget::Service(service),
             Some(proto::revoke_request::Target::Lineage(serial)) => RevokeTarget::Lineage(serial),
             None => {
                 return Err(status(&crate::Error::InvalidArgument(

@@ -79,10 +79,12 @@ impl Revocations {
         match outcome {
             Ok(progress) if progress.covered >= sequence => {
                 let published = self.published.read().unwrap_or_else(|p| p.into_inner());
-                published.clone().ok_or_else(|| RevocationError::NotPublished {
-                    kind: crate::ErrorKind::Internal,
-                    message: "no CRL is served".into(),
-                })
+                published
+                    .clone()
+                    .ok_or_else(|| RevocationError::NotPublished {
+                        kind: crate::ErrorKind::Internal,
+                        message: "no CRL is served".into(),
+                    })
             }
             Ok(Progress {
                 failed: Some(failed),
