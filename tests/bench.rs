@@ -407,3 +407,93 @@ fn bench_revoke_revokes_what_it_issued_and_reports_the_crl_listing_them() {
         stderr(&output)
     );
 }
+
+/// Four consecutive free loopback ports (the comparison script takes a
+/// base and the three after it); probed, so another process may still take
+/// one before the script binds it.
+fn free_port_base() -> u16 {
+    (20_000..60_000u16)
+        .step_by(97)
+        .find(|base| {
+            (0..4).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
+        })
+        .expect("four free consecutive ports")
+}
+
+/// `scripts/compare-cfssl.sh`, as docs/PERFORMANCE.md runs it, briefly:
+/// certd and CFSSL (with and without its SQLite certdb) each loaded by
+/// `certd bench` without an error, every CFSSL certificate stored in the
+/// certdb, and the table and JSON it documents printed.
+#[test]
+fn the_cfssl_comparison_script_runs_as_documented() {
+    let problem = match std::process::Command::new("cfssl").arg("version").output() {
+        Ok(output) if output.status.success() => None,
+        Ok(_) => Some("cfssl does not run".to_owned()),
+        Err(error) => Some(format!("cfssl is not installed ({error})")),
+    };
+    if let Some(problem) = problem {
+        assert!(
+            std::env::var_os("CI").is_none() && std::env::var_os("CERTD_REQUIRE_CFSSL").is_none(),
+            "CFSSL is required here (CI or CERTD_REQUIRE_CFSSL is set) but {problem}; install it as .ci/run does (apt-get install golang-cfssl)"
+        );
+        eprintln!("skipping: {problem}");
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let output = std::process::Command::new("scripts/compare-cfssl.sh")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CERTD_BIN", env!("CARGO_BIN_EXE_certd"))
+        .env("ROUNDS", "1")
+        .env("DURATION", "1s")
+        .env("CONCURRENCY", "4")
+        .env(
+            "PIN",
+            if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+                "1"
+            } else {
+                "0"
+            },
+        )
+        .env("JSON", "1")
+        .env("WORK_DIR", work.path())
+        .env("PORT_BASE", free_port_base().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/compare-cfssl.sh");
+    let said = stdout(&output);
+    assert!(output.status.success(), "{said}{}", stderr(&output));
+    assert!(
+        said.contains(
+            "| signer | requests/s | p50 ms | p99 ms | signer CPU µs/request | certd ÷ this |"
+        ),
+        "{said}"
+    );
+    let report: Value =
+        serde_json::from_str(said.lines().last().expect("a JSON line")).expect("JSON");
+    let runs = report["runs"].as_array().expect("runs");
+    let signers: Vec<&str> = runs
+        .iter()
+        .map(|run| run["signer"].as_str().unwrap())
+        .collect();
+    assert_eq!(signers, ["certd", "cfssl", "cfssl-sqlite"]);
+    for run in runs {
+        assert_eq!(run["errors"], 0, "{run}");
+        assert!(run["ok"].as_u64().unwrap() > 0, "{run}");
+        assert!(
+            run["signer_cpu_us_per_request"].as_f64().unwrap() > 0.0,
+            "{run}"
+        );
+    }
+    let stored = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from certificates').fetchone()[0])")
+        .arg(work.path().join("cfssl/certs.db"))
+        .output()
+        .expect("python3");
+    let stored: u64 = stdout(&stored).trim().parse().expect("a count");
+    assert_eq!(
+        stored,
+        runs[2]["ok"].as_u64().unwrap(),
+        "every certificate CFSSL signed with its certdb is stored there"
+    );
+}

@@ -35,7 +35,9 @@ pub struct BenchArgs {
     /// certificate each; the --count certificates, 10,000 by default, are
     /// issued first and not timed; without --wait-crl each answers once
     /// durable, and the report says how soon after the last one the CRL
-    /// listed them all).
+    /// listed them all) or `cfssl-sign` (another CA for comparison: CFSSL's
+    /// `POST /api/v1/cfssl/sign` at --http, default http://127.0.0.1:8888,
+    /// with the CSRs `issue` sends; see scripts/compare-cfssl.sh).
     #[arg(value_enum)]
     operation: BenchOperation,
     #[command(flatten)]
@@ -44,7 +46,8 @@ pub struct BenchArgs {
     #[arg(long, env = "CERTD_SERVER", default_value = "https://127.0.0.1:8443")]
     server: String,
     /// certd's HTTP base URL (for `ocsp` and `crl`); default: from the
-    /// certificate's OCSP URL, or http://127.0.0.1:8080.
+    /// certificate's OCSP URL, or http://127.0.0.1:8080. With
+    /// `cfssl-sign`: CFSSL's base URL.
     #[arg(long)]
     http: Option<String>,
     /// PEM roots to trust for certd; default DATA_DIR/bundle.pem.
@@ -114,6 +117,7 @@ enum BenchOperation {
     TokenExchange,
     Acme,
     Revoke,
+    CfsslSign,
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -121,7 +125,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .ca_bundle
         .clone()
         .unwrap_or_else(|| args.data_dir.dir().bundle());
-    let ca_bundle_pem = super::workload::read(&bundle_path)?;
+    // CFSSL's sign API is plain HTTP: no certd, so no bundle to read.
+    let ca_bundle_pem = match args.operation {
+        BenchOperation::CfsslSign => String::new(),
+        _ => super::workload::read(&bundle_path)?,
+    };
     let limit = match (args.count, args.duration) {
         (Some(count), _) => Limit::Count(count),
         // What it revokes is issued first: a count, not a duration.
@@ -152,6 +160,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             BenchOperation::TokenExchange => Operation::TokenExchange,
             BenchOperation::Acme => Operation::Acme,
             BenchOperation::Revoke => Operation::Revoke,
+            BenchOperation::CfsslSign => Operation::CfsslSign,
         },
         server: args.server,
         http: args.http,

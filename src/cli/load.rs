@@ -83,14 +83,23 @@ pub enum Operation {
     /// `Revoke` over the admin socket, one certificate per request (issued
     /// before the clock starts).
     Revoke,
+    /// CFSSL's `POST /api/v1/cfssl/sign`, for the side-by-side comparison
+    /// (`scripts/compare-cfssl.sh`): the same CSR pool and harness as
+    /// `issue`, against another CA.
+    #[serde(rename = "cfssl-sign")]
+    CfsslSign,
 }
 
 impl Operation {
     /// Whether a run adds to the store (entries, join tokens, certificate
     /// records, policy rules), and so checks it first and cleans up after.
-    /// `crl` only reads; `workload-api` talks to an agent, not to certd.
+    /// `crl` only reads; `workload-api` talks to an agent and `cfssl-sign`
+    /// to CFSSL, not to certd.
     pub fn writes_to_store(self) -> bool {
-        !matches!(self, Operation::Crl | Operation::WorkloadApi)
+        !matches!(
+            self,
+            Operation::Crl | Operation::WorkloadApi | Operation::CfsslSign
+        )
     }
 }
 
@@ -230,6 +239,11 @@ enum Workload {
     },
     Crl {
         http: String,
+    },
+    /// JSON sign requests, one per CSR of the pool.
+    CfsslSign {
+        http: String,
+        requests: Arc<Vec<Vec<u8>>>,
     },
     AgentIssue {
         agent: TlsClientSettings,
@@ -442,7 +456,9 @@ async fn connect_all(
             Workload::Revoke { .. } => {
                 Connection::Admin(AdminClient::connect(&options.admin_socket).await?)
             }
-            Workload::Ocsp { http, .. } | Workload::Crl { http } => Connection::Http(
+            Workload::Ocsp { http, .. }
+            | Workload::Crl { http }
+            | Workload::CfsslSign { http, .. } => Connection::Http(
                 HttpConnection::connect(http)
                     .await
                     .map_err(|e| BenchError::Prepare(format!("cannot connect to {http}: {e}")))?,
@@ -561,6 +577,18 @@ impl Worker {
                 } else {
                     Err(format!("CRL answer: HTTP {status}, {} bytes", body.len()))
                 }
+            }
+            (Workload::CfsslSign { requests, .. }, Connection::Http(http)) => {
+                let request = &requests[round % requests.len()];
+                let (status, body) = http
+                    .request(
+                        "POST",
+                        "/api/v1/cfssl/sign",
+                        Some(("application/json", request)),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check_cfssl_signed(status, &body)
             }
             (Workload::AgentIssue { entry_id, csrs, .. }, Connection::Grpc(client)) => {
                 let issued = client
@@ -695,6 +723,21 @@ fn check_issued(issued: &certd::api::client::IssuedCertificate) -> Result<(), St
             "unexpected certificate answer for serial {:?}",
             issued.serial
         ))
+    }
+}
+
+/// CFSSL's answer: `{"success": true, "result": {"certificate": PEM}}`.
+fn check_cfssl_signed(status: u16, body: &[u8]) -> Result<(), String> {
+    let answer: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("CFSSL answer (HTTP {status}) is not JSON: {e}"))?;
+    let certificate = answer["result"]["certificate"].as_str().unwrap_or_default();
+    if status == 200
+        && answer["success"] == serde_json::Value::Bool(true)
+        && certificate.starts_with("-----BEGIN CERTIFICATE-----")
+    {
+        Ok(())
+    } else {
+        Err(format!("CFSSL answer: HTTP {status}, {}", answer["errors"]))
     }
 }
 

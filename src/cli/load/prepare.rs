@@ -110,6 +110,23 @@ impl Prepare<'_> {
                     .clone()
                     .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
             }),
+            Operation::CfsslSign => Ok(Workload::CfsslSign {
+                http: options
+                    .http
+                    .clone()
+                    .unwrap_or_else(|| "http://127.0.0.1:8888".into()),
+                requests: Arc::new(
+                    csrs.iter()
+                        .map(|csr| {
+                            serde_json::json!({
+                                "certificate_request": certd::ca::pem_encode("CERTIFICATE REQUEST", csr),
+                            })
+                            .to_string()
+                            .into_bytes()
+                        })
+                        .collect(),
+                ),
+            }),
             Operation::AgentIssue => {
                 let (agent, entry_id) = self.bench_agent().await?;
                 Ok(Workload::AgentIssue {

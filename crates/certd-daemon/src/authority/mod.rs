@@ -642,10 +642,12 @@ impl Authority {
     }
 
     async fn fresh_serial(&self) -> Result<Serial> {
-        // 158 random bits make a collision practically impossible; checking
-        // first keeps a broken RNG from signing a duplicate, and the store's
-        // transaction refuses one in any case.
-        let serial = Serial::generate();
+        // 112 random bits within a second make a collision practically
+        // impossible; checking first keeps a broken RNG from signing a
+        // duplicate, and the store's write refuses one in any case. Time
+        // first keeps the store's inserts (and this lookup) at the edge of
+        // its tree (`Serial::generate_time_ordered`).
+        let serial = Serial::generate_time_ordered(self.now());
         if self.store.serial_exists(&serial).await? {
             return Err(StoreError::SerialTaken(serial).into());
         }
