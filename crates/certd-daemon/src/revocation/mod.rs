@@ -18,6 +18,7 @@
 //! and signs through `ca`; recording a revocation is `authority`'s job.
 
 pub mod ocsp;
+mod ocsp_cache;
 mod publisher;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::ca::{CaError, CertificateAuthority, crl, pem_encode};
 use crate::identity::Serial;
 use crate::store::{CertificateState, SharedStorage, StoreError};
 use ocsp::{IssuerHashes, KnownStatus};
+use ocsp_cache::{CachedOcsp, OcspQuestion};
 
 /// Why a CRL could not be built, published or read, or a status looked up.
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +76,6 @@ pub(crate) const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(24 * 3600)
 pub(crate) const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 /// Default validity of an OCSP answer.
 pub(crate) const DEFAULT_OCSP_VALIDITY: Duration = Duration::from_secs(3600);
-/// Serials whose OCSP answers are cached, at most; past that the cache
-/// starts over.
-const OCSP_CACHE_CAPACITY: usize = 100_000;
 
 /// How long what `revocation` publishes stays valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,16 +170,6 @@ pub struct OcspAnswer {
     /// For successful answers, when the client should ask again.
     pub next_update: Option<i64>,
     pub this_update: Option<i64>,
-}
-
-#[derive(Debug)]
-struct CachedOcsp {
-    /// Which question about the serial it answers (`OcspQuestion`).
-    question: OcspQuestion,
-    answer: OcspAnswer,
-    /// Rebuild after this moment (half the validity), so a served answer
-    /// always has at least half its validity left.
-    refresh_at: i64,
 }
 
 /// The CRL and OCSP publisher.
@@ -589,47 +578,6 @@ impl Revocations {
     fn forget_answers_of_old_signers(&self, generation: u64) {
         if self.ocsp_generation.swap(generation, Ordering::SeqCst) != generation {
             self.forget_cached_answers();
-        }
-    }
-
-    fn cached_ocsp(&self, serial: &Serial, question: OcspQuestion, now: i64) -> Option<OcspAnswer> {
-        let cache = self.ocsp_cache.read().unwrap_or_else(|p| p.into_inner());
-        let cached = cache
-            .get(serial)?
-            .iter()
-            .find(|cached| cached.question == question)?;
-        (now < cached.refresh_at).then(|| cached.answer.clone())
-    }
-
-    fn cache_ocsp(&self, serial: Serial, cached: CachedOcsp, generation: u64) {
-        let mut cache = self.ocsp_cache.write().unwrap_or_else(|p| p.into_inner());
-        if self.revocations_seen.load(Ordering::SeqCst) != generation {
-            return;
-        }
-        if cache.len() >= OCSP_CACHE_CAPACITY && !cache.contains_key(&serial) {
-            cache.clear();
-        }
-        let answers = cache.entry(serial).or_default();
-        answers.retain(|old| old.question != cached.question);
-        answers.push(cached);
-    }
-}
-
-/// Which of the few questions about one serial an OCSP answer answers: the
-/// CertID's hash algorithm and the issuer's place in `Signers`. A serial
-/// has at most four (two algorithms, two intermediates); the cache is
-/// emptied when the signers change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct OcspQuestion {
-    sha256: bool,
-    issuer: usize,
-}
-
-impl OcspQuestion {
-    fn new(id: &x509_ocsp::CertId, issuer: usize) -> Self {
-        OcspQuestion {
-            sha256: ocsp::is_sha256(id),
-            issuer,
         }
     }
 }
