@@ -1,5 +1,7 @@
-//! Revocation: signing CRLs of 10k, 100k and 1M entries, and answering
-//! OCSP from the cache and from scratch.
+//! Revocation: signing CRLs of 10k, 100k and 1M entries; building and
+//! publishing one from a store of 10k and 100k revocations, as the
+//! background publisher does (read the entries, take a number, sign both
+//! encodings); answering OCSP from the cache and from scratch.
 
 mod common;
 
@@ -38,6 +40,75 @@ fn crl_generation(c: &mut Criterion) {
                 })
             },
         );
+    }
+    group.finish();
+}
+
+/// A sled store holding `count` revoked, unexpired certificates, written
+/// 256 at a time so that group commit keeps the set-up short.
+fn store_with_revocations(
+    runtime: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    count: usize,
+    now: i64,
+) -> certd::store::SharedStorage {
+    let store = certd::store::open(dir).unwrap();
+    runtime.block_on(async {
+        let mut writers = Vec::new();
+        for _ in 0..256 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                for _ in 0..count / 256 {
+                    let serial = Serial::generate();
+                    let record = IssuanceRecord {
+                        serial: serial.clone(),
+                        service: "billing".parse().unwrap(),
+                        dns_names: vec!["billing.certd.internal".into()],
+                        uris: vec!["spiffe://certd.internal/svc/billing".into()],
+                        not_before: now,
+                        not_after: now + 86_400,
+                        issued_at: now,
+                        sha256_fingerprint: [7; 32],
+                        der: vec![0; 600],
+                        attestation: Attestation::Renewal,
+                        renewed_from: None,
+                        revocation: None,
+                    };
+                    store.record_issuance(&record, None).await.unwrap();
+                    let revocation = Revocation {
+                        revoked_at: now,
+                        reason_code: 1,
+                    };
+                    store.revoke(&serial, revocation).await.unwrap().unwrap();
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    });
+    store
+}
+
+fn crl_build_from_store(c: &mut Criterion) {
+    let runtime = common::runtime();
+    let now = unix_seconds(SystemTime::now());
+    let mut group = c.benchmark_group("crl_build_from_store");
+    group.sample_size(10);
+    for entries in [10_000usize, 100_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = common::new_ca(&dir.path().join("ca"));
+        let store = store_with_revocations(&runtime, &dir.path().join("db"), entries, now);
+        let revocations = Revocations::new(ca, store, RevocationSettings::default());
+        group.bench_function(BenchmarkId::from_parameter(entries), |b| {
+            b.iter(|| {
+                // Something new to list: otherwise the published CRL is
+                // served as it is.
+                revocations.forget_cached_answers();
+                let crl = runtime.block_on(revocations.refresh_crl()).unwrap();
+                assert_eq!(crl.entries, entries / 256 * 256);
+            })
+        });
     }
     group.finish();
 }
@@ -95,5 +166,5 @@ fn ocsp_answers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, crl_generation, ocsp_answers);
+criterion_group!(benches, crl_generation, crl_build_from_store, ocsp_answers);
 criterion_main!(benches);

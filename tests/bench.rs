@@ -370,6 +370,44 @@ fn bench_acme_orders_through_http01_and_cleans_up() {
     assert_eq!(certificates_of(&daemon, "certd-bench"), 12);
 }
 
+/// `certd bench revoke` issues its certificates first, then revokes each
+/// once: without waiting for the CRL (the default) every answer names CRL
+/// 0, and the report gives the first CRL that lists them all; with
+/// `--wait-crl` every answer waits for it. Either way every certificate
+/// it issued ends revoked, and the CRL the report names lists them.
+#[test]
+fn bench_revoke_revokes_what_it_issued_and_reports_the_crl_listing_them() {
+    let daemon = Daemon::start();
+    for (count, extra, total) in [("12", None, 12), ("8", Some("--wait-crl"), 20)] {
+        let mut args = vec!["--count", count, "--json"];
+        args.extend(extra);
+        let output = bench(&daemon, "revoke", &args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let text = stdout(&output);
+        let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["op"], "revoke", "{text}");
+        assert_eq!(summary["errors"], 0, "{text}");
+        assert_eq!(summary["wait_crl"], extra.is_some(), "{text}");
+        assert_eq!(summary["crl"]["entries"], total, "{text}");
+        assert!(summary["crl"]["number"].as_u64().unwrap() > 0, "{text}");
+        assert!(text.contains("lists every revocation"), "{text}");
+    }
+    let revoked = json(&daemon, &["list", "--service", "certd-bench", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "revoked")
+        .count();
+    assert_eq!(revoked, 20);
+    let output = bench(&daemon, "revoke", &["--duration", "1s"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("needs --count"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// Four consecutive free loopback ports (the comparison script takes a
 /// base and the three after it); probed, so another process may still take
 /// one before the script binds it.

@@ -183,6 +183,65 @@ async fn revocation_is_idempotent_visible_and_final() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
 
+/// The serials a DER CRL lists, as hex.
+fn crl_serials(der: &[u8]) -> Vec<String> {
+    let (_, parsed) = x509_parser::parse_x509_crl(der).unwrap();
+    parsed
+        .iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect()
+}
+
+/// A revocation answers revoked over OCSP at once, even where a good answer
+/// was cached; `certd revoke` (waiting, the default) returns once the
+/// served CRL lists it; with `--no-wait-crl` it returns CRL number 0 and the
+/// background publisher's next CRL lists it without anyone asking.
+#[tokio::test(flavor = "multi_thread")]
+async fn revocations_reach_ocsp_at_once_and_the_crl_with_or_without_waiting() {
+    let daemon = InProcess::start().await;
+    let intermediate = std::fs::read_to_string(daemon.data_dir.join("intermediate.pem")).unwrap();
+    let waited = daemon.bootstrap("payments").await.issued.serial;
+    let not_waited = daemon.bootstrap("orders").await.issued.serial;
+    // Nonce-free questions, the cacheable kind: asked once before, their
+    // good answers sit in the OCSP cache.
+    let question = |serial: &str| ocsp_request(&intermediate, &hex::decode(serial).unwrap(), None);
+    for serial in [&waited, &not_waited] {
+        let (status, _) = single_status(&ocsp_post(&daemon, &question(serial)));
+        assert!(matches!(status, CertStatus::Good(_)), "{status:?}");
+    }
+    let builds_before = daemon.authority.revocations().crl_builds();
+
+    let output = revoke(&daemon, &[&waited, "--json"]);
+    let answer: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
+    let crl_number = answer["crl_number"].as_u64().unwrap();
+    assert!(crl_number > 0, "{output}");
+    let (status, _) = single_status(&ocsp_post(&daemon, &question(&waited)));
+    assert!(matches!(status, CertStatus::Revoked(_)), "{status:?}");
+    let crl = http("GET", &format!("{}/crl", daemon.http), &[], b"").body;
+    assert!(crl_serials(&crl).contains(&waited));
+
+    let output = revoke(&daemon, &[&not_waited, "--no-wait-crl", "--json"]);
+    let answer: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
+    assert_eq!(answer["crl_number"], 0, "{output}");
+    assert_eq!(answer["certificates"][0]["newly_revoked"], true, "{output}");
+    let (status, _) = single_status(&ocsp_post(&daemon, &question(&not_waited)));
+    assert!(matches!(status, CertStatus::Revoked(_)), "{status:?}");
+    let text = revoke(&daemon, &[&not_waited, "--no-wait-crl"]);
+    assert!(text.contains("not waiting for the CRL"), "{text}");
+    // The publisher's progress, not a sleep: every revocation noted so far
+    // is in a published CRL. It was built in the background: nobody asked.
+    let revocations = daemon.authority.revocations();
+    let listing = revocations.wait_for_crl(revocations.noted()).await.unwrap();
+    assert!(listing.number > crl_number);
+    let crl = http("GET", &format!("{}/crl", daemon.http), &[], b"").body;
+    let listed = crl_serials(&crl);
+    assert!(
+        listed.contains(&waited) && listed.contains(&not_waited),
+        "{listed:?}"
+    );
+    assert!(revocations.crl_builds() >= builds_before + 2);
+}
+
 /// `certd revoke --service` revokes every unexpired certificate of it.
 #[tokio::test(flavor = "multi_thread")]
 async fn revoking_a_service_revokes_all_its_certificates() {

@@ -12,7 +12,9 @@ use clap::Args;
 
 use super::{DataDirArg, JsonArg, UsageError, duration, format_time};
 use certd::api::client::{AdminClient, AuditLine, IssuedCertificate, RevokeSummary};
-use certd::authority::{Authority, Caller, CertificateSummary, TokenFor, TokensToRevoke};
+use certd::authority::{
+    Authority, Caller, CertificateSummary, CrlWait, RevokeTarget, TokenFor, TokensToRevoke,
+};
 use certd::ca::RevocationReason;
 use certd::ca::{self, InitOptions, KeyType};
 use certd::clock::unix_seconds;
@@ -179,6 +181,12 @@ pub struct RevokeArgs {
     /// seconds, reason, newly_revoked) and `crl_number`.
     #[arg(long)]
     pub(super) json: bool,
+    /// Answer once the revocation is durable and OCSP says revoked, without
+    /// waiting for the CRL that lists it (certd builds it in the
+    /// background, within about one CRL build time); `crl_number` is then 0.
+    /// For revoking many certificates one by one.
+    #[arg(long)]
+    no_wait_crl: bool,
     /// Revoke in the data directory directly, with certd stopped (when it
     /// cannot start, or its host is being recovered); it publishes the CRL
     /// listing it when it next starts.
@@ -194,43 +202,30 @@ fn parse_reason(value: &str) -> Result<RevocationReason, String> {
 }
 
 pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
-    /// What to revoke, as the flags name it.
-    enum Target<'a> {
-        Serial(&'a str),
-        Service(&'a str),
-        Lineage(&'a str),
-    }
     let target = match (&args.serial, &args.service, &args.lineage) {
-        (Some(serial), _, _) => Target::Serial(serial),
-        (None, Some(service), _) => Target::Service(service),
-        (None, None, Some(serial)) => Target::Lineage(serial),
+        (Some(serial), _, _) => RevokeTarget::Serial(serial.clone()),
+        (None, Some(service), _) => RevokeTarget::Service(service.clone()),
+        (None, None, Some(serial)) => RevokeTarget::Lineage(serial.clone()),
         (None, None, None) => {
             return Err(UsageError("name a serial, --service or --lineage".into()).into());
         }
     };
+    let wait = if args.no_wait_crl {
+        CrlWait::No
+    } else {
+        CrlWait::UntilListed
+    };
     let result = if args.offline {
         let authority = offline_authority(&args.data_dir, args.config.as_deref()).await?;
         let caller = Caller(format!("offline-cli uid={}", current_uid()));
-        RevokeSummary::from(match target {
-            Target::Serial(serial) => authority.revoke(&caller, serial, args.reason).await?,
-            Target::Service(service) => {
-                authority
-                    .revoke_service(&caller, service, args.reason)
-                    .await?
-            }
-            Target::Lineage(serial) => {
-                authority
-                    .revoke_lineage(&caller, serial, args.reason)
-                    .await?
-            }
-        })
+        RevokeSummary::from(
+            authority
+                .revoke_target(&caller, &target, args.reason, wait)
+                .await?,
+        )
     } else {
         let mut client = args.target.connect(&args.data_dir).await?;
-        match target {
-            Target::Serial(serial) => client.revoke_serial(serial, args.reason).await?,
-            Target::Service(service) => client.revoke_service(service, args.reason).await?,
-            Target::Lineage(serial) => client.revoke_lineage(serial, args.reason).await?,
-        }
+        client.revoke(&target, args.reason, wait).await?
     };
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
@@ -250,7 +245,12 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
             revoked.reason
         );
     }
-    println!("published CRL number {}", result.crl_number);
+    match wait {
+        CrlWait::UntilListed => println!("published CRL number {}", result.crl_number),
+        CrlWait::No => println!(
+            "not waiting for the CRL: OCSP answers revoked now, the next CRL certd builds lists it"
+        ),
+    }
     Ok(())
 }
 

@@ -31,7 +31,11 @@ pub struct BenchArgs {
     /// `certd-bench-exchange` to the token policy on first use) or `acme`
     /// (an ACME order to its certificate: newOrder, http-01 answered by
     /// bench, finalize, download; one account, made with an EAB key of a
-    /// bench entry) or `cfssl-sign` (another CA for comparison: CFSSL's
+    /// bench entry) or `revoke` (`Revoke` over the admin socket, one
+    /// certificate each; the --count certificates, 10,000 by default, are
+    /// issued first and not timed; without --wait-crl each answers once
+    /// durable, and the report says how soon after the last one the CRL
+    /// listed them all) or `cfssl-sign` (another CA for comparison: CFSSL's
     /// `POST /api/v1/cfssl/sign` at --http, default http://127.0.0.1:8888,
     /// with the CSRs `issue` sends; see scripts/compare-cfssl.sh).
     #[arg(value_enum)]
@@ -83,7 +87,15 @@ pub struct BenchArgs {
     /// answers http-01 on.
     #[arg(long, default_value_t = load::DEFAULT_HTTP01_PORT)]
     acme_http_port: u16,
+    /// With `revoke`: each revocation waits until the CRL lists it (what
+    /// `certd revoke` does by default) instead of answering once durable.
+    #[arg(long)]
+    wait_crl: bool,
 }
+
+/// Revocations `certd bench revoke` makes without --count: the issue's
+/// target run.
+const DEFAULT_REVOCATIONS: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum AcmeChallengesArg {
@@ -104,6 +116,7 @@ enum BenchOperation {
     TokenEndpoint,
     TokenExchange,
     Acme,
+    Revoke,
     CfsslSign,
 }
 
@@ -119,6 +132,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     let limit = match (args.count, args.duration) {
         (Some(count), _) => Limit::Count(count),
+        // What it revokes is issued first: a count, not a duration.
+        (None, None) if matches!(args.operation, BenchOperation::Revoke) => {
+            Limit::Count(DEFAULT_REVOCATIONS)
+        }
         (None, Some(duration)) => Limit::Duration(duration),
         (None, None) => Limit::Duration(Duration::from_secs(10)),
     };
@@ -142,6 +159,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             BenchOperation::TokenEndpoint => Operation::TokenEndpoint,
             BenchOperation::TokenExchange => Operation::TokenExchange,
             BenchOperation::Acme => Operation::Acme,
+            BenchOperation::Revoke => Operation::Revoke,
             BenchOperation::CfsslSign => Operation::CfsslSign,
         },
         server: args.server,
@@ -158,6 +176,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             },
             AcmeChallengesArg::None => load::AcmeChallenges::None,
         },
+        wait_crl: args.wait_crl,
     };
     // Checked before anything is created; a refusal leaves the store as
     // it was.
@@ -237,6 +256,12 @@ fn print_report(
     );
     if let Some(error) = &report.first_error {
         println!("first error: {error}");
+    }
+    if let Some(crl) = &report.crl {
+        println!(
+            "CRL number {} lists every revocation ({} entries, {} bytes DER) {:.0} ms after the last answer",
+            crl.number, crl.entries, crl.der_bytes, crl.listed_all_after_ms
+        );
     }
     if let Some(cleaned) = cleaned {
         println!("{cleaned}");

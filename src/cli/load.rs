@@ -13,6 +13,7 @@
 mod acme;
 mod cleanup;
 mod prepare;
+mod revoke;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,11 +26,16 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use certd::api::client::{ClientError, TlsClientSettings, TokenEndpointClient, WorkloadClient};
+use certd::api::client::{
+    AdminClient, ClientError, TlsClientSettings, TokenEndpointClient, WorkloadClient,
+};
+use certd::authority::{CrlWait, RevokeTarget};
+use certd::ca::RevocationReason;
 
 pub use acme::{AcmeChallenges, DEFAULT_HTTP01_PORT};
 pub use cleanup::{Cleaned, Ledger, StoreUse, check_store, clean_up};
 use prepare::Prepare;
+pub use revoke::CrlAfterRun;
 
 /// Service name the load tool issues for.
 pub const BENCH_SERVICE: &str = "certd-bench";
@@ -74,6 +80,9 @@ pub enum Operation {
     /// An ACME order through to its certificate: newOrder, its http-01
     /// challenge (or none), finalize and download, for one shared account.
     Acme,
+    /// `Revoke` over the admin socket, one certificate per request (issued
+    /// before the clock starts).
+    Revoke,
     /// CFSSL's `POST /api/v1/cfssl/sign`, for the side-by-side comparison
     /// (`scripts/compare-cfssl.sh`): the same CSR pool and harness as
     /// `issue`, against another CA.
@@ -134,6 +143,8 @@ pub struct BenchOptions {
     pub socket: Option<PathBuf>,
     /// For `Acme`: how orders are authorized.
     pub acme_challenges: AcmeChallenges,
+    /// For `Revoke`: whether each revocation waits for the CRL listing it.
+    pub wait_crl: bool,
 }
 
 /// The result, printed as text and as one JSON line.
@@ -151,6 +162,12 @@ pub struct BenchReport {
     pub concurrency: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// For `revoke`: whether each revocation waited for the CRL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_crl: Option<bool>,
+    /// For `revoke`: the CRL that listed every revocation of the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl: Option<CrlAfterRun>,
 }
 
 /// Counters shared with the progress display, and the stop the Ctrl-C
@@ -257,6 +274,14 @@ enum Workload {
         /// Answers http-01 until the run's workload is dropped.
         _responder: Option<acme::Http01Responder>,
     },
+    Revoke {
+        /// Hex serials of the certificates issued to revoke.
+        serials: Arc<Vec<String>>,
+        next: Arc<AtomicUsize>,
+        wait_crl: bool,
+        /// certd's HTTP base URL, for the CRL after the run.
+        http: String,
+    },
 }
 
 /// Prepares, then runs the load until the limit (or the stop), then
@@ -307,9 +332,29 @@ pub async fn run(
         );
     }
     let seconds = started.elapsed().as_secs_f64();
+    let last_answer = Instant::now();
     latencies.sort_unstable();
     let ok = progress.ok.load(Ordering::Relaxed);
     let errors = progress.errors.load(Ordering::Relaxed);
+    // Only a run whose every revocation succeeded knows what the CRL must
+    // list.
+    let (wait_crl, crl) = match &*workload {
+        Workload::Revoke {
+            serials,
+            next,
+            wait_crl,
+            http,
+        } => {
+            let revoked = next.load(Ordering::Relaxed).min(serials.len());
+            let crl = if errors == 0 && !progress.stopped() {
+                Some(revoke::crl_after_run(http, &serials[..revoked], last_answer).await?)
+            } else {
+                None
+            };
+            (Some(*wait_crl), crl)
+        }
+        _ => (None, None),
+    };
     let first_error = first_error.lock().map(|e| e.clone()).unwrap_or(None);
     Ok(BenchReport {
         op: options.operation,
@@ -323,6 +368,8 @@ pub async fn run(
         max_ms: latencies.last().map_or(0.0, |m| *m as f64 / 1000.0),
         concurrency: options.concurrency,
         first_error,
+        wait_crl,
+        crl,
     })
 }
 
@@ -354,6 +401,7 @@ enum Connection {
     },
     Http(HttpConnection),
     Acme(certd::api::client::AcmeClient),
+    Admin(AdminClient),
     /// A new connection per request (the Workload API's first answer).
     PerRequest,
     /// A new connection per renewal, presenting the certificate the last
@@ -404,6 +452,9 @@ async fn connect_all(
                 ..
             } => {
                 Connection::Acme(acme::connect(directory, &options.ca_bundle_pem, key, kid).await?)
+            }
+            Workload::Revoke { .. } => {
+                Connection::Admin(AdminClient::connect(&options.admin_socket).await?)
             }
             Workload::Ocsp { http, .. }
             | Workload::Crl { http }
@@ -618,6 +669,38 @@ impl Worker {
                     Ok(())
                 } else {
                     Err("the ACME certificate download is not a chain of two".into())
+                }
+            }
+            (
+                Workload::Revoke {
+                    serials,
+                    next,
+                    wait_crl,
+                    ..
+                },
+                Connection::Admin(client),
+            ) => {
+                let serial = serials
+                    .get(next.fetch_add(1, Ordering::Relaxed))
+                    .ok_or("ran out of certificates to revoke")?;
+                let wait = if *wait_crl {
+                    CrlWait::UntilListed
+                } else {
+                    CrlWait::No
+                };
+                let target = RevokeTarget::Serial(serial.clone());
+                let revoked = client
+                    .revoke(&target, RevocationReason::Superseded, wait)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let listed = (revoked.crl_number > 0) == *wait_crl;
+                match revoked.certificates.as_slice() {
+                    [one] if one.newly_revoked && listed => Ok(()),
+                    _ => Err(format!(
+                        "unexpected revocation answer for {serial}: {} certificates, CRL {}",
+                        revoked.certificates.len(),
+                        revoked.crl_number
+                    )),
                 }
             }
             _ => Err("connection does not match the operation".into()),

@@ -12,7 +12,8 @@
 //! marks is damaged or replaced, and certd says so and stops.
 //!
 //! When it is written: the CRL number and the revocation count before the
-//! call that changed them returns (both are rare and matter most); the
+//! call that changed them returns (they matter most; concurrent calls
+//! share one write, made on the blocking pool: `update_durably`); the
 //! certificate count every `RECORDS_WRITE_EVERY` issuances or
 //! `RECORDS_WRITE_INTERVAL`, and at `flush` (shutdown). It is a lower
 //! bound, so lagging is safe; a failed write is logged and retried with the
@@ -20,7 +21,7 @@
 //! source of truth.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -320,7 +321,11 @@ fn marks_error(path: &Path, reason: &str) -> StoreError {
 pub(crate) struct Marked {
     inner: SharedStorage,
     path: PathBuf,
-    state: Mutex<MarksState>,
+    /// Shared with the blocking task that writes the file.
+    state: Arc<Mutex<MarksState>>,
+    /// Held by the one caller writing for everyone waiting
+    /// (`update_durably`).
+    writing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -389,11 +394,12 @@ impl Marked {
         let marked = Marked {
             inner,
             path: path.to_owned(),
-            state: Mutex::new(MarksState {
+            state: Arc::new(Mutex::new(MarksState {
                 current,
                 written: None,
                 written_at: Instant::now(),
-            }),
+            })),
+            writing: tokio::sync::Mutex::new(()),
         };
         marked.update(|_| true);
         Ok(marked)
@@ -402,26 +408,62 @@ impl Marked {
     /// Applies `change` to the marks and writes them if it asks to (or if
     /// they were never written). Serialised, so the file only grows.
     fn update(&self, change: impl FnOnce(&mut MarksState) -> bool) {
-        let mut state = match self.state.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut state = lock(&self.state);
         let write_now = change(&mut state);
         if !(write_now || state.written.is_none()) || state.written.as_ref() == Some(&state.current)
         {
             return;
         }
-        match state.current.write(&self.path) {
-            Ok(()) => {
-                state.written = Some(state.current.clone());
-                state.written_at = Instant::now();
-            }
-            Err(error) => tracing::warn!(
-                error = %certd_core::error_kind::with_causes(&error),
-                path = %self.path.display(),
-                "cannot write the store's marks; retrying with the next change"
-            ),
+        write_marks(&mut state, &self.path);
+    }
+
+    /// Applies `change` to the CRL number or the revocation count and
+    /// returns once marks at least that high are written. A caller that
+    /// finds a write under way waits for it, then finds its own change
+    /// written by the next one, which it or another waiter makes: a burst
+    /// of revocations costs a few writes (two `fsync`s each), not one each.
+    /// The write runs on the blocking pool, off the async workers.
+    async fn update_durably(&self, change: impl FnOnce(&mut MarksFile)) {
+        let wanted = {
+            let mut state = lock(&self.state);
+            change(&mut state.current);
+            state.current.clone()
+        };
+        let _writer = self.writing.lock().await;
+        let written = |state: &MarksState| {
+            state.written.as_ref().is_some_and(|written| {
+                written.crl_number >= wanted.crl_number && written.revocations >= wanted.revocations
+            })
+        };
+        if written(&lock(&self.state)) {
+            return;
         }
+        let (state, path) = (self.state.clone(), self.path.clone());
+        // Holding the state lock while writing keeps the file growing only,
+        // as `update` does; a failure is logged there and retried by the
+        // next change.
+        let _ = tokio::task::spawn_blocking(move || write_marks(&mut lock(&state), &path)).await;
+    }
+}
+
+fn lock(state: &Mutex<MarksState>) -> MutexGuard<'_, MarksState> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes the current marks; logs a failure, which the next change retries.
+fn write_marks(state: &mut MarksState, path: &Path) {
+    match state.current.write(path) {
+        Ok(()) => {
+            state.written = Some(state.current.clone());
+            state.written_at = Instant::now();
+        }
+        Err(error) => tracing::warn!(
+            error = %certd_core::error_kind::with_causes(&error),
+            path = %path.display(),
+            "cannot write the store's marks; retrying with the next change"
+        ),
     }
 }
 
@@ -454,20 +496,16 @@ impl Storage for Marked {
     ) -> Result<Option<RevokeOutcome>, StoreError> {
         let outcome = self.inner.revoke(serial, revocation).await?;
         if matches!(outcome, Some(RevokeOutcome::Revoked(_))) {
-            self.update(|state| {
-                state.current.revocations += 1;
-                true
-            });
+            self.update_durably(|current| current.revocations += 1)
+                .await;
         }
         Ok(outcome)
     }
 
     async fn next_crl_number(&self) -> Result<u64, StoreError> {
         let number = self.inner.next_crl_number().await?;
-        self.update(|state| {
-            state.current.crl_number = state.current.crl_number.max(number);
-            true
-        });
+        self.update_durably(|current| current.crl_number = current.crl_number.max(number))
+            .await;
         Ok(number)
     }
 
@@ -775,6 +813,53 @@ mod tests {
             ..truncated
         };
         assert!(marks().shortfalls(&other, None, Some("ca-test"))[0].contains("another database"));
+    }
+
+    /// Concurrent revocations each return only once the marks file on disk
+    /// counts them, and share writes; the CRL numbers too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_revocations_are_in_the_marks_before_they_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store-marks.toml");
+        let inner = crate::open(&dir.path().join("db")).unwrap();
+        let ca = CaIdentity("ca-test".into());
+        let store: SharedStorage = Arc::new(
+            Marked::open(inner, &path, Unmarked::Accept, &ca)
+                .await
+                .unwrap(),
+        );
+        let mut serials = Vec::new();
+        for _ in 0..50 {
+            let record = crate::suite::record("billing");
+            store.record_issuance(&record, None).await.unwrap();
+            serials.push(record.serial);
+        }
+        let revocation = Revocation {
+            revoked_at: 150,
+            reason_code: 1,
+        };
+        // Every revocation that has returned is counted in the file: read
+        // how many have, then the file, which only grows.
+        let returned = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let revokers: Vec<_> = serials
+            .into_iter()
+            .map(|serial| {
+                let (store, path, returned) = (store.clone(), path.clone(), returned.clone());
+                tokio::spawn(async move {
+                    store.revoke(&serial, revocation).await.unwrap().unwrap();
+                    returned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let known = returned.load(std::sync::atomic::Ordering::SeqCst);
+                    let counted = MarksFile::read(&path).unwrap().unwrap().revocations;
+                    assert!(counted >= known, "{counted} counted, {known} returned");
+                })
+            })
+            .collect();
+        for revoker in revokers {
+            revoker.await.unwrap();
+        }
+        assert_eq!(MarksFile::read(&path).unwrap().unwrap().revocations, 50);
+        let number = store.next_crl_number().await.unwrap();
+        assert_eq!(MarksFile::read(&path).unwrap().unwrap().crl_number, number);
     }
 
     #[test]

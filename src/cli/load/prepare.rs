@@ -136,6 +136,12 @@ impl Prepare<'_> {
                 })
             }
             Operation::Acme => self.acme(options.acme_challenges).await,
+            Operation::Revoke => match options.limit {
+                Limit::Count(count) => self.revoke(count, options.wait_crl).await,
+                Limit::Duration(_) => Err(BenchError::Prepare(
+                    "`revoke` needs --count: the certificates it revokes are issued first".into(),
+                )),
+            },
             Operation::JwtMint => Ok(Workload::JwtMint {
                 identity: self.bench_jwt_identity().await?,
             }),
@@ -297,7 +303,7 @@ impl Prepare<'_> {
 
     /// `count` join tokens for the bench entry, in batches; stops between
     /// batches when the run is interrupted.
-    async fn create_tokens(&self, count: u64) -> Result<Vec<String>, BenchError> {
+    pub(super) async fn create_tokens(&self, count: u64) -> Result<Vec<String>, BenchError> {
         let mut admin = AdminClient::connect(&self.options.admin_socket).await?;
         let entry = self.bench_entry(&mut admin).await?;
         let mut tokens = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
@@ -354,7 +360,7 @@ fn key_and_csr() -> Result<(rcgen::KeyPair, Vec<u8>), BenchError> {
     Ok((key, csr.der().to_vec()))
 }
 
-fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
+pub(super) fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
     (0..CSR_POOL)
         .map(|_| key_and_csr().map(|(_, csr)| csr))
         .collect()

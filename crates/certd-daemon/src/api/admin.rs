@@ -15,7 +15,7 @@ use super::convert::{entry_to_proto, federation_to_proto, summary_to_proto};
 use super::proto;
 use super::proto::admin_server::Admin;
 use super::status;
-use crate::authority::{Authority, Caller, TokenFor, TokensToRevoke};
+use crate::authority::{Authority, Caller, CrlWait, RevokeTarget, TokenFor, TokensToRevoke};
 use crate::ca::{RevocationReason, reason_name};
 use crate::policy::operator_roles::AdminAction;
 use crate::registry::EntrySpec;
@@ -262,25 +262,26 @@ impl Admin for AdminApi {
                 .parse()
                 .map_err(|e: String| status(&crate::Error::InvalidArgument(e)))?
         };
-        let result = match message.target {
-            Some(proto::revoke_request::Target::Serial(serial)) => {
-                self.authority.revoke(&caller, &serial, reason).await
+        let target = match message.target {
+            Some(proto::revoke_request::Target::Serial(serial)) => RevokeTarget::Serial(serial),
+            Some(proto::revoke_request::Target::Service(service)) => RevokeTarget::Service(service),
+            Some(proto::revoke_request::Target::Lineage(serial)) => RevokeTarget::Lineage(serial),
+            None => {
+                return Err(status(&crate::Error::InvalidArgument(
+                    "name a serial or a service to revoke".into(),
+                )));
             }
-            Some(proto::revoke_request::Target::Service(service)) => {
-                self.authority
-                    .revoke_service(&caller, &service, reason)
-                    .await
-            }
-            Some(proto::revoke_request::Target::Lineage(serial)) => {
-                self.authority
-                    .revoke_lineage(&caller, &serial, reason)
-                    .await
-            }
-            None => Err(crate::Error::InvalidArgument(
-                "name a serial or a service to revoke".into(),
-            )),
-        }
-        .map_err(|e| status(&e))?;
+        };
+        let wait = if message.no_wait_for_crl {
+            CrlWait::No
+        } else {
+            CrlWait::UntilListed
+        };
+        let result = self
+            .authority
+            .revoke_target(&caller, &target, reason, wait)
+            .await
+            .map_err(|e| status(&e))?;
         let certificates = result
             .certificates
             .iter()

@@ -82,7 +82,7 @@ impl Authority {
                 // The replica that revoked publishes a CRL with it and says
                 // so (`CrlPublished`); build one here only if that does not
                 // come, e.g. because that replica died meanwhile.
-                self.revocations.note_revocation(&serial);
+                self.revocations.note_revocation_elsewhere(&serial);
                 self.track_revocation_elsewhere(&serial).await;
                 let (authority, serving) = (self.clone(), self.revocations.crl_number());
                 tokio::spawn(async move {
@@ -135,7 +135,7 @@ impl Authority {
                 .as_ref()
                 .is_some_and(|known| !known.contains(&entry.serial))
             {
-                self.revocations.note_revocation(&entry.serial);
+                self.revocations.note_revocation_elsewhere(&entry.serial);
             }
             current.insert(entry.serial);
         }

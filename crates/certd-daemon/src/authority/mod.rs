@@ -60,7 +60,7 @@ pub use exchange::{
 };
 pub use join_tokens::{JoinTokenView, TokensToRevoke};
 pub use registration::{CreatedJoinTokens, MAX_TOKENS_PER_REQUEST, TokenFor};
-pub use revoke::{RevocationResult, Revoked};
+pub use revoke::{CrlWait, RevocationResult, RevokeTarget, Revoked};
 pub use tokens::MintedFor;
 pub use views::CertificateSummary;
 
@@ -190,6 +190,8 @@ impl Authority {
             store.clone(),
             settings.revocation,
         ));
+        // Revocations answer once durable; this task lists them in the CRL.
+        revocations.start_publisher();
         let attestors =
             Attestors::from_settings(&settings.attestors).map_err(|(kind, message)| {
                 ConfigError::Invalid {

@@ -1,5 +1,6 @@
-//! Revocation: recording it durably and publishing the CRL that lists it
-//! before answering.
+//! Revocation: recording it durably, so that OCSP answers it at once, and
+//! (unless the caller says not to) waiting for the background publisher's
+//! CRL that lists it before answering (`revocation::publisher`).
 
 use super::{Authority, Caller};
 use crate::audit::{self, Decision};
@@ -22,7 +23,33 @@ pub struct Revoked {
 #[derive(Debug, Clone)]
 pub struct RevocationResult {
     pub certificates: Vec<Revoked>,
+    /// 0 when the request did not wait for the CRL (`CrlWait::No`).
     pub crl_number: u64,
+}
+
+/// What a revocation request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// One certificate, by serial (hex).
+    Serial(String),
+    /// Every unexpired certificate of a service.
+    Service(String),
+    /// Every unexpired certificate of a serial's chain of renewals.
+    Lineage(String),
+}
+
+/// Whether a revocation answers only once a published CRL lists it.
+/// Either way it answers only once it is durable and OCSP says revoked;
+/// the CRL lists it within the bound `revocation::publisher` documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrlWait {
+    /// Wait for the CRL (the default, and what `certd revoke` does): after
+    /// the answer, a relying party that fetches the CRL sees it.
+    #[default]
+    UntilListed,
+    /// Answer without waiting: for bulk revocations, which would otherwise
+    /// wait a build each for little.
+    No,
 }
 
 impl Authority {
@@ -40,20 +67,9 @@ impl Authority {
         serial: &str,
         reason: RevocationReason,
     ) -> Result<RevocationResult> {
-        let outcome = match self.revoke_serial(serial, reason).await {
-            Ok(revoked) => self.publish(vec![revoked]).await,
-            Err(error) => Err(error),
-        };
-        audit_revocation(
-            self.store.as_ref(),
-            self.now(),
-            caller,
-            serial,
-            reason,
-            &outcome,
-        )
-        .await;
-        outcome
+        let target = RevokeTarget::Serial(serial.to_owned());
+        self.revoke_target(caller, &target, reason, CrlWait::UntilListed)
+            .await
     }
 
     /// Revokes every unexpired certificate of `service`.
@@ -63,17 +79,9 @@ impl Authority {
         service: &str,
         reason: RevocationReason,
     ) -> Result<RevocationResult> {
-        let outcome = self.revoke_service_inner(service, reason).await;
-        audit_revocation(
-            self.store.as_ref(),
-            self.now(),
-            caller,
-            &format!("service {service}"),
-            reason,
-            &outcome,
-        )
-        .await;
-        outcome
+        let target = RevokeTarget::Service(service.to_owned());
+        self.revoke_target(caller, &target, reason, CrlWait::UntilListed)
+            .await
     }
 
     /// Revokes every unexpired certificate of `serial`'s chain of renewals
@@ -85,12 +93,43 @@ impl Authority {
         serial: &str,
         reason: RevocationReason,
     ) -> Result<RevocationResult> {
-        let outcome = self.revoke_lineage_inner(serial, reason).await;
+        let target = RevokeTarget::Lineage(serial.to_owned());
+        self.revoke_target(caller, &target, reason, CrlWait::UntilListed)
+            .await
+    }
+
+    /// Revokes what `target` names; answers once that is durable (and OCSP
+    /// says so) and, with `CrlWait::UntilListed`, once a published CRL
+    /// lists it. Audited either way.
+    pub async fn revoke_target(
+        &self,
+        caller: &Caller,
+        target: &RevokeTarget,
+        reason: RevocationReason,
+        wait: CrlWait,
+    ) -> Result<RevocationResult> {
+        let (outcome, audited) = match target {
+            RevokeTarget::Serial(serial) => (
+                match self.revoke_serial(serial, reason).await {
+                    Ok(revoked) => self.publish(vec![revoked], wait).await,
+                    Err(error) => Err(error),
+                },
+                serial.clone(),
+            ),
+            RevokeTarget::Service(service) => (
+                self.revoke_service_inner(service, reason, wait).await,
+                format!("service {service}"),
+            ),
+            RevokeTarget::Lineage(serial) => (
+                self.revoke_lineage_inner(serial, reason, wait).await,
+                format!("lineage {serial}"),
+            ),
+        };
         audit_revocation(
             self.store.as_ref(),
             self.now(),
             caller,
-            &format!("lineage {serial}"),
+            &audited,
             reason,
             &outcome,
         )
@@ -102,6 +141,7 @@ impl Authority {
         &self,
         serial: &str,
         reason: RevocationReason,
+        wait: CrlWait,
     ) -> Result<RevocationResult> {
         let serial: Serial = serial.parse()?;
         let mut revoked = Vec::new();
@@ -115,13 +155,14 @@ impl Authority {
                 "unexpired certificate in the lineage of {serial}"
             )));
         }
-        self.publish(revoked).await
+        self.publish(revoked, wait).await
     }
 
     async fn revoke_service_inner(
         &self,
         service: &str,
         reason: RevocationReason,
+        wait: CrlWait,
     ) -> Result<RevocationResult> {
         let service: ServiceName = service.parse()?;
         let now = self.now();
@@ -136,9 +177,11 @@ impl Authority {
                 "unexpired certificate of service {service}"
             )));
         }
-        self.publish(revoked).await
+        self.publish(revoked, wait).await
     }
 
+    /// Revokes one certificate durably and notes it: from here OCSP says
+    /// revoked, and the publisher is building a CRL that lists it.
     async fn revoke_serial(&self, serial: &str, reason: RevocationReason) -> Result<Revoked> {
         let serial: Serial = serial.parse()?;
         let revocation = Revocation {
@@ -150,12 +193,14 @@ impl Authority {
             .revoke(&serial, revocation)
             .await?
             .ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
-        self.revocations.note_revocation(&serial);
         Ok(match outcome {
-            RevokeOutcome::Revoked(record) => Revoked {
-                record,
-                newly_revoked: true,
-            },
+            RevokeOutcome::Revoked(record) => {
+                self.revocations.note_revocation(&serial);
+                Revoked {
+                    record,
+                    newly_revoked: true,
+                }
+            }
             RevokeOutcome::AlreadyRevoked(record) => Revoked {
                 record,
                 newly_revoked: false,
@@ -163,16 +208,29 @@ impl Authority {
         })
     }
 
-    async fn publish(&self, certificates: Vec<Revoked>) -> Result<RevocationResult> {
+    /// Answers for `certificates`, revoked and noted: with
+    /// `CrlWait::UntilListed`, once the publisher's CRL covers every
+    /// revocation noted so far (theirs included; an earlier one's for those
+    /// already revoked, which an earlier request may not have waited for).
+    async fn publish(&self, certificates: Vec<Revoked>, wait: CrlWait) -> Result<RevocationResult> {
         self.track_revocations(&certificates);
-        let crl = if certificates.iter().any(|c| c.newly_revoked) {
-            self.revocations.refresh_crl().await?
-        } else {
-            self.revocations.current_crl().await?
+        let crl_number = match wait {
+            CrlWait::UntilListed => {
+                let noted = self.revocations.noted();
+                let crl = if noted == 0 {
+                    // Nothing revoked since the start: the CRL served lists
+                    // what the store held then.
+                    self.revocations.current_crl().await?
+                } else {
+                    self.revocations.wait_for_crl(noted).await?
+                };
+                crl.number
+            }
+            CrlWait::No => 0,
         };
         Ok(RevocationResult {
             certificates,
-            crl_number: crl.number,
+            crl_number,
         })
     }
 }

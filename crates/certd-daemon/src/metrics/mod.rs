@@ -119,6 +119,9 @@ pub struct Metrics {
     pub crl_number: Gauge,
     pub crl_age: Gauge,
     pub crl_expiry: Gauge<i64, AtomicI64>,
+    /// CRLs this process built, and how long each build took (read the
+    /// revoked entries, take a number, sign, publish).
+    pub crl_build_duration: Histogram,
     pub ca_expiry: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
     pub jwt_keys: Gauge,
     pub root_crl_expiry: Gauge<i64, AtomicI64>,
@@ -220,6 +223,12 @@ impl Metrics {
             "Seconds until the CRL served now passes its nextUpdate (negative: relying parties that check CRLs refuse every certificate)",
             crl_expiry.clone(),
         );
+        let crl_build_duration = latency_histogram();
+        registry.register(
+            "crl_build_duration_seconds",
+            "Time to build and publish one CRL (read the revoked entries, take a number, sign, share); its _count is the CRLs this process built",
+            crl_build_duration.clone(),
+        );
         let ca_expiry = Family::<CertificateLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "ca_certificate_expiry_seconds",
@@ -320,6 +329,7 @@ impl Metrics {
             federation_failures,
             registry: root,
             crl_expiry,
+            crl_build_duration,
             revocations,
             service_expiries,
             possible_stolen_keys,
@@ -364,6 +374,11 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts one CRL built, and how long it took.
+    pub fn crl_built(&self, took: std::time::Duration) {
+        self.crl_build_duration.observe(took.as_secs_f64());
     }
 
     pub fn ocsp_answer(&self, from_cache: bool) {

@@ -7,15 +7,19 @@
 //! certificates. A rotation (a new `Signers` generation) makes the
 //! published CRLs and cached OCSP answers stale at once.
 //!
-//! `revocation` owns what relying parties see: a signed CRL, rebuilt at
-//! once after every revocation (revocations that arrive together share one
-//! rebuild) and again every `crl_refresh` (at most half its validity) so it
-//! is never stale; and OCSP
-//! answers, cached per serial and dropped from the cache when that serial's
-//! status changes or its answer nears its nextUpdate. It reads the store and
-//! signs through `ca`; recording a revocation is `authority`'s job.
+//! `revocation` owns what relying parties see: a signed CRL, rebuilt off
+//! the request path by one background publisher (`publisher`) after
+//! revocations — every revocation noted before a build starts is in that
+//! build, those noted during it in the next, so a burst of revocations
+//! costs a few builds, not one each — and again every `crl_refresh` (at
+//! most half its validity) so it is never stale; and OCSP answers, cached
+//! per serial and dropped from the cache (in O(1)) when that serial's
+//! status changes or its answer nears its nextUpdate. It reads the store
+//! and signs through `ca`; recording a revocation is `authority`'s job.
 
 pub mod ocsp;
+mod ocsp_cache;
+mod publisher;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +30,7 @@ use crate::ca::{CaError, CertificateAuthority, crl, pem_encode};
 use crate::identity::Serial;
 use crate::store::{CertificateState, SharedStorage, StoreError};
 use ocsp::{IssuerHashes, KnownStatus};
+use ocsp_cache::{CachedOcsp, OcspQuestion};
 
 /// Why a CRL could not be built, published or read, or a status looked up.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,14 @@ pub enum RevocationError {
     /// The blocking task that signs the CRLs stopped before it finished.
     #[error("the CRL signing task stopped")]
     SigningStopped(#[source] tokio::task::JoinError),
+    /// The background publisher's build that would have listed a
+    /// revocation failed (the revocation itself is durable; the publisher
+    /// retries).
+    #[error("the CRL listing it could not be published: {message}")]
+    NotPublished {
+        kind: crate::ErrorKind,
+        message: Arc<str>,
+    },
 }
 
 impl RevocationError {
@@ -45,6 +58,7 @@ impl RevocationError {
             RevocationError::Store(error) => error.kind(),
             RevocationError::Ca(error) => error.kind(),
             RevocationError::SigningStopped(_) => crate::ErrorKind::Internal,
+            RevocationError::NotPublished { kind, .. } => *kind,
         }
     }
 }
@@ -62,8 +76,6 @@ pub(crate) const DEFAULT_CRL_VALIDITY: Duration = Duration::from_secs(24 * 3600)
 pub(crate) const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 /// Default validity of an OCSP answer.
 pub(crate) const DEFAULT_OCSP_VALIDITY: Duration = Duration::from_secs(3600);
-/// Cached OCSP answers kept at most; past that the cache starts over.
-const OCSP_CACHE_CAPACITY: usize = 100_000;
 
 /// How long what `revocation` publishes stays valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,14 +172,6 @@ pub struct OcspAnswer {
     pub this_update: Option<i64>,
 }
 
-#[derive(Debug)]
-struct CachedOcsp {
-    answer: OcspAnswer,
-    /// Rebuild after this moment (half the validity), so a served answer
-    /// always has at least half its validity left.
-    refresh_at: i64,
-}
-
 /// The CRL and OCSP publisher.
 pub struct Revocations {
     ca: Arc<CertificateAuthority>,
@@ -177,9 +181,21 @@ pub struct Revocations {
     /// The revocation sequence number the published CRL covers; held while
     /// rebuilding, so concurrent requests for a new CRL share one build.
     rebuild: tokio::sync::Mutex<u64>,
-    /// Bumped after every durable revocation.
+    /// Bumped after every durable revocation: its sequence number.
     revocations_seen: AtomicU64,
-    ocsp_cache: RwLock<HashMap<Vec<u8>, CachedOcsp>>,
+    /// What the builds have covered, for callers waiting for a CRL that
+    /// lists their revocation (`wait_for_crl`).
+    progress: tokio::sync::watch::Sender<publisher::Progress>,
+    /// Wakes the background publisher (`start_publisher`).
+    wake: Arc<tokio::sync::Notify>,
+    /// Whether a background publisher runs; without one (a bare
+    /// `Revocations`, as benchmarks make) waiting builds in place.
+    publisher_started: std::sync::atomic::AtomicBool,
+    /// CRLs built by this process, counted for tests and the metric.
+    builds: AtomicU64,
+    /// Cached OCSP answers by serial, so that a revocation drops its
+    /// serial's answers without looking at the others.
+    ocsp_cache: RwLock<HashMap<Serial, Vec<CachedOcsp>>>,
     /// The `Signers` generation the OCSP cache holds answers of.
     ocsp_generation: AtomicU64,
 }
@@ -206,6 +222,10 @@ impl Revocations {
             published: RwLock::new(None),
             rebuild: tokio::sync::Mutex::new(0),
             revocations_seen: AtomicU64::new(0),
+            progress: tokio::sync::watch::Sender::new(publisher::Progress::default()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            publisher_started: std::sync::atomic::AtomicBool::new(false),
+            builds: AtomicU64::new(0),
             ocsp_cache: RwLock::new(HashMap::new()),
         }
     }
@@ -234,16 +254,42 @@ impl Revocations {
         self.refresh_crl().await
     }
 
-    /// Tells the publisher that `serial` was revoked (durably): its OCSP
-    /// answer is dropped and the next CRL request rebuilds. Call
-    /// `refresh_crl` to wait for the new CRL.
-    pub fn note_revocation(&self, serial: &Serial) {
+    /// Tells the publisher that `serial` was revoked (durably): its cached
+    /// OCSP answers are dropped, so OCSP says revoked from now on, and the
+    /// background publisher is woken to build a CRL listing it. Returns the
+    /// revocation's sequence number, for `wait_for_crl`.
+    pub fn note_revocation(&self, serial: &Serial) -> u64 {
+        let sequence = self.revocations_seen.fetch_add(1, Ordering::SeqCst) + 1;
+        self.ocsp_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(serial);
+        self.wake.notify_one();
+        sequence
+    }
+
+    /// Tells the publisher that another process revoked `serial`: its
+    /// cached OCSP answers are dropped, and the next CRL built here lists it,
+    /// but nothing is built now: the process that revoked publishes the CRL
+    /// (`authority::changes` builds one only if that does not come).
+    pub fn note_revocation_elsewhere(&self, serial: &Serial) {
         self.revocations_seen.fetch_add(1, Ordering::SeqCst);
-        let mut cache = match self.ocsp_cache.write() {
-            Ok(cache) => cache,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        cache.retain(|key, _| key.get(OCSP_CACHE_KEY_PREFIX..) != Some(serial.as_bytes()));
+        self.ocsp_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(serial);
+    }
+
+    /// The sequence number of the latest revocation noted: a CRL covering
+    /// it lists every revocation this process knows of.
+    pub fn noted(&self) -> u64 {
+        self.revocations_seen.load(Ordering::SeqCst)
+    }
+
+    /// CRLs this process has built (each one signed by every intermediate
+    /// in use).
+    pub fn crl_builds(&self) -> u64 {
+        self.builds.load(Ordering::SeqCst)
     }
 
     /// Drops every cached OCSP answer, for a cache that may have missed
@@ -267,11 +313,24 @@ impl Revocations {
         {
             return Ok(published);
         }
+        // Every revocation noted up to here is durable in the store, so
+        // the entries read next list it; later ones wait for the next build.
         let covering = self.revocations_seen.load(Ordering::SeqCst);
-        let published = Arc::new(self.build_crl(now).await?);
+        let started = std::time::Instant::now();
+        let published = match self.build_crl(now).await {
+            Ok(published) => Arc::new(published),
+            Err(error) => {
+                self.build_failed(covering, &error);
+                return Err(error);
+            }
+        };
+        let took = started.elapsed();
+        self.builds.fetch_add(1, Ordering::SeqCst);
+        crate::metrics::get().crl_built(took);
         tracing::info!(
             number = published.number,
             entries = published.entries,
+            took_ms = took.as_millis() as u64,
             "published a new CRL"
         );
         self.serve_if_newer(published.clone());
@@ -281,6 +340,7 @@ impl Revocations {
         if let Err(error) = self.store.publish_crl(&published.signed()).await {
             tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot share the new CRL with other replicas");
         }
+        self.covered(covering);
         Ok(published)
     }
 
@@ -440,11 +500,13 @@ impl Revocations {
         // Only single, nonce-free questions are cacheable: a nonce must be
         // echoed, so its answer is unique.
         let cache_key = match (&parsed.queries[..], &parsed.nonce) {
-            ([(id, Some(serial))], None) => Some(ocsp_cache_key(id, parsed.issuer, serial)),
+            ([(id, Some(serial))], None) => {
+                Some((serial.clone(), OcspQuestion::new(id, parsed.issuer)))
+            }
             _ => None,
         };
-        if let Some(key) = &cache_key
-            && let Some(answer) = self.cached_ocsp(key, now)
+        if let Some((serial, question)) = &cache_key
+            && let Some(answer) = self.cached_ocsp(serial, *question, now)
         {
             crate::metrics::get().ocsp_answer(true);
             return answer;
@@ -483,9 +545,14 @@ impl Revocations {
             next_update: Some(next_update),
             this_update: Some(now),
         };
-        if let Some(key) = cache_key {
+        if let Some((serial, question)) = cache_key {
             let refresh_at = now + duration_seconds(self.settings.ocsp_validity) / 2;
-            self.cache_ocsp(key, answer.clone(), refresh_at, generation);
+            let cached = CachedOcsp {
+                question,
+                answer: answer.clone(),
+                refresh_at,
+            };
+            self.cache_ocsp(serial, cached, generation);
         }
         answer
     }
@@ -513,37 +580,6 @@ impl Revocations {
             self.forget_cached_answers();
         }
     }
-
-    fn cached_ocsp(&self, key: &[u8], now: i64) -> Option<OcspAnswer> {
-        let cache = self.ocsp_cache.read().unwrap_or_else(|p| p.into_inner());
-        let cached = cache.get(key)?;
-        (now < cached.refresh_at).then(|| cached.answer.clone())
-    }
-
-    fn cache_ocsp(&self, key: Vec<u8>, answer: OcspAnswer, refresh_at: i64, generation: u64) {
-        let mut cache = self.ocsp_cache.write().unwrap_or_else(|p| p.into_inner());
-        if self.revocations_seen.load(Ordering::SeqCst) != generation {
-            return;
-        }
-        if cache.len() >= OCSP_CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(key, CachedOcsp { answer, refresh_at });
-    }
-}
-
-/// Bytes of an OCSP cache key before the serial.
-const OCSP_CACHE_KEY_PREFIX: usize = 2;
-
-/// Cache key: the hash algorithm and the issuer's place in `Signers` (1
-/// byte each) then the serial, so a revocation can drop every entry of its
-/// serial. The cache is emptied when the signers change.
-fn ocsp_cache_key(id: &x509_ocsp::CertId, issuer: usize, serial: &Serial) -> Vec<u8> {
-    let mut key = Vec::with_capacity(OCSP_CACHE_KEY_PREFIX + serial.as_bytes().len());
-    key.push(u8::from(ocsp::is_sha256(id)));
-    key.push(u8::try_from(issuer).unwrap_or(u8::MAX));
-    key.extend_from_slice(serial.as_bytes());
-    key
 }
 
 fn error_answer(status: x509_ocsp::OcspResponseStatus) -> OcspAnswer {

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::api::proto;
 use crate::api::proto::admin_client::AdminClient as AdminRpc;
-use crate::authority::{CertificateSummary, TokenFor};
+use crate::authority::{CertificateSummary, CrlWait, RevokeTarget, TokenFor};
 use crate::ca::RevocationReason;
 use crate::registry::EntrySpec;
 
@@ -438,17 +438,14 @@ impl AdminClient {
 }
 
 impl AdminClient {
-    /// Revokes one certificate.
+    /// Revokes one certificate; answers once the CRL lists it.
     pub async fn revoke_serial(
         &mut self,
         serial: &str,
         reason: RevocationReason,
     ) -> Result<RevokeSummary, ClientError> {
-        self.revoke(
-            proto::revoke_request::Target::Serial(serial.to_owned()),
-            reason,
-        )
-        .await
+        let target = RevokeTarget::Serial(serial.to_owned());
+        self.revoke(&target, reason, CrlWait::UntilListed).await
     }
 
     /// Revokes every unexpired certificate of a service.
@@ -457,11 +454,8 @@ impl AdminClient {
         service: &str,
         reason: RevocationReason,
     ) -> Result<RevokeSummary, ClientError> {
-        self.revoke(
-            proto::revoke_request::Target::Service(service.to_owned()),
-            reason,
-        )
-        .await
+        let target = RevokeTarget::Service(service.to_owned());
+        self.revoke(&target, reason, CrlWait::UntilListed).await
     }
 
     /// Revokes every unexpired certificate of a serial's chain of renewals.
@@ -470,23 +464,29 @@ impl AdminClient {
         serial: &str,
         reason: RevocationReason,
     ) -> Result<RevokeSummary, ClientError> {
-        self.revoke(
-            proto::revoke_request::Target::Lineage(serial.to_owned()),
-            reason,
-        )
-        .await
+        let target = RevokeTarget::Lineage(serial.to_owned());
+        self.revoke(&target, reason, CrlWait::UntilListed).await
     }
 
-    async fn revoke(
+    /// Revokes what `target` names; with `CrlWait::No` the answer comes
+    /// once the revocation is durable, with `crl_number` 0.
+    pub async fn revoke(
         &mut self,
-        target: proto::revoke_request::Target,
+        target: &RevokeTarget,
         reason: RevocationReason,
+        wait: CrlWait,
     ) -> Result<RevokeSummary, ClientError> {
+        let target = match target.clone() {
+            RevokeTarget::Serial(serial) => proto::revoke_request::Target::Serial(serial),
+            RevokeTarget::Service(service) => proto::revoke_request::Target::Service(service),
+            RevokeTarget::Lineage(serial) => proto::revoke_request::Target::Lineage(serial),
+        };
         let response = self
             .rpc
             .revoke(proto::RevokeRequest {
                 target: Some(target),
                 reason: reason.name().to_owned(),
+                no_wait_for_crl: wait == CrlWait::No,
             })
             .await
             .map_err(|s| refused(&self.target, s))?
