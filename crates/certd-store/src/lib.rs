@@ -22,6 +22,7 @@
 pub mod backend;
 mod codec;
 pub mod copy;
+pub mod listing;
 pub mod marks;
 pub mod metrics;
 pub mod postgres;
@@ -37,13 +38,14 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 pub use backend::{Backend, Checked, StoreSettings};
+pub use listing::{CertificateWindow, FILTERED_SCAN_PER_PAGE};
 
 use certd_core::identity::{Serial, ServiceName, TrustDomain};
 pub use certd_core::model::{
-    Attestation, AuditEntry, AuditEvent, CertificateState, DelegationRecord, EndpointProfile,
-    EntryRecord, FederationRecord, ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord,
-    JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl,
-    Successor, TokenHash,
+    Attestation, AuditEntry, AuditEvent, CertificateCursor, CertificatePage, CertificateQuery,
+    CertificateState, DelegationRecord, EndpointProfile, EntryRecord, FederationRecord,
+    ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof,
+    Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Successor, TokenHash,
 };
 
 /// Why the store could not do what was asked.
@@ -231,6 +233,27 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
         service: Option<&ServiceName>,
         limit: usize,
     ) -> Result<Vec<IssuanceRecord>, StoreError>;
+
+    /// Up to `limit` entries of the issuance-time index (overall, or one
+    /// service's) strictly older than `before` (from the newest when
+    /// `None`), newest first, with their records: O(`limit`) reads however
+    /// large the store. The building block of `certificate_page`.
+    async fn certificates_before(
+        &self,
+        service: Option<&ServiceName>,
+        before: Option<&CertificateCursor>,
+        limit: usize,
+    ) -> Result<CertificateWindow, StoreError>;
+
+    /// One page of certificates, newest first, after `query.after`: at most
+    /// `query.limit` of them, and the cursor of the next page (`None` at the
+    /// end). Bounded work per page whatever the filters: see `listing`.
+    async fn certificate_page(
+        &self,
+        query: &CertificateQuery,
+    ) -> Result<CertificatePage, StoreError> {
+        listing::page(self, query).await
+    }
 
     /// How many issuance records exist.
     async fn record_count(&self) -> Result<u64, StoreError>;

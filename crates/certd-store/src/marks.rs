@@ -512,6 +512,22 @@ impl Storage for Marked {
         self.inner.newest_certificates(service, limit).await
     }
 
+    async fn certificates_before(
+        &self,
+        service: Option<&ServiceName>,
+        before: Option<&crate::CertificateCursor>,
+        limit: usize,
+    ) -> Result<crate::CertificateWindow, StoreError> {
+        self.inner.certificates_before(service, before, limit).await
+    }
+
+    async fn certificate_page(
+        &self,
+        query: &crate::CertificateQuery,
+    ) -> Result<crate::CertificatePage, StoreError> {
+        self.inner.certificate_page(query).await
+    }
+
     async fn record_count(&self) -> Result<u64, StoreError> {
         self.inner.record_count().await
     }

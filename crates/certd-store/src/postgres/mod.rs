@@ -527,6 +527,66 @@ impl Storage for PgStore {
         }
     }
 
+    /// Keyset pagination on the `(issued_at, serial)` and `(service,
+    /// issued_at, serial)` indexes; one row more than asked tells whether
+    /// anything is left. A row is its own record, so nothing is skipped.
+    async fn certificates_before(
+        &self,
+        service: Option<&ServiceName>,
+        before: Option<&crate::CertificateCursor>,
+        limit: usize,
+    ) -> Result<crate::CertificateWindow, StoreError> {
+        let rows = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+        let mut records: Vec<IssuanceRecord> = match (service, before) {
+            (None, None) => {
+                self.records(
+                    "SELECT record FROM certificates
+                     ORDER BY issued_at DESC, serial DESC LIMIT $1",
+                    &[&rows],
+                )
+                .await?
+            }
+            (None, Some(cursor)) => {
+                self.records(
+                    "SELECT record FROM certificates WHERE (issued_at, serial) < ($1, $2)
+                     ORDER BY issued_at DESC, serial DESC LIMIT $3",
+                    &[&cursor.issued_at, &cursor.serial.as_bytes(), &rows],
+                )
+                .await?
+            }
+            (Some(service), None) => {
+                self.records(
+                    "SELECT record FROM certificates WHERE service = $1
+                     ORDER BY issued_at DESC, serial DESC LIMIT $2",
+                    &[&service.as_str(), &rows],
+                )
+                .await?
+            }
+            (Some(service), Some(cursor)) => {
+                self.records(
+                    "SELECT record FROM certificates
+                     WHERE service = $1 AND (issued_at, serial) < ($2, $3)
+                     ORDER BY issued_at DESC, serial DESC LIMIT $4",
+                    &[
+                        &service.as_str(),
+                        &cursor.issued_at,
+                        &cursor.serial.as_bytes(),
+                        &rows,
+                    ],
+                )
+                .await?
+            }
+        };
+        let more = records.len() > limit;
+        records.truncate(limit);
+        Ok(crate::CertificateWindow {
+            examined: records.len(),
+            scanned_to: records.last().map(crate::CertificateCursor::of),
+            records,
+            more,
+        })
+    }
+
     async fn record_count(&self) -> Result<u64, StoreError> {
         self.number("SELECT count(*) FROM certificates", &[]).await
     }

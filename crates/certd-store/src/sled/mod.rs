@@ -39,9 +39,9 @@ use tokio::sync::broadcast;
 use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
-    AuditEntry, Change, ChangeFeed, EntryRecord, FederationRecord, ForeignBundle, IssuanceRecord,
-    JoinTokenRecord, PolicyRecord, Revocation, RevokeOutcome, RevokedEntry, Storage, StoreError,
-    Successor, TokenHash,
+    AuditEntry, CertificateCursor, CertificateWindow, Change, ChangeFeed, EntryRecord,
+    FederationRecord, ForeignBundle, IssuanceRecord, JoinTokenRecord, PolicyRecord, Revocation,
+    RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TokenHash,
 };
 use certd_core::identity::{Serial, ServiceName, TrustDomain};
 use commit::GroupCommit;
@@ -650,6 +650,44 @@ impl Open {
         Ok(records)
     }
 
+    /// Up to `limit` time-index entries older than `before`, newest first,
+    /// with their records (see `Storage::certificates_before`). One more key
+    /// is read, without its record, to tell whether anything is left.
+    fn certificates_before(
+        &self,
+        service: Option<&ServiceName>,
+        before: Option<&CertificateCursor>,
+        limit: usize,
+    ) -> Result<CertificateWindow, StoreError> {
+        let (tree, prefix) = match service {
+            None => (&self.certificates_by_time, Vec::new()),
+            Some(service) => (&self.certificates_by_service_time, service_prefix(service)),
+        };
+        let keys = match before {
+            None => tree.scan_prefix(&prefix),
+            Some(cursor) => {
+                let mut upper = prefix.clone();
+                upper.extend_from_slice(&time_index_key(cursor.issued_at, &cursor.serial));
+                tree.range(prefix.clone()..upper)
+            }
+        };
+        let mut window = CertificateWindow::default();
+        for key in keys.rev() {
+            let (key, _) = key?;
+            if window.examined == limit {
+                window.more = true;
+                break;
+            }
+            window.examined += 1;
+            let position = position_of(key.get(prefix.len()..).unwrap_or_default())?;
+            if let Some(bytes) = self.certificates.get(position.serial.as_bytes())? {
+                window.records.push(record::decode(&bytes)?);
+            }
+            window.scanned_to = Some(position);
+        }
+        Ok(window)
+    }
+
     /// Stores new join tokens in one batch and returns once they are durable.
     async fn insert_join_tokens(
         &self,
@@ -889,6 +927,16 @@ impl Storage for SledStore {
     ) -> Result<Vec<IssuanceRecord>, StoreError> {
         let open = self.current()?;
         self.watch(open.newest_certificates(service, limit).await)
+    }
+
+    async fn certificates_before(
+        &self,
+        service: Option<&ServiceName>,
+        before: Option<&CertificateCursor>,
+        limit: usize,
+    ) -> Result<CertificateWindow, StoreError> {
+        let open = self.current()?;
+        self.watch(open.certificates_before(service, before, limit))
     }
 
     async fn record_count(&self) -> Result<u64, StoreError> {
@@ -1172,6 +1220,17 @@ fn time_index_key(issued_at: i64, serial: &Serial) -> Vec<u8> {
     key.extend_from_slice(&time_key(issued_at));
     key.extend_from_slice(serial.as_bytes());
     key
+}
+
+/// The position a time-index key (without its service prefix) names.
+fn position_of(key: &[u8]) -> Result<CertificateCursor, StoreError> {
+    match key.split_first_chunk::<TIME_KEY_LEN>() {
+        Some((time, serial)) if !serial.is_empty() => Ok(CertificateCursor {
+            issued_at: (u64::from_be_bytes(*time) ^ (1 << 63)) as i64,
+            serial: Serial::from_stored(serial.to_vec()),
+        }),
+        _ => Err(StoreError::Corrupt("certificate time index key".into())),
+    }
 }
 
 fn service_time_index_key(service: &ServiceName, issued_at: i64, serial: &Serial) -> Vec<u8> {
