@@ -439,6 +439,17 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// Every ACME object whose key starts with `prefix`, in key order.
     async fn acme_objects(&self, prefix: &str) -> Result<Vec<(String, AcmeObject)>, StoreError>;
 
+    /// At most `limit` ACME objects whose key starts with `prefix` and
+    /// comes after `after` (from the first when `None`), in key order:
+    /// O(`limit`) reads however many the prefix holds (an account's orders
+    /// page by page, its open orders counted up to the cap).
+    async fn acme_objects_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, AcmeObject)>, StoreError>;
+
     /// Replaces the object under `key` with `new` (`None` removes it) if
     /// what is stored now is `expected` (`None`: nothing), atomically
     /// against other callers and replicas, and returns once that is

@@ -705,6 +705,15 @@ impl Storage for Marked {
         self.inner.acme_objects(prefix).await
     }
 
+    async fn acme_objects_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, crate::AcmeObject)>, StoreError> {
+        self.inner.acme_objects_page(prefix, after, limit).await
+    }
+
     async fn swap_acme_object(
         &self,
         key: &str,

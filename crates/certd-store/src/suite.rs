@@ -924,6 +924,39 @@ pub(crate) async fn an_acme_object_changes_only_from_what_the_caller_saw(backend
     assert_eq!(listed, ["account/a", "account/b"]);
     // `%` and `_` in a prefix are characters, not patterns.
     assert!(store.acme_objects("account%").await.unwrap().is_empty());
+    // A page at a time: after a key (in the prefix or before it), at most
+    // `limit`, never past the prefix.
+    let page = |prefix: &'static str, after: Option<&'static str>, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .acme_objects_page(prefix, after, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect::<Vec<String>>()
+        }
+    };
+    assert_eq!(page("account/", None, 1).await, ["account/a"]);
+    assert_eq!(page("account/", Some("account/a"), 5).await, ["account/b"]);
+    assert_eq!(
+        page("account/", Some("account/b"), 5).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        page("account/", Some("a"), 5).await,
+        ["account/a", "account/b"]
+    );
+    assert_eq!(
+        page("account/", Some("account/"), 0).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(page("account%", None, 5).await, Vec::<String>::new());
+    assert_eq!(
+        page("", Some("account/b"), 5).await,
+        ["accounts-not/x", "order/a/1"]
+    );
     assert_eq!(store.acme_objects("").await.unwrap().len(), 4);
 
     // Removing takes the current value.

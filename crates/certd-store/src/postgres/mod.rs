@@ -1098,6 +1098,15 @@ impl Storage for PgStore {
         self.acme_object_rows(prefix).await
     }
 
+    async fn acme_objects_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
+        self.acme_object_page_rows(prefix, after, limit).await
+    }
+
     async fn swap_acme_object(
         &self,
         key: &str,

@@ -1177,6 +1177,16 @@ impl Storage for SledStore {
         self.watch(open.acme_objects(prefix))
     }
 
+    async fn acme_objects_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.acme_objects_page(prefix, after, limit))
+    }
+
     async fn swap_acme_object(
         &self,
         key: &str,
