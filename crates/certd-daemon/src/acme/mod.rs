@@ -23,6 +23,7 @@ pub mod challenge;
 pub mod eab;
 pub mod jws;
 pub mod nonce;
+mod open_orders;
 mod orders;
 pub mod problem;
 pub mod rate_limits;
