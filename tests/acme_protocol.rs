@@ -1225,6 +1225,70 @@ async fn open_orders_are_capped_and_the_order_list_is_paginated() {
     daemon.shutdown().await;
 }
 
+/// The open-order cap counts markers that can drift (a crash between a
+/// marker and its order, a close whose marker removal was lost, a store
+/// from before the markers), and the count re-derives them: a marker whose
+/// order closed or never came is dropped at the cap, and an account whose
+/// markers are gone is indexed again from its orders.
+#[tokio::test(flavor = "multi_thread")]
+async fn open_order_markers_that_drift_are_re_derived() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let account_id = client.kid.clone().unwrap().rsplit('/').next().unwrap().to_owned();
+    let mut first = None;
+    for _ in 0..100 {
+        let order = client.new_order(&["web.example.test"]);
+        assert_eq!(order.status, 201, "{order:?}");
+        first.get_or_insert(order);
+    }
+    let store = daemon.authority.store();
+    let marker = |created_at: i64| certd::store::AcmeObject {
+        expires_at: None,
+        data: json!({ "expires_at": i64::MAX, "created_at": created_at })
+            .to_string()
+            .into_bytes(),
+    };
+    let markers = || async {
+        store
+            .acme_objects(&format!("open-order/{account_id}/"))
+            .await
+            .unwrap()
+    };
+    assert_eq!(markers().await.len(), 100);
+
+    // One order finishes, but its marker is put back (as if its removal
+    // was lost), and a newOrder cut short left a marker without an order.
+    let first = first.unwrap();
+    let first_id = first.header("location").unwrap().rsplit('/').next().unwrap().to_owned();
+    let finalize = first.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = csr(&["web.example.test"]);
+    let finalized = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(finalized.json()["status"], "valid", "{finalized:?}");
+    for order in [first_id.as_str(), "never-written"] {
+        let key = format!("open-order/{account_id}/{order}");
+        assert!(store.swap_acme_object(&key, None, Some(&marker(0))).await.unwrap());
+    }
+    assert_eq!(markers().await.len(), 101);
+    // 99 orders are open: one more may be made, and the stale markers go.
+    assert_eq!(client.new_order(&["web.example.test"]).status, 201);
+    assert_eq!(markers().await.len(), 100);
+    let refused = client.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
+
+    // Every marker lost, as in a store from before them: the account is
+    // indexed again from its orders, and the cap still holds.
+    for (key, object) in markers().await {
+        assert!(store.swap_acme_object(&key, Some(&object), None).await.unwrap());
+    }
+    let flag = format!("open-orders-indexed/{account_id}");
+    let indexed = store.acme_object(&flag).await.unwrap().unwrap();
+    assert!(store.swap_acme_object(&flag, Some(&indexed), None).await.unwrap());
+    let refused = client.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
+    assert_eq!(markers().await.len(), 100);
+    daemon.shutdown().await;
+}
+
 /// An account key's index left without its account (a write that failed
 /// half-way) blocks nothing: the key makes a new account, with an EAB key
 /// spent once; and a deactivated account's key is refused
