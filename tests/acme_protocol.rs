@@ -1222,6 +1222,37 @@ async fn open_orders_are_capped_and_the_order_list_is_paginated() {
             .any(|link| link.contains("rel=\"next\"")),
         "{rest:?}"
     );
+
+    // Operators page through them too (`certd acme order list` asks a
+    // page at a time): every order once, and a token certd did not hand
+    // out is invalid input.
+    let mut admin = certd::api::client::AdminClient::connect(&daemon.data_dir.join("admin.sock"))
+        .await
+        .unwrap();
+    let (mut listed, mut token) = (Vec::new(), None);
+    loop {
+        let (page, next) = admin
+            .acme_orders_page(None, token.as_deref(), 40)
+            .await
+            .unwrap();
+        assert!(page.len() <= 40);
+        listed.extend(page.into_iter().map(|order| order.id));
+        match next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    let mut unique = listed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((listed.len(), unique.len()), (101, 101));
+    assert_eq!(admin.acme_orders(None).await.unwrap().len(), 101);
+    let refused = admin
+        .acme_orders_page(None, Some("bm90LWFuLW9yZGVy"), 40)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), certd::ErrorKind::InvalidInput, "{refused}");
+    assert!(refused.to_string().contains("page token"), "{refused}");
     daemon.shutdown().await;
 }
 
@@ -1234,7 +1265,14 @@ async fn open_orders_are_capped_and_the_order_list_is_paginated() {
 async fn open_order_markers_that_drift_are_re_derived() {
     let (daemon, entry) = acme_daemon().await;
     let mut client = account(&daemon, &entry);
-    let account_id = client.kid.clone().unwrap().rsplit('/').next().unwrap().to_owned();
+    let account_id = client
+        .kid
+        .clone()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let mut first = None;
     for _ in 0..100 {
         let order = client.new_order(&["web.example.test"]);
@@ -1259,14 +1297,25 @@ async fn open_order_markers_that_drift_are_re_derived() {
     // One order finishes, but its marker is put back (as if its removal
     // was lost), and a newOrder cut short left a marker without an order.
     let first = first.unwrap();
-    let first_id = first.header("location").unwrap().rsplit('/').next().unwrap().to_owned();
+    let first_id = first
+        .header("location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let finalize = first.json()["finalize"].as_str().unwrap().to_owned();
     let (_key, request) = csr(&["web.example.test"]);
     let finalized = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
     assert_eq!(finalized.json()["status"], "valid", "{finalized:?}");
     for order in [first_id.as_str(), "never-written"] {
         let key = format!("open-order/{account_id}/{order}");
-        assert!(store.swap_acme_object(&key, None, Some(&marker(0))).await.unwrap());
+        assert!(
+            store
+                .swap_acme_object(&key, None, Some(&marker(0)))
+                .await
+                .unwrap()
+        );
     }
     assert_eq!(markers().await.len(), 101);
     // 99 orders are open: one more may be made, and the stale markers go.
@@ -1278,11 +1327,21 @@ async fn open_order_markers_that_drift_are_re_derived() {
     // Every marker lost, as in a store from before them: the account is
     // indexed again from its orders, and the cap still holds.
     for (key, object) in markers().await {
-        assert!(store.swap_acme_object(&key, Some(&object), None).await.unwrap());
+        assert!(
+            store
+                .swap_acme_object(&key, Some(&object), None)
+                .await
+                .unwrap()
+        );
     }
     let flag = format!("open-orders-indexed/{account_id}");
     let indexed = store.acme_object(&flag).await.unwrap().unwrap();
-    assert!(store.swap_acme_object(&flag, Some(&indexed), None).await.unwrap());
+    assert!(
+        store
+            .swap_acme_object(&flag, Some(&indexed), None)
+            .await
+            .unwrap()
+    );
     let refused = client.new_order(&["web.example.test"]);
     assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
     assert_eq!(markers().await.len(), 100);
