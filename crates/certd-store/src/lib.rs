@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 pub use backend::{Backend, Checked, StoreSettings};
-pub use listing::{CertificateWindow, FILTERED_SCAN_PER_PAGE};
+pub use listing::{CertificateWindow, FILTERED_SCAN_PER_PAGE, TimeIndex};
 
 use certd_core::identity::{Serial, ServiceName, TrustDomain};
 pub use certd_core::model::{
@@ -234,13 +234,14 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<IssuanceRecord>, StoreError>;
 
-    /// Up to `limit` entries of the issuance-time index (overall, or one
-    /// service's) strictly older than `before` (from the newest when
-    /// `None`), newest first, with their records: O(`limit`) reads however
-    /// large the store. The building block of `certificate_page`.
+    /// Up to `limit` entries of an issuance-time index (overall or one
+    /// service's, of every certificate or of the revoked ones) strictly
+    /// older than `before` (from the newest when `None`), newest first,
+    /// with their records: O(`limit`) reads however large the store. The
+    /// building block of `certificate_page`.
     async fn certificates_before(
         &self,
-        service: Option<&ServiceName>,
+        index: TimeIndex<'_>,
         before: Option<&CertificateCursor>,
         limit: usize,
     ) -> Result<CertificateWindow, StoreError>;

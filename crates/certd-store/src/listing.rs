@@ -2,17 +2,21 @@
 //! way on every backend over the one thing each keeps: the issuance-time
 //! index, overall and per service (`Storage::certificates_before`).
 //!
-//! **Cost.** The service is answered by the index itself, so a page of `n`
-//! costs `n` index entries and `n` record reads, whatever the store holds.
-//! State (good, revoked, expired) and the expiry window are not what the
-//! index is ordered by, so a filtered page reads records it does not
-//! return; it examines at most [`FILTERED_SCAN_PER_PAGE`] index entries (or
-//! `limit`, if more) and then stops, returning what matched so far and a
-//! cursor to continue from. A page shorter than asked with a cursor is
-//! therefore not the end; only a page without a cursor is. No call reads
-//! the whole store, so no listing can stall a serving thread.
+//! **Cost.** The service and the revoked state are answered by the indexes
+//! themselves (each backend keeps the time order of every certificate and
+//! of the revoked ones, overall and per service), so a page of `n` costs
+//! `n` index entries and `n` record reads, whatever the store holds. The
+//! good and expired states and the expiry window depend on the moment
+//! asked about, which no stored order follows, so such a page reads
+//! records it does not return; it examines at most
+//! [`FILTERED_SCAN_PER_PAGE`] index entries (or `limit`, if more) and then
+//! stops, returning what matched so far and a cursor to continue from. A
+//! page shorter than asked with a cursor is therefore not the end; only a
+//! page without a cursor is. No call reads the whole store, so no listing
+//! can stall a serving thread.
 
-use certd_core::model::{CertificateCursor, CertificatePage, CertificateQuery};
+use certd_core::identity::ServiceName;
+use certd_core::model::{CertificateCursor, CertificatePage, CertificateQuery, CertificateState};
 
 use crate::{IssuanceRecord, Storage, StoreError};
 
@@ -24,6 +28,16 @@ pub const FILTERED_SCAN_PER_PAGE: usize = 10_000;
 /// How many entries a filtered walk asks the backend for at a time: fewer
 /// round trips than asking for the matches still missing one by one.
 const FILTERED_CHUNK: usize = 256;
+
+/// Which issuance-time index a walk reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeIndex<'a> {
+    /// One service's certificates; `None`: every service's.
+    pub service: Option<&'a ServiceName>,
+    /// Only revoked certificates (an index of its own, written with the
+    /// revocation).
+    pub revoked_only: bool,
+}
 
 /// A stretch of the issuance-time index, newest first, as a backend reads
 /// it for `certificate_page`.
@@ -60,7 +74,16 @@ pub(crate) async fn page_within<S: Storage + ?Sized>(
     if limit == 0 {
         return Ok((CertificatePage::default(), 0));
     }
-    let filtered = query.is_filtered();
+    let index = TimeIndex {
+        service: query.service.as_ref(),
+        revoked_only: query.state == Some(CertificateState::Revoked),
+    };
+    // What the index does not answer is filtered here, within the budget.
+    let filtered = query.expiring_by.is_some()
+        || matches!(
+            query.state,
+            Some(CertificateState::Good | CertificateState::Expired)
+        );
     let budget = if filtered {
         budget.max(limit)
     } else {
@@ -77,7 +100,7 @@ pub(crate) async fn page_within<S: Storage + ?Sized>(
             wanted
         };
         let window = store
-            .certificates_before(query.service.as_ref(), position.as_ref(), chunk)
+            .certificates_before(index, position.as_ref(), chunk)
             .await?;
         examined = examined.saturating_add(window.examined);
         let mut left = window.records.into_iter();

@@ -514,11 +514,11 @@ impl Storage for Marked {
 
     async fn certificates_before(
         &self,
-        service: Option<&ServiceName>,
+        index: crate::TimeIndex<'_>,
         before: Option<&crate::CertificateCursor>,
         limit: usize,
     ) -> Result<crate::CertificateWindow, StoreError> {
-        self.inner.certificates_before(service, before, limit).await
+        self.inner.certificates_before(index, before, limit).await
     }
 
     async fn certificate_page(

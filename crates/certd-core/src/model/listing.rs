@@ -103,12 +103,6 @@ impl CertificateQuery {
         }
     }
 
-    /// Whether a filter no index answers (state, expiry) is set: the walk
-    /// must then read records it does not return, so it is bounded per page.
-    pub fn is_filtered(&self) -> bool {
-        self.state.is_some() || self.expiring_by.is_some()
-    }
-
     /// Whether `record` is one this query lists (its service is the
     /// index's business).
     pub fn matches(&self, record: &IssuanceRecord) -> bool {

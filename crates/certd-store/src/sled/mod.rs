@@ -41,7 +41,7 @@ use super::marks::StoreMarks;
 use super::{
     AuditEntry, CertificateCursor, CertificateWindow, Change, ChangeFeed, EntryRecord,
     FederationRecord, ForeignBundle, IssuanceRecord, JoinTokenRecord, PolicyRecord, Revocation,
-    RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TokenHash,
+    RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TimeIndex, TokenHash,
 };
 use certd_core::identity::{Serial, ServiceName, TrustDomain};
 use commit::GroupCommit;
@@ -57,6 +57,12 @@ const JOIN_TOKENS_TREE: &str = "join-tokens";
 const CERTIFICATES_BY_TIME_TREE: &str = "certificates-by-time";
 /// The same, per service (`service/ ‖ time_key ‖ serial` → empty).
 const CERTIFICATES_BY_SERVICE_TIME_TREE: &str = "certificates-by-service-time";
+/// The time index of revoked certificates only (`time_key ‖ serial` →
+/// empty), written in the revocation's transaction, so a page of revoked
+/// certificates reads no unrevoked one.
+const REVOKED_BY_TIME_TREE: &str = "certificates-revoked-by-time";
+/// The same, per service (`service/ ‖ time_key ‖ serial` → empty).
+const REVOKED_BY_SERVICE_TIME_TREE: &str = "certificates-revoked-by-service-time";
 /// Index of revoked certificates by serial, for building CRLs without
 /// reading every record.
 const REVOCATIONS_TREE: &str = "revocations";
@@ -93,6 +99,9 @@ const PROBE_KEY: &[u8] = b"probe";
 /// Set once the time indexes hold every record: a store written before
 /// them is indexed once, when it is opened.
 const TIME_INDEXES_KEY: &[u8] = b"index:certificates-by-time:1";
+/// Set once the revoked time indexes hold every revoked record: a store
+/// written before them is indexed once, when it is opened.
+const REVOKED_INDEXES_KEY: &[u8] = b"index:certificates-revoked-by-time:1";
 
 /// sled's page cache. Its default (1 GiB) would let a busy daemon grow far
 /// past its memory budget; the working set (recent records, tokens, index
@@ -137,6 +146,8 @@ struct Open {
     certificates_by_service: sled::Tree,
     certificates_by_time: sled::Tree,
     certificates_by_service_time: sled::Tree,
+    revoked_by_time: sled::Tree,
+    revoked_by_service_time: sled::Tree,
     join_tokens: sled::Tree,
     entries: sled::Tree,
     revocations: sled::Tree,
@@ -225,6 +236,12 @@ impl Open {
             certificates_by_service: db
                 .open_tree(CERTIFICATES_BY_SERVICE_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
+            revoked_by_time: db
+                .open_tree(REVOKED_BY_TIME_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            revoked_by_service_time: db
+                .open_tree(REVOKED_BY_SERVICE_TIME_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
             join_tokens: db
                 .open_tree(JOIN_TOKENS_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
@@ -262,20 +279,39 @@ impl Open {
         Ok(open)
     }
 
-    /// Indexes every record by time, once, for a store written before the
-    /// time indexes (at open, before anything is served); a store that has
-    /// them is not read.
+    /// Indexes every record by time (and the revoked ones in the revoked
+    /// time indexes), once, for a store written before those indexes (at
+    /// open, before anything is served); a store that has them is not read.
     fn index_by_time_once(&self) -> Result<(), StoreError> {
-        if self.meta.contains_key(TIME_INDEXES_KEY)? {
+        let by_time = self.meta.contains_key(TIME_INDEXES_KEY)?;
+        let revoked = self.meta.contains_key(REVOKED_INDEXES_KEY)?;
+        if by_time && revoked {
             return Ok(());
         }
         for item in self.certificates.iter() {
             let (_, value) = item?;
             let record: IssuanceRecord = record::decode(&value)?;
-            self.index_by_time(&record)?;
+            if !by_time {
+                self.index_by_time(&record)?;
+            }
+            self.index_revoked(&record)?;
         }
         self.meta.insert(TIME_INDEXES_KEY, &[])?;
+        self.meta.insert(REVOKED_INDEXES_KEY, &[])?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Adds `record`, if it is revoked, to the revoked time indexes.
+    fn index_revoked(&self, record: &IssuanceRecord) -> Result<(), StoreError> {
+        if record.revocation.is_some() {
+            self.revoked_by_time
+                .insert(time_index_key(record.issued_at, &record.serial), &[])?;
+            self.revoked_by_service_time.insert(
+                service_time_index_key(&record.service, record.issued_at, &record.serial),
+                &[],
+            )?;
+        }
         Ok(())
     }
 
@@ -427,38 +463,51 @@ impl Open {
         revocation: Revocation,
     ) -> Result<Option<RevokeOutcome>, StoreError> {
         let key = serial.as_bytes();
-        let outcome = (&self.certificates, &self.revocations, &self.meta).transaction(
-            |(certificates, revocations, meta)| {
-                let Some(bytes) = certificates.get(key)? else {
-                    return Ok(None);
-                };
-                let mut record: IssuanceRecord =
-                    record::decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                if record.revocation.is_some() {
-                    return Ok(Some(RevokeOutcome::AlreadyRevoked(record)));
-                }
-                record.revocation = Some(revocation);
-                let entry = RevokedEntry {
-                    serial: record.serial.clone(),
-                    revocation,
-                    not_after: record.not_after,
-                };
-                let encoded =
-                    record::encode(&record).map_err(ConflictableTransactionError::Abort)?;
-                let encoded_entry =
-                    record::encode(&entry).map_err(ConflictableTransactionError::Abort)?;
-                certificates.insert(key, encoded)?;
-                revocations.insert(key, encoded_entry)?;
-                // Counted only once the count exists (`marks` creates it).
-                if let Some(count) = meta.get(REVOCATION_COUNT_KEY)? {
-                    let count = <[u8; 8]>::try_from(count.as_ref())
-                        .map(u64::from_be_bytes)
-                        .unwrap_or(0);
-                    meta.insert(REVOCATION_COUNT_KEY, &(count + 1).to_be_bytes())?;
-                }
-                Ok(Some(RevokeOutcome::Revoked(record)))
-            },
-        );
+        let outcome = (
+            &self.certificates,
+            &self.revocations,
+            &self.meta,
+            &self.revoked_by_time,
+            &self.revoked_by_service_time,
+        )
+            .transaction(
+                |(certificates, revocations, meta, revoked_by_time, revoked_by_service_time)| {
+                    let Some(bytes) = certificates.get(key)? else {
+                        return Ok(None);
+                    };
+                    let mut record: IssuanceRecord =
+                        record::decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                    if record.revocation.is_some() {
+                        return Ok(Some(RevokeOutcome::AlreadyRevoked(record)));
+                    }
+                    record.revocation = Some(revocation);
+                    let entry = RevokedEntry {
+                        serial: record.serial.clone(),
+                        revocation,
+                        not_after: record.not_after,
+                    };
+                    let encoded =
+                        record::encode(&record).map_err(ConflictableTransactionError::Abort)?;
+                    let encoded_entry =
+                        record::encode(&entry).map_err(ConflictableTransactionError::Abort)?;
+                    certificates.insert(key, encoded)?;
+                    revocations.insert(key, encoded_entry)?;
+                    revoked_by_time
+                        .insert(time_index_key(record.issued_at, &record.serial), &[])?;
+                    revoked_by_service_time.insert(
+                        service_time_index_key(&record.service, record.issued_at, &record.serial),
+                        &[],
+                    )?;
+                    // Counted only once the count exists (`marks` creates it).
+                    if let Some(count) = meta.get(REVOCATION_COUNT_KEY)? {
+                        let count = <[u8; 8]>::try_from(count.as_ref())
+                            .map(u64::from_be_bytes)
+                            .unwrap_or(0);
+                        meta.insert(REVOCATION_COUNT_KEY, &(count + 1).to_be_bytes())?;
+                    }
+                    Ok(Some(RevokeOutcome::Revoked(record)))
+                },
+            );
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(TransactionError::Abort(error)) => return Err(error),
@@ -655,13 +704,15 @@ impl Open {
     /// is read, without its record, to tell whether anything is left.
     fn certificates_before(
         &self,
-        service: Option<&ServiceName>,
+        index: TimeIndex<'_>,
         before: Option<&CertificateCursor>,
         limit: usize,
     ) -> Result<CertificateWindow, StoreError> {
-        let (tree, prefix) = match service {
-            None => (&self.certificates_by_time, Vec::new()),
-            Some(service) => (&self.certificates_by_service_time, service_prefix(service)),
+        let (tree, prefix) = match (index.service, index.revoked_only) {
+            (None, false) => (&self.certificates_by_time, Vec::new()),
+            (None, true) => (&self.revoked_by_time, Vec::new()),
+            (Some(service), false) => (&self.certificates_by_service_time, service_prefix(service)),
+            (Some(service), true) => (&self.revoked_by_service_time, service_prefix(service)),
         };
         let keys = match before {
             None => tree.scan_prefix(&prefix),
@@ -931,12 +982,12 @@ impl Storage for SledStore {
 
     async fn certificates_before(
         &self,
-        service: Option<&ServiceName>,
+        index: TimeIndex<'_>,
         before: Option<&CertificateCursor>,
         limit: usize,
     ) -> Result<CertificateWindow, StoreError> {
         let open = self.current()?;
-        self.watch(open.certificates_before(service, before, limit))
+        self.watch(open.certificates_before(index, before, limit))
     }
 
     async fn record_count(&self) -> Result<u64, StoreError> {
@@ -1479,10 +1530,18 @@ mod tests {
                 open.write_issuance(&record, None, &mut None).unwrap();
                 written.push(record);
             }
+            let revocation = crate::Revocation {
+                revoked_at: 50,
+                reason_code: 1,
+            };
+            open.revoke(&written[2].serial, revocation).await.unwrap();
             // As a certd from before the indexes left it.
             open.certificates_by_time.clear().unwrap();
             open.certificates_by_service_time.clear().unwrap();
+            open.revoked_by_time.clear().unwrap();
+            open.revoked_by_service_time.clear().unwrap();
             open.meta.remove(TIME_INDEXES_KEY).unwrap();
+            open.meta.remove(REVOKED_INDEXES_KEY).unwrap();
             open.db.flush().unwrap();
         }
         let store = Sled(dir).open().await;
@@ -1498,6 +1557,12 @@ mod tests {
             times(store.newest_certificates(Some(&a), 10).await.unwrap()),
             [20, 10]
         );
+        let mut revoked = crate::CertificateQuery::newest(10, 0);
+        revoked.state = Some(crate::CertificateState::Revoked);
+        let (page, examined) = crate::listing::page_within(&*store, &revoked, 1)
+            .await
+            .unwrap();
+        assert_eq!((times(page.records), examined), (vec![20], 1));
         // Negative and huge times sort as times do.
         assert!(time_key(-1) < time_key(0) && time_key(0) < time_key(i64::MAX));
     }
