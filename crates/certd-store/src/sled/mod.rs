@@ -1516,6 +1516,59 @@ mod tests {
         );
     }
 
+    /// On a store far larger than a page, a page filtered by what no index
+    /// answers stops after `FILTERED_SCAN_PER_PAGE` entries with a cursor
+    /// (here nothing matches: the walk would otherwise read everything),
+    /// and the pages still end; an unfiltered page of 10 examines 10.
+    #[tokio::test]
+    async fn a_filtered_page_of_a_large_store_stops_at_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = crate::FILTERED_SCAN_PER_PAGE * 2 + 500;
+        {
+            let open = Open::at(dir.path()).unwrap();
+            for at in 0..records {
+                let mut record = suite::record("bulk");
+                record.issued_at = at as i64;
+                record.not_after = 1_000_000;
+                open.write_issuance(&record, None, &mut None).unwrap();
+            }
+            open.db.flush().unwrap();
+        }
+        let store = Sled(dir).open().await;
+        let (page, examined) =
+            crate::listing::page_within(&*store, &crate::CertificateQuery::newest(10, 0), 1)
+                .await
+                .unwrap();
+        assert_eq!((page.records.len(), examined), (10, 10));
+
+        // None is revoked: the revoked index answers at once.
+        let mut revoked = crate::CertificateQuery::newest(10, 0);
+        revoked.state = Some(crate::CertificateState::Revoked);
+        let (page, examined) = crate::listing::page_within(&*store, &revoked, 1)
+            .await
+            .unwrap();
+        assert_eq!((page, examined), (crate::CertificatePage::default(), 0));
+
+        // None has expired at 0: no index says so, the pages walk it all.
+        let mut expired = crate::CertificateQuery::newest(10, 0);
+        expired.state = Some(crate::CertificateState::Expired);
+        let mut pages = 0;
+        loop {
+            let (page, examined) =
+                crate::listing::page_within(&*store, &expired, crate::FILTERED_SCAN_PER_PAGE)
+                    .await
+                    .unwrap();
+            pages += 1;
+            assert!(page.records.is_empty());
+            assert!(examined <= crate::FILTERED_SCAN_PER_PAGE, "{examined}");
+            match page.next {
+                Some(next) => expired.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+    }
+
     /// A store written before the time indexes is indexed when it is
     /// opened, and then lists its newest records from the index.
     #[tokio::test]
