@@ -1324,6 +1324,21 @@ async fn open_order_markers_that_drift_are_re_derived() {
     let refused = client.new_order(&["web.example.test"]);
     assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
 
+    // Many stale markers sorting before the live ones ('-' before any id
+    // certd makes) hide no open order: the count reads on past them.
+    for stale in 0..60 {
+        let key = format!("open-order/{account_id}/-stale-{stale:02}");
+        assert!(
+            store
+                .swap_acme_object(&key, None, Some(&marker(0)))
+                .await
+                .unwrap()
+        );
+    }
+    let refused = client.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
+    assert_eq!(markers().await.len(), 100);
+
     // Every marker lost, as in a store from before them: the account is
     // indexed again from its orders, and the cap still holds.
     for (key, object) in markers().await {

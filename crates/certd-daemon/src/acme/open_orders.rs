@@ -10,10 +10,12 @@
 //! live markers reach the cap, each is checked against its order and those
 //! of orders closed, missing (after `MARKER_GRACE_SECONDS`, the time an
 //! order takes to be written after its marker) or unreadable are dropped
-//! before counting again. Every dropped marker is read once more at most,
-//! so a count reads at most the cap (plus one) markers and orders, plus the
-//! stale markers it removes for good. Markers are ACME objects like the
-//! orders, compared and swapped in the store, so replicas share them.
+//! and the markers read again, until those read all stand. Each order is
+//! read once per count and each stale marker is removed for good, so a
+//! count costs the cap's worth of markers and orders (a few rounds of
+//! markers where many stale ones had piled up), never the account's
+//! history. Markers are ACME objects like the orders, compared and swapped
+//! in the store, so replicas share them.
 //!
 //! An account whose orders predate the markers gets them once, at its
 //! first newOrder (`open-orders-indexed/<account>` records that it did).
@@ -88,15 +90,20 @@ pub async fn opening(
     Ok(())
 }
 
-/// Forgets the marker of an order that closed (valid, invalid). A marker
-/// this misses (a crash, a lost race) is dropped by the next count that
-/// needs to.
-pub async fn closed(store: &dyn Storage, account: &str, order: &str) -> Result<(), Problem> {
+/// Forgets the marker of an order that closed (valid, invalid), after the
+/// order's change was made: a failure here is logged, not answered, since
+/// the change stands and a marker left behind (as after a crash) is dropped
+/// by the next count that needs it gone.
+pub async fn closed(store: &dyn Storage, account: &str, order: &str) {
     let key = marker_key(account, order);
-    if let Some(marker) = records::load::<Marker>(store, &key).await? {
-        records::remove(store, &key, &marker).await?;
+    let removed = match records::load::<Marker>(store, &key).await {
+        Ok(Some(marker)) => records::remove(store, &key, &marker).await.map(drop),
+        Ok(None) => Ok(()),
+        Err(problem) => Err(problem),
+    };
+    if let Err(problem) = removed {
+        tracing::warn!(account, order, error = %problem.detail, "could not drop an open-order marker; the next count at the cap will");
     }
-    Ok(())
 }
 
 /// How many of `account`'s orders are open at `now`, counted exactly up to
@@ -108,30 +115,41 @@ pub async fn count(
     cap: usize,
 ) -> Result<usize, Problem> {
     index_once(store, account, now).await?;
-    let live = live_markers(store, account, now, cap).await?;
-    if live.len() < cap {
-        return Ok(live.len());
-    }
-    // At the cap by the markers: check them against their orders, dropping
-    // those that no longer stand for an open order.
-    let mut open = 0;
-    for (key, marker) in live {
-        let order_id = key.rsplit('/').next().unwrap_or_default();
-        let order =
-            records::load::<OrderRecord>(store, &records::order_key(account, order_id)).await;
-        let stands = match &order {
-            Ok(Some(order)) => is_open(&order.value, now),
-            Ok(None) => marker.value.created_at > now - MARKER_GRACE_SECONDS,
-            // An order that cannot be read cannot be finalized either.
-            Err(_) => false,
-        };
-        if stands {
-            open += 1;
-        } else {
-            records::remove(store, &key, &marker).await?;
+    // Markers checked against their orders and found standing, so that a
+    // second round does not read their orders again.
+    let mut standing = std::collections::HashSet::new();
+    loop {
+        let live = live_markers(store, account, now, cap).await?;
+        if live.len() < cap {
+            return Ok(live.len());
+        }
+        // At the cap by the markers: check them against their orders,
+        // dropping those that no longer stand for an open order. Markers
+        // beyond the ones read may stand too, so after dropping any the
+        // markers are read again, until those read all stand.
+        let mut dropped = false;
+        for (key, marker) in &live {
+            if standing.contains(key) {
+                continue;
+            }
+            let order_id = key.rsplit('/').next().unwrap_or_default();
+            let order =
+                records::load::<OrderRecord>(store, &records::order_key(account, order_id)).await?;
+            let stands = match &order {
+                Some(order) => is_open(&order.value, now),
+                None => marker.value.created_at > now - MARKER_GRACE_SECONDS,
+            };
+            if stands {
+                standing.insert(key.clone());
+            } else {
+                records::remove(store, key, marker).await?;
+                dropped = true;
+            }
+        }
+        if !dropped {
+            return Ok(live.len());
         }
     }
-    Ok(open)
 }
 
 /// Up to `cap` + 1 markers of orders not yet expired, in key order; expired

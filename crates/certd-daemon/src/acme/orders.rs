@@ -332,7 +332,7 @@ impl AcmeServer {
                     count_order("invalid");
                 }
                 if !open_orders::is_open(&order, self.authority.now()) {
-                    open_orders::closed(store, account, order_id).await?;
+                    open_orders::closed(store, account, order_id).await;
                 }
                 return records::load(store, &key)
                     .await?
@@ -467,7 +467,7 @@ impl AcmeServer {
             ));
         }
         if !open_orders::is_open(&finished, self.authority.now()) {
-            open_orders::closed(store, &finished.account, &finished.id).await?;
+            open_orders::closed(store, &finished.account, &finished.id).await;
         }
         outcome.map(|()| finished)
     }
