@@ -1482,5 +1482,51 @@ async fn a_certificate_is_replaced_by_one_live_order() {
     let again = order(&mut client, "web.example.test");
     assert_eq!(again.status, 409, "{again:?}");
     assert_eq!(again.problem(), "alreadyReplaced", "{again:?}");
+
+    // The claim is one object, not a read of every order: a claim whose
+    // order never came (a newOrder cut short) is taken over...
+    let store = daemon.authority.store();
+    let account_id = client
+        .kid
+        .clone()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let key = format!("replaced-by/{account_id}/{cert_id}");
+    let claimed = store.acme_object(&key).await.unwrap().expect("a claim");
+    let cut_short = certd::store::AcmeObject {
+        data: br#"{"order":"never-written","created_at":0}"#.to_vec(),
+        ..claimed.clone()
+    };
+    assert!(
+        store
+            .swap_acme_object(&key, Some(&claimed), Some(&cut_short))
+            .await
+            .unwrap()
+    );
+    let taken_over = order(&mut client, "web.example.test");
+    assert_eq!(taken_over.status, 201, "{taken_over:?}");
+    assert_eq!(order(&mut client, "web.example.test").status, 409);
+    // ...and claims lost, as in a store from before them, are made again
+    // from the account's orders, once.
+    let claimed = store.acme_object(&key).await.unwrap().expect("a claim");
+    assert!(
+        store
+            .swap_acme_object(&key, Some(&claimed), None)
+            .await
+            .unwrap()
+    );
+    let flag = format!("replaced-indexed/{account_id}");
+    let indexed = store.acme_object(&flag).await.unwrap().expect("indexed");
+    assert!(
+        store
+            .swap_acme_object(&flag, Some(&indexed), None)
+            .await
+            .unwrap()
+    );
+    let again = order(&mut client, "web.example.test");
+    assert_eq!(again.problem(), "alreadyReplaced", "{again:?}");
     daemon.shutdown().await;
 }

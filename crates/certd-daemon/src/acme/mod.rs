@@ -28,6 +28,7 @@ mod orders;
 pub mod problem;
 pub mod rate_limits;
 pub mod records;
+mod replacements;
 mod revocation;
 pub mod server;
 mod views;

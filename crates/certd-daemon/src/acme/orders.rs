@@ -15,6 +15,7 @@ use super::problem::{Problem, ProblemType};
 use super::records::{
     self, AccountRecord, AuthzRecord, ChallengeRecord, EntryPolicy, OrderRecord, Status, Stored,
 };
+use super::replacements;
 use super::server::{
     AcmeServer, Answer, Body, FINALIZE_WAIT, KEEP_AFTER_EXPIRY_SECONDS, KeyMode, MAX_IDENTIFIERS,
     MAX_OPEN_ORDERS_PER_ACCOUNT, ORDER_LIFETIME_SECONDS, ORDERS_PER_PAGE, PROCESSING_STALE_SECONDS,
@@ -92,8 +93,9 @@ impl AcmeServer {
                 (entry, true)
             }
         };
+        let order_id = random_id();
         if let Some(replaces) = &payload.replaces {
-            self.check_replaces(&account, replaces, &identifiers)
+            self.check_replaces(&account, replaces, &identifiers, &order_id)
                 .await?;
         }
         let policy = self.policy(&entry.id).await?;
@@ -143,7 +145,6 @@ impl AcmeServer {
             .await?;
             authorizations.push(authz.id);
         }
-        let order_id = random_id();
         // The marker first: a crash between the two leaves a marker the
         // count drops, never an open order the count misses.
         open_orders::opening(store, &account.id, &order_id, expires_at, now).await?;
@@ -233,6 +234,7 @@ impl AcmeServer {
         account: &AccountRecord,
         replaces: &str,
         identifiers: &[String],
+        order_id: &str,
     ) -> Result<(), Problem> {
         let cert_id = super::ari::CertId::parse(replaces)?;
         let record = self.authority.store().certificate(&cert_id.serial).await?;
@@ -252,18 +254,17 @@ impl AcmeServer {
                 "replaces names {replaces}, which shares no name with this order"
             )));
         }
-        let orders: Vec<Stored<OrderRecord>> =
-            records::list(self.authority.store(), &format!("order/{}/", account.id)).await?;
-        if let Some(other) = orders.iter().find(|order| {
-            order.value.status != Status::Invalid
-                && order.value.replaces.as_deref() == Some(replaces)
-        }) {
-            return Err(Problem::new(
-                ProblemType::AlreadyReplaced,
-                format!("order {} replaces {replaces} already", other.value.id),
-            ));
-        }
-        Ok(())
+        // Claimed for this order (not yet written) unless a live order
+        // replaces it already; kept until a day after it expires.
+        replacements::claim(
+            self.authority.store(),
+            &account.id,
+            replaces,
+            order_id,
+            self.authority.now(),
+            record.not_after + KEEP_AFTER_EXPIRY_SECONDS,
+        )
+        .await
     }
 
     /// Entry `entry`'s ACME policy (the default if none was set).
