@@ -1222,6 +1222,144 @@ async fn open_orders_are_capped_and_the_order_list_is_paginated() {
             .any(|link| link.contains("rel=\"next\"")),
         "{rest:?}"
     );
+
+    // Operators page through them too (`certd acme order list` asks a
+    // page at a time): every order once, and a token certd did not hand
+    // out is invalid input.
+    let mut admin = certd::api::client::AdminClient::connect(&daemon.data_dir.join("admin.sock"))
+        .await
+        .unwrap();
+    let (mut listed, mut token) = (Vec::new(), None);
+    loop {
+        let (page, next) = admin
+            .acme_orders_page(None, token.as_deref(), 40)
+            .await
+            .unwrap();
+        assert!(page.len() <= 40);
+        listed.extend(page.into_iter().map(|order| order.id));
+        match next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    let mut unique = listed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((listed.len(), unique.len()), (101, 101));
+    assert_eq!(admin.acme_orders(None).await.unwrap().len(), 101);
+    let refused = admin
+        .acme_orders_page(None, Some("bm90LWFuLW9yZGVy"), 40)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), certd::ErrorKind::InvalidInput, "{refused}");
+    assert!(refused.to_string().contains("page token"), "{refused}");
+    daemon.shutdown().await;
+}
+
+/// The open-order cap counts markers that can drift (a crash between a
+/// marker and its order, a close whose marker removal was lost, a store
+/// from before the markers), and the count re-derives them: a marker whose
+/// order closed or never came is dropped at the cap, and an account whose
+/// markers are gone is indexed again from its orders.
+#[tokio::test(flavor = "multi_thread")]
+async fn open_order_markers_that_drift_are_re_derived() {
+    let (daemon, entry) = acme_daemon().await;
+    let mut client = account(&daemon, &entry);
+    let account_id = client
+        .kid
+        .clone()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut first = None;
+    for _ in 0..100 {
+        let order = client.new_order(&["web.example.test"]);
+        assert_eq!(order.status, 201, "{order:?}");
+        first.get_or_insert(order);
+    }
+    let store = daemon.authority.store();
+    let marker = |created_at: i64| certd::store::AcmeObject {
+        expires_at: None,
+        data: json!({ "expires_at": i64::MAX, "created_at": created_at })
+            .to_string()
+            .into_bytes(),
+    };
+    let markers = || async {
+        store
+            .acme_objects(&format!("open-order/{account_id}/"))
+            .await
+            .unwrap()
+    };
+    assert_eq!(markers().await.len(), 100);
+
+    // One order finishes, but its marker is put back (as if its removal
+    // was lost), and a newOrder cut short left a marker without an order.
+    let first = first.unwrap();
+    let first_id = first
+        .header("location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let finalize = first.json()["finalize"].as_str().unwrap().to_owned();
+    let (_key, request) = csr(&["web.example.test"]);
+    let finalized = client.post(&finalize, Some(&json!({ "csr": request }).to_string()));
+    assert_eq!(finalized.json()["status"], "valid", "{finalized:?}");
+    for order in [first_id.as_str(), "never-written"] {
+        let key = format!("open-order/{account_id}/{order}");
+        assert!(
+            store
+                .swap_acme_object(&key, None, Some(&marker(0)))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(markers().await.len(), 101);
+    // 99 orders are open: one more may be made, and the stale markers go.
+    assert_eq!(client.new_order(&["web.example.test"]).status, 201);
+    assert_eq!(markers().await.len(), 100);
+    let refused = client.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
+
+    // Many stale markers sorting before the live ones ('-' before any id
+    // certd makes) hide no open order: the count reads on past them.
+    for stale in 0..60 {
+        let key = format!("open-order/{account_id}/-stale-{stale:02}");
+        assert!(
+            store
+                .swap_acme_object(&key, None, Some(&marker(0)))
+                .await
+                .unwrap()
+        );
+    }
+    let refused = client.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
+    assert_eq!(markers().await.len(), 100);
+
+    // Every marker lost, as in a store from before them: the account is
+    // indexed again from its orders, and the cap still holds.
+    for (key, object) in markers().await {
+        assert!(
+            store
+                .swap_acme_object(&key, Some(&object), None)
+                .await
+                .unwrap()
+        );
+    }
+    let flag = format!("open-orders-indexed/{account_id}");
+    let indexed = store.acme_object(&flag).await.unwrap().unwrap();
+    assert!(
+        store
+            .swap_acme_object(&flag, Some(&indexed), None)
+            .await
+            .unwrap()
+    );
+    let refused = client.new_order(&["web.example.test"]);
+    assert_eq!(refused.problem(), "rateLimited", "{refused:?}");
+    assert_eq!(markers().await.len(), 100);
     daemon.shutdown().await;
 }
 
@@ -1343,6 +1481,52 @@ async fn a_certificate_is_replaced_by_one_live_order() {
     assert_eq!(replacing.status, 201, "{replacing:?}");
     let again = order(&mut client, "web.example.test");
     assert_eq!(again.status, 409, "{again:?}");
+    assert_eq!(again.problem(), "alreadyReplaced", "{again:?}");
+
+    // The claim is one object, not a read of every order: a claim whose
+    // order never came (a newOrder cut short) is taken over...
+    let store = daemon.authority.store();
+    let account_id = client
+        .kid
+        .clone()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let key = format!("replaced-by/{account_id}/{cert_id}");
+    let claimed = store.acme_object(&key).await.unwrap().expect("a claim");
+    let cut_short = certd::store::AcmeObject {
+        data: br#"{"order":"never-written","created_at":0}"#.to_vec(),
+        ..claimed.clone()
+    };
+    assert!(
+        store
+            .swap_acme_object(&key, Some(&claimed), Some(&cut_short))
+            .await
+            .unwrap()
+    );
+    let taken_over = order(&mut client, "web.example.test");
+    assert_eq!(taken_over.status, 201, "{taken_over:?}");
+    assert_eq!(order(&mut client, "web.example.test").status, 409);
+    // ...and claims lost, as in a store from before them, are made again
+    // from the account's orders, once.
+    let claimed = store.acme_object(&key).await.unwrap().expect("a claim");
+    assert!(
+        store
+            .swap_acme_object(&key, Some(&claimed), None)
+            .await
+            .unwrap()
+    );
+    let flag = format!("replaced-indexed/{account_id}");
+    let indexed = store.acme_object(&flag).await.unwrap().expect("indexed");
+    assert!(
+        store
+            .swap_acme_object(&flag, Some(&indexed), None)
+            .await
+            .unwrap()
+    );
+    let again = order(&mut client, "web.example.test");
     assert_eq!(again.problem(), "alreadyReplaced", "{again:?}");
     daemon.shutdown().await;
 }

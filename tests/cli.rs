@@ -2013,6 +2013,77 @@ fn list_filters_by_status_and_expiry() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
 
+/// `certd list` goes back page by page: each page prints the command for
+/// the next on one `more:` line (stderr, so stdout stays the table or the
+/// JSON array), following them lists every certificate exactly once,
+/// `--all` walks them all at once, and a token certd did not hand out is
+/// refused in one line with exit code 2 (invalid input).
+#[test]
+fn list_pages_through_every_certificate_with_its_token() {
+    let daemon = Daemon::start();
+    for service in ["alpha", "beta", "gamma"] {
+        let dir = daemon.tmp.path().join(service);
+        assert!(daemon.ci_issue(service, &dir, &[]).status.success());
+    }
+    let serials = |output: &std::process::Output| -> Vec<String> {
+        assert!(output.status.success(), "{}", stderr(output));
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+        listed
+            .iter()
+            .map(|c| c["serial"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut everything = serials(&daemon.cli(&["list", "--json"]));
+    assert!(everything.len() >= 3, "{everything:?}");
+    everything.sort();
+
+    let mut paged = Vec::new();
+    let mut args: Vec<String> = ["list", "--limit", "1", "--json"]
+        .map(String::from)
+        .to_vec();
+    for _ in 0..everything.len() + 1 {
+        let borrowed: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = daemon.cli(&borrowed);
+        let page = serials(&output);
+        assert_eq!(page.len(), 1, "{page:?}");
+        paged.extend(page);
+        let more = stderr(&output);
+        let Some(next) = more.trim().strip_prefix("more: certd ") else {
+            assert_eq!(more.trim(), "", "no more line on the last page");
+            break;
+        };
+        assert!(!next.contains('\n'), "one line: {more}");
+        assert!(
+            next.starts_with("list --limit 1 --json --page-token "),
+            "{next}"
+        );
+        args = next.split(' ').map(String::from).collect();
+    }
+    paged.sort();
+    assert_eq!(paged, everything, "each certificate once");
+
+    // --all asks a page at a time and prints them all.
+    let mut all = serials(&daemon.cli(&["list", "--all", "--limit", "1", "--json"]));
+    all.sort();
+    assert_eq!(all, everything);
+
+    // A filtered page lists what matches, and --limit counts matches.
+    let output = daemon.cli(&["list", "--service", "beta", "--limit", "5", "--json"]);
+    assert_eq!(serials(&output).len(), 1);
+    assert_eq!(stderr(&output), "");
+
+    for token in ["not-a-token", "AQ", "AgAAAAAAAAAAAQ"] {
+        let output = daemon.cli(&["list", "--page-token", token]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        let line = stderr(&output);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(
+            line.starts_with("certd: error:") && line.contains("page token"),
+            "{line}"
+        );
+    }
+}
+
 /// `certd revoke --offline` revokes in the data directory with certd
 /// stopped (refused while it holds a sled store); the restarted certd
 /// knows it revoked, and the audit says who revoked it.

@@ -13,7 +13,8 @@ use clap::Args;
 use super::{DataDirArg, JsonArg, UsageError, duration, format_time};
 use certd::api::client::{AdminClient, AuditLine, IssuedCertificate, RevokeSummary};
 use certd::authority::{
-    Authority, Caller, CertificateSummary, CrlWait, RevokeTarget, TokenFor, TokensToRevoke,
+    Authority, Caller, CertificateSummary, CrlWait, Listing, ListingRequest, RevokeTarget,
+    TokenFor, TokensToRevoke,
 };
 use certd::ca::RevocationReason;
 use certd::ca::{self, InitOptions, KeyType};
@@ -121,8 +122,8 @@ pub struct ListArgs {
     /// Only this service's certificates.
     #[arg(long)]
     service: Option<String>,
-    /// At most this many, the most recently issued; the filters below
-    /// apply to these.
+    /// At most this many, the most recently issued that match the filters
+    /// below; with --all, how many to ask for at a time.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     limit: u32,
     /// Only certificates in this state: good, revoked or expired.
@@ -132,7 +133,16 @@ pub struct ListArgs {
     /// what is about to lapse if nothing renews it.
     #[arg(long, value_parser = duration)]
     expiring_within: Option<Duration>,
-    /// One JSON array instead of a table.
+    /// Continue where a previous `certd list` stopped: the token it printed
+    /// on its `more:` line (with the same filters).
+    #[arg(long)]
+    page_token: Option<String>,
+    /// Every certificate that matches, page by page, however many (held in
+    /// this command's memory to be printed in order).
+    #[arg(long)]
+    all: bool,
+    /// One JSON array instead of a table (the `more:` line stays on
+    /// stderr).
     #[arg(long)]
     pub(super) json: bool,
     /// Read the data directory directly, without a daemon.
@@ -528,28 +538,39 @@ pub async fn issue(args: IssueArgs) -> anyhow::Result<()> {
 }
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let mut certificates = if args.offline {
-        let authority = offline_authority(&args.data_dir, None).await?;
-        authority
-            .listing(args.service.as_deref(), args.limit as usize)
-            .await?
+    let mut lister = if args.offline {
+        Lister::Offline(offline_authority(&args.data_dir, None).await?)
     } else {
-        let mut client = args.target.connect(&args.data_dir).await?;
-        client.list(args.service.as_deref(), args.limit).await?
+        Lister::Online(args.target.connect(&args.data_dir).await?)
     };
-    let now = unix_seconds(super::now());
-    certificates.retain(|certificate| {
-        let in_state = args
-            .status
-            .as_deref()
-            .is_none_or(|status| certificate.status == status);
-        let expiring = args.expiring_within.is_none_or(|window| {
-            let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-            certificate.not_after >= now && certificate.not_after <= now.saturating_add(window)
-        });
-        in_state && expiring
-    });
+    let mut request = ListingRequest {
+        service: args.service.clone(),
+        status: args.status.clone(),
+        expiring_within: args.expiring_within,
+        page_token: args.page_token.clone(),
+        limit: args.limit as usize,
+    };
+    // A filtered page may come back short after a bounded walk: ask again
+    // until `--limit` certificates match, or (with --all) until the end.
+    let wanted = args.limit as usize;
+    let mut certificates = Vec::new();
+    loop {
+        if !args.all {
+            request.limit = wanted - certificates.len();
+        }
+        let page = lister.page(&request).await?;
+        certificates.extend(page.certificates);
+        request.page_token = page.next_page_token;
+        if request.page_token.is_none() || (!args.all && certificates.len() >= wanted) {
+            break;
+        }
+    }
     certificates.sort_by(|a, b| (a.issued_at, &a.serial).cmp(&(b.issued_at, &b.serial)));
+    if let Some(token) = &request.page_token {
+        // On stderr, so that stdout stays the table or the JSON array it
+        // always was; the line is the command that lists the next page.
+        eprintln!("more: {}", next_page_command(&args, token));
+    }
     if args.json {
         println!("{}", serde_json::to_string(&certificates)?);
         return Ok(());
@@ -569,6 +590,44 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where `certd list` reads: the daemon, or the data directory offline.
+enum Lister {
+    Online(AdminClient),
+    Offline(Authority),
+}
+
+impl Lister {
+    async fn page(&mut self, request: &ListingRequest) -> anyhow::Result<Listing> {
+        Ok(match self {
+            Lister::Online(client) => client.list_page(request).await?,
+            Lister::Offline(authority) => authority.listing(request).await?,
+        })
+    }
+}
+
+/// The `certd list` command line that lists the page after this one.
+fn next_page_command(args: &ListArgs, token: &str) -> String {
+    let mut command = vec!["certd list".to_owned()];
+    if let Some(service) = &args.service {
+        command.push(format!("--service {service}"));
+    }
+    if let Some(status) = &args.status {
+        command.push(format!("--status {status}"));
+    }
+    if let Some(window) = args.expiring_within {
+        command.push(format!("--expiring-within {}s", window.as_secs()));
+    }
+    command.push(format!("--limit {}", args.limit));
+    if args.json {
+        command.push("--json".into());
+    }
+    if args.offline {
+        command.push("--offline".into());
+    }
+    command.push(format!("--page-token {token}"));
+    command.join(" ")
 }
 
 pub async fn show(args: ShowArgs) -> anyhow::Result<()> {

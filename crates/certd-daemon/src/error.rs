@@ -30,6 +30,9 @@ pub enum Error {
     /// Another argument given by the caller is not valid.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A listing's page token is not one certd handed out.
+    #[error(transparent)]
+    PageToken(#[from] crate::model::PageTokenError),
     /// The caller has not proven an identity.
     #[error(transparent)]
     Attest(#[from] AttestError),
@@ -88,7 +91,9 @@ impl Error {
     /// This error's one classification.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Csr(_) | Error::Name(_) | Error::InvalidArgument(_) => ErrorKind::InvalidInput,
+            Error::Csr(_) | Error::Name(_) | Error::InvalidArgument(_) | Error::PageToken(_) => {
+                ErrorKind::InvalidInput
+            }
             Error::Attest(error) => error.kind(),
             Error::Acme(error) => error.kind(),
             Error::Policy(error) => error.kind(),

@@ -22,6 +22,7 @@
 pub mod backend;
 mod codec;
 pub mod copy;
+pub mod listing;
 pub mod marks;
 pub mod metrics;
 pub mod postgres;
@@ -37,13 +38,14 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 pub use backend::{Backend, Checked, StoreSettings};
+pub use listing::{CertificateWindow, FILTERED_SCAN_PER_PAGE, TimeIndex};
 
 use certd_core::identity::{Serial, ServiceName, TrustDomain};
 pub use certd_core::model::{
-    Attestation, AuditEntry, AuditEvent, CertificateState, DelegationRecord, EndpointProfile,
-    EntryRecord, FederationRecord, ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord,
-    JoinTokenRecord, PolicyRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl,
-    Successor, TokenHash,
+    Attestation, AuditEntry, AuditEvent, CertificateCursor, CertificatePage, CertificateQuery,
+    CertificateState, DelegationRecord, EndpointProfile, EntryRecord, FederationRecord,
+    ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof,
+    Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Successor, TokenHash,
 };
 
 /// Why the store could not do what was asked.
@@ -232,6 +234,28 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<IssuanceRecord>, StoreError>;
 
+    /// Up to `limit` entries of an issuance-time index (overall or one
+    /// service's, of every certificate or of the revoked ones) strictly
+    /// older than `before` (from the newest when `None`), newest first,
+    /// with their records: O(`limit`) reads however large the store. The
+    /// building block of `certificate_page`.
+    async fn certificates_before(
+        &self,
+        index: TimeIndex<'_>,
+        before: Option<&CertificateCursor>,
+        limit: usize,
+    ) -> Result<CertificateWindow, StoreError>;
+
+    /// One page of certificates, newest first, after `query.after`: at most
+    /// `query.limit` of them, and the cursor of the next page (`None` at the
+    /// end). Bounded work per page whatever the filters: see `listing`.
+    async fn certificate_page(
+        &self,
+        query: &CertificateQuery,
+    ) -> Result<CertificatePage, StoreError> {
+        listing::page(self, query).await
+    }
+
     /// How many issuance records exist.
     async fn record_count(&self) -> Result<u64, StoreError>;
 
@@ -415,6 +439,17 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
 
     /// Every ACME object whose key starts with `prefix`, in key order.
     async fn acme_objects(&self, prefix: &str) -> Result<Vec<(String, AcmeObject)>, StoreError>;
+
+    /// At most `limit` ACME objects whose key starts with `prefix` and
+    /// comes after `after` (from the first when `None`), in key order:
+    /// O(`limit`) reads however many the prefix holds (an account's orders
+    /// page by page, its open orders counted up to the cap).
+    async fn acme_objects_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, AcmeObject)>, StoreError>;
 
     /// Replaces the object under `key` with `new` (`None` removes it) if
     /// what is stored now is `expected` (`None`: nothing), atomically

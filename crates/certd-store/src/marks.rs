@@ -550,6 +550,22 @@ impl Storage for Marked {
         self.inner.newest_certificates(service, limit).await
     }
 
+    async fn certificates_before(
+        &self,
+        index: crate::TimeIndex<'_>,
+        before: Option<&crate::CertificateCursor>,
+        limit: usize,
+    ) -> Result<crate::CertificateWindow, StoreError> {
+        self.inner.certificates_before(index, before, limit).await
+    }
+
+    async fn certificate_page(
+        &self,
+        query: &crate::CertificateQuery,
+    ) -> Result<crate::CertificatePage, StoreError> {
+        self.inner.certificate_page(query).await
+    }
+
     async fn record_count(&self) -> Result<u64, StoreError> {
         self.inner.record_count().await
     }
@@ -725,6 +741,15 @@ impl Storage for Marked {
         prefix: &str,
     ) -> Result<Vec<(String, crate::AcmeObject)>, StoreError> {
         self.inner.acme_objects(prefix).await
+    }
+
+    async fn acme_objects_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, crate::AcmeObject)>, StoreError> {
+        self.inner.acme_objects_page(prefix, after, limit).await
     }
 
     async fn swap_acme_object(

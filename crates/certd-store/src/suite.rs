@@ -3,9 +3,10 @@
 //! backend proves the guarantees the rest of certd relies on.
 
 use crate::{
-    AcmeObject, Attestation, DelegationRecord, EndpointProfile, EntryRecord, FederationRecord,
-    ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord,
-    SharedStorage, StoreError, Successor,
+    AcmeObject, Attestation, CertificateCursor, CertificatePage, CertificateQuery,
+    DelegationRecord, EndpointProfile, EntryRecord, FederationRecord, ForeignBundle, GrantCaller,
+    GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord, SharedStorage, StoreError,
+    Successor,
 };
 use certd_core::identity::Serial;
 use certd_core::selector::Selector;
@@ -46,6 +47,18 @@ macro_rules! storage_behaviour_suite {
         async fn listings_keep_the_newest_records_first() {
             if let Some(backend) = $make() {
                 suite::listings_keep_the_newest_records_first(&backend).await;
+            }
+        }
+        #[tokio::test]
+        async fn pages_cover_every_record_once_newest_first() {
+            if let Some(backend) = $make() {
+                suite::pages_cover_every_record_once_newest_first(&backend).await;
+            }
+        }
+        #[tokio::test]
+        async fn filtered_pages_list_what_matches_within_their_budget() {
+            if let Some(backend) = $make() {
+                suite::filtered_pages_list_what_matches_within_their_budget(&backend).await;
             }
         }
         #[tokio::test]
@@ -247,6 +260,195 @@ pub(crate) async fn listings_keep_the_newest_records_first(backend: &dyn Backend
         times(store.newest_certificates(None, 0).await.unwrap()),
         Vec::<i64>::new()
     );
+}
+
+/// Walks every page of `query` (through `listing::page_within` with
+/// `budget`), checking each examined at most `most_examined` index entries;
+/// the records in the order the pages gave them.
+async fn walk_pages(
+    store: &SharedStorage,
+    mut query: CertificateQuery,
+    budget: usize,
+    most_examined: usize,
+) -> Vec<IssuanceRecord> {
+    let mut listed = Vec::new();
+    for _ in 0..1000 {
+        let (page, examined) = crate::listing::page_within(&**store, &query, budget)
+            .await
+            .unwrap();
+        assert!(
+            examined <= most_examined,
+            "a page of {} examined {examined} index entries",
+            query.limit
+        );
+        assert!(page.records.len() <= query.limit);
+        listed.extend(page.records);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return listed,
+        }
+    }
+    panic!("the pages never ended");
+}
+
+fn positions(records: &[IssuanceRecord]) -> Vec<(i64, Serial)> {
+    records
+        .iter()
+        .map(|r| (r.issued_at, r.serial.clone()))
+        .collect()
+}
+
+/// Newest first: by time, then by serial, as the pages go.
+fn newest_first(records: &[IssuanceRecord]) -> Vec<(i64, Serial)> {
+    let mut positions = positions(records);
+    positions.sort();
+    positions.reverse();
+    positions
+}
+
+pub(crate) async fn pages_cover_every_record_once_newest_first(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let mut written = Vec::new();
+    for i in 0..30 {
+        // Three records a second: ties are ordered by serial.
+        let mut record = record(if i % 2 == 0 { "billing" } else { "orders" });
+        record.issued_at = i / 3;
+        store.record_issuance(&record, None).await.unwrap();
+        written.push(record);
+    }
+    let first = store
+        .certificate_page(&CertificateQuery::newest(7, 0))
+        .await
+        .unwrap();
+    assert_eq!(first.records.len(), 7);
+    // Issuances go on while the pages are read: newer than the first page,
+    // they belong to no later one, and move none of the records written
+    // before from one page to another.
+    let issuing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let mut record = record("billing");
+                record.issued_at = 1_000;
+                store.record_issuance(&record, None).await.unwrap();
+            }
+        })
+    };
+    let mut query = CertificateQuery::newest(7, 0);
+    query.after = first.next.clone();
+    let mut listed = first.records;
+    // Unfiltered, a page examines exactly the entries it returns.
+    listed.extend(walk_pages(&store, query, 1, 7).await);
+    issuing.await.unwrap();
+    assert_eq!(positions(&listed), newest_first(&written));
+
+    let billing: certd_core::identity::ServiceName = "billing".parse().unwrap();
+    let mut query = CertificateQuery::newest(4, 0);
+    query.service = Some(billing.clone());
+    let billing_written: Vec<_> = written
+        .iter()
+        .filter(|r| r.service == billing)
+        .cloned()
+        .collect();
+    let listed = walk_pages(&store, query, 1, 4).await;
+    let mut expected = newest_first(&billing_written);
+    expected.retain(|position| position.0 < 1_000);
+    let listed: Vec<_> = positions(&listed)
+        .into_iter()
+        .filter(|position| position.0 < 1_000)
+        .collect();
+    assert_eq!(listed, expected);
+
+    // A cursor at a position no record holds continues below it; a page
+    // that ends the walk carries no cursor.
+    let mut query = CertificateQuery::newest(100, 0);
+    query.after = Some(CertificateCursor {
+        issued_at: 5,
+        serial: "01".parse().unwrap(),
+    });
+    let page = store.certificate_page(&query).await.unwrap();
+    assert_eq!(
+        positions(&page.records),
+        newest_first(&written)
+            .into_iter()
+            .filter(|position| position.0 < 5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(page.next, None);
+    query.limit = 0;
+    assert_eq!(
+        store.certificate_page(&query).await.unwrap(),
+        CertificatePage::default()
+    );
+}
+
+pub(crate) async fn filtered_pages_list_what_matches_within_their_budget(backend: &dyn Backend) {
+    use crate::{CertificateState, Revocation};
+    let store = backend.open().await;
+    let now = 1_000;
+    let mut written = Vec::new();
+    for i in 0..40i64 {
+        let mut record = record(if i % 5 == 0 { "billing" } else { "orders" });
+        record.issued_at = i;
+        record.not_after = match i % 3 {
+            0 => 500,
+            1 => now + i * 10,
+            _ => 5_000,
+        };
+        store.record_issuance(&record, None).await.unwrap();
+        if i % 4 == 0 {
+            let revocation = Revocation {
+                revoked_at: 900,
+                reason_code: 1,
+            };
+            store.revoke(&record.serial, revocation).await.unwrap();
+            record.revocation = Some(revocation);
+        }
+        written.push(record);
+    }
+    let billing: certd_core::identity::ServiceName = "billing".parse().unwrap();
+    let queries = [
+        (Some(billing.clone()), Some(CertificateState::Revoked), None),
+        (None, Some(CertificateState::Good), None),
+        (None, Some(CertificateState::Revoked), None),
+        (None, Some(CertificateState::Expired), None),
+        (None, None, Some(now + 200)),
+        (Some(billing.clone()), Some(CertificateState::Good), None),
+        (Some(billing), None, Some(now + 10_000)),
+    ];
+    for (service, state, expiring_by) in queries {
+        let query = CertificateQuery {
+            service: service.clone(),
+            state,
+            expiring_by,
+            now,
+            after: None,
+            limit: 3,
+        };
+        let mut expected: Vec<_> = written
+            .iter()
+            .filter(|r| service.as_ref().is_none_or(|s| r.service == *s) && query.matches(r))
+            .cloned()
+            .collect();
+        assert!(!expected.is_empty(), "{query:?} matches nothing");
+        // A budget of 8 entries a page: each page stops there, with a
+        // cursor, whatever it found. Revoked ones have an index of their
+        // own: a page of them examines only what it returns.
+        let most_examined = if state == Some(CertificateState::Revoked) && expiring_by.is_none() {
+            3
+        } else {
+            8
+        };
+        let listed = walk_pages(&store, query.clone(), 8, most_examined).await;
+        assert_eq!(positions(&listed), newest_first(&expected), "{query:?}");
+        // The same with the backend's own budget, through the trait.
+        let mut all = query.clone();
+        all.limit = 100;
+        let page = store.certificate_page(&all).await.unwrap();
+        expected.sort_by(|a, b| (b.issued_at, &b.serial).cmp(&(a.issued_at, &a.serial)));
+        assert_eq!(page.records, expected, "{query:?}");
+        assert_eq!(page.next, None);
+    }
 }
 
 pub(crate) async fn expired_tokens_are_purged(backend: &dyn Backend) {
@@ -729,6 +931,39 @@ pub(crate) async fn an_acme_object_changes_only_from_what_the_caller_saw(backend
     assert_eq!(listed, ["account/a", "account/b"]);
     // `%` and `_` in a prefix are characters, not patterns.
     assert!(store.acme_objects("account%").await.unwrap().is_empty());
+    // A page at a time: after a key (in the prefix or before it), at most
+    // `limit`, never past the prefix.
+    let page = |prefix: &'static str, after: Option<&'static str>, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .acme_objects_page(prefix, after, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect::<Vec<String>>()
+        }
+    };
+    assert_eq!(page("account/", None, 1).await, ["account/a"]);
+    assert_eq!(page("account/", Some("account/a"), 5).await, ["account/b"]);
+    assert_eq!(
+        page("account/", Some("account/b"), 5).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        page("account/", Some("a"), 5).await,
+        ["account/a", "account/b"]
+    );
+    assert_eq!(
+        page("account/", Some("account/"), 0).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(page("account%", None, 5).await, Vec::<String>::new());
+    assert_eq!(
+        page("", Some("account/b"), 5).await,
+        ["accounts-not/x", "order/a/1"]
+    );
     assert_eq!(store.acme_objects("").await.unwrap().len(), 4);
 
     // Removing takes the current value.

@@ -10,9 +10,11 @@
 //! domain and no domain change silently changes a format.
 
 mod federation;
+mod listing;
 mod records;
 
 pub use federation::{EndpointProfile, FederationRecord, ForeignBundle};
+pub use listing::{CertificateCursor, CertificatePage, CertificateQuery, PageTokenError};
 
 pub use records::{
     Attestation, AuditEntry, AuditEvent, CertificateState, DelegationRecord, EntryRecord,

@@ -27,6 +27,10 @@ pub enum AcmeAdminError {
     NoChallenges,
     #[error("{0}")]
     NotForAcme(String),
+    #[error(
+        "page token {0:?} is not one certd handed out for this listing: pass the next_page_token of the previous page unchanged, with the same --account"
+    )]
+    BadPageToken(String),
     #[error("{0}")]
     Store(Problem),
 }
@@ -36,9 +40,11 @@ impl AcmeAdminError {
         use crate::ErrorKind;
         match self {
             Self::NoEntry(_) | Self::NoAccount(_) => ErrorKind::NotFound,
-            Self::BadTtl | Self::BadChallenge(_) | Self::NoChallenges | Self::NotForAcme(_) => {
-                ErrorKind::InvalidInput
-            }
+            Self::BadTtl
+            | Self::BadChallenge(_)
+            | Self::NoChallenges
+            | Self::NotForAcme(_)
+            | Self::BadPageToken(_) => ErrorKind::InvalidInput,
             Self::Store(_) => ErrorKind::Internal,
         }
     }
@@ -264,19 +270,54 @@ pub async fn deactivate_account(
         .ok_or_else(|| AcmeAdminError::NoAccount(id.to_owned()))
 }
 
-/// `certd acme order list [--account <id>]`
+/// One page of `certd acme order list`: the orders, in key order (account,
+/// then id), and the token of the next page.
+#[derive(Debug, Clone, Default)]
+pub struct OrdersPage {
+    pub orders: Vec<OrderView>,
+    /// `None` when no order is left.
+    pub next_page_token: Option<String>,
+}
+
+/// `certd acme order list [--account <id>]`: at most `limit` orders after
+/// `page_token` (the last key of the page before, as an opaque base64url
+/// token), read from there, so a page costs `limit` reads however many
+/// orders are kept.
 pub async fn orders(
     authority: &Authority,
     account: Option<&str>,
-) -> Result<Vec<OrderView>, AcmeAdminError> {
+    page_token: Option<&str>,
+    limit: usize,
+) -> Result<OrdersPage, AcmeAdminError> {
     let prefix = match account {
         Some(account) => format!("order/{account}/"),
         None => "order/".to_owned(),
     };
-    let orders: Vec<records::Stored<OrderRecord>> =
-        records::list(authority.store(), &prefix).await?;
-    Ok(orders
+    let after = page_token
+        .map(|token| {
+            super::jws::unb64("page token", token)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .filter(|key| key.starts_with(&prefix))
+                .ok_or_else(|| AcmeAdminError::BadPageToken(token.chars().take(64).collect()))
+        })
+        .transpose()?;
+    // One more than the page, to tell whether another page follows.
+    let mut read: Vec<(String, records::Stored<OrderRecord>)> = records::page(
+        authority.store(),
+        &prefix,
+        after.as_deref(),
+        limit.saturating_add(1),
+    )
+    .await?;
+    let more = read.len() > limit;
+    read.truncate(limit);
+    let next_page_token = more
+        .then(|| read.last().map(|(key, _)| b64(key.as_bytes())))
+        .flatten();
+    let orders = read
         .into_iter()
+        .map(|(_, stored)| stored)
         .map(|stored| {
             let order = stored.value;
             OrderView {
@@ -290,5 +331,9 @@ pub async fn orders(
                 created_at: order.created_at,
             }
         })
-        .collect())
+        .collect();
+    Ok(OrdersPage {
+        orders,
+        next_page_token,
+    })
 }

@@ -10,10 +10,12 @@ use x509_parser::prelude::FromDer;
 
 use super::challenge::ChallengeType;
 use super::jws::unb64;
+use super::open_orders;
 use super::problem::{Problem, ProblemType};
 use super::records::{
     self, AccountRecord, AuthzRecord, ChallengeRecord, EntryPolicy, OrderRecord, Status, Stored,
 };
+use super::replacements;
 use super::server::{
     AcmeServer, Answer, Body, FINALIZE_WAIT, KEEP_AFTER_EXPIRY_SECONDS, KeyMode, MAX_IDENTIFIERS,
     MAX_OPEN_ORDERS_PER_ACCOUNT, ORDER_LIFETIME_SECONDS, ORDERS_PER_PAGE, PROCESSING_STALE_SECONDS,
@@ -91,8 +93,9 @@ impl AcmeServer {
                 (entry, true)
             }
         };
+        let order_id = random_id();
         if let Some(replaces) = &payload.replaces {
-            self.check_replaces(&account, replaces, &identifiers)
+            self.check_replaces(&account, replaces, &identifiers, &order_id)
                 .await?;
         }
         let policy = self.policy(&entry.id).await?;
@@ -142,8 +145,11 @@ impl AcmeServer {
             .await?;
             authorizations.push(authz.id);
         }
+        // The marker first: a crash between the two leaves a marker the
+        // count drops, never an open order the count misses.
+        open_orders::opening(store, &account.id, &order_id, expires_at, now).await?;
         let order = OrderRecord {
-            id: random_id(),
+            id: order_id,
             account: account.id.clone(),
             entry: entry.id.clone(),
             status: if valid_at_once {
@@ -174,19 +180,17 @@ impl AcmeServer {
 
     /// An account may have `MAX_OPEN_ORDERS_PER_ACCOUNT` orders open at
     /// once: each holds authorizations and, once answered, validations.
+    /// Counted from the open-order markers (`open_orders`), so the cost is
+    /// the cap's, not the account's history.
     async fn check_open_orders(&self, account: &str) -> Result<(), Problem> {
         let now = self.authority.now();
-        let orders: Vec<Stored<OrderRecord>> =
-            records::list(self.authority.store(), &format!("order/{account}/")).await?;
-        let open = orders
-            .iter()
-            .filter(|order| {
-                matches!(
-                    order.value.status,
-                    Status::Pending | Status::Ready | Status::Processing
-                ) && order.value.expires_at >= now
-            })
-            .count();
+        let open = open_orders::count(
+            self.authority.store(),
+            account,
+            now,
+            MAX_OPEN_ORDERS_PER_ACCOUNT,
+        )
+        .await?;
         if open >= MAX_OPEN_ORDERS_PER_ACCOUNT {
             let mut problem = Problem::new(
                 ProblemType::RateLimited,
@@ -230,6 +234,7 @@ impl AcmeServer {
         account: &AccountRecord,
         replaces: &str,
         identifiers: &[String],
+        order_id: &str,
     ) -> Result<(), Problem> {
         let cert_id = super::ari::CertId::parse(replaces)?;
         let record = self.authority.store().certificate(&cert_id.serial).await?;
@@ -249,18 +254,17 @@ impl AcmeServer {
                 "replaces names {replaces}, which shares no name with this order"
             )));
         }
-        let orders: Vec<Stored<OrderRecord>> =
-            records::list(self.authority.store(), &format!("order/{}/", account.id)).await?;
-        if let Some(other) = orders.iter().find(|order| {
-            order.value.status != Status::Invalid
-                && order.value.replaces.as_deref() == Some(replaces)
-        }) {
-            return Err(Problem::new(
-                ProblemType::AlreadyReplaced,
-                format!("order {} replaces {replaces} already", other.value.id),
-            ));
-        }
-        Ok(())
+        // Claimed for this order (not yet written) unless a live order
+        // replaces it already; kept until a day after it expires.
+        replacements::claim(
+            self.authority.store(),
+            &account.id,
+            replaces,
+            order_id,
+            self.authority.now(),
+            record.not_after + KEEP_AFTER_EXPIRY_SECONDS,
+        )
+        .await
     }
 
     /// Entry `entry`'s ACME policy (the default if none was set).
@@ -327,6 +331,9 @@ impl AcmeServer {
                 // Counted once the change is made: a lost swap is retried.
                 if order.status == Status::Invalid {
                     count_order("invalid");
+                }
+                if !open_orders::is_open(&order, self.authority.now()) {
+                    open_orders::closed(store, account, order_id).await;
                 }
                 return records::load(store, &key)
                     .await?
@@ -460,6 +467,9 @@ impl AcmeServer {
                 &"the order changed while it was processing",
             ));
         }
+        if !open_orders::is_open(&finished, self.authority.now()) {
+            open_orders::closed(store, &finished.account, &finished.id).await;
+        }
         outcome.map(|()| finished)
     }
 
@@ -499,38 +509,59 @@ impl AcmeServer {
     /// `ORDERS_PER_PAGE` order URLs, in the order of their ids, from after
     /// `?cursor=` (the last id of the page before), and `Link: rel="next"`
     /// to the next page, if any. A cursor of ids, not of positions, keeps
-    /// pages stable while orders are added.
+    /// pages stable while orders are added. The orders are read a page at a
+    /// time from the cursor on; invalid ones are not listed, and a page
+    /// reads at most `ORDER_LIST_SCAN` orders, so an account with a long
+    /// run of them gets a shorter page (possibly empty) with its next link.
     pub async fn orders(&self, request: Signed, account: &str) -> Result<Answer, Problem> {
         let base = request.base.clone();
         let cursor = cursor_of(&request.url)?.map(str::to_owned);
         let verified = self.verify(request, KeyMode::Kid).await?;
         Self::own(&verified, account, "account")?;
-        let orders: Vec<Stored<OrderRecord>> =
-            records::list(self.authority.store(), &format!("order/{account}/")).await?;
-        let mut listed = orders
+        let store = self.authority.store();
+        let prefix = format!("order/{account}/");
+        let mut listed: Vec<String> = Vec::new();
+        let mut examined = 0;
+        let mut last_examined = cursor;
+        let next = 'walk: loop {
+            let after = last_examined.as_ref().map(|id| format!("{prefix}{id}"));
+            let read: Vec<(String, Stored<OrderRecord>)> =
+                records::page(store, &prefix, after.as_deref(), ORDERS_PER_PAGE + 1).await?;
+            let end = read.len() <= ORDERS_PER_PAGE;
+            for (key, order) in read {
+                let id = key.strip_prefix(&prefix).unwrap_or_default().to_owned();
+                if order.value.status != Status::Invalid {
+                    if listed.len() == ORDERS_PER_PAGE {
+                        // One more to list: the page is full.
+                        break 'walk listed.last().cloned();
+                    }
+                    listed.push(id.clone());
+                }
+                examined += 1;
+                last_examined = Some(id);
+            }
+            if end {
+                break None;
+            }
+            if examined >= ORDER_LIST_SCAN {
+                break last_examined;
+            }
+        };
+        let urls: Vec<String> = listed
             .iter()
-            .map(|order| &order.value)
-            .filter(|order| order.status != Status::Invalid)
-            .filter(|order| {
-                cursor
-                    .as_deref()
-                    .is_none_or(|after| order.id.as_str() > after)
-            });
-        let page: Vec<&OrderRecord> = listed.by_ref().take(ORDERS_PER_PAGE).collect();
-        let urls: Vec<String> = page
-            .iter()
-            .map(|order| format!("{base}/order/{account}/{}", order.id))
+            .map(|id| format!("{base}/order/{account}/{id}"))
             .collect();
         let mut answer = Answer::json(200, json!({ "orders": urls }));
-        if let (Some(last), Some(_)) = (page.last(), listed.next()) {
-            answer.next = Some(format!(
-                "{base}/account/{account}/orders?cursor={}",
-                last.id
-            ));
+        if let Some(next) = next {
+            answer.next = Some(format!("{base}/account/{account}/orders?cursor={next}"));
         }
         Ok(answer)
     }
 }
+
+/// Most orders one page of an account's order list reads (invalid ones,
+/// which are not listed, included).
+const ORDER_LIST_SCAN: usize = 10 * ORDERS_PER_PAGE;
 
 /// The `cursor` of an order list's URL, if any.
 fn cursor_of(url: &str) -> Result<Option<&str>, Problem> {

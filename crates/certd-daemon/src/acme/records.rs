@@ -207,6 +207,26 @@ pub async fn list<T: DeserializeOwned>(
         .collect()
 }
 
+/// At most `limit` records whose key starts with `prefix`, after the key
+/// `after` (from the first when `None`), in key order, with their keys.
+pub async fn page<T: DeserializeOwned>(
+    store: &dyn Storage,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, Stored<T>)>, Problem> {
+    store
+        .acme_objects_page(prefix, after, limit)
+        .await?
+        .into_iter()
+        .map(|(key, raw)| {
+            let value = serde_json::from_slice(&raw.data)
+                .map_err(|error| Problem::internal(&format!("ACME record {key}: {error}")))?;
+            Ok((key, Stored { value, raw }))
+        })
+        .collect()
+}
+
 /// Stores a new record; `false` if the key is taken.
 pub async fn create<T: Serialize>(
     store: &dyn Storage,

@@ -15,7 +15,9 @@ use super::convert::{entry_to_proto, federation_to_proto, summary_to_proto};
 use super::proto;
 use super::proto::admin_server::Admin;
 use super::status;
-use crate::authority::{Authority, Caller, CrlWait, RevokeTarget, TokenFor, TokensToRevoke};
+use crate::authority::{
+    Authority, Caller, CrlWait, ListingRequest, RevokeTarget, TokenFor, TokensToRevoke,
+};
 use crate::ca::{RevocationReason, reason_name};
 use crate::policy::operator_roles::AdminAction;
 use crate::registry::EntrySpec;
@@ -113,6 +115,11 @@ fn entry_spec(service: String, content: Option<proto::EntryContent>) -> EntrySpe
         jwt_audiences: content.jwt_audiences,
         federates_with: content.federates_with,
     }
+}
+
+/// proto3's empty string, which stands for "not given".
+fn non_empty(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
 }
 
 fn ttl(seconds: u64) -> Option<Duration> {
@@ -229,22 +236,31 @@ impl Admin for AdminApi {
     ) -> Result<Response<proto::ListCertificatesResponse>, Status> {
         self.authorize(&request, &AdminAction::ListCertificates)
             .await?;
-        let service = &request.get_ref().service;
-        let service = (!service.is_empty()).then_some(service.as_str());
-        let limit = match request.get_ref().limit {
+        let message = request.into_inner();
+        let limit = match message.limit {
             0 => DEFAULT_LIST_LIMIT,
             limit => (limit as usize).min(MAX_LIST_LIMIT),
         };
-        let certificates = self
+        let listing = ListingRequest {
+            service: non_empty(message.service),
+            status: non_empty(message.status),
+            expiring_within: (message.expiring_within_seconds > 0)
+                .then(|| Duration::from_secs(message.expiring_within_seconds)),
+            page_token: non_empty(message.page_token),
+            limit,
+        };
+        let listing = self
             .authority
-            .listing(service, limit)
+            .listing(&listing)
             .await
-            .map_err(|e| status(&e))?
-            .into_iter()
-            .map(summary_to_proto)
-            .collect();
+            .map_err(|e| status(&e))?;
         Ok(Response::new(proto::ListCertificatesResponse {
-            certificates,
+            certificates: listing
+                .certificates
+                .into_iter()
+                .map(summary_to_proto)
+                .collect(),
+            next_page_token: listing.next_page_token.unwrap_or_default(),
         }))
     }
 

@@ -86,14 +86,27 @@ pub(super) async fn deactivate_account(
     Ok(Response::new(account_to_proto(account)))
 }
 
+/// Orders listed when the caller asks for no particular number.
+const DEFAULT_ORDER_LIST_LIMIT: usize = 1000;
+/// Most orders one page holds.
+const MAX_ORDER_LIST_LIMIT: usize = 10_000;
+
 pub(super) async fn orders(
     authority: &Authority,
     request: proto::ListAcmeOrdersRequest,
 ) -> Result<Response<proto::ListAcmeOrdersResponse>, Status> {
     let account = (!request.account_id.is_empty()).then_some(request.account_id.as_str());
-    let orders = admin::orders(authority, account).await.map_err(refused)?;
+    let page_token = (!request.page_token.is_empty()).then_some(request.page_token.as_str());
+    let limit = match request.limit {
+        0 => DEFAULT_ORDER_LIST_LIMIT,
+        limit => (limit as usize).min(MAX_ORDER_LIST_LIMIT),
+    };
+    let page = admin::orders(authority, account, page_token, limit)
+        .await
+        .map_err(refused)?;
     Ok(Response::new(proto::ListAcmeOrdersResponse {
-        orders: orders.into_iter().map(order_to_proto).collect(),
+        orders: page.orders.into_iter().map(order_to_proto).collect(),
+        next_page_token: page.next_page_token.unwrap_or_default(),
     }))
 }
 

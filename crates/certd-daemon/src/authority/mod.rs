@@ -62,7 +62,7 @@ pub use join_tokens::{JoinTokenView, TokensToRevoke};
 pub use registration::{CreatedJoinTokens, MAX_TOKENS_PER_REQUEST, TokenFor};
 pub use revoke::{CrlWait, RevocationResult, RevokeTarget, Revoked};
 pub use tokens::MintedFor;
-pub use views::CertificateSummary;
+pub use views::{CertificateSummary, Listing, ListingRequest};
 
 /// How an operator's `certd issue` may issue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

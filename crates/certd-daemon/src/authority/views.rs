@@ -1,7 +1,10 @@
 //! What operators see of issuance records (`certd list`, `certd show`).
 
+use std::time::Duration;
+
 use super::Authority;
 use crate::identity::{Serial, ServiceName};
+use crate::model::{CertificateCursor, CertificateQuery, CertificateState};
 use crate::store::IssuanceRecord;
 use crate::{Error, Result};
 
@@ -30,6 +33,71 @@ pub struct CertificateSummary {
     pub trust_bundle_pem: String,
 }
 
+/// What a listing asks for, as a caller sends it: `Authority::listing`
+/// parses each field, naming the one that is wrong.
+#[derive(Debug, Clone, Default)]
+pub struct ListingRequest {
+    /// Only this service's certificates.
+    pub service: Option<String>,
+    /// Only certificates in this state: `good`, `revoked` or `expired`.
+    pub status: Option<String>,
+    /// Only unexpired certificates expiring within this long.
+    pub expiring_within: Option<Duration>,
+    /// The `next_page_token` of the previous page; `None` for the newest.
+    pub page_token: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl ListingRequest {
+    /// The store's query, judged at `now`.
+    fn query(&self, now: i64) -> Result<CertificateQuery> {
+        let service = self
+            .service
+            .as_deref()
+            .map(str::parse::<ServiceName>)
+            .transpose()?;
+        let state = match self.status.as_deref() {
+            None => None,
+            Some("good") => Some(CertificateState::Good),
+            Some("revoked") => Some(CertificateState::Revoked),
+            Some("expired") => Some(CertificateState::Expired),
+            Some(other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "status {other:?} is not good, revoked or expired"
+                )));
+            }
+        };
+        let expiring_by = self
+            .expiring_within
+            .map(|window| now.saturating_add(i64::try_from(window.as_secs()).unwrap_or(i64::MAX)));
+        let after = self
+            .page_token
+            .as_deref()
+            .map(CertificateCursor::from_token)
+            .transpose()?;
+        Ok(CertificateQuery {
+            service,
+            state,
+            expiring_by,
+            now,
+            after,
+            limit: self.limit,
+        })
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Newest first.
+    pub certificates: Vec<CertificateSummary>,
+    /// Where the next page starts; `None` when nothing older is left. A
+    /// page with fewer certificates than asked may still have one (a
+    /// filtered page stops after a bounded walk).
+    pub next_page_token: Option<String>,
+}
+
 impl Authority {
     /// The record of one certificate.
     pub async fn certificate(&self, serial: &str) -> Result<IssuanceRecord> {
@@ -40,20 +108,15 @@ impl Authority {
             .ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
     }
 
-    /// The `limit` most recently issued certificates, or one service's, as
-    /// listings show them: without PEMs, which are for `certificate`.
-    pub async fn listing(
-        &self,
-        service: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<CertificateSummary>> {
-        let service = service.map(str::parse::<ServiceName>).transpose()?;
+    /// One page of certificates as listings show them (without PEMs, which
+    /// are for `certificate`), newest first, and the token of the next
+    /// page. Bounded work whatever the store holds (`store::listing`).
+    pub async fn listing(&self, request: &ListingRequest) -> Result<Listing> {
         let now = self.now();
-        let records = self
-            .store
-            .newest_certificates(service.as_ref(), limit)
-            .await?;
-        Ok(records
+        let query = request.query(now)?;
+        let page = self.store.certificate_page(&query).await?;
+        let certificates = page
+            .records
             .iter()
             .map(|record| {
                 let mut summary = self.summary(record, now);
@@ -62,7 +125,11 @@ impl Authority {
                 summary.trust_bundle_pem.clear();
                 summary
             })
-            .collect())
+            .collect();
+        Ok(Listing {
+            certificates,
+            next_page_token: page.next.as_ref().map(CertificateCursor::to_token),
+        })
     }
 
     /// What operators see of a record: its facts, status at `now`, and PEMs.

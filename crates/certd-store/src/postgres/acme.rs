@@ -13,7 +13,7 @@ impl PgStore {
         Ok(self
             .acme_rows(
                 "SELECT key, expires_at, data FROM acme_objects WHERE key = $1",
-                key,
+                &[&key],
             )
             .await?
             .into_iter()
@@ -35,22 +35,54 @@ impl PgStore {
             "SELECT key, expires_at, data FROM acme_objects
              WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" < $1 || chr(1114111)
              ORDER BY key COLLATE \"C\"",
-            prefix,
+            &[&prefix],
         )
         .await
+    }
+
+    /// The same range, starting after `after`, `limit` rows at most: the
+    /// index is entered at `after`, so earlier keys are never read.
+    pub(super) async fn acme_object_page_rows(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, AcmeObject)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match after {
+            None => {
+                self.acme_rows(
+                    "SELECT key, expires_at, data FROM acme_objects
+                     WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" < $1 || chr(1114111)
+                     ORDER BY key COLLATE \"C\" LIMIT $2",
+                    &[&prefix, &limit],
+                )
+                .await
+            }
+            Some(after) => {
+                self.acme_rows(
+                    "SELECT key, expires_at, data FROM acme_objects
+                     WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" > $2
+                       AND key COLLATE \"C\" < $1 || chr(1114111)
+                     ORDER BY key COLLATE \"C\" LIMIT $3",
+                    &[&prefix, &after, &limit],
+                )
+                .await
+            }
+        }
     }
 
     async fn acme_rows(
         &self,
         sql: &str,
-        parameter: &str,
+        parameters: &super::Parameters<'_>,
     ) -> Result<Vec<(String, AcmeObject)>, StoreError> {
         let client = self.client().await?;
         let result = self
             .within(async {
                 let statement = client.prepare_cached(sql).await.map_err(db_error)?;
                 let rows = client
-                    .query(&statement, &[&parameter])
+                    .query(&statement, parameters)
                     .await
                     .map_err(db_error)?;
                 Ok(rows

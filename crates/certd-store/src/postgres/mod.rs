@@ -548,6 +548,59 @@ impl Storage for PgStore {
         }
     }
 
+    /// Keyset pagination on the `(issued_at, serial)` and `(service,
+    /// issued_at, serial)` indexes, or their partial twins over revoked
+    /// rows (migration 9); one row more than asked tells whether anything
+    /// is left. A row is its own record, so nothing is skipped.
+    async fn certificates_before(
+        &self,
+        index: crate::TimeIndex<'_>,
+        before: Option<&crate::CertificateCursor>,
+        limit: usize,
+    ) -> Result<crate::CertificateWindow, StoreError> {
+        let rows = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+        let service = index.service.map(ServiceName::as_str);
+        let mut parameters: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        let mut conditions = Vec::new();
+        if let Some(service) = &service {
+            parameters.push(service);
+            conditions.push(format!("service = ${}", parameters.len()));
+        }
+        let serial = before.map(|cursor| cursor.serial.as_bytes());
+        if let (Some(cursor), Some(serial)) = (before, &serial) {
+            parameters.push(&cursor.issued_at);
+            parameters.push(serial);
+            conditions.push(format!(
+                "(issued_at, serial) < (${}, ${})",
+                parameters.len() - 1,
+                parameters.len()
+            ));
+        }
+        if index.revoked_only {
+            conditions.push("revoked".to_owned());
+        }
+        parameters.push(&rows);
+        // One of eight statements, each prepared once per connection.
+        let sql = format!(
+            "SELECT record FROM certificates {} ORDER BY issued_at DESC, serial DESC LIMIT ${}",
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            },
+            parameters.len()
+        );
+        let mut records: Vec<IssuanceRecord> = self.records(&sql, &parameters).await?;
+        let more = records.len() > limit;
+        records.truncate(limit);
+        Ok(crate::CertificateWindow {
+            examined: records.len(),
+            scanned_to: records.last().map(crate::CertificateCursor::of),
+            records,
+            more,
+        })
+    }
+
     async fn record_count(&self) -> Result<u64, StoreError> {
         self.number("SELECT count(*) FROM certificates", &[]).await
     }
@@ -1064,6 +1117,15 @@ impl Storage for PgStore {
         prefix: &str,
     ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
         self.acme_object_rows(prefix).await
+    }
+
+    async fn acme_objects_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
+        self.acme_object_page_rows(prefix, after, limit).await
     }
 
     async fn swap_acme_object(

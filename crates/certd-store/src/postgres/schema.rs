@@ -102,6 +102,13 @@ const MIGRATIONS: &[&str] = &[
     // range in byte order: the primary key's index follows the database's
     // collation, which a prefix range cannot rely on.
     "CREATE INDEX acme_objects_by_key ON acme_objects (key COLLATE \"C\");",
+    // 9: revoked certificates a page at a time in time order, overall and
+    // per service (`certd list --status revoked`), without reading the
+    // unrevoked ones.
+    "CREATE INDEX certificates_revoked_by_issue ON certificates (issued_at, serial)
+         WHERE revoked;
+     CREATE INDEX certificates_revoked_by_service_issue ON certificates
+         (service, issued_at, serial) WHERE revoked;",
 ];
 
 /// Key of the advisory lock replicas take around migrations.

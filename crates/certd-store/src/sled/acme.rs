@@ -34,6 +34,35 @@ impl Open {
             .collect()
     }
 
+    /// The keys after `after` under `prefix`, read from where `after` (or
+    /// the prefix) starts: no key before it is read.
+    pub(super) fn acme_objects_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, AcmeObject)>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.as_bytes()),
+            _ => Bound::Included(prefix.as_bytes()),
+        };
+        let mut page = Vec::with_capacity(limit.min(1024));
+        for item in self.acme.range::<&[u8], _>((start, Bound::Unbounded)) {
+            if page.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| StoreError::Corrupt("an ACME object's key".into()))?;
+            page.push((key, object_of(&value)?));
+        }
+        Ok(page)
+    }
+
     pub(super) async fn swap_acme_object(
         &self,
         key: &str,

@@ -267,6 +267,7 @@ fn import(
                 open.certificates_by_service
                     .insert(service_index_key(&issued.service, &issued.serial), &[])?;
                 open.index_by_time(&issued)?;
+                open.index_revoked(&issued)?;
                 if let Some(revocation) = issued.revocation {
                     let entry = RevokedEntry {
                         serial: issued.serial.clone(),

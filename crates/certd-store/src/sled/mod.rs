@@ -39,9 +39,9 @@ use tokio::sync::broadcast;
 use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
-    AuditEntry, Change, ChangeFeed, EntryRecord, FederationRecord, ForeignBundle, IssuanceRecord,
-    JoinTokenRecord, PolicyRecord, Revocation, RevokeOutcome, RevokedEntry, Storage, StoreError,
-    Successor, TokenHash,
+    AuditEntry, CertificateCursor, CertificateWindow, Change, ChangeFeed, EntryRecord,
+    FederationRecord, ForeignBundle, IssuanceRecord, JoinTokenRecord, PolicyRecord, Revocation,
+    RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TimeIndex, TokenHash,
 };
 use certd_core::identity::{Serial, ServiceName, TrustDomain};
 use commit::GroupCommit;
@@ -57,6 +57,12 @@ const JOIN_TOKENS_TREE: &str = "join-tokens";
 const CERTIFICATES_BY_TIME_TREE: &str = "certificates-by-time";
 /// The same, per service (`service/ ‖ time_key ‖ serial` → empty).
 const CERTIFICATES_BY_SERVICE_TIME_TREE: &str = "certificates-by-service-time";
+/// The time index of revoked certificates only (`time_key ‖ serial` →
+/// empty), written in the revocation's transaction, so a page of revoked
+/// certificates reads no unrevoked one.
+const REVOKED_BY_TIME_TREE: &str = "certificates-revoked-by-time";
+/// The same, per service (`service/ ‖ time_key ‖ serial` → empty).
+const REVOKED_BY_SERVICE_TIME_TREE: &str = "certificates-revoked-by-service-time";
 /// Index of revoked certificates by serial, for building CRLs without
 /// reading every record.
 const REVOCATIONS_TREE: &str = "revocations";
@@ -93,6 +99,9 @@ const PROBE_KEY: &[u8] = b"probe";
 /// Set once the time indexes hold every record: a store written before
 /// them is indexed once, when it is opened.
 const TIME_INDEXES_KEY: &[u8] = b"index:certificates-by-time:1";
+/// Set once the revoked time indexes hold every revoked record: a store
+/// written before them is indexed once, when it is opened.
+const REVOKED_INDEXES_KEY: &[u8] = b"index:certificates-revoked-by-time:1";
 
 /// sled's page cache. Its default (1 GiB) would let a busy daemon grow far
 /// past its memory budget; the working set (recent records, tokens, index
@@ -137,6 +146,8 @@ struct Open {
     certificates_by_service: sled::Tree,
     certificates_by_time: sled::Tree,
     certificates_by_service_time: sled::Tree,
+    revoked_by_time: sled::Tree,
+    revoked_by_service_time: sled::Tree,
     join_tokens: sled::Tree,
     entries: sled::Tree,
     revocations: sled::Tree,
@@ -225,6 +236,12 @@ impl Open {
             certificates_by_service: db
                 .open_tree(CERTIFICATES_BY_SERVICE_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
+            revoked_by_time: db
+                .open_tree(REVOKED_BY_TIME_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
+            revoked_by_service_time: db
+                .open_tree(REVOKED_BY_SERVICE_TIME_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
             join_tokens: db
                 .open_tree(JOIN_TOKENS_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
@@ -262,20 +279,39 @@ impl Open {
         Ok(open)
     }
 
-    /// Indexes every record by time, once, for a store written before the
-    /// time indexes (at open, before anything is served); a store that has
-    /// them is not read.
+    /// Indexes every record by time (and the revoked ones in the revoked
+    /// time indexes), once, for a store written before those indexes (at
+    /// open, before anything is served); a store that has them is not read.
     fn index_by_time_once(&self) -> Result<(), StoreError> {
-        if self.meta.contains_key(TIME_INDEXES_KEY)? {
+        let by_time = self.meta.contains_key(TIME_INDEXES_KEY)?;
+        let revoked = self.meta.contains_key(REVOKED_INDEXES_KEY)?;
+        if by_time && revoked {
             return Ok(());
         }
         for item in self.certificates.iter() {
             let (_, value) = item?;
             let record: IssuanceRecord = record::decode(&value)?;
-            self.index_by_time(&record)?;
+            if !by_time {
+                self.index_by_time(&record)?;
+            }
+            self.index_revoked(&record)?;
         }
         self.meta.insert(TIME_INDEXES_KEY, &[])?;
+        self.meta.insert(REVOKED_INDEXES_KEY, &[])?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Adds `record`, if it is revoked, to the revoked time indexes.
+    fn index_revoked(&self, record: &IssuanceRecord) -> Result<(), StoreError> {
+        if record.revocation.is_some() {
+            self.revoked_by_time
+                .insert(time_index_key(record.issued_at, &record.serial), &[])?;
+            self.revoked_by_service_time.insert(
+                service_time_index_key(&record.service, record.issued_at, &record.serial),
+                &[],
+            )?;
+        }
         Ok(())
     }
 
@@ -427,38 +463,51 @@ impl Open {
         revocation: Revocation,
     ) -> Result<Option<RevokeOutcome>, StoreError> {
         let key = serial.as_bytes();
-        let outcome = (&self.certificates, &self.revocations, &self.meta).transaction(
-            |(certificates, revocations, meta)| {
-                let Some(bytes) = certificates.get(key)? else {
-                    return Ok(None);
-                };
-                let mut record: IssuanceRecord =
-                    record::decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                if record.revocation.is_some() {
-                    return Ok(Some(RevokeOutcome::AlreadyRevoked(record)));
-                }
-                record.revocation = Some(revocation);
-                let entry = RevokedEntry {
-                    serial: record.serial.clone(),
-                    revocation,
-                    not_after: record.not_after,
-                };
-                let encoded =
-                    record::encode(&record).map_err(ConflictableTransactionError::Abort)?;
-                let encoded_entry =
-                    record::encode(&entry).map_err(ConflictableTransactionError::Abort)?;
-                certificates.insert(key, encoded)?;
-                revocations.insert(key, encoded_entry)?;
-                // Counted only once the count exists (`marks` creates it).
-                if let Some(count) = meta.get(REVOCATION_COUNT_KEY)? {
-                    let count = <[u8; 8]>::try_from(count.as_ref())
-                        .map(u64::from_be_bytes)
-                        .unwrap_or(0);
-                    meta.insert(REVOCATION_COUNT_KEY, &(count + 1).to_be_bytes())?;
-                }
-                Ok(Some(RevokeOutcome::Revoked(record)))
-            },
-        );
+        let outcome = (
+            &self.certificates,
+            &self.revocations,
+            &self.meta,
+            &self.revoked_by_time,
+            &self.revoked_by_service_time,
+        )
+            .transaction(
+                |(certificates, revocations, meta, revoked_by_time, revoked_by_service_time)| {
+                    let Some(bytes) = certificates.get(key)? else {
+                        return Ok(None);
+                    };
+                    let mut record: IssuanceRecord =
+                        record::decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                    if record.revocation.is_some() {
+                        return Ok(Some(RevokeOutcome::AlreadyRevoked(record)));
+                    }
+                    record.revocation = Some(revocation);
+                    let entry = RevokedEntry {
+                        serial: record.serial.clone(),
+                        revocation,
+                        not_after: record.not_after,
+                    };
+                    let encoded =
+                        record::encode(&record).map_err(ConflictableTransactionError::Abort)?;
+                    let encoded_entry =
+                        record::encode(&entry).map_err(ConflictableTransactionError::Abort)?;
+                    certificates.insert(key, encoded)?;
+                    revocations.insert(key, encoded_entry)?;
+                    revoked_by_time
+                        .insert(time_index_key(record.issued_at, &record.serial), &[])?;
+                    revoked_by_service_time.insert(
+                        service_time_index_key(&record.service, record.issued_at, &record.serial),
+                        &[],
+                    )?;
+                    // Counted only once the count exists (`marks` creates it).
+                    if let Some(count) = meta.get(REVOCATION_COUNT_KEY)? {
+                        let count = <[u8; 8]>::try_from(count.as_ref())
+                            .map(u64::from_be_bytes)
+                            .unwrap_or(0);
+                        meta.insert(REVOCATION_COUNT_KEY, &(count + 1).to_be_bytes())?;
+                    }
+                    Ok(Some(RevokeOutcome::Revoked(record)))
+                },
+            );
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(TransactionError::Abort(error)) => return Err(error),
@@ -648,6 +697,46 @@ impl Open {
             }
         }
         Ok(records)
+    }
+
+    /// Up to `limit` time-index entries older than `before`, newest first,
+    /// with their records (see `Storage::certificates_before`). One more key
+    /// is read, without its record, to tell whether anything is left.
+    fn certificates_before(
+        &self,
+        index: TimeIndex<'_>,
+        before: Option<&CertificateCursor>,
+        limit: usize,
+    ) -> Result<CertificateWindow, StoreError> {
+        let (tree, prefix) = match (index.service, index.revoked_only) {
+            (None, false) => (&self.certificates_by_time, Vec::new()),
+            (None, true) => (&self.revoked_by_time, Vec::new()),
+            (Some(service), false) => (&self.certificates_by_service_time, service_prefix(service)),
+            (Some(service), true) => (&self.revoked_by_service_time, service_prefix(service)),
+        };
+        let keys = match before {
+            None => tree.scan_prefix(&prefix),
+            Some(cursor) => {
+                let mut upper = prefix.clone();
+                upper.extend_from_slice(&time_index_key(cursor.issued_at, &cursor.serial));
+                tree.range(prefix.clone()..upper)
+            }
+        };
+        let mut window = CertificateWindow::default();
+        for key in keys.rev() {
+            let (key, _) = key?;
+            if window.examined == limit {
+                window.more = true;
+                break;
+            }
+            window.examined += 1;
+            let position = position_of(key.get(prefix.len()..).unwrap_or_default())?;
+            if let Some(bytes) = self.certificates.get(position.serial.as_bytes())? {
+                window.records.push(record::decode(&bytes)?);
+            }
+            window.scanned_to = Some(position);
+        }
+        Ok(window)
     }
 
     /// Stores new join tokens in one batch and returns once they are durable.
@@ -891,6 +980,16 @@ impl Storage for SledStore {
         self.watch(open.newest_certificates(service, limit).await)
     }
 
+    async fn certificates_before(
+        &self,
+        index: TimeIndex<'_>,
+        before: Option<&CertificateCursor>,
+        limit: usize,
+    ) -> Result<CertificateWindow, StoreError> {
+        let open = self.current()?;
+        self.watch(open.certificates_before(index, before, limit))
+    }
+
     async fn record_count(&self) -> Result<u64, StoreError> {
         let open = self.current()?;
         self.watch(open.record_count().await)
@@ -1129,6 +1228,16 @@ impl Storage for SledStore {
         self.watch(open.acme_objects(prefix))
     }
 
+    async fn acme_objects_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
+        let open = self.current()?;
+        self.watch(open.acme_objects_page(prefix, after, limit))
+    }
+
     async fn swap_acme_object(
         &self,
         key: &str,
@@ -1172,6 +1281,17 @@ fn time_index_key(issued_at: i64, serial: &Serial) -> Vec<u8> {
     key.extend_from_slice(&time_key(issued_at));
     key.extend_from_slice(serial.as_bytes());
     key
+}
+
+/// The position a time-index key (without its service prefix) names.
+fn position_of(key: &[u8]) -> Result<CertificateCursor, StoreError> {
+    match key.split_first_chunk::<TIME_KEY_LEN>() {
+        Some((time, serial)) if !serial.is_empty() => Ok(CertificateCursor {
+            issued_at: (u64::from_be_bytes(*time) ^ (1 << 63)) as i64,
+            serial: Serial::from_stored(serial.to_vec()),
+        }),
+        _ => Err(StoreError::Corrupt("certificate time index key".into())),
+    }
 }
 
 fn service_time_index_key(service: &ServiceName, issued_at: i64, serial: &Serial) -> Vec<u8> {
@@ -1396,6 +1516,59 @@ mod tests {
         );
     }
 
+    /// On a store far larger than a page, a page filtered by what no index
+    /// answers stops after `FILTERED_SCAN_PER_PAGE` entries with a cursor
+    /// (here nothing matches: the walk would otherwise read everything),
+    /// and the pages still end; an unfiltered page of 10 examines 10.
+    #[tokio::test]
+    async fn a_filtered_page_of_a_large_store_stops_at_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = crate::FILTERED_SCAN_PER_PAGE * 2 + 500;
+        {
+            let open = Open::at(dir.path()).unwrap();
+            for at in 0..records {
+                let mut record = suite::record("bulk");
+                record.issued_at = at as i64;
+                record.not_after = 1_000_000;
+                open.write_issuance(&record, None, &mut None).unwrap();
+            }
+            open.db.flush().unwrap();
+        }
+        let store = Sled(dir).open().await;
+        let (page, examined) =
+            crate::listing::page_within(&*store, &crate::CertificateQuery::newest(10, 0), 1)
+                .await
+                .unwrap();
+        assert_eq!((page.records.len(), examined), (10, 10));
+
+        // None is revoked: the revoked index answers at once.
+        let mut revoked = crate::CertificateQuery::newest(10, 0);
+        revoked.state = Some(crate::CertificateState::Revoked);
+        let (page, examined) = crate::listing::page_within(&*store, &revoked, 1)
+            .await
+            .unwrap();
+        assert_eq!((page, examined), (crate::CertificatePage::default(), 0));
+
+        // None has expired at 0: no index says so, the pages walk it all.
+        let mut expired = crate::CertificateQuery::newest(10, 0);
+        expired.state = Some(crate::CertificateState::Expired);
+        let mut pages = 0;
+        loop {
+            let (page, examined) =
+                crate::listing::page_within(&*store, &expired, crate::FILTERED_SCAN_PER_PAGE)
+                    .await
+                    .unwrap();
+            pages += 1;
+            assert!(page.records.is_empty());
+            assert!(examined <= crate::FILTERED_SCAN_PER_PAGE, "{examined}");
+            match page.next {
+                Some(next) => expired.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+    }
+
     /// A store written before the time indexes is indexed when it is
     /// opened, and then lists its newest records from the index.
     #[tokio::test]
@@ -1410,10 +1583,18 @@ mod tests {
                 open.write_issuance(&record, None, &mut None).unwrap();
                 written.push(record);
             }
+            let revocation = crate::Revocation {
+                revoked_at: 50,
+                reason_code: 1,
+            };
+            open.revoke(&written[2].serial, revocation).await.unwrap();
             // As a certd from before the indexes left it.
             open.certificates_by_time.clear().unwrap();
             open.certificates_by_service_time.clear().unwrap();
+            open.revoked_by_time.clear().unwrap();
+            open.revoked_by_service_time.clear().unwrap();
             open.meta.remove(TIME_INDEXES_KEY).unwrap();
+            open.meta.remove(REVOKED_INDEXES_KEY).unwrap();
             open.db.flush().unwrap();
         }
         let store = Sled(dir).open().await;
@@ -1429,6 +1610,12 @@ mod tests {
             times(store.newest_certificates(Some(&a), 10).await.unwrap()),
             [20, 10]
         );
+        let mut revoked = crate::CertificateQuery::newest(10, 0);
+        revoked.state = Some(crate::CertificateState::Revoked);
+        let (page, examined) = crate::listing::page_within(&*store, &revoked, 1)
+            .await
+            .unwrap();
+        assert_eq!((times(page.records), examined), (vec![20], 1));
         // Negative and huge times sort as times do.
         assert!(time_key(-1) < time_key(0) && time_key(0) < time_key(i64::MAX));
     }

@@ -13,7 +13,9 @@ use super::{
 };
 use crate::api::proto;
 use crate::api::proto::admin_client::AdminClient as AdminRpc;
-use crate::authority::{CertificateSummary, CrlWait, RevokeTarget, TokenFor};
+use crate::authority::{
+    CertificateSummary, CrlWait, Listing, ListingRequest, RevokeTarget, TokenFor,
+};
 use crate::ca::RevocationReason;
 use crate::registry::EntrySpec;
 
@@ -409,20 +411,37 @@ impl AdminClient {
         service: Option<&str>,
         limit: u32,
     ) -> Result<Vec<CertificateSummary>, ClientError> {
+        let request = ListingRequest {
+            service: service.map(str::to_owned),
+            limit: limit as usize,
+            ..ListingRequest::default()
+        };
+        Ok(self.list_page(&request).await?.certificates)
+    }
+
+    /// One page of certificates, newest first, and the next page's token.
+    pub async fn list_page(&mut self, request: &ListingRequest) -> Result<Listing, ClientError> {
         let response = self
             .rpc
             .list_certificates(proto::ListCertificatesRequest {
-                service: service.unwrap_or_default().to_owned(),
-                limit,
+                service: request.service.clone().unwrap_or_default(),
+                limit: u32::try_from(request.limit).unwrap_or(u32::MAX),
+                status: request.status.clone().unwrap_or_default(),
+                expiring_within_seconds: request.expiring_within.map_or(0, |d| d.as_secs()),
+                page_token: request.page_token.clone().unwrap_or_default(),
             })
             .await
-            .map_err(|s| refused(&self.target, s))?;
-        Ok(response
-            .into_inner()
-            .certificates
-            .into_iter()
-            .map(summary_from_proto)
-            .collect())
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        Ok(Listing {
+            certificates: response
+                .certificates
+                .into_iter()
+                .map(summary_from_proto)
+                .collect(),
+            next_page_token: (!response.next_page_token.is_empty())
+                .then_some(response.next_page_token),
+        })
     }
 
     pub async fn show(&mut self, serial: &str) -> Result<CertificateSummary, ClientError> {

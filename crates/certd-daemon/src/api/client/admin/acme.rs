@@ -164,22 +164,52 @@ impl AdminClient {
         Ok(account.into_inner().into())
     }
 
+    /// Every order (or one account's), asked for a page at a time, so no
+    /// one request makes the daemon read them all.
     pub async fn acme_orders(
         &mut self,
         account: Option<&str>,
     ) -> Result<Vec<AcmeOrderView>, ClientError> {
+        let mut orders = Vec::new();
+        let mut page_token = None;
+        loop {
+            let (page, next) = self
+                .acme_orders_page(account, page_token.as_deref(), 0)
+                .await?;
+            orders.extend(page);
+            match next {
+                Some(next) => page_token = Some(next),
+                None => return Ok(orders),
+            }
+        }
+    }
+
+    /// One page of orders (`limit` 0: the daemon's default) after
+    /// `page_token`, and the next page's token.
+    pub async fn acme_orders_page(
+        &mut self,
+        account: Option<&str>,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<AcmeOrderView>, Option<String>), ClientError> {
         let response = self
             .rpc
             .list_acme_orders(proto::ListAcmeOrdersRequest {
                 account_id: account.unwrap_or_default().to_owned(),
+                limit,
+                page_token: page_token.unwrap_or_default().to_owned(),
             })
             .await
-            .map_err(|s| refused(&self.target, s))?;
-        Ok(response
-            .into_inner()
-            .orders
-            .into_iter()
-            .map(AcmeOrderView::from)
-            .collect())
+            .map_err(|s| refused(&self.target, s))?
+            .into_inner();
+        let next = (!response.next_page_token.is_empty()).then_some(response.next_page_token);
+        Ok((
+            response
+                .orders
+                .into_iter()
+                .map(AcmeOrderView::from)
+                .collect(),
+            next,
+        ))
     }
 }
