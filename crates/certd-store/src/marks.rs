@@ -11,6 +11,19 @@
 //! only ever grow in a healthy store, so a store holding fewer than the
 //! marks is damaged or replaced, and certd says so and stops.
 //!
+//! **Purging is not a rollback.** The retention purge deletes old records,
+//! so what a store holds goes down. The counts compared are therefore what
+//! the store has *ever* recorded and revoked: each backend keeps counters
+//! of the records (and revoked records) it purged, written atomically with
+//! the deletions (sled: one transaction; PostgreSQL: one transaction on a
+//! `counters` row), and reports present + purged. A real rollback (a
+//! truncated sled log, an older backup or dump, another CA's database)
+//! loses the deletions and their counters together, or never had them, so
+//! it still falls short. sled's cheap check, that the newest serial the
+//! marks name is still there, holds because the purge never deletes the
+//! serials the marks name (`Marked` passes them as `keep`). A store from
+//! before the counters has none: it has purged nothing, so zero is right.
+//!
 //! When it is written: the CRL number and the revocation count before the
 //! call that changed them returns (both are rare and matter most); the
 //! certificate count every `RECORDS_WRITE_EVERY` issuances or
@@ -28,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{
-    AuditEntry, Change, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome,
+    AuditEntry, CertificatePurge, Change, EntryRecord, PurgeReport, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome,
     RevokedEntry, SharedStorage, Storage, StoreError, Successor, TokenHash,
 };
 use certd_core::identity::{Serial, ServiceName};
@@ -95,13 +108,18 @@ pub struct StoreMarks {
     pub store_id: Option<String>,
     /// The last CRL number handed out (0: none yet).
     pub crl_number: u64,
-    /// Issuance records; `None` from a backend that would have to read
-    /// every record to count them (sled), whose check relies on
-    /// `MarksFile::newest_serial` instead.
+    /// Issuance records ever recorded: those present plus those purged;
+    /// `None` from a backend that would have to read every record to count
+    /// them (sled), whose check relies on `MarksFile::newest_serial`
+    /// instead.
     pub records: Option<u64>,
+    /// Records the retention purge deleted, counted in the same atomic
+    /// step as each deletion; added to a count of the records present
+    /// where `records` is `None`.
+    pub purged_records: u64,
     /// Whether it holds any issuance record at all.
     pub has_records: bool,
-    /// Records that are revoked.
+    /// Records ever revoked, purged ones included.
     pub revocations: u64,
 }
 
@@ -245,7 +263,7 @@ pub async fn shortfalls(
 ) -> Result<Vec<String>, StoreError> {
     let mut found = store.marks().await?;
     if full && found.records.is_none() {
-        found.records = Some(store.record_count().await?);
+        found.records = Some(store.record_count().await? + found.purged_records);
     }
     let newest_present = match recorded
         .newest_serial
@@ -264,7 +282,7 @@ async fn first_marks(inner: &dyn Storage, ca: &CaIdentity) -> Result<MarksFile, 
     let found = inner.marks().await?;
     let records = match found.records {
         Some(records) => records,
-        None => inner.record_count().await?,
+        None => inner.record_count().await? + found.purged_records,
     };
     let store_id = match found.store_id {
         Some(id) => id,
@@ -705,6 +723,37 @@ impl Storage for Marked {
     async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
         self.inner.purge_expired_acme(now).await
     }
+
+    /// Keeps the newest serial the marks name, on disk and about to be
+    /// written, so that sled's check (`newest_serial` still present) holds
+    /// after any purge.
+    async fn purge_expired_certificates(
+        &self,
+        purge: &CertificatePurge,
+    ) -> Result<PurgeReport, StoreError> {
+        let mut purge = purge.clone();
+        {
+            let state = match self.state.lock() {
+                Ok(state) => state,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let named = [
+                state.current.newest_serial.as_deref(),
+                state.written.as_ref().and_then(|w| w.newest_serial.as_deref()),
+            ];
+            purge.keep.extend(
+                named
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|hex| hex.parse::<Serial>().ok()),
+            );
+        }
+        self.inner.purge_expired_certificates(&purge).await
+    }
+
+    async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
+        self.inner.purge_audit(before, limit).await
+    }
 }
 
 #[cfg(test)]
@@ -727,6 +776,7 @@ mod tests {
             store_id: Some("a1".into()),
             crl_number: 22,
             records: Some(1600),
+            purged_records: 0,
             has_records: true,
             revocations: 20,
         };
@@ -752,6 +802,7 @@ mod tests {
             store_id: Some("a1".into()),
             crl_number: 2,
             records: Some(1200),
+            purged_records: 0,
             has_records: true,
             revocations: 0,
         };

@@ -24,6 +24,7 @@ mod acme;
 mod backend;
 mod federation;
 mod listen;
+mod retention;
 mod schema;
 pub mod scratch;
 
@@ -136,6 +137,7 @@ impl PgStore {
             },
         })?;
         schema::migrate(&mut client, &location).await?;
+        retention::index_by_expiry_once(&mut client).await?;
         drop(client);
         let mut origin = [0u8; 8];
         certd_core::fsutil::fill_random(&mut origin);
@@ -361,8 +363,8 @@ impl Storage for PgStore {
                 let transaction = client.transaction().await.map_err(db_error)?;
                 let insert = transaction
                     .prepare_cached(
-                        "INSERT INTO certificates (serial, service, issued_at, revoked, record)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (serial) DO NOTHING",
+                        "INSERT INTO certificates (serial, service, issued_at, revoked, record, not_after)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (serial) DO NOTHING",
                     )
                     .await
                     .map_err(db_error)?;
@@ -371,8 +373,14 @@ impl Storage for PgStore {
                     issued.service.as_str(),
                     issued.revocation.is_some(),
                 );
-                let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                    [&serial, &service, &issued.issued_at, &revoked, &encoded];
+                let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                    &serial,
+                    &service,
+                    &issued.issued_at,
+                    &revoked,
+                    &encoded,
+                    &issued.not_after,
+                ];
                 let inserting = transaction.execute(&insert, &parameters);
                 // Both statements go out at once (tokio-postgres pipelines
                 // requests on one connection); if either changed nothing, the
@@ -901,12 +909,16 @@ impl Storage for PgStore {
                     )
                     .await
                     .map_err(db_error)?;
+                let (purged_records, purged_revocations) =
+                    retention::purged_counts(&client).await?;
                 Ok(StoreMarks {
                     store_id,
                     crl_number,
-                    records: Some(u64_of(counts.get(0))),
+                    // Ever recorded and revoked: a purge is no rollback.
+                    records: Some(u64_of(counts.get(0)) + purged_records),
+                    purged_records,
                     has_records: u64_of(counts.get(0)) > 0,
-                    revocations: u64_of(counts.get(1)),
+                    revocations: u64_of(counts.get(1)) + purged_revocations,
                 })
             })
             .await;
@@ -1053,6 +1065,24 @@ impl Storage for PgStore {
 
     async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
         self.purge_expired_acme_rows(now).await
+    }
+
+    async fn purge_expired_certificates(
+        &self,
+        purge: &super::CertificatePurge,
+    ) -> Result<super::PurgeReport, StoreError> {
+        self.purge_certificate_rows(purge).await
+    }
+
+    async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.execute(
+            "DELETE FROM audit WHERE sequence IN (
+                 SELECT sequence FROM audit WHERE at < $1 ORDER BY at LIMIT $2
+             )",
+            &[&before, &limit],
+        )
+        .await
     }
 }
 

@@ -22,6 +22,7 @@ mod backup;
 mod commit;
 mod federation;
 mod recovery;
+mod retention;
 
 pub(crate) use backend::SledBackend;
 
@@ -57,6 +58,10 @@ const JOIN_TOKENS_TREE: &str = "join-tokens";
 const CERTIFICATES_BY_TIME_TREE: &str = "certificates-by-time";
 /// The same, per service (`service/ ‖ time_key ‖ serial` → empty).
 const CERTIFICATES_BY_SERVICE_TIME_TREE: &str = "certificates-by-service-time";
+/// Index of certificates by expiry (`time_key(not_after) ‖ serial` →
+/// empty), so the retention purge finds the oldest expired records in
+/// O(batch), never by reading every record.
+const CERTIFICATES_BY_EXPIRY_TREE: &str = "certificates-by-expiry";
 /// Index of revoked certificates by serial, for building CRLs without
 /// reading every record.
 const REVOCATIONS_TREE: &str = "revocations";
@@ -93,6 +98,13 @@ const PROBE_KEY: &[u8] = b"probe";
 /// Set once the time indexes hold every record: a store written before
 /// them is indexed once, when it is opened.
 const TIME_INDEXES_KEY: &[u8] = b"index:certificates-by-time:1";
+/// Set once the expiry index holds every record (as `TIME_INDEXES_KEY`).
+const EXPIRY_INDEX_KEY: &[u8] = b"index:certificates-by-expiry:1";
+/// Keys in `meta` of how many records, and how many revoked records, the
+/// retention purge deleted (u64, big-endian), written in the transaction
+/// that deletes them, for `store::marks`.
+const PURGED_RECORDS_KEY: &[u8] = b"purged-records";
+const PURGED_REVOCATIONS_KEY: &[u8] = b"purged-revocations";
 
 /// sled's page cache. Its default (1 GiB) would let a busy daemon grow far
 /// past its memory budget; the working set (recent records, tokens, index
@@ -137,6 +149,7 @@ struct Open {
     certificates_by_service: sled::Tree,
     certificates_by_time: sled::Tree,
     certificates_by_service_time: sled::Tree,
+    certificates_by_expiry: sled::Tree,
     join_tokens: sled::Tree,
     entries: sled::Tree,
     revocations: sled::Tree,
@@ -225,6 +238,9 @@ impl Open {
             certificates_by_service: db
                 .open_tree(CERTIFICATES_BY_SERVICE_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
+            certificates_by_expiry: db
+                .open_tree(CERTIFICATES_BY_EXPIRY_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
             join_tokens: db
                 .open_tree(JOIN_TOKENS_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
@@ -259,6 +275,10 @@ impl Open {
             path: dir.display().to_string(),
             reason: format!("indexing certificates by time: {e}"),
         })?;
+        open.index_by_expiry_once().map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            reason: format!("indexing certificates by expiry: {e}"),
+        })?;
         Ok(open)
     }
 
@@ -277,6 +297,30 @@ impl Open {
         self.meta.insert(TIME_INDEXES_KEY, &[])?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Indexes every record by expiry, once, for a store written before
+    /// the expiry index (at open, before anything is served).
+    fn index_by_expiry_once(&self) -> Result<(), StoreError> {
+        if self.meta.contains_key(EXPIRY_INDEX_KEY)? {
+            return Ok(());
+        }
+        for item in self.certificates.iter() {
+            let (_, value) = item?;
+            let record: IssuanceRecord = record::decode(&value)?;
+            self.index_by_expiry(&record)?;
+        }
+        self.meta.insert(EXPIRY_INDEX_KEY, &[])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Adds `record` to the expiry index; whether the key was new.
+    fn index_by_expiry(&self, record: &IssuanceRecord) -> Result<bool, StoreError> {
+        Ok(self
+            .certificates_by_expiry
+            .insert(time_index_key(record.not_after, &record.serial), &[])?
+            .is_none())
     }
 
     /// Adds `record` to the time indexes; whether each key was new.
@@ -327,6 +371,7 @@ impl Open {
             .insert(index_key.as_slice(), &[])?
             .is_some();
         let [by_time_is_new, by_service_time_is_new] = self.index_by_time(record)?;
+        let by_expiry_is_new = self.index_by_expiry(record)?;
         let inserted = self.certificates.compare_and_swap(
             record.serial.as_bytes(),
             None as Option<&[u8]>,
@@ -340,6 +385,10 @@ impl Open {
             if by_time_is_new {
                 self.certificates_by_time
                     .remove(time_index_key(record.issued_at, &record.serial))?;
+            }
+            if by_expiry_is_new {
+                self.certificates_by_expiry
+                    .remove(time_index_key(record.not_after, &record.serial))?;
             }
             if by_service_time_is_new {
                 self.certificates_by_service_time
@@ -402,6 +451,7 @@ impl Open {
             crl_number,
             // Counting would read every record; `newest_serial` checks.
             records: None,
+            purged_records: meta_count(&self.meta, PURGED_RECORDS_KEY)?,
             has_records: !self.certificates.is_empty(),
             revocations,
         })
@@ -1148,6 +1198,36 @@ impl Storage for SledStore {
         let open = self.current()?;
         self.watch(open.purge_expired_acme(now).await)
     }
+
+    /// On a blocking thread: sled's calls block, and a step deletes up to
+    /// `purge.limit` records in one transaction.
+    async fn purge_expired_certificates(
+        &self,
+        purge: &super::CertificatePurge,
+    ) -> Result<super::PurgeReport, StoreError> {
+        let open = self.current()?;
+        let purge = purge.clone();
+        let result = tokio::task::spawn_blocking(move || open.purge_expired_certificates(&purge))
+            .await
+            .unwrap_or_else(|error| Err(StoreError::Backend(format!("the purge stopped: {error}"))));
+        self.watch(result)
+    }
+
+    async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
+        let open = self.current()?;
+        let result = tokio::task::spawn_blocking(move || open.purge_audit(before, limit))
+            .await
+            .unwrap_or_else(|error| Err(StoreError::Backend(format!("the purge stopped: {error}"))));
+        self.watch(result)
+    }
+}
+
+/// A u64 counter kept in `meta` (big-endian); 0 if absent.
+fn meta_count(meta: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    Ok(meta
+        .get(key)?
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 fn service_prefix(service: &ServiceName) -> Vec<u8> {
