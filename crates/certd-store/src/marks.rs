@@ -828,6 +828,127 @@ mod tests {
         assert!(marks().shortfalls(&other, None, Some("ca-test"))[0].contains("another database"));
     }
 
+    /// A store that purged records is counted as present + purged: not
+    /// short of marks that counted them when they were recorded.
+    #[test]
+    fn purged_records_count_as_recorded() {
+        let purged = StoreMarks {
+            store_id: Some("a1".into()),
+            crl_number: 21,
+            records: Some(1597),
+            purged_records: 1500,
+            has_records: true,
+            revocations: 20,
+        };
+        assert!(
+            marks()
+                .shortfalls(&purged, Some(true), Some("ca-test"))
+                .is_empty()
+        );
+    }
+
+    fn issued(not_after: i64) -> crate::IssuanceRecord {
+        crate::IssuanceRecord {
+            serial: Serial::generate(),
+            service: "billing".parse().unwrap(),
+            dns_names: vec![],
+            uris: vec![],
+            not_before: not_after - 10,
+            not_after,
+            issued_at: not_after - 10,
+            sha256_fingerprint: [7; 32],
+            der: vec![1, 2, 3],
+            attestation: crate::Attestation::Renewal,
+            renewed_from: None,
+            revocation: None,
+        }
+    }
+
+    async fn open_marked(db: &Path, marks: &Path) -> Result<Marked, StoreError> {
+        let inner: SharedStorage = std::sync::Arc::new(crate::sled::SledStore::open(db)?);
+        Marked::open(inner, marks, Unmarked::Refuse, &CaIdentity::of_root(b"test")).await
+    }
+
+    /// A sled store whose expired records were purged reopens against its
+    /// marks, and `db check`'s full count agrees (the newest record the
+    /// marks name was kept, though expired too); an older copy of it
+    /// restored under the newer marks is still refused.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_purge_is_not_a_rollback_but_an_older_copy_still_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, marks_path, backup) = (
+            dir.path().join("db"),
+            dir.path().join("store-marks.toml"),
+            dir.path().join("backup"),
+        );
+        MarksFile::for_new_ca().write(&marks_path).unwrap();
+        let store = open_marked(&db, &marks_path).await.unwrap();
+        for index in 0..50 {
+            store.record_issuance(&issued(100 + index), None).await.unwrap();
+            if index == 24 {
+                // Blocking, as the daemon's backups are.
+                tokio::task::block_in_place(|| {
+                    let mut out = std::fs::File::create(&backup).unwrap();
+                    store.backup(&mut out).unwrap();
+                });
+            }
+        }
+        let mut purge = CertificatePurge {
+            expired_before: 1000,
+            limit: 10,
+            ..CertificatePurge::default()
+        };
+        let (mut purged, mut kept) = (0, 0);
+        loop {
+            let step = store.purge_expired_certificates(&purge).await.unwrap();
+            (purged, kept) = (purged + step.purged, kept + step.kept);
+            let Some(next) = step.next else { break };
+            purge.after = Some(next);
+        }
+        assert_eq!((purged, kept), (49, 1));
+        store.flush().await.unwrap();
+        drop(store);
+
+        let reopened = open_marked(&db, &marks_path).await.unwrap();
+        let recorded = MarksFile::read(&marks_path).unwrap().unwrap();
+        assert_eq!(recorded.records, 50);
+        assert_eq!(
+            shortfalls(&reopened, &recorded, true, None).await.unwrap(),
+            Vec::<String>::new()
+        );
+        drop(reopened);
+
+        // The copy from before the purge, with half the records.
+        let older = dir.path().join("older");
+        tokio::task::block_in_place(|| {
+            crate::sled::restore(
+                &older,
+                &backup,
+                &crate::sled::RestoreFloor::default(),
+                &crate::progress::Progress::default(),
+            )
+            .unwrap()
+        });
+        let Err(StoreError::BehindMarks { shortfalls, .. }) =
+            open_marked(&older, &marks_path).await
+        else {
+            panic!("an older copy was served after a purge");
+        };
+        assert!(
+            shortfalls.contains("the newest certificate it had recorded"),
+            "{shortfalls}"
+        );
+        let inner = crate::sled::SledStore::open(&older).unwrap();
+        let full = super::shortfalls(&inner, &recorded, true, None)
+            .await
+            .unwrap()
+            .join("; ");
+        assert!(
+            full.contains("25 certificates where there were at least 50"),
+            "{full}"
+        );
+    }
+
     #[test]
     fn the_marks_file_round_trips_and_refuses_garbage() {
         let dir = tempfile::tempdir().unwrap();
