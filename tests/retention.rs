@@ -26,8 +26,8 @@ fn ocsp_status(daemon: &InProcess, chain_pem: &str) -> CertStatus {
     );
     assert_eq!(response.status, 200);
     let response = OcspResponse::from_der(&response.body).unwrap();
-    let basic = BasicOcspResponse::from_der(response.response_bytes.unwrap().response.as_bytes())
-        .unwrap();
+    let basic =
+        BasicOcspResponse::from_der(response.response_bytes.unwrap().response.as_bytes()).unwrap();
     basic.tbs_response_data.responses[0].cert_status.clone()
 }
 
@@ -42,11 +42,10 @@ async fn the_purge_deletes_records_past_retention_and_the_store_is_served_again(
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("ca");
     let daemon = InProcess::start_in(tmp, data_dir.clone(), RETENTION).await;
-    let mut admin = certd::api::client::AdminClient::connect(
-        &certd::DataDir::new(&data_dir).admin_socket(),
-    )
-    .await
-    .unwrap();
+    let mut admin =
+        certd::api::client::AdminClient::connect(&certd::DataDir::new(&data_dir).admin_socket())
+            .await
+            .unwrap();
     let options = certd::authority::OperatorIssue {
         unregistered: true,
         renewable: false,
@@ -89,7 +88,10 @@ async fn the_purge_deletes_records_past_retention_and_the_store_is_served_again(
         .iter()
         .filter(|summary| listed.contains(&summary.serial))
         .count();
-    assert!(left <= 1, "{left} of the expired certificates are still listed");
+    assert!(
+        left <= 1,
+        "{left} of the expired certificates are still listed"
+    );
     let revoked_chain = format!("{}{intermediate}", issued[3].certificate_pem);
     assert!(
         matches!(ocsp_status(&daemon, &revoked_chain), CertStatus::Unknown(_)),

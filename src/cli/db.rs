@@ -426,9 +426,9 @@ async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
             previous
                 .records
                 .saturating_sub(report.restored.records + report.restored.purged_records),
-            previous.revocations.saturating_sub(
-                report.restored.revocations + report.restored.purged_revocations,
-            ),
+            previous
+                .revocations
+                .saturating_sub(report.restored.revocations + report.restored.purged_revocations),
         ),
         None => (0, 0),
     };

@@ -41,8 +41,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{
-    AuditEntry, CertificatePurge, Change, EntryRecord, PurgeReport, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome,
-    RevokedEntry, SharedStorage, Storage, StoreError, Successor, TokenHash,
+    AuditEntry, CertificatePurge, Change, EntryRecord, IssuanceRecord, JoinTokenRecord,
+    PurgeReport, Revocation, RevokeOutcome, RevokedEntry, SharedStorage, Storage, StoreError,
+    Successor, TokenHash,
 };
 use certd_core::identity::{Serial, ServiceName};
 
@@ -739,7 +740,10 @@ impl Storage for Marked {
             };
             let named = [
                 state.current.newest_serial.as_deref(),
-                state.written.as_ref().and_then(|w| w.newest_serial.as_deref()),
+                state
+                    .written
+                    .as_ref()
+                    .and_then(|w| w.newest_serial.as_deref()),
             ];
             purge.keep.extend(
                 named
@@ -866,7 +870,13 @@ mod tests {
 
     async fn open_marked(db: &Path, marks: &Path) -> Result<Marked, StoreError> {
         let inner: SharedStorage = std::sync::Arc::new(crate::sled::SledStore::open(db)?);
-        Marked::open(inner, marks, Unmarked::Refuse, &CaIdentity::of_root(b"test")).await
+        Marked::open(
+            inner,
+            marks,
+            Unmarked::Refuse,
+            &CaIdentity::of_root(b"test"),
+        )
+        .await
     }
 
     /// A sled store whose expired records were purged reopens against its
@@ -884,7 +894,10 @@ mod tests {
         MarksFile::for_new_ca().write(&marks_path).unwrap();
         let store = open_marked(&db, &marks_path).await.unwrap();
         for index in 0..50 {
-            store.record_issuance(&issued(100 + index), None).await.unwrap();
+            store
+                .record_issuance(&issued(100 + index), None)
+                .await
+                .unwrap();
             if index == 24 {
                 // Blocking, as the daemon's backups are.
                 tokio::task::block_in_place(|| {

@@ -113,15 +113,13 @@ macro_rules! storage_behaviour_suite {
         #[tokio::test]
         async fn retention_purges_old_records_with_everything_that_names_them() {
             if let Some(backend) = $make() {
-                suite::retention_purges_old_records_with_everything_that_names_them(&backend)
-                    .await;
+                suite::retention_purges_old_records_with_everything_that_names_them(&backend).await;
             }
         }
         #[tokio::test]
         async fn retention_purges_audit_entries_oldest_first_in_bounded_steps() {
             if let Some(backend) = $make() {
-                suite::retention_purges_audit_entries_oldest_first_in_bounded_steps(&backend)
-                    .await;
+                suite::retention_purges_audit_entries_oldest_first_in_bounded_steps(&backend).await;
             }
         }
     };
@@ -899,7 +897,12 @@ pub(crate) async fn retention_purges_old_records_with_everything_that_names_them
         assert_eq!(store.certificate(&gone.serial).await.unwrap(), None);
         assert!(!store.serial_exists(&gone.serial).await.unwrap());
     }
-    for stays in [&within_retention, &kept_by_caller, &long_lived, &short_renewal] {
+    for stays in [
+        &within_retention,
+        &kept_by_caller,
+        &long_lived,
+        &short_renewal,
+    ] {
         assert!(store.certificate(&stays.serial).await.unwrap().is_some());
     }
     let serials = |records: Vec<IssuanceRecord>| -> Vec<Serial> {
@@ -907,7 +910,10 @@ pub(crate) async fn retention_purges_old_records_with_everything_that_names_them
         serials.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         serials
     };
-    let mut expected = vec![within_retention.serial.clone(), kept_by_caller.serial.clone()];
+    let mut expected = vec![
+        within_retention.serial.clone(),
+        kept_by_caller.serial.clone(),
+    ];
     expected.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     let billing = "billing".parse().unwrap();
     assert_eq!(
@@ -915,7 +921,12 @@ pub(crate) async fn retention_purges_old_records_with_everything_that_names_them
         expected
     );
     assert_eq!(
-        serials(store.newest_certificates(Some(&billing), 100).await.unwrap()),
+        serials(
+            store
+                .newest_certificates(Some(&billing), 100)
+                .await
+                .unwrap()
+        ),
         expected
     );
     assert_eq!(store.newest_certificates(None, 100).await.unwrap().len(), 4);

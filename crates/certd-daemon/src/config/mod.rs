@@ -1095,11 +1095,7 @@ mod tests {
             Some(DEFAULT_CERTIFICATE_RETENTION)
         );
         assert_eq!(defaults.retention.audit, Some(DEFAULT_AUDIT_RETENTION));
-        let set = check(
-            "[retention]\ncertificates = \"7d\"\naudit = \"off\"",
-            None,
-        )
-        .unwrap();
+        let set = check("[retention]\ncertificates = \"7d\"\naudit = \"off\"", None).unwrap();
         assert_eq!(
             set.retention.certificates,
             Some(Duration::from_secs(7 * 24 * 3600))

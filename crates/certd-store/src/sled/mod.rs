@@ -1209,7 +1209,9 @@ impl Storage for SledStore {
         let purge = purge.clone();
         let result = tokio::task::spawn_blocking(move || open.purge_expired_certificates(&purge))
             .await
-            .unwrap_or_else(|error| Err(StoreError::Backend(format!("the purge stopped: {error}"))));
+            .unwrap_or_else(|error| {
+                Err(StoreError::Backend(format!("the purge stopped: {error}")))
+            });
         self.watch(result)
     }
 
@@ -1217,7 +1219,9 @@ impl Storage for SledStore {
         let open = self.current()?;
         let result = tokio::task::spawn_blocking(move || open.purge_audit(before, limit))
             .await
-            .unwrap_or_else(|error| Err(StoreError::Backend(format!("the purge stopped: {error}"))));
+            .unwrap_or_else(|error| {
+                Err(StoreError::Backend(format!("the purge stopped: {error}")))
+            });
         self.watch(result)
     }
 }

@@ -50,7 +50,16 @@ impl Open {
             &self.meta,
         );
         let outcome = trees.transaction(
-            |(certificates, by_service, by_time, by_service_time, by_expiry, revocations, successors, meta)| {
+            |(
+                certificates,
+                by_service,
+                by_time,
+                by_service_time,
+                by_expiry,
+                revocations,
+                successors,
+                meta,
+            )| {
                 let abort = ConflictableTransactionError::Abort;
                 // Counted afresh on each attempt: sled may run this again.
                 let mut report = PurgeReport::default();
@@ -274,7 +283,10 @@ mod tests {
             store.flush().await.unwrap();
             sizes.push(disk_bytes(dir.path()));
             // At most lifetime + retention + one round's worth is held.
-            assert!(held <= LIFETIME + RETENTION + ROUND, "round {round}: {held} held");
+            assert!(
+                held <= LIFETIME + RETENTION + ROUND,
+                "round {round}: {held} held"
+            );
         }
         assert_eq!(store.record_count().await.unwrap() as i64, held);
         // Held records stop growing at round 6; the files a few rounds
