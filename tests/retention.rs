@@ -28,7 +28,7 @@ fn ocsp_status(daemon: &InProcess, chain_pem: &str) -> CertStatus {
     let response = OcspResponse::from_der(&response.body).unwrap();
     let basic =
         BasicOcspResponse::from_der(response.response_bytes.unwrap().response.as_bytes()).unwrap();
-    basic.tbs_response_data.responses[0].cert_status.clone()
+    basic.tbs_response_data.responses[0].cert_status
 }
 
 /// Certificates issued, expired and past their retention are purged by

@@ -883,7 +883,13 @@ pub(crate) async fn retention_purges_old_records_with_everything_that_names_them
     let before = store.marks().await.unwrap();
 
     // Steps of 2 walk the expiry order to its end.
-    let report = purge_pass(&store, 1000, 2, &[kept_by_caller.serial.clone()]).await;
+    let report = purge_pass(
+        &store,
+        1000,
+        2,
+        std::slice::from_ref(&kept_by_caller.serial),
+    )
+    .await;
     assert_eq!(
         (report.purged, report.purged_revoked, report.kept),
         (4, 1, 2),
@@ -946,7 +952,13 @@ pub(crate) async fn retention_purges_old_records_with_everything_that_names_them
     );
 
     // Nothing more to do; a later cut takes what retention kept.
-    let again = purge_pass(&store, 1000, 2, &[kept_by_caller.serial.clone()]).await;
+    let again = purge_pass(
+        &store,
+        1000,
+        2,
+        std::slice::from_ref(&kept_by_caller.serial),
+    )
+    .await;
     assert_eq!((again.purged, again.kept), (0, 2), "{again:?}");
     let later = purge_pass(&store, 2000, 100, &[]).await;
     assert_eq!((later.purged, later.kept), (2, 1), "{later:?}");
