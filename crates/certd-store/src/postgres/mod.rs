@@ -1280,4 +1280,36 @@ mod tests {
             "{error}"
         );
     }
+
+    /// Records written before the expiry column (migration 9) are given
+    /// their expiry at the next open, so the retention purge finds them.
+    #[tokio::test]
+    async fn records_from_before_the_expiry_index_are_indexed_at_open() {
+        let Some(settings) = scratch::ScratchServer::fresh_database_for_tests() else {
+            return;
+        };
+        let store = PgStore::open(&settings).await.unwrap();
+        let mut old = suite::record("billing");
+        old.not_after = 300;
+        store.record_issuance(&old, None).await.unwrap();
+        drop(store);
+        let (client, connection) = tokio_postgres::connect(&settings.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // As a certd from before migration 9 left it.
+        client
+            .execute("UPDATE certificates SET not_after = NULL", &[])
+            .await
+            .unwrap();
+        let store = PgStore::open(&settings).await.unwrap();
+        let purge = crate::CertificatePurge {
+            expired_before: 1000,
+            limit: 10,
+            ..crate::CertificatePurge::default()
+        };
+        let report = store.purge_expired_certificates(&purge).await.unwrap();
+        assert_eq!(report.purged, 1);
+        assert_eq!(store.certificate(&old.serial).await.unwrap(), None);
+    }
 }

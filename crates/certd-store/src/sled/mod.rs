@@ -1480,6 +1480,32 @@ mod tests {
         );
     }
 
+    /// A store written before the expiry index is indexed when it is
+    /// opened, so the retention purge finds its old records.
+    #[tokio::test]
+    async fn a_store_from_before_the_expiry_index_is_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = suite::record("a");
+        old.not_after = 300;
+        {
+            let open = Open::at(dir.path()).unwrap();
+            open.write_issuance(&old, None, &mut None).unwrap();
+            // As a certd from before the expiry index left it.
+            open.certificates_by_expiry.clear().unwrap();
+            open.meta.remove(EXPIRY_INDEX_KEY).unwrap();
+            open.db.flush().unwrap();
+        }
+        let store = Sled(dir).open().await;
+        let purge = crate::CertificatePurge {
+            expired_before: 1000,
+            limit: 10,
+            ..crate::CertificatePurge::default()
+        };
+        let report = store.purge_expired_certificates(&purge).await.unwrap();
+        assert_eq!(report.purged, 1);
+        assert_eq!(store.certificate(&old.serial).await.unwrap(), None);
+    }
+
     /// A store written before the time indexes is indexed when it is
     /// opened, and then lists its newest records from the index.
     #[tokio::test]
