@@ -21,7 +21,9 @@
 //! loses the deletions and their counters together, or never had them, so
 //! it still falls short. sled's cheap check, that the newest serial the
 //! marks name is still there, holds because the purge never deletes the
-//! serials the marks name (`Marked` passes them as `keep`). A store from
+//! serials the marks name (`Marked` passes them as `keep`); a backend that
+//! counts its records (PostgreSQL, where another replica's purge keeps only
+//! that replica's serials) is checked by its count alone. A store from
 //! before the counters has none: it has purged nothing, so zero is right.
 //!
 //! When it is written: the CRL number and the revocation count before the
@@ -263,6 +265,10 @@ pub async fn shortfalls(
     ca: Option<&CaIdentity>,
 ) -> Result<Vec<String>, StoreError> {
     let mut found = store.marks().await?;
+    // A backend that counts its records (PostgreSQL) is checked by the
+    // count alone: the newest serial this process's marks name may be
+    // purged by another replica, whose marks keep only its own.
+    let counts_itself = found.records.is_some();
     if full && found.records.is_none() {
         found.records = Some(store.record_count().await? + found.purged_records);
     }
@@ -271,7 +277,9 @@ pub async fn shortfalls(
         .as_deref()
         .and_then(|hex| hex.parse::<Serial>().ok())
     {
-        Some(serial) if found.store_id.is_some() => Some(store.serial_exists(&serial).await?),
+        Some(serial) if found.store_id.is_some() && !counts_itself => {
+            Some(store.serial_exists(&serial).await?)
+        }
         _ => None,
     };
     Ok(recorded.shortfalls(&found, newest_present, ca.map(CaIdentity::store_id)))
