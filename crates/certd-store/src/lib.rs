@@ -457,6 +457,11 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// Deletes at most `limit` audit entries recorded before `before` (Unix
     /// seconds), oldest first; returns how many.
     async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError>;
+
+    /// Adds to the purged counts (and so to what the store ever recorded
+    /// and revoked) durably: for a copy (`certd db copy`) of a store that
+    /// had purged records, so the copy meets the same marks.
+    async fn carry_purged(&self, records: u64, revocations: u64) -> Result<(), StoreError>;
 }
 
 /// One step of the retention purge (`Storage::purge_expired_certificates`).

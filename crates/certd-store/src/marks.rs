@@ -766,6 +766,10 @@ impl Storage for Marked {
     async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
         self.inner.purge_audit(before, limit).await
     }
+
+    async fn carry_purged(&self, records: u64, revocations: u64) -> Result<(), StoreError> {
+        self.inner.carry_purged(records, revocations).await
+    }
 }
 
 #[cfg(test)]
@@ -968,6 +972,59 @@ mod tests {
             full.contains("25 certificates where there were at least 50"),
             "{full}"
         );
+    }
+
+    /// A copy (`certd db copy`) of a store that purged records, revoked
+    /// ones among them, carries the purged counts, so it meets the marks
+    /// the source met.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_copy_of_a_purged_store_meets_the_same_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let marks_path = dir.path().join("store-marks.toml");
+        MarksFile::for_new_ca().write(&marks_path).unwrap();
+        let source = open_marked(&dir.path().join("db"), &marks_path)
+            .await
+            .unwrap();
+        let records: Vec<_> = (0..10).map(|index| issued(100 + index)).collect();
+        for record in &records {
+            source.record_issuance(record, None).await.unwrap();
+        }
+        let revocation = crate::Revocation {
+            revoked_at: 95,
+            reason_code: 1,
+        };
+        for record in &records[..2] {
+            source.revoke(&record.serial, revocation).await.unwrap();
+        }
+        let purge = CertificatePurge {
+            expired_before: 106,
+            limit: 100,
+            ..CertificatePurge::default()
+        };
+        let report = source.purge_expired_certificates(&purge).await.unwrap();
+        assert_eq!((report.purged, report.purged_revoked), (6, 2));
+        source.flush().await.unwrap();
+        let recorded = MarksFile::read(&marks_path).unwrap().unwrap();
+        let source: SharedStorage = std::sync::Arc::new(source);
+
+        let target: SharedStorage =
+            std::sync::Arc::new(crate::sled::SledStore::open(&dir.path().join("copy")).unwrap());
+        let copied = crate::copy::copy(
+            source,
+            target.clone(),
+            std::sync::Arc::new(crate::progress::Progress::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(copied.records, 4);
+        assert_eq!(
+            super::shortfalls(target.as_ref(), &recorded, true, None)
+                .await
+                .unwrap(),
+            Vec::<String>::new()
+        );
+        let found = target.marks().await.unwrap();
+        assert_eq!((found.purged_records, found.revocations), (6, 2));
     }
 
     #[test]

@@ -1074,6 +1074,10 @@ impl Storage for PgStore {
         self.purge_certificate_rows(purge).await
     }
 
+    async fn carry_purged(&self, records: u64, revocations: u64) -> Result<(), StoreError> {
+        self.add_purged(records, revocations).await
+    }
+
     async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.execute(

@@ -70,6 +70,24 @@ pub(super) async fn purged_counts(client: &Client) -> Result<(u64, u64), StoreEr
 }
 
 impl PgStore {
+    /// `Storage::carry_purged`: one statement per counter.
+    pub(super) async fn add_purged(
+        &self,
+        records: u64,
+        revocations: u64,
+    ) -> Result<(), StoreError> {
+        for (name, added) in [(PURGED_RECORDS, records), (PURGED_REVOCATIONS, revocations)] {
+            let added = i64::try_from(added).unwrap_or(i64::MAX);
+            self.execute(
+                "INSERT INTO counters (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET value = counters.value + $2",
+                &[&name, &added],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// `Storage::purge_expired_certificates`: one transaction. The rows are
     /// locked `SKIP LOCKED`, so replicas purging at once take different
     /// rows instead of waiting on each other.

@@ -1215,6 +1215,32 @@ impl Storage for SledStore {
         self.watch(result)
     }
 
+    /// The revocation count is what `marks` reports as ever revoked, so
+    /// purged revocations are added to it too.
+    async fn carry_purged(&self, records: u64, revocations: u64) -> Result<(), StoreError> {
+        let open = self.current()?;
+        let mut result = Ok(());
+        for (key, added) in [
+            (PURGED_RECORDS_KEY, records),
+            (PURGED_REVOCATIONS_KEY, revocations),
+            (REVOCATION_COUNT_KEY, revocations),
+        ] {
+            if let Err(error) = open.meta.update_and_fetch(key, |old| {
+                let count = old
+                    .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some((count + added).to_be_bytes().to_vec())
+            }) {
+                result = Err(error.into());
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = open.durable().await;
+        }
+        self.watch(result)
+    }
+
     async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
         let open = self.current()?;
         let result = tokio::task::spawn_blocking(move || open.purge_audit(before, limit))
