@@ -161,8 +161,10 @@ async fn fill(store: &SharedStorage, records: usize, services: usize) {
 /// each certificate living `lifetime` and its record kept `retention` past
 /// expiry, while a purge task runs passes of 1,000-record steps on the
 /// simulated clock, as the daemon does. Every 100,000 issuances it prints
-/// the records held, the database's bytes on disk and per record held, and
-/// the process's RSS. Not a criterion measurement, and run only when asked
+/// the records held, the database's bytes on disk and per record held, the
+/// process's RSS, and the p99 and longest `record_issuance` of those
+/// 100,000 (each waits for its durable flush, shared by the writers).
+/// `CERTD_BENCH_PURGE=off` runs the same without the purge, to compare. Not a criterion measurement, and run only when asked
 /// for: `cargo bench --bench store -- store_retention`.
 fn store_retention(_: &mut Criterion) {
     if !std::env::args().any(|arg| arg.contains("store_retention")) {
@@ -182,8 +184,10 @@ fn store_retention(_: &mut Criterion) {
     let store = certd::store::open(dir.path()).unwrap();
     let clock = Arc::new(AtomicI64::new(0));
     let purged = Arc::new(AtomicI64::new(0));
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    eprintln!("issued,held,disk_bytes,bytes_per_held_record,rss_bytes,elapsed_s");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(
+        std::env::var("CERTD_BENCH_PURGE").as_deref() == Ok("off"),
+    ));
+    eprintln!("issued,held,disk_bytes,bytes_per_held_record,rss_bytes,elapsed_s,p99_ms,max_ms");
     let started = std::time::Instant::now();
     runtime.block_on(async {
         let purge = {
@@ -216,24 +220,32 @@ fn store_retention(_: &mut Criterion) {
             for writer in 0..64 {
                 let (store, clock) = (store.clone(), clock.clone());
                 writers.push(tokio::spawn(async move {
+                    let mut took = Vec::new();
                     for second in (first + writer..last).step_by(64) {
                         let mut issued = record();
                         issued.service = format!("svc-{}", second % 1000).parse().unwrap();
                         issued.issued_at = second;
                         issued.not_before = second;
                         issued.not_after = second + lifetime;
+                        let started = std::time::Instant::now();
                         store.record_issuance(&issued, None).await.unwrap();
+                        took.push(started.elapsed());
                         clock.fetch_max(second, Ordering::Relaxed);
                     }
+                    took
                 }));
             }
+            let mut took = Vec::new();
             for writer in writers {
-                writer.await.unwrap();
+                took.extend(writer.await.unwrap());
             }
+            took.sort_unstable();
+            let p99 = took[took.len() * 99 / 100].as_secs_f64() * 1000.0;
+            let longest = took.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
             let held = last - purged.load(Ordering::Relaxed);
             let disk = disk_bytes(dir.path());
             eprintln!(
-                "{last},{held},{disk},{},{},{:.0}",
+                "{last},{held},{disk},{},{},{:.0},{p99:.1},{longest:.1}",
                 disk / held.max(1) as u64,
                 rss_bytes(),
                 started.elapsed().as_secs_f64()
