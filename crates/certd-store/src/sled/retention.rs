@@ -307,15 +307,17 @@ mod tests {
             );
         }
         assert_eq!(store.record_count().await.unwrap() as i64, held);
-        // Held records stop growing at round 6; the files some rounds
-        // later (sled's segments fill, then their space is reused). The
-        // last third takes no more room than the middle, give or take a
-        // segment or two.
-        let steady = sizes[18];
-        let largest = sizes[24..].iter().copied().max().unwrap_or_default();
+        // Held records stop growing at round 6, the files some rounds
+        // later (sled's segments fill, then their space is reused; its
+        // cleaner runs in the background, so the size swings by a few
+        // segments). Bounded: the last third takes at most half again the
+        // room of rounds 8 to 18, where a store without the purge would
+        // have doubled by then (it grows by about a segment a round).
         eprintln!("disk bytes per round: {sizes:?}");
+        let early = sizes[8..=18].iter().copied().max().unwrap_or_default();
+        let late = sizes[24..].iter().copied().max().unwrap_or_default();
         assert!(
-            largest <= steady + steady / 4,
+            late <= early + early / 2,
             "the store kept growing: {sizes:?}"
         );
     }
