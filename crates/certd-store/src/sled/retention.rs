@@ -24,8 +24,9 @@ use certd_core::identity::Serial;
 
 /// Records deleted per sled transaction. A transaction holds sled's global
 /// write lock while it applies, so every other write waits: small ones
-/// keep that wait to a fraction of a millisecond.
-const RECORDS_PER_TRANSACTION: usize = 250;
+/// keep that wait short (docs/PERFORMANCE.md, "Retention": 32 halved the
+/// issuances' p99 under a purge against 250).
+const RECORDS_PER_TRANSACTION: usize = 32;
 
 impl Open {
     /// One step of `Storage::purge_expired_certificates`, in transactions
