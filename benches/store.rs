@@ -73,6 +73,10 @@ fn store_insert(c: &mut Criterion) {
 /// long it takes to open, to list one service's certificates, to list the
 /// newest (from the time indexes) and to read every record.
 fn store_at_scale(c: &mut Criterion) {
+    // Its store takes minutes to fill: not for the retention run.
+    if std::env::args().any(|arg| arg.contains("store_retention")) {
+        return;
+    }
     let records: usize = std::env::var("CERTD_BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -177,5 +181,136 @@ async fn fill(store: &SharedStorage, records: usize, services: usize) {
     }
 }
 
-criterion_group!(benches, store_insert, store_at_scale);
+/// Steady load under retention (issue 29), on sled: `CERTD_BENCH_ISSUANCES`
+/// issuances (1M by default) by 64 writers, one simulated second apart,
+/// each certificate living `lifetime` and its record kept `retention` past
+/// expiry, while a purge task runs passes of 1,000-record steps on the
+/// simulated clock, as the daemon does. Every 100,000 issuances it prints
+/// the records held, the database's bytes on disk and per record held, the
+/// process's RSS, and the p99 and longest `record_issuance` of those
+/// 100,000 (each waits for its durable flush, shared by the writers).
+/// `CERTD_BENCH_PURGE=off` runs the same without the purge, to compare. Not a criterion measurement, and run only when asked
+/// for: `cargo bench --bench store -- store_retention`.
+fn store_retention(_: &mut Criterion) {
+    if !std::env::args().any(|arg| arg.contains("store_retention")) {
+        return;
+    }
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let issuances: i64 = std::env::var("CERTD_BENCH_ISSUANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    // Lifetime + retention = 200,000 simulated seconds: what 1M
+    // issuances a day hold with a 1-day lifetime and 7-day retention,
+    // scaled by 1/40 so the steady state is reached within the run.
+    let (lifetime, retention) = (50_000i64, 150_000i64);
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = common::runtime();
+    let store = certd::store::open(dir.path()).unwrap();
+    let clock = Arc::new(AtomicI64::new(0));
+    let purged = Arc::new(AtomicI64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(
+        std::env::var("CERTD_BENCH_PURGE").as_deref() == Ok("off"),
+    ));
+    eprintln!("issued,held,disk_bytes,bytes_per_held_record,rss_bytes,elapsed_s,p99_ms,max_ms");
+    let started = std::time::Instant::now();
+    runtime.block_on(async {
+        let purge = {
+            let (store, clock, purged, done) =
+                (store.clone(), clock.clone(), purged.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    let mut step = certd::store::CertificatePurge {
+                        expired_before: clock.load(Ordering::Relaxed) - retention,
+                        limit: 1000,
+                        after: None,
+                        keep: Vec::new(),
+                    };
+                    loop {
+                        let report = store.purge_expired_certificates(&step).await.unwrap();
+                        purged.fetch_add(report.purged as i64, Ordering::Relaxed);
+                        let Some(next) = report.next else { break };
+                        step.after = Some(next);
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            })
+        };
+        let sample = 100_000;
+        for chunk in 0..(issuances + sample - 1) / sample {
+            let first = chunk * sample;
+            let last = (first + sample).min(issuances);
+            let mut writers = Vec::new();
+            for writer in 0..64 {
+                let (store, clock) = (store.clone(), clock.clone());
+                writers.push(tokio::spawn(async move {
+                    let mut took = Vec::new();
+                    for second in (first + writer..last).step_by(64) {
+                        let mut issued = record();
+                        issued.service = format!("svc-{}", second % 1000).parse().unwrap();
+                        issued.issued_at = second;
+                        issued.not_before = second;
+                        issued.not_after = second + lifetime;
+                        let started = std::time::Instant::now();
+                        store.record_issuance(&issued, None).await.unwrap();
+                        took.push(started.elapsed());
+                        clock.fetch_max(second, Ordering::Relaxed);
+                    }
+                    took
+                }));
+            }
+            let mut took = Vec::new();
+            for writer in writers {
+                took.extend(writer.await.unwrap());
+            }
+            took.sort_unstable();
+            let p99 = took[took.len() * 99 / 100].as_secs_f64() * 1000.0;
+            let longest = took.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            let held = last - purged.load(Ordering::Relaxed);
+            let disk = disk_bytes(dir.path());
+            eprintln!(
+                "{last},{held},{disk},{},{},{:.0},{p99:.1},{longest:.1}",
+                disk / held.max(1) as u64,
+                rss_bytes(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        done.store(true, Ordering::Relaxed);
+        purge.await.unwrap();
+    });
+}
+
+/// Bytes the files under `dir` take on disk (allocated blocks).
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let metadata = entry.metadata().unwrap();
+        total += if metadata.is_dir() {
+            disk_bytes(&entry.path())
+        } else {
+            metadata.blocks() * 512
+        };
+    }
+    total
+}
+
+/// This process's resident set (`VmRSS`), in bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+criterion_group!(benches, store_insert, store_at_scale, store_retention);
 criterion_main!(benches);

@@ -84,7 +84,7 @@ fn bench_removes_what_it_created_and_keeps_the_certificate_records() {
     let text = stdout(&output);
     assert_eq!(
         cleanup_line(&text),
-        "cleaned up: revoked 0 unused join tokens, deleted 1 entry, removed 0 token-policy rules; kept the records of the 20 certificates issued (certd keeps every record; revoking them would only grow the CRL), whose keys lived only in this process and are gone"
+        "cleaned up: revoked 0 unused join tokens, deleted 1 entry, removed 0 token-policy rules; kept the records of the 20 certificates issued (the retention purge deletes them once expired; revoking them would only grow the CRL), whose keys lived only in this process and are gone"
     );
     let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(
@@ -311,7 +311,7 @@ fn bench_acme_orders_through_http01_and_cleans_up() {
     // The six measured, and the first order made before the clock started.
     assert_eq!(
         cleanup_line(&text),
-        "cleaned up: revoked 0 unused join tokens, deleted 1 entry, removed 0 token-policy rules, deactivated 1 ACME account; kept the records of the 7 certificates issued (certd keeps every record; revoking them would only grow the CRL), whose keys lived only in this process and are gone"
+        "cleaned up: revoked 0 unused join tokens, deleted 1 entry, removed 0 token-policy rules, deactivated 1 ACME account; kept the records of the 7 certificates issued (the retention purge deletes them once expired; revoking them would only grow the CRL), whose keys lived only in this process and are gone"
     );
     let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(summary["op"], "acme");

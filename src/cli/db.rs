@@ -422,10 +422,13 @@ async fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     // What the CA had recorded that the backup lacks: made after it.
     let (missing_records, missing_revocations) = match &report.previous_marks {
         Some(previous) => (
-            previous.records.saturating_sub(report.restored.records),
+            // Purged records were in the store, not lost by the restore.
+            previous
+                .records
+                .saturating_sub(report.restored.records + report.restored.purged_records),
             previous
                 .revocations
-                .saturating_sub(report.restored.revocations),
+                .saturating_sub(report.restored.revocations + report.restored.purged_revocations),
         ),
         None => (0, 0),
     };

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod registry;
+pub mod retention;
 pub mod revocation;
 mod server;
 pub mod subject_issuers;

@@ -334,7 +334,11 @@ pub async fn run(
         renew_serving.clone(),
         until_stopped(),
     ));
-    let purge = tokio::spawn(purge_expired(authority.clone(), until_stopped()));
+    let purge = tokio::spawn(purge_expired(
+        authority.clone(),
+        config.retention,
+        until_stopped(),
+    ));
     let crl = tokio::spawn(refresh_crl(authority.clone(), until_stopped()));
     let ca_expiry = tokio::spawn(watch_ca_expiry(authority.clone(), until_stopped()));
     let intermediates = tokio::spawn(watch_intermediates(
@@ -785,7 +789,11 @@ async fn catch_up_periodically(authority: Authority, stopped: impl Future<Output
 /// Deletes expired join tokens, ACME orders, authorizations and nonces,
 /// and drops expired certificates from the revocation index, so none grows
 /// without bound.
-async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) {
+async fn purge_expired(
+    authority: Authority,
+    retention: crate::retention::RetentionSettings,
+    stopped: impl Future<Output = ()>,
+) {
     tokio::pin!(stopped);
     loop {
         tokio::select! {
@@ -815,6 +823,12 @@ async fn purge_expired(authority: Authority, stopped: impl Future<Output = ()>) 
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "deleted expired ACME orders and nonces"),
             Err(error) => tracing::warn!(%error, "cannot purge expired ACME state"),
+        }
+        // A pass may take a while on a large backlog: stopping cuts it
+        // between steps (each step is atomic).
+        tokio::select! {
+            () = &mut stopped => return,
+            _ = crate::retention::purge(&authority, &retention) => {}
         }
     }
 }

@@ -102,7 +102,10 @@ pub async fn copy(
     while let Some(written) = writes.join_next().await {
         written.map_err(|error| StoreError::Backend(format!("a copy task failed: {error}")))??;
     }
-    progress.stage("revocations copied", Some(source.revocations));
+    progress.stage(
+        "revocations copied",
+        Some(records.iter().filter(|r| r.revocation.is_some()).count() as u64),
+    );
     for record in &records {
         if let Some(revocation) = record.revocation {
             to.revoke(&record.serial, revocation).await?;
@@ -122,6 +125,13 @@ pub async fn copy(
     for entry in &audit {
         to.append_audit(entry).await?;
         progress.advance(1);
+    }
+    // What the source purged, it had recorded: the copy carries the
+    // counts on, so it meets the same marks (`store::marks`).
+    let purged_revocations = source.revocations.saturating_sub(revoked.len() as u64);
+    if source.purged_records > 0 || purged_revocations > 0 {
+        to.carry_purged(source.purged_records, purged_revocations)
+            .await?;
     }
     to.raise_crl_number(source.crl_number).await?;
     if let Some(store_id) = &source.store_id {
@@ -152,7 +162,7 @@ pub async fn copy(
         || summary.join_tokens != expected.join_tokens
         || summary.audit_entries != expected.audit_entries
         || summary.crl_number < expected.crl_number
-        || revoked.len() as u64 != expected.revocations
+        || revoked.len() as u64 + purged_revocations != expected.revocations
     {
         return Err(StoreError::Backend(format!(
             "the copy does not match its source: copied {summary:?}, expected {expected:?}"

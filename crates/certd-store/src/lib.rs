@@ -471,6 +471,70 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// Deletes ACME objects and consumed nonces that expired before `now`;
     /// returns how many.
     async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError>;
+
+    /// One bounded step of the retention purge: deletes the records (and
+    /// every index entry, revocation entry and lineage link of theirs) of
+    /// certificates that expired before `purge.expired_before`, examining
+    /// at most `purge.limit` of them in expiry order from `purge.after`,
+    /// found through an index by expiry (never by reading every record).
+    /// Kept whatever their age: the serials in `purge.keep` (the marks'
+    /// newest record), and a certificate whose predecessor (the one it
+    /// renewed) is still recorded, so a lineage is purged oldest first and
+    /// `revoke --lineage` from any recorded certificate walks back through
+    /// every one still recorded. Each step is atomic with the store's
+    /// purged counters (`marks::StoreMarks::purged_records`), so a purge is
+    /// never mistaken for a rollback.
+    async fn purge_expired_certificates(
+        &self,
+        purge: &CertificatePurge,
+    ) -> Result<PurgeReport, StoreError>;
+
+    /// Deletes at most `limit` audit entries recorded before `before` (Unix
+    /// seconds), oldest first; returns how many.
+    async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError>;
+
+    /// Adds to the purged counts (and so to what the store ever recorded
+    /// and revoked) durably: for a copy (`certd db copy`) of a store that
+    /// had purged records, so the copy meets the same marks.
+    async fn carry_purged(&self, records: u64, revocations: u64) -> Result<(), StoreError>;
+}
+
+/// One step of the retention purge (`Storage::purge_expired_certificates`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertificatePurge {
+    /// Records of certificates whose `not_after` is before this (Unix
+    /// seconds) may be deleted: the clock minus the retention.
+    pub expired_before: i64,
+    /// The most records one step examines (deleted or kept).
+    pub limit: usize,
+    /// Where the previous step of this pass stopped (`PurgeReport::next`);
+    /// `None`: from the earliest expiry.
+    pub after: Option<PurgeCursor>,
+    /// Serials never deleted.
+    pub keep: Vec<Serial>,
+}
+
+/// A position in the expiry order: the last record a purge step examined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeCursor {
+    pub not_after: i64,
+    pub serial: Serial,
+}
+
+/// What one purge step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Records deleted.
+    pub purged: usize,
+    /// Of them, revoked ones.
+    pub purged_revoked: usize,
+    /// Lineage links deleted (both of their ends were gone).
+    pub links_purged: usize,
+    /// Records old enough but kept (see `Storage::purge_expired_certificates`).
+    pub kept: usize,
+    /// Where the next step continues; `None` when no record that expired
+    /// before `expired_before` remains after this step's.
+    pub next: Option<PurgeCursor>,
 }
 
 /// One ACME object (an account, an order, an authorization, an EAB key's
@@ -493,6 +557,10 @@ pub struct BackupSummary {
     pub join_tokens: u64,
     pub entries: u64,
     pub audit_entries: u64,
+    /// Records, and revoked records, the retention purge had deleted: with
+    /// `records` and `revocations`, what the store had ever recorded.
+    pub purged_records: u64,
+    pub purged_revocations: u64,
     /// The last CRL number handed out when the backup was taken.
     pub crl_number: u64,
     pub store_id: Option<String>,

@@ -11,6 +11,21 @@
 //! only ever grow in a healthy store, so a store holding fewer than the
 //! marks is damaged or replaced, and certd says so and stops.
 //!
+//! **Purging is not a rollback.** The retention purge deletes old records,
+//! so what a store holds goes down. The counts compared are therefore what
+//! the store has *ever* recorded and revoked: each backend keeps counters
+//! of the records (and revoked records) it purged, written atomically with
+//! the deletions (sled: one transaction; PostgreSQL: one transaction on a
+//! `counters` row), and reports present + purged. A real rollback (a
+//! truncated sled log, an older backup or dump, another CA's database)
+//! loses the deletions and their counters together, or never had them, so
+//! it still falls short. sled's cheap check, that the newest serial the
+//! marks name is still there, holds because the purge never deletes the
+//! serials the marks name (`Marked` passes them as `keep`); a backend that
+//! counts its records (PostgreSQL, where another replica's purge keeps only
+//! that replica's serials) is checked by its count alone. A store from
+//! before the counters has none: it has purged nothing, so zero is right.
+//!
 //! When it is written: the CRL number and the revocation count before the
 //! call that changed them returns (they matter most; concurrent calls
 //! share one write, made on the blocking pool: `update_durably`); the
@@ -29,8 +44,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{
-    AuditEntry, Change, EntryRecord, IssuanceRecord, JoinTokenRecord, Revocation, RevokeOutcome,
-    RevokedEntry, SharedStorage, Storage, StoreError, Successor, TokenHash,
+    AuditEntry, CertificatePurge, Change, EntryRecord, IssuanceRecord, JoinTokenRecord,
+    PurgeReport, Revocation, RevokeOutcome, RevokedEntry, SharedStorage, Storage, StoreError,
+    Successor, TokenHash,
 };
 use certd_core::identity::{Serial, ServiceName};
 
@@ -96,13 +112,18 @@ pub struct StoreMarks {
     pub store_id: Option<String>,
     /// The last CRL number handed out (0: none yet).
     pub crl_number: u64,
-    /// Issuance records; `None` from a backend that would have to read
-    /// every record to count them (sled), whose check relies on
-    /// `MarksFile::newest_serial` instead.
+    /// Issuance records ever recorded: those present plus those purged;
+    /// `None` from a backend that would have to read every record to count
+    /// them (sled), whose check relies on `MarksFile::newest_serial`
+    /// instead.
     pub records: Option<u64>,
+    /// Records the retention purge deleted, counted in the same atomic
+    /// step as each deletion; added to a count of the records present
+    /// where `records` is `None`.
+    pub purged_records: u64,
     /// Whether it holds any issuance record at all.
     pub has_records: bool,
-    /// Records that are revoked.
+    /// Records ever revoked, purged ones included.
     pub revocations: u64,
 }
 
@@ -245,15 +266,21 @@ pub async fn shortfalls(
     ca: Option<&CaIdentity>,
 ) -> Result<Vec<String>, StoreError> {
     let mut found = store.marks().await?;
+    // A backend that counts its records (PostgreSQL) is checked by the
+    // count alone: the newest serial this process's marks name may be
+    // purged by another replica, whose marks keep only its own.
+    let counts_itself = found.records.is_some();
     if full && found.records.is_none() {
-        found.records = Some(store.record_count().await?);
+        found.records = Some(store.record_count().await? + found.purged_records);
     }
     let newest_present = match recorded
         .newest_serial
         .as_deref()
         .and_then(|hex| hex.parse::<Serial>().ok())
     {
-        Some(serial) if found.store_id.is_some() => Some(store.serial_exists(&serial).await?),
+        Some(serial) if found.store_id.is_some() && !counts_itself => {
+            Some(store.serial_exists(&serial).await?)
+        }
         _ => None,
     };
     Ok(recorded.shortfalls(&found, newest_present, ca.map(CaIdentity::store_id)))
@@ -265,7 +292,7 @@ async fn first_marks(inner: &dyn Storage, ca: &CaIdentity) -> Result<MarksFile, 
     let found = inner.marks().await?;
     let records = match found.records {
         Some(records) => records,
-        None => inner.record_count().await?,
+        None => inner.record_count().await? + found.purged_records,
     };
     let store_id = match found.store_id {
         Some(id) => id,
@@ -768,6 +795,44 @@ impl Storage for Marked {
     async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
         self.inner.purge_expired_acme(now).await
     }
+
+    /// Keeps the newest serial the marks name, on disk and about to be
+    /// written, so that sled's check (`newest_serial` still present) holds
+    /// after any purge.
+    async fn purge_expired_certificates(
+        &self,
+        purge: &CertificatePurge,
+    ) -> Result<PurgeReport, StoreError> {
+        let mut purge = purge.clone();
+        {
+            let state = match self.state.lock() {
+                Ok(state) => state,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let named = [
+                state.current.newest_serial.as_deref(),
+                state
+                    .written
+                    .as_ref()
+                    .and_then(|w| w.newest_serial.as_deref()),
+            ];
+            purge.keep.extend(
+                named
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|hex| hex.parse::<Serial>().ok()),
+            );
+        }
+        self.inner.purge_expired_certificates(&purge).await
+    }
+
+    async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
+        self.inner.purge_audit(before, limit).await
+    }
+
+    async fn carry_purged(&self, records: u64, revocations: u64) -> Result<(), StoreError> {
+        self.inner.carry_purged(records, revocations).await
+    }
 }
 
 #[cfg(test)]
@@ -790,6 +855,7 @@ mod tests {
             store_id: Some("a1".into()),
             crl_number: 22,
             records: Some(1600),
+            purged_records: 0,
             has_records: true,
             revocations: 20,
         };
@@ -815,6 +881,7 @@ mod tests {
             store_id: Some("a1".into()),
             crl_number: 2,
             records: Some(1200),
+            purged_records: 0,
             has_records: true,
             revocations: 0,
         };
@@ -885,6 +952,189 @@ mod tests {
         assert_eq!(MarksFile::read(&path).unwrap().unwrap().revocations, 50);
         let number = store.next_crl_number().await.unwrap();
         assert_eq!(MarksFile::read(&path).unwrap().unwrap().crl_number, number);
+    }
+
+    /// A store that purged records is counted as present + purged: not
+    /// short of marks that counted them when they were recorded.
+    #[test]
+    fn purged_records_count_as_recorded() {
+        let purged = StoreMarks {
+            store_id: Some("a1".into()),
+            crl_number: 21,
+            records: Some(1597),
+            purged_records: 1500,
+            has_records: true,
+            revocations: 20,
+        };
+        assert!(
+            marks()
+                .shortfalls(&purged, Some(true), Some("ca-test"))
+                .is_empty()
+        );
+    }
+
+    fn issued(not_after: i64) -> crate::IssuanceRecord {
+        crate::IssuanceRecord {
+            serial: Serial::generate(),
+            service: "billing".parse().unwrap(),
+            dns_names: vec![],
+            uris: vec![],
+            not_before: not_after - 10,
+            not_after,
+            issued_at: not_after - 10,
+            sha256_fingerprint: [7; 32],
+            der: vec![1, 2, 3],
+            attestation: crate::Attestation::Renewal,
+            renewed_from: None,
+            revocation: None,
+        }
+    }
+
+    async fn open_marked(db: &Path, marks: &Path) -> Result<Marked, StoreError> {
+        let inner: SharedStorage = std::sync::Arc::new(crate::sled::SledStore::open(db)?);
+        Marked::open(
+            inner,
+            marks,
+            Unmarked::Refuse,
+            &CaIdentity::of_root(b"test"),
+        )
+        .await
+    }
+
+    /// A sled store whose expired records were purged reopens against its
+    /// marks, and `db check`'s full count agrees (the newest record the
+    /// marks name was kept, though expired too); an older copy of it
+    /// restored under the newer marks is still refused.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_purge_is_not_a_rollback_but_an_older_copy_still_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, marks_path, backup) = (
+            dir.path().join("db"),
+            dir.path().join("store-marks.toml"),
+            dir.path().join("backup"),
+        );
+        MarksFile::for_new_ca().write(&marks_path).unwrap();
+        let store = open_marked(&db, &marks_path).await.unwrap();
+        for index in 0..50 {
+            store
+                .record_issuance(&issued(100 + index), None)
+                .await
+                .unwrap();
+            if index == 24 {
+                // Blocking, as the daemon's backups are.
+                tokio::task::block_in_place(|| {
+                    let mut out = std::fs::File::create(&backup).unwrap();
+                    store.backup(&mut out).unwrap();
+                });
+            }
+        }
+        let mut purge = CertificatePurge {
+            expired_before: 1000,
+            limit: 10,
+            ..CertificatePurge::default()
+        };
+        let (mut purged, mut kept) = (0, 0);
+        loop {
+            let step = store.purge_expired_certificates(&purge).await.unwrap();
+            (purged, kept) = (purged + step.purged, kept + step.kept);
+            let Some(next) = step.next else { break };
+            purge.after = Some(next);
+        }
+        assert_eq!((purged, kept), (49, 1));
+        store.flush().await.unwrap();
+        drop(store);
+
+        let reopened = open_marked(&db, &marks_path).await.unwrap();
+        let recorded = MarksFile::read(&marks_path).unwrap().unwrap();
+        assert_eq!(recorded.records, 50);
+        assert_eq!(
+            shortfalls(&reopened, &recorded, true, None).await.unwrap(),
+            Vec::<String>::new()
+        );
+        drop(reopened);
+
+        // The copy from before the purge, with half the records.
+        let older = dir.path().join("older");
+        tokio::task::block_in_place(|| {
+            crate::sled::restore(
+                &older,
+                &backup,
+                &crate::sled::RestoreFloor::default(),
+                &crate::progress::Progress::default(),
+            )
+            .unwrap()
+        });
+        let Err(StoreError::BehindMarks { shortfalls, .. }) =
+            open_marked(&older, &marks_path).await
+        else {
+            panic!("an older copy was served after a purge");
+        };
+        assert!(
+            shortfalls.contains("the newest certificate it had recorded"),
+            "{shortfalls}"
+        );
+        let inner = crate::sled::SledStore::open(&older).unwrap();
+        let full = super::shortfalls(&inner, &recorded, true, None)
+            .await
+            .unwrap()
+            .join("; ");
+        assert!(
+            full.contains("25 certificates where there were at least 50"),
+            "{full}"
+        );
+    }
+
+    /// A copy (`certd db copy`) of a store that purged records, revoked
+    /// ones among them, carries the purged counts, so it meets the marks
+    /// the source met.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_copy_of_a_purged_store_meets_the_same_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let marks_path = dir.path().join("store-marks.toml");
+        MarksFile::for_new_ca().write(&marks_path).unwrap();
+        let source = open_marked(&dir.path().join("db"), &marks_path)
+            .await
+            .unwrap();
+        let records: Vec<_> = (0..10).map(|index| issued(100 + index)).collect();
+        for record in &records {
+            source.record_issuance(record, None).await.unwrap();
+        }
+        let revocation = crate::Revocation {
+            revoked_at: 95,
+            reason_code: 1,
+        };
+        for record in &records[..2] {
+            source.revoke(&record.serial, revocation).await.unwrap();
+        }
+        let purge = CertificatePurge {
+            expired_before: 106,
+            limit: 100,
+            ..CertificatePurge::default()
+        };
+        let report = source.purge_expired_certificates(&purge).await.unwrap();
+        assert_eq!((report.purged, report.purged_revoked), (6, 2));
+        source.flush().await.unwrap();
+        let recorded = MarksFile::read(&marks_path).unwrap().unwrap();
+        let source: SharedStorage = std::sync::Arc::new(source);
+
+        let target: SharedStorage =
+            std::sync::Arc::new(crate::sled::SledStore::open(&dir.path().join("copy")).unwrap());
+        let copied = crate::copy::copy(
+            source,
+            target.clone(),
+            std::sync::Arc::new(crate::progress::Progress::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(copied.records, 4);
+        assert_eq!(
+            super::shortfalls(target.as_ref(), &recorded, true, None)
+                .await
+                .unwrap(),
+            Vec::<String>::new()
+        );
+        let found = target.marks().await.unwrap();
+        assert_eq!((found.purged_records, found.revocations), (6, 2));
     }
 
     #[test]

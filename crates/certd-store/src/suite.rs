@@ -122,6 +122,19 @@ macro_rules! storage_behaviour_suite {
                 suite::the_bundle_sequence_grows_with_every_change_across_reopening(&backend).await;
             }
         }
+        // Retention (issue 29): kept together for merging.
+        #[tokio::test]
+        async fn retention_purges_old_records_with_everything_that_names_them() {
+            if let Some(backend) = $make() {
+                suite::retention_purges_old_records_with_everything_that_names_them(&backend).await;
+            }
+        }
+        #[tokio::test]
+        async fn retention_purges_audit_entries_oldest_first_in_bounded_steps() {
+            if let Some(backend) = $make() {
+                suite::retention_purges_audit_entries_oldest_first_in_bounded_steps(&backend).await;
+            }
+        }
     };
 }
 
@@ -1012,4 +1025,218 @@ pub(crate) async fn an_acme_nonce_is_consumed_once_and_expired_acme_state_is_pur
     assert_eq!(left, ["account/kept", "order/new"]);
     assert!(!store.consume_acme_nonce(b"nonce-2", 300).await.unwrap());
     assert_eq!(store.purge_expired_acme(200).await.unwrap(), 0);
+}
+
+// Retention (issue 29): kept together for merging.
+
+/// Runs purge steps of `limit` until the pass ends; their reports summed.
+async fn purge_pass(
+    store: &SharedStorage,
+    expired_before: i64,
+    limit: usize,
+    keep: &[Serial],
+) -> crate::PurgeReport {
+    let mut total = crate::PurgeReport::default();
+    let mut purge = crate::CertificatePurge {
+        expired_before,
+        limit,
+        after: None,
+        keep: keep.to_vec(),
+    };
+    for _ in 0..100 {
+        let step = store.purge_expired_certificates(&purge).await.unwrap();
+        total.purged += step.purged;
+        total.purged_revoked += step.purged_revoked;
+        total.links_purged += step.links_purged;
+        total.kept += step.kept;
+        match step.next {
+            Some(next) => purge.after = Some(next),
+            None => return total,
+        }
+    }
+    panic!("a purge pass did not end");
+}
+
+/// Records of certificates expired before the cut are deleted with their
+/// index, revocation and lineage entries, in bounded steps, and counted as
+/// purged (so the marks still see everything ever recorded); a record
+/// still unexpired or within retention, one the caller keeps, and a
+/// renewal whose predecessor is still recorded stay.
+pub(crate) async fn retention_purges_old_records_with_everything_that_names_them(
+    backend: &dyn Backend,
+) {
+    let store = backend.open().await;
+    let at = |service: &str, not_after: i64| {
+        let mut issued = record(service);
+        issued.not_before = not_after - 100;
+        issued.issued_at = not_after - 100;
+        issued.not_after = not_after;
+        issued
+    };
+    let old = at("billing", 300);
+    let revoked = at("billing", 400);
+    let within_retention = at("billing", 1500);
+    let kept_by_caller = at("billing", 500);
+    // A lineage purged oldest first: `first` renewed into `second`.
+    let first = at("ledger", 250);
+    let mut second = at("ledger", 350);
+    second.renewed_from = Some(first.serial.clone());
+    // A short-lived renewal of a long-lived certificate waits for it.
+    let long_lived = at("ledger", 9000);
+    let mut short_renewal = at("ledger", 450);
+    short_renewal.renewed_from = Some(long_lived.serial.clone());
+    let all = [
+        &old,
+        &revoked,
+        &within_retention,
+        &kept_by_caller,
+        &first,
+        &second,
+        &long_lived,
+        &short_renewal,
+    ];
+    for issued in all {
+        store.record_issuance(issued, None).await.unwrap();
+    }
+    for (predecessor, successor) in [(&first, &second), (&long_lived, &short_renewal)] {
+        let link = Successor {
+            serial: successor.serial.clone(),
+            presented: true,
+        };
+        assert!(
+            store
+                .swap_successor(&predecessor.serial, None, &link)
+                .await
+                .unwrap()
+        );
+    }
+    let revocation = crate::Revocation {
+        revoked_at: 210,
+        reason_code: 1,
+    };
+    store.revoke(&revoked.serial, revocation).await.unwrap();
+    let before = store.marks().await.unwrap();
+
+    // Steps of 2 walk the expiry order to its end.
+    let report = purge_pass(
+        &store,
+        1000,
+        2,
+        std::slice::from_ref(&kept_by_caller.serial),
+    )
+    .await;
+    assert_eq!(
+        (report.purged, report.purged_revoked, report.kept),
+        (4, 1, 2),
+        "{report:?}"
+    );
+    assert_eq!(report.links_purged, 1, "first → second had both ends gone");
+
+    drop(store);
+    let store = backend.open().await;
+    for gone in [&old, &revoked, &first, &second] {
+        assert_eq!(store.certificate(&gone.serial).await.unwrap(), None);
+        assert!(!store.serial_exists(&gone.serial).await.unwrap());
+    }
+    for stays in [
+        &within_retention,
+        &kept_by_caller,
+        &long_lived,
+        &short_renewal,
+    ] {
+        assert!(store.certificate(&stays.serial).await.unwrap().is_some());
+    }
+    let serials = |records: Vec<IssuanceRecord>| -> Vec<Serial> {
+        let mut serials: Vec<Serial> = records.into_iter().map(|r| r.serial).collect();
+        serials.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        serials
+    };
+    let mut expected = vec![
+        within_retention.serial.clone(),
+        kept_by_caller.serial.clone(),
+    ];
+    expected.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let billing = "billing".parse().unwrap();
+    assert_eq!(
+        serials(store.certificates(Some(&billing)).await.unwrap()),
+        expected
+    );
+    assert_eq!(
+        serials(
+            store
+                .newest_certificates(Some(&billing), 100)
+                .await
+                .unwrap()
+        ),
+        expected
+    );
+    assert_eq!(store.newest_certificates(None, 100).await.unwrap().len(), 4);
+    assert_eq!(store.record_count().await.unwrap(), 4);
+    assert!(store.revoked_unexpired(0).await.unwrap().is_empty());
+    // Nor does the revoked listing's index name the purged revoked record:
+    // a revoked page examines nothing.
+    let mut revoked_page = crate::CertificateQuery::newest(10, 0);
+    revoked_page.state = Some(crate::CertificateState::Revoked);
+    let (page, examined) = crate::listing::page_within(&*store, &revoked_page, 10)
+        .await
+        .unwrap();
+    assert_eq!((page.records.len(), examined), (0, 0));
+    assert_eq!(store.successor(&first.serial).await.unwrap(), None);
+    assert!(store.successor(&long_lived.serial).await.unwrap().is_some());
+
+    // Ever recorded and revoked stay what they were: not a rollback.
+    let after = store.marks().await.unwrap();
+    assert_eq!(after.purged_records, before.purged_records + 4);
+    assert_eq!(after.revocations, before.revocations);
+    assert_eq!(after.records, before.records);
+    assert_eq!(
+        store.record_count().await.unwrap() + after.purged_records,
+        all.len() as u64
+    );
+
+    // Nothing more to do; a later cut takes what retention kept.
+    let again = purge_pass(
+        &store,
+        1000,
+        2,
+        std::slice::from_ref(&kept_by_caller.serial),
+    )
+    .await;
+    assert_eq!((again.purged, again.kept), (0, 2), "{again:?}");
+    let later = purge_pass(&store, 2000, 100, &[]).await;
+    assert_eq!((later.purged, later.kept), (2, 1), "{later:?}");
+}
+
+/// Audit entries older than the cut go, oldest first, at most `limit` per
+/// step; newer ones stay.
+pub(crate) async fn retention_purges_audit_entries_oldest_first_in_bounded_steps(
+    backend: &dyn Backend,
+) {
+    let store = backend.open().await;
+    for at in [10, 20, 30, 40, 50] {
+        let entry = crate::AuditEntry {
+            at,
+            event: crate::AuditEvent::Issue,
+            allowed: true,
+            caller: "test".into(),
+            attestation: None,
+            service: None,
+            serial: None,
+            reason: None,
+            selectors: Vec::new(),
+        };
+        store.append_audit(&entry).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    assert_eq!(store.purge_audit(35, 2).await.unwrap(), 2);
+    assert_eq!(store.purge_audit(35, 2).await.unwrap(), 1);
+    assert_eq!(store.purge_audit(35, 2).await.unwrap(), 0);
+    let left: Vec<i64> = store
+        .audit_since(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.at)
+        .collect();
+    assert_eq!(left, [40, 50]);
 }

@@ -203,7 +203,7 @@ impl fmt::Display for Cleaned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "cleaned up: revoked {}, deleted {}, removed {}{}; kept the records of the {} issued (certd keeps every record; revoking them would only grow the CRL), whose keys lived only in this process and are gone",
+            "cleaned up: revoked {}, deleted {}, removed {}{}; kept the records of the {} issued (the retention purge deletes them once expired; revoking them would only grow the CRL), whose keys lived only in this process and are gone",
             quantity(
                 self.tokens as u64,
                 "unused join token",

@@ -46,6 +46,8 @@ pub struct ConfigFile {
     pub ca: Option<CaSection>,
     /// The ACME server (RFC 8555).
     pub acme: Option<AcmeSection>,
+    /// How long expired certificate records and audit entries are kept.
+    pub retention: Option<RetentionSection>,
     /// Directory relative paths in the file are resolved against: the
     /// file's own directory.
     #[serde(skip)]
@@ -198,6 +200,17 @@ pub struct JwtSection {
     /// The token endpoint's https URL as OAuth clients reach it (default:
     /// `https://<first server name>:<gRPC port>/oauth/token`).
     pub token_endpoint: Option<String>,
+}
+
+/// `[retention]`: durations like "30d", or "off" (or "0") to keep for good.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// How long a certificate's record is kept after it expires (default
+    /// "30d").
+    pub certificates: Option<String>,
+    /// How long an audit entry is kept (default "365d").
+    pub audit: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -101,6 +101,8 @@ pub struct Config {
     pub auto_rotate_intermediate: bool,
     /// The ACME server (`[acme]`).
     pub acme: crate::acme::AcmeSettings,
+    /// How long expired records are kept (`[retention]`).
+    pub retention: crate::retention::RetentionSettings,
 }
 
 /// JWT-SVID lifetimes, the signing keys' schedule and the issuer (`[jwt]`).
@@ -404,8 +406,22 @@ impl ConfigFile {
             message: error.message,
         })?;
         let acme = validate_acme(&self.acme.clone().unwrap_or_default())?;
+        let retention_section = self.retention.clone().unwrap_or_default();
+        let retention = crate::retention::RetentionSettings {
+            certificates: retention(
+                "retention.certificates",
+                &retention_section.certificates,
+                crate::retention::DEFAULT_CERTIFICATE_RETENTION,
+            )?,
+            audit: retention(
+                "retention.audit",
+                &retention_section.audit,
+                crate::retention::DEFAULT_AUDIT_RETENTION,
+            )?,
+        };
         Ok(Config {
             acme,
+            retention,
             subject_issuers,
             auto_rotate_intermediate: ca.auto_rotate_intermediate.unwrap_or(false),
             key_passphrase_file,
@@ -458,6 +474,29 @@ fn duration(
         None => Ok(default),
         Some(text) => parse_duration(text).map_err(|message| invalid(field, message)),
     }
+}
+
+/// A retention: a duration of at least `MIN_RETENTION`, or "off" (or "0")
+/// for none (kept for good).
+fn retention(
+    field: &'static str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(text) = value else {
+        return Ok(Some(default));
+    };
+    if matches!(text.trim(), "off" | "0") {
+        return Ok(None);
+    }
+    let parsed = parse_duration(text).map_err(|message| invalid(field, message))?;
+    if parsed < crate::retention::MIN_RETENTION {
+        return Err(invalid(
+            field,
+            format!("{text:?} is shorter than 1h; say \"off\" to keep records for good"),
+        ));
+    }
+    Ok(Some(parsed))
 }
 
 fn address(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -1043,6 +1082,33 @@ mod tests {
         );
         assert_eq!(config.limits.global_issuance, Rate::UNLIMITED);
         assert_eq!(config.limits.max_concurrent_requests, 10);
+    }
+
+    /// `[retention]`: documented defaults, "off" or "0" keeps for good, and
+    /// a bad or too short value names its field.
+    #[test]
+    fn retention_has_defaults_and_can_be_turned_off() {
+        use crate::retention::{DEFAULT_AUDIT_RETENTION, DEFAULT_CERTIFICATE_RETENTION};
+        let defaults = check("", None).unwrap();
+        assert_eq!(
+            defaults.retention.certificates,
+            Some(DEFAULT_CERTIFICATE_RETENTION)
+        );
+        assert_eq!(defaults.retention.audit, Some(DEFAULT_AUDIT_RETENTION));
+        let set = check("[retention]\ncertificates = \"7d\"\naudit = \"off\"", None).unwrap();
+        assert_eq!(
+            set.retention.certificates,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        assert_eq!(set.retention.audit, None);
+        let forever = check("[retention]\ncertificates = \"0\"", None).unwrap();
+        assert_eq!(forever.retention.certificates, None);
+        check(
+            "[retention]\ncertificates = \"10m\"",
+            Some("retention.certificates"),
+        );
+        check("[retention]\naudit = \"a while\"", Some("retention.audit"));
+        check("[retention]\nrecords = \"7d\"", Some("unknown field"));
     }
 
     #[test]

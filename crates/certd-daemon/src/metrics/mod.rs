@@ -99,6 +99,23 @@ pub struct AcmeProblemLabels {
     pub problem: String,
 }
 
+/// What the retention purge deleted.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PurgeLabels {
+    /// certificate (a record), lineage (a renewal link) or audit (an entry).
+    pub kind: String,
+}
+
+impl PurgeLabels {
+    pub const KINDS: [&'static str; 3] = ["certificate", "lineage", "audit"];
+
+    pub fn of(kind: &str) -> Self {
+        PurgeLabels {
+            kind: kind.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -128,6 +145,7 @@ pub struct Metrics {
     pub possible_stolen_keys: Counter,
     pub ca_signers_generation: Gauge<i64, AtomicI64>,
     pub revocations: Family<ReasonLabels, Counter>,
+    pub store_purged: Family<PurgeLabels, Counter>,
     pub service_expiries: Arc<ServiceExpiries>,
     pub federation_sequence: Family<TrustDomainLabels, Gauge<i64, AtomicI64>>,
     pub federation_age: Family<TrustDomainLabels, Gauge<i64, AtomicI64>>,
@@ -277,6 +295,15 @@ impl Metrics {
                 reason: reason.name().to_owned(),
             });
         }
+        let store_purged = Family::<PurgeLabels, Counter>::default();
+        registry.register(
+            "store_purged",
+            "Records the retention purge deleted: certificate records, renewal lineage links and audit entries ([retention])",
+            store_purged.clone(),
+        );
+        for kind in PurgeLabels::KINDS {
+            let _ = store_purged.get_or_create(&PurgeLabels::of(kind));
+        }
         let acme_orders = Family::<AcmeOrderLabels, Counter>::default();
         registry.register(
             "acme_orders",
@@ -331,6 +358,7 @@ impl Metrics {
             crl_expiry,
             crl_build_duration,
             revocations,
+            store_purged,
             service_expiries,
             possible_stolen_keys,
             root_crl_expiry,

@@ -24,6 +24,7 @@ mod acme;
 mod backend;
 mod federation;
 mod listen;
+mod retention;
 mod schema;
 pub mod scratch;
 
@@ -136,6 +137,7 @@ impl PgStore {
             },
         })?;
         schema::migrate(&mut client, &location).await?;
+        retention::index_by_expiry_once(&mut client).await?;
         drop(client);
         let mut origin = [0u8; 8];
         certd_core::fsutil::fill_random(&mut origin);
@@ -372,14 +374,16 @@ impl Storage for PgStore {
                 // with it.
                 let statement = match hash {
                     Some(_) => client.prepare_cached(
-                        "WITH consumed AS (DELETE FROM join_tokens WHERE hash = $6 RETURNING 1)
-                         INSERT INTO certificates (serial, service, issued_at, revoked, record)
-                         SELECT $1::bytea, $2::text, $3::bigint, $4::boolean, $5::bytea
+                        "WITH consumed AS (DELETE FROM join_tokens WHERE hash = $7 RETURNING 1)
+                         INSERT INTO certificates
+                             (serial, service, issued_at, revoked, record, not_after)
+                         SELECT $1::bytea, $2::text, $3::bigint, $4::boolean, $5::bytea, $6::bigint
                          WHERE EXISTS (SELECT 1 FROM consumed)",
                     ),
                     None => client.prepare_cached(
-                        "INSERT INTO certificates (serial, service, issued_at, revoked, record)
-                         VALUES ($1, $2, $3, $4, $5)",
+                        "INSERT INTO certificates
+                             (serial, service, issued_at, revoked, record, not_after)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
                     ),
                 }
                 .await
@@ -396,6 +400,7 @@ impl Storage for PgStore {
                                     &issued.issued_at,
                                     &revoked,
                                     &encoded,
+                                    &issued.not_after,
                                     hash,
                                 ],
                             )
@@ -405,7 +410,14 @@ impl Storage for PgStore {
                         client
                             .execute(
                                 &statement,
-                                &[&serial, &service, &issued.issued_at, &revoked, &encoded],
+                                &[
+                                    &serial,
+                                    &service,
+                                    &issued.issued_at,
+                                    &revoked,
+                                    &encoded,
+                                    &issued.not_after,
+                                ],
                             )
                             .await
                     }
@@ -982,12 +994,16 @@ impl Storage for PgStore {
                     )
                     .await
                     .map_err(db_error)?;
+                let (purged_records, purged_revocations) =
+                    retention::purged_counts(&client).await?;
                 Ok(StoreMarks {
                     store_id,
                     crl_number,
-                    records: Some(u64_of(counts.get(0))),
+                    // Ever recorded and revoked: a purge is no rollback.
+                    records: Some(u64_of(counts.get(0)) + purged_records),
+                    purged_records,
                     has_records: u64_of(counts.get(0)) > 0,
-                    revocations: u64_of(counts.get(1)),
+                    revocations: u64_of(counts.get(1)) + purged_revocations,
                 })
             })
             .await;
@@ -1143,6 +1159,28 @@ impl Storage for PgStore {
 
     async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
         self.purge_expired_acme_rows(now).await
+    }
+
+    async fn purge_expired_certificates(
+        &self,
+        purge: &super::CertificatePurge,
+    ) -> Result<super::PurgeReport, StoreError> {
+        self.purge_certificate_rows(purge).await
+    }
+
+    async fn carry_purged(&self, records: u64, revocations: u64) -> Result<(), StoreError> {
+        self.add_purged(records, revocations).await
+    }
+
+    async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.execute(
+            "DELETE FROM audit WHERE sequence IN (
+                 SELECT sequence FROM audit WHERE at < $1 ORDER BY at LIMIT $2
+             )",
+            &[&before, &limit],
+        )
+        .await
     }
 }
 
@@ -1339,5 +1377,37 @@ mod tests {
             error.to_string().contains("newer than this certd knows"),
             "{error}"
         );
+    }
+
+    /// Records written before the expiry column (migration 10) are given
+    /// their expiry at the next open, so the retention purge finds them.
+    #[tokio::test]
+    async fn records_from_before_the_expiry_index_are_indexed_at_open() {
+        let Some(settings) = scratch::ScratchServer::fresh_database_for_tests() else {
+            return;
+        };
+        let store = PgStore::open(&settings).await.unwrap();
+        let mut old = suite::record("billing");
+        old.not_after = 300;
+        store.record_issuance(&old, None).await.unwrap();
+        drop(store);
+        let (client, connection) = tokio_postgres::connect(&settings.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // As a certd from before migration 10 left it.
+        client
+            .execute("UPDATE certificates SET not_after = NULL", &[])
+            .await
+            .unwrap();
+        let store = PgStore::open(&settings).await.unwrap();
+        let purge = crate::CertificatePurge {
+            expired_before: 1000,
+            limit: 10,
+            ..crate::CertificatePurge::default()
+        };
+        let report = store.purge_expired_certificates(&purge).await.unwrap();
+        assert_eq!(report.purged, 1);
+        assert_eq!(store.certificate(&old.serial).await.unwrap(), None);
     }
 }

@@ -109,6 +109,11 @@ const MIGRATIONS: &[&str] = &[
          WHERE revoked;
      CREATE INDEX certificates_revoked_by_service_issue ON certificates
          (service, issued_at, serial) WHERE revoked;",
+    // 10: the retention purge finds the oldest expired records from an
+    // index by expiry. Records written before it are given their expiry
+    // once, at open, from their codec bytes (`retention`).
+    "ALTER TABLE certificates ADD COLUMN not_after bigint;
+    CREATE INDEX certificates_by_expiry ON certificates (not_after, serial);",
 ];
 
 /// Key of the advisory lock replicas take around migrations.

@@ -148,8 +148,8 @@ fn restore(
     let marks = crate::marks::MarksFile {
         store_id,
         crl_number,
-        records: restored.records,
-        revocations: restored.revocations,
+        records: restored.records + restored.purged_records,
+        revocations: restored.revocations + restored.purged_revocations,
         // Unknown until the next issuance; the counts above stand in.
         newest_serial: None,
     };

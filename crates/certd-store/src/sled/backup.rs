@@ -22,8 +22,9 @@ use crate::progress::Progress;
 
 use super::{
     ACME_TREE, AUDIT_TREE, BUNDLE_SEQUENCE_KEY, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE,
-    FEDERATIONS_TREE, JOIN_TOKENS_TREE, META_TREE, Open, POLICY_KEY, REVOCATION_COUNT_KEY,
-    STORE_ID_KEY, SUCCESSORS_TREE, service_index_key, successor_of,
+    FEDERATIONS_TREE, JOIN_TOKENS_TREE, META_TREE, Open, POLICY_KEY, PURGED_RECORDS_KEY,
+    PURGED_REVOCATIONS_KEY, REVOCATION_COUNT_KEY, STORE_ID_KEY, SUCCESSORS_TREE, service_index_key,
+    successor_of,
 };
 use crate::codec as record;
 use crate::{
@@ -114,6 +115,16 @@ fn count(
             summary.crl_number = <[u8; 8]>::try_from(value)
                 .map(u64::from_be_bytes)
                 .map_err(|_| StoreError::Corrupt("CRL number".into()))?;
+        }
+        _ if key == PURGED_RECORDS_KEY || key == PURGED_REVOCATIONS_KEY => {
+            let count = <[u8; 8]>::try_from(value)
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("purged count".into()))?;
+            if key == PURGED_RECORDS_KEY {
+                summary.purged_records = count;
+            } else {
+                summary.purged_revocations = count;
+            }
         }
         _ if key == POLICY_KEY => {
             let policy: PolicyRecord = record::decode(value)?;
@@ -268,6 +279,7 @@ fn import(
                     .insert(service_index_key(&issued.service, &issued.serial), &[])?;
                 open.index_by_time(&issued)?;
                 open.index_revoked(&issued)?;
+                open.index_by_expiry(&issued)?;
                 if let Some(revocation) = issued.revocation {
                     let entry = RevokedEntry {
                         serial: issued.serial.clone(),
@@ -294,7 +306,14 @@ fn import(
             }
             // The bundle's sequence goes on from the backup's; the daemon
             // raises it further at its first answer if the bundle changed.
-            META_TREE if key == POLICY_KEY || key == BUNDLE_SEQUENCE_KEY => {
+            // The purged counts carry on, so that the restored store's
+            // present + purged records match what the backup's held.
+            META_TREE
+                if key == POLICY_KEY
+                    || key == BUNDLE_SEQUENCE_KEY
+                    || key == PURGED_RECORDS_KEY
+                    || key == PURGED_REVOCATIONS_KEY =>
+            {
                 open.meta.insert(key, value)?;
             }
             AUDIT_TREE => {
@@ -314,8 +333,9 @@ fn import(
     let crl_number = summary.crl_number.max(floor.crl_number);
     open.meta
         .insert(CRL_NUMBER_KEY, &crl_number.to_be_bytes())?;
+    let revocations = summary.revocations + summary.purged_revocations;
     open.meta
-        .insert(REVOCATION_COUNT_KEY, &summary.revocations.to_be_bytes())?;
+        .insert(REVOCATION_COUNT_KEY, &revocations.to_be_bytes())?;
     Ok(())
 }
 

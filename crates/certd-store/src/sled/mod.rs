@@ -22,6 +22,7 @@ mod backup;
 mod commit;
 mod federation;
 mod recovery;
+mod retention;
 
 pub(crate) use backend::SledBackend;
 
@@ -63,6 +64,10 @@ const CERTIFICATES_BY_SERVICE_TIME_TREE: &str = "certificates-by-service-time";
 const REVOKED_BY_TIME_TREE: &str = "certificates-revoked-by-time";
 /// The same, per service (`service/ ‖ time_key ‖ serial` → empty).
 const REVOKED_BY_SERVICE_TIME_TREE: &str = "certificates-revoked-by-service-time";
+/// Index of certificates by expiry (`time_key(not_after) ‖ serial` →
+/// empty), so the retention purge finds the oldest expired records in
+/// O(batch), never by reading every record.
+const CERTIFICATES_BY_EXPIRY_TREE: &str = "certificates-by-expiry";
 /// Index of revoked certificates by serial, for building CRLs without
 /// reading every record.
 const REVOCATIONS_TREE: &str = "revocations";
@@ -102,6 +107,13 @@ const TIME_INDEXES_KEY: &[u8] = b"index:certificates-by-time:1";
 /// Set once the revoked time indexes hold every revoked record: a store
 /// written before them is indexed once, when it is opened.
 const REVOKED_INDEXES_KEY: &[u8] = b"index:certificates-revoked-by-time:1";
+/// Set once the expiry index holds every record (as `TIME_INDEXES_KEY`).
+const EXPIRY_INDEX_KEY: &[u8] = b"index:certificates-by-expiry:1";
+/// Keys in `meta` of how many records, and how many revoked records, the
+/// retention purge deleted (u64, big-endian), written in the transaction
+/// that deletes them, for `store::marks`.
+const PURGED_RECORDS_KEY: &[u8] = b"purged-records";
+const PURGED_REVOCATIONS_KEY: &[u8] = b"purged-revocations";
 
 /// sled's page cache. Its default (1 GiB) would let a busy daemon grow far
 /// past its memory budget; the working set (recent records, tokens, index
@@ -148,6 +160,7 @@ struct Open {
     certificates_by_service_time: sled::Tree,
     revoked_by_time: sled::Tree,
     revoked_by_service_time: sled::Tree,
+    certificates_by_expiry: sled::Tree,
     join_tokens: sled::Tree,
     entries: sled::Tree,
     revocations: sled::Tree,
@@ -242,6 +255,9 @@ impl Open {
             revoked_by_service_time: db
                 .open_tree(REVOKED_BY_SERVICE_TIME_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
+            certificates_by_expiry: db
+                .open_tree(CERTIFICATES_BY_EXPIRY_TREE)
+                .map_err(|e| opening_failed(dir, e))?,
             join_tokens: db
                 .open_tree(JOIN_TOKENS_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
@@ -275,6 +291,10 @@ impl Open {
         open.index_by_time_once().map_err(|e| StoreError::Open {
             path: dir.display().to_string(),
             reason: format!("indexing certificates by time: {e}"),
+        })?;
+        open.index_by_expiry_once().map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            reason: format!("indexing certificates by expiry: {e}"),
         })?;
         Ok(open)
     }
@@ -313,6 +333,30 @@ impl Open {
             )?;
         }
         Ok(())
+    }
+
+    /// Indexes every record by expiry, once, for a store written before
+    /// the expiry index (at open, before anything is served).
+    fn index_by_expiry_once(&self) -> Result<(), StoreError> {
+        if self.meta.contains_key(EXPIRY_INDEX_KEY)? {
+            return Ok(());
+        }
+        for item in self.certificates.iter() {
+            let (_, value) = item?;
+            let record: IssuanceRecord = record::decode(&value)?;
+            self.index_by_expiry(&record)?;
+        }
+        self.meta.insert(EXPIRY_INDEX_KEY, &[])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Adds `record` to the expiry index; whether the key was new.
+    fn index_by_expiry(&self, record: &IssuanceRecord) -> Result<bool, StoreError> {
+        Ok(self
+            .certificates_by_expiry
+            .insert(time_index_key(record.not_after, &record.serial), &[])?
+            .is_none())
     }
 
     /// Adds `record` to the time indexes; whether each key was new.
@@ -363,6 +407,7 @@ impl Open {
             .insert(index_key.as_slice(), &[])?
             .is_some();
         let [by_time_is_new, by_service_time_is_new] = self.index_by_time(record)?;
+        let by_expiry_is_new = self.index_by_expiry(record)?;
         let inserted = self.certificates.compare_and_swap(
             record.serial.as_bytes(),
             None as Option<&[u8]>,
@@ -376,6 +421,10 @@ impl Open {
             if by_time_is_new {
                 self.certificates_by_time
                     .remove(time_index_key(record.issued_at, &record.serial))?;
+            }
+            if by_expiry_is_new {
+                self.certificates_by_expiry
+                    .remove(time_index_key(record.not_after, &record.serial))?;
             }
             if by_service_time_is_new {
                 self.certificates_by_service_time
@@ -438,6 +487,7 @@ impl Open {
             crl_number,
             // Counting would read every record; `newest_serial` checks.
             records: None,
+            purged_records: meta_count(&self.meta, PURGED_RECORDS_KEY)?,
             has_records: !self.certificates.is_empty(),
             revocations,
         })
@@ -1257,6 +1307,66 @@ impl Storage for SledStore {
         let open = self.current()?;
         self.watch(open.purge_expired_acme(now).await)
     }
+
+    /// On a blocking thread: sled's calls block, and a step deletes up to
+    /// `purge.limit` records in one transaction.
+    async fn purge_expired_certificates(
+        &self,
+        purge: &super::CertificatePurge,
+    ) -> Result<super::PurgeReport, StoreError> {
+        let open = self.current()?;
+        let purge = purge.clone();
+        let result = tokio::task::spawn_blocking(move || open.purge_expired_certificates(&purge))
+            .await
+            .unwrap_or_else(|error| {
+                Err(StoreError::Backend(format!("the purge stopped: {error}")))
+            });
+        self.watch(result)
+    }
+
+    /// The revocation count is what `marks` reports as ever revoked, so
+    /// purged revocations are added to it too.
+    async fn carry_purged(&self, records: u64, revocations: u64) -> Result<(), StoreError> {
+        let open = self.current()?;
+        let mut result = Ok(());
+        for (key, added) in [
+            (PURGED_RECORDS_KEY, records),
+            (PURGED_REVOCATIONS_KEY, revocations),
+            (REVOCATION_COUNT_KEY, revocations),
+        ] {
+            if let Err(error) = open.meta.update_and_fetch(key, |old| {
+                let count = old
+                    .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some((count + added).to_be_bytes().to_vec())
+            }) {
+                result = Err(error.into());
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = open.durable().await;
+        }
+        self.watch(result)
+    }
+
+    async fn purge_audit(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
+        let open = self.current()?;
+        let result = tokio::task::spawn_blocking(move || open.purge_audit(before, limit))
+            .await
+            .unwrap_or_else(|error| {
+                Err(StoreError::Backend(format!("the purge stopped: {error}")))
+            });
+        self.watch(result)
+    }
+}
+
+/// A u64 counter kept in `meta` (big-endian); 0 if absent.
+fn meta_count(meta: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    Ok(meta
+        .get(key)?
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
 fn service_prefix(service: &ServiceName) -> Vec<u8> {
@@ -1567,6 +1677,32 @@ mod tests {
             }
         }
         assert_eq!(pages, 3);
+    }
+
+    /// A store written before the expiry index is indexed when it is
+    /// opened, so the retention purge finds its old records.
+    #[tokio::test]
+    async fn a_store_from_before_the_expiry_index_is_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = suite::record("a");
+        old.not_after = 300;
+        {
+            let open = Open::at(dir.path()).unwrap();
+            open.write_issuance(&old, None, &mut None).unwrap();
+            // As a certd from before the expiry index left it.
+            open.certificates_by_expiry.clear().unwrap();
+            open.meta.remove(EXPIRY_INDEX_KEY).unwrap();
+            open.db.flush().unwrap();
+        }
+        let store = Sled(dir).open().await;
+        let purge = crate::CertificatePurge {
+            expired_before: 1000,
+            limit: 10,
+            ..crate::CertificatePurge::default()
+        };
+        let report = store.purge_expired_certificates(&purge).await.unwrap();
+        assert_eq!(report.purged, 1);
+        assert_eq!(store.certificate(&old.serial).await.unwrap(), None);
     }
 
     /// A store written before the time indexes is indexed when it is
