@@ -128,11 +128,64 @@ impl Authority {
         Ok(())
     }
 
-    /// After a renewal that replaced a successor never presented: revokes
-    /// that successor as superseded, so that one live successor remains.
-    /// A failure is logged: the superseded certificate can renew no more in
-    /// any case (it is no longer its predecessor's successor).
-    pub(super) async fn retire_unused_successor(&self, replaced: &Successor, by: &Serial) {
+    /// After a renewal's record is written: whether its predecessor still
+    /// names it as successor. Another renewal of the same predecessor may
+    /// have replaced the link between `link_successor` and the record; its
+    /// `retire_if_replaced` then found no record to revoke (this one
+    /// was not written yet), so this renewal revokes its own certificate as
+    /// superseded, hands nothing out and reports the race. The store is
+    /// linearizable, so one of the two always sees the other: either the
+    /// other renewal's revocation finds this record, or this check finds
+    /// the link moved.
+    pub(super) async fn confirm_successor(&self, claim: &LineageClaim, new: &Serial) -> Result<()> {
+        let linked = self.store.successor(&claim.predecessor).await?;
+        if linked.as_ref().is_some_and(|link| link.serial == *new) {
+            return Ok(());
+        }
+        let caller = Caller(format!(
+            "certd (a renewal of {} that lost a race)",
+            claim.predecessor.to_hex()
+        ));
+        if let Err(error) = self
+            .revoke(&caller, &new.to_hex(), RevocationReason::Superseded)
+            .await
+        {
+            tracing::error!(
+                serial = %new.to_hex(),
+                error = %crate::error_kind::with_causes(&error),
+                "cannot revoke the certificate of a renewal that lost a race; it was never handed out and can no longer renew"
+            );
+        }
+        Err(AttestError::RenewalRaced {
+            serial: claim.predecessor.to_hex(),
+        }
+        .into())
+    }
+
+    /// After a renewal that meant to replace `replaced`, a successor of
+    /// `predecessor` never presented: if the link has moved away from it
+    /// (this renewal or a racing one moved it), revokes it as superseded,
+    /// so that one live successor remains. A failure is logged: the
+    /// superseded certificate can renew no more in any case (it is no
+    /// longer its predecessor's successor).
+    pub(super) async fn retire_if_replaced(&self, predecessor: &Serial, replaced: &Successor) {
+        let linked = match self.store.successor(predecessor).await {
+            Ok(linked) => linked,
+            Err(error) => {
+                tracing::error!(
+                    serial = %replaced.serial.to_hex(),
+                    error = %crate::error_kind::with_causes(&error),
+                    "cannot tell whether a renewed certificate was superseded; it can no longer renew if it was"
+                );
+                return;
+            }
+        };
+        let Some(by) = linked.map(|link| link.serial) else {
+            return;
+        };
+        if by == replaced.serial {
+            return;
+        }
         let caller = Caller(format!("certd (renewal as {})", by.to_hex()));
         let serial = replaced.serial.to_hex();
         match self

@@ -481,14 +481,18 @@ impl Authority {
             },
         };
         let replaced = claim.expected.clone();
+        let predecessor = current.serial.clone();
         request.renewed_from = Some(current.serial);
         request.lineage = Some(claim);
-        let issued = self.issue(&csr, request).await?;
+        let issued = self.issue(&csr, request).await;
+        // Whoever moved the link away from an unpresented successor retires
+        // it, even if this renewal then lost to a third (its own
+        // certificate is revoked by `confirm_successor`): otherwise the
+        // winner retires only the one it replaced, and this one stays live.
         if let Some(replaced) = replaced {
-            self.retire_unused_successor(&replaced, &issued.record.serial)
-                .await;
+            self.retire_if_replaced(&predecessor, &replaced).await;
         }
-        Ok(issued)
+        issued
     }
 
     /// An operator issues directly (CI): `ttl` of `None` means the default.
@@ -632,6 +636,9 @@ impl Authority {
                     return Err(AttestError::InvalidJoinToken.into());
                 }
                 outcome => outcome?,
+            }
+            if let Some(claim) = &recorded_as.lineage {
+                self.confirm_successor(claim, &record.serial).await?;
             }
             self.track_issuance(&record);
             return Ok(self.issued(record, &signed));
