@@ -193,14 +193,17 @@ impl Authority {
             .revoke(&serial, revocation)
             .await?
             .ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
+        // Noted either way: an earlier revocation of this serial (a request
+        // still writing its marks, or another replica's whose change has not
+        // arrived) may not be noted yet, and this answer says OCSP and the
+        // CRL it names list it. A needless note costs one cache removal and
+        // at most one shared CRL build.
+        self.revocations.note_revocation(&serial);
         Ok(match outcome {
-            RevokeOutcome::Revoked(record) => {
-                self.revocations.note_revocation(&serial);
-                Revoked {
-                    record,
-                    newly_revoked: true,
-                }
-            }
+            RevokeOutcome::Revoked(record) => Revoked {
+                record,
+                newly_revoked: true,
+            },
             RevokeOutcome::AlreadyRevoked(record) => Revoked {
                 record,
                 newly_revoked: false,

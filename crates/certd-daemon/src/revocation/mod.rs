@@ -311,6 +311,9 @@ impl Revocations {
         if *covered >= wanted
             && let Some(published) = self.published_if_fresh(now)
         {
+            // Progress may lag the rebuild mark if an earlier call was
+            // dropped between the two: catch it up, or waiters would wait on.
+            self.covered(*covered);
             return Ok(published);
         }
         // Every revocation noted up to here is durable in the store, so
@@ -335,12 +338,15 @@ impl Revocations {
         );
         self.serve_if_newer(published.clone());
         *covered = covering;
+        // Progress first: this call may be dropped at the next await (an
+        // HTTP client that hangs up), and the CRL served already lists
+        // everything up to `covering`.
+        self.covered(covering);
         // Other processes on the same database serve it instead of building
         // their own. A failure costs them a build, not correctness.
         if let Err(error) = self.store.publish_crl(&published.signed()).await {
             tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot share the new CRL with other replicas");
         }
-        self.covered(covering);
         Ok(published)
     }
 
@@ -405,8 +411,12 @@ impl Revocations {
     }
 
     async fn build_crl(&self, now: i64) -> Result<PublishedCrl> {
-        let entries = self.store.revoked_unexpired(now).await?;
+        // The number first, then the entries: a replica that takes a higher
+        // number after this one reads the store later, so its CRL lists at
+        // least what this one does (a CRL with a higher number never lacks
+        // an entry of a lower one, though a replica adopts the newest).
         let number = self.store.next_crl_number().await?;
+        let entries = self.store.revoked_unexpired(now).await?;
         // Valid for `crl_validity` from now, and from a minute ago for
         // relying parties whose clocks lag.
         let this_update = crl::this_update(now);

@@ -8,15 +8,15 @@ use std::collections::HashSet;
 
 use tokio_postgres::Client;
 
-use super::{PgStore, db_error, u64_of};
+use super::{PgStore, db_error};
 use crate::codec as record;
 use crate::{CertificatePurge, IssuanceRecord, PurgeCursor, PurgeReport, StoreError};
 use certd_core::identity::Serial;
 
 /// Rows of `counters` holding how many records, and revoked records, the
 /// purge deleted.
-const PURGED_RECORDS: &str = "purged-records";
-const PURGED_REVOCATIONS: &str = "purged-revocations";
+pub(super) const PURGED_RECORDS: &str = "purged-records";
+pub(super) const PURGED_REVOCATIONS: &str = "purged-revocations";
 
 /// Records given their expiry per transaction when indexing an older store.
 const INDEX_BATCH: i64 = 1000;
@@ -48,25 +48,6 @@ pub(super) async fn index_by_expiry_once(client: &mut Client) -> Result<(), Stor
         }
         transaction.commit().await.map_err(db_error)?;
     }
-}
-
-/// How many records, and revoked records, the purge has deleted.
-pub(super) async fn purged_counts(client: &Client) -> Result<(u64, u64), StoreError> {
-    let rows = client
-        .query(
-            "SELECT name, value FROM counters WHERE name = $1 OR name = $2",
-            &[&PURGED_RECORDS, &PURGED_REVOCATIONS],
-        )
-        .await
-        .map_err(db_error)?;
-    let mut counts = (0, 0);
-    for row in &rows {
-        match row.get::<_, &str>(0) {
-            PURGED_RECORDS => counts.0 = u64_of(row.get(1)),
-            _ => counts.1 = u64_of(row.get(1)),
-        }
-    }
-    Ok(counts)
 }
 
 impl PgStore {
