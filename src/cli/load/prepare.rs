@@ -88,17 +88,7 @@ impl Prepare<'_> {
                 let (request, ocsp_url) =
                     certd::revocation::ocsp::request_for(&issued.chain_pem, None)
                         .map_err(BenchError::Prepare)?;
-                let http = match &options.http {
-                    Some(http) => http.clone(),
-                    None => ocsp_url
-                        .strip_suffix("/ocsp")
-                        .map(str::to_owned)
-                        .ok_or_else(|| {
-                            BenchError::Prepare(
-                                "the certificate has no OCSP URL; pass --http".into(),
-                            )
-                        })?,
-                };
+                let http = http_base(options, &ocsp_url)?;
                 Ok(Workload::Ocsp {
                     http,
                     request: Arc::new(request),
@@ -364,4 +354,18 @@ pub(super) fn csr_pool() -> Result<Vec<Vec<u8>>, BenchError> {
     (0..CSR_POOL)
         .map(|_| key_and_csr().map(|(_, csr)| csr))
         .collect()
+}
+
+/// certd's HTTP base URL for a run: `--http`, else the OCSP URL the
+/// certificates carry without its `/ocsp`.
+pub(super) fn http_base(options: &BenchOptions, ocsp_url: &str) -> Result<String, BenchError> {
+    match &options.http {
+        Some(http) => Ok(http.clone()),
+        None => ocsp_url
+            .strip_suffix("/ocsp")
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                BenchError::Prepare("the certificates have no OCSP URL; pass --http".into())
+            }),
+    }
 }

@@ -78,15 +78,7 @@ impl Prepare<'_> {
                 return Err(BenchError::Interrupted);
             }
         }
-        let http = match &options.http {
-            Some(http) => http.clone(),
-            None => ocsp_url
-                .strip_suffix("/ocsp")
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    BenchError::Prepare("the certificates have no OCSP URL; pass --http".into())
-                })?,
-        };
+        let http = super::prepare::http_base(options, &ocsp_url)?;
         Ok(Workload::Revoke {
             serials: Arc::new(serials),
             next: Arc::new(AtomicUsize::new(0)),

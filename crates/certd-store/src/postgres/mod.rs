@@ -388,40 +388,19 @@ impl Storage for PgStore {
                 }
                 .await
                 .map_err(db_error)?;
+                let mut parameters: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+                    &serial,
+                    &service,
+                    &issued.issued_at,
+                    &revoked,
+                    &encoded,
+                    &issued.not_after,
+                ];
+                if let Some(hash) = &hash {
+                    parameters.push(hash);
+                }
                 let started = std::time::Instant::now();
-                let inserted = match &hash {
-                    Some(hash) => {
-                        client
-                            .execute(
-                                &statement,
-                                &[
-                                    &serial,
-                                    &service,
-                                    &issued.issued_at,
-                                    &revoked,
-                                    &encoded,
-                                    &issued.not_after,
-                                    hash,
-                                ],
-                            )
-                            .await
-                    }
-                    None => {
-                        client
-                            .execute(
-                                &statement,
-                                &[
-                                    &serial,
-                                    &service,
-                                    &issued.issued_at,
-                                    &revoked,
-                                    &encoded,
-                                    &issued.not_after,
-                                ],
-                            )
-                            .await
-                    }
-                };
+                let inserted = client.execute(&statement, &parameters).await;
                 crate::metrics::commit_took(started.elapsed());
                 match inserted {
                     Ok(0) => Err(StoreError::TokenAlreadyUsed),
