@@ -12,11 +12,12 @@
 # Rounds alternate between the three, so drift (other load, thermal) hits each
 # alike. With PIN=1 (the default) each signer runs on CPU 0 and the loader on
 # CPU 1 (`taskset`); PIN=0 leaves both on every CPU. Each run also reports the
-# signer's CPU time per request, from /proc.
+# signer's CPU time per request, from /proc, between the run's first and last
+# progress lines (certd's token preparation and cleanup left out).
 #
 # Usage: scripts/compare-cfssl.sh            (from the repository root)
 # Settings (environment): CERTD_BIN (default target/release/certd, built if
-# missing), ROUNDS (3), DURATION (10s), CONCURRENCY (64), PIN (1), WORK_DIR
+# missing), ROUNDS (3), DURATION (10s; whole seconds, at least 3s), CONCURRENCY (64), PIN (1), WORK_DIR
 # (a new temporary directory, removed at the end), PORT_BASE (18400: certd
 # takes PORT_BASE and +1, CFSSL +2 and +3).
 # Needs: cfssl and cfssljson (Debian: golang-cfssl, installed when missing and
@@ -50,6 +51,8 @@ if [ ! -x "$CERTD_BIN" ]; then
   cargo build --release --locked --quiet
 fi
 CERTD_BIN=$(realpath "$CERTD_BIN")
+[[ $DURATION =~ ^[0-9]+s$ ]] && [ "${DURATION%s}" -ge 3 ] \
+  || fail "DURATION=$DURATION: give whole seconds, at least 3s (e.g. 10s)"
 if [ "$PIN" = 1 ] && [ "$(nproc)" -lt 2 ]; then
   fail "PIN=1 needs two CPUs (signer on CPU 0, loader on CPU 1); run with PIN=0"
 fi
@@ -141,19 +144,37 @@ bench() { # signer name
     cfssl-sqlite) pid=$cfssl_db_pid
       args=(cfssl-sign --http "http://127.0.0.1:$cfssl_db_port") ;;
   esac
-  local before after report
-  before=$(cpu_seconds "$pid")
-  report=$("${on_loader[@]}" "$CERTD_BIN" bench "${args[@]}" --concurrency "$CONCURRENCY" \
-    --duration "$DURATION" --json 2>"$work/bench.err" | tail -1) \
-    || { cat "$work/bench.err" >&2; fail "the $1 run failed"; }
-  after=$(cpu_seconds "$pid")
-  python3 - "$1" "$report" "$before" "$after" <<'EOF'
+  local before after report first last progress
+  # The signer's CPU is read while the clock runs: from the first progress
+  # line (one a second, on stderr) to the last one before the run ends, so
+  # that certd's preparation (join tokens made in bulk) and cleanup (unused
+  # ones revoked) do not count against its requests.
+  progress='^ +[0-9.]+s +[0-9]+ ok'
+  "${on_loader[@]}" "$CERTD_BIN" bench "${args[@]}" --concurrency "$CONCURRENCY" \
+    --duration "$DURATION" --json >"$work/bench.out" 2>"$work/bench.err" &
+  local loader=$!
+  until [ "$(grep -cE "$progress" "$work/bench.err" 2>/dev/null)" -ge 1 ] 2>/dev/null; do
+    kill -0 "$loader" 2>/dev/null || break
+    sleep 0.02
+  done
+  before=$(cpu_seconds "$pid"); first=$(grep -E "$progress" "$work/bench.err" | head -1 | awk '{print $2}')
+  local seconds=${DURATION%s}
+  until [ "$(grep -cE "$progress" "$work/bench.err")" -ge "$((seconds - 1))" ]; do
+    kill -0 "$loader" 2>/dev/null || break
+    sleep 0.02
+  done
+  after=$(cpu_seconds "$pid"); last=$(grep -E "$progress" "$work/bench.err" | tail -1 | awk '{print $2}')
+  wait "$loader" || { cat "$work/bench.err" >&2; fail "the $1 run failed"; }
+  report=$(tail -1 "$work/bench.out")
+  python3 - "$1" "$report" "$before" "$after" "${first:-0}" "${last:-0}" <<'EOF'
 import json, sys
-name, report, before, after = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+name, report = sys.argv[1], json.loads(sys.argv[2])
+before, after, first, last = (float(value) for value in sys.argv[3:7])
 if report["errors"]:
     sys.exit(f"compare-cfssl: the {name} run had {report['errors']} errors: {report.get('first_error')}")
-# The CPU the signer used while the clock ran (preparation is idle time for it).
-report["signer_cpu_us_per_request"] = round((after - before) * 1e6 / max(report["ok"], 1), 1)
+# The CPU the signer used between two progress lines, per request answered
+# between them.
+report["signer_cpu_us_per_request"] = round((after - before) * 1e6 / max(last - first, 1), 1)
 report["signer"] = name
 print(json.dumps(report))
 EOF

@@ -444,7 +444,7 @@ fn the_cfssl_comparison_script_runs_as_documented() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CERTD_BIN", env!("CARGO_BIN_EXE_certd"))
         .env("ROUNDS", "1")
-        .env("DURATION", "1s")
+        .env("DURATION", "3s")
         .env("CONCURRENCY", "4")
         .env(
             "PIN",
