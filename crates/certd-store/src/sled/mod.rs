@@ -1037,7 +1037,21 @@ impl Storage for SledStore {
         limit: usize,
     ) -> Result<CertificateWindow, StoreError> {
         let open = self.current()?;
-        self.watch(open.certificates_before(index, before, limit))
+        // A page may read up to `FILTERED_SCAN_PER_PAGE` index entries and
+        // their records: on the blocking pool, so that no issuance waits
+        // behind an operator's listing on an async worker.
+        let (service, revoked_only, before) =
+            (index.service.cloned(), index.revoked_only, before.cloned());
+        let read = tokio::task::spawn_blocking(move || {
+            let index = TimeIndex {
+                service: service.as_ref(),
+                revoked_only,
+            };
+            open.certificates_before(index, before.as_ref(), limit)
+        })
+        .await
+        .map_err(|error| StoreError::Backend(format!("the listing task stopped: {error}")))?;
+        self.watch(read)
     }
 
     async fn record_count(&self) -> Result<u64, StoreError> {
