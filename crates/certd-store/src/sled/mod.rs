@@ -198,6 +198,26 @@ impl SledStore {
         open.ok_or_else(|| StoreError::Unavailable(self.shared.fault_reason()))
     }
 
+    /// Runs `read` on the blocking pool: a read that walks a whole tree
+    /// (every revocation, token, entry, a service's records, a listing
+    /// page) must not hold an async worker, or every issuance queued on
+    /// that worker waits behind it (ARCHITECTURE.md, "No request waits
+    /// behind a scan").
+    async fn off_worker<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Open) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let open = self.current()?;
+        let result = tokio::task::spawn_blocking(move || read(&open))
+            .await
+            .unwrap_or_else(|error| {
+                Err(StoreError::Backend(format!(
+                    "a read on the blocking pool stopped: {error}"
+                )))
+            });
+        self.watch(result)
+    }
+
     /// Passes `result` on; a storage fault in it starts recovery first.
     fn watch<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(error) = &result
@@ -571,7 +591,7 @@ impl Open {
 
     /// Revoked certificates that have not yet expired at `now`: what a CRL
     /// lists. Entries of expired certificates are skipped.
-    async fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedEntry>, StoreError> {
+    fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedEntry>, StoreError> {
         let mut entries = Vec::new();
         for item in self.revocations.iter() {
             let (_, value) = item?;
@@ -585,7 +605,7 @@ impl Open {
 
     /// Deletes revocation index entries of certificates expired before
     /// `now` (the records themselves stay); returns how many.
-    async fn prune_expired_revocations(&self, now: i64) -> Result<usize, StoreError> {
+    fn prune_expired_revocations(&self, now: i64) -> Result<usize, StoreError> {
         let mut pruned = 0;
         for item in self.revocations.iter() {
             let (key, value) = item?;
@@ -627,7 +647,7 @@ impl Open {
 
     /// Audit entries at or after `since` (Unix seconds), oldest first; at
     /// most the last `limit` of them.
-    async fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         // Newest first, in append order, so `limit` entries cost O(limit)
         // reads. Append order is time order but for clocks a little apart
         // (replicas, a CLI's own clock): an entry older than `since` ends
@@ -694,7 +714,7 @@ impl Open {
     }
 
     /// Every record, or those of one service, in serial order.
-    async fn certificates(
+    fn certificates(
         &self,
         service: Option<&ServiceName>,
     ) -> Result<Vec<IssuanceRecord>, StoreError> {
@@ -823,7 +843,7 @@ impl Open {
     }
 
     /// Deletes tokens that expired before `now`; returns how many.
-    async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
+    fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
         let mut purged = 0;
         for entry in self.join_tokens.iter() {
             let (key, value) = entry?;
@@ -885,7 +905,7 @@ impl Open {
     }
 
     /// Every registration entry, in id order.
-    async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
+    fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
         self.entries
             .iter()
             .map(|item| record::decode(&item?.1))
@@ -893,12 +913,12 @@ impl Open {
     }
 
     /// How many issuance records exist.
-    async fn record_count(&self) -> Result<u64, StoreError> {
+    fn record_count(&self) -> Result<u64, StoreError> {
         Ok(self.certificates.len() as u64)
     }
 
     /// How many join tokens exist (unused, used ones are deleted).
-    async fn join_token_count(&self) -> Result<u64, StoreError> {
+    fn join_token_count(&self) -> Result<u64, StoreError> {
         Ok(self.join_tokens.len() as u64)
     }
 
@@ -1004,8 +1024,7 @@ impl Storage for SledStore {
     }
 
     async fn successors(&self) -> Result<Vec<(Serial, Successor)>, StoreError> {
-        let open = self.current()?;
-        self.watch(open.all_successors())
+        self.off_worker(|open| open.all_successors()).await
     }
 
     async fn serial_exists(&self, serial: &Serial) -> Result<bool, StoreError> {
@@ -1017,8 +1036,9 @@ impl Storage for SledStore {
         &self,
         service: Option<&ServiceName>,
     ) -> Result<Vec<IssuanceRecord>, StoreError> {
-        let open = self.current()?;
-        self.watch(open.certificates(service).await)
+        let service = service.cloned();
+        self.off_worker(move |open| open.certificates(service.as_ref()))
+            .await
     }
 
     async fn newest_certificates(
@@ -1036,13 +1056,11 @@ impl Storage for SledStore {
         before: Option<&CertificateCursor>,
         limit: usize,
     ) -> Result<CertificateWindow, StoreError> {
-        let open = self.current()?;
         // A page may read up to `FILTERED_SCAN_PER_PAGE` index entries and
-        // their records: on the blocking pool, so that no issuance waits
-        // behind an operator's listing on an async worker.
+        // their records.
         let (service, revoked_only, before) =
             (index.service.cloned(), index.revoked_only, before.cloned());
-        let read = tokio::task::spawn_blocking(move || {
+        self.off_worker(move |open| {
             let index = TimeIndex {
                 service: service.as_ref(),
                 revoked_only,
@@ -1050,23 +1068,20 @@ impl Storage for SledStore {
             open.certificates_before(index, before.as_ref(), limit)
         })
         .await
-        .map_err(|error| StoreError::Backend(format!("the listing task stopped: {error}")))?;
-        self.watch(read)
     }
 
     async fn record_count(&self) -> Result<u64, StoreError> {
-        let open = self.current()?;
-        self.watch(open.record_count().await)
+        self.off_worker(|open| open.record_count()).await
     }
 
     async fn revoked_unexpired(&self, now: i64) -> Result<Vec<RevokedEntry>, StoreError> {
-        let open = self.current()?;
-        self.watch(open.revoked_unexpired(now).await)
+        self.off_worker(move |open| open.revoked_unexpired(now))
+            .await
     }
 
     async fn prune_expired_revocations(&self, now: i64) -> Result<usize, StoreError> {
-        let open = self.current()?;
-        self.watch(open.prune_expired_revocations(now).await)
+        self.off_worker(move |open| open.prune_expired_revocations(now))
+            .await
     }
 
     async fn next_crl_number(&self) -> Result<u64, StoreError> {
@@ -1075,18 +1090,18 @@ impl Storage for SledStore {
     }
 
     async fn join_tokens(&self) -> Result<Vec<(TokenHash, JoinTokenRecord)>, StoreError> {
-        let open = self.current()?;
-        let result = open
-            .join_tokens
-            .iter()
-            .map(|item| {
-                let (key, value) = item?;
-                let hash = TokenHash::try_from(key.as_ref())
-                    .map_err(|_| StoreError::Corrupt("join token hash".into()))?;
-                Ok((hash, record::decode(&value)?))
-            })
-            .collect();
-        self.watch(result)
+        self.off_worker(|open| {
+            open.join_tokens
+                .iter()
+                .map(|item| {
+                    let (key, value) = item?;
+                    let hash = TokenHash::try_from(key.as_ref())
+                        .map_err(|_| StoreError::Corrupt("join token hash".into()))?;
+                    Ok((hash, record::decode(&value)?))
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn raise_crl_number(&self, at_least: u64) -> Result<(), StoreError> {
@@ -1126,13 +1141,12 @@ impl Storage for SledStore {
     }
 
     async fn join_token_count(&self) -> Result<u64, StoreError> {
-        let open = self.current()?;
-        self.watch(open.join_token_count().await)
+        self.off_worker(|open| open.join_token_count()).await
     }
 
     async fn purge_expired_tokens(&self, now: i64) -> Result<usize, StoreError> {
-        let open = self.current()?;
-        self.watch(open.purge_expired_tokens(now).await)
+        self.off_worker(move |open| open.purge_expired_tokens(now))
+            .await
     }
 
     async fn remove_join_tokens(&self, hashes: &[TokenHash]) -> Result<usize, StoreError> {
@@ -1161,8 +1175,7 @@ impl Storage for SledStore {
     }
 
     async fn entries(&self) -> Result<Vec<EntryRecord>, StoreError> {
-        let open = self.current()?;
-        self.watch(open.entries().await)
+        self.off_worker(|open| open.entries()).await
     }
 
     async fn policy(&self) -> Result<Option<PolicyRecord>, StoreError> {
@@ -1201,8 +1214,7 @@ impl Storage for SledStore {
     }
 
     async fn federations(&self) -> Result<Vec<FederationRecord>, StoreError> {
-        let open = self.current()?;
-        self.watch(open.federations())
+        self.off_worker(|open| open.federations()).await
     }
 
     async fn accept_foreign_bundle(
@@ -1230,8 +1242,8 @@ impl Storage for SledStore {
     }
 
     async fn audit_since(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let open = self.current()?;
-        self.watch(open.audit_since(since, limit).await)
+        self.off_worker(move |open| open.audit_since(since, limit))
+            .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -1288,8 +1300,8 @@ impl Storage for SledStore {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
-        let open = self.current()?;
-        self.watch(open.acme_objects(prefix))
+        let prefix = prefix.to_owned();
+        self.off_worker(move |open| open.acme_objects(&prefix)).await
     }
 
     async fn acme_objects_page(
@@ -1298,8 +1310,9 @@ impl Storage for SledStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
-        let open = self.current()?;
-        self.watch(open.acme_objects_page(prefix, after, limit))
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        self.off_worker(move |open| open.acme_objects_page(&prefix, after.as_deref(), limit))
+            .await
     }
 
     async fn swap_acme_object(
