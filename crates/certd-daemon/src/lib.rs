@@ -20,6 +20,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
+pub mod pace;
 pub mod policy;
 pub mod registry;
 pub mod retention;

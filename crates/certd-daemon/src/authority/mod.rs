@@ -110,6 +110,8 @@ pub struct Authority {
     /// The JWT-SVID signing keys and their lifetimes.
     jwt_keys: Arc<crate::jwt::JwtKeys>,
     jwt_settings: crate::config::JwtSettings,
+    /// How fast a backup may stream (`[store] backup_rate`).
+    backup_rate: Option<crate::pace::ByteRate>,
     /// The `iss` of its tokens and where their keys are published.
     issuer: Arc<crate::jwt::Issuer>,
     /// The latest probe of the store, for readiness.
@@ -263,6 +265,7 @@ impl Authority {
             federation_status: Arc::default(),
             federation_wake: Arc::default(),
             jwt_settings: settings.jwt,
+            backup_rate: settings.backup_rate,
             issuer: Arc::new(settings.issuer),
             store_probe: Arc::default(),
         })

@@ -21,11 +21,17 @@ impl Authority {
         caller: &Caller,
         out: &mut dyn std::io::Write,
     ) -> Result<crate::store::BackupSummary> {
-        let summary = self.store.backup(out)?;
+        // Paced: a backup reads the whole store while certd serves
+        // (crate::pace). Runs on the blocking pool (its caller's duty).
+        let started = std::time::Instant::now();
+        let mut paced = crate::pace::PacedWriter::new(out, self.backup_rate);
+        let summary = self.store.backup(&mut paced)?;
         tracing::info!(
             caller = %caller.0,
             records = summary.records,
             revocations = summary.revocations,
+            seconds = started.elapsed().as_secs_f64(),
+            rate = %self.backup_rate.map_or_else(|| "unpaced".to_owned(), |rate| rate.to_string()),
             "backup taken"
         );
         Ok(summary)

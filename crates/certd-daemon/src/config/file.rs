@@ -83,6 +83,9 @@ pub struct StoreSection {
     /// PEM roots for the database server's certificate (default: the
     /// Mozilla roots). Relative to this file.
     pub ca_file: Option<PathBuf>,
+    /// How fast a backup taken while certd serves may read the store, e.g.
+    /// "64MiB/s" (the default), or "off".
+    pub backup_rate: Option<String>,
 }
 
 /// Connection caps and timeouts of the gRPC and HTTP listeners.

@@ -83,6 +83,8 @@ pub struct Config {
     pub limits: LimitSettings,
     pub connections: ConnectionSettings,
     pub store: StoreSettings,
+    /// `[store] backup_rate`: how fast a backup may stream; `None`: unpaced.
+    pub backup_rate: Option<crate::pace::ByteRate>,
     /// Who may use the admin API over mTLS, with which roles (`admins` and
     /// `[[operators]]`).
     pub operators: OperatorRoles,
@@ -210,6 +212,7 @@ impl Config {
             federation: self.federation.clone(),
             subject_issuers: self.subject_issuers.clone(),
             acme: self.acme.clone(),
+            backup_rate: self.backup_rate,
         }
     }
 }
@@ -234,6 +237,8 @@ pub struct AuthoritySettings {
     pub issuer: crate::jwt::Issuer,
     /// The ACME server (`[acme]`).
     pub acme: crate::acme::AcmeSettings,
+    /// How fast a backup may stream (`[store] backup_rate`).
+    pub backup_rate: Option<crate::pace::ByteRate>,
 }
 
 /// Lifetimes of what certd hands out.
@@ -419,9 +424,15 @@ impl ConfigFile {
                 crate::retention::DEFAULT_AUDIT_RETENTION,
             )?,
         };
+        let backup_rate = match &self.store.as_ref().and_then(|s| s.backup_rate.clone()) {
+            None => Some(crate::pace::DEFAULT_BACKUP_RATE),
+            Some(text) => crate::pace::ByteRate::parse(text)
+                .map_err(|message| invalid("store.backup_rate", message))?,
+        };
         Ok(Config {
             acme,
             retention,
+            backup_rate,
             subject_issuers,
             auto_rotate_intermediate: ca.auto_rotate_intermediate.unwrap_or(false),
             key_passphrase_file,
@@ -1109,6 +1120,21 @@ mod tests {
         );
         check("[retention]\naudit = \"a while\"", Some("retention.audit"));
         check("[retention]\nrecords = \"7d\"", Some("unknown field"));
+    }
+
+    /// `[store] backup_rate`: paced by default, a rate or "off".
+    #[test]
+    fn backups_are_paced_unless_turned_off() {
+        let defaults = check("", None).unwrap();
+        assert_eq!(defaults.backup_rate, Some(crate::pace::DEFAULT_BACKUP_RATE));
+        let set = check("[store]\nbackup_rate = \"16MiB/s\"", None).unwrap();
+        assert_eq!(
+            set.backup_rate.map(crate::pace::ByteRate::bytes_per_second),
+            Some(16 * 1024 * 1024)
+        );
+        assert_eq!(check("[store]\nbackup_rate = \"off\"", None).unwrap().backup_rate, None);
+        check("[store]\nbackup_rate = \"fast\"", Some("store.backup_rate"));
+        check("[store]\nbackup_rate = \"1KiB/s\"", Some("store.backup_rate"));
     }
 
     #[test]
