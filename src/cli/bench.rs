@@ -91,6 +91,20 @@ pub struct BenchArgs {
     /// `certd revoke` does by default) instead of answering once durable.
     #[arg(long)]
     wait_crl: bool,
+    /// Run an operator's full pass over the store beside the load's second
+    /// half, again and again until the run ends: `backup` (a backup
+    /// streamed over the admin socket and dropped) or `list` (every
+    /// certificate, a page of 1,000 at a time, as `certd list --all`). The
+    /// report sets the rate and latency during the passes beside those
+    /// before. Needs --duration.
+    #[arg(long, value_enum, conflicts_with = "count")]
+    alongside: Option<AlongsideArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AlongsideArg {
+    Backup,
+    List,
 }
 
 /// Revocations `certd bench revoke` makes without --count: the issue's
@@ -177,6 +191,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             AcmeChallengesArg::None => load::AcmeChallenges::None,
         },
         wait_crl: args.wait_crl,
+        alongside: args.alongside.map(|pass| match pass {
+            AlongsideArg::Backup => load::Alongside::Backup,
+            AlongsideArg::List => load::Alongside::List,
+        }),
     };
     // Checked before anything is created; a refusal leaves the store as
     // it was.
@@ -261,6 +279,27 @@ fn print_report(
         println!(
             "CRL number {} lists every revocation ({} entries, {} bytes DER) {:.0} ms after the last answer",
             crl.number, crl.entries, crl.der_bytes, crl.listed_all_after_ms
+        );
+    }
+    if let Some(alongside) = &report.alongside {
+        let size = match (alongside.pass, alongside.first_pass_size) {
+            (_, None) => "none completed".to_owned(),
+            (load::Alongside::Backup, Some(bytes)) => format!("{bytes} bytes"),
+            (load::Alongside::List, Some(count)) => format!("{count} certificates"),
+        };
+        println!(
+            "alongside {:?}: {} passes completed (the first: {}, {:.2}s); before: {:.0}/s, p99 {:.2} ms, max {:.2} ms; during: {:.0}/s, p99 {:.2} ms, max {:.2} ms; rate during/before {:.0}%",
+            alongside.pass,
+            alongside.passes_completed,
+            size,
+            alongside.first_pass_seconds.unwrap_or(0.0),
+            alongside.before.rate,
+            alongside.before.p99_ms,
+            alongside.before.max_ms,
+            alongside.during.rate,
+            alongside.during.p99_ms,
+            alongside.during.max_ms,
+            alongside.rate_ratio * 100.0
         );
     }
     if let Some(cleaned) = cleaned {

@@ -11,6 +11,7 @@
 //! created, for the cleanup after it (`cleanup`).
 
 mod acme;
+mod alongside;
 mod cleanup;
 mod prepare;
 mod revoke;
@@ -33,6 +34,7 @@ use certd::authority::{CrlWait, RevokeTarget};
 use certd::ca::RevocationReason;
 
 pub use acme::{AcmeChallenges, DEFAULT_HTTP01_PORT};
+pub use alongside::{Alongside, AlongsideReport};
 pub use cleanup::{Cleaned, Ledger, StoreUse, check_store, clean_up};
 use prepare::Prepare;
 pub use revoke::CrlAfterRun;
@@ -145,6 +147,8 @@ pub struct BenchOptions {
     pub acme_challenges: AcmeChallenges,
     /// For `Revoke`: whether each revocation waits for the CRL listing it.
     pub wait_crl: bool,
+    /// A full pass over the store run beside the load's second half.
+    pub alongside: Option<Alongside>,
 }
 
 /// The result, printed as text and as one JSON line.
@@ -168,6 +172,9 @@ pub struct BenchReport {
     /// For `revoke`: the CRL that listed every revocation of the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crl: Option<CrlAfterRun>,
+    /// With `--alongside`: the load before and during the passes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alongside: Option<AlongsideReport>,
 }
 
 /// Counters shared with the progress display, and the stop the Ctrl-C
@@ -309,6 +316,22 @@ pub async fn run(
         Limit::Count(_) => None,
     };
     let workload = Arc::new(workload);
+    let pass_state = Arc::new(alongside::PassState::default());
+    let passes = match (options.alongside, deadline) {
+        (Some(pass), Some(deadline)) => Some(alongside::Passes::start(
+            pass,
+            &options.admin_socket,
+            pass_state.clone(),
+            started,
+            deadline,
+        )),
+        (Some(_), None) => {
+            return Err(BenchError::Prepare(
+                "--alongside needs a --duration: its passes run in the second half".into(),
+            ));
+        }
+        (None, _) => None,
+    };
     let mut workers = Vec::new();
     for (index, connection) in connections.into_iter().enumerate() {
         let worker = Worker {
@@ -320,12 +343,13 @@ pub async fn run(
             progress: progress.clone(),
             ledger: ledger.clone(),
             first_error: first_error.clone(),
+            passes: pass_state.clone(),
         };
         workers.push(tokio::spawn(worker.run()));
     }
-    let mut latencies = Vec::new();
+    let mut tagged = Vec::new();
     for worker in workers {
-        latencies.extend(
+        tagged.extend(
             worker
                 .await
                 .map_err(|e| BenchError::Prepare(e.to_string()))?,
@@ -333,7 +357,12 @@ pub async fn run(
     }
     let seconds = started.elapsed().as_secs_f64();
     let last_answer = Instant::now();
+    let mut latencies: Vec<u32> = tagged.iter().map(|(micros, _)| *micros).collect();
     latencies.sort_unstable();
+    let alongside = match passes {
+        Some(passes) => Some(passes.report(tagged, started, last_answer).await?),
+        None => None,
+    };
     let ok = progress.ok.load(Ordering::Relaxed);
     let errors = progress.errors.load(Ordering::Relaxed);
     // Only a run whose every revocation succeeded knows what the CRL must
@@ -370,6 +399,7 @@ pub async fn run(
         first_error,
         wait_crl,
         crl,
+        alongside,
     })
 }
 
@@ -478,10 +508,14 @@ struct Worker {
     progress: Arc<Progress>,
     ledger: Arc<Ledger>,
     first_error: Arc<Mutex<Option<String>>>,
+    /// Whether a pass (`--alongside`) is under way.
+    passes: Arc<alongside::PassState>,
 }
 
 impl Worker {
-    async fn run(mut self) -> Vec<u32> {
+    /// Each successful request's latency, and whether it started while a
+    /// pass (`--alongside`) ran.
+    async fn run(mut self) -> Vec<(u32, bool)> {
         let mut latencies = Vec::new();
         let mut round = self.index;
         loop {
@@ -502,12 +536,13 @@ impl Worker {
                 break;
             }
             let started = Instant::now();
+            let during_pass = self.passes.running.load(Ordering::Relaxed);
             let outcome = self.one_request(round).await;
             let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
             round = round.wrapping_add(1);
             match outcome {
                 Ok(()) => {
-                    latencies.push(micros);
+                    latencies.push((micros, during_pass));
                     self.progress.ok.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {

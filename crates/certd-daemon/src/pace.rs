@@ -32,9 +32,8 @@ impl ByteRate {
         if matches!(trimmed, "off" | "0") {
             return Ok(None);
         }
-        let explain = || {
-            format!("{text:?} is not a rate like \"64MiB/s\", \"512KiB/s\" or \"off\"")
-        };
+        let explain =
+            || format!("{text:?} is not a rate like \"64MiB/s\", \"512KiB/s\" or \"off\"");
         let per_second = trimmed.strip_suffix("/s").ok_or_else(explain)?;
         let (number, unit) = per_second
             .find(|c: char| !c.is_ascii_digit())
@@ -67,9 +66,9 @@ impl ByteRate {
 impl std::fmt::Display for ByteRate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let bytes = self.0.get();
-        if bytes % (1024 * 1024) == 0 {
+        if bytes.is_multiple_of(1024 * 1024) {
             write!(f, "{}MiB/s", bytes / (1024 * 1024))
-        } else if bytes % 1024 == 0 {
+        } else if bytes.is_multiple_of(1024) {
             write!(f, "{}KiB/s", bytes / 1024)
         } else {
             write!(f, "{bytes}B/s")
@@ -136,7 +135,9 @@ mod tests {
         assert_eq!(rate("100000B/s"), Ok(Some(100_000)));
         assert_eq!(rate("off"), Ok(None));
         assert_eq!(rate("0"), Ok(None));
-        for refused in ["64MB/s", "64MiB", "MiB/s", "-1MiB/s", "1.5MiB/s", "", "0MiB/s"] {
+        for refused in [
+            "64MB/s", "64MiB", "MiB/s", "-1MiB/s", "1.5MiB/s", "", "0MiB/s",
+        ] {
             let error = rate(refused).unwrap_err();
             assert!(error.contains("is not a rate"), "{refused}: {error}");
         }

@@ -1132,9 +1132,17 @@ mod tests {
             set.backup_rate.map(crate::pace::ByteRate::bytes_per_second),
             Some(16 * 1024 * 1024)
         );
-        assert_eq!(check("[store]\nbackup_rate = \"off\"", None).unwrap().backup_rate, None);
+        assert_eq!(
+            check("[store]\nbackup_rate = \"off\"", None)
+                .unwrap()
+                .backup_rate,
+            None
+        );
         check("[store]\nbackup_rate = \"fast\"", Some("store.backup_rate"));
-        check("[store]\nbackup_rate = \"1KiB/s\"", Some("store.backup_rate"));
+        check(
+            "[store]\nbackup_rate = \"1KiB/s\"",
+            Some("store.backup_rate"),
+        );
     }
 
     #[test]

@@ -1301,7 +1301,8 @@ impl Storage for SledStore {
         prefix: &str,
     ) -> Result<Vec<(String, super::AcmeObject)>, StoreError> {
         let prefix = prefix.to_owned();
-        self.off_worker(move |open| open.acme_objects(&prefix)).await
+        self.off_worker(move |open| open.acme_objects(&prefix))
+            .await
     }
 
     async fn acme_objects_page(
