@@ -304,7 +304,8 @@ async fn compare_with_marks(
     } else {
         None
     };
-    let shortfalls = certd::store::marks::shortfalls(store, marks, true, ca.as_ref()).await?;
+    let now = super::clock::clock().unix_now();
+    let shortfalls = certd::store::marks::shortfalls(store, marks, true, ca.as_ref(), now).await?;
     if !shortfalls.is_empty() {
         return Err(StoreError::BehindMarks {
             path: store.location(),

@@ -97,6 +97,7 @@ impl Daemon {
             &self.config.store,
             crate::store::marks::Unmarked::Refuse,
             &crate::store::marks::CaIdentity::of_root_file(&self.data_dir.root_cert())?,
+            ca.now(),
         )
         .await?;
         let mut settings = self.config.authority_settings(
@@ -220,6 +221,7 @@ impl Daemon {
             &self.config.store,
             self.unmarked,
             &ca_identity,
+            ca.now(),
         )
         .await
         .map_err(Error::from)?;

@@ -29,7 +29,7 @@ pub const DEFAULT_CERTIFICATE_RETENTION: Duration = Duration::from_secs(30 * 24 
 /// commonly ask of access logs.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The shortest retention accepted: shorter is a typo, not a policy.
-pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
+pub const MIN_RETENTION: Duration = Duration::from_secs(crate::store::MIN_RETENTION_SECS as u64);
 /// Records (or audit entries) one purge step examines at most.
 pub const PURGE_BATCH: usize = 1000;
 /// The pause between two steps of a pass, on the real clock: pacing, so

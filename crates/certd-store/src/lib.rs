@@ -499,11 +499,18 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     async fn carry_purged(&self, records: u64, revocations: u64) -> Result<(), StoreError>;
 }
 
+/// The shortest time past its expiry that a certificate's record is kept
+/// (the daemon refuses a shorter `[retention] certificates`). The marks
+/// check leans on it: a record whose certificate expired less than this ago
+/// cannot have been purged, so its absence is a rollback.
+pub const MIN_RETENTION_SECS: i64 = 3600;
+
 /// One step of the retention purge (`Storage::purge_expired_certificates`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CertificatePurge {
     /// Records of certificates whose `not_after` is before this (Unix
-    /// seconds) may be deleted: the clock minus the retention.
+    /// seconds) may be deleted: the clock minus the retention, which is at
+    /// least `MIN_RETENTION_SECS`.
     pub expired_before: i64,
     /// The most records one step examines (deleted or kept).
     pub limit: usize,
@@ -610,9 +617,10 @@ pub async fn open_checked(
     settings: &StoreSettings,
     unmarked: marks::Unmarked,
     ca: &marks::CaIdentity,
+    now: i64,
 ) -> Result<SharedStorage, StoreError> {
     let backend = settings.open(data_dir).await?;
     Ok(Arc::new(
-        marks::Marked::open(backend, &data_dir.store_marks(), unmarked, ca).await?,
+        marks::Marked::open(backend, &data_dir.store_marks(), unmarked, ca, now).await?,
     ))
 }

@@ -141,6 +141,13 @@ pub struct MarksFile {
     /// costs one lookup, not a count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_serial: Option<String>,
+    /// That certificate's expiry (Unix seconds). Until `MIN_RETENTION_SECS`
+    /// after it no purge may delete the record, so a store that counts its
+    /// records (PostgreSQL, where the count alone could hide a promoted
+    /// standby that lost its last seconds while other replicas issued more)
+    /// is also asked for the serial until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_not_after: Option<i64>,
 }
 
 const MARKS_HEADER: &str = "# certd: what the database is known to have held. certd refuses a database that holds\n\
@@ -158,7 +165,15 @@ impl MarksFile {
             records: 0,
             revocations: 0,
             newest_serial: None,
+            newest_not_after: None,
         }
+    }
+
+    /// Whether no purge can have deleted the newest certificate's record
+    /// by `now`: it expired less than `MIN_RETENTION_SECS` ago, or not yet.
+    fn newest_cannot_be_purged(&self, now: i64) -> bool {
+        self.newest_not_after
+            .is_some_and(|not_after| now < not_after.saturating_add(super::MIN_RETENTION_SECS))
     }
 
     /// Reads the marks file; `None` if there is none.
@@ -264,12 +279,15 @@ pub async fn shortfalls(
     recorded: &MarksFile,
     full: bool,
     ca: Option<&CaIdentity>,
+    now: i64,
 ) -> Result<Vec<String>, StoreError> {
     let mut found = store.marks().await?;
     // A backend that counts its records (PostgreSQL) is checked by the
-    // count alone: the newest serial this process's marks name may be
-    // purged by another replica, whose marks keep only its own.
+    // count, and by the newest serial this process's marks name only while
+    // no purge may have deleted it: another replica's purge keeps only the
+    // serials its own marks name.
     let counts_itself = found.records.is_some();
+    let ask_for_newest = !counts_itself || recorded.newest_cannot_be_purged(now);
     if full && found.records.is_none() {
         found.records = Some(store.record_count().await? + found.purged_records);
     }
@@ -278,7 +296,7 @@ pub async fn shortfalls(
         .as_deref()
         .and_then(|hex| hex.parse::<Serial>().ok())
     {
-        Some(serial) if found.store_id.is_some() && !counts_itself => {
+        Some(serial) if found.store_id.is_some() && ask_for_newest => {
             Some(store.serial_exists(&serial).await?)
         }
         _ => None,
@@ -307,6 +325,7 @@ async fn first_marks(inner: &dyn Storage, ca: &CaIdentity) -> Result<MarksFile, 
         records,
         revocations: found.revocations,
         newest_serial: None,
+        newest_not_after: None,
     })
 }
 
@@ -372,12 +391,13 @@ impl Marked {
         path: &Path,
         unmarked: Unmarked,
         ca: &CaIdentity,
+        now: i64,
     ) -> Result<Self, StoreError> {
         remove_leftover_temporaries(path);
         let recorded = MarksFile::read(path)?;
         let current = match recorded {
             Some(recorded) if recorded.store_id.is_empty() => {
-                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, Some(ca)).await?;
+                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, Some(ca), now).await?;
                 if !shortfalls.is_empty() {
                     return Err(StoreError::BehindMarks {
                         path: inner.location(),
@@ -387,7 +407,7 @@ impl Marked {
                 first_marks(inner.as_ref(), ca).await?
             }
             Some(recorded) => {
-                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, Some(ca)).await?;
+                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, Some(ca), now).await?;
                 if !shortfalls.is_empty() {
                     return Err(StoreError::BehindMarks {
                         path: inner.location(),
@@ -401,6 +421,7 @@ impl Marked {
                     records: found.records.unwrap_or(recorded.records),
                     revocations: found.revocations,
                     newest_serial: recorded.newest_serial,
+                    newest_not_after: recorded.newest_not_after,
                 }
             }
             None if unmarked == Unmarked::Refuse => {
@@ -509,6 +530,7 @@ impl Storage for Marked {
         self.update(|state| {
             state.current.records += 1;
             state.current.newest_serial = Some(record.serial.to_hex());
+            state.current.newest_not_after = Some(record.not_after);
             let written = state.written.as_ref().map_or(0, |w| w.records);
             state.current.records - written >= RECORDS_WRITE_EVERY
                 || state.written_at.elapsed() >= RECORDS_WRITE_INTERVAL
@@ -846,6 +868,7 @@ mod tests {
             records: 1597,
             revocations: 20,
             newest_serial: Some("4a5b".into()),
+            newest_not_after: Some(1_700_086_400),
         }
     }
 
@@ -916,7 +939,7 @@ mod tests {
         let inner = crate::open(&dir.path().join("db")).unwrap();
         let ca = CaIdentity("ca-test".into());
         let store: SharedStorage = Arc::new(
-            Marked::open(inner, &path, Unmarked::Accept, &ca)
+            Marked::open(inner, &path, Unmarked::Accept, &ca, NOW)
                 .await
                 .unwrap(),
         );
@@ -997,9 +1020,14 @@ mod tests {
             marks,
             Unmarked::Refuse,
             &CaIdentity::of_root(b"test"),
+            NOW,
         )
         .await
     }
+
+    /// The tests' clock: after every record they make has expired and
+    /// could have been purged (their expiries are in the hundreds).
+    const NOW: i64 = 100_000;
 
     /// A sled store whose expired records were purged reopens against its
     /// marks, and `db check`'s full count agrees (the newest record the
@@ -1048,7 +1076,7 @@ mod tests {
         let recorded = MarksFile::read(&marks_path).unwrap().unwrap();
         assert_eq!(recorded.records, 50);
         assert_eq!(
-            shortfalls(&reopened, &recorded, true, None).await.unwrap(),
+            shortfalls(&reopened, &recorded, true, None, NOW).await.unwrap(),
             Vec::<String>::new()
         );
         drop(reopened);
@@ -1074,7 +1102,7 @@ mod tests {
             "{shortfalls}"
         );
         let inner = crate::sled::SledStore::open(&older).unwrap();
-        let full = super::shortfalls(&inner, &recorded, true, None)
+        let full = super::shortfalls(&inner, &recorded, true, None, NOW)
             .await
             .unwrap()
             .join("; ");
@@ -1128,13 +1156,82 @@ mod tests {
         .unwrap();
         assert_eq!(copied.records, 4);
         assert_eq!(
-            super::shortfalls(target.as_ref(), &recorded, true, None)
+            super::shortfalls(target.as_ref(), &recorded, true, None, NOW)
                 .await
                 .unwrap(),
             Vec::<String>::new()
         );
         let found = target.marks().await.unwrap();
         assert_eq!((found.purged_records, found.revocations), (6, 2));
+    }
+
+    /// PostgreSQL counts its records, and another replica's purge may
+    /// delete the newest serial this process's marks name, so the count is
+    /// compared; but while that serial's certificate expired less than
+    /// `MIN_RETENTION_SECS` ago no purge can have deleted it, and a database
+    /// that lost it (a standby promoted without its last seconds) is
+    /// refused even when other replicas' issuances make up the count.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_that_lost_the_newest_record_is_refused_until_it_could_be_purged() {
+        use crate::postgres::{PgStore, scratch::ScratchServer};
+        let Some(settings) = ScratchServer::fresh_database_for_tests() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let marks_path = dir.path().join("store-marks.toml");
+        MarksFile::for_new_ca().write(&marks_path).unwrap();
+        let ca = CaIdentity::of_root(b"test");
+        let open = |now: i64| {
+            let (settings, marks_path, ca) = (settings.clone(), marks_path.clone(), ca.clone());
+            async move {
+                let inner: SharedStorage = std::sync::Arc::new(PgStore::open(&settings).await?);
+                Marked::open(inner, &marks_path, Unmarked::Refuse, &ca, now).await
+            }
+        };
+        let now = 1_000_000;
+        let store = open(now).await.unwrap();
+        let mut records: Vec<_> = (0..3).map(|_| issued(now + 86_400)).collect();
+        for record in &records {
+            store.record_issuance(record, None).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        drop(store);
+        let newest = records.pop().unwrap();
+        let recorded = MarksFile::read(&marks_path).unwrap().unwrap();
+        assert_eq!(recorded.newest_not_after, Some(newest.not_after));
+
+        // The newest record is lost; another replica issues two more.
+        let (client, connection) = tokio_postgres::connect(&settings.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let deleted = client
+            .execute(
+                "DELETE FROM certificates WHERE serial = $1",
+                &[&newest.serial.as_bytes()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+        let other_replica = PgStore::open(&settings).await.unwrap();
+        for _ in 0..2 {
+            other_replica
+                .record_issuance(&issued(now + 86_400), None)
+                .await
+                .unwrap();
+        }
+
+        let Err(StoreError::BehindMarks { shortfalls, .. }) = open(now).await else {
+            panic!("a database without the newest record was served");
+        };
+        assert!(
+            shortfalls.contains("the newest certificate it had recorded"),
+            "{shortfalls}"
+        );
+        // An hour after that certificate expired a purge may have taken
+        // it: the count alone decides, and it is met.
+        let later = newest.not_after + crate::MIN_RETENTION_SECS;
+        open(later).await.unwrap();
     }
 
     #[test]

@@ -152,6 +152,7 @@ fn restore(
         revocations: restored.revocations + restored.purged_revocations,
         // Unknown until the next issuance; the counts above stand in.
         newest_serial: None,
+        newest_not_after: None,
     };
     marks.write(&marks_path).map_err(|error| StoreError::Open {
         path: marks_path.display().to_string(),
