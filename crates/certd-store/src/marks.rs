@@ -23,16 +23,19 @@
 //! marks name is still there, holds because the purge never deletes the
 //! serials the marks name (`Marked` passes them as `keep`); a backend that
 //! counts its records (PostgreSQL, where another replica's purge keeps only
-//! that replica's serials) is checked by its count alone. A store from
-//! before the counters has none: it has purged nothing, so zero is right.
+//! that replica's serials) is checked by its count, and by the newest
+//! serial only until `MIN_RETENTION_SECS` after that certificate expired,
+//! before which no purge may delete it. A store from before the counters
+//! has none: it has purged nothing, so zero is right.
 //!
 //! When it is written: the CRL number and the revocation count before the
 //! call that changed them returns (they matter most; concurrent calls
 //! share one write, made on the blocking pool: `update_durably`); the
 //! certificate count every `RECORDS_WRITE_EVERY` issuances or
-//! `RECORDS_WRITE_INTERVAL`, and at `flush` (shutdown). It is a lower
-//! bound, so lagging is safe; a failed write is logged and retried with the
-//! next change. It must not decide anything else: the store stays the
+//! `RECORDS_WRITE_INTERVAL`, in the background, and at `flush` (shutdown).
+//! It is a lower bound, so lagging is safe; a failed write is logged and
+//! retried with the next change. No write holds the state's lock, which
+//! every issuance takes: a slow `fsync` delays the file, not issuance. It must not decide anything else: the store stays the
 //! source of truth.
 
 use std::path::{Path, PathBuf};
@@ -367,8 +370,13 @@ fn marks_error(path: &Path, reason: &str) -> StoreError {
 pub(crate) struct Marked {
     inner: SharedStorage,
     path: PathBuf,
-    /// Shared with the blocking task that writes the file.
+    /// Shared with the blocking tasks that write the file; held only for
+    /// moments, never across a write (every issuance takes it).
     state: Arc<Mutex<MarksState>>,
+    /// Held by the blocking task writing the file, so that writes happen
+    /// one at a time, each of a snapshot no older than the one before: the
+    /// file only grows.
+    file: Arc<Mutex<()>>,
     /// Held by the one caller writing for everyone waiting
     /// (`update_durably`).
     writing: tokio::sync::Mutex<()>,
@@ -379,6 +387,11 @@ struct MarksState {
     current: MarksFile,
     written: Option<MarksFile>,
     written_at: Instant,
+    /// The snapshot being written now: the purge keeps the serial it names.
+    in_flight: Option<MarksFile>,
+    /// A background write (`update`) is queued and has not yet taken its
+    /// snapshot: a later change rides on it instead of queueing another.
+    queued: bool,
 }
 
 impl Marked {
@@ -446,23 +459,40 @@ impl Marked {
                 current,
                 written: None,
                 written_at: Instant::now(),
+                in_flight: None,
+                queued: false,
             })),
+            file: Arc::default(),
             writing: tokio::sync::Mutex::new(()),
         };
-        marked.update(|_| true);
+        marked.write_now().await;
         Ok(marked)
     }
 
-    /// Applies `change` to the marks and writes them if it asks to (or if
-    /// they were never written). Serialised, so the file only grows.
+    /// Applies `change` to the marks and, if it asks to (or they were
+    /// never written), has them written on the blocking pool; returns at
+    /// once. The certificate count is a lower bound, so a write that lags
+    /// is safe, and no issuance waits for a file write.
     fn update(&self, change: impl FnOnce(&mut MarksState) -> bool) {
         let mut state = lock(&self.state);
-        let write_now = change(&mut state);
-        if !(write_now || state.written.is_none()) || state.written.as_ref() == Some(&state.current)
+        let write_due = change(&mut state);
+        if !(write_due || state.written.is_none())
+            || state.written.as_ref() == Some(&state.current)
+            || state.queued
         {
             return;
         }
-        write_marks(&mut state, &self.path);
+        state.queued = true;
+        drop(state);
+        let (state, file, path) = (self.state.clone(), self.file.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || write_snapshot(&state, &file, &path));
+    }
+
+    /// Writes the current marks and returns once they are written (or the
+    /// write failed, which is logged and retried by the next change).
+    async fn write_now(&self) {
+        let (state, file, path) = (self.state.clone(), self.file.clone(), self.path.clone());
+        let _ = tokio::task::spawn_blocking(move || write_snapshot(&state, &file, &path)).await;
     }
 
     /// Applies `change` to the CRL number or the revocation count and
@@ -486,11 +516,7 @@ impl Marked {
         if written(&lock(&self.state)) {
             return;
         }
-        let (state, path) = (self.state.clone(), self.path.clone());
-        // Holding the state lock while writing keeps the file growing only,
-        // as `update` does; a failure is logged there and retried by the
-        // next change.
-        let _ = tokio::task::spawn_blocking(move || write_marks(&mut lock(&state), &path)).await;
+        self.write_now().await;
     }
 }
 
@@ -500,11 +526,27 @@ fn lock(state: &Mutex<MarksState>) -> MutexGuard<'_, MarksState> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Writes the current marks; logs a failure, which the next change retries.
-fn write_marks(state: &mut MarksState, path: &Path) {
-    match state.current.write(path) {
+/// Writes a snapshot of the current marks, on the blocking pool; logs a
+/// failure, which the next change retries. The snapshot is taken under
+/// `file`, so writes follow one another in the order of their snapshots,
+/// and the state is locked only to take it and to note it written.
+fn write_snapshot(state: &Mutex<MarksState>, file: &Mutex<()>, path: &Path) {
+    let _file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let snapshot = {
+        let mut state = lock(state);
+        state.queued = false;
+        if state.written.as_ref() == Some(&state.current) {
+            return;
+        }
+        state.in_flight = Some(state.current.clone());
+        state.current.clone()
+    };
+    let result = snapshot.write(path);
+    let mut state = lock(state);
+    state.in_flight = None;
+    match result {
         Ok(()) => {
-            state.written = Some(state.current.clone());
+            state.written = Some(snapshot);
             state.written_at = Instant::now();
         }
         Err(error) => tracing::warn!(
@@ -560,7 +602,7 @@ impl Storage for Marked {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush().await?;
-        self.update(|_| true);
+        self.write_now().await;
         Ok(())
     }
 
@@ -633,10 +675,8 @@ impl Storage for Marked {
 
     async fn raise_crl_number(&self, at_least: u64) -> Result<(), StoreError> {
         self.inner.raise_crl_number(at_least).await?;
-        self.update(|state| {
-            state.current.crl_number = state.current.crl_number.max(at_least);
-            true
-        });
+        self.update_durably(|current| current.crl_number = current.crl_number.max(at_least))
+            .await;
         Ok(())
     }
 
@@ -818,8 +858,8 @@ impl Storage for Marked {
         self.inner.purge_expired_acme(now).await
     }
 
-    /// Keeps the newest serial the marks name, on disk and about to be
-    /// written, so that sled's check (`newest_serial` still present) holds
+    /// Keeps the newest serial the marks name, on disk, being written and
+    /// about to be written, so that sled's check (`newest_serial` still present) holds
     /// after any purge.
     async fn purge_expired_certificates(
         &self,
@@ -835,6 +875,10 @@ impl Storage for Marked {
                 state.current.newest_serial.as_deref(),
                 state
                     .written
+                    .as_ref()
+                    .and_then(|w| w.newest_serial.as_deref()),
+                state
+                    .in_flight
                     .as_ref()
                     .and_then(|w| w.newest_serial.as_deref()),
             ];
