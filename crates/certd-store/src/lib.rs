@@ -43,9 +43,10 @@ pub use listing::{CertificateWindow, FILTERED_SCAN_PER_PAGE, TimeIndex};
 use certd_core::identity::{Serial, ServiceName, TrustDomain};
 pub use certd_core::model::{
     Attestation, AuditEntry, AuditEvent, CertificateCursor, CertificatePage, CertificateQuery,
-    CertificateState, DelegationRecord, EndpointProfile, EntryRecord, FederationRecord,
-    ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord, PolicyRecord, Proof,
-    Revocation, RevokeOutcome, RevokedEntry, SignedCrl, Successor, TokenHash,
+    CertificateState, DelegationRecord, EndpointProfile, EntryRecord, ExpiryRange,
+    FederationRecord, ForeignBundle, GrantCaller, GrantRecord, IssuanceRecord, JoinTokenRecord,
+    ListingOrder, PolicyRecord, Proof, Revocation, RevokeOutcome, RevokedEntry, SignedCrl,
+    Successor, TokenHash,
 };
 
 /// Why the store could not do what was asked.

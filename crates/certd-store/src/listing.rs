@@ -1,14 +1,18 @@
 //! One page of certificates (`Storage::certificate_page`), walked the same
-//! way on every backend over the one thing each keeps: the issuance-time
-//! index, overall and per service (`Storage::certificates_before`).
+//! way on every backend over what each keeps: the issuance-time index,
+//! overall and per service, and the expiry index
+//! (`Storage::certificates_before`).
 //!
 //! **Cost.** The service and the revoked state are answered by the indexes
 //! themselves (each backend keeps the time order of every certificate and
-//! of the revoked ones, overall and per service), so a page of `n` costs
-//! `n` index entries and `n` record reads, whatever the store holds. The
-//! good and expired states and the expiry window depend on the moment
-//! asked about, which no stored order follows, so such a page reads
-//! records it does not return; it examines at most
+//! of the revoked ones, overall and per service), and so are the good and
+//! expired states and the expiry window of every service's certificates
+//! (a range of the expiry index: `CertificateQuery::expiry_walk`, skipping
+//! only the revoked ones in it), so a page of `n` costs about `n` index
+//! entries and `n` record reads, whatever the store holds. One service's
+//! certificates by such a state or window are filtered from that
+//! service's time index, which reads records it does not return; such a
+//! page, like any page that filters, examines at most
 //! [`FILTERED_SCAN_PER_PAGE`] index entries (or `limit`, if more) and then
 //! stops, returning what matched so far and a cursor to continue from. A
 //! page shorter than asked with a cursor is therefore not the end; only a
@@ -16,7 +20,9 @@
 //! can stall a serving thread.
 
 use certd_core::identity::ServiceName;
-use certd_core::model::{CertificateCursor, CertificatePage, CertificateQuery, CertificateState};
+use certd_core::model::{
+    CertificateCursor, CertificatePage, CertificateQuery, CertificateState, ExpiryRange,
+};
 
 use crate::{IssuanceRecord, Storage, StoreError};
 
@@ -29,7 +35,8 @@ pub const FILTERED_SCAN_PER_PAGE: usize = 10_000;
 /// round trips than asking for the matches still missing one by one.
 const FILTERED_CHUNK: usize = 256;
 
-/// Which issuance-time index a walk reads.
+/// Which index a walk reads: an issuance-time index, or a range of the
+/// expiry index.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TimeIndex<'a> {
     /// One service's certificates; `None`: every service's.
@@ -37,6 +44,9 @@ pub struct TimeIndex<'a> {
     /// Only revoked certificates (an index of its own, written with the
     /// revocation).
     pub revoked_only: bool,
+    /// The expiry index within these expiries, latest first, instead
+    /// (every service's, revoked or not; cursors in the expiry order).
+    pub expiry: Option<ExpiryRange>,
 }
 
 /// A stretch of the issuance-time index, newest first, as a backend reads
@@ -74,11 +84,26 @@ pub(crate) async fn page_within<S: Storage + ?Sized>(
     if limit == 0 {
         return Ok((CertificatePage::default(), 0));
     }
+    let expiry = query.expiry_walk();
+    let order = query.order();
+    if query
+        .after
+        .as_ref()
+        .is_some_and(|after| after.order != order)
+    {
+        // The edge refuses such a token (`PageTokenError`); reaching here
+        // is a caller's bug, not a client's.
+        return Err(StoreError::Backend(
+            "a page cursor of another listing order".into(),
+        ));
+    }
     let index = TimeIndex {
         service: query.service.as_ref(),
         revoked_only: query.state == Some(CertificateState::Revoked),
+        expiry,
     };
-    // What the index does not answer is filtered here, within the budget.
+    // What the index does not answer is filtered here, within the budget
+    // (in an expiry walk, only the revoked certificates in its range).
     let filtered = query.expiring_by.is_some()
         || matches!(
             query.state,
@@ -94,10 +119,12 @@ pub(crate) async fn page_within<S: Storage + ?Sized>(
     let mut examined = 0usize;
     loop {
         let wanted = limit - records.len();
-        let chunk = if filtered {
-            wanted.max(FILTERED_CHUNK).min(budget - examined)
-        } else {
-            wanted
+        let chunk = match (filtered, expiry) {
+            // An expiry walk skips only the revoked certificates in its
+            // range: read about what the page still wants.
+            (true, Some(_)) => wanted.min(budget - examined),
+            (true, None) => wanted.max(FILTERED_CHUNK).min(budget - examined),
+            (false, _) => wanted,
         };
         let window = store
             .certificates_before(index, position.as_ref(), chunk)
@@ -115,7 +142,9 @@ pub(crate) async fn page_within<S: Storage + ?Sized>(
         let next = if records.len() == limit && left.len() > 0 {
             // Full with records of this window still unread: the next page
             // starts right after the last one returned.
-            records.last().map(CertificateCursor::of)
+            records
+                .last()
+                .map(|record| CertificateCursor::in_order(order, record))
         } else if !window.more {
             None
         } else if records.len() == limit || examined >= budget || window.scanned_to.is_none() {

@@ -410,7 +410,8 @@ impl Marked {
         let recorded = MarksFile::read(path)?;
         let current = match recorded {
             Some(recorded) if recorded.store_id.is_empty() => {
-                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, Some(ca), now).await?;
+                let shortfalls =
+                    shortfalls(inner.as_ref(), &recorded, false, Some(ca), now).await?;
                 if !shortfalls.is_empty() {
                     return Err(StoreError::BehindMarks {
                         path: inner.location(),
@@ -420,7 +421,8 @@ impl Marked {
                 first_marks(inner.as_ref(), ca).await?
             }
             Some(recorded) => {
-                let shortfalls = shortfalls(inner.as_ref(), &recorded, false, Some(ca), now).await?;
+                let shortfalls =
+                    shortfalls(inner.as_ref(), &recorded, false, Some(ca), now).await?;
                 if !shortfalls.is_empty() {
                     return Err(StoreError::BehindMarks {
                         path: inner.location(),
@@ -1120,7 +1122,9 @@ mod tests {
         let recorded = MarksFile::read(&marks_path).unwrap().unwrap();
         assert_eq!(recorded.records, 50);
         assert_eq!(
-            shortfalls(&reopened, &recorded, true, None, NOW).await.unwrap(),
+            shortfalls(&reopened, &recorded, true, None, NOW)
+                .await
+                .unwrap(),
             Vec::<String>::new()
         );
         drop(reopened);

@@ -62,6 +62,12 @@ macro_rules! storage_behaviour_suite {
             }
         }
         #[tokio::test]
+        async fn listings_by_expiry_examine_what_they_return() {
+            if let Some(backend) = $make() {
+                suite::listings_by_expiry_examine_what_they_return(&backend).await;
+            }
+        }
+        #[tokio::test]
         async fn expired_tokens_are_purged() {
             if let Some(backend) = $make() {
                 suite::expired_tokens_are_purged(&backend).await;
@@ -319,6 +325,37 @@ fn newest_first(records: &[IssuanceRecord]) -> Vec<(i64, Serial)> {
     positions
 }
 
+/// A record's place in a listing's order: its time in that order, then
+/// its serial.
+type Position = (i64, Serial);
+
+fn expiry_positions(records: &[IssuanceRecord]) -> Vec<(i64, Serial)> {
+    records
+        .iter()
+        .map(|r| (r.not_after, r.serial.clone()))
+        .collect()
+}
+
+/// Latest expiry first, then by serial: a listing by expiry's order.
+fn latest_expiry_first(records: &[IssuanceRecord]) -> Vec<(i64, Serial)> {
+    let mut positions = expiry_positions(records);
+    positions.sort();
+    positions.reverse();
+    positions
+}
+
+/// `records` as positions in the order `query` lists them, and sorted so.
+fn in_query_order(
+    query: &CertificateQuery,
+    listed: &[IssuanceRecord],
+    expected: &[IssuanceRecord],
+) -> (Vec<Position>, Vec<Position>) {
+    match query.order() {
+        crate::ListingOrder::Issued => (positions(listed), newest_first(expected)),
+        crate::ListingOrder::Expiry => (expiry_positions(listed), latest_expiry_first(expected)),
+    }
+}
+
 pub(crate) async fn pages_cover_every_record_once_newest_first(backend: &dyn Backend) {
     let store = backend.open().await;
     let mut written = Vec::new();
@@ -376,7 +413,8 @@ pub(crate) async fn pages_cover_every_record_once_newest_first(backend: &dyn Bac
     // that ends the walk carries no cursor.
     let mut query = CertificateQuery::newest(100, 0);
     query.after = Some(CertificateCursor {
-        issued_at: 5,
+        order: crate::ListingOrder::Issued,
+        at: 5,
         serial: "01".parse().unwrap(),
     });
     let page = store.certificate_page(&query).await.unwrap();
@@ -453,14 +491,83 @@ pub(crate) async fn filtered_pages_list_what_matches_within_their_budget(backend
             8
         };
         let listed = walk_pages(&store, query.clone(), 8, most_examined).await;
-        assert_eq!(positions(&listed), newest_first(&expected), "{query:?}");
+        let (listed, wanted) = in_query_order(&query, &listed, &expected);
+        assert_eq!(listed, wanted, "{query:?}");
         // The same with the backend's own budget, through the trait.
         let mut all = query.clone();
         all.limit = 100;
         let page = store.certificate_page(&all).await.unwrap();
-        expected.sort_by(|a, b| (b.issued_at, &b.serial).cmp(&(a.issued_at, &a.serial)));
+        match query.order() {
+            crate::ListingOrder::Issued => {
+                expected.sort_by(|a, b| (b.issued_at, &b.serial).cmp(&(a.issued_at, &a.serial)))
+            }
+            crate::ListingOrder::Expiry => {
+                expected.sort_by(|a, b| (b.not_after, &b.serial).cmp(&(a.not_after, &a.serial)))
+            }
+        }
         assert_eq!(page.records, expected, "{query:?}");
         assert_eq!(page.next, None);
+    }
+}
+
+/// A listing of every service by expiry state or window is a range of the
+/// expiry index: a page examines what it returns (and the revoked
+/// certificates in its range), however the matches lie in issuance order.
+/// Here one certificate in ten has expired, spread through the issuance
+/// order; by issuance order a page of 5 expired ones would examine ~50.
+pub(crate) async fn listings_by_expiry_examine_what_they_return(backend: &dyn Backend) {
+    use crate::{CertificateState, Revocation};
+    let store = backend.open().await;
+    let now = 100_000;
+    let mut written = Vec::new();
+    for i in 0..300i64 {
+        let mut record = record(if i % 2 == 0 { "billing" } else { "orders" });
+        record.issued_at = i;
+        record.not_after = if i % 10 == 0 {
+            now - 1_000 + i
+        } else {
+            now + 1_000 + i / 3
+        };
+        store.record_issuance(&record, None).await.unwrap();
+        written.push(record);
+    }
+    // Two revoked among the expiring: skipped, each costing one entry.
+    for record in &mut written[1..3] {
+        let revocation = Revocation {
+            revoked_at: now - 10,
+            reason_code: 1,
+        };
+        store.revoke(&record.serial, revocation).await.unwrap();
+        record.revocation = Some(revocation);
+    }
+    let cases = [
+        (Some(CertificateState::Expired), None, 5, 5),
+        (None, Some(now + 1_000 + 20), 5, 7),
+        (Some(CertificateState::Good), None, 50, 52),
+        (Some(CertificateState::Good), Some(now + 1_000 + 20), 4, 6),
+    ];
+    for (state, expiring_by, limit, most_examined) in cases {
+        let query = CertificateQuery {
+            service: None,
+            state,
+            expiring_by,
+            now,
+            after: None,
+            limit,
+        };
+        assert_eq!(query.order(), crate::ListingOrder::Expiry);
+        let expected: Vec<_> = written
+            .iter()
+            .filter(|r| query.matches(r))
+            .cloned()
+            .collect();
+        assert!(expected.len() > limit, "{query:?}");
+        let listed = walk_pages(&store, query.clone(), 10_000, most_examined).await;
+        assert_eq!(
+            expiry_positions(&listed),
+            latest_expiry_first(&expected),
+            "{query:?}"
+        );
     }
 }
 

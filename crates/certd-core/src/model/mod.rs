@@ -14,7 +14,9 @@ mod listing;
 mod records;
 
 pub use federation::{EndpointProfile, FederationRecord, ForeignBundle};
-pub use listing::{CertificateCursor, CertificatePage, CertificateQuery, PageTokenError};
+pub use listing::{
+    CertificateCursor, CertificatePage, CertificateQuery, ExpiryRange, ListingOrder, PageTokenError,
+};
 
 pub use records::{
     Attestation, AuditEntry, AuditEvent, CertificateState, DelegationRecord, EntryRecord,

@@ -76,14 +76,25 @@ impl ListingRequest {
             .as_deref()
             .map(CertificateCursor::from_token)
             .transpose()?;
-        Ok(CertificateQuery {
+        let query = CertificateQuery {
             service,
             state,
             expiring_by,
             now,
             after,
             limit: self.limit,
-        })
+        };
+        if let Some(after) = &query.after
+            && after.order != query.order()
+        {
+            // A token of a listing by expiry handed to one by issuance time
+            // (or back): a position in the other order means nothing here.
+            return Err(Error::InvalidArgument(format!(
+                "page token {:?} belongs to a listing with other filters: pass it with the filters of the listing that returned it",
+                self.page_token.as_deref().unwrap_or_default()
+            )));
+        }
+        Ok(query)
     }
 }
 

@@ -550,6 +550,11 @@ impl Storage for PgStore {
         limit: usize,
     ) -> Result<crate::CertificateWindow, StoreError> {
         let rows = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+        if let Some(range) = index.expiry {
+            return self
+                .certificates_by_expiry_before(range, before, rows, limit)
+                .await;
+        }
         let service = index.service.map(ServiceName::as_str);
         let mut parameters: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
         let mut conditions = Vec::new();
@@ -559,7 +564,7 @@ impl Storage for PgStore {
         }
         let serial = before.map(|cursor| cursor.serial.as_bytes());
         if let (Some(cursor), Some(serial)) = (before, &serial) {
-            parameters.push(&cursor.issued_at);
+            parameters.push(&cursor.at);
             parameters.push(serial);
             conditions.push(format!(
                 "(issued_at, serial) < (${}, ${})",
@@ -1174,6 +1179,54 @@ type Parameters<'a> = [&'a (dyn tokio_postgres::types::ToSql + Sync)];
 /// Reads and single statements, each on a pooled connection with a
 /// statement prepared once per connection, its failure watched.
 impl PgStore {
+    /// `certificates_before` for a listing by expiry: up to `limit` records
+    /// whose expiry is within `range` and below `before`, latest expiry
+    /// first, from the expiry index (migration 10). Rows an older replica
+    /// wrote without `not_after` are indexed at the next start.
+    async fn certificates_by_expiry_before(
+        &self,
+        range: crate::ExpiryRange,
+        before: Option<&crate::CertificateCursor>,
+        rows: i64,
+        limit: usize,
+    ) -> Result<crate::CertificateWindow, StoreError> {
+        let mut records: Vec<IssuanceRecord> = match before {
+            None => {
+                self.records(
+                    "SELECT record FROM certificates WHERE not_after >= $1 AND not_after <= $2 \
+                     ORDER BY not_after DESC, serial DESC LIMIT $3",
+                    &[&range.from, &range.to, &rows],
+                )
+                .await?
+            }
+            Some(cursor) => {
+                self.records(
+                    "SELECT record FROM certificates WHERE not_after >= $1 AND not_after <= $2 \
+                     AND (not_after, serial) < ($3, $4) \
+                     ORDER BY not_after DESC, serial DESC LIMIT $5",
+                    &[
+                        &range.from,
+                        &range.to,
+                        &cursor.at,
+                        &cursor.serial.as_bytes(),
+                        &rows,
+                    ],
+                )
+                .await?
+            }
+        };
+        let more = records.len() > limit;
+        records.truncate(limit);
+        Ok(crate::CertificateWindow {
+            examined: records.len(),
+            scanned_to: records.last().map(|record| {
+                crate::CertificateCursor::in_order(crate::ListingOrder::Expiry, record)
+            }),
+            records,
+            more,
+        })
+    }
+
     /// The records `sql` selects, one per row as codec bytes in its first
     /// column.
     async fn records<T: record::Stored>(

@@ -40,9 +40,9 @@ use tokio::sync::broadcast;
 use super::codec as record;
 use super::marks::StoreMarks;
 use super::{
-    AuditEntry, CertificateCursor, CertificateWindow, Change, ChangeFeed, EntryRecord,
-    FederationRecord, ForeignBundle, IssuanceRecord, JoinTokenRecord, PolicyRecord, Revocation,
-    RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TimeIndex, TokenHash,
+    AuditEntry, CertificateCursor, CertificateWindow, Change, ChangeFeed, EntryRecord, ExpiryRange,
+    FederationRecord, ForeignBundle, IssuanceRecord, JoinTokenRecord, ListingOrder, PolicyRecord,
+    Revocation, RevokeOutcome, RevokedEntry, Storage, StoreError, Successor, TimeIndex, TokenHash,
 };
 use certd_core::identity::{Serial, ServiceName, TrustDomain};
 use commit::GroupCommit;
@@ -778,6 +778,9 @@ impl Open {
         before: Option<&CertificateCursor>,
         limit: usize,
     ) -> Result<CertificateWindow, StoreError> {
+        if let Some(range) = index.expiry {
+            return self.certificates_by_expiry_before(range, before, limit);
+        }
         let (tree, prefix) = match (index.service, index.revoked_only) {
             (None, false) => (&self.certificates_by_time, Vec::new()),
             (None, true) => (&self.revoked_by_time, Vec::new()),
@@ -788,7 +791,7 @@ impl Open {
             None => tree.scan_prefix(&prefix),
             Some(cursor) => {
                 let mut upper = prefix.clone();
-                upper.extend_from_slice(&time_index_key(cursor.issued_at, &cursor.serial));
+                upper.extend_from_slice(&time_index_key(cursor.at, &cursor.serial));
                 tree.range(prefix.clone()..upper)
             }
         };
@@ -800,7 +803,48 @@ impl Open {
                 break;
             }
             window.examined += 1;
-            let position = position_of(key.get(prefix.len()..).unwrap_or_default())?;
+            let position = position_of(
+                ListingOrder::Issued,
+                key.get(prefix.len()..).unwrap_or_default(),
+            )?;
+            if let Some(bytes) = self.certificates.get(position.serial.as_bytes())? {
+                window.records.push(record::decode(&bytes)?);
+            }
+            window.scanned_to = Some(position);
+        }
+        Ok(window)
+    }
+
+    /// Up to `limit` expiry-index entries within `range` and below
+    /// `before`, latest expiry first, and their records: `certificates_before`
+    /// for a listing by expiry.
+    fn certificates_by_expiry_before(
+        &self,
+        range: ExpiryRange,
+        before: Option<&CertificateCursor>,
+        limit: usize,
+    ) -> Result<CertificateWindow, StoreError> {
+        let lower = time_key(range.from).to_vec();
+        let upper = match before {
+            Some(cursor) if cursor.at <= range.to => time_index_key(cursor.at, &cursor.serial),
+            // Every key at `range.to` sorts below the next second's.
+            _ => match range.to.checked_add(1) {
+                Some(next) => time_key(next).to_vec(),
+                None => vec![0xff; TIME_KEY_LEN + 1],
+            },
+        };
+        let mut window = CertificateWindow::default();
+        if lower >= upper {
+            return Ok(window);
+        }
+        for key in self.certificates_by_expiry.range(lower..upper).rev() {
+            let (key, _) = key?;
+            if window.examined == limit {
+                window.more = true;
+                break;
+            }
+            window.examined += 1;
+            let position = position_of(ListingOrder::Expiry, &key)?;
             if let Some(bytes) = self.certificates.get(position.serial.as_bytes())? {
                 window.records.push(record::decode(&bytes)?);
             }
@@ -1058,12 +1102,17 @@ impl Storage for SledStore {
     ) -> Result<CertificateWindow, StoreError> {
         // A page may read up to `FILTERED_SCAN_PER_PAGE` index entries and
         // their records.
-        let (service, revoked_only, before) =
-            (index.service.cloned(), index.revoked_only, before.cloned());
+        let (service, revoked_only, expiry, before) = (
+            index.service.cloned(),
+            index.revoked_only,
+            index.expiry,
+            before.cloned(),
+        );
         self.off_worker(move |open| {
             let index = TimeIndex {
                 service: service.as_ref(),
                 revoked_only,
+                expiry,
             };
             open.certificates_before(index, before.as_ref(), limit)
         })
@@ -1421,11 +1470,13 @@ fn time_index_key(issued_at: i64, serial: &Serial) -> Vec<u8> {
     key
 }
 
-/// The position a time-index key (without its service prefix) names.
-fn position_of(key: &[u8]) -> Result<CertificateCursor, StoreError> {
+/// The position a time-index or expiry-index key (without its service
+/// prefix) names, in `order`.
+fn position_of(order: ListingOrder, key: &[u8]) -> Result<CertificateCursor, StoreError> {
     match key.split_first_chunk::<TIME_KEY_LEN>() {
         Some((time, serial)) if !serial.is_empty() => Ok(CertificateCursor {
-            issued_at: (u64::from_be_bytes(*time) ^ (1 << 63)) as i64,
+            order,
+            at: (u64::from_be_bytes(*time) ^ (1 << 63)) as i64,
             serial: Serial::from_stored(serial.to_vec()),
         }),
         _ => Err(StoreError::Corrupt("certificate time index key".into())),
@@ -1687,9 +1738,17 @@ mod tests {
             .unwrap();
         assert_eq!((page, examined), (crate::CertificatePage::default(), 0));
 
-        // None has expired at 0: no index says so, the pages walk it all.
+        // None has expired at 0: the expiry index says so at once.
         let mut expired = crate::CertificateQuery::newest(10, 0);
         expired.state = Some(crate::CertificateState::Expired);
+        let (page, examined) = crate::listing::page_within(&*store, &expired, 1)
+            .await
+            .unwrap();
+        assert_eq!((page, examined), (crate::CertificatePage::default(), 0));
+
+        // One service's: no index says so, the pages walk the service's
+        // time index, each stopping at its budget.
+        expired.service = Some("bulk".parse().unwrap());
         let mut pages = 0;
         loop {
             let (page, examined) =
