@@ -5,7 +5,7 @@
 //! A backup reads every record, hashes it and streams it out; unpaced, it
 //! takes a whole core for as long as it lasts, and issuance on a small
 //! machine loses that core. Paced, it takes longer and issuance keeps its
-//! rate (docs/PERFORMANCE.md, "Issuance while a backup runs"). The pacing
+//! rate (docs/PERFORMANCE.md, "Issuance beside full passes"). The pacing
 //! sleeps the thread it runs on, so a paced pass must run on the blocking
 //! pool, never on an async worker (ARCHITECTURE.md invariants). This
 //! module owns no store access and no configuration file parsing beyond
