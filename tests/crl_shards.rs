@@ -105,7 +105,8 @@ fn shard_of(serial_hex: &str, count: u32) -> u32 {
 /// revoked, its shard lists it and another shard does not; OpenSSL with
 /// the revoked leaf's shard refuses it (error 23), with another leaf's
 /// shard accepts that leaf, finds the other shard out of scope for the
-/// revoked leaf (error 3: its IDP names another URL), and with the root's
+/// revoked leaf (error 44, "different CRL scope": its IDP names another
+/// URL), and with the root's
 /// CRL beside the shard checks the whole chain the same way. Counts and
 /// indexes certd does not publish are 404.
 #[tokio::test]
@@ -166,7 +167,7 @@ async fn openssl_checks_each_leaf_against_the_shard_it_names() {
     assert!(ok && text.contains(": OK"), "{other_serial} passes: {text}");
     let (ok, text) = verify(&daemon, "-crl_check", &other_shard, &revoked_leaf);
     assert!(
-        !ok && text.contains("error 3 "),
+        !ok && text.contains("error 44") && text.contains("different CRL scope"),
         "another shard is not the revoked leaf's CRL: {text}"
     );
 

@@ -27,8 +27,8 @@ pub fn build<'a>(
 /// and saying the CRL covers end-entity certificates only. A relying party
 /// that finds it for a certificate naming another URL (another shard, or
 /// the whole CRL) must not take it as that certificate's CRL: OpenSSL
-/// treats it as out of scope ("unable to get certificate CRL"), so a shard
-/// can never vouch for a serial listed in a different one.
+/// refuses such a certificate ("different CRL scope"), so a shard can never
+/// vouch for a serial listed in a different one.
 pub fn build_shard<'a>(
     signer: &Intermediate,
     entries: impl IntoIterator<Item = &'a RevokedEntry>,
