@@ -3,13 +3,17 @@
 //! shard lists the revoked serials that fall in it and no others under a
 //! critical Issuing Distribution Point naming that URL, and a relying party
 //! that loads only the shard a leaf names refuses a revoked leaf, accepts a
-//! good one, and takes no shard for another shard's leaf.
+//! good one, and takes no shard for another shard's leaf; nginx, checking
+//! whole chains with `/crls.pem`, keeps working with such leaves.
 
 mod common;
 
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use certd::config::ConfigFile;
+use common::acme_clients::{Background, wait_until};
 use common::{Daemon, http, openssl, stderr};
 
 /// `certd serve` with `[revocation] crl_shards = shards`.
@@ -290,4 +294,119 @@ fn the_guides_shard_settings_are_valid() {
         })
         .collect();
     assert_eq!(counts, [(64, vec![]), (128, vec![64])]);
+}
+
+/// nginx itself as the whole-chain checker (`ssl_verify_client on`,
+/// `ssl_crl` with `/crls.pem`, which still carries the whole CRLs), with
+/// leaves that name their shards: it takes a client before `certd revoke`,
+/// and with the CRL file fetched again it refuses that client while
+/// another one still gets through.
+#[tokio::test]
+async fn nginx_checks_whole_chains_of_leaves_that_name_shards() {
+    if !nginx_available() {
+        return;
+    }
+    let daemon = start(4);
+    let dir = daemon.tmp.path().join("nginx");
+    std::fs::create_dir_all(&dir).expect("nginx directory");
+    let write_identity = |name: &str, identity: &common::Identity| {
+        let chain = common::write_file(&dir.join(format!("{name}.pem")), &identity.chain_pem);
+        let key = common::write_file(&dir.join(format!("{name}.key")), &identity.key_pem);
+        (chain, key)
+    };
+    // The server's certificate is a workload's too (it has serverAuth).
+    let (server_chain, server_key) = write_identity("web", &daemon.bootstrap("web").await);
+    let payments = daemon.bootstrap("payments").await;
+    let client = write_identity("payments", &payments);
+    let other = write_identity("orders", &daemon.bootstrap("orders").await);
+    let crls = dir.join("crls.pem");
+    let fetch_crls = || {
+        let fetched = http("GET", &format!("{}/crls.pem", daemon.http), &[], b"");
+        assert_eq!(fetched.status, 200);
+        std::fs::write(&crls, &fetched.body).expect("write crls.pem");
+    };
+    fetch_crls();
+    let port = common::free_port_below_ephemeral_range();
+    // One process (no master and workers), so that stopping it is one kill.
+    let conf = format!(
+        "master_process off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\n\
+         events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n\
+         server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name web.certd.internal;\n\
+         ssl_certificate {server_chain};\n    ssl_certificate_key {server_key};\n\
+         ssl_client_certificate {bundle};\n    ssl_verify_client on;\n    ssl_verify_depth 2;\n\
+         ssl_crl {crls};\n    location / {{ return 200 \"verified $ssl_client_s_dn\\n\"; }}\n  }}\n}}\n",
+        dir = dir.display(),
+        bundle = daemon.data_dir.join("bundle.pem").display(),
+        crls = crls.display(),
+    );
+    let conf_path = common::write_file(&dir.join("nginx.conf"), conf);
+    let start_nginx = || {
+        let nginx = Background::spawn(
+            Command::new("nginx")
+                .arg("-p")
+                .arg(&dir)
+                .args(["-c", &conf_path, "-g", "daemon off;"]),
+            dir.join("nginx.out"),
+        );
+        wait_until(
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || format!("nginx did not listen: {}", nginx.log_text()),
+        );
+        nginx
+    };
+    let curl = |(chain, key): &(String, String)| {
+        let output = Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"])
+            .args([
+                "--cacert",
+                daemon.data_dir.join("bundle.pem").to_str().unwrap(),
+            ])
+            .args(["--cert", chain, "--key", key])
+            .args(["--resolve", &format!("web.certd.internal:{port}:127.0.0.1")])
+            .arg(format!("https://web.certd.internal:{port}/"))
+            .output()
+            .expect("run curl");
+        common::stdout(&output)
+    };
+
+    let nginx = start_nginx();
+    let before = curl(&client);
+    assert!(
+        before.ends_with("\n200") && before.contains("CN=payments"),
+        "before the revocation nginx takes the client: {before}"
+    );
+    drop(nginx);
+
+    let output = daemon.cli(&["revoke", &payments.issued.serial]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    fetch_crls();
+    let _nginx = start_nginx();
+    let after = curl(&client);
+    assert!(
+        after.ends_with("\n400"),
+        "after certd revoke nginx refuses it: {after}"
+    );
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    assert!(log.contains("certificate revoked"), "nginx's log: {log}");
+    let other_answer = curl(&other);
+    assert!(
+        other_answer.ends_with("\n200") && other_answer.contains("CN=orders"),
+        "another client still gets through: {other_answer}"
+    );
+}
+
+/// Whether nginx runs here; missing: `false` after a skip line, or a panic
+/// where the outside clients are required (CI).
+fn nginx_available() -> bool {
+    if Command::new("nginx").arg("-v").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CERTD_REQUIRE_ACME_CLIENTS").is_none()
+            && std::env::var_os("CI").is_none(),
+        "nginx is required here: apt-get install nginx"
+    );
+    eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+    false
 }

@@ -202,7 +202,7 @@ impl PublishedCrl {
 
 /// Whether a CRL built here is shared with the replicas through the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Share {
+enum Share {
     WithReplicas,
     NotWithReplicas,
 }
@@ -367,7 +367,7 @@ impl Revocations {
     /// Builds a CRL (and its shards) under the rebuild lock (`covered`),
     /// serves it, and tells the waiters; shares it through the store if
     /// `share` says so.
-    pub(super) async fn build_and_serve(
+    async fn build_and_serve(
         &self,
         covered: &mut u64,
         now: i64,
