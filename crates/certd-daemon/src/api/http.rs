@@ -252,7 +252,11 @@ async fn root_crl(State(authority): State<Authority>, headers: HeaderMap) -> Res
 /// (covering the intermediates; and the next root's while one is prepared)
 /// and each intermediate's (covering leaves).
 /// What nginx `ssl_crl`, HAProxy `crl-file` and `openssl verify
-/// -crl_check_all -CRLfile` take.
+/// -crl_check_all -CRLfile` take. With `crl_shards` it still carries the
+/// whole CRLs, not the shards: a CRL without an Issuing Distribution Point
+/// covers every leaf, whatever shard it names (and leaves from before the
+/// switch name the whole CRL), while the shards would list every entry a
+/// second time.
 async fn crls_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
     let roots = authority.ca().root_crls();
     if roots.is_empty() {
