@@ -20,6 +20,18 @@ pub fn new_ca(dir: &std::path::Path) -> Arc<CertificateAuthority> {
     Arc::new(CertificateAuthority::load(dir).unwrap())
 }
 
+/// A fresh CA whose leaves carry URLs under `urls` (as a serving daemon's
+/// do), so that its CRL shards name theirs.
+pub fn new_ca_serving(
+    dir: &std::path::Path,
+    urls: certd::ca::RevocationUrls,
+) -> Arc<CertificateAuthority> {
+    drop(new_ca(dir));
+    let mut ca = CertificateAuthority::load(dir).unwrap();
+    ca.set_revocation_urls(urls);
+    Arc::new(ca)
+}
+
 pub fn csr_der() -> Vec<u8> {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::default();

@@ -1,16 +1,21 @@
 //! Revocation: signing CRLs of 10k, 100k and 1M entries; building and
 //! publishing one from a store of 10k and 100k revocations, as the
 //! background publisher does (read the entries, take a number, sign both
-//! encodings); answering OCSP from the cache and from scratch.
+//! encodings); the same with the CRL split into 16 and 64 shards, at
+//! `CERTD_BENCH_SHARD_REVOCATIONS` revocations (default 100,000;
+//! docs/PERFORMANCE.md reports 1,000,000), printing the sizes; answering
+//! OCSP from the cache and from scratch.
 
 mod common;
 
 use std::time::{Duration, SystemTime};
 
+use certd::ca::RevocationUrls;
+use certd::ca::crl_shards::ShardCount;
 use certd::ca::csr::ValidatedCsr;
 use certd::clock::unix_seconds;
 use certd::identity::{Serial, WorkloadIdentity};
-use certd::revocation::{RevocationSettings, Revocations};
+use certd::revocation::{PublishedCrl, RevocationSettings, Revocations};
 use certd::store::{Attestation, IssuanceRecord, Revocation, RevokedEntry};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -113,6 +118,105 @@ fn crl_build_from_store(c: &mut Criterion) {
     group.finish();
 }
 
+/// The publisher's build (the whole CRL and every shard, as `refresh_crl`
+/// makes them) from one store of revocations, whole only and split into 16
+/// and 64 shards, and one shard of 64 signed alone; prints each layout's
+/// sizes. The store is filled once (`store_with_revocations`, straight into
+/// sled), with `CERTD_BENCH_SHARD_REVOCATIONS` entries.
+fn crl_shards(c: &mut Criterion) {
+    let entries: usize = std::env::var("CERTD_BENCH_SHARD_REVOCATIONS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = common::runtime();
+    let now = unix_seconds(SystemTime::now());
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let store = store_with_revocations(&runtime, &dir.path().join("db"), entries, now);
+    println!(
+        "crl_shards: {} revocations stored in {:.1} s",
+        entries / 256 * 256,
+        started.elapsed().as_secs_f64()
+    );
+    let base = "http://certd.example:8080";
+    let mut group = c.benchmark_group(format!("crl_shards_{entries}"));
+    group.sample_size(10);
+    let mut sixty_four_ca = None;
+    for shards in [1u64, 16, 64] {
+        let count = ShardCount::new(shards).unwrap();
+        let ca = common::new_ca_serving(
+            &dir.path().join(format!("ca-{shards}")),
+            RevocationUrls::new(base).with_crl_shards(count),
+        );
+        let settings = RevocationSettings {
+            crl_shards: count,
+            ..RevocationSettings::default()
+        };
+        let revocations = Revocations::new(ca.clone(), store.clone(), settings);
+        let started = std::time::Instant::now();
+        let crl = runtime.block_on(revocations.refresh_crl()).unwrap();
+        print_sizes(shards, &crl, started.elapsed());
+        group.bench_function(BenchmarkId::new("build", shards), |b| {
+            b.iter(|| {
+                // Something new to list: otherwise the published CRL is
+                // served as it is.
+                revocations.forget_cached_answers();
+                runtime.block_on(revocations.refresh_crl()).unwrap()
+            })
+        });
+        if shards == 64 {
+            sixty_four_ca = Some(ca);
+        }
+    }
+    // One shard on its own: what a relying party's shard costs to sign.
+    let ca = sixty_four_ca.unwrap();
+    let revoked = runtime.block_on(store.revoked_unexpired(now)).unwrap();
+    let count = ShardCount::new(64).unwrap();
+    let first = count
+        .partition(&revoked, |entry| &entry.serial)
+        .swap_remove(0);
+    let url = format!("{base}/crl/{}/shards/64/0", ca.current().key_id_hex());
+    group.bench_function("sign_one_shard_of_64", |b| {
+        b.iter(|| {
+            certd::ca::crl::build_shard(
+                &ca.current(),
+                first.iter().copied(),
+                7,
+                now,
+                now + 3600,
+                &url,
+            )
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
+/// One line per layout: the whole CRL's size and the shards' (DER).
+fn print_sizes(shards: u64, crl: &PublishedCrl, first_build: Duration) {
+    let sizes: Vec<usize> = crl
+        .shards
+        .iter()
+        .flat_map(|set| set.der.iter().map(Vec::len))
+        .collect();
+    let shard_text = match (sizes.iter().min(), sizes.iter().max()) {
+        (Some(min), Some(max)) => format!(
+            "; {} shards: min {min} B, mean {} B, max {max} B, total {} B",
+            sizes.len(),
+            sizes.iter().sum::<usize>() / sizes.len(),
+            sizes.iter().sum::<usize>()
+        ),
+        _ => String::new(),
+    };
+    println!(
+        "crl_shards: {} entries, crl_shards = {shards}: whole CRL {} B (PEM {} B){shard_text}; first build {:.2} s",
+        crl.entries,
+        crl.der.len(),
+        crl.pem.len(),
+        first_build.as_secs_f64()
+    );
+}
+
 fn ocsp_answers(c: &mut Criterion) {
     let runtime = common::runtime();
     let dir = tempfile::tempdir().unwrap();
@@ -166,5 +270,11 @@ fn ocsp_answers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, crl_generation, crl_build_from_store, ocsp_answers);
+criterion_group!(
+    benches,
+    crl_generation,
+    crl_build_from_store,
+    crl_shards,
+    ocsp_answers
+);
 criterion_main!(benches);

@@ -90,6 +90,45 @@ async fn openssl_checks_whole_chains_with_the_crls_certd_serves() {
     );
 }
 
+/// With the leaves' CRL split into shards (`crl_shards = 4`, each leaf
+/// naming its shard), `/crls.pem` still carries the root's CRL and each
+/// intermediate's whole CRL (no Issuing Distribution Point, so in scope for
+/// every leaf whatever shard it names): a whole-chain check as nginx
+/// `ssl_crl` and HAProxy `crl-file` make it refuses the revoked leaf and
+/// passes the others. (`tests/crl_shards.rs` checks leaves against their
+/// shards.)
+#[tokio::test]
+async fn whole_chain_checks_keep_working_with_crl_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::write_file(
+        &tmp.path().join("certd.toml"),
+        "[revocation]\ncrl_shards = 4\n",
+    );
+    let data_dir = tmp.path().join("ca");
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    let (payments, payments_leaf) = workload(&daemon, "payments").await;
+    let (_, orders_leaf) = workload(&daemon, "orders").await;
+    let (ok, text) = openssl(&[
+        "x509",
+        "-noout",
+        "-ext",
+        "crlDistributionPoints",
+        "-in",
+        &payments_leaf,
+    ]);
+    assert!(
+        ok && text.contains("/shards/4/"),
+        "the leaf names a shard: {text}"
+    );
+
+    let output = daemon.cli(&["revoke", &payments.issued.serial]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (ok, text) = verify_with_crls(&daemon, &payments_leaf);
+    assert!(!ok && text.contains("error 23"), "a revoked leaf: {text}");
+    let (ok, text) = verify_with_crls(&daemon, &orders_leaf);
+    assert!(ok && text.contains(": OK"), "others still pass: {text}");
+}
+
 /// Unix seconds now.
 fn unix_now() -> i64 {
     std::time::SystemTime::now()

@@ -143,6 +143,97 @@ fn crl_lists(replica: &Daemon, serial: &str) -> bool {
         .any(|revoked| hex::encode(revoked.raw_serial()) == serial)
 }
 
+/// The CRL number of a DER CRL, and whether it lists `serial` (hex).
+fn crl_number_and_lists(der: &[u8], serial: &str) -> (u64, bool) {
+    let (_, crl) = x509_parser::parse_x509_crl(der).unwrap();
+    let number = crl
+        .crl_number()
+        .and_then(|number| number.to_u64_digits().first().copied())
+        .unwrap_or(0);
+    let lists = crl
+        .iter_revoked_certificates()
+        .any(|revoked| hex::encode(revoked.raw_serial()) == serial);
+    (number, lists)
+}
+
+/// With `crl_shards`, a revocation through A reaches the shard B serves:
+/// B does not adopt A's whole CRL (the database holds no shards) but signs
+/// its own, whole and shards, with a higher number than A's, and its shard
+/// for the serial lists it.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_crl_shards_a_replica_signs_shards_newer_than_the_others_crl() {
+    let Some(server) = ScratchServer::start_for_tests() else {
+        return;
+    };
+    let url = server.url();
+    let sharded =
+        |tmp: &Path| common::write_file(&tmp.join("certd.toml"), "[revocation]\ncrl_shards = 4\n");
+    let tmp_a = tempfile::tempdir().unwrap();
+    let dir_a = tmp_a.path().join("ca");
+    use_database(&dir_a, &url);
+    let config_a = sharded(tmp_a.path());
+    let a = Daemon::start_in(tmp_a, dir_a, &["--config", &config_a]);
+    let tmp_b = tempfile::tempdir().unwrap();
+    let dir_b = tmp_b.path().join("ca");
+    set_up_replica(&a.data_dir, &dir_b, &url);
+    let config_b = sharded(tmp_b.path());
+    let b = Daemon::start_in(tmp_b, dir_b, &["--config", &config_b]);
+
+    let identity = a.bootstrap("billing").await;
+    let (_, leaf) =
+        x509_parser::pem::parse_x509_pem(identity.issued.certificate_pem.as_bytes()).unwrap();
+    let leaf = leaf.parse_x509().unwrap();
+    let crl_path = leaf
+        .extensions()
+        .iter()
+        .find_map(|extension| match extension.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::CRLDistributionPoints(points) => points
+                .points
+                .iter()
+                .find_map(|point| match &point.distribution_point {
+                    Some(x509_parser::extensions::DistributionPointName::FullName(names)) => {
+                        names.iter().find_map(|name| match name {
+                            x509_parser::extensions::GeneralName::URI(uri) => {
+                                uri.strip_prefix(a.http.as_str()).map(str::to_owned)
+                            }
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                }),
+            _ => None,
+        })
+        .expect("a CRL distribution point under A's URL");
+    assert!(crl_path.contains("/shards/4/"), "{crl_path}");
+
+    let serial = identity.issued.serial.clone();
+    let output = a.cli(&["revoke", &serial]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (a_number, a_lists) = crl_number_and_lists(
+        &http("GET", &format!("{}/crl", a.http), &[], b"").body,
+        &serial,
+    );
+    assert!(a_lists);
+    let mut b_number = 0;
+    within_limit("a revocation in B's shard", async || {
+        let shard = http("GET", &format!("{}{crl_path}", b.http), &[], b"");
+        assert_eq!(shard.status, 200, "{crl_path}");
+        let (number, lists) = crl_number_and_lists(&shard.body, &serial);
+        b_number = number;
+        lists
+    })
+    .await;
+    assert!(
+        b_number > a_number,
+        "B's shard {b_number}, A's CRL {a_number}"
+    );
+    let (b_whole, b_lists) = crl_number_and_lists(
+        &http("GET", &format!("{}/crl", b.http), &[], b"").body,
+        &serial,
+    );
+    assert!(b_lists && b_whole >= b_number, "B's whole CRL {b_whole}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_on_one_database_agree() {
     let Some((a, b, _server)) = replicas() else {

@@ -11,15 +11,58 @@ use certd_core::model::RevokedEntry;
 /// Builds an X.509 v2 CRL listing `entries`, with the given CRL number and
 /// validity, signed by `signer`. The authority key identifier is the
 /// signer's subject key identifier.
-pub fn build(
+pub fn build<'a>(
     signer: &Intermediate,
-    entries: &[RevokedEntry],
+    entries: impl IntoIterator<Item = &'a RevokedEntry>,
     number: u64,
     this_update: i64,
     next_update: i64,
 ) -> Result<Vec<u8>, CaError> {
+    build_scoped(signer, entries, number, this_update, next_update, None)
+}
+
+/// Builds one shard of a partitioned CRL (`crl_shards`): as `build`, with a
+/// critical Issuing Distribution Point (RFC 5280 section 5.2.5) naming
+/// `url`, the URL the shard's leaves carry in their CRL distribution point,
+/// and saying the CRL covers end-entity certificates only. A relying party
+/// that finds it for a certificate naming another URL (another shard, or
+/// the whole CRL) must not take it as that certificate's CRL: OpenSSL
+/// refuses such a certificate ("different CRL scope"), so a shard can never
+/// vouch for a serial listed in a different one.
+pub fn build_shard<'a>(
+    signer: &Intermediate,
+    entries: impl IntoIterator<Item = &'a RevokedEntry>,
+    number: u64,
+    this_update: i64,
+    next_update: i64,
+    url: &str,
+) -> Result<Vec<u8>, CaError> {
+    let scope = rcgen::CrlIssuingDistributionPoint {
+        distribution_point: rcgen::CrlDistributionPoint {
+            uris: vec![url.to_owned()],
+        },
+        scope: Some(rcgen::CrlScope::UserCertsOnly),
+    };
+    build_scoped(
+        signer,
+        entries,
+        number,
+        this_update,
+        next_update,
+        Some(scope),
+    )
+}
+
+fn build_scoped<'a>(
+    signer: &Intermediate,
+    entries: impl IntoIterator<Item = &'a RevokedEntry>,
+    number: u64,
+    this_update: i64,
+    next_update: i64,
+    issuing_distribution_point: Option<rcgen::CrlIssuingDistributionPoint>,
+) -> Result<Vec<u8>, CaError> {
     let revoked_certs = entries
-        .iter()
+        .into_iter()
         .map(|entry| RevokedCertParams {
             serial_number: SerialNumber::from_slice(entry.serial.as_bytes()),
             revocation_time: timestamp(entry.revocation.revoked_at),
@@ -31,7 +74,7 @@ pub fn build(
         this_update: timestamp(this_update),
         next_update: timestamp(next_update),
         crl_number: SerialNumber::from_slice(&minimal_be(number)),
-        issuing_distribution_point: None,
+        issuing_distribution_point,
         revoked_certs,
         key_identifier_method: KeyIdMethod::PreSpecified(signer.key_id().to_vec()),
     };

@@ -12,6 +12,7 @@
 
 pub mod bundle;
 pub mod crl;
+pub mod crl_shards;
 pub mod csr;
 mod files;
 mod init;
@@ -122,10 +123,13 @@ impl SignedCertificate {
 /// under one HTTP base URL. Every workload certificate carries all three: a
 /// CRL distribution point, and in its AIA an OCSP URL and a CA Issuers URL.
 /// The CRL and the issuer are named by the signing intermediate's key id,
-/// so that certificates signed before a rotation still find theirs.
+/// so that certificates signed before a rotation still find theirs. With
+/// `crl_shards` above 1 the CRL a leaf names is its shard's
+/// (`crl_shards::shard_url`), not the whole CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationUrls {
     base: String,
+    crl_shards: crl_shards::ShardCount,
 }
 
 /// The URLs one intermediate's certificates carry.
@@ -137,14 +141,25 @@ pub struct IssuerUrls {
 }
 
 impl RevocationUrls {
-    /// Under `base` (an http:// or https:// URL, checked by the caller).
+    /// Under `base` (an http:// or https:// URL, checked by the caller),
+    /// leaves naming the whole CRL.
     pub fn new(base: &str) -> Self {
         RevocationUrls {
             base: base.trim_end_matches('/').to_owned(),
+            crl_shards: crl_shards::ShardCount::WHOLE,
         }
     }
 
-    /// The URLs of the intermediate whose key id is `key_id_hex`.
+    /// Leaves signed from now on name their shard of `count`.
+    pub fn with_crl_shards(self, count: crl_shards::ShardCount) -> Self {
+        RevocationUrls {
+            crl_shards: count,
+            ..self
+        }
+    }
+
+    /// The URLs of the intermediate whose key id is `key_id_hex`; the CRL
+    /// is the whole one.
     pub fn of(&self, key_id_hex: &str) -> IssuerUrls {
         let base = &self.base;
         IssuerUrls {
@@ -152,6 +167,23 @@ impl RevocationUrls {
             ocsp: format!("{base}/ocsp"),
             ca_issuers: format!("{base}/intermediate/{key_id_hex}.cer"),
         }
+    }
+
+    /// The URLs the leaf with `serial` carries: its shard's CRL when the
+    /// CRL is partitioned.
+    pub fn of_leaf(&self, key_id_hex: &str, serial: &Serial) -> IssuerUrls {
+        let mut urls = self.of(key_id_hex);
+        if self.crl_shards.is_sharded() {
+            let index = self.crl_shards.shard_of(serial);
+            urls.crl = self.shard_url(key_id_hex, self.crl_shards, index);
+        }
+        urls
+    }
+
+    /// The URL of one shard, as the shard's Issuing Distribution Point and
+    /// its leaves' CRL distribution point name it.
+    pub fn shard_url(&self, key_id_hex: &str, count: crl_shards::ShardCount, index: u16) -> String {
+        crl_shards::shard_url(&self.base, key_id_hex, count, index)
     }
 }
 
@@ -360,6 +392,11 @@ impl CertificateAuthority {
         self.revocation_urls = Some(urls);
     }
 
+    /// Where relying parties find revocation information, if set.
+    pub fn revocation_urls(&self) -> Option<&RevocationUrls> {
+        self.revocation_urls.as_ref()
+    }
+
     pub fn key_type(&self) -> KeyType {
         self.metadata.key_type
     }
@@ -443,7 +480,7 @@ impl CertificateAuthority {
         let urls = self
             .revocation_urls
             .as_ref()
-            .map(|urls| urls.of(&signer.key_id_hex()));
+            .map(|urls| urls.of_leaf(&signer.key_id_hex(), &serial));
         let params = profile::workload(
             identity,
             profile,
@@ -729,6 +766,66 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// A leaf names the whole CRL by default, and its shard's URL, with
+    /// the count and the index the serial picks, when the CRL is split.
+    #[test]
+    fn a_leaf_names_its_shard_in_its_crl_distribution_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = new_ca(dir.path());
+        let key_id = ca.current().key_id_hex();
+        let sign = |ca: &CertificateAuthority, serial: &Serial| {
+            let signed = ca
+                .sign_workload(
+                    &csr(&KeyPair::generate().unwrap()),
+                    &identity(),
+                    WorkloadProfile::Spiffe,
+                    serial.clone(),
+                    Duration::from_secs(3600),
+                    SystemTime::now(),
+                )
+                .unwrap();
+            crl_distribution_points(&signed.der)
+        };
+        let serial: Serial = "4cbd5b2cf1a6e0b6dd2d5a4b0c8e7f6a1b2c3d4e".parse().unwrap();
+        ca.set_revocation_urls(RevocationUrls::new("http://ca.example:8080/"));
+        assert_eq!(
+            sign(&ca, &serial),
+            [format!("http://ca.example:8080/crl/{key_id}")]
+        );
+        let sixty_four = crl_shards::ShardCount::new(64).unwrap();
+        ca.set_revocation_urls(
+            RevocationUrls::new("http://ca.example:8080/").with_crl_shards(sixty_four),
+        );
+        // 0x…4e mod 64 = 0x0e.
+        assert_eq!(
+            sign(&ca, &serial),
+            [format!("http://ca.example:8080/crl/{key_id}/shards/64/14")]
+        );
+    }
+
+    /// The URIs of the CRL distribution points of a DER certificate.
+    fn crl_distribution_points(der: &[u8]) -> Vec<String> {
+        use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+        let (_, cert) = X509Certificate::from_der(der).unwrap();
+        cert.extensions()
+            .iter()
+            .filter_map(|e| match e.parsed_extension() {
+                ParsedExtension::CRLDistributionPoints(points) => Some(points),
+                _ => None,
+            })
+            .flat_map(|points| points.points.iter())
+            .filter_map(|point| match &point.distribution_point {
+                Some(DistributionPointName::FullName(names)) => Some(names),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) => Some((*uri).to_owned()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The AIA of `cert`: (method, URL) pairs.

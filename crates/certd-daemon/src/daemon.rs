@@ -281,6 +281,7 @@ impl Daemon {
     /// or else under the HTTP listener's address.
     fn revocation_urls(&self, http_addr: SocketAddr) -> crate::ca::RevocationUrls {
         revocation_urls(&self.public_base_url(http_addr))
+            .with_crl_shards(self.config.revocation.crl_shards)
     }
 
     /// Where relying parties reach the HTTP listener: `public_base_url`, or

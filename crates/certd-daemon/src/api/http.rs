@@ -1,7 +1,8 @@
 //! Plain HTTP, for what is public or signed: `/healthz` (liveness),
 //! `/readyz` (readiness), the current intermediate's CRL (`/crl`,
 //! `/crl.pem`) and each intermediate's by key id (`/crl/{key-id}`, where
-//! leaves' CRL distribution point names it), the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`),
+//! leaves' CRL distribution point names it; or, with `crl_shards`, one
+//! shard of it, `/crl/{key-id}/shards/{count}/{index}`), the OCSP responder (`POST /ocsp`, `GET /ocsp/{request}`),
 //! `/metrics` (Prometheus), the issuer's metadata (`/.well-known/openid-configuration`,
 //! `/.well-known/oauth-authorization-server`), and the keys verifiers need: `/jwks.json` (JWT-SVID keys) and the SPIFFE
 //! trust bundle (`/bundle.spiffe`, `/.well-known/spiffe-bundle`). For relying parties that
@@ -83,6 +84,7 @@ pub(crate) fn router(authority: Authority) -> Router {
         .route("/crl", get(crl_der))
         .route("/crl.pem", get(crl_pem))
         .route("/crl/{key_id}", get(crl_of))
+        .route("/crl/{key_id}/shards/{count}/{file}", get(crl_shard))
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
         .route("/metrics", get(metrics))
@@ -250,7 +252,11 @@ async fn root_crl(State(authority): State<Authority>, headers: HeaderMap) -> Res
 /// (covering the intermediates; and the next root's while one is prepared)
 /// and each intermediate's (covering leaves).
 /// What nginx `ssl_crl`, HAProxy `crl-file` and `openssl verify
-/// -crl_check_all -CRLfile` take.
+/// -crl_check_all -CRLfile` take. With `crl_shards` it still carries the
+/// whole CRLs, not the shards: a CRL without an Issuing Distribution Point
+/// covers every leaf, whatever shard it names (and leaves from before the
+/// switch name the whole CRL), while the shards would list every entry a
+/// second time.
 async fn crls_pem(State(authority): State<Authority>, headers: HeaderMap) -> Response {
     let roots = authority.ca().root_crls();
     if roots.is_empty() {
@@ -424,6 +430,49 @@ async fn crl_of(
         crl.signed_by(&key_id).map(|(der, _)| der.to_vec())
     })
     .await
+}
+
+/// One shard of an intermediate's CRL (`revocation.crl_shards`), where
+/// leaves' CRL distribution point names it: `{index}` (DER) or
+/// `{index}.pem`. Served for the shard count in use and the retired ones;
+/// 404 for any other, or an index past the count.
+async fn crl_shard(
+    State(authority): State<Authority>,
+    Path((key_id, count, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (index, content_type) = match file.strip_suffix(".pem") {
+        Some(index) => (index, PEM),
+        None => (file.as_str(), CRL_DER),
+    };
+    let (Ok(key_id), Ok(count), Ok(index)) = (
+        hex::decode(&key_id),
+        count.parse::<u16>(),
+        index.parse::<u16>(),
+    ) else {
+        return no_such_shard();
+    };
+    let response = crl_response(&authority, &headers, content_type, |crl| {
+        let der = crl.shard(&key_id, count, index)?;
+        Some(if content_type == PEM {
+            crate::ca::pem_encode("X509 CRL", der).into_bytes()
+        } else {
+            der.to_vec()
+        })
+    })
+    .await;
+    if response.status() == StatusCode::NOT_FOUND {
+        return no_such_shard();
+    }
+    response
+}
+
+fn no_such_shard() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "no such CRL shard: the intermediate's key id, a shard count in use or retired (revocation.crl_shards, crl_retired_shards) and an index below it\n",
+    )
+        .into_response()
 }
 
 async fn crl_response(

@@ -190,7 +190,7 @@ impl Authority {
         let revocations = Arc::new(Revocations::new(
             ca.clone(),
             store.clone(),
-            settings.revocation,
+            settings.revocation.clone(),
         ));
         // Revocations answer once durable; this task lists them in the CRL.
         revocations.start_publisher();

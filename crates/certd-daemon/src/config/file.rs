@@ -226,6 +226,13 @@ pub struct RevocationSection {
     pub crl_refresh: Option<String>,
     /// How long an OCSP answer is valid (its nextUpdate).
     pub ocsp_validity: Option<String>,
+    /// How many shards each intermediate's leaf CRL is split into (1 to
+    /// 1024, default 1: none). Above 1, every leaf signed from then on names
+    /// its shard's URL; the whole CRL is still published.
+    pub crl_shards: Option<u64>,
+    /// Shard counts leaves were issued with before `crl_shards` changed:
+    /// their shards stay published until those leaves expire.
+    pub crl_retired_shards: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

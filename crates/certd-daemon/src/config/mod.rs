@@ -25,6 +25,7 @@ use crate::api::connections::ConnectionSettings;
 use crate::attest::ConfiguredAttestors;
 use crate::attest::configured::CONFIGURABLE;
 use crate::ca::RevocationUrls;
+use crate::ca::crl_shards::{MAX_CRL_SHARDS, ShardCount};
 use crate::identity::DnsName;
 use crate::limits::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_REQUEST_BYTES, LimitSettings,
@@ -203,7 +204,7 @@ impl Config {
                 token_endpoint,
             },
             lifetimes: self.lifetimes,
-            revocation: self.revocation,
+            revocation: self.revocation.clone(),
             limits: self.limits,
             operators: self.operators.clone(),
             server_names: self.server_names.clone(),
@@ -335,6 +336,8 @@ impl ConfigFile {
                 &revocation_section.crl_refresh,
                 DEFAULT_CRL_REFRESH,
             )?,
+            crl_shards: shard_count("revocation.crl_shards", revocation_section.crl_shards)?,
+            crl_retired_shards: retired_shard_counts(&revocation_section)?,
         };
         for (field, value) in [
             ("revocation.crl_validity", revocation.crl_validity),
@@ -845,6 +848,56 @@ fn validate_server_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A CRL shard count: 1 (none, the default) to `MAX_CRL_SHARDS`.
+fn shard_count(field: &'static str, value: Option<u64>) -> Result<ShardCount, ConfigError> {
+    match value {
+        None => Ok(ShardCount::WHOLE),
+        Some(count) => ShardCount::new(count).ok_or_else(|| {
+            invalid(
+                field,
+                format!("{count} is not a shard count from 1 to {MAX_CRL_SHARDS}"),
+            )
+        }),
+    }
+}
+
+/// The retired shard counts: each a count that was `crl_shards` (so above
+/// 1), not the current one, none twice, and a few at most: every build
+/// signs every count's shards again.
+fn retired_shard_counts(section: &file::RevocationSection) -> Result<Vec<ShardCount>, ConfigError> {
+    const FIELD: &str = "revocation.crl_retired_shards";
+    const MAX_RETIRED: usize = 8;
+    let current = shard_count("revocation.crl_shards", section.crl_shards)?;
+    let listed = section.crl_retired_shards.clone().unwrap_or_default();
+    if listed.len() > MAX_RETIRED {
+        return Err(invalid(
+            FIELD,
+            format!("lists {} counts; at most {MAX_RETIRED}", listed.len()),
+        ));
+    }
+    let mut retired = Vec::with_capacity(listed.len());
+    for value in listed {
+        let count = shard_count(FIELD, Some(value))?;
+        if !count.is_sharded() {
+            return Err(invalid(
+                FIELD,
+                "1 is the whole CRL, always published".into(),
+            ));
+        }
+        if count == current {
+            return Err(invalid(
+                FIELD,
+                format!("{count} is crl_shards, the count in use"),
+            ));
+        }
+        if retired.contains(&count) {
+            return Err(invalid(FIELD, format!("{count} is listed twice")));
+        }
+        retired.push(count);
+    }
+    Ok(retired)
+}
+
 fn invalid(field: &'static str, message: String) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
@@ -1180,6 +1233,40 @@ mod tests {
             "[revocation]\ncrl_refresh = \"10s\"",
             Some("revocation.crl_refresh"),
         );
+        check(
+            "[revocation]\ncrl_shards = 0",
+            Some("revocation.crl_shards"),
+        );
+        check(
+            "[revocation]\ncrl_shards = 1025",
+            Some("revocation.crl_shards"),
+        );
+        check(
+            "[revocation]\ncrl_shards = 64\ncrl_retired_shards = [64]",
+            Some("revocation.crl_retired_shards"),
+        );
+        check(
+            "[revocation]\ncrl_shards = 64\ncrl_retired_shards = [16, 16]",
+            Some("revocation.crl_retired_shards"),
+        );
+        check(
+            "[revocation]\ncrl_retired_shards = [1]",
+            Some("revocation.crl_retired_shards"),
+        );
+        check(
+            "[revocation]\ncrl_retired_shards = [2, 3, 4, 5, 6, 7, 8, 9, 10]",
+            Some("revocation.crl_retired_shards"),
+        );
+        let sharded = check(
+            "[revocation]\ncrl_shards = 64\ncrl_retired_shards = [16]",
+            None,
+        )
+        .unwrap();
+        assert_eq!(sharded.revocation.crl_shards.get(), 64);
+        assert_eq!(
+            sharded.revocation.crl_retired_shards,
+            [ShardCount::new(16).unwrap()]
+        );
         // A refresh past half the validity is brought back to half.
         let config = check(
             "[revocation]\ncrl_validity = \"1h\"\ncrl_refresh = \"2h\"",
@@ -1193,6 +1280,9 @@ mod tests {
             Duration::from_secs(24 * 3600)
         );
         assert_eq!(defaults.revocation.crl_refresh, Duration::from_secs(3600));
+        // One whole CRL unless configured, as before shards existed.
+        assert_eq!(defaults.revocation.crl_shards, ShardCount::WHOLE);
+        assert!(defaults.revocation.crl_retired_shards.is_empty());
         check(
             "[limits]\nissuance_rate = -1.0",
             Some("limits.issuance_rate"),

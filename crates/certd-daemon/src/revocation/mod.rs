@@ -20,17 +20,20 @@
 pub mod ocsp;
 mod ocsp_cache;
 mod publisher;
+mod shards;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::ca::crl_shards::ShardCount;
 use crate::ca::{CaError, CertificateAuthority, crl, pem_encode};
 use crate::identity::Serial;
 use crate::store::{CertificateState, SharedStorage, StoreError};
 use ocsp::{IssuerHashes, KnownStatus};
 use ocsp_cache::{CachedOcsp, OcspQuestion};
+pub use shards::ShardSet;
 
 /// Why a CRL could not be built, published or read, or a status looked up.
 #[derive(Debug, thiserror::Error)]
@@ -77,13 +80,30 @@ pub(crate) const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 /// Default validity of an OCSP answer.
 pub(crate) const DEFAULT_OCSP_VALIDITY: Duration = Duration::from_secs(3600);
 
-/// How long what `revocation` publishes stays valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How long what `revocation` publishes stays valid, and how the leaves'
+/// CRL is partitioned.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationSettings {
     pub crl_validity: Duration,
     pub ocsp_validity: Duration,
     /// At most half of `crl_validity`.
     pub crl_refresh: Duration,
+    /// How many shards each intermediate's leaf CRL is split into besides
+    /// the whole CRL (`crl_shards`); 1: none.
+    pub crl_shards: ShardCount,
+    /// Shard counts used before, still named by certificates that have not
+    /// expired: their shards are built and served too. Never `crl_shards`,
+    /// never 1, no repeats (the configuration checks it).
+    pub crl_retired_shards: Vec<ShardCount>,
+}
+
+impl RevocationSettings {
+    /// Every partition a build makes shards for: the current count first.
+    fn shard_counts(&self) -> impl Iterator<Item = ShardCount> + '_ {
+        std::iter::once(self.crl_shards)
+            .chain(self.crl_retired_shards.iter().copied())
+            .filter(|count| count.is_sharded())
+    }
 }
 
 impl Default for RevocationSettings {
@@ -92,6 +112,8 @@ impl Default for RevocationSettings {
             crl_validity: DEFAULT_CRL_VALIDITY,
             ocsp_validity: DEFAULT_OCSP_VALIDITY,
             crl_refresh: DEFAULT_CRL_REFRESH,
+            crl_shards: ShardCount::WHOLE,
+            crl_retired_shards: Vec::new(),
         }
     }
 }
@@ -113,6 +135,10 @@ pub struct PublishedCrl {
     pub signer_key_id: Vec<u8>,
     /// The same list, signed by the previous intermediate.
     pub previous: Option<PreviousCrl>,
+    /// The same list split into shards (`crl_shards`), for each shard count
+    /// configured and each intermediate in use; empty when not sharded.
+    /// Same number and validity as the whole CRL: one build makes them all.
+    pub shards: Vec<ShardSet>,
     /// The `Signers` generation it was signed under.
     generation: u64,
 }
@@ -153,6 +179,17 @@ impl PublishedCrl {
             .map(|previous| (previous.der.as_slice(), previous.pem.as_str()))
     }
 
+    /// Shard `index` of `count` signed by the intermediate whose key id is
+    /// `key_id`, DER; `None` if no such shard is published (a count neither
+    /// configured nor retired, an index past it, another intermediate).
+    pub fn shard(&self, key_id: &[u8], count: u16, index: u16) -> Option<&[u8]> {
+        self.shards
+            .iter()
+            .find(|set| set.count.get() == count && set.signer_key_id == key_id)
+            .and_then(|set| set.der.get(usize::from(index)))
+            .map(Vec::as_slice)
+    }
+
     /// Every CRL, PEM: the current intermediate's, then the previous one's.
     pub fn all_pem(&self) -> String {
         let mut pem = self.pem.clone();
@@ -161,6 +198,13 @@ impl PublishedCrl {
         }
         pem
     }
+}
+
+/// Whether a CRL built here is shared with the replicas through the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Share {
+    WithReplicas,
+    NotWithReplicas,
 }
 
 /// An OCSP answer ready to send.
@@ -230,8 +274,8 @@ impl Revocations {
         }
     }
 
-    pub fn settings(&self) -> RevocationSettings {
-        self.settings
+    pub fn settings(&self) -> &RevocationSettings {
+        &self.settings
     }
 
     /// The CRL to serve: the published one while it has more than half its
@@ -316,6 +360,19 @@ impl Revocations {
             self.covered(*covered);
             return Ok(published);
         }
+        self.build_and_serve(&mut covered, now, Share::WithReplicas)
+            .await
+    }
+
+    /// Builds a CRL (and its shards) under the rebuild lock (`covered`),
+    /// serves it, and tells the waiters; shares it through the store if
+    /// `share` says so.
+    async fn build_and_serve(
+        &self,
+        covered: &mut u64,
+        now: i64,
+        share: Share,
+    ) -> Result<Arc<PublishedCrl>> {
         // Every revocation noted up to here is durable in the store, so
         // the entries read next list it; later ones wait for the next build.
         let covering = self.revocations_seen.load(Ordering::SeqCst);
@@ -333,6 +390,7 @@ impl Revocations {
         tracing::info!(
             number = published.number,
             entries = published.entries,
+            shard_sets = published.shards.len(),
             took_ms = took.as_millis() as u64,
             "published a new CRL"
         );
@@ -344,7 +402,9 @@ impl Revocations {
         self.covered(covering);
         // Other processes on the same database serve it instead of building
         // their own. A failure costs them a build, not correctness.
-        if let Err(error) = self.store.publish_crl(&published.signed()).await {
+        if share == Share::WithReplicas
+            && let Err(error) = self.store.publish_crl(&published.signed()).await
+        {
             tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot share the new CRL with other replicas");
         }
         Ok(published)
@@ -356,11 +416,15 @@ impl Revocations {
     /// Only a CRL signed by this replica's current intermediate, while no
     /// previous one is kept, is adopted: around a rotation each replica
     /// signs its own (with the shared number), since the store holds one
-    /// issuer's CRL.
+    /// issuer's CRL. With shards, a newer CRL in the store is not adopted
+    /// but outdone (`follow_with_shards`).
     pub async fn adopt_newest_crl(&self) -> Result<bool> {
         let Some(signed) = self.store.newest_crl().await? else {
             return Ok(false);
         };
+        if self.settings.shard_counts().next().is_some() {
+            return self.follow_with_shards(signed.number).await;
+        }
         let signers = self.ca.signers();
         let signer_key_id = crl::signer_key_id(&signed.der).unwrap_or_default();
         if signers.previous.is_some() || signer_key_id != signers.current.key_id() {
@@ -377,6 +441,7 @@ impl Revocations {
             der: signed.der,
             signer_key_id,
             previous: None,
+            shards: Vec::new(),
             generation: signers.generation,
         });
         let number = adopted.number;
@@ -423,23 +488,40 @@ impl Revocations {
         let next_update = now + duration_seconds(self.settings.crl_validity);
         let signers = self.ca.signers();
         let count = entries.len();
+        let shard_counts: Vec<ShardCount> = self.settings.shard_counts().collect();
+        let urls = self.ca.revocation_urls().cloned();
         // Signing a large CRL takes a while: keep it off the async workers.
-        let (der, previous, signers) = tokio::task::spawn_blocking(move || {
-            let der = crl::build(&signers.current, &entries, number, this_update, next_update)?;
-            let previous = signers
-                .previous
-                .as_ref()
-                .map(|previous| {
-                    crl::build(previous, &entries, number, this_update, next_update).map(|der| {
-                        PreviousCrl {
-                            signer_key_id: previous.key_id().to_vec(),
-                            pem: pem_encode("X509 CRL", &der),
-                            der,
-                        }
+        let (der, previous, shards, signers) = tokio::task::spawn_blocking(move || {
+            let dating = (number, this_update, next_update);
+            std::thread::scope(|scope| {
+                // The shards list the same entries again: signed on a thread
+                // of their own, they cost the build little more wall time
+                // than the whole CRL alone where a second core is free.
+                let shards = scope.spawn(|| {
+                    shards::build_all(&signers, urls.as_ref(), &shard_counts, &entries, dating)
+                });
+                let der = crl::build(&signers.current, &entries, number, this_update, next_update)?;
+                let previous = signers
+                    .previous
+                    .as_ref()
+                    .map(|previous| {
+                        crl::build(previous, &entries, number, this_update, next_update).map(
+                            |der| PreviousCrl {
+                                signer_key_id: previous.key_id().to_vec(),
+                                pem: pem_encode("X509 CRL", &der),
+                                der,
+                            },
+                        )
                     })
-                })
-                .transpose()?;
-            Ok::<_, CaError>((der, previous, signers))
+                    .transpose()?;
+                // A panic there is one here, which the blocking task reports
+                // (`SigningStopped`).
+                let shards = shards
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                Ok::<_, CaError>((der, previous, shards))
+            })
+            .map(|(der, previous, shards)| (der, previous, shards, signers))
         })
         .await
         .map_err(RevocationError::SigningStopped)??;
@@ -453,6 +535,7 @@ impl Revocations {
             entries: count,
             signer_key_id: signers.current.key_id().to_vec(),
             previous,
+            shards,
             generation: signers.generation,
         })
     }

@@ -1,0 +1,294 @@
+//! Partitioned CRLs (`revocation.crl_shards`): each build splits the
+//! revoked serials into shards (`ca::crl_shards` says which serial goes
+//! where) and signs each shard with the whole CRL's number and validity and
+//! an Issuing Distribution Point naming its URL, for every shard count in
+//! use or retired and every intermediate in use. The shards live in the
+//! `PublishedCrl` beside the whole CRL, so they share its build, its
+//! coalescing and its staleness bound.
+//!
+//! Replicas share only the whole CRL through the store; a replica with
+//! shards that sees a newer one there signs its own instead of adopting it
+//! (`follow_with_shards`).
+
+use super::{Result, Revocations, Share};
+use crate::ca::crl_shards::ShardCount;
+use crate::ca::{CaError, Intermediate, RevocationUrls, Signers, crl};
+use crate::store::RevokedEntry;
+
+/// The shards of one partition of the CRL, signed by one intermediate:
+/// shard `i` (DER, with a critical Issuing Distribution Point naming its
+/// URL) lists the revoked serials whose value modulo `count` is `i`.
+#[derive(Debug)]
+pub struct ShardSet {
+    pub count: ShardCount,
+    pub signer_key_id: Vec<u8>,
+    /// By index, `count` of them.
+    pub der: Vec<Vec<u8>>,
+}
+
+impl Revocations {
+    /// With shards, what `adopt_newest_crl` does instead of adopting: the
+    /// store holds another replica's whole CRL but not its shards, and
+    /// serving that whole CRL beside older shards would let a relying party
+    /// see a shard older than a CRL already published. So this replica
+    /// signs its own, whole and shards, with a number taken after `newest`'s
+    /// (the sequence is shared: higher), and keeps it to itself: shared, it
+    /// would make the other replica build again, and so on without end.
+    pub(super) async fn follow_with_shards(&self, newest: u64) -> Result<bool> {
+        let mut covered = self.rebuild.lock().await;
+        if self.crl_number() >= newest {
+            return Ok(false);
+        }
+        let now = self.ca.now();
+        self.build_and_serve(&mut covered, now, Share::NotWithReplicas)
+            .await?;
+        tracing::info!(
+            newest,
+            "signed shards newer than the CRL another replica published"
+        );
+        Ok(true)
+    }
+}
+
+/// Every shard set a build publishes: for each intermediate in use, each
+/// shard count in `counts`. None without `urls` (a CA no HTTP listener
+/// serves), since then no leaf names a shard.
+pub(super) fn build_all(
+    signers: &Signers,
+    urls: Option<&RevocationUrls>,
+    counts: &[ShardCount],
+    entries: &[RevokedEntry],
+    dating: (u64, i64, i64),
+) -> Result<Vec<ShardSet>, CaError> {
+    let Some(urls) = urls else {
+        return Ok(Vec::new());
+    };
+    let mut sets = Vec::new();
+    for signer in signers.all() {
+        for &count in counts {
+            sets.push(build_shards(signer, urls, count, entries, dating)?);
+        }
+    }
+    Ok(sets)
+}
+
+/// `entries` split into `count` shards, each signed by `signer` with the
+/// CRL's number and validity (`dating`) and an Issuing Distribution Point
+/// naming the URL its leaves carry.
+fn build_shards(
+    signer: &Intermediate,
+    urls: &RevocationUrls,
+    count: ShardCount,
+    entries: &[RevokedEntry],
+    (number, this_update, next_update): (u64, i64, i64),
+) -> Result<ShardSet, CaError> {
+    let key_id_hex = signer.key_id_hex();
+    let der = count
+        .partition(entries, |entry| &entry.serial)
+        .into_iter()
+        .zip(0..count.get())
+        .map(|(listed, index)| {
+            let url = urls.shard_url(&key_id_hex, count, index);
+            crl::build_shard(signer, listed, number, this_update, next_update, &url)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ShardSet {
+        count,
+        signer_key_id: signer.key_id().to_vec(),
+        der,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    use x509_parser::prelude::{CertificateRevocationList, FromDer};
+
+    use super::*;
+    use crate::ca::{CertificateAuthority, InitOptions, KeyType};
+    use crate::identity::Serial;
+    use crate::revocation::{PublishedCrl, RevocationSettings};
+    use crate::store::{Attestation, IssuanceRecord, Revocation, SharedStorage};
+
+    const BASE: &str = "http://127.0.0.1:8080";
+
+    /// A CA whose leaves name shards of `count` under `BASE`, and a sled
+    /// store, in `dir`.
+    fn ca_and_store(
+        dir: &std::path::Path,
+        count: ShardCount,
+    ) -> (Arc<CertificateAuthority>, SharedStorage) {
+        let options = InitOptions {
+            trust_domain: "certd.internal".parse().unwrap(),
+            key_type: KeyType::EcdsaP256,
+            secrets: Default::default(),
+            intermediate_key_in: None,
+            public_base_url: BASE.into(),
+            intermediate_lifetime: crate::ca::INTERMEDIATE_LIFETIME,
+        };
+        let ca_dir = dir.join("ca");
+        crate::ca::init(&ca_dir, &options, SystemTime::now()).unwrap();
+        let mut ca = CertificateAuthority::load(&ca_dir).unwrap();
+        ca.set_revocation_urls(RevocationUrls::new(BASE).with_crl_shards(count));
+        let store = crate::store::open(&dir.join("db")).unwrap();
+        (Arc::new(ca), store)
+    }
+
+    fn settings(count: u64, retired: &[u64]) -> RevocationSettings {
+        RevocationSettings {
+            crl_shards: ShardCount::new(count).unwrap(),
+            crl_retired_shards: retired
+                .iter()
+                .map(|count| ShardCount::new(*count).unwrap())
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Records and revokes `count` certificates; returns their serials.
+    async fn revoke(store: &SharedStorage, count: usize) -> Vec<Serial> {
+        let now = crate::clock::unix_seconds(SystemTime::now());
+        let mut serials = Vec::new();
+        for _ in 0..count {
+            let serial = Serial::generate();
+            let record = IssuanceRecord {
+                serial: serial.clone(),
+                service: "billing".parse().unwrap(),
+                dns_names: Vec::new(),
+                uris: Vec::new(),
+                not_before: now,
+                not_after: now + 3600,
+                issued_at: now,
+                sha256_fingerprint: [0; 32],
+                der: Vec::new(),
+                attestation: Attestation::Renewal,
+                renewed_from: None,
+                revocation: None,
+            };
+            store.record_issuance(&record, None).await.unwrap();
+            let revocation = Revocation {
+                revoked_at: now,
+                reason_code: 1,
+            };
+            store.revoke(&serial, revocation).await.unwrap().unwrap();
+            serials.push(serial);
+        }
+        serials
+    }
+
+    /// What a CRL says: its number, the serials it lists, and its Issuing
+    /// Distribution Point (critical?, URIs, only user certificates?).
+    struct Read {
+        number: u64,
+        serials: Vec<Vec<u8>>,
+        idp: Option<(bool, Vec<String>, bool)>,
+    }
+
+    fn read(der: &[u8]) -> Read {
+        let (_, crl) = CertificateRevocationList::from_der(der).unwrap();
+        let number = crl
+            .crl_number()
+            .unwrap()
+            .to_u64_digits()
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let serials = crl
+            .iter_revoked_certificates()
+            .map(|entry| entry.raw_serial().to_vec())
+            .collect();
+        let idp = crl.extensions().iter().find_map(|extension| {
+            let ParsedExtension::IssuingDistributionPoint(idp) = extension.parsed_extension()
+            else {
+                return None;
+            };
+            let uris = match &idp.distribution_point {
+                Some(DistributionPointName::FullName(names)) => names
+                    .iter()
+                    .filter_map(|name| match name {
+                        GeneralName::URI(uri) => Some((*uri).to_owned()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Some((extension.critical, uris, idp.only_contains_user_certs))
+        });
+        Read {
+            number,
+            serials,
+            idp,
+        }
+    }
+
+    fn key_id_hex(crl: &PublishedCrl) -> String {
+        hex::encode(&crl.signer_key_id)
+    }
+
+    /// Each shard lists exactly the revoked serials that fall in it, with
+    /// the whole CRL's number and a critical IDP naming the URL its leaves
+    /// carry; the whole CRL lists them all and names no IDP; a retired
+    /// count's shards are built beside the current one's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_shard_lists_its_serials_under_an_idp_naming_its_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let four = ShardCount::new(4).unwrap();
+        let (ca, store) = ca_and_store(dir.path(), four);
+        let revocations = Revocations::new(ca, store.clone(), settings(4, &[2]));
+        let serials = revoke(&store, 40).await;
+        let crl = revocations.refresh_crl().await.unwrap();
+
+        let whole = read(&crl.der);
+        assert_eq!(whole.serials.len(), serials.len());
+        assert!(whole.idp.is_none(), "the whole CRL has no IDP");
+        let counts: Vec<u16> = crl.shards.iter().map(|set| set.count.get()).collect();
+        assert_eq!(counts, [4, 2], "the count in use, then the retired one");
+        for set in &crl.shards {
+            assert_eq!(set.der.len(), usize::from(set.count.get()));
+            let mut listed = 0;
+            for index in 0..set.count.get() {
+                let der = crl
+                    .shard(&crl.signer_key_id, set.count.get(), index)
+                    .unwrap();
+                let shard = read(der);
+                assert_eq!(shard.number, crl.number);
+                let url = format!(
+                    "{BASE}/crl/{}/shards/{}/{index}",
+                    key_id_hex(&crl),
+                    set.count
+                );
+                assert_eq!(shard.idp, Some((true, vec![url], true)));
+                let expected: Vec<Vec<u8>> = serials
+                    .iter()
+                    .filter(|serial| set.count.shard_of(serial) == index)
+                    .map(|serial| serial.as_bytes().to_vec())
+                    .collect();
+                let mut got = shard.serials.clone();
+                got.sort();
+                let mut expected_sorted = expected.clone();
+                expected_sorted.sort();
+                assert_eq!(got, expected_sorted, "shard {index} of {}", set.count);
+                listed += shard.serials.len();
+            }
+            assert_eq!(listed, serials.len(), "every serial in one shard");
+        }
+        assert!(crl.shard(&crl.signer_key_id, 4, 4).is_none());
+        assert!(crl.shard(&crl.signer_key_id, 3, 0).is_none());
+        assert!(crl.shard(b"another", 4, 0).is_none());
+    }
+
+    /// Without shards nothing changes: the build makes the whole CRL only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_shard_means_the_whole_crl_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, store) = ca_and_store(dir.path(), ShardCount::WHOLE);
+        let revocations = Revocations::new(ca, store.clone(), RevocationSettings::default());
+        revoke(&store, 3).await;
+        let crl = revocations.refresh_crl().await.unwrap();
+        assert!(crl.shards.is_empty());
+        assert_eq!(read(&crl.der).serials.len(), 3);
+    }
+}
