@@ -131,6 +131,37 @@ pub(crate) fn minimal_be(value: u64) -> Vec<u8> {
     bytes[start..].to_vec()
 }
 
+/// The entries a DER CRL lists, in its order, as `build` was given them:
+/// serial, revocation time and reason code (0 where it names none). Their
+/// certificates' expiry is not in a CRL: `not_after` is `i64::MAX`. For a
+/// replica that adopts another's CRL and signs the shards of exactly that
+/// list (`crl_shards`), so that every replica's shards with one number say
+/// the same.
+pub fn entries_of(der: &[u8]) -> Result<Vec<RevokedEntry>, CaError> {
+    use x509_parser::prelude::{CertificateRevocationList, FromDer};
+    let invalid = |reason: String| CaError::Invalid {
+        path: "a CRL another replica published".into(),
+        reason,
+    };
+    let (_, crl) = CertificateRevocationList::from_der(der)
+        .map_err(|error| invalid(format!("it does not parse: {error}")))?;
+    crl.iter_revoked_certificates()
+        .map(|revoked| {
+            let serial = certd_core::identity::Serial::from_der_integer(revoked.raw_serial())
+                .ok_or_else(|| invalid("a serial is not a positive integer".into()))?;
+            let reason_code = revoked.reason_code().map_or(0, |(_, reason)| reason.0);
+            Ok(RevokedEntry {
+                serial,
+                revocation: certd_core::model::Revocation {
+                    revoked_at: revoked.revocation_date.timestamp(),
+                    reason_code,
+                },
+                not_after: i64::MAX,
+            })
+        })
+        .collect()
+}
+
 /// The authority key identifier of a DER CRL: which intermediate signed it.
 pub fn signer_key_id(der: &[u8]) -> Option<Vec<u8>> {
     use x509_parser::prelude::{CertificateRevocationList, FromDer};

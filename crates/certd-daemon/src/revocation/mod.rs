@@ -200,11 +200,17 @@ impl PublishedCrl {
     }
 }
 
-/// Whether a CRL built here is shared with the replicas through the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Share {
-    WithReplicas,
-    NotWithReplicas,
+/// Records a build's progress (`Revocations::covered`) when dropped: at
+/// the end of `build_and_serve`, or where its future is dropped first.
+struct CoveredOnDrop<'a> {
+    revocations: &'a Revocations,
+    covering: u64,
+}
+
+impl Drop for CoveredOnDrop<'_> {
+    fn drop(&mut self) {
+        self.revocations.covered(self.covering);
+    }
 }
 
 /// An OCSP answer ready to send.
@@ -360,19 +366,12 @@ impl Revocations {
             self.covered(*covered);
             return Ok(published);
         }
-        self.build_and_serve(&mut covered, now, Share::WithReplicas)
-            .await
+        self.build_and_serve(&mut covered, now).await
     }
 
     /// Builds a CRL (and its shards) under the rebuild lock (`covered`),
-    /// serves it, and tells the waiters; shares it through the store if
-    /// `share` says so.
-    async fn build_and_serve(
-        &self,
-        covered: &mut u64,
-        now: i64,
-        share: Share,
-    ) -> Result<Arc<PublishedCrl>> {
+    /// serves it, shares it through the store, and tells the waiters.
+    async fn build_and_serve(&self, covered: &mut u64, now: i64) -> Result<Arc<PublishedCrl>> {
         // Every revocation noted up to here is durable in the store, so
         // the entries read next list it; later ones wait for the next build.
         let covering = self.revocations_seen.load(Ordering::SeqCst);
@@ -396,17 +395,21 @@ impl Revocations {
         );
         self.serve_if_newer(published.clone());
         *covered = covering;
-        // Progress first: this call may be dropped at the next await (an
-        // HTTP client that hangs up), and the CRL served already lists
-        // everything up to `covering`.
-        self.covered(covering);
+        // Waiters are told once the CRL is shared, so that a revocation
+        // that returns has its CRL in the store for the other replicas to
+        // serve; and also if this call is dropped before that (an HTTP
+        // client that hangs up): the CRL served already lists everything up
+        // to `covering`, and waiters must not wait on.
+        let progress = CoveredOnDrop {
+            revocations: self,
+            covering,
+        };
         // Other processes on the same database serve it instead of building
         // their own. A failure costs them a build, not correctness.
-        if share == Share::WithReplicas
-            && let Err(error) = self.store.publish_crl(&published.signed()).await
-        {
+        if let Err(error) = self.store.publish_crl(&published.signed()).await {
             tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot share the new CRL with other replicas");
         }
+        drop(progress);
         Ok(published)
     }
 
@@ -416,20 +419,42 @@ impl Revocations {
     /// Only a CRL signed by this replica's current intermediate, while no
     /// previous one is kept, is adopted: around a rotation each replica
     /// signs its own (with the shared number), since the store holds one
-    /// issuer's CRL. With shards, a newer CRL in the store is not adopted
-    /// but outdone (`follow_with_shards`).
+    /// issuer's CRL. With shards (`crl_shards`), which the store does not
+    /// hold, this replica signs the shards of exactly the adopted CRL's list
+    /// with its number and validity: every replica's shard of one number
+    /// lists the same serials, and none serves a number another replica's
+    /// CRL lacks (so a relying party behind a load balancer never sees the
+    /// number go back from one replica to the next).
     pub async fn adopt_newest_crl(&self) -> Result<bool> {
         let Some(signed) = self.store.newest_crl().await? else {
             return Ok(false);
         };
-        if self.settings.shard_counts().next().is_some() {
-            return self.follow_with_shards(signed.number).await;
-        }
         let signers = self.ca.signers();
         let signer_key_id = crl::signer_key_id(&signed.der).unwrap_or_default();
         if signers.previous.is_some() || signer_key_id != signers.current.key_id() {
             return Ok(false);
         }
+        if signed.number <= self.crl_number() {
+            return Ok(false);
+        }
+        let shard_counts: Vec<ShardCount> = self.settings.shard_counts().collect();
+        let shards = if shard_counts.is_empty() {
+            Vec::new()
+        } else {
+            let (der, urls, signers) = (
+                signed.der.clone(),
+                self.ca.revocation_urls().cloned(),
+                signers.clone(),
+            );
+            let dating = (signed.number, signed.this_update, signed.next_update);
+            // Parsing and signing a large list takes a while.
+            tokio::task::spawn_blocking(move || {
+                let entries = crl::entries_of(&der)?;
+                shards::build_all(&signers, urls.as_ref(), &shard_counts, &entries, dating)
+            })
+            .await
+            .map_err(RevocationError::SigningStopped)??
+        };
         let now = self.ca.now();
         let adopted = Arc::new(PublishedCrl {
             pem: pem_encode("X509 CRL", &signed.der),
@@ -441,7 +466,7 @@ impl Revocations {
             der: signed.der,
             signer_key_id,
             previous: None,
-            shards: Vec::new(),
+            shards,
             generation: signers.generation,
         });
         let number = adopted.number;

@@ -6,11 +6,11 @@
 //! `PublishedCrl` beside the whole CRL, so they share its build, its
 //! coalescing and its staleness bound.
 //!
-//! Replicas share only the whole CRL through the store; a replica with
-//! shards that sees a newer one there signs its own instead of adopting it
-//! (`follow_with_shards`).
+//! Replicas share only the whole CRL through the store; a replica that
+//! adopts another's signs the shards of exactly its list, with its number
+//! and validity (`Revocations::adopt_newest_crl`), so every replica's shards
+//! of one number say the same.
 
-use super::{Result, Revocations, Share};
 use crate::ca::crl_shards::ShardCount;
 use crate::ca::{CaError, Intermediate, RevocationUrls, Signers, crl};
 use crate::store::RevokedEntry;
@@ -24,30 +24,6 @@ pub struct ShardSet {
     pub signer_key_id: Vec<u8>,
     /// By index, `count` of them.
     pub der: Vec<Vec<u8>>,
-}
-
-impl Revocations {
-    /// With shards, what `adopt_newest_crl` does instead of adopting: the
-    /// store holds another replica's whole CRL but not its shards, and
-    /// serving that whole CRL beside older shards would let a relying party
-    /// see a shard older than a CRL already published. So this replica
-    /// signs its own, whole and shards, with a number taken after `newest`'s
-    /// (the sequence is shared: higher), and keeps it to itself: shared, it
-    /// would make the other replica build again, and so on without end.
-    pub(super) async fn follow_with_shards(&self, newest: u64) -> Result<bool> {
-        let mut covered = self.rebuild.lock().await;
-        if self.crl_number() >= newest {
-            return Ok(false);
-        }
-        let now = self.ca.now();
-        self.build_and_serve(&mut covered, now, Share::NotWithReplicas)
-            .await?;
-        tracing::info!(
-            newest,
-            "signed shards newer than the CRL another replica published"
-        );
-        Ok(true)
-    }
 }
 
 /// Every shard set a build publishes: for each intermediate in use, each
@@ -110,7 +86,7 @@ mod tests {
     use super::*;
     use crate::ca::{CertificateAuthority, InitOptions, KeyType};
     use crate::identity::Serial;
-    use crate::revocation::{PublishedCrl, RevocationSettings};
+    use crate::revocation::{PublishedCrl, RevocationSettings, Revocations};
     use crate::store::{Attestation, IssuanceRecord, Revocation, SharedStorage};
 
     const BASE: &str = "http://127.0.0.1:8080";
@@ -278,6 +254,56 @@ mod tests {
         assert!(crl.shard(&crl.signer_key_id, 4, 4).is_none());
         assert!(crl.shard(&crl.signer_key_id, 3, 0).is_none());
         assert!(crl.shard(b"another", 4, 0).is_none());
+    }
+
+    /// A replica that adopts another's whole CRL signs the shards of its
+    /// list (`crl::entries_of`) with its dating: each shard lists what the
+    /// publishing replica's shard of that number lists, in the same order,
+    /// with the same number, validity and IDP, only signed again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shards_signed_from_an_adopted_crl_list_what_the_publishers_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let four = ShardCount::new(4).unwrap();
+        let (ca, store) = ca_and_store(dir.path(), four);
+        let revocations = Revocations::new(ca.clone(), store.clone(), settings(4, &[]));
+        revoke(&store, 25).await;
+        let published = revocations.refresh_crl().await.unwrap();
+
+        let entries = crl::entries_of(&published.der).unwrap();
+        assert_eq!(entries.len(), 25);
+        let dating = (
+            published.number,
+            published.this_update,
+            published.next_update,
+        );
+        let again = build_all(
+            &ca.signers(),
+            ca.revocation_urls(),
+            &[four],
+            &entries,
+            dating,
+        )
+        .unwrap();
+        assert_eq!(again.len(), 1);
+        for (index, der) in again[0].der.iter().enumerate() {
+            let ours = read(der);
+            let theirs = read(&published.shards[0].der[index]);
+            assert_eq!(ours.number, theirs.number);
+            assert_eq!(ours.serials, theirs.serials, "shard {index}");
+            assert_eq!(ours.idp, theirs.idp);
+            let (_, ours) = CertificateRevocationList::from_der(der).unwrap();
+            let (_, theirs) =
+                CertificateRevocationList::from_der(&published.shards[0].der[index]).unwrap();
+            assert_eq!(ours.last_update(), theirs.last_update());
+            assert_eq!(ours.next_update(), theirs.next_update());
+            let reasons = |crl: &CertificateRevocationList| {
+                crl.iter_revoked_certificates()
+                    .map(|entry| (entry.revocation_date, entry.reason_code()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(reasons(&ours), reasons(&theirs));
+        }
+        assert!(crl::entries_of(b"not a CRL").is_err());
     }
 
     /// Without shards nothing changes: the build makes the whole CRL only.
