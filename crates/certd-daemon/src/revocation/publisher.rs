@@ -164,7 +164,7 @@ async fn publish_when_woken(revocations: Weak<Revocations>, wake: Arc<Notify>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::SystemTime;
 
     use super::*;
@@ -204,8 +204,9 @@ mod tests {
     }
 
     /// Records a certificate and revokes it in the store, as `authority`
-    /// does before noting it; returns its serial.
-    async fn revoke_one(store: &SharedStorage) -> Serial {
+    /// does before noting it; returns its serial. Shared with the shards'
+    /// tests.
+    pub(in crate::revocation) async fn revoke_one(store: &SharedStorage) -> Serial {
         let serial = Serial::generate();
         let now = crate::clock::unix_seconds(SystemTime::now());
         let record = IssuanceRecord {

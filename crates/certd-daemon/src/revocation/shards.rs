@@ -87,7 +87,7 @@ mod tests {
     use crate::ca::{CertificateAuthority, InitOptions, KeyType};
     use crate::identity::Serial;
     use crate::revocation::{PublishedCrl, RevocationSettings, Revocations};
-    use crate::store::{Attestation, IssuanceRecord, Revocation, SharedStorage};
+    use crate::store::SharedStorage;
 
     const BASE: &str = "http://127.0.0.1:8080";
 
@@ -126,31 +126,9 @@ mod tests {
 
     /// Records and revokes `count` certificates; returns their serials.
     async fn revoke(store: &SharedStorage, count: usize) -> Vec<Serial> {
-        let now = crate::clock::unix_seconds(SystemTime::now());
         let mut serials = Vec::new();
         for _ in 0..count {
-            let serial = Serial::generate();
-            let record = IssuanceRecord {
-                serial: serial.clone(),
-                service: "billing".parse().unwrap(),
-                dns_names: Vec::new(),
-                uris: Vec::new(),
-                not_before: now,
-                not_after: now + 3600,
-                issued_at: now,
-                sha256_fingerprint: [0; 32],
-                der: Vec::new(),
-                attestation: Attestation::Renewal,
-                renewed_from: None,
-                revocation: None,
-            };
-            store.record_issuance(&record, None).await.unwrap();
-            let revocation = Revocation {
-                revoked_at: now,
-                reason_code: 1,
-            };
-            store.revoke(&serial, revocation).await.unwrap().unwrap();
-            serials.push(serial);
+            serials.push(super::super::publisher::tests::revoke_one(store).await);
         }
         serials
     }
