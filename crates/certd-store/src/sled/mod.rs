@@ -23,10 +23,12 @@ mod commit;
 mod federation;
 mod recovery;
 mod retention;
+mod space;
 
 pub(crate) use backend::SledBackend;
 
 pub use backup::{RestoreFloor, restore, verify as verify_backup};
+pub use space::{Space, TreeSpace, space};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
