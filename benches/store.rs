@@ -204,7 +204,10 @@ async fn fill(store: &SharedStorage, records: usize, services: usize) {
 /// `CERTD_BENCH_RECORD=synthetic` records the earlier runs' stand-in
 /// instead (650 bytes of 0x30 for the DER, a constant fingerprint, random
 /// serials), to compare with them. `CERTD_BENCH_PURGE=off` runs without
-/// the purge. Not a criterion measurement, and run only when asked for:
+/// the purge; `CERTD_BENCH_RATE=N` holds the writers to N issuances a
+/// second of the real clock (sled cleans its log in the background within
+/// a time budget, so how fast records come changes what its files hold).
+/// Not a criterion measurement, and run only when asked for:
 /// `cargo bench --bench store -- store_retention`.
 fn store_retention(_: &mut Criterion) {
     if !std::env::args().any(|arg| arg.contains("store_retention")) {
@@ -220,6 +223,11 @@ fn store_retention(_: &mut Criterion) {
     // scaled by 1/40 so the steady state is reached within the run.
     let (lifetime, retention) = (50_000i64, 150_000i64);
     let synthetic = std::env::var("CERTD_BENCH_RECORD").as_deref() == Ok("synthetic");
+    // Issuances per second of the real clock, all writers together; none:
+    // as fast as they go.
+    let rate: Option<f64> = std::env::var("CERTD_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let dir = tempfile::tempdir().unwrap();
     let signer = Arc::new(Signer::new(&dir.path().join("ca")));
     let db = dir.path().join("db");
@@ -232,6 +240,7 @@ fn store_retention(_: &mut Criterion) {
     ));
     eprintln!("issued,held,disk_bytes,bytes_per_held_record,rss_bytes,elapsed_s,p99_ms,max_ms");
     let started = std::time::Instant::now();
+    let run_started = tokio::time::Instant::now();
     runtime.block_on(async {
         let purge = {
             let (store, clock, purged, done) =
@@ -276,6 +285,10 @@ fn store_retention(_: &mut Criterion) {
                         issued.issued_at = second;
                         issued.not_before = second;
                         issued.not_after = second + lifetime;
+                        if let Some(rate) = rate {
+                            let due = Duration::from_secs_f64(second as f64 / rate);
+                            tokio::time::sleep_until(run_started + due).await;
+                        }
                         let started = std::time::Instant::now();
                         store.record_issuance(&issued, None).await.unwrap();
                         took.push(started.elapsed());
