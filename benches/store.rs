@@ -4,8 +4,15 @@
 
 mod common;
 
-use certd::identity::Serial;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use certd::identity::{Serial, WorkloadIdentity};
+
+// The daemon's allocator (src/main.rs), so the RSS printed here is what
+// the daemon's store would hold, not glibc's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use certd::store::{
     Attestation, CertificateQuery, CertificateState, IssuanceRecord, SharedStorage,
@@ -188,9 +195,20 @@ async fn fill(store: &SharedStorage, records: usize, services: usize) {
 /// simulated clock, as the daemon does. Every 100,000 issuances it prints
 /// the records held, the database's bytes on disk and per record held, the
 /// process's RSS, and the p99 and longest `record_issuance` of those
-/// 100,000 (each waits for its durable flush, shared by the writers).
-/// `CERTD_BENCH_PURGE=off` runs the same without the purge, to compare. Not a criterion measurement, and run only when asked
-/// for: `cargo bench --bench store -- store_retention`.
+/// 100,000 (each waits for its durable flush, shared by the writers); at
+/// the end, where the bytes go (`store::sled::space`).
+///
+/// Each record is what the daemon records: a P-256 SVID signed by a fresh
+/// CA for one of 1,000 services, under a time-ordered serial
+/// (`Serial::generate_time_ordered`, as `Authority` makes them).
+/// `CERTD_BENCH_RECORD=synthetic` records the earlier runs' stand-in
+/// instead (650 bytes of 0x30 for the DER, a constant fingerprint, random
+/// serials), to compare with them. `CERTD_BENCH_PURGE=off` runs without
+/// the purge; `CERTD_BENCH_RATE=N` holds the writers to N issuances a
+/// second of the real clock (sled cleans its log in the background within
+/// a time budget, so how fast records come changes what its files hold).
+/// Not a criterion measurement, and run only when asked for:
+/// `cargo bench --bench store -- store_retention`.
 fn store_retention(_: &mut Criterion) {
     if !std::env::args().any(|arg| arg.contains("store_retention")) {
         return;
@@ -204,9 +222,17 @@ fn store_retention(_: &mut Criterion) {
     // issuances a day hold with a 1-day lifetime and 7-day retention,
     // scaled by 1/40 so the steady state is reached within the run.
     let (lifetime, retention) = (50_000i64, 150_000i64);
+    let synthetic = std::env::var("CERTD_BENCH_RECORD").as_deref() == Ok("synthetic");
+    // Issuances per second of the real clock, all writers together; none:
+    // as fast as they go.
+    let rate: Option<f64> = std::env::var("CERTD_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(Signer::new(&dir.path().join("ca")));
+    let db = dir.path().join("db");
     let runtime = common::runtime();
-    let store = certd::store::open(dir.path()).unwrap();
+    let store = certd::store::open(&db).unwrap();
     let clock = Arc::new(AtomicI64::new(0));
     let purged = Arc::new(AtomicI64::new(0));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(
@@ -214,6 +240,7 @@ fn store_retention(_: &mut Criterion) {
     ));
     eprintln!("issued,held,disk_bytes,bytes_per_held_record,rss_bytes,elapsed_s,p99_ms,max_ms");
     let started = std::time::Instant::now();
+    let run_started = tokio::time::Instant::now();
     runtime.block_on(async {
         let purge = {
             let (store, clock, purged, done) =
@@ -243,15 +270,25 @@ fn store_retention(_: &mut Criterion) {
             let last = (first + sample).min(issuances);
             let mut writers = Vec::new();
             for writer in 0..64 {
-                let (store, clock) = (store.clone(), clock.clone());
+                let (store, clock, signer) = (store.clone(), clock.clone(), signer.clone());
                 writers.push(tokio::spawn(async move {
                     let mut took = Vec::new();
                     for second in (first + writer..last).step_by(64) {
-                        let mut issued = record();
-                        issued.service = format!("svc-{}", second % 1000).parse().unwrap();
+                        let service = (second % 1000) as usize;
+                        let mut issued = if synthetic {
+                            let mut issued = record();
+                            issued.service = format!("svc-{service}").parse().unwrap();
+                            issued
+                        } else {
+                            signer.record(service, second)
+                        };
                         issued.issued_at = second;
                         issued.not_before = second;
                         issued.not_after = second + lifetime;
+                        if let Some(rate) = rate {
+                            let due = Duration::from_secs_f64(second as f64 / rate);
+                            tokio::time::sleep_until(run_started + due).await;
+                        }
                         let started = std::time::Instant::now();
                         store.record_issuance(&issued, None).await.unwrap();
                         took.push(started.elapsed());
@@ -268,7 +305,7 @@ fn store_retention(_: &mut Criterion) {
             let p99 = took[took.len() * 99 / 100].as_secs_f64() * 1000.0;
             let longest = took.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
             let held = last - purged.load(Ordering::Relaxed);
-            let disk = disk_bytes(dir.path());
+            let disk = disk_bytes(&db);
             eprintln!(
                 "{last},{held},{disk},{},{},{:.0},{p99:.1},{longest:.1}",
                 disk / held.max(1) as u64,
@@ -279,6 +316,88 @@ fn store_retention(_: &mut Criterion) {
         done.store(true, Ordering::Relaxed);
         purge.await.unwrap();
     });
+    drop(store);
+    print_space(&db);
+}
+
+/// Signs the records of `store_retention` as the daemon does.
+struct Signer {
+    ca: Arc<certd::ca::CertificateAuthority>,
+    csr: certd::ca::csr::ValidatedCsr,
+    identities: Vec<WorkloadIdentity>,
+}
+
+impl Signer {
+    fn new(dir: &std::path::Path) -> Self {
+        let trust_domain = "certd.internal".parse().unwrap();
+        Signer {
+            ca: common::new_ca(dir),
+            csr: certd::ca::csr::ValidatedCsr::from_der(&common::csr_der()).unwrap(),
+            identities: (0..1000)
+                .map(|n| {
+                    WorkloadIdentity::for_service(
+                        &trust_domain,
+                        format!("svc-{n}").parse().unwrap(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The record of a certificate for service `service` issued at the
+    /// simulated `second` (the DER carries the real clock's validity: the
+    /// CA signs nothing dated before itself).
+    fn record(&self, service: usize, second: i64) -> IssuanceRecord {
+        let identity = &self.identities[service];
+        let signed = self
+            .ca
+            .sign_workload(
+                &self.csr,
+                identity,
+                certd::ca::WorkloadProfile::Spiffe,
+                Serial::generate_time_ordered(second),
+                Duration::from_secs(86_400),
+                SystemTime::now(),
+            )
+            .unwrap();
+        IssuanceRecord {
+            serial: signed.serial,
+            service: identity.service.clone(),
+            dns_names: signed.dns_names,
+            uris: signed.uris,
+            not_before: signed.not_before,
+            not_after: signed.not_after,
+            issued_at: second,
+            sha256_fingerprint: signed.sha256_fingerprint,
+            der: signed.der.to_vec(),
+            attestation: Attestation::Renewal,
+            renewed_from: None,
+            revocation: None,
+        }
+    }
+}
+
+/// Where the bytes of the database in `db` go: per tree, its entries and
+/// their keys' and values' bytes, against the files' size.
+fn print_space(db: &std::path::Path) {
+    let space = certd::store::sled::space(db).unwrap();
+    let disk = disk_bytes(db);
+    eprintln!("tree,entries,key_bytes,value_bytes,bytes_per_entry");
+    for tree in space.trees.iter().filter(|t| t.entries > 0) {
+        eprintln!(
+            "{},{},{},{},{}",
+            tree.name,
+            tree.entries,
+            tree.key_bytes,
+            tree.value_bytes,
+            (tree.key_bytes + tree.value_bytes) / tree.entries
+        );
+    }
+    eprintln!(
+        "logical_bytes,{},size_on_disk,{},allocated_on_disk,{disk}",
+        space.logical_bytes(),
+        space.size_on_disk
+    );
 }
 
 /// Bytes the files under `dir` take on disk (allocated blocks).

@@ -23,8 +23,7 @@ use crate::progress::Progress;
 use super::{
     ACME_TREE, AUDIT_TREE, BUNDLE_SEQUENCE_KEY, CERTIFICATES_TREE, CRL_NUMBER_KEY, ENTRIES_TREE,
     FEDERATIONS_TREE, JOIN_TOKENS_TREE, META_TREE, Open, POLICY_KEY, PURGED_RECORDS_KEY,
-    PURGED_REVOCATIONS_KEY, REVOCATION_COUNT_KEY, STORE_ID_KEY, SUCCESSORS_TREE, service_index_key,
-    successor_of,
+    PURGED_REVOCATIONS_KEY, REVOCATION_COUNT_KEY, STORE_ID_KEY, SUCCESSORS_TREE, successor_of,
 };
 use crate::codec as record;
 use crate::{
@@ -275,8 +274,6 @@ fn import(
             CERTIFICATES_TREE => {
                 let issued: IssuanceRecord = record::decode(value)?;
                 open.certificates.insert(key, value)?;
-                open.certificates_by_service
-                    .insert(service_index_key(&issued.service, &issued.serial), &[])?;
                 open.index_by_time(&issued)?;
                 open.index_revoked(&issued)?;
                 open.index_by_expiry(&issued)?;

@@ -113,6 +113,7 @@ impl Open {
                         continue;
                     }
                     certificates.remove(serial.as_bytes())?;
+                    // Only records written before this index was retired have one.
                     by_service.remove(service_index_key(&issued.service, serial))?;
                     by_time.remove(time_index_key(issued.issued_at, serial))?;
                     by_service_time.remove(service_time_index_key(

@@ -17,11 +17,15 @@
 //! written as version 3 since it holds delegations. Federation
 //! relationships, added later still, are written as version 3 (no earlier
 //! format knew them). Version 4 changed entries only (the trust domains
-//! they federate with). Earlier values are still read.
+//! they federate with). Version 5 changed issuance records only: they
+//! leave out what their certificate's DER says (`issuance`). Earlier
+//! values are still read.
 //!
 //! Decoding trusts what certd itself wrote: names, serials and selectors
 //! were parsed once, at the edge, before they were stored, so they are
 //! wrapped again here without being parsed a second time.
+
+mod issuance;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -43,6 +47,8 @@ const FORMAT_VERSION_3: u8 = 3;
 const FORMAT_VERSION_4: u8 = 4;
 /// The format before registration entries.
 const FORMAT_VERSION_1: u8 = 1;
+/// Issuance records without what their DER says.
+const FORMAT_VERSION_5: u8 = 5;
 
 /// A domain value the stores keep, and its encodings.
 pub(crate) trait Stored: Sized {
@@ -107,6 +113,8 @@ fn selectors_from_disk(selectors: Vec<String>) -> Vec<Selector> {
     selectors.into_iter().map(Selector::from_stored).collect()
 }
 
+/// An issuance record as versions 1 to 3 wrote it (version 1 and 2 with
+/// the same fields; version 3 never wrote one, but read it the same).
 #[derive(Serialize, Deserialize)]
 pub(super) struct DiskIssuanceRecord {
     serial: Vec<u8>,
@@ -192,6 +200,8 @@ struct DiskRevocation {
     reason_code: u8,
 }
 
+/// Only tests write version 2 any more (to read it back).
+#[cfg(test)]
 impl From<IssuanceRecord> for DiskIssuanceRecord {
     fn from(record: IssuanceRecord) -> Self {
         DiskIssuanceRecord {
@@ -595,8 +605,8 @@ impl TryFrom<DiskEntry> for EntryRecord {
 }
 
 impl Stored for IssuanceRecord {
-    const VERSION: u8 = FORMAT_VERSION;
-    type Disk = DiskIssuanceRecord;
+    const VERSION: u8 = FORMAT_VERSION_5;
+    type Disk = issuance::DiskIssuanceRecordV5;
     type V3 = DiskIssuanceRecord;
     type V2 = DiskIssuanceRecord;
     type V1 = DiskIssuanceRecord;
@@ -900,6 +910,9 @@ mod tests {
     const ENTRY_V4: &str = "040265310762696c6c696e67237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67021662696c6c696e672e63657274642e696e7465726e616c09622e6578616d706c6501901c010d756e69783a7569643a3130303002057569643a3001247370696666653a2f2f63657274642e696e7465726e616c2f6167656e742f6e6f64652d3101247370696666653a2f2f63657274642e696e7465726e616c2f7376632f7061796d656e7473010f706172746e65722e6578616d706c65";
     const AUDIT_V2: &str = "0254056973737565000b3132372e302e302e313a35010a6a6f696e2d746f6b656e010762696c6c696e67010634613062306301026e6f010d746f6b656e3a62696c6c696e67";
     const REVOKED_V2: &str = "02034a0b0cd402019003";
+    /// `ISSUANCE_V2`'s record as version 5 writes it: its DER (`01 02 03`)
+    /// is no certificate, so every field the DER could have given is kept.
+    const ISSUANCE_V5: &str = "0501034a0b0c0762696c6c696e6701011662696c6c696e672e63657274642e696e7465726e616c0101237370696666653a2f2f63657274642e696e7465726e616c2f7376632f62696c6c696e67c8019003c0020107070707070707070707070707070707070707070707070707070707070707070301020305026531011b73797374656d3a736572766963656163636f756e743a6e733a736101010101d40201";
 
     fn selector(value: &str) -> Selector {
         Selector::from_stored(value.into())
@@ -959,29 +972,33 @@ mod tests {
             revoked_at: 170,
             reason_code: 1,
         };
-        check(
-            ISSUANCE_V2,
-            IssuanceRecord {
-                serial: serial.clone(),
-                service: "billing".parse().unwrap(),
-                dns_names: vec!["billing.certd.internal".into()],
-                uris: vec!["spiffe://certd.internal/svc/billing".into()],
-                not_before: 100,
-                not_after: 200,
-                issued_at: 160,
-                sha256_fingerprint: [7; 32],
-                der: vec![1, 2, 3],
-                attestation: Attestation::Registered {
-                    entry_id: "e1".into(),
-                    proof: Proof::Attested {
-                        kind: kind::KUBERNETES.into(),
-                        detail: "system:serviceaccount:ns:sa".into(),
-                    },
+        let issued = IssuanceRecord {
+            serial: serial.clone(),
+            service: "billing".parse().unwrap(),
+            dns_names: vec!["billing.certd.internal".into()],
+            uris: vec!["spiffe://certd.internal/svc/billing".into()],
+            not_before: 100,
+            not_after: 200,
+            issued_at: 160,
+            sha256_fingerprint: [7; 32],
+            der: vec![1, 2, 3],
+            attestation: Attestation::Registered {
+                entry_id: "e1".into(),
+                proof: Proof::Attested {
+                    kind: kind::KUBERNETES.into(),
+                    detail: "system:serviceaccount:ns:sa".into(),
                 },
-                renewed_from: Some("01".parse().unwrap()),
-                revocation: Some(revocation),
             },
+            renewed_from: Some("01".parse().unwrap()),
+            revocation: Some(revocation),
+        };
+        // Issuance records are written as version 5 since; version 2's
+        // bytes read the same.
+        assert_eq!(
+            decode::<IssuanceRecord>(&hex::decode(ISSUANCE_V2).unwrap()).unwrap(),
+            issued
         );
+        check(ISSUANCE_V5, issued);
         check(
             TOKEN_V2,
             JoinTokenRecord {
