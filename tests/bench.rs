@@ -554,6 +554,14 @@ fn bench_alongside_full_passes_over_a_large_store_reports_both_halves() {
     let output = bench(&daemon, "issue", &["--count", "5", "--alongside", "backup"]);
     assert!(!output.status.success());
     assert!(stderr(&output).contains("--count"), "{}", stderr(&output));
+    // `revoke` runs a count: refused before it issues anything.
+    let output = bench(&daemon, "revoke", &["--alongside", "backup"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("runs a count"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// Four consecutive free loopback ports (the comparison script takes a

@@ -153,6 +153,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         (None, Some(duration)) => Limit::Duration(duration),
         (None, None) => Limit::Duration(Duration::from_secs(10)),
     };
+    if args.alongside.is_some() && matches!(args.operation, BenchOperation::Revoke) {
+        return Err(UsageError(
+            "--alongside needs a run of a duration; `revoke` runs a count".into(),
+        )
+        .into());
+    }
     let kubernetes_token = match (&args.k8s_token_file, args.operation) {
         (None, _) => None,
         (Some(path), BenchOperation::Issue) => Some(super::workload::read(path)?.trim().to_owned()),

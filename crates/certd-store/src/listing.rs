@@ -35,6 +35,10 @@ pub const FILTERED_SCAN_PER_PAGE: usize = 10_000;
 /// round trips than asking for the matches still missing one by one.
 const FILTERED_CHUNK: usize = 256;
 
+/// The fewest entries an expiry walk asks for at a time, once revoked
+/// entries it skips leave a page short.
+const EXPIRY_CHUNK_FLOOR: usize = 64;
+
 /// Which index a walk reads: an issuance-time index, or a range of the
 /// expiry index.
 #[derive(Debug, Clone, Copy, Default)]
@@ -121,8 +125,10 @@ pub(crate) async fn page_within<S: Storage + ?Sized>(
         let wanted = limit - records.len();
         let chunk = match (filtered, expiry) {
             // An expiry walk skips only the revoked certificates in its
-            // range: read about what the page still wants.
-            (true, Some(_)) => wanted.min(budget - examined),
+            // range: read about what the page still wants, and at least a
+            // few dozen where many revoked ones cluster (a mass revocation),
+            // rather than one round trip each.
+            (true, Some(_)) => wanted.max(EXPIRY_CHUNK_FLOOR).min(budget - examined),
             (true, None) => wanted.max(FILTERED_CHUNK).min(budget - examined),
             (false, _) => wanted,
         };

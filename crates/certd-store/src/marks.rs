@@ -53,6 +53,11 @@ use super::{
 };
 use certd_core::identity::{Serial, ServiceName};
 
+/// How far another replica's clock may run ahead of this one's for the
+/// newest-serial check on PostgreSQL (`MarksFile::newest_cannot_be_purged`):
+/// its purge could delete a record that much earlier by this clock.
+const CLOCK_MARGIN_SECS: i64 = 300;
+
 /// Issuances between two writes of the certificate count, at most.
 const RECORDS_WRITE_EVERY: u64 = 1000;
 /// Time between two writes of the certificate count, at most, while
@@ -173,10 +178,14 @@ impl MarksFile {
     }
 
     /// Whether no purge can have deleted the newest certificate's record
-    /// by `now`: it expired less than `MIN_RETENTION_SECS` ago, or not yet.
+    /// by `now`: it expired less than `MIN_RETENTION_SECS` ago, or not yet,
+    /// less `CLOCK_MARGIN_SECS` for a replica whose clock runs ahead.
     fn newest_cannot_be_purged(&self, now: i64) -> bool {
-        self.newest_not_after
-            .is_some_and(|not_after| now < not_after.saturating_add(super::MIN_RETENTION_SECS))
+        self.newest_not_after.is_some_and(|not_after| {
+            now < not_after
+                .saturating_add(super::MIN_RETENTION_SECS)
+                .saturating_sub(CLOCK_MARGIN_SECS)
+        })
     }
 
     /// Reads the marks file; `None` if there is none.
@@ -1276,9 +1285,10 @@ mod tests {
             shortfalls.contains("the newest certificate it had recorded"),
             "{shortfalls}"
         );
-        // An hour after that certificate expired a purge may have taken
-        // it: the count alone decides, and it is met.
-        let later = newest.not_after + crate::MIN_RETENTION_SECS;
+        // Near an hour after that certificate expired a purge may have
+        // taken it (by a clock a little ahead): the count alone decides,
+        // and it is met.
+        let later = newest.not_after + crate::MIN_RETENTION_SECS - CLOCK_MARGIN_SECS;
         open(later).await.unwrap();
     }
 

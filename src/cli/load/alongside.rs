@@ -170,7 +170,7 @@ impl Passes {
             strip(during),
             run_ended.saturating_duration_since(began).as_secs_f64(),
         );
-        let completed = self.tally.completed.load(Ordering::Relaxed);
+        let completed = self.tally.completed.load(Ordering::Acquire);
         let first = |value: &AtomicU64| (completed > 0).then(|| value.load(Ordering::Relaxed));
         Ok(AlongsideReport {
             pass: self.pass,
@@ -211,11 +211,14 @@ async fn run_passes(
             Alongside::Backup => admin.backup(&mut std::io::sink()).await?,
             Alongside::List => list_all(&mut admin).await?,
         };
-        if tally.completed.fetch_add(1, Ordering::Relaxed) == 0 {
+        if tally.completed.load(Ordering::Acquire) == 0 {
             let micros = u64::try_from(pass_started.elapsed().as_micros()).unwrap_or(u64::MAX);
             tally.first_seconds_micros.store(micros, Ordering::Relaxed);
             tally.first_size.store(size, Ordering::Relaxed);
         }
+        // Released after the first pass's figures: a report that sees a
+        // completed pass sees them.
+        tally.completed.fetch_add(1, Ordering::Release);
     }
     Ok(())
 }

@@ -95,6 +95,19 @@ impl Authority {
                 });
                 Ok(())
             }
+            // With shards, adopting signs them (seconds at a million
+            // revocations): in a task of its own, so that the changes queued
+            // behind it (revocations elsewhere, whose OCSP answers must drop
+            // at once) are not held up. Adoptions are one at a time.
+            Update::Changed(Change::CrlPublished { .. }) if self.revocations.signs_shards() => {
+                let authority = self.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = authority.revocations.adopt_newest_crl().await {
+                        tracing::warn!(error = %crate::error_kind::with_causes(&error), "cannot serve the CRL another replica published");
+                    }
+                });
+                Ok(())
+            }
             Update::Changed(Change::CrlPublished { .. }) => self
                 .revocations
                 .adopt_newest_crl()
@@ -119,7 +132,8 @@ impl Authority {
     /// revoked since the last call (`known_revoked` carries them between
     /// calls; `None` before the first), and serves a newer CRL if another
     /// process published one. Cheap enough to run every minute: the
-    /// entries and the unexpired revocations, no signing.
+    /// entries and the unexpired revocations, no signing (but for the
+    /// shards of an adopted CRL, with `crl_shards`, one adoption at a time).
     pub async fn catch_up(
         &self,
         known_revoked: &mut Option<std::collections::HashSet<crate::identity::Serial>>,

@@ -24,7 +24,12 @@ impl Authority {
         // Paced: a backup reads the whole store while certd serves
         // (crate::pace). Runs on the blocking pool (its caller's duty).
         let started = std::time::Instant::now();
-        let mut paced = crate::pace::PacedWriter::new(out, self.backup_rate);
+        // A storage fault's recovery waits for every holder of the database
+        // to let go: a backup that would otherwise stream on for minutes
+        // stops at the fault instead.
+        let store = self.store.clone();
+        let mut paced = crate::pace::PacedWriter::new(out, self.backup_rate)
+            .stopping_when(move || store.fault());
         let summary = self.store.backup(&mut paced)?;
         tracing::info!(
             caller = %caller.0,

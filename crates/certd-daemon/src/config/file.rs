@@ -84,7 +84,7 @@ pub struct StoreSection {
     /// Mozilla roots). Relative to this file.
     pub ca_file: Option<PathBuf>,
     /// How fast a backup taken while certd serves may read the store, e.g.
-    /// "64MiB/s" (the default), or "off".
+    /// "16MiB/s" (the default), or "off".
     pub backup_rate: Option<String>,
 }
 

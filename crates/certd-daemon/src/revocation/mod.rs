@@ -231,6 +231,9 @@ pub struct Revocations {
     /// The revocation sequence number the published CRL covers; held while
     /// rebuilding, so concurrent requests for a new CRL share one build.
     rebuild: tokio::sync::Mutex<u64>,
+    /// Held while adopting another replica's CRL with shards (which signs
+    /// them): one adoption at a time, the others then find it done.
+    adopting: tokio::sync::Mutex<()>,
     /// Bumped after every durable revocation: its sequence number.
     revocations_seen: AtomicU64,
     /// What the builds have covered, for callers waiting for a CRL that
@@ -271,6 +274,7 @@ impl Revocations {
             settings,
             published: RwLock::new(None),
             rebuild: tokio::sync::Mutex::new(0),
+            adopting: tokio::sync::Mutex::new(()),
             revocations_seen: AtomicU64::new(0),
             progress: tokio::sync::watch::Sender::new(publisher::Progress::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -438,6 +442,18 @@ impl Revocations {
             return Ok(false);
         }
         let shard_counts: Vec<ShardCount> = self.settings.shard_counts().collect();
+        // Signing shards takes a while: one adoption at a time, and one
+        // that waited finds the number served already (requests for a stale
+        // CRL arriving together sign once).
+        let _adopting = if shard_counts.is_empty() {
+            None
+        } else {
+            let guard = self.adopting.lock().await;
+            if signed.number <= self.crl_number() {
+                return Ok(false);
+            }
+            Some(guard)
+        };
         let shards = if shard_counts.is_empty() {
             Vec::new()
         } else {
@@ -478,6 +494,12 @@ impl Revocations {
     }
 
     /// The number of the CRL served; 0 before the first.
+    /// Whether the CRL is split into shards (`crl_shards`, current or
+    /// retired), which adopting another replica's CRL signs.
+    pub fn signs_shards(&self) -> bool {
+        self.settings.shard_counts().next().is_some()
+    }
+
     pub fn crl_number(&self) -> u64 {
         self.published
             .read()

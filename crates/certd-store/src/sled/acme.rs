@@ -102,7 +102,9 @@ impl Open {
 
     /// Reads every object and nonce: both trees hold only what is live
     /// for hours or days, and the daemon purges them every few minutes.
-    pub(super) async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
+    /// Blocking (the walk): the caller runs it on the blocking pool and
+    /// makes the deletions durable.
+    pub(super) fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
         let mut purged = 0;
         for item in self.acme.iter() {
             let (key, value) = item?;
@@ -121,9 +123,6 @@ impl Open {
                 self.acme_nonces.remove(&key)?;
                 purged += 1;
             }
-        }
-        if purged > 0 {
-            self.durable().await?;
         }
         Ok(purged)
     }

@@ -1390,8 +1390,14 @@ impl Storage for SledStore {
     }
 
     async fn purge_expired_acme(&self, now: i64) -> Result<usize, StoreError> {
-        let open = self.current()?;
-        self.watch(open.purge_expired_acme(now).await)
+        let purged = self
+            .off_worker(move |open| open.purge_expired_acme(now))
+            .await?;
+        if purged > 0 {
+            let open = self.current()?;
+            self.watch(open.durable().await)?;
+        }
+        Ok(purged)
     }
 
     /// On a blocking thread: sled's calls block, and a step deletes up to
