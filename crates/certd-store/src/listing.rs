@@ -125,9 +125,10 @@ pub(crate) async fn page_within<S: Storage + ?Sized>(
         let wanted = limit - records.len();
         let chunk = match (filtered, expiry) {
             // An expiry walk skips only the revoked certificates in its
-            // range: read about what the page still wants, and at least a
-            // few dozen where many revoked ones cluster (a mass revocation),
-            // rather than one round trip each.
+            // range: first read what the page wants; if revoked ones left
+            // it short, at least a few dozen at a time (where a mass
+            // revocation clusters them) rather than one round trip each.
+            (true, Some(_)) if examined == 0 => wanted.min(budget),
             (true, Some(_)) => wanted.max(EXPIRY_CHUNK_FLOOR).min(budget - examined),
             (true, None) => wanted.max(FILTERED_CHUNK).min(budget - examined),
             (false, _) => wanted,
