@@ -16,7 +16,7 @@ use common::acme_clients::{
     succeeds, wait_until,
 };
 use common::docs::{expected_output, fenced_blocks, shows};
-use common::{http, openssl, stderr, stdout};
+use common::{http, nginx_available, openssl, stderr, stdout};
 
 /// lego registers with an EAB key of the `web` entry, proves the name with
 /// http-01 on the port certd's testing settings point at, and gets a
@@ -345,21 +345,6 @@ fn certbot_certonly(ca: &AcmeCa, dir: &Path, eab: &acme_clients::Eab) -> PathBuf
         "certbot certonly",
     );
     dir.join("config/live").join(NAME)
-}
-
-/// Whether nginx runs here; missing: `false` after a skip line, or a panic
-/// where the outside clients are required.
-fn nginx_available() -> bool {
-    if Command::new("nginx").arg("-v").output().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CERTD_REQUIRE_ACME_CLIENTS").is_none()
-            && std::env::var_os("CI").is_none(),
-        "nginx is required here: apt-get install nginx"
-    );
-    eprintln!("skipped: nginx is not installed (apt-get install nginx)");
-    false
 }
 
 /// Renewal information (RFC 9773) as certbot reads it: `certbot renew`

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use certd::config::ConfigFile;
 use common::acme_clients::{Background, wait_until};
-use common::{Daemon, http, openssl, stderr};
+use common::{Daemon, crl_distribution_point, http, nginx_available, openssl, stderr};
 
 /// `certd serve` with `[revocation] crl_shards = shards`.
 fn start(shards: u16) -> Daemon {
@@ -35,24 +35,6 @@ async fn workload(daemon: &Daemon, service: &str) -> (String, String) {
         identity.issued.certificate_pem.as_bytes(),
     );
     (identity.issued.serial, leaf)
-}
-
-/// The URI of the CRL distribution point of the certificate at `leaf`, as
-/// OpenSSL reads it.
-fn crl_url(leaf: &str) -> String {
-    let (ok, text) = openssl(&[
-        "x509",
-        "-noout",
-        "-ext",
-        "crlDistributionPoints",
-        "-in",
-        leaf,
-    ]);
-    assert!(ok, "{text}");
-    text.lines()
-        .find_map(|line| line.trim().strip_prefix("URI:"))
-        .unwrap_or_else(|| panic!("no CRL distribution point URI: {text}"))
-        .to_owned()
 }
 
 /// GETs `url` (a CRL, PEM) and writes it to `name` in the test's directory.
@@ -117,7 +99,7 @@ fn shard_of(serial_hex: &str, count: u32) -> u32 {
 async fn openssl_checks_each_leaf_against_the_shard_it_names() {
     let daemon = start(4);
     let (revoked_serial, revoked_leaf) = workload(&daemon, "payments").await;
-    let revoked_url = crl_url(&revoked_leaf);
+    let revoked_url = crl_distribution_point(&revoked_leaf);
     let prefix = format!("{}/crl/", daemon.http);
     let index = revoked_url
         .strip_prefix(&prefix)
@@ -130,7 +112,7 @@ async fn openssl_checks_each_leaf_against_the_shard_it_names() {
     let mut other = None;
     for attempt in 0..24 {
         let (serial, leaf) = workload(&daemon, &format!("orders{attempt}")).await;
-        let url = crl_url(&leaf);
+        let url = crl_distribution_point(&leaf);
         if url != revoked_url {
             other = Some((serial, leaf, url));
             break;
@@ -235,14 +217,14 @@ async fn openssl_checks_each_leaf_against_the_shard_it_names() {
 async fn a_retired_count_keeps_its_shards_published() {
     let daemon = start(4);
     let (serial, leaf) = workload(&daemon, "payments").await;
-    let old_url = crl_url(&leaf);
+    let old_url = crl_distribution_point(&leaf);
     let config = common::write_file(
         &daemon.tmp.path().join("certd.toml"),
         "[revocation]\ncrl_shards = 16\ncrl_retired_shards = [4]\n",
     );
     let daemon = restart(daemon, &config);
     let (_, new_leaf) = workload(&daemon, "orders").await;
-    let new_url = crl_url(&new_leaf);
+    let new_url = crl_distribution_point(&new_leaf);
     assert!(new_url.contains("/shards/16/"), "{new_url}");
 
     let output = daemon.cli(&["revoke", &serial, "--reason", "superseded"]);
@@ -394,19 +376,4 @@ async fn nginx_checks_whole_chains_of_leaves_that_name_shards() {
         other_answer.ends_with("\n200") && other_answer.contains("CN=orders"),
         "another client still gets through: {other_answer}"
     );
-}
-
-/// Whether nginx runs here; missing: `false` after a skip line, or a panic
-/// where the outside clients are required (CI).
-fn nginx_available() -> bool {
-    if Command::new("nginx").arg("-v").output().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CERTD_REQUIRE_ACME_CLIENTS").is_none()
-            && std::env::var_os("CI").is_none(),
-        "nginx is required here: apt-get install nginx"
-    );
-    eprintln!("skipped: nginx is not installed (apt-get install nginx)");
-    false
 }

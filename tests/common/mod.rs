@@ -694,6 +694,39 @@ pub fn openssl(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The URI of the CRL distribution point of the certificate at `leaf`
+/// (a PEM file), as OpenSSL reads it.
+pub fn crl_distribution_point(leaf: &str) -> String {
+    let (ok, text) = openssl(&[
+        "x509",
+        "-noout",
+        "-ext",
+        "crlDistributionPoints",
+        "-in",
+        leaf,
+    ]);
+    assert!(ok, "{text}");
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("URI:"))
+        .unwrap_or_else(|| panic!("no CRL distribution point URI: {text}"))
+        .to_owned()
+}
+
+/// Whether nginx runs here; missing: `false` after a skip line, or a panic
+/// where the outside clients are required (CI).
+pub fn nginx_available() -> bool {
+    if Command::new("nginx").arg("-v").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CERTD_REQUIRE_ACME_CLIENTS").is_none()
+            && std::env::var_os("CI").is_none(),
+        "nginx is required here: apt-get install nginx"
+    );
+    eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+    false
+}
+
 /// A rustls root store holding the certificates of `bundle_pem`.
 pub fn roots(bundle_pem: &str) -> Arc<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
