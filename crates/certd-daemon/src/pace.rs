@@ -1,6 +1,7 @@
 //! Pacing of full passes over the store that an operator starts while
-//! certd serves (backups): a byte rate, parsed once from the
-//! configuration, and a writer that holds a pass to it.
+//! certd serves: backups (a byte rate, parsed once from the configuration,
+//! and a writer that holds a pass to it) and listings paged through every
+//! certificate (a record rate, and a budget every listing page draws from).
 //!
 //! A backup reads every record, hashes it and streams it out; unpaced, it
 //! takes a whole core for as long as it lasts, and issuance on a small
@@ -9,10 +10,11 @@
 //! sleeps the thread it runs on, so a paced pass must run on the blocking
 //! pool, never on an async worker (ARCHITECTURE.md invariants). This
 //! module owns no store access and no configuration file parsing beyond
-//! the rate's own syntax.
+//! the rates' own syntax.
 
 use std::io::Write;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Bytes per second a paced pass may write; `None` in settings: unpaced.
@@ -73,6 +75,98 @@ impl std::fmt::Display for ByteRate {
             write!(f, "{}KiB/s", bytes / 1024)
         } else {
             write!(f, "{bytes}B/s")
+        }
+    }
+}
+
+/// Certificate records per second that listing pages may read, all
+/// callers together; `None` in settings: unpaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRate(NonZeroU32);
+
+/// The default listing rate: a walk of every certificate (`certd list
+/// --all`) reads a million records in about a minute, and issuance at full
+/// load keeps 80% of its rate beside it; unpaced (about 32,000 records/s
+/// here) it kept 60-75% (docs/PERFORMANCE.md, "Issuance beside full
+/// passes").
+pub const DEFAULT_LIST_RATE: RecordRate = RecordRate(NonZeroU32::new(16_000).unwrap());
+
+/// Records a listing may read at once before the rate holds it back: ten
+/// pages of the default size, so an operator's everyday `certd list` never
+/// waits; only a long walk (or a page of many thousands) is paced.
+pub const LIST_BURST_RECORDS: u32 = 10_000;
+
+impl RecordRate {
+    /// Parses `"<n>/s"` (records per second, at least 100); `"off"` (or
+    /// `"0"`) is `Ok(None)`: unpaced.
+    pub fn parse(text: &str) -> Result<Option<RecordRate>, String> {
+        let trimmed = text.trim();
+        if matches!(trimmed, "off" | "0") {
+            return Ok(None);
+        }
+        let explain = || format!("{text:?} is not a rate of records like \"16000/s\" or \"off\"");
+        let count: u32 = trimmed
+            .strip_suffix("/s")
+            .filter(|number| number.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|number| number.parse().ok())
+            .ok_or_else(explain)?;
+        if count < 100 {
+            return Err(format!(
+                "{text:?} is below 100/s: listing every certificate would take days; say \"off\" for no pacing"
+            ));
+        }
+        NonZeroU32::new(count)
+            .map(|rate| Some(RecordRate(rate)))
+            .ok_or_else(explain)
+    }
+
+    pub fn per_second(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl std::fmt::Display for RecordRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/s", self.0)
+    }
+}
+
+/// The records every listing page of this certd reads, held to a
+/// `RecordRate` together: a walk split over many callers or connections
+/// takes no more than one would. A page is charged after it is read (what
+/// it read is known then) and its answer waits out the debt; up to
+/// `LIST_BURST_RECORDS` are read without waiting. The caller waits on an
+/// async timer (`tokio::time::sleep`), which holds no worker.
+#[derive(Debug)]
+pub struct ListingBudget {
+    rate: RecordRate,
+    /// Records that may still be read at once (negative: owed), and when
+    /// that was so.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl ListingBudget {
+    pub fn new(rate: RecordRate, now: Instant) -> Self {
+        ListingBudget {
+            rate,
+            state: Mutex::new((f64::from(LIST_BURST_RECORDS), now)),
+        }
+    }
+
+    /// Charges `records` read at `now`; how long the reader must wait
+    /// before answering so that all reads stay within the rate (zero while
+    /// the burst lasts).
+    pub fn charge(&self, records: usize, now: Instant) -> Duration {
+        let per_second = f64::from(self.rate.per_second());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (available, updated) = *state;
+        let refilled = now.saturating_duration_since(updated).as_secs_f64() * per_second;
+        let left = (available + refilled).min(f64::from(LIST_BURST_RECORDS)) - records as f64;
+        *state = (left, now.max(updated));
+        if left >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-left / per_second)
         }
     }
 }
@@ -197,5 +291,60 @@ mod tests {
         let error = writer.write_all(b"second").unwrap_err();
         assert_eq!(error.to_string(), "stopped: the disk is full");
         assert_eq!(writer.inner, b"first");
+    }
+
+    #[test]
+    fn record_rates_parse_or_say_what_is_wrong() {
+        let rate = |text: &str| RecordRate::parse(text).map(|r| r.map(RecordRate::per_second));
+        assert_eq!(rate("16000/s"), Ok(Some(16_000)));
+        assert_eq!(rate(" 500/s "), Ok(Some(500)));
+        assert_eq!(rate("off"), Ok(None));
+        assert_eq!(rate("0"), Ok(None));
+        for refused in [
+            "16000",
+            "/s",
+            "-5/s",
+            "1.5/s",
+            "16k/s",
+            "",
+            "99999999999/s",
+            "+500/s",
+        ] {
+            let error = rate(refused).unwrap_err();
+            assert!(
+                error.contains("is not a rate of records"),
+                "{refused}: {error}"
+            );
+        }
+        assert!(rate("10/s").unwrap_err().contains("below 100/s"));
+        assert_eq!(DEFAULT_LIST_RATE.to_string(), "16000/s");
+    }
+
+    #[test]
+    fn a_listing_budget_lets_a_burst_through_and_then_holds_the_rate() {
+        let start = Instant::now();
+        let budget = ListingBudget::new(RecordRate::parse("1000/s").unwrap().unwrap(), start);
+        // Ten thousand records at once: the burst, no wait.
+        assert_eq!(
+            budget.charge(LIST_BURST_RECORDS as usize, start),
+            Duration::ZERO
+        );
+        // The next 500 at the same instant are owed: half a second at 1000/s.
+        assert_eq!(budget.charge(500, start), Duration::from_millis(500));
+        // A second caller at the same instant waits behind the first's debt.
+        assert_eq!(budget.charge(500, start), Duration::from_secs(1));
+        // Two seconds on, the debt of 1000 is paid and 1000 more are in.
+        let later = start + Duration::from_secs(2);
+        assert_eq!(budget.charge(1000, later), Duration::ZERO);
+        assert_eq!(budget.charge(1, later), Duration::from_millis(1));
+        // Idle for long, the budget refills to the burst and no further.
+        let idle = later + Duration::from_secs(3600);
+        assert_eq!(
+            budget.charge(LIST_BURST_RECORDS as usize, idle),
+            Duration::ZERO
+        );
+        assert!(budget.charge(1, idle) > Duration::ZERO);
+        // A clock read out of order (an earlier instant) refills nothing.
+        assert!(budget.charge(1, start) > Duration::ZERO);
     }
 }

@@ -112,6 +112,9 @@ pub struct Authority {
     jwt_settings: crate::config::JwtSettings,
     /// How fast a backup may stream (`[store] backup_rate`).
     backup_rate: Option<crate::pace::ByteRate>,
+    /// What listing pages may still read (`[store] list_rate`); `None`:
+    /// unpaced.
+    listing_budget: Option<Arc<crate::pace::ListingBudget>>,
     /// The `iss` of its tokens and where their keys are published.
     issuer: Arc<crate::jwt::Issuer>,
     /// The latest probe of the store, for readiness.
@@ -266,6 +269,12 @@ impl Authority {
             federation_wake: Arc::default(),
             jwt_settings: settings.jwt,
             backup_rate: settings.backup_rate,
+            listing_budget: settings.list_rate.map(|rate| {
+                Arc::new(crate::pace::ListingBudget::new(
+                    rate,
+                    std::time::Instant::now(),
+                ))
+            }),
             issuer: Arc::new(settings.issuer),
             store_probe: Arc::default(),
         })

@@ -121,48 +121,70 @@ impl Authority {
 
     /// One page of certificates as listings show them (without PEMs, which
     /// are for `certificate`), newest first, and the token of the next
-    /// page. Bounded work whatever the store holds (`store::listing`).
+    /// page. Bounded work whatever the store holds (`store::listing`), and
+    /// paced: the answer waits while the records listings read exceed
+    /// `[store] list_rate` (`pace::ListingBudget`), so a walk of every
+    /// certificate leaves issuance its rate.
     pub async fn listing(&self, request: &ListingRequest) -> Result<Listing> {
         let now = self.now();
         let query = request.query(now)?;
         let page = self.store.certificate_page(&query).await?;
+        if let Some(budget) = &self.listing_budget {
+            // A short page with a cursor stopped at its walk's budget: it
+            // read that many index entries, whatever it returned.
+            let read = if page.next.is_some() && page.records.len() < request.limit {
+                crate::store::FILTERED_SCAN_PER_PAGE.max(page.records.len())
+            } else {
+                page.records.len()
+            };
+            let wait = budget.charge(read, std::time::Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let next_page_token = page.next.as_ref().map(CertificateCursor::to_token);
         let certificates = page
             .records
-            .iter()
-            .map(|record| {
-                let mut summary = self.summary(record, now);
-                summary.certificate_pem.clear();
-                summary.chain_pem.clear();
-                summary.trust_bundle_pem.clear();
-                summary
-            })
+            .into_iter()
+            .map(|record| listed(record, now))
             .collect();
         Ok(Listing {
             certificates,
-            next_page_token: page.next.as_ref().map(CertificateCursor::to_token),
+            next_page_token,
         })
     }
 
     /// What operators see of a record: its facts, status at `now`, and PEMs.
     pub fn summary(&self, record: &IssuanceRecord, now: i64) -> CertificateSummary {
-        let certificate_pem = crate::ca::pem_encode("CERTIFICATE", &record.der);
-        let chain_pem = self.ca.chain_pem_of(&record.der);
         CertificateSummary {
-            serial: record.serial.to_hex(),
-            service: record.service.to_string(),
-            dns_names: record.dns_names.clone(),
-            uris: record.uris.clone(),
-            not_before: record.not_before,
-            not_after: record.not_after,
-            issued_at: record.issued_at,
-            sha256_fingerprint: hex::encode(record.sha256_fingerprint),
-            attestation: record.attestation.kind().to_owned(),
-            entry_id: record.attestation.entry_id().map(str::to_owned),
-            renewed_from: record.renewed_from.as_ref().map(Serial::to_hex),
-            status: record.state(now).as_str().to_owned(),
-            certificate_pem,
-            chain_pem,
+            certificate_pem: crate::ca::pem_encode("CERTIFICATE", &record.der),
+            chain_pem: self.ca.chain_pem_of(&record.der),
             trust_bundle_pem: self.ca.trust_bundle_pem(),
+            ..listed(record.clone(), now)
         }
+    }
+}
+
+/// What a listing shows of a record: its facts and status at `now`, moved
+/// out of the record, and no PEMs (a page of thousands would encode each
+/// certificate, its chain and the trust bundle only to drop them).
+fn listed(record: IssuanceRecord, now: i64) -> CertificateSummary {
+    let status = record.state(now).as_str().to_owned();
+    CertificateSummary {
+        serial: record.serial.to_hex(),
+        service: record.service.to_string(),
+        dns_names: record.dns_names,
+        uris: record.uris,
+        not_before: record.not_before,
+        not_after: record.not_after,
+        issued_at: record.issued_at,
+        sha256_fingerprint: hex::encode(record.sha256_fingerprint),
+        attestation: record.attestation.kind().to_owned(),
+        entry_id: record.attestation.entry_id().map(str::to_owned),
+        renewed_from: record.renewed_from.as_ref().map(Serial::to_hex),
+        status,
+        certificate_pem: String::new(),
+        chain_pem: String::new(),
+        trust_bundle_pem: String::new(),
     }
 }

@@ -86,6 +86,9 @@ pub struct StoreSection {
     /// How fast a backup taken while certd serves may read the store, e.g.
     /// "16MiB/s" (the default), or "off".
     pub backup_rate: Option<String>,
+    /// How many certificate records per second listing pages may read, all
+    /// callers together, e.g. "16000/s" (the default), or "off".
+    pub list_rate: Option<String>,
 }
 
 /// Connection caps and timeouts of the gRPC and HTTP listeners.

@@ -86,6 +86,9 @@ pub struct Config {
     pub store: StoreSettings,
     /// `[store] backup_rate`: how fast a backup may stream; `None`: unpaced.
     pub backup_rate: Option<crate::pace::ByteRate>,
+    /// `[store] list_rate`: how fast listing pages may read records;
+    /// `None`: unpaced.
+    pub list_rate: Option<crate::pace::RecordRate>,
     /// Who may use the admin API over mTLS, with which roles (`admins` and
     /// `[[operators]]`).
     pub operators: OperatorRoles,
@@ -214,6 +217,7 @@ impl Config {
             subject_issuers: self.subject_issuers.clone(),
             acme: self.acme.clone(),
             backup_rate: self.backup_rate,
+            list_rate: self.list_rate,
         }
     }
 }
@@ -240,6 +244,8 @@ pub struct AuthoritySettings {
     pub acme: crate::acme::AcmeSettings,
     /// How fast a backup may stream (`[store] backup_rate`).
     pub backup_rate: Option<crate::pace::ByteRate>,
+    /// How fast listing pages may read records (`[store] list_rate`).
+    pub list_rate: Option<crate::pace::RecordRate>,
 }
 
 /// Lifetimes of what certd hands out.
@@ -432,10 +438,16 @@ impl ConfigFile {
             Some(text) => crate::pace::ByteRate::parse(text)
                 .map_err(|message| invalid("store.backup_rate", message))?,
         };
+        let list_rate = match &self.store.as_ref().and_then(|s| s.list_rate.clone()) {
+            None => Some(crate::pace::DEFAULT_LIST_RATE),
+            Some(text) => crate::pace::RecordRate::parse(text)
+                .map_err(|message| invalid("store.list_rate", message))?,
+        };
         Ok(Config {
             acme,
             retention,
             backup_rate,
+            list_rate,
             subject_issuers,
             auto_rotate_intermediate: ca.auto_rotate_intermediate.unwrap_or(false),
             key_passphrase_file,
@@ -1196,6 +1208,22 @@ mod tests {
             "[store]\nbackup_rate = \"1KiB/s\"",
             Some("store.backup_rate"),
         );
+    }
+
+    /// `[store] list_rate`: listings paced by default, a rate or "off".
+    #[test]
+    fn listings_are_paced_unless_turned_off() {
+        let defaults = check("", None).unwrap();
+        assert_eq!(defaults.list_rate, Some(crate::pace::DEFAULT_LIST_RATE));
+        let rate_of = |config: &Config| config.list_rate.map(crate::pace::RecordRate::per_second);
+        let set = check("[store]\nlist_rate = \"4000/s\"", None).unwrap();
+        assert_eq!(rate_of(&set), Some(4000));
+        assert_eq!(
+            rate_of(&check("[store]\nlist_rate = \"off\"", None).unwrap()),
+            None
+        );
+        check("[store]\nlist_rate = \"fast\"", Some("store.list_rate"));
+        check("[store]\nlist_rate = \"5/s\"", Some("store.list_rate"));
     }
 
     #[test]
