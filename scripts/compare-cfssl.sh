@@ -128,11 +128,7 @@ wait_for "http://127.0.0.1:$http_port/readyz" "$work/certd.log"
 wait_for "http://127.0.0.1:$cfssl_port/api/v1/cfssl/info" "$work/cfssl.log"
 wait_for "http://127.0.0.1:$cfssl_db_port/api/v1/cfssl/info" "$work/cfssl-sqlite.log"
 
-# CPU seconds (user + system) a process has used so far.
-cpu_seconds() {
-  local ticks; ticks=$(awk '{print $14 + $15}' "/proc/$1/stat")
-  python3 -c "print($ticks / $(getconf CLK_TCK))"
-}
+. "$(dirname "$0")/lib/sampled-bench.sh"
 
 bench() { # signer name
   local pid args
@@ -144,40 +140,15 @@ bench() { # signer name
     cfssl-sqlite) pid=$cfssl_db_pid
       args=(cfssl-sign --http "http://127.0.0.1:$cfssl_db_port") ;;
   esac
-  local before after report first last progress
-  # The signer's CPU is read while the clock runs: from the first progress
-  # line (one a second, on stderr) to the last one before the run ends, so
-  # that certd's preparation (join tokens made in bulk) and cleanup (unused
-  # ones revoked) do not count against its requests.
-  progress='^ +[0-9.]+s +[0-9]+ ok'
-  "${on_loader[@]}" "$CERTD_BIN" bench "${args[@]}" --concurrency "$CONCURRENCY" \
-    --duration "$DURATION" --json >"$work/bench.out" 2>"$work/bench.err" &
-  local loader=$!
-  until [ "$(grep -cE "$progress" "$work/bench.err" 2>/dev/null)" -ge 1 ] 2>/dev/null; do
-    kill -0 "$loader" 2>/dev/null || break
-    sleep 0.02
-  done
-  before=$(cpu_seconds "$pid"); first=$(grep -E "$progress" "$work/bench.err" | head -1 | awk '{print $2}')
-  local seconds=${DURATION%s}
-  until [ "$(grep -cE "$progress" "$work/bench.err")" -ge "$((seconds - 1))" ]; do
-    kill -0 "$loader" 2>/dev/null || break
-    sleep 0.02
-  done
-  after=$(cpu_seconds "$pid"); last=$(grep -E "$progress" "$work/bench.err" | tail -1 | awk '{print $2}')
-  wait "$loader" || { cat "$work/bench.err" >&2; fail "the $1 run failed"; }
-  report=$(tail -1 "$work/bench.out")
-  python3 - "$1" "$report" "$before" "$after" "${first:-0}" "${last:-0}" <<'EOF'
+  local run
+  run=$(sampled_bench "$1" "$pid" "$work" "${on_loader[@]}" -- "${args[@]}" \
+    --concurrency "$CONCURRENCY" --duration "$DURATION") || fail "the $1 run failed"
+  python3 -c '
 import json, sys
-name, report = sys.argv[1], json.loads(sys.argv[2])
-before, after, first, last = (float(value) for value in sys.argv[3:7])
-if report["errors"]:
-    sys.exit(f"compare-cfssl: the {name} run had {report['errors']} errors: {report.get('first_error')}")
-# The CPU the signer used between two progress lines, per request answered
-# between them.
-report["signer_cpu_us_per_request"] = round((after - before) * 1e6 / max(last - first, 1), 1)
-report["signer"] = name
-print(json.dumps(report))
-EOF
+run = json.loads(sys.argv[1])
+run["signer"] = run.pop("name")
+run["signer_cpu_us_per_request"] = run.pop("server_cpu_us_per_request")
+print(json.dumps(run))' "$run"
 }
 
 # Prints a run's line, or the table of medians (and the JSON with JSON=1).

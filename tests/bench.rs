@@ -576,6 +576,66 @@ fn free_port_base() -> u16 {
         .expect("four free consecutive ports")
 }
 
+/// A script of `scripts/`, as docs/PERFORMANCE.md runs it, with
+/// `settings` to make it brief: pinned where two CPUs are, its work kept in
+/// `work`, on free ports. What it printed, and its last line's JSON.
+fn run_script(script: &str, work: &std::path::Path, settings: &[(&str, &str)]) -> (String, Value) {
+    let pin = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        "1"
+    } else {
+        "0"
+    };
+    let output = std::process::Command::new(script)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CERTD_BIN", env!("CARGO_BIN_EXE_certd"))
+        .envs(settings.iter().copied())
+        .env("PIN", pin)
+        .env("JSON", "1")
+        .env("WORK_DIR", work)
+        .env("PORT_BASE", free_port_base().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| panic!("run {script}: {error}"));
+    let said = stdout(&output);
+    assert!(output.status.success(), "{said}{}", stderr(&output));
+    let report = serde_json::from_str(said.lines().last().expect("a JSON line")).expect("JSON");
+    (said, report)
+}
+
+/// `scripts/perf-matrix.sh`, as docs/PERFORMANCE.md runs it, briefly: every
+/// operation it names loaded without an error at each number of callers,
+/// in order, with the daemon's CPU per request, and the table it documents.
+#[test]
+fn the_performance_matrix_script_runs_as_documented() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let (said, report) = run_script(
+        "scripts/perf-matrix.sh",
+        work.path(),
+        &[("DURATION", "3s"), ("CALLERS", "1 4")],
+    );
+    assert!(
+        said.contains(
+            "| operation | callers | requests/s | p50 ms | p99 ms | max ms | daemon CPU µs/request |"
+        ),
+        "{said}"
+    );
+    let runs = report["runs"].as_array().expect("runs");
+    let done: Vec<(&str, u64)> = runs
+        .iter()
+        .map(|run| (run["op"].as_str().unwrap(), run["concurrency"].as_u64().unwrap()))
+        .collect();
+    let mut expected = Vec::new();
+    for op in ["issue", "renew", "ocsp", "crl", "jwt-mint", "token-endpoint", "token-exchange"] {
+        expected.extend([(op, 1), (op, 4)]);
+    }
+    assert_eq!(done, expected);
+    for run in runs {
+        assert_eq!(run["errors"], 0, "{run}");
+        assert!(run["ok"].as_u64().unwrap() > 0, "{run}");
+        assert!(run["server_cpu_us_per_request"].as_f64().unwrap() > 0.0, "{run}");
+    }
+}
+
 /// `scripts/compare-cfssl.sh`, as docs/PERFORMANCE.md runs it, briefly:
 /// certd and CFSSL (with and without its SQLite certdb) each loaded by
 /// `certd bench` without an error, every CFSSL certificate stored in the
@@ -596,36 +656,17 @@ fn the_cfssl_comparison_script_runs_as_documented() {
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
-    let output = std::process::Command::new("scripts/compare-cfssl.sh")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CERTD_BIN", env!("CARGO_BIN_EXE_certd"))
-        .env("ROUNDS", "1")
-        .env("DURATION", "3s")
-        .env("CONCURRENCY", "4")
-        .env(
-            "PIN",
-            if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-                "1"
-            } else {
-                "0"
-            },
-        )
-        .env("JSON", "1")
-        .env("WORK_DIR", work.path())
-        .env("PORT_BASE", free_port_base().to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/compare-cfssl.sh");
-    let said = stdout(&output);
-    assert!(output.status.success(), "{said}{}", stderr(&output));
+    let (said, report) = run_script(
+        "scripts/compare-cfssl.sh",
+        work.path(),
+        &[("ROUNDS", "1"), ("DURATION", "3s"), ("CONCURRENCY", "4")],
+    );
     assert!(
         said.contains(
             "| signer | requests/s | p50 ms | p99 ms | signer CPU µs/request | certd ÷ this |"
         ),
         "{said}"
     );
-    let report: Value =
-        serde_json::from_str(said.lines().last().expect("a JSON line")).expect("JSON");
     let runs = report["runs"].as_array().expect("runs");
     let signers: Vec<&str> = runs
         .iter()

@@ -360,7 +360,13 @@ pub async fn run(
             },
         )
     });
-    let catch_up = tokio::spawn(catch_up_periodically(authority.clone(), until_stopped()));
+    // Only a store other processes write can change without this one
+    // hearing of it; on one that is this process's alone (sled) the
+    // comparison would read every unexpired revocation a minute for nothing.
+    let catch_up = authority
+        .store()
+        .shared_with_other_processes()
+        .then(|| tokio::spawn(catch_up_periodically(authority.clone(), until_stopped())));
     let service_expiries = tokio::spawn(load_service_expiries(authority.clone(), until_stopped()));
     let health = tokio::spawn(report_health(authority.clone(), health, until_stopped()));
     let probe = tokio::spawn(probe_store(authority.clone(), until_stopped()));
@@ -416,7 +422,11 @@ pub async fn run(
         ca_expiry,
         intermediates,
         changes,
-        catch_up,
+        async {
+            if let Some(task) = catch_up {
+                let _ = task.await;
+            }
+        },
         health,
         probe,
         service_expiries,

@@ -435,6 +435,14 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// Writes made by other processes; see the module documentation.
     fn changes(&self) -> broadcast::Receiver<Change>;
 
+    /// Whether other processes may write this store (replicas sharing a
+    /// database). When not, nothing can change it behind this process's
+    /// back, and the periodic comparison of its caches with the store (a
+    /// read of every unexpired revocation) is skipped.
+    fn shared_with_other_processes(&self) -> bool {
+        true
+    }
+
     /// The ACME object stored under `key` (`account/…`, `order/…`), if any.
     async fn acme_object(&self, key: &str) -> Result<Option<AcmeObject>, StoreError>;
 

@@ -832,6 +832,10 @@ impl Storage for Marked {
         self.inner.changes()
     }
 
+    fn shared_with_other_processes(&self) -> bool {
+        self.inner.shared_with_other_processes()
+    }
+
     async fn acme_object(&self, key: &str) -> Result<Option<crate::AcmeObject>, StoreError> {
         self.inner.acme_object(key).await
     }

@@ -1349,6 +1349,11 @@ impl Storage for SledStore {
         self.shared.changes.subscribe()
     }
 
+    /// sled's files are locked by the one process that opened them.
+    fn shared_with_other_processes(&self) -> bool {
+        false
+    }
+
     async fn acme_object(&self, key: &str) -> Result<Option<super::AcmeObject>, StoreError> {
         let open = self.current()?;
         self.watch(open.acme_object(key))

@@ -1,0 +1,58 @@
+# Sourced by scripts/compare-cfssl.sh and scripts/perf-matrix.sh: runs one
+# `certd bench … --json` and reads the CPU a server process used while the
+# clock ran, per request answered meanwhile.
+#
+#   sampled_bench NAME SERVER_PID WORK_DIR LOADER_PREFIX... -- BENCH_ARGS...
+#
+# prints the bench's JSON report with two fields added: "name" (NAME) and
+# "server_cpu_us_per_request"; exits the script (fail) if the run failed or
+# had errors. The CPU is read from /proc between the run's first progress
+# line (one a second, on stderr) and the last one before it ends, so that a
+# run's preparation (join tokens made in bulk) and cleanup (unused ones
+# revoked) do not count against its requests. Needs CERTD_BIN and fail().
+
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() {
+  local ticks; ticks=$(awk '{print $14 + $15}' "/proc/$1/stat")
+  python3 -c "print($ticks / $(getconf CLK_TCK))"
+}
+
+sampled_bench() {
+  local name=$1 pid=$2 work=$3; shift 3
+  local loader_prefix=()
+  while [ "$1" != -- ]; do loader_prefix+=("$1"); shift; done
+  shift
+  local args=("$@") duration="" i
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    [ "${args[i]}" = --duration ] && duration=${args[i + 1]}
+  done
+  local seconds=${duration%s}
+  local progress='^ +[0-9.]+s +[0-9]+ ok'
+  local before after first last report
+  "${loader_prefix[@]}" "$CERTD_BIN" bench "${args[@]}" --json >"$work/bench.out" 2>"$work/bench.err" &
+  local loader=$!
+  until [ "$(grep -cE "$progress" "$work/bench.err" 2>/dev/null)" -ge 1 ] 2>/dev/null; do
+    kill -0 "$loader" 2>/dev/null || break
+    sleep 0.02
+  done
+  before=$(cpu_seconds "$pid"); first=$(grep -E "$progress" "$work/bench.err" | head -1 | awk '{print $2}')
+  until [ "$(grep -cE "$progress" "$work/bench.err")" -ge "$((seconds - 1))" ]; do
+    kill -0 "$loader" 2>/dev/null || break
+    sleep 0.02
+  done
+  after=$(cpu_seconds "$pid"); last=$(grep -E "$progress" "$work/bench.err" | tail -1 | awk '{print $2}')
+  wait "$loader" || { cat "$work/bench.err" >&2; fail "the $name run failed"; }
+  report=$(tail -1 "$work/bench.out")
+  python3 - "$name" "$report" "$before" "$after" "${first:-0}" "${last:-0}" <<'PY'
+import json, sys
+name, report = sys.argv[1], json.loads(sys.argv[2])
+before, after, first, last = (float(value) for value in sys.argv[3:7])
+if report["errors"]:
+    sys.exit(f"the {name} run had {report['errors']} errors: {report.get('first_error')}")
+# The CPU the server used between two progress lines, per request answered
+# between them.
+report["server_cpu_us_per_request"] = round((after - before) * 1e6 / max(last - first, 1), 1)
+report["name"] = name
+print(json.dumps(report))
+PY
+}
