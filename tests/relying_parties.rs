@@ -2,8 +2,9 @@
 //! verify -crl_check_all` with the CRLs from `/crls.pem` (the root's CRL,
 //! covering the intermediate, and the intermediate's, covering leaves), an
 //! OCSP check through the URL in the leaf itself, the CA certificates over
-//! HTTP where certificates' AIA points, and `certd crl sync` keeping a
-//! relying party's CRL file fresh.
+//! HTTP where certificates' AIA points, `certd crl sync` keeping a relying
+//! party's CRL file fresh, and HAProxy configured as the guide says,
+//! reloaded by that sync.
 
 mod common;
 
@@ -62,14 +63,7 @@ async fn openssl_checks_whole_chains_with_the_crls_certd_serves() {
 
     // Revoking the intermediate (where the root key is: here, the data
     // directory) puts it on the root CRL, which the daemon serves at once.
-    let (_, serial) = openssl(&[
-        "x509",
-        "-noout",
-        "-serial",
-        "-in",
-        daemon.data_dir.join("intermediate.pem").to_str().unwrap(),
-    ]);
-    let serial = serial.trim().trim_start_matches("serial=").to_owned();
+    let serial = intermediate_serial(&daemon);
     let output = daemon.cli(&[
         "ca",
         "revoke-intermediate",
@@ -99,13 +93,7 @@ async fn openssl_checks_whole_chains_with_the_crls_certd_serves() {
 /// shards.)
 #[tokio::test]
 async fn whole_chain_checks_keep_working_with_crl_shards() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = common::write_file(
-        &tmp.path().join("certd.toml"),
-        "[revocation]\ncrl_shards = 4\n",
-    );
-    let data_dir = tmp.path().join("ca");
-    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    let daemon = start_with_crl_shards(4);
     let (payments, payments_leaf) = workload(&daemon, "payments").await;
     let (_, orders_leaf) = workload(&daemon, "orders").await;
     let distribution_point = common::crl_distribution_point(&payments_leaf);
@@ -120,6 +108,179 @@ async fn whole_chain_checks_keep_working_with_crl_shards() {
     assert!(!ok && text.contains("error 23"), "a revoked leaf: {text}");
     let (ok, text) = verify_with_crls(&daemon, &orders_leaf);
     assert!(ok && text.contains(": OK"), "others still pass: {text}");
+}
+
+/// The serial of the daemon's intermediate, as OpenSSL prints it (hex).
+fn intermediate_serial(daemon: &Daemon) -> String {
+    let (ok, serial) = openssl(&[
+        "x509",
+        "-noout",
+        "-serial",
+        "-in",
+        daemon.data_dir.join("intermediate.pem").to_str().unwrap(),
+    ]);
+    assert!(ok, "{serial}");
+    serial.trim().trim_start_matches("serial=").to_owned()
+}
+
+/// `certd serve` with `[revocation] crl_shards = shards`.
+fn start_with_crl_shards(shards: u16) -> Daemon {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::write_file(
+        &tmp.path().join("certd.toml"),
+        format!("[revocation]\ncrl_shards = {shards}\n"),
+    );
+    let data_dir = tmp.path().join("ca");
+    Daemon::start_in(tmp, data_dir, &["--config", &config])
+}
+
+/// HAProxy with the guide's `bind … ca-file … verify required crl-file`
+/// line, its CRL file written by `certd crl sync --out` and reloaded by
+/// the sync's `--exec` as `systemctl reload haproxy` does: it admits a
+/// client with a certd certificate (presenting its chain, as `cert.pem`
+/// holds it), and once that certificate is revoked and the sync has run
+/// again, refuses it at the TLS handshake (alert "certificate revoked")
+/// while another client still gets through; and once the intermediate is
+/// revoked on the root's CRL, the next sync makes it refuse that other
+/// client too (the whole chain is checked).
+#[tokio::test]
+async fn haproxy_refuses_a_revoked_client_once_crl_sync_reloads_it() {
+    if !common::haproxy_available() {
+        return;
+    }
+    haproxy_checks_whole_chains(&Daemon::start(), false).await;
+}
+
+/// The same with `crl_shards = 4`: the clients' leaves name their shards
+/// (the other client's another shard than the revoked one's), and HAProxy,
+/// given `/crls.pem` (the root's CRL and the intermediate's whole CRL),
+/// still refuses the revoked leaf, admits the other, and refuses both once
+/// the intermediate is revoked.
+#[tokio::test]
+async fn haproxy_checks_whole_chains_of_leaves_that_name_shards() {
+    if !common::haproxy_available() {
+        return;
+    }
+    haproxy_checks_whole_chains(&start_with_crl_shards(4), true).await;
+}
+
+/// The HAProxy tests' steps; with `shards`, the other client is one whose
+/// leaf names another shard than the revoked client's.
+async fn haproxy_checks_whole_chains(daemon: &Daemon, shards: bool) {
+    let dir = daemon.tmp.path().join("haproxy");
+    std::fs::create_dir_all(&dir).expect("HAProxy's directory");
+    let bundle = daemon.data_dir.join("bundle.pem");
+    let bundle = bundle.to_str().unwrap();
+    // A client's files as `certd request` writes them: `cert.pem` (leaf
+    // and intermediate) and `key.pem`.
+    let write_identity = |name: &str, identity: &common::Identity| {
+        let chain = common::write_file(&dir.join(format!("{name}-cert.pem")), &identity.chain_pem);
+        let key = common::write_file(&dir.join(format!("{name}-key.pem")), &identity.key_pem);
+        (chain, key)
+    };
+    // HAProxy's `crt`: the server's chain and key in one file (a workload
+    // certificate has serverAuth too).
+    let web = daemon.bootstrap("web").await;
+    let server_pem = common::write_file(
+        &dir.join("server.pem"),
+        format!("{}{}", web.chain_pem, web.key_pem),
+    );
+    let (payments, payments_leaf) = workload(daemon, "payments").await;
+    let payments_url = common::crl_distribution_point(&payments_leaf);
+    assert_eq!(
+        payments_url.contains("/shards/4/"),
+        shards,
+        "the leaf's CRL distribution point: {payments_url}"
+    );
+    // Without shards every leaf names the same CRL; with four, each new
+    // leaf has a 3 in 4 chance of naming another shard.
+    let mut other = None;
+    for attempt in 0..24 {
+        let name = format!("orders{attempt}");
+        let (identity, leaf) = workload(daemon, &name).await;
+        if !shards || common::crl_distribution_point(&leaf) != payments_url {
+            other = Some((name, identity));
+            break;
+        }
+    }
+    let (other_name, other) = other.expect("a leaf in another shard");
+    let payments_serial = payments.issued.serial.clone();
+    let payments = write_identity("payments", &payments);
+    let other = write_identity(&other_name, &other);
+
+    let crls = dir.join("certd-crls.pem");
+    let sync = |exec: Option<&str>| {
+        let mut args = vec![
+            "crl",
+            "sync",
+            "--http",
+            &daemon.http,
+            "--out",
+            crls.to_str().unwrap(),
+            "--ca-bundle",
+            bundle,
+        ];
+        if let Some(command) = exec {
+            args.extend(["--exec", command]);
+        }
+        let output = daemon.cli(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    // The first file, before HAProxy starts (which refuses to start
+    // without it).
+    sync(None);
+    let haproxy =
+        common::haproxy::Haproxy::start(&dir, &server_pem, bundle, crls.to_str().unwrap());
+    let before = haproxy.curl(bundle, &payments.0, &payments.1);
+    assert!(
+        before.ok && before.status == "200" && before.body.contains("CN=payments"),
+        "before the revocation HAProxy takes the client: {} {} {}",
+        before.status,
+        before.body,
+        before.stderr
+    );
+
+    let output = daemon.cli(&["revoke", &payments_serial]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    sync(Some(&haproxy.reload_command()));
+    haproxy.wait_for_reload(1);
+    let after = haproxy.curl(bundle, &payments.0, &payments.1);
+    assert!(
+        !after.ok && after.status == "000" && after.stderr.contains("alert certificate revoked"),
+        "after certd revoke and the sync HAProxy refuses the client at the handshake: {} {} {}\n{}",
+        after.status,
+        after.body,
+        after.stderr,
+        haproxy.log_text()
+    );
+    let other_answer = haproxy.curl(bundle, &other.0, &other.1);
+    assert!(
+        other_answer.ok
+            && other_answer.status == "200"
+            && other_answer.body.contains(&format!("CN={other_name}")),
+        "another client still gets through: {} {} {}",
+        other_answer.status,
+        other_answer.body,
+        other_answer.stderr
+    );
+
+    // The whole chain: with the intermediate revoked on the root's CRL
+    // (the root key is in the data directory here), the next sync's reload
+    // makes HAProxy refuse every client under it.
+    let output = daemon.cli(&["ca", "revoke-intermediate", &intermediate_serial(daemon)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    sync(Some(&haproxy.reload_command()));
+    haproxy.wait_for_reload(2);
+    let other_answer = haproxy.curl(bundle, &other.0, &other.1);
+    assert!(
+        !other_answer.ok
+            && other_answer.status == "000"
+            && other_answer.stderr.contains("alert certificate revoked"),
+        "with its intermediate revoked HAProxy refuses the other client too: {} {} {}",
+        other_answer.status,
+        other_answer.body,
+        other_answer.stderr
+    );
 }
 
 /// Unix seconds now.
@@ -214,14 +375,7 @@ async fn a_relying_party_whose_clock_lags_finds_a_crl_signed_just_now_valid() {
     );
 
     // An intermediate revoked on the root CRL: the same for the root's.
-    let (_, serial) = openssl(&[
-        "x509",
-        "-noout",
-        "-serial",
-        "-in",
-        daemon.data_dir.join("intermediate.pem").to_str().unwrap(),
-    ]);
-    let serial = serial.trim().trim_start_matches("serial=").to_owned();
+    let serial = intermediate_serial(&daemon);
     let before = unix_now();
     let output = daemon.cli(&["ca", "revoke-intermediate", &serial]);
     assert!(output.status.success(), "{}", stderr(&output));

@@ -9,6 +9,7 @@ pub mod acme_clients;
 pub mod agent;
 pub mod bind;
 pub mod docs;
+pub mod haproxy;
 pub mod in_process;
 pub mod k8s_issuer;
 pub mod outside;
@@ -724,6 +725,20 @@ pub fn nginx_available() -> bool {
         "nginx is required here: apt-get install nginx"
     );
     eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+    false
+}
+
+/// Whether HAProxy runs here; missing: `false` after a skip line, or a
+/// panic where it is required (CI).
+pub fn haproxy_available() -> bool {
+    if Command::new("haproxy").arg("-v").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CERTD_REQUIRE_HAPROXY").is_none() && std::env::var_os("CI").is_none(),
+        "HAProxy is required here (CI or CERTD_REQUIRE_HAPROXY is set): apt-get install haproxy, as .ci/run does"
+    );
+    eprintln!("skipped: HAProxy is not installed (apt-get install haproxy)");
     false
 }
 
