@@ -622,17 +622,33 @@ fn the_performance_matrix_script_runs_as_documented() {
     let runs = report["runs"].as_array().expect("runs");
     let done: Vec<(&str, u64)> = runs
         .iter()
-        .map(|run| (run["op"].as_str().unwrap(), run["concurrency"].as_u64().unwrap()))
+        .map(|run| {
+            (
+                run["op"].as_str().unwrap(),
+                run["concurrency"].as_u64().unwrap(),
+            )
+        })
         .collect();
     let mut expected = Vec::new();
-    for op in ["issue", "renew", "ocsp", "crl", "jwt-mint", "token-endpoint", "token-exchange"] {
+    for op in [
+        "issue",
+        "renew",
+        "ocsp",
+        "crl",
+        "jwt-mint",
+        "token-endpoint",
+        "token-exchange",
+    ] {
         expected.extend([(op, 1), (op, 4)]);
     }
     assert_eq!(done, expected);
     for run in runs {
         assert_eq!(run["errors"], 0, "{run}");
         assert!(run["ok"].as_u64().unwrap() > 0, "{run}");
-        assert!(run["server_cpu_us_per_request"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(
+            run["server_cpu_us_per_request"].as_f64().unwrap() > 0.0,
+            "{run}"
+        );
     }
 }
 

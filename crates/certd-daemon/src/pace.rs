@@ -131,6 +131,11 @@ impl std::fmt::Display for RecordRate {
     }
 }
 
+/// The longest a listing page's answer waits for the rate: well within the
+/// 30 s any call may take. A page that would wait longer behind others'
+/// reads is refused with a time to retry after instead.
+pub const MAX_LISTING_WAIT: Duration = Duration::from_secs(10);
+
 /// The records every listing page of this certd reads, held to a
 /// `RecordRate` together: a walk split over many callers or connections
 /// takes no more than one would. A page is charged after it is read (what
@@ -153,20 +158,31 @@ impl ListingBudget {
         }
     }
 
-    /// Charges `records` read at `now`; how long the reader must wait
-    /// before answering so that all reads stay within the rate (zero while
-    /// the burst lasts).
-    pub fn charge(&self, records: usize, now: Instant) -> Duration {
+    /// Charges `records` read at `now`: `Ok` with how long the reader must
+    /// wait before answering so that all reads stay within the rate (zero
+    /// while the burst lasts, at most `MAX_LISTING_WAIT`: a page larger
+    /// than that much of the rate waits that long and leaves the rest owed
+    /// by the pages after it), or, when others' reads already owe more than
+    /// that, `Err` with how long until they no longer do, and nothing
+    /// charged.
+    pub fn charge(&self, records: usize, now: Instant) -> Result<Duration, Duration> {
         let per_second = f64::from(self.rate.per_second());
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (available, updated) = *state;
         let refilled = now.saturating_duration_since(updated).as_secs_f64() * per_second;
-        let left = (available + refilled).min(f64::from(LIST_BURST_RECORDS)) - records as f64;
-        *state = (left, now.max(updated));
-        if left >= 0.0 {
-            Duration::ZERO
+        let before = (available + refilled).min(f64::from(LIST_BURST_RECORDS));
+        let left = before - records as f64;
+        let wait = Duration::from_secs_f64((-left).max(0.0) / per_second);
+        let at = now.max(updated);
+        if wait <= MAX_LISTING_WAIT {
+            *state = (left, at);
+            Ok(wait)
+        } else if before >= 0.0 {
+            *state = (left, at);
+            Ok(MAX_LISTING_WAIT)
         } else {
-            Duration::from_secs_f64(-left / per_second)
+            *state = (before, at);
+            Err(Duration::from_secs_f64(-before / per_second))
         }
     }
 }
@@ -324,27 +340,45 @@ mod tests {
     fn a_listing_budget_lets_a_burst_through_and_then_holds_the_rate() {
         let start = Instant::now();
         let budget = ListingBudget::new(RecordRate::parse("1000/s").unwrap().unwrap(), start);
+        let ms = Duration::from_millis;
         // Ten thousand records at once: the burst, no wait.
         assert_eq!(
             budget.charge(LIST_BURST_RECORDS as usize, start),
-            Duration::ZERO
+            Ok(Duration::ZERO)
         );
         // The next 500 at the same instant are owed: half a second at 1000/s.
-        assert_eq!(budget.charge(500, start), Duration::from_millis(500));
+        assert_eq!(budget.charge(500, start), Ok(ms(500)));
         // A second caller at the same instant waits behind the first's debt.
-        assert_eq!(budget.charge(500, start), Duration::from_secs(1));
+        assert_eq!(budget.charge(500, start), Ok(ms(1000)));
         // Two seconds on, the debt of 1000 is paid and 1000 more are in.
         let later = start + Duration::from_secs(2);
-        assert_eq!(budget.charge(1000, later), Duration::ZERO);
-        assert_eq!(budget.charge(1, later), Duration::from_millis(1));
+        assert_eq!(budget.charge(1000, later), Ok(Duration::ZERO));
+        assert_eq!(budget.charge(1, later), Ok(ms(1)));
         // Idle for long, the budget refills to the burst and no further.
         let idle = later + Duration::from_secs(3600);
         assert_eq!(
             budget.charge(LIST_BURST_RECORDS as usize, idle),
-            Duration::ZERO
+            Ok(Duration::ZERO)
         );
-        assert!(budget.charge(1, idle) > Duration::ZERO);
+        assert!(budget.charge(1, idle).unwrap() > Duration::ZERO);
         // A clock read out of order (an earlier instant) refills nothing.
-        assert!(budget.charge(1, start) > Duration::ZERO);
+        assert!(budget.charge(1, start).unwrap() > Duration::ZERO);
+    }
+
+    #[test]
+    fn a_listing_never_waits_past_its_bound() {
+        let start = Instant::now();
+        let budget = ListingBudget::new(RecordRate::parse("1000/s").unwrap().unwrap(), start);
+        let burst = LIST_BURST_RECORDS as usize;
+        // One page larger than the burst and ten seconds of the rate: it
+        // waits the bound, and what it owes beyond is left to later pages.
+        assert_eq!(budget.charge(burst + 30_000, start), Ok(MAX_LISTING_WAIT));
+        // Behind 30 s of debt, a page is refused, told when the debt is
+        // paid, and charged nothing.
+        assert_eq!(budget.charge(1, start), Err(Duration::from_secs(30)));
+        assert_eq!(budget.charge(1, start), Err(Duration::from_secs(30)));
+        // Once the debt is within the bound, pages wait it out again.
+        let paid_down = start + Duration::from_secs(21);
+        assert_eq!(budget.charge(1000, paid_down), Ok(MAX_LISTING_WAIT));
     }
 }

@@ -137,7 +137,9 @@ impl Authority {
             } else {
                 page.records.len()
             };
-            let wait = budget.charge(read, std::time::Instant::now());
+            let wait = budget
+                .charge(read, std::time::Instant::now())
+                .map_err(|retry_after| crate::limits::LimitError::ListingRate { retry_after })?;
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
