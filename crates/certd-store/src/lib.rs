@@ -285,7 +285,9 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// single-process backend).
     async fn newest_crl(&self) -> Result<Option<SignedCrl>, StoreError>;
 
-    /// Stores new join tokens in one batch and returns once they are durable.
+    /// Stores new join tokens and returns once they are all durable. Not
+    /// atomic: after a failure some may be stored, which nobody was given
+    /// and which expire as any other.
     async fn insert_join_tokens(
         &self,
         tokens: &[(TokenHash, JoinTokenRecord)],

@@ -697,6 +697,22 @@ pub(crate) async fn tokens_are_listed_and_crl_numbers_can_be_raised(backend: &dy
     let mut listed = store.join_tokens().await.unwrap();
     listed.sort_by_key(|(hash, _)| *hash);
     assert_eq!(listed, tokens);
+    // Many at once (on sled, more than one batch of its writes): all kept.
+    let many: Vec<_> = (0..2_500u32)
+        .map(|n| {
+            let mut hash = [9u8; 32];
+            hash[..4].copy_from_slice(&n.to_be_bytes());
+            (hash, token("bulk", 900))
+        })
+        .collect();
+    store.insert_join_tokens(&many).await.unwrap();
+    assert_eq!(
+        store.join_tokens().await.unwrap().len(),
+        tokens.len() + many.len()
+    );
+    for (hash, record) in &many {
+        assert_eq!(store.join_token(hash).await.unwrap().as_ref(), Some(record));
+    }
 
     let first = store.next_crl_number().await.unwrap();
     store.raise_crl_number(first + 100).await.unwrap();
