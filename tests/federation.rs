@@ -1005,27 +1005,8 @@ fn an_operator_certificate_serves_the_bundle_endpoint_as_https_web() {
     // A renewed certificate is served without a restart.
     let renewed = issue(2);
     let presented = wait_for("the renewed certificate", || {
-        let presented = presented_leaf(&endpoint, &tmp_path.join("web-ca.pem"));
+        let presented = common::presented_leaf(&endpoint, &tmp_path.join("web-ca.pem"));
         (presented == renewed).then_some(presented)
     });
     assert_eq!(presented, renewed);
-}
-
-/// The leaf certificate the TLS server at `https://ADDR` presents, checked
-/// against `ca` for the name 127.0.0.1.
-fn presented_leaf(endpoint: &str, ca: &std::path::Path) -> Vec<u8> {
-    let address = endpoint.trim_start_matches("https://").to_owned();
-    let roots = common::roots(&std::fs::read_to_string(ca).unwrap());
-    let config = rustls::ClientConfig::builder_with_provider(common::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let mut tcp = std::net::TcpStream::connect(address).unwrap();
-    while connection.is_handshaking() {
-        connection.complete_io(&mut tcp).unwrap();
-    }
-    connection.peer_certificates().unwrap()[0].to_vec()
 }

@@ -275,7 +275,6 @@ fn a_grpcio_client_issues_renews_and_is_refused_with_the_documented_codes() {
     );
 }
 
-/// Python stubs for every proto file of `proto/certd`, into `out`.
 /// An operator whose only role is `issuer` for `billing`, on the admin API
 /// over mTLS with grpcio (C-core): it issues for billing and is refused
 /// PERMISSION_DENIED, with certd's words, for another service and for an
@@ -285,35 +284,9 @@ fn a_grpcio_operator_gets_only_what_its_role_allows() {
     let Some(python) = python_with(&["grpc", "grpc_tools", "cryptography"]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("certd.toml");
-    std::fs::write(
-        &config,
-        "[[operators]]\nid = \"spiffe://certd.internal/operator/ci\"\nroles = [\"issuer\"]\nservices = [\"billing\"]\n",
-    )
-    .unwrap();
-    let data_dir = tmp.path().join("ca");
-    let config = config.to_str().unwrap().to_owned();
-    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    let (daemon, ci) = daemon_with_operator("roles = [\"issuer\"]\nservices = [\"billing\"]\n");
     daemon.entry("billing", &["token:billing"], &[]);
-    let ci = daemon.tmp.path().join("ci");
-    let output = daemon.cli(&[
-        "operator",
-        "issue",
-        "--name",
-        "ci",
-        "--out",
-        ci.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let stubs = daemon.tmp.path().join("python-stubs");
-    generate_stubs(&python, &stubs);
-    let output = script(&python, "operator_roles.py")
-        .arg(&stubs)
-        .arg(daemon.grpc.trim_start_matches("https://"))
-        .arg(daemon.data_dir.join("bundle.pem"))
-        .arg(ci.join("cert.pem"))
-        .arg(ci.join("key.pem"))
+    let output = operator_script(&python, &daemon, &ci, "operator_roles.py")
         .output()
         .expect("run python3");
     let text = format!("{}{}", stdout(&output), stderr(&output));
@@ -335,6 +308,135 @@ fn a_grpcio_operator_gets_only_what_its_role_allows() {
     assert_eq!(text.lines().last(), Some("ok"), "{text}");
 }
 
+/// An auditor on the admin API over mTLS with grpcio pages
+/// `ListCertificates` three at a time with the tokens certd hands out:
+/// every certificate exactly once, newest first; the good ones by expiry,
+/// latest first (their TTLs make that another order than issuance), the
+/// revoked one only among the revoked; and a token of one order given to a
+/// listing of the other, or a malformed one, is `INVALID_ARGUMENT` in
+/// certd's words, as docs/reference/grpc-api.md says.
+#[test]
+fn a_grpcio_auditor_pages_certificates_by_issuance_and_by_expiry() {
+    let Some(python) = python_with(&["grpc", "grpc_tools", "cryptography"]) else {
+        return;
+    };
+    let (daemon, ci) = daemon_with_operator("roles = [\"auditor\"]\n");
+    // Issued in this order, expiring in another: hours of TTL.
+    let ttl_hours = [3, 7, 1, 5, 2, 6, 4];
+    let mut issued: Vec<(String, u32)> = Vec::new();
+    for (index, hours) in ttl_hours.into_iter().enumerate() {
+        let out = daemon.tmp.path().join(format!("billing-{index}"));
+        let output = daemon.ci_issue("billing", &out, &["--ttl", &format!("{hours}h")]);
+        assert!(output.status.success(), "issue: {}", stderr(&output));
+        issued.push((common::serial_in(&out), hours));
+    }
+    let revoked = issued[3].0.clone();
+    let output = daemon.cli(&["revoke", &revoked]);
+    assert!(output.status.success(), "revoke: {}", stderr(&output));
+    // The operator's certificate (8 hours) and certd's own serving
+    // certificate (24 hours), as it presents it, are records too.
+    let operator = (common::serial_in(&ci), 8);
+    let serving = common::presented_leaf(&daemon.grpc, &daemon.data_dir.join("bundle.pem"));
+    let (_, serving) = x509_parser::parse_x509_certificate(&serving).expect("a certificate");
+    let serving = (hex::encode(serving.raw_serial()), 24);
+    let mut good: Vec<&(String, u32)> = [&serving, &operator]
+        .into_iter()
+        .chain(&issued)
+        .filter(|(serial, _)| *serial != revoked)
+        .collect();
+    good.sort_by_key(|(_, hours)| std::cmp::Reverse(*hours));
+    let expected: String = [&serving, &operator]
+        .into_iter()
+        .chain(&issued)
+        .map(|(serial, _)| format!("all {serial}\n"))
+        .chain(good.iter().map(|(serial, _)| format!("good {serial}\n")))
+        .chain([format!("revoked {revoked}\n")])
+        .collect();
+    let expected_file = daemon.tmp.path().join("expected-listing.txt");
+    std::fs::write(&expected_file, expected).expect("write the expected listing");
+
+    let output = operator_script(&python, &daemon, &ci, "list_pages.py")
+        .arg(&expected_file)
+        .output()
+        .expect("run python3");
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(
+        output.status.success(),
+        "the grpcio auditor failed:\n{text}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    for line in [
+        "all: 9 certificates in 3 pages of at most 3",
+        "good: 8 certificates in 3 pages of at most 3",
+        "revoked: 1 certificates in 1 pages of at most 3",
+        &format!("revoked: {revoked}"),
+    ] {
+        assert!(lines.contains(&line), "no line {line:?}:\n{text}");
+    }
+    let mixed = "INVALID_ARGUMENT: page token \"";
+    for refusal in ["issued-token-by-expiry", "expiry-token-by-issuance"] {
+        assert!(
+            lines.iter().any(|line| {
+                line.starts_with(&format!("refused {refusal} {mixed}"))
+                    && line.ends_with("belongs to a listing with other filters: pass it with the filters of the listing that returned it")
+            }),
+            "{refusal} was not refused naming the mix:\n{text}"
+        );
+    }
+    assert!(
+        lines.contains(&"refused malformed-token INVALID_ARGUMENT: page token \"not-a-token\" is not one certd handed out: pass the next_page_token of a previous answer unchanged, or none for the first page"),
+        "the malformed token was not refused naming it:\n{text}"
+    );
+    assert_eq!(lines.last(), Some(&"ok"), "{text}");
+}
+
+/// A daemon whose `[[operators]]` has `ci`
+/// (`spiffe://certd.internal/operator/ci`) with `grants` (its roles and
+/// scope, as TOML lines), and the directory of `ci`'s operator
+/// certificate and key (8 hours), issued with `certd operator issue`.
+fn daemon_with_operator(grants: &str) -> (Daemon, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("certd.toml");
+    std::fs::write(
+        &config,
+        format!("[[operators]]\nid = \"spiffe://certd.internal/operator/ci\"\n{grants}"),
+    )
+    .unwrap();
+    let data_dir = tmp.path().join("ca");
+    let config = config.to_str().unwrap().to_owned();
+    let daemon = Daemon::start_in(tmp, data_dir, &["--config", &config]);
+    let ci = daemon.tmp.path().join("ci");
+    let output = daemon.cli(&[
+        "operator",
+        "issue",
+        "--name",
+        "ci",
+        "--ttl",
+        "8h",
+        "--out",
+        ci.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    (daemon, ci)
+}
+
+/// `python tests/python/NAME STUB_DIR ADDRESS BUNDLE_PEM CERT_PEM KEY_PEM`:
+/// an operator script with fresh stubs, on the daemon's gRPC port over
+/// mTLS with the certificate in `operator_dir`.
+fn operator_script(python: &Path, daemon: &Daemon, operator_dir: &Path, name: &str) -> Command {
+    let stubs = daemon.tmp.path().join("python-stubs");
+    generate_stubs(python, &stubs);
+    let mut command = script(python, name);
+    command
+        .arg(&stubs)
+        .arg(daemon.grpc.trim_start_matches("https://"))
+        .arg(daemon.data_dir.join("bundle.pem"))
+        .arg(operator_dir.join("cert.pem"))
+        .arg(operator_dir.join("key.pem"));
+    command
+}
+
+/// Python stubs for every proto file of `proto/certd`, into `out`.
 fn generate_stubs(python: &Path, out: &Path) {
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
     let protos: Vec<PathBuf> = std::fs::read_dir(include.join("certd/v1"))

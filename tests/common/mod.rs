@@ -751,6 +751,25 @@ pub fn roots(bundle_pem: &str) -> Arc<rustls::RootCertStore> {
     Arc::new(roots)
 }
 
+/// The leaf certificate the TLS server at `https://ADDR` presents, checked
+/// against `ca` for the name 127.0.0.1.
+pub fn presented_leaf(endpoint: &str, ca: &Path) -> Vec<u8> {
+    let address = endpoint.trim_start_matches("https://").to_owned();
+    let roots = roots(&std::fs::read_to_string(ca).unwrap());
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(address).unwrap();
+    while connection.is_handshaking() {
+        connection.complete_io(&mut tcp).unwrap();
+    }
+    connection.peer_certificates().unwrap()[0].to_vec()
+}
+
 /// The serial (lowercase hex) of the certificate in `dir/cert.pem`.
 pub fn serial_in(dir: &Path) -> String {
     let cert = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
