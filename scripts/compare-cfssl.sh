@@ -69,6 +69,7 @@ cleanup() {
   [ "$keep_work" = 1 ] || rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 grpc_port=$PORT_BASE; http_port=$((PORT_BASE + 1))
 cfssl_port=$((PORT_BASE + 2)); cfssl_db_port=$((PORT_BASE + 3))

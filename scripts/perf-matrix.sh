@@ -59,6 +59,7 @@ done
 
 if [ -n "${WORK_DIR:-}" ]; then
   mkdir -p "$WORK_DIR"; work=$(realpath "$WORK_DIR"); keep_work=1
+  [ ! -e "$work/certd" ] || fail "WORK_DIR=$WORK_DIR holds an earlier run's certd/: give a new directory"
 else
   work=$(mktemp -d); keep_work=0
 fi
@@ -69,6 +70,7 @@ cleanup() {
   [ "$keep_work" = 1 ] || rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 if [ "$PIN" = 1 ]; then
   on_daemon=(taskset -c 0); on_loader=(taskset -c 1)

@@ -42,6 +42,10 @@ sampled_bench() {
   done
   after=$(cpu_seconds "$pid"); last=$(grep -E "$progress" "$work/bench.err" | tail -1 | awk '{print $2}')
   wait "$loader" || { cat "$work/bench.err" >&2; fail "the $name run failed"; }
+  # Too short a run for two progress lines leaves no window to read the
+  # CPU in: say so rather than divide by nothing.
+  [ -n "$first" ] && [ -n "$last" ] && [ "$first" != "$last" ] \
+    || fail "the $name run ended before its second progress line: give a longer DURATION"
   report=$(tail -1 "$work/bench.out")
   python3 - "$name" "$report" "$before" "$after" "${first:-0}" "${last:-0}" <<'PY'
 import json, sys

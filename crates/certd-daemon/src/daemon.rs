@@ -105,6 +105,9 @@ impl Daemon {
             self.config.grpc_addr.port(),
         );
         settings.attestors = crate::attest::ConfiguredAttestors::default();
+        // Listings are paced to leave a serving certd's issuance its rate;
+        // offline nothing else runs (`certd list --all --offline`).
+        settings.list_rate = None;
         let jwt_keys = self.jwt_keys()?;
         Authority::new(Arc::new(ca), store, settings, jwt_keys).await
     }

@@ -87,8 +87,6 @@ pub enum LimitError {
     },
     #[error("too many requests in flight; retry after {} ms", retry_after.as_millis())]
     TooManyRequests { retry_after: Duration },
-    #[error("listings have read more than [store] list_rate allows for now; retry after {} ms", retry_after.as_millis())]
-    ListingRate { retry_after: Duration },
 }
 
 impl LimitError {
@@ -96,8 +94,7 @@ impl LimitError {
         match self {
             LimitError::GlobalRate { retry_after }
             | LimitError::ServiceRate { retry_after, .. }
-            | LimitError::TooManyRequests { retry_after }
-            | LimitError::ListingRate { retry_after } => *retry_after,
+            | LimitError::TooManyRequests { retry_after } => *retry_after,
         }
     }
 }

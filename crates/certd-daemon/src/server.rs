@@ -360,13 +360,7 @@ pub async fn run(
             },
         )
     });
-    // Only a store other processes write can change without this one
-    // hearing of it; on one that is this process's alone (sled) the
-    // comparison would read every unexpired revocation a minute for nothing.
-    let catch_up = authority
-        .store()
-        .shared_with_other_processes()
-        .then(|| tokio::spawn(catch_up_periodically(authority.clone(), until_stopped())));
+    let catch_up = tokio::spawn(catch_up_periodically(authority.clone(), until_stopped()));
     let service_expiries = tokio::spawn(load_service_expiries(authority.clone(), until_stopped()));
     let health = tokio::spawn(report_health(authority.clone(), health, until_stopped()));
     let probe = tokio::spawn(probe_store(authority.clone(), until_stopped()));
@@ -422,11 +416,7 @@ pub async fn run(
         ca_expiry,
         intermediates,
         changes,
-        async {
-            if let Some(task) = catch_up {
-                let _ = task.await;
-            }
-        },
+        catch_up,
         health,
         probe,
         service_expiries,

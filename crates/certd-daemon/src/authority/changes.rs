@@ -131,7 +131,8 @@ impl Authority {
     /// noticing: reloads the entries, drops the OCSP answers of serials
     /// revoked since the last call (`known_revoked` carries them between
     /// calls; `None` before the first), and serves a newer CRL if another
-    /// process published one. Cheap enough to run every minute: the
+    /// process published one (both only where other processes write the
+    /// store, `Storage::shared_with_other_processes`). Cheap enough to run every minute: the
     /// entries and the unexpired revocations, no signing (but for the
     /// shards of an adopted CRL, with `crl_shards`, one adoption at a time).
     pub async fn catch_up(
@@ -141,6 +142,13 @@ impl Authority {
         self.registry.resync().await?;
         self.track_entries_reloaded();
         self.reload_policy().await?;
+        // Revocations this process did not make come only from other
+        // processes; a store that is this process's alone (sled) has none,
+        // and reading every unexpired revocation a minute would be for
+        // nothing.
+        if !self.store.shared_with_other_processes() {
+            return Ok(());
+        }
         let now = self.now();
         let revoked = self.store.revoked_unexpired(now).await?;
         let mut current = std::collections::HashSet::with_capacity(revoked.len());

@@ -50,6 +50,22 @@ pub struct ListingRequest {
 }
 
 impl ListingRequest {
+    /// The index entries its page may read: its limit, or for one
+    /// service's pages filtered by a state that depends on the time, which
+    /// read records they do not return, up to `FILTERED_SCAN_PER_PAGE` (or
+    /// the limit, if more). What the pacing charges: the most, not the
+    /// exact count, which the store does not report.
+    fn examines_at_most(&self) -> usize {
+        let by_state_of_one_service = self.service.is_some()
+            && (matches!(self.status.as_deref(), Some("good" | "expired"))
+                || self.expiring_within.is_some());
+        if by_state_of_one_service {
+            self.limit.max(crate::store::FILTERED_SCAN_PER_PAGE)
+        } else {
+            self.limit
+        }
+    }
+
     /// The store's query, judged at `now`.
     fn query(&self, now: i64) -> Result<CertificateQuery> {
         let service = self
@@ -122,28 +138,32 @@ impl Authority {
     /// One page of certificates as listings show them (without PEMs, which
     /// are for `certificate`), newest first, and the token of the next
     /// page. Bounded work whatever the store holds (`store::listing`), and
-    /// paced: the answer waits while the records listings read exceed
-    /// `[store] list_rate` (`pace::ListingBudget`), so a walk of every
-    /// certificate leaves issuance its rate.
+    /// paced (`[store] list_rate`, `pace::ListingBudget`): pages take turns,
+    /// each reads at most 10 s of the rate (a larger one is answered short,
+    /// with a token) and waits, holding its turn, until the records it read
+    /// are within the rate, so a walk of every certificate leaves issuance
+    /// its rate.
     pub async fn listing(&self, request: &ListingRequest) -> Result<Listing> {
+        let Some(budget) = &self.listing_budget else {
+            return self.listing_page(request).await;
+        };
+        let mut turn = budget.turn().await;
+        let paced = ListingRequest {
+            limit: request.limit.min(budget.largest_page()),
+            ..request.clone()
+        };
+        let listing = self.listing_page(&paced).await?;
+        let wait = turn.charge(paced.examines_at_most(), std::time::Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(listing)
+    }
+
+    async fn listing_page(&self, request: &ListingRequest) -> Result<Listing> {
         let now = self.now();
         let query = request.query(now)?;
         let page = self.store.certificate_page(&query).await?;
-        if let Some(budget) = &self.listing_budget {
-            // A short page with a cursor stopped at its walk's budget: it
-            // read that many index entries, whatever it returned.
-            let read = if page.next.is_some() && page.records.len() < request.limit {
-                crate::store::FILTERED_SCAN_PER_PAGE.max(page.records.len())
-            } else {
-                page.records.len()
-            };
-            let wait = budget
-                .charge(read, std::time::Instant::now())
-                .map_err(|retry_after| crate::limits::LimitError::ListingRate { retry_after })?;
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-        }
         let next_page_token = page.next.as_ref().map(CertificateCursor::to_token);
         let certificates = page
             .records

@@ -870,7 +870,8 @@ impl Open {
     /// Stores new join tokens (keys and encoded records), at most
     /// `JOIN_TOKENS_PER_BATCH` to a sled batch. One batch of a whole
     /// request (up to 100,000) kept every node version it replaced until it
-    /// ended: the daemon's memory peaked at 1.5 GB making 200,000 tokens.
+    /// ended: the daemon's memory peaked at about 1 GB while a bench made
+    /// its 200,000 tokens (docs/PERFORMANCE.md, "Daemon").
     /// Nothing needs the request to be one batch: a token is of use only
     /// once its creator is given it, after all are durable, and those a
     /// crash or a fault leaves stored unseen just expire. Blocking: for the
@@ -1207,10 +1208,14 @@ impl Storage for SledStore {
             .iter()
             .map(|(hash, token)| Ok((*hash, record::encode(token)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        self.off_worker(move |open| open.insert_join_tokens_blocking(&encoded))
-            .await?;
-        let open = self.current()?;
-        self.watch(open.durable().await)
+        // Written and made durable on the one database: were a fault to
+        // reopen the store between the two, the tokens must not be counted
+        // durable by the flush of another.
+        self.off_worker(move |open| {
+            open.insert_join_tokens_blocking(&encoded)?;
+            open.durable_blocking()
+        })
+        .await
     }
 
     async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
