@@ -43,19 +43,8 @@ if ! command -v cfssl >/dev/null || ! command -v cfssljson >/dev/null; then
     fail "cfssl is not installed: apt-get install golang-cfssl (Debian), then run this again"
   fi
 fi
-for tool in python3 taskset curl; do
-  command -v "$tool" >/dev/null || fail "$tool is not installed"
-done
-if [ ! -x "$CERTD_BIN" ]; then
-  [ "$CERTD_BIN" = target/release/certd ] || fail "CERTD_BIN=$CERTD_BIN is not an executable"
-  cargo build --release --locked --quiet
-fi
-CERTD_BIN=$(realpath "$CERTD_BIN")
-[[ $DURATION =~ ^[0-9]+s$ ]] && [ "${DURATION%s}" -ge 3 ] \
-  || fail "DURATION=$DURATION: give whole seconds, at least 3s (e.g. 10s)"
-if [ "$PIN" = 1 ] && [ "$(nproc)" -lt 2 ]; then
-  fail "PIN=1 needs two CPUs (signer on CPU 0, loader on CPU 1); run with PIN=0"
-fi
+. "$(dirname "$0")/lib/sampled-bench.sh"
+check_settings
 
 if [ -n "${WORK_DIR:-}" ]; then
   mkdir -p "$WORK_DIR"; work=$(realpath "$WORK_DIR"); keep_work=1
@@ -128,8 +117,6 @@ wait_for() { # URL, log
 wait_for "http://127.0.0.1:$http_port/readyz" "$work/certd.log"
 wait_for "http://127.0.0.1:$cfssl_port/api/v1/cfssl/info" "$work/cfssl.log"
 wait_for "http://127.0.0.1:$cfssl_db_port/api/v1/cfssl/info" "$work/cfssl-sqlite.log"
-
-. "$(dirname "$0")/lib/sampled-bench.sh"
 
 bench() { # signer name
   local pid args

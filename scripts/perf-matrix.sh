@@ -34,19 +34,8 @@ export DURATION PIN
 
 fail() { echo "perf-matrix: $*" >&2; exit 1; }
 
-for tool in python3 taskset curl; do
-  command -v "$tool" >/dev/null || fail "$tool is not installed"
-done
-if [ ! -x "$CERTD_BIN" ]; then
-  [ "$CERTD_BIN" = target/release/certd ] || fail "CERTD_BIN=$CERTD_BIN is not an executable"
-  cargo build --release --locked --quiet
-fi
-CERTD_BIN=$(realpath "$CERTD_BIN")
-[[ $DURATION =~ ^[0-9]+s$ ]] && [ "${DURATION%s}" -ge 3 ] \
-  || fail "DURATION=$DURATION: give whole seconds, at least 3s (e.g. 10s)"
-if [ "$PIN" = 1 ] && [ "$(nproc)" -lt 2 ]; then
-  fail "PIN=1 needs two CPUs (daemon on CPU 0, loader on CPU 1); run with PIN=0"
-fi
+. "$(dirname "$0")/lib/sampled-bench.sh"
+check_settings
 for op in $OPS; do
   case $op in
     issue|renew|ocsp|crl|jwt-mint|token-endpoint|token-exchange) ;;
@@ -77,7 +66,6 @@ if [ "$PIN" = 1 ]; then
 else
   on_daemon=(); on_loader=()
 fi
-. "$(dirname "$0")/lib/sampled-bench.sh"
 
 grpc_port=$PORT_BASE; http_port=$((PORT_BASE + 1))
 "$CERTD_BIN" init --data-dir "$work/certd" >/dev/null

@@ -1,6 +1,12 @@
-# Sourced by scripts/compare-cfssl.sh and scripts/perf-matrix.sh: runs one
-# `certd bench … --json` and reads the CPU a server process used while the
-# clock ran, per request answered meanwhile.
+# Sourced by scripts/compare-cfssl.sh and scripts/perf-matrix.sh: checks
+# their common settings, and runs one `certd bench … --json`, reading the
+# CPU a server process used while the clock ran, per request answered
+# meanwhile.
+#
+#   check_settings
+#
+# checks the tools, CERTD_BIN (building target/release/certd if it is
+# missing), DURATION and PIN, and makes CERTD_BIN absolute.
 #
 #   sampled_bench NAME SERVER_PID WORK_DIR LOADER_PREFIX... -- BENCH_ARGS...
 #
@@ -10,6 +16,22 @@
 # line (one a second, on stderr) and the last one before it ends, so that a
 # run's preparation (join tokens made in bulk) and cleanup (unused ones
 # revoked) do not count against its requests. Needs CERTD_BIN and fail().
+
+check_settings() {
+  for tool in python3 taskset curl; do
+    command -v "$tool" >/dev/null || fail "$tool is not installed"
+  done
+  if [ ! -x "$CERTD_BIN" ]; then
+    [ "$CERTD_BIN" = target/release/certd ] || fail "CERTD_BIN=$CERTD_BIN is not an executable"
+    cargo build --release --locked --quiet
+  fi
+  CERTD_BIN=$(realpath "$CERTD_BIN")
+  [[ $DURATION =~ ^[0-9]+s$ ]] && [ "${DURATION%s}" -ge 3 ] \
+    || fail "DURATION=$DURATION: give whole seconds, at least 3s (e.g. 10s)"
+  if [ "$PIN" = 1 ] && [ "$(nproc)" -lt 2 ]; then
+    fail "PIN=1 needs two CPUs (the server on CPU 0, the loader on CPU 1); run with PIN=0"
+  fi
+}
 
 # CPU seconds (user + system) a process has used so far.
 cpu_seconds() {

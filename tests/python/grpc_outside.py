@@ -1,6 +1,6 @@
-"""What the grpcio outside clients (grpc_api.py, operator_roles.py) share:
-the call limit, the failure line the Rust tests read, and a fresh key with
-a CSR for it."""
+"""What the grpcio outside clients (grpc_api.py, operator_roles.py,
+list_pages.py) share: the call limit, the failure line the Rust tests read,
+a fresh key with a CSR for it, and an operator's channel to the admin API."""
 
 import sys
 
@@ -28,3 +28,22 @@ def new_key_and_csr():
         key, hashes.SHA256()
     )
     return key, csr.public_bytes(serialization.Encoding.DER)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def admin_over_mtls(address, bundle_file, cert_file, key_file):
+    """certd's admin API for the operator whose certificate and key these
+    files hold; grpcio checks certd's certificate and name against the
+    bundle. The generated stubs must be on sys.path."""
+    from certd.v1 import admin_pb2_grpc
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(bundle_file),
+        private_key=read(key_file),
+        certificate_chain=read(cert_file),
+    )
+    return admin_pb2_grpc.AdminStub(grpc.secure_channel(address, credentials))

@@ -24,16 +24,11 @@ stub_dir, address, bundle_file, cert_file, key_file, expected_file = sys.argv[1:
 sys.path.insert(0, stub_dir)
 
 import grpc  # noqa: E402
-from certd.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
-from grpc_outside import TIMEOUT, fail  # noqa: E402
+from certd.v1 import admin_pb2  # noqa: E402
+from grpc_outside import TIMEOUT, admin_over_mtls, fail, read  # noqa: E402
 
 # Small pages, so that every walk below crosses several of them.
 LIMIT = 3
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 expected = {"all": [], "good": [], "revoked": []}
@@ -41,14 +36,7 @@ for line in read(expected_file).decode().splitlines():
     kind, serial = line.split()
     expected[kind].append(serial)
 
-credentials = grpc.ssl_channel_credentials(
-    root_certificates=read(bundle_file),
-    private_key=read(key_file),
-    certificate_chain=read(cert_file),
-)
-# grpcio checks certd's certificate and name against the bundle.
-channel = grpc.secure_channel(address, credentials)
-admin = admin_pb2_grpc.AdminStub(channel)
+admin = admin_over_mtls(address, bundle_file, cert_file, key_file)
 
 
 def page(step, **filters):

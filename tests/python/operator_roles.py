@@ -19,27 +19,15 @@ stub_dir, address, bundle_file, cert_file, key_file = sys.argv[1:6]
 sys.path.insert(0, stub_dir)
 
 import grpc  # noqa: E402
-from certd.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
-from grpc_outside import TIMEOUT, fail, new_key_and_csr  # noqa: E402,F401
+from certd.v1 import admin_pb2  # noqa: E402
+from grpc_outside import TIMEOUT, admin_over_mtls, fail, new_key_and_csr  # noqa: E402,F401
 
 
 def csr_der():
     return new_key_and_csr()[1]
 
 
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-credentials = grpc.ssl_channel_credentials(
-    root_certificates=read(bundle_file),
-    private_key=read(key_file),
-    certificate_chain=read(cert_file),
-)
-# grpcio checks certd's certificate and name against the bundle.
-channel = grpc.secure_channel(address, credentials)
-admin = admin_pb2_grpc.AdminStub(channel)
+admin = admin_over_mtls(address, bundle_file, cert_file, key_file)
 
 try:
     issued = admin.IssueForCi(
