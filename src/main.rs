@@ -81,7 +81,7 @@ fn report_failure(json: bool, message: &str, kind: &str, code: u8) -> ExitCode {
 /// the kernel then keeps 2 MiB resident wherever a few live blocks remain,
 /// and khugepaged fills the holes mimalloc purges back in. Under the store
 /// bench's steady load, 42–63 MB of the RSS was in huge pages, and turning
-/// them off took it from 167–182 MB to 138–156 MB with no CPU the runs
+/// them off took it from 167–182 MB to 131–156 MB with no CPU the runs
 /// could tell (docs/PERFORMANCE.md, "Retention"). The flag holds for the whole
 /// process, and for what it runs (a `--exec` hook), which is harmless.
 /// A kernel without the call (before Linux 3.15) keeps huge pages: certd
