@@ -17,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use certd::store::{
     Attestation, CertificateQuery, CertificateState, IssuanceRecord, SharedStorage,
 };
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 
 fn record() -> IssuanceRecord {
     IssuanceRecord {
@@ -196,7 +196,9 @@ async fn fill(store: &SharedStorage, records: usize, services: usize) {
 /// the records held, the database's bytes on disk and per record held, the
 /// process's RSS, and the p99 and longest `record_issuance` of those
 /// 100,000 (each waits for its durable flush, shared by the writers); at
-/// the end, where the bytes go (`store::sled::space`).
+/// the end, where the bytes go (`store::sled::space`). Its last column is
+/// the part of the RSS in transparent huge pages: none, as in the daemon,
+/// unless `CERTD_BENCH_THP=on` leaves them on.
 ///
 /// Each record is what the daemon records: a P-256 SVID signed by a fresh
 /// CA for one of 1,000 services, under a time-ordered serial
@@ -238,7 +240,9 @@ fn store_retention(_: &mut Criterion) {
     let done = Arc::new(std::sync::atomic::AtomicBool::new(
         std::env::var("CERTD_BENCH_PURGE").as_deref() == Ok("off"),
     ));
-    eprintln!("issued,held,disk_bytes,bytes_per_held_record,rss_bytes,elapsed_s,p99_ms,max_ms");
+    eprintln!(
+        "issued,held,disk_bytes,bytes_per_held_record,rss_bytes,elapsed_s,p99_ms,max_ms,anon_huge_bytes"
+    );
     let started = std::time::Instant::now();
     let run_started = tokio::time::Instant::now();
     runtime.block_on(async {
@@ -307,10 +311,11 @@ fn store_retention(_: &mut Criterion) {
             let held = last - purged.load(Ordering::Relaxed);
             let disk = disk_bytes(&db);
             eprintln!(
-                "{last},{held},{disk},{},{},{:.0},{p99:.1},{longest:.1}",
+                "{last},{held},{disk},{},{},{:.0},{p99:.1},{longest:.1},{}",
                 disk / held.max(1) as u64,
-                rss_bytes(),
-                started.elapsed().as_secs_f64()
+                resident_bytes("Rss:"),
+                started.elapsed().as_secs_f64(),
+                resident_bytes("AnonHugePages:"),
             );
         }
         done.store(true, Ordering::Relaxed);
@@ -415,12 +420,15 @@ fn disk_bytes(dir: &std::path::Path) -> u64 {
     total
 }
 
-/// This process's resident set (`VmRSS`), in bytes.
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// One line of this process's `/proc/self/smaps_rollup`, in bytes: `Rss:`
+/// (the resident set) or `AnonHugePages:` (the part of it in transparent
+/// huge pages, which the kernel makes resident 2 MiB at a time however
+/// little of them the allocator uses).
+fn resident_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| {
             rest.trim()
                 .trim_end_matches("kB")
@@ -432,4 +440,15 @@ fn rss_bytes() -> u64 {
 }
 
 criterion_group!(benches, store_insert, store_at_scale, store_retention);
-criterion_main!(benches);
+
+/// `criterion_main!`, after turning transparent huge pages off as the
+/// daemon does first thing (src/main.rs): pages the kernel has already made
+/// huge stay huge, so it must come before the first thread or store.
+/// `CERTD_BENCH_THP=on` leaves them on, as the daemon ran before.
+fn main() {
+    if std::env::var("CERTD_BENCH_THP").as_deref() != Ok("on") {
+        rustix::thread::disable_transparent_huge_pages(true).unwrap();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

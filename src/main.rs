@@ -22,6 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CLOSED_PIPE: i32 = 128 + 13;
 
 fn main() -> ExitCode {
+    keep_the_heap_in_small_pages();
     end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     let json = cli.command.json();
@@ -72,6 +73,22 @@ fn report_failure(json: bool, message: &str, kind: &str, code: u8) -> ExitCode {
         eprintln!("certd: error: {message}");
     }
     ExitCode::from(code)
+}
+
+/// Turns transparent huge pages off for this process. mimalloc asks for
+/// them on its arenas (`madvise(MADV_HUGEPAGE)`, and the kernel gives them
+/// anyway where THP is `always`), and sled frees as much as it allocates:
+/// the kernel then keeps 2 MiB resident wherever a few live blocks remain,
+/// and khugepaged fills the holes mimalloc purges back in. Under the store
+/// bench's steady load, 42–63 MB of the RSS was in huge pages, and turning
+/// them off took it from 167–182 MB to 131–156 MB with no CPU the runs
+/// could tell (docs/PERFORMANCE.md, "Retention"). The flag holds for the whole
+/// process, and for what it runs (a `--exec` hook), which is harmless.
+/// A kernel without the call (before Linux 3.15) keeps huge pages: certd
+/// runs the same, only larger, so the error is not reported.
+fn keep_the_heap_in_small_pages() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
 }
 
 /// Rust ignores SIGPIPE, so printing to a pipe whose reader has gone

@@ -441,6 +441,21 @@ fn a_closed_pipe_ends_the_output_quietly() {
     }
 }
 
+/// The daemon runs with transparent huge pages off (src/main.rs), so its
+/// heap is resident 4 KiB at a time, not 2 MiB wherever the allocator
+/// keeps a few blocks: the kernel reports the process's flag as
+/// `THP_enabled: 0`, whatever the host's THP setting.
+#[test]
+fn the_daemon_keeps_its_heap_out_of_transparent_huge_pages() {
+    let daemon = Daemon::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let thp_enabled = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp_enabled, Some("0"), "{status}");
+}
+
 /// A one-shot command reports by its output: its log shows warnings and
 /// errors only (no INFO audit lines), unless CERTD_LOG asks for more.
 #[test]
