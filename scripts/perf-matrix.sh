@@ -94,7 +94,8 @@ import json, os, sys
 def line(run):
     print(f"{run['op']:<15} {run['concurrency']:>4} callers {run['rate']:9.0f}/s  p50 {run['p50_ms']:7.2f} ms"
           f"  p99 {run['p99_ms']:7.2f} ms  max {run['max_ms']:8.2f} ms"
-          f"  daemon CPU {run['server_cpu_us_per_request']:7.1f} µs/request", flush=True)
+          f"  daemon CPU {run['server_cpu_us_per_request']:7.1f} µs/request"
+          + (" (whole run)" if run.get("cpu_window") == "whole run" else ""), flush=True)
 
 def table(runs):
     pinned = os.environ.get("PIN", "1") == "1"
