@@ -160,6 +160,13 @@ pub(crate) async fn page_within<S: Storage + ?Sized>(
             position = window.scanned_to;
             continue;
         };
-        return Ok((CertificatePage { records, next }, examined));
+        return Ok((
+            CertificatePage {
+                records,
+                next,
+                examined,
+            },
+            examined,
+        ));
     }
 }

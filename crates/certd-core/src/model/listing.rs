@@ -207,6 +207,10 @@ pub struct CertificatePage {
     /// `None` when nothing older is left to look at. A page shorter than the
     /// limit with a cursor is not the end: the walk stopped at its budget.
     pub next: Option<CertificateCursor>,
+    /// How many index entries the page examined to find its records (more
+    /// than it returned where a filter left some out): what reading it
+    /// cost, which listings are paced by.
+    pub examined: usize,
 }
 
 #[cfg(test)]

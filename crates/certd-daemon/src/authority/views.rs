@@ -50,22 +50,6 @@ pub struct ListingRequest {
 }
 
 impl ListingRequest {
-    /// The index entries its page may read: its limit, or for one
-    /// service's pages filtered by a state that depends on the time, which
-    /// read records they do not return, up to `FILTERED_SCAN_PER_PAGE` (or
-    /// the limit, if more). What the pacing charges: the most, not the
-    /// exact count, which the store does not report.
-    fn examines_at_most(&self) -> usize {
-        let by_state_of_one_service = self.service.is_some()
-            && (matches!(self.status.as_deref(), Some("good" | "expired"))
-                || self.expiring_within.is_some());
-        if by_state_of_one_service {
-            self.limit.max(crate::store::FILTERED_SCAN_PER_PAGE)
-        } else {
-            self.limit
-        }
-    }
-
     /// The store's query, judged at `now`.
     fn query(&self, now: i64) -> Result<CertificateQuery> {
         let service = self
@@ -140,27 +124,28 @@ impl Authority {
     /// page. Bounded work whatever the store holds (`store::listing`), and
     /// paced (`[store] list_rate`, `pace::ListingBudget`): pages take turns,
     /// each reads at most 10 s of the rate (a larger one is answered short,
-    /// with a token) and waits, holding its turn, until the records it read
-    /// are within the rate, so a walk of every certificate leaves issuance
+    /// with a token) and waits, holding its turn, until the index entries
+    /// the store examined for it are within the rate, so a walk of every certificate leaves issuance
     /// its rate.
     pub async fn listing(&self, request: &ListingRequest) -> Result<Listing> {
         let Some(budget) = &self.listing_budget else {
-            return self.listing_page(request).await;
+            return Ok(self.listing_page(request).await?.0);
         };
         let mut turn = budget.turn().await;
         let paced = ListingRequest {
             limit: request.limit.min(budget.largest_page()),
             ..request.clone()
         };
-        let listing = self.listing_page(&paced).await?;
-        let wait = turn.charge(paced.examines_at_most(), std::time::Instant::now());
+        let (listing, examined) = self.listing_page(&paced).await?;
+        let wait = turn.charge(examined, std::time::Instant::now());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
         Ok(listing)
     }
 
-    async fn listing_page(&self, request: &ListingRequest) -> Result<Listing> {
+    /// One page, and how many index entries the store examined for it.
+    async fn listing_page(&self, request: &ListingRequest) -> Result<(Listing, usize)> {
         let now = self.now();
         let query = request.query(now)?;
         let page = self.store.certificate_page(&query).await?;
@@ -170,10 +155,13 @@ impl Authority {
             .into_iter()
             .map(|record| listed(record, now))
             .collect();
-        Ok(Listing {
-            certificates,
-            next_page_token,
-        })
+        Ok((
+            Listing {
+                certificates,
+                next_page_token,
+            },
+            page.examined,
+        ))
     }
 
     /// What operators see of a record: its facts, status at `now`, and PEMs.
