@@ -2,7 +2,8 @@
 //! concurrent workloads would, and measures throughput and latency.
 //!
 //! Everything a request needs is prepared before the clock starts (join
-//! tokens in bulk through the admin socket, keys and CSRs generated once and
+//! tokens through the admin socket — for `issue`, a few seconds' worth, the
+//! rest made as the run goes, see `tokens` —, keys and CSRs generated once and
 //! reused, mTLS identities for renewal, one OCSP request), so the loader
 //! spends its CPU on the protocol, not on set-up. Every response is checked;
 //! a failed or wrong answer counts as an error, never as a success.
@@ -15,6 +16,7 @@ mod alongside;
 mod cleanup;
 mod prepare;
 mod revoke;
+mod tokens;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -45,9 +47,6 @@ pub const BENCH_SERVICE: &str = "certd-bench";
 const TOKEN_BATCH: u32 = 50_000;
 /// Distinct keys (and CSRs) the loader cycles through.
 const CSR_POOL: usize = 256;
-/// In duration mode, tokens prepared per second of run time, and the cap.
-const TOKENS_PER_SECOND: u64 = 20_000;
-const MAX_PREPARED_TOKENS: u64 = 1_000_000;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -225,8 +224,7 @@ impl BenchError {
 /// What each request of the run sends.
 enum Workload {
     Issue {
-        tokens: Arc<Vec<String>>,
-        next_token: Arc<AtomicUsize>,
+        tokens: Arc<tokens::TokenSupply>,
         csrs: Arc<Vec<Vec<u8>>>,
     },
     IssueKubernetes {
@@ -347,13 +345,35 @@ pub async fn run(
         };
         workers.push(tokio::spawn(worker.run()));
     }
-    let mut tagged = Vec::new();
-    for worker in workers {
-        tagged.extend(
-            worker
-                .await
-                .map_err(|e| BenchError::Prepare(e.to_string()))?,
-        );
+    let callers = async {
+        let mut tagged = Vec::new();
+        for worker in workers {
+            tagged.extend(
+                worker
+                    .await
+                    .map_err(|e| BenchError::Prepare(e.to_string()))?,
+            );
+        }
+        if let Workload::Issue { tokens, .. } = &*workload {
+            tokens.end("the run is over".into());
+        }
+        Ok::<_, BenchError>(tagged)
+    };
+    let refill = async {
+        match &*workload {
+            Workload::Issue { tokens, .. } => prepare.refill_tokens(tokens).await,
+            _ => Ok(()),
+        }
+    };
+    let (tagged, refilled) = tokio::join!(callers, refill);
+    let tagged = tagged?;
+    // A refill that failed ended the supply (callers that then found no
+    // token counted errors saying why); the report names it.
+    if let Err(error) = refilled
+        && let Ok(mut first) = first_error.lock()
+        && first.is_none()
+    {
+        *first = Some(format!("making join tokens during the run failed: {error}"));
     }
     let seconds = started.elapsed().as_secs_f64();
     let last_answer = Instant::now();
@@ -560,20 +580,10 @@ impl Worker {
 
     async fn one_request(&mut self, round: usize) -> Result<(), String> {
         match (&*self.workload, &mut self.connection) {
-            (
-                Workload::Issue {
-                    tokens,
-                    next_token,
-                    csrs,
-                },
-                Connection::Grpc(client),
-            ) => {
-                let index = next_token.fetch_add(1, Ordering::Relaxed);
-                let token = tokens
-                    .get(index)
-                    .ok_or("ran out of prepared join tokens; use --count")?;
+            (Workload::Issue { tokens, csrs }, Connection::Grpc(client)) => {
+                let token = tokens.take().await?;
                 let issued = client
-                    .issue(csrs[round % csrs.len()].clone(), token)
+                    .issue(csrs[round % csrs.len()].clone(), &token)
                     .await
                     .map_err(|e| e.to_string())?;
                 counted(&self.ledger, &issued)

@@ -1,21 +1,22 @@
-//! Everything a run needs before the clock starts: join tokens in bulk,
+//! Everything a run needs before the clock starts: join tokens in bulk
+//! (for `issue`, the first few seconds' worth: `tokens`),
 //! keys and CSRs, identities for mTLS, the bench's entries and policy
 //! rules. Each thing it creates in the store goes into the run's ledger
 //! as soon as certd has created it, so that cleanup finds it even when
 //! preparation fails half-way.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use certd::api::client::{AdminClient, TlsClientSettings, TokenEndpointClient, WorkloadClient};
 use certd::authority::TokenFor;
 use certd::registry::EntrySpec;
 
+use super::tokens::{self, TokenSupply};
 use super::{
     BENCH_AGENT, BENCH_DELEGATION, BENCH_JWT_AUDIENCE, BENCH_JWT_SERVICE, BENCH_SELF_GRANT,
-    BENCH_SERVICE, BenchError, BenchOptions, CSR_POOL, Ledger, Limit, MAX_PREPARED_TOKENS,
-    Operation, Progress, TOKEN_BATCH, TOKENS_PER_SECOND, Workload, anonymous,
+    BENCH_SERVICE, BenchError, BenchOptions, CSR_POOL, Ledger, Limit, Operation, Progress,
+    TOKEN_BATCH, Workload, anonymous,
 };
 
 /// A run's preparation: its settings, and where it writes down what it
@@ -32,16 +33,18 @@ impl Prepare<'_> {
         let csrs = Arc::new(csr_pool()?);
         match options.operation {
             Operation::Issue => {
-                let wanted = match options.limit {
-                    Limit::Count(count) => count,
-                    Limit::Duration(duration) => {
-                        (duration.as_secs().max(1) * TOKENS_PER_SECOND).min(MAX_PREPARED_TOKENS)
+                // A few seconds' worth now, the rest as the run goes
+                // (`tokens`).
+                let (now, later) = match options.limit {
+                    Limit::Count(count) => {
+                        let now = count.min(tokens::INITIAL);
+                        (now, Some(count - now))
                     }
+                    Limit::Duration(_) => (tokens::INITIAL, None),
                 };
-                let tokens = self.create_tokens(wanted).await?;
+                let made = self.create_tokens(now).await?;
                 Ok(Workload::Issue {
-                    tokens: Arc::new(tokens),
-                    next_token: Arc::new(AtomicUsize::new(0)),
+                    tokens: Arc::new(TokenSupply::new(made, later)),
                     csrs,
                 })
             }
@@ -289,6 +292,28 @@ impl Prepare<'_> {
             .entry(&mut admin, spec, |e| e.parent_id.as_deref() == parent)
             .await?;
         Ok((agent, entry.id))
+    }
+
+    /// Makes join tokens for the bench entry during an `issue` run, each
+    /// batch as `supply` asks, until the run ends.
+    pub(super) async fn refill_tokens(&self, supply: &TokenSupply) -> Result<(), BenchError> {
+        let mut admin = AdminClient::connect(&self.options.admin_socket).await?;
+        let entry = self.bench_entry(&mut admin).await?;
+        let admin = tokio::sync::Mutex::new(admin);
+        supply
+            .refill(|count| {
+                let (admin, entry) = (&admin, &entry);
+                async move {
+                    let created = admin
+                        .lock()
+                        .await
+                        .create_join_tokens(entry, Some(Duration::from_secs(3600)), count)
+                        .await?;
+                    self.ledger.tokens_created(&created.tokens);
+                    Ok(created.tokens)
+                }
+            })
+            .await
     }
 
     /// `count` join tokens for the bench entry, in batches; stops between
