@@ -10,8 +10,9 @@
 #                 (POST /api/v1/cfssl/sign over plain HTTP, no authentication);
 #   cfssl-sqlite  the same with CFSSL's SQLite certdb (every certificate stored).
 # Rounds alternate between the three, so drift (other load, thermal) hits each
-# alike. With PIN=1 (the default) each signer runs on CPU 0 and the loader on
-# CPU 1 (`taskset`); PIN=0 leaves both on every CPU. Each run also reports the
+# alike. With PIN=1 (the default) each signer runs on the first CPU this
+# script may use (CPU 0 on a whole machine) and the loader on the second
+# (`taskset`); PIN=0 leaves both on every CPU. Each run also reports the
 # signer's CPU time per request, from /proc, between the run's first and last
 # progress lines (certd's token preparation and cleanup left out).
 #
@@ -63,9 +64,9 @@ trap 'exit 130' INT TERM
 grpc_port=$PORT_BASE; http_port=$((PORT_BASE + 1))
 cfssl_port=$((PORT_BASE + 2)); cfssl_db_port=$((PORT_BASE + 3))
 
-# The signer's CPU (CPU 0 when pinned) and the loader's (CPU 1).
+# The signer's CPU and the loader's, when pinned (check_settings).
 if [ "$PIN" = 1 ]; then
-  on_signer=(taskset -c 0); on_loader=(taskset -c 1)
+  on_signer=(taskset -c "$SERVER_CPU"); on_loader=(taskset -c "$LOADER_CPU")
 else
   on_signer=(); on_loader=()
 fi
@@ -149,7 +150,8 @@ def line(run, round_):
 
 def table(runs):
     pinned = os.environ.get("PIN", "1") == "1"
-    where = "signer on CPU 0, loader on CPU 1" if pinned else "unpinned"
+    where = (f"signer on CPU {os.environ['SERVER_CPU']}, loader on CPU {os.environ['LOADER_CPU']}"
+             if pinned else "unpinned")
     print()
     print(f"{len(runs) // 3} rounds of {os.environ['DURATION']} at {os.environ['CONCURRENCY']} callers, {where}; medians:")
     print()

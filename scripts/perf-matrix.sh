@@ -9,8 +9,8 @@
 # and the longest request, and the daemon's CPU time per request (read from
 # /proc between the run's first and last progress lines, so a run's
 # preparation and cleanup are left out). With PIN=1 (the default) the daemon
-# runs on CPU 0 and the loader on CPU 1 (`taskset`); PIN=0 leaves both on
-# every CPU. Every guarantee stays on: TLS, attestation, the record durable
+# runs on the first CPU this script may use (CPU 0 on a whole machine) and
+# the loader on the second (`taskset`); PIN=0 leaves both on every CPU. Every guarantee stays on: TLS, attestation, the record durable
 # before the answer.
 #
 # Usage: scripts/perf-matrix.sh            (from the repository root)
@@ -62,7 +62,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 if [ "$PIN" = 1 ]; then
-  on_daemon=(taskset -c 0); on_loader=(taskset -c 1)
+  on_daemon=(taskset -c "$SERVER_CPU"); on_loader=(taskset -c "$LOADER_CPU")
 else
   on_daemon=(); on_loader=()
 fi
@@ -99,7 +99,8 @@ def line(run):
 
 def table(runs):
     pinned = os.environ.get("PIN", "1") == "1"
-    where = "daemon on CPU 0, loader on CPU 1" if pinned else "unpinned"
+    where = (f"daemon on CPU {os.environ['SERVER_CPU']}, loader on CPU {os.environ['LOADER_CPU']}"
+             if pinned else "unpinned")
     print()
     print(f"Runs of {os.environ['DURATION']}, {where}:")
     print()

@@ -645,6 +645,13 @@ fn the_performance_matrix_script_runs_as_documented() {
         ),
         "{said}"
     );
+    if report["pinned"] == true {
+        assert!(
+            said.lines().any(|line| line.starts_with("Runs of 5s, daemon on CPU ")
+                && line.contains(", loader on CPU ")),
+            "{said}"
+        );
+    }
     let runs = report["runs"].as_array().expect("runs");
     let done: Vec<(&str, u64)> = runs
         .iter()
@@ -677,6 +684,43 @@ fn the_performance_matrix_script_runs_as_documented() {
             "{run}"
         );
     }
+}
+
+/// A pinned run takes the first two CPUs the script may use, not CPUs 0
+/// and 1 (a container's cpuset may hold neither): limited to one CPU, the
+/// script refuses, naming it and PIN=0, before it starts anything.
+#[test]
+fn the_scripts_pin_to_the_cpus_they_may_use() {
+    if a_pass_over_another_store() {
+        return;
+    }
+    let allowed = std::process::Command::new("python3")
+        .args(["-c", "import os; print(max(os.sched_getaffinity(0)))"])
+        .output()
+        .expect("run python3");
+    let cpu = stdout(&allowed).trim().to_owned();
+    assert!(cpu.parse::<u32>().is_ok(), "{cpu}");
+    let work = tempfile::tempdir().expect("temp dir");
+    let output = std::process::Command::new("taskset")
+        .args(["-c", &cpu, "scripts/perf-matrix.sh"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CERTD_BIN", env!("CARGO_BIN_EXE_certd"))
+        .env("PIN", "1")
+        .env("WORK_DIR", work.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/perf-matrix.sh");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output).trim(),
+        format!(
+            "perf-matrix: PIN=1 needs two CPUs (the server on one, the loader on another) but this process may use only CPU {cpu}; run with PIN=0"
+        )
+    );
+    assert!(
+        std::fs::read_dir(work.path()).unwrap().next().is_none(),
+        "nothing started"
+    );
 }
 
 /// `scripts/compare-cfssl.sh`, as docs/PERFORMANCE.md runs it, briefly:

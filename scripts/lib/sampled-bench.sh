@@ -6,7 +6,8 @@
 #   check_settings
 #
 # checks the tools, CERTD_BIN (building target/release/certd if it is
-# missing), DURATION and PIN, and makes CERTD_BIN absolute.
+# missing), DURATION and PIN, and makes CERTD_BIN absolute; with PIN=1 it
+# sets SERVER_CPU and LOADER_CPU to the first two CPUs the script may use.
 #
 #   sampled_bench NAME SERVER_PID WORK_DIR LOADER_PREFIX... -- BENCH_ARGS...
 #
@@ -14,8 +15,8 @@
 # "server_cpu_us_per_request"; exits the script (fail) if the run failed or
 # had errors. The CPU is read from /proc between the run's first progress
 # line (one a second, on stderr) and the last one before it ends, so that a
-# run's preparation (join tokens made in bulk) and cleanup (unused ones
-# revoked) do not count against its requests; a run too short for two
+# run's preparation (the join tokens made before the clock starts) and
+# cleanup (unused ones revoked) do not count against its requests; a run too short for two
 # progress lines is read over its whole length instead ("cpu_window":
 # "whole run" in the report). Needs CERTD_BIN and fail().
 
@@ -30,9 +31,16 @@ check_settings() {
   CERTD_BIN=$(realpath "$CERTD_BIN")
   [[ $DURATION =~ ^[0-9]+s$ ]] && [ "${DURATION%s}" -ge 3 ] \
     || fail "DURATION=$DURATION: give whole seconds, at least 3s (e.g. 10s)"
-  if [ "$PIN" = 1 ] && [ "$(nproc)" -lt 2 ]; then
-    fail "PIN=1 needs two CPUs (the server on CPU 0, the loader on CPU 1); run with PIN=0"
+  # The first two CPUs this process may run on (its affinity, as a
+  # container's cpuset or an outer taskset leaves it), not CPUs 0 and 1,
+  # which it may not be allowed.
+  SERVER_CPU="" LOADER_CPU=""
+  if [ "$PIN" = 1 ]; then
+    read -r SERVER_CPU LOADER_CPU < <(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0))[:2])')
+    [ -n "$LOADER_CPU" ] \
+      || fail "PIN=1 needs two CPUs (the server on one, the loader on another) but this process may use only CPU $SERVER_CPU; run with PIN=0"
   fi
+  export SERVER_CPU LOADER_CPU
 }
 
 # CPU seconds (user + system) a process has used so far.
