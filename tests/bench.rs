@@ -647,8 +647,9 @@ fn the_performance_matrix_script_runs_as_documented() {
     );
     if report["pinned"] == true {
         assert!(
-            said.lines().any(|line| line.starts_with("Runs of 5s, daemon on CPU ")
-                && line.contains(", loader on CPU ")),
+            said.lines()
+                .any(|line| line.starts_with("Runs of 5s, daemon on CPU ")
+                    && line.contains(", loader on CPU ")),
             "{said}"
         );
     }

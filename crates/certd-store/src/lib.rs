@@ -189,6 +189,27 @@ impl ChangeFeed {
     }
 }
 
+/// A durable write on its way ([`Storage::write_coming`]): counted by the
+/// store that gave it until it is dropped.
+#[derive(Debug, Default)]
+pub struct WriteComing(Option<Arc<std::sync::atomic::AtomicUsize>>);
+
+impl WriteComing {
+    /// Counts one more write coming in `counter`, until dropped.
+    pub fn counted_in(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        WriteComing(Some(counter.clone()))
+    }
+}
+
+impl Drop for WriteComing {
+    fn drop(&mut self) {
+        if let Some(counter) = &self.0 {
+            counter.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
 /// Everything certd keeps durably. Implementations must be safe to share
 /// between tasks; every method is a complete operation (no handles to
 /// partial state cross the trait).
@@ -436,6 +457,16 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
 
     /// Writes made by other processes; see the module documentation.
     fn changes(&self) -> broadcast::Receiver<Change>;
+
+    /// Says that this process will soon ask this store for a durable write
+    /// (an issuance was admitted and will record its certificate), until
+    /// the guard is dropped (recorded, or refused). A store that makes
+    /// writes durable in groups may hold a group open a moment for the
+    /// writes announced, so that they share one flush (sled:
+    /// `sled::commit`); others ignore it.
+    fn write_coming(&self) -> WriteComing {
+        WriteComing::default()
+    }
 
     /// Whether other processes may write this store (replicas sharing a
     /// database). When not, nothing can change it behind this process's

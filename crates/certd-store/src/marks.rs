@@ -836,6 +836,10 @@ impl Storage for Marked {
         self.inner.shared_with_other_processes()
     }
 
+    fn write_coming(&self) -> crate::WriteComing {
+        self.inner.write_coming()
+    }
+
     async fn acme_object(&self, key: &str) -> Result<Option<crate::AcmeObject>, StoreError> {
         self.inner.acme_object(key).await
     }

@@ -121,6 +121,8 @@ impl Authority {
     ) -> Result<Issued> {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
+        // Its record's flush may be shared with others' (`Storage::write_coming`).
+        let _write_coming = self.store.write_coming();
         let agent = self.agent_of(client_leaf).await?;
         *caller = Caller(format!("{agent} ({caller})"));
         let entry = self.entry_of_agent(&agent, entry_id)?;

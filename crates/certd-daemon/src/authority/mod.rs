@@ -391,6 +391,8 @@ impl Authority {
         // Limits come first, before any expensive work is done for the caller.
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
+        // Its record's flush may be shared with others' (`Storage::write_coming`).
+        let _write_coming = self.store.write_coming();
         let csr = ValidatedCsr::from_der(csr_der)?;
         let Proven {
             selectors,
@@ -450,6 +452,8 @@ impl Authority {
     ) -> Result<Issued> {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
+        // Its record's flush may be shared with others' (`Storage::write_coming`).
+        let _write_coming = self.store.write_coming();
         let evidence = RenewalEvidence::check(client_leaf, self.store.as_ref(), self.now()).await?;
         let current = evidence.current;
         *presented = Some((current.service.clone(), current.serial.clone()));

@@ -1379,6 +1379,14 @@ impl Storage for SledStore {
         false
     }
 
+    /// Counted by the open database's group commit (`commit`), which waits
+    /// a moment for the writes announced before it flushes.
+    fn write_coming(&self) -> super::WriteComing {
+        self.current()
+            .map(|open| open.commit.write_coming())
+            .unwrap_or_default()
+    }
+
     async fn acme_object(&self, key: &str) -> Result<Option<super::AcmeObject>, StoreError> {
         let open = self.current()?;
         self.watch(open.acme_object(key))
