@@ -346,6 +346,11 @@ pub async fn run(
         workers.push(tokio::spawn(worker.run()));
     }
     let callers = async {
+        // However this ends, the refill below learns that it may stop.
+        let _ends_supply = match &*workload {
+            Workload::Issue { tokens, .. } => Some(tokens.ends_when_dropped()),
+            _ => None,
+        };
         let mut tagged = Vec::new();
         for worker in workers {
             tagged.extend(
@@ -353,9 +358,6 @@ pub async fn run(
                     .await
                     .map_err(|e| BenchError::Prepare(e.to_string()))?,
             );
-        }
-        if let Workload::Issue { tokens, .. } = &*workload {
-            tokens.end("the run is over".into());
         }
         Ok::<_, BenchError>(tagged)
     };
@@ -581,7 +583,13 @@ impl Worker {
     async fn one_request(&mut self, round: usize) -> Result<(), String> {
         match (&*self.workload, &mut self.connection) {
             (Workload::Issue { tokens, csrs }, Connection::Grpc(client)) => {
-                let token = tokens.take().await?;
+                let (progress, deadline) = (&self.progress, self.deadline);
+                let token = tokens
+                    .take(|| {
+                        progress.stopped()
+                            || deadline.is_some_and(|deadline| Instant::now() >= deadline)
+                    })
+                    .await?;
                 let issued = client
                     .issue(csrs[round % csrs.len()].clone(), &token)
                     .await

@@ -33,6 +33,7 @@ mod suite;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -190,14 +191,16 @@ impl ChangeFeed {
 }
 
 /// A durable write on its way ([`Storage::write_coming`]): counted by the
-/// store that gave it until it is dropped.
+/// store that gave it until it is dropped. Dropped at once it announces
+/// nothing.
+#[must_use = "the announcement ends when this is dropped"]
 #[derive(Debug, Default)]
-pub struct WriteComing(Option<Arc<std::sync::atomic::AtomicUsize>>);
+pub struct WriteComing(Option<Arc<AtomicUsize>>);
 
 impl WriteComing {
     /// Counts one more write coming in `counter`, until dropped.
-    pub fn counted_in(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    pub(crate) fn counted_in(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, AtomicOrdering::AcqRel);
         WriteComing(Some(counter.clone()))
     }
 }
@@ -205,7 +208,7 @@ impl WriteComing {
 impl Drop for WriteComing {
     fn drop(&mut self) {
         if let Some(counter) = &self.0 {
-            counter.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            counter.fetch_sub(1, AtomicOrdering::AcqRel);
         }
     }
 }
@@ -459,13 +462,30 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     fn changes(&self) -> broadcast::Receiver<Change>;
 
     /// Says that this process will soon ask this store for a durable write
-    /// (an issuance was admitted and will record its certificate), until
-    /// the guard is dropped (recorded, or refused). A store that makes
-    /// writes durable in groups may hold a group open a moment for the
-    /// writes announced, so that they share one flush (sled:
-    /// `sled::commit`); others ignore it.
+    /// (an issuance was admitted and will record its certificate): the
+    /// announcement lasts until it is handed to
+    /// [`Storage::record_announced_issuance`], which ends it once the write
+    /// waits for durability, or until it is dropped (the issuance was
+    /// refused). A store that makes writes durable in groups may hold a
+    /// group open a moment for the writes announced, so that they share
+    /// one flush (sled: `sled::commit`); others ignore it.
     fn write_coming(&self) -> WriteComing {
         WriteComing::default()
+    }
+
+    /// [`Storage::record_issuance`] of a write announced with
+    /// [`Storage::write_coming`]: the announcement ends as soon as the
+    /// write waits for durability (here, where the backend keeps no
+    /// groups, when the call returns).
+    async fn record_announced_issuance(
+        &self,
+        record: &IssuanceRecord,
+        token: Option<&TokenHash>,
+        announced: WriteComing,
+    ) -> Result<(), StoreError> {
+        let recorded = self.record_issuance(record, token).await;
+        drop(announced);
+        recorded
     }
 
     /// Whether other processes may write this store (replicas sharing a

@@ -579,7 +579,19 @@ impl Storage for Marked {
         record: &IssuanceRecord,
         token: Option<&TokenHash>,
     ) -> Result<(), StoreError> {
-        self.inner.record_issuance(record, token).await?;
+        self.record_announced_issuance(record, token, crate::WriteComing::default())
+            .await
+    }
+
+    async fn record_announced_issuance(
+        &self,
+        record: &IssuanceRecord,
+        token: Option<&TokenHash>,
+        announced: crate::WriteComing,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_announced_issuance(record, token, announced)
+            .await?;
         self.update(|state| {
             state.current.records += 1;
             state.current.newest_serial = Some(record.serial.to_hex());

@@ -296,17 +296,26 @@ impl Prepare<'_> {
 
     /// Makes join tokens for the bench entry during an `issue` run, each
     /// batch as `supply` asks, until the run ends.
+    /// Connects on the first batch: a counted run that made every token
+    /// before the clock needs none. A failure, connecting or making, ends
+    /// the supply (`TokenSupply::refill`).
     pub(super) async fn refill_tokens(&self, supply: &TokenSupply) -> Result<(), BenchError> {
-        let mut admin = AdminClient::connect(&self.options.admin_socket).await?;
-        let entry = self.bench_entry(&mut admin).await?;
-        let admin = tokio::sync::Mutex::new(admin);
+        let connection = tokio::sync::Mutex::new(None::<(AdminClient, TokenFor)>);
         supply
             .refill(|count| {
-                let (admin, entry) = (&admin, &entry);
+                let connection = &connection;
                 async move {
+                    let mut connection = connection.lock().await;
+                    let (admin, entry) = match &mut *connection {
+                        Some(connected) => connected,
+                        empty => {
+                            let mut admin =
+                                AdminClient::connect(&self.options.admin_socket).await?;
+                            let entry = self.bench_entry(&mut admin).await?;
+                            empty.insert((admin, entry))
+                        }
+                    };
                     let created = admin
-                        .lock()
-                        .await
                         .create_join_tokens(entry, Some(Duration::from_secs(3600)), count)
                         .await?;
                     self.ledger.tokens_created(&created.tokens);

@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -33,6 +34,8 @@ pub(super) const LOW_WATER: usize = 20_000;
 pub(super) const REFILL_BATCH: u32 = 10_000;
 /// Tokens made before the clock starts (or the run's count, if fewer).
 pub(super) const INITIAL: u64 = LOW_WATER as u64 + REFILL_BATCH as u64;
+/// How often a caller waiting for a token looks whether the run stopped.
+const STOP_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// The tokens made and not yet taken, and what is still to be made.
 pub(super) struct TokenSupply {
@@ -74,8 +77,9 @@ impl TokenSupply {
     }
 
     /// The next token, waiting for the refill if none is ready; an error
-    /// once none is ready and none will come.
-    pub async fn take(&self) -> Result<String, String> {
+    /// once none is ready and none will come, or once `stopped` says so
+    /// while waiting (Ctrl-C, the run's end).
+    pub async fn take(&self, stopped: impl Fn() -> bool) -> Result<String, String> {
         loop {
             let made = self.made.notified();
             tokio::pin!(made);
@@ -94,7 +98,9 @@ impl TokenSupply {
                     return Err(why.clone());
                 }
             }
-            made.await;
+            if tokio::time::timeout(STOP_CHECK_EVERY, made).await.is_err() && stopped() {
+                return Err("the run stopped while waiting for a join token".into());
+            }
         }
     }
 
@@ -163,6 +169,21 @@ impl TokenSupply {
         self.made.notify_waiters();
         self.wanted.notify_one();
     }
+
+    /// Ends the supply when dropped, however the callers' side of the run
+    /// ends (a caller's task may panic), so that the refill returns.
+    pub fn ends_when_dropped(&self) -> EndsWhenDropped<'_> {
+        EndsWhenDropped(self)
+    }
+}
+
+/// See [`TokenSupply::ends_when_dropped`].
+pub(super) struct EndsWhenDropped<'a>(&'a TokenSupply);
+
+impl Drop for EndsWhenDropped<'_> {
+    fn drop(&mut self) {
+        self.0.end("the run is over".into());
+    }
 }
 
 /// What the refill does next.
@@ -201,10 +222,10 @@ mod tests {
             }
         });
         // Taking the first leaves fewer than LOW_WATER: one batch is made.
-        assert_eq!(supply.take().await.unwrap(), "t0");
+        assert_eq!(supply.take(|| false).await.unwrap(), "t0");
         // Every token of the first set and the batch, in order, none twice.
         for n in 1..LOW_WATER + REFILL_BATCH as usize {
-            assert_eq!(supply.take().await.unwrap(), format!("t{n}"));
+            assert_eq!(supply.take(|| false).await.unwrap(), format!("t{n}"));
         }
         assert!(batches.load(Ordering::SeqCst) >= 1);
         supply.end("the run is over".into());
@@ -213,7 +234,7 @@ mod tests {
         while let Ok(token) = supply.try_take_for_test() {
             assert!(token.starts_with('t'));
         }
-        assert_eq!(supply.take().await.unwrap_err(), "the run is over");
+        assert_eq!(supply.take(|| false).await.unwrap_err(), "the run is over");
     }
 
     #[tokio::test]
@@ -226,7 +247,7 @@ mod tests {
         });
         let takes = async {
             let mut taken = Vec::new();
-            while let Ok(token) = supply.take().await {
+            while let Ok(token) = supply.take(|| false).await {
                 taken.push(token);
             }
             taken
@@ -236,9 +257,36 @@ mod tests {
         assert_eq!(made.load(Ordering::SeqCst), 5);
         assert_eq!(taken.len(), 8);
         assert_eq!(
-            supply.take().await.unwrap_err(),
+            supply.take(|| false).await.unwrap_err(),
             "ran out of join tokens: the run's count were all taken"
         );
+    }
+
+    #[tokio::test]
+    async fn a_caller_waiting_for_a_token_gives_up_once_the_run_stops() {
+        let supply = TokenSupply::new(Vec::new(), None);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let stopping = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.store(true, Ordering::SeqCst);
+        };
+        let (taken, ()) = tokio::join!(supply.take(|| stop.load(Ordering::SeqCst)), stopping);
+        assert_eq!(
+            taken.unwrap_err(),
+            "the run stopped while waiting for a join token"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refill_returns_once_the_callers_side_is_dropped() {
+        let supply = TokenSupply::new(tokens(0..LOW_WATER), None);
+        let callers = async {
+            let _ends = supply.ends_when_dropped();
+        };
+        let refill = supply.refill(|_| async { Ok(Vec::new()) });
+        let (refilled, ()) = tokio::join!(refill, callers);
+        refilled.unwrap();
+        assert_eq!(supply.try_take_for_test().unwrap(), "t0");
     }
 
     #[tokio::test]
@@ -247,7 +295,7 @@ mod tests {
         let refill = supply.refill(|_| async {
             Err::<Vec<String>, _>(BenchError::Prepare("the admin socket is gone".into()))
         });
-        let (refilled, taken) = tokio::join!(refill, supply.take());
+        let (refilled, taken) = tokio::join!(refill, supply.take(|| false));
         assert!(refilled.is_err());
         let why = taken.unwrap_err();
         assert!(

@@ -122,7 +122,7 @@ impl Authority {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
         // Its record's flush may be shared with others' (`Storage::write_coming`).
-        let _write_coming = self.store.write_coming();
+        let write_coming = self.store.write_coming();
         let entry = self.acme_entry(order.entry, order.names)?;
         // An account without an entry of its own issues as the first entry
         // naming the order's names; if that changed since the order was
@@ -158,7 +158,7 @@ impl Authority {
         } else {
             WorkloadProfile::AcmeUnbound
         };
-        self.issue(&csr, request).await
+        self.issue(&csr, request, write_coming).await
     }
 
     /// Audits one of ACME's own decisions (not issuance, which

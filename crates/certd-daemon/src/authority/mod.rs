@@ -29,6 +29,7 @@ use crate::revocation::Revocations;
 use crate::selector::Selector;
 use crate::store::{
     Attestation, EntryRecord, IssuanceRecord, Proof, SharedStorage, Storage, StoreError, TokenHash,
+    WriteComing,
 };
 use crate::{Error, Result};
 
@@ -392,7 +393,7 @@ impl Authority {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
         // Its record's flush may be shared with others' (`Storage::write_coming`).
-        let _write_coming = self.store.write_coming();
+        let write_coming = self.store.write_coming();
         let csr = ValidatedCsr::from_der(csr_der)?;
         let Proven {
             selectors,
@@ -403,7 +404,7 @@ impl Authority {
         *proven_selectors = selectors;
         let mut request = self.request_for_entry(&entry?, proof);
         request.token = consumes;
-        self.issue(&csr, request).await
+        self.issue(&csr, request, write_coming).await
     }
 
     /// An issuance for a registration entry: its names and lifetime.
@@ -453,7 +454,7 @@ impl Authority {
         let _admission = self.limits.admit()?;
         self.limits.issuance()?;
         // Its record's flush may be shared with others' (`Storage::write_coming`).
-        let _write_coming = self.store.write_coming();
+        let write_coming = self.store.write_coming();
         let evidence = RenewalEvidence::check(client_leaf, self.store.as_ref(), self.now()).await?;
         let current = evidence.current;
         *presented = Some((current.service.clone(), current.serial.clone()));
@@ -500,7 +501,7 @@ impl Authority {
         let predecessor = current.serial.clone();
         request.renewed_from = Some(current.serial);
         request.lineage = Some(claim);
-        let issued = self.issue(&csr, request).await;
+        let issued = self.issue(&csr, request, write_coming).await;
         // Whoever moved the link away from an unpresented successor retires
         // it, even if this renewal then lost to a third (its own
         // certificate is revoked by `confirm_successor`): otherwise the
@@ -567,7 +568,7 @@ impl Authority {
             token: None,
             lineage: None,
         };
-        self.issue(&csr, request).await
+        self.issue(&csr, request, WriteComing::default()).await
     }
 
     /// Issues and records certd's own serving certificate.
@@ -587,6 +588,7 @@ impl Authority {
         self.sign_and_record(
             |serial, now| self.ca.sign_server(key, names, serial, ttl, now),
             recorded_as,
+            WriteComing::default(),
         )
         .await
     }
@@ -596,7 +598,14 @@ impl Authority {
     }
 
     /// Policy, signing and recording: the common end of every issuance.
-    async fn issue(&self, csr: &ValidatedCsr, request: IssuanceRequest) -> Result<Issued> {
+    /// `announced`: the write this issuance announced when it was
+    /// admitted, if it did (`Storage::write_coming`).
+    async fn issue(
+        &self,
+        csr: &ValidatedCsr,
+        request: IssuanceRequest,
+        announced: WriteComing,
+    ) -> Result<Issued> {
         policy::check_csr(csr, &request.identity)?;
         // Operators (`certd issue`) are not rate limited; workloads are,
         // per service, once their identity is known.
@@ -619,6 +628,7 @@ impl Authority {
                     .sign_workload(csr, identity, profile, serial, ttl, now)
             },
             recorded_as,
+            announced,
         )
         .await
     }
@@ -631,8 +641,11 @@ impl Authority {
         &self,
         sign: impl Fn(Serial, SystemTime) -> std::result::Result<SignedCertificate, CaError>,
         mut recorded_as: RecordedAs,
+        announced: WriteComing,
     ) -> Result<Issued> {
         let now = self.clock().now();
+        // Carried by the first attempt's write; a retry's is not announced.
+        let mut announced = Some(announced);
         for _ in 0..SERIAL_ATTEMPTS {
             let signed = sign(self.fresh_serial().await?, now)?;
             let record = record_of(&signed, &recorded_as, now);
@@ -644,7 +657,11 @@ impl Authority {
             }
             match self
                 .store
-                .record_issuance(&record, recorded_as.token.as_ref())
+                .record_announced_issuance(
+                    &record,
+                    recorded_as.token.as_ref(),
+                    announced.take().unwrap_or_default(),
+                )
                 .await
             {
                 Err(StoreError::SerialTaken(_)) => continue,

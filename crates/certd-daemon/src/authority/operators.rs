@@ -153,6 +153,7 @@ impl Authority {
         self.sign_and_record(
             |serial, now| self.ca.sign_operator(&csr, &operator, serial, ttl, now),
             recorded_as,
+            crate::store::WriteComing::default(),
         )
         .await
     }

@@ -6,11 +6,14 @@
 //! arrives during a flush waits for the next one, so no writer is ever
 //! answered by a flush that started before its write.
 //!
-//! A group waits a moment for writes announced but not yet asked for
+//! A group waits a moment for writes announced but not yet queued
 //! (`Storage::write_coming`: issuances admitted, still verifying their
-//! CSR or signing): until every one announced has asked, or
+//! CSR or signing; an announcement ends when its write is queued, or
+//! when the issuance is refused): until none is left, or
 //! [`GATHER_AT_MOST`] has passed, whichever comes first. A lone writer,
-//! or one whose fellow writers are all in the group, never waits. Why: a
+//! or one whose fellow writers are all queued, never waits. A refused
+//! issuance is noticed at the next recount ([`RECOUNT_EVERY`]), not at
+//! once. Why: a
 //! flush costs far more CPU than a write (sled hands its log buffer to an
 //! I/O thread, waking every idle one, then `fdatasync`), and flushing as
 //! soon as anything was queued made groups of about 1.5 under 64 callers:
@@ -54,7 +57,7 @@ pub(crate) struct GroupCommit {
 struct Committer {
     requests: Option<mpsc::Sender<Reply>>,
     thread: Option<thread::JoinHandle<()>>,
-    /// Writes announced and not yet done (`write_coming`).
+    /// Writes announced and not yet queued (`write_coming`).
     coming: Arc<AtomicUsize>,
 }
 
@@ -84,6 +87,18 @@ impl GroupCommit {
     /// Waits until every write made before this call is on stable storage.
     pub async fn durable(&self) -> Result<(), Arc<io::Error>> {
         self.request()?.await.map_err(|_| stopped())?
+    }
+
+    /// `durable` for a write announced with `write_coming`, whose
+    /// announcement ends once its request is queued: the group it joins
+    /// no longer waits for it.
+    pub async fn durable_announced(
+        &self,
+        announced: crate::WriteComing,
+    ) -> Result<(), Arc<io::Error>> {
+        let answer = self.request();
+        drop(announced);
+        answer?.await.map_err(|_| stopped())?
     }
 
     /// `durable`, blocking the calling thread, which must not be one of the
@@ -134,9 +149,9 @@ fn commit_loop(
     }
 }
 
-/// Adds to `batch` the requests of writes announced in `coming` as they
-/// come, until the batch holds as many as were announced (writes not
-/// announced count too) or `at_most` has passed.
+/// Adds to `batch` the requests queued while writes announced in `coming`
+/// are still on their way, until none is (each announcement ends as its
+/// request is queued) or `at_most` has passed.
 fn gather(
     batch: &mut Vec<Reply>,
     queue: &mpsc::Receiver<Reply>,
@@ -144,7 +159,7 @@ fn gather(
     at_most: Duration,
 ) {
     let until = Instant::now() + at_most;
-    while batch.len() < coming.load(Ordering::Acquire) {
+    while coming.load(Ordering::Acquire) > 0 {
         let Some(left) = until.checked_duration_since(Instant::now()) else {
             return;
         };
@@ -172,6 +187,7 @@ pub fn flush(db: &sled::Db, data_file: &File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::WriteComing;
 
     fn request(queue: &mpsc::Sender<Reply>) -> oneshot::Receiver<Result<(), Arc<io::Error>>> {
         let (reply, answer) = oneshot::channel();
@@ -180,50 +196,49 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_write_or_a_group_holding_every_announced_one_is_flushed_at_once() {
+    fn a_group_with_no_write_on_its_way_is_flushed_at_once() {
         let (requests, queue) = mpsc::channel();
-        let coming = AtomicUsize::new(1);
-        let _answer = request(&requests);
+        let coming = AtomicUsize::new(0);
+        let _answers = [request(&requests), request(&requests)];
         let mut batch = vec![queue.recv().unwrap()];
         let started = Instant::now();
         // Far longer than any test machine's hiccup: not waited for.
         gather(&mut batch, &queue, &coming, Duration::from_secs(60));
+        // What was queued joins only through the committer's own drain.
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() < Duration::from_secs(30));
-
-        // Two announced, two in the group: no wait either.
-        coming.store(2, Ordering::Release);
-        let _second = request(&requests);
-        gather(&mut batch, &queue, &coming, Duration::from_secs(60));
-        assert_eq!(batch.len(), 2);
-        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[test]
-    fn a_group_waits_for_an_announced_write_until_it_asks() {
-        let (requests, queue) = mpsc::channel();
-        let coming = AtomicUsize::new(2);
-        let _first = request(&requests);
-        let mut batch = vec![queue.recv().unwrap()];
-        let late = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(20));
-            request(&requests)
-        });
-        gather(&mut batch, &queue, &coming, Duration::from_secs(60));
-        assert_eq!(batch.len(), 2, "the announced write joined the group");
-        drop(late.join().unwrap());
-    }
-
-    #[test]
-    fn a_group_stops_waiting_when_an_announced_write_gives_up_or_at_the_limit() {
+    fn a_group_waits_for_an_announced_write_until_it_is_queued() {
         let (requests, queue) = mpsc::channel();
         let coming = Arc::new(AtomicUsize::new(0));
         let _first = request(&requests);
         let mut batch = vec![queue.recv().unwrap()];
-        // Two announced (one of them in the group); the other is refused
-        // before it writes: its guard drops, the wait ends.
-        let _in_group = crate::WriteComing::counted_in(&coming);
-        let refused = crate::WriteComing::counted_in(&coming);
+        let announced = WriteComing::counted_in(&coming);
+        // As `durable_announced` does: queue the request, then end the
+        // announcement.
+        let late = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            let answer = request(&requests);
+            drop(announced);
+            answer
+        });
+        gather(&mut batch, &queue, &coming, Duration::from_secs(60));
+        assert_eq!(batch.len(), 2, "the announced write joined the group");
+        assert_eq!(coming.load(Ordering::Acquire), 0);
+        drop(late.join().unwrap());
+    }
+
+    #[test]
+    fn a_group_stops_waiting_when_an_announced_write_is_refused_or_at_the_limit() {
+        let (requests, queue) = mpsc::channel();
+        let coming = Arc::new(AtomicUsize::new(0));
+        let _first = request(&requests);
+        let mut batch = vec![queue.recv().unwrap()];
+        // Refused before it writes: its announcement drops, the wait ends
+        // at the next recount.
+        let refused = WriteComing::counted_in(&coming);
         let giving_up = thread::spawn(move || {
             thread::sleep(Duration::from_millis(20));
             drop(refused);
@@ -235,11 +250,28 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(30));
 
         // One announced that never comes: the group goes at the limit.
-        let _never = crate::WriteComing::counted_in(&coming);
+        let _never = WriteComing::counted_in(&coming);
         let started = Instant::now();
         gather(&mut batch, &queue, &coming, Duration::from_millis(30));
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() >= Duration::from_millis(30));
         drop(requests);
+    }
+
+    /// The announcement a durable write carries ends once its request is
+    /// queued, before its answer.
+    #[tokio::test]
+    async fn a_durable_announced_write_ends_its_announcement_when_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let data_file = File::open(dir.path().join("db")).unwrap();
+        let commit = GroupCommit::start(db, data_file).unwrap();
+        let announced = commit.write_coming();
+        assert_eq!(commit.inner.coming.load(Ordering::Acquire), 1);
+        commit.durable_announced(announced).await.unwrap();
+        assert_eq!(commit.inner.coming.load(Ordering::Acquire), 0);
+        // A refused issuance's announcement ends when it is dropped.
+        drop(commit.write_coming());
+        assert_eq!(commit.inner.coming.load(Ordering::Acquire), 0);
     }
 }

@@ -527,6 +527,15 @@ impl Open {
         self.commit.durable().await.map_err(StoreError::Durability)
     }
 
+    /// `durable` for a write announced with `write_coming`: the
+    /// announcement ends once the request is queued.
+    async fn durable_announced(&self, announced: super::WriteComing) -> Result<(), StoreError> {
+        self.commit
+            .durable_announced(announced)
+            .await
+            .map_err(StoreError::Durability)
+    }
+
     /// `durable`, for a thread outside the runtime.
     fn durable_blocking(&self) -> Result<(), StoreError> {
         self.commit
@@ -1048,10 +1057,20 @@ impl Storage for SledStore {
         record: &IssuanceRecord,
         token: Option<&TokenHash>,
     ) -> Result<(), StoreError> {
+        self.record_announced_issuance(record, token, super::WriteComing::default())
+            .await
+    }
+
+    async fn record_announced_issuance(
+        &self,
+        record: &IssuanceRecord,
+        token: Option<&TokenHash>,
+        announced: super::WriteComing,
+    ) -> Result<(), StoreError> {
         let open = self.current()?;
         let mut consumed = None;
         let result = match open.write_issuance(record, token, &mut consumed) {
-            Ok(()) => open.durable().await,
+            Ok(()) => open.durable_announced(announced).await,
             Err(error) => Err(error),
         };
         if let (Err(error), Some(token), Some(value)) = (&result, token, consumed)
@@ -1380,7 +1399,8 @@ impl Storage for SledStore {
     }
 
     /// Counted by the open database's group commit (`commit`), which waits
-    /// a moment for the writes announced before it flushes.
+    /// a moment for the writes announced and not yet queued before it
+    /// flushes.
     fn write_coming(&self) -> super::WriteComing {
         self.current()
             .map(|open| open.commit.write_coming())
