@@ -185,7 +185,7 @@ fn bench_refuses_a_store_in_use_and_with_the_flag_touches_only_its_own() {
         .unwrap_or_else(|| panic!("no count of revoked tokens in {text}"));
     let made = revoked + issued;
     assert!(
-        made >= 30_000 && (made - 30_000) % 10_000 == 0 && revoked <= 30_000,
+        made >= 30_000 && (made - 30_000).is_multiple_of(10_000) && revoked <= 30_000,
         "made {made} (revoked {revoked} + issued {issued}): {text}"
     );
     assert!(
