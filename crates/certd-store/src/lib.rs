@@ -225,12 +225,26 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// when given (exactly one of several concurrent calls with one token
     /// succeeds; the others get `TokenAlreadyUsed`), reserves the serial
     /// (`SerialTaken` if it is recorded already, and then nothing changed)
-    /// and writes the record with its indexes.
+    /// and writes the record with its indexes. `announced`: the write's
+    /// announcement ([`Storage::write_coming`]; a default one announces
+    /// nothing), which ends as soon as the write waits for durability (a
+    /// backend that keeps no groups may hold it until it returns).
+    async fn record_announced_issuance(
+        &self,
+        record: &IssuanceRecord,
+        token: Option<&TokenHash>,
+        announced: WriteComing,
+    ) -> Result<(), StoreError>;
+
+    /// [`Storage::record_announced_issuance`] of a write nobody announced.
     async fn record_issuance(
         &self,
         record: &IssuanceRecord,
         token: Option<&TokenHash>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.record_announced_issuance(record, token, WriteComing::default())
+            .await
+    }
 
     /// Revokes one certificate and returns once that is durable; `None` if
     /// the serial is unknown. Revoking twice keeps the first time and reason.
@@ -471,21 +485,6 @@ pub trait Storage: std::fmt::Debug + Send + Sync + 'static {
     /// one flush (sled: `sled::commit`); others ignore it.
     fn write_coming(&self) -> WriteComing {
         WriteComing::default()
-    }
-
-    /// [`Storage::record_issuance`] of a write announced with
-    /// [`Storage::write_coming`]: the announcement ends as soon as the
-    /// write waits for durability (here, where the backend keeps no
-    /// groups, when the call returns).
-    async fn record_announced_issuance(
-        &self,
-        record: &IssuanceRecord,
-        token: Option<&TokenHash>,
-        announced: WriteComing,
-    ) -> Result<(), StoreError> {
-        let recorded = self.record_issuance(record, token).await;
-        drop(announced);
-        recorded
     }
 
     /// Whether other processes may write this store (replicas sharing a

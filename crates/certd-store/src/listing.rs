@@ -73,20 +73,21 @@ pub(crate) async fn page<S: Storage + ?Sized>(
     store: &S,
     query: &CertificateQuery,
 ) -> Result<CertificatePage, StoreError> {
-    Ok(page_within(store, query, FILTERED_SCAN_PER_PAGE).await?.0)
+    page_within(store, query, FILTERED_SCAN_PER_PAGE).await
 }
 
 /// One page, a filtered one examining at most `budget` index entries (or
-/// `query.limit`, if more); the page and how many entries it examined, so
-/// the behaviour suite can hold every backend to the bound.
+/// `query.limit`, if more), saying how many it examined
+/// (`CertificatePage::examined`), so the behaviour suite can hold every
+/// backend to the bound.
 pub(crate) async fn page_within<S: Storage + ?Sized>(
     store: &S,
     query: &CertificateQuery,
     budget: usize,
-) -> Result<(CertificatePage, usize), StoreError> {
+) -> Result<CertificatePage, StoreError> {
     let limit = query.limit;
     if limit == 0 {
-        return Ok((CertificatePage::default(), 0));
+        return Ok(CertificatePage::default());
     }
     let expiry = query.expiry_walk();
     let order = query.order();
@@ -160,13 +161,10 @@ pub(crate) async fn page_within<S: Storage + ?Sized>(
             position = window.scanned_to;
             continue;
         };
-        return Ok((
-            CertificatePage {
-                records,
-                next,
-                examined,
-            },
+        return Ok(CertificatePage {
+            records,
+            next,
             examined,
-        ));
+        });
     }
 }

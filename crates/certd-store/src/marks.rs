@@ -574,15 +574,6 @@ impl Storage for Marked {
         self.inner.location()
     }
 
-    async fn record_issuance(
-        &self,
-        record: &IssuanceRecord,
-        token: Option<&TokenHash>,
-    ) -> Result<(), StoreError> {
-        self.record_announced_issuance(record, token, crate::WriteComing::default())
-            .await
-    }
-
     async fn record_announced_issuance(
         &self,
         record: &IssuanceRecord,

@@ -119,10 +119,7 @@ impl Authority {
         csr_der: &[u8],
         selectors: &mut Vec<crate::selector::Selector>,
     ) -> Result<Issued> {
-        let _admission = self.limits.admit()?;
-        self.limits.issuance()?;
-        // Its record's flush may be shared with others' (`Storage::write_coming`).
-        let write_coming = self.store.write_coming();
+        let admitted = self.admit_issuance()?;
         let entry = self.acme_entry(order.entry, order.names)?;
         // An account without an entry of its own issues as the first entry
         // naming the order's names; if that changed since the order was
@@ -158,7 +155,7 @@ impl Authority {
         } else {
             WorkloadProfile::AcmeUnbound
         };
-        self.issue(&csr, request, write_coming).await
+        self.issue(&csr, request, admitted.announced).await
     }
 
     /// Audits one of ACME's own decisions (not issuance, which

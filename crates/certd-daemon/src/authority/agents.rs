@@ -119,10 +119,7 @@ impl Authority {
         caller: &mut Caller,
         selectors: &mut Vec<Selector>,
     ) -> Result<Issued> {
-        let _admission = self.limits.admit()?;
-        self.limits.issuance()?;
-        // Its record's flush may be shared with others' (`Storage::write_coming`).
-        let write_coming = self.store.write_coming();
+        let admitted = self.admit_issuance()?;
         let agent = self.agent_of(client_leaf).await?;
         *caller = Caller(format!("{agent} ({caller})"));
         let entry = self.entry_of_agent(&agent, entry_id)?;
@@ -133,6 +130,6 @@ impl Authority {
             detail: agent.into_string(),
         };
         let request = self.request_for_entry(&entry, proof);
-        self.issue(&csr, request, write_coming).await
+        self.issue(&csr, request, admitted.announced).await
     }
 }

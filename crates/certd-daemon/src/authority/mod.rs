@@ -169,6 +169,13 @@ fn record_of(
     }
 }
 
+/// An issuance let in (`Authority::admit_issuance`): held until it ends.
+struct AdmittedIssuance {
+    _admission: crate::limits::Admission,
+    /// Handed to the record's write (`Authority::issue`).
+    announced: WriteComing,
+}
+
 /// What one issuance needs besides the CSR.
 struct IssuanceRequest {
     identity: WorkloadIdentity,
@@ -389,11 +396,7 @@ impl Authority {
         attest: impl Future<Output = Result<Proven>>,
         proven_selectors: &mut Vec<Selector>,
     ) -> Result<Issued> {
-        // Limits come first, before any expensive work is done for the caller.
-        let _admission = self.limits.admit()?;
-        self.limits.issuance()?;
-        // Its record's flush may be shared with others' (`Storage::write_coming`).
-        let write_coming = self.store.write_coming();
+        let admitted = self.admit_issuance()?;
         let csr = ValidatedCsr::from_der(csr_der)?;
         let Proven {
             selectors,
@@ -404,7 +407,20 @@ impl Authority {
         *proven_selectors = selectors;
         let mut request = self.request_for_entry(&entry?, proof);
         request.token = consumes;
-        self.issue(&csr, request, write_coming).await
+        self.issue(&csr, request, admitted.announced).await
+    }
+
+    /// Lets an issuance in: limits come first, before any expensive work
+    /// is done for the caller (a place among the requests in flight, then
+    /// the issuance rate), and then its record's write is announced, so
+    /// that its flush may be shared with others' (`Storage::write_coming`).
+    fn admit_issuance(&self) -> Result<AdmittedIssuance> {
+        let admission = self.limits.admit()?;
+        self.limits.issuance()?;
+        Ok(AdmittedIssuance {
+            _admission: admission,
+            announced: self.store.write_coming(),
+        })
     }
 
     /// An issuance for a registration entry: its names and lifetime.
@@ -451,10 +467,7 @@ impl Authority {
         client_leaf: Option<&[u8]>,
         presented: &mut Option<(ServiceName, Serial)>,
     ) -> Result<Issued> {
-        let _admission = self.limits.admit()?;
-        self.limits.issuance()?;
-        // Its record's flush may be shared with others' (`Storage::write_coming`).
-        let write_coming = self.store.write_coming();
+        let admitted = self.admit_issuance()?;
         let evidence = RenewalEvidence::check(client_leaf, self.store.as_ref(), self.now()).await?;
         let current = evidence.current;
         *presented = Some((current.service.clone(), current.serial.clone()));
@@ -501,7 +514,7 @@ impl Authority {
         let predecessor = current.serial.clone();
         request.renewed_from = Some(current.serial);
         request.lineage = Some(claim);
-        let issued = self.issue(&csr, request, write_coming).await;
+        let issued = self.issue(&csr, request, admitted.announced).await;
         // Whoever moved the link away from an unpresented successor retires
         // it, even if this renewal then lost to a third (its own
         // certificate is revoked by `confirm_successor`): otherwise the

@@ -351,11 +351,13 @@ impl Storage for PgStore {
     /// One statement, its own transaction, committed durably before it
     /// answers: delete the token (none deleted: `TokenAlreadyUsed`) and
     /// insert the record unless its serial exists (`SerialTaken`, the token
-    /// left as it was).
-    async fn record_issuance(
+    /// left as it was). PostgreSQL shares WAL flushes between concurrent
+    /// commits by itself: the announcement is held to the end, unused.
+    async fn record_announced_issuance(
         &self,
         issued: &IssuanceRecord,
         token: Option<&TokenHash>,
+        _announced: crate::WriteComing,
     ) -> Result<(), StoreError> {
         let encoded = record::encode(issued)?;
         let client = self.client().await?;

@@ -1052,15 +1052,6 @@ impl Storage for SledStore {
     /// Exactly one of several concurrent calls with one token succeeds. A
     /// token consumed by a call that fails on a storage fault is put back
     /// when the store is reopened.
-    async fn record_issuance(
-        &self,
-        record: &IssuanceRecord,
-        token: Option<&TokenHash>,
-    ) -> Result<(), StoreError> {
-        self.record_announced_issuance(record, token, super::WriteComing::default())
-            .await
-    }
-
     async fn record_announced_issuance(
         &self,
         record: &IssuanceRecord,
@@ -1797,26 +1788,28 @@ mod tests {
             open.db.flush().unwrap();
         }
         let store = Sled(dir).open().await;
-        let (page, examined) =
-            crate::listing::page_within(&*store, &crate::CertificateQuery::newest(10, 0), 1)
-                .await
-                .unwrap();
+        let page = crate::listing::page_within(&*store, &crate::CertificateQuery::newest(10, 0), 1)
+            .await
+            .unwrap();
+        let examined = page.examined;
         assert_eq!((page.records.len(), examined), (10, 10));
 
         // None is revoked: the revoked index answers at once.
         let mut revoked = crate::CertificateQuery::newest(10, 0);
         revoked.state = Some(crate::CertificateState::Revoked);
-        let (page, examined) = crate::listing::page_within(&*store, &revoked, 1)
+        let page = crate::listing::page_within(&*store, &revoked, 1)
             .await
             .unwrap();
+        let examined = page.examined;
         assert_eq!((page, examined), (crate::CertificatePage::default(), 0));
 
         // None has expired at 0: the expiry index says so at once.
         let mut expired = crate::CertificateQuery::newest(10, 0);
         expired.state = Some(crate::CertificateState::Expired);
-        let (page, examined) = crate::listing::page_within(&*store, &expired, 1)
+        let page = crate::listing::page_within(&*store, &expired, 1)
             .await
             .unwrap();
+        let examined = page.examined;
         assert_eq!((page, examined), (crate::CertificatePage::default(), 0));
 
         // One service's: no index says so, the pages walk the service's
@@ -1824,10 +1817,11 @@ mod tests {
         expired.service = Some("bulk".parse().unwrap());
         let mut pages = 0;
         loop {
-            let (page, examined) =
+            let page =
                 crate::listing::page_within(&*store, &expired, crate::FILTERED_SCAN_PER_PAGE)
                     .await
                     .unwrap();
+            let examined = page.examined;
             pages += 1;
             assert!(page.records.is_empty());
             assert!(examined <= crate::FILTERED_SCAN_PER_PAGE, "{examined}");
@@ -1951,9 +1945,10 @@ mod tests {
         );
         let mut revoked = crate::CertificateQuery::newest(10, 0);
         revoked.state = Some(crate::CertificateState::Revoked);
-        let (page, examined) = crate::listing::page_within(&*store, &revoked, 1)
+        let page = crate::listing::page_within(&*store, &revoked, 1)
             .await
             .unwrap();
+        let examined = page.examined;
         assert_eq!((times(page.records), examined), (vec![20], 1));
         // Negative and huge times sort as times do.
         assert!(time_key(-1) < time_key(0) && time_key(0) < time_key(i64::MAX));
