@@ -328,7 +328,10 @@ fn store_retention(_: &mut Criterion) {
 /// Signs the records of `store_retention` as the daemon does.
 struct Signer {
     ca: Arc<certd::ca::CertificateAuthority>,
-    csr: certd::ca::csr::ValidatedCsr,
+    /// One key per service, as workloads have their own: records packed
+    /// against a dictionary (`store::sled::packing`) must not share the key
+    /// with it more often than real ones do.
+    csrs: Vec<certd::ca::csr::ValidatedCsr>,
     identities: Vec<WorkloadIdentity>,
 }
 
@@ -337,7 +340,9 @@ impl Signer {
         let trust_domain = "certd.internal".parse().unwrap();
         Signer {
             ca: common::new_ca(dir),
-            csr: certd::ca::csr::ValidatedCsr::from_der(&common::csr_der()).unwrap(),
+            csrs: (0..1000)
+                .map(|_| certd::ca::csr::ValidatedCsr::from_der(&common::csr_der()).unwrap())
+                .collect(),
             identities: (0..1000)
                 .map(|n| {
                     WorkloadIdentity::for_service(
@@ -357,7 +362,7 @@ impl Signer {
         let signed = self
             .ca
             .sign_workload(
-                &self.csr,
+                &self.csrs[service],
                 identity,
                 certd::ca::WorkloadProfile::Spiffe,
                 Serial::generate_time_ordered(second),

@@ -2,7 +2,9 @@
 //! values, PostgreSQL in `bytea` columns beside the columns its queries
 //! need. Private to `store`.
 //!
-//! Every value is postcard behind a one-byte format version. The types here
+//! Every value is postcard behind a one-byte format version (never `0xFF`:
+//! the sled backend marks its packed certificate records with that byte,
+//! `sled::packing`). The types here
 //! are the format: their field order and enum variant order are what the
 //! bytes mean, so they change only together with `FORMAT_VERSION`, and
 //! never because a domain type in `model` changed. Each converts to and

@@ -2,7 +2,9 @@
 //!
 //! A backup is one file: a header line, then the records of each tree as
 //! framed key/value pairs, a summary, and a SHA-256 of everything before
-//! it. Each record is copied atomically; the indexes (by service, revoked)
+//! it. Certificate records are written unpacked (the codec's bytes, as
+//! every other value), so a backup needs none of the store's dictionaries
+//! and a restore packs them again. Each record is copied atomically; the indexes (by service, revoked)
 //! are not copied but rebuilt from the records on restore, so a backup
 //! taken during writes never holds an index that disagrees with its
 //! records. Certificates are copied before join tokens: an issuance removes
@@ -64,7 +66,14 @@ pub(super) fn export(open: &Open, out: &mut dyn Write) -> Result<BackupSummary, 
             .map_err(io)?;
         out.write_all(name.as_bytes()).map_err(io)?;
         for item in tree.iter() {
-            let (key, value) = item?;
+            let (key, stored) = item?;
+            // Records leave packed against the store's dictionaries, which
+            // a backup does not hold: it holds the codec's bytes.
+            let value = if name == CERTIFICATES_TREE {
+                open.packing.unpack(&stored)?.into_owned().into()
+            } else {
+                stored
+            };
             count(&mut summary, name, &key, &value)?;
             out.write_all(&[PAIR]).map_err(io)?;
             write_field(&mut out, &key).map_err(io)?;
@@ -273,7 +282,8 @@ fn import(
         match tree {
             CERTIFICATES_TREE => {
                 let issued: IssuanceRecord = record::decode(value)?;
-                open.certificates.insert(key, value)?;
+                let packed = open.packing.pack(value.to_vec(), &issued.der, true)?;
+                open.certificates.insert(key, packed)?;
                 open.index_by_time(&issued)?;
                 open.index_revoked(&issued)?;
                 open.index_by_expiry(&issued)?;

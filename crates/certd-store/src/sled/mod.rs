@@ -1,7 +1,8 @@
 //! The sled backend: one embedded database under `DATA_DIR/db`.
 //!
-//! The only code that knows sled. It owns the on-disk format (`codec`),
-//! the group commit that makes writes durable (`commit`), the tree layout
+//! The only code that knows sled. It owns the on-disk format (`codec`, its
+//! certificate records packed against dictionaries by `packing`), the
+//! group commit that makes writes durable (`commit`), the tree layout
 //! below, and recovery from storage faults (`recovery`). sled locks its
 //! database to one process, so nothing else writes it; the change feed
 //! carries only `Change::Reopened`.
@@ -21,6 +22,7 @@ mod backend;
 mod backup;
 mod commit;
 mod federation;
+mod packing;
 mod recovery;
 mod retention;
 mod space;
@@ -48,6 +50,7 @@ use super::{
 };
 use certd_core::identity::{Serial, ServiceName, TrustDomain};
 use commit::GroupCommit;
+use packing::Packing;
 
 /// Issuance records by serial.
 const CERTIFICATES_TREE: &str = "certificates";
@@ -56,6 +59,10 @@ const CERTIFICATES_TREE: &str = "certificates";
 /// docs/PERFORMANCE.md, "Retention"). Stores written before keep their
 /// entries until the purge deletes them with their records.
 const CERTIFICATES_BY_SERVICE_TREE: &str = "certificates-by-service";
+/// The dictionaries the `certificates` tree's records are packed against
+/// (`packing`): id → the record that started it. Not in backups: a backup
+/// holds records unpacked, and a restore packs them again.
+const CERTIFICATE_DICTIONARIES_TREE: &str = "certificate-dictionaries";
 /// Join tokens by SHA-256 of the token.
 const JOIN_TOKENS_TREE: &str = "join-tokens";
 /// Index of certificates by issuance time (`time_key ‖ serial` → empty), so
@@ -171,6 +178,8 @@ struct Open {
     db: sled::Db,
     audit: sled::Tree,
     certificates: sled::Tree,
+    /// What the `certificates` tree's values are packed against.
+    packing: Packing,
     certificates_by_service: sled::Tree,
     certificates_by_time: sled::Tree,
     certificates_by_service_time: sled::Tree,
@@ -277,6 +286,15 @@ impl Open {
             certificates: db
                 .open_tree(CERTIFICATES_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
+            packing: db
+                .open_tree(CERTIFICATE_DICTIONARIES_TREE)
+                .map_err(|e| opening_failed(dir, e))
+                .and_then(|tree| {
+                    Packing::open(tree).map_err(|e| StoreError::Open {
+                        path: dir.display().to_string(),
+                        reason: format!("reading the certificate dictionaries: {e}"),
+                    })
+                })?,
             certificates_by_time: db
                 .open_tree(CERTIFICATES_BY_TIME_TREE)
                 .map_err(|e| opening_failed(dir, e))?,
@@ -347,7 +365,7 @@ impl Open {
         }
         for item in self.certificates.iter() {
             let (_, value) = item?;
-            let record: IssuanceRecord = record::decode(&value)?;
+            let record = self.read_certificate(&value)?;
             if !by_time {
                 self.index_by_time(&record)?;
             }
@@ -380,7 +398,7 @@ impl Open {
         }
         for item in self.certificates.iter() {
             let (_, value) = item?;
-            let record: IssuanceRecord = record::decode(&value)?;
+            let record = self.read_certificate(&value)?;
             self.index_by_expiry(&record)?;
         }
         self.meta.insert(EXPIRY_INDEX_KEY, &[])?;
@@ -412,6 +430,18 @@ impl Open {
         Ok([by_time, by_service_time])
     }
 
+    /// The `certificates` tree's value of `record`: the codec's bytes,
+    /// packed (`packing`).
+    fn stored_certificate(&self, record: &IssuanceRecord) -> Result<Vec<u8>, StoreError> {
+        self.packing
+            .pack(record::encode(record)?, &record.der, true)
+    }
+
+    /// The record a value of the `certificates` tree holds.
+    fn read_certificate(&self, stored: &[u8]) -> Result<IssuanceRecord, StoreError> {
+        record::decode(&self.packing.unpack(stored)?)
+    }
+
     /// The write of `record_issuance` without waiting for durability; the
     /// caller must `durable().await` before the certificate leaves certd.
     /// `consumed` receives the token's stored value while this call holds it
@@ -431,7 +461,7 @@ impl Open {
         token: Option<&TokenHash>,
         consumed: &mut Option<sled::IVec>,
     ) -> Result<(), StoreError> {
-        let value = record::encode(record)?;
+        let value = self.stored_certificate(record)?;
         if let Some(token) = token {
             match self.join_tokens.remove(token.as_slice())? {
                 Some(value) => *consumed = Some(value),
@@ -498,7 +528,7 @@ impl Open {
                 let mut revocations = 0u64;
                 for item in self.certificates.iter() {
                     let (_, value) = item?;
-                    let record: IssuanceRecord = record::decode(&value)?;
+                    let record = self.read_certificate(&value)?;
                     revocations += u64::from(record.revocation.is_some());
                 }
                 self.meta
@@ -563,8 +593,9 @@ impl Open {
                     let Some(bytes) = certificates.get(key)? else {
                         return Ok(None);
                     };
-                    let mut record: IssuanceRecord =
-                        record::decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                    let mut record = self
+                        .read_certificate(&bytes)
+                        .map_err(ConflictableTransactionError::Abort)?;
                     if record.revocation.is_some() {
                         return Ok(Some(RevokeOutcome::AlreadyRevoked(record)));
                     }
@@ -574,8 +605,12 @@ impl Open {
                         revocation,
                         not_after: record.not_after,
                     };
-                    let encoded =
-                        record::encode(&record).map_err(ConflictableTransactionError::Abort)?;
+                    // No dictionary is started inside the transaction
+                    // (its insert would be outside it); the record was
+                    // packed against one when it was issued.
+                    let encoded = record::encode(&record)
+                        .and_then(|encoded| self.packing.pack(encoded, &record.der, false))
+                        .map_err(ConflictableTransactionError::Abort)?;
                     let encoded_entry =
                         record::encode(&entry).map_err(ConflictableTransactionError::Abort)?;
                     certificates.insert(key, encoded)?;
@@ -727,7 +762,7 @@ impl Open {
     async fn certificate(&self, serial: &Serial) -> Result<Option<IssuanceRecord>, StoreError> {
         self.certificates
             .get(serial.as_bytes())?
-            .map(|bytes| record::decode(&bytes))
+            .map(|bytes| self.read_certificate(&bytes))
             .transpose()
     }
 
@@ -740,7 +775,7 @@ impl Open {
             return self
                 .certificates
                 .iter()
-                .map(|entry| record::decode(&entry?.1))
+                .map(|entry| self.read_certificate(&entry?.1))
                 .collect();
         };
         // The by-service-time index holds every record of the service (a
@@ -753,7 +788,7 @@ impl Open {
             let (key, _) = entry?;
             let serial = key.get(skip..).unwrap_or_default();
             if let Some(bytes) = self.certificates.get(serial)? {
-                records.push(record::decode::<IssuanceRecord>(&bytes)?);
+                records.push(self.read_certificate(&bytes)?);
             }
         }
         records.sort_by(|a, b| a.serial.as_bytes().cmp(b.serial.as_bytes()));
@@ -786,7 +821,7 @@ impl Open {
             let (key, _) = key?;
             let serial = key.get(skip..).unwrap_or_default();
             if let Some(bytes) = self.certificates.get(serial)? {
-                records.push(record::decode(&bytes)?);
+                records.push(self.read_certificate(&bytes)?);
             }
         }
         Ok(records)
@@ -831,7 +866,7 @@ impl Open {
                 key.get(prefix.len()..).unwrap_or_default(),
             )?;
             if let Some(bytes) = self.certificates.get(position.serial.as_bytes())? {
-                window.records.push(record::decode(&bytes)?);
+                window.records.push(self.read_certificate(&bytes)?);
             }
             window.scanned_to = Some(position);
         }
@@ -869,7 +904,7 @@ impl Open {
             window.examined += 1;
             let position = position_of(ListingOrder::Expiry, &key)?;
             if let Some(bytes) = self.certificates.get(position.serial.as_bytes())? {
-                window.records.push(record::decode(&bytes)?);
+                window.records.push(self.read_certificate(&bytes)?);
             }
             window.scanned_to = Some(position);
         }
@@ -1677,6 +1712,148 @@ mod tests {
             certd_core::error_kind::with_causes(&error),
             format!("cannot open the database {}: {cause}", dir.display())
         );
+    }
+
+    /// Records of certificates an intermediate signed, as `Authority`
+    /// records them: a time-ordered serial, the SAN's names, the DER.
+    fn signed_records(count: usize) -> Vec<IssuanceRecord> {
+        use sha2::Digest;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "certd intermediate CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_der = ca.self_signed(&ca_key).unwrap().der().clone();
+        let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, &ca_key).unwrap();
+        (0..count)
+            .map(|n| {
+                let service = format!("svc-{n}");
+                let dns = format!("{service}.certd.internal");
+                let uri = format!("spiffe://certd.internal/svc/{service}");
+                let serial = Serial::generate_time_ordered(1_800_000_000 + n as i64);
+                let mut params = rcgen::CertificateParams::new(vec![dns.clone()]).unwrap();
+                params
+                    .subject_alt_names
+                    .push(rcgen::SanType::URI(uri.clone().try_into().unwrap()));
+                params.serial_number = Some(rcgen::SerialNumber::from_slice(serial.as_bytes()));
+                params.use_authority_key_identifier_extension = true;
+                let key = rcgen::KeyPair::generate().unwrap();
+                let der = params.signed_by(&key, &issuer).unwrap().der().to_vec();
+                IssuanceRecord {
+                    serial,
+                    service: service.parse().unwrap(),
+                    dns_names: vec![dns],
+                    uris: vec![uri],
+                    not_before: 1_800_000_000,
+                    not_after: 1_800_086_400,
+                    issued_at: 1_800_000_000 + n as i64,
+                    sha256_fingerprint: sha2::Sha256::digest(&der).into(),
+                    der,
+                    attestation: certd_core::model::Attestation::Renewal,
+                    renewed_from: None,
+                    revocation: None,
+                }
+            })
+            .collect()
+    }
+
+    /// Records of signed certificates are stored packed against their
+    /// issuer's dictionary (smaller than the codec's bytes), and read back
+    /// whole through every path: by serial, listed, revoked (still packed),
+    /// reopened, and through a backup (which holds them unpacked) restored
+    /// into a new store.
+    #[tokio::test]
+    async fn signed_records_are_stored_packed_and_read_back_whole_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = signed_records(12);
+        {
+            let store = SledStore::open(&dir.path().join("db")).unwrap();
+            for record in &records {
+                store.record_issuance(record, None).await.unwrap();
+            }
+            let open = store.current().unwrap();
+            for record in &records {
+                let stored = open
+                    .certificates
+                    .get(record.serial.as_bytes())
+                    .unwrap()
+                    .unwrap();
+                let encoded = record::encode(record).unwrap();
+                assert_eq!(stored[0], 0xFF, "packed");
+                assert!(
+                    stored.len() < encoded.len(),
+                    "{} of {}",
+                    stored.len(),
+                    encoded.len()
+                );
+            }
+            assert_eq!(
+                open.db
+                    .open_tree(CERTIFICATE_DICTIONARIES_TREE)
+                    .unwrap()
+                    .len(),
+                1
+            );
+            let revocation = Revocation {
+                revoked_at: 1_800_000_100,
+                reason_code: 1,
+            };
+            let revoked = &mut records[3];
+            assert!(matches!(
+                store.revoke(&revoked.serial, revocation).await.unwrap(),
+                Some(RevokeOutcome::Revoked(_))
+            ));
+            revoked.revocation = Some(revocation);
+            let stored = open
+                .certificates
+                .get(revoked.serial.as_bytes())
+                .unwrap()
+                .unwrap();
+            assert_eq!(stored[0], 0xFF, "still packed once revoked");
+        }
+        let store = SledStore::open(&dir.path().join("db")).unwrap();
+        for record in &records {
+            assert_eq!(
+                store.certificate(&record.serial).await.unwrap().as_ref(),
+                Some(record)
+            );
+        }
+        let mut newest_first = records.clone();
+        newest_first.reverse();
+        assert_eq!(
+            store.newest_certificates(None, 100).await.unwrap(),
+            newest_first
+        );
+
+        let backup_file = dir.path().join("backup");
+        let restored_dir = dir.path().join("restored");
+        let (file, into) = (backup_file.clone(), restored_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut out = std::fs::File::create(&file).unwrap();
+            let summary = store.backup(&mut out).unwrap();
+            assert_eq!(summary.records, 12);
+            assert_eq!(summary.revocations, 1);
+            let floor = backup::RestoreFloor {
+                store_id: None,
+                crl_number: 0,
+            };
+            restore(&into, &file, &floor, &crate::progress::Progress::default()).unwrap();
+        })
+        .await
+        .unwrap();
+        let restored = SledStore::open(&restored_dir).unwrap();
+        for record in &records {
+            assert_eq!(
+                restored.certificate(&record.serial).await.unwrap().as_ref(),
+                Some(record)
+            );
+            let stored = restored
+                .current()
+                .unwrap()
+                .certificates
+                .get(record.serial.as_bytes());
+            assert_eq!(stored.unwrap().unwrap()[0], 0xFF, "packed again on restore");
+        }
     }
 
     /// A sled store in a temporary directory, reopened on the same files.

@@ -19,7 +19,7 @@ use super::{
     Open, PURGED_RECORDS_KEY, PURGED_REVOCATIONS_KEY, TIME_KEY_LEN, record, service_index_key,
     service_time_index_key, successor_of, time_index_key, time_key,
 };
-use crate::{AuditEntry, CertificatePurge, IssuanceRecord, PurgeCursor, PurgeReport, StoreError};
+use crate::{AuditEntry, CertificatePurge, PurgeCursor, PurgeReport, StoreError};
 use certd_core::identity::Serial;
 
 /// Records deleted per sled transaction. A transaction holds sled's global
@@ -100,7 +100,7 @@ impl Open {
                         by_expiry.remove(expiry_key)?;
                         continue;
                     };
-                    let issued: IssuanceRecord = record::decode(&bytes).map_err(abort)?;
+                    let issued = self.read_certificate(&bytes).map_err(abort)?;
                     if issued.not_after >= purge.expired_before {
                         report.kept += 1;
                         continue;
