@@ -51,6 +51,8 @@ const FORMAT_VERSION_4: u8 = 4;
 const FORMAT_VERSION_1: u8 = 1;
 /// Issuance records without what their DER says.
 const FORMAT_VERSION_5: u8 = 5;
+// The sled backend's packed records begin with 0xFF (`sled::packing`).
+const _: () = assert!(FORMAT_VERSION_5 < 0xFF);
 
 /// A domain value the stores keep, and its encodings.
 pub(crate) trait Stored: Sized {

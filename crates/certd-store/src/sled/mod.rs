@@ -454,7 +454,10 @@ impl Open {
     /// insert the record only if its serial is free. They are not one
     /// sled transaction because sled's transactions cost several times more
     /// (see docs/PERFORMANCE.md); the worst a crash between steps can do is
-    /// consume a token whose certificate was never returned.
+    /// consume a token whose certificate was never returned. Before them,
+    /// packing the record may start its issuer's dictionary (`packing`):
+    /// a crash after that leaves a dictionary no record names yet, which
+    /// the issuer's next record uses.
     fn write_issuance(
         &self,
         record: &IssuanceRecord,
@@ -605,9 +608,10 @@ impl Open {
                         revocation,
                         not_after: record.not_after,
                     };
-                    // No dictionary is started inside the transaction
-                    // (its insert would be outside it); the record was
-                    // packed against one when it was issued.
+                    // No dictionary is started inside the transaction (its
+                    // insert would be outside it): a record whose issuer
+                    // has none (one written before packing, or past the
+                    // bound) is stored as it is, as it was.
                     let encoded = record::encode(&record)
                         .and_then(|encoded| self.packing.pack(encoded, &record.der, false))
                         .map_err(ConflictableTransactionError::Abort)?;
@@ -1759,9 +1763,10 @@ mod tests {
 
     /// Records of signed certificates are stored packed against their
     /// issuer's dictionary (smaller than the codec's bytes), and read back
-    /// whole through every path: by serial, listed, revoked (still packed),
-    /// reopened, and through a backup (which holds them unpacked) restored
-    /// into a new store.
+    /// whole: by serial, listed whole and by service and newest first,
+    /// revoked (still packed), reopened, and through a backup (which holds
+    /// them unpacked) restored into a new store. (The purge's and the index
+    /// rebuilds' reads go through the same `read_certificate`.)
     #[tokio::test]
     async fn signed_records_are_stored_packed_and_read_back_whole_everywhere() {
         let dir = tempfile::tempdir().unwrap();
@@ -1811,13 +1816,18 @@ mod tests {
                 .unwrap();
             assert_eq!(stored[0], 0xFF, "still packed once revoked");
         }
-        let store = SledStore::open(&dir.path().join("db")).unwrap();
+        let store = open_retrying(&dir.path().join("db"));
         for record in &records {
             assert_eq!(
                 store.certificate(&record.serial).await.unwrap().as_ref(),
                 Some(record)
             );
         }
+        assert_eq!(store.certificates(None).await.unwrap(), records);
+        assert_eq!(
+            store.certificates(Some(&records[3].service)).await.unwrap(),
+            vec![records[3].clone()]
+        );
         let mut newest_first = records.clone();
         newest_first.reverse();
         assert_eq!(
@@ -1853,6 +1863,25 @@ mod tests {
                 .certificates
                 .get(record.serial.as_bytes());
             assert_eq!(stored.unwrap().unwrap()[0], 0xFF, "packed again on restore");
+        }
+    }
+
+    /// Opens the store in `dir`, which this process may have just closed:
+    /// sled's I/O threads may hold the previous handle's file lock a moment
+    /// after it is dropped, so `Locked` is retried briefly (as recovery
+    /// does).
+    fn open_retrying(dir: &Path) -> SledStore {
+        let started = std::time::Instant::now();
+        loop {
+            match SledStore::open(dir) {
+                Ok(store) => return store,
+                Err(StoreError::Locked(_))
+                    if started.elapsed() < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(error) => panic!("cannot reopen {}: {error}", dir.display()),
+            }
         }
     }
 
