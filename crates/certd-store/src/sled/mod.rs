@@ -1835,23 +1835,9 @@ mod tests {
             newest_first
         );
 
-        let backup_file = dir.path().join("backup");
-        let restored_dir = dir.path().join("restored");
-        let (file, into) = (backup_file.clone(), restored_dir.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut out = std::fs::File::create(&file).unwrap();
-            let summary = store.backup(&mut out).unwrap();
-            assert_eq!(summary.records, 12);
-            assert_eq!(summary.revocations, 1);
-            let floor = backup::RestoreFloor {
-                store_id: None,
-                crl_number: 0,
-            };
-            restore(&into, &file, &floor, &crate::progress::Progress::default()).unwrap();
-        })
-        .await
-        .unwrap();
-        let restored = SledStore::open(&restored_dir).unwrap();
+        let (summary, restored) = backed_up_and_restored(store, dir.path()).await;
+        assert_eq!(summary.records, 12);
+        assert_eq!(summary.revocations, 1);
         for record in &records {
             assert_eq!(
                 restored.certificate(&record.serial).await.unwrap().as_ref(),
@@ -1864,6 +1850,30 @@ mod tests {
                 .get(record.serial.as_bytes());
             assert_eq!(stored.unwrap().unwrap()[0], 0xFF, "packed again on restore");
         }
+    }
+
+    /// `store` backed up to `dir/backup` and restored into `dir/restored`:
+    /// the backup's summary and the restored store. Backup and restore
+    /// block, so they run off the runtime, as the daemon runs them.
+    async fn backed_up_and_restored(
+        store: SledStore,
+        dir: &Path,
+    ) -> (crate::BackupSummary, SledStore) {
+        let (file, into) = (dir.join("backup"), dir.join("restored"));
+        let restored_dir = into.clone();
+        let summary = tokio::task::spawn_blocking(move || {
+            let mut out = std::fs::File::create(&file).unwrap();
+            let summary = store.backup(&mut out).unwrap();
+            let floor = backup::RestoreFloor {
+                store_id: None,
+                crl_number: 0,
+            };
+            restore(&into, &file, &floor, &crate::progress::Progress::default()).unwrap();
+            summary
+        })
+        .await
+        .unwrap();
+        (summary, SledStore::open(&restored_dir).unwrap())
     }
 
     /// Opens the store in `dir`, which this process may have just closed:
@@ -1933,22 +1943,7 @@ mod tests {
                 .unwrap()
         );
         assert!(store.consume_acme_nonce(b"nonce", i64::MAX).await.unwrap());
-        // Backup and restore block: the daemon runs them off the runtime.
-        let backup_file = dir.path().join("backup");
-        let restored_dir = dir.path().join("restored");
-        let (file, into) = (backup_file.clone(), restored_dir.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut out = std::fs::File::create(&file).unwrap();
-            store.backup(&mut out).unwrap();
-            let floor = backup::RestoreFloor {
-                store_id: None,
-                crl_number: 0,
-            };
-            restore(&into, &file, &floor, &crate::progress::Progress::default()).unwrap();
-        })
-        .await
-        .unwrap();
-        let restored = SledStore::open(&restored_dir).unwrap();
+        let (_, restored) = backed_up_and_restored(store, dir.path()).await;
         assert_eq!(
             restored.acme_object("account/a").await.unwrap(),
             Some(account.clone())
