@@ -136,8 +136,12 @@ const PURGED_REVOCATIONS_KEY: &[u8] = b"purged-revocations";
 /// (docs/PERFORMANCE.md, "Retention"), alternated runs of 300,000
 /// issuances under the purge, held 205–239 MB of RSS at 64 MiB and
 /// 140–175 MB at 16 MiB, with no more CPU (24 s a run at 16 MiB, 26–31 s
-/// at 64) and no worse p99.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// at 64) and no worse p99; once records were packed, 1M issuances held
+/// 120–138 MB over the last 500,000 at 8 MiB against 132–153 MB at 16,
+/// and the daemon issued as fast ("Packed certificate records"). Listing
+/// one service's records reads them from across the tree, so it misses
+/// the cache more often; listings are paced far below what that costs.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Join tokens written to one sled batch when many are made at once
 /// (`Open::insert_join_tokens_blocking`).
