@@ -139,7 +139,7 @@ fn commit_loop(
         let mut batch = vec![first];
         batch.extend(queue.try_iter());
         gather(&mut batch, queue, coming, GATHER_AT_MOST);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = flush(db, data_file).map_err(Arc::new);
         crate::metrics::commit_took(started.elapsed());
         for reply in batch {
@@ -189,10 +189,26 @@ mod tests {
     use super::*;
     use crate::WriteComing;
 
-    fn request(queue: &mpsc::Sender<Reply>) -> oneshot::Receiver<Result<(), Arc<io::Error>>> {
+    type Answer = oneshot::Receiver<Result<(), Arc<io::Error>>>;
+
+    fn request(queue: &mpsc::Sender<Reply>) -> Answer {
         let (reply, answer) = oneshot::channel();
         queue.send(reply).unwrap();
         answer
+    }
+
+    /// A queue with one request taken off it, as the committer starts a
+    /// group: the queue's two ends, the group, and its request's answer.
+    fn group_of_one() -> (
+        mpsc::Sender<Reply>,
+        mpsc::Receiver<Reply>,
+        Vec<Reply>,
+        Answer,
+    ) {
+        let (requests, queue) = mpsc::channel();
+        let answer = request(&requests);
+        let batch = vec![queue.recv().unwrap()];
+        (requests, queue, batch, answer)
     }
 
     #[test]
@@ -211,10 +227,8 @@ mod tests {
 
     #[test]
     fn a_group_waits_for_an_announced_write_until_it_is_queued() {
-        let (requests, queue) = mpsc::channel();
+        let (requests, queue, mut batch, _first) = group_of_one();
         let coming = Arc::new(AtomicUsize::new(0));
-        let _first = request(&requests);
-        let mut batch = vec![queue.recv().unwrap()];
         let announced = WriteComing::counted_in(&coming);
         // As `durable_announced` does: queue the request, then end the
         // announcement.
@@ -232,10 +246,8 @@ mod tests {
 
     #[test]
     fn a_group_stops_waiting_when_an_announced_write_is_refused_or_at_the_limit() {
-        let (requests, queue) = mpsc::channel();
+        let (requests, queue, mut batch, _first) = group_of_one();
         let coming = Arc::new(AtomicUsize::new(0));
-        let _first = request(&requests);
-        let mut batch = vec![queue.recv().unwrap()];
         // Refused before it writes: its announcement drops, the wait ends
         // at the next recount.
         let refused = WriteComing::counted_in(&coming);

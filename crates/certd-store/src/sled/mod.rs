@@ -1722,47 +1722,61 @@ mod tests {
         );
     }
 
-    /// Records of certificates an intermediate signed, as `Authority`
-    /// records them: a time-ordered serial, the SAN's names, the DER.
-    fn signed_records(count: usize) -> Vec<IssuanceRecord> {
-        use sha2::Digest;
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "certd intermediate CA");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_der = ca.self_signed(&ca_key).unwrap().der().clone();
-        let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, &ca_key).unwrap();
-        (0..count)
-            .map(|n| {
-                let service = format!("svc-{n}");
-                let dns = format!("{service}.certd.internal");
-                let uri = format!("spiffe://certd.internal/svc/{service}");
-                let serial = Serial::generate_time_ordered(1_800_000_000 + n as i64);
-                let mut params = rcgen::CertificateParams::new(vec![dns.clone()]).unwrap();
-                params
-                    .subject_alt_names
-                    .push(rcgen::SanType::URI(uri.clone().try_into().unwrap()));
-                params.serial_number = Some(rcgen::SerialNumber::from_slice(serial.as_bytes()));
-                params.use_authority_key_identifier_extension = true;
-                let key = rcgen::KeyPair::generate().unwrap();
-                let der = params.signed_by(&key, &issuer).unwrap().der().to_vec();
-                IssuanceRecord {
-                    serial,
-                    service: service.parse().unwrap(),
-                    dns_names: vec![dns],
-                    uris: vec![uri],
-                    not_before: 1_800_000_000,
-                    not_after: 1_800_086_400,
-                    issued_at: 1_800_000_000 + n as i64,
-                    sha256_fingerprint: sha2::Sha256::digest(&der).into(),
-                    der,
-                    attestation: certd_core::model::Attestation::Renewal,
-                    renewed_from: None,
-                    revocation: None,
-                }
-            })
-            .collect()
+    /// An intermediate as certd's sign: its leaves name its key
+    /// identifier. For the tests of this backend and of `packing`.
+    pub(super) struct TestIssuer {
+        key: rcgen::KeyPair,
+        certificate: rcgen::Certificate,
+    }
+
+    impl TestIssuer {
+        pub(super) fn new(name: &str) -> TestIssuer {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_identifier_method = rcgen::KeyIdMethod::Sha256;
+            let certificate = params.self_signed(&key).unwrap();
+            TestIssuer { key, certificate }
+        }
+
+        /// The record of a leaf for service `svc-{n}`, with a key of its
+        /// own, as `Authority` records them: a time-ordered serial, the
+        /// SAN's DNS name and SPIFFE ID, the DER.
+        pub(super) fn record(&self, n: u32) -> IssuanceRecord {
+            use sha2::Digest;
+            let service = format!("svc-{n}");
+            let dns = format!("{service}.certd.internal");
+            let uri = format!("spiffe://certd.internal/svc/{service}");
+            let second = 1_800_000_000 + i64::from(n);
+            let serial = Serial::generate_time_ordered(second);
+            let mut params = rcgen::CertificateParams::new(vec![dns.clone()]).unwrap();
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(uri.clone().try_into().unwrap()));
+            params.serial_number = Some(rcgen::SerialNumber::from_slice(serial.as_bytes()));
+            params.use_authority_key_identifier_extension = true;
+            let issuer =
+                rcgen::Issuer::from_ca_cert_der(self.certificate.der(), &self.key).unwrap();
+            let key = rcgen::KeyPair::generate().unwrap();
+            let der = params.signed_by(&key, &issuer).unwrap().der().to_vec();
+            IssuanceRecord {
+                serial,
+                service: service.parse().unwrap(),
+                dns_names: vec![dns],
+                uris: vec![uri],
+                not_before: 1_800_000_000,
+                not_after: 1_800_086_400,
+                issued_at: second,
+                sha256_fingerprint: sha2::Sha256::digest(&der).into(),
+                der,
+                attestation: certd_core::model::Attestation::Renewal,
+                renewed_from: None,
+                revocation: None,
+            }
+        }
     }
 
     /// Records of signed certificates are stored packed against their
@@ -1774,7 +1788,8 @@ mod tests {
     #[tokio::test]
     async fn signed_records_are_stored_packed_and_read_back_whole_everywhere() {
         let dir = tempfile::tempdir().unwrap();
-        let mut records = signed_records(12);
+        let issuer = TestIssuer::new("certd intermediate CA");
+        let mut records: Vec<_> = (0..12).map(|n| issuer.record(n)).collect();
         {
             let store = SledStore::open(&dir.path().join("db")).unwrap();
             for record in &records {
@@ -1820,7 +1835,7 @@ mod tests {
                 .unwrap();
             assert_eq!(stored[0], 0xFF, "still packed once revoked");
         }
-        let store = open_retrying(&dir.path().join("db"));
+        let store = retrying_locked(|| SledStore::open(&dir.path().join("db")));
         for record in &records {
             assert_eq!(
                 store.certificate(&record.serial).await.unwrap().as_ref(),
@@ -1880,21 +1895,19 @@ mod tests {
         (summary, SledStore::open(&restored_dir).unwrap())
     }
 
-    /// Opens the store in `dir`, which this process may have just closed:
-    /// sled's I/O threads may hold the previous handle's file lock a moment
-    /// after it is dropped, so `Locked` is retried briefly (as recovery
-    /// does).
-    fn open_retrying(dir: &Path) -> SledStore {
+    /// What `open` gives, retried while it finds the database `Locked`
+    /// (for up to 5 s): sled's I/O threads may hold a dropped handle's
+    /// file lock a moment longer, as recovery allows for.
+    pub(super) fn retrying_locked<T>(mut open: impl FnMut() -> Result<T, StoreError>) -> T {
         let started = std::time::Instant::now();
         loop {
-            match SledStore::open(dir) {
-                Ok(store) => return store,
+            match open() {
                 Err(StoreError::Locked(_))
                     if started.elapsed() < std::time::Duration::from_secs(5) =>
                 {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                Err(error) => panic!("cannot reopen {}: {error}", dir.display()),
+                opened => return opened.unwrap_or_else(|e| panic!("cannot reopen: {e}")),
             }
         }
     }
@@ -1904,22 +1917,9 @@ mod tests {
 
     #[async_trait]
     impl Backend for Sled {
-        /// sled's I/O threads may hold the previous handle's file lock a
-        /// moment after it is dropped, so a reopen in the same process
-        /// retries `Locked` briefly (as recovery does).
+        /// Reopens in the same process: `retrying_locked`.
         async fn open(&self) -> crate::SharedStorage {
-            let started = std::time::Instant::now();
-            loop {
-                match SledStore::open(self.0.path()) {
-                    Ok(store) => return std::sync::Arc::new(store),
-                    Err(StoreError::Locked(_))
-                        if started.elapsed() < std::time::Duration::from_secs(5) =>
-                    {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                    Err(error) => panic!("cannot reopen the store: {error}"),
-                }
-            }
+            std::sync::Arc::new(retrying_locked(|| SledStore::open(self.0.path())))
         }
     }
 

@@ -287,46 +287,21 @@ fn packed_against(encoded: &[u8], id: u32, dictionary: &[u8]) -> Result<Vec<u8>,
 mod tests {
     use super::*;
 
-    /// An issuing CA, as certd's intermediates sign: with a key identifier
-    /// that its leaves name.
-    struct Issuer {
-        key: rcgen::KeyPair,
-        certificate: rcgen::Certificate,
-    }
+    use crate::sled::tests::TestIssuer;
+
+    /// An issuer whose leaves these tests pack.
+    struct Issuer(TestIssuer);
 
     impl Issuer {
         fn new(name: &str) -> Issuer {
-            let key = rcgen::KeyPair::generate().expect("a key");
-            let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params.key_identifier_method = rcgen::KeyIdMethod::Sha256;
-            let certificate = params.self_signed(&key).expect("signed");
-            Issuer { key, certificate }
+            Issuer(TestIssuer::new(name))
         }
 
-        /// A leaf for service `n` and, as the codec's bytes stand in, the
-        /// DER behind a version byte.
+        /// A leaf's record for service `n`, as the codec writes it, and
+        /// its DER.
         fn record(&self, n: u32) -> (Vec<u8>, Vec<u8>) {
-            let key = rcgen::KeyPair::generate().expect("a key");
-            let mut params = rcgen::CertificateParams::new(vec![format!("svc-{n}.certd.internal")])
-                .expect("params");
-            params.subject_alt_names.push(rcgen::SanType::URI(
-                format!("spiffe://certd.internal/svc/svc-{n}")
-                    .try_into()
-                    .expect("a URI"),
-            ));
-            params.use_authority_key_identifier_extension = true;
-            let issuer = rcgen::Issuer::from_ca_cert_der(self.certificate.der(), &self.key)
-                .expect("an issuer");
-            let der = params
-                .signed_by(&key, &issuer)
-                .expect("signed")
-                .der()
-                .to_vec();
-            ([vec![5], der.clone()].concat(), der)
+            let record = self.0.record(n);
+            (crate::codec::encode(&record).expect("encoded"), record.der)
         }
     }
 

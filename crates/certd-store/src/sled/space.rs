@@ -78,19 +78,7 @@ mod tests {
                 .insert(b"twelve bytes", vec![0u8; 100])
                 .expect("insert");
         }
-        // sled's I/O threads may hold the dropped handle's file lock a
-        // moment longer (as the behaviour suite's reopen allows for).
-        let started = std::time::Instant::now();
-        let space = loop {
-            match space(dir.path()) {
-                Err(StoreError::Locked(_))
-                    if started.elapsed() < std::time::Duration::from_secs(5) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                report => break report.expect("the report"),
-            }
-        };
+        let space = crate::sled::tests::retrying_locked(|| space(dir.path()));
         let meta = space
             .trees
             .iter()
