@@ -534,6 +534,13 @@ struct Worker {
     passes: Arc<alongside::PassState>,
 }
 
+/// Whether the run stopped (Ctrl-C, a fatal error) or reached its
+/// deadline: a caller starts no more requests, and stops waiting for one's
+/// join token.
+fn run_is_over(progress: &Progress, deadline: Option<Instant>) -> bool {
+    progress.stopped() || deadline.is_some_and(|deadline| Instant::now() >= deadline)
+}
+
 impl Worker {
     /// Each successful request's latency, and whether it started while a
     /// pass (`--alongside`) ran.
@@ -541,11 +548,7 @@ impl Worker {
         let mut latencies = Vec::new();
         let mut round = self.index;
         loop {
-            if self.progress.stopped()
-                || self
-                    .deadline
-                    .is_some_and(|deadline| Instant::now() >= deadline)
-            {
+            if run_is_over(&self.progress, self.deadline) {
                 break;
             }
             if self
@@ -584,12 +587,7 @@ impl Worker {
         match (&*self.workload, &mut self.connection) {
             (Workload::Issue { tokens, csrs }, Connection::Grpc(client)) => {
                 let (progress, deadline) = (&self.progress, self.deadline);
-                let token = tokens
-                    .take(|| {
-                        progress.stopped()
-                            || deadline.is_some_and(|deadline| Instant::now() >= deadline)
-                    })
-                    .await?;
+                let token = tokens.take(|| run_is_over(progress, deadline)).await?;
                 let issued = client
                     .issue(csrs[round % csrs.len()].clone(), &token)
                     .await
