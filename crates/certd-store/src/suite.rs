@@ -698,12 +698,15 @@ pub(crate) async fn tokens_are_listed_and_crl_numbers_can_be_raised(backend: &dy
     let mut listed = store.join_tokens().await.unwrap();
     listed.sort_by_key(|(hash, _)| *hash);
     assert_eq!(listed, tokens);
-    // Many at once (on sled, more than one batch of its writes): all kept.
+    // Many at once (on sled, many batches of its writes, and runs of
+    // tokens sharing a record between tokens of another): all kept, each
+    // with its own record.
     let many: Vec<_> = (0..2_500u32)
         .map(|n| {
             let mut hash = [9u8; 32];
             hash[..4].copy_from_slice(&n.to_be_bytes());
-            (hash, token("bulk", 900))
+            let service = if n % 7 < 3 { "bulk" } else { "bulk-other" };
+            (hash, token(service, 900))
         })
         .collect();
     store.insert_join_tokens(&many).await.unwrap();

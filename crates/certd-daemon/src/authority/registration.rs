@@ -119,8 +119,22 @@ impl Authority {
             created_at: now,
             expires_at,
         };
-        let tokens: Vec<JoinToken> = (0..count).map(|_| JoinToken::generate()).collect();
-        let entries: Vec<_> = tokens.iter().map(|t| (t.hash(), record.clone())).collect();
+        // Made on the blocking pool (a CSPRNG read, base64 and SHA-256 per
+        // token): on an async worker a bulk request (up to
+        // MAX_TOKENS_PER_REQUEST) held it, and every issuance queued on it
+        // waited (docs/PERFORMANCE.md, "Join tokens made in bulk beside
+        // issuance").
+        let (tokens, entries) = tokio::task::spawn_blocking(move || {
+            let tokens: Vec<JoinToken> = (0..count).map(|_| JoinToken::generate()).collect();
+            let entries: Vec<_> = tokens.iter().map(|t| (t.hash(), record.clone())).collect();
+            (tokens, entries)
+        })
+        .await
+        .map_err(|error| {
+            Error::Store(crate::store::StoreError::Backend(format!(
+                "making join tokens on the blocking pool stopped: {error}"
+            )))
+        })?;
         self.store.insert_join_tokens(&entries).await?;
         Ok(CreatedJoinTokens {
             tokens,

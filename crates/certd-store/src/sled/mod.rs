@@ -144,8 +144,12 @@ const PURGED_REVOCATIONS_KEY: &[u8] = b"purged-revocations";
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Join tokens written to one sled batch when many are made at once
-/// (`Open::insert_join_tokens_blocking`).
-const JOIN_TOKENS_PER_BATCH: usize = 1_000;
+/// (`Open::insert_join_tokens_blocking`). sled applies a batch under its
+/// global write lock, which every other write (an issuance's record, from
+/// an async worker) waits for: at 1,000 a batch held it for milliseconds,
+/// ten times in a row for 10,000 tokens (docs/PERFORMANCE.md, "Join
+/// tokens made in bulk beside issuance").
+const JOIN_TOKENS_PER_BATCH: usize = 64;
 
 impl From<sled::Error> for StoreError {
     fn from(error: sled::Error) -> Self {
@@ -919,8 +923,8 @@ impl Open {
         Ok(window)
     }
 
-    /// Stores new join tokens (keys and encoded records), at most
-    /// `JOIN_TOKENS_PER_BATCH` to a sled batch. One batch of a whole
+    /// Stores new join tokens, each hash with the encoded record at its
+    /// index in `records`, at most `JOIN_TOKENS_PER_BATCH` to a sled batch. One batch of a whole
     /// request (up to 100,000) kept every node version it replaced until it
     /// ended: the daemon's memory peaked at about 1 GB while a bench made
     /// its 200,000 tokens (docs/PERFORMANCE.md, "Daemon").
@@ -930,14 +934,22 @@ impl Open {
     /// blocking pool (`SledStore::off_worker`).
     fn insert_join_tokens_blocking(
         &self,
-        encoded: &[(TokenHash, Vec<u8>)],
+        keys: &[(TokenHash, usize)],
+        records: &[Vec<u8>],
     ) -> Result<(), StoreError> {
-        for chunk in encoded.chunks(JOIN_TOKENS_PER_BATCH) {
+        for chunk in keys.chunks(JOIN_TOKENS_PER_BATCH) {
             let mut batch = sled::Batch::default();
-            for (hash, value) in chunk {
+            for (hash, record) in chunk {
+                let value = records
+                    .get(*record)
+                    .ok_or_else(|| StoreError::Backend("a join token without its record".into()))?;
                 batch.insert(hash.as_slice(), value.as_slice());
             }
             self.join_tokens.apply_batch(batch)?;
+            // Bulk token making is an operator's batch: on a core that
+            // issuance keeps busy, it goes behind the issuances waiting to
+            // run rather than beside them (an idle core it takes at once).
+            std::thread::yield_now();
         }
         Ok(())
     }
@@ -1257,15 +1269,24 @@ impl Storage for SledStore {
         &self,
         tokens: &[(TokenHash, JoinTokenRecord)],
     ) -> Result<(), StoreError> {
-        let encoded = tokens
-            .iter()
-            .map(|(hash, token)| Ok((*hash, record::encode(token)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Tokens made together share one record: it is encoded once, so
+        // what runs on the async worker for a bulk request is a comparison
+        // and a copy of the hash per token, not an encoding.
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut keys = Vec::with_capacity(tokens.len());
+        let mut previous: Option<&JoinTokenRecord> = None;
+        for (hash, token) in tokens {
+            if previous != Some(token) {
+                records.push(record::encode(token)?);
+                previous = Some(token);
+            }
+            keys.push((*hash, records.len() - 1));
+        }
         // Written and made durable on the one database: were a fault to
         // reopen the store between the two, the tokens must not be counted
         // durable by the flush of another.
         self.off_worker(move |open| {
-            open.insert_join_tokens_blocking(&encoded)?;
+            open.insert_join_tokens_blocking(&keys, &records)?;
             open.durable_blocking()
         })
         .await
