@@ -8,7 +8,9 @@ use std::sync::Arc;
 use certd::ErrorKind;
 use certd::api::client::ClientError;
 use common::in_process::InProcess;
-use common::{Daemon, Identity, Served, http, openssl, pem_certs, provider, roots, stderr, stdout};
+use common::{
+    Daemon, Identity, Served, csr_for, http, openssl, pem_certs, provider, roots, stderr, stdout,
+};
 use rustls::pki_types::{CertificateRevocationListDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use sha1::{Digest, Sha1};
@@ -286,6 +288,91 @@ async fn revoking_a_service_revokes_all_its_certificates() {
     );
     let output = daemon.cli(&["revoke", "--service", "nobody"]);
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+}
+
+/// A service with more certificates than one request revokes at once
+/// (they go in flight together, sharing flushes): every one is revoked,
+/// listed in serial order, audited, and in the CRL the answer names; one
+/// revoked before is reported as such and keeps its first revocation.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_service_of_many_certificates_revokes_and_audits_each() {
+    const COUNT: usize = 150;
+    let daemon = InProcess::start().await;
+    daemon.entry("fleet", &["token:fleet"], &[]);
+    let created = daemon.cli(&[
+        "token",
+        "create",
+        "--service",
+        "fleet",
+        "--count",
+        &COUNT.to_string(),
+    ]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let mut client = daemon.client(None).await;
+    let mut serials = Vec::new();
+    for token in stdout(&created).lines() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issued = client
+            .issue(csr_for(&key, None, vec![]), token)
+            .await
+            .unwrap();
+        serials.push(issued.serial);
+    }
+    assert_eq!(serials.len(), COUNT);
+    let other = daemon.bootstrap("billing").await;
+    revoke(&daemon, &["--reason", "key-compromise", &serials[7]]);
+
+    let output = revoke(&daemon, &["--service", "fleet", "--json"]);
+    let answer: serde_json::Value = serde_json::from_str(&output).unwrap();
+    let listed: Vec<&serde_json::Value> =
+        answer["certificates"].as_array().unwrap().iter().collect();
+    let listed_serials: Vec<String> = listed
+        .iter()
+        .map(|c| c["serial"].as_str().unwrap().to_lowercase())
+        .collect();
+    let mut expected = serials.clone();
+    expected.sort();
+    assert_eq!(
+        listed_serials, expected,
+        "every certificate, in serial order"
+    );
+    for certificate in &listed {
+        let serial = certificate["serial"].as_str().unwrap().to_lowercase();
+        let earlier = serial == serials[7];
+        assert_eq!(certificate["newly_revoked"], !earlier, "{certificate}");
+        let reason = if earlier {
+            "key-compromise"
+        } else {
+            "unspecified"
+        };
+        assert_eq!(certificate["reason"], reason, "{certificate}");
+    }
+    for serial in &serials {
+        assert_eq!(client.status(serial).await.unwrap().status, "revoked");
+    }
+    assert_eq!(
+        client.status(&other.issued.serial).await.unwrap().status,
+        "good"
+    );
+    let (crl, number) = client.crl().await.unwrap();
+    assert!(number >= answer["crl_number"].as_u64().unwrap());
+    let in_crl = crl_serials(&crl);
+    assert!(
+        serials.iter().all(|serial| in_crl.contains(serial)),
+        "the CRL lists them all"
+    );
+    let audit = daemon.cli(&["audit", "--event", "revoke", "--json", "--limit", "10000"]);
+    assert!(audit.status.success(), "{}", stderr(&audit));
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&stdout(&audit)).unwrap();
+    let fleet_entries = entries
+        .iter()
+        .filter(|entry| entry["service"] == "fleet")
+        .count();
+    assert_eq!(
+        fleet_entries,
+        COUNT + 1,
+        "one entry per certificate, and the earlier one"
+    );
 }
 
 /// The CRL number only grows, across revocations and restarts, and

@@ -293,11 +293,23 @@ impl Admin for AdminApi {
         } else {
             CrlWait::UntilListed
         };
-        let result = self
-            .authority
-            .revoke_target(&caller, &target, reason, wait)
-            .await
-            .map_err(|e| status(&e))?;
+        // On a task of its own, so that it runs to its end (and its audit
+        // entries) even if the caller goes away meanwhile: dropped halfway,
+        // a service's revocation would leave some certificates revoked and
+        // none of them audited.
+        let authority = self.authority.clone();
+        let result = tokio::spawn(async move {
+            authority
+                .revoke_target(&caller, &target, reason, wait)
+                .await
+        })
+        .await
+        .map_err(|error| {
+            status(&crate::Error::Revocation(
+                crate::revocation::RevocationError::RequestStopped(error),
+            ))
+        })?
+        .map_err(|e| status(&e))?;
         let certificates = result
             .certificates
             .iter()

@@ -45,6 +45,10 @@ pub enum RevocationError {
     /// The blocking task that signs the CRLs stopped before it finished.
     #[error("the CRL signing task stopped")]
     SigningStopped(#[source] tokio::task::JoinError),
+    /// The task a revocation request runs on (so that it ends, audited,
+    /// even if its caller goes away) stopped before it finished.
+    #[error("the revocation's task stopped before it finished")]
+    RequestStopped(#[source] tokio::task::JoinError),
     /// The background publisher's build that would have listed a
     /// revocation failed (the revocation itself is durable; the publisher
     /// retries).
@@ -60,7 +64,9 @@ impl RevocationError {
         match self {
             RevocationError::Store(error) => error.kind(),
             RevocationError::Ca(error) => error.kind(),
-            RevocationError::SigningStopped(_) => crate::ErrorKind::Internal,
+            RevocationError::SigningStopped(_) | RevocationError::RequestStopped(_) => {
+                crate::ErrorKind::Internal
+            }
             RevocationError::NotPublished { kind, .. } => *kind,
         }
     }
