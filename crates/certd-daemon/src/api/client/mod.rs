@@ -37,6 +37,14 @@ pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum ClientError {
     #[error("cannot reach certd at {target}: {reason}")]
     Unreachable { target: String, reason: String },
+    /// The request went out and no answer came within the client's
+    /// deadline: certd may still be carrying it out (a revocation of
+    /// many certificates ends on its own task, audited).
+    #[error(
+        "certd at {target} did not answer within {} s; it may still be carrying out the request: `certd audit` shows what it did",
+        after.as_secs()
+    )]
+    TimedOut { target: String, after: Duration },
     #[error("certd refused ({kind}): {message}")]
     Refused { kind: ErrorKind, message: String },
     /// `reason` says why, and what to check.
@@ -58,7 +66,9 @@ impl ClientError {
     /// The one classification (`crate::ErrorKind`) of this failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ClientError::Unreachable { .. } => ErrorKind::Unavailable,
+            ClientError::Unreachable { .. } | ClientError::TimedOut { .. } => {
+                ErrorKind::Unavailable
+            }
             ClientError::Untrusted { .. } => ErrorKind::Untrusted,
             ClientError::Refused { kind, .. } => *kind,
             ClientError::Setup(_) | ClientError::Invalid { .. } => ErrorKind::InvalidInput,
@@ -82,12 +92,30 @@ pub(crate) fn refused(target: &str, status: Status) -> ClientError {
     // connection or the TLS session failed (a rejected client certificate
     // shows up here, as a TLS alert).
     if std::error::Error::source(&status).is_some() {
+        if timed_out(&status) {
+            return ClientError::TimedOut {
+                target: target.to_owned(),
+                after: REQUEST_TIMEOUT,
+            };
+        }
         return unreachable_or_untrusted(target, &status, describe_status(&status));
     }
     ClientError::Refused {
         kind: super::kind_of(status.code()),
         message: status.message().to_owned(),
     }
+}
+
+/// Whether the client's own deadline (`REQUEST_TIMEOUT`) ended the call.
+fn timed_out(status: &Status) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(current) = cause {
+        if current.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// A transport failure: `Untrusted` when TLS shows the server is not the
@@ -595,7 +623,32 @@ pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::plain_name;
+    use super::{ClientError, REQUEST_TIMEOUT, plain_name, refused};
+    use crate::ErrorKind;
+
+    #[test]
+    fn a_call_past_the_deadline_says_certd_may_still_be_at_work() {
+        let status = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        let error = refused("/tmp/certd/admin.sock", status);
+        assert!(
+            matches!(&error, ClientError::TimedOut { after, .. } if *after == REQUEST_TIMEOUT),
+            "{error:?}"
+        );
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+        let message = error.to_string();
+        assert!(message.contains("did not answer within 30 s"), "{message}");
+        assert!(message.contains("certd audit"), "{message}");
+        // A transport failure of another kind is still "cannot reach".
+        let status = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
+        let error = refused("/tmp/certd/admin.sock", status);
+        assert!(
+            matches!(error, ClientError::Unreachable { .. }),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn listed_names_read_as_written() {
