@@ -962,15 +962,22 @@ impl Open {
     }
 
     /// Deletes these tokens, each only if it is still there (a token taken
-    /// by an issuance meanwhile is that issuance's), then makes it durable.
-    async fn remove_join_tokens(&self, hashes: &[TokenHash]) -> Result<usize, StoreError> {
+    /// by an issuance meanwhile is that issuance's); returns how many.
+    /// Blocking, for the blocking pool: an operator's revocation of a
+    /// service's tokens may name 100,000, which on an async worker held it
+    /// for most of a second (docs/PERFORMANCE.md, "Join tokens made in
+    /// bulk beside issuance"). Yields the core every
+    /// `JOIN_TOKENS_PER_BATCH`, as `insert_join_tokens_blocking` does.
+    fn remove_join_tokens_blocking(&self, hashes: &[TokenHash]) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for hash in hashes {
-            if self.join_tokens.remove(hash.as_slice())?.is_some() {
-                removed += 1;
+        for chunk in hashes.chunks(JOIN_TOKENS_PER_BATCH) {
+            for hash in chunk {
+                if self.join_tokens.remove(hash.as_slice())?.is_some() {
+                    removed += 1;
+                }
             }
+            std::thread::yield_now();
         }
-        self.durable().await?;
         Ok(removed)
     }
 
@@ -1307,8 +1314,15 @@ impl Storage for SledStore {
     }
 
     async fn remove_join_tokens(&self, hashes: &[TokenHash]) -> Result<usize, StoreError> {
-        let open = self.current()?;
-        self.watch(open.remove_join_tokens(hashes).await)
+        let hashes = hashes.to_vec();
+        // Removed and made durable on the one database, as in
+        // `insert_join_tokens`.
+        self.off_worker(move |open| {
+            let removed = open.remove_join_tokens_blocking(&hashes)?;
+            open.durable_blocking()?;
+            Ok(removed)
+        })
+        .await
     }
 
     async fn insert_entry(&self, entry: &EntryRecord) -> Result<bool, StoreError> {
