@@ -298,27 +298,8 @@ async fn revoking_a_service_revokes_all_its_certificates() {
 async fn revoking_a_service_of_many_certificates_revokes_and_audits_each() {
     const COUNT: usize = 150;
     let daemon = InProcess::start().await;
-    daemon.entry("fleet", &["token:fleet"], &[]);
-    let created = daemon.cli(&[
-        "token",
-        "create",
-        "--service",
-        "fleet",
-        "--count",
-        &COUNT.to_string(),
-    ]);
-    assert!(created.status.success(), "{}", stderr(&created));
+    let serials = issue_many(&daemon, "fleet", COUNT).await;
     let mut client = daemon.client(None).await;
-    let mut serials = Vec::new();
-    for token in stdout(&created).lines() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issued = client
-            .issue(csr_for(&key, None, vec![]), token)
-            .await
-            .unwrap();
-        serials.push(issued.serial);
-    }
-    assert_eq!(serials.len(), COUNT);
     let other = daemon.bootstrap("billing").await;
     revoke(&daemon, &["--reason", "key-compromise", &serials[7]]);
 
@@ -361,18 +342,109 @@ async fn revoking_a_service_of_many_certificates_revokes_and_audits_each() {
         serials.iter().all(|serial| in_crl.contains(serial)),
         "the CRL lists them all"
     );
-    let audit = daemon.cli(&["audit", "--event", "revoke", "--json", "--limit", "10000"]);
+    // One entry per certificate, and one for the earlier revocation.
+    let mut audited = audited_revocations(&daemon, "fleet");
+    assert_eq!(audited.len(), COUNT + 1);
+    audited.sort();
+    audited.dedup();
+    assert_eq!(audited, expected, "each certificate audited");
+}
+
+/// Issues `count` certificates of `service` (an entry for its join tokens
+/// is made first); their serials, in the order issued.
+async fn issue_many(daemon: &Served, service: &str, count: usize) -> Vec<String> {
+    daemon.entry(service, &[&format!("token:{service}")], &[]);
+    let created = daemon.cli(&[
+        "token",
+        "create",
+        "--service",
+        service,
+        "--count",
+        &count.to_string(),
+    ]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let mut client = daemon.client(None).await;
+    let mut serials = Vec::new();
+    for token in stdout(&created).lines() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issued = client
+            .issue(csr_for(&key, None, vec![]), token)
+            .await
+            .unwrap();
+        serials.push(issued.serial);
+    }
+    assert_eq!(serials.len(), count);
+    serials
+}
+
+/// The serials of `service`'s certificates the audit says a revocation
+/// request revoked.
+fn audited_revocations(daemon: &Served, service: &str) -> Vec<String> {
+    let audit = daemon.cli(&["audit", "--event", "revoke", "--json", "--limit", "100000"]);
     assert!(audit.status.success(), "{}", stderr(&audit));
     let entries: Vec<serde_json::Value> = serde_json::from_str(&stdout(&audit)).unwrap();
-    let fleet_entries = entries
+    entries
         .iter()
-        .filter(|entry| entry["service"] == "fleet")
-        .count();
-    assert_eq!(
-        fleet_entries,
-        COUNT + 1,
-        "one entry per certificate, and the earlier one"
-    );
+        .filter(|entry| entry["service"] == service && entry["allowed"] == true)
+        .map(|entry| entry["serial"].as_str().unwrap_or_default().to_lowercase())
+        .collect()
+}
+
+/// A caller that goes away while its service's certificates are being
+/// revoked does not cut the revocation short: every certificate ends
+/// revoked and audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_revocation_ends_and_is_audited_when_its_caller_goes_away() {
+    const COUNT: usize = 150;
+    let daemon = InProcess::start().await;
+    let mut serials = issue_many(&daemon, "fleet", COUNT).await;
+    serials.sort();
+    let mut admin = certd::api::client::AdminClient::connect(&daemon.data_dir.join("admin.sock"))
+        .await
+        .unwrap();
+    let mut client = daemon.client(None).await;
+    let fleet = certd::authority::RevokeTarget::Service("fleet".into());
+    {
+        let revoking = admin.revoke(
+            &fleet,
+            certd::ca::RevocationReason::Unspecified,
+            certd::authority::CrlWait::UntilListed,
+        );
+        tokio::pin!(revoking);
+        // The caller leaves as soon as the first certificate (the lowest
+        // serial) is revoked, while the others are still to come; should
+        // the whole request end first, it is simply answered.
+        loop {
+            tokio::select! {
+                answer = &mut revoking => {
+                    assert_eq!(answer.unwrap().certificates.len(), COUNT);
+                    break;
+                }
+                () = tokio::time::sleep(std::time::Duration::from_millis(1)) => {}
+            }
+            if client.status(&serials[0]).await.unwrap().status == "revoked" {
+                break;
+            }
+        }
+    }
+    drop(admin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut audited = audited_revocations(&daemon, "fleet");
+        audited.sort();
+        if audited == serials {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after 60 s the audit holds {} of {COUNT} revocations",
+            audited.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for serial in &serials {
+        assert_eq!(client.status(serial).await.unwrap().status, "revoked");
+    }
 }
 
 /// The CRL number only grows, across revocations and restarts, and

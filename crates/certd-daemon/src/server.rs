@@ -409,6 +409,15 @@ pub async fn run(
         }
     };
     let _ = stop.send(true);
+    if !authority
+        .finish_requests_run_to_completion(SHUTDOWN_GRACE)
+        .await
+    {
+        tracing::warn!(
+            "a revocation whose caller went away was still running after the grace period; \
+             what it revoked is durable, its audit entries may be missing"
+        );
+    }
     let _ = tokio::join!(
         rotation,
         purge,

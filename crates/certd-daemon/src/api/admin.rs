@@ -298,18 +298,20 @@ impl Admin for AdminApi {
         // a service's revocation would leave some certificates revoked and
         // none of them audited.
         let authority = self.authority.clone();
-        let result = tokio::spawn(async move {
-            authority
-                .revoke_target(&caller, &target, reason, wait)
-                .await
-        })
-        .await
-        .map_err(|error| {
-            status(&crate::Error::Revocation(
-                crate::revocation::RevocationError::RequestStopped(error),
-            ))
-        })?
-        .map_err(|e| status(&e))?;
+        let result = self
+            .authority
+            .run_to_completion(async move {
+                authority
+                    .revoke_target(&caller, &target, reason, wait)
+                    .await
+            })
+            .await
+            .map_err(|error| {
+                status(&crate::Error::Revocation(
+                    crate::revocation::RevocationError::RequestStopped(error),
+                ))
+            })?
+            .map_err(|e| status(&e))?;
         let certificates = result
             .certificates
             .iter()

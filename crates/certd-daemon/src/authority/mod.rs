@@ -134,6 +134,9 @@ pub struct Authority {
     federation_wake: Arc<tokio::sync::Notify>,
     /// The ACME server's settings and keys.
     acme: Arc<AcmeState>,
+    /// Requests that run to their end on a task of their own, whatever
+    /// their caller does (`run_to_completion`); shutdown waits for them.
+    to_completion: tokio_util::task::TaskTracker,
 }
 
 /// How an issuance is recorded: under which service, attested how, and
@@ -285,7 +288,28 @@ impl Authority {
             }),
             issuer: Arc::new(settings.issuer),
             store_probe: Arc::default(),
+            to_completion: tokio_util::task::TaskTracker::new(),
         })
+    }
+
+    /// Runs `request` on a task of its own, so that it ends (and audits
+    /// what it did) even if its caller goes away meanwhile; shutdown waits
+    /// for it (`finish_requests_run_to_completion`).
+    pub fn run_to_completion<F>(&self, request: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.to_completion.spawn(request)
+    }
+
+    /// Waits, at most `within`, for the requests `run_to_completion`
+    /// started; whether they all ended. No new one starts afterwards.
+    pub async fn finish_requests_run_to_completion(&self, within: Duration) -> bool {
+        self.to_completion.close();
+        tokio::time::timeout(within, self.to_completion.wait())
+            .await
+            .is_ok()
     }
 
     pub fn ca(&self) -> &CertificateAuthority {

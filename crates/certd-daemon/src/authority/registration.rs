@@ -130,11 +130,7 @@ impl Authority {
             (tokens, entries)
         })
         .await
-        .map_err(|error| {
-            Error::Store(crate::store::StoreError::Backend(format!(
-                "making join tokens on the blocking pool stopped: {error}"
-            )))
-        })?;
+        .map_err(RegistryError::MakingTokensStopped)?;
         self.store.insert_join_tokens(&entries).await?;
         Ok(CreatedJoinTokens {
             tokens,

@@ -2,7 +2,9 @@
 //! (unless the caller says not to) waiting for the background publisher's
 //! CRL that lists it before answering (`revocation::publisher`).
 
-use futures_util::{StreamExt, TryStreamExt, stream};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::{StreamExt, stream};
 
 use super::{Authority, Caller};
 use crate::audit::{self, Decision};
@@ -15,11 +17,13 @@ use crate::{Error, Result};
 
 /// Revocations of one request (a service's or a lineage's certificates)
 /// in flight at once. Each is durable before it counts, and one at a time
-/// each waited for a flush of its own: a service's 30,000 certificates
-/// took longer than the client's 30 s. In flight together, they share the
-/// group commit's flushes (docs/PERFORMANCE.md, "Revoking a service's
-/// certificates").
-const REVOCATIONS_IN_FLIGHT: usize = 64;
+/// each waited for a flush of its own: a service's 20,000 certificates
+/// took longer than the client's 30 s. In flight together, they share
+/// sled's group commit's flushes (docs/PERFORMANCE.md, "Revoking a
+/// service's certificates"). Half the PostgreSQL backend's connection
+/// pool, so that issuance keeps connections while a service is revoked
+/// (8 took 2.5 times as long on sled as 64).
+const REVOCATIONS_IN_FLIGHT: usize = 16;
 
 /// What a revocation did, for one certificate.
 #[derive(Debug, Clone)]
@@ -110,7 +114,9 @@ impl Authority {
 
     /// Revokes what `target` names; answers once that is durable (and OCSP
     /// says so) and, with `CrlWait::UntilListed`, once a published CRL
-    /// lists it. Audited either way.
+    /// lists it. Audited either way: every certificate it revoked gets its
+    /// entry, even when the request fails afterwards (a later certificate's
+    /// revocation or the CRL's publication), and a failure one more.
     pub async fn revoke_target(
         &self,
         caller: &Caller,
@@ -118,22 +124,24 @@ impl Authority {
         reason: RevocationReason,
         wait: CrlWait,
     ) -> Result<RevocationResult> {
-        let (outcome, audited) = match target {
-            RevokeTarget::Serial(serial) => (
-                match self.revoke_serial(serial, reason).await {
-                    Ok(revoked) => self.publish(vec![revoked], wait).await,
-                    Err(error) => Err(error),
-                },
-                serial.clone(),
-            ),
-            RevokeTarget::Service(service) => (
-                self.revoke_service_inner(service, reason, wait).await,
-                format!("service {service}"),
-            ),
-            RevokeTarget::Lineage(serial) => (
-                self.revoke_lineage_inner(serial, reason, wait).await,
-                format!("lineage {serial}"),
-            ),
+        let (revoked, failure, audited) = match target {
+            RevokeTarget::Serial(serial) => match self.revoke_serial(serial, reason).await {
+                Ok(revoked) => (vec![revoked], None, serial.clone()),
+                Err(error) => (Vec::new(), Some(error), serial.clone()),
+            },
+            RevokeTarget::Service(service) => {
+                let (revoked, failure) = self.revoke_service_inner(service, reason).await;
+                (revoked, failure, format!("service {service}"))
+            }
+            RevokeTarget::Lineage(serial) => {
+                let (revoked, failure) = self.revoke_lineage_inner(serial, reason).await;
+                (revoked, failure, format!("lineage {serial}"))
+            }
+        };
+        self.track_revocations(&revoked);
+        let crl_number = match failure {
+            Some(error) => Err(error),
+            None => self.publish(wait).await,
         };
         audit_revocation(
             self.store.as_ref(),
@@ -141,69 +149,104 @@ impl Authority {
             caller,
             &audited,
             reason,
-            &outcome,
+            &revoked,
+            &crl_number,
         )
         .await;
-        outcome
+        crl_number.map(|crl_number| RevocationResult {
+            certificates: revoked,
+            crl_number,
+        })
     }
 
+    /// The certificates of `serial`'s lineage revoked, and the failure that
+    /// ended it early, if any (`NotFound` when none is unexpired).
     async fn revoke_lineage_inner(
         &self,
         serial: &str,
         reason: RevocationReason,
-        wait: CrlWait,
-    ) -> Result<RevocationResult> {
-        let serial: Serial = serial.parse()?;
-        let unexpired = self
-            .lineage_of(&serial)
-            .await?
-            .into_iter()
-            .filter(|record| self.unexpired(record));
-        let revoked = self.revoke_all(unexpired, reason).await?;
-        if revoked.is_empty() {
-            return Err(Error::NotFound(format!(
-                "unexpired certificate in the lineage of {serial}"
-            )));
+    ) -> (Vec<Revoked>, Option<Error>) {
+        let lineage = match serial.parse::<Serial>() {
+            Ok(serial) => self
+                .lineage_of(&serial)
+                .await
+                .map(|records| (serial, records)),
+            Err(error) => Err(error.into()),
+        };
+        let (serial, lineage) = match lineage {
+            Ok(found) => found,
+            Err(error) => return (Vec::new(), Some(error)),
+        };
+        let unexpired = lineage.into_iter().filter(|record| self.unexpired(record));
+        let (revoked, failure) = self.revoke_all(unexpired, reason).await;
+        if revoked.is_empty() && failure.is_none() {
+            let none = Error::NotFound(format!("unexpired certificate in the lineage of {serial}"));
+            return (revoked, Some(none));
         }
-        self.publish(revoked, wait).await
+        (revoked, failure)
     }
 
+    /// The certificates of `service` revoked, and the failure that ended it
+    /// early, if any (`NotFound` when none is unexpired).
     async fn revoke_service_inner(
         &self,
         service: &str,
         reason: RevocationReason,
-        wait: CrlWait,
-    ) -> Result<RevocationResult> {
-        let service: ServiceName = service.parse()?;
+    ) -> (Vec<Revoked>, Option<Error>) {
+        let records = match service.parse::<ServiceName>() {
+            Ok(service) => self
+                .store
+                .certificates(Some(&service))
+                .await
+                .map(|records| (service, records))
+                .map_err(Error::from),
+            Err(error) => Err(error.into()),
+        };
+        let (service, records) = match records {
+            Ok(found) => found,
+            Err(error) => return (Vec::new(), Some(error)),
+        };
         let now = self.now();
-        let unexpired = self
-            .store
-            .certificates(Some(&service))
-            .await?
-            .into_iter()
-            .filter(|record| record.not_after >= now);
-        let revoked = self.revoke_all(unexpired, reason).await?;
-        if revoked.is_empty() {
-            return Err(Error::NotFound(format!(
-                "unexpired certificate of service {service}"
-            )));
+        let unexpired = records.into_iter().filter(|record| record.not_after >= now);
+        let (revoked, failure) = self.revoke_all(unexpired, reason).await;
+        if revoked.is_empty() && failure.is_none() {
+            let none = Error::NotFound(format!("unexpired certificate of service {service}"));
+            return (revoked, Some(none));
         }
-        self.publish(revoked, wait).await
+        (revoked, failure)
     }
 
-    /// Revokes `records`, up to `REVOCATIONS_IN_FLIGHT` at once, and
-    /// returns what each revocation did, in their order. The first failure
-    /// ends it (those already revoked stay revoked, as one at a time).
+    /// Revokes `records`, up to `REVOCATIONS_IN_FLIGHT` at once: what each
+    /// revocation did, in their order, and the first failure, if any. A
+    /// failure starts no further revocation but lets those in flight end,
+    /// so that every certificate the store marked revoked is noted (OCSP
+    /// says so) and returned, to be audited.
     async fn revoke_all(
         &self,
-        records: impl Iterator<Item = IssuanceRecord>,
+        records: impl Iterator<Item = IssuanceRecord> + Send,
         reason: RevocationReason,
-    ) -> Result<Vec<Revoked>> {
-        stream::iter(records.map(|record| record.serial.to_hex()))
-            .map(|serial| async move { self.revoke_serial(&serial, reason).await })
-            .buffered(REVOCATIONS_IN_FLIGHT)
-            .try_collect()
-            .await
+    ) -> (Vec<Revoked>, Option<Error>) {
+        let failed = AtomicBool::new(false);
+        let serials = records
+            .map(|record| record.serial.to_hex())
+            .take_while(|_| !failed.load(Ordering::Relaxed));
+        let mut revocations = std::pin::pin!(
+            stream::iter(serials)
+                .map(|serial| async move { self.revoke_serial(&serial, reason).await })
+                .buffered(REVOCATIONS_IN_FLIGHT)
+        );
+        let mut revoked = Vec::new();
+        let mut failure = None;
+        while let Some(outcome) = revocations.next().await {
+            match outcome {
+                Ok(done) => revoked.push(done),
+                Err(error) => {
+                    failed.store(true, Ordering::Relaxed);
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        (revoked, failure)
     }
 
     /// Revokes one certificate durably and notes it: from here OCSP says
@@ -237,13 +280,12 @@ impl Authority {
         })
     }
 
-    /// Answers for `certificates`, revoked and noted: with
-    /// `CrlWait::UntilListed`, once the publisher's CRL covers every
-    /// revocation noted so far (theirs included; an earlier one's for those
-    /// already revoked, which an earlier request may not have waited for).
-    async fn publish(&self, certificates: Vec<Revoked>, wait: CrlWait) -> Result<RevocationResult> {
-        self.track_revocations(&certificates);
-        let crl_number = match wait {
+    /// The number of a CRL that lists every revocation noted so far (this
+    /// request's, and an earlier one's for certificates already revoked,
+    /// which that request may not have waited for), once the publisher has
+    /// one, with `CrlWait::UntilListed`; 0 with `CrlWait::No`.
+    async fn publish(&self, wait: CrlWait) -> Result<u64> {
+        match wait {
             CrlWait::UntilListed => {
                 let noted = self.revocations.noted();
                 let crl = if noted == 0 {
@@ -253,51 +295,51 @@ impl Authority {
                 } else {
                     self.revocations.wait_for_crl(noted).await?
                 };
-                crl.number
+                Ok(crl.number)
             }
-            CrlWait::No => 0,
-        };
-        Ok(RevocationResult {
-            certificates,
-            crl_number,
-        })
+            CrlWait::No => Ok(0),
+        }
     }
 }
 
-/// One audit entry per certificate a revocation request touched, or one
-/// for its refusal.
+/// One audit entry per certificate a revocation request revoked (or found
+/// revoked), whatever came after, and one for its failure, if it failed.
 async fn audit_revocation(
     store: &dyn Storage,
     at: i64,
     caller: &Caller,
     target: &str,
     reason: RevocationReason,
-    outcome: &Result<RevocationResult>,
+    revoked: &[Revoked],
+    crl_number: &Result<u64>,
 ) {
-    match outcome {
-        Ok(result) => {
-            for revoked in &result.certificates {
-                let state = if revoked.newly_revoked {
-                    "revoked"
-                } else {
-                    "already revoked"
-                };
-                audit::record(
-                    store,
-                    at,
-                    Decision {
-                        event: AuditEvent::Revoke,
-                        allowed: true,
-                        caller: &caller.0,
-                        service: Some(revoked.record.service.to_string()),
-                        serial: Some(revoked.record.serial.to_hex()),
-                        reason: Some(format!("{state}: {reason}; CRL {}", result.crl_number)),
-                        ..Decision::default()
-                    },
-                )
-                .await;
-            }
-        }
+    for certificate in revoked {
+        let state = if certificate.newly_revoked {
+            "revoked"
+        } else {
+            "already revoked"
+        };
+        let listed = match crl_number {
+            Ok(number) => format!("CRL {number}"),
+            Err(_) => "the request failed afterwards".to_owned(),
+        };
+        audit::record(
+            store,
+            at,
+            Decision {
+                event: AuditEvent::Revoke,
+                allowed: true,
+                caller: &caller.0,
+                service: Some(certificate.record.service.to_string()),
+                serial: Some(certificate.record.serial.to_hex()),
+                reason: Some(format!("{state}: {reason}; {listed}")),
+                ..Decision::default()
+            },
+        )
+        .await;
+    }
+    match crl_number {
+        Ok(_) => {}
         Err(error) => {
             audit::record(
                 store,

@@ -104,6 +104,9 @@ pub enum RegistryError {
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The blocking task that makes join tokens stopped before it finished.
+    #[error("making join tokens stopped before it finished")]
+    MakingTokensStopped(#[source] tokio::task::JoinError),
 }
 
 impl RegistryError {
@@ -121,6 +124,7 @@ impl RegistryError {
             RegistryError::Name(_) => ErrorKind::InvalidInput,
             RegistryError::Policy(error) => error.kind(),
             RegistryError::Store(error) => error.kind(),
+            RegistryError::MakingTokensStopped(_) => ErrorKind::Internal,
             RegistryError::NoMatchingEntry { .. }
             | RegistryError::AmbiguousEntries { .. }
             | RegistryError::EntryDeleted { .. }

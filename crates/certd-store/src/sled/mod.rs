@@ -939,16 +939,17 @@ impl Open {
     ) -> Result<(), StoreError> {
         for chunk in keys.chunks(JOIN_TOKENS_PER_BATCH) {
             let mut batch = sled::Batch::default();
-            for (hash, record) in chunk {
+            for (hash, record_index) in chunk {
                 let value = records
-                    .get(*record)
+                    .get(*record_index)
                     .ok_or_else(|| StoreError::Backend("a join token without its record".into()))?;
                 batch.insert(hash.as_slice(), value.as_slice());
             }
             self.join_tokens.apply_batch(batch)?;
-            // Bulk token making is an operator's batch: on a core that
-            // issuance keeps busy, it goes behind the issuances waiting to
-            // run rather than beside them (an idle core it takes at once).
+            // Bulk token making is an operator's batch: a hint to the
+            // scheduler to run the issuances waiting for this core first
+            // (measured: it does, docs/PERFORMANCE.md); an idle core it
+            // keeps.
             std::thread::yield_now();
         }
         Ok(())
@@ -966,7 +967,8 @@ impl Open {
     /// Blocking, for the blocking pool: an operator's revocation of a
     /// service's tokens may name 100,000, which on an async worker held it
     /// for most of a second (docs/PERFORMANCE.md, "Join tokens made in
-    /// bulk beside issuance"). Yields the core every
+    /// bulk beside issuance"). One `remove` each (no sled batch: it would
+    /// hold the global write lock), yielding the core after every
     /// `JOIN_TOKENS_PER_BATCH`, as `insert_join_tokens_blocking` does.
     fn remove_join_tokens_blocking(&self, hashes: &[TokenHash]) -> Result<usize, StoreError> {
         let mut removed = 0;
