@@ -648,7 +648,10 @@ impl Open {
             Err(TransactionError::Abort(error)) => return Err(error),
             Err(TransactionError::Storage(error)) => return Err(error.into()),
         };
-        if matches!(outcome, Some(RevokeOutcome::Revoked(_))) {
+        // Already revoked too: the revocation found may be another
+        // request's that is not yet durable (a retried `revoke --service`
+        // beside the first), and this answer says it is.
+        if outcome.is_some() {
             self.durable().await?;
         }
         Ok(outcome)
