@@ -354,18 +354,9 @@ async fn revoking_a_service_of_many_certificates_revokes_and_audits_each() {
 /// is made first); their serials, in the order issued.
 async fn issue_many(daemon: &Served, service: &str, count: usize) -> Vec<String> {
     daemon.entry(service, &[&format!("token:{service}")], &[]);
-    let created = daemon.cli(&[
-        "token",
-        "create",
-        "--service",
-        service,
-        "--count",
-        &count.to_string(),
-    ]);
-    assert!(created.status.success(), "{}", stderr(&created));
     let mut client = daemon.client(None).await;
     let mut serials = Vec::new();
-    for token in stdout(&created).lines() {
+    for token in &daemon.tokens(service, count) {
         let key = rcgen::KeyPair::generate().unwrap();
         let issued = client
             .issue(csr_for(&key, None, vec![]), token)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use certd::ErrorKind;
 use certd::api::client::ClientError;
-use common::{Daemon, csr_for, http, stderr, stdout};
+use common::{Daemon, csr_for, http, stderr};
 
 /// Limits how large the daemon may grow any file (`None`: no limit), as
 /// `prlimit --fsize` does.
@@ -26,19 +26,6 @@ fn limit_file_size(daemon: &Daemon, bytes: Option<u64>) {
         None,
     )
     .expect("prlimit");
-}
-
-fn tokens(daemon: &Daemon, service: &str, count: usize) -> Vec<String> {
-    let output = daemon.cli(&[
-        "token",
-        "create",
-        "--service",
-        service,
-        "--count",
-        &count.to_string(),
-    ]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    stdout(&output).lines().map(str::to_owned).collect()
 }
 
 async fn issue(daemon: &Daemon, token: &str) -> Result<String, ClientError> {
@@ -54,7 +41,7 @@ async fn issue(daemon: &Daemon, token: &str) -> Result<String, ClientError> {
 async fn a_full_disk_is_unavailable_then_recovers_without_restart_and_keeps_tokens() {
     let daemon = Arc::new(Daemon::start());
     daemon.entry("billing", &["token:billing"], &[]);
-    let tokens = tokens(&daemon, "billing", 300);
+    let tokens = daemon.tokens("billing", 300);
 
     // The disk fills: no file may grow more than 64 KiB past the database.
     let database = daemon.data_dir.join("db").join("db");
@@ -212,7 +199,7 @@ async fn repeated_kills_under_load_lose_no_returned_certificate() {
     let mut returned = Vec::new();
     for round in 0..8u64 {
         let daemon_now = Arc::new(daemon);
-        let queue = Arc::new(Mutex::new(tokens(&daemon_now, "billing", 400)));
+        let queue = Arc::new(Mutex::new(daemon_now.tokens("billing", 400)));
         let issued = Arc::new(Mutex::new(Vec::new()));
         let mut workers = Vec::new();
         for _ in 0..16 {

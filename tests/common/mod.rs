@@ -219,6 +219,21 @@ impl Served {
         self.cli(&args)
     }
 
+    /// `count` join tokens from one `certd token create --count`, for the
+    /// service's one token entry (which must exist).
+    pub fn tokens(&self, service: &str, count: usize) -> Vec<String> {
+        let output = self.cli(&[
+            "token",
+            "create",
+            "--service",
+            service,
+            "--count",
+            &count.to_string(),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output).lines().map(str::to_owned).collect()
+    }
+
     pub fn token(&self, service: &str) -> String {
         let create = || self.cli(&["token", "create", "--service", service]);
         let mut output = create();

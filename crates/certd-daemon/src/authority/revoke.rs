@@ -130,11 +130,13 @@ impl Authority {
                 Err(error) => (Vec::new(), Some(error), serial.clone()),
             },
             RevokeTarget::Service(service) => {
-                let (revoked, failure) = self.revoke_service_inner(service, reason).await;
+                let found = self.unexpired_of_service(service).await;
+                let (revoked, failure) = self.revoke_found(found, reason).await;
                 (revoked, failure, format!("service {service}"))
             }
             RevokeTarget::Lineage(serial) => {
-                let (revoked, failure) = self.revoke_lineage_inner(serial, reason).await;
+                let found = self.unexpired_in_lineage(serial).await;
+                let (revoked, failure) = self.revoke_found(found, reason).await;
                 (revoked, failure, format!("lineage {serial}"))
             }
         };
@@ -159,61 +161,56 @@ impl Authority {
         })
     }
 
-    /// The certificates of `serial`'s lineage revoked, and the failure that
-    /// ended it early, if any (`NotFound` when none is unexpired).
-    async fn revoke_lineage_inner(
-        &self,
-        serial: &str,
-        reason: RevocationReason,
-    ) -> (Vec<Revoked>, Option<Error>) {
-        let lineage = match serial.parse::<Serial>() {
-            Ok(serial) => self
-                .lineage_of(&serial)
-                .await
-                .map(|records| (serial, records)),
-            Err(error) => Err(error.into()),
-        };
-        let (serial, lineage) = match lineage {
-            Ok(found) => found,
-            Err(error) => return (Vec::new(), Some(error)),
-        };
-        let unexpired = lineage.into_iter().filter(|record| self.unexpired(record));
-        let (revoked, failure) = self.revoke_all(unexpired, reason).await;
-        if revoked.is_empty() && failure.is_none() {
-            let none = Error::NotFound(format!("unexpired certificate in the lineage of {serial}"));
-            return (revoked, Some(none));
-        }
-        (revoked, failure)
+    /// The unexpired certificates of `serial`'s chain of renewals, and what
+    /// to call them when there are none.
+    async fn unexpired_in_lineage(&self, serial: &str) -> Result<(Vec<IssuanceRecord>, String)> {
+        let serial: Serial = serial.parse()?;
+        let unexpired = self
+            .lineage_of(&serial)
+            .await?
+            .into_iter()
+            .filter(|record| self.unexpired(record))
+            .collect();
+        Ok((
+            unexpired,
+            format!("unexpired certificate in the lineage of {serial}"),
+        ))
     }
 
-    /// The certificates of `service` revoked, and the failure that ended it
-    /// early, if any (`NotFound` when none is unexpired).
-    async fn revoke_service_inner(
+    /// The unexpired certificates of `service`, and what to call them when
+    /// there are none.
+    async fn unexpired_of_service(&self, service: &str) -> Result<(Vec<IssuanceRecord>, String)> {
+        let service: ServiceName = service.parse()?;
+        let now = self.now();
+        let unexpired = self
+            .store
+            .certificates(Some(&service))
+            .await?
+            .into_iter()
+            .filter(|record| record.not_after >= now)
+            .collect();
+        Ok((
+            unexpired,
+            format!("unexpired certificate of service {service}"),
+        ))
+    }
+
+    /// Revokes the certificates `found` (`revoke_all`): those revoked, and
+    /// the failure that ended it early, if any, or `NotFound` (named as
+    /// `found` says) when there were none.
+    async fn revoke_found(
         &self,
-        service: &str,
+        found: Result<(Vec<IssuanceRecord>, String)>,
         reason: RevocationReason,
     ) -> (Vec<Revoked>, Option<Error>) {
-        let records = match service.parse::<ServiceName>() {
-            Ok(service) => self
-                .store
-                .certificates(Some(&service))
-                .await
-                .map(|records| (service, records))
-                .map_err(Error::from),
-            Err(error) => Err(error.into()),
-        };
-        let (service, records) = match records {
+        let (records, none) = match found {
             Ok(found) => found,
             Err(error) => return (Vec::new(), Some(error)),
         };
-        let now = self.now();
-        let unexpired = records.into_iter().filter(|record| record.not_after >= now);
-        let (revoked, failure) = self.revoke_all(unexpired, reason).await;
-        if revoked.is_empty() && failure.is_none() {
-            let none = Error::NotFound(format!("unexpired certificate of service {service}"));
-            return (revoked, Some(none));
+        if records.is_empty() {
+            return (Vec::new(), Some(Error::NotFound(none)));
         }
-        (revoked, failure)
+        self.revoke_all(records.into_iter(), reason).await
     }
 
     /// Revokes `records`, up to `REVOCATIONS_IN_FLIGHT` at once: what each
