@@ -127,7 +127,9 @@ pub struct AccountDeactivateArgs {
     data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
-    /// The account's id (`certd acme account list`).
+    /// The account's id (`certd acme account list`). It is a base64url
+    /// JWK thumbprint, so it may begin with `-`.
+    #[arg(allow_hyphen_values = true)]
     account: String,
     #[command(flatten)]
     pub(super) output: JsonArg,
@@ -139,8 +141,8 @@ pub struct OrderListArgs {
     data_dir: DataDirArg,
     #[command(flatten)]
     target: AdminTarget,
-    /// Only this account's orders.
-    #[arg(long)]
+    /// Only this account's orders (an id may begin with `-`).
+    #[arg(long, allow_hyphen_values = true)]
     account: Option<String>,
     #[command(flatten)]
     pub(super) output: JsonArg,
@@ -287,4 +289,33 @@ async fn order_list(args: OrderListArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{AccountDeactivateArgs, OrderListArgs};
+
+    #[derive(Parser)]
+    struct Deactivate {
+        #[command(flatten)]
+        args: AccountDeactivateArgs,
+    }
+
+    #[derive(Parser)]
+    struct Orders {
+        #[command(flatten)]
+        args: OrderListArgs,
+    }
+
+    /// An account id is a base64url JWK thumbprint: one in 64 begins with
+    /// `-`, which must reach the command as the id, not as an option.
+    #[test]
+    fn account_ids_that_begin_with_a_hyphen_are_ids() {
+        let parsed = Deactivate::try_parse_from(["deactivate", "-Q3xYz_AbC"]).unwrap();
+        assert_eq!(parsed.args.account, "-Q3xYz_AbC");
+        let parsed = Orders::try_parse_from(["list", "--account", "-Q3xYz_AbC"]).unwrap();
+        assert_eq!(parsed.args.account.as_deref(), Some("-Q3xYz_AbC"));
+    }
 }
