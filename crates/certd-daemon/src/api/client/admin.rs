@@ -31,17 +31,11 @@ pub struct AdminClient {
 
 /// Whether connecting failed because this user may not use the socket.
 fn denied(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(current) = cause {
-        if current
+    super::causes(error).any(|cause| {
+        cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
-        {
-            return true;
-        }
-        cause = current.source();
-    }
-    false
+    })
 }
 
 impl AdminClient {

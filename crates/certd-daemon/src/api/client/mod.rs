@@ -106,16 +106,16 @@ pub(crate) fn refused(target: &str, status: Status) -> ClientError {
     }
 }
 
+/// `error` and the errors it names as its source, outermost first.
+pub(super) fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |current| current.source())
+}
+
 /// Whether the client's own deadline (`REQUEST_TIMEOUT`) ended the call.
 fn timed_out(status: &Status) -> bool {
-    let mut cause = std::error::Error::source(status);
-    while let Some(current) = cause {
-        if current.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        cause = current.source();
-    }
-    false
+    causes(status).any(|cause| cause.is::<tonic::TimeoutExpired>())
 }
 
 /// A transport failure: `Untrusted` when TLS shows the server is not the
